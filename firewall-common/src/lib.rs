@@ -1,0 +1,307 @@
+//! The ABI between the kernel programs (`firewall-ebpf`) and the `firewall` binary.
+//!
+//! Everything that crosses the boundary lives here, once: map names, map keys and
+//! values, and counter ids. Every type is `#[repr(C)]` with explicit padding so that
+//! kernel and user side agree byte for byte; addresses are stored as they appear on
+//! the wire (`[u8; 4]`, network order) and ports in host order.
+//!
+//! Where a seed rule lives:
+//!
+//! | seed rule | map | counter |
+//! | --- | --- | --- |
+//! | anti-spoof `-s`/`-d` lists | [`MAP_ANTISPOOF_SRC`], [`MAP_ANTISPOOF_DST`] (LPM tries) | one per entry, the map's value |
+//! | `--state INVALID` | none (the parser) | [`Builtin::Invalid`], [`Builtin::InvalidTcpFlags`], [`Builtin::InvalidFragment`] |
+//! | a service's allow-list | [`MAP_ALLOW_EXACT`] (hash, single addresses), [`MAP_ALLOW_PREFIX`] (LPM trie, CIDRs and `any`) | [`rule_counter`] with [`Line::New`] |
+//! | `--state ESTABLISHED` returns | [`MAP_CONNTRACK`] (LRU hash) | [`rule_counter`] with [`Line::Established`] |
+//! | `-m limit` | [`MAP_TOKEN_BUCKETS`] (array, one per rule) | falls through to the chain policy |
+//! | `-P … DROP` | none | [`Builtin::Policy`] |
+#![no_std]
+
+/// Names of the maps, as the kernel object declares them and as they are pinned.
+pub const MAP_CONFIG: &str = "CONFIG";
+pub const MAP_COUNTERS: &str = "COUNTERS";
+pub const MAP_CONNTRACK: &str = "CONNTRACK";
+pub const MAP_ALLOW_EXACT: &str = "ALLOW_EXACT";
+pub const MAP_ALLOW_PREFIX: &str = "ALLOW_PREFIX";
+pub const MAP_ANTISPOOF_SRC: &str = "ANTISPOOF_SRC";
+pub const MAP_ANTISPOOF_DST: &str = "ANTISPOOF_DST";
+pub const MAP_TOKEN_BUCKETS: &str = "TOKEN_BUCKETS";
+/// Every map, in the order `up` pins them.
+pub const MAPS: [&str; 8] = [
+    MAP_CONFIG,
+    MAP_COUNTERS,
+    MAP_CONNTRACK,
+    MAP_ALLOW_EXACT,
+    MAP_ALLOW_PREFIX,
+    MAP_ANTISPOOF_SRC,
+    MAP_ANTISPOOF_DST,
+    MAP_TOKEN_BUCKETS,
+];
+
+/// Names of the programs in the object.
+pub const PROG_INGRESS: &str = "firewall_ingress";
+pub const PROG_EGRESS: &str = "firewall_egress";
+
+/// The most rules a policy may have (the token-bucket array's size).
+pub const MAX_RULES: u32 = 512;
+/// The most anti-spoof entries (sources and destinations together).
+pub const MAX_ANTISPOOF: u32 = 448;
+/// Size of the per-CPU counter array.
+pub const MAX_COUNTERS: u32 = RULE_COUNTER_BASE + 2 * MAX_RULES;
+/// Capacity of the exact-address allow-list hash.
+pub const ALLOW_EXACT_ENTRIES: u32 = 1 << 21;
+/// Capacity of the prefix allow-list trie.
+pub const ALLOW_PREFIX_ENTRIES: u32 = 1 << 16;
+/// Default capacity of the conntrack LRU (`[conntrack] max_entries`).
+pub const CONNTRACK_DEFAULT_ENTRIES: u32 = 65_536;
+
+/// IP protocol numbers the rules can name.
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// ICMP types with meaning to conntrack.
+pub const ICMP_ECHO_REPLY: u8 = 0;
+pub const ICMP_DEST_UNREACHABLE: u8 = 3;
+pub const ICMP_ECHO_REQUEST: u8 = 8;
+
+/// Which way a packet travels, from this host's point of view. The XDP program sees
+/// `In`, the TC egress program `Out`; a rule's `direction` says which way opens its flows.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    In = 0,
+    Out = 1,
+}
+
+impl Direction {
+    pub const fn reverse(self) -> Self {
+        match self {
+            Direction::In => Direction::Out,
+            Direction::Out => Direction::In,
+        }
+    }
+}
+
+/// The iptables chain a verdict is counted in.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chain {
+    /// Ingress to the host's address.
+    Input = 0,
+    /// Egress from the host's address.
+    Output = 1,
+    /// Ingress to any other address: the kernel would route it, or it is a broadcast.
+    Forward = 2,
+}
+
+impl Chain {
+    pub const ALL: [Chain; 3] = [Chain::Input, Chain::Output, Chain::Forward];
+
+    pub const fn of(direction: Direction) -> Self {
+        match direction {
+            Direction::In => Chain::Input,
+            Direction::Out => Chain::Output,
+        }
+    }
+}
+
+/// The built-in lines of each chain: what the parser and the chain policy decide.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Builtin {
+    /// Not IP (ARP, LLDP, …): passed, iptables never sees it and the host needs it.
+    NonIp = 0,
+    /// IPv6 while the policy configures none: dropped.
+    Ipv6 = 1,
+    /// Truncated or malformed headers.
+    Invalid = 2,
+    /// A TCP flag set no connection can have (NULL, SYN+FIN, XMAS, …).
+    InvalidTcpFlags = 3,
+    /// An IPv4 fragment: XDP cannot reassemble, so fragments are dropped.
+    InvalidFragment = 4,
+    /// Egress with a source other than the host's address (outbound spoofing).
+    SpoofedSource = 5,
+    /// Nothing admitted it: the chain's DROP policy.
+    Policy = 6,
+}
+
+/// Built-in lines per chain in the counter array.
+pub const BUILTINS_PER_CHAIN: u32 = 8;
+/// First counter id handed to anti-spoof entries.
+pub const ANTISPOOF_COUNTER_BASE: u32 = 64;
+/// First counter id of rule lines.
+pub const RULE_COUNTER_BASE: u32 = ANTISPOOF_COUNTER_BASE + MAX_ANTISPOOF;
+
+/// The counter id of a chain's built-in line.
+pub const fn builtin_counter(chain: Chain, line: Builtin) -> u32 {
+    chain as u32 * BUILTINS_PER_CHAIN + line as u32
+}
+
+/// The two lines each rule has, as in the seed: the one that admits new flows in the
+/// rule's own chain, and the ESTABLISHED return line in the other chain.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Line {
+    New = 0,
+    Established = 1,
+}
+
+/// The counter id of one of a rule's lines.
+pub const fn rule_counter(rule: u32, line: Line) -> u32 {
+    RULE_COUNTER_BASE + 2 * rule + line as u32
+}
+
+/// One line's counters (per CPU; the listing sums them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// `CONFIG[0]`: what the programs need to know about the host.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// The host's IPv4 address (OURIP), network order.
+    pub address: [u8; 4],
+    /// `CONFIG_*` bits.
+    pub flags: u32,
+    pub tcp_established_timeout_ns: u64,
+    /// After a FIN: the flow lingers this long for the closing handshake.
+    pub tcp_fin_timeout_ns: u64,
+    /// After a RST.
+    pub tcp_rst_timeout_ns: u64,
+    pub udp_timeout_ns: u64,
+    /// Echo flows (request one way, replies the other).
+    pub icmp_timeout_ns: u64,
+}
+
+/// `Config::flags`: the maps are filled and the policy is in force. Until it is set
+/// the programs pass everything, so a half-loaded filter never drops (lock-out guard).
+pub const CONFIG_READY: u32 = 1;
+
+/// Key of both allow-lists: "a packet of `protocol` to service `port`, whose remote end is
+/// `peer`, travelling in `direction`, may open a flow". For ICMP, `port` is the ICMP type.
+///
+/// In the LPM trie the first 32 bits (direction, protocol, port) always match exactly:
+/// the prefix length is `32 + the peer's prefix length`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AllowKey {
+    pub direction: u8,
+    pub protocol: u8,
+    /// Host order.
+    pub port: u16,
+    /// Network order.
+    pub peer: [u8; 4],
+}
+
+/// Bits of the allow-list key before the peer address.
+pub const ALLOW_KEY_SERVICE_BITS: u32 = 32;
+
+/// Value of both allow-lists.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllowValue {
+    /// The rule's index: names its counters, its token bucket and the flows it admits.
+    pub rule: u32,
+    /// `ALLOW_*` bits.
+    pub flags: u32,
+}
+
+/// `AllowValue::flags`: the rule has a `limit`; consult `TOKEN_BUCKETS[rule]`.
+pub const ALLOW_LIMITED: u32 = 1;
+
+/// `TOKEN_BUCKETS[rule]`: iptables' `-m limit` as a GCRA (generic cell rate algorithm),
+/// which is a token bucket kept in one word, so every CPU can update it with one
+/// compare-and-swap: the bucket is global, not per CPU.
+///
+/// A packet at time `now` conforms when `tat <= now + burst_ns - interval_ns`
+/// (then `tat = max(tat, now) + interval_ns`): a full bucket admits `burst` packets at
+/// once, then one every `interval_ns`, exactly as `--limit` with `--limit-burst`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TokenBucket {
+    /// Theoretical arrival time of the next conforming packet (boot-time ns).
+    pub tat: u64,
+    /// One token's worth of time: 1 s / rate.
+    pub interval_ns: u64,
+    /// `burst * interval_ns`: how far ahead of `now` the bucket may run.
+    pub burst_ns: u64,
+}
+
+/// Conntrack key: a flow from this host's point of view. The local address is always the
+/// host's, so (peer, peer port, local port, protocol) is the whole 5-tuple, and the same
+/// key is found from both directions. For ICMP echo, `peer_port` is 0 and `local_port`
+/// the echo identifier.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub peer: [u8; 4],
+    pub peer_port: u16,
+    pub local_port: u16,
+    pub protocol: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Conntrack value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flow {
+    /// Boot-time ns of the last packet (updated at most once a second per flow).
+    pub last_seen_ns: u64,
+    /// The rule that admitted the flow.
+    pub rule: u32,
+    /// The `Direction` of the packet that opened the flow.
+    pub origin: u8,
+    /// `TCP_*` state.
+    pub tcp_state: u8,
+    pub _pad: [u8; 2],
+}
+
+/// `Flow::tcp_state`.
+pub const TCP_OPEN: u8 = 0;
+pub const TCP_FIN_SEEN: u8 = 1;
+pub const TCP_RST_SEEN: u8 = 2;
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+
+    // SAFETY: each type is `#[repr(C)]`, `Copy`, made only of integers and byte arrays,
+    // with explicit padding, so every bit pattern is valid.
+    unsafe impl aya::Pod for Counter {}
+    unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for AllowKey {}
+    unsafe impl aya::Pod for AllowValue {}
+    unsafe impl aya::Pod for TokenBucket {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for Flow {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<Counter>(), 16);
+        assert_eq!(size_of::<Config>(), 48);
+        assert_eq!(size_of::<AllowKey>(), 8);
+        assert_eq!(size_of::<AllowValue>(), 8);
+        assert_eq!(size_of::<TokenBucket>(), 24);
+        assert_eq!(size_of::<FlowKey>(), 12);
+        assert_eq!(size_of::<Flow>(), 16);
+    }
+
+    #[test]
+    fn counter_ranges_do_not_overlap() {
+        let last_builtin = builtin_counter(Chain::Forward, Builtin::Policy);
+        assert!(last_builtin < ANTISPOOF_COUNTER_BASE);
+        assert!(ANTISPOOF_COUNTER_BASE + MAX_ANTISPOOF <= RULE_COUNTER_BASE);
+        assert_eq!(rule_counter(MAX_RULES - 1, Line::Established), MAX_COUNTERS - 1);
+    }
+}

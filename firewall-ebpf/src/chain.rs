@@ -1,0 +1,143 @@
+//! The chain engine: the seed's rules in the seed's order, for both directions.
+//!
+//! | step | seed | counted on |
+//! | --- | --- | --- |
+//! | non-IP passes (ARP) | iptables never sees it | `non-ip` |
+//! | IPv6 drops | (ip6tables left open) | `ipv6` |
+//! | malformed headers drop | `--state INVALID` | `invalid` |
+//! | anti-spoof sources, destinations (ingress) | `-s`/`-d … -j DROP` | the entry's own line |
+//! | not our address (ingress) → FORWARD; not our source (egress) | `-d $OURIP`, `-s $OURIP` | FORWARD / `antispoof-source` |
+//! | fragments, bad TCP flags drop | `--state INVALID` | `invalid-fragment`, `invalid-tcp-flags` |
+//! | a tracked flow passes | `--state ESTABLISHED` | the rule's lines |
+//! | an allow-list entry admits, within its limit | `NEW,ESTABLISHED -j ACCEPT`, `-m limit` | the rule's `New` line |
+//! | everything else drops | `-P DROP` | `policy` |
+use aya_ebpf::maps::lpm_trie::Key;
+use firewall_common::{
+    ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, AllowKey, AllowValue, Builtin, CONFIG_READY, Chain,
+    Direction, Line, MAX_COUNTERS, PROTO_ICMP, PROTO_TCP, PROTO_UDP, builtin_counter, rule_counter,
+};
+
+use crate::{
+    conntrack,
+    maps::{ALLOW_EXACT, ALLOW_PREFIX, ANTISPOOF_DST, ANTISPOOF_SRC, CONFIG, COUNTERS},
+    parse::{Frame, L3, L4, parse_l3, parse_l4, tcp_flags_valid},
+    token_bucket,
+};
+
+pub enum Action {
+    Pass,
+    Drop,
+}
+
+/// Judges one frame travelling `direction` and counts it on the line that decided.
+#[inline(always)]
+pub fn filter(frame: &impl Frame, direction: Direction) -> Action {
+    let (action, counter) = judge(frame, direction);
+    if let Some(line) = COUNTERS.get_ptr_mut(counter) {
+        // SAFETY: this CPU's slot of a per-CPU array; nothing else writes it meanwhile.
+        unsafe {
+            (*line).packets += 1;
+            (*line).bytes += frame.len() as u64;
+        }
+    }
+    action
+}
+
+#[inline(always)]
+fn drop(chain: Chain, line: Builtin) -> (Action, u32) {
+    (Action::Drop, builtin_counter(chain, line))
+}
+
+#[inline(always)]
+fn judge(frame: &impl Frame, direction: Direction) -> (Action, u32) {
+    let chain = Chain::of(direction);
+    // Until `up` has filled every map, pass everything and count nothing: a filter
+    // half-loaded must not cut the host off.
+    let Some(config) = CONFIG.get(0) else {
+        return (Action::Pass, MAX_COUNTERS);
+    };
+    if config.flags & CONFIG_READY == 0 {
+        return (Action::Pass, MAX_COUNTERS);
+    }
+
+    let ip = match parse_l3(frame) {
+        Ok(L3::Ipv4(ip)) => ip,
+        Ok(L3::NonIp) => return (Action::Pass, builtin_counter(chain, Builtin::NonIp)),
+        Ok(L3::Ipv6) => return drop(chain, Builtin::Ipv6),
+        Err(_) => return drop(chain, Builtin::Invalid),
+    };
+
+    let (chain, peer) = match direction {
+        Direction::In => {
+            if let Some(counter) = ANTISPOOF_SRC.get(Key::new(32, ip.src)) {
+                return (Action::Drop, *counter);
+            }
+            if let Some(counter) = ANTISPOOF_DST.get(Key::new(32, ip.dst)) {
+                return (Action::Drop, *counter);
+            }
+            let chain = if ip.dst == config.address { Chain::Input } else { Chain::Forward };
+            (chain, ip.src)
+        }
+        Direction::Out => {
+            if ip.src != config.address {
+                return drop(Chain::Output, Builtin::SpoofedSource);
+            }
+            (Chain::Output, ip.dst)
+        }
+    };
+
+    if ip.fragment {
+        return drop(chain, Builtin::InvalidFragment);
+    }
+    let l4 = match parse_l4(frame, &ip) {
+        Ok(l4) => l4,
+        Err(_) => return drop(chain, Builtin::Invalid),
+    };
+    if let L4::Tcp { flags, .. } = l4
+        && !tcp_flags_valid(flags)
+    {
+        return drop(chain, Builtin::InvalidTcpFlags);
+    }
+    if chain == Chain::Forward {
+        return drop(chain, Builtin::Policy);
+    }
+
+    // The fast path first: most packets belong to a flow already admitted.
+    let now = conntrack::now();
+    let flow = conntrack::flow_key(direction, &ip, &l4);
+    if let Some(key) = &flow
+        && let Some(counter) = conntrack::established(key, direction, &l4, now, config)
+    {
+        return (Action::Pass, counter);
+    }
+
+    // Then the allow-lists: may this packet open a flow?
+    let (protocol, port) = match l4 {
+        L4::Tcp { dst_port, .. } => (PROTO_TCP, dst_port),
+        L4::Udp { dst_port, .. } => (PROTO_UDP, dst_port),
+        L4::Icmp { kind, .. } => (PROTO_ICMP, kind as u16),
+        L4::Other => return drop(chain, Builtin::Policy),
+    };
+    let key = AllowKey { direction: direction as u8, protocol, port, peer };
+    let Some(rule) = allowed(&key) else {
+        return drop(chain, Builtin::Policy);
+    };
+    // Over its limit, a packet falls through to the policy, as with iptables' `-m limit`.
+    if rule.flags & ALLOW_LIMITED != 0 && !token_bucket::take(rule.rule, now) {
+        return drop(chain, Builtin::Policy);
+    }
+    if let Some(key) = &flow {
+        conntrack::track(key, direction, rule.rule, &l4, now);
+    }
+    (Action::Pass, rule_counter(rule.rule, Line::New))
+}
+
+/// Single addresses first (a hash: constant time at any list size), then prefixes.
+#[inline(always)]
+fn allowed(key: &AllowKey) -> Option<AllowValue> {
+    if let Some(value) = ALLOW_EXACT.get_ptr(key) {
+        // SAFETY: a map value pointer, valid for this run.
+        return Some(unsafe { *value });
+    }
+    ALLOW_PREFIX.get(Key::new(ALLOW_KEY_SERVICE_BITS + 32, *key)).copied()
+}

@@ -1,0 +1,105 @@
+//! The kernel side of the firewall: two thin entry points around one chain engine.
+//!
+//! `firewall_ingress` (XDP) judges every frame the interface receives, `firewall_egress`
+//! (TC egress) every frame it sends. Both hand the frame to [`chain::filter`], which
+//! parses it with the one header cursor in [`parse`] and walks the seed's rules.
+#![cfg_attr(target_arch = "bpf", no_std, no_main)]
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", expect(internal_features, reason = "atomic_cxchg: the BPF target has no AtomicU64::compare_exchange"))]
+
+#[cfg(target_arch = "bpf")]
+mod chain;
+#[cfg(target_arch = "bpf")]
+mod conntrack;
+#[cfg(target_arch = "bpf")]
+mod maps;
+#[cfg(target_arch = "bpf")]
+mod parse;
+#[cfg(target_arch = "bpf")]
+mod token_bucket;
+
+#[cfg(target_arch = "bpf")]
+mod programs {
+    use aya_ebpf::{
+        bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
+        macros::{classifier, xdp},
+        programs::{TcContext, XdpContext},
+    };
+    use firewall_common::Direction;
+
+    use crate::{
+        chain::{Action, filter},
+        parse::Frame,
+    };
+
+    impl Frame for XdpContext {
+        #[inline(always)]
+        fn data(&self) -> usize {
+            XdpContext::data(self)
+        }
+        #[inline(always)]
+        fn data_end(&self) -> usize {
+            XdpContext::data_end(self)
+        }
+        #[inline(always)]
+        fn len(&self) -> u32 {
+            (XdpContext::data_end(self) - XdpContext::data(self)) as u32
+        }
+    }
+
+    impl Frame for TcContext {
+        #[inline(always)]
+        fn data(&self) -> usize {
+            TcContext::data(self)
+        }
+        #[inline(always)]
+        fn data_end(&self) -> usize {
+            TcContext::data_end(self)
+        }
+        #[inline(always)]
+        fn len(&self) -> u32 {
+            TcContext::len(self)
+        }
+    }
+
+    #[xdp]
+    pub fn firewall_ingress(ctx: XdpContext) -> u32 {
+        match filter(&ctx, Direction::In) {
+            Action::Pass => xdp_action::XDP_PASS,
+            Action::Drop => xdp_action::XDP_DROP,
+        }
+    }
+
+    /// The headers a verdict needs: Ethernet, two VLAN tags, IPv4 with options, TCP.
+    const HEADROOM: u32 = 14 + 8 + 60 + 20;
+
+    #[classifier]
+    pub fn firewall_egress(ctx: TcContext) -> i32 {
+        // A socket's packet normally has its headers in the linear part; make sure, since
+        // direct packet access sees nothing else.
+        let linear = (ctx.data_end() - ctx.data()) as u32;
+        if linear < HEADROOM && ctx.len() > linear {
+            let _ = ctx.pull_data(core::cmp::min(ctx.len(), HEADROOM));
+        }
+        match filter(&ctx, Direction::Out) {
+            Action::Pass => TC_ACT_OK as i32,
+            Action::Drop => TC_ACT_SHOT as i32,
+        }
+    }
+
+    #[panic_handler]
+    fn panic(_info: &core::panic::PanicInfo) -> ! {
+        loop {}
+    }
+}
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {
+    // Built for the host only by `cargo build --workspace`; the real object is built for
+    // bpfel-unknown-none by firewall-user's build script.
+}
+
+#[cfg(target_arch = "bpf")]
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,44 @@
+//! Every map of the kernel side. `firewall up` pins each by name under the interface's
+//! directory (`/sys/fs/bpf/firewall/IFACE/`), so the filter outlives the command and
+//! every later command opens them there.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+};
+use firewall_common::{
+    ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, AllowKey, AllowValue, CONNTRACK_DEFAULT_ENTRIES,
+    Config, Counter, Flow, FlowKey, MAX_ANTISPOOF, MAX_COUNTERS, MAX_RULES, TokenBucket,
+};
+
+/// `CONFIG[0]`: the host's address, timeouts, and whether the policy is in force.
+#[map]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// One packet/byte counter per listing line, per CPU (no atomics on the hot path).
+#[map]
+pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_COUNTERS, 0);
+
+/// Conntrack-lite: the flows rules admitted. LRU, so a flood of new flows evicts the
+/// idle ones first. `[conntrack] max_entries` resizes it at load time.
+#[map]
+pub static CONNTRACK: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(CONNTRACK_DEFAULT_ENTRIES, 0);
+
+/// Allow-list entries for single peer addresses: one hash lookup whatever the list's size.
+#[map]
+pub static ALLOW_EXACT: HashMap<AllowKey, AllowValue> = HashMap::with_max_entries(ALLOW_EXACT_ENTRIES, 0);
+
+/// Allow-list entries for real prefixes and `any` (prefix length 32 + the peer's).
+#[map]
+pub static ALLOW_PREFIX: LpmTrie<AllowKey, AllowValue> = LpmTrie::with_max_entries(ALLOW_PREFIX_ENTRIES, 0);
+
+/// Anti-spoof source prefixes; the value is the entry's counter id.
+#[map]
+pub static ANTISPOOF_SRC: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(MAX_ANTISPOOF, 0);
+
+/// Anti-spoof destination prefixes; the value is the entry's counter id.
+#[map]
+pub static ANTISPOOF_DST: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(MAX_ANTISPOOF, 0);
+
+/// One token bucket per rule index; only rules with a `limit` consult theirs.
+#[map]
+pub static TOKEN_BUCKETS: Array<TokenBucket> = Array::with_max_entries(MAX_RULES, 0);

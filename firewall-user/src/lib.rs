@@ -1,0 +1,9 @@
+//! The user side of the firewall: the policy, compiled into map entries, loaded into the
+//! kernel, attached, pinned, listed.
+pub mod compile;
+pub mod filter;
+pub mod listing;
+pub mod policy;
+
+/// The kernel object, built by build.rs for bpfel-unknown-none.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/firewall-ebpf"));

@@ -1,0 +1,123 @@
+//! `firewall list`: the chains laid out like `iptables -nvL`, or as JSON.
+use std::fmt::Write as _;
+
+use firewall_common::{Builtin, Counter, builtin_counter};
+use serde_json::{Value, json};
+
+use crate::compile::{ListChain, chain_name};
+
+/// How to print.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Style {
+    /// `-v`: packet and byte counters.
+    pub verbose: bool,
+    /// `-x`: exact numbers instead of K, M, G.
+    pub exact: bool,
+}
+
+fn counter(counters: &[Counter], id: u32) -> Counter {
+    counters.get(id as usize).copied().unwrap_or_default()
+}
+
+/// A counter in iptables' style: exact up to 99999, then K, M, G, T, rounded.
+pub fn human(number: u64, exact: bool, width: usize) -> String {
+    if exact || number <= 99_999 {
+        return format!("{number:>width$}");
+    }
+    // Rounded to the nearest unit, as iptables' print_num.
+    let mut n = number;
+    for unit in ["K", "M", "G", "T"] {
+        n = (n + 500) / 1000;
+        if n <= 9_999 {
+            return format!("{n:>w$}{unit}", w = width - 1);
+        }
+    }
+    format!("{n:>w$}P", w = width - 1)
+}
+
+/// The text listing.
+pub fn render(chains: &[ListChain], counters: &[Counter], style: Style) -> String {
+    let mut out = String::new();
+    let (pw, bw) = if style.exact { (8, 10) } else { (5, 5) };
+    for (i, chain) in chains.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let policy = counter(counters, builtin_counter(chain.chain, Builtin::Policy));
+        if style.verbose {
+            let _ = writeln!(
+                out,
+                "Chain {} (policy DROP {} packets, {} bytes)",
+                chain_name(chain.chain),
+                policy.packets,
+                policy.bytes
+            );
+            let _ = writeln!(
+                out,
+                "{:>pw$} {:>bw$} {:<7} {:<4} {:<18} {:<18} {:<18} match",
+                "pkts", "bytes", "target", "prot", "source", "destination", "rule"
+            );
+        } else {
+            let _ = writeln!(out, "Chain {} (policy DROP)", chain_name(chain.chain));
+            let _ = writeln!(out, "{:<7} {:<4} {:<18} {:<18} {:<18} match", "target", "prot", "source", "destination", "rule");
+        }
+        for line in &chain.lines {
+            let c = counter(counters, line.counter);
+            let mut row = String::new();
+            if style.verbose {
+                let _ = write!(row, "{} {} ", human(c.packets, style.exact, pw), human(c.bytes, style.exact, bw));
+            }
+            let _ = write!(
+                row,
+                "{:<7} {:<4} {:<18} {:<18} {:<18} {}",
+                line.target, line.prot, line.source, line.destination, line.name, line.matches
+            );
+            out.push_str(row.trim_end());
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// `list --json`: `{"chains": [{"name", "policy", "packets", "bytes", "rules": […]}]}`.
+pub fn json(chains: &[ListChain], counters: &[Counter]) -> Value {
+    let chains: Vec<Value> = chains
+        .iter()
+        .map(|chain| {
+            let policy = counter(counters, builtin_counter(chain.chain, Builtin::Policy));
+            let rules: Vec<Value> = chain
+                .lines
+                .iter()
+                .map(|line| {
+                    let c = counter(counters, line.counter);
+                    let mut rule = serde_json::to_value(line).expect("plain data");
+                    rule["packets"] = json!(c.packets);
+                    rule["bytes"] = json!(c.bytes);
+                    rule
+                })
+                .collect();
+            json!({
+                "name": chain_name(chain.chain),
+                "policy": "DROP",
+                "packets": policy.packets,
+                "bytes": policy.bytes,
+                "rules": rules,
+            })
+        })
+        .collect();
+    json!({ "chains": chains })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_shorten_as_iptables_does() {
+        assert_eq!(human(99_999, false, 5), "99999");
+        assert_eq!(human(100_000, false, 5), " 100K");
+        assert_eq!(human(1_234_567, false, 5), "1235K");
+        assert_eq!(human(12_345_678, false, 5), "  12M");
+        assert_eq!(human(12_345_678, true, 8), "12345678");
+    }
+}

@@ -1,0 +1,650 @@
+//! The policy file: TOML in, a validated [`Policy`] out, or one error that says
+//! `FILE:LINE:COL: message` (see ../../shared/POLICY.md for the format).
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+    net::{IpAddr, Ipv4Addr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use firewall_common::{
+    CONNTRACK_DEFAULT_ENTRIES, Direction, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY,
+    ICMP_ECHO_REQUEST, MAX_ANTISPOOF, MAX_RULES, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+};
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+/// An IPv4 prefix: the address with its host bits clear, and the prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Prefix {
+    pub addr: Ipv4Addr,
+    pub len: u8,
+}
+
+impl Prefix {
+    pub const ANY: Prefix = Prefix { addr: Ipv4Addr::UNSPECIFIED, len: 0 };
+
+    /// `198.51.100.7`, `198.51.100.0/24`; host bits set is an error, not silently masked.
+    pub fn parse(text: &str) -> Result<Prefix, String> {
+        let (addr, len) = match text.split_once('/') {
+            Some((addr, len)) => {
+                let len: u8 = len
+                    .parse()
+                    .ok()
+                    .filter(|len| *len <= 32)
+                    .ok_or_else(|| format!("bad prefix length in {text:?}: expected 0 to 32"))?;
+                (addr, len)
+            }
+            None => (text, 32),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| format!("bad address {text:?}"))?;
+        let IpAddr::V4(addr) = addr else {
+            return Err(format!(
+                "{text:?} is IPv6: IPv6 rules are not supported yet, and every IPv6 packet is dropped"
+            ));
+        };
+        let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+        if u32::from(addr) & !mask != 0 {
+            let network = Ipv4Addr::from(u32::from(addr) & mask);
+            return Err(format!("{text} has host bits set; did you mean {network}/{len}?"));
+        }
+        Ok(Prefix { addr, len })
+    }
+
+    pub fn contains(&self, addr: Ipv4Addr) -> bool {
+        let mask = if self.len == 0 { 0 } else { u32::MAX << (32 - self.len) };
+        u32::from(addr) & mask == u32::from(self.addr)
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.len == 32 { write!(f, "{}", self.addr) } else { write!(f, "{}/{}", self.addr, self.len) }
+    }
+}
+
+/// The seed's anti-spoof source list (RFC 1918, link-local, multicast, class E, zero net, 1.1.1.1).
+pub const DEFAULT_ANTISPOOF_SOURCES: [&str; 8] = [
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "169.254.0.0/16",
+    "224.0.0.0/4",
+    "240.0.0.0/5",
+    "0.0.0.0/8",
+    "1.1.1.1",
+];
+/// The seed's anti-spoof destination list.
+pub const DEFAULT_ANTISPOOF_DESTINATIONS: [&str; 6] =
+    ["224.0.0.0/4", "240.0.0.0/5", "0.0.0.0/8", "1.1.1.1", "239.255.255.0/24", "255.255.255.255"];
+
+/// A validated policy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    pub interface: Option<String>,
+    pub address: Ipv4Addr,
+    pub antispoof_sources: Vec<Prefix>,
+    pub antispoof_destinations: Vec<Prefix>,
+    pub conntrack: Conntrack,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conntrack {
+    pub max_entries: u32,
+    pub tcp_established_timeout: Duration,
+    pub tcp_fin_timeout: Duration,
+    pub tcp_rst_timeout: Duration,
+    pub udp_timeout: Duration,
+    pub icmp_timeout: Duration,
+}
+
+impl Default for Conntrack {
+    fn default() -> Self {
+        Conntrack {
+            max_entries: CONNTRACK_DEFAULT_ENTRIES,
+            // netfilter's defaults.
+            tcp_established_timeout: Duration::from_secs(5 * 24 * 3600),
+            tcp_fin_timeout: Duration::from_secs(120),
+            tcp_rst_timeout: Duration::from_secs(10),
+            udp_timeout: Duration::from_secs(30),
+            icmp_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a rule matches: a transport service port, or an ICMP type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Service {
+    Port { protocol: u8, port: u16 },
+    Icmp { kind: u8 },
+}
+
+impl Service {
+    pub fn protocol(&self) -> u8 {
+        match self {
+            Service::Port { protocol, .. } => *protocol,
+            Service::Icmp { .. } => PROTO_ICMP,
+        }
+    }
+
+    /// The allow-list key's `port`: the port, or the ICMP type.
+    pub fn key_port(&self) -> u16 {
+        match self {
+            Service::Port { port, .. } => *port,
+            Service::Icmp { kind } => u16::from(*kind),
+        }
+    }
+}
+
+/// `limit = "1/sec"`, `burst = 5`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit {
+    /// Time per token.
+    pub interval: Duration,
+    pub burst: u32,
+    /// As written, for the listing: packets per `unit`.
+    pub count: u32,
+    pub unit: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rule {
+    pub name: String,
+    pub direction: Direction,
+    pub services: Vec<Service>,
+    /// `Prefix::ANY` alone for `peers = "any"`.
+    pub peers: Vec<Prefix>,
+    pub limit: Option<Limit>,
+}
+
+/// A policy error, placed in its file.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct PolicyError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// Reads and validates a policy file.
+pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+    let text = std::fs::read_to_string(path).map_err(|err| PolicyError {
+        file: path.display().to_string(),
+        line: 1,
+        column: 1,
+        message: format!("cannot read the policy: {err}"),
+    })?;
+    parse(&text, path)
+}
+
+/// Validates policy text; `path` names it in errors.
+pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
+    let at = |offset: usize, message: String| {
+        let before = &text[..offset.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        PolicyError { file: PathBuf::from(path).display().to_string(), line, column, message }
+    };
+    let raw: RawPolicy = toml::from_str(text).map_err(|err| {
+        let offset = err.span().map_or(0, |span| span.start);
+        at(offset, err.message().trim_end().replace('\n', " "))
+    })?;
+    validate(raw).map_err(|(offset, message)| at(offset, message))
+}
+
+type Located = (usize, String);
+
+fn fail<T>(spanned_start: usize, message: impl Into<String>) -> Result<T, Located> {
+    Err((spanned_start, message.into()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    host: Spanned<RawHost>,
+    antispoof: Option<RawAntispoof>,
+    conntrack: Option<RawConntrack>,
+    #[serde(default)]
+    rule: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    interface: Option<Spanned<String>>,
+    address: Option<Spanned<String>>,
+    address6: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAntispoof {
+    sources: Option<Vec<Spanned<String>>>,
+    destinations: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConntrack {
+    max_entries: Option<Spanned<i64>>,
+    tcp_established_timeout: Option<Spanned<String>>,
+    tcp_fin_timeout: Option<Spanned<String>>,
+    tcp_rst_timeout: Option<Spanned<String>>,
+    udp_timeout: Option<Spanned<String>>,
+    icmp_timeout: Option<Spanned<String>>,
+}
+
+/// `"any"`, or a list whose entries keep their own positions for error messages (which
+/// `#[serde(untagged)]` would lose).
+enum RawPeers {
+    One(String),
+    Many(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for RawPeers {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawPeers;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"any\" or a list of addresses and CIDRs")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawPeers, E> {
+                Ok(RawPeers::One(v.to_owned()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawPeers, A::Error> {
+                let mut list = Vec::new();
+                while let Some(entry) = seq.next_element::<Spanned<String>>()? {
+                    list.push(entry);
+                }
+                Ok(RawPeers::Many(list))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawIcmpType {
+    Name(String),
+    Number(i64),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: Option<Spanned<String>>,
+    direction: Option<Spanned<String>>,
+    protocols: Option<Spanned<Vec<Spanned<String>>>>,
+    port: Option<Spanned<i64>>,
+    ports: Option<Spanned<Vec<Spanned<i64>>>>,
+    icmp_type: Option<Spanned<RawIcmpType>>,
+    peers: Option<Spanned<RawPeers>>,
+    limit: Option<Spanned<String>>,
+    burst: Option<Spanned<i64>>,
+    /// Free text for the listing's readers; ignored by the filter.
+    #[serde(rename = "comment")]
+    _comment: Option<String>,
+}
+
+fn validate(raw: RawPolicy) -> Result<Policy, Located> {
+    let host_at = raw.host.span().start;
+    let host = raw.host.into_inner();
+    if let Some(address6) = &host.address6 {
+        return fail(
+            address6.span().start,
+            "address6: IPv6 rules are not supported yet; without address6 every IPv6 packet is dropped",
+        );
+    }
+    let Some(address) = host.address else {
+        return fail(host_at, "[host] needs address, the host's IPv4 address (OURIP)");
+    };
+    let address_at = address.span().start;
+    let address = match address.get_ref().parse::<IpAddr>() {
+        Ok(IpAddr::V4(addr)) if !addr.is_unspecified() && !addr.is_broadcast() && !addr.is_multicast() => addr,
+        Ok(IpAddr::V4(_)) => return fail(address_at, format!("address {:?} is not a unicast address", address.get_ref())),
+        Ok(IpAddr::V6(_)) => return fail(address_at, "address must be IPv4; IPv6 is not supported yet"),
+        Err(_) => return fail(address_at, format!("bad address {:?}", address.get_ref())),
+    };
+    let interface = match host.interface {
+        Some(iface) => {
+            let name = iface.get_ref();
+            if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
+                return fail(iface.span().start, format!("bad interface name {name:?}"));
+            }
+            Some(name.clone())
+        }
+        None => None,
+    };
+
+    let (sources, destinations) = match raw.antispoof {
+        Some(a) => (a.sources, a.destinations),
+        None => (None, None),
+    };
+    let antispoof_sources = prefix_list(sources, &DEFAULT_ANTISPOOF_SOURCES, "sources")?;
+    let antispoof_destinations = prefix_list(destinations, &DEFAULT_ANTISPOOF_DESTINATIONS, "destinations")?;
+    if antispoof_sources.len() + antispoof_destinations.len() > MAX_ANTISPOOF as usize {
+        return fail(0, format!("too many anti-spoof entries: at most {MAX_ANTISPOOF}"));
+    }
+
+    let conntrack = match raw.conntrack {
+        None => Conntrack::default(),
+        Some(c) => {
+            let d = Conntrack::default();
+            let max_entries = match c.max_entries {
+                None => d.max_entries,
+                Some(n) if (1024..=16_777_216).contains(n.get_ref()) => *n.get_ref() as u32,
+                Some(n) => return fail(n.span().start, "max_entries must be between 1024 and 16777216"),
+            };
+            Conntrack {
+                max_entries,
+                tcp_established_timeout: duration_or(c.tcp_established_timeout, d.tcp_established_timeout)?,
+                tcp_fin_timeout: duration_or(c.tcp_fin_timeout, d.tcp_fin_timeout)?,
+                tcp_rst_timeout: duration_or(c.tcp_rst_timeout, d.tcp_rst_timeout)?,
+                udp_timeout: duration_or(c.udp_timeout, d.udp_timeout)?,
+                icmp_timeout: duration_or(c.icmp_timeout, d.icmp_timeout)?,
+            }
+        }
+    };
+
+    if raw.rule.len() > MAX_RULES as usize {
+        return fail(raw.rule[MAX_RULES as usize].span().start, format!("too many rules: at most {MAX_RULES}"));
+    }
+    let mut names = HashSet::new();
+    // (direction, service, exact peer) → the rule that has it: one entry, one owner.
+    let mut owners: HashMap<(Direction, Service, Prefix), String> = HashMap::new();
+    let mut rules = Vec::with_capacity(raw.rule.len());
+    for raw_rule in raw.rule {
+        let rule = validate_rule(raw_rule, &mut names)?;
+        for service in &rule.0.services {
+            for (peer, at) in rule.0.peers.iter().zip(&rule.1) {
+                if let Some(owner) = owners.insert((rule.0.direction, *service, *peer), rule.0.name.clone()) {
+                    return fail(*at, format!("peer {peer} for this service is already in rule {owner:?}"));
+                }
+            }
+        }
+        rules.push(rule.0);
+    }
+    Ok(Policy { interface, address, antispoof_sources, antispoof_destinations, conntrack, rules })
+}
+
+fn prefix_list(list: Option<Vec<Spanned<String>>>, default: &[&str], what: &str) -> Result<Vec<Prefix>, Located> {
+    let Some(list) = list else {
+        return Ok(default.iter().map(|p| Prefix::parse(p).expect("built-in list")).collect());
+    };
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(list.len());
+    for entry in list {
+        let prefix = Prefix::parse(entry.get_ref()).map_err(|m| (entry.span().start, m))?;
+        if !seen.insert(prefix) {
+            return fail(entry.span().start, format!("{prefix} is twice in antispoof {what}"));
+        }
+        out.push(prefix);
+    }
+    Ok(out)
+}
+
+fn duration_or(value: Option<Spanned<String>>, default: Duration) -> Result<Duration, Located> {
+    match value {
+        None => Ok(default),
+        Some(v) => parse_duration(v.get_ref()).ok_or_else(|| {
+            (v.span().start, format!("bad duration {:?}: expected a number and s, m, h or d, as \"30s\"", v.get_ref()))
+        }),
+    }
+}
+
+/// `"30s"`, `"2m"`, `"12h"`, `"5d"`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return None,
+    };
+    (number > 0).then(|| number.checked_mul(seconds).map(Duration::from_secs)).flatten()
+}
+
+/// `"1/sec"`, `"10/minute"`, as iptables' `--limit`.
+fn parse_limit(text: &str) -> Option<(u32, &'static str, Duration)> {
+    let (count, unit) = text.split_once('/')?;
+    let count: u32 = count.parse().ok().filter(|c| *c > 0)?;
+    let (unit, per): (&'static str, u64) = match unit {
+        "s" | "sec" | "second" => ("sec", 1),
+        "m" | "min" | "minute" => ("min", 60),
+        "h" | "hour" => ("hour", 3600),
+        "d" | "day" => ("day", 86400),
+        _ => return None,
+    };
+    let interval = Duration::from_secs(per) / count;
+    (interval >= Duration::from_micros(1)).then_some((count, unit, interval))
+}
+
+fn validate_rule(raw: Spanned<RawRule>, names: &mut HashSet<String>) -> Result<(Rule, Vec<usize>), Located> {
+    let rule_at = raw.span().start;
+    let raw = raw.into_inner();
+    let Some(name) = raw.name else {
+        return fail(rule_at, "a [[rule]] needs a name");
+    };
+    let name_at = name.span().start;
+    let name = name.into_inner();
+    if name.is_empty()
+        || name.len() > 32
+        || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return fail(name_at, format!("bad rule name {name:?}: use 1 to 32 of a-z, 0-9 and -"));
+    }
+    if name == "policy" || name.starts_with("antispoof") || name.starts_with("invalid") || name == "non-ip" || name == "ipv6" {
+        return fail(name_at, format!("rule name {name:?} is reserved for the built-in lines"));
+    }
+    if !names.insert(name.clone()) {
+        return fail(name_at, format!("duplicate rule name {name:?}"));
+    }
+
+    let direction = match raw.direction.as_ref().map(|d| d.get_ref().as_str()) {
+        Some("in") => Direction::In,
+        Some("out") => Direction::Out,
+        Some(other) => {
+            return fail(raw.direction.as_ref().unwrap().span().start, format!("direction must be \"in\" or \"out\", not {other:?}"));
+        }
+        None => return fail(rule_at, format!("rule {name:?} needs direction = \"in\" or \"out\"")),
+    };
+
+    let Some(protocols) = raw.protocols else {
+        return fail(rule_at, format!("rule {name:?} needs protocols, as [\"tcp\"]"));
+    };
+    if protocols.get_ref().is_empty() {
+        return fail(protocols.span().start, "protocols is empty");
+    }
+    let mut protos = Vec::new();
+    for p in protocols.get_ref() {
+        let proto = match p.get_ref().as_str() {
+            "tcp" => PROTO_TCP,
+            "udp" => PROTO_UDP,
+            "icmp" => PROTO_ICMP,
+            other => return fail(p.span().start, format!("unknown protocol {other:?}: expected tcp, udp or icmp")),
+        };
+        if protos.contains(&proto) {
+            return fail(p.span().start, format!("protocol {:?} is listed twice", p.get_ref()));
+        }
+        protos.push(proto);
+    }
+
+    let mut ports = Vec::new();
+    let port_list: Vec<Spanned<i64>> = match (raw.port, raw.ports) {
+        (Some(_), Some(ports)) => return fail(ports.span().start, "use port or ports, not both"),
+        (Some(port), None) => vec![port],
+        (None, Some(ports)) if ports.get_ref().is_empty() => return fail(ports.span().start, "ports is empty"),
+        (None, Some(ports)) => ports.into_inner(),
+        (None, None) => vec![],
+    };
+    let port_at = port_list.first().map(|p| p.span().start);
+    for port in port_list {
+        let value = *port.get_ref();
+        if !(1..=65535).contains(&value) {
+            return fail(port.span().start, format!("port {value} out of range 1-65535"));
+        }
+        if !ports.contains(&(value as u16)) {
+            ports.push(value as u16);
+        }
+    }
+    let wants_ports = protos.iter().any(|p| *p != PROTO_ICMP);
+    if wants_ports && ports.is_empty() {
+        return fail(rule_at, format!("rule {name:?} needs port or ports for tcp/udp"));
+    }
+    if !wants_ports && let Some(at) = port_at {
+        return fail(at, "port applies to tcp and udp, not icmp");
+    }
+
+    let icmp_kind = match raw.icmp_type {
+        None if protos.contains(&PROTO_ICMP) => {
+            return fail(rule_at, format!("rule {name:?} needs icmp_type (echo-request, echo-reply, destination-unreachable or a number)"));
+        }
+        None => None,
+        Some(_) if !protos.contains(&PROTO_ICMP) => {
+            return fail(rule_at, "icmp_type needs \"icmp\" in protocols");
+        }
+        Some(t) => {
+            let at = t.span().start;
+            Some(match t.into_inner() {
+                RawIcmpType::Name(n) => match n.as_str() {
+                    "echo-request" => ICMP_ECHO_REQUEST,
+                    "echo-reply" => ICMP_ECHO_REPLY,
+                    "destination-unreachable" => ICMP_DEST_UNREACHABLE,
+                    other => return fail(at, format!("unknown icmp_type {other:?}: expected echo-request, echo-reply, destination-unreachable or a number")),
+                },
+                RawIcmpType::Number(n) if (0..=255).contains(&n) => n as u8,
+                RawIcmpType::Number(n) => return fail(at, format!("icmp_type {n} out of range 0-255")),
+            })
+        }
+    };
+    let mut services = Vec::new();
+    for proto in &protos {
+        match *proto {
+            PROTO_ICMP => services.push(Service::Icmp { kind: icmp_kind.expect("checked above") }),
+            protocol => services.extend(ports.iter().map(|&port| Service::Port { protocol, port })),
+        }
+    }
+
+    let Some(peers) = raw.peers else {
+        return fail(rule_at, format!("rule {name:?} needs peers: addresses, CIDRs, or \"any\""));
+    };
+    let peers_at = peers.span().start;
+    let (peers, peer_at) = match peers.into_inner() {
+        RawPeers::One(any) if any == "any" => (vec![Prefix::ANY], vec![peers_at]),
+        RawPeers::One(other) => {
+            return fail(peers_at, format!("peers must be a list of addresses or \"any\", not {other:?}"));
+        }
+        RawPeers::Many(list) if list.is_empty() => {
+            return fail(peers_at, "peers is empty: the rule would admit nothing (write peers = \"any\" for anyone)");
+        }
+        RawPeers::Many(list) => {
+            let mut out: Vec<Prefix> = Vec::with_capacity(list.len());
+            let mut at = Vec::with_capacity(list.len());
+            let mut seen = HashSet::new();
+            for entry in list {
+                let prefix = Prefix::parse(entry.get_ref()).map_err(|m| (entry.span().start, m))?;
+                if !seen.insert(prefix) {
+                    return fail(entry.span().start, format!("peer {prefix} is listed twice"));
+                }
+                out.push(prefix);
+                at.push(entry.span().start);
+            }
+            (out, at)
+        }
+    };
+
+    let limit = match (raw.limit, raw.burst) {
+        (None, None) => None,
+        (None, Some(burst)) => return fail(burst.span().start, "burst needs a limit"),
+        (Some(limit), burst) => {
+            let Some((count, unit, interval)) = parse_limit(limit.get_ref()) else {
+                return fail(limit.span().start, format!("bad limit {:?}: expected N/sec, N/min, N/hour or N/day", limit.get_ref()));
+            };
+            let burst = match burst {
+                None => 5, // iptables' default --limit-burst
+                Some(b) if (1..=10_000).contains(b.get_ref()) => *b.get_ref() as u32,
+                Some(b) => return fail(b.span().start, "burst must be between 1 and 10000"),
+            };
+            Some(Limit { interval, burst, count, unit })
+        }
+    };
+
+    Ok((Rule { name, direction, services, peers, limit }, peer_at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<Policy, String> {
+        parse(text, Path::new("p.toml")).map_err(|e| e.to_string())
+    }
+
+    const HOST: &str = "[host]\ninterface = \"eth0\"\naddress = \"198.51.100.1\"\n";
+
+    #[test]
+    fn parses_a_rule_with_defaults() {
+        let p = check(&format!(
+            "{HOST}[[rule]]\nname = \"ssh-in\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 122\npeers = [\"203.0.113.7\", \"192.0.2.0/24\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(p.address, Ipv4Addr::new(198, 51, 100, 1));
+        assert_eq!(p.antispoof_sources.len(), 8);
+        assert_eq!(p.antispoof_destinations.len(), 6);
+        assert_eq!(p.rules[0].services, vec![Service::Port { protocol: PROTO_TCP, port: 122 }]);
+        assert_eq!(p.rules[0].peers[1], Prefix { addr: Ipv4Addr::new(192, 0, 2, 0), len: 24 });
+    }
+
+    #[test]
+    fn errors_name_file_line_and_column() {
+        let err = check(&format!("{HOST}[[rule]]\nname = \"x\"\ncolour = 1\n")).unwrap_err();
+        assert!(err.starts_with("p.toml:6:1: unknown field `colour`"), "{err}");
+        let err = check(&format!(
+            "{HOST}[[rule]]\nname = \"x\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 70000\npeers = \"any\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err, "p.toml:8:8: port 70000 out of range 1-65535");
+        let err = check(&format!(
+            "{HOST}[[rule]]\nname = \"x\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 1\npeers = [\"1.2.3.999\"]\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err, "p.toml:9:10: bad address \"1.2.3.999\"");
+        let rule = "[[rule]]\nname = \"x\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 1\npeers = \"any\"\n";
+        let err = check(&format!("{HOST}{rule}{rule}")).unwrap_err();
+        assert_eq!(err, "p.toml:11:8: duplicate rule name \"x\"");
+    }
+
+    #[test]
+    fn rejects_host_bits_and_overlapping_owners() {
+        let err = check(&format!(
+            "{HOST}[[rule]]\nname = \"x\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 1\npeers = [\"10.1.2.3/8\"]\n"
+        ))
+        .unwrap_err();
+        assert!(err.ends_with("10.1.2.3/8 has host bits set; did you mean 10.0.0.0/8?"), "{err}");
+        let rule = |n: &str| format!("[[rule]]\nname = \"{n}\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 1\npeers = [\"192.0.2.1\"]\n");
+        let err = check(&format!("{HOST}{}{}", rule("a"), rule("b"))).unwrap_err();
+        assert!(err.ends_with("peer 192.0.2.1 for this service is already in rule \"a\""), "{err}");
+    }
+
+    #[test]
+    fn limits_follow_iptables() {
+        let p = check(&format!(
+            "{HOST}[[rule]]\nname = \"ping\"\ndirection = \"in\"\nprotocols = [\"icmp\"]\nicmp_type = \"echo-request\"\npeers = \"any\"\nlimit = \"1/sec\"\n"
+        ))
+        .unwrap();
+        let limit = p.rules[0].limit.unwrap();
+        assert_eq!((limit.interval, limit.burst), (Duration::from_secs(1), 5));
+        assert_eq!(parse_limit("3/min").unwrap().2, Duration::from_secs(20));
+        assert!(parse_limit("0/sec").is_none());
+        assert_eq!(parse_duration("5d"), Some(Duration::from_secs(432_000)));
+        assert_eq!(parse_duration("5"), None);
+    }
+}

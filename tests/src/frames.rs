@@ -1,0 +1,115 @@
+//! Frames for the verdict tests, built with etherparse and then bent where a test needs
+//! a malformed one.
+use etherparse::PacketBuilder;
+
+pub const OURS: [u8; 4] = [198, 51, 100, 1];
+const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0xa];
+const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0xb];
+
+/// Offsets in an untagged frame with a 20-byte IPv4 header.
+pub const IP: usize = 14;
+pub const L4: usize = 34;
+
+pub const FIN: u8 = 0x01;
+pub const SYN: u8 = 0x02;
+pub const RST: u8 = 0x04;
+pub const PSH: u8 = 0x08;
+pub const ACK: u8 = 0x10;
+pub const URG: u8 = 0x20;
+
+fn builder(src: [u8; 4], dst: [u8; 4]) -> etherparse::PacketBuilderStep<etherparse::IpHeaders> {
+    PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(src, dst, 64)
+}
+
+/// A TCP segment with exactly `flags` set.
+pub fn tcp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let b = builder(src, dst).tcp(sport, dport, 1000, 64240);
+    let mut frame = Vec::new();
+    b.write(&mut frame, &[]).expect("tcp frame");
+    frame[L4 + 13] = flags;
+    frame
+}
+
+pub fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+    let mut frame = Vec::new();
+    builder(src, dst).udp(sport, dport).write(&mut frame, b"query").expect("udp frame");
+    frame
+}
+
+pub fn icmp_echo(src: [u8; 4], dst: [u8; 4], request: bool, id: u16) -> Vec<u8> {
+    let mut frame = Vec::new();
+    let b = builder(src, dst);
+    let b = if request { b.icmpv4_echo_request(id, 1) } else { b.icmpv4_echo_reply(id, 1) };
+    b.write(&mut frame, b"ping").expect("icmp frame");
+    frame
+}
+
+/// An ICMP message of any type, with an 8-byte header and a little payload.
+pub fn icmp(src: [u8; 4], dst: [u8; 4], kind: u8, code: u8) -> Vec<u8> {
+    let mut frame = icmp_echo(src, dst, true, 0);
+    frame[L4] = kind;
+    frame[L4 + 1] = code;
+    frame
+}
+
+/// A frame with another IP protocol (GRE) and no transport header we know.
+pub fn other_protocol(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+    let mut frame = udp(src, dst, 1, 1);
+    frame[IP + 9] = 47;
+    frame
+}
+
+/// An ARP request, who-has `target`.
+pub fn arp(target: [u8; 4]) -> Vec<u8> {
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&[0xff; 6]);
+    frame.extend_from_slice(&MAC_A);
+    frame.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    frame.extend_from_slice(&MAC_A);
+    frame.extend_from_slice(&[203, 0, 113, 7]);
+    frame.extend_from_slice(&[0; 6]);
+    frame.extend_from_slice(&target);
+    frame.resize(60, 0);
+    frame
+}
+
+pub fn ipv6_tcp() -> Vec<u8> {
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv6([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7], [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 64)
+        .tcp(40000, 122, 1, 64240)
+        .syn()
+        .write(&mut frame, &[])
+        .expect("ipv6 frame");
+    frame
+}
+
+/// Adds `words` 4-byte words of IPv4 options (NOPs ending in EOL) after the base header,
+/// fixing IHL and the total length.
+pub fn with_ip_options(mut frame: Vec<u8>, words: usize) -> Vec<u8> {
+    let mut options = vec![1u8; words * 4];
+    if let Some(last) = options.last_mut() {
+        *last = 0;
+    }
+    frame.splice(L4..L4, options);
+    frame[IP] = 0x40 | (5 + words as u8);
+    let total = u16::from_be_bytes([frame[IP + 2], frame[IP + 3]]) + (words * 4) as u16;
+    frame[IP + 2..IP + 4].copy_from_slice(&total.to_be_bytes());
+    frame
+}
+
+/// Sets the IPv4 fragment field (flags and offset in 8-byte units).
+pub fn fragmented(mut frame: Vec<u8>, more_fragments: bool, offset: u16) -> Vec<u8> {
+    let value = if more_fragments { 0x2000 } else { 0 } | offset;
+    frame[IP + 6..IP + 8].copy_from_slice(&value.to_be_bytes());
+    frame
+}
+
+/// Wraps the frame in an 802.1Q tag.
+pub fn vlan_tagged(frame: Vec<u8>, vid: u16) -> Vec<u8> {
+    let mut out = frame[..12].to_vec();
+    out.extend_from_slice(&[0x81, 0x00]);
+    out.extend_from_slice(&vid.to_be_bytes());
+    out.extend_from_slice(&frame[12..]);
+    out
+}

@@ -1,0 +1,92 @@
+//! The real programs, loaded with a real policy, judging frames through
+//! BPF_PROG_TEST_RUN: no interface, no traffic, the kernel's verdict.
+use aya::{
+    maps::PerCpuArray,
+    programs::{TestRun, TestRunOptions},
+};
+use firewall_common::{Builtin, Chain, Counter, Line, MAP_COUNTERS, builtin_counter, rule_counter};
+use firewall_user::{filter::Loaded, policy::Policy};
+
+use crate::require_root;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Drop,
+}
+
+pub struct TestFilter {
+    pub loaded: Loaded,
+    pub policy: Policy,
+}
+
+impl TestFilter {
+    /// Loads the programs with a policy given as TOML text (maps not pinned).
+    pub fn new(policy_toml: &str) -> TestFilter {
+        require_root();
+        let policy = firewall_user::policy::parse(policy_toml, std::path::Path::new("test.toml"))
+            .unwrap_or_else(|e| panic!("test policy: {e}"));
+        let loaded = Loaded::load(&policy, None).unwrap_or_else(|e| panic!("loading the programs: {e}"));
+        TestFilter { loaded, policy }
+    }
+
+    /// `examples/tight.toml`, the seed's policy.
+    pub fn tight() -> TestFilter {
+        let text = std::fs::read_to_string(crate::workspace().join("examples/tight.toml")).expect("examples/tight.toml");
+        TestFilter::new(&text)
+    }
+
+    /// The XDP program's verdict on a received frame.
+    pub fn ingress(&mut self, frame: &[u8]) -> Verdict {
+        let xdp = self.loaded.ingress().expect("ingress program");
+        let result = xdp
+            .test_run(TestRunOptions { data_in: Some(frame), ..TestRunOptions::new() })
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN (XDP) of a {}-byte frame: {e:?}", frame.len()));
+        match result.return_value {
+            2 => Verdict::Pass, // XDP_PASS
+            1 => Verdict::Drop, // XDP_DROP
+            other => panic!("unexpected XDP verdict {other}"),
+        }
+    }
+
+    /// The TC egress program's verdict on a sent frame.
+    pub fn egress(&mut self, frame: &[u8]) -> Verdict {
+        let tc = self.loaded.egress().expect("egress program");
+        let result = tc
+            .test_run(TestRunOptions { data_in: Some(frame), ..TestRunOptions::new() })
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN (TC) of a {}-byte frame: {e:?}", frame.len()));
+        match result.return_value {
+            0 => Verdict::Pass, // TC_ACT_OK
+            2 => Verdict::Drop, // TC_ACT_SHOT
+            other => panic!("unexpected TC verdict {other}"),
+        }
+    }
+
+    /// A counter summed over the CPUs.
+    pub fn counter(&mut self, id: u32) -> Counter {
+        let map = self.loaded.map_mut(MAP_COUNTERS).expect("counters");
+        let counters: PerCpuArray<_, Counter> = PerCpuArray::try_from(map).expect("per-CPU array");
+        let values = counters.get(&id, 0).expect("counter lookup");
+        values.iter().fold(Counter::default(), |a, c| Counter { packets: a.packets + c.packets, bytes: a.bytes + c.bytes })
+    }
+
+    pub fn packets(&mut self, id: u32) -> u64 {
+        self.counter(id).packets
+    }
+
+    /// The index of the rule called `name`.
+    pub fn rule(&self, name: &str) -> u32 {
+        self.policy.rules.iter().position(|r| r.name == name).unwrap_or_else(|| panic!("no rule {name}")) as u32
+    }
+
+    /// Packets counted on a rule's line.
+    pub fn rule_packets(&mut self, name: &str, line: Line) -> u64 {
+        let id = rule_counter(self.rule(name), line);
+        self.packets(id)
+    }
+
+    /// Packets counted on a chain's built-in line.
+    pub fn builtin_packets(&mut self, chain: Chain, line: Builtin) -> u64 {
+        self.packets(builtin_counter(chain, line))
+    }
+}
