@@ -1,1 +1,159 @@
-fn main(){}
+//! Developer tasks: `cargo xtask setup | test | demo`.
+//!
+//! `setup` installs what building the kernel object needs on a fresh Debian machine of
+//! this kind (see ../shared/TOOLCHAIN.md) and what the tests drive, and does nothing when
+//! it is all there. `test` runs the whole suite as root; `demo` shows the filter working
+//! in a lab of network namespaces.
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode, Stdio},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the eBPF toolchain and the test tools (idempotent).
+    Setup,
+    /// Set up, build, and run every test (needs root).
+    Test {
+        /// Extra arguments for `cargo test` (a filter, `--nocapture`, …).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, and run the demo lab (needs root).
+    Demo,
+}
+
+/// Debian packages the eBPF build needs when rustup's nightly has no rust-src.
+const TOOLCHAIN_PACKAGES: &[&str] = &["rustc-web", "rust-web-src", "llvm-22-dev", "libpolly-22-dev", "libzstd-dev"];
+/// What the tests and the demo drive.
+const TEST_PACKAGES: &[&str] = &["iproute2", "iputils-ping", "util-linux", "iptables"];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is in the workspace").to_owned()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.stderr(Stdio::null()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn installed(package: &str) -> bool {
+    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", package])).is_some_and(|s| s.ends_with("installed"))
+}
+
+fn nightly_has_rust_src() -> bool {
+    output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))
+        .is_some_and(|sysroot| Path::new(&sysroot).join("lib/rustlib/src/rust/library/core").is_dir())
+}
+
+fn setup() -> Result<()> {
+    let use_nightly = nightly_has_rust_src();
+    let mut wanted: Vec<&str> = TEST_PACKAGES.to_vec();
+    if !use_nightly {
+        wanted.extend_from_slice(TOOLCHAIN_PACKAGES);
+    }
+    let missing: Vec<&str> = wanted.into_iter().filter(|p| !installed(p)).collect();
+    if !missing.is_empty() {
+        if !is_root() {
+            bail!("needs root to install {}", missing.join(" "));
+        }
+        println!("setup: installing {}", missing.join(" "));
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+
+    let linker = output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
+    if !linker.contains(BPF_LINKER_VERSION) {
+        println!("setup: installing bpf-linker {BPF_LINKER_VERSION} (about a minute)");
+        let mut cmd = Command::new("cargo");
+        cmd.args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION]);
+        if !use_nightly {
+            // Link the LLVM that Debian's rustc-web uses; without the prefix the build
+            // finds LLVM 14 under /usr and fails with "unable to find library -lLLVM".
+            let path = format!("/usr/lib/llvm-22/bin:{}", env::var("PATH").unwrap_or_default());
+            cmd.args(["--no-default-features", "--features", "llvm-22"])
+                .env("PATH", path)
+                .env("LLVM_SYS_221_PREFIX", "/usr/lib/llvm-22");
+        }
+        run(&mut cmd)?;
+    }
+
+    if !use_nightly && !succeeds(Command::new("rustup").args(["run", "debian", "rustc", "--version"])) {
+        println!("setup: linking Debian's rustc-web into rustup as the `debian` toolchain");
+        run(Command::new("rustup").args(["toolchain", "link", "debian", "/usr"]))?;
+    }
+    println!(
+        "setup: ready (eBPF toolchain: {}, bpf-linker {BPF_LINKER_VERSION})",
+        if use_nightly { "rustup nightly with rust-src" } else { "Debian rustc-web as `debian`" }
+    );
+    Ok(())
+}
+
+fn cargo(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root()).args(args);
+    cmd
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().task {
+        Task::Setup => setup(),
+        Task::Test { args } => (|| {
+            if !is_root() {
+                bail!("needs root: the tests load eBPF programs and create network namespaces");
+            }
+            setup()?;
+            run(&mut cargo(&["build", "--release"]))?;
+            let mut cmd = cargo(&["test", "--release"]);
+            cmd.args(&args);
+            run(&mut cmd)
+        })(),
+        Task::Demo => (|| {
+            if !is_root() {
+                bail!("needs root: the demo creates network namespaces and attaches XDP");
+            }
+            setup()?;
+            run(&mut cargo(&["build", "--release"]))?;
+            run(&mut cargo(&["run", "--quiet", "--release", "-p", "tests", "--bin", "demo"]))
+        })(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
