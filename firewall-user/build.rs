@@ -14,11 +14,15 @@ fn rustup_sysroot(toolchain: &str) -> Option<String> {
         .args(["run", toolchain, "rustc", "--print", "sysroot"])
         .output()
         .ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 fn has_library_source(sysroot: &str) -> bool {
-    Path::new(sysroot).join("lib/rustlib/src/rust/library/core").is_dir()
+    Path::new(sysroot)
+        .join("lib/rustlib/src/rust/library/core")
+        .is_dir()
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,7 +49,11 @@ fn main() -> anyhow::Result<()> {
     let ebpf_dir = Path::new(&manifest).join("../firewall-ebpf");
     let ebpf_dir = ebpf_dir.to_str().context("non-UTF-8 path")?;
     aya_build::build_ebpf(
-        [Package { name: "firewall-ebpf", root_dir: ebpf_dir, ..Default::default() }],
+        [Package {
+            name: "firewall-ebpf",
+            root_dir: ebpf_dir,
+            ..Default::default()
+        }],
         Toolchain::Custom(&toolchain),
     )
 }

@@ -266,6 +266,13 @@ pub const TCP_OPEN: u8 = 0;
 pub const TCP_FIN_SEEN: u8 = 1;
 pub const TCP_RST_SEEN: u8 = 2;
 
+// The counter id ranges must not overlap: checked when the crate compiles.
+const _: () = {
+    assert!(builtin_counter(Chain::Forward, Builtin::Policy) < ANTISPOOF_COUNTER_BASE);
+    assert!(ANTISPOOF_COUNTER_BASE + MAX_ANTISPOOF <= RULE_COUNTER_BASE);
+    assert!(rule_counter(MAX_RULES - 1, Line::Established) == MAX_COUNTERS - 1);
+};
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -297,11 +304,4 @@ mod tests {
         assert_eq!(size_of::<Flow>(), 16);
     }
 
-    #[test]
-    fn counter_ranges_do_not_overlap() {
-        let last_builtin = builtin_counter(Chain::Forward, Builtin::Policy);
-        assert!(last_builtin < ANTISPOOF_COUNTER_BASE);
-        assert!(ANTISPOOF_COUNTER_BASE + MAX_ANTISPOOF <= RULE_COUNTER_BASE);
-        assert_eq!(rule_counter(MAX_RULES - 1, Line::Established), MAX_COUNTERS - 1);
-    }
 }

@@ -13,8 +13,8 @@
 //! | everything else drops | `-P DROP` | `policy` |
 use aya_ebpf::maps::lpm_trie::Key;
 use firewall_common::{
-    ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, AllowKey, AllowValue, Builtin, CONFIG_READY, Chain,
-    Direction, Line, MAX_COUNTERS, PROTO_ICMP, PROTO_TCP, PROTO_UDP, builtin_counter, rule_counter,
+    ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, AllowKey, AllowValue, Builtin, CONFIG_READY, Chain, Direction,
+    Line, MAX_COUNTERS, PROTO_ICMP, PROTO_TCP, PROTO_UDP, builtin_counter, rule_counter,
 };
 
 use crate::{
@@ -75,7 +75,11 @@ fn judge(frame: &impl Frame, direction: Direction) -> (Action, u32) {
             if let Some(counter) = ANTISPOOF_DST.get(Key::new(32, ip.dst)) {
                 return (Action::Drop, *counter);
             }
-            let chain = if ip.dst == config.address { Chain::Input } else { Chain::Forward };
+            let chain = if ip.dst == config.address {
+                Chain::Input
+            } else {
+                Chain::Forward
+            };
             (chain, ip.src)
         }
         Direction::Out => {
@@ -118,7 +122,12 @@ fn judge(frame: &impl Frame, direction: Direction) -> (Action, u32) {
         L4::Icmp { kind, .. } => (PROTO_ICMP, kind as u16),
         L4::Other => return drop(chain, Builtin::Policy),
     };
-    let key = AllowKey { direction: direction as u8, protocol, port, peer };
+    let key = AllowKey {
+        direction: direction as u8,
+        protocol,
+        port,
+        peer,
+    };
     let Some(rule) = allowed(&key) else {
         return drop(chain, Builtin::Policy);
     };
@@ -139,5 +148,7 @@ fn allowed(key: &AllowKey) -> Option<AllowValue> {
         // SAFETY: a map value pointer, valid for this run.
         return Some(unsafe { *value });
     }
-    ALLOW_PREFIX.get(Key::new(ALLOW_KEY_SERVICE_BITS + 32, *key)).copied()
+    ALLOW_PREFIX
+        .get(Key::new(ALLOW_KEY_SERVICE_BITS + 32, *key))
+        .copied()
 }

@@ -5,7 +5,13 @@
 //! parses it with the one header cursor in [`parse`] and walks the seed's rules.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
-#![cfg_attr(target_arch = "bpf", expect(internal_features, reason = "atomic_cxchg: the BPF target has no AtomicU64::compare_exchange"))]
+#![cfg_attr(
+    target_arch = "bpf",
+    expect(
+        internal_features,
+        reason = "atomic_cxchg: the BPF target has no AtomicU64::compare_exchange"
+    )
+)]
 
 #[cfg(target_arch = "bpf")]
 mod chain;

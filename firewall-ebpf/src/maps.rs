@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use firewall_common::{
-    ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, AllowKey, AllowValue, CONNTRACK_DEFAULT_ENTRIES,
-    Config, Counter, Flow, FlowKey, MAX_ANTISPOOF, MAX_COUNTERS, MAX_RULES, TokenBucket,
+    ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, AllowKey, AllowValue, CONNTRACK_DEFAULT_ENTRIES, Config,
+    Counter, Flow, FlowKey, MAX_ANTISPOOF, MAX_COUNTERS, MAX_RULES, TokenBucket,
 };
 
 /// `CONFIG[0]`: the host's address, timeouts, and whether the policy is in force.

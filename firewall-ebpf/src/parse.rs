@@ -6,14 +6,7 @@
 use core::mem::size_of;
 
 use firewall_common::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
-use network_types::{
-    eth::EthHdr,
-    icmp::Icmpv4Hdr,
-    ip::Ipv4Hdr,
-    tcp::TcpHdr,
-    udp::UdpHdr,
-    vlan::VlanHdr,
-};
+use network_types::{eth::EthHdr, icmp::Icmpv4Hdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr};
 
 /// What both program types give the parser: the linear packet bytes and the frame length.
 pub trait Frame {
@@ -114,9 +107,19 @@ pub fn parse_l3(frame: &impl Frame) -> Result<L3, Malformed> {
 
 /// The transport header's facts the chains need.
 pub enum L4 {
-    Tcp { src_port: u16, dst_port: u16, flags: u8 },
-    Udp { src_port: u16, dst_port: u16 },
-    Icmp { kind: u8, echo_id: u16 },
+    Tcp {
+        src_port: u16,
+        dst_port: u16,
+        flags: u8,
+    },
+    Udp {
+        src_port: u16,
+        dst_port: u16,
+    },
+    Icmp {
+        kind: u8,
+        echo_id: u16,
+    },
     /// A protocol no rule can name (GRE, ESP, …): only the chain policy applies.
     Other,
 }

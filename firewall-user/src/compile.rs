@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use firewall_common::{
     ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ANTISPOOF_COUNTER_BASE, AllowKey, AllowValue, Builtin,
-    CONFIG_READY, Chain, Config, Direction, ICMP_ECHO_REQUEST, Line, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TokenBucket,
-    builtin_counter, rule_counter,
+    CONFIG_READY, Chain, Config, Direction, ICMP_ECHO_REQUEST, Line, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+    TokenBucket, builtin_counter, rule_counter,
 };
 use serde::Serialize;
 
@@ -43,7 +43,10 @@ pub fn plan(policy: &Policy) -> MapPlan {
         udp_timeout_ns: nanos(c.udp_timeout),
         icmp_timeout_ns: nanos(c.icmp_timeout),
     };
-    let mut plan = MapPlan { config, ..MapPlan::default() };
+    let mut plan = MapPlan {
+        config,
+        ..MapPlan::default()
+    };
     for (index, rule) in policy.rules.iter().enumerate() {
         let index = index as u32;
         let value = AllowValue {
@@ -61,7 +64,8 @@ pub fn plan(policy: &Policy) -> MapPlan {
                 if peer.len == 32 {
                     plan.allow_exact.push((key, value));
                 } else {
-                    plan.allow_prefix.push((ALLOW_KEY_SERVICE_BITS + u32::from(peer.len), key, value));
+                    plan.allow_prefix
+                        .push((ALLOW_KEY_SERVICE_BITS + u32::from(peer.len), key, value));
                 }
             }
         }
@@ -69,7 +73,11 @@ pub fn plan(policy: &Policy) -> MapPlan {
             let interval_ns = nanos(interval);
             plan.token_buckets.push((
                 index,
-                TokenBucket { tat: 0, interval_ns, burst_ns: interval_ns * u64::from(burst) },
+                TokenBucket {
+                    tat: 0,
+                    interval_ns,
+                    burst_ns: interval_ns * u64::from(burst),
+                },
             ));
         }
     }
@@ -156,7 +164,13 @@ pub fn listing(policy: &Policy) -> Vec<ListChain> {
     let mut input = vec![
         builtin(Chain::Input, Builtin::NonIp, "non-ip", "ACCEPT", "not IP (ARP…)"),
         builtin(Chain::Input, Builtin::Ipv6, "ipv6", "DROP", "IPv6 (no address6)"),
-        builtin(Chain::Input, Builtin::Invalid, "invalid", "DROP", "state INVALID (malformed)"),
+        builtin(
+            Chain::Input,
+            Builtin::Invalid,
+            "invalid",
+            "DROP",
+            "state INVALID (malformed)",
+        ),
     ];
     for (prefix, counter) in &plan.antispoof_sources {
         input.push(ListLine {
@@ -183,7 +197,13 @@ pub fn listing(policy: &Policy) -> Vec<ListChain> {
     let mut output = vec![
         builtin(Chain::Output, Builtin::NonIp, "non-ip", "ACCEPT", "not IP (ARP…)"),
         builtin(Chain::Output, Builtin::Ipv6, "ipv6", "DROP", "IPv6 (no address6)"),
-        builtin(Chain::Output, Builtin::Invalid, "invalid", "DROP", "state INVALID (malformed)"),
+        builtin(
+            Chain::Output,
+            Builtin::Invalid,
+            "invalid",
+            "DROP",
+            "state INVALID (malformed)",
+        ),
     ];
     output.push(ListLine {
         name: "antispoof-source".into(),
@@ -194,25 +214,55 @@ pub fn listing(policy: &Policy) -> Vec<ListChain> {
         matches: "outbound spoofing".into(),
         counter: builtin_counter(Chain::Output, Builtin::SpoofedSource),
     });
-    let mut forward = vec![builtin(Chain::Forward, Builtin::Invalid, "invalid", "DROP", "state INVALID (malformed)")];
-    for (chain, lines) in [(Chain::Input, &mut input), (Chain::Output, &mut output), (Chain::Forward, &mut forward)] {
-        lines.push(builtin(chain, Builtin::InvalidFragment, "invalid-fragment", "DROP", "fragment"));
+    let mut forward = vec![builtin(
+        Chain::Forward,
+        Builtin::Invalid,
+        "invalid",
+        "DROP",
+        "state INVALID (malformed)",
+    )];
+    for (chain, lines) in [
+        (Chain::Input, &mut input),
+        (Chain::Output, &mut output),
+        (Chain::Forward, &mut forward),
+    ] {
+        lines.push(builtin(
+            chain,
+            Builtin::InvalidFragment,
+            "invalid-fragment",
+            "DROP",
+            "fragment",
+        ));
         lines.push(ListLine {
             prot: "tcp",
-            ..builtin(chain, Builtin::InvalidTcpFlags, "invalid-tcp-flags", "DROP", "state INVALID (TCP flags)")
+            ..builtin(
+                chain,
+                Builtin::InvalidTcpFlags,
+                "invalid-tcp-flags",
+                "DROP",
+                "state INVALID (TCP flags)",
+            )
         });
     }
 
     for (index, rule) in policy.rules.iter().enumerate() {
         let index = index as u32;
         let peers = peers_text(&rule.peers);
-        let protocols: Vec<u8> = rule.services.iter().map(Service::protocol).fold(Vec::new(), |mut v, p| {
-            if !v.contains(&p) {
-                v.push(p);
-            }
-            v
-        });
-        let prot = if protocols.len() == 1 { proto_name(protocols[0]) } else { "all" };
+        let protocols: Vec<u8> = rule
+            .services
+            .iter()
+            .map(Service::protocol)
+            .fold(Vec::new(), |mut v, p| {
+                if !v.contains(&p) {
+                    v.push(p);
+                }
+                v
+            });
+        let prot = if protocols.len() == 1 {
+            proto_name(protocols[0])
+        } else {
+            "all"
+        };
         let service_text = |established: bool| -> String {
             let mut parts: Vec<String> = Vec::new();
             for p in &protocols {
@@ -224,10 +274,18 @@ pub fn listing(policy: &Policy) -> Vec<ListChain> {
                     .collect();
                 // A returning packet carries the service port as its source port when the
                 // flow was opened towards the service.
-                let (one, many) = if established { ("spt:", "sports") } else { ("dpt:", "dports") };
+                let (one, many) = if established {
+                    ("spt:", "sports")
+                } else {
+                    ("dpt:", "dports")
+                };
                 if *p == PROTO_ICMP {
                     // Only echo flows have returns: the replies.
-                    let kind = if established { "0".to_string() } else { ports.join(",") };
+                    let kind = if established {
+                        "0".to_string()
+                    } else {
+                        ports.join(",")
+                    };
                     parts.push(format!("icmptype {kind}"));
                 } else if ports.len() == 1 {
                     parts.push(format!("{} {one}{}", proto_name(*p), ports[0]));
@@ -264,7 +322,10 @@ pub fn listing(policy: &Policy) -> Vec<ListChain> {
             counter: rule_counter(index, Line::Established),
         };
         // ICMP other than echo is stateless: such a rule has no returns to list.
-        let has_returns = rule.services.iter().any(|s| !matches!(s, Service::Icmp { kind } if *kind != ICMP_ECHO_REQUEST));
+        let has_returns = rule
+            .services
+            .iter()
+            .any(|s| !matches!(s, Service::Icmp { kind } if *kind != ICMP_ECHO_REQUEST));
         let (own, other) = match rule.direction {
             Direction::In => (&mut input, &mut output),
             Direction::Out => (&mut output, &mut input),
@@ -275,10 +336,13 @@ pub fn listing(policy: &Policy) -> Vec<ListChain> {
         }
     }
     let mut chains = Vec::new();
-    for (chain, mut lines) in [(Chain::Input, input), (Chain::Output, output), (Chain::Forward, forward)] {
+    for (chain, mut lines) in [
+        (Chain::Input, input),
+        (Chain::Output, output),
+        (Chain::Forward, forward),
+    ] {
         lines.push(builtin(chain, Builtin::Policy, "policy", "DROP", ""));
         chains.push(ListChain { chain, lines });
     }
     chains
 }
-

@@ -22,8 +22,8 @@ use aya::{
 };
 use firewall_common::{
     AllowKey, AllowValue, Config, Counter, MAP_ALLOW_EXACT, MAP_ALLOW_PREFIX, MAP_ANTISPOOF_DST,
-    MAP_ANTISPOOF_SRC, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS, MAP_TOKEN_BUCKETS, MAPS,
-    PROG_EGRESS, PROG_INGRESS, TokenBucket,
+    MAP_ANTISPOOF_SRC, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS, MAP_TOKEN_BUCKETS, MAPS, PROG_EGRESS,
+    PROG_INGRESS, TokenBucket,
 };
 
 use crate::{
@@ -55,17 +55,37 @@ pub enum FilterError {
     #[error("the eBPF object has no map {0}")]
     MissingMap(&'static str),
     #[error("{call} {name}: {source}")]
-    Program { call: &'static str, name: &'static str, source: ProgramError },
+    Program {
+        call: &'static str,
+        name: &'static str,
+        source: ProgramError,
+    },
     #[error("attaching XDP to {iface} in {mode:?} mode: {source}{hint}")]
-    AttachXdp { iface: String, mode: XdpMode, source: ProgramError, hint: &'static str },
+    AttachXdp {
+        iface: String,
+        mode: XdpMode,
+        source: ProgramError,
+        hint: &'static str,
+    },
     #[error("map {name}: {call}: {source}")]
-    Map { name: &'static str, call: &'static str, source: MapError },
+    Map {
+        name: &'static str,
+        call: &'static str,
+        source: MapError,
+    },
     #[error("pinning {path}: {source}")]
-    Pin { path: PathBuf, source: aya::pin::PinError },
+    Pin {
+        path: PathBuf,
+        source: aya::pin::PinError,
+    },
     #[error("opening the pinned link {path}: {source}")]
     Link { path: PathBuf, source: LinkError },
     #[error("{call} {path}: {source}")]
-    Io { call: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        call: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
 }
 
 type Result<T> = std::result::Result<T, FilterError>;
@@ -133,9 +153,21 @@ fn ensure_bpffs() -> Result<()> {
     let fstype = std::ffi::CString::new("bpf").expect("no NUL");
     let data = std::ffi::CString::new("mode=0700").expect("no NUL");
     // SAFETY: valid C strings; mounting is what root may do.
-    let rc = unsafe { libc::mount(source.as_ptr(), path.as_ptr(), fstype.as_ptr(), 0, data.as_ptr().cast()) };
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            path.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            data.as_ptr().cast(),
+        )
+    };
     if rc != 0 {
-        return Err(FilterError::Io { call: "mount bpffs on", path: dir.into(), source: io::Error::last_os_error() });
+        return Err(FilterError::Io {
+            call: "mount bpffs on",
+            path: dir.into(),
+            source: io::Error::last_os_error(),
+        });
     }
     Ok(())
 }
@@ -165,7 +197,10 @@ impl Pins {
         if let Some(iface) = iface {
             let pins = Pins::for_iface(iface);
             if !pins.is_up() {
-                return Err(FilterError::NotUp { iface: iface.into(), dir: pins.dir });
+                return Err(FilterError::NotUp {
+                    iface: iface.into(),
+                    dir: pins.dir,
+                });
             }
             return Ok(pins);
         }
@@ -218,17 +253,26 @@ impl Loaded {
     pub fn load(policy: &Policy, pins: Option<&Pins>) -> Result<Loaded> {
         let mut loader = EbpfLoader::new();
         loader.map_max_entries(MAP_CONNTRACK, policy.conntrack.max_entries);
-        let paths: Vec<(&'static str, PathBuf)> =
-            pins.map(|p| MAPS.iter().map(|name| (*name, p.map_path(name))).collect()).unwrap_or_default();
+        let paths: Vec<(&'static str, PathBuf)> = pins
+            .map(|p| MAPS.iter().map(|name| (*name, p.map_path(name))).collect())
+            .unwrap_or_default();
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(crate::EBPF_OBJECT)?;
         fill(&mut ebpf, &plan(policy))?;
         let xdp: &mut Xdp = program(&mut ebpf, PROG_INGRESS)?;
-        xdp.load().map_err(|source| FilterError::Program { call: "load", name: PROG_INGRESS, source })?;
+        xdp.load().map_err(|source| FilterError::Program {
+            call: "load",
+            name: PROG_INGRESS,
+            source,
+        })?;
         let tc: &mut SchedClassifier = program(&mut ebpf, PROG_EGRESS)?;
-        tc.load().map_err(|source| FilterError::Program { call: "load", name: PROG_EGRESS, source })?;
+        tc.load().map_err(|source| FilterError::Program {
+            call: "load",
+            name: PROG_EGRESS,
+            source,
+        })?;
         Ok(Loaded { ebpf })
     }
 
@@ -250,7 +294,11 @@ where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
 {
     let program = ebpf.program_mut(name).ok_or(FilterError::MissingProgram(name))?;
-    program.try_into().map_err(|source| FilterError::Program { call: "type of", name, source })
+    program.try_into().map_err(|source| FilterError::Program {
+        call: "type of",
+        name,
+        source,
+    })
 }
 
 fn prefix_key(prefix: &Prefix) -> Key<[u8; 4]> {
@@ -260,19 +308,27 @@ fn prefix_key(prefix: &Prefix) -> Key<[u8; 4]> {
 /// Writes a plan into the maps; `CONFIG` last, since its ready bit turns the filter on.
 fn fill(ebpf: &mut Ebpf, plan: &MapPlan) -> Result<()> {
     {
-        let map = ebpf.map_mut(MAP_ALLOW_EXACT).ok_or(FilterError::MissingMap(MAP_ALLOW_EXACT))?;
+        let map = ebpf
+            .map_mut(MAP_ALLOW_EXACT)
+            .ok_or(FilterError::MissingMap(MAP_ALLOW_EXACT))?;
         let mut exact: HashMap<_, AllowKey, AllowValue> =
             HashMap::try_from(map).map_err(map_err(MAP_ALLOW_EXACT, "open"))?;
         for (key, value) in &plan.allow_exact {
-            exact.insert(key, value, 0).map_err(map_err(MAP_ALLOW_EXACT, "insert"))?;
+            exact
+                .insert(key, value, 0)
+                .map_err(map_err(MAP_ALLOW_EXACT, "insert"))?;
         }
     }
     {
-        let map = ebpf.map_mut(MAP_ALLOW_PREFIX).ok_or(FilterError::MissingMap(MAP_ALLOW_PREFIX))?;
+        let map = ebpf
+            .map_mut(MAP_ALLOW_PREFIX)
+            .ok_or(FilterError::MissingMap(MAP_ALLOW_PREFIX))?;
         let mut prefixes: LpmTrie<_, AllowKey, AllowValue> =
             LpmTrie::try_from(map).map_err(map_err(MAP_ALLOW_PREFIX, "open"))?;
         for (len, key, value) in &plan.allow_prefix {
-            prefixes.insert(&Key::new(*len, *key), value, 0).map_err(map_err(MAP_ALLOW_PREFIX, "insert"))?;
+            prefixes
+                .insert(&Key::new(*len, *key), value, 0)
+                .map_err(map_err(MAP_ALLOW_PREFIX, "insert"))?;
         }
     }
     for (name, entries) in [
@@ -282,20 +338,29 @@ fn fill(ebpf: &mut Ebpf, plan: &MapPlan) -> Result<()> {
         let map = ebpf.map_mut(name).ok_or(FilterError::MissingMap(name))?;
         let mut trie: LpmTrie<_, [u8; 4], u32> = LpmTrie::try_from(map).map_err(map_err(name, "open"))?;
         for (prefix, counter) in entries {
-            trie.insert(&prefix_key(prefix), counter, 0).map_err(map_err(name, "insert"))?;
+            trie.insert(&prefix_key(prefix), counter, 0)
+                .map_err(map_err(name, "insert"))?;
         }
     }
     {
-        let map = ebpf.map_mut(MAP_TOKEN_BUCKETS).ok_or(FilterError::MissingMap(MAP_TOKEN_BUCKETS))?;
+        let map = ebpf
+            .map_mut(MAP_TOKEN_BUCKETS)
+            .ok_or(FilterError::MissingMap(MAP_TOKEN_BUCKETS))?;
         let mut buckets: Array<_, TokenBucket> =
             Array::try_from(map).map_err(map_err(MAP_TOKEN_BUCKETS, "open"))?;
         for (rule, bucket) in &plan.token_buckets {
-            buckets.set(*rule, bucket, 0).map_err(map_err(MAP_TOKEN_BUCKETS, "set"))?;
+            buckets
+                .set(*rule, bucket, 0)
+                .map_err(map_err(MAP_TOKEN_BUCKETS, "set"))?;
         }
     }
-    let map = ebpf.map_mut(MAP_CONFIG).ok_or(FilterError::MissingMap(MAP_CONFIG))?;
+    let map = ebpf
+        .map_mut(MAP_CONFIG)
+        .ok_or(FilterError::MissingMap(MAP_CONFIG))?;
     let mut config: Array<_, Config> = Array::try_from(map).map_err(map_err(MAP_CONFIG, "open"))?;
-    config.set(0, plan.config, 0).map_err(map_err(MAP_CONFIG, "set"))?;
+    config
+        .set(0, plan.config, 0)
+        .map_err(map_err(MAP_CONFIG, "set"))?;
     Ok(())
 }
 
@@ -338,7 +403,10 @@ pub fn up(policy: &Policy, policy_text: &str, iface: &str, mode: Mode) -> Result
     ensure_bpffs()?;
     let pins = Pins::for_iface(iface);
     if pins.is_up() {
-        return Err(FilterError::AlreadyUp { iface: iface.into(), dir: pins.dir });
+        return Err(FilterError::AlreadyUp {
+            iface: iface.into(),
+            dir: pins.dir,
+        });
     }
     // Stale map pins from an interrupted `up` would be reused with old contents.
     remove_pins(&pins)?;
@@ -355,25 +423,51 @@ fn attach_and_pin(policy: &Policy, policy_text: &str, pins: &Pins, mode: Mode) -
     let iface = pins.iface.as_str();
 
     let xdp = loaded.ingress()?;
-    let id = xdp.attach(iface, mode.xdp()).map_err(|source| FilterError::AttachXdp {
-        iface: iface.into(),
-        mode: mode.xdp(),
-        hint: if mode == Mode::Native { "; driver mode unsupported? try --mode skb" } else { "" },
+    let id = xdp
+        .attach(iface, mode.xdp())
+        .map_err(|source| FilterError::AttachXdp {
+            iface: iface.into(),
+            mode: mode.xdp(),
+            hint: if mode == Mode::Native {
+                "; driver mode unsupported? try --mode skb"
+            } else {
+                ""
+            },
+            source,
+        })?;
+    let link = xdp.take_link(id).map_err(|source| FilterError::Program {
+        call: "take_link",
+        name: PROG_INGRESS,
         source,
     })?;
-    let link = xdp.take_link(id).map_err(|source| FilterError::Program { call: "take_link", name: PROG_INGRESS, source })?;
-    let link = FdLink::try_from(link).map_err(|source| FilterError::Link { path: pins.dir.join(INGRESS_LINK), source })?;
+    let link = FdLink::try_from(link).map_err(|source| FilterError::Link {
+        path: pins.dir.join(INGRESS_LINK),
+        source,
+    })?;
     let path = pins.dir.join(INGRESS_LINK);
-    link.pin(&path).map_err(|source| FilterError::Pin { path, source })?;
+    link.pin(&path)
+        .map_err(|source| FilterError::Pin { path, source })?;
 
     let tc = loaded.egress()?;
     let id = tc
         .attach(iface, TcAttachType::Egress)
-        .map_err(|source| FilterError::Program { call: "attach TC egress", name: PROG_EGRESS, source })?;
-    let link = tc.take_link(id).map_err(|source| FilterError::Program { call: "take_link", name: PROG_EGRESS, source })?;
-    let link = FdLink::try_from(link).map_err(|source| FilterError::Link { path: pins.dir.join(EGRESS_LINK), source })?;
+        .map_err(|source| FilterError::Program {
+            call: "attach TC egress",
+            name: PROG_EGRESS,
+            source,
+        })?;
+    let link = tc.take_link(id).map_err(|source| FilterError::Program {
+        call: "take_link",
+        name: PROG_EGRESS,
+        source,
+    })?;
+    let link = FdLink::try_from(link).map_err(|source| FilterError::Link {
+        path: pins.dir.join(EGRESS_LINK),
+        source,
+    })?;
     let path = pins.dir.join(EGRESS_LINK);
-    link.pin(&path).map_err(|source| FilterError::Pin { path, source })?;
+    link.pin(&path)
+        .map_err(|source| FilterError::Pin { path, source })?;
 
     fs::create_dir_all(&pins.state).map_err(io_err("mkdir", &pins.state))?;
     let copy = pins.state.join(POLICY_COPY);
@@ -395,7 +489,10 @@ fn remove_pins(pins: &Pins) -> Result<()> {
     for name in [INGRESS_LINK, EGRESS_LINK] {
         let path = pins.dir.join(name);
         if path.exists() {
-            let link = PinnedLink::from_pin(&path).map_err(|source| FilterError::Link { path: path.clone(), source })?;
+            let link = PinnedLink::from_pin(&path).map_err(|source| FilterError::Link {
+                path: path.clone(),
+                source,
+            })?;
             let link: FdLink = link.unpin().map_err(io_err("unpin", &path))?;
             drop(link);
         }
@@ -411,13 +508,20 @@ fn remove_pins(pins: &Pins) -> Result<()> {
             let _ = fs::remove_file(dir.join(POLICY_COPY));
             fs::remove_dir(dir).map_err(io_err("rmdir", dir))?;
         }
+        // A namespace's own directory goes with its last filter (fails while not empty).
+        if let Some(parent) = dir.parent()
+            && parent.file_name().is_some_and(|n| n.to_string_lossy().starts_with("netns-"))
+        {
+            let _ = fs::remove_dir(parent);
+        }
     }
     Ok(())
 }
 
 /// Every line's counters, summed over the CPUs, indexed by counter id.
 pub fn read_counters(map: Map) -> Result<Vec<Counter>> {
-    let counters: PerCpuArray<_, Counter> = PerCpuArray::try_from(map).map_err(map_err(MAP_COUNTERS, "open"))?;
+    let counters: PerCpuArray<_, Counter> =
+        PerCpuArray::try_from(map).map_err(map_err(MAP_COUNTERS, "open"))?;
     let mut out = Vec::with_capacity(counters.len() as usize);
     for values in counters.iter() {
         let values = values.map_err(map_err(MAP_COUNTERS, "lookup"))?;
@@ -431,7 +535,8 @@ pub fn read_counters(map: Map) -> Result<Vec<Counter>> {
 
 /// The host address the live filter enforces, read back from the kernel.
 pub fn live_address(pins: &Pins) -> Result<Ipv4Addr> {
-    let config: Array<_, Config> = Array::try_from(pins.open_map(MAP_CONFIG)?).map_err(map_err(MAP_CONFIG, "open"))?;
+    let config: Array<_, Config> =
+        Array::try_from(pins.open_map(MAP_CONFIG)?).map_err(map_err(MAP_CONFIG, "open"))?;
     let config = config.get(&0, 0).map_err(map_err(MAP_CONFIG, "get"))?;
     Ok(Ipv4Addr::from(config.address))
 }

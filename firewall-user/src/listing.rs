@@ -59,13 +59,22 @@ pub fn render(chains: &[ListChain], counters: &[Counter], style: Style) -> Strin
             );
         } else {
             let _ = writeln!(out, "Chain {} (policy DROP)", chain_name(chain.chain));
-            let _ = writeln!(out, "{:<7} {:<4} {:<18} {:<18} {:<18} match", "target", "prot", "source", "destination", "rule");
+            let _ = writeln!(
+                out,
+                "{:<7} {:<4} {:<18} {:<18} {:<18} match",
+                "target", "prot", "source", "destination", "rule"
+            );
         }
         for line in &chain.lines {
             let c = counter(counters, line.counter);
             let mut row = String::new();
             if style.verbose {
-                let _ = write!(row, "{} {} ", human(c.packets, style.exact, pw), human(c.bytes, style.exact, bw));
+                let _ = write!(
+                    row,
+                    "{} {} ",
+                    human(c.packets, style.exact, pw),
+                    human(c.bytes, style.exact, bw)
+                );
             }
             let _ = write!(
                 row,

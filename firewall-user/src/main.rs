@@ -12,7 +12,11 @@ use firewall_user::{
 };
 
 #[derive(Parser)]
-#[command(name = "firewall", version, about = "A tight server firewall in XDP and TC, driven by one TOML policy")]
+#[command(
+    name = "firewall",
+    version,
+    about = "A tight server firewall in XDP and TC, driven by one TOML policy"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -66,18 +70,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let policy = policy::load(&file)?;
             println!("{}: OK ({} rules)", file.display(), policy.rules.len());
         }
-        Command::Up { policy: file, iface, mode } => {
+        Command::Up {
+            policy: file,
+            iface,
+            mode,
+        } => {
             let policy = policy::load(&file)?;
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-            let iface = iface.or_else(|| policy.interface.clone()).ok_or(filter::FilterError::NoInterfaceGiven)?;
+            let text =
+                std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let iface = iface
+                .or_else(|| policy.interface.clone())
+                .ok_or(filter::FilterError::NoInterfaceGiven)?;
             let pins = filter::up(&policy, &text, &iface, mode)?;
-            println!("firewall up on {iface}: {} rules, pinned at {}", policy.rules.len(), pins.dir.display());
+            println!(
+                "firewall up on {iface}: {} rules, pinned at {}",
+                policy.rules.len(),
+                pins.dir.display()
+            );
         }
         Command::Down { iface } => {
             let pins = filter::down(iface.as_deref())?;
             println!("firewall down on {}", pins.iface);
         }
-        Command::List { numeric: _, verbose, exact, json: as_json, iface } => {
+        Command::List {
+            numeric: _,
+            verbose,
+            exact,
+            json: as_json,
+            iface,
+        } => {
             filter::require_root()?;
             let pins = Pins::find(iface.as_deref())?;
             let policy = pins.policy()?;

@@ -32,7 +32,8 @@ impl TestFilter {
 
     /// `examples/tight.toml`, the seed's policy.
     pub fn tight() -> TestFilter {
-        let text = std::fs::read_to_string(crate::workspace().join("examples/tight.toml")).expect("examples/tight.toml");
+        let text = std::fs::read_to_string(crate::workspace().join("examples/tight.toml"))
+            .expect("examples/tight.toml");
         TestFilter::new(&text)
     }
 
@@ -40,7 +41,10 @@ impl TestFilter {
     pub fn ingress(&mut self, frame: &[u8]) -> Verdict {
         let xdp = self.loaded.ingress().expect("ingress program");
         let result = xdp
-            .test_run(TestRunOptions { data_in: Some(frame), ..TestRunOptions::new() })
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                ..TestRunOptions::new()
+            })
             .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN (XDP) of a {}-byte frame: {e:?}", frame.len()));
         match result.return_value {
             2 => Verdict::Pass, // XDP_PASS
@@ -53,7 +57,10 @@ impl TestFilter {
     pub fn egress(&mut self, frame: &[u8]) -> Verdict {
         let tc = self.loaded.egress().expect("egress program");
         let result = tc
-            .test_run(TestRunOptions { data_in: Some(frame), ..TestRunOptions::new() })
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                ..TestRunOptions::new()
+            })
             .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN (TC) of a {}-byte frame: {e:?}", frame.len()));
         match result.return_value {
             0 => Verdict::Pass, // TC_ACT_OK
@@ -67,7 +74,10 @@ impl TestFilter {
         let map = self.loaded.map_mut(MAP_COUNTERS).expect("counters");
         let counters: PerCpuArray<_, Counter> = PerCpuArray::try_from(map).expect("per-CPU array");
         let values = counters.get(&id, 0).expect("counter lookup");
-        values.iter().fold(Counter::default(), |a, c| Counter { packets: a.packets + c.packets, bytes: a.bytes + c.bytes })
+        values.iter().fold(Counter::default(), |a, c| Counter {
+            packets: a.packets + c.packets,
+            bytes: a.bytes + c.bytes,
+        })
     }
 
     pub fn packets(&mut self, id: u32) -> u64 {
@@ -76,7 +86,11 @@ impl TestFilter {
 
     /// The index of the rule called `name`.
     pub fn rule(&self, name: &str) -> u32 {
-        self.policy.rules.iter().position(|r| r.name == name).unwrap_or_else(|| panic!("no rule {name}")) as u32
+        self.policy
+            .rules
+            .iter()
+            .position(|r| r.name == name)
+            .unwrap_or_else(|| panic!("no rule {name}")) as u32
     }
 
     /// Packets counted on a rule's line.
@@ -88,5 +102,15 @@ impl TestFilter {
     /// Packets counted on a chain's built-in line.
     pub fn builtin_packets(&mut self, chain: Chain, line: Builtin) -> u64 {
         self.packets(builtin_counter(chain, line))
+    }
+}
+
+impl TestFilter {
+    /// The XDP verdict, or the test runner's refusal (it refuses frames shorter than an
+    /// Ethernet header).
+    pub fn try_ingress(&mut self, frame: &[u8]) -> Result<Verdict, aya::programs::ProgramError> {
+        let xdp = self.loaded.ingress().expect("ingress program");
+        let result = xdp.test_run(TestRunOptions { data_in: Some(frame), ..TestRunOptions::new() })?;
+        Ok(if result.return_value == 2 { Verdict::Pass } else { Verdict::Drop })
     }
 }

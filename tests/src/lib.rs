@@ -10,11 +10,16 @@ pub mod lab;
 pub fn require_root() {
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } != 0 {
-        panic!("needs root: these tests load eBPF programs into the kernel and create network namespaces; run `sudo cargo xtask test`");
+        panic!(
+            "needs root: these tests load eBPF programs into the kernel and create network namespaces; run `sudo cargo xtask test`"
+        );
     }
 }
 
 /// The workspace's root directory.
 pub fn workspace() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_owned()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .to_owned()
 }

@@ -1,0 +1,190 @@
+//! The command line with bad inputs and without privileges, through the real binary.
+//!
+//! Run as root after `cargo build --release`:
+//! `cargo test --release -p tests --test cli`.
+use std::{
+    path::Path,
+    process::{Command, Output},
+};
+
+use tests::{
+    lab::{AS_NOBODY, Lab, SERVER_IF, TempDir, firewall_bin, world_executable, xdp_lines},
+    require_root,
+};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn check(path: &Path) -> Output {
+    Command::new(firewall_bin()).arg("check").arg(path).output().expect("running firewall check")
+}
+
+const HOST: &str = "[host]\ninterface = \"s0\"\naddress = \"198.51.100.1\"\n\n";
+
+/// A rule of five lines after `[[rule]]`, with one line replaced when `replace` says so.
+fn ssh_rule(replace: Option<(&str, &str)>) -> String {
+    let mut rule = "[[rule]]\nname = \"ssh-in\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 122\npeers = [\"203.0.113.7\"]\n"
+        .to_string();
+    if let Some((from, to)) = replace {
+        assert!(rule.contains(from));
+        rule = rule.replacen(from, to, 1);
+    }
+    rule
+}
+
+/// `firewall check` of `policy` fails with exit 1 and exactly the one line
+/// `firewall: FILE:LINE:COL: message…` (the message starting with `message`).
+fn assert_rejected(name: &str, policy: &str, line: usize, column: usize, message: &str) {
+    let dir = TempDir::new("check");
+    let path = dir.write(name, policy);
+    let output = check(&path);
+    let err = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{name}: exit status; stderr: {err}");
+    assert!(output.stdout.is_empty(), "{name}: nothing on stdout, got {:?}", text(&output.stdout));
+    assert!(err.ends_with('\n') && err.lines().count() == 1, "{name}: one line on stderr, got {err:?}");
+    let prefix = format!("firewall: {}:{line}:{column}: {message}", path.display());
+    assert!(err.starts_with(&prefix), "{name}:\n expected {prefix:?}…\n      got {:?}", err.trim_end());
+}
+
+#[test]
+fn check_rejects_an_unknown_key_with_its_place() {
+    require_root();
+    // Line 11, column 1: the key itself.
+    let policy = format!("{HOST}{}colour = \"red\"\n", ssh_rule(None));
+    assert_rejected("unknown-key.toml", &policy, 11, 1, "unknown field `colour`");
+    // In [host] too: line 2.
+    let policy = "[host]\nadress = \"198.51.100.1\"\n";
+    assert_rejected("unknown-host-key.toml", policy, 2, 1, "unknown field `adress`");
+}
+
+#[test]
+fn check_rejects_a_bad_address_with_its_place() {
+    require_root();
+    // peers = ["203.0.113.300"] on line 10: column 10 is the opening quote.
+    let policy = format!("{HOST}{}", ssh_rule(Some(("\"203.0.113.7\"", "\"203.0.113.300\""))));
+    assert_rejected("bad-peer.toml", &policy, 10, 10, "bad address \"203.0.113.300\"\n");
+    // The host's own address: line 3, column 11.
+    let policy = HOST.replace("198.51.100.1", "198.51.100.256");
+    assert_rejected("bad-host.toml", &policy, 3, 11, "bad address \"198.51.100.256\"\n");
+    // A CIDR with host bits set is refused, not masked.
+    let policy = format!("{HOST}{}", ssh_rule(Some(("\"203.0.113.7\"", "\"203.0.113.7/24\""))));
+    assert_rejected("host-bits.toml", &policy, 10, 10, "203.0.113.7/24 has host bits set; did you mean 203.0.113.0/24?\n");
+}
+
+#[test]
+fn check_rejects_a_port_out_of_range_with_its_place() {
+    require_root();
+    // port = 70000 on line 9: column 8 is the number.
+    let policy = format!("{HOST}{}", ssh_rule(Some(("port = 122", "port = 70000"))));
+    assert_rejected("port-high.toml", &policy, 9, 8, "port 70000 out of range 1-65535\n");
+    let policy = format!("{HOST}{}", ssh_rule(Some(("port = 122", "ports = [80, 0]"))));
+    assert_rejected("port-zero.toml", &policy, 9, 14, "port 0 out of range 1-65535\n");
+}
+
+#[test]
+fn check_rejects_a_duplicate_rule_name_with_its_place() {
+    require_root();
+    // The second rule's name is on line 12, its value at column 8.
+    let second = ssh_rule(Some(("port = 122", "port = 2222")));
+    let policy = format!("{HOST}{}{second}", ssh_rule(None));
+    assert_rejected("duplicate.toml", &policy, 12, 8, "duplicate rule name \"ssh-in\"\n");
+
+    // The same mistake in the shipped policy: `ntp` renamed `dns`.
+    let tight = tests::lab::tight_text();
+    let line = tight.lines().position(|l| l == "name = \"ntp\"").expect("tight.toml has the ntp rule") + 1;
+    let policy = tight.replacen("name = \"ntp\"", "name = \"dns\"", 1);
+    assert_rejected("tight-duplicate.toml", &policy, line, 8, "duplicate rule name \"dns\"\n");
+}
+
+#[test]
+fn check_accepts_the_shipped_policy() {
+    require_root();
+    let output = Command::new(firewall_bin())
+        .args(["check", "examples/tight.toml"])
+        .current_dir(tests::workspace())
+        .output()
+        .expect("running firewall check");
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "examples/tight.toml: OK (13 rules)\n");
+    assert_eq!(text(&output.stderr), "");
+}
+
+#[test]
+fn up_on_a_missing_interface_says_so_and_pins_nothing() {
+    require_root();
+    let lab = Lab::new("nosuchif");
+    let policy = lab.policy_file();
+    let output = lab.firewall(&["up", "--policy", policy.to_str().unwrap(), "--iface", "nosuchif0"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(text(&output.stderr), "firewall: interface \"nosuchif0\" does not exist\n");
+    assert!(output.stdout.is_empty());
+    assert!(!lab.pin_root().exists(), "{} was created", lab.pin_root().display());
+    assert!(!lab.state_root().exists(), "{} was created", lab.state_root().display());
+    assert!(xdp_lines(&lab.server_link()).is_empty(), "s0 got a program:\n{}", lab.server_link());
+}
+
+/// `firewall ARGS…` as uid/gid 65534 in the lab's server namespace.
+fn firewall_as_nobody(lab: &Lab, dir: &TempDir, args: &[&str]) -> Output {
+    let bin = world_executable(&firewall_bin(), dir);
+    let mut command = lab.server_command(AS_NOBODY[0]);
+    command.args(&AS_NOBODY[1..]).arg(bin).args(args);
+    command.output().expect("running setpriv")
+}
+
+#[test]
+fn unprivileged_commands_say_they_need_root() {
+    require_root();
+    let lab = Lab::new("nobody");
+    let dir = TempDir::new("nobody-bin");
+    let policy = lab.policy_file();
+    let policy = policy.to_str().unwrap();
+    for args in [
+        &["up", "--policy", policy, "--iface", SERVER_IF][..],
+        &["list"][..],
+        &["list", "--json", "--iface", SERVER_IF][..],
+        &["down", "--iface", SERVER_IF][..],
+    ] {
+        let output = firewall_as_nobody(&lab, &dir, args);
+        let err = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "firewall {args:?} as nobody: {err}");
+        assert_eq!(err.lines().count(), 1, "firewall {args:?}: one line, got {err:?}");
+        assert!(err.starts_with("firewall: needs root"), "firewall {args:?} as nobody: {err:?}");
+    }
+    assert!(!lab.pin_root().exists(), "an unprivileged up pinned {}", lab.pin_root().display());
+    assert!(xdp_lines(&lab.server_link()).is_empty(), "s0 got a program:\n{}", lab.server_link());
+
+    // And with root, in the same lab, `up` works: the refusals above were about privilege.
+    lab.up();
+    assert_eq!(xdp_lines(&lab.server_link()).len(), 1);
+    let output = firewall_as_nobody(&lab, &dir, &["list", "--iface", SERVER_IF]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).starts_with("firewall: needs root"), "{}", text(&output.stderr));
+}
+
+/// A test that needs root, run for real by the test below without it.
+#[test]
+fn privileged_probe() {
+    require_root();
+    assert_eq!(unsafe { libc::geteuid() }, 0);
+}
+
+#[test]
+fn privileged_tests_fail_loudly_without_root() {
+    require_root();
+    let dir = TempDir::new("nobody-test");
+    let exe = world_executable(&std::env::current_exe().expect("the test binary"), &dir);
+    let output = Command::new(AS_NOBODY[0])
+        .args(&AS_NOBODY[1..])
+        .arg(&exe)
+        .args(["--exact", "privileged_probe", "--nocapture", "--test-threads=1"])
+        .env("RUST_BACKTRACE", "0")
+        .current_dir(&dir.path)
+        .output()
+        .expect("running the test binary as nobody");
+    let all = format!("{}{}", text(&output.stdout), text(&output.stderr));
+    assert!(!output.status.success(), "privileged_probe passed without root:\n{all}");
+    assert!(all.contains("running 1 test"), "exactly the probe ran:\n{all}");
+    assert!(all.contains("needs root"), "the failure says why:\n{all}");
+    assert!(all.contains("test privileged_probe ... FAILED"), "the probe failed, not skipped:\n{all}");
+}
