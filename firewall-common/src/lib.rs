@@ -303,5 +303,4 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 12);
         assert_eq!(size_of::<Flow>(), 16);
     }
-
 }

@@ -510,7 +510,9 @@ fn remove_pins(pins: &Pins) -> Result<()> {
         }
         // A namespace's own directory goes with its last filter (fails while not empty).
         if let Some(parent) = dir.parent()
-            && parent.file_name().is_some_and(|n| n.to_string_lossy().starts_with("netns-"))
+            && parent
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("netns-"))
         {
             let _ = fs::remove_dir(parent);
         }

@@ -110,7 +110,14 @@ impl TestFilter {
     /// Ethernet header).
     pub fn try_ingress(&mut self, frame: &[u8]) -> Result<Verdict, aya::programs::ProgramError> {
         let xdp = self.loaded.ingress().expect("ingress program");
-        let result = xdp.test_run(TestRunOptions { data_in: Some(frame), ..TestRunOptions::new() })?;
-        Ok(if result.return_value == 2 { Verdict::Pass } else { Verdict::Drop })
+        let result = xdp.test_run(TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::new()
+        })?;
+        Ok(if result.return_value == 2 {
+            Verdict::Pass
+        } else {
+            Verdict::Drop
+        })
     }
 }

@@ -52,28 +52,43 @@ pub const CLIENT_IF: &str = "c0";
 
 /// How long a probe waits before it calls a destination blocked.
 pub const BLOCKED_AFTER: Duration = Duration::from_secs(1);
+/// How long a probe that should succeed may take (it returns as soon as it does).
+pub const OPEN_WITHIN: Duration = Duration::from_secs(5);
 
 static LABS: AtomicU32 = AtomicU32::new(0);
 
-/// The `firewall` binary: `$FIREWALL_BIN`, else `target/<profile>/firewall` next to the
-/// test binary's `deps/` directory.
+/// The `firewall` binary: `$FIREWALL_BIN`, else `target/<profile>/firewall`: the
+/// grandparent of a test binary (`target/<profile>/deps/<test>`), or the directory of a
+/// binary of this crate (`target/<profile>/demo`).
 pub fn firewall_bin() -> PathBuf {
     let path = match std::env::var_os("FIREWALL_BIN") {
         Some(path) => PathBuf::from(path),
         None => {
             let exe = std::env::current_exe().expect("the test binary's path");
-            exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").join("firewall")
+            let dir = exe.parent().expect("a binary lives in a directory");
+            let beside = dir.join("firewall");
+            match dir.parent() {
+                Some(profile) if dir.file_name().is_some_and(|n| n == "deps") || !beside.is_file() => {
+                    profile.join("firewall")
+                }
+                _ => beside,
+            }
         }
     };
     if !path.is_file() {
-        panic!("no firewall binary at {}: build it first: cargo build --release", path.display());
+        panic!(
+            "no firewall binary at {}: build it first: cargo build --release",
+            path.display()
+        );
     }
     path
 }
 
 /// Runs a command to completion and panics, with its output, unless it succeeds.
 pub fn sh(command: &mut Command) -> Output {
-    let output = command.output().unwrap_or_else(|e| panic!("running {command:?}: {e}"));
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
     if !output.status.success() {
         panic!(
             "{command:?} failed ({}):\n{}{}",
@@ -199,7 +214,9 @@ impl Lab {
         let (s, c) = (lab.server.as_str(), lab.client.as_str());
         ip(&["netns", "add", s]);
         ip(&["netns", "add", c]);
-        ip(&["link", "add", SERVER_IF, "netns", s, "type", "veth", "peer", "name", CLIENT_IF, "netns", c]);
+        ip(&[
+            "link", "add", SERVER_IF, "netns", s, "type", "veth", "peer", "name", CLIENT_IF, "netns", c,
+        ]);
         ip(&["-n", s, "link", "set", "lo", "up"]);
         ip(&["-n", c, "link", "set", "lo", "up"]);
         ip(&["-n", s, "addr", "add", &format!("{HOST}/32"), "dev", SERVER_IF]);
@@ -210,10 +227,32 @@ impl Lab {
         for addr in &lab.client_addrs {
             batch.push_str(&format!("addr add {addr}/32 dev {CLIENT_IF}\n"));
         }
-        batch.push_str(&format!("link set {CLIENT_IF} up\nroute add {HOST}/32 dev {CLIENT_IF}\n"));
+        batch.push_str(&format!(
+            "link set {CLIENT_IF} up\nroute add {HOST}/32 dev {CLIENT_IF}\n"
+        ));
         let batch_file = lab.tmp.write("client.ip", &batch);
         ip(&["-n", c, "-batch", batch_file.to_str().expect("utf-8 path")]);
+        // Until the kernel's linkwatch has run (it batches, up to a second apart when
+        // many links change at once, as parallel labs do), a new veth drops what it is
+        // given: wait for both ends to be operationally up.
+        lab.wait_up(s, SERVER_IF);
+        lab.wait_up(c, CLIENT_IF);
         lab
+    }
+
+    fn wait_up(&self, ns: &str, iface: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = ip(&["-n", ns, "-o", "link", "show", "dev", iface]);
+            let text = String::from_utf8_lossy(&out.stdout);
+            if text.contains(" state UP ") {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("{iface} in {ns} is not up after 10 s: {text}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// The namespace that owns `addr`.
@@ -242,15 +281,23 @@ impl Lab {
     pub fn policy_file(&self) -> PathBuf {
         let text = tight_text();
         let wanted = "interface = \"eth0\"";
-        assert!(text.contains(wanted), "examples/tight.toml no longer says {wanted}");
-        self.tmp.write("tight.toml", &text.replacen(wanted, &format!("interface = \"{SERVER_IF}\""), 1))
+        assert!(
+            text.contains(wanted),
+            "examples/tight.toml no longer says {wanted}"
+        );
+        self.tmp.write(
+            "tight.toml",
+            &text.replacen(wanted, &format!("interface = \"{SERVER_IF}\""), 1),
+        )
     }
 
     /// A command that runs `program` in the server's network namespace (and only that:
     /// the mount namespace, and so bpffs, stays the host's).
     pub fn server_command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut command = Command::new("nsenter");
-        command.arg(format!("--net=/run/netns/{}", self.server)).arg(program);
+        command
+            .arg(format!("--net=/run/netns/{}", self.server))
+            .arg(program);
         command
     }
 
@@ -258,7 +305,9 @@ impl Lab {
     pub fn firewall(&self, args: &[&str]) -> Output {
         let mut command = self.server_command(firewall_bin());
         command.args(args);
-        command.output().unwrap_or_else(|e| panic!("running {command:?}: {e}"))
+        command
+            .output()
+            .unwrap_or_else(|e| panic!("running {command:?}: {e}"))
     }
 
     /// `firewall ARGS…`, which must succeed; its stdout.
@@ -277,13 +326,21 @@ impl Lab {
     /// `firewall up --policy <tight, on s0> --iface s0`, which must succeed.
     pub fn up(&self) -> String {
         let policy = self.policy_file();
-        self.firewall_ok(&["up", "--policy", policy.to_str().expect("utf-8"), "--iface", SERVER_IF])
+        self.firewall_ok(&[
+            "up",
+            "--policy",
+            policy.to_str().expect("utf-8"),
+            "--iface",
+            SERVER_IF,
+        ])
     }
 
     /// `firewall list --json`.
     pub fn list(&self) -> Listing {
         let out = self.firewall_ok(&["list", "--json", "--iface", SERVER_IF]);
-        Listing(serde_json::from_str(&out).unwrap_or_else(|e| panic!("list --json is not JSON ({e}):\n{out}")))
+        Listing(
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("list --json is not JSON ({e}):\n{out}")),
+        )
     }
 
     /// Where the firewall pins for this lab's server namespace, and keeps its state.
@@ -302,9 +359,14 @@ impl Lab {
 
     /// Spawns `command` as a child that dies with the lab at the latest.
     pub fn spawn(&self, command: &mut Command) -> u32 {
-        let child = command.spawn().unwrap_or_else(|e| panic!("spawning {command:?}: {e}"));
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {command:?}: {e}"));
         let pid = child.id();
-        self.children.lock().unwrap_or_else(|e| e.into_inner()).push(child);
+        self.children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child);
         pid
     }
 
@@ -312,7 +374,10 @@ impl Lab {
     pub fn wait(&self, pid: u32) -> Output {
         let child = {
             let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
-            let at = children.iter().position(|c| c.id() == pid).expect("a child of this lab");
+            let at = children
+                .iter()
+                .position(|c| c.id() == pid)
+                .expect("a child of this lab");
             children.remove(at)
         };
         child.wait_with_output().expect("waiting for a child")
@@ -320,14 +385,21 @@ impl Lab {
 
     fn serve(&self, name: String, body: impl FnOnce(Arc<AtomicBool>) + Send + 'static) {
         let stop = self.stop.clone();
-        let handle = std::thread::Builder::new().name(name).spawn(move || body(stop)).expect("spawning a server thread");
-        self.threads.lock().unwrap_or_else(|e| e.into_inner()).push(handle);
+        let handle = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || body(stop))
+            .expect("spawning a server thread");
+        self.threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(handle);
     }
 
     /// A TCP echo server on `addr` (in the namespace that owns it), serving until the lab
     /// is dropped.
     pub fn tcp_echo(&self, addr: SocketAddrV4) {
-        let listener = self.run_in(self.ns_of(*addr.ip()), || TcpListener::bind(addr))
+        let listener = self
+            .run_in(self.ns_of(*addr.ip()), || TcpListener::bind(addr))
             .unwrap_or_else(|e| panic!("listening on tcp {addr}: {e}"));
         listener.set_nonblocking(true).expect("nonblocking listener");
         self.serve(format!("tcp-echo {addr}"), move |stop| {
@@ -338,7 +410,9 @@ impl Lab {
                         let stop = stop.clone();
                         sessions.push(std::thread::spawn(move || echo_session(stream, &stop)));
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(10)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
                     Err(e) => panic!("accept on {addr}: {e}"),
                 }
             }
@@ -350,9 +424,12 @@ impl Lab {
 
     /// A UDP echo server on `addr`, serving until the lab is dropped.
     pub fn udp_echo(&self, addr: SocketAddrV4) {
-        let socket = self.run_in(self.ns_of(*addr.ip()), || UdpSocket::bind(addr))
+        let socket = self
+            .run_in(self.ns_of(*addr.ip()), || UdpSocket::bind(addr))
             .unwrap_or_else(|e| panic!("binding udp {addr}: {e}"));
-        socket.set_read_timeout(Some(Duration::from_millis(50))).expect("read timeout");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("read timeout");
         self.serve(format!("udp-echo {addr}"), move |stop| {
             let mut buf = [0u8; 2048];
             while !stop.load(Ordering::Relaxed) {
@@ -370,7 +447,12 @@ impl Lab {
 
     /// A TCP connection from `from` (bound to it, in its namespace) to `to`, or the
     /// outcome that prevented it.
-    pub fn tcp_connect(&self, from: Ipv4Addr, to: SocketAddrV4, timeout: Duration) -> Result<TcpStream, Outcome> {
+    pub fn tcp_connect(
+        &self,
+        from: Ipv4Addr,
+        to: SocketAddrV4,
+        timeout: Duration,
+    ) -> Result<TcpStream, Outcome> {
         self.run_in(self.ns_of(from), || tcp_connect(from, to, timeout))
     }
 
@@ -382,19 +464,30 @@ impl Lab {
             Ok(stream) => stream,
             Err(outcome) => return outcome,
         };
-        let left = timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
+        let left = timeout
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(100));
         let token = format!("hello {from} -> {to}\n");
-        if echo(&mut stream, token.as_bytes(), left).is_ok() { Outcome::Open } else { Outcome::Stalled }
+        if echo(&mut stream, token.as_bytes(), left).is_ok() {
+            Outcome::Open
+        } else {
+            Outcome::Stalled
+        }
     }
 
     /// Sends a datagram from `from` to the echo server at `to` and waits for it to come
     /// back.
     pub fn udp_probe(&self, from: Ipv4Addr, to: SocketAddrV4, timeout: Duration) -> Outcome {
-        let socket = self.run_in(self.ns_of(from), || UdpSocket::bind(SocketAddrV4::new(from, 0)))
+        let socket = self
+            .run_in(self.ns_of(from), || UdpSocket::bind(SocketAddrV4::new(from, 0)))
             .unwrap_or_else(|e| panic!("binding udp {from}: {e}"));
-        socket.connect(to).unwrap_or_else(|e| panic!("udp connect {from} -> {to}: {e}"));
+        socket
+            .connect(to)
+            .unwrap_or_else(|e| panic!("udp connect {from} -> {to}: {e}"));
         let token = format!("hello {from} -> {to}");
-        socket.send(token.as_bytes()).unwrap_or_else(|e| panic!("udp send {from} -> {to}: {e}"));
+        socket
+            .send(token.as_bytes())
+            .unwrap_or_else(|e| panic!("udp send {from} -> {to}: {e}"));
         let deadline = Instant::now() + timeout;
         let mut buf = [0u8; 2048];
         loop {
@@ -424,9 +517,13 @@ impl Lab {
     /// The names of the programs on s0's TCX egress hook.
     pub fn tcx_egress(&self) -> Vec<String> {
         self.run_in(&self.server, || {
-            let (_, programs) = aya::programs::SchedClassifier::query_tcx(SERVER_IF, aya::programs::TcAttachType::Egress)
-                .unwrap_or_else(|e| panic!("querying TCX egress of {SERVER_IF}: {e}"));
-            programs.iter().map(|p| p.name_as_str().unwrap_or("?").to_owned()).collect()
+            let (_, programs) =
+                aya::programs::SchedClassifier::query_tcx(SERVER_IF, aya::programs::TcAttachType::Egress)
+                    .unwrap_or_else(|e| panic!("querying TCX egress of {SERVER_IF}: {e}"));
+            programs
+                .iter()
+                .map(|p| p.name_as_str().unwrap_or("?").to_owned())
+                .collect()
         })
     }
 }
@@ -447,7 +544,10 @@ impl Drop for Lab {
         let _ = fs::remove_dir_all(self.pin_root());
         let _ = fs::remove_dir_all(self.state_root());
         for ns in [&self.server, &self.client] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }
@@ -458,7 +558,8 @@ pub fn run_in<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|scope| {
         let thread = scope.spawn(|| {
             let file = fs::File::open(&path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
-            setns(&file, CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {}: {e}", path.display()));
+            setns(&file, CloneFlags::CLONE_NEWNET)
+                .unwrap_or_else(|e| panic!("setns {}: {e}", path.display()));
             f()
         });
         match thread.join() {
@@ -472,7 +573,13 @@ pub fn run_in<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
 /// [`Outcome::Blocked`] when nothing answered within `timeout`, [`Outcome::Refused`] on
 /// a RST.
 pub fn tcp_connect(from: Ipv4Addr, to: SocketAddrV4, timeout: Duration) -> Result<TcpStream, Outcome> {
-    let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).expect("socket");
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("socket");
     // A blocking connect gives up after SO_SNDTIMEO with EINPROGRESS.
     let tv = TimeVal::new(timeout.as_secs() as _, timeout.subsec_micros() as _);
     setsockopt(&fd, sockopt::SendTimeout, &tv).expect("SO_SNDTIMEO");
@@ -497,7 +604,11 @@ pub fn echo(stream: &mut TcpStream, token: &[u8], timeout: Duration) -> io::Resu
     let mut back = vec![0u8; token.len()];
     stream.read_exact(&mut back)?;
     if back != token {
-        return Err(io::Error::other(format!("echoed {:?}, sent {:?}", String::from_utf8_lossy(&back), String::from_utf8_lossy(token))));
+        return Err(io::Error::other(format!(
+            "echoed {:?}, sent {:?}",
+            String::from_utf8_lossy(&back),
+            String::from_utf8_lossy(token)
+        )));
     }
     Ok(())
 }
@@ -539,8 +650,15 @@ impl Listing {
             .iter()
             .filter(|line| line["name"] == rule)
             .collect();
-        assert!(!lines.is_empty(), "no line {rule:?} in chain {chain}:\n{:#}", self.chain(chain));
-        lines.iter().map(|line| line["packets"].as_u64().expect("packets is a number")).sum()
+        assert!(
+            !lines.is_empty(),
+            "no line {rule:?} in chain {chain}:\n{:#}",
+            self.chain(chain)
+        );
+        lines
+            .iter()
+            .map(|line| line["packets"].as_u64().expect("packets is a number"))
+            .sum()
     }
 
     /// The chain's policy drops, which the chain's header and its last line both give.
@@ -549,21 +667,33 @@ impl Listing {
         let rules = self.chain(chain)["rules"].as_array().expect("rules");
         let last = rules.last().expect("a chain has lines");
         assert_eq!(last["name"], "policy", "the last line of {chain} is its policy");
-        assert_eq!(last["packets"].as_u64(), Some(header), "{chain}: header and policy line disagree");
+        assert_eq!(
+            last["packets"].as_u64(),
+            Some(header),
+            "{chain}: header and policy line disagree"
+        );
         header
     }
 }
 
 /// The lines of `text` that mention an XDP attachment (`xdp`, `xdpgeneric`, `xdpdrv`…).
 pub fn xdp_lines(link_show: &str) -> Vec<&str> {
-    link_show.lines().filter(|l| l.split_whitespace().any(|w| w.starts_with("xdp"))).collect()
+    link_show
+        .lines()
+        .filter(|l| l.split_whitespace().any(|w| w.starts_with("xdp")))
+        .collect()
 }
 
 /// An executable copy of `path` that uid 65534 can run: the file itself when every
 /// directory above it is traversable and it is world-executable, else a copy in `dir`.
 pub fn world_executable(path: &Path, dir: &TempDir) -> PathBuf {
-    let reachable = path.ancestors().skip(1).all(|d| fs::metadata(d).map(|m| m.permissions().mode() & 0o001 != 0).unwrap_or(false))
-        && fs::metadata(path).map(|m| m.permissions().mode() & 0o005 == 0o005).unwrap_or(false);
+    let reachable = path.ancestors().skip(1).all(|d| {
+        fs::metadata(d)
+            .map(|m| m.permissions().mode() & 0o001 != 0)
+            .unwrap_or(false)
+    }) && fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o005 == 0o005)
+        .unwrap_or(false);
     if reachable {
         return path.to_owned();
     }

@@ -251,7 +251,10 @@ fn frames_truncated_at_every_length_are_invalid() {
         // Shorter than an Ethernet header, the kernel hands no frame to XDP at all (its
         // test runner refuses them too); from there on, every length.
         for len in 0..14 {
-            assert!(f.try_ingress(&whole[..len]).is_err(), "the runner took a {len}-byte frame");
+            assert!(
+                f.try_ingress(&whole[..len]).is_err(),
+                "the runner took a {len}-byte frame"
+            );
         }
         for len in 14..whole.len() {
             assert_eq!(

@@ -32,8 +32,14 @@ struct Probe {
 fn main() -> ExitCode {
     tests::require_root();
     let lab = Lab::new("demo");
-    println!("The lab: namespace {} is the server (198.51.100.1 on s0),", lab.server);
-    println!("namespace {} is the world: every peer of examples/tight.toml, and strangers.\n", lab.client);
+    println!(
+        "The lab: namespace {} is the server (198.51.100.1 on s0),",
+        lab.server
+    );
+    println!(
+        "namespace {} is the world: every peer of examples/tight.toml, and strangers.\n",
+        lab.client
+    );
 
     let at = |ip, port| SocketAddrV4::new(ip, port);
     for port in [122, 80, 443, 25, 8080] {
@@ -45,22 +51,88 @@ fn main() -> ExitCode {
     lab.tcp_echo(at(MIRROR, 80));
     lab.tcp_echo(at(STRANGER, 80));
 
-    println!("Before the firewall, a stranger reaches the SSH port: {:?}", lab.tcp_probe(STRANGER, at(HOST, 122), BLOCKED_AFTER));
+    println!(
+        "Before the firewall, a stranger reaches the SSH port: {:?}",
+        lab.tcp_probe(STRANGER, at(HOST, 122), BLOCKED_AFTER)
+    );
     print!("\n$ firewall up --policy tight.toml --iface s0\n{}", lab.up());
 
     let probes = [
-        Probe { what: "ssh in from a listed peer", proto: Proto::Tcp, from: SSH_PEER, to: at(HOST, 122), allowed: true },
-        Probe { what: "ssh in from a stranger", proto: Proto::Tcp, from: STRANGER, to: at(HOST, 122), allowed: false },
-        Probe { what: "https in from anyone", proto: Proto::Tcp, from: STRANGER, to: at(HOST, 443), allowed: true },
-        Probe { what: "port 8080 in (not a service)", proto: Proto::Tcp, from: STRANGER, to: at(HOST, 8080), allowed: false },
-        Probe { what: "smtp in from a stranger", proto: Proto::Tcp, from: STRANGER, to: at(HOST, 25), allowed: false },
-        Probe { what: "dns out to our resolver (udp)", proto: Proto::Udp, from: HOST, to: at(DNS, 53), allowed: true },
-        Probe { what: "dns out to our resolver (tcp)", proto: Proto::Tcp, from: HOST, to: at(DNS, 53), allowed: true },
-        Probe { what: "dns out to another resolver", proto: Proto::Udp, from: HOST, to: at(STRANGER2, 53), allowed: false },
-        Probe { what: "http out to the mirror", proto: Proto::Tcp, from: HOST, to: at(MIRROR, 80), allowed: true },
-        Probe { what: "http out to another server", proto: Proto::Tcp, from: HOST, to: at(STRANGER, 80), allowed: false },
+        Probe {
+            what: "ssh in from a listed peer",
+            proto: Proto::Tcp,
+            from: SSH_PEER,
+            to: at(HOST, 122),
+            allowed: true,
+        },
+        Probe {
+            what: "ssh in from a stranger",
+            proto: Proto::Tcp,
+            from: STRANGER,
+            to: at(HOST, 122),
+            allowed: false,
+        },
+        Probe {
+            what: "https in from anyone",
+            proto: Proto::Tcp,
+            from: STRANGER,
+            to: at(HOST, 443),
+            allowed: true,
+        },
+        Probe {
+            what: "port 8080 in (not a service)",
+            proto: Proto::Tcp,
+            from: STRANGER,
+            to: at(HOST, 8080),
+            allowed: false,
+        },
+        Probe {
+            what: "smtp in from a stranger",
+            proto: Proto::Tcp,
+            from: STRANGER,
+            to: at(HOST, 25),
+            allowed: false,
+        },
+        Probe {
+            what: "dns out to our resolver (udp)",
+            proto: Proto::Udp,
+            from: HOST,
+            to: at(DNS, 53),
+            allowed: true,
+        },
+        Probe {
+            what: "dns out to our resolver (tcp)",
+            proto: Proto::Tcp,
+            from: HOST,
+            to: at(DNS, 53),
+            allowed: true,
+        },
+        Probe {
+            what: "dns out to another resolver",
+            proto: Proto::Udp,
+            from: HOST,
+            to: at(STRANGER2, 53),
+            allowed: false,
+        },
+        Probe {
+            what: "http out to the mirror",
+            proto: Proto::Tcp,
+            from: HOST,
+            to: at(MIRROR, 80),
+            allowed: true,
+        },
+        Probe {
+            what: "http out to another server",
+            proto: Proto::Tcp,
+            from: HOST,
+            to: at(STRANGER, 80),
+            allowed: false,
+        },
     ];
-    println!("\n{:<34} {:<38} {:<8} {}", "probe", "from -> to", "policy", "seen");
+    println!(
+        "\n{:<34} {:<38} {:<8} {}",
+        "probe", "from -> to", "policy", "seen"
+    );
     let mut wrong = 0;
     for p in &probes {
         let outcome = match p.proto {
@@ -82,16 +154,43 @@ fn main() -> ExitCode {
     // Ping: the burst of 5, then one a second.
     let ping = lab.spawn(
         std::process::Command::new("ip")
-            .args(["netns", "exec", &lab.client, "ping", "-q", "-c", "20", "-i", "0.1", "-W", "1", &HOST.to_string()])
+            .args([
+                "netns",
+                "exec",
+                &lab.client,
+                "ping",
+                "-q",
+                "-c",
+                "20",
+                "-i",
+                "0.1",
+                "-W",
+                "1",
+                &HOST.to_string(),
+            ])
             .stdout(std::process::Stdio::piped()),
     );
     let out = lab.wait(ping);
     let summary = String::from_utf8_lossy(&out.stdout);
-    let line = summary.lines().find(|l| l.contains("received")).unwrap_or("no summary").to_owned();
-    let received: u32 = line.split(", ").nth(1).and_then(|s| s.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
+    let line = summary
+        .lines()
+        .find(|l| l.contains("received"))
+        .unwrap_or("no summary")
+        .to_owned();
+    let received: u32 = line
+        .split(", ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
     let ping_ok = (5..=8).contains(&received);
     wrong += usize::from(!ping_ok);
-    println!("{:<34} {:<38} {:<8} {line}", "20 pings in 2 s (1/sec, burst 5)", format!("{STRANGER2} -> {HOST}"), "limit");
+    println!(
+        "{:<34} {:<38} {:<8} {line}",
+        "20 pings in 2 s (1/sec, burst 5)",
+        format!("{STRANGER2} -> {HOST}"),
+        "limit"
+    );
 
     std::thread::sleep(Duration::from_millis(100));
     print!("\n$ firewall list -nv\n{}", lab.firewall_ok(&["list", "-nv"]));
