@@ -10,19 +10,12 @@ use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};
 
 fn rustup_sysroot(toolchain: &str) -> Option<String> {
-    let out = Command::new("rustup")
-        .args(["run", toolchain, "rustc", "--print", "sysroot"])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    let out = Command::new("rustup").args(["run", toolchain, "rustc", "--print", "sysroot"]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 fn has_library_source(sysroot: &str) -> bool {
-    Path::new(sysroot)
-        .join("lib/rustlib/src/rust/library/core")
-        .is_dir()
+    Path::new(sysroot).join("lib/rustlib/src/rust/library/core").is_dir()
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,11 +42,7 @@ fn main() -> anyhow::Result<()> {
     let ebpf_dir = Path::new(&manifest).join("../firewall-ebpf");
     let ebpf_dir = ebpf_dir.to_str().context("non-UTF-8 path")?;
     aya_build::build_ebpf(
-        [Package {
-            name: "firewall-ebpf",
-            root_dir: ebpf_dir,
-            ..Default::default()
-        }],
+        [Package { name: "firewall-ebpf", root_dir: ebpf_dir, ..Default::default() }],
         Toolchain::Custom(&toolchain),
     )
 }

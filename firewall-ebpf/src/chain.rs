@@ -9,18 +9,19 @@
 //! | not our address (ingress) → FORWARD; not our source (egress) | `-d $OURIP`, `-s $OURIP` | FORWARD / `antispoof-source` |
 //! | fragments, bad TCP flags drop | `--state INVALID` | `invalid-fragment`, `invalid-tcp-flags` |
 //! | a tracked flow passes | `--state ESTABLISHED` | the rule's lines |
+//! | our service answering a session older than the filter (egress) | conntrack's pickup | the rule's `Established` line |
 //! | an allow-list entry admits, within its limit | `NEW,ESTABLISHED -j ACCEPT`, `-m limit` | the rule's `New` line |
 //! | everything else drops | `-P DROP` | `policy` |
 use aya_ebpf::maps::lpm_trie::Key;
 use firewall_common::{
     ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, AllowKey, AllowValue, Builtin, CONFIG_READY, Chain, Direction,
-    Line, MAX_COUNTERS, PROTO_ICMP, PROTO_TCP, PROTO_UDP, builtin_counter, rule_counter,
+    FlowKey, Line, MAX_COUNTERS, PROTO_ICMP, PROTO_TCP, PROTO_UDP, builtin_counter, rule_counter,
 };
 
 use crate::{
     conntrack,
     maps::{ALLOW_EXACT, ALLOW_PREFIX, ANTISPOOF_DST, ANTISPOOF_SRC, CONFIG, COUNTERS},
-    parse::{Frame, L3, L4, parse_l3, parse_l4, tcp_flags_valid},
+    parse::{Frame, L3, L4, TCP_ACK, TCP_SYN, parse_l3, parse_l4, tcp_flags_valid},
     token_bucket,
 };
 
@@ -75,11 +76,7 @@ fn judge(frame: &impl Frame, direction: Direction) -> (Action, u32) {
             if let Some(counter) = ANTISPOOF_DST.get(Key::new(32, ip.dst)) {
                 return (Action::Drop, *counter);
             }
-            let chain = if ip.dst == config.address {
-                Chain::Input
-            } else {
-                Chain::Forward
-            };
+            let chain = if ip.dst == config.address { Chain::Input } else { Chain::Forward };
             (chain, ip.src)
         }
         Direction::Out => {
@@ -122,13 +119,11 @@ fn judge(frame: &impl Frame, direction: Direction) -> (Action, u32) {
         L4::Icmp { kind, .. } => (PROTO_ICMP, kind as u16),
         L4::Other => return drop(chain, Builtin::Policy),
     };
-    let key = AllowKey {
-        direction: direction as u8,
-        protocol,
-        port,
-        peer,
-    };
+    let key = AllowKey { direction: direction as u8, protocol, port, peer };
     let Some(rule) = allowed(&key) else {
+        if let Some(counter) = picked_up(direction, &l4, peer, flow.as_ref(), now) {
+            return (Action::Pass, counter);
+        }
         return drop(chain, Builtin::Policy);
     };
     // Over its limit, a packet falls through to the policy, as with iptables' `-m limit`.
@@ -141,6 +136,27 @@ fn judge(frame: &impl Frame, direction: Direction) -> (Action, u32) {
     (Action::Pass, rule_counter(rule.rule, Line::New))
 }
 
+/// The lock-out trap, from our side: a session to one of our services that began before
+/// the filter, where the server speaks first (an SSH session printing `firewall up`'s
+/// own output). An egress TCP segment with ACK and no SYN from a port an inbound rule serves, to
+/// a peer that rule admits, is that session's return traffic: track it as opened from
+/// outside. Only egress, the host's own packets: ingress keeps to the exact tuple.
+#[inline(always)]
+fn picked_up(direction: Direction, l4: &L4, peer: [u8; 4], flow: Option<&FlowKey>, now: u64) -> Option<u32> {
+    let (Direction::Out, L4::Tcp { src_port, flags, .. }, Some(flow)) = (direction, l4, flow) else {
+        return None;
+    };
+    // Established segments only: a handshake is still under way, and its SYN, when the
+    // peer repeats it, goes through the rule.
+    if flags & (TCP_SYN | TCP_ACK) != TCP_ACK {
+        return None;
+    }
+    let key = AllowKey { direction: Direction::In as u8, protocol: PROTO_TCP, port: *src_port, peer };
+    let rule = allowed(&key)?;
+    conntrack::track(flow, Direction::In, rule.rule, l4, now);
+    Some(rule_counter(rule.rule, Line::Established))
+}
+
 /// Single addresses first (a hash: constant time at any list size), then prefixes.
 #[inline(always)]
 fn allowed(key: &AllowKey) -> Option<AllowValue> {
@@ -148,7 +164,5 @@ fn allowed(key: &AllowKey) -> Option<AllowValue> {
         // SAFETY: a map value pointer, valid for this run.
         return Some(unsafe { *value });
     }
-    ALLOW_PREFIX
-        .get(Key::new(ALLOW_KEY_SERVICE_BITS + 32, *key))
-        .copied()
+    ALLOW_PREFIX.get(Key::new(ALLOW_KEY_SERVICE_BITS + 32, *key)).copied()
 }

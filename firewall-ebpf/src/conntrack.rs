@@ -36,33 +36,17 @@ pub fn flow_key(direction: Direction, ip: &Ipv4, l4: &L4) -> Option<FlowKey> {
         Direction::Out => ip.dst,
     };
     let (protocol, peer_port, local_port) = match *l4 {
-        L4::Tcp {
-            src_port, dst_port, ..
-        }
-        | L4::Udp { src_port, dst_port } => {
-            let protocol = if matches!(l4, L4::Tcp { .. }) {
-                PROTO_TCP
-            } else {
-                PROTO_UDP
-            };
+        L4::Tcp { src_port, dst_port, .. } | L4::Udp { src_port, dst_port } => {
+            let protocol = if matches!(l4, L4::Tcp { .. }) { PROTO_TCP } else { PROTO_UDP };
             match direction {
                 Direction::In => (protocol, src_port, dst_port),
                 Direction::Out => (protocol, dst_port, src_port),
             }
         }
-        L4::Icmp {
-            kind: ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY,
-            echo_id,
-        } => (PROTO_ICMP, 0, echo_id),
+        L4::Icmp { kind: ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY, echo_id } => (PROTO_ICMP, 0, echo_id),
         L4::Icmp { .. } | L4::Other => return None,
     };
-    Some(FlowKey {
-        peer,
-        peer_port,
-        local_port,
-        protocol,
-        _pad: [0; 3],
-    })
+    Some(FlowKey { peer, peer_port, local_port, protocol, _pad: [0; 3] })
 }
 
 /// The counter of the line that admits this packet as part of a tracked flow, or `None`
@@ -100,10 +84,7 @@ pub fn established(key: &FlowKey, direction: Direction, l4: &L4, now: u64, confi
         flow.tcp_state = state;
         flow.last_seen_ns = now;
     }
-    Some(rule_counter(
-        flow.rule,
-        if returning { Line::Established } else { Line::New },
-    ))
+    Some(rule_counter(flow.rule, if returning { Line::Established } else { Line::New }))
 }
 
 /// Starts (or restarts) tracking a flow that rule `rule` just admitted.
@@ -114,13 +95,7 @@ pub fn track(key: &FlowKey, direction: Direction, rule: u32, l4: &L4, now: u64) 
         L4::Icmp { kind, .. } if kind != ICMP_ECHO_REQUEST => return,
         _ => TCP_OPEN,
     };
-    let flow = Flow {
-        last_seen_ns: now,
-        rule,
-        origin: direction as u8,
-        tcp_state,
-        _pad: [0; 2],
-    };
+    let flow = Flow { last_seen_ns: now, rule, origin: direction as u8, tcp_state, _pad: [0; 2] };
     // A full LRU evicts its least recently used flow; nothing to do on failure.
     let _ = CONNTRACK.insert(key, &flow, 0);
 }

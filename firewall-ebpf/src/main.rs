@@ -7,10 +7,7 @@
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
 #![cfg_attr(
     target_arch = "bpf",
-    expect(
-        internal_features,
-        reason = "atomic_cxchg: the BPF target has no AtomicU64::compare_exchange"
-    )
+    expect(internal_features, reason = "atomic_cxchg: the BPF target has no AtomicU64::compare_exchange")
 )]
 
 #[cfg(target_arch = "bpf")]

@@ -159,10 +159,7 @@ pub fn parse_l4(frame: &impl Frame, ip: &Ipv4) -> Result<L4, Malformed> {
             if udp_len < UdpHdr::LEN || udp_len > ip.l4_len {
                 return Err(Malformed);
             }
-            Ok(L4::Udp {
-                src_port: u16::from_be_bytes(udp.src),
-                dst_port: u16::from_be_bytes(udp.dst),
-            })
+            Ok(L4::Udp { src_port: u16::from_be_bytes(udp.src), dst_port: u16::from_be_bytes(udp.dst) })
         }
         PROTO_ICMP => {
             if ip.l4_len < Icmpv4Hdr::LEN {

@@ -22,11 +22,7 @@ pub fn take(rule: u32, now: u64) -> bool {
     // SAFETY: a map value pointer, valid for the program's run.
     let (interval, burst, tat) = unsafe {
         let bucket: *mut TokenBucket = bucket;
-        (
-            (*bucket).interval_ns,
-            (*bucket).burst_ns,
-            core::ptr::addr_of_mut!((*bucket).tat),
-        )
+        ((*bucket).interval_ns, (*bucket).burst_ns, core::ptr::addr_of_mut!((*bucket).tat))
     };
     for _ in 0..CAS_ATTEMPTS {
         // SAFETY: as above; a torn read is impossible for an aligned u64.

@@ -1,38 +1,135 @@
 //! A policy compiled into what the maps must hold, and into the listing's lines.
 //!
 //! This is all the per-policy work; the kernel then does lookups only.
-use std::time::Duration;
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
 
 use firewall_common::{
     ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ANTISPOOF_COUNTER_BASE, AllowKey, AllowValue, Builtin,
-    CONFIG_READY, Chain, Config, Direction, ICMP_ECHO_REQUEST, Line, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
-    TokenBucket, builtin_counter, rule_counter,
+    CONFIG_READY, Chain, Config, Direction, ICMP_ECHO_REQUEST, Line, MAX_ANTISPOOF, MAX_RULES, PROTO_ICMP,
+    PROTO_TCP, PROTO_UDP, TokenBucket, builtin_counter, rule_counter,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::policy::{Limit, Policy, Prefix, Service};
+
+/// Stable ids. A rule keeps its index, and with it its two counters, its token bucket and
+/// its flows, for as long as its name stays in the policy; an anti-spoof entry keeps its
+/// counter for as long as it stays in its list. So a reload keeps every counter.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ids {
+    pub rules: BTreeMap<String, u32>,
+    /// `"source 10.0.0.0/8"`, `"destination 1.1.1.1"` → counter id.
+    pub antispoof: BTreeMap<String, u32>,
+}
+
+fn antispoof_name(source: bool, prefix: &Prefix) -> String {
+    format!("{} {prefix}", if source { "source" } else { "destination" })
+}
+
+/// The lowest id in `range` that `taken` does not hold.
+fn lowest_free(range: std::ops::Range<u32>, taken: &mut Vec<u32>) -> u32 {
+    let id = range.clone().find(|id| !taken.contains(id)).expect("the policy's limits keep ids in range");
+    taken.push(id);
+    id
+}
+
+impl Ids {
+    /// Ids for `policy`, keeping those `previous` gave to the same names.
+    pub fn assign(policy: &Policy, previous: &Ids) -> Ids {
+        let mut ids = Ids::default();
+        let mut taken: Vec<u32> =
+            policy.rules.iter().filter_map(|r| previous.rules.get(&r.name).copied()).collect();
+        for rule in &policy.rules {
+            let id = match previous.rules.get(&rule.name) {
+                Some(id) => *id,
+                None => lowest_free(0..MAX_RULES, &mut taken),
+            };
+            ids.rules.insert(rule.name.clone(), id);
+        }
+        let entries: Vec<String> = policy
+            .antispoof_sources
+            .iter()
+            .map(|p| antispoof_name(true, p))
+            .chain(policy.antispoof_destinations.iter().map(|p| antispoof_name(false, p)))
+            .collect();
+        let mut taken: Vec<u32> = entries.iter().filter_map(|e| previous.antispoof.get(e).copied()).collect();
+        for entry in entries {
+            let id = match previous.antispoof.get(&entry) {
+                Some(id) => *id,
+                None => {
+                    lowest_free(ANTISPOOF_COUNTER_BASE..ANTISPOOF_COUNTER_BASE + MAX_ANTISPOOF, &mut taken)
+                }
+            };
+            ids.antispoof.insert(entry, id);
+        }
+        ids
+    }
+
+    /// The counter ids `self` uses that `previous` did not: they start from zero.
+    pub fn new_counters(&self, previous: &Ids) -> Vec<u32> {
+        let mut fresh = Vec::new();
+        for (name, rule) in &self.rules {
+            if previous.rules.get(name) != Some(rule) {
+                fresh.extend([rule_counter(*rule, Line::New), rule_counter(*rule, Line::Established)]);
+            }
+        }
+        for (entry, id) in &self.antispoof {
+            if previous.antispoof.get(entry) != Some(id) {
+                fresh.push(*id);
+            }
+        }
+        fresh
+    }
+
+    pub fn rule(&self, name: &str) -> u32 {
+        self.rules[name]
+    }
+}
 
 /// Everything the maps must hold for a policy.
 #[derive(Debug, Default)]
 pub struct MapPlan {
     pub config: Config,
     /// Single peer addresses: the hash map.
-    pub allow_exact: Vec<(AllowKey, AllowValue)>,
-    /// Prefixes and `any`: the LPM trie, with the key's prefix length.
-    pub allow_prefix: Vec<(u32, AllowKey, AllowValue)>,
-    /// (prefix, counter id).
-    pub antispoof_sources: Vec<(Prefix, u32)>,
-    pub antispoof_destinations: Vec<(Prefix, u32)>,
-    /// (rule index, bucket) for every limited rule.
-    pub token_buckets: Vec<(u32, TokenBucket)>,
+    pub allow_exact: HashMap<AllowKey, AllowValue>,
+    /// Prefixes and `any`: the LPM trie, by (key prefix length, key).
+    pub allow_prefix: HashMap<(u32, AllowKey), AllowValue>,
+    /// Prefix → counter id.
+    pub antispoof_sources: BTreeMap<Prefix, u32>,
+    pub antispoof_destinations: BTreeMap<Prefix, u32>,
+    /// Rule index → bucket, for every limited rule.
+    pub token_buckets: BTreeMap<u32, TokenBucket>,
 }
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// The map contents `policy` wants.
-pub fn plan(policy: &Policy) -> MapPlan {
+fn masked(mut key: AllowKey, len: u32) -> AllowKey {
+    let bits = len - ALLOW_KEY_SERVICE_BITS;
+    let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+    key.peer = (u32::from_be_bytes(key.peer) & mask).to_be_bytes();
+    key
+}
+
+impl MapPlan {
+    /// What the kernel's allow-list lookup would find for `key`: the exact entry, else
+    /// the longest prefix.
+    pub fn admits(&self, key: &AllowKey) -> Option<AllowValue> {
+        if let Some(value) = self.allow_exact.get(key) {
+            return Some(*value);
+        }
+        (ALLOW_KEY_SERVICE_BITS..=ALLOW_KEY_SERVICE_BITS + 32)
+            .rev()
+            .find_map(|len| self.allow_prefix.get(&(len, masked(*key, len))).copied())
+    }
+}
+
+/// The map contents `policy` wants, with the rules and entries numbered by `ids`.
+pub fn plan(policy: &Policy, ids: &Ids) -> MapPlan {
     let c = &policy.conntrack;
     let config = Config {
         address: policy.address.octets(),
@@ -43,16 +140,10 @@ pub fn plan(policy: &Policy) -> MapPlan {
         udp_timeout_ns: nanos(c.udp_timeout),
         icmp_timeout_ns: nanos(c.icmp_timeout),
     };
-    let mut plan = MapPlan {
-        config,
-        ..MapPlan::default()
-    };
-    for (index, rule) in policy.rules.iter().enumerate() {
-        let index = index as u32;
-        let value = AllowValue {
-            rule: index,
-            flags: if rule.limit.is_some() { ALLOW_LIMITED } else { 0 },
-        };
+    let mut plan = MapPlan { config, ..MapPlan::default() };
+    for rule in &policy.rules {
+        let index = ids.rule(&rule.name);
+        let value = AllowValue { rule: index, flags: if rule.limit.is_some() { ALLOW_LIMITED } else { 0 } };
         for service in &rule.services {
             for peer in &rule.peers {
                 let key = AllowKey {
@@ -62,33 +153,23 @@ pub fn plan(policy: &Policy) -> MapPlan {
                     peer: peer.addr.octets(),
                 };
                 if peer.len == 32 {
-                    plan.allow_exact.push((key, value));
+                    plan.allow_exact.insert(key, value);
                 } else {
-                    plan.allow_prefix
-                        .push((ALLOW_KEY_SERVICE_BITS + u32::from(peer.len), key, value));
+                    plan.allow_prefix.insert((ALLOW_KEY_SERVICE_BITS + u32::from(peer.len), key), value);
                 }
             }
         }
         if let Some(Limit { interval, burst, .. }) = rule.limit {
             let interval_ns = nanos(interval);
-            plan.token_buckets.push((
-                index,
-                TokenBucket {
-                    tat: 0,
-                    interval_ns,
-                    burst_ns: interval_ns * u64::from(burst),
-                },
-            ));
+            plan.token_buckets
+                .insert(index, TokenBucket { tat: 0, interval_ns, burst_ns: interval_ns * u64::from(burst) });
         }
     }
-    let mut counter = ANTISPOOF_COUNTER_BASE;
     for prefix in &policy.antispoof_sources {
-        plan.antispoof_sources.push((*prefix, counter));
-        counter += 1;
+        plan.antispoof_sources.insert(*prefix, ids.antispoof[&antispoof_name(true, prefix)]);
     }
     for prefix in &policy.antispoof_destinations {
-        plan.antispoof_destinations.push((*prefix, counter));
-        counter += 1;
+        plan.antispoof_destinations.insert(*prefix, ids.antispoof[&antispoof_name(false, prefix)]);
     }
     plan
 }
@@ -158,21 +239,15 @@ fn builtin(chain: Chain, line: Builtin, name: &str, target: &'static str, matche
 }
 
 /// The listing's lines, in the order the programs apply them.
-pub fn listing(policy: &Policy) -> Vec<ListChain> {
-    let plan = plan(policy);
+pub fn listing(policy: &Policy, ids: &Ids) -> Vec<ListChain> {
     let ours = policy.address.to_string();
     let mut input = vec![
         builtin(Chain::Input, Builtin::NonIp, "non-ip", "ACCEPT", "not IP (ARP…)"),
         builtin(Chain::Input, Builtin::Ipv6, "ipv6", "DROP", "IPv6 (no address6)"),
-        builtin(
-            Chain::Input,
-            Builtin::Invalid,
-            "invalid",
-            "DROP",
-            "state INVALID (malformed)",
-        ),
+        builtin(Chain::Input, Builtin::Invalid, "invalid", "DROP", "state INVALID (malformed)"),
     ];
-    for (prefix, counter) in &plan.antispoof_sources {
+    for prefix in &policy.antispoof_sources {
+        let counter = &ids.antispoof[&antispoof_name(true, prefix)];
         input.push(ListLine {
             name: "antispoof".into(),
             target: "DROP",
@@ -183,7 +258,8 @@ pub fn listing(policy: &Policy) -> Vec<ListChain> {
             counter: *counter,
         });
     }
-    for (prefix, counter) in &plan.antispoof_destinations {
+    for prefix in &policy.antispoof_destinations {
+        let counter = &ids.antispoof[&antispoof_name(false, prefix)];
         input.push(ListLine {
             name: "antispoof".into(),
             target: "DROP",
@@ -197,13 +273,7 @@ pub fn listing(policy: &Policy) -> Vec<ListChain> {
     let mut output = vec![
         builtin(Chain::Output, Builtin::NonIp, "non-ip", "ACCEPT", "not IP (ARP…)"),
         builtin(Chain::Output, Builtin::Ipv6, "ipv6", "DROP", "IPv6 (no address6)"),
-        builtin(
-            Chain::Output,
-            Builtin::Invalid,
-            "invalid",
-            "DROP",
-            "state INVALID (malformed)",
-        ),
+        builtin(Chain::Output, Builtin::Invalid, "invalid", "DROP", "state INVALID (malformed)"),
     ];
     output.push(ListLine {
         name: "antispoof-source".into(),
@@ -214,25 +284,12 @@ pub fn listing(policy: &Policy) -> Vec<ListChain> {
         matches: "outbound spoofing".into(),
         counter: builtin_counter(Chain::Output, Builtin::SpoofedSource),
     });
-    let mut forward = vec![builtin(
-        Chain::Forward,
-        Builtin::Invalid,
-        "invalid",
-        "DROP",
-        "state INVALID (malformed)",
-    )];
-    for (chain, lines) in [
-        (Chain::Input, &mut input),
-        (Chain::Output, &mut output),
-        (Chain::Forward, &mut forward),
-    ] {
-        lines.push(builtin(
-            chain,
-            Builtin::InvalidFragment,
-            "invalid-fragment",
-            "DROP",
-            "fragment",
-        ));
+    let mut forward =
+        vec![builtin(Chain::Forward, Builtin::Invalid, "invalid", "DROP", "state INVALID (malformed)")];
+    for (chain, lines) in
+        [(Chain::Input, &mut input), (Chain::Output, &mut output), (Chain::Forward, &mut forward)]
+    {
+        lines.push(builtin(chain, Builtin::InvalidFragment, "invalid-fragment", "DROP", "fragment"));
         lines.push(ListLine {
             prot: "tcp",
             ..builtin(
@@ -245,24 +302,16 @@ pub fn listing(policy: &Policy) -> Vec<ListChain> {
         });
     }
 
-    for (index, rule) in policy.rules.iter().enumerate() {
-        let index = index as u32;
+    for rule in &policy.rules {
+        let index = ids.rule(&rule.name);
         let peers = peers_text(&rule.peers);
-        let protocols: Vec<u8> = rule
-            .services
-            .iter()
-            .map(Service::protocol)
-            .fold(Vec::new(), |mut v, p| {
-                if !v.contains(&p) {
-                    v.push(p);
-                }
-                v
-            });
-        let prot = if protocols.len() == 1 {
-            proto_name(protocols[0])
-        } else {
-            "all"
-        };
+        let protocols: Vec<u8> = rule.services.iter().map(Service::protocol).fold(Vec::new(), |mut v, p| {
+            if !v.contains(&p) {
+                v.push(p);
+            }
+            v
+        });
+        let prot = if protocols.len() == 1 { proto_name(protocols[0]) } else { "all" };
         let service_text = |established: bool| -> String {
             let mut parts: Vec<String> = Vec::new();
             for p in &protocols {
@@ -274,18 +323,10 @@ pub fn listing(policy: &Policy) -> Vec<ListChain> {
                     .collect();
                 // A returning packet carries the service port as its source port when the
                 // flow was opened towards the service.
-                let (one, many) = if established {
-                    ("spt:", "sports")
-                } else {
-                    ("dpt:", "dports")
-                };
+                let (one, many) = if established { ("spt:", "sports") } else { ("dpt:", "dports") };
                 if *p == PROTO_ICMP {
                     // Only echo flows have returns: the replies.
-                    let kind = if established {
-                        "0".to_string()
-                    } else {
-                        ports.join(",")
-                    };
+                    let kind = if established { "0".to_string() } else { ports.join(",") };
                     parts.push(format!("icmptype {kind}"));
                 } else if ports.len() == 1 {
                     parts.push(format!("{} {one}{}", proto_name(*p), ports[0]));
@@ -322,10 +363,8 @@ pub fn listing(policy: &Policy) -> Vec<ListChain> {
             counter: rule_counter(index, Line::Established),
         };
         // ICMP other than echo is stateless: such a rule has no returns to list.
-        let has_returns = rule
-            .services
-            .iter()
-            .any(|s| !matches!(s, Service::Icmp { kind } if *kind != ICMP_ECHO_REQUEST));
+        let has_returns =
+            rule.services.iter().any(|s| !matches!(s, Service::Icmp { kind } if *kind != ICMP_ECHO_REQUEST));
         let (own, other) = match rule.direction {
             Direction::In => (&mut input, &mut output),
             Direction::Out => (&mut output, &mut input),
@@ -336,11 +375,7 @@ pub fn listing(policy: &Policy) -> Vec<ListChain> {
         }
     }
     let mut chains = Vec::new();
-    for (chain, mut lines) in [
-        (Chain::Input, input),
-        (Chain::Output, output),
-        (Chain::Forward, forward),
-    ] {
+    for (chain, mut lines) in [(Chain::Input, input), (Chain::Output, output), (Chain::Forward, forward)] {
         lines.push(builtin(chain, Builtin::Policy, "policy", "DROP", ""));
         chains.push(ListChain { chain, lines });
     }

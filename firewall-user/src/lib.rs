@@ -3,6 +3,9 @@
 pub mod compile;
 pub mod filter;
 pub mod listing;
+pub mod live;
+pub mod maps;
+pub mod pins;
 pub mod policy;
 
 /// The kernel object, built by build.rs for bpfel-unknown-none.

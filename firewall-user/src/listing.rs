@@ -69,12 +69,8 @@ pub fn render(chains: &[ListChain], counters: &[Counter], style: Style) -> Strin
             let c = counter(counters, line.counter);
             let mut row = String::new();
             if style.verbose {
-                let _ = write!(
-                    row,
-                    "{} {} ",
-                    human(c.packets, style.exact, pw),
-                    human(c.bytes, style.exact, bw)
-                );
+                let _ =
+                    write!(row, "{} {} ", human(c.packets, style.exact, pw), human(c.bytes, style.exact, bw));
             }
             let _ = write!(
                 row,

@@ -3,11 +3,13 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use firewall_common::MAP_COUNTERS;
 use firewall_user::{
     compile::listing,
-    filter::{self, Mode, Pins},
+    filter::{self, Mode},
     listing::{Style, json, render},
+    live,
+    maps::LiveMaps,
+    pins::Pins,
     policy,
 };
 
@@ -29,7 +31,8 @@ enum Command {
         /// The policy file.
         file: PathBuf,
     },
-    /// Load the policy, attach XDP ingress and TC egress, pin, and exit with the filter in place.
+    /// Load the policy, attach XDP ingress and TC egress, pin, and exit with the filter in
+    /// place; when a filter is up, replace its programs in place and apply the policy.
     Up {
         #[arg(long)]
         policy: PathBuf,
@@ -42,6 +45,42 @@ enum Command {
     },
     /// Detach and unpin: the interface is as before `up`.
     Down {
+        #[arg(long)]
+        iface: Option<String>,
+    },
+    /// Re-read the policy and change the live maps in place: no detach, flows and counters kept.
+    Reload {
+        /// Another policy file (default: the one `up` was given); later commands use it.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        #[arg(long)]
+        iface: Option<String>,
+    },
+    /// Add peers to a rule, live, and write them into the policy file.
+    Allow {
+        rule: String,
+        #[arg(required = true, value_name = "ADDR")]
+        addrs: Vec<String>,
+        #[arg(long)]
+        iface: Option<String>,
+    },
+    /// Remove peers from a rule, live (their flows end), and from the policy file.
+    Revoke {
+        rule: String,
+        #[arg(required = true, value_name = "ADDR")]
+        addrs: Vec<String>,
+        #[arg(long)]
+        iface: Option<String>,
+    },
+    /// Zero the packet and byte counters, as iptables -Z.
+    Zero {
+        #[arg(long)]
+        iface: Option<String>,
+    },
+    /// The tracked flows, as conntrack -L.
+    Conntrack {
+        #[arg(long)]
+        json: bool,
         #[arg(long)]
         iface: Option<String>,
     },
@@ -70,40 +109,64 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let policy = policy::load(&file)?;
             println!("{}: OK ({} rules)", file.display(), policy.rules.len());
         }
-        Command::Up {
-            policy: file,
-            iface,
-            mode,
-        } => {
-            let policy = policy::load(&file)?;
+        Command::Up { policy: file, iface, mode } => {
+            filter::require_root()?;
             let text =
                 std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-            let iface = iface
-                .or_else(|| policy.interface.clone())
-                .ok_or(filter::FilterError::NoInterfaceGiven)?;
-            let pins = filter::up(&policy, &text, &iface, mode)?;
+            let policy = policy::parse(&text, &file)?;
+            let iface =
+                iface.or_else(|| policy.interface.clone()).ok_or(filter::FilterError::NoInterfaceGiven)?;
+            let up = filter::up(&policy, &text, &file, &iface, mode)?;
+            let how = if up.replaced { "programs replaced in place" } else { "attached" };
             println!(
-                "firewall up on {iface}: {} rules, pinned at {}",
+                "firewall up on {iface}: {how}, {} rules, pinned at {}",
                 policy.rules.len(),
-                pins.dir.display()
+                up.pins.dir.display()
             );
         }
         Command::Down { iface } => {
             let pins = filter::down(iface.as_deref())?;
             println!("firewall down on {}", pins.iface);
         }
-        Command::List {
-            numeric: _,
-            verbose,
-            exact,
-            json: as_json,
-            iface,
-        } => {
+        Command::Reload { policy, iface } => {
+            let done = live::reload(iface.as_deref(), policy.as_deref())?;
+            let a = done.applied;
+            println!(
+                "firewall reloaded {} on {}: {} entries added or changed, {} removed, {} flows ended",
+                done.file.display(),
+                done.pins.iface,
+                a.added,
+                a.removed,
+                a.flows_removed
+            );
+        }
+        Command::Allow { rule, addrs, iface } => {
+            let done = live::change_peers(iface.as_deref(), &rule, &addrs, true)?;
+            report_peers("allowed", "already allowed", &rule, &addrs, &done);
+        }
+        Command::Revoke { rule, addrs, iface } => {
+            let done = live::change_peers(iface.as_deref(), &rule, &addrs, false)?;
+            report_peers("revoked", "", &rule, &addrs, &done);
+        }
+        Command::Zero { iface } => {
+            let pins = live::zero(iface.as_deref())?;
+            println!("firewall: counters zeroed on {}", pins.iface);
+        }
+        Command::Conntrack { json: as_json, iface } => {
+            let flows = live::conntrack(iface.as_deref())?;
+            if as_json {
+                println!("{}", serde_json::to_string(&flows)?);
+            } else {
+                print!("{}", live::render_flows(&flows));
+            }
+        }
+        Command::List { numeric: _, verbose, exact, json: as_json, iface } => {
             filter::require_root()?;
             let pins = Pins::find(iface.as_deref())?;
             let policy = pins.policy()?;
-            let counters = filter::read_counters(pins.open_map(MAP_COUNTERS)?)?;
-            let chains = listing(&policy);
+            let state = pins.live_state()?;
+            let counters = LiveMaps::open(&pins)?.counters()?;
+            let chains = listing(&policy, &state.ids);
             if as_json {
                 println!("{}", json(&chains, &counters));
             } else {
@@ -112,6 +175,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn report_peers(done_word: &str, noop_word: &str, rule: &str, addrs: &[String], done: &live::PeersChanged) {
+    if done.changed.is_empty() {
+        println!("firewall: {} {noop_word} in rule {rule}; nothing changed", addrs.join(" "));
+        return;
+    }
+    let changed: Vec<String> = done.changed.iter().map(ToString::to_string).collect();
+    println!(
+        "firewall: {done_word} {} in rule {rule}, live and in {}",
+        changed.join(" "),
+        done.file.display()
+    );
 }
 
 fn main() -> ExitCode {

@@ -23,10 +23,7 @@ pub struct Prefix {
 }
 
 impl Prefix {
-    pub const ANY: Prefix = Prefix {
-        addr: Ipv4Addr::UNSPECIFIED,
-        len: 0,
-    };
+    pub const ANY: Prefix = Prefix { addr: Ipv4Addr::UNSPECIFIED, len: 0 };
 
     /// `198.51.100.7`, `198.51.100.0/24`; host bits set is an error, not silently masked.
     pub fn parse(text: &str) -> Result<Prefix, String> {
@@ -56,22 +53,14 @@ impl Prefix {
     }
 
     pub fn contains(&self, addr: Ipv4Addr) -> bool {
-        let mask = if self.len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - self.len)
-        };
+        let mask = if self.len == 0 { 0 } else { u32::MAX << (32 - self.len) };
         u32::from(addr) & mask == u32::from(self.addr)
     }
 }
 
 impl fmt::Display for Prefix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.len == 32 {
-            write!(f, "{}", self.addr)
-        } else {
-            write!(f, "{}/{}", self.addr, self.len)
-        }
+        if self.len == 32 { write!(f, "{}", self.addr) } else { write!(f, "{}/{}", self.addr, self.len) }
     }
 }
 
@@ -87,14 +76,8 @@ pub const DEFAULT_ANTISPOOF_SOURCES: [&str; 8] = [
     "1.1.1.1",
 ];
 /// The seed's anti-spoof destination list.
-pub const DEFAULT_ANTISPOOF_DESTINATIONS: [&str; 6] = [
-    "224.0.0.0/4",
-    "240.0.0.0/5",
-    "0.0.0.0/8",
-    "1.1.1.1",
-    "239.255.255.0/24",
-    "255.255.255.255",
-];
+pub const DEFAULT_ANTISPOOF_DESTINATIONS: [&str; 6] =
+    ["224.0.0.0/4", "240.0.0.0/5", "0.0.0.0/8", "1.1.1.1", "239.255.255.0/24", "255.255.255.255"];
 
 /// A validated policy.
 #[derive(Clone, Debug, PartialEq)]
@@ -203,12 +186,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
         let before = &text[..offset.min(text.len())];
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        PolicyError {
-            file: PathBuf::from(path).display().to_string(),
-            line,
-            column,
-            message,
-        }
+        PolicyError { file: PathBuf::from(path).display().to_string(), line, column, message }
     };
     let raw: RawPolicy = toml::from_str(text).map_err(|err| {
         let offset = err.span().map_or(0, |span| span.start);
@@ -331,10 +309,7 @@ fn validate(raw: RawPolicy) -> Result<Policy, Located> {
             addr
         }
         Ok(IpAddr::V4(_)) => {
-            return fail(
-                address_at,
-                format!("address {:?} is not a unicast address", address.get_ref()),
-            );
+            return fail(address_at, format!("address {:?} is not a unicast address", address.get_ref()));
         }
         Ok(IpAddr::V6(_)) => return fail(address_at, "address must be IPv4; IPv6 is not supported yet"),
         Err(_) => return fail(address_at, format!("bad address {:?}", address.get_ref())),
@@ -395,23 +370,13 @@ fn validate(raw: RawPolicy) -> Result<Policy, Located> {
         for service in &rule.0.services {
             for (peer, at) in rule.0.peers.iter().zip(&rule.1) {
                 if let Some(owner) = owners.insert((rule.0.direction, *service, *peer), rule.0.name.clone()) {
-                    return fail(
-                        *at,
-                        format!("peer {peer} for this service is already in rule {owner:?}"),
-                    );
+                    return fail(*at, format!("peer {peer} for this service is already in rule {owner:?}"));
                 }
             }
         }
         rules.push(rule.0);
     }
-    Ok(Policy {
-        interface,
-        address,
-        antispoof_sources,
-        antispoof_destinations,
-        conntrack,
-        rules,
-    })
+    Ok(Policy { interface, address, antispoof_sources, antispoof_destinations, conntrack, rules })
 }
 
 fn prefix_list(
@@ -420,20 +385,14 @@ fn prefix_list(
     what: &str,
 ) -> Result<Vec<Prefix>, Located> {
     let Some(list) = list else {
-        return Ok(default
-            .iter()
-            .map(|p| Prefix::parse(p).expect("built-in list"))
-            .collect());
+        return Ok(default.iter().map(|p| Prefix::parse(p).expect("built-in list")).collect());
     };
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(list.len());
     for entry in list {
         let prefix = Prefix::parse(entry.get_ref()).map_err(|m| (entry.span().start, m))?;
         if !seen.insert(prefix) {
-            return fail(
-                entry.span().start,
-                format!("{prefix} is twice in antispoof {what}"),
-            );
+            return fail(entry.span().start, format!("{prefix} is twice in antispoof {what}"));
         }
         out.push(prefix);
     }
@@ -446,10 +405,7 @@ fn duration_or(value: Option<Spanned<String>>, default: Duration) -> Result<Dura
         Some(v) => parse_duration(v.get_ref()).ok_or_else(|| {
             (
                 v.span().start,
-                format!(
-                    "bad duration {:?}: expected a number and s, m, h or d, as \"30s\"",
-                    v.get_ref()
-                ),
+                format!("bad duration {:?}: expected a number and s, m, h or d, as \"30s\"", v.get_ref()),
             )
         }),
     }
@@ -467,9 +423,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         "d" => 86400,
         _ => return None,
     };
-    (number > 0)
-        .then(|| number.checked_mul(seconds).map(Duration::from_secs))
-        .flatten()
+    (number > 0).then(|| number.checked_mul(seconds).map(Duration::from_secs)).flatten()
 }
 
 /// `"1/sec"`, `"10/minute"`, as iptables' `--limit`.
@@ -497,14 +451,9 @@ fn validate_rule(raw: Spanned<RawRule>, names: &mut HashSet<String>) -> Result<(
     let name = name.into_inner();
     if name.is_empty()
         || name.len() > 32
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
     {
-        return fail(
-            name_at,
-            format!("bad rule name {name:?}: use 1 to 32 of a-z, 0-9 and -"),
-        );
+        return fail(name_at, format!("bad rule name {name:?}: use 1 to 32 of a-z, 0-9 and -"));
     }
     if name == "policy"
         || name.starts_with("antispoof")
@@ -512,10 +461,7 @@ fn validate_rule(raw: Spanned<RawRule>, names: &mut HashSet<String>) -> Result<(
         || name == "non-ip"
         || name == "ipv6"
     {
-        return fail(
-            name_at,
-            format!("rule name {name:?} is reserved for the built-in lines"),
-        );
+        return fail(name_at, format!("rule name {name:?} is reserved for the built-in lines"));
     }
     if !names.insert(name.clone()) {
         return fail(name_at, format!("duplicate rule name {name:?}"));
@@ -531,10 +477,7 @@ fn validate_rule(raw: Spanned<RawRule>, names: &mut HashSet<String>) -> Result<(
             );
         }
         None => {
-            return fail(
-                rule_at,
-                format!("rule {name:?} needs direction = \"in\" or \"out\""),
-            );
+            return fail(rule_at, format!("rule {name:?} needs direction = \"in\" or \"out\""));
         }
     };
 
@@ -558,10 +501,7 @@ fn validate_rule(raw: Spanned<RawRule>, names: &mut HashSet<String>) -> Result<(
             }
         };
         if protos.contains(&proto) {
-            return fail(
-                p.span().start,
-                format!("protocol {:?} is listed twice", p.get_ref()),
-            );
+            return fail(p.span().start, format!("protocol {:?} is listed twice", p.get_ref()));
         }
         protos.push(proto);
     }
@@ -631,27 +571,19 @@ fn validate_rule(raw: Spanned<RawRule>, names: &mut HashSet<String>) -> Result<(
     let mut services = Vec::new();
     for proto in &protos {
         match *proto {
-            PROTO_ICMP => services.push(Service::Icmp {
-                kind: icmp_kind.expect("checked above"),
-            }),
+            PROTO_ICMP => services.push(Service::Icmp { kind: icmp_kind.expect("checked above") }),
             protocol => services.extend(ports.iter().map(|&port| Service::Port { protocol, port })),
         }
     }
 
     let Some(peers) = raw.peers else {
-        return fail(
-            rule_at,
-            format!("rule {name:?} needs peers: addresses, CIDRs, or \"any\""),
-        );
+        return fail(rule_at, format!("rule {name:?} needs peers: addresses, CIDRs, or \"any\""));
     };
     let peers_at = peers.span().start;
     let (peers, peer_at) = match peers.into_inner() {
         RawPeers::One(any) if any == "any" => (vec![Prefix::ANY], vec![peers_at]),
         RawPeers::One(other) => {
-            return fail(
-                peers_at,
-                format!("peers must be a list of addresses or \"any\", not {other:?}"),
-            );
+            return fail(peers_at, format!("peers must be a list of addresses or \"any\", not {other:?}"));
         }
         RawPeers::Many(list) if list.is_empty() => {
             return fail(
@@ -682,10 +614,7 @@ fn validate_rule(raw: Spanned<RawRule>, names: &mut HashSet<String>) -> Result<(
             let Some((count, unit, interval)) = parse_limit(limit.get_ref()) else {
                 return fail(
                     limit.span().start,
-                    format!(
-                        "bad limit {:?}: expected N/sec, N/min, N/hour or N/day",
-                        limit.get_ref()
-                    ),
+                    format!("bad limit {:?}: expected N/sec, N/min, N/hour or N/day", limit.get_ref()),
                 );
             };
             let burst = match burst {
@@ -693,25 +622,11 @@ fn validate_rule(raw: Spanned<RawRule>, names: &mut HashSet<String>) -> Result<(
                 Some(b) if (1..=10_000).contains(b.get_ref()) => *b.get_ref() as u32,
                 Some(b) => return fail(b.span().start, "burst must be between 1 and 10000"),
             };
-            Some(Limit {
-                interval,
-                burst,
-                count,
-                unit,
-            })
+            Some(Limit { interval, burst, count, unit })
         }
     };
 
-    Ok((
-        Rule {
-            name,
-            direction,
-            services,
-            peers,
-            limit,
-        },
-        peer_at,
-    ))
+    Ok((Rule { name, direction, services, peers, limit }, peer_at))
 }
 
 #[cfg(test)]
@@ -733,20 +648,8 @@ mod tests {
         assert_eq!(p.address, Ipv4Addr::new(198, 51, 100, 1));
         assert_eq!(p.antispoof_sources.len(), 8);
         assert_eq!(p.antispoof_destinations.len(), 6);
-        assert_eq!(
-            p.rules[0].services,
-            vec![Service::Port {
-                protocol: PROTO_TCP,
-                port: 122
-            }]
-        );
-        assert_eq!(
-            p.rules[0].peers[1],
-            Prefix {
-                addr: Ipv4Addr::new(192, 0, 2, 0),
-                len: 24
-            }
-        );
+        assert_eq!(p.rules[0].services, vec![Service::Port { protocol: PROTO_TCP, port: 122 }]);
+        assert_eq!(p.rules[0].peers[1], Prefix { addr: Ipv4Addr::new(192, 0, 2, 0), len: 24 });
     }
 
     #[test]
@@ -775,20 +678,14 @@ mod tests {
             "{HOST}[[rule]]\nname = \"x\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 1\npeers = [\"10.1.2.3/8\"]\n"
         ))
         .unwrap_err();
-        assert!(
-            err.ends_with("10.1.2.3/8 has host bits set; did you mean 10.0.0.0/8?"),
-            "{err}"
-        );
+        assert!(err.ends_with("10.1.2.3/8 has host bits set; did you mean 10.0.0.0/8?"), "{err}");
         let rule = |n: &str| {
             format!(
                 "[[rule]]\nname = \"{n}\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 1\npeers = [\"192.0.2.1\"]\n"
             )
         };
         let err = check(&format!("{HOST}{}{}", rule("a"), rule("b"))).unwrap_err();
-        assert!(
-            err.ends_with("peer 192.0.2.1 for this service is already in rule \"a\""),
-            "{err}"
-        );
+        assert!(err.ends_with("peer 192.0.2.1 for this service is already in rule \"a\""), "{err}");
     }
 
     #[test]

@@ -32,21 +32,14 @@ pub fn tcp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: u8) -> Vec
 
 pub fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
     let mut frame = Vec::new();
-    builder(src, dst)
-        .udp(sport, dport)
-        .write(&mut frame, b"query")
-        .expect("udp frame");
+    builder(src, dst).udp(sport, dport).write(&mut frame, b"query").expect("udp frame");
     frame
 }
 
 pub fn icmp_echo(src: [u8; 4], dst: [u8; 4], request: bool, id: u16) -> Vec<u8> {
     let mut frame = Vec::new();
     let b = builder(src, dst);
-    let b = if request {
-        b.icmpv4_echo_request(id, 1)
-    } else {
-        b.icmpv4_echo_reply(id, 1)
-    };
+    let b = if request { b.icmpv4_echo_request(id, 1) } else { b.icmpv4_echo_reply(id, 1) };
     b.write(&mut frame, b"ping").expect("icmp frame");
     frame
 }

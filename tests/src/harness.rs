@@ -1,11 +1,8 @@
 //! The real programs, loaded with a real policy, judging frames through
 //! BPF_PROG_TEST_RUN: no interface, no traffic, the kernel's verdict.
-use aya::{
-    maps::PerCpuArray,
-    programs::{TestRun, TestRunOptions},
-};
-use firewall_common::{Builtin, Chain, Counter, Line, MAP_COUNTERS, builtin_counter, rule_counter};
-use firewall_user::{filter::Loaded, policy::Policy};
+use aya::programs::{TestRun, TestRunOptions};
+use firewall_common::{Builtin, Chain, Counter, Line, builtin_counter, rule_counter};
+use firewall_user::{compile::Ids, filter::Loaded, policy::Policy};
 
 use crate::require_root;
 
@@ -18,6 +15,7 @@ pub enum Verdict {
 pub struct TestFilter {
     pub loaded: Loaded,
     pub policy: Policy,
+    pub ids: Ids,
 }
 
 impl TestFilter {
@@ -26,8 +24,9 @@ impl TestFilter {
         require_root();
         let policy = firewall_user::policy::parse(policy_toml, std::path::Path::new("test.toml"))
             .unwrap_or_else(|e| panic!("test policy: {e}"));
-        let loaded = Loaded::load(&policy, None).unwrap_or_else(|e| panic!("loading the programs: {e}"));
-        TestFilter { loaded, policy }
+        let (loaded, ids) =
+            Loaded::with_policy(&policy).unwrap_or_else(|e| panic!("loading the programs: {e}"));
+        TestFilter { loaded, policy, ids }
     }
 
     /// `examples/tight.toml`, the seed's policy.
@@ -41,10 +40,7 @@ impl TestFilter {
     pub fn ingress(&mut self, frame: &[u8]) -> Verdict {
         let xdp = self.loaded.ingress().expect("ingress program");
         let result = xdp
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                ..TestRunOptions::new()
-            })
+            .test_run(TestRunOptions { data_in: Some(frame), ..TestRunOptions::new() })
             .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN (XDP) of a {}-byte frame: {e:?}", frame.len()));
         match result.return_value {
             2 => Verdict::Pass, // XDP_PASS
@@ -57,10 +53,7 @@ impl TestFilter {
     pub fn egress(&mut self, frame: &[u8]) -> Verdict {
         let tc = self.loaded.egress().expect("egress program");
         let result = tc
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                ..TestRunOptions::new()
-            })
+            .test_run(TestRunOptions { data_in: Some(frame), ..TestRunOptions::new() })
             .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN (TC) of a {}-byte frame: {e:?}", frame.len()));
         match result.return_value {
             0 => Verdict::Pass, // TC_ACT_OK
@@ -71,13 +64,8 @@ impl TestFilter {
 
     /// A counter summed over the CPUs.
     pub fn counter(&mut self, id: u32) -> Counter {
-        let map = self.loaded.map_mut(MAP_COUNTERS).expect("counters");
-        let counters: PerCpuArray<_, Counter> = PerCpuArray::try_from(map).expect("per-CPU array");
-        let values = counters.get(&id, 0).expect("counter lookup");
-        values.iter().fold(Counter::default(), |a, c| Counter {
-            packets: a.packets + c.packets,
-            bytes: a.bytes + c.bytes,
-        })
+        let counters = self.loaded.maps.counters().expect("reading the counters");
+        counters[id as usize]
     }
 
     pub fn packets(&mut self, id: u32) -> u64 {
@@ -86,11 +74,8 @@ impl TestFilter {
 
     /// The index of the rule called `name`.
     pub fn rule(&self, name: &str) -> u32 {
-        self.policy
-            .rules
-            .iter()
-            .position(|r| r.name == name)
-            .unwrap_or_else(|| panic!("no rule {name}")) as u32
+        self.policy.rules.iter().position(|r| r.name == name).unwrap_or_else(|| panic!("no rule {name}"))
+            as u32
     }
 
     /// Packets counted on a rule's line.
@@ -110,14 +95,7 @@ impl TestFilter {
     /// Ethernet header).
     pub fn try_ingress(&mut self, frame: &[u8]) -> Result<Verdict, aya::programs::ProgramError> {
         let xdp = self.loaded.ingress().expect("ingress program");
-        let result = xdp.test_run(TestRunOptions {
-            data_in: Some(frame),
-            ..TestRunOptions::new()
-        })?;
-        Ok(if result.return_value == 2 {
-            Verdict::Pass
-        } else {
-            Verdict::Drop
-        })
+        let result = xdp.test_run(TestRunOptions { data_in: Some(frame), ..TestRunOptions::new() })?;
+        Ok(if result.return_value == 2 { Verdict::Pass } else { Verdict::Drop })
     }
 }

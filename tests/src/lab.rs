@@ -76,19 +76,14 @@ pub fn firewall_bin() -> PathBuf {
         }
     };
     if !path.is_file() {
-        panic!(
-            "no firewall binary at {}: build it first: cargo build --release",
-            path.display()
-        );
+        panic!("no firewall binary at {}: build it first: cargo build --release", path.display());
     }
     path
 }
 
 /// Runs a command to completion and panics, with its output, unless it succeeds.
 pub fn sh(command: &mut Command) -> Output {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
+    let output = command.output().unwrap_or_else(|e| panic!("running {command:?}: {e}"));
     if !output.status.success() {
         panic!(
             "{command:?} failed ({}):\n{}{}",
@@ -214,9 +209,7 @@ impl Lab {
         let (s, c) = (lab.server.as_str(), lab.client.as_str());
         ip(&["netns", "add", s]);
         ip(&["netns", "add", c]);
-        ip(&[
-            "link", "add", SERVER_IF, "netns", s, "type", "veth", "peer", "name", CLIENT_IF, "netns", c,
-        ]);
+        ip(&["link", "add", SERVER_IF, "netns", s, "type", "veth", "peer", "name", CLIENT_IF, "netns", c]);
         ip(&["-n", s, "link", "set", "lo", "up"]);
         ip(&["-n", c, "link", "set", "lo", "up"]);
         ip(&["-n", s, "addr", "add", &format!("{HOST}/32"), "dev", SERVER_IF]);
@@ -227,9 +220,7 @@ impl Lab {
         for addr in &lab.client_addrs {
             batch.push_str(&format!("addr add {addr}/32 dev {CLIENT_IF}\n"));
         }
-        batch.push_str(&format!(
-            "link set {CLIENT_IF} up\nroute add {HOST}/32 dev {CLIENT_IF}\n"
-        ));
+        batch.push_str(&format!("link set {CLIENT_IF} up\nroute add {HOST}/32 dev {CLIENT_IF}\n"));
         let batch_file = lab.tmp.write("client.ip", &batch);
         ip(&["-n", c, "-batch", batch_file.to_str().expect("utf-8 path")]);
         // Until the kernel's linkwatch has run (it batches, up to a second apart when
@@ -281,23 +272,15 @@ impl Lab {
     pub fn policy_file(&self) -> PathBuf {
         let text = tight_text();
         let wanted = "interface = \"eth0\"";
-        assert!(
-            text.contains(wanted),
-            "examples/tight.toml no longer says {wanted}"
-        );
-        self.tmp.write(
-            "tight.toml",
-            &text.replacen(wanted, &format!("interface = \"{SERVER_IF}\""), 1),
-        )
+        assert!(text.contains(wanted), "examples/tight.toml no longer says {wanted}");
+        self.tmp.write("tight.toml", &text.replacen(wanted, &format!("interface = \"{SERVER_IF}\""), 1))
     }
 
     /// A command that runs `program` in the server's network namespace (and only that:
     /// the mount namespace, and so bpffs, stays the host's).
     pub fn server_command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut command = Command::new("nsenter");
-        command
-            .arg(format!("--net=/run/netns/{}", self.server))
-            .arg(program);
+        command.arg(format!("--net=/run/netns/{}", self.server)).arg(program);
         command
     }
 
@@ -305,9 +288,7 @@ impl Lab {
     pub fn firewall(&self, args: &[&str]) -> Output {
         let mut command = self.server_command(firewall_bin());
         command.args(args);
-        command
-            .output()
-            .unwrap_or_else(|e| panic!("running {command:?}: {e}"))
+        command.output().unwrap_or_else(|e| panic!("running {command:?}: {e}"))
     }
 
     /// `firewall ARGS…`, which must succeed; its stdout.
@@ -326,13 +307,7 @@ impl Lab {
     /// `firewall up --policy <tight, on s0> --iface s0`, which must succeed.
     pub fn up(&self) -> String {
         let policy = self.policy_file();
-        self.firewall_ok(&[
-            "up",
-            "--policy",
-            policy.to_str().expect("utf-8"),
-            "--iface",
-            SERVER_IF,
-        ])
+        self.firewall_ok(&["up", "--policy", policy.to_str().expect("utf-8"), "--iface", SERVER_IF])
     }
 
     /// `firewall list --json`.
@@ -345,11 +320,11 @@ impl Lab {
 
     /// Where the firewall pins for this lab's server namespace, and keeps its state.
     pub fn pin_root(&self) -> PathBuf {
-        Path::new(firewall_user::filter::PIN_ROOT).join(format!("netns-{}", self.server))
+        Path::new(firewall_user::pins::PIN_ROOT).join(format!("netns-{}", self.server))
     }
 
     pub fn state_root(&self) -> PathBuf {
-        Path::new(firewall_user::filter::STATE_ROOT).join(format!("netns-{}", self.server))
+        Path::new(firewall_user::pins::STATE_ROOT).join(format!("netns-{}", self.server))
     }
 
     /// The pin directory of the filter on `s0`.
@@ -359,14 +334,9 @@ impl Lab {
 
     /// Spawns `command` as a child that dies with the lab at the latest.
     pub fn spawn(&self, command: &mut Command) -> u32 {
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {command:?}: {e}"));
+        let child = command.spawn().unwrap_or_else(|e| panic!("spawning {command:?}: {e}"));
         let pid = child.id();
-        self.children
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(child);
+        self.children.lock().unwrap_or_else(|e| e.into_inner()).push(child);
         pid
     }
 
@@ -374,10 +344,7 @@ impl Lab {
     pub fn wait(&self, pid: u32) -> Output {
         let child = {
             let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
-            let at = children
-                .iter()
-                .position(|c| c.id() == pid)
-                .expect("a child of this lab");
+            let at = children.iter().position(|c| c.id() == pid).expect("a child of this lab");
             children.remove(at)
         };
         child.wait_with_output().expect("waiting for a child")
@@ -389,10 +356,7 @@ impl Lab {
             .name(name)
             .spawn(move || body(stop))
             .expect("spawning a server thread");
-        self.threads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(handle);
+        self.threads.lock().unwrap_or_else(|e| e.into_inner()).push(handle);
     }
 
     /// A TCP echo server on `addr` (in the namespace that owns it), serving until the lab
@@ -427,9 +391,7 @@ impl Lab {
         let socket = self
             .run_in(self.ns_of(*addr.ip()), || UdpSocket::bind(addr))
             .unwrap_or_else(|e| panic!("binding udp {addr}: {e}"));
-        socket
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .expect("read timeout");
+        socket.set_read_timeout(Some(Duration::from_millis(50))).expect("read timeout");
         self.serve(format!("udp-echo {addr}"), move |stop| {
             let mut buf = [0u8; 2048];
             while !stop.load(Ordering::Relaxed) {
@@ -464,15 +426,9 @@ impl Lab {
             Ok(stream) => stream,
             Err(outcome) => return outcome,
         };
-        let left = timeout
-            .saturating_sub(started.elapsed())
-            .max(Duration::from_millis(100));
+        let left = timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
         let token = format!("hello {from} -> {to}\n");
-        if echo(&mut stream, token.as_bytes(), left).is_ok() {
-            Outcome::Open
-        } else {
-            Outcome::Stalled
-        }
+        if echo(&mut stream, token.as_bytes(), left).is_ok() { Outcome::Open } else { Outcome::Stalled }
     }
 
     /// Sends a datagram from `from` to the echo server at `to` and waits for it to come
@@ -481,13 +437,9 @@ impl Lab {
         let socket = self
             .run_in(self.ns_of(from), || UdpSocket::bind(SocketAddrV4::new(from, 0)))
             .unwrap_or_else(|e| panic!("binding udp {from}: {e}"));
-        socket
-            .connect(to)
-            .unwrap_or_else(|e| panic!("udp connect {from} -> {to}: {e}"));
+        socket.connect(to).unwrap_or_else(|e| panic!("udp connect {from} -> {to}: {e}"));
         let token = format!("hello {from} -> {to}");
-        socket
-            .send(token.as_bytes())
-            .unwrap_or_else(|e| panic!("udp send {from} -> {to}: {e}"));
+        socket.send(token.as_bytes()).unwrap_or_else(|e| panic!("udp send {from} -> {to}: {e}"));
         let deadline = Instant::now() + timeout;
         let mut buf = [0u8; 2048];
         loop {
@@ -515,15 +467,30 @@ impl Lab {
     }
 
     /// The names of the programs on s0's TCX egress hook.
+    /// The ids of the programs on s0: XDP (from `ip -d link show`) and TCX egress.
+    pub fn program_ids(&self) -> (u32, Vec<u32>) {
+        let link = self.server_link();
+        let xdp = link
+            .split_whitespace()
+            .skip_while(|w| !w.starts_with("prog/xdp"))
+            .nth(2)
+            .and_then(|id| id.parse().ok())
+            .unwrap_or_else(|| panic!("no XDP program id on {SERVER_IF}:\n{link}"));
+        let tc = self.run_in(&self.server, || {
+            let (_, programs) =
+                aya::programs::SchedClassifier::query_tcx(SERVER_IF, aya::programs::TcAttachType::Egress)
+                    .unwrap_or_else(|e| panic!("querying TCX egress of {SERVER_IF}: {e}"));
+            programs.iter().map(|p| p.id()).collect()
+        });
+        (xdp, tc)
+    }
+
     pub fn tcx_egress(&self) -> Vec<String> {
         self.run_in(&self.server, || {
             let (_, programs) =
                 aya::programs::SchedClassifier::query_tcx(SERVER_IF, aya::programs::TcAttachType::Egress)
                     .unwrap_or_else(|e| panic!("querying TCX egress of {SERVER_IF}: {e}"));
-            programs
-                .iter()
-                .map(|p| p.name_as_str().unwrap_or("?").to_owned())
-                .collect()
+            programs.iter().map(|p| p.name_as_str().unwrap_or("?").to_owned()).collect()
         })
     }
 }
@@ -544,10 +511,7 @@ impl Drop for Lab {
         let _ = fs::remove_dir_all(self.pin_root());
         let _ = fs::remove_dir_all(self.state_root());
         for ns in [&self.server, &self.client] {
-            let _ = Command::new("ip")
-                .args(["netns", "del", ns])
-                .stderr(Stdio::null())
-                .status();
+            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
         }
     }
 }
@@ -573,13 +537,7 @@ pub fn run_in<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
 /// [`Outcome::Blocked`] when nothing answered within `timeout`, [`Outcome::Refused`] on
 /// a RST.
 pub fn tcp_connect(from: Ipv4Addr, to: SocketAddrV4, timeout: Duration) -> Result<TcpStream, Outcome> {
-    let fd = socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .expect("socket");
+    let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).expect("socket");
     // A blocking connect gives up after SO_SNDTIMEO with EINPROGRESS.
     let tv = TimeVal::new(timeout.as_secs() as _, timeout.subsec_micros() as _);
     setsockopt(&fd, sockopt::SendTimeout, &tv).expect("SO_SNDTIMEO");
@@ -635,6 +593,17 @@ fn echo_session(mut stream: TcpStream, stop: &AtomicBool) {
 pub struct Listing(pub Value);
 
 impl Listing {
+    /// Packets on every line of every chain, policies included.
+    pub fn total_packets(&self) -> u64 {
+        self.0["chains"]
+            .as_array()
+            .expect("chains")
+            .iter()
+            .flat_map(|c| c["rules"].as_array().expect("rules").iter())
+            .map(|line| line["packets"].as_u64().expect("packets"))
+            .sum()
+    }
+
     pub fn chain(&self, chain: &str) -> &Value {
         self.0["chains"]
             .as_array()
@@ -650,15 +619,8 @@ impl Listing {
             .iter()
             .filter(|line| line["name"] == rule)
             .collect();
-        assert!(
-            !lines.is_empty(),
-            "no line {rule:?} in chain {chain}:\n{:#}",
-            self.chain(chain)
-        );
-        lines
-            .iter()
-            .map(|line| line["packets"].as_u64().expect("packets is a number"))
-            .sum()
+        assert!(!lines.is_empty(), "no line {rule:?} in chain {chain}:\n{:#}", self.chain(chain));
+        lines.iter().map(|line| line["packets"].as_u64().expect("packets is a number")).sum()
     }
 
     /// The chain's policy drops, which the chain's header and its last line both give.
@@ -667,33 +629,24 @@ impl Listing {
         let rules = self.chain(chain)["rules"].as_array().expect("rules");
         let last = rules.last().expect("a chain has lines");
         assert_eq!(last["name"], "policy", "the last line of {chain} is its policy");
-        assert_eq!(
-            last["packets"].as_u64(),
-            Some(header),
-            "{chain}: header and policy line disagree"
-        );
+        assert_eq!(last["packets"].as_u64(), Some(header), "{chain}: header and policy line disagree");
         header
     }
 }
 
 /// The lines of `text` that mention an XDP attachment (`xdp`, `xdpgeneric`, `xdpdrv`…).
 pub fn xdp_lines(link_show: &str) -> Vec<&str> {
-    link_show
-        .lines()
-        .filter(|l| l.split_whitespace().any(|w| w.starts_with("xdp")))
-        .collect()
+    link_show.lines().filter(|l| l.split_whitespace().any(|w| w.starts_with("xdp"))).collect()
 }
 
 /// An executable copy of `path` that uid 65534 can run: the file itself when every
 /// directory above it is traversable and it is world-executable, else a copy in `dir`.
 pub fn world_executable(path: &Path, dir: &TempDir) -> PathBuf {
-    let reachable = path.ancestors().skip(1).all(|d| {
-        fs::metadata(d)
-            .map(|m| m.permissions().mode() & 0o001 != 0)
-            .unwrap_or(false)
-    }) && fs::metadata(path)
-        .map(|m| m.permissions().mode() & 0o005 == 0o005)
-        .unwrap_or(false);
+    let reachable = path
+        .ancestors()
+        .skip(1)
+        .all(|d| fs::metadata(d).map(|m| m.permissions().mode() & 0o001 != 0).unwrap_or(false))
+        && fs::metadata(path).map(|m| m.permissions().mode() & 0o005 == 0o005).unwrap_or(false);
     if reachable {
         return path.to_owned();
     }

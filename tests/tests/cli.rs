@@ -17,11 +17,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn check(path: &Path) -> Output {
-    Command::new(firewall_bin())
-        .arg("check")
-        .arg(path)
-        .output()
-        .expect("running firewall check")
+    Command::new(firewall_bin()).arg("check").arg(path).output().expect("running firewall check")
 }
 
 const HOST: &str = "[host]\ninterface = \"s0\"\naddress = \"198.51.100.1\"\n\n";
@@ -44,26 +40,11 @@ fn assert_rejected(name: &str, policy: &str, line: usize, column: usize, message
     let path = dir.write(name, policy);
     let output = check(&path);
     let err = text(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "{name}: exit status; stderr: {err}"
-    );
-    assert!(
-        output.stdout.is_empty(),
-        "{name}: nothing on stdout, got {:?}",
-        text(&output.stdout)
-    );
-    assert!(
-        err.ends_with('\n') && err.lines().count() == 1,
-        "{name}: one line on stderr, got {err:?}"
-    );
+    assert_eq!(output.status.code(), Some(1), "{name}: exit status; stderr: {err}");
+    assert!(output.stdout.is_empty(), "{name}: nothing on stdout, got {:?}", text(&output.stdout));
+    assert!(err.ends_with('\n') && err.lines().count() == 1, "{name}: one line on stderr, got {err:?}");
     let prefix = format!("firewall: {}:{line}:{column}: {message}", path.display());
-    assert!(
-        err.starts_with(&prefix),
-        "{name}:\n expected {prefix:?}…\n      got {:?}",
-        err.trim_end()
-    );
+    assert!(err.starts_with(&prefix), "{name}:\n expected {prefix:?}…\n      got {:?}", err.trim_end());
 }
 
 #[test]
@@ -81,31 +62,13 @@ fn check_rejects_an_unknown_key_with_its_place() {
 fn check_rejects_a_bad_address_with_its_place() {
     require_root();
     // peers = ["203.0.113.300"] on line 10: column 10 is the opening quote.
-    let policy = format!(
-        "{HOST}{}",
-        ssh_rule(Some(("\"203.0.113.7\"", "\"203.0.113.300\"")))
-    );
-    assert_rejected(
-        "bad-peer.toml",
-        &policy,
-        10,
-        10,
-        "bad address \"203.0.113.300\"\n",
-    );
+    let policy = format!("{HOST}{}", ssh_rule(Some(("\"203.0.113.7\"", "\"203.0.113.300\""))));
+    assert_rejected("bad-peer.toml", &policy, 10, 10, "bad address \"203.0.113.300\"\n");
     // The host's own address: line 3, column 11.
     let policy = HOST.replace("198.51.100.1", "198.51.100.256");
-    assert_rejected(
-        "bad-host.toml",
-        &policy,
-        3,
-        11,
-        "bad address \"198.51.100.256\"\n",
-    );
+    assert_rejected("bad-host.toml", &policy, 3, 11, "bad address \"198.51.100.256\"\n");
     // A CIDR with host bits set is refused, not masked.
-    let policy = format!(
-        "{HOST}{}",
-        ssh_rule(Some(("\"203.0.113.7\"", "\"203.0.113.7/24\"")))
-    );
+    let policy = format!("{HOST}{}", ssh_rule(Some(("\"203.0.113.7\"", "\"203.0.113.7/24\""))));
     assert_rejected(
         "host-bits.toml",
         &policy,
@@ -120,13 +83,7 @@ fn check_rejects_a_port_out_of_range_with_its_place() {
     require_root();
     // port = 70000 on line 9: column 8 is the number.
     let policy = format!("{HOST}{}", ssh_rule(Some(("port = 122", "port = 70000"))));
-    assert_rejected(
-        "port-high.toml",
-        &policy,
-        9,
-        8,
-        "port 70000 out of range 1-65535\n",
-    );
+    assert_rejected("port-high.toml", &policy, 9, 8, "port 70000 out of range 1-65535\n");
     let policy = format!("{HOST}{}", ssh_rule(Some(("port = 122", "ports = [80, 0]"))));
     assert_rejected("port-zero.toml", &policy, 9, 14, "port 0 out of range 1-65535\n");
 }
@@ -137,29 +94,13 @@ fn check_rejects_a_duplicate_rule_name_with_its_place() {
     // The second rule's name is on line 12, its value at column 8.
     let second = ssh_rule(Some(("port = 122", "port = 2222")));
     let policy = format!("{HOST}{}{second}", ssh_rule(None));
-    assert_rejected(
-        "duplicate.toml",
-        &policy,
-        12,
-        8,
-        "duplicate rule name \"ssh-in\"\n",
-    );
+    assert_rejected("duplicate.toml", &policy, 12, 8, "duplicate rule name \"ssh-in\"\n");
 
     // The same mistake in the shipped policy: `ntp` renamed `dns`.
     let tight = tests::lab::tight_text();
-    let line = tight
-        .lines()
-        .position(|l| l == "name = \"ntp\"")
-        .expect("tight.toml has the ntp rule")
-        + 1;
+    let line = tight.lines().position(|l| l == "name = \"ntp\"").expect("tight.toml has the ntp rule") + 1;
     let policy = tight.replacen("name = \"ntp\"", "name = \"dns\"", 1);
-    assert_rejected(
-        "tight-duplicate.toml",
-        &policy,
-        line,
-        8,
-        "duplicate rule name \"dns\"\n",
-    );
+    assert_rejected("tight-duplicate.toml", &policy, line, 8, "duplicate rule name \"dns\"\n");
 }
 
 #[test]
@@ -182,26 +123,11 @@ fn up_on_a_missing_interface_says_so_and_pins_nothing() {
     let policy = lab.policy_file();
     let output = lab.firewall(&["up", "--policy", policy.to_str().unwrap(), "--iface", "nosuchif0"]);
     assert_eq!(output.status.code(), Some(1));
-    assert_eq!(
-        text(&output.stderr),
-        "firewall: interface \"nosuchif0\" does not exist\n"
-    );
+    assert_eq!(text(&output.stderr), "firewall: interface \"nosuchif0\" does not exist\n");
     assert!(output.stdout.is_empty());
-    assert!(
-        !lab.pin_root().exists(),
-        "{} was created",
-        lab.pin_root().display()
-    );
-    assert!(
-        !lab.state_root().exists(),
-        "{} was created",
-        lab.state_root().display()
-    );
-    assert!(
-        xdp_lines(&lab.server_link()).is_empty(),
-        "s0 got a program:\n{}",
-        lab.server_link()
-    );
+    assert!(!lab.pin_root().exists(), "{} was created", lab.pin_root().display());
+    assert!(!lab.state_root().exists(), "{} was created", lab.state_root().display());
+    assert!(xdp_lines(&lab.server_link()).is_empty(), "s0 got a program:\n{}", lab.server_link());
 }
 
 /// `firewall ARGS…` as uid/gid 65534 in the lab's server namespace.
@@ -227,38 +153,19 @@ fn unprivileged_commands_say_they_need_root() {
     ] {
         let output = firewall_as_nobody(&lab, &dir, args);
         let err = text(&output.stderr);
-        assert_eq!(
-            output.status.code(),
-            Some(1),
-            "firewall {args:?} as nobody: {err}"
-        );
+        assert_eq!(output.status.code(), Some(1), "firewall {args:?} as nobody: {err}");
         assert_eq!(err.lines().count(), 1, "firewall {args:?}: one line, got {err:?}");
-        assert!(
-            err.starts_with("firewall: needs root"),
-            "firewall {args:?} as nobody: {err:?}"
-        );
+        assert!(err.starts_with("firewall: needs root"), "firewall {args:?} as nobody: {err:?}");
     }
-    assert!(
-        !lab.pin_root().exists(),
-        "an unprivileged up pinned {}",
-        lab.pin_root().display()
-    );
-    assert!(
-        xdp_lines(&lab.server_link()).is_empty(),
-        "s0 got a program:\n{}",
-        lab.server_link()
-    );
+    assert!(!lab.pin_root().exists(), "an unprivileged up pinned {}", lab.pin_root().display());
+    assert!(xdp_lines(&lab.server_link()).is_empty(), "s0 got a program:\n{}", lab.server_link());
 
     // And with root, in the same lab, `up` works: the refusals above were about privilege.
     lab.up();
     assert_eq!(xdp_lines(&lab.server_link()).len(), 1);
     let output = firewall_as_nobody(&lab, &dir, &["list", "--iface", SERVER_IF]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(
-        text(&output.stderr).starts_with("firewall: needs root"),
-        "{}",
-        text(&output.stderr)
-    );
+    assert!(text(&output.stderr).starts_with("firewall: needs root"), "{}", text(&output.stderr));
 }
 
 /// A test that needs root, run for real by the test below without it.
@@ -282,14 +189,8 @@ fn privileged_tests_fail_loudly_without_root() {
         .output()
         .expect("running the test binary as nobody");
     let all = format!("{}{}", text(&output.stdout), text(&output.stderr));
-    assert!(
-        !output.status.success(),
-        "privileged_probe passed without root:\n{all}"
-    );
+    assert!(!output.status.success(), "privileged_probe passed without root:\n{all}");
     assert!(all.contains("running 1 test"), "exactly the probe ran:\n{all}");
     assert!(all.contains("needs root"), "the failure says why:\n{all}");
-    assert!(
-        all.contains("test privileged_probe ... FAILED"),
-        "the probe failed, not skipped:\n{all}"
-    );
+    assert!(all.contains("test privileged_probe ... FAILED"), "the probe failed, not skipped:\n{all}");
 }

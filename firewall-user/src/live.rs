@@ -1,0 +1,318 @@
+//! Changes to a live filter, without a reload of the programs: `reload`, `allow`,
+//! `revoke`, `zero`, and the `conntrack` table.
+//!
+//! Each change is computed whole and validated before anything is touched, applied to
+//! the maps with new entries before stale ones go (so no allowed flow meets a gap), and
+//! written to the policy file last, atomically; if that write fails, the maps are put
+//! back. A failure leaves the filter and the file as they were.
+use std::{
+    fs,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use firewall_common::{Direction, Flow, FlowKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_FIN_SEEN, TCP_OPEN};
+use serde::Serialize;
+use toml_edit::{DocumentMut, Item, Value};
+
+use crate::{
+    compile::{Ids, plan},
+    filter::{FilterError, if_index, require_root},
+    maps::{Applied, LiveMaps, dedup_flows},
+    pins::{LiveState, Pins, PinsError, io_err, write_atomically},
+    policy::{self, Policy, PolicyError, Prefix},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    /// Boxed: attach errors are large, and every `Result` here would carry their size.
+    #[error(transparent)]
+    Filter(Box<FilterError>),
+    #[error(transparent)]
+    Pins(#[from] PinsError),
+    #[error(transparent)]
+    Maps(#[from] crate::maps::MapsError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("{file}: no rule named {rule:?} (rules: {known})")]
+    NoRule { file: String, rule: String, known: String },
+    #[error("{file}: rule {rule:?} admits any peer; edit its peers to list addresses instead")]
+    AnyPeer { file: String, rule: String },
+    #[error("{0}")]
+    BadAddress(String),
+    #[error("{addr} is not a peer of rule {rule:?}")]
+    NotAPeer { addr: String, rule: String },
+    #[error(
+        "{file} changed since it was applied; run `firewall reload` first, or `allow`/`revoke` would apply those edits too"
+    )]
+    FileChanged { file: String },
+    #[error("{file}: {message}")]
+    Toml { file: String, message: String },
+}
+
+pub type Result<T> = std::result::Result<T, LiveError>;
+
+impl From<FilterError> for LiveError {
+    fn from(err: FilterError) -> Self {
+        LiveError::Filter(Box::new(err))
+    }
+}
+
+/// The live filter a command works on: its pins, checked to still have an interface.
+fn live(iface: Option<&str>) -> Result<Pins> {
+    require_root()?;
+    let pins = Pins::find(iface)?;
+    if if_index(&pins.iface).is_none() {
+        return Err(FilterError::InterfaceGone(pins.iface.clone()).into());
+    }
+    Ok(pins)
+}
+
+/// Applies `policy` to the live maps; on a failure part-way, puts the previous policy
+/// back before reporting it.
+fn apply(pins: &Pins, maps: &mut LiveMaps, state: &LiveState, policy: &Policy) -> Result<(Ids, Applied)> {
+    let ids = Ids::assign(policy, &state.ids);
+    match maps.apply(&plan(policy, &ids), &ids.new_counters(&state.ids)) {
+        Ok(applied) => Ok((ids, applied)),
+        Err(err) => {
+            if let Ok(previous) = pins.policy() {
+                let _ = maps.apply(&plan(&previous, &state.ids), &[]);
+            }
+            Err(err.into())
+        }
+    }
+}
+
+/// What `reload` did.
+pub struct Reloaded {
+    pub pins: Pins,
+    pub file: PathBuf,
+    pub applied: Applied,
+}
+
+/// Re-reads the policy (the file `up` was given, or `file`) and brings the live maps to
+/// it. Programs stay attached; counters and still-admitted flows are kept.
+pub fn reload(iface: Option<&str>, file: Option<&Path>) -> Result<Reloaded> {
+    let pins = live(iface)?;
+    let state = pins.live_state()?;
+    let file = match file {
+        Some(f) => std::path::absolute(f).map_err(io_err("resolving", f))?,
+        None => state.policy_file.clone(),
+    };
+    let text = fs::read_to_string(&file).map_err(io_err("reading", &file))?;
+    let policy = policy::parse(&text, &file)?;
+    let mut maps = LiveMaps::open(&pins)?;
+    let (ids, applied) = apply(&pins, &mut maps, &state, &policy)?;
+    pins.save(&text, &LiveState { policy_file: file.clone(), ids })?;
+    Ok(Reloaded { pins, file, applied })
+}
+
+/// What `allow` or `revoke` did.
+pub struct PeersChanged {
+    pub file: PathBuf,
+    /// The addresses that changed (an `allow` of a peer already there changes nothing).
+    pub changed: Vec<Prefix>,
+}
+
+/// Adds (`allow`) or removes (`revoke`) peers of one rule, in the live maps at once and
+/// in the policy file, comments and layout kept.
+pub fn change_peers(iface: Option<&str>, rule: &str, addrs: &[String], add: bool) -> Result<PeersChanged> {
+    let prefixes: Vec<Prefix> =
+        addrs.iter().map(|a| Prefix::parse(a).map_err(LiveError::BadAddress)).collect::<Result<_>>()?;
+    let pins = live(iface)?;
+    let state = pins.live_state()?;
+    let file = state.policy_file.clone();
+    let name = file.display().to_string();
+    let text = fs::read_to_string(&file).map_err(io_err("reading", &file))?;
+    if text != pins.policy_text()? {
+        return Err(LiveError::FileChanged { file: name });
+    }
+
+    let mut doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| LiveError::Toml {
+        file: name.clone(),
+        message: e.message().to_owned(),
+    })?;
+    let peers = rule_peers(&mut doc, rule, &name)?;
+    let present = |peers: &toml_edit::Array, p: &Prefix| {
+        peers.iter().position(|v| v.as_str().and_then(|s| Prefix::parse(s).ok()).as_ref() == Some(p))
+    };
+    let mut changed = Vec::new();
+    for prefix in prefixes {
+        match (add, present(peers, &prefix)) {
+            (true, Some(_)) => {}
+            (true, None) => {
+                peers.push(prefix.to_string());
+                changed.push(prefix);
+            }
+            (false, Some(at)) => {
+                peers.remove(at);
+                changed.push(prefix);
+            }
+            (false, None) => return Err(LiveError::NotAPeer { addr: prefix.to_string(), rule: rule.into() }),
+        }
+    }
+    if changed.is_empty() {
+        return Ok(PeersChanged { file, changed });
+    }
+    let new_text = doc.to_string();
+    // The whole policy is validated again: a peer another rule owns, the last peer
+    // revoked, … fail here, before anything changed.
+    let policy = policy::parse(&new_text, &file)?;
+    let mut maps = LiveMaps::open(&pins)?;
+    let (ids, _) = apply(&pins, &mut maps, &state, &policy)?;
+    if let Err(err) = write_atomically(&file, new_text.as_bytes()) {
+        let _ = apply(&pins, &mut maps, &LiveState { ids: ids.clone(), ..state.clone() }, &pins.policy()?);
+        return Err(err.into());
+    }
+    pins.save(&new_text, &LiveState { policy_file: file.clone(), ids })?;
+    Ok(PeersChanged { file, changed })
+}
+
+/// The `peers` array of rule `rule`.
+fn rule_peers<'d>(doc: &'d mut DocumentMut, rule: &str, file: &str) -> Result<&'d mut toml_edit::Array> {
+    let mut known = Vec::new();
+    let tables = doc.get_mut("rule").and_then(Item::as_array_of_tables_mut);
+    let Some(tables) = tables else {
+        return Err(LiveError::NoRule { file: file.into(), rule: rule.into(), known: "none".into() });
+    };
+    let mut found = None;
+    for (i, table) in tables.iter().enumerate() {
+        let name = table.get("name").and_then(Item::as_str).unwrap_or("").to_owned();
+        if name == rule {
+            found = Some(i);
+        }
+        known.push(name);
+    }
+    let Some(i) = found else {
+        return Err(LiveError::NoRule { file: file.into(), rule: rule.into(), known: known.join(", ") });
+    };
+    let table = tables.get_mut(i).expect("found above");
+    match table.get_mut("peers") {
+        Some(Item::Value(Value::Array(peers))) => Ok(peers),
+        _ => Err(LiveError::AnyPeer { file: file.into(), rule: rule.into() }),
+    }
+}
+
+/// Zeroes every counter, as `iptables -Z`.
+pub fn zero(iface: Option<&str>) -> Result<Pins> {
+    let pins = live(iface)?;
+    LiveMaps::open(&pins)?.zero()?;
+    Ok(pins)
+}
+
+/// One tracked flow, as `firewall conntrack` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FlowView {
+    pub protocol: &'static str,
+    pub state: &'static str,
+    /// The opening packet's source and destination.
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    /// Ports, or for ICMP echo 0 and the echo id.
+    pub sport: u16,
+    pub dport: u16,
+    /// The rule that admitted it.
+    pub rule: String,
+    pub age_secs: u64,
+    /// Seconds left before it expires unless a packet refreshes it.
+    pub expires_secs: u64,
+}
+
+fn boot_time_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The live flows, oldest first, as `conntrack -L` lists them.
+pub fn conntrack(iface: Option<&str>) -> Result<Vec<FlowView>> {
+    let pins = live(iface)?;
+    let state = pins.live_state()?;
+    let policy = pins.policy()?;
+    let maps = LiveMaps::open(&pins)?;
+    let config = maps.config()?;
+    let ours = Ipv4Addr::from(config.address);
+    let mut flows = maps.flows()?;
+    dedup_flows(&mut flows);
+    let now = boot_time_ns();
+    let names: std::collections::HashMap<u32, &str> =
+        state.ids.rules.iter().map(|(name, id)| (*id, name.as_str())).collect();
+    let mut views: Vec<FlowView> = flows
+        .into_iter()
+        .filter_map(|(key, flow)| {
+            let age = now.saturating_sub(flow.last_seen_ns);
+            let timeout = timeout(&key, &flow, &policy);
+            (age <= timeout).then(|| view(&key, &flow, ours, &names, age, timeout))
+        })
+        .collect();
+    views.sort_by(|a, b| b.age_secs.cmp(&a.age_secs).then(a.rule.cmp(&b.rule)));
+    Ok(views)
+}
+
+fn timeout(key: &FlowKey, flow: &Flow, policy: &Policy) -> u64 {
+    let c = &policy.conntrack;
+    let d: Duration = match (key.protocol, flow.tcp_state) {
+        (PROTO_TCP, TCP_OPEN) => c.tcp_established_timeout,
+        (PROTO_TCP, TCP_FIN_SEEN) => c.tcp_fin_timeout,
+        (PROTO_TCP, _) => c.tcp_rst_timeout,
+        (PROTO_UDP, _) => c.udp_timeout,
+        _ => c.icmp_timeout,
+    };
+    d.as_nanos() as u64
+}
+
+fn view(
+    key: &FlowKey,
+    flow: &Flow,
+    ours: Ipv4Addr,
+    names: &std::collections::HashMap<u32, &str>,
+    age: u64,
+    timeout: u64,
+) -> FlowView {
+    let peer = Ipv4Addr::from(key.peer);
+    let opened_in = flow.origin == Direction::In as u8;
+    let (src, dst, sport, dport) = if opened_in {
+        (peer, ours, key.peer_port, key.local_port)
+    } else {
+        (ours, peer, key.local_port, key.peer_port)
+    };
+    let (protocol, state) = match (key.protocol, flow.tcp_state) {
+        (PROTO_TCP, TCP_OPEN) => ("tcp", "ESTABLISHED"),
+        (PROTO_TCP, TCP_FIN_SEEN) => ("tcp", "FIN_WAIT"),
+        (PROTO_TCP, _) => ("tcp", "CLOSE"),
+        (PROTO_UDP, _) => ("udp", "ESTABLISHED"),
+        (PROTO_ICMP, _) => ("icmp", "ESTABLISHED"),
+        _ => ("?", "?"),
+    };
+    FlowView {
+        protocol,
+        state,
+        src,
+        dst,
+        sport,
+        dport,
+        rule: names.get(&flow.rule).map_or_else(|| format!("#{}", flow.rule), |n| (*n).to_owned()),
+        age_secs: age / 1_000_000_000,
+        expires_secs: (timeout - age) / 1_000_000_000,
+    }
+}
+
+/// `conntrack -L`'s layout.
+pub fn render_flows(flows: &[FlowView]) -> String {
+    let mut out = String::new();
+    for f in flows {
+        let ports = if f.protocol == "icmp" {
+            format!("type=8 id={}", f.dport)
+        } else {
+            format!("sport={} dport={}", f.sport, f.dport)
+        };
+        out.push_str(&format!(
+            "{:<4} {:<11} src={} dst={} {ports} rule={} age={}s expires={}s\n",
+            f.protocol, f.state, f.src, f.dst, f.rule, f.age_secs, f.expires_secs
+        ));
+    }
+    out.push_str(&format!("firewall conntrack: {} flow entries have been shown.\n", flows.len()));
+    out
+}

@@ -1,0 +1,255 @@
+//! The maps, typed, whether just created by a load or opened from their pins, and the
+//! one routine that makes them hold what a policy wants: [`LiveMaps::apply`].
+use std::collections::HashSet;
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuValues, lpm_trie::Key},
+};
+use firewall_common::{
+    AllowKey, AllowValue, Config, Counter, Direction, Flow, FlowKey, ICMP_ECHO_REQUEST, MAP_ALLOW_EXACT,
+    MAP_ALLOW_PREFIX, MAP_ANTISPOOF_DST, MAP_ANTISPOOF_SRC, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS,
+    MAP_TOKEN_BUCKETS, PROTO_ICMP, TokenBucket,
+};
+
+use crate::{compile::MapPlan, pins::Pins, policy::Prefix};
+
+/// A map operation that failed, naming the map and the call.
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    #[error("the eBPF object has no map {0}")]
+    Missing(&'static str),
+    #[error("map {name}: {call}: {source}")]
+    Call { name: &'static str, call: &'static str, source: MapError },
+    #[error("counting the CPUs: {0}")]
+    Cpus(std::io::Error),
+}
+
+type Result<T> = std::result::Result<T, MapsError>;
+
+fn call(name: &'static str, call: &'static str) -> impl FnOnce(MapError) -> MapsError {
+    move |source| MapsError::Call { name, call, source }
+}
+
+/// Every map of the kernel side.
+pub struct LiveMaps {
+    pub config: Array<MapData, Config>,
+    pub counters: PerCpuArray<MapData, Counter>,
+    pub conntrack: HashMap<MapData, FlowKey, Flow>,
+    pub allow_exact: HashMap<MapData, AllowKey, AllowValue>,
+    pub allow_prefix: LpmTrie<MapData, AllowKey, AllowValue>,
+    pub antispoof_src: LpmTrie<MapData, [u8; 4], u32>,
+    pub antispoof_dst: LpmTrie<MapData, [u8; 4], u32>,
+    pub token_buckets: Array<MapData, TokenBucket>,
+}
+
+/// What [`LiveMaps::apply`] changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub added: usize,
+    pub removed: usize,
+    pub flows_removed: usize,
+}
+
+fn prefix_key(prefix: &Prefix) -> Key<[u8; 4]> {
+    Key::new(u32::from(prefix.len), prefix.addr.octets())
+}
+
+impl LiveMaps {
+    fn from_source(mut get: impl FnMut(&'static str) -> Result<Map>) -> Result<LiveMaps> {
+        macro_rules! typed {
+            ($name:expr) => {
+                get($name)?.try_into().map_err(call($name, "open"))?
+            };
+        }
+        Ok(LiveMaps {
+            config: typed!(MAP_CONFIG),
+            counters: typed!(MAP_COUNTERS),
+            conntrack: typed!(MAP_CONNTRACK),
+            allow_exact: typed!(MAP_ALLOW_EXACT),
+            allow_prefix: typed!(MAP_ALLOW_PREFIX),
+            antispoof_src: typed!(MAP_ANTISPOOF_SRC),
+            antispoof_dst: typed!(MAP_ANTISPOOF_DST),
+            token_buckets: typed!(MAP_TOKEN_BUCKETS),
+        })
+    }
+
+    /// Takes the maps out of a loaded object (after its programs are loaded: they hold
+    /// the maps' descriptors from then on).
+    pub fn take(ebpf: &mut Ebpf) -> Result<LiveMaps> {
+        Self::from_source(|name| ebpf.take_map(name).ok_or(MapsError::Missing(name)))
+    }
+
+    /// Opens the maps a live filter pinned.
+    pub fn open(pins: &Pins) -> Result<LiveMaps> {
+        Self::from_source(|name| {
+            let data = MapData::from_pin(pins.map_path(name)).map_err(call(name, "open pinned"))?;
+            Map::from_map_data(data).map_err(call(name, "open pinned"))
+        })
+    }
+
+    /// Makes the maps hold `plan`: zeroes `fresh_counters` first, then adds and updates
+    /// every wanted entry, and only then removes the stale ones, so no packet of a flow
+    /// that stays allowed meets a gap. Last, flows the plan no longer admits are forgotten.
+    pub fn apply(&mut self, plan: &MapPlan, fresh_counters: &[u32]) -> Result<Applied> {
+        let mut applied = Applied::default();
+        for id in fresh_counters {
+            self.zero_counter(*id)?;
+        }
+        for (rule, bucket) in &plan.token_buckets {
+            let live = self.token_buckets.get(rule, 0).map_err(call(MAP_TOKEN_BUCKETS, "get"))?;
+            // A bucket whose rate and burst stay keeps its state.
+            if (live.interval_ns, live.burst_ns) != (bucket.interval_ns, bucket.burst_ns) {
+                self.token_buckets.set(*rule, bucket, 0).map_err(call(MAP_TOKEN_BUCKETS, "set"))?;
+            }
+        }
+
+        // Anti-spoof tries.
+        for (trie, wanted, name) in [
+            (&mut self.antispoof_src, &plan.antispoof_sources, MAP_ANTISPOOF_SRC),
+            (&mut self.antispoof_dst, &plan.antispoof_destinations, MAP_ANTISPOOF_DST),
+        ] {
+            let live: Vec<(Key<[u8; 4]>, u32)> =
+                trie.iter().collect::<std::result::Result<_, _>>().map_err(call(name, "iterate"))?;
+            for (prefix, counter) in wanted {
+                let key = prefix_key(prefix);
+                if !live.iter().any(|(k, v)| same_key(k, &key) && v == counter) {
+                    trie.insert(&key, counter, 0).map_err(call(name, "insert"))?;
+                    applied.added += 1;
+                }
+            }
+            for (key, _) in live {
+                let prefix = Prefix { addr: key.data().into(), len: key.prefix_len() as u8 };
+                if !wanted.contains_key(&prefix) {
+                    trie.remove(&key).map_err(call(name, "remove"))?;
+                    applied.removed += 1;
+                }
+            }
+        }
+
+        // Allow-lists: both maps gain their new entries before either loses one.
+        let live_exact: Vec<(AllowKey, AllowValue)> = self
+            .allow_exact
+            .iter()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(call(MAP_ALLOW_EXACT, "iterate"))?;
+        let live_prefix: Vec<(Key<AllowKey>, AllowValue)> = self
+            .allow_prefix
+            .iter()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(call(MAP_ALLOW_PREFIX, "iterate"))?;
+        let live_exact_set: std::collections::HashMap<AllowKey, AllowValue> =
+            live_exact.iter().copied().collect();
+        for (key, value) in &plan.allow_exact {
+            if live_exact_set.get(key) != Some(value) {
+                self.allow_exact.insert(key, value, 0).map_err(call(MAP_ALLOW_EXACT, "insert"))?;
+                applied.added += 1;
+            }
+        }
+        let live_prefix_set: std::collections::HashMap<(u32, AllowKey), AllowValue> =
+            live_prefix.iter().map(|(k, v)| ((k.prefix_len(), k.data()), *v)).collect();
+        for ((len, key), value) in &plan.allow_prefix {
+            if live_prefix_set.get(&(*len, *key)) != Some(value) {
+                self.allow_prefix
+                    .insert(&Key::new(*len, *key), value, 0)
+                    .map_err(call(MAP_ALLOW_PREFIX, "insert"))?;
+                applied.added += 1;
+            }
+        }
+        for (key, _) in &live_exact {
+            if !plan.allow_exact.contains_key(key) {
+                self.allow_exact.remove(key).map_err(call(MAP_ALLOW_EXACT, "remove"))?;
+                applied.removed += 1;
+            }
+        }
+        for (key, _) in &live_prefix {
+            if !plan.allow_prefix.contains_key(&(key.prefix_len(), key.data())) {
+                self.allow_prefix.remove(key).map_err(call(MAP_ALLOW_PREFIX, "remove"))?;
+                applied.removed += 1;
+            }
+        }
+
+        // The ready bit goes on with the configuration, last.
+        self.config.set(0, plan.config, 0).map_err(call(MAP_CONFIG, "set"))?;
+
+        applied.flows_removed = self.forget_flows(plan)?;
+        Ok(applied)
+    }
+
+    /// Removes the flows whose opening packet the plan would no longer admit (a revoked
+    /// peer, a removed rule), and points the others at the rule that admits them now.
+    fn forget_flows(&mut self, plan: &MapPlan) -> Result<usize> {
+        let flows: Vec<(FlowKey, Flow)> = self.conntrack.iter().filter_map(std::result::Result::ok).collect();
+        let mut removed = 0;
+        for (key, flow) in flows {
+            let origin = if flow.origin == Direction::In as u8 { Direction::In } else { Direction::Out };
+            let (port, ok) = match key.protocol {
+                PROTO_ICMP => (u16::from(ICMP_ECHO_REQUEST), true),
+                _ => (if origin == Direction::In { key.local_port } else { key.peer_port }, true),
+            };
+            let allow = AllowKey { direction: origin as u8, protocol: key.protocol, port, peer: key.peer };
+            match plan.admits(&allow).filter(|_| ok) {
+                Some(value) if value.rule == flow.rule => {}
+                Some(value) => {
+                    let updated = Flow { rule: value.rule, ..flow };
+                    // A flow that ended meanwhile is no error.
+                    let _ = self.conntrack.insert(key, updated, 2 /* BPF_EXIST */);
+                }
+                None => {
+                    if self.conntrack.remove(&key).is_ok() {
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    fn zero_counter(&mut self, id: u32) -> Result<()> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| MapsError::Cpus(e))?;
+        let zeros = PerCpuValues::try_from(vec![Counter::default(); cpus])
+            .map_err(|e| MapsError::Cpus(std::io::Error::other(e)))?;
+        self.counters.set(id, zeros, 0).map_err(call(MAP_COUNTERS, "set"))
+    }
+
+    /// Zeroes every counter, as `iptables -Z`.
+    pub fn zero(&mut self) -> Result<()> {
+        for id in 0..self.counters.len() {
+            self.zero_counter(id)?;
+        }
+        Ok(())
+    }
+
+    /// Every line's counters summed over the CPUs, indexed by counter id.
+    pub fn counters(&self) -> Result<Vec<Counter>> {
+        let mut out = Vec::with_capacity(self.counters.len() as usize);
+        for values in self.counters.iter() {
+            let values = values.map_err(call(MAP_COUNTERS, "lookup"))?;
+            out.push(values.iter().fold(Counter::default(), |sum, c| Counter {
+                packets: sum.packets + c.packets,
+                bytes: sum.bytes + c.bytes,
+            }));
+        }
+        Ok(out)
+    }
+
+    /// The tracked flows.
+    pub fn flows(&self) -> Result<Vec<(FlowKey, Flow)>> {
+        // Entries may vanish under the iteration (LRU, expiry): skip those.
+        Ok(self.conntrack.iter().filter_map(std::result::Result::ok).collect())
+    }
+
+    pub fn config(&self) -> Result<Config> {
+        self.config.get(&0, 0).map_err(call(MAP_CONFIG, "get"))
+    }
+}
+
+fn same_key(a: &Key<[u8; 4]>, b: &Key<[u8; 4]>) -> bool {
+    a.prefix_len() == b.prefix_len() && a.data() == b.data()
+}
+
+/// Flow keys seen twice by a racing iteration are counted once.
+pub fn dedup_flows(flows: &mut Vec<(FlowKey, Flow)>) {
+    let mut seen = HashSet::new();
+    flows.retain(|(k, _)| seen.insert(*k));
+}
