@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask setup | test | demo`.
+//! Developer tasks: `cargo xtask setup | test | demo | bench`.
 //!
 //! `setup` installs what building the kernel object needs on a fresh Debian machine of
 //! this kind (see ../shared/TOOLCHAIN.md) and what the tests drive, and does nothing when
@@ -32,6 +32,8 @@ enum Task {
     },
     /// Set up, build, and run the demo lab (needs root).
     Demo,
+    /// Set up, build, and print the benchmarks (needs root).
+    Bench,
 }
 
 /// Debian packages the eBPF build needs when rustup's nightly has no rust-src.
@@ -149,6 +151,14 @@ fn main() -> ExitCode {
             setup()?;
             run(&mut cargo(&["build", "--release"]))?;
             run(&mut cargo(&["run", "--quiet", "--release", "-p", "tests", "--bin", "demo"]))
+        })(),
+        Task::Bench => (|| {
+            if !is_root() {
+                bail!("needs root: the benchmarks load eBPF programs and create network namespaces");
+            }
+            setup()?;
+            run(&mut cargo(&["build", "--release"]))?;
+            run(&mut cargo(&["run", "--quiet", "--release", "-p", "tests", "--bin", "bench"]))
         })(),
     };
     match result {
