@@ -165,9 +165,7 @@ pub fn up(policy: &Policy, policy_text: &str, policy_file: &Path, iface: &str, m
     }
     ensure_bpffs()?;
     let pins = Pins::for_iface(iface);
-    let policy_file = std::path::absolute(policy_file)
-        .map_err(io_err("resolving", policy_file))
-        ?;
+    let policy_file = std::path::absolute(policy_file).map_err(io_err("resolving", policy_file))?;
     if pins.is_up() {
         replace(policy, policy_text, &policy_file, &pins)?;
         return Ok(Up { pins, replaced: true });

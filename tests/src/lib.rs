@@ -1,6 +1,8 @@
 //! Shared pieces of the integration tests: the root check, frame builders, a harness
 //! that runs frames through the loaded programs with BPF_PROG_TEST_RUN, and the lab of
 //! network namespaces.
+pub mod daemons;
+pub mod differential;
 pub mod frames;
 pub mod harness;
 pub mod lab;

@@ -39,8 +39,23 @@ enum Task {
 /// Debian packages the eBPF build needs when rustup's nightly has no rust-src.
 const TOOLCHAIN_PACKAGES: &[&str] =
     &["rustc-web", "rust-web-src", "llvm-22-dev", "libpolly-22-dev", "libzstd-dev"];
-/// What the tests and the demo drive.
-const TEST_PACKAGES: &[&str] = &["iproute2", "iputils-ping", "util-linux", "iptables"];
+/// What the tests and the demo drive: the lab's plumbing, the seed's iptables for the
+/// differential run, and the daemons and clients administrators run.
+const TEST_PACKAGES: &[&str] = &[
+    "iproute2",
+    "iputils-ping",
+    "util-linux",
+    "iptables",
+    "openssh-server",
+    "openssh-client",
+    "dnsmasq-base",
+    "bind9-dnsutils",
+    "chrony",
+    "curl",
+    "nmap",
+    "hping3",
+    "python3-scapy",
+];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 fn root() -> PathBuf {

@@ -1,0 +1,1 @@
+//! Real daemons and clients in the lab (see tests/tests/daemons.rs).

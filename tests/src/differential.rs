@@ -1,0 +1,1 @@
+//! The differential run against the seed's iptables script (see tests/tests/differential.rs).
