@@ -85,8 +85,9 @@ fn output(cmd: &mut Command) -> Option<String> {
 }
 
 fn installed(package: &str) -> bool {
+    // Not "ends with installed": a removed package is "unknown ok not-installed".
     output(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
-        .is_some_and(|s| s.ends_with("installed"))
+        .is_some_and(|s| s == "install ok installed")
 }
 
 fn nightly_has_rust_src() -> bool {
