@@ -1,0 +1,24 @@
+//! The verifier's own count of the instructions it processed for each program:
+//! deterministic for a given object and kernel, unlike time, so a change that bloats the
+//! programs (or a compiler that reshapes them, aya #1562) shows at once. The budget is
+//! kept here; the figures are in docs/BENCHMARKS.md.
+use tests::harness::TestFilter;
+
+/// Processed instructions each program may cost the verifier, with the policy of
+/// examples/tight.toml: about 25% over what they cost (2,963 and 3,275 on Linux 6.18).
+/// Raise only with a reason in the commit.
+const BUDGET_INGRESS: u32 = 3_700;
+const BUDGET_EGRESS: u32 = 4_100;
+
+#[test]
+fn the_programs_stay_within_the_verifier_budget() {
+    let mut f = TestFilter::tight();
+    let ingress = f.loaded.ingress().unwrap().info().expect("ingress program info");
+    let egress = f.loaded.egress().unwrap().info().expect("egress program info");
+    let ingress = ingress.verified_instruction_count().expect("the kernel reports verified instructions");
+    let egress = egress.verified_instruction_count().expect("the kernel reports verified instructions");
+    println!("verifier: ingress {ingress} instructions processed, egress {egress}");
+    assert!(ingress > 100 && egress > 100, "implausibly small: {ingress}, {egress}");
+    assert!(ingress <= BUDGET_INGRESS, "the XDP program costs the verifier {ingress} > {BUDGET_INGRESS}");
+    assert!(egress <= BUDGET_EGRESS, "the TC program costs the verifier {egress} > {BUDGET_EGRESS}");
+}
