@@ -38,7 +38,7 @@ enum Task {
 
 /// Debian packages the eBPF build needs when rustup's nightly has no rust-src.
 const TOOLCHAIN_PACKAGES: &[&str] =
-    &["rustc-web", "rust-web-src", "llvm-22-dev", "libpolly-22-dev", "libzstd-dev"];
+    &["rustc-web", "cargo-web", "rust-web-src", "llvm-22-dev", "libpolly-22-dev", "libzstd-dev"];
 /// What the tests and the demo drive: the lab's plumbing, the seed's iptables for the
 /// differential run, and the daemons and clients administrators run.
 const TEST_PACKAGES: &[&str] = &[

@@ -1,39 +1,140 @@
-//! `cargo xtask bench`: the control plane's figures, measured on the real binary in a
-//! lab namespace (needs root).
+//! `cargo xtask bench`: the firewall's costs, measured on the real programs and the real
+//! binary (needs root). Prints Markdown tables, and writes them to docs/BENCHMARKS.md and
+//! target/bench/bench.json.
 //!
-//! - `up` and `reload` with 100,000 peers in one rule's allow-list;
-//! - `reload` of 100,000 changes (every peer replaced: 100,000 entries added and
-//!   100,000 removed), and of none.
+//! 1. Per packet: BPF_PROG_TEST_RUN with a large repeat gives the program's own ns per
+//!    packet for each traffic class, with allow-lists of 1 to 1,000,000 peers, beside a
+//!    baseline program that does one hash lookup in a map of the same size and returns.
+//! 2. Kernel memory of the maps, from the kernel's own accounting (fdinfo `memlock`).
+//! 3. Control plane: `up` and `reload` on the real binary in a lab namespace.
+//! 4. The verifier's count of processed instructions per program.
 //!
-//! Each figure is the median of three runs, printed as a Markdown table.
-use std::{fmt::Write as _, net::Ipv4Addr, time::Instant};
+//! The machines are shared and noisy: each figure is the median of several runs, and the
+//! per-packet costs are read as ratios to the baseline measured in the same run.
+use std::{
+    fmt::Write as _,
+    net::Ipv4Addr,
+    os::fd::{AsFd as _, AsRawFd as _},
+    path::Path,
+    time::Instant,
+};
 
-use tests::lab::{Lab, SERVER_IF};
+use aya::{
+    EbpfLoader,
+    maps::{HashMap, IterableMap, MapData},
+    programs::{TestRun, TestRunOptions, Xdp},
+};
+use serde_json::json;
+use tests::{
+    frames::{self, ACK, FIN, OURS, SYN},
+    harness::TestFilter,
+    lab::{Lab, SERVER_IF},
+};
 
-const PEERS: u32 = 100_000;
-const RUNS: usize = 3;
+const SIZES: [u32; 4] = [1, 1_000, 100_000, 1_000_000];
+const REPEAT: u32 = 200_000;
+const SAMPLES: usize = 5;
 
 /// `count` distinct addresses from 100.64.0.0/10, starting at `offset`.
+fn peer(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + i)
+}
+
 fn peers(count: u32, offset: u32) -> String {
-    let base = u32::from(Ipv4Addr::new(100, 64, 0, 0));
     let mut out = String::with_capacity(count as usize * 18);
     for i in 0..count {
-        let _ = write!(out, "\"{}\", ", Ipv4Addr::from(base + offset + i));
+        let _ = write!(out, "\"{}\", ", peer(offset + i));
     }
     out
 }
 
-/// The lab's policy with `ssh-in` admitting `list` instead of its two peers.
-fn policy_with(lab: &Lab, list: &str) -> String {
-    let text = std::fs::read_to_string(lab.policy_file()).expect("the lab's policy");
+/// examples/tight.toml with `ssh-in` admitting `list` (and its first peer).
+fn tight_with(list: &str, interface: &str) -> String {
+    let text = tests::lab::tight_text();
     let wanted = r#"peers = ["203.0.113.7", "203.0.113.8"]"#;
     assert!(text.contains(wanted), "examples/tight.toml's ssh-in changed");
-    text.replacen(wanted, &format!("peers = [{list}\"203.0.113.7\"]"), 1)
+    text.replacen(wanted, &format!("peers = [{list}\"203.0.113.7\"]"), 1).replacen(
+        "interface = \"eth0\"",
+        &format!("interface = \"{interface}\""),
+        1,
+    )
 }
 
 fn median(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples[samples.len() / 2]
+}
+
+/// Median ns per run of `program` on `frame`.
+fn ns_per_packet(run: &mut dyn FnMut(TestRunOptions) -> std::time::Duration, frame: &[u8]) -> f64 {
+    let samples = (0..SAMPLES)
+        .map(|_| {
+            let d = run(TestRunOptions { data_in: Some(frame), repeat: REPEAT, ..TestRunOptions::new() });
+            d.as_nanos() as f64
+        })
+        .collect();
+    median(samples)
+}
+
+/// The kernel's accounting of a map's memory (`memlock` in its fdinfo), in bytes.
+fn memlock(map: &MapData) -> u64 {
+    let fd = map.fd().as_fd().as_raw_fd();
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).expect("fdinfo");
+    info.lines()
+        .find_map(|l| l.strip_prefix("memlock:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("memlock in fdinfo")
+}
+
+const CLASSES: [&str; 6] =
+    ["anti-spoof drop", "INVALID drop", "ESTABLISHED pass", "NEW allowed", "policy drop", "ARP pass"];
+
+struct PerPacket {
+    size: u32,
+    baseline: f64,
+    classes: Vec<f64>,
+    allow_exact_bytes: u64,
+    conntrack_bytes: u64,
+}
+
+fn per_packet(size: u32) -> PerPacket {
+    let text = tight_with(&peers(size - 1, 0), "eth0");
+    let mut f = TestFilter::new(&text);
+    let last = peer(size.saturating_sub(2)).octets();
+    let listed = if size > 1 { last } else { [203, 0, 113, 7] };
+    // The flow ESTABLISHED uses exists before it is timed.
+    let established = frames::tcp(listed, OURS, 40000, 122, ACK);
+    assert_eq!(f.ingress(&frames::tcp(listed, OURS, 40000, 122, SYN)), tests::harness::Verdict::Pass);
+    let frames: [Vec<u8>; 6] = [
+        frames::tcp([10, 1, 2, 3], OURS, 40000, 122, SYN),
+        frames::tcp(listed, OURS, 40001, 122, SYN | FIN),
+        established,
+        frames::tcp(listed, OURS, 40002, 122, SYN),
+        frames::tcp([203, 0, 113, 99], OURS, 40003, 122, SYN),
+        frames::arp(OURS),
+    ];
+    let mut run =
+        |opts: TestRunOptions| f.loaded.ingress().unwrap().test_run(opts).expect("test run").duration;
+    let classes = frames.iter().map(|frame| ns_per_packet(&mut run, frame)).collect();
+    let allow_exact_bytes = memlock(f.loaded.maps.allow_exact.map());
+    let conntrack_bytes = memlock(f.loaded.maps.conntrack.map());
+
+    // The baseline: the same object's one-lookup program, its map as big.
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries("BENCH_PEERS", size)
+        .load(firewall_user::EBPF_OBJECT)
+        .expect("loading the baseline");
+    let mut map: HashMap<_, [u8; 4], u32> =
+        HashMap::try_from(ebpf.take_map("BENCH_PEERS").expect("BENCH_PEERS")).expect("a hash map");
+    for i in 0..size.saturating_sub(1) {
+        map.insert(peer(i).octets(), 1, 0).expect("baseline insert");
+    }
+    map.insert(listed, 1, 0).expect("baseline insert");
+    let program: &mut Xdp = ebpf.program_mut("bench_baseline").expect("baseline").try_into().expect("XDP");
+    program.load().expect("loading the baseline program");
+    let mut run = |opts: TestRunOptions| program.test_run(opts).expect("test run").duration;
+    let baseline = ns_per_packet(&mut run, &frames::tcp(listed, OURS, 40002, 122, SYN));
+    PerPacket { size, baseline, classes, allow_exact_bytes, conntrack_bytes }
 }
 
 fn timed(lab: &Lab, args: &[&str]) -> f64 {
@@ -42,28 +143,148 @@ fn timed(lab: &Lab, args: &[&str]) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name\t: ").map(str::to_owned)))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cpu}, {cpus} CPUs, Linux {}", kernel.trim())
+}
+
 fn main() {
     tests::require_root();
-    let lab = Lab::new("bench");
-    let a = lab.tmp().join("a.toml");
-    let b = lab.tmp().join("b.toml");
-    std::fs::write(&a, policy_with(&lab, &peers(PEERS, 0))).expect("write a.toml");
-    std::fs::write(&b, policy_with(&lab, &peers(PEERS, PEERS))).expect("write b.toml");
-    let (a, b) = (a.to_str().expect("utf-8"), b.to_str().expect("utf-8"));
+    let mut md = String::new();
+    let mut json = serde_json::Map::new();
+    let _ = writeln!(md, "Machine: {}.\n", machine());
 
-    let mut up = Vec::new();
-    let mut same = Vec::new();
-    let mut changes = Vec::new();
-    for _ in 0..RUNS {
-        up.push(timed(&lab, &["up", "--policy", a, "--iface", SERVER_IF]));
-        same.push(timed(&lab, &["reload"]));
-        // a → b: every peer replaced; the policy file switches to b.
-        changes.push(timed(&lab, &["reload", "--policy", b]));
-        lab.firewall_ok(&["down", "--iface", SERVER_IF]);
+    // 1 and 2: per packet, and memory.
+    eprintln!("bench: per packet ({} sizes)…", SIZES.len());
+    let rows: Vec<PerPacket> = SIZES.iter().map(|&size| per_packet(size)).collect();
+    let _ = writeln!(md, "### Per packet (XDP ingress, ns, median of {SAMPLES} × {REPEAT} runs)\n");
+    let _ = write!(md, "| class |");
+    for r in &rows {
+        let _ = write!(md, " {} peers |", r.size);
     }
-    println!("| control plane, {PEERS} peers in one rule (median of {RUNS}) | seconds |");
-    println!("| --- | ---: |");
-    println!("| `up` (load, verify, fill, attach, pin) | {:.3} |", median(up));
-    println!("| `reload`, nothing changed | {:.3} |", median(same));
-    println!("| `reload`, {PEERS} added and {PEERS} removed | {:.3} |", median(changes));
+    let _ = write!(md, "\n| --- |");
+    for _ in &rows {
+        let _ = write!(md, " ---: |");
+    }
+    let _ = write!(md, "\n| baseline: one hash lookup |");
+    for r in &rows {
+        let _ = write!(md, " {:.0} |", r.baseline);
+    }
+    for (i, class) in CLASSES.iter().enumerate() {
+        let _ = write!(md, "\n| {class} |");
+        for r in &rows {
+            let _ = write!(md, " {:.0} ({:.2}×) |", r.classes[i], r.classes[i] / r.baseline);
+        }
+    }
+    let _ = writeln!(md, "\n\n(×: the class's cost over the baseline's, in the same run.)\n");
+    let worst_growth = CLASSES
+        .iter()
+        .enumerate()
+        .map(|(i, _)| rows.last().unwrap().classes[i] / rows.first().unwrap().classes[i])
+        .fold(0.0, f64::max);
+    let _ = writeln!(
+        md,
+        "Largest growth of a class from 1 to {} peers: {:.2}×.\n",
+        SIZES.last().unwrap(),
+        worst_growth
+    );
+    let _ = writeln!(md, "### Kernel memory of the maps (fdinfo `memlock`)\n");
+    let _ = writeln!(md, "| peers | allow-list (exact) | conntrack (65,536 flows) |\n| ---: | ---: | ---: |");
+    for r in &rows {
+        let _ = writeln!(
+            md,
+            "| {} | {:.1} MiB | {:.1} MiB |",
+            r.size,
+            r.allow_exact_bytes as f64 / 1048576.0,
+            r.conntrack_bytes as f64 / 1048576.0
+        );
+    }
+    json.insert(
+        "per_packet_ns".into(),
+        json!(rows.iter().map(|r| json!({
+            "peers": r.size,
+            "baseline": r.baseline,
+            "classes": CLASSES.iter().zip(&r.classes).map(|(c, v)| (c.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "allow_exact_bytes": r.allow_exact_bytes,
+            "conntrack_bytes": r.conntrack_bytes,
+        })).collect::<Vec<_>>()),
+    );
+
+    // 3: the control plane, on the binary (`bench quick` skips it).
+    if std::env::args().any(|a| a == "quick") {
+        print!("{md}");
+        return;
+    }
+    eprintln!("bench: control plane…");
+    let lab = Lab::new("bench");
+    let mut control = Vec::new();
+    for (peers_n, runs) in [(100_000u32, 3usize), (1_000_000, 1)] {
+        let a = lab.tmp().join(format!("a{peers_n}.toml"));
+        let b = lab.tmp().join(format!("b{peers_n}.toml"));
+        std::fs::write(&a, tight_with(&peers(peers_n, 0), SERVER_IF)).expect("write");
+        std::fs::write(&b, tight_with(&peers(peers_n, peers_n), SERVER_IF)).expect("write");
+        let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+        let (mut up, mut same, mut changes) = (vec![], vec![], vec![]);
+        for _ in 0..runs {
+            up.push(timed(&lab, &["up", "--policy", a, "--iface", SERVER_IF]));
+            same.push(timed(&lab, &["reload"]));
+            changes.push(timed(&lab, &["reload", "--policy", b]));
+            lab.firewall_ok(&["down", "--iface", SERVER_IF]);
+        }
+        control.push((peers_n, runs, median(up), median(same), median(changes)));
+    }
+    drop(lab);
+    let _ = writeln!(md, "\n### Control plane (the binary, seconds)\n");
+    let _ = writeln!(
+        md,
+        "| peers in one rule | runs (median) | `up` | `reload`, nothing changed | `reload`, every peer replaced |\n| ---: | ---: | ---: | ---: | ---: |"
+    );
+    for (n, runs, up, same, changes) in &control {
+        let _ = writeln!(md, "| {n} | {runs} | {up:.2} | {same:.2} | {changes:.2} |");
+    }
+    json.insert(
+        "control_plane_s".into(),
+        json!(control.iter().map(|(n, _, up, same, changes)| json!({"peers": n, "up": up, "reload_same": same, "reload_all_changed": changes})).collect::<Vec<_>>()),
+    );
+
+    // 4: the verifier.
+    let mut f = TestFilter::tight();
+    let ingress = f.loaded.ingress().unwrap().info().unwrap().verified_instruction_count().unwrap_or(0);
+    let egress = f.loaded.egress().unwrap().info().unwrap().verified_instruction_count().unwrap_or(0);
+    let _ = writeln!(md, "\n### Verifier (instructions processed; budget in tests/tests/verifier.rs)\n");
+    let _ = writeln!(
+        md,
+        "| program | instructions |\n| --- | ---: |\n| XDP ingress | {ingress} |\n| TC egress | {egress} |"
+    );
+    json.insert("verifier".into(), json!({"ingress": ingress, "egress": egress}));
+
+    print!("{md}");
+    let root = tests::workspace();
+    let out = root.join("target/bench");
+    std::fs::create_dir_all(&out).expect("target/bench");
+    std::fs::write(out.join("bench.json"), serde_json::to_string_pretty(&json).unwrap()).expect("bench.json");
+    std::fs::write(out.join("bench.md"), &md).expect("bench.md");
+    write_benchmarks_doc(&root.join("docs/BENCHMARKS.md"), &md);
+}
+
+/// Replaces the generated part of docs/BENCHMARKS.md (between its markers) with `md`.
+fn write_benchmarks_doc(path: &Path, md: &str) {
+    const BEGIN: &str = "<!-- bench:begin -->";
+    const END: &str = "<!-- bench:end -->";
+    let Ok(doc) = std::fs::read_to_string(path) else {
+        eprintln!("bench: {} not found; tables left in target/bench/bench.md", path.display());
+        return;
+    };
+    let (Some(b), Some(e)) = (doc.find(BEGIN), doc.find(END)) else {
+        eprintln!("bench: {} has no {BEGIN}…{END} markers", path.display());
+        return;
+    };
+    let updated = format!("{}{BEGIN}\n{md}{}", &doc[..b], &doc[e..]);
+    std::fs::write(path, updated).expect("docs/BENCHMARKS.md");
+    eprintln!("bench: {} updated", path.display());
 }
