@@ -55,6 +55,8 @@ const TEST_PACKAGES: &[&str] = &[
     "nmap",
     "hping3",
     "python3-scapy",
+    // trafgen, for the floods of `cargo xtask bench`.
+    "netsniff-ng",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

@@ -13,22 +13,24 @@
 //! per-packet costs are read as ratios to the baseline measured in the same run.
 use std::{
     fmt::Write as _,
+    io::Write as _,
     net::Ipv4Addr,
     os::fd::{AsFd as _, AsRawFd as _},
     path::Path,
+    process::{Command, Stdio},
     time::Instant,
 };
 
 use aya::{
     EbpfLoader,
     maps::{HashMap, IterableMap, MapData},
-    programs::{TestRun, TestRunOptions, Xdp},
+    programs::{TestRun, TestRunOptions, Xdp, XdpMode},
 };
 use serde_json::json;
 use tests::{
     frames::{self, ACK, FIN, OURS, SYN},
     harness::TestFilter,
-    lab::{Lab, SERVER_IF},
+    lab::{CLIENT_IF, HOST, Lab, SERVER_IF, STRANGER},
 };
 
 const SIZES: [u32; 4] = [1, 1_000, 100_000, 1_000_000];
@@ -215,13 +217,43 @@ fn main() {
         })).collect::<Vec<_>>()),
     );
 
-    // 3: the control plane, on the binary (`bench quick` skips it).
+    // 3: the control plane, on the binary (`bench quick` skips it and the floods).
     if std::env::args().any(|a| a == "quick") {
         print!("{md}");
         return;
     }
-    eprintln!("bench: control plane…");
     let lab = Lab::new("bench");
+
+    eprintln!("bench: floods…");
+    let floods: Vec<Flood> = FLOOD_SIZES.iter().map(|&n| flood_row(&lab, n)).collect();
+    let _ = writeln!(
+        md,
+        "\n### SYN flood into the lab (trafgen, one CPU, packets/s absorbed, median of {FLOOD_ROUNDS} interleaved rounds of {FLOOD_SECONDS} s)\n"
+    );
+    let _ = writeln!(
+        md,
+        "| SSH peers | XDP drop-all (ceiling) | seed's iptables | firewall | firewall / ceiling | firewall / iptables |\n| ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for f in &floods {
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0}% | {:.1}× |",
+            f.peers,
+            f.ceiling,
+            f.iptables,
+            f.firewall,
+            100.0 * f.firewall / f.ceiling,
+            f.firewall / f.iptables
+        );
+    }
+    let _ = writeln!(md, "\n![packets per second against peers](flood.svg)\n");
+    json.insert(
+        "flood_pps".into(),
+        json!(floods.iter().map(|f| json!({"peers": f.peers, "xdp_drop_all": f.ceiling, "iptables": f.iptables, "firewall": f.firewall})).collect::<Vec<_>>()),
+    );
+    chart(&tests::workspace().join("docs/flood.svg"), &floods);
+
+    eprintln!("bench: control plane…");
     let mut control = Vec::new();
     for (peers_n, runs) in [(100_000u32, 3usize), (1_000_000, 1)] {
         let a = lab.tmp().join(format!("a{peers_n}.toml"));
@@ -270,6 +302,223 @@ fn main() {
     std::fs::write(out.join("bench.json"), serde_json::to_string_pretty(&json).unwrap()).expect("bench.json");
     std::fs::write(out.join("bench.md"), &md).expect("bench.md");
     write_benchmarks_doc(&root.join("docs/BENCHMARKS.md"), &md);
+}
+
+const FLOOD_SIZES: [u32; 5] = [1, 100, 1_000, 10_000, 100_000];
+const FLOOD_SECONDS: u32 = 2;
+const FLOOD_ROUNDS: usize = 3;
+
+struct Flood {
+    peers: u32,
+    ceiling: f64,
+    iptables: f64,
+    firewall: f64,
+}
+
+fn rx_packets(lab: &Lab) -> u64 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.server, "cat", "/sys/class/net/s0/statistics/rx_packets"])
+        .output()
+        .expect("reading rx_packets");
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("rx_packets")
+}
+
+/// SYNs from a stranger to the SSH port as fast as one CPU sends them; the packets/s the
+/// server's side took in (all of them go through the filter).
+fn flood(lab: &Lab) -> f64 {
+    let mac = |ns: &str, dev: &str| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "cat", &format!("/sys/class/net/{dev}/address")])
+            .output()
+            .expect("mac");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let config = format!(
+        "{{\n  eth(da={}, sa={}, type=0x0800),\n  ipv4(saddr={STRANGER}, daddr={HOST}, ttl=64),\n  tcp(sp=dinc(1024, 65000), dp=122, syn),\n}}\n",
+        mac(&lab.server, SERVER_IF),
+        mac(&lab.client, CLIENT_IF)
+    );
+    let path = lab.tmp().join("flood.cfg");
+    std::fs::write(&path, config).expect("flood.cfg");
+    let before = rx_packets(lab);
+    let started = Instant::now();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.client, "timeout", "-s", "INT", &FLOOD_SECONDS.to_string(), "trafgen"])
+        .args(["--dev", CLIENT_IF, "--conf", path.to_str().unwrap(), "-P", "1", "-q"])
+        .output()
+        .expect("trafgen");
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(
+        out.status.code() == Some(0) || out.status.code() == Some(124),
+        "trafgen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (rx_packets(lab) - before) as f64 / elapsed
+}
+
+/// The seed's ruleset with `peers` SSH peers, as iptables-restore input: the seed
+/// script itself, run with `$IPTABLES` a shell function that records each call.
+fn seed_ruleset(lab: &Lab, peers_n: u32) -> String {
+    let mut ssh = String::from("203.0.113.7");
+    for i in 0..peers_n.saturating_sub(1) {
+        let _ = write!(ssh, " {}", peer(i));
+    }
+    let vars = format!(
+        "OURIP={HOST}\nSSHIPS=\"{ssh}\"\nDNSIPS=\"198.51.100.53 198.51.100.54\"\nNTPIPS=\"198.51.100.123 198.51.100.124 198.51.100.125\"\nMAILOUT=198.51.100.25\nMAILIN=203.0.113.25\nOTHERIP=203.0.113.22\nREPOIPS=\"203.0.113.80 203.0.113.81\"\nWEBALLOWED=\"203.0.113.90 203.0.113.91\"\nSERVICES=\"80 443\"\nSSH=122\n"
+    );
+    let vars_path = lab.tmp().join("seed-vars.sh");
+    std::fs::write(&vars_path, vars).expect("seed-vars.sh");
+    let script = tests::workspace().join("tests/seed/tight-iptables.sh");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "record() {{ printf '%s\\n' \"$*\"; }}; IPTABLES=record; . '{}'; . '{}'",
+            vars_path.display(),
+            script.display()
+        ))
+        .output()
+        .expect("running the seed script");
+    assert!(out.status.success(), "the seed script: {}", String::from_utf8_lossy(&out.stderr));
+    let mut restore = String::from("*filter\n");
+    let mut rules = String::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["-P", chain, policy] => restore.push_str(&format!(":{chain} {policy} [0:0]\n")),
+            ["-F"] | ["-Z"] | ["-X"] => {}
+            ["-A", ..] => {
+                rules.push_str(line);
+                rules.push('\n');
+            }
+            _ => panic!("the seed script called iptables {line:?}"),
+        }
+    }
+    restore.push_str(&rules);
+    restore.push_str("COMMIT\n");
+    restore
+}
+
+fn iptables_restore(lab: &Lab, rules: &str) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &lab.server, "iptables-restore"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("iptables-restore");
+    child.stdin.take().unwrap().write_all(rules.as_bytes()).expect("feeding iptables-restore");
+    assert!(child.wait().expect("iptables-restore").success(), "iptables-restore failed");
+}
+
+/// The three filters with `peers_n` peers, flooded in turn, [`FLOOD_ROUNDS`] times over
+/// (the machines are shared: interleaving spreads the noise), medians kept.
+fn flood_row(lab: &Lab, peers_n: u32) -> Flood {
+    eprintln!("bench: flood, {peers_n} peers");
+    let policy = lab.tmp().join("flood.toml");
+    std::fs::write(&policy, tight_with(&peers(peers_n.saturating_sub(1), 0), SERVER_IF)).expect("flood.toml");
+    let policy = policy.to_str().unwrap().to_owned();
+    // The seed's iptables stays loaded throughout: an XDP program in front of it drops
+    // every packet of the flood before netfilter sees one.
+    iptables_restore(lab, &seed_ruleset(lab, peers_n));
+    let (mut ceiling, mut iptables, mut firewall) = (vec![], vec![], vec![]);
+    for _ in 0..FLOOD_ROUNDS {
+        iptables.push(flood(lab));
+        // The ceiling: an XDP program that drops everything (the baseline, its map empty).
+        ceiling.push(lab.run_in(&lab.server, || {
+            let mut ebpf = EbpfLoader::new().load(firewall_user::EBPF_OBJECT).expect("loading");
+            let program: &mut Xdp = ebpf.program_mut("bench_baseline").unwrap().try_into().unwrap();
+            program.load().expect("loading the drop-all program");
+            let link = program.attach(SERVER_IF, XdpMode::Default).expect("attaching the drop-all program");
+            let pps = flood(lab);
+            program.detach(link).expect("detaching");
+            pps
+        }));
+        lab.firewall_ok(&["up", "--policy", &policy, "--iface", SERVER_IF]);
+        firewall.push(flood(lab));
+        lab.firewall_ok(&["down", "--iface", SERVER_IF]);
+    }
+    iptables_restore(
+        lab,
+        "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n",
+    );
+    Flood { peers: peers_n, ceiling: median(ceiling), iptables: median(iptables), firewall: median(firewall) }
+}
+
+/// pps against peers, log-log, both filters and the ceiling: an SVG drawn here.
+fn chart(path: &Path, floods: &[Flood]) {
+    let (w, h, left, bottom, top, right) = (640.0, 400.0, 80.0, 50.0, 30.0, 150.0);
+    let x = |peers: u32| left + (f64::from(peers).log10() / 5.0) * (w - left - right);
+    let y = |pps: f64| {
+        let (lo, hi) = (3.0, 7.0); // 1k to 10M packets/s
+        top + (1.0 - (pps.max(1.0).log10() - lo) / (hi - lo)) * (h - top - bottom)
+    };
+    let mut svg = format!(
+        "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='12'>\n<rect width='100%' height='100%' fill='white'/>\n"
+    );
+    for e in 3..=7 {
+        let yy = y(10f64.powi(e));
+        let _ = writeln!(
+            svg,
+            "<line x1='{left}' x2='{}' y1='{yy}' y2='{yy}' stroke='#ddd'/><text x='{}' y='{}' text-anchor='end'>1e{e}</text>",
+            w - right,
+            left - 6.0,
+            yy + 4.0
+        );
+    }
+    for e in 0..=5 {
+        let xx = x(10u32.pow(e));
+        let _ = writeln!(
+            svg,
+            "<line x1='{xx}' x2='{xx}' y1='{top}' y2='{}' stroke='#eee'/><text x='{xx}' y='{}' text-anchor='middle'>1e{e}</text>",
+            h - bottom,
+            h - bottom + 16.0
+        );
+    }
+    let _ = writeln!(
+        svg,
+        "<text x='{}' y='{}' text-anchor='middle'>SSH peers in the allow-list</text>",
+        (left + w - right) / 2.0,
+        h - 10.0
+    );
+    let _ = writeln!(
+        svg,
+        "<text x='14' y='{}' transform='rotate(-90 14 {})' text-anchor='middle'>packets/s absorbed</text>",
+        h / 2.0,
+        h / 2.0
+    );
+    for (i, (name, colour, pick)) in [
+        ("XDP drop-all", "#888", (|f: &Flood| f.ceiling) as fn(&Flood) -> f64),
+        ("firewall", "#1a7f37", |f: &Flood| f.firewall),
+        ("seed's iptables", "#cf222e", |f: &Flood| f.iptables),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let points: Vec<String> =
+            floods.iter().map(|f| format!("{:.1},{:.1}", x(f.peers), y(pick(f)))).collect();
+        let _ = writeln!(
+            svg,
+            "<polyline fill='none' stroke='{colour}' stroke-width='2' points='{}'/>",
+            points.join(" ")
+        );
+        for f in floods {
+            let _ = writeln!(
+                svg,
+                "<circle cx='{:.1}' cy='{:.1}' r='3' fill='{colour}'/>",
+                x(f.peers),
+                y(pick(f))
+            );
+        }
+        let ly = top + 20.0 * i as f64;
+        let _ = writeln!(
+            svg,
+            "<line x1='{}' x2='{}' y1='{ly}' y2='{ly}' stroke='{colour}' stroke-width='2'/><text x='{}' y='{}'>{name}</text>",
+            w - right + 10.0,
+            w - right + 30.0,
+            w - right + 35.0,
+            ly + 4.0
+        );
+    }
+    svg.push_str("</svg>\n");
+    std::fs::write(path, svg).expect("writing the chart");
 }
 
 /// Replaces the generated part of docs/BENCHMARKS.md (between its markers) with `md`.
