@@ -181,9 +181,16 @@ pub struct Config {
 /// `Config::flags`: the maps are filled and the policy is in force. Until it is set
 /// the programs pass everything, so a half-loaded filter never drops (lock-out guard).
 pub const CONFIG_READY: u32 = 1;
+/// `Config::flags`: `ALLOW_PREFIX` holds entries. Without it the programs skip that
+/// trie: most policies name single peers and `any`, which both live in `ALLOW_EXACT`.
+pub const CONFIG_HAS_PREFIXES: u32 = 2;
 
 /// Key of both allow-lists: "a packet of `protocol` to service `port`, whose remote end is
 /// `peer`, travelling in `direction`, may open a flow". For ICMP, `port` is the ICMP type.
+///
+/// `ALLOW_EXACT` holds single peers and, with `peer` [`ANY_PEER`], the rules open to
+/// anyone; `ALLOW_PREFIX` the prefixes in between. The lookup goes from the most specific
+/// to the least: the peer, its prefixes, anyone.
 ///
 /// In the LPM trie the first 32 bits (direction, protocol, port) always match exactly:
 /// the prefix length is `32 + the peer's prefix length`.
@@ -197,6 +204,9 @@ pub struct AllowKey {
     /// Network order.
     pub peer: [u8; 4],
 }
+
+/// The peer of an `ALLOW_EXACT` entry that admits anyone (a policy cannot name 0.0.0.0).
+pub const ANY_PEER: [u8; 4] = [0; 4];
 
 /// Bits of the allow-list key before the peer address.
 pub const ALLOW_KEY_SERVICE_BITS: u32 = 32;
@@ -224,7 +234,7 @@ pub const ALLOW_LIMITED: u32 = 1;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TokenBucket {
-    /// Theoretical arrival time of the next conforming packet (boot-time ns).
+    /// Theoretical arrival time of the next conforming packet (`CLOCK_MONOTONIC_COARSE` ns).
     pub tat: u64,
     /// One token's worth of time: 1 s / rate.
     pub interval_ns: u64,
@@ -250,7 +260,8 @@ pub struct FlowKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Flow {
-    /// Boot-time ns of the last packet (updated at most once a second per flow).
+    /// `CLOCK_MONOTONIC_COARSE` ns of the last packet (updated at most once a second per
+    /// flow).
     pub last_seen_ns: u64,
     /// The rule that admitted the flow.
     pub rule: u32,

@@ -2,6 +2,7 @@
 //! directory (`/sys/fs/bpf/firewall/IFACE/`), so the filter outlives the command and
 //! every later command opens them there.
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
@@ -24,8 +25,10 @@ pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_CO
 pub static CONNTRACK: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(CONNTRACK_DEFAULT_ENTRIES, 0);
 
 /// Allow-list entries for single peer addresses: one hash lookup whatever the list's size.
+/// Allocated as entries arrive: its capacity (two million peers) costs nothing until used.
 #[map]
-pub static ALLOW_EXACT: HashMap<AllowKey, AllowValue> = HashMap::with_max_entries(ALLOW_EXACT_ENTRIES, 0);
+pub static ALLOW_EXACT: HashMap<AllowKey, AllowValue> =
+    HashMap::with_max_entries(ALLOW_EXACT_ENTRIES, BPF_F_NO_PREALLOC as u32);
 
 /// Allow-list entries for real prefixes and `any` (prefix length 32 + the peer's).
 #[map]
@@ -42,3 +45,8 @@ pub static ANTISPOOF_DST: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(MAX_
 /// One token bucket per rule index; only rules with a `limit` consult theirs.
 #[map]
 pub static TOKEN_BUCKETS: Array<TokenBucket> = Array::with_max_entries(MAX_RULES, 0);
+
+/// The benchmarks' baseline: source addresses, one lookup (resized when loaded for a
+/// benchmark; never used by the filter).
+#[map]
+pub static BENCH_PEERS: HashMap<[u8; 4], u32> = HashMap::with_max_entries(1, BPF_F_NO_PREALLOC as u32);

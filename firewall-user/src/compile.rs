@@ -7,9 +7,9 @@ use std::{
 };
 
 use firewall_common::{
-    ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ANTISPOOF_COUNTER_BASE, AllowKey, AllowValue, Builtin,
-    CONFIG_READY, Chain, Config, Direction, ICMP_ECHO_REQUEST, Line, MAX_ANTISPOOF, MAX_RULES, PROTO_ICMP,
-    PROTO_TCP, PROTO_UDP, TokenBucket, builtin_counter, rule_counter,
+    ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ANTISPOOF_COUNTER_BASE, ANY_PEER, AllowKey, AllowValue, Builtin,
+    CONFIG_HAS_PREFIXES, CONFIG_READY, Chain, Config, Direction, ICMP_ECHO_REQUEST, Line, MAX_ANTISPOOF,
+    MAX_RULES, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TokenBucket, builtin_counter, rule_counter,
 };
 use serde::{Deserialize, Serialize};
 
@@ -122,9 +122,10 @@ impl MapPlan {
         if let Some(value) = self.allow_exact.get(key) {
             return Some(*value);
         }
-        (ALLOW_KEY_SERVICE_BITS..=ALLOW_KEY_SERVICE_BITS + 32)
+        (ALLOW_KEY_SERVICE_BITS + 1..ALLOW_KEY_SERVICE_BITS + 32)
             .rev()
             .find_map(|len| self.allow_prefix.get(&(len, masked(*key, len))).copied())
+            .or_else(|| self.allow_exact.get(&AllowKey { peer: ANY_PEER, ..*key }).copied())
     }
 }
 
@@ -152,7 +153,8 @@ pub fn plan(policy: &Policy, ids: &Ids) -> MapPlan {
                     port: service.key_port(),
                     peer: peer.addr.octets(),
                 };
-                if peer.len == 32 {
+                // Single peers and `any` (peer 0.0.0.0) go in the hash, the rest in the trie.
+                if peer.len == 32 || peer.len == 0 {
                     plan.allow_exact.insert(key, value);
                 } else {
                     plan.allow_prefix.insert((ALLOW_KEY_SERVICE_BITS + u32::from(peer.len), key), value);
@@ -170,6 +172,9 @@ pub fn plan(policy: &Policy, ids: &Ids) -> MapPlan {
     }
     for prefix in &policy.antispoof_destinations {
         plan.antispoof_destinations.insert(*prefix, ids.antispoof[&antispoof_name(false, prefix)]);
+    }
+    if !plan.allow_prefix.is_empty() {
+        plan.config.flags |= CONFIG_HAS_PREFIXES;
     }
     plan
 }

@@ -219,10 +219,11 @@ pub struct FlowView {
     pub expires_secs: u64,
 }
 
-fn boot_time_ns() -> u64 {
+/// The programs' clock (bpf_ktime_get_coarse_ns).
+fn kernel_time_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: a valid timespec to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -236,7 +237,7 @@ pub fn conntrack(iface: Option<&str>) -> Result<Vec<FlowView>> {
     let ours = Ipv4Addr::from(config.address);
     let mut flows = maps.flows()?;
     dedup_flows(&mut flows);
-    let now = boot_time_ns();
+    let now = kernel_time_ns();
     let names: std::collections::HashMap<u32, &str> =
         state.ids.rules.iter().map(|(name, id)| (*id, name.as_str())).collect();
     let mut views: Vec<FlowView> = flows

@@ -188,7 +188,10 @@ impl LiveMaps {
                 _ => (if origin == Direction::In { key.local_port } else { key.peer_port }, true),
             };
             let allow = AllowKey { direction: origin as u8, protocol: key.protocol, port, peer: key.peer };
-            match plan.admits(&allow).filter(|_| ok) {
+            // The programs check flows before the anti-spoof lists: a peer those lists
+            // now name must lose its flows here.
+            let spoofed = plan.antispoof_sources.keys().any(|p| p.contains(key.peer.into()));
+            match plan.admits(&allow).filter(|_| ok && !spoofed) {
                 Some(value) if value.rule == flow.rule => {}
                 Some(value) => {
                     let updated = Flow { rule: value.rule, ..flow };

@@ -32,6 +32,10 @@ pub enum PinsError {
     #[error("{call} {path}: {source}")]
     Io { call: &'static str, path: PathBuf, source: io::Error },
     #[error(
+        "/sys/fs/bpf is private to this command (as under `ip netns exec`), so the filter would vanish with it; run it with `nsenter --net=/run/netns/NAME firewall …` instead"
+    )]
+    PrivateMounts,
+    #[error(
         "the state of the filter on {iface} ({path}) is unreadable: {message}; run `firewall down --iface {iface}` and `up` again"
     )]
     BadState { iface: String, path: PathBuf, message: String },
@@ -78,6 +82,13 @@ pub fn ensure_bpffs() -> Result<()> {
     let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statfs(path.as_ptr(), &mut stat) } == 0 && stat.f_type as i64 == BPF_FS_MAGIC {
         return Ok(());
+    }
+    // `ip netns exec` runs its command in a mount namespace of its own, with a private
+    // /sys: a bpffs mounted there, and every pin in it, vanishes with the command.
+    let ours = fs::read_link("/proc/self/ns/mnt").ok();
+    let parent = fs::read_link(format!("/proc/{}/ns/mnt", std::os::unix::process::parent_id())).ok();
+    if ours.is_some() && parent.is_some() && ours != parent {
+        return Err(PinsError::PrivateMounts);
     }
     let source = std::ffi::CString::new("bpffs").expect("no NUL");
     let fstype = std::ffi::CString::new("bpf").expect("no NUL");

@@ -331,6 +331,12 @@ fn validate(raw: RawPolicy) -> Result<Policy, Located> {
     };
     let antispoof_sources = prefix_list(sources, &DEFAULT_ANTISPOOF_SOURCES, "sources")?;
     let antispoof_destinations = prefix_list(destinations, &DEFAULT_ANTISPOOF_DESTINATIONS, "destinations")?;
+    if let Some(p) = antispoof_destinations.iter().find(|p| p.contains(address)) {
+        return fail(
+            address_at,
+            format!("address {address} is in antispoof destination {p}: every packet to it would be dropped"),
+        );
+    }
     if antispoof_sources.len() + antispoof_destinations.len() > MAX_ANTISPOOF as usize {
         return fail(0, format!("too many anti-spoof entries: at most {MAX_ANTISPOOF}"));
     }
@@ -600,6 +606,12 @@ fn validate_rule(raw: Spanned<RawRule>, names: &mut HashSet<String>) -> Result<(
                 if !seen.insert(prefix) {
                     return fail(entry.span().start, format!("peer {prefix} is listed twice"));
                 }
+                if prefix.len == 0 || prefix.addr.is_unspecified() {
+                    return fail(
+                        entry.span().start,
+                        format!("{prefix} is no peer; write peers = \"any\" for anyone"),
+                    );
+                }
                 out.push(prefix);
                 at.push(entry.span().start);
             }
@@ -686,6 +698,24 @@ mod tests {
         };
         let err = check(&format!("{HOST}{}{}", rule("a"), rule("b"))).unwrap_err();
         assert!(err.ends_with("peer 192.0.2.1 for this service is already in rule \"a\""), "{err}");
+    }
+
+    #[test]
+    fn refuses_what_would_make_no_sense_live() {
+        let rule = |peers: &str| {
+            format!(
+                "{HOST}[[rule]]\nname = \"x\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 1\npeers = {peers}\n"
+            )
+        };
+        let err = check(&rule(r#"["0.0.0.0"]"#)).unwrap_err();
+        assert!(err.ends_with("0.0.0.0 is no peer; write peers = \"any\" for anyone"), "{err}");
+        let err = check(&rule(r#"["0.0.0.0/0"]"#)).unwrap_err();
+        assert!(err.contains("is no peer"), "{err}");
+        let err = check("[host]\naddress = \"1.1.1.1\"\n").unwrap_err();
+        assert_eq!(
+            err,
+            "p.toml:2:11: address 1.1.1.1 is in antispoof destination 1.1.1.1: every packet to it would be dropped"
+        );
     }
 
     #[test]

@@ -130,6 +130,26 @@ fn up_on_a_missing_interface_says_so_and_pins_nothing() {
     assert!(xdp_lines(&lab.server_link()).is_empty(), "s0 got a program:\n{}", lab.server_link());
 }
 
+#[test]
+fn up_under_ip_netns_exec_refuses_rather_than_vanish() {
+    // `ip netns exec` gives its command a private /sys: pins made there die with it.
+    require_root();
+    let lab = Lab::new("netnsexec");
+    let policy = lab.policy_file();
+    let output = Command::new("ip")
+        .args(["netns", "exec", &lab.server])
+        .arg(firewall_bin())
+        .args(["up", "--policy", policy.to_str().unwrap(), "--iface", SERVER_IF])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stdout));
+    let err = text(&output.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("nsenter --net=/run/netns/NAME"), "{err}");
+    assert!(xdp_lines(&lab.server_link()).is_empty(), "s0 got a program:\n{}", lab.server_link());
+    assert!(!lab.pin_root().exists());
+}
+
 /// `firewall ARGS…` as uid/gid 65534 in the lab's server namespace.
 fn firewall_as_nobody(lab: &Lab, dir: &TempDir, args: &[&str]) -> Output {
     let bin = world_executable(&firewall_bin(), dir);

@@ -426,3 +426,32 @@ fn the_ping_bucket_admits_the_burst_then_one_a_second() {
     assert_eq!(f.egress(&icmp_echo(OURS, STRANGER, true, 105)), Drop);
     assert_eq!(f.packets(builtin_counter(Chain::Output, Builtin::Policy)), 2);
 }
+
+#[test]
+fn the_most_specific_allow_entry_wins_peer_then_prefix_then_anyone() {
+    // Three rules for the same service: one peer, its /24, anyone.
+    let rule = |name: &str, peers: &str| {
+        format!(
+            "[[rule]]\nname = \"{name}\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 8443\npeers = {peers}\n"
+        )
+    };
+    let policy = format!(
+        "[host]\naddress = \"198.51.100.1\"\n{}{}{}",
+        rule("one", r#"["192.0.2.7"]"#),
+        rule("net", r#"["192.0.2.0/24", "198.18.0.0/15"]"#),
+        rule("all", r#""any""#)
+    );
+    let mut f = TestFilter::new(&policy);
+    for (src, rule) in [
+        ([192, 0, 2, 7], "one"),
+        ([192, 0, 2, 8], "net"),
+        ([198, 19, 1, 1], "net"),
+        ([203, 0, 113, 5], "all"),
+    ] {
+        let before = f.rule_packets(rule, Line::New);
+        assert_eq!(f.ingress(&tcp(src, OURS, 40000, 8443, SYN)), Pass, "{src:?}");
+        assert_eq!(f.rule_packets(rule, Line::New), before + 1, "{src:?} is {rule}'s");
+    }
+    // Another port is nobody's.
+    assert_eq!(f.ingress(&tcp([192, 0, 2, 7], OURS, 40000, 8444, SYN)), Drop);
+}

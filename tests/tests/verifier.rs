@@ -5,10 +5,11 @@
 use tests::harness::TestFilter;
 
 /// Processed instructions each program may cost the verifier, with the policy of
-/// examples/tight.toml: about 25% over what they cost (2,963 and 3,275 on Linux 6.18).
+/// examples/tight.toml: about 25% over what they cost (5,110 and 4,718 on Linux 6.18,
+/// since the conntrack fast path ahead of the lists; 2,963 and 3,275 before it).
 /// Raise only with a reason in the commit.
-const BUDGET_INGRESS: u32 = 3_700;
-const BUDGET_EGRESS: u32 = 4_100;
+const BUDGET_INGRESS: u32 = 6_400;
+const BUDGET_EGRESS: u32 = 5_900;
 
 #[test]
 fn the_programs_stay_within_the_verifier_budget() {

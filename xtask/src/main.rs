@@ -38,7 +38,7 @@ enum Task {
 
 /// Debian packages the eBPF build needs when rustup's nightly has no rust-src.
 const TOOLCHAIN_PACKAGES: &[&str] =
-    &["rustc-web", "rust-web-src", "llvm-22-dev", "libpolly-22-dev", "libzstd-dev"];
+    &["rustc-web", "cargo-web", "rust-web-src", "llvm-22-dev", "libpolly-22-dev", "libzstd-dev"];
 /// What the tests and the demo drive: the lab's plumbing, the seed's iptables for the
 /// differential run, and the daemons and clients administrators run.
 const TEST_PACKAGES: &[&str] = &[
@@ -55,6 +55,8 @@ const TEST_PACKAGES: &[&str] = &[
     "nmap",
     "hping3",
     "python3-scapy",
+    // trafgen, for the floods of `cargo xtask bench`.
+    "netsniff-ng",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

@@ -1,39 +1,142 @@
-//! `cargo xtask bench`: the control plane's figures, measured on the real binary in a
-//! lab namespace (needs root).
+//! `cargo xtask bench`: the firewall's costs, measured on the real programs and the real
+//! binary (needs root). Prints Markdown tables, and writes them to docs/BENCHMARKS.md and
+//! target/bench/bench.json.
 //!
-//! - `up` and `reload` with 100,000 peers in one rule's allow-list;
-//! - `reload` of 100,000 changes (every peer replaced: 100,000 entries added and
-//!   100,000 removed), and of none.
+//! 1. Per packet: BPF_PROG_TEST_RUN with a large repeat gives the program's own ns per
+//!    packet for each traffic class, with allow-lists of 1 to 1,000,000 peers, beside a
+//!    baseline program that does one hash lookup in a map of the same size and returns.
+//! 2. Kernel memory of the maps, from the kernel's own accounting (fdinfo `memlock`).
+//! 3. Control plane: `up` and `reload` on the real binary in a lab namespace.
+//! 4. The verifier's count of processed instructions per program.
 //!
-//! Each figure is the median of three runs, printed as a Markdown table.
-use std::{fmt::Write as _, net::Ipv4Addr, time::Instant};
+//! The machines are shared and noisy: each figure is the median of several runs, and the
+//! per-packet costs are read as ratios to the baseline measured in the same run.
+use std::{
+    fmt::Write as _,
+    io::Write as _,
+    net::Ipv4Addr,
+    os::fd::{AsFd as _, AsRawFd as _},
+    path::Path,
+    process::{Command, Stdio},
+    time::Instant,
+};
 
-use tests::lab::{Lab, SERVER_IF};
+use aya::{
+    EbpfLoader,
+    maps::{HashMap, IterableMap, MapData},
+    programs::{TestRun, TestRunOptions, Xdp, XdpMode},
+};
+use serde_json::json;
+use tests::{
+    frames::{self, ACK, FIN, OURS, SYN},
+    harness::TestFilter,
+    lab::{CLIENT_IF, HOST, Lab, SERVER_IF, STRANGER},
+};
 
-const PEERS: u32 = 100_000;
-const RUNS: usize = 3;
+const SIZES: [u32; 4] = [1, 1_000, 100_000, 1_000_000];
+const REPEAT: u32 = 200_000;
+const SAMPLES: usize = 5;
 
 /// `count` distinct addresses from 100.64.0.0/10, starting at `offset`.
+fn peer(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + i)
+}
+
 fn peers(count: u32, offset: u32) -> String {
-    let base = u32::from(Ipv4Addr::new(100, 64, 0, 0));
     let mut out = String::with_capacity(count as usize * 18);
     for i in 0..count {
-        let _ = write!(out, "\"{}\", ", Ipv4Addr::from(base + offset + i));
+        let _ = write!(out, "\"{}\", ", peer(offset + i));
     }
     out
 }
 
-/// The lab's policy with `ssh-in` admitting `list` instead of its two peers.
-fn policy_with(lab: &Lab, list: &str) -> String {
-    let text = std::fs::read_to_string(lab.policy_file()).expect("the lab's policy");
+/// examples/tight.toml with `ssh-in` admitting `list` (and its first peer).
+fn tight_with(list: &str, interface: &str) -> String {
+    let text = tests::lab::tight_text();
     let wanted = r#"peers = ["203.0.113.7", "203.0.113.8"]"#;
     assert!(text.contains(wanted), "examples/tight.toml's ssh-in changed");
-    text.replacen(wanted, &format!("peers = [{list}\"203.0.113.7\"]"), 1)
+    text.replacen(wanted, &format!("peers = [{list}\"203.0.113.7\"]"), 1).replacen(
+        "interface = \"eth0\"",
+        &format!("interface = \"{interface}\""),
+        1,
+    )
 }
 
 fn median(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples[samples.len() / 2]
+}
+
+/// Median ns per run of `program` on `frame`.
+fn ns_per_packet(run: &mut dyn FnMut(TestRunOptions) -> std::time::Duration, frame: &[u8]) -> f64 {
+    let samples = (0..SAMPLES)
+        .map(|_| {
+            let d = run(TestRunOptions { data_in: Some(frame), repeat: REPEAT, ..TestRunOptions::new() });
+            d.as_nanos() as f64
+        })
+        .collect();
+    median(samples)
+}
+
+/// The kernel's accounting of a map's memory (`memlock` in its fdinfo), in bytes.
+fn memlock(map: &MapData) -> u64 {
+    let fd = map.fd().as_fd().as_raw_fd();
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).expect("fdinfo");
+    info.lines()
+        .find_map(|l| l.strip_prefix("memlock:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("memlock in fdinfo")
+}
+
+const CLASSES: [&str; 6] =
+    ["anti-spoof drop", "INVALID drop", "ESTABLISHED pass", "NEW allowed", "policy drop", "ARP pass"];
+
+struct PerPacket {
+    size: u32,
+    baseline: f64,
+    classes: Vec<f64>,
+    allow_exact_bytes: u64,
+    conntrack_bytes: u64,
+}
+
+fn per_packet(size: u32) -> PerPacket {
+    let text = tight_with(&peers(size - 1, 0), "eth0");
+    let mut f = TestFilter::new(&text);
+    let last = peer(size.saturating_sub(2)).octets();
+    let listed = if size > 1 { last } else { [203, 0, 113, 7] };
+    // The flow ESTABLISHED uses exists before it is timed.
+    let established = frames::tcp(listed, OURS, 40000, 122, ACK);
+    assert_eq!(f.ingress(&frames::tcp(listed, OURS, 40000, 122, SYN)), tests::harness::Verdict::Pass);
+    let frames: [Vec<u8>; 6] = [
+        frames::tcp([10, 1, 2, 3], OURS, 40000, 122, SYN),
+        frames::tcp(listed, OURS, 40001, 122, SYN | FIN),
+        established,
+        frames::tcp(listed, OURS, 40002, 122, SYN),
+        frames::tcp([203, 0, 113, 99], OURS, 40003, 122, SYN),
+        frames::arp(OURS),
+    ];
+    let mut run =
+        |opts: TestRunOptions| f.loaded.ingress().unwrap().test_run(opts).expect("test run").duration;
+    let classes = frames.iter().map(|frame| ns_per_packet(&mut run, frame)).collect();
+    let allow_exact_bytes = memlock(f.loaded.maps.allow_exact.map());
+    let conntrack_bytes = memlock(f.loaded.maps.conntrack.map());
+
+    // The baseline: the same object's one-lookup program, its map as big.
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries("BENCH_PEERS", size)
+        .load(firewall_user::EBPF_OBJECT)
+        .expect("loading the baseline");
+    let mut map: HashMap<_, [u8; 4], u32> =
+        HashMap::try_from(ebpf.take_map("BENCH_PEERS").expect("BENCH_PEERS")).expect("a hash map");
+    for i in 0..size.saturating_sub(1) {
+        map.insert(peer(i).octets(), 1, 0).expect("baseline insert");
+    }
+    map.insert(listed, 1, 0).expect("baseline insert");
+    let program: &mut Xdp = ebpf.program_mut("bench_baseline").expect("baseline").try_into().expect("XDP");
+    program.load().expect("loading the baseline program");
+    let mut run = |opts: TestRunOptions| program.test_run(opts).expect("test run").duration;
+    let baseline = ns_per_packet(&mut run, &frames::tcp(listed, OURS, 40002, 122, SYN));
+    PerPacket { size, baseline, classes, allow_exact_bytes, conntrack_bytes }
 }
 
 fn timed(lab: &Lab, args: &[&str]) -> f64 {
@@ -42,28 +145,395 @@ fn timed(lab: &Lab, args: &[&str]) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name\t: ").map(str::to_owned)))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cpu}, {cpus} CPUs, Linux {}", kernel.trim())
+}
+
 fn main() {
     tests::require_root();
-    let lab = Lab::new("bench");
-    let a = lab.tmp().join("a.toml");
-    let b = lab.tmp().join("b.toml");
-    std::fs::write(&a, policy_with(&lab, &peers(PEERS, 0))).expect("write a.toml");
-    std::fs::write(&b, policy_with(&lab, &peers(PEERS, PEERS))).expect("write b.toml");
-    let (a, b) = (a.to_str().expect("utf-8"), b.to_str().expect("utf-8"));
+    let mut md = String::new();
+    let mut json = serde_json::Map::new();
+    let _ = writeln!(md, "Machine: {}.\n", machine());
 
-    let mut up = Vec::new();
-    let mut same = Vec::new();
-    let mut changes = Vec::new();
-    for _ in 0..RUNS {
-        up.push(timed(&lab, &["up", "--policy", a, "--iface", SERVER_IF]));
-        same.push(timed(&lab, &["reload"]));
-        // a → b: every peer replaced; the policy file switches to b.
-        changes.push(timed(&lab, &["reload", "--policy", b]));
+    // 1 and 2: per packet, and memory.
+    eprintln!("bench: per packet ({} sizes)…", SIZES.len());
+    let rows: Vec<PerPacket> = SIZES.iter().map(|&size| per_packet(size)).collect();
+    let _ = writeln!(md, "### Per packet (XDP ingress, ns, median of {SAMPLES} × {REPEAT} runs)\n");
+    let _ = write!(md, "| class |");
+    for r in &rows {
+        let _ = write!(md, " {} peers |", r.size);
+    }
+    let _ = write!(md, "\n| --- |");
+    for _ in &rows {
+        let _ = write!(md, " ---: |");
+    }
+    let _ = write!(md, "\n| baseline: one hash lookup |");
+    for r in &rows {
+        let _ = write!(md, " {:.0} |", r.baseline);
+    }
+    for (i, class) in CLASSES.iter().enumerate() {
+        let _ = write!(md, "\n| {class} |");
+        for r in &rows {
+            let _ = write!(md, " {:.0} ({:.2}×) |", r.classes[i], r.classes[i] / r.baseline);
+        }
+    }
+    let _ = writeln!(md, "\n\n(×: the class's cost over the baseline's, in the same run.)\n");
+    let worst_growth = CLASSES
+        .iter()
+        .enumerate()
+        .map(|(i, _)| rows.last().unwrap().classes[i] / rows.first().unwrap().classes[i])
+        .fold(0.0, f64::max);
+    let _ = writeln!(
+        md,
+        "Largest growth of a class from 1 to {} peers: {:.2}×.\n",
+        SIZES.last().unwrap(),
+        worst_growth
+    );
+    let _ = writeln!(md, "### Kernel memory of the maps (fdinfo `memlock`)\n");
+    let _ = writeln!(md, "| peers | allow-list (exact) | conntrack (65,536 flows) |\n| ---: | ---: | ---: |");
+    for r in &rows {
+        let _ = writeln!(
+            md,
+            "| {} | {:.1} MiB | {:.1} MiB |",
+            r.size,
+            r.allow_exact_bytes as f64 / 1048576.0,
+            r.conntrack_bytes as f64 / 1048576.0
+        );
+    }
+    json.insert(
+        "per_packet_ns".into(),
+        json!(rows.iter().map(|r| json!({
+            "peers": r.size,
+            "baseline": r.baseline,
+            "classes": CLASSES.iter().zip(&r.classes).map(|(c, v)| (c.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "allow_exact_bytes": r.allow_exact_bytes,
+            "conntrack_bytes": r.conntrack_bytes,
+        })).collect::<Vec<_>>()),
+    );
+
+    // 3: the control plane, on the binary (`bench quick` skips it and the floods).
+    if std::env::args().any(|a| a == "quick") {
+        print!("{md}");
+        return;
+    }
+    let lab = Lab::new("bench");
+
+    eprintln!("bench: floods…");
+    let floods: Vec<Flood> = FLOOD_SIZES.iter().map(|&n| flood_row(&lab, n)).collect();
+    let _ = writeln!(
+        md,
+        "\n### SYN flood into the lab (trafgen, one CPU, packets/s absorbed, median of {FLOOD_ROUNDS} interleaved rounds of {FLOOD_SECONDS} s)\n"
+    );
+    let _ = writeln!(
+        md,
+        "| SSH peers | XDP drop-all (ceiling) | seed's iptables | firewall | firewall / ceiling | firewall / iptables |\n| ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for f in &floods {
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0}% | {:.1}× |",
+            f.peers,
+            f.ceiling,
+            f.iptables,
+            f.firewall,
+            100.0 * f.firewall / f.ceiling,
+            f.firewall / f.iptables
+        );
+    }
+    let _ = writeln!(md, "\n![packets per second against peers](flood.svg)\n");
+    json.insert(
+        "flood_pps".into(),
+        json!(floods.iter().map(|f| json!({"peers": f.peers, "xdp_drop_all": f.ceiling, "iptables": f.iptables, "firewall": f.firewall})).collect::<Vec<_>>()),
+    );
+    chart(&tests::workspace().join("docs/flood.svg"), &floods);
+
+    eprintln!("bench: control plane…");
+    let mut control = Vec::new();
+    for (peers_n, runs) in [(100_000u32, 3usize), (1_000_000, 1)] {
+        let a = lab.tmp().join(format!("a{peers_n}.toml"));
+        let b = lab.tmp().join(format!("b{peers_n}.toml"));
+        std::fs::write(&a, tight_with(&peers(peers_n, 0), SERVER_IF)).expect("write");
+        std::fs::write(&b, tight_with(&peers(peers_n, peers_n), SERVER_IF)).expect("write");
+        let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+        let (mut up, mut same, mut changes) = (vec![], vec![], vec![]);
+        for _ in 0..runs {
+            up.push(timed(&lab, &["up", "--policy", a, "--iface", SERVER_IF]));
+            same.push(timed(&lab, &["reload"]));
+            changes.push(timed(&lab, &["reload", "--policy", b]));
+            lab.firewall_ok(&["down", "--iface", SERVER_IF]);
+        }
+        control.push((peers_n, runs, median(up), median(same), median(changes)));
+    }
+    drop(lab);
+    let _ = writeln!(md, "\n### Control plane (the binary, seconds)\n");
+    let _ = writeln!(
+        md,
+        "| peers in one rule | runs (median) | `up` | `reload`, nothing changed | `reload`, every peer replaced |\n| ---: | ---: | ---: | ---: | ---: |"
+    );
+    for (n, runs, up, same, changes) in &control {
+        let _ = writeln!(md, "| {n} | {runs} | {up:.2} | {same:.2} | {changes:.2} |");
+    }
+    json.insert(
+        "control_plane_s".into(),
+        json!(control.iter().map(|(n, _, up, same, changes)| json!({"peers": n, "up": up, "reload_same": same, "reload_all_changed": changes})).collect::<Vec<_>>()),
+    );
+
+    // 4: the verifier.
+    let mut f = TestFilter::tight();
+    let ingress = f.loaded.ingress().unwrap().info().unwrap().verified_instruction_count().unwrap_or(0);
+    let egress = f.loaded.egress().unwrap().info().unwrap().verified_instruction_count().unwrap_or(0);
+    let _ = writeln!(md, "\n### Verifier (instructions processed; budget in tests/tests/verifier.rs)\n");
+    let _ = writeln!(
+        md,
+        "| program | instructions |\n| --- | ---: |\n| XDP ingress | {ingress} |\n| TC egress | {egress} |"
+    );
+    json.insert("verifier".into(), json!({"ingress": ingress, "egress": egress}));
+
+    print!("{md}");
+    let root = tests::workspace();
+    let out = root.join("target/bench");
+    std::fs::create_dir_all(&out).expect("target/bench");
+    std::fs::write(out.join("bench.json"), serde_json::to_string_pretty(&json).unwrap()).expect("bench.json");
+    std::fs::write(out.join("bench.md"), &md).expect("bench.md");
+    write_benchmarks_doc(&root.join("docs/BENCHMARKS.md"), &md);
+}
+
+const FLOOD_SIZES: [u32; 5] = [1, 100, 1_000, 10_000, 100_000];
+const FLOOD_SECONDS: u32 = 2;
+const FLOOD_ROUNDS: usize = 3;
+
+struct Flood {
+    peers: u32,
+    ceiling: f64,
+    iptables: f64,
+    firewall: f64,
+}
+
+fn rx_packets(lab: &Lab) -> u64 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.server, "cat", "/sys/class/net/s0/statistics/rx_packets"])
+        .output()
+        .expect("reading rx_packets");
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("rx_packets")
+}
+
+/// SYNs from a stranger to the SSH port as fast as one CPU sends them; the packets/s the
+/// server's side took in (all of them go through the filter).
+fn flood(lab: &Lab) -> f64 {
+    let mac = |ns: &str, dev: &str| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "cat", &format!("/sys/class/net/{dev}/address")])
+            .output()
+            .expect("mac");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let config = format!(
+        "{{\n  eth(da={}, sa={}, type=0x0800),\n  ipv4(saddr={STRANGER}, daddr={HOST}, ttl=64),\n  tcp(sp=dinc(1024, 65000), dp=122, syn),\n}}\n",
+        mac(&lab.server, SERVER_IF),
+        mac(&lab.client, CLIENT_IF)
+    );
+    let path = lab.tmp().join("flood.cfg");
+    std::fs::write(&path, config).expect("flood.cfg");
+    let before = rx_packets(lab);
+    let started = Instant::now();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.client, "timeout", "-s", "INT", &FLOOD_SECONDS.to_string(), "trafgen"])
+        .args(["--dev", CLIENT_IF, "--conf", path.to_str().unwrap(), "-P", "1", "-q"])
+        .output()
+        .expect("trafgen");
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(
+        out.status.code() == Some(0) || out.status.code() == Some(124),
+        "trafgen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (rx_packets(lab) - before) as f64 / elapsed
+}
+
+/// The seed's ruleset with `peers` SSH peers, as iptables-restore input: the seed
+/// script itself, run with `$IPTABLES` a shell function that records each call.
+fn seed_ruleset(lab: &Lab, peers_n: u32) -> String {
+    let mut ssh = String::from("203.0.113.7");
+    for i in 0..peers_n.saturating_sub(1) {
+        let _ = write!(ssh, " {}", peer(i));
+    }
+    let vars = format!(
+        "OURIP={HOST}\nSSHIPS=\"{ssh}\"\nDNSIPS=\"198.51.100.53 198.51.100.54\"\nNTPIPS=\"198.51.100.123 198.51.100.124 198.51.100.125\"\nMAILOUT=198.51.100.25\nMAILIN=203.0.113.25\nOTHERIP=203.0.113.22\nREPOIPS=\"203.0.113.80 203.0.113.81\"\nWEBALLOWED=\"203.0.113.90 203.0.113.91\"\nSERVICES=\"80 443\"\nSSH=122\n"
+    );
+    let vars_path = lab.tmp().join("seed-vars.sh");
+    std::fs::write(&vars_path, vars).expect("seed-vars.sh");
+    let script = tests::workspace().join("tests/seed/tight-iptables.sh");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "record() {{ printf '%s\\n' \"$*\"; }}; IPTABLES=record; . '{}'; . '{}'",
+            vars_path.display(),
+            script.display()
+        ))
+        .output()
+        .expect("running the seed script");
+    assert!(out.status.success(), "the seed script: {}", String::from_utf8_lossy(&out.stderr));
+    let mut restore = String::from("*filter\n");
+    let mut rules = String::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["-P", chain, policy] => restore.push_str(&format!(":{chain} {policy} [0:0]\n")),
+            ["-F"] | ["-Z"] | ["-X"] => {}
+            ["-A", ..] => {
+                rules.push_str(line);
+                rules.push('\n');
+            }
+            _ => panic!("the seed script called iptables {line:?}"),
+        }
+    }
+    restore.push_str(&rules);
+    restore.push_str("COMMIT\n");
+    restore
+}
+
+fn iptables_restore(lab: &Lab, rules: &str) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &lab.server, "iptables-restore"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("iptables-restore");
+    child.stdin.take().unwrap().write_all(rules.as_bytes()).expect("feeding iptables-restore");
+    assert!(child.wait().expect("iptables-restore").success(), "iptables-restore failed");
+}
+
+/// The three filters with `peers_n` peers, flooded in turn, [`FLOOD_ROUNDS`] times over
+/// (the machines are shared: interleaving spreads the noise), medians kept.
+fn flood_row(lab: &Lab, peers_n: u32) -> Flood {
+    eprintln!("bench: flood, {peers_n} peers");
+    let policy = lab.tmp().join("flood.toml");
+    std::fs::write(&policy, tight_with(&peers(peers_n.saturating_sub(1), 0), SERVER_IF)).expect("flood.toml");
+    let policy = policy.to_str().unwrap().to_owned();
+    // The seed's iptables stays loaded throughout: an XDP program in front of it drops
+    // every packet of the flood before netfilter sees one.
+    iptables_restore(lab, &seed_ruleset(lab, peers_n));
+    let (mut ceiling, mut iptables, mut firewall) = (vec![], vec![], vec![]);
+    for _ in 0..FLOOD_ROUNDS {
+        iptables.push(flood(lab));
+        // The ceiling: an XDP program that drops everything (the baseline, its map empty).
+        ceiling.push(lab.run_in(&lab.server, || {
+            let mut ebpf = EbpfLoader::new().load(firewall_user::EBPF_OBJECT).expect("loading");
+            let program: &mut Xdp = ebpf.program_mut("bench_baseline").unwrap().try_into().unwrap();
+            program.load().expect("loading the drop-all program");
+            let link = program.attach(SERVER_IF, XdpMode::Default).expect("attaching the drop-all program");
+            let pps = flood(lab);
+            program.detach(link).expect("detaching");
+            pps
+        }));
+        lab.firewall_ok(&["up", "--policy", &policy, "--iface", SERVER_IF]);
+        firewall.push(flood(lab));
         lab.firewall_ok(&["down", "--iface", SERVER_IF]);
     }
-    println!("| control plane, {PEERS} peers in one rule (median of {RUNS}) | seconds |");
-    println!("| --- | ---: |");
-    println!("| `up` (load, verify, fill, attach, pin) | {:.3} |", median(up));
-    println!("| `reload`, nothing changed | {:.3} |", median(same));
-    println!("| `reload`, {PEERS} added and {PEERS} removed | {:.3} |", median(changes));
+    iptables_restore(
+        lab,
+        "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n",
+    );
+    Flood { peers: peers_n, ceiling: median(ceiling), iptables: median(iptables), firewall: median(firewall) }
+}
+
+/// pps against peers, log-log, both filters and the ceiling: an SVG drawn here.
+fn chart(path: &Path, floods: &[Flood]) {
+    let (w, h, left, bottom, top, right) = (640.0, 400.0, 80.0, 50.0, 30.0, 150.0);
+    let x = |peers: u32| left + (f64::from(peers).log10() / 5.0) * (w - left - right);
+    let y = |pps: f64| {
+        let (lo, hi) = (3.0, 7.0); // 1k to 10M packets/s
+        top + (1.0 - (pps.max(1.0).log10() - lo) / (hi - lo)) * (h - top - bottom)
+    };
+    let mut svg = format!(
+        "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='12'>\n<rect width='100%' height='100%' fill='white'/>\n"
+    );
+    for e in 3..=7 {
+        let yy = y(10f64.powi(e));
+        let _ = writeln!(
+            svg,
+            "<line x1='{left}' x2='{}' y1='{yy}' y2='{yy}' stroke='#ddd'/><text x='{}' y='{}' text-anchor='end'>1e{e}</text>",
+            w - right,
+            left - 6.0,
+            yy + 4.0
+        );
+    }
+    for e in 0..=5 {
+        let xx = x(10u32.pow(e));
+        let _ = writeln!(
+            svg,
+            "<line x1='{xx}' x2='{xx}' y1='{top}' y2='{}' stroke='#eee'/><text x='{xx}' y='{}' text-anchor='middle'>1e{e}</text>",
+            h - bottom,
+            h - bottom + 16.0
+        );
+    }
+    let _ = writeln!(
+        svg,
+        "<text x='{}' y='{}' text-anchor='middle'>SSH peers in the allow-list</text>",
+        (left + w - right) / 2.0,
+        h - 10.0
+    );
+    let _ = writeln!(
+        svg,
+        "<text x='14' y='{}' transform='rotate(-90 14 {})' text-anchor='middle'>packets/s absorbed</text>",
+        h / 2.0,
+        h / 2.0
+    );
+    for (i, (name, colour, pick)) in [
+        ("XDP drop-all", "#888", (|f: &Flood| f.ceiling) as fn(&Flood) -> f64),
+        ("firewall", "#1a7f37", |f: &Flood| f.firewall),
+        ("seed's iptables", "#cf222e", |f: &Flood| f.iptables),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let points: Vec<String> =
+            floods.iter().map(|f| format!("{:.1},{:.1}", x(f.peers), y(pick(f)))).collect();
+        let _ = writeln!(
+            svg,
+            "<polyline fill='none' stroke='{colour}' stroke-width='2' points='{}'/>",
+            points.join(" ")
+        );
+        for f in floods {
+            let _ = writeln!(
+                svg,
+                "<circle cx='{:.1}' cy='{:.1}' r='3' fill='{colour}'/>",
+                x(f.peers),
+                y(pick(f))
+            );
+        }
+        let ly = top + 20.0 * i as f64;
+        let _ = writeln!(
+            svg,
+            "<line x1='{}' x2='{}' y1='{ly}' y2='{ly}' stroke='{colour}' stroke-width='2'/><text x='{}' y='{}'>{name}</text>",
+            w - right + 10.0,
+            w - right + 30.0,
+            w - right + 35.0,
+            ly + 4.0
+        );
+    }
+    svg.push_str("</svg>\n");
+    std::fs::write(path, svg).expect("writing the chart");
+}
+
+/// Replaces the generated part of docs/BENCHMARKS.md (between its markers) with `md`.
+fn write_benchmarks_doc(path: &Path, md: &str) {
+    const BEGIN: &str = "<!-- bench:begin -->";
+    const END: &str = "<!-- bench:end -->";
+    let Ok(doc) = std::fs::read_to_string(path) else {
+        eprintln!("bench: {} not found; tables left in target/bench/bench.md", path.display());
+        return;
+    };
+    let (Some(b), Some(e)) = (doc.find(BEGIN), doc.find(END)) else {
+        eprintln!("bench: {} has no {BEGIN}…{END} markers", path.display());
+        return;
+    };
+    let updated = format!("{}{BEGIN}\n{md}{}", &doc[..b], &doc[e..]);
+    std::fs::write(path, updated).expect("docs/BENCHMARKS.md");
+    eprintln!("bench: {} updated", path.display());
 }
