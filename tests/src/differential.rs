@@ -31,7 +31,7 @@ use std::{
 use firewall_user::policy::{Policy, Service};
 
 use crate::lab::{
-    CLIENT_IF, HOST, Lab, OPEN_WITHIN, Outcome, SERVER_IF, STRANGER, STRANGER2, sh, tight_text,
+    CLIENT_IF, HOST, Lab, OPEN_WITHIN, Outcome, SERVER_IF, STRANGER, STRANGER2, ping_received, sh, tight_text,
 };
 
 /// Debian's python3, the one python3-scapy is installed for (a `python3` earlier on PATH,
@@ -642,37 +642,13 @@ impl Observer {
 /// A UDP exchange with an echo server; an `EPERM` on send (what a netfilter OUTPUT drop
 /// gives the sender) is a block, noted.
 fn udp_probe(lab: &Lab, from: Ipv4Addr, to: SocketAddrV4, timeout: Duration) -> Seen {
-    let socket = lab
-        .run_in(lab.ns_of(from), || UdpSocket::bind(SocketAddrV4::new(from, 0)))
-        .unwrap_or_else(|e| panic!("binding udp {from}: {e}"));
-    socket.connect(to).unwrap_or_else(|e| panic!("udp connect {from} -> {to}: {e}"));
-    let token = format!("hello {from} -> {to}");
-    match socket.send(token.as_bytes()) {
-        Ok(_) => {}
+    match lab.udp_exchange(from, to, timeout) {
+        Ok(outcome) => Seen { verdict: Verdict::Conn(outcome), note: None },
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-            return Seen { verdict: Verdict::Conn(Outcome::Blocked), note: Some("send: EPERM".into()) };
+            Seen { verdict: Verdict::Conn(Outcome::Blocked), note: Some("send: EPERM".into()) }
         }
         Err(e) => panic!("udp send {from} -> {to}: {e}"),
     }
-    let deadline = Instant::now() + timeout;
-    let mut buf = [0u8; 2048];
-    let outcome = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break Outcome::Blocked;
-        }
-        socket.set_read_timeout(Some(left)).expect("read timeout");
-        match socket.recv(&mut buf) {
-            Ok(n) if &buf[..n] == token.as_bytes() => break Outcome::Open,
-            Ok(_) => continue,
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => break Outcome::Refused,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                break Outcome::Blocked;
-            }
-            Err(e) => panic!("udp recv {from} -> {to}: {e}"),
-        }
-    };
-    Seen { verdict: Verdict::Conn(outcome), note: None }
 }
 
 /// A TCP connect over IPv6 from the client namespace.
@@ -689,17 +665,6 @@ fn tcp6_probe(lab: &Lab, to: SocketAddrV6, timeout: Duration) -> Seen {
         Err(e) => panic!("tcp connect [{CLIENT6}] -> {to}: {e}"),
     };
     Seen { verdict: Verdict::Conn(outcome), note }
-}
-
-/// `N packets transmitted, M received` → M.
-pub fn ping_received(stdout: &str) -> u32 {
-    stdout
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .and_then(|l| l.split(',').find(|part| part.contains("received")))
-        .and_then(|part| part.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no \"N received\" in ping's output:\n{stdout}"))
 }
 
 /// The lab, made ready for the matrix: echo servers, IPv6 addresses, multicast groups,

@@ -434,26 +434,36 @@ impl Lab {
     /// Sends a datagram from `from` to the echo server at `to` and waits for it to come
     /// back.
     pub fn udp_probe(&self, from: Ipv4Addr, to: SocketAddrV4, timeout: Duration) -> Outcome {
+        match self.udp_exchange(from, to, timeout) {
+            Ok(outcome) => outcome,
+            // What a netfilter OUTPUT drop tells the sender.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => Outcome::Blocked,
+            Err(e) => panic!("udp send {from} -> {to}: {e}"),
+        }
+    }
+
+    /// [`Lab::udp_probe`], with the send's own error, if it failed, for the caller.
+    pub fn udp_exchange(&self, from: Ipv4Addr, to: SocketAddrV4, timeout: Duration) -> io::Result<Outcome> {
         let socket = self
             .run_in(self.ns_of(from), || UdpSocket::bind(SocketAddrV4::new(from, 0)))
             .unwrap_or_else(|e| panic!("binding udp {from}: {e}"));
         socket.connect(to).unwrap_or_else(|e| panic!("udp connect {from} -> {to}: {e}"));
         let token = format!("hello {from} -> {to}");
-        socket.send(token.as_bytes()).unwrap_or_else(|e| panic!("udp send {from} -> {to}: {e}"));
+        socket.send(token.as_bytes())?;
         let deadline = Instant::now() + timeout;
         let mut buf = [0u8; 2048];
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Outcome::Blocked;
+                return Ok(Outcome::Blocked);
             }
             socket.set_read_timeout(Some(left)).expect("read timeout");
             match socket.recv(&mut buf) {
-                Ok(n) if &buf[..n] == token.as_bytes() => return Outcome::Open,
+                Ok(n) if &buf[..n] == token.as_bytes() => return Ok(Outcome::Open),
                 Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Outcome::Refused,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Ok(Outcome::Refused),
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                    return Outcome::Blocked;
+                    return Ok(Outcome::Blocked);
                 }
                 Err(e) => panic!("udp recv {from} -> {to}: {e}"),
             }
@@ -659,3 +669,14 @@ pub fn world_executable(path: &Path, dir: &TempDir) -> PathBuf {
 /// `setpriv` arguments that run a program as nobody (uid and gid 65534, no groups, no
 /// capabilities).
 pub const AS_NOBODY: [&str; 4] = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+
+/// `N packets transmitted, M received` (ping's summary) → M.
+pub fn ping_received(stdout: &str) -> u32 {
+    stdout
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .and_then(|l| l.split(',').find(|part| part.contains("received")))
+        .and_then(|part| part.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no \"N received\" in ping's output:\n{stdout}"))
+}

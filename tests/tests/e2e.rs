@@ -11,7 +11,10 @@ use std::{
 };
 
 use tests::{
-    lab::{BLOCKED_AFTER, HOST, Lab, OPEN_WITHIN, Outcome, SERVER_IF, STRANGER, STRANGER2, echo, xdp_lines},
+    lab::{
+        BLOCKED_AFTER, HOST, Lab, OPEN_WITHIN, Outcome, SERVER_IF, STRANGER, STRANGER2, echo, ping_received,
+        xdp_lines,
+    },
     require_root,
 };
 
@@ -197,17 +200,6 @@ fn outbound_services_open_to_their_peers_and_closed_to_strangers() {
     );
     // The answers of admitted flows all came in as ESTABLISHED.
     assert_eq!(list.policy("INPUT"), 0, "INPUT policy dropped returns of admitted flows");
-}
-
-/// `N packets transmitted, M received` → M.
-fn ping_received(stdout: &str) -> u32 {
-    stdout
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .and_then(|l| l.split(',').find(|part| part.contains("received")))
-        .and_then(|part| part.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no \"N received\" in ping's output:\n{stdout}"))
 }
 
 #[test]

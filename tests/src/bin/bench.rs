@@ -447,29 +447,32 @@ fn chart(path: &Path, floods: &[Flood]) {
     let (w, h, left, bottom, top, right) = (640.0, 400.0, 80.0, 50.0, 30.0, 150.0);
     let x = |peers: u32| left + (f64::from(peers).log10() / 5.0) * (w - left - right);
     let y = |pps: f64| {
-        let (lo, hi) = (3.0, 7.0); // 1k to 10M packets/s
+        let (lo, hi) = (2.0, 7.0); // 100 to 10M packets/s
         top + (1.0 - (pps.max(1.0).log10() - lo) / (hi - lo)) * (h - top - bottom)
     };
     let mut svg = format!(
         "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='12'>\n<rect width='100%' height='100%' fill='white'/>\n"
     );
-    for e in 3..=7 {
+    const NAMES: [&str; 8] = ["1", "10", "100", "1k", "10k", "100k", "1M", "10M"];
+    for e in 2..=7 {
         let yy = y(10f64.powi(e));
         let _ = writeln!(
             svg,
-            "<line x1='{left}' x2='{}' y1='{yy}' y2='{yy}' stroke='#ddd'/><text x='{}' y='{}' text-anchor='end'>1e{e}</text>",
+            "<line x1='{left}' x2='{}' y1='{yy}' y2='{yy}' stroke='#ddd'/><text x='{}' y='{}' text-anchor='end'>{}</text>",
             w - right,
             left - 6.0,
-            yy + 4.0
+            yy + 4.0,
+            NAMES[e as usize]
         );
     }
     for e in 0..=5 {
         let xx = x(10u32.pow(e));
         let _ = writeln!(
             svg,
-            "<line x1='{xx}' x2='{xx}' y1='{top}' y2='{}' stroke='#eee'/><text x='{xx}' y='{}' text-anchor='middle'>1e{e}</text>",
+            "<line x1='{xx}' x2='{xx}' y1='{top}' y2='{}' stroke='#eee'/><text x='{xx}' y='{}' text-anchor='middle'>{}</text>",
             h - bottom,
-            h - bottom + 16.0
+            h - bottom + 16.0,
+            NAMES[e as usize]
         );
     }
     let _ = writeln!(

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use tests::lab::{BLOCKED_AFTER, HOST, Lab, OPEN_WITHIN, Outcome, STRANGER, STRANGER2};
+use tests::lab::{BLOCKED_AFTER, HOST, Lab, OPEN_WITHIN, Outcome, STRANGER, STRANGER2, ping_received};
 
 const SSH_PEER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
 const DNS: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 53);
@@ -166,8 +166,7 @@ fn main() -> ExitCode {
     let out = lab.wait(ping);
     let summary = String::from_utf8_lossy(&out.stdout);
     let line = summary.lines().find(|l| l.contains("received")).unwrap_or("no summary").to_owned();
-    let received: u32 =
-        line.split(", ").nth(1).and_then(|s| s.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
+    let received = ping_received(&summary);
     let ping_ok = (5..=8).contains(&received);
     wrong += usize::from(!ping_ok);
     println!(
@@ -180,9 +179,14 @@ fn main() -> ExitCode {
     std::thread::sleep(Duration::from_millis(100));
     // The listing, cut to the lines that counted something: what the traffic above did.
     let listing = lab.firewall_ok(&["list", "-nv"]);
-    println!("\n$ firewall list -nv   (only the lines that counted packets; the full listing has every rule)");
+    println!(
+        "\n$ firewall list -nv   (only the lines that counted packets; the full listing has every rule)"
+    );
     for line in listing.lines() {
-        let counted = line.split_whitespace().next().is_some_and(|n| n != "0" && n.chars().all(|c| c.is_ascii_digit() || c == 'K' || c == 'M'));
+        let counted = line
+            .split_whitespace()
+            .next()
+            .is_some_and(|n| n != "0" && n.chars().all(|c| c.is_ascii_digit() || c == 'K' || c == 'M'));
         if line.starts_with("Chain ") || line.trim_start().starts_with("pkts") || counted || line.is_empty() {
             println!("{line}");
         }
