@@ -64,6 +64,8 @@ pub const PROTO_UDP: u8 = 17;
 pub const ICMP_ECHO_REPLY: u8 = 0;
 pub const ICMP_DEST_UNREACHABLE: u8 = 3;
 pub const ICMP_ECHO_REQUEST: u8 = 8;
+pub const ICMP_TIME_EXCEEDED: u8 = 11;
+pub const ICMP_PARAMETER_PROBLEM: u8 = 12;
 
 /// Which way a packet travels, from this host's point of view. The XDP program sees
 /// `In`, the TC egress program `Out`; a rule's `direction` says which way opens its flows.
@@ -223,6 +225,9 @@ pub struct AllowValue {
 
 /// `AllowValue::flags`: the rule has a `limit`; consult `TOKEN_BUCKETS[rule]`.
 pub const ALLOW_LIMITED: u32 = 1;
+/// `AllowValue::flags`: the rule admits an ICMP error only when the header it quotes
+/// belongs to a tracked flow (netfilter's RELATED).
+pub const ALLOW_RELATED: u32 = 2;
 
 /// `TOKEN_BUCKETS[rule]`: iptables' `-m limit` as a GCRA (generic cell rate algorithm),
 /// which is a token bucket kept in one word, so every CPU can update it with one

@@ -10,19 +10,19 @@
 //! | fragments, bad TCP flags drop | `--state INVALID` | `invalid-fragment`, `invalid-tcp-flags` |
 //! | a tracked flow passes (checked first: the fast path) | `--state ESTABLISHED` | the rule's lines |
 //! | our service answering a session older than the filter (egress) | conntrack's pickup | the rule's `Established` line |
-//! | an allow-list entry admits, within its limit | `NEW,ESTABLISHED -j ACCEPT`, `-m limit` | the rule's `New` line |
+//! | an allow-list entry admits, within its limit (an ICMP error, if the rule says `related`, only about a tracked flow) | `NEW,ESTABLISHED -j ACCEPT`, `-m limit`, `RELATED` | the rule's `New` line |
 //! | everything else drops | `-P DROP` | `policy` |
 use aya_ebpf::maps::lpm_trie::Key;
 use firewall_common::{
-    ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ANY_PEER, AllowKey, AllowValue, Builtin, CONFIG_HAS_PREFIXES,
-    CONFIG_READY, Chain, Config, Direction, FlowKey, Line, MAX_COUNTERS, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
-    builtin_counter, rule_counter,
+    ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_RELATED, ANY_PEER, AllowKey, AllowValue, Builtin,
+    CONFIG_HAS_PREFIXES, CONFIG_READY, Chain, Config, Direction, FlowKey, Line, MAX_COUNTERS, PROTO_ICMP,
+    PROTO_TCP, PROTO_UDP, builtin_counter, rule_counter,
 };
 
 use crate::{
     conntrack,
     maps::{ALLOW_EXACT, ALLOW_PREFIX, ANTISPOOF_DST, ANTISPOOF_SRC, CONFIG, COUNTERS},
-    parse::{Frame, Ipv4, L3, L4, TCP_ACK, TCP_SYN, parse_l3, parse_l4, tcp_flags_valid},
+    parse::{Frame, Ipv4, L3, L4, TCP_ACK, TCP_SYN, parse_l3, parse_l4, parse_quoted, tcp_flags_valid},
     token_bucket,
 };
 
@@ -139,6 +139,10 @@ fn judge(frame: &impl Frame, direction: Direction) -> (Action, u32) {
         }
         return drop(chain, Builtin::Policy);
     };
+    // An ICMP error for a rule that asks: only about a flow we track (RELATED).
+    if rule.flags & ALLOW_RELATED != 0 && !related(frame, &ip, direction, now, config) {
+        return drop(chain, Builtin::Policy);
+    }
     // Over its limit, a packet falls through to the policy, as with iptables' `-m limit`.
     if rule.flags & ALLOW_LIMITED != 0 && !token_bucket::take(rule.rule, now) {
         return drop(chain, Builtin::Policy);
@@ -168,6 +172,23 @@ fn established(
     }
     let key = conntrack::flow_key(direction, ip, &l4)?;
     conntrack::established(&key, direction, &l4, now, config)
+}
+
+/// Whether the datagram an ICMP error quotes belongs to a tracked flow: it travelled the
+/// other way (the error answers it), so it is looked up as a packet of that direction.
+///
+/// Inlined, like everything here: as a BPF subprogram LLVM passes it the packet pointer
+/// in a shape the verifier refuses (`pointer arithmetic with <<=`). The second header
+/// walk triples the verifier's work (see tests/tests/verifier.rs), not a packet's.
+#[inline(always)]
+fn related(frame: &impl Frame, ip: &Ipv4, direction: Direction, now: u64, config: &Config) -> bool {
+    let Ok((quoted, l4)) = parse_quoted(frame, ip) else {
+        return false;
+    };
+    match conntrack::flow_key(direction.reverse(), &quoted, &l4) {
+        Some(key) => conntrack::is_tracked(&key, now, config),
+        None => false,
+    }
 }
 
 /// The lock-out trap, from our side: a session to one of our services that began before

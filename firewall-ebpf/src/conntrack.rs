@@ -84,6 +84,18 @@ pub fn established(key: &FlowKey, direction: Direction, l4: &L4, now: u64, confi
     Some(rule_counter(flow.rule, if returning { Line::Established } else { Line::New }))
 }
 
+/// Whether `key` is a live flow (for an ICMP error's quoted datagram: RELATED).
+#[inline(always)]
+pub fn is_tracked(key: &FlowKey, now: u64, config: &Config) -> bool {
+    match CONNTRACK.get_ptr(key) {
+        // SAFETY: a map value pointer, valid for this run.
+        Some(flow) => unsafe {
+            now.saturating_sub((*flow).last_seen_ns) <= timeout(key.protocol, (*flow).tcp_state, config)
+        },
+        None => false,
+    }
+}
+
 /// Starts (or restarts) tracking a flow that rule `rule` just admitted.
 #[inline(always)]
 pub fn track(key: &FlowKey, direction: Direction, rule: u32, l4: &L4, now: u64) {

@@ -178,6 +178,43 @@ pub fn parse_l4(frame: &impl Frame, ip: &Ipv4) -> Result<L4, Malformed> {
     }
 }
 
+/// The datagram an ICMP error quotes (its IPv4 header and the first 8 bytes after it, as
+/// RFC 792 requires), as an [`Ipv4`] and [`L4`] to look up in conntrack. TCP flags are
+/// beyond those 8 bytes: the quoted segment's are 0.
+#[inline(always)]
+pub fn parse_quoted(frame: &impl Frame, ip: &Ipv4) -> Result<(Ipv4, L4), Malformed> {
+    let offset = ip.l4_offset + Icmpv4Hdr::LEN;
+    let quoted: *const Ipv4Hdr = ptr_at(frame, offset)?;
+    // SAFETY: checked by `ptr_at`.
+    let quoted = unsafe { &*quoted };
+    let header_len = ((quoted.vihl & 0x0F) as usize) * 4;
+    if quoted.vihl >> 4 != 4 || header_len < Ipv4Hdr::LEN {
+        return Err(Malformed);
+    }
+    let l4_offset = offset + header_len;
+    let ports: *const [u8; 8] = ptr_at(frame, l4_offset)?;
+    // SAFETY: checked by `ptr_at`.
+    let ports = unsafe { *ports };
+    let src_port = u16::from_be_bytes([ports[0], ports[1]]);
+    let dst_port = u16::from_be_bytes([ports[2], ports[3]]);
+    let l4 = match quoted.proto {
+        PROTO_TCP => L4::Tcp { src_port, dst_port, flags: 0 },
+        PROTO_UDP => L4::Udp { src_port, dst_port },
+        PROTO_ICMP => L4::Icmp { kind: ports[0], echo_id: u16::from_be_bytes([ports[4], ports[5]]) },
+        _ => L4::Other,
+    };
+    let frags = u16::from_be_bytes(quoted.frags);
+    let ip = Ipv4 {
+        src: quoted.src_addr,
+        dst: quoted.dst_addr,
+        protocol: quoted.proto,
+        fragment: frags & (IP_MF | IP_OFFSET) != 0,
+        l4_offset,
+        l4_len: 8,
+    };
+    Ok((ip, l4))
+}
+
 /// TCP flag bits.
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;

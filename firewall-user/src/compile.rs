@@ -7,9 +7,10 @@ use std::{
 };
 
 use firewall_common::{
-    ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ANTISPOOF_COUNTER_BASE, ANY_PEER, AllowKey, AllowValue, Builtin,
-    CONFIG_HAS_PREFIXES, CONFIG_READY, Chain, Config, Direction, ICMP_ECHO_REQUEST, Line, MAX_ANTISPOOF,
-    MAX_RULES, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TokenBucket, builtin_counter, rule_counter,
+    ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_RELATED, ANTISPOOF_COUNTER_BASE, ANY_PEER, AllowKey,
+    AllowValue, Builtin, CONFIG_HAS_PREFIXES, CONFIG_READY, Chain, Config, Direction, ICMP_ECHO_REQUEST,
+    Line, MAX_ANTISPOOF, MAX_RULES, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TokenBucket, builtin_counter,
+    rule_counter,
 };
 use serde::{Deserialize, Serialize};
 
@@ -144,7 +145,9 @@ pub fn plan(policy: &Policy, ids: &Ids) -> MapPlan {
     let mut plan = MapPlan { config, ..MapPlan::default() };
     for rule in &policy.rules {
         let index = ids.rule(&rule.name);
-        let value = AllowValue { rule: index, flags: if rule.limit.is_some() { ALLOW_LIMITED } else { 0 } };
+        let flags = if rule.limit.is_some() { ALLOW_LIMITED } else { 0 }
+            | if rule.related { ALLOW_RELATED } else { 0 };
+        let value = AllowValue { rule: index, flags };
         for service in &rule.services {
             for peer in &rule.peers {
                 let key = AllowKey {
@@ -355,7 +358,11 @@ pub fn listing(policy: &Policy, ids: &Ids) -> Vec<ListChain> {
             prot,
             source: new_src.clone(),
             destination: new_dst.clone(),
-            matches: format!("{} state NEW,ESTABLISHED{limit}", service_text(false)),
+            matches: format!(
+                "{} state {}{limit}",
+                service_text(false),
+                if rule.related { "RELATED" } else { "NEW,ESTABLISHED" }
+            ),
             counter: rule_counter(index, Line::New),
         };
         let established_line = ListLine {

@@ -10,7 +10,7 @@ use std::{
 
 use firewall_common::{
     CONNTRACK_DEFAULT_ENTRIES, Direction, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST,
-    MAX_ANTISPOOF, MAX_RULES, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+    ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, MAX_ANTISPOOF, MAX_RULES, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
 };
 use serde::Deserialize;
 use serde_spanned::Spanned;
@@ -157,6 +157,9 @@ pub struct Rule {
     /// `Prefix::ANY` alone for `peers = "any"`.
     pub peers: Vec<Prefix>,
     pub limit: Option<Limit>,
+    /// `related = true`: an ICMP error passes only when the datagram it quotes belongs to
+    /// a tracked flow, as netfilter's RELATED.
+    pub related: bool,
 }
 
 /// A policy error, placed in its file.
@@ -286,6 +289,7 @@ struct RawRule {
     peers: Option<Spanned<RawPeers>>,
     limit: Option<Spanned<String>>,
     burst: Option<Spanned<i64>>,
+    related: Option<Spanned<bool>>,
     /// Free text for the listing's readers; ignored by the filter.
     #[serde(rename = "comment")]
     _comment: Option<String>,
@@ -638,7 +642,25 @@ fn validate_rule(raw: Spanned<RawRule>, names: &mut HashSet<String>) -> Result<(
         }
     };
 
-    Ok((Rule { name, direction, services, peers, limit }, peer_at))
+    let related = match raw.related {
+        None => false,
+        Some(r) if !*r.get_ref() => false,
+        Some(r) => match icmp_kind {
+            Some(ICMP_DEST_UNREACHABLE | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM)
+                if protos == [PROTO_ICMP] =>
+            {
+                true
+            }
+            _ => {
+                return fail(
+                    r.span().start,
+                    "related applies to ICMP error rules (destination-unreachable, 11 or 12) of protocol icmp alone",
+                );
+            }
+        },
+    };
+
+    Ok((Rule { name, direction, services, peers, limit, related }, peer_at))
 }
 
 #[cfg(test)]
@@ -716,6 +738,20 @@ mod tests {
             err,
             "p.toml:2:11: address 1.1.1.1 is in antispoof destination 1.1.1.1: every packet to it would be dropped"
         );
+    }
+
+    #[test]
+    fn related_is_for_icmp_errors_only() {
+        let rule = |proto: &str, kind: &str| {
+            format!(
+                "{HOST}[[rule]]\nname = \"x\"\ndirection = \"in\"\nprotocols = [\"{proto}\"]\n{kind}\npeers = \"any\"\nrelated = true\n"
+            )
+        };
+        assert!(check(&rule("icmp", "icmp_type = \"destination-unreachable\"")).unwrap().rules[0].related);
+        assert!(check(&rule("icmp", "icmp_type = 11")).unwrap().rules[0].related);
+        let err = check(&rule("icmp", "icmp_type = \"echo-request\"")).unwrap_err();
+        assert!(err.ends_with("related applies to ICMP error rules (destination-unreachable, 11 or 12) of protocol icmp alone"), "{err}");
+        assert!(check(&rule("tcp", "port = 1")).unwrap_err().contains("related applies to ICMP error rules"));
     }
 
     #[test]

@@ -52,6 +52,16 @@ pub fn icmp(src: [u8; 4], dst: [u8; 4], kind: u8, code: u8) -> Vec<u8> {
     frame
 }
 
+/// An ICMP error from `src` to `dst` quoting `about` (a frame): its IPv4 header and the
+/// 8 bytes after it, as RFC 792 has routers and hosts do.
+pub fn icmp_error(src: [u8; 4], dst: [u8; 4], kind: u8, code: u8, about: &[u8]) -> Vec<u8> {
+    let header_len = usize::from(about[IP] & 0x0f) * 4;
+    let quoted = &about[IP..(IP + header_len + 8).min(about.len())];
+    let mut frame = Vec::new();
+    builder(src, dst).icmpv4_raw(kind, code, [0; 4]).write(&mut frame, quoted).expect("icmp error frame");
+    frame
+}
+
 /// A frame with another IP protocol (GRE) and no transport header we know.
 pub fn other_protocol(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
     let mut frame = udp(src, dst, 1, 1);

@@ -455,3 +455,73 @@ fn the_most_specific_allow_entry_wins_peer_then_prefix_then_anyone() {
     // Another port is nobody's.
     assert_eq!(f.ingress(&tcp([192, 0, 2, 7], OURS, 40000, 8444, SYN)), Drop);
 }
+
+#[test]
+fn related_icmp_errors_pass_only_about_tracked_flows() {
+    let policy = r#"
+[host]
+address = "198.51.100.1"
+[[rule]]
+name = "dns"
+direction = "out"
+protocols = ["udp"]
+port = 53
+peers = ["198.51.100.53"]
+[[rule]]
+name = "ssh-in"
+direction = "in"
+protocols = ["tcp"]
+port = 122
+peers = ["203.0.113.7"]
+[[rule]]
+name = "unreachable-in"
+direction = "in"
+protocols = ["icmp"]
+icmp_type = "destination-unreachable"
+peers = "any"
+related = true
+[[rule]]
+name = "unreachable-out"
+direction = "out"
+protocols = ["icmp"]
+icmp_type = "destination-unreachable"
+peers = "any"
+related = true
+"#;
+    let mut f = TestFilter::new(policy);
+    let router = [203, 0, 113, 1];
+    let query = udp(OURS, DNS, 40000, 53);
+    // Before the query, an error about it relates to nothing.
+    assert_eq!(f.ingress(&icmp_error(router, OURS, 3, 4, &query)), Drop, "no flow yet");
+    assert_eq!(f.egress(&query), Pass);
+    // From the server or a router on the way: fragmentation needed, about our query.
+    assert_eq!(f.ingress(&icmp_error(DNS, OURS, 3, 3, &query)), Pass);
+    assert_eq!(f.ingress(&icmp_error(router, OURS, 3, 4, &query)), Pass, "PMTU discovery works");
+    assert_eq!(f.rule_packets("unreachable-in", Line::New), 2);
+    // About another port, another protocol, or quoting nothing: not related.
+    assert_eq!(f.ingress(&icmp_error(router, OURS, 3, 4, &udp(OURS, DNS, 40001, 53))), Drop);
+    assert_eq!(f.ingress(&icmp_error(router, OURS, 3, 4, &tcp(OURS, DNS, 40000, 53, SYN))), Drop);
+    let mut bare = icmp(router, OURS, 3, 4);
+    bare.truncate(L4 + 8);
+    let total = (bare.len() - IP) as u16;
+    bare[IP + 2..IP + 4].copy_from_slice(&total.to_be_bytes());
+    assert_eq!(f.ingress(&bare), Drop, "an error quoting nothing");
+    // With IP options in the quoted header.
+    assert_eq!(f.ingress(&icmp_error(router, OURS, 3, 4, &with_ip_options(query.clone(), 2))), Pass);
+    assert_eq!(f.builtin_packets(Chain::Input, Builtin::Policy), 4);
+
+    // Outbound: port unreachable about a packet a rule admitted in, and no other.
+    let syn = tcp(SSH_PEER, OURS, 40000, 122, SYN);
+    assert_eq!(f.ingress(&syn), Pass);
+    assert_eq!(f.egress(&icmp_error(OURS, SSH_PEER, 3, 3, &syn)), Pass);
+    assert_eq!(f.egress(&icmp_error(OURS, STRANGER, 3, 3, &tcp(STRANGER, OURS, 40000, 122, SYN))), Drop);
+    assert_eq!(f.builtin_packets(Chain::Output, Builtin::Policy), 1);
+}
+
+#[test]
+fn without_related_an_error_rule_admits_every_error_as_the_seed_writes_it() {
+    let mut f = TestFilter::tight();
+    let unrelated = icmp_error([203, 0, 113, 1], OURS, 3, 4, &udp(OURS, DNS, 41234, 53));
+    assert_eq!(f.ingress(&unrelated), Pass);
+    assert_eq!(f.rule_packets("unreachable-in", Line::New), 1);
+}

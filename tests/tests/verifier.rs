@@ -5,11 +5,13 @@
 use tests::harness::TestFilter;
 
 /// Processed instructions each program may cost the verifier, with the policy of
-/// examples/tight.toml: about 25% over what they cost (5,110 and 4,718 on Linux 6.18,
-/// since the conntrack fast path ahead of the lists; 2,963 and 3,275 before it).
+/// examples/tight.toml: about 25% over what they cost on Linux 6.18 (15,921 and 15,625
+/// since ICMP errors can be matched to flows, `related`: the quoted header is a second
+/// walk on every path; 5,110 and 4,718 with the conntrack fast path; 2,963 and 3,275
+/// before it). The kernel's limit is 1,000,000.
 /// Raise only with a reason in the commit.
-const BUDGET_INGRESS: u32 = 6_400;
-const BUDGET_EGRESS: u32 = 5_900;
+const BUDGET_INGRESS: u32 = 20_000;
+const BUDGET_EGRESS: u32 = 19_600;
 
 #[test]
 fn the_programs_stay_within_the_verifier_budget() {
