@@ -143,6 +143,16 @@ fn setup() -> Result<()> {
     Ok(())
 }
 
+/// Root, the toolchain and tools set up, everything built: what `test`, `demo` and
+/// `bench` start from.
+fn ready(why_root: &str) -> Result<()> {
+    if !is_root() {
+        bail!("needs root: {why_root}");
+    }
+    setup()?;
+    run(&mut cargo(&["build", "--release"]))
+}
+
 fn cargo(args: &[&str]) -> Command {
     let mut cmd = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root()).args(args);
@@ -152,32 +162,20 @@ fn cargo(args: &[&str]) -> Command {
 fn main() -> ExitCode {
     let result = match Cli::parse().task {
         Task::Setup => setup(),
-        Task::Test { args } => (|| {
-            if !is_root() {
-                bail!("needs root: the tests load eBPF programs and create network namespaces");
-            }
-            setup()?;
-            run(&mut cargo(&["build", "--release"]))?;
-            let mut cmd = cargo(&["test", "--release"]);
-            cmd.args(&args);
-            run(&mut cmd)
-        })(),
-        Task::Demo => (|| {
-            if !is_root() {
-                bail!("needs root: the demo creates network namespaces and attaches XDP");
-            }
-            setup()?;
-            run(&mut cargo(&["build", "--release"]))?;
-            run(&mut cargo(&["run", "--quiet", "--release", "-p", "tests", "--bin", "demo"]))
-        })(),
-        Task::Bench => (|| {
-            if !is_root() {
-                bail!("needs root: the benchmarks load eBPF programs and create network namespaces");
-            }
-            setup()?;
-            run(&mut cargo(&["build", "--release"]))?;
-            run(&mut cargo(&["run", "--quiet", "--release", "-p", "tests", "--bin", "bench"]))
-        })(),
+        Task::Test { args } => {
+            ready("the tests load eBPF programs and create network namespaces").and_then(|()| {
+                let mut cmd = cargo(&["test", "--release"]);
+                cmd.args(&args);
+                run(&mut cmd)
+            })
+        }
+        Task::Demo => ready("the demo creates network namespaces and attaches XDP")
+            .and_then(|()| run(&mut cargo(&["run", "--quiet", "--release", "-p", "tests", "--bin", "demo"]))),
+        Task::Bench => {
+            ready("the benchmarks load eBPF programs and create network namespaces").and_then(|()| {
+                run(&mut cargo(&["run", "--quiet", "--release", "-p", "tests", "--bin", "bench"]))
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
