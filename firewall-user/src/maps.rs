@@ -183,15 +183,17 @@ impl LiveMaps {
         let mut removed = 0;
         for (key, flow) in flows {
             let origin = if flow.origin == Direction::In as u8 { Direction::In } else { Direction::Out };
-            let (port, ok) = match key.protocol {
-                PROTO_ICMP => (u16::from(ICMP_ECHO_REQUEST), true),
-                _ => (if origin == Direction::In { key.local_port } else { key.peer_port }, true),
+            // The service port the opening packet went to; an echo flow's is the request type.
+            let port = match key.protocol {
+                PROTO_ICMP => u16::from(ICMP_ECHO_REQUEST),
+                _ if origin == Direction::In => key.local_port,
+                _ => key.peer_port,
             };
             let allow = AllowKey { direction: origin as u8, protocol: key.protocol, port, peer: key.peer };
             // The programs check flows before the anti-spoof lists: a peer those lists
             // now name must lose its flows here.
             let spoofed = plan.antispoof_sources.keys().any(|p| p.contains(key.peer.into()));
-            match plan.admits(&allow).filter(|_| ok && !spoofed) {
+            match plan.admits(&allow).filter(|_| !spoofed) {
                 Some(value) if value.rule == flow.rule => {}
                 Some(value) => {
                     let updated = Flow { rule: value.rule, ..flow };

@@ -268,3 +268,28 @@ fn the_systemd_unit_verifies() {
     let (ok, report) = verify(&text.replace("/usr/local/sbin/firewall", "/nonexistent/firewall"));
     assert!(!ok || report.contains("/nonexistent/firewall"), "a broken unit verified: {report}");
 }
+
+#[test]
+fn a_reload_that_lists_a_peer_as_spoofed_ends_its_flows() {
+    // Flows are checked before the anti-spoof lists, so a reload must end the flows of a
+    // peer those lists come to name.
+    require_root();
+    let lab = Lab::new("spoofed");
+    lab.tcp_echo(SSH);
+    lab.up();
+    let policy = lab.policy_file();
+    let mut held = session(&lab, SSH_PEER);
+    let original = fs::read_to_string(&policy).unwrap();
+    let edited =
+        original.replacen(r#"sources = ["10.0.0.0/8","#, r#"sources = ["203.0.113.7", "10.0.0.0/8","#, 1);
+    assert_ne!(edited, original, "examples/tight.toml's anti-spoof sources changed");
+    fs::write(&policy, edited).unwrap();
+    let out = lab.firewall_ok(&["reload"]);
+    assert!(out.contains("1 flows ended"), "{out}");
+    assert!(echo(&mut held, b"after\n", BLOCKED_AFTER).is_err(), "the spoofed peer's session ended");
+    assert!(
+        lab.list().0["chains"][0]["rules"].as_array().unwrap().iter().any(|r| r["source"] == "203.0.113.7"
+            && r["name"] == "antispoof"
+            && r["packets"].as_u64() > Some(0))
+    );
+}
