@@ -2,8 +2,14 @@
 //!
 //! Everything that crosses the boundary lives here, once: map names, map keys and
 //! values, and counter ids. Every type is `#[repr(C)]` with explicit padding so that
-//! kernel and user side agree byte for byte; addresses are stored as they appear on
-//! the wire (`[u8; 4]`, network order) and ports in host order.
+//! kernel and user side agree byte for byte; ports are in host order.
+//!
+//! Addresses are [`Addr`]: 16 bytes in network order, IPv6 as it is, IPv4 as its
+//! IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, RFC 4291). So both families share one set of
+//! maps and one chain engine, and an IPv4 prefix of length n is the mapped prefix of length
+//! 96 + n. The mapped range belongs to IPv4 alone: the parser refuses an IPv6 header that
+//! carries a mapped address (RFC 4291 §2.5.5.2: never on the wire), and the policy refuses an
+//! IPv6 prefix that overlaps it, so no IPv6 packet can pass for an IPv4 peer.
 //!
 //! Where a seed rule lives:
 //!
@@ -55,10 +61,11 @@ pub const ALLOW_PREFIX_ENTRIES: u32 = 1 << 16;
 /// Default capacity of the conntrack LRU (`[conntrack] max_entries`).
 pub const CONNTRACK_DEFAULT_ENTRIES: u32 = 65_536;
 
-/// IP protocol numbers the rules can name.
+/// IP protocol numbers the rules can name (a rule's `icmp` is ICMPv6 for IPv6 peers).
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
 
 /// ICMP types with meaning to conntrack.
 pub const ICMP_ECHO_REPLY: u8 = 0;
@@ -66,6 +73,55 @@ pub const ICMP_DEST_UNREACHABLE: u8 = 3;
 pub const ICMP_ECHO_REQUEST: u8 = 8;
 pub const ICMP_TIME_EXCEEDED: u8 = 11;
 pub const ICMP_PARAMETER_PROBLEM: u8 = 12;
+
+/// ICMPv6 types (RFC 4443, 4861, 2710, 3810).
+pub const ICMPV6_DEST_UNREACHABLE: u8 = 1;
+pub const ICMPV6_PACKET_TOO_BIG: u8 = 2;
+pub const ICMPV6_TIME_EXCEEDED: u8 = 3;
+pub const ICMPV6_PARAMETER_PROBLEM: u8 = 4;
+pub const ICMPV6_ECHO_REQUEST: u8 = 128;
+pub const ICMPV6_ECHO_REPLY: u8 = 129;
+/// Multicast listener query, report, done (MLDv1) and MLDv2 report.
+pub const ICMPV6_MLD: [u8; 4] = [130, 131, 132, 143];
+/// Router solicitation … redirect: neighbour discovery.
+pub const ICMPV6_ND_FIRST: u8 = 133;
+pub const ICMPV6_ND_LAST: u8 = 137;
+
+/// The ICMPv6 type that means what ICMP type `kind` means for IPv4, for the types a rule
+/// can name; `None` for the rest (a rule naming one by number applies to IPv4 alone).
+pub const fn icmpv6_equivalent(kind: u8) -> Option<u8> {
+    match kind {
+        ICMP_ECHO_REPLY => Some(ICMPV6_ECHO_REPLY),
+        ICMP_DEST_UNREACHABLE => Some(ICMPV6_DEST_UNREACHABLE),
+        ICMP_ECHO_REQUEST => Some(ICMPV6_ECHO_REQUEST),
+        ICMP_TIME_EXCEEDED => Some(ICMPV6_TIME_EXCEEDED),
+        ICMP_PARAMETER_PROBLEM => Some(ICMPV6_PARAMETER_PROBLEM),
+        _ => None,
+    }
+}
+
+/// An address as the maps hold it: IPv6, or IPv4 mapped into IPv6 (see the crate's doc).
+pub type Addr = [u8; 16];
+
+/// The first 12 bytes of every IPv4-mapped address.
+pub const V4_MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+/// Bits of an [`Addr`] before the IPv4 address in it.
+pub const V4_MAPPED_BITS: u32 = 96;
+
+/// `::ffff:a.b.c.d`.
+#[inline(always)]
+pub const fn v4_mapped(v4: [u8; 4]) -> Addr {
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3]]
+}
+
+/// Whether `addr` is an IPv4-mapped address, that is an IPv4 one.
+#[inline(always)]
+pub fn is_v4_mapped(addr: &Addr) -> bool {
+    // As two words: one comparison each, not twelve.
+    u64::from_ne_bytes([addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7]]) == 0
+        && u32::from_ne_bytes([addr[8], addr[9], addr[10], addr[11]])
+            == u32::from_ne_bytes([0, 0, 0xff, 0xff])
+}
 
 /// Which way a packet travels, from this host's point of view. The XDP program sees
 /// `In`, the TC egress program `Out`; a rule's `direction` says which way opens its flows.
@@ -114,7 +170,7 @@ impl Chain {
 pub enum Builtin {
     /// Not IP (ARP, LLDP, …): passed, iptables never sees it and the host needs it.
     NonIp = 0,
-    /// IPv6 while the policy configures none: dropped.
+    /// IPv6 while the policy configures none (no `address6`): dropped.
     Ipv6 = 1,
     /// Truncated or malformed headers.
     Invalid = 2,
@@ -126,10 +182,16 @@ pub enum Builtin {
     SpoofedSource = 5,
     /// Nothing admitted it: the chain's DROP policy.
     Policy = 6,
+    /// IPv6 neighbour discovery (ICMPv6 133–137, hop limit 255) and multicast listener
+    /// discovery (hop limit 1, link-local source): passed, IPv6 does not work without them.
+    NeighbourDiscovery = 7,
+    /// ICMPv6 packet-too-big to or from the host: passed, or PMTU discovery breaks (the
+    /// seed's point about ICMP type 3 code 4, for IPv6, where routers never fragment).
+    PacketTooBig = 8,
 }
 
 /// Built-in lines per chain in the counter array.
-pub const BUILTINS_PER_CHAIN: u32 = 8;
+pub const BUILTINS_PER_CHAIN: u32 = 16;
 /// First counter id handed to anti-spoof entries.
 pub const ANTISPOOF_COUNTER_BASE: u32 = 64;
 /// First counter id of rule lines.
@@ -166,10 +228,13 @@ pub struct Counter {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
-    /// The host's IPv4 address (OURIP), network order.
-    pub address: [u8; 4],
+    /// The host's IPv4 address (OURIP), mapped.
+    pub address: Addr,
+    /// The host's IPv6 address (`address6`), when [`CONFIG_IPV6`] is set.
+    pub address6: Addr,
     /// `CONFIG_*` bits.
     pub flags: u32,
+    pub _pad: u32,
     pub tcp_established_timeout_ns: u64,
     /// After a FIN: the flow lingers this long for the closing handshake.
     pub tcp_fin_timeout_ns: u64,
@@ -186,6 +251,8 @@ pub const CONFIG_READY: u32 = 1;
 /// `Config::flags`: `ALLOW_PREFIX` holds entries. Without it the programs skip that
 /// trie: most policies name single peers and `any`, which both live in `ALLOW_EXACT`.
 pub const CONFIG_HAS_PREFIXES: u32 = 2;
+/// `Config::flags`: the policy has an `address6`: IPv6 is filtered by the rules, not dropped.
+pub const CONFIG_IPV6: u32 = 4;
 
 /// Key of both allow-lists: "a packet of `protocol` to service `port`, whose remote end is
 /// `peer`, travelling in `direction`, may open a flow". For ICMP, `port` is the ICMP type.
@@ -195,7 +262,7 @@ pub const CONFIG_HAS_PREFIXES: u32 = 2;
 /// to the least: the peer, its prefixes, anyone.
 ///
 /// In the LPM trie the first 32 bits (direction, protocol, port) always match exactly:
-/// the prefix length is `32 + the peer's prefix length`.
+/// the prefix length is `32 + the peer's prefix length` (as an [`Addr`]: 96 + n for IPv4).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct AllowKey {
@@ -203,12 +270,12 @@ pub struct AllowKey {
     pub protocol: u8,
     /// Host order.
     pub port: u16,
-    /// Network order.
-    pub peer: [u8; 4],
+    pub peer: Addr,
 }
 
-/// The peer of an `ALLOW_EXACT` entry that admits anyone (a policy cannot name 0.0.0.0).
-pub const ANY_PEER: [u8; 4] = [0; 4];
+/// The peer of an `ALLOW_EXACT` entry that admits anyone, of either family (`::`: a policy
+/// cannot name it, and an anti-spoof default drops it as a source).
+pub const ANY_PEER: Addr = [0; 16];
 
 /// Bits of the allow-list key before the peer address.
 pub const ALLOW_KEY_SERVICE_BITS: u32 = 32;
@@ -254,7 +321,7 @@ pub struct TokenBucket {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
-    pub peer: [u8; 4],
+    pub peer: Addr,
     pub peer_port: u16,
     pub local_port: u16,
     pub protocol: u8,
@@ -312,11 +379,24 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<Counter>(), 16);
-        assert_eq!(size_of::<Config>(), 48);
-        assert_eq!(size_of::<AllowKey>(), 8);
+        assert_eq!(size_of::<Config>(), 80);
+        assert_eq!(size_of::<AllowKey>(), 20);
         assert_eq!(size_of::<AllowValue>(), 8);
         assert_eq!(size_of::<TokenBucket>(), 24);
-        assert_eq!(size_of::<FlowKey>(), 12);
+        assert_eq!(size_of::<FlowKey>(), 24);
         assert_eq!(size_of::<Flow>(), 16);
+    }
+
+    #[test]
+    fn ipv4_maps_into_ipv6() {
+        let mapped = v4_mapped([198, 51, 100, 1]);
+        assert!(is_v4_mapped(&mapped));
+        assert_eq!(mapped[..12], V4_MAPPED_PREFIX);
+        assert!(!is_v4_mapped(&ANY_PEER));
+        let mut v6 = mapped;
+        v6[0] = 0x20;
+        assert!(!is_v4_mapped(&v6));
+        assert_eq!(icmpv6_equivalent(ICMP_ECHO_REQUEST), Some(ICMPV6_ECHO_REQUEST));
+        assert_eq!(icmpv6_equivalent(5), None);
     }
 }

@@ -1,28 +1,32 @@
-//! The chain engine: the seed's rules in the seed's order, for both directions.
+//! The chain engine: the seed's rules in the seed's order, for both directions and both
+//! IP families (IPv6 rides the same maps: see firewall_common::Addr).
 //!
 //! | step | seed | counted on |
 //! | --- | --- | --- |
 //! | non-IP passes (ARP) | iptables never sees it | `non-ip` |
-//! | IPv6 drops | (ip6tables left open) | `ipv6` |
+//! | IPv6 drops, unless the policy has `address6` | (ip6tables left open) | `ipv6` |
 //! | malformed headers drop | `--state INVALID` | `invalid` |
+//! | IPv6 neighbour and multicast listener discovery pass; packet-too-big to/from us passes | (ip6tables' usual first lines, RFC 4890) | `icmpv6-nd`, `icmpv6-ptb` |
+//! | a tracked flow passes (checked first: the fast path) | `--state ESTABLISHED` | the rule's lines |
 //! | anti-spoof sources, destinations (ingress) | `-s`/`-d … -j DROP` | the entry's own line |
 //! | not our address (ingress) → FORWARD; not our source (egress) | `-d $OURIP`, `-s $OURIP` | FORWARD / `antispoof-source` |
 //! | fragments, bad TCP flags drop | `--state INVALID` | `invalid-fragment`, `invalid-tcp-flags` |
-//! | a tracked flow passes (checked first: the fast path) | `--state ESTABLISHED` | the rule's lines |
 //! | our service answering a session older than the filter (egress) | conntrack's pickup | the rule's `Established` line |
 //! | an allow-list entry admits, within its limit (an ICMP error, if the rule says `related`, only about a tracked flow) | `NEW,ESTABLISHED -j ACCEPT`, `-m limit`, `RELATED` | the rule's `New` line |
 //! | everything else drops | `-P DROP` | `policy` |
 use aya_ebpf::maps::lpm_trie::Key;
 use firewall_common::{
-    ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_RELATED, ANY_PEER, AllowKey, AllowValue, Builtin,
-    CONFIG_HAS_PREFIXES, CONFIG_READY, Chain, Config, Direction, FlowKey, Line, MAX_COUNTERS, PROTO_ICMP,
-    PROTO_TCP, PROTO_UDP, builtin_counter, rule_counter,
+    ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_RELATED, ANY_PEER, Addr, AllowKey, AllowValue, Builtin,
+    CONFIG_HAS_PREFIXES, CONFIG_IPV6, CONFIG_READY, Chain, Config, Direction, FlowKey, ICMP_DEST_UNREACHABLE,
+    ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, ICMPV6_DEST_UNREACHABLE, ICMPV6_MLD, ICMPV6_ND_FIRST,
+    ICMPV6_ND_LAST, ICMPV6_PACKET_TOO_BIG, ICMPV6_PARAMETER_PROBLEM, ICMPV6_TIME_EXCEEDED, Line,
+    MAX_COUNTERS, PROTO_ICMPV6, PROTO_TCP, builtin_counter, rule_counter,
 };
 
 use crate::{
     conntrack,
     maps::{ALLOW_EXACT, ALLOW_PREFIX, ANTISPOOF_DST, ANTISPOOF_SRC, CONFIG, COUNTERS},
-    parse::{Frame, Ipv4, L3, L4, TCP_ACK, TCP_SYN, parse_l3, parse_l4, parse_quoted, tcp_flags_valid},
+    parse::{Frame, Ip, L3, L4, TCP_ACK, TCP_SYN, parse_l3, parse_l4, parse_quoted, tcp_flags_valid},
     token_bucket,
 };
 
@@ -65,25 +69,45 @@ fn judge(frame: &impl Frame, direction: Direction) -> (Action, u32) {
         return (Action::Pass, MAX_COUNTERS);
     }
 
-    let ip = match parse_l3(frame) {
-        Ok(L3::Ipv4(ip)) => ip,
+    let ip = match parse_l3(frame, config.flags & CONFIG_IPV6 != 0) {
+        Ok(L3::Ip(ip)) => ip,
         Ok(L3::NonIp) => return (Action::Pass, builtin_counter(chain, Builtin::NonIp)),
-        Ok(L3::Ipv6) => return drop(chain, Builtin::Ipv6),
+        Ok(L3::Ipv6Off) => return drop(chain, Builtin::Ipv6),
         Err(_) => return drop(chain, Builtin::Invalid),
     };
-    let (ours, peer) = match direction {
-        Direction::In => (ip.dst == config.address, ip.src),
-        Direction::Out => (ip.src == config.address, ip.dst),
-    };
+    // The transport header, read once; what is wrong with it counts only once the lists
+    // have had their say, as in the seed's order. And the flow an ICMP error is about,
+    // read now although only a `related` rule asks: the parse ends here, so no packet
+    // offset outlives it, and the verifier's paths through the many header layouts
+    // converge before the chain instead of each walking it whole.
     let now = conntrack::now();
+    let l4 = if ip.fragment { None } else { parse_l4(frame, &ip).ok() };
+    let related = match l4 {
+        Some(L4::Icmp { kind, .. }) if is_icmp_error(ip.v6, kind) => {
+            related(frame, &ip, direction, now, config)
+        }
+        _ => false,
+    };
+    let (ours, peer) = match (direction, ip.v6) {
+        (Direction::In, false) => (ip.dst == config.address, ip.src),
+        (Direction::In, true) => (ip.dst == config.address6, ip.src),
+        (Direction::Out, false) => (ip.src == config.address, ip.dst),
+        (Direction::Out, true) => (ip.src == config.address6, ip.dst),
+    };
+    if ip.v6
+        && let Some(L4::Icmp { kind, .. }) = l4
+        && let Some(line) = icmpv6_infrastructure(&ip, kind, ours)
+    {
+        return (Action::Pass, builtin_counter(chain, line));
+    }
 
     // The fast path: most packets belong to a flow a rule already admitted, and skip the
     // lists. A flow exists only with a peer the anti-spoof lists let through, and a
     // reload ends the flows of peers they come to list, so no verdict changes; what is
     // malformed or fragmented still goes the long way, to be counted where it belongs.
     if ours
-        && !ip.fragment
-        && let Some(counter) = established(frame, &ip, direction, now, config)
+        && let Some(l4) = &l4
+        && let Some(counter) = established(&ip, peer, l4, direction, now, config)
     {
         return (Action::Pass, counter);
     }
@@ -91,11 +115,11 @@ fn judge(frame: &impl Frame, direction: Direction) -> (Action, u32) {
     // The long way, in the seed's order.
     let chain = match direction {
         Direction::In => {
-            if let Some(counter) = ANTISPOOF_SRC.get(Key::new(32, ip.src)) {
+            if let Some(counter) = ANTISPOOF_SRC.get(Key::new(128, ip.src)) {
                 return (Action::Drop, *counter);
             }
             // Our own address is in no destination list (the policy is refused if it is).
-            if !ours && let Some(counter) = ANTISPOOF_DST.get(Key::new(32, ip.dst)) {
+            if !ours && let Some(counter) = ANTISPOOF_DST.get(Key::new(128, ip.dst)) {
                 return (Action::Drop, *counter);
             }
             if ours { Chain::Input } else { Chain::Forward }
@@ -111,9 +135,8 @@ fn judge(frame: &impl Frame, direction: Direction) -> (Action, u32) {
     if ip.fragment {
         return drop(chain, Builtin::InvalidFragment);
     }
-    let l4 = match parse_l4(frame, &ip) {
-        Ok(l4) => l4,
-        Err(_) => return drop(chain, Builtin::Invalid),
+    let Some(l4) = l4 else {
+        return drop(chain, Builtin::Invalid);
     };
     if let L4::Tcp { flags, .. } = l4
         && !tcp_flags_valid(flags)
@@ -123,16 +146,15 @@ fn judge(frame: &impl Frame, direction: Direction) -> (Action, u32) {
     if chain == Chain::Forward {
         return drop(chain, Builtin::Policy);
     }
-    let flow = conntrack::flow_key(direction, &ip, &l4);
+    let flow = conntrack::flow_key(direction, peer, ip.protocol, &l4);
 
     // Then the allow-lists: may this packet open a flow?
-    let (protocol, port) = match l4 {
-        L4::Tcp { dst_port, .. } => (PROTO_TCP, dst_port),
-        L4::Udp { dst_port, .. } => (PROTO_UDP, dst_port),
-        L4::Icmp { kind, .. } => (PROTO_ICMP, kind as u16),
+    let port = match l4 {
+        L4::Tcp { dst_port, .. } | L4::Udp { dst_port, .. } => dst_port,
+        L4::Icmp { kind, .. } => kind as u16,
         L4::Other => return drop(chain, Builtin::Policy),
     };
-    let key = AllowKey { direction: direction as u8, protocol, port, peer };
+    let key = AllowKey { direction: direction as u8, protocol: ip.protocol, port, peer };
     let Some(rule) = allowed(&key, config) else {
         if let Some(counter) = picked_up(direction, &l4, peer, flow.as_ref(), now, config) {
             return (Action::Pass, counter);
@@ -140,7 +162,7 @@ fn judge(frame: &impl Frame, direction: Direction) -> (Action, u32) {
         return drop(chain, Builtin::Policy);
     };
     // An ICMP error for a rule that asks: only about a flow we track (RELATED).
-    if rule.flags & ALLOW_RELATED != 0 && !related(frame, &ip, direction, now, config) {
+    if rule.flags & ALLOW_RELATED != 0 && !related {
         return drop(chain, Builtin::Policy);
     }
     // Over its limit, a packet falls through to the policy, as with iptables' `-m limit`.
@@ -153,42 +175,61 @@ fn judge(frame: &impl Frame, direction: Direction) -> (Action, u32) {
     (Action::Pass, rule_counter(rule.rule, Line::New))
 }
 
-/// The counter of the flow `ip` belongs to, if it is well formed and tracked.
+/// The ICMPv6 that IPv6 itself needs, passed whatever the rules say: neighbour discovery
+/// (RFC 4861: hop limit 255, which no router forwards, so it is from the link), multicast
+/// listener discovery (RFC 2710, 3810: hop limit 1, from a link-local address; switches
+/// that snoop it stop forwarding neighbour solicitations to a host whose reports they miss),
+/// and packet-too-big to or from our address (RFC 4890 §4.3.1: IPv6 routers never
+/// fragment, so without it PMTU discovery fails and large transfers hang).
 #[inline(always)]
-fn established(
-    frame: &impl Frame,
-    ip: &Ipv4,
-    direction: Direction,
-    now: u64,
-    config: &Config,
-) -> Option<u32> {
-    let l4 = parse_l4(frame, ip).ok()?;
+fn icmpv6_infrastructure(ip: &Ip, kind: u8, ours: bool) -> Option<Builtin> {
+    if ip.protocol != PROTO_ICMPV6 {
+        return None;
+    }
+    let link_local_source = ip.src[0] == 0xfe && ip.src[1] & 0xc0 == 0x80;
+    if (ICMPV6_ND_FIRST..=ICMPV6_ND_LAST).contains(&kind) && ip.hop_limit == 255
+        || ICMPV6_MLD.contains(&kind) && ip.hop_limit == 1 && link_local_source
+    {
+        return Some(Builtin::NeighbourDiscovery);
+    }
+    (kind == ICMPV6_PACKET_TOO_BIG && ours).then_some(Builtin::PacketTooBig)
+}
+
+/// The counter of the flow a well-formed packet belongs to, if it is tracked.
+#[inline(always)]
+fn established(ip: &Ip, peer: Addr, l4: &L4, direction: Direction, now: u64, config: &Config) -> Option<u32> {
     // A bare SYN opens a connection: from the far end it is never a return, from our end
     // its rule tracks it afresh. Skipping the lookup also spares SYN floods one.
-    if let L4::Tcp { flags, .. } = l4
+    if let L4::Tcp { flags, .. } = *l4
         && (!tcp_flags_valid(flags) || flags & (TCP_SYN | TCP_ACK) == TCP_SYN)
     {
         return None;
     }
-    let key = conntrack::flow_key(direction, ip, &l4)?;
-    conntrack::established(&key, direction, &l4, now, config)
+    let key = conntrack::flow_key(direction, peer, ip.protocol, l4)?;
+    conntrack::established(&key, direction, l4, now, config)
+}
+
+/// The ICMP errors a `related` rule can name (the policy allows no other type there).
+#[inline(always)]
+fn is_icmp_error(v6: bool, kind: u8) -> bool {
+    if v6 {
+        matches!(kind, ICMPV6_DEST_UNREACHABLE | ICMPV6_TIME_EXCEEDED | ICMPV6_PARAMETER_PROBLEM)
+    } else {
+        matches!(kind, ICMP_DEST_UNREACHABLE | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM)
+    }
 }
 
 /// Whether the datagram an ICMP error quotes belongs to a tracked flow: it travelled the
 /// other way (the error answers it), so it is looked up as a packet of that direction.
 ///
 /// Inlined, like everything here: as a BPF subprogram LLVM passes it the packet pointer
-/// in a shape the verifier refuses (`pointer arithmetic with <<=`). The second header
-/// walk triples the verifier's work (see tests/tests/verifier.rs), not a packet's.
+/// in a shape the verifier refuses (`pointer arithmetic with <<=`).
 #[inline(always)]
-fn related(frame: &impl Frame, ip: &Ipv4, direction: Direction, now: u64, config: &Config) -> bool {
-    let Ok((quoted, l4)) = parse_quoted(frame, ip) else {
+fn related(frame: &impl Frame, ip: &Ip, direction: Direction, now: u64, config: &Config) -> bool {
+    let Ok(key) = parse_quoted(frame, ip, direction.reverse()) else {
         return false;
     };
-    match conntrack::flow_key(direction.reverse(), &quoted, &l4) {
-        Some(key) => conntrack::is_tracked(&key, now, config),
-        None => false,
-    }
+    conntrack::is_tracked(&key, now, config)
 }
 
 /// The lock-out trap, from our side: a session to one of our services that began before
@@ -200,7 +241,7 @@ fn related(frame: &impl Frame, ip: &Ipv4, direction: Direction, now: u64, config
 fn picked_up(
     direction: Direction,
     l4: &L4,
-    peer: [u8; 4],
+    peer: Addr,
     flow: Option<&FlowKey>,
     now: u64,
     config: &Config,
@@ -228,7 +269,7 @@ fn allowed(key: &AllowKey, config: &Config) -> Option<AllowValue> {
         return Some(unsafe { *value });
     }
     if config.flags & CONFIG_HAS_PREFIXES != 0
-        && let Some(value) = ALLOW_PREFIX.get(Key::new(ALLOW_KEY_SERVICE_BITS + 32, *key))
+        && let Some(value) = ALLOW_PREFIX.get(Key::new(ALLOW_KEY_SERVICE_BITS + 128, *key))
     {
         return Some(*value);
     }

@@ -8,13 +8,13 @@
 //! continuing (the seed's `NEW,ESTABLISHED` line).
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use firewall_common::{
-    Config, Direction, Flow, FlowKey, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, Line, PROTO_ICMP, PROTO_TCP,
-    PROTO_UDP, TCP_FIN_SEEN, TCP_OPEN, TCP_RST_SEEN, rule_counter,
+    Addr, Config, Direction, Flow, FlowKey, Line, PROTO_TCP, PROTO_UDP, TCP_FIN_SEEN, TCP_OPEN, TCP_RST_SEEN,
+    rule_counter,
 };
 
 use crate::{
     maps::CONNTRACK,
-    parse::{Ipv4, L4, TCP_FIN, TCP_RST},
+    parse::{Echo, L4, TCP_FIN, TCP_RST},
 };
 
 /// Refresh a flow's `last_seen_ns` at most this often: fewer writes to a shared line.
@@ -29,23 +29,17 @@ pub fn now() -> u64 {
     unsafe { bpf_ktime_get_coarse_ns() }
 }
 
-/// The flow a packet belongs to, or `None` for what conntrack does not follow (ICMP other
-/// than echo, protocols other than TCP, UDP, ICMP).
+/// The flow a packet travelling `direction` with remote end `peer` belongs to, or `None`
+/// for what conntrack does not follow (ICMP other than echo, protocols other than TCP, UDP,
+/// ICMP). ICMPv6 echo flows carry its protocol number, so they never meet an IPv4 echo's.
 #[inline(always)]
-pub fn flow_key(direction: Direction, ip: &Ipv4, l4: &L4) -> Option<FlowKey> {
-    let peer = match direction {
-        Direction::In => ip.src,
-        Direction::Out => ip.dst,
-    };
-    let (protocol, peer_port, local_port) = match *l4 {
-        L4::Tcp { src_port, dst_port, .. } | L4::Udp { src_port, dst_port } => {
-            let protocol = if matches!(l4, L4::Tcp { .. }) { PROTO_TCP } else { PROTO_UDP };
-            match direction {
-                Direction::In => (protocol, src_port, dst_port),
-                Direction::Out => (protocol, dst_port, src_port),
-            }
-        }
-        L4::Icmp { kind: ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY, echo_id } => (PROTO_ICMP, 0, echo_id),
+pub fn flow_key(direction: Direction, peer: Addr, protocol: u8, l4: &L4) -> Option<FlowKey> {
+    let (peer_port, local_port) = match *l4 {
+        L4::Tcp { src_port, dst_port, .. } | L4::Udp { src_port, dst_port } => match direction {
+            Direction::In => (src_port, dst_port),
+            Direction::Out => (dst_port, src_port),
+        },
+        L4::Icmp { echo: Echo::Request | Echo::Reply, echo_id, .. } => (0, echo_id),
         L4::Icmp { .. } | L4::Other => return None,
     };
     Some(FlowKey { peer, peer_port, local_port, protocol, _pad: [0; 3] })
@@ -66,10 +60,10 @@ pub fn established(key: &FlowKey, direction: Direction, l4: &L4, now: u64, confi
     let returning = flow.origin != direction as u8;
     let mut state = flow.tcp_state;
     match *l4 {
-        L4::Icmp { kind, .. } => {
+        L4::Icmp { echo, .. } => {
             // Only a reply answers a request (the Cilium GHSA-c66w-hq56-4q97 lesson), and
             // requests always go through their rule, so its limit holds for every one.
-            if !(returning && kind == ICMP_ECHO_REPLY) {
+            if !(returning && echo == Echo::Reply) {
                 return None;
             }
         }
@@ -101,7 +95,7 @@ pub fn is_tracked(key: &FlowKey, now: u64, config: &Config) -> bool {
 pub fn track(key: &FlowKey, direction: Direction, rule: u32, l4: &L4, now: u64) {
     let tcp_state = match *l4 {
         L4::Tcp { flags, .. } => next_tcp_state(TCP_OPEN, flags),
-        L4::Icmp { kind, .. } if kind != ICMP_ECHO_REQUEST => return,
+        L4::Icmp { echo, .. } if echo != Echo::Request => return,
         _ => TCP_OPEN,
     };
     let flow = Flow { last_seen_ns: now, rule, origin: direction as u8, tcp_state, _pad: [0; 2] };

@@ -7,7 +7,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use firewall_common::{
-    ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, AllowKey, AllowValue, CONNTRACK_DEFAULT_ENTRIES, Config,
+    ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, CONNTRACK_DEFAULT_ENTRIES, Config,
     Counter, Flow, FlowKey, MAX_ANTISPOOF, MAX_COUNTERS, MAX_RULES, TokenBucket,
 };
 
@@ -30,17 +30,18 @@ pub static CONNTRACK: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(C
 pub static ALLOW_EXACT: HashMap<AllowKey, AllowValue> =
     HashMap::with_max_entries(ALLOW_EXACT_ENTRIES, BPF_F_NO_PREALLOC as u32);
 
-/// Allow-list entries for real prefixes and `any` (prefix length 32 + the peer's).
+/// Allow-list entries for real prefixes (prefix length 32 + the peer's, as an `Addr`).
 #[map]
 pub static ALLOW_PREFIX: LpmTrie<AllowKey, AllowValue> = LpmTrie::with_max_entries(ALLOW_PREFIX_ENTRIES, 0);
 
-/// Anti-spoof source prefixes; the value is the entry's counter id.
+/// Anti-spoof source prefixes of both families (IPv4 mapped: 96 + its length); the value
+/// is the entry's counter id.
 #[map]
-pub static ANTISPOOF_SRC: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(MAX_ANTISPOOF, 0);
+pub static ANTISPOOF_SRC: LpmTrie<Addr, u32> = LpmTrie::with_max_entries(MAX_ANTISPOOF, 0);
 
 /// Anti-spoof destination prefixes; the value is the entry's counter id.
 #[map]
-pub static ANTISPOOF_DST: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(MAX_ANTISPOOF, 0);
+pub static ANTISPOOF_DST: LpmTrie<Addr, u32> = LpmTrie::with_max_entries(MAX_ANTISPOOF, 0);
 
 /// One token bucket per rule index; only rules with a `limit` consult theirs.
 #[map]

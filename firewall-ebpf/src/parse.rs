@@ -1,12 +1,23 @@
 //! The one header parser both programs share: a cursor that steps through Ethernet, up to
-//! two VLAN tags, IPv4 (with options: the header is IHL×4 bytes, not 20) and the
-//! transport header. Every step is one fixed-size read behind one `data_end` check,
-//! the shape the verifier accepts; a frame that ends early or lies about its lengths is
-//! reported as [`Malformed`], never read past.
+//! two VLAN tags, IPv4 (with options: the header is IHL×4 bytes, not 20) or IPv6 (with
+//! its extension headers), and the transport header. Every step is one fixed-size read
+//! behind one `data_end` check, the shape the verifier accepts; a frame that ends early or
+//! lies about its lengths is reported as [`Malformed`], never read past.
 use core::mem::size_of;
 
-use firewall_common::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
-use network_types::{eth::EthHdr, icmp::Icmpv4Hdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr};
+use crate::conntrack::flow_key;
+use firewall_common::{
+    Addr, Direction, FlowKey, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST,
+    PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, is_v4_mapped, v4_mapped,
+};
+use network_types::{
+    eth::EthHdr,
+    icmp::Icmpv4Hdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
+    udp::UdpHdr,
+    vlan::VlanHdr,
+};
 
 /// What both program types give the parser: the linear packet bytes and the frame length.
 pub trait Frame {
@@ -28,6 +39,20 @@ const ETH_P_8021AD: u16 = 0x88A8;
 const IP_MF: u16 = 0x2000;
 const IP_OFFSET: u16 = 0x1FFF;
 
+/// IPv6 extension headers (RFC 8200 §4), by their next-header numbers.
+const IPV6_HOP_BY_HOP: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_AUTH: u8 = 51;
+const IPV6_DEST_OPTIONS: u8 = 60;
+/// Fragment header: offset (13 bits, in 8-byte units) and the M flag; the 2 bits between are
+/// reserved. An atomic fragment (RFC 6946: offset 0, M clear) is a whole datagram.
+const IPV6_FRAGMENT_OFFSET_AND_MORE: u16 = 0xFFF9;
+/// Extension headers walked before giving up on a datagram as malformed. A real one has at
+/// most hop-by-hop, destination options, routing and fragment before its payload; a longer
+/// chain is only ever made to hide the transport header (nebula #1789).
+const IPV6_MAX_EXTENSION_HEADERS: usize = 4;
+
 /// Bounds-checked pointer to a `T` at `offset` bytes into the frame.
 #[inline(always)]
 fn ptr_at<T>(frame: &impl Frame, offset: usize) -> Result<*const T, Malformed> {
@@ -43,25 +68,31 @@ fn ptr_at<T>(frame: &impl Frame, offset: usize) -> Result<*const T, Malformed> {
 pub enum L3 {
     /// ARP and every other non-IP ethertype.
     NonIp,
-    Ipv6,
-    Ipv4(Ipv4),
+    /// IPv6 while the policy configures none: not parsed.
+    Ipv6Off,
+    Ip(Ip),
 }
 
-/// The IPv4 header's facts the chains need.
-pub struct Ipv4 {
-    pub src: [u8; 4],
-    pub dst: [u8; 4],
+/// The IP header's facts the chains need, for either family.
+pub struct Ip {
+    /// Addresses as the maps hold them (IPv4 mapped into IPv6).
+    pub src: Addr,
+    pub dst: Addr,
+    /// The transport protocol: IPv4's protocol, IPv6's last next-header.
     pub protocol: u8,
     pub fragment: bool,
+    pub v6: bool,
+    /// IPv6's hop limit (neighbour discovery needs 255); IPv4's TTL.
+    pub hop_limit: u8,
     /// Offset of the transport header in the frame.
     l4_offset: usize,
-    /// Bytes from the transport header to the end of the IP datagram (tot_len − IHL×4).
+    /// Bytes from the transport header to the end of the datagram.
     l4_len: usize,
 }
 
-/// Ethernet, VLAN tags and the IPv4 header.
+/// Ethernet, VLAN tags and the IP header (IPv6 only when `ipv6`, the policy's `address6`).
 #[inline(always)]
-pub fn parse_l3(frame: &impl Frame) -> Result<L3, Malformed> {
+pub fn parse_l3(frame: &impl Frame, ipv6: bool) -> Result<L3, Malformed> {
     let eth: *const EthHdr = ptr_at(frame, 0)?;
     let mut offset = EthHdr::LEN;
     // SAFETY: `ptr_at` checked the whole header is inside the frame.
@@ -77,11 +108,15 @@ pub fn parse_l3(frame: &impl Frame) -> Result<L3, Malformed> {
         offset += VlanHdr::LEN;
     }
     match ether_type {
-        ETH_P_IP => {}
-        ETH_P_IPV6 => return Ok(L3::Ipv6),
-        _ => return Ok(L3::NonIp),
+        ETH_P_IP => parse_ipv4(frame, offset).map(L3::Ip),
+        ETH_P_IPV6 if ipv6 => parse_ipv6(frame, offset).map(L3::Ip),
+        ETH_P_IPV6 => Ok(L3::Ipv6Off),
+        _ => Ok(L3::NonIp),
     }
+}
 
+#[inline(always)]
+fn parse_ipv4(frame: &impl Frame, offset: usize) -> Result<Ip, Malformed> {
     let ip: *const Ipv4Hdr = ptr_at(frame, offset)?;
     // SAFETY: checked by `ptr_at`.
     let ip = unsafe { &*ip };
@@ -95,14 +130,105 @@ pub fn parse_l3(frame: &impl Frame) -> Result<L3, Malformed> {
         return Err(Malformed);
     }
     let frags = u16::from_be_bytes(ip.frags);
-    Ok(L3::Ipv4(Ipv4 {
-        src: ip.src_addr,
-        dst: ip.dst_addr,
+    Ok(Ip {
+        src: v4_mapped(ip.src_addr),
+        dst: v4_mapped(ip.dst_addr),
         protocol: ip.proto,
         fragment: frags & (IP_MF | IP_OFFSET) != 0,
+        v6: false,
+        hop_limit: ip.ttl,
         l4_offset: offset + header_len,
         l4_len: total_len - header_len,
-    }))
+    })
+}
+
+/// The IPv6 header and its extension headers, up to the transport header.
+#[inline(always)]
+fn parse_ipv6(frame: &impl Frame, offset: usize) -> Result<Ip, Malformed> {
+    let ip: *const Ipv6Hdr = ptr_at(frame, offset)?;
+    // SAFETY: checked by `ptr_at`.
+    let ip = unsafe { &*ip };
+    let payload_len = u16::from_be_bytes(ip.payload_len) as usize;
+    // A payload length of 0 announces a jumbogram, which no Ethernet carries.
+    if ip.vcf[0] >> 4 != 6 || payload_len == 0 {
+        return Err(Malformed);
+    }
+    let end = offset + Ipv6Hdr::LEN + payload_len;
+    if end > frame.len() as usize {
+        return Err(Malformed);
+    }
+    // The mapped range is IPv4's alone in the maps (see firewall_common::Addr).
+    if is_v4_mapped(&ip.src_addr) || is_v4_mapped(&ip.dst_addr) {
+        return Err(Malformed);
+    }
+    let mut next = ip.next_hdr;
+    let mut cursor = offset + Ipv6Hdr::LEN;
+    let mut fragment = false;
+    for i in 0..IPV6_MAX_EXTENSION_HEADERS {
+        let length = match next {
+            // Hop-by-hop options come first or not at all (RFC 8200 §4.1).
+            IPV6_HOP_BY_HOP if i > 0 => return Err(Malformed),
+            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTIONS => {
+                let header: *const [u8; 2] = ptr_at(frame, cursor)?;
+                // SAFETY: checked by `ptr_at`.
+                let [next_header, units] = unsafe { *header };
+                next = next_header;
+                (units as usize + 1) * 8
+            }
+            // AH counts its length in 4-byte words, not counting the first two (RFC 4302).
+            IPV6_AUTH => {
+                let header: *const [u8; 2] = ptr_at(frame, cursor)?;
+                // SAFETY: checked by `ptr_at`.
+                let [next_header, words] = unsafe { *header };
+                next = next_header;
+                (words as usize + 2) * 4
+            }
+            IPV6_FRAGMENT => {
+                let header: *const [u8; 4] = ptr_at(frame, cursor)?;
+                // SAFETY: checked by `ptr_at`.
+                let header = unsafe { *header };
+                next = header[0];
+                // Past a fragment header of a real fragment come pieces of headers, not
+                // headers: stop there, the datagram is judged as a fragment.
+                fragment = u16::from_be_bytes([header[2], header[3]]) & IPV6_FRAGMENT_OFFSET_AND_MORE != 0;
+                8
+            }
+            _ => break,
+        };
+        cursor += length;
+        if cursor > end {
+            return Err(Malformed);
+        }
+        if fragment {
+            break;
+        }
+    }
+    if !fragment && is_extension_header(next) {
+        return Err(Malformed);
+    }
+    Ok(Ip {
+        src: ip.src_addr,
+        dst: ip.dst_addr,
+        protocol: next,
+        fragment,
+        v6: true,
+        hop_limit: ip.hop_limit,
+        l4_offset: cursor,
+        l4_len: end - cursor,
+    })
+}
+
+#[inline(always)]
+fn is_extension_header(next: u8) -> bool {
+    matches!(next, IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_FRAGMENT | IPV6_AUTH | IPV6_DEST_OPTIONS)
+}
+
+/// Whether an ICMP message is an echo, and which half.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Echo {
+    No,
+    Request,
+    Reply,
 }
 
 /// The transport header's facts the chains need.
@@ -116,17 +242,29 @@ pub enum L4 {
         src_port: u16,
         dst_port: u16,
     },
+    /// ICMP for IPv4, ICMPv6 for IPv6.
     Icmp {
         kind: u8,
+        echo: Echo,
         echo_id: u16,
     },
     /// A protocol no rule can name (GRE, ESP, …): only the chain policy applies.
     Other,
 }
 
-/// The transport header of an unfragmented IPv4 datagram.
 #[inline(always)]
-pub fn parse_l4(frame: &impl Frame, ip: &Ipv4) -> Result<L4, Malformed> {
+fn icmp(protocol: u8, kind: u8, echo_id: u16) -> L4 {
+    let echo = match (protocol, kind) {
+        (PROTO_ICMP, ICMP_ECHO_REQUEST) | (PROTO_ICMPV6, ICMPV6_ECHO_REQUEST) => Echo::Request,
+        (PROTO_ICMP, ICMP_ECHO_REPLY) | (PROTO_ICMPV6, ICMPV6_ECHO_REPLY) => Echo::Reply,
+        _ => Echo::No,
+    };
+    L4::Icmp { kind, echo, echo_id }
+}
+
+/// The transport header of an unfragmented datagram.
+#[inline(always)]
+pub fn parse_l4(frame: &impl Frame, ip: &Ip) -> Result<L4, Malformed> {
     match ip.protocol {
         PROTO_TCP => {
             if ip.l4_len < TcpHdr::LEN {
@@ -161,58 +299,73 @@ pub fn parse_l4(frame: &impl Frame, ip: &Ipv4) -> Result<L4, Malformed> {
             }
             Ok(L4::Udp { src_port: u16::from_be_bytes(udp.src), dst_port: u16::from_be_bytes(udp.dst) })
         }
-        PROTO_ICMP => {
+        // Both families' ICMP headers are 8 bytes: type, code, checksum, 4 more.
+        protocol @ (PROTO_ICMP | PROTO_ICMPV6) if (protocol == PROTO_ICMPV6) == ip.v6 => {
             if ip.l4_len < Icmpv4Hdr::LEN {
                 return Err(Malformed);
             }
-            let icmp: *const Icmpv4Hdr = ptr_at(frame, ip.l4_offset)?;
+            let header: *const Icmpv4Hdr = ptr_at(frame, ip.l4_offset)?;
             // SAFETY: checked by `ptr_at`.
-            let icmp = unsafe { &*icmp };
-            Ok(L4::Icmp {
-                kind: icmp.type_,
-                // The first two bytes of the rest-of-header: the echo identifier.
-                echo_id: u16::from_be_bytes([icmp.data[0], icmp.data[1]]),
-            })
+            let header = unsafe { &*header };
+            // The first two bytes of the rest-of-header: the echo identifier.
+            Ok(icmp(protocol, header.type_, u16::from_be_bytes([header.data[0], header.data[1]])))
         }
         _ => Ok(L4::Other),
     }
 }
 
-/// The datagram an ICMP error quotes (its IPv4 header and the first 8 bytes after it, as
-/// RFC 792 requires), as an [`Ipv4`] and [`L4`] to look up in conntrack. TCP flags are
-/// beyond those 8 bytes: the quoted segment's are 0.
+/// The flow of the datagram an ICMP error quotes (its IP header and the first 8 bytes
+/// after it, as RFC 792 and RFC 4443 require), keyed as a packet travelling `direction`.
+/// A quoted IPv6 datagram with extension headers is not followed: its error belongs to no
+/// flow.
 #[inline(always)]
-pub fn parse_quoted(frame: &impl Frame, ip: &Ipv4) -> Result<(Ipv4, L4), Malformed> {
+pub fn parse_quoted(frame: &impl Frame, ip: &Ip, direction: Direction) -> Result<FlowKey, Malformed> {
     let offset = ip.l4_offset + Icmpv4Hdr::LEN;
-    let quoted: *const Ipv4Hdr = ptr_at(frame, offset)?;
-    // SAFETY: checked by `ptr_at`.
-    let quoted = unsafe { &*quoted };
-    let header_len = ((quoted.vihl & 0x0F) as usize) * 4;
-    if quoted.vihl >> 4 != 4 || header_len < Ipv4Hdr::LEN {
-        return Err(Malformed);
-    }
-    let l4_offset = offset + header_len;
-    let ports: *const [u8; 8] = ptr_at(frame, l4_offset)?;
+    // Only the peer's address is kept: the stack is small.
+    let mut peer: Addr = [0; 16];
+    let (protocol, header_len) = if ip.v6 {
+        let quoted: *const Ipv6Hdr = ptr_at(frame, offset)?;
+        // SAFETY: checked by `ptr_at`.
+        let quoted = unsafe { &*quoted };
+        if quoted.vcf[0] >> 4 != 6 {
+            return Err(Malformed);
+        }
+        peer = match direction {
+            Direction::In => quoted.src_addr,
+            Direction::Out => quoted.dst_addr,
+        };
+        (quoted.next_hdr, Ipv6Hdr::LEN)
+    } else {
+        let quoted: *const Ipv4Hdr = ptr_at(frame, offset)?;
+        // SAFETY: checked by `ptr_at`.
+        let quoted = unsafe { &*quoted };
+        let header_len = ((quoted.vihl & 0x0F) as usize) * 4;
+        if quoted.vihl >> 4 != 4 || header_len < Ipv4Hdr::LEN {
+            return Err(Malformed);
+        }
+        let v4 = match direction {
+            Direction::In => quoted.src_addr,
+            Direction::Out => quoted.dst_addr,
+        };
+        peer[10] = 0xff;
+        peer[11] = 0xff;
+        peer[12..].copy_from_slice(&v4);
+        (quoted.proto, header_len)
+    };
+    let ports: *const [u8; 8] = ptr_at(frame, offset + header_len)?;
     // SAFETY: checked by `ptr_at`.
     let ports = unsafe { *ports };
     let src_port = u16::from_be_bytes([ports[0], ports[1]]);
     let dst_port = u16::from_be_bytes([ports[2], ports[3]]);
-    let l4 = match quoted.proto {
+    let l4 = match protocol {
         PROTO_TCP => L4::Tcp { src_port, dst_port, flags: 0 },
         PROTO_UDP => L4::Udp { src_port, dst_port },
-        PROTO_ICMP => L4::Icmp { kind: ports[0], echo_id: u16::from_be_bytes([ports[4], ports[5]]) },
-        _ => L4::Other,
+        PROTO_ICMP | PROTO_ICMPV6 if (protocol == PROTO_ICMPV6) == ip.v6 => {
+            icmp(protocol, ports[0], u16::from_be_bytes([ports[4], ports[5]]))
+        }
+        _ => return Err(Malformed),
     };
-    let frags = u16::from_be_bytes(quoted.frags);
-    let ip = Ipv4 {
-        src: quoted.src_addr,
-        dst: quoted.dst_addr,
-        protocol: quoted.proto,
-        fragment: frags & (IP_MF | IP_OFFSET) != 0,
-        l4_offset,
-        l4_len: 8,
-    };
-    Ok((ip, l4))
+    flow_key(direction, peer, protocol, &l4).ok_or(Malformed)
 }
 
 /// TCP flag bits.

@@ -8,9 +8,9 @@ use std::{
 
 use firewall_common::{
     ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_RELATED, ANTISPOOF_COUNTER_BASE, ANY_PEER, AllowKey,
-    AllowValue, Builtin, CONFIG_HAS_PREFIXES, CONFIG_READY, Chain, Config, Direction, ICMP_ECHO_REQUEST,
-    Line, MAX_ANTISPOOF, MAX_RULES, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TokenBucket, builtin_counter,
-    rule_counter,
+    AllowValue, Builtin, CONFIG_HAS_PREFIXES, CONFIG_IPV6, CONFIG_READY, Chain, Config, Direction,
+    ICMP_ECHO_REQUEST, Line, MAX_ANTISPOOF, MAX_RULES, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TokenBucket,
+    builtin_counter, rule_counter, v4_mapped,
 };
 use serde::{Deserialize, Serialize};
 
@@ -96,8 +96,10 @@ pub struct MapPlan {
     pub config: Config,
     /// Single peer addresses: the hash map.
     pub allow_exact: HashMap<AllowKey, AllowValue>,
-    /// Prefixes and `any`: the LPM trie, by (key prefix length, key).
+    /// Prefixes: the LPM trie, by (key prefix length, key).
     pub allow_prefix: HashMap<(u32, AllowKey), AllowValue>,
+    /// The key prefix lengths `allow_prefix` uses, longest first.
+    pub prefix_lens: Vec<u32>,
     /// Prefix → counter id.
     pub antispoof_sources: BTreeMap<Prefix, u32>,
     pub antispoof_destinations: BTreeMap<Prefix, u32>,
@@ -111,8 +113,8 @@ fn nanos(d: Duration) -> u64 {
 
 fn masked(mut key: AllowKey, len: u32) -> AllowKey {
     let bits = len - ALLOW_KEY_SERVICE_BITS;
-    let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
-    key.peer = (u32::from_be_bytes(key.peer) & mask).to_be_bytes();
+    let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+    key.peer = (u128::from_be_bytes(key.peer) & mask).to_be_bytes();
     key
 }
 
@@ -123,9 +125,9 @@ impl MapPlan {
         if let Some(value) = self.allow_exact.get(key) {
             return Some(*value);
         }
-        (ALLOW_KEY_SERVICE_BITS + 1..ALLOW_KEY_SERVICE_BITS + 32)
-            .rev()
-            .find_map(|len| self.allow_prefix.get(&(len, masked(*key, len))).copied())
+        self.prefix_lens
+            .iter()
+            .find_map(|&len| self.allow_prefix.get(&(len, masked(*key, len))).copied())
             .or_else(|| self.allow_exact.get(&AllowKey { peer: ANY_PEER, ..*key }).copied())
     }
 }
@@ -134,8 +136,10 @@ impl MapPlan {
 pub fn plan(policy: &Policy, ids: &Ids) -> MapPlan {
     let c = &policy.conntrack;
     let config = Config {
-        address: policy.address.octets(),
-        flags: CONFIG_READY,
+        address: v4_mapped(policy.address.octets()),
+        address6: policy.address6.map_or([0; 16], |a| a.octets()),
+        flags: CONFIG_READY | if policy.address6.is_some() { CONFIG_IPV6 } else { 0 },
+        _pad: 0,
         tcp_established_timeout_ns: nanos(c.tcp_established_timeout),
         tcp_fin_timeout_ns: nanos(c.tcp_fin_timeout),
         tcp_rst_timeout_ns: nanos(c.tcp_rst_timeout),
@@ -150,17 +154,24 @@ pub fn plan(policy: &Policy, ids: &Ids) -> MapPlan {
         let value = AllowValue { rule: index, flags };
         for service in &rule.services {
             for peer in &rule.peers {
-                let key = AllowKey {
-                    direction: rule.direction as u8,
-                    protocol: service.protocol(),
-                    port: service.key_port(),
-                    peer: peer.addr.octets(),
+                // `any` is anyone of either family: one entry, unless the service is ICMP,
+                // whose IPv6 peers speak ICMPv6.
+                let families: &[bool] = match (*peer == Prefix::ANY, policy.address6.is_some()) {
+                    (true, true) => &[false, true],
+                    (true, false) => &[false],
+                    (false, _) => &[peer.is_v6()],
                 };
-                // Single peers and `any` (peer 0.0.0.0) go in the hash, the rest in the trie.
-                if peer.len == 32 || peer.len == 0 {
-                    plan.allow_exact.insert(key, value);
-                } else {
-                    plan.allow_prefix.insert((ALLOW_KEY_SERVICE_BITS + u32::from(peer.len), key), value);
+                for &v6 in families {
+                    // The policy refuses IPv6 peers for ICMP types that only IPv4 has.
+                    let Some((protocol, port)) = service.key_for(v6) else { continue };
+                    let (addr, len) = if *peer == Prefix::ANY { (ANY_PEER, 128) } else { peer.to_addr() };
+                    let key = AllowKey { direction: rule.direction as u8, protocol, port, peer: addr };
+                    // Single peers and `any` go in the hash, the rest in the trie.
+                    if len == 128 {
+                        plan.allow_exact.insert(key, value);
+                    } else {
+                        plan.allow_prefix.insert((ALLOW_KEY_SERVICE_BITS + len, key), value);
+                    }
                 }
             }
         }
@@ -179,6 +190,10 @@ pub fn plan(policy: &Policy, ids: &Ids) -> MapPlan {
     if !plan.allow_prefix.is_empty() {
         plan.config.flags |= CONFIG_HAS_PREFIXES;
     }
+    let mut lens: Vec<u32> = plan.allow_prefix.keys().map(|(len, _)| *len).collect();
+    lens.sort_unstable_by(|a, b| b.cmp(a));
+    lens.dedup();
+    plan.prefix_lens = lens;
     plan
 }
 
@@ -215,6 +230,7 @@ pub fn chain_name(chain: Chain) -> &'static str {
 }
 
 const ANYWHERE: &str = "0.0.0.0/0";
+const ANYWHERE6: &str = "::/0";
 
 fn proto_name(protocol: u8) -> &'static str {
     match protocol {
@@ -246,14 +262,52 @@ fn builtin(chain: Chain, line: Builtin, name: &str, target: &'static str, matche
     }
 }
 
+/// The built-in lines every chain of the host's own traffic starts with.
+fn first_lines(policy: &Policy, chain: Chain) -> Vec<ListLine> {
+    let mut lines = vec![builtin(chain, Builtin::NonIp, "non-ip", "ACCEPT", "not IP (ARP…)")];
+    match policy.address6 {
+        None => lines.push(builtin(chain, Builtin::Ipv6, "ipv6", "DROP", "IPv6 (no address6)")),
+        Some(address6) => {
+            let ours = address6.to_string();
+            lines.push(ListLine {
+                prot: "ipv6-icmp",
+                ..builtin(
+                    chain,
+                    Builtin::NeighbourDiscovery,
+                    "icmpv6-nd",
+                    "ACCEPT",
+                    "icmpv6type 133-137 hoplimit 255, 130-132,143 hoplimit 1 from fe80::/10",
+                )
+            });
+            let (source, destination) = match chain {
+                Chain::Output => (ours, ANYWHERE6.into()),
+                _ => (ANYWHERE6.into(), ours),
+            };
+            lines.push(ListLine {
+                prot: "ipv6-icmp",
+                source,
+                destination,
+                ..builtin(
+                    chain,
+                    Builtin::PacketTooBig,
+                    "icmpv6-ptb",
+                    "ACCEPT",
+                    "icmpv6type 2 (packet too big)",
+                )
+            });
+        }
+    }
+    lines.push(builtin(chain, Builtin::Invalid, "invalid", "DROP", "state INVALID (malformed)"));
+    lines
+}
+
 /// The listing's lines, in the order the programs apply them.
 pub fn listing(policy: &Policy, ids: &Ids) -> Vec<ListChain> {
-    let ours = policy.address.to_string();
-    let mut input = vec![
-        builtin(Chain::Input, Builtin::NonIp, "non-ip", "ACCEPT", "not IP (ARP…)"),
-        builtin(Chain::Input, Builtin::Ipv6, "ipv6", "DROP", "IPv6 (no address6)"),
-        builtin(Chain::Input, Builtin::Invalid, "invalid", "DROP", "state INVALID (malformed)"),
-    ];
+    let ours = match policy.address6 {
+        None => policy.address.to_string(),
+        Some(address6) => format!("{},{address6}", policy.address),
+    };
+    let mut input = first_lines(policy, Chain::Input);
     for prefix in &policy.antispoof_sources {
         let counter = &ids.antispoof[&antispoof_name(true, prefix)];
         input.push(ListLine {
@@ -278,11 +332,7 @@ pub fn listing(policy: &Policy, ids: &Ids) -> Vec<ListChain> {
             counter: *counter,
         });
     }
-    let mut output = vec![
-        builtin(Chain::Output, Builtin::NonIp, "non-ip", "ACCEPT", "not IP (ARP…)"),
-        builtin(Chain::Output, Builtin::Ipv6, "ipv6", "DROP", "IPv6 (no address6)"),
-        builtin(Chain::Output, Builtin::Invalid, "invalid", "DROP", "state INVALID (malformed)"),
-    ];
+    let mut output = first_lines(policy, Chain::Output);
     output.push(ListLine {
         name: "antispoof-source".into(),
         target: "DROP",
@@ -392,4 +442,84 @@ pub fn listing(policy: &Policy, ids: &Ids) -> Vec<ListChain> {
         chains.push(ListChain { chain, lines });
     }
     chains
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use firewall_common::{ICMPV6_ECHO_REQUEST, PROTO_ICMPV6, V4_MAPPED_BITS};
+
+    use super::*;
+    use crate::policy::{parse, to_addr};
+
+    const POLICY: &str = r#"
+[host]
+address = "198.51.100.1"
+address6 = "2001:db8::1"
+[[rule]]
+name = "ssh"
+direction = "in"
+protocols = ["tcp"]
+port = 22
+peers = ["203.0.113.7", "192.0.2.0/24", "2001:db8:1::7", "2001:db8:2::/48"]
+[[rule]]
+name = "ping"
+direction = "in"
+protocols = ["icmp"]
+icmp_type = "echo-request"
+peers = "any"
+"#;
+
+    #[test]
+    fn both_families_share_the_maps_ipv4_mapped() {
+        let policy = parse(POLICY, Path::new("p.toml")).unwrap();
+        let ids = Ids::assign(&policy, &Ids::default());
+        let plan = plan(&policy, &ids);
+        assert_eq!(plan.config.flags & CONFIG_IPV6, CONFIG_IPV6);
+        assert_eq!(plan.config.address, to_addr("198.51.100.1".parse().unwrap()));
+        let key = |protocol, port, peer: &str| AllowKey {
+            direction: Direction::In as u8,
+            protocol,
+            port,
+            peer: to_addr(peer.parse().unwrap()),
+        };
+        // Single peers of both families in the hash; prefixes in the trie, at 32 bits of
+        // service plus the prefix in the 128-bit space (IPv4: 96 + its length).
+        assert!(plan.allow_exact.contains_key(&key(PROTO_TCP, 22, "203.0.113.7")));
+        assert!(plan.allow_exact.contains_key(&key(PROTO_TCP, 22, "2001:db8:1::7")));
+        assert!(
+            plan.allow_prefix.contains_key(&(
+                ALLOW_KEY_SERVICE_BITS + V4_MAPPED_BITS + 24,
+                key(PROTO_TCP, 22, "192.0.2.0")
+            ))
+        );
+        assert!(
+            plan.allow_prefix
+                .contains_key(&(ALLOW_KEY_SERVICE_BITS + 48, key(PROTO_TCP, 22, "2001:db8:2::")))
+        );
+        assert_eq!(plan.prefix_lens, vec![ALLOW_KEY_SERVICE_BITS + 120, ALLOW_KEY_SERVICE_BITS + 48]);
+        // What the kernel's lookup would find.
+        assert!(plan.admits(&key(PROTO_TCP, 22, "192.0.2.9")).is_some());
+        assert!(plan.admits(&key(PROTO_TCP, 22, "2001:db8:2:ffff::1")).is_some());
+        assert!(plan.admits(&key(PROTO_TCP, 22, "2001:db8:3::1")).is_none());
+        // `any` for ICMP is two entries: ICMP echo for IPv4 peers, ICMPv6 echo for IPv6 ones.
+        let any =
+            |protocol, port| AllowKey { direction: Direction::In as u8, protocol, port, peer: ANY_PEER };
+        assert!(plan.allow_exact.contains_key(&any(PROTO_ICMP, 8)));
+        assert!(plan.allow_exact.contains_key(&any(PROTO_ICMPV6, u16::from(ICMPV6_ECHO_REQUEST))));
+    }
+
+    #[test]
+    fn the_listing_shows_ipv6_lines_only_with_address6() {
+        let policy = parse(POLICY, Path::new("p.toml")).unwrap();
+        let ids = Ids::assign(&policy, &Ids::default());
+        let names: Vec<String> = listing(&policy, &ids)[0].lines.iter().map(|l| l.name.clone()).collect();
+        assert!(names.contains(&"icmpv6-nd".to_string()) && names.contains(&"icmpv6-ptb".to_string()));
+        assert!(!names.contains(&"ipv6".to_string()));
+        let v4_only = parse("[host]\naddress = \"198.51.100.1\"\n", Path::new("p.toml")).unwrap();
+        let ids = Ids::assign(&v4_only, &Ids::default());
+        let names: Vec<String> = listing(&v4_only, &ids)[0].lines.iter().map(|l| l.name.clone()).collect();
+        assert!(names.contains(&"ipv6".to_string()) && !names.contains(&"icmpv6-nd".to_string()));
+    }
 }

@@ -238,8 +238,9 @@ fn pinned_link(path: &Path) -> Result<FdLink> {
 /// A second `up`: new programs into the old links, the maps brought to the policy.
 fn replace(policy: &Policy, policy_text: &str, policy_file: &Path, pins: &Pins) -> Result<()> {
     let previous = pins.live_state()?;
-    // Verified and loaded before anything changes: a program the kernel refuses leaves
-    // the filter as it was.
+    // Verified and loaded before anything changes: a program the kernel refuses, or maps
+    // of another layout, leave the filter as it was.
+    crate::maps::check_pinned(pins)?;
     let mut loaded = Loaded::load(policy.conntrack.max_entries, Some(pins))?;
     let ingress = XdpLink::try_from(pinned_link(&pins.link_path(INGRESS_LINK))?)
         .map_err(|source| FilterError::Link { path: pins.link_path(INGRESS_LINK), source })?;

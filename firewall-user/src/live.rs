@@ -7,12 +7,14 @@
 //! back. A failure leaves the filter and the file as they were.
 use std::{
     fs,
-    net::Ipv4Addr,
+    net::IpAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
 
-use firewall_common::{Direction, Flow, FlowKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_FIN_SEEN, TCP_OPEN};
+use firewall_common::{
+    Direction, Flow, FlowKey, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TCP_FIN_SEEN, TCP_OPEN,
+};
 use serde::Serialize;
 use toml_edit::{DocumentMut, Item, Value};
 
@@ -21,7 +23,7 @@ use crate::{
     filter::{FilterError, if_index, require_root},
     maps::{Applied, LiveMaps, dedup_flows},
     pins::{LiveState, Pins, PinsError, io_err, write_atomically},
-    policy::{self, Policy, PolicyError, Prefix},
+    policy::{self, Policy, PolicyError, Prefix, from_addr},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -207,8 +209,8 @@ pub struct FlowView {
     pub protocol: &'static str,
     pub state: &'static str,
     /// The opening packet's source and destination.
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     /// Ports, or for ICMP echo 0 and the echo id.
     pub sport: u16,
     pub dport: u16,
@@ -234,7 +236,7 @@ pub fn conntrack(iface: Option<&str>) -> Result<Vec<FlowView>> {
     let policy = pins.policy()?;
     let maps = LiveMaps::open(&pins)?;
     let config = maps.config()?;
-    let ours = Ipv4Addr::from(config.address);
+    let ours = (from_addr(&config.address), from_addr(&config.address6));
     let mut flows = maps.flows()?;
     dedup_flows(&mut flows);
     let now = kernel_time_ns();
@@ -267,12 +269,13 @@ fn timeout(key: &FlowKey, flow: &Flow, policy: &Policy) -> u64 {
 fn view(
     key: &FlowKey,
     flow: &Flow,
-    ours: Ipv4Addr,
+    ours: (IpAddr, IpAddr),
     names: &std::collections::HashMap<u32, &str>,
     age: u64,
     timeout: u64,
 ) -> FlowView {
-    let peer = Ipv4Addr::from(key.peer);
+    let peer = from_addr(&key.peer);
+    let ours = if peer.is_ipv6() { ours.1 } else { ours.0 };
     let opened_in = flow.origin == Direction::In as u8;
     let (src, dst, sport, dport) = if opened_in {
         (peer, ours, key.peer_port, key.local_port)
@@ -285,6 +288,7 @@ fn view(
         (PROTO_TCP, _) => ("tcp", "CLOSE"),
         (PROTO_UDP, _) => ("udp", "ESTABLISHED"),
         (PROTO_ICMP, _) => ("icmp", "ESTABLISHED"),
+        (PROTO_ICMPV6, _) => ("icmpv6", "ESTABLISHED"),
         _ => ("?", "?"),
     };
     FlowView {
@@ -306,6 +310,8 @@ pub fn render_flows(flows: &[FlowView]) -> String {
     for f in flows {
         let ports = if f.protocol == "icmp" {
             format!("type=8 id={}", f.dport)
+        } else if f.protocol == "icmpv6" {
+            format!("type=128 id={}", f.dport)
         } else {
             format!("sport={} dport={}", f.sport, f.dport)
         };

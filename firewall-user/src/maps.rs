@@ -7,12 +7,16 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuValues, lpm_trie::Key},
 };
 use firewall_common::{
-    AllowKey, AllowValue, Config, Counter, Direction, Flow, FlowKey, ICMP_ECHO_REQUEST, MAP_ALLOW_EXACT,
-    MAP_ALLOW_PREFIX, MAP_ANTISPOOF_DST, MAP_ANTISPOOF_SRC, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS,
-    MAP_TOKEN_BUCKETS, PROTO_ICMP, TokenBucket,
+    Addr, AllowKey, AllowValue, Config, Counter, Direction, Flow, FlowKey, ICMP_ECHO_REQUEST,
+    ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT, MAP_ALLOW_PREFIX, MAP_ANTISPOOF_DST, MAP_ANTISPOOF_SRC, MAP_CONFIG,
+    MAP_CONNTRACK, MAP_COUNTERS, MAP_TOKEN_BUCKETS, MAPS, PROTO_ICMP, PROTO_ICMPV6, TokenBucket,
 };
 
-use crate::{compile::MapPlan, pins::Pins, policy::Prefix};
+use crate::{
+    compile::MapPlan,
+    pins::Pins,
+    policy::{Prefix, from_addr},
+};
 
 /// A map operation that failed, naming the map and the call.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +27,50 @@ pub enum MapsError {
     Call { name: &'static str, call: &'static str, source: MapError },
     #[error("counting the CPUs: {0}")]
     Cpus(std::io::Error),
+    #[error(
+        "the live filter's map {name} has {found_key}-byte keys and {found_value}-byte values where this firewall's have {key} and {value}: another version made it; `firewall down` then `firewall up` replaces it (its tracked flows and counters start afresh)"
+    )]
+    Incompatible { name: &'static str, found_key: u32, found_value: u32, key: u32, value: u32 },
+}
+
+/// Each map's key and value sizes, as the kernel object declares them (an LPM trie's key
+/// has its 4-byte prefix length in front).
+fn layout(name: &str) -> (usize, usize) {
+    use std::mem::size_of;
+    match name {
+        MAP_CONFIG => (4, size_of::<Config>()),
+        MAP_COUNTERS => (4, size_of::<Counter>()),
+        MAP_CONNTRACK => (size_of::<FlowKey>(), size_of::<Flow>()),
+        MAP_ALLOW_EXACT => (size_of::<AllowKey>(), size_of::<AllowValue>()),
+        MAP_ALLOW_PREFIX => (4 + size_of::<AllowKey>(), size_of::<AllowValue>()),
+        MAP_ANTISPOOF_SRC | MAP_ANTISPOOF_DST => (4 + size_of::<Addr>(), 4),
+        MAP_TOKEN_BUCKETS => (4, size_of::<TokenBucket>()),
+        _ => unreachable!("every map is listed in firewall_common::MAPS"),
+    }
+}
+
+/// Refuses pinned maps whose layout is not this firewall's: the programs would read them
+/// with the wrong sizes, and aya reuses a pinned map without asking.
+pub fn check_pinned(pins: &Pins) -> Result<()> {
+    for name in MAPS {
+        let path = pins.map_path(name);
+        if !path.exists() {
+            continue;
+        }
+        let info = MapData::from_pin(&path).and_then(|map| map.info()).map_err(call(name, "open pinned"))?;
+        let (key, value) = layout(name);
+        let (found_key, found_value) = (info.key_size(), info.value_size());
+        if (found_key as usize, found_value as usize) != (key, value) {
+            return Err(MapsError::Incompatible {
+                name,
+                found_key,
+                found_value,
+                key: key as u32,
+                value: value as u32,
+            });
+        }
+    }
+    Ok(())
 }
 
 type Result<T> = std::result::Result<T, MapsError>;
@@ -38,8 +86,8 @@ pub struct LiveMaps {
     pub conntrack: HashMap<MapData, FlowKey, Flow>,
     pub allow_exact: HashMap<MapData, AllowKey, AllowValue>,
     pub allow_prefix: LpmTrie<MapData, AllowKey, AllowValue>,
-    pub antispoof_src: LpmTrie<MapData, [u8; 4], u32>,
-    pub antispoof_dst: LpmTrie<MapData, [u8; 4], u32>,
+    pub antispoof_src: LpmTrie<MapData, Addr, u32>,
+    pub antispoof_dst: LpmTrie<MapData, Addr, u32>,
     pub token_buckets: Array<MapData, TokenBucket>,
 }
 
@@ -51,8 +99,9 @@ pub struct Applied {
     pub flows_removed: usize,
 }
 
-fn prefix_key(prefix: &Prefix) -> Key<[u8; 4]> {
-    Key::new(u32::from(prefix.len), prefix.addr.octets())
+fn prefix_key(prefix: &Prefix) -> Key<Addr> {
+    let (addr, len) = prefix.to_addr();
+    Key::new(len, addr)
 }
 
 impl LiveMaps {
@@ -82,6 +131,7 @@ impl LiveMaps {
 
     /// Opens the maps a live filter pinned.
     pub fn open(pins: &Pins) -> Result<LiveMaps> {
+        check_pinned(pins)?;
         Self::from_source(|name| {
             let data = MapData::from_pin(pins.map_path(name)).map_err(call(name, "open pinned"))?;
             Map::from_map_data(data).map_err(call(name, "open pinned"))
@@ -109,7 +159,7 @@ impl LiveMaps {
             (&mut self.antispoof_src, &plan.antispoof_sources, MAP_ANTISPOOF_SRC),
             (&mut self.antispoof_dst, &plan.antispoof_destinations, MAP_ANTISPOOF_DST),
         ] {
-            let live: Vec<(Key<[u8; 4]>, u32)> =
+            let live: Vec<(Key<Addr>, u32)> =
                 trie.iter().collect::<std::result::Result<_, _>>().map_err(call(name, "iterate"))?;
             for (prefix, counter) in wanted {
                 let key = prefix_key(prefix);
@@ -119,7 +169,7 @@ impl LiveMaps {
                 }
             }
             for (key, _) in live {
-                let prefix = Prefix { addr: key.data().into(), len: key.prefix_len() as u8 };
+                let prefix = Prefix::from_addr(&key.data(), key.prefix_len());
                 if !wanted.contains_key(&prefix) {
                     trie.remove(&key).map_err(call(name, "remove"))?;
                     applied.removed += 1;
@@ -186,13 +236,14 @@ impl LiveMaps {
             // The service port the opening packet went to; an echo flow's is the request type.
             let port = match key.protocol {
                 PROTO_ICMP => u16::from(ICMP_ECHO_REQUEST),
+                PROTO_ICMPV6 => u16::from(ICMPV6_ECHO_REQUEST),
                 _ if origin == Direction::In => key.local_port,
                 _ => key.peer_port,
             };
             let allow = AllowKey { direction: origin as u8, protocol: key.protocol, port, peer: key.peer };
             // The programs check flows before the anti-spoof lists: a peer those lists
             // now name must lose its flows here.
-            let spoofed = plan.antispoof_sources.keys().any(|p| p.contains(key.peer.into()));
+            let spoofed = plan.antispoof_sources.keys().any(|p| p.contains(from_addr(&key.peer)));
             match plan.admits(&allow).filter(|_| !spoofed) {
                 Some(value) if value.rule == flow.rule => {}
                 Some(value) => {
@@ -249,7 +300,7 @@ impl LiveMaps {
     }
 }
 
-fn same_key(a: &Key<[u8; 4]>, b: &Key<[u8; 4]>) -> bool {
+fn same_key(a: &Key<Addr>, b: &Key<Addr>) -> bool {
     a.prefix_len() == b.prefix_len() && a.data() == b.data()
 }
 

@@ -3,64 +3,147 @@
 use std::{
     collections::{HashMap, HashSet},
     fmt,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use firewall_common::{
-    CONNTRACK_DEFAULT_ENTRIES, Direction, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST,
-    ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, MAX_ANTISPOOF, MAX_RULES, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+    Addr, CONNTRACK_DEFAULT_ENTRIES, Direction, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST,
+    ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, MAX_ANTISPOOF, MAX_RULES, PROTO_ICMP, PROTO_ICMPV6,
+    PROTO_TCP, PROTO_UDP, V4_MAPPED_BITS, icmpv6_equivalent, v4_mapped,
 };
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
-/// An IPv4 prefix: the address with its host bits clear, and the prefix length.
+/// An address as the maps hold it: IPv6 as it is, IPv4 mapped (see firewall_common::Addr).
+pub fn to_addr(ip: IpAddr) -> Addr {
+    match ip {
+        IpAddr::V4(v4) => v4_mapped(v4.octets()),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// The address a map holds, as the policy writes it.
+pub fn from_addr(addr: &Addr) -> IpAddr {
+    let v6 = Ipv6Addr::from(*addr);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+/// IPv4's range inside the maps' IPv6 address space: no IPv6 prefix may touch it.
+const V4_MAPPED_RANGE: (u128, u8) = (0xffff_0000_0000, 96);
+
+fn mask(bits: u32, len: u8) -> u128 {
+    let len = u32::from(len);
+    if len == 0 { 0 } else { u128::MAX << (128 - len) >> (128 - bits) }
+}
+
+/// An IPv4 or IPv6 prefix: the address with its host bits clear, and the prefix length
+/// (up to 32 for IPv4, 128 for IPv6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Prefix {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub len: u8,
 }
 
 impl Prefix {
-    pub const ANY: Prefix = Prefix { addr: Ipv4Addr::UNSPECIFIED, len: 0 };
+    /// `peers = "any"`: anyone, of either family.
+    pub const ANY: Prefix = Prefix { addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED), len: 0 };
 
-    /// `198.51.100.7`, `198.51.100.0/24`; host bits set is an error, not silently masked.
+    /// `198.51.100.7`, `198.51.100.0/24`, `2001:db8::/32`; host bits set is an error, not
+    /// silently masked.
     pub fn parse(text: &str) -> Result<Prefix, String> {
-        let (addr, len) = match text.split_once('/') {
-            Some((addr, len)) => {
-                let len: u8 = len
-                    .parse()
-                    .ok()
-                    .filter(|len| *len <= 32)
-                    .ok_or_else(|| format!("bad prefix length in {text:?}: expected 0 to 32"))?;
-                (addr, len)
-            }
-            None => (text, 32),
+        let (addr_text, len) = match text.split_once('/') {
+            Some((addr, len)) => (addr, Some(len)),
+            None => (text, None),
         };
-        let addr: IpAddr = addr.parse().map_err(|_| format!("bad address {text:?}"))?;
-        let IpAddr::V4(addr) = addr else {
-            return Err(format!(
-                "{text:?} is IPv6: IPv6 rules are not supported yet, and every IPv6 packet is dropped"
-            ));
+        let addr: IpAddr = addr_text.parse().map_err(|_| format!("bad address {text:?}"))?;
+        let bits: u8 = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match len {
+            None => bits,
+            Some(len) => len
+                .parse::<u8>()
+                .ok()
+                .filter(|len| *len <= bits)
+                .ok_or_else(|| format!("bad prefix length in {text:?}: expected 0 to {bits}"))?,
         };
-        let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-        if u32::from(addr) & !mask != 0 {
-            let network = Ipv4Addr::from(u32::from(addr) & mask);
-            return Err(format!("{text} has host bits set; did you mean {network}/{len}?"));
+        let value = Self::bits_of(addr);
+        let mask = mask(u32::from(bits), len);
+        if value & !mask != 0 {
+            let network = Prefix::from_bits(addr.is_ipv6(), value & mask, len);
+            return Err(format!("{text} has host bits set; did you mean {}/{len}?", network.addr));
         }
-        Ok(Prefix { addr, len })
+        let prefix = Prefix { addr, len };
+        if let IpAddr::V6(v6) = addr
+            && prefix.overlaps_v4_mapped()
+        {
+            return Err(match v6.to_ipv4_mapped() {
+                Some(v4) if len == 128 => format!("{text} is an IPv4-mapped address: write it as {v4}"),
+                _ => format!(
+                    "{text} overlaps the IPv4-mapped range ::ffff:0:0/96, which is IPv4's: write IPv4 addresses as IPv4"
+                ),
+            });
+        }
+        Ok(prefix)
     }
 
-    pub fn contains(&self, addr: Ipv4Addr) -> bool {
-        let mask = if self.len == 0 { 0 } else { u32::MAX << (32 - self.len) };
-        u32::from(addr) & mask == u32::from(self.addr)
+    fn bits_of(addr: IpAddr) -> u128 {
+        match addr {
+            IpAddr::V4(v4) => u128::from(u32::from(v4)),
+            IpAddr::V6(v6) => u128::from(v6),
+        }
+    }
+
+    fn from_bits(v6: bool, value: u128, len: u8) -> Prefix {
+        let addr =
+            if v6 { IpAddr::V6(Ipv6Addr::from(value)) } else { IpAddr::V4(Ipv4Addr::from(value as u32)) };
+        Prefix { addr, len }
+    }
+
+    fn overlaps_v4_mapped(&self) -> bool {
+        let (range, range_len) = V4_MAPPED_RANGE;
+        let shorter = self.len.min(range_len);
+        let m = mask(128, shorter);
+        Self::bits_of(self.addr) & m == range & m
+    }
+
+    pub fn is_v6(&self) -> bool {
+        self.addr.is_ipv6()
+    }
+
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        if addr.is_ipv6() != self.is_v6() {
+            return false;
+        }
+        let bits = if self.is_v6() { 128 } else { 32 };
+        Self::bits_of(addr) & mask(bits, self.len) == Self::bits_of(self.addr)
+    }
+
+    /// The prefix in the maps' address space: the mapped address and its length there.
+    pub fn to_addr(&self) -> (Addr, u32) {
+        let len = u32::from(self.len) + if self.is_v6() { 0 } else { V4_MAPPED_BITS };
+        (to_addr(self.addr), len)
+    }
+
+    /// The prefix a map key of length `len` (in the maps' address space) stands for.
+    pub fn from_addr(addr: &Addr, len: u32) -> Prefix {
+        match from_addr(addr) {
+            IpAddr::V4(v4) => Prefix { addr: IpAddr::V4(v4), len: len.saturating_sub(V4_MAPPED_BITS) as u8 },
+            v6 => Prefix { addr: v6, len: len as u8 },
+        }
+    }
+
+    fn is_single(&self) -> bool {
+        self.len == if self.is_v6() { 128 } else { 32 }
     }
 }
 
 impl fmt::Display for Prefix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.len == 32 { write!(f, "{}", self.addr) } else { write!(f, "{}/{}", self.addr, self.len) }
+        if self.is_single() { write!(f, "{}", self.addr) } else { write!(f, "{}/{}", self.addr, self.len) }
     }
 }
 
@@ -78,12 +161,21 @@ pub const DEFAULT_ANTISPOOF_SOURCES: [&str; 8] = [
 /// The seed's anti-spoof destination list.
 pub const DEFAULT_ANTISPOOF_DESTINATIONS: [&str; 6] =
     ["224.0.0.0/4", "240.0.0.0/5", "0.0.0.0/8", "1.1.1.1", "239.255.255.0/24", "255.255.255.255"];
+/// The same ideas for IPv6, added to the defaults when the policy has an `address6`: the
+/// unspecified and loopback addresses, unique-local (IPv6's RFC 1918), link-local and
+/// multicast sources. Neighbour discovery, which comes from link-local and unspecified
+/// addresses, passes before these lists.
+pub const DEFAULT_ANTISPOOF_SOURCES6: [&str; 5] = ["::", "::1", "fc00::/7", "fe80::/10", "ff00::/8"];
+/// Multicast destinations (neighbour and listener discovery pass before the list).
+pub const DEFAULT_ANTISPOOF_DESTINATIONS6: [&str; 1] = ["ff00::/8"];
 
 /// A validated policy.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Policy {
     pub interface: Option<String>,
     pub address: Ipv4Addr,
+    /// `address6`: with it, IPv6 is filtered by the same rules; without, dropped whole.
+    pub address6: Option<Ipv6Addr>,
     pub antispoof_sources: Vec<Prefix>,
     pub antispoof_destinations: Vec<Prefix>,
     pub conntrack: Conntrack,
@@ -134,6 +226,15 @@ impl Service {
         match self {
             Service::Port { port, .. } => *port,
             Service::Icmp { kind } => u16::from(*kind),
+        }
+    }
+
+    /// The allow-list key's protocol and `port` for peers of one family: for IPv6, ICMP is
+    /// ICMPv6 with the type that means the same (`None`: a type only IPv4 has).
+    pub fn key_for(&self, v6: bool) -> Option<(u8, u16)> {
+        match *self {
+            Service::Icmp { kind } if v6 => icmpv6_equivalent(kind).map(|k| (PROTO_ICMPV6, u16::from(k))),
+            _ => Some((self.protocol(), self.key_port())),
         }
     }
 }
@@ -298,12 +399,6 @@ struct RawRule {
 fn validate(raw: RawPolicy) -> Result<Policy, Located> {
     let host_at = raw.host.span().start;
     let host = raw.host.into_inner();
-    if let Some(address6) = &host.address6 {
-        return fail(
-            address6.span().start,
-            "address6: IPv6 rules are not supported yet; without address6 every IPv6 packet is dropped",
-        );
-    }
     let Some(address) = host.address else {
         return fail(host_at, "[host] needs address, the host's IPv4 address (OURIP)");
     };
@@ -315,8 +410,42 @@ fn validate(raw: RawPolicy) -> Result<Policy, Located> {
         Ok(IpAddr::V4(_)) => {
             return fail(address_at, format!("address {:?} is not a unicast address", address.get_ref()));
         }
-        Ok(IpAddr::V6(_)) => return fail(address_at, "address must be IPv4; IPv6 is not supported yet"),
+        Ok(IpAddr::V6(_)) => {
+            return fail(address_at, "address is the host's IPv4 address; put its IPv6 one in address6");
+        }
         Err(_) => return fail(address_at, format!("bad address {:?}", address.get_ref())),
+    };
+    let address6 = match &host.address6 {
+        None => None,
+        Some(text) => {
+            let at = text.span().start;
+            match text.get_ref().parse::<IpAddr>() {
+                Ok(IpAddr::V6(addr))
+                    if addr.is_unspecified()
+                        || addr.is_loopback()
+                        || addr.is_multicast()
+                        || addr.is_unicast_link_local() =>
+                {
+                    return fail(
+                        at,
+                        format!(
+                            "address6 {addr} is not a routable unicast address (link-local traffic that IPv6 needs passes anyway)"
+                        ),
+                    );
+                }
+                Ok(IpAddr::V6(addr)) if addr.to_ipv4_mapped().is_some() => {
+                    return fail(
+                        at,
+                        format!("address6 {addr} is an IPv4-mapped address: write it as address"),
+                    );
+                }
+                Ok(IpAddr::V6(addr)) => Some(addr),
+                Ok(IpAddr::V4(_)) => {
+                    return fail(at, "address6 is the host's IPv6 address; its IPv4 one goes in address");
+                }
+                Err(_) => return fail(at, format!("bad address6 {:?}", text.get_ref())),
+            }
+        }
     };
     let interface = match host.interface {
         Some(iface) => {
@@ -333,12 +462,30 @@ fn validate(raw: RawPolicy) -> Result<Policy, Located> {
         Some(a) => (a.sources, a.destinations),
         None => (None, None),
     };
-    let antispoof_sources = prefix_list(sources, &DEFAULT_ANTISPOOF_SOURCES, "sources")?;
-    let antispoof_destinations = prefix_list(destinations, &DEFAULT_ANTISPOOF_DESTINATIONS, "destinations")?;
-    if let Some(p) = antispoof_destinations.iter().find(|p| p.contains(address)) {
+    let ipv6 = address6.is_some();
+    let antispoof_sources =
+        prefix_list(sources, &DEFAULT_ANTISPOOF_SOURCES, &DEFAULT_ANTISPOOF_SOURCES6, ipv6, "sources")?;
+    let antispoof_destinations = prefix_list(
+        destinations,
+        &DEFAULT_ANTISPOOF_DESTINATIONS,
+        &DEFAULT_ANTISPOOF_DESTINATIONS6,
+        ipv6,
+        "destinations",
+    )?;
+    if let Some(p) = antispoof_destinations.iter().find(|p| p.contains(IpAddr::V4(address))) {
         return fail(
             address_at,
             format!("address {address} is in antispoof destination {p}: every packet to it would be dropped"),
+        );
+    }
+    if let (Some(address6), Some(text)) = (address6, &host.address6)
+        && let Some(p) = antispoof_destinations.iter().find(|p| p.contains(IpAddr::V6(address6)))
+    {
+        return fail(
+            text.span().start,
+            format!(
+                "address6 {address6} is in antispoof destination {p}: every packet to it would be dropped"
+            ),
         );
     }
     if antispoof_sources.len() + antispoof_destinations.len() > MAX_ANTISPOOF as usize {
@@ -376,7 +523,7 @@ fn validate(raw: RawPolicy) -> Result<Policy, Located> {
     let mut owners: HashMap<(Direction, Service, Prefix), String> = HashMap::new();
     let mut rules = Vec::with_capacity(raw.rule.len());
     for raw_rule in raw.rule {
-        let rule = validate_rule(raw_rule, &mut names)?;
+        let rule = validate_rule(raw_rule, &mut names, ipv6)?;
         for service in &rule.0.services {
             for (peer, at) in rule.0.peers.iter().zip(&rule.1) {
                 if let Some(owner) = owners.insert((rule.0.direction, *service, *peer), rule.0.name.clone()) {
@@ -386,21 +533,32 @@ fn validate(raw: RawPolicy) -> Result<Policy, Located> {
         }
         rules.push(rule.0);
     }
-    Ok(Policy { interface, address, antispoof_sources, antispoof_destinations, conntrack, rules })
+    Ok(Policy { interface, address, address6, antispoof_sources, antispoof_destinations, conntrack, rules })
+}
+
+/// The message for an IPv6 entry in a policy without `address6`.
+fn needs_address6(prefix: &Prefix) -> String {
+    format!("{prefix} is IPv6, but [host] has no address6, so every IPv6 packet is dropped: add address6")
 }
 
 fn prefix_list(
     list: Option<Vec<Spanned<String>>>,
     default: &[&str],
+    default6: &[&str],
+    ipv6: bool,
     what: &str,
 ) -> Result<Vec<Prefix>, Located> {
     let Some(list) = list else {
-        return Ok(default.iter().map(|p| Prefix::parse(p).expect("built-in list")).collect());
+        let defaults = default.iter().chain(if ipv6 { default6 } else { &[] });
+        return Ok(defaults.map(|p| Prefix::parse(p).expect("built-in list")).collect());
     };
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(list.len());
     for entry in list {
         let prefix = Prefix::parse(entry.get_ref()).map_err(|m| (entry.span().start, m))?;
+        if prefix.is_v6() && !ipv6 {
+            return fail(entry.span().start, needs_address6(&prefix));
+        }
         if !seen.insert(prefix) {
             return fail(entry.span().start, format!("{prefix} is twice in antispoof {what}"));
         }
@@ -451,7 +609,11 @@ fn parse_limit(text: &str) -> Option<(u32, &'static str, Duration)> {
     (interval >= Duration::from_micros(1)).then_some((count, unit, interval))
 }
 
-fn validate_rule(raw: Spanned<RawRule>, names: &mut HashSet<String>) -> Result<(Rule, Vec<usize>), Located> {
+fn validate_rule(
+    raw: Spanned<RawRule>,
+    names: &mut HashSet<String>,
+    ipv6: bool,
+) -> Result<(Rule, Vec<usize>), Located> {
     let rule_at = raw.span().start;
     let raw = raw.into_inner();
     let Some(name) = raw.name else {
@@ -470,6 +632,8 @@ fn validate_rule(raw: Spanned<RawRule>, names: &mut HashSet<String>) -> Result<(
         || name.starts_with("invalid")
         || name == "non-ip"
         || name == "ipv6"
+        || name == "icmpv6-nd"
+        || name == "icmpv6-ptb"
     {
         return fail(name_at, format!("rule name {name:?} is reserved for the built-in lines"));
     }
@@ -549,7 +713,7 @@ fn validate_rule(raw: Spanned<RawRule>, names: &mut HashSet<String>) -> Result<(
             return fail(
                 rule_at,
                 format!(
-                    "rule {name:?} needs icmp_type (echo-request, echo-reply, destination-unreachable or a number)"
+                    "rule {name:?} needs icmp_type (echo-request, echo-reply, destination-unreachable, time-exceeded, parameter-problem or a number)"
                 ),
             );
         }
@@ -564,11 +728,13 @@ fn validate_rule(raw: Spanned<RawRule>, names: &mut HashSet<String>) -> Result<(
                     "echo-request" => ICMP_ECHO_REQUEST,
                     "echo-reply" => ICMP_ECHO_REPLY,
                     "destination-unreachable" => ICMP_DEST_UNREACHABLE,
+                    "time-exceeded" => ICMP_TIME_EXCEEDED,
+                    "parameter-problem" => ICMP_PARAMETER_PROBLEM,
                     other => {
                         return fail(
                             at,
                             format!(
-                                "unknown icmp_type {other:?}: expected echo-request, echo-reply, destination-unreachable or a number"
+                                "unknown icmp_type {other:?}: expected echo-request, echo-reply, destination-unreachable, time-exceeded, parameter-problem or a number"
                             ),
                         );
                     }
@@ -616,6 +782,19 @@ fn validate_rule(raw: Spanned<RawRule>, names: &mut HashSet<String>) -> Result<(
                         format!("{prefix} is no peer; write peers = \"any\" for anyone"),
                     );
                 }
+                if prefix.is_v6() && !ipv6 {
+                    return fail(entry.span().start, needs_address6(&prefix));
+                }
+                if prefix.is_v6()
+                    && let Some(kind) = icmp_kind.filter(|k| icmpv6_equivalent(*k).is_none())
+                {
+                    return fail(
+                        entry.span().start,
+                        format!(
+                            "{prefix} is IPv6, and ICMP type {kind} has no ICMPv6 equivalent: name a type both have (echo-request, echo-reply, destination-unreachable, time-exceeded, parameter-problem)"
+                        ),
+                    );
+                }
                 out.push(prefix);
                 at.push(entry.span().start);
             }
@@ -654,7 +833,7 @@ fn validate_rule(raw: Spanned<RawRule>, names: &mut HashSet<String>) -> Result<(
             _ => {
                 return fail(
                     r.span().start,
-                    "related applies to ICMP error rules (destination-unreachable, 11 or 12) of protocol icmp alone",
+                    "related applies to ICMP error rules (destination-unreachable, time-exceeded, parameter-problem) of protocol icmp alone",
                 );
             }
         },
@@ -683,7 +862,7 @@ mod tests {
         assert_eq!(p.antispoof_sources.len(), 8);
         assert_eq!(p.antispoof_destinations.len(), 6);
         assert_eq!(p.rules[0].services, vec![Service::Port { protocol: PROTO_TCP, port: 122 }]);
-        assert_eq!(p.rules[0].peers[1], Prefix { addr: Ipv4Addr::new(192, 0, 2, 0), len: 24 });
+        assert_eq!(p.rules[0].peers[1], Prefix { addr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 0)), len: 24 });
     }
 
     #[test]
@@ -750,8 +929,84 @@ mod tests {
         assert!(check(&rule("icmp", "icmp_type = \"destination-unreachable\"")).unwrap().rules[0].related);
         assert!(check(&rule("icmp", "icmp_type = 11")).unwrap().rules[0].related);
         let err = check(&rule("icmp", "icmp_type = \"echo-request\"")).unwrap_err();
-        assert!(err.ends_with("related applies to ICMP error rules (destination-unreachable, 11 or 12) of protocol icmp alone"), "{err}");
+        assert!(err.ends_with("related applies to ICMP error rules (destination-unreachable, time-exceeded, parameter-problem) of protocol icmp alone"), "{err}");
         assert!(check(&rule("tcp", "port = 1")).unwrap_err().contains("related applies to ICMP error rules"));
+    }
+
+    const HOST6: &str =
+        "[host]\ninterface = \"eth0\"\naddress = \"198.51.100.1\"\naddress6 = \"2001:db8::1\"\n";
+
+    fn ssh_rule(peers: &str) -> String {
+        format!(
+            "[[rule]]\nname = \"ssh\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 22\npeers = {peers}\n"
+        )
+    }
+
+    #[test]
+    fn ipv6_needs_address6_and_then_takes_addresses_and_prefixes() {
+        let p =
+            check(&format!("{HOST6}{}", ssh_rule(r#"["2001:db8:1::7", "2001:db8:2::/48", "192.0.2.1"]"#)))
+                .unwrap();
+        assert_eq!(p.address6, Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(p.rules[0].peers[1], Prefix { addr: "2001:db8:2::".parse().unwrap(), len: 48 });
+        // The IPv6 defaults join the seed's lists.
+        assert_eq!(p.antispoof_sources.len(), 8 + DEFAULT_ANTISPOOF_SOURCES6.len());
+        assert!(p.antispoof_destinations.iter().any(|d| d.to_string() == "ff00::/8"));
+        // Without address6 the lists are the seed's, and IPv6 entries are refused.
+        let err = check(&format!("{HOST}{}", ssh_rule(r#"["2001:db8:1::7"]"#))).unwrap_err();
+        assert_eq!(
+            err,
+            "p.toml:9:10: 2001:db8:1::7 is IPv6, but [host] has no address6, so every IPv6 packet is dropped: add address6"
+        );
+        let err = check(&format!("{HOST}[antispoof]\nsources = [\"fc00::/7\"]\n")).unwrap_err();
+        assert!(
+            err.ends_with(
+                "fc00::/7 is IPv6, but [host] has no address6, so every IPv6 packet is dropped: add address6"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_ipv4_mapped_range_stays_ipv4s() {
+        let err = check(&format!("{HOST6}{}", ssh_rule(r#"["::ffff:192.0.2.1"]"#))).unwrap_err();
+        assert!(err.ends_with("::ffff:192.0.2.1 is an IPv4-mapped address: write it as 192.0.2.1"), "{err}");
+        // A prefix that covers it would cover every IPv4 address in the maps.
+        let err = check(&format!("{HOST6}[antispoof]\nsources = [\"::/8\"]\n")).unwrap_err();
+        assert!(err.ends_with("::/8 overlaps the IPv4-mapped range ::ffff:0:0/96, which is IPv4's: write IPv4 addresses as IPv4"), "{err}");
+        let err = check(&format!("{HOST6}{}", ssh_rule(r#"["::ffff:0:0/100"]"#))).unwrap_err();
+        assert!(err.contains("overlaps the IPv4-mapped range"), "{err}");
+        assert!(Prefix::parse("::/128").is_ok() && Prefix::parse("::1").is_ok());
+        let err = Prefix::parse("2001:db8::1/32").unwrap_err();
+        assert_eq!(err, "2001:db8::1/32 has host bits set; did you mean 2001:db8::/32?");
+        assert!(Prefix::parse("2001:db8::/129").unwrap_err().contains("expected 0 to 128"));
+    }
+
+    #[test]
+    fn address6_is_a_routable_unicast_address() {
+        let host = |a: &str| format!("[host]\naddress = \"198.51.100.1\"\naddress6 = \"{a}\"\n");
+        for bad in ["fe80::1", "::", "::1", "ff02::1"] {
+            let err = check(&host(bad)).unwrap_err();
+            assert!(err.contains("is not a routable unicast address"), "{bad}: {err}");
+        }
+        assert!(check(&host("198.51.100.2")).unwrap_err().contains("its IPv4 one goes in address"));
+        assert!(check(&host("::ffff:198.51.100.2")).unwrap_err().contains("IPv4-mapped"));
+        assert!(check(&host("2001:db8::zz")).unwrap_err().ends_with("bad address6 \"2001:db8::zz\""));
+    }
+
+    #[test]
+    fn an_ipv6_peer_needs_an_icmp_type_icmpv6_has() {
+        let rule = |kind: &str| {
+            format!(
+                "{HOST6}[[rule]]\nname = \"x\"\ndirection = \"in\"\nprotocols = [\"icmp\"]\nicmp_type = {kind}\npeers = [\"2001:db8:1::7\"]\n"
+            )
+        };
+        assert!(check(&rule("\"time-exceeded\"")).is_ok());
+        let err = check(&rule("5")).unwrap_err();
+        assert!(err.contains("2001:db8:1::7 is IPv6, and ICMP type 5 has no ICMPv6 equivalent"), "{err}");
+        assert_eq!(Service::Icmp { kind: 8 }.key_for(true), Some((PROTO_ICMPV6, 128)));
+        assert_eq!(Service::Icmp { kind: 5 }.key_for(false), Some((PROTO_ICMP, 5)));
+        assert_eq!(Service::Port { protocol: PROTO_TCP, port: 22 }.key_for(true), Some((PROTO_TCP, 22)));
     }
 
     #[test]

@@ -192,7 +192,13 @@ pub struct Probe {
 /// The peers of one rule of the policy (single addresses: the lab owns them).
 pub fn peers(policy: &Policy, rule: &str) -> Vec<Ipv4Addr> {
     let rule = policy.rules.iter().find(|r| r.name == rule).unwrap_or_else(|| panic!("no rule {rule:?}"));
-    rule.peers.iter().filter(|p| p.len == 32).map(|p| p.addr).collect()
+    rule.peers
+        .iter()
+        .filter_map(|p| match p.addr {
+            std::net::IpAddr::V4(addr) if p.len == 32 => Some(addr),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The TCP or UDP ports of one rule.

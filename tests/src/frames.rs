@@ -127,3 +127,107 @@ pub fn vlan_tagged(frame: Vec<u8>, vid: u16) -> Vec<u8> {
     out.extend_from_slice(&frame[12..]);
     out
 }
+
+/// The IPv6 address of the host in the IPv6 verdict policies (and the lab).
+pub const OURS6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+/// Offsets in an untagged frame with a bare IPv6 header.
+pub const IP6: usize = 14;
+pub const L4_6: usize = 54;
+
+/// `2001:db8::X` style addresses for tests: the 16 bytes of `text`.
+pub fn v6(text: &str) -> [u8; 16] {
+    text.parse::<std::net::Ipv6Addr>().unwrap_or_else(|_| panic!("bad IPv6 address {text:?}")).octets()
+}
+
+fn builder6(
+    src: [u8; 16],
+    dst: [u8; 16],
+    hop_limit: u8,
+) -> etherparse::PacketBuilderStep<etherparse::IpHeaders> {
+    PacketBuilder::ethernet2(MAC_A, MAC_B).ipv6(src, dst, hop_limit)
+}
+
+/// A TCP segment over IPv6 with exactly `flags` set.
+pub fn tcp6(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut frame = Vec::new();
+    builder6(src, dst, 64).tcp(sport, dport, 1000, 64240).write(&mut frame, &[]).expect("tcp6 frame");
+    frame[L4_6 + 13] = flags;
+    frame
+}
+
+pub fn udp6(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16) -> Vec<u8> {
+    let mut frame = Vec::new();
+    builder6(src, dst, 64).udp(sport, dport).write(&mut frame, b"query").expect("udp6 frame");
+    frame
+}
+
+/// An ICMPv6 message of any type with the given hop limit, its second word `rest`.
+pub fn icmp6(
+    src: [u8; 16],
+    dst: [u8; 16],
+    kind: u8,
+    hop_limit: u8,
+    rest: [u8; 4],
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut frame = Vec::new();
+    builder6(src, dst, hop_limit).icmpv6_raw(kind, 0, rest).write(&mut frame, payload).expect("icmpv6 frame");
+    frame
+}
+
+/// An ICMPv6 echo request (128) or reply (129).
+pub fn icmp6_echo(src: [u8; 16], dst: [u8; 16], request: bool, id: u16) -> Vec<u8> {
+    let [a, b] = id.to_be_bytes();
+    icmp6(src, dst, if request { 128 } else { 129 }, 64, [a, b, 0, 1], b"ping")
+}
+
+/// A neighbour solicitation for `target` (RFC 4861: hop limit 255), from `src` to `dst`.
+pub fn neighbour_solicitation(src: [u8; 16], dst: [u8; 16], target: [u8; 16], hop_limit: u8) -> Vec<u8> {
+    icmp6(src, dst, 135, hop_limit, [0; 4], &target)
+}
+
+/// An ICMPv6 error from `src` to `dst` quoting `about` (a frame) from its IPv6 header on.
+pub fn icmp6_error(src: [u8; 16], dst: [u8; 16], kind: u8, about: &[u8]) -> Vec<u8> {
+    let rest = if kind == 2 { 1280u32.to_be_bytes() } else { [0; 4] };
+    icmp6(src, dst, kind, 64, rest, &about[IP6..])
+}
+
+/// Inserts IPv6 extension headers (next-header numbers, each with `len` 8-byte units
+/// beyond the first, or for AH 4-byte words beyond the first two) after the fixed header,
+/// chaining their next-header fields and fixing the payload length. A fragment header
+/// (44) gets `fragment_field` as its offset-and-M word.
+pub fn with_extension_headers(mut frame: Vec<u8>, headers: &[(u8, u8)], fragment_field: u16) -> Vec<u8> {
+    let mut next = frame[IP6 + 6];
+    let mut bytes = Vec::new();
+    for &(kind, len) in headers.iter().rev() {
+        let mut header = match kind {
+            44 => {
+                let mut h = vec![next, 0];
+                h.extend_from_slice(&fragment_field.to_be_bytes());
+                h.extend_from_slice(&[0, 0, 0x12, 0x34]);
+                h
+            }
+            51 => {
+                let mut h = vec![next, len];
+                h.resize((usize::from(len) + 2) * 4, 0);
+                h
+            }
+            _ => {
+                let mut h = vec![next, len];
+                // PadN options filling the header.
+                let size = (usize::from(len) + 1) * 8;
+                h.extend_from_slice(&[1, (size - 4) as u8]);
+                h.resize(size, 0);
+                h
+            }
+        };
+        header.extend_from_slice(&bytes);
+        bytes = header;
+        next = kind;
+    }
+    frame[IP6 + 6] = next;
+    let payload = u16::from_be_bytes([frame[IP6 + 4], frame[IP6 + 5]]) + bytes.len() as u16;
+    frame[IP6 + 4..IP6 + 6].copy_from_slice(&payload.to_be_bytes());
+    frame.splice(L4_6..L4_6, bytes);
+    frame
+}

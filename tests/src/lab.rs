@@ -158,8 +158,10 @@ pub fn tight_peers() -> Vec<Ipv4Addr> {
         .rules
         .iter()
         .flat_map(|rule| rule.peers.iter())
-        .filter(|p| p.len == 32 && p.addr != policy.address)
-        .map(|p| p.addr)
+        .filter_map(|p| match p.addr {
+            std::net::IpAddr::V4(addr) if p.len == 32 && addr != policy.address => Some(addr),
+            _ => None,
+        })
         .collect();
     peers.sort();
     peers.dedup();

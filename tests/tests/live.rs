@@ -293,3 +293,50 @@ fn a_reload_that_lists_a_peer_as_spoofed_ends_its_flows() {
             && r["packets"].as_u64() > Some(0))
     );
 }
+
+#[test]
+fn maps_of_another_layout_are_refused_not_misread() {
+    // aya reuses a pinned map whatever its layout; a firewall of another version (IPv4-only
+    // keys, say) would have its maps read with the wrong sizes. Every command refuses them,
+    // and the filter stays as it was.
+    require_root();
+    let lab = Lab::new("layout");
+    lab.tcp_echo(SSH);
+    lab.up();
+    let programs = lab.program_ids();
+    let pinned = lab.pin_dir().join(firewall_common::MAP_ALLOW_EXACT);
+    fs::remove_file(&pinned).unwrap();
+    // The map as the IPv4-only version made it: 8-byte keys.
+    let made = tests::lab::sh(Command::new("bpftool").args(["map", "create"]).arg(&pinned).args([
+        "type",
+        "hash",
+        "key",
+        "8",
+        "value",
+        "8",
+        "entries",
+        "16",
+        "name",
+        "ALLOW_EXACT",
+        "flags",
+        "1",
+    ]));
+    assert!(made.status.success(), "bpftool map create: {}", stderr(&made));
+    let expected = "the live filter's map ALLOW_EXACT has 8-byte keys and 8-byte values where this firewall's have 20 and 8";
+    let policy = lab.policy_file();
+    assert_fails(
+        &lab.firewall(&["up", "--policy", policy.to_str().unwrap(), "--iface", SERVER_IF]),
+        expected,
+    );
+    assert_fails(&lab.firewall(&["reload"]), expected);
+    assert_fails(&lab.firewall(&["list"]), expected);
+    assert_fails(
+        &lab.firewall(&["allow", "ssh-in", "203.0.113.99"]),
+        "`firewall down` then `firewall up` replaces it",
+    );
+    assert_eq!(lab.program_ids(), programs, "the programs were left alone");
+    // The way out the message gives works.
+    lab.firewall_ok(&["down", "--iface", SERVER_IF]);
+    lab.up();
+    assert_eq!(lab.tcp_probe(SSH_PEER, SSH, OPEN_WITHIN), Outcome::Open);
+}

@@ -138,7 +138,8 @@ fn every_antispoof_entry_drops_and_counts_on_its_own_line() {
     let plan = firewall_user::compile::plan(&f.policy, &f.ids);
     for (prefix, counter) in plan.antispoof_sources {
         // An address inside the prefix, sending what ssh-in would otherwise admit.
-        let mut src = prefix.addr.octets();
+        let std::net::IpAddr::V4(src) = prefix.addr else { panic!("tight.toml has no IPv6") };
+        let mut src = src.octets();
         if prefix.len < 32 {
             src[3] |= 1;
         }
@@ -148,7 +149,8 @@ fn every_antispoof_entry_drops_and_counts_on_its_own_line() {
         assert_eq!(f.counter(counter).bytes, frame.len() as u64);
     }
     for (prefix, counter) in plan.antispoof_destinations {
-        let mut dst = prefix.addr.octets();
+        let std::net::IpAddr::V4(dst) = prefix.addr else { panic!("tight.toml has no IPv6") };
+        let mut dst = dst.octets();
         if prefix.len < 32 {
             dst[3] |= 1;
         }

@@ -5,13 +5,17 @@
 use tests::harness::TestFilter;
 
 /// Processed instructions each program may cost the verifier, with the policy of
-/// examples/tight.toml: about 25% over what they cost on Linux 6.18 (15,921 and 15,625
-/// since ICMP errors can be matched to flows, `related`: the quoted header is a second
-/// walk on every path; 5,110 and 4,718 with the conntrack fast path; 2,963 and 3,275
-/// before it). The kernel's limit is 1,000,000.
+/// examples/tight.toml: about 25% over what they cost on Linux 6.18: 26,384 and 27,551
+/// since IPv6, of which the walk through up to four extension headers is about 4,000 a
+/// header (9,993 and 11,103 without it: reading the whole transport header and the
+/// quoted one of an ICMP error before the chain, so that no packet offset outlives the
+/// parse, let the verifier's paths through the header layouts converge); 15,921 and
+/// 15,625 when ICMP errors were first matched to flows (`related`), as a second walk on
+/// every path; 5,110 and 4,718 with the conntrack fast path; 2,963 and 3,275 before it.
+/// The kernel's limit is 1,000,000.
 /// Raise only with a reason in the commit.
-const BUDGET_INGRESS: u32 = 20_000;
-const BUDGET_EGRESS: u32 = 19_600;
+const BUDGET_INGRESS: u32 = 33_000;
+const BUDGET_EGRESS: u32 = 34_500;
 
 #[test]
 fn the_programs_stay_within_the_verifier_budget() {

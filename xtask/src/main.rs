@@ -55,8 +55,10 @@ const TEST_PACKAGES: &[&str] = &[
     "nmap",
     "hping3",
     "python3-scapy",
-    // trafgen, for the floods of `cargo xtask bench`.
+    // trafgen, for the floods of `cargo xtask bench` and the flood tests.
     "netsniff-ng",
+    // bpftool, to make a pinned map of another layout (tests/tests/live.rs).
+    "bpftool",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
