@@ -19,7 +19,7 @@
 use std::{
     fs,
     io::{self, Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
     os::{fd::AsRawFd as _, unix::fs::PermissionsExt as _},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -35,7 +35,10 @@ use nix::{
     errno::Errno,
     sched::{CloneFlags, setns},
     sys::{
-        socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, setsockopt, socket, sockopt},
+        socket::{
+            AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6, bind, connect, setsockopt, socket,
+            sockopt,
+        },
         time::TimeVal,
     },
 };
@@ -176,6 +179,8 @@ pub struct Lab {
     pub client: String,
     /// The addresses on `c0`.
     pub client_addrs: Vec<Ipv4Addr>,
+    /// Its IPv6 addresses, in a dual-stack lab ([`Lab::dual_stack`]).
+    pub client_addrs6: Vec<Ipv6Addr>,
     tmp: TempDir,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -203,6 +208,7 @@ impl Lab {
             server,
             client,
             client_addrs,
+            client_addrs6: Vec::new(),
             tmp: TempDir::new(tag),
             stop: Arc::new(AtomicBool::new(false)),
             threads: Mutex::new(Vec::new()),
@@ -249,13 +255,12 @@ impl Lab {
     }
 
     /// The namespace that owns `addr`.
-    pub fn ns_of(&self, addr: Ipv4Addr) -> &str {
-        if addr == HOST {
-            &self.server
-        } else if self.client_addrs.contains(&addr) {
-            &self.client
-        } else {
-            panic!("{addr} is not a lab address")
+    pub fn ns_of(&self, addr: impl Into<IpAddr>) -> &str {
+        match addr.into() {
+            IpAddr::V4(HOST) | IpAddr::V6(HOST6) => &self.server,
+            IpAddr::V4(addr) if self.client_addrs.contains(&addr) => &self.client,
+            IpAddr::V6(addr) if self.client_addrs6.contains(&addr) => &self.client,
+            addr => panic!("{addr} is not a lab address"),
         }
     }
 
@@ -363,9 +368,10 @@ impl Lab {
 
     /// A TCP echo server on `addr` (in the namespace that owns it), serving until the lab
     /// is dropped.
-    pub fn tcp_echo(&self, addr: SocketAddrV4) {
+    pub fn tcp_echo(&self, addr: impl Into<SocketAddr>) {
+        let addr = addr.into();
         let listener = self
-            .run_in(self.ns_of(*addr.ip()), || TcpListener::bind(addr))
+            .run_in(self.ns_of(addr.ip()), || TcpListener::bind(addr))
             .unwrap_or_else(|e| panic!("listening on tcp {addr}: {e}"));
         listener.set_nonblocking(true).expect("nonblocking listener");
         self.serve(format!("tcp-echo {addr}"), move |stop| {
@@ -389,9 +395,10 @@ impl Lab {
     }
 
     /// A UDP echo server on `addr`, serving until the lab is dropped.
-    pub fn udp_echo(&self, addr: SocketAddrV4) {
+    pub fn udp_echo(&self, addr: impl Into<SocketAddr>) {
+        let addr = addr.into();
         let socket = self
-            .run_in(self.ns_of(*addr.ip()), || UdpSocket::bind(addr))
+            .run_in(self.ns_of(addr.ip()), || UdpSocket::bind(addr))
             .unwrap_or_else(|e| panic!("binding udp {addr}: {e}"));
         socket.set_read_timeout(Some(Duration::from_millis(50))).expect("read timeout");
         self.serve(format!("udp-echo {addr}"), move |stop| {
@@ -413,16 +420,23 @@ impl Lab {
     /// outcome that prevented it.
     pub fn tcp_connect(
         &self,
-        from: Ipv4Addr,
-        to: SocketAddrV4,
+        from: impl Into<IpAddr>,
+        to: impl Into<SocketAddr>,
         timeout: Duration,
     ) -> Result<TcpStream, Outcome> {
+        let (from, to) = (from.into(), to.into());
         self.run_in(self.ns_of(from), || tcp_connect(from, to, timeout))
     }
 
     /// Connects from `from` to the echo server at `to`, sends a line and waits for it to
     /// come back, all within `timeout`.
-    pub fn tcp_probe(&self, from: Ipv4Addr, to: SocketAddrV4, timeout: Duration) -> Outcome {
+    pub fn tcp_probe(
+        &self,
+        from: impl Into<IpAddr>,
+        to: impl Into<SocketAddr>,
+        timeout: Duration,
+    ) -> Outcome {
+        let (from, to) = (from.into(), to.into());
         let started = Instant::now();
         let mut stream = match self.tcp_connect(from, to, timeout) {
             Ok(stream) => stream,
@@ -435,7 +449,13 @@ impl Lab {
 
     /// Sends a datagram from `from` to the echo server at `to` and waits for it to come
     /// back.
-    pub fn udp_probe(&self, from: Ipv4Addr, to: SocketAddrV4, timeout: Duration) -> Outcome {
+    pub fn udp_probe(
+        &self,
+        from: impl Into<IpAddr>,
+        to: impl Into<SocketAddr>,
+        timeout: Duration,
+    ) -> Outcome {
+        let (from, to) = (from.into(), to.into());
         match self.udp_exchange(from, to, timeout) {
             Ok(outcome) => outcome,
             // What a netfilter OUTPUT drop tells the sender.
@@ -445,9 +465,15 @@ impl Lab {
     }
 
     /// [`Lab::udp_probe`], with the send's own error, if it failed, for the caller.
-    pub fn udp_exchange(&self, from: Ipv4Addr, to: SocketAddrV4, timeout: Duration) -> io::Result<Outcome> {
+    pub fn udp_exchange(
+        &self,
+        from: impl Into<IpAddr>,
+        to: impl Into<SocketAddr>,
+        timeout: Duration,
+    ) -> io::Result<Outcome> {
+        let (from, to) = (from.into(), to.into());
         let socket = self
-            .run_in(self.ns_of(from), || UdpSocket::bind(SocketAddrV4::new(from, 0)))
+            .run_in(self.ns_of(from), || UdpSocket::bind(SocketAddr::new(from, 0)))
             .unwrap_or_else(|e| panic!("binding udp {from}: {e}"));
         socket.connect(to).unwrap_or_else(|e| panic!("udp connect {from} -> {to}: {e}"));
         let token = format!("hello {from} -> {to}");
@@ -548,14 +574,29 @@ pub fn run_in<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
 /// A TCP connect from `from` to `to` in the calling thread's namespace: the stream, or
 /// [`Outcome::Blocked`] when nothing answered within `timeout`, [`Outcome::Refused`] on
 /// a RST.
-pub fn tcp_connect(from: Ipv4Addr, to: SocketAddrV4, timeout: Duration) -> Result<TcpStream, Outcome> {
-    let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).expect("socket");
+pub fn tcp_connect(
+    from: impl Into<IpAddr>,
+    to: impl Into<SocketAddr>,
+    timeout: Duration,
+) -> Result<TcpStream, Outcome> {
+    let (from, to) = (from.into(), to.into());
+    let family = if from.is_ipv6() { AddressFamily::Inet6 } else { AddressFamily::Inet };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).expect("socket");
     // A blocking connect gives up after SO_SNDTIMEO with EINPROGRESS.
     let tv = TimeVal::new(timeout.as_secs() as _, timeout.subsec_micros() as _);
     setsockopt(&fd, sockopt::SendTimeout, &tv).expect("SO_SNDTIMEO");
-    bind(fd.as_raw_fd(), &SockaddrIn::from(SocketAddrV4::new(from, 0)))
-        .unwrap_or_else(|e| panic!("binding tcp {from}: {e}"));
-    match connect(fd.as_raw_fd(), &SockaddrIn::from(to)) {
+    let bound = match (from, to) {
+        (IpAddr::V4(from), SocketAddr::V4(to)) => {
+            bind(fd.as_raw_fd(), &SockaddrIn::from(SocketAddrV4::new(from, 0)))
+                .and_then(|()| connect(fd.as_raw_fd(), &SockaddrIn::from(to)))
+        }
+        (IpAddr::V6(from), SocketAddr::V6(to)) => {
+            bind(fd.as_raw_fd(), &SockaddrIn6::from(std::net::SocketAddrV6::new(from, 0, 0, 0)))
+                .and_then(|()| connect(fd.as_raw_fd(), &SockaddrIn6::from(to)))
+        }
+        _ => panic!("tcp connect {from} -> {to}: the families differ"),
+    };
+    match bound {
         Ok(()) => {
             let stream = TcpStream::from(fd);
             stream.set_write_timeout(None).expect("clear the write timeout");
@@ -681,4 +722,75 @@ pub fn ping_received(stdout: &str) -> u32 {
         .and_then(|part| part.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no \"N received\" in ping's output:\n{stdout}"))
+}
+
+// ---------------------------------------------------------------------------------------
+// IPv6: the dual-stack lab
+
+/// The host's IPv6 address in examples/dual-stack.toml (`address6`), on `s0`.
+pub const HOST6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+/// An IPv6 address no rule names, on `c0`.
+pub const STRANGER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x99, 0, 0, 0, 0, 0x99);
+
+/// examples/dual-stack.toml's text.
+pub fn dual_stack_text() -> String {
+    let path = crate::workspace().join("examples/dual-stack.toml");
+    fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+impl Lab {
+    /// The lab with IPv6 too: [`HOST6`] on `s0`, every IPv6 peer of examples/dual-stack.toml
+    /// and [`STRANGER6`] on `c0`. Addresses skip duplicate address detection (so the lab
+    /// is usable at once); neighbour discovery itself runs as on any link, through the
+    /// filter.
+    pub fn dual_stack(tag: &str) -> Lab {
+        let mut lab = Lab::new(tag);
+        let policy = firewall_user::policy::parse(&dual_stack_text(), Path::new("examples/dual-stack.toml"))
+            .unwrap_or_else(|e| panic!("examples/dual-stack.toml: {e}"));
+        assert_eq!(policy.address6, Some(HOST6), "examples/dual-stack.toml's address6");
+        let mut peers: Vec<Ipv6Addr> = policy
+            .rules
+            .iter()
+            .flat_map(|rule| rule.peers.iter())
+            .filter_map(|p| match p.addr {
+                IpAddr::V6(addr) if p.len == 128 => Some(addr),
+                _ => None,
+            })
+            .collect();
+        peers.push(STRANGER6);
+        peers.sort();
+        peers.dedup();
+        let (s, c) = (lab.server.clone(), lab.client.clone());
+        ip(&["-n", &s, "addr", "add", &format!("{HOST6}/128"), "dev", SERVER_IF, "nodad"]);
+        ip(&["-n", &s, "-6", "route", "add", "2001:db8::/32", "dev", SERVER_IF]);
+        let mut batch = String::new();
+        for addr in &peers {
+            batch.push_str(&format!("addr add {addr}/128 dev {CLIENT_IF} nodad\n"));
+        }
+        batch.push_str(&format!("route add {HOST6}/128 dev {CLIENT_IF}\n"));
+        let batch_file = lab.tmp.write("client6.ip", &batch);
+        ip(&["-n", &c, "-batch", batch_file.to_str().expect("utf-8 path")]);
+        lab.client_addrs6 = peers;
+        lab
+    }
+
+    /// examples/dual-stack.toml with `interface = "s0"`, written to a file of this lab.
+    pub fn dual_stack_policy_file(&self) -> PathBuf {
+        let text = dual_stack_text();
+        let wanted = "interface = \"eth0\"";
+        assert!(text.contains(wanted), "examples/dual-stack.toml no longer says {wanted}");
+        self.tmp.write("dual-stack.toml", &text.replacen(wanted, &format!("interface = \"{SERVER_IF}\""), 1))
+    }
+
+    /// `ping -c COUNT -i INTERVAL` from `from` to `to` in the client namespace; its stdout.
+    pub fn ping(&self, from: IpAddr, to: IpAddr, count: u32, interval: &str) -> String {
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.ns_of(from)))
+            .args(["ping", "-n", "-c", &count.to_string(), "-i", interval, "-W", "1", "-I"])
+            .arg(from.to_string())
+            .arg(to.to_string())
+            .output()
+            .unwrap_or_else(|e| panic!("running ping: {e}"));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
 }

@@ -1,0 +1,160 @@
+//! IPv6 end to end: the `firewall` binary attached to `s0` with examples/dual-stack.toml,
+//! real IPv6 sockets, ping over IPv6 and a packet-too-big from the client namespace.
+//! Neighbour discovery is real too: the two namespaces find each other's link-layer
+//! addresses through the filter, or nothing here would work.
+use std::{
+    net::{IpAddr, Ipv6Addr, SocketAddr},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use tests::{
+    daemons::{PYTHON, in_ns, need, run},
+    lab::{BLOCKED_AFTER, HOST, HOST6, Lab, OPEN_WITHIN, Outcome, SERVER_IF, STRANGER6, ping_received},
+    require_root,
+};
+
+const SSH_PEER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 7, 0, 0, 0, 0, 7);
+const DNS6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x53, 0, 0, 0, 0, 0x53);
+
+fn up(lab: &Lab) {
+    let policy = lab.dual_stack_policy_file();
+    lab.firewall_ok(&["up", "--policy", policy.to_str().unwrap(), "--iface", SERVER_IF]);
+}
+
+fn sa(ip: Ipv6Addr, port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V6(ip), port)
+}
+
+#[test]
+fn tcp_and_udp_over_ipv6_follow_the_rules() {
+    require_root();
+    let lab = Lab::dual_stack("v6-tcp");
+    lab.tcp_echo(sa(HOST6, 122));
+    lab.tcp_echo(sa(HOST6, 443));
+    lab.tcp_echo(sa(HOST6, 25));
+    lab.udp_echo(sa(DNS6, 53));
+    lab.udp_echo(sa(STRANGER6, 53));
+    lab.tcp_echo(sa(DNS6, 53));
+    up(&lab);
+
+    let v4_ssh = std::net::SocketAddrV4::new(HOST, 122);
+    lab.tcp_echo(v4_ssh);
+    let probes = [
+        (
+            "ssh from the listed IPv6 peer",
+            lab.tcp_probe(SSH_PEER6, sa(HOST6, 122), OPEN_WITHIN),
+            Outcome::Open,
+        ),
+        ("ssh from a stranger", lab.tcp_probe(STRANGER6, sa(HOST6, 122), BLOCKED_AFTER), Outcome::Blocked),
+        ("https from anyone", lab.tcp_probe(STRANGER6, sa(HOST6, 443), OPEN_WITHIN), Outcome::Open),
+        ("smtp: no rule", lab.tcp_probe(STRANGER6, sa(HOST6, 25), BLOCKED_AFTER), Outcome::Blocked),
+        ("a DNS query to the IPv6 server", lab.udp_probe(HOST6, sa(DNS6, 53), OPEN_WITHIN), Outcome::Open),
+        ("DNS over TCP to it", lab.tcp_probe(HOST6, sa(DNS6, 53), OPEN_WITHIN), Outcome::Open),
+        (
+            "a DNS query to a stranger",
+            lab.udp_probe(HOST6, sa(STRANGER6, 53), BLOCKED_AFTER),
+            Outcome::Blocked,
+        ),
+        // The IPv4 side of the same policy works beside it.
+        (
+            "ssh from the IPv4 peer",
+            lab.tcp_probe(std::net::Ipv4Addr::new(203, 0, 113, 7), v4_ssh, OPEN_WITHIN),
+            Outcome::Open,
+        ),
+    ];
+    for (what, outcome, expected) in probes {
+        assert_eq!(outcome, expected, "{what}");
+    }
+    let list = lab.list();
+    assert!(list.packets("INPUT", "ssh-in") >= 2, "both families on ssh-in's line");
+    assert!(list.packets("OUTPUT", "dns") >= 2 && list.packets("INPUT", "dns") >= 2, "queries and answers");
+    assert!(list.policy("INPUT") > 0 && list.policy("OUTPUT") > 0, "the strangers met the policies");
+    // Neighbour discovery ran both ways through the filter, and was counted.
+    assert!(list.packets("INPUT", "icmpv6-nd") > 0, "neighbour advertisements or solicitations in");
+    assert!(list.packets("OUTPUT", "icmpv6-nd") > 0, "and out");
+    let flows = lab.firewall_ok(&["conntrack"]);
+    assert!(flows.contains(&format!("src={SSH_PEER6} dst={HOST6}")), "an IPv6 flow listed:\n{flows}");
+}
+
+#[test]
+fn ping6_is_limited_like_ping_and_shares_its_bucket() {
+    require_root();
+    let lab = Lab::dual_stack("v6-ping");
+    up(&lab);
+    let started = Instant::now();
+    let out = lab.ping(IpAddr::V6(STRANGER6), IpAddr::V6(HOST6), 12, "0.1");
+    let elapsed = started.elapsed().as_secs_f64();
+    let received = ping_received(&out);
+    eprintln!("ping6: {received} of 12 replies in {elapsed:.2}s");
+    // The burst of 5, then one a second for as long as ping ran (and one for the edge).
+    assert!(received >= 5, "the burst passes: {out}");
+    assert!(f64::from(received) <= 5.0 + elapsed + 1.0, "{received} replies in {elapsed:.2}s: {out}");
+    let list = lab.list();
+    assert_eq!(list.packets("INPUT", "ping-in"), u64::from(received), "admitted requests");
+    assert_eq!(list.packets("OUTPUT", "ping-in"), u64::from(received), "their replies");
+    assert_eq!(list.policy("INPUT"), u64::from(12 - received), "the rest met the policy");
+    // The bucket is the rule's, so IPv4 ping right after finds it drained too.
+    let v4 = lab.ping(IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 99)), IpAddr::V4(HOST), 3, "0.1");
+    assert!(ping_received(&v4) <= 2, "a drained bucket for IPv4 as well: {v4}");
+    // Ping out to anyone, over IPv6: the replies come back as the flow's returns.
+    let out = lab.ping(IpAddr::V6(HOST6), IpAddr::V6(DNS6), 3, "0.2");
+    assert_eq!(ping_received(&out), 3, "{out}");
+    assert_eq!(lab.list().packets("INPUT", "ping-out"), 3);
+}
+
+/// scapy, in the client namespace: a packet-too-big to the server quoting one of its own
+/// echo replies, as a router on the way to `about` would send it.
+const PACKET_TOO_BIG: &str = r#"
+import logging, sys
+logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
+from scapy.all import IPv6, ICMPv6PacketTooBig, ICMPv6EchoReply, conf, send
+conf.verb = 0
+router, host, about = sys.argv[1], sys.argv[2], sys.argv[3]
+quoted = IPv6(src=host, dst=about, plen=1400) / ICMPv6EchoReply(id=7, seq=1, data=b"x" * 64)
+send(IPv6(src=router, dst=host) / ICMPv6PacketTooBig(mtu=1280) / quoted)
+"#;
+
+#[test]
+fn packet_too_big_reaches_the_stack_so_pmtu_discovery_works() {
+    require_root();
+    need("/usr/lib/python3/dist-packages/scapy/__init__.py", "python3-scapy");
+    let lab = Lab::dual_stack("v6-ptb");
+    up(&lab);
+    // Neighbour discovery first, so that the server can answer at all.
+    assert_eq!(ping_received(&lab.ping(IpAddr::V6(HOST6), IpAddr::V6(DNS6), 1, "0.2")), 1);
+    let route = || {
+        let out = Command::new("ip")
+            .args(["-n", &lab.server, "-6", "route", "get", &DNS6.to_string()])
+            .output()
+            .expect("ip route get");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(!route().contains("mtu 1280"), "no path MTU yet: {}", route());
+    let mut command = in_ns(&lab.client, PYTHON);
+    command.args(["-c", PACKET_TOO_BIG, &SSH_PEER6.to_string(), &HOST6.to_string(), &DNS6.to_string()]);
+    let done = run(&lab, &mut command, Duration::from_secs(40));
+    assert!(done.ok(), "scapy: {}", done.describe());
+    let deadline = Instant::now() + OPEN_WITHIN;
+    while !route().contains("mtu 1280") {
+        assert!(Instant::now() < deadline, "the kernel never learnt the path MTU: {}", route());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(lab.list().packets("INPUT", "icmpv6-ptb"), 1, "counted on its line");
+}
+
+#[test]
+fn without_address6_ipv6_is_dropped_and_ipv4_is_not() {
+    require_root();
+    let lab = Lab::dual_stack("v6-off");
+    lab.tcp_echo(sa(HOST6, 122));
+    lab.tcp_echo(std::net::SocketAddrV4::new(HOST, 122));
+    lab.up(); // examples/tight.toml: no address6
+    assert_eq!(lab.tcp_probe(SSH_PEER6, sa(HOST6, 122), BLOCKED_AFTER), Outcome::Blocked);
+    assert_eq!(ping_received(&lab.ping(IpAddr::V6(STRANGER6), IpAddr::V6(HOST6), 2, "0.2")), 0);
+    let ipv4_peer = std::net::Ipv4Addr::new(203, 0, 113, 7);
+    assert_eq!(lab.tcp_probe(ipv4_peer, std::net::SocketAddrV4::new(HOST, 122), OPEN_WITHIN), Outcome::Open);
+    let list = lab.list();
+    assert!(list.packets("INPUT", "ipv6") > 0, "IPv6 counted on its drop line");
+    assert!(list.packets("INPUT", "ssh-in") > 0, "the IPv4 session on ssh-in's line");
+}
