@@ -9,8 +9,8 @@ use std::{
 use firewall_common::{
     ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_RELATED, ANTISPOOF_COUNTER_BASE, ANY_PEER, AllowKey,
     AllowValue, Builtin, CONFIG_HAS_PREFIXES, CONFIG_IPV6, CONFIG_READY, Chain, Config, Direction,
-    ICMP_ECHO_REQUEST, Line, MAX_ANTISPOOF, MAX_RULES, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TokenBucket,
-    builtin_counter, rule_counter, v4_mapped,
+    ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, Line, MAX_ANTISPOOF, MAX_RULES, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+    TokenBucket, builtin_counter, icmpv6_equivalent, rule_counter, v4_mapped,
 };
 use serde::{Deserialize, Serialize};
 
@@ -266,11 +266,17 @@ fn builtin(chain: Chain, line: Builtin, name: &str, target: &'static str, matche
 fn first_lines(policy: &Policy, chain: Chain) -> Vec<ListLine> {
     let mut lines = vec![builtin(chain, Builtin::NonIp, "non-ip", "ACCEPT", "not IP (ARP…)")];
     match policy.address6 {
-        None => lines.push(builtin(chain, Builtin::Ipv6, "ipv6", "DROP", "IPv6 (no address6)")),
+        None => lines.push(ListLine {
+            source: ANYWHERE6.into(),
+            destination: ANYWHERE6.into(),
+            ..builtin(chain, Builtin::Ipv6, "ipv6", "DROP", "IPv6 (no address6)")
+        }),
         Some(address6) => {
             let ours = address6.to_string();
             lines.push(ListLine {
                 prot: "ipv6-icmp",
+                source: ANYWHERE6.into(),
+                destination: ANYWHERE6.into(),
                 ..builtin(
                     chain,
                     Builtin::NeighbourDiscovery,
@@ -384,8 +390,26 @@ pub fn listing(policy: &Policy, ids: &Ids) -> Vec<ListChain> {
                 let (one, many) = if established { ("spt:", "sports") } else { ("dpt:", "dports") };
                 if *p == PROTO_ICMP {
                     // Only echo flows have returns: the replies.
-                    let kind = if established { "0".to_string() } else { ports.join(",") };
-                    parts.push(format!("icmptype {kind}"));
+                    let kinds: Vec<u8> = if established {
+                        vec![ICMP_ECHO_REPLY]
+                    } else {
+                        rule.services
+                            .iter()
+                            .filter_map(|s| match s {
+                                Service::Icmp { kind } => Some(*kind),
+                                _ => None,
+                            })
+                            .collect()
+                    };
+                    let text = |ks: &[u8]| ks.iter().map(u8::to_string).collect::<Vec<_>>().join(",");
+                    parts.push(format!("icmptype {}", text(&kinds)));
+                    // What the same rule matches for its IPv6 peers.
+                    let v6 = policy.address6.is_some()
+                        && rule.peers.iter().any(|p| *p == Prefix::ANY || p.is_v6());
+                    let kinds6: Vec<u8> = kinds.iter().filter_map(|k| icmpv6_equivalent(*k)).collect();
+                    if v6 && !kinds6.is_empty() {
+                        parts.push(format!("icmpv6type {}", text(&kinds6)));
+                    }
                 } else if ports.len() == 1 {
                     parts.push(format!("{} {one}{}", proto_name(*p), ports[0]));
                 } else {

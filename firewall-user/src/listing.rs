@@ -35,10 +35,17 @@ pub fn human(number: u64, exact: bool, width: usize) -> String {
     format!("{n:>w$}P", w = width - 1)
 }
 
-/// The text listing.
+/// The text listing. Columns are as wide as iptables' (prot 4, addresses 18) or as their
+/// widest entry, so that an IPv6 address or `ipv6-icmp` does not shift the rows after it.
 pub fn render(chains: &[ListChain], counters: &[Counter], style: Style) -> String {
     let mut out = String::new();
     let (pw, bw) = if style.exact { (8, 10) } else { (5, 5) };
+    let widest = |min: usize, field: fn(&crate::compile::ListLine) -> usize| {
+        chains.iter().flat_map(|c| c.lines.iter()).map(field).fold(min, usize::max)
+    };
+    let prot = widest(4, |l| l.prot.chars().count());
+    let addr = widest(18, |l| l.source.chars().count().max(l.destination.chars().count()));
+    let name = widest(18, |l| l.name.chars().count());
     for (i, chain) in chains.iter().enumerate() {
         if i > 0 {
             out.push('\n');
@@ -52,19 +59,15 @@ pub fn render(chains: &[ListChain], counters: &[Counter], style: Style) -> Strin
                 policy.packets,
                 policy.bytes
             );
-            let _ = writeln!(
-                out,
-                "{:>pw$} {:>bw$} {:<7} {:<4} {:<18} {:<18} {:<18} match",
-                "pkts", "bytes", "target", "prot", "source", "destination", "rule"
-            );
+            let _ = write!(out, "{:>pw$} {:>bw$} ", "pkts", "bytes");
         } else {
             let _ = writeln!(out, "Chain {} (policy DROP)", chain_name(chain.chain));
-            let _ = writeln!(
-                out,
-                "{:<7} {:<4} {:<18} {:<18} {:<18} match",
-                "target", "prot", "source", "destination", "rule"
-            );
         }
+        let _ = writeln!(
+            out,
+            "{:<7} {:<prot$} {:<addr$} {:<addr$} {:<name$} match",
+            "target", "prot", "source", "destination", "rule"
+        );
         for line in &chain.lines {
             let c = counter(counters, line.counter);
             let mut row = String::new();
@@ -74,7 +77,7 @@ pub fn render(chains: &[ListChain], counters: &[Counter], style: Style) -> Strin
             }
             let _ = write!(
                 row,
-                "{:<7} {:<4} {:<18} {:<18} {:<18} {}",
+                "{:<7} {:<prot$} {:<addr$} {:<addr$} {:<name$} {}",
                 line.target, line.prot, line.source, line.destination, line.name, line.matches
             );
             out.push_str(row.trim_end());
