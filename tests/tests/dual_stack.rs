@@ -17,9 +17,11 @@ use tests::{
 const SSH_PEER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 7, 0, 0, 0, 0, 7);
 const DNS6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x53, 0, 0, 0, 0, 0x53);
 
-fn up(lab: &Lab) {
+/// `firewall up` with examples/dual-stack.toml; the policy file it was given.
+fn up(lab: &Lab) -> std::path::PathBuf {
     let policy = lab.dual_stack_policy_file();
     lab.firewall_ok(&["up", "--policy", policy.to_str().unwrap(), "--iface", SERVER_IF]);
+    policy
 }
 
 fn sa(ip: Ipv6Addr, port: u16) -> SocketAddr {
@@ -36,7 +38,7 @@ fn tcp_and_udp_over_ipv6_follow_the_rules() {
     lab.udp_echo(sa(DNS6, 53));
     lab.udp_echo(sa(STRANGER6, 53));
     lab.tcp_echo(sa(DNS6, 53));
-    up(&lab);
+    let policy = up(&lab);
 
     let v4_ssh = std::net::SocketAddrV4::new(HOST, 122);
     lab.tcp_echo(v4_ssh);
@@ -75,6 +77,14 @@ fn tcp_and_udp_over_ipv6_follow_the_rules() {
     assert!(list.packets("OUTPUT", "icmpv6-nd") > 0, "and out");
     let flows = lab.firewall_ok(&["conntrack"]);
     assert!(flows.contains(&format!("src={SSH_PEER6} dst={HOST6}")), "an IPv6 flow listed:\n{flows}");
+
+    // Live changes take IPv6 peers like IPv4 ones, file and maps.
+    let out = lab.firewall_ok(&["allow", "ssh-in", &STRANGER6.to_string()]);
+    assert!(out.contains(&format!("allowed {STRANGER6}")), "{out}");
+    assert!(std::fs::read_to_string(&policy).unwrap().contains(&STRANGER6.to_string()));
+    assert_eq!(lab.tcp_probe(STRANGER6, sa(HOST6, 122), OPEN_WITHIN), Outcome::Open, "allowed live");
+    lab.firewall_ok(&["revoke", "ssh-in", &STRANGER6.to_string()]);
+    assert_eq!(lab.tcp_probe(STRANGER6, sa(HOST6, 122), BLOCKED_AFTER), Outcome::Blocked, "revoked live");
 }
 
 #[test]
