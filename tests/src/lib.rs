@@ -3,6 +3,7 @@
 //! network namespaces.
 pub mod daemons;
 pub mod differential;
+pub mod flood;
 pub mod frames;
 pub mod harness;
 pub mod lab;
