@@ -5,12 +5,16 @@
 //! limits; the same text always gets the same answer.
 //!
 //! The inputs: arbitrary text and bytes; token soups of TOML's syntax and the policy's
-//! words; policies generated from the grammar, every key given valid and invalid values;
-//! valid policies with exactly one fault, which must be refused at that fault's line and
-//! column; mutations of `examples/tight.toml`, and that file cut at every character.
+//! words; tables of every key with any value; valid policies generated from the grammar
+//! (which must be accepted), the same with noise (values replaced by valid, invalid,
+//! wrongly typed or IPv6 ones, entries deleted or doubled, tables doubled), and with
+//! exactly one fault (which must be refused at that fault's line and column); mutations
+//! of `examples/tight.toml`, and that file cut at every character; the rule and
+//! anti-spoof limits, exactly and one over.
 //!
-//! `PROPTEST_CASES=N` sets the number of cases of every property (without it each has
-//! the default written beside it, small enough for CI); needs no root.
+//! Each property runs 512 cases (about a second in all); `PROPTEST_CASES=N` sets another
+//! number for every one. Needs no root. The checks themselves are in `policy_checks/`,
+//! shared with the cargo-fuzz target in `fuzz/`.
 mod policy_checks;
 
 use std::{
