@@ -64,9 +64,10 @@ impl Prefix {
         let bits: u8 = if addr.is_ipv4() { 32 } else { 128 };
         let len = match len {
             None => bits,
-            Some(len) => len
-                .parse::<u8>()
-                .ok()
+            // Digits only: Rust's parse would take "+8".
+            Some(len) => Some(len)
+                .filter(|len| !len.is_empty() && len.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|len| len.parse::<u8>().ok())
                 .filter(|len| *len <= bits)
                 .ok_or_else(|| format!("bad prefix length in {text:?}: expected 0 to {bits}"))?,
         };
@@ -239,6 +240,16 @@ impl Service {
     }
 }
 
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Service::Port { protocol: PROTO_UDP, port } => write!(f, "udp port {port}"),
+            Service::Port { port, .. } => write!(f, "tcp port {port}"),
+            Service::Icmp { kind } => write!(f, "icmp type {kind}"),
+        }
+    }
+}
+
 /// `limit = "1/sec"`, `burst = 5`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limit {
@@ -294,9 +305,43 @@ pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
     };
     let raw: RawPolicy = toml::from_str(text).map_err(|err| {
         let offset = err.span().map_or(0, |span| span.start);
-        at(offset, err.message().trim_end().replace('\n', " "))
+        at(offset, toml_message(err.message(), text, offset))
     })?;
-    validate(raw).map_err(|(offset, message)| at(offset, message))
+    // `[host]` as a header, else wherever `host` is first written (a dotted key).
+    let host_at = text.find("[host]").or_else(|| text.find("host")).unwrap_or(0);
+    validate(raw, host_at).map_err(|(offset, message)| at(offset, message))
+}
+
+/// The TOML parser's or serde's message, in the words of TOML and of this file: one line,
+/// never empty, without Rust's type names.
+fn toml_message(message: &str, text: &str, offset: usize) -> String {
+    let message = message.trim().replace('\n', " ");
+    if message.is_empty() {
+        // The parser says nothing for some syntax errors; say what is at the place.
+        return match text.get(offset..).and_then(|rest| rest.chars().next()) {
+            None => "the file ends where TOML expects more (a value, a closing bracket or quote)".into(),
+            Some('\r') => "a carriage return must be followed by a newline".into(),
+            Some(c) if c.is_control() => {
+                format!("control character U+{:04X} is not allowed, not even in a comment", u32::from(c))
+            }
+            Some(c) => format!("invalid TOML at {c:?}"),
+        };
+    }
+    let mut message = message
+        .replace("expected i64", "expected an integer")
+        .replace("expected a borrowed string", "expected a string")
+        .replace("expected a sequence", "expected an array")
+        .replace("invalid type: sequence", "invalid type: array")
+        .replace("expected a map", "expected a table")
+        .replace("invalid type: map", "invalid type: table");
+    // `expected struct RawHost` and the like: every struct here is a table.
+    while let Some(start) = message.find("expected struct ") {
+        let name_end = message[start + 16..]
+            .find(|c: char| !c.is_alphanumeric())
+            .map_or(message.len(), |n| start + 16 + n);
+        message.replace_range(start..name_end, "expected a table");
+    }
+    message
 }
 
 type Located = (usize, String);
@@ -308,7 +353,7 @@ fn fail<T>(spanned_start: usize, message: impl Into<String>) -> Result<T, Locate
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
-    host: Spanned<RawHost>,
+    host: RawHost,
     antispoof: Option<RawAntispoof>,
     conntrack: Option<RawConntrack>,
     #[serde(default)]
@@ -371,11 +416,35 @@ impl<'de> Deserialize<'de> for RawPeers {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// A name or a number (a visitor of its own: `#[serde(untagged)]` would answer anything
+/// else with its own internals).
 enum RawIcmpType {
     Name(String),
     Number(i64),
+}
+
+impl<'de> Deserialize<'de> for RawIcmpType {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawIcmpType;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "an ICMP type: echo-request, echo-reply, destination-unreachable, time-exceeded, parameter-problem or a number 0-255",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawIcmpType, E> {
+                Ok(RawIcmpType::Name(v.to_owned()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawIcmpType, E> {
+                Ok(RawIcmpType::Number(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawIcmpType, E> {
+                Ok(RawIcmpType::Number(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Deserialize)]
@@ -396,9 +465,8 @@ struct RawRule {
     _comment: Option<String>,
 }
 
-fn validate(raw: RawPolicy) -> Result<Policy, Located> {
-    let host_at = raw.host.span().start;
-    let host = raw.host.into_inner();
+fn validate(raw: RawPolicy, host_at: usize) -> Result<Policy, Located> {
+    let host = raw.host;
     let Some(address) = host.address else {
         return fail(host_at, "[host] needs address, the host's IPv4 address (OURIP)");
     };
@@ -450,8 +518,17 @@ fn validate(raw: RawPolicy) -> Result<Policy, Located> {
     let interface = match host.interface {
         Some(iface) => {
             let name = iface.get_ref();
-            if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
-                return fail(iface.span().start, format!("bad interface name {name:?}"));
+            // What the kernel's dev_valid_name refuses: `up` would only fail later.
+            if name.is_empty()
+                || name.len() > 15
+                || name == "."
+                || name == ".."
+                || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+            {
+                return fail(
+                    iface.span().start,
+                    format!("bad interface name {name:?}: 1 to 15 bytes, not . or .., no /, : or spaces"),
+                );
             }
             Some(name.clone())
         }
@@ -463,6 +540,11 @@ fn validate(raw: RawPolicy) -> Result<Policy, Located> {
         None => (None, None),
     };
     let ipv6 = address6.is_some();
+    // Where each list's entries are written, to place an error about their number.
+    let entry_places = |list: &Option<Vec<Spanned<String>>>| -> Vec<usize> {
+        list.as_ref().map(|l| l.iter().map(|e| e.span().start).collect()).unwrap_or_default()
+    };
+    let (source_places, destination_places) = (entry_places(&sources), entry_places(&destinations));
     let antispoof_sources =
         prefix_list(sources, &DEFAULT_ANTISPOOF_SOURCES, &DEFAULT_ANTISPOOF_SOURCES6, ipv6, "sources")?;
     let antispoof_destinations = prefix_list(
@@ -489,7 +571,22 @@ fn validate(raw: RawPolicy) -> Result<Policy, Located> {
         );
     }
     if antispoof_sources.len() + antispoof_destinations.len() > MAX_ANTISPOOF as usize {
-        return fail(0, format!("too many anti-spoof entries: at most {MAX_ANTISPOOF}"));
+        // The first entry over the limit, counting the sources first; a default list has no
+        // place of its own, so the other list's entry is named.
+        let over = MAX_ANTISPOOF as usize;
+        let at = source_places
+            .get(over)
+            .or_else(|| destination_places.get(over.saturating_sub(antispoof_sources.len())))
+            .or(destination_places.last())
+            .or(source_places.last())
+            .copied()
+            .unwrap_or(0);
+        return fail(
+            at,
+            format!(
+                "too many anti-spoof entries: at most {MAX_ANTISPOOF}, sources and destinations together"
+            ),
+        );
     }
 
     let conntrack = match raw.conntrack {
@@ -527,7 +624,12 @@ fn validate(raw: RawPolicy) -> Result<Policy, Located> {
         for service in &rule.0.services {
             for (peer, at) in rule.0.peers.iter().zip(&rule.1) {
                 if let Some(owner) = owners.insert((rule.0.direction, *service, *peer), rule.0.name.clone()) {
-                    return fail(*at, format!("peer {peer} for this service is already in rule {owner:?}"));
+                    let peer = if *peer == Prefix::ANY { "\"any\"".to_string() } else { peer.to_string() };
+                    let direction = if rule.0.direction == Direction::In { "in" } else { "out" };
+                    return fail(
+                        *at,
+                        format!("peer {peer} for {service} {direction} is already in rule {owner:?}"),
+                    );
                 }
             }
         }
@@ -718,8 +820,8 @@ fn validate_rule(
             );
         }
         None => None,
-        Some(_) if !protos.contains(&PROTO_ICMP) => {
-            return fail(rule_at, "icmp_type needs \"icmp\" in protocols");
+        Some(t) if !protos.contains(&PROTO_ICMP) => {
+            return fail(t.span().start, "icmp_type needs \"icmp\" in protocols");
         }
         Some(t) => {
             let at = t.span().start;
@@ -898,7 +1000,7 @@ mod tests {
             )
         };
         let err = check(&format!("{HOST}{}{}", rule("a"), rule("b"))).unwrap_err();
-        assert!(err.ends_with("peer 192.0.2.1 for this service is already in rule \"a\""), "{err}");
+        assert!(err.ends_with("peer 192.0.2.1 for tcp port 1 in is already in rule \"a\""), "{err}");
     }
 
     #[test]
@@ -1007,6 +1109,63 @@ mod tests {
         assert_eq!(Service::Icmp { kind: 8 }.key_for(true), Some((PROTO_ICMPV6, 128)));
         assert_eq!(Service::Icmp { kind: 5 }.key_for(false), Some((PROTO_ICMP, 5)));
         assert_eq!(Service::Port { protocol: PROTO_TCP, port: 22 }.key_for(true), Some((PROTO_TCP, 22)));
+    }
+
+    #[test]
+    fn toml_and_type_errors_are_in_toml_words() {
+        // Syntax errors the TOML parser gives no words for.
+        assert_eq!(check("\r").unwrap_err(), "p.toml:1:1: a carriage return must be followed by a newline");
+        assert!(
+            check("#\0")
+                .unwrap_err()
+                .ends_with("control character U+0000 is not allowed, not even in a comment")
+        );
+        assert!(check("[host]\ninterface =").unwrap_err().contains("the file ends where TOML expects more"));
+        // Types, named as TOML names them.
+        let rule = |body: &str| {
+            format!(
+                "{HOST}[[rule]]\nname = \"x\"\ndirection = \"in\"\nprotocols = [\"icmp\"]\n{body}\npeers = \"any\"\n"
+            )
+        };
+        let err = check(&rule("icmp_type = true")).unwrap_err();
+        assert!(err.ends_with("invalid type: boolean `true`, expected an ICMP type: echo-request, echo-reply, destination-unreachable, time-exceeded, parameter-problem or a number 0-255"), "{err}");
+        let err = check(&format!("{HOST}[[rule]]\nname = \"x\"\nport = \"80\"\n")).unwrap_err();
+        assert_eq!(err, "p.toml:6:8: invalid type: string \"80\", expected an integer");
+        let err = check("host = 5\n").unwrap_err();
+        assert!(err.ends_with("invalid type: integer `5`, expected a table"), "{err}");
+        let err = check(&format!("{HOST}[[rule]]\nname = \"x\"\nprotocols = \"tcp\"\n")).unwrap_err();
+        assert!(err.ends_with("expected an array"), "{err}");
+        // Dotted keys are TOML too.
+        assert!(check("host.address = \"198.51.100.1\"\n").is_ok());
+    }
+
+    #[test]
+    fn errors_point_at_what_is_wrong() {
+        let many: Vec<String> = (0..449).map(|i| format!("\"10.{}.{}.0/24\"", i / 256, i % 256)).collect();
+        let text = format!("{HOST}[antispoof]\nsources = [\n{}\n]\n", many.join(",\n"));
+        let err = check(&text).unwrap_err();
+        assert!(
+            err.starts_with("p.toml:454:1: too many anti-spoof entries: at most 448"),
+            "the 449th entry, on line 454: {err}"
+        );
+        let rule = "[[rule]]\nname = \"x\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 1\nicmp_type = 8\npeers = \"any\"\n";
+        assert_eq!(
+            check(&format!("{HOST}{rule}")).unwrap_err(),
+            "p.toml:9:13: icmp_type needs \"icmp\" in protocols"
+        );
+        let twice = |n: &str| {
+            format!(
+                "[[rule]]\nname = \"{n}\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 1\npeers = \"any\"\n"
+            )
+        };
+        let err = check(&format!("{HOST}{}{}", twice("a"), twice("b"))).unwrap_err();
+        assert!(err.ends_with("peer \"any\" for tcp port 1 in is already in rule \"a\""), "{err}");
+        for bad in [".", "..", "a:b", "a b", "a\\tb"] {
+            let err =
+                check(&format!("[host]\ninterface = \"{bad}\"\naddress = \"198.51.100.1\"\n")).unwrap_err();
+            assert!(err.contains("bad interface name"), "{bad}: {err}");
+        }
+        assert!(Prefix::parse("10.0.0.0/+8").unwrap_err().contains("bad prefix length"));
     }
 
     #[test]
