@@ -99,3 +99,41 @@ impl TestFilter {
         Ok(if result.return_value == 2 { Verdict::Pass } else { Verdict::Drop })
     }
 }
+
+impl TestFilter {
+    /// The TC verdict, or the test runner's refusal (the skb runner refuses frames too
+    /// short for the headers their ethertype announces).
+    pub fn try_egress(&mut self, frame: &[u8]) -> Result<Verdict, aya::programs::ProgramError> {
+        let tc = self.loaded.egress().expect("egress program");
+        let result = tc.test_run(TestRunOptions { data_in: Some(frame), ..TestRunOptions::new() })?;
+        Ok(if result.return_value == 0 { Verdict::Pass } else { Verdict::Drop })
+    }
+
+    /// One counter summed over the CPUs: one map lookup, where [`TestFilter::counter`]
+    /// reads the whole array.
+    pub fn counter_of(&self, id: u32) -> Counter {
+        let values = self.loaded.maps.counters.get(&id, 0).expect("reading a counter");
+        values.iter().fold(Counter::default(), |sum, c| Counter {
+            packets: sum.packets + c.packets,
+            bytes: sum.bytes + c.bytes,
+        })
+    }
+
+    /// Back to the state of a freshly loaded filter, without reloading it: no tracked
+    /// flow, every token bucket full. Counters are kept.
+    pub fn reset_state(&mut self) {
+        let maps = &mut self.loaded.maps;
+        let keys: Vec<_> = maps.conntrack.keys().filter_map(Result::ok).collect();
+        for key in keys {
+            maps.conntrack.remove(&key).expect("removing a flow");
+        }
+        let limited = self.policy.rules.iter().filter(|r| r.limit.is_some()).map(|r| self.ids.rule(&r.name));
+        for rule in limited {
+            let bucket = maps.token_buckets.get(&rule, 0).expect("reading a token bucket");
+            if bucket.tat != 0 {
+                let full = firewall_common::TokenBucket { tat: 0, ..bucket };
+                maps.token_buckets.set(rule, full, 0).expect("refilling a token bucket");
+            }
+        }
+    }
+}

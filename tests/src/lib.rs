@@ -7,6 +7,7 @@ pub mod flood;
 pub mod frames;
 pub mod harness;
 pub mod lab;
+pub mod model;
 
 /// Every test here loads eBPF programs or creates network namespaces. Without root they
 /// fail, loudly: a skipped test would read as a pass.

@@ -1,0 +1,840 @@
+//! A reference model of the firewall: what the kernel programs must decide for every
+//! frame, in plain Rust, written from the documentation (README.md "Where each seed rule
+//! lives" and "Where this differs from the seed", POLICY.md, DESIGN.md) and not from the
+//! kernel code. It reads the validated [`Policy`] itself (its rules, its peers as
+//! prefixes, its services) and never the map contents `compile::plan` makes of it, so a
+//! fault in that compilation shows as a disagreement too. `tests/tests/model.rs` runs
+//! generated frames through the loaded programs and through [`judge`] and requires the
+//! same verdict and the same counter line for every one.
+//!
+//! # The specification
+//!
+//! A frame is judged in a direction: *in* (received, the XDP program) or *out* (sent,
+//! the TC egress program). The judgement is a verdict, pass or drop, and exactly one
+//! counter line, which counts the packet and its bytes (the frame's length). Each step
+//! below either decides or goes on to the next. "The direction's chain" is INPUT for in,
+//! OUTPUT for out.
+//!
+//! Until the configuration's ready flag is set every frame passes uncounted (the
+//! lock-out guard of a half-loaded filter); everything below is the loaded filter.
+//!
+//! ## 1. The link layer
+//!
+//! 1. An Ethernet header (14 bytes; the ethertype at offset 12), then up to two VLAN tags:
+//!    while the ethertype is 0x8100 (802.1Q) or 0x88A8 (802.1ad) and fewer than two tags
+//!    were read, a 4-byte tag follows whose last two bytes are the next ethertype. A
+//!    frame that ends inside any of these headers: drop, the direction's `invalid`.
+//! 2. Ethertype IPv6 (0x86DD): drop, the direction's `ipv6` (the policy configures no
+//!    IPv6 yet). IPv4 (0x0800): go on. Anything else (ARP, LLDP, a third VLAN tag, …):
+//!    pass, the direction's `non-ip`: iptables never sees those, and the host needs them.
+//!
+//! ## 2. The IPv4 header
+//!
+//! 3. The header is valid when the fixed 20 bytes are in the frame, the version is 4, the
+//!    header length IHL×4 is at least 20, the total length is at least IHL×4, and the IP
+//!    header's offset plus the total length is at most the frame's length (bytes after
+//!    the total length, Ethernet padding, are ignored). Otherwise: drop, the direction's
+//!    `invalid`. The checksum is not checked (the stack does that).
+//! 4. The packet is a *fragment* when its more-fragments flag is set or its fragment
+//!    offset is not zero (don't-fragment is no fragment).
+//! 5. The *local* address is the destination for in, the source for out; the *peer* is
+//!    the other one. The packet is *ours* when the local address is the host's
+//!    (`[host] address`, OURIP).
+//!
+//! ## 3. The transport header
+//!
+//! The IP payload is the total length minus IHL×4 bytes, after the IP header.
+//!
+//! 6. TCP (protocol 6) parses when the payload is at least 20 bytes and the data offset×4
+//!    is at least 20 and at most the payload. UDP (17) parses when the payload is at
+//!    least 8 bytes and the UDP length field is at least 8 and at most the payload.
+//!    ICMP (1) parses when the payload is at least 8 bytes. Any other protocol has no
+//!    transport header to parse, and is never malformed.
+//! 7. TCP flags are *valid* as in netfilter's table: ignoring PSH, ECE, CWR (and NS), the
+//!    set of FIN, SYN, RST, ACK, URG is one of SYN, SYN+URG, SYN+ACK, RST, RST+ACK,
+//!    FIN+ACK, FIN+ACK+URG, ACK, ACK+URG. A *bare SYN* is SYN without ACK.
+//!
+//! ## 4. Flows
+//!
+//! 8. A flow is keyed from this host's point of view: (peer address, peer port, local
+//!    port, protocol) for TCP and UDP; (peer address, 0, echo identifier, ICMP) for ICMP
+//!    echo requests and replies. Nothing else has a flow key. The local address is always
+//!    OURIP, so the key is the whole 5-tuple and both directions find the same entry.
+//! 9. A flow remembers the rule that admitted it, the direction of the packet that opened
+//!    it (its *origin*), its TCP phase (open; FIN seen; RST seen) and the time of its last
+//!    packet. It is *live* until the timeout of its protocol and phase passes after that
+//!    time (`[conntrack]`: `tcp_established_timeout` while open, `tcp_fin_timeout` after a
+//!    FIN, `tcp_rst_timeout` after a RST, `udp_timeout`, `icmp_timeout`; the kernel
+//!    refreshes the time at most once a second, so a flow may end up to a second early).
+//!    A RST moves a TCP flow to RST seen; a FIN moves an open one to FIN seen.
+//! 10. The table is an LRU of `[conntrack] max_entries`: when full, the least recently
+//!     used flow is forgotten (the model has no capacity; the tests stay far below it).
+//!
+//! ## 5. The fast path: tracked flows first
+//!
+//! 11. When the packet is ours, not a fragment, its transport header parses and has a
+//!     flow key, and it is not a TCP segment with invalid flags nor a bare SYN, and a live
+//!     flow has its key: for TCP and UDP it passes, counted on the flow's rule's
+//!     `ESTABLISHED` line if it travels opposite to the flow's origin (the return
+//!     traffic), on its `NEW` line if it travels the origin's way (the flow continuing).
+//!     For ICMP only an echo reply travelling opposite to the origin matches (a reply
+//!     answers a request; an inbound request never rides an outbound echo's entry,
+//!     GHSA-c66w-hq56-4q97); any other ICMP packet goes on to the rules. A matched TCP
+//!     segment moves the flow's phase (rule 9). A flow found past its timeout is
+//!     forgotten, and the packet goes on.
+//!
+//! ## 6. The chains
+//!
+//! 12. In: a source in the anti-spoof source list drops, counted on the most specific
+//!     (longest) entry that contains it, each entry its own line. If the packet is not
+//!     ours, a destination in the anti-spoof destination list drops likewise. Then the
+//!     chain is INPUT when ours, FORWARD when not.
+//! 13. Out: a packet that is not ours (another source address) drops, OUTPUT
+//!     `antispoof-source` (outbound spoofing); the chain is OUTPUT.
+//! 14. A fragment drops, the chain's `invalid-fragment` (XDP cannot reassemble).
+//! 15. A transport header that does not parse (rule 6) drops, the chain's `invalid`.
+//! 16. TCP flags that are not valid (rule 7) drop, the chain's `invalid-tcp-flags`.
+//! 17. FORWARD drops everything else, FORWARD `policy`: this host routes nothing.
+//!
+//! ## 7. The allow-lists
+//!
+//! 18. The packet's service is its TCP or UDP destination port, or its ICMP type. Any
+//!     other protocol has no service: drop, the chain's `policy`.
+//! 19. A rule *admits* the packet when the rule's direction is the packet's, one of its
+//!     services is the packet's (protocol and port, or ICMP and type) and one of its peers
+//!     contains the packet's peer address. Of the rules that admit it, the most specific
+//!     peer wins: a single address, then the longest CIDR, then `any` (validation lets one
+//!     rule only own a given peer of a given service and direction). Only the winner is
+//!     asked; a refusal below does not fall back to a less specific rule.
+//! 20. A rule with `related = true` (ICMP errors: destination unreachable, time exceeded,
+//!     parameter problem) admits an error only when, after its 8-byte ICMP header, the
+//!     frame holds an IPv4 header (version 4, IHL×4 at least 20) and the 8 bytes after it,
+//!     and that quoted datagram, keyed (rule 8) as a packet travelling the opposite
+//!     direction (in an inbound error, the datagram this host sent: its destination is the
+//!     peer), has a live flow. Otherwise: drop, the chain's `policy`.
+//! 21. A rule with a `limit` has one token bucket, global across CPUs: a GCRA with
+//!     `interval` = one token's time and `burst`. A packet at time `now` conforms when
+//!     `max(tat, now) + interval <= now + burst × interval`, and then `tat` becomes
+//!     `max(tat, now) + interval` (`tat` starts at 0: a full bucket). So a full bucket
+//!     admits `burst` packets at once, then one per interval. A packet over the limit
+//!     drops, the chain's `policy`. Only packets a rule is about to admit take a token
+//!     (a related check that failed took none; tracked flows take none).
+//! 22. Admitted: the flow starts to be tracked, replacing any entry of its key, with
+//!     the rule, origin the packet's direction and the phase the packet's flags give an
+//!     open flow (TCP, UDP, ICMP echo requests; an echo reply or any other ICMP type starts
+//!     no flow); pass, the rule's `NEW` line. A first packet that is not a SYN starts a
+//!     flow too: sessions older than the filter are picked up.
+//! 23. No rule admits it, and it is an outbound TCP segment with ACK and without SYN:
+//!     the pick-up of an inbound session older than the filter. If a rule of direction in
+//!     admits the reverse view (TCP, the segment's source port as the service port, its
+//!     destination as the peer; the most specific as in rule 19), the segment passes,
+//!     counted on that rule's `ESTABLISHED` line, and the flow starts to be tracked as
+//!     opened inbound by that rule. That rule's limit is not consulted.
+//! 24. Otherwise: drop, the chain's `policy` (`-P … DROP`).
+//!
+//! # Open questions
+//!
+//! Where the documentation and the code meet, but the semantics above may not be the ones
+//! wanted (the model states what is; a change to the filter changes these rules):
+//!
+//! - Rule 11 comes before rule 12, and rule 22 tracks what an `out` rule admits whatever
+//!   the anti-spoof lists say: a flow this host opens to a peer the source list names
+//!   (an `any` rule, or a peer inside `10.0.0.0/8`) takes its returns past that list,
+//!   where the seed drops them (its anti-spoof lines come before its ESTABLISHED ones).
+//!   `firewall reload` then forgets such flows (`maps.rs` `forget_flows`), so a reload
+//!   that changes nothing cuts them, and their next outbound packet opens them again.
+//! - Rule 22 replaces an entry of the same key whatever its origin: an admitted inbound
+//!   echo request with the identifier of an outbound ping takes over its entry, and the
+//!   ping's replies then meet the policy.
+//!
+//! # Shape
+//!
+//! Addresses are [`IpAddr`] and prefixes 128-bit ([`Net`], IPv4 as IPv4-mapped
+//! `::ffff:a.b.c.d`), and the parse yields a family-neutral [`Datagram`], so IPv6 comes
+//! in as another parse of the same description and another family of ICMP numbers.
+use std::{
+    collections::HashMap,
+    fmt,
+    net::{IpAddr, Ipv4Addr},
+    time::Duration,
+};
+
+use firewall_common::{
+    Builtin, Chain, Direction, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, Line, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+    builtin_counter, rule_counter,
+};
+use firewall_user::{
+    compile::Ids,
+    policy::{Policy, Prefix, Rule, Service},
+};
+
+pub use crate::harness::Verdict;
+
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+pub const ETHERTYPE_VLAN: u16 = 0x8100;
+pub const ETHERTYPE_QINQ: u16 = 0x88a8;
+
+const ETH_HEADER: usize = 14;
+const VLAN_TAG: usize = 4;
+const MAX_VLAN_TAGS: usize = 2;
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_PSH: u8 = 0x08;
+pub const TCP_ACK: u8 = 0x10;
+pub const TCP_URG: u8 = 0x20;
+
+/// What the model decides for one frame: the verdict and the one line that counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    pub counter: u32,
+}
+
+fn pass(counter: u32) -> Outcome {
+    Outcome { verdict: Verdict::Pass, counter }
+}
+
+fn drop(counter: u32) -> Outcome {
+    Outcome { verdict: Verdict::Drop, counter }
+}
+
+/// A prefix in the 128-bit address space; an IPv4 prefix is IPv4-mapped (`::ffff:0:0/96`
+/// plus its own length).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Net {
+    pub bits: u128,
+    pub len: u8,
+}
+
+/// An address as a 128-bit key: IPv6 as itself, IPv4 IPv4-mapped.
+pub fn addr_key(addr: IpAddr) -> u128 {
+    match addr {
+        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+impl Net {
+    pub fn from_prefix(prefix: &Prefix) -> Net {
+        let len = if prefix.addr.is_ipv4() { 96 + prefix.len } else { prefix.len };
+        Net { bits: addr_key(prefix.addr), len }
+    }
+
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        let mask = if self.len == 0 { 0 } else { u128::MAX << (128 - u32::from(self.len)) };
+        addr_key(addr) & mask == self.bits & mask
+    }
+}
+
+/// A rule's peer as the model matches it: anyone, or a prefix (a single address being
+/// the longest).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    Any,
+    Net(Net),
+}
+
+impl Peer {
+    pub fn from_prefix(prefix: &Prefix) -> Peer {
+        if *prefix == Prefix::ANY { Peer::Any } else { Peer::Net(Net::from_prefix(prefix)) }
+    }
+
+    /// How specific a match on this peer is: higher wins (rule 19).
+    fn specificity(&self) -> u16 {
+        match self {
+            Peer::Any => 0,
+            Peer::Net(net) => 1 + u16::from(net.len),
+        }
+    }
+
+    fn contains(&self, addr: IpAddr) -> bool {
+        match self {
+            Peer::Any => true,
+            Peer::Net(net) => net.contains(addr),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The parse: bytes → a family-neutral description.
+// ---------------------------------------------------------------------------------------
+
+/// What the link layer and the IP header make of a frame (rules 1 to 6).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// The frame ends inside the Ethernet header or a VLAN tag.
+    TruncatedLink,
+    /// Neither IPv4 nor IPv6 (ARP, …); the ethertype after the tags.
+    NotIp {
+        ethertype: u16,
+    },
+    /// IPv6, while the policy configures none.
+    Ipv6,
+    /// An IPv4 header that fails rule 3.
+    BadIp,
+    Ip(Datagram),
+}
+
+/// An IP packet, whatever its family.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Datagram {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub fragment: bool,
+    pub protocol: u8,
+    pub transport: Transport,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Tcp {
+        src_port: u16,
+        dst_port: u16,
+        flags: u8,
+    },
+    Udp {
+        src_port: u16,
+        dst_port: u16,
+    },
+    Icmp(Icmp),
+    /// A protocol with no header the rules read.
+    Other,
+    /// TCP, UDP or ICMP whose header is short or contradicts the IP header (rule 6).
+    Malformed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Icmp {
+    pub kind: u8,
+    pub code: u8,
+    /// Echo request or reply: which, and its identifier.
+    pub echo: Option<Echo>,
+    /// The datagram an error quotes, when the frame holds one (rule 20).
+    pub quoted: Option<Quoted>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Echo {
+    pub request: bool,
+    pub id: u16,
+}
+
+/// The start of a datagram quoted in an ICMP error: its addresses, protocol and the first
+/// 8 bytes of its payload (the ports, or the ICMP type and echo identifier).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quoted {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub protocol: u8,
+    pub head: [u8; 8],
+}
+
+fn be16(bytes: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([bytes[at], bytes[at + 1]])
+}
+
+fn ipv4_at(bytes: &[u8], at: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]))
+}
+
+/// Rules 1 to 6: the frame as the model understands it.
+pub fn parse(frame: &[u8]) -> Parsed {
+    if frame.len() < ETH_HEADER {
+        return Parsed::TruncatedLink;
+    }
+    let mut ethertype = be16(frame, 12);
+    let mut at = ETH_HEADER;
+    let mut tags = 0;
+    while (ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ) && tags < MAX_VLAN_TAGS {
+        if frame.len() < at + VLAN_TAG {
+            return Parsed::TruncatedLink;
+        }
+        ethertype = be16(frame, at + 2);
+        at += VLAN_TAG;
+        tags += 1;
+    }
+    match ethertype {
+        ETHERTYPE_IPV4 => parse_ipv4(frame, at),
+        ETHERTYPE_IPV6 => Parsed::Ipv6,
+        other => Parsed::NotIp { ethertype: other },
+    }
+}
+
+fn parse_ipv4(frame: &[u8], ip: usize) -> Parsed {
+    if frame.len() < ip + 20 {
+        return Parsed::BadIp;
+    }
+    let version = frame[ip] >> 4;
+    let header = usize::from(frame[ip] & 0x0f) * 4;
+    let total = usize::from(be16(frame, ip + 2));
+    if version != 4 || header < 20 || total < header || ip + total > frame.len() {
+        return Parsed::BadIp;
+    }
+    let fragment_field = be16(frame, ip + 6);
+    let more_fragments = fragment_field & 0x2000 != 0;
+    let offset = fragment_field & 0x1fff;
+    let protocol = frame[ip + 9];
+    let l4 = ip + header;
+    let payload = total - header;
+    let transport = parse_transport(frame, protocol, l4, payload);
+    Parsed::Ip(Datagram {
+        src: ipv4_at(frame, ip + 12),
+        dst: ipv4_at(frame, ip + 16),
+        fragment: more_fragments || offset != 0,
+        protocol,
+        transport,
+    })
+}
+
+/// Rule 6. `payload` is the IP header's own account of the bytes after it, which rule 3
+/// has already found inside the frame.
+fn parse_transport(frame: &[u8], protocol: u8, l4: usize, payload: usize) -> Transport {
+    match protocol {
+        PROTO_TCP => {
+            if payload < 20 {
+                return Transport::Malformed;
+            }
+            let data_offset = usize::from(frame[l4 + 12] >> 4) * 4;
+            if data_offset < 20 || data_offset > payload {
+                return Transport::Malformed;
+            }
+            Transport::Tcp { src_port: be16(frame, l4), dst_port: be16(frame, l4 + 2), flags: frame[l4 + 13] }
+        }
+        PROTO_UDP => {
+            if payload < 8 {
+                return Transport::Malformed;
+            }
+            let length = usize::from(be16(frame, l4 + 4));
+            if length < 8 || length > payload {
+                return Transport::Malformed;
+            }
+            Transport::Udp { src_port: be16(frame, l4), dst_port: be16(frame, l4 + 2) }
+        }
+        PROTO_ICMP => {
+            if payload < 8 {
+                return Transport::Malformed;
+            }
+            let kind = frame[l4];
+            let echo = match kind {
+                ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY => {
+                    Some(Echo { request: kind == ICMP_ECHO_REQUEST, id: be16(frame, l4 + 4) })
+                }
+                _ => None,
+            };
+            Transport::Icmp(Icmp { kind, code: frame[l4 + 1], echo, quoted: quoted_ipv4(frame, l4 + 8) })
+        }
+        _ => Transport::Other,
+    }
+}
+
+/// Rule 20's quoted datagram: an IPv4 header and 8 bytes after it, inside the frame.
+fn quoted_ipv4(frame: &[u8], at: usize) -> Option<Quoted> {
+    if frame.len() < at + 20 {
+        return None;
+    }
+    let header = usize::from(frame[at] & 0x0f) * 4;
+    if frame[at] >> 4 != 4 || header < 20 || frame.len() < at + header + 8 {
+        return None;
+    }
+    let mut head = [0; 8];
+    head.copy_from_slice(&frame[at + header..at + header + 8]);
+    Some(Quoted { src: ipv4_at(frame, at + 12), dst: ipv4_at(frame, at + 16), protocol: frame[at + 9], head })
+}
+
+/// Rule 7.
+pub fn tcp_flags_valid(flags: u8) -> bool {
+    let judged = flags & (TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK | TCP_URG);
+    const VALID: &[u8] = &[
+        TCP_SYN,
+        TCP_SYN | TCP_URG,
+        TCP_SYN | TCP_ACK,
+        TCP_RST,
+        TCP_RST | TCP_ACK,
+        TCP_FIN | TCP_ACK,
+        TCP_FIN | TCP_ACK | TCP_URG,
+        TCP_ACK,
+        TCP_ACK | TCP_URG,
+    ];
+    VALID.contains(&judged)
+}
+
+fn bare_syn(flags: u8) -> bool {
+    flags & TCP_SYN != 0 && flags & TCP_ACK == 0
+}
+
+// ---------------------------------------------------------------------------------------
+// The state: flows and buckets.
+// ---------------------------------------------------------------------------------------
+
+/// Rule 8's key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub peer: IpAddr,
+    pub peer_port: u16,
+    pub local_port: u16,
+    pub protocol: u8,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpPhase {
+    Open,
+    FinSeen,
+    RstSeen,
+}
+
+impl TcpPhase {
+    fn after(self, flags: u8) -> TcpPhase {
+        if flags & TCP_RST != 0 {
+            TcpPhase::RstSeen
+        } else if flags & TCP_FIN != 0 && self == TcpPhase::Open {
+            TcpPhase::FinSeen
+        } else {
+            self
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flow {
+    /// The admitting rule's index (its counter ids, through [`Ids`]).
+    pub rule: u32,
+    pub origin: Direction,
+    pub tcp: TcpPhase,
+    pub last_seen_ns: u64,
+}
+
+/// What the model remembers between frames: the flow table and each limited rule's
+/// `tat` (absent: 0, a full bucket).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    pub flows: HashMap<FlowKey, Flow>,
+    pub buckets: HashMap<u32, u64>,
+}
+
+/// The flow key of a packet travelling `direction` (rule 8).
+pub fn flow_key(direction: Direction, src: IpAddr, dst: IpAddr, transport: &Transport) -> Option<FlowKey> {
+    let peer = match direction {
+        Direction::In => src,
+        Direction::Out => dst,
+    };
+    let (protocol, src_port, dst_port) = match *transport {
+        Transport::Tcp { src_port, dst_port, .. } => (PROTO_TCP, src_port, dst_port),
+        Transport::Udp { src_port, dst_port } => (PROTO_UDP, src_port, dst_port),
+        Transport::Icmp(Icmp { echo: Some(echo), .. }) => {
+            return Some(FlowKey { peer, peer_port: 0, local_port: echo.id, protocol: PROTO_ICMP });
+        }
+        _ => return None,
+    };
+    let (peer_port, local_port) = match direction {
+        Direction::In => (src_port, dst_port),
+        Direction::Out => (dst_port, src_port),
+    };
+    Some(FlowKey { peer, peer_port, local_port, protocol })
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn timeout_ns(policy: &Policy, key: &FlowKey, flow: &Flow) -> u64 {
+    let c = &policy.conntrack;
+    nanos(match (key.protocol, flow.tcp) {
+        (PROTO_TCP, TcpPhase::Open) => c.tcp_established_timeout,
+        (PROTO_TCP, TcpPhase::FinSeen) => c.tcp_fin_timeout,
+        (PROTO_TCP, TcpPhase::RstSeen) => c.tcp_rst_timeout,
+        (PROTO_UDP, _) => c.udp_timeout,
+        _ => c.icmp_timeout,
+    })
+}
+
+fn live(policy: &Policy, state: &State, key: &FlowKey, now_ns: u64) -> Option<Flow> {
+    let flow = state.flows.get(key)?;
+    (now_ns.saturating_sub(flow.last_seen_ns) <= timeout_ns(policy, key, flow)).then_some(*flow)
+}
+
+// ---------------------------------------------------------------------------------------
+// The judgement.
+// ---------------------------------------------------------------------------------------
+
+/// Judges `frame` travelling `direction` at `now_ns` (`CLOCK_MONOTONIC_COARSE`
+/// nanoseconds, the kernel's clock), updating `state` as the filter would update its maps.
+/// `ids` numbers the rules and anti-spoof entries, as the loaded filter's do.
+pub fn judge(
+    policy: &Policy,
+    ids: &Ids,
+    state: &mut State,
+    frame: &[u8],
+    direction: Direction,
+    now_ns: u64,
+) -> Outcome {
+    let own = Chain::of(direction);
+    match parse(frame) {
+        Parsed::TruncatedLink | Parsed::BadIp => drop(builtin_counter(own, Builtin::Invalid)),
+        Parsed::NotIp { .. } => pass(builtin_counter(own, Builtin::NonIp)),
+        Parsed::Ipv6 => drop(builtin_counter(own, Builtin::Ipv6)),
+        Parsed::Ip(datagram) => Judge { policy, ids, state, direction, now_ns }.datagram(&datagram),
+    }
+}
+
+struct Judge<'a> {
+    policy: &'a Policy,
+    ids: &'a Ids,
+    state: &'a mut State,
+    direction: Direction,
+    now_ns: u64,
+}
+
+impl Judge<'_> {
+    fn datagram(&mut self, d: &Datagram) -> Outcome {
+        let direction = self.direction;
+        let (local, peer) = match direction {
+            Direction::In => (d.dst, d.src),
+            Direction::Out => (d.src, d.dst),
+        };
+        let ours = local == IpAddr::V4(self.policy.address);
+
+        // Rule 11: tracked flows first.
+        if ours
+            && !d.fragment
+            && !matches!(d.transport, Transport::Tcp { flags, .. } if !tcp_flags_valid(flags) || bare_syn(flags))
+            && let Some(key) = flow_key(direction, d.src, d.dst, &d.transport)
+            && let Some(counter) = self.established(&key, &d.transport)
+        {
+            return pass(counter);
+        }
+
+        // Rules 12 and 13.
+        let chain = match direction {
+            Direction::In => {
+                if let Some(counter) = self.antispoof(&self.policy.antispoof_sources, "source", d.src) {
+                    return drop(counter);
+                }
+                if ours {
+                    Chain::Input
+                } else {
+                    if let Some(counter) =
+                        self.antispoof(&self.policy.antispoof_destinations, "destination", d.dst)
+                    {
+                        return drop(counter);
+                    }
+                    Chain::Forward
+                }
+            }
+            Direction::Out if !ours => return drop(builtin_counter(Chain::Output, Builtin::SpoofedSource)),
+            Direction::Out => Chain::Output,
+        };
+        // Rules 14 to 17.
+        if d.fragment {
+            return drop(builtin_counter(chain, Builtin::InvalidFragment));
+        }
+        match d.transport {
+            Transport::Malformed => return drop(builtin_counter(chain, Builtin::Invalid)),
+            Transport::Tcp { flags, .. } if !tcp_flags_valid(flags) => {
+                return drop(builtin_counter(chain, Builtin::InvalidTcpFlags));
+            }
+            _ => {}
+        }
+        let policy_line = drop(builtin_counter(chain, Builtin::Policy));
+        if chain == Chain::Forward {
+            return policy_line;
+        }
+
+        // Rule 18.
+        let service = match d.transport {
+            Transport::Tcp { dst_port, .. } => Service::Port { protocol: PROTO_TCP, port: dst_port },
+            Transport::Udp { dst_port, .. } => Service::Port { protocol: PROTO_UDP, port: dst_port },
+            Transport::Icmp(Icmp { kind, .. }) => Service::Icmp { kind },
+            Transport::Other | Transport::Malformed => return policy_line,
+        };
+        // Rules 19 to 22.
+        if let Some(rule) = admitting_rule(self.policy, direction, service, peer) {
+            let index = self.ids.rule(&rule.name);
+            if rule.related && !self.related(&d.transport) {
+                return policy_line;
+            }
+            if let Some(limit) = rule.limit
+                && !self.take_token(index, nanos(limit.interval), u64::from(limit.burst))
+            {
+                return policy_line;
+            }
+            if let Some(key) = flow_key(direction, d.src, d.dst, &d.transport)
+                && !matches!(
+                    d.transport,
+                    Transport::Icmp(Icmp { echo: Some(Echo { request: false, .. }), .. })
+                )
+            {
+                self.track(key, index, direction, &d.transport);
+            }
+            return pass(rule_counter(index, Line::New));
+        }
+        // Rule 23.
+        if let Transport::Tcp { src_port, flags, .. } = d.transport
+            && direction == Direction::Out
+            && flags & TCP_ACK != 0
+            && flags & TCP_SYN == 0
+            && let Some(rule) = admitting_rule(
+                self.policy,
+                Direction::In,
+                Service::Port { protocol: PROTO_TCP, port: src_port },
+                peer,
+            )
+        {
+            let index = self.ids.rule(&rule.name);
+            let key = flow_key(direction, d.src, d.dst, &d.transport).expect("TCP has a flow key");
+            self.track(key, index, Direction::In, &d.transport);
+            return pass(rule_counter(index, Line::Established));
+        }
+        // Rule 24.
+        policy_line
+    }
+
+    /// Rule 11 for a packet with a flow key: the line it passes on, if a flow takes it.
+    fn established(&mut self, key: &FlowKey, transport: &Transport) -> Option<u32> {
+        let Some(flow) = live(self.policy, self.state, key, self.now_ns) else {
+            self.state.flows.remove(key);
+            return None;
+        };
+        let returning = flow.origin != self.direction;
+        let mut tcp = flow.tcp;
+        match transport {
+            // Only a reply answers a request.
+            Transport::Icmp(icmp)
+                if !(returning && matches!(icmp.echo, Some(Echo { request: false, .. }))) =>
+            {
+                return None;
+            }
+            Transport::Tcp { flags, .. } => tcp = tcp.after(*flags),
+            _ => {}
+        }
+        self.state.flows.insert(*key, Flow { tcp, last_seen_ns: self.now_ns, ..flow });
+        Some(rule_counter(flow.rule, if returning { Line::Established } else { Line::New }))
+    }
+
+    /// Rule 22's (and 23's) new entry.
+    fn track(&mut self, key: FlowKey, rule: u32, origin: Direction, transport: &Transport) {
+        let tcp = match transport {
+            Transport::Tcp { flags, .. } => TcpPhase::Open.after(*flags),
+            _ => TcpPhase::Open,
+        };
+        self.state.flows.insert(key, Flow { rule, origin, tcp, last_seen_ns: self.now_ns });
+    }
+
+    /// Rule 12: the most specific entry of `list` containing `addr`, as its counter id.
+    fn antispoof(&self, list: &[Prefix], which: &str, addr: IpAddr) -> Option<u32> {
+        let best = list.iter().filter(|p| Net::from_prefix(p).contains(addr)).max_by_key(|p| p.len)?;
+        Some(self.ids.antispoof[&format!("{which} {best}")])
+    }
+
+    /// Rule 20.
+    fn related(&self, transport: &Transport) -> bool {
+        let Transport::Icmp(Icmp { quoted: Some(q), .. }) = transport else {
+            return false;
+        };
+        // Only what the flow key needs: the ports, or the echo identifier (the quoted
+        // 8 bytes hold no TCP flags).
+        let inner = match q.protocol {
+            PROTO_TCP => Transport::Tcp { src_port: be16(&q.head, 0), dst_port: be16(&q.head, 2), flags: 0 },
+            PROTO_UDP => Transport::Udp { src_port: be16(&q.head, 0), dst_port: be16(&q.head, 2) },
+            PROTO_ICMP => {
+                let kind = q.head[0];
+                let echo = matches!(kind, ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY)
+                    .then(|| Echo { request: kind == ICMP_ECHO_REQUEST, id: be16(&q.head, 4) });
+                Transport::Icmp(Icmp { kind, code: q.head[1], echo, quoted: None })
+            }
+            _ => return false,
+        };
+        flow_key(self.direction.reverse(), q.src, q.dst, &inner)
+            .is_some_and(|key| live(self.policy, self.state, &key, self.now_ns).is_some())
+    }
+
+    /// Rule 21.
+    fn take_token(&mut self, rule: u32, interval_ns: u64, burst: u64) -> bool {
+        let tat = self.state.buckets.get(&rule).copied().unwrap_or(0);
+        let start = tat.max(self.now_ns);
+        if start + interval_ns > self.now_ns + burst * interval_ns {
+            return false;
+        }
+        self.state.buckets.insert(rule, start + interval_ns);
+        true
+    }
+}
+
+/// Rule 19: the rule that admits a packet of `service` travelling `direction` whose peer
+/// is `peer`, the most specific peer winning.
+pub fn admitting_rule(
+    policy: &Policy,
+    direction: Direction,
+    service: Service,
+    peer: IpAddr,
+) -> Option<&Rule> {
+    policy
+        .rules
+        .iter()
+        .filter(|rule| rule.direction == direction && rule.services.contains(&service))
+        .filter_map(|rule| {
+            rule.peers
+                .iter()
+                .map(Peer::from_prefix)
+                .filter(|p| p.contains(peer))
+                .map(|p| p.specificity())
+                .max()
+                .map(|specificity| (specificity, rule))
+        })
+        .max_by_key(|(specificity, _)| *specificity)
+        .map(|(_, rule)| rule)
+}
+
+/// A counter id as the listing names its line: `INPUT invalid`, `OUTPUT ssh-in
+/// ESTABLISHED`, `INPUT antispoof source 10.0.0.0/8`.
+pub fn counter_name(policy: &Policy, ids: &Ids, id: u32) -> String {
+    const BUILTINS: [(Builtin, &str); 7] = [
+        (Builtin::NonIp, "non-ip"),
+        (Builtin::Ipv6, "ipv6"),
+        (Builtin::Invalid, "invalid"),
+        (Builtin::InvalidTcpFlags, "invalid-tcp-flags"),
+        (Builtin::InvalidFragment, "invalid-fragment"),
+        (Builtin::SpoofedSource, "antispoof-source"),
+        (Builtin::Policy, "policy"),
+    ];
+    for chain in Chain::ALL {
+        for (line, name) in BUILTINS {
+            if builtin_counter(chain, line) == id {
+                return format!("{} {name}", chain_name(chain));
+            }
+        }
+    }
+    if let Some((entry, _)) = ids.antispoof.iter().find(|(_, counter)| **counter == id) {
+        return format!("INPUT antispoof {entry}");
+    }
+    for rule in &policy.rules {
+        let index = ids.rule(&rule.name);
+        let (own, other) = match rule.direction {
+            Direction::In => (Chain::Input, Chain::Output),
+            Direction::Out => (Chain::Output, Chain::Input),
+        };
+        if rule_counter(index, Line::New) == id {
+            return format!("{} {} NEW", chain_name(own), rule.name);
+        }
+        if rule_counter(index, Line::Established) == id {
+            return format!("{} {} ESTABLISHED", chain_name(other), rule.name);
+        }
+    }
+    format!("counter {id} (no line of this policy)")
+}
+
+fn chain_name(chain: Chain) -> &'static str {
+    match chain {
+        Chain::Input => "INPUT",
+        Chain::Output => "OUTPUT",
+        Chain::Forward => "FORWARD",
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} on counter {}", self.verdict, self.counter)
+    }
+}
