@@ -17,7 +17,7 @@
 //! | --- | --- | --- |
 //! | anti-spoof `-s`/`-d` lists | [`MAP_ANTISPOOF_SRC`], [`MAP_ANTISPOOF_DST`] (LPM tries) | one per entry, the map's value |
 //! | `--state INVALID` | none (the parser) | [`Builtin::Invalid`], [`Builtin::InvalidTcpFlags`], [`Builtin::InvalidFragment`] |
-//! | a service's allow-list | [`MAP_ALLOW_EXACT`] (hash, single addresses), [`MAP_ALLOW_PREFIX`] (LPM trie, CIDRs and `any`) | [`rule_counter`] with [`Line::New`] |
+//! | a service's allow-list | [`MAP_ALLOW_EXACT`] (hash, single addresses and `any`), [`MAP_ALLOW_PREFIX`] (LPM trie, CIDRs) | [`rule_counter`] with [`Line::New`] |
 //! | `--state ESTABLISHED` returns | [`MAP_CONNTRACK`] (LRU hash) | [`rule_counter`] with [`Line::Established`] |
 //! | `-m limit` | [`MAP_TOKEN_BUCKETS`] (array, one per rule) | falls through to the chain policy |
 //! | `-P … DROP` | none | [`Builtin::Policy`] |
@@ -316,8 +316,10 @@ pub struct TokenBucket {
 
 /// Conntrack key: a flow from this host's point of view. The local address is always the
 /// host's, so (peer, peer port, local port, protocol) is the whole 5-tuple, and the same
-/// key is found from both directions. For ICMP echo, `peer_port` is 0 and `local_port`
-/// the echo identifier.
+/// key is found from both directions. For ICMP echo, `peer_port` says which way the
+/// requests travel ([`ECHO_REQUESTS_IN`], [`ECHO_REQUESTS_OUT`]: an inbound and an outbound
+/// echo with the same peer and identifier are two flows) and `local_port` is the echo
+/// identifier.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
@@ -327,6 +329,11 @@ pub struct FlowKey {
     pub protocol: u8,
     pub _pad: [u8; 3],
 }
+
+/// `FlowKey::peer_port` of an echo flow whose requests come in (ping to this host).
+pub const ECHO_REQUESTS_IN: u16 = 1;
+/// `FlowKey::peer_port` of an echo flow whose requests go out (ping from this host).
+pub const ECHO_REQUESTS_OUT: u16 = 2;
 
 /// Conntrack value.
 #[repr(C)]

@@ -102,8 +102,9 @@ fn judge(frame: &impl Frame, direction: Direction) -> (Action, u32) {
     }
 
     // The fast path: most packets belong to a flow a rule already admitted, and skip the
-    // lists. A flow exists only with a peer the anti-spoof lists let through, and a
-    // reload ends the flows of peers they come to list, so no verdict changes; what is
+    // lists. A flow exists only with a peer the anti-spoof sources let through (inbound
+    // flows met them, outbound ones to peers they name are not tracked), and a reload
+    // ends the flows of peers they come to list, so no verdict changes; what is
     // malformed or fragmented still goes the long way, to be counted where it belongs.
     if ours
         && let Some(l4) = &l4
@@ -169,10 +170,22 @@ fn judge(frame: &impl Frame, direction: Direction) -> (Action, u32) {
     if rule.flags & ALLOW_LIMITED != 0 && !token_bucket::take(rule.rule, now) {
         return drop(chain, Builtin::Policy);
     }
-    if let Some(key) = &flow {
+    // A flow to a peer the anti-spoof sources name is not tracked: its returns meet that
+    // list, as in the seed, where the anti-spoof lines come before the ESTABLISHED ones
+    // (tracked, they would ride the fast path past it). One trie lookup a new outbound
+    // flow; inbound ones met the list already.
+    if let Some(key) = &flow
+        && (direction == Direction::In || !spoofed_peer(&peer))
+    {
         conntrack::track(key, direction, rule.rule, &l4, now);
     }
     (Action::Pass, rule_counter(rule.rule, Line::New))
+}
+
+/// Whether the anti-spoof source list names `peer`: no packet from it passes.
+#[inline(always)]
+fn spoofed_peer(peer: &Addr) -> bool {
+    ANTISPOOF_SRC.get(Key::new(128, *peer)).is_some()
 }
 
 /// The ICMPv6 that IPv6 itself needs, passed whatever the rules say: neighbour discovery
@@ -256,6 +269,10 @@ fn picked_up(
     }
     let key = AllowKey { direction: Direction::In as u8, protocol: PROTO_TCP, port: *src_port, peer };
     let rule = allowed(&key, config)?;
+    // No session from a peer the anti-spoof sources name ever got in.
+    if spoofed_peer(&peer) {
+        return None;
+    }
     conntrack::track(flow, Direction::In, rule.rule, l4, now);
     Some(rule_counter(rule.rule, Line::Established))
 }

@@ -8,8 +8,8 @@
 //! continuing (the seed's `NEW,ESTABLISHED` line).
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use firewall_common::{
-    Addr, Config, Direction, Flow, FlowKey, Line, PROTO_TCP, PROTO_UDP, TCP_FIN_SEEN, TCP_OPEN, TCP_RST_SEEN,
-    rule_counter,
+    Addr, Config, Direction, ECHO_REQUESTS_IN, ECHO_REQUESTS_OUT, Flow, FlowKey, Line, PROTO_TCP, PROTO_UDP,
+    TCP_FIN_SEEN, TCP_OPEN, TCP_RST_SEEN, rule_counter,
 };
 
 use crate::{
@@ -39,10 +39,23 @@ pub fn flow_key(direction: Direction, peer: Addr, protocol: u8, l4: &L4) -> Opti
             Direction::In => (src_port, dst_port),
             Direction::Out => (dst_port, src_port),
         },
-        L4::Icmp { echo: Echo::Request | Echo::Reply, echo_id, .. } => (0, echo_id),
+        // An echo flow is keyed on the direction of its requests too (the Cilium
+        // GHSA-c66w-hq56-4q97 lesson): a reply finds the requests it answers, and an inbound
+        // request never meets, nor replaces, the entry of an outbound echo with its id.
+        L4::Icmp { echo: Echo::Request, echo_id, .. } => (echo_origin(direction), echo_id),
+        L4::Icmp { echo: Echo::Reply, echo_id, .. } => (echo_origin(direction.reverse()), echo_id),
         L4::Icmp { .. } | L4::Other => return None,
     };
     Some(FlowKey { peer, peer_port, local_port, protocol, _pad: [0; 3] })
+}
+
+/// An echo flow's `peer_port`: which way its requests travel.
+#[inline(always)]
+fn echo_origin(requests: Direction) -> u16 {
+    match requests {
+        Direction::In => ECHO_REQUESTS_IN,
+        Direction::Out => ECHO_REQUESTS_OUT,
+    }
 }
 
 /// The counter of the line that admits this packet as part of a tracked flow, or `None`

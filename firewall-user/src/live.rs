@@ -277,10 +277,12 @@ fn view(
     let peer = from_addr(&key.peer);
     let ours = if peer.is_ipv6() { ours.1 } else { ours.0 };
     let opened_in = flow.origin == Direction::In as u8;
-    let (src, dst, sport, dport) = if opened_in {
-        (peer, ours, key.peer_port, key.local_port)
-    } else {
-        (ours, peer, key.local_port, key.peer_port)
+    let (src, dst, sport, dport) = match (opened_in, key.protocol) {
+        // An echo flow: no ports, its identifier (its peer_port says which way it goes).
+        (true, PROTO_ICMP | PROTO_ICMPV6) => (peer, ours, 0, key.local_port),
+        (false, PROTO_ICMP | PROTO_ICMPV6) => (ours, peer, 0, key.local_port),
+        (true, _) => (peer, ours, key.peer_port, key.local_port),
+        (false, _) => (ours, peer, key.local_port, key.peer_port),
     };
     let (protocol, state) = match (key.protocol, flow.tcp_state) {
         (PROTO_TCP, TCP_OPEN) => ("tcp", "ESTABLISHED"),

@@ -57,9 +57,12 @@
 //! ## 4. Flows
 //!
 //! 8. A flow is keyed from this host's point of view: (peer address, peer port, local
-//!    port, protocol) for TCP and UDP; (peer address, 0, echo identifier, ICMP) for ICMP
-//!    echo requests and replies. Nothing else has a flow key. The local address is always
-//!    OURIP, so the key is the whole 5-tuple and both directions find the same entry.
+//!    port, protocol) for TCP and UDP; (peer address, the direction its requests travel,
+//!    echo identifier, ICMP) for ICMP echo requests and replies: a request travels its own
+//!    direction, a reply answers requests of the opposite one, so an inbound and an
+//!    outbound echo with the same peer and identifier are two flows. Nothing else has a
+//!    flow key. The local address is always OURIP, so the key is the whole 5-tuple and
+//!    both directions find the same entry.
 //! 9. A flow remembers the rule that admitted it, the direction of the packet that opened
 //!    it (its *origin*), its TCP phase (open; FIN seen; RST seen) and the time of its last
 //!    packet. It is *live* until the timeout of its protocol and phase passes after that
@@ -123,29 +126,18 @@
 //!     the rule, origin the packet's direction and the phase the packet's flags give an
 //!     open flow (TCP, UDP, ICMP echo requests; an echo reply or any other ICMP type starts
 //!     no flow); pass, the rule's `NEW` line. A first packet that is not a SYN starts a
-//!     flow too: sessions older than the filter are picked up.
+//!     flow too: sessions older than the filter are picked up. An outbound packet to a
+//!     peer the anti-spoof source list contains passes but starts no flow: its returns
+//!     meet that list (rule 12), as in the seed, whose anti-spoof lines come before its
+//!     ESTABLISHED ones.
 //! 23. No rule admits it, and it is an outbound TCP segment with ACK and without SYN:
 //!     the pick-up of an inbound session older than the filter. If a rule of direction in
 //!     admits the reverse view (TCP, the segment's source port as the service port, its
 //!     destination as the peer; the most specific as in rule 19), the segment passes,
 //!     counted on that rule's `ESTABLISHED` line, and the flow starts to be tracked as
-//!     opened inbound by that rule. That rule's limit is not consulted.
+//!     opened inbound by that rule. That rule's limit is not consulted. A peer the
+//!     anti-spoof source list contains is never picked up (no session from it got in).
 //! 24. Otherwise: drop, the chain's `policy` (`-P … DROP`).
-//!
-//! # Open questions
-//!
-//! Where the documentation and the code meet, but the semantics above may not be the ones
-//! wanted (the model states what is; a change to the filter changes these rules):
-//!
-//! - Rule 11 comes before rule 12, and rule 22 tracks what an `out` rule admits whatever
-//!   the anti-spoof lists say: a flow this host opens to a peer the source list names
-//!   (an `any` rule, or a peer inside `10.0.0.0/8`) takes its returns past that list,
-//!   where the seed drops them (its anti-spoof lines come before its ESTABLISHED ones).
-//!   `firewall reload` then forgets such flows (`maps.rs` `forget_flows`), so a reload
-//!   that changes nothing cuts them, and their next outbound packet opens them again.
-//! - Rule 22 replaces an entry of the same key whatever its origin: an admitted inbound
-//!   echo request with the identifier of an outbound ping takes over its entry, and the
-//!   ping's replies then meet the policy.
 //!
 //! # Shape
 //!
@@ -160,8 +152,8 @@ use std::{
 };
 
 use firewall_common::{
-    Builtin, Chain, Direction, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, Line, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
-    builtin_counter, rule_counter,
+    Builtin, Chain, Direction, ECHO_REQUESTS_IN, ECHO_REQUESTS_OUT, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, Line,
+    PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, builtin_counter, rule_counter,
 };
 use firewall_user::{
     compile::Ids,
@@ -524,7 +516,12 @@ pub fn flow_key(direction: Direction, src: IpAddr, dst: IpAddr, transport: &Tran
         Transport::Tcp { src_port, dst_port, .. } => (PROTO_TCP, src_port, dst_port),
         Transport::Udp { src_port, dst_port } => (PROTO_UDP, src_port, dst_port),
         Transport::Icmp(Icmp { echo: Some(echo), .. }) => {
-            return Some(FlowKey { peer, peer_port: 0, local_port: echo.id, protocol: PROTO_ICMP });
+            let requests = if echo.request { direction } else { direction.reverse() };
+            let peer_port = match requests {
+                Direction::In => ECHO_REQUESTS_IN,
+                Direction::Out => ECHO_REQUESTS_OUT,
+            };
+            return Some(FlowKey { peer, peer_port, local_port: echo.id, protocol: icmp_protocol(peer) });
         }
         _ => return None,
     };
@@ -533,6 +530,11 @@ pub fn flow_key(direction: Direction, src: IpAddr, dst: IpAddr, transport: &Tran
         Direction::Out => (dst_port, src_port),
     };
     Some(FlowKey { peer, peer_port, local_port, protocol })
+}
+
+/// ICMP's protocol number in the family of `addr`.
+fn icmp_protocol(addr: IpAddr) -> u8 {
+    if addr.is_ipv6() { PROTO_ICMPV6 } else { PROTO_ICMP }
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -665,6 +667,7 @@ impl Judge<'_> {
                     d.transport,
                     Transport::Icmp(Icmp { echo: Some(Echo { request: false, .. }), .. })
                 )
+                && !(direction == Direction::Out && self.spoofed(peer))
             {
                 self.track(key, index, direction, &d.transport);
             }
@@ -681,6 +684,7 @@ impl Judge<'_> {
                 Service::Port { protocol: PROTO_TCP, port: src_port },
                 peer,
             )
+            && !self.spoofed(peer)
         {
             let index = self.ids.rule(&rule.name);
             let key = flow_key(direction, d.src, d.dst, &d.transport).expect("TCP has a flow key");
@@ -720,6 +724,11 @@ impl Judge<'_> {
             _ => TcpPhase::Open,
         };
         self.state.flows.insert(key, Flow { rule, origin, tcp, last_seen_ns: self.now_ns });
+    }
+
+    /// Whether rule 12 would drop a packet from `peer`.
+    fn spoofed(&self, peer: IpAddr) -> bool {
+        self.antispoof(&self.policy.antispoof_sources, "source", peer).is_some()
     }
 
     /// Rule 12: the most specific entry of `list` containing `addr`, as its counter id.

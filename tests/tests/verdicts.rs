@@ -407,6 +407,43 @@ peers = "any"
 }
 
 #[test]
+fn an_inbound_echo_never_replaces_an_outbound_one_with_its_id() {
+    // Both pings at once, same peer, same identifier: two flows, each with its replies.
+    let mut f = TestFilter::tight();
+    assert_eq!(f.egress(&icmp_echo(OURS, STRANGER, true, 77)), Pass, "our ping");
+    assert_eq!(f.ingress(&icmp_echo(STRANGER, OURS, true, 77)), Pass, "their ping, same id");
+    assert_eq!(f.ingress(&icmp_echo(STRANGER, OURS, false, 77)), Pass, "the reply to ours");
+    assert_eq!(f.egress(&icmp_echo(OURS, STRANGER, false, 77)), Pass, "our reply to theirs");
+    assert_eq!(f.rule_packets("ping-out", Line::Established), 1);
+    assert_eq!(f.rule_packets("ping-in", Line::Established), 1);
+    assert_eq!(f.loaded.maps.flows().unwrap().len(), 2);
+}
+
+#[test]
+fn flows_to_peers_the_antispoof_sources_name_are_not_tracked() {
+    // The seed lets a ping out to 10.0.0.1 and drops its reply on its anti-spoof line,
+    // which comes before the ESTABLISHED ones; a tracked flow would carry the reply past
+    // the list.
+    let mut f = TestFilter::tight();
+    let plan = firewall_user::compile::plan(&f.policy, &f.ids);
+    let ten = plan
+        .antispoof_sources
+        .iter()
+        .find(|(p, _)| p.to_string() == "10.0.0.0/8")
+        .map(|(_, counter)| *counter)
+        .expect("10.0.0.0/8 is a default source");
+    assert_eq!(f.egress(&icmp_echo(OURS, [10, 0, 0, 1], true, 5)), Pass, "the ping goes out");
+    assert!(f.loaded.maps.flows().unwrap().is_empty(), "and starts no flow");
+    assert_eq!(f.ingress(&icmp_echo([10, 0, 0, 1], OURS, false, 5)), Drop, "its reply");
+    assert_eq!(f.packets(ten), 1, "on 10.0.0.0/8's line");
+    assert_eq!(f.rule_packets("ping-out", Line::Established), 0);
+    // Nor does an outbound segment pick up a session from such a peer.
+    let before = f.builtin_packets(Chain::Output, Builtin::Policy);
+    assert_eq!(f.egress(&tcp(OURS, [10, 0, 0, 7], 80, 40000, ACK)), Drop, "web-in admits anyone");
+    assert_eq!(f.builtin_packets(Chain::Output, Builtin::Policy), before + 1);
+}
+
+#[test]
 fn the_ping_bucket_admits_the_burst_then_one_a_second() {
     let mut f = TestFilter::tight();
     let verdicts: Vec<_> = (0..10).map(|seq| f.ingress(&icmp_echo(STRANGER, OURS, true, seq))).collect();
