@@ -88,8 +88,17 @@ fn memlock(map: &MapData) -> u64 {
         .expect("memlock in fdinfo")
 }
 
-const CLASSES: [&str; 6] =
-    ["anti-spoof drop", "INVALID drop", "ESTABLISHED pass", "NEW allowed", "policy drop", "ARP pass"];
+const CLASSES: [&str; 9] = [
+    "anti-spoof drop",
+    "INVALID drop",
+    "ESTABLISHED pass",
+    "NEW allowed",
+    "policy drop",
+    "ARP pass",
+    "IPv6 ESTABLISHED pass",
+    "IPv6 NEW behind 2 extension headers",
+    "IPv6 policy drop",
+];
 
 struct PerPacket {
     size: u32,
@@ -100,20 +109,27 @@ struct PerPacket {
 }
 
 fn per_packet(size: u32) -> PerPacket {
-    let text = tight_with(&peers(size - 1, 0), "eth0");
+    // With an address6, so that IPv6 goes through the rules (web-in admits anyone).
+    let text = tight_with(&peers(size - 1, 0), "eth0")
+        .replacen("\naddress = ", "\naddress6 = \"2001:db8::1\"\naddress = ", 1);
     let mut f = TestFilter::new(&text);
+    let (ours6, web6) = (frames::OURS6, frames::v6("2001:db8:99::1"));
+    assert_eq!(f.ingress(&frames::tcp6(web6, ours6, 40000, 443, SYN)), tests::harness::Verdict::Pass);
     let last = peer(size.saturating_sub(2)).octets();
     let listed = if size > 1 { last } else { [203, 0, 113, 7] };
     // The flow ESTABLISHED uses exists before it is timed.
     let established = frames::tcp(listed, OURS, 40000, 122, ACK);
     assert_eq!(f.ingress(&frames::tcp(listed, OURS, 40000, 122, SYN)), tests::harness::Verdict::Pass);
-    let frames: [Vec<u8>; 6] = [
+    let frames: [Vec<u8>; 9] = [
         frames::tcp([10, 1, 2, 3], OURS, 40000, 122, SYN),
         frames::tcp(listed, OURS, 40001, 122, SYN | FIN),
         established,
         frames::tcp(listed, OURS, 40002, 122, SYN),
         frames::tcp([203, 0, 113, 99], OURS, 40003, 122, SYN),
         frames::arp(OURS),
+        frames::tcp6(web6, ours6, 40000, 443, ACK),
+        frames::with_extension_headers(frames::tcp6(web6, ours6, 40001, 443, SYN), &[(0, 0), (60, 0)], 0),
+        frames::tcp6(web6, ours6, 40002, 122, SYN),
     ];
     let mut run =
         |opts: TestRunOptions| f.loaded.ingress().unwrap().test_run(opts).expect("test run").duration;
