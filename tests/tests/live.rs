@@ -214,7 +214,7 @@ fn failures_leave_the_filter_and_the_file_as_they_were() {
     unchanged("revoking a stranger");
     assert_fails(
         &lab.firewall(&["allow", "repo", "203.0.113.90"]),
-        "203.0.113.90 for this service is already in rule",
+        "203.0.113.90 for tcp port 80 out is already in rule \"repo\"",
     );
     unchanged("a peer another rule owns");
     assert_fails(&lab.firewall(&["revoke", "ssh-out", "203.0.113.22"]), "peers is empty");
