@@ -1,7 +1,7 @@
 //! A reference model of the firewall: what the kernel programs must decide for every
 //! frame, in plain Rust, written from the documentation (README.md "Where each seed rule
-//! lives" and "Where this differs from the seed", POLICY.md, DESIGN.md) and not from the
-//! kernel code. It reads the validated [`Policy`] itself (its rules, its peers as
+//! lives", "IPv6" and "Where this differs from the seed", POLICY.md, DESIGN.md) and not
+//! from the kernel code. It reads the validated [`Policy`] itself (its rules, its peers as
 //! prefixes, its services) and never the map contents `compile::plan` makes of it, so a
 //! fault in that compilation shows as a disagreement too. `tests/tests/model.rs` runs
 //! generated frames through the loaded programs and through [`judge`] and requires the
@@ -24,32 +24,65 @@
 //!    while the ethertype is 0x8100 (802.1Q) or 0x88A8 (802.1ad) and fewer than two tags
 //!    were read, a 4-byte tag follows whose last two bytes are the next ethertype. A
 //!    frame that ends inside any of these headers: drop, the direction's `invalid`.
-//! 2. Ethertype IPv6 (0x86DD): drop, the direction's `ipv6` (the policy configures no
-//!    IPv6 yet). IPv4 (0x0800): go on. Anything else (ARP, LLDP, a third VLAN tag, …):
-//!    pass, the direction's `non-ip`: iptables never sees those, and the host needs them.
+//! 2. Ethertype IPv4 (0x0800): go on to rule 3. Ethertype IPv6 (0x86DD): without
+//!    `[host] address6`, drop, the direction's `ipv6` (the policy filters no IPv6, so none
+//!    gets in unjudged); with it, go on to rule 3a. Anything else (ARP, LLDP, a third
+//!    VLAN tag, …): pass, the direction's `non-ip`: iptables never sees those, and the
+//!    host needs them.
 //!
-//! ## 2. The IPv4 header
+//! ## 2. The IP header
 //!
-//! 3. The header is valid when the fixed 20 bytes are in the frame, the version is 4, the
-//!    header length IHL×4 is at least 20, the total length is at least IHL×4, and the IP
-//!    header's offset plus the total length is at most the frame's length (bytes after
+//! 3. An IPv4 header is valid when the fixed 20 bytes are in the frame, the version is 4,
+//!    the header length IHL×4 is at least 20, the total length is at least IHL×4, and the
+//!    IP header's offset plus the total length is at most the frame's length (bytes after
 //!    the total length, Ethernet padding, are ignored). Otherwise: drop, the direction's
 //!    `invalid`. The checksum is not checked (the stack does that).
-//! 4. The packet is a *fragment* when its more-fragments flag is set or its fragment
-//!    offset is not zero (don't-fragment is no fragment).
+//!
+//!    3a. An IPv6 header is valid when its fixed 40 bytes are in the frame, the version is
+//!    6, the payload length is not 0, the IP header's offset + 40 + the payload length is
+//!    at most the frame's length, and neither the source nor the destination is in
+//!    `::ffff:0:0/96` (IPv4-mapped: the filter keeps IPv4 addresses there, so nothing
+//!    IPv6 may pass for an IPv4 peer). Otherwise: drop, the direction's `invalid`. The
+//!    hop limit is kept (rule 10a).
+//!
+//!    3b. IPv6 extension headers are walked. `next` starts as the header's next-header
+//!    field, `cursor` at the end of the fixed header, and `end` is the IP header's offset
+//!    plus 40 plus the payload length. At most four times, by `next`:
+//!
+//!    - 0 (hop-by-hop) on any walk but the first: invalid;
+//!    - 0, 43 (routing), 60 (destination options): the 2 bytes at `cursor` must be in the
+//!      frame; `next` becomes the first, and the header's length is (the second + 1) × 8;
+//!    - 51 (AH): likewise, the length (the second + 2) × 4;
+//!    - 44 (fragment): 4 bytes must be in the frame; `next` becomes the first, the length
+//!      is 8, and the packet is a fragment when the big-endian 16 bits of bytes 2 and 3,
+//!      AND 0xFFF9, are not 0 (an offset or the M flag: an atomic fragment is a whole
+//!      datagram);
+//!    - anything else ends the walk.
+//!
+//!    After each header `cursor` moves on by its length, and a `cursor` past `end` is
+//!    invalid; a fragment ends the walk. When four headers were walked, none a fragment,
+//!    and `next` is still one of 0, 43, 44, 51, 60: invalid (such chains exist to hide the
+//!    transport header). Each invalid: drop, the direction's `invalid`. The transport
+//!    protocol is then `next`, and its payload the `end − cursor` bytes at `cursor`.
+//! 4. An IPv4 packet is a *fragment* when its more-fragments flag is set or its fragment
+//!    offset is not zero (don't-fragment is no fragment); an IPv6 one when rule 3b found
+//!    a fragment header saying so.
 //! 5. The *local* address is the destination for in, the source for out; the *peer* is
-//!    the other one. The packet is *ours* when the local address is the host's
-//!    (`[host] address`, OURIP).
+//!    the other one. The packet is *ours* when the local address is the host's address
+//!    of its family: `[host] address` (OURIP) for IPv4, `address6` for IPv6.
 //!
 //! ## 3. The transport header
 //!
-//! The IP payload is the total length minus IHL×4 bytes, after the IP header.
+//! The IPv4 payload is the total length minus IHL×4 bytes, after the IP header, and its
+//! protocol the header's; IPv6's are rule 3b's.
 //!
 //! 6. TCP (protocol 6) parses when the payload is at least 20 bytes and the data offset×4
 //!    is at least 20 and at most the payload. UDP (17) parses when the payload is at
 //!    least 8 bytes and the UDP length field is at least 8 and at most the payload.
-//!    ICMP (1) parses when the payload is at least 8 bytes. Any other protocol has no
-//!    transport header to parse, and is never malformed.
+//!    *ICMP* is protocol 1 in IPv4 and ICMPv6, protocol 58, in IPv6 (the other family's
+//!    number is just another protocol); it parses when the payload is at least 8 bytes.
+//!    Its echo request and reply are types 8 and 0 in IPv4, 128 and 129 in ICMPv6. Any
+//!    other protocol has no transport header to parse, and is never malformed.
 //! 7. TCP flags are *valid* as in netfilter's table: ignoring PSH, ECE, CWR (and NS), the
 //!    set of FIN, SYN, RST, ACK, URG is one of SYN, SYN+URG, SYN+ACK, RST, RST+ACK,
 //!    FIN+ACK, FIN+ACK+URG, ACK, ACK+URG. A *bare SYN* is SYN without ACK.
@@ -58,11 +91,13 @@
 //!
 //! 8. A flow is keyed from this host's point of view: (peer address, peer port, local
 //!    port, protocol) for TCP and UDP; (peer address, the direction its requests travel,
-//!    echo identifier, ICMP) for ICMP echo requests and replies: a request travels its own
-//!    direction, a reply answers requests of the opposite one, so an inbound and an
-//!    outbound echo with the same peer and identifier are two flows. Nothing else has a
-//!    flow key. The local address is always OURIP, so the key is the whole 5-tuple and
-//!    both directions find the same entry.
+//!    echo identifier, ICMP's protocol number in the family: 1 or 58) for ICMP echo
+//!    requests and replies: a request travels its own direction, a reply answers
+//!    requests of the opposite one, so an inbound and an outbound echo with the same peer
+//!    and identifier are two flows. Nothing else has a flow key. The local address is
+//!    always the host's address of the family, so the key is the whole 5-tuple and both
+//!    directions find the same entry; an IPv6 flow never matches an IPv4 packet, nor the
+//!    other way round (their peers differ in family).
 //! 9. A flow remembers the rule that admitted it, the direction of the packet that opened
 //!    it (its *origin*), its TCP phase (open; FIN seen; RST seen) and the time of its last
 //!    packet. It is *live* until the timeout of its protocol and phase passes after that
@@ -72,6 +107,16 @@
 //!    A RST moves a TCP flow to RST seen; a FIN moves an open one to FIN seen.
 //! 10. The table is an LRU of `[conntrack] max_entries`: when full, the least recently
 //!     used flow is forgotten (the model has no capacity; the tests stay far below it).
+//!
+//! ## 4a. What IPv6 itself needs
+//!
+//! 10a. An IPv6 packet that is not a fragment and whose ICMPv6 header parses (rule 6)
+//!      passes, counted on the direction's `icmpv6-nd`, when its type is 133 to 137
+//!      (neighbour discovery) and its hop limit 255 (no router forwards those), or its
+//!      type is 130, 131, 132 or 143 (multicast listener discovery), its hop limit 1 and
+//!      its source in `fe80::/10`; whatever its addresses. Of type 2 (packet too big) and
+//!      ours, it passes, counted on the direction's `icmpv6-ptb` (routers never fragment
+//!      IPv6: without it PMTU discovery breaks). Both come before the flows and the lists.
 //!
 //! ## 5. The fast path: tracked flows first
 //!
@@ -88,6 +133,9 @@
 //!
 //! ## 6. The chains
 //!
+//! The anti-spoof lists hold prefixes of both families; an address is in a list when a
+//! prefix of its own family contains it.
+//!
 //! 12. In: a source in the anti-spoof source list drops, counted on the most specific
 //!     (longest) entry that contains it, each entry its own line. If the packet is not
 //!     ours, a destination in the anti-spoof destination list drops likewise. Then the
@@ -101,27 +149,39 @@
 //!
 //! ## 7. The allow-lists
 //!
-//! 18. The packet's service is its TCP or UDP destination port, or its ICMP type. Any
-//!     other protocol has no service: drop, the chain's `policy`.
+//! 18. The packet's service is its TCP or UDP destination port, or its ICMP type (an
+//!     ICMPv6 type for IPv6). Any other protocol has no service: drop, the chain's
+//!     `policy`.
 //! 19. A rule *admits* the packet when the rule's direction is the packet's, one of its
-//!     services is the packet's (protocol and port, or ICMP and type) and one of its peers
-//!     contains the packet's peer address. Of the rules that admit it, the most specific
-//!     peer wins: a single address, then the longest CIDR, then `any` (validation lets one
-//!     rule only own a given peer of a given service and direction). Only the winner is
-//!     asked; a refusal below does not fall back to a less specific rule.
+//!     services is the packet's and one of its peers contains the packet's peer address.
+//!     A TCP or UDP service is the protocol and port. A rule's ICMP service of type k is
+//!     ICMP type k for an IPv4 packet and ICMPv6 type e(k) for an IPv6 one, where e is
+//!     README.md's table: 0 (echo reply) → 129, 3 (destination unreachable) → 1, 8 (echo
+//!     request) → 128, 11 (time exceeded) → 3, 12 (parameter problem) → 4; a k without an
+//!     entry is no ICMPv6 service. A peer prefix contains addresses of its own family
+//!     only; `any` contains every address of both. Of the rules that admit it, the most
+//!     specific peer wins: a single address, then the longest CIDR, then `any`
+//!     (validation lets one rule only own a given peer of a given service and
+//!     direction). Only the winner is asked; a refusal below does not fall back to a less
+//!     specific rule.
 //! 20. A rule with `related = true` (ICMP errors: destination unreachable, time exceeded,
-//!     parameter problem) admits an error only when, after its 8-byte ICMP header, the
-//!     frame holds an IPv4 header (version 4, IHL×4 at least 20) and the 8 bytes after it,
-//!     and that quoted datagram, keyed (rule 8) as a packet travelling the opposite
-//!     direction (in an inbound error, the datagram this host sent: its destination is the
-//!     peer), has a live flow. Otherwise: drop, the chain's `policy`.
-//! 21. A rule with a `limit` has one token bucket, global across CPUs: a GCRA with
-//!     `interval` = one token's time and `burst`. A packet at time `now` conforms when
-//!     `max(tat, now) + interval <= now + burst × interval`, and then `tat` becomes
-//!     `max(tat, now) + interval` (`tat` starts at 0: a full bucket). So a full bucket
-//!     admits `burst` packets at once, then one per interval. A packet over the limit
-//!     drops, the chain's `policy`. Only packets a rule is about to admit take a token
-//!     (a related check that failed took none; tracked flows take none).
+//!     parameter problem; ICMPv6 types 1, 3, 4) admits an error only when the datagram
+//!     it quotes, keyed (rule 8) as a packet travelling the opposite direction (in an
+//!     inbound error, the datagram this host sent: its destination is the peer), has a
+//!     live flow. An IPv4 error quotes, after its 8-byte ICMP header, an IPv4 header
+//!     (version 4, IHL×4 at least 20) and the 8 bytes after it, all in the frame; an
+//!     ICMPv6 error, after its 8-byte header, a 40-byte IPv6 header (version 6) and the 8
+//!     bytes after it, all in the frame, whose protocol is its next-header field (no
+//!     extension headers are walked). The quoted protocol must be TCP, UDP or the
+//!     family's ICMP; an IPv4 header quoted in ICMPv6, or an IPv6 one in ICMP, quotes
+//!     nothing. Otherwise: drop, the chain's `policy`.
+//! 21. A rule with a `limit` has one token bucket, global across CPUs and shared by both
+//!     families: a GCRA with `interval` = one token's time and `burst`. A packet at time
+//!     `now` conforms when `max(tat, now) + interval <= now + burst × interval`, and then
+//!     `tat` becomes `max(tat, now) + interval` (`tat` starts at 0: a full bucket). So a
+//!     full bucket admits `burst` packets at once, then one per interval. A packet over
+//!     the limit drops, the chain's `policy`. Only packets a rule is about to admit take
+//!     a token (a related check that failed took none; tracked flows take none).
 //! 22. Admitted: the flow starts to be tracked, replacing any entry of its key, with
 //!     the rule, origin the packet's direction and the phase the packet's flags give an
 //!     open flow (TCP, UDP, ICMP echo requests; an echo reply or any other ICMP type starts
@@ -141,13 +201,15 @@
 //!
 //! # Shape
 //!
-//! Addresses are [`IpAddr`] and prefixes 128-bit ([`Net`], IPv4 as IPv4-mapped
-//! `::ffff:a.b.c.d`), and the parse yields a family-neutral [`Datagram`], so IPv6 comes
-//! in as another parse of the same description and another family of ICMP numbers.
+//! Addresses are [`IpAddr`], of the family they came in; prefixes are 128-bit ([`Net`],
+//! IPv4 as IPv4-mapped `::ffff:a.b.c.d`) and know their family. The parse yields a
+//! family-neutral [`Datagram`] from either header, so the rules after it read the
+//! family only where the specification names it: the host's address, ICMP's numbers,
+//! rule 10a and the quoted header.
 use std::{
     collections::HashMap,
     fmt,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::Duration,
 };
 
@@ -178,6 +240,41 @@ pub const TCP_PSH: u8 = 0x08;
 pub const TCP_ACK: u8 = 0x10;
 pub const TCP_URG: u8 = 0x20;
 
+/// IPv6 extension headers rule 3b walks (RFC 8200, RFC 4302).
+pub const IPV6_HOP_BY_HOP: u8 = 0;
+pub const IPV6_ROUTING: u8 = 43;
+pub const IPV6_FRAGMENT: u8 = 44;
+pub const IPV6_AH: u8 = 51;
+pub const IPV6_DESTINATION_OPTIONS: u8 = 60;
+const IPV6_EXTENSION_HEADERS: [u8; 5] =
+    [IPV6_HOP_BY_HOP, IPV6_ROUTING, IPV6_FRAGMENT, IPV6_AH, IPV6_DESTINATION_OPTIONS];
+const MAX_EXTENSION_HEADERS: usize = 4;
+const IPV6_HEADER: usize = 40;
+
+/// ICMPv6 types the rules read (RFC 4443, RFC 4861, RFC 2710, RFC 3810), written here
+/// from the RFCs rather than taken from `firewall_common`, so a wrong number there shows.
+pub const ICMPV6_PACKET_TOO_BIG: u8 = 2;
+pub const ICMPV6_ECHO_REQUEST: u8 = 128;
+pub const ICMPV6_ECHO_REPLY: u8 = 129;
+/// Router solicitation, router advertisement, neighbour solicitation, neighbour
+/// advertisement, redirect.
+pub const ICMPV6_NEIGHBOUR_DISCOVERY: std::ops::RangeInclusive<u8> = 133..=137;
+/// Listener query, report and done (MLDv1), and the MLDv2 report.
+pub const ICMPV6_LISTENER_DISCOVERY: [u8; 4] = [130, 131, 132, 143];
+
+/// Rule 19's table (README.md "IPv6"): the ICMPv6 type a rule's ICMP type k stands for
+/// with IPv6 peers; `None` for a k that only IPv4 has.
+pub fn icmpv6_type_of(k: u8) -> Option<u8> {
+    match k {
+        0 => Some(129), // echo reply
+        3 => Some(1),   // destination unreachable
+        8 => Some(128), // echo request
+        11 => Some(3),  // time exceeded
+        12 => Some(4),  // parameter problem
+        _ => None,
+    }
+}
+
 /// What the model decides for one frame: the verdict and the one line that counts it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Outcome {
@@ -194,11 +291,12 @@ fn drop(counter: u32) -> Outcome {
 }
 
 /// A prefix in the 128-bit address space; an IPv4 prefix is IPv4-mapped (`::ffff:0:0/96`
-/// plus its own length).
+/// plus its own length). It contains addresses of its own family only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Net {
     pub bits: u128,
     pub len: u8,
+    pub v6: bool,
 }
 
 /// An address as a 128-bit key: IPv6 as itself, IPv4 IPv4-mapped.
@@ -212,13 +310,23 @@ pub fn addr_key(addr: IpAddr) -> u128 {
 impl Net {
     pub fn from_prefix(prefix: &Prefix) -> Net {
         let len = if prefix.addr.is_ipv4() { 96 + prefix.len } else { prefix.len };
-        Net { bits: addr_key(prefix.addr), len }
+        Net { bits: addr_key(prefix.addr), len, v6: prefix.addr.is_ipv6() }
     }
 
     pub fn contains(&self, addr: IpAddr) -> bool {
         let mask = if self.len == 0 { 0 } else { u128::MAX << (128 - u32::from(self.len)) };
-        addr_key(addr) & mask == self.bits & mask
+        addr.is_ipv6() == self.v6 && addr_key(addr) & mask == self.bits & mask
     }
+}
+
+/// `fe80::/10`, where multicast listener discovery comes from (rule 10a).
+fn link_local(addr: IpAddr) -> bool {
+    Net { bits: 0xfe80 << 112, len: 10, v6: true }.contains(addr)
+}
+
+/// `::ffff:0:0/96` (rule 3a).
+fn ipv4_mapped(addr: Ipv6Addr) -> bool {
+    u128::from(addr) >> 32 == 0xffff
 }
 
 /// A rule's peer as the model matches it: anyone, or a prefix (a single address being
@@ -234,7 +342,8 @@ impl Peer {
         if *prefix == Prefix::ANY { Peer::Any } else { Peer::Net(Net::from_prefix(prefix)) }
     }
 
-    /// How specific a match on this peer is: higher wins (rule 19).
+    /// How specific a match on this peer is: higher wins (rule 19). Only prefixes of one
+    /// family meet at one address, so mapped lengths compare as well as their own.
     fn specificity(&self) -> u16 {
         match self {
             Peer::Any => 0,
@@ -263,19 +372,25 @@ pub enum Parsed {
     NotIp {
         ethertype: u16,
     },
-    /// IPv6, while the policy configures none.
+    /// IPv6, while the policy has no `address6`.
     Ipv6,
-    /// An IPv4 header that fails rule 3.
-    BadIp,
+    /// An IP header that fails rule 3, 3a or 3b: of which family, and which part of it.
+    BadIp {
+        ipv6: bool,
+        why: &'static str,
+    },
     Ip(Datagram),
 }
 
-/// An IP packet, whatever its family.
+/// An IP packet, whatever its family (that of its addresses).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Datagram {
     pub src: IpAddr,
     pub dst: IpAddr,
+    /// IPv4's TTL, IPv6's hop limit.
+    pub hop_limit: u8,
     pub fragment: bool,
+    /// The transport protocol: IPv4's protocol field, or the end of IPv6's walk.
     pub protocol: u8,
     pub transport: Transport,
 }
@@ -291,6 +406,7 @@ pub enum Transport {
         src_port: u16,
         dst_port: u16,
     },
+    /// ICMP in IPv4, ICMPv6 in IPv6, with the family's own type numbers.
     Icmp(Icmp),
     /// A protocol with no header the rules read.
     Other,
@@ -314,8 +430,9 @@ pub struct Echo {
     pub id: u16,
 }
 
-/// The start of a datagram quoted in an ICMP error: its addresses, protocol and the first
-/// 8 bytes of its payload (the ports, or the ICMP type and echo identifier).
+/// The start of a datagram quoted in an ICMP error: its addresses (of the error's family),
+/// protocol and the first 8 bytes of its payload (the ports, or the ICMP type and echo
+/// identifier).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Quoted {
     pub src: IpAddr,
@@ -332,8 +449,15 @@ fn ipv4_at(bytes: &[u8], at: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]))
 }
 
-/// Rules 1 to 6: the frame as the model understands it.
-pub fn parse(frame: &[u8]) -> Parsed {
+fn ipv6_at(bytes: &[u8], at: usize) -> Ipv6Addr {
+    let mut octets = [0; 16];
+    octets.copy_from_slice(&bytes[at..at + 16]);
+    Ipv6Addr::from(octets)
+}
+
+/// Rules 1 to 6: the frame as the model understands it, for a policy that filters IPv6
+/// (`[host] address6`) or not.
+pub fn parse(frame: &[u8], filters_ipv6: bool) -> Parsed {
     if frame.len() < ETH_HEADER {
         return Parsed::TruncatedLink;
     }
@@ -350,6 +474,7 @@ pub fn parse(frame: &[u8]) -> Parsed {
     }
     match ethertype {
         ETHERTYPE_IPV4 => parse_ipv4(frame, at),
+        ETHERTYPE_IPV6 if filters_ipv6 => parse_ipv6(frame, at),
         ETHERTYPE_IPV6 => Parsed::Ipv6,
         other => Parsed::NotIp { ethertype: other },
     }
@@ -357,13 +482,13 @@ pub fn parse(frame: &[u8]) -> Parsed {
 
 fn parse_ipv4(frame: &[u8], ip: usize) -> Parsed {
     if frame.len() < ip + 20 {
-        return Parsed::BadIp;
+        return Parsed::BadIp { ipv6: false, why: "shorter than the fixed IPv4 header" };
     }
     let version = frame[ip] >> 4;
     let header = usize::from(frame[ip] & 0x0f) * 4;
     let total = usize::from(be16(frame, ip + 2));
     if version != 4 || header < 20 || total < header || ip + total > frame.len() {
-        return Parsed::BadIp;
+        return Parsed::BadIp { ipv6: false, why: "IPv4 version, IHL or total length" };
     }
     let fragment_field = be16(frame, ip + 6);
     let more_fragments = fragment_field & 0x2000 != 0;
@@ -371,19 +496,110 @@ fn parse_ipv4(frame: &[u8], ip: usize) -> Parsed {
     let protocol = frame[ip + 9];
     let l4 = ip + header;
     let payload = total - header;
-    let transport = parse_transport(frame, protocol, l4, payload);
+    let transport = parse_transport(frame, false, protocol, l4, payload);
     Parsed::Ip(Datagram {
         src: ipv4_at(frame, ip + 12),
         dst: ipv4_at(frame, ip + 16),
+        hop_limit: frame[ip + 8],
         fragment: more_fragments || offset != 0,
         protocol,
         transport,
     })
 }
 
-/// Rule 6. `payload` is the IP header's own account of the bytes after it, which rule 3
-/// has already found inside the frame.
-fn parse_transport(frame: &[u8], protocol: u8, l4: usize, payload: usize) -> Transport {
+/// Rules 3a and 3b.
+fn parse_ipv6(frame: &[u8], ip: usize) -> Parsed {
+    if frame.len() < ip + IPV6_HEADER {
+        return Parsed::BadIp { ipv6: true, why: "shorter than the fixed IPv6 header" };
+    }
+    if frame[ip] >> 4 != 6 {
+        return Parsed::BadIp { ipv6: true, why: "IPv6 version" };
+    }
+    let payload = usize::from(be16(frame, ip + 4));
+    let end = ip + IPV6_HEADER + payload;
+    if payload == 0 || end > frame.len() {
+        return Parsed::BadIp { ipv6: true, why: "IPv6 payload length" };
+    }
+    let (src, dst) = (ipv6_at(frame, ip + 8), ipv6_at(frame, ip + 24));
+    if ipv4_mapped(src) || ipv4_mapped(dst) {
+        return Parsed::BadIp { ipv6: true, why: "an IPv4-mapped address" };
+    }
+    let mut next = frame[ip + 6];
+    let mut cursor = ip + IPV6_HEADER;
+    let mut walked = 0;
+    let mut fragment = false;
+    while walked < MAX_EXTENSION_HEADERS {
+        let in_frame = |n: usize| frame.len() >= cursor + n;
+        let length = match next {
+            IPV6_HOP_BY_HOP if walked > 0 => {
+                return Parsed::BadIp { ipv6: true, why: "hop-by-hop after the first header" };
+            }
+            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DESTINATION_OPTIONS => {
+                if !in_frame(2) {
+                    return Parsed::BadIp { ipv6: true, why: "an extension header past the frame" };
+                }
+                next = frame[cursor];
+                (usize::from(frame[cursor + 1]) + 1) * 8
+            }
+            IPV6_AH => {
+                if !in_frame(2) {
+                    return Parsed::BadIp { ipv6: true, why: "an authentication header past the frame" };
+                }
+                next = frame[cursor];
+                (usize::from(frame[cursor + 1]) + 2) * 4
+            }
+            IPV6_FRAGMENT => {
+                if !in_frame(4) {
+                    return Parsed::BadIp { ipv6: true, why: "a fragment header past the frame" };
+                }
+                next = frame[cursor];
+                fragment = be16(frame, cursor + 2) & 0xfff9 != 0;
+                8
+            }
+            _ => break,
+        };
+        walked += 1;
+        cursor += length;
+        if cursor > end {
+            return Parsed::BadIp { ipv6: true, why: "an extension header past the payload" };
+        }
+        if fragment {
+            break;
+        }
+    }
+    if walked == MAX_EXTENSION_HEADERS && !fragment && IPV6_EXTENSION_HEADERS.contains(&next) {
+        return Parsed::BadIp { ipv6: true, why: "more than four extension headers" };
+    }
+    let transport = parse_transport(frame, true, next, cursor, end - cursor);
+    Parsed::Ip(Datagram {
+        src: IpAddr::V6(src),
+        dst: IpAddr::V6(dst),
+        hop_limit: frame[ip + 7],
+        fragment,
+        protocol: next,
+        transport,
+    })
+}
+
+/// ICMP's protocol number in IPv4 or IPv6.
+fn icmp_protocol_of(v6: bool) -> u8 {
+    if v6 { PROTO_ICMPV6 } else { PROTO_ICMP }
+}
+
+/// The echo request and reply types of ICMP or ICMPv6 (rule 6).
+fn echo_types(v6: bool) -> (u8, u8) {
+    if v6 { (ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY) } else { (ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY) }
+}
+
+/// An echo request or reply of type `kind`, identifier `id`, in the family.
+fn echo_of(v6: bool, kind: u8, id: u16) -> Option<Echo> {
+    let (request, reply) = echo_types(v6);
+    (kind == request || kind == reply).then_some(Echo { request: kind == request, id })
+}
+
+/// Rule 6. `payload` is the IP header's own account of the bytes after it, which rules 3
+/// to 3b have already found inside the frame.
+fn parse_transport(frame: &[u8], v6: bool, protocol: u8, l4: usize, payload: usize) -> Transport {
     match protocol {
         PROTO_TCP => {
             if payload < 20 {
@@ -405,24 +621,25 @@ fn parse_transport(frame: &[u8], protocol: u8, l4: usize, payload: usize) -> Tra
             }
             Transport::Udp { src_port: be16(frame, l4), dst_port: be16(frame, l4 + 2) }
         }
-        PROTO_ICMP => {
+        p if p == icmp_protocol_of(v6) => {
             if payload < 8 {
                 return Transport::Malformed;
             }
             let kind = frame[l4];
-            let echo = match kind {
-                ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY => {
-                    Some(Echo { request: kind == ICMP_ECHO_REQUEST, id: be16(frame, l4 + 4) })
-                }
-                _ => None,
-            };
-            Transport::Icmp(Icmp { kind, code: frame[l4 + 1], echo, quoted: quoted_ipv4(frame, l4 + 8) })
+            let quoted = if v6 { quoted_ipv6(frame, l4 + 8) } else { quoted_ipv4(frame, l4 + 8) };
+            Transport::Icmp(Icmp {
+                kind,
+                code: frame[l4 + 1],
+                echo: echo_of(v6, kind, be16(frame, l4 + 4)),
+                quoted,
+            })
         }
         _ => Transport::Other,
     }
 }
 
-/// Rule 20's quoted datagram: an IPv4 header and 8 bytes after it, inside the frame.
+/// Rule 20's quoted datagram in ICMP: an IPv4 header and 8 bytes after it, inside the
+/// frame.
 fn quoted_ipv4(frame: &[u8], at: usize) -> Option<Quoted> {
     if frame.len() < at + 20 {
         return None;
@@ -434,6 +651,22 @@ fn quoted_ipv4(frame: &[u8], at: usize) -> Option<Quoted> {
     let mut head = [0; 8];
     head.copy_from_slice(&frame[at + header..at + header + 8]);
     Some(Quoted { src: ipv4_at(frame, at + 12), dst: ipv4_at(frame, at + 16), protocol: frame[at + 9], head })
+}
+
+/// Rule 20's quoted datagram in ICMPv6: a 40-byte IPv6 header and 8 bytes after it,
+/// inside the frame; its protocol is the next-header field.
+fn quoted_ipv6(frame: &[u8], at: usize) -> Option<Quoted> {
+    if frame.len() < at + IPV6_HEADER + 8 || frame[at] >> 4 != 6 {
+        return None;
+    }
+    let mut head = [0; 8];
+    head.copy_from_slice(&frame[at + IPV6_HEADER..at + IPV6_HEADER + 8]);
+    Some(Quoted {
+        src: IpAddr::V6(ipv6_at(frame, at + 8)),
+        dst: IpAddr::V6(ipv6_at(frame, at + 24)),
+        protocol: frame[at + 6],
+        head,
+    })
 }
 
 /// Rule 7.
@@ -534,7 +767,7 @@ pub fn flow_key(direction: Direction, src: IpAddr, dst: IpAddr, transport: &Tran
 
 /// ICMP's protocol number in the family of `addr`.
 fn icmp_protocol(addr: IpAddr) -> u8 {
-    if addr.is_ipv6() { PROTO_ICMPV6 } else { PROTO_ICMP }
+    icmp_protocol_of(addr.is_ipv6())
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -573,8 +806,8 @@ pub fn judge(
     now_ns: u64,
 ) -> Outcome {
     let own = Chain::of(direction);
-    match parse(frame) {
-        Parsed::TruncatedLink | Parsed::BadIp => drop(builtin_counter(own, Builtin::Invalid)),
+    match parse(frame, policy.address6.is_some()) {
+        Parsed::TruncatedLink | Parsed::BadIp { .. } => drop(builtin_counter(own, Builtin::Invalid)),
         Parsed::NotIp { .. } => pass(builtin_counter(own, Builtin::NonIp)),
         Parsed::Ipv6 => drop(builtin_counter(own, Builtin::Ipv6)),
         Parsed::Ip(datagram) => Judge { policy, ids, state, direction, now_ns }.datagram(&datagram),
@@ -596,7 +829,28 @@ impl Judge<'_> {
             Direction::In => (d.dst, d.src),
             Direction::Out => (d.src, d.dst),
         };
-        let ours = local == IpAddr::V4(self.policy.address);
+        let v6 = d.src.is_ipv6();
+        let host = match self.policy.address6 {
+            Some(address6) if v6 => IpAddr::V6(address6),
+            _ => IpAddr::V4(self.policy.address),
+        };
+        let ours = local == host;
+
+        // Rule 10a: what IPv6 needs passes first.
+        if v6
+            && !d.fragment
+            && let Transport::Icmp(Icmp { kind, .. }) = d.transport
+        {
+            let own = Chain::of(direction);
+            let discovery = (ICMPV6_NEIGHBOUR_DISCOVERY.contains(&kind) && d.hop_limit == 255)
+                || (ICMPV6_LISTENER_DISCOVERY.contains(&kind) && d.hop_limit == 1 && link_local(d.src));
+            if discovery {
+                return pass(builtin_counter(own, Builtin::NeighbourDiscovery));
+            }
+            if kind == ICMPV6_PACKET_TOO_BIG && ours {
+                return pass(builtin_counter(own, Builtin::PacketTooBig));
+            }
+        }
 
         // Rule 11: tracked flows first.
         if ours
@@ -648,6 +902,7 @@ impl Judge<'_> {
         let service = match d.transport {
             Transport::Tcp { dst_port, .. } => Service::Port { protocol: PROTO_TCP, port: dst_port },
             Transport::Udp { dst_port, .. } => Service::Port { protocol: PROTO_UDP, port: dst_port },
+            // IPv4's ICMP type or IPv6's ICMPv6 type: rule 19 reads it by the peer's family.
             Transport::Icmp(Icmp { kind, .. }) => Service::Icmp { kind },
             Transport::Other | Transport::Malformed => return policy_line,
         };
@@ -733,6 +988,7 @@ impl Judge<'_> {
 
     /// Rule 12: the most specific entry of `list` containing `addr`, as its counter id.
     fn antispoof(&self, list: &[Prefix], which: &str, addr: IpAddr) -> Option<u32> {
+        // Net::contains keeps to the address's family.
         let best = list.iter().filter(|p| Net::from_prefix(p).contains(addr)).max_by_key(|p| p.len)?;
         Some(self.ids.antispoof[&format!("{which} {best}")])
     }
@@ -743,15 +999,19 @@ impl Judge<'_> {
             return false;
         };
         // Only what the flow key needs: the ports, or the echo identifier (the quoted
-        // 8 bytes hold no TCP flags).
+        // 8 bytes hold no TCP flags). The quote is of the error's family (rule 20).
+        let v6 = q.src.is_ipv6();
         let inner = match q.protocol {
             PROTO_TCP => Transport::Tcp { src_port: be16(&q.head, 0), dst_port: be16(&q.head, 2), flags: 0 },
             PROTO_UDP => Transport::Udp { src_port: be16(&q.head, 0), dst_port: be16(&q.head, 2) },
-            PROTO_ICMP => {
+            p if p == icmp_protocol_of(v6) => {
                 let kind = q.head[0];
-                let echo = matches!(kind, ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY)
-                    .then(|| Echo { request: kind == ICMP_ECHO_REQUEST, id: be16(&q.head, 4) });
-                Transport::Icmp(Icmp { kind, code: q.head[1], echo, quoted: None })
+                Transport::Icmp(Icmp {
+                    kind,
+                    code: q.head[1],
+                    echo: echo_of(v6, kind, be16(&q.head, 4)),
+                    quoted: None,
+                })
             }
             _ => return false,
         };
@@ -771,8 +1031,9 @@ impl Judge<'_> {
     }
 }
 
-/// Rule 19: the rule that admits a packet of `service` travelling `direction` whose peer
-/// is `peer`, the most specific peer winning.
+/// Rule 19: the rule that admits a packet of `service` (for ICMP, the type in the peer's
+/// family's numbering) travelling `direction` whose peer is `peer`, the most specific peer
+/// winning.
 pub fn admitting_rule(
     policy: &Policy,
     direction: Direction,
@@ -782,7 +1043,7 @@ pub fn admitting_rule(
     policy
         .rules
         .iter()
-        .filter(|rule| rule.direction == direction && rule.services.contains(&service))
+        .filter(|rule| rule.direction == direction && rule.services.iter().any(|s| offers(*s, service, peer)))
         .filter_map(|rule| {
             rule.peers
                 .iter()
@@ -796,10 +1057,21 @@ pub fn admitting_rule(
         .map(|(_, rule)| rule)
 }
 
+/// Rule 19: whether a rule's service `offered` is the service `wanted` of a packet whose
+/// peer is `peer` (an ICMPv6 type for an IPv6 peer).
+fn offers(offered: Service, wanted: Service, peer: IpAddr) -> bool {
+    match (offered, wanted) {
+        (Service::Icmp { kind }, Service::Icmp { kind: wanted }) if peer.is_ipv6() => {
+            icmpv6_type_of(kind) == Some(wanted)
+        }
+        _ => offered == wanted,
+    }
+}
+
 /// A counter id as the listing names its line: `INPUT invalid`, `OUTPUT ssh-in
 /// ESTABLISHED`, `INPUT antispoof source 10.0.0.0/8`.
 pub fn counter_name(policy: &Policy, ids: &Ids, id: u32) -> String {
-    const BUILTINS: [(Builtin, &str); 7] = [
+    const BUILTINS: [(Builtin, &str); 9] = [
         (Builtin::NonIp, "non-ip"),
         (Builtin::Ipv6, "ipv6"),
         (Builtin::Invalid, "invalid"),
@@ -807,6 +1079,8 @@ pub fn counter_name(policy: &Policy, ids: &Ids, id: u32) -> String {
         (Builtin::InvalidFragment, "invalid-fragment"),
         (Builtin::SpoofedSource, "antispoof-source"),
         (Builtin::Policy, "policy"),
+        (Builtin::NeighbourDiscovery, "icmpv6-nd"),
+        (Builtin::PacketTooBig, "icmpv6-ptb"),
     ];
     for chain in Chain::ALL {
         for (line, name) in BUILTINS {
