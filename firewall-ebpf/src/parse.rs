@@ -327,7 +327,8 @@ pub fn parse_quoted(frame: &impl Frame, ip: &Ip, direction: Direction) -> Result
         let quoted: *const Ipv6Hdr = ptr_at(frame, offset)?;
         // SAFETY: checked by `ptr_at`.
         let quoted = unsafe { &*quoted };
-        if quoted.vcf[0] >> 4 != 6 {
+        // A mapped address would key the quote as an IPv4 flow's (see firewall_common::Addr).
+        if quoted.vcf[0] >> 4 != 6 || is_v4_mapped(&quoted.src_addr) || is_v4_mapped(&quoted.dst_addr) {
             return Err(Malformed);
         }
         peer = match direction {

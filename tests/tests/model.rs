@@ -1479,14 +1479,6 @@ enum Cross {
     Translated,
 }
 
-/// An ICMPv6 error quoting an IPv4 flow's datagram in an IPv6 header with IPv4-mapped
-/// addresses is related to nothing (rule 20: the quote is IPv6's, and no IPv6 packet
-/// matches an IPv4 flow), but the kernel, whose maps keep IPv4 addresses mapped, takes it
-/// for the IPv4 flow's (`an_icmpv6_error_quoting_an_ipv4_flow_in_mapped_addresses_is_not_related`,
-/// ignored until the kernel refuses them). Until then the sequences quote IPv4 flows in
-/// ICMPv6 only as they are; `true` makes them translate too.
-const MAPPED_QUOTES_OF_IPV4_FLOWS: bool = false;
-
 #[derive(Clone, Debug)]
 struct Sequence {
     flows: Vec<FlowSpec>,
@@ -1709,9 +1701,7 @@ impl Sequence {
                         None => f.peer,
                     };
                     let fault = match cross {
-                        Some(Cross::Translated) if MAPPED_QUOTES_OF_IPV4_FLOWS || !v6 => {
-                            QuoteFault::OtherFamily
-                        }
+                        Some(Cross::Translated) => QuoteFault::OtherFamily,
                         Some(_) => QuoteFault::None,
                         None => *fault,
                     };
@@ -2907,7 +2897,6 @@ fn an_ipv6_disagreement_fails_with_the_frame_the_policy_and_both_verdicts() {
 }
 
 #[test]
-#[ignore = "the kernel takes the mapped quote for the IPv4 flow's and passes the error; see MAPPED_QUOTES_OF_IPV4_FLOWS"]
 fn an_icmpv6_error_quoting_an_ipv4_flow_in_mapped_addresses_is_not_related() {
     // Rule 20 keys an ICMPv6 error's quote as an IPv6 datagram, and no IPv6 packet matches
     // an IPv4 flow (rules 3a and 8), so a port unreachable quoting our IPv4 DNS query in an

@@ -110,8 +110,11 @@ struct PerPacket {
 
 fn per_packet(size: u32) -> PerPacket {
     // With an address6, so that IPv6 goes through the rules (web-in admits anyone).
-    let text = tight_with(&peers(size - 1, 0), "eth0")
-        .replacen("\naddress = ", "\naddress6 = \"2001:db8::1\"\naddress = ", 1);
+    let text = tight_with(&peers(size - 1, 0), "eth0").replacen(
+        "\naddress = ",
+        "\naddress6 = \"2001:db8::1\"\naddress = ",
+        1,
+    );
     let mut f = TestFilter::new(&text);
     let (ours6, web6) = (frames::OURS6, frames::v6("2001:db8:99::1"));
     assert_eq!(f.ingress(&frames::tcp6(web6, ours6, 40000, 443, SYN)), tests::harness::Verdict::Pass);
