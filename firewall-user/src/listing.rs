@@ -121,6 +121,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn columns_stay_aligned_with_ipv6_addresses() {
+        let text = "[host]\naddress = \"198.51.100.1\"\naddress6 = \"2001:db8::1\"\n[[rule]]\nname = \"ssh\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 22\npeers = [\"2001:db8:7777:7777::7\"]\n";
+        let policy = crate::policy::parse(text, std::path::Path::new("p.toml")).unwrap();
+        let ids = crate::compile::Ids::assign(&policy, &Default::default());
+        let chains = crate::compile::listing(&policy, &ids);
+        let out = render(&chains, &[], Style::default());
+        // Every row's rule name starts where the header's "rule" does.
+        let header = out.lines().nth(1).unwrap();
+        let at = header.find(" rule ").unwrap() + 1;
+        // INPUT's rows follow its two header lines, in the listing's order.
+        let rows: Vec<&str> = out.lines().skip(2).take(chains[0].lines.len()).collect();
+        assert!(rows.iter().any(|r| r.contains("2001:db8:7777:7777::7")), "{out}");
+        for (row, line) in rows.iter().zip(&chains[0].lines) {
+            assert_eq!(row.get(at..at + line.name.len()), Some(line.name.as_str()), "misaligned:\n{out}");
+        }
+    }
+
+    #[test]
     fn numbers_shorten_as_iptables_does() {
         assert_eq!(human(99_999, false, 5), "99999");
         assert_eq!(human(100_000, false, 5), " 100K");

@@ -153,22 +153,31 @@ pub fn tight_text() -> String {
     fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
-/// Every single address examples/tight.toml names as a peer, except the host's own.
-pub fn tight_peers() -> Vec<Ipv4Addr> {
-    let policy = firewall_user::policy::parse(&tight_text(), Path::new("examples/tight.toml"))
-        .unwrap_or_else(|e| panic!("examples/tight.toml: {e}"));
-    let mut peers: Vec<Ipv4Addr> = policy
+/// Every single address (no prefix) a policy names as a peer, sorted, once each.
+pub fn single_peers(policy: &firewall_user::policy::Policy) -> Vec<IpAddr> {
+    let mut peers: Vec<IpAddr> = policy
         .rules
         .iter()
         .flat_map(|rule| rule.peers.iter())
-        .filter_map(|p| match p.addr {
-            std::net::IpAddr::V4(addr) if p.len == 32 && addr != policy.address => Some(addr),
-            _ => None,
-        })
+        .filter(|p| p.len == if p.addr.is_ipv4() { 32 } else { 128 })
+        .map(|p| p.addr)
         .collect();
     peers.sort();
     peers.dedup();
     peers
+}
+
+/// Every single address examples/tight.toml names as a peer, except the host's own.
+pub fn tight_peers() -> Vec<Ipv4Addr> {
+    let policy = firewall_user::policy::parse(&tight_text(), Path::new("examples/tight.toml"))
+        .unwrap_or_else(|e| panic!("examples/tight.toml: {e}"));
+    single_peers(&policy)
+        .into_iter()
+        .filter_map(|p| match p {
+            IpAddr::V4(addr) if addr != policy.address => Some(addr),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Two namespaces, a veth pair, and everything started in them; all of it goes on drop.
@@ -748,13 +757,11 @@ impl Lab {
         let policy = firewall_user::policy::parse(&dual_stack_text(), Path::new("examples/dual-stack.toml"))
             .unwrap_or_else(|e| panic!("examples/dual-stack.toml: {e}"));
         assert_eq!(policy.address6, Some(HOST6), "examples/dual-stack.toml's address6");
-        let mut peers: Vec<Ipv6Addr> = policy
-            .rules
-            .iter()
-            .flat_map(|rule| rule.peers.iter())
-            .filter_map(|p| match p.addr {
-                IpAddr::V6(addr) if p.len == 128 => Some(addr),
-                _ => None,
+        let mut peers: Vec<Ipv6Addr> = single_peers(&policy)
+            .into_iter()
+            .filter_map(|p| match p {
+                IpAddr::V6(addr) => Some(addr),
+                IpAddr::V4(_) => None,
             })
             .collect();
         peers.push(STRANGER6);
