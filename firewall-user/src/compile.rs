@@ -229,7 +229,7 @@ pub fn chain_name(chain: Chain) -> &'static str {
     }
 }
 
-const ANYWHERE: &str = "0.0.0.0/0";
+pub(crate) const ANYWHERE: &str = "0.0.0.0/0";
 const ANYWHERE6: &str = "::/0";
 
 fn proto_name(protocol: u8) -> &'static str {

@@ -4,13 +4,12 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use firewall_user::{
-    compile::listing,
     filter::{self, Mode},
     listing::{Style, json, render},
     live,
-    maps::LiveMaps,
     pins::Pins,
     policy,
+    stats::Snapshot,
 };
 
 #[derive(Parser)]
@@ -163,14 +162,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::List { numeric: _, verbose, exact, json: as_json, iface } => {
             filter::require_root()?;
             let pins = Pins::find(iface.as_deref())?;
-            let policy = pins.policy()?;
-            let state = pins.live_state()?;
-            let counters = LiveMaps::open(&pins)?.counters()?;
-            let chains = listing(&policy, &state.ids);
+            let snapshot = Snapshot::take(&pins)?;
             if as_json {
-                println!("{}", json(&chains, &counters));
+                println!("{}", json(&snapshot.chains, &snapshot.counters));
             } else {
-                print!("{}", render(&chains, &counters, Style { verbose, exact }));
+                print!("{}", render(&snapshot.chains, &snapshot.counters, Style { verbose, exact }));
             }
         }
     }

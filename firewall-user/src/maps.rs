@@ -295,6 +295,12 @@ impl LiveMaps {
         Ok(self.conntrack.iter().filter_map(std::result::Result::ok).collect())
     }
 
+    /// How many flows the conntrack table holds: one `BPF_MAP_GET_NEXT_KEY` a flow, so
+    /// a full default table (65,536) takes some 30 ms.
+    pub fn conntrack_entries(&self) -> u64 {
+        self.conntrack.keys().filter(std::result::Result::is_ok).count() as u64
+    }
+
     pub fn config(&self) -> Result<Config> {
         self.config.get(&0, 0).map_err(call(MAP_CONFIG, "get"))
     }
