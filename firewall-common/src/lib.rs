@@ -21,6 +21,7 @@
 //! | `--state ESTABLISHED` returns | [`MAP_CONNTRACK`] (LRU hash) | [`rule_counter`] with [`Line::Established`] |
 //! | `-m limit` | [`MAP_TOKEN_BUCKETS`] (array, one per rule) | falls through to the chain policy |
 //! | `-P … DROP` | none | [`Builtin::Policy`] |
+//! | `firewall block` (fail2ban's `-I INPUT -s … -j DROP`) | [`MAP_BLOCKLIST`] (LPM trie, deadline in the value) | [`block_counter`], one per entry and direction |
 #![no_std]
 
 /// Names of the maps, as the kernel object declares them and as they are pinned.
@@ -32,8 +33,9 @@ pub const MAP_ALLOW_PREFIX: &str = "ALLOW_PREFIX";
 pub const MAP_ANTISPOOF_SRC: &str = "ANTISPOOF_SRC";
 pub const MAP_ANTISPOOF_DST: &str = "ANTISPOOF_DST";
 pub const MAP_TOKEN_BUCKETS: &str = "TOKEN_BUCKETS";
+pub const MAP_BLOCKLIST: &str = "BLOCKLIST";
 /// Every map, in the order `up` pins them.
-pub const MAPS: [&str; 8] = [
+pub const MAPS: [&str; 9] = [
     MAP_CONFIG,
     MAP_COUNTERS,
     MAP_CONNTRACK,
@@ -42,6 +44,7 @@ pub const MAPS: [&str; 8] = [
     MAP_ANTISPOOF_SRC,
     MAP_ANTISPOOF_DST,
     MAP_TOKEN_BUCKETS,
+    MAP_BLOCKLIST,
 ];
 
 /// Names of the programs in the object.
@@ -52,8 +55,10 @@ pub const PROG_EGRESS: &str = "firewall_egress";
 pub const MAX_RULES: u32 = 512;
 /// The most anti-spoof entries (sources and destinations together).
 pub const MAX_ANTISPOOF: u32 = 448;
+/// The most blocklist entries (`firewall block`).
+pub const MAX_BLOCKED: u32 = 4096;
 /// Size of the per-CPU counter array.
-pub const MAX_COUNTERS: u32 = RULE_COUNTER_BASE + 2 * MAX_RULES;
+pub const MAX_COUNTERS: u32 = BLOCK_COUNTER_BASE + 2 * MAX_BLOCKED;
 /// Capacity of the exact-address allow-list hash.
 pub const ALLOW_EXACT_ENTRIES: u32 = 1 << 21;
 /// Capacity of the prefix allow-list trie.
@@ -197,6 +202,9 @@ pub const ANTISPOOF_COUNTER_BASE: u32 = 64;
 /// First counter id of rule lines.
 pub const RULE_COUNTER_BASE: u32 = ANTISPOOF_COUNTER_BASE + MAX_ANTISPOOF;
 
+/// First counter id of blocklist entries: two each (in, out), after the rules'.
+pub const BLOCK_COUNTER_BASE: u32 = RULE_COUNTER_BASE + 2 * MAX_RULES;
+
 /// The counter id of a chain's built-in line.
 pub const fn builtin_counter(chain: Chain, line: Builtin) -> u32 {
     chain as u32 * BUILTINS_PER_CHAIN + line as u32
@@ -214,6 +222,12 @@ pub enum Line {
 /// The counter id of one of a rule's lines.
 pub const fn rule_counter(rule: u32, line: Line) -> u32 {
     RULE_COUNTER_BASE + 2 * rule + line as u32
+}
+
+/// The counter id of blocklist slot `slot`'s line in `direction` (INPUT: from the
+/// blocked peers, OUTPUT: to them).
+pub const fn block_counter(slot: u32, direction: Direction) -> u32 {
+    BLOCK_COUNTER_BASE + 2 * slot + direction as u32
 }
 
 /// One line's counters (per CPU; the listing sums them).
@@ -253,6 +267,27 @@ pub const CONFIG_READY: u32 = 1;
 pub const CONFIG_HAS_PREFIXES: u32 = 2;
 /// `Config::flags`: the policy has an `address6`: IPv6 is filtered by the rules, not dropped.
 pub const CONFIG_IPV6: u32 = 4;
+/// `Config::flags`: audit mode (`--audit`): every verdict is counted where it falls, and
+/// what would be dropped passes. The lock-out guard for trying a policy on a live host.
+pub const CONFIG_AUDIT: u32 = 8;
+
+/// `BLOCKLIST` value: one `firewall block` entry, keyed by its prefix (an [`Addr`] prefix,
+/// IPv4 mapped). Nothing passes to or from a peer inside it until `deadline_ns`.
+///
+/// Expiry is the kernel's: an entry past its deadline matches nothing, with no daemon to
+/// remove it. So that an expired entry never hides a live one it is inside, user space
+/// keeps every entry expiring no earlier than the entries it is inside (a narrower block
+/// lasting less than a wider one is redundant and not stored).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockEntry {
+    /// `CLOCK_MONOTONIC_COARSE` ns after which the entry no longer blocks; 0: until
+    /// `firewall unblock`.
+    pub deadline_ns: u64,
+    /// Its counters: [`block_counter`]`(slot, …)`.
+    pub slot: u32,
+    pub _pad: u32,
+}
 
 /// Key of both allow-lists: "a packet of `protocol` to service `port`, whose remote end is
 /// `peer`, travelling in `direction`, may open a flow". For ICMP, `port` is the ICMP type.
@@ -360,7 +395,8 @@ pub const TCP_RST_SEEN: u8 = 2;
 const _: () = {
     assert!(builtin_counter(Chain::Forward, Builtin::Policy) < ANTISPOOF_COUNTER_BASE);
     assert!(ANTISPOOF_COUNTER_BASE + MAX_ANTISPOOF <= RULE_COUNTER_BASE);
-    assert!(rule_counter(MAX_RULES - 1, Line::Established) == MAX_COUNTERS - 1);
+    assert!(rule_counter(MAX_RULES - 1, Line::Established) < BLOCK_COUNTER_BASE);
+    assert!(block_counter(MAX_BLOCKED - 1, Direction::Out) == MAX_COUNTERS - 1);
 };
 
 #[cfg(feature = "user")]
@@ -376,6 +412,7 @@ mod pod {
     unsafe impl aya::Pod for TokenBucket {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for Flow {}
+    unsafe impl aya::Pod for BlockEntry {}
 }
 
 #[cfg(test)]
@@ -392,6 +429,7 @@ mod tests {
         assert_eq!(size_of::<TokenBucket>(), 24);
         assert_eq!(size_of::<FlowKey>(), 24);
         assert_eq!(size_of::<Flow>(), 16);
+        assert_eq!(size_of::<BlockEntry>(), 16);
     }
 
     #[test]

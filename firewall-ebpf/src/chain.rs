@@ -8,24 +8,27 @@
 //! | malformed headers drop | `--state INVALID` | `invalid` |
 //! | IPv6 neighbour and multicast listener discovery pass; packet-too-big to/from us passes | (ip6tables' usual first lines, RFC 4890) | `icmpv6-nd`, `icmpv6-ptb` |
 //! | a tracked flow passes (checked first: the fast path) | `--state ESTABLISHED` | the rule's lines |
+//! | a blocked peer drops, both ways, until its deadline (`firewall block`) | fail2ban's `-I INPUT 1 -s … -j DROP` | the entry's own lines |
 //! | anti-spoof sources, destinations (ingress) | `-s`/`-d … -j DROP` | the entry's own line |
 //! | not our address (ingress) → FORWARD; not our source (egress) | `-d $OURIP`, `-s $OURIP` | FORWARD / `antispoof-source` |
 //! | fragments, bad TCP flags drop | `--state INVALID` | `invalid-fragment`, `invalid-tcp-flags` |
 //! | our service answering a session older than the filter (egress) | conntrack's pickup | the rule's `Established` line |
 //! | an allow-list entry admits, within its limit (an ICMP error, if the rule says `related`, only about a tracked flow) | `NEW,ESTABLISHED -j ACCEPT`, `-m limit`, `RELATED` | the rule's `New` line |
 //! | everything else drops | `-P DROP` | `policy` |
+//!
+//! In audit mode (`--audit`) every line counts as above and what would drop passes.
 use aya_ebpf::maps::lpm_trie::Key;
 use firewall_common::{
     ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_RELATED, ANY_PEER, Addr, AllowKey, AllowValue, Builtin,
-    CONFIG_HAS_PREFIXES, CONFIG_IPV6, CONFIG_READY, Chain, Config, Direction, FlowKey, ICMP_DEST_UNREACHABLE,
-    ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, ICMPV6_DEST_UNREACHABLE, ICMPV6_MLD, ICMPV6_ND_FIRST,
-    ICMPV6_ND_LAST, ICMPV6_PACKET_TOO_BIG, ICMPV6_PARAMETER_PROBLEM, ICMPV6_TIME_EXCEEDED, Line,
-    MAX_COUNTERS, PROTO_ICMPV6, PROTO_TCP, builtin_counter, rule_counter,
+    CONFIG_AUDIT, CONFIG_HAS_PREFIXES, CONFIG_IPV6, CONFIG_READY, Chain, Config, Direction, FlowKey,
+    ICMP_DEST_UNREACHABLE, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, ICMPV6_DEST_UNREACHABLE, ICMPV6_MLD,
+    ICMPV6_ND_FIRST, ICMPV6_ND_LAST, ICMPV6_PACKET_TOO_BIG, ICMPV6_PARAMETER_PROBLEM, ICMPV6_TIME_EXCEEDED,
+    Line, MAX_COUNTERS, PROTO_ICMPV6, PROTO_TCP, block_counter, builtin_counter, rule_counter,
 };
 
 use crate::{
     conntrack,
-    maps::{ALLOW_EXACT, ALLOW_PREFIX, ANTISPOOF_DST, ANTISPOOF_SRC, CONFIG, COUNTERS},
+    maps::{ALLOW_EXACT, ALLOW_PREFIX, ANTISPOOF_DST, ANTISPOOF_SRC, BLOCKLIST, CONFIG, COUNTERS},
     parse::{Frame, Ip, L3, L4, TCP_ACK, TCP_SYN, parse_l3, parse_l4, parse_quoted, tcp_flags_valid},
     token_bucket,
 };
@@ -54,9 +57,9 @@ fn drop(chain: Chain, line: Builtin) -> (Action, u32) {
     (Action::Drop, builtin_counter(chain, line))
 }
 
+/// The verdict and the line it is counted on; in audit mode a drop is counted and passes.
 #[inline(always)]
 fn judge(frame: &impl Frame, direction: Direction) -> (Action, u32) {
-    let chain = Chain::of(direction);
     // Until `up` has filled every map, pass everything and count nothing: a filter
     // half-loaded must not cut the host off.
     // A copy on the stack: a map pointer kept live across the program invites LLVM to
@@ -68,7 +71,16 @@ fn judge(frame: &impl Frame, direction: Direction) -> (Action, u32) {
     if config.flags & CONFIG_READY == 0 {
         return (Action::Pass, MAX_COUNTERS);
     }
+    match walk(frame, direction, config) {
+        (Action::Drop, counter) if config.flags & CONFIG_AUDIT != 0 => (Action::Pass, counter),
+        verdict => verdict,
+    }
+}
 
+/// The seed's chains, in order, for one frame.
+#[inline(always)]
+fn walk(frame: &impl Frame, direction: Direction, config: &Config) -> (Action, u32) {
+    let chain = Chain::of(direction);
     let ip = match parse_l3(frame, config.flags & CONFIG_IPV6 != 0) {
         Ok(L3::Ip(ip)) => ip,
         Ok(L3::NonIp) => return (Action::Pass, builtin_counter(chain, Builtin::NonIp)),
@@ -113,7 +125,11 @@ fn judge(frame: &impl Frame, direction: Direction) -> (Action, u32) {
         return (Action::Pass, counter);
     }
 
-    // The long way, in the seed's order.
+    // The long way, in the seed's order, after the administrator's blocks: no flow is
+    // left with a peer `firewall block` names (it ends them), and none can start.
+    if let Some(counter) = blocked(&peer, direction, now) {
+        return (Action::Drop, counter);
+    }
     let chain = match direction {
         Direction::In => {
             if let Some(counter) = ANTISPOOF_SRC.get(Key::new(128, ip.src)) {
@@ -180,6 +196,15 @@ fn judge(frame: &impl Frame, direction: Direction) -> (Action, u32) {
         conntrack::track(key, direction, rule.rule, &l4, now);
     }
     (Action::Pass, rule_counter(rule.rule, Line::New))
+}
+
+/// The counter of the blocklist entry `peer` is inside, unless it has expired (user space
+/// keeps wider entries from outliving the narrower ones inside them, so the most specific
+/// match decides).
+#[inline(always)]
+fn blocked(peer: &Addr, direction: Direction, now: u64) -> Option<u32> {
+    let entry = BLOCKLIST.get(Key::new(128, *peer))?;
+    (entry.deadline_ns == 0 || now < entry.deadline_ns).then(|| block_counter(entry.slot, direction))
 }
 
 /// Whether the anti-spoof source list names `peer`: no packet from it passes.

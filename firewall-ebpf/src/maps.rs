@@ -7,8 +7,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use firewall_common::{
-    ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, CONNTRACK_DEFAULT_ENTRIES, Config,
-    Counter, Flow, FlowKey, MAX_ANTISPOOF, MAX_COUNTERS, MAX_RULES, TokenBucket,
+    ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, BlockEntry,
+    CONNTRACK_DEFAULT_ENTRIES, Config, Counter, Flow, FlowKey, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS,
+    MAX_RULES, TokenBucket,
 };
 
 /// `CONFIG[0]`: the host's address, timeouts, and whether the policy is in force.
@@ -42,6 +43,11 @@ pub static ANTISPOOF_SRC: LpmTrie<Addr, u32> = LpmTrie::with_max_entries(MAX_ANT
 /// Anti-spoof destination prefixes; the value is the entry's counter id.
 #[map]
 pub static ANTISPOOF_DST: LpmTrie<Addr, u32> = LpmTrie::with_max_entries(MAX_ANTISPOOF, 0);
+
+/// `firewall block`: prefixes nothing passes to or from, each until its deadline. Live
+/// state, not the policy's: `reload` leaves it alone, `down` ends it.
+#[map]
+pub static BLOCKLIST: LpmTrie<Addr, BlockEntry> = LpmTrie::with_max_entries(MAX_BLOCKED, 0);
 
 /// One token bucket per rule index; only rules with a `limit` consult theirs.
 #[map]

@@ -52,6 +52,8 @@ pub enum FilterError {
     Pins(#[from] PinsError),
     #[error(transparent)]
     Maps(#[from] MapsError),
+    #[error(transparent)]
+    LockOut(#[from] crate::lockout::LockOut),
 }
 
 pub type Result<T> = std::result::Result<T, FilterError>;
@@ -105,7 +107,7 @@ impl Loaded {
     pub fn with_policy(policy: &Policy) -> Result<(Loaded, Ids)> {
         let mut loaded = Loaded::load(policy.conntrack.max_entries, None)?;
         let ids = Ids::assign(policy, &Ids::default());
-        loaded.maps.apply(&plan(policy, &ids), &[])?;
+        loaded.maps.apply(&plan(policy, &ids), &[], Some(false))?;
         Ok((loaded, ids))
     }
 
@@ -158,22 +160,42 @@ pub struct Up {
 /// Puts `policy` in force on `iface`: attaches and pins a new filter, or, when one is up,
 /// replaces its programs in place and brings its maps to the policy. `policy_file` is
 /// what later `allow`, `revoke` and `reload` read and write.
-pub fn up(policy: &Policy, policy_text: &str, policy_file: &Path, iface: &str, mode: Mode) -> Result<Up> {
+///
+/// `audit`: `Some(true)` attaches in audit mode (drops counted, not done), `Some(false)`
+/// enforces; `None` keeps a live filter's mode, and enforces on a new one. Unless
+/// `force`, a policy that would cut off the SSH session this runs from is refused when it
+/// is to be enforced.
+pub fn up(
+    policy: &Policy,
+    policy_text: &str,
+    policy_file: &Path,
+    iface: &str,
+    mode: Mode,
+    audit: Option<bool>,
+    force: bool,
+) -> Result<Up> {
     require_root()?;
     if if_index(iface).is_none() {
         return Err(FilterError::NoInterface(iface.into()));
     }
     ensure_bpffs()?;
     let pins = Pins::for_iface(iface);
+    let audited = match audit {
+        Some(audit) => audit,
+        None => pins.is_up() && LiveMaps::open(&pins)?.audit()?,
+    };
+    if !audited {
+        crate::lockout::guard(policy, Some(iface), force)?;
+    }
     let policy_file = std::path::absolute(policy_file).map_err(io_err("resolving", policy_file))?;
     if pins.is_up() {
-        replace(policy, policy_text, &policy_file, &pins)?;
+        replace(policy, policy_text, &policy_file, &pins, audit)?;
         return Ok(Up { pins, replaced: true });
     }
     // Stale map pins from an interrupted `up` would be reused with old contents.
     remove_pins(&pins)?;
     std::fs::create_dir_all(&pins.dir).map_err(io_err("mkdir", &pins.dir))?;
-    let result = attach_and_pin(policy, policy_text, &policy_file, &pins, mode);
+    let result = attach_and_pin(policy, policy_text, &policy_file, &pins, mode, audit.unwrap_or(false));
     if result.is_err() {
         let _ = remove_pins(&pins);
     }
@@ -186,10 +208,11 @@ fn attach_and_pin(
     policy_file: &Path,
     pins: &Pins,
     mode: Mode,
+    audit: bool,
 ) -> Result<()> {
     let mut loaded = Loaded::load(policy.conntrack.max_entries, Some(pins))?;
     let ids = Ids::assign(policy, &Ids::default());
-    loaded.maps.apply(&plan(policy, &ids), &[])?;
+    loaded.maps.apply(&plan(policy, &ids), &[], Some(audit))?;
     let iface = pins.iface.as_str();
 
     let xdp = loaded.ingress()?;
@@ -236,7 +259,13 @@ fn pinned_link(path: &Path) -> Result<FdLink> {
 }
 
 /// A second `up`: new programs into the old links, the maps brought to the policy.
-fn replace(policy: &Policy, policy_text: &str, policy_file: &Path, pins: &Pins) -> Result<()> {
+fn replace(
+    policy: &Policy,
+    policy_text: &str,
+    policy_file: &Path,
+    pins: &Pins,
+    audit: Option<bool>,
+) -> Result<()> {
     let previous = pins.live_state()?;
     // Verified and loaded before anything changes: a program the kernel refuses, or maps
     // of another layout, leave the filter as it was.
@@ -248,7 +277,7 @@ fn replace(policy: &Policy, policy_text: &str, policy_file: &Path, pins: &Pins) 
         .map_err(|source| FilterError::Link { path: pins.link_path(EGRESS_LINK), source })?;
 
     let ids = Ids::assign(policy, &previous.ids);
-    loaded.maps.apply(&plan(policy, &ids), &ids.new_counters(&previous.ids))?;
+    loaded.maps.apply(&plan(policy, &ids), &ids.new_counters(&previous.ids), audit)?;
     let iface = pins.iface.clone();
     loaded
         .ingress()?

@@ -1,9 +1,12 @@
 //! The user side of the firewall: the policy, compiled into map entries, loaded into the
 //! kernel, attached, pinned, listed.
+pub mod blocklist;
 pub mod compile;
+pub mod confirm;
 pub mod filter;
 pub mod listing;
 pub mod live;
+pub mod lockout;
 pub mod maps;
 pub mod pins;
 pub mod policy;

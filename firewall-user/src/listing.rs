@@ -13,6 +13,13 @@ pub struct Style {
     pub verbose: bool,
     /// `-x`: exact numbers instead of K, M, G.
     pub exact: bool,
+    /// The filter is in audit mode: DROP lines read "would drop".
+    pub audit: bool,
+}
+
+/// What a line's target reads as: in audit mode nothing is dropped, only counted.
+fn target(target: &'static str, audit: bool) -> &'static str {
+    if audit && target == "DROP" { "would drop" } else { target }
 }
 
 fn counter(counters: &[Counter], id: u32) -> Counter {
@@ -46,6 +53,18 @@ pub fn render(chains: &[ListChain], counters: &[Counter], style: Style) -> Strin
     let prot = widest(4, |l| l.prot.chars().count());
     let addr = widest(18, |l| l.source.chars().count().max(l.destination.chars().count()));
     let name = widest(18, |l| l.name.chars().count());
+    let tw = chains
+        .iter()
+        .flat_map(|c| c.lines.iter())
+        .map(|l| target(l.target, style.audit).len())
+        .fold(7, usize::max);
+    let policy_target = target("DROP", style.audit);
+    if style.audit {
+        let _ = writeln!(
+            out,
+            "Audit mode: nothing is dropped, what would be is counted (`firewall reload --enforce` enforces)\n"
+        );
+    }
     for (i, chain) in chains.iter().enumerate() {
         if i > 0 {
             out.push('\n');
@@ -54,18 +73,18 @@ pub fn render(chains: &[ListChain], counters: &[Counter], style: Style) -> Strin
         if style.verbose {
             let _ = writeln!(
                 out,
-                "Chain {} (policy DROP {} packets, {} bytes)",
+                "Chain {} (policy {policy_target} {} packets, {} bytes)",
                 chain_name(chain.chain),
                 policy.packets,
                 policy.bytes
             );
             let _ = write!(out, "{:>pw$} {:>bw$} ", "pkts", "bytes");
         } else {
-            let _ = writeln!(out, "Chain {} (policy DROP)", chain_name(chain.chain));
+            let _ = writeln!(out, "Chain {} (policy {policy_target})", chain_name(chain.chain));
         }
         let _ = writeln!(
             out,
-            "{:<7} {:<prot$} {:<addr$} {:<addr$} {:<name$} match",
+            "{:<tw$} {:<prot$} {:<addr$} {:<addr$} {:<name$} match",
             "target", "prot", "source", "destination", "rule"
         );
         for line in &chain.lines {
@@ -77,8 +96,13 @@ pub fn render(chains: &[ListChain], counters: &[Counter], style: Style) -> Strin
             }
             let _ = write!(
                 row,
-                "{:<7} {:<prot$} {:<addr$} {:<addr$} {:<name$} {}",
-                line.target, line.prot, line.source, line.destination, line.name, line.matches
+                "{:<tw$} {:<prot$} {:<addr$} {:<addr$} {:<name$} {}",
+                target(line.target, style.audit),
+                line.prot,
+                line.source,
+                line.destination,
+                line.name,
+                line.matches
             );
             out.push_str(row.trim_end());
             out.push('\n');
@@ -87,8 +111,9 @@ pub fn render(chains: &[ListChain], counters: &[Counter], style: Style) -> Strin
     out
 }
 
-/// `list --json`: `{"chains": [{"name", "policy", "packets", "bytes", "rules": […]}]}`.
-pub fn json(chains: &[ListChain], counters: &[Counter]) -> Value {
+/// `list --json`: `{"audit": false, "chains": [{"name", "policy", "packets", "bytes", "rules": […]}]}`
+/// (targets as the policy says them, DROP even in audit mode).
+pub fn json(chains: &[ListChain], counters: &[Counter], audit: bool) -> Value {
     let chains: Vec<Value> = chains
         .iter()
         .map(|chain| {
@@ -113,7 +138,7 @@ pub fn json(chains: &[ListChain], counters: &[Counter]) -> Value {
             })
         })
         .collect();
-    json!({ "chains": chains })
+    json!({ "audit": audit, "chains": chains })
 }
 
 #[cfg(test)]
@@ -136,6 +161,20 @@ mod tests {
         for (row, line) in rows.iter().zip(&chains[0].lines) {
             assert_eq!(row.get(at..at + line.name.len()), Some(line.name.as_str()), "misaligned:\n{out}");
         }
+    }
+
+    #[test]
+    fn audit_mode_reads_would_drop() {
+        let text = "[host]\naddress = \"198.51.100.1\"\n[[rule]]\nname = \"ssh\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 22\npeers = [\"192.0.2.7\"]\n";
+        let policy = crate::policy::parse(text, std::path::Path::new("p.toml")).unwrap();
+        let ids = crate::compile::Ids::assign(&policy, &Default::default());
+        let chains = crate::compile::listing(&policy, &ids);
+        let out = render(&chains, &[], Style { verbose: true, audit: true, ..Style::default() });
+        assert!(out.starts_with("Audit mode: nothing is dropped"), "{out}");
+        assert!(out.contains("Chain INPUT (policy would drop 0 packets, 0 bytes)"), "{out}");
+        assert!(out.lines().any(|l| l.contains("would drop") && l.contains("invalid")), "{out}");
+        assert!(!out.lines().any(|l| l.contains(" DROP ")), "{out}");
+        assert!(out.lines().any(|l| l.contains("ACCEPT") && l.contains("ssh")), "{out}");
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub enum LiveError {
     FileChanged { file: String },
     #[error("{file}: {message}")]
     Toml { file: String, message: String },
+    #[error(transparent)]
+    LockOut(#[from] crate::lockout::LockOut),
 }
 
 pub type Result<T> = std::result::Result<T, LiveError>;
@@ -62,7 +64,7 @@ impl From<FilterError> for LiveError {
 }
 
 /// The live filter a command works on: its pins, checked to still have an interface.
-fn live(iface: Option<&str>) -> Result<Pins> {
+pub(crate) fn live(iface: Option<&str>) -> Result<Pins> {
     require_root()?;
     let pins = Pins::find(iface)?;
     if if_index(&pins.iface).is_none() {
@@ -73,13 +75,20 @@ fn live(iface: Option<&str>) -> Result<Pins> {
 
 /// Applies `policy` to the live maps; on a failure part-way, puts the previous policy
 /// back before reporting it.
-fn apply(pins: &Pins, maps: &mut LiveMaps, state: &LiveState, policy: &Policy) -> Result<(Ids, Applied)> {
+fn apply(
+    pins: &Pins,
+    maps: &mut LiveMaps,
+    state: &LiveState,
+    policy: &Policy,
+    audit: Option<bool>,
+) -> Result<(Ids, Applied)> {
     let ids = Ids::assign(policy, &state.ids);
-    match maps.apply(&plan(policy, &ids), &ids.new_counters(&state.ids)) {
+    let was_audit = maps.audit()?;
+    match maps.apply(&plan(policy, &ids), &ids.new_counters(&state.ids), audit) {
         Ok(applied) => Ok((ids, applied)),
         Err(err) => {
             if let Ok(previous) = pins.policy() {
-                let _ = maps.apply(&plan(&previous, &state.ids), &[]);
+                let _ = maps.apply(&plan(&previous, &state.ids), &[], Some(was_audit));
             }
             Err(err.into())
         }
@@ -94,8 +103,14 @@ pub struct Reloaded {
 }
 
 /// Re-reads the policy (the file `up` was given, or `file`) and brings the live maps to
-/// it. Programs stay attached; counters and still-admitted flows are kept.
-pub fn reload(iface: Option<&str>, file: Option<&Path>) -> Result<Reloaded> {
+/// it. Programs stay attached; counters and still-admitted flows are kept. `audit` and
+/// `force` as for [`crate::filter::up`].
+pub fn reload(
+    iface: Option<&str>,
+    file: Option<&Path>,
+    audit: Option<bool>,
+    force: bool,
+) -> Result<Reloaded> {
     let pins = live(iface)?;
     let state = pins.live_state()?;
     let file = match file {
@@ -103,11 +118,37 @@ pub fn reload(iface: Option<&str>, file: Option<&Path>) -> Result<Reloaded> {
         None => state.policy_file.clone(),
     };
     let text = fs::read_to_string(&file).map_err(io_err("reading", &file))?;
-    let policy = policy::parse(&text, &file)?;
+    reload_text(pins, &text, &file, audit, force)
+}
+
+/// Brings the live maps to the policy `text` (read from `file`, which later commands use).
+pub fn reload_text(
+    pins: Pins,
+    text: &str,
+    file: &Path,
+    audit: Option<bool>,
+    force: bool,
+) -> Result<Reloaded> {
+    let state = pins.live_state()?;
+    let policy = policy::parse(text, file)?;
     let mut maps = LiveMaps::open(&pins)?;
-    let (ids, applied) = apply(&pins, &mut maps, &state, &policy)?;
-    pins.save(&text, &LiveState { policy_file: file.clone(), ids })?;
+    guard(&maps, &policy, &pins, audit, force)?;
+    let (ids, applied) = apply(&pins, &mut maps, &state, &policy, audit)?;
+    let file = file.to_owned();
+    pins.save(text, &LiveState { policy_file: file.clone(), ids })?;
     Ok(Reloaded { pins, file, applied })
+}
+
+/// The lock-out guard, when the filter is to enforce `policy` (not in audit mode).
+fn guard(maps: &LiveMaps, policy: &Policy, pins: &Pins, audit: Option<bool>, force: bool) -> Result<()> {
+    let audited = match audit {
+        Some(audit) => audit,
+        None => maps.audit()?,
+    };
+    if !audited {
+        crate::lockout::guard(policy, Some(&pins.iface), force)?;
+    }
+    Ok(())
 }
 
 /// What `allow` or `revoke` did.
@@ -118,8 +159,15 @@ pub struct PeersChanged {
 }
 
 /// Adds (`allow`) or removes (`revoke`) peers of one rule, in the live maps at once and
-/// in the policy file, comments and layout kept.
-pub fn change_peers(iface: Option<&str>, rule: &str, addrs: &[String], add: bool) -> Result<PeersChanged> {
+/// in the policy file, comments and layout kept. A revoke that would cut off the SSH
+/// session this runs from is refused unless `force`.
+pub fn change_peers(
+    iface: Option<&str>,
+    rule: &str,
+    addrs: &[String],
+    add: bool,
+    force: bool,
+) -> Result<PeersChanged> {
     let prefixes: Vec<Prefix> =
         addrs.iter().map(|a| Prefix::parse(a).map_err(LiveError::BadAddress)).collect::<Result<_>>()?;
     let pins = live(iface)?;
@@ -162,9 +210,11 @@ pub fn change_peers(iface: Option<&str>, rule: &str, addrs: &[String], add: bool
     // revoked, … fail here, before anything changed.
     let policy = policy::parse(&new_text, &file)?;
     let mut maps = LiveMaps::open(&pins)?;
-    let (ids, _) = apply(&pins, &mut maps, &state, &policy)?;
+    guard(&maps, &policy, &pins, None, force)?;
+    let (ids, _) = apply(&pins, &mut maps, &state, &policy, None)?;
     if let Err(err) = write_atomically(&file, new_text.as_bytes()) {
-        let _ = apply(&pins, &mut maps, &LiveState { ids: ids.clone(), ..state.clone() }, &pins.policy()?);
+        let _ =
+            apply(&pins, &mut maps, &LiveState { ids: ids.clone(), ..state.clone() }, &pins.policy()?, None);
         return Err(err.into());
     }
     pins.save(&new_text, &LiveState { policy_file: file.clone(), ids })?;
@@ -222,7 +272,7 @@ pub struct FlowView {
 }
 
 /// The programs' clock (bpf_ktime_get_coarse_ns).
-fn kernel_time_ns() -> u64 {
+pub(crate) fn kernel_time_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: a valid timespec to fill.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };

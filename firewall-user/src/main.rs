@@ -1,12 +1,14 @@
 //! `firewall`: the seed's tight iptables policy, enforced by XDP and TC programs.
-use std::{path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use firewall_user::{
+    blocklist, confirm,
     filter::{self, Mode},
     listing::{Style, json, render},
-    live,
+    live, lockout,
+    maps::LiveMaps,
     pins::Pins,
     policy,
     stats::Snapshot,
@@ -23,12 +25,44 @@ struct Cli {
     command: Command,
 }
 
+/// How `up` and `reload` apply a policy.
+#[derive(Args)]
+struct Apply {
+    /// Audit mode: count what the policy would drop, and pass it (the listing says "would drop").
+    #[arg(long, conflicts_with = "enforce")]
+    audit: bool,
+    /// Leave audit mode: drop what the policy drops (the default for a new filter).
+    #[arg(long)]
+    enforce: bool,
+    /// Roll the change back after SECONDS unless `firewall confirm` comes first.
+    #[arg(long, value_name = "SECONDS")]
+    confirm: Option<u64>,
+    /// Apply even if it would cut off the SSH session this runs from.
+    #[arg(long)]
+    force: bool,
+}
+
+impl Apply {
+    /// `Some(true)`: audit, `Some(false)`: enforce, `None`: keep the live filter's mode.
+    fn audit(&self) -> Option<bool> {
+        match (self.audit, self.enforce) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Validate a policy: exit 0, or 1 with FILE:LINE:COL: message.
+    /// Validate a policy: exit 0, or 1 with FILE:LINE:COL: message. Under SSH, also
+    /// refuse a policy that would cut this session off.
     Check {
         /// The policy file.
         file: PathBuf,
+        /// Skip the SSH session check.
+        #[arg(long)]
+        force: bool,
     },
     /// Load the policy, attach XDP ingress and TC egress, pin, and exit with the filter in
     /// place; when a filter is up, replace its programs in place and apply the policy.
@@ -41,6 +75,8 @@ enum Command {
         /// How to attach XDP.
         #[arg(long, value_enum, default_value_t = Mode::Auto)]
         mode: Mode,
+        #[command(flatten)]
+        apply: Apply,
     },
     /// Detach and unpin: the interface is as before `up`.
     Down {
@@ -52,6 +88,13 @@ enum Command {
         /// Another policy file (default: the one `up` was given); later commands use it.
         #[arg(long)]
         policy: Option<PathBuf>,
+        #[arg(long)]
+        iface: Option<String>,
+        #[command(flatten)]
+        apply: Apply,
+    },
+    /// Keep the change an `up` or `reload --confirm` made: its rollback is called off.
+    Confirm {
         #[arg(long)]
         iface: Option<String>,
     },
@@ -70,6 +113,46 @@ enum Command {
         addrs: Vec<String>,
         #[arg(long)]
         iface: Option<String>,
+        /// Revoke even if it would cut off the SSH session this runs from.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Block addresses or prefixes, live: their flows end, nothing passes to or from them.
+    Block {
+        #[arg(required = true, value_name = "ADDR|CIDR")]
+        addrs: Vec<String>,
+        /// For how long (30s, 10m, 12h, 7d); the kernel lifts it then. Default: until unblocked.
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// Block even the SSH session this runs from.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        iface: Option<String>,
+    },
+    /// Lift blocks (each ADDR|CIDR as it was blocked).
+    Unblock {
+        #[arg(required = true, value_name = "ADDR|CIDR")]
+        addrs: Vec<String>,
+        #[arg(long)]
+        iface: Option<String>,
+    },
+    /// The blocked addresses, their counters and expiry.
+    Blocklist {
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        iface: Option<String>,
+    },
+    /// Started by `--confirm`: rolls the change back unless confirmed in time.
+    #[command(hide = true)]
+    RollbackTimer {
+        #[arg(long)]
+        iface: String,
+        #[arg(long)]
+        token: String,
+        #[arg(long)]
+        after: u64,
     },
     /// Zero the packet and byte counters, as iptables -Z.
     Zero {
@@ -104,48 +187,118 @@ enum Command {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Check { file } => {
+        Command::Check { file, force } => {
             let policy = policy::load(&file)?;
+            lockout::guard(&policy, None, force)?;
             println!("{}: OK ({} rules)", file.display(), policy.rules.len());
         }
-        Command::Up { policy: file, iface, mode } => {
+        Command::Up { policy: file, iface, mode, apply } => {
             filter::require_root()?;
             let text =
                 std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
             let policy = policy::parse(&text, &file)?;
             let iface =
                 iface.or_else(|| policy.interface.clone()).ok_or(filter::FilterError::NoInterfaceGiven)?;
-            let up = filter::up(&policy, &text, &file, &iface, mode)?;
+            let pins = Pins::for_iface(&iface);
+            let previous = apply.confirm.map(|seconds| confirm::record(&pins, seconds)).transpose()?;
+            if pins.is_up() {
+                confirm::refuse_if_pending(&pins)?;
+            }
+            let up = filter::up(&policy, &text, &file, &iface, mode, apply.audit(), apply.force)?;
             let how = if up.replaced { "programs replaced in place" } else { "attached" };
             println!(
-                "firewall up on {iface}: {how}, {} rules, pinned at {}",
+                "firewall up on {iface}: {how}, {} rules{}, pinned at {}",
                 policy.rules.len(),
+                if LiveMaps::open(&up.pins)?.audit()? { ", audit mode (nothing is dropped)" } else { "" },
                 up.pins.dir.display()
             );
+            if let (Some(previous), Some(seconds)) = (previous, apply.confirm) {
+                let change = format!("up of {}", file.display());
+                arm(&up.pins, previous, seconds, change)?;
+            }
         }
         Command::Down { iface } => {
             let pins = filter::down(iface.as_deref())?;
             println!("firewall down on {}", pins.iface);
         }
-        Command::Reload { policy, iface } => {
-            let done = live::reload(iface.as_deref(), policy.as_deref())?;
+        Command::Reload { policy, iface, apply } => {
+            filter::require_root()?;
+            let pins = Pins::find(iface.as_deref())?;
+            confirm::refuse_if_pending(&pins)?;
+            let previous = apply.confirm.map(|seconds| confirm::record(&pins, seconds)).transpose()?;
+            let done = live::reload(Some(&pins.iface), policy.as_deref(), apply.audit(), apply.force)?;
             let a = done.applied;
             println!(
-                "firewall reloaded {} on {}: {} entries added or changed, {} removed, {} flows ended",
+                "firewall reloaded {} on {}: {} entries added or changed, {} removed, {} flows ended{}",
                 done.file.display(),
                 done.pins.iface,
                 a.added,
                 a.removed,
-                a.flows_removed
+                a.flows_removed,
+                if LiveMaps::open(&done.pins)?.audit()? { "; audit mode (nothing is dropped)" } else { "" },
             );
+            if let (Some(previous), Some(seconds)) = (previous, apply.confirm) {
+                arm(&done.pins, previous, seconds, format!("reload of {}", done.file.display()))?;
+            }
+        }
+        Command::Confirm { iface } => {
+            let (pins, pending) = confirm::confirm(iface.as_deref())?;
+            println!("firewall: confirmed the {} on {}: it stays", pending.change, pins.iface);
+        }
+        Command::RollbackTimer { iface, token, after } => {
+            confirm::timer(&iface, &token, Duration::from_secs(after))?;
         }
         Command::Allow { rule, addrs, iface } => {
-            let done = live::change_peers(iface.as_deref(), &rule, &addrs, true)?;
+            refuse_if_pending(iface.as_deref())?;
+            let done = live::change_peers(iface.as_deref(), &rule, &addrs, true, false)?;
             report_peers("allowed", "already allowed", &rule, &addrs, &done);
         }
-        Command::Revoke { rule, addrs, iface } => {
-            let done = live::change_peers(iface.as_deref(), &rule, &addrs, false)?;
+        Command::Revoke { rule, addrs, iface, force } => {
+            refuse_if_pending(iface.as_deref())?;
+            let done = live::change_peers(iface.as_deref(), &rule, &addrs, false, force)?;
             report_peers("revoked", "", &rule, &addrs, &done);
+        }
+        Command::Block { addrs, duration, force, iface } => {
+            let (pins, done) = blocklist::block(iface.as_deref(), &addrs, duration, force)?;
+            let how_long = match duration {
+                Some(d) => format!("for {}", blocklist::human_duration(d.as_secs())),
+                None => "until unblocked".into(),
+            };
+            for blocked in done {
+                match blocked {
+                    blocklist::Blocked::Added { prefix, absorbed, flows_ended } => {
+                        let absorbed = if absorbed.is_empty() {
+                            String::new()
+                        } else {
+                            let list: Vec<String> = absorbed.iter().map(ToString::to_string).collect();
+                            format!(", replacing {}", list.join(" "))
+                        };
+                        println!(
+                            "firewall: blocked {prefix} on {} {how_long}{absorbed}; {flows_ended} flows ended",
+                            pins.iface
+                        );
+                    }
+                    blocklist::Blocked::Covered { prefix, by } => {
+                        println!(
+                            "firewall: {prefix} is blocked already by {by}, for at least as long; nothing changed"
+                        );
+                    }
+                }
+            }
+        }
+        Command::Unblock { addrs, iface } => {
+            let pins = blocklist::unblock(iface.as_deref(), &addrs)?;
+            println!("firewall: unblocked {} on {}", addrs.join(" "), pins.iface);
+        }
+        Command::Blocklist { json: as_json, iface } => {
+            filter::require_root()?;
+            let pins = Pins::find(iface.as_deref())?;
+            let snapshot = Snapshot::take(&pins)?;
+            if as_json {
+                println!("{}", serde_json::to_string(&snapshot.blocks)?);
+            } else {
+                print!("{}", blocklist::render(&snapshot.blocks));
+            }
         }
         Command::Zero { iface } => {
             let pins = live::zero(iface.as_deref())?;
@@ -164,13 +317,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let pins = Pins::find(iface.as_deref())?;
             let snapshot = Snapshot::take(&pins)?;
             if as_json {
-                println!("{}", json(&snapshot.chains, &snapshot.counters));
+                println!("{}", json(&snapshot.chains, &snapshot.counters, snapshot.audit));
             } else {
-                print!("{}", render(&snapshot.chains, &snapshot.counters, Style { verbose, exact }));
+                let style = Style { verbose, exact, audit: snapshot.audit };
+                print!("{}", render(&snapshot.chains, &snapshot.counters, style));
             }
         }
     }
     Ok(())
+}
+
+/// Starts the rollback timer and says how to keep the change.
+fn arm(pins: &Pins, previous: Option<confirm::Previous>, seconds: u64, change: String) -> anyhow::Result<()> {
+    let pid = confirm::arm(pins, previous, seconds, change)?;
+    println!(
+        "firewall: run `firewall confirm` within {seconds} s to keep this; else it is rolled back (timer pid {pid})"
+    );
+    Ok(())
+}
+
+/// Peer changes wait while a change awaits confirmation: its rollback would undo them.
+fn refuse_if_pending(iface: Option<&str>) -> anyhow::Result<()> {
+    filter::require_root()?;
+    Ok(confirm::refuse_if_pending(&Pins::find(iface)?)?)
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    policy::parse_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration: a number and s, m, h or d (10m, 12h)"))
 }
 
 fn report_peers(done_word: &str, noop_word: &str, rule: &str, addrs: &[String], done: &live::PeersChanged) {

@@ -7,9 +7,11 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuValues, lpm_trie::Key},
 };
 use firewall_common::{
-    Addr, AllowKey, AllowValue, Config, Counter, Direction, Flow, FlowKey, ICMP_ECHO_REQUEST,
-    ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT, MAP_ALLOW_PREFIX, MAP_ANTISPOOF_DST, MAP_ANTISPOOF_SRC, MAP_CONFIG,
-    MAP_CONNTRACK, MAP_COUNTERS, MAP_TOKEN_BUCKETS, MAPS, PROTO_ICMP, PROTO_ICMPV6, TokenBucket,
+    ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, BlockEntry, CONFIG_AUDIT, Config,
+    Counter, Direction, Flow, FlowKey, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT,
+    MAP_ALLOW_PREFIX, MAP_ANTISPOOF_DST, MAP_ANTISPOOF_SRC, MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK,
+    MAP_COUNTERS, MAP_TOKEN_BUCKETS, MAPS, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, MAX_RULES, PROTO_ICMP,
+    PROTO_ICMPV6, TokenBucket,
 };
 
 use crate::{
@@ -28,45 +30,76 @@ pub enum MapsError {
     #[error("counting the CPUs: {0}")]
     Cpus(std::io::Error),
     #[error(
-        "the live filter's map {name} has {found_key}-byte keys and {found_value}-byte values where this firewall's have {key} and {value}: another version made it; `firewall down` then `firewall up` replaces it (its tracked flows and counters start afresh)"
+        "the live filter's map {name} has {found} where this firewall's has {wanted}: another version made it; `firewall down` then `firewall up` replaces it (its tracked flows and counters start afresh)"
     )]
-    Incompatible { name: &'static str, found_key: u32, found_value: u32, key: u32, value: u32 },
+    Incompatible { name: &'static str, found: String, wanted: String },
+    #[error(
+        "the live filter has no map {0}: an older version made it; `firewall down` then `firewall up` replaces it (its tracked flows and counters start afresh)"
+    )]
+    MissingPinned(&'static str),
 }
 
-/// Each map's key and value sizes, as the kernel object declares them (an LPM trie's key
-/// has its 4-byte prefix length in front).
-fn layout(name: &str) -> (usize, usize) {
-    use std::mem::size_of;
-    match name {
-        MAP_CONFIG => (4, size_of::<Config>()),
-        MAP_COUNTERS => (4, size_of::<Counter>()),
-        MAP_CONNTRACK => (size_of::<FlowKey>(), size_of::<Flow>()),
-        MAP_ALLOW_EXACT => (size_of::<AllowKey>(), size_of::<AllowValue>()),
-        MAP_ALLOW_PREFIX => (4 + size_of::<AllowKey>(), size_of::<AllowValue>()),
-        MAP_ANTISPOOF_SRC | MAP_ANTISPOOF_DST => (4 + size_of::<Addr>(), 4),
-        MAP_TOKEN_BUCKETS => (4, size_of::<TokenBucket>()),
-        _ => unreachable!("every map is listed in firewall_common::MAPS"),
+/// A map's shape: key and value sizes as the kernel object declares them (an LPM trie's
+/// key has its 4-byte prefix length in front), and its size where the object fixes it
+/// (conntrack's is the policy's).
+#[derive(PartialEq, Eq)]
+struct Layout {
+    key: u32,
+    value: u32,
+    max_entries: Option<u32>,
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-byte keys, {}-byte values", self.key, self.value)?;
+        match self.max_entries {
+            Some(n) => write!(f, ", {n} entries"),
+            None => Ok(()),
+        }
     }
 }
 
-/// Refuses pinned maps whose layout is not this firewall's: the programs would read them
-/// with the wrong sizes, and aya reuses a pinned map without asking.
+fn layout(name: &str) -> Layout {
+    use std::mem::size_of;
+    let (key, value, max_entries) = match name {
+        MAP_CONFIG => (4, size_of::<Config>(), Some(1)),
+        MAP_COUNTERS => (4, size_of::<Counter>(), Some(MAX_COUNTERS)),
+        MAP_CONNTRACK => (size_of::<FlowKey>(), size_of::<Flow>(), None),
+        MAP_ALLOW_EXACT => (size_of::<AllowKey>(), size_of::<AllowValue>(), Some(ALLOW_EXACT_ENTRIES)),
+        MAP_ALLOW_PREFIX => (4 + size_of::<AllowKey>(), size_of::<AllowValue>(), Some(ALLOW_PREFIX_ENTRIES)),
+        MAP_ANTISPOOF_SRC | MAP_ANTISPOOF_DST => (4 + size_of::<Addr>(), 4, Some(MAX_ANTISPOOF)),
+        MAP_TOKEN_BUCKETS => (4, size_of::<TokenBucket>(), Some(MAX_RULES)),
+        MAP_BLOCKLIST => (4 + size_of::<Addr>(), size_of::<BlockEntry>(), Some(MAX_BLOCKED)),
+        _ => unreachable!("every map is listed in firewall_common::MAPS"),
+    };
+    Layout { key: key as u32, value: value as u32, max_entries }
+}
+
+/// Refuses pinned maps whose layout is not this firewall's, and a live filter without one
+/// of this firewall's maps: the programs would read them with the wrong sizes (or index
+/// past their end), and aya reuses a pinned map without asking.
 pub fn check_pinned(pins: &Pins) -> Result<()> {
+    let up = MAPS.iter().any(|name| pins.map_path(name).exists());
     for name in MAPS {
         let path = pins.map_path(name);
+        let wanted = layout(name);
         if !path.exists() {
+            if up {
+                return Err(MapsError::MissingPinned(name));
+            }
             continue;
         }
         let info = MapData::from_pin(&path).and_then(|map| map.info()).map_err(call(name, "open pinned"))?;
-        let (key, value) = layout(name);
-        let (found_key, found_value) = (info.key_size(), info.value_size());
-        if (found_key as usize, found_value as usize) != (key, value) {
+        let found = Layout {
+            key: info.key_size(),
+            value: info.value_size(),
+            max_entries: wanted.max_entries.map(|_| info.max_entries()),
+        };
+        if found != wanted {
             return Err(MapsError::Incompatible {
                 name,
-                found_key,
-                found_value,
-                key: key as u32,
-                value: value as u32,
+                found: found.to_string(),
+                wanted: wanted.to_string(),
             });
         }
     }
@@ -89,6 +122,7 @@ pub struct LiveMaps {
     pub antispoof_src: LpmTrie<MapData, Addr, u32>,
     pub antispoof_dst: LpmTrie<MapData, Addr, u32>,
     pub token_buckets: Array<MapData, TokenBucket>,
+    pub blocklist: LpmTrie<MapData, Addr, BlockEntry>,
 }
 
 /// What [`LiveMaps::apply`] changed.
@@ -120,6 +154,7 @@ impl LiveMaps {
             antispoof_src: typed!(MAP_ANTISPOOF_SRC),
             antispoof_dst: typed!(MAP_ANTISPOOF_DST),
             token_buckets: typed!(MAP_TOKEN_BUCKETS),
+            blocklist: typed!(MAP_BLOCKLIST),
         })
     }
 
@@ -141,7 +176,8 @@ impl LiveMaps {
     /// Makes the maps hold `plan`: zeroes `fresh_counters` first, then adds and updates
     /// every wanted entry, and only then removes the stale ones, so no packet of a flow
     /// that stays allowed meets a gap. Last, flows the plan no longer admits are forgotten.
-    pub fn apply(&mut self, plan: &MapPlan, fresh_counters: &[u32]) -> Result<Applied> {
+    /// `audit` turns audit mode on or off; `None` keeps the live filter's.
+    pub fn apply(&mut self, plan: &MapPlan, fresh_counters: &[u32], audit: Option<bool>) -> Result<Applied> {
         let mut applied = Applied::default();
         for id in fresh_counters {
             self.zero_counter(*id)?;
@@ -220,7 +256,15 @@ impl LiveMaps {
         }
 
         // The ready bit goes on with the configuration, last.
-        self.config.set(0, plan.config, 0).map_err(call(MAP_CONFIG, "set"))?;
+        let audit = match audit {
+            Some(audit) => audit,
+            None => self.audit()?,
+        };
+        let mut config = plan.config;
+        if audit {
+            config.flags |= CONFIG_AUDIT;
+        }
+        self.config.set(0, config, 0).map_err(call(MAP_CONFIG, "set"))?;
 
         applied.flows_removed = self.forget_flows(plan)?;
         Ok(applied)
@@ -261,7 +305,15 @@ impl LiveMaps {
         Ok(removed)
     }
 
-    fn zero_counter(&mut self, id: u32) -> Result<()> {
+    /// Ends the flows whose peer `ends` picks; how many ended.
+    pub fn end_flows(&mut self, ends: impl Fn(&Addr) -> bool) -> Result<usize> {
+        let keys: Vec<FlowKey> =
+            self.conntrack.keys().filter_map(std::result::Result::ok).filter(|k| ends(&k.peer)).collect();
+        // A flow that ended meanwhile is no error.
+        Ok(keys.iter().filter(|key| self.conntrack.remove(key).is_ok()).count())
+    }
+
+    pub fn zero_counter(&mut self, id: u32) -> Result<()> {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| MapsError::Cpus(e))?;
         let zeros = PerCpuValues::try_from(vec![Counter::default(); cpus])
             .map_err(|e| MapsError::Cpus(std::io::Error::other(e)))?;
@@ -299,6 +351,11 @@ impl LiveMaps {
     /// a full default table (65,536) takes some 30 ms.
     pub fn conntrack_entries(&self) -> u64 {
         self.conntrack.keys().filter(std::result::Result::is_ok).count() as u64
+    }
+
+    /// Whether the live filter is in audit mode (counts drops, passes them).
+    pub fn audit(&self) -> Result<bool> {
+        Ok(self.config()?.flags & CONFIG_AUDIT != 0)
     }
 
     pub fn config(&self) -> Result<Config> {

@@ -203,11 +203,12 @@ impl Pins {
         write_atomically(&self.state.join(LIVE_STATE), &json)
     }
 
-    /// Removes the state files and both directories (and a namespace's own directory
-    /// with its last filter).
+    /// Removes the state directory with everything in it (a pending `--confirm`
+    /// included), the pin directory, and a namespace's own directories with its last
+    /// filter (but for the rollback log, if one was written there).
     pub fn remove_dirs(&self) -> Result<()> {
-        for name in [POLICY_COPY, LIVE_STATE] {
-            let _ = fs::remove_file(self.state.join(name));
+        if self.state.exists() {
+            fs::remove_dir_all(&self.state).map_err(io_err("rm -r", &self.state))?;
         }
         for dir in [&self.dir, &self.state] {
             if dir.exists() {

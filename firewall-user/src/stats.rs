@@ -2,10 +2,11 @@
 //! listing line with its packets and bytes, and how full the conntrack table is.
 use std::time::Instant;
 
-use firewall_common::{Builtin, Chain, Counter, builtin_counter};
+use firewall_common::{Chain, Counter};
 
 use crate::{
-    compile::{ANYWHERE, ListChain, ListLine, listing},
+    blocklist::{self, BlockView},
+    compile::{ListChain, ListLine, listing},
     live::{LiveError, Result},
     maps::LiveMaps,
     pins::Pins,
@@ -33,6 +34,10 @@ pub struct Snapshot {
     pub conntrack_entries: u64,
     /// The table's size (`[conntrack] max_entries`).
     pub conntrack_capacity: u64,
+    /// The blocklist's live entries (their lines are in `chains` too).
+    pub blocks: Vec<BlockView>,
+    /// Audit mode: what the DROP lines count passed.
+    pub audit: bool,
 }
 
 impl Snapshot {
@@ -43,34 +48,39 @@ impl Snapshot {
         let maps = LiveMaps::open(pins)?;
         let counters = maps.counters().map_err(LiveError::from)?;
         let conntrack_entries = maps.conntrack_entries();
-        let chains = listing(&policy, &state.ids);
+        let mut chains = listing(&policy, &state.ids);
+        let blocks = blocklist::views(&maps, &counters)?;
+        blocklist::insert_lines(&mut chains, &blocks);
         let conntrack_capacity = u64::from(policy.conntrack.max_entries);
-        Ok(Snapshot { taken: Instant::now(), policy, chains, counters, conntrack_entries, conntrack_capacity })
+        let audit = maps.audit().map_err(LiveError::from)?;
+        Ok(Snapshot {
+            taken: Instant::now(),
+            policy,
+            chains,
+            counters,
+            conntrack_entries,
+            conntrack_capacity,
+            blocks,
+            audit,
+        })
     }
 
     fn counter(&self, id: u32) -> Counter {
         self.counters.get(id as usize).copied().unwrap_or_default()
     }
 
-    /// Every line of every chain, in the listing's order, each chain's DROP policy last
-    /// (`list` shows it in the chain's heading).
+    /// Every line of every chain, in the listing's order (each chain's DROP policy is its
+    /// last line).
     pub fn lines(&self) -> Vec<LineStats> {
         let mut out = Vec::new();
         for chain in &self.chains {
             for line in &chain.lines {
-                out.push(LineStats { chain: chain.chain, line: line.clone(), counter: self.counter(line.counter) });
+                out.push(LineStats {
+                    chain: chain.chain,
+                    line: line.clone(),
+                    counter: self.counter(line.counter),
+                });
             }
-            let id = builtin_counter(chain.chain, Builtin::Policy);
-            let policy = ListLine {
-                name: "policy".into(),
-                target: "DROP",
-                prot: "all",
-                source: ANYWHERE.into(),
-                destination: ANYWHERE.into(),
-                matches: "chain policy".into(),
-                counter: id,
-            };
-            out.push(LineStats { chain: chain.chain, line: policy, counter: self.counter(id) });
         }
         out
     }

@@ -262,6 +262,13 @@ pub fn sshd(lab: &Lab, addr: SocketAddrV4) -> Sshd {
 impl Sshd {
     /// `ssh … -b FROM -p PORT root@ADDR echo ok` from the namespace of `from`.
     pub fn ssh(&self, lab: &Lab, from: Ipv4Addr, connect_timeout: u32) -> Run {
+        let mut command = self.command(lab, from, connect_timeout, "echo ok");
+        run(lab, &mut command, Duration::from_secs(u64::from(connect_timeout) + 15))
+    }
+
+    /// `ssh … root@ADDR REMOTE` from the namespace of `from`, not started: the client
+    /// gives up on a server silent for 3 s (a session the firewall cut).
+    pub fn command(&self, lab: &Lab, from: Ipv4Addr, connect_timeout: u32, remote: &str) -> Command {
         let mut command = in_ns(lab.ns_of(from), "ssh");
         command
             .args(["-F", "none", "-i"])
@@ -269,6 +276,7 @@ impl Sshd {
             .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"])
             .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
             .args(["-o", "GlobalKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
+            .args(["-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=3"])
             .arg("-o")
             .arg(format!("ConnectTimeout={connect_timeout}"))
             .arg("-b")
@@ -276,8 +284,8 @@ impl Sshd {
             .arg("-p")
             .arg(self.addr.port().to_string())
             .arg(format!("root@{}", self.addr.ip()))
-            .args(["echo", "ok"]);
-        run(lab, &mut command, Duration::from_secs(u64::from(connect_timeout) + 15))
+            .arg(remote);
+        command
     }
 }
 

@@ -322,7 +322,7 @@ fn maps_of_another_layout_are_refused_not_misread() {
         "1",
     ]));
     assert!(made.status.success(), "bpftool map create: {}", stderr(&made));
-    let expected = "the live filter's map ALLOW_EXACT has 8-byte keys and 8-byte values where this firewall's have 20 and 8";
+    let expected = "the live filter's map ALLOW_EXACT has 8-byte keys, 8-byte values, 16 entries where this firewall's has 20-byte keys, 8-byte values, 2097152 entries";
     let policy = lab.policy_file();
     assert_fails(
         &lab.firewall(&["up", "--policy", policy.to_str().unwrap(), "--iface", SERVER_IF]),
@@ -339,4 +339,11 @@ fn maps_of_another_layout_are_refused_not_misread() {
     lab.firewall_ok(&["down", "--iface", SERVER_IF]);
     lab.up();
     assert_eq!(lab.tcp_probe(SSH_PEER, SSH, OPEN_WITHIN), Outcome::Open);
+
+    // A filter from before a map existed (the blocklist's) is refused too, by name.
+    fs::remove_file(lab.pin_dir().join(firewall_common::MAP_BLOCKLIST)).unwrap();
+    let expected = "the live filter has no map BLOCKLIST: an older version made it; `firewall down` then `firewall up` replaces it";
+    assert_fails(&lab.firewall(&["list"]), expected);
+    assert_fails(&lab.firewall(&["block", "192.0.2.99"]), expected);
+    assert_eq!(lab.tcp_probe(SSH_PEER, SSH, OPEN_WITHIN), Outcome::Open, "the filter is as it was");
 }

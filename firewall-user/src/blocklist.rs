@@ -1,0 +1,435 @@
+//! `firewall block` / `unblock` / `blocklist`: what fail2ban does, without its setuid
+//! scripts. A block is live state, not policy: it lives in the `BLOCKLIST` map only
+//! (`reload` and `up` over a live filter leave it alone, `down` ends it), and nothing
+//! passes to or from an address inside it, checked before the allow-lists and anti-spoof
+//! lists. A block `--for` a while carries its deadline in the map, and the programs stop
+//! honouring it then: expiry needs no daemon, no cron job, no second command.
+//!
+//! The entries obey one rule, so that the kernel's longest-prefix match is always the
+//! entry that decides: no entry expires before an entry it lies inside (see
+//! [`firewall_common::BlockEntry`]). [`plan_block`] keeps it: a block already covered by a
+//! wider one lasting at least as long is redundant, and a new block absorbs the narrower
+//! entries it outlasts.
+use std::{net::IpAddr, time::Duration};
+
+use aya::maps::lpm_trie::Key;
+use firewall_common::{
+    Addr, BlockEntry, Builtin, Chain, Counter, Direction, MAP_BLOCKLIST, MAX_BLOCKED, block_counter,
+    builtin_counter,
+};
+use serde::Serialize;
+
+use crate::{
+    compile::{ANYWHERE, ListChain, ListLine},
+    live::{LiveError, Result, kernel_time_ns, live},
+    lockout::SshSession,
+    maps::{LiveMaps, MapsError},
+    pins::Pins,
+    policy::{Prefix, from_addr},
+};
+
+/// A blocklist entry as user space sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub prefix: Prefix,
+    /// `CLOCK_MONOTONIC_COARSE` ns; 0: until unblocked.
+    pub deadline_ns: u64,
+    pub slot: u32,
+}
+
+impl Entry {
+    fn expired(&self, now: u64) -> bool {
+        self.deadline_ns != 0 && self.deadline_ns <= now
+    }
+}
+
+/// Whether a block ending at `a` lasts at least as long as one ending at `b` (0: never ends).
+fn outlasts(a: u64, b: u64) -> bool {
+    a == 0 || (b != 0 && a >= b)
+}
+
+/// Whether `wide` contains all of `narrow`.
+fn covers(wide: &Prefix, narrow: &Prefix) -> bool {
+    wide.addr.is_ipv4() == narrow.addr.is_ipv4() && wide.len <= narrow.len && wide.contains(narrow.addr)
+}
+
+/// What one `block` does to the map.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BlockPlan {
+    /// A wider entry lasting at least as long blocks it already.
+    Covered { by: Prefix },
+    /// Insert (or update) the entry, then remove the narrower ones it absorbs.
+    Insert { entry: Entry, absorbed: Vec<Prefix> },
+}
+
+/// Plans blocking `prefix` until `deadline_ns` (0: until unblocked) among the `live`
+/// entries (expired ones count as absent).
+pub fn plan_block(
+    live: &[Entry],
+    prefix: Prefix,
+    deadline_ns: u64,
+    now: u64,
+) -> std::result::Result<BlockPlan, String> {
+    let active: Vec<&Entry> = live.iter().filter(|e| !e.expired(now)).collect();
+    if let Some(wider) = active
+        .iter()
+        .find(|e| e.prefix != prefix && covers(&e.prefix, &prefix) && outlasts(e.deadline_ns, deadline_ns))
+    {
+        return Ok(BlockPlan::Covered { by: wider.prefix });
+    }
+    // The same prefix keeps its slot, so its counters go on; else the lowest free slot
+    // (an expired entry's is free: it is removed before anything else).
+    let slot = match live.iter().find(|e| e.prefix == prefix) {
+        Some(same) => same.slot,
+        None => {
+            let used: std::collections::HashSet<u32> = active.iter().map(|e| e.slot).collect();
+            (0..MAX_BLOCKED).find(|s| !used.contains(s)).ok_or_else(|| {
+                format!(
+                    "the blocklist is full ({MAX_BLOCKED} entries); unblock some, or block a wider prefix"
+                )
+            })?
+        }
+    };
+    let absorbed = active
+        .iter()
+        .filter(|e| e.prefix != prefix && covers(&prefix, &e.prefix) && outlasts(deadline_ns, e.deadline_ns))
+        .map(|e| e.prefix)
+        .collect();
+    Ok(BlockPlan::Insert { entry: Entry { prefix, deadline_ns, slot }, absorbed })
+}
+
+fn key(prefix: &Prefix) -> Key<Addr> {
+    let (addr, len) = prefix.to_addr();
+    Key::new(len, addr)
+}
+
+fn map_err(call: &'static str) -> impl FnOnce(aya::maps::MapError) -> LiveError {
+    move |source| LiveError::Maps(MapsError::Call { name: MAP_BLOCKLIST, call, source })
+}
+
+/// Every entry in the map, expired ones included.
+pub fn entries(maps: &LiveMaps) -> Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    for item in maps.blocklist.iter() {
+        let (key, value) = item.map_err(map_err("iterate"))?;
+        out.push(Entry {
+            prefix: Prefix::from_addr(&key.data(), key.prefix_len()),
+            deadline_ns: value.deadline_ns,
+            slot: value.slot,
+        });
+    }
+    out.sort_by_key(|e| e.prefix);
+    Ok(out)
+}
+
+/// Removes expired entries: their slots are free again.
+fn sweep(maps: &mut LiveMaps, live: &[Entry], now: u64) -> Result<()> {
+    for entry in live.iter().filter(|e| e.expired(now)) {
+        // Another command may have swept it meanwhile.
+        let _ = maps.blocklist.remove(&key(&entry.prefix));
+    }
+    Ok(())
+}
+
+/// What one address of a `block` came to.
+#[derive(Debug)]
+pub enum Blocked {
+    Added { prefix: Prefix, absorbed: Vec<Prefix>, flows_ended: usize },
+    Covered { prefix: Prefix, by: Prefix },
+}
+
+/// Blocks each prefix, `duration` long (`None`: until unblocked), at once: their flows
+/// end, and no packet passes to or from them. Refuses, before changing anything, a bad
+/// address, or one that holds the SSH session the command runs from (unless `force`).
+pub fn block(
+    iface: Option<&str>,
+    addrs: &[String],
+    duration: Option<Duration>,
+    force: bool,
+) -> Result<(Pins, Vec<Blocked>)> {
+    let prefixes: Vec<Prefix> =
+        addrs.iter().map(|a| Prefix::parse(a).map_err(LiveError::BadAddress)).collect::<Result<_>>()?;
+    let pins = live(iface)?;
+    if let Some(session) = SshSession::from_env().filter(|_| !force) {
+        let policy = pins.policy()?;
+        let ours = match session.server {
+            IpAddr::V4(v4) => v4 == policy.address,
+            IpAddr::V6(v6) => policy.address6 == Some(v6),
+        };
+        if let Some(prefix) = prefixes.iter().find(|p| ours && p.contains(session.client)) {
+            return Err(LiveError::BadAddress(format!(
+                "{prefix} holds this SSH session's client ({session}): blocking it would cut the session off; pass --force to block it anyway"
+            )));
+        }
+    }
+    let mut maps = LiveMaps::open(&pins)?;
+    let now = kernel_time_ns();
+    let deadline_ns = match duration {
+        None => 0,
+        Some(d) => now.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+    };
+    let mut done = Vec::new();
+    for prefix in prefixes {
+        let live = entries(&maps)?;
+        sweep(&mut maps, &live, now)?;
+        match plan_block(&live, prefix, deadline_ns, now).map_err(LiveError::BadAddress)? {
+            BlockPlan::Covered { by } => done.push(Blocked::Covered { prefix, by }),
+            BlockPlan::Insert { entry, absorbed } => {
+                if !live.iter().any(|e| e.prefix == prefix && e.slot == entry.slot && !e.expired(now)) {
+                    maps.zero_counter(block_counter(entry.slot, Direction::In))?;
+                    maps.zero_counter(block_counter(entry.slot, Direction::Out))?;
+                }
+                let value = BlockEntry { deadline_ns: entry.deadline_ns, slot: entry.slot, _pad: 0 };
+                maps.blocklist.insert(&key(&prefix), value, 0).map_err(map_err("insert"))?;
+                // The wider entry is in: its narrower ones can go without a gap.
+                for inner in &absorbed {
+                    let _ = maps.blocklist.remove(&key(inner));
+                }
+                // Flows check before the blocklist: the blocked peers' flows must end.
+                let flows_ended = maps.end_flows(|peer| prefix.contains(from_addr(peer)))?;
+                done.push(Blocked::Added { prefix, absorbed, flows_ended });
+            }
+        }
+    }
+    Ok((pins, done))
+}
+
+/// Unblocks each prefix: each must be an entry (a single address inside a wider block
+/// is refused, naming the block).
+pub fn unblock(iface: Option<&str>, addrs: &[String]) -> Result<Pins> {
+    let prefixes: Vec<Prefix> =
+        addrs.iter().map(|a| Prefix::parse(a).map_err(LiveError::BadAddress)).collect::<Result<_>>()?;
+    let pins = live(iface)?;
+    let mut maps = LiveMaps::open(&pins)?;
+    let now = kernel_time_ns();
+    let live = entries(&maps)?;
+    for prefix in &prefixes {
+        if live.iter().any(|e| e.prefix == *prefix && !e.expired(now)) {
+            continue;
+        }
+        let message = match live.iter().find(|e| covers(&e.prefix, prefix) && !e.expired(now)) {
+            Some(wider) => {
+                format!("{prefix} is not an entry of the blocklist; it is blocked by {}", wider.prefix)
+            }
+            None => format!("{prefix} is not blocked"),
+        };
+        return Err(LiveError::BadAddress(message));
+    }
+    sweep(&mut maps, &live, now)?;
+    for prefix in &prefixes {
+        maps.blocklist.remove(&key(prefix)).map_err(map_err("remove"))?;
+    }
+    Ok(pins)
+}
+
+/// One entry, as `blocklist` and `list` show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BlockView {
+    pub prefix: String,
+    /// Seconds until it ends; `None`: until unblocked.
+    pub expires_secs: Option<u64>,
+    /// Packets and bytes from it (INPUT) and to it (OUTPUT).
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    #[serde(skip)]
+    pub slot: u32,
+}
+
+/// The live entries, with their counters.
+pub fn views(maps: &LiveMaps, counters: &[Counter]) -> Result<Vec<BlockView>> {
+    let now = kernel_time_ns();
+    let counter = |id: u32| counters.get(id as usize).copied().unwrap_or_default();
+    Ok(entries(maps)?
+        .into_iter()
+        .filter(|e| !e.expired(now))
+        .map(|e| {
+            let (i, o) = (
+                counter(block_counter(e.slot, Direction::In)),
+                counter(block_counter(e.slot, Direction::Out)),
+            );
+            BlockView {
+                prefix: e.prefix.to_string(),
+                expires_secs: (e.deadline_ns != 0).then(|| (e.deadline_ns - now).div_ceil(1_000_000_000)),
+                packets_in: i.packets,
+                bytes_in: i.bytes,
+                packets_out: o.packets,
+                bytes_out: o.bytes,
+                slot: e.slot,
+            }
+        })
+        .collect())
+}
+
+/// `9m58s`, `2d3h`: the largest two units.
+pub fn human_duration(secs: u64) -> String {
+    let units = [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)];
+    let mut parts = Vec::new();
+    let mut rest = secs;
+    for (name, size) in units {
+        if rest >= size || (parts.is_empty() && size == 1) {
+            parts.push(format!("{}{name}", rest / size));
+            rest %= size;
+        }
+        if parts.len() == 2 {
+            break;
+        }
+    }
+    parts.concat()
+}
+
+fn expiry_text(view: &BlockView) -> String {
+    match view.expires_secs {
+        Some(secs) => format!("blocked, expires in {}", human_duration(secs)),
+        None => "blocked until unblocked".into(),
+    }
+}
+
+/// Puts the blocklist's lines into `list`'s chains where the programs check them: after
+/// the built-in first lines of INPUT (from the blocked peers) and OUTPUT (to them).
+pub fn insert_lines(chains: &mut [ListChain], views: &[BlockView]) {
+    for chain in chains.iter_mut() {
+        let direction = match chain.chain {
+            Chain::Input => Direction::In,
+            Chain::Output => Direction::Out,
+            Chain::Forward => continue,
+        };
+        let after = builtin_counter(chain.chain, Builtin::Invalid);
+        let at = chain.lines.iter().position(|l| l.counter == after).map_or(0, |i| i + 1);
+        let lines = views.iter().map(|view| {
+            let (source, destination) = match direction {
+                Direction::In => (view.prefix.clone(), ANYWHERE.to_owned()),
+                Direction::Out => (ANYWHERE.to_owned(), view.prefix.clone()),
+            };
+            ListLine {
+                name: "blocklist".into(),
+                target: "DROP",
+                prot: "all",
+                source,
+                destination,
+                matches: expiry_text(view),
+                counter: block_counter(view.slot, direction),
+            }
+        });
+        chain.lines.splice(at..at, lines);
+    }
+}
+
+/// `firewall blocklist`: one line per entry.
+pub fn render(views: &[BlockView]) -> String {
+    if views.is_empty() {
+        return "no address is blocked\n".into();
+    }
+    let width = views.iter().map(|v| v.prefix.len()).max().unwrap_or(0).max(18);
+    let mut out = format!(
+        "{:<width$} {:>10} {:>10} {:>10} {:>10}  expires\n",
+        "address", "pkts in", "bytes in", "pkts out", "bytes out"
+    );
+    for v in views {
+        let expires =
+            v.expires_secs.map_or("never (until unblocked)".into(), |s| format!("in {}", human_duration(s)));
+        out.push_str(&format!(
+            "{:<width$} {:>10} {:>10} {:>10} {:>10}  {expires}\n",
+            v.prefix, v.packets_in, v.bytes_in, v.packets_out, v.bytes_out
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Prefix {
+        Prefix::parse(text).unwrap()
+    }
+
+    fn e(prefix: &str, deadline_ns: u64, slot: u32) -> Entry {
+        Entry { prefix: p(prefix), deadline_ns, slot }
+    }
+
+    #[test]
+    fn a_new_block_takes_the_lowest_free_slot() {
+        let live = [e("192.0.2.1", 0, 0), e("192.0.2.2", 0, 2)];
+        assert_eq!(
+            plan_block(&live, p("198.51.100.7"), 500, 100),
+            Ok(BlockPlan::Insert { entry: e("198.51.100.7", 500, 1), absorbed: vec![] })
+        );
+    }
+
+    #[test]
+    fn re_blocking_keeps_the_slot_and_takes_the_new_deadline() {
+        let live = [e("192.0.2.1", 900, 3)];
+        assert_eq!(
+            plan_block(&live, p("192.0.2.1"), 400, 100),
+            Ok(BlockPlan::Insert { entry: e("192.0.2.1", 400, 3), absorbed: vec![] })
+        );
+    }
+
+    #[test]
+    fn a_wider_block_lasting_as_long_covers_a_narrower_one() {
+        let live = [e("192.0.2.0/24", 0, 0)];
+        assert_eq!(
+            plan_block(&live, p("192.0.2.9"), 500, 100),
+            Ok(BlockPlan::Covered { by: p("192.0.2.0/24") })
+        );
+        let live = [e("192.0.2.0/24", 800, 0)];
+        assert_eq!(
+            plan_block(&live, p("192.0.2.9"), 500, 100),
+            Ok(BlockPlan::Covered { by: p("192.0.2.0/24") })
+        );
+        // Outlasting it, the narrower one is stored: it is still blocked once the wide ends.
+        assert_eq!(
+            plan_block(&live, p("192.0.2.9"), 0, 100),
+            Ok(BlockPlan::Insert { entry: e("192.0.2.9", 0, 1), absorbed: vec![] })
+        );
+    }
+
+    #[test]
+    fn a_wider_block_absorbs_the_narrower_ones_it_outlasts() {
+        let live = [e("192.0.2.9", 300, 0), e("192.0.2.10", 0, 1), e("198.51.100.1", 200, 2)];
+        assert_eq!(
+            plan_block(&live, p("192.0.2.0/24"), 500, 100),
+            Ok(BlockPlan::Insert { entry: e("192.0.2.0/24", 500, 3), absorbed: vec![p("192.0.2.9")] })
+        );
+    }
+
+    #[test]
+    fn expired_entries_count_as_absent() {
+        let live = [e("192.0.2.0/24", 50, 0)];
+        assert_eq!(
+            plan_block(&live, p("192.0.2.9"), 500, 100),
+            Ok(BlockPlan::Insert { entry: e("192.0.2.9", 500, 0), absorbed: vec![] })
+        );
+    }
+
+    #[test]
+    fn families_do_not_cover_each_other() {
+        let live = [e("2000::/3", 0, 0)];
+        assert_eq!(
+            plan_block(&live, p("192.0.2.9"), 0, 100),
+            Ok(BlockPlan::Insert { entry: e("192.0.2.9", 0, 1), absorbed: vec![] })
+        );
+    }
+
+    #[test]
+    fn a_full_list_says_so() {
+        let live: Vec<Entry> = (0..MAX_BLOCKED)
+            .map(|i| Entry { prefix: p(&format!("10.{}.{}.1", i / 256, i % 256)), deadline_ns: 0, slot: i })
+            .collect();
+        assert_eq!(
+            plan_block(&live, p("192.0.2.9"), 0, 100),
+            Err("the blocklist is full (4096 entries); unblock some, or block a wider prefix".into())
+        );
+    }
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(human_duration(0), "0s");
+        assert_eq!(human_duration(59), "59s");
+        assert_eq!(human_duration(598), "9m58s");
+        assert_eq!(human_duration(3600), "1h");
+        assert_eq!(human_duration(2 * 86_400 + 3 * 3600 + 5), "2d3h");
+    }
+}

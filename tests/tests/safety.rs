@@ -1,0 +1,336 @@
+//! The safety nets no iptables script has: `block`/`unblock` (a live blocklist whose
+//! expiry the kernel enforces), `--audit` (count what would drop, drop nothing), the
+//! lock-out guard (refuse a policy that would cut off the SSH session it is applied
+//! from), and `--confirm` (roll back unless confirmed, even with the session cut off).
+//!
+//! Run as root after `cargo build --release`:
+//! `cargo test --release -p tests --test safety -- --nocapture`.
+use std::{
+    fs,
+    net::{Ipv4Addr, SocketAddrV4},
+    path::PathBuf,
+    process::Output,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use tests::{
+    daemons::{self, said_ok},
+    lab::{BLOCKED_AFTER, HOST, Lab, OPEN_WITHIN, Outcome, SERVER_IF, STRANGER, echo, firewall_bin},
+    require_root,
+};
+
+/// examples/tight.toml's ssh-in rule: port 122, peers 203.0.113.7 and .8.
+const SSH: SocketAddrV4 = SocketAddrV4::new(HOST, 122);
+const ADMIN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
+const OTHER_ADMIN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 8);
+/// examples/tight.toml's repo rule: out to port 80 of these.
+const REPO: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 80), 80);
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A failed command: exit 1, one line on stderr that contains `needle`, nothing on stdout.
+fn assert_fails(output: &Output, needle: &str) {
+    let err = stderr(output);
+    assert_eq!(output.status.code(), Some(1), "should fail: {err}{}", stdout(output));
+    assert_eq!(err.lines().count(), 1, "one line of error: {err:?}");
+    assert!(err.starts_with("firewall: ") && err.contains(needle), "{err:?} should say {needle:?}");
+    assert!(output.stdout.is_empty(), "a failure printed {:?}", stdout(output));
+}
+
+fn blocklist(lab: &Lab) -> Vec<Value> {
+    let out = lab.firewall_ok(&["blocklist", "--json"]);
+    serde_json::from_str::<Value>(&out).expect("blocklist --json is JSON").as_array().expect("a list").clone()
+}
+
+/// Waits up to `limit` for `probe` to say Open; when it did.
+fn open_within(limit: Duration, mut probe: impl FnMut() -> Outcome) -> Option<Instant> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if probe() == Outcome::Open {
+            return Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    None
+}
+
+#[test]
+fn a_block_cuts_a_peer_off_both_ways_and_expires_on_its_own() {
+    require_root();
+    let lab = Lab::new("block");
+    lab.tcp_echo(SSH);
+    lab.tcp_echo(REPO);
+    lab.up();
+    let mut session =
+        lab.tcp_connect(ADMIN, SSH, OPEN_WITHIN).unwrap_or_else(|o| panic!("the admin's session: {o:?}"));
+    echo(&mut session, b"hello\n", OPEN_WITHIN).expect("the session echoes");
+    assert_eq!(lab.tcp_probe(HOST, REPO, OPEN_WITHIN), Outcome::Open, "the repository, before");
+
+    // Blocked for 8 s: the open session ends at once, no new one opens, from either end.
+    let out = lab.firewall_ok(&["block", &ADMIN.to_string(), "203.0.113.80", "--for", "8s"]);
+    let blocked_at = Instant::now();
+    assert!(out.contains("blocked 203.0.113.7 on s0 for 8s; 1 flows ended"), "{out}");
+    assert!(out.contains("blocked 203.0.113.80 on s0 for 8s"), "{out}");
+    assert!(
+        echo(&mut session, b"still there?\n", BLOCKED_AFTER).is_err(),
+        "the blocked peer's session goes on"
+    );
+    assert_eq!(
+        lab.tcp_probe(ADMIN, SSH, BLOCKED_AFTER),
+        Outcome::Blocked,
+        "a new session from the blocked peer"
+    );
+    assert_eq!(lab.tcp_probe(HOST, REPO, BLOCKED_AFTER), Outcome::Blocked, "a connection to a blocked peer");
+    assert_eq!(lab.tcp_probe(OTHER_ADMIN, SSH, OPEN_WITHIN), Outcome::Open, "another peer of the rule");
+
+    // Its own counters, in `blocklist` and in `list`, where the programs check it.
+    let entries = blocklist(&lab);
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let admin = entries.iter().find(|e| e["prefix"] == "203.0.113.7").expect("the admin's entry");
+    assert!(admin["packets_in"].as_u64().unwrap() > 0, "{admin}");
+    assert!((1..=8).contains(&admin["expires_secs"].as_u64().unwrap()), "{admin}");
+    let repo = entries.iter().find(|e| e["prefix"] == "203.0.113.80").expect("the repository's entry");
+    assert!(repo["packets_out"].as_u64().unwrap() > 0, "{repo}");
+    let listing = lab.list();
+    assert!(listing.packets("INPUT", "blocklist") > 0);
+    assert!(listing.packets("OUTPUT", "blocklist") > 0);
+    let text = lab.firewall_ok(&["list", "-nv"]);
+    let line = text.lines().find(|l| l.contains("blocklist") && l.contains("203.0.113.7")).expect("a line");
+    assert!(line.contains("DROP") && line.contains("blocked, expires in"), "{line}\n{text}");
+    let input = &text[..text.find("Chain OUTPUT").unwrap()];
+    let at = |needle: &str| input.find(needle).unwrap_or_else(|| panic!("no {needle} in\n{input}"));
+    assert!(at("blocklist") < at("antispoof"), "the blocklist comes before the anti-spoof lines:\n{input}");
+
+    // A reload leaves the blocklist alone: it is not the policy's.
+    lab.firewall_ok(&["reload"]);
+    assert_eq!(lab.tcp_probe(ADMIN, SSH, BLOCKED_AFTER), Outcome::Blocked, "after a reload");
+
+    // The kernel lifts it at its deadline: no command runs from here on.
+    let opened = open_within(Duration::from_secs(30), || lab.tcp_probe(ADMIN, SSH, BLOCKED_AFTER))
+        .expect("the block never expired");
+    assert!(opened >= blocked_at + Duration::from_secs(8), "the block ended before its deadline");
+    assert_eq!(lab.tcp_probe(HOST, REPO, OPEN_WITHIN), Outcome::Open, "the repository, after");
+    assert_eq!(blocklist(&lab), Vec::<Value>::new(), "an expired block is not listed");
+    assert_eq!(lab.firewall_ok(&["blocklist"]), "no address is blocked\n");
+}
+
+#[test]
+fn blocks_of_prefixes_nest_and_unblock_says_what_is_wrong() {
+    require_root();
+    let lab = Lab::new("unblock");
+    lab.tcp_echo(SSH);
+    lab.up();
+    let out = lab.firewall_ok(&["block", "203.0.113.0/24"]);
+    assert!(out.contains("blocked 203.0.113.0/24 on s0 until unblocked"), "{out}");
+    assert_eq!(lab.tcp_probe(ADMIN, SSH, BLOCKED_AFTER), Outcome::Blocked);
+    assert_eq!(lab.tcp_probe(OTHER_ADMIN, SSH, BLOCKED_AFTER), Outcome::Blocked);
+    // A narrower block lasting less is redundant.
+    let out = lab.firewall_ok(&["block", "203.0.113.7", "--for", "10m"]);
+    assert!(
+        out.contains(
+            "203.0.113.7 is blocked already by 203.0.113.0/24, for at least as long; nothing changed"
+        ),
+        "{out}"
+    );
+    assert_fails(
+        &lab.firewall(&["unblock", "203.0.113.7"]),
+        "203.0.113.7 is not an entry of the blocklist; it is blocked by 203.0.113.0/24",
+    );
+    assert_fails(&lab.firewall(&["unblock", "192.0.2.1"]), "192.0.2.1 is not blocked");
+    assert_fails(&lab.firewall(&["block", "203.0.113.300"]), "bad address \"203.0.113.300\"");
+    assert_fails(&lab.firewall(&["block", "203.0.113.7/24"]), "203.0.113.7/24");
+    assert_eq!(blocklist(&lab).len(), 1, "the failures changed nothing");
+
+    let out = lab.firewall_ok(&["unblock", "203.0.113.0/24"]);
+    assert!(out.contains("unblocked 203.0.113.0/24 on s0"), "{out}");
+    assert_eq!(lab.tcp_probe(ADMIN, SSH, OPEN_WITHIN), Outcome::Open, "unblocked");
+    assert_eq!(lab.firewall_ok(&["blocklist"]), "no address is blocked\n");
+}
+
+#[test]
+fn audit_mode_counts_what_would_drop_and_drops_nothing() {
+    require_root();
+    let lab = Lab::new("audit");
+    lab.tcp_echo(SSH);
+    let policy = lab.policy_file();
+    let out = lab.firewall_ok(&["up", "--policy", policy.to_str().unwrap(), "--iface", SERVER_IF, "--audit"]);
+    assert!(out.contains("audit mode (nothing is dropped)"), "{out}");
+    // A stranger is no peer of ssh-in: counted on INPUT's policy, and through.
+    assert_eq!(lab.tcp_probe(STRANGER, SSH, OPEN_WITHIN), Outcome::Open, "audit mode dropped it");
+    let listing = lab.list();
+    assert_eq!(listing.0["audit"], true);
+    assert!(listing.policy("INPUT") > 0, "the would-be drops are counted");
+    let text = lab.firewall_ok(&["list", "-nv"]);
+    assert!(text.starts_with("Audit mode: nothing is dropped"), "{text}");
+    assert!(text.contains("Chain INPUT (policy would drop "), "{text}");
+    assert!(!text.contains(" DROP "), "{text}");
+    // A reload keeps the mode; --enforce ends it.
+    let out = lab.firewall_ok(&["reload"]);
+    assert!(out.contains("audit mode"), "{out}");
+    assert_eq!(lab.tcp_probe(STRANGER, SSH, OPEN_WITHIN), Outcome::Open, "still audit mode after a reload");
+    let out = lab.firewall_ok(&["reload", "--enforce"]);
+    assert!(!out.contains("audit mode"), "{out}");
+    assert_eq!(lab.tcp_probe(STRANGER, SSH, BLOCKED_AFTER), Outcome::Blocked, "enforced");
+    assert_eq!(lab.list().0["audit"], false);
+    assert_eq!(lab.tcp_probe(ADMIN, SSH, OPEN_WITHIN), Outcome::Open, "a peer, enforced");
+}
+
+/// examples/tight.toml on s0 with ssh-in's peers replaced.
+fn with_ssh_peers(lab: &Lab, name: &str, peers: &str) -> PathBuf {
+    let text = fs::read_to_string(lab.policy_file()).unwrap();
+    let old = "peers = [\"203.0.113.7\", \"203.0.113.8\"]";
+    assert!(text.contains(old), "examples/tight.toml's ssh-in peers changed");
+    let path = lab.tmp().join(name);
+    fs::write(&path, text.replacen(old, &format!("peers = [{peers}]"), 1)).unwrap();
+    path
+}
+
+#[test]
+fn the_guard_refuses_a_policy_that_cuts_off_the_ssh_session_it_runs_from() {
+    require_root();
+    let lab = Lab::new("guard");
+    let sshd = daemons::sshd(&lab, SSH);
+    let cut = with_ssh_peers(&lab, "cut.toml", "\"203.0.113.8\"");
+    let fw = firewall_bin();
+    let fw = fw.to_str().unwrap();
+    let cut = cut.to_str().unwrap();
+    let expected = "this SSH session (203.0.113.7 port";
+    let reason = "to 198.51.100.1 port 122) would be cut off: rule ssh-in serves tcp port 122 but not its client 203.0.113.7; add 203.0.113.7 to rule ssh-in's peers, or pass --force";
+
+    // Over real SSH: sshd says who the session is in SSH_CONNECTION.
+    let run = |remote: String| {
+        let mut command = sshd.command(&lab, ADMIN, 10, &remote);
+        daemons::run(&lab, &mut command, Duration::from_secs(30))
+    };
+    let checked = run(format!("{fw} check {cut}"));
+    assert_eq!(checked.code(), Some(1), "{}", checked.describe());
+    assert!(checked.stderr.starts_with(&format!("firewall: {expected}")), "{}", checked.describe());
+    assert!(checked.stderr.contains(reason), "{}", checked.describe());
+    let up = run(format!("{fw} up --policy {cut} --iface {SERVER_IF}"));
+    assert_eq!(up.code(), Some(1), "{}", up.describe());
+    assert!(up.stderr.contains(reason), "{}", up.describe());
+    assert!(!lab.pin_dir().exists(), "a refused up pinned something");
+    // The policy that admits it goes up; one that cuts it off is refused as a reload,
+    // and the filter stays as it was.
+    let policy = lab.policy_file();
+    let up = run(format!("{fw} up --policy {} --iface {SERVER_IF}", policy.display()));
+    assert!(up.ok(), "{}", up.describe());
+    let reload = run(format!("{fw} reload --policy {cut}"));
+    assert_eq!(reload.code(), Some(1), "{}", reload.describe());
+    assert!(reload.stderr.contains(reason), "{}", reload.describe());
+    let revoke = run(format!("{fw} revoke ssh-in 203.0.113.7"));
+    assert!(revoke.stderr.contains(reason), "{}", revoke.describe());
+    let block = run(format!("{fw} block 203.0.113.0/24"));
+    assert!(
+        block.stderr.contains("203.0.113.0/24 holds this SSH session's client (203.0.113.7 port"),
+        "{}",
+        block.describe()
+    );
+    assert!(said_ok(&sshd.ssh(&lab, ADMIN, 10)), "the session's client is still admitted");
+    // In audit mode nothing is dropped, so nothing is refused; and --force overrides.
+    let audit = run(format!("{fw} reload --policy {cut} --audit"));
+    assert!(audit.ok(), "{}", audit.describe());
+    let enforce = run(format!("{fw} reload --enforce"));
+    assert!(enforce.stderr.contains(reason), "{}", enforce.describe());
+
+    // Outside SSH (or from another interface's session) there is nothing to guard.
+    let out = lab.firewall(&["check", cut]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut command = lab.server_command(fw);
+    command.args(["check", cut]).env("SSH_CONNECTION", "192.0.2.1 50000 192.0.2.2 22");
+    let out = command.output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn a_confirm_that_lapses_rolls_back_while_the_client_is_cut_off() {
+    require_root();
+    let lab = Lab::new("confirm");
+    let sshd = daemons::sshd(&lab, SSH);
+    lab.up();
+    let cut = with_ssh_peers(&lab, "cut.toml", "\"203.0.113.8\"");
+    let fw = firewall_bin();
+
+    // From the admin's SSH session, a reload that cuts it off; --force past the guard.
+    let remote = format!("{} reload --policy {} --confirm 5 --force; sleep 60", fw.display(), cut.display());
+    let mut command = sshd.command(&lab, ADMIN, 10, &remote);
+    let started = Instant::now();
+    let session = daemons::run(&lab, &mut command, Duration::from_secs(40));
+    // The session's own packets are dropped now: ssh gives up on the silent server.
+    assert!(!session.ok(), "the session survived a policy without its client: {}", session.describe());
+    assert!(started.elapsed() < Duration::from_secs(40), "ssh never noticed: {}", session.describe());
+
+    // No confirm came: the old policy is back, and the admin gets in again.
+    let back = open_within(Duration::from_secs(30), || {
+        if said_ok(&sshd.ssh(&lab, ADMIN, 2)) { Outcome::Open } else { Outcome::Blocked }
+    });
+    assert!(back.is_some(), "the rollback never came");
+    let log = fs::read_to_string(lab.state_root().join("rollback.log")).expect("the rollback was logged");
+    assert!(
+        log.contains(
+            "firewall: no `firewall confirm` within 5 s on s0: put back the policy in force before, from"
+        ),
+        "{log}"
+    );
+    assert!(log.contains(&format!("(undoing the reload of {})", cut.display())), "{log}");
+    let listing = lab.firewall_ok(&["list", "-n"]);
+    assert!(listing.contains("203.0.113.7 +1"), "ssh-in has both peers again:\n{listing}");
+    assert_fails(&lab.firewall(&["confirm"]), "nothing on s0 awaits confirmation; it was rolled back: ");
+}
+
+#[test]
+fn a_confirmed_change_stays_and_a_pending_one_blocks_others() {
+    require_root();
+    let lab = Lab::new("confirmed");
+    lab.tcp_echo(SSH);
+    lab.up();
+    let wider = with_ssh_peers(&lab, "wider.toml", "\"203.0.113.7\", \"203.0.113.8\", \"203.0.113.99\"");
+    let out = lab.firewall_ok(&["reload", "--policy", wider.to_str().unwrap(), "--confirm", "4"]);
+    assert!(
+        out.contains("run `firewall confirm` within 4 s to keep this; else it is rolled back (timer pid"),
+        "{out}"
+    );
+    assert_eq!(lab.tcp_probe(STRANGER, SSH, OPEN_WITHIN), Outcome::Open, "the change is in force");
+    // While it is pending, another change would be undone with it: refused.
+    assert_fails(&lab.firewall(&["reload"]), "a change on s0 awaits `firewall confirm`");
+    assert_fails(
+        &lab.firewall(&["allow", "ssh-in", "203.0.113.9"]),
+        "a change on s0 awaits `firewall confirm`",
+    );
+    let out = lab.firewall_ok(&["confirm"]);
+    assert!(out.contains(&format!("confirmed the reload of {} on s0: it stays", wider.display())), "{out}");
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(lab.tcp_probe(STRANGER, SSH, OPEN_WITHIN), Outcome::Open, "the confirmed change stayed");
+    assert_fails(&lab.firewall(&["confirm"]), "nothing on s0 awaits confirmation");
+    assert_fails(&lab.firewall(&["reload", "--confirm", "0"]), "--confirm takes 1 to 3600 seconds, not 0");
+
+    // A first `up` that is not confirmed comes down again.
+    lab.firewall_ok(&["down", "--iface", SERVER_IF]);
+    let policy = lab.policy_file();
+    let out = lab.firewall_ok(&[
+        "up",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--iface",
+        SERVER_IF,
+        "--confirm",
+        "2",
+    ]);
+    assert!(out.contains("within 2 s"), "{out}");
+    assert!(lab.pin_dir().exists());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while lab.pin_dir().exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!lab.pin_dir().exists(), "the unconfirmed up was not taken down");
+    let log = fs::read_to_string(lab.state_root().join("rollback.log")).unwrap();
+    assert!(log.contains("on s0: took the filter down, as it was before (undoing the up of"), "{log}");
+    assert_eq!(lab.tcp_probe(STRANGER, SSH, OPEN_WITHIN), Outcome::Open, "no filter");
+}
