@@ -270,6 +270,18 @@ pub const CONFIG_IPV6: u32 = 4;
 /// `Config::flags`: audit mode (`--audit`): every verdict is counted where it falls, and
 /// what would be dropped passes. The lock-out guard for trying a policy on a live host.
 pub const CONFIG_AUDIT: u32 = 8;
+/// `Config::flags`: `firewall serve --log-drops` is listening: a drop sends an event
+/// through aya-log (its line and the frame's first [`DROP_EVENT_BYTES`] bytes), at most as
+/// many a second as `TOKEN_BUCKETS[LOG_BUCKET]` admits. Off by default: the seed warns
+/// that drop logging fills disks.
+pub const CONFIG_LOG_DROPS: u32 = 16;
+/// The token bucket of drop events, after the rules' own.
+pub const LOG_BUCKET: u32 = MAX_RULES;
+/// Size of the token-bucket array: one per rule and the drop events'.
+pub const TOKEN_BUCKETS_ENTRIES: u32 = MAX_RULES + 1;
+/// How much of a dropped frame its event carries: Ethernet, two VLAN tags, IPv4 with
+/// options or IPv6, and the ports.
+pub const DROP_EVENT_BYTES: usize = 96;
 
 /// `BLOCKLIST` value: one `firewall block` entry, keyed by its prefix (an [`Addr`] prefix,
 /// IPv4 mapped). Nothing passes to or from a peer inside it until `deadline_ns`.

@@ -16,20 +16,22 @@
 //! | an allow-list entry admits, within its limit (an ICMP error, if the rule says `related`, only about a tracked flow) | `NEW,ESTABLISHED -j ACCEPT`, `-m limit`, `RELATED` | the rule's `New` line |
 //! | everything else drops | `-P DROP` | `policy` |
 //!
-//! In audit mode (`--audit`) every line counts as above and what would drop passes.
-use aya_ebpf::maps::lpm_trie::Key;
+//! In audit mode (`--audit`) every line counts as above and what would drop passes. While
+//! `serve --log-drops` listens, drops also send events, rate-limited here in the kernel.
+use aya_ebpf::{EbpfContext, maps::lpm_trie::Key};
+use aya_log_ebpf::info;
 use firewall_common::{
     ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_RELATED, ANY_PEER, Addr, AllowKey, AllowValue, Builtin,
-    CONFIG_AUDIT, CONFIG_HAS_PREFIXES, CONFIG_IPV6, CONFIG_READY, Chain, Config, Direction, FlowKey,
+    CONFIG_AUDIT, CONFIG_HAS_PREFIXES, DROP_EVENT_BYTES, CONFIG_IPV6, CONFIG_LOG_DROPS, CONFIG_READY, Chain, Config, Direction, FlowKey,
     ICMP_DEST_UNREACHABLE, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, ICMPV6_DEST_UNREACHABLE, ICMPV6_MLD,
     ICMPV6_ND_FIRST, ICMPV6_ND_LAST, ICMPV6_PACKET_TOO_BIG, ICMPV6_PARAMETER_PROBLEM, ICMPV6_TIME_EXCEEDED,
-    Line, MAX_COUNTERS, PROTO_ICMPV6, PROTO_TCP, block_counter, builtin_counter, rule_counter,
+    LOG_BUCKET, Line, MAX_COUNTERS, PROTO_ICMPV6, PROTO_TCP, block_counter, builtin_counter, rule_counter,
 };
 
 use crate::{
     conntrack,
-    maps::{ALLOW_EXACT, ALLOW_PREFIX, ANTISPOOF_DST, ANTISPOOF_SRC, BLOCKLIST, CONFIG, COUNTERS},
-    parse::{Frame, Ip, L3, L4, TCP_ACK, TCP_SYN, parse_l3, parse_l4, parse_quoted, tcp_flags_valid},
+    maps::{ALLOW_EXACT, ALLOW_PREFIX, ANTISPOOF_DST, ANTISPOOF_SRC, BLOCKLIST, CONFIG, COUNTERS, DROP_HEAD},
+    parse::{Frame, Ip, L3, L4, TCP_ACK, TCP_SYN, copy_head, parse_l3, parse_l4, parse_quoted, tcp_flags_valid},
     token_bucket,
 };
 
@@ -40,7 +42,7 @@ pub enum Action {
 
 /// Judges one frame travelling `direction` and counts it on the line that decided.
 #[inline(always)]
-pub fn filter(frame: &impl Frame, direction: Direction) -> Action {
+pub fn filter<F: Frame + EbpfContext>(frame: &F, direction: Direction) -> Action {
     let (action, counter) = judge(frame, direction);
     if let Some(line) = COUNTERS.get_ptr_mut(counter) {
         // SAFETY: this CPU's slot of a per-CPU array; nothing else writes it meanwhile.
@@ -59,7 +61,7 @@ fn drop(chain: Chain, line: Builtin) -> (Action, u32) {
 
 /// The verdict and the line it is counted on; in audit mode a drop is counted and passes.
 #[inline(always)]
-fn judge(frame: &impl Frame, direction: Direction) -> (Action, u32) {
+fn judge<F: Frame + EbpfContext>(frame: &F, direction: Direction) -> (Action, u32) {
     // Until `up` has filled every map, pass everything and count nothing: a filter
     // half-loaded must not cut the host off.
     // A copy on the stack: a map pointer kept live across the program invites LLVM to
@@ -71,10 +73,35 @@ fn judge(frame: &impl Frame, direction: Direction) -> (Action, u32) {
     if config.flags & CONFIG_READY == 0 {
         return (Action::Pass, MAX_COUNTERS);
     }
-    match walk(frame, direction, config) {
+    let verdict = walk(frame, direction, config);
+    if let (Action::Drop, counter) = verdict
+        && config.flags & CONFIG_LOG_DROPS != 0
+        && token_bucket::take(LOG_BUCKET, conntrack::now())
+    {
+        drop_event(frame, direction as u8, counter, frame.len());
+    }
+    match verdict {
         (Action::Drop, counter) if config.flags & CONFIG_AUDIT != 0 => (Action::Pass, counter),
         verdict => verdict,
     }
+}
+
+/// One drop, for `serve --log-drops`: the line it was counted on and the frame's first
+/// bytes, which user space decodes. Copied by a helper, not read through the parser: so
+/// the event costs the verifier one helper call, not a second walk of every header layout.
+#[inline(always)]
+fn drop_event<F: Frame + EbpfContext>(frame: &F, direction: u8, counter: u32, frame_len: u32) {
+    // A map value, not the stack: the chain's frame leaves no room for it.
+    let Some(head) = DROP_HEAD.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot of a per-CPU array; nothing else uses it meanwhile.
+    let head = unsafe { &mut *head };
+    let Some(len) = copy_head(frame, head) else {
+        return;
+    };
+    let head = head.get(..len).unwrap_or(head);
+    info!(frame, "drop dir={} line={} len={} head={:x}", direction, counter, frame_len, head);
 }
 
 /// The seed's chains, in order, for one frame.

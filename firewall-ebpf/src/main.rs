@@ -28,7 +28,8 @@ mod programs {
         macros::{classifier, xdp},
         programs::{TcContext, XdpContext},
     };
-    use firewall_common::Direction;
+    use aya_ebpf::helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes};
+    use firewall_common::{DROP_EVENT_BYTES, Direction};
 
     use crate::{
         chain::{Action, filter},
@@ -48,6 +49,11 @@ mod programs {
         fn len(&self) -> u32 {
             (XdpContext::data_end(self) - XdpContext::data(self)) as u32
         }
+        #[inline(always)]
+        fn copy_head(&self, head: &mut [u8; DROP_EVENT_BYTES], len: u32) -> bool {
+            // SAFETY: `head` holds DROP_EVENT_BYTES ≥ `len` bytes; the helper checks the frame's side.
+            unsafe { bpf_xdp_load_bytes(self.ctx, 0, head.as_mut_ptr().cast(), len) == 0 }
+        }
     }
 
     impl Frame for TcContext {
@@ -62,6 +68,11 @@ mod programs {
         #[inline(always)]
         fn len(&self) -> u32 {
             TcContext::len(self)
+        }
+        #[inline(always)]
+        fn copy_head(&self, head: &mut [u8; DROP_EVENT_BYTES], len: u32) -> bool {
+            // SAFETY: as for XDP.
+            unsafe { bpf_skb_load_bytes(self.skb.skb.cast(), 0, head.as_mut_ptr().cast(), len) == 0 }
         }
     }
 

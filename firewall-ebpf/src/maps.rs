@@ -7,9 +7,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use firewall_common::{
-    ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, BlockEntry,
+    ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, BlockEntry, DROP_EVENT_BYTES,
     CONNTRACK_DEFAULT_ENTRIES, Config, Counter, Flow, FlowKey, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS,
-    MAX_RULES, TokenBucket,
+    TOKEN_BUCKETS_ENTRIES, TokenBucket,
 };
 
 /// `CONFIG[0]`: the host's address, timeouts, and whether the policy is in force.
@@ -49,9 +49,15 @@ pub static ANTISPOOF_DST: LpmTrie<Addr, u32> = LpmTrie::with_max_entries(MAX_ANT
 #[map]
 pub static BLOCKLIST: LpmTrie<Addr, BlockEntry> = LpmTrie::with_max_entries(MAX_BLOCKED, 0);
 
-/// One token bucket per rule index; only rules with a `limit` consult theirs.
+/// One token bucket per rule index; only rules with a `limit` consult theirs. The last,
+/// `LOG_BUCKET`, limits drop events.
 #[map]
-pub static TOKEN_BUCKETS: Array<TokenBucket> = Array::with_max_entries(MAX_RULES, 0);
+pub static TOKEN_BUCKETS: Array<TokenBucket> = Array::with_max_entries(TOKEN_BUCKETS_ENTRIES, 0);
+
+/// Per CPU: the head of a dropped frame, copied for its event (`serve --log-drops`).
+/// Not pinned: each load has its own.
+#[map]
+pub static DROP_HEAD: PerCpuArray<[u8; DROP_EVENT_BYTES]> = PerCpuArray::with_max_entries(1, 0);
 
 /// The benchmarks' baseline: source addresses, one lookup (resized when loaded for a
 /// benchmark; never used by the filter).

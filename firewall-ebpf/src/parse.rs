@@ -25,6 +25,24 @@ pub trait Frame {
     fn data_end(&self) -> usize;
     /// The whole frame's length in bytes (for TC, including any non-linear part).
     fn len(&self) -> u32;
+    /// Copies the frame's first `len` bytes into `head` with the program type's helper;
+    /// false if the frame is shorter.
+    fn copy_head(&self, head: &mut [u8; firewall_common::DROP_EVENT_BYTES], len: u32) -> bool;
+}
+
+/// Copies as much of the frame's head as it has, in steps the verifier can check (a
+/// computed length compiles to a test of the packet pointers, which bounds nothing):
+/// enough for the IPv6 or IPv4 header with the ports behind it, or less.
+#[inline(always)]
+pub fn copy_head(frame: &impl Frame, head: &mut [u8; firewall_common::DROP_EVENT_BYTES]) -> Option<usize> {
+    // Ethernet + VLAN + IPv4 with options + ports; IPv6 + ports; IPv4 + ports; Ethernet.
+    const STEPS: [u32; 4] = [firewall_common::DROP_EVENT_BYTES as u32, 62, 38, 14];
+    for len in STEPS {
+        if frame.copy_head(head, len) {
+            return Some(len as usize);
+        }
+    }
+    None
 }
 
 /// A header that is truncated, or whose length fields contradict the frame.

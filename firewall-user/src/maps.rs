@@ -7,10 +7,10 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuValues, lpm_trie::Key},
 };
 use firewall_common::{
-    ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, BlockEntry, CONFIG_AUDIT, Config,
+    ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, BlockEntry, CONFIG_AUDIT, CONFIG_LOG_DROPS, Config,
     Counter, Direction, Flow, FlowKey, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT,
     MAP_ALLOW_PREFIX, MAP_ANTISPOOF_DST, MAP_ANTISPOOF_SRC, MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK,
-    MAP_COUNTERS, MAP_TOKEN_BUCKETS, MAPS, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, MAX_RULES, PROTO_ICMP,
+    MAP_COUNTERS, MAP_TOKEN_BUCKETS, MAPS, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, TOKEN_BUCKETS_ENTRIES, PROTO_ICMP,
     PROTO_ICMPV6, TokenBucket,
 };
 
@@ -68,7 +68,7 @@ fn layout(name: &str) -> Layout {
         MAP_ALLOW_EXACT => (size_of::<AllowKey>(), size_of::<AllowValue>(), Some(ALLOW_EXACT_ENTRIES)),
         MAP_ALLOW_PREFIX => (4 + size_of::<AllowKey>(), size_of::<AllowValue>(), Some(ALLOW_PREFIX_ENTRIES)),
         MAP_ANTISPOOF_SRC | MAP_ANTISPOOF_DST => (4 + size_of::<Addr>(), 4, Some(MAX_ANTISPOOF)),
-        MAP_TOKEN_BUCKETS => (4, size_of::<TokenBucket>(), Some(MAX_RULES)),
+        MAP_TOKEN_BUCKETS => (4, size_of::<TokenBucket>(), Some(TOKEN_BUCKETS_ENTRIES)),
         MAP_BLOCKLIST => (4 + size_of::<Addr>(), size_of::<BlockEntry>(), Some(MAX_BLOCKED)),
         _ => unreachable!("every map is listed in firewall_common::MAPS"),
     };
@@ -256,14 +256,18 @@ impl LiveMaps {
         }
 
         // The ready bit goes on with the configuration, last.
+        // The modes are the live filter's, not the policy's: audit unless told otherwise,
+        // drop events while a listener is there.
+        let live = self.config()?.flags;
         let audit = match audit {
             Some(audit) => audit,
-            None => self.audit()?,
+            None => live & CONFIG_AUDIT != 0,
         };
         let mut config = plan.config;
         if audit {
             config.flags |= CONFIG_AUDIT;
         }
+        config.flags |= live & CONFIG_LOG_DROPS;
         self.config.set(0, config, 0).map_err(call(MAP_CONFIG, "set"))?;
 
         applied.flows_removed = self.forget_flows(plan)?;
