@@ -2,10 +2,10 @@
 //! listing line with its packets and bytes, and how full the conntrack table is.
 use std::time::Instant;
 
-use firewall_common::{Builtin, Chain, Counter, builtin_counter};
+use firewall_common::{Chain, Counter};
 
 use crate::{
-    compile::{ANYWHERE, ListChain, ListLine, listing},
+    compile::{ListChain, ListLine, listing},
     live::{LiveError, Result},
     maps::LiveMaps,
     pins::Pins,
@@ -45,33 +45,69 @@ impl Snapshot {
         let conntrack_entries = maps.conntrack_entries();
         let chains = listing(&policy, &state.ids);
         let conntrack_capacity = u64::from(policy.conntrack.max_entries);
-        Ok(Snapshot { taken: Instant::now(), policy, chains, counters, conntrack_entries, conntrack_capacity })
+        Ok(Snapshot {
+            taken: Instant::now(),
+            policy,
+            chains,
+            counters,
+            conntrack_entries,
+            conntrack_capacity,
+        })
     }
 
     fn counter(&self, id: u32) -> Counter {
         self.counters.get(id as usize).copied().unwrap_or_default()
     }
 
-    /// Every line of every chain, in the listing's order, each chain's DROP policy last
-    /// (`list` shows it in the chain's heading).
+    /// Every line of every chain, in the listing's order (each chain's `policy` line
+    /// last, as `compile::listing` makes it).
     pub fn lines(&self) -> Vec<LineStats> {
-        let mut out = Vec::new();
-        for chain in &self.chains {
-            for line in &chain.lines {
-                out.push(LineStats { chain: chain.chain, line: line.clone(), counter: self.counter(line.counter) });
-            }
-            let id = builtin_counter(chain.chain, Builtin::Policy);
-            let policy = ListLine {
-                name: "policy".into(),
-                target: "DROP",
-                prot: "all",
-                source: ANYWHERE.into(),
-                destination: ANYWHERE.into(),
-                matches: "chain policy".into(),
-                counter: id,
-            };
-            out.push(LineStats { chain: chain.chain, line: policy, counter: self.counter(id) });
-        }
-        out
+        self.chains
+            .iter()
+            .flat_map(|chain| {
+                chain.lines.iter().map(|line| LineStats {
+                    chain: chain.chain,
+                    line: line.clone(),
+                    counter: self.counter(line.counter),
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{path::Path, time::Instant};
+
+    use firewall_common::{Builtin, builtin_counter};
+
+    use super::*;
+    use crate::compile::Ids;
+
+    #[test]
+    fn every_line_comes_once_with_its_counter() {
+        let text = "[host]\naddress = \"198.51.100.1\"\n[[rule]]\nname = \"web-in\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 80\npeers = \"any\"\n";
+        let policy = crate::policy::parse(text, Path::new("p.toml")).unwrap();
+        let chains = listing(&policy, &Ids::assign(&policy, &Ids::default()));
+        let mut counters = vec![Counter::default(); 1024];
+        let policy_id = builtin_counter(Chain::Input, Builtin::Policy);
+        counters[policy_id as usize] = Counter { packets: 7, bytes: 700 };
+        let snapshot = Snapshot {
+            taken: Instant::now(),
+            policy,
+            chains: chains.clone(),
+            counters,
+            conntrack_entries: 0,
+            conntrack_capacity: 65536,
+        };
+        let lines = snapshot.lines();
+        assert_eq!(lines.len(), chains.iter().map(|c| c.lines.len()).sum::<usize>());
+        let mut ids: Vec<u32> = lines.iter().map(|l| l.line.counter).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), lines.len(), "a counter listed twice");
+        let policy_lines: Vec<&LineStats> = lines.iter().filter(|l| l.line.counter == policy_id).collect();
+        assert_eq!(policy_lines.len(), 1);
+        assert_eq!((policy_lines[0].line.name.as_str(), policy_lines[0].counter.packets), ("policy", 7));
     }
 }
