@@ -62,7 +62,7 @@ impl From<FilterError> for LiveError {
 }
 
 /// The live filter a command works on: its pins, checked to still have an interface.
-fn live(iface: Option<&str>) -> Result<Pins> {
+pub fn live(iface: Option<&str>) -> Result<Pins> {
     require_root()?;
     let pins = Pins::find(iface)?;
     if if_index(&pins.iface).is_none() {

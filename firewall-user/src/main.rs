@@ -10,6 +10,7 @@ use firewall_user::{
     pins::Pins,
     policy,
     stats::Snapshot,
+    watch,
 };
 
 #[derive(Parser)]
@@ -100,6 +101,14 @@ enum Command {
         #[arg(long)]
         iface: Option<String>,
     },
+    /// Live per-rule packet and byte rates, busiest first, and the conntrack table's fill.
+    Watch {
+        #[arg(long)]
+        iface: Option<String>,
+        /// Seconds between refreshes (0.1 to 3600).
+        #[arg(long, value_name = "SECONDS", default_value = "1")]
+        interval: String,
+    },
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -169,6 +178,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", render(&snapshot.chains, &snapshot.counters, Style { verbose, exact }));
             }
         }
+        Command::Watch { iface, interval } => watch::run(iface.as_deref(), &interval)?,
     }
     Ok(())
 }
