@@ -13,7 +13,7 @@ use std::{
 };
 
 use tests::{
-    lab::{HOST, Lab, SERVER_IF, STRANGER, STRANGER2, firewall_bin},
+    lab::{AS_NOBODY, HOST, Lab, SERVER_IF, STRANGER, STRANGER2, TempDir, firewall_bin, world_executable},
     require_root,
 };
 
@@ -44,14 +44,15 @@ peers = "any"
 const SHOWS_WITHIN: Duration = Duration::from_secs(15);
 
 /// A tmux server of our own (`tmux -L NAME`), a 160x40 session running a plain shell;
-/// killed on drop, with whatever runs in it.
+/// killed on drop, with whatever runs in it, and its socket removed (tmux leaves it).
 struct Tmux {
     socket: String,
+    socket_path: Option<PathBuf>,
 }
 
 impl Tmux {
     fn start(tag: &str) -> Tmux {
-        let tmux = Tmux { socket: format!("fwwatch-{}-{tag}", std::process::id()) };
+        let mut tmux = Tmux { socket: format!("fwwatch-{}-{tag}", std::process::id()), socket_path: None };
         let out = tmux
             .command()
             .args(["new-session", "-d", "-x", "160", "-y", "40", "-s", "main"])
@@ -59,6 +60,7 @@ impl Tmux {
             .output()
             .expect("running tmux (apt-get install tmux)");
         assert!(out.status.success(), "tmux new-session: {}", String::from_utf8_lossy(&out.stderr));
+        tmux.socket_path = Some(tmux.pane("#{socket_path}").into());
         tmux
     }
 
@@ -153,6 +155,9 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.command().arg("kill-server").stderr(Stdio::null()).status();
+        if let Some(path) = &self.socket_path {
+            let _ = fs::remove_file(path);
+        }
     }
 }
 
@@ -344,7 +349,7 @@ fn ctrl_c_or_a_sigterm_quits_and_restores_the_terminal() {
 }
 
 #[test]
-fn a_filter_that_goes_down_is_shown_and_watch_still_quits() {
+fn a_filter_that_goes_down_or_loses_its_interface_is_shown_and_watch_still_quits() {
     require_root();
     let lab = Lab::new("watch-down");
     let policy = write_policy(&lab, "ping.toml", PING_POLICY);
@@ -374,6 +379,12 @@ fn a_filter_that_goes_down_is_shown_and_watch_still_quits() {
     // Up again: the view comes back by itself.
     up(&lab, &policy);
     tmux.wait_for("the table again", |s| s.contains("pkts/s") && s.contains("conntrack "));
+
+    // The interface vanishes under the filter: said so too.
+    let deleted = Command::new("ip").args(["-n", &lab.server, "link", "del", SERVER_IF]).status().unwrap();
+    assert!(deleted.success(), "ip link del {SERVER_IF}");
+    let screen = tmux.wait_for("the interface gone", |s| s.contains("interface \"s0\" is gone"));
+    assert!(!screen.contains("pkts/s"), "{screen}");
     tmux.keys("Escape");
     assert_eq!(tmux.watch_exit(), "0", "{}", tmux.screen());
     tmux.assert_restored();
@@ -413,5 +424,13 @@ fn watch_without_a_terminal_or_with_a_bad_interval_says_so() {
         assert_eq!(stderr(&output), message, "firewall {args:?}");
         assert!(output.stdout.is_empty(), "firewall {args:?} printed {:?}", output.stdout);
     }
+    // Without root: the usual refusal, whatever else is wrong.
+    let dir = TempDir::new("watch-nobody");
+    let mut command = lab.server_command(AS_NOBODY[0]);
+    command.args(&AS_NOBODY[1..]).arg(world_executable(&firewall_bin(), &dir)).arg("watch");
+    let output = command.output().expect("running setpriv");
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(stderr(&output).starts_with("firewall: needs root"), "{:?}", stderr(&output));
+    assert_eq!(stderr(&output).lines().count(), 1, "{:?}", stderr(&output));
     assert_eq!(rules(lab.list()), before, "the filter is as it was");
 }
