@@ -21,7 +21,7 @@ use ratatui::{
     layout::{Constraint, Layout},
     style::{Color, Modifier, Style},
     text::Line,
-    widgets::{Cell, Paragraph, Row as TableRow, Table},
+    widgets::{Cell, Paragraph, Row as TableRow, Table, Wrap},
 };
 
 use super::{Row, columns, conntrack_text, fit, parse_interval, rows};
@@ -78,15 +78,20 @@ pub fn draw(frame: &mut Frame, view: &View) {
         Constraint::Length(1),
     ])
     .areas(frame.area());
+    // The policy file last: a long path is what gets cut.
     let heading = format!(
-        "firewall watch on {}  policy {}  {}  every {:?}",
-        view.iface, view.policy_file, view.clock, view.interval
+        "firewall watch on {}  {}  every {:?}  policy {}",
+        view.iface, view.clock, view.interval, view.policy_file
     );
     frame.render_widget(Paragraph::new(heading).style(Style::new().add_modifier(Modifier::BOLD)), title);
     frame.render_widget(Paragraph::new("q quit").style(Style::new().add_modifier(Modifier::DIM)), footer);
     let (rows, conntrack) = match &view.state {
         State::Failed(error) => {
-            frame.render_widget(Paragraph::new(error.as_str()).style(Style::new().fg(Color::Red)), status);
+            // Where the conntrack line and the table were, wrapped: errors name paths.
+            let area = status.union(table);
+            let text =
+                Paragraph::new(error.as_str()).style(Style::new().fg(Color::Red)).wrap(Wrap { trim: true });
+            frame.render_widget(text, area);
             return;
         }
         State::Live { rows, conntrack } => (rows, conntrack),
@@ -143,14 +148,19 @@ impl Screen {
             }));
         });
         enable_raw_mode().map_err(terminal_err("enabling raw mode"))?;
-        // From here on a failure leaves through restore().
-        let guard = RawGuard;
-        execute!(io::stdout(), EnterAlternateScreen, Hide)
-            .map_err(terminal_err("entering the alternate screen"))?;
-        let terminal = Terminal::new(CrosstermBackend::new(io::stdout()))
-            .map_err(terminal_err("opening the terminal"))?;
-        std::mem::forget(guard);
-        Ok(Screen { terminal })
+        let entered = execute!(io::stdout(), EnterAlternateScreen, Hide)
+            .map_err(terminal_err("entering the alternate screen"))
+            .and_then(|()| {
+                Terminal::new(CrosstermBackend::new(io::stdout()))
+                    .map_err(terminal_err("opening the terminal"))
+            });
+        match entered {
+            Ok(terminal) => Ok(Screen { terminal }),
+            Err(err) => {
+                restore();
+                Err(err)
+            }
+        }
     }
 
     fn draw(&mut self, view: &View) -> Result<(), WatchError> {
@@ -160,15 +170,6 @@ impl Screen {
 }
 
 impl Drop for Screen {
-    fn drop(&mut self) {
-        restore();
-    }
-}
-
-/// Restores the terminal if [`Screen::enter`] fails half-way.
-struct RawGuard;
-
-impl Drop for RawGuard {
     fn drop(&mut self) {
         restore();
     }
@@ -355,7 +356,7 @@ mod tests {
         let text = screen_text(&live_view(), 80, 24);
         let all = text.join("\n");
         assert_eq!(
-            text[0], "firewall watch on eth0  policy /etc/firewall/eth0.toml  09:41:07 UTC  every 1s",
+            text[0], "firewall watch on eth0  09:41:07 UTC  every 1s  policy /etc/firewall/eth0.toml",
             "{all}"
         );
         assert_eq!(text[1], "conntrack 1,234 / 65,536 flows (1.9%)", "{all}");
@@ -389,13 +390,16 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_snapshot_shows_its_error() {
+    fn a_failed_snapshot_shows_its_error_wrapped() {
         let mut view = live_view();
-        view.state = State::Failed("firewall: no filter is up on eth0; trying again every 1s".into());
+        let error = "firewall: interface \"eth0\" is gone; `firewall down --iface eth0` removes what its filter left pinned; trying again every 1s";
+        view.state = State::Failed(error.into());
         let text = screen_text(&view, 80, 24);
-        assert_eq!(text[1], "firewall: no filter is up on eth0; trying again every 1s");
-        assert!(text[2..23].iter().all(|l| l.is_empty()), "{}", text.join("\n"));
-        assert_eq!(text[23], "q quit");
+        let all = text.join("\n");
+        assert!(text[1].starts_with("firewall: interface \"eth0\" is gone;"), "{all}");
+        assert_eq!(text[1..4].join(" ").trim(), error, "{all}");
+        assert!(!all.contains("pkts/s"), "{all}");
+        assert_eq!(text[23], "q quit", "{all}");
     }
 
     #[test]
