@@ -338,11 +338,13 @@ fn ctrl_c_or_a_sigterm_quits_and_restores_the_terminal() {
     tmux.wait_for("the table", |s| s.contains("pkts/s"));
     // nsenter execs the firewall: the shell's child is the watch itself.
     let shell = tmux.pane("#{pane_pid}");
-    let out = Command::new("ps").args(["-o", "pid=,comm=", "--ppid", &shell]).output().unwrap();
-    let children = String::from_utf8_lossy(&out.stdout).into_owned();
-    let watch: Vec<&str> = children.lines().filter(|l| l.trim_end().ends_with(" firewall")).collect();
+    let children = fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).unwrap();
+    let watch: Vec<&str> = children
+        .split_whitespace()
+        .filter(|pid| fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "firewall"))
+        .collect();
     assert_eq!(watch.len(), 1, "the shell's children: {children:?}");
-    let pid = watch[0].split_whitespace().next().unwrap();
+    let pid = watch[0];
     assert!(Command::new("kill").args(["-TERM", pid]).status().unwrap().success());
     assert_eq!(tmux.watch_exit(), "0", "{}", tmux.screen());
     tmux.assert_restored();
