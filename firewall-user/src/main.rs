@@ -103,6 +103,7 @@ enum Command {
     },
     /// Live per-rule packet and byte rates, busiest first, and the conntrack table's fill.
     Watch {
+        /// The interface (default: the only one with a filter up).
         #[arg(long)]
         iface: Option<String>,
         /// Seconds between refreshes (0.1 to 3600).
