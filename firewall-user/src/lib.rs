@@ -11,6 +11,7 @@ pub mod maps;
 pub mod pins;
 pub mod policy;
 pub mod stats;
+pub mod watch;
 
 /// The kernel object, built by build.rs for bpfel-unknown-none.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/firewall-ebpf"));

@@ -64,7 +64,7 @@ impl From<FilterError> for LiveError {
 }
 
 /// The live filter a command works on: its pins, checked to still have an interface.
-pub(crate) fn live(iface: Option<&str>) -> Result<Pins> {
+pub fn live(iface: Option<&str>) -> Result<Pins> {
     require_root()?;
     let pins = Pins::find(iface)?;
     if if_index(&pins.iface).is_none() {

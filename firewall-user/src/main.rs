@@ -12,6 +12,7 @@ use firewall_user::{
     pins::Pins,
     policy,
     stats::Snapshot,
+    watch,
 };
 
 #[derive(Parser)]
@@ -183,6 +184,15 @@ enum Command {
         #[arg(long)]
         iface: Option<String>,
     },
+    /// Live per-rule packet and byte rates, busiest first, and the conntrack table's fill.
+    Watch {
+        /// The interface (default: the only one with a filter up).
+        #[arg(long)]
+        iface: Option<String>,
+        /// Seconds between refreshes (0.1 to 3600).
+        #[arg(long, value_name = "SECONDS", default_value = "1")]
+        interval: String,
+    },
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -323,6 +333,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", render(&snapshot.chains, &snapshot.counters, style));
             }
         }
+        Command::Watch { iface, interval } => watch::run(iface.as_deref(), &interval)?,
     }
     Ok(())
 }

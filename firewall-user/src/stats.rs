@@ -69,19 +69,57 @@ impl Snapshot {
         self.counters.get(id as usize).copied().unwrap_or_default()
     }
 
-    /// Every line of every chain, in the listing's order (each chain's DROP policy is its
-    /// last line).
+    /// Every line of every chain, in the listing's order (each chain's `policy` line
+    /// last, as `compile::listing` makes it).
     pub fn lines(&self) -> Vec<LineStats> {
-        let mut out = Vec::new();
-        for chain in &self.chains {
-            for line in &chain.lines {
-                out.push(LineStats {
+        self.chains
+            .iter()
+            .flat_map(|chain| {
+                chain.lines.iter().map(|line| LineStats {
                     chain: chain.chain,
                     line: line.clone(),
                     counter: self.counter(line.counter),
-                });
-            }
-        }
-        out
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{path::Path, time::Instant};
+
+    use firewall_common::{Builtin, builtin_counter};
+
+    use super::*;
+    use crate::compile::Ids;
+
+    #[test]
+    fn every_line_comes_once_with_its_counter() {
+        let text = "[host]\naddress = \"198.51.100.1\"\n[[rule]]\nname = \"web-in\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 80\npeers = \"any\"\n";
+        let policy = crate::policy::parse(text, Path::new("p.toml")).unwrap();
+        let chains = listing(&policy, &Ids::assign(&policy, &Ids::default()));
+        let mut counters = vec![Counter::default(); 1024];
+        let policy_id = builtin_counter(Chain::Input, Builtin::Policy);
+        counters[policy_id as usize] = Counter { packets: 7, bytes: 700 };
+        let snapshot = Snapshot {
+            taken: Instant::now(),
+            policy,
+            chains: chains.clone(),
+            counters,
+            conntrack_entries: 0,
+            conntrack_capacity: 65536,
+            blocks: Vec::new(),
+            audit: false,
+        };
+        let lines = snapshot.lines();
+        assert_eq!(lines.len(), chains.iter().map(|c| c.lines.len()).sum::<usize>());
+        let mut ids: Vec<u32> = lines.iter().map(|l| l.line.counter).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), lines.len(), "a counter listed twice");
+        let policy_lines: Vec<&LineStats> = lines.iter().filter(|l| l.line.counter == policy_id).collect();
+        assert_eq!(policy_lines.len(), 1);
+        assert_eq!((policy_lines[0].line.name.as_str(), policy_lines[0].counter.packets), ("policy", 7));
     }
 }

@@ -59,6 +59,8 @@ const TEST_PACKAGES: &[&str] = &[
     "netsniff-ng",
     // bpftool, to make a pinned map of another layout (tests/tests/live.rs).
     "bpftool",
+    // A terminal for `firewall watch` (tests/tests/watch.rs).
+    "tmux",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
