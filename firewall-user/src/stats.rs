@@ -2,13 +2,13 @@
 //! listing line with its packets and bytes, and how full the conntrack table is.
 use std::time::Instant;
 
-use firewall_common::{Builtin, Chain, Counter, builtin_counter};
+use firewall_common::{Chain, Counter};
 
 use crate::{
-    compile::{ANYWHERE, ListChain, ListLine, listing},
+    compile::{ListChain, ListLine, listing},
     live::{LiveError, Result},
     maps::LiveMaps,
-    pins::Pins,
+    pins::{LiveState, Pins},
     policy::Policy,
 };
 
@@ -25,6 +25,8 @@ pub struct LineStats {
 pub struct Snapshot {
     pub taken: Instant,
     pub policy: Policy,
+    /// The policy file and the ids the maps use: what names each counter.
+    pub state: LiveState,
     /// The chains as `list` shows them.
     pub chains: Vec<ListChain>,
     /// Counters by id, summed over the CPUs.
@@ -45,33 +47,33 @@ impl Snapshot {
         let conntrack_entries = maps.conntrack_entries();
         let chains = listing(&policy, &state.ids);
         let conntrack_capacity = u64::from(policy.conntrack.max_entries);
-        Ok(Snapshot { taken: Instant::now(), policy, chains, counters, conntrack_entries, conntrack_capacity })
+        Ok(Snapshot {
+            taken: Instant::now(),
+            policy,
+            state,
+            chains,
+            counters,
+            conntrack_entries,
+            conntrack_capacity,
+        })
     }
 
     fn counter(&self, id: u32) -> Counter {
         self.counters.get(id as usize).copied().unwrap_or_default()
     }
 
-    /// Every line of every chain, in the listing's order, each chain's DROP policy last
-    /// (`list` shows it in the chain's heading).
+    /// Every line of every chain, in the listing's order; each chain's DROP policy is its
+    /// last line (`list` shows it in the chain's heading too).
     pub fn lines(&self) -> Vec<LineStats> {
-        let mut out = Vec::new();
-        for chain in &self.chains {
-            for line in &chain.lines {
-                out.push(LineStats { chain: chain.chain, line: line.clone(), counter: self.counter(line.counter) });
-            }
-            let id = builtin_counter(chain.chain, Builtin::Policy);
-            let policy = ListLine {
-                name: "policy".into(),
-                target: "DROP",
-                prot: "all",
-                source: ANYWHERE.into(),
-                destination: ANYWHERE.into(),
-                matches: "chain policy".into(),
-                counter: id,
-            };
-            out.push(LineStats { chain: chain.chain, line: policy, counter: self.counter(id) });
-        }
-        out
+        self.chains
+            .iter()
+            .flat_map(|chain| {
+                chain.lines.iter().map(|line| LineStats {
+                    chain: chain.chain,
+                    line: line.clone(),
+                    counter: self.counter(line.counter),
+                })
+            })
+            .collect()
     }
 }
