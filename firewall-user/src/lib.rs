@@ -7,6 +7,7 @@ pub mod live;
 pub mod maps;
 pub mod pins;
 pub mod policy;
+pub mod serve;
 pub mod stats;
 
 /// The kernel object, built by build.rs for bpfel-unknown-none.

@@ -8,7 +8,7 @@ use firewall_user::{
     listing::{Style, json, render},
     live,
     pins::Pins,
-    policy,
+    policy, serve,
     stats::Snapshot,
 };
 
@@ -100,6 +100,15 @@ enum Command {
         #[arg(long)]
         iface: Option<String>,
     },
+    /// Serve the counters for Prometheus at http://ADDR:PORT/metrics and reload on SIGHUP,
+    /// until SIGTERM or SIGINT (the filter stays up).
+    Serve {
+        /// Where to listen, as 127.0.0.1:9100 or [::1]:9100.
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics: String,
+        #[arg(long)]
+        iface: Option<String>,
+    },
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -169,6 +178,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", render(&snapshot.chains, &snapshot.counters, Style { verbose, exact }));
             }
         }
+        Command::Serve { metrics, iface } => serve::serve(&metrics, iface.as_deref())?,
     }
     Ok(())
 }
