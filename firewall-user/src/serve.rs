@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use firewall_common::{ANTISPOOF_COUNTER_BASE, RULE_COUNTER_BASE};
+use firewall_common::{ANTISPOOF_COUNTER_BASE, Line, RULE_COUNTER_BASE, rule_counter};
 use http_body_util::Full;
 use hyper::{
     Method, Request, Response, StatusCode,
@@ -328,8 +328,8 @@ fn gauges(snapshot: &Snapshot) -> Vec<Gauge> {
 fn line_labels(snapshot: &Snapshot, line: &LineStats) -> [(&'static str, String); 4] {
     let id = line.line.counter;
     let which = if id >= RULE_COUNTER_BASE {
-        // A rule's two counters are New then Established (firewall_common::rule_counter).
-        if (id - RULE_COUNTER_BASE) % 2 == 0 { "new".to_owned() } else { "established".to_owned() }
+        let rule = (id - RULE_COUNTER_BASE) / 2;
+        if id == rule_counter(rule, Line::New) { "new".to_owned() } else { "established".to_owned() }
     } else if id >= ANTISPOOF_COUNTER_BASE {
         snapshot
             .state
