@@ -70,7 +70,7 @@ pub enum ServeError {
     #[error("listening for {signal}: {source}")]
     Signal { signal: &'static str, source: io::Error },
     #[error("{task} ended: {reason}")]
-    TaskEnded { task: &'static str, reason: String },
+    TaskEnded { task: String, reason: String },
 }
 
 pub type Result<T> = std::result::Result<T, ServeError>;
@@ -81,10 +81,10 @@ pub fn serve(metrics: &str, iface: Option<&str>) -> Result<()> {
     require_root().map_err(LiveError::from)?;
     let pins = Pins::find(iface).map_err(LiveError::from)?;
     // A filter whose maps or state cannot be read is refused now, not at the first scrape.
-    Snapshot::take(&pins)?;
+    let file = Snapshot::take(&pins)?.state.policy_file;
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ServeError::Runtime)?;
-    runtime.block_on(run(addr, pins))
+    runtime.block_on(run(addr, pins.iface, file))
 }
 
 /// The process's own counters.
@@ -96,7 +96,9 @@ struct Reloads {
 
 /// What the tasks share.
 struct Shared {
-    pins: Pins,
+    /// The filter's interface: its pins are looked up again for every reading, so a
+    /// filter taken down and put up again is served again.
+    iface: String,
     reloads: Reloads,
     /// One map reading or reload at a time: a reload rewrites the state files that a
     /// reading reads.
@@ -106,7 +108,34 @@ struct Shared {
 /// How a long-running task ends: only with an error (they serve until the process ends).
 type Task = std::result::Result<(), ServeError>;
 
-async fn run(addr: SocketAddr, pins: Pins) -> Result<()> {
+/// The long-running tasks, each with its name for the error should it end.
+#[derive(Default)]
+struct Tasks {
+    set: JoinSet<Task>,
+    names: std::collections::HashMap<tokio::task::Id, &'static str>,
+}
+
+impl Tasks {
+    fn spawn(&mut self, name: &'static str, task: impl Future<Output = Task> + Send + 'static) {
+        let handle = self.set.spawn(task);
+        self.names.insert(handle.id(), name);
+    }
+
+    /// Waits for the first task to end (none does unless it fails), as the error.
+    async fn ended(&mut self) -> ServeError {
+        let Some(ended) = self.set.join_next_with_id().await else {
+            return ServeError::TaskEnded { task: "the task list".into(), reason: "it is empty".into() };
+        };
+        let name = |id| self.names.get(&id).copied().unwrap_or("a task").to_owned();
+        match ended {
+            Ok((_, Err(err))) => err,
+            Ok((id, Ok(()))) => ServeError::TaskEnded { task: name(id), reason: "it returned".into() },
+            Err(err) => ServeError::TaskEnded { task: name(err.id()), reason: err.to_string() },
+        }
+    }
+}
+
+async fn run(addr: SocketAddr, iface: String, file: std::path::PathBuf) -> Result<()> {
     // The handlers exist before anything is announced: until then a SIGHUP would kill us.
     let listen = |kind: SignalKind, name: &'static str| {
         signal(kind).map_err(|source| ServeError::Signal { signal: name, source })
@@ -116,16 +145,15 @@ async fn run(addr: SocketAddr, pins: Pins) -> Result<()> {
     let mut interrupt = listen(SignalKind::interrupt(), "SIGINT")?;
     let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
     let bound = listener.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
-    let file = pins.live_state().map_err(LiveError::from)?.policy_file;
-    let shared = Arc::new(Shared { pins, reloads: Reloads::default(), busy: Mutex::new(()) });
+    let shared = Arc::new(Shared { iface, reloads: Reloads::default(), busy: Mutex::new(()) });
 
     // The long-running tasks. `--log-drops` (drop events from the kernel) joins here.
-    let mut tasks: JoinSet<Task> = JoinSet::new();
-    tasks.spawn(http(listener, shared.clone()));
+    let mut tasks = Tasks::default();
+    tasks.spawn("serving HTTP", http(listener, shared.clone()));
 
     eprintln!(
         "firewall serve: metrics at http://{bound}/metrics for the filter on {}; SIGHUP reloads {}",
-        shared.pins.iface,
+        shared.iface,
         file.display()
     );
     loop {
@@ -133,16 +161,10 @@ async fn run(addr: SocketAddr, pins: Pins) -> Result<()> {
             _ = hangup.recv() => reload(&shared).await,
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
-            Some(ended) = tasks.join_next() => {
-                return Err(match ended {
-                    Ok(Err(err)) => err,
-                    Ok(Ok(())) => ServeError::TaskEnded { task: "a task", reason: "it returned".into() },
-                    Err(err) => ServeError::TaskEnded { task: "a task", reason: err.to_string() },
-                });
-            }
+            err = tasks.ended() => return Err(err),
         }
     }
-    eprintln!("firewall serve: stopped; the filter on {} stays up", shared.pins.iface);
+    eprintln!("firewall serve: stopped; the filter on {} stays up", shared.iface);
     Ok(())
 }
 
@@ -151,7 +173,7 @@ async fn reload(shared: &Arc<Shared>) {
     let task = shared.clone();
     let done = tokio::task::spawn_blocking(move || {
         let _busy = task.busy.lock().unwrap_or_else(PoisonError::into_inner);
-        live::reload(Some(&task.pins.iface), None)
+        live::reload(Some(&task.iface), None)
     })
     .await;
     match done {
@@ -251,7 +273,7 @@ async fn metrics(shared: &Arc<Shared>, openmetrics: bool) -> Response<Body> {
     let task = shared.clone();
     let taken = tokio::task::spawn_blocking(move || {
         let _busy = task.busy.lock().unwrap_or_else(PoisonError::into_inner);
-        Snapshot::take(&task.pins)
+        Snapshot::take(&Pins::find(Some(&task.iface))?)
     })
     .await;
     let snapshot = match taken {
@@ -265,7 +287,7 @@ async fn metrics(shared: &Arc<Shared>, openmetrics: bool) -> Response<Body> {
             );
         }
     };
-    match exposition(snapshot, &shared.pins.iface, &shared.reloads, openmetrics) {
+    match exposition(snapshot, &shared.iface, &shared.reloads, openmetrics) {
         Ok(body) if openmetrics => text_response(StatusCode::OK, OPENMETRICS_CONTENT_TYPE, body),
         Ok(body) => text_response(StatusCode::OK, prometheus_text::CONTENT_TYPE, body),
         Err(fmt::Error) => plain(StatusCode::INTERNAL_SERVER_ERROR, "firewall serve: encoding failed\n"),

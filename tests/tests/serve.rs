@@ -120,6 +120,21 @@ fn curl(ns: &str, args: &[&str], url: &str) -> Result<String, i32> {
     }
 }
 
+/// `curl -s ARGS… http://127.0.0.1:9100PATH` in the server namespace, without `-f`:
+/// the HTTP status and the body.
+fn http_get(lab: &Lab, args: &[&str], path: &str) -> (u32, String) {
+    let output = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", lab.server))
+        .args(["curl", "-s", "--max-time", "10", "-w", "\n%{http_code}"])
+        .args(args)
+        .arg(format!("http://127.0.0.1:9100{path}"))
+        .output()
+        .expect("running curl");
+    let out = text(&output.stdout);
+    let (body, code) = out.rsplit_once('\n').unwrap_or_else(|| panic!("curl's output: {out:?}"));
+    (code.parse().unwrap_or_else(|_| panic!("curl's status: {out:?}")), body.to_owned())
+}
+
 /// One scrape of `http://127.0.0.1:9100/metrics` from the server namespace itself (over
 /// loopback, which the filter does not see), in the classic text format.
 fn scrape(lab: &Lab) -> Exposition {
@@ -454,23 +469,11 @@ fn serve_scrapes_the_listing_reloads_on_hup_and_leaves_the_filter_up_on_term() {
     // `/` points at /metrics; anything else is 404, anything but GET 405.
     let index = curl(&lab.server, &[], "http://127.0.0.1:9100/").expect("GET /");
     assert!(index.contains("/metrics"), "{index:?}");
-    let status = |args: &[&str], path: &str| {
-        let mut all = vec!["-o", "/dev/null", "-w", "%{http_code}"];
-        all.extend_from_slice(args);
-        // -f would fail the 4xx: these are checked by their status.
-        let output = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", lab.server))
-            .args(["curl", "-s", "--max-time", "10"])
-            .args(&all)
-            .arg(format!("http://127.0.0.1:9100{path}"))
-            .output()
-            .expect("curl");
-        text(&output.stdout)
-    };
-    assert_eq!(status(&[], "/nothing"), "404");
-    assert_eq!(status(&[], "/metrics/"), "404");
-    assert_eq!(status(&["-X", "POST"], "/metrics"), "405");
-    assert_eq!(status(&["-I"], "/metrics"), "200");
+    let status = |args: &[&str], path: &str| http_get(&lab, args, path).0;
+    assert_eq!(status(&[], "/nothing"), 404);
+    assert_eq!(status(&[], "/metrics/"), 404);
+    assert_eq!(status(&["-X", "POST"], "/metrics"), 405);
+    assert_eq!(status(&["-I"], "/metrics"), 200);
 
     // From outside, port 9100 is behind the filter: no rule admits it yet.
     let from_peer = ["--interface", "203.0.113.7"];
@@ -571,6 +574,25 @@ fn a_slow_client_holds_up_no_other_and_is_cut_off() {
     scrape(&lab);
 }
 
+#[test]
+fn serve_outlives_the_filter_going_down_and_up() {
+    require_root();
+    let lab = Lab::new("servedown");
+    lab.up();
+    let (mut serve, _) = Serve::start(&lab, "127.0.0.1:9100");
+    lab.firewall_ok(&["down", "--iface", SERVER_IF]);
+    let gone = format!("no filter is up on {SERVER_IF} (nothing pinned at {})", lab.pin_dir().display());
+    // A scrape fails (Prometheus marks the target down), saying why.
+    assert_eq!(http_get(&lab, &[], "/metrics"), (503, format!("firewall serve: {gone}\n")));
+    serve.signal(libc::SIGHUP);
+    assert_eq!(serve.line(), format!("firewall serve: {gone}"));
+    // Up again: the next scrape reads the new filter's maps.
+    lab.up();
+    let metrics = scrape(&lab);
+    assert_eq!(metrics.single("firewall_reload_failures_total"), 1);
+    assert_eq!(metrics.samples("firewall_packets_total").len(), listing_keys(&lab.list().0).len());
+}
+
 /// `firewall ARGS…` (in `lab`'s server namespace when given), killed if it runs past
 /// [`WITHIN`], as a command that should have refused to start would.
 fn firewall_within(lab: Option<&Lab>, args: &[&str]) -> Output {
@@ -633,4 +655,75 @@ fn serve_refuses_bad_addresses_a_port_in_use_and_no_filter() {
     let rules = |v: &Value| listing_keys(v).into_iter().map(|(k, _, _)| k).collect::<Vec<_>>();
     assert_eq!(rules(&after), rules(&before));
     assert!(Path::new(&lab.pin_dir()).exists());
+}
+
+/// `GET URL` of Prometheus' HTTP API from the server namespace, as JSON.
+fn prometheus_api(lab: &Lab, path: &str, query: Option<&str>) -> Value {
+    let mut args = vec!["-G".to_owned()];
+    if let Some(query) = query {
+        args.extend(["--data-urlencode".to_owned(), format!("query={query}")]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let body = curl(&lab.server, &args, &format!("http://127.0.0.1:9090{path}"))
+        .unwrap_or_else(|code| panic!("Prometheus' API {path}: curl exit {code}"));
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("Prometheus' API {path}: {e}: {body}"))
+}
+
+#[test]
+fn prometheus_itself_scrapes_it() {
+    require_root();
+    let lab = Lab::new("serveprom");
+    lab.up();
+    let (_serve, _) = Serve::start(&lab, "127.0.0.1:9100");
+    assert_eq!(ping_received(&lab.ping(IpAddr::V4(SSH_PEER), IpAddr::V4(HOST), 3, "0.2")), 3);
+
+    // A real Prometheus server, scraping every second; it asks for OpenMetrics.
+    let config = lab.tmp().join("prometheus.yml");
+    fs::write(
+        &config,
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: firewall\n    static_configs:\n      - targets: ['127.0.0.1:9100']\n",
+    )
+    .unwrap();
+    let data = lab.tmp().join("prometheus-data");
+    let mut command = lab.server_command("prometheus");
+    command
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", data.display()))
+        .arg("--web.listen-address=127.0.0.1:9090")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    lab.spawn(&mut command);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let target = loop {
+        let found = curl(&lab.server, &[], "http://127.0.0.1:9090/api/v1/targets")
+            .ok()
+            .and_then(|body| serde_json::from_str::<Value>(&body).ok())
+            .and_then(|v| v["data"]["activeTargets"].get(0).cloned())
+            .filter(|t| t["health"] != "unknown");
+        if let Some(target) = found {
+            break target;
+        }
+        assert!(Instant::now() < deadline, "Prometheus scraped nothing within 60 s");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(target["health"], "up", "Prometheus' verdict on the scrape: {target:#}");
+    assert_eq!(target["lastError"], "", "{target:#}");
+
+    let query = |q: &str| -> Vec<Value> {
+        let v = prometheus_api(&lab, "/api/v1/query", Some(q));
+        assert_eq!(v["status"], "success", "{q}: {v:#}");
+        v["data"]["result"].as_array().expect("a vector").clone()
+    };
+    let ping = query(r#"firewall_packets_total{chain="INPUT",rule="ping-in",line="new"}"#);
+    assert_eq!(ping.len(), 1, "{ping:?}");
+    assert_eq!(ping[0]["value"][1], "3", "{ping:?}");
+    assert_eq!(ping[0]["metric"]["target"], "ACCEPT");
+    let info = query("firewall_info");
+    assert_eq!(info.len(), 1, "{info:?}");
+    assert_eq!(info[0]["metric"]["iface"], SERVER_IF);
+    let lines = query("count(firewall_packets_total)");
+    let listed = listing_keys(&lab.list().0).len();
+    assert_eq!(lines[0]["value"][1], listed.to_string(), "every line a series");
+    assert_eq!(query("firewall_conntrack_capacity")[0]["value"][1], "65536");
 }

@@ -59,7 +59,7 @@ const TEST_PACKAGES: &[&str] = &[
     "netsniff-ng",
     // bpftool, to make a pinned map of another layout (tests/tests/live.rs).
     "bpftool",
-    // promtool, Prometheus' own check of `firewall serve`'s exposition (tests/tests/serve.rs).
+    // Prometheus and its promtool, to scrape and check `firewall serve` (tests/tests/serve.rs).
     "prometheus",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
