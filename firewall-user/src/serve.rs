@@ -51,8 +51,12 @@ use crate::{
     stats::{LineStats, Snapshot},
 };
 
-/// A client that has not sent its request's headers by then is disconnected.
+/// A client that has not sent its request's headers by then is disconnected (an idle
+/// kept-alive connection too: a scraper simply connects again).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// No connection lasts longer, so that clients that never read their answers cannot
+/// pile up (a scrape takes milliseconds).
+const CONNECTION_DEADLINE: Duration = Duration::from_secs(60);
 /// OpenMetrics 1.0, for scrapers that ask for it (Prometheus does).
 const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const INDEX: &str = "firewall serve: the filter's counters, in Prometheus' text format, are at /metrics\n";
@@ -220,7 +224,7 @@ async fn http(listener: TcpListener, shared: Arc<Shared>) -> Task {
         );
         tokio::spawn(async move {
             // A client that goes away or times out ends its own connection, nothing more.
-            let _ = connection.await;
+            let _ = tokio::time::timeout(CONNECTION_DEADLINE, connection).await;
         });
     }
 }

@@ -1,6 +1,7 @@
-//! `firewall serve --metrics`: scraped with curl and checked by Prometheus' own promtool,
-//! against `firewall list --json`; reloads on SIGHUP, good and bad; SIGTERM and SIGINT;
-//! a slow client; bad addresses, a port in use, no filter.
+//! `firewall serve --metrics`: scraped with curl against `firewall list --json` and
+//! checked by Prometheus' own promtool, then scraped by a Prometheus server; reloads on
+//! SIGHUP, good and bad; SIGTERM and SIGINT; a stalled client; the filter taken down and
+//! put up again; bad addresses, a port in use, no filter.
 //!
 //! Run as root after `cargo build --release`:
 //! `cargo test --release -p tests --test serve`.
