@@ -7,8 +7,8 @@
 //!
 //! The runtime is tokio's, on one thread: each HTTP connection is a task of its own (a
 //! slow client holds up only itself), the map reads and reloads run on its blocking pool.
-//! Long-running work is one of [`run`]'s [`Tasks`]; `--log-drops` will be one more, and
-//! every gauge read from a snapshot is emitted in [`gauges`].
+//! Long-running work is one of `run`'s `Tasks`; `--log-drops` will be one more, and
+//! every gauge read from a snapshot is emitted in `gauges`.
 use std::{
     convert::Infallible,
     fmt, io,
