@@ -10,6 +10,7 @@ pub mod lockout;
 pub mod maps;
 pub mod pins;
 pub mod policy;
+pub mod serve;
 pub mod stats;
 pub mod watch;
 

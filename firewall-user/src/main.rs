@@ -10,7 +10,7 @@ use firewall_user::{
     live, lockout,
     maps::LiveMaps,
     pins::Pins,
-    policy,
+    policy, serve,
     stats::Snapshot,
     watch,
 };
@@ -193,6 +193,15 @@ enum Command {
         #[arg(long, value_name = "SECONDS", default_value = "1")]
         interval: String,
     },
+    /// Serve the counters for Prometheus at http://ADDR:PORT/metrics and reload on SIGHUP,
+    /// until SIGTERM or SIGINT (the filter stays up).
+    Serve {
+        /// Where to listen, as 127.0.0.1:9100 or [::1]:9100.
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics: String,
+        #[arg(long)]
+        iface: Option<String>,
+    },
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -334,6 +343,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Watch { iface, interval } => watch::run(iface.as_deref(), &interval)?,
+        Command::Serve { metrics, iface } => serve::serve(&metrics, iface.as_deref())?,
     }
     Ok(())
 }

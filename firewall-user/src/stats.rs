@@ -9,7 +9,7 @@ use crate::{
     compile::{ListChain, ListLine, listing},
     live::{LiveError, Result},
     maps::LiveMaps,
-    pins::Pins,
+    pins::{LiveState, Pins},
     policy::Policy,
 };
 
@@ -26,6 +26,8 @@ pub struct LineStats {
 pub struct Snapshot {
     pub taken: Instant,
     pub policy: Policy,
+    /// The policy file and the ids the maps use: what names each counter.
+    pub state: LiveState,
     /// The chains as `list` shows them.
     pub chains: Vec<ListChain>,
     /// Counters by id, summed over the CPUs.
@@ -56,6 +58,7 @@ impl Snapshot {
         Ok(Snapshot {
             taken: Instant::now(),
             policy,
+            state,
             chains,
             counters,
             conntrack_entries,
@@ -69,8 +72,8 @@ impl Snapshot {
         self.counters.get(id as usize).copied().unwrap_or_default()
     }
 
-    /// Every line of every chain, in the listing's order (each chain's `policy` line
-    /// last, as `compile::listing` makes it).
+    /// Every line of every chain, in the listing's order; each chain's DROP policy is its
+    /// last line (`list` shows it in the chain's heading too).
     pub fn lines(&self) -> Vec<LineStats> {
         self.chains
             .iter()

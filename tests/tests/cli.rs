@@ -170,6 +170,7 @@ fn unprivileged_commands_say_they_need_root() {
         &["list"][..],
         &["list", "--json", "--iface", SERVER_IF][..],
         &["down", "--iface", SERVER_IF][..],
+        &["serve", "--metrics", "127.0.0.1:9100"][..],
     ] {
         let output = firewall_as_nobody(&lab, &dir, args);
         let err = text(&output.stderr);

@@ -61,6 +61,8 @@ const TEST_PACKAGES: &[&str] = &[
     "bpftool",
     // A terminal for `firewall watch` (tests/tests/watch.rs).
     "tmux",
+    // Prometheus and its promtool, to scrape and check `firewall serve` (tests/tests/serve.rs).
+    "prometheus",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

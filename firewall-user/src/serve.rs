@@ -1,0 +1,529 @@
+//! `firewall serve --metrics ADDR:PORT`: the live filter's counters for Prometheus, and
+//! `reload` on SIGHUP, in one long-running process.
+//!
+//! A scrape reads the maps then and there ([`Snapshot::take`]), so what it shows is what
+//! `firewall list` would show at that moment; nothing is cached or polled in between.
+//! The process does not own the filter: SIGTERM or SIGINT ends it, the filter stays up.
+//!
+//! The runtime is tokio's, on one thread: each HTTP connection is a task of its own (a
+//! slow client holds up only itself), the map reads and reloads run on its blocking pool.
+//! Long-running work is one of `run`'s `Tasks`; `--log-drops` will be one more, and
+//! every gauge read from a snapshot is emitted in `gauges`.
+use std::{
+    convert::Infallible,
+    fmt, io,
+    net::SocketAddr,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use firewall_common::{ANTISPOOF_COUNTER_BASE, Line, RULE_COUNTER_BASE, rule_counter};
+use http_body_util::Full;
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::{Bytes, Incoming},
+    header::{self, HeaderMap, HeaderValue},
+    server::conn::http1,
+    service::service_fn,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric as _, prometheus_text, text},
+    metrics::{
+        MetricType,
+        counter::{ConstCounter, Counter},
+        gauge::ConstGauge,
+        info::Info,
+    },
+    registry::Registry,
+};
+use tokio::{
+    net::TcpListener,
+    signal::unix::{SignalKind, signal},
+    task::JoinSet,
+};
+
+use crate::{
+    compile::chain_name,
+    filter::require_root,
+    live::{self, LiveError},
+    pins::Pins,
+    stats::{LineStats, Snapshot},
+};
+
+/// A client that has not sent its request's headers by then is disconnected (an idle
+/// kept-alive connection too: a scraper simply connects again).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// No connection lasts longer, so that clients that never read their answers cannot
+/// pile up (a scrape takes milliseconds).
+const CONNECTION_DEADLINE: Duration = Duration::from_secs(60);
+/// OpenMetrics 1.0, for scrapers that ask for it (Prometheus does).
+const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const INDEX: &str = "firewall serve: the filter's counters, in Prometheus' text format, are at /metrics\n";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("bad --metrics address {0:?}: give ADDR:PORT, such as 127.0.0.1:9100 or [::1]:9100")]
+    BadAddress(String),
+    #[error(transparent)]
+    Live(#[from] LiveError),
+    #[error("starting the runtime: {0}")]
+    Runtime(io::Error),
+    #[error("bind {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("listening for {signal}: {source}")]
+    Signal { signal: &'static str, source: io::Error },
+    #[error("{task} ended: {reason}")]
+    TaskEnded { task: String, reason: String },
+}
+
+pub type Result<T> = std::result::Result<T, ServeError>;
+
+/// Checks the address and the filter, then serves until SIGTERM or SIGINT.
+pub fn serve(metrics: &str, iface: Option<&str>) -> Result<()> {
+    let addr: SocketAddr = metrics.parse().map_err(|_| ServeError::BadAddress(metrics.to_owned()))?;
+    require_root().map_err(LiveError::from)?;
+    let pins = Pins::find(iface).map_err(LiveError::from)?;
+    // A filter whose maps or state cannot be read is refused now, not at the first scrape.
+    let file = Snapshot::take(&pins)?.state.policy_file;
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ServeError::Runtime)?;
+    runtime.block_on(run(addr, pins.iface, file))
+}
+
+/// The process's own counters.
+#[derive(Debug, Default)]
+struct Reloads {
+    applied: Counter,
+    failed: Counter,
+}
+
+/// What the tasks share.
+struct Shared {
+    /// The filter's interface: its pins are looked up again for every reading, so a
+    /// filter taken down and put up again is served again.
+    iface: String,
+    reloads: Reloads,
+    /// One map reading or reload at a time: a reload rewrites the state files that a
+    /// reading reads.
+    busy: Mutex<()>,
+}
+
+/// How a long-running task ends: only with an error (they serve until the process ends).
+type Task = std::result::Result<(), ServeError>;
+
+/// The long-running tasks, each with its name for the error should it end.
+#[derive(Default)]
+struct Tasks {
+    set: JoinSet<Task>,
+    names: std::collections::HashMap<tokio::task::Id, &'static str>,
+}
+
+impl Tasks {
+    fn spawn(&mut self, name: &'static str, task: impl Future<Output = Task> + Send + 'static) {
+        let handle = self.set.spawn(task);
+        self.names.insert(handle.id(), name);
+    }
+
+    /// Waits for the first task to end (none does unless it fails), as the error.
+    async fn ended(&mut self) -> ServeError {
+        let Some(ended) = self.set.join_next_with_id().await else {
+            return ServeError::TaskEnded { task: "the task list".into(), reason: "it is empty".into() };
+        };
+        let name = |id| self.names.get(&id).copied().unwrap_or("a task").to_owned();
+        match ended {
+            Ok((_, Err(err))) => err,
+            Ok((id, Ok(()))) => ServeError::TaskEnded { task: name(id), reason: "it returned".into() },
+            Err(err) => ServeError::TaskEnded { task: name(err.id()), reason: err.to_string() },
+        }
+    }
+}
+
+async fn run(addr: SocketAddr, iface: String, file: std::path::PathBuf) -> Result<()> {
+    // The handlers exist before anything is announced: until then a SIGHUP would kill us.
+    let listen = |kind: SignalKind, name: &'static str| {
+        signal(kind).map_err(|source| ServeError::Signal { signal: name, source })
+    };
+    let mut hangup = listen(SignalKind::hangup(), "SIGHUP")?;
+    let mut terminate = listen(SignalKind::terminate(), "SIGTERM")?;
+    let mut interrupt = listen(SignalKind::interrupt(), "SIGINT")?;
+    let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+    let bound = listener.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
+    let shared = Arc::new(Shared { iface, reloads: Reloads::default(), busy: Mutex::new(()) });
+
+    // The long-running tasks. `--log-drops` (drop events from the kernel) joins here.
+    let mut tasks = Tasks::default();
+    tasks.spawn("serving HTTP", http(listener, shared.clone()));
+
+    eprintln!(
+        "firewall serve: metrics at http://{bound}/metrics for the filter on {}; SIGHUP reloads {}",
+        shared.iface,
+        file.display()
+    );
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => reload(&shared).await,
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            err = tasks.ended() => return Err(err),
+        }
+    }
+    eprintln!("firewall serve: stopped; the filter on {} stays up", shared.iface);
+    Ok(())
+}
+
+/// SIGHUP: what `firewall reload` does, with one line on stderr either way.
+async fn reload(shared: &Arc<Shared>) {
+    let task = shared.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let _busy = task.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        // As `firewall reload`: not while a change awaits `firewall confirm`, whose
+        // rollback would undo this one too.
+        let pins = crate::pins::Pins::find(Some(&task.iface)).map_err(|e| e.to_string())?;
+        crate::confirm::refuse_if_pending(&pins).map_err(|e| e.to_string())?;
+        live::reload(Some(&task.iface), None, None, false).map_err(|e| e.to_string())
+    })
+    .await;
+    match done {
+        Ok(Ok(done)) => {
+            shared.reloads.applied.inc();
+            let a = done.applied;
+            eprintln!(
+                "firewall serve: reloaded {}: {} added, {} removed, {} flows ended",
+                done.file.display(),
+                a.added,
+                a.removed,
+                a.flows_removed
+            );
+        }
+        Ok(Err(err)) => {
+            shared.reloads.failed.inc();
+            eprintln!("firewall serve: {err}");
+        }
+        Err(err) => {
+            shared.reloads.failed.inc();
+            eprintln!("firewall serve: the reload failed: {err}");
+        }
+    }
+}
+
+/// Accepts connections, each served in a task of its own.
+async fn http(listener: TcpListener, shared: Arc<Shared>) -> Task {
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            // Out of file descriptors, say: the clients already connected go on.
+            Err(err) => {
+                eprintln!("firewall serve: accept: {err}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        let connection = builder.serve_connection(
+            TokioIo::new(stream),
+            service_fn(move |request| respond(request, shared.clone())),
+        );
+        tokio::spawn(async move {
+            // A client that goes away or times out ends its own connection, nothing more.
+            let _ = tokio::time::timeout(CONNECTION_DEADLINE, connection).await;
+        });
+    }
+}
+
+type Body = Full<Bytes>;
+
+fn text_response(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn plain(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    text_response(status, "text/plain; charset=utf-8", body)
+}
+
+async fn respond(
+    request: Request<Incoming>,
+    shared: Arc<Shared>,
+) -> std::result::Result<Response<Body>, Infallible> {
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return Ok(response);
+    }
+    Ok(match request.uri().path() {
+        "/metrics" => metrics(&shared, wants_openmetrics(request.headers())).await,
+        "/" => plain(StatusCode::OK, INDEX),
+        _ => plain(StatusCode::NOT_FOUND, "not found: the metrics are at /metrics\n"),
+    })
+}
+
+/// Whether the client's Accept header asks for OpenMetrics (with a weight above zero);
+/// everyone else, curl included, gets Prometheus' classic text format.
+fn wants_openmetrics(headers: &HeaderMap) -> bool {
+    headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
+        |range| {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or("");
+            let refused = parts
+                .any(|p| p.strip_prefix("q=").and_then(|q| q.parse::<f32>().ok()).is_some_and(|q| q <= 0.0));
+            media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+        },
+    )
+}
+
+/// `GET /metrics`: a snapshot of the maps, encoded.
+async fn metrics(shared: &Arc<Shared>, openmetrics: bool) -> Response<Body> {
+    let task = shared.clone();
+    let taken = tokio::task::spawn_blocking(move || {
+        let _busy = task.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        Snapshot::take(&Pins::find(Some(&task.iface))?)
+    })
+    .await;
+    let snapshot = match taken {
+        Ok(Ok(snapshot)) => snapshot,
+        // The filter went down, say: the scrape fails, Prometheus marks the target down.
+        Ok(Err(err)) => return plain(StatusCode::SERVICE_UNAVAILABLE, format!("firewall serve: {err}\n")),
+        Err(err) => {
+            return plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("firewall serve: reading the maps failed: {err}\n"),
+            );
+        }
+    };
+    match exposition(snapshot, &shared.iface, &shared.reloads, openmetrics) {
+        Ok(body) if openmetrics => text_response(StatusCode::OK, OPENMETRICS_CONTENT_TYPE, body),
+        Ok(body) => text_response(StatusCode::OK, prometheus_text::CONTENT_TYPE, body),
+        Err(fmt::Error) => plain(StatusCode::INTERNAL_SERVER_ERROR, "firewall serve: encoding failed\n"),
+    }
+}
+
+/// The whole exposition: the snapshot's metrics and the process's own counters.
+fn exposition(
+    snapshot: Snapshot,
+    iface: &str,
+    reloads: &Reloads,
+    openmetrics: bool,
+) -> std::result::Result<String, fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register("firewall_reloads", "Reloads on SIGHUP that were applied", reloads.applied.clone());
+    registry.register(
+        "firewall_reload_failures",
+        "Reloads on SIGHUP that failed, leaving the filter as it was",
+        reloads.failed.clone(),
+    );
+    registry.register_collector(Box::new(SnapshotMetrics { snapshot, iface: iface.to_owned() }));
+    let mut out = String::new();
+    if openmetrics {
+        text::encode(&mut out, &registry)?;
+    } else {
+        prometheus_text::encode(&mut out, &registry)?;
+    }
+    Ok(out)
+}
+
+/// One gauge read from a snapshot.
+struct Gauge {
+    name: &'static str,
+    help: &'static str,
+    value: u64,
+}
+
+/// Every gauge the snapshot gives, in one place: a new one (the blocklist's entries) is
+/// one more element here.
+fn gauges(snapshot: &Snapshot) -> Vec<Gauge> {
+    vec![
+        Gauge {
+            name: "firewall_conntrack_entries",
+            help: "Flows in the conntrack table",
+            value: snapshot.conntrack_entries,
+        },
+        Gauge {
+            name: "firewall_conntrack_capacity",
+            help: "The conntrack table's size ([conntrack] max_entries)",
+            value: snapshot.conntrack_capacity,
+        },
+    ]
+}
+
+/// The labels of one listing line, unique among the lines and stable across reloads:
+/// its chain, its rule's name (or the built-in's), its target, and which of the rule's
+/// lines it is: `new` (the rule's own line), `established` (its returns, in the other
+/// chain), an anti-spoof entry by its list and prefix (`source 10.0.0.0/8`), or
+/// `builtin`.
+fn line_labels(snapshot: &Snapshot, line: &LineStats) -> [(&'static str, String); 4] {
+    let id = line.line.counter;
+    let which = if id >= RULE_COUNTER_BASE {
+        let rule = (id - RULE_COUNTER_BASE) / 2;
+        if id == rule_counter(rule, Line::New) { "new".to_owned() } else { "established".to_owned() }
+    } else if id >= ANTISPOOF_COUNTER_BASE {
+        snapshot
+            .state
+            .ids
+            .antispoof
+            .iter()
+            .find(|(_, entry)| **entry == id)
+            .map_or_else(|| format!("antispoof #{id}"), |(name, _)| name.clone())
+    } else {
+        "builtin".to_owned()
+    };
+    [
+        ("chain", chain_name(line.chain).to_owned()),
+        ("rule", line.line.name.clone()),
+        ("target", line.line.target.to_owned()),
+        ("line", which),
+    ]
+}
+
+/// The metrics a snapshot gives, encoded at scrape time.
+#[derive(Debug)]
+struct SnapshotMetrics {
+    snapshot: Snapshot,
+    iface: String,
+}
+
+impl Collector for SnapshotMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::result::Result<(), fmt::Error> {
+        let snapshot = &self.snapshot;
+        let lines = snapshot.lines();
+        let labels: Vec<_> = lines.iter().map(|line| line_labels(snapshot, line)).collect();
+        for (name, help, value) in [
+            (
+                "firewall_packets",
+                "Packets counted on each line of the listing, as firewall list -v shows them",
+                (|c: &LineStats| c.counter.packets) as fn(&LineStats) -> u64,
+            ),
+            ("firewall_bytes", "Bytes counted on each line of the listing", |c: &LineStats| c.counter.bytes),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (line, labels) in lines.iter().zip(&labels) {
+                ConstCounter::new(value(line)).encode(family.encode_family(labels)?)?;
+            }
+        }
+        for gauge in gauges(snapshot) {
+            let metric = encoder.encode_descriptor(gauge.name, gauge.help, None, MetricType::Gauge)?;
+            ConstGauge::new(gauge.value).encode(metric)?;
+        }
+        let info = Info::new([
+            ("iface", self.iface.clone()),
+            ("policy", snapshot.state.policy_file.display().to_string()),
+            ("version", env!("CARGO_PKG_VERSION").to_owned()),
+        ]);
+        let metric = encoder.encode_descriptor(
+            "firewall",
+            "The filter served: its interface and policy file, and this binary's version",
+            None,
+            MetricType::Info,
+        )?;
+        info.encode(metric)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeSet, path::Path, time::Instant};
+
+    use firewall_common::{Counter as Count, MAX_COUNTERS};
+
+    use super::*;
+    use crate::{
+        compile::{Ids, listing},
+        pins::LiveState,
+        policy::parse,
+    };
+
+    /// A snapshot of `examples/NAME` as `up` would number it, every counter distinct
+    /// (id n holds n packets and 1000 n bytes).
+    fn snapshot(name: &str) -> Snapshot {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(name);
+        let policy = parse(&std::fs::read_to_string(&path).unwrap(), &path).unwrap();
+        let ids = Ids::assign(&policy, &Ids::default());
+        Snapshot {
+            taken: Instant::now(),
+            chains: listing(&policy, &ids),
+            counters: (0..u64::from(MAX_COUNTERS)).map(|n| Count { packets: n, bytes: 1000 * n }).collect(),
+            conntrack_entries: 7,
+            conntrack_capacity: u64::from(policy.conntrack.max_entries),
+            state: LiveState { policy_file: path, ids },
+            policy,
+        }
+    }
+
+    /// `name{labels} value` lines of a family, as (labels, value).
+    fn samples(text: &str, name: &str) -> Vec<(String, String)> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(name))
+            .filter_map(|rest| {
+                let (labels, value) = rest.rsplit_once(' ')?;
+                (labels.is_empty() || labels.starts_with('{')).then(|| (labels.to_owned(), value.to_owned()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_line_is_one_sample_with_labels_unique_and_its_counter() {
+        for name in ["tight.toml", "dual-stack.toml"] {
+            let snapshot = snapshot(name);
+            let lines = snapshot.lines();
+            let text = exposition(snapshot.clone(), "eth0", &Reloads::default(), false).unwrap();
+            let packets = samples(&text, "firewall_packets_total");
+            let bytes = samples(&text, "firewall_bytes_total");
+            assert_eq!(packets.len(), lines.len(), "{name}: one sample a line:\n{text}");
+            assert_eq!(bytes.len(), lines.len(), "{name}");
+            let unique: BTreeSet<&String> = packets.iter().map(|(labels, _)| labels).collect();
+            assert_eq!(unique.len(), lines.len(), "{name}: labels repeat:\n{text}");
+            for ((line, (labels, value)), (_, byte_value)) in lines.iter().zip(&packets).zip(&bytes) {
+                assert_eq!(*value, line.counter.packets.to_string(), "{name}: {labels}");
+                assert_eq!(*byte_value, line.counter.bytes.to_string(), "{name}: {labels}");
+            }
+            let has = |labels: &str| packets.iter().any(|(l, _)| l == labels);
+            assert!(has(r#"{chain="INPUT",rule="ssh-in",target="ACCEPT",line="new"}"#), "{text}");
+            assert!(has(r#"{chain="OUTPUT",rule="ssh-in",target="ACCEPT",line="established"}"#), "{text}");
+            assert!(has(r#"{chain="INPUT",rule="antispoof",target="DROP",line="source 10.0.0.0/8"}"#));
+            assert!(has(r#"{chain="INPUT",rule="antispoof",target="DROP",line="destination 224.0.0.0/4"}"#));
+            assert!(has(r#"{chain="FORWARD",rule="policy",target="DROP",line="builtin"}"#), "{text}");
+            assert!(text.contains("\nfirewall_conntrack_entries 7\n"), "{text}");
+            assert!(text.contains("\nfirewall_conntrack_capacity 65536\n"), "{text}");
+            assert!(text.contains("\nfirewall_reloads_total 0\n"), "{text}");
+            assert!(text.contains("\nfirewall_reload_failures_total 0\n"), "{text}");
+            assert!(text.contains("# TYPE firewall_packets_total counter\n"), "{text}");
+            assert!(!text.contains("# EOF"), "the classic format has no EOF:\n{text}");
+        }
+    }
+
+    #[test]
+    fn openmetrics_has_its_types_and_ends_with_eof() {
+        let reloads = Reloads::default();
+        reloads.applied.inc();
+        let text = exposition(snapshot("tight.toml"), "eth0", &reloads, true).unwrap();
+        assert!(text.ends_with("\n# EOF\n"), "{text}");
+        assert!(text.contains("# TYPE firewall_packets counter\n"), "{text}");
+        assert!(text.contains("# TYPE firewall info\n"), "{text}");
+        assert!(text.contains("\nfirewall_reloads_total 1\n"), "{text}");
+        let info = samples(&text, "firewall_info");
+        assert_eq!(info.len(), 1, "{text}");
+        assert!(info[0].0.starts_with(r#"{iface="eth0",policy=""#) && info[0].1 == "1", "{info:?}");
+    }
+
+    #[test]
+    fn openmetrics_only_when_asked_for() {
+        let accept = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::ACCEPT, HeaderValue::from_str(value).unwrap());
+            wants_openmetrics(&headers)
+        };
+        // What Prometheus 2 sends.
+        assert!(accept(
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        ));
+        assert!(!accept("*/*"));
+        assert!(!accept("text/plain; version=0.0.4"));
+        assert!(!accept("application/openmetrics-text; q=0"));
+        assert!(!wants_openmetrics(&HeaderMap::new()));
+    }
+}
