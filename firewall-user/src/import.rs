@@ -759,10 +759,6 @@ struct RuleOut {
     comments: Vec<String>,
 }
 
-fn dir_key(d: Direction) -> u8 {
-    d as u8
-}
-
 /// The most frequent of `values` (the first seen of equals).
 fn most_common<T: PartialEq + Clone>(values: &[T]) -> Option<T> {
     let mut best: Option<(&T, usize)> = None;
@@ -885,7 +881,13 @@ pub fn translate(text: &str, input: &str, options: &Options) -> Result<Translati
             _ if !classified.iter().any(|c| matches!(c.role, Role::Flow(_))) => {
                 untranslated.sort_by_key(|f| f.line);
                 built_in.sort_by_key(|f| f.line);
-                return Ok(Translation { text: String::new(), rules: 0, untranslated, differences, built_in });
+                return Ok(Translation {
+                    text: String::new(),
+                    rules: 0,
+                    untranslated,
+                    differences,
+                    built_in,
+                });
             }
             _ => return Err(ImportError::NoAddress { input: input.to_owned() }),
         },
@@ -982,7 +984,7 @@ fn group(
             // Another entry of this service (with another limit) already has the peer:
             // one peer of a service belongs to one rule.
             if let Some(other) = entries.iter().find(|e| {
-                dir_key(e.direction) == dir_key(f.direction)
+                e.direction == f.direction
                     && e.svc == *svc
                     && e.limit != f.limit
                     && e.peers.iter().any(|(p, _)| *p == f.peer)
@@ -994,9 +996,10 @@ fn group(
                 ));
                 continue;
             }
-            let at = match entries.iter().position(|e| {
-                dir_key(e.direction) == dir_key(f.direction) && e.svc == *svc && e.limit == f.limit
-            }) {
+            let at = match entries
+                .iter()
+                .position(|e| e.direction == f.direction && e.svc == *svc && e.limit == f.limit)
+            {
                 Some(at) => at,
                 None => {
                     entries.push(Entry {
@@ -1032,9 +1035,7 @@ fn group(
             }
             let mut answered = false;
             for r in returns.iter_mut().filter(|r| {
-                dir_key(r.direction) == dir_key(f.direction)
-                    && r.svc == *svc
-                    && (r.peer.is_none() || r.peer == f.peer)
+                r.direction == f.direction && r.svc == *svc && (r.peer.is_none() || r.peer == f.peer)
             }) {
                 answered = true;
                 r.used = true;
@@ -1123,7 +1124,7 @@ fn group(
                 if !taken[j]
                     && matches!(other.svc, Svc::Port { .. })
                     && other.limit.is_none()
-                    && dir_key(other.direction) == dir_key(e.direction)
+                    && other.direction == e.direction
                     && same_peers(&peers_of(other), &peers)
                 {
                     members.push(j);
