@@ -365,8 +365,8 @@ fn parse_spec(words: &[String]) -> std::result::Result<Spec, String> {
                     "a negated match (! {next}) cannot be expressed: a rule admits its peers, it does not except them"
                 ));
             }
-            "-s" | "--source" => spec.source = Some(ipv4_prefix(&arg(&mut it, word)?)?),
-            "-d" | "--destination" => spec.destination = Some(ipv4_prefix(&arg(&mut it, word)?)?),
+            "-s" | "--source" => spec.source = ipv4_prefix(&arg(&mut it, word)?)?,
+            "-d" | "--destination" => spec.destination = ipv4_prefix(&arg(&mut it, word)?)?,
             "-i" | "--in-interface" => spec.in_iface = Some(interface(&arg(&mut it, word)?)?),
             "-o" | "--out-interface" => spec.out_iface = Some(interface(&arg(&mut it, word)?)?),
             "-p" | "--protocol" => {
@@ -396,10 +396,11 @@ fn parse_spec(words: &[String]) -> std::result::Result<Spec, String> {
             }
             "-j" | "--jump" | "-g" | "--goto" => {
                 let name = arg(&mut it, word)?;
+                let goto = matches!(word, "-g" | "--goto");
                 spec.target = Some(match name.as_str() {
-                    "ACCEPT" if word.starts_with("-j") || word == "--jump" => Target::Accept,
-                    "DROP" if word.starts_with("-j") || word == "--jump" => Target::Drop,
-                    _ => Target::Other { name, goto: word == "-g" || word == "--goto" },
+                    "ACCEPT" if !goto => Target::Accept,
+                    "DROP" if !goto => Target::Drop,
+                    _ => Target::Other { name, goto },
                 });
                 // A target's own options (LOG's --log-prefix, …) follow; the target
                 // alone decides.
@@ -462,12 +463,13 @@ fn parse_spec(words: &[String]) -> std::result::Result<Spec, String> {
     Ok(spec)
 }
 
-fn ipv4_prefix(text: &str) -> std::result::Result<Prefix, String> {
+/// An address or prefix of `-s`/`-d`; `0.0.0.0/0` (anyone) is no match at all.
+fn ipv4_prefix(text: &str) -> std::result::Result<Option<Prefix>, String> {
     let prefix = Prefix::parse(text).map_err(|e| format!("-s/-d {text}: {e}"))?;
     if prefix.is_v6() {
         return Err(format!("{text} is IPv6: import reads iptables-save (IPv4), not ip6tables-save"));
     }
-    Ok(prefix)
+    Ok((prefix.len > 0).then_some(prefix))
 }
 
 fn interface(text: &str) -> std::result::Result<String, String> {
@@ -807,6 +809,9 @@ pub fn translate(text: &str, input: &str, options: &Options) -> Result<Translati
 
     let user_chains: Vec<String> =
         filter.chains.iter().filter(|(_, _, p, _)| p.is_none()).map(|(_, c, _, _)| c.clone()).collect();
+    // The chains that pass every return in the dump (an ESTABLISHED catch-all, or a
+    // policy ACCEPT): there, a line that opens flows needs no return line of its own.
+    let mut passes_returns: Vec<String> = Vec::new();
     for (line, chain, policy, rule) in &filter.chains {
         match policy.as_deref() {
             None => untranslated.push(finding(
@@ -817,11 +822,16 @@ pub fn translate(text: &str, input: &str, options: &Options) -> Result<Translati
                 ),
             )),
             Some("DROP") => built_in.push(finding(*line, rule, WHY_DROP_POLICY.into())),
-            Some(p) => untranslated.push(finding(
-                *line,
-                rule,
-                format!("chain policy {p} cannot be expressed: every chain drops what no rule admits"),
-            )),
+            Some(p) => {
+                if p == "ACCEPT" {
+                    passes_returns.push(chain.clone());
+                }
+                untranslated.push(finding(
+                    *line,
+                    rule,
+                    format!("chain policy {p} cannot be expressed: every chain drops what no rule admits"),
+                ))
+            }
         }
     }
 
@@ -844,6 +854,8 @@ pub fn translate(text: &str, input: &str, options: &Options) -> Result<Translati
             Ok(Role::BuiltIn(why)) => {
                 if why == WHY_POLICY {
                     dropped_all.insert(chain, *line);
+                } else if why == WHY_RETURNS {
+                    passes_returns.push(chain);
                 }
                 built_in.push(finding(*line, text, why.into()));
             }
@@ -907,6 +919,13 @@ pub fn translate(text: &str, input: &str, options: &Options) -> Result<Translati
         match c.role {
             Role::Antispoof { source, prefix } => {
                 let list: &mut Vec<Prefix> = if source { &mut sources } else { &mut destinations };
+                if !source && prefix.contains(IpAddr::V4(address)) {
+                    let why = format!(
+                        "it drops every packet to the host address {address} (from {address_from}): not translated"
+                    );
+                    untranslated.push(finding(c.line, &c.text, why));
+                    continue;
+                }
                 if list.contains(&prefix) {
                     built_in.push(finding(c.line, &c.text, format!("{prefix} is already in the list")));
                 } else {
@@ -941,7 +960,7 @@ pub fn translate(text: &str, input: &str, options: &Options) -> Result<Translati
         }
     }
 
-    let rules = group(&flows, &mut untranslated, &mut differences);
+    let rules = group(&flows, &passes_returns, &mut untranslated, &mut differences);
     untranslated.sort_by_key(|f| f.line);
     differences.sort_by_key(|f| f.line);
     built_in.sort_by_key(|f| f.line);
@@ -957,6 +976,7 @@ pub fn translate(text: &str, input: &str, options: &Options) -> Result<Translati
 /// services with the same peers into rules.
 fn group(
     flows: &[(usize, String, Flow)],
+    passes_returns: &[String],
     untranslated: &mut Vec<Finding>,
     differences: &mut Vec<Finding>,
 ) -> Vec<RuleOut> {
@@ -1051,7 +1071,9 @@ fn group(
             }
             unanswered |= !answered;
         }
-        if unanswered {
+        // The chain its returns travel through.
+        let back = if f.direction == Direction::In { "OUTPUT" } else { "INPUT" };
+        if unanswered && !passes_returns.iter().any(|c| c == back) {
             differences.push(finding(
                 *line,
                 "translated, but it has no return line: the firewall admits the returns of the flows it opens, which this dump drops".into(),
@@ -1728,6 +1750,18 @@ burst = 5"#
             "[antispoof]\nsources = [\"10.0.0.0/8\", \"1.1.1.1\"]\ndestinations = [\"224.0.0.0/4\"]\n"
         ));
         assert_eq!(why(&t, 8), "10.0.0.0/8 is already in the list");
+        // A destination that is the host itself would drop everything.
+        let t = import(&dump(&[
+            "-A INPUT -d 198.51.100.0/24 -j DROP",
+            "-A INPUT -s 0.0.0.0/0 -d 198.51.100.1/32 -p tcp -m tcp --dport 80 -j ACCEPT",
+        ]));
+        assert_eq!(
+            why(&t, 5),
+            "it drops every packet to the host address 198.51.100.1 (from the dump's -d on INPUT and -s on OUTPUT): not translated"
+        );
+        assert!(t.text.contains("destinations = []\n"));
+        // -s 0.0.0.0/0 is anyone.
+        assert!(block(&t, "http-in").ends_with("peers = \"any\""));
         // None in the dump: empty lists, not the defaults.
         let t = import(&dump(&["-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 80 -j ACCEPT"]));
         assert!(t.text.contains("[antispoof]\nsources = []\ndestinations = []\n"), "{}", t.text);
@@ -1762,6 +1796,15 @@ burst = 5"#
             block(&t, "ssh-in"),
             "# From iptables-save line 10.\n[[rule]]\nname = \"ssh-in\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 22\npeers = \"any\""
         );
+        // With the catch-all in the chain its returns travel, a line needs no return.
+        let t = import(&dump(&[
+            "-A OUTPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+            "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -j ACCEPT",
+            "-A OUTPUT -s 198.51.100.1/32 -p udp -m udp --dport 53 -j ACCEPT",
+        ]));
+        assert_eq!(why(&t, 5), WHY_RETURNS);
+        assert_eq!(t.differences.iter().map(|f| f.line).collect::<Vec<_>>(), [7]);
+        assert_eq!(t.rules, 2);
     }
 
     #[test]
@@ -1982,6 +2025,7 @@ peers = "any""#
             *nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -o eth0 -j MASQUERADE\nCOMMIT\n\
             *filter\n:INPUT ACCEPT [10:1000]\n:FORWARD DROP [0:0]\n:OUTPUT DROP [0:0]\n:SSH - [0:0]\n\
             -A INPUT -p tcp -m tcp --dport 22 -j SSH\n\
+            -A INPUT -p tcp -m tcp --dport 2222 -g SSH\n\
             -A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 80 -j ACCEPT\n\
             -A SSH -s 203.0.113.7/32 -j ACCEPT\nCOMMIT\n";
         let t = import(text);
@@ -1992,7 +2036,8 @@ peers = "any""#
                 "iptables-save line 10: :INPUT ACCEPT [10:1000]: chain policy ACCEPT cannot be expressed: every chain drops what no rule admits",
                 "iptables-save line 13: :SSH - [0:0]: user-defined chain SSH is not translated (nor the rules in it, nor the jumps to it)",
                 "iptables-save line 14: -A INPUT -p tcp -m tcp --dport 22 -j SSH: a jump to user-defined chain SSH is not translated",
-                "iptables-save line 16: -A SSH -s 203.0.113.7/32 -j ACCEPT: user-defined chain SSH is not translated",
+                "iptables-save line 15: -A INPUT -p tcp -m tcp --dport 2222 -g SSH: a goto (-g) to user-defined chain SSH is not translated",
+                "iptables-save line 17: -A SSH -s 203.0.113.7/32 -j ACCEPT: user-defined chain SSH is not translated",
             ]
         );
     }
