@@ -526,8 +526,9 @@ fn states(text: &str) -> std::result::Result<States, String> {
 /// What one line of `*filter` does, in the policy's terms.
 #[derive(Clone, Debug)]
 enum Role {
-    /// `-A INPUT -s PREFIX -j DROP` (source) or `-d PREFIX` (destination).
-    Antispoof { source: bool, prefix: Prefix },
+    /// `-A INPUT -s PREFIX -j DROP` (source) or `-d PREFIX` (destination), and the
+    /// interface it names.
+    Antispoof { source: bool, prefix: Prefix, iface: Option<String> },
     /// Nothing to write: the firewall does it always. The reason.
     BuiltIn(&'static str),
     /// A line that admits flows (or ICMP messages) in `direction`, to or from `peer`
@@ -564,6 +565,8 @@ const WHY_INVALID: &str = "the INVALID drops are built in: malformed and truncat
 const WHY_LOOPBACK: &str =
     "loopback needs no rule: the programs sit on the public interface, so loopback traffic never meets them";
 const WHY_RETURNS: &str = "returns are built in: every rule admits the packets of the flows it opened (the exact reversed 5-tuple); for RELATED ICMP errors, write ICMP rules with related = true";
+const WHY_PROTOCOL_RETURNS: &str =
+    "returns are built in: every rule admits the packets of the flows it opened (the exact reversed 5-tuple)";
 const WHY_DROP_POLICY: &str = "the chain's DROP policy is the firewall's own";
 
 /// Classifies one parsed line; `chains` are the table's user-defined chains.
@@ -609,11 +612,11 @@ fn classify(spec: &Spec, chains: &[String]) -> std::result::Result<Role, String>
         } else if let (true, 1, Some(prefix), None) =
             (chain == "INPUT", spec.matches(), spec.source, spec.destination)
         {
-            Ok(Role::Antispoof { source: true, prefix })
+            Ok(Role::Antispoof { source: true, prefix, iface: spec.in_iface.clone() })
         } else if let (true, 1, None, Some(prefix)) =
             (chain == "INPUT", spec.matches(), spec.source, spec.destination)
         {
-            Ok(Role::Antispoof { source: false, prefix })
+            Ok(Role::Antispoof { source: false, prefix, iface: spec.in_iface.clone() })
         } else {
             Err("a DROP with these matches is not translated: the policy drops by default and admits by rule (only INPUT's -s and -d DROPs are its anti-spoof lists)".into())
         };
@@ -688,11 +691,14 @@ fn classify(spec: &Spec, chains: &[String]) -> std::result::Result<Role, String>
         (false, false) => {
             Err("both --sport and --dport cannot be expressed: a rule matches the service port only".into())
         }
+        // `-p tcp -m state --state ESTABLISHED`: the returns of every flow of the protocol.
+        (true, true) if spec.matches() == 2 && !opens => Ok(Role::BuiltIn(WHY_PROTOCOL_RETURNS)),
         (true, true) => Err(format!(
             "{} without a port cannot be expressed: a rule names its service port",
             if protocol == PROTO_TCP { "tcp" } else { "udp" }
         )),
-        // The service port is ours: the peer opens (INPUT) or we answer (OUTPUT).
+        // `--dport`: the line opens flows to the service port, ours on INPUT (the peer
+        // opens), the peer's on OUTPUT (this host does).
         (true, false) if opens => Ok(Role::Flow(flow(here, services(&spec.dports), false))),
         (true, false) => Err(
             "state ESTABLISHED on the service port (--dport) is neither a line that opens flows nor a return: not translated".into(),
@@ -868,8 +874,8 @@ pub fn translate(text: &str, input: &str, options: &Options) -> Result<Translati
     let named: Vec<String> = classified
         .iter()
         .filter_map(|c| match &c.role {
-            Role::Flow(f) => f.iface.clone(),
-            _ => None,
+            Role::Flow(Flow { iface, .. }) | Role::Antispoof { iface, .. } => iface.clone(),
+            Role::BuiltIn(_) => None,
         })
         .collect();
     let (iface, iface_from) = match (&options.iface, most_common(&named)) {
@@ -917,8 +923,15 @@ pub fn translate(text: &str, input: &str, options: &Options) -> Result<Translati
     let mut antispoof_lines = Vec::new();
     for c in classified {
         match c.role {
-            Role::Antispoof { source, prefix } => {
+            Role::Antispoof { source, prefix, iface: theirs } => {
                 let list: &mut Vec<Prefix> = if source { &mut sources } else { &mut destinations };
+                if let (Some(mine), Some(theirs)) = (&iface, &theirs)
+                    && mine != theirs
+                {
+                    let why = format!("on interface {theirs}: the policy is for {mine} (from {iface_from})");
+                    untranslated.push(finding(c.line, &c.text, why));
+                    continue;
+                }
                 if !source && prefix.contains(IpAddr::V4(address)) {
                     let why = format!(
                         "it drops every packet to the host address {address} (from {address_from}): not translated"
@@ -1779,6 +1792,7 @@ burst = 5"#
             "-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
             "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -j ACCEPT",
             "-A INPUT -j DROP",
+            "-A OUTPUT -p udp -m state --state ESTABLISHED -j ACCEPT",
         ]));
         assert_eq!(why(&t, 5), WHY_INVALID);
         assert_eq!(why(&t, 6), WHY_INVALID);
@@ -1786,6 +1800,7 @@ burst = 5"#
         assert_eq!(why(&t, 8), WHY_LOOPBACK);
         assert_eq!(why(&t, 9), WHY_RETURNS);
         assert_eq!(why(&t, 11), WHY_POLICY);
+        assert_eq!(why(&t, 12), WHY_PROTOCOL_RETURNS);
         assert_eq!(why(&t, 2), WHY_DROP_POLICY);
         // The NEW line without a return of its own: the catch-all above was its return.
         assert_eq!(
@@ -1943,6 +1958,7 @@ peers = "any""#
         let options = Options { iface: Some("s0".into()), ..Options::default() };
         let t = translate(&dump(&rules), "dump", &options).unwrap();
         assert!(t.text.contains("interface = \"s0\"  # from --iface\n"));
+        assert_eq!(why(&t, 5), "on interface eth0: the policy is for s0 (from --iface)");
         assert_eq!(why(&t, 6), "on interface eth0: the policy is for s0 (from --iface)");
     }
 
