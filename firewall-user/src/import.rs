@@ -730,7 +730,9 @@ struct Entry {
     svc: Svc,
     limit: Option<Rate>,
     peers: Vec<(Option<Prefix>, usize)>,
-    /// Every line that went into it (openings and returns).
+    /// The line that named each peer first.
+    peer_line: HashMap<Option<Prefix>, usize>,
+    /// The lines that open its flows, and those of their returns.
     lines: Vec<usize>,
     returns: Vec<usize>,
     notes: Vec<String>,
@@ -768,10 +770,14 @@ struct RuleOut {
 }
 
 /// The most frequent of `values` (the first seen of equals).
-fn most_common<T: PartialEq + Clone>(values: &[T]) -> Option<T> {
+fn most_common<T: Eq + std::hash::Hash + Clone>(values: &[T]) -> Option<T> {
+    let mut counts: HashMap<&T, usize> = HashMap::new();
+    for v in values {
+        *counts.entry(v).or_default() += 1;
+    }
     let mut best: Option<(&T, usize)> = None;
     for v in values {
-        let n = values.iter().filter(|w| *w == v).count();
+        let n = counts[v];
         if best.is_none_or(|(_, m)| n > m) {
             best = Some((v, n));
         }
@@ -993,13 +999,14 @@ fn group(
     untranslated: &mut Vec<Finding>,
     differences: &mut Vec<Finding>,
 ) -> Vec<RuleOut> {
-    let text_of = |line: usize| {
-        flows.iter().find(|(l, _, _)| *l == line).map(|(_, t, _)| t.clone()).unwrap_or_default()
-    };
-    let finding = |line: usize, why: String| Finding { line, rule: text_of(line), why };
+    // Indexes throughout: a dump may hold a line for each of 100,000 peers.
+    let texts: HashMap<usize, &str> = flows.iter().map(|(l, t, _)| (*l, t.as_str())).collect();
+    let finding = |line: usize, why: String| Finding { line, rule: texts[&line].to_owned(), why };
     let mut returns: Vec<Return> = Vec::new();
+    let mut returns_by: HashMap<(Direction, Svc, Option<Prefix>), Vec<usize>> = HashMap::new();
     for (line, _, f) in flows.iter().filter(|(_, _, f)| f.is_return) {
         for svc in &f.services {
+            returns_by.entry((f.direction, *svc, f.peer)).or_default().push(returns.len());
             returns.push(Return {
                 direction: f.direction,
                 svc: *svc,
@@ -1011,45 +1018,44 @@ fn group(
         }
     }
     let mut entries: Vec<Entry> = Vec::new();
+    let mut entry_of: HashMap<(Direction, Svc, Option<Rate>), usize> = HashMap::new();
+    // The entries of one service, whatever their limits.
+    let mut entries_of: HashMap<(Direction, Svc), Vec<usize>> = HashMap::new();
     for (line, _, f) in flows.iter().filter(|(_, _, f)| !f.is_return) {
         let mut unanswered = false;
         for svc in &f.services {
             // Another entry of this service (with another limit) already has the peer:
             // one peer of a service belongs to one rule.
-            if let Some(other) = entries.iter().find(|e| {
-                e.direction == f.direction
-                    && e.svc == *svc
-                    && e.limit != f.limit
-                    && e.peers.iter().any(|(p, _)| *p == f.peer)
-            }) {
-                let at = other.peers.iter().find(|(p, _)| *p == f.peer).map_or(0, |(_, l)| *l);
+            let siblings = entries_of.get(&(f.direction, *svc)).map_or(&[][..], Vec::as_slice);
+            if let Some(at) = siblings
+                .iter()
+                .filter(|&&e| entries[e].limit != f.limit)
+                .find_map(|&e| entries[e].peer_line.get(&f.peer))
+            {
                 untranslated.push(finding(
                     *line,
                     format!("its peer is already admitted for this service by line {at}, with another limit: a peer of a service belongs to one rule"),
                 ));
                 continue;
             }
-            let at = match entries
-                .iter()
-                .position(|e| e.direction == f.direction && e.svc == *svc && e.limit == f.limit)
-            {
-                Some(at) => at,
-                None => {
-                    entries.push(Entry {
-                        direction: f.direction,
-                        svc: *svc,
-                        limit: f.limit,
-                        peers: Vec::new(),
-                        lines: Vec::new(),
-                        returns: Vec::new(),
-                        notes: Vec::new(),
-                        comments: Vec::new(),
-                    });
-                    entries.len() - 1
-                }
-            };
+            let at = *entry_of.entry((f.direction, *svc, f.limit)).or_insert_with(|| {
+                entries_of.entry((f.direction, *svc)).or_default().push(entries.len());
+                entries.push(Entry {
+                    direction: f.direction,
+                    svc: *svc,
+                    limit: f.limit,
+                    peers: Vec::new(),
+                    peer_line: HashMap::new(),
+                    lines: Vec::new(),
+                    returns: Vec::new(),
+                    notes: Vec::new(),
+                    comments: Vec::new(),
+                });
+                entries.len() - 1
+            });
             let entry = &mut entries[at];
-            if !entry.lines.contains(line) {
+            // Lines come in order: a multiport line's second port is the same line.
+            if entry.lines.last() != Some(line) {
                 entry.lines.push(*line);
             }
             if let Some(c) = &f.comment
@@ -1057,22 +1063,29 @@ fn group(
             {
                 entry.comments.push(c.clone());
             }
-            match entry.peers.iter().find(|(p, _)| *p == f.peer) {
-                Some((_, first)) => entry.notes.push(format!("line {line} repeats line {first}")),
-                None => entry.peers.push((f.peer, *line)),
+            match entry.peer_line.get(&f.peer) {
+                Some(first) => entry.notes.push(format!("line {line} repeats line {first}")),
+                None => {
+                    entry.peer_line.insert(f.peer, *line);
+                    entry.peers.push((f.peer, *line));
+                }
             }
             // Only flows have returns: ICMP errors and other types are single messages.
             let needs_return = matches!(svc, Svc::Port { .. } | Svc::Icmp { kind: ICMP_ECHO_REQUEST, .. });
             if !needs_return {
                 continue;
             }
+            // Its return: one to this peer, or one to anyone.
+            let mut keys = vec![(f.direction, *svc, None)];
+            if f.peer.is_some() {
+                keys.push((f.direction, *svc, f.peer));
+            }
             let mut answered = false;
-            for r in returns.iter_mut().filter(|r| {
-                r.direction == f.direction && r.svc == *svc && (r.peer.is_none() || r.peer == f.peer)
-            }) {
+            for r in keys.iter().filter_map(|k| returns_by.get(k)).flatten() {
+                let r = &mut returns[*r];
                 answered = true;
-                r.used = true;
-                if !entry.returns.contains(&r.line) {
+                if !r.used {
+                    r.used = true;
                     entry.returns.push(r.line);
                     if let Some(rate) = r.limit {
                         entry.notes.push(format!(
@@ -1080,6 +1093,9 @@ fn group(
                             r.line
                         ));
                     }
+                } else if !entry.returns.contains(&r.line) {
+                    // A return to anyone, already used by another entry's lines.
+                    entry.returns.push(r.line);
                 }
             }
             unanswered |= !answered;
@@ -1093,9 +1109,10 @@ fn group(
             ));
         }
     }
+    let mut listed: std::collections::HashSet<usize> = untranslated.iter().map(|f| f.line).collect();
     for r in &returns {
         // A multiport line is listed once.
-        if r.used || untranslated.iter().any(|f| f.line == r.line) {
+        if r.used || !listed.insert(r.line) {
             continue;
         }
         let why = match r.svc {
