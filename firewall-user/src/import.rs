@@ -739,14 +739,11 @@ struct Entry {
     comments: Vec<String>,
 }
 
-/// A return line's service, for pairing with the lines that open its flows.
+/// A return line's service, for pairing with the lines that open its flows (found by
+/// the flow's direction, the service and the peer, `None` for anyone).
 #[derive(Debug)]
 struct Return {
-    /// The direction of the flow it returns.
-    direction: Direction,
     svc: Svc,
-    /// `None`: it answers anyone.
-    peer: Option<Prefix>,
     line: usize,
     limit: Option<Rate>,
     /// Some opening line pairs with it.
@@ -1007,14 +1004,7 @@ fn group(
     for (line, _, f) in flows.iter().filter(|(_, _, f)| f.is_return) {
         for svc in &f.services {
             returns_by.entry((f.direction, *svc, f.peer)).or_default().push(returns.len());
-            returns.push(Return {
-                direction: f.direction,
-                svc: *svc,
-                peer: f.peer,
-                line: *line,
-                limit: f.limit,
-                used: false,
-            });
+            returns.push(Return { svc: *svc, line: *line, limit: f.limit, used: false });
         }
     }
     let mut entries: Vec<Entry> = Vec::new();
