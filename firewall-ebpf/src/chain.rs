@@ -22,16 +22,19 @@ use aya_ebpf::{EbpfContext, maps::lpm_trie::Key};
 use aya_log_ebpf::info;
 use firewall_common::{
     ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_RELATED, ANY_PEER, Addr, AllowKey, AllowValue, Builtin,
-    CONFIG_AUDIT, CONFIG_HAS_PREFIXES, DROP_EVENT_BYTES, CONFIG_IPV6, CONFIG_LOG_DROPS, CONFIG_READY, Chain, Config, Direction, FlowKey,
-    ICMP_DEST_UNREACHABLE, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, ICMPV6_DEST_UNREACHABLE, ICMPV6_MLD,
-    ICMPV6_ND_FIRST, ICMPV6_ND_LAST, ICMPV6_PACKET_TOO_BIG, ICMPV6_PARAMETER_PROBLEM, ICMPV6_TIME_EXCEEDED,
-    LOG_BUCKET, Line, MAX_COUNTERS, PROTO_ICMPV6, PROTO_TCP, block_counter, builtin_counter, rule_counter,
+    CONFIG_AUDIT, CONFIG_HAS_PREFIXES, CONFIG_IPV6, CONFIG_LOG_DROPS, CONFIG_READY, Chain, Config,
+    DROP_EVENT_BYTES, Direction, FlowKey, ICMP_DEST_UNREACHABLE, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED,
+    ICMPV6_DEST_UNREACHABLE, ICMPV6_MLD, ICMPV6_ND_FIRST, ICMPV6_ND_LAST, ICMPV6_PACKET_TOO_BIG,
+    ICMPV6_PARAMETER_PROBLEM, ICMPV6_TIME_EXCEEDED, LOG_BUCKET, Line, MAX_COUNTERS, PROTO_ICMPV6, PROTO_TCP,
+    block_counter, builtin_counter, rule_counter,
 };
 
 use crate::{
     conntrack,
     maps::{ALLOW_EXACT, ALLOW_PREFIX, ANTISPOOF_DST, ANTISPOOF_SRC, BLOCKLIST, CONFIG, COUNTERS, DROP_HEAD},
-    parse::{Frame, Ip, L3, L4, TCP_ACK, TCP_SYN, copy_head, parse_l3, parse_l4, parse_quoted, tcp_flags_valid},
+    parse::{
+        Frame, Ip, L3, L4, TCP_ACK, TCP_SYN, copy_head, parse_l3, parse_l4, parse_quoted, tcp_flags_valid,
+    },
     token_bucket,
 };
 

@@ -23,12 +23,12 @@ mod token_bucket;
 
 #[cfg(target_arch = "bpf")]
 mod programs {
+    use aya_ebpf::helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes};
     use aya_ebpf::{
         bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
         macros::{classifier, xdp},
         programs::{TcContext, XdpContext},
     };
-    use aya_ebpf::helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes};
     use firewall_common::{DROP_EVENT_BYTES, Direction};
 
     use crate::{

@@ -7,9 +7,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use firewall_common::{
-    ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, BlockEntry, DROP_EVENT_BYTES,
-    CONNTRACK_DEFAULT_ENTRIES, Config, Counter, Flow, FlowKey, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS,
-    TOKEN_BUCKETS_ENTRIES, TokenBucket,
+    ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, BlockEntry,
+    CONNTRACK_DEFAULT_ENTRIES, Config, Counter, DROP_EVENT_BYTES, Flow, FlowKey, MAX_ANTISPOOF, MAX_BLOCKED,
+    MAX_COUNTERS, TOKEN_BUCKETS_ENTRIES, TokenBucket,
 };
 
 /// `CONFIG[0]`: the host's address, timeouts, and whether the policy is in force.

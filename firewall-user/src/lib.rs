@@ -4,6 +4,7 @@ pub mod blocklist;
 pub mod compile;
 pub mod confirm;
 pub mod filter;
+pub mod import;
 pub mod listing;
 pub mod live;
 pub mod lockout;

@@ -1,11 +1,12 @@
 //! `firewall`: the seed's tight iptables policy, enforced by XDP and TC programs.
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{net::Ipv4Addr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use firewall_user::{
     blocklist, confirm,
     filter::{self, Mode},
+    import,
     listing::{Style, json, render},
     live, lockout,
     maps::LiveMaps,
@@ -202,6 +203,23 @@ enum Command {
         #[arg(long)]
         iface: Option<String>,
     },
+    /// Turn an iptables-save dump into a policy, and list the lines it could not translate.
+    Import {
+        /// The dump (`-` for stdin).
+        file: PathBuf,
+        /// Write the policy here (default: stdout); an existing file only with --force.
+        #[arg(short = 'o', long = "output", value_name = "OUT")]
+        output: Option<PathBuf>,
+        /// Replace OUT if it exists.
+        #[arg(long)]
+        force: bool,
+        /// [host] interface (default: the one the dump's -i/-o name).
+        #[arg(long)]
+        iface: Option<String>,
+        /// [host] address, OURIP (default: the one the dump's -d/-s name).
+        #[arg(long)]
+        address: Option<Ipv4Addr>,
+    },
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -344,6 +362,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Watch { iface, interval } => watch::run(iface.as_deref(), &interval)?,
         Command::Serve { metrics, iface } => serve::serve(&metrics, iface.as_deref())?,
+        Command::Import { file, output, force, iface, address } => {
+            import::run(&file, output.as_deref(), force, &import::Options { iface, address })?;
+        }
     }
     Ok(())
 }

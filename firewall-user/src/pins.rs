@@ -228,6 +228,17 @@ impl Pins {
 /// reader sees the old contents or the new, never a mix; the mode of an existing file is
 /// kept.
 pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
+    put_in_place(path, contents, |tmp, path| fs::rename(tmp, path).map_err(io_err("rename to", path)))
+}
+
+/// As [`write_atomically`], but never replaces a file: the temporary file is linked to
+/// `path`, which fails (`AlreadyExists`) if something took the name meanwhile.
+pub fn create_atomically(path: &Path, contents: &[u8]) -> Result<()> {
+    put_in_place(path, contents, |tmp, path| fs::hard_link(tmp, path).map_err(io_err("link to", path)))
+}
+
+/// Writes `contents` to a temporary file beside `path` and moves it there with `place`.
+fn put_in_place(path: &Path, contents: &[u8], place: impl FnOnce(&Path, &Path) -> Result<()>) -> Result<()> {
     use std::io::Write as _;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -239,10 +250,9 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
         if let Ok(meta) = fs::metadata(path) {
             fs::set_permissions(&tmp, meta.permissions()).map_err(io_err("chmod", &tmp))?;
         }
-        fs::rename(&tmp, path).map_err(io_err("rename to", path))
+        place(&tmp, path)
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
+    // Gone after a rename; the second name after a link; after a failure, litter.
+    let _ = fs::remove_file(&tmp);
     result
 }

@@ -697,7 +697,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 }
 
 /// `"1/sec"`, `"10/minute"`, as iptables' `--limit`.
-fn parse_limit(text: &str) -> Option<(u32, &'static str, Duration)> {
+pub fn parse_limit(text: &str) -> Option<(u32, &'static str, Duration)> {
     let (count, unit) = text.split_once('/')?;
     let count: u32 = count.parse().ok().filter(|c| *c > 0)?;
     let (unit, per): (&'static str, u64) = match unit {

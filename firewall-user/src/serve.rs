@@ -431,11 +431,7 @@ mod tests {
     use firewall_common::{Counter as Count, MAX_COUNTERS};
 
     use super::*;
-    use crate::{
-        compile::{Ids, listing},
-        pins::LiveState,
-        policy::parse,
-    };
+    use crate::{compile::Ids, pins::LiveState, policy::parse};
 
     /// A snapshot of `examples/NAME` as `up` would number it, every counter distinct
     /// (id n holds n packets and 1000 n bytes).
@@ -443,15 +439,11 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(name);
         let policy = parse(&std::fs::read_to_string(&path).unwrap(), &path).unwrap();
         let ids = Ids::assign(&policy, &Ids::default());
-        Snapshot {
-            taken: Instant::now(),
-            chains: listing(&policy, &ids),
-            counters: (0..u64::from(MAX_COUNTERS)).map(|n| Count { packets: n, bytes: 1000 * n }).collect(),
-            conntrack_entries: 7,
-            conntrack_capacity: u64::from(policy.conntrack.max_entries),
-            state: LiveState { policy_file: path, ids },
-            policy,
-        }
+        let counters = (0..u64::from(MAX_COUNTERS)).map(|n| Count { packets: n, bytes: 1000 * n }).collect();
+        let mut snapshot =
+            Snapshot::from_parts(policy, LiveState { policy_file: path, ids }, counters, Instant::now());
+        snapshot.conntrack_entries = 7;
+        snapshot
     }
 
     /// `name{labels} value` lines of a family, as (labels, value).

@@ -68,6 +68,24 @@ impl Snapshot {
         })
     }
 
+    /// A snapshot made of its parts, not read from a live filter (no flows, no blocks,
+    /// enforcing): for tests of what reads snapshots.
+    pub fn from_parts(policy: Policy, state: LiveState, counters: Vec<Counter>, taken: Instant) -> Snapshot {
+        let chains = listing(&policy, &state.ids);
+        let conntrack_capacity = u64::from(policy.conntrack.max_entries);
+        Snapshot {
+            taken,
+            policy,
+            state,
+            chains,
+            counters,
+            conntrack_entries: 0,
+            conntrack_capacity,
+            blocks: Vec::new(),
+            audit: false,
+        }
+    }
+
     fn counter(&self, id: u32) -> Counter {
         self.counters.get(id as usize).copied().unwrap_or_default()
     }
@@ -101,20 +119,13 @@ mod tests {
     fn every_line_comes_once_with_its_counter() {
         let text = "[host]\naddress = \"198.51.100.1\"\n[[rule]]\nname = \"web-in\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 80\npeers = \"any\"\n";
         let policy = crate::policy::parse(text, Path::new("p.toml")).unwrap();
-        let chains = listing(&policy, &Ids::assign(&policy, &Ids::default()));
+        let ids = Ids::assign(&policy, &Ids::default());
         let mut counters = vec![Counter::default(); 1024];
         let policy_id = builtin_counter(Chain::Input, Builtin::Policy);
         counters[policy_id as usize] = Counter { packets: 7, bytes: 700 };
-        let snapshot = Snapshot {
-            taken: Instant::now(),
-            policy,
-            chains: chains.clone(),
-            counters,
-            conntrack_entries: 0,
-            conntrack_capacity: 65536,
-            blocks: Vec::new(),
-            audit: false,
-        };
+        let state = LiveState { policy_file: "p.toml".into(), ids };
+        let snapshot = Snapshot::from_parts(policy, state, counters, Instant::now());
+        let chains = snapshot.chains.clone();
         let lines = snapshot.lines();
         assert_eq!(lines.len(), chains.iter().map(|c| c.lines.len()).sum::<usize>());
         let mut ids: Vec<u32> = lines.iter().map(|l| l.line.counter).collect();

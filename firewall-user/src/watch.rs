@@ -258,7 +258,7 @@ pub(crate) mod tests {
     use std::{path::Path, time::Instant};
 
     use super::*;
-    use crate::compile::{Ids, listing};
+    use crate::{compile::Ids, pins::LiveState};
 
     pub(crate) const POLICY: &str = r#"[host]
 address = "198.51.100.1"
@@ -292,15 +292,9 @@ peers = "any"
     ) -> (Snapshot, Ids) {
         let policy = crate::policy::parse(text, Path::new("p.toml")).unwrap();
         let ids = Ids::assign(&policy, previous);
-        let chains = listing(&policy, &ids);
-        let mut snapshot = Snapshot {
-            taken,
-            policy,
-            chains,
-            counters: vec![Counter::default(); 1024],
-            conntrack_entries: 3,
-            conntrack_capacity: 65536,
-        };
+        let state = LiveState { policy_file: "p.toml".into(), ids: ids.clone() };
+        let mut snapshot = Snapshot::from_parts(policy, state, vec![Counter::default(); 1024], taken);
+        snapshot.conntrack_entries = 3;
         for (name, chain, packets, bytes) in set {
             let id = snapshot
                 .lines()

@@ -64,6 +64,8 @@ pub enum Filter {
     Nothing,
     Iptables,
     Firewall,
+    /// The firewall with the policy `firewall import` made of the seed's iptables-save.
+    Imported,
 }
 
 impl fmt::Display for Filter {
@@ -72,6 +74,7 @@ impl fmt::Display for Filter {
             Filter::Nothing => "no filter",
             Filter::Iptables => "iptables",
             Filter::Firewall => "firewall",
+            Filter::Imported => "firewall (imported)",
         })
     }
 }

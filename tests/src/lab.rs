@@ -322,7 +322,11 @@ impl Lab {
 
     /// `firewall up --policy <tight, on s0> --iface s0`, which must succeed.
     pub fn up(&self) -> String {
-        let policy = self.policy_file();
+        self.up_with(&self.policy_file())
+    }
+
+    /// `firewall up --policy POLICY --iface s0`, which must succeed.
+    pub fn up_with(&self, policy: &Path) -> String {
         self.firewall_ok(&["up", "--policy", policy.to_str().expect("utf-8"), "--iface", SERVER_IF])
     }
 

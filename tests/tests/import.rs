@@ -1,0 +1,251 @@
+//! `firewall import`, from the seed's real `iptables-save` to a policy that filters as
+//! examples/tight.toml does.
+//!
+//! In a lab, the seed's script (tests/seed/tight-iptables.sh) runs with the lab's
+//! addresses in the server namespace, with two lines the import cannot translate added
+//! (a `-m recent` rule and a LOG rule); `iptables-save` is taken there, and `firewall
+//! import` turns it into a policy, which `firewall check` must accept. Then the
+//! differential probe matrix (tests/src/differential.rs) runs behind the firewall with
+//! examples/tight.toml and behind the firewall with the imported policy: every probe must
+//! get the same verdict, and so the imported policy differs from the seed's iptables
+//! exactly where tests/tests/differential.rs lists.
+//!
+//! Run as root after `cargo build --release`:
+//! `cargo test --release -p tests --test import -- --nocapture`.
+use std::{
+    fs,
+    path::Path,
+    process::{Command, Output},
+    time::Instant,
+};
+
+use tests::{
+    differential::{Bench, Filter, Seen, iptables_down, iptables_up, matrix, table, tight},
+    lab::{Lab, SERVER_IF, TempDir, firewall_bin, sh},
+    require_root,
+};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn import(args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write as _;
+    let mut command = Command::new(firewall_bin());
+    command.arg("import").args(args);
+    command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("running firewall import");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.unwrap_or("").as_bytes()).expect("writing stdin");
+    drop(input);
+    child.wait_with_output().expect("waiting for firewall import")
+}
+
+/// `ip netns exec SERVER iptables ARGS…`, which must succeed.
+fn iptables(lab: &Lab, program: &str, args: &[&str]) -> String {
+    text(&sh(Command::new("ip").args(["netns", "exec", &lab.server, program]).args(args)).stdout)
+}
+
+/// The line number (from 1) of the only line of `dump` that contains `needle`, and the line.
+fn line_of<'d>(dump: &'d str, needle: &str) -> (usize, &'d str) {
+    let found: Vec<(usize, &str)> =
+        dump.lines().enumerate().filter(|(_, l)| l.contains(needle)).map(|(i, l)| (i + 1, l)).collect();
+    assert_eq!(found.len(), 1, "{needle:?} in the dump:\n{dump}");
+    found[0]
+}
+
+#[test]
+fn the_imported_seed_dump_filters_as_examples_tight_toml_does() {
+    require_root();
+    let started = Instant::now();
+    let policy = tight();
+    let lab = Lab::new("import");
+    let bench = Bench::new(&lab, matrix(&policy));
+    let probes = &bench.probes;
+
+    // The seed's script with the lab's addresses, two untranslatable lines, the dump.
+    iptables_up(&lab, &policy);
+    let recent = ["-p", "tcp", "-m", "tcp", "--dport", "2222", "-m", "recent", "--set", "--name", "knock"];
+    iptables(&lab, "iptables", &[&["-I", "INPUT", "1"][..], &recent, &["-j", "ACCEPT"]].concat());
+    iptables(&lab, "iptables", &["-I", "OUTPUT", "1", "-j", "LOG", "--log-prefix", "out: "]);
+    let dump = iptables(&lab, "iptables-save", &[]);
+    iptables_down(&lab);
+    let (recent_at, recent_line) = line_of(&dump, "-m recent");
+    let (log_at, log_line) = line_of(&dump, "-j LOG");
+
+    let dump_file = lab.tmp().join("seed.iptables-save");
+    fs::write(&dump_file, &dump).expect("writing the dump");
+    let out = lab.tmp().join("imported.toml");
+    let (dump_path, out_path) = (dump_file.to_str().expect("utf-8"), out.to_str().expect("utf-8"));
+    let t = Instant::now();
+    let output = import(&[dump_path, "-o", out_path, "--iface", SERVER_IF], None);
+    let took = t.elapsed();
+    let stderr = text(&output.stderr);
+    eprintln!("firewall import ({:.0} ms):\n{stderr}", took.as_secs_f64() * 1000.0);
+    assert_eq!(output.status.code(), Some(0), "firewall import failed:\n{stderr}");
+    assert!(output.stdout.is_empty(), "the policy went to {out_path}, not stdout");
+    let recent_why =
+        format!("iptables-save line {recent_at}: {recent_line}: match module \"recent\" is not translated");
+    let log_why = format!(
+        "iptables-save line {log_at}: {log_line}: target LOG is not translated: the firewall counts what it drops (firewall list) but logs nothing"
+    );
+    let mail_in = line_of(&dump, "--dport 25 -j ACCEPT");
+    let mail_why = format!(
+        "iptables-save line {}: {}: translated, but it has no return line: the firewall admits the returns of the flows it opens, which this dump drops",
+        mail_in.0, mail_in.1
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    // iptables-save lists INPUT before OUTPUT; the untranslated lines come first.
+    assert!(recent_at < log_at);
+    let mut expected = vec![recent_why.as_str(), log_why.as_str(), mail_why.as_str()];
+    let summary = format!(
+        "firewall: imported 12 rules from {dump_path} to {out_path}; 2 lines not translated, 1 line translated with a difference (listed above and at the top of the policy)"
+    );
+    expected.push(&summary);
+    assert_eq!(lines, expected);
+
+    // The same lines at the top of the policy, and a comment per rule naming its lines.
+    let imported = fs::read_to_string(&out).expect("reading the imported policy");
+    eprintln!("{out_path}:\n{imported}");
+    let header: String =
+        imported.lines().take_while(|l| l.starts_with('#')).map(|l| format!("{l}\n")).collect();
+    for why in [&recent_why, &log_why, &mail_why] {
+        assert!(header.contains(&format!("# {why}\n")), "not at the top of the policy: {why}\n{header}");
+    }
+    let rules = imported.matches("\n[[rule]]\n").count();
+    let sourced = imported.matches("# From iptables-save line").count();
+    assert_eq!((rules, sourced), (12, 12), "every rule says where it came from:\n{imported}");
+    let check = Command::new(firewall_bin()).arg("check").arg(&out).output().expect("running firewall check");
+    assert_eq!(
+        (check.status.code(), text(&check.stdout)),
+        (Some(0), format!("{out_path}: OK (12 rules)\n")),
+        "firewall check: {}",
+        text(&check.stderr)
+    );
+
+    // The matrix behind examples/tight.toml, then behind the import.
+    let mut runs: Vec<(Filter, Vec<Seen>)> = Vec::new();
+    let mut times = Vec::new();
+    for (filter, file) in [(Filter::Firewall, lab.policy_file()), (Filter::Imported, out.clone())] {
+        let t = Instant::now();
+        lab.up_with(&file);
+        runs.push((filter, bench.run(filter)));
+        lab.firewall_ok(&["down", "--iface", SERVER_IF]);
+        times.push((filter, t.elapsed()));
+    }
+    let (tight_run, imported_run) = (&runs[0].1, &runs[1].1);
+    let mut failures = Vec::new();
+    let judgements: Vec<String> = probes
+        .iter()
+        .enumerate()
+        .map(|(i, probe)| {
+            if tight_run[i].verdict.agrees(imported_run[i].verdict) {
+                "agree".to_owned()
+            } else {
+                failures.push(format!(
+                    "{}: tight.toml {} but imported {}",
+                    probe.name, tight_run[i], imported_run[i]
+                ));
+                "FAIL: the imported policy differs".to_owned()
+            }
+        })
+        .collect();
+    println!("\n{}", table(probes, &runs, &judgements));
+    println!("{} probes: {} agree, {} differ", probes.len(), probes.len() - failures.len(), failures.len());
+    for (filter, took) in &times {
+        println!("{filter}: {:.1} s", took.as_secs_f64());
+    }
+    println!("whole test: {:.1} s", started.elapsed().as_secs_f64());
+    assert!(
+        failures.is_empty(),
+        "{} of {} probes differ:\n  {}",
+        failures.len(),
+        probes.len(),
+        failures.join("\n  ")
+    );
+}
+
+/// A small dump of the seed's idioms (the first rule is line 5).
+const DUMP: &str = "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT DROP [0:0]\n\
+    -A INPUT -s 203.0.113.7/32 -d 198.51.100.1/32 -p tcp -m tcp --dport 122 -m state --state NEW,ESTABLISHED -j ACCEPT\n\
+    -A OUTPUT -s 198.51.100.1/32 -d 203.0.113.7/32 -p tcp -m tcp --sport 122 -m state --state ESTABLISHED -j ACCEPT\n\
+    COMMIT\n";
+
+#[test]
+fn import_reads_stdin_refuses_what_is_no_dump_and_never_overwrites_unasked() {
+    require_root();
+    let dir = TempDir::new("import");
+
+    // `-` is stdin; the policy goes to stdout, the summary to stderr.
+    let output = import(&["-"], Some(DUMP));
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(
+        text(&output.stderr),
+        "firewall: imported 1 rule from stdin to stdout; 0 lines not translated, 0 lines translated with a difference\n"
+    );
+    let policy = text(&output.stdout);
+    assert!(
+        policy.contains(
+            "# From iptables-save line 5, and 6 for the returns.\n[[rule]]\nname = \"tcp-122-in\"\n"
+        ),
+        "{policy}"
+    );
+
+    // Not a dump: one line, exit 1, nothing written.
+    let out = dir.path.join("out.toml");
+    let out_path = out.to_str().expect("utf-8");
+    let not_a_dump = dir.write("policy.toml", "[host]\naddress = \"198.51.100.1\"\n");
+    let output = import(&[not_a_dump.to_str().expect("utf-8"), "-o", out_path], None);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        text(&output.stderr),
+        format!(
+            "firewall: {}:1: not an iptables-save dump: expected a *table line first, found \"[host]\"\n",
+            not_a_dump.display()
+        )
+    );
+    assert!(!out.exists(), "nothing is written for a bad dump");
+
+    // Nothing usable: the lines are listed, then one error line.
+    let useless = dir.write("useless", "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j LOG\nCOMMIT\n");
+    let output = import(&[useless.to_str().expect("utf-8"), "-o", out_path], None);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        text(&output.stderr),
+        format!(
+            "iptables-save line 2: :INPUT ACCEPT [0:0]: chain policy ACCEPT cannot be expressed: every chain drops what no rule admits\n\
+             iptables-save line 3: -A INPUT -j LOG: target LOG is not translated: the firewall counts what it drops (firewall list) but logs nothing\n\
+             firewall: nothing to import from {}: no line of its filter table became a rule (2 lines not translated, listed above)\n",
+            useless.display()
+        )
+    );
+    assert!(!out.exists());
+
+    // An existing file is kept, unless --force.
+    let dump = dir.write("dump", DUMP);
+    let dump_path = dump.to_str().expect("utf-8");
+    fs::write(&out, "mine\n").expect("writing");
+    let output = import(&[dump_path, "-o", out_path], None);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        text(&output.stderr),
+        format!("firewall: {out_path} exists: not overwritten (give --force to replace it)\n")
+    );
+    assert_eq!(fs::read_to_string(&out).expect("reading"), "mine\n");
+    let output = import(&[dump_path, "-o", out_path, "--force"], None);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(
+        fs::read_to_string(&out).expect("reading"),
+        policy.replace("from stdin", &format!("from {dump_path}"))
+    );
+    // No temporary file is left beside it.
+    let names: Vec<String> = fs::read_dir(&dir.path)
+        .expect("listing")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    assert!(Path::new(out_path).is_file());
+}
