@@ -3,6 +3,7 @@
 pub mod blocklist;
 pub mod compile;
 pub mod confirm;
+pub mod drops;
 pub mod filter;
 pub mod import;
 pub mod listing;

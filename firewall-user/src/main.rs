@@ -4,7 +4,7 @@ use std::{net::Ipv4Addr, path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use firewall_user::{
-    blocklist, confirm,
+    blocklist, confirm, drops,
     filter::{self, Mode},
     import,
     listing::{Style, json, render},
@@ -185,6 +185,14 @@ enum Command {
         #[arg(long)]
         iface: Option<String>,
     },
+    /// Stream sampled drop events, as iptables' LOG target writes them, until Ctrl-C.
+    Drops {
+        /// The most events a second, enforced in the kernel (bursts of as many).
+        #[arg(long, default_value = "10", value_parser = firewall_user::drops::parse_rate)]
+        rate: u32,
+        #[arg(long)]
+        iface: Option<String>,
+    },
     /// Live per-rule packet and byte rates, busiest first, and the conntrack table's fill.
     Watch {
         /// The interface (default: the only one with a filter up).
@@ -200,6 +208,10 @@ enum Command {
         /// Where to listen, as 127.0.0.1:9100 or [::1]:9100.
         #[arg(long, value_name = "ADDR:PORT")]
         metrics: String,
+        /// Also write sampled drop events to stderr, at most RATE a second (enforced in
+        /// the kernel; off by default: drop logging fills disks).
+        #[arg(long, value_name = "RATE", value_parser = firewall_user::drops::parse_rate)]
+        log_drops: Option<u32>,
         #[arg(long)]
         iface: Option<String>,
     },
@@ -361,12 +373,40 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Watch { iface, interval } => watch::run(iface.as_deref(), &interval)?,
-        Command::Serve { metrics, iface } => serve::serve(&metrics, iface.as_deref())?,
+        Command::Drops { rate, iface } => print_drops(iface.as_deref(), rate)?,
+        Command::Serve { metrics, log_drops, iface } => serve::serve(&metrics, iface.as_deref(), log_drops)?,
         Command::Import { file, output, force, iface, address } => {
             import::run(&file, output.as_deref(), force, &import::Options { iface, address })?;
         }
     }
     Ok(())
+}
+
+/// `firewall drops`: each event on a line of its own, flushed, until SIGINT or SIGTERM.
+fn print_drops(iface: Option<&str>, rate: u32) -> anyhow::Result<()> {
+    use std::{
+        io::Write as _,
+        sync::{Arc, atomic::AtomicBool},
+    };
+    filter::require_root()?;
+    let pins = live::live(iface)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("catching SIGINT and SIGTERM")?;
+    }
+    let mut snapshot = Snapshot::take(&pins)?;
+    eprintln!("firewall: drop events on {}, at most {rate} a second; Ctrl-C ends", pins.iface);
+    let mut out = std::io::stdout().lock();
+    drops::stream(&pins, rate, &stop, |event| {
+        // A line a reload added since: read the listing again.
+        if !snapshot.chains.iter().any(|c| c.lines.iter().any(|l| l.counter == event.counter))
+            && let Ok(fresh) = Snapshot::take(&pins)
+        {
+            snapshot = fresh;
+        }
+        let _ = writeln!(out, "{}", drops::render(&event, &pins.iface, Some(&snapshot)));
+        let _ = out.flush();
+    })
 }
 
 /// Starts the rollback timer and says how to keep the change.
@@ -403,7 +443,18 @@ fn report_peers(done_word: &str, noop_word: &str, rule: &str, addrs: &[String], 
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if !err.use_stderr() => err.exit(),
+        Err(err) => {
+            // One line, as every other error: clap's first, without its "error: ".
+            let text = err.render().to_string();
+            let first = text.lines().next().unwrap_or_default();
+            eprintln!("firewall: {} (see firewall --help)", first.strip_prefix("error: ").unwrap_or(first));
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // One line: the error and its causes.

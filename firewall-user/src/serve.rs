@@ -7,17 +7,21 @@
 //!
 //! The runtime is tokio's, on one thread: each HTTP connection is a task of its own (a
 //! slow client holds up only itself), the map reads and reloads run on its blocking pool.
-//! Long-running work is one of `run`'s `Tasks`; `--log-drops` will be one more, and
-//! every gauge read from a snapshot is emitted in `gauges`.
+//! Long-running work is one of `run`'s `Tasks` (HTTP, and with `--log-drops` the kernel's
+//! drop events, see [`crate::drops`]), and every gauge read from a snapshot is emitted in
+//! `gauges`.
 use std::{
     convert::Infallible,
     fmt, io,
     net::SocketAddr,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
-use firewall_common::{ANTISPOOF_COUNTER_BASE, Line, RULE_COUNTER_BASE, rule_counter};
+use firewall_common::{ANTISPOOF_COUNTER_BASE, BLOCK_COUNTER_BASE, Line, RULE_COUNTER_BASE, rule_counter};
 use http_body_util::Full;
 use hyper::{
     Method, Request, Response, StatusCode,
@@ -46,6 +50,7 @@ use tokio::{
 
 use crate::{
     compile::chain_name,
+    drops,
     filter::require_root,
     live::{self, LiveError},
     pins::Pins,
@@ -80,8 +85,9 @@ pub enum ServeError {
 
 pub type Result<T> = std::result::Result<T, ServeError>;
 
-/// Checks the address and the filter, then serves until SIGTERM or SIGINT.
-pub fn serve(metrics: &str, iface: Option<&str>) -> Result<()> {
+/// Checks the address and the filter, then serves until SIGTERM or SIGINT; with
+/// `log_drops`, drop events at most that many a second go to stderr too.
+pub fn serve(metrics: &str, iface: Option<&str>, log_drops: Option<u32>) -> Result<()> {
     let addr: SocketAddr = metrics.parse().map_err(|_| ServeError::BadAddress(metrics.to_owned()))?;
     require_root().map_err(LiveError::from)?;
     let pins = Pins::find(iface).map_err(LiveError::from)?;
@@ -89,7 +95,8 @@ pub fn serve(metrics: &str, iface: Option<&str>) -> Result<()> {
     let file = Snapshot::take(&pins)?.state.policy_file;
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ServeError::Runtime)?;
-    runtime.block_on(run(addr, pins.iface, file))
+    // Dropping the runtime waits for the drop events' thread, which turns them off.
+    runtime.block_on(run(addr, pins.iface, file, log_drops))
 }
 
 /// The process's own counters.
@@ -97,6 +104,8 @@ pub fn serve(metrics: &str, iface: Option<&str>) -> Result<()> {
 struct Reloads {
     applied: Counter,
     failed: Counter,
+    /// Drop events received (`--log-drops`).
+    drop_events: Counter,
 }
 
 /// What the tasks share.
@@ -108,6 +117,8 @@ struct Shared {
     /// One map reading or reload at a time: a reload rewrites the state files that a
     /// reading reads.
     busy: Mutex<()>,
+    /// Set when the process ends: the drop events' thread stops, and turns them off.
+    stop: Arc<AtomicBool>,
 }
 
 /// How a long-running task ends: only with an error (they serve until the process ends).
@@ -140,7 +151,12 @@ impl Tasks {
     }
 }
 
-async fn run(addr: SocketAddr, iface: String, file: std::path::PathBuf) -> Result<()> {
+async fn run(
+    addr: SocketAddr,
+    iface: String,
+    file: std::path::PathBuf,
+    log_drops: Option<u32>,
+) -> Result<()> {
     // The handlers exist before anything is announced: until then a SIGHUP would kill us.
     let listen = |kind: SignalKind, name: &'static str| {
         signal(kind).map_err(|source| ServeError::Signal { signal: name, source })
@@ -150,11 +166,19 @@ async fn run(addr: SocketAddr, iface: String, file: std::path::PathBuf) -> Resul
     let mut interrupt = listen(SignalKind::interrupt(), "SIGINT")?;
     let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
     let bound = listener.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
-    let shared = Arc::new(Shared { iface, reloads: Reloads::default(), busy: Mutex::new(()) });
+    let shared = Arc::new(Shared {
+        iface,
+        reloads: Reloads::default(),
+        busy: Mutex::new(()),
+        stop: Arc::new(AtomicBool::new(false)),
+    });
 
-    // The long-running tasks. `--log-drops` (drop events from the kernel) joins here.
+    // The long-running tasks.
     let mut tasks = Tasks::default();
     tasks.spawn("serving HTTP", http(listener, shared.clone()));
+    if let Some(rate) = log_drops {
+        tasks.spawn("reading drop events", drop_events(shared.clone(), rate));
+    }
 
     eprintln!(
         "firewall serve: metrics at http://{bound}/metrics for the filter on {}; SIGHUP reloads {}",
@@ -169,8 +193,35 @@ async fn run(addr: SocketAddr, iface: String, file: std::path::PathBuf) -> Resul
             err = tasks.ended() => return Err(err),
         }
     }
+    shared.stop.store(true, Ordering::Relaxed);
     eprintln!("firewall serve: stopped; the filter on {} stays up", shared.iface);
     Ok(())
+}
+
+/// `--log-drops`: the events, each a line on stderr, counted. On a thread of the blocking
+/// pool (aya-log's reader is blocking), until `stop`.
+async fn drop_events(shared: Arc<Shared>, rate: u32) -> Task {
+    let task = shared.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        let pins = Pins::find(Some(&task.iface)).map_err(|e| e.to_string())?;
+        let mut snapshot = Snapshot::take(&pins).ok();
+        drops::stream(&pins, rate, &task.stop, |event| {
+            task.reloads.drop_events.inc();
+            let known =
+                |s: &Snapshot| s.chains.iter().any(|c| c.lines.iter().any(|l| l.counter == event.counter));
+            if !snapshot.as_ref().is_some_and(known) {
+                snapshot = Snapshot::take(&pins).ok();
+            }
+            eprintln!("firewall serve: {}", drops::render(&event, &pins.iface, snapshot.as_ref()));
+        })
+        .map_err(|e| e.to_string())
+    });
+    let reason = match read.await {
+        Ok(Ok(())) => return std::future::pending().await,
+        Ok(Err(reason)) => reason,
+        Err(err) => err.to_string(),
+    };
+    Err(ServeError::TaskEnded { task: "reading drop events".into(), reason })
 }
 
 /// SIGHUP: what `firewall reload` does, with one line on stderr either way.
@@ -317,6 +368,11 @@ fn exposition(
         "Reloads on SIGHUP that failed, leaving the filter as it was",
         reloads.failed.clone(),
     );
+    registry.register(
+        "firewall_drop_events",
+        "Drop events received from the kernel (--log-drops; sampled, at most its rate a second)",
+        reloads.drop_events.clone(),
+    );
     registry.register_collector(Box::new(SnapshotMetrics { snapshot, iface: iface.to_owned() }));
     let mut out = String::new();
     if openmetrics {
@@ -348,6 +404,16 @@ fn gauges(snapshot: &Snapshot) -> Vec<Gauge> {
             help: "The conntrack table's size ([conntrack] max_entries)",
             value: snapshot.conntrack_capacity,
         },
+        Gauge {
+            name: "firewall_blocklist_entries",
+            help: "Addresses and prefixes blocked now (firewall block)",
+            value: snapshot.blocks.len() as u64,
+        },
+        Gauge {
+            name: "firewall_audit",
+            help: "1 in audit mode (what would drop is counted and passed), else 0",
+            value: u64::from(snapshot.audit),
+        },
     ]
 }
 
@@ -358,7 +424,15 @@ fn gauges(snapshot: &Snapshot) -> Vec<Gauge> {
 /// `builtin`.
 fn line_labels(snapshot: &Snapshot, line: &LineStats) -> [(&'static str, String); 4] {
     let id = line.line.counter;
-    let which = if id >= RULE_COUNTER_BASE {
+    let which = if id >= BLOCK_COUNTER_BASE {
+        // A blocklist entry, by its prefix (the peer's side of the line).
+        let prefix = if line.chain == firewall_common::Chain::Input {
+            &line.line.source
+        } else {
+            &line.line.destination
+        };
+        format!("block {prefix}")
+    } else if id >= RULE_COUNTER_BASE {
         let rule = (id - RULE_COUNTER_BASE) / 2;
         if id == rule_counter(rule, Line::New) { "new".to_owned() } else { "established".to_owned() }
     } else if id >= ANTISPOOF_COUNTER_BASE {

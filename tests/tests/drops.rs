@@ -1,0 +1,226 @@
+//! Sampled drop events (`firewall drops`, `serve --log-drops`): off until a listener asks,
+//! then rate-limited in the kernel, decoded and named as iptables' LOG target would write
+//! them, and off again when the listener goes.
+//!
+//! Run as root after `cargo build --release`:
+//! `cargo test --release -p tests --test drops -- --nocapture`.
+use std::{
+    io::{BufRead as _, BufReader},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
+    process::{Child, Command, Stdio},
+    sync::mpsc::{self, Receiver},
+    time::{Duration, Instant},
+};
+
+use tests::{
+    lab::{HOST, Lab, SERVER_IF, STRANGER, firewall_bin},
+    require_root,
+};
+
+/// A port nothing admits: its datagrams fall to INPUT's policy.
+const CLOSED: SocketAddrV4 = SocketAddrV4::new(HOST, 9999);
+const RATE: u32 = 5;
+/// Generous: how long a child may take to say its first line or to exit.
+const WITHIN: Duration = Duration::from_secs(20);
+
+/// A `firewall` child in the server namespace, its stdout and stderr line by line; killed
+/// on drop.
+struct Listener {
+    child: Child,
+    lines: Receiver<(bool, String)>,
+}
+
+impl Listener {
+    fn start(lab: &Lab, args: &[&str]) -> Listener {
+        let mut command = lab.server_command(firewall_bin());
+        command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap_or_else(|e| panic!("spawning {command:?}: {e}"));
+        let (tx, lines) = mpsc::channel();
+        for (is_stdout, pipe) in [
+            (true, Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>),
+            (false, Box::new(child.stderr.take().unwrap())),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if tx.send((is_stdout, line)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        Listener { child, lines }
+    }
+
+    /// Waits for a line on stderr containing `needle`.
+    fn wait_stderr(&self, needle: &str) -> String {
+        let deadline = Instant::now() + WITHIN;
+        while let Ok((is_stdout, line)) =
+            self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            if !is_stdout && line.contains(needle) {
+                return line;
+            }
+        }
+        panic!("no line with {needle:?} on stderr within {WITHIN:?}");
+    }
+
+    /// The lines that arrived within `wait`, from stdout (`true`) or stderr.
+    fn lines_within(&self, wait: Duration, stdout: bool) -> Vec<String> {
+        let deadline = Instant::now() + wait;
+        let mut out = Vec::new();
+        while let Ok((is_stdout, line)) =
+            self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            if is_stdout == stdout {
+                out.push(line);
+            }
+        }
+        out
+    }
+
+    fn stop(mut self, signal: libc::c_int) -> std::process::ExitStatus {
+        // SAFETY: a signal to our own child, not reaped yet.
+        assert_eq!(unsafe { libc::kill(self.child.id() as libc::pid_t, signal) }, 0);
+        let deadline = Instant::now() + WITHIN;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "still running {WITHIN:?} after the signal");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `count` datagrams from `from` to `to`, as fast as they go.
+fn datagrams(lab: &Lab, from: Ipv4Addr, to: SocketAddrV4, count: usize) {
+    lab.run_in(lab.ns_of(from), || {
+        let socket = UdpSocket::bind(SocketAddr::from((from, 0))).unwrap();
+        for _ in 0..count {
+            socket.send_to(b"knock", to).unwrap();
+        }
+    });
+}
+
+/// Whether the pinned CONFIG says drop events are on (`Config::flags`, after the two
+/// 16-byte addresses).
+fn events_on(lab: &Lab) -> bool {
+    let path = lab.pin_dir().join(firewall_common::MAP_CONFIG);
+    let out = tests::lab::sh(
+        Command::new("bpftool")
+            .args(["-j", "map", "lookup", "pinned"])
+            .arg(&path)
+            .args(["key", "0", "0", "0", "0"]),
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool's JSON");
+    let byte = |i: usize| {
+        let text = json["value"][i].as_str().expect("a hex byte");
+        u8::from_str_radix(text.trim_start_matches("0x"), 16).unwrap()
+    };
+    let flags = u32::from_le_bytes([byte(32), byte(33), byte(34), byte(35)]);
+    flags & firewall_common::CONFIG_LOG_DROPS != 0
+}
+
+#[test]
+fn drop_events_are_sampled_in_the_kernel_and_told_as_iptables_log_tells_them() {
+    require_root();
+    let lab = Lab::new("drops");
+    lab.up();
+    assert!(!events_on(&lab), "drop events are off until someone listens");
+    let before = lab.list().policy("INPUT");
+
+    let listener = Listener::start(&lab, &["drops", "--rate", &RATE.to_string(), "--iface", SERVER_IF]);
+    listener.wait_stderr("drop events on s0, at most 5 a second");
+    assert!(events_on(&lab));
+    let started = Instant::now();
+    datagrams(&lab, STRANGER, CLOSED, 400);
+    let lines = listener.lines_within(Duration::from_secs(2), true);
+    let elapsed = started.elapsed();
+    let dropped = lab.list().policy("INPUT") - before;
+    assert!(dropped >= 400, "{dropped} drops counted");
+    // The kernel's bucket: a burst of RATE, then RATE a second.
+    let most = RATE as usize + (RATE as f64 * elapsed.as_secs_f64()).ceil() as usize;
+    assert!(
+        !lines.is_empty() && lines.len() <= most,
+        "{} events for {dropped} drops in {elapsed:?} (at most {most})",
+        lines.len()
+    );
+    // The lab's own link noise (IPv6 multicast listener reports, dropped as `ipv6`)
+    // shares the bucket; every event of ours reads as iptables' LOG would write it.
+    let ours: Vec<&String> = lines.iter().filter(|l| l.contains("SRC=203.0.113.99")).collect();
+    assert!(!ours.is_empty(), "{lines:?}");
+    let expected =
+        "DROP IN=s0 OUT= CHAIN=INPUT RULE=policy SRC=203.0.113.99 DST=198.51.100.1 LEN=47 PROTO=UDP SPT=";
+    for line in ours {
+        assert!(line.starts_with(expected) && line.ends_with(" DPT=9999"), "{line:?}");
+    }
+
+    // A blocked peer's drops name the entry.
+    lab.firewall_ok(&["block", &STRANGER.to_string()]);
+    std::thread::sleep(Duration::from_secs(1));
+    datagrams(&lab, STRANGER, CLOSED, 10);
+    let lines = listener.lines_within(Duration::from_secs(2), true);
+    assert!(
+        lines.iter().any(|l| l
+            .starts_with("DROP IN=s0 OUT= CHAIN=INPUT RULE=blocklist MATCH=203.0.113.99 SRC=203.0.113.99")),
+        "{lines:?}"
+    );
+
+    // Gone, the listener turns them off again.
+    let status = listener.stop(libc::SIGINT);
+    assert!(status.success(), "{status}");
+    assert!(!events_on(&lab), "drop events still on after the listener left");
+}
+
+#[test]
+fn serve_logs_drops_on_stderr_and_counts_them() {
+    require_root();
+    let lab = Lab::new("servedrops");
+    lab.up();
+    let serve = Listener::start(
+        &lab,
+        &["serve", "--metrics", "127.0.0.1:0", "--log-drops", "10", "--iface", SERVER_IF],
+    );
+    let line = serve.wait_stderr("firewall serve: metrics at http://");
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("the address").to_owned();
+    // The events' task starts beside the HTTP one.
+    let deadline = Instant::now() + WITHIN;
+    while !events_on(&lab) {
+        assert!(Instant::now() < deadline, "serve --log-drops never turned drop events on");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    datagrams(&lab, STRANGER, CLOSED, 50);
+    let lines = serve.lines_within(Duration::from_secs(2), false);
+    let events: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("firewall serve: DROP IN=s0 OUT= CHAIN=INPUT RULE=policy"))
+        .collect();
+    assert!(!events.is_empty() && events.len() <= 10 + 10 * 3, "{lines:?}");
+    let scrape = lab.run_in(&lab.server, || {
+        Command::new("curl").args(["-sf", "--max-time", "10", &url]).output().expect("curl")
+    });
+    let text = String::from_utf8_lossy(&scrape.stdout);
+    let total: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("firewall_drop_events_total "))
+        .unwrap_or_else(|| panic!("no firewall_drop_events_total in\n{text}"))
+        .parse()
+        .unwrap();
+    // Every event told is counted (the lab's link noise has events of its own).
+    let told = lines.iter().filter(|l| l.starts_with("firewall serve: DROP ")).count() as u64;
+    assert!(total >= told, "{total} counted, {told} told");
+    assert!(
+        text.contains("\nfirewall_blocklist_entries 0\n") && text.contains("\nfirewall_audit 0\n"),
+        "{text}"
+    );
+    assert!(serve.stop(libc::SIGTERM).success());
+    assert!(!events_on(&lab), "drop events still on after serve ended");
+}
