@@ -7,11 +7,11 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuValues, lpm_trie::Key},
 };
 use firewall_common::{
-    ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, BlockEntry, CONFIG_AUDIT,
-    CONFIG_LOG_DROPS, Config, Counter, Direction, Flow, FlowKey, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST,
-    MAP_ALLOW_EXACT, MAP_ALLOW_PREFIX, MAP_ANTISPOOF_DST, MAP_ANTISPOOF_SRC, MAP_BLOCKLIST, MAP_CONFIG,
-    MAP_CONNTRACK, MAP_COUNTERS, MAP_TOKEN_BUCKETS, MAPS, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS,
-    PROTO_ICMP, PROTO_ICMPV6, TOKEN_BUCKETS_ENTRIES, TokenBucket,
+    ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, BLOCK_COUNTER_BASE, BlockEntry,
+    CONFIG_AUDIT, CONFIG_LOG_DROPS, Config, Counter, Direction, Flow, FlowKey, ICMP_ECHO_REQUEST,
+    ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT, MAP_ALLOW_PREFIX, MAP_ANTISPOOF_DST, MAP_ANTISPOOF_SRC,
+    MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS, MAP_TOKEN_BUCKETS, MAPS, MAX_ANTISPOOF,
+    MAX_BLOCKED, MAX_COUNTERS, PROTO_ICMP, PROTO_ICMPV6, TOKEN_BUCKETS_ENTRIES, TokenBucket, block_counter,
 };
 
 use crate::{
@@ -324,23 +324,36 @@ impl LiveMaps {
         self.counters.set(id, zeros, 0).map_err(call(MAP_COUNTERS, "set"))
     }
 
+    /// The counter ids in use: every built-in, anti-spoof and rule line's, and the two of
+    /// each blocklist entry (a slot is zeroed when an entry takes it, so the others are
+    /// not worth reading: most of the array is the blocklist's, and mostly empty).
+    fn counters_in_use(&self) -> Result<Vec<u32>> {
+        let mut ids: Vec<u32> = (0..BLOCK_COUNTER_BASE).collect();
+        for entry in self.blocklist.iter() {
+            let (_, entry) = entry.map_err(call(MAP_BLOCKLIST, "iterate"))?;
+            ids.extend([block_counter(entry.slot, Direction::In), block_counter(entry.slot, Direction::Out)]);
+        }
+        Ok(ids)
+    }
+
     /// Zeroes every counter, as `iptables -Z`.
     pub fn zero(&mut self) -> Result<()> {
-        for id in 0..self.counters.len() {
+        for id in self.counters_in_use()? {
             self.zero_counter(id)?;
         }
         Ok(())
     }
 
-    /// Every line's counters summed over the CPUs, indexed by counter id.
+    /// Every line's counters summed over the CPUs, indexed by counter id (those of free
+    /// blocklist slots read as zero).
     pub fn counters(&self) -> Result<Vec<Counter>> {
-        let mut out = Vec::with_capacity(self.counters.len() as usize);
-        for values in self.counters.iter() {
-            let values = values.map_err(call(MAP_COUNTERS, "lookup"))?;
-            out.push(values.iter().fold(Counter::default(), |sum, c| Counter {
+        let mut out = vec![Counter::default(); MAX_COUNTERS as usize];
+        for id in self.counters_in_use()? {
+            let values = self.counters.get(&id, 0).map_err(call(MAP_COUNTERS, "lookup"))?;
+            out[id as usize] = values.iter().fold(Counter::default(), |sum, c| Counter {
                 packets: sum.packets + c.packets,
                 bytes: sum.bytes + c.bytes,
-            }));
+            });
         }
         Ok(out)
     }

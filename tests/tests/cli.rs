@@ -171,6 +171,12 @@ fn unprivileged_commands_say_they_need_root() {
         &["list", "--json", "--iface", SERVER_IF][..],
         &["down", "--iface", SERVER_IF][..],
         &["serve", "--metrics", "127.0.0.1:9100"][..],
+        &["reload", "--confirm", "30"][..],
+        &["confirm"][..],
+        &["block", "192.0.2.1", "--for", "10m"][..],
+        &["unblock", "192.0.2.1"][..],
+        &["blocklist"][..],
+        &["drops"][..],
     ] {
         let output = firewall_as_nobody(&lab, &dir, args);
         let err = text(&output.stderr);

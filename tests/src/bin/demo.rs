@@ -2,7 +2,8 @@
 //!
 //! Builds the lab, starts servers on both sides, attaches the firewall with
 //! examples/tight.toml (its interface set to the lab's), sends traffic the policy allows
-//! and traffic it refuses, prints what happened and `firewall list -nv`, and cleans up.
+//! and traffic it refuses, blocks a peer for 3 s (which the kernel lifts by itself),
+//! prints what happened and `firewall list -nv`, and cleans up.
 //! Exits 1 if any probe saw something the policy does not say.
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
@@ -174,6 +175,25 @@ fn main() -> ExitCode {
         "20 pings in 2 s (1/sec, burst 5)",
         format!("{STRANGER2} -> {HOST}"),
         "limit"
+    );
+
+    // A block for 3 s, which the kernel lifts by itself: no command runs after it.
+    let ssh = at(HOST, 122);
+    print!(
+        "\n$ firewall block {SSH_PEER} --for 3s\n{}",
+        lab.firewall_ok(&["block", &SSH_PEER.to_string(), "--for", "3s"])
+    );
+    let blocked = lab.tcp_probe(SSH_PEER, ssh, BLOCKED_AFTER);
+    std::thread::sleep(Duration::from_millis(3200));
+    let after = lab.tcp_probe(SSH_PEER, ssh, OPEN_WITHIN);
+    let block_ok = blocked == Outcome::Blocked && after == Outcome::Open;
+    wrong += usize::from(!block_ok);
+    println!(
+        "{:<34} {:<38} {:<8} {blocked:?}, then after 3 s {after:?}{}",
+        "ssh in from the blocked peer",
+        format!("{SSH_PEER} -> {ssh}"),
+        "block",
+        if block_ok { "" } else { "   <-- not what the block says" }
     );
 
     std::thread::sleep(Duration::from_millis(100));
