@@ -10,7 +10,7 @@
 //! [`firewall_common::BlockEntry`]). [`plan_block`] keeps it: a block already covered by a
 //! wider one lasting at least as long is redundant, and a new block absorbs the narrower
 //! entries it outlasts.
-use std::{net::IpAddr, time::Duration};
+use std::time::Duration;
 
 use aya::maps::lpm_trie::Key;
 use firewall_common::{
@@ -152,11 +152,8 @@ pub fn block(
     let pins = live(iface)?;
     if let Some(session) = SshSession::from_env().filter(|_| !force) {
         let policy = pins.policy()?;
-        let ours = match session.server {
-            IpAddr::V4(v4) => v4 == policy.address,
-            IpAddr::V6(v6) => policy.address6 == Some(v6),
-        };
-        if let Some(prefix) = prefixes.iter().find(|p| ours && p.contains(session.client)) {
+        if let Some(prefix) = prefixes.iter().find(|p| session.to_host(&policy) && p.contains(session.client))
+        {
             return Err(LiveError::BadAddress(format!(
                 "{prefix} holds this SSH session's client ({session}): blocking it would cut the session off; pass --force to block it anyway"
             )));

@@ -88,6 +88,16 @@ impl Ids {
     pub fn rule(&self, name: &str) -> u32 {
         self.rules[name]
     }
+
+    /// Whether these ids number every rule and anti-spoof entry of `policy`.
+    pub fn number(&self, policy: &Policy) -> bool {
+        policy.rules.iter().all(|r| self.rules.contains_key(&r.name))
+            && policy.antispoof_sources.iter().all(|p| self.antispoof.contains_key(&antispoof_name(true, p)))
+            && policy
+                .antispoof_destinations
+                .iter()
+                .all(|p| self.antispoof.contains_key(&antispoof_name(false, p)))
+    }
 }
 
 /// Everything the maps must hold for a policy.

@@ -49,6 +49,16 @@ impl SshSession {
     }
 }
 
+impl SshSession {
+    /// Whether the session goes to `policy`'s host address (either family).
+    pub fn to_host(&self, policy: &Policy) -> bool {
+        match self.server {
+            IpAddr::V4(v4) => v4 == policy.address,
+            IpAddr::V6(v6) => policy.address6 == Some(v6),
+        }
+    }
+}
+
 impl std::fmt::Display for SshSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} port {} to {} port {}", self.client, self.client_port, self.server, self.server_port)
@@ -80,11 +90,7 @@ fn on_interface(iface: &str, addr: IpAddr) -> bool {
 /// cut `session` off.
 pub fn check(policy: &Policy, iface: Option<&str>, session: &SshSession) -> Result<(), LockOut> {
     let fail = |reason: String, fix: String| Err(LockOut { session: *session, reason, fix });
-    let ours = match session.server {
-        IpAddr::V4(v4) => v4 == policy.address,
-        IpAddr::V6(v6) => policy.address6 == Some(v6),
-    };
-    if !ours {
+    if !session.to_host(policy) {
         let iface = iface.or(policy.interface.as_deref());
         let Some(iface) = iface.filter(|iface| on_interface(iface, session.server)) else {
             // Another interface's session: this filter never sees it.

@@ -45,8 +45,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Reads the live filter `pins` names.
     pub fn take(pins: &Pins) -> Result<Snapshot> {
-        let policy = pins.policy()?;
-        let state = pins.live_state()?;
+        let (policy, state) = Self::policy_and_state(pins)?;
         let maps = LiveMaps::open(pins)?;
         let counters = maps.counters().map_err(LiveError::from)?;
         let conntrack_entries = maps.conntrack_entries();
@@ -66,6 +65,29 @@ impl Snapshot {
             blocks,
             audit,
         })
+    }
+
+    /// The policy in force and the ids that number it. They are two files, and a command
+    /// changing the filter meanwhile (`reload` in another process) writes the policy
+    /// first: a policy read with the ids of the one before is read again.
+    fn policy_and_state(pins: &Pins) -> Result<(Policy, LiveState)> {
+        let mut attempts = 0;
+        loop {
+            let policy = pins.policy()?;
+            let state = pins.live_state()?;
+            attempts += 1;
+            if state.ids.number(&policy) {
+                return Ok((policy, state));
+            }
+            if attempts == 10 {
+                return Err(LiveError::Pins(crate::pins::PinsError::BadState {
+                    iface: pins.iface.clone(),
+                    path: pins.state.clone(),
+                    message: "the policy in force and its ids disagree".into(),
+                }));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     /// A snapshot made of its parts, not read from a live filter (no flows, no blocks,

@@ -262,13 +262,19 @@ pub fn sshd(lab: &Lab, addr: SocketAddrV4) -> Sshd {
 impl Sshd {
     /// `ssh … -b FROM -p PORT root@ADDR echo ok` from the namespace of `from`.
     pub fn ssh(&self, lab: &Lab, from: Ipv4Addr, connect_timeout: u32) -> Run {
-        let mut command = self.command(lab, from, connect_timeout, "echo ok");
+        let mut command = self.command(lab, from, connect_timeout, &[], "echo ok");
         run(lab, &mut command, Duration::from_secs(u64::from(connect_timeout) + 15))
     }
 
-    /// `ssh … root@ADDR REMOTE` from the namespace of `from`, not started: the client
-    /// gives up on a server silent for 3 s (a session the firewall cut).
-    pub fn command(&self, lab: &Lab, from: Ipv4Addr, connect_timeout: u32, remote: &str) -> Command {
+    /// `ssh … OPTIONS… root@ADDR REMOTE` from the namespace of `from`, not started.
+    pub fn command(
+        &self,
+        lab: &Lab,
+        from: Ipv4Addr,
+        connect_timeout: u32,
+        options: &[&str],
+        remote: &str,
+    ) -> Command {
         let mut command = in_ns(lab.ns_of(from), "ssh");
         command
             .args(["-F", "none", "-i"])
@@ -276,7 +282,7 @@ impl Sshd {
             .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"])
             .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
             .args(["-o", "GlobalKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
-            .args(["-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=3"])
+            .args(options)
             .arg("-o")
             .arg(format!("ConnectTimeout={connect_timeout}"))
             .arg("-b")

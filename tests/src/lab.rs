@@ -700,6 +700,26 @@ impl Listing {
     }
 }
 
+/// A command's stdout, as text.
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A command's stderr, as text.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A failed `firewall` command: exit 1, one line on stderr that contains `needle`,
+/// nothing on stdout.
+pub fn assert_fails(output: &Output, needle: &str) {
+    let err = stderr(output);
+    assert_eq!(output.status.code(), Some(1), "should fail: {err}{}", stdout(output));
+    assert_eq!(err.lines().count(), 1, "one line of error: {err:?}");
+    assert!(err.starts_with("firewall: ") && err.contains(needle), "{err:?} should say {needle:?}");
+    assert!(output.stdout.is_empty(), "a failure printed {:?}", stdout(output));
+}
+
 /// The lines of `text` that mention an XDP attachment (`xdp`, `xdpgeneric`, `xdpdrv`…).
 pub fn xdp_lines(link_show: &str) -> Vec<&str> {
     link_show.lines().filter(|l| l.split_whitespace().any(|w| w.starts_with("xdp"))).collect()

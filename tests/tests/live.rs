@@ -5,33 +5,19 @@
 use std::{
     fs,
     net::{Ipv4Addr, SocketAddrV4, TcpStream},
-    process::{Command, Output},
+    process::Command,
 };
 
 use tests::{
-    lab::{BLOCKED_AFTER, HOST, Lab, OPEN_WITHIN, Outcome, SERVER_IF, STRANGER, echo, firewall_bin},
+    lab::{
+        BLOCKED_AFTER, HOST, Lab, OPEN_WITHIN, Outcome, SERVER_IF, STRANGER, assert_fails, echo,
+        firewall_bin, stderr, stdout,
+    },
     require_root,
 };
 
 const SSH_PEER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
 const SSH: SocketAddrV4 = SocketAddrV4::new(HOST, 122);
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// A failed command: exit 1, one line on stderr that contains `needle`, nothing on stdout.
-fn assert_fails(output: &Output, needle: &str) {
-    let err = stderr(output);
-    assert_eq!(output.status.code(), Some(1), "should fail: {err}{}", stdout(output));
-    assert_eq!(err.lines().count(), 1, "one line of error: {err:?}");
-    assert!(err.starts_with("firewall: ") && err.contains(needle), "{err:?} should say {needle:?}");
-    assert!(output.stdout.is_empty(), "a failure printed {:?}", stdout(output));
-}
 
 /// A session from `from` to the SSH port, opened and checked.
 fn session(lab: &Lab, from: Ipv4Addr) -> TcpStream {

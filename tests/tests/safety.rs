@@ -9,14 +9,16 @@ use std::{
     fs,
     net::{Ipv4Addr, SocketAddrV4},
     path::PathBuf,
-    process::Output,
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
 use tests::{
     daemons::{self, said_ok},
-    lab::{BLOCKED_AFTER, HOST, Lab, OPEN_WITHIN, Outcome, SERVER_IF, STRANGER, echo, firewall_bin},
+    lab::{
+        BLOCKED_AFTER, HOST, Lab, OPEN_WITHIN, Outcome, SERVER_IF, STRANGER, assert_fails, echo,
+        firewall_bin, stderr,
+    },
     require_root,
 };
 
@@ -26,23 +28,6 @@ const ADMIN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
 const OTHER_ADMIN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 8);
 /// examples/tight.toml's repo rule: out to port 80 of these.
 const REPO: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 80), 80);
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// A failed command: exit 1, one line on stderr that contains `needle`, nothing on stdout.
-fn assert_fails(output: &Output, needle: &str) {
-    let err = stderr(output);
-    assert_eq!(output.status.code(), Some(1), "should fail: {err}{}", stdout(output));
-    assert_eq!(err.lines().count(), 1, "one line of error: {err:?}");
-    assert!(err.starts_with("firewall: ") && err.contains(needle), "{err:?} should say {needle:?}");
-    assert!(output.stdout.is_empty(), "a failure printed {:?}", stdout(output));
-}
 
 fn blocklist(lab: &Lab) -> Vec<Value> {
     let out = lab.firewall_ok(&["blocklist", "--json"]);
@@ -206,7 +191,7 @@ fn the_guard_refuses_a_policy_that_cuts_off_the_ssh_session_it_runs_from() {
 
     // Over real SSH: sshd says who the session is in SSH_CONNECTION.
     let run = |remote: String| {
-        let mut command = sshd.command(&lab, ADMIN, 10, &remote);
+        let mut command = sshd.command(&lab, ADMIN, 10, &[], &remote);
         daemons::run(&lab, &mut command, Duration::from_secs(30))
     };
     let checked = run(format!("{fw} check {cut}"));
@@ -260,7 +245,9 @@ fn a_confirm_that_lapses_rolls_back_while_the_client_is_cut_off() {
 
     // From the admin's SSH session, a reload that cuts it off; --force past the guard.
     let remote = format!("{} reload --policy {} --confirm 5 --force; sleep 60", fw.display(), cut.display());
-    let mut command = sshd.command(&lab, ADMIN, 10, &remote);
+    // The client gives up on a server silent for 3 s: a session the firewall cut.
+    let alive = ["-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=3"];
+    let mut command = sshd.command(&lab, ADMIN, 10, &alive, &remote);
     let started = Instant::now();
     let session = daemons::run(&lab, &mut command, Duration::from_secs(40));
     // The session's own packets are dropped now: ssh gives up on the silent server.
