@@ -275,6 +275,11 @@ pub const CONFIG_AUDIT: u32 = 8;
 /// many a second as `TOKEN_BUCKETS[LOG_BUCKET]` admits. Off by default: the seed warns
 /// that drop logging fills disks.
 pub const CONFIG_LOG_DROPS: u32 = 16;
+/// `Config::flags`: `BLOCKLIST` holds entries. Without it the programs skip that trie:
+/// most hosts block nothing most of the time, and the lookup would cost every new flow.
+pub const CONFIG_HAS_BLOCKS: u32 = 32;
+/// The `Config::flags` that are the live filter's, not the policy's: a reload keeps them.
+pub const CONFIG_LIVE_FLAGS: u32 = CONFIG_LOG_DROPS | CONFIG_HAS_BLOCKS;
 /// The token bucket of drop events, after the rules' own.
 pub const LOG_BUCKET: u32 = MAX_RULES;
 /// Size of the token-bucket array: one per rule and the drop events'.

@@ -22,11 +22,11 @@ use aya_ebpf::{EbpfContext, maps::lpm_trie::Key};
 use aya_log_ebpf::info;
 use firewall_common::{
     ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_RELATED, ANY_PEER, Addr, AllowKey, AllowValue, Builtin,
-    CONFIG_AUDIT, CONFIG_HAS_PREFIXES, CONFIG_IPV6, CONFIG_LOG_DROPS, CONFIG_READY, Chain, Config,
-    DROP_EVENT_BYTES, Direction, FlowKey, ICMP_DEST_UNREACHABLE, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED,
-    ICMPV6_DEST_UNREACHABLE, ICMPV6_MLD, ICMPV6_ND_FIRST, ICMPV6_ND_LAST, ICMPV6_PACKET_TOO_BIG,
-    ICMPV6_PARAMETER_PROBLEM, ICMPV6_TIME_EXCEEDED, LOG_BUCKET, Line, MAX_COUNTERS, PROTO_ICMPV6, PROTO_TCP,
-    block_counter, builtin_counter, rule_counter,
+    CONFIG_AUDIT, CONFIG_HAS_BLOCKS, CONFIG_HAS_PREFIXES, CONFIG_IPV6, CONFIG_LOG_DROPS, CONFIG_READY, Chain,
+    Config, DROP_EVENT_BYTES, Direction, FlowKey, ICMP_DEST_UNREACHABLE, ICMP_PARAMETER_PROBLEM,
+    ICMP_TIME_EXCEEDED, ICMPV6_DEST_UNREACHABLE, ICMPV6_MLD, ICMPV6_ND_FIRST, ICMPV6_ND_LAST,
+    ICMPV6_PACKET_TOO_BIG, ICMPV6_PARAMETER_PROBLEM, ICMPV6_TIME_EXCEEDED, LOG_BUCKET, Line, MAX_COUNTERS,
+    PROTO_ICMPV6, PROTO_TCP, block_counter, builtin_counter, rule_counter,
 };
 
 use crate::{
@@ -157,7 +157,9 @@ fn walk(frame: &impl Frame, direction: Direction, config: &Config) -> (Action, u
 
     // The long way, in the seed's order, after the administrator's blocks: no flow is
     // left with a peer `firewall block` names (it ends them), and none can start.
-    if let Some(counter) = blocked(&peer, direction, now) {
+    if config.flags & CONFIG_HAS_BLOCKS != 0
+        && let Some(counter) = blocked(&peer, direction, now)
+    {
         return (Action::Drop, counter);
     }
     let chain = match direction {

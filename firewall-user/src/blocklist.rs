@@ -3,7 +3,9 @@
 //! (`reload` and `up` over a live filter leave it alone, `down` ends it), and nothing
 //! passes to or from an address inside it, checked before the allow-lists and anti-spoof
 //! lists. A block `--for` a while carries its deadline in the map, and the programs stop
-//! honouring it then: expiry needs no daemon, no cron job, no second command.
+//! honouring it then: expiry needs no daemon, no cron job, no second command. While the
+//! trie is empty `CONFIG_HAS_BLOCKS` is off and the programs skip it; changes hold the
+//! state lock, so two at once cannot disagree about that flag.
 //!
 //! The entries obey one rule, so that the kernel's longest-prefix match is always the
 //! entry that decides: no entry expires before an entry it lies inside (see
@@ -14,8 +16,8 @@ use std::time::Duration;
 
 use aya::maps::lpm_trie::Key;
 use firewall_common::{
-    Addr, BlockEntry, Builtin, Chain, Counter, Direction, MAP_BLOCKLIST, MAX_BLOCKED, block_counter,
-    builtin_counter,
+    Addr, BlockEntry, Builtin, CONFIG_HAS_BLOCKS, Chain, Counter, Direction, MAP_BLOCKLIST, MAX_BLOCKED,
+    block_counter, builtin_counter,
 };
 use serde::Serialize;
 
@@ -159,6 +161,8 @@ pub fn block(
             )));
         }
     }
+    // Two changes at once would each decide the trie's flag on what they saw.
+    let _lock = pins.lock()?;
     let mut maps = LiveMaps::open(&pins)?;
     let now = kernel_time_ns();
     let deadline_ns = match duration {
@@ -178,6 +182,7 @@ pub fn block(
                 }
                 let value = BlockEntry { deadline_ns: entry.deadline_ns, slot: entry.slot, _pad: 0 };
                 maps.blocklist.insert(&key(&prefix), value, 0).map_err(map_err("insert"))?;
+                maps.set_flag(CONFIG_HAS_BLOCKS, true)?;
                 // The wider entry is in: its narrower ones can go without a gap.
                 for inner in &absorbed {
                     let _ = maps.blocklist.remove(&key(inner));
@@ -188,7 +193,15 @@ pub fn block(
             }
         }
     }
+    settle_flag(&mut maps)?;
     Ok((pins, done))
+}
+
+/// Tells the programs whether to look in the trie at all: only while it holds entries.
+fn settle_flag(maps: &mut LiveMaps) -> Result<()> {
+    let any = !entries(maps)?.is_empty();
+    maps.set_flag(CONFIG_HAS_BLOCKS, any)?;
+    Ok(())
 }
 
 /// Unblocks each prefix: each must be an entry (a single address inside a wider block
@@ -197,6 +210,7 @@ pub fn unblock(iface: Option<&str>, addrs: &[String]) -> Result<Pins> {
     let prefixes: Vec<Prefix> =
         addrs.iter().map(|a| Prefix::parse(a).map_err(LiveError::BadAddress)).collect::<Result<_>>()?;
     let pins = live(iface)?;
+    let _lock = pins.lock()?;
     let mut maps = LiveMaps::open(&pins)?;
     let now = kernel_time_ns();
     let live = entries(&maps)?;
@@ -216,6 +230,7 @@ pub fn unblock(iface: Option<&str>, addrs: &[String]) -> Result<Pins> {
     for prefix in &prefixes {
         maps.blocklist.remove(&key(prefix)).map_err(map_err("remove"))?;
     }
+    settle_flag(&mut maps)?;
     Ok(pins)
 }
 

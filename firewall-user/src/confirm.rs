@@ -31,7 +31,6 @@ use crate::{
 };
 
 const PENDING: &str = "pending.json";
-const LOCK: &str = "pending.lock";
 /// Where every rollback is told, whatever else is gone.
 pub const ROLLBACK_LOG: &str = "rollback.log";
 
@@ -91,24 +90,6 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// An exclusive lock on the filter's state directory, held while the value lives.
-struct StateLock(
-    #[expect(dead_code, reason = "held for its drop, which unlocks")] nix::fcntl::Flock<fs::File>,
-);
-
-fn lock(pins: &Pins) -> Result<StateLock> {
-    let path = pins.state.join(LOCK);
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_err("open", &path))?;
-    let locked = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, errno)| io_err("flock", &path)(errno.into()))?;
-    Ok(StateLock(locked))
-}
-
 fn read_pending(pins: &Pins) -> Option<Pending> {
     let text = fs::read_to_string(pins.state.join(PENDING)).ok()?;
     serde_json::from_str(&text).ok()
@@ -151,7 +132,7 @@ fn our_tty() -> Option<PathBuf> {
 /// After the change: records it as pending and starts the timer that rolls it back in
 /// `seconds` unless confirmed. Returns the timer's pid.
 pub fn arm(pins: &Pins, previous: Option<Previous>, seconds: u64, change: String) -> Result<u32> {
-    let _lock = lock(pins)?;
+    let _lock = pins.lock()?;
     let token = format!("{}-{}", std::process::id(), unix_now());
     let mut pending = Pending {
         token: token.clone(),
@@ -187,7 +168,7 @@ pub fn arm(pins: &Pins, previous: Option<Previous>, seconds: u64, change: String
 pub fn confirm(iface: Option<&str>) -> Result<(Pins, Pending)> {
     filter::require_root()?;
     let pins = Pins::find(iface)?;
-    let _lock = lock(&pins)?;
+    let _lock = pins.lock()?;
     let Some(pending) = read_pending(&pins) else {
         return Err(ConfirmError::NothingPending { iface: pins.iface.clone(), last: last_rollback(&pins) });
     };
@@ -228,7 +209,7 @@ pub fn timer(iface: &str, token: &str, after: Duration) -> Result<()> {
         // Taken down meanwhile: nothing to roll back.
         return Ok(());
     }
-    let _lock = lock(&pins)?;
+    let _lock = pins.lock()?;
     let Some(pending) = read_pending(&pins).filter(|p| p.token == token) else {
         // Confirmed, or the filter went down and up again meanwhile.
         return Ok(());

@@ -20,7 +20,7 @@ use std::{
 
 use aya::programs::links::{FdLink, PinnedLink};
 use etherparse::{LaxNetSlice, LaxSlicedPacket};
-use firewall_common::{CONFIG_LOG_DROPS, Direction, LOG_BUCKET, MAP_CONFIG, MAP_TOKEN_BUCKETS, TokenBucket};
+use firewall_common::{CONFIG_LOG_DROPS, Direction, LOG_BUCKET, MAP_TOKEN_BUCKETS, TokenBucket};
 
 use crate::{
     compile::chain_name,
@@ -180,7 +180,7 @@ impl Listening {
         let interval_ns = 1_000_000_000 / u64::from(rate.clamp(1, MAX_RATE));
         let bucket = TokenBucket { tat: 0, interval_ns, burst_ns: u64::from(rate) * interval_ns };
         maps.token_buckets.set(LOG_BUCKET, bucket, 0).map_err(map_err(MAP_TOKEN_BUCKETS, "set"))?;
-        set_flag(&mut maps, true)?;
+        maps.set_flag(CONFIG_LOG_DROPS, true)?;
         Ok(Listening { pins: pins.clone() })
     }
 }
@@ -189,23 +189,13 @@ impl Drop for Listening {
     fn drop(&mut self) {
         // A filter gone meanwhile has no flag to clear.
         if let Ok(mut maps) = LiveMaps::open(&self.pins) {
-            let _ = set_flag(&mut maps, false);
+            let _ = maps.set_flag(CONFIG_LOG_DROPS, false);
         }
     }
 }
 
 fn map_err(name: &'static str, call: &'static str) -> impl FnOnce(aya::maps::MapError) -> LiveError {
     move |source| LiveError::Maps(MapsError::Call { name, call, source })
-}
-
-fn set_flag(maps: &mut LiveMaps, on: bool) -> Result<()> {
-    let mut config = maps.config()?;
-    if on {
-        config.flags |= CONFIG_LOG_DROPS;
-    } else {
-        config.flags &= !CONFIG_LOG_DROPS;
-    }
-    maps.config.set(0, config, 0).map_err(map_err(MAP_CONFIG, "set"))
 }
 
 /// The ingress program's id: aya-log finds the programs' log ring through it.

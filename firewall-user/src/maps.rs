@@ -8,7 +8,7 @@ use aya::{
 };
 use firewall_common::{
     ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, BLOCK_COUNTER_BASE, BlockEntry,
-    CONFIG_AUDIT, CONFIG_LOG_DROPS, Config, Counter, Direction, Flow, FlowKey, ICMP_ECHO_REQUEST,
+    CONFIG_AUDIT, CONFIG_LIVE_FLAGS, Config, Counter, Direction, Flow, FlowKey, ICMP_ECHO_REQUEST,
     ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT, MAP_ALLOW_PREFIX, MAP_ANTISPOOF_DST, MAP_ANTISPOOF_SRC,
     MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS, MAP_TOKEN_BUCKETS, MAPS, MAX_ANTISPOOF,
     MAX_BLOCKED, MAX_COUNTERS, PROTO_ICMP, PROTO_ICMPV6, TOKEN_BUCKETS_ENTRIES, TokenBucket, block_counter,
@@ -257,7 +257,7 @@ impl LiveMaps {
 
         // The ready bit goes on with the configuration, last.
         // The modes are the live filter's, not the policy's: audit unless told otherwise,
-        // drop events while a listener is there.
+        // drop events while a listener is there, the blocklist's.
         let live = self.config()?.flags;
         let audit = match audit {
             Some(audit) => audit,
@@ -267,7 +267,7 @@ impl LiveMaps {
         if audit {
             config.flags |= CONFIG_AUDIT;
         }
-        config.flags |= live & CONFIG_LOG_DROPS;
+        config.flags |= live & CONFIG_LIVE_FLAGS;
         self.config.set(0, config, 0).map_err(call(MAP_CONFIG, "set"))?;
 
         applied.flows_removed = self.forget_flows(plan)?;
@@ -368,6 +368,17 @@ impl LiveMaps {
     /// a full default table (65,536) takes some 30 ms.
     pub fn conntrack_entries(&self) -> u64 {
         self.conntrack.keys().filter(std::result::Result::is_ok).count() as u64
+    }
+
+    /// Sets or clears one of the live filter's own `CONFIG_*` flags.
+    pub fn set_flag(&mut self, flag: u32, on: bool) -> Result<()> {
+        let mut config = self.config()?;
+        if on {
+            config.flags |= flag;
+        } else {
+            config.flags &= !flag;
+        }
+        self.config.set(0, config, 0).map_err(call(MAP_CONFIG, "set"))
     }
 
     /// Whether the live filter is in audit mode (counts drops, passes them).

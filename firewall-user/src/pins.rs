@@ -20,6 +20,7 @@ pub const INGRESS_LINK: &str = "ingress_link";
 pub const EGRESS_LINK: &str = "egress_link";
 const POLICY_COPY: &str = "policy.toml";
 const LIVE_STATE: &str = "live.json";
+const LOCK: &str = "lock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PinsError {
@@ -114,6 +115,11 @@ pub struct LiveState {
     pub ids: Ids,
 }
 
+/// See [`Pins::lock`].
+pub struct StateLock(
+    #[expect(dead_code, reason = "held for its drop, which unlocks")] nix::fcntl::Flock<fs::File>,
+);
+
 /// Where a filter on one interface keeps its pins and its state.
 #[derive(Clone, Debug)]
 pub struct Pins {
@@ -201,6 +207,21 @@ impl Pins {
         write_atomically(&self.state.join(POLICY_COPY), policy_text.as_bytes())?;
         let json = serde_json::to_vec_pretty(state).expect("plain data");
         write_atomically(&self.state.join(LIVE_STATE), &json)
+    }
+
+    /// An exclusive lock on the filter's state, held while the value lives: a confirm
+    /// and its rollback, or two blocklist changes, never cross.
+    pub fn lock(&self) -> Result<StateLock> {
+        let path = self.state.join(LOCK);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        let locked = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, errno)| io_err("flock", &path)(errno.into()))?;
+        Ok(StateLock(locked))
     }
 
     /// Removes the state directory with everything in it (a pending `--confirm`

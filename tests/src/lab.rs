@@ -352,6 +352,22 @@ impl Lab {
         self.pin_root().join(SERVER_IF)
     }
 
+    /// The live filter's `Config::flags`, read from the pinned CONFIG map with bpftool
+    /// (after the two 16-byte addresses).
+    pub fn config_flags(&self) -> u32 {
+        let path = self.pin_dir().join(firewall_common::MAP_CONFIG);
+        let out = sh(Command::new("bpftool")
+            .args(["-j", "map", "lookup", "pinned"])
+            .arg(&path)
+            .args(["key", "0", "0", "0", "0"]));
+        let json: Value = serde_json::from_slice(&out.stdout).expect("bpftool's JSON");
+        let byte = |i: usize| {
+            let text = json["value"][i].as_str().expect("a hex byte");
+            u8::from_str_radix(text.trim_start_matches("0x"), 16).expect("hex")
+        };
+        u32::from_le_bytes([byte(32), byte(33), byte(34), byte(35)])
+    }
+
     /// Spawns `command` as a child that dies with the lab at the latest.
     pub fn spawn(&self, command: &mut Command) -> u32 {
         let child = command.spawn().unwrap_or_else(|e| panic!("spawning {command:?}: {e}"));

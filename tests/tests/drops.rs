@@ -110,23 +110,9 @@ fn datagrams(lab: &Lab, from: Ipv4Addr, to: SocketAddrV4, count: usize) {
     });
 }
 
-/// Whether the pinned CONFIG says drop events are on (`Config::flags`, after the two
-/// 16-byte addresses).
+/// Whether the live filter's CONFIG says drop events are on.
 fn events_on(lab: &Lab) -> bool {
-    let path = lab.pin_dir().join(firewall_common::MAP_CONFIG);
-    let out = tests::lab::sh(
-        Command::new("bpftool")
-            .args(["-j", "map", "lookup", "pinned"])
-            .arg(&path)
-            .args(["key", "0", "0", "0", "0"]),
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool's JSON");
-    let byte = |i: usize| {
-        let text = json["value"][i].as_str().expect("a hex byte");
-        u8::from_str_radix(text.trim_start_matches("0x"), 16).unwrap()
-    };
-    let flags = u32::from_le_bytes([byte(32), byte(33), byte(34), byte(35)]);
-    flags & firewall_common::CONFIG_LOG_DROPS != 0
+    lab.config_flags() & firewall_common::CONFIG_LOG_DROPS != 0
 }
 
 #[test]

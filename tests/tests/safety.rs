@@ -59,6 +59,8 @@ fn a_block_cuts_a_peer_off_both_ways_and_expires_on_its_own() {
     assert_eq!(lab.tcp_probe(HOST, REPO, OPEN_WITHIN), Outcome::Open, "the repository, before");
 
     // Blocked for 8 s: the open session ends at once, no new one opens, from either end.
+    let blocks = |lab: &Lab| lab.config_flags() & firewall_common::CONFIG_HAS_BLOCKS != 0;
+    assert!(!blocks(&lab), "the programs skip the empty blocklist");
     let out = lab.firewall_ok(&["block", &ADMIN.to_string(), "203.0.113.80", "--for", "8s"]);
     let blocked_at = Instant::now();
     assert!(out.contains("blocked 203.0.113.7 on s0 for 8s; 1 flows ended"), "{out}");
@@ -103,6 +105,10 @@ fn a_block_cuts_a_peer_off_both_ways_and_expires_on_its_own() {
     assert!(opened >= blocked_at + Duration::from_secs(8), "the block ended before its deadline");
     assert_eq!(lab.tcp_probe(HOST, REPO, OPEN_WITHIN), Outcome::Open, "the repository, after");
     assert_eq!(blocklist(&lab), Vec::<Value>::new(), "an expired block is not listed");
+    assert!(blocks(&lab), "expired entries stay in the trie until a command sweeps them");
+    lab.firewall_ok(&["block", "192.0.2.1", "--for", "1s"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_fails(&lab.firewall(&["unblock", "192.0.2.1"]), "192.0.2.1 is not blocked");
     assert_eq!(lab.firewall_ok(&["blocklist"]), "no address is blocked\n");
 }
 
@@ -135,6 +141,11 @@ fn blocks_of_prefixes_nest_and_unblock_says_what_is_wrong() {
 
     let out = lab.firewall_ok(&["unblock", "203.0.113.0/24"]);
     assert!(out.contains("unblocked 203.0.113.0/24 on s0"), "{out}");
+    assert_eq!(
+        lab.config_flags() & firewall_common::CONFIG_HAS_BLOCKS,
+        0,
+        "with the last entry gone the programs skip the trie again"
+    );
     assert_eq!(lab.tcp_probe(ADMIN, SSH, OPEN_WITHIN), Outcome::Open, "unblocked");
     assert_eq!(lab.firewall_ok(&["blocklist"]), "no address is blocked\n");
 }
