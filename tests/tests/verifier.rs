@@ -5,8 +5,10 @@
 use tests::harness::TestFilter;
 
 /// Processed instructions each program may cost the verifier, with the policy of
-/// examples/tight.toml: about 25% over what they cost on Linux 6.18: 25,315 and 29,027
-/// since IPv6 (26,384 and 27,551 before flows to anti-spoofed peers went untracked), of which the walk through up to four extension headers is about 4,000 a
+/// examples/tight.toml: about 25% over what they cost on Linux 6.18: 31,108 and 33,293
+/// with the blocklist's lookup and the drop events (a copy of the frame's head by one
+/// helper, then aya-log: reading it through the parser again cost 16,000 more, and as a
+/// subprogram 35,000); 25,315 and 29,027 since IPv6 (26,384 and 27,551 before flows to anti-spoofed peers went untracked), of which the walk through up to four extension headers is about 4,000 a
 /// header (9,993 and 11,103 without it: reading the whole transport header and the
 /// quoted one of an ICMP error before the chain, so that no packet offset outlives the
 /// parse, let the verifier's paths through the header layouts converge); 15,921 and
@@ -14,8 +16,8 @@ use tests::harness::TestFilter;
 /// every path; 5,110 and 4,718 with the conntrack fast path; 2,963 and 3,275 before it.
 /// The kernel's limit is 1,000,000.
 /// Raise only with a reason in the commit.
-const BUDGET_INGRESS: u32 = 33_000;
-const BUDGET_EGRESS: u32 = 34_500;
+const BUDGET_INGRESS: u32 = 39_000;
+const BUDGET_EGRESS: u32 = 41_500;
 
 #[test]
 fn the_programs_stay_within_the_verifier_budget() {
