@@ -44,7 +44,7 @@ pub enum ConfirmError {
     NothingPending { iface: String, last: String },
     #[error("--confirm takes 1 to 3600 seconds, not {0}")]
     BadSeconds(u64),
-    #[error("starting the rollback timer ({exe}): {source}")]
+    #[error("starting the rollback timer ({exe}): {source}; the change is in force with no rollback armed")]
     Spawn { exe: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Pins(#[from] PinsError),
@@ -144,8 +144,13 @@ pub fn arm(pins: &Pins, previous: Option<Previous>, seconds: u64, change: String
     };
     let path = pins.state.join(PENDING);
     write_atomically(&path, &serde_json::to_vec_pretty(&pending).expect("plain data"))?;
-    let exe =
-        std::env::current_exe().map_err(|source| ConfirmError::Spawn { exe: "firewall".into(), source })?;
+    // Unarmed, the record would hold every later change back: it goes with the failure.
+    let unarm = |source| {
+        let _ = fs::remove_file(&path);
+        source
+    };
+    let exe = std::env::current_exe()
+        .map_err(|source| ConfirmError::Spawn { exe: "firewall".into(), source: unarm(source) })?;
     let mut command = Command::new(&exe);
     command
         .args(["rollback-timer", "--iface", &pins.iface, "--token", &token, "--after"])
@@ -158,7 +163,7 @@ pub fn arm(pins: &Pins, previous: Option<Previous>, seconds: u64, change: String
     unsafe {
         command.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
     }
-    let child = command.spawn().map_err(|source| ConfirmError::Spawn { exe, source })?;
+    let child = command.spawn().map_err(|source| ConfirmError::Spawn { exe, source: unarm(source) })?;
     pending.timer_pid = Some(child.id());
     write_atomically(&path, &serde_json::to_vec_pretty(&pending).expect("plain data"))?;
     Ok(child.id())
