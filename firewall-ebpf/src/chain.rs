@@ -81,7 +81,7 @@ fn judge<F: Frame + EbpfContext>(frame: &F, direction: Direction) -> (Action, u3
         && config.flags & CONFIG_LOG_DROPS != 0
         && token_bucket::take(LOG_BUCKET, conntrack::now())
     {
-        drop_event(frame, direction as u8, counter, frame.len());
+        drop_event(frame, direction, counter);
     }
     match verdict {
         (Action::Drop, counter) if config.flags & CONFIG_AUDIT != 0 => (Action::Pass, counter),
@@ -93,7 +93,7 @@ fn judge<F: Frame + EbpfContext>(frame: &F, direction: Direction) -> (Action, u3
 /// bytes, which user space decodes. Copied by a helper, not read through the parser: so
 /// the event costs the verifier one helper call, not a second walk of every header layout.
 #[inline(always)]
-fn drop_event<F: Frame + EbpfContext>(frame: &F, direction: u8, counter: u32, frame_len: u32) {
+fn drop_event<F: Frame + EbpfContext>(frame: &F, direction: Direction, counter: u32) {
     // A map value, not the stack: the chain's frame leaves no room for it.
     let Some(head) = DROP_HEAD.get_ptr_mut(0) else {
         return;
@@ -104,7 +104,7 @@ fn drop_event<F: Frame + EbpfContext>(frame: &F, direction: u8, counter: u32, fr
         return;
     };
     let head = head.get(..len).unwrap_or(head);
-    info!(frame, "drop dir={} line={} len={} head={:x}", direction, counter, frame_len, head);
+    info!(frame, "drop dir={} line={} len={} head={:x}", direction as u8, counter, frame.len(), head);
 }
 
 /// The seed's chains, in order, for one frame.

@@ -35,7 +35,8 @@ pub trait Frame {
 /// enough for the IPv6 or IPv4 header with the ports behind it, or less.
 #[inline(always)]
 pub fn copy_head(frame: &impl Frame, head: &mut [u8; firewall_common::DROP_EVENT_BYTES]) -> Option<usize> {
-    // Ethernet + VLAN + IPv4 with options + ports; IPv6 + ports; IPv4 + ports; Ethernet.
+    // All there is room for (Ethernet, VLAN tags, IPv4 with options or IPv6, ports);
+    // IPv6 and its ports behind one VLAN tag; IPv4 and its ports; Ethernet alone.
     const STEPS: [u32; 4] = [firewall_common::DROP_EVENT_BYTES as u32, 62, 38, 14];
     for len in STEPS {
         if frame.copy_head(head, len) {

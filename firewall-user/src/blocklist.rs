@@ -14,18 +14,17 @@
 //! entries it outlasts.
 use std::time::Duration;
 
-use aya::maps::lpm_trie::Key;
 use firewall_common::{
-    Addr, BlockEntry, Builtin, CONFIG_HAS_BLOCKS, Chain, Counter, Direction, MAP_BLOCKLIST, MAX_BLOCKED,
+    BlockEntry, Builtin, CONFIG_HAS_BLOCKS, Chain, Counter, Direction, MAP_BLOCKLIST, MAX_BLOCKED,
     block_counter, builtin_counter,
 };
 use serde::Serialize;
 
 use crate::{
     compile::{ANYWHERE, ListChain, ListLine},
-    live::{LiveError, Result, kernel_time_ns, live},
+    live::{LiveError, Result, kernel_time_ns, live, parse_prefixes},
     lockout::SshSession,
-    maps::{LiveMaps, MapsError},
+    maps::{LiveMaps, call, prefix_key},
     pins::Pins,
     policy::{Prefix, from_addr},
 };
@@ -100,20 +99,11 @@ pub fn plan_block(
     Ok(BlockPlan::Insert { entry: Entry { prefix, deadline_ns, slot }, absorbed })
 }
 
-fn key(prefix: &Prefix) -> Key<Addr> {
-    let (addr, len) = prefix.to_addr();
-    Key::new(len, addr)
-}
-
-fn map_err(call: &'static str) -> impl FnOnce(aya::maps::MapError) -> LiveError {
-    move |source| LiveError::Maps(MapsError::Call { name: MAP_BLOCKLIST, call, source })
-}
-
 /// Every entry in the map, expired ones included.
 pub fn entries(maps: &LiveMaps) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
     for item in maps.blocklist.iter() {
-        let (key, value) = item.map_err(map_err("iterate"))?;
+        let (key, value) = item.map_err(call(MAP_BLOCKLIST, "iterate"))?;
         out.push(Entry {
             prefix: Prefix::from_addr(&key.data(), key.prefix_len()),
             deadline_ns: value.deadline_ns,
@@ -125,12 +115,11 @@ pub fn entries(maps: &LiveMaps) -> Result<Vec<Entry>> {
 }
 
 /// Removes expired entries: their slots are free again.
-fn sweep(maps: &mut LiveMaps, live: &[Entry], now: u64) -> Result<()> {
+fn sweep(maps: &mut LiveMaps, live: &[Entry], now: u64) {
     for entry in live.iter().filter(|e| e.expired(now)) {
         // Another command may have swept it meanwhile.
-        let _ = maps.blocklist.remove(&key(&entry.prefix));
+        let _ = maps.blocklist.remove(&prefix_key(&entry.prefix));
     }
-    Ok(())
 }
 
 /// What one address of a `block` came to.
@@ -149,8 +138,7 @@ pub fn block(
     duration: Option<Duration>,
     force: bool,
 ) -> Result<(Pins, Vec<Blocked>)> {
-    let prefixes: Vec<Prefix> =
-        addrs.iter().map(|a| Prefix::parse(a).map_err(LiveError::BadAddress)).collect::<Result<_>>()?;
+    let prefixes = parse_prefixes(addrs)?;
     let pins = live(iface)?;
     if let Some(session) = SshSession::from_env().filter(|_| !force) {
         let policy = pins.policy()?;
@@ -172,7 +160,7 @@ pub fn block(
     let mut done = Vec::new();
     for prefix in prefixes {
         let live = entries(&maps)?;
-        sweep(&mut maps, &live, now)?;
+        sweep(&mut maps, &live, now);
         match plan_block(&live, prefix, deadline_ns, now).map_err(LiveError::BadAddress)? {
             BlockPlan::Covered { by } => done.push(Blocked::Covered { prefix, by }),
             BlockPlan::Insert { entry, absorbed } => {
@@ -181,11 +169,13 @@ pub fn block(
                     maps.zero_counter(block_counter(entry.slot, Direction::Out))?;
                 }
                 let value = BlockEntry { deadline_ns: entry.deadline_ns, slot: entry.slot, _pad: 0 };
-                maps.blocklist.insert(&key(&prefix), value, 0).map_err(map_err("insert"))?;
+                maps.blocklist
+                    .insert(&prefix_key(&prefix), value, 0)
+                    .map_err(call(MAP_BLOCKLIST, "insert"))?;
                 maps.set_flag(CONFIG_HAS_BLOCKS, true)?;
                 // The wider entry is in: its narrower ones can go without a gap.
                 for inner in &absorbed {
-                    let _ = maps.blocklist.remove(&key(inner));
+                    let _ = maps.blocklist.remove(&prefix_key(inner));
                 }
                 // Flows check before the blocklist: the blocked peers' flows must end.
                 let flows_ended = maps.end_flows(|peer| prefix.contains(from_addr(peer)))?;
@@ -207,8 +197,7 @@ fn settle_flag(maps: &mut LiveMaps) -> Result<()> {
 /// Unblocks each prefix: each must be an entry (a single address inside a wider block
 /// is refused, naming the block).
 pub fn unblock(iface: Option<&str>, addrs: &[String]) -> Result<Pins> {
-    let prefixes: Vec<Prefix> =
-        addrs.iter().map(|a| Prefix::parse(a).map_err(LiveError::BadAddress)).collect::<Result<_>>()?;
+    let prefixes = parse_prefixes(addrs)?;
     let pins = live(iface)?;
     let _lock = pins.lock()?;
     let mut maps = LiveMaps::open(&pins)?;
@@ -226,9 +215,9 @@ pub fn unblock(iface: Option<&str>, addrs: &[String]) -> Result<Pins> {
         };
         return Err(LiveError::BadAddress(message));
     }
-    sweep(&mut maps, &live, now)?;
+    sweep(&mut maps, &live, now);
     for prefix in &prefixes {
-        maps.blocklist.remove(&key(prefix)).map_err(map_err("remove"))?;
+        maps.blocklist.remove(&prefix_key(prefix)).map_err(call(MAP_BLOCKLIST, "remove"))?;
     }
     settle_flag(&mut maps)?;
     Ok(pins)

@@ -27,19 +27,14 @@ use crate::{
     filter,
     live::{self, LiveError},
     maps::LiveMaps,
-    pins::{Pins, PinsError, STATE_ROOT, io_err, write_atomically},
+    pins::{PENDING, Pins, PinsError, STATE_ROOT, io_err, write_atomically},
 };
 
-const PENDING: &str = "pending.json";
 /// Where every rollback is told, whatever else is gone.
 pub const ROLLBACK_LOG: &str = "rollback.log";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfirmError {
-    #[error(
-        "a change on {iface} awaits `firewall confirm` (rolled back in {left} s unless confirmed): confirm it, or let it roll back, first"
-    )]
-    Pending { iface: String, left: u64 },
     #[error("nothing on {iface} awaits confirmation{last}")]
     NothingPending { iface: String, last: String },
     #[error("--confirm takes 1 to 3600 seconds, not {0}")]
@@ -95,24 +90,11 @@ fn read_pending(pins: &Pins) -> Option<Pending> {
     serde_json::from_str(&text).ok()
 }
 
-/// Refuses a change while another awaits confirmation: its rollback would undo this one
-/// too, unseen.
-pub fn refuse_if_pending(pins: &Pins) -> Result<()> {
-    match read_pending(pins) {
-        Some(pending) => Err(ConfirmError::Pending {
-            iface: pins.iface.clone(),
-            left: pending.deadline.saturating_sub(unix_now()),
-        }),
-        None => Ok(()),
-    }
-}
-
 /// What is in force on `pins` now, to roll back to (`None` when no filter is up).
 pub fn record(pins: &Pins, seconds: u64) -> Result<Option<Previous>> {
     if !(1..=3600).contains(&seconds) {
         return Err(ConfirmError::BadSeconds(seconds));
     }
-    refuse_if_pending(pins)?;
     if !pins.is_up() {
         return Ok(None);
     }

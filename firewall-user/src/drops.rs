@@ -25,7 +25,7 @@ use firewall_common::{CONFIG_LOG_DROPS, Direction, LOG_BUCKET, MAP_TOKEN_BUCKETS
 use crate::{
     compile::chain_name,
     live::{LiveError, Result},
-    maps::{LiveMaps, MapsError},
+    maps::{LiveMaps, call},
     pins::{INGRESS_LINK, Pins},
     stats::Snapshot,
 };
@@ -179,7 +179,7 @@ impl Listening {
         let mut maps = LiveMaps::open(pins)?;
         let interval_ns = 1_000_000_000 / u64::from(rate.clamp(1, MAX_RATE));
         let bucket = TokenBucket { tat: 0, interval_ns, burst_ns: u64::from(rate) * interval_ns };
-        maps.token_buckets.set(LOG_BUCKET, bucket, 0).map_err(map_err(MAP_TOKEN_BUCKETS, "set"))?;
+        maps.token_buckets.set(LOG_BUCKET, bucket, 0).map_err(call(MAP_TOKEN_BUCKETS, "set"))?;
         maps.set_flag(CONFIG_LOG_DROPS, true)?;
         Ok(Listening { pins: pins.clone() })
     }
@@ -192,10 +192,6 @@ impl Drop for Listening {
             let _ = maps.set_flag(CONFIG_LOG_DROPS, false);
         }
     }
-}
-
-fn map_err(name: &'static str, call: &'static str) -> impl FnOnce(aya::maps::MapError) -> LiveError {
-    move |source| LiveError::Maps(MapsError::Call { name, call, source })
 }
 
 /// The ingress program's id: aya-log finds the programs' log ring through it.
@@ -232,15 +228,15 @@ pub struct LoggerError {
     source: aya_log::Error,
 }
 
-/// Streams the drop events of the filter `pins` names to `each`, until `stop` is set.
-/// Follows the programs when `up` replaces them (their log ring is new then).
+/// Streams the drop events of the filter `pins` names to `each`, until `stop` is set,
+/// while `_on` keeps them on. Follows the programs when `up` replaces them (their log ring
+/// is new then).
 pub fn stream(
     pins: &Pins,
-    rate: u32,
+    _on: &Listening,
     stop: &AtomicBool,
     mut each: impl FnMut(DropEvent),
 ) -> anyhow::Result<()> {
-    let _on = Listening::start(pins, rate)?;
     let (sender, events) = mpsc::channel();
     let mut program = 0;
     let mut logger = None;

@@ -189,6 +189,7 @@ pub fn up(
     }
     let policy_file = std::path::absolute(policy_file).map_err(io_err("resolving", policy_file))?;
     if pins.is_up() {
+        pins.refuse_if_pending()?;
         replace(policy, policy_text, &policy_file, &pins, audit)?;
         return Ok(Up { pins, replaced: true });
     }

@@ -112,6 +112,7 @@ pub fn reload(
     force: bool,
 ) -> Result<Reloaded> {
     let pins = live(iface)?;
+    pins.refuse_if_pending()?;
     let state = pins.live_state()?;
     let file = match file {
         Some(f) => std::path::absolute(f).map_err(io_err("resolving", f))?,
@@ -151,6 +152,11 @@ fn guard(maps: &LiveMaps, policy: &Policy, pins: &Pins, audit: Option<bool>, for
     Ok(())
 }
 
+/// The addresses and prefixes a command was given, each checked.
+pub(crate) fn parse_prefixes(addrs: &[String]) -> Result<Vec<Prefix>> {
+    addrs.iter().map(|a| Prefix::parse(a).map_err(LiveError::BadAddress)).collect()
+}
+
 /// What `allow` or `revoke` did.
 pub struct PeersChanged {
     pub file: PathBuf,
@@ -168,9 +174,9 @@ pub fn change_peers(
     add: bool,
     force: bool,
 ) -> Result<PeersChanged> {
-    let prefixes: Vec<Prefix> =
-        addrs.iter().map(|a| Prefix::parse(a).map_err(LiveError::BadAddress)).collect::<Result<_>>()?;
+    let prefixes = parse_prefixes(addrs)?;
     let pins = live(iface)?;
+    pins.refuse_if_pending()?;
     let state = pins.live_state()?;
     let file = state.policy_file.clone();
     let name = file.display().to_string();

@@ -250,9 +250,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 iface.or_else(|| policy.interface.clone()).ok_or(filter::FilterError::NoInterfaceGiven)?;
             let pins = Pins::for_iface(&iface);
             let previous = apply.confirm.map(|seconds| confirm::record(&pins, seconds)).transpose()?;
-            if pins.is_up() {
-                confirm::refuse_if_pending(&pins)?;
-            }
             let up = filter::up(&policy, &text, &file, &iface, mode, apply.audit(), apply.force)?;
             let how = if up.replaced { "programs replaced in place" } else { "attached" };
             println!(
@@ -273,7 +270,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Reload { policy, iface, apply } => {
             filter::require_root()?;
             let pins = Pins::find(iface.as_deref())?;
-            confirm::refuse_if_pending(&pins)?;
             let previous = apply.confirm.map(|seconds| confirm::record(&pins, seconds)).transpose()?;
             let done = live::reload(Some(&pins.iface), policy.as_deref(), apply.audit(), apply.force)?;
             let a = done.applied;
@@ -298,12 +294,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             confirm::timer(&iface, &token, Duration::from_secs(after))?;
         }
         Command::Allow { rule, addrs, iface } => {
-            refuse_if_pending(iface.as_deref())?;
             let done = live::change_peers(iface.as_deref(), &rule, &addrs, true, false)?;
             report_peers("allowed", "already allowed", &rule, &addrs, &done);
         }
         Command::Revoke { rule, addrs, iface, force } => {
-            refuse_if_pending(iface.as_deref())?;
             let done = live::change_peers(iface.as_deref(), &rule, &addrs, false, force)?;
             report_peers("revoked", "", &rule, &addrs, &done);
         }
@@ -395,9 +389,10 @@ fn print_drops(iface: Option<&str>, rate: u32) -> anyhow::Result<()> {
         signal_hook::flag::register(signal, stop.clone()).context("catching SIGINT and SIGTERM")?;
     }
     let mut snapshot = Snapshot::take(&pins)?;
+    let on = drops::Listening::start(&pins, rate)?;
     eprintln!("firewall: drop events on {}, at most {rate} a second; Ctrl-C ends", pins.iface);
     let mut out = std::io::stdout().lock();
-    drops::stream(&pins, rate, &stop, |event| {
+    drops::stream(&pins, &on, &stop, |event| {
         // A line a reload added since: read the listing again.
         if !snapshot.chains.iter().any(|c| c.lines.iter().any(|l| l.counter == event.counter))
             && let Ok(fresh) = Snapshot::take(&pins)
@@ -416,12 +411,6 @@ fn arm(pins: &Pins, previous: Option<confirm::Previous>, seconds: u64, change: S
         "firewall: run `firewall confirm` within {seconds} s to keep this; else it is rolled back (timer pid {pid})"
     );
     Ok(())
-}
-
-/// Peer changes wait while a change awaits confirmation: its rollback would undo them.
-fn refuse_if_pending(iface: Option<&str>) -> anyhow::Result<()> {
-    filter::require_root()?;
-    Ok(confirm::refuse_if_pending(&Pins::find(iface)?)?)
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -108,7 +108,8 @@ pub fn check_pinned(pins: &Pins) -> Result<()> {
 
 type Result<T> = std::result::Result<T, MapsError>;
 
-fn call(name: &'static str, call: &'static str) -> impl FnOnce(MapError) -> MapsError {
+/// A map call's error, naming the map and the call.
+pub(crate) fn call(name: &'static str, call: &'static str) -> impl FnOnce(MapError) -> MapsError {
     move |source| MapsError::Call { name, call, source }
 }
 
@@ -133,7 +134,8 @@ pub struct Applied {
     pub flows_removed: usize,
 }
 
-fn prefix_key(prefix: &Prefix) -> Key<Addr> {
+/// An address prefix as the tries key it.
+pub(crate) fn prefix_key(prefix: &Prefix) -> Key<Addr> {
     let (addr, len) = prefix.to_addr();
     Key::new(len, addr)
 }

@@ -21,6 +21,8 @@ pub const EGRESS_LINK: &str = "egress_link";
 const POLICY_COPY: &str = "policy.toml";
 const LIVE_STATE: &str = "live.json";
 const LOCK: &str = "lock";
+/// The record of a change awaiting `firewall confirm` (written by `confirm.rs`).
+pub const PENDING: &str = "pending.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PinsError {
@@ -36,6 +38,10 @@ pub enum PinsError {
         "/sys/fs/bpf is private to this command (as under `ip netns exec`), so the filter would vanish with it; run it with `nsenter --net=/run/netns/NAME firewall …` instead"
     )]
     PrivateMounts,
+    #[error(
+        "a change on {iface} awaits `firewall confirm` (rolled back in {left} s unless confirmed): confirm it, or let it roll back, first"
+    )]
+    Pending { iface: String, left: u64 },
     #[error(
         "the state of the filter on {iface} ({path}) is unreadable: {message}; run `firewall down --iface {iface}` and `up` again"
     )]
@@ -207,6 +213,23 @@ impl Pins {
         write_atomically(&self.state.join(POLICY_COPY), policy_text.as_bytes())?;
         let json = serde_json::to_vec_pretty(state).expect("plain data");
         write_atomically(&self.state.join(LIVE_STATE), &json)
+    }
+
+    /// Refuses a change to the policy while another awaits `firewall confirm`: its
+    /// rollback would undo this one too, unseen. `reload`, `allow`, `revoke` and `up` over
+    /// a live filter ask; the rollback itself does not.
+    pub fn refuse_if_pending(&self) -> Result<()> {
+        #[derive(Deserialize)]
+        struct Deadline {
+            deadline: u64,
+        }
+        let Ok(text) = fs::read_to_string(self.state.join(PENDING)) else {
+            return Ok(());
+        };
+        let deadline = serde_json::from_str::<Deadline>(&text).map_or(0, |d| d.deadline);
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Err(PinsError::Pending { iface: self.iface.clone(), left: deadline.saturating_sub(now) })
     }
 
     /// An exclusive lock on the filter's state, held while the value lives: a confirm

@@ -205,7 +205,8 @@ async fn drop_events(shared: Arc<Shared>, rate: u32) -> Task {
     let read = tokio::task::spawn_blocking(move || {
         let pins = Pins::find(Some(&task.iface)).map_err(|e| e.to_string())?;
         let mut snapshot = Snapshot::take(&pins).ok();
-        drops::stream(&pins, rate, &task.stop, |event| {
+        let on = drops::Listening::start(&pins, rate).map_err(|e| e.to_string())?;
+        drops::stream(&pins, &on, &task.stop, |event| {
             task.reloads.drop_events.inc();
             let known =
                 |s: &Snapshot| s.chains.iter().any(|c| c.lines.iter().any(|l| l.counter == event.counter));
@@ -229,11 +230,7 @@ async fn reload(shared: &Arc<Shared>) {
     let task = shared.clone();
     let done = tokio::task::spawn_blocking(move || {
         let _busy = task.busy.lock().unwrap_or_else(PoisonError::into_inner);
-        // As `firewall reload`: not while a change awaits `firewall confirm`, whose
-        // rollback would undo this one too.
-        let pins = crate::pins::Pins::find(Some(&task.iface)).map_err(|e| e.to_string())?;
-        crate::confirm::refuse_if_pending(&pins).map_err(|e| e.to_string())?;
-        live::reload(Some(&task.iface), None, None, false).map_err(|e| e.to_string())
+        live::reload(Some(&task.iface), None, None, false)
     })
     .await;
     match done {

@@ -221,3 +221,30 @@ fn privileged_tests_fail_loudly_without_root() {
     assert!(all.contains("needs root"), "the failure says why:\n{all}");
     assert!(all.contains("test privileged_probe ... FAILED"), "the probe failed, not skipped:\n{all}");
 }
+
+#[test]
+fn a_bad_command_line_is_one_line_and_exit_2() {
+    // Before a lab, root or a filter matter: clap's own errors, cut to their first line.
+    for (args, expected) in [
+        (
+            &["block", "192.0.2.1", "--for", "5x"][..],
+            "firewall: invalid value '5x' for '--for <DURATION>': \"5x\" is not a duration: a number and s, m, h or d (10m, 12h) (see firewall --help)",
+        ),
+        (
+            &["drops", "--rate", "0"][..],
+            "firewall: invalid value '0' for '--rate <RATE>': the rate of drop events is 1 to 10000 a second, not \"0\" (see firewall --help)",
+        ),
+        (&["blok"][..], "firewall: unrecognized subcommand 'blok' (see firewall --help)"),
+        (
+            &["up", "--policy", "p.toml", "--audit", "--enforce"][..],
+            "firewall: the argument '--audit' cannot be used with '--enforce' (see firewall --help)",
+        ),
+    ] {
+        let output = Command::new(firewall_bin()).args(args).output().expect("running firewall");
+        assert_eq!(output.status.code(), Some(2), "firewall {args:?}");
+        assert_eq!(text(&output.stderr), format!("{expected}\n"), "firewall {args:?}");
+        assert!(output.stdout.is_empty());
+    }
+    let help = Command::new(firewall_bin()).arg("--help").output().expect("running firewall --help");
+    assert!(help.status.success() && text(&help.stdout).contains("block"), "--help still prints the usage");
+}

@@ -126,6 +126,9 @@ fn drop_events_are_sampled_in_the_kernel_and_told_as_iptables_log_tells_them() {
     let listener = Listener::start(&lab, &["drops", "--rate", &RATE.to_string(), "--iface", SERVER_IF]);
     listener.wait_stderr("drop events on s0, at most 5 a second");
     assert!(events_on(&lab));
+    // The flag is the listener's, not the policy's: a reload keeps it.
+    lab.firewall_ok(&["reload"]);
+    assert!(events_on(&lab), "a reload turned the drop events off");
     let started = Instant::now();
     datagrams(&lab, STRANGER, CLOSED, 400);
     let lines = listener.lines_within(Duration::from_secs(2), true);

@@ -302,6 +302,11 @@ fn a_confirmed_change_stays_and_a_pending_one_blocks_others() {
         &lab.firewall(&["allow", "ssh-in", "203.0.113.9"]),
         "a change on s0 awaits `firewall confirm`",
     );
+    let policy = lab.policy_file();
+    assert_fails(
+        &lab.firewall(&["up", "--policy", policy.to_str().unwrap(), "--iface", SERVER_IF]),
+        "a change on s0 awaits `firewall confirm`",
+    );
     let out = lab.firewall_ok(&["confirm"]);
     assert!(out.contains(&format!("confirmed the reload of {} on s0: it stays", wider.display())), "{out}");
     std::thread::sleep(Duration::from_secs(6));
@@ -311,7 +316,6 @@ fn a_confirmed_change_stays_and_a_pending_one_blocks_others() {
 
     // A first `up` that is not confirmed comes down again.
     lab.firewall_ok(&["down", "--iface", SERVER_IF]);
-    let policy = lab.policy_file();
     let out = lab.firewall_ok(&[
         "up",
         "--policy",
