@@ -163,7 +163,10 @@ fn a_syn_flood_fills_conntrack_while_a_live_ssh_session_keeps_answering() {
     let limit = Duration::from_secs(120 + count / 5_000);
     let syns_before = syns();
     let flood_started = Instant::now();
-    let mut trafgen = Trafgen::start(&lab, "syn-flood", &config, Sender::Sendto, Some(count));
+    // Until stopped, after at least `count` SYNs: the steps below take what time the
+    // machine gives them (a login under the flood took 4 s on a busy one), and each must
+    // meet the flood, not its end.
+    let mut trafgen = Trafgen::start(&lab, "syn-flood", &config, Sender::Sendto, None);
 
     // Until the table is full nothing is evicted.
     while syns() < max && trafgen.running() && flood_started.elapsed() < limit {
@@ -216,13 +219,17 @@ fn a_syn_flood_fills_conntrack_while_a_live_ssh_session_keeps_answering() {
     std::fs::write(&flag, "").expect("the flag file");
     let server_first = session.wait_for("spoke", PROBE_WITHIN);
     let after_server_first = pinned.flow(&ssh_key);
-    // 4. And on, until the flood ends.
+    // 4. And on, until the flood has sent its count.
     let mut during = Vec::new();
-    while trafgen.running() && flood_started.elapsed() < limit {
+    while trafgen.running()
+        && (during.len() < 3 || syns() - syns_before < count)
+        && flood_started.elapsed() < limit
+    {
         during.push(session.probe(PROBE_WITHIN));
         std::thread::sleep(Duration::from_millis(200));
     }
-    let sent = trafgen.wait(limit);
+    let sent = trafgen.stop();
+    assert!(sent.packets >= count, "the flood stopped after {} SYNs, short of {count}", sent.packets);
     let after = lab.list();
     let c0 = link_stats(&lab.client, CLIENT_IF).since(&c0_before);
     let s0 = link_stats(&lab.server, SERVER_IF).since(&s0_before);
