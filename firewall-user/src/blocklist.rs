@@ -140,7 +140,7 @@ pub fn block(
 ) -> Result<(Pins, Vec<Blocked>)> {
     let prefixes = parse_prefixes(addrs)?;
     let pins = live(iface)?;
-    if let Some(session) = SshSession::from_env().filter(|_| !force) {
+    if let Some(session) = SshSession::current().filter(|_| !force) {
         let policy = pins.policy()?;
         if let Some(prefix) = prefixes.iter().find(|p| session.to_host(&policy) && p.contains(session.client))
         {

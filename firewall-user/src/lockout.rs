@@ -3,13 +3,20 @@
 //! missing.
 //!
 //! The session is read from `SSH_CONNECTION` (`CLIENT CLIENT_PORT SERVER SERVER_PORT`, set
-//! by sshd). Its packets meet the filter when the server address is the policy's host
+//! by sshd) in the command's own environment or, since `sudo` (env_reset), `sudo -i` and
+//! `su -l` clear it from the command's, in the nearest ancestor's that has it (root reads
+//! every process's `/proc/PID/environ`). A session counts only while its TCP connection
+//! is established in this network namespace (`/proc/net/tcp`, `tcp6`): the variable
+//! outlives its session in a tmux or screen started from an old login. Its packets meet the filter when the server address is the policy's host
 //! address, or is on the filtered interface (then the policy names the wrong address and
 //! drops the session as FORWARD traffic). It survives the change when the programs would
 //! admit its client's SYN to the server port: not an anti-spoof source, admitted by an
 //! `in` rule's allow-list, as the kernel looks it up ([`MapPlan::admits`]); the returns
 //! then ride that flow (or the pickup of sessions older than the filter).
-use std::net::IpAddr;
+use std::{
+    fs,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+};
 
 use firewall_common::{AllowKey, Direction, PROTO_TCP};
 
@@ -27,10 +34,30 @@ pub struct SshSession {
     pub server_port: u16,
 }
 
+/// The variable sshd sets.
+const VARIABLE: &str = "SSH_CONNECTION";
+/// How far up the process tree to look (a loop in a racing read ends here too).
+const MAX_ANCESTORS: usize = 64;
+
 impl SshSession {
-    /// From `SSH_CONNECTION`, if the command runs under sshd.
-    pub fn from_env() -> Option<SshSession> {
-        SshSession::parse(&std::env::var("SSH_CONNECTION").ok()?)
+    /// The SSH session this command runs from: `SSH_CONNECTION` in its own environment
+    /// or its nearest ancestor's, the first of those whose connection is still
+    /// established in this network namespace.
+    pub fn current() -> Option<SshSession> {
+        let sessions: Vec<SshSession> =
+            candidates().iter().filter_map(|text| SshSession::parse(text)).collect();
+        if sessions.is_empty() {
+            return None;
+        }
+        let established = established_connections();
+        sessions.into_iter().find(|s| s.is_among(&established))
+    }
+
+    /// Whether its connection is among `established` (local, remote) pairs.
+    fn is_among(&self, established: &[(SocketAddr, SocketAddr)]) -> bool {
+        let server = SocketAddr::new(self.server, self.server_port);
+        let client = SocketAddr::new(self.client, self.client_port);
+        established.contains(&(server, client))
     }
 
     /// `"192.0.2.10 53422 198.51.100.1 22"`; IPv4-mapped addresses are taken as IPv4.
@@ -63,6 +90,99 @@ impl std::fmt::Display for SshSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} port {} to {} port {}", self.client, self.client_port, self.server, self.server_port)
     }
+}
+
+/// `SSH_CONNECTION` as this process's environment has it, then as each ancestor's does,
+/// nearest first.
+fn candidates() -> Vec<String> {
+    let mut found: Vec<String> = std::env::var(VARIABLE).ok().into_iter().collect();
+    let mut pid = std::os::unix::process::parent_id();
+    for _ in 0..MAX_ANCESTORS {
+        if pid == 0 {
+            break;
+        }
+        if let Ok(environ) = fs::read(format!("/proc/{pid}/environ"))
+            && let Some(text) = environ_variable(&environ, VARIABLE)
+            && !found.contains(&text)
+        {
+            found.push(text);
+        }
+        let Some(parent) = fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| stat_parent(&s))
+        else {
+            break;
+        };
+        pid = parent;
+    }
+    found
+}
+
+/// `NAME`'s value in a `/proc/PID/environ` (`NAME=value` entries, NUL-separated).
+fn environ_variable(environ: &[u8], name: &str) -> Option<String> {
+    environ.split(|b| *b == 0).find_map(|entry| {
+        let value = entry.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
+        String::from_utf8(value.to_vec()).ok()
+    })
+}
+
+/// The parent pid (field 4) of a `/proc/PID/stat` line; the command name before it may
+/// hold spaces and parentheses.
+fn stat_parent(stat: &str) -> Option<u32> {
+    stat.rsplit_once(')')?.1.split_ascii_whitespace().nth(1)?.parse().ok()
+}
+
+/// The established TCP connections of this network namespace, as (local, remote).
+fn established_connections() -> Vec<(SocketAddr, SocketAddr)> {
+    let mut out = Vec::new();
+    for (path, family) in [("/proc/net/tcp", Family::V4), ("/proc/net/tcp6", Family::V6)] {
+        if let Ok(text) = fs::read_to_string(path) {
+            out.extend(parse_proc_net_tcp(&text, family));
+        }
+    }
+    out
+}
+
+/// Which of /proc/net/tcp's two files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+/// The established connections (state 01) of a `/proc/net/tcp` or `tcp6`, as (local,
+/// remote); IPv4-mapped addresses as IPv4.
+fn parse_proc_net_tcp(text: &str, family: Family) -> Vec<(SocketAddr, SocketAddr)> {
+    const ESTABLISHED: &str = "01";
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut fields = line.split_ascii_whitespace().skip(1);
+            let (local, remote, state) = (fields.next()?, fields.next()?, fields.next()?);
+            (state == ESTABLISHED).then_some(())?;
+            Some((proc_net_addr(local, family)?, proc_net_addr(remote, family)?))
+        })
+        .collect()
+}
+
+/// `0100007F:0016` (IPv4) or 32 hex digits and a port (IPv6): the address's 32-bit words
+/// as the kernel holds them, each printed as a native-endian number; the port in hex.
+fn proc_net_addr(field: &str, family: Family) -> Option<SocketAddr> {
+    let (addr, port) = field.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let words: Vec<u32> = (0..addr.len() / 8)
+        .map(|i| u32::from_str_radix(addr.get(8 * i..8 * i + 8)?, 16).ok())
+        .collect::<Option<_>>()?;
+    let ip = match (family, words.as_slice()) {
+        (Family::V4, [word]) => IpAddr::V4(Ipv4Addr::from(word.to_ne_bytes())),
+        (Family::V6, [a, b, c, d]) => {
+            let mut bytes = [0u8; 16];
+            for (chunk, word) in bytes.chunks_mut(4).zip([a, b, c, d]) {
+                chunk.copy_from_slice(&word.to_ne_bytes());
+            }
+            IpAddr::V6(Ipv6Addr::from(bytes)).to_canonical()
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
 }
 
 /// A change that would cut the session off.
@@ -154,7 +274,7 @@ pub fn check(policy: &Policy, iface: Option<&str>, session: &SshSession) -> Resu
 /// The guard as commands use it: nothing to check outside an SSH session, or with
 /// `--force`.
 pub fn guard(policy: &Policy, iface: Option<&str>, force: bool) -> Result<(), LockOut> {
-    match SshSession::from_env() {
+    match SshSession::current() {
         Some(session) if !force => check(policy, iface, &session),
         _ => Ok(()),
     }
@@ -183,6 +303,50 @@ mod tests {
         assert_eq!(session("::ffff:192.0.2.10 1 ::ffff:198.51.100.1 22").client, s.client);
         assert_eq!(SshSession::parse("192.0.2.10 53422"), None);
         assert_eq!(SshSession::parse("nonsense"), None);
+    }
+
+    #[test]
+    fn finds_the_variable_in_an_environ() {
+        let environ =
+            b"HOME=/root\0SSH_CONNECTION_X=no\0SSH_CONNECTION=192.0.2.10 53422 198.51.100.1 22\0TERM=xterm\0";
+        assert_eq!(
+            environ_variable(environ, "SSH_CONNECTION").as_deref(),
+            Some("192.0.2.10 53422 198.51.100.1 22")
+        );
+        assert_eq!(environ_variable(b"HOME=/root\0", "SSH_CONNECTION"), None);
+        assert_eq!(stat_parent("77 (sudo (x) y) S 76 77 77 0"), Some(76));
+        // Our own parent, as the kernel says.
+        let stat = fs::read_to_string("/proc/self/stat").unwrap();
+        assert_eq!(stat_parent(&stat), Some(std::os::unix::process::parent_id()));
+    }
+
+    #[test]
+    fn reads_established_connections_of_both_families() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+           0: 0100007F:0CEA 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n\
+           1: 016433C6:007A 077100CB:C4E8 01 00000000:00000000 02:0009F6C5 00000000     0        0 2 4 0 20 4 30 10 -1\n\
+           2: 016433C6:007A 087100CB:C4E9 06 00000000:00000000 03:00000000 00000000     0        0 0 3 0\n";
+        let v4 = |a: &str| a.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            parse_proc_net_tcp(tcp, Family::V4),
+            vec![(v4("198.51.100.1:122"), v4("203.0.113.7:50408"))],
+            "little-endian words; listening and TIME_WAIT sockets are not sessions"
+        );
+        let tcp6 = "  sl  local_address                         remote_address                        st\n\
+           0: 0000000000000000FFFF0000016433C6:007A 0000000000000000FFFF0000077100CB:C4E8 01 0\n\
+           1: B80D0120000000000000000001000000:0016 B80D0120000000000000000007000000:9C40 01 0\n";
+        assert_eq!(
+            parse_proc_net_tcp(tcp6, Family::V6),
+            vec![
+                (v4("198.51.100.1:122"), v4("203.0.113.7:50408")),
+                (v4("[2001:db8::1]:22"), v4("[2001:db8::7]:40000")),
+            ],
+            "IPv4-mapped sessions as IPv4"
+        );
+        let session = SshSession::parse("203.0.113.7 50408 198.51.100.1 122").unwrap();
+        assert!(session.is_among(&parse_proc_net_tcp(tcp, Family::V4)));
+        let gone = SshSession::parse("203.0.113.8 50409 198.51.100.1 122").unwrap();
+        assert!(!gone.is_among(&parse_proc_net_tcp(tcp, Family::V4)), "a TIME_WAIT session is gone");
     }
 
     #[test]

@@ -275,6 +275,20 @@ impl Sshd {
         options: &[&str],
         remote: &str,
     ) -> Command {
+        self.command_as("root", lab, from, connect_timeout, options, remote)
+    }
+
+    /// `ssh … OPTIONS… USER@ADDR REMOTE` from the namespace of `from`, not started (the
+    /// user logs in with the same key: sshd's AuthorizedKeysFile is one file for all).
+    pub fn command_as(
+        &self,
+        user: &str,
+        lab: &Lab,
+        from: Ipv4Addr,
+        connect_timeout: u32,
+        options: &[&str],
+        remote: &str,
+    ) -> Command {
         let mut command = in_ns(lab.ns_of(from), "ssh");
         command
             .args(["-F", "none", "-i"])
@@ -289,9 +303,67 @@ impl Sshd {
             .arg(from.to_string())
             .arg("-p")
             .arg(self.addr.port().to_string())
-            .arg(format!("root@{}", self.addr.ip()))
+            .arg(format!("{user}@{}", self.addr.ip()))
             .arg(remote);
         command
+    }
+}
+
+/// An unprivileged login made for a test, allowed every command with `sudo` and no
+/// password; it and its sudoers file are removed on drop, a failed test included.
+pub struct TestUser {
+    pub name: String,
+    sudoers: PathBuf,
+}
+
+impl TestUser {
+    pub fn new(tag: &str) -> TestUser {
+        need("sudo", "sudo");
+        need("useradd", "passwd");
+        // At most 32 characters, unique to this process.
+        let name = format!("fw{tag}{}", std::process::id());
+        let sudoers = Path::new("/etc/sudoers.d").join(format!("fwtest-{name}"));
+        // The guard exists before the user does: a failure below removes what was made.
+        let user = TestUser { name, sudoers };
+        let made = Command::new("useradd")
+            .args(["--create-home", "--shell", "/bin/bash", &user.name])
+            .output()
+            .expect("running useradd");
+        assert!(made.status.success(), "useradd: {}", String::from_utf8_lossy(&made.stderr));
+        // No password, but not locked: sshd without PAM refuses a locked account ("!").
+        let unlocked = Command::new("usermod").args(["-p", "*", &user.name]).output().expect("usermod");
+        assert!(unlocked.status.success(), "usermod: {}", String::from_utf8_lossy(&unlocked.stderr));
+        fs::write(&user.sudoers, format!("{} ALL=(ALL:ALL) NOPASSWD: ALL\n", user.name)).expect("sudoers");
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::set_permissions(&user.sudoers, fs::Permissions::from_mode(0o440)).expect("chmod sudoers");
+        user
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.sudoers);
+        // Its processes first (its login's, if one outlived the test), else userdel
+        // refuses: each found by its uid, killed by its pid.
+        if let Some(uid) = nix::unistd::User::from_name(&self.name).ok().flatten().map(|u| u.uid.as_raw()) {
+            for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+                let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                    continue;
+                };
+                let status = fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+                let real_uid = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .and_then(|l| l.split_whitespace().next().and_then(|u| u.parse::<u32>().ok()));
+                if real_uid == Some(uid) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        let _ = Command::new("userdel").args(["--remove", &self.name]).stderr(Stdio::null()).status();
     }
 }
 

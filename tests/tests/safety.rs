@@ -1,7 +1,8 @@
 //! The safety nets no iptables script has: `block`/`unblock` (a live blocklist whose
 //! expiry the kernel enforces), `--audit` (count what would drop, drop nothing), the
 //! lock-out guard (refuse a policy that would cut off the SSH session it is applied
-//! from), and `--confirm` (roll back unless confirmed, even with the session cut off).
+//! from, under `sudo` and `su` too), and `--confirm` (roll back unless confirmed, even
+//! with the session cut off).
 //!
 //! Run as root after `cargo build --release`:
 //! `cargo test --release -p tests --test safety -- --nocapture`.
@@ -14,7 +15,7 @@ use std::{
 
 use serde_json::Value;
 use tests::{
-    daemons::{self, said_ok},
+    daemons::{self, TestUser, said_ok},
     lab::{
         BLOCKED_AFTER, HOST, Lab, OPEN_WITHIN, Outcome, SERVER_IF, STRANGER, assert_fails, echo,
         firewall_bin, stderr,
@@ -335,4 +336,65 @@ fn a_confirmed_change_stays_and_a_pending_one_blocks_others() {
     let log = fs::read_to_string(lab.state_root().join("rollback.log")).unwrap();
     assert!(log.contains("on s0: took the filter down, as it was before (undoing the up of"), "{log}");
     assert_eq!(lab.tcp_probe(STRANGER, SSH, OPEN_WITHIN), Outcome::Open, "no filter");
+}
+
+#[test]
+fn the_guard_finds_the_session_under_sudo_and_su() {
+    require_root();
+    let lab = Lab::new("sudo");
+    let sshd = daemons::sshd(&lab, SSH);
+    let user = TestUser::new("adm");
+    let cut = with_ssh_peers(&lab, "cut.toml", "\"203.0.113.8\"");
+    let cut = cut.to_str().unwrap();
+    let policy = lab.policy_file();
+    let policy = policy.to_str().unwrap();
+    let fw = firewall_bin();
+    let fw = fw.to_str().unwrap();
+    let reason = "to 198.51.100.1 port 122) would be cut off: rule ssh-in serves tcp port 122 but not its client 203.0.113.7; add 203.0.113.7 to rule ssh-in's peers, or pass --force";
+
+    // An administrator logged in as themselves, over SSH.
+    let run = |remote: String| {
+        let mut command = sshd.command_as(&user.name, &lab, ADMIN, 10, &[], &remote);
+        daemons::run(&lab, &mut command, Duration::from_secs(30))
+    };
+    let who = run("id -un; sudo -n id -un".into());
+    assert_eq!(who.stdout, format!("{}\nroot\n", user.name), "{}", who.describe());
+
+    // sudo resets the environment, sudo -i and su -l start a login's: SSH_CONNECTION is
+    // gone from the command's own, and the guard finds the session all the same.
+    // A command as each way runs it as root.
+    type Wrap = fn(&str) -> String;
+    let ways: [(&str, Wrap); 3] = [
+        ("sudo", |command| format!("sudo {command}")),
+        ("sudo -i", |command| format!("sudo -i {command}")),
+        ("su -l", |command| format!("sudo su -l -c '{command}'")),
+    ];
+    for (how, wrap) in ways {
+        let refused = run(wrap(&format!("{fw} check {cut}")));
+        assert_eq!(refused.code(), Some(1), "{how}: {}", refused.describe());
+        assert!(
+            refused.stderr.contains("firewall: this SSH session (203.0.113.7 port"),
+            "{how}: {}",
+            refused.describe()
+        );
+        assert!(refused.stderr.contains(reason), "{how}: {}", refused.describe());
+        let forced = run(wrap(&format!("{fw} check {cut} --force")));
+        assert!(forced.ok(), "{how} --force: {}", forced.describe());
+        let admitted = run(wrap(&format!("{fw} check {policy}")));
+        assert!(admitted.ok(), "{how}, a policy that admits the session: {}", admitted.describe());
+    }
+    drop(user);
+}
+
+#[test]
+fn a_session_long_gone_guards_nothing() {
+    require_root();
+    let lab = Lab::new("gone");
+    let cut = with_ssh_peers(&lab, "cut.toml", "\"203.0.113.8\"");
+    // SSH_CONNECTION as a shell in a tmux server started from an old login keeps it: a
+    // session to this host that no connection carries any more.
+    let mut command = lab.server_command(firewall_bin());
+    command.arg("check").arg(&cut).env("SSH_CONNECTION", "203.0.113.7 50000 198.51.100.1 122");
+    let out = command.output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
 }

@@ -63,6 +63,8 @@ const TEST_PACKAGES: &[&str] = &[
     "tmux",
     // Prometheus and its promtool, to scrape and check `firewall serve` (tests/tests/serve.rs).
     "prometheus",
+    // An administrator's `sudo firewall …` over SSH, for the lock-out guard (tests/tests/safety.rs).
+    "sudo",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
