@@ -7,13 +7,17 @@
 //!
 //! The runtime is tokio's, on one thread: each HTTP connection is a task of its own (a
 //! slow client holds up only itself), the map reads and reloads run on its blocking pool.
+//! At most [`MAX_CONNECTIONS`] connections are open at once, [`MAX_PER_CLIENT`] from one
+//! address: past that a connection is closed as soon as it is accepted, and counted, so
+//! that no client can run the process out of descriptors or keep Prometheus out.
 //! Long-running work is one of `run`'s `Tasks` (HTTP, and with `--log-drops` the kernel's
 //! drop events, see [`crate::drops`]), and every gauge read from a snapshot is emitted in
 //! `gauges`.
 use std::{
+    collections::HashMap,
     convert::Infallible,
     fmt, io,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
@@ -63,6 +67,11 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// No connection lasts longer, so that clients that never read their answers cannot
 /// pile up (a scrape takes milliseconds).
 const CONNECTION_DEADLINE: Duration = Duration::from_secs(60);
+/// The most connections open at once: each may live up to [`CONNECTION_DEADLINE`], and
+/// a descriptor each, where the process may have 1,024.
+pub const MAX_CONNECTIONS: usize = 128;
+/// The most from one client address, so that one client cannot take every connection.
+pub const MAX_PER_CLIENT: usize = 8;
 /// OpenMetrics 1.0, for scrapers that ask for it (Prometheus does).
 const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const INDEX: &str = "firewall serve: the filter's counters, in Prometheus' text format, are at /metrics\n";
@@ -106,6 +115,8 @@ struct Reloads {
     failed: Counter,
     /// Drop events received (`--log-drops`).
     drop_events: Counter,
+    /// Connections closed at once: over [`MAX_CONNECTIONS`] or [`MAX_PER_CLIENT`].
+    connections_refused: Counter,
 }
 
 /// What the tasks share.
@@ -256,19 +267,67 @@ async fn reload(shared: &Arc<Shared>) {
     }
 }
 
-/// Accepts connections, each served in a task of its own.
+/// The connections open, in all and by client address.
+#[derive(Default)]
+struct Slots {
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// One connection's place among the open ones, given back on drop.
+struct Slot {
+    slots: Arc<Slots>,
+    client: IpAddr,
+}
+
+impl Slots {
+    /// A place for a connection from `client`, or `None` when it is over a cap.
+    fn take(self: &Arc<Self>, client: IpAddr) -> Option<Slot> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let (total, by_client) = &mut *open;
+        let mine = by_client.get(&client).copied().unwrap_or(0);
+        if *total >= MAX_CONNECTIONS || mine >= MAX_PER_CLIENT {
+            return None;
+        }
+        *total += 1;
+        by_client.insert(client, mine + 1);
+        Some(Slot { slots: self.clone(), client })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let (total, by_client) = &mut *open;
+        *total -= 1;
+        if let Some(mine) = by_client.get_mut(&self.client) {
+            *mine -= 1;
+            if *mine == 0 {
+                by_client.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// Accepts connections, each served in a task of its own, within the caps.
 async fn http(listener: TcpListener, shared: Arc<Shared>) -> Task {
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+    let slots = Arc::new(Slots::default());
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             // Out of file descriptors, say: the clients already connected go on.
             Err(err) => {
                 eprintln!("firewall serve: accept: {err}");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
+        };
+        let Some(slot) = slots.take(peer.ip().to_canonical()) else {
+            // Closed at once: its descriptor is free again.
+            drop(stream);
+            shared.reloads.connections_refused.inc();
+            continue;
         };
         let shared = shared.clone();
         let connection = builder.serve_connection(
@@ -278,6 +337,7 @@ async fn http(listener: TcpListener, shared: Arc<Shared>) -> Task {
         tokio::spawn(async move {
             // A client that goes away or times out ends its own connection, nothing more.
             let _ = tokio::time::timeout(CONNECTION_DEADLINE, connection).await;
+            drop(slot);
         });
     }
 }
@@ -369,6 +429,11 @@ fn exposition(
         "firewall_drop_events",
         "Drop events received from the kernel (--log-drops; sampled, at most its rate a second)",
         reloads.drop_events.clone(),
+    );
+    registry.register(
+        "firewall_serve_connections_refused",
+        "Connections closed as soon as accepted: 128 were open, or 8 from that client address",
+        reloads.connections_refused.clone(),
     );
     registry.register_collector(Box::new(SnapshotMetrics { snapshot, iface: iface.to_owned() }));
     let mut out = String::new();
@@ -571,6 +636,23 @@ mod tests {
         let info = samples(&text, "firewall_info");
         assert_eq!(info.len(), 1, "{text}");
         assert!(info[0].0.starts_with(r#"{iface="eth0",policy=""#) && info[0].1 == "1", "{info:?}");
+    }
+
+    #[test]
+    fn connections_are_capped_in_all_and_by_client() {
+        let slots = Arc::new(Slots::default());
+        let one: IpAddr = "192.0.2.1".parse().unwrap();
+        let mine: Vec<Slot> = (0..MAX_PER_CLIENT).map(|_| slots.take(one).unwrap()).collect();
+        assert!(slots.take(one).is_none(), "a ninth from one client");
+        let mut others: Vec<Slot> = (0..MAX_CONNECTIONS - MAX_PER_CLIENT)
+            .map(|i| slots.take(IpAddr::from([198, 51, 100, (i / MAX_PER_CLIENT) as u8])).unwrap())
+            .collect();
+        assert!(slots.take("203.0.113.1".parse().unwrap()).is_none(), "past the global cap");
+        others.pop();
+        assert!(slots.take("203.0.113.1".parse().unwrap()).is_some(), "a place freed is free");
+        drop(mine);
+        assert!(slots.take(one).is_some());
+        assert_eq!(slots.open.lock().unwrap().1.get(&one), None, "given back on drop");
     }
 
     #[test]

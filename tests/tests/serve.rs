@@ -1,7 +1,8 @@
 //! `firewall serve --metrics`: scraped with curl against `firewall list --json` and
 //! checked by Prometheus' own promtool, then scraped by a Prometheus server; reloads on
-//! SIGHUP, good and bad; SIGTERM and SIGINT; a stalled client; the filter taken down and
-//! put up again; bad addresses, a port in use, no filter.
+//! SIGHUP, good and bad; SIGTERM and SIGINT; a stalled client; clients that open
+//! connections and send nothing; the filter taken down and put up again; bad addresses,
+//! a port in use, no filter.
 //!
 //! Run as root after `cargo build --release`:
 //! `cargo test --release -p tests --test serve`.
@@ -573,6 +574,62 @@ fn a_slow_client_holds_up_no_other_and_is_cut_off() {
     assert!(!text(&rest).contains("firewall_packets_total"), "no metrics for an unfinished request");
     // And scrapes still work after.
     scrape(&lab);
+}
+
+/// `count` connections to serve from `from` (a loopback address), each left idle.
+fn idle_connections(lab: &Lab, from: Ipv4Addr, count: usize) -> Vec<TcpStream> {
+    let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9100);
+    lab.run_in(&lab.server, || {
+        (0..count)
+            .map(|_| {
+                tests::lab::tcp_connect(from, to, WITHIN)
+                    .unwrap_or_else(|o| panic!("connecting from {from}: {o:?}"))
+            })
+            .collect()
+    })
+}
+
+#[test]
+fn idle_connections_cannot_use_up_descriptors_or_keep_a_scraper_out() {
+    require_root();
+    let lab = Lab::new("servecap");
+    lab.up();
+    let (serve, _) = Serve::start(&lab, "127.0.0.1:9100");
+    let fds = || fs::read_dir(format!("/proc/{}/fd", serve.child.id())).unwrap().count();
+    let idle = fds();
+    // Let serve accept what is queued, then count its descriptors.
+    let settled = || {
+        std::thread::sleep(Duration::from_millis(500));
+        fds()
+    };
+
+    // One client opens 200 connections and sends nothing: it holds 8, the rest are closed.
+    let one = idle_connections(&lab, Ipv4Addr::new(127, 0, 0, 2), 200);
+    let open = settled();
+    assert!(open <= idle + 8 + 1, "serve holds {open} descriptors, {idle} idle, for one client's 200");
+    // Another client still gets its scrape, and the refusals are counted.
+    let metrics = scrape(&lab);
+    let refused = metrics.single("firewall_serve_connections_refused_total");
+    assert!(refused >= 192, "{refused} refusals counted of 192");
+    let over = one.into_iter().last().map(|mut last| {
+        last.set_read_timeout(Some(WITHIN)).unwrap();
+        let mut rest = Vec::new();
+        last.read_to_end(&mut rest)
+    });
+    assert!(matches!(over, Some(Ok(0)) | Some(Err(_))), "a connection over the cap was not closed: {over:?}");
+
+    // Many clients, each within its own cap: no more than 128 at once in all.
+    let many: Vec<Vec<TcpStream>> =
+        (1..=30).map(|i| idle_connections(&lab, Ipv4Addr::new(127, 0, 1, i), 8)).collect();
+    let open = settled();
+    assert!(open <= idle + 128 + 1, "serve holds {open} descriptors, {idle} idle, for 240 connections");
+    drop(many);
+    // Once they are gone, scrapes are served again.
+    let deadline = Instant::now() + WITHIN;
+    while curl(&lab.server, &[], "http://127.0.0.1:9100/metrics").is_err() {
+        assert!(Instant::now() < deadline, "no scrape served after the clients left");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]
