@@ -22,9 +22,9 @@ use serde::Serialize;
 
 use crate::{
     compile::{ANYWHERE, ListChain, ListLine},
-    live::{LiveError, Result, kernel_time_ns, live, parse_prefixes},
+    live::{LiveError, Result, kernel_time_ns, lock, parse_prefixes},
     lockout::SshSession,
-    maps::{LiveMaps, call, prefix_key},
+    maps::{LiveMaps, call, gone_is_ok, prefix_key},
     pins::Pins,
     policy::{Prefix, from_addr},
 };
@@ -139,7 +139,9 @@ pub fn block(
     force: bool,
 ) -> Result<(Pins, Vec<Blocked>)> {
     let prefixes = parse_prefixes(addrs)?;
-    let pins = live(iface)?;
+    // Two changes at once would each decide the trie's flag on what they saw.
+    let lock = lock(iface)?;
+    let pins = lock.pins().clone();
     if let Some(session) = SshSession::current().filter(|_| !force) {
         let policy = pins.policy()?;
         if let Some(prefix) = prefixes.iter().find(|p| session.to_host(&policy) && p.contains(session.client))
@@ -149,8 +151,6 @@ pub fn block(
             )));
         }
     }
-    // Two changes at once would each decide the trie's flag on what they saw.
-    let _lock = pins.lock()?;
     let mut maps = LiveMaps::open(&pins)?;
     let now = kernel_time_ns();
     let deadline_ns = match duration {
@@ -198,8 +198,8 @@ fn settle_flag(maps: &mut LiveMaps) -> Result<()> {
 /// is refused, naming the block).
 pub fn unblock(iface: Option<&str>, addrs: &[String]) -> Result<Pins> {
     let prefixes = parse_prefixes(addrs)?;
-    let pins = live(iface)?;
-    let _lock = pins.lock()?;
+    let lock = lock(iface)?;
+    let pins = lock.pins().clone();
     let mut maps = LiveMaps::open(&pins)?;
     let now = kernel_time_ns();
     let live = entries(&maps)?;
@@ -217,7 +217,7 @@ pub fn unblock(iface: Option<&str>, addrs: &[String]) -> Result<Pins> {
     }
     sweep(&mut maps, &live, now);
     for prefix in &prefixes {
-        maps.blocklist.remove(&prefix_key(prefix)).map_err(call(MAP_BLOCKLIST, "remove"))?;
+        gone_is_ok(maps.blocklist.remove(&prefix_key(prefix))).map_err(call(MAP_BLOCKLIST, "remove"))?;
     }
     settle_flag(&mut maps)?;
     Ok(pins)

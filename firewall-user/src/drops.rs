@@ -168,7 +168,8 @@ pub fn render(event: &DropEvent, iface: &str, snapshot: Option<&Snapshot>) -> St
 }
 
 /// The drop events are on while this lives: the flag and the rate are set, and cleared
-/// on drop.
+/// on drop. Each holds the state lock for as long as it writes `CONFIG`, which changes
+/// read, modify and write too.
 pub struct Listening {
     pins: Pins,
 }
@@ -176,7 +177,8 @@ pub struct Listening {
 impl Listening {
     /// Turns the events on at `rate` a second (bursts of as many).
     pub fn start(pins: &Pins, rate: u32) -> Result<Listening> {
-        let mut maps = LiveMaps::open(pins)?;
+        let lock = crate::live::lock(Some(&pins.iface))?;
+        let mut maps = LiveMaps::open(lock.pins())?;
         let interval_ns = 1_000_000_000 / u64::from(rate.clamp(1, MAX_RATE));
         let bucket = TokenBucket { tat: 0, interval_ns, burst_ns: u64::from(rate) * interval_ns };
         maps.token_buckets.set(LOG_BUCKET, bucket, 0).map_err(call(MAP_TOKEN_BUCKETS, "set"))?;
@@ -188,8 +190,21 @@ impl Listening {
 impl Drop for Listening {
     fn drop(&mut self) {
         // A filter gone meanwhile has no flag to clear.
-        if let Ok(mut maps) = LiveMaps::open(&self.pins) {
-            let _ = maps.set_flag(CONFIG_LOG_DROPS, false);
+        if !self.pins.is_up() {
+            return;
+        }
+        let cleared = Pins::lock_up(Some(&self.pins.iface))
+            .map_err(LiveError::from)
+            .and_then(|lock| Ok(LiveMaps::open(lock.pins())?.set_flag(CONFIG_LOG_DROPS, false)?));
+        match cleared {
+            Ok(()) | Err(LiveError::Pins(crate::pins::PinsError::NotUp { .. })) => {}
+            Err(err) => {
+                eprintln!(
+                    "firewall: turning the drop events off on {}: {}",
+                    self.pins.iface,
+                    crate::one_line(&err)
+                );
+            }
         }
     }
 }

@@ -21,7 +21,9 @@ use firewall_common::{MAP_CONNTRACK, MAPS, PROG_EGRESS, PROG_INGRESS};
 use crate::{
     compile::{Ids, plan},
     maps::{LiveMaps, MapsError},
-    pins::{EGRESS_LINK, INGRESS_LINK, LiveState, Pins, PinsError, ensure_bpffs, io_err},
+    pins::{
+        EGRESS_LINK, INGRESS_LINK, LOCK_WAIT, LiveState, Pins, PinsError, StateLock, ensure_bpffs, io_err,
+    },
     policy::Policy,
 };
 
@@ -155,62 +157,78 @@ pub struct Up {
     pub pins: Pins,
     /// A filter was up already and its programs were replaced in place.
     pub replaced: bool,
+    /// The filter is in audit mode now.
+    pub audit: bool,
 }
 
-/// Puts `policy` in force on `iface`: attaches and pins a new filter, or, when one is up,
-/// replaces its programs in place and brings its maps to the policy. `policy_file` is
-/// what later `allow`, `revoke` and `reload` read and write.
+/// The state lock of `iface`, for an `up` (a filter there or not), once the interface is
+/// known to exist and bpffs to be mounted where the pins will outlive the command.
+pub fn lock_for_up(iface: &str) -> Result<StateLock> {
+    require_root()?;
+    if if_index(iface).is_none() {
+        return Err(FilterError::NoInterface(iface.into()));
+    }
+    ensure_bpffs()?;
+    Ok(Pins::for_iface(iface).lock(LOCK_WAIT)?)
+}
+
+/// Puts `policy` in force on the interface `lock` is for: attaches and pins a new filter,
+/// or, when one is up, replaces its programs in place and brings its maps to the policy.
+/// `policy_file` is what later `allow`, `revoke` and `reload` read and write.
 ///
 /// `audit`: `Some(true)` attaches in audit mode (drops counted, not done), `Some(false)`
 /// enforces; `None` keeps a live filter's mode, and enforces on a new one. Unless
 /// `force`, a policy that would cut off the SSH session this runs from is refused when it
 /// is to be enforced.
 pub fn up(
+    lock: &StateLock,
     policy: &Policy,
     policy_text: &str,
     policy_file: &Path,
-    iface: &str,
     mode: Mode,
     audit: Option<bool>,
     force: bool,
 ) -> Result<Up> {
-    require_root()?;
-    if if_index(iface).is_none() {
-        return Err(FilterError::NoInterface(iface.into()));
+    let pins = lock.pins().clone();
+    if if_index(&pins.iface).is_none() {
+        return Err(FilterError::NoInterface(pins.iface.clone()));
     }
-    ensure_bpffs()?;
-    let pins = Pins::for_iface(iface);
     let audited = match audit {
         Some(audit) => audit,
         None => pins.is_up() && LiveMaps::open(&pins)?.audit()?,
     };
     if !audited {
-        crate::lockout::guard(policy, Some(iface), force)?;
+        crate::lockout::guard(policy, Some(&pins.iface), force)?;
     }
     let policy_file = std::path::absolute(policy_file).map_err(io_err("resolving", policy_file))?;
     if pins.is_up() {
-        pins.refuse_if_pending()?;
-        replace(policy, policy_text, &policy_file, &pins, audit)?;
-        return Ok(Up { pins, replaced: true });
+        lock.refuse_if_pending()?;
+        replace(lock, policy, policy_text, &policy_file, audit)?;
+        let audit = LiveMaps::open(&pins)?.audit()?;
+        return Ok(Up { pins, replaced: true, audit });
     }
-    // Stale map pins from an interrupted `up` would be reused with old contents.
+    // Stale map pins from an interrupted `up` would be reused with old contents, and its
+    // state files would be taken for this filter's.
     remove_pins(&pins)?;
-    std::fs::create_dir_all(&pins.dir).map_err(io_err("mkdir", &pins.dir))?;
-    let result = attach_and_pin(policy, policy_text, &policy_file, &pins, mode, audit.unwrap_or(false));
+    lock.clear_state()?;
+    pins.make_pin_dir()?;
+    let audit = audit.unwrap_or(false);
+    let result = attach_and_pin(lock, policy, policy_text, &policy_file, mode, audit);
     if result.is_err() {
         let _ = remove_pins(&pins);
     }
-    result.map(|()| Up { pins, replaced: false })
+    result.map(|()| Up { pins, replaced: false, audit })
 }
 
 fn attach_and_pin(
+    lock: &StateLock,
     policy: &Policy,
     policy_text: &str,
     policy_file: &Path,
-    pins: &Pins,
     mode: Mode,
     audit: bool,
 ) -> Result<()> {
+    let pins = lock.pins();
     let mut loaded = Loaded::load(policy.conntrack.max_entries, Some(pins))?;
     let ids = Ids::assign(policy, &Ids::default());
     loaded.maps.apply(&plan(policy, &ids), &[], Some(audit))?;
@@ -243,7 +261,7 @@ fn attach_and_pin(
     })?;
     pin_link(FdLink::try_from(link), &pins.link_path(EGRESS_LINK))?;
 
-    pins.save(policy_text, &LiveState { policy_file: policy_file.to_owned(), ids })?;
+    lock.save(policy_text, &LiveState { policy_file: policy_file.to_owned(), ids })?;
     Ok(())
 }
 
@@ -261,12 +279,13 @@ fn pinned_link(path: &Path) -> Result<FdLink> {
 
 /// A second `up`: new programs into the old links, the maps brought to the policy.
 fn replace(
+    lock: &StateLock,
     policy: &Policy,
     policy_text: &str,
     policy_file: &Path,
-    pins: &Pins,
     audit: Option<bool>,
 ) -> Result<()> {
+    let pins = lock.pins();
     let previous = pins.live_state()?;
     // Verified and loaded before anything changes: a program the kernel refuses, or maps
     // of another layout, leave the filter as it was.
@@ -288,7 +307,7 @@ fn replace(
         .egress()?
         .attach_to_link(egress)
         .map_err(|source| link_update_error(source, &iface, PROG_EGRESS))?;
-    pins.save(policy_text, &LiveState { policy_file: policy_file.to_owned(), ids })?;
+    lock.save(policy_text, &LiveState { policy_file: policy_file.to_owned(), ids })?;
     Ok(())
 }
 
@@ -299,16 +318,23 @@ fn link_update_error(source: ProgramError, iface: &str, name: &'static str) -> F
     FilterError::Program { call: "replacing in its link", name, source }
 }
 
-/// Detaches both programs and removes every pin: the interface is as before `up`.
+/// `firewall down`: detaches both programs and removes every pin and the state: the
+/// interface is as before `up`.
 pub fn down(iface: Option<&str>) -> Result<Pins> {
     require_root()?;
-    let pins = Pins::find(iface)?;
-    remove_pins(&pins)?;
-    Ok(pins)
+    let lock = Pins::lock_up(iface)?;
+    take_down(&lock)?;
+    Ok(lock.pins().clone())
+}
+
+/// What `down` does, under the lock the caller holds (the rollback of a first `up`).
+pub fn take_down(lock: &StateLock) -> Result<()> {
+    remove_pins(lock.pins())?;
+    Ok(lock.remove_state()?)
 }
 
 /// Unpins the links (the last reference: the kernel detaches the programs), then the
-/// maps, then the state and the directories.
+/// maps, then the pin directory.
 fn remove_pins(pins: &Pins) -> Result<()> {
     for name in [INGRESS_LINK, EGRESS_LINK] {
         let path = pins.link_path(name);
@@ -325,6 +351,6 @@ fn remove_pins(pins: &Pins) -> Result<()> {
             std::fs::remove_file(&path).map_err(io_err("unlink", &path))?;
         }
     }
-    pins.remove_dirs()?;
+    pins.remove_pin_dir()?;
     Ok(())
 }

@@ -24,7 +24,7 @@ use firewall_common::{
 use toml_edit::{Array, ArrayOfTables, DocumentMut, Item, Table, value};
 
 use crate::{
-    pins::{self, PinsError},
+    files::{self, FileError, Perms},
     policy::{self, PolicyError, Prefix},
 };
 
@@ -58,7 +58,7 @@ pub enum ImportError {
     #[error("{} exists: not overwritten (give --force to replace it)", path.display())]
     Exists { path: PathBuf },
     #[error(transparent)]
-    Write(#[from] PinsError),
+    Write(#[from] FileError),
 }
 
 type Result<T> = std::result::Result<T, ImportError>;
@@ -120,11 +120,14 @@ pub fn run(file: &Path, output: Option<&Path>, force: bool, options: &Options) -
     }
     match output {
         None => print!("{}", translation.text),
-        Some(out) if force => pins::write_atomically(out, translation.text.as_bytes())?,
-        Some(out) => pins::create_atomically(out, translation.text.as_bytes()).map_err(|e| match e {
-            PinsError::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists => {
-                ImportError::Exists { path: out.to_owned() }
-            }
+        // A file replaced keeps its mode and owner; a new one is made as a shell's `>`
+        // makes it. Either way through a temporary file no one else could have planted.
+        Some(out) if force => {
+            let perms = files::meta(out)?.map_or(Perms::New, Perms::Like);
+            files::replace(out, translation.text.as_bytes(), perms)?;
+        }
+        Some(out) => files::create(out, translation.text.as_bytes(), Perms::New).map_err(|e| match e {
+            FileError::Exists { path } => ImportError::Exists { path },
             e => e.into(),
         })?,
     }

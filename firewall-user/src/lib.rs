@@ -4,6 +4,7 @@ pub mod blocklist;
 pub mod compile;
 pub mod confirm;
 pub mod drops;
+pub mod files;
 pub mod filter;
 pub mod import;
 pub mod listing;
@@ -18,3 +19,19 @@ pub mod watch;
 
 /// The kernel object, built by build.rs for bpfel-unknown-none.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/firewall-ebpf"));
+
+/// An error and its causes on one line, each said once: `reading x: No such file or
+/// directory`.
+pub fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = err.to_string();
+    let mut cause = err.source();
+    while let Some(err) = cause {
+        let text = err.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = err.source();
+    }
+    message
+}

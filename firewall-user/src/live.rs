@@ -4,9 +4,10 @@
 //! Each change is computed whole and validated before anything is touched, applied to
 //! the maps with new entries before stale ones go (so no allowed flow meets a gap), and
 //! written to the policy file last, atomically; if that write fails, the maps are put
-//! back. A failure leaves the filter and the file as they were.
+//! back. A failure leaves the filter and the file as they were. Each holds the state
+//! lock ([`lock`]) from its first reading of the live state to its last write, so that
+//! changes at once happen one after the other, none lost.
 use std::{
-    fs,
     net::IpAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -20,9 +21,10 @@ use toml_edit::{DocumentMut, Item, Value};
 
 use crate::{
     compile::{Ids, plan},
+    files::{self, Perms},
     filter::{FilterError, if_index, require_root},
     maps::{Applied, LiveMaps, dedup_flows},
-    pins::{LiveState, Pins, PinsError, io_err, write_atomically},
+    pins::{LiveState, Pins, PinsError, StateLock, io_err},
     policy::{self, Policy, PolicyError, Prefix, from_addr},
 };
 
@@ -53,6 +55,8 @@ pub enum LiveError {
     Toml { file: String, message: String },
     #[error(transparent)]
     LockOut(#[from] crate::lockout::LockOut),
+    #[error(transparent)]
+    Files(#[from] crate::files::FileError),
 }
 
 pub type Result<T> = std::result::Result<T, LiveError>;
@@ -71,6 +75,18 @@ pub fn live(iface: Option<&str>) -> Result<Pins> {
         return Err(FilterError::InterfaceGone(pins.iface.clone()).into());
     }
     Ok(pins)
+}
+
+/// The state lock of the live filter a change works on: the interface given, or the only
+/// one up; still up, and its interface still there, once the lock is held.
+pub fn lock(iface: Option<&str>) -> Result<StateLock> {
+    require_root()?;
+    let lock = Pins::lock_up(iface)?;
+    let iface = &lock.pins().iface;
+    if if_index(iface).is_none() {
+        return Err(FilterError::InterfaceGone(iface.clone()).into());
+    }
+    Ok(lock)
 }
 
 /// Applies `policy` to the live maps; on a failure part-way, puts the previous policy
@@ -100,44 +116,42 @@ pub struct Reloaded {
     pub pins: Pins,
     pub file: PathBuf,
     pub applied: Applied,
+    /// The filter is in audit mode now.
+    pub audit: bool,
 }
 
 /// Re-reads the policy (the file `up` was given, or `file`) and brings the live maps to
 /// it. Programs stay attached; counters and still-admitted flows are kept. `audit` and
 /// `force` as for [`crate::filter::up`].
-pub fn reload(
-    iface: Option<&str>,
-    file: Option<&Path>,
-    audit: Option<bool>,
-    force: bool,
-) -> Result<Reloaded> {
-    let pins = live(iface)?;
-    pins.refuse_if_pending()?;
-    let state = pins.live_state()?;
+pub fn reload(lock: &StateLock, file: Option<&Path>, audit: Option<bool>, force: bool) -> Result<Reloaded> {
+    lock.refuse_if_pending()?;
+    let state = lock.pins().live_state()?;
     let file = match file {
         Some(f) => std::path::absolute(f).map_err(io_err("resolving", f))?,
         None => state.policy_file.clone(),
     };
-    let text = fs::read_to_string(&file).map_err(io_err("reading", &file))?;
-    reload_text(pins, &text, &file, audit, force)
+    let text = std::fs::read_to_string(&file).map_err(io_err("reading", &file))?;
+    reload_text(lock, &text, &file, audit, force)
 }
 
 /// Brings the live maps to the policy `text` (read from `file`, which later commands use).
 pub fn reload_text(
-    pins: Pins,
+    lock: &StateLock,
     text: &str,
     file: &Path,
     audit: Option<bool>,
     force: bool,
 ) -> Result<Reloaded> {
+    let pins = lock.pins().clone();
     let state = pins.live_state()?;
     let policy = policy::parse(text, file)?;
     let mut maps = LiveMaps::open(&pins)?;
     guard(&maps, &policy, &pins, audit, force)?;
     let (ids, applied) = apply(&pins, &mut maps, &state, &policy, audit)?;
     let file = file.to_owned();
-    pins.save(text, &LiveState { policy_file: file.clone(), ids })?;
-    Ok(Reloaded { pins, file, applied })
+    lock.save(text, &LiveState { policy_file: file.clone(), ids })?;
+    let audit = maps.audit()?;
+    Ok(Reloaded { pins, file, applied, audit })
 }
 
 /// The lock-out guard, when the filter is to enforce `policy` (not in audit mode).
@@ -175,12 +189,14 @@ pub fn change_peers(
     force: bool,
 ) -> Result<PeersChanged> {
     let prefixes = parse_prefixes(addrs)?;
-    let pins = live(iface)?;
-    pins.refuse_if_pending()?;
+    let lock = lock(iface)?;
+    lock.refuse_if_pending()?;
+    let pins = lock.pins();
     let state = pins.live_state()?;
     let file = state.policy_file.clone();
     let name = file.display().to_string();
-    let text = fs::read_to_string(&file).map_err(io_err("reading", &file))?;
+    // Rewritten below: read through no link, its mode and owner kept.
+    let (text, meta) = files::read_regular(&file)?;
     if text != pins.policy_text()? {
         return Err(LiveError::FileChanged { file: name });
     }
@@ -215,15 +231,15 @@ pub fn change_peers(
     // The whole policy is validated again: a peer another rule owns, the last peer
     // revoked, … fail here, before anything changed.
     let policy = policy::parse(&new_text, &file)?;
-    let mut maps = LiveMaps::open(&pins)?;
-    guard(&maps, &policy, &pins, None, force)?;
-    let (ids, _) = apply(&pins, &mut maps, &state, &policy, None)?;
-    if let Err(err) = write_atomically(&file, new_text.as_bytes()) {
+    let mut maps = LiveMaps::open(pins)?;
+    guard(&maps, &policy, pins, None, force)?;
+    let (ids, _) = apply(pins, &mut maps, &state, &policy, None)?;
+    if let Err(err) = files::replace(&file, new_text.as_bytes(), Perms::Like(meta)) {
         let _ =
-            apply(&pins, &mut maps, &LiveState { ids: ids.clone(), ..state.clone() }, &pins.policy()?, None);
+            apply(pins, &mut maps, &LiveState { ids: ids.clone(), ..state.clone() }, &pins.policy()?, None);
         return Err(err.into());
     }
-    pins.save(&new_text, &LiveState { policy_file: file.clone(), ids })?;
+    lock.save(&new_text, &LiveState { policy_file: file.clone(), ids })?;
     Ok(PeersChanged { file, changed })
 }
 
@@ -254,9 +270,9 @@ fn rule_peers<'d>(doc: &'d mut DocumentMut, rule: &str, file: &str) -> Result<&'
 
 /// Zeroes every counter, as `iptables -Z`.
 pub fn zero(iface: Option<&str>) -> Result<Pins> {
-    let pins = live(iface)?;
-    LiveMaps::open(&pins)?.zero()?;
-    Ok(pins)
+    let lock = lock(iface)?;
+    LiveMaps::open(lock.pins())?.zero()?;
+    Ok(lock.pins().clone())
 }
 
 /// One tracked flow, as `firewall conntrack` shows it.

@@ -9,7 +9,6 @@ use firewall_user::{
     import,
     listing::{Style, json, render},
     live, lockout,
-    maps::LiveMaps,
     pins::Pins,
     policy, serve,
     stats::Snapshot,
@@ -248,30 +247,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let policy = policy::parse(&text, &file)?;
             let iface =
                 iface.or_else(|| policy.interface.clone()).ok_or(filter::FilterError::NoInterfaceGiven)?;
-            let pins = Pins::for_iface(&iface);
-            let previous = apply.confirm.map(|seconds| confirm::record(&pins, seconds)).transpose()?;
-            let up = filter::up(&policy, &text, &file, &iface, mode, apply.audit(), apply.force)?;
+            let lock = filter::lock_for_up(&iface)?;
+            let (up, armed) = confirm::around(&lock, apply.confirm, || {
+                let up = filter::up(&lock, &policy, &text, &file, mode, apply.audit(), apply.force)?;
+                Ok((up, format!("up of {}", file.display())))
+            })?;
+            drop(lock);
             let how = if up.replaced { "programs replaced in place" } else { "attached" };
             println!(
                 "firewall up on {iface}: {how}, {} rules{}, pinned at {}",
                 policy.rules.len(),
-                if LiveMaps::open(&up.pins)?.audit()? { ", audit mode (nothing is dropped)" } else { "" },
+                if up.audit { ", audit mode (nothing is dropped)" } else { "" },
                 up.pins.dir.display()
             );
-            if let (Some(previous), Some(seconds)) = (previous, apply.confirm) {
-                let change = format!("up of {}", file.display());
-                arm(&up.pins, previous, seconds, change)?;
-            }
+            report_armed(armed);
         }
         Command::Down { iface } => {
             let pins = filter::down(iface.as_deref())?;
             println!("firewall down on {}", pins.iface);
         }
         Command::Reload { policy, iface, apply } => {
-            filter::require_root()?;
-            let pins = Pins::find(iface.as_deref())?;
-            let previous = apply.confirm.map(|seconds| confirm::record(&pins, seconds)).transpose()?;
-            let done = live::reload(Some(&pins.iface), policy.as_deref(), apply.audit(), apply.force)?;
+            let lock = live::lock(iface.as_deref())?;
+            let (done, armed) = confirm::around(&lock, apply.confirm, || {
+                let done = live::reload(&lock, policy.as_deref(), apply.audit(), apply.force)?;
+                let name = format!("reload of {}", done.file.display());
+                Ok((done, name))
+            })?;
+            drop(lock);
             let a = done.applied;
             println!(
                 "firewall reloaded {} on {}: {} entries added or changed, {} removed, {} flows ended{}",
@@ -280,11 +282,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 a.added,
                 a.removed,
                 a.flows_removed,
-                if LiveMaps::open(&done.pins)?.audit()? { "; audit mode (nothing is dropped)" } else { "" },
+                if done.audit { "; audit mode (nothing is dropped)" } else { "" },
             );
-            if let (Some(previous), Some(seconds)) = (previous, apply.confirm) {
-                arm(&done.pins, previous, seconds, format!("reload of {}", done.file.display()))?;
-            }
+            report_armed(armed);
         }
         Command::Confirm { iface } => {
             let (pins, pending) = confirm::confirm(iface.as_deref())?;
@@ -404,13 +404,13 @@ fn print_drops(iface: Option<&str>, rate: u32) -> anyhow::Result<()> {
     })
 }
 
-/// Starts the rollback timer and says how to keep the change.
-fn arm(pins: &Pins, previous: Option<confirm::Previous>, seconds: u64, change: String) -> anyhow::Result<()> {
-    let pid = confirm::arm(pins, previous, seconds, change)?;
-    println!(
-        "firewall: run `firewall confirm` within {seconds} s to keep this; else it is rolled back (timer pid {pid})"
-    );
-    Ok(())
+/// Says how to keep a change that `--confirm` armed.
+fn report_armed(armed: Option<confirm::Armed>) {
+    if let Some(confirm::Armed { pid, seconds }) = armed {
+        println!(
+            "firewall: run `firewall confirm` within {seconds} s to keep this; else it is rolled back (timer pid {pid})"
+        );
+    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -447,15 +447,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // One line: the error and its causes.
-            let mut message = err.to_string();
-            for cause in err.chain().skip(1) {
-                let cause = cause.to_string();
-                if !message.contains(&cause) {
-                    message.push_str(": ");
-                    message.push_str(&cause);
-                }
-            }
-            eprintln!("firewall: {message}");
+            eprintln!("firewall: {}", firewall_user::one_line(err.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -108,6 +108,15 @@ pub fn check_pinned(pins: &Pins) -> Result<()> {
 
 type Result<T> = std::result::Result<T, MapsError>;
 
+/// Removing an entry that is gone already is no error: the map is as wanted.
+pub(crate) fn gone_is_ok(result: std::result::Result<(), MapError>) -> std::result::Result<(), MapError> {
+    match result {
+        Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
+}
+
 /// A map call's error, naming the map and the call.
 pub(crate) fn call(name: &'static str, call: &'static str) -> impl FnOnce(MapError) -> MapsError {
     move |source| MapsError::Call { name, call, source }
@@ -209,7 +218,7 @@ impl LiveMaps {
             for (key, _) in live {
                 let prefix = Prefix::from_addr(&key.data(), key.prefix_len());
                 if !wanted.contains_key(&prefix) {
-                    trie.remove(&key).map_err(call(name, "remove"))?;
+                    gone_is_ok(trie.remove(&key)).map_err(call(name, "remove"))?;
                     applied.removed += 1;
                 }
             }
@@ -246,13 +255,13 @@ impl LiveMaps {
         }
         for (key, _) in &live_exact {
             if !plan.allow_exact.contains_key(key) {
-                self.allow_exact.remove(key).map_err(call(MAP_ALLOW_EXACT, "remove"))?;
+                gone_is_ok(self.allow_exact.remove(key)).map_err(call(MAP_ALLOW_EXACT, "remove"))?;
                 applied.removed += 1;
             }
         }
         for (key, _) in &live_prefix {
             if !plan.allow_prefix.contains_key(&(key.prefix_len(), key.data())) {
-                self.allow_prefix.remove(key).map_err(call(MAP_ALLOW_PREFIX, "remove"))?;
+                gone_is_ok(self.allow_prefix.remove(key)).map_err(call(MAP_ALLOW_PREFIX, "remove"))?;
                 applied.removed += 1;
             }
         }

@@ -5,14 +5,25 @@
 //! `/sys/fs/bpf/firewall/netns-NAME/IFACE/` in one `ip netns` named
 //! (`netns-INODE` in any other): bpffs is one per host while interface names are per
 //! namespace. Beside it, in [`Pins::state`], the policy in force and its [`LiveState`].
+//!
+//! Both are root's alone: every directory 0700, every state file 0600, created so (see
+//! [`crate::files`]). Every change to a live filter holds its [`StateLock`], one
+//! exclusive `flock` on a file in the state directory, taken once per command: changes
+//! on one interface happen one at a time, and a command that must wait says so and gives
+//! up after [`LOCK_WAIT`].
 use std::{
     fs, io,
+    os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use serde::{Deserialize, Serialize};
 
-use crate::compile::Ids;
+use crate::{
+    compile::Ids,
+    files::{self, FileError, Perms},
+};
 
 pub const PIN_ROOT: &str = "/sys/fs/bpf/firewall";
 pub const STATE_ROOT: &str = "/run/firewall";
@@ -20,7 +31,15 @@ pub const INGRESS_LINK: &str = "ingress_link";
 pub const EGRESS_LINK: &str = "egress_link";
 const POLICY_COPY: &str = "policy.toml";
 const LIVE_STATE: &str = "live.json";
-const LOCK: &str = "lock";
+/// The lock every change holds. Not `lock`, the name older versions used: they made it
+/// 0644 in a 0755 directory, so a stranger may hold a descriptor of it open still, and
+/// with it the lock; this one is only ever made in a directory no one else can enter.
+pub const LOCK: &str = "change.lock";
+const OLD_LOCK: &str = "lock";
+/// How long a command waits for another change on the same interface before giving up.
+pub const LOCK_WAIT: Duration = Duration::from_secs(30);
+/// After this long waiting, a command says what it waits for.
+const TELL_AFTER: Duration = Duration::from_secs(1);
 /// The record of a change awaiting `firewall confirm` (written by `confirm.rs`).
 pub const PENDING: &str = "pending.json";
 
@@ -46,6 +65,13 @@ pub enum PinsError {
         "the state of the filter on {iface} ({path}) is unreadable: {message}; run `firewall down --iface {iface}` and `up` again"
     )]
     BadState { iface: String, path: PathBuf, message: String },
+    #[error(
+        "another change on {iface} ({holder}) still holds its lock after {} s; nothing was changed: try again once it is done",
+        waited.as_secs()
+    )]
+    Busy { iface: String, holder: String, waited: Duration },
+    #[error(transparent)]
+    Files(#[from] FileError),
 }
 
 type Result<T> = std::result::Result<T, PinsError>;
@@ -120,11 +146,6 @@ pub struct LiveState {
     /// The ids the live maps use.
     pub ids: Ids,
 }
-
-/// See [`Pins::lock`].
-pub struct StateLock(
-    #[expect(dead_code, reason = "held for its drop, which unlocks")] nix::fcntl::Flock<fs::File>,
-);
 
 /// Where a filter on one interface keeps its pins and its state.
 #[derive(Clone, Debug)]
@@ -207,96 +228,304 @@ impl Pins {
         serde_json::from_str(&text).map_err(|e| self.bad_state(&path, e))
     }
 
+    /// The state directory's lock, which every change holds: waits for another change on
+    /// this interface to end, saying so on stderr after a second, for at most `wait`. Makes
+    /// the state directory (0700) if there is none, and tightens one an older version left
+    /// looser.
+    ///
+    /// A waiter may be handed the lock of a file that `down` (or a command that found no
+    /// filter) removed meanwhile, with its directory: such a lock guards nothing, so the
+    /// lock is taken again on the file the path names now.
+    pub fn lock(&self, wait: Duration) -> Result<StateLock> {
+        let path = self.state.join(LOCK);
+        let started = Instant::now();
+        let mut told = false;
+        loop {
+            match self.try_lock(&path)? {
+                Some(lock) => return Ok(lock),
+                None => {
+                    let waited = started.elapsed();
+                    if waited >= wait {
+                        return Err(PinsError::Busy {
+                            iface: self.iface.clone(),
+                            holder: holder(&path),
+                            waited,
+                        });
+                    }
+                    if waited >= TELL_AFTER && !told {
+                        eprintln!(
+                            "firewall: waiting for another change on {} ({}) …",
+                            self.iface,
+                            holder(&path)
+                        );
+                        told = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+
+    /// One attempt at the lock: `None` while another holds it.
+    fn try_lock(&self, path: &Path) -> Result<Option<StateLock>> {
+        use nix::fcntl::{Flock, FlockArg};
+        files::private_dir(&self.state, Path::new(STATE_ROOT))?;
+        // An older version's lock, which a stranger may hold: unused from now on.
+        let _ = fs::remove_file(self.state.join(OLD_LOCK));
+        let file = match fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+        {
+            Ok(file) => file,
+            // The directory went (`down`) between its making and the open: again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("open", path)(e)),
+        };
+        let locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => locked,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(None),
+            Err((_, errno)) => return Err(io_err("flock", path)(errno.into())),
+        };
+        let lock = StateLock { pins: self.clone(), lock: locked };
+        if !lock.is_current() {
+            // Removed (or replaced) while we waited: this lock guards nothing. (Its drop
+            // leaves the directory alone: it is not its own.)
+            return Ok(None);
+        }
+        // A live filter's pins, left looser by an older version, are tightened too.
+        if self.is_up() {
+            self.make_pin_dir()?;
+        }
+        // Who holds it, for those who wait.
+        let record =
+            format!("pid {}, firewall {}\n", std::process::id(), std::env::args().nth(1).unwrap_or_default());
+        let written = lock.lock.set_len(0).and_then(|()| {
+            use std::os::unix::fs::FileExt as _;
+            lock.lock.write_all_at(record.as_bytes(), 0)
+        });
+        written.map_err(io_err("write", path))?;
+        Ok(Some(lock))
+    }
+
+    /// The lock on the filter `iface` names (or the only one up), which must still be up
+    /// once the lock is held: it may have gone down while this waited.
+    pub fn lock_up(iface: Option<&str>) -> Result<StateLock> {
+        let pins = Pins::find(iface)?;
+        let lock = pins.lock(LOCK_WAIT)?;
+        if !pins.is_up() {
+            return Err(PinsError::NotUp { iface: pins.iface.clone(), dir: pins.dir.clone() });
+        }
+        Ok(lock)
+    }
+
+    /// Makes the pin directory (and those above it, in bpffs), 0700.
+    pub fn make_pin_dir(&self) -> Result<()> {
+        Ok(files::private_dir(&self.dir, Path::new(PIN_ROOT))?)
+    }
+
+    /// Removes the pin directory, and a namespace's own with its last filter.
+    pub fn remove_pin_dir(&self) -> Result<()> {
+        remove_dir_and_namespace(&self.dir)
+    }
+}
+
+/// Removes `dir` if it is there, then its `netns-…` parent if that is empty now.
+fn remove_dir_and_namespace(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        fs::remove_dir(dir).map_err(io_err("rmdir", dir))?;
+    }
+    if let Some(parent) = dir.parent()
+        && parent.file_name().is_some_and(|n| n.to_string_lossy().starts_with("netns-"))
+    {
+        let _ = fs::remove_dir(parent);
+    }
+    Ok(())
+}
+
+/// Who holds the lock at `path`, as its holder wrote it: `pid 1234, firewall allow`.
+fn holder(path: &Path) -> String {
+    fs::read_to_string(path)
+        .ok()
+        .map(|text| text.trim().to_owned())
+        .filter(|text| !text.is_empty())
+        .unwrap_or_else(|| "holder unknown".into())
+}
+
+/// The state directory's lock, held: proof, for the functions that change a live filter,
+/// that no other change runs. One per command, taken once: a second `flock` on a new
+/// descriptor in the same process would wait for the first forever.
+pub struct StateLock {
+    pins: Pins,
+    /// Unlocked on drop.
+    lock: nix::fcntl::Flock<fs::File>,
+}
+
+impl StateLock {
+    /// The filter this lock is for.
+    pub fn pins(&self) -> &Pins {
+        &self.pins
+    }
+
     /// Records the policy in force and its state, each file replaced atomically.
     pub fn save(&self, policy_text: &str, state: &LiveState) -> Result<()> {
-        fs::create_dir_all(&self.state).map_err(io_err("mkdir", &self.state))?;
-        write_atomically(&self.state.join(POLICY_COPY), policy_text.as_bytes())?;
+        let dir = &self.pins.state;
+        files::replace(&dir.join(POLICY_COPY), policy_text.as_bytes(), Perms::Private)?;
         let json = serde_json::to_vec_pretty(state).expect("plain data");
-        write_atomically(&self.state.join(LIVE_STATE), &json)
+        Ok(files::replace(&dir.join(LIVE_STATE), &json, Perms::Private)?)
     }
 
     /// Refuses a change to the policy while another awaits `firewall confirm`: its
     /// rollback would undo this one too, unseen. `reload`, `allow`, `revoke` and `up` over
-    /// a live filter ask; the rollback itself does not.
+    /// a live filter ask; the rollback itself does not. Decided under the lock, so that a
+    /// `--confirm` armed meanwhile is seen.
     pub fn refuse_if_pending(&self) -> Result<()> {
         #[derive(Deserialize)]
         struct Deadline {
             deadline: u64,
         }
-        let Ok(text) = fs::read_to_string(self.state.join(PENDING)) else {
+        let Ok(text) = fs::read_to_string(self.pins.state.join(PENDING)) else {
             return Ok(());
         };
         let deadline = serde_json::from_str::<Deadline>(&text).map_or(0, |d| d.deadline);
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        Err(PinsError::Pending { iface: self.iface.clone(), left: deadline.saturating_sub(now) })
+        Err(PinsError::Pending { iface: self.pins.iface.clone(), left: deadline.saturating_sub(now) })
     }
 
-    /// An exclusive lock on the filter's state, held while the value lives: a confirm
-    /// and its rollback, or two blocklist changes, never cross.
-    pub fn lock(&self) -> Result<StateLock> {
-        let path = self.state.join(LOCK);
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err("open", &path))?;
-        let locked = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, errno)| io_err("flock", &path)(errno.into()))?;
-        Ok(StateLock(locked))
+    /// Whether the lock's file is still the one its path names.
+    fn is_current(&self) -> bool {
+        let (Ok(ours), Ok(now)) = (self.lock.metadata(), fs::symlink_metadata(self.pins.state.join(LOCK)))
+        else {
+            return false;
+        };
+        (ours.dev(), ours.ino()) == (now.dev(), now.ino())
     }
 
-    /// Removes the state directory with everything in it (a pending `--confirm`
-    /// included), the pin directory, and a namespace's own directories with its last
-    /// filter (but for the rollback log, if one was written there).
-    pub fn remove_dirs(&self) -> Result<()> {
-        if self.state.exists() {
-            fs::remove_dir_all(&self.state).map_err(io_err("rm -r", &self.state))?;
-        }
-        for dir in [&self.dir, &self.state] {
-            if dir.exists() {
-                fs::remove_dir(dir).map_err(io_err("rmdir", dir))?;
-            }
-            if let Some(parent) = dir.parent()
-                && parent.file_name().is_some_and(|n| n.to_string_lossy().starts_with("netns-"))
-            {
-                let _ = fs::remove_dir(parent);
+    /// Removes the state files of a filter that is no longer (the lock's file stays, so
+    /// that the lock goes on guarding while it is held).
+    pub fn clear_state(&self) -> Result<()> {
+        for name in [POLICY_COPY, LIVE_STATE, PENDING] {
+            let path = self.pins.state.join(name);
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err("remove", &path)(e)),
+                _ => {}
             }
         }
         Ok(())
     }
-}
 
-/// Writes `path` through a temporary file in the same directory and a rename, so a
-/// reader sees the old contents or the new, never a mix; the mode of an existing file is
-/// kept.
-pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
-    put_in_place(path, contents, |tmp, path| fs::rename(tmp, path).map_err(io_err("rename to", path)))
-}
-
-/// As [`write_atomically`], but never replaces a file: the temporary file is linked to
-/// `path`, which fails (`AlreadyExists`) if something took the name meanwhile.
-pub fn create_atomically(path: &Path, contents: &[u8]) -> Result<()> {
-    put_in_place(path, contents, |tmp, path| fs::hard_link(tmp, path).map_err(io_err("link to", path)))
-}
-
-/// Writes `contents` to a temporary file beside `path` and moves it there with `place`.
-fn put_in_place(path: &Path, contents: &[u8], place: impl FnOnce(&Path, &Path) -> Result<()>) -> Result<()> {
-    use std::io::Write as _;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = fs::File::create(&tmp).map_err(io_err("create", &tmp))?;
-        file.write_all(contents).map_err(io_err("write", &tmp))?;
-        file.sync_all().map_err(io_err("fsync", &tmp))?;
-        if let Ok(meta) = fs::metadata(path) {
-            fs::set_permissions(&tmp, meta.permissions()).map_err(io_err("chmod", &tmp))?;
+    /// Removes the state directory with everything in it (a pending `--confirm`
+    /// included), and a namespace's own with its last filter (but for the rollback log,
+    /// if one was written there). Those who wait for the lock notice and take it anew.
+    pub fn remove_state(&self) -> Result<()> {
+        let dir = &self.pins.state;
+        if dir.exists() {
+            fs::remove_dir_all(dir).map_err(io_err("rm -r", dir))?;
         }
-        place(&tmp, path)
-    })();
-    // Gone after a rename; the second name after a link; after a failure, litter.
-    let _ = fs::remove_file(&tmp);
-    result
+        remove_dir_and_namespace(dir)
+    }
+}
+
+impl Drop for StateLock {
+    fn drop(&mut self) {
+        // A state directory with no filter is of no use: it goes as the lock is let go,
+        // as `down` leaves it (a refused first `up`, a command that found the filter
+        // gone). Unless it is another's by now: after a `down`, a waiter may have made
+        // the directory again, and its lock with it.
+        if !self.pins.is_up() && self.is_current() {
+            let _ = self.remove_state();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn scratch_pins(tag: &str) -> (tempfile::TempDir, Pins) {
+        let dir = tempfile::Builder::new().prefix(&format!("pins-{tag}-")).tempdir().unwrap();
+        let pins = Pins {
+            iface: "eth9".into(),
+            dir: dir.path().join("pins").join("eth9"),
+            state: dir.path().join("state").join("eth9"),
+        };
+        (dir, pins)
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn the_lock_is_exclusive_says_who_holds_it_and_gives_up_in_time() {
+        let (_dir, pins) = scratch_pins("lock");
+        let held = pins.lock(LOCK_WAIT).unwrap();
+        assert_eq!(mode(&pins.state), 0o700);
+        assert_eq!(mode(&pins.state.join(LOCK)), 0o600);
+        let holder = fs::read_to_string(pins.state.join(LOCK)).unwrap();
+        assert!(holder.starts_with(&format!("pid {}, firewall", std::process::id())), "{holder:?}");
+        // flock locks belong to open files: a second open in this process is another taker.
+        let started = Instant::now();
+        let Err(err) = pins.lock(Duration::from_millis(300)) else { panic!("the lock was taken twice") };
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("another change on eth9 (pid {}, firewall", std::process::id()))
+                && text.ends_with(
+                    "still holds its lock after 0 s; nothing was changed: try again once it is done"
+                ),
+            "{text}"
+        );
+        drop(held);
+        // Nothing is up here: the state directory went with the lock.
+        assert!(!pins.state.exists());
+        let again = pins.lock(Duration::from_millis(300)).unwrap();
+        drop(again);
+    }
+
+    #[test]
+    fn a_waiter_given_the_lock_of_a_removed_directory_takes_it_anew() {
+        let (_dir, pins) = scratch_pins("removed");
+        let held = pins.lock(LOCK_WAIT).unwrap();
+        let waiter = {
+            let pins = pins.clone();
+            std::thread::spawn(move || {
+                let lock = pins.lock(LOCK_WAIT).unwrap();
+                // The file it locked is the one the path names, not the removed one.
+                let there = pins.state.join(LOCK).exists();
+                drop(lock);
+                there
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        // As `down` does, with the lock held; then the lock is let go.
+        held.remove_state().unwrap();
+        drop(held);
+        assert!(waiter.join().unwrap(), "the waiter kept the lock of the removed file");
+    }
+
+    #[test]
+    fn an_older_version_s_loose_directory_is_tightened_and_its_lock_unused() {
+        let (_dir, pins) = scratch_pins("old");
+        fs::create_dir_all(&pins.state).unwrap();
+        fs::set_permissions(&pins.state, fs::Permissions::from_mode(0o755)).unwrap();
+        let old = pins.state.join(OLD_LOCK);
+        fs::write(&old, "").unwrap();
+        // A stranger's hold on the old lock, through a read-only descriptor.
+        let stranger =
+            nix::fcntl::Flock::lock(fs::File::open(&old).unwrap(), nix::fcntl::FlockArg::LockExclusive)
+                .map_err(|(_, e)| e)
+                .unwrap();
+        let lock = pins.lock(Duration::from_millis(500)).expect("the old lock holds up nothing");
+        assert_eq!(mode(&pins.state), 0o700);
+        assert!(!old.exists());
+        drop((lock, stranger));
+    }
 }

@@ -241,7 +241,7 @@ async fn reload(shared: &Arc<Shared>) {
     let task = shared.clone();
     let done = tokio::task::spawn_blocking(move || {
         let _busy = task.busy.lock().unwrap_or_else(PoisonError::into_inner);
-        live::reload(Some(&task.iface), None, None, false)
+        live::reload(&live::lock(Some(&task.iface))?, None, None, false)
     })
     .await;
     match done {
@@ -258,7 +258,7 @@ async fn reload(shared: &Arc<Shared>) {
         }
         Ok(Err(err)) => {
             shared.reloads.failed.inc();
-            eprintln!("firewall serve: {err}");
+            eprintln!("firewall serve: {}", crate::one_line(&err));
         }
         Err(err) => {
             shared.reloads.failed.inc();

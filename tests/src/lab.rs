@@ -347,6 +347,11 @@ impl Lab {
         Path::new(firewall_user::pins::STATE_ROOT).join(format!("netns-{}", self.server))
     }
 
+    /// The state directory of the filter on `s0`.
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_root().join(SERVER_IF)
+    }
+
     /// The pin directory of the filter on `s0`.
     pub fn pin_dir(&self) -> PathBuf {
         self.pin_root().join(SERVER_IF)

@@ -1,13 +1,21 @@
 //! Live operations on a running filter: `allow`, `revoke`, `reload`, `up` over a live
 //! filter, `zero`, `conntrack`, their failures, and the systemd unit. The programs stay
 //! attached throughout, and a TCP session held open across each change proves that no
-//! allowed flow loses a packet.
+//! allowed flow loses a packet. Changes at once, each taking effect; and the files root
+//! writes, written through no link another user plants.
 use std::{
+    collections::BTreeSet,
     fs,
     net::{Ipv4Addr, SocketAddrV4, TcpStream},
-    process::Command,
+    os::unix::fs::{MetadataExt as _, PermissionsExt as _},
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::Barrier,
+    time::{Duration, Instant},
 };
 
+use firewall_common::{AllowKey, CONFIG_HAS_BLOCKS, Direction, PROTO_TCP};
+use firewall_user::{maps::LiveMaps, pins::Pins};
 use tests::{
     lab::{
         BLOCKED_AFTER, HOST, Lab, OPEN_WITHIN, Outcome, SERVER_IF, STRANGER, assert_fails, echo,
@@ -332,4 +340,254 @@ fn maps_of_another_layout_are_refused_not_misread() {
     assert_fails(&lab.firewall(&["list"]), expected);
     assert_fails(&lab.firewall(&["block", "192.0.2.99"]), expected);
     assert_eq!(lab.tcp_probe(SSH_PEER, SSH, OPEN_WITHIN), Outcome::Open, "the filter is as it was");
+}
+
+/// The peers the live ALLOW_EXACT map admits to tcp port `port` in, as the kernel reads it.
+fn live_peers(lab: &Lab, port: u16) -> BTreeSet<String> {
+    let pins = Pins { iface: SERVER_IF.into(), dir: lab.pin_dir(), state: lab.state_dir() };
+    let maps = LiveMaps::open(&pins).expect("opening the pinned maps");
+    maps.allow_exact
+        .keys()
+        .map(|key| key.expect("iterating ALLOW_EXACT"))
+        .filter(|key: &AllowKey| {
+            key.direction == Direction::In as u8 && key.protocol == PROTO_TCP && key.port == port
+        })
+        .map(|key| firewall_user::policy::from_addr(&key.peer).to_string())
+        .collect()
+}
+
+/// The peers rule `rule` of the policy file lists.
+fn file_peers(path: &Path, rule: &str) -> BTreeSet<String> {
+    let policy = firewall_user::policy::parse(&fs::read_to_string(path).unwrap(), path)
+        .unwrap_or_else(|e| panic!("the policy file no longer parses: {e}"));
+    let rule = policy.rules.iter().find(|r| r.name == rule).expect("the rule");
+    rule.peers.iter().map(ToString::to_string).collect()
+}
+
+/// The blocklist's prefixes, as `blocklist --json` reads them from the map.
+fn blocked(lab: &Lab) -> BTreeSet<String> {
+    let out = lab.firewall_ok(&["blocklist", "--json"]);
+    let entries: serde_json::Value = serde_json::from_str(&out).expect("blocklist --json");
+    entries.as_array().unwrap().iter().map(|e| e["prefix"].as_str().unwrap().to_owned()).collect()
+}
+
+/// Runs every command at once (as near as threads released together make it); their
+/// outputs, in the order given.
+fn all_at_once(lab: &Lab, commands: &[Vec<String>]) -> Vec<Output> {
+    let start = Barrier::new(commands.len());
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = commands
+            .iter()
+            .map(|args| {
+                let start = &start;
+                scope.spawn(move || {
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    start.wait();
+                    lab.firewall(&args)
+                })
+            })
+            .collect();
+        runs.into_iter().map(|run| run.join().expect("a command's thread")).collect()
+    })
+}
+
+/// Each succeeded, said it did what it was asked (`said`), and said nothing else on
+/// stderr than that it waited for another change.
+fn assert_all_done(commands: &[Vec<String>], outputs: &[Output], said: impl Fn(&[String]) -> String) {
+    for (args, output) in commands.iter().zip(outputs) {
+        let (out, err) = (stdout(output), stderr(output));
+        assert!(output.status.success(), "firewall {args:?} failed ({}): {err}", output.status);
+        assert!(out.contains(&said(args)), "firewall {args:?} said {out:?}, not {:?}", said(args));
+        for line in err.lines() {
+            assert!(
+                line.starts_with("firewall: waiting for another change on s0 (pid "),
+                "firewall {args:?}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn changes_made_at_once_all_take_effect_one_after_the_other() {
+    require_root();
+    let lab = Lab::new("atonce");
+    lab.up();
+    let policy = lab.policy_file();
+    let ips = |prefix: &str, range: std::ops::RangeInclusive<u32>| -> Vec<String> {
+        range.map(|i| format!("{prefix}.{i}")).collect()
+    };
+    let (allowed, revoked) = (ips("192.0.2", 1..=12), ips("192.0.2", 101..=108));
+    let (blocks, unblocks) = (ips("198.18.1", 1..=6), ips("198.18.0", 1..=4));
+    let mut args = vec!["allow".to_owned(), "ssh-in".to_owned()];
+    args.extend(revoked.iter().cloned());
+    lab.firewall_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut args = vec!["block".to_owned()];
+    args.extend(unblocks.iter().cloned());
+    lab.firewall_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // 34 changes at once, of every kind that reads and writes the same state: the peers
+    // of one rule (in the file and the maps), the blocklist, and CONFIG's flags.
+    let kinds: Vec<Vec<String>> = allowed
+        .iter()
+        .map(|a| vec!["allow".into(), "ssh-in".into(), a.clone()])
+        .chain(revoked.iter().map(|a| vec!["revoke".into(), "ssh-in".into(), a.clone()]))
+        .chain(blocks.iter().map(|a| vec!["block".into(), a.clone()]))
+        .chain(unblocks.iter().map(|a| vec!["unblock".into(), a.clone()]))
+        .chain((0..4).map(|_| vec!["reload".into()]))
+        .collect();
+    // Mixed, not grouped by kind.
+    let mut commands = kinds.clone();
+    commands.sort_by_key(|args| args.iter().map(|a| a.bytes().map(u32::from).sum::<u32>()).sum::<u32>() % 11);
+    let outputs = all_at_once(&lab, &commands);
+    assert_all_done(&commands, &outputs, |args| match args[0].as_str() {
+        "allow" => format!("allowed {} in rule ssh-in, live and in", args[2]),
+        "revoke" => format!("revoked {} in rule ssh-in, live and in", args[2]),
+        "block" => format!("blocked {} on s0 until unblocked", args[1]),
+        "unblock" => format!("unblocked {} on s0", args[1]),
+        _ => "firewall reloaded".into(),
+    });
+
+    // Every one of them is in the file, in the policy in force and in the maps.
+    let mut peers: BTreeSet<String> = ["203.0.113.7", "203.0.113.8"].map(String::from).into();
+    peers.extend(allowed.iter().cloned());
+    assert_eq!(file_peers(&policy, "ssh-in"), peers, "the policy file");
+    assert_eq!(
+        fs::read_to_string(lab.state_dir().join("policy.toml")).unwrap(),
+        fs::read_to_string(&policy).unwrap(),
+        "the policy in force is not the file"
+    );
+    assert_eq!(live_peers(&lab, 122), peers, "the live map");
+    assert_eq!(blocked(&lab), blocks.iter().cloned().collect(), "the blocklist");
+    assert_ne!(lab.config_flags() & CONFIG_HAS_BLOCKS, 0, "the programs skip a blocklist that has entries");
+    let out = lab.firewall_ok(&["reload"]);
+    assert!(
+        out.contains("0 entries added or changed, 0 removed, 0 flows ended"),
+        "the maps were not the file's: {out}"
+    );
+
+    // The last blocks lifted at once: the programs skip the empty blocklist again.
+    let commands: Vec<Vec<String>> = blocks.iter().map(|a| vec!["unblock".into(), a.clone()]).collect();
+    let outputs = all_at_once(&lab, &commands);
+    assert_all_done(&commands, &outputs, |args| format!("unblocked {} on s0", args[1]));
+    assert_eq!(blocked(&lab), BTreeSet::new());
+    assert_eq!(lab.config_flags() & CONFIG_HAS_BLOCKS, 0, "the flag outlived the blocklist");
+}
+
+#[test]
+fn a_change_that_must_wait_says_so_then_takes_effect() {
+    require_root();
+    let lab = Lab::new("wait");
+    lab.up();
+    // Another change holds the lock for 3 s, having said who it is, as each does.
+    let lock = lab.state_dir().join(firewall_user::pins::LOCK);
+    let mut holder = Command::new("flock");
+    holder
+        .arg(&lock)
+        .args(["sh", "-c"])
+        .arg(format!("printf 'pid $$, firewall reload\\n' > {}; sleep 3", lock.display()));
+    let holder = lab.spawn(&mut holder);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fs::read_to_string(&lock).unwrap_or_default().contains("firewall reload") {
+        assert!(Instant::now() < deadline, "the holder never took the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let started = Instant::now();
+    let out = lab.firewall(&["allow", "ssh-in", "192.0.2.50"]);
+    let waited = started.elapsed();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(waited >= Duration::from_millis(1500), "it did not wait for the lock ({waited:?})");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("firewall: waiting for another change on s0 (pid ")
+            && err.contains(", firewall reload) …"),
+        "{err}"
+    );
+    assert!(stdout(&out).contains("allowed 192.0.2.50 in rule ssh-in"), "{}", stdout(&out));
+    assert!(live_peers(&lab, 122).contains("192.0.2.50"));
+    let _ = lab.wait(holder);
+}
+
+/// Links at the temporary names older versions wrote `dir/name` through, one for each
+/// of the next `count` pids (`.NAME.PID.tmp`), each to `victim`, made by nobody.
+fn plant_links(dir: &Path, name: &str, victim: &Path, count: u32) {
+    let last: u32 = fs::read_to_string("/proc/sys/kernel/ns_last_pid").unwrap().trim().parse().unwrap();
+    let max: u32 = fs::read_to_string("/proc/sys/kernel/pid_max").unwrap().trim().parse().unwrap();
+    for pid in (1..=count).map(|n| (last + n) % max) {
+        let link = dir.join(format!(".{name}.{pid}.tmp"));
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(victim, &link).unwrap();
+        std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
+    }
+}
+
+/// `victim` as it was: its text and mode.
+fn assert_untouched(victim: &Path, how: &str) {
+    assert_eq!(fs::read_to_string(victim).unwrap(), "victim\n", "{how} wrote through a planted link");
+    assert_eq!(fs::metadata(victim).unwrap().mode() & 0o7777, 0o600, "{how} chmodded through a planted link");
+}
+
+#[test]
+fn root_writes_through_no_link_another_user_plants() {
+    require_root();
+    let lab = Lab::new("links");
+    let dump = lab.tmp().join("rules.v4");
+    fs::write(
+        &dump,
+        "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT DROP [0:0]\n\
+         -A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 122 -j ACCEPT\n\
+         -A OUTPUT -s 198.51.100.1/32 -p tcp -m tcp --sport 122 -j ACCEPT\nCOMMIT\n",
+    )
+    .unwrap();
+    // A directory anyone may write to, with and without the sticky bit.
+    for (tag, dir_mode) in [("open", 0o777), ("sticky", 0o1777)] {
+        let dir = lab.tmp().join(tag);
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(dir_mode)).unwrap();
+        let policy: PathBuf = dir.join("tight.toml");
+        fs::copy(lab.policy_file(), &policy).unwrap();
+        fs::set_permissions(&policy, fs::Permissions::from_mode(0o640)).unwrap();
+        std::os::unix::fs::chown(&policy, Some(0), Some(65534)).unwrap();
+        let victim = lab.tmp().join(format!("victim-{tag}"));
+        fs::write(&victim, "victim\n").unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
+        lab.up_with(&policy);
+
+        // allow rewrites the policy: not through the links, its mode and owner kept.
+        plant_links(&dir, "tight.toml", &victim, 4000);
+        let out = lab.firewall_ok(&["allow", "ssh-in", "203.0.113.99"]);
+        assert!(out.contains("allowed 203.0.113.99"), "{out}");
+        assert_untouched(&victim, &format!("allow ({tag})"));
+        let meta = fs::symlink_metadata(&policy).unwrap();
+        assert!(meta.is_file(), "{tag}: the policy is no longer a file");
+        assert_eq!(
+            (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+            (0o640, 0, 65534),
+            "{tag}: mode and owner"
+        );
+        assert!(fs::read_to_string(&policy).unwrap().contains("\"203.0.113.99\""));
+
+        // import -o: a new file, then one replaced with --force.
+        let imported = dir.join("imported.toml");
+        let (out_arg, dump_arg) = (imported.to_str().unwrap(), dump.to_str().unwrap());
+        plant_links(&dir, "imported.toml", &victim, 4000);
+        lab.firewall_ok(&["import", dump_arg, "-o", out_arg]);
+        assert_untouched(&victim, &format!("import -o ({tag})"));
+        plant_links(&dir, "imported.toml", &victim, 4000);
+        lab.firewall_ok(&["import", dump_arg, "-o", out_arg, "--force"]);
+        assert_untouched(&victim, &format!("import -o --force ({tag})"));
+        assert!(fs::symlink_metadata(&imported).unwrap().is_file());
+
+        // Where no sticky bit keeps root's file, another user can put a link in its place:
+        // allow refuses to write through it.
+        if dir_mode & 0o1000 == 0 {
+            fs::remove_file(&policy).unwrap();
+            std::os::unix::fs::symlink(&victim, &policy).unwrap();
+            std::os::unix::fs::lchown(&policy, Some(65534), Some(65534)).unwrap();
+            let refused = lab.firewall(&["allow", "ssh-in", "203.0.113.98"]);
+            assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+            assert_untouched(&victim, "allow over a link at the policy's name");
+        }
+        lab.firewall_ok(&["down", "--iface", SERVER_IF]);
+    }
 }

@@ -1,24 +1,30 @@
 //! The safety nets no iptables script has: `block`/`unblock` (a live blocklist whose
 //! expiry the kernel enforces), `--audit` (count what would drop, drop nothing), the
 //! lock-out guard (refuse a policy that would cut off the SSH session it is applied
-//! from, under `sudo` and `su` too), and `--confirm` (roll back unless confirmed, even
-//! with the session cut off).
+//! from), and `--confirm` (roll back unless confirmed, even with the session cut off).
+//!
+//! Also what keeps them safe from others on the machine: the state is root's alone, and
+//! no stranger can hold up a rollback; `confirm` signals only the timer and the rollback
+//! writes only to its own terminal; and the guard finds the session under `sudo` and `su`.
 //!
 //! Run as root after `cargo build --release`:
 //! `cargo test --release -p tests --test safety -- --nocapture`.
 use std::{
     fs,
     net::{Ipv4Addr, SocketAddrV4},
-    path::PathBuf,
+    os::{fd::FromRawFd as _, unix::fs::MetadataExt as _},
+    path::{Path, PathBuf},
+    process::{Command, Output},
     time::{Duration, Instant},
 };
 
+use firewall_user::pins::{LOCK, PIN_ROOT, STATE_ROOT};
 use serde_json::Value;
 use tests::{
     daemons::{self, TestUser, said_ok},
     lab::{
-        BLOCKED_AFTER, HOST, Lab, OPEN_WITHIN, Outcome, SERVER_IF, STRANGER, assert_fails, echo,
-        firewall_bin, stderr,
+        AS_NOBODY, BLOCKED_AFTER, HOST, Lab, OPEN_WITHIN, Outcome, SERVER_IF, STRANGER, assert_fails, echo,
+        firewall_bin, stderr, stdout,
     },
     require_root,
 };
@@ -336,6 +342,266 @@ fn a_confirmed_change_stays_and_a_pending_one_blocks_others() {
     let log = fs::read_to_string(lab.state_root().join("rollback.log")).unwrap();
     assert!(log.contains("on s0: took the filter down, as it was before (undoing the up of"), "{log}");
     assert_eq!(lab.tcp_probe(STRANGER, SSH, OPEN_WITHIN), Outcome::Open, "no filter");
+}
+
+/// The mode bits of `path`.
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).mode() & 0o7777
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+}
+
+/// `PROGRAM ARGS…` as nobody (uid and gid 65534).
+fn as_nobody(args: &[&str]) -> Output {
+    Command::new(AS_NOBODY[0]).args(&AS_NOBODY[1..]).args(args).output().expect("running setpriv")
+}
+
+/// `firewall ARGS…` in the lab, killed if it runs past `limit`.
+fn firewall_within(lab: &Lab, limit: Duration, args: &[&str]) -> Output {
+    Command::new("timeout")
+        .args(["--signal=KILL", &limit.as_secs().to_string()])
+        .args(["nsenter", &format!("--net=/run/netns/{}", lab.server)])
+        .arg(firewall_bin())
+        .args(args)
+        .output()
+        .expect("running firewall")
+}
+
+/// Waits for `path` to hold at least `lines` lines; its text.
+fn wait_lines(path: &Path, lines: usize, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let text = fs::read_to_string(path).unwrap_or_default();
+        if text.lines().count() >= lines {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} has {} lines, not {lines}:\n{text}",
+            path.display(),
+            text.lines().count()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_state_is_root_s_alone_and_no_stranger_holds_up_a_rollback() {
+    require_root();
+    let lab = Lab::new("private");
+    lab.tcp_echo(SSH);
+    lab.up();
+    let state = lab.state_dir();
+    for dir in [
+        Path::new(STATE_ROOT),
+        &lab.state_root(),
+        &state,
+        Path::new(PIN_ROOT),
+        &lab.pin_root(),
+        &lab.pin_dir(),
+    ] {
+        assert_eq!(mode(dir), 0o700, "{}", dir.display());
+    }
+    for name in ["policy.toml", "live.json", LOCK] {
+        assert_eq!(mode(&state.join(name)), 0o600, "{name}");
+    }
+    let read = as_nobody(&["cat", state.join("live.json").to_str().unwrap()]);
+    assert!(!read.status.success(), "nobody read the live state:\n{}", stdout(&read));
+    let lock = state.join(LOCK);
+    let held = as_nobody(&["flock", "--nonblock", lock.to_str().unwrap(), "true"]);
+    assert!(!held.status.success(), "nobody took the state lock");
+
+    // A state directory as an older version left it: 0755, its files 0644, its lock (the
+    // file it used, `lock`) held by a stranger through a read-only descriptor.
+    for dir in [Path::new(STATE_ROOT), &lab.state_root(), &state] {
+        chmod(dir, 0o755);
+    }
+    for entry in fs::read_dir(&state).unwrap() {
+        chmod(&entry.unwrap().path(), 0o644);
+    }
+    let old_lock = state.join("lock");
+    fs::write(&old_lock, "").unwrap();
+    chmod(&old_lock, 0o644);
+    let hold =
+        "import fcntl, sys, time; f = open(sys.argv[1]); fcntl.flock(f, fcntl.LOCK_EX); time.sleep(120)";
+    let mut stranger = Command::new(AS_NOBODY[0]);
+    stranger.args(&AS_NOBODY[1..]).args([daemons::PYTHON, "-c", hold]).arg(&old_lock);
+    lab.spawn(&mut stranger);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Command::new("flock").arg("--nonblock").arg(&old_lock).arg("true").status().unwrap().success() {
+        assert!(Instant::now() < deadline, "the stranger never took the old lock");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A change with --confirm is made, and rolled back, as if no one held anything.
+    let wider = with_ssh_peers(&lab, "wider.toml", "\"203.0.113.7\", \"203.0.113.8\", \"203.0.113.99\"");
+    let started = Instant::now();
+    let out = firewall_within(
+        &lab,
+        Duration::from_secs(20),
+        &["reload", "--policy", wider.to_str().unwrap(), "--confirm", "3"],
+    );
+    assert!(
+        out.status.success(),
+        "reload --confirm with the old lock held ({}): {}",
+        out.status,
+        stderr(&out)
+    );
+    assert!(started.elapsed() < Duration::from_secs(10), "it waited {:?}", started.elapsed());
+    assert_eq!(lab.tcp_probe(STRANGER, SSH, OPEN_WITHIN), Outcome::Open, "the change is in force");
+    for dir in [Path::new(STATE_ROOT), &lab.state_root(), &state] {
+        assert_eq!(mode(dir), 0o700, "{} was not tightened", dir.display());
+    }
+    assert!(!old_lock.exists(), "the old lock is left");
+    let log = lab.state_root().join("rollback.log");
+    let text = wait_lines(&log, 1, Duration::from_secs(20));
+    assert!(
+        text.contains("no `firewall confirm` within 3 s on s0: put back the policy in force before"),
+        "{text}"
+    );
+    assert_eq!(mode(&log), 0o600);
+    assert_eq!(lab.tcp_probe(STRANGER, SSH, BLOCKED_AFTER), Outcome::Blocked, "rolled back");
+    for name in ["policy.toml", "live.json"] {
+        assert_eq!(mode(&state.join(name)), 0o600, "{name} rewritten");
+    }
+}
+
+/// `pending.json` of the filter on s0.
+fn pending(lab: &Lab) -> Value {
+    let text = fs::read_to_string(lab.state_dir().join("pending.json")).expect("a pending change");
+    serde_json::from_str(&text).expect("pending.json is JSON")
+}
+
+fn set_pending(lab: &Lab, pending: &Value) {
+    fs::write(lab.state_dir().join("pending.json"), pending.to_string()).expect("rewriting pending.json");
+}
+
+/// Field 22 of /proc/PID/stat: when it started.
+fn start_time(pid: u32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("a live process");
+    stat.rsplit_once(')').unwrap().1.split_whitespace().nth(19).unwrap().parse().unwrap()
+}
+
+/// Running: not gone, not a zombie.
+fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+}
+
+/// A pseudo-terminal: the master's descriptor, the slave's path and device number.
+fn pty() -> (fs::File, fs::File, PathBuf, u64) {
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: two ints to fill, no name, default settings.
+    let rc = unsafe {
+        libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: descriptors openpty just made, ours alone.
+    let (master, slave) = unsafe { (fs::File::from_raw_fd(master), fs::File::from_raw_fd(slave)) };
+    // SAFETY: the master's descriptor, made non-blocking.
+    unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&master), libc::F_SETFL, libc::O_NONBLOCK) };
+    let path = fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&slave))).unwrap();
+    let rdev = slave.metadata().unwrap().rdev();
+    (master, slave, path, rdev)
+}
+
+/// What the terminal has been sent, as its master reads it now.
+fn terminal_output(master: &mut fs::File) -> String {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn confirm_signals_only_its_timer_and_the_rollback_writes_only_to_its_terminal() {
+    require_root();
+    let lab = Lab::new("identity");
+    lab.tcp_echo(SSH);
+    lab.up();
+    let wider = with_ssh_peers(&lab, "wider.toml", "\"203.0.113.7\", \"203.0.113.8\", \"203.0.113.99\"");
+    let wider = wider.to_str().unwrap();
+    let reload = |seconds: &str| lab.firewall_ok(&["reload", "--policy", wider, "--confirm", seconds]);
+
+    // The recorded pid is another process's by now: not signalled.
+    let other = lab.spawn(Command::new("sleep").arg("300"));
+    reload("60");
+    let mut record = pending(&lab);
+    record["timer_pid"] = other.into();
+    record["timer_start"] = start_time(other).into();
+    set_pending(&lab, &record);
+    lab.firewall_ok(&["confirm"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(alive(other), "confirm signalled a process that is not the timer");
+
+    // Another process with the timer's very command line, started since: not signalled.
+    reload("60");
+    let mut record = pending(&lab);
+    let token = record["token"].as_str().unwrap().to_owned();
+    // Start times count clock ticks (10 ms): a process started in the timer's own tick
+    // would be the same to them, as no reused pid can be.
+    std::thread::sleep(Duration::from_millis(50));
+    let mut twin = lab.server_command(firewall_bin());
+    twin.args(["rollback-timer", "--iface", SERVER_IF, "--token", &token, "--after", "600"]);
+    let twin = lab.spawn(&mut twin);
+    assert_ne!(record["timer_start"].as_u64(), Some(start_time(twin)), "started in the timer's tick");
+    record["timer_pid"] = twin.into();
+    set_pending(&lab, &record);
+    lab.firewall_ok(&["confirm"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(alive(twin), "confirm signalled a process started after the timer");
+
+    // The timer itself is stopped.
+    reload("60");
+    let timer = pending(&lab)["timer_pid"].as_u64().unwrap() as u32;
+    assert!(alive(timer));
+    lab.firewall_ok(&["confirm"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(timer) {
+        assert!(Instant::now() < deadline, "confirm did not stop the timer");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The rollback tells the terminal the change came from only while it is that one.
+    let log = lab.state_root().join("rollback.log");
+    let mut told = 0;
+    let mut roll_back_to = |tty: &Path, uid: u32, rdev: u64| {
+        reload("2");
+        let mut record = pending(&lab);
+        record["tty"] = tty.to_str().unwrap().into();
+        record["tty_identity"] = serde_json::json!({ "uid": uid, "rdev": rdev });
+        set_pending(&lab, &record);
+        told += 1;
+        wait_lines(&log, told, Duration::from_secs(20));
+        // The terminal is written after the log.
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // A regular file where the terminal was.
+    let victim = lab.tmp().join("victim");
+    fs::write(&victim, "victim\n").unwrap();
+    roll_back_to(&victim, 0, 0);
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "victim\n", "the rollback wrote into a regular file");
+    // The terminal, another user's by now.
+    let (mut master, _slave, slave, rdev) = pty();
+    std::os::unix::fs::chown(&slave, Some(65534), None).unwrap();
+    roll_back_to(&slave, 0, rdev);
+    let seen = terminal_output(&mut master);
+    assert!(seen.is_empty(), "the rollback wrote to another user's terminal: {seen:?}");
+    // The terminal as it was: told.
+    std::os::unix::fs::chown(&slave, Some(0), None).unwrap();
+    roll_back_to(&slave, 0, rdev);
+    let seen = terminal_output(&mut master);
+    assert!(seen.contains("firewall: no `firewall confirm` within 2 s on s0: put back"), "{seen:?}");
 }
 
 #[test]
