@@ -261,12 +261,9 @@ fn start_time(pid: u32) -> Option<u64> {
     stat_start_time(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
-/// Field 22 of a `/proc/PID/stat` line. The command name (field 2) may hold spaces and
-/// parentheses: the fields after it follow its last `)`.
+/// Field 22 of a `/proc/PID/stat` line.
 fn stat_start_time(stat: &str) -> Option<u64> {
-    let (_, rest) = stat.rsplit_once(')')?;
-    // Field 3 (the state) is the first after it.
-    rest.split_ascii_whitespace().nth(22 - 3)?.parse().ok()
+    crate::proc_stat_field(stat, 22)?.parse().ok()
 }
 
 /// Whether a `/proc/PID/cmdline` is the rollback timer's of this interface and change:

@@ -35,3 +35,11 @@ pub fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
     }
     message
 }
+
+/// Field `n` (numbered from 1 as proc(5) numbers them; 3 or more) of a `/proc/PID/stat`
+/// line. The command name, field 2, may hold spaces and parentheses: the fields after it
+/// are counted from its last `)`.
+pub(crate) fn proc_stat_field(stat: &str, n: usize) -> Option<&str> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_ascii_whitespace().nth(n.checked_sub(3)?)
+}

@@ -124,10 +124,9 @@ fn environ_variable(environ: &[u8], name: &str) -> Option<String> {
     })
 }
 
-/// The parent pid (field 4) of a `/proc/PID/stat` line; the command name before it may
-/// hold spaces and parentheses.
+/// The parent pid (field 4) of a `/proc/PID/stat` line.
 fn stat_parent(stat: &str) -> Option<u32> {
-    stat.rsplit_once(')')?.1.split_ascii_whitespace().nth(1)?.parse().ok()
+    crate::proc_stat_field(stat, 4)?.parse().ok()
 }
 
 /// The established TCP connections of this network namespace, as (local, remote).
