@@ -342,7 +342,7 @@ fn a_syn_flood_fills_conntrack_while_a_live_ssh_session_keeps_answering() {
     client_first.unwrap_or_else(|e| panic!("the idle session, client first: {e}"));
     let picked_up_in = after_client_first.expect("the inbound segment tracked the session again");
     assert_eq!(picked_up_in.origin, Direction::In as u8, "picked up as opened from outside");
-    assert_eq!(picked_up_in.rule, pinned.ids.rules["ssh-in"], "picked up by ssh-in");
+    assert_eq!(u32::from(picked_up_in.rule), pinned.ids.rules["ssh-in"], "picked up by ssh-in");
     evicted_server_first
         .unwrap_or_else(|| panic!("the idle session's entry outlived the flood ({} SYNs)", sent.packets));
     server_first.unwrap_or_else(|e| panic!("the idle session, server first: {e}"));
