@@ -14,21 +14,34 @@
 //! with right and wrong hop limits and sources, packet-too-big to us and to others).
 //! Policies without `address6` get IPv6 frames too, which must all meet the `ipv6` line.
 //!
-//! Each policy is loaded once; between cases the harness empties the flow table and
+//! Each policy is loaded once; between cases the harness empties both flow tables and
 //! refills the token buckets ([`TestFilter::reset_state`]) instead of reloading, which
 //! costs the verifier's run each time. Counters are never reset: the test keeps what it
 //! expects each line to hold and checks the model's line after every frame (one map
 //! lookup) and every line after every case (so a frame counted twice is caught too).
+//! After every frame the kernel's two flow tables must hold what the model's do: each key
+//! in the same table, with the same state, origin, rule, ends heard and host's numbers
+//! (rule 9); after every case each table's counts must add up (what the programs
+//! inserted is what they and user space removed and what the table holds: nothing was
+//! evicted, and nothing counted wrong).
+//!
+//! Sequences number their TCP segments as a conversation would (each flow's initial
+//! sequence numbers and windows drawn, a script of handshake and data from either end,
+//! sessions begun before the filter), beside forged RST and FIN at, inside, at the edge of
+//! and past the window the host last advertised, and fixed or random numbers.
 //!
 //! Time: the model is given the kernel's clock (`CLOCK_MONOTONIC_COARSE`) as read just
-//! before each frame. The policies' limits are slow (per hour or day, small bursts) and
-//! their timeouts long, so no bucket refills and no flow expires within a case (a case
-//! lasts milliseconds, and its state is reset before the next); the exceptions are
-//! `examples/tight.toml` and `examples/dual-stack.toml`, taken verbatim with their 1/sec
-//! pings: their buckets could only gain a token in a case lasting over a second. Should
-//! the clock tick between reading it and the kernel's run, the model is asked again with
-//! the time read just after. The conntrack table holds 65,536 flows and a case opens a
-//! few, so the LRU never evicts within a case.
+//! before each frame. The policies' limits are slow (per hour or day, small bursts), so
+//! no bucket refills within a case (a case lasts milliseconds, and its state is reset
+//! before the next); the exceptions are `examples/tight.toml` and
+//! `examples/dual-stack.toml`, taken verbatim with their 1/sec pings: their buckets could
+//! only gain a token in a case lasting over a second. Should the clock tick between
+//! reading it and the kernel's run, the model is asked again with the time read just
+//! after. Flows expire when a sequence says time passes (`Step::Age`): every flow's last
+//! packet is made older, in the kernel's tables (rewritten entry by entry) and in the
+//! model alike, by about one of the policy's timeouts, never within 2.5 s of any (the
+//! kernel refreshes a flow's time at most once a second). The tables hold thousands of
+//! flows and a case opens a few, so their LRUs never evict within a case.
 //!
 //! Size: `FIREWALL_MODEL_SCALE=N` multiplies every case count (default 1, the CI size);
 //! `FIREWALL_MODEL_SEED=HEX` (64 hex digits) replays a run, whose seed every run prints.
