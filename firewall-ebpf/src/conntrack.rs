@@ -27,9 +27,6 @@ use crate::{
 /// Refresh a flow's `last_seen_ns` at most this often: fewer writes to a shared line.
 const REFRESH_NS: u64 = 1_000_000_000;
 
-/// `EEXIST`, as a map update with `BPF_NOEXIST` returns it.
-const EEXIST: i32 = 17;
-
 /// The coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`, as `firewall conntrack` reads
 /// it): a tick's precision is plenty for timeouts of seconds and rates of packets per
 /// second, and reading it costs a fraction of the precise clocks (30 ns a packet here).
@@ -85,20 +82,16 @@ fn table(which: FlowTable) -> &'static LruHashMap<FlowKey, Flow> {
     }
 }
 
-/// Stores `flow` under `key` in `which`, counting the insertion only when the key is new
-/// (a replaced entry leaves the table's size as it was). False if it could not be stored.
+/// Stores `flow` under the new key `key` in `which`, and counts it. False if it could not
+/// be stored: another CPU stored the key first (its entry stands), or the LRU had no
+/// node to give (a full one evicts its least recently used flow instead).
 #[inline(always)]
 fn insert(which: FlowTable, key: &FlowKey, flow: &Flow) -> bool {
-    let map = table(which);
-    match map.insert(key, flow, BPF_NOEXIST as u64) {
-        Ok(()) => {
-            count(flows_inserted(which));
-            true
-        }
-        Err(e) if e == -EEXIST => map.insert(key, flow, 0).is_ok(),
-        // A full LRU evicts its least recently used flow; nothing else can fail.
-        Err(_) => false,
+    let stored = table(which).insert(key, flow, BPF_NOEXIST as u64).is_ok();
+    if stored {
+        count(flows_inserted(which));
     }
+    stored
 }
 
 #[inline(always)]
@@ -350,6 +343,14 @@ pub fn track(
             _ => remove(FlowTable::Established, key),
         }
     }
-    // A full LRU evicts its least recently used flow; nothing to do on failure.
-    insert(FlowTable::HalfOpen, key, &flow);
+    match HALF_OPEN.get_ptr_mut(key) {
+        // A SYN sent again, a port reused: the entry is replaced where it is, which costs
+        // the LRU nothing (an update would take a node and give one back) and leaves the
+        // table's size as it was.
+        // SAFETY: a map value pointer, valid for this run; racing readers see whole words.
+        Some(existing) => unsafe { *existing = flow },
+        None => {
+            insert(FlowTable::HalfOpen, key, &flow);
+        }
+    }
 }

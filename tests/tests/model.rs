@@ -3242,27 +3242,29 @@ fn flows_of_every_kind_agree_with_the_model() {
     let mut total = Tally::default();
     let name = "CONNTRACK_POLICY (short timeouts, flows of every kind both ways)";
     let subject =
-        exercise(Subject::new(name, CONNTRACK_POLICY), 400 * scale(), 1500 * scale(), &mut rng, &mut total);
+        exercise(Subject::new(name, CONNTRACK_POLICY), 400 * scale(), 2000 * scale(), &mut rng, &mut total);
     summary("flows of every kind", &total, started, &seed);
     let reached = |what: &str| subject.conntrack.get(what).copied().unwrap_or(0);
-    for what in [
-        "HalfOpen SynSent → HalfOpen SynReceived",
-        "HalfOpen SynReceived → Established Open",
-        "HalfOpen Open → Established Open",
-        "Established Open → Established FinSeen",
-        "Established Open → Established RstSeen",
-        "Established Open: RST in changed nothing",
-        "Established Open: FIN in changed nothing",
-        "Established RstSeen → Established Open",
-        "HalfOpen SynSent: RST in changed nothing",
-        "HalfOpen SynSent → HalfOpen RstSeen",
-        "Established Open expired",
-        "HalfOpen SynSent expired",
-        "HalfOpen SynReceived expired",
-        "HalfOpen Open expired",
+    // Each at least 3 times (they come dozens of times a run), but a SYN-received flow's
+    // expiry at least once: the script promotes most of those flows first.
+    for (what, times) in [
+        ("HalfOpen SynSent → HalfOpen SynReceived", 3),
+        ("HalfOpen SynReceived → Established Open", 3),
+        ("HalfOpen Open → Established Open", 3),
+        ("Established Open → Established FinSeen", 3),
+        ("Established Open → Established RstSeen", 3),
+        ("Established Open: RST in changed nothing", 3),
+        ("Established Open: FIN in changed nothing", 3),
+        ("Established RstSeen → Established Open", 3),
+        ("HalfOpen SynSent: RST in changed nothing", 3),
+        ("HalfOpen SynSent → HalfOpen RstSeen", 3),
+        ("Established Open expired", 3),
+        ("HalfOpen SynSent expired", 3),
+        ("HalfOpen SynReceived expired", 1),
+        ("HalfOpen Open expired", 3),
     ] {
         assert!(
-            reached(what) >= 3,
+            reached(what) >= times,
             "the generators reached {what:?} {} times: {:?}",
             reached(what),
             subject.conntrack
