@@ -125,6 +125,7 @@ struct PerPacket {
     classes: Vec<f64>,
     allow_exact_bytes: u64,
     conntrack_bytes: u64,
+    half_open_bytes: u64,
 }
 
 fn per_packet(size: u32) -> PerPacket {
@@ -192,6 +193,7 @@ fn per_packet(size: u32) -> PerPacket {
     classes.push(ns_alternating(&mut run, &[&same, &more]));
     let allow_exact_bytes = memlock(f.loaded.maps.allow_exact.map());
     let conntrack_bytes = memlock(f.loaded.maps.conntrack.map());
+    let half_open_bytes = memlock(f.loaded.maps.half_open.map());
 
     // The baseline: the same object's one-lookup program, its map as big.
     let mut ebpf = EbpfLoader::new()
@@ -208,7 +210,7 @@ fn per_packet(size: u32) -> PerPacket {
     program.load().expect("loading the baseline program");
     let mut run = |opts: TestRunOptions| program.test_run(opts).expect("test run").duration;
     let baseline = ns_per_packet(&mut run, &frames::tcp(listed, OURS, 40002, 122, SYN));
-    PerPacket { size, baseline, classes, allow_exact_bytes, conntrack_bytes }
+    PerPacket { size, baseline, classes, allow_exact_bytes, conntrack_bytes, half_open_bytes }
 }
 
 fn timed(lab: &Lab, args: &[&str]) -> f64 {
@@ -268,14 +270,18 @@ fn main() {
         worst_growth
     );
     let _ = writeln!(md, "### Kernel memory of the maps (fdinfo `memlock`)\n");
-    let _ = writeln!(md, "| peers | allow-list (exact) | conntrack (65,536 flows) |\n| ---: | ---: | ---: |");
+    let _ = writeln!(
+        md,
+        "| peers | allow-list (exact) | conntrack (65,536 established flows) | half-open flows (16,384) |\n| ---: | ---: | ---: | ---: |"
+    );
     for r in &rows {
         let _ = writeln!(
             md,
-            "| {} | {:.1} MiB | {:.1} MiB |",
+            "| {} | {:.1} MiB | {:.1} MiB | {:.1} MiB |",
             r.size,
             r.allow_exact_bytes as f64 / 1048576.0,
-            r.conntrack_bytes as f64 / 1048576.0
+            r.conntrack_bytes as f64 / 1048576.0,
+            r.half_open_bytes as f64 / 1048576.0
         );
     }
     json.insert(
@@ -286,6 +292,7 @@ fn main() {
             "classes": CLASSES.iter().zip(&r.classes).map(|(c, v)| (c.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
             "allow_exact_bytes": r.allow_exact_bytes,
             "conntrack_bytes": r.conntrack_bytes,
+            "half_open_bytes": r.half_open_bytes,
         })).collect::<Vec<_>>()),
     );
 
