@@ -38,7 +38,7 @@ pub enum MapsError {
     Call { name: &'static str, call: &'static str, source: MapError },
     #[error("counting the CPUs: {0}")]
     Cpus(std::io::Error),
-    #[error("map {MAP_FLOWS_ENDED}: mmap: {0}")]
+    #[error("map {MAP_FLOWS_ENDED}: mmap")]
     Mmap(#[source] std::io::Error),
     #[error(
         "the live filter's map {name} has {found} where this firewall's has {wanted}: another version made it; `firewall down` then `firewall up` replaces it (its tracked flows and counters start afresh)"
@@ -456,10 +456,10 @@ impl LiveMaps {
         self.table(which).keys().filter(std::result::Result::is_ok).count() as u64
     }
 
-    /// A flow table's fill and size, and how many of its entries the kernel's LRU took back to make
-    /// room (evicted): all it ever held, less what the programs and user space removed and
-    /// what it holds now. Expired entries the LRU reclaimed count as evicted too: nothing
-    /// tells them apart.
+    /// A flow table's fill and size, and how many of its entries the kernel's LRU took back
+    /// to make room (evicted): all it ever held, less what the programs and user space
+    /// removed and what it holds now. Expired entries the LRU reclaimed count as evicted
+    /// too: nothing tells them apart.
     pub fn table_stats(&self, which: FlowTable) -> Result<TableStats> {
         let per_cpu = |index: u32| -> Result<u64> {
             let values = self.flow_stats.get(&index, 0).map_err(call(MAP_FLOW_STATS, "lookup"))?;

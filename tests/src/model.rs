@@ -102,43 +102,45 @@
 //!    it (its *origin*), the *table* it is in (half-open or established), its TCP state
 //!    (SYN sent, SYN received, open, FIN seen, RST seen), which ends have been *heard*
 //!    (sent a TCP segment without RST: the peer's inbound, the host's outbound), the
-//!    acknowledgement number and the window field (16 bits, as
-//!    sent) of the host's last outbound TCP segment with ACK, once there is one, the
-//!    host's SYN's sequence number plus one, once the host sent a SYN, and the time of
-//!    its last packet. A key is in one table at most. It is *live* until the timeout of
+//!    acknowledgement number and the window field (16 bits, as sent) of the host's last
+//!    outbound TCP segment with ACK, once there is one, the host's SYN's sequence number
+//!    plus one, once the host sent a SYN, and the time of its last packet. A key is in one table at most. It is *live* until the timeout of
 //!    its protocol and state passes after that time, in either table (`[conntrack]`:
 //!    `tcp_syn_sent_timeout` in SYN sent, `tcp_syn_recv_timeout` in SYN received,
 //!    `tcp_established_timeout` open, `tcp_fin_timeout` after a FIN, `tcp_rst_timeout`
 //!    after a RST, `udp_timeout`, `icmp_timeout`; the kernel refreshes the time at most
 //!    once a second when nothing else about the flow changes, so a flow may end up to a
 //!    second early).
-//! 9a. A TCP segment is *believed* when it is outbound (the host's own), or, inbound, when
-//!     the host has sent a segment with ACK on the flow and the segment's sequence
-//!     number minus that acknowledgement number, modulo 2^32, is at most that window
-//!     (the host's TCP ignores the rest); before the host sent any ACK, only a segment
-//!     with RST and ACK whose acknowledgement number is the host's SYN's plus one (a
-//!     refusal of the host's SYN) is believed.
-//! 9b. A TCP segment travelling `d` on a flow (rule 11) does, in this order: if outbound,
-//!     its acknowledgement number and window become the host's when it has ACK, and its
-//!     sequence number plus one the host's SYN's when it has SYN; if it has no RST, `d`'s
-//!     end is heard. Then, by the state, the first that applies:
-//!     - with RST: if believed, RST seen;
-//!     - open, with FIN, believed: FIN seen;
-//!     - RST seen, outbound, in the established table: open, or FIN seen with FIN (the
-//!       host's TCP did not take the RST: RFC 5961 answers one inside the window but not
-//!       at its edge with a challenge ACK, and the host speaks on);
-//!     - SYN sent or SYN received, with FIN: if believed, FIN seen;
-//!     - SYN sent, with SYN and ACK, travelling against the origin, outbound or with the
-//!       acknowledgement number the host's SYN's plus one: SYN received;
-//!     - SYN received, with ACK and neither SYN, RST nor FIN: it *completes* the opening
-//!       when, before it, outbound, the peer had been heard; or inbound, the host had been
-//!       heard and, if the host sent a SYN, its acknowledgement number is that SYN's plus
-//!       one (a spoofer never saw the host's SYN). Then open.
-//! 9c. A flow in the half-open table moves to the established table (is *promoted*),
-//!     keeping all it remembers, by a TCP segment that completes its opening, a UDP packet
-//!     travelling against its origin, or an echo reply (rule 11). Every flow starts in the
-//!     half-open table; so the flows of packets nobody answered (spoofed ones) never
-//!     reach the established table.
+//!
+//!    9a. A TCP segment is *believed* when it is outbound (the host's own), or, inbound,
+//!    when the host has sent a segment with ACK on the flow and the segment's sequence
+//!    number minus that acknowledgement number, modulo 2^32, is at most that window (the
+//!    host's TCP ignores the rest); before the host sent any ACK, only a segment with RST
+//!    and ACK whose acknowledgement number is the host's SYN's plus one (a refusal of the
+//!    host's SYN) is believed.
+//!
+//!    9b. A TCP segment travelling `d` on a flow (rule 11) does, in this order: if
+//!    outbound, its acknowledgement number and window become the host's when it has ACK,
+//!    and its sequence number plus one the host's SYN's when it has SYN; if it has no RST,
+//!    `d`'s end is heard. Then, by the state, the first that applies:
+//!    - with RST: if believed, RST seen;
+//!    - open, with FIN, believed: FIN seen;
+//!    - RST seen, outbound, in the established table: open, or FIN seen with FIN (the
+//!      host's TCP did not take the RST: RFC 5961 answers one inside the window but not
+//!      at its edge with a challenge ACK, and the host speaks on);
+//!    - SYN sent or SYN received, with FIN: if believed, FIN seen;
+//!    - SYN sent, with SYN and ACK, travelling against the origin, outbound or with the
+//!      acknowledgement number the host's SYN's plus one: SYN received;
+//!    - SYN received, with ACK and neither SYN, RST nor FIN: it *completes* the opening
+//!      when, before it, outbound, the peer had been heard; or inbound, the host had been
+//!      heard and, if the host sent a SYN, its acknowledgement number is that SYN's plus
+//!      one (a spoofer never saw the host's SYN). Then open.
+//!
+//!    9c. A flow in the half-open table moves to the established table (is *promoted*),
+//!    keeping all it remembers, by a TCP segment that completes its opening, a UDP packet
+//!    travelling against its origin, or an echo reply (rule 11). Every flow starts in the
+//!    half-open table; so the flows of packets nobody answered (spoofed ones) never
+//!    reach the established table.
 //! 10. Both tables are LRUs (`[conntrack] max_entries` established flows, `max_half_open`
 //!     half-open ones): when one is full, its least recently used flow is forgotten (the
 //!     model has no capacity; the tests stay far below it, and check that the kernel

@@ -253,7 +253,8 @@ fn forged_rst_and_fin_outside_the_window_leave_a_session_alone() {
     assert_open(&before_forgery, "before the forged segments");
     assert_open(&after_forgery, "after the forged segments");
     assert_open(&after_wait, "after 5 s idle");
-    assert!(returns >= forged.len() as u64 + 1, "the forged segments passed as returns: {returns}");
+    // The forged segments and the host's words' answer, at least.
+    assert!(returns > forged.len() as u64, "the forged segments passed as returns: {returns}");
     session.host_says(b"and the host answers\n").expect("the session goes on both ways");
 }
 
