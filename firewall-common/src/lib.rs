@@ -18,7 +18,7 @@
 //! | anti-spoof `-s`/`-d` lists | [`MAP_ANTISPOOF_SRC`], [`MAP_ANTISPOOF_DST`] (LPM tries) | one per entry, the map's value |
 //! | `--state INVALID` | none (the parser) | [`Builtin::Invalid`], [`Builtin::InvalidTcpFlags`], [`Builtin::InvalidFragment`] |
 //! | a service's allow-list | [`MAP_ALLOW_EXACT`] (hash, single addresses and `any`), [`MAP_ALLOW_PREFIX`] (LPM trie, CIDRs) | [`rule_counter`] with [`Line::New`] |
-//! | `--state ESTABLISHED` returns | [`MAP_CONNTRACK`] (LRU hash) | [`rule_counter`] with [`Line::Established`] |
+//! | `--state ESTABLISHED` returns | [`MAP_CONNTRACK`] (LRU hash, flows heard both ways), [`MAP_HALF_OPEN`] (LRU hash, the others) | [`rule_counter`] with [`Line::Established`] |
 //! | `-m limit` | [`MAP_TOKEN_BUCKETS`] (array, one per rule) | falls through to the chain policy |
 //! | `-P … DROP` | none | [`Builtin::Policy`] |
 //! | `firewall block` (fail2ban's `-I INPUT -s … -j DROP`) | [`MAP_BLOCKLIST`] (LPM trie, deadline in the value) | [`block_counter`], one per entry and direction |
@@ -34,11 +34,17 @@ pub const MAP_ANTISPOOF_SRC: &str = "ANTISPOOF_SRC";
 pub const MAP_ANTISPOOF_DST: &str = "ANTISPOOF_DST";
 pub const MAP_TOKEN_BUCKETS: &str = "TOKEN_BUCKETS";
 pub const MAP_BLOCKLIST: &str = "BLOCKLIST";
+pub const MAP_HALF_OPEN: &str = "HALF_OPEN";
+pub const MAP_FLOW_STATS: &str = "FLOW_STATS";
+pub const MAP_FLOWS_ENDED: &str = "FLOWS_ENDED";
 /// Every map, in the order `up` pins them.
-pub const MAPS: [&str; 9] = [
+pub const MAPS: [&str; 12] = [
     MAP_CONFIG,
     MAP_COUNTERS,
     MAP_CONNTRACK,
+    MAP_HALF_OPEN,
+    MAP_FLOW_STATS,
+    MAP_FLOWS_ENDED,
     MAP_ALLOW_EXACT,
     MAP_ALLOW_PREFIX,
     MAP_ANTISPOOF_SRC,
@@ -65,6 +71,8 @@ pub const ALLOW_EXACT_ENTRIES: u32 = 1 << 21;
 pub const ALLOW_PREFIX_ENTRIES: u32 = 1 << 16;
 /// Default capacity of the conntrack LRU (`[conntrack] max_entries`).
 pub const CONNTRACK_DEFAULT_ENTRIES: u32 = 65_536;
+/// Default capacity of the half-open flows' LRU (`[conntrack] max_half_open`).
+pub const HALF_OPEN_DEFAULT_ENTRIES: u32 = 16_384;
 
 /// IP protocol numbers the rules can name (a rule's `icmp` is ICMPv6 for IPv6 peers).
 pub const PROTO_ICMP: u8 = 1;
@@ -257,6 +265,28 @@ pub struct Config {
     pub udp_timeout_ns: u64,
     /// Echo flows (request one way, replies the other).
     pub icmp_timeout_ns: u64,
+    /// After the opener's SYN, until the responder's SYN-ACK.
+    pub tcp_syn_sent_timeout_ns: u64,
+    /// After the responder's SYN-ACK, until the opener's ACK; and a session picked up
+    /// mid-stream until both ends have been heard.
+    pub tcp_syn_recv_timeout_ns: u64,
+}
+
+impl Config {
+    /// How long a flow lives after its last packet, by its protocol and TCP state: the
+    /// programs' rule, which `firewall conntrack` reads too.
+    #[inline(always)]
+    pub const fn timeout_ns(&self, protocol: u8, tcp_state: u8) -> u64 {
+        match (protocol, tcp_state) {
+            (PROTO_TCP, TCP_OPEN) => self.tcp_established_timeout_ns,
+            (PROTO_TCP, TCP_FIN_SEEN) => self.tcp_fin_timeout_ns,
+            (PROTO_TCP, TCP_SYN_SENT) => self.tcp_syn_sent_timeout_ns,
+            (PROTO_TCP, TCP_SYN_RECV) => self.tcp_syn_recv_timeout_ns,
+            (PROTO_TCP, _) => self.tcp_rst_timeout_ns,
+            (PROTO_UDP, _) => self.udp_timeout_ns,
+            _ => self.icmp_timeout_ns,
+        }
+    }
 }
 
 /// `Config::flags`: the maps are filled and the policy is in force. Until it is set
@@ -387,26 +417,98 @@ pub const ECHO_REQUESTS_IN: u16 = 1;
 /// `FlowKey::peer_port` of an echo flow whose requests go out (ping from this host).
 pub const ECHO_REQUESTS_OUT: u16 = 2;
 
-/// Conntrack value.
+/// Conntrack value, in either table.
+///
+/// A flow starts in `HALF_OPEN` and moves to `CONNTRACK` (is promoted) once both ends
+/// have been heard: a TCP handshake's third segment, a session picked up mid-stream
+/// answered by the side not yet heard, a UDP or echo flow's first reply. So spoofed
+/// packets, which are never answered, fill only the half-open table, and an idle flow
+/// heard both ways is evicted only by other such flows.
+///
+/// The host's own TCP segments (egress) are trusted and recorded: an inbound RST or FIN
+/// changes the flow only when it lies in the window the host last advertised, as the
+/// host's TCP would take it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Flow {
     /// `CLOCK_MONOTONIC_COARSE` ns of the last packet (updated at most once a second per
-    /// flow).
+    /// flow, unless the flow changes).
     pub last_seen_ns: u64,
-    /// The rule that admitted the flow.
-    pub rule: u32,
+    /// The rule that admitted the flow (below [`MAX_RULES`]: 16 bits keep the value at 24
+    /// bytes, where 32 cost the verifier two thirds more).
+    pub rule: u16,
     /// The `Direction` of the packet that opened the flow.
     pub origin: u8,
     /// `TCP_*` state.
     pub tcp_state: u8,
-    pub _pad: [u8; 2],
+    /// `FLOW_*` bits.
+    pub flags: u8,
+    pub _pad: u8,
+    /// The window of the host's last segment with ACK, as sent: unscaled, so a lower bound
+    /// of the real one (an inbound RST or FIN beyond it is not believed).
+    pub host_window: u16,
+    /// The acknowledgement number of the host's last segment with ACK: the next byte it
+    /// expects from the peer ([`FLOW_HOST_ACKED`]).
+    pub host_ack: u32,
+    /// The host's SYN's sequence number plus one: what the peer's SYN-ACK or ACK must
+    /// acknowledge ([`FLOW_HOST_SYN`]).
+    pub host_syn_next: u32,
 }
 
-/// `Flow::tcp_state`.
+/// `Flow::tcp_state`. `OPEN`, `FIN_SEEN` and `RST_SEEN` are as many flows' in both tables;
+/// the `SYN_*` states are half-open only.
 pub const TCP_OPEN: u8 = 0;
 pub const TCP_FIN_SEEN: u8 = 1;
 pub const TCP_RST_SEEN: u8 = 2;
+/// The opener's SYN seen, not yet the responder's SYN-ACK.
+pub const TCP_SYN_SENT: u8 = 3;
+/// The responder's SYN-ACK seen, not yet the opener's ACK; or a session picked up
+/// mid-stream (no SYN seen) not yet heard from both ends.
+pub const TCP_SYN_RECV: u8 = 4;
+
+/// `Flow::flags`: a segment other than a RST came in from the peer.
+pub const FLOW_HEARD_IN: u8 = 1 << Direction::In as u8;
+/// `Flow::flags`: a segment other than a RST went out from the host.
+pub const FLOW_HEARD_OUT: u8 = 1 << Direction::Out as u8;
+/// `Flow::flags`: `host_ack` and `host_window` hold the host's last segment with ACK.
+pub const FLOW_HOST_ACKED: u8 = 4;
+/// `Flow::flags`: `host_syn_next` holds the host's SYN's.
+pub const FLOW_HOST_SYN: u8 = 8;
+
+/// The two flow tables.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowTable {
+    /// `CONNTRACK`: flows heard both ways.
+    Established = 0,
+    /// `HALF_OPEN`: flows heard one way (or not yet past the TCP handshake).
+    HalfOpen = 1,
+}
+
+impl FlowTable {
+    pub const ALL: [FlowTable; 2] = [FlowTable::Established, FlowTable::HalfOpen];
+}
+
+/// `FLOW_STATS` (per CPU) index: entries the programs inserted into `table` (new keys
+/// only, not replacements).
+pub const fn flows_inserted(table: FlowTable) -> u32 {
+    2 * table as u32
+}
+
+/// `FLOW_STATS` (per CPU) index: entries the programs removed from `table` (expired ones
+/// they met, and half-open ones promoted).
+pub const fn flows_removed(table: FlowTable) -> u32 {
+    2 * table as u32 + 1
+}
+
+/// Size of `FLOW_STATS`.
+pub const FLOW_STATS_ENTRIES: u32 = 4;
+
+/// `FLOWS_ENDED[table]`: entries user space removed from `table` (`reload`, `revoke`,
+/// `block`), added atomically through a shared mapping of the array, so two commands at
+/// once count both. Beside `FLOW_STATS`, it makes a table's evictions: inserted − removed
+/// − ended − present (entries the LRU took back, expired ones among them).
+pub const FLOWS_ENDED_ENTRIES: u32 = 2;
 
 // The counter id ranges must not overlap: checked when the crate compiles.
 const _: () = {
@@ -414,6 +516,8 @@ const _: () = {
     assert!(ANTISPOOF_COUNTER_BASE + MAX_ANTISPOOF <= RULE_COUNTER_BASE);
     assert!(rule_counter(MAX_RULES - 1, Line::Established) < BLOCK_COUNTER_BASE);
     assert!(block_counter(MAX_BLOCKED - 1, Direction::Out) == MAX_COUNTERS - 1);
+    // A flow's rule is 16 bits.
+    assert!(MAX_RULES <= 1 << 16);
 };
 
 #[cfg(feature = "user")]
@@ -440,12 +544,12 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<Counter>(), 16);
-        assert_eq!(size_of::<Config>(), 80);
+        assert_eq!(size_of::<Config>(), 96);
         assert_eq!(size_of::<AllowKey>(), 20);
         assert_eq!(size_of::<AllowValue>(), 8);
         assert_eq!(size_of::<TokenBucket>(), 24);
         assert_eq!(size_of::<FlowKey>(), 24);
-        assert_eq!(size_of::<Flow>(), 16);
+        assert_eq!(size_of::<Flow>(), 24);
         assert_eq!(size_of::<BlockEntry>(), 16);
     }
 

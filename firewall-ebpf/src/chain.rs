@@ -225,7 +225,7 @@ fn walk(frame: &impl Frame, direction: Direction, config: &Config) -> (Action, u
     if let Some(key) = &flow
         && (direction == Direction::In || !spoofed_peer(&peer))
     {
-        conntrack::track(key, direction, rule.rule, &l4, now);
+        conntrack::track(key, direction, direction, rule.rule, &l4, now, config);
     }
     (Action::Pass, rule_counter(rule.rule, Line::New))
 }
@@ -330,7 +330,7 @@ fn picked_up(
     if spoofed_peer(&peer) {
         return None;
     }
-    conntrack::track(flow, Direction::In, rule.rule, l4, now);
+    conntrack::track(flow, Direction::In, Direction::Out, rule.rule, l4, now, config);
     Some(rule_counter(rule.rule, Line::Established))
 }
 

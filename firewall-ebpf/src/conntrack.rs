@@ -6,15 +6,22 @@
 //! direction opened it. A packet travelling the other way is the return traffic
 //! (the seed's `--state ESTABLISHED` line); one travelling the opening way is the flow
 //! continuing (the seed's `NEW,ESTABLISHED` line).
-use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
+//!
+//! Two tables, as netfilter's "assured" flows: every flow starts in `HALF_OPEN`, and moves
+//! to `CONNTRACK` once both ends have been heard (see firewall_common::Flow), so that
+//! spoofed packets, which nobody answers, never evict a flow that was. The host's own TCP
+//! segments are trusted; the peer's RST and FIN change a flow only inside the window the
+//! host advertised, so a forger who guessed the tuple but not the sequence ends nothing.
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_coarse_ns, maps::LruHashMap};
 use firewall_common::{
-    Addr, Config, Direction, ECHO_REQUESTS_IN, ECHO_REQUESTS_OUT, Flow, FlowKey, Line, PROTO_TCP, PROTO_UDP,
-    TCP_FIN_SEEN, TCP_OPEN, TCP_RST_SEEN, rule_counter,
+    Addr, Config, Direction, ECHO_REQUESTS_IN, ECHO_REQUESTS_OUT, FLOW_HEARD_IN, FLOW_HEARD_OUT,
+    FLOW_HOST_ACKED, FLOW_HOST_SYN, Flow, FlowKey, FlowTable, Line, TCP_FIN_SEEN, TCP_OPEN, TCP_RST_SEEN,
+    TCP_SYN_RECV, TCP_SYN_SENT, flows_inserted, flows_removed, rule_counter,
 };
 
 use crate::{
-    maps::CONNTRACK,
-    parse::{Echo, L4, TCP_FIN, TCP_RST},
+    maps::{CONNTRACK, FLOW_STATS, HALF_OPEN},
+    parse::{Echo, L4, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
 /// Refresh a flow's `last_seen_ns` at most this often: fewer writes to a shared line.
@@ -58,84 +65,292 @@ fn echo_origin(requests: Direction) -> u16 {
     }
 }
 
+/// Adds one to this CPU's `FLOW_STATS[index]`.
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(n) = FLOW_STATS.get_ptr_mut(index) {
+        // SAFETY: this CPU's slot of a per-CPU array; nothing else writes it meanwhile.
+        unsafe { *n += 1 };
+    }
+}
+
+#[inline(always)]
+fn table(which: FlowTable) -> &'static LruHashMap<FlowKey, Flow> {
+    match which {
+        FlowTable::Established => &CONNTRACK,
+        FlowTable::HalfOpen => &HALF_OPEN,
+    }
+}
+
+/// Stores `flow` under the new key `key` in `which`, and counts it. False if it could not
+/// be stored: another CPU stored the key first (its entry stands), or the LRU had no
+/// node to give (a full one evicts its least recently used flow instead).
+#[inline(always)]
+fn insert(which: FlowTable, key: &FlowKey, flow: &Flow) -> bool {
+    let stored = table(which).insert(key, flow, BPF_NOEXIST as u64).is_ok();
+    if stored {
+        count(flows_inserted(which));
+    }
+    stored
+}
+
+#[inline(always)]
+fn remove(which: FlowTable, key: &FlowKey) {
+    if table(which).remove(key).is_ok() {
+        count(flows_removed(which));
+    }
+}
+
 /// The counter of the line that admits this packet as part of a tracked flow, or `None`
 /// when it belongs to no live flow and the rules must judge it.
 #[inline(always)]
 pub fn established(key: &FlowKey, direction: Direction, l4: &L4, now: u64, config: &Config) -> Option<u32> {
-    let flow = CONNTRACK.get_ptr_mut(key)?;
+    let (flow, which) = match CONNTRACK.get_ptr_mut(key) {
+        Some(flow) => (flow, FlowTable::Established),
+        None => (HALF_OPEN.get_ptr_mut(key)?, FlowTable::HalfOpen),
+    };
     // SAFETY: a map value pointer, valid for this run; racing writers only store
     // whole words, and a stale read costs at most one refresh.
     let flow = unsafe { &mut *flow };
-    if now.saturating_sub(flow.last_seen_ns) > timeout(key.protocol, flow.tcp_state, config) {
-        let _ = CONNTRACK.remove(key);
+    if now.saturating_sub(flow.last_seen_ns) > config.timeout_ns(key.protocol, flow.tcp_state) {
+        remove(which, key);
         return None;
     }
     let returning = flow.origin != direction as u8;
-    let mut state = flow.tcp_state;
-    match *l4 {
+    let mut next = *flow;
+    let heard_both_ways = match *l4 {
         L4::Icmp { echo, .. } => {
             // Only a reply answers a request (the Cilium GHSA-c66w-hq56-4q97 lesson), and
             // requests always go through their rule, so its limit holds for every one.
             if !(returning && echo == Echo::Reply) {
                 return None;
             }
+            true
         }
         // (A bare SYN never comes here: the caller sends it to the rules.)
-        L4::Tcp { flags, .. } => state = next_tcp_state(state, flags),
+        L4::Tcp { flags, seq, ack, window, .. } => {
+            tcp_segment(&mut next, which, direction, flags, seq, ack, window)
+        }
+        _ => returning,
+    };
+    let line = rule_counter(u32::from(flow.rule), if returning { Line::Established } else { Line::New });
+    if heard_both_ways && which == FlowTable::HalfOpen {
+        next.last_seen_ns = now;
+        // In the established table before it leaves this one: no packet meets a gap.
+        if insert(FlowTable::Established, key, &next) {
+            remove(FlowTable::HalfOpen, key);
+            return Some(line);
+        }
+    }
+    // Written only when something changed, or a second went by: the entry's cache line
+    // is shared by every CPU the flow's packets come through.
+    if !same(&next, flow) || now - flow.last_seen_ns > REFRESH_NS {
+        next.last_seen_ns = now;
+        *flow = next;
+    }
+    Some(line)
+}
+
+/// Whether `a` and `b` differ in nothing but their times.
+#[inline(always)]
+fn same(a: &Flow, b: &Flow) -> bool {
+    a.tcp_state == b.tcp_state
+        && a.flags == b.flags
+        && a.host_ack == b.host_ack
+        && a.host_window == b.host_window
+        && a.host_syn_next == b.host_syn_next
+}
+
+/// What a TCP segment travelling `direction` does to a tracked flow (`flow`, a copy of
+/// the entry in `which`): the host's numbers recorded from its own segments, the ends
+/// heard, the state moved by what is believed. True when it completes the opening: the
+/// flow has been heard both ways.
+#[inline(always)]
+fn tcp_segment(
+    flow: &mut Flow,
+    which: FlowTable,
+    direction: Direction,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    window: u16,
+) -> bool {
+    let from_host = direction == Direction::Out;
+    if from_host {
+        host_numbers(flow, flags, seq, ack, window);
+    }
+    // The host's TCP decides what its segments mean; the peer's RST and FIN count only
+    // inside the window the host advertised (else its TCP ignores them, or answers with
+    // a challenge ACK), or, before the host acknowledged anything, a RST refusing the
+    // host's SYN.
+    let believed = from_host || believed(flow, flags, seq, ack);
+    let opening = flags & (TCP_SYN | TCP_RST | TCP_FIN) == 0 && flags & TCP_ACK != 0;
+    let heard = flow.flags;
+    if flags & TCP_RST == 0 {
+        flow.flags |= 1 << direction as u8;
+    }
+    let mut completes = false;
+    match flow.tcp_state {
+        _ if flags & TCP_RST != 0 => {
+            if believed {
+                flow.tcp_state = TCP_RST_SEEN;
+            }
+        }
+        TCP_OPEN if flags & TCP_FIN != 0 && believed => flow.tcp_state = TCP_FIN_SEEN,
+        // A RST the host's TCP did not take (RFC 5961 answers one inside the window but
+        // not at its edge with a challenge ACK): the host speaks on, so the flow is open.
+        TCP_RST_SEEN if from_host && which == FlowTable::Established => {
+            flow.tcp_state = if flags & TCP_FIN != 0 { TCP_FIN_SEEN } else { TCP_OPEN }
+        }
+        TCP_SYN_SENT | TCP_SYN_RECV if flags & TCP_FIN != 0 => {
+            if believed {
+                flow.tcp_state = TCP_FIN_SEEN;
+            }
+        }
+        // The responder's SYN-ACK, acknowledging the opener's SYN.
+        TCP_SYN_SENT
+            if flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK
+                && direction as u8 != flow.origin
+                && (from_host || acknowledges_syn(flow, ack)) =>
+        {
+            flow.tcp_state = TCP_SYN_RECV
+        }
+        // An ACK from an end once the other has been heard: the handshake's third segment,
+        // or the answer to a session picked up mid-stream. The host's is trusted; the
+        // peer's must acknowledge the host's SYN, when there was one, which a spoofer
+        // never saw.
+        TCP_SYN_RECV if opening => {
+            completes = if from_host {
+                heard & FLOW_HEARD_IN != 0
+            } else {
+                heard & FLOW_HEARD_OUT != 0
+                    && (flow.flags & FLOW_HOST_SYN == 0 || acknowledges_syn(flow, ack))
+            };
+            if completes {
+                flow.tcp_state = TCP_OPEN;
+            }
+        }
         _ => {}
     }
-    if state != flow.tcp_state || now - flow.last_seen_ns > REFRESH_NS {
-        flow.tcp_state = state;
-        flow.last_seen_ns = now;
-    }
-    Some(rule_counter(flow.rule, if returning { Line::Established } else { Line::New }))
+    completes
 }
 
-/// Whether `key` is a live flow (for an ICMP error's quoted datagram: RELATED).
+/// Records the host's own segment: its acknowledgement and window (each time they
+/// change), and its SYN's next sequence number.
+#[inline(always)]
+fn host_numbers(flow: &mut Flow, flags: u8, seq: u32, ack: u32, window: u16) {
+    if flags & TCP_ACK != 0 {
+        flow.host_ack = ack;
+        flow.host_window = window;
+        flow.flags |= FLOW_HOST_ACKED;
+    }
+    if flags & TCP_SYN != 0 {
+        flow.host_syn_next = seq.wrapping_add(1);
+        flow.flags |= FLOW_HOST_SYN;
+    }
+}
+
+/// Whether an inbound RST or FIN is one the host's TCP would act on: its sequence number
+/// in `[host_ack, host_ack + window]` (modulo 2^32); before the host acknowledged
+/// anything, a RST whose acknowledgement is of the host's SYN.
+#[inline(always)]
+fn believed(flow: &Flow, flags: u8, seq: u32, ack: u32) -> bool {
+    if flow.flags & FLOW_HOST_ACKED != 0 {
+        return seq.wrapping_sub(flow.host_ack) <= u32::from(flow.host_window);
+    }
+    flags & TCP_RST != 0 && flags & TCP_ACK != 0 && acknowledges_syn(flow, ack)
+}
+
+#[inline(always)]
+fn acknowledges_syn(flow: &Flow, ack: u32) -> bool {
+    flow.flags & FLOW_HOST_SYN != 0 && ack == flow.host_syn_next
+}
+
+/// Whether `key` is a live flow in either table (for an ICMP error's quoted datagram:
+/// RELATED).
 #[inline(always)]
 pub fn is_tracked(key: &FlowKey, now: u64, config: &Config) -> bool {
-    match CONNTRACK.get_ptr(key) {
-        // SAFETY: a map value pointer, valid for this run.
-        Some(flow) => unsafe {
-            now.saturating_sub((*flow).last_seen_ns) <= timeout(key.protocol, (*flow).tcp_state, config)
-        },
-        None => false,
-    }
-}
-
-/// Starts (or restarts) tracking a flow that rule `rule` just admitted.
-#[inline(always)]
-pub fn track(key: &FlowKey, direction: Direction, rule: u32, l4: &L4, now: u64) {
-    let tcp_state = match *l4 {
-        L4::Tcp { flags, .. } => next_tcp_state(TCP_OPEN, flags),
-        L4::Icmp { echo, .. } if echo != Echo::Request => return,
-        _ => TCP_OPEN,
+    let Some(flow) = CONNTRACK.get_ptr(key).or_else(|| HALF_OPEN.get_ptr(key)) else {
+        return false;
     };
-    let flow = Flow { last_seen_ns: now, rule, origin: direction as u8, tcp_state, _pad: [0; 2] };
-    // A full LRU evicts its least recently used flow; nothing to do on failure.
-    let _ = CONNTRACK.insert(key, &flow, 0);
+    // SAFETY: a map value pointer, valid for this run.
+    let flow = unsafe { &*flow };
+    now.saturating_sub(flow.last_seen_ns) <= config.timeout_ns(key.protocol, flow.tcp_state)
 }
 
-/// FIN and RST shorten a TCP flow's life. (A new SYN from the opener, reusing the ports,
-/// goes through its rule, which tracks the flow afresh.)
+/// Starts (or restarts) tracking a flow that rule `rule` just admitted, opened in
+/// `origin` by this packet travelling `direction` (the other way for an egress pickup),
+/// in the half-open table.
 #[inline(always)]
-fn next_tcp_state(state: u8, flags: u8) -> u8 {
-    if flags & TCP_RST != 0 {
-        TCP_RST_SEEN
-    } else if flags & TCP_FIN != 0 && state == TCP_OPEN {
-        TCP_FIN_SEEN
-    } else {
-        state
+pub fn track(
+    key: &FlowKey,
+    origin: Direction,
+    direction: Direction,
+    rule: u32,
+    l4: &L4,
+    now: u64,
+    config: &Config,
+) {
+    // The rule's index fits (firewall_common::MAX_RULES).
+    let mut flow = Flow { last_seen_ns: now, rule: rule as u16, origin: origin as u8, ..Flow::default() };
+    match *l4 {
+        L4::Tcp { flags, seq, ack, window, .. } => {
+            flow.tcp_state = if flags & TCP_RST != 0 {
+                TCP_RST_SEEN
+            } else if flags & TCP_FIN != 0 {
+                TCP_FIN_SEEN
+            } else if flags & TCP_ACK == 0 {
+                TCP_SYN_SENT
+            } else {
+                // A session older than the filter, met mid-stream.
+                TCP_SYN_RECV
+            };
+            if flags & TCP_RST == 0 {
+                flow.flags = 1 << direction as u8;
+            }
+            if direction == Direction::Out {
+                host_numbers(&mut flow, flags, seq, ack, window);
+            }
+        }
+        L4::Icmp { echo, .. } if echo != Echo::Request => return,
+        _ => {}
     }
-}
-
-#[inline(always)]
-fn timeout(protocol: u8, tcp_state: u8, config: &Config) -> u64 {
-    match (protocol, tcp_state) {
-        (PROTO_TCP, TCP_OPEN) => config.tcp_established_timeout_ns,
-        (PROTO_TCP, TCP_FIN_SEEN) => config.tcp_fin_timeout_ns,
-        (PROTO_TCP, _) => config.tcp_rst_timeout_ns,
-        (PROTO_UDP, _) => config.udp_timeout_ns,
-        _ => config.icmp_timeout_ns,
+    // Only a bare SYN or an echo request can come here while the established table holds
+    // the key (any other packet of a live flow took the fast path, which forgets expired
+    // ones): only they look.
+    let may_be_established = match *l4 {
+        L4::Tcp { flags, .. } => flags & TCP_ACK == 0,
+        L4::Icmp { .. } => true,
+        _ => false,
+    };
+    if may_be_established && let Some(existing) = CONNTRACK.get_ptr_mut(key) {
+        // SAFETY: a map value pointer, valid for this run.
+        let existing = unsafe { &mut *existing };
+        let live =
+            now.saturating_sub(existing.last_seen_ns) <= config.timeout_ns(key.protocol, existing.tcp_state);
+        match *l4 {
+            // The next request of an echo answered before: the flow goes on.
+            L4::Icmp { .. } if live => {
+                existing.rule = rule as u16;
+                existing.last_seen_ns = now;
+                return;
+            }
+            // A SYN on the tuple of an open connection opens nothing (netfilter ignores
+            // it too): a forger's would otherwise demote the flow, and a real new
+            // connection on it rides the entry.
+            L4::Tcp { .. } if live && existing.tcp_state == TCP_OPEN => return,
+            // A port reused after the connection ended: tracked afresh.
+            _ => remove(FlowTable::Established, key),
+        }
+    }
+    match HALF_OPEN.get_ptr_mut(key) {
+        // A SYN sent again, a port reused: the entry is replaced where it is, which costs
+        // the LRU nothing (an update would take a node and give one back) and leaves the
+        // table's size as it was.
+        // SAFETY: a map value pointer, valid for this run; racing readers see whole words.
+        Some(existing) => unsafe { *existing = flow },
+        None => {
+            insert(FlowTable::HalfOpen, key, &flow);
+        }
     }
 }

@@ -2,14 +2,15 @@
 //! directory (`/sys/fs/bpf/firewall/IFACE/`), so the filter outlives the command and
 //! every later command opens them there.
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use firewall_common::{
     ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, BlockEntry,
-    CONNTRACK_DEFAULT_ENTRIES, Config, Counter, DROP_EVENT_BYTES, Flow, FlowKey, MAX_ANTISPOOF, MAX_BLOCKED,
-    MAX_COUNTERS, TOKEN_BUCKETS_ENTRIES, TokenBucket,
+    CONNTRACK_DEFAULT_ENTRIES, Config, Counter, DROP_EVENT_BYTES, FLOW_STATS_ENTRIES, FLOWS_ENDED_ENTRIES,
+    Flow, FlowKey, HALF_OPEN_DEFAULT_ENTRIES, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS,
+    TOKEN_BUCKETS_ENTRIES, TokenBucket,
 };
 
 /// `CONFIG[0]`: the host's address, timeouts, and whether the policy is in force.
@@ -20,10 +21,29 @@ pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 #[map]
 pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_COUNTERS, 0);
 
-/// Conntrack-lite: the flows rules admitted. LRU, so a flood of new flows evicts the
-/// idle ones first. `[conntrack] max_entries` resizes it at load time.
+/// Conntrack-lite: the flows rules admitted that were heard both ways (see
+/// firewall_common::Flow). LRU, so new such flows evict the idle ones first; spoofed
+/// packets, never answered, cannot reach it. `[conntrack] max_entries` resizes it at load
+/// time.
 #[map]
 pub static CONNTRACK: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(CONNTRACK_DEFAULT_ENTRIES, 0);
+
+/// The flows rules admitted that have not been heard both ways yet: where every flow
+/// starts, and where a flood of spoofed ones stays. `[conntrack] max_half_open` resizes
+/// it at load time.
+#[map]
+pub static HALF_OPEN: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(HALF_OPEN_DEFAULT_ENTRIES, 0);
+
+/// Per CPU: entries the programs inserted into each flow table, and removed from it
+/// (`firewall_common::flows_inserted`, `flows_removed`), for the count of evictions.
+#[map]
+pub static FLOW_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(FLOW_STATS_ENTRIES, 0);
+
+/// Entries user space removed from each flow table: user space's alone, added to through
+/// a shared mapping (so the programs never touch it; declared here to be created and
+/// pinned with the others).
+#[map]
+pub static FLOWS_ENDED: Array<u64> = Array::with_max_entries(FLOWS_ENDED_ENTRIES, BPF_F_MMAPABLE);
 
 /// Allow-list entries for single peer addresses: one hash lookup whatever the list's size.
 /// Allocated as entries arrive: its capacity (two million peers) costs nothing until used.

@@ -256,6 +256,11 @@ pub enum L4 {
         src_port: u16,
         dst_port: u16,
         flags: u8,
+        /// Sequence and acknowledgement numbers, and the window as sent (unscaled): what
+        /// conntrack records of the host's segments and checks the peer's RST and FIN by.
+        seq: u32,
+        ack: u32,
+        window: u16,
     },
     Udp {
         src_port: u16,
@@ -303,6 +308,9 @@ pub fn parse_l4(frame: &impl Frame, ip: &Ip) -> Result<L4, Malformed> {
                 src_port: u16::from_be_bytes(tcp.source),
                 dst_port: u16::from_be_bytes(tcp.dest),
                 flags: raw[1],
+                seq: u32::from_be_bytes(tcp.seq),
+                ack: u32::from_be_bytes(tcp.ack_seq),
+                window: u16::from_be_bytes(tcp.window),
             })
         }
         PROTO_UDP => {
@@ -378,7 +386,7 @@ pub fn parse_quoted(frame: &impl Frame, ip: &Ip, direction: Direction) -> Result
     let src_port = u16::from_be_bytes([ports[0], ports[1]]);
     let dst_port = u16::from_be_bytes([ports[2], ports[3]]);
     let l4 = match protocol {
-        PROTO_TCP => L4::Tcp { src_port, dst_port, flags: 0 },
+        PROTO_TCP => L4::Tcp { src_port, dst_port, flags: 0, seq: 0, ack: 0, window: 0 },
         PROTO_UDP => L4::Udp { src_port, dst_port },
         PROTO_ICMP | PROTO_ICMPV6 if (protocol == PROTO_ICMPV6) == ip.v6 => {
             icmp(protocol, ports[0], u16::from_be_bytes([ports[4], ports[5]]))

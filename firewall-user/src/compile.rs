@@ -155,6 +155,8 @@ pub fn plan(policy: &Policy, ids: &Ids) -> MapPlan {
         tcp_rst_timeout_ns: nanos(c.tcp_rst_timeout),
         udp_timeout_ns: nanos(c.udp_timeout),
         icmp_timeout_ns: nanos(c.icmp_timeout),
+        tcp_syn_sent_timeout_ns: nanos(c.tcp_syn_sent_timeout),
+        tcp_syn_recv_timeout_ns: nanos(c.tcp_syn_recv_timeout),
     };
     let mut plan = MapPlan { config, ..MapPlan::default() };
     for rule in &policy.rules {

@@ -16,7 +16,7 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use firewall_common::{MAP_CONNTRACK, MAPS, PROG_EGRESS, PROG_INGRESS};
+use firewall_common::{MAP_CONNTRACK, MAP_HALF_OPEN, MAPS, PROG_EGRESS, PROG_INGRESS};
 
 use crate::{
     compile::{Ids, plan},
@@ -24,7 +24,7 @@ use crate::{
     pins::{
         EGRESS_LINK, INGRESS_LINK, LOCK_WAIT, LiveState, Pins, PinsError, StateLock, ensure_bpffs, io_err,
     },
-    policy::Policy,
+    policy::{Conntrack, Policy},
 };
 
 /// What can go wrong, each naming the call that failed.
@@ -86,9 +86,10 @@ pub struct Loaded {
 impl Loaded {
     /// Loads the object; with `pins`, its maps are the ones pinned there (created and
     /// pinned when missing).
-    pub fn load(conntrack_entries: u32, pins: Option<&Pins>) -> Result<Loaded> {
+    pub fn load(conntrack: &Conntrack, pins: Option<&Pins>) -> Result<Loaded> {
         let mut loader = EbpfLoader::new();
-        loader.map_max_entries(MAP_CONNTRACK, conntrack_entries);
+        loader.map_max_entries(MAP_CONNTRACK, conntrack.max_entries);
+        loader.map_max_entries(MAP_HALF_OPEN, conntrack.max_half_open);
         let paths: Vec<(&'static str, std::path::PathBuf)> =
             pins.map(|p| MAPS.iter().map(|name| (*name, p.map_path(name))).collect()).unwrap_or_default();
         for (name, path) in &paths {
@@ -107,7 +108,7 @@ impl Loaded {
     /// Loads the object with its maps filled from `policy` (not pinned): the harness of
     /// the verdict tests and the benchmarks.
     pub fn with_policy(policy: &Policy) -> Result<(Loaded, Ids)> {
-        let mut loaded = Loaded::load(policy.conntrack.max_entries, None)?;
+        let mut loaded = Loaded::load(&policy.conntrack, None)?;
         let ids = Ids::assign(policy, &Ids::default());
         loaded.maps.apply(&plan(policy, &ids), &[], Some(false))?;
         Ok((loaded, ids))
@@ -229,7 +230,7 @@ fn attach_and_pin(
     audit: bool,
 ) -> Result<()> {
     let pins = lock.pins();
-    let mut loaded = Loaded::load(policy.conntrack.max_entries, Some(pins))?;
+    let mut loaded = Loaded::load(&policy.conntrack, Some(pins))?;
     let ids = Ids::assign(policy, &Ids::default());
     loaded.maps.apply(&plan(policy, &ids), &[], Some(audit))?;
     let iface = pins.iface.as_str();
@@ -290,7 +291,7 @@ fn replace(
     // Verified and loaded before anything changes: a program the kernel refuses, or maps
     // of another layout, leave the filter as it was.
     crate::maps::check_pinned(pins)?;
-    let mut loaded = Loaded::load(policy.conntrack.max_entries, Some(pins))?;
+    let mut loaded = Loaded::load(&policy.conntrack, Some(pins))?;
     let ingress = XdpLink::try_from(pinned_link(&pins.link_path(INGRESS_LINK))?)
         .map_err(|source| FilterError::Link { path: pins.link_path(INGRESS_LINK), source })?;
     let egress = SchedClassifierLink::try_from(pinned_link(&pins.link_path(EGRESS_LINK))?)

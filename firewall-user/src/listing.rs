@@ -4,7 +4,10 @@ use std::fmt::Write as _;
 use firewall_common::{Builtin, Counter, builtin_counter};
 use serde_json::{Value, json};
 
-use crate::compile::{ListChain, chain_name};
+use crate::{
+    compile::{ListChain, chain_name},
+    maps::TableStats,
+};
 
 /// How to print.
 #[derive(Clone, Copy, Debug, Default)]
@@ -40,6 +43,33 @@ pub fn human(number: u64, exact: bool, width: usize) -> String {
         }
     }
     format!("{n:>w$}P", w = width - 1)
+}
+
+/// `1234567` → `1,234,567`.
+pub fn grouped(number: u64) -> String {
+    let digits = number.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// The line after the chains: both flow tables' fill and evictions, `conntrack: 1,234 of
+/// 65,536 established, 12 of 16,384 half-open; evicted 0 established, 3 half-open`.
+pub fn conntrack_line(established: &TableStats, half_open: &TableStats) -> String {
+    format!(
+        "conntrack: {} of {} established, {} of {} half-open; evicted {} established, {} half-open",
+        grouped(established.entries),
+        grouped(established.capacity),
+        grouped(half_open.entries),
+        grouped(half_open.capacity),
+        grouped(established.evicted),
+        grouped(half_open.evicted)
+    )
 }
 
 /// The text listing. Columns are as wide as iptables' (prot 4, addresses 18) or as their
@@ -111,9 +141,15 @@ pub fn render(chains: &[ListChain], counters: &[Counter], style: Style) -> Strin
     out
 }
 
-/// `list --json`: `{"audit": false, "chains": [{"name", "policy", "packets", "bytes", "rules": […]}]}`
+/// `list --json`: `{"audit": false, "chains": [{"name", "policy", "packets", "bytes", "rules":
+/// […]}], "conntrack": {"established": {"entries", "capacity", "evicted"}, "half_open": …}}`
 /// (targets as the policy says them, DROP even in audit mode).
-pub fn json(chains: &[ListChain], counters: &[Counter], audit: bool) -> Value {
+pub fn json(
+    chains: &[ListChain],
+    counters: &[Counter],
+    audit: bool,
+    (established, half_open): (&TableStats, &TableStats),
+) -> Value {
     let chains: Vec<Value> = chains
         .iter()
         .map(|chain| {
@@ -138,7 +174,11 @@ pub fn json(chains: &[ListChain], counters: &[Counter], audit: bool) -> Value {
             })
         })
         .collect();
-    json!({ "audit": audit, "chains": chains })
+    json!({
+        "audit": audit,
+        "chains": chains,
+        "conntrack": { "established": established, "half_open": half_open },
+    })
 }
 
 #[cfg(test)]
@@ -175,6 +215,18 @@ mod tests {
         assert!(out.lines().any(|l| l.contains("would drop") && l.contains("invalid")), "{out}");
         assert!(!out.lines().any(|l| l.contains(" DROP ")), "{out}");
         assert!(out.lines().any(|l| l.contains("ACCEPT") && l.contains("ssh")), "{out}");
+    }
+
+    #[test]
+    fn the_conntrack_line_names_both_tables() {
+        let table = |entries, capacity, evicted| TableStats { entries, capacity, evicted };
+        assert_eq!(
+            conntrack_line(&table(1_234, 65_536, 0), &table(12, 16_384, 3)),
+            "conntrack: 1,234 of 65,536 established, 12 of 16,384 half-open; evicted 0 established, 3 half-open"
+        );
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1_234_567), "1,234,567");
     }
 
     #[test]

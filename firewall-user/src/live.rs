@@ -10,11 +10,11 @@
 use std::{
     net::IpAddr,
     path::{Path, PathBuf},
-    time::Duration,
 };
 
 use firewall_common::{
-    Direction, Flow, FlowKey, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TCP_FIN_SEEN, TCP_OPEN,
+    Direction, Flow, FlowKey, FlowTable, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TCP_FIN_SEEN,
+    TCP_OPEN, TCP_SYN_RECV, TCP_SYN_SENT,
 };
 use serde::Serialize;
 use toml_edit::{DocumentMut, Item, Value};
@@ -280,6 +280,8 @@ pub fn zero(iface: Option<&str>) -> Result<Pins> {
 pub struct FlowView {
     pub protocol: &'static str,
     pub state: &'static str,
+    /// `established` (heard both ways) or `half_open`.
+    pub table: &'static str,
     /// The opening packet's source and destination.
     pub src: IpAddr,
     pub dst: IpAddr,
@@ -301,44 +303,33 @@ pub(crate) fn kernel_time_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// The live flows, oldest first, as `conntrack -L` lists them.
+/// The live flows of both tables, oldest first, as `conntrack -L` lists them.
 pub fn conntrack(iface: Option<&str>) -> Result<Vec<FlowView>> {
     let pins = live(iface)?;
     let state = pins.live_state()?;
-    let policy = pins.policy()?;
     let maps = LiveMaps::open(&pins)?;
     let config = maps.config()?;
     let ours = (from_addr(&config.address), from_addr(&config.address6));
-    let mut flows = maps.flows()?;
+    let mut flows = maps.flows();
     dedup_flows(&mut flows);
     let now = kernel_time_ns();
     let names: std::collections::HashMap<u32, &str> =
         state.ids.rules.iter().map(|(name, id)| (*id, name.as_str())).collect();
     let mut views: Vec<FlowView> = flows
         .into_iter()
-        .filter_map(|(key, flow)| {
+        .filter_map(|(table, key, flow)| {
             let age = now.saturating_sub(flow.last_seen_ns);
-            let timeout = timeout(&key, &flow, &policy);
-            (age <= timeout).then(|| view(&key, &flow, ours, &names, age, timeout))
+            // The programs' own timeout, from the live configuration.
+            let timeout = config.timeout_ns(key.protocol, flow.tcp_state);
+            (age <= timeout).then(|| view(table, &key, &flow, ours, &names, age, timeout))
         })
         .collect();
     views.sort_by(|a, b| b.age_secs.cmp(&a.age_secs).then(a.rule.cmp(&b.rule)));
     Ok(views)
 }
 
-fn timeout(key: &FlowKey, flow: &Flow, policy: &Policy) -> u64 {
-    let c = &policy.conntrack;
-    let d: Duration = match (key.protocol, flow.tcp_state) {
-        (PROTO_TCP, TCP_OPEN) => c.tcp_established_timeout,
-        (PROTO_TCP, TCP_FIN_SEEN) => c.tcp_fin_timeout,
-        (PROTO_TCP, _) => c.tcp_rst_timeout,
-        (PROTO_UDP, _) => c.udp_timeout,
-        _ => c.icmp_timeout,
-    };
-    d.as_nanos() as u64
-}
-
 fn view(
+    table: FlowTable,
     key: &FlowKey,
     flow: &Flow,
     ours: (IpAddr, IpAddr),
@@ -356,23 +347,33 @@ fn view(
         (true, _) => (peer, ours, key.peer_port, key.local_port),
         (false, _) => (ours, peer, key.local_port, key.peer_port),
     };
-    let (protocol, state) = match (key.protocol, flow.tcp_state) {
-        (PROTO_TCP, TCP_OPEN) => ("tcp", "ESTABLISHED"),
-        (PROTO_TCP, TCP_FIN_SEEN) => ("tcp", "FIN_WAIT"),
-        (PROTO_TCP, _) => ("tcp", "CLOSE"),
-        (PROTO_UDP, _) => ("udp", "ESTABLISHED"),
-        (PROTO_ICMP, _) => ("icmp", "ESTABLISHED"),
-        (PROTO_ICMPV6, _) => ("icmpv6", "ESTABLISHED"),
-        _ => ("?", "?"),
+    let half_open = table == FlowTable::HalfOpen;
+    let protocol = match key.protocol {
+        PROTO_TCP => "tcp",
+        PROTO_UDP => "udp",
+        PROTO_ICMP => "icmp",
+        PROTO_ICMPV6 => "icmpv6",
+        _ => "?",
+    };
+    // conntrack -L's names; a flow answered by neither end yet is UNREPLIED.
+    let state = match (key.protocol, flow.tcp_state) {
+        (PROTO_TCP, TCP_OPEN) => "ESTABLISHED",
+        (PROTO_TCP, TCP_SYN_SENT) => "SYN_SENT",
+        (PROTO_TCP, TCP_SYN_RECV) => "SYN_RECV",
+        (PROTO_TCP, TCP_FIN_SEEN) => "FIN_WAIT",
+        (PROTO_TCP, _) => "CLOSE",
+        _ if half_open => "UNREPLIED",
+        _ => "ESTABLISHED",
     };
     FlowView {
         protocol,
         state,
+        table: if half_open { "half_open" } else { "established" },
         src,
         dst,
         sport,
         dport,
-        rule: names.get(&flow.rule).map_or_else(|| format!("#{}", flow.rule), |n| (*n).to_owned()),
+        rule: names.get(&u32::from(flow.rule)).map_or_else(|| format!("#{}", flow.rule), |n| (*n).to_owned()),
         age_secs: age / 1_000_000_000,
         expires_secs: (timeout - age) / 1_000_000_000,
     }
@@ -389,8 +390,10 @@ pub fn render_flows(flows: &[FlowView]) -> String {
         } else {
             format!("sport={} dport={}", f.sport, f.dport)
         };
+        // conntrack -L marks the flows it will not evict before others: heard both ways.
+        let assured = if f.table == "established" { " [ASSURED]" } else { "" };
         out.push_str(&format!(
-            "{:<4} {:<11} src={} dst={} {ports} rule={} age={}s expires={}s\n",
+            "{:<4} {:<11} src={} dst={} {ports} rule={} age={}s expires={}s{assured}\n",
             f.protocol, f.state, f.src, f.dst, f.rule, f.age_secs, f.expires_secs
         ));
     }

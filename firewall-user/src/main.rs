@@ -7,7 +7,7 @@ use firewall_user::{
     blocklist, confirm, drops,
     filter::{self, Mode},
     import,
-    listing::{Style, json, render},
+    listing::{Style, conntrack_line, json, render},
     live, lockout,
     pins::Pins,
     policy, serve,
@@ -360,10 +360,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let pins = Pins::find(iface.as_deref())?;
             let snapshot = Snapshot::take(&pins)?;
             if as_json {
-                println!("{}", json(&snapshot.chains, &snapshot.counters, snapshot.audit));
+                let tables = (&snapshot.established, &snapshot.half_open);
+                println!("{}", json(&snapshot.chains, &snapshot.counters, snapshot.audit, tables));
             } else {
                 let style = Style { verbose, exact, audit: snapshot.audit };
                 print!("{}", render(&snapshot.chains, &snapshot.counters, style));
+                println!("\n{}", conntrack_line(&snapshot.established, &snapshot.half_open));
             }
         }
         Command::Watch { iface, interval } => watch::run(iface.as_deref(), &interval)?,

@@ -1,17 +1,26 @@
 //! The maps, typed, whether just created by a load or opened from their pins, and the
 //! one routine that makes them hold what a policy wants: [`LiveMaps::apply`].
-use std::collections::HashSet;
+use std::{
+    collections::HashSet,
+    os::fd::{AsFd as _, AsRawFd as _},
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuValues, lpm_trie::Key},
+    maps::{
+        Array, HashMap, IterableMap as _, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuValues,
+        lpm_trie::Key,
+    },
 };
 use firewall_common::{
     ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, BLOCK_COUNTER_BASE, BlockEntry,
-    CONFIG_AUDIT, CONFIG_LIVE_FLAGS, Config, Counter, Direction, Flow, FlowKey, ICMP_ECHO_REQUEST,
-    ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT, MAP_ALLOW_PREFIX, MAP_ANTISPOOF_DST, MAP_ANTISPOOF_SRC,
-    MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS, MAP_TOKEN_BUCKETS, MAPS, MAX_ANTISPOOF,
-    MAX_BLOCKED, MAX_COUNTERS, PROTO_ICMP, PROTO_ICMPV6, TOKEN_BUCKETS_ENTRIES, TokenBucket, block_counter,
+    CONFIG_AUDIT, CONFIG_LIVE_FLAGS, Config, Counter, Direction, FLOW_STATS_ENTRIES, FLOWS_ENDED_ENTRIES,
+    Flow, FlowKey, FlowTable, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT, MAP_ALLOW_PREFIX,
+    MAP_ANTISPOOF_DST, MAP_ANTISPOOF_SRC, MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS,
+    MAP_FLOW_STATS, MAP_FLOWS_ENDED, MAP_HALF_OPEN, MAP_TOKEN_BUCKETS, MAPS, MAX_ANTISPOOF, MAX_BLOCKED,
+    MAX_COUNTERS, PROTO_ICMP, PROTO_ICMPV6, TOKEN_BUCKETS_ENTRIES, TokenBucket, block_counter,
+    flows_inserted, flows_removed,
 };
 
 use crate::{
@@ -29,6 +38,8 @@ pub enum MapsError {
     Call { name: &'static str, call: &'static str, source: MapError },
     #[error("counting the CPUs: {0}")]
     Cpus(std::io::Error),
+    #[error("map {MAP_FLOWS_ENDED}: mmap")]
+    Mmap(#[source] std::io::Error),
     #[error(
         "the live filter's map {name} has {found} where this firewall's has {wanted}: another version made it; `firewall down` then `firewall up` replaces it (its tracked flows and counters start afresh)"
     )]
@@ -41,7 +52,7 @@ pub enum MapsError {
 
 /// A map's shape: key and value sizes as the kernel object declares them (an LPM trie's
 /// key has its 4-byte prefix length in front), and its size where the object fixes it
-/// (conntrack's is the policy's).
+/// (the flow tables' are the policy's).
 #[derive(PartialEq, Eq)]
 struct Layout {
     key: u32,
@@ -64,7 +75,9 @@ fn layout(name: &str) -> Layout {
     let (key, value, max_entries) = match name {
         MAP_CONFIG => (4, size_of::<Config>(), Some(1)),
         MAP_COUNTERS => (4, size_of::<Counter>(), Some(MAX_COUNTERS)),
-        MAP_CONNTRACK => (size_of::<FlowKey>(), size_of::<Flow>(), None),
+        MAP_CONNTRACK | MAP_HALF_OPEN => (size_of::<FlowKey>(), size_of::<Flow>(), None),
+        MAP_FLOW_STATS => (4, size_of::<u64>(), Some(FLOW_STATS_ENTRIES)),
+        MAP_FLOWS_ENDED => (4, size_of::<u64>(), Some(FLOWS_ENDED_ENTRIES)),
         MAP_ALLOW_EXACT => (size_of::<AllowKey>(), size_of::<AllowValue>(), Some(ALLOW_EXACT_ENTRIES)),
         MAP_ALLOW_PREFIX => (4 + size_of::<AllowKey>(), size_of::<AllowValue>(), Some(ALLOW_PREFIX_ENTRIES)),
         MAP_ANTISPOOF_SRC | MAP_ANTISPOOF_DST => (4 + size_of::<Addr>(), 4, Some(MAX_ANTISPOOF)),
@@ -126,7 +139,12 @@ pub(crate) fn call(name: &'static str, call: &'static str) -> impl FnOnce(MapErr
 pub struct LiveMaps {
     pub config: Array<MapData, Config>,
     pub counters: PerCpuArray<MapData, Counter>,
+    /// The established flows (heard both ways).
     pub conntrack: HashMap<MapData, FlowKey, Flow>,
+    /// The half-open flows.
+    pub half_open: HashMap<MapData, FlowKey, Flow>,
+    pub flow_stats: PerCpuArray<MapData, u64>,
+    pub flows_ended: Array<MapData, u64>,
     pub allow_exact: HashMap<MapData, AllowKey, AllowValue>,
     pub allow_prefix: LpmTrie<MapData, AllowKey, AllowValue>,
     pub antispoof_src: LpmTrie<MapData, Addr, u32>,
@@ -160,6 +178,9 @@ impl LiveMaps {
             config: typed!(MAP_CONFIG),
             counters: typed!(MAP_COUNTERS),
             conntrack: typed!(MAP_CONNTRACK),
+            half_open: typed!(MAP_HALF_OPEN),
+            flow_stats: typed!(MAP_FLOW_STATS),
+            flows_ended: typed!(MAP_FLOWS_ENDED),
             allow_exact: typed!(MAP_ALLOW_EXACT),
             allow_prefix: typed!(MAP_ALLOW_PREFIX),
             antispoof_src: typed!(MAP_ANTISPOOF_SRC),
@@ -288,44 +309,102 @@ impl LiveMaps {
     /// Removes the flows whose opening packet the plan would no longer admit (a revoked
     /// peer, a removed rule), and points the others at the rule that admits them now.
     fn forget_flows(&mut self, plan: &MapPlan) -> Result<usize> {
-        let flows: Vec<(FlowKey, Flow)> = self.conntrack.iter().filter_map(std::result::Result::ok).collect();
         let mut removed = 0;
-        for (key, flow) in flows {
-            let origin = if flow.origin == Direction::In as u8 { Direction::In } else { Direction::Out };
-            // The service port the opening packet went to; an echo flow's is the request type.
-            let port = match key.protocol {
-                PROTO_ICMP => u16::from(ICMP_ECHO_REQUEST),
-                PROTO_ICMPV6 => u16::from(ICMPV6_ECHO_REQUEST),
-                _ if origin == Direction::In => key.local_port,
-                _ => key.peer_port,
-            };
-            let allow = AllowKey { direction: origin as u8, protocol: key.protocol, port, peer: key.peer };
-            // The programs check flows before the anti-spoof lists: a peer those lists
-            // now name must lose its flows here.
-            let spoofed = plan.antispoof_sources.keys().any(|p| p.contains(from_addr(&key.peer)));
-            match plan.admits(&allow).filter(|_| !spoofed) {
-                Some(value) if value.rule == flow.rule => {}
-                Some(value) => {
-                    let updated = Flow { rule: value.rule, ..flow };
-                    // A flow that ended meanwhile is no error.
-                    let _ = self.conntrack.insert(key, updated, 2 /* BPF_EXIST */);
-                }
-                None => {
-                    if self.conntrack.remove(&key).is_ok() {
-                        removed += 1;
+        for which in FlowTable::ALL {
+            let flows: Vec<(FlowKey, Flow)> =
+                self.table(which).iter().filter_map(std::result::Result::ok).collect();
+            let mut ended = 0;
+            for (key, flow) in flows {
+                let origin = if flow.origin == Direction::In as u8 { Direction::In } else { Direction::Out };
+                // The service port the opening packet went to; an echo flow's is the request type.
+                let port = match key.protocol {
+                    PROTO_ICMP => u16::from(ICMP_ECHO_REQUEST),
+                    PROTO_ICMPV6 => u16::from(ICMPV6_ECHO_REQUEST),
+                    _ if origin == Direction::In => key.local_port,
+                    _ => key.peer_port,
+                };
+                let allow =
+                    AllowKey { direction: origin as u8, protocol: key.protocol, port, peer: key.peer };
+                // The programs check flows before the anti-spoof lists: a peer those lists
+                // now name must lose its flows here.
+                let spoofed = plan.antispoof_sources.keys().any(|p| p.contains(from_addr(&key.peer)));
+                let table = self.table_mut(which);
+                match plan.admits(&allow).filter(|_| !spoofed) {
+                    Some(value) if value.rule == u32::from(flow.rule) => {}
+                    Some(value) => {
+                        // Rule indexes are below MAX_RULES, which 16 bits hold.
+                        let updated = Flow { rule: value.rule as u16, ..flow };
+                        // A flow that ended meanwhile is no error.
+                        let _ = table.insert(key, updated, 2 /* BPF_EXIST */);
+                    }
+                    None => {
+                        if table.remove(&key).is_ok() {
+                            ended += 1;
+                        }
                     }
                 }
             }
+            self.count_ended(which, ended)?;
+            removed += ended;
         }
-        Ok(removed)
+        Ok(removed as usize)
     }
 
-    /// Ends the flows whose peer `ends` picks; how many ended.
+    /// Ends the flows whose peer `ends` picks, in both tables; how many ended.
     pub fn end_flows(&mut self, ends: impl Fn(&Addr) -> bool) -> Result<usize> {
-        let keys: Vec<FlowKey> =
-            self.conntrack.keys().filter_map(std::result::Result::ok).filter(|k| ends(&k.peer)).collect();
-        // A flow that ended meanwhile is no error.
-        Ok(keys.iter().filter(|key| self.conntrack.remove(key).is_ok()).count())
+        let mut removed = 0;
+        for which in FlowTable::ALL {
+            let table = self.table_mut(which);
+            let keys: Vec<FlowKey> =
+                table.keys().filter_map(std::result::Result::ok).filter(|k| ends(&k.peer)).collect();
+            // A flow that ended meanwhile is no error.
+            let ended = keys.iter().filter(|key| table.remove(key).is_ok()).count() as u64;
+            self.count_ended(which, ended)?;
+            removed += ended;
+        }
+        Ok(removed as usize)
+    }
+
+    pub fn table(&self, which: FlowTable) -> &HashMap<MapData, FlowKey, Flow> {
+        match which {
+            FlowTable::Established => &self.conntrack,
+            FlowTable::HalfOpen => &self.half_open,
+        }
+    }
+
+    fn table_mut(&mut self, which: FlowTable) -> &mut HashMap<MapData, FlowKey, Flow> {
+        match which {
+            FlowTable::Established => &mut self.conntrack,
+            FlowTable::HalfOpen => &mut self.half_open,
+        }
+    }
+
+    /// Adds `n` to the entries user space removed from `which`, atomically, through a
+    /// shared mapping of `FLOWS_ENDED` (a lookup and an update would lose the count of a
+    /// command ending flows at the same moment, which would then show as evictions).
+    fn count_ended(&self, which: FlowTable, n: u64) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        let fd = self.flows_ended.map().fd().as_fd().as_raw_fd();
+        // SAFETY: sysconf has no preconditions.
+        let len = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        // SAFETY: a fresh shared mapping of the map's first page, which holds its
+        // FLOWS_ENDED_ENTRIES u64s (a mmapable array keeps its values 8-byte aligned, one
+        // after the other), unmapped below.
+        let page = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0)
+        };
+        if page == libc::MAP_FAILED {
+            return Err(MapsError::Mmap(std::io::Error::last_os_error()));
+        }
+        // SAFETY: inside the mapping, aligned; the programs never touch this map and
+        // other processes only add to it atomically.
+        let slot = unsafe { &*page.cast::<AtomicU64>().add(which as usize) };
+        slot.fetch_add(n, Ordering::Relaxed);
+        // SAFETY: the mapping made above, no longer used.
+        unsafe { libc::munmap(page, len) };
+        Ok(())
     }
 
     pub fn zero_counter(&mut self, id: u32) -> Result<()> {
@@ -369,16 +448,42 @@ impl LiveMaps {
         Ok(out)
     }
 
-    /// The tracked flows.
-    pub fn flows(&self) -> Result<Vec<(FlowKey, Flow)>> {
+    /// The tracked flows of both tables.
+    pub fn flows(&self) -> Vec<(FlowTable, FlowKey, Flow)> {
         // Entries may vanish under the iteration (LRU, expiry): skip those.
-        Ok(self.conntrack.iter().filter_map(std::result::Result::ok).collect())
+        FlowTable::ALL
+            .into_iter()
+            .flat_map(|which| {
+                self.table(which).iter().filter_map(std::result::Result::ok).map(move |(k, f)| (which, k, f))
+            })
+            .collect()
     }
 
-    /// How many flows the conntrack table holds: one `BPF_MAP_GET_NEXT_KEY` a flow, so
-    /// a full default table (65,536) takes some 30 ms.
-    pub fn conntrack_entries(&self) -> u64 {
-        self.conntrack.keys().filter(std::result::Result::is_ok).count() as u64
+    /// How many flows `which` holds: one `BPF_MAP_GET_NEXT_KEY` a flow, so a full default
+    /// established table (65,536) takes some 30 ms.
+    pub fn entries(&self, which: FlowTable) -> u64 {
+        self.table(which).keys().filter(std::result::Result::is_ok).count() as u64
+    }
+
+    /// A flow table's fill and size, and how many of its entries the kernel's LRU took back
+    /// to make room (evicted): all it ever held, less what the programs and user space
+    /// removed and what it holds now. Expired entries the LRU reclaimed count as evicted
+    /// too: nothing tells them apart.
+    pub fn table_stats(&self, which: FlowTable) -> Result<TableStats> {
+        let per_cpu = |index: u32| -> Result<u64> {
+            let values = self.flow_stats.get(&index, 0).map_err(call(MAP_FLOW_STATS, "lookup"))?;
+            Ok(values.iter().sum())
+        };
+        let (inserted, removed) = (per_cpu(flows_inserted(which))?, per_cpu(flows_removed(which))?);
+        let ended = self.flows_ended.get(&(which as u32), 0).map_err(call(MAP_FLOWS_ENDED, "lookup"))?;
+        let entries = self.entries(which);
+        let evicted = inserted.saturating_sub(removed).saturating_sub(ended).saturating_sub(entries);
+        let name = match which {
+            FlowTable::Established => MAP_CONNTRACK,
+            FlowTable::HalfOpen => MAP_HALF_OPEN,
+        };
+        let capacity = u64::from(self.table(which).map().info().map_err(call(name, "info"))?.max_entries());
+        Ok(TableStats { entries, capacity, evicted })
     }
 
     /// Sets or clears one of the live filter's own `CONFIG_*` flags.
@@ -406,8 +511,20 @@ fn same_key(a: &Key<Addr>, b: &Key<Addr>) -> bool {
     a.prefix_len() == b.prefix_len() && a.data() == b.data()
 }
 
-/// Flow keys seen twice by a racing iteration are counted once.
-pub fn dedup_flows(flows: &mut Vec<(FlowKey, Flow)>) {
+/// Flow keys seen twice by a racing iteration are counted once (a flow promoted under it
+/// may be met in both tables: the established entry, listed first, is kept).
+pub fn dedup_flows(flows: &mut Vec<(FlowTable, FlowKey, Flow)>) {
     let mut seen = HashSet::new();
-    flows.retain(|(k, _)| seen.insert(*k));
+    flows.retain(|(_, k, _)| seen.insert(*k));
+}
+
+/// One flow table's fill and evictions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TableStats {
+    pub entries: u64,
+    /// Its size, as the kernel made it (`[conntrack] max_entries` or `max_half_open` when
+    /// the filter went up: a reload does not resize it).
+    pub capacity: u64,
+    /// Entries the LRU took back: inserted − removed − present (never below 0).
+    pub evicted: u64,
 }

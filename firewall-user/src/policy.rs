@@ -9,9 +9,9 @@ use std::{
 };
 
 use firewall_common::{
-    Addr, CONNTRACK_DEFAULT_ENTRIES, Direction, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST,
-    ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, MAX_ANTISPOOF, MAX_RULES, PROTO_ICMP, PROTO_ICMPV6,
-    PROTO_TCP, PROTO_UDP, V4_MAPPED_BITS, icmpv6_equivalent, v4_mapped,
+    Addr, CONNTRACK_DEFAULT_ENTRIES, Direction, HALF_OPEN_DEFAULT_ENTRIES, ICMP_DEST_UNREACHABLE,
+    ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, MAX_ANTISPOOF, MAX_RULES,
+    PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, V4_MAPPED_BITS, icmpv6_equivalent, v4_mapped,
 };
 use serde::Deserialize;
 use serde_spanned::Spanned;
@@ -185,24 +185,34 @@ pub struct Policy {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Conntrack {
+    /// The established table's size: flows heard both ways.
     pub max_entries: u32,
+    /// The half-open table's size: flows not heard both ways yet.
+    pub max_half_open: u32,
     pub tcp_established_timeout: Duration,
     pub tcp_fin_timeout: Duration,
     pub tcp_rst_timeout: Duration,
     pub udp_timeout: Duration,
     pub icmp_timeout: Duration,
+    /// After the opener's SYN.
+    pub tcp_syn_sent_timeout: Duration,
+    /// After the responder's SYN-ACK; a session picked up mid-stream until both ends spoke.
+    pub tcp_syn_recv_timeout: Duration,
 }
 
 impl Default for Conntrack {
     fn default() -> Self {
         Conntrack {
             max_entries: CONNTRACK_DEFAULT_ENTRIES,
+            max_half_open: HALF_OPEN_DEFAULT_ENTRIES,
             // netfilter's defaults.
             tcp_established_timeout: Duration::from_secs(5 * 24 * 3600),
             tcp_fin_timeout: Duration::from_secs(120),
             tcp_rst_timeout: Duration::from_secs(10),
             udp_timeout: Duration::from_secs(30),
             icmp_timeout: Duration::from_secs(30),
+            tcp_syn_sent_timeout: Duration::from_secs(120),
+            tcp_syn_recv_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -379,11 +389,14 @@ struct RawAntispoof {
 #[serde(deny_unknown_fields)]
 struct RawConntrack {
     max_entries: Option<Spanned<i64>>,
+    max_half_open: Option<Spanned<i64>>,
     tcp_established_timeout: Option<Spanned<String>>,
     tcp_fin_timeout: Option<Spanned<String>>,
     tcp_rst_timeout: Option<Spanned<String>>,
     udp_timeout: Option<Spanned<String>>,
     icmp_timeout: Option<Spanned<String>>,
+    tcp_syn_sent_timeout: Option<Spanned<String>>,
+    tcp_syn_recv_timeout: Option<Spanned<String>>,
 }
 
 /// `"any"`, or a list whose entries keep their own positions for error messages (which
@@ -593,18 +606,21 @@ fn validate(raw: RawPolicy, host_at: usize) -> Result<Policy, Located> {
         None => Conntrack::default(),
         Some(c) => {
             let d = Conntrack::default();
-            let max_entries = match c.max_entries {
-                None => d.max_entries,
-                Some(n) if (1024..=16_777_216).contains(n.get_ref()) => *n.get_ref() as u32,
-                Some(n) => return fail(n.span().start, "max_entries must be between 1024 and 16777216"),
+            let size = |value: Option<Spanned<i64>>, key: &str, default: u32| match value {
+                None => Ok(default),
+                Some(n) if (1024..=16_777_216).contains(n.get_ref()) => Ok(*n.get_ref() as u32),
+                Some(n) => Err((n.span().start, format!("{key} must be between 1024 and 16777216"))),
             };
             Conntrack {
-                max_entries,
+                max_entries: size(c.max_entries, "max_entries", d.max_entries)?,
+                max_half_open: size(c.max_half_open, "max_half_open", d.max_half_open)?,
                 tcp_established_timeout: duration_or(c.tcp_established_timeout, d.tcp_established_timeout)?,
                 tcp_fin_timeout: duration_or(c.tcp_fin_timeout, d.tcp_fin_timeout)?,
                 tcp_rst_timeout: duration_or(c.tcp_rst_timeout, d.tcp_rst_timeout)?,
                 udp_timeout: duration_or(c.udp_timeout, d.udp_timeout)?,
                 icmp_timeout: duration_or(c.icmp_timeout, d.icmp_timeout)?,
+                tcp_syn_sent_timeout: duration_or(c.tcp_syn_sent_timeout, d.tcp_syn_sent_timeout)?,
+                tcp_syn_recv_timeout: duration_or(c.tcp_syn_recv_timeout, d.tcp_syn_recv_timeout)?,
             }
         }
     };
@@ -1166,6 +1182,30 @@ mod tests {
             assert!(err.contains("bad interface name"), "{bad}: {err}");
         }
         assert!(Prefix::parse("10.0.0.0/+8").unwrap_err().contains("bad prefix length"));
+    }
+
+    #[test]
+    fn half_open_flows_have_their_own_table_and_timeouts() {
+        let p = check(HOST).unwrap();
+        assert_eq!(p.conntrack.max_half_open, 16_384);
+        assert_eq!(p.conntrack.tcp_syn_sent_timeout, Duration::from_secs(120));
+        assert_eq!(p.conntrack.tcp_syn_recv_timeout, Duration::from_secs(60));
+        let p = check(&format!(
+            "{HOST}[conntrack]\nmax_half_open = 2048\ntcp_syn_sent_timeout = \"30s\"\ntcp_syn_recv_timeout = \"1m\"\n"
+        ))
+        .unwrap();
+        assert_eq!(p.conntrack.max_half_open, 2048);
+        assert_eq!(p.conntrack.max_entries, 65_536, "the other keys keep their defaults");
+        assert_eq!(p.conntrack.tcp_syn_sent_timeout, Duration::from_secs(30));
+        assert_eq!(p.conntrack.tcp_syn_recv_timeout, Duration::from_secs(60));
+        assert_eq!(
+            check(&format!("{HOST}[conntrack]\nmax_half_open = 1000\n")).unwrap_err(),
+            "p.toml:5:17: max_half_open must be between 1024 and 16777216"
+        );
+        assert_eq!(
+            check(&format!("{HOST}[conntrack]\ntcp_syn_recv_timeout = \"0s\"\n")).unwrap_err(),
+            "p.toml:5:24: bad duration \"0s\": expected a number and s, m, h or d, as \"30s\""
+        );
     }
 
     #[test]

@@ -458,13 +458,23 @@ fn gauges(snapshot: &Snapshot) -> Vec<Gauge> {
     vec![
         Gauge {
             name: "firewall_conntrack_entries",
-            help: "Flows in the conntrack table",
-            value: snapshot.conntrack_entries,
+            help: "Flows in the established conntrack table (heard both ways)",
+            value: snapshot.established.entries,
         },
         Gauge {
             name: "firewall_conntrack_capacity",
-            help: "The conntrack table's size ([conntrack] max_entries)",
-            value: snapshot.conntrack_capacity,
+            help: "The established conntrack table's size ([conntrack] max_entries)",
+            value: snapshot.established.capacity,
+        },
+        Gauge {
+            name: "firewall_conntrack_half_open_entries",
+            help: "Flows in the half-open conntrack table (not heard both ways yet)",
+            value: snapshot.half_open.entries,
+        },
+        Gauge {
+            name: "firewall_conntrack_half_open_capacity",
+            help: "The half-open conntrack table's size ([conntrack] max_half_open)",
+            value: snapshot.half_open.capacity,
         },
         Gauge {
             name: "firewall_blocklist_entries",
@@ -541,6 +551,15 @@ impl Collector for SnapshotMetrics {
                 ConstCounter::new(value(line)).encode(family.encode_family(labels)?)?;
             }
         }
+        let mut family = encoder.encode_descriptor(
+            "firewall_conntrack_evictions",
+            "Entries each conntrack table's LRU took back to make room (expired ones among them)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (table, stats) in [("established", &snapshot.established), ("half_open", &snapshot.half_open)] {
+            ConstCounter::new(stats.evicted).encode(family.encode_family(&[("table", table)])?)?;
+        }
         for gauge in gauges(snapshot) {
             let metric = encoder.encode_descriptor(gauge.name, gauge.help, None, MetricType::Gauge)?;
             ConstGauge::new(gauge.value).encode(metric)?;
@@ -578,7 +597,8 @@ mod tests {
         let counters = (0..u64::from(MAX_COUNTERS)).map(|n| Count { packets: n, bytes: 1000 * n }).collect();
         let mut snapshot =
             Snapshot::from_parts(policy, LiveState { policy_file: path, ids }, counters, Instant::now());
-        snapshot.conntrack_entries = 7;
+        snapshot.established.entries = 7;
+        snapshot.half_open = crate::maps::TableStats { entries: 5, capacity: 16_384, evicted: 3 };
         snapshot
     }
 
@@ -617,6 +637,13 @@ mod tests {
             assert!(has(r#"{chain="FORWARD",rule="policy",target="DROP",line="builtin"}"#), "{text}");
             assert!(text.contains("\nfirewall_conntrack_entries 7\n"), "{text}");
             assert!(text.contains("\nfirewall_conntrack_capacity 65536\n"), "{text}");
+            assert!(text.contains("\nfirewall_conntrack_half_open_entries 5\n"), "{text}");
+            assert!(text.contains("\nfirewall_conntrack_half_open_capacity 16384\n"), "{text}");
+            assert!(
+                text.contains("\nfirewall_conntrack_evictions_total{table=\"established\"} 0\n"),
+                "{text}"
+            );
+            assert!(text.contains("\nfirewall_conntrack_evictions_total{table=\"half_open\"} 3\n"), "{text}");
             assert!(text.contains("\nfirewall_reloads_total 0\n"), "{text}");
             assert!(text.contains("\nfirewall_reload_failures_total 0\n"), "{text}");
             assert!(text.contains("# TYPE firewall_packets_total counter\n"), "{text}");

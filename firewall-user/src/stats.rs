@@ -1,14 +1,14 @@
 //! One reading of a live filter's counters, for `list`, `watch` and `serve`: every
-//! listing line with its packets and bytes, and how full the conntrack table is.
+//! listing line with its packets and bytes, and how full the flow tables are.
 use std::time::Instant;
 
-use firewall_common::{Chain, Counter};
+use firewall_common::{Chain, Counter, FlowTable};
 
 use crate::{
     blocklist::{self, BlockView},
     compile::{ListChain, ListLine, listing},
     live::{LiveError, Result},
-    maps::LiveMaps,
+    maps::{LiveMaps, TableStats},
     pins::{LiveState, Pins},
     policy::Policy,
 };
@@ -32,10 +32,11 @@ pub struct Snapshot {
     pub chains: Vec<ListChain>,
     /// Counters by id, summed over the CPUs.
     pub counters: Vec<Counter>,
-    /// Flows in the conntrack table (expired ones the kernel has not reused yet included).
-    pub conntrack_entries: u64,
-    /// The table's size (`[conntrack] max_entries`).
-    pub conntrack_capacity: u64,
+    /// The established flow table (`CONNTRACK`): its entries (expired ones the kernel has
+    /// not reused yet included), size and evictions.
+    pub established: TableStats,
+    /// The half-open flow table (`HALF_OPEN`), likewise.
+    pub half_open: TableStats,
     /// The blocklist's live entries (their lines are in `chains` too).
     pub blocks: Vec<BlockView>,
     /// Audit mode: what the DROP lines count passed.
@@ -48,11 +49,11 @@ impl Snapshot {
         let (policy, state) = Self::policy_and_state(pins)?;
         let maps = LiveMaps::open(pins)?;
         let counters = maps.counters().map_err(LiveError::from)?;
-        let conntrack_entries = maps.conntrack_entries();
+        let established = maps.table_stats(FlowTable::Established)?;
+        let half_open = maps.table_stats(FlowTable::HalfOpen)?;
         let mut chains = listing(&policy, &state.ids);
         let blocks = blocklist::views(&maps, &counters)?;
         blocklist::insert_lines(&mut chains, &blocks);
-        let conntrack_capacity = u64::from(policy.conntrack.max_entries);
         let audit = maps.audit().map_err(LiveError::from)?;
         Ok(Snapshot {
             taken: Instant::now(),
@@ -60,8 +61,8 @@ impl Snapshot {
             state,
             chains,
             counters,
-            conntrack_entries,
-            conntrack_capacity,
+            established,
+            half_open,
             blocks,
             audit,
         })
@@ -94,15 +95,18 @@ impl Snapshot {
     /// enforcing): for tests of what reads snapshots.
     pub fn from_parts(policy: Policy, state: LiveState, counters: Vec<Counter>, taken: Instant) -> Snapshot {
         let chains = listing(&policy, &state.ids);
-        let conntrack_capacity = u64::from(policy.conntrack.max_entries);
+        let established =
+            TableStats { capacity: u64::from(policy.conntrack.max_entries), ..TableStats::default() };
+        let half_open =
+            TableStats { capacity: u64::from(policy.conntrack.max_half_open), ..TableStats::default() };
         Snapshot {
             taken,
             policy,
             state,
             chains,
             counters,
-            conntrack_entries: 0,
-            conntrack_capacity,
+            established,
+            half_open,
             blocks: Vec::new(),
             audit: false,
         }

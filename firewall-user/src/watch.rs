@@ -11,7 +11,8 @@ use firewall_common::{Chain, Counter};
 
 use crate::{
     compile::{ListLine, chain_name},
-    listing::human,
+    listing::{grouped, human},
+    maps::TableStats,
     stats::Snapshot,
 };
 
@@ -75,23 +76,20 @@ pub fn rows(previous: Option<&Snapshot>, current: &Snapshot) -> Vec<Row> {
     rows
 }
 
-/// `1234567` → `1,234,567`.
-pub fn grouped(number: u64) -> String {
-    let digits = number.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
-}
-
-/// `conntrack 1,234 / 65,536 flows (1.9%)`.
-pub fn conntrack_text(entries: u64, capacity: u64) -> String {
-    let percent = if capacity == 0 { 0.0 } else { entries as f64 * 100.0 / capacity as f64 };
-    format!("conntrack {} / {} flows ({percent:.1}%)", grouped(entries), grouped(capacity))
+/// `conntrack 1,234 / 65,536 (1.9%)  half-open 12 / 16,384  evicted 0, half-open 3`: the
+/// established table's fill, the half-open one's, and the evictions from each.
+pub fn conntrack_text(established: &TableStats, half_open: &TableStats) -> String {
+    let (e, h) = (established, half_open);
+    let percent = if e.capacity == 0 { 0.0 } else { e.entries as f64 * 100.0 / e.capacity as f64 };
+    format!(
+        "conntrack {} / {} ({percent:.1}%)  half-open {} / {}  evicted {}, half-open {}",
+        grouped(e.entries),
+        grouped(e.capacity),
+        grouped(h.entries),
+        grouped(h.capacity),
+        grouped(e.evicted),
+        grouped(h.evicted)
+    )
 }
 
 /// A rate: one decimal below 100 (a slow rule's 0.3/s is worth seeing), then whole
@@ -294,7 +292,7 @@ peers = "any"
         let ids = Ids::assign(&policy, previous);
         let state = LiveState { policy_file: "p.toml".into(), ids: ids.clone() };
         let mut snapshot = Snapshot::from_parts(policy, state, vec![Counter::default(); 1024], taken);
-        snapshot.conntrack_entries = 3;
+        snapshot.established.entries = 3;
         for (name, chain, packets, bytes) in set {
             let id = snapshot
                 .lines()
@@ -438,8 +436,15 @@ peers = "any"
         assert_eq!(grouped(1_234), "1,234");
         assert_eq!(grouped(65_536), "65,536");
         assert_eq!(grouped(1_234_567), "1,234,567");
-        assert_eq!(conntrack_text(1_234, 65_536), "conntrack 1,234 / 65,536 flows (1.9%)");
-        assert_eq!(conntrack_text(0, 0), "conntrack 0 / 0 flows (0.0%)");
+        let table = |entries, capacity, evicted| TableStats { entries, capacity, evicted };
+        let text = conntrack_text(&table(1_234, 65_536, 0), &table(12, 16_384, 3));
+        assert_eq!(text, "conntrack 1,234 / 65,536 (1.9%)  half-open 12 / 16,384  evicted 0, half-open 3");
+        assert!(text.len() <= 80, "{text}");
+        let zero = TableStats::default();
+        assert_eq!(
+            conntrack_text(&zero, &zero),
+            "conntrack 0 / 0 (0.0%)  half-open 0 / 0  evicted 0, half-open 0"
+        );
         assert_eq!(rate_text(0.0), "0");
         assert_eq!(rate_text(0.25), "0.2");
         assert_eq!(rate_text(19.96), "20.0");

@@ -352,18 +352,29 @@ fn duration() -> impl Strategy<Value = String> {
     ]
 }
 
+/// The `[conntrack]` keys that size a table, and those that are durations.
+const SIZE_KEYS: [&str; 2] = ["max_entries", "max_half_open"];
+const TIMEOUT_KEYS: [&str; 7] = [
+    "tcp_established_timeout",
+    "tcp_fin_timeout",
+    "tcp_rst_timeout",
+    "udp_timeout",
+    "icmp_timeout",
+    "tcp_syn_sent_timeout",
+    "tcp_syn_recv_timeout",
+];
+
 fn conntrack_table() -> impl Strategy<Value = Table> {
-    (prop::option::of(1024i64..=16_777_216), prop::collection::vec(prop::option::of(duration()), 5))
-        .prop_map(|(max_entries, durations)| {
+    (
+        prop::collection::vec(prop::option::of(1024i64..=16_777_216), 2),
+        prop::collection::vec(prop::option::of(duration()), TIMEOUT_KEYS.len()),
+    )
+        .prop_map(|(sizes, durations)| {
             let mut entries = vec![];
-            entries.extend(max_entries.map(|n| text("max_entries", n.to_string())));
-            let keys = [
-                "tcp_established_timeout",
-                "tcp_fin_timeout",
-                "tcp_rst_timeout",
-                "udp_timeout",
-                "icmp_timeout",
-            ];
+            for (key, value) in SIZE_KEYS.into_iter().zip(sizes) {
+                entries.extend(value.map(|n| text(key, n.to_string())));
+            }
+            let keys = TIMEOUT_KEYS;
             for (key, value) in keys.into_iter().zip(durations) {
                 entries.extend(value.map(|v| text(key, v)));
             }
@@ -911,17 +922,12 @@ fn inject(doc: &mut Doc, kind: FaultKind, a: Index, b: Index) -> Vec<Target> {
         }
         MaxEntries => {
             let t = doc.table(Kind::Conntrack);
-            vec![Target::Value(t, doc.tables[t].set_text("max_entries", pick(BAD_MAX_ENTRIES, b)))]
+            let key = *a.get(&SIZE_KEYS);
+            vec![Target::Value(t, doc.tables[t].set_text(key, pick(BAD_MAX_ENTRIES, b)))]
         }
         Timeout => {
             let t = doc.table(Kind::Conntrack);
-            let key = *a.get(&[
-                "tcp_established_timeout",
-                "tcp_fin_timeout",
-                "tcp_rst_timeout",
-                "udp_timeout",
-                "icmp_timeout",
-            ]);
+            let key = *a.get(&TIMEOUT_KEYS);
             vec![Target::Value(t, doc.tables[t].set_text(key, pick(BAD_DURATIONS, b)))]
         }
         RuleName => {
@@ -1282,7 +1288,7 @@ fn value_for(key: &str) -> BoxedStrategy<String> {
         "interface" => any_of(vec![words(BAD_INTERFACES), ".{0,17}".prop_map(|s| quoted(&s)).boxed()]),
         "address" | "address6" => address_value(),
         "sources" | "destinations" => any_of(vec![array_of(address_value(), 0..8), words(BAD_PREFIX_LISTS)]),
-        "max_entries" => {
+        "max_entries" | "max_half_open" => {
             any_of(vec![any::<i64>().prop_map(|n| n.to_string()).boxed(), words(BAD_MAX_ENTRIES)])
         }
         "name" => name_value(),
@@ -1317,11 +1323,14 @@ const HOST_KEYS: &[&str] = &["interface", "address", "address6"];
 const ANTISPOOF_KEYS: &[&str] = &["sources", "destinations"];
 const CONNTRACK_KEYS: &[&str] = &[
     "max_entries",
+    "max_half_open",
     "tcp_established_timeout",
     "tcp_fin_timeout",
     "tcp_rst_timeout",
     "udp_timeout",
     "icmp_timeout",
+    "tcp_syn_sent_timeout",
+    "tcp_syn_recv_timeout",
 ];
 const RULE_KEYS: &[&str] = &[
     "name",
@@ -1506,7 +1515,9 @@ const TOKENS: &[&str] = &[
     "sources",
     "destinations",
     "max_entries",
+    "max_half_open",
     "udp_timeout",
+    "tcp_syn_sent_timeout",
     "any",
     "tcp",
     "icmp",

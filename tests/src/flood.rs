@@ -20,7 +20,7 @@ use std::{
 };
 
 use aya::maps::{HashMap, MapData, PerCpuArray};
-use firewall_common::{Counter, Flow, FlowKey, MAP_CONNTRACK, MAP_COUNTERS};
+use firewall_common::{Counter, Flow, FlowKey, FlowTable, MAP_CONNTRACK, MAP_COUNTERS, MAP_HALF_OPEN};
 use firewall_user::{compile::Ids, pins::Pins};
 use serde_json::Value;
 
@@ -182,6 +182,9 @@ pub enum Sender {
     /// `0..cpus`. A frame the veth refuses is lost (`c0`'s `tx_dropped`), not sent
     /// again: `sent = judged by XDP + tx_dropped`. For floods XDP drops.
     Ring { cpus: u32 },
+    /// One `sendto` a frame, one process on CPU 0, `gap_us` microseconds apart (trafgen's
+    /// `-t`): a trickle at a rate of the test's choosing.
+    Paced { gap_us: u32 },
 }
 
 /// A trafgen run: the child, in its own process group (trafgen forks one process per
@@ -221,6 +224,7 @@ impl Trafgen {
         match sender {
             Sender::Sendto => command.args(["-t", "0", "-P", "1"]),
             Sender::Ring { cpus } => command.arg("-P").arg(cpus.to_string()),
+            Sender::Paced { gap_us } => command.args(["-t", &format!("{gap_us}us"), "-P", "1"]),
         };
         command
             .arg("-n")
@@ -310,7 +314,9 @@ impl Drop for Trafgen {
 
 /// The filter's pinned maps and ids, opened from the host (bpffs is the host's).
 pub struct Pinned {
+    /// The established flows.
     pub conntrack: HashMap<MapData, FlowKey, Flow>,
+    pub half_open: HashMap<MapData, FlowKey, Flow>,
     pub counters: PerCpuArray<MapData, Counter>,
     pub ids: Ids,
 }
@@ -326,14 +332,15 @@ impl Pinned {
         };
         Pinned {
             conntrack: map(MAP_CONNTRACK).try_into().expect("CONNTRACK is a hash map"),
+            half_open: map(MAP_HALF_OPEN).try_into().expect("HALF_OPEN is a hash map"),
             counters: map(MAP_COUNTERS).try_into().expect("COUNTERS is a per-CPU array"),
             ids: pins.live_state().unwrap_or_else(|e| panic!("the live state: {e}")).ids,
         }
     }
 
-    /// The flow stored under `key`, if any. A lookup from user space does not mark the
-    /// entry as used (the kernel's LRU hash has a lookup of its own for system calls), so
-    /// looking does not keep a flow alive.
+    /// The established flow stored under `key`, if any. A lookup from user space does not
+    /// mark the entry as used (the kernel's LRU hash has a lookup of its own for system
+    /// calls), so looking does not keep a flow alive.
     pub fn flow(&self, key: &FlowKey) -> Option<Flow> {
         match self.conntrack.get(key, 0) {
             Ok(flow) => Some(flow),
@@ -342,9 +349,13 @@ impl Pinned {
         }
     }
 
-    /// Entries in the conntrack table now, counted by walking it.
-    pub fn flow_count(&self) -> usize {
-        self.conntrack.keys().filter(Result::is_ok).count()
+    /// Entries in a flow table now, counted by walking it.
+    pub fn flow_count(&self, table: FlowTable) -> usize {
+        let map = match table {
+            FlowTable::Established => &self.conntrack,
+            FlowTable::HalfOpen => &self.half_open,
+        };
+        map.keys().filter(Result::is_ok).count()
     }
 
     /// The packets counter `id` counted on each CPU.

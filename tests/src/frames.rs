@@ -30,6 +30,30 @@ pub fn tcp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: u8) -> Vec
     frame
 }
 
+/// A TCP segment with exactly `flags` set, its sequence and acknowledgement numbers and
+/// its window chosen.
+pub fn tcp_numbered(
+    src: [u8; 4],
+    dst: [u8; 4],
+    (sport, dport): (u16, u16),
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    window: u16,
+) -> Vec<u8> {
+    let mut frame = tcp(src, dst, sport, dport, flags);
+    set_numbers(&mut frame, L4, seq, ack, window);
+    frame
+}
+
+/// Writes a TCP header's sequence and acknowledgement numbers and window (the filter
+/// reads no checksum).
+fn set_numbers(frame: &mut [u8], l4: usize, seq: u32, ack: u32, window: u16) {
+    frame[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
+    frame[l4 + 8..l4 + 12].copy_from_slice(&ack.to_be_bytes());
+    frame[l4 + 14..l4 + 16].copy_from_slice(&window.to_be_bytes());
+}
+
 pub fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
     let mut frame = Vec::new();
     builder(src, dst).udp(sport, dport).write(&mut frame, b"query").expect("udp frame");
@@ -152,6 +176,21 @@ pub fn tcp6(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, flags: u8) -> 
     let mut frame = Vec::new();
     builder6(src, dst, 64).tcp(sport, dport, 1000, 64240).write(&mut frame, &[]).expect("tcp6 frame");
     frame[L4_6 + 13] = flags;
+    frame
+}
+
+/// [`tcp_numbered`] over IPv6.
+pub fn tcp6_numbered(
+    src: [u8; 16],
+    dst: [u8; 16],
+    (sport, dport): (u16, u16),
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    window: u16,
+) -> Vec<u8> {
+    let mut frame = tcp6(src, dst, sport, dport, flags);
+    set_numbers(&mut frame, L4_6, seq, ack, window);
     frame
 }
 

@@ -120,13 +120,11 @@ impl TestFilter {
     }
 
     /// Back to the state of a freshly loaded filter, without reloading it: no tracked
-    /// flow, every token bucket full. Counters are kept.
+    /// flow in either table, every token bucket full. Counters are kept, and so are the
+    /// tables' counts (user space's removals counted as such, so evictions stay 0).
     pub fn reset_state(&mut self) {
         let maps = &mut self.loaded.maps;
-        let keys: Vec<_> = maps.conntrack.keys().filter_map(Result::ok).collect();
-        for key in keys {
-            maps.conntrack.remove(&key).expect("removing a flow");
-        }
+        maps.end_flows(|_| true).expect("removing the flows");
         let limited = self.policy.rules.iter().filter(|r| r.limit.is_some()).map(|r| self.ids.rule(&r.name));
         for rule in limited {
             let bucket = maps.token_buckets.get(&rule, 0).expect("reading a token bucket");

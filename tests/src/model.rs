@@ -99,14 +99,52 @@
 //!    directions find the same entry; an IPv6 flow never matches an IPv4 packet, nor the
 //!    other way round (their peers differ in family).
 //! 9. A flow remembers the rule that admitted it, the direction of the packet that opened
-//!    it (its *origin*), its TCP phase (open; FIN seen; RST seen) and the time of its last
-//!    packet. It is *live* until the timeout of its protocol and phase passes after that
-//!    time (`[conntrack]`: `tcp_established_timeout` while open, `tcp_fin_timeout` after a
-//!    FIN, `tcp_rst_timeout` after a RST, `udp_timeout`, `icmp_timeout`; the kernel
-//!    refreshes the time at most once a second, so a flow may end up to a second early).
-//!    A RST moves a TCP flow to RST seen; a FIN moves an open one to FIN seen.
-//! 10. The table is an LRU of `[conntrack] max_entries`: when full, the least recently
-//!     used flow is forgotten (the model has no capacity; the tests stay far below it).
+//!    it (its *origin*), the *table* it is in (half-open or established), its TCP state
+//!    (SYN sent, SYN received, open, FIN seen, RST seen), which ends have been *heard*
+//!    (sent a TCP segment without RST: the peer's inbound, the host's outbound), the
+//!    acknowledgement number and the window field (16 bits, as sent) of the host's last
+//!    outbound TCP segment with ACK, once there is one, the host's SYN's sequence number
+//!    plus one, once the host sent a SYN, and the time of its last packet. A key is in one table at most. It is *live* until the timeout of
+//!    its protocol and state passes after that time, in either table (`[conntrack]`:
+//!    `tcp_syn_sent_timeout` in SYN sent, `tcp_syn_recv_timeout` in SYN received,
+//!    `tcp_established_timeout` open, `tcp_fin_timeout` after a FIN, `tcp_rst_timeout`
+//!    after a RST, `udp_timeout`, `icmp_timeout`; the kernel refreshes the time at most
+//!    once a second when nothing else about the flow changes, so a flow may end up to a
+//!    second early).
+//!
+//!    9a. A TCP segment is *believed* when it is outbound (the host's own), or, inbound,
+//!    when the host has sent a segment with ACK on the flow and the segment's sequence
+//!    number minus that acknowledgement number, modulo 2^32, is at most that window (the
+//!    host's TCP ignores the rest); before the host sent any ACK, only a segment with RST
+//!    and ACK whose acknowledgement number is the host's SYN's plus one (a refusal of the
+//!    host's SYN) is believed.
+//!
+//!    9b. A TCP segment travelling `d` on a flow (rule 11) does, in this order: if
+//!    outbound, its acknowledgement number and window become the host's when it has ACK,
+//!    and its sequence number plus one the host's SYN's when it has SYN; if it has no RST,
+//!    `d`'s end is heard. Then, by the state, the first that applies:
+//!    - with RST: if believed, RST seen;
+//!    - open, with FIN, believed: FIN seen;
+//!    - RST seen, outbound, in the established table: open, or FIN seen with FIN (the
+//!      host's TCP did not take the RST: RFC 5961 answers one inside the window but not
+//!      at its edge with a challenge ACK, and the host speaks on);
+//!    - SYN sent or SYN received, with FIN: if believed, FIN seen;
+//!    - SYN sent, with SYN and ACK, travelling against the origin, outbound or with the
+//!      acknowledgement number the host's SYN's plus one: SYN received;
+//!    - SYN received, with ACK and neither SYN, RST nor FIN: it *completes* the opening
+//!      when, before it, outbound, the peer had been heard; or inbound, the host had been
+//!      heard and, if the host sent a SYN, its acknowledgement number is that SYN's plus
+//!      one (a spoofer never saw the host's SYN). Then open.
+//!
+//!    9c. A flow in the half-open table moves to the established table (is *promoted*),
+//!    keeping all it remembers, by a TCP segment that completes its opening, a UDP packet
+//!    travelling against its origin, or an echo reply (rule 11). Every flow starts in the
+//!    half-open table; so the flows of packets nobody answered (spoofed ones) never
+//!    reach the established table.
+//! 10. Both tables are LRUs (`[conntrack] max_entries` established flows, `max_half_open`
+//!     half-open ones): when one is full, its least recently used flow is forgotten (the
+//!     model has no capacity; the tests stay far below it, and check that the kernel
+//!     evicted nothing: its inserts less its removals are what the tables hold).
 //!
 //! ## 4a. What IPv6 itself needs
 //!
@@ -122,13 +160,14 @@
 //!
 //! 11. When the packet is ours, not a fragment, its transport header parses and has a
 //!     flow key, and it is not a TCP segment with invalid flags nor a bare SYN, and a live
-//!     flow has its key: for TCP and UDP it passes, counted on the flow's rule's
-//!     `ESTABLISHED` line if it travels opposite to the flow's origin (the return
-//!     traffic), on its `NEW` line if it travels the origin's way (the flow continuing).
-//!     For ICMP only an echo reply travelling opposite to the origin matches (a reply
-//!     answers a request; an inbound request never rides an outbound echo's entry,
-//!     GHSA-c66w-hq56-4q97); any other ICMP packet goes on to the rules. A matched TCP
-//!     segment moves the flow's phase (rule 9). A flow found past its timeout is
+//!     flow has its key in either table: for TCP and UDP it passes, counted on the flow's
+//!     rule's `ESTABLISHED` line if it travels opposite to the flow's origin (the return
+//!     traffic), on its `NEW` line if it travels the origin's way (the flow continuing);
+//!     in either table alike. For ICMP only an echo reply travelling opposite to the
+//!     origin matches (a reply answers a request; an inbound request never rides an
+//!     outbound echo's entry, GHSA-c66w-hq56-4q97); any other ICMP packet goes on to the
+//!     rules. A matched TCP segment does what rule 9b says, and a matched packet may
+//!     promote its flow (rule 9c); its time is now. A flow found past its timeout is
 //!     forgotten, and the packet goes on.
 //!
 //! ## 6. The chains
@@ -174,7 +213,7 @@
 //!     bytes after it, all in the frame, whose protocol is its next-header field (no
 //!     extension headers are walked). The quoted protocol must be TCP, UDP or the
 //!     family's ICMP; an IPv4 header quoted in ICMPv6, or an IPv6 one in ICMP, quotes
-//!     nothing. Otherwise: drop, the chain's `policy`.
+//!     nothing. The flow is live in either table. Otherwise: drop, the chain's `policy`.
 //! 21. A rule with a `limit` has one token bucket, global across CPUs and shared by both
 //!     families: a GCRA with `interval` = one token's time and `burst`. A packet at time
 //!     `now` conforms when `max(tat, now) + interval <= now + burst × interval`, and then
@@ -182,21 +221,30 @@
 //!     full bucket admits `burst` packets at once, then one per interval. A packet over
 //!     the limit drops, the chain's `policy`. Only packets a rule is about to admit take
 //!     a token (a related check that failed took none; tracked flows take none).
-//! 22. Admitted: the flow starts to be tracked, replacing any entry of its key, with
-//!     the rule, origin the packet's direction and the phase the packet's flags give an
-//!     open flow (TCP, UDP, ICMP echo requests; an echo reply or any other ICMP type starts
-//!     no flow); pass, the rule's `NEW` line. A first packet that is not a SYN starts a
-//!     flow too: sessions older than the filter are picked up. An outbound packet to a
-//!     peer the anti-spoof source list contains passes but starts no flow: its returns
-//!     meet that list (rule 12), as in the seed, whose anti-spoof lines come before its
-//!     ESTABLISHED ones.
+//! 22. Admitted: the flow starts to be tracked in the half-open table, replacing any
+//!     entry of its key there, with the rule, origin the packet's direction and the time
+//!     now (TCP, UDP, ICMP echo requests; an echo reply or any other ICMP type starts no
+//!     flow); pass, the rule's `NEW` line. A TCP flow's state is the first segment's: RST
+//!     seen with RST, else FIN seen with FIN, else SYN sent without ACK, else SYN received
+//!     (a first packet that is not a SYN starts a flow too: sessions older than the filter
+//!     are picked up); the segment's end is heard unless it has RST, and an outbound one
+//!     gives the host's numbers as in rule 9b. With the key in the established table: an
+//!     echo request whose flow is live there only refreshes it there (its rule this
+//!     rule's, its time now); a TCP segment without ACK whose flow is live and open there
+//!     changes nothing (netfilter ignores such a SYN too: a forger's would demote the
+//!     flow, and a real new connection on the tuple rides it); anything else forgets that
+//!     entry first. An outbound packet to a peer the anti-spoof source list contains
+//!     passes but starts no flow: its returns meet that list (rule 12), as in the seed,
+//!     whose anti-spoof lines come before its ESTABLISHED ones.
 //! 23. No rule admits it, and it is an outbound TCP segment with ACK and without SYN:
 //!     the pick-up of an inbound session older than the filter. If a rule of direction in
 //!     admits the reverse view (TCP, the segment's source port as the service port, its
 //!     destination as the peer; the most specific as in rule 19), the segment passes,
 //!     counted on that rule's `ESTABLISHED` line, and the flow starts to be tracked as
-//!     opened inbound by that rule. That rule's limit is not consulted. A peer the
-//!     anti-spoof source list contains is never picked up (no session from it got in).
+//!     in rule 22, opened inbound by that rule (its origin in) but by this outbound
+//!     segment (the host heard, its numbers recorded). That rule's limit is not
+//!     consulted. A peer the anti-spoof source list contains is never picked up (no
+//!     session from it got in).
 //! 24. Otherwise: drop, the chain's `policy` (`-P … DROP`).
 //!
 //! # Shape
@@ -401,6 +449,10 @@ pub enum Transport {
         src_port: u16,
         dst_port: u16,
         flags: u8,
+        seq: u32,
+        ack: u32,
+        /// The window field as sent (unscaled).
+        window: u16,
     },
     Udp {
         src_port: u16,
@@ -443,6 +495,10 @@ pub struct Quoted {
 
 fn be16(bytes: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([bytes[at], bytes[at + 1]])
+}
+
+fn be32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
 fn ipv4_at(bytes: &[u8], at: usize) -> IpAddr {
@@ -609,7 +665,14 @@ fn parse_transport(frame: &[u8], v6: bool, protocol: u8, l4: usize, payload: usi
             if data_offset < 20 || data_offset > payload {
                 return Transport::Malformed;
             }
-            Transport::Tcp { src_port: be16(frame, l4), dst_port: be16(frame, l4 + 2), flags: frame[l4 + 13] }
+            Transport::Tcp {
+                src_port: be16(frame, l4),
+                dst_port: be16(frame, l4 + 2),
+                flags: frame[l4 + 13],
+                seq: be32(frame, l4 + 4),
+                ack: be32(frame, l4 + 8),
+                window: be16(frame, l4 + 14),
+            }
         }
         PROTO_UDP => {
             if payload < 8 {
@@ -703,23 +766,21 @@ pub struct FlowKey {
     pub protocol: u8,
 }
 
+/// Rule 9's TCP states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TcpPhase {
+pub enum TcpState {
+    SynSent,
+    SynReceived,
     Open,
     FinSeen,
     RstSeen,
 }
 
-impl TcpPhase {
-    fn after(self, flags: u8) -> TcpPhase {
-        if flags & TCP_RST != 0 {
-            TcpPhase::RstSeen
-        } else if flags & TCP_FIN != 0 && self == TcpPhase::Open {
-            TcpPhase::FinSeen
-        } else {
-            self
-        }
-    }
+/// Rule 9's tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Table {
+    HalfOpen,
+    Established,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -727,8 +788,99 @@ pub struct Flow {
     /// The admitting rule's index (its counter ids, through [`Ids`]).
     pub rule: u32,
     pub origin: Direction,
-    pub tcp: TcpPhase,
+    pub table: Table,
+    /// TCP flows' state; UDP and echo flows are [`TcpState::Open`] and never change.
+    pub tcp: TcpState,
+    /// The ends heard: the peer's (in), the host's (out).
+    pub heard_in: bool,
+    pub heard_out: bool,
+    /// The host's last outbound segment with ACK: its acknowledgement number and window.
+    pub host_ack: Option<(u32, u16)>,
+    /// The host's SYN's sequence number plus one.
+    pub host_syn_next: Option<u32>,
     pub last_seen_ns: u64,
+}
+
+impl Flow {
+    fn heard(&mut self, direction: Direction) {
+        match direction {
+            Direction::In => self.heard_in = true,
+            Direction::Out => self.heard_out = true,
+        }
+    }
+
+    /// Rule 9b's first step: what the host's own segment tells.
+    fn host_segment(&mut self, flags: u8, seq: u32, ack: u32, window: u16) {
+        if flags & TCP_ACK != 0 {
+            self.host_ack = Some((ack, window));
+        }
+        if flags & TCP_SYN != 0 {
+            self.host_syn_next = Some(seq.wrapping_add(1));
+        }
+    }
+
+    fn acknowledges_syn(&self, ack: u32) -> bool {
+        self.host_syn_next == Some(ack)
+    }
+
+    /// Rule 9a.
+    fn believes(&self, direction: Direction, flags: u8, seq: u32, ack: u32) -> bool {
+        match (direction, self.host_ack) {
+            (Direction::Out, _) => true,
+            (Direction::In, Some((host_ack, window))) => seq.wrapping_sub(host_ack) <= u32::from(window),
+            (Direction::In, None) => {
+                flags & TCP_RST != 0 && flags & TCP_ACK != 0 && self.acknowledges_syn(ack)
+            }
+        }
+    }
+
+    /// Rule 9b: a segment travelling `direction`; true when it completes the opening.
+    fn segment(&mut self, direction: Direction, flags: u8, seq: u32, ack: u32, window: u16) -> bool {
+        if direction == Direction::Out {
+            self.host_segment(flags, seq, ack, window);
+        }
+        let (peer_heard, host_heard) = (self.heard_in, self.heard_out);
+        if flags & TCP_RST == 0 {
+            self.heard(direction);
+        }
+        let believed = self.believes(direction, flags, seq, ack);
+        let (syn, rst, fin, with_ack) =
+            (flags & TCP_SYN != 0, flags & TCP_RST != 0, flags & TCP_FIN != 0, flags & TCP_ACK != 0);
+        let state = self.tcp;
+        if rst {
+            if believed {
+                self.tcp = TcpState::RstSeen;
+            }
+        } else if state == TcpState::Open && fin && believed {
+            self.tcp = TcpState::FinSeen;
+        } else if state == TcpState::RstSeen
+            && direction == Direction::Out
+            && self.table == Table::Established
+        {
+            self.tcp = if fin { TcpState::FinSeen } else { TcpState::Open };
+        } else if matches!(state, TcpState::SynSent | TcpState::SynReceived) && fin {
+            if believed {
+                self.tcp = TcpState::FinSeen;
+            }
+        } else if state == TcpState::SynSent
+            && syn
+            && with_ack
+            && direction != self.origin
+            && (direction == Direction::Out || self.acknowledges_syn(ack))
+        {
+            self.tcp = TcpState::SynReceived;
+        } else if state == TcpState::SynReceived && with_ack && !syn {
+            let completes = match direction {
+                Direction::Out => peer_heard,
+                Direction::In => host_heard && (self.host_syn_next.is_none() || self.acknowledges_syn(ack)),
+            };
+            if completes {
+                self.tcp = TcpState::Open;
+            }
+            return completes;
+        }
+        false
+    }
 }
 
 /// What the model remembers between frames: the flow table and each limited rule's
@@ -737,6 +889,16 @@ pub struct Flow {
 pub struct State {
     pub flows: HashMap<FlowKey, Flow>,
     pub buckets: HashMap<u32, u64>,
+}
+
+impl State {
+    /// Every flow's last packet `by_ns` earlier (never before 0, as the test's rewrite
+    /// of the kernel's entries): time passing, for the timeouts.
+    pub fn age(&mut self, by_ns: u64) {
+        for flow in self.flows.values_mut() {
+            flow.last_seen_ns = flow.last_seen_ns.saturating_sub(by_ns);
+        }
+    }
 }
 
 /// The flow key of a packet travelling `direction` (rule 8).
@@ -774,12 +936,15 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-fn timeout_ns(policy: &Policy, key: &FlowKey, flow: &Flow) -> u64 {
+/// Rule 9's timeouts.
+pub fn timeout_ns(policy: &Policy, key: &FlowKey, flow: &Flow) -> u64 {
     let c = &policy.conntrack;
     nanos(match (key.protocol, flow.tcp) {
-        (PROTO_TCP, TcpPhase::Open) => c.tcp_established_timeout,
-        (PROTO_TCP, TcpPhase::FinSeen) => c.tcp_fin_timeout,
-        (PROTO_TCP, TcpPhase::RstSeen) => c.tcp_rst_timeout,
+        (PROTO_TCP, TcpState::SynSent) => c.tcp_syn_sent_timeout,
+        (PROTO_TCP, TcpState::SynReceived) => c.tcp_syn_recv_timeout,
+        (PROTO_TCP, TcpState::Open) => c.tcp_established_timeout,
+        (PROTO_TCP, TcpState::FinSeen) => c.tcp_fin_timeout,
+        (PROTO_TCP, TcpState::RstSeen) => c.tcp_rst_timeout,
         (PROTO_UDP, _) => c.udp_timeout,
         _ => c.icmp_timeout,
     })
@@ -952,33 +1117,80 @@ impl Judge<'_> {
 
     /// Rule 11 for a packet with a flow key: the line it passes on, if a flow takes it.
     fn established(&mut self, key: &FlowKey, transport: &Transport) -> Option<u32> {
-        let Some(flow) = live(self.policy, self.state, key, self.now_ns) else {
+        let Some(mut flow) = live(self.policy, self.state, key, self.now_ns) else {
             self.state.flows.remove(key);
             return None;
         };
         let returning = flow.origin != self.direction;
-        let mut tcp = flow.tcp;
-        match transport {
+        // Rule 9c: what promotes a half-open flow.
+        let heard_both_ways = match transport {
             // Only a reply answers a request.
-            Transport::Icmp(icmp)
-                if !(returning && matches!(icmp.echo, Some(Echo { request: false, .. }))) =>
-            {
-                return None;
+            Transport::Icmp(icmp) => {
+                if !(returning && matches!(icmp.echo, Some(Echo { request: false, .. }))) {
+                    return None;
+                }
+                true
             }
-            Transport::Tcp { flags, .. } => tcp = tcp.after(*flags),
-            _ => {}
+            Transport::Tcp { flags, seq, ack, window, .. } => {
+                flow.segment(self.direction, *flags, *seq, *ack, *window)
+            }
+            _ => returning,
+        };
+        if heard_both_ways {
+            flow.table = Table::Established;
         }
-        self.state.flows.insert(*key, Flow { tcp, last_seen_ns: self.now_ns, ..flow });
+        self.state.flows.insert(*key, Flow { last_seen_ns: self.now_ns, ..flow });
         Some(rule_counter(flow.rule, if returning { Line::Established } else { Line::New }))
     }
 
-    /// Rule 22's (and 23's) new entry.
+    /// Rule 22's (and 23's) new entry: opened in `origin` by this packet.
     fn track(&mut self, key: FlowKey, rule: u32, origin: Direction, transport: &Transport) {
-        let tcp = match transport {
-            Transport::Tcp { flags, .. } => TcpPhase::Open.after(*flags),
-            _ => TcpPhase::Open,
+        let mut flow = Flow {
+            rule,
+            origin,
+            table: Table::HalfOpen,
+            tcp: TcpState::Open,
+            heard_in: false,
+            heard_out: false,
+            host_ack: None,
+            host_syn_next: None,
+            last_seen_ns: self.now_ns,
         };
-        self.state.flows.insert(key, Flow { rule, origin, tcp, last_seen_ns: self.now_ns });
+        if let Transport::Tcp { flags, seq, ack, window, .. } = *transport {
+            flow.tcp = if flags & TCP_RST != 0 {
+                TcpState::RstSeen
+            } else if flags & TCP_FIN != 0 {
+                TcpState::FinSeen
+            } else if flags & TCP_ACK == 0 {
+                TcpState::SynSent
+            } else {
+                TcpState::SynReceived
+            };
+            if flags & TCP_RST == 0 {
+                flow.heard(self.direction);
+            }
+            if self.direction == Direction::Out {
+                flow.host_segment(flags, seq, ack, window);
+            }
+        }
+        if let Some(existing) = self.state.flows.get(&key).copied()
+            && existing.table == Table::Established
+        {
+            let alive = live(self.policy, self.state, &key, self.now_ns).is_some();
+            match transport {
+                Transport::Icmp(_) if alive => {
+                    self.state.flows.insert(key, Flow { rule, last_seen_ns: self.now_ns, ..existing });
+                    return;
+                }
+                Transport::Tcp { flags, .. }
+                    if flags & TCP_ACK == 0 && alive && existing.tcp == TcpState::Open =>
+                {
+                    return;
+                }
+                _ => {}
+            }
+        }
+        self.state.flows.insert(key, flow);
     }
 
     /// Whether rule 12 would drop a packet from `peer`.
@@ -1002,7 +1214,14 @@ impl Judge<'_> {
         // 8 bytes hold no TCP flags). The quote is of the error's family (rule 20).
         let v6 = q.src.is_ipv6();
         let inner = match q.protocol {
-            PROTO_TCP => Transport::Tcp { src_port: be16(&q.head, 0), dst_port: be16(&q.head, 2), flags: 0 },
+            PROTO_TCP => Transport::Tcp {
+                src_port: be16(&q.head, 0),
+                dst_port: be16(&q.head, 2),
+                flags: 0,
+                seq: be32(&q.head, 4),
+                ack: 0,
+                window: 0,
+            },
             PROTO_UDP => Transport::Udp { src_port: be16(&q.head, 0), dst_port: be16(&q.head, 2) },
             p if p == icmp_protocol_of(v6) => {
                 let kind = q.head[0];

@@ -14,7 +14,7 @@ use std::{
 };
 
 use firewall_common::{
-    Builtin, Chain, Direction, Flow, FlowKey, Line, PROTO_TCP, PROTO_UDP, builtin_counter,
+    Builtin, Chain, Direction, FlowKey, FlowTable, Line, PROTO_TCP, PROTO_UDP, TCP_OPEN, builtin_counter,
 };
 use tests::{
     daemons::{self, dropped, line_packets, moved, said_ok},
@@ -26,9 +26,9 @@ use tests::{
     require_root,
 };
 
-/// SYNs in the conntrack flood: 15 tables of examples/tight.toml's 65,536 entries, 11 to
-/// 16 s here (the server answers every one with a SYN-ACK, which holds the rate to
-/// 60,000–90,000 a second on two CPUs).
+/// SYNs in the conntrack flood: 61 half-open tables of examples/tight.toml's 16,384
+/// entries (15 of its established table's 65,536), 11 to 16 s here (the server answers
+/// every one with a SYN-ACK, which holds the rate to 60,000–90,000 a second on two CPUs).
 const SYN_FLOOD: u64 = 1_000_000;
 /// How long the ping flood runs.
 const PING_FLOOD: Duration = Duration::from_secs(6);
@@ -51,10 +51,10 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     ONE_FLOOD.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// `policy.conntrack.max_entries` of the policy file `up` was given.
-fn max_entries(policy: &std::path::Path) -> u64 {
+/// The `[conntrack]` table sizes of the policy file `up` was given: established, half-open.
+fn table_sizes(policy: &std::path::Path) -> (u64, u64) {
     let policy = firewall_user::policy::load(policy).unwrap_or_else(|e| panic!("{e}"));
-    u64::from(policy.conntrack.max_entries)
+    (u64::from(policy.conntrack.max_entries), u64::from(policy.conntrack.max_half_open))
 }
 
 /// A UDP exchange between the host and the DNS server (the `dns` rule, `out`), its two
@@ -98,26 +98,24 @@ impl OutFlow {
 /// One probe of the live SSH session during the flood.
 #[derive(Debug)]
 struct SessionProbe {
-    /// SYNs the XDP program admitted since the session's previous packet.
-    syns_since: u64,
     /// Whether the session's conntrack entry was there just before.
     tracked_before: bool,
     answered: Result<Duration, String>,
 }
 
 #[test]
-fn a_syn_flood_fills_conntrack_while_a_live_ssh_session_keeps_answering() {
+fn a_syn_flood_fills_the_half_open_table_while_a_live_ssh_session_keeps_answering() {
     require_root();
     let _one = one_at_a_time();
     let started = Instant::now();
     let lab = Lab::new("flood-syn");
     let sshd = daemons::sshd(&lab, SSH);
     // The flood comes from trafgen's one process on CPU 0, and a veth runs the XDP
-    // program on the CPU that sent: CPU 0. A flow the other CPU inserted would wait in
-    // that CPU's private list of new LRU nodes, which only that CPU's next inserts move
-    // to the shared lists that eviction walks (kernel/bpf/bpf_lru_list.c): out of the
-    // flood's reach (an idle session there outlived 800,000 SYNs). On a real NIC every
-    // CPU takes its share of a flood; the session's two ends on CPU 0 meet it so.
+    // program on the CPU that sent: CPU 0. The kernel's LRU evicts from the lists of the
+    // CPU that inserts (kernel/bpf/bpf_lru_list.c): a flow another CPU inserted is out of
+    // the flood's reach (an idle session there outlived 800,000 SYNs when one table held
+    // every flow). On a real NIC every CPU takes its share of a flood; the session's two
+    // ends on CPU 0 meet it so.
     pin_to_cpu(sshd.daemon.pid, 0);
     // A listening socket on the open service: every SYN of the flood reaches it.
     lab.tcp_echo(WEB);
@@ -129,22 +127,25 @@ fn a_syn_flood_fills_conntrack_while_a_live_ssh_session_keeps_answering() {
         .arg(STRANGER.to_string())
         .args(["dev", SERVER_IF]));
     lab.up();
-    let max = max_entries(&lab.policy_file());
+    let (max, max_half_open) = table_sizes(&lab.policy_file());
     let pinned = Pinned::open(&lab);
 
-    // The session, and an idle out flow, both opened before the flood.
+    // The session, and an idle out flow, both opened before the flood: heard both ways,
+    // in the established table.
     let mut session = SshSession::open(&lab, &sshd, SSH_PEER, Some(0));
     let flows = conntrack_json(&lab);
     let ssh_flow = flows
         .iter()
         .find(|f| f["rule"] == "ssh-in" && f["src"] == SSH_PEER.to_string())
         .unwrap_or_else(|| panic!("no ssh-in flow from {SSH_PEER} in {flows:#?}"));
+    assert_eq!(ssh_flow["table"], "established", "{ssh_flow}");
     let ssh_key =
         flow_key(SSH_PEER, ssh_flow["sport"].as_u64().expect("a port") as u16, SSH.port(), PROTO_TCP);
-    assert!(pinned.flow(&ssh_key).is_some(), "the session's flow is tracked before the flood");
+    assert!(pinned.flow(&ssh_key).is_some(), "the session's flow is established before the flood");
     let dns = OutFlow::open(&lab);
     assert!(dns.exchange(), "the dns exchange before the flood");
-    assert!(pinned.flow(&dns.key).is_some(), "the dns flow is tracked before the flood");
+    let dns_at = Instant::now();
+    assert!(pinned.flow(&dns.key).is_some(), "the dns flow is established before the flood");
 
     // Distinct 5-tuples: the source's last two bytes count through 65,536 values while
     // the source port counts through 63,977 (odd, so the pair repeats only after their
@@ -168,58 +169,47 @@ fn a_syn_flood_fills_conntrack_while_a_live_ssh_session_keeps_answering() {
     // meet the flood, not its end.
     let mut trafgen = Trafgen::start(&lab, "syn-flood", &config, Sender::Sendto, None);
 
-    // Until the table is full nothing is evicted.
-    while syns() < max && trafgen.running() && flood_started.elapsed() < limit {
+    // Until the half-open table is full nothing is evicted.
+    while syns() - syns_before < max_half_open && trafgen.running() && flood_started.elapsed() < limit {
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(syns() >= max, "the flood ended before filling the table: {} SYNs", syns());
+    assert!(
+        syns() - syns_before >= max_half_open,
+        "the flood ended before filling the table: {} SYNs",
+        syns()
+    );
 
     // A new login from the listed peer, in the middle of the flood.
     let login_during = sshd.ssh(&lab, SSH_PEER, 10);
-    // 1. In use: probe after probe, the entry stays (the LRU keeps what is used). The
-    // first probe comes after the session sat idle while the table filled.
-    let mut last = syns_before;
+    // 1. In use: probe after probe, the entry stays.
     let mut busy = Vec::new();
     for _ in 0..10 {
-        let syns_since = syns() - last;
         let tracked_before = pinned.flow(&ssh_key).is_some();
         let answered = session.probe(PROBE_WITHIN);
-        last = syns();
-        busy.push(SessionProbe { syns_since, tracked_before, answered });
+        busy.push(SessionProbe { tracked_before, answered });
         std::thread::sleep(Duration::from_millis(20));
     }
-
-    // Waits, the session idle, until its entry is evicted; how many SYNs that took.
-    let wait_evicted = |last: u64, trafgen: &mut Trafgen| -> Option<u64> {
-        loop {
-            if pinned.flow(&ssh_key).is_none() {
-                return Some(syns() - last);
-            }
-            if !trafgen.running() || syns() - last > 50 * max {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    };
-    // 2. Idle until evicted, then the client speaks first: the server's rule admits its
-    // segment mid-stream (no SYN) and tracks the flow again.
-    let evicted_client_first = wait_evicted(last, &mut trafgen);
-    let client_first = session.probe(PROBE_WITHIN);
-    let after_client_first = pinned.flow(&ssh_key);
-    // 3. Idle until evicted, then the server speaks first: a command that answers when
-    // told to (a file appears), so that the first packet after the eviction is the
-    // server's, and only the egress pickup can let it out.
+    // 2. Idle while the flood sends two whole tables' worth of each kind (the session's
+    // entry would have gone, idle for 1.2 tables' worth, when the SYNs' flows shared its
+    // table), then the server speaks first: a command that answers when told to (a file
+    // appears), so that the first packet after the idle time is the server's.
     let flag = lab.tmp().join("speak");
     session
         .ask_later(&format!("while [ ! -e {} ]; do sleep 0.02; done; echo spoke", flag.display()))
         .expect("writing into the session");
     std::thread::sleep(Duration::from_millis(200));
-    let last = syns();
-    let evicted_server_first = wait_evicted(last, &mut trafgen);
+    let idle_from = syns();
+    while syns() - idle_from < 2 * (max + max_half_open)
+        && trafgen.running()
+        && flood_started.elapsed() < limit
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let idle_syns = syns() - idle_from;
+    let tracked_after_idle = pinned.flow(&ssh_key);
     std::fs::write(&flag, "").expect("the flag file");
     let server_first = session.wait_for("spoke", PROBE_WITHIN);
-    let after_server_first = pinned.flow(&ssh_key);
-    // 4. And on, until the flood has sent its count.
+    // 3. And on, until the flood has sent its count.
     let mut during = Vec::new();
     while trafgen.running()
         && (during.len() < 3 || syns() - syns_before < count)
@@ -234,12 +224,16 @@ fn a_syn_flood_fills_conntrack_while_a_live_ssh_session_keeps_answering() {
     let c0 = link_stats(&lab.client, CLIENT_IF).since(&c0_before);
     let s0 = link_stats(&lab.server, SERVER_IF).since(&s0_before);
 
-    // After: the table, the session, new logins, the idle out flow.
-    let walked = pinned.flow_count() as u64;
-    let listed = conntrack_json(&lab).len() as u64;
+    // After: the tables, the session, new logins, the idle out flow.
+    let half_open_walked = pinned.flow_count(FlowTable::HalfOpen) as u64;
+    let established_walked = pinned.flow_count(FlowTable::Established) as u64;
+    let listed = conntrack_json(&lab);
+    let half_open_listed = listed.iter().filter(|f| f["table"] == "half_open").count() as u64;
+    let tables = after.0["conntrack"].clone();
     let after_probes: Vec<_> = (0..5).map(|_| session.probe(PROBE_WITHIN)).collect();
     let login_after = sshd.ssh(&lab, SSH_PEER, 10);
     let dns_tracked_after = pinned.flow(&dns.key).is_some();
+    let dns_idle = dns_at.elapsed();
     let dns_late = dns.late_answer_arrives();
     let dns_again = dns.exchange();
 
@@ -261,14 +255,11 @@ fn a_syn_flood_fills_conntrack_while_a_live_ssh_session_keeps_answering() {
         "  TC: web-in ESTABLISHED (SYN-ACKs) {synack_out}; OUTPUT policy {output_policy} (SYN-ACKs whose flow was evicted)"
     );
     eprintln!(
-        "  conntrack: {walked} entries walked, {listed} listed by `firewall conntrack`, max_entries {max}"
+        "  conntrack: half-open {half_open_walked} entries walked, {half_open_listed} listed by `firewall conntrack`, max_half_open {max_half_open}; established {established_walked} walked; list: {tables}"
     );
     eprintln!("  session in use ({} probes): {busy:?}", busy.len());
     eprintln!(
-        "  idle, client first: evicted after {evicted_client_first:?} SYNs; probe {client_first:?}; entry then {after_client_first:?}"
-    );
-    eprintln!(
-        "  idle, server first: evicted after {evicted_server_first:?} SYNs; answer {server_first:?}; entry then {after_server_first:?}"
+        "  idle for {idle_syns} SYNs: entry then {tracked_after_idle:?}; then the server first: {server_first:?}"
     );
     eprintln!(
         "  later probes during the flood: {} of {} answered, slowest {:?}",
@@ -282,7 +273,7 @@ fn a_syn_flood_fills_conntrack_while_a_live_ssh_session_keeps_answering() {
         said_ok(&login_during)
     );
     eprintln!(
-        "  idle dns flow: tracked after the flood {dns_tracked_after}; the server's late datagram arrived {dns_late}; a new exchange {dns_again}"
+        "  idle dns flow: tracked after the flood {dns_tracked_after}; the server's late datagram, {dns_idle:.1?} after the exchange, arrived {dns_late}; a new exchange {dns_again}"
     );
     eprintln!(
         "  ssh-in lines: INPUT {} OUTPUT {}; took {:.1?} in all",
@@ -310,48 +301,35 @@ fn a_syn_flood_fills_conntrack_while_a_live_ssh_session_keeps_answering() {
         sent.packets
     );
 
-    // The table filled: every entry but the few free ones each CPU keeps at hand (an LRU
-    // hash moves up to 128 free nodes at a time to a CPU's private list).
+    // The half-open table filled: every entry but the few free ones each CPU keeps at
+    // hand (an LRU hash moves up to 128 free nodes at a time to a CPU's private list).
     let reserve = 128 * possible_cpus() as u64;
-    for (what, n) in [("walking the pinned map", walked), ("firewall conntrack", listed)] {
+    for (what, n) in [("walking the pinned map", half_open_walked), ("firewall conntrack", half_open_listed)]
+    {
         assert!(
-            n <= max && n + reserve >= max,
-            "{what}: {n} entries, not within {reserve} of max_entries {max}"
+            n <= max_half_open && n + reserve >= max_half_open,
+            "{what}: {n} half-open entries, not within {reserve} of max_half_open {max_half_open}"
         );
     }
+    // And evicted nearly every SYN's flow; nothing of the established table went.
+    let evicted = |table: &str| tables[table]["evicted"].as_u64().unwrap_or_else(|| panic!("{tables}"));
+    assert_eq!(evicted("established"), 0, "{tables}");
+    assert!(evicted("half_open") + max_half_open >= sent.packets, "{tables}");
+    assert!(established_walked < 100, "the SYNs reached the established table: {established_walked} entries");
 
-    // The session kept working, in use, idle, and after.
+    // The session kept working, in use, idle, and after; its entry never went.
     for (i, p) in busy.iter().enumerate() {
         assert!(p.answered.is_ok(), "probe {i} of the session in use: {p:?}");
-        // Used within a quarter table's worth of new flows: the LRU must keep it.
-        if p.syns_since < max / 4 {
-            assert!(p.tracked_before, "the session's entry was evicted though in use: probe {i}: {p:?}");
-        }
+        assert!(p.tracked_before, "the session's entry was evicted though in use: probe {i}: {p:?}");
     }
     assert!(
-        busy.iter().filter(|p| p.syns_since < max / 4).count() >= 5,
-        "fewer than 5 probes came within a quarter table's worth of SYNs of the previous: {busy:?}"
+        idle_syns >= 2 * (max + max_half_open),
+        "the flood ended {idle_syns} SYNs into the session's idle time"
     );
-    // Idle, it is evicted like any other flow, and picked up again from either side.
-    let evicted = evicted_client_first
-        .unwrap_or_else(|| panic!("the idle session's entry outlived the flood ({} SYNs)", sent.packets));
-    assert!(
-        evicted >= max / 4,
-        "the idle session's entry went after only {evicted} SYNs (max_entries {max})"
-    );
-    client_first.unwrap_or_else(|e| panic!("the idle session, client first: {e}"));
-    let picked_up_in = after_client_first.expect("the inbound segment tracked the session again");
-    assert_eq!(picked_up_in.origin, Direction::In as u8, "picked up as opened from outside");
-    assert_eq!(picked_up_in.rule, pinned.ids.rules["ssh-in"], "picked up by ssh-in");
-    evicted_server_first
-        .unwrap_or_else(|| panic!("the idle session's entry outlived the flood ({} SYNs)", sent.packets));
+    let entry =
+        tracked_after_idle.unwrap_or_else(|| panic!("the idle session's entry went after {idle_syns} SYNs"));
+    assert_eq!((entry.origin, entry.tcp_state), (Direction::In as u8, TCP_OPEN), "{entry:?}");
     server_first.unwrap_or_else(|e| panic!("the idle session, server first: {e}"));
-    let picked_up_out: Flow = after_server_first.expect("the server's segment tracked the session again");
-    assert_eq!(
-        picked_up_out.origin,
-        Direction::In as u8,
-        "the egress pickup tracks it as opened from outside"
-    );
     assert!(!during.is_empty(), "the flood ended before the later probes");
     for (i, p) in during.iter().chain(&after_probes).enumerate() {
         assert!(p.is_ok(), "probe {i} of the session, later in the flood or after: {p:?}");
@@ -362,6 +340,14 @@ fn a_syn_flood_fills_conntrack_while_a_live_ssh_session_keeps_answering() {
         login_during.describe()
     );
     assert!(said_ok(&login_after), "a new login from {SSH_PEER} after the flood: {}", login_after.describe());
+    // The idle out flow too: established at its answer, the flood cannot touch it; only
+    // its own timeout ends it (a flood ten times as long outlasts it).
+    assert!(dns_tracked_after, "the idle dns flow's entry after the flood");
+    let udp_timeout =
+        firewall_user::policy::load(&lab.policy_file()).expect("the policy").conntrack.udp_timeout;
+    if dns_idle + Duration::from_secs(2) < udp_timeout {
+        assert!(dns_late, "the dns server's late datagram, {dns_idle:.1?} after the host's exchange");
+    }
     assert!(dns_again, "a new dns exchange after the flood");
 }
 

@@ -340,6 +340,41 @@ fn maps_of_another_layout_are_refused_not_misread() {
     assert_fails(&lab.firewall(&["list"]), expected);
     assert_fails(&lab.firewall(&["block", "192.0.2.99"]), expected);
     assert_eq!(lab.tcp_probe(SSH_PEER, SSH, OPEN_WITHIN), Outcome::Open, "the filter is as it was");
+
+    // And one from before the half-open table: no HALF_OPEN, and flows of 16 bytes.
+    lab.firewall_ok(&["down", "--iface", SERVER_IF]);
+    lab.up();
+    let programs = lab.program_ids();
+    fs::remove_file(lab.pin_dir().join(firewall_common::MAP_HALF_OPEN)).unwrap();
+    let expected = "the live filter has no map HALF_OPEN: an older version made it";
+    assert_fails(
+        &lab.firewall(&["up", "--policy", policy.to_str().unwrap(), "--iface", SERVER_IF]),
+        expected,
+    );
+    assert_fails(&lab.firewall(&["conntrack"]), expected);
+    let conntrack = lab.pin_dir().join(firewall_common::MAP_CONNTRACK);
+    fs::remove_file(&conntrack).unwrap();
+    let made = tests::lab::sh(Command::new("bpftool").args(["map", "create"]).arg(&conntrack).args([
+        "type",
+        "lru_hash",
+        "key",
+        "24",
+        "value",
+        "16",
+        "entries",
+        "65536",
+        "name",
+        "CONNTRACK",
+    ]));
+    assert!(made.status.success(), "bpftool map create: {}", stderr(&made));
+    let expected = "the live filter's map CONNTRACK has 24-byte keys, 16-byte values where this firewall's has 24-byte keys, 24-byte values";
+    assert_fails(
+        &lab.firewall(&["up", "--policy", policy.to_str().unwrap(), "--iface", SERVER_IF]),
+        expected,
+    );
+    assert_fails(&lab.firewall(&["list"]), expected);
+    assert_eq!(lab.program_ids(), programs, "the programs were left alone");
+    lab.firewall_ok(&["down", "--iface", SERVER_IF]);
 }
 
 /// The peers the live ALLOW_EXACT map admits to tcp port `port` in, as the kernel reads it.

@@ -14,21 +14,34 @@
 //! with right and wrong hop limits and sources, packet-too-big to us and to others).
 //! Policies without `address6` get IPv6 frames too, which must all meet the `ipv6` line.
 //!
-//! Each policy is loaded once; between cases the harness empties the flow table and
+//! Each policy is loaded once; between cases the harness empties both flow tables and
 //! refills the token buckets ([`TestFilter::reset_state`]) instead of reloading, which
 //! costs the verifier's run each time. Counters are never reset: the test keeps what it
 //! expects each line to hold and checks the model's line after every frame (one map
 //! lookup) and every line after every case (so a frame counted twice is caught too).
+//! After every frame the kernel's two flow tables must hold what the model's do: each key
+//! in the same table, with the same state, origin, rule, ends heard and host's numbers
+//! (rule 9); after every case each table's counts must add up (what the programs
+//! inserted is what they and user space removed and what the table holds: nothing was
+//! evicted, and nothing counted wrong).
+//!
+//! Sequences number their TCP segments as a conversation would (each flow's initial
+//! sequence numbers and windows drawn, a script of handshake and data from either end,
+//! sessions begun before the filter), beside forged RST and FIN at, inside, at the edge of
+//! and past the window the host last advertised, and fixed or random numbers.
 //!
 //! Time: the model is given the kernel's clock (`CLOCK_MONOTONIC_COARSE`) as read just
-//! before each frame. The policies' limits are slow (per hour or day, small bursts) and
-//! their timeouts long, so no bucket refills and no flow expires within a case (a case
-//! lasts milliseconds, and its state is reset before the next); the exceptions are
-//! `examples/tight.toml` and `examples/dual-stack.toml`, taken verbatim with their 1/sec
-//! pings: their buckets could only gain a token in a case lasting over a second. Should
-//! the clock tick between reading it and the kernel's run, the model is asked again with
-//! the time read just after. The conntrack table holds 65,536 flows and a case opens a
-//! few, so the LRU never evicts within a case.
+//! before each frame. The policies' limits are slow (per hour or day, small bursts), so
+//! no bucket refills within a case (a case lasts milliseconds, and its state is reset
+//! before the next); the exceptions are `examples/tight.toml` and
+//! `examples/dual-stack.toml`, taken verbatim with their 1/sec pings: their buckets could
+//! only gain a token in a case lasting over a second. Should the clock tick between
+//! reading it and the kernel's run, the model is asked again with the time read just
+//! after. Flows expire when a sequence says time passes (`Step::Age`): every flow's last
+//! packet is made older, in the kernel's tables (rewritten entry by entry) and in the
+//! model alike, by about one of the policy's timeouts, never within 2.5 s of any (the
+//! kernel refreshes a flow's time at most once a second). The tables hold thousands of
+//! flows and a case opens a few, so their LRUs never evict within a case.
 //!
 //! Size: `FIREWALL_MODEL_SCALE=N` multiplies every case count (default 1, the CI size);
 //! `FIREWALL_MODEL_SEED=HEX` (64 hex digits) replays a run, whose seed every run prints.
@@ -115,6 +128,19 @@ struct Extension {
     short: u8,
 }
 
+/// A TCP segment's sequence and acknowledgement numbers and window.
+#[derive(Clone, Copy, Debug)]
+struct Numbers {
+    seq: u32,
+    ack: u32,
+    window: u16,
+}
+
+impl Numbers {
+    /// What a segment carries when nothing aims its numbers.
+    const FIXED: Numbers = Numbers { seq: 1000, ack: 2000, window: 64240 };
+}
+
 #[derive(Clone, Debug)]
 enum L4 {
     Tcp {
@@ -123,6 +149,7 @@ enum L4 {
         flags: u8,
         options: u8,
         payload: u8,
+        numbers: Numbers,
     },
     Udp {
         sport: u16,
@@ -224,15 +251,15 @@ impl Packet {
     /// pseudo-header (the filter reads neither checksum; they are right for realism).
     fn transport(&self, v6: bool) -> (u8, Vec<u8>) {
         match &self.l4 {
-            L4::Tcp { sport, dport, flags, options, payload } => {
+            L4::Tcp { sport, dport, flags, options, payload, numbers } => {
                 let mut b = Vec::new();
                 b.extend_from_slice(&sport.to_be_bytes());
                 b.extend_from_slice(&dport.to_be_bytes());
-                b.extend_from_slice(&1000u32.to_be_bytes());
-                b.extend_from_slice(&2000u32.to_be_bytes());
+                b.extend_from_slice(&numbers.seq.to_be_bytes());
+                b.extend_from_slice(&numbers.ack.to_be_bytes());
                 b.push((5 + options) << 4);
                 b.push(*flags);
-                b.extend_from_slice(&64240u16.to_be_bytes());
+                b.extend_from_slice(&numbers.window.to_be_bytes());
                 b.extend_from_slice(&[0; 4]);
                 b.extend(std::iter::repeat_n(1u8, usize::from(*options) * 4));
                 b.extend(pattern(*payload));
@@ -997,6 +1024,14 @@ fn tcp_flags() -> impl Strategy<Value = u8> {
     ]
 }
 
+/// A loose segment's numbers: mostly the fixed ones, else any.
+fn tcp_numbers() -> impl Strategy<Value = Numbers> {
+    prop_oneof![
+        6 => Just(Numbers::FIXED),
+        1 => (any::<u32>(), any::<u32>(), any::<u16>()).prop_map(|(seq, ack, window)| Numbers { seq, ack, window }),
+    ]
+}
+
 fn fragment_field() -> impl Strategy<Value = u16> {
     prop_oneof![
         10 => Just(0u16),
@@ -1133,8 +1168,8 @@ fn quote_fault(dual: bool) -> BoxedStrategy<QuoteFault> {
 fn l4(pool: &Pool, direction: Direction, dual: bool) -> BoxedStrategy<L4> {
     let quoted = inner_packet(pool, direction.reverse());
     prop_oneof![
-        8 => (pool.ephemeral_port(), pool.service_port(direction), tcp_flags(), prop_oneof![6 => Just(0u8), 1 => 1u8..=10], 0u8..24)
-            .prop_map(|(sport, dport, flags, options, payload)| L4::Tcp { sport, dport, flags, options, payload }),
+        8 => (pool.ephemeral_port(), pool.service_port(direction), tcp_flags(), prop_oneof![6 => Just(0u8), 1 => 1u8..=10], 0u8..24, tcp_numbers())
+            .prop_map(|(sport, dport, flags, options, payload, numbers)| L4::Tcp { sport, dport, flags, options, payload, numbers }),
         5 => (pool.ephemeral_port(), pool.service_port(direction), 0u8..24)
             .prop_map(|(sport, dport, payload)| L4::Udp { sport, dport, payload }),
         2 => (pool.icmp_type(), 0u8..16, any::<[u8; 4]>(), 0u8..24)
@@ -1152,7 +1187,7 @@ fn inner_packet(pool: &Pool, direction: Direction) -> BoxedStrategy<Packet> {
     let (request, reply) = echo_types(pool.v6);
     let transport = prop_oneof![
         3 => (pool.ephemeral_port(), pool.service_port(direction), tcp_flags())
-            .prop_map(|(sport, dport, flags)| L4::Tcp { sport, dport, flags, options: 0, payload: 4 }),
+            .prop_map(|(sport, dport, flags)| L4::Tcp { sport, dport, flags, options: 0, payload: 4, numbers: Numbers::FIXED }),
         3 => (pool.ephemeral_port(), pool.service_port(direction)).prop_map(|(sport, dport)| L4::Udp { sport, dport, payload: 4 }),
         2 => (select(vec![reply, request, 3]), any::<[u8; 4]>())
             .prop_map(|(kind, rest)| L4::Icmp { kind, code: 0, rest, body: IcmpBody::Data(4) }),
@@ -1189,9 +1224,14 @@ fn packet(pool: &Pool, direction: Direction, dual: bool) -> BoxedStrategy<Packet
                 (admitted, pool.ephemeral_port(), tcp_flags(), any::<[u8; 4]>(), quoted, quote_fault(dual))
                     .prop_map(move |((service, peer), sport, flags, rest, inner, fault)| {
                         let l4 = match service {
-                            Service::Port { protocol: firewall_common::PROTO_TCP, port } => {
-                                L4::Tcp { sport, dport: port, flags, options: 0, payload: 4 }
-                            }
+                            Service::Port { protocol: firewall_common::PROTO_TCP, port } => L4::Tcp {
+                                sport,
+                                dport: port,
+                                flags,
+                                options: 0,
+                                payload: 4,
+                                numbers: Numbers::FIXED,
+                            },
                             Service::Port { port, .. } => L4::Udp { sport, dport: port, payload: 4 },
                             Service::Icmp { kind } if kind == request || kind == reply => {
                                 L4::Icmp { kind, code: 0, rest, body: IcmpBody::Data(8) }
@@ -1380,6 +1420,54 @@ struct FlowSpec {
     peer: IpAddr,
     local_port: u16,
     remote_port: u16,
+    /// A TCP flow's initial sequence numbers and windows: the opener's, the responder's.
+    isn: [u32; 2],
+    window: [u16; 2],
+    /// A session older than the filter: its script starts after the handshake.
+    midstream: bool,
+}
+
+/// How a segment of a flow's step numbers itself.
+#[derive(Clone, Copy, Debug)]
+enum Numbering {
+    /// [`Numbers::FIXED`], whatever the conversation.
+    Fixed,
+    /// The sender's next sequence number, acknowledging all the other end sent, its
+    /// window: what a TCP sends.
+    Real,
+    /// A forger's segment from the peer's side: its sequence number `offset` from what the
+    /// host last acknowledged, its acknowledgement the host's next sequence number (what a
+    /// refusal of the host's SYN carries) or not.
+    Forged { offset: Offset, ack_right: bool },
+}
+
+/// Where a forged sequence number lies, from the host's last acknowledgement: at it, just
+/// inside the window, at its edge, just past it, just before the acknowledgement, half
+/// the sequence space away, anywhere.
+#[derive(Clone, Copy, Debug)]
+enum Offset {
+    Zero,
+    One,
+    Window,
+    PastWindow,
+    Before,
+    Half,
+    Any(u32),
+}
+
+impl Offset {
+    fn from(self, base: u32, window: u16) -> u32 {
+        let window = u32::from(window);
+        base.wrapping_add(match self {
+            Offset::Zero => 0,
+            Offset::One => 1,
+            Offset::Window => window,
+            Offset::PastWindow => window + 1,
+            Offset::Before => u32::MAX,
+            Offset::Half => 1 << 31,
+            Offset::Any(n) => n,
+        })
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -1441,15 +1529,34 @@ impl Hosts {
 #[derive(Clone, Debug)]
 enum Step {
     /// A packet of a flow: the opener's way (`forward`) or back; an IPv6 one behind
-    /// `extensions`.
+    /// `extensions`. A TCP one numbered as `numbering` says (a forged one goes in from
+    /// the peer whatever `forward` says).
     Flow {
         flow: Index,
         forward: bool,
         flags: u8,
+        numbering: Numbering,
         change: Change,
         tags: Vec<u16>,
         extensions: Vec<Extension>,
         mutations: Vec<Mutation>,
+    },
+    /// The next packet of a flow's conversation, as its ends would send it: for TCP the
+    /// opener's SYN, the responder's SYN-ACK, the opener's ACK, then from the end `opener`
+    /// says `payload` bytes with ACK (and FIN, with `fin`); for UDP and echo a packet, or
+    /// a request, from that end.
+    Script {
+        flow: Index,
+        opener: bool,
+        payload: u8,
+        fin: bool,
+    },
+    /// Time passes: every flow's last packet is made older by about one of the policy's
+    /// timeouts (`aim`), just under it or just over (`over`), in the kernel's tables and
+    /// the model's alike.
+    Age {
+        aim: Index,
+        over: bool,
     },
     /// An ICMP error about a packet of a flow, from its peer or a router on the way (one
     /// of each family drawn, the error's family's used); `beyond` bytes of the quote after
@@ -1503,9 +1610,24 @@ fn flow_spec(pool: &Pool) -> BoxedStrategy<FlowSpec> {
                     (_, Direction::In) => (service_port, ephemeral),
                     (_, Direction::Out) => (ephemeral, service_port),
                 };
-                FlowSpec { proto, opener, peer, local_port, remote_port }
+                FlowSpec {
+                    proto,
+                    opener,
+                    peer,
+                    local_port,
+                    remote_port,
+                    isn: [0; 2],
+                    window: [0; 2],
+                    midstream: false,
+                }
             },
         );
+        let spec = (spec, tcp_conversation()).prop_map(|(spec, (isn, window, midstream))| FlowSpec {
+            isn,
+            window,
+            midstream,
+            ..spec
+        });
         admitted.push(spec.boxed());
     }
     match admitted.len() {
@@ -1539,8 +1661,44 @@ fn any_flow_spec(pool: &Pool) -> BoxedStrategy<FlowSpec> {
             peer,
             local_port,
             remote_port,
+            isn: [0; 2],
+            window: [0; 2],
+            midstream: false,
+        })
+        .prop_flat_map(|spec| {
+            tcp_conversation().prop_map(move |(isn, window, midstream)| FlowSpec {
+                isn,
+                window,
+                midstream,
+                ..spec.clone()
+            })
         })
         .boxed()
+}
+
+/// A TCP conversation's initial sequence numbers (near the wrap now and then), windows
+/// (closed, tiny, scaled-looking, full) and whether it began before the filter.
+fn tcp_conversation() -> impl Strategy<Value = ([u32; 2], [u16; 2], bool)> {
+    let isn = prop_oneof![4 => any::<u32>(), 1 => select(vec![0u32, 1, u32::MAX - 2, u32::MAX])];
+    let window = prop_oneof![1 => Just(0u16), 1 => select(vec![1u16, 7, 502]), 3 => select(vec![29200u16, 64240, 65535])];
+    ([isn.clone(), isn], [window.clone(), window], prop::bool::weighted(0.3))
+}
+
+fn numbering() -> impl Strategy<Value = Numbering> {
+    let offset = prop_oneof![
+        2 => Just(Offset::Zero),
+        1 => Just(Offset::One),
+        1 => Just(Offset::Window),
+        2 => Just(Offset::PastWindow),
+        1 => Just(Offset::Before),
+        1 => Just(Offset::Half),
+        1 => any::<u32>().prop_map(Offset::Any),
+    ];
+    prop_oneof![
+        2 => Just(Numbering::Fixed),
+        4 => Just(Numbering::Real),
+        4 => (offset, any::<bool>()).prop_map(|(offset, ack_right)| Numbering::Forged { offset, ack_right }),
+    ]
 }
 
 fn change(pools: &Pools) -> BoxedStrategy<Change> {
@@ -1580,9 +1738,17 @@ fn step(pools: &Pools) -> BoxedStrategy<Step> {
     } else {
         Just(None).boxed()
     };
+    // RST and FIN (forged or real) more often than tcp_flags() draws them.
+    let flags = prop_oneof![
+        4 => tcp_flags().boxed(),
+        1 => select(vec![TCP_RST, TCP_RST | TCP_ACK, TCP_FIN | TCP_ACK, TCP_FIN | TCP_ACK | TCP_PSH]).boxed(),
+    ];
     prop_oneof![
-        14 => (any::<Index>(), prop::bool::weighted(0.55), tcp_flags(), change(pools), prop_oneof![6 => Just(vec![]), 1 => tags()], extensions, prop_oneof![5 => Just(vec![]), 1 => any_mutations(pools)])
-            .prop_map(|(flow, forward, flags, change, tags, extensions, mutations)| Step::Flow { flow, forward, flags, change, tags, extensions, mutations }),
+        14 => (any::<Index>(), prop::bool::weighted(0.55), flags, numbering(), change(pools), prop_oneof![6 => Just(vec![]), 1 => tags()], extensions, prop_oneof![5 => Just(vec![]), 1 => any_mutations(pools)])
+            .prop_map(|(flow, forward, flags, numbering, change, tags, extensions, mutations)| Step::Flow { flow, forward, flags, numbering, change, tags, extensions, mutations }),
+        12 => (any::<Index>(), prop::bool::weighted(0.5), prop_oneof![2 => Just(0u8), 3 => 1u8..=40], prop::bool::weighted(0.1))
+            .prop_map(|(flow, opener, payload, fin)| Step::Script { flow, opener, payload, fin }),
+        3 => (any::<Index>(), any::<bool>()).prop_map(|(aim, over)| Step::Age { aim, over }),
         errors => (any::<Index>(), any::<bool>(), router, error_kind(dual), 0u8..16, quote_fault(dual), beyond, cross, prop_oneof![5 => Just(vec![]), 1 => any_mutations(pools)])
             .prop_map(|(flow, about_forward, router, kind, code, fault, beyond, cross, mutations)| Step::Error { flow, about_forward, router, kind, code, fault, beyond, cross, mutations }),
         2 => loose(pools).prop_map(Step::Loose),
@@ -1596,7 +1762,7 @@ fn sequence(pools: &Pools) -> BoxedStrategy<Sequence> {
     } else {
         flow_spec(&pools.v4)
     };
-    (prop::collection::vec(flow, 1..=3), prop::collection::vec(step(pools), 2..=14))
+    (prop::collection::vec(flow, 1..=3), prop::collection::vec(step(pools), 2..=20))
         .prop_map(|(flows, steps)| Sequence { flows, steps })
         .boxed()
 }
@@ -1609,7 +1775,7 @@ impl FlowSpec {
         hosts: Hosts,
         direction: Direction,
         forward: bool,
-        flags: u8,
+        (flags, numbers, payload): (u8, Numbers, u8),
         change: &Change,
     ) -> Packet {
         let mut peer = self.peer;
@@ -1637,7 +1803,7 @@ impl FlowSpec {
             Direction::Out => (ours, peer, local_port, peer_port),
         };
         let l4 = match proto {
-            FlowProto::Tcp => L4::Tcp { sport, dport, flags, options: 0, payload: 0 },
+            FlowProto::Tcp => L4::Tcp { sport, dport, flags, options: 0, payload, numbers },
             FlowProto::Udp => L4::Udp { sport, dport, payload: 12 },
             FlowProto::Echo => {
                 let id = self.local_port.to_be_bytes();
@@ -1654,16 +1820,85 @@ impl FlowSpec {
     }
 }
 
+/// What a sequence's realization keeps of each flow's conversation, to number its
+/// segments as its ends would.
+#[derive(Clone, Copy, Debug)]
+struct Talk {
+    /// The next sequence number of each end: the opener's, the responder's.
+    next: [u32; 2],
+    /// How far the script went: 0 before the SYN, 3 after the handshake.
+    step: u8,
+    /// The host's last acknowledgement and window, as its segments here carried them.
+    host_ack: Option<(u32, u16)>,
+}
+
+impl Talk {
+    fn of(flow: &FlowSpec) -> Talk {
+        Talk { next: flow.isn, step: if flow.midstream { 3 } else { 0 }, host_ack: None }
+    }
+
+    /// The numbers of a real segment from `end` (0 the opener, 1 the responder), which
+    /// carries `flags` and `payload` bytes and is the host's when `from_host`.
+    fn real(&mut self, flow: &FlowSpec, end: usize, flags: u8, payload: u8, from_host: bool) -> Numbers {
+        let numbers = Numbers { seq: self.next[end], ack: self.next[1 - end], window: flow.window[end] };
+        let length = u32::from(payload) + u32::from(flags & TCP_SYN != 0) + u32::from(flags & TCP_FIN != 0);
+        self.next[end] = self.next[end].wrapping_add(length);
+        if from_host && flags & TCP_ACK != 0 {
+            self.host_ack = Some((numbers.ack, numbers.window));
+        }
+        numbers
+    }
+}
+
+/// What a case does, in order: a frame through a program, or time passing.
+#[derive(Clone, Debug)]
+enum Event {
+    Frame(Direction, Vec<u8>),
+    Age { aim: Index, over: bool },
+}
+
+fn frames(frames: &[(Direction, Vec<u8>)]) -> Vec<Event> {
+    frames.iter().map(|(direction, frame)| Event::Frame(*direction, frame.clone())).collect()
+}
+
 impl Sequence {
-    fn realize(&self, hosts: Hosts) -> Vec<(Direction, Vec<u8>)> {
-        let flow = |at: &Index| &self.flows[at.index(self.flows.len())];
+    fn realize(&self, hosts: Hosts) -> Vec<Event> {
+        let at = |index: &Index| index.index(self.flows.len());
+        let mut talks: Vec<Talk> = self.flows.iter().map(Talk::of).collect();
         self.steps
             .iter()
             .map(|step| match step {
-                Step::Flow { flow: at, forward, flags, change, tags, extensions, mutations } => {
-                    let f = flow(at);
-                    let direction = if *forward { f.opener } else { f.opener.reverse() };
-                    let mut packet = f.packet(hosts, direction, *forward, *flags, change);
+                Step::Flow {
+                    flow: index,
+                    forward,
+                    flags,
+                    numbering,
+                    change,
+                    tags,
+                    extensions,
+                    mutations,
+                } => {
+                    let f = &self.flows[at(index)];
+                    let talk = &mut talks[at(index)];
+                    let host_end = if f.opener == Direction::Out { 0 } else { 1 };
+                    let (forward, numbers) = match numbering {
+                        Numbering::Fixed => (*forward, Numbers::FIXED),
+                        Numbering::Real => {
+                            let end = usize::from(!*forward);
+                            (*forward, talk.real(f, end, *flags, 0, end == host_end))
+                        }
+                        Numbering::Forged { offset, ack_right } => {
+                            let peer_end = 1 - host_end;
+                            let (base, window) =
+                                talk.host_ack.unwrap_or((talk.next[peer_end], f.window[host_end]));
+                            let ack = if *ack_right { talk.next[host_end] } else { 0x0bad_beef };
+                            let numbers =
+                                Numbers { seq: offset.from(base, window), ack, window: f.window[peer_end] };
+                            (peer_end == 0, numbers)
+                        }
+                    };
+                    let direction = if forward { f.opener } else { f.opener.reverse() };
+                    let mut packet = f.packet(hosts, direction, forward, (*flags, numbers, 0), change);
                     packet.tags = tags.clone();
                     if let Header::V6 { extensions: chain, .. } = &mut packet.header {
                         chain.clone_from(extensions);
@@ -1674,10 +1909,33 @@ impl Sequence {
                     }
                     let sent =
                         if matches!(change, Change::WrongProgram) { direction.reverse() } else { direction };
-                    (sent, built.bytes)
+                    Event::Frame(sent, built.bytes)
                 }
+                Step::Script { flow: index, opener, payload, fin } => {
+                    let f = &self.flows[at(index)];
+                    let talk = &mut talks[at(index)];
+                    let host_end = if f.opener == Direction::Out { 0 } else { 1 };
+                    let (end, flags, payload) = match (f.proto, talk.step) {
+                        (FlowProto::Tcp, 0) => (0, TCP_SYN, 0),
+                        (FlowProto::Tcp, 1) => (1, TCP_SYN | TCP_ACK, 0),
+                        (FlowProto::Tcp, 2) => (0, TCP_ACK, 0),
+                        (_, _) => {
+                            let flags = TCP_ACK
+                                | if *payload > 0 { TCP_PSH } else { 0 }
+                                | if *fin { TCP_FIN } else { 0 };
+                            (usize::from(!*opener), flags, *payload)
+                        }
+                    };
+                    talk.step = talk.step.saturating_add(1);
+                    let numbers = talk.real(f, end, flags, payload, end == host_end);
+                    let direction = if end == 0 { f.opener } else { f.opener.reverse() };
+                    let packet =
+                        f.packet(hosts, direction, end == 0, (flags, numbers, payload), &Change::None);
+                    Event::Frame(direction, packet.build().bytes)
+                }
+                Step::Age { aim, over } => Event::Age { aim: *aim, over: *over },
                 Step::Error {
-                    flow: at,
+                    flow: index,
                     about_forward,
                     router,
                     kind,
@@ -1687,10 +1945,16 @@ impl Sequence {
                     cross,
                     mutations,
                 } => {
-                    let f = flow(at);
+                    let f = &self.flows[at(index)];
                     let quoted_direction = if *about_forward { f.opener } else { f.opener.reverse() };
                     let flags = if *about_forward { TCP_SYN } else { TCP_SYN | TCP_ACK };
-                    let quoted = f.packet(hosts, quoted_direction, *about_forward, flags, &Change::None);
+                    let quoted = f.packet(
+                        hosts,
+                        quoted_direction,
+                        *about_forward,
+                        (flags, Numbers::FIXED, 0),
+                        &Change::None,
+                    );
                     let direction = quoted_direction.reverse();
                     let v6 = f.peer.is_ipv6() != cross.is_some();
                     // A cross-family error has no flow peer of its family: a router sends it.
@@ -1721,9 +1985,12 @@ impl Sequence {
                     for m in mutations {
                         m.apply(&mut built);
                     }
-                    (direction, built.bytes)
+                    Event::Frame(direction, built.bytes)
                 }
-                Step::Loose(loose) => loose.realize(),
+                Step::Loose(loose) => {
+                    let (direction, bytes) = loose.realize();
+                    Event::Frame(direction, bytes)
+                }
             })
             .collect()
     }
@@ -2057,6 +2324,66 @@ icmp_type = 200
 peers = "any"
 "#;
 
+/// Flows of every kind, each timeout short and its own (so that `Step::Age` reaches every
+/// one, and a flow given another state's timeout shows), small tables.
+const CONNTRACK_POLICY: &str = r#"
+[host]
+address = "198.51.100.1"
+[conntrack]
+max_entries = 4096
+max_half_open = 1024
+tcp_established_timeout = "10m"
+tcp_syn_sent_timeout = "2m"
+tcp_syn_recv_timeout = "1m"
+tcp_fin_timeout = "40s"
+tcp_rst_timeout = "10s"
+udp_timeout = "25s"
+icmp_timeout = "15s"
+[[rule]]
+name = "ssh-in"
+direction = "in"
+protocols = ["tcp"]
+port = 122
+peers = ["203.0.113.7", "192.0.2.0/24"]
+[[rule]]
+name = "web-in"
+direction = "in"
+protocols = ["tcp", "udp"]
+ports = [80, 443]
+peers = "any"
+[[rule]]
+name = "db-out"
+direction = "out"
+protocols = ["tcp"]
+port = 5432
+peers = ["192.0.2.7", "203.0.113.0/28"]
+[[rule]]
+name = "dns-out"
+direction = "out"
+protocols = ["udp", "tcp"]
+port = 53
+peers = ["198.51.100.53"]
+[[rule]]
+name = "ping-in"
+direction = "in"
+protocols = ["icmp"]
+icmp_type = "echo-request"
+peers = "any"
+[[rule]]
+name = "ping-out"
+direction = "out"
+protocols = ["icmp"]
+icmp_type = "echo-request"
+peers = "any"
+[[rule]]
+name = "unreachable-in"
+direction = "in"
+protocols = ["icmp"]
+icmp_type = "destination-unreachable"
+peers = "any"
+related = true
+"#;
+
 const EMPTY_POLICY: &str = r#"
 [host]
 address = "198.51.100.1"
@@ -2247,6 +2574,43 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What a frame did to the flow of its key, in words, if it had one before or after:
+/// a change of table or state, or a RST or FIN that changed nothing.
+fn flow_change(
+    before: &model::State,
+    after: &model::State,
+    frame: &[u8],
+    direction: Direction,
+) -> Option<String> {
+    let model::Parsed::Ip(d) = model::parse(frame, true) else { return None };
+    let key = model::flow_key(direction, d.src, d.dst, &d.transport)?;
+    let (was, is) = (before.flows.get(&key), after.flows.get(&key));
+    let name = |f: &model::Flow| format!("{:?} {:?}", f.table, f.tcp);
+    match (was, is, &d.transport) {
+        (None, Some(is), _) => Some(format!("new {}", name(is))),
+        (Some(was), None, _) => Some(format!("{} expired", name(was))),
+        (Some(was), Some(is), _) if (was.table, was.tcp) != (is.table, is.tcp) => {
+            Some(format!("{} → {}", name(was), name(is)))
+        }
+        (Some(was), Some(_), model::Transport::Tcp { flags, .. }) if flags & (TCP_RST | TCP_FIN) != 0 => {
+            let what = if flags & TCP_RST != 0 { "RST" } else { "FIN" };
+            Some(format!(
+                "{}: {what} {} changed nothing",
+                name(was),
+                if direction == Direction::In { "in" } else { "out" }
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// The model's key of a kernel flow key.
+fn model_key(key: &firewall_common::FlowKey) -> model::FlowKey {
+    let peer = std::net::Ipv6Addr::from(key.peer);
+    let peer = peer.to_ipv4_mapped().map_or(IpAddr::V6(peer), IpAddr::V4);
+    model::FlowKey { peer, peer_port: key.peer_port, local_port: key.local_port, protocol: key.protocol }
+}
+
 /// `CLOCK_MONOTONIC_COARSE`, the clock the programs read.
 fn coarse_now() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -2281,6 +2645,8 @@ struct Tally {
     cases: u64,
     sequences: u64,
     clock_retries: u64,
+    /// Times time passed (`Step::Age`).
+    agings: u64,
     /// Failing runs: a disagreement, and each failing run of its shrinking.
     disagreements: u64,
     /// Frames that got as far as the flow table or the allow-lists: counted on a rule's
@@ -2299,6 +2665,7 @@ impl Tally {
         self.cases += other.cases;
         self.sequences += other.sequences;
         self.clock_retries += other.clock_retries;
+        self.agings += other.agings;
         self.disagreements += other.disagreements;
         self.deep += other.deep;
         self.frames6 += other.frames6;
@@ -2318,6 +2685,9 @@ struct Subject {
     lines6: std::collections::BTreeMap<u32, u64>,
     /// IPv6 headers the model found invalid, by the part of rules 3a and 3b they failed.
     invalid6: std::collections::BTreeMap<&'static str, u64>,
+    /// What frames did to the flow of their key, by the model (`SynSent → Established
+    /// Open`, `Open: RST ignored`, …): the generators' reach into rule 9.
+    conntrack: std::collections::BTreeMap<String, u64>,
 }
 
 impl Subject {
@@ -2333,6 +2703,7 @@ impl Subject {
             lines: Default::default(),
             lines6: Default::default(),
             invalid6: Default::default(),
+            conntrack: Default::default(),
         }
     }
 
@@ -2355,22 +2726,33 @@ impl Subject {
         moved
     }
 
-    /// Runs one case: from a reset state, every frame through the kernel and the model.
+    /// Runs one case of frames: from a reset state, every frame through the kernel and the
+    /// model.
     fn run(&mut self, frames: &[(Direction, Vec<u8>)]) -> Result<model::State, TestCaseError> {
-        self.filter.reset_state();
-        self.tally.cases += 1;
-        self.run_from(model::State::default(), frames)
+        self.run_events(&self::frames(frames))
     }
 
-    /// Runs frames from `state` (the kernel's maps as they are), returning the model's
+    /// Runs one case: from a reset state, every event in the kernel and the model.
+    fn run_events(&mut self, events: &[Event]) -> Result<model::State, TestCaseError> {
+        self.filter.reset_state();
+        self.tally.cases += 1;
+        self.run_from(model::State::default(), events)
+    }
+
+    /// Runs events from `state` (the kernel's maps as they are), returning the model's
     /// state after them.
-    fn run_from(
-        &mut self,
-        mut state: model::State,
-        frames: &[(Direction, Vec<u8>)],
-    ) -> Result<model::State, TestCaseError> {
+    fn run_from(&mut self, mut state: model::State, events: &[Event]) -> Result<model::State, TestCaseError> {
         let mut log = String::new();
-        for (step, (direction, frame)) in frames.iter().enumerate() {
+        for (step, event) in events.iter().enumerate() {
+            let (direction, frame) = match event {
+                Event::Frame(direction, frame) => (direction, frame),
+                Event::Age { aim, over } => {
+                    let by = self.age(&mut state, aim, *over);
+                    self.tally.agings += 1;
+                    writeln!(log, "  {step}: every flow {:.1} s older", by as f64 / 1e9).unwrap();
+                    continue;
+                }
+            };
             let before = coarse_now();
             let result = match direction {
                 Direction::In => self.filter.try_ingress(frame),
@@ -2431,7 +2813,7 @@ impl Subject {
                     let message = format!(
                         "the kernel and the model disagree\n  policy {}\n  step {step} of {}: a {}-byte frame going {}\n  frame {}\n  model's parse: {:?}\n  kernel: {kernel:?}, counted on {}\n  model:  {:?}, counted on {}\n  model's flows before: {:?}\n  earlier steps:\n{log}",
                         self.name,
-                        frames.len(),
+                        events.len(),
                         frame.len(),
                         direction_name(*direction),
                         hex(frame),
@@ -2447,6 +2829,22 @@ impl Subject {
                 let line = &mut self.expected[expected.counter as usize];
                 line.packets += 1;
                 line.bytes += frame.len() as u64;
+            }
+            // Every flow in its table, in its state, with what it remembers.
+            if let Some(difference) = self.tables_differ(&next) {
+                return Err(self.disagree(format!(
+                    "the kernel's flow tables and the model's differ after a frame\n  policy {}\n  step {step} of {}: a {}-byte frame going {}, {:?} on {}\n  frame {}\n{difference}\n  earlier steps:\n{log}",
+                    self.name,
+                    events.len(),
+                    frame.len(),
+                    direction_name(*direction),
+                    expected.verdict,
+                    self.names(&[expected.counter]),
+                    hex(frame),
+                )));
+            }
+            if let Some(what) = flow_change(&state, &next, frame, *direction) {
+                *self.conntrack.entry(what).or_default() += 1;
             }
             state = next;
             let parsed = model::parse(frame, self.filter.policy.address6.is_some());
@@ -2477,6 +2875,14 @@ impl Subject {
             )
             .unwrap();
         }
+        // The tables never filled: what the programs inserted, less what they and user
+        // space removed, is what they hold (a wrong count would show as evictions).
+        if let Some(wrong) = self.evictions() {
+            return Err(self.disagree(format!(
+                "the flow tables' counts are off\n  policy {}\n  {wrong}\n  steps:\n{log}",
+                self.name
+            )));
+        }
         // Nothing was counted twice, or anywhere else.
         let before: Vec<Counter> = self.expected.clone();
         let moved = self.moved_lines();
@@ -2497,6 +2903,149 @@ impl Subject {
         Ok(state)
     }
 
+    /// Time passing: every flow's last packet older, in the kernel's tables and in `state`,
+    /// by about the policy's timeout `aim` picks, a little under it or over, and by an amount
+    /// that leaves no flow of the model within 2.5 s of any timeout (the kernel's times
+    /// may lag the model's by its refresh, once a second). How much older.
+    fn age(&mut self, state: &mut model::State, aim: &Index, over: bool) -> u64 {
+        const SECOND: u64 = 1_000_000_000;
+        let c = &self.filter.policy.conntrack;
+        let timeouts = [
+            c.tcp_syn_sent_timeout,
+            c.tcp_syn_recv_timeout,
+            c.tcp_established_timeout,
+            c.tcp_fin_timeout,
+            c.tcp_rst_timeout,
+            c.udp_timeout,
+            c.icmp_timeout,
+        ]
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let aimed = timeouts[aim.index(timeouts.len())];
+        let mut by = if over {
+            aimed.saturating_add(3 * SECOND)
+        } else {
+            aimed.saturating_sub(3 * SECOND).max(SECOND)
+        };
+        let now = coarse_now();
+        for _ in 0..50 {
+            let near = state.flows.values().any(|f| {
+                let age = now.saturating_sub(f.last_seen_ns.saturating_sub(by));
+                timeouts.iter().any(|t| age.abs_diff(*t) < 5 * SECOND / 2)
+            });
+            if !near {
+                break;
+            }
+            by = by.saturating_add(5 * SECOND);
+        }
+        let maps = &mut self.filter.loaded.maps;
+        for table in [&mut maps.conntrack, &mut maps.half_open] {
+            let flows: Vec<(firewall_common::FlowKey, firewall_common::Flow)> =
+                table.iter().filter_map(Result::ok).collect();
+            for (key, flow) in flows {
+                let older =
+                    firewall_common::Flow { last_seen_ns: flow.last_seen_ns.saturating_sub(by), ..flow };
+                table.insert(key, older, 2 /* BPF_EXIST */).expect("rewriting a flow's time");
+            }
+        }
+        state.age(by);
+        by
+    }
+
+    /// How the kernel's flow tables differ from the model's `state`, if they do: which
+    /// table each key is in, and all its flow remembers but its time.
+    fn tables_differ(&self, state: &model::State) -> Option<String> {
+        use firewall_common::{FLOW_HEARD_IN, FLOW_HEARD_OUT, FLOW_HOST_ACKED, FLOW_HOST_SYN, FlowTable};
+        type Row = (FlowTable, u16, u8, u8, u8, u32, u16, u32);
+        let kernel: std::collections::BTreeMap<String, Row> = self
+            .filter
+            .loaded
+            .maps
+            .flows()
+            .into_iter()
+            .map(|(table, key, f)| {
+                let key = model_key(&key);
+                (
+                    format!("{key:?}"),
+                    (
+                        table,
+                        f.rule,
+                        f.origin,
+                        f.tcp_state,
+                        f.flags,
+                        f.host_ack,
+                        f.host_window,
+                        f.host_syn_next,
+                    ),
+                )
+            })
+            .collect();
+        let model: std::collections::BTreeMap<String, Row> = state
+            .flows
+            .iter()
+            .map(|(key, f)| {
+                let table = match f.table {
+                    model::Table::HalfOpen => FlowTable::HalfOpen,
+                    model::Table::Established => FlowTable::Established,
+                };
+                let tcp_state = match f.tcp {
+                    model::TcpState::SynSent => firewall_common::TCP_SYN_SENT,
+                    model::TcpState::SynReceived => firewall_common::TCP_SYN_RECV,
+                    model::TcpState::Open => firewall_common::TCP_OPEN,
+                    model::TcpState::FinSeen => firewall_common::TCP_FIN_SEEN,
+                    model::TcpState::RstSeen => firewall_common::TCP_RST_SEEN,
+                };
+                let flags = if f.heard_in { FLOW_HEARD_IN } else { 0 }
+                    | if f.heard_out { FLOW_HEARD_OUT } else { 0 }
+                    | if f.host_ack.is_some() { FLOW_HOST_ACKED } else { 0 }
+                    | if f.host_syn_next.is_some() { FLOW_HOST_SYN } else { 0 };
+                let (ack, window) = f.host_ack.unwrap_or((0, 0));
+                let row = (
+                    table,
+                    f.rule as u16,
+                    f.origin as u8,
+                    tcp_state,
+                    flags,
+                    ack,
+                    window,
+                    f.host_syn_next.unwrap_or(0),
+                );
+                (format!("{key:?}"), row)
+            })
+            .collect();
+        (kernel != model).then(|| {
+            let rows = |m: &std::collections::BTreeMap<String, Row>| {
+                m.iter()
+                    .map(|(k, (table, rule, origin, state, flags, ack, window, syn))| {
+                        format!("    {k}: {table:?} rule {rule} origin {origin} state {state} flags {flags:#x} host ack {ack} window {window} syn+1 {syn}")
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            format!("  (states: 0 open, 1 FIN seen, 2 RST seen, 3 SYN sent, 4 SYN received; flags: 1 peer heard, 2 host heard, 4 host acked, 8 host SYN)\n  kernel:\n{}\n  model:\n{}", rows(&kernel), rows(&model))
+        })
+    }
+
+    /// For each table, whether its counts add up: inserted = removed + ended + present.
+    fn evictions(&self) -> Option<String> {
+        use firewall_common::{FlowTable, flows_inserted, flows_removed};
+        let maps = &self.filter.loaded.maps;
+        let per_cpu =
+            |index: u32| -> u64 { maps.flow_stats.get(&index, 0).expect("FLOW_STATS").iter().sum() };
+        let wrong: Vec<String> = FlowTable::ALL
+            .into_iter()
+            .filter_map(|table| {
+                let inserted = per_cpu(flows_inserted(table));
+                let removed = per_cpu(flows_removed(table));
+                let ended = maps.flows_ended.get(&(table as u32), 0).expect("FLOWS_ENDED");
+                let present = maps.entries(table);
+                (inserted != removed + ended + present).then(|| {
+                    format!("{table:?}: {inserted} inserted, {removed} removed by the programs, {ended} by user space, {present} present")
+                })
+            })
+            .collect();
+        (!wrong.is_empty()).then(|| wrong.join("; "))
+    }
+
     fn disagree(&mut self, message: String) -> TestCaseError {
         self.tally.disagreements += 1;
         // Take in whatever the kernel counted, so the next case starts straight.
@@ -2515,7 +3064,7 @@ fn runner(cases: u32, rng: &mut TestRng) -> TestRunner {
 fn report(what: &str, subject: &Subject, elapsed: Duration) {
     let t = subject.tally;
     println!(
-        "{what}: policy {}: {} frames ({} refused by the runner, {} reached the flows or the allow-lists; {} IPv6 datagrams, {} of them that far), {} cases, {} sequences, {} clock retries, {} disagreements, {:.1} s",
+        "{what}: policy {}: {} frames ({} refused by the runner, {} reached the flows or the allow-lists; {} IPv6 datagrams, {} of them that far), {} cases, {} sequences, {} agings, {} clock retries, {} disagreements, {:.1} s",
         subject.name,
         t.frames,
         t.refused,
@@ -2524,6 +3073,7 @@ fn report(what: &str, subject: &Subject, elapsed: Duration) {
         t.deep6,
         t.cases,
         t.sequences,
+        t.agings,
         t.clock_retries,
         t.disagreements,
         elapsed.as_secs_f64()
@@ -2537,6 +3087,7 @@ fn report(what: &str, subject: &Subject, elapsed: Duration) {
         by_count(lines.iter().map(|(id, n)| (*n, subject.names(&[*id]))).collect())
     };
     println!("  lines counted: {}", named(&subject.lines));
+    println!("  flows: {}", by_count(subject.conntrack.iter().map(|(what, n)| (*n, what.clone())).collect()));
     if subject.policy().address6.is_some() {
         println!("  lines counting IPv6 datagrams: {}", named(&subject.lines6));
         let reasons = subject.invalid6.iter().map(|(reason, n)| (*n, reason.to_string())).collect();
@@ -2568,7 +3119,7 @@ fn exercise(
             .run(&sequence(&pools), |case| {
                 let mut subject = cell.borrow_mut();
                 subject.tally.sequences += 1;
-                subject.run(&case.realize(hosts)).map(drop)
+                subject.run_events(&case.realize(hosts)).map(drop)
             })
             .err()
             .map(|e| describe(&cell.borrow(), e))
@@ -2681,6 +3232,47 @@ fn hand_written_policies_agree_with_the_model() {
 }
 
 #[test]
+fn flows_of_every_kind_agree_with_the_model() {
+    // Rule 9 in full: handshakes both ways, sessions picked up from either end, forged RST
+    // and FIN in and out of the window, UDP and echo replies, and time passing past each
+    // timeout; the tables compared after every frame.
+    tests::require_root();
+    let (mut rng, seed) = seeded();
+    let started = Instant::now();
+    let mut total = Tally::default();
+    let name = "CONNTRACK_POLICY (short timeouts, flows of every kind both ways)";
+    let subject =
+        exercise(Subject::new(name, CONNTRACK_POLICY), 400 * scale(), 2000 * scale(), &mut rng, &mut total);
+    summary("flows of every kind", &total, started, &seed);
+    let reached = |what: &str| subject.conntrack.get(what).copied().unwrap_or(0);
+    // Each at least 3 times (they come dozens of times a run), but a SYN-received flow's
+    // expiry at least once: the script promotes most of those flows first.
+    for (what, times) in [
+        ("HalfOpen SynSent → HalfOpen SynReceived", 3),
+        ("HalfOpen SynReceived → Established Open", 3),
+        ("HalfOpen Open → Established Open", 3),
+        ("Established Open → Established FinSeen", 3),
+        ("Established Open → Established RstSeen", 3),
+        ("Established Open: RST in changed nothing", 3),
+        ("Established Open: FIN in changed nothing", 3),
+        ("Established RstSeen → Established Open", 3),
+        ("HalfOpen SynSent: RST in changed nothing", 3),
+        ("HalfOpen SynSent → HalfOpen RstSeen", 3),
+        ("Established Open expired", 3),
+        ("HalfOpen SynSent expired", 3),
+        ("HalfOpen SynReceived expired", 1),
+        ("HalfOpen Open expired", 3),
+    ] {
+        assert!(
+            reached(what) >= times,
+            "the generators reached {what:?} {} times: {:?}",
+            reached(what),
+            subject.conntrack
+        );
+    }
+}
+
+#[test]
 fn random_policies_agree_with_the_model() {
     tests::require_root();
     let (mut rng, seed) = seeded();
@@ -2725,8 +3317,10 @@ fn a_disagreement_fails_with_the_frame_the_policy_and_both_verdicts() {
     let answer = udp(dns, ours, 53, 40000);
     let state = subject.run(&[(Direction::Out, query)]).expect("the query agrees");
     subject.filter.reset_state();
-    let message =
-        subject.run_from(state, &[(Direction::In, answer.clone())]).expect_err("a disagreement").to_string();
+    let message = subject
+        .run_from(state, &frames(&[(Direction::In, answer.clone())]))
+        .expect_err("a disagreement")
+        .to_string();
     for part in [
         hex(&answer).as_str(),
         "policy examples/tight.toml",
@@ -2880,8 +3474,10 @@ fn an_ipv6_disagreement_fails_with_the_frame_the_policy_and_both_verdicts() {
     let answer = udp(dns, ours, 53, 40000);
     let state = subject.run(&[(Direction::Out, query)]).expect("the query agrees");
     subject.filter.reset_state();
-    let message =
-        subject.run_from(state, &[(Direction::In, answer.clone())]).expect_err("a disagreement").to_string();
+    let message = subject
+        .run_from(state, &frames(&[(Direction::In, answer.clone())]))
+        .expect_err("a disagreement")
+        .to_string();
     for part in [
         hex(&answer).as_str(),
         "policy examples/dual-stack.toml",

@@ -436,6 +436,14 @@ fn serve_scrapes_the_listing_reloads_on_hup_and_leaves_the_filter_up_on_term() {
     }
     assert!(metrics.single("firewall_conntrack_entries") > 0, "the sessions' and pings' flows are tracked");
     assert_eq!(metrics.single("firewall_conntrack_capacity"), 65_536);
+    assert_eq!(metrics.single("firewall_conntrack_half_open_capacity"), 16_384);
+    for table in ["established", "half_open"] {
+        assert_eq!(
+            metrics.value("firewall_conntrack_evictions_total", &[("table", table)]),
+            Some(0),
+            "nothing evicted from the {table} table"
+        );
+    }
     assert_eq!(metrics.single("firewall_reloads_total"), 0);
     assert_eq!(metrics.single("firewall_reload_failures_total"), 0);
     let info = &metrics.samples("firewall_info");

@@ -5,7 +5,11 @@
 use tests::harness::TestFilter;
 
 /// Processed instructions each program may cost the verifier, with the policy of
-/// examples/tight.toml: about 25% over what they cost on Linux 6.18: 31,116 and 33,297
+/// examples/tight.toml: about 25% over what they cost on Linux 6.18: 39,434 and 41,420
+/// with the half-open table and the sequence checks (reading a TCP header's numbers and
+/// window in the parse, on every header layout's path, is 7,000 of it; the second
+/// table's lookup and the promotion the rest; a flow value of 32 bytes, not 24, cost
+/// 20,000 more, so its rule is 16 bits); 31,116 and 33,297
 /// with the blocklist's lookup and the drop events (a copy of the frame's head by one
 /// helper, then aya-log: reading it through the parser again cost 16,000 more, and as a
 /// subprogram 35,000); 25,315 and 29,027 since IPv6 (26,384 and 27,551 before flows to anti-spoofed peers went untracked), of which the walk through up to four extension headers is about 4,000 a
@@ -16,8 +20,8 @@ use tests::harness::TestFilter;
 /// every path; 5,110 and 4,718 with the conntrack fast path; 2,963 and 3,275 before it.
 /// The kernel's limit is 1,000,000.
 /// Raise only with a reason in the commit.
-const BUDGET_INGRESS: u32 = 39_000;
-const BUDGET_EGRESS: u32 = 41_500;
+const BUDGET_INGRESS: u32 = 49_500;
+const BUDGET_EGRESS: u32 = 52_000;
 
 #[test]
 fn the_programs_stay_within_the_verifier_budget() {

@@ -210,13 +210,14 @@ fn table(screen: &str) -> Vec<Row> {
         .collect()
 }
 
-/// The number of flows on the conntrack line, which must say the table's size.
+/// The number of established flows on the conntrack line, which must say both tables'
+/// sizes and evictions.
 fn conntrack_flows(screen: &str) -> u64 {
     let line = screen
         .lines()
         .find(|l| l.starts_with("conntrack "))
         .unwrap_or_else(|| panic!("no conntrack line on the screen:\n{screen}"));
-    assert!(line.contains(" / 65,536 flows ("), "{line:?}");
+    assert!(line.contains(" / 65,536 (") && line.contains(" / 16,384  evicted 0, half-open 0"), "{line:?}");
     line["conntrack ".len()..].split(' ').next().unwrap().replace(',', "").parse().unwrap()
 }
 

@@ -256,7 +256,7 @@ fn view(
     let state = match taken {
         Ok(snapshot) => State::Live {
             rows: rows(previous, snapshot),
-            conntrack: conntrack_text(snapshot.conntrack_entries, snapshot.conntrack_capacity),
+            conntrack: conntrack_text(&snapshot.established, &snapshot.half_open),
         },
         Err(err) => State::Failed(format!("firewall: {err}; trying again every {interval:?}")),
     };
@@ -316,6 +316,7 @@ mod tests {
     use super::*;
     use crate::{
         compile::Ids,
+        maps::TableStats,
         watch::tests::{POLICY, snapshot},
     };
 
@@ -346,7 +347,10 @@ mod tests {
             interval: Duration::from_secs(1),
             state: State::Live {
                 rows: rows(Some(&before), &after),
-                conntrack: conntrack_text(1_234, 65_536),
+                conntrack: conntrack_text(
+                    &TableStats { entries: 1_234, capacity: 65_536, evicted: 0 },
+                    &TableStats { entries: 12, capacity: 16_384, evicted: 3 },
+                ),
             },
         }
     }
@@ -359,7 +363,10 @@ mod tests {
             text[0], "firewall watch on eth0  09:41:07 UTC  every 1s  policy /etc/firewall/eth0.toml",
             "{all}"
         );
-        assert_eq!(text[1], "conntrack 1,234 / 65,536 flows (1.9%)", "{all}");
+        assert_eq!(
+            text[1], "conntrack 1,234 / 65,536 (1.9%)  half-open 12 / 16,384  evicted 0, half-open 3",
+            "{all}"
+        );
         let header: Vec<&str> = text[2].split_whitespace().collect();
         assert_eq!(
             header,
