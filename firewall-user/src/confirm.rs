@@ -509,6 +509,12 @@ mod tests {
             .expect("yes");
         let pid = timer.id();
         let start = start_time(pid).expect("its start time");
+        // Until the child has exec'd, its command line is still this test's.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"yes\0")) {
+            assert!(std::time::Instant::now() < deadline, "yes(1) never ran");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert_eq!(stop_timer(pid, start, "eth0", "t").unwrap(), Stopped::Signalled);
         let status = timer.wait().unwrap();
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGTERM));
