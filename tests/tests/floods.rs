@@ -221,8 +221,18 @@ fn a_syn_flood_fills_the_half_open_table_while_a_live_ssh_session_keeps_answerin
     let sent = trafgen.stop();
     assert!(sent.packets >= count, "the flood stopped after {} SYNs, short of {count}", sent.packets);
     let after = lab.list();
-    let c0 = link_stats(&lab.client, CLIENT_IF).since(&c0_before);
-    let s0 = link_stats(&lab.server, SERVER_IF).since(&s0_before);
+    // The two interfaces' counters are read one after the other, and the live session's
+    // packets may be on the wire between them: read again until they agree (or give up
+    // and let the assertion below say by how much they differ).
+    let (mut c0, mut s0) = (Default::default(), Default::default());
+    for _ in 0..50 {
+        c0 = link_stats(&lab.client, CLIENT_IF).since(&c0_before);
+        s0 = link_stats(&lab.server, SERVER_IF).since(&s0_before);
+        if c0.tx_packets == s0.rx_packets {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // After: the tables, the session, new logins, the idle out flow.
     let half_open_walked = pinned.flow_count(FlowTable::HalfOpen) as u64;
