@@ -291,12 +291,13 @@ fn first_lines(policy: &Policy, chain: Chain) -> Vec<ListLine> {
             ..builtin(chain, Builtin::Ipv6, "DROP", "IPv6 (no address6)")
         });
     }
-    lines.extend(icmpv6_lines(policy, chain));
     lines.push(builtin(chain, Builtin::Invalid, "DROP", "state INVALID (malformed, VLAN tags past two)"));
     lines
 }
 
-/// What IPv6 itself needs, with `address6`.
+/// What IPv6 itself needs, with `address6`: after the blocklist and INPUT's anti-spoof
+/// sources (which discovery from the link's own addresses skips), before the checks of
+/// the host's address.
 fn icmpv6_lines(policy: &Policy, chain: Chain) -> Vec<ListLine> {
     let Some(address6) = policy.address6 else {
         return Vec::new();
@@ -315,7 +316,7 @@ fn icmpv6_lines(policy: &Policy, chain: Chain) -> Vec<ListLine> {
                 chain,
                 Builtin::NeighbourDiscovery,
                 "ACCEPT",
-                "icmpv6type 133-137 hoplimit 255, 130-132,143 hoplimit 1 from fe80::/10",
+                "icmpv6type 133-137 hoplimit 255, 130-132,143 hoplimit 1 from fe80::/10 (from fe80::/10, :: past antispoof)",
             )
         },
         ListLine {
@@ -346,6 +347,7 @@ pub fn listing(policy: &Policy, ids: &Ids) -> Vec<ListChain> {
             counter: *counter,
         });
     }
+    input.extend(icmpv6_lines(policy, Chain::Input));
     for prefix in &policy.antispoof_destinations {
         let counter = &ids.antispoof[&antispoof_name(false, prefix)];
         input.push(ListLine {
@@ -359,6 +361,7 @@ pub fn listing(policy: &Policy, ids: &Ids) -> Vec<ListChain> {
         });
     }
     let mut output = first_lines(policy, Chain::Output);
+    output.extend(icmpv6_lines(policy, Chain::Output));
     output.push(ListLine {
         source: format!("!{ours}"),
         ..builtin(Chain::Output, Builtin::SpoofedSource, "DROP", "outbound spoofing")
@@ -553,5 +556,35 @@ peers = "any"
         let ids = Ids::assign(&v4_only, &Ids::default());
         let names: Vec<String> = listing(&v4_only, &ids)[0].lines.iter().map(|l| l.name.clone()).collect();
         assert!(names.contains(&"ipv6".to_string()) && !names.contains(&"icmpv6-nd".to_string()));
+    }
+
+    #[test]
+    fn the_listing_is_in_the_programs_order() {
+        let policy = parse(POLICY, Path::new("p.toml")).unwrap();
+        let ids = Ids::assign(&policy, &Ids::default());
+        let chains = listing(&policy, &ids);
+        let names = |chain: usize| -> Vec<String> {
+            let mut names: Vec<String> = chains[chain].lines.iter().map(|l| l.name.clone()).collect();
+            names.dedup();
+            names
+        };
+        // The parse's lines (where the blocklist's go after `invalid`), INPUT's anti-spoof
+        // sources, what IPv6 needs, the anti-spoof destinations (not our address).
+        assert_eq!(
+            names(0)[..7],
+            ["non-ip", "ethertype", "invalid", "antispoof", "icmpv6-nd", "icmpv6-ptb", "antispoof"]
+        );
+        // OUTPUT: what IPv6 needs leaves from link-local addresses, before the check of our source.
+        assert_eq!(
+            names(1)[..6],
+            ["non-ip", "ethertype", "invalid", "icmpv6-nd", "icmpv6-ptb", "antispoof-source"]
+        );
+        for chain in &chains[..2] {
+            let ethertype = chain.lines.iter().find(|l| l.name == "ethertype").unwrap();
+            assert_eq!(
+                (ethertype.target, ethertype.counter),
+                ("DROP", builtin_counter(chain.chain, Builtin::OtherEthertype))
+            );
+        }
     }
 }
