@@ -191,10 +191,13 @@ pub enum Builtin {
     /// Nothing admitted it: the chain's DROP policy.
     Policy = 6,
     /// IPv6 neighbour discovery (ICMPv6 133–137, hop limit 255) and multicast listener
-    /// discovery (hop limit 1, link-local source): passed, IPv6 does not work without them.
+    /// discovery (hop limit 1, link-local source): passed, IPv6 does not work without them;
+    /// not to or from a blocked address, nor from an anti-spoofed source but the link's own
+    /// (`fe80::/10`, `::`).
     NeighbourDiscovery = 7,
     /// ICMPv6 packet-too-big to or from the host: passed, or PMTU discovery breaks (the
-    /// seed's point about ICMP type 3 code 4, for IPv6, where routers never fragment).
+    /// seed's point about ICMP type 3 code 4, for IPv6, where routers never fragment); not
+    /// to or from a blocked address, nor from an anti-spoofed source.
     PacketTooBig = 8,
     /// Any other ethertype (MPLS, PPPoE, IPX, …): dropped, whatever it carries, since the
     /// parser does not read it and the host may unwrap it into IP.

@@ -316,7 +316,7 @@ fn icmpv6_lines(policy: &Policy, chain: Chain) -> Vec<ListLine> {
                 chain,
                 Builtin::NeighbourDiscovery,
                 "ACCEPT",
-                "icmpv6type 133-137 hoplimit 255, 130-132,143 hoplimit 1 from fe80::/10 (from fe80::/10, :: past antispoof)",
+                "icmpv6type 133-137 hoplimit 255, 130-132,143 hoplimit 1 from fe80::/10 (fe80::/10, :: skip antispoof)",
             )
         },
         ListLine {
