@@ -17,11 +17,11 @@
 //! among them; packet-too-big to us and to others, from routers anywhere). Policies
 //! without `address6` get IPv6 frames too, which must all meet the `ipv6` line.
 //!
-//! Two cases in five start with blocks (`firewall block`, through its own code on the
-//! loaded maps: [`blocklist::apply_block`]) of the policy's peers, strangers, our
-//! address, link-local addresses and their networks, of both families, nested at times,
-//! none expiring within a case; a sequence may block more between two steps, which must
-//! end the flows of the peers it blocks. The model is given the entries as the map then
+//! Two cases of frames in five, and one sequence in five, start with blocks (`firewall
+//! block`, through its own code on the loaded maps: [`blocklist::apply_block`]) of the
+//! policy's peers, strangers, our address, link-local addresses and their networks, of
+//! both families, nested at times, none expiring within a case; three sequences in ten
+//! block more between two steps, which must end the flows of the peers they block. The model is given the entries as the map then
 //! holds them.
 //!
 //! Each policy is loaded once; between cases the harness empties the flow table and
