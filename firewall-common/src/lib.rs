@@ -17,6 +17,7 @@
 //! | --- | --- | --- |
 //! | anti-spoof `-s`/`-d` lists | [`MAP_ANTISPOOF_SRC`], [`MAP_ANTISPOOF_DST`] (LPM tries) | one per entry, the map's value |
 //! | `--state INVALID` | none (the parser) | [`Builtin::Invalid`], [`Builtin::InvalidTcpFlags`], [`Builtin::InvalidFragment`] |
+//! | (what iptables never sees: the link layer) | none (the parser) | [`Builtin::NonIp`] passes, [`Builtin::OtherEthertype`] drops |
 //! | a service's allow-list | [`MAP_ALLOW_EXACT`] (hash, single addresses and `any`), [`MAP_ALLOW_PREFIX`] (LPM trie, CIDRs) | [`rule_counter`] with [`Line::New`] |
 //! | `--state ESTABLISHED` returns | [`MAP_CONNTRACK`] (LRU hash, flows heard both ways), [`MAP_HALF_OPEN`] (LRU hash, the others) | [`rule_counter`] with [`Line::Established`] |
 //! | `-m limit` | [`MAP_TOKEN_BUCKETS`] (array, one per rule) | falls through to the chain policy |
@@ -181,7 +182,9 @@ impl Chain {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Builtin {
-    /// Not IP (ARP, LLDP, …): passed, iptables never sees it and the host needs it.
+    /// One of the link's own protocols, which end at the neighbour and never reach the IP
+    /// stack (ARP, LLDP, 802.1X, LACP, 802.3 LLC): passed, iptables never sees them and the
+    /// host needs them.
     NonIp = 0,
     /// IPv6 while the policy configures none (no `address6`): dropped.
     Ipv6 = 1,
@@ -196,11 +199,48 @@ pub enum Builtin {
     /// Nothing admitted it: the chain's DROP policy.
     Policy = 6,
     /// IPv6 neighbour discovery (ICMPv6 133–137, hop limit 255) and multicast listener
-    /// discovery (hop limit 1, link-local source): passed, IPv6 does not work without them.
+    /// discovery (hop limit 1, link-local source): passed, IPv6 does not work without them;
+    /// not to or from a blocked address, nor from an anti-spoofed source but the link's own
+    /// (`fe80::/10`, `::`).
     NeighbourDiscovery = 7,
     /// ICMPv6 packet-too-big to or from the host: passed, or PMTU discovery breaks (the
-    /// seed's point about ICMP type 3 code 4, for IPv6, where routers never fragment).
+    /// seed's point about ICMP type 3 code 4, for IPv6, where routers never fragment); not
+    /// to or from a blocked address, nor from an anti-spoofed source.
     PacketTooBig = 8,
+    /// Any other ethertype (MPLS, PPPoE, IPX, …): dropped, whatever it carries, since the
+    /// parser does not read it and the host may unwrap it into IP.
+    OtherEthertype = 9,
+}
+
+impl Builtin {
+    pub const ALL: [Builtin; 10] = [
+        Builtin::NonIp,
+        Builtin::Ipv6,
+        Builtin::Invalid,
+        Builtin::InvalidTcpFlags,
+        Builtin::InvalidFragment,
+        Builtin::SpoofedSource,
+        Builtin::Policy,
+        Builtin::NeighbourDiscovery,
+        Builtin::PacketTooBig,
+        Builtin::OtherEthertype,
+    ];
+
+    /// The line's name in the listing, the metrics and the drop events; no rule may take it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Builtin::NonIp => "non-ip",
+            Builtin::Ipv6 => "ipv6",
+            Builtin::Invalid => "invalid",
+            Builtin::InvalidTcpFlags => "invalid-tcp-flags",
+            Builtin::InvalidFragment => "invalid-fragment",
+            Builtin::SpoofedSource => "antispoof-source",
+            Builtin::Policy => "policy",
+            Builtin::NeighbourDiscovery => "icmpv6-nd",
+            Builtin::PacketTooBig => "icmpv6-ptb",
+            Builtin::OtherEthertype => "ethertype",
+        }
+    }
 }
 
 /// Built-in lines per chain in the counter array.
@@ -512,7 +552,8 @@ pub const FLOWS_ENDED_ENTRIES: u32 = 2;
 
 // The counter id ranges must not overlap: checked when the crate compiles.
 const _: () = {
-    assert!(builtin_counter(Chain::Forward, Builtin::Policy) < ANTISPOOF_COUNTER_BASE);
+    assert!(Builtin::ALL.len() as u32 <= BUILTINS_PER_CHAIN);
+    assert!(builtin_counter(Chain::Forward, Builtin::OtherEthertype) < ANTISPOOF_COUNTER_BASE);
     assert!(ANTISPOOF_COUNTER_BASE + MAX_ANTISPOOF <= RULE_COUNTER_BASE);
     assert!(rule_counter(MAX_RULES - 1, Line::Established) < BLOCK_COUNTER_BASE);
     assert!(block_counter(MAX_BLOCKED - 1, Direction::Out) == MAX_COUNTERS - 1);
@@ -551,6 +592,14 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 24);
         assert_eq!(size_of::<Flow>(), 24);
         assert_eq!(size_of::<BlockEntry>(), 16);
+    }
+
+    #[test]
+    fn every_builtin_line_is_listed_once_with_a_name_of_its_own() {
+        for (i, line) in Builtin::ALL.iter().enumerate() {
+            assert_eq!(*line as usize, i);
+            assert!(Builtin::ALL[..i].iter().all(|other| other.name() != line.name()));
+        }
     }
 
     #[test]

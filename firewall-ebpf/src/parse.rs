@@ -3,6 +3,10 @@
 //! its extension headers), and the transport header. Every step is one fixed-size read
 //! behind one `data_end` check, the shape the verifier accepts; a frame that ends early or
 //! lies about its lengths is reported as [`Malformed`], never read past.
+//!
+//! What it does not read it does not pass: a third VLAN tag is [`L3::TooDeep`] (Linux
+//! strips priority tags, VLAN 0, at any depth and hands what is inside to IP), and of the
+//! other ethertypes only the link's own protocols, which end at the neighbour, pass.
 use core::mem::size_of;
 
 use crate::conntrack::flow_key;
@@ -53,6 +57,16 @@ const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88A8;
+/// The link's own protocols: Linux hands none of them to IP.
+const ETH_P_ARP: u16 = 0x0806;
+const ETH_P_LLDP: u16 = 0x88CC;
+/// 802.1X port authentication (EAPOL).
+const ETH_P_PAE: u16 = 0x888E;
+/// Slow protocols: LACP, marker, OAM.
+const ETH_P_SLOW: u16 = 0x8809;
+/// Up to this value the field is an 802.3 length, and an LLC header follows (STP, …):
+/// Linux gives such frames to LLC, whose SNAP clients are AppleTalk's, never IP's.
+const ETH_DATA_LEN: u16 = 1500;
 
 /// IPv4 `frags` field: more-fragments flag and offset mask (the DF bit is fine).
 const IP_MF: u16 = 0x2000;
@@ -85,8 +99,13 @@ fn ptr_at<T>(frame: &impl Frame, offset: usize) -> Result<*const T, Malformed> {
 
 /// Layer 3 of a frame.
 pub enum L3 {
-    /// ARP and every other non-IP ethertype.
+    /// One of the link's own protocols (ARP, LLDP, 802.1X, LACP, 802.3 LLC).
     NonIp,
+    /// Any other ethertype.
+    OtherEthertype,
+    /// A third VLAN tag: malformed, as far as the filter goes. A variant of its own, not
+    /// [`Malformed`]: so the verifier meets about 5,000 fewer instructions (Linux 6.18).
+    TooDeep,
     /// IPv6 while the policy configures none: not parsed.
     Ipv6Off,
     Ip(Ip),
@@ -130,7 +149,11 @@ pub fn parse_l3(frame: &impl Frame, ipv6: bool) -> Result<L3, Malformed> {
         ETH_P_IP => parse_ipv4(frame, offset).map(L3::Ip),
         ETH_P_IPV6 if ipv6 => parse_ipv6(frame, offset).map(L3::Ip),
         ETH_P_IPV6 => Ok(L3::Ipv6Off),
-        _ => Ok(L3::NonIp),
+        ETH_P_ARP | ETH_P_LLDP | ETH_P_PAE | ETH_P_SLOW => Ok(L3::NonIp),
+        length if length <= ETH_DATA_LEN => Ok(L3::NonIp),
+        // A third tag: deeper than the parser reads, and the host would unwrap it.
+        ETH_P_8021Q | ETH_P_8021AD => Ok(L3::TooDeep),
+        _ => Ok(L3::OtherEthertype),
     }
 }
 

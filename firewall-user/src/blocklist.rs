@@ -159,32 +159,37 @@ pub fn block(
     };
     let mut done = Vec::new();
     for prefix in prefixes {
-        let live = entries(&maps)?;
-        sweep(&mut maps, &live, now);
-        match plan_block(&live, prefix, deadline_ns, now).map_err(LiveError::BadAddress)? {
-            BlockPlan::Covered { by } => done.push(Blocked::Covered { prefix, by }),
-            BlockPlan::Insert { entry, absorbed } => {
-                if !live.iter().any(|e| e.prefix == prefix && e.slot == entry.slot && !e.expired(now)) {
-                    maps.zero_counter(block_counter(entry.slot, Direction::In))?;
-                    maps.zero_counter(block_counter(entry.slot, Direction::Out))?;
-                }
-                let value = BlockEntry { deadline_ns: entry.deadline_ns, slot: entry.slot, _pad: 0 };
-                maps.blocklist
-                    .insert(&prefix_key(&prefix), value, 0)
-                    .map_err(call(MAP_BLOCKLIST, "insert"))?;
-                maps.set_flag(CONFIG_HAS_BLOCKS, true)?;
-                // The wider entry is in: its narrower ones can go without a gap.
-                for inner in &absorbed {
-                    let _ = maps.blocklist.remove(&prefix_key(inner));
-                }
-                // Flows check before the blocklist: the blocked peers' flows must end.
-                let flows_ended = maps.end_flows(|peer| prefix.contains(from_addr(peer)))?;
-                done.push(Blocked::Added { prefix, absorbed, flows_ended });
-            }
-        }
+        done.push(apply_block(&mut maps, prefix, deadline_ns, now)?);
     }
     settle_flag(&mut maps)?;
     Ok((pins, done))
+}
+
+/// What `block` does to the maps for one prefix, once it has checked it and holds the
+/// lock: the entry nested among the others (or found covered), its counters zeroed if it
+/// is new, the flag set, its peers' flows ended. `now` is the kernel's clock.
+pub fn apply_block(maps: &mut LiveMaps, prefix: Prefix, deadline_ns: u64, now: u64) -> Result<Blocked> {
+    let live = entries(maps)?;
+    sweep(maps, &live, now);
+    match plan_block(&live, prefix, deadline_ns, now).map_err(LiveError::BadAddress)? {
+        BlockPlan::Covered { by } => Ok(Blocked::Covered { prefix, by }),
+        BlockPlan::Insert { entry, absorbed } => {
+            if !live.iter().any(|e| e.prefix == prefix && e.slot == entry.slot && !e.expired(now)) {
+                maps.zero_counter(block_counter(entry.slot, Direction::In))?;
+                maps.zero_counter(block_counter(entry.slot, Direction::Out))?;
+            }
+            let value = BlockEntry { deadline_ns: entry.deadline_ns, slot: entry.slot, _pad: 0 };
+            maps.blocklist.insert(&prefix_key(&prefix), value, 0).map_err(call(MAP_BLOCKLIST, "insert"))?;
+            maps.set_flag(CONFIG_HAS_BLOCKS, true)?;
+            // The wider entry is in: its narrower ones can go without a gap.
+            for inner in &absorbed {
+                let _ = maps.blocklist.remove(&prefix_key(inner));
+            }
+            // Flows check before the blocklist: the blocked peers' flows must end.
+            let flows_ended = maps.end_flows(|peer| prefix.contains(from_addr(peer)))?;
+            Ok(Blocked::Added { prefix, absorbed, flows_ended })
+        }
+    }
 }
 
 /// Tells the programs whether to look in the trie at all: only while it holds entries.
@@ -201,9 +206,15 @@ pub fn unblock(iface: Option<&str>, addrs: &[String]) -> Result<Pins> {
     let lock = lock(iface)?;
     let pins = lock.pins().clone();
     let mut maps = LiveMaps::open(&pins)?;
-    let now = kernel_time_ns();
-    let live = entries(&maps)?;
-    for prefix in &prefixes {
+    lift_blocks(&mut maps, &prefixes, kernel_time_ns())?;
+    Ok(pins)
+}
+
+/// What `unblock` does to the maps, once it holds the lock: each prefix must be a live
+/// entry (one only inside a wider block is refused, naming the block), or nothing changes.
+pub fn lift_blocks(maps: &mut LiveMaps, prefixes: &[Prefix], now: u64) -> Result<()> {
+    let live = entries(maps)?;
+    for prefix in prefixes {
         if live.iter().any(|e| e.prefix == *prefix && !e.expired(now)) {
             continue;
         }
@@ -215,12 +226,11 @@ pub fn unblock(iface: Option<&str>, addrs: &[String]) -> Result<Pins> {
         };
         return Err(LiveError::BadAddress(message));
     }
-    sweep(&mut maps, &live, now);
-    for prefix in &prefixes {
+    sweep(maps, &live, now);
+    for prefix in prefixes {
         gone_is_ok(maps.blocklist.remove(&prefix_key(prefix))).map_err(call(MAP_BLOCKLIST, "remove"))?;
     }
-    settle_flag(&mut maps)?;
-    Ok(pins)
+    settle_flag(maps)
 }
 
 /// One entry, as `blocklist` and `list` show it.

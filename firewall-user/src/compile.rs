@@ -212,7 +212,8 @@ pub fn plan(policy: &Policy, ids: &Ids) -> MapPlan {
 /// One line of the listing, before counters are read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ListLine {
-    /// The rule's name, or a built-in's (`antispoof`, `invalid…`, `non-ip`, `ipv6`, `policy`).
+    /// The rule's name, an anti-spoof or blocklist entry's (`antispoof`, `blocklist`), or a
+    /// built-in's ([`Builtin::name`]).
     pub name: String,
     pub target: &'static str,
     #[serde(rename = "protocol")]
@@ -262,9 +263,9 @@ fn peers_text(peers: &[Prefix]) -> String {
     }
 }
 
-fn builtin(chain: Chain, line: Builtin, name: &str, target: &'static str, matches: &str) -> ListLine {
+fn builtin(chain: Chain, line: Builtin, target: &'static str, matches: &str) -> ListLine {
     ListLine {
-        name: name.into(),
+        name: line.name().into(),
         target,
         prot: "all",
         source: ANYWHERE.into(),
@@ -274,49 +275,59 @@ fn builtin(chain: Chain, line: Builtin, name: &str, target: &'static str, matche
     }
 }
 
-/// The built-in lines every chain of the host's own traffic starts with.
+/// The protocols of the link itself that pass (`non-ip`): they end at the neighbour, and
+/// Linux hands none of them to IP.
+const LINK_PROTOCOLS: &str = "ARP, LLDP, 802.1X, LACP, 802.3 LLC";
+
+/// The built-in lines every chain of the host's own traffic starts with: the parse's.
+/// The blocklist's lines follow them (`blocklist::insert_lines`).
 fn first_lines(policy: &Policy, chain: Chain) -> Vec<ListLine> {
-    let mut lines = vec![builtin(chain, Builtin::NonIp, "non-ip", "ACCEPT", "not IP (ARP…)")];
-    match policy.address6 {
-        None => lines.push(ListLine {
+    let mut lines = vec![
+        builtin(chain, Builtin::NonIp, "ACCEPT", LINK_PROTOCOLS),
+        builtin(chain, Builtin::OtherEthertype, "DROP", &format!("ethertype not IP, {LINK_PROTOCOLS}")),
+    ];
+    if policy.address6.is_none() {
+        lines.push(ListLine {
             source: ANYWHERE6.into(),
             destination: ANYWHERE6.into(),
-            ..builtin(chain, Builtin::Ipv6, "ipv6", "DROP", "IPv6 (no address6)")
-        }),
-        Some(address6) => {
-            let ours = address6.to_string();
-            lines.push(ListLine {
-                prot: "ipv6-icmp",
-                source: ANYWHERE6.into(),
-                destination: ANYWHERE6.into(),
-                ..builtin(
-                    chain,
-                    Builtin::NeighbourDiscovery,
-                    "icmpv6-nd",
-                    "ACCEPT",
-                    "icmpv6type 133-137 hoplimit 255, 130-132,143 hoplimit 1 from fe80::/10",
-                )
-            });
-            let (source, destination) = match chain {
-                Chain::Output => (ours, ANYWHERE6.into()),
-                _ => (ANYWHERE6.into(), ours),
-            };
-            lines.push(ListLine {
-                prot: "ipv6-icmp",
-                source,
-                destination,
-                ..builtin(
-                    chain,
-                    Builtin::PacketTooBig,
-                    "icmpv6-ptb",
-                    "ACCEPT",
-                    "icmpv6type 2 (packet too big)",
-                )
-            });
-        }
+            ..builtin(chain, Builtin::Ipv6, "DROP", "IPv6 (no address6)")
+        });
     }
-    lines.push(builtin(chain, Builtin::Invalid, "invalid", "DROP", "state INVALID (malformed)"));
+    lines.push(builtin(chain, Builtin::Invalid, "DROP", "state INVALID (malformed, VLAN tags past two)"));
     lines
+}
+
+/// What IPv6 itself needs, with `address6`: after the blocklist and INPUT's anti-spoof
+/// sources (which discovery from the link's own addresses skips), before the checks of
+/// the host's address.
+fn icmpv6_lines(policy: &Policy, chain: Chain) -> Vec<ListLine> {
+    let Some(address6) = policy.address6 else {
+        return Vec::new();
+    };
+    let ours = address6.to_string();
+    let (source, destination) = match chain {
+        Chain::Output => (ours, ANYWHERE6.into()),
+        _ => (ANYWHERE6.into(), ours),
+    };
+    vec![
+        ListLine {
+            prot: "ipv6-icmp",
+            source: ANYWHERE6.into(),
+            destination: ANYWHERE6.into(),
+            ..builtin(
+                chain,
+                Builtin::NeighbourDiscovery,
+                "ACCEPT",
+                "icmpv6type 133-137 hoplimit 255, 130-132,143 hoplimit 1 from fe80::/10 (fe80::/10, :: skip antispoof)",
+            )
+        },
+        ListLine {
+            prot: "ipv6-icmp",
+            source,
+            destination,
+            ..builtin(chain, Builtin::PacketTooBig, "ACCEPT", "icmpv6type 2 (packet too big)")
+        },
+    ]
 }
 
 /// The listing's lines, in the order the programs apply them.
@@ -338,6 +349,7 @@ pub fn listing(policy: &Policy, ids: &Ids) -> Vec<ListChain> {
             counter: *counter,
         });
     }
+    input.extend(icmpv6_lines(policy, Chain::Input));
     for prefix in &policy.antispoof_destinations {
         let counter = &ids.antispoof[&antispoof_name(false, prefix)];
         input.push(ListLine {
@@ -351,30 +363,19 @@ pub fn listing(policy: &Policy, ids: &Ids) -> Vec<ListChain> {
         });
     }
     let mut output = first_lines(policy, Chain::Output);
+    output.extend(icmpv6_lines(policy, Chain::Output));
     output.push(ListLine {
-        name: "antispoof-source".into(),
-        target: "DROP",
-        prot: "all",
         source: format!("!{ours}"),
-        destination: ANYWHERE.into(),
-        matches: "outbound spoofing".into(),
-        counter: builtin_counter(Chain::Output, Builtin::SpoofedSource),
+        ..builtin(Chain::Output, Builtin::SpoofedSource, "DROP", "outbound spoofing")
     });
-    let mut forward =
-        vec![builtin(Chain::Forward, Builtin::Invalid, "invalid", "DROP", "state INVALID (malformed)")];
+    let mut forward = vec![builtin(Chain::Forward, Builtin::Invalid, "DROP", "state INVALID (malformed)")];
     for (chain, lines) in
         [(Chain::Input, &mut input), (Chain::Output, &mut output), (Chain::Forward, &mut forward)]
     {
-        lines.push(builtin(chain, Builtin::InvalidFragment, "invalid-fragment", "DROP", "fragment"));
+        lines.push(builtin(chain, Builtin::InvalidFragment, "DROP", "fragment"));
         lines.push(ListLine {
             prot: "tcp",
-            ..builtin(
-                chain,
-                Builtin::InvalidTcpFlags,
-                "invalid-tcp-flags",
-                "DROP",
-                "state INVALID (TCP flags)",
-            )
+            ..builtin(chain, Builtin::InvalidTcpFlags, "DROP", "state INVALID (TCP flags)")
         });
     }
 
@@ -474,7 +475,7 @@ pub fn listing(policy: &Policy, ids: &Ids) -> Vec<ListChain> {
     }
     let mut chains = Vec::new();
     for (chain, mut lines) in [(Chain::Input, input), (Chain::Output, output), (Chain::Forward, forward)] {
-        lines.push(builtin(chain, Builtin::Policy, "policy", "DROP", ""));
+        lines.push(builtin(chain, Builtin::Policy, "DROP", ""));
         chains.push(ListChain { chain, lines });
     }
     chains
@@ -557,5 +558,35 @@ peers = "any"
         let ids = Ids::assign(&v4_only, &Ids::default());
         let names: Vec<String> = listing(&v4_only, &ids)[0].lines.iter().map(|l| l.name.clone()).collect();
         assert!(names.contains(&"ipv6".to_string()) && !names.contains(&"icmpv6-nd".to_string()));
+    }
+
+    #[test]
+    fn the_listing_is_in_the_programs_order() {
+        let policy = parse(POLICY, Path::new("p.toml")).unwrap();
+        let ids = Ids::assign(&policy, &Ids::default());
+        let chains = listing(&policy, &ids);
+        let names = |chain: usize| -> Vec<String> {
+            let mut names: Vec<String> = chains[chain].lines.iter().map(|l| l.name.clone()).collect();
+            names.dedup();
+            names
+        };
+        // The parse's lines (where the blocklist's go after `invalid`), INPUT's anti-spoof
+        // sources, what IPv6 needs, the anti-spoof destinations (not our address).
+        assert_eq!(
+            names(0)[..7],
+            ["non-ip", "ethertype", "invalid", "antispoof", "icmpv6-nd", "icmpv6-ptb", "antispoof"]
+        );
+        // OUTPUT: what IPv6 needs leaves from link-local addresses, before the check of our source.
+        assert_eq!(
+            names(1)[..6],
+            ["non-ip", "ethertype", "invalid", "icmpv6-nd", "icmpv6-ptb", "antispoof-source"]
+        );
+        for chain in &chains[..2] {
+            let ethertype = chain.lines.iter().find(|l| l.name == "ethertype").unwrap();
+            assert_eq!(
+                (ethertype.target, ethertype.counter),
+                ("DROP", builtin_counter(chain.chain, Builtin::OtherEthertype))
+            );
+        }
     }
 }

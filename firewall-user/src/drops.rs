@@ -76,6 +76,9 @@ pub struct Decoded {
     pub ports: Option<(u16, u16)>,
     /// ICMP type and code.
     pub icmp: Option<(u8, u8)>,
+    /// The Ethernet header's ethertype, when no IP header follows it: what the `ethertype`
+    /// and `invalid` lines drop at the link layer.
+    pub ethertype: Option<u16>,
 }
 
 /// Decodes a frame's head, as much of it as there is.
@@ -85,6 +88,7 @@ pub fn decode(head: &[u8]) -> Decoded {
         return out;
     };
     let Some(net) = packet.net else {
+        out.ethertype = head.get(12..14).map(|t| u16::from_be_bytes([t[0], t[1]]));
         return out;
     };
     let payload = match &net {
@@ -151,6 +155,10 @@ pub fn render(event: &DropEvent, iface: &str, snapshot: Option<&Snapshot>) -> St
         None => out.push_str(&format!(" LINE={}", event.counter)),
     }
     let d = decode(&event.head);
+    // As netfilter's log writes a frame's ethertype (MACPROTO), for a frame without IP.
+    if let Some(ethertype) = d.ethertype {
+        out.push_str(&format!(" MACPROTO={ethertype:04x}"));
+    }
     if let (Some(src), Some(dst)) = (d.src, d.dst) {
         out.push_str(&format!(" SRC={src} DST={dst}"));
     }
@@ -351,6 +359,27 @@ mod tests {
                 .contains(&format!("CHAIN=INPUT RULE=antispoof MATCH={} ", spoof.source)),
             "{}",
             render(&event, "eth0", Some(&snapshot))
+        );
+    }
+
+    #[test]
+    fn names_a_frame_dropped_at_the_link_layer_by_its_ethertype() {
+        let text = "[host]\naddress = \"198.51.100.1\"\n";
+        let policy = crate::policy::parse(text, std::path::Path::new("p.toml")).unwrap();
+        let ids = crate::compile::Ids::assign(&policy, &Default::default());
+        let state = crate::pins::LiveState { policy_file: "p.toml".into(), ids };
+        let snapshot = Snapshot::from_parts(policy, state, Vec::new(), std::time::Instant::now());
+        let line = firewall_common::builtin_counter(
+            firewall_common::Chain::Output,
+            firewall_common::Builtin::OtherEthertype,
+        );
+        // An MPLS label, then an IPv4 header: not read.
+        let mut mpls = syn();
+        mpls.splice(12..14, [0x88, 0x47, 0, 0, 0x11, 64]);
+        let event = DropEvent { direction: Direction::Out, counter: line, len: 58, head: mpls };
+        assert_eq!(
+            render(&event, "eth0", Some(&snapshot)),
+            "DROP IN= OUT=eth0 CHAIN=OUTPUT RULE=ethertype MACPROTO=8847 LEN=58"
         );
     }
 

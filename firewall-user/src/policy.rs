@@ -745,13 +745,9 @@ fn validate_rule(
     {
         return fail(name_at, format!("bad rule name {name:?}: use 1 to 32 of a-z, 0-9 and -"));
     }
-    if name == "policy"
-        || name.starts_with("antispoof")
+    if name.starts_with("antispoof")
         || name.starts_with("invalid")
-        || name == "non-ip"
-        || name == "ipv6"
-        || name == "icmpv6-nd"
-        || name == "icmpv6-ptb"
+        || firewall_common::Builtin::ALL.iter().any(|line| line.name() == name)
     {
         return fail(name_at, format!("rule name {name:?} is reserved for the built-in lines"));
     }

@@ -755,6 +755,8 @@ const BAD_NAMES: &[&str] = &[
     r#""invalid""#,
     r#""invalid-x""#,
     r#""non-ip""#,
+    r#""ethertype""#,
+    r#""icmpv6-nd""#,
     r#""a\u0000""#,
     r#""a\n""#,
     "5",

@@ -532,6 +532,55 @@ impl Lab {
         }
     }
 
+    /// The MAC address of `iface` in namespace `ns`.
+    pub fn mac(&self, ns: &str, iface: &str) -> [u8; 6] {
+        let out = ip(&["-n", ns, "-j", "link", "show", "dev", iface]);
+        let json: Value = serde_json::from_slice(&out.stdout).expect("ip -j link's JSON");
+        let text = json[0]["address"].as_str().unwrap_or_else(|| panic!("no address for {iface} in {ns}"));
+        let bytes: Vec<u8> =
+            text.split(':').map(|b| u8::from_str_radix(b, 16).expect("a MAC address in hex")).collect();
+        bytes.try_into().unwrap_or_else(|_| panic!("{text} is not a MAC address"))
+    }
+
+    /// Sends whole frames (Ethernet header and all) out of `iface` in namespace `ns`
+    /// through a packet socket: frames no socket of the IP stack would send, seen by the
+    /// other end's XDP program (from `c0`) or by the TC one on the way out (from `s0`; a
+    /// frame it drops is sent all the same, as far as the caller is concerned).
+    pub fn send_frames(&self, ns: &str, iface: &str, frames: &[Vec<u8>]) {
+        let index = self
+            .run_in(ns, || nix::net::if_::if_nametoindex(iface))
+            .unwrap_or_else(|e| panic!("no interface {iface} in {ns}: {e}"));
+        self.run_in(ns, || {
+            // SAFETY: plain socket calls on a descriptor this closure owns and closes; the
+            // address is a zeroed sockaddr_ll with the fields a send needs.
+            unsafe {
+                let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+                assert!(fd >= 0, "a packet socket: {}", io::Error::last_os_error());
+                let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+                addr.sll_family = libc::AF_PACKET as u16;
+                addr.sll_ifindex = index as i32;
+                addr.sll_halen = 6;
+                for frame in frames {
+                    let sent = libc::sendto(
+                        fd,
+                        frame.as_ptr().cast(),
+                        frame.len(),
+                        0,
+                        (&raw const addr).cast(),
+                        std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                    );
+                    // ENOBUFS: the TC program dropped it, which a packet socket hears of.
+                    let error = io::Error::last_os_error();
+                    assert!(
+                        sent == frame.len() as isize || error.raw_os_error() == Some(libc::ENOBUFS),
+                        "sending a frame: {error}"
+                    );
+                }
+                libc::close(fd);
+            }
+        });
+    }
+
     /// `ip -d link show s0` in the server namespace.
     pub fn server_link(&self) -> String {
         let out = ip(&["-n", &self.server, "-d", "link", "show", SERVER_IF]);

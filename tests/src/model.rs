@@ -1,9 +1,11 @@
 //! A reference model of the firewall: what the kernel programs must decide for every
 //! frame, in plain Rust, written from the documentation (README.md "Where each seed rule
-//! lives", "IPv6" and "Where this differs from the seed", POLICY.md, DESIGN.md) and not
-//! from the kernel code. It reads the validated [`Policy`] itself (its rules, its peers as
-//! prefixes, its services) and never the map contents `compile::plan` makes of it, so a
-//! fault in that compilation shows as a disagreement too. `tests/tests/model.rs` runs
+//! lives", "The blocklist", "IPv6" and "Where this differs from the seed", POLICY.md,
+//! DESIGN.md) and not from the kernel code. It reads the validated [`Policy`] itself (its
+//! rules, its peers as prefixes, its services) and never the map contents `compile::plan`
+//! makes of it, so a fault in that compilation shows as a disagreement too; the blocklist
+//! is live state, not policy, and the model takes its entries as `firewall blocklist`
+//! lists them ([`State::blocks`]). `tests/tests/model.rs` runs
 //! generated frames through the loaded programs and through [`judge`] and requires the
 //! same verdict and the same counter line for every one.
 //!
@@ -20,15 +22,26 @@
 //!
 //! ## 1. The link layer
 //!
+//! Nothing the host's IP stack would receive may pass unjudged, in either direction.
+//!
 //! 1. An Ethernet header (14 bytes; the ethertype at offset 12), then up to two VLAN tags:
 //!    while the ethertype is 0x8100 (802.1Q) or 0x88A8 (802.1ad) and fewer than two tags
 //!    were read, a 4-byte tag follows whose last two bytes are the next ethertype. A
 //!    frame that ends inside any of these headers: drop, the direction's `invalid`.
-//! 2. Ethertype IPv4 (0x0800): go on to rule 3. Ethertype IPv6 (0x86DD): without
-//!    `[host] address6`, drop, the direction's `ipv6` (the policy filters no IPv6, so none
-//!    gets in unjudged); with it, go on to rule 3a. Anything else (ARP, LLDP, a third
-//!    VLAN tag, …): pass, the direction's `non-ip`: iptables never sees those, and the
-//!    host needs them.
+//! 2. Then the ethertype decides:
+//!    - IPv4 (0x0800): go on to rule 3. IPv6 (0x86DD): without `[host] address6`, drop,
+//!      the direction's `ipv6` (the policy filters no IPv6, so none gets in unjudged);
+//!      with it, go on to rule 3a.
+//!    - 0x8100 or 0x88A8, a third tag: drop, the direction's `invalid`, whatever follows
+//!      (or nothing). Linux strips priority tags (VLAN 0) at any depth and hands what is
+//!      inside to IP; the filter reads two.
+//!    - The link's own protocols, which end at the neighbour and which Linux hands to no
+//!      IP stack: ARP (0x0806), LLDP (0x88CC), 802.1X (0x888E), the slow protocols such
+//!      as LACP (0x8809), and any value up to 1500 (0x05DC), an 802.3 length (LLC: STP,
+//!      …; Linux's SNAP clients are AppleTalk's, never IP's). Pass, the direction's
+//!      `non-ip`: iptables never sees those, and the host needs them.
+//!    - Anything else (MPLS, PPPoE, 0x9100, IPX, 1501 to 1535, …): drop, the direction's
+//!      `ethertype`.
 //!
 //! ## 2. The IP header
 //!
@@ -148,13 +161,14 @@
 //!
 //! ## 4a. What IPv6 itself needs
 //!
-//! 10a. An IPv6 packet that is not a fragment and whose ICMPv6 header parses (rule 6)
-//!      passes, counted on the direction's `icmpv6-nd`, when its type is 133 to 137
-//!      (neighbour discovery) and its hop limit 255 (no router forwards those), or its
-//!      type is 130, 131, 132 or 143 (multicast listener discovery), its hop limit 1 and
-//!      its source in `fe80::/10`; whatever its addresses. Of type 2 (packet too big) and
-//!      ours, it passes, counted on the direction's `icmpv6-ptb` (routers never fragment
-//!      IPv6: without it PMTU discovery breaks). Both come before the flows and the lists.
+//! 10a. An IPv6 packet that is not a fragment and whose ICMPv6 header parses (rule 6) is
+//!      *discovery* when its type is 133 to 137 (neighbour discovery) and its hop limit
+//!      255 (no router forwards those), or its type is 130, 131, 132 or 143 (multicast
+//!      listener discovery), its hop limit 1 and its source in `fe80::/10`; whatever its
+//!      addresses. It is *packet-too-big* when its type is 2 and it is ours (routers never
+//!      fragment IPv6: without it PMTU discovery breaks). Neither has a flow key (rule 8);
+//!      they pass in rules 12 and 13, after the blocklist and (in) the anti-spoof sources,
+//!      counted on the direction's `icmpv6-nd` and `icmpv6-ptb`.
 //!
 //! ## 5. The fast path: tracked flows first
 //!
@@ -170,17 +184,41 @@
 //!     promote its flow (rule 9c); its time is now. A flow found past its timeout is
 //!     forgotten, and the packet goes on.
 //!
+//! ## 5a. The blocklist
+//!
+//! 11a. The blocklist (`firewall block`) holds entries: a prefix of either family, a
+//!      deadline (`CLOCK_MONOTONIC_COARSE` ns; 0: none) and a slot. For an address the
+//!      most specific (longest) entry of its family containing it decides, and *blocks*
+//!      it unless its deadline is not 0 and `now` has reached it (user space keeps every
+//!      entry expiring no earlier than the entries it is inside, so an expired entry never
+//!      hides a live one; the tests' entries never expire within a case: none, or an hour
+//!      ahead). A packet whose peer is blocked drops, counted on the entry's line of the
+//!      direction (its slot's INPUT line for in, its OUTPUT line for out), ours or not,
+//!      whatever it is: a fragment, a malformed transport header, discovery,
+//!      packet-too-big. So nothing passes to or from a blocked address but what the link
+//!      needs: its own protocols (rule 2; blocks are IP prefixes), and the blocked host's
+//!      discovery from its link-local address, another address, unless `fe80::/10` is
+//!      blocked too.
+//! 11b. Blocking a prefix ends the flows of every peer inside it (as `firewall block`
+//!      does), so rule 11, which comes first, never passes a blocked peer's packets.
+//!
 //! ## 6. The chains
 //!
 //! The anti-spoof lists hold prefixes of both families; an address is in a list when a
 //! prefix of its own family contains it.
 //!
 //! 12. In: a source in the anti-spoof source list drops, counted on the most specific
-//!     (longest) entry that contains it, each entry its own line. If the packet is not
-//!     ours, a destination in the anti-spoof destination list drops likewise. Then the
-//!     chain is INPUT when ours, FORWARD when not.
-//! 13. Out: a packet that is not ours (another source address) drops, OUTPUT
-//!     `antispoof-source` (outbound spoofing); the chain is OUTPUT.
+//!     (longest) entry that contains it, each entry its own line; but not discovery whose
+//!     source is in `fe80::/10` or is `::`, the link's own addresses, which the IPv6
+//!     defaults list to keep them out of everything else (discovery from any other
+//!     source meets the list). Then discovery passes, the direction's `icmpv6-nd`, and
+//!     packet-too-big, its `icmpv6-ptb`. If the packet is not ours, a destination in the
+//!     anti-spoof destination list drops likewise. Then the chain is INPUT when ours,
+//!     FORWARD when not.
+//! 13. Out: discovery passes, the direction's `icmpv6-nd` (the host's own comes from its
+//!     link-local address), and packet-too-big, its `icmpv6-ptb`. A packet that is not
+//!     ours (another source address) drops, OUTPUT `antispoof-source` (outbound
+//!     spoofing); the chain is OUTPUT.
 //! 14. A fragment drops, the chain's `invalid-fragment` (XDP cannot reassemble).
 //! 15. A transport header that does not parse (rule 6) drops, the chain's `invalid`.
 //! 16. TCP flags that are not valid (rule 7) drop, the chain's `invalid-tcp-flags`.
@@ -253,7 +291,7 @@
 //! IPv4 as IPv4-mapped `::ffff:a.b.c.d`) and know their family. The parse yields a
 //! family-neutral [`Datagram`] from either header, so the rules after it read the
 //! family only where the specification names it: the host's address, ICMP's numbers,
-//! rule 10a and the quoted header.
+//! rules 10a and 12 and the quoted header.
 use std::{
     collections::HashMap,
     fmt,
@@ -262,8 +300,9 @@ use std::{
 };
 
 use firewall_common::{
-    Builtin, Chain, Direction, ECHO_REQUESTS_IN, ECHO_REQUESTS_OUT, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, Line,
-    PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, builtin_counter, rule_counter,
+    BLOCK_COUNTER_BASE, Builtin, Chain, Direction, ECHO_REQUESTS_IN, ECHO_REQUESTS_OUT, ICMP_ECHO_REPLY,
+    ICMP_ECHO_REQUEST, Line, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, block_counter, builtin_counter,
+    rule_counter,
 };
 use firewall_user::{
     compile::Ids,
@@ -276,6 +315,14 @@ pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 pub const ETHERTYPE_VLAN: u16 = 0x8100;
 pub const ETHERTYPE_QINQ: u16 = 0x88a8;
+/// Rule 2's protocols of the link itself, written from their registries (IEEE's
+/// ethertypes) rather than taken from the kernel's code.
+pub const ETHERTYPE_ARP: u16 = 0x0806;
+pub const ETHERTYPE_LLDP: u16 = 0x88cc;
+pub const ETHERTYPE_EAPOL: u16 = 0x888e;
+pub const ETHERTYPE_SLOW: u16 = 0x8809;
+/// The largest 802.3 length.
+pub const ETHER_MAX_LENGTH: u16 = 1500;
 
 const ETH_HEADER: usize = 14;
 const VLAN_TAG: usize = 4;
@@ -372,6 +419,11 @@ fn link_local(addr: IpAddr) -> bool {
     Net { bits: 0xfe80 << 112, len: 10, v6: true }.contains(addr)
 }
 
+/// Rule 12's addresses of the link itself: `fe80::/10` and `::`.
+fn of_the_link(addr: IpAddr) -> bool {
+    link_local(addr) || addr == IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+}
+
 /// `::ffff:0:0/96` (rule 3a).
 fn ipv4_mapped(addr: Ipv6Addr) -> bool {
     u128::from(addr) >> 32 == 0xffff
@@ -416,8 +468,14 @@ impl Peer {
 pub enum Parsed {
     /// The frame ends inside the Ethernet header or a VLAN tag.
     TruncatedLink,
-    /// Neither IPv4 nor IPv6 (ARP, …); the ethertype after the tags.
-    NotIp {
+    /// A third VLAN tag.
+    TagsTooDeep,
+    /// One of the link's own protocols (ARP, …; rule 2); the ethertype after the tags.
+    LinkProtocol {
+        ethertype: u16,
+    },
+    /// Any other ethertype.
+    OtherEthertype {
         ethertype: u16,
     },
     /// IPv6, while the policy has no `address6`.
@@ -532,7 +590,12 @@ pub fn parse(frame: &[u8], filters_ipv6: bool) -> Parsed {
         ETHERTYPE_IPV4 => parse_ipv4(frame, at),
         ETHERTYPE_IPV6 if filters_ipv6 => parse_ipv6(frame, at),
         ETHERTYPE_IPV6 => Parsed::Ipv6,
-        other => Parsed::NotIp { ethertype: other },
+        ETHERTYPE_VLAN | ETHERTYPE_QINQ => Parsed::TagsTooDeep,
+        ETHERTYPE_ARP | ETHERTYPE_LLDP | ETHERTYPE_EAPOL | ETHERTYPE_SLOW => {
+            Parsed::LinkProtocol { ethertype }
+        }
+        length if length <= ETHER_MAX_LENGTH => Parsed::LinkProtocol { ethertype: length },
+        other => Parsed::OtherEthertype { ethertype: other },
     }
 }
 
@@ -883,12 +946,30 @@ impl Flow {
     }
 }
 
-/// What the model remembers between frames: the flow table and each limited rule's
-/// `tat` (absent: 0, a full bucket).
+/// A blocklist entry (rule 11a), as `firewall blocklist` lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Block {
+    pub net: Net,
+    /// `CLOCK_MONOTONIC_COARSE` ns; 0: none.
+    pub deadline_ns: u64,
+    /// Names its two lines.
+    pub slot: u32,
+}
+
+/// What the model remembers between frames: the flow table, each limited rule's `tat`
+/// (absent: 0, a full bucket), and the blocklist.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
     pub flows: HashMap<FlowKey, Flow>,
     pub buckets: HashMap<u32, u64>,
+    pub blocks: Vec<Block>,
+}
+
+impl State {
+    /// Rule 11b: `net` is blocked from now on; the flows of the peers inside it end.
+    pub fn block(&mut self, net: Net) {
+        self.flows.retain(|key, _| !net.contains(key.peer));
+    }
 }
 
 impl State {
@@ -972,8 +1053,11 @@ pub fn judge(
 ) -> Outcome {
     let own = Chain::of(direction);
     match parse(frame, policy.address6.is_some()) {
-        Parsed::TruncatedLink | Parsed::BadIp { .. } => drop(builtin_counter(own, Builtin::Invalid)),
-        Parsed::NotIp { .. } => pass(builtin_counter(own, Builtin::NonIp)),
+        Parsed::TruncatedLink | Parsed::TagsTooDeep | Parsed::BadIp { .. } => {
+            drop(builtin_counter(own, Builtin::Invalid))
+        }
+        Parsed::LinkProtocol { .. } => pass(builtin_counter(own, Builtin::NonIp)),
+        Parsed::OtherEthertype { .. } => drop(builtin_counter(own, Builtin::OtherEthertype)),
         Parsed::Ipv6 => drop(builtin_counter(own, Builtin::Ipv6)),
         Parsed::Ip(datagram) => Judge { policy, ids, state, direction, now_ns }.datagram(&datagram),
     }
@@ -1001,21 +1085,23 @@ impl Judge<'_> {
         };
         let ours = local == host;
 
-        // Rule 10a: what IPv6 needs passes first.
-        if v6
-            && !d.fragment
-            && let Transport::Icmp(Icmp { kind, .. }) = d.transport
-        {
-            let own = Chain::of(direction);
-            let discovery = (ICMPV6_NEIGHBOUR_DISCOVERY.contains(&kind) && d.hop_limit == 255)
-                || (ICMPV6_LISTENER_DISCOVERY.contains(&kind) && d.hop_limit == 1 && link_local(d.src));
-            if discovery {
-                return pass(builtin_counter(own, Builtin::NeighbourDiscovery));
-            }
-            if kind == ICMPV6_PACKET_TOO_BIG && ours {
-                return pass(builtin_counter(own, Builtin::PacketTooBig));
-            }
-        }
+        // Rule 10a: what IPv6 needs, which passes in rules 12 and 13.
+        let own = Chain::of(direction);
+        let (discovery, too_big) = match d.transport {
+            Transport::Icmp(Icmp { kind, .. }) if v6 && !d.fragment => (
+                (ICMPV6_NEIGHBOUR_DISCOVERY.contains(&kind) && d.hop_limit == 255)
+                    || (ICMPV6_LISTENER_DISCOVERY.contains(&kind) && d.hop_limit == 1 && link_local(d.src)),
+                kind == ICMPV6_PACKET_TOO_BIG && ours,
+            ),
+            _ => (false, false),
+        };
+        let infrastructure = if discovery {
+            Some(pass(builtin_counter(own, Builtin::NeighbourDiscovery)))
+        } else if too_big {
+            Some(pass(builtin_counter(own, Builtin::PacketTooBig)))
+        } else {
+            None
+        };
 
         // Rule 11: tracked flows first.
         if ours
@@ -1027,11 +1113,21 @@ impl Judge<'_> {
             return pass(counter);
         }
 
+        // Rule 11a.
+        if let Some(counter) = self.blocked(peer) {
+            return drop(counter);
+        }
+
         // Rules 12 and 13.
         let chain = match direction {
             Direction::In => {
-                if let Some(counter) = self.antispoof(&self.policy.antispoof_sources, "source", d.src) {
+                if !(discovery && of_the_link(d.src))
+                    && let Some(counter) = self.antispoof(&self.policy.antispoof_sources, "source", d.src)
+                {
                     return drop(counter);
+                }
+                if let Some(outcome) = infrastructure {
+                    return outcome;
                 }
                 if ours {
                     Chain::Input
@@ -1044,8 +1140,15 @@ impl Judge<'_> {
                     Chain::Forward
                 }
             }
-            Direction::Out if !ours => return drop(builtin_counter(Chain::Output, Builtin::SpoofedSource)),
-            Direction::Out => Chain::Output,
+            Direction::Out => {
+                if let Some(outcome) = infrastructure {
+                    return outcome;
+                }
+                if !ours {
+                    return drop(builtin_counter(Chain::Output, Builtin::SpoofedSource));
+                }
+                Chain::Output
+            }
         };
         // Rules 14 to 17.
         if d.fragment {
@@ -1193,6 +1296,13 @@ impl Judge<'_> {
         self.state.flows.insert(key, flow);
     }
 
+    /// Rule 11a: the line of the entry that blocks `peer`, if one does.
+    fn blocked(&self, peer: IpAddr) -> Option<u32> {
+        let entry = self.state.blocks.iter().filter(|b| b.net.contains(peer)).max_by_key(|b| b.net.len)?;
+        let live = entry.deadline_ns == 0 || self.now_ns < entry.deadline_ns;
+        live.then(|| block_counter(entry.slot, self.direction))
+    }
+
     /// Whether rule 12 would drop a packet from `peer`.
     fn spoofed(&self, peer: IpAddr) -> bool {
         self.antispoof(&self.policy.antispoof_sources, "source", peer).is_some()
@@ -1288,25 +1398,19 @@ fn offers(offered: Service, wanted: Service, peer: IpAddr) -> bool {
 }
 
 /// A counter id as the listing names its line: `INPUT invalid`, `OUTPUT ssh-in
-/// ESTABLISHED`, `INPUT antispoof source 10.0.0.0/8`.
+/// ESTABLISHED`, `INPUT antispoof source 10.0.0.0/8`, `OUTPUT blocklist #3`.
 pub fn counter_name(policy: &Policy, ids: &Ids, id: u32) -> String {
-    const BUILTINS: [(Builtin, &str); 9] = [
-        (Builtin::NonIp, "non-ip"),
-        (Builtin::Ipv6, "ipv6"),
-        (Builtin::Invalid, "invalid"),
-        (Builtin::InvalidTcpFlags, "invalid-tcp-flags"),
-        (Builtin::InvalidFragment, "invalid-fragment"),
-        (Builtin::SpoofedSource, "antispoof-source"),
-        (Builtin::Policy, "policy"),
-        (Builtin::NeighbourDiscovery, "icmpv6-nd"),
-        (Builtin::PacketTooBig, "icmpv6-ptb"),
-    ];
     for chain in Chain::ALL {
-        for (line, name) in BUILTINS {
+        for line in Builtin::ALL {
             if builtin_counter(chain, line) == id {
-                return format!("{} {name}", chain_name(chain));
+                return format!("{} {}", chain_name(chain), line.name());
             }
         }
+    }
+    if id >= BLOCK_COUNTER_BASE {
+        let slot = (id - BLOCK_COUNTER_BASE) / 2;
+        let chain = if id == block_counter(slot, Direction::In) { Chain::Input } else { Chain::Output };
+        return format!("{} blocklist #{slot}", chain_name(chain));
     }
     if let Some((entry, _)) = ids.antispoof.iter().find(|(_, counter)| **counter == id) {
         return format!("INPUT antispoof {entry}");

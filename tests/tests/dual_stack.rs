@@ -153,6 +153,134 @@ fn packet_too_big_reaches_the_stack_so_pmtu_discovery_works() {
     assert_eq!(lab.list().packets("INPUT", "icmpv6-ptb"), 1, "counted on its line");
 }
 
+/// An ICMPv6 message from the client's end of the link, as its kernel would write it.
+fn icmp6_frame(
+    from: [u8; 6],
+    to: [u8; 6],
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    kind: u8,
+    rest: [u8; 4],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut frame = Vec::new();
+    etherparse::PacketBuilder::ethernet2(from, to)
+        .ipv6(src.octets(), dst.octets(), if kind == 2 { 64 } else { 255 })
+        .icmpv6_raw(kind, 0, rest)
+        .write(&mut frame, body)
+        .expect("an ICMPv6 frame");
+    frame
+}
+
+#[test]
+fn a_blocked_peer_gets_no_discovery_nor_packet_too_big_through() {
+    require_root();
+    let lab = Lab::dual_stack("v6-block");
+    lab.tcp_echo(sa(HOST6, 122));
+    lab.tcp_echo(sa(HOST6, 443));
+    up(&lab);
+    // The server knows DNS6's link-layer address and has a route to it to learn an MTU on.
+    assert_eq!(ping_received(&lab.ping(IpAddr::V6(HOST6), IpAddr::V6(DNS6), 1, "0.2")), 1);
+    lab.firewall_ok(&["block", &SSH_PEER6.to_string()]);
+
+    let (client, server) = (lab.mac(&lab.client, tests::lab::CLIENT_IF), lab.mac(&lab.server, SERVER_IF));
+    let all_nodes = [0x33, 0x33, 0, 0, 0, 1];
+    let solicited = [0x33, 0x33, 0xff, 0, 0, 1];
+    let group: Ipv6Addr = "ff02::1:ff00:1".parse().unwrap();
+    // A solicitation for HOST6 carrying the sender's link-layer address: the server's
+    // kernel takes the sender in as a neighbour, so a solicitation that gets through leaves
+    // an entry. An advertisement, unsolicited. A packet-too-big about a datagram of ours to
+    // DNS6, as the existing test's, which the kernel learns a path MTU from.
+    let solicitation = |src: Ipv6Addr| {
+        let mut body = HOST6.octets().to_vec();
+        body.extend_from_slice(&[1, 1]);
+        body.extend_from_slice(&client);
+        icmp6_frame(client, solicited, src, group, 135, [0; 4], &body)
+    };
+    let advertisement = |src: Ipv6Addr| {
+        let mut body = src.octets().to_vec();
+        body.extend_from_slice(&[2, 1]);
+        body.extend_from_slice(&client);
+        icmp6_frame(client, all_nodes, src, "ff02::1".parse().unwrap(), 136, [0x20, 0, 0, 0], &body)
+    };
+    let too_big = |src: Ipv6Addr| {
+        let mut quoted = vec![0x60, 0, 0, 0, 0x05, 0x78, 58, 64];
+        quoted.extend_from_slice(&HOST6.octets());
+        quoted.extend_from_slice(&DNS6.octets());
+        quoted.extend_from_slice(&[129, 0, 0, 0, 0, 7, 0, 1]);
+        quoted.extend_from_slice(&[0x78; 64]);
+        icmp6_frame(client, server, src, HOST6, 2, 1280u32.to_be_bytes(), &quoted)
+    };
+    let link_local: Ipv6Addr = "fe80::7:7".parse().unwrap();
+    let before = lab.list();
+    lab.send_frames(
+        &lab.client,
+        tests::lab::CLIENT_IF,
+        &[
+            solicitation(SSH_PEER6),
+            advertisement(SSH_PEER6),
+            too_big(SSH_PEER6),
+            // The same host's link-local address, and a peer nobody blocked.
+            solicitation(link_local),
+            solicitation(STRANGER6),
+        ],
+    );
+    let neighbours = || {
+        let out = Command::new("ip")
+            .args(["-n", &lab.server, "-6", "neigh", "show", "dev", SERVER_IF])
+            .output()
+            .expect("ip neigh");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let known = |addr: Ipv6Addr| neighbours().lines().any(|l| l.starts_with(&format!("{addr} ")));
+    let deadline = Instant::now() + OPEN_WITHIN;
+    while !(known(link_local) && known(STRANGER6)) {
+        assert!(
+            Instant::now() < deadline,
+            "the unblocked solicitations never reached the stack:\n{}",
+            neighbours()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!known(SSH_PEER6), "the blocked address's solicitation reached the stack:\n{}", neighbours());
+    let route = || {
+        let out = Command::new("ip")
+            .args(["-n", &lab.server, "-6", "route", "get", &DNS6.to_string()])
+            .output()
+            .expect("ip route get");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        !route().contains("mtu 1280"),
+        "a packet-too-big from the blocked address was heard: {}",
+        route()
+    );
+    let after = lab.list();
+    let block_line = tests::daemons::line_packets(&after, "INPUT", "blocklist", &SSH_PEER6.to_string());
+    assert_eq!(block_line, 3, "its solicitation, advertisement and packet-too-big, on the block's line");
+    assert!(after.packets("INPUT", "icmpv6-nd") >= before.packets("INPUT", "icmpv6-nd") + 2, "the others");
+    // The same packet-too-big from an address nobody blocked is heard: the frame is sound.
+    lab.send_frames(&lab.client, tests::lab::CLIENT_IF, &[too_big(STRANGER6)]);
+    let deadline = Instant::now() + OPEN_WITHIN;
+    while !route().contains("mtu 1280") {
+        assert!(Instant::now() < deadline, "the kernel never learnt the path MTU: {}", route());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // IPv6 goes on working for everyone else, discovery afresh through the filter; the
+    // blocked peer gets nothing, though ssh-in names it.
+    for ns in [&lab.server, &lab.client] {
+        tests::lab::sh(Command::new("ip").args(["-n", ns, "-6", "neigh", "flush", "all"]));
+    }
+    assert_eq!(lab.tcp_probe(STRANGER6, sa(HOST6, 443), OPEN_WITHIN), Outcome::Open, "https from a stranger");
+    assert_eq!(
+        lab.tcp_probe(SSH_PEER6, sa(HOST6, 122), BLOCKED_AFTER),
+        Outcome::Blocked,
+        "ssh from the blocked peer"
+    );
+    assert_eq!(ping_received(&lab.ping(IpAddr::V6(HOST6), IpAddr::V6(DNS6), 1, "0.2")), 1, "ping6 out");
+}
+
 #[test]
 fn without_address6_ipv6_is_dropped_and_ipv4_is_not() {
     require_root();

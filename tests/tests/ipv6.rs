@@ -1,7 +1,8 @@
 //! IPv6 verdicts of the real programs (BPF_PROG_TEST_RUN), with a policy that has an
 //! `address6`: every rule applies to both families, neighbour and listener discovery and
-//! packet-too-big always pass, extension headers are walked to the transport header,
-//! and nothing IPv6 can pass for an IPv4 peer.
+//! packet-too-big pass but to and from blocked peers (and, from sources the anti-spoof
+//! list names, but for the link's own), extension headers are walked to the transport
+//! header, and nothing IPv6 can pass for an IPv4 peer.
 use firewall_common::{Builtin, Chain, Line};
 use tests::{
     frames::*,
@@ -194,7 +195,7 @@ fn ping6_is_limited_with_ipv4_ping_and_replies_only_answer_requests() {
 }
 
 #[test]
-fn neighbour_and_listener_discovery_and_packet_too_big_always_pass() {
+fn neighbour_and_listener_discovery_and_packet_too_big_pass_whatever_the_rules_say() {
     let mut f = filter();
     let o = OURS6;
     let solicited_node = v6("ff02::1:ff00:1");
@@ -236,6 +237,94 @@ fn neighbour_and_listener_discovery_and_packet_too_big_always_pass() {
     // … but only to our address.
     assert_eq!(f.ingress(&icmp6_error(v6("2001:db8:ff::1"), v6("2001:db8::2"), 2, &ours)), Drop);
     assert_eq!(f.builtin_packets(Chain::Forward, Builtin::Policy), 1);
+}
+
+/// The anti-spoof source entry of the policy's defaults that holds `text`.
+fn antispoof_source_line(f: &TestFilter, text: &str) -> u32 {
+    let plan = firewall_user::compile::plan(&f.policy, &f.ids);
+    let addr = std::net::IpAddr::V6(v6(text).into());
+    let (_, counter) = plan
+        .antispoof_sources
+        .iter()
+        .filter(|(p, _)| p.contains(addr))
+        .max_by_key(|(p, _)| p.len)
+        .unwrap_or_else(|| panic!("{text} is in no default source prefix"));
+    *counter
+}
+
+#[test]
+fn discovery_skips_the_antispoof_sources_only_from_the_link_s_own_addresses() {
+    let mut f = filter();
+    let o = OURS6;
+    let solicited_node = v6("ff02::1:ff00:1");
+    let nd = |f: &mut TestFilter| f.builtin_packets(Chain::Input, Builtin::NeighbourDiscovery);
+    // From link-local and unspecified sources, which the defaults list (fe80::/10, ::),
+    // discovery passes: those addresses belong to the link, and discovery is theirs.
+    assert_eq!(f.ingress(&neighbour_solicitation(link_local(), solicited_node, o, 255)), Pass);
+    assert_eq!(f.ingress(&neighbour_solicitation([0; 16], solicited_node, o, 255)), Pass);
+    assert_eq!(f.ingress(&icmp6(link_local(), v6("ff02::1"), 130, 1, [0; 4], &[0; 16])), Pass);
+    // From a routable source the list does not name, too.
+    assert_eq!(f.ingress(&neighbour_solicitation(stranger(), solicited_node, o, 255)), Pass);
+    assert_eq!(nd(&mut f), 4);
+    // From sources the list names for what they are, it is dropped like anything else,
+    // counted on their entries: unique-local, loopback, multicast.
+    for text in ["fd00::5", "::1", "ff02::1"] {
+        let line = antispoof_source_line(&f, text);
+        let before = f.packets(line);
+        assert_eq!(f.ingress(&neighbour_solicitation(v6(text), solicited_node, o, 255)), Drop, "from {text}");
+        assert_eq!(f.packets(line), before + 1, "{text} on its anti-spoof line");
+    }
+    // Packet-too-big meets the list wherever it comes from.
+    let ours = tcp6(o, stranger(), 80, 40001, ACK);
+    let line = antispoof_source_line(&f, "fd00::1");
+    assert_eq!(f.ingress(&icmp6_error(v6("fd00::1"), o, 2, &ours)), Drop, "from a unique-local router");
+    assert_eq!(f.packets(line), 2);
+    assert_eq!(f.ingress(&icmp6_error(v6("fe80::1"), o, 2, &ours)), Drop, "from a link-local one");
+    assert_eq!(f.builtin_packets(Chain::Input, Builtin::PacketTooBig), 0);
+    assert_eq!(nd(&mut f), 4);
+}
+
+#[test]
+fn a_blocked_peer_gets_nothing_through_but_its_link_local_discovery() {
+    let mut f = filter();
+    let o = OURS6;
+    let blocked = v6("2001:db8:5::5");
+    let peer_link_local = v6("fe80::5");
+    let block = |f: &mut TestFilter, text: &str| {
+        let prefix = firewall_user::policy::Prefix::parse(text).expect("a prefix");
+        firewall_user::blocklist::apply_block(&mut f.loaded.maps, prefix, 0, 0).expect("blocking");
+    };
+    block(&mut f, "2001:db8:5::5");
+    let (block_in, block_out) = (
+        firewall_common::block_counter(0, firewall_common::Direction::In),
+        firewall_common::block_counter(0, firewall_common::Direction::Out),
+    );
+    let solicited_node = v6("ff02::1:ff00:1");
+    let ours = tcp6(o, blocked, 80, 40001, ACK);
+    // Its solicitation for us, its advertisement, its packet-too-big about our segment:
+    // blocked, on the entry's INPUT line.
+    assert_eq!(f.ingress(&neighbour_solicitation(blocked, solicited_node, o, 255)), Drop);
+    assert_eq!(f.ingress(&icmp6(blocked, o, 136, 255, [0x60, 0, 0, 0], &blocked)), Drop);
+    assert_eq!(f.ingress(&icmp6_error(blocked, o, 2, &ours)), Drop);
+    assert_eq!(f.packets(block_in), 3);
+    // Ours to it: our advertisement (from our link-local address), a packet-too-big.
+    assert_eq!(f.egress(&icmp6(v6("fe80::1"), blocked, 136, 255, [0x60, 0, 0, 0], &o)), Drop);
+    let theirs = tcp6(blocked, o, 40001, 80, ACK);
+    assert_eq!(f.egress(&icmp6_error(o, blocked, 2, &theirs)), Drop);
+    assert_eq!(f.packets(block_out), 2);
+    // Its link-local address is another address: its discovery passes, and ours to it.
+    assert_eq!(f.ingress(&neighbour_solicitation(peer_link_local, solicited_node, o, 255)), Pass);
+    assert_eq!(f.egress(&icmp6(v6("fe80::1"), peer_link_local, 136, 255, [0x60, 0, 0, 0], &o)), Pass);
+    assert_eq!(f.builtin_packets(Chain::Input, Builtin::NeighbourDiscovery), 1);
+    assert_eq!(f.builtin_packets(Chain::Output, Builtin::NeighbourDiscovery), 1);
+    // Unless fe80::/10 itself is blocked (its own slot, 1): then only our discovery to the
+    // groups passes, whose peer is a group.
+    block(&mut f, "fe80::/10");
+    let link_block_in = firewall_common::block_counter(1, firewall_common::Direction::In);
+    assert_eq!(f.ingress(&neighbour_solicitation(peer_link_local, solicited_node, o, 255)), Drop);
+    assert_eq!(f.packets(link_block_in), 1);
+    assert_eq!(f.egress(&neighbour_solicitation(v6("fe80::1"), v6("ff02::1:ff00:5"), blocked, 255)), Pass);
+    assert_eq!(f.builtin_packets(Chain::Output, Builtin::NeighbourDiscovery), 2);
 }
 
 #[test]

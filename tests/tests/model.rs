@@ -7,16 +7,27 @@
 //! anti-spoof ranges) and ports and ICMP types from its services, so most frames reach
 //! the allow-lists and the flow table; around them, every malformation the parser must
 //! catch (truncation at any length, IHL and TCP data offsets 0 to 15, IPv4 options, bad
-//! total and payload lengths, fragments, all 256 TCP flag bytes, VLAN tags, ICMP and
-//! ICMPv6 of every type quoting real and bogus headers of either family, IPv6 extension
-//! header chains of every kind and length, IPv4-mapped addresses, other protocols, ARP,
-//! random bytes, bit flips) and what IPv6 itself needs (neighbour and listener discovery
-//! with right and wrong hop limits and sources, packet-too-big to us and to others).
-//! Policies without `address6` get IPv6 frames too, which must all meet the `ipv6` line.
+//! total and payload lengths, fragments, all 256 TCP flag bytes, ICMP and ICMPv6 of
+//! every type quoting real and bogus headers of either family, IPv6 extension header
+//! chains of every kind and length, IPv4-mapped addresses, other protocols, random bytes,
+//! bit flips), the link layer (0 to 5 VLAN tags of both TPIDs, ethertypes at the edges:
+//! 802.3 lengths around 1500, the link's own protocols, MPLS, PPPoE, and any, carrying IP
+//! or bytes; ARP) and what IPv6 itself needs (neighbour and listener discovery with right
+//! and wrong hop limits and sources, link-local, unspecified and the anti-spoof lists'
+//! among them; packet-too-big to us and to others, from routers anywhere). Policies
+//! without `address6` get IPv6 frames too, which must all meet the `ipv6` line.
+//!
+//! Two cases of frames in five, and one sequence in five, start with blocks (`firewall
+//! block`, through its own code on the loaded maps: [`blocklist::apply_block`]) of the
+//! policy's peers, strangers, our address, link-local addresses and their networks, of
+//! both families, nested at times, none expiring within a case; three sequences in ten
+//! block more between two steps, which must end the flows of the peers they block. The model is given the entries as the map then
+//! holds them.
 //!
 //! Each policy is loaded once; between cases the harness empties both flow tables and
-//! refills the token buckets ([`TestFilter::reset_state`]) instead of reloading, which
-//! costs the verifier's run each time. Counters are never reset: the test keeps what it
+//! refills the token buckets ([`TestFilter::reset_state`]), and the test lifts every
+//! block, instead of reloading, which costs the verifier's run each time. Counters are
+//! never reset: the test keeps what it
 //! expects each line to hold and checks the model's line after every frame (one map
 //! lookup) and every line after every case (so a frame counted twice is caught too).
 //! After every frame the kernel's two flow tables must hold what the model's do: each key
@@ -53,7 +64,10 @@ use std::{
 };
 
 use firewall_common::{Builtin, Chain, Counter, Direction, Line, builtin_counter, rule_counter};
-use firewall_user::policy::{Policy, Service};
+use firewall_user::{
+    blocklist,
+    policy::{Policy, Prefix, Service},
+};
 use proptest::{
     prelude::*,
     sample::{Index, select},
@@ -534,6 +548,14 @@ enum Loose {
         bytes: Vec<u8>,
         ethertype: Option<u16>,
     },
+    /// VLAN tags (TPIDs, outermost first), then an ethertype and what follows it: an IP
+    /// datagram or bytes, whatever the ethertype says.
+    Link {
+        direction: Direction,
+        tags: Vec<u16>,
+        ethertype: u16,
+        body: Vec<u8>,
+    },
 }
 
 impl Loose {
@@ -577,6 +599,18 @@ impl Loose {
                 }
                 (*direction, b)
             }
+            Loose::Link { direction, tags, ethertype, body } => {
+                let mut b = MAC_HOST.to_vec();
+                b.extend_from_slice(&MAC_PEER);
+                for (i, tpid) in tags.iter().enumerate() {
+                    b.extend_from_slice(&tpid.to_be_bytes());
+                    // Priority tags (VLAN 0), which Linux strips at any depth, and others.
+                    b.extend_from_slice(&(if i % 2 == 0 { 0u16 } else { 100 + i as u16 }).to_be_bytes());
+                }
+                b.extend_from_slice(&ethertype.to_be_bytes());
+                b.extend_from_slice(body);
+                (*direction, b)
+            }
         }
     }
 }
@@ -617,6 +651,9 @@ struct Pool {
     icmp_peers: Vec<PeerPick>,
     /// Whether a rule has `related = true`.
     related: bool,
+    /// Addresses blocks are drawn around: the single peers, a CIDR's edge, strangers, ours,
+    /// and (IPv6) the link-local addresses discovery comes from.
+    block_anchors: Vec<IpAddr>,
 }
 
 /// A packet some rule admits: its service (for ICMP, in the family's numbering) and how
@@ -834,6 +871,11 @@ impl Pool {
             icmp_types.sort_unstable();
         }
         icmp_types.dedup();
+        let mut block_anchors: Vec<IpAddr> = peers.iter().take(4).copied().collect();
+        block_anchors.extend([cidr_edges[0], strangers[0], strangers[1], ours]);
+        if v6 {
+            block_anchors.extend(["fe80::1", "fe80::2", "fe80::abcd:1"].map(v6_addr));
+        }
         Pool {
             v6,
             ours,
@@ -850,6 +892,7 @@ impl Pool {
             admitted_out,
             icmp_peers,
             related: policy.rules.iter().any(|r| r.related),
+            block_anchors,
         }
     }
 
@@ -1003,9 +1046,16 @@ fn tags() -> impl Strategy<Value = Vec<u16>> {
         12 => Just(vec![]),
         2 => select(TPIDS.to_vec()).prop_map(|t| vec![t]),
         1 => (select(TPIDS.to_vec()), select(TPIDS.to_vec())).prop_map(|(a, b)| vec![a, b]),
-        1 => prop::collection::vec(select(TPIDS.to_vec()), 3..=3),
+        1 => prop::collection::vec(select(TPIDS.to_vec()), 3..=5),
     ]
 }
+
+/// Ethertypes at the edges of rule 2: 802.3 lengths around 1500 and the first ethertype,
+/// the link's own protocols, VLAN tags, MPLS, PPPoE, the old QinQ TPID, IPX, IP itself.
+const EDGE_ETHERTYPES: [u16; 20] = [
+    0x0000, 0x002e, 0x05dc, 0x05dd, 0x05ff, 0x0600, 0x0806, 0x88cc, 0x888e, 0x8809, 0x8100, 0x88a8, 0x8847,
+    0x8848, 0x8863, 0x8864, 0x9100, 0x8137, 0x0800, 0x86dd,
+];
 
 fn tcp_flags() -> impl Strategy<Value = u8> {
     prop_oneof![
@@ -1088,8 +1138,18 @@ fn extensions() -> impl Strategy<Value = Vec<Extension>> {
 }
 
 fn mutation(v6: bool) -> BoxedStrategy<Mutation> {
-    let ethertypes =
-        vec![0x0806u16, model::ETHERTYPE_IPV6, model::ETHERTYPE_IPV4, model::ETHERTYPE_VLAN, 0x88cc, 0];
+    let ethertypes = vec![
+        0x0806u16,
+        model::ETHERTYPE_IPV6,
+        model::ETHERTYPE_IPV4,
+        model::ETHERTYPE_VLAN,
+        model::ETHERTYPE_QINQ,
+        0x88cc,
+        0x8847,
+        0x05dc,
+        0x05dd,
+        0,
+    ];
     if v6 {
         prop_oneof![
             4 => any::<Index>().prop_map(Mutation::Truncate),
@@ -1124,7 +1184,7 @@ fn mutation(v6: bool) -> BoxedStrategy<Mutation> {
             2 => (0u8..16).prop_map(Mutation::DataOffset),
             1 => any::<u16>().prop_map(Mutation::UdpLength),
             1 => (-12i8..=12).prop_map(Mutation::UdpLengthBy),
-            1 => select(vec![0x0806u16, model::ETHERTYPE_IPV6, model::ETHERTYPE_VLAN, 0x88cc, 0]).prop_map(Mutation::Ethertype),
+            1 => select(vec![0x0806u16, model::ETHERTYPE_IPV6, model::ETHERTYPE_VLAN, model::ETHERTYPE_QINQ, 0x88cc, 0x8864, 0x05dc, 0x0600, 0]).prop_map(Mutation::Ethertype),
             3 => (any::<Index>(), 0u8..8).prop_map(|(at, bit)| Mutation::FlipBit(at, bit)),
         ]
         .boxed()
@@ -1268,13 +1328,21 @@ fn discovery(pool: &Pool) -> BoxedStrategy<Loose> {
     // Link-local sources mostly, the unspecified one (duplicate address detection), and
     // sources discovery must not trust: just outside fe80::/10, ours, others.
     let mut sources = [link_local.as_slice(), &link_local, &link_local].concat();
+    // And sources the anti-spoof lists name for what they are (unique-local, loopback,
+    // multicast, the policy's own entries), which discovery from them must meet.
     sources.extend([
         v6_addr("::"),
         v6_addr("::"),
         v6_addr("fec0::1"),
+        v6_addr("fd00::5"),
+        v6_addr("::1"),
+        v6_addr("ff02::1"),
+        pool.antispoof[0],
+        pool.antispoof[pool.antispoof.len() / 2],
         pool.ours,
         pool.strangers[0],
         pool.peers[0],
+        pool.peers[pool.peers.len() - 1],
     ]);
     let mut destinations =
         ["ff02::1", "ff02::2", "ff02::16", "ff02::1:ff00:1", "fe80::1", "ff05::2"].map(v6_addr).to_vec();
@@ -1310,10 +1378,15 @@ fn discovery(pool: &Pool) -> BoxedStrategy<Loose> {
             Loose::Ip { direction, packet, mutations }
         },
     );
+    // Routers anywhere, and at addresses the anti-spoof lists name.
+    let routers = prop_oneof![
+        4 => pool.error_sender(),
+        1 => select(vec![v6_addr("fd00::1"), v6_addr("fe80::1"), pool.antispoof[0]]),
+    ];
     let too_big = (
         direction(),
         pool.local(),
-        pool.error_sender(),
+        routers,
         inner_packet(pool, Direction::In),
         quote_fault(true),
         hop_limit(),
@@ -1349,6 +1422,29 @@ fn discovery(pool: &Pool) -> BoxedStrategy<Loose> {
     prop_oneof![3 => messages, 1 => too_big].boxed()
 }
 
+/// Frames with 0 to 5 VLAN tags of both TPIDs and an ethertype at the edges of rule 2 or
+/// any, carrying an IP datagram of either family (for either direction) or bytes.
+fn link(pools: &Pools) -> BoxedStrategy<Loose> {
+    let dual = pools.dual;
+    let datagram = |pool: &Pool, d: Direction| packet(pool, d, dual).prop_map(move |p| (d, p.datagram().0));
+    let bodies = prop_oneof![
+        datagram(&pools.v4, Direction::In),
+        datagram(&pools.v4, Direction::Out),
+        datagram(&pools.v6, Direction::In),
+        datagram(&pools.v6, Direction::Out),
+        (direction(), prop::collection::vec(any::<u8>(), 0..64)),
+    ];
+    let tags = prop_oneof![
+        2 => Just(vec![]),
+        3 => prop::collection::vec(select(TPIDS.to_vec()), 1..=2),
+        3 => prop::collection::vec(select(TPIDS.to_vec()), 3..=5),
+    ];
+    let ethertype = prop_oneof![6 => select(EDGE_ETHERTYPES.to_vec()), 1 => any::<u16>()];
+    (tags, ethertype, bodies)
+        .prop_map(|(tags, ethertype, (direction, body))| Loose::Link { direction, tags, ethertype, body })
+        .boxed()
+}
+
 /// The single-frame generator.
 fn loose(pools: &Pools) -> BoxedStrategy<Loose> {
     let dual = pools.dual;
@@ -1371,6 +1467,9 @@ fn loose(pools: &Pools) -> BoxedStrategy<Loose> {
                 model::ETHERTYPE_IPV6,
                 model::ETHERTYPE_VLAN,
                 model::ETHERTYPE_QINQ,
+                0x0806,
+                0x8847,
+                0x05dc,
             ]),
         ),
     )
@@ -1384,6 +1483,7 @@ fn loose(pools: &Pools) -> BoxedStrategy<Loose> {
             6 => discovery(&pools.v6),
             1 => arp,
             2 => bytes,
+            2 => link(pools),
         ]
         .boxed()
     } else {
@@ -1395,6 +1495,7 @@ fn loose(pools: &Pools) -> BoxedStrategy<Loose> {
             1 => ip(&pools.v6, Direction::In),
             1 => ip(&pools.v6, Direction::Out),
             2 => bytes,
+            2 => link(pools),
         ]
         .boxed()
     }
@@ -1590,6 +1691,11 @@ enum Cross {
 struct Sequence {
     flows: Vec<FlowSpec>,
     steps: Vec<Step>,
+    /// Blocked before the first step.
+    blocks: Vec<BlockSpec>,
+    /// Blocked before the step at this index (of the steps and one past them), while the
+    /// flows opened so far live: a block ends its peers' flows (rule 11b).
+    late: Option<(Index, Vec<BlockSpec>)>,
 }
 
 fn flow_spec(pool: &Pool) -> BoxedStrategy<FlowSpec> {
@@ -1762,9 +1868,50 @@ fn sequence(pools: &Pools) -> BoxedStrategy<Sequence> {
     } else {
         flow_spec(&pools.v4)
     };
-    (prop::collection::vec(flow, 1..=3), prop::collection::vec(step(pools), 2..=20))
-        .prop_map(|(flows, steps)| Sequence { flows, steps })
+    let blocks = prop_oneof![4 => Just(vec![]), 1 => prop::collection::vec(block_spec(pools), 1..=3)];
+    let late = prop::option::weighted(0.3, (any::<Index>(), prop::collection::vec(block_spec(pools), 1..=2)));
+    (prop::collection::vec(flow, 1..=3), prop::collection::vec(step(pools), 2..=20), blocks, late)
+        .prop_map(|(flows, steps, blocks, late)| Sequence { flows, steps, blocks, late })
         .boxed()
+}
+
+// ---------------------------------------------------------------------------------------
+// The blocklist.
+// ---------------------------------------------------------------------------------------
+
+/// One `firewall block`: a prefix, until unblocked or for an hour (no case lasts that
+/// long, so none expires within one).
+#[derive(Clone, Debug)]
+struct BlockSpec {
+    prefix: Prefix,
+    for_an_hour: bool,
+}
+
+/// A block around an anchor of the policy's pools: the address itself mostly, or its
+/// network at a few lengths (IPv6's /10 is fe80::/10 for a link-local anchor). A policy
+/// without `address6` gets IPv6 blocks too: users block what they see.
+fn block_spec(pools: &Pools) -> BoxedStrategy<BlockSpec> {
+    let of = |pool: &Pool| {
+        let lens = if pool.v6 { vec![128u8, 128, 128, 64, 64, 48, 10] } else { vec![32u8, 32, 32, 24, 16] };
+        let v6 = pool.v6;
+        (select(pool.block_anchors.clone()), select(lens), any::<bool>()).prop_map(
+            move |(addr, len, for_an_hour)| {
+                let network = from_bits(v6, bits_of(addr) & !low_ones(width(v6) - u32::from(len)));
+                let prefix = Prefix::parse(&format!("{network}/{len}")).expect("a prefix of an anchor");
+                BlockSpec { prefix, for_an_hour }
+            },
+        )
+    };
+    if pools.dual {
+        prop_oneof![of(&pools.v4), of(&pools.v6)].boxed()
+    } else {
+        prop_oneof![3 => of(&pools.v4), 1 => of(&pools.v6)].boxed()
+    }
+}
+
+/// A case's blocklist: empty in most cases.
+fn blocks(pools: &Pools) -> BoxedStrategy<Vec<BlockSpec>> {
+    prop_oneof![3 => Just(vec![]), 2 => prop::collection::vec(block_spec(pools), 1..=4)].boxed()
 }
 
 impl FlowSpec {
@@ -2656,6 +2803,14 @@ struct Tally {
     /// them that got as far.
     frames6: u64,
     deep6: u64,
+    /// Frames counted on a blocklist line, and of them discovery and packet-too-big.
+    blocked: u64,
+    blocked_infrastructure: u64,
+    /// Frames the model found with a third VLAN tag, of another ethertype, of the link's
+    /// own protocols.
+    too_deep: u64,
+    other_ethertype: u64,
+    link_protocol: u64,
 }
 
 impl Tally {
@@ -2670,6 +2825,11 @@ impl Tally {
         self.deep += other.deep;
         self.frames6 += other.frames6;
         self.deep6 += other.deep6;
+        self.blocked += other.blocked;
+        self.blocked_infrastructure += other.blocked_infrastructure;
+        self.too_deep += other.too_deep;
+        self.other_ethertype += other.other_ethertype;
+        self.link_protocol += other.link_protocol;
     }
 }
 
@@ -2726,17 +2886,74 @@ impl Subject {
         moved
     }
 
-    /// Runs one case of frames: from a reset state, every frame through the kernel and the
-    /// model.
-    fn run(&mut self, frames: &[(Direction, Vec<u8>)]) -> Result<model::State, TestCaseError> {
-        self.run_events(&self::frames(frames))
+    /// Runs one case of frames: from a reset state and `blocks` blocked, every frame
+    /// through the kernel and the model.
+    fn run(
+        &mut self,
+        blocks: &[BlockSpec],
+        frames: &[(Direction, Vec<u8>)],
+    ) -> Result<model::State, TestCaseError> {
+        self.run_events(blocks, &self::frames(frames))
     }
 
-    /// Runs one case: from a reset state, every event in the kernel and the model.
-    fn run_events(&mut self, events: &[Event]) -> Result<model::State, TestCaseError> {
+    /// Runs one case: from a reset state and `blocks` blocked, every event in the kernel
+    /// and the model.
+    fn run_events(&mut self, blocks: &[BlockSpec], events: &[Event]) -> Result<model::State, TestCaseError> {
         self.filter.reset_state();
+        self.clear_blocks();
+        let mut state = model::State::default();
+        // The lines of free blocklist slots read as zero.
+        for line in &mut self.expected[firewall_common::BLOCK_COUNTER_BASE as usize..] {
+            *line = Counter::default();
+        }
+        self.block(&mut state, blocks);
         self.tally.cases += 1;
-        self.run_from(model::State::default(), events)
+        self.run_from(state, events)
+    }
+
+    /// Empties the blocklist, as `unblock` of each entry would.
+    fn clear_blocks(&mut self) {
+        let maps = &mut self.filter.loaded.maps;
+        let entries: Vec<Prefix> =
+            blocklist::entries(maps).expect("reading the blocklist").iter().map(|e| e.prefix).collect();
+        if !entries.is_empty() {
+            blocklist::lift_blocks(maps, &entries, coarse_now()).expect("unblocking");
+        }
+    }
+
+    /// Blocks each prefix in the kernel's maps with the code of `firewall block`, and
+    /// gives the model what it did: the entries as the map then holds them (nested, some
+    /// covered or absorbed), the flows of the blocked peers ended.
+    fn block(&mut self, state: &mut model::State, specs: &[BlockSpec]) {
+        if specs.is_empty() {
+            return;
+        }
+        let now = coarse_now();
+        let maps = &mut self.filter.loaded.maps;
+        let before: Vec<(u32, model::Net)> = state.blocks.iter().map(|b| (b.slot, b.net)).collect();
+        for spec in specs {
+            let deadline_ns = if spec.for_an_hour { now + 3_600_000_000_000 } else { 0 };
+            blocklist::apply_block(maps, spec.prefix, deadline_ns, now).expect("blocking");
+            state.block(model::Net::from_prefix(&spec.prefix));
+        }
+        state.blocks = blocklist::entries(maps)
+            .expect("reading the blocklist")
+            .iter()
+            .map(|e| model::Block {
+                net: model::Net::from_prefix(&e.prefix),
+                deadline_ns: e.deadline_ns,
+                slot: e.slot,
+            })
+            .collect();
+        // A new entry's lines start from zero (a slot an absorbed one freed may take
+        // it), and an absorbed one's slot is free (its lines read as zero).
+        let after: Vec<(u32, model::Net)> = state.blocks.iter().map(|b| (b.slot, b.net)).collect();
+        let new = after.iter().filter(|entry| !before.contains(entry));
+        for (slot, _) in new.chain(before.iter().filter(|entry| !after.contains(entry))) {
+            for direction in [Direction::In, Direction::Out] {
+                self.expected[firewall_common::block_counter(*slot, direction) as usize] = Counter::default();
+            }
+        }
     }
 
     /// Runs events from `state` (the kernel's maps as they are), returning the model's
@@ -2811,7 +3028,7 @@ impl Subject {
                     next = later;
                 } else {
                     let message = format!(
-                        "the kernel and the model disagree\n  policy {}\n  step {step} of {}: a {}-byte frame going {}\n  frame {}\n  model's parse: {:?}\n  kernel: {kernel:?}, counted on {}\n  model:  {:?}, counted on {}\n  model's flows before: {:?}\n  earlier steps:\n{log}",
+                        "the kernel and the model disagree\n  policy {}\n  step {step} of {}: a {}-byte frame going {}\n  frame {}\n  model's parse: {:?}\n  kernel: {kernel:?}, counted on {}\n  model:  {:?}, counted on {}\n  model's flows before: {:?}\n  blocklist: {:?}\n  earlier steps:\n{log}",
                         self.name,
                         events.len(),
                         frame.len(),
@@ -2822,6 +3039,7 @@ impl Subject {
                         expected.verdict,
                         self.names(&[expected.counter]),
                         state.flows,
+                        state.blocks,
                     );
                     return Err(self.disagree(message));
                 }
@@ -2851,6 +3069,19 @@ impl Subject {
             let ipv6 = matches!(&parsed, model::Parsed::Ip(d) if d.src.is_ipv6());
             if let model::Parsed::BadIp { ipv6: true, why } = parsed {
                 *self.invalid6.entry(why).or_default() += 1;
+            }
+            match parsed {
+                model::Parsed::TagsTooDeep => self.tally.too_deep += 1,
+                model::Parsed::OtherEthertype { .. } => self.tally.other_ethertype += 1,
+                model::Parsed::LinkProtocol { .. } => self.tally.link_protocol += 1,
+                _ => {}
+            }
+            if expected.counter >= firewall_common::BLOCK_COUNTER_BASE {
+                self.tally.blocked += 1;
+                let infrastructure = matches!(&parsed, model::Parsed::Ip(d)
+                    if d.src.is_ipv6() && matches!(&d.transport, model::Transport::Icmp(i)
+                        if i.kind == 2 || (130..=137).contains(&i.kind) || i.kind == 143));
+                self.tally.blocked_infrastructure += u64::from(infrastructure);
             }
             *self.lines.entry(expected.counter).or_default() += 1;
             if ipv6 {
@@ -3086,6 +3317,10 @@ fn report(what: &str, subject: &Subject, elapsed: Duration) {
     let named = |lines: &std::collections::BTreeMap<u32, u64>| {
         by_count(lines.iter().map(|(id, n)| (*n, subject.names(&[*id]))).collect())
     };
+    println!(
+        "  blocked: {} frames ({} of them discovery or packet-too-big); link layer: {} with a third tag, {} of other ethertypes, {} of the link's own protocols",
+        t.blocked, t.blocked_infrastructure, t.too_deep, t.other_ethertype, t.link_protocol
+    );
     println!("  lines counted: {}", named(&subject.lines));
     println!("  flows: {}", by_count(subject.conntrack.iter().map(|(what, n)| (*n, what.clone())).collect()));
     if subject.policy().address6.is_some() {
@@ -3108,10 +3343,10 @@ fn exercise(
     let pools = Pools::of(subject.policy());
     let hosts = Hosts { v4: pools.v4.ours, v6: pools.v6.ours };
     let cell = RefCell::new(subject);
-    let frames = prop::collection::vec(loose(&pools), 1..=8);
-    let result = runner(frame_cases, rng).run(&frames, |case| {
+    let frames = (blocks(&pools), prop::collection::vec(loose(&pools), 1..=8));
+    let result = runner(frame_cases, rng).run(&frames, |(blocks, case)| {
         let realized: Vec<_> = case.iter().map(Loose::realize).collect();
-        cell.borrow_mut().run(&realized).map(drop)
+        cell.borrow_mut().run(&blocks, &realized).map(drop)
     });
     let failure = result.err().map(|e| describe(&cell.borrow(), e));
     let result = if failure.is_none() {
@@ -3119,7 +3354,14 @@ fn exercise(
             .run(&sequence(&pools), |case| {
                 let mut subject = cell.borrow_mut();
                 subject.tally.sequences += 1;
-                subject.run_events(&case.realize(hosts)).map(drop)
+                let events = case.realize(hosts);
+                let at = case.late.as_ref().map_or(events.len(), |(at, _)| at.index(events.len() + 1));
+                let mut state = subject.run_events(&case.blocks, &events[..at])?;
+                if let Some((_, late)) = &case.late {
+                    subject.block(&mut state, late);
+                    subject.run_from(state, &events[at..])?;
+                }
+                Ok(())
             })
             .err()
             .map(|e| describe(&cell.borrow(), e))
@@ -3176,6 +3418,15 @@ fn summary(what: &str, total: &Tally, started: Instant, seed: &str) {
         total.deep,
         total.frames
     );
+    // And around them, every kind of frame the link layer decides, and blocked peers.
+    for (what, n) in [
+        ("with a third VLAN tag", total.too_deep),
+        ("of other ethertypes", total.other_ethertype),
+        ("of the link's own protocols", total.link_protocol),
+        ("counted on a blocklist line", total.blocked),
+    ] {
+        assert!(n * 100 >= total.frames, "only {n} of {} frames {what}", total.frames);
+    }
 }
 
 #[test]
@@ -3315,7 +3566,7 @@ fn a_disagreement_fails_with_the_frame_the_policy_and_both_verdicts() {
     };
     let query = udp(ours, dns, 40000, 53);
     let answer = udp(dns, ours, 53, 40000);
-    let state = subject.run(&[(Direction::Out, query)]).expect("the query agrees");
+    let state = subject.run(&[], &[(Direction::Out, query)]).expect("the query agrees");
     subject.filter.reset_state();
     let message = subject
         .run_from(state, &frames(&[(Direction::In, answer.clone())]))
@@ -3332,7 +3583,7 @@ fn a_disagreement_fails_with_the_frame_the_policy_and_both_verdicts() {
     }
     assert_eq!(subject.tally.disagreements, 1);
     // And the next case starts straight: the kernel's count was taken in.
-    assert!(subject.run(&[(Direction::In, udp(dns, ours, 53, 40000))]).is_ok());
+    assert!(subject.run(&[], &[(Direction::In, udp(dns, ours, 53, 40000))]).is_ok());
 }
 
 /// The share of IPv6 in a dual-stack run: a third of the frames or more are IPv6
@@ -3350,6 +3601,11 @@ fn ipv6_share(total: &Tally) {
         "only {} of {} IPv6 datagrams got past the parser and discovery",
         total.deep6,
         total.frames6
+    );
+    assert!(
+        total.blocked_infrastructure >= 10,
+        "only {} discovery or packet-too-big frames to or from blocked peers",
+        total.blocked_infrastructure
     );
 }
 
@@ -3472,7 +3728,7 @@ fn an_ipv6_disagreement_fails_with_the_frame_the_policy_and_both_verdicts() {
     };
     let query = udp(ours, dns, 40000, 53);
     let answer = udp(dns, ours, 53, 40000);
-    let state = subject.run(&[(Direction::Out, query)]).expect("the query agrees");
+    let state = subject.run(&[], &[(Direction::Out, query)]).expect("the query agrees");
     subject.filter.reset_state();
     let message = subject
         .run_from(state, &frames(&[(Direction::In, answer.clone())]))
@@ -3489,7 +3745,7 @@ fn an_ipv6_disagreement_fails_with_the_frame_the_policy_and_both_verdicts() {
         assert!(message.contains(part), "{part:?} missing from:\n{message}");
     }
     assert_eq!(subject.tally.disagreements, 1);
-    assert!(subject.run(&[(Direction::In, udp(dns, ours, 53, 40000))]).is_ok());
+    assert!(subject.run(&[], &[(Direction::In, udp(dns, ours, 53, 40000))]).is_ok());
 }
 
 #[test]
@@ -3518,7 +3774,7 @@ fn an_icmpv6_error_quoting_an_ipv4_flow_in_mapped_addresses_is_not_related() {
     let judged = model::judge(policy, ids, &mut state, &error, Direction::In, 0);
     assert_eq!(judged.counter, builtin_counter(Chain::Input, Builtin::Policy), "the model: {judged}");
     let frames = [(Direction::Out, query.build().bytes), (Direction::In, error)];
-    if let Err(e) = subject.run(&frames) {
+    if let Err(e) = subject.run(&[], &frames) {
         panic!("{e}");
     }
 }

@@ -1,6 +1,7 @@
 //! Verdicts of the real programs, loaded with the seed's policy, on crafted frames
 //! (BPF_PROG_TEST_RUN): every rule admits what it should and nothing else, every
-//! anti-spoof entry and INVALID case drops and is counted where the listing says.
+//! anti-spoof entry and INVALID case drops and is counted where the listing says, and of
+//! what is not IP only the link's own protocols pass.
 use firewall_common::{Builtin, Chain, Line, builtin_counter};
 use tests::{
     frames::*,
@@ -310,6 +311,82 @@ fn arp_passes_and_ipv6_drops_both_ways() {
     // VLAN-tagged IP is judged like any other.
     assert_eq!(f.ingress(&vlan_tagged(tcp(SSH_PEER, OURS, 40000, 122, SYN), 7)), Pass);
     assert_eq!(f.ingress(&vlan_tagged(tcp(STRANGER, OURS, 40000, 122, SYN), 7)), Drop);
+}
+
+/// `frame` in VLAN tags of these TPIDs (outermost first), all priority tags (VLAN 0).
+fn tagged(frame: &[u8], tpids: &[u16]) -> Vec<u8> {
+    let mut out = frame[..12].to_vec();
+    for tpid in tpids {
+        out.extend_from_slice(&tpid.to_be_bytes());
+        out.extend_from_slice(&[0, 0]);
+    }
+    out.extend_from_slice(&frame[12..]);
+    out
+}
+
+#[test]
+fn the_link_s_own_protocols_pass_and_nothing_else_the_parser_does_not_read() {
+    let mut f = TestFilter::tight();
+    // A datagram to a port no rule opens, under other ethertypes: what it says it carries
+    // decides, both ways.
+    let datagram = udp(STRANGER, OURS, 40000, 9999);
+    let as_type = |ethertype: u16| {
+        let mut frame = datagram.clone();
+        frame[12..14].copy_from_slice(&ethertype.to_be_bytes());
+        frame
+    };
+    let link = [
+        ("ARP", 0x0806),
+        ("LLDP", 0x88cc),
+        ("802.1X", 0x888e),
+        ("slow protocols (LACP)", 0x8809),
+        ("an 802.3 length of 1500 (LLC)", 0x05dc),
+        ("an 802.3 length of 0", 0),
+    ];
+    for (what, ethertype) in link {
+        assert_eq!(f.ingress(&as_type(ethertype)), Pass, "{what} in");
+        assert_eq!(f.egress(&as_type(ethertype)), Pass, "{what} out");
+    }
+    assert_eq!(f.builtin_packets(Chain::Input, Builtin::NonIp), link.len() as u64);
+    assert_eq!(f.builtin_packets(Chain::Output, Builtin::NonIp), link.len() as u64);
+    let other = [
+        ("1501, neither a length nor an ethertype", 0x05dd),
+        ("0x0600 (XNS), the first ethertype", 0x0600),
+        ("MPLS", 0x8847),
+        ("MPLS multicast", 0x8848),
+        ("PPPoE discovery", 0x8863),
+        ("PPPoE session", 0x8864),
+        ("the old QinQ TPID 0x9100", 0x9100),
+        ("IPX", 0x8137),
+        ("0xffff", 0xffff),
+    ];
+    for (what, ethertype) in other {
+        assert_eq!(f.ingress(&as_type(ethertype)), Drop, "{what} in");
+        assert_eq!(f.egress(&as_type(ethertype)), Drop, "{what} out");
+    }
+    assert_eq!(f.builtin_packets(Chain::Input, Builtin::OtherEthertype), other.len() as u64);
+    assert_eq!(f.builtin_packets(Chain::Output, Builtin::OtherEthertype), other.len() as u64);
+
+    // Two tags of either TPID are read: the datagram meets the policy, ARP passes, MPLS
+    // drops. A third tag, of either TPID, however many follow, is invalid.
+    let (q, ad) = (0x8100, 0x88a8);
+    let policy = f.builtin_packets(Chain::Input, Builtin::Policy);
+    for tags in [&[q][..], &[ad, q], &[ad, ad], &[q, q]] {
+        assert_eq!(f.ingress(&tagged(&datagram, tags)), Drop, "{tags:x?}");
+        assert_eq!(f.ingress(&tagged(&as_type(0x0806), tags)), Pass, "ARP in {tags:x?}");
+        assert_eq!(f.ingress(&tagged(&as_type(0x8847), tags)), Drop, "MPLS in {tags:x?}");
+    }
+    assert_eq!(f.builtin_packets(Chain::Input, Builtin::Policy), policy + 4);
+    let deep: [&[u16]; 5] = [&[q, q, q], &[ad, ad, q], &[ad, q, ad], &[q, q, q, q], &[ad; 5]];
+    for tags in deep {
+        assert_eq!(f.ingress(&tagged(&datagram, tags)), Drop, "{tags:x?} in");
+        assert_eq!(f.egress(&tagged(&datagram, tags)), Drop, "{tags:x?} out");
+        assert_eq!(f.ingress(&tagged(&as_type(0x0806), tags)), Drop, "ARP in {tags:x?}");
+    }
+    // Even when the frame ends just after the third tag's TPID.
+    assert_eq!(f.ingress(&tagged(&datagram, &[q, q, q])[..22]), Drop, "cut after the third TPID");
+    assert_eq!(f.builtin_packets(Chain::Input, Builtin::Invalid), 2 * deep.len() as u64 + 1);
+    assert_eq!(f.builtin_packets(Chain::Output, Builtin::Invalid), deep.len() as u64);
 }
 
 #[test]

@@ -1,0 +1,170 @@
+//! The link layer in the lab: nothing the host's IP stack would receive passes unjudged.
+//!
+//! Linux strips priority tags (VLAN 0, of either TPID) at any depth and hands what is
+//! inside to IP; the parser reads two tags. So a datagram in three such tags, from a
+//! stranger to a port no rule opens, once reached its socket counted as `non-ip`. Now an
+//! encapsulation the parser does not follow is `invalid`, and an ethertype that is
+//! neither IP nor one of the link's own protocols (ARP, LLDP, …) meets the `ethertype`
+//! line; ARP, and with it every exchange, still works. The frames are written whole to a
+//! packet socket on the veth, from the client's end (XDP) or the server's (TC egress).
+use std::{
+    net::{Ipv4Addr, UdpSocket},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use etherparse::PacketBuilder;
+use tests::{
+    lab::{BLOCKED_AFTER, CLIENT_IF, HOST, Lab, Listing, SERVER_IF, STRANGER, ping_received, sh},
+    require_root,
+};
+
+/// A port no rule of examples/tight.toml opens.
+const PORT: u16 = 9999;
+const TPID_8021Q: u16 = 0x8100;
+const TPID_8021AD: u16 = 0x88a8;
+
+/// A UDP datagram from the stranger to `PORT`, `payload` naming it.
+fn datagram(from: [u8; 6], to: [u8; 6], payload: &str) -> Vec<u8> {
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(from, to)
+        .ipv4(STRANGER.octets(), HOST.octets(), 64)
+        .udp(40000, PORT)
+        .write(&mut frame, payload.as_bytes())
+        .expect("a UDP frame");
+    frame
+}
+
+/// `frame` in priority tags (VLAN 0), outermost first.
+fn priority_tagged(frame: &[u8], tpids: &[u16]) -> Vec<u8> {
+    let mut out = frame[..12].to_vec();
+    for tpid in tpids {
+        out.extend_from_slice(&tpid.to_be_bytes());
+        out.extend_from_slice(&[0, 0]);
+    }
+    out.extend_from_slice(&frame[12..]);
+    out
+}
+
+/// `frame` (an IPv4 one) with its ethertype replaced by `ethertype` and `shim` put in
+/// front of the datagram: an MPLS label, a PPPoE session header.
+fn encapsulated(frame: &[u8], ethertype: u16, shim: &[u8]) -> Vec<u8> {
+    let mut out = frame[..12].to_vec();
+    out.extend_from_slice(&ethertype.to_be_bytes());
+    out.extend_from_slice(shim);
+    out.extend_from_slice(&frame[14..]);
+    out
+}
+
+/// The payloads `socket` receives within `within`.
+fn received(socket: &UdpSocket, within: Duration) -> Vec<String> {
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return got;
+        }
+        socket.set_read_timeout(Some(left)).expect("a read timeout");
+        match socket.recv(&mut buf) {
+            Ok(n) => got.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(_) => return got,
+        }
+    }
+}
+
+fn moved(before: &Listing, after: &Listing, chain: &str, line: &str) -> u64 {
+    after.packets(chain, line) - before.packets(chain, line)
+}
+
+#[test]
+fn frames_the_parser_does_not_follow_never_reach_the_host() {
+    require_root();
+    let lab = Lab::new("link");
+    let socket = lab
+        .run_in(&lab.server, || UdpSocket::bind((HOST, PORT)))
+        .unwrap_or_else(|e| panic!("binding udp {HOST}:{PORT}: {e}"));
+    let (client, server) = (lab.mac(&lab.client, CLIENT_IF), lab.mac(&lab.server, SERVER_IF));
+    let too_deep = [
+        ("three 802.1Q priority tags", vec![TPID_8021Q; 3]),
+        ("two 802.1ad priority tags over an 802.1Q one", vec![TPID_8021AD, TPID_8021AD, TPID_8021Q]),
+        ("four 802.1ad priority tags", vec![TPID_8021AD; 4]),
+    ];
+    let frames: Vec<Vec<u8>> =
+        too_deep.iter().map(|(what, tags)| priority_tagged(&datagram(client, server, what), tags)).collect();
+
+    // Without the filter, Linux unwraps them all and the socket receives them: the frames
+    // are what the finding describes.
+    lab.send_frames(&lab.client, CLIENT_IF, &frames);
+    let mut got = received(&socket, Duration::from_secs(2));
+    got.sort();
+    let mut wanted: Vec<String> = too_deep.iter().map(|(what, _)| what.to_string()).collect();
+    wanted.sort();
+    assert_eq!(got, wanted, "without the filter, the host's IP stack receives every one");
+
+    lab.up();
+    let before = lab.list();
+    // The same frames, and beside them the same datagram untagged and in two tags: the
+    // parser reads those, and the policy drops them (no rule opens the port).
+    let judged = [
+        datagram(client, server, "untagged"),
+        priority_tagged(&datagram(client, server, "two tags"), &[TPID_8021AD, TPID_8021Q]),
+    ];
+    lab.send_frames(&lab.client, CLIENT_IF, &frames);
+    lab.send_frames(&lab.client, CLIENT_IF, &judged);
+    // Other ethertypes: MPLS (a label, bottom of stack, then the datagram) and a PPPoE
+    // session (its header, PPP's IPv4 protocol number, then the datagram).
+    let inner = datagram(client, server, "encapsulated");
+    let others = [
+        encapsulated(&inner, 0x8847, &[0, 0, 0x11, 64]),
+        encapsulated(&inner, 0x8864, &[0x11, 0, 0, 1, 0, 30, 0, 0x21]),
+    ];
+    lab.send_frames(&lab.client, CLIENT_IF, &others);
+    assert_eq!(received(&socket, BLOCKED_AFTER), Vec::<String>::new(), "nothing reached the socket");
+    let after = lab.list();
+    assert_eq!(moved(&before, &after, "INPUT", "invalid"), 3, "the frames tagged too deep are invalid");
+    assert_eq!(lab.list().policy("INPUT") - before.policy("INPUT"), 2, "the ones the parser reads");
+    assert_eq!(moved(&before, &after, "INPUT", "ethertype"), 2, "MPLS and PPPoE");
+
+    // The host's own frames, the same way: one code path for both programs.
+    let out_datagram = {
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2(server, client)
+            .ipv4(HOST.octets(), STRANGER.octets(), 64)
+            .udp(PORT, 40000)
+            .write(&mut frame, b"out")
+            .expect("a UDP frame");
+        frame
+    };
+    lab.send_frames(
+        &lab.server,
+        SERVER_IF,
+        &[
+            priority_tagged(&out_datagram, &[TPID_8021Q; 3]),
+            encapsulated(&out_datagram, 0x8847, &[0, 0, 0x11, 64]),
+        ],
+    );
+    let out = lab.list();
+    assert_eq!(moved(&after, &out, "OUTPUT", "invalid"), 1, "three tags going out");
+    assert_eq!(moved(&after, &out, "OUTPUT", "ethertype"), 1, "MPLS going out");
+
+    // The link's own protocols pass: LLDP to its group address, and ARP, without which
+    // nothing works (the neighbour tables emptied first, so the ping needs it).
+    let mut lldp = vec![0x01, 0x80, 0xc2, 0, 0, 0x0e];
+    lldp.extend_from_slice(&client);
+    lldp.extend_from_slice(&[0x88, 0xcc, 0x02, 0x07, 0x04]);
+    lldp.extend_from_slice(&client);
+    lldp.resize(60, 0);
+    lab.send_frames(&lab.client, CLIENT_IF, &[lldp]);
+    for ns in [&lab.server, &lab.client] {
+        sh(Command::new("ip").args(["-n", ns, "neigh", "flush", "all"]));
+    }
+    let peer = Ipv4Addr::new(203, 0, 113, 7);
+    let replies = ping_received(&lab.ping(peer.into(), HOST.into(), 2, "0.2"));
+    assert!(replies >= 1, "ping needs ARP through the filter: {replies} replies");
+    let last = lab.list();
+    assert!(moved(&out, &last, "INPUT", "non-ip") >= 2, "LLDP and ARP in");
+    assert!(moved(&out, &last, "OUTPUT", "non-ip") >= 1, "ARP out");
+    assert_eq!(moved(&out, &last, "INPUT", "ethertype"), 0);
+}
