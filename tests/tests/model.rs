@@ -3418,14 +3418,16 @@ fn summary(what: &str, total: &Tally, started: Instant, seed: &str) {
         total.deep,
         total.frames
     );
-    // And around them, every kind of frame the link layer decides, and blocked peers.
+    // And around them, every kind of frame the link layer decides, and blocked peers: one
+    // frame in 200 at least (the flows' own test, whose sequences are mostly steps of
+    // flows, has the fewest).
     for (what, n) in [
         ("with a third VLAN tag", total.too_deep),
         ("of other ethertypes", total.other_ethertype),
         ("of the link's own protocols", total.link_protocol),
         ("counted on a blocklist line", total.blocked),
     ] {
-        assert!(n * 100 >= total.frames, "only {n} of {} frames {what}", total.frames);
+        assert!(n * 200 >= total.frames, "only {n} of {} frames {what}", total.frames);
     }
 }
 
