@@ -426,10 +426,13 @@ fn the_state_is_root_s_alone_and_no_stranger_holds_up_a_rollback() {
     let old_lock = state.join("lock");
     fs::write(&old_lock, "").unwrap();
     chmod(&old_lock, 0o644);
-    let hold =
-        "import fcntl, sys, time; f = open(sys.argv[1]); fcntl.flock(f, fcntl.LOCK_EX); time.sleep(120)";
+    // The stranger's descriptor is handed to it as its stdin, opened read-only: the one it
+    // could have opened while the directories were loose. (Opening it itself, it would race
+    // the other tests' commands, which tighten /run/firewall as they take their locks.)
+    let hold = "import fcntl, sys, time; fcntl.flock(sys.stdin, fcntl.LOCK_EX); time.sleep(120)";
     let mut stranger = Command::new(AS_NOBODY[0]);
-    stranger.args(&AS_NOBODY[1..]).args([daemons::PYTHON, "-c", hold]).arg(&old_lock);
+    stranger.args(&AS_NOBODY[1..]).args([daemons::PYTHON, "-c", hold]);
+    stranger.stdin(fs::File::open(&old_lock).expect("opening the old lock read-only"));
     lab.spawn(&mut stranger);
     let deadline = Instant::now() + Duration::from_secs(10);
     while Command::new("flock").arg("--nonblock").arg(&old_lock).arg("true").status().unwrap().success() {
