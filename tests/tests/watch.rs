@@ -88,8 +88,20 @@ impl Tmux {
     }
 
     /// The pane as it shows now.
+    /// The pane as it stands between two refreshes: a capture taken while `watch` redraws
+    /// shows half of each (seen: a row of the new table missing, another spliced), so
+    /// the pane is read until two captures a moment apart agree.
     fn screen(&self) -> String {
-        self.tmux(&["capture-pane", "-p", "-t", "main"])
+        let mut screen = self.tmux(&["capture-pane", "-p", "-t", "main"]);
+        for _ in 0..20 {
+            sleep(Duration::from_millis(30));
+            let again = self.tmux(&["capture-pane", "-p", "-t", "main"]);
+            if again == screen {
+                break;
+            }
+            screen = again;
+        }
+        screen
     }
 
     /// A tmux format of the pane: `#{alternate_on}`, `#{cursor_flag}`.
