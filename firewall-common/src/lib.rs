@@ -23,6 +23,7 @@
 //! | `-m limit` | [`MAP_TOKEN_BUCKETS`] (array, one per rule) | falls through to the chain policy |
 //! | `-P … DROP` | none | [`Builtin::Policy`] |
 //! | `firewall block` (fail2ban's `-I INPUT -s … -j DROP`) | [`MAP_BLOCKLIST`] (LPM trie, deadline in the value) | [`block_counter`], one per entry and direction |
+//! | (iptables' `LOG` target, sampled: `firewall drops`) | [`MAP_DROP_EVENTS`] (ring buffer of [`DropEvent`]s) | none: the event names the drop's counter |
 #![no_std]
 
 /// Names of the maps, as the kernel object declares them and as they are pinned.
@@ -38,8 +39,9 @@ pub const MAP_BLOCKLIST: &str = "BLOCKLIST";
 pub const MAP_HALF_OPEN: &str = "HALF_OPEN";
 pub const MAP_FLOW_STATS: &str = "FLOW_STATS";
 pub const MAP_FLOWS_ENDED: &str = "FLOWS_ENDED";
+pub const MAP_DROP_EVENTS: &str = "DROP_EVENTS";
 /// Every map, in the order `up` pins them.
-pub const MAPS: [&str; 12] = [
+pub const MAPS: [&str; 13] = [
     MAP_CONFIG,
     MAP_COUNTERS,
     MAP_CONNTRACK,
@@ -52,6 +54,7 @@ pub const MAPS: [&str; 12] = [
     MAP_ANTISPOOF_DST,
     MAP_TOKEN_BUCKETS,
     MAP_BLOCKLIST,
+    MAP_DROP_EVENTS,
 ];
 
 /// Names of the programs in the object.
@@ -340,10 +343,10 @@ pub const CONFIG_IPV6: u32 = 4;
 /// `Config::flags`: audit mode (`--audit`): every verdict is counted where it falls, and
 /// what would be dropped passes. The lock-out guard for trying a policy on a live host.
 pub const CONFIG_AUDIT: u32 = 8;
-/// `Config::flags`: `firewall serve --log-drops` is listening: a drop sends an event
-/// through aya-log (its line and the frame's first [`DROP_EVENT_BYTES`] bytes), at most as
-/// many a second as `TOKEN_BUCKETS[LOG_BUCKET]` admits. Off by default: the seed warns
-/// that drop logging fills disks.
+/// `Config::flags`: `firewall drops` or `firewall serve --log-drops` is listening: a drop
+/// sends a [`DropEvent`] through [`MAP_DROP_EVENTS`], at most as many a second as
+/// `TOKEN_BUCKETS[LOG_BUCKET]` admits. Off by default: the seed warns that drop logging
+/// fills disks.
 pub const CONFIG_LOG_DROPS: u32 = 16;
 /// `Config::flags`: `BLOCKLIST` holds entries. Without it the programs skip that trie:
 /// most hosts block nothing most of the time, and the lookup would cost every new flow.
@@ -357,6 +360,51 @@ pub const TOKEN_BUCKETS_ENTRIES: u32 = MAX_RULES + 1;
 /// How much of a dropped frame its event carries: Ethernet, two VLAN tags, IPv4 with
 /// options or IPv6, and the ports.
 pub const DROP_EVENT_BYTES: usize = 96;
+/// Size of the drop events' ring buffer, in bytes (a power of two, a multiple of the page
+/// size, as the kernel requires). A record takes 120 bytes (a [`DropEvent`] behind the
+/// ring's 8-byte header, rounded to 8), so it holds about 2,180 events: the whole burst of
+/// any rate up to 2,000 a second (a bucket's burst is one second's worth), while the
+/// reader wakes within milliseconds. What does not fit is not sent: events are samples,
+/// and a full ring costs the kernel one failed reservation, no more.
+pub const DROP_EVENTS_BYTES: u32 = 256 * 1024;
+
+/// One drop, as the kernel sends it through [`MAP_DROP_EVENTS`] while someone listens
+/// (see [`CONFIG_LOG_DROPS`]): the line it was counted on and the frame's first bytes,
+/// which user space decodes and names.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropEvent {
+    /// The counter id of the line that dropped it (a [`builtin_counter`], a
+    /// [`rule_counter`], an anti-spoof entry's, a [`block_counter`]).
+    pub counter: u32,
+    /// The whole frame's length in bytes (what iptables' LOG calls `LEN`, with the link
+    /// header).
+    pub len: u32,
+    /// How many bytes of `head` the frame filled: [`DROP_EVENT_BYTES`], or less for a
+    /// shorter frame.
+    pub head_len: u16,
+    /// The [`Direction`] it travelled.
+    pub direction: u8,
+    pub _pad: u8,
+    /// The frame's first bytes, from its Ethernet header on.
+    pub head: [u8; DROP_EVENT_BYTES],
+}
+
+impl DropEvent {
+    /// The way it travelled; `None` for a byte that is no [`Direction`].
+    pub const fn direction(&self) -> Option<Direction> {
+        match self.direction {
+            0 => Some(Direction::In),
+            1 => Some(Direction::Out),
+            _ => None,
+        }
+    }
+
+    /// The bytes of the frame it carries.
+    pub fn head(&self) -> &[u8] {
+        &self.head[..(self.head_len as usize).min(DROP_EVENT_BYTES)]
+    }
+}
 
 /// `BLOCKLIST` value: one `firewall block` entry, keyed by its prefix (an [`Addr`] prefix,
 /// IPv4 mapped). Nothing passes to or from a peer inside it until `deadline_ns`.
@@ -559,6 +607,10 @@ const _: () = {
     assert!(block_counter(MAX_BLOCKED - 1, Direction::Out) == MAX_COUNTERS - 1);
     // A flow's rule is 16 bits.
     assert!(MAX_RULES <= 1 << 16);
+    // A drop event's head length is 16 bits; the event has no implicit padding.
+    assert!(DROP_EVENT_BYTES <= u16::MAX as usize);
+    assert!(core::mem::size_of::<DropEvent>() == 12 + DROP_EVENT_BYTES);
+    assert!(DROP_EVENTS_BYTES.is_power_of_two() && DROP_EVENTS_BYTES.is_multiple_of(4096));
 };
 
 #[cfg(feature = "user")]
@@ -575,6 +627,7 @@ mod pod {
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for Flow {}
     unsafe impl aya::Pod for BlockEntry {}
+    unsafe impl aya::Pod for DropEvent {}
 }
 
 #[cfg(test)]
@@ -592,6 +645,7 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 24);
         assert_eq!(size_of::<Flow>(), 24);
         assert_eq!(size_of::<BlockEntry>(), 16);
+        assert_eq!(size_of::<DropEvent>(), 108);
     }
 
     #[test]

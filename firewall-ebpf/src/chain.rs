@@ -28,13 +28,13 @@
 //! address, so it passes before the egress check of our source.
 //!
 //! In audit mode (`--audit`) every line counts as above and what would drop passes. While
-//! `serve --log-drops` listens, drops also send events, rate-limited here in the kernel.
+//! `drops` or `serve --log-drops` listens, drops also send events, rate-limited here in the
+//! kernel.
 use aya_ebpf::{EbpfContext, maps::lpm_trie::Key};
-use aya_log_ebpf::info;
 use firewall_common::{
     ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_RELATED, ANY_PEER, Addr, AllowKey, AllowValue, Builtin,
     CONFIG_AUDIT, CONFIG_HAS_BLOCKS, CONFIG_HAS_PREFIXES, CONFIG_IPV6, CONFIG_LOG_DROPS, CONFIG_READY, Chain,
-    Config, Direction, FlowKey, ICMP_DEST_UNREACHABLE, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED,
+    Config, Direction, DropEvent, FlowKey, ICMP_DEST_UNREACHABLE, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED,
     ICMPV6_DEST_UNREACHABLE, ICMPV6_MLD, ICMPV6_ND_FIRST, ICMPV6_ND_LAST, ICMPV6_PACKET_TOO_BIG,
     ICMPV6_PARAMETER_PROBLEM, ICMPV6_TIME_EXCEEDED, LOG_BUCKET, Line, PROTO_ICMPV6, PROTO_TCP, block_counter,
     builtin_counter, rule_counter,
@@ -42,7 +42,9 @@ use firewall_common::{
 
 use crate::{
     conntrack,
-    maps::{ALLOW_EXACT, ALLOW_PREFIX, ANTISPOOF_DST, ANTISPOOF_SRC, BLOCKLIST, CONFIG, COUNTERS, DROP_HEAD},
+    maps::{
+        ALLOW_EXACT, ALLOW_PREFIX, ANTISPOOF_DST, ANTISPOOF_SRC, BLOCKLIST, CONFIG, COUNTERS, DROP_EVENTS,
+    },
     parse::{
         Frame, Ip, L3, L4, TCP_ACK, TCP_SYN, copy_head, parse_l3, parse_l4, parse_quoted, tcp_flags_valid,
     },
@@ -95,22 +97,36 @@ fn drop(chain: Chain, line: Builtin) -> (Action, u32) {
     (Action::Drop, builtin_counter(chain, line))
 }
 
-/// One drop, for `serve --log-drops`: the line it was counted on and the frame's first
-/// bytes, which user space decodes. Copied by a helper, not read through the parser: so
-/// the event costs the verifier one helper call, not a second walk of every header layout.
+/// One drop, for `firewall drops` and `serve --log-drops`: the line it was counted on and
+/// the frame's first bytes, which user space decodes, as a [`DropEvent`] written straight
+/// into the ring. The head is copied by a helper, not read through the parser: so the
+/// event costs the verifier one helper call, not a second walk of every header layout.
+/// One code path for both programs: [`Frame::copy_head`] is the only difference.
 #[inline(always)]
 fn drop_event<F: Frame + EbpfContext>(frame: &F, direction: Direction, counter: u32) {
-    // A map value, not the stack: the chain's frame leaves no room for it.
-    let Some(head) = DROP_HEAD.get_ptr_mut(0) else {
+    // A full ring (the listener behind) loses the event, as a sample may be lost.
+    let Some(mut entry) = DROP_EVENTS.reserve::<DropEvent>(0) else {
         return;
     };
-    // SAFETY: this CPU's slot of a per-CPU array; nothing else uses it meanwhile.
-    let head = unsafe { &mut *head };
-    let Some(len) = copy_head(frame, head) else {
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points at the reserved record, ours alone until submitted or
+    // discarded, and the size of a DropEvent; fields are written through the pointer, no
+    // reference to the uninitialised record is made. The head bytes past `head_len` stay as
+    // the ring had them: user space reads `head_len` bytes only.
+    let copied = unsafe {
+        (*event).counter = counter;
+        (*event).len = frame.len();
+        (*event).direction = direction as u8;
+        (*event)._pad = 0;
+        copy_head(frame, core::ptr::addr_of_mut!((*event).head))
+    };
+    let Some(len) = copied else {
+        entry.discard(0);
         return;
     };
-    let head = head.get(..len).unwrap_or(head);
-    info!(frame, "drop dir={} line={} len={} head={:x}", direction as u8, counter, frame.len(), head);
+    // SAFETY: as above; every field is written now.
+    unsafe { (*event).head_len = len as u16 };
+    entry.submit(0);
 }
 
 /// The seed's chains, in order, for one frame.

@@ -50,9 +50,10 @@ mod programs {
             (XdpContext::data_end(self) - XdpContext::data(self)) as u32
         }
         #[inline(always)]
-        fn copy_head(&self, head: &mut [u8; DROP_EVENT_BYTES], len: u32) -> bool {
-            // SAFETY: `head` holds DROP_EVENT_BYTES ≥ `len` bytes; the helper checks the frame's side.
-            unsafe { bpf_xdp_load_bytes(self.ctx, 0, head.as_mut_ptr().cast(), len) == 0 }
+        fn copy_head(&self, head: *mut [u8; DROP_EVENT_BYTES], len: u32) -> bool {
+            // SAFETY: `head` holds DROP_EVENT_BYTES ≥ `len` writable bytes (the caller's
+            // ring record); the helper checks the frame's side.
+            unsafe { bpf_xdp_load_bytes(self.ctx, 0, head.cast(), len) == 0 }
         }
     }
 
@@ -70,9 +71,9 @@ mod programs {
             TcContext::len(self)
         }
         #[inline(always)]
-        fn copy_head(&self, head: &mut [u8; DROP_EVENT_BYTES], len: u32) -> bool {
+        fn copy_head(&self, head: *mut [u8; DROP_EVENT_BYTES], len: u32) -> bool {
             // SAFETY: as for XDP.
-            unsafe { bpf_skb_load_bytes(self.skb.skb.cast(), 0, head.as_mut_ptr().cast(), len) == 0 }
+            unsafe { bpf_skb_load_bytes(self.skb.skb.cast(), 0, head.cast(), len) == 0 }
         }
     }
 

@@ -4,11 +4,11 @@
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use firewall_common::{
     ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, BlockEntry,
-    CONNTRACK_DEFAULT_ENTRIES, Config, Counter, DROP_EVENT_BYTES, FLOW_STATS_ENTRIES, FLOWS_ENDED_ENTRIES,
+    CONNTRACK_DEFAULT_ENTRIES, Config, Counter, DROP_EVENTS_BYTES, FLOW_STATS_ENTRIES, FLOWS_ENDED_ENTRIES,
     Flow, FlowKey, HALF_OPEN_DEFAULT_ENTRIES, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS,
     TOKEN_BUCKETS_ENTRIES, TokenBucket,
 };
@@ -74,10 +74,11 @@ pub static BLOCKLIST: LpmTrie<Addr, BlockEntry> = LpmTrie::with_max_entries(MAX_
 #[map]
 pub static TOKEN_BUCKETS: Array<TokenBucket> = Array::with_max_entries(TOKEN_BUCKETS_ENTRIES, 0);
 
-/// Per CPU: the head of a dropped frame, copied for its event (`serve --log-drops`).
-/// Not pinned: each load has its own.
+/// The drop events (`firewall_common::DropEvent`), while a listener asks for them: one
+/// ring for all CPUs, so they arrive in order, and pinned with the others, so that the
+/// listener, another process, reads it (sized in firewall_common::DROP_EVENTS_BYTES).
 #[map]
-pub static DROP_HEAD: PerCpuArray<[u8; DROP_EVENT_BYTES]> = PerCpuArray::with_max_entries(1, 0);
+pub static DROP_EVENTS: RingBuf = RingBuf::with_byte_size(DROP_EVENTS_BYTES, 0);
 
 /// The benchmarks' baseline: source addresses, one lookup (resized when loaded for a
 /// benchmark; never used by the filter).

@@ -29,16 +29,17 @@ pub trait Frame {
     fn data_end(&self) -> usize;
     /// The whole frame's length in bytes (for TC, including any non-linear part).
     fn len(&self) -> u32;
-    /// Copies the frame's first `len` bytes into `head` with the program type's helper;
-    /// false if the frame is shorter.
-    fn copy_head(&self, head: &mut [u8; firewall_common::DROP_EVENT_BYTES], len: u32) -> bool;
+    /// Copies the frame's first `len` (at most `DROP_EVENT_BYTES`) bytes to `head` with the
+    /// program type's helper; false if the frame is shorter. A pointer, not a reference:
+    /// `head` is a ring record not yet written.
+    fn copy_head(&self, head: *mut [u8; firewall_common::DROP_EVENT_BYTES], len: u32) -> bool;
 }
 
 /// Copies as much of the frame's head as it has, in steps the verifier can check (a
 /// computed length compiles to a test of the packet pointers, which bounds nothing):
 /// enough for the IPv6 or IPv4 header with the ports behind it, or less.
 #[inline(always)]
-pub fn copy_head(frame: &impl Frame, head: &mut [u8; firewall_common::DROP_EVENT_BYTES]) -> Option<usize> {
+pub fn copy_head(frame: &impl Frame, head: *mut [u8; firewall_common::DROP_EVENT_BYTES]) -> Option<usize> {
     // All there is room for (Ethernet, VLAN tags, IPv4 with options or IPv6, ports);
     // IPv6 and its ports behind one VLAN tag; IPv4 and its ports; Ethernet alone.
     const STEPS: [u32; 4] = [firewall_common::DROP_EVENT_BYTES as u32, 62, 38, 14];

@@ -3,66 +3,90 @@
 //! The seed warns that logging every drop fills disks, so the kernel sends none until a
 //! listener asks: [`Listening`] sets `CONFIG_LOG_DROPS` and the rate of the events' own
 //! token bucket (`TOKEN_BUCKETS[LOG_BUCKET]`), and clears the flag again when it goes. A
-//! drop within the rate sends, through aya-log's ring buffer, the line it was counted on
-//! and the frame's first bytes; here they are decoded (etherparse) and named (the
+//! drop within the rate sends a [`DropEvent`], the line it was counted on and the frame's
+//! first bytes, through the filter's ring buffer (`DROP_EVENTS`, pinned with its other maps,
+//! read through [`Events`]); here they are decoded (etherparse) and named (the
 //! listing), and told the way iptables' LOG target tells them, which log watchers such
 //! as fail2ban already read:
 //!
 //! `DROP IN=eth0 OUT= CHAIN=INPUT RULE=policy SRC=203.0.113.99 DST=198.51.100.1 LEN=60 PROTO=TCP SPT=41234 DPT=23`
 use std::{
     net::IpAddr,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        mpsc,
-    },
+    os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd},
+    sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
 
-use aya::programs::links::{FdLink, PinnedLink};
+use aya::maps::{Map, MapData, RingBuf};
 use etherparse::{LaxNetSlice, LaxSlicedPacket};
-use firewall_common::{CONFIG_LOG_DROPS, Direction, LOG_BUCKET, MAP_TOKEN_BUCKETS, TokenBucket};
+pub use firewall_common::DropEvent;
+use firewall_common::{
+    CONFIG_LOG_DROPS, DROP_EVENT_BYTES, Direction, LOG_BUCKET, MAP_DROP_EVENTS, MAP_TOKEN_BUCKETS,
+    TokenBucket,
+};
 
 use crate::{
     compile::chain_name,
     live::{LiveError, Result},
-    maps::{LiveMaps, call},
-    pins::{INGRESS_LINK, Pins},
+    maps::{LiveMaps, call, check_pinned},
+    pins::{Pins, PinsError},
     stats::Snapshot,
 };
 
 /// The most events a second a listener may ask for.
 pub const MAX_RATE: u32 = 10_000;
 
-/// One drop as the kernel told it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DropEvent {
-    pub direction: Direction,
-    /// The counter id of the line it was counted on.
-    pub counter: u32,
-    /// The frame's length.
-    pub len: u32,
-    /// Its first bytes (at most `DROP_EVENT_BYTES`).
-    pub head: Vec<u8>,
+/// The event a ring record holds, as the kernel wrote it; `None` for a record of another
+/// size, or with fields no event has (the ring is the kernel's: checked, not trusted blindly).
+pub fn event_of(record: &[u8]) -> Option<DropEvent> {
+    if record.len() != size_of::<DropEvent>() {
+        return None;
+    }
+    // SAFETY: `record` holds size_of::<DropEvent>() bytes, and a DropEvent is plain
+    // integers and bytes (`#[repr(C)]`, no padding), so any bytes are one; unaligned, as
+    // the ring promises only 8-byte alignment and this assumes none.
+    let event = unsafe { record.as_ptr().cast::<DropEvent>().read_unaligned() };
+    (event.direction().is_some() && usize::from(event.head_len) <= DROP_EVENT_BYTES).then_some(event)
 }
 
-impl DropEvent {
-    /// Reads the kernel's message: `drop dir=0 line=70 len=74 head=45…`.
-    pub fn parse(message: &str) -> Option<DropEvent> {
-        let mut fields = message.strip_prefix("drop ")?.split(' ');
-        let mut field = |key: &str| fields.next()?.strip_prefix(key)?.strip_prefix('=').map(str::to_owned);
-        let direction = match field("dir")?.as_str() {
-            "0" => Direction::In,
-            "1" => Direction::Out,
-            _ => return None,
-        };
-        let counter = field("line")?.parse().ok()?;
-        let len = field("len")?.parse().ok()?;
-        let hex = field("head")?;
-        let head = (0..hex.len() / 2)
-            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16))
-            .collect::<std::result::Result<_, _>>()
-            .ok()?;
-        Some(DropEvent { direction, counter, len, head })
+/// The drop events' ring of a live filter, opened from its pin: events wait there until
+/// read, whichever process loaded the filter.
+pub struct Events {
+    ring: RingBuf<MapData>,
+}
+
+impl Events {
+    /// Opens the ring of the filter `pins` names; a filter an older version loaded has
+    /// none, and is refused as the other commands refuse it (`MapsError::MissingPinned`).
+    pub fn open(pins: &Pins) -> Result<Events> {
+        check_pinned(pins)?;
+        let path = pins.map_path(MAP_DROP_EVENTS);
+        let data = MapData::from_pin(&path).map_err(call(MAP_DROP_EVENTS, "open pinned"))?;
+        let map = Map::from_map_data(data).map_err(call(MAP_DROP_EVENTS, "open pinned"))?;
+        let ring = RingBuf::try_from(map).map_err(call(MAP_DROP_EVENTS, "open"))?;
+        Ok(Events { ring })
+    }
+
+    /// Hands every event waiting to `each`, in the order the kernel sent them.
+    pub fn drain(&mut self, mut each: impl FnMut(DropEvent)) {
+        while let Some(record) = self.ring.next() {
+            if let Some(event) = event_of(&record) {
+                each(event);
+            }
+        }
+    }
+}
+
+/// Readable when events wait: for poll(2), and tokio's `AsyncFd`.
+impl AsFd for Events {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.ring.as_fd()
+    }
+}
+
+impl AsRawFd for Events {
+    fn as_raw_fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
     }
 }
 
@@ -130,9 +154,10 @@ fn protocol_name(protocol: u8) -> String {
 /// The event as iptables' LOG target would write it, with the line that dropped it
 /// (`CHAIN=`, `RULE=`, and `MATCH=` for an anti-spoof or blocklist entry).
 pub fn render(event: &DropEvent, iface: &str, snapshot: Option<&Snapshot>) -> String {
-    let (inbound, outbound) = match event.direction {
-        Direction::In => (iface, ""),
-        Direction::Out => ("", iface),
+    // `event_of` let no other direction through.
+    let (inbound, outbound) = match event.direction() {
+        Some(Direction::Out) => ("", iface),
+        _ => (iface, ""),
     };
     let mut out = format!("DROP IN={inbound} OUT={outbound}");
     let line = snapshot.and_then(|s| {
@@ -154,7 +179,7 @@ pub fn render(event: &DropEvent, iface: &str, snapshot: Option<&Snapshot>) -> St
         }
         None => out.push_str(&format!(" LINE={}", event.counter)),
     }
-    let d = decode(&event.head);
+    let d = decode(event.head());
     // As netfilter's log writes a frame's ethertype (MACPROTO), for a frame without IP.
     if let Some(ethertype) = d.ethertype {
         out.push_str(&format!(" MACPROTO={ethertype:04x}"));
@@ -217,67 +242,23 @@ impl Drop for Listening {
     }
 }
 
-/// The ingress program's id: aya-log finds the programs' log ring through it.
-fn program_id(pins: &Pins) -> Result<u32> {
-    let path = pins.link_path(INGRESS_LINK);
-    let link =
-        |source| LiveError::Filter(Box::new(crate::filter::FilterError::Link { path: path.clone(), source }));
-    let pinned = PinnedLink::from_pin(&path).map_err(link)?;
-    let info = FdLink::from(pinned).info().map_err(link)?;
-    Ok(info.program_id())
-}
-
-/// Hands aya-log's records, which are our events, to a channel.
-struct Collector(mpsc::Sender<DropEvent>);
-
-impl log::Log for Collector {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if let Some(event) = DropEvent::parse(&record.args().to_string()) {
-            let _ = self.0.send(event);
-        }
-    }
-
-    fn flush(&self) {}
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("reading the drop events of program {program}: {source}")]
-pub struct LoggerError {
-    program: u32,
-    source: aya_log::Error,
-}
-
-/// Streams the drop events of the filter `pins` names to `each`, until `stop` is set,
-/// while `_on` keeps them on. Follows the programs when `up` replaces them (their log ring
-/// is new then).
+/// Streams the drop events of `events`, the filter `pins` names, to `each`, until `stop`
+/// is set, while `_on` keeps them on; fails once the filter is down. An `up` or `reload`
+/// meanwhile keeps the ring (it is pinned, and the new programs use the pinned maps).
 pub fn stream(
     pins: &Pins,
+    events: &mut Events,
     _on: &Listening,
     stop: &AtomicBool,
     mut each: impl FnMut(DropEvent),
-) -> anyhow::Result<()> {
-    let (sender, events) = mpsc::channel();
-    let mut program = 0;
-    let mut logger = None;
+) -> Result<()> {
     while !stop.load(Ordering::Relaxed) {
-        let now = program_id(pins)?;
-        if now != program {
-            program = now;
-            let attached = aya_log::EbpfLogger::init_from_id_with_logger(program, Collector(sender.clone()))
-                .map_err(|source| LoggerError { program, source })?;
-            logger = Some(attached);
+        if !pins.is_up() {
+            return Err(PinsError::NotUp { iface: pins.iface.clone(), dir: pins.dir.clone() }.into());
         }
-        if let Some(logger) = logger.as_mut() {
-            wait_readable(logger, Duration::from_millis(200));
-            logger.flush();
-        }
-        while let Ok(event) = events.try_recv() {
-            each(event);
-        }
+        // Woken by the kernel as events arrive; the timeout only to look at `stop`.
+        wait_readable(events, Duration::from_millis(200));
+        events.drain(&mut each);
     }
     Ok(())
 }
@@ -313,27 +294,63 @@ mod tests {
         frame
     }
 
+    /// An event as the kernel fills it: the head's first bytes, the rest left as the ring
+    /// had them (here, bytes no frame has).
+    fn event(direction: Direction, counter: u32, len: u32, head: &[u8]) -> DropEvent {
+        let mut event = DropEvent {
+            counter,
+            len,
+            head_len: head.len() as u16,
+            direction: direction as u8,
+            _pad: 0,
+            head: [0xee; DROP_EVENT_BYTES],
+        };
+        event.head[..head.len()].copy_from_slice(head);
+        event
+    }
+
+    /// The record the ring holds for `event`: its bytes, as the kernel wrote them.
+    fn record(event: &DropEvent) -> Vec<u8> {
+        // SAFETY: a DropEvent is plain integers and bytes with no padding: all of it is
+        // initialised.
+        unsafe {
+            std::slice::from_raw_parts((event as *const DropEvent).cast::<u8>(), size_of::<DropEvent>())
+        }
+        .to_vec()
+    }
+
     #[test]
-    fn reads_the_kernel_s_message() {
-        let hex: String = syn().iter().map(|b| format!("{b:02x}")).collect();
-        let event = DropEvent::parse(&format!("drop dir=0 line=6 len=54 head={hex}")).unwrap();
-        assert_eq!((event.direction, event.counter, event.len), (Direction::In, 6, 54));
-        assert_eq!(event.head, syn());
-        assert_eq!(DropEvent::parse("drop dir=2 line=6 len=54 head=00"), None);
-        assert_eq!(DropEvent::parse("something else"), None);
+    fn reads_the_kernel_s_record() {
+        let sent = event(Direction::Out, 6, 54, &syn());
+        let event = event_of(&record(&sent)).unwrap();
+        assert_eq!((event.direction(), event.counter, event.len), (Some(Direction::Out), 6, 54));
+        assert_eq!(event.head(), syn());
+        assert_eq!(
+            render(&event, "eth0", None),
+            "DROP IN= OUT=eth0 LINE=6 SRC=203.0.113.99 DST=198.51.100.1 LEN=54 PROTO=TCP SPT=41234 DPT=23"
+        );
+        // What no event holds is no event.
+        let mut bytes = record(&sent);
+        assert_eq!(event_of(&bytes[1..]), None);
+        bytes[10] = 2; // the direction
+        assert_eq!(event_of(&bytes), None);
+        let head_len = (DROP_EVENT_BYTES as u16 + 1).to_ne_bytes();
+        let mut bytes = record(&sent);
+        bytes[8..10].copy_from_slice(&head_len);
+        assert_eq!(event_of(&bytes), None);
     }
 
     #[test]
     fn tells_it_as_iptables_log_does() {
-        let event = DropEvent { direction: Direction::In, counter: 9999, len: 54, head: syn() };
+        let sent = event(Direction::In, 9999, 54, &syn());
         assert_eq!(
-            render(&event, "eth0", None),
+            render(&sent, "eth0", None),
             "DROP IN=eth0 OUT= LINE=9999 SRC=203.0.113.99 DST=198.51.100.1 LEN=54 PROTO=TCP SPT=41234 DPT=23"
         );
         // A head cut short still says what it has.
-        let event = DropEvent { head: syn()[..34].to_vec(), direction: Direction::Out, ..event };
+        let sent = event(Direction::Out, 9999, 54, &syn()[..34]);
         assert_eq!(
-            render(&event, "eth0", None),
+            render(&sent, "eth0", None),
             "DROP IN= OUT=eth0 LINE=9999 SRC=203.0.113.99 DST=198.51.100.1 LEN=54 PROTO=TCP"
         );
     }
@@ -347,7 +364,7 @@ mod tests {
         let snapshot = Snapshot::from_parts(policy, state, Vec::new(), std::time::Instant::now());
         let policy_line =
             firewall_common::builtin_counter(firewall_common::Chain::Input, firewall_common::Builtin::Policy);
-        let event = DropEvent { direction: Direction::In, counter: policy_line, len: 54, head: syn() };
+        let event = event(Direction::In, policy_line, 54, &syn());
         assert!(
             render(&event, "eth0", Some(&snapshot))
                 .starts_with("DROP IN=eth0 OUT= CHAIN=INPUT RULE=policy SRC=")
@@ -376,7 +393,7 @@ mod tests {
         // An MPLS label, then an IPv4 header: not read.
         let mut mpls = syn();
         mpls.splice(12..14, [0x88, 0x47, 0, 0, 0x11, 64]);
-        let event = DropEvent { direction: Direction::Out, counter: line, len: 58, head: mpls };
+        let event = event(Direction::Out, line, 58, &mpls);
         assert_eq!(
             render(&event, "eth0", Some(&snapshot)),
             "DROP IN= OUT=eth0 CHAIN=OUTPUT RULE=ethertype MACPROTO=8847 LEN=58"

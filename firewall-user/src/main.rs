@@ -391,10 +391,11 @@ fn print_drops(iface: Option<&str>, rate: u32) -> anyhow::Result<()> {
         signal_hook::flag::register(signal, stop.clone()).context("catching SIGINT and SIGTERM")?;
     }
     let mut snapshot = Snapshot::take(&pins)?;
+    let mut events = drops::Events::open(&pins)?;
     let on = drops::Listening::start(&pins, rate)?;
     eprintln!("firewall: drop events on {}, at most {rate} a second; Ctrl-C ends", pins.iface);
     let mut out = std::io::stdout().lock();
-    drops::stream(&pins, &on, &stop, |event| {
+    drops::stream(&pins, &mut events, &on, &stop, |event| {
         // A line a reload added since: read the listing again.
         if !snapshot.chains.iter().any(|c| c.lines.iter().any(|l| l.counter == event.counter))
             && let Ok(fresh) = Snapshot::take(&pins)
@@ -403,7 +404,8 @@ fn print_drops(iface: Option<&str>, rate: u32) -> anyhow::Result<()> {
         }
         let _ = writeln!(out, "{}", drops::render(&event, &pins.iface, Some(&snapshot)));
         let _ = out.flush();
-    })
+    })?;
+    Ok(())
 }
 
 /// Says how to keep a change that `--confirm` armed.

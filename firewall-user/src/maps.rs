@@ -15,12 +15,12 @@ use aya::{
 };
 use firewall_common::{
     ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, BLOCK_COUNTER_BASE, BlockEntry,
-    CONFIG_AUDIT, CONFIG_LIVE_FLAGS, Config, Counter, Direction, FLOW_STATS_ENTRIES, FLOWS_ENDED_ENTRIES,
-    Flow, FlowKey, FlowTable, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT, MAP_ALLOW_PREFIX,
-    MAP_ANTISPOOF_DST, MAP_ANTISPOOF_SRC, MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS,
-    MAP_FLOW_STATS, MAP_FLOWS_ENDED, MAP_HALF_OPEN, MAP_TOKEN_BUCKETS, MAPS, MAX_ANTISPOOF, MAX_BLOCKED,
-    MAX_COUNTERS, PROTO_ICMP, PROTO_ICMPV6, TOKEN_BUCKETS_ENTRIES, TokenBucket, block_counter,
-    flows_inserted, flows_removed,
+    CONFIG_AUDIT, CONFIG_LIVE_FLAGS, Config, Counter, DROP_EVENTS_BYTES, Direction, FLOW_STATS_ENTRIES,
+    FLOWS_ENDED_ENTRIES, Flow, FlowKey, FlowTable, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT,
+    MAP_ALLOW_PREFIX, MAP_ANTISPOOF_DST, MAP_ANTISPOOF_SRC, MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK,
+    MAP_COUNTERS, MAP_DROP_EVENTS, MAP_FLOW_STATS, MAP_FLOWS_ENDED, MAP_HALF_OPEN, MAP_TOKEN_BUCKETS, MAPS,
+    MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, PROTO_ICMP, PROTO_ICMPV6, TOKEN_BUCKETS_ENTRIES, TokenBucket,
+    block_counter, flows_inserted, flows_removed,
 };
 
 use crate::{
@@ -83,6 +83,8 @@ fn layout(name: &str) -> Layout {
         MAP_ANTISPOOF_SRC | MAP_ANTISPOOF_DST => (4 + size_of::<Addr>(), 4, Some(MAX_ANTISPOOF)),
         MAP_TOKEN_BUCKETS => (4, size_of::<TokenBucket>(), Some(TOKEN_BUCKETS_ENTRIES)),
         MAP_BLOCKLIST => (4 + size_of::<Addr>(), size_of::<BlockEntry>(), Some(MAX_BLOCKED)),
+        // A ring buffer has neither keys nor values; its size is in bytes.
+        MAP_DROP_EVENTS => (0, 0, Some(DROP_EVENTS_BYTES)),
         _ => unreachable!("every map is listed in firewall_common::MAPS"),
     };
     Layout { key: key as u32, value: value as u32, max_entries }

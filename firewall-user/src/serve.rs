@@ -18,10 +18,7 @@ use std::{
     convert::Infallible,
     fmt, io,
     net::{IpAddr, SocketAddr},
-    sync::{
-        Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
@@ -47,6 +44,7 @@ use prometheus_client::{
     registry::Registry,
 };
 use tokio::{
+    io::{Interest, unix::AsyncFd},
     net::TcpListener,
     signal::unix::{SignalKind, signal},
     task::JoinSet,
@@ -74,6 +72,8 @@ pub const MAX_CONNECTIONS: usize = 128;
 pub const MAX_PER_CLIENT: usize = 8;
 /// OpenMetrics 1.0, for scrapers that ask for it (Prometheus does).
 const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// How often the drop events' task looks whether the filter is still up.
+const DOWN_CHECK: Duration = Duration::from_millis(200);
 const INDEX: &str = "firewall serve: the filter's counters, in Prometheus' text format, are at /metrics\n";
 
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +104,7 @@ pub fn serve(metrics: &str, iface: Option<&str>, log_drops: Option<u32>) -> Resu
     let file = Snapshot::take(&pins)?.state.policy_file;
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ServeError::Runtime)?;
-    // Dropping the runtime waits for the drop events' thread, which turns them off.
+    // Dropping the runtime drops the drop events' task, which turns them off.
     runtime.block_on(run(addr, pins.iface, file, log_drops))
 }
 
@@ -128,8 +128,6 @@ struct Shared {
     /// One map reading or reload at a time: a reload rewrites the state files that a
     /// reading reads.
     busy: Mutex<()>,
-    /// Set when the process ends: the drop events' thread stops, and turns them off.
-    stop: Arc<AtomicBool>,
 }
 
 /// How a long-running task ends: only with an error (they serve until the process ends).
@@ -177,12 +175,7 @@ async fn run(
     let mut interrupt = listen(SignalKind::interrupt(), "SIGINT")?;
     let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
     let bound = listener.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
-    let shared = Arc::new(Shared {
-        iface,
-        reloads: Reloads::default(),
-        busy: Mutex::new(()),
-        stop: Arc::new(AtomicBool::new(false)),
-    });
+    let shared = Arc::new(Shared { iface, reloads: Reloads::default(), busy: Mutex::new(()) });
 
     // The long-running tasks.
     let mut tasks = Tasks::default();
@@ -204,36 +197,60 @@ async fn run(
             err = tasks.ended() => return Err(err),
         }
     }
-    shared.stop.store(true, Ordering::Relaxed);
     eprintln!("firewall serve: stopped; the filter on {} stays up", shared.iface);
     Ok(())
 }
 
-/// `--log-drops`: the events, each a line on stderr, counted. On a thread of the blocking
-/// pool (aya-log's reader is blocking), until `stop`.
+/// `--log-drops`: the events, each a line on stderr, counted. The ring is read on the
+/// runtime's thread whenever it is readable (tokio's `AsyncFd`); what may block (turning
+/// the events on, reading the listing) runs on the blocking pool. The events go off again
+/// as the task is dropped, when the runtime ends; the task ends (and with it the process,
+/// as it did) once the filter is down.
 async fn drop_events(shared: Arc<Shared>, rate: u32) -> Task {
-    let task = shared.clone();
-    let read = tokio::task::spawn_blocking(move || {
-        let pins = Pins::find(Some(&task.iface)).map_err(|e| e.to_string())?;
-        let mut snapshot = Snapshot::take(&pins).ok();
-        let on = drops::Listening::start(&pins, rate).map_err(|e| e.to_string())?;
-        drops::stream(&pins, &on, &task.stop, |event| {
-            task.reloads.drop_events.inc();
-            let known =
-                |s: &Snapshot| s.chains.iter().any(|c| c.lines.iter().any(|l| l.counter == event.counter));
-            if !snapshot.as_ref().is_some_and(known) {
-                snapshot = Snapshot::take(&pins).ok();
-            }
-            eprintln!("firewall serve: {}", drops::render(&event, &pins.iface, snapshot.as_ref()));
-        })
-        .map_err(|e| e.to_string())
-    });
-    let reason = match read.await {
-        Ok(Ok(())) => return std::future::pending().await,
-        Ok(Err(reason)) => reason,
-        Err(err) => err.to_string(),
+    let ended = |reason: String| ServeError::TaskEnded { task: "reading drop events".into(), reason };
+    let iface = shared.iface.clone();
+    let started = tokio::task::spawn_blocking(move || -> std::result::Result<_, LiveError> {
+        let pins = Pins::find(Some(&iface))?;
+        let events = drops::Events::open(&pins)?;
+        let on = drops::Listening::start(&pins, rate)?;
+        let snapshot = Snapshot::take(&pins).ok();
+        Ok((pins, events, on, snapshot))
+    })
+    .await;
+    let (pins, events, _on, mut snapshot) = match started {
+        Ok(Ok(started)) => started,
+        Ok(Err(err)) => return Err(ended(crate::one_line(&err))),
+        Err(err) => return Err(ended(err.to_string())),
     };
-    Err(ServeError::TaskEnded { task: "reading drop events".into(), reason })
+    // SAFETY: the descriptor is the ring map's, owned by `events`, which the AsyncFd owns
+    // in turn: open, and the same, for as long as the AsyncFd lives.
+    let mut ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
+        .map_err(|e| ended(e.to_string()))?;
+    let mut received = Vec::new();
+    loop {
+        if !pins.is_up() {
+            return Err(ended(format!("no filter is up on {} any more", pins.iface)));
+        }
+        // Woken as events arrive; the timeout only to notice the filter going down.
+        let Ok(ready) = tokio::time::timeout(DOWN_CHECK, ring.readable_mut()).await else {
+            continue;
+        };
+        let mut ready = ready.map_err(|e| ended(e.to_string()))?;
+        ready.get_inner_mut().drain(|event| received.push(event));
+        ready.clear_ready();
+        // A line a reload added since: read the listing again.
+        let known = |s: &Snapshot| {
+            received.iter().all(|e| s.chains.iter().any(|c| c.lines.iter().any(|l| l.counter == e.counter)))
+        };
+        if !snapshot.as_ref().is_some_and(known) {
+            let pins = pins.clone();
+            snapshot = tokio::task::spawn_blocking(move || Snapshot::take(&pins).ok()).await.ok().flatten();
+        }
+        for event in received.drain(..) {
+            shared.reloads.drop_events.inc();
+            eprintln!("firewall serve: {}", drops::render(&event, &pins.iface, snapshot.as_ref()));
+        }
+    }
 }
 
 /// SIGHUP: what `firewall reload` does, with one line on stderr either way.

@@ -167,6 +167,17 @@ fn drop_events_are_sampled_in_the_kernel_and_told_as_iptables_log_tells_them() {
     let status = listener.stop(libc::SIGINT);
     assert!(status.success(), "{status}");
     assert!(!events_on(&lab), "drop events still on after the listener left");
+
+    // A filter an older version loaded has no ring of its own (its events went through
+    // aya-log's): refused, with the way out, as any map it lacks.
+    std::fs::remove_file(lab.pin_dir().join(firewall_common::MAP_DROP_EVENTS)).unwrap();
+    let expected = "the live filter has no map DROP_EVENTS: an older version made it; `firewall down` then `firewall up` replaces it";
+    for args in [&["drops", "--iface", SERVER_IF][..], &["reload"]] {
+        let out = lab.firewall(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(expected), "firewall {args:?}: {stderr}");
+    }
+    assert!(!events_on(&lab), "the refused listener turned drop events on");
 }
 
 #[test]
@@ -212,4 +223,69 @@ fn serve_logs_drops_on_stderr_and_counts_them() {
     );
     assert!(serve.stop(libc::SIGTERM).success());
     assert!(!events_on(&lab), "drop events still on after serve ended");
+}
+
+/// The event itself, through BPF_PROG_TEST_RUN: a crafted frame dropped each way, and what
+/// the kernel wrote into the ring for it, field by field.
+#[test]
+fn a_drop_s_event_holds_its_direction_line_length_and_head() {
+    use aya::maps::RingBuf;
+    use firewall_common::{
+        Builtin, CONFIG_LOG_DROPS, Chain, DROP_EVENT_BYTES, Direction, LOG_BUCKET, MAP_DROP_EVENTS,
+        TokenBucket, builtin_counter,
+    };
+    use firewall_user::drops::event_of;
+    use tests::harness::{TestFilter, Verdict};
+
+    require_root();
+    let mut f = TestFilter::tight();
+    let mut ring =
+        RingBuf::try_from(f.loaded.ebpf.take_map(MAP_DROP_EVENTS).expect("the ring")).expect("a ring buffer");
+    let udp = |src: [u8; 4], dst: [u8; 4], port: u16, payload: &[u8]| {
+        let mut frame = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 0xb])
+            .ipv4(src, dst, 64)
+            .udp(41234, port)
+            .write(&mut frame, payload)
+            .expect("a UDP frame");
+        frame
+    };
+    let stranger = STRANGER.octets();
+    let ours = HOST.octets();
+    // Longer than the head: the event has the first DROP_EVENT_BYTES.
+    let long = udp(stranger, ours, CLOSED.port(), &[0x5a; 100]);
+
+    // No listener: no event.
+    assert_eq!(f.ingress(&long), Verdict::Drop);
+    assert!(ring.next().is_none(), "an event while no one listens");
+
+    let maps = &mut f.loaded.maps;
+    let bucket = TokenBucket { tat: 0, interval_ns: 1_000_000, burst_ns: 1_000_000_000 };
+    maps.token_buckets.set(LOG_BUCKET, bucket, 0).expect("the events' bucket");
+    maps.set_flag(CONFIG_LOG_DROPS, true).expect("turning the events on");
+
+    assert_eq!(f.ingress(&long), Verdict::Drop);
+    let event = event_of(&ring.next().expect("the ingress drop's event")).expect("a well-formed event");
+    assert_eq!(event.direction(), Some(Direction::In));
+    assert_eq!(event.counter, builtin_counter(Chain::Input, Builtin::Policy));
+    assert_eq!(event.len as usize, long.len());
+    assert_eq!(usize::from(event.head_len), DROP_EVENT_BYTES);
+    assert_eq!(event.head(), &long[..DROP_EVENT_BYTES]);
+
+    // Out, from a source not ours, and shorter than the head: the IPv4 header and the
+    // ports (the kernel copies in steps the verifier can check, 38 bytes the one below 47).
+    let short = udp([192, 0, 2, 1], stranger, 53, b"query");
+    assert_eq!(short.len(), 47);
+    assert_eq!(f.egress(&short), Verdict::Drop);
+    let event = event_of(&ring.next().expect("the egress drop's event")).expect("a well-formed event");
+    assert_eq!(event.direction(), Some(Direction::Out));
+    assert_eq!(event.counter, builtin_counter(Chain::Output, Builtin::SpoofedSource));
+    assert_eq!(event.len, 47);
+    assert_eq!(event.head(), &short[..38]);
+    assert!(ring.next().is_none(), "one event a drop");
+
+    // What passes sends nothing.
+    let dns = udp(ours, [198, 51, 100, 53], 53, b"query");
+    assert_eq!(f.egress(&dns), Verdict::Pass);
+    assert!(ring.next().is_none(), "an event for a packet passed");
 }
