@@ -102,22 +102,6 @@ mod programs {
         }
     }
 
-    /// For the benchmarks only, never attached: one hash lookup of the IPv4 source, the
-    /// least any allow-list costs, to measure the firewall against.
-    #[xdp]
-    pub fn bench_baseline(ctx: XdpContext) -> u32 {
-        const SOURCE: usize = 14 + 12;
-        if ctx.data() + SOURCE + 4 > ctx.data_end() {
-            return xdp_action::XDP_DROP;
-        }
-        // SAFETY: bounds-checked just above.
-        let source = unsafe { *((ctx.data() + SOURCE) as *const [u8; 4]) };
-        match crate::maps::BENCH_PEERS.get_ptr(&source) {
-            Some(_) => xdp_action::XDP_PASS,
-            None => xdp_action::XDP_DROP,
-        }
-    }
-
     #[panic_handler]
     fn panic(_info: &core::panic::PanicInfo) -> ! {
         loop {}

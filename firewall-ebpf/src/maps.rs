@@ -79,8 +79,3 @@ pub static TOKEN_BUCKETS: Array<TokenBucket> = Array::with_max_entries(TOKEN_BUC
 /// listener, another process, reads it (sized in firewall_common::DROP_EVENTS_BYTES).
 #[map]
 pub static DROP_EVENTS: RingBuf = RingBuf::with_byte_size(DROP_EVENTS_BYTES, 0);
-
-/// The benchmarks' baseline: source addresses, one lookup (resized when loaded for a
-/// benchmark; never used by the filter).
-#[map]
-pub static BENCH_PEERS: HashMap<[u8; 4], u32> = HashMap::with_max_entries(1, BPF_F_NO_PREALLOC as u32);

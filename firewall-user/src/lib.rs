@@ -20,6 +20,12 @@ pub mod watch;
 /// The kernel object, built by build.rs for bpfel-unknown-none.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/firewall-ebpf"));
 
+/// The benchmarks' baseline (tests/src/bin/bench.rs), an object of its own so that the
+/// filter's holds nothing else. The `firewall` binary never names it, so the linker leaves
+/// it out of it.
+pub static BENCH_BASELINE_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench_baseline"));
+
 /// An error and its causes on one line, each said once: `reading x: No such file or
 /// directory`.
 pub fn one_line(err: &(dyn std::error::Error + 'static)) -> String {

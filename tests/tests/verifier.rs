@@ -2,6 +2,7 @@
 //! deterministic for a given object and kernel, unlike time, so a change that bloats the
 //! programs (or a compiler that reshapes them, aya #1562) shows at once. The budget is
 //! kept here; the figures are in docs/BENCHMARKS.md.
+use firewall_common::{MAPS, PROG_EGRESS, PROG_INGRESS};
 use tests::harness::TestFilter;
 
 /// Processed instructions each program may cost the verifier, with the policy of
@@ -39,4 +40,30 @@ fn the_programs_stay_within_the_verifier_budget() {
     assert!(ingress > 100 && egress > 100, "implausibly small: {ingress}, {egress}");
     assert!(ingress <= BUDGET_INGRESS, "the XDP program costs the verifier {ingress} > {BUDGET_INGRESS}");
     assert!(egress <= BUDGET_EGRESS, "the TC program costs the verifier {egress} > {BUDGET_EGRESS}");
+}
+
+/// The object `firewall up` loads holds the filter and nothing else: its two programs and
+/// the maps it pins; the benchmarks' baseline is an object of its own.
+#[test]
+fn the_production_object_holds_the_filter_alone() {
+    fn sorted(mut names: Vec<&str>) -> Vec<&str> {
+        names.sort_unstable();
+        names
+    }
+    tests::require_root();
+    // Loading creates the maps (not pinned) but loads no program.
+    let ebpf = aya::Ebpf::load(firewall_user::EBPF_OBJECT).expect("loading the filter's object");
+    let programs = sorted(ebpf.programs().map(|(name, _)| name).collect());
+    assert_eq!(programs, sorted(vec![PROG_EGRESS, PROG_INGRESS]));
+    let maps = sorted(ebpf.maps().map(|(name, _)| name).collect());
+    assert_eq!(maps, sorted(MAPS.to_vec()));
+
+    let mut bench =
+        aya::Ebpf::load(firewall_user::BENCH_BASELINE_OBJECT).expect("loading the baseline's object");
+    assert_eq!(bench.programs().map(|(name, _)| name).collect::<Vec<_>>(), ["bench_baseline"]);
+    assert_eq!(bench.maps().map(|(name, _)| name).collect::<Vec<_>>(), ["BENCH_PEERS"]);
+    // And the kernel takes it, as the benchmarks will ask.
+    let program: &mut aya::programs::Xdp =
+        bench.program_mut("bench_baseline").unwrap().try_into().expect("an XDP program");
+    program.load().expect("the verifier accepts the baseline");
 }

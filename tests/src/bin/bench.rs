@@ -195,10 +195,10 @@ fn per_packet(size: u32) -> PerPacket {
     let conntrack_bytes = memlock(f.loaded.maps.conntrack.map());
     let half_open_bytes = memlock(f.loaded.maps.half_open.map());
 
-    // The baseline: the same object's one-lookup program, its map as big.
+    // The baseline: the one-lookup program of an object of its own, its map as big.
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("BENCH_PEERS", size)
-        .load(firewall_user::EBPF_OBJECT)
+        .load(firewall_user::BENCH_BASELINE_OBJECT)
         .expect("loading the baseline");
     let mut map: HashMap<_, [u8; 4], u32> =
         HashMap::try_from(ebpf.take_map("BENCH_PEERS").expect("BENCH_PEERS")).expect("a hash map");
@@ -502,7 +502,7 @@ fn flood_row(lab: &Lab, peers_n: u32) -> Flood {
         iptables.push(flood(lab));
         // The ceiling: an XDP program that drops everything (the baseline, its map empty).
         ceiling.push(lab.run_in(&lab.server, || {
-            let mut ebpf = EbpfLoader::new().load(firewall_user::EBPF_OBJECT).expect("loading");
+            let mut ebpf = EbpfLoader::new().load(firewall_user::BENCH_BASELINE_OBJECT).expect("loading");
             let program: &mut Xdp = ebpf.program_mut("bench_baseline").unwrap().try_into().unwrap();
             program.load().expect("loading the drop-all program");
             let link = program.attach(SERVER_IF, XdpMode::Default).expect("attaching the drop-all program");
