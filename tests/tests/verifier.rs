@@ -6,7 +6,9 @@ use firewall_common::{MAPS, PROG_EGRESS, PROG_INGRESS};
 use tests::harness::TestFilter;
 
 /// Processed instructions each program may cost the verifier, with the policy of
-/// examples/tight.toml: about 20% over what they cost on Linux 6.18: 41,867 and 41,880 with
+/// examples/tight.toml: about 20% over what they cost on Linux 6.18: 36,505 and 38,170 with
+/// a drop event a struct reserved in a ring buffer, its head copied into the record by one
+/// helper (aya-log's formatting of it cost 5,362 and 3,710 more); 41,867 and 41,880 with
 /// the link layer's own lines and the half-open table together; 32,766 and 36,561 with the
 /// link layer's own lines (a third VLAN tag, other ethertypes) and discovery after the
 /// blocklist and the anti-spoof sources, on a branch of its own (in line after the
@@ -26,8 +28,8 @@ use tests::harness::TestFilter;
 /// every path; 5,110 and 4,718 with the conntrack fast path; 2,963 and 3,275 before it.
 /// The kernel's limit is 1,000,000.
 /// Raise only with a reason in the commit.
-const BUDGET_INGRESS: u32 = 49_500;
-const BUDGET_EGRESS: u32 = 52_000;
+const BUDGET_INGRESS: u32 = 44_000;
+const BUDGET_EGRESS: u32 = 46_000;
 
 #[test]
 fn the_programs_stay_within_the_verifier_budget() {
