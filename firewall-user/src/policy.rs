@@ -1,5 +1,5 @@
 //! The policy file: TOML in, a validated [`Policy`] out, or one error that says
-//! `FILE:LINE:COL: message` (see ../../shared/POLICY.md for the format).
+//! `FILE:LINE:COL: message` (see docs/policy.md for the format).
 use std::{
     collections::{HashMap, HashSet},
     fmt,
