@@ -306,7 +306,7 @@ use firewall_common::{
     rule_counter,
 };
 use firewall_user::{
-    compile::Ids,
+    compile::{AntispoofEntry, AntispoofList, Ids},
     policy::{Policy, Prefix, Rule, Service},
 };
 
@@ -1123,7 +1123,8 @@ impl Judge<'_> {
         let chain = match direction {
             Direction::In => {
                 if !(discovery && of_the_link(d.src))
-                    && let Some(counter) = self.antispoof(&self.policy.antispoof_sources, "source", d.src)
+                    && let Some(counter) =
+                        self.antispoof(&self.policy.antispoof_sources, AntispoofList::Sources, d.src)
                 {
                     return drop(counter);
                 }
@@ -1133,9 +1134,11 @@ impl Judge<'_> {
                 if ours {
                     Chain::Input
                 } else {
-                    if let Some(counter) =
-                        self.antispoof(&self.policy.antispoof_destinations, "destination", d.dst)
-                    {
+                    if let Some(counter) = self.antispoof(
+                        &self.policy.antispoof_destinations,
+                        AntispoofList::Destinations,
+                        d.dst,
+                    ) {
                         return drop(counter);
                     }
                     Chain::Forward
@@ -1306,14 +1309,14 @@ impl Judge<'_> {
 
     /// Whether rule 12 would drop a packet from `peer`.
     fn spoofed(&self, peer: IpAddr) -> bool {
-        self.antispoof(&self.policy.antispoof_sources, "source", peer).is_some()
+        self.antispoof(&self.policy.antispoof_sources, AntispoofList::Sources, peer).is_some()
     }
 
     /// Rule 12: the most specific entry of `list` containing `addr`, as its counter id.
-    fn antispoof(&self, list: &[Prefix], which: &str, addr: IpAddr) -> Option<u32> {
+    fn antispoof(&self, list: &[Prefix], which: AntispoofList, addr: IpAddr) -> Option<u32> {
         // Net::contains keeps to the address's family.
         let best = list.iter().filter(|p| Net::from_prefix(p).contains(addr)).max_by_key(|p| p.len)?;
-        Some(self.ids.antispoof[&format!("{which} {best}")])
+        Some(self.ids.antispoof[&AntispoofEntry { list: which, prefix: *best }])
     }
 
     /// Rule 20.
