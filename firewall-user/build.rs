@@ -3,7 +3,7 @@
 //! Which compiler builds it: `FIREWALL_EBPF_TOOLCHAIN` if set; else rustup's nightly
 //! when it has the `rust-src` component; else the Debian `rustc-web` toolchain that
 //! `cargo xtask setup` links into rustup as `debian` (its `rust-web-src` provides the
-//! library sources `-Z build-std=core` needs). See ../../shared/TOOLCHAIN.md.
+//! library sources `-Z build-std=core` needs). See docs/building.md.
 use std::{env, path::Path, process::Command};
 
 use anyhow::{Context as _, anyhow};

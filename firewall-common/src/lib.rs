@@ -84,6 +84,26 @@ pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 pub const PROTO_ICMPV6: u8 = 58;
 
+/// Each protocol's name, as the policy's `protocols`, iptables and conntrack spell it
+/// (ip6tables' listing alone says `ipv6-icmp`). The only place a protocol is named.
+pub const PROTOCOL_NAMES: [(u8, &str); 4] =
+    [(PROTO_TCP, "tcp"), (PROTO_UDP, "udp"), (PROTO_ICMP, "icmp"), (PROTO_ICMPV6, "icmpv6")];
+
+/// The name of protocol number `protocol`, if the firewall knows it.
+pub fn protocol_name(protocol: u8) -> Option<&'static str> {
+    PROTOCOL_NAMES.iter().find(|(number, _)| *number == protocol).map(|(_, name)| *name)
+}
+
+/// The protocol number named `name`, if the firewall knows it.
+pub fn protocol_named(name: &str) -> Option<u8> {
+    PROTOCOL_NAMES.iter().find(|(_, known)| *known == name).map(|(number, _)| *number)
+}
+
+/// Whether a rule can name `protocol`: ICMPv6 it names as `icmp`.
+pub const fn rule_protocol(protocol: u8) -> bool {
+    matches!(protocol, PROTO_TCP | PROTO_UDP | PROTO_ICMP)
+}
+
 /// ICMP types with meaning to conntrack.
 pub const ICMP_ECHO_REPLY: u8 = 0;
 pub const ICMP_DEST_UNREACHABLE: u8 = 3;

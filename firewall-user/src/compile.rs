@@ -3,14 +3,15 @@
 //! This is all the per-policy work; the kernel then does lookups only.
 use std::{
     collections::{BTreeMap, HashMap},
+    fmt,
     time::Duration,
 };
 
 use firewall_common::{
     ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_RELATED, ANTISPOOF_COUNTER_BASE, ANY_PEER, AllowKey,
     AllowValue, Builtin, CONFIG_HAS_PREFIXES, CONFIG_IPV6, CONFIG_READY, Chain, Config, Direction,
-    ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, Line, MAX_ANTISPOOF, MAX_RULES, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
-    TokenBucket, builtin_counter, icmpv6_equivalent, rule_counter, v4_mapped,
+    ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, Line, MAX_ANTISPOOF, MAX_RULES, PROTO_ICMP, TokenBucket,
+    builtin_counter, icmpv6_equivalent, protocol_name, rule_counter, v4_mapped,
 };
 use serde::{Deserialize, Serialize};
 
@@ -22,12 +23,70 @@ use crate::policy::{Limit, Policy, Prefix, Service};
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ids {
     pub rules: BTreeMap<String, u32>,
-    /// `"source 10.0.0.0/8"`, `"destination 1.1.1.1"` → counter id.
-    pub antispoof: BTreeMap<String, u32>,
+    /// Each anti-spoof entry's counter id.
+    pub antispoof: BTreeMap<AntispoofEntry, u32>,
 }
 
-fn antispoof_name(source: bool, prefix: &Prefix) -> String {
-    format!("{} {prefix}", if source { "source" } else { "destination" })
+/// One of the two anti-spoof lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AntispoofList {
+    /// `[antispoof] sources`: dropped coming in from them.
+    Sources,
+    /// `[antispoof] destinations`: dropped coming in to them.
+    Destinations,
+}
+
+impl AntispoofList {
+    /// How the listing's match column, the metrics' `line` label and the state name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AntispoofList::Sources => "source",
+            AntispoofList::Destinations => "destination",
+        }
+    }
+}
+
+/// An anti-spoof entry: what keeps its counter id from one reload to the next. Written in
+/// the state as `"source 10.0.0.0/8"`, as every version has written it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AntispoofEntry {
+    pub list: AntispoofList,
+    pub prefix: Prefix,
+}
+
+impl AntispoofEntry {
+    pub fn source(prefix: Prefix) -> AntispoofEntry {
+        AntispoofEntry { list: AntispoofList::Sources, prefix }
+    }
+
+    pub fn destination(prefix: Prefix) -> AntispoofEntry {
+        AntispoofEntry { list: AntispoofList::Destinations, prefix }
+    }
+}
+
+impl fmt::Display for AntispoofEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.list.name(), self.prefix)
+    }
+}
+
+impl Serialize for AntispoofEntry {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for AntispoofEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let entry = |list, prefix: &str| Prefix::parse(prefix).map(|prefix| AntispoofEntry { list, prefix });
+        match text.split_once(' ') {
+            Some(("source", prefix)) => entry(AntispoofList::Sources, prefix),
+            Some(("destination", prefix)) => entry(AntispoofList::Destinations, prefix),
+            _ => Err(format!("not an anti-spoof entry: {text:?}")),
+        }
+        .map_err(serde::de::Error::custom)
+    }
 }
 
 /// The lowest id in `range` that `taken` does not hold.
@@ -50,11 +109,11 @@ impl Ids {
             };
             ids.rules.insert(rule.name.clone(), id);
         }
-        let entries: Vec<String> = policy
+        let entries: Vec<AntispoofEntry> = policy
             .antispoof_sources
             .iter()
-            .map(|p| antispoof_name(true, p))
-            .chain(policy.antispoof_destinations.iter().map(|p| antispoof_name(false, p)))
+            .map(|p| AntispoofEntry::source(*p))
+            .chain(policy.antispoof_destinations.iter().map(|p| AntispoofEntry::destination(*p)))
             .collect();
         let mut taken: Vec<u32> = entries.iter().filter_map(|e| previous.antispoof.get(e).copied()).collect();
         for entry in entries {
@@ -92,11 +151,14 @@ impl Ids {
     /// Whether these ids number every rule and anti-spoof entry of `policy`.
     pub fn number(&self, policy: &Policy) -> bool {
         policy.rules.iter().all(|r| self.rules.contains_key(&r.name))
-            && policy.antispoof_sources.iter().all(|p| self.antispoof.contains_key(&antispoof_name(true, p)))
+            && policy
+                .antispoof_sources
+                .iter()
+                .all(|p| self.antispoof.contains_key(&AntispoofEntry::source(*p)))
             && policy
                 .antispoof_destinations
                 .iter()
-                .all(|p| self.antispoof.contains_key(&antispoof_name(false, p)))
+                .all(|p| self.antispoof.contains_key(&AntispoofEntry::destination(*p)))
     }
 }
 
@@ -194,10 +256,10 @@ pub fn plan(policy: &Policy, ids: &Ids) -> MapPlan {
         }
     }
     for prefix in &policy.antispoof_sources {
-        plan.antispoof_sources.insert(*prefix, ids.antispoof[&antispoof_name(true, prefix)]);
+        plan.antispoof_sources.insert(*prefix, ids.antispoof[&AntispoofEntry::source(*prefix)]);
     }
     for prefix in &policy.antispoof_destinations {
-        plan.antispoof_destinations.insert(*prefix, ids.antispoof[&antispoof_name(false, prefix)]);
+        plan.antispoof_destinations.insert(*prefix, ids.antispoof[&AntispoofEntry::destination(*prefix)]);
     }
     if !plan.allow_prefix.is_empty() {
         plan.config.flags |= CONFIG_HAS_PREFIXES;
@@ -245,13 +307,9 @@ pub fn chain_name(chain: Chain) -> &'static str {
 pub(crate) const ANYWHERE: &str = "0.0.0.0/0";
 const ANYWHERE6: &str = "::/0";
 
+/// iptables' `prot` column: a rule's protocol, `all` for several.
 fn proto_name(protocol: u8) -> &'static str {
-    match protocol {
-        PROTO_TCP => "tcp",
-        PROTO_UDP => "udp",
-        PROTO_ICMP => "icmp",
-        _ => "all",
-    }
+    protocol_name(protocol).unwrap_or("all")
 }
 
 fn peers_text(peers: &[Prefix]) -> String {
@@ -338,7 +396,7 @@ pub fn listing(policy: &Policy, ids: &Ids) -> Vec<ListChain> {
     };
     let mut input = first_lines(policy, Chain::Input);
     for prefix in &policy.antispoof_sources {
-        let counter = &ids.antispoof[&antispoof_name(true, prefix)];
+        let counter = &ids.antispoof[&AntispoofEntry::source(*prefix)];
         input.push(ListLine {
             name: "antispoof".into(),
             target: "DROP",
@@ -351,7 +409,7 @@ pub fn listing(policy: &Policy, ids: &Ids) -> Vec<ListChain> {
     }
     input.extend(icmpv6_lines(policy, Chain::Input));
     for prefix in &policy.antispoof_destinations {
-        let counter = &ids.antispoof[&antispoof_name(false, prefix)];
+        let counter = &ids.antispoof[&AntispoofEntry::destination(*prefix)];
         input.push(ListLine {
             name: "antispoof".into(),
             target: "DROP",
@@ -485,7 +543,7 @@ pub fn listing(policy: &Policy, ids: &Ids) -> Vec<ListChain> {
 mod tests {
     use std::path::Path;
 
-    use firewall_common::{ICMPV6_ECHO_REQUEST, PROTO_ICMPV6, V4_MAPPED_BITS};
+    use firewall_common::{ICMPV6_ECHO_REQUEST, PROTO_ICMPV6, PROTO_TCP, V4_MAPPED_BITS};
 
     use super::*;
     use crate::policy::{parse, to_addr};
@@ -507,6 +565,20 @@ protocols = ["icmp"]
 icmp_type = "echo-request"
 peers = "any"
 "#;
+
+    #[test]
+    fn anti_spoof_ids_keep_the_state_as_every_version_wrote_it() {
+        let json =
+            r#"{"rules":{"ssh-in":0},"antispoof":{"destination 224.0.0.0/4":1025,"source 10.0.0.0/8":1024}}"#;
+        let ids: Ids = serde_json::from_str(json).unwrap();
+        let ten = Prefix::parse("10.0.0.0/8").unwrap();
+        assert_eq!(ids.antispoof[&AntispoofEntry::source(ten)], 1024);
+        assert!(!ids.antispoof.contains_key(&AntispoofEntry::destination(ten)));
+        let written: serde_json::Value = serde_json::to_value(&ids).unwrap();
+        assert_eq!(written, serde_json::from_str::<serde_json::Value>(json).unwrap());
+        let wrong = serde_json::from_str::<Ids>(r#"{"rules":{},"antispoof":{"sauce 10.0.0.0/8":1}}"#);
+        assert!(wrong.unwrap_err().to_string().contains("not an anti-spoof entry: \"sauce 10.0.0.0/8\""));
+    }
 
     #[test]
     fn both_families_share_the_maps_ipv4_mapped() {

@@ -40,7 +40,7 @@ use crate::{
     files::{self, Perms},
     filter,
     live::{self, LiveError},
-    maps::LiveMaps,
+    maps::{Enforcement, LiveMaps},
     pins::{PENDING, Pins, PinsError, STATE_ROOT, StateLock, io_err},
 };
 
@@ -150,7 +150,8 @@ fn record(lock: &StateLock) -> Result<Option<Previous>> {
         return Ok(None);
     }
     let state = pins.live_state()?;
-    let audit = LiveMaps::open(pins).map_err(LiveError::from)?.audit().map_err(LiveError::from)?;
+    let audit =
+        LiveMaps::open(pins).map_err(LiveError::from)?.enforcement().map_err(LiveError::from)?.is_audit();
     Ok(Some(Previous { policy_text: pins.policy_text()?, policy_file: state.policy_file, audit }))
 }
 
@@ -396,7 +397,7 @@ fn roll_back(lock: &StateLock, pending: &Pending) -> Result<String> {
                 lock,
                 &previous.policy_text,
                 &previous.policy_file,
-                Some(previous.audit),
+                Some(if previous.audit { Enforcement::Audit } else { Enforcement::Enforce }),
                 true,
             )?;
             Ok(format!(

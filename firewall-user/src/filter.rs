@@ -20,7 +20,7 @@ use firewall_common::{MAP_CONNTRACK, MAP_HALF_OPEN, MAPS, PROG_EGRESS, PROG_INGR
 
 use crate::{
     compile::{Ids, plan},
-    maps::{LiveMaps, MapsError},
+    maps::{Enforcement, LiveMaps, MapsError},
     pins::{
         EGRESS_LINK, INGRESS_LINK, LOCK_WAIT, LiveState, Pins, PinsError, StateLock, ensure_bpffs, io_err,
     },
@@ -110,7 +110,7 @@ impl Loaded {
     pub fn with_policy(policy: &Policy) -> Result<(Loaded, Ids)> {
         let mut loaded = Loaded::load(&policy.conntrack, None)?;
         let ids = Ids::assign(policy, &Ids::default());
-        loaded.maps.apply(&plan(policy, &ids), &[], Some(false))?;
+        loaded.maps.apply(&plan(policy, &ids), &[], Some(Enforcement::Enforce))?;
         Ok((loaded, ids))
     }
 
@@ -158,8 +158,8 @@ pub struct Up {
     pub pins: Pins,
     /// A filter was up already and its programs were replaced in place.
     pub replaced: bool,
-    /// The filter is in audit mode now.
-    pub audit: bool,
+    /// The filter's mode now.
+    pub enforcement: Enforcement,
 }
 
 /// The state lock of `iface`, for an `up` (a filter there or not), once the interface is
@@ -177,8 +177,8 @@ pub fn lock_for_up(iface: &str) -> Result<StateLock> {
 /// or, when one is up, replaces its programs in place and brings its maps to the policy.
 /// `policy_file` is what later `allow`, `revoke` and `reload` read and write.
 ///
-/// `audit`: `Some(true)` attaches in audit mode (drops counted, not done), `Some(false)`
-/// enforces; `None` keeps a live filter's mode, and enforces on a new one. Unless
+/// `enforcement`: the filter's mode, or `None` to keep a live filter's (a new one
+/// enforces). Unless
 /// `force`, a policy that would cut off the SSH session this runs from is refused when it
 /// is to be enforced.
 pub fn up(
@@ -187,38 +187,35 @@ pub fn up(
     policy_text: &str,
     policy_file: &Path,
     mode: Mode,
-    audit: Option<bool>,
+    enforcement: Option<Enforcement>,
     force: bool,
 ) -> Result<Up> {
     let pins = lock.pins().clone();
     if if_index(&pins.iface).is_none() {
         return Err(FilterError::NoInterface(pins.iface.clone()));
     }
-    let audited = match audit {
-        Some(audit) => audit,
-        None => pins.is_up() && LiveMaps::open(&pins)?.audit()?,
-    };
-    if !audited {
+    let live = if pins.is_up() { LiveMaps::open(&pins)?.enforcement()? } else { Enforcement::Enforce };
+    if !enforcement.unwrap_or(live).is_audit() {
         crate::lockout::guard(policy, Some(&pins.iface), force)?;
     }
     let policy_file = std::path::absolute(policy_file).map_err(io_err("resolving", policy_file))?;
     if pins.is_up() {
         lock.refuse_if_pending()?;
-        replace(lock, policy, policy_text, &policy_file, audit)?;
-        let audit = LiveMaps::open(&pins)?.audit()?;
-        return Ok(Up { pins, replaced: true, audit });
+        replace(lock, policy, policy_text, &policy_file, enforcement)?;
+        let enforcement = LiveMaps::open(&pins)?.enforcement()?;
+        return Ok(Up { pins, replaced: true, enforcement });
     }
     // Stale map pins from an interrupted `up` would be reused with old contents, and its
     // state files would be taken for this filter's.
     remove_pins(&pins)?;
     lock.clear_state()?;
     pins.make_pin_dir()?;
-    let audit = audit.unwrap_or(false);
-    let result = attach_and_pin(lock, policy, policy_text, &policy_file, mode, audit);
+    let enforcement = enforcement.unwrap_or(Enforcement::Enforce);
+    let result = attach_and_pin(lock, policy, policy_text, &policy_file, mode, enforcement);
     if result.is_err() {
         let _ = remove_pins(&pins);
     }
-    result.map(|()| Up { pins, replaced: false, audit })
+    result.map(|()| Up { pins, replaced: false, enforcement })
 }
 
 fn attach_and_pin(
@@ -227,12 +224,12 @@ fn attach_and_pin(
     policy_text: &str,
     policy_file: &Path,
     mode: Mode,
-    audit: bool,
+    enforcement: Enforcement,
 ) -> Result<()> {
     let pins = lock.pins();
     let mut loaded = Loaded::load(&policy.conntrack, Some(pins))?;
     let ids = Ids::assign(policy, &Ids::default());
-    loaded.maps.apply(&plan(policy, &ids), &[], Some(audit))?;
+    loaded.maps.apply(&plan(policy, &ids), &[], Some(enforcement))?;
     let iface = pins.iface.as_str();
 
     let xdp = loaded.ingress()?;
@@ -284,7 +281,7 @@ fn replace(
     policy: &Policy,
     policy_text: &str,
     policy_file: &Path,
-    audit: Option<bool>,
+    enforcement: Option<Enforcement>,
 ) -> Result<()> {
     let pins = lock.pins();
     let previous = pins.live_state()?;
@@ -298,7 +295,7 @@ fn replace(
         .map_err(|source| FilterError::Link { path: pins.link_path(EGRESS_LINK), source })?;
 
     let ids = Ids::assign(policy, &previous.ids);
-    loaded.maps.apply(&plan(policy, &ids), &ids.new_counters(&previous.ids), audit)?;
+    loaded.maps.apply(&plan(policy, &ids), &ids.new_counters(&previous.ids), enforcement)?;
     let iface = pins.iface.clone();
     loaded
         .ingress()?

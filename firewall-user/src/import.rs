@@ -19,7 +19,7 @@ use std::{
 
 use firewall_common::{
     Direction, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM,
-    ICMP_TIME_EXCEEDED, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+    ICMP_TIME_EXCEEDED, PROTO_ICMP, PROTO_TCP, protocol_name, protocol_named, rule_protocol,
 };
 use toml_edit::{Array, ArrayOfTables, DocumentMut, Item, Table, value};
 
@@ -374,12 +374,12 @@ fn parse_spec(words: &[String]) -> std::result::Result<Spec, String> {
             "-o" | "--out-interface" => spec.out_iface = Some(interface(&arg(&mut it, word)?)?),
             "-p" | "--protocol" => {
                 let p = arg(&mut it, word)?;
-                spec.protocol = match p.as_str() {
-                    "tcp" | "6" => Some(PROTO_TCP),
-                    "udp" | "17" => Some(PROTO_UDP),
-                    "icmp" | "1" => Some(PROTO_ICMP),
-                    "all" | "0" => None,
-                    other => {
+                // iptables-save writes names, and numbers for protocols without one.
+                let known = protocol_named(&p).or_else(|| p.parse().ok()).filter(|p| rule_protocol(*p));
+                spec.protocol = match (p.as_str(), known) {
+                    (_, Some(protocol)) => Some(protocol),
+                    ("all" | "0", None) => None,
+                    (other, None) => {
                         return Err(format!(
                             "protocol {other} is not translated: the policy knows tcp, udp and icmp"
                         ));
@@ -698,7 +698,7 @@ fn classify(spec: &Spec, chains: &[String]) -> std::result::Result<Role, String>
         (true, true) if spec.matches() == 2 && !opens => Ok(Role::BuiltIn(WHY_PROTOCOL_RETURNS)),
         (true, true) => Err(format!(
             "{} without a port cannot be expressed: a rule names its service port",
-            if protocol == PROTO_TCP { "tcp" } else { "udp" }
+            protocol_name(protocol).expect("tcp or udp")
         )),
         // `--dport`: the line opens flows to the service port, ours on INPUT (the peer
         // opens), the peer's on OUTPUT (this host does).
@@ -1465,15 +1465,8 @@ fn write_policy(
         table.decor_mut().set_prefix(format!("\n{}", comment_block(&comment)));
         table["name"] = value(rule.name.as_str());
         table["direction"] = value(if rule.direction == Direction::In { "in" } else { "out" });
-        let protocols: Array = rule
-            .protocols
-            .iter()
-            .map(|p| match *p {
-                PROTO_TCP => "tcp",
-                PROTO_UDP => "udp",
-                _ => "icmp",
-            })
-            .collect();
+        let protocols: Array =
+            rule.protocols.iter().map(|p| protocol_name(*p).expect("a rule's protocols are named")).collect();
         table["protocols"] = value(protocols);
         match rule.ports.as_slice() {
             [] => {}

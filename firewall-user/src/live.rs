@@ -13,8 +13,8 @@ use std::{
 };
 
 use firewall_common::{
-    Direction, Flow, FlowKey, FlowTable, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TCP_FIN_SEEN,
-    TCP_OPEN, TCP_SYN_RECV, TCP_SYN_SENT,
+    Direction, Flow, FlowKey, FlowTable, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, TCP_FIN_SEEN, TCP_OPEN,
+    TCP_SYN_RECV, TCP_SYN_SENT, protocol_name,
 };
 use serde::Serialize;
 use toml_edit::{DocumentMut, Item, Value};
@@ -23,7 +23,7 @@ use crate::{
     compile::{Ids, plan},
     files::{self, Perms},
     filter::{FilterError, if_index, require_root},
-    maps::{Applied, LiveMaps, dedup_flows},
+    maps::{Applied, Enforcement, LiveMaps, dedup_flows},
     pins::{LiveState, Pins, PinsError, StateLock, io_err},
     policy::{self, Policy, PolicyError, Prefix, from_addr},
 };
@@ -96,15 +96,15 @@ fn apply(
     maps: &mut LiveMaps,
     state: &LiveState,
     policy: &Policy,
-    audit: Option<bool>,
+    enforcement: Option<Enforcement>,
 ) -> Result<(Ids, Applied)> {
     let ids = Ids::assign(policy, &state.ids);
-    let was_audit = maps.audit()?;
-    match maps.apply(&plan(policy, &ids), &ids.new_counters(&state.ids), audit) {
+    let was = maps.enforcement()?;
+    match maps.apply(&plan(policy, &ids), &ids.new_counters(&state.ids), enforcement) {
         Ok(applied) => Ok((ids, applied)),
         Err(err) => {
             if let Ok(previous) = pins.policy() {
-                let _ = maps.apply(&plan(&previous, &state.ids), &[], Some(was_audit));
+                let _ = maps.apply(&plan(&previous, &state.ids), &[], Some(was));
             }
             Err(err.into())
         }
@@ -116,14 +116,19 @@ pub struct Reloaded {
     pub pins: Pins,
     pub file: PathBuf,
     pub applied: Applied,
-    /// The filter is in audit mode now.
-    pub audit: bool,
+    /// The filter's mode now.
+    pub enforcement: Enforcement,
 }
 
 /// Re-reads the policy (the file `up` was given, or `file`) and brings the live maps to
-/// it. Programs stay attached; counters and still-admitted flows are kept. `audit` and
-/// `force` as for [`crate::filter::up`].
-pub fn reload(lock: &StateLock, file: Option<&Path>, audit: Option<bool>, force: bool) -> Result<Reloaded> {
+/// it. Programs stay attached; counters and still-admitted flows are kept. `enforcement`
+/// and `force` as for [`crate::filter::up`].
+pub fn reload(
+    lock: &StateLock,
+    file: Option<&Path>,
+    enforcement: Option<Enforcement>,
+    force: bool,
+) -> Result<Reloaded> {
     lock.refuse_if_pending()?;
     let state = lock.pins().live_state()?;
     let file = match file {
@@ -131,7 +136,7 @@ pub fn reload(lock: &StateLock, file: Option<&Path>, audit: Option<bool>, force:
         None => state.policy_file.clone(),
     };
     let text = std::fs::read_to_string(&file).map_err(io_err("reading", &file))?;
-    reload_text(lock, &text, &file, audit, force)
+    reload_text(lock, &text, &file, enforcement, force)
 }
 
 /// Brings the live maps to the policy `text` (read from `file`, which later commands use).
@@ -139,28 +144,31 @@ pub fn reload_text(
     lock: &StateLock,
     text: &str,
     file: &Path,
-    audit: Option<bool>,
+    enforcement: Option<Enforcement>,
     force: bool,
 ) -> Result<Reloaded> {
     let pins = lock.pins().clone();
     let state = pins.live_state()?;
     let policy = policy::parse(text, file)?;
     let mut maps = LiveMaps::open(&pins)?;
-    guard(&maps, &policy, &pins, audit, force)?;
-    let (ids, applied) = apply(&pins, &mut maps, &state, &policy, audit)?;
+    guard(&maps, &policy, &pins, enforcement, force)?;
+    let (ids, applied) = apply(&pins, &mut maps, &state, &policy, enforcement)?;
     let file = file.to_owned();
     lock.save(text, &LiveState { policy_file: file.clone(), ids })?;
-    let audit = maps.audit()?;
-    Ok(Reloaded { pins, file, applied, audit })
+    let enforcement = maps.enforcement()?;
+    Ok(Reloaded { pins, file, applied, enforcement })
 }
 
 /// The lock-out guard, when the filter is to enforce `policy` (not in audit mode).
-fn guard(maps: &LiveMaps, policy: &Policy, pins: &Pins, audit: Option<bool>, force: bool) -> Result<()> {
-    let audited = match audit {
-        Some(audit) => audit,
-        None => maps.audit()?,
-    };
-    if !audited {
+fn guard(
+    maps: &LiveMaps,
+    policy: &Policy,
+    pins: &Pins,
+    enforcement: Option<Enforcement>,
+    force: bool,
+) -> Result<()> {
+    let live = maps.enforcement()?;
+    if !enforcement.unwrap_or(live).is_audit() {
         crate::lockout::guard(policy, Some(&pins.iface), force)?;
     }
     Ok(())
@@ -178,6 +186,13 @@ pub struct PeersChanged {
     pub changed: Vec<Prefix>,
 }
 
+/// Which way `allow` and `revoke` change a rule's peers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerChange {
+    Allow,
+    Revoke,
+}
+
 /// Adds (`allow`) or removes (`revoke`) peers of one rule, in the live maps at once and
 /// in the policy file, comments and layout kept. A revoke that would cut off the SSH
 /// session this runs from is refused unless `force`.
@@ -185,7 +200,7 @@ pub fn change_peers(
     iface: Option<&str>,
     rule: &str,
     addrs: &[String],
-    add: bool,
+    change: PeerChange,
     force: bool,
 ) -> Result<PeersChanged> {
     let prefixes = parse_prefixes(addrs)?;
@@ -211,17 +226,19 @@ pub fn change_peers(
     };
     let mut changed = Vec::new();
     for prefix in prefixes {
-        match (add, present(peers, &prefix)) {
-            (true, Some(_)) => {}
-            (true, None) => {
+        match (change, present(peers, &prefix)) {
+            (PeerChange::Allow, Some(_)) => {}
+            (PeerChange::Allow, None) => {
                 peers.push(prefix.to_string());
                 changed.push(prefix);
             }
-            (false, Some(at)) => {
+            (PeerChange::Revoke, Some(at)) => {
                 peers.remove(at);
                 changed.push(prefix);
             }
-            (false, None) => return Err(LiveError::NotAPeer { addr: prefix.to_string(), rule: rule.into() }),
+            (PeerChange::Revoke, None) => {
+                return Err(LiveError::NotAPeer { addr: prefix.to_string(), rule: rule.into() });
+            }
         }
     }
     if changed.is_empty() {
@@ -348,13 +365,7 @@ fn view(
         (false, _) => (ours, peer, key.local_port, key.peer_port),
     };
     let half_open = table == FlowTable::HalfOpen;
-    let protocol = match key.protocol {
-        PROTO_TCP => "tcp",
-        PROTO_UDP => "udp",
-        PROTO_ICMP => "icmp",
-        PROTO_ICMPV6 => "icmpv6",
-        _ => "?",
-    };
+    let protocol = protocol_name(key.protocol).unwrap_or("?");
     // conntrack -L's names; a flow answered by neither end yet is UNREPLIED.
     let state = match (key.protocol, flow.tcp_state) {
         (PROTO_TCP, TCP_OPEN) => "ESTABLISHED",

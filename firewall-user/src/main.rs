@@ -8,7 +8,9 @@ use firewall_user::{
     filter::{self, Mode},
     import,
     listing::{Style, conntrack_line, json, render},
-    live, lockout,
+    live::{self, PeerChange},
+    lockout,
+    maps::Enforcement,
     pins::Pins,
     policy, serve,
     stats::Snapshot,
@@ -44,11 +46,11 @@ struct Apply {
 }
 
 impl Apply {
-    /// `Some(true)`: audit, `Some(false)`: enforce, `None`: keep the live filter's mode.
-    fn audit(&self) -> Option<bool> {
+    /// The mode asked for, or `None` to keep the live filter's.
+    fn enforcement(&self) -> Option<Enforcement> {
         match (self.audit, self.enforce) {
-            (true, _) => Some(true),
-            (_, true) => Some(false),
+            (true, _) => Some(Enforcement::Audit),
+            (_, true) => Some(Enforcement::Enforce),
             _ => None,
         }
     }
@@ -249,7 +251,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 iface.or_else(|| policy.interface.clone()).ok_or(filter::FilterError::NoInterfaceGiven)?;
             let lock = filter::lock_for_up(&iface)?;
             let (up, armed) = confirm::around(&lock, apply.confirm, || {
-                let up = filter::up(&lock, &policy, &text, &file, mode, apply.audit(), apply.force)?;
+                let up = filter::up(&lock, &policy, &text, &file, mode, apply.enforcement(), apply.force)?;
                 Ok((up, format!("up of {}", file.display())))
             })?;
             drop(lock);
@@ -257,7 +259,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "firewall up on {iface}: {how}, {} rules{}, pinned at {}",
                 policy.rules.len(),
-                if up.audit { ", audit mode (nothing is dropped)" } else { "" },
+                if up.enforcement.is_audit() { ", audit mode (nothing is dropped)" } else { "" },
                 up.pins.dir.display()
             );
             report_armed(armed);
@@ -269,7 +271,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Reload { policy, iface, apply } => {
             let lock = live::lock(iface.as_deref())?;
             let (done, armed) = confirm::around(&lock, apply.confirm, || {
-                let done = live::reload(&lock, policy.as_deref(), apply.audit(), apply.force)?;
+                let done = live::reload(&lock, policy.as_deref(), apply.enforcement(), apply.force)?;
                 let name = format!("reload of {}", done.file.display());
                 Ok((done, name))
             })?;
@@ -282,7 +284,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 a.added,
                 a.removed,
                 a.flows_removed,
-                if done.audit { "; audit mode (nothing is dropped)" } else { "" },
+                if done.enforcement.is_audit() { "; audit mode (nothing is dropped)" } else { "" },
             );
             report_armed(armed);
         }
@@ -294,11 +296,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             confirm::timer(&iface, &token, Duration::from_secs(after))?;
         }
         Command::Allow { rule, addrs, iface } => {
-            let done = live::change_peers(iface.as_deref(), &rule, &addrs, true, false)?;
+            let done = live::change_peers(iface.as_deref(), &rule, &addrs, PeerChange::Allow, false)?;
             report_peers("allowed", "already allowed", &rule, &addrs, &done);
         }
         Command::Revoke { rule, addrs, iface, force } => {
-            let done = live::change_peers(iface.as_deref(), &rule, &addrs, false, force)?;
+            let done = live::change_peers(iface.as_deref(), &rule, &addrs, PeerChange::Revoke, force)?;
             report_peers("revoked", "", &rule, &addrs, &done);
         }
         Command::Block { addrs, duration, force, iface } => {

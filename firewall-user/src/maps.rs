@@ -210,8 +210,13 @@ impl LiveMaps {
     /// Makes the maps hold `plan`: zeroes `fresh_counters` first, then adds and updates
     /// every wanted entry, and only then removes the stale ones, so no packet of a flow
     /// that stays allowed meets a gap. Last, flows the plan no longer admits are forgotten.
-    /// `audit` turns audit mode on or off; `None` keeps the live filter's.
-    pub fn apply(&mut self, plan: &MapPlan, fresh_counters: &[u32], audit: Option<bool>) -> Result<Applied> {
+    /// `enforcement` sets the filter's mode; `None` keeps the live filter's.
+    pub fn apply(
+        &mut self,
+        plan: &MapPlan,
+        fresh_counters: &[u32],
+        enforcement: Option<Enforcement>,
+    ) -> Result<Applied> {
         let mut applied = Applied::default();
         for id in fresh_counters {
             self.zero_counter(*id)?;
@@ -293,12 +298,9 @@ impl LiveMaps {
         // The modes are the live filter's, not the policy's: audit unless told otherwise,
         // drop events while a listener is there, the blocklist's.
         let live = self.config()?.flags;
-        let audit = match audit {
-            Some(audit) => audit,
-            None => live & CONFIG_AUDIT != 0,
-        };
+        let enforcement = enforcement.unwrap_or(Enforcement::of_flags(live));
         let mut config = plan.config;
-        if audit {
+        if enforcement == Enforcement::Audit {
             config.flags |= CONFIG_AUDIT;
         }
         config.flags |= live & CONFIG_LIVE_FLAGS;
@@ -499,13 +501,31 @@ impl LiveMaps {
         self.config.set(0, config, 0).map_err(call(MAP_CONFIG, "set"))
     }
 
-    /// Whether the live filter is in audit mode (counts drops, passes them).
-    pub fn audit(&self) -> Result<bool> {
-        Ok(self.config()?.flags & CONFIG_AUDIT != 0)
+    /// Whether the live filter drops what its policy drops, or only counts it.
+    pub fn enforcement(&self) -> Result<Enforcement> {
+        Ok(Enforcement::of_flags(self.config()?.flags))
     }
 
     pub fn config(&self) -> Result<Config> {
         self.config.get(&0, 0).map_err(call(MAP_CONFIG, "get"))
+    }
+}
+
+/// Whether a filter drops what its policy drops (`--enforce`, a new filter's mode), or
+/// counts it as "would drop" and passes it (`--audit`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Enforcement {
+    Enforce,
+    Audit,
+}
+
+impl Enforcement {
+    fn of_flags(flags: u32) -> Enforcement {
+        if flags & CONFIG_AUDIT != 0 { Enforcement::Audit } else { Enforcement::Enforce }
+    }
+
+    pub fn is_audit(self) -> bool {
+        self == Enforcement::Audit
     }
 }
 

@@ -1,5 +1,5 @@
 //! The policy file: TOML in, a validated [`Policy`] out, or one error that says
-//! `FILE:LINE:COL: message` (see ../../shared/POLICY.md for the format).
+//! `FILE:LINE:COL: message` (see docs/policy.md for the format).
 use std::{
     collections::{HashMap, HashSet},
     fmt,
@@ -11,7 +11,8 @@ use std::{
 use firewall_common::{
     Addr, CONNTRACK_DEFAULT_ENTRIES, Direction, HALF_OPEN_DEFAULT_ENTRIES, ICMP_DEST_UNREACHABLE,
     ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, MAX_ANTISPOOF, MAX_RULES,
-    PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, V4_MAPPED_BITS, icmpv6_equivalent, v4_mapped,
+    PROTO_ICMP, PROTO_ICMPV6, PROTO_UDP, V4_MAPPED_BITS, icmpv6_equivalent, protocol_named, rule_protocol,
+    v4_mapped,
 };
 use serde::Deserialize;
 use serde_spanned::Spanned;
@@ -777,14 +778,12 @@ fn validate_rule(
     }
     let mut protos = Vec::new();
     for p in protocols.get_ref() {
-        let proto = match p.get_ref().as_str() {
-            "tcp" => PROTO_TCP,
-            "udp" => PROTO_UDP,
-            "icmp" => PROTO_ICMP,
-            other => {
+        let proto = match protocol_named(p.get_ref()).filter(|p| rule_protocol(*p)) {
+            Some(proto) => proto,
+            None => {
                 return fail(
                     p.span().start,
-                    format!("unknown protocol {other:?}: expected tcp, udp or icmp"),
+                    format!("unknown protocol {:?}: expected tcp, udp or icmp", p.get_ref()),
                 );
             }
         };
@@ -958,6 +957,8 @@ fn validate_rule(
 
 #[cfg(test)]
 mod tests {
+    use firewall_common::PROTO_TCP;
+
     use super::*;
 
     fn check(text: &str) -> Result<Policy, String> {

@@ -531,7 +531,7 @@ fn line_labels(snapshot: &Snapshot, line: &LineStats) -> [(&'static str, String)
             .antispoof
             .iter()
             .find(|(_, entry)| **entry == id)
-            .map_or_else(|| format!("antispoof #{id}"), |(name, _)| name.clone())
+            .map_or_else(|| format!("antispoof #{id}"), |(entry, _)| entry.to_string())
     } else {
         "builtin".to_owned()
     };

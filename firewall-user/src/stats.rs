@@ -54,7 +54,7 @@ impl Snapshot {
         let mut chains = listing(&policy, &state.ids);
         let blocks = blocklist::views(&maps, &counters)?;
         blocklist::insert_lines(&mut chains, &blocks);
-        let audit = maps.audit().map_err(LiveError::from)?;
+        let audit = maps.enforcement().map_err(LiveError::from)?.is_audit();
         Ok(Snapshot {
             taken: Instant::now(),
             policy,

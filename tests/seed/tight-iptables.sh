@@ -1,6 +1,7 @@
 #!/bin/sh
-# The seed's "tight" iptables policy (shared/seed/tight-iptables-policy.txt), every rule
-# in the seed's order, transcribed for the differential test (tests/tests/differential.rs).
+# The seed's "tight" iptables policy, as the blog post that started the project gives it
+# (docs/design.md, "The seed"), every rule in the seed's order, transcribed for the
+# differential test (tests/tests/differential.rs).
 #
 # Parameterised by the environment, as the seed's defines are. Every address and port
 # must be given: an unset one stops the script before it touches a rule.
@@ -121,7 +122,7 @@ $IPTABLES -A INPUT -s "$OTHERIP" -p tcp -m tcp --sport 22 -d "$OURIP" -m state -
 # mail go to any server, the smart-host restriction meaning nothing. The differential
 # test probes exactly that: port 25 on a stranger must be closed under both filters.
 
-# Mail in, from our relay only. (As in the seed, no return line: see the README.)
+# Mail in, from our relay only. (As in the seed, no return line: see docs/design.md, "Where this differs".)
 $IPTABLES -A INPUT -d "$OURIP" -p tcp -m tcp --dport 25 -s "$MAILIN" -j ACCEPT
 
 # Mail out, through our smart host only.

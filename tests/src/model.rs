@@ -1,13 +1,13 @@
 //! A reference model of the firewall: what the kernel programs must decide for every
-//! frame, in plain Rust, written from the documentation (README.md "Where each seed rule
-//! lives", "The blocklist", "IPv6" and "Where this differs from the seed", POLICY.md,
-//! DESIGN.md) and not from the kernel code. It reads the validated [`Policy`] itself (its
-//! rules, its peers as prefixes, its services) and never the map contents `compile::plan`
-//! makes of it, so a fault in that compilation shows as a disagreement too; the blocklist
-//! is live state, not policy, and the model takes its entries as `firewall blocklist`
-//! lists them ([`State::blocks`]). `tests/tests/model.rs` runs
-//! generated frames through the loaded programs and through [`judge`] and requires the
-//! same verdict and the same counter line for every one.
+//! frame, in plain Rust, written from the documentation (docs/design.md "Where each rule
+//! lives" and "Where this differs from the seed's iptables", docs/operations.md "The
+//! blocklist", docs/policy.md) and not from the kernel code. It reads the validated
+//! [`Policy`] itself (its rules, its peers as prefixes, its services) and never the map
+//! contents `compile::plan` makes of it, so a fault in that compilation shows as a
+//! disagreement too; the blocklist is live state, not policy, and the model takes its
+//! entries as `firewall blocklist` lists them ([`State::blocks`]). `tests/tests/model.rs`
+//! runs generated frames through the loaded programs and through [`judge`] and requires
+//! the same verdict and the same counter line for every one.
 //!
 //! # The specification
 //!
@@ -233,8 +233,9 @@
 //!     services is the packet's and one of its peers contains the packet's peer address.
 //!     A TCP or UDP service is the protocol and port. A rule's ICMP service of type k is
 //!     ICMP type k for an IPv4 packet and ICMPv6 type e(k) for an IPv6 one, where e is
-//!     README.md's table: 0 (echo reply) → 129, 3 (destination unreachable) → 1, 8 (echo
-//!     request) → 128, 11 (time exceeded) → 3, 12 (parameter problem) → 4; a k without an
+//!     the table in docs/policy.md "IPv6": 0 (echo reply) → 129, 3 (destination
+//!     unreachable) → 1, 8 (echo request) → 128, 11 (time exceeded) → 3, 12 (parameter
+//!     problem) → 4; a k without an
 //!     entry is no ICMPv6 service. A peer prefix contains addresses of its own family
 //!     only; `any` contains every address of both. Of the rules that admit it, the most
 //!     specific peer wins: a single address, then the longest CIDR, then `any`
@@ -305,7 +306,7 @@ use firewall_common::{
     rule_counter,
 };
 use firewall_user::{
-    compile::Ids,
+    compile::{AntispoofEntry, AntispoofList, Ids},
     policy::{Policy, Prefix, Rule, Service},
 };
 
@@ -357,7 +358,7 @@ pub const ICMPV6_NEIGHBOUR_DISCOVERY: std::ops::RangeInclusive<u8> = 133..=137;
 /// Listener query, report and done (MLDv1), and the MLDv2 report.
 pub const ICMPV6_LISTENER_DISCOVERY: [u8; 4] = [130, 131, 132, 143];
 
-/// Rule 19's table (README.md "IPv6"): the ICMPv6 type a rule's ICMP type k stands for
+/// Rule 19's table (docs/policy.md "IPv6"): the ICMPv6 type a rule's ICMP type k stands for
 /// with IPv6 peers; `None` for a k that only IPv4 has.
 pub fn icmpv6_type_of(k: u8) -> Option<u8> {
     match k {
@@ -1122,7 +1123,8 @@ impl Judge<'_> {
         let chain = match direction {
             Direction::In => {
                 if !(discovery && of_the_link(d.src))
-                    && let Some(counter) = self.antispoof(&self.policy.antispoof_sources, "source", d.src)
+                    && let Some(counter) =
+                        self.antispoof(&self.policy.antispoof_sources, AntispoofList::Sources, d.src)
                 {
                     return drop(counter);
                 }
@@ -1132,9 +1134,11 @@ impl Judge<'_> {
                 if ours {
                     Chain::Input
                 } else {
-                    if let Some(counter) =
-                        self.antispoof(&self.policy.antispoof_destinations, "destination", d.dst)
-                    {
+                    if let Some(counter) = self.antispoof(
+                        &self.policy.antispoof_destinations,
+                        AntispoofList::Destinations,
+                        d.dst,
+                    ) {
                         return drop(counter);
                     }
                     Chain::Forward
@@ -1305,14 +1309,14 @@ impl Judge<'_> {
 
     /// Whether rule 12 would drop a packet from `peer`.
     fn spoofed(&self, peer: IpAddr) -> bool {
-        self.antispoof(&self.policy.antispoof_sources, "source", peer).is_some()
+        self.antispoof(&self.policy.antispoof_sources, AntispoofList::Sources, peer).is_some()
     }
 
     /// Rule 12: the most specific entry of `list` containing `addr`, as its counter id.
-    fn antispoof(&self, list: &[Prefix], which: &str, addr: IpAddr) -> Option<u32> {
+    fn antispoof(&self, list: &[Prefix], which: AntispoofList, addr: IpAddr) -> Option<u32> {
         // Net::contains keeps to the address's family.
         let best = list.iter().filter(|p| Net::from_prefix(p).contains(addr)).max_by_key(|p| p.len)?;
-        Some(self.ids.antispoof[&format!("{which} {best}")])
+        Some(self.ids.antispoof[&AntispoofEntry { list: which, prefix: *best }])
     }
 
     /// Rule 20.

@@ -3,7 +3,7 @@
 //! the lab's addresses) and behind the firewall with examples/tight.toml; the two
 //! filters' verdicts compared probe by probe.
 //!
-//! Every difference is listed below with its reason (the README's "Where this differs
+//! Every difference is listed below with its reason (docs/design.md "Where this differs
 //! from the seed's iptables, on purpose"). A difference not listed fails the test, and so
 //! does a listed one that did not happen as listed: the list stays true.
 //!
@@ -31,8 +31,8 @@ struct Difference {
 const OPEN: Verdict = Verdict::Conn(Outcome::Open);
 const BLOCKED: Verdict = Verdict::Conn(Outcome::Blocked);
 
-const INVALID_STATE: &str = "netfilter calls a segment that belongs to no connection INVALID; here INVALID is malformed or impossible only, and the rule admits any possible segment from its peers, as it admits their SYN (README: INVALID)";
-const UNRELATED_ICMP: &str = "netfilter calls an ICMP error quoting no tracked connection INVALID; the firewall does not relate ICMP errors to flows, so the seed's own rule (every destination-unreachable) admits it (README: INVALID)";
+const INVALID_STATE: &str = "netfilter calls a segment that belongs to no connection INVALID; here INVALID is malformed or impossible only, and the rule admits any possible segment from its peers, as it admits their SYN (docs/design.md: INVALID)";
+const UNRELATED_ICMP: &str = "netfilter calls an ICMP error quoting no tracked connection INVALID; the firewall does not relate ICMP errors to flows, so the seed's own rule (every destination-unreachable) admits it (docs/design.md: INVALID)";
 const FRAGMENTS: &str = "iptables reassembles before it filters; XDP cannot, and the firewall drops every fragment (invalid-fragment)";
 
 /// Not here, because the probes show the two agree: an unsolicited echo reply. The seed's
@@ -94,7 +94,7 @@ const DIFFERENCES: &[Difference] = &[
         probe: "out: tcp ACK (no connection: the server speaks first)",
         iptables: Verdict::Dropped,
         firewall: Verdict::Delivered,
-        reason: "sessions older than the filter are picked up from our side too (an SSH server that speaks first); the seed's OUTPUT line wants ESTABLISHED, which conntrack grants only once the peer has spoken (README)",
+        reason: "sessions older than the filter are picked up from our side too (an SSH server that speaks first); the seed's OUTPUT line wants ESTABLISHED, which conntrack grants only once the peer has spoken (docs/design.md)",
     },
     Difference {
         probe: "ipv6 tcp/",

@@ -629,14 +629,15 @@ fn the_guard_finds_the_session_under_sudo_and_su() {
     let who = run("id -un; sudo -n id -un".into());
     assert_eq!(who.stdout, format!("{}\nroot\n", user.name), "{}", who.describe());
 
-    // sudo resets the environment, sudo -i and su -l start a login's: SSH_CONNECTION is
-    // gone from the command's own, and the guard finds the session all the same.
-    // A command as each way runs it as root.
+    // sudo resets the environment, sudo -i and su -l start a login's, su -c keeps what
+    // sudo left: SSH_CONNECTION is gone from the command's own, and the guard finds the
+    // session all the same. A command as each way runs it as root.
     type Wrap = fn(&str) -> String;
-    let ways: [(&str, Wrap); 3] = [
+    let ways: [(&str, Wrap); 4] = [
         ("sudo", |command| format!("sudo {command}")),
         ("sudo -i", |command| format!("sudo -i {command}")),
         ("su -l", |command| format!("sudo su -l -c '{command}'")),
+        ("su -c", |command| format!("sudo su -c '{command}'")),
     ];
     for (how, wrap) in ways {
         let refused = run(wrap(&format!("{fw} check {cut}")));

@@ -1,6 +1,6 @@
 //! Spoofed packets against live sessions, in the lab: the real `firewall` binary on `s0`,
 //! real TCP sessions between the host and a server in the client namespace, and segments
-//! forged with scapy (README.md "Hardening": "Spoofed segments").
+//! forged with scapy (docs/testing.md "Spoofed segments").
 //!
 //! - A forged RST or FIN outside the window the host advertised changes nothing: the
 //!   session's entry stays open with its long timeout, and once the short RST and FIN

@@ -1,7 +1,7 @@
 //! Developer tasks: `cargo xtask setup | test | demo | bench`.
 //!
 //! `setup` installs what building the kernel object needs on a fresh Debian machine of
-//! this kind (see ../shared/TOOLCHAIN.md) and what the tests drive, and does nothing when
+//! this kind (see docs/building.md) and what the tests drive, and does nothing when
 //! it is all there. `test` runs the whole suite as root; `demo` shows the filter working
 //! in a lab of network namespaces.
 use std::{
