@@ -2930,30 +2930,36 @@ impl Subject {
         }
         let now = coarse_now();
         let maps = &mut self.filter.loaded.maps;
-        let before: Vec<(u32, model::Net)> = state.blocks.iter().map(|b| (b.slot, b.net)).collect();
+        let entries = |maps: &firewall_user::maps::LiveMaps| -> Vec<model::Block> {
+            blocklist::entries(maps)
+                .expect("reading the blocklist")
+                .iter()
+                .map(|e| model::Block {
+                    net: model::Net::from_prefix(&e.prefix),
+                    deadline_ns: e.deadline_ns,
+                    slot: e.slot,
+                })
+                .collect()
+        };
         for spec in specs {
+            let before: Vec<(u32, model::Net)> = entries(maps).iter().map(|b| (b.slot, b.net)).collect();
             let deadline_ns = if spec.for_an_hour { now + 3_600_000_000_000 } else { 0 };
             blocklist::apply_block(maps, spec.prefix, deadline_ns, now).expect("blocking");
             state.block(model::Net::from_prefix(&spec.prefix));
-        }
-        state.blocks = blocklist::entries(maps)
-            .expect("reading the blocklist")
-            .iter()
-            .map(|e| model::Block {
-                net: model::Net::from_prefix(&e.prefix),
-                deadline_ns: e.deadline_ns,
-                slot: e.slot,
-            })
-            .collect();
-        // A new entry's lines start from zero (a slot an absorbed one freed may take
-        // it), and an absorbed one's slot is free (its lines read as zero).
-        let after: Vec<(u32, model::Net)> = state.blocks.iter().map(|b| (b.slot, b.net)).collect();
-        let new = after.iter().filter(|entry| !before.contains(entry));
-        for (slot, _) in new.chain(before.iter().filter(|entry| !after.contains(entry))) {
-            for direction in [Direction::In, Direction::Out] {
-                self.expected[firewall_common::block_counter(*slot, direction) as usize] = Counter::default();
+            // A new entry's lines start from zero (a slot an absorbed one freed may take
+            // it), and an absorbed one's slot is free (its lines read as zero). Compared
+            // block by block: an entry absorbed by one block and made again by the next,
+            // in the same slot, starts from zero too.
+            let after: Vec<(u32, model::Net)> = entries(maps).iter().map(|b| (b.slot, b.net)).collect();
+            let new = after.iter().filter(|entry| !before.contains(entry));
+            for (slot, _) in new.chain(before.iter().filter(|entry| !after.contains(entry))) {
+                for direction in [Direction::In, Direction::Out] {
+                    self.expected[firewall_common::block_counter(*slot, direction) as usize] =
+                        Counter::default();
+                }
             }
         }
+        state.blocks = entries(maps);
     }
 
     /// Runs events from `state` (the kernel's maps as they are), returning the model's
