@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::{
     compile::{ANYWHERE, ListChain, ListLine},
-    live::{LiveError, Result, kernel_time_ns, lock, parse_prefixes},
+    live::{Result, kernel_time_ns, lock, parse_prefixes},
     lockout::SshSession,
     maps::{LiveMaps, call, gone_is_ok, prefix_key},
     pins::Pins,
@@ -54,6 +54,21 @@ fn covers(wide: &Prefix, narrow: &Prefix) -> bool {
     wide.addr.is_ipv4() == narrow.addr.is_ipv4() && wide.len <= narrow.len && wide.contains(narrow.addr)
 }
 
+/// Why a block or an unblock is refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BlockError {
+    #[error("the blocklist is full ({MAX_BLOCKED} entries); unblock some, or block a wider prefix")]
+    Full,
+    #[error(
+        "{prefix} holds this SSH session's client ({session}): blocking it would cut the session off; pass --force to block it anyway"
+    )]
+    WouldCutSession { prefix: Prefix, session: SshSession },
+    #[error("{prefix} is not an entry of the blocklist; it is blocked by {by}")]
+    InsideBlock { prefix: Prefix, by: Prefix },
+    #[error("{prefix} is not blocked")]
+    NotBlocked { prefix: Prefix },
+}
+
 /// What one `block` does to the map.
 #[derive(Debug, PartialEq, Eq)]
 pub enum BlockPlan {
@@ -70,7 +85,7 @@ pub fn plan_block(
     prefix: Prefix,
     deadline_ns: u64,
     now: u64,
-) -> std::result::Result<BlockPlan, String> {
+) -> std::result::Result<BlockPlan, BlockError> {
     let active: Vec<&Entry> = live.iter().filter(|e| !e.expired(now)).collect();
     if let Some(wider) = active
         .iter()
@@ -84,11 +99,7 @@ pub fn plan_block(
         Some(same) => same.slot,
         None => {
             let used: std::collections::HashSet<u32> = active.iter().map(|e| e.slot).collect();
-            (0..MAX_BLOCKED).find(|s| !used.contains(s)).ok_or_else(|| {
-                format!(
-                    "the blocklist is full ({MAX_BLOCKED} entries); unblock some, or block a wider prefix"
-                )
-            })?
+            (0..MAX_BLOCKED).find(|s| !used.contains(s)).ok_or(BlockError::Full)?
         }
     };
     let absorbed = active
@@ -146,9 +157,7 @@ pub fn block(
         let policy = pins.policy()?;
         if let Some(prefix) = prefixes.iter().find(|p| session.to_host(&policy) && p.contains(session.client))
         {
-            return Err(LiveError::BadAddress(format!(
-                "{prefix} holds this SSH session's client ({session}): blocking it would cut the session off; pass --force to block it anyway"
-            )));
+            return Err(BlockError::WouldCutSession { prefix: *prefix, session }.into());
         }
     }
     let mut maps = LiveMaps::open(&pins)?;
@@ -171,7 +180,7 @@ pub fn block(
 pub fn apply_block(maps: &mut LiveMaps, prefix: Prefix, deadline_ns: u64, now: u64) -> Result<Blocked> {
     let live = entries(maps)?;
     sweep(maps, &live, now);
-    match plan_block(&live, prefix, deadline_ns, now).map_err(LiveError::BadAddress)? {
+    match plan_block(&live, prefix, deadline_ns, now)? {
         BlockPlan::Covered { by } => Ok(Blocked::Covered { prefix, by }),
         BlockPlan::Insert { entry, absorbed } => {
             if !live.iter().any(|e| e.prefix == prefix && e.slot == entry.slot && !e.expired(now)) {
@@ -218,13 +227,11 @@ pub fn lift_blocks(maps: &mut LiveMaps, prefixes: &[Prefix], now: u64) -> Result
         if live.iter().any(|e| e.prefix == *prefix && !e.expired(now)) {
             continue;
         }
-        let message = match live.iter().find(|e| covers(&e.prefix, prefix) && !e.expired(now)) {
-            Some(wider) => {
-                format!("{prefix} is not an entry of the blocklist; it is blocked by {}", wider.prefix)
-            }
-            None => format!("{prefix} is not blocked"),
+        let refused = match live.iter().find(|e| covers(&e.prefix, prefix) && !e.expired(now)) {
+            Some(wider) => BlockError::InsideBlock { prefix: *prefix, by: wider.prefix },
+            None => BlockError::NotBlocked { prefix: *prefix },
         };
-        return Err(LiveError::BadAddress(message));
+        return Err(refused.into());
     }
     sweep(maps, &live, now);
     for prefix in prefixes {
@@ -429,9 +436,10 @@ mod tests {
         let live: Vec<Entry> = (0..MAX_BLOCKED)
             .map(|i| Entry { prefix: p(&format!("10.{}.{}.1", i / 256, i % 256)), deadline_ns: 0, slot: i })
             .collect();
+        assert_eq!(plan_block(&live, p("192.0.2.9"), 0, 100), Err(BlockError::Full));
         assert_eq!(
-            plan_block(&live, p("192.0.2.9"), 0, 100),
-            Err("the blocklist is full (4096 entries); unblock some, or block a wider prefix".into())
+            BlockError::Full.to_string(),
+            "the blocklist is full (4096 entries); unblock some, or block a wider prefix"
         );
     }
 

@@ -79,13 +79,16 @@ impl Serialize for AntispoofEntry {
 impl<'de> Deserialize<'de> for AntispoofEntry {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        let entry = |list, prefix: &str| Prefix::parse(prefix).map(|prefix| AntispoofEntry { list, prefix });
+        let entry = |list, prefix: &str| {
+            Prefix::parse(prefix)
+                .map(|prefix| AntispoofEntry { list, prefix })
+                .map_err(serde::de::Error::custom)
+        };
         match text.split_once(' ') {
             Some(("source", prefix)) => entry(AntispoofList::Sources, prefix),
             Some(("destination", prefix)) => entry(AntispoofList::Destinations, prefix),
-            _ => Err(format!("not an anti-spoof entry: {text:?}")),
+            _ => Err(serde::de::Error::custom(format!("not an anti-spoof entry: {text:?}"))),
         }
-        .map_err(serde::de::Error::custom)
     }
 }
 

@@ -271,12 +271,14 @@ fn wait_readable(fd: &impl std::os::fd::AsFd, timeout: Duration) {
     let _ = poll(&mut fds, timeout);
 }
 
+/// A `--rate` that is not a number from 1 to [`MAX_RATE`].
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the rate of drop events is 1 to {MAX_RATE} a second, not {0:?}")]
+pub struct BadRate(pub String);
+
 /// `--rate`: events a second, 1 to MAX_RATE.
-pub fn parse_rate(text: &str) -> std::result::Result<u32, String> {
-    text.parse::<u32>()
-        .ok()
-        .filter(|r| (1..=MAX_RATE).contains(r))
-        .ok_or_else(|| format!("the rate of drop events is 1 to {MAX_RATE} a second, not {text:?}"))
+pub fn parse_rate(text: &str) -> std::result::Result<u32, BadRate> {
+    text.parse::<u32>().ok().filter(|r| (1..=MAX_RATE).contains(r)).ok_or_else(|| BadRate(text.to_owned()))
 }
 
 #[cfg(test)]
@@ -403,7 +405,10 @@ mod tests {
     #[test]
     fn rates_are_bounded() {
         assert_eq!(parse_rate("10"), Ok(10));
-        assert_eq!(parse_rate("0"), Err("the rate of drop events is 1 to 10000 a second, not \"0\"".into()));
+        assert_eq!(
+            parse_rate("0").unwrap_err().to_string(),
+            "the rate of drop events is 1 to 10000 a second, not \"0\""
+        );
         assert!(parse_rate("fast").is_err());
     }
 }

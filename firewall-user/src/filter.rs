@@ -38,17 +38,20 @@ pub enum FilterError {
     InterfaceGone(String),
     #[error("no interface to attach to: give --iface or [host] interface in the policy")]
     NoInterfaceGiven,
-    #[error("loading the eBPF object: {0}")]
+    #[error("loading the eBPF object")]
     Load(#[from] EbpfError),
     #[error("the eBPF object has no program {0}")]
     MissingProgram(&'static str),
-    #[error("{call} {name}: {source}")]
+    #[error("{call} {name}")]
     Program { call: &'static str, name: &'static str, source: ProgramError },
+    // The cause printed in the message, and `source` too: the hint must follow aya's text,
+    // and the one line has said so since before the convention (`one_line` skips the
+    // repeated cause). Its own causes, if any, still follow the hint.
     #[error("attaching XDP to {iface} in {mode:?} mode: {source}{hint}")]
     AttachXdp { iface: String, mode: XdpMode, source: ProgramError, hint: &'static str },
-    #[error("pinning {path}: {source}")]
+    #[error("pinning {path}")]
     Pin { path: std::path::PathBuf, source: aya::pin::PinError },
-    #[error("the pinned link {path}: {source}")]
+    #[error("the pinned link {path}")]
     Link { path: std::path::PathBuf, source: LinkError },
     #[error(transparent)]
     Pins(#[from] PinsError),

@@ -39,7 +39,7 @@ pub struct Options {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Read { path: PathBuf, source: io::Error },
     #[error("{input}:{line}: not an iptables-save dump: {why}")]
     NotADump { input: String, line: usize, why: String },
@@ -53,8 +53,8 @@ pub enum ImportError {
         "nothing to import from {input}: no line of its filter table became a rule ({untranslated} lines not translated, listed above)"
     )]
     NothingUsable { input: String, untranslated: usize },
-    #[error("the imported policy does not validate: {0}")]
-    Refused(PolicyError),
+    #[error("the imported policy does not validate")]
+    Refused(#[source] PolicyError),
     #[error("{} exists: not overwritten (give --force to replace it)", path.display())]
     Exists { path: PathBuf },
     #[error(transparent)]

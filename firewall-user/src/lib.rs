@@ -26,17 +26,23 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub static BENCH_BASELINE_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench_baseline"));
 
-/// An error and its causes on one line, each said once: `reading x: No such file or
-/// directory`.
+/// An error and its causes on one line, joined by ": ": `reading x: No such file or
+/// directory (os error 2)`. This crate's errors never print their cause in their own
+/// message (it is their `source`), so the chain says each once. Some of aya's do print it
+/// and return it as `source` too (`EbpfError`'s "map error: {0}", `ProgramError::LoadError`):
+/// a cause whose text the error just above it already holds is skipped, so that it is not
+/// said twice.
 pub fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
     let mut message = err.to_string();
+    let mut above = message.clone();
     let mut cause = err.source();
     while let Some(err) = cause {
         let text = err.to_string();
-        if !message.contains(&text) {
+        if !above.contains(&text) {
             message.push_str(": ");
             message.push_str(&text);
         }
+        above = text;
         cause = err.source();
     }
     message

@@ -43,14 +43,18 @@ pub enum LiveError {
     NoRule { file: String, rule: String, known: String },
     #[error("{file}: rule {rule:?} admits any peer; edit its peers to list addresses instead")]
     AnyPeer { file: String, rule: String },
-    #[error("{0}")]
-    BadAddress(String),
+    #[error(transparent)]
+    BadAddress(#[from] crate::policy::PrefixError),
+    #[error(transparent)]
+    Block(#[from] crate::blocklist::BlockError),
     #[error("{addr} is not a peer of rule {rule:?}")]
     NotAPeer { addr: String, rule: String },
     #[error(
         "{file} changed since it was applied; run `firewall reload` first, or `allow`/`revoke` would apply those edits too"
     )]
     FileChanged { file: String },
+    /// `message` is toml_edit's one-line message, not its error: that one's `Display` is a
+    /// multi-line snippet.
     #[error("{file}: {message}")]
     Toml { file: String, message: String },
     #[error(transparent)]
@@ -176,7 +180,7 @@ fn guard(
 
 /// The addresses and prefixes a command was given, each checked.
 pub(crate) fn parse_prefixes(addrs: &[String]) -> Result<Vec<Prefix>> {
-    addrs.iter().map(|a| Prefix::parse(a).map_err(LiveError::BadAddress)).collect()
+    addrs.iter().map(|a| Ok(Prefix::parse(a)?)).collect()
 }
 
 /// What `allow` or `revoke` did.

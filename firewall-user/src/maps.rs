@@ -34,10 +34,10 @@ use crate::{
 pub enum MapsError {
     #[error("the eBPF object has no map {0}")]
     Missing(&'static str),
-    #[error("map {name}: {call}: {source}")]
+    #[error("map {name}: {call}")]
     Call { name: &'static str, call: &'static str, source: MapError },
-    #[error("counting the CPUs: {0}")]
-    Cpus(std::io::Error),
+    #[error("counting the CPUs")]
+    Cpus(#[source] std::io::Error),
     #[error("map {MAP_FLOWS_ENDED}: mmap")]
     Mmap(#[source] std::io::Error),
     #[error(

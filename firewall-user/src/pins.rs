@@ -51,7 +51,7 @@ pub enum PinsError {
     NoneUp,
     #[error("filters are up on {0}: say which with --iface")]
     WhichInterface(String),
-    #[error("{call} {path}: {source}")]
+    #[error("{call} {path}")]
     Io { call: &'static str, path: PathBuf, source: io::Error },
     #[error(
         "/sys/fs/bpf is private to this command (as under `ip netns exec`), so the filter would vanish with it; run it with `nsenter --net=/run/netns/NAME firewall …` instead"
@@ -61,6 +61,8 @@ pub enum PinsError {
         "a change on {iface} awaits `firewall confirm` (rolled back in {left} s unless confirmed): confirm it, or let it roll back, first"
     )]
     Pending { iface: String, left: u64 },
+    // The cause (an io or a JSON or a policy error) is text here, not a `source`: the fix
+    // follows it on the same line.
     #[error(
         "the state of the filter on {iface} ({path}) is unreadable: {message}; run `firewall down --iface {iface}` and `up` again"
     )]

@@ -50,18 +50,35 @@ pub struct Prefix {
     pub len: u8,
 }
 
+/// Why a text is not a [`Prefix`]; each names the text as it was given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrefixError {
+    #[error("bad address {0:?}")]
+    BadAddress(String),
+    #[error("bad prefix length in {text:?}: expected 0 to {bits}")]
+    BadLength { text: String, bits: u8 },
+    #[error("{text} has host bits set; did you mean {network}/{len}?")]
+    HostBits { text: String, network: IpAddr, len: u8 },
+    #[error("{text} is an IPv4-mapped address: write it as {v4}")]
+    V4Mapped { text: String, v4: Ipv4Addr },
+    #[error(
+        "{0} overlaps the IPv4-mapped range ::ffff:0:0/96, which is IPv4's: write IPv4 addresses as IPv4"
+    )]
+    OverlapsV4Mapped(String),
+}
+
 impl Prefix {
     /// `peers = "any"`: anyone, of either family.
     pub const ANY: Prefix = Prefix { addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED), len: 0 };
 
     /// `198.51.100.7`, `198.51.100.0/24`, `2001:db8::/32`; host bits set is an error, not
     /// silently masked.
-    pub fn parse(text: &str) -> Result<Prefix, String> {
+    pub fn parse(text: &str) -> Result<Prefix, PrefixError> {
         let (addr_text, len) = match text.split_once('/') {
             Some((addr, len)) => (addr, Some(len)),
             None => (text, None),
         };
-        let addr: IpAddr = addr_text.parse().map_err(|_| format!("bad address {text:?}"))?;
+        let addr: IpAddr = addr_text.parse().map_err(|_| PrefixError::BadAddress(text.to_owned()))?;
         let bits: u8 = if addr.is_ipv4() { 32 } else { 128 };
         let len = match len {
             None => bits,
@@ -70,23 +87,21 @@ impl Prefix {
                 .filter(|len| !len.is_empty() && len.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|len| len.parse::<u8>().ok())
                 .filter(|len| *len <= bits)
-                .ok_or_else(|| format!("bad prefix length in {text:?}: expected 0 to {bits}"))?,
+                .ok_or_else(|| PrefixError::BadLength { text: text.to_owned(), bits })?,
         };
         let value = Self::bits_of(addr);
         let mask = mask(u32::from(bits), len);
         if value & !mask != 0 {
             let network = Prefix::from_bits(addr.is_ipv6(), value & mask, len);
-            return Err(format!("{text} has host bits set; did you mean {}/{len}?", network.addr));
+            return Err(PrefixError::HostBits { text: text.to_owned(), network: network.addr, len });
         }
         let prefix = Prefix { addr, len };
         if let IpAddr::V6(v6) = addr
             && prefix.overlaps_v4_mapped()
         {
             return Err(match v6.to_ipv4_mapped() {
-                Some(v4) if len == 128 => format!("{text} is an IPv4-mapped address: write it as {v4}"),
-                _ => format!(
-                    "{text} overlaps the IPv4-mapped range ::ffff:0:0/96, which is IPv4's: write IPv4 addresses as IPv4"
-                ),
+                Some(v4) if len == 128 => PrefixError::V4Mapped { text: text.to_owned(), v4 },
+                _ => PrefixError::OverlapsV4Mapped(text.to_owned()),
             });
         }
         Ok(prefix)
@@ -297,6 +312,8 @@ pub struct PolicyError {
 
 /// Reads and validates a policy file.
 pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+    // The io error is text in the message, not a `source`: a policy error is one
+    // `FILE:LINE:COL: message` whichever way it is printed.
     let text = std::fs::read_to_string(path).map_err(|err| PolicyError {
         file: path.display().to_string(),
         line: 1,
@@ -674,7 +691,7 @@ fn prefix_list(
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(list.len());
     for entry in list {
-        let prefix = Prefix::parse(entry.get_ref()).map_err(|m| (entry.span().start, m))?;
+        let prefix = Prefix::parse(entry.get_ref()).map_err(|e| (entry.span().start, e.to_string()))?;
         if prefix.is_v6() && !ipv6 {
             return fail(entry.span().start, needs_address6(&prefix));
         }
@@ -885,7 +902,8 @@ fn validate_rule(
             let mut at = Vec::with_capacity(list.len());
             let mut seen = HashSet::new();
             for entry in list {
-                let prefix = Prefix::parse(entry.get_ref()).map_err(|m| (entry.span().start, m))?;
+                let prefix =
+                    Prefix::parse(entry.get_ref()).map_err(|e| (entry.span().start, e.to_string()))?;
                 if !seen.insert(prefix) {
                     return fail(entry.span().start, format!("peer {prefix} is listed twice"));
                 }
@@ -1092,9 +1110,9 @@ mod tests {
         let err = check(&format!("{HOST6}{}", ssh_rule(r#"["::ffff:0:0/100"]"#))).unwrap_err();
         assert!(err.contains("overlaps the IPv4-mapped range"), "{err}");
         assert!(Prefix::parse("::/128").is_ok() && Prefix::parse("::1").is_ok());
-        let err = Prefix::parse("2001:db8::1/32").unwrap_err();
+        let err = Prefix::parse("2001:db8::1/32").unwrap_err().to_string();
         assert_eq!(err, "2001:db8::1/32 has host bits set; did you mean 2001:db8::/32?");
-        assert!(Prefix::parse("2001:db8::/129").unwrap_err().contains("expected 0 to 128"));
+        assert!(Prefix::parse("2001:db8::/129").unwrap_err().to_string().contains("expected 0 to 128"));
     }
 
     #[test]
@@ -1178,7 +1196,7 @@ mod tests {
                 check(&format!("[host]\ninterface = \"{bad}\"\naddress = \"198.51.100.1\"\n")).unwrap_err();
             assert!(err.contains("bad interface name"), "{bad}: {err}");
         }
-        assert!(Prefix::parse("10.0.0.0/+8").unwrap_err().contains("bad prefix length"));
+        assert!(Prefix::parse("10.0.0.0/+8").unwrap_err().to_string().contains("bad prefix length"));
     }
 
     #[test]

@@ -82,14 +82,35 @@ pub enum ServeError {
     BadAddress(String),
     #[error(transparent)]
     Live(#[from] LiveError),
-    #[error("starting the runtime: {0}")]
-    Runtime(io::Error),
-    #[error("bind {addr}: {source}")]
+    #[error("starting the runtime")]
+    Runtime(#[source] io::Error),
+    #[error("bind {addr}")]
     Bind { addr: SocketAddr, source: io::Error },
-    #[error("listening for {signal}: {source}")]
+    #[error("listening for {signal}")]
     Signal { signal: &'static str, source: io::Error },
-    #[error("{task} ended: {reason}")]
-    TaskEnded { task: String, reason: String },
+    #[error("{task} ended")]
+    TaskEnded {
+        task: String,
+        #[source]
+        why: TaskEnd,
+    },
+}
+
+/// Why one of `serve`'s long-running tasks ended (they run until the process ends).
+#[derive(Debug, thiserror::Error)]
+pub enum TaskEnd {
+    #[error("it is empty")]
+    NoTasks,
+    #[error("it returned")]
+    Returned,
+    #[error("no filter is up on {0} any more")]
+    FilterDown(String),
+    #[error(transparent)]
+    Join(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Live(#[from] LiveError),
+    #[error(transparent)]
+    Io(#[from] io::Error),
 }
 
 pub type Result<T> = std::result::Result<T, ServeError>;
@@ -149,13 +170,13 @@ impl Tasks {
     /// Waits for the first task to end (none does unless it fails), as the error.
     async fn ended(&mut self) -> ServeError {
         let Some(ended) = self.set.join_next_with_id().await else {
-            return ServeError::TaskEnded { task: "the task list".into(), reason: "it is empty".into() };
+            return ServeError::TaskEnded { task: "the task list".into(), why: TaskEnd::NoTasks };
         };
         let name = |id| self.names.get(&id).copied().unwrap_or("a task").to_owned();
         match ended {
             Ok((_, Err(err))) => err,
-            Ok((id, Ok(()))) => ServeError::TaskEnded { task: name(id), reason: "it returned".into() },
-            Err(err) => ServeError::TaskEnded { task: name(err.id()), reason: err.to_string() },
+            Ok((id, Ok(()))) => ServeError::TaskEnded { task: name(id), why: TaskEnd::Returned },
+            Err(err) => ServeError::TaskEnded { task: name(err.id()), why: err.into() },
         }
     }
 }
@@ -207,7 +228,7 @@ async fn run(
 /// as the task is dropped, when the runtime ends; the task ends (and with it the process,
 /// as it did) once the filter is down.
 async fn drop_events(shared: Arc<Shared>, rate: u32) -> Task {
-    let ended = |reason: String| ServeError::TaskEnded { task: "reading drop events".into(), reason };
+    let ended = |why: TaskEnd| ServeError::TaskEnded { task: "reading drop events".into(), why };
     let iface = shared.iface.clone();
     let started = tokio::task::spawn_blocking(move || -> std::result::Result<_, LiveError> {
         let pins = Pins::find(Some(&iface))?;
@@ -219,23 +240,23 @@ async fn drop_events(shared: Arc<Shared>, rate: u32) -> Task {
     .await;
     let (pins, events, _on, mut snapshot) = match started {
         Ok(Ok(started)) => started,
-        Ok(Err(err)) => return Err(ended(crate::one_line(&err))),
-        Err(err) => return Err(ended(err.to_string())),
+        Ok(Err(err)) => return Err(ended(err.into())),
+        Err(err) => return Err(ended(err.into())),
     };
     // SAFETY: the descriptor is the ring map's, owned by `events`, which the AsyncFd owns
     // in turn: open, and the same, for as long as the AsyncFd lives.
     let mut ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
-        .map_err(|e| ended(e.to_string()))?;
+        .map_err(|e| ended(io::Error::from(e).into()))?;
     let mut received = Vec::new();
     loop {
         if !pins.is_up() {
-            return Err(ended(format!("no filter is up on {} any more", pins.iface)));
+            return Err(ended(TaskEnd::FilterDown(pins.iface.clone())));
         }
         // Woken as events arrive; the timeout only to notice the filter going down.
         let Ok(ready) = tokio::time::timeout(DOWN_CHECK, ring.readable_mut()).await else {
             continue;
         };
-        let mut ready = ready.map_err(|e| ended(e.to_string()))?;
+        let mut ready = ready.map_err(|e| ended(e.into()))?;
         ready.get_inner_mut().drain(|event| received.push(event));
         ready.clear_ready();
         // A line a reload added since: read the listing again.

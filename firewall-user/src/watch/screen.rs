@@ -40,7 +40,7 @@ pub enum WatchError {
     BadInterval(String),
     #[error(transparent)]
     Live(#[from] LiveError),
-    #[error("{call}: {source}")]
+    #[error("{call}")]
     Terminal { call: &'static str, source: io::Error },
 }
 
