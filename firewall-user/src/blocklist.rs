@@ -23,7 +23,7 @@ use serde::Serialize;
 use crate::{
     compile::{ANYWHERE, ListChain, ListLine},
     live::{Result, kernel_time_ns, lock, parse_prefixes},
-    lockout::SshSession,
+    lockout::{SessionGuard, SshSession},
     maps::{LiveMaps, call, gone_is_ok, prefix_key},
     pins::Pins,
     policy::{Prefix, from_addr},
@@ -142,18 +142,18 @@ pub enum Blocked {
 
 /// Blocks each prefix, `duration` long (`None`: until unblocked), at once: their flows
 /// end, and no packet passes to or from them. Refuses, before changing anything, a bad
-/// address, or one that holds the SSH session the command runs from (unless `force`).
+/// address, or one that holds the SSH session the command runs from (unless [`SessionGuard::Skip`]).
 pub fn block(
     iface: Option<&str>,
     addrs: &[String],
     duration: Option<Duration>,
-    force: bool,
+    session_guard: SessionGuard,
 ) -> Result<(Pins, Vec<Blocked>)> {
     let prefixes = parse_prefixes(addrs)?;
     // Two changes at once would each decide the trie's flag on what they saw.
     let lock = lock(iface)?;
     let pins = lock.pins().clone();
-    if let Some(session) = SshSession::current().filter(|_| !force) {
+    if let Some(session) = SshSession::current().filter(|_| session_guard == SessionGuard::Check) {
         let policy = pins.policy()?;
         if let Some(prefix) = prefixes.iter().find(|p| session.to_host(&policy) && p.contains(session.client))
         {

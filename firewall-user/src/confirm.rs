@@ -40,6 +40,7 @@ use crate::{
     files::{self, Perms},
     filter,
     live::{self, LiveError},
+    lockout::SessionGuard,
     maps::{Enforcement, LiveMaps},
     pins::{PENDING, Pins, PinsError, STATE_ROOT, StateLock, io_err},
 };
@@ -398,7 +399,7 @@ fn roll_back(lock: &StateLock, pending: &Pending) -> Result<String> {
                 &previous.policy_text,
                 &previous.policy_file,
                 Some(if previous.audit { Enforcement::Audit } else { Enforcement::Enforce }),
-                true,
+                SessionGuard::Skip,
             )?;
             Ok(format!(
                 "put back the policy in force before, from {} (the file itself was left as it is)",

@@ -20,6 +20,7 @@ use firewall_common::{MAP_CONNTRACK, MAP_HALF_OPEN, MAPS, PROG_EGRESS, PROG_INGR
 
 use crate::{
     compile::{Ids, plan},
+    lockout::SessionGuard,
     maps::{Enforcement, LiveMaps, MapsError},
     pins::{
         EGRESS_LINK, INGRESS_LINK, LOCK_WAIT, LiveState, Pins, PinsError, StateLock, ensure_bpffs, io_err,
@@ -182,7 +183,7 @@ pub fn lock_for_up(iface: &str) -> Result<StateLock> {
 ///
 /// `enforcement`: the filter's mode, or `None` to keep a live filter's (a new one
 /// enforces). Unless
-/// `force`, a policy that would cut off the SSH session this runs from is refused when it
+/// [`SessionGuard::Skip`], a policy that would cut off the SSH session this runs from is refused when it
 /// is to be enforced.
 pub fn up(
     lock: &StateLock,
@@ -191,7 +192,7 @@ pub fn up(
     policy_file: &Path,
     mode: Mode,
     enforcement: Option<Enforcement>,
-    force: bool,
+    session_guard: SessionGuard,
 ) -> Result<Up> {
     let pins = lock.pins().clone();
     if if_index(&pins.iface).is_none() {
@@ -199,7 +200,7 @@ pub fn up(
     }
     let live = if pins.is_up() { LiveMaps::open(&pins)?.enforcement()? } else { Enforcement::Enforce };
     if !enforcement.unwrap_or(live).is_audit() {
-        crate::lockout::guard(policy, Some(&pins.iface), force)?;
+        crate::lockout::guard(policy, Some(&pins.iface), session_guard)?;
     }
     let policy_file = std::path::absolute(policy_file).map_err(io_err("resolving", policy_file))?;
     if pins.is_up() {

@@ -90,12 +90,21 @@ pub struct Translation {
     pub built_in: Vec<Finding>,
 }
 
+/// What `import` does with an OUT that exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Existing {
+    /// Leave it, and fail (the default).
+    Keep,
+    /// Replace it (`--force`).
+    Replace,
+}
+
 /// `firewall import FILE [-o OUT] [--force]`: reads the dump (`-`: stdin), translates
 /// it, prints the findings on stderr, and writes the policy to OUT (atomically; an
-/// existing OUT only with `force`) or stdout. Returns the translation for the summary.
-pub fn run(file: &Path, output: Option<&Path>, force: bool, options: &Options) -> Result<Translation> {
+/// existing OUT only with [`Existing::Replace`]) or stdout. Returns the translation for the summary.
+pub fn run(file: &Path, output: Option<&Path>, existing: Existing, options: &Options) -> Result<Translation> {
     if let Some(out) = output
-        && !force
+        && existing == Existing::Keep
         && fs::symlink_metadata(out).is_ok()
     {
         return Err(ImportError::Exists { path: out.to_owned() });
@@ -122,7 +131,7 @@ pub fn run(file: &Path, output: Option<&Path>, force: bool, options: &Options) -
         None => print!("{}", translation.text),
         // A file replaced keeps its mode and owner; a new one is made as a shell's `>`
         // makes it. Either way through a temporary file no one else could have planted.
-        Some(out) if force => {
+        Some(out) if existing == Existing::Replace => {
             let perms = files::meta(out)?.map_or(Perms::New, Perms::Like);
             files::replace(out, translation.text.as_bytes(), perms)?;
         }

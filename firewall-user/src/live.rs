@@ -23,6 +23,7 @@ use crate::{
     compile::{Ids, plan},
     files::{self, Perms},
     filter::{FilterError, if_index, require_root},
+    lockout::SessionGuard,
     maps::{Applied, Enforcement, LiveMaps, dedup_flows},
     pins::{LiveState, Pins, PinsError, StateLock, io_err},
     policy::{self, Policy, PolicyError, Prefix, from_addr},
@@ -126,12 +127,12 @@ pub struct Reloaded {
 
 /// Re-reads the policy (the file `up` was given, or `file`) and brings the live maps to
 /// it. Programs stay attached; counters and still-admitted flows are kept. `enforcement`
-/// and `force` as for [`crate::filter::up`].
+/// and `session_guard` as for [`crate::filter::up`].
 pub fn reload(
     lock: &StateLock,
     file: Option<&Path>,
     enforcement: Option<Enforcement>,
-    force: bool,
+    session_guard: SessionGuard,
 ) -> Result<Reloaded> {
     lock.refuse_if_pending()?;
     let state = lock.pins().live_state()?;
@@ -140,7 +141,7 @@ pub fn reload(
         None => state.policy_file.clone(),
     };
     let text = std::fs::read_to_string(&file).map_err(io_err("reading", &file))?;
-    reload_text(lock, &text, &file, enforcement, force)
+    reload_text(lock, &text, &file, enforcement, session_guard)
 }
 
 /// Brings the live maps to the policy `text` (read from `file`, which later commands use).
@@ -149,13 +150,13 @@ pub fn reload_text(
     text: &str,
     file: &Path,
     enforcement: Option<Enforcement>,
-    force: bool,
+    session_guard: SessionGuard,
 ) -> Result<Reloaded> {
     let pins = lock.pins().clone();
     let state = pins.live_state()?;
     let policy = policy::parse(text, file)?;
     let mut maps = LiveMaps::open(&pins)?;
-    guard(&maps, &policy, &pins, enforcement, force)?;
+    guard(&maps, &policy, &pins, enforcement, session_guard)?;
     let (ids, applied) = apply(&pins, &mut maps, &state, &policy, enforcement)?;
     let file = file.to_owned();
     lock.save(text, &LiveState { policy_file: file.clone(), ids })?;
@@ -169,11 +170,11 @@ fn guard(
     policy: &Policy,
     pins: &Pins,
     enforcement: Option<Enforcement>,
-    force: bool,
+    session_guard: SessionGuard,
 ) -> Result<()> {
     let live = maps.enforcement()?;
     if !enforcement.unwrap_or(live).is_audit() {
-        crate::lockout::guard(policy, Some(&pins.iface), force)?;
+        crate::lockout::guard(policy, Some(&pins.iface), session_guard)?;
     }
     Ok(())
 }
@@ -199,13 +200,13 @@ pub enum PeerChange {
 
 /// Adds (`allow`) or removes (`revoke`) peers of one rule, in the live maps at once and
 /// in the policy file, comments and layout kept. A revoke that would cut off the SSH
-/// session this runs from is refused unless `force`.
+/// session this runs from is refused unless [`SessionGuard::Skip`].
 pub fn change_peers(
     iface: Option<&str>,
     rule: &str,
     addrs: &[String],
     change: PeerChange,
-    force: bool,
+    session_guard: SessionGuard,
 ) -> Result<PeersChanged> {
     let prefixes = parse_prefixes(addrs)?;
     let lock = lock(iface)?;
@@ -253,7 +254,7 @@ pub fn change_peers(
     // revoked, … fail here, before anything changed.
     let policy = policy::parse(&new_text, &file)?;
     let mut maps = LiveMaps::open(pins)?;
-    guard(&maps, &policy, pins, None, force)?;
+    guard(&maps, &policy, pins, None, session_guard)?;
     let (ids, _) = apply(pins, &mut maps, &state, &policy, None)?;
     if let Err(err) = files::replace(&file, new_text.as_bytes(), Perms::Like(meta)) {
         let _ =

@@ -270,11 +270,20 @@ pub fn check(policy: &Policy, iface: Option<&str>, session: &SshSession) -> Resu
     }
 }
 
+/// Whether a command refuses to cut off the SSH session it runs from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionGuard {
+    /// Refuse (the default).
+    Check,
+    /// Go ahead anyway (`--force`; a rollback, which puts back what was in force).
+    Skip,
+}
+
 /// The guard as commands use it: nothing to check outside an SSH session, or with
-/// `--force`.
-pub fn guard(policy: &Policy, iface: Option<&str>, force: bool) -> Result<(), LockOut> {
+/// [`SessionGuard::Skip`].
+pub fn guard(policy: &Policy, iface: Option<&str>, session_guard: SessionGuard) -> Result<(), LockOut> {
     match SshSession::current() {
-        Some(session) if !force => check(policy, iface, &session),
+        Some(session) if session_guard == SessionGuard::Check => check(policy, iface, &session),
         _ => Ok(()),
     }
 }

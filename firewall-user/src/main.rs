@@ -9,7 +9,7 @@ use firewall_user::{
     import,
     listing::{Style, conntrack_line, json, render},
     live::{self, PeerChange},
-    lockout,
+    lockout::{self, SessionGuard},
     maps::Enforcement,
     pins::Pins,
     policy, serve,
@@ -239,7 +239,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Check { file, force } => {
             let policy = policy::load(&file)?;
-            lockout::guard(&policy, None, force)?;
+            lockout::guard(&policy, None, session_guard(force))?;
             println!("{}: OK ({} rules)", file.display(), policy.rules.len());
         }
         Command::Up { policy: file, iface, mode, apply } => {
@@ -251,7 +251,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 iface.or_else(|| policy.interface.clone()).ok_or(filter::FilterError::NoInterfaceGiven)?;
             let lock = filter::lock_for_up(&iface)?;
             let (up, armed) = confirm::around(&lock, apply.confirm, || {
-                let up = filter::up(&lock, &policy, &text, &file, mode, apply.enforcement(), apply.force)?;
+                let up = filter::up(
+                    &lock,
+                    &policy,
+                    &text,
+                    &file,
+                    mode,
+                    apply.enforcement(),
+                    session_guard(apply.force),
+                )?;
                 Ok((up, format!("up of {}", file.display())))
             })?;
             drop(lock);
@@ -271,7 +279,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Reload { policy, iface, apply } => {
             let lock = live::lock(iface.as_deref())?;
             let (done, armed) = confirm::around(&lock, apply.confirm, || {
-                let done = live::reload(&lock, policy.as_deref(), apply.enforcement(), apply.force)?;
+                let done =
+                    live::reload(&lock, policy.as_deref(), apply.enforcement(), session_guard(apply.force))?;
                 let name = format!("reload of {}", done.file.display());
                 Ok((done, name))
             })?;
@@ -296,15 +305,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             confirm::timer(&iface, &token, Duration::from_secs(after))?;
         }
         Command::Allow { rule, addrs, iface } => {
-            let done = live::change_peers(iface.as_deref(), &rule, &addrs, PeerChange::Allow, false)?;
+            let done =
+                live::change_peers(iface.as_deref(), &rule, &addrs, PeerChange::Allow, SessionGuard::Check)?;
             report_peers("allowed", "already allowed", &rule, &addrs, &done);
         }
         Command::Revoke { rule, addrs, iface, force } => {
-            let done = live::change_peers(iface.as_deref(), &rule, &addrs, PeerChange::Revoke, force)?;
+            let done = live::change_peers(
+                iface.as_deref(),
+                &rule,
+                &addrs,
+                PeerChange::Revoke,
+                session_guard(force),
+            )?;
             report_peers("revoked", "", &rule, &addrs, &done);
         }
         Command::Block { addrs, duration, force, iface } => {
-            let (pins, done) = blocklist::block(iface.as_deref(), &addrs, duration, force)?;
+            let (pins, done) = blocklist::block(iface.as_deref(), &addrs, duration, session_guard(force))?;
             let how_long = match duration {
                 Some(d) => format!("for {}", blocklist::human_duration(d.as_secs())),
                 None => "until unblocked".into(),
@@ -374,7 +390,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Drops { rate, iface } => print_drops(iface.as_deref(), rate)?,
         Command::Serve { metrics, log_drops, iface } => serve::serve(&metrics, iface.as_deref(), log_drops)?,
         Command::Import { file, output, force, iface, address } => {
-            import::run(&file, output.as_deref(), force, &import::Options { iface, address })?;
+            let existing = if force { import::Existing::Replace } else { import::Existing::Keep };
+            import::run(&file, output.as_deref(), existing, &import::Options { iface, address })?;
         }
     }
     Ok(())
@@ -408,6 +425,11 @@ fn print_drops(iface: Option<&str>, rate: u32) -> anyhow::Result<()> {
         let _ = out.flush();
     })?;
     Ok(())
+}
+
+/// `--force` skips the check that the command does not cut off its own SSH session.
+fn session_guard(force: bool) -> SessionGuard {
+    if force { SessionGuard::Skip } else { SessionGuard::Check }
 }
 
 /// Says how to keep a change that `--confirm` armed.

@@ -55,6 +55,7 @@ use crate::{
     drops,
     filter::require_root,
     live::{self, LiveError},
+    lockout::SessionGuard,
     pins::Pins,
     stats::{LineStats, Snapshot},
 };
@@ -279,7 +280,7 @@ async fn reload(shared: &Arc<Shared>) {
     let task = shared.clone();
     let done = tokio::task::spawn_blocking(move || {
         let _busy = task.busy.lock().unwrap_or_else(PoisonError::into_inner);
-        live::reload(&live::lock(Some(&task.iface))?, None, None, false)
+        live::reload(&live::lock(Some(&task.iface))?, None, None, SessionGuard::Check)
     })
     .await;
     match done {
