@@ -635,18 +635,26 @@ const _: () = {
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::*;
+    use super::{AllowKey, AllowValue, BlockEntry, Config, Counter, DropEvent, Flow, FlowKey, TokenBucket};
 
     // SAFETY: each type is `#[repr(C)]`, `Copy`, made only of integers and byte arrays,
     // with explicit padding, so every bit pattern is valid.
     unsafe impl aya::Pod for Counter {}
+    // SAFETY: as for `Counter`.
     unsafe impl aya::Pod for Config {}
+    // SAFETY: as for `Counter`.
     unsafe impl aya::Pod for AllowKey {}
+    // SAFETY: as for `Counter`.
     unsafe impl aya::Pod for AllowValue {}
+    // SAFETY: as for `Counter`.
     unsafe impl aya::Pod for TokenBucket {}
+    // SAFETY: as for `Counter`.
     unsafe impl aya::Pod for FlowKey {}
+    // SAFETY: as for `Counter`.
     unsafe impl aya::Pod for Flow {}
+    // SAFETY: as for `Counter`.
     unsafe impl aya::Pod for BlockEntry {}
+    // SAFETY: as for `Counter`.
     unsafe impl aya::Pod for DropEvent {}
 }
 

@@ -113,7 +113,7 @@ pub fn plan_block(
 /// Every entry in the map, expired ones included.
 pub fn entries(maps: &LiveMaps) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
-    for item in maps.blocklist.iter() {
+    for item in &maps.blocklist {
         let (key, value) = item.map_err(call(MAP_BLOCKLIST, "iterate"))?;
         out.push(Entry {
             prefix: Prefix::from_addr(&key.data(), key.prefix_len()),

@@ -316,7 +316,10 @@ mod tests {
         // SAFETY: a DropEvent is plain integers and bytes with no padding: all of it is
         // initialised.
         unsafe {
-            std::slice::from_raw_parts((event as *const DropEvent).cast::<u8>(), size_of::<DropEvent>())
+            std::slice::from_raw_parts(
+                std::ptr::from_ref::<DropEvent>(event).cast::<u8>(),
+                size_of::<DropEvent>(),
+            )
         }
         .to_vec()
     }

@@ -423,7 +423,7 @@ impl LiveMaps {
     /// not worth reading: most of the array is the blocklist's, and mostly empty).
     fn counters_in_use(&self) -> Result<Vec<u32>> {
         let mut ids: Vec<u32> = (0..BLOCK_COUNTER_BASE).collect();
-        for entry in self.blocklist.iter() {
+        for entry in &self.blocklist {
             let (_, entry) = entry.map_err(call(MAP_BLOCKLIST, "iterate"))?;
             ids.extend([block_counter(entry.slot, Direction::In), block_counter(entry.slot, Direction::Out)]);
         }

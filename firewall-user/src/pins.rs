@@ -113,9 +113,10 @@ pub fn ensure_bpffs() -> Result<()> {
     const BPF_FS_MAGIC: i64 = 0xcafe4a11;
     let dir = Path::new("/sys/fs/bpf");
     let path = std::ffi::CString::new("/sys/fs/bpf").expect("no NUL");
-    // SAFETY: statfs into a zeroed struct with a valid path.
+    // SAFETY: an all-zero statfs is a valid one (integers only).
     let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(path.as_ptr(), &mut stat) } == 0 && stat.f_type as i64 == BPF_FS_MAGIC {
+    // SAFETY: statfs into that struct, with a valid NUL-terminated path.
+    if unsafe { libc::statfs(path.as_ptr(), &raw mut stat) } == 0 && stat.f_type as i64 == BPF_FS_MAGIC {
         return Ok(());
     }
     // `ip netns exec` runs its command in a mount namespace of its own, with a private

@@ -108,8 +108,9 @@ pub enum TaskEnd {
     FilterDown(String),
     #[error(transparent)]
     Join(#[from] tokio::task::JoinError),
+    /// Boxed: a `LiveError` is large, and every task's `Result` would carry its size.
     #[error(transparent)]
-    Live(#[from] LiveError),
+    Live(Box<LiveError>),
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -241,7 +242,7 @@ async fn drop_events(shared: Arc<Shared>, rate: u32) -> Task {
     .await;
     let (pins, events, _on, mut snapshot) = match started {
         Ok(Ok(started)) => started,
-        Ok(Err(err)) => return Err(ended(err.into())),
+        Ok(Err(err)) => return Err(ended(TaskEnd::Live(Box::new(err)))),
         Err(err) => return Err(ended(err.into())),
     };
     // SAFETY: the descriptor is the ring map's, owned by `events`, which the AsyncFd owns

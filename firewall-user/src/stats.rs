@@ -155,7 +155,7 @@ mod tests {
         let lines = snapshot.lines();
         assert_eq!(lines.len(), chains.iter().map(|c| c.lines.len()).sum::<usize>());
         let mut ids: Vec<u32> = lines.iter().map(|l| l.line.counter).collect();
-        ids.sort();
+        ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len(), lines.len(), "a counter listed twice");
         let policy_lines: Vec<&LineStats> = lines.iter().filter(|l| l.line.counter == policy_id).collect();

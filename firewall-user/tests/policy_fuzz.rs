@@ -530,9 +530,10 @@ fn rule_tables(specs: Vec<RuleSpec>) -> Vec<Table> {
         ];
         let has_ports = spec.protocols.iter().any(|p| *p != "icmp");
         if has_ports {
-            entries.push(match spec.ports_as_list {
-                true => list("ports", spec.ports.iter().map(u16::to_string).collect(), false),
-                false => text("port", spec.ports[0].to_string()),
+            entries.push(if spec.ports_as_list {
+                list("ports", spec.ports.iter().map(u16::to_string).collect(), false)
+            } else {
+                text("port", spec.ports[0].to_string())
             });
         }
         if let Some((_, written)) = &spec.icmp {

@@ -630,7 +630,7 @@ pub fn nmap(lab: &Lab, from: Ipv4Addr, target: Ipv4Addr, ports: &[u16], scan: ch
         states.keys().copied().collect::<Vec<_>>(),
         {
             let mut sorted = ports.to_vec();
-            sorted.sort();
+            sorted.sort_unstable();
             sorted
         },
         "nmap reported other ports than asked: {}",

@@ -547,7 +547,7 @@ pub fn matrix(policy: &Policy) -> Vec<Probe> {
     });
 
     let mut names: Vec<&str> = m.iter().map(|p| p.name.as_str()).collect();
-    names.sort();
+    names.sort_unstable();
     let before = names.len();
     names.dedup();
     assert_eq!(before, names.len(), "two probes share a name");
@@ -615,7 +615,7 @@ impl Observer {
                             fd.as_raw_fd(),
                             libc::SOL_SOCKET,
                             libc::SO_RCVBUFFORCE,
-                            (&size as *const libc::c_int).cast(),
+                            (&raw const size).cast(),
                             size_of::<libc::c_int>() as libc::socklen_t,
                         );
                     }
@@ -929,7 +929,7 @@ fn echo_burst(lab: &Lab, to: Ipv4Addr) -> Seen {
                 request.as_ptr().cast(),
                 request.len(),
                 0,
-                (&dst as *const libc::sockaddr_in).cast(),
+                (&raw const dst).cast(),
                 size_of::<libc::sockaddr_in>() as libc::socklen_t,
             )
         };
@@ -955,7 +955,7 @@ fn echo_burst(lab: &Lab, to: Ipv4Addr) -> Seen {
                 fd.as_raw_fd(),
                 libc::SOL_SOCKET,
                 libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
+                (&raw const tv).cast(),
                 size_of::<libc::timeval>() as libc::socklen_t,
             );
         }

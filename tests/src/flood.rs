@@ -135,7 +135,7 @@ pub fn set_queues(lab: &Lab, ns: &str, dev: &str, queues: u32) {
             for (slot, byte) in req.ifr_name.iter_mut().zip(dev.bytes()) {
                 *slot = byte as libc::c_char;
             }
-            req.ifr_ifru.ifru_data = (channels as *mut EthtoolChannels).cast();
+            req.ifr_ifru.ifru_data = std::ptr::from_mut::<EthtoolChannels>(channels).cast();
             // SAFETY: SIOCETHTOOL with an ifreq whose data points at a live
             // ethtool_channels of the size the kernel expects.
             let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCETHTOOL, &mut req) };
@@ -489,7 +489,11 @@ pub fn pin_to_cpu(pid: u32, cpu: usize) {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
-        let rc = libc::sched_setaffinity(pid as libc::pid_t, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        let rc = libc::sched_setaffinity(
+            pid as libc::pid_t,
+            std::mem::size_of::<libc::cpu_set_t>(),
+            &raw const set,
+        );
         assert_eq!(rc, 0, "pinning {pid} to CPU {cpu}: {}", std::io::Error::last_os_error());
     }
 }

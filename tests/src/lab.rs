@@ -417,7 +417,7 @@ impl Lab {
                         sessions.push(std::thread::spawn(move || echo_session(stream, &stop)));
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(10))
+                        std::thread::sleep(Duration::from_millis(10));
                     }
                     Err(e) => panic!("accept on {addr}: {e}"),
                 }
@@ -666,7 +666,7 @@ pub fn tcp_connect(
     let family = if from.is_ipv6() { AddressFamily::Inet6 } else { AddressFamily::Inet };
     let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).expect("socket");
     // A blocking connect gives up after SO_SNDTIMEO with EINPROGRESS.
-    let tv = TimeVal::new(timeout.as_secs() as _, timeout.subsec_micros() as _);
+    let tv = TimeVal::new(timeout.as_secs() as _, timeout.subsec_micros().into());
     setsockopt(&fd, sockopt::SendTimeout, &tv).expect("SO_SNDTIMEO");
     let bound = match (from, to) {
         (IpAddr::V4(from), SocketAddr::V4(to)) => {
@@ -798,11 +798,9 @@ pub fn xdp_lines(link_show: &str) -> Vec<&str> {
 /// An executable copy of `path` that uid 65534 can run: the file itself when every
 /// directory above it is traversable and it is world-executable, else a copy in `dir`.
 pub fn world_executable(path: &Path, dir: &TempDir) -> PathBuf {
-    let reachable = path
-        .ancestors()
-        .skip(1)
-        .all(|d| fs::metadata(d).map(|m| m.permissions().mode() & 0o001 != 0).unwrap_or(false))
-        && fs::metadata(path).map(|m| m.permissions().mode() & 0o005 == 0o005).unwrap_or(false);
+    let reachable =
+        path.ancestors().skip(1).all(|d| fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+            && fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o005 == 0o005);
     if reachable {
         return path.to_owned();
     }

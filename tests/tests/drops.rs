@@ -136,7 +136,7 @@ fn drop_events_are_sampled_in_the_kernel_and_told_as_iptables_log_tells_them() {
     let dropped = lab.list().policy("INPUT") - before;
     assert!(dropped >= 400, "{dropped} drops counted");
     // The kernel's bucket: a burst of RATE, then RATE a second.
-    let most = RATE as usize + (RATE as f64 * elapsed.as_secs_f64()).ceil() as usize;
+    let most = RATE as usize + (f64::from(RATE) * elapsed.as_secs_f64()).ceil() as usize;
     assert!(
         !lines.is_empty() && lines.len() <= most,
         "{} events for {dropped} drops in {elapsed:?} (at most {most})",

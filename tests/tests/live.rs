@@ -119,7 +119,7 @@ fn a_session_survives_reload_a_bad_reload_and_up_again() {
 
     // A reload that adds a peer to another rule: applied, nothing else moves.
     let edited = original
-        .replace(r#"port = 123"#, "port = 123\n# added by the test")
+        .replace(r"port = 123", "port = 123\n# added by the test")
         .replace(r#"peers = ["203.0.113.25"]"#, r#"peers = ["203.0.113.25", "203.0.113.99"]"#);
     fs::write(&policy, &edited).unwrap();
     let out = lab.firewall_ok(&["reload"]);

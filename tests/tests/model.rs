@@ -2027,7 +2027,7 @@ impl Sequence {
                 } => {
                     let f = &self.flows[at(index)];
                     let talk = &mut talks[at(index)];
-                    let host_end = if f.opener == Direction::Out { 0 } else { 1 };
+                    let host_end = usize::from(f.opener != Direction::Out);
                     let (forward, numbers) = match numbering {
                         Numbering::Fixed => (*forward, Numbers::FIXED),
                         Numbering::Real => {
@@ -2061,7 +2061,7 @@ impl Sequence {
                 Step::Script { flow: index, opener, payload, fin } => {
                     let f = &self.flows[at(index)];
                     let talk = &mut talks[at(index)];
-                    let host_end = if f.opener == Direction::Out { 0 } else { 1 };
+                    let host_end = usize::from(f.opener != Direction::Out);
                     let (end, flags, payload) = match (f.proto, talk.step) {
                         (FlowProto::Tcp, 0) => (0, TCP_SYN, 0),
                         (FlowProto::Tcp, 1) => (1, TCP_SYN | TCP_ACK, 0),
@@ -2762,7 +2762,7 @@ fn model_key(key: &firewall_common::FlowKey) -> model::FlowKey {
 fn coarse_now() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: a valid timespec to fill.
-    assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) }, 0);
+    assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &raw mut ts) }, 0);
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 

@@ -500,7 +500,13 @@ fn pty() -> (fs::File, fs::File, PathBuf, u64) {
     let (mut master, mut slave) = (0, 0);
     // SAFETY: two ints to fill, no name, default settings.
     let rc = unsafe {
-        libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
+        libc::openpty(
+            &raw mut master,
+            &raw mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
     };
     assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
     // SAFETY: descriptors openpty just made, ours alone.

@@ -314,10 +314,10 @@ fn listing_keys(listing: &Value) -> Vec<((String, String, String), u64, u64)> {
             let (source, destination) =
                 (line["source"].as_str().unwrap(), line["destination"].as_str().unwrap());
             let which = if name == "antispoof" {
-                if source != "0.0.0.0/0" {
-                    format!("source {source}")
-                } else {
+                if source == "0.0.0.0/0" {
                     format!("destination {destination}")
+                } else {
+                    format!("source {source}")
                 }
             } else if !is_rule(&name) {
                 "builtin".to_owned()
@@ -624,7 +624,7 @@ fn idle_connections_cannot_use_up_descriptors_or_keep_a_scraper_out() {
         let mut rest = Vec::new();
         last.read_to_end(&mut rest)
     });
-    assert!(matches!(over, Some(Ok(0)) | Some(Err(_))), "a connection over the cap was not closed: {over:?}");
+    assert!(matches!(over, Some(Ok(0) | Err(_))), "a connection over the cap was not closed: {over:?}");
 
     // Many clients, each within its own cap: no more than 128 at once in all.
     let many: Vec<Vec<TcpStream>> =

@@ -290,7 +290,7 @@ fn the_busy_rule_leads_its_rate_follows_the_traffic_and_q_quits() {
         assert!(row.packets_per_sec > 0.0 && row.bytes_per_sec > 0.0, "{row:?}\n{first}");
     }
     let mut chains = [rows[0].chain.as_str(), rows[1].chain.as_str()];
-    chains.sort();
+    chains.sort_unstable();
     assert_eq!(chains, ["INPUT", "OUTPUT"], "{first}");
     assert!(
         rows[2..].iter().all(|r| r.packets_per_sec < rows[1].packets_per_sec),

@@ -262,10 +262,7 @@ fn view(
     };
     View {
         iface: pins.iface.clone(),
-        policy_file: pins
-            .live_state()
-            .map(|s| s.policy_file.display().to_string())
-            .unwrap_or_else(|_| "?".into()),
+        policy_file: pins.live_state().map_or_else(|_| "?".into(), |s| s.policy_file.display().to_string()),
         clock: clock(SystemTime::now()),
         interval,
         state,

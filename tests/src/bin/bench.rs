@@ -464,7 +464,7 @@ fn seed_ruleset(lab: &Lab, peers_n: u32) -> String {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["-P", chain, policy] => restore.push_str(&format!(":{chain} {policy} [0:0]\n")),
-            ["-F"] | ["-Z"] | ["-X"] => {}
+            ["-F" | "-Z" | "-X"] => {}
             ["-A", ..] => {
                 rules.push_str(line);
                 rules.push('\n');
