@@ -146,12 +146,14 @@ pub const V4_MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff
 pub const V4_MAPPED_BITS: u32 = 96;
 
 /// `::ffff:a.b.c.d`.
+#[expect(clippy::inline_always, reason = "the eBPF programs' hot path: no BPF-to-BPF call for it")]
 #[inline(always)]
 pub const fn v4_mapped(v4: [u8; 4]) -> Addr {
     [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3]]
 }
 
 /// Whether `addr` is an IPv4-mapped address, that is an IPv4 one.
+#[expect(clippy::inline_always, reason = "the eBPF programs' hot path: no BPF-to-BPF call for it")]
 #[inline(always)]
 pub fn is_v4_mapped(addr: &Addr) -> bool {
     // As two words: one comparison each, not twelve.
@@ -170,6 +172,7 @@ pub enum Direction {
 }
 
 impl Direction {
+    #[must_use]
     pub const fn reverse(self) -> Self {
         match self {
             Direction::In => Direction::Out,
@@ -338,6 +341,7 @@ pub struct Config {
 impl Config {
     /// How long a flow lives after its last packet, by its protocol and TCP state: the
     /// programs' rule, which `firewall conntrack` reads too.
+    #[expect(clippy::inline_always, reason = "the eBPF programs' hot path: no BPF-to-BPF call for it")]
     #[inline(always)]
     pub const fn timeout_ns(&self, protocol: u8, tcp_state: u8) -> u64 {
         match (protocol, tcp_state) {

@@ -280,6 +280,10 @@ fn words(line: &str) -> std::result::Result<Vec<String>, String> {
 
 /// conntrack states a `-m state --state` / `-m conntrack --ctstate` names.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "conntrack's states, each named or not, as iptables lists them"
+)]
 struct States {
     new: bool,
     established: bool,
@@ -1326,6 +1330,7 @@ fn base_name(rule: &RuleOut) -> String {
     format!("{stem}-{direction}")
 }
 
+#[expect(clippy::maybe_infinite_iter, reason = "`taken` is finite: a free name comes")]
 fn unique_name(base: &str, taken: &[String]) -> String {
     if !taken.iter().any(|t| t == base) {
         return base.to_owned();
@@ -1350,12 +1355,10 @@ fn line_list(lines: &[usize]) -> String {
         while j + 1 < lines.len() && lines[j + 1] == lines[j] + 1 {
             j += 1;
         }
-        parts.push(if j > i + 1 {
-            format!("{}-{}", lines[i], lines[j])
-        } else if j == i + 1 {
-            format!("{}, {}", lines[i], lines[j])
-        } else {
-            lines[i].to_string()
+        parts.push(match j.cmp(&(i + 1)) {
+            std::cmp::Ordering::Greater => format!("{}-{}", lines[i], lines[j]),
+            std::cmp::Ordering::Equal => format!("{}, {}", lines[i], lines[j]),
+            std::cmp::Ordering::Less => lines[i].to_string(),
         });
         i = j + 1;
     }

@@ -466,7 +466,7 @@ impl LiveMaps {
     /// How many flows `which` holds: one `BPF_MAP_GET_NEXT_KEY` a flow, so a full default
     /// established table (65,536) takes some 30 ms.
     pub fn entries(&self, which: FlowTable) -> u64 {
-        self.table(which).keys().filter(std::result::Result::is_ok).count() as u64
+        self.table(which).keys().flatten().count() as u64
     }
 
     /// A flow table's fill and size, and how many of its entries the kernel's LRU took back

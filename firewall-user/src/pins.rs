@@ -110,7 +110,7 @@ fn namespace_part() -> PathBuf {
 
 /// Mounts bpffs on /sys/fs/bpf when nothing is mounted there, as bpftool and ip do.
 pub fn ensure_bpffs() -> Result<()> {
-    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
     let dir = Path::new("/sys/fs/bpf");
     let path = std::ffi::CString::new("/sys/fs/bpf").expect("no NUL");
     // SAFETY: an all-zero statfs is a valid one (integers only).

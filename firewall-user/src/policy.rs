@@ -795,14 +795,11 @@ fn validate_rule(
     }
     let mut protos = Vec::new();
     for p in protocols.get_ref() {
-        let proto = match protocol_named(p.get_ref()).filter(|p| rule_protocol(*p)) {
-            Some(proto) => proto,
-            None => {
-                return fail(
-                    p.span().start,
-                    format!("unknown protocol {:?}: expected tcp, udp or icmp", p.get_ref()),
-                );
-            }
+        let Some(proto) = protocol_named(p.get_ref()).filter(|p| rule_protocol(*p)) else {
+            return fail(
+                p.span().start,
+                format!("unknown protocol {:?}: expected tcp, udp or icmp", p.get_ref()),
+            );
         };
         if protos.contains(&proto) {
             return fail(p.span().start, format!("protocol {:?} is listed twice", p.get_ref()));

@@ -57,6 +57,7 @@ pub struct LinkStats {
 
 impl LinkStats {
     /// What moved since `before`.
+    #[must_use]
     pub fn since(&self, before: &LinkStats) -> LinkStats {
         LinkStats {
             rx_packets: self.rx_packets - before.rx_packets,
@@ -355,7 +356,7 @@ impl Pinned {
             FlowTable::Established => &self.conntrack,
             FlowTable::HalfOpen => &self.half_open,
         };
-        map.keys().filter(Result::is_ok).count()
+        map.keys().flatten().count()
     }
 
     /// The packets counter `id` counted on each CPU.
@@ -459,7 +460,7 @@ impl SshSession {
         loop {
             match self.lines.recv_timeout(timeout.saturating_sub(started.elapsed())) {
                 Ok(line) if line.trim() == answer => return Ok(started.elapsed()),
-                Ok(_) => continue,
+                Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => return Err(format!("no {answer:?} within {timeout:?}")),
                 Err(RecvTimeoutError::Disconnected) => {
                     return Err(format!("the session ended before {answer:?}"));

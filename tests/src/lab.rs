@@ -248,6 +248,7 @@ impl Lab {
         lab
     }
 
+    #[expect(clippy::unused_self, reason = "a step of the lab's setup, a method as the others are")]
     fn wait_up(&self, ns: &str, iface: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -522,7 +523,7 @@ impl Lab {
             socket.set_read_timeout(Some(left)).expect("read timeout");
             match socket.recv(&mut buf) {
                 Ok(n) if &buf[..n] == token.as_bytes() => return Ok(Outcome::Open),
-                Ok(_) => continue,
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Ok(Outcome::Refused),
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                     return Ok(Outcome::Blocked);

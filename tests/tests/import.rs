@@ -175,6 +175,10 @@ const DUMP: &str = "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT DRO
     COMMIT\n";
 
 #[test]
+#[expect(
+    clippy::case_sensitive_file_extension_comparisons,
+    reason = "files.rs names its temporary files so, in lower case"
+)]
 fn import_reads_stdin_refuses_what_is_no_dump_and_never_overwrites_unasked() {
     require_root();
     let dir = TempDir::new("import");

@@ -2046,7 +2046,7 @@ impl Sequence {
                     };
                     let direction = if forward { f.opener } else { f.opener.reverse() };
                     let mut packet = f.packet(hosts, direction, forward, (*flags, numbers, 0), change);
-                    packet.tags = tags.clone();
+                    packet.tags.clone_from(tags);
                     if let Header::V6 { extensions: chain, .. } = &mut packet.header {
                         chain.clone_from(extensions);
                     }

@@ -199,7 +199,7 @@ fn forge(lab: &Lab, session: &mut Session, segments: &[(&str, i64)]) -> Value {
 }
 
 /// An entry as `conntrack --json` shows it: table, state, seconds left.
-fn described(flow: &Option<Value>) -> String {
+fn described(flow: Option<&Value>) -> String {
     match flow {
         Some(f) => format!("{} {} expires in {} s", f["table"], f["state"], f["expires_secs"]),
         None => "no entry".into(),
@@ -208,8 +208,8 @@ fn described(flow: &Option<Value>) -> String {
 
 /// Asserts the session's entry is established and open with the established timeout
 /// (5 days: more than a day left).
-fn assert_open(flow: &Option<Value>, when: &str) {
-    let f = flow.as_ref().unwrap_or_else(|| panic!("{when}: the session has no entry"));
+fn assert_open(flow: Option<&Value>, when: &str) {
+    let f = flow.unwrap_or_else(|| panic!("{when}: the session has no entry"));
     assert_eq!(
         (f["table"].as_str(), f["state"].as_str()),
         (Some("established"), Some("ESTABLISHED")),
@@ -246,13 +246,13 @@ fn forged_rst_and_fin_outside_the_window_leave_a_session_alone() {
     let after_wait = flow_of(&lab, session.host_port);
     eprintln!(
         "forged {forged:?} against {report}: entry then {}, after 5 s idle {}; the server's late words {late:?}",
-        described(&after_forgery),
-        described(&after_wait)
+        described(after_forgery.as_ref()),
+        described(after_wait.as_ref())
     );
     late.unwrap_or_else(|e| panic!("the server's words after the forged segments and 5 s idle: {e}"));
-    assert_open(&before_forgery, "before the forged segments");
-    assert_open(&after_forgery, "after the forged segments");
-    assert_open(&after_wait, "after 5 s idle");
+    assert_open(before_forgery.as_ref(), "before the forged segments");
+    assert_open(after_forgery.as_ref(), "after the forged segments");
+    assert_open(after_wait.as_ref(), "after 5 s idle");
     // The forged segments and the host's words' answer, at least.
     assert!(returns > forged.len() as u64, "the forged segments passed as returns: {returns}");
     session.host_says(b"and the host answers\n").expect("the session goes on both ways");
@@ -277,12 +277,12 @@ fn a_forged_rst_inside_the_window_is_the_hosts_tcp_to_judge() {
     let after_wait = flow_of(&lab, session.host_port);
     eprintln!(
         "a RST one past the edge, {report}: entry then {}, after 5 s idle {}; the server's late words {late:?}",
-        described(&after_forgery),
-        described(&after_wait)
+        described(after_forgery.as_ref()),
+        described(after_wait.as_ref())
     );
     late.unwrap_or_else(|e| panic!("the session after a challenged RST and 5 s idle: {e}"));
-    assert_open(&after_forgery, "after the challenged RST");
-    assert_open(&after_wait, "after 5 s idle");
+    assert_open(after_forgery.as_ref(), "after the challenged RST");
+    assert_open(after_wait.as_ref(), "after 5 s idle");
 
     // At the edge: the host's TCP takes it and resets the session, as it would a RST from
     // the server; an on-path attacker who reads the sequence numbers can always do this,
@@ -295,7 +295,7 @@ fn a_forged_rst_inside_the_window_is_the_hosts_tcp_to_judge() {
     let read = session.host.read(&mut buf);
     eprintln!(
         "a RST at the edge, {report}: entry then {}; the host's read {read:?}",
-        described(&after_reset)
+        described(after_reset.as_ref())
     );
     assert!(
         matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
@@ -379,13 +379,13 @@ fn an_idle_session_outlives_a_trickle_of_spoofed_syns() {
         "{} spoofed SYNs in {:.1?}; the server's words after them {late:?}; entry {}; {}",
         sent.packets,
         sent.elapsed,
-        described(&after),
+        described(after.as_ref()),
         text.lines().last().unwrap_or_default()
     );
 
     late.unwrap_or_else(|e| panic!("the idle session after {} spoofed SYNs: {e}", sent.packets));
-    assert_open(&before_syns, "before the SYNs");
-    assert_open(&after, "after the SYNs");
+    assert_open(before_syns.as_ref(), "before the SYNs");
+    assert_open(after.as_ref(), "after the SYNs");
     assert_eq!(sent.packets, syns, "trafgen's count");
     let web = listing.packets("INPUT", "web-in");
     assert!(web >= syns, "every SYN was admitted by web-in: {web}");

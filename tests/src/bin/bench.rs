@@ -279,9 +279,9 @@ fn main() {
             md,
             "| {} | {:.1} MiB | {:.1} MiB | {:.1} MiB |",
             r.size,
-            r.allow_exact_bytes as f64 / 1048576.0,
-            r.conntrack_bytes as f64 / 1048576.0,
-            r.half_open_bytes as f64 / 1048576.0
+            r.allow_exact_bytes as f64 / 1_048_576.0,
+            r.conntrack_bytes as f64 / 1_048_576.0,
+            r.half_open_bytes as f64 / 1_048_576.0
         );
     }
     json.insert(
