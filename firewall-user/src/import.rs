@@ -246,6 +246,10 @@ fn cut(line: &str) -> String {
     }
 }
 
+// The parsers of one line below fail with a `String`: it is not an error that anyone
+// handles but the reason a line is not translated, kept as text in a `Finding`
+// (`Finding::why`) and listed in the output among the others.
+
 /// Splits a rule line into words, as iptables-save quotes them (`--comment "a b"`,
 /// `\"` inside quotes).
 fn words(line: &str) -> std::result::Result<Vec<String>, String> {

@@ -441,9 +441,13 @@ fn report_armed(armed: Option<confirm::Armed>) {
     }
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    policy::parse_duration(text)
-        .ok_or_else(|| format!("{text:?} is not a duration: a number and s, m, h or d (10m, 12h)"))
+/// A `--for` that is not a duration.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a duration: a number and s, m, h or d (10m, 12h)")]
+struct BadDuration(String);
+
+fn parse_duration(text: &str) -> Result<Duration, BadDuration> {
+    policy::parse_duration(text).ok_or_else(|| BadDuration(text.to_owned()))
 }
 
 fn report_peers(done_word: &str, noop_word: &str, rule: &str, addrs: &[String], done: &live::PeersChanged) {
