@@ -21,7 +21,7 @@ use firewall_common::{
 use serde::Serialize;
 
 use crate::{
-    compile::{ANYWHERE, ListChain, ListLine},
+    compile::{ANYWHERE, LineKind, ListChain, ListLine},
     live::{Result, kernel_time_ns, lock, parse_prefixes},
     lockout::{SessionGuard, SshSession},
     maps::{LiveMaps, call, gone_is_ok, prefix_key},
@@ -321,7 +321,7 @@ pub fn insert_lines(chains: &mut [ListChain], views: &[BlockView]) {
                 Direction::Out => (ANYWHERE.to_owned(), view.prefix.clone()),
             };
             ListLine {
-                name: "blocklist".into(),
+                kind: LineKind::Blocklist,
                 target: "DROP",
                 prot: "all",
                 source,

@@ -274,12 +274,53 @@ pub fn plan(policy: &Policy, ids: &Ids) -> MapPlan {
     plan
 }
 
+/// What a listing line counts. Its name (the listing's first column, the metrics' `rule`
+/// label, the drop events' `RULE=`) is [`LineKind::name`], defined here once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LineKind {
+    /// A built-in line: `non-ip`, `invalid`, `policy`, … ([`Builtin::name`]).
+    Builtin(Builtin),
+    /// An anti-spoof entry: `antispoof`.
+    Antispoof(AntispoofEntry),
+    /// A `firewall block` entry: `blocklist`.
+    Blocklist,
+    /// One of a rule's two lines, under the rule's name.
+    Rule { name: String, line: Line },
+}
+
+impl LineKind {
+    pub fn name(&self) -> &str {
+        match self {
+            LineKind::Builtin(line) => line.name(),
+            LineKind::Antispoof(_) => "antispoof",
+            LineKind::Blocklist => "blocklist",
+            LineKind::Rule { name, .. } => name,
+        }
+    }
+
+    /// Whether a rule may not be named `name`: the built-in lines' names, and every name
+    /// of the anti-spoof and INVALID families, present and to come. (`blocklist` is not
+    /// reserved: policies named rules so before the blocklist came, and the lines' kinds,
+    /// not their names, tell them apart.)
+    pub fn reserved(name: &str) -> bool {
+        name.starts_with("antispoof")
+            || name.starts_with("invalid")
+            || Builtin::ALL.iter().any(|line| line.name() == name)
+    }
+}
+
+impl Serialize for LineKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
 /// One line of the listing, before counters are read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ListLine {
-    /// The rule's name, an anti-spoof or blocklist entry's (`antispoof`, `blocklist`), or a
-    /// built-in's ([`Builtin::name`]).
-    pub name: String,
+    /// What it counts; `list --json` writes its name.
+    #[serde(rename = "name")]
+    pub kind: LineKind,
     pub target: &'static str,
     #[serde(rename = "protocol")]
     pub prot: &'static str,
@@ -326,7 +367,7 @@ fn peers_text(peers: &[Prefix]) -> String {
 
 fn builtin(chain: Chain, line: Builtin, target: &'static str, matches: &str) -> ListLine {
     ListLine {
-        name: line.name().into(),
+        kind: LineKind::Builtin(line),
         target,
         prot: "all",
         source: ANYWHERE.into(),
@@ -399,9 +440,10 @@ pub fn listing(policy: &Policy, ids: &Ids) -> Vec<ListChain> {
     };
     let mut input = first_lines(policy, Chain::Input);
     for prefix in &policy.antispoof_sources {
-        let counter = &ids.antispoof[&AntispoofEntry::source(*prefix)];
+        let entry = AntispoofEntry::source(*prefix);
+        let counter = &ids.antispoof[&entry];
         input.push(ListLine {
-            name: "antispoof".into(),
+            kind: LineKind::Antispoof(entry),
             target: "DROP",
             prot: "all",
             source: prefix.to_string(),
@@ -412,9 +454,10 @@ pub fn listing(policy: &Policy, ids: &Ids) -> Vec<ListChain> {
     }
     input.extend(icmpv6_lines(policy, Chain::Input));
     for prefix in &policy.antispoof_destinations {
-        let counter = &ids.antispoof[&AntispoofEntry::destination(*prefix)];
+        let entry = AntispoofEntry::destination(*prefix);
+        let counter = &ids.antispoof[&entry];
         input.push(ListLine {
-            name: "antispoof".into(),
+            kind: LineKind::Antispoof(entry),
             target: "DROP",
             prot: "all",
             source: ANYWHERE.into(),
@@ -501,7 +544,7 @@ pub fn listing(policy: &Policy, ids: &Ids) -> Vec<ListChain> {
             Direction::Out => (ours.clone(), peers.clone()),
         };
         let new_line = ListLine {
-            name: rule.name.clone(),
+            kind: LineKind::Rule { name: rule.name.clone(), line: Line::New },
             target: "ACCEPT",
             prot,
             source: new_src.clone(),
@@ -514,7 +557,7 @@ pub fn listing(policy: &Policy, ids: &Ids) -> Vec<ListChain> {
             counter: rule_counter(index, Line::New),
         };
         let established_line = ListLine {
-            name: rule.name.clone(),
+            kind: LineKind::Rule { name: rule.name.clone(), line: Line::Established },
             target: "ACCEPT",
             prot,
             source: new_dst,
@@ -626,12 +669,14 @@ peers = "any"
     fn the_listing_shows_ipv6_lines_only_with_address6() {
         let policy = parse(POLICY, Path::new("p.toml")).unwrap();
         let ids = Ids::assign(&policy, &Ids::default());
-        let names: Vec<String> = listing(&policy, &ids)[0].lines.iter().map(|l| l.name.clone()).collect();
+        let names: Vec<String> =
+            listing(&policy, &ids)[0].lines.iter().map(|l| l.kind.name().to_owned()).collect();
         assert!(names.contains(&"icmpv6-nd".to_string()) && names.contains(&"icmpv6-ptb".to_string()));
         assert!(!names.contains(&"ipv6".to_string()));
         let v4_only = parse("[host]\naddress = \"198.51.100.1\"\n", Path::new("p.toml")).unwrap();
         let ids = Ids::assign(&v4_only, &Ids::default());
-        let names: Vec<String> = listing(&v4_only, &ids)[0].lines.iter().map(|l| l.name.clone()).collect();
+        let names: Vec<String> =
+            listing(&v4_only, &ids)[0].lines.iter().map(|l| l.kind.name().to_owned()).collect();
         assert!(names.contains(&"ipv6".to_string()) && !names.contains(&"icmpv6-nd".to_string()));
     }
 
@@ -641,7 +686,8 @@ peers = "any"
         let ids = Ids::assign(&policy, &Ids::default());
         let chains = listing(&policy, &ids);
         let names = |chain: usize| -> Vec<String> {
-            let mut names: Vec<String> = chains[chain].lines.iter().map(|l| l.name.clone()).collect();
+            let mut names: Vec<String> =
+                chains[chain].lines.iter().map(|l| l.kind.name().to_owned()).collect();
             names.dedup();
             names
         };
@@ -657,7 +703,8 @@ peers = "any"
             ["non-ip", "ethertype", "invalid", "icmpv6-nd", "icmpv6-ptb", "antispoof-source"]
         );
         for chain in &chains[..2] {
-            let ethertype = chain.lines.iter().find(|l| l.name == "ethertype").unwrap();
+            let ethertype =
+                chain.lines.iter().find(|l| l.kind == LineKind::Builtin(Builtin::OtherEthertype)).unwrap();
             assert_eq!(
                 (ethertype.target, ethertype.counter),
                 ("DROP", builtin_counter(chain.chain, Builtin::OtherEthertype))

@@ -26,7 +26,7 @@ use firewall_common::{
 };
 
 use crate::{
-    compile::chain_name,
+    compile::{LineKind, chain_name},
     live::{LiveError, Result},
     maps::{LiveMaps, call, check_pinned},
     pins::{Pins, PinsError},
@@ -167,10 +167,13 @@ pub fn render(event: &DropEvent, iface: &str, snapshot: Option<&Snapshot>) -> St
     });
     match line {
         Some((chain, line)) => {
-            out.push_str(&format!(" CHAIN={} RULE={}", chain_name(chain), line.name));
-            let entry = match line.name.as_str() {
-                "antispoof" | "blocklist" if line.source != crate::compile::ANYWHERE => Some(&line.source),
-                "antispoof" | "blocklist" => Some(&line.destination),
+            out.push_str(&format!(" CHAIN={} RULE={}", chain_name(chain), line.kind.name()));
+            // An entry's own prefix: the peer's side of the line.
+            let entry = match line.kind {
+                LineKind::Antispoof(_) | LineKind::Blocklist if line.source != crate::compile::ANYWHERE => {
+                    Some(&line.source)
+                }
+                LineKind::Antispoof(_) | LineKind::Blocklist => Some(&line.destination),
                 _ => None,
             };
             if let Some(entry) = entry {
@@ -374,13 +377,30 @@ mod tests {
             render(&event, "eth0", Some(&snapshot))
                 .starts_with("DROP IN=eth0 OUT= CHAIN=INPUT RULE=policy SRC=")
         );
-        let spoof = snapshot.chains[0].lines.iter().find(|l| l.name == "antispoof").unwrap();
+        let spoof =
+            snapshot.chains[0].lines.iter().find(|l| matches!(l.kind, LineKind::Antispoof(_))).unwrap();
         let event = DropEvent { counter: spoof.counter, ..event };
         assert!(
             render(&event, "eth0", Some(&snapshot))
                 .contains(&format!("CHAIN=INPUT RULE=antispoof MATCH={} ", spoof.source)),
             "{}",
             render(&event, "eth0", Some(&snapshot))
+        );
+    }
+
+    #[test]
+    fn a_rule_named_as_an_entry_is_told_as_a_rule() {
+        // `blocklist` is no reserved name: a rule may have it, and its lines are a rule's.
+        let text = "[host]\naddress = \"198.51.100.1\"\n[[rule]]\nname = \"blocklist\"\ndirection = \"out\"\nprotocols = [\"tcp\"]\nport = 23\npeers = [\"203.0.113.99\"]\n";
+        let policy = crate::policy::parse(text, std::path::Path::new("p.toml")).unwrap();
+        let ids = crate::compile::Ids::assign(&policy, &Default::default());
+        let line = firewall_common::rule_counter(ids.rule("blocklist"), firewall_common::Line::New);
+        let state = crate::pins::LiveState { policy_file: "p.toml".into(), ids };
+        let snapshot = Snapshot::from_parts(policy, state, Vec::new(), std::time::Instant::now());
+        let event = event(Direction::Out, line, 54, &syn());
+        assert_eq!(
+            render(&event, "eth0", Some(&snapshot)),
+            "DROP IN= OUT=eth0 CHAIN=OUTPUT RULE=blocklist SRC=203.0.113.99 DST=198.51.100.1 LEN=54 PROTO=TCP SPT=41234 DPT=23"
         );
     }
 

@@ -82,7 +82,7 @@ pub fn render(chains: &[ListChain], counters: &[Counter], style: Style) -> Strin
     };
     let prot = widest(4, |l| l.prot.chars().count());
     let addr = widest(18, |l| l.source.chars().count().max(l.destination.chars().count()));
-    let name = widest(18, |l| l.name.chars().count());
+    let name = widest(18, |l| l.kind.name().chars().count());
     let tw = chains
         .iter()
         .flat_map(|c| c.lines.iter())
@@ -131,7 +131,7 @@ pub fn render(chains: &[ListChain], counters: &[Counter], style: Style) -> Strin
                 line.prot,
                 line.source,
                 line.destination,
-                line.name,
+                line.kind.name(),
                 line.matches
             );
             out.push_str(row.trim_end());
@@ -199,7 +199,11 @@ mod tests {
         let rows: Vec<&str> = out.lines().skip(2).take(chains[0].lines.len()).collect();
         assert!(rows.iter().any(|r| r.contains("2001:db8:7777:7777::7")), "{out}");
         for (row, line) in rows.iter().zip(&chains[0].lines) {
-            assert_eq!(row.get(at..at + line.name.len()), Some(line.name.as_str()), "misaligned:\n{out}");
+            assert_eq!(
+                row.get(at..at + line.kind.name().len()),
+                Some(line.kind.name()),
+                "misaligned:\n{out}"
+            );
         }
     }
 

@@ -763,10 +763,7 @@ fn validate_rule(
     {
         return fail(name_at, format!("bad rule name {name:?}: use 1 to 32 of a-z, 0-9 and -"));
     }
-    if name.starts_with("antispoof")
-        || name.starts_with("invalid")
-        || firewall_common::Builtin::ALL.iter().any(|line| line.name() == name)
-    {
+    if crate::compile::LineKind::reserved(&name) {
         return fail(name_at, format!("rule name {name:?} is reserved for the built-in lines"));
     }
     if !names.insert(name.clone()) {

@@ -22,7 +22,7 @@ use std::{
     time::Duration,
 };
 
-use firewall_common::{ANTISPOOF_COUNTER_BASE, BLOCK_COUNTER_BASE, Line, RULE_COUNTER_BASE, rule_counter};
+use firewall_common::Line;
 use http_body_util::Full;
 use hyper::{
     Method, Request, Response, StatusCode,
@@ -51,7 +51,7 @@ use tokio::{
 };
 
 use crate::{
-    compile::chain_name,
+    compile::{LineKind, chain_name},
     drops,
     filter::require_root,
     live::{self, LiveError},
@@ -534,33 +534,21 @@ fn gauges(snapshot: &Snapshot) -> Vec<Gauge> {
 /// lines it is: `new` (the rule's own line), `established` (its returns, in the other
 /// chain), an anti-spoof entry by its list and prefix (`source 10.0.0.0/8`), or
 /// `builtin`.
-fn line_labels(snapshot: &Snapshot, line: &LineStats) -> [(&'static str, String); 4] {
-    let id = line.line.counter;
-    let which = if id >= BLOCK_COUNTER_BASE {
+fn line_labels(line: &LineStats) -> [(&'static str, String); 4] {
+    let which = match &line.line.kind {
+        LineKind::Builtin(_) => "builtin".to_owned(),
+        LineKind::Antispoof(entry) => entry.to_string(),
         // A blocklist entry, by its prefix (the peer's side of the line).
-        let prefix = if line.chain == firewall_common::Chain::Input {
-            &line.line.source
-        } else {
-            &line.line.destination
-        };
-        format!("block {prefix}")
-    } else if id >= RULE_COUNTER_BASE {
-        let rule = (id - RULE_COUNTER_BASE) / 2;
-        if id == rule_counter(rule, Line::New) { "new".to_owned() } else { "established".to_owned() }
-    } else if id >= ANTISPOOF_COUNTER_BASE {
-        snapshot
-            .state
-            .ids
-            .antispoof
-            .iter()
-            .find(|(_, entry)| **entry == id)
-            .map_or_else(|| format!("antispoof #{id}"), |(entry, _)| entry.to_string())
-    } else {
-        "builtin".to_owned()
+        LineKind::Blocklist if line.chain == firewall_common::Chain::Input => {
+            format!("block {}", line.line.source)
+        }
+        LineKind::Blocklist => format!("block {}", line.line.destination),
+        LineKind::Rule { line: Line::New, .. } => "new".to_owned(),
+        LineKind::Rule { line: Line::Established, .. } => "established".to_owned(),
     };
     [
         ("chain", chain_name(line.chain).to_owned()),
-        ("rule", line.line.name.clone()),
+        ("rule", line.line.kind.name().to_owned()),
         ("target", line.line.target.to_owned()),
         ("line", which),
     ]
@@ -577,7 +565,7 @@ impl Collector for SnapshotMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::result::Result<(), fmt::Error> {
         let snapshot = &self.snapshot;
         let lines = snapshot.lines();
-        let labels: Vec<_> = lines.iter().map(|line| line_labels(snapshot, line)).collect();
+        let labels: Vec<_> = lines.iter().map(|line| line_labels(line)).collect();
         for (name, help, value) in [
             (
                 "firewall_packets",

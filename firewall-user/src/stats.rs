@@ -160,6 +160,6 @@ mod tests {
         assert_eq!(ids.len(), lines.len(), "a counter listed twice");
         let policy_lines: Vec<&LineStats> = lines.iter().filter(|l| l.line.counter == policy_id).collect();
         assert_eq!(policy_lines.len(), 1);
-        assert_eq!((policy_lines[0].line.name.as_str(), policy_lines[0].counter.packets), ("policy", 7));
+        assert_eq!((policy_lines[0].line.kind.name(), policy_lines[0].counter.packets), ("policy", 7));
     }
 }

@@ -10,7 +10,7 @@ use std::{collections::HashMap, time::Duration};
 use firewall_common::{Chain, Counter};
 
 use crate::{
-    compile::{ListLine, chain_name},
+    compile::{LineKind, ListLine, chain_name},
     listing::{grouped, human},
     maps::TableStats,
     stats::Snapshot,
@@ -39,8 +39,8 @@ pub struct Row {
 /// line before (a reload can give a removed rule's id to a new one), or a counter that
 /// went down (`firewall zero`, or `down` and `up` again).
 pub fn rows(previous: Option<&Snapshot>, current: &Snapshot) -> Vec<Row> {
-    let before: HashMap<u32, (Chain, String, Counter)> = previous
-        .map(|p| p.lines().into_iter().map(|l| (l.line.counter, (l.chain, l.line.name, l.counter))).collect())
+    let before: HashMap<u32, (Chain, LineKind, Counter)> = previous
+        .map(|p| p.lines().into_iter().map(|l| (l.line.counter, (l.chain, l.line.kind, l.counter))).collect())
         .unwrap_or_default();
     let seconds = previous.map_or(0.0, |p| current.taken.saturating_duration_since(p.taken).as_secs_f64());
     let mut rows: Vec<Row> = current
@@ -48,9 +48,9 @@ pub fn rows(previous: Option<&Snapshot>, current: &Snapshot) -> Vec<Row> {
         .into_iter()
         .map(|now| {
             let delta = match before.get(&now.line.counter) {
-                Some((chain, name, then))
+                Some((chain, kind, then))
                     if *chain == now.chain
-                        && *name == now.line.name
+                        && *kind == now.line.kind
                         && now.counter.packets >= then.packets
                         && now.counter.bytes >= then.bytes
                         && seconds > 0.0 =>
@@ -178,7 +178,7 @@ impl Field {
             Field::Bytes => human(row.total.bytes, false, 1),
             Field::Chain => chain_name(row.chain).into(),
             Field::Target => row.line.target.into(),
-            Field::Rule => row.line.name.clone(),
+            Field::Rule => row.line.kind.name().to_owned(),
             Field::Source => row.line.source.clone(),
             Field::Destination => row.line.destination.clone(),
             Field::Match => row.line.matches.clone(),
@@ -297,7 +297,7 @@ peers = "any"
             let id = snapshot
                 .lines()
                 .into_iter()
-                .find(|l| l.line.name == *name && l.chain == *chain)
+                .find(|l| l.line.kind.name() == *name && l.chain == *chain)
                 .unwrap_or_else(|| panic!("no line {name} in {chain:?}"))
                 .line
                 .counter;
@@ -307,7 +307,7 @@ peers = "any"
     }
 
     fn names(rows: &[Row]) -> Vec<(String, Chain)> {
-        rows.iter().map(|r| (r.line.name.clone(), r.chain)).collect()
+        rows.iter().map(|r| (r.line.kind.name().to_owned(), r.chain)).collect()
     }
 
     #[test]
@@ -353,7 +353,7 @@ peers = "any"
         let idle: Vec<(String, Chain)> = after
             .lines()
             .into_iter()
-            .map(|l| (l.line.name, l.chain))
+            .map(|l| (l.line.kind.name().to_owned(), l.chain))
             .filter(|key| !top.contains(key))
             .collect();
         assert_eq!(names(&rows[4..]), idle);
@@ -386,7 +386,7 @@ peers = "any"
         let (only, _) = snapshot(POLICY, &Ids::default(), Instant::now(), &[("web-in", Chain::Input, 9, 99)]);
         let rows = rows(None, &only);
         assert!(rows.iter().all(|r| r.packets_per_sec == 0.0));
-        let web = rows.iter().find(|r| r.line.name == "web-in" && r.chain == Chain::Input).unwrap();
+        let web = rows.iter().find(|r| r.line.kind.name() == "web-in" && r.chain == Chain::Input).unwrap();
         assert_eq!(web.total, Counter { packets: 9, bytes: 99 });
     }
 
@@ -413,9 +413,9 @@ peers = "any"
         let rows = rows(Some(&before), &after);
         assert_eq!(names(&rows[..1]), [("ping-in".into(), Chain::Input)]);
         assert_eq!(rows[0].packets_per_sec, 4.0);
-        let dns = rows.iter().find(|r| r.line.name == "dns-out" && r.chain == Chain::Output).unwrap();
+        let dns = rows.iter().find(|r| r.line.kind.name() == "dns-out" && r.chain == Chain::Output).unwrap();
         assert_eq!((dns.packets_per_sec, dns.total.packets), (0.0, 50));
-        assert!(!rows.iter().any(|r| r.line.name == "ssh-in"));
+        assert!(!rows.iter().any(|r| r.line.kind.name() == "ssh-in"));
     }
 
     #[test]
