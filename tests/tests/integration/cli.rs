@@ -1,7 +1,7 @@
 //! The command line with bad inputs and without privileges, through the real binary.
 //!
 //! Run as root after `cargo build --release`:
-//! `cargo test --release -p tests --test cli`.
+//! `cargo test --release -p tests --test integration cli::`.
 use std::{
     path::Path,
     process::{Command, Output},
