@@ -1,7 +1,7 @@
 #!/bin/sh
 # The seed's "tight" iptables policy, as the blog post that started the project gives it
 # (docs/design.md, "The seed"), every rule in the seed's order, transcribed for the
-# differential test (tests/tests/differential.rs).
+# differential test (tests/tests/integration/differential.rs).
 #
 # Parameterised by the environment, as the seed's defines are. Every address and port
 # must be given: an unset one stops the script before it touches a rule.

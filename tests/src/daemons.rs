@@ -1,4 +1,4 @@
-//! Real daemons and clients in the lab (see tests/tests/daemons.rs): sshd and ssh,
+//! Real daemons and clients in the lab (see tests/tests/integration/daemons.rs): sshd and ssh,
 //! dnsmasq and dig, chronyd as server and as one-shot client, python3's http.server and
 //! curl, python3's smtpd and smtplib, nmap, and scapy for packets no socket would send.
 //!

@@ -1,4 +1,4 @@
-//! The differential run against the seed's iptables script (see tests/tests/differential.rs):
+//! The differential run against the seed's iptables script (see tests/tests/integration/differential.rs):
 //! one probe matrix, run in one lab three times: with no filter (every probe must get
 //! through, or it proves nothing), behind `tests/seed/tight-iptables.sh` (the seed's own
 //! script, given the lab's addresses), and behind the firewall with examples/tight.toml.

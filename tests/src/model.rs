@@ -5,7 +5,7 @@
 //! [`Policy`] itself (its rules, its peers as prefixes, its services) and never the map
 //! contents `compile::plan` makes of it, so a fault in that compilation shows as a
 //! disagreement too; the blocklist is live state, not policy, and the model takes its
-//! entries as `firewall blocklist` lists them ([`State::blocks`]). `tests/tests/model.rs`
+//! entries as `firewall blocklist` lists them ([`State::blocks`]). `tests/tests/integration/model.rs`
 //! runs generated frames through the loaded programs and through [`judge`] and requires
 //! the same verdict and the same counter line for every one.
 //!

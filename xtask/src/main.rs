@@ -57,13 +57,13 @@ const TEST_PACKAGES: &[&str] = &[
     "python3-scapy",
     // trafgen, for the floods of `cargo xtask bench` and the flood tests.
     "netsniff-ng",
-    // bpftool, to make a pinned map of another layout (tests/tests/live.rs).
+    // bpftool, to make a pinned map of another layout (tests/tests/integration/live.rs).
     "bpftool",
-    // A terminal for `firewall watch` (tests/tests/watch.rs).
+    // A terminal for `firewall watch` (tests/tests/integration/watch.rs).
     "tmux",
-    // Prometheus and its promtool, to scrape and check `firewall serve` (tests/tests/serve.rs).
+    // Prometheus and its promtool, to scrape and check `firewall serve` (tests/tests/integration/serve.rs).
     "prometheus",
-    // An administrator's `sudo firewall …` over SSH, for the lock-out guard (tests/tests/safety.rs).
+    // An administrator's `sudo firewall …` over SSH, for the lock-out guard (tests/tests/integration/safety.rs).
     "sudo",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";

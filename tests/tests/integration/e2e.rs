@@ -3,7 +3,7 @@
 //! holds every peer of the policy and two strangers.
 //!
 //! Run as root after `cargo build --release`:
-//! `cargo test --release -p tests --test e2e`.
+//! `cargo test --release -p tests --test integration e2e::`.
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
     process::Command,

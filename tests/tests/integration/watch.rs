@@ -2,7 +2,7 @@
 //! the client pings the host, and `capture-pane` reads the screen as a person would.
 //!
 //! Run as root after `cargo build --release`:
-//! `cargo test --release -p tests --test watch`.
+//! `cargo test --release -p tests --test integration watch::`.
 use std::{
     fs,
     net::Ipv4Addr,

@@ -8,7 +8,7 @@
 //! writes only to its own terminal; and the guard finds the session under `sudo` and `su`.
 //!
 //! Run as root after `cargo build --release`:
-//! `cargo test --release -p tests --test safety -- --nocapture`.
+//! `cargo test --release -p tests --test integration safety:: -- --nocapture`.
 use std::{
     fs,
     net::{Ipv4Addr, SocketAddrV4},

@@ -1,7 +1,7 @@
 //! The command line with bad inputs and without privileges, through the real binary.
 //!
 //! Run as root after `cargo build --release`:
-//! `cargo test --release -p tests --test cli`.
+//! `cargo test --release -p tests --test integration cli::`.
 use std::{
     path::Path,
     process::{Command, Output},
@@ -211,7 +211,7 @@ fn privileged_tests_fail_loudly_without_root() {
     let output = Command::new(AS_NOBODY[0])
         .args(&AS_NOBODY[1..])
         .arg(&exe)
-        .args(["--exact", "privileged_probe", "--nocapture", "--test-threads=1"])
+        .args(["--exact", "cli::privileged_probe", "--nocapture", "--test-threads=1"])
         .env("RUST_BACKTRACE", "0")
         .current_dir(&dir.path)
         .output()
@@ -220,7 +220,7 @@ fn privileged_tests_fail_loudly_without_root() {
     assert!(!output.status.success(), "privileged_probe passed without root:\n{all}");
     assert!(all.contains("running 1 test"), "exactly the probe ran:\n{all}");
     assert!(all.contains("needs root"), "the failure says why:\n{all}");
-    assert!(all.contains("test privileged_probe ... FAILED"), "the probe failed, not skipped:\n{all}");
+    assert!(all.contains("test cli::privileged_probe ... FAILED"), "the probe failed, not skipped:\n{all}");
 }
 
 #[test]

@@ -8,7 +8,7 @@
 //! does a listed one that did not happen as listed: the list stays true.
 //!
 //! Run as root after `cargo build --release`:
-//! `cargo test --release -p tests --test differential -- --nocapture`.
+//! `cargo test --release -p tests --test integration differential:: -- --nocapture`.
 use std::time::Instant;
 
 use tests::{

@@ -3,7 +3,7 @@
 //! them, and off again when the listener goes.
 //!
 //! Run as root after `cargo build --release`:
-//! `cargo test --release -p tests --test drops -- --nocapture`.
+//! `cargo test --release -p tests --test integration drops:: -- --nocapture`.
 use std::{
     io::{BufRead as _, BufReader},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},

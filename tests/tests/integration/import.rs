@@ -8,10 +8,10 @@
 //! differential probe matrix (tests/src/differential.rs) runs behind the firewall with
 //! examples/tight.toml and behind the firewall with the imported policy: every probe must
 //! get the same verdict, and so the imported policy differs from the seed's iptables
-//! exactly where tests/tests/differential.rs lists.
+//! exactly where tests/tests/integration/differential.rs lists.
 //!
 //! Run as root after `cargo build --release`:
-//! `cargo test --release -p tests --test import -- --nocapture`.
+//! `cargo test --release -p tests --test integration import:: -- --nocapture`.
 use std::{
     fs,
     path::Path,

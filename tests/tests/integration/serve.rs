@@ -5,7 +5,7 @@
 //! a port in use, no filter.
 //!
 //! Run as root after `cargo build --release`:
-//! `cargo test --release -p tests --test serve`.
+//! `cargo test --release -p tests --test integration serve::`.
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,

@@ -3,7 +3,7 @@
 //! stranger with examples/tight.toml attached, and the listing's counters to match.
 //!
 //! Run as root after `cargo build --release`:
-//! `cargo test --release -p tests --test daemons`. The programs are those
+//! `cargo test --release -p tests --test integration daemons::`. The programs are those
 //! `cargo xtask setup` installs (see tests/src/daemons.rs).
 use std::{
     net::{Ipv4Addr, SocketAddrV4},

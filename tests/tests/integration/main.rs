@@ -1,0 +1,25 @@
+//! The integration tests, one module per area, in one binary (as aya's
+//! test/integration-test): the crate links aya and firewall-user once, not once per area.
+//! The floods are the exception, in a binary of their own (tests/tests/floods.rs): they
+//! must not share the two CPUs of CI with the other areas' tests, and cargo runs the test
+//! binaries one after another.
+//!
+//! Run as root after `cargo build --release`: `cargo test --release -p tests --test
+//! integration`, or one area: `cargo test --release -p tests --test integration e2e::`.
+mod cli;
+mod daemons;
+mod differential;
+mod drops;
+mod dual_stack;
+mod e2e;
+mod import;
+mod ipv6;
+mod link;
+mod live;
+mod model;
+mod safety;
+mod serve;
+mod spoofing;
+mod verdicts;
+mod verifier;
+mod watch;
