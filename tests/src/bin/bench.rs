@@ -367,7 +367,10 @@ fn main() {
     let mut f = TestFilter::tight();
     let ingress = f.loaded.ingress().unwrap().info().unwrap().verified_instruction_count().unwrap_or(0);
     let egress = f.loaded.egress().unwrap().info().unwrap().verified_instruction_count().unwrap_or(0);
-    let _ = writeln!(md, "\n### Verifier (instructions processed; budget in tests/tests/integration/verifier.rs)\n");
+    let _ = writeln!(
+        md,
+        "\n### Verifier (instructions processed; budget in tests/tests/integration/verifier.rs)\n"
+    );
     let _ = writeln!(
         md,
         "| program | instructions |\n| --- | ---: |\n| XDP ingress | {ingress} |\n| TC egress | {egress} |"
