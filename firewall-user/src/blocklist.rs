@@ -321,7 +321,7 @@ pub fn insert_lines(chains: &mut [ListChain], views: &[BlockView]) {
                 Direction::Out => (ANYWHERE.to_owned(), view.prefix.clone()),
             };
             ListLine {
-                kind: LineKind::Blocklist,
+                kind: LineKind::Blocklist(view.prefix.clone()),
                 target: "DROP",
                 prot: "all",
                 source,

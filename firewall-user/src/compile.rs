@@ -282,8 +282,8 @@ pub enum LineKind {
     Builtin(Builtin),
     /// An anti-spoof entry: `antispoof`.
     Antispoof(AntispoofEntry),
-    /// A `firewall block` entry: `blocklist`.
-    Blocklist,
+    /// A `firewall block` entry: `blocklist`, with its prefix as listed.
+    Blocklist(String),
     /// One of a rule's two lines, under the rule's name.
     Rule { name: String, line: Line },
 }
@@ -293,8 +293,18 @@ impl LineKind {
         match self {
             LineKind::Builtin(line) => line.name(),
             LineKind::Antispoof(_) => "antispoof",
-            LineKind::Blocklist => "blocklist",
+            LineKind::Blocklist(_) => "blocklist",
             LineKind::Rule { name, .. } => name,
+        }
+    }
+
+    /// The entry an anti-spoof or blocklist line stands for: its prefix (drop events'
+    /// `MATCH=`).
+    pub fn entry(&self) -> Option<String> {
+        match self {
+            LineKind::Antispoof(entry) => Some(entry.prefix.to_string()),
+            LineKind::Blocklist(prefix) => Some(prefix.clone()),
+            LineKind::Builtin(_) | LineKind::Rule { .. } => None,
         }
     }
 

@@ -26,7 +26,7 @@ use firewall_common::{
 };
 
 use crate::{
-    compile::{LineKind, chain_name},
+    compile::chain_name,
     live::{LiveError, Result},
     maps::{LiveMaps, call, check_pinned},
     pins::{Pins, PinsError},
@@ -168,15 +168,7 @@ pub fn render(event: &DropEvent, iface: &str, snapshot: Option<&Snapshot>) -> St
     match line {
         Some((chain, line)) => {
             out.push_str(&format!(" CHAIN={} RULE={}", chain_name(chain), line.kind.name()));
-            // An entry's own prefix: the peer's side of the line.
-            let entry = match line.kind {
-                LineKind::Antispoof(_) | LineKind::Blocklist if line.source != crate::compile::ANYWHERE => {
-                    Some(&line.source)
-                }
-                LineKind::Antispoof(_) | LineKind::Blocklist => Some(&line.destination),
-                _ => None,
-            };
-            if let Some(entry) = entry {
+            if let Some(entry) = line.kind.entry() {
                 out.push_str(&format!(" MATCH={entry}"));
             }
         }
@@ -287,6 +279,7 @@ pub fn parse_rate(text: &str) -> std::result::Result<u32, BadRate> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compile::LineKind;
 
     /// An IPv4 TCP SYN from 203.0.113.99:41234 to 198.51.100.1:23, as its first 54 bytes.
     fn syn() -> Vec<u8> {

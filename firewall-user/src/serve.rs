@@ -538,11 +538,7 @@ fn line_labels(line: &LineStats) -> [(&'static str, String); 4] {
     let which = match &line.line.kind {
         LineKind::Builtin(_) => "builtin".to_owned(),
         LineKind::Antispoof(entry) => entry.to_string(),
-        // A blocklist entry, by its prefix (the peer's side of the line).
-        LineKind::Blocklist if line.chain == firewall_common::Chain::Input => {
-            format!("block {}", line.line.source)
-        }
-        LineKind::Blocklist => format!("block {}", line.line.destination),
+        LineKind::Blocklist(prefix) => format!("block {prefix}"),
         LineKind::Rule { line: Line::New, .. } => "new".to_owned(),
         LineKind::Rule { line: Line::Established, .. } => "established".to_owned(),
     };
