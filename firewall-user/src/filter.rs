@@ -198,10 +198,13 @@ pub fn up(
     if if_index(&pins.iface).is_none() {
         return Err(FilterError::NoInterface(pins.iface.clone()));
     }
-    let live = if pins.is_up() { LiveMaps::open(&pins)?.enforcement()? } else { Enforcement::Enforce };
-    if !enforcement.unwrap_or(live).is_audit() {
-        crate::lockout::guard(policy, Some(&pins.iface), session_guard)?;
-    }
+    // Unless told, the mode is the live filter's; a new filter enforces.
+    let will_be = match enforcement {
+        Some(will_be) => will_be,
+        None if pins.is_up() => LiveMaps::open(&pins)?.enforcement()?,
+        None => Enforcement::Enforce,
+    };
+    crate::lockout::guard_in(policy, &pins.iface, will_be, session_guard)?;
     let policy_file = std::path::absolute(policy_file).map_err(io_err("resolving", policy_file))?;
     if pins.is_up() {
         lock.refuse_if_pending()?;

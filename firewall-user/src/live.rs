@@ -164,7 +164,8 @@ pub fn reload_text(
     Ok(Reloaded { pins, file, applied, enforcement })
 }
 
-/// The lock-out guard, when the filter is to enforce `policy` (not in audit mode).
+/// The lock-out guard for the live filter `maps` with `policy`, in the mode `enforcement`
+/// sets or the one it is in.
 fn guard(
     maps: &LiveMaps,
     policy: &Policy,
@@ -172,10 +173,8 @@ fn guard(
     enforcement: Option<Enforcement>,
     session_guard: SessionGuard,
 ) -> Result<()> {
-    let live = maps.enforcement()?;
-    if !enforcement.unwrap_or(live).is_audit() {
-        crate::lockout::guard(policy, Some(&pins.iface), session_guard)?;
-    }
+    let mode = enforcement.map_or_else(|| maps.enforcement(), Ok)?;
+    crate::lockout::guard_in(policy, &pins.iface, mode, session_guard)?;
     Ok(())
 }
 

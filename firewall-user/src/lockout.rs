@@ -22,6 +22,7 @@ use firewall_common::{AllowKey, Direction, PROTO_TCP};
 
 use crate::{
     compile::{Ids, plan},
+    maps::Enforcement,
     policy::{Policy, Prefix, Service, to_addr},
 };
 
@@ -277,6 +278,20 @@ pub enum SessionGuard {
     Check,
     /// Go ahead anyway (`--force`; a rollback, which puts back what was in force).
     Skip,
+}
+
+/// The guard for a live filter that will be in `mode` with `policy`: audit mode drops
+/// nothing, so it cuts no session off and is not checked.
+pub fn guard_in(
+    policy: &Policy,
+    iface: &str,
+    mode: Enforcement,
+    session_guard: SessionGuard,
+) -> Result<(), LockOut> {
+    match mode {
+        Enforcement::Audit => Ok(()),
+        Enforcement::Enforce => guard(policy, Some(iface), session_guard),
+    }
 }
 
 /// The guard as commands use it: nothing to check outside an SSH session, or with
