@@ -22,7 +22,7 @@ use firewall_common::{AllowKey, Direction, PROTO_TCP};
 
 use crate::{
     compile::{Ids, plan},
-    maps::Enforcement,
+    kernel::maps::Enforcement,
     policy::{Policy, Prefix, Service, to_addr},
 };
 
@@ -272,9 +272,10 @@ pub fn check(policy: &Policy, iface: Option<&str>, session: &SshSession) -> Resu
 }
 
 /// Whether a command refuses to cut off the SSH session it runs from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SessionGuard {
     /// Refuse (the default).
+    #[default]
     Check,
     /// Go ahead anyway (`--force`; a rollback, which puts back what was in force).
     Skip,

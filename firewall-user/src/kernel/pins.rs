@@ -315,17 +315,6 @@ impl Pins {
         Ok(Some(lock))
     }
 
-    /// The lock on the filter `iface` names (or the only one up), which must still be up
-    /// once the lock is held: it may have gone down while this waited.
-    pub fn lock_up(iface: Option<&str>) -> Result<StateLock> {
-        let pins = Pins::find(iface)?;
-        let lock = pins.lock(LOCK_WAIT)?;
-        if !pins.is_up() {
-            return Err(PinsError::NotUp { iface: pins.iface.clone(), dir: pins.dir.clone() });
-        }
-        Ok(lock)
-    }
-
     /// Makes the pin directory (and those above it, in bpffs), 0700.
     pub fn make_pin_dir(&self) -> Result<()> {
         Ok(files::private_dir(&self.dir, Path::new(PIN_ROOT))?)
