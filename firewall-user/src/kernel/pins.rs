@@ -7,7 +7,7 @@
 //! namespace. Beside it, in [`Pins::state`], the policy in force and its [`LiveState`].
 //!
 //! Both are root's alone: every directory 0700, every state file 0600, created so (see
-//! [`crate::files`]). Every change to a live filter holds its [`StateLock`], one
+//! `files.rs`). Every change to a live filter holds its [`StateLock`], one
 //! exclusive `flock` on a file in the state directory, taken once per command: changes
 //! on one interface happen one at a time, and a command that must wait says so and gives
 //! up after [`LOCK_WAIT`].

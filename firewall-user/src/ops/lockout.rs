@@ -11,7 +11,7 @@
 //! address, or is on the filtered interface (then the policy names the wrong address and
 //! drops the session as FORWARD traffic). It survives the change when the programs would
 //! admit its client's SYN to the server port: not an anti-spoof source, admitted by an
-//! `in` rule's allow-list, as the kernel looks it up ([`MapPlan::admits`]); the returns
+//! `in` rule's allow-list, as the kernel looks it up ([`crate::compile::MapPlan::admits`]); the returns
 //! then ride that flow (or the pickup of sessions older than the filter).
 use std::{
     fs,

@@ -11,7 +11,7 @@
 //! address: past that a connection is closed as soon as it is accepted, and counted, so
 //! that no client can run the process out of descriptors or keep Prometheus out.
 //! Long-running work is one of `run`'s `Tasks` (HTTP, and with `--log-drops` the kernel's
-//! drop events, see [`crate::drops`]), and every gauge read from a snapshot is emitted in
+//! drop events, see [`crate::view::drops`]), and every gauge read from a snapshot is emitted in
 //! `gauges`.
 use std::{
     collections::HashMap,
@@ -66,7 +66,7 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// No connection lasts longer, so that clients that never read their answers cannot
 /// pile up (a scrape takes milliseconds).
 const CONNECTION_DEADLINE: Duration = Duration::from_secs(60);
-/// The most connections open at once: each may live up to [`CONNECTION_DEADLINE`], and
+/// The most connections open at once: each may live up to `CONNECTION_DEADLINE`, and
 /// a descriptor each, where the process may have 1,024.
 pub const MAX_CONNECTIONS: usize = 128;
 /// The most from one client address, so that one client cannot take every connection.
