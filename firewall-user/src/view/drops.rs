@@ -22,7 +22,7 @@ use etherparse::{LaxNetSlice, LaxSlicedPacket};
 pub use firewall_common::DropEvent;
 use firewall_common::{
     CONFIG_LOG_DROPS, DROP_EVENT_BYTES, Direction, LOG_BUCKET, MAP_DROP_EVENTS, MAP_TOKEN_BUCKETS,
-    TokenBucket,
+    PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TokenBucket,
 };
 
 use crate::{
@@ -134,23 +134,22 @@ pub fn decode(head: &[u8]) -> Decoded {
     out.protocol = Some(protocol);
     let bytes = payload.payload;
     match protocol {
-        6 | 17 if bytes.len() >= 4 => {
+        PROTO_TCP | PROTO_UDP if bytes.len() >= 4 => {
             out.ports =
                 Some((u16::from_be_bytes([bytes[0], bytes[1]]), u16::from_be_bytes([bytes[2], bytes[3]])));
         }
-        1 | 58 if bytes.len() >= 2 => out.icmp = Some((bytes[0], bytes[1])),
+        PROTO_ICMP | PROTO_ICMPV6 if bytes.len() >= 2 => out.icmp = Some((bytes[0], bytes[1])),
         _ => {}
     }
     out
 }
 
 fn protocol_name(protocol: u8) -> String {
-    match protocol {
-        1 => "ICMP".into(),
-        6 => "TCP".into(),
-        17 => "UDP".into(),
-        58 => "ICMPv6".into(),
-        n => n.to_string(),
+    // netfilter's LOG spelling of the one table's names: upper case, but for `ICMPv6`.
+    match firewall_common::protocol_name(protocol) {
+        Some(_) if protocol == PROTO_ICMPV6 => "ICMPv6".into(),
+        Some(name) => name.to_ascii_uppercase(),
+        None => protocol.to_string(),
     }
 }
 
