@@ -1,6 +1,7 @@
 //! The policy file: TOML in, a validated [`Policy`] out, or one error that says
 //! `FILE:LINE:COL: message` (see docs/policy.md for the format).
 mod prefix;
+mod raw;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -16,7 +17,7 @@ use firewall_common::{
     PROTO_ICMPV6, PROTO_UDP, icmpv6_equivalent, protocol_named, rule_protocol,
 };
 pub use prefix::{Prefix, PrefixError, from_addr, to_addr};
-use serde::Deserialize;
+use raw::{RawIcmpType, RawPeers, RawPolicy, RawRule, toml_message};
 use serde_spanned::Spanned;
 
 /// The seed's anti-spoof source list (RFC 1918, link-local, multicast, class E, zero net, 1.1.1.1).
@@ -195,160 +196,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
     validate(raw, host_at).map_err(|(offset, message)| at(offset, message))
 }
 
-/// The TOML parser's or serde's message, in the words of TOML and of this file: one line,
-/// never empty, without Rust's type names.
-fn toml_message(message: &str, text: &str, offset: usize) -> String {
-    let message = message.trim().replace('\n', " ");
-    if message.is_empty() {
-        // The parser says nothing for some syntax errors; say what is at the place.
-        return match text.get(offset..).and_then(|rest| rest.chars().next()) {
-            None => "the file ends where TOML expects more (a value, a closing bracket or quote)".into(),
-            Some('\r') => "a carriage return must be followed by a newline".into(),
-            Some(c) if c.is_control() => {
-                format!("control character U+{:04X} is not allowed, not even in a comment", u32::from(c))
-            }
-            Some(c) => format!("invalid TOML at {c:?}"),
-        };
-    }
-    let mut message = message
-        .replace("expected i64", "expected an integer")
-        .replace("expected a borrowed string", "expected a string")
-        .replace("expected a sequence", "expected an array")
-        .replace("invalid type: sequence", "invalid type: array")
-        .replace("expected a map", "expected a table")
-        .replace("invalid type: map", "invalid type: table");
-    // `expected struct RawHost` and the like: every struct here is a table.
-    while let Some(start) = message.find("expected struct ") {
-        let name_end = message[start + 16..]
-            .find(|c: char| !c.is_alphanumeric())
-            .map_or(message.len(), |n| start + 16 + n);
-        message.replace_range(start..name_end, "expected a table");
-    }
-    message
-}
-
 type Located = (usize, String);
 
 fn fail<T>(spanned_start: usize, message: impl Into<String>) -> Result<T, Located> {
     Err((spanned_start, message.into()))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPolicy {
-    host: RawHost,
-    antispoof: Option<RawAntispoof>,
-    conntrack: Option<RawConntrack>,
-    #[serde(default)]
-    rule: Vec<Spanned<RawRule>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHost {
-    interface: Option<Spanned<String>>,
-    address: Option<Spanned<String>>,
-    address6: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAntispoof {
-    sources: Option<Vec<Spanned<String>>>,
-    destinations: Option<Vec<Spanned<String>>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConntrack {
-    max_entries: Option<Spanned<i64>>,
-    max_half_open: Option<Spanned<i64>>,
-    tcp_established_timeout: Option<Spanned<String>>,
-    tcp_fin_timeout: Option<Spanned<String>>,
-    tcp_rst_timeout: Option<Spanned<String>>,
-    udp_timeout: Option<Spanned<String>>,
-    icmp_timeout: Option<Spanned<String>>,
-    tcp_syn_sent_timeout: Option<Spanned<String>>,
-    tcp_syn_recv_timeout: Option<Spanned<String>>,
-}
-
-/// `"any"`, or a list whose entries keep their own positions for error messages (which
-/// `#[serde(untagged)]` would lose).
-enum RawPeers {
-    One(String),
-    Many(Vec<Spanned<String>>),
-}
-
-impl<'de> Deserialize<'de> for RawPeers {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = RawPeers;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("\"any\" or a list of addresses and CIDRs")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawPeers, E> {
-                Ok(RawPeers::One(v.to_owned()))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawPeers, A::Error> {
-                let mut list = Vec::new();
-                while let Some(entry) = seq.next_element::<Spanned<String>>()? {
-                    list.push(entry);
-                }
-                Ok(RawPeers::Many(list))
-            }
-        }
-        deserializer.deserialize_any(Visitor)
-    }
-}
-
-/// A name or a number (a visitor of its own: `#[serde(untagged)]` would answer anything
-/// else with its own internals).
-enum RawIcmpType {
-    Name(String),
-    Number(i64),
-}
-
-impl<'de> Deserialize<'de> for RawIcmpType {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = RawIcmpType;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(
-                    "an ICMP type: echo-request, echo-reply, destination-unreachable, time-exceeded, parameter-problem or a number 0-255",
-                )
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawIcmpType, E> {
-                Ok(RawIcmpType::Name(v.to_owned()))
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawIcmpType, E> {
-                Ok(RawIcmpType::Number(v))
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawIcmpType, E> {
-                Ok(RawIcmpType::Number(i64::try_from(v).unwrap_or(i64::MAX)))
-            }
-        }
-        deserializer.deserialize_any(Visitor)
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRule {
-    name: Option<Spanned<String>>,
-    direction: Option<Spanned<String>>,
-    protocols: Option<Spanned<Vec<Spanned<String>>>>,
-    port: Option<Spanned<i64>>,
-    ports: Option<Spanned<Vec<Spanned<i64>>>>,
-    icmp_type: Option<Spanned<RawIcmpType>>,
-    peers: Option<Spanned<RawPeers>>,
-    limit: Option<Spanned<String>>,
-    burst: Option<Spanned<i64>>,
-    related: Option<Spanned<bool>>,
-    /// Free text for the listing's readers; ignored by the filter.
-    #[serde(rename = "comment")]
-    _comment: Option<String>,
 }
 
 fn validate(raw: RawPolicy, host_at: usize) -> Result<Policy, Located> {
@@ -974,34 +825,6 @@ mod tests {
         assert_eq!(Service::Icmp { kind: 8 }.key_for(true), Some((PROTO_ICMPV6, 128)));
         assert_eq!(Service::Icmp { kind: 5 }.key_for(false), Some((PROTO_ICMP, 5)));
         assert_eq!(Service::Port { protocol: PROTO_TCP, port: 22 }.key_for(true), Some((PROTO_TCP, 22)));
-    }
-
-    #[test]
-    fn toml_and_type_errors_are_in_toml_words() {
-        // Syntax errors the TOML parser gives no words for.
-        assert_eq!(check("\r").unwrap_err(), "p.toml:1:1: a carriage return must be followed by a newline");
-        assert!(
-            check("#\0")
-                .unwrap_err()
-                .ends_with("control character U+0000 is not allowed, not even in a comment")
-        );
-        assert!(check("[host]\ninterface =").unwrap_err().contains("the file ends where TOML expects more"));
-        // Types, named as TOML names them.
-        let rule = |body: &str| {
-            format!(
-                "{HOST}[[rule]]\nname = \"x\"\ndirection = \"in\"\nprotocols = [\"icmp\"]\n{body}\npeers = \"any\"\n"
-            )
-        };
-        let err = check(&rule("icmp_type = true")).unwrap_err();
-        assert!(err.ends_with("invalid type: boolean `true`, expected an ICMP type: echo-request, echo-reply, destination-unreachable, time-exceeded, parameter-problem or a number 0-255"), "{err}");
-        let err = check(&format!("{HOST}[[rule]]\nname = \"x\"\nport = \"80\"\n")).unwrap_err();
-        assert_eq!(err, "p.toml:6:8: invalid type: string \"80\", expected an integer");
-        let err = check("host = 5\n").unwrap_err();
-        assert!(err.ends_with("invalid type: integer `5`, expected a table"), "{err}");
-        let err = check(&format!("{HOST}[[rule]]\nname = \"x\"\nprotocols = \"tcp\"\n")).unwrap_err();
-        assert!(err.ends_with("expected an array"), "{err}");
-        // Dotted keys are TOML too.
-        assert!(check("host.address = \"198.51.100.1\"\n").is_ok());
     }
 
     #[test]
