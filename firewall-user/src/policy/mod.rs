@@ -1,46 +1,35 @@
 //! The policy file: TOML in, a validated [`Policy`] out, or one error that says
 //! `FILE:LINE:COL: message` (see docs/policy.md for the format).
+mod antispoof;
+mod conntrack;
+mod host;
 mod prefix;
 mod raw;
 
 use std::{
     collections::{HashMap, HashSet},
     fmt,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     time::Duration,
 };
 
+use antispoof::validate_antispoof;
+pub use antispoof::{
+    DEFAULT_ANTISPOOF_DESTINATIONS, DEFAULT_ANTISPOOF_DESTINATIONS6, DEFAULT_ANTISPOOF_SOURCES,
+    DEFAULT_ANTISPOOF_SOURCES6,
+};
+pub use conntrack::parse_duration;
+use conntrack::validate_conntrack;
 use firewall_common::{
     CONNTRACK_DEFAULT_ENTRIES, Direction, HALF_OPEN_DEFAULT_ENTRIES, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY,
-    ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, MAX_ANTISPOOF, MAX_RULES, PROTO_ICMP,
-    PROTO_ICMPV6, PROTO_UDP, icmpv6_equivalent, protocol_named, rule_protocol,
+    ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, MAX_RULES, PROTO_ICMP, PROTO_ICMPV6,
+    PROTO_UDP, icmpv6_equivalent, protocol_named, rule_protocol,
 };
+use host::validate_host;
 pub use prefix::{Prefix, PrefixError, from_addr, to_addr};
 use raw::{RawIcmpType, RawPeers, RawPolicy, RawRule, toml_message};
 use serde_spanned::Spanned;
-
-/// The seed's anti-spoof source list (RFC 1918, link-local, multicast, class E, zero net, 1.1.1.1).
-pub const DEFAULT_ANTISPOOF_SOURCES: [&str; 8] = [
-    "10.0.0.0/8",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "169.254.0.0/16",
-    "224.0.0.0/4",
-    "240.0.0.0/5",
-    "0.0.0.0/8",
-    "1.1.1.1",
-];
-/// The seed's anti-spoof destination list.
-pub const DEFAULT_ANTISPOOF_DESTINATIONS: [&str; 6] =
-    ["224.0.0.0/4", "240.0.0.0/5", "0.0.0.0/8", "1.1.1.1", "239.255.255.0/24", "255.255.255.255"];
-/// The same ideas for IPv6, added to the defaults when the policy has an `address6`: the
-/// unspecified and loopback addresses, unique-local (IPv6's RFC 1918), link-local and
-/// multicast sources. Neighbour discovery, which comes from link-local and unspecified
-/// addresses, passes before these lists.
-pub const DEFAULT_ANTISPOOF_SOURCES6: [&str; 5] = ["::", "::1", "fc00::/7", "fe80::/10", "ff00::/8"];
-/// Multicast destinations (neighbour and listener discovery pass before the list).
-pub const DEFAULT_ANTISPOOF_DESTINATIONS6: [&str; 1] = ["ff00::/8"];
 
 /// A validated policy.
 #[derive(Clone, Debug, PartialEq)]
@@ -202,164 +191,36 @@ fn fail<T>(spanned_start: usize, message: impl Into<String>) -> Result<T, Locate
     Err((spanned_start, message.into()))
 }
 
+/// Checks the sections in the order of the format's description: `[host]`,
+/// `[antispoof]`, `[conntrack]`, the rules. The first error found is the one reported,
+/// so this order is part of what a policy's error says.
 fn validate(raw: RawPolicy, host_at: usize) -> Result<Policy, Located> {
-    let host = raw.host;
-    let Some(address) = host.address else {
-        return fail(host_at, "[host] needs address, the host's IPv4 address (OURIP)");
-    };
-    let address_at = address.span().start;
-    let address = match address.get_ref().parse::<IpAddr>() {
-        Ok(IpAddr::V4(addr)) if !addr.is_unspecified() && !addr.is_broadcast() && !addr.is_multicast() => {
-            addr
-        }
-        Ok(IpAddr::V4(_)) => {
-            return fail(address_at, format!("address {:?} is not a unicast address", address.get_ref()));
-        }
-        Ok(IpAddr::V6(_)) => {
-            return fail(address_at, "address is the host's IPv4 address; put its IPv6 one in address6");
-        }
-        Err(_) => return fail(address_at, format!("bad address {:?}", address.get_ref())),
-    };
-    let address6 = match &host.address6 {
-        None => None,
-        Some(text) => {
-            let at = text.span().start;
-            match text.get_ref().parse::<IpAddr>() {
-                Ok(IpAddr::V6(addr))
-                    if addr.is_unspecified()
-                        || addr.is_loopback()
-                        || addr.is_multicast()
-                        || addr.is_unicast_link_local() =>
-                {
-                    return fail(
-                        at,
-                        format!(
-                            "address6 {addr} is not a routable unicast address (link-local traffic that IPv6 needs passes anyway)"
-                        ),
-                    );
-                }
-                Ok(IpAddr::V6(addr)) if addr.to_ipv4_mapped().is_some() => {
-                    return fail(
-                        at,
-                        format!("address6 {addr} is an IPv4-mapped address: write it as address"),
-                    );
-                }
-                Ok(IpAddr::V6(addr)) => Some(addr),
-                Ok(IpAddr::V4(_)) => {
-                    return fail(at, "address6 is the host's IPv6 address; its IPv4 one goes in address");
-                }
-                Err(_) => return fail(at, format!("bad address6 {:?}", text.get_ref())),
-            }
-        }
-    };
-    let interface = match host.interface {
-        Some(iface) => {
-            let name = iface.get_ref();
-            // What the kernel's dev_valid_name refuses: `up` would only fail later.
-            if name.is_empty()
-                || name.len() > 15
-                || name == "."
-                || name == ".."
-                || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
-            {
-                return fail(
-                    iface.span().start,
-                    format!("bad interface name {name:?}: 1 to 15 bytes, not . or .., no /, : or spaces"),
-                );
-            }
-            Some(name.clone())
-        }
-        None => None,
-    };
+    let host = validate_host(raw.host, host_at)?;
+    let antispoof = validate_antispoof(raw.antispoof, &host)?;
+    let conntrack = validate_conntrack(raw.conntrack)?;
+    let rules = validate_rules(raw.rule, host.address6.is_some())?;
+    Ok(Policy {
+        interface: host.interface,
+        address: host.address,
+        address6: host.address6.map(|(address6, _)| address6),
+        antispoof_sources: antispoof.sources,
+        antispoof_destinations: antispoof.destinations,
+        conntrack,
+        rules,
+    })
+}
 
-    let (sources, destinations) = match raw.antispoof {
-        Some(a) => (a.sources, a.destinations),
-        None => (None, None),
-    };
-    let ipv6 = address6.is_some();
-    // Where each list's entries are written, to place an error about their number.
-    let entry_places = |list: &Option<Vec<Spanned<String>>>| -> Vec<usize> {
-        list.as_ref().map(|l| l.iter().map(|e| e.span().start).collect()).unwrap_or_default()
-    };
-    let (source_places, destination_places) = (entry_places(&sources), entry_places(&destinations));
-    let antispoof_sources =
-        prefix_list(sources, &DEFAULT_ANTISPOOF_SOURCES, &DEFAULT_ANTISPOOF_SOURCES6, ipv6, "sources")?;
-    let antispoof_destinations = prefix_list(
-        destinations,
-        &DEFAULT_ANTISPOOF_DESTINATIONS,
-        &DEFAULT_ANTISPOOF_DESTINATIONS6,
-        ipv6,
-        "destinations",
-    )?;
-    if let Some(p) = antispoof_destinations.iter().find(|p| p.contains(IpAddr::V4(address))) {
-        return fail(
-            address_at,
-            format!("address {address} is in antispoof destination {p}: every packet to it would be dropped"),
-        );
-    }
-    if let (Some(address6), Some(text)) = (address6, &host.address6)
-        && let Some(p) = antispoof_destinations.iter().find(|p| p.contains(IpAddr::V6(address6)))
-    {
-        return fail(
-            text.span().start,
-            format!(
-                "address6 {address6} is in antispoof destination {p}: every packet to it would be dropped"
-            ),
-        );
-    }
-    if antispoof_sources.len() + antispoof_destinations.len() > MAX_ANTISPOOF as usize {
-        // The first entry over the limit, counting the sources first; a default list has no
-        // place of its own, so the other list's entry is named.
-        let over = MAX_ANTISPOOF as usize;
-        let at = source_places
-            .get(over)
-            .or_else(|| destination_places.get(over.saturating_sub(antispoof_sources.len())))
-            .or(destination_places.last())
-            .or(source_places.last())
-            .copied()
-            .unwrap_or(0);
-        return fail(
-            at,
-            format!(
-                "too many anti-spoof entries: at most {MAX_ANTISPOOF}, sources and destinations together"
-            ),
-        );
-    }
-
-    let conntrack = match raw.conntrack {
-        None => Conntrack::default(),
-        Some(c) => {
-            let d = Conntrack::default();
-            let size = |value: Option<Spanned<i64>>, key: &str, default: u32| match value {
-                None => Ok(default),
-                Some(n) if (1024..=16_777_216).contains(n.get_ref()) => Ok(*n.get_ref() as u32),
-                Some(n) => Err((n.span().start, format!("{key} must be between 1024 and 16777216"))),
-            };
-            Conntrack {
-                max_entries: size(c.max_entries, "max_entries", d.max_entries)?,
-                max_half_open: size(c.max_half_open, "max_half_open", d.max_half_open)?,
-                tcp_established_timeout: duration_or(c.tcp_established_timeout, d.tcp_established_timeout)?,
-                tcp_fin_timeout: duration_or(c.tcp_fin_timeout, d.tcp_fin_timeout)?,
-                tcp_rst_timeout: duration_or(c.tcp_rst_timeout, d.tcp_rst_timeout)?,
-                udp_timeout: duration_or(c.udp_timeout, d.udp_timeout)?,
-                icmp_timeout: duration_or(c.icmp_timeout, d.icmp_timeout)?,
-                tcp_syn_sent_timeout: duration_or(c.tcp_syn_sent_timeout, d.tcp_syn_sent_timeout)?,
-                tcp_syn_recv_timeout: duration_or(c.tcp_syn_recv_timeout, d.tcp_syn_recv_timeout)?,
-            }
-        }
-    };
-
-    if raw.rule.len() > MAX_RULES as usize {
-        return fail(
-            raw.rule[MAX_RULES as usize].span().start,
-            format!("too many rules: at most {MAX_RULES}"),
-        );
+/// The `[[rule]]`s: at most `MAX_RULES`, each valid, none claiming an allow-list entry
+/// an earlier one has.
+fn validate_rules(raw: Vec<Spanned<RawRule>>, ipv6: bool) -> Result<Vec<Rule>, Located> {
+    if raw.len() > MAX_RULES as usize {
+        return fail(raw[MAX_RULES as usize].span().start, format!("too many rules: at most {MAX_RULES}"));
     }
     let mut names = HashSet::new();
     // (direction, service, exact peer) → the rule that has it: one entry, one owner.
     let mut owners: HashMap<(Direction, Service, Prefix), String> = HashMap::new();
-    let mut rules = Vec::with_capacity(raw.rule.len());
-    for raw_rule in raw.rule {
+    let mut rules = Vec::with_capacity(raw.len());
+    for raw_rule in raw {
         let rule = validate_rule(raw_rule, &mut names, ipv6)?;
         for service in &rule.0.services {
             for (peer, at) in rule.0.peers.iter().zip(&rule.1) {
@@ -375,65 +236,12 @@ fn validate(raw: RawPolicy, host_at: usize) -> Result<Policy, Located> {
         }
         rules.push(rule.0);
     }
-    Ok(Policy { interface, address, address6, antispoof_sources, antispoof_destinations, conntrack, rules })
+    Ok(rules)
 }
 
 /// The message for an IPv6 entry in a policy without `address6`.
 fn needs_address6(prefix: &Prefix) -> String {
     format!("{prefix} is IPv6, but [host] has no address6, so every IPv6 packet is dropped: add address6")
-}
-
-fn prefix_list(
-    list: Option<Vec<Spanned<String>>>,
-    default: &[&str],
-    default6: &[&str],
-    ipv6: bool,
-    what: &str,
-) -> Result<Vec<Prefix>, Located> {
-    let Some(list) = list else {
-        let defaults = default.iter().chain(if ipv6 { default6 } else { &[] });
-        return Ok(defaults.map(|p| Prefix::parse(p).expect("built-in list")).collect());
-    };
-    let mut seen = HashSet::new();
-    let mut out = Vec::with_capacity(list.len());
-    for entry in list {
-        let prefix = Prefix::parse(entry.get_ref()).map_err(|e| (entry.span().start, e.to_string()))?;
-        if prefix.is_v6() && !ipv6 {
-            return fail(entry.span().start, needs_address6(&prefix));
-        }
-        if !seen.insert(prefix) {
-            return fail(entry.span().start, format!("{prefix} is twice in antispoof {what}"));
-        }
-        out.push(prefix);
-    }
-    Ok(out)
-}
-
-fn duration_or(value: Option<Spanned<String>>, default: Duration) -> Result<Duration, Located> {
-    match value {
-        None => Ok(default),
-        Some(v) => parse_duration(v.get_ref()).ok_or_else(|| {
-            (
-                v.span().start,
-                format!("bad duration {:?}: expected a number and s, m, h or d, as \"30s\"", v.get_ref()),
-            )
-        }),
-    }
-}
-
-/// `"30s"`, `"2m"`, `"12h"`, `"5d"`.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return None,
-    };
-    (number > 0).then(|| number.checked_mul(seconds).map(Duration::from_secs)).flatten()
 }
 
 /// `"1/sec"`, `"10/minute"`, as iptables' `--limit`.
@@ -675,6 +483,8 @@ fn validate_rule(
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
     use firewall_common::PROTO_TCP;
 
     use super::*;
@@ -801,18 +611,6 @@ mod tests {
     }
 
     #[test]
-    fn address6_is_a_routable_unicast_address() {
-        let host = |a: &str| format!("[host]\naddress = \"198.51.100.1\"\naddress6 = \"{a}\"\n");
-        for bad in ["fe80::1", "::", "::1", "ff02::1"] {
-            let err = check(&host(bad)).unwrap_err();
-            assert!(err.contains("is not a routable unicast address"), "{bad}: {err}");
-        }
-        assert!(check(&host("198.51.100.2")).unwrap_err().contains("its IPv4 one goes in address"));
-        assert!(check(&host("::ffff:198.51.100.2")).unwrap_err().contains("IPv4-mapped"));
-        assert!(check(&host("2001:db8::zz")).unwrap_err().ends_with("bad address6 \"2001:db8::zz\""));
-    }
-
-    #[test]
     fn an_ipv6_peer_needs_an_icmp_type_icmpv6_has() {
         let rule = |kind: &str| {
             format!(
@@ -854,30 +652,6 @@ mod tests {
             assert!(err.contains("bad interface name"), "{bad}: {err}");
         }
         assert!(Prefix::parse("10.0.0.0/+8").unwrap_err().to_string().contains("bad prefix length"));
-    }
-
-    #[test]
-    fn half_open_flows_have_their_own_table_and_timeouts() {
-        let p = check(HOST).unwrap();
-        assert_eq!(p.conntrack.max_half_open, 16_384);
-        assert_eq!(p.conntrack.tcp_syn_sent_timeout, Duration::from_secs(120));
-        assert_eq!(p.conntrack.tcp_syn_recv_timeout, Duration::from_secs(60));
-        let p = check(&format!(
-            "{HOST}[conntrack]\nmax_half_open = 2048\ntcp_syn_sent_timeout = \"30s\"\ntcp_syn_recv_timeout = \"1m\"\n"
-        ))
-        .unwrap();
-        assert_eq!(p.conntrack.max_half_open, 2048);
-        assert_eq!(p.conntrack.max_entries, 65_536, "the other keys keep their defaults");
-        assert_eq!(p.conntrack.tcp_syn_sent_timeout, Duration::from_secs(30));
-        assert_eq!(p.conntrack.tcp_syn_recv_timeout, Duration::from_secs(60));
-        assert_eq!(
-            check(&format!("{HOST}[conntrack]\nmax_half_open = 1000\n")).unwrap_err(),
-            "p.toml:5:17: max_half_open must be between 1024 and 16777216"
-        );
-        assert_eq!(
-            check(&format!("{HOST}[conntrack]\ntcp_syn_recv_timeout = \"0s\"\n")).unwrap_err(),
-            "p.toml:5:24: bad duration \"0s\": expected a number and s, m, h or d, as \"30s\""
-        );
     }
 
     #[test]
