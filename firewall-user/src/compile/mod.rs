@@ -1,6 +1,8 @@
 //! A policy compiled into what the maps must hold, and into the listing's lines.
 //!
 //! This is all the per-policy work; the kernel then does lookups only.
+mod listing;
+
 use std::{
     collections::{BTreeMap, HashMap},
     fmt,
@@ -9,13 +11,14 @@ use std::{
 
 use firewall_common::{
     ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_RELATED, ANTISPOOF_COUNTER_BASE, ANY_PEER, AllowKey,
-    AllowValue, Builtin, CONFIG_HAS_PREFIXES, CONFIG_IPV6, CONFIG_READY, Chain, Config, Direction,
-    ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, Line, MAX_ANTISPOOF, MAX_RULES, PROTO_ICMP, TokenBucket,
-    builtin_counter, icmpv6_equivalent, protocol_name, rule_counter, v4_mapped,
+    AllowValue, Builtin, CONFIG_HAS_PREFIXES, CONFIG_IPV6, CONFIG_READY, Config, Line, MAX_ANTISPOOF,
+    MAX_RULES, TokenBucket, rule_counter, v4_mapped,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{Limit, Policy, Prefix, Service};
+pub(crate) use self::listing::ANYWHERE;
+pub use self::listing::{ListChain, ListLine, chain_name, listing};
+use crate::policy::{Limit, Policy, Prefix};
 
 /// Stable ids. A rule keeps its index, and with it its two counters, its token bucket and
 /// its flows, for as long as its name stays in the policy; an anti-spoof entry keeps its
@@ -325,286 +328,18 @@ impl Serialize for LineKind {
     }
 }
 
-/// One line of the listing, before counters are read.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ListLine {
-    /// What it counts; `list --json` writes its name.
-    #[serde(rename = "name")]
-    pub kind: LineKind,
-    pub target: &'static str,
-    #[serde(rename = "protocol")]
-    pub prot: &'static str,
-    pub source: String,
-    pub destination: String,
-    /// iptables-style match text: `tcp dpt:122 state NEW,ESTABLISHED`.
-    #[serde(rename = "match")]
-    pub matches: String,
-    #[serde(skip)]
-    pub counter: u32,
-}
-
-/// A chain of the listing.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ListChain {
-    pub chain: Chain,
-    pub lines: Vec<ListLine>,
-}
-
-pub fn chain_name(chain: Chain) -> &'static str {
-    match chain {
-        Chain::Input => "INPUT",
-        Chain::Output => "OUTPUT",
-        Chain::Forward => "FORWARD",
-    }
-}
-
-pub(crate) const ANYWHERE: &str = "0.0.0.0/0";
-const ANYWHERE6: &str = "::/0";
-
-/// iptables' `prot` column: a rule's protocol, `all` for several.
-fn proto_name(protocol: u8) -> &'static str {
-    protocol_name(protocol).unwrap_or("all")
-}
-
-fn peers_text(peers: &[Prefix]) -> String {
-    match peers {
-        [one] if one.len == 0 => ANYWHERE.into(),
-        [one] => one.to_string(),
-        [first, rest @ ..] => format!("{first} +{}", rest.len()),
-        [] => "-".into(),
-    }
-}
-
-fn builtin(chain: Chain, line: Builtin, target: &'static str, matches: &str) -> ListLine {
-    ListLine {
-        kind: LineKind::Builtin(line),
-        target,
-        prot: "all",
-        source: ANYWHERE.into(),
-        destination: ANYWHERE.into(),
-        matches: matches.into(),
-        counter: builtin_counter(chain, line),
-    }
-}
-
-/// The protocols of the link itself that pass (`non-ip`): they end at the neighbour, and
-/// Linux hands none of them to IP.
-const LINK_PROTOCOLS: &str = "ARP, LLDP, 802.1X, LACP, 802.3 LLC";
-
-/// The built-in lines every chain of the host's own traffic starts with: the parse's.
-/// The blocklist's lines follow them (`blocklist::insert_lines`).
-fn first_lines(policy: &Policy, chain: Chain) -> Vec<ListLine> {
-    let mut lines = vec![
-        builtin(chain, Builtin::NonIp, "ACCEPT", LINK_PROTOCOLS),
-        builtin(chain, Builtin::OtherEthertype, "DROP", &format!("ethertype not IP, {LINK_PROTOCOLS}")),
-    ];
-    if policy.address6.is_none() {
-        lines.push(ListLine {
-            source: ANYWHERE6.into(),
-            destination: ANYWHERE6.into(),
-            ..builtin(chain, Builtin::Ipv6, "DROP", "IPv6 (no address6)")
-        });
-    }
-    lines.push(builtin(chain, Builtin::Invalid, "DROP", "state INVALID (malformed, VLAN tags past two)"));
-    lines
-}
-
-/// What IPv6 itself needs, with `address6`: after the blocklist and INPUT's anti-spoof
-/// sources (which discovery from the link's own addresses skips), before the checks of
-/// the host's address.
-fn icmpv6_lines(policy: &Policy, chain: Chain) -> Vec<ListLine> {
-    let Some(address6) = policy.address6 else {
-        return Vec::new();
-    };
-    let ours = address6.to_string();
-    let (source, destination) = match chain {
-        Chain::Output => (ours, ANYWHERE6.into()),
-        _ => (ANYWHERE6.into(), ours),
-    };
-    vec![
-        ListLine {
-            prot: "ipv6-icmp",
-            source: ANYWHERE6.into(),
-            destination: ANYWHERE6.into(),
-            ..builtin(
-                chain,
-                Builtin::NeighbourDiscovery,
-                "ACCEPT",
-                "icmpv6type 133-137 hoplimit 255, 130-132,143 hoplimit 1 from fe80::/10 (fe80::/10, :: skip antispoof)",
-            )
-        },
-        ListLine {
-            prot: "ipv6-icmp",
-            source,
-            destination,
-            ..builtin(chain, Builtin::PacketTooBig, "ACCEPT", "icmpv6type 2 (packet too big)")
-        },
-    ]
-}
-
-/// The listing's lines, in the order the programs apply them.
-pub fn listing(policy: &Policy, ids: &Ids) -> Vec<ListChain> {
-    let ours = match policy.address6 {
-        None => policy.address.to_string(),
-        Some(address6) => format!("{},{address6}", policy.address),
-    };
-    let mut input = first_lines(policy, Chain::Input);
-    for prefix in &policy.antispoof_sources {
-        let entry = AntispoofEntry::source(*prefix);
-        let counter = &ids.antispoof[&entry];
-        input.push(ListLine {
-            kind: LineKind::Antispoof(entry),
-            target: "DROP",
-            prot: "all",
-            source: prefix.to_string(),
-            destination: ANYWHERE.into(),
-            matches: String::new(),
-            counter: *counter,
-        });
-    }
-    input.extend(icmpv6_lines(policy, Chain::Input));
-    for prefix in &policy.antispoof_destinations {
-        let entry = AntispoofEntry::destination(*prefix);
-        let counter = &ids.antispoof[&entry];
-        input.push(ListLine {
-            kind: LineKind::Antispoof(entry),
-            target: "DROP",
-            prot: "all",
-            source: ANYWHERE.into(),
-            destination: prefix.to_string(),
-            matches: String::new(),
-            counter: *counter,
-        });
-    }
-    let mut output = first_lines(policy, Chain::Output);
-    output.extend(icmpv6_lines(policy, Chain::Output));
-    output.push(ListLine {
-        source: format!("!{ours}"),
-        ..builtin(Chain::Output, Builtin::SpoofedSource, "DROP", "outbound spoofing")
-    });
-    let mut forward = vec![builtin(Chain::Forward, Builtin::Invalid, "DROP", "state INVALID (malformed)")];
-    for (chain, lines) in
-        [(Chain::Input, &mut input), (Chain::Output, &mut output), (Chain::Forward, &mut forward)]
-    {
-        lines.push(builtin(chain, Builtin::InvalidFragment, "DROP", "fragment"));
-        lines.push(ListLine {
-            prot: "tcp",
-            ..builtin(chain, Builtin::InvalidTcpFlags, "DROP", "state INVALID (TCP flags)")
-        });
-    }
-
-    for rule in &policy.rules {
-        let index = ids.rule(&rule.name);
-        let peers = peers_text(&rule.peers);
-        let protocols: Vec<u8> = rule.services.iter().map(Service::protocol).fold(Vec::new(), |mut v, p| {
-            if !v.contains(&p) {
-                v.push(p);
-            }
-            v
-        });
-        let prot = if protocols.len() == 1 { proto_name(protocols[0]) } else { "all" };
-        let service_text = |established: bool| -> String {
-            let mut parts: Vec<String> = Vec::new();
-            for p in &protocols {
-                let ports: Vec<String> = rule
-                    .services
-                    .iter()
-                    .filter(|s| s.protocol() == *p)
-                    .map(|s| s.key_port().to_string())
-                    .collect();
-                // A returning packet carries the service port as its source port when the
-                // flow was opened towards the service.
-                let (one, many) = if established { ("spt:", "sports") } else { ("dpt:", "dports") };
-                if *p == PROTO_ICMP {
-                    // Only echo flows have returns: the replies.
-                    let kinds: Vec<u8> = if established {
-                        vec![ICMP_ECHO_REPLY]
-                    } else {
-                        rule.services
-                            .iter()
-                            .filter_map(|s| match s {
-                                Service::Icmp { kind } => Some(*kind),
-                                _ => None,
-                            })
-                            .collect()
-                    };
-                    let text = |ks: &[u8]| ks.iter().map(u8::to_string).collect::<Vec<_>>().join(",");
-                    parts.push(format!("icmptype {}", text(&kinds)));
-                    // What the same rule matches for its IPv6 peers.
-                    let v6 = policy.address6.is_some()
-                        && rule.peers.iter().any(|p| *p == Prefix::ANY || p.is_v6());
-                    let kinds6: Vec<u8> = kinds.iter().filter_map(|k| icmpv6_equivalent(*k)).collect();
-                    if v6 && !kinds6.is_empty() {
-                        parts.push(format!("icmpv6type {}", text(&kinds6)));
-                    }
-                } else if ports.len() == 1 {
-                    parts.push(format!("{} {one}{}", proto_name(*p), ports[0]));
-                } else {
-                    parts.push(format!("{} multiport {many} {}", proto_name(*p), ports.join(",")));
-                }
-            }
-            parts.join(" ")
-        };
-        let limit = rule
-            .limit
-            .map(|l| format!(" limit: avg {}/{} burst {}", l.count, l.unit, l.burst))
-            .unwrap_or_default();
-        let (new_src, new_dst) = match rule.direction {
-            Direction::In => (peers.clone(), ours.clone()),
-            Direction::Out => (ours.clone(), peers.clone()),
-        };
-        let new_line = ListLine {
-            kind: LineKind::Rule { name: rule.name.clone(), line: Line::New },
-            target: "ACCEPT",
-            prot,
-            source: new_src.clone(),
-            destination: new_dst.clone(),
-            matches: format!(
-                "{} state {}{limit}",
-                service_text(false),
-                if rule.related { "RELATED" } else { "NEW,ESTABLISHED" }
-            ),
-            counter: rule_counter(index, Line::New),
-        };
-        let established_line = ListLine {
-            kind: LineKind::Rule { name: rule.name.clone(), line: Line::Established },
-            target: "ACCEPT",
-            prot,
-            source: new_dst,
-            destination: new_src,
-            matches: format!("{} state ESTABLISHED", service_text(true)),
-            counter: rule_counter(index, Line::Established),
-        };
-        // ICMP other than echo is stateless: such a rule has no returns to list.
-        let has_returns =
-            rule.services.iter().any(|s| !matches!(s, Service::Icmp { kind } if *kind != ICMP_ECHO_REQUEST));
-        let (own, other) = match rule.direction {
-            Direction::In => (&mut input, &mut output),
-            Direction::Out => (&mut output, &mut input),
-        };
-        own.push(new_line);
-        if has_returns {
-            other.push(established_line);
-        }
-    }
-    let mut chains = Vec::new();
-    for (chain, mut lines) in [(Chain::Input, input), (Chain::Output, output), (Chain::Forward, forward)] {
-        lines.push(builtin(chain, Builtin::Policy, "DROP", ""));
-        chains.push(ListChain { chain, lines });
-    }
-    chains
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
 
-    use firewall_common::{ICMPV6_ECHO_REQUEST, PROTO_ICMPV6, PROTO_TCP, V4_MAPPED_BITS};
+    use firewall_common::{
+        Direction, ICMPV6_ECHO_REQUEST, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, V4_MAPPED_BITS,
+    };
 
     use super::*;
     use crate::policy::{parse, to_addr};
 
-    const POLICY: &str = r#"
+    pub(super) const POLICY: &str = r#"
 [host]
 address = "198.51.100.1"
 address6 = "2001:db8::1"
@@ -673,52 +408,5 @@ peers = "any"
             |protocol, port| AllowKey { direction: Direction::In as u8, protocol, port, peer: ANY_PEER };
         assert!(plan.allow_exact.contains_key(&any(PROTO_ICMP, 8)));
         assert!(plan.allow_exact.contains_key(&any(PROTO_ICMPV6, u16::from(ICMPV6_ECHO_REQUEST))));
-    }
-
-    #[test]
-    fn the_listing_shows_ipv6_lines_only_with_address6() {
-        let policy = parse(POLICY, Path::new("p.toml")).unwrap();
-        let ids = Ids::assign(&policy, &Ids::default());
-        let names: Vec<String> =
-            listing(&policy, &ids)[0].lines.iter().map(|l| l.kind.name().to_owned()).collect();
-        assert!(names.contains(&"icmpv6-nd".to_string()) && names.contains(&"icmpv6-ptb".to_string()));
-        assert!(!names.contains(&"ipv6".to_string()));
-        let v4_only = parse("[host]\naddress = \"198.51.100.1\"\n", Path::new("p.toml")).unwrap();
-        let ids = Ids::assign(&v4_only, &Ids::default());
-        let names: Vec<String> =
-            listing(&v4_only, &ids)[0].lines.iter().map(|l| l.kind.name().to_owned()).collect();
-        assert!(names.contains(&"ipv6".to_string()) && !names.contains(&"icmpv6-nd".to_string()));
-    }
-
-    #[test]
-    fn the_listing_is_in_the_programs_order() {
-        let policy = parse(POLICY, Path::new("p.toml")).unwrap();
-        let ids = Ids::assign(&policy, &Ids::default());
-        let chains = listing(&policy, &ids);
-        let names = |chain: usize| -> Vec<String> {
-            let mut names: Vec<String> =
-                chains[chain].lines.iter().map(|l| l.kind.name().to_owned()).collect();
-            names.dedup();
-            names
-        };
-        // The parse's lines (where the blocklist's go after `invalid`), INPUT's anti-spoof
-        // sources, what IPv6 needs, the anti-spoof destinations (not our address).
-        assert_eq!(
-            names(0)[..7],
-            ["non-ip", "ethertype", "invalid", "antispoof", "icmpv6-nd", "icmpv6-ptb", "antispoof"]
-        );
-        // OUTPUT: what IPv6 needs leaves from link-local addresses, before the check of our source.
-        assert_eq!(
-            names(1)[..6],
-            ["non-ip", "ethertype", "invalid", "icmpv6-nd", "icmpv6-ptb", "antispoof-source"]
-        );
-        for chain in &chains[..2] {
-            let ethertype =
-                chain.lines.iter().find(|l| l.kind == LineKind::Builtin(Builtin::OtherEthertype)).unwrap();
-            assert_eq!(
-                (ethertype.target, ethertype.counter),
-                ("DROP", builtin_counter(chain.chain, Builtin::OtherEthertype))
-            );
-        }
     }
 }
