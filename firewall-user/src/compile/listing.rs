@@ -6,8 +6,8 @@ use firewall_common::{
 };
 use serde::Serialize;
 
-use super::{AntispoofEntry, Ids, LineKind};
-use crate::policy::{Policy, Prefix, Service};
+use super::{AntispoofEntry, AntispoofList, Ids, LineKind};
+use crate::policy::{Policy, Prefix, Rule, Service};
 
 /// One line of the listing, before counters are read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -126,150 +126,26 @@ fn icmpv6_lines(policy: &Policy, chain: Chain) -> Vec<ListLine> {
     ]
 }
 
-/// The listing's lines, in the order the programs apply them.
+/// The listing's lines, in the order the programs apply them: each chain's checks before
+/// the rules, the checks of invalid packets, each rule's lines, the chain's policy.
 pub fn listing(policy: &Policy, ids: &Ids) -> Vec<ListChain> {
-    let ours = match policy.address6 {
-        None => policy.address.to_string(),
-        Some(address6) => format!("{},{address6}", policy.address),
-    };
-    let mut input = first_lines(policy, Chain::Input);
-    for prefix in &policy.antispoof_sources {
-        let entry = AntispoofEntry::source(*prefix);
-        let counter = &ids.antispoof[&entry];
-        input.push(ListLine {
-            kind: LineKind::Antispoof(entry),
-            target: "DROP",
-            prot: "all",
-            source: prefix.to_string(),
-            destination: ANYWHERE.into(),
-            matches: String::new(),
-            counter: *counter,
-        });
-    }
-    input.extend(icmpv6_lines(policy, Chain::Input));
-    for prefix in &policy.antispoof_destinations {
-        let entry = AntispoofEntry::destination(*prefix);
-        let counter = &ids.antispoof[&entry];
-        input.push(ListLine {
-            kind: LineKind::Antispoof(entry),
-            target: "DROP",
-            prot: "all",
-            source: ANYWHERE.into(),
-            destination: prefix.to_string(),
-            matches: String::new(),
-            counter: *counter,
-        });
-    }
-    let mut output = first_lines(policy, Chain::Output);
-    output.extend(icmpv6_lines(policy, Chain::Output));
-    output.push(ListLine {
-        source: format!("!{ours}"),
-        ..builtin(Chain::Output, Builtin::SpoofedSource, "DROP", "outbound spoofing")
-    });
+    let ours = our_addresses(policy);
+    let mut input = input_lines(policy, ids);
+    let mut output = output_lines(policy, &ours);
     let mut forward = vec![builtin(Chain::Forward, Builtin::Invalid, "DROP", "state INVALID (malformed)")];
     for (chain, lines) in
         [(Chain::Input, &mut input), (Chain::Output, &mut output), (Chain::Forward, &mut forward)]
     {
-        lines.push(builtin(chain, Builtin::InvalidFragment, "DROP", "fragment"));
-        lines.push(ListLine {
-            prot: "tcp",
-            ..builtin(chain, Builtin::InvalidTcpFlags, "DROP", "state INVALID (TCP flags)")
-        });
+        lines.extend(invalid_packet_lines(chain));
     }
-
     for rule in &policy.rules {
-        let index = ids.rule(&rule.name);
-        let peers = peers_text(&rule.peers);
-        let protocols: Vec<u8> = rule.services.iter().map(Service::protocol).fold(Vec::new(), |mut v, p| {
-            if !v.contains(&p) {
-                v.push(p);
-            }
-            v
-        });
-        let prot = if protocols.len() == 1 { proto_name(protocols[0]) } else { "all" };
-        let service_text = |established: bool| -> String {
-            let mut parts: Vec<String> = Vec::new();
-            for p in &protocols {
-                let ports: Vec<String> = rule
-                    .services
-                    .iter()
-                    .filter(|s| s.protocol() == *p)
-                    .map(|s| s.key_port().to_string())
-                    .collect();
-                // A returning packet carries the service port as its source port when the
-                // flow was opened towards the service.
-                let (one, many) = if established { ("spt:", "sports") } else { ("dpt:", "dports") };
-                if *p == PROTO_ICMP {
-                    // Only echo flows have returns: the replies.
-                    let kinds: Vec<u8> = if established {
-                        vec![ICMP_ECHO_REPLY]
-                    } else {
-                        rule.services
-                            .iter()
-                            .filter_map(|s| match s {
-                                Service::Icmp { kind } => Some(*kind),
-                                _ => None,
-                            })
-                            .collect()
-                    };
-                    let text = |ks: &[u8]| ks.iter().map(u8::to_string).collect::<Vec<_>>().join(",");
-                    parts.push(format!("icmptype {}", text(&kinds)));
-                    // What the same rule matches for its IPv6 peers.
-                    let v6 = policy.address6.is_some()
-                        && rule.peers.iter().any(|p| *p == Prefix::ANY || p.is_v6());
-                    let kinds6: Vec<u8> = kinds.iter().filter_map(|k| icmpv6_equivalent(*k)).collect();
-                    if v6 && !kinds6.is_empty() {
-                        parts.push(format!("icmpv6type {}", text(&kinds6)));
-                    }
-                } else if ports.len() == 1 {
-                    parts.push(format!("{} {one}{}", proto_name(*p), ports[0]));
-                } else {
-                    parts.push(format!("{} multiport {many} {}", proto_name(*p), ports.join(",")));
-                }
-            }
-            parts.join(" ")
-        };
-        let limit = rule
-            .limit
-            .map(|l| format!(" limit: avg {}/{} burst {}", l.count, l.unit, l.burst))
-            .unwrap_or_default();
-        let (new_src, new_dst) = match rule.direction {
-            Direction::In => (peers.clone(), ours.clone()),
-            Direction::Out => (ours.clone(), peers.clone()),
-        };
-        let new_line = ListLine {
-            kind: LineKind::Rule { name: rule.name.clone(), line: Line::New },
-            target: "ACCEPT",
-            prot,
-            source: new_src.clone(),
-            destination: new_dst.clone(),
-            matches: format!(
-                "{} state {}{limit}",
-                service_text(false),
-                if rule.related { "RELATED" } else { "NEW,ESTABLISHED" }
-            ),
-            counter: rule_counter(index, Line::New),
-        };
-        let established_line = ListLine {
-            kind: LineKind::Rule { name: rule.name.clone(), line: Line::Established },
-            target: "ACCEPT",
-            prot,
-            source: new_dst,
-            destination: new_src,
-            matches: format!("{} state ESTABLISHED", service_text(true)),
-            counter: rule_counter(index, Line::Established),
-        };
-        // ICMP other than echo is stateless: such a rule has no returns to list.
-        let has_returns =
-            rule.services.iter().any(|s| !matches!(s, Service::Icmp { kind } if *kind != ICMP_ECHO_REQUEST));
+        let (new_line, established_line) = rule_lines(policy, rule, ids.rule(&rule.name), &ours);
         let (own, other) = match rule.direction {
             Direction::In => (&mut input, &mut output),
             Direction::Out => (&mut output, &mut input),
         };
         own.push(new_line);
-        if has_returns {
-            other.push(established_line);
-        }
+        other.extend(established_line);
     }
     let mut chains = Vec::new();
     for (chain, mut lines) in [(Chain::Input, input), (Chain::Output, output), (Chain::Forward, forward)] {
@@ -277,6 +153,170 @@ pub fn listing(policy: &Policy, ids: &Ids) -> Vec<ListChain> {
         chains.push(ListChain { chain, lines });
     }
     chains
+}
+
+/// The host's addresses, as the rules' lines show them: `address`, with `address6`
+/// after a comma.
+fn our_addresses(policy: &Policy) -> String {
+    match policy.address6 {
+        None => policy.address.to_string(),
+        Some(address6) => format!("{},{address6}", policy.address),
+    }
+}
+
+/// INPUT before the checks of invalid packets: the parse's lines, the anti-spoof
+/// sources, what IPv6 needs, the anti-spoof destinations.
+fn input_lines(policy: &Policy, ids: &Ids) -> Vec<ListLine> {
+    let mut input = first_lines(policy, Chain::Input);
+    input.extend(policy.antispoof_sources.iter().map(|p| antispoof_line(AntispoofEntry::source(*p), ids)));
+    input.extend(icmpv6_lines(policy, Chain::Input));
+    input.extend(
+        policy.antispoof_destinations.iter().map(|p| antispoof_line(AntispoofEntry::destination(*p), ids)),
+    );
+    input
+}
+
+/// An anti-spoof entry's line: its prefix is the source, or the destination, it drops.
+fn antispoof_line(entry: AntispoofEntry, ids: &Ids) -> ListLine {
+    let prefix = entry.prefix.to_string();
+    let (source, destination) = match entry.list {
+        AntispoofList::Sources => (prefix, ANYWHERE.into()),
+        AntispoofList::Destinations => (ANYWHERE.into(), prefix),
+    };
+    ListLine {
+        kind: LineKind::Antispoof(entry),
+        target: "DROP",
+        prot: "all",
+        source,
+        destination,
+        matches: String::new(),
+        counter: ids.antispoof[&entry],
+    }
+}
+
+/// OUTPUT before the checks of invalid packets: the parse's lines, what IPv6 needs
+/// (which leaves from link-local addresses), then the check that the source is ours.
+fn output_lines(policy: &Policy, ours: &str) -> Vec<ListLine> {
+    let mut output = first_lines(policy, Chain::Output);
+    output.extend(icmpv6_lines(policy, Chain::Output));
+    output.push(ListLine {
+        source: format!("!{ours}"),
+        ..builtin(Chain::Output, Builtin::SpoofedSource, "DROP", "outbound spoofing")
+    });
+    output
+}
+
+/// The checks of packets no flow may have, in every chain: fragments, and TCP flags.
+fn invalid_packet_lines(chain: Chain) -> [ListLine; 2] {
+    [
+        builtin(chain, Builtin::InvalidFragment, "DROP", "fragment"),
+        ListLine {
+            prot: "tcp",
+            ..builtin(chain, Builtin::InvalidTcpFlags, "DROP", "state INVALID (TCP flags)")
+        },
+    ]
+}
+
+/// A rule's two lines: the NEW one, for its own direction's chain, and the ESTABLISHED
+/// one (its returns), for the other chain; `None` for a rule without returns. `index` is
+/// the rule's id.
+fn rule_lines(policy: &Policy, rule: &Rule, index: u32, ours: &str) -> (ListLine, Option<ListLine>) {
+    let peers = peers_text(&rule.peers);
+    let protocols = rule_protocols(rule);
+    let prot = if protocols.len() == 1 { proto_name(protocols[0]) } else { "all" };
+    let limit = rule
+        .limit
+        .map(|l| format!(" limit: avg {}/{} burst {}", l.count, l.unit, l.burst))
+        .unwrap_or_default();
+    let (new_src, new_dst) = match rule.direction {
+        Direction::In => (peers, ours.to_owned()),
+        Direction::Out => (ours.to_owned(), peers),
+    };
+    let new_line = ListLine {
+        kind: LineKind::Rule { name: rule.name.clone(), line: Line::New },
+        target: "ACCEPT",
+        prot,
+        source: new_src.clone(),
+        destination: new_dst.clone(),
+        matches: format!(
+            "{} state {}{limit}",
+            service_text(policy, rule, &protocols, false),
+            if rule.related { "RELATED" } else { "NEW,ESTABLISHED" }
+        ),
+        counter: rule_counter(index, Line::New),
+    };
+    let established_line = ListLine {
+        kind: LineKind::Rule { name: rule.name.clone(), line: Line::Established },
+        target: "ACCEPT",
+        prot,
+        source: new_dst,
+        destination: new_src,
+        matches: format!("{} state ESTABLISHED", service_text(policy, rule, &protocols, true)),
+        counter: rule_counter(index, Line::Established),
+    };
+    // ICMP other than echo is stateless: such a rule has no returns to list.
+    let has_returns =
+        rule.services.iter().any(|s| !matches!(s, Service::Icmp { kind } if *kind != ICMP_ECHO_REQUEST));
+    (new_line, has_returns.then_some(established_line))
+}
+
+/// A rule's protocols, each once, in the order of its services.
+fn rule_protocols(rule: &Rule) -> Vec<u8> {
+    rule.services.iter().map(Service::protocol).fold(Vec::new(), |mut v, p| {
+        if !v.contains(&p) {
+            v.push(p);
+        }
+        v
+    })
+}
+
+/// A rule's match column before its state, protocol by protocol: the ports of tcp and
+/// udp, icmp's types; `established`: as the rule's returns carry them.
+fn service_text(policy: &Policy, rule: &Rule, protocols: &[u8], established: bool) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for p in protocols {
+        if *p == PROTO_ICMP {
+            parts.extend(icmp_text(policy, rule, established));
+            continue;
+        }
+        let ports: Vec<String> =
+            rule.services.iter().filter(|s| s.protocol() == *p).map(|s| s.key_port().to_string()).collect();
+        // A returning packet carries the service port as its source port when the
+        // flow was opened towards the service.
+        let (one, many) = if established { ("spt:", "sports") } else { ("dpt:", "dports") };
+        if ports.len() == 1 {
+            parts.push(format!("{} {one}{}", proto_name(*p), ports[0]));
+        } else {
+            parts.push(format!("{} multiport {many} {}", proto_name(*p), ports.join(",")));
+        }
+    }
+    parts.join(" ")
+}
+
+/// icmp's part of a rule's match column: its types, then the ICMPv6 types that mean the
+/// same when the rule has IPv6 peers.
+fn icmp_text(policy: &Policy, rule: &Rule, established: bool) -> Vec<String> {
+    // Only echo flows have returns: the replies.
+    let kinds: Vec<u8> = if established {
+        vec![ICMP_ECHO_REPLY]
+    } else {
+        rule.services
+            .iter()
+            .filter_map(|s| match s {
+                Service::Icmp { kind } => Some(*kind),
+                _ => None,
+            })
+            .collect()
+    };
+    let text = |ks: &[u8]| ks.iter().map(u8::to_string).collect::<Vec<_>>().join(",");
+    let mut parts = vec![format!("icmptype {}", text(&kinds))];
+    // What the same rule matches for its IPv6 peers.
+    let v6 = policy.address6.is_some() && rule.peers.iter().any(|p| *p == Prefix::ANY || p.is_v6());
+    let kinds6: Vec<u8> = kinds.iter().filter_map(|k| icmpv6_equivalent(*k)).collect();
+    if v6 && !kinds6.is_empty() {
+        parts.push(format!("icmpv6type {}", text(&kinds6)));
+    }
+    parts
 }
 
 #[cfg(test)]
