@@ -1,6 +1,12 @@
 //! A policy compiled into what the maps must hold, and into the listing's lines.
 //!
 //! This is all the per-policy work; the kernel then does lookups only.
+//!
+//! # Layout
+//!
+//! - this file: the stable [`Ids`] of rules and anti-spoof entries, the [`MapPlan`] that
+//!   [`plan`] makes, and the [`LineKind`] that names each counted line;
+//! - `listing`: the listing's chains and lines, in the order the programs apply them.
 mod listing;
 
 use std::{
@@ -18,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) use self::listing::ANYWHERE;
 pub use self::listing::{ListChain, ListLine, chain_name, listing};
-use crate::policy::{Limit, Policy, Prefix};
+use crate::policy::{Limit, Policy, Prefix, Rule};
 
 /// Stable ids. A rule keeps its index, and with it its two counters, its token bucket and
 /// its flows, for as long as its name stays in the policy; an anti-spoof entry keeps its
@@ -212,54 +218,9 @@ impl MapPlan {
 
 /// The map contents `policy` wants, with the rules and entries numbered by `ids`.
 pub fn plan(policy: &Policy, ids: &Ids) -> MapPlan {
-    let c = &policy.conntrack;
-    let config = Config {
-        address: v4_mapped(policy.address.octets()),
-        address6: policy.address6.map_or([0; 16], |a| a.octets()),
-        flags: CONFIG_READY | if policy.address6.is_some() { CONFIG_IPV6 } else { 0 },
-        _pad: 0,
-        tcp_established_timeout_ns: nanos(c.tcp_established_timeout),
-        tcp_fin_timeout_ns: nanos(c.tcp_fin_timeout),
-        tcp_rst_timeout_ns: nanos(c.tcp_rst_timeout),
-        udp_timeout_ns: nanos(c.udp_timeout),
-        icmp_timeout_ns: nanos(c.icmp_timeout),
-        tcp_syn_sent_timeout_ns: nanos(c.tcp_syn_sent_timeout),
-        tcp_syn_recv_timeout_ns: nanos(c.tcp_syn_recv_timeout),
-    };
-    let mut plan = MapPlan { config, ..MapPlan::default() };
+    let mut plan = MapPlan { config: config(policy), ..MapPlan::default() };
     for rule in &policy.rules {
-        let index = ids.rule(&rule.name);
-        let flags = if rule.limit.is_some() { ALLOW_LIMITED } else { 0 }
-            | if rule.related { ALLOW_RELATED } else { 0 };
-        let value = AllowValue { rule: index, flags };
-        for service in &rule.services {
-            for peer in &rule.peers {
-                // `any` is anyone of either family: one entry, unless the service is ICMP,
-                // whose IPv6 peers speak ICMPv6.
-                let families: &[bool] = match (*peer == Prefix::ANY, policy.address6.is_some()) {
-                    (true, true) => &[false, true],
-                    (true, false) => &[false],
-                    (false, _) => &[peer.is_v6()],
-                };
-                for &v6 in families {
-                    // The policy refuses IPv6 peers for ICMP types that only IPv4 has.
-                    let Some((protocol, port)) = service.key_for(v6) else { continue };
-                    let (addr, len) = if *peer == Prefix::ANY { (ANY_PEER, 128) } else { peer.to_addr() };
-                    let key = AllowKey { direction: rule.direction as u8, protocol, port, peer: addr };
-                    // Single peers and `any` go in the hash, the rest in the trie.
-                    if len == 128 {
-                        plan.allow_exact.insert(key, value);
-                    } else {
-                        plan.allow_prefix.insert((ALLOW_KEY_SERVICE_BITS + len, key), value);
-                    }
-                }
-            }
-        }
-        if let Some(Limit { interval, burst, .. }) = rule.limit {
-            let interval_ns = nanos(interval);
-            plan.token_buckets
-                .insert(index, TokenBucket { tat: 0, interval_ns, burst_ns: interval_ns * u64::from(burst) });
-        }
+        plan_rule(&mut plan, rule, ids.rule(&rule.name), policy.address6.is_some());
     }
     for prefix in &policy.antispoof_sources {
         plan.antispoof_sources.insert(*prefix, ids.antispoof[&AntispoofEntry::source(*prefix)]);
@@ -275,6 +236,60 @@ pub fn plan(policy: &Policy, ids: &Ids) -> MapPlan {
     lens.dedup();
     plan.prefix_lens = lens;
     plan
+}
+
+/// The config map's entry: the host's addresses and the flows' timeouts.
+fn config(policy: &Policy) -> Config {
+    let c = &policy.conntrack;
+    Config {
+        address: v4_mapped(policy.address.octets()),
+        address6: policy.address6.map_or([0; 16], |a| a.octets()),
+        flags: CONFIG_READY | if policy.address6.is_some() { CONFIG_IPV6 } else { 0 },
+        _pad: 0,
+        tcp_established_timeout_ns: nanos(c.tcp_established_timeout),
+        tcp_fin_timeout_ns: nanos(c.tcp_fin_timeout),
+        tcp_rst_timeout_ns: nanos(c.tcp_rst_timeout),
+        udp_timeout_ns: nanos(c.udp_timeout),
+        icmp_timeout_ns: nanos(c.icmp_timeout),
+        tcp_syn_sent_timeout_ns: nanos(c.tcp_syn_sent_timeout),
+        tcp_syn_recv_timeout_ns: nanos(c.tcp_syn_recv_timeout),
+    }
+}
+
+/// One rule's allow-list entries, a service and peer each (two for `any` when the
+/// policy has `address6`), and its token bucket if it is limited. `index` is its id.
+fn plan_rule(plan: &mut MapPlan, rule: &Rule, index: u32, ipv6: bool) {
+    let flags =
+        if rule.limit.is_some() { ALLOW_LIMITED } else { 0 } | if rule.related { ALLOW_RELATED } else { 0 };
+    let value = AllowValue { rule: index, flags };
+    for service in &rule.services {
+        for peer in &rule.peers {
+            // `any` is anyone of either family: one entry, unless the service is ICMP,
+            // whose IPv6 peers speak ICMPv6.
+            let families: &[bool] = match (*peer == Prefix::ANY, ipv6) {
+                (true, true) => &[false, true],
+                (true, false) => &[false],
+                (false, _) => &[peer.is_v6()],
+            };
+            for &v6 in families {
+                // The policy refuses IPv6 peers for ICMP types that only IPv4 has.
+                let Some((protocol, port)) = service.key_for(v6) else { continue };
+                let (addr, len) = if *peer == Prefix::ANY { (ANY_PEER, 128) } else { peer.to_addr() };
+                let key = AllowKey { direction: rule.direction as u8, protocol, port, peer: addr };
+                // Single peers and `any` go in the hash, the rest in the trie.
+                if len == 128 {
+                    plan.allow_exact.insert(key, value);
+                } else {
+                    plan.allow_prefix.insert((ALLOW_KEY_SERVICE_BITS + len, key), value);
+                }
+            }
+        }
+    }
+    if let Some(Limit { interval, burst, .. }) = rule.limit {
+        let interval_ns = nanos(interval);
+        plan.token_buckets
+            .insert(index, TokenBucket { tat: 0, interval_ns, burst_ns: interval_ns * u64::from(burst) });
+    }
 }
 
 /// What a listing line counts. Its name (the listing's first column, the metrics' `rule`
