@@ -1,6 +1,7 @@
 //! Real daemons and clients in the lab (see tests/tests/integration/daemons.rs): sshd and ssh,
-//! dnsmasq and dig, dnsmasq as a DHCP server and ISC dhclient, chronyd as server and as one-shot client, python3's http.server and
-//! curl, python3's smtpd and smtplib, nmap, and scapy for packets no socket would send.
+//! dnsmasq and dig, dnsmasq as a DHCP server and ISC dhclient, chronyd as server and as
+//! one-shot client, python3's http.server and curl, python3's smtpd and smtplib, nmap,
+//! and scapy for packets no socket would send.
 //!
 //! Every program runs in one of the lab's network namespaces through `nsenter --net`
 //! (the mount namespace stays the host's, so paths are the same everywhere). Daemons are
