@@ -1662,7 +1662,7 @@ COMMIT
         let t = import(SEED_DUMP);
         let imported = policy::parse(&t.text, Path::new("imported")).expect("valid");
         let tight =
-            policy::parse(include_str!("../../examples/tight.toml"), Path::new("tight.toml")).expect("valid");
+            policy::parse(include_str!("../../../examples/tight.toml"), Path::new("tight.toml")).expect("valid");
         assert_eq!(admits(&imported), admits(&tight));
         assert_eq!(imported.conntrack, tight.conntrack);
         assert_eq!(imported.interface, None);
