@@ -1,0 +1,204 @@
+//! What one line of `*filter` does, in the policy's terms: a [`Role`].
+use firewall_common::{
+    Direction, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM,
+    ICMP_TIME_EXCEEDED, PROTO_ICMP, protocol_name,
+};
+
+use super::spec::{Rate, Spec, States, Target};
+use crate::policy::Prefix;
+
+/// What one line of `*filter` does, in the policy's terms.
+#[derive(Clone, Debug)]
+pub(super) enum Role {
+    /// `-A INPUT -s PREFIX -j DROP` (source) or `-d PREFIX` (destination), and the
+    /// interface it names.
+    Antispoof { source: bool, prefix: Prefix, iface: Option<String> },
+    /// Nothing to write: the firewall does it always. The reason.
+    BuiltIn(&'static str),
+    /// A line that admits flows (or ICMP messages) in `direction`, to or from `peer`
+    /// (`None`: anyone).
+    Flow(Flow),
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Flow {
+    /// The flow's direction: for a return line, the direction of the flow it returns.
+    pub(super) direction: Direction,
+    pub(super) services: Vec<Svc>,
+    pub(super) peer: Option<Prefix>,
+    /// The host side's address (`-d` on INPUT, `-s` on OUTPUT), to check against OURIP.
+    pub(super) host: Option<Prefix>,
+    pub(super) limit: Option<Rate>,
+    /// A return line (ESTABLISHED, or an echo reply): it pairs with an opening line.
+    pub(super) is_return: bool,
+    /// The interface it names (not loopback).
+    pub(super) iface: Option<String>,
+    pub(super) comment: Option<String>,
+}
+
+/// A service as a rule's key: a TCP or UDP port, or an ICMP type (`related` for the
+/// errors a `--state RELATED` line admits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) enum Svc {
+    Port { protocol: u8, port: u16 },
+    Icmp { kind: u8, related: bool },
+}
+
+pub(super) const WHY_POLICY: &str = "an unconditional DROP is the chain's policy here: what no rule admits is dropped and counted on its policy line";
+pub(super) const WHY_INVALID: &str = "the INVALID drops are built in: malformed and truncated headers, impossible TCP flag sets and fragments are dropped on every chain (lines invalid, invalid-tcp-flags, invalid-fragment)";
+pub(super) const WHY_LOOPBACK: &str =
+    "loopback needs no rule: the programs sit on the public interface, so loopback traffic never meets them";
+pub(super) const WHY_RETURNS: &str = "returns are built in: every rule admits the packets of the flows it opened (the exact reversed 5-tuple); for RELATED ICMP errors, write ICMP rules with related = true";
+pub(super) const WHY_PROTOCOL_RETURNS: &str =
+    "returns are built in: every rule admits the packets of the flows it opened (the exact reversed 5-tuple)";
+pub(super) const WHY_DROP_POLICY: &str = "the chain's DROP policy is the firewall's own";
+
+/// Classifies one parsed line; `chains` are the table's user-defined chains.
+pub(super) fn classify(spec: &Spec, chains: &[String]) -> std::result::Result<Role, String> {
+    let chain = spec.chain.as_str();
+    if !matches!(chain, "INPUT" | "OUTPUT" | "FORWARD") {
+        return Err(format!("user-defined chain {chain} is not translated"));
+    }
+    let target = spec.target.as_ref().expect("parse_spec checks the target");
+    match target {
+        Target::Other { name, .. } if name == "LOG" || name == "NFLOG" || name == "ULOG" => {
+            return Err(format!(
+                "target {name} is not translated: the firewall counts what it drops (firewall list) but logs nothing"
+            ));
+        }
+        Target::Other { name, .. } if name == "REJECT" => {
+            return Err(
+                "target REJECT is not translated: the firewall drops, it sends no ICMP error or RST back"
+                    .into(),
+            );
+        }
+        Target::Other { name, goto } if chains.contains(name) => {
+            let how = if *goto { "a goto (-g)" } else { "a jump" };
+            return Err(format!("{how} to user-defined chain {name} is not translated"));
+        }
+        Target::Other { name, .. } => return Err(format!("target {name} is not translated")),
+        Target::Accept | Target::Drop => {}
+    }
+    let accept = *target == Target::Accept;
+    let loopback = spec.in_iface.as_deref() == Some("lo") || spec.out_iface.as_deref() == Some("lo");
+    if loopback {
+        return if accept {
+            Ok(Role::BuiltIn(WHY_LOOPBACK))
+        } else {
+            Err("a DROP on loopback cannot be expressed: loopback is not filtered here".into())
+        };
+    }
+    if !accept {
+        return if spec.matches() == 0 && spec.in_iface.is_none() && spec.out_iface.is_none() {
+            Ok(Role::BuiltIn(WHY_POLICY))
+        } else if spec.matches() == 1 && spec.state.is_some_and(States::only_invalid) {
+            Ok(Role::BuiltIn(WHY_INVALID))
+        } else if let (true, 1, Some(prefix), None) =
+            (chain == "INPUT", spec.matches(), spec.source, spec.destination)
+        {
+            Ok(Role::Antispoof { source: true, prefix, iface: spec.in_iface.clone() })
+        } else if let (true, 1, None, Some(prefix)) =
+            (chain == "INPUT", spec.matches(), spec.source, spec.destination)
+        {
+            Ok(Role::Antispoof { source: false, prefix, iface: spec.in_iface.clone() })
+        } else {
+            Err("a DROP with these matches is not translated: the policy drops by default and admits by rule (only INPUT's -s and -d DROPs are its anti-spoof lists)".into())
+        };
+    }
+    if chain == "FORWARD" {
+        return Err("FORWARD is not translated: the firewall filters this host's own traffic, and drops whatever it would forward".into());
+    }
+    let inbound = chain == "INPUT";
+    let state = spec.state;
+    let Some(protocol) = spec.protocol else {
+        return match state {
+            Some(s) if spec.matches() == 1 && !s.new && !s.invalid => Ok(Role::BuiltIn(WHY_RETURNS)),
+            _ => Err("an ACCEPT of every protocol cannot be expressed: a rule names tcp, udp or icmp".into()),
+        };
+    };
+    if state.is_some_and(|s| s.invalid) {
+        return Err("accepting INVALID packets cannot be expressed: they are always dropped here".into());
+    }
+    // Which side is the host's and which the peer's.
+    let (peer, host) =
+        if inbound { (spec.source, spec.destination) } else { (spec.destination, spec.source) };
+    let iface = if inbound { spec.in_iface.clone() } else { spec.out_iface.clone() };
+    let opens = state.is_none_or(|s| s.new);
+    let flow = |direction, services, is_return| Flow {
+        direction,
+        services,
+        peer,
+        host,
+        limit: spec.limit,
+        is_return,
+        iface: iface.clone(),
+        comment: spec.comment.clone(),
+    };
+    let (here, there) =
+        if inbound { (Direction::In, Direction::Out) } else { (Direction::Out, Direction::In) };
+    if protocol == PROTO_ICMP {
+        let Some(kind) = spec.icmp_type else {
+            return Err("-p icmp without --icmp-type cannot be expressed: a rule names one ICMP type".into());
+        };
+        return match kind {
+            ICMP_ECHO_REQUEST if opens => {
+                Ok(Role::Flow(flow(here, vec![Svc::Icmp { kind, related: false }], false)))
+            }
+            ICMP_ECHO_REQUEST => Err("an echo-request without state NEW opens nothing: not translated".into()),
+            // An echo reply is the return of a request the other way.
+            ICMP_ECHO_REPLY if state.is_none_or(|s| !s.new) => {
+                Ok(Role::Flow(flow(there, vec![Svc::Icmp { kind: ICMP_ECHO_REQUEST, related: false }], true)))
+            }
+            ICMP_ECHO_REPLY => Err(
+                "an echo-reply with state NEW cannot be expressed: replies pass only as the answers of admitted requests".into(),
+            ),
+            _ => {
+                let related = match state {
+                    None => false,
+                    Some(s) if s.new => false,
+                    Some(s) if s.related => {
+                        if !matches!(kind, ICMP_DEST_UNREACHABLE | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM) {
+                            return Err(format!("state RELATED on ICMP type {kind}, which is no error, cannot be expressed"));
+                        }
+                        true
+                    }
+                    Some(_) => {
+                        return Err(format!("ICMP type {kind} with state ESTABLISHED only cannot be expressed"));
+                    }
+                };
+                Ok(Role::Flow(flow(here, vec![Svc::Icmp { kind, related }], false)))
+            }
+        };
+    }
+    let services = |ports: &[u16]| ports.iter().map(|&port| Svc::Port { protocol, port }).collect::<Vec<_>>();
+    match (spec.sports.is_empty(), spec.dports.is_empty()) {
+        (false, false) => {
+            Err("both --sport and --dport cannot be expressed: a rule matches the service port only".into())
+        }
+        // `-p tcp -m state --state ESTABLISHED`: the returns of every flow of the protocol.
+        (true, true) if spec.matches() == 2 && !opens => Ok(Role::BuiltIn(WHY_PROTOCOL_RETURNS)),
+        (true, true) => Err(format!(
+            "{} without a port cannot be expressed: a rule names its service port",
+            protocol_name(protocol).expect("tcp or udp")
+        )),
+        // `--dport`: the line opens flows to the service port, ours on INPUT (the peer
+        // opens), the peer's on OUTPUT (this host does).
+        (true, false) if opens => Ok(Role::Flow(flow(here, services(&spec.dports), false))),
+        (true, false) => Err(
+            "state ESTABLISHED on the service port (--dport) is neither a line that opens flows nor a return: not translated".into(),
+        ),
+        (false, true) if !opens || state.is_none() => {
+            Ok(Role::Flow(flow(there, services(&spec.sports), true)))
+        }
+        (false, true) => Err(
+            "--sport with state NEW cannot be expressed: a flow opened from a given source port".into(),
+        ),
+    }
+}
+
+/// A classified line of `*filter`.
+pub(super) struct Classified {
+    pub(super) line: usize,
+    pub(super) text: String,
+    pub(super) role: Role,
+}
