@@ -88,9 +88,10 @@ pub(super) fn cut(line: &str) -> String {
     }
 }
 
-// The parsers of one line below fail with a `String`: it is not an error that anyone
-// handles but the reason a line is not translated, kept as text in a `Finding`
-// (`Finding::why`) and listed in the output among the others.
+// `words`, and the parsers of one line after it (spec.rs, classify.rs), fail with a
+// `String`: it is not an error that anyone handles but the reason a line is not
+// translated, kept as text in a `Finding` (`Finding::why`) and listed in the output among
+// the others.
 
 /// Splits a rule line into words, as iptables-save quotes them (`--comment "a b"`,
 /// `\"` inside quotes).

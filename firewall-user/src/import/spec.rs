@@ -1,4 +1,9 @@
 //! One rule line's matches, parsed and typed: a [`Spec`].
+//!
+//! [`parse_spec`] reads a line's options one at a time: iptables' own (`-s`, `-p`, `-m`,
+//! `-j`, …), then those of the match module last named; each value is read by a helper
+//! of its own ([`ipv4_prefix`], [`port`], [`states`], …). They fail with a `String`, the
+//! reason the line is not translated (see [`super::dump::words`]).
 use std::fmt;
 
 use firewall_common::{
@@ -87,130 +92,201 @@ impl Spec {
         .filter(|m| *m)
         .count()
     }
+
+    /// The source ports for `--sport`, `--sports` and their long names; else the
+    /// destination ports.
+    fn ports_of(&mut self, option: &str) -> &mut Vec<u16> {
+        if option.starts_with("--s") { &mut self.sports } else { &mut self.dports }
+    }
 }
 
-/// The match modules this translation knows.
-pub(super) const MODULES: [&str; 7] = ["tcp", "udp", "icmp", "state", "conntrack", "limit", "multiport"];
+/// The match modules this translation knows (besides `comment`, whose text goes with the rule).
+const MODULES: [&str; 7] = ["tcp", "udp", "icmp", "state", "conntrack", "limit", "multiport"];
+
+/// The words of a line still to read.
+type Words<'a> = std::slice::Iter<'a, String>;
 
 /// Parses the words of one `-A` line; the error says which part cannot be translated.
-pub(super) fn parse_spec(words: &[String]) -> std::result::Result<Spec, String> {
-    let mut spec = Spec::default();
-    let mut module: Option<String> = None;
-    let mut limit: Option<(u32, &'static str)> = None;
-    let mut burst: Option<u32> = None;
-    let mut it = words.iter().map(String::as_str);
-    let arg = |it: &mut dyn Iterator<Item = &str>, option: &str| {
-        it.next().map(str::to_owned).ok_or_else(|| format!("{option} without its value"))
-    };
-    while let Some(word) = it.next() {
+pub(super) fn parse_spec(words: &[String]) -> Result<Spec, String> {
+    let mut line = LineParser::default();
+    let mut words = words.iter();
+    while let Some(word) = words.next() {
+        match line.core_option(word, &mut words)? {
+            Read::Option => {}
+            // A target's own options (LOG's --log-prefix, …) follow; the target alone
+            // decides.
+            Read::Target => break,
+            Read::NotCore => line.module_option(word, &mut words)?,
+        }
+    }
+    line.finish()
+}
+
+/// What an option of iptables' own was to the line.
+enum Read {
+    /// A match or the chain, read: the next option follows.
+    Option,
+    /// The target, read: the line's matches end there.
+    Target,
+    /// None of iptables' own: a match module's, if any.
+    NotCore,
+}
+
+/// One line's parse under way: what it matched so far, and what its later options depend on.
+#[derive(Default)]
+struct LineParser {
+    spec: Spec,
+    /// The last `-m`: the options after it are that module's.
+    module: Option<String>,
+    /// `--limit` and `--limit-burst`, in either order: one [`Rate`] once the line is read.
+    limit: Option<(u32, &'static str)>,
+    burst: Option<u32>,
+}
+
+impl LineParser {
+    /// iptables' own options: the chain, the addresses and interfaces, the protocol, a
+    /// match module, the target.
+    fn core_option(&mut self, word: &str, words: &mut Words<'_>) -> Result<Read, String> {
+        let spec = &mut self.spec;
         match word {
-            "-A" | "--append" => spec.chain = arg(&mut it, word)?,
-            "!" => {
-                let next = it.next().unwrap_or("");
-                return Err(format!(
-                    "a negated match (! {next}) cannot be expressed: a rule admits its peers, it does not except them"
-                ));
-            }
-            "-s" | "--source" => spec.source = ipv4_prefix(&arg(&mut it, word)?)?,
-            "-d" | "--destination" => spec.destination = ipv4_prefix(&arg(&mut it, word)?)?,
-            "-i" | "--in-interface" => spec.in_iface = Some(interface(&arg(&mut it, word)?)?),
-            "-o" | "--out-interface" => spec.out_iface = Some(interface(&arg(&mut it, word)?)?),
-            "-p" | "--protocol" => {
-                let p = arg(&mut it, word)?;
-                // iptables-save writes names, and numbers for protocols without one.
-                let known = protocol_named(&p).or_else(|| p.parse().ok()).filter(|p| rule_protocol(*p));
-                spec.protocol = match (p.as_str(), known) {
-                    (_, Some(protocol)) => Some(protocol),
-                    ("all" | "0", None) => None,
-                    (other, None) => {
-                        return Err(format!(
-                            "protocol {other} is not translated: the policy knows tcp, udp and icmp"
-                        ));
-                    }
-                };
-            }
+            "-A" | "--append" => spec.chain = value(words, word)?,
+            "!" => return Err(negated(words.next())),
+            "-s" | "--source" => spec.source = ipv4_prefix(&value(words, word)?)?,
+            "-d" | "--destination" => spec.destination = ipv4_prefix(&value(words, word)?)?,
+            "-i" | "--in-interface" => spec.in_iface = Some(interface(&value(words, word)?)?),
+            "-o" | "--out-interface" => spec.out_iface = Some(interface(&value(words, word)?)?),
+            "-p" | "--protocol" => spec.protocol = protocol(&value(words, word)?)?,
             "-f" | "--fragment" => {
                 return Err("-f (later fragments) is not translated: every fragment is dropped here (invalid-fragment)".into());
             }
-            "-m" | "--match" => {
-                let name = arg(&mut it, word)?;
-                if name == "comment" || MODULES.contains(&name.as_str()) {
-                    module = Some(name);
-                } else {
-                    return Err(format!("match module {name:?} is not translated"));
-                }
-            }
+            "-m" | "--match" => self.module = Some(module(value(words, word)?)?),
             "-j" | "--jump" | "-g" | "--goto" => {
-                let name = arg(&mut it, word)?;
-                let goto = matches!(word, "-g" | "--goto");
-                spec.target = Some(match name.as_str() {
-                    "ACCEPT" if !goto => Target::Accept,
-                    "DROP" if !goto => Target::Drop,
-                    _ => Target::Other { name, goto },
-                });
-                // A target's own options (LOG's --log-prefix, …) follow; the target
-                // alone decides.
-                break;
+                spec.target = Some(target(value(words, word)?, matches!(word, "-g" | "--goto")));
+                return Ok(Read::Target);
             }
-            "--comment" if module.as_deref() == Some("comment") => spec.comment = Some(arg(&mut it, word)?),
+            _ => return Ok(Read::NotCore),
+        }
+        Ok(Read::Option)
+    }
+
+    /// The options of the match modules this translation knows, each only after its own
+    /// `-m` (tcp's and udp's ports and icmp's type also with none, as iptables takes them
+    /// after `-p`); any other option is not translated.
+    fn module_option(&mut self, word: &str, words: &mut Words<'_>) -> Result<(), String> {
+        let module = self.module.as_deref();
+        match word {
+            "--comment" if module == Some("comment") => self.spec.comment = Some(value(words, word)?),
             "--sport" | "--source-port" | "--dport" | "--destination-port"
-                if matches!(module.as_deref(), Some("tcp" | "udp")) || module.is_none() =>
+                if matches!(module, Some("tcp" | "udp") | None) =>
             {
-                let port = port(&arg(&mut it, word)?)?;
-                if word.starts_with("--s") { spec.sports.push(port) } else { spec.dports.push(port) }
+                let port = port(&value(words, word)?)?;
+                self.spec.ports_of(word).push(port);
             }
             "--sports" | "--source-ports" | "--dports" | "--destination-ports"
-                if module.as_deref() == Some("multiport") =>
+                if module == Some("multiport") =>
             {
-                let list = arg(&mut it, word)?;
-                let ports = list.split(',').map(port).collect::<std::result::Result<Vec<u16>, String>>()?;
-                if word.starts_with("--s") { spec.sports.extend(ports) } else { spec.dports.extend(ports) }
+                let list = value(words, word)?;
+                let ports = list.split(',').map(port).collect::<Result<Vec<u16>, String>>()?;
+                self.spec.ports_of(word).extend(ports);
             }
-            "--icmp-type" if matches!(module.as_deref(), Some("icmp") | None) => {
-                spec.icmp_type = Some(icmp_type(&arg(&mut it, word)?)?);
+            "--icmp-type" if matches!(module, Some("icmp") | None) => {
+                self.spec.icmp_type = Some(icmp_type(&value(words, word)?)?);
             }
             "--state" | "--ctstate"
-                if module.as_deref() == Some(if word == "--state" { "state" } else { "conntrack" }) =>
+                if module == Some(if word == "--state" { "state" } else { "conntrack" }) =>
             {
-                spec.state = Some(states(&arg(&mut it, word)?)?);
+                self.spec.state = Some(states(&value(words, word)?)?);
             }
-            "--limit" if module.as_deref() == Some("limit") => {
-                let text = arg(&mut it, word)?;
-                let (count, unit, _) = policy::parse_limit(&text)
-                    .ok_or_else(|| format!("--limit {text}: expected N/sec, N/min, N/hour or N/day"))?;
-                limit = Some((count, unit));
-            }
-            "--limit-burst" if module.as_deref() == Some("limit") => {
-                let text = arg(&mut it, word)?;
-                burst = Some(
-                    text.parse()
-                        .ok()
-                        .filter(|b| (1..=10_000).contains(b))
-                        .ok_or_else(|| format!("--limit-burst {text}: the policy's burst is 1 to 10000"))?,
-                );
-            }
+            "--limit" if module == Some("limit") => self.limit = Some(limit(&value(words, word)?)?),
+            "--limit-burst" if module == Some("limit") => self.burst = Some(burst(&value(words, word)?)?),
             option if option.starts_with('-') => {
-                return Err(match &module {
+                return Err(match module {
                     Some(m) => format!("option {option} of -m {m} is not translated"),
                     None => format!("option {option} is not translated"),
                 });
             }
             other => return Err(format!("unexpected {other:?}")),
         }
+        Ok(())
     }
-    spec.limit = match (limit, burst) {
-        (Some((count, unit)), burst) => Some(Rate { count, unit, burst: burst.unwrap_or(5) }),
-        (None, Some(_)) => return Err("--limit-burst without --limit".into()),
-        (None, None) => None,
-    };
-    if spec.target.is_none() {
-        return Err("no target (-j): the line only counts, and the policy has no such rule".into());
+
+    /// The line read to its end: its limit made whole, and a target required.
+    fn finish(self) -> Result<Spec, String> {
+        let mut spec = self.spec;
+        spec.limit = match (self.limit, self.burst) {
+            (Some((count, unit)), burst) => Some(Rate { count, unit, burst: burst.unwrap_or(5) }),
+            (None, Some(_)) => return Err("--limit-burst without --limit".into()),
+            (None, None) => None,
+        };
+        if spec.target.is_none() {
+            return Err("no target (-j): the line only counts, and the policy has no such rule".into());
+        }
+        Ok(spec)
     }
-    Ok(spec)
+}
+
+/// The value of `option`, the next word.
+fn value(words: &mut Words<'_>, option: &str) -> Result<String, String> {
+    words.next().cloned().ok_or_else(|| format!("{option} without its value"))
+}
+
+/// Why `! OPTION`, whichever, is not translated.
+fn negated(option: Option<&String>) -> String {
+    let option = option.map_or("", String::as_str);
+    format!(
+        "a negated match (! {option}) cannot be expressed: a rule admits its peers, it does not except them"
+    )
+}
+
+/// `-p`: a protocol a rule can name, or `None` for all.
+fn protocol(text: &str) -> Result<Option<u8>, String> {
+    // iptables-save writes names, and numbers for protocols without one.
+    let known = protocol_named(text).or_else(|| text.parse().ok()).filter(|p| rule_protocol(*p));
+    match (text, known) {
+        (_, Some(protocol)) => Ok(Some(protocol)),
+        ("all" | "0", None) => Ok(None),
+        (other, None) => {
+            Err(format!("protocol {other} is not translated: the policy knows tcp, udp and icmp"))
+        }
+    }
+}
+
+/// `-m`: a module this translation knows.
+fn module(name: String) -> Result<String, String> {
+    if name == "comment" || MODULES.contains(&name.as_str()) {
+        Ok(name)
+    } else {
+        Err(format!("match module {name:?} is not translated"))
+    }
+}
+
+/// `-j NAME`, or `-g NAME` (`goto`): ACCEPT and DROP by jump are the policy's; any other
+/// is kept by name, for `classify` to say why it is not translated.
+fn target(name: String, goto: bool) -> Target {
+    match name.as_str() {
+        "ACCEPT" if !goto => Target::Accept,
+        "DROP" if !goto => Target::Drop,
+        _ => Target::Other { name, goto },
+    }
+}
+
+/// `--limit N/unit`.
+fn limit(text: &str) -> Result<(u32, &'static str), String> {
+    let (count, unit, _) = policy::parse_limit(text)
+        .ok_or_else(|| format!("--limit {text}: expected N/sec, N/min, N/hour or N/day"))?;
+    Ok((count, unit))
+}
+
+/// `--limit-burst B`, within the policy's bounds.
+fn burst(text: &str) -> Result<u32, String> {
+    text.parse()
+        .ok()
+        .filter(|b| (1..=10_000).contains(b))
+        .ok_or_else(|| format!("--limit-burst {text}: the policy's burst is 1 to 10000"))
 }
 
 /// An address or prefix of `-s`/`-d`; `0.0.0.0/0` (anyone) is no match at all.
-pub(super) fn ipv4_prefix(text: &str) -> std::result::Result<Option<Prefix>, String> {
+pub(super) fn ipv4_prefix(text: &str) -> Result<Option<Prefix>, String> {
     let prefix = Prefix::parse(text).map_err(|e| format!("-s/-d {text}: {e}"))?;
     if prefix.is_v6() {
         return Err(format!("{text} is IPv6: import reads iptables-save (IPv4), not ip6tables-save"));
@@ -218,7 +294,7 @@ pub(super) fn ipv4_prefix(text: &str) -> std::result::Result<Option<Prefix>, Str
     Ok((prefix.len > 0).then_some(prefix))
 }
 
-pub(super) fn interface(text: &str) -> std::result::Result<String, String> {
+pub(super) fn interface(text: &str) -> Result<String, String> {
     if text.ends_with('+') {
         return Err(format!(
             "interface wildcard {text} cannot be expressed: the policy is for one interface"
@@ -227,7 +303,7 @@ pub(super) fn interface(text: &str) -> std::result::Result<String, String> {
     Ok(text.to_owned())
 }
 
-pub(super) fn port(text: &str) -> std::result::Result<u16, String> {
+pub(super) fn port(text: &str) -> Result<u16, String> {
     if text.contains(':') {
         return Err(format!("port range {text} cannot be expressed: the policy lists single ports"));
     }
@@ -235,7 +311,7 @@ pub(super) fn port(text: &str) -> std::result::Result<u16, String> {
 }
 
 /// The ICMP types the policy names, by number (as iptables-save writes them) or name.
-pub(super) fn icmp_type(text: &str) -> std::result::Result<u8, String> {
+pub(super) fn icmp_type(text: &str) -> Result<u8, String> {
     if text.contains('/') {
         return Err(format!("ICMP code {text} cannot be expressed: the policy matches types, not codes"));
     }
@@ -252,7 +328,7 @@ pub(super) fn icmp_type(text: &str) -> std::result::Result<u8, String> {
     }
 }
 
-pub(super) fn states(text: &str) -> std::result::Result<States, String> {
+pub(super) fn states(text: &str) -> Result<States, String> {
     let mut s = States::default();
     for state in text.split(',') {
         match state {
