@@ -54,32 +54,12 @@ pub(super) const WHY_PROTOCOL_RETURNS: &str =
 pub(super) const WHY_DROP_POLICY: &str = "the chain's DROP policy is the firewall's own";
 
 /// Classifies one parsed line; `chains` are the table's user-defined chains.
-pub(super) fn classify(spec: &Spec, chains: &[String]) -> std::result::Result<Role, String> {
+pub(super) fn classify(spec: &Spec, chains: &[String]) -> Result<Role, String> {
     let chain = spec.chain.as_str();
     if !matches!(chain, "INPUT" | "OUTPUT" | "FORWARD") {
         return Err(format!("user-defined chain {chain} is not translated"));
     }
-    let target = spec.target.as_ref().expect("parse_spec checks the target");
-    match target {
-        Target::Other { name, .. } if name == "LOG" || name == "NFLOG" || name == "ULOG" => {
-            return Err(format!(
-                "target {name} is not translated: the firewall counts what it drops (firewall list) but logs nothing"
-            ));
-        }
-        Target::Other { name, .. } if name == "REJECT" => {
-            return Err(
-                "target REJECT is not translated: the firewall drops, it sends no ICMP error or RST back"
-                    .into(),
-            );
-        }
-        Target::Other { name, goto } if chains.contains(name) => {
-            let how = if *goto { "a goto (-g)" } else { "a jump" };
-            return Err(format!("{how} to user-defined chain {name} is not translated"));
-        }
-        Target::Other { name, .. } => return Err(format!("target {name} is not translated")),
-        Target::Accept | Target::Drop => {}
-    }
-    let accept = *target == Target::Accept;
+    let accept = accepts(spec.target.as_ref().expect("parse_spec checks the target"), chains)?;
     let loopback = spec.in_iface.as_deref() == Some("lo") || spec.out_iface.as_deref() == Some("lo");
     if loopback {
         return if accept {
@@ -89,110 +69,184 @@ pub(super) fn classify(spec: &Spec, chains: &[String]) -> std::result::Result<Ro
         };
     }
     if !accept {
-        return if spec.matches() == 0 && spec.in_iface.is_none() && spec.out_iface.is_none() {
-            Ok(Role::BuiltIn(WHY_POLICY))
-        } else if spec.matches() == 1 && spec.state.is_some_and(States::only_invalid) {
-            Ok(Role::BuiltIn(WHY_INVALID))
-        } else if let (true, 1, Some(prefix), None) =
-            (chain == "INPUT", spec.matches(), spec.source, spec.destination)
-        {
-            Ok(Role::Antispoof { source: true, prefix, iface: spec.in_iface.clone() })
-        } else if let (true, 1, None, Some(prefix)) =
-            (chain == "INPUT", spec.matches(), spec.source, spec.destination)
-        {
-            Ok(Role::Antispoof { source: false, prefix, iface: spec.in_iface.clone() })
-        } else {
-            Err("a DROP with these matches is not translated: the policy drops by default and admits by rule (only INPUT's -s and -d DROPs are its anti-spoof lists)".into())
-        };
+        return classify_drop(spec);
     }
     if chain == "FORWARD" {
         return Err("FORWARD is not translated: the firewall filters this host's own traffic, and drops whatever it would forward".into());
     }
-    let inbound = chain == "INPUT";
-    let state = spec.state;
+    classify_accept(spec)
+}
+
+/// Whether a line with `target` accepts (else it drops): the policy has no word for any
+/// other target.
+fn accepts(target: &Target, chains: &[String]) -> Result<bool, String> {
+    match target {
+        Target::Other { name, .. } if name == "LOG" || name == "NFLOG" || name == "ULOG" => Err(format!(
+            "target {name} is not translated: the firewall counts what it drops (firewall list) but logs nothing"
+        )),
+        Target::Other { name, .. } if name == "REJECT" => {
+            Err("target REJECT is not translated: the firewall drops, it sends no ICMP error or RST back"
+                .into())
+        }
+        Target::Other { name, goto } if chains.contains(name) => {
+            let how = if *goto { "a goto (-g)" } else { "a jump" };
+            Err(format!("{how} to user-defined chain {name} is not translated"))
+        }
+        Target::Other { name, .. } => Err(format!("target {name} is not translated")),
+        Target::Accept => Ok(true),
+        Target::Drop => Ok(false),
+    }
+}
+
+/// A DROP is one of three things the firewall does itself: the chain's policy (a DROP of
+/// everything), the INVALID drops, or an entry of INPUT's anti-spoof lists.
+fn classify_drop(spec: &Spec) -> Result<Role, String> {
+    let input = spec.chain == "INPUT";
+    if spec.matches() == 0 && spec.in_iface.is_none() && spec.out_iface.is_none() {
+        Ok(Role::BuiltIn(WHY_POLICY))
+    } else if spec.matches() == 1 && spec.state.is_some_and(States::only_invalid) {
+        Ok(Role::BuiltIn(WHY_INVALID))
+    } else if let (true, 1, Some(prefix), None) = (input, spec.matches(), spec.source, spec.destination) {
+        Ok(Role::Antispoof { source: true, prefix, iface: spec.in_iface.clone() })
+    } else if let (true, 1, None, Some(prefix)) = (input, spec.matches(), spec.source, spec.destination) {
+        Ok(Role::Antispoof { source: false, prefix, iface: spec.in_iface.clone() })
+    } else {
+        Err("a DROP with these matches is not translated: the policy drops by default and admits by rule (only INPUT's -s and -d DROPs are its anti-spoof lists)".into())
+    }
+}
+
+/// An ACCEPT on INPUT or OUTPUT: the flows of one protocol that it opens or returns.
+fn classify_accept(spec: &Spec) -> Result<Role, String> {
     let Some(protocol) = spec.protocol else {
-        return match state {
+        return match spec.state {
             Some(s) if spec.matches() == 1 && !s.new && !s.invalid => Ok(Role::BuiltIn(WHY_RETURNS)),
             _ => Err("an ACCEPT of every protocol cannot be expressed: a rule names tcp, udp or icmp".into()),
         };
     };
-    if state.is_some_and(|s| s.invalid) {
+    if spec.state.is_some_and(|s| s.invalid) {
         return Err("accepting INVALID packets cannot be expressed: they are always dropped here".into());
     }
-    // Which side is the host's and which the peer's.
-    let (peer, host) =
-        if inbound { (spec.source, spec.destination) } else { (spec.destination, spec.source) };
-    let iface = if inbound { spec.in_iface.clone() } else { spec.out_iface.clone() };
-    let opens = state.is_none_or(|s| s.new);
-    let flow = |direction, services, is_return| Flow {
-        direction,
-        services,
-        peer,
-        host,
-        limit: spec.limit,
-        is_return,
-        iface: iface.clone(),
-        comment: spec.comment.clone(),
-    };
-    let (here, there) =
-        if inbound { (Direction::In, Direction::Out) } else { (Direction::Out, Direction::In) };
-    if protocol == PROTO_ICMP {
-        let Some(kind) = spec.icmp_type else {
+    let accept = Accept::new(spec);
+    if protocol == PROTO_ICMP { accept.icmp() } else { accept.ports(protocol) }
+}
+
+/// An ACCEPT line of one protocol, seen from the host: which way the flows it opens go,
+/// and which way those whose returns it passes.
+struct Accept<'a> {
+    spec: &'a Spec,
+    /// The direction of the flows it opens: in on INPUT, out on OUTPUT.
+    here: Direction,
+    /// The direction of the flows it returns, the other.
+    there: Direction,
+    /// Its state admits new flows (NEW, or no state match).
+    opens: bool,
+}
+
+impl<'a> Accept<'a> {
+    fn new(spec: &'a Spec) -> Self {
+        let (here, there) = if spec.chain == "INPUT" {
+            (Direction::In, Direction::Out)
+        } else {
+            (Direction::Out, Direction::In)
+        };
+        Accept { spec, here, there, opens: spec.state.is_none_or(|s| s.new) }
+    }
+
+    /// The line as a flow: `direction` is the flow's, for a return line the direction of
+    /// the flow it returns.
+    fn flow(&self, direction: Direction, services: Vec<Svc>, is_return: bool) -> Role {
+        let spec = self.spec;
+        // Which side is the host's and which the peer's.
+        let inbound = spec.chain == "INPUT";
+        let (peer, host) =
+            if inbound { (spec.source, spec.destination) } else { (spec.destination, spec.source) };
+        let iface = if inbound { spec.in_iface.clone() } else { spec.out_iface.clone() };
+        Role::Flow(Flow {
+            direction,
+            services,
+            peer,
+            host,
+            limit: spec.limit,
+            is_return,
+            iface,
+            comment: spec.comment.clone(),
+        })
+    }
+
+    /// `-p icmp`: an echo request opens a flow, an echo reply returns one the other way;
+    /// any other type is a message of its own.
+    fn icmp(&self) -> Result<Role, String> {
+        let Some(kind) = self.spec.icmp_type else {
             return Err("-p icmp without --icmp-type cannot be expressed: a rule names one ICMP type".into());
         };
-        return match kind {
-            ICMP_ECHO_REQUEST if opens => {
-                Ok(Role::Flow(flow(here, vec![Svc::Icmp { kind, related: false }], false)))
+        let state = self.spec.state;
+        match kind {
+            ICMP_ECHO_REQUEST if self.opens => {
+                Ok(self.flow(self.here, vec![Svc::Icmp { kind, related: false }], false))
             }
             ICMP_ECHO_REQUEST => Err("an echo-request without state NEW opens nothing: not translated".into()),
             // An echo reply is the return of a request the other way.
             ICMP_ECHO_REPLY if state.is_none_or(|s| !s.new) => {
-                Ok(Role::Flow(flow(there, vec![Svc::Icmp { kind: ICMP_ECHO_REQUEST, related: false }], true)))
+                Ok(self.flow(self.there, vec![Svc::Icmp { kind: ICMP_ECHO_REQUEST, related: false }], true))
             }
             ICMP_ECHO_REPLY => Err(
                 "an echo-reply with state NEW cannot be expressed: replies pass only as the answers of admitted requests".into(),
             ),
             _ => {
-                let related = match state {
-                    None => false,
-                    Some(s) if s.new => false,
-                    Some(s) if s.related => {
-                        if !matches!(kind, ICMP_DEST_UNREACHABLE | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM) {
-                            return Err(format!("state RELATED on ICMP type {kind}, which is no error, cannot be expressed"));
-                        }
-                        true
-                    }
-                    Some(_) => {
-                        return Err(format!("ICMP type {kind} with state ESTABLISHED only cannot be expressed"));
-                    }
-                };
-                Ok(Role::Flow(flow(here, vec![Svc::Icmp { kind, related }], false)))
+                let related = self.icmp_related(kind)?;
+                Ok(self.flow(self.here, vec![Svc::Icmp { kind, related }], false))
             }
-        };
+        }
     }
-    let services = |ports: &[u16]| ports.iter().map(|&port| Svc::Port { protocol, port }).collect::<Vec<_>>();
-    match (spec.sports.is_empty(), spec.dports.is_empty()) {
-        (false, false) => {
-            Err("both --sport and --dport cannot be expressed: a rule matches the service port only".into())
+
+    /// Whether an ICMP type other than echo is admitted as RELATED (the errors of a flow):
+    /// only an error can be; a state that admits neither new messages nor related ones
+    /// cannot be expressed.
+    fn icmp_related(&self, kind: u8) -> Result<bool, String> {
+        match self.spec.state {
+            None => Ok(false),
+            Some(s) if s.new => Ok(false),
+            Some(s) if s.related => {
+                if !matches!(kind, ICMP_DEST_UNREACHABLE | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM) {
+                    return Err(format!(
+                        "state RELATED on ICMP type {kind}, which is no error, cannot be expressed"
+                    ));
+                }
+                Ok(true)
+            }
+            Some(_) => Err(format!("ICMP type {kind} with state ESTABLISHED only cannot be expressed")),
         }
-        // `-p tcp -m state --state ESTABLISHED`: the returns of every flow of the protocol.
-        (true, true) if spec.matches() == 2 && !opens => Ok(Role::BuiltIn(WHY_PROTOCOL_RETURNS)),
-        (true, true) => Err(format!(
-            "{} without a port cannot be expressed: a rule names its service port",
-            protocol_name(protocol).expect("tcp or udp")
-        )),
-        // `--dport`: the line opens flows to the service port, ours on INPUT (the peer
-        // opens), the peer's on OUTPUT (this host does).
-        (true, false) if opens => Ok(Role::Flow(flow(here, services(&spec.dports), false))),
-        (true, false) => Err(
-            "state ESTABLISHED on the service port (--dport) is neither a line that opens flows nor a return: not translated".into(),
-        ),
-        (false, true) if !opens || state.is_none() => {
-            Ok(Role::Flow(flow(there, services(&spec.sports), true)))
+    }
+
+    /// `-p tcp` or `-p udp`: `--dport` opens flows to the service port, `--sport` passes
+    /// the returns of flows the other way.
+    fn ports(&self, protocol: u8) -> Result<Role, String> {
+        let spec = self.spec;
+        let services =
+            |ports: &[u16]| ports.iter().map(|&port| Svc::Port { protocol, port }).collect::<Vec<_>>();
+        match (spec.sports.is_empty(), spec.dports.is_empty()) {
+            (false, false) => {
+                Err("both --sport and --dport cannot be expressed: a rule matches the service port only".into())
+            }
+            // `-p tcp -m state --state ESTABLISHED`: the returns of every flow of the protocol.
+            (true, true) if spec.matches() == 2 && !self.opens => Ok(Role::BuiltIn(WHY_PROTOCOL_RETURNS)),
+            (true, true) => Err(format!(
+                "{} without a port cannot be expressed: a rule names its service port",
+                protocol_name(protocol).expect("tcp or udp")
+            )),
+            // `--dport`: the line opens flows to the service port, ours on INPUT (the peer
+            // opens), the peer's on OUTPUT (this host does).
+            (true, false) if self.opens => Ok(self.flow(self.here, services(&spec.dports), false)),
+            (true, false) => Err(
+                "state ESTABLISHED on the service port (--dport) is neither a line that opens flows nor a return: not translated".into(),
+            ),
+            (false, true) if !self.opens || spec.state.is_none() => {
+                Ok(self.flow(self.there, services(&spec.sports), true))
+            }
+            (false, true) => Err(
+                "--sport with state NEW cannot be expressed: a flow opened from a given source port".into(),
+            ),
         }
-        (false, true) => Err(
-            "--sport with state NEW cannot be expressed: a flow opened from a given source port".into(),
-        ),
     }
 }
 
