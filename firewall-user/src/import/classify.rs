@@ -1,10 +1,18 @@
-//! What one line of `*filter` does, in the policy's terms: a [`Role`].
+//! What one line of `*filter` does, in the policy's terms: a [`Role`] (an anti-spoof
+//! entry, a built-in, a line that opens flows, a return, an ICMP type), or the reason it
+//! is not translated.
+use std::collections::HashMap;
+
 use firewall_common::{
     Direction, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM,
     ICMP_TIME_EXCEEDED, PROTO_ICMP, protocol_name,
 };
 
-use super::spec::{Rate, Spec, States, Target};
+use super::{
+    Finding, Findings,
+    dump::{DumpTable, words},
+    spec::{Rate, Spec, States, Target, parse_spec},
+};
 use crate::policy::Prefix;
 
 /// What one line of `*filter` does, in the policy's terms.
@@ -255,4 +263,109 @@ pub(super) struct Classified {
     pub(super) line: usize,
     pub(super) text: String,
     pub(super) role: Role,
+}
+
+/// `*filter` read line by line: the lines that may become rules or anti-spoof entries,
+/// and where the dump passes returns (each other line is a finding).
+pub(super) struct FilterLines {
+    pub(super) classified: Vec<Classified>,
+    /// The chains that pass every return in the dump (an ESTABLISHED catch-all, or a
+    /// policy ACCEPT): there, a line that opens flows needs no return line of its own.
+    pub(super) passes_returns: Vec<String>,
+}
+
+/// The tables besides `*filter`, listed as not translated. A table that only declares
+/// ACCEPT chains (iptables-save prints every table the kernel has loaded) changes
+/// nothing: only one with rules is.
+pub(super) fn other_tables(tables: &[DumpTable]) -> Vec<Finding> {
+    tables
+        .iter()
+        .filter(|t| t.name != "filter")
+        .filter(|t| {
+            !t.rules.is_empty()
+                || t.chains.iter().any(|(_, _, p, _)| p.as_deref().is_some_and(|p| p != "ACCEPT"))
+        })
+        .map(|t| Finding {
+            line: t.line,
+            rule: format!("*{}", t.name),
+            why: format!(
+                "table {} ({} rule{}) is not translated: the firewall filters, it does not rewrite or mark",
+                t.name,
+                t.rules.len(),
+                if t.rules.len() == 1 { "" } else { "s" }
+            ),
+        })
+        .collect()
+}
+
+/// Classifies `*filter`'s chain lines, then its rule lines.
+pub(super) fn classify_filter(filter: &DumpTable, findings: &mut Findings) -> FilterLines {
+    let user_chains: Vec<String> =
+        filter.chains.iter().filter(|(_, _, p, _)| p.is_none()).map(|(_, c, _, _)| c.clone()).collect();
+    let mut passes_returns = chain_policies(filter, findings);
+    let classified = classify_rules(filter, &user_chains, &mut passes_returns, findings);
+    FilterLines { classified, passes_returns }
+}
+
+/// The chains' policies: DROP is the firewall's own, any other cannot be expressed, and
+/// a user-defined chain is not translated. Returns the chains whose policy ACCEPT passes
+/// every return.
+fn chain_policies(filter: &DumpTable, findings: &mut Findings) -> Vec<String> {
+    let mut passes_returns = Vec::new();
+    for (line, chain, policy, rule) in &filter.chains {
+        let finding = |why: String| Finding { line: *line, rule: rule.clone(), why };
+        match policy.as_deref() {
+            None => findings.untranslated.push(finding(format!(
+                "user-defined chain {chain} is not translated (nor the rules in it, nor the jumps to it)"
+            ))),
+            Some("DROP") => findings.built_in.push(finding(WHY_DROP_POLICY.into())),
+            Some(p) => {
+                if p == "ACCEPT" {
+                    passes_returns.push(chain.clone());
+                }
+                findings.untranslated.push(finding(format!(
+                    "chain policy {p} cannot be expressed: every chain drops what no rule admits"
+                )));
+            }
+        }
+    }
+    passes_returns
+}
+
+/// Each rule line parsed and classified, in order; a line after an unconditional DROP in
+/// its chain is never reached. An ESTABLISHED catch-all adds its chain to
+/// `passes_returns`.
+fn classify_rules(
+    filter: &DumpTable,
+    user_chains: &[String],
+    passes_returns: &mut Vec<String>,
+    findings: &mut Findings,
+) -> Vec<Classified> {
+    let mut classified = Vec::new();
+    let mut dropped_all: HashMap<String, usize> = HashMap::new();
+    for (line, text) in &filter.rules {
+        let finding = |why: String| Finding { line: *line, rule: text.clone(), why };
+        let words = words(text);
+        let chain = words.as_ref().ok().and_then(|w| w.get(1)).cloned().unwrap_or_default();
+        let parsed = words.and_then(|w| parse_spec(&w));
+        if let Some(at) = dropped_all.get(&chain) {
+            findings
+                .untranslated
+                .push(finding(format!("never reached: line {at} drops everything before it")));
+            continue;
+        }
+        match parsed.and_then(|spec| classify(&spec, user_chains)) {
+            Ok(Role::BuiltIn(why)) => {
+                if why == WHY_POLICY {
+                    dropped_all.insert(chain, *line);
+                } else if why == WHY_RETURNS {
+                    passes_returns.push(chain);
+                }
+                findings.built_in.push(finding(why.into()));
+            }
+            Ok(role) => classified.push(Classified { line: *line, text: text.clone(), role }),
+            Err(why) => findings.untranslated.push(finding(why)),
+        }
+    }
+    classified
 }

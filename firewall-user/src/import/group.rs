@@ -1,6 +1,6 @@
 //! From classified lines to rules: an opening line and its return are one rule, the peers
 //! of one service one list, and services with the same peers one rule.
-use std::collections::HashMap;
+use std::{collections::HashMap, net::IpAddr};
 
 use firewall_common::{
     Direction, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED,
@@ -8,10 +8,10 @@ use firewall_common::{
 };
 
 use super::{
-    Finding,
-    classify::{Flow, Svc},
+    Finding, Findings, Options,
+    classify::{Classified, Flow, Role, Svc},
     spec::Rate,
-    write::line_list,
+    write::{AntispoofOut, HostOut, line_list},
 };
 use crate::policy::Prefix;
 
@@ -59,14 +59,138 @@ pub(super) struct RuleOut {
     pub(super) comments: Vec<String>,
 }
 
+/// A line that admits flows, as the grouping reads it: its number, its text, its flow.
+pub(super) type FlowLine = (usize, String, Flow);
+
+/// The host the policy is for: `--iface` and `--address`, else the interface and the
+/// address that the lines name most. `None`: no address, given or named.
+pub(super) fn choose_host(classified: &[Classified], options: &Options) -> Option<HostOut> {
+    let named: Vec<String> = classified
+        .iter()
+        .filter_map(|c| match &c.role {
+            Role::Flow(Flow { iface, .. }) | Role::Antispoof { iface, .. } => iface.clone(),
+            Role::BuiltIn(_) => None,
+        })
+        .collect();
+    let (iface, iface_from) = match (&options.iface, most_common(&named)) {
+        (Some(i), _) => (Some(i.clone()), "--iface".to_owned()),
+        (None, Some(i)) => (Some(i.clone()), format!("the dump's -i/-o {i}")),
+        (None, None) => (None, String::new()),
+    };
+    let hosts: Vec<Prefix> = classified
+        .iter()
+        .filter_map(|c| match &c.role {
+            Role::Flow(f) => f.host.filter(|h| h.len == 32),
+            _ => None,
+        })
+        .collect();
+    let (address, address_from) = match (options.address, most_common(&hosts).map(|p| p.addr)) {
+        (Some(a), _) => (a, "--address"),
+        (None, Some(IpAddr::V4(a))) => (a, "the dump's -d on INPUT and -s on OUTPUT"),
+        (None, _) => return None,
+    };
+    Some(HostOut { iface, iface_from, address, address_from: address_from.to_owned() })
+}
+
+/// The most frequent of `values` (the first seen of equals).
+fn most_common<T: Eq + std::hash::Hash + Clone>(values: &[T]) -> Option<T> {
+    let mut counts: HashMap<&T, usize> = HashMap::new();
+    for v in values {
+        *counts.entry(v).or_default() += 1;
+    }
+    let mut best: Option<(&T, usize)> = None;
+    for v in values {
+        let n = counts[v];
+        if best.is_none_or(|(_, m)| n > m) {
+            best = Some((v, n));
+        }
+    }
+    best.map(|(v, _)| v.clone())
+}
+
+/// Sets aside the lines for another host address or interface: they are not ours to
+/// translate. The rest are the anti-spoof lists and the flows to group.
+pub(super) fn host_lines(
+    classified: Vec<Classified>,
+    host: &HostOut,
+    findings: &mut Findings,
+) -> (Vec<FlowLine>, AntispoofOut) {
+    let mut flows = Vec::new();
+    let mut antispoof = AntispoofOut::default();
+    for Classified { line, text, role } in classified {
+        match role {
+            Role::Antispoof { source, prefix, iface } => {
+                if let Some(why) = not_our_antispoof(host, source, prefix, iface.as_ref()) {
+                    findings.untranslated.push(Finding { line, rule: text, why });
+                    continue;
+                }
+                let list = if source { &mut antispoof.sources } else { &mut antispoof.destinations };
+                if list.contains(&prefix) {
+                    let why = format!("{prefix} is already in the list");
+                    findings.built_in.push(Finding { line, rule: text, why });
+                } else {
+                    list.push(prefix);
+                }
+                antispoof.lines.push(line);
+            }
+            Role::Flow(f) => match not_our_flow(host, &f) {
+                Some(why) => findings.untranslated.push(Finding { line, rule: text, why }),
+                None => flows.push((line, text, f)),
+            },
+            Role::BuiltIn(_) => unreachable!("built-ins are set aside above"),
+        }
+    }
+    (flows, antispoof)
+}
+
+/// Why an anti-spoof line is not the host's: another interface's, or one that would
+/// drop every packet to the host.
+fn not_our_antispoof(host: &HostOut, source: bool, prefix: Prefix, iface: Option<&String>) -> Option<String> {
+    if let Some(why) = other_iface(host, iface) {
+        return Some(why);
+    }
+    let address = host.address;
+    (!source && prefix.contains(IpAddr::V4(address))).then(|| {
+        format!(
+            "it drops every packet to the host address {address} (from {}): not translated",
+            host.address_from
+        )
+    })
+}
+
+/// Why a line that admits flows is not the host's: another host address's, or another
+/// interface's.
+fn not_our_flow(host: &HostOut, f: &Flow) -> Option<String> {
+    let address = host.address;
+    // The host side's option: -d for what comes in, -s for what goes out.
+    let flag = if matches!((f.direction, f.is_return), (Direction::In, false) | (Direction::Out, true)) {
+        "-d"
+    } else {
+        "-s"
+    };
+    if let Some(h) = f.host.filter(|h| h.len != 32 || h.addr != IpAddr::V4(address)) {
+        return Some(format!(
+            "{flag} {h} is not the host address {address} (from {}; --address chooses another)",
+            host.address_from
+        ));
+    }
+    other_iface(host, f.iface.as_ref())
+}
+
+/// Why a line on interface `theirs` is not the host's, if the policy is for another.
+fn other_iface(host: &HostOut, theirs: Option<&String>) -> Option<String> {
+    match (&host.iface, theirs) {
+        (Some(mine), Some(theirs)) if mine != theirs => {
+            Some(format!("on interface {theirs}: the policy is for {mine} (from {})", host.iface_from))
+        }
+        _ => None,
+    }
+}
+
 /// Pairs opening lines with their returns, gathers each service's peers, and merges the
 /// services with the same peers into rules.
-pub(super) fn group(
-    flows: &[(usize, String, Flow)],
-    passes_returns: &[String],
-    untranslated: &mut Vec<Finding>,
-    differences: &mut Vec<Finding>,
-) -> Vec<RuleOut> {
+pub(super) fn group(flows: &[FlowLine], passes_returns: &[String], findings: &mut Findings) -> Vec<RuleOut> {
+    let Findings { untranslated, differences, .. } = findings;
     // Indexes throughout: a dump may hold a line for each of 100,000 peers.
     let texts: HashMap<usize, &str> = flows.iter().map(|(l, t, _)| (*l, t.as_str())).collect();
     let finding = |line: usize, why: String| Finding { line, rule: texts[&line].to_owned(), why };

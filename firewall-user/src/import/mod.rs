@@ -18,25 +18,21 @@ mod tests;
 mod write;
 
 use std::{
-    collections::HashMap,
     fmt, fs,
     io::{self, Read as _},
-    net::{IpAddr, Ipv4Addr},
+    net::Ipv4Addr,
     path::{Path, PathBuf},
 };
 
-use firewall_common::Direction;
-
 use self::{
-    classify::{Classified, Flow, Role, WHY_DROP_POLICY, WHY_POLICY, WHY_RETURNS, classify},
-    dump::{parse_dump, words},
-    group::group,
-    spec::parse_spec,
-    write::{HostOut, count, write_policy},
+    classify::{FilterLines, Role, classify_filter, other_tables},
+    dump::parse_dump,
+    group::{choose_host, group, host_lines},
+    write::{count, write_policy},
 };
 use crate::{
     files::{self, FileError, Perms},
-    policy::{self, PolicyError, Prefix},
+    policy::{self, PolicyError},
 };
 
 /// What the command line adds to the dump.
@@ -167,224 +163,49 @@ pub fn run(file: &Path, output: Option<&Path>, existing: Existing, options: &Opt
     Ok(translation)
 }
 
-/// The most frequent of `values` (the first seen of equals).
-fn most_common<T: Eq + std::hash::Hash + Clone>(values: &[T]) -> Option<T> {
-    let mut counts: HashMap<&T, usize> = HashMap::new();
-    for v in values {
-        *counts.entry(v).or_default() += 1;
-    }
-    let mut best: Option<(&T, usize)> = None;
-    for v in values {
-        let n = counts[v];
-        if best.is_none_or(|(_, m)| n > m) {
-            best = Some((v, n));
+/// The account of the dump's lines that are no rule's as written, gathered stage by stage.
+#[derive(Debug, Default)]
+struct Findings {
+    untranslated: Vec<Finding>,
+    differences: Vec<Finding>,
+    built_in: Vec<Finding>,
+}
+
+impl Findings {
+    /// In the dump's order; a line's findings stay in the order they were found.
+    fn sort(&mut self) {
+        for list in [&mut self.untranslated, &mut self.differences, &mut self.built_in] {
+            list.sort_by_key(|f| f.line);
         }
     }
-    best.map(|(v, _)| v.clone())
+
+    fn translation(self, text: String, rules: usize) -> Translation {
+        let Findings { untranslated, differences, built_in } = self;
+        Translation { text, rules, untranslated, differences, built_in }
+    }
 }
 
 /// Translates an iptables-save dump; `input` names it in messages and comments.
 pub fn translate(text: &str, input: &str, options: &Options) -> Result<Translation> {
     let tables = parse_dump(text, input)?;
-    let mut untranslated = Vec::new();
-    let mut differences = Vec::new();
-    let mut built_in = Vec::new();
-    let finding = |line: usize, rule: &str, why: String| Finding { line, rule: rule.to_owned(), why };
-
     let Some(filter) = tables.iter().find(|t| t.name == "filter") else {
         let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
         return Err(ImportError::NoFilter { input: input.to_owned(), tables: names.join(", ") });
     };
-    for t in &tables {
-        if t.name == "filter" {
-            continue;
+    let mut findings = Findings { untranslated: other_tables(&tables), ..Findings::default() };
+    let FilterLines { classified, passes_returns } = classify_filter(filter, &mut findings);
+    let Some(host) = choose_host(&classified, options) else {
+        if classified.iter().any(|c| matches!(c.role, Role::Flow(_))) {
+            return Err(ImportError::NoAddress { input: input.to_owned() });
         }
-        // A table that only declares ACCEPT chains (iptables-save prints every table
-        // the kernel has loaded) changes nothing: only one with rules is reported.
-        if !t.rules.is_empty()
-            || t.chains.iter().any(|(_, _, p, _)| p.as_deref().is_some_and(|p| p != "ACCEPT"))
-        {
-            untranslated.push(finding(
-                t.line,
-                &format!("*{}", t.name),
-                format!(
-                    "table {} ({} rule{}) is not translated: the firewall filters, it does not rewrite or mark",
-                    t.name,
-                    t.rules.len(),
-                    if t.rules.len() == 1 { "" } else { "s" }
-                ),
-            ));
-        }
-    }
-
-    let user_chains: Vec<String> =
-        filter.chains.iter().filter(|(_, _, p, _)| p.is_none()).map(|(_, c, _, _)| c.clone()).collect();
-    // The chains that pass every return in the dump (an ESTABLISHED catch-all, or a
-    // policy ACCEPT): there, a line that opens flows needs no return line of its own.
-    let mut passes_returns: Vec<String> = Vec::new();
-    for (line, chain, policy, rule) in &filter.chains {
-        match policy.as_deref() {
-            None => untranslated.push(finding(
-                *line,
-                rule,
-                format!(
-                    "user-defined chain {chain} is not translated (nor the rules in it, nor the jumps to it)"
-                ),
-            )),
-            Some("DROP") => built_in.push(finding(*line, rule, WHY_DROP_POLICY.into())),
-            Some(p) => {
-                if p == "ACCEPT" {
-                    passes_returns.push(chain.clone());
-                }
-                untranslated.push(finding(
-                    *line,
-                    rule,
-                    format!("chain policy {p} cannot be expressed: every chain drops what no rule admits"),
-                ));
-            }
-        }
-    }
-
-    // Each line classified; a line after an unconditional DROP is never reached.
-    let mut classified = Vec::new();
-    let mut dropped_all: HashMap<String, usize> = HashMap::new();
-    for (line, text) in &filter.rules {
-        let words = words(text);
-        let chain = words.as_ref().ok().and_then(|w| w.get(1)).cloned().unwrap_or_default();
-        let parsed = words.and_then(|w| parse_spec(&w));
-        if let Some(at) = dropped_all.get(&chain) {
-            untranslated.push(finding(
-                *line,
-                text,
-                format!("never reached: line {at} drops everything before it"),
-            ));
-            continue;
-        }
-        match parsed.and_then(|spec| classify(&spec, &user_chains)) {
-            Ok(Role::BuiltIn(why)) => {
-                if why == WHY_POLICY {
-                    dropped_all.insert(chain, *line);
-                } else if why == WHY_RETURNS {
-                    passes_returns.push(chain);
-                }
-                built_in.push(finding(*line, text, why.into()));
-            }
-            Ok(role) => classified.push(Classified { line: *line, text: text.clone(), role }),
-            Err(why) => untranslated.push(finding(*line, text, why)),
-        }
-    }
-
-    // The interface: --iface, else the one the lines name most.
-    let named: Vec<String> = classified
-        .iter()
-        .filter_map(|c| match &c.role {
-            Role::Flow(Flow { iface, .. }) | Role::Antispoof { iface, .. } => iface.clone(),
-            Role::BuiltIn(_) => None,
-        })
-        .collect();
-    let (iface, iface_from) = match (&options.iface, most_common(&named)) {
-        (Some(i), _) => (Some(i.clone()), "--iface".to_owned()),
-        (None, Some(i)) => (Some(i.clone()), format!("the dump's -i/-o {i}")),
-        (None, None) => (None, String::new()),
+        // No line for a rule either: nothing to import, and the findings say why.
+        findings.sort();
+        return Ok(findings.translation(String::new(), 0));
     };
-    // The host address: --address, else the one the lines name most.
-    let hosts: Vec<Prefix> = classified
-        .iter()
-        .filter_map(|c| match &c.role {
-            Role::Flow(f) => f.host.filter(|h| h.len == 32),
-            _ => None,
-        })
-        .collect();
-    let address = match options.address {
-        Some(a) => a,
-        None => match most_common(&hosts).map(|p| p.addr) {
-            Some(IpAddr::V4(a)) => a,
-            // No line for a rule either: nothing to import, and the findings say why.
-            _ if !classified.iter().any(|c| matches!(c.role, Role::Flow(_))) => {
-                untranslated.sort_by_key(|f| f.line);
-                built_in.sort_by_key(|f| f.line);
-                return Ok(Translation {
-                    text: String::new(),
-                    rules: 0,
-                    untranslated,
-                    differences,
-                    built_in,
-                });
-            }
-            _ => return Err(ImportError::NoAddress { input: input.to_owned() }),
-        },
-    };
-    let address_from = if options.address.is_some() {
-        "--address".to_owned()
-    } else {
-        "the dump's -d on INPUT and -s on OUTPUT".to_owned()
-    };
-
-    // Lines for another host address or interface are not ours to translate.
-    let mut flows: Vec<(usize, String, Flow)> = Vec::new();
-    let mut sources = Vec::new();
-    let mut destinations = Vec::new();
-    let mut antispoof_lines = Vec::new();
-    for c in classified {
-        match c.role {
-            Role::Antispoof { source, prefix, iface: theirs } => {
-                let list: &mut Vec<Prefix> = if source { &mut sources } else { &mut destinations };
-                if let (Some(mine), Some(theirs)) = (&iface, &theirs)
-                    && mine != theirs
-                {
-                    let why = format!("on interface {theirs}: the policy is for {mine} (from {iface_from})");
-                    untranslated.push(finding(c.line, &c.text, why));
-                    continue;
-                }
-                if !source && prefix.contains(IpAddr::V4(address)) {
-                    let why = format!(
-                        "it drops every packet to the host address {address} (from {address_from}): not translated"
-                    );
-                    untranslated.push(finding(c.line, &c.text, why));
-                    continue;
-                }
-                if list.contains(&prefix) {
-                    built_in.push(finding(c.line, &c.text, format!("{prefix} is already in the list")));
-                } else {
-                    list.push(prefix);
-                }
-                antispoof_lines.push(c.line);
-            }
-            Role::Flow(f) => {
-                let flag = if matches!(
-                    (f.direction, f.is_return),
-                    (Direction::In, false) | (Direction::Out, true)
-                ) {
-                    "-d"
-                } else {
-                    "-s"
-                };
-                if let Some(h) = f.host.filter(|h| h.len != 32 || h.addr != IpAddr::V4(address)) {
-                    let why = format!(
-                        "{flag} {h} is not the host address {address} (from {address_from}; --address chooses another)"
-                    );
-                    untranslated.push(finding(c.line, &c.text, why));
-                } else if let (Some(mine), Some(theirs)) = (&iface, &f.iface)
-                    && mine != theirs
-                {
-                    let why = format!("on interface {theirs}: the policy is for {mine} (from {iface_from})");
-                    untranslated.push(finding(c.line, &c.text, why));
-                } else {
-                    flows.push((c.line, c.text, f));
-                }
-            }
-            Role::BuiltIn(_) => unreachable!("built-ins are set aside above"),
-        }
-    }
-
-    let rules = group(&flows, &passes_returns, &mut untranslated, &mut differences);
-    untranslated.sort_by_key(|f| f.line);
-    differences.sort_by_key(|f| f.line);
-    built_in.sort_by_key(|f| f.line);
-
-    let host = HostOut { iface, iface_from, address, address_from };
-    let antispoof = (sources, destinations, antispoof_lines);
-    let text = write_policy(input, &host, &antispoof, &rules, &untranslated, &differences, &built_in);
+    let (flows, antispoof) = host_lines(classified, &host, &mut findings);
+    let rules = group(&flows, &passes_returns, &mut findings);
+    findings.sort();
+    let text = write_policy(input, &host, &antispoof, &rules, &findings);
     policy::parse(&text, Path::new("the imported policy")).map_err(ImportError::Refused)?;
-    Ok(Translation { text, rules: rules.len(), untranslated, differences, built_in })
+    Ok(findings.translation(text, rules.len()))
 }
