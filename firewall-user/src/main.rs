@@ -391,10 +391,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { metrics, log_drops, iface } => serve::serve(&metrics, iface.as_deref(), log_drops)?,
         Command::Import { file, output, force, iface, address } => {
             let existing = if force { import::Existing::Replace } else { import::Existing::Keep };
-            import::run(&file, output.as_deref(), existing, &import::Options { iface, address })?;
+            if let Some(out) = &output {
+                import::check_output(out, existing)?;
+            }
+            let input = import::read_input(&file, std::io::stdin().lock())?;
+            let translation =
+                import::import(&input, &import::Options { iface, address }).inspect_err(|err| {
+                    // The error says "listed above": the lines that gave no rule come first.
+                    if let import::ImportError::NothingUsable { translation } = err {
+                        print_findings(translation);
+                    }
+                })?;
+            print_findings(&translation);
+            match &output {
+                None => print!("{}", translation.text),
+                Some(out) => import::write(&translation, out, existing)?,
+            }
+            eprintln!("firewall: {}", translation.summary(output.as_deref()));
         }
     }
     Ok(())
+}
+
+/// `firewall import`'s findings on stderr, one a line, before the policy and its summary.
+fn print_findings(translation: &import::Translation) {
+    for finding in translation.findings() {
+        eprintln!("{finding}");
+    }
 }
 
 /// `firewall drops`: each event on a line of its own, flushed, until SIGINT or SIGTERM.

@@ -3,10 +3,10 @@
 use std::{net::Ipv4Addr, path::Path};
 
 use super::{
-    Finding, Options, Translation,
+    Finding, ImportError, Input, Options, Translation,
     classify::{WHY_DROP_POLICY, WHY_INVALID, WHY_LOOPBACK, WHY_POLICY, WHY_PROTOCOL_RETURNS, WHY_RETURNS},
     dump::words,
-    translate,
+    import as import_input, read_input, translate,
     write::line_list,
 };
 use crate::policy::{self, Prefix};
@@ -579,7 +579,7 @@ fn what_is_no_dump_or_gives_nothing_is_an_error() {
         import_err("*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n"),
         "dump: no *filter table (tables: nat): nothing to import"
     );
-    // No rule comes out: run() makes that an error; translate says so with none.
+    // No rule comes out: import() makes that an error; translate says so with none.
     let t = import(&dump(&[
         "-A INPUT -s 10.0.0.0/8 -j DROP",
         "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --sport 80 -m state --state ESTABLISHED -j ACCEPT",
@@ -599,4 +599,27 @@ fn counters_and_quotes_are_read_as_iptables_save_writes_them() {
     );
     assert_eq!(words("-A X --comment \"a b\" -j Y").unwrap(), ["-A", "X", "--comment", "a b", "-j", "Y"]);
     assert_eq!(line_list(&[3, 1, 2, 5, 7, 8]), "1-3, 5, 7, 8");
+}
+
+#[test]
+fn import_reads_what_it_is_given_and_refuses_a_dump_that_gives_no_rule() {
+    let stdin = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j LOG\nCOMMIT\n";
+    let input = read_input(Path::new("-"), stdin.as_bytes()).unwrap();
+    assert_eq!((input.name.as_str(), input.text.as_str()), ("stdin", stdin));
+    let err = read_input(Path::new("/nonexistent/dump"), &b""[..]).unwrap_err();
+    assert_eq!(crate::one_line(&err), "reading /nonexistent/dump: No such file or directory (os error 2)");
+    // The refusal carries the findings that its message says are listed above.
+    let err = import_input(&input, &Options::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "nothing to import from stdin: no line of its filter table became a rule (2 lines not translated, listed above)"
+    );
+    let ImportError::NothingUsable { translation } = err else { panic!("{err:?}") };
+    assert_eq!(translation.findings().map(|f| f.line).collect::<Vec<_>>(), [2, 3]);
+    let input = Input { name: "dump".into(), text: SEED_DUMP.into() };
+    let t = import_input(&input, &Options::default()).unwrap();
+    assert_eq!(
+        t.summary(Some(Path::new("out.toml"))),
+        "imported 12 rules from dump to out.toml; 0 lines not translated, 1 line translated with a difference (listed above and at the top of the policy)"
+    );
 }
