@@ -276,7 +276,7 @@ pub(super) struct FilterLines {
 
 /// The tables besides `*filter`, listed as not translated. A table that only declares
 /// ACCEPT chains (iptables-save prints every table the kernel has loaded) changes
-/// nothing: only one with rules is.
+/// nothing: only one with rules, or with a chain that does not accept, is listed.
 pub(super) fn other_tables(tables: &[DumpTable]) -> Vec<Finding> {
     tables
         .iter()

@@ -1,4 +1,5 @@
-//! Reading an iptables-save dump: its tables, their chains and rule lines, and the words of one line.
+//! Reading an iptables-save dump: its tables, their chains and rule lines, and the words
+//! of one line.
 use super::{ImportError, Result};
 
 /// One table of the dump, between `*NAME` and `COMMIT`.
@@ -80,7 +81,7 @@ pub(super) fn parse_dump(text: &str, input: &str) -> Result<Vec<DumpTable>> {
 }
 
 /// The start of a long line, for an error message.
-pub(super) fn cut(line: &str) -> String {
+fn cut(line: &str) -> String {
     if line.chars().count() > 60 {
         format!("{}…", line.chars().take(60).collect::<String>())
     } else {

@@ -567,7 +567,7 @@ fn name_rules(rules: &mut [RuleOut]) {
 }
 
 /// Well-known services, for rule names.
-pub(super) fn service_name(port: u16) -> Option<&'static str> {
+fn service_name(port: u16) -> Option<&'static str> {
     Some(match port {
         20 | 21 => "ftp",
         22 => "ssh",
@@ -595,7 +595,7 @@ pub(super) fn service_name(port: u16) -> Option<&'static str> {
 }
 
 /// `dns-out`, `ssh-in`, `web-in` (80 and 443), `tcp-8080-in`, `ping-in`, `unreachable-out`.
-pub(super) fn base_name(rule: &RuleOut) -> String {
+fn base_name(rule: &RuleOut) -> String {
     let stem = match rule.icmp {
         Some((ICMP_ECHO_REQUEST, _)) => "ping".to_owned(),
         Some((ICMP_DEST_UNREACHABLE, _)) => "unreachable".to_owned(),
@@ -629,7 +629,7 @@ pub(super) fn base_name(rule: &RuleOut) -> String {
 }
 
 #[expect(clippy::maybe_infinite_iter, reason = "`taken` is finite: a free name comes")]
-pub(super) fn unique_name(base: &str, taken: &[String]) -> String {
+fn unique_name(base: &str, taken: &[String]) -> String {
     if !taken.iter().any(|t| t == base) {
         return base.to_owned();
     }

@@ -286,7 +286,7 @@ fn burst(text: &str) -> Result<u32, String> {
 }
 
 /// An address or prefix of `-s`/`-d`; `0.0.0.0/0` (anyone) is no match at all.
-pub(super) fn ipv4_prefix(text: &str) -> Result<Option<Prefix>, String> {
+fn ipv4_prefix(text: &str) -> Result<Option<Prefix>, String> {
     let prefix = Prefix::parse(text).map_err(|e| format!("-s/-d {text}: {e}"))?;
     if prefix.is_v6() {
         return Err(format!("{text} is IPv6: import reads iptables-save (IPv4), not ip6tables-save"));
@@ -294,7 +294,7 @@ pub(super) fn ipv4_prefix(text: &str) -> Result<Option<Prefix>, String> {
     Ok((prefix.len > 0).then_some(prefix))
 }
 
-pub(super) fn interface(text: &str) -> Result<String, String> {
+fn interface(text: &str) -> Result<String, String> {
     if text.ends_with('+') {
         return Err(format!(
             "interface wildcard {text} cannot be expressed: the policy is for one interface"
@@ -303,7 +303,7 @@ pub(super) fn interface(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
-pub(super) fn port(text: &str) -> Result<u16, String> {
+fn port(text: &str) -> Result<u16, String> {
     if text.contains(':') {
         return Err(format!("port range {text} cannot be expressed: the policy lists single ports"));
     }
@@ -311,7 +311,7 @@ pub(super) fn port(text: &str) -> Result<u16, String> {
 }
 
 /// The ICMP types the policy names, by number (as iptables-save writes them) or name.
-pub(super) fn icmp_type(text: &str) -> Result<u8, String> {
+fn icmp_type(text: &str) -> Result<u8, String> {
     if text.contains('/') {
         return Err(format!("ICMP code {text} cannot be expressed: the policy matches types, not codes"));
     }
@@ -328,7 +328,7 @@ pub(super) fn icmp_type(text: &str) -> Result<u8, String> {
     }
 }
 
-pub(super) fn states(text: &str) -> Result<States, String> {
+fn states(text: &str) -> Result<States, String> {
     let mut s = States::default();
     for state in text.split(',') {
         match state {
