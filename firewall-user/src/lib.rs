@@ -1,21 +1,43 @@
-//! The user side of the firewall: the policy, compiled into map entries, loaded into the
-//! kernel, attached, pinned, listed.
-pub mod blocklist;
+//! The user side of the firewall: a policy file validated, compiled into map entries,
+//! loaded into the kernel, changed live, shown.
+//!
+//! # Layout
+//!
+//! Each module is one concern; the `firewall` binary (`src/main.rs`, a file per command
+//! under `src/cli/`) parses its arguments, calls one function here, and prints.
+//!
+//! - [`policy`]: the TOML policy file in, a validated [`Policy`] out, or one
+//!   `FILE:LINE:COL: message` error.
+//! - [`compile`]: a policy into map entries with stable ids, and the listing's lines
+//!   (`LineKind`: what each line counts).
+//! - [`kernel`]: the eBPF object loaded, attached, pinned and replaced; its maps; and
+//!   [`Filter`], the handle on a live filter every command starts from (it checks root
+//!   and finds the pins once).
+//! - [`ops`]: changes to a filter: `up` and `down`, `reload`, `allow` and `revoke`,
+//!   `block` and `unblock`, `zero`, and the safety nets around them (the SSH guard,
+//!   `--confirm`'s rollback).
+//! - [`view`]: what a filter shows: the counters' snapshot, the `iptables -nvL` listing,
+//!   `conntrack`, the blocklist, drop events.
+//! - [`watch`]: the live terminal view of per-line rates.
+//! - [`serve`]: the Prometheus endpoint, and reload on SIGHUP.
+//! - [`import`]: an `iptables-save` dump into a policy.
+//!
+//! The kernel side is `firewall-ebpf`; what both sides share (the maps' keys and values,
+//! ids, the drop event) is `firewall-common`. docs/design.md maps each rule to the code
+//! that enforces it, the map that holds it, the counter it bumps and the test that proves
+//! it.
 pub mod compile;
-pub mod confirm;
-pub mod drops;
-pub mod files;
-pub mod filter;
+mod files;
 pub mod import;
-pub mod listing;
-pub mod live;
-pub mod lockout;
-pub mod maps;
-pub mod pins;
+pub mod kernel;
+pub mod ops;
 pub mod policy;
 pub mod serve;
-pub mod stats;
+pub mod view;
 pub mod watch;
+
+pub use kernel::{Filter, FilterError};
+pub use policy::Policy;
 
 /// The kernel object, built by build.rs for bpfel-unknown-none.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/firewall-ebpf"));

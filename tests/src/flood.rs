@@ -21,7 +21,7 @@ use std::{
 
 use aya::maps::{HashMap, MapData, PerCpuArray};
 use firewall_common::{Counter, Flow, FlowKey, FlowTable, MAP_CONNTRACK, MAP_COUNTERS, MAP_HALF_OPEN};
-use firewall_user::{compile::Ids, pins::Pins};
+use firewall_user::{compile::Ids, kernel::pins::Pins};
 use serde_json::Value;
 
 use crate::{

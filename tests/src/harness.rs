@@ -2,7 +2,7 @@
 //! BPF_PROG_TEST_RUN: no interface, no traffic, the kernel's verdict.
 use aya::programs::{TestRun, TestRunOptions};
 use firewall_common::{Builtin, Chain, Counter, Line, builtin_counter, rule_counter};
-use firewall_user::{compile::Ids, filter::Loaded, policy::Policy};
+use firewall_user::{compile::Ids, kernel::load::Loaded, policy::Policy};
 
 use crate::require_root;
 

@@ -341,11 +341,11 @@ impl Lab {
 
     /// Where the firewall pins for this lab's server namespace, and keeps its state.
     pub fn pin_root(&self) -> PathBuf {
-        Path::new(firewall_user::pins::PIN_ROOT).join(format!("netns-{}", self.server))
+        Path::new(firewall_user::kernel::pins::PIN_ROOT).join(format!("netns-{}", self.server))
     }
 
     pub fn state_root(&self) -> PathBuf {
-        Path::new(firewall_user::pins::STATE_ROOT).join(format!("netns-{}", self.server))
+        Path::new(firewall_user::kernel::pins::STATE_ROOT).join(format!("netns-{}", self.server))
     }
 
     /// The state directory of the filter on `s0`.

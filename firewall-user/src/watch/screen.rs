@@ -26,10 +26,9 @@ use ratatui::{
 
 use super::{Row, columns, conntrack_text, fit, parse_interval, rows};
 use crate::{
-    filter,
-    live::{self, LiveError},
-    pins::Pins,
-    stats::Snapshot,
+    kernel::{Filter, pins::Pins},
+    ops::LiveError,
+    view::snapshot::Snapshot,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -243,7 +242,9 @@ fn wait(deadline: Instant, signals: &Signals) -> Result<Wake, WatchError> {
 /// One reading of the filter on `iface`: checked to be up, on an interface that still
 /// exists, as every live command checks.
 fn take(iface: &str) -> Result<Snapshot, LiveError> {
-    Snapshot::take(&live::live(Some(iface))?)
+    let filter = Filter::open(Some(iface))?;
+    filter.check_interface()?;
+    Snapshot::take(filter.pins())
 }
 
 /// The view of `snapshot` against the one before it, or of the error that took its place.
@@ -269,17 +270,21 @@ fn view(
     }
 }
 
+/// `--interval SECONDS`, checked.
+pub fn interval(text: &str) -> Result<Duration, WatchError> {
+    parse_interval(text).ok_or_else(|| WatchError::BadInterval(text.into()))
+}
+
 /// `firewall watch [--iface IF] [--interval SECONDS]`: returns when the user quits (q,
 /// Esc, Ctrl-C, or a signal), with the terminal as it was. Bad arguments, no root, no
 /// terminal or no filter up fail before the screen changes; once watching, a failed
 /// snapshot is shown in the view and tried again.
-pub fn run(iface: Option<&str>, interval: &str) -> Result<(), WatchError> {
-    let interval = parse_interval(interval).ok_or_else(|| WatchError::BadInterval(interval.into()))?;
-    filter::require_root().map_err(LiveError::from)?;
+pub fn run(filter: &Filter, interval: Duration) -> Result<(), WatchError> {
     if !io::stdin().is_terminal() || !io::stdout().is_terminal() {
         return Err(WatchError::NotATerminal);
     }
-    let pins = live::live(iface)?;
+    filter.check_interface().map_err(LiveError::from)?;
+    let pins = filter.pins().clone();
     let mut latest = Ok(Snapshot::take(&pins)?);
     let signals = Signals::register()?;
     let mut screen = Screen::enter()?;
@@ -313,7 +318,7 @@ mod tests {
     use super::*;
     use crate::{
         compile::Ids,
-        maps::TableStats,
+        kernel::maps::TableStats,
         watch::tests::{POLICY, snapshot},
     };
 

@@ -234,7 +234,7 @@ fn a_drop_s_event_holds_its_direction_line_length_and_head() {
         Builtin, CONFIG_LOG_DROPS, Chain, DROP_EVENT_BYTES, Direction, LOG_BUCKET, MAP_DROP_EVENTS,
         TokenBucket, builtin_counter,
     };
-    use firewall_user::drops::event_of;
+    use firewall_user::view::drops::event_of;
     use tests::harness::{TestFilter, Verdict};
 
     require_root();

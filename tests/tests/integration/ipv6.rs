@@ -292,7 +292,7 @@ fn a_blocked_peer_gets_nothing_through_but_its_link_local_discovery() {
     let peer_link_local = v6("fe80::5");
     let block = |f: &mut TestFilter, text: &str| {
         let prefix = firewall_user::policy::Prefix::parse(text).expect("a prefix");
-        firewall_user::blocklist::apply_block(&mut f.loaded.maps, prefix, 0, 0).expect("blocking");
+        firewall_user::ops::block::apply_block(&mut f.loaded.maps, prefix, 0, 0).expect("blocking");
     };
     block(&mut f, "2001:db8:5::5");
     let (block_in, block_out) = (

@@ -15,7 +15,7 @@ use std::{
 };
 
 use firewall_common::{AllowKey, CONFIG_HAS_BLOCKS, Direction, PROTO_TCP};
-use firewall_user::{maps::LiveMaps, pins::Pins};
+use firewall_user::kernel::{maps::LiveMaps, pins::Pins};
 use tests::{
     lab::{
         BLOCKED_AFTER, HOST, Lab, OPEN_WITHIN, Outcome, SERVER_IF, STRANGER, assert_fails, echo,
@@ -514,7 +514,7 @@ fn a_change_that_must_wait_says_so_then_takes_effect() {
     let lab = Lab::new("wait");
     lab.up();
     // Another change holds the lock for 3 s, having said who it is, as each does.
-    let lock = lab.state_dir().join(firewall_user::pins::LOCK);
+    let lock = lab.state_dir().join(firewall_user::kernel::pins::LOCK);
     let mut holder = Command::new("flock");
     holder
         .arg(&lock)

@@ -18,7 +18,7 @@
 //! without `address6` get IPv6 frames too, which must all meet the `ipv6` line.
 //!
 //! Two cases of frames in five, and one sequence in five, start with blocks (`firewall
-//! block`, through its own code on the loaded maps: [`blocklist::apply_block`]) of the
+//! block`, through its own code on the loaded maps: [`block::apply_block`]) of the
 //! policy's peers, strangers, our address, link-local addresses and their networks, of
 //! both families, nested at times, none expiring within a case; three sequences in ten
 //! block more between two steps, which must end the flows of the peers they block. The model is given the entries as the map then
@@ -65,7 +65,7 @@ use std::{
 
 use firewall_common::{Builtin, Chain, Counter, Direction, Line, builtin_counter, rule_counter};
 use firewall_user::{
-    blocklist,
+    ops::block,
     policy::{Policy, Prefix, Service},
 };
 use proptest::{
@@ -2915,9 +2915,9 @@ impl Subject {
     fn clear_blocks(&mut self) {
         let maps = &mut self.filter.loaded.maps;
         let entries: Vec<Prefix> =
-            blocklist::entries(maps).expect("reading the blocklist").iter().map(|e| e.prefix).collect();
+            block::entries(maps).expect("reading the blocklist").iter().map(|e| e.prefix).collect();
         if !entries.is_empty() {
-            blocklist::lift_blocks(maps, &entries, coarse_now()).expect("unblocking");
+            block::lift_blocks(maps, &entries, coarse_now()).expect("unblocking");
         }
     }
 
@@ -2930,8 +2930,8 @@ impl Subject {
         }
         let now = coarse_now();
         let maps = &mut self.filter.loaded.maps;
-        let entries = |maps: &firewall_user::maps::LiveMaps| -> Vec<model::Block> {
-            blocklist::entries(maps)
+        let entries = |maps: &firewall_user::kernel::maps::LiveMaps| -> Vec<model::Block> {
+            block::entries(maps)
                 .expect("reading the blocklist")
                 .iter()
                 .map(|e| model::Block {
@@ -2944,7 +2944,7 @@ impl Subject {
         for spec in specs {
             let before: Vec<(u32, model::Net)> = entries(maps).iter().map(|b| (b.slot, b.net)).collect();
             let deadline_ns = if spec.for_an_hour { now + 3_600_000_000_000 } else { 0 };
-            blocklist::apply_block(maps, spec.prefix, deadline_ns, now).expect("blocking");
+            block::apply_block(maps, spec.prefix, deadline_ns, now).expect("blocking");
             state.block(model::Net::from_prefix(&spec.prefix));
             // A new entry's lines start from zero (a slot an absorbed one freed may take
             // it), and an absorbed one's slot is free (its lines read as zero). Compared

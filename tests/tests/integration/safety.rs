@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use firewall_user::pins::{LOCK, PIN_ROOT, STATE_ROOT};
+use firewall_user::kernel::pins::{LOCK, PIN_ROOT, STATE_ROOT};
 use serde_json::Value;
 use tests::{
     daemons::{self, TestUser, said_ok},

@@ -7,7 +7,7 @@
 //! namespace. Beside it, in [`Pins::state`], the policy in force and its [`LiveState`].
 //!
 //! Both are root's alone: every directory 0700, every state file 0600, created so (see
-//! [`crate::files`]). Every change to a live filter holds its [`StateLock`], one
+//! `files.rs`). Every change to a live filter holds its [`StateLock`], one
 //! exclusive `flock` on a file in the state directory, taken once per command: changes
 //! on one interface happen one at a time, and a command that must wait says so and gives
 //! up after [`LOCK_WAIT`].
@@ -313,17 +313,6 @@ impl Pins {
         });
         written.map_err(io_err("write", path))?;
         Ok(Some(lock))
-    }
-
-    /// The lock on the filter `iface` names (or the only one up), which must still be up
-    /// once the lock is held: it may have gone down while this waited.
-    pub fn lock_up(iface: Option<&str>) -> Result<StateLock> {
-        let pins = Pins::find(iface)?;
-        let lock = pins.lock(LOCK_WAIT)?;
-        if !pins.is_up() {
-            return Err(PinsError::NotUp { iface: pins.iface.clone(), dir: pins.dir.clone() });
-        }
-        Ok(lock)
     }
 
     /// Makes the pin directory (and those above it, in bpffs), 0700.

@@ -38,11 +38,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     files::{self, Perms},
-    filter,
-    live::{self, LiveError},
-    lockout::SessionGuard,
-    maps::{Enforcement, LiveMaps},
-    pins::{PENDING, Pins, PinsError, STATE_ROOT, StateLock, io_err},
+    kernel::{
+        Filter, FilterError,
+        maps::{Enforcement, LiveMaps},
+        pins::{PENDING, Pins, PinsError, STATE_ROOT, StateLock, io_err},
+    },
+    ops::{LiveError, lockout::SessionGuard},
 };
 
 /// Where every rollback is told, whatever else is gone.
@@ -69,13 +70,13 @@ pub enum ConfirmError {
     #[error(transparent)]
     Live(#[from] LiveError),
     #[error(transparent)]
-    Filter(Box<filter::FilterError>),
+    Filter(Box<FilterError>),
     #[error(transparent)]
     Files(#[from] files::FileError),
 }
 
-impl From<filter::FilterError> for ConfirmError {
-    fn from(err: filter::FilterError) -> Self {
+impl From<FilterError> for ConfirmError {
+    fn from(err: FilterError) -> Self {
         ConfirmError::Filter(Box::new(err))
     }
 }
@@ -241,9 +242,8 @@ fn arm(lock: &StateLock, previous: Option<Previous>, seconds: u64, change: Strin
 }
 
 /// `firewall confirm`: the change stays. Returns what was confirmed.
-pub fn confirm(iface: Option<&str>) -> Result<(Pins, Pending)> {
-    filter::require_root()?;
-    let lock = Pins::lock_up(iface)?;
+pub fn confirm(filter: &Filter) -> Result<Pending> {
+    let lock = filter.lock_pins()?;
     let pins = lock.pins().clone();
     let Some(pending) = read_pending(&pins) else {
         return Err(ConfirmError::NothingPending { iface: pins.iface.clone(), last: last_rollback(&pins) });
@@ -255,7 +255,7 @@ pub fn confirm(iface: Option<&str>) -> Result<(Pins, Pending)> {
         // unless it is still the timer: its pid may be another process's by now.
         let _ = stop_timer(pid, start, &pins.iface, &pending.token);
     }
-    Ok((pins, pending))
+    Ok(pending)
 }
 
 /// Field 22 of `/proc/PID/stat`: when the process started, in clock ticks after boot.
@@ -390,11 +390,11 @@ pub fn timer(iface: &str, token: &str, after: Duration) -> Result<()> {
 fn roll_back(lock: &StateLock, pending: &Pending) -> Result<String> {
     match &pending.previous {
         None => {
-            filter::take_down(lock)?;
+            crate::ops::up::take_down(lock)?;
             Ok("took the filter down, as it was before".into())
         }
         Some(previous) => {
-            live::reload_text(
+            crate::ops::reload::reload_text(
                 lock,
                 &previous.policy_text,
                 &previous.policy_file,

@@ -11,7 +11,7 @@
 //! address, or is on the filtered interface (then the policy names the wrong address and
 //! drops the session as FORWARD traffic). It survives the change when the programs would
 //! admit its client's SYN to the server port: not an anti-spoof source, admitted by an
-//! `in` rule's allow-list, as the kernel looks it up ([`MapPlan::admits`]); the returns
+//! `in` rule's allow-list, as the kernel looks it up ([`crate::compile::MapPlan::admits`]); the returns
 //! then ride that flow (or the pickup of sessions older than the filter).
 use std::{
     fs,
@@ -22,7 +22,7 @@ use firewall_common::{AllowKey, Direction, PROTO_TCP};
 
 use crate::{
     compile::{Ids, plan},
-    maps::Enforcement,
+    kernel::maps::Enforcement,
     policy::{Policy, Prefix, Service, to_addr},
 };
 
@@ -272,9 +272,10 @@ pub fn check(policy: &Policy, iface: Option<&str>, session: &SshSession) -> Resu
 }
 
 /// Whether a command refuses to cut off the SSH session it runs from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SessionGuard {
     /// Refuse (the default).
+    #[default]
     Check,
     /// Go ahead anyway (`--force`; a rollback, which puts back what was in force).
     Skip,

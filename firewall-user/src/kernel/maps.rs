@@ -25,7 +25,7 @@ use firewall_common::{
 
 use crate::{
     compile::MapPlan,
-    pins::Pins,
+    kernel::pins::Pins,
     policy::{Prefix, from_addr},
 };
 

@@ -11,12 +11,14 @@ use firewall_common::{Chain, Counter};
 
 use crate::{
     compile::{LineKind, ListLine, chain_name},
-    listing::{grouped, human},
-    maps::TableStats,
-    stats::Snapshot,
+    kernel::maps::TableStats,
+    view::{
+        listing::{grouped, human},
+        snapshot::Snapshot,
+    },
 };
 
-pub use screen::run;
+pub use screen::{interval, run};
 
 /// One listing line as `watch` shows it.
 #[derive(Clone, Debug)]
@@ -256,7 +258,7 @@ pub(crate) mod tests {
     use std::{path::Path, time::Instant};
 
     use super::*;
-    use crate::{compile::Ids, pins::LiveState};
+    use crate::{compile::Ids, kernel::pins::LiveState};
 
     pub(crate) const POLICY: &str = r#"[host]
 address = "198.51.100.1"

@@ -1,4 +1,4 @@
-//! `firewall block` / `unblock` / `blocklist`: what fail2ban does, without its setuid
+//! `firewall block` and `unblock` (the entries are shown by [`crate::view::blocklist`]): what fail2ban does, without its setuid
 //! scripts. A block is live state, not policy: it lives in the `BLOCKLIST` map only
 //! (`reload` and `up` over a live filter leave it alone, `down` ends it), and nothing
 //! passes to or from an address inside it, checked before the allow-lists and anti-spoof
@@ -14,18 +14,18 @@
 //! entries it outlasts.
 use std::time::Duration;
 
-use firewall_common::{
-    BlockEntry, Builtin, CONFIG_HAS_BLOCKS, Chain, Counter, Direction, MAP_BLOCKLIST, MAX_BLOCKED,
-    block_counter, builtin_counter,
-};
-use serde::Serialize;
+use firewall_common::{BlockEntry, CONFIG_HAS_BLOCKS, Direction, MAP_BLOCKLIST, MAX_BLOCKED, block_counter};
 
 use crate::{
-    compile::{ANYWHERE, LineKind, ListChain, ListLine},
-    live::{Result, kernel_time_ns, lock, parse_prefixes},
-    lockout::{SessionGuard, SshSession},
-    maps::{LiveMaps, call, gone_is_ok, prefix_key},
-    pins::Pins,
+    kernel::{
+        Filter,
+        filter::kernel_time_ns,
+        maps::{LiveMaps, call, gone_is_ok, prefix_key},
+    },
+    ops::{
+        Result,
+        lockout::{SessionGuard, SshSession},
+    },
     policy::{Prefix, from_addr},
 };
 
@@ -39,7 +39,7 @@ pub struct Entry {
 }
 
 impl Entry {
-    fn expired(&self, now: u64) -> bool {
+    pub(crate) fn expired(&self, now: u64) -> bool {
         self.deadline_ns != 0 && self.deadline_ns <= now
     }
 }
@@ -144,15 +144,14 @@ pub enum Blocked {
 /// end, and no packet passes to or from them. Refuses, before changing anything, a bad
 /// address, or one that holds the SSH session the command runs from (unless [`SessionGuard::Skip`]).
 pub fn block(
-    iface: Option<&str>,
-    addrs: &[String],
+    filter: &Filter,
+    prefixes: &[Prefix],
     duration: Option<Duration>,
     session_guard: SessionGuard,
-) -> Result<(Pins, Vec<Blocked>)> {
-    let prefixes = parse_prefixes(addrs)?;
+) -> Result<Vec<Blocked>> {
     // Two changes at once would each decide the trie's flag on what they saw.
-    let lock = lock(iface)?;
-    let pins = lock.pins().clone();
+    let lock = filter.lock()?;
+    let pins = lock.pins();
     if let Some(session) = SshSession::current().filter(|_| session_guard == SessionGuard::Check) {
         let policy = pins.policy()?;
         if let Some(prefix) = prefixes.iter().find(|p| session.to_host(&policy) && p.contains(session.client))
@@ -160,18 +159,18 @@ pub fn block(
             return Err(BlockError::WouldCutSession { prefix: *prefix, session }.into());
         }
     }
-    let mut maps = LiveMaps::open(&pins)?;
+    let mut maps = LiveMaps::open(pins)?;
     let now = kernel_time_ns();
     let deadline_ns = match duration {
         None => 0,
         Some(d) => now.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
     };
     let mut done = Vec::new();
-    for prefix in prefixes {
+    for &prefix in prefixes {
         done.push(apply_block(&mut maps, prefix, deadline_ns, now)?);
     }
     settle_flag(&mut maps)?;
-    Ok((pins, done))
+    Ok(done)
 }
 
 /// What `block` does to the maps for one prefix, once it has checked it and holds the
@@ -210,13 +209,10 @@ fn settle_flag(maps: &mut LiveMaps) -> Result<()> {
 
 /// Unblocks each prefix: each must be an entry (a single address inside a wider block
 /// is refused, naming the block).
-pub fn unblock(iface: Option<&str>, addrs: &[String]) -> Result<Pins> {
-    let prefixes = parse_prefixes(addrs)?;
-    let lock = lock(iface)?;
-    let pins = lock.pins().clone();
-    let mut maps = LiveMaps::open(&pins)?;
-    lift_blocks(&mut maps, &prefixes, kernel_time_ns())?;
-    Ok(pins)
+pub fn unblock(filter: &Filter, prefixes: &[Prefix]) -> Result<()> {
+    let lock = filter.lock()?;
+    let mut maps = LiveMaps::open(lock.pins())?;
+    lift_blocks(&mut maps, prefixes, kernel_time_ns())
 }
 
 /// What `unblock` does to the maps, once it holds the lock: each prefix must be a live
@@ -238,121 +234,6 @@ pub fn lift_blocks(maps: &mut LiveMaps, prefixes: &[Prefix], now: u64) -> Result
         gone_is_ok(maps.blocklist.remove(&prefix_key(prefix))).map_err(call(MAP_BLOCKLIST, "remove"))?;
     }
     settle_flag(maps)
-}
-
-/// One entry, as `blocklist` and `list` show it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct BlockView {
-    pub prefix: String,
-    /// Seconds until it ends; `None`: until unblocked.
-    pub expires_secs: Option<u64>,
-    /// Packets and bytes from it (INPUT) and to it (OUTPUT).
-    pub packets_in: u64,
-    pub bytes_in: u64,
-    pub packets_out: u64,
-    pub bytes_out: u64,
-    #[serde(skip)]
-    pub slot: u32,
-}
-
-/// The live entries, with their counters.
-pub fn views(maps: &LiveMaps, counters: &[Counter]) -> Result<Vec<BlockView>> {
-    let now = kernel_time_ns();
-    let counter = |id: u32| counters.get(id as usize).copied().unwrap_or_default();
-    Ok(entries(maps)?
-        .into_iter()
-        .filter(|e| !e.expired(now))
-        .map(|e| {
-            let (i, o) = (
-                counter(block_counter(e.slot, Direction::In)),
-                counter(block_counter(e.slot, Direction::Out)),
-            );
-            BlockView {
-                prefix: e.prefix.to_string(),
-                expires_secs: (e.deadline_ns != 0).then(|| (e.deadline_ns - now).div_ceil(1_000_000_000)),
-                packets_in: i.packets,
-                bytes_in: i.bytes,
-                packets_out: o.packets,
-                bytes_out: o.bytes,
-                slot: e.slot,
-            }
-        })
-        .collect())
-}
-
-/// `9m58s`, `2d3h`: the largest two units.
-pub fn human_duration(secs: u64) -> String {
-    let units = [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)];
-    let mut parts = Vec::new();
-    let mut rest = secs;
-    for (name, size) in units {
-        if rest >= size || (parts.is_empty() && size == 1) {
-            parts.push(format!("{}{name}", rest / size));
-            rest %= size;
-        }
-        if parts.len() == 2 {
-            break;
-        }
-    }
-    parts.concat()
-}
-
-fn expiry_text(view: &BlockView) -> String {
-    match view.expires_secs {
-        Some(secs) => format!("blocked, expires in {}", human_duration(secs)),
-        None => "blocked until unblocked".into(),
-    }
-}
-
-/// Puts the blocklist's lines into `list`'s chains where the programs check them: after
-/// the built-in first lines of INPUT (from the blocked peers) and OUTPUT (to them).
-pub fn insert_lines(chains: &mut [ListChain], views: &[BlockView]) {
-    for chain in chains.iter_mut() {
-        let direction = match chain.chain {
-            Chain::Input => Direction::In,
-            Chain::Output => Direction::Out,
-            Chain::Forward => continue,
-        };
-        let after = builtin_counter(chain.chain, Builtin::Invalid);
-        let at = chain.lines.iter().position(|l| l.counter == after).map_or(0, |i| i + 1);
-        let lines = views.iter().map(|view| {
-            let (source, destination) = match direction {
-                Direction::In => (view.prefix.clone(), ANYWHERE.to_owned()),
-                Direction::Out => (ANYWHERE.to_owned(), view.prefix.clone()),
-            };
-            ListLine {
-                kind: LineKind::Blocklist(view.prefix.clone()),
-                target: "DROP",
-                prot: "all",
-                source,
-                destination,
-                matches: expiry_text(view),
-                counter: block_counter(view.slot, direction),
-            }
-        });
-        chain.lines.splice(at..at, lines);
-    }
-}
-
-/// `firewall blocklist`: one line per entry.
-pub fn render(views: &[BlockView]) -> String {
-    if views.is_empty() {
-        return "no address is blocked\n".into();
-    }
-    let width = views.iter().map(|v| v.prefix.len()).max().unwrap_or(0).max(18);
-    let mut out = format!(
-        "{:<width$} {:>10} {:>10} {:>10} {:>10}  expires\n",
-        "address", "pkts in", "bytes in", "pkts out", "bytes out"
-    );
-    for v in views {
-        let expires =
-            v.expires_secs.map_or("never (until unblocked)".into(), |s| format!("in {}", human_duration(s)));
-        out.push_str(&format!(
-            "{:<width$} {:>10} {:>10} {:>10} {:>10}  {expires}\n",
-            v.prefix, v.packets_in, v.bytes_in, v.packets_out, v.bytes_out
-        ));
-    }
-    out
 }
 
 #[cfg(test)]
@@ -441,14 +322,5 @@ mod tests {
             BlockError::Full.to_string(),
             "the blocklist is full (4096 entries); unblock some, or block a wider prefix"
         );
-    }
-
-    #[test]
-    fn durations_read_as_people_write_them() {
-        assert_eq!(human_duration(0), "0s");
-        assert_eq!(human_duration(59), "59s");
-        assert_eq!(human_duration(598), "9m58s");
-        assert_eq!(human_duration(3600), "1h");
-        assert_eq!(human_duration(2 * 86_400 + 3 * 3600 + 5), "2d3h");
     }
 }

@@ -11,7 +11,7 @@
 //! address: past that a connection is closed as soon as it is accepted, and counted, so
 //! that no client can run the process out of descriptors or keep Prometheus out.
 //! Long-running work is one of `run`'s `Tasks` (HTTP, and with `--log-drops` the kernel's
-//! drop events, see [`crate::drops`]), and every gauge read from a snapshot is emitted in
+//! drop events, see [`crate::view::drops`]), and every gauge read from a snapshot is emitted in
 //! `gauges`.
 use std::{
     collections::HashMap,
@@ -52,12 +52,12 @@ use tokio::{
 
 use crate::{
     compile::{LineKind, chain_name},
-    drops,
-    filter::require_root,
-    live::{self, LiveError},
-    lockout::SessionGuard,
-    pins::Pins,
-    stats::{LineStats, Snapshot},
+    kernel::Filter,
+    ops::{self, Apply, LiveError},
+    view::{
+        drops,
+        snapshot::{LineStats, Snapshot},
+    },
 };
 
 /// A client that has not sent its request's headers by then is disconnected (an idle
@@ -66,7 +66,7 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// No connection lasts longer, so that clients that never read their answers cannot
 /// pile up (a scrape takes milliseconds).
 const CONNECTION_DEADLINE: Duration = Duration::from_secs(60);
-/// The most connections open at once: each may live up to [`CONNECTION_DEADLINE`], and
+/// The most connections open at once: each may live up to `CONNECTION_DEADLINE`, and
 /// a descriptor each, where the process may have 1,024.
 pub const MAX_CONNECTIONS: usize = 128;
 /// The most from one client address, so that one client cannot take every connection.
@@ -117,18 +117,20 @@ pub enum TaskEnd {
 
 pub type Result<T> = std::result::Result<T, ServeError>;
 
-/// Checks the address and the filter, then serves until SIGTERM or SIGINT; with
+/// `--metrics ADDR:PORT`, checked.
+pub fn address(text: &str) -> Result<SocketAddr> {
+    text.parse().map_err(|_| ServeError::BadAddress(text.to_owned()))
+}
+
+/// Checks the filter, then serves until SIGTERM or SIGINT; with
 /// `log_drops`, drop events at most that many a second go to stderr too.
-pub fn serve(metrics: &str, iface: Option<&str>, log_drops: Option<u32>) -> Result<()> {
-    let addr: SocketAddr = metrics.parse().map_err(|_| ServeError::BadAddress(metrics.to_owned()))?;
-    require_root().map_err(LiveError::from)?;
-    let pins = Pins::find(iface).map_err(LiveError::from)?;
+pub fn serve(filter: &Filter, addr: SocketAddr, log_drops: Option<u32>) -> Result<()> {
     // A filter whose maps or state cannot be read is refused now, not at the first scrape.
-    let file = Snapshot::take(&pins)?.state.policy_file;
+    let file = Snapshot::take(filter.pins())?.state.policy_file;
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ServeError::Runtime)?;
     // Dropping the runtime drops the drop events' task, which turns them off.
-    runtime.block_on(run(addr, pins.iface, file, log_drops))
+    runtime.block_on(run(addr, filter.iface().to_owned(), file, log_drops))
 }
 
 /// The process's own counters.
@@ -233,11 +235,11 @@ async fn drop_events(shared: Arc<Shared>, rate: u32) -> Task {
     let ended = |why: TaskEnd| ServeError::TaskEnded { task: "reading drop events".into(), why };
     let iface = shared.iface.clone();
     let started = tokio::task::spawn_blocking(move || -> std::result::Result<_, LiveError> {
-        let pins = Pins::find(Some(&iface))?;
-        let events = drops::Events::open(&pins)?;
-        let on = drops::Listening::start(&pins, rate)?;
-        let snapshot = Snapshot::take(&pins).ok();
-        Ok((pins, events, on, snapshot))
+        let filter = Filter::open(Some(&iface))?;
+        let events = drops::Events::open(filter.pins())?;
+        let on = drops::Listening::start(&filter, rate)?;
+        let snapshot = Snapshot::take(filter.pins()).ok();
+        Ok((filter.pins().clone(), events, on, snapshot))
     })
     .await;
     let (pins, events, _on, mut snapshot) = match started {
@@ -262,9 +264,7 @@ async fn drop_events(shared: Arc<Shared>, rate: u32) -> Task {
         ready.get_inner_mut().drain(|event| received.push(event));
         ready.clear_ready();
         // A line a reload added since: read the listing again.
-        let known = |s: &Snapshot| {
-            received.iter().all(|e| s.chains.iter().any(|c| c.lines.iter().any(|l| l.counter == e.counter)))
-        };
+        let known = |s: &Snapshot| received.iter().all(|e| drops::names(s, e));
         if !snapshot.as_ref().is_some_and(known) {
             let pins = pins.clone();
             snapshot = tokio::task::spawn_blocking(move || Snapshot::take(&pins).ok()).await.ok().flatten();
@@ -281,7 +281,7 @@ async fn reload(shared: &Arc<Shared>) {
     let task = shared.clone();
     let done = tokio::task::spawn_blocking(move || {
         let _busy = task.busy.lock().unwrap_or_else(PoisonError::into_inner);
-        live::reload(&live::lock(Some(&task.iface))?, None, None, SessionGuard::Check)
+        ops::reload::reload(&Filter::open(Some(&task.iface))?, None, Apply::default())
     })
     .await;
     match done {
@@ -430,7 +430,7 @@ async fn metrics(shared: &Arc<Shared>, openmetrics: bool) -> Response<Body> {
     let task = shared.clone();
     let taken = tokio::task::spawn_blocking(move || {
         let _busy = task.busy.lock().unwrap_or_else(PoisonError::into_inner);
-        Snapshot::take(&Pins::find(Some(&task.iface))?)
+        Snapshot::take(Filter::open(Some(&task.iface))?.pins())
     })
     .await;
     let snapshot = match taken {
@@ -610,7 +610,7 @@ mod tests {
     use firewall_common::{Counter as Count, MAX_COUNTERS};
 
     use super::*;
-    use crate::{compile::Ids, pins::LiveState, policy::parse};
+    use crate::{compile::Ids, kernel::pins::LiveState, policy::parse};
 
     /// A snapshot of `examples/NAME` as `up` would number it, every counter distinct
     /// (id n holds n packets and 1000 n bytes).
@@ -622,7 +622,7 @@ mod tests {
         let mut snapshot =
             Snapshot::from_parts(policy, LiveState { policy_file: path, ids }, counters, Instant::now());
         snapshot.established.entries = 7;
-        snapshot.half_open = crate::maps::TableStats { entries: 5, capacity: 16_384, evicted: 3 };
+        snapshot.half_open = crate::kernel::maps::TableStats { entries: 5, capacity: 16_384, evicted: 3 };
         snapshot
     }
 

@@ -5,12 +5,14 @@ use std::time::Instant;
 use firewall_common::{Chain, Counter, FlowTable};
 
 use crate::{
-    blocklist::{self, BlockView},
     compile::{ListChain, ListLine, listing},
-    live::{LiveError, Result},
-    maps::{LiveMaps, TableStats},
-    pins::{LiveState, Pins},
+    kernel::{
+        maps::{LiveMaps, TableStats},
+        pins::{LiveState, Pins},
+    },
+    ops::{LiveError, Result},
     policy::Policy,
+    view::blocklist::{self, BlockView},
 };
 
 /// A listing line and its counter at the time of the snapshot.
@@ -81,7 +83,7 @@ impl Snapshot {
                 return Ok((policy, state));
             }
             if attempts == 10 {
-                return Err(LiveError::Pins(crate::pins::PinsError::BadState {
+                return Err(LiveError::Pins(crate::kernel::pins::PinsError::BadState {
                     iface: pins.iface.clone(),
                     path: pins.state.clone(),
                     message: "the policy in force and its ids disagree".into(),

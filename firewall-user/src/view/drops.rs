@@ -22,15 +22,18 @@ use etherparse::{LaxNetSlice, LaxSlicedPacket};
 pub use firewall_common::DropEvent;
 use firewall_common::{
     CONFIG_LOG_DROPS, DROP_EVENT_BYTES, Direction, LOG_BUCKET, MAP_DROP_EVENTS, MAP_TOKEN_BUCKETS,
-    TokenBucket,
+    PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TokenBucket,
 };
 
 use crate::{
     compile::chain_name,
-    live::{LiveError, Result},
-    maps::{LiveMaps, call, check_pinned},
-    pins::{Pins, PinsError},
-    stats::Snapshot,
+    kernel::{
+        Filter,
+        maps::{LiveMaps, call, check_pinned},
+        pins::{Pins, PinsError},
+    },
+    ops::{LiveError, Result},
+    view::snapshot::Snapshot,
 };
 
 /// The most events a second a listener may ask for.
@@ -131,23 +134,22 @@ pub fn decode(head: &[u8]) -> Decoded {
     out.protocol = Some(protocol);
     let bytes = payload.payload;
     match protocol {
-        6 | 17 if bytes.len() >= 4 => {
+        PROTO_TCP | PROTO_UDP if bytes.len() >= 4 => {
             out.ports =
                 Some((u16::from_be_bytes([bytes[0], bytes[1]]), u16::from_be_bytes([bytes[2], bytes[3]])));
         }
-        1 | 58 if bytes.len() >= 2 => out.icmp = Some((bytes[0], bytes[1])),
+        PROTO_ICMP | PROTO_ICMPV6 if bytes.len() >= 2 => out.icmp = Some((bytes[0], bytes[1])),
         _ => {}
     }
     out
 }
 
 fn protocol_name(protocol: u8) -> String {
-    match protocol {
-        1 => "ICMP".into(),
-        6 => "TCP".into(),
-        17 => "UDP".into(),
-        58 => "ICMPv6".into(),
-        n => n.to_string(),
+    // netfilter's LOG spelling of the one table's names: upper case, but for `ICMPv6`.
+    match firewall_common::protocol_name(protocol) {
+        Some(_) if protocol == PROTO_ICMPV6 => "ICMPv6".into(),
+        Some(name) => name.to_ascii_uppercase(),
+        None => protocol.to_string(),
     }
 }
 
@@ -199,41 +201,82 @@ pub fn render(event: &DropEvent, iface: &str, snapshot: Option<&Snapshot>) -> St
 /// on drop. Each holds the state lock for as long as it writes `CONFIG`, which changes
 /// read, modify and write too.
 pub struct Listening {
-    pins: Pins,
+    filter: Filter,
 }
 
 impl Listening {
     /// Turns the events on at `rate` a second (bursts of as many).
-    pub fn start(pins: &Pins, rate: u32) -> Result<Listening> {
-        let lock = crate::live::lock(Some(&pins.iface))?;
+    pub fn start(filter: &Filter, rate: u32) -> Result<Listening> {
+        let lock = filter.lock()?;
         let mut maps = LiveMaps::open(lock.pins())?;
         let interval_ns = 1_000_000_000 / u64::from(rate.clamp(1, MAX_RATE));
         let bucket = TokenBucket { tat: 0, interval_ns, burst_ns: u64::from(rate) * interval_ns };
         maps.token_buckets.set(LOG_BUCKET, bucket, 0).map_err(call(MAP_TOKEN_BUCKETS, "set"))?;
         maps.set_flag(CONFIG_LOG_DROPS, true)?;
-        Ok(Listening { pins: pins.clone() })
+        Ok(Listening { filter: filter.clone() })
     }
 }
 
 impl Drop for Listening {
     fn drop(&mut self) {
         // A filter gone meanwhile has no flag to clear.
-        if !self.pins.is_up() {
+        if !self.filter.pins().is_up() {
             return;
         }
-        let cleared = Pins::lock_up(Some(&self.pins.iface))
+        let cleared = self
+            .filter
+            .lock_pins()
             .map_err(LiveError::from)
             .and_then(|lock| Ok(LiveMaps::open(lock.pins())?.set_flag(CONFIG_LOG_DROPS, false)?));
         match cleared {
-            Ok(()) | Err(LiveError::Pins(crate::pins::PinsError::NotUp { .. })) => {}
+            Ok(()) | Err(LiveError::Pins(crate::kernel::pins::PinsError::NotUp { .. })) => {}
             Err(err) => {
                 eprintln!(
                     "firewall: turning the drop events off on {}: {}",
-                    self.pins.iface,
+                    self.filter.iface(),
                     crate::one_line(&err)
                 );
             }
         }
+    }
+}
+
+/// Whether `snapshot` names the line `event` was counted on; if not, a reload added the
+/// line since, and the listing must be read again.
+pub fn names(snapshot: &Snapshot, event: &DropEvent) -> bool {
+    snapshot.chains.iter().any(|c| c.lines.iter().any(|l| l.counter == event.counter))
+}
+
+/// `firewall drops`: the events turned on, read and told as lines until stopped.
+pub struct Follow {
+    filter: Filter,
+    snapshot: Snapshot,
+    events: Events,
+    on: Listening,
+}
+
+impl Follow {
+    /// Turns the events on at `rate` a second, on a filter whose interface is still there.
+    pub fn start(filter: &Filter, rate: u32) -> Result<Follow> {
+        filter.check_interface()?;
+        let snapshot = Snapshot::take(filter.pins())?;
+        let events = Events::open(filter.pins())?;
+        let on = Listening::start(filter, rate)?;
+        Ok(Follow { filter: filter.clone(), snapshot, events, on })
+    }
+
+    /// Tells each event to `each`, as a LOG line, until `stop` is set or the filter is down.
+    pub fn run(mut self, stop: &AtomicBool, mut each: impl FnMut(&str)) -> Result<()> {
+        let pins = self.filter.pins().clone();
+        let snapshot = &mut self.snapshot;
+        stream(&pins, &mut self.events, &self.on, stop, |event| {
+            if !names(snapshot, &event)
+                && let Ok(fresh) = Snapshot::take(&pins)
+            {
+                *snapshot = fresh;
+            }
+            each(&render(&event, &pins.iface, Some(snapshot)));
+        })
     }
 }
 
@@ -361,7 +404,7 @@ mod tests {
         let text = "[host]\naddress = \"198.51.100.1\"\n[[rule]]\nname = \"ssh\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 22\npeers = [\"192.0.2.7\"]\n";
         let policy = crate::policy::parse(text, std::path::Path::new("p.toml")).unwrap();
         let ids = crate::compile::Ids::assign(&policy, &Default::default());
-        let state = crate::pins::LiveState { policy_file: "p.toml".into(), ids };
+        let state = crate::kernel::pins::LiveState { policy_file: "p.toml".into(), ids };
         let snapshot = Snapshot::from_parts(policy, state, Vec::new(), std::time::Instant::now());
         let policy_line =
             firewall_common::builtin_counter(firewall_common::Chain::Input, firewall_common::Builtin::Policy);
@@ -388,7 +431,7 @@ mod tests {
         let policy = crate::policy::parse(text, std::path::Path::new("p.toml")).unwrap();
         let ids = crate::compile::Ids::assign(&policy, &Default::default());
         let line = firewall_common::rule_counter(ids.rule("blocklist"), firewall_common::Line::New);
-        let state = crate::pins::LiveState { policy_file: "p.toml".into(), ids };
+        let state = crate::kernel::pins::LiveState { policy_file: "p.toml".into(), ids };
         let snapshot = Snapshot::from_parts(policy, state, Vec::new(), std::time::Instant::now());
         let event = event(Direction::Out, line, 54, &syn());
         assert_eq!(
@@ -402,7 +445,7 @@ mod tests {
         let text = "[host]\naddress = \"198.51.100.1\"\n";
         let policy = crate::policy::parse(text, std::path::Path::new("p.toml")).unwrap();
         let ids = crate::compile::Ids::assign(&policy, &Default::default());
-        let state = crate::pins::LiveState { policy_file: "p.toml".into(), ids };
+        let state = crate::kernel::pins::LiveState { policy_file: "p.toml".into(), ids };
         let snapshot = Snapshot::from_parts(policy, state, Vec::new(), std::time::Instant::now());
         let line = firewall_common::builtin_counter(
             firewall_common::Chain::Output,

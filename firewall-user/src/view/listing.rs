@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::{
     compile::{ListChain, chain_name},
-    maps::TableStats,
+    kernel::maps::TableStats,
 };
 
 /// How to print.

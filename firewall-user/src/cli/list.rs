@@ -1,0 +1,44 @@
+//! `firewall list [-v] [-x] [--json]`
+use clap::Args;
+use firewall_user::{
+    Filter,
+    view::{
+        listing::{self, Style},
+        snapshot::Snapshot,
+    },
+};
+
+#[derive(Args)]
+#[expect(clippy::struct_excessive_bools, reason = "iptables' own flags, -n, -v and -x, beside --json")]
+pub struct List {
+    /// Numeric output (always numeric; accepted for iptables' habits).
+    #[arg(short = 'n', long)]
+    numeric: bool,
+    /// Show packet and byte counters.
+    #[arg(short, long)]
+    verbose: bool,
+    /// Exact numbers instead of K, M, G.
+    #[arg(short = 'x', long)]
+    exact: bool,
+    /// One JSON object, for scripts.
+    #[arg(long)]
+    json: bool,
+    #[arg(long)]
+    iface: Option<String>,
+}
+
+impl List {
+    pub fn run(self) -> anyhow::Result<()> {
+        let filter = Filter::open(self.iface.as_deref())?;
+        let snapshot = Snapshot::take(filter.pins())?;
+        let tables = (&snapshot.established, &snapshot.half_open);
+        if self.json {
+            println!("{}", listing::json(&snapshot.chains, &snapshot.counters, snapshot.audit, tables));
+        } else {
+            let style = Style { verbose: self.verbose, exact: self.exact, audit: snapshot.audit };
+            print!("{}", listing::render(&snapshot.chains, &snapshot.counters, style));
+            println!("\n{}", listing::conntrack_line(tables.0, tables.1));
+        }
+        Ok(())
+    }
+}

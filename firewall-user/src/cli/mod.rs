@@ -1,0 +1,158 @@
+//! The command line: [`Cli`] parsed by clap, and one file per command, each of which
+//! parses its arguments, calls one library function and prints what it did.
+mod allow;
+mod block;
+mod blocklist;
+mod check;
+mod confirm;
+mod conntrack;
+mod down;
+mod drops;
+mod import;
+mod list;
+mod reload;
+mod rollback_timer;
+mod serve;
+mod unblock;
+mod up;
+mod watch;
+mod zero;
+
+use clap::{Args, Parser, Subcommand};
+use firewall_user::{
+    kernel::maps::Enforcement,
+    ops::{Apply, confirm::Armed, lockout::SessionGuard},
+};
+
+#[derive(Parser)]
+#[command(
+    name = "firewall",
+    version,
+    about = "A tight server firewall in XDP and TC, driven by one TOML policy"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a policy: exit 0, or 1 with FILE:LINE:COL: message. Under SSH, also
+    /// refuse a policy that would cut this session off.
+    Check(check::Check),
+    /// Load the policy, attach XDP ingress and TC egress, pin, and exit with the filter in
+    /// place; when a filter is up, replace its programs in place and apply the policy.
+    Up(up::Up),
+    /// Detach and unpin: the interface is as before `up`.
+    Down(down::Down),
+    /// Re-read the policy and change the live maps in place: no detach, flows and counters kept.
+    Reload(reload::Reload),
+    /// Keep the change an `up` or `reload --confirm` made: its rollback is called off.
+    Confirm(confirm::Confirm),
+    /// Add peers to a rule, live, and write them into the policy file.
+    Allow(allow::Allow),
+    /// Remove peers from a rule, live (their flows end), and from the policy file.
+    Revoke(allow::Revoke),
+    /// Block addresses or prefixes, live: their flows end, nothing passes to or from them.
+    Block(block::Block),
+    /// Lift blocks (each ADDR|CIDR as it was blocked).
+    Unblock(unblock::Unblock),
+    /// The blocked addresses, their counters and expiry.
+    Blocklist(blocklist::Blocklist),
+    /// Started by `--confirm`: rolls the change back unless confirmed in time.
+    #[command(hide = true)]
+    RollbackTimer(rollback_timer::RollbackTimer),
+    /// Zero the packet and byte counters, as iptables -Z.
+    Zero(zero::Zero),
+    /// The tracked flows, as conntrack -L.
+    Conntrack(conntrack::Conntrack),
+    /// The chains with their rules and counters, like `iptables -nvL`.
+    List(list::List),
+    /// Stream sampled drop events, as iptables' LOG target writes them, until Ctrl-C.
+    Drops(drops::Drops),
+    /// Live per-rule packet and byte rates, busiest first, and the conntrack table's fill.
+    Watch(watch::Watch),
+    /// Serve the counters for Prometheus at http://ADDR:PORT/metrics and reload on SIGHUP,
+    /// until SIGTERM or SIGINT (the filter stays up).
+    Serve(serve::Serve),
+    /// Turn an iptables-save dump into a policy, and list the lines it could not translate.
+    Import(import::Import),
+}
+
+impl Cli {
+    /// Runs the command.
+    pub fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Check(args) => args.run(),
+            Command::Up(args) => args.run(),
+            Command::Down(args) => args.run(),
+            Command::Reload(args) => args.run(),
+            Command::Confirm(args) => args.run(),
+            Command::Allow(args) => args.run(),
+            Command::Revoke(args) => args.run(),
+            Command::Block(args) => args.run(),
+            Command::Unblock(args) => args.run(),
+            Command::Blocklist(args) => args.run(),
+            Command::RollbackTimer(args) => args.run(),
+            Command::Zero(args) => args.run(),
+            Command::Conntrack(args) => args.run(),
+            Command::List(args) => args.run(),
+            Command::Drops(args) => args.run(),
+            Command::Watch(args) => args.run(),
+            Command::Serve(args) => args.run(),
+            Command::Import(args) => args.run(),
+        }
+    }
+}
+
+/// How `up` and `reload` apply a policy.
+#[derive(Args)]
+struct ApplyArgs {
+    /// Audit mode: count what the policy would drop, and pass it (the listing says "would drop").
+    #[arg(long, conflicts_with = "enforce")]
+    audit: bool,
+    /// Leave audit mode: drop what the policy drops (the default for a new filter).
+    #[arg(long)]
+    enforce: bool,
+    /// Roll the change back after SECONDS unless `firewall confirm` comes first.
+    #[arg(long, value_name = "SECONDS")]
+    confirm: Option<u64>,
+    /// Apply even if it would cut off the SSH session this runs from.
+    #[arg(long)]
+    force: bool,
+}
+
+impl ApplyArgs {
+    fn apply(&self) -> Apply {
+        // The mode asked for, or `None` to keep the live filter's.
+        let enforcement = match (self.audit, self.enforce) {
+            (true, _) => Some(Enforcement::Audit),
+            (_, true) => Some(Enforcement::Enforce),
+            _ => None,
+        };
+        Apply { enforcement, confirm: self.confirm, session_guard: session_guard(self.force) }
+    }
+}
+
+/// `--force` skips the check that the command does not cut off its own SSH session.
+fn session_guard(force: bool) -> SessionGuard {
+    if force { SessionGuard::Skip } else { SessionGuard::Check }
+}
+
+/// Says how to keep a change that `--confirm` armed.
+fn report_armed(armed: Option<Armed>) {
+    if let Some(Armed { pid, seconds }) = armed {
+        println!(
+            "firewall: run `firewall confirm` within {seconds} s to keep this; else it is rolled back (timer pid {pid})"
+        );
+    }
+}
+
+/// The filter's mode, as `up` and `reload` end their line with it.
+fn audit_note(enforcement: Enforcement, separator: &str) -> String {
+    if enforcement.is_audit() {
+        format!("{separator} audit mode (nothing is dropped)")
+    } else {
+        String::new()
+    }
+}

@@ -1,0 +1,24 @@
+//! `firewall unblock ADDR|CIDR…`
+use clap::Args;
+use firewall_user::{
+    Filter,
+    ops::{block, peers::parse_prefixes},
+};
+
+#[derive(Args)]
+pub struct Unblock {
+    #[arg(required = true, value_name = "ADDR|CIDR")]
+    addrs: Vec<String>,
+    #[arg(long)]
+    iface: Option<String>,
+}
+
+impl Unblock {
+    pub fn run(self) -> anyhow::Result<()> {
+        let prefixes = parse_prefixes(&self.addrs)?;
+        let filter = Filter::open(self.iface.as_deref())?;
+        block::unblock(&filter, &prefixes)?;
+        println!("firewall: unblocked {} on {}", self.addrs.join(" "), filter.iface());
+        Ok(())
+    }
+}

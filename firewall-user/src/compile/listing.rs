@@ -1,0 +1,375 @@
+//! The listing: the lines `list`, the metrics and the drop events name and count, chain
+//! by chain, in the order the programs apply them.
+use firewall_common::{
+    Builtin, Chain, Direction, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, Line, PROTO_ICMP, builtin_counter,
+    icmpv6_equivalent, protocol_name, rule_counter,
+};
+use serde::Serialize;
+
+use super::{AntispoofEntry, AntispoofList, Ids, LineKind};
+use crate::policy::{Policy, Prefix, Rule, Service};
+
+/// One line of the listing, before counters are read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ListLine {
+    /// What it counts; `list --json` writes its name.
+    #[serde(rename = "name")]
+    pub kind: LineKind,
+    pub target: &'static str,
+    #[serde(rename = "protocol")]
+    pub prot: &'static str,
+    pub source: String,
+    pub destination: String,
+    /// iptables-style match text: `tcp dpt:122 state NEW,ESTABLISHED`.
+    #[serde(rename = "match")]
+    pub matches: String,
+    #[serde(skip)]
+    pub counter: u32,
+}
+
+/// A chain of the listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListChain {
+    pub chain: Chain,
+    pub lines: Vec<ListLine>,
+}
+
+pub fn chain_name(chain: Chain) -> &'static str {
+    match chain {
+        Chain::Input => "INPUT",
+        Chain::Output => "OUTPUT",
+        Chain::Forward => "FORWARD",
+    }
+}
+
+pub(crate) const ANYWHERE: &str = "0.0.0.0/0";
+const ANYWHERE6: &str = "::/0";
+
+/// iptables' `prot` column: a rule's protocol, `all` for several.
+fn proto_name(protocol: u8) -> &'static str {
+    protocol_name(protocol).unwrap_or("all")
+}
+
+fn peers_text(peers: &[Prefix]) -> String {
+    match peers {
+        [one] if one.len == 0 => ANYWHERE.into(),
+        [one] => one.to_string(),
+        [first, rest @ ..] => format!("{first} +{}", rest.len()),
+        [] => "-".into(),
+    }
+}
+
+fn builtin(chain: Chain, line: Builtin, target: &'static str, matches: &str) -> ListLine {
+    ListLine {
+        kind: LineKind::Builtin(line),
+        target,
+        prot: "all",
+        source: ANYWHERE.into(),
+        destination: ANYWHERE.into(),
+        matches: matches.into(),
+        counter: builtin_counter(chain, line),
+    }
+}
+
+/// The protocols of the link itself that pass (`non-ip`): they end at the neighbour, and
+/// Linux hands none of them to IP.
+const LINK_PROTOCOLS: &str = "ARP, LLDP, 802.1X, LACP, 802.3 LLC";
+
+/// The built-in lines every chain of the host's own traffic starts with: the parse's.
+/// The blocklist's lines follow them (`blocklist::insert_lines`).
+fn first_lines(policy: &Policy, chain: Chain) -> Vec<ListLine> {
+    let mut lines = vec![
+        builtin(chain, Builtin::NonIp, "ACCEPT", LINK_PROTOCOLS),
+        builtin(chain, Builtin::OtherEthertype, "DROP", &format!("ethertype not IP, {LINK_PROTOCOLS}")),
+    ];
+    if policy.address6.is_none() {
+        lines.push(ListLine {
+            source: ANYWHERE6.into(),
+            destination: ANYWHERE6.into(),
+            ..builtin(chain, Builtin::Ipv6, "DROP", "IPv6 (no address6)")
+        });
+    }
+    lines.push(builtin(chain, Builtin::Invalid, "DROP", "state INVALID (malformed, VLAN tags past two)"));
+    lines
+}
+
+/// What IPv6 itself needs, with `address6`: after the blocklist and INPUT's anti-spoof
+/// sources (which discovery from the link's own addresses skips), before the checks of
+/// the host's address.
+fn icmpv6_lines(policy: &Policy, chain: Chain) -> Vec<ListLine> {
+    let Some(address6) = policy.address6 else {
+        return Vec::new();
+    };
+    let ours = address6.to_string();
+    let (source, destination) = match chain {
+        Chain::Output => (ours, ANYWHERE6.into()),
+        _ => (ANYWHERE6.into(), ours),
+    };
+    vec![
+        ListLine {
+            prot: "ipv6-icmp",
+            source: ANYWHERE6.into(),
+            destination: ANYWHERE6.into(),
+            ..builtin(
+                chain,
+                Builtin::NeighbourDiscovery,
+                "ACCEPT",
+                "icmpv6type 133-137 hoplimit 255, 130-132,143 hoplimit 1 from fe80::/10 (fe80::/10, :: skip antispoof)",
+            )
+        },
+        ListLine {
+            prot: "ipv6-icmp",
+            source,
+            destination,
+            ..builtin(chain, Builtin::PacketTooBig, "ACCEPT", "icmpv6type 2 (packet too big)")
+        },
+    ]
+}
+
+/// The listing's lines, in the order the programs apply them: each chain's checks before
+/// the rules, the checks of invalid packets, each rule's lines, the chain's policy.
+pub fn listing(policy: &Policy, ids: &Ids) -> Vec<ListChain> {
+    let ours = our_addresses(policy);
+    let mut input = input_lines(policy, ids);
+    let mut output = output_lines(policy, &ours);
+    let mut forward = vec![builtin(Chain::Forward, Builtin::Invalid, "DROP", "state INVALID (malformed)")];
+    for (chain, lines) in
+        [(Chain::Input, &mut input), (Chain::Output, &mut output), (Chain::Forward, &mut forward)]
+    {
+        lines.extend(invalid_packet_lines(chain));
+    }
+    for rule in &policy.rules {
+        let (new_line, established_line) = rule_lines(policy, rule, ids.rule(&rule.name), &ours);
+        let (own, other) = match rule.direction {
+            Direction::In => (&mut input, &mut output),
+            Direction::Out => (&mut output, &mut input),
+        };
+        own.push(new_line);
+        other.extend(established_line);
+    }
+    let mut chains = Vec::new();
+    for (chain, mut lines) in [(Chain::Input, input), (Chain::Output, output), (Chain::Forward, forward)] {
+        lines.push(builtin(chain, Builtin::Policy, "DROP", ""));
+        chains.push(ListChain { chain, lines });
+    }
+    chains
+}
+
+/// The host's addresses, as the rules' lines show them: `address`, with `address6`
+/// after a comma.
+fn our_addresses(policy: &Policy) -> String {
+    match policy.address6 {
+        None => policy.address.to_string(),
+        Some(address6) => format!("{},{address6}", policy.address),
+    }
+}
+
+/// INPUT before the checks of invalid packets: the parse's lines, the anti-spoof
+/// sources, what IPv6 needs, the anti-spoof destinations.
+fn input_lines(policy: &Policy, ids: &Ids) -> Vec<ListLine> {
+    let mut input = first_lines(policy, Chain::Input);
+    input.extend(policy.antispoof_sources.iter().map(|p| antispoof_line(AntispoofEntry::source(*p), ids)));
+    input.extend(icmpv6_lines(policy, Chain::Input));
+    input.extend(
+        policy.antispoof_destinations.iter().map(|p| antispoof_line(AntispoofEntry::destination(*p), ids)),
+    );
+    input
+}
+
+/// An anti-spoof entry's line: its prefix is the source, or the destination, it drops.
+fn antispoof_line(entry: AntispoofEntry, ids: &Ids) -> ListLine {
+    let prefix = entry.prefix.to_string();
+    let (source, destination) = match entry.list {
+        AntispoofList::Sources => (prefix, ANYWHERE.into()),
+        AntispoofList::Destinations => (ANYWHERE.into(), prefix),
+    };
+    ListLine {
+        kind: LineKind::Antispoof(entry),
+        target: "DROP",
+        prot: "all",
+        source,
+        destination,
+        matches: String::new(),
+        counter: ids.antispoof[&entry],
+    }
+}
+
+/// OUTPUT before the checks of invalid packets: the parse's lines, what IPv6 needs
+/// (which leaves from link-local addresses), then the check that the source is ours.
+fn output_lines(policy: &Policy, ours: &str) -> Vec<ListLine> {
+    let mut output = first_lines(policy, Chain::Output);
+    output.extend(icmpv6_lines(policy, Chain::Output));
+    output.push(ListLine {
+        source: format!("!{ours}"),
+        ..builtin(Chain::Output, Builtin::SpoofedSource, "DROP", "outbound spoofing")
+    });
+    output
+}
+
+/// The checks of packets no flow may have, in every chain: fragments, and TCP flags.
+fn invalid_packet_lines(chain: Chain) -> [ListLine; 2] {
+    [
+        builtin(chain, Builtin::InvalidFragment, "DROP", "fragment"),
+        ListLine {
+            prot: "tcp",
+            ..builtin(chain, Builtin::InvalidTcpFlags, "DROP", "state INVALID (TCP flags)")
+        },
+    ]
+}
+
+/// A rule's two lines: the NEW one, for its own direction's chain, and the ESTABLISHED
+/// one (its returns), for the other chain; `None` for a rule without returns. `index` is
+/// the rule's id.
+fn rule_lines(policy: &Policy, rule: &Rule, index: u32, ours: &str) -> (ListLine, Option<ListLine>) {
+    let peers = peers_text(&rule.peers);
+    let protocols = rule_protocols(rule);
+    let prot = if protocols.len() == 1 { proto_name(protocols[0]) } else { "all" };
+    let limit = rule
+        .limit
+        .map(|l| format!(" limit: avg {}/{} burst {}", l.count, l.unit, l.burst))
+        .unwrap_or_default();
+    let (new_src, new_dst) = match rule.direction {
+        Direction::In => (peers, ours.to_owned()),
+        Direction::Out => (ours.to_owned(), peers),
+    };
+    let new_line = ListLine {
+        kind: LineKind::Rule { name: rule.name.clone(), line: Line::New },
+        target: "ACCEPT",
+        prot,
+        source: new_src.clone(),
+        destination: new_dst.clone(),
+        matches: format!(
+            "{} state {}{limit}",
+            service_text(policy, rule, &protocols, false),
+            if rule.related { "RELATED" } else { "NEW,ESTABLISHED" }
+        ),
+        counter: rule_counter(index, Line::New),
+    };
+    let established_line = ListLine {
+        kind: LineKind::Rule { name: rule.name.clone(), line: Line::Established },
+        target: "ACCEPT",
+        prot,
+        source: new_dst,
+        destination: new_src,
+        matches: format!("{} state ESTABLISHED", service_text(policy, rule, &protocols, true)),
+        counter: rule_counter(index, Line::Established),
+    };
+    // ICMP other than echo is stateless: such a rule has no returns to list.
+    let has_returns =
+        rule.services.iter().any(|s| !matches!(s, Service::Icmp { kind } if *kind != ICMP_ECHO_REQUEST));
+    (new_line, has_returns.then_some(established_line))
+}
+
+/// A rule's protocols, each once, in the order of its services.
+fn rule_protocols(rule: &Rule) -> Vec<u8> {
+    rule.services.iter().map(Service::protocol).fold(Vec::new(), |mut v, p| {
+        if !v.contains(&p) {
+            v.push(p);
+        }
+        v
+    })
+}
+
+/// A rule's match column before its state, protocol by protocol: the ports of tcp and
+/// udp, icmp's types; `established`: as the rule's returns carry them.
+fn service_text(policy: &Policy, rule: &Rule, protocols: &[u8], established: bool) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for p in protocols {
+        if *p == PROTO_ICMP {
+            parts.extend(icmp_text(policy, rule, established));
+            continue;
+        }
+        let ports: Vec<String> =
+            rule.services.iter().filter(|s| s.protocol() == *p).map(|s| s.key_port().to_string()).collect();
+        // A returning packet carries the service port as its source port when the
+        // flow was opened towards the service.
+        let (one, many) = if established { ("spt:", "sports") } else { ("dpt:", "dports") };
+        if ports.len() == 1 {
+            parts.push(format!("{} {one}{}", proto_name(*p), ports[0]));
+        } else {
+            parts.push(format!("{} multiport {many} {}", proto_name(*p), ports.join(",")));
+        }
+    }
+    parts.join(" ")
+}
+
+/// icmp's part of a rule's match column: its types, then the ICMPv6 types that mean the
+/// same when the rule has IPv6 peers.
+fn icmp_text(policy: &Policy, rule: &Rule, established: bool) -> Vec<String> {
+    // Only echo flows have returns: the replies.
+    let kinds: Vec<u8> = if established {
+        vec![ICMP_ECHO_REPLY]
+    } else {
+        rule.services
+            .iter()
+            .filter_map(|s| match s {
+                Service::Icmp { kind } => Some(*kind),
+                _ => None,
+            })
+            .collect()
+    };
+    let text = |ks: &[u8]| ks.iter().map(u8::to_string).collect::<Vec<_>>().join(",");
+    let mut parts = vec![format!("icmptype {}", text(&kinds))];
+    // What the same rule matches for its IPv6 peers.
+    let v6 = policy.address6.is_some() && rule.peers.iter().any(|p| *p == Prefix::ANY || p.is_v6());
+    let kinds6: Vec<u8> = kinds.iter().filter_map(|k| icmpv6_equivalent(*k)).collect();
+    if v6 && !kinds6.is_empty() {
+        parts.push(format!("icmpv6type {}", text(&kinds6)));
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::{compile::tests::POLICY, policy::parse};
+
+    #[test]
+    fn the_listing_shows_ipv6_lines_only_with_address6() {
+        let policy = parse(POLICY, Path::new("p.toml")).unwrap();
+        let ids = Ids::assign(&policy, &Ids::default());
+        let names: Vec<String> =
+            listing(&policy, &ids)[0].lines.iter().map(|l| l.kind.name().to_owned()).collect();
+        assert!(names.contains(&"icmpv6-nd".to_string()) && names.contains(&"icmpv6-ptb".to_string()));
+        assert!(!names.contains(&"ipv6".to_string()));
+        let v4_only = parse("[host]\naddress = \"198.51.100.1\"\n", Path::new("p.toml")).unwrap();
+        let ids = Ids::assign(&v4_only, &Ids::default());
+        let names: Vec<String> =
+            listing(&v4_only, &ids)[0].lines.iter().map(|l| l.kind.name().to_owned()).collect();
+        assert!(names.contains(&"ipv6".to_string()) && !names.contains(&"icmpv6-nd".to_string()));
+    }
+
+    #[test]
+    fn the_listing_is_in_the_programs_order() {
+        let policy = parse(POLICY, Path::new("p.toml")).unwrap();
+        let ids = Ids::assign(&policy, &Ids::default());
+        let chains = listing(&policy, &ids);
+        let names = |chain: usize| -> Vec<String> {
+            let mut names: Vec<String> =
+                chains[chain].lines.iter().map(|l| l.kind.name().to_owned()).collect();
+            names.dedup();
+            names
+        };
+        // The parse's lines (where the blocklist's go after `invalid`), INPUT's anti-spoof
+        // sources, what IPv6 needs, the anti-spoof destinations (not our address).
+        assert_eq!(
+            names(0)[..7],
+            ["non-ip", "ethertype", "invalid", "antispoof", "icmpv6-nd", "icmpv6-ptb", "antispoof"]
+        );
+        // OUTPUT: what IPv6 needs leaves from link-local addresses, before the check of our source.
+        assert_eq!(
+            names(1)[..6],
+            ["non-ip", "ethertype", "invalid", "icmpv6-nd", "icmpv6-ptb", "antispoof-source"]
+        );
+        for chain in &chains[..2] {
+            let ethertype =
+                chain.lines.iter().find(|l| l.kind == LineKind::Builtin(Builtin::OtherEthertype)).unwrap();
+            assert_eq!(
+                (ethertype.target, ethertype.counter),
+                ("DROP", builtin_counter(chain.chain, Builtin::OtherEthertype))
+            );
+        }
+    }
+}

@@ -1,0 +1,427 @@
+//! A policy compiled into what the maps must hold, and into the listing's lines.
+//!
+//! This is all the per-policy work; the kernel then does lookups only.
+//!
+//! # Layout
+//!
+//! - this file: the stable [`Ids`] of rules and anti-spoof entries, the [`MapPlan`] that
+//!   [`plan`] makes, and the [`LineKind`] that names each counted line;
+//! - `listing`: the listing's chains and lines, in the order the programs apply them.
+mod listing;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    time::Duration,
+};
+
+use firewall_common::{
+    ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_RELATED, ANTISPOOF_COUNTER_BASE, ANY_PEER, AllowKey,
+    AllowValue, Builtin, CONFIG_HAS_PREFIXES, CONFIG_IPV6, CONFIG_READY, Config, Line, MAX_ANTISPOOF,
+    MAX_RULES, TokenBucket, rule_counter, v4_mapped,
+};
+use serde::{Deserialize, Serialize};
+
+pub(crate) use self::listing::ANYWHERE;
+pub use self::listing::{ListChain, ListLine, chain_name, listing};
+use crate::policy::{Limit, Policy, Prefix, Rule};
+
+/// Stable ids. A rule keeps its index, and with it its two counters, its token bucket and
+/// its flows, for as long as its name stays in the policy; an anti-spoof entry keeps its
+/// counter for as long as it stays in its list. So a reload keeps every counter.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ids {
+    pub rules: BTreeMap<String, u32>,
+    /// Each anti-spoof entry's counter id.
+    pub antispoof: BTreeMap<AntispoofEntry, u32>,
+}
+
+/// One of the two anti-spoof lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AntispoofList {
+    /// `[antispoof] sources`: dropped coming in from them.
+    Sources,
+    /// `[antispoof] destinations`: dropped coming in to them.
+    Destinations,
+}
+
+impl AntispoofList {
+    /// How the listing's match column, the metrics' `line` label and the state name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AntispoofList::Sources => "source",
+            AntispoofList::Destinations => "destination",
+        }
+    }
+}
+
+/// An anti-spoof entry: what keeps its counter id from one reload to the next. Written in
+/// the state as `"source 10.0.0.0/8"`, as every version has written it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AntispoofEntry {
+    pub list: AntispoofList,
+    pub prefix: Prefix,
+}
+
+impl AntispoofEntry {
+    pub fn source(prefix: Prefix) -> AntispoofEntry {
+        AntispoofEntry { list: AntispoofList::Sources, prefix }
+    }
+
+    pub fn destination(prefix: Prefix) -> AntispoofEntry {
+        AntispoofEntry { list: AntispoofList::Destinations, prefix }
+    }
+}
+
+impl fmt::Display for AntispoofEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.list.name(), self.prefix)
+    }
+}
+
+impl Serialize for AntispoofEntry {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for AntispoofEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let entry = |list, prefix: &str| {
+            Prefix::parse(prefix)
+                .map(|prefix| AntispoofEntry { list, prefix })
+                .map_err(serde::de::Error::custom)
+        };
+        match text.split_once(' ') {
+            Some(("source", prefix)) => entry(AntispoofList::Sources, prefix),
+            Some(("destination", prefix)) => entry(AntispoofList::Destinations, prefix),
+            _ => Err(serde::de::Error::custom(format!("not an anti-spoof entry: {text:?}"))),
+        }
+    }
+}
+
+/// The lowest id in `range` that `taken` does not hold.
+fn lowest_free(range: std::ops::Range<u32>, taken: &mut Vec<u32>) -> u32 {
+    let id = range.clone().find(|id| !taken.contains(id)).expect("the policy's limits keep ids in range");
+    taken.push(id);
+    id
+}
+
+impl Ids {
+    /// Ids for `policy`, keeping those `previous` gave to the same names.
+    pub fn assign(policy: &Policy, previous: &Ids) -> Ids {
+        let mut ids = Ids::default();
+        let mut taken: Vec<u32> =
+            policy.rules.iter().filter_map(|r| previous.rules.get(&r.name).copied()).collect();
+        for rule in &policy.rules {
+            let id = match previous.rules.get(&rule.name) {
+                Some(id) => *id,
+                None => lowest_free(0..MAX_RULES, &mut taken),
+            };
+            ids.rules.insert(rule.name.clone(), id);
+        }
+        let entries: Vec<AntispoofEntry> = policy
+            .antispoof_sources
+            .iter()
+            .map(|p| AntispoofEntry::source(*p))
+            .chain(policy.antispoof_destinations.iter().map(|p| AntispoofEntry::destination(*p)))
+            .collect();
+        let mut taken: Vec<u32> = entries.iter().filter_map(|e| previous.antispoof.get(e).copied()).collect();
+        for entry in entries {
+            let id = match previous.antispoof.get(&entry) {
+                Some(id) => *id,
+                None => {
+                    lowest_free(ANTISPOOF_COUNTER_BASE..ANTISPOOF_COUNTER_BASE + MAX_ANTISPOOF, &mut taken)
+                }
+            };
+            ids.antispoof.insert(entry, id);
+        }
+        ids
+    }
+
+    /// The counter ids `self` uses that `previous` did not: they start from zero.
+    pub fn new_counters(&self, previous: &Ids) -> Vec<u32> {
+        let mut fresh = Vec::new();
+        for (name, rule) in &self.rules {
+            if previous.rules.get(name) != Some(rule) {
+                fresh.extend([rule_counter(*rule, Line::New), rule_counter(*rule, Line::Established)]);
+            }
+        }
+        for (entry, id) in &self.antispoof {
+            if previous.antispoof.get(entry) != Some(id) {
+                fresh.push(*id);
+            }
+        }
+        fresh
+    }
+
+    pub fn rule(&self, name: &str) -> u32 {
+        self.rules[name]
+    }
+
+    /// Whether these ids number every rule and anti-spoof entry of `policy`.
+    pub fn number(&self, policy: &Policy) -> bool {
+        policy.rules.iter().all(|r| self.rules.contains_key(&r.name))
+            && policy
+                .antispoof_sources
+                .iter()
+                .all(|p| self.antispoof.contains_key(&AntispoofEntry::source(*p)))
+            && policy
+                .antispoof_destinations
+                .iter()
+                .all(|p| self.antispoof.contains_key(&AntispoofEntry::destination(*p)))
+    }
+}
+
+/// Everything the maps must hold for a policy.
+#[derive(Debug, Default)]
+pub struct MapPlan {
+    pub config: Config,
+    /// Single peer addresses: the hash map.
+    pub allow_exact: HashMap<AllowKey, AllowValue>,
+    /// Prefixes: the LPM trie, by (key prefix length, key).
+    pub allow_prefix: HashMap<(u32, AllowKey), AllowValue>,
+    /// The key prefix lengths `allow_prefix` uses, longest first.
+    pub prefix_lens: Vec<u32>,
+    /// Prefix → counter id.
+    pub antispoof_sources: BTreeMap<Prefix, u32>,
+    pub antispoof_destinations: BTreeMap<Prefix, u32>,
+    /// Rule index → bucket, for every limited rule.
+    pub token_buckets: BTreeMap<u32, TokenBucket>,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn masked(mut key: AllowKey, len: u32) -> AllowKey {
+    let bits = len - ALLOW_KEY_SERVICE_BITS;
+    let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+    key.peer = (u128::from_be_bytes(key.peer) & mask).to_be_bytes();
+    key
+}
+
+impl MapPlan {
+    /// What the kernel's allow-list lookup would find for `key`: the exact entry, else
+    /// the longest prefix.
+    pub fn admits(&self, key: &AllowKey) -> Option<AllowValue> {
+        if let Some(value) = self.allow_exact.get(key) {
+            return Some(*value);
+        }
+        self.prefix_lens
+            .iter()
+            .find_map(|&len| self.allow_prefix.get(&(len, masked(*key, len))).copied())
+            .or_else(|| self.allow_exact.get(&AllowKey { peer: ANY_PEER, ..*key }).copied())
+    }
+}
+
+/// The map contents `policy` wants, with the rules and entries numbered by `ids`.
+pub fn plan(policy: &Policy, ids: &Ids) -> MapPlan {
+    let mut plan = MapPlan { config: config(policy), ..MapPlan::default() };
+    for rule in &policy.rules {
+        plan_rule(&mut plan, rule, ids.rule(&rule.name), policy.address6.is_some());
+    }
+    for prefix in &policy.antispoof_sources {
+        plan.antispoof_sources.insert(*prefix, ids.antispoof[&AntispoofEntry::source(*prefix)]);
+    }
+    for prefix in &policy.antispoof_destinations {
+        plan.antispoof_destinations.insert(*prefix, ids.antispoof[&AntispoofEntry::destination(*prefix)]);
+    }
+    if !plan.allow_prefix.is_empty() {
+        plan.config.flags |= CONFIG_HAS_PREFIXES;
+    }
+    let mut lens: Vec<u32> = plan.allow_prefix.keys().map(|(len, _)| *len).collect();
+    lens.sort_unstable_by(|a, b| b.cmp(a));
+    lens.dedup();
+    plan.prefix_lens = lens;
+    plan
+}
+
+/// The config map's entry: the host's addresses and the flows' timeouts.
+fn config(policy: &Policy) -> Config {
+    let c = &policy.conntrack;
+    Config {
+        address: v4_mapped(policy.address.octets()),
+        address6: policy.address6.map_or([0; 16], |a| a.octets()),
+        flags: CONFIG_READY | if policy.address6.is_some() { CONFIG_IPV6 } else { 0 },
+        _pad: 0,
+        tcp_established_timeout_ns: nanos(c.tcp_established_timeout),
+        tcp_fin_timeout_ns: nanos(c.tcp_fin_timeout),
+        tcp_rst_timeout_ns: nanos(c.tcp_rst_timeout),
+        udp_timeout_ns: nanos(c.udp_timeout),
+        icmp_timeout_ns: nanos(c.icmp_timeout),
+        tcp_syn_sent_timeout_ns: nanos(c.tcp_syn_sent_timeout),
+        tcp_syn_recv_timeout_ns: nanos(c.tcp_syn_recv_timeout),
+    }
+}
+
+/// One rule's allow-list entries, a service and peer each (two for `any` when the
+/// policy has `address6`), and its token bucket if it is limited. `index` is its id.
+fn plan_rule(plan: &mut MapPlan, rule: &Rule, index: u32, ipv6: bool) {
+    let flags =
+        if rule.limit.is_some() { ALLOW_LIMITED } else { 0 } | if rule.related { ALLOW_RELATED } else { 0 };
+    let value = AllowValue { rule: index, flags };
+    for service in &rule.services {
+        for peer in &rule.peers {
+            // `any` is anyone of either family: one entry, unless the service is ICMP,
+            // whose IPv6 peers speak ICMPv6.
+            let families: &[bool] = match (*peer == Prefix::ANY, ipv6) {
+                (true, true) => &[false, true],
+                (true, false) => &[false],
+                (false, _) => &[peer.is_v6()],
+            };
+            for &v6 in families {
+                // The policy refuses IPv6 peers for ICMP types that only IPv4 has.
+                let Some((protocol, port)) = service.key_for(v6) else { continue };
+                let (addr, len) = if *peer == Prefix::ANY { (ANY_PEER, 128) } else { peer.to_addr() };
+                let key = AllowKey { direction: rule.direction as u8, protocol, port, peer: addr };
+                // Single peers and `any` go in the hash, the rest in the trie.
+                if len == 128 {
+                    plan.allow_exact.insert(key, value);
+                } else {
+                    plan.allow_prefix.insert((ALLOW_KEY_SERVICE_BITS + len, key), value);
+                }
+            }
+        }
+    }
+    if let Some(Limit { interval, burst, .. }) = rule.limit {
+        let interval_ns = nanos(interval);
+        plan.token_buckets
+            .insert(index, TokenBucket { tat: 0, interval_ns, burst_ns: interval_ns * u64::from(burst) });
+    }
+}
+
+/// What a listing line counts. Its name (the listing's first column, the metrics' `rule`
+/// label, the drop events' `RULE=`) is [`LineKind::name`], defined here once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LineKind {
+    /// A built-in line: `non-ip`, `invalid`, `policy`, … ([`Builtin::name`]).
+    Builtin(Builtin),
+    /// An anti-spoof entry: `antispoof`.
+    Antispoof(AntispoofEntry),
+    /// A `firewall block` entry: `blocklist`, with its prefix as listed.
+    Blocklist(String),
+    /// One of a rule's two lines, under the rule's name.
+    Rule { name: String, line: Line },
+}
+
+impl LineKind {
+    pub fn name(&self) -> &str {
+        match self {
+            LineKind::Builtin(line) => line.name(),
+            LineKind::Antispoof(_) => "antispoof",
+            LineKind::Blocklist(_) => "blocklist",
+            LineKind::Rule { name, .. } => name,
+        }
+    }
+
+    /// The entry an anti-spoof or blocklist line stands for: its prefix (drop events'
+    /// `MATCH=`).
+    pub fn entry(&self) -> Option<String> {
+        match self {
+            LineKind::Antispoof(entry) => Some(entry.prefix.to_string()),
+            LineKind::Blocklist(prefix) => Some(prefix.clone()),
+            LineKind::Builtin(_) | LineKind::Rule { .. } => None,
+        }
+    }
+
+    /// Whether a rule may not be named `name`: the built-in lines' names, and every name
+    /// of the anti-spoof and INVALID families, present and to come. (`blocklist` is not
+    /// reserved: policies named rules so before the blocklist came, and the lines' kinds,
+    /// not their names, tell them apart.)
+    pub fn reserved(name: &str) -> bool {
+        name.starts_with("antispoof")
+            || name.starts_with("invalid")
+            || Builtin::ALL.iter().any(|line| line.name() == name)
+    }
+}
+
+impl Serialize for LineKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use firewall_common::{
+        Direction, ICMPV6_ECHO_REQUEST, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, V4_MAPPED_BITS,
+    };
+
+    use super::*;
+    use crate::policy::{parse, to_addr};
+
+    pub(super) const POLICY: &str = r#"
+[host]
+address = "198.51.100.1"
+address6 = "2001:db8::1"
+[[rule]]
+name = "ssh"
+direction = "in"
+protocols = ["tcp"]
+port = 22
+peers = ["203.0.113.7", "192.0.2.0/24", "2001:db8:1::7", "2001:db8:2::/48"]
+[[rule]]
+name = "ping"
+direction = "in"
+protocols = ["icmp"]
+icmp_type = "echo-request"
+peers = "any"
+"#;
+
+    #[test]
+    fn anti_spoof_ids_keep_the_state_as_every_version_wrote_it() {
+        let json =
+            r#"{"rules":{"ssh-in":0},"antispoof":{"destination 224.0.0.0/4":1025,"source 10.0.0.0/8":1024}}"#;
+        let ids: Ids = serde_json::from_str(json).unwrap();
+        let ten = Prefix::parse("10.0.0.0/8").unwrap();
+        assert_eq!(ids.antispoof[&AntispoofEntry::source(ten)], 1024);
+        assert!(!ids.antispoof.contains_key(&AntispoofEntry::destination(ten)));
+        let written: serde_json::Value = serde_json::to_value(&ids).unwrap();
+        assert_eq!(written, serde_json::from_str::<serde_json::Value>(json).unwrap());
+        let wrong = serde_json::from_str::<Ids>(r#"{"rules":{},"antispoof":{"sauce 10.0.0.0/8":1}}"#);
+        assert!(wrong.unwrap_err().to_string().contains("not an anti-spoof entry: \"sauce 10.0.0.0/8\""));
+    }
+
+    #[test]
+    fn both_families_share_the_maps_ipv4_mapped() {
+        let policy = parse(POLICY, Path::new("p.toml")).unwrap();
+        let ids = Ids::assign(&policy, &Ids::default());
+        let plan = plan(&policy, &ids);
+        assert_eq!(plan.config.flags & CONFIG_IPV6, CONFIG_IPV6);
+        assert_eq!(plan.config.address, to_addr("198.51.100.1".parse().unwrap()));
+        let key = |protocol, port, peer: &str| AllowKey {
+            direction: Direction::In as u8,
+            protocol,
+            port,
+            peer: to_addr(peer.parse().unwrap()),
+        };
+        // Single peers of both families in the hash; prefixes in the trie, at 32 bits of
+        // service plus the prefix in the 128-bit space (IPv4: 96 + its length).
+        assert!(plan.allow_exact.contains_key(&key(PROTO_TCP, 22, "203.0.113.7")));
+        assert!(plan.allow_exact.contains_key(&key(PROTO_TCP, 22, "2001:db8:1::7")));
+        assert!(
+            plan.allow_prefix.contains_key(&(
+                ALLOW_KEY_SERVICE_BITS + V4_MAPPED_BITS + 24,
+                key(PROTO_TCP, 22, "192.0.2.0")
+            ))
+        );
+        assert!(
+            plan.allow_prefix
+                .contains_key(&(ALLOW_KEY_SERVICE_BITS + 48, key(PROTO_TCP, 22, "2001:db8:2::")))
+        );
+        assert_eq!(plan.prefix_lens, vec![ALLOW_KEY_SERVICE_BITS + 120, ALLOW_KEY_SERVICE_BITS + 48]);
+        // What the kernel's lookup would find.
+        assert!(plan.admits(&key(PROTO_TCP, 22, "192.0.2.9")).is_some());
+        assert!(plan.admits(&key(PROTO_TCP, 22, "2001:db8:2:ffff::1")).is_some());
+        assert!(plan.admits(&key(PROTO_TCP, 22, "2001:db8:3::1")).is_none());
+        // `any` for ICMP is two entries: ICMP echo for IPv4 peers, ICMPv6 echo for IPv6 ones.
+        let any =
+            |protocol, port| AllowKey { direction: Direction::In as u8, protocol, port, peer: ANY_PEER };
+        assert!(plan.allow_exact.contains_key(&any(PROTO_ICMP, 8)));
+        assert!(plan.allow_exact.contains_key(&any(PROTO_ICMPV6, u16::from(ICMPV6_ECHO_REQUEST))));
+    }
+}

@@ -1,0 +1,170 @@
+//! Attaching the loaded programs, pinning them, replacing them, removing them.
+//!
+//! Transitions are where firewalls break, so each is careful: a first `up` fills every
+//! map before the programs are attached and undoes everything if a step fails; a second
+//! `up` loads and verifies the new programs, brings the pinned maps to the new policy,
+//! then swaps each program in place through its pinned link (`bpf_link_update`), so no
+//! packet meets an interface without a filter and no flow or counter is lost.
+use std::path::Path;
+
+use aya::programs::{
+    ProgramError, TcAttachType, XdpMode,
+    links::{FdLink, LinkError, PinnedLink},
+    tc::SchedClassifierLink,
+    xdp::XdpLink,
+};
+use firewall_common::{MAPS, PROG_EGRESS, PROG_INGRESS};
+
+use crate::{
+    compile::{Ids, plan},
+    kernel::{
+        filter::{FilterError, Result, if_index},
+        load::Loaded,
+        maps::{Enforcement, check_pinned},
+        pins::{EGRESS_LINK, INGRESS_LINK, LiveState, Pins, StateLock, io_err},
+    },
+    policy::Policy,
+};
+
+/// How `up` attaches XDP.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Native (driver) mode where the driver has it, else generic.
+    #[default]
+    Auto,
+    /// Driver mode only.
+    Native,
+    /// Generic mode, in the kernel's stack: works on every interface.
+    Skb,
+}
+
+impl Mode {
+    fn xdp(self) -> XdpMode {
+        match self {
+            Mode::Auto => XdpMode::Default,
+            Mode::Native => XdpMode::Driver,
+            Mode::Skb => XdpMode::Skb,
+        }
+    }
+}
+/// A first `up`: the maps filled, both programs attached and their links pinned, the
+/// state saved.
+pub(crate) fn attach_and_pin(
+    lock: &StateLock,
+    policy: &Policy,
+    policy_text: &str,
+    policy_file: &Path,
+    mode: Mode,
+    enforcement: Enforcement,
+) -> Result<()> {
+    let pins = lock.pins();
+    let mut loaded = Loaded::load(&policy.conntrack, Some(pins))?;
+    let ids = Ids::assign(policy, &Ids::default());
+    loaded.maps.apply(&plan(policy, &ids), &[], Some(enforcement))?;
+    let iface = pins.iface.as_str();
+
+    let xdp = loaded.ingress()?;
+    let id = xdp.attach(iface, mode.xdp()).map_err(|source| FilterError::AttachXdp {
+        iface: iface.into(),
+        mode: mode.xdp(),
+        hint: if mode == Mode::Native { "; driver mode unsupported? try --mode skb" } else { "" },
+        source,
+    })?;
+    let link = xdp.take_link(id).map_err(|source| FilterError::Program {
+        call: "take_link",
+        name: PROG_INGRESS,
+        source,
+    })?;
+    pin_link(FdLink::try_from(link), &pins.link_path(INGRESS_LINK))?;
+
+    let tc = loaded.egress()?;
+    let id = tc.attach(iface, TcAttachType::Egress).map_err(|source| FilterError::Program {
+        call: "attach TC egress to",
+        name: PROG_EGRESS,
+        source,
+    })?;
+    let link = tc.take_link(id).map_err(|source| FilterError::Program {
+        call: "take_link",
+        name: PROG_EGRESS,
+        source,
+    })?;
+    pin_link(FdLink::try_from(link), &pins.link_path(EGRESS_LINK))?;
+
+    lock.save(policy_text, &LiveState { policy_file: policy_file.to_owned(), ids })?;
+    Ok(())
+}
+
+fn pin_link(link: std::result::Result<FdLink, LinkError>, path: &Path) -> Result<()> {
+    let link = link.map_err(|source| FilterError::Link { path: path.to_owned(), source })?;
+    link.pin(path).map_err(|source| FilterError::Pin { path: path.to_owned(), source })?;
+    Ok(())
+}
+
+fn pinned_link(path: &Path) -> Result<FdLink> {
+    let link =
+        PinnedLink::from_pin(path).map_err(|source| FilterError::Link { path: path.to_owned(), source })?;
+    Ok(FdLink::from(link))
+}
+
+/// A second `up`: new programs into the old links, the maps brought to the policy.
+pub(crate) fn replace(
+    lock: &StateLock,
+    policy: &Policy,
+    policy_text: &str,
+    policy_file: &Path,
+    enforcement: Option<Enforcement>,
+) -> Result<()> {
+    let pins = lock.pins();
+    let previous = pins.live_state()?;
+    // Verified and loaded before anything changes: a program the kernel refuses, or maps
+    // of another layout, leave the filter as it was.
+    check_pinned(pins)?;
+    let mut loaded = Loaded::load(&policy.conntrack, Some(pins))?;
+    let ingress = XdpLink::try_from(pinned_link(&pins.link_path(INGRESS_LINK))?)
+        .map_err(|source| FilterError::Link { path: pins.link_path(INGRESS_LINK), source })?;
+    let egress = SchedClassifierLink::try_from(pinned_link(&pins.link_path(EGRESS_LINK))?)
+        .map_err(|source| FilterError::Link { path: pins.link_path(EGRESS_LINK), source })?;
+
+    let ids = Ids::assign(policy, &previous.ids);
+    loaded.maps.apply(&plan(policy, &ids), &ids.new_counters(&previous.ids), enforcement)?;
+    let iface = pins.iface.clone();
+    loaded
+        .ingress()?
+        .attach_to_link(ingress)
+        .map_err(|source| link_update_error(source, &iface, PROG_INGRESS))?;
+    loaded
+        .egress()?
+        .attach_to_link(egress)
+        .map_err(|source| link_update_error(source, &iface, PROG_EGRESS))?;
+    lock.save(policy_text, &LiveState { policy_file: policy_file.to_owned(), ids })?;
+    Ok(())
+}
+
+fn link_update_error(source: ProgramError, iface: &str, name: &'static str) -> FilterError {
+    if if_index(iface).is_none() {
+        return FilterError::InterfaceGone(iface.into());
+    }
+    FilterError::Program { call: "replacing in its link", name, source }
+}
+
+/// Unpins the links (the last reference: the kernel detaches the programs), then the
+/// maps, then the pin directory.
+pub(crate) fn remove_pins(pins: &Pins) -> Result<()> {
+    for name in [INGRESS_LINK, EGRESS_LINK] {
+        let path = pins.link_path(name);
+        if path.exists() {
+            let link = PinnedLink::from_pin(&path)
+                .map_err(|source| FilterError::Link { path: path.clone(), source })?;
+            let link: FdLink = link.unpin().map_err(io_err("unpin", &path))?;
+            drop(link);
+        }
+    }
+    for name in MAPS {
+        let path = pins.map_path(name);
+        if path.exists() {
+            std::fs::remove_file(&path).map_err(io_err("unlink", &path))?;
+        }
+    }
+    pins.remove_pin_dir()?;
+    Ok(())
+}

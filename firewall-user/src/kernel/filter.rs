@@ -1,0 +1,137 @@
+//! [`Filter`], the handle every command on a live filter starts from: it checks that the
+//! process is root and finds the filter's pins once.
+use aya::{
+    EbpfError,
+    programs::{ProgramError, XdpMode, links::LinkError},
+};
+
+use crate::kernel::{
+    maps::MapsError,
+    pins::{LOCK_WAIT, Pins, PinsError, StateLock, ensure_bpffs},
+};
+
+/// What can go wrong, each naming the call that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    #[error("needs root (CAP_BPF and CAP_NET_ADMIN): run it with sudo")]
+    NeedsRoot,
+    #[error("interface {0:?} does not exist")]
+    NoInterface(String),
+    #[error("interface {0:?} is gone; `firewall down --iface {0}` removes what its filter left pinned")]
+    InterfaceGone(String),
+    #[error("no interface to attach to: give --iface or [host] interface in the policy")]
+    NoInterfaceGiven,
+    #[error("loading the eBPF object")]
+    Load(#[from] EbpfError),
+    #[error("the eBPF object has no program {0}")]
+    MissingProgram(&'static str),
+    #[error("{call} {name}")]
+    Program { call: &'static str, name: &'static str, source: ProgramError },
+    // The cause printed in the message, and `source` too: the hint must follow aya's text,
+    // and the one line has said so since before the convention (`one_line` skips the
+    // repeated cause). Its own causes, if any, still follow the hint.
+    #[error("attaching XDP to {iface} in {mode:?} mode: {source}{hint}")]
+    AttachXdp { iface: String, mode: XdpMode, source: ProgramError, hint: &'static str },
+    #[error("pinning {path}")]
+    Pin { path: std::path::PathBuf, source: aya::pin::PinError },
+    #[error("the pinned link {path}")]
+    Link { path: std::path::PathBuf, source: LinkError },
+    #[error(transparent)]
+    Pins(#[from] PinsError),
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+    #[error(transparent)]
+    LockOut(#[from] crate::ops::lockout::LockOut),
+}
+
+pub type Result<T> = std::result::Result<T, FilterError>;
+
+/// A filter on one interface, found by a process that is root.
+#[derive(Clone, Debug)]
+pub struct Filter {
+    pins: Pins,
+}
+
+impl Filter {
+    /// The filter up on `iface`, or the only one up in this network namespace.
+    pub fn open(iface: Option<&str>) -> Result<Filter> {
+        require_root()?;
+        Ok(Filter { pins: Pins::find(iface)? })
+    }
+
+    /// Where `up` puts a filter on `iface`, one there or not: the interface exists, and
+    /// bpffs is mounted where the pins will outlive the command.
+    pub fn at(iface: &str) -> Result<Filter> {
+        require_root()?;
+        if if_index(iface).is_none() {
+            return Err(FilterError::NoInterface(iface.into()));
+        }
+        ensure_bpffs()?;
+        Ok(Filter { pins: Pins::for_iface(iface) })
+    }
+
+    pub fn iface(&self) -> &str {
+        &self.pins.iface
+    }
+
+    pub fn pins(&self) -> &Pins {
+        &self.pins
+    }
+
+    /// The state lock every change holds, for a filter that must still be up once the
+    /// lock is held (it may have gone down while this waited), its interface still there.
+    pub fn lock(&self) -> Result<StateLock> {
+        let lock = self.lock_pins()?;
+        self.check_interface()?;
+        Ok(lock)
+    }
+
+    /// The state lock of a filter that must still be up once it is held, whose interface
+    /// may be gone: `down` and `confirm`, which concern only what is pinned.
+    pub fn lock_pins(&self) -> Result<StateLock> {
+        let lock = self.pins.lock(LOCK_WAIT)?;
+        if !self.pins.is_up() {
+            return Err(
+                PinsError::NotUp { iface: self.pins.iface.clone(), dir: self.pins.dir.clone() }.into()
+            );
+        }
+        Ok(lock)
+    }
+
+    /// The state lock for `up`, whether a filter is up or not.
+    pub fn lock_for_up(&self) -> Result<StateLock> {
+        Ok(self.pins.lock(LOCK_WAIT)?)
+    }
+
+    /// Fails if the filter's interface is gone (its pins remain until `down`).
+    pub fn check_interface(&self) -> Result<()> {
+        if if_index(&self.pins.iface).is_none() {
+            return Err(FilterError::InterfaceGone(self.pins.iface.clone()));
+        }
+        Ok(())
+    }
+}
+
+/// Fails with [`FilterError::NeedsRoot`] unless the process is root.
+pub(crate) fn require_root() -> Result<()> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(FilterError::NeedsRoot);
+    }
+    Ok(())
+}
+
+pub fn if_index(iface: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(iface).ok()?;
+    // SAFETY: a valid C string.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+/// The programs' clock (bpf_ktime_get_coarse_ns).
+pub(crate) fn kernel_time_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &raw mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

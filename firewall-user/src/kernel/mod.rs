@@ -1,0 +1,11 @@
+//! What touches the kernel: the object loaded ([`load`]) and attached, swapped in place
+//! and removed ([`attach`]), where a live filter is pinned and its state lock ([`pins`]),
+//! its maps ([`maps`]), and [`Filter`], the handle every command on a live filter
+//! starts from ([`filter`]).
+pub mod attach;
+pub mod filter;
+pub mod load;
+pub mod maps;
+pub mod pins;
+
+pub use filter::{Filter, FilterError};

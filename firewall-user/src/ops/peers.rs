@@ -1,0 +1,126 @@
+//! `allow` and `revoke`: one rule's peers changed live and in the policy file, its
+//! comments and layout kept.
+use std::path::PathBuf;
+
+use toml_edit::{DocumentMut, Item, Value};
+
+use crate::{
+    files::{self, Perms},
+    kernel::{Filter, maps::LiveMaps, pins::LiveState},
+    ops::{
+        LiveError, Result,
+        lockout::SessionGuard,
+        reload::{apply, guard},
+    },
+    policy::{self, Prefix},
+};
+
+/// The addresses and prefixes a command was given, each checked.
+pub fn parse_prefixes(addrs: &[String]) -> Result<Vec<Prefix>> {
+    addrs.iter().map(|a| Ok(Prefix::parse(a)?)).collect()
+}
+
+/// What `allow` or `revoke` did.
+pub struct PeersChanged {
+    pub file: PathBuf,
+    /// The addresses that changed (an `allow` of a peer already there changes nothing).
+    pub changed: Vec<Prefix>,
+}
+
+/// Which way `allow` and `revoke` change a rule's peers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerChange {
+    Allow,
+    Revoke,
+}
+
+/// Adds (`allow`) or removes (`revoke`) peers of one rule, in the live maps at once and
+/// in the policy file, comments and layout kept. A revoke that would cut off the SSH
+/// session this runs from is refused unless [`SessionGuard::Skip`].
+pub fn change_peers(
+    filter: &Filter,
+    rule: &str,
+    prefixes: &[Prefix],
+    change: PeerChange,
+    session_guard: SessionGuard,
+) -> Result<PeersChanged> {
+    let lock = filter.lock()?;
+    lock.refuse_if_pending()?;
+    let pins = lock.pins();
+    let state = pins.live_state()?;
+    let file = state.policy_file.clone();
+    let name = file.display().to_string();
+    // Rewritten below: read through no link, its mode and owner kept.
+    let (text, meta) = files::read_regular(&file)?;
+    if text != pins.policy_text()? {
+        return Err(LiveError::FileChanged { file: name });
+    }
+
+    let mut doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| LiveError::Toml {
+        file: name.clone(),
+        message: e.message().to_owned(),
+    })?;
+    let peers = rule_peers(&mut doc, rule, &name)?;
+    let present = |peers: &toml_edit::Array, p: &Prefix| {
+        peers.iter().position(|v| v.as_str().and_then(|s| Prefix::parse(s).ok()).as_ref() == Some(p))
+    };
+    let mut changed = Vec::new();
+    for &prefix in prefixes {
+        match (change, present(peers, &prefix)) {
+            (PeerChange::Allow, Some(_)) => {}
+            (PeerChange::Allow, None) => {
+                peers.push(prefix.to_string());
+                changed.push(prefix);
+            }
+            (PeerChange::Revoke, Some(at)) => {
+                peers.remove(at);
+                changed.push(prefix);
+            }
+            (PeerChange::Revoke, None) => {
+                return Err(LiveError::NotAPeer { addr: prefix.to_string(), rule: rule.into() });
+            }
+        }
+    }
+    if changed.is_empty() {
+        return Ok(PeersChanged { file, changed });
+    }
+    let new_text = doc.to_string();
+    // The whole policy is validated again: a peer another rule owns, the last peer
+    // revoked, … fail here, before anything changed.
+    let policy = policy::parse(&new_text, &file)?;
+    let mut maps = LiveMaps::open(pins)?;
+    guard(&maps, &policy, pins, None, session_guard)?;
+    let (ids, _) = apply(pins, &mut maps, &state, &policy, None)?;
+    if let Err(err) = files::replace(&file, new_text.as_bytes(), Perms::Like(meta)) {
+        let _ =
+            apply(pins, &mut maps, &LiveState { ids: ids.clone(), ..state.clone() }, &pins.policy()?, None);
+        return Err(err.into());
+    }
+    lock.save(&new_text, &LiveState { policy_file: file.clone(), ids })?;
+    Ok(PeersChanged { file, changed })
+}
+
+/// The `peers` array of rule `rule`.
+fn rule_peers<'d>(doc: &'d mut DocumentMut, rule: &str, file: &str) -> Result<&'d mut toml_edit::Array> {
+    let mut known = Vec::new();
+    let tables = doc.get_mut("rule").and_then(Item::as_array_of_tables_mut);
+    let Some(tables) = tables else {
+        return Err(LiveError::NoRule { file: file.into(), rule: rule.into(), known: "none".into() });
+    };
+    let mut found = None;
+    for (i, table) in tables.iter().enumerate() {
+        let name = table.get("name").and_then(Item::as_str).unwrap_or("").to_owned();
+        if name == rule {
+            found = Some(i);
+        }
+        known.push(name);
+    }
+    let Some(i) = found else {
+        return Err(LiveError::NoRule { file: file.into(), rule: rule.into(), known: known.join(", ") });
+    };
+    let table = tables.get_mut(i).expect("found above");
+    match table.get_mut("peers") {
+        Some(Item::Value(Value::Array(peers))) => Ok(peers),
+        _ => Err(LiveError::AnyPeer { file: file.into(), rule: rule.into() }),
+    }
+}

@@ -1,0 +1,362 @@
+//! The policy file: TOML in, a validated [`Policy`] out, or one error that says
+//! `FILE:LINE:COL: message` (see docs/policy.md for the format).
+//!
+//! # Layout
+//!
+//! - this file: the validated types, [`load`] and [`parse`], and the order in which the
+//!   sections are checked;
+//! - `raw`: the TOML as deserialised, each value with its place, and the parser's
+//!   messages in TOML's words;
+//! - `host`, `antispoof`, `conntrack`, `rule`: the validation of each section, a
+//!   function a field or group of fields;
+//! - `prefix`: addresses and prefixes, as written and as the maps hold them.
+mod antispoof;
+mod conntrack;
+mod host;
+mod prefix;
+mod raw;
+mod rule;
+
+use std::{
+    fmt,
+    net::{Ipv4Addr, Ipv6Addr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use firewall_common::{
+    CONNTRACK_DEFAULT_ENTRIES, Direction, HALF_OPEN_DEFAULT_ENTRIES, PROTO_ICMP, PROTO_ICMPV6, PROTO_UDP,
+    icmpv6_equivalent,
+};
+
+use self::{
+    antispoof::validate_antispoof,
+    conntrack::validate_conntrack,
+    host::validate_host,
+    raw::{RawPolicy, toml_message},
+    rule::validate_rules,
+};
+pub use self::{
+    antispoof::{
+        DEFAULT_ANTISPOOF_DESTINATIONS, DEFAULT_ANTISPOOF_DESTINATIONS6, DEFAULT_ANTISPOOF_SOURCES,
+        DEFAULT_ANTISPOOF_SOURCES6,
+    },
+    conntrack::parse_duration,
+    prefix::{Prefix, PrefixError, from_addr, to_addr},
+    rule::parse_limit,
+};
+
+/// A validated policy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    pub interface: Option<String>,
+    pub address: Ipv4Addr,
+    /// `address6`: with it, IPv6 is filtered by the same rules; without, dropped whole.
+    pub address6: Option<Ipv6Addr>,
+    pub antispoof_sources: Vec<Prefix>,
+    pub antispoof_destinations: Vec<Prefix>,
+    pub conntrack: Conntrack,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conntrack {
+    /// The established table's size: flows heard both ways.
+    pub max_entries: u32,
+    /// The half-open table's size: flows not heard both ways yet.
+    pub max_half_open: u32,
+    pub tcp_established_timeout: Duration,
+    pub tcp_fin_timeout: Duration,
+    pub tcp_rst_timeout: Duration,
+    pub udp_timeout: Duration,
+    pub icmp_timeout: Duration,
+    /// After the opener's SYN.
+    pub tcp_syn_sent_timeout: Duration,
+    /// After the responder's SYN-ACK; a session picked up mid-stream until both ends spoke.
+    pub tcp_syn_recv_timeout: Duration,
+}
+
+impl Default for Conntrack {
+    fn default() -> Self {
+        Conntrack {
+            max_entries: CONNTRACK_DEFAULT_ENTRIES,
+            max_half_open: HALF_OPEN_DEFAULT_ENTRIES,
+            // netfilter's defaults.
+            tcp_established_timeout: Duration::from_secs(5 * 24 * 3600),
+            tcp_fin_timeout: Duration::from_secs(120),
+            tcp_rst_timeout: Duration::from_secs(10),
+            udp_timeout: Duration::from_secs(30),
+            icmp_timeout: Duration::from_secs(30),
+            tcp_syn_sent_timeout: Duration::from_secs(120),
+            tcp_syn_recv_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What a rule matches: a transport service port, or an ICMP type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Service {
+    Port { protocol: u8, port: u16 },
+    Icmp { kind: u8 },
+}
+
+impl Service {
+    pub fn protocol(&self) -> u8 {
+        match self {
+            Service::Port { protocol, .. } => *protocol,
+            Service::Icmp { .. } => PROTO_ICMP,
+        }
+    }
+
+    /// The allow-list key's `port`: the port, or the ICMP type.
+    pub fn key_port(&self) -> u16 {
+        match self {
+            Service::Port { port, .. } => *port,
+            Service::Icmp { kind } => u16::from(*kind),
+        }
+    }
+
+    /// The allow-list key's protocol and `port` for peers of one family: for IPv6, ICMP is
+    /// ICMPv6 with the type that means the same (`None`: a type only IPv4 has).
+    pub fn key_for(&self, v6: bool) -> Option<(u8, u16)> {
+        match *self {
+            Service::Icmp { kind } if v6 => icmpv6_equivalent(kind).map(|k| (PROTO_ICMPV6, u16::from(k))),
+            _ => Some((self.protocol(), self.key_port())),
+        }
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Service::Port { protocol: PROTO_UDP, port } => write!(f, "udp port {port}"),
+            Service::Port { port, .. } => write!(f, "tcp port {port}"),
+            Service::Icmp { kind } => write!(f, "icmp type {kind}"),
+        }
+    }
+}
+
+/// `limit = "1/sec"`, `burst = 5`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit {
+    /// Time per token.
+    pub interval: Duration,
+    pub burst: u32,
+    /// As written, for the listing: packets per `unit`.
+    pub count: u32,
+    pub unit: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rule {
+    pub name: String,
+    pub direction: Direction,
+    pub services: Vec<Service>,
+    /// `Prefix::ANY` alone for `peers = "any"`.
+    pub peers: Vec<Prefix>,
+    pub limit: Option<Limit>,
+    /// `related = true`: an ICMP error passes only when the datagram it quotes belongs to
+    /// a tracked flow, as netfilter's RELATED.
+    pub related: bool,
+}
+
+/// A policy error, placed in its file.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct PolicyError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// Reads and validates a policy file.
+pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+    // The io error is text in the message, not a `source`: a policy error is one
+    // `FILE:LINE:COL: message` whichever way it is printed.
+    let text = std::fs::read_to_string(path).map_err(|err| PolicyError {
+        file: path.display().to_string(),
+        line: 1,
+        column: 1,
+        message: format!("cannot read the policy: {err}"),
+    })?;
+    parse(&text, path)
+}
+
+/// Validates policy text; `path` names it in errors.
+pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
+    let at = |offset: usize, message: String| {
+        let before = &text[..offset.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        PolicyError { file: PathBuf::from(path).display().to_string(), line, column, message }
+    };
+    let raw: RawPolicy = toml::from_str(text).map_err(|err| {
+        let offset = err.span().map_or(0, |span| span.start);
+        at(offset, toml_message(err.message(), text, offset))
+    })?;
+    // `[host]` as a header, else wherever `host` is first written (a dotted key).
+    let host_at = text.find("[host]").or_else(|| text.find("host")).unwrap_or(0);
+    validate(raw, host_at).map_err(|(offset, message)| at(offset, message))
+}
+
+/// A validation error: where it is in the text (a byte offset) and its message. `parse`
+/// turns the offset into the line and column, once, for every section.
+type Located = (usize, String);
+
+fn fail<T>(spanned_start: usize, message: impl Into<String>) -> Result<T, Located> {
+    Err((spanned_start, message.into()))
+}
+
+/// Checks `[host]`, then `[antispoof]` (which needs the host's addresses), then
+/// `[conntrack]`, then the rules. The first error found is the one reported, so this
+/// order is part of what a policy with several errors is told.
+fn validate(raw: RawPolicy, host_at: usize) -> Result<Policy, Located> {
+    let host = validate_host(raw.host, host_at)?;
+    let antispoof = validate_antispoof(raw.antispoof, &host)?;
+    let conntrack = validate_conntrack(raw.conntrack)?;
+    let rules = validate_rules(raw.rule, host.address6.is_some())?;
+    Ok(Policy {
+        interface: host.interface,
+        address: host.address,
+        address6: host.address6.map(|(address6, _)| address6),
+        antispoof_sources: antispoof.sources,
+        antispoof_destinations: antispoof.destinations,
+        conntrack,
+        rules,
+    })
+}
+
+/// The message for an IPv6 entry (anti-spoof or peer) in a policy without `address6`.
+fn needs_address6(prefix: &Prefix) -> String {
+    format!("{prefix} is IPv6, but [host] has no address6, so every IPv6 packet is dropped: add address6")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use firewall_common::PROTO_TCP;
+
+    use super::*;
+
+    pub(super) fn check(text: &str) -> Result<Policy, String> {
+        parse(text, Path::new("p.toml")).map_err(|e| e.to_string())
+    }
+
+    pub(super) const HOST: &str = "[host]\ninterface = \"eth0\"\naddress = \"198.51.100.1\"\n";
+
+    pub(super) const HOST6: &str =
+        "[host]\ninterface = \"eth0\"\naddress = \"198.51.100.1\"\naddress6 = \"2001:db8::1\"\n";
+
+    pub(super) fn ssh_rule(peers: &str) -> String {
+        format!(
+            "[[rule]]\nname = \"ssh\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 22\npeers = {peers}\n"
+        )
+    }
+
+    #[test]
+    fn parses_a_rule_with_defaults() {
+        let p = check(&format!(
+            "{HOST}[[rule]]\nname = \"ssh-in\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 122\npeers = [\"203.0.113.7\", \"192.0.2.0/24\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(p.address, Ipv4Addr::new(198, 51, 100, 1));
+        assert_eq!(p.antispoof_sources.len(), 8);
+        assert_eq!(p.antispoof_destinations.len(), 6);
+        assert_eq!(p.rules[0].services, vec![Service::Port { protocol: PROTO_TCP, port: 122 }]);
+        assert_eq!(p.rules[0].peers[1], Prefix { addr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 0)), len: 24 });
+    }
+
+    #[test]
+    fn errors_name_file_line_and_column() {
+        let err = check(&format!("{HOST}[[rule]]\nname = \"x\"\ncolour = 1\n")).unwrap_err();
+        assert!(err.starts_with("p.toml:6:1: unknown field `colour`"), "{err}");
+        let err = check(&format!(
+            "{HOST}[[rule]]\nname = \"x\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 70000\npeers = \"any\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err, "p.toml:8:8: port 70000 out of range 1-65535");
+        let err = check(&format!(
+            "{HOST}[[rule]]\nname = \"x\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 1\npeers = [\"1.2.3.999\"]\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err, "p.toml:9:10: bad address \"1.2.3.999\"");
+        let rule =
+            "[[rule]]\nname = \"x\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 1\npeers = \"any\"\n";
+        let err = check(&format!("{HOST}{rule}{rule}")).unwrap_err();
+        assert_eq!(err, "p.toml:11:8: duplicate rule name \"x\"");
+    }
+
+    #[test]
+    fn refuses_what_would_make_no_sense_live() {
+        let rule = |peers: &str| {
+            format!(
+                "{HOST}[[rule]]\nname = \"x\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 1\npeers = {peers}\n"
+            )
+        };
+        let err = check(&rule(r#"["0.0.0.0"]"#)).unwrap_err();
+        assert!(err.ends_with("0.0.0.0 is no peer; write peers = \"any\" for anyone"), "{err}");
+        let err = check(&rule(r#"["0.0.0.0/0"]"#)).unwrap_err();
+        assert!(err.contains("is no peer"), "{err}");
+        let err = check("[host]\naddress = \"1.1.1.1\"\n").unwrap_err();
+        assert_eq!(
+            err,
+            "p.toml:2:11: address 1.1.1.1 is in antispoof destination 1.1.1.1: every packet to it would be dropped"
+        );
+    }
+
+    #[test]
+    fn ipv6_needs_address6_and_then_takes_addresses_and_prefixes() {
+        let p =
+            check(&format!("{HOST6}{}", ssh_rule(r#"["2001:db8:1::7", "2001:db8:2::/48", "192.0.2.1"]"#)))
+                .unwrap();
+        assert_eq!(p.address6, Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(p.rules[0].peers[1], Prefix { addr: "2001:db8:2::".parse().unwrap(), len: 48 });
+        // The IPv6 defaults join the seed's lists.
+        assert_eq!(p.antispoof_sources.len(), 8 + DEFAULT_ANTISPOOF_SOURCES6.len());
+        assert!(p.antispoof_destinations.iter().any(|d| d.to_string() == "ff00::/8"));
+        // Without address6 the lists are the seed's, and IPv6 entries are refused.
+        let err = check(&format!("{HOST}{}", ssh_rule(r#"["2001:db8:1::7"]"#))).unwrap_err();
+        assert_eq!(
+            err,
+            "p.toml:9:10: 2001:db8:1::7 is IPv6, but [host] has no address6, so every IPv6 packet is dropped: add address6"
+        );
+        let err = check(&format!("{HOST}[antispoof]\nsources = [\"fc00::/7\"]\n")).unwrap_err();
+        assert!(
+            err.ends_with(
+                "fc00::/7 is IPv6, but [host] has no address6, so every IPv6 packet is dropped: add address6"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn errors_point_at_what_is_wrong() {
+        let many: Vec<String> = (0..449).map(|i| format!("\"10.{}.{}.0/24\"", i / 256, i % 256)).collect();
+        let text = format!("{HOST}[antispoof]\nsources = [\n{}\n]\n", many.join(",\n"));
+        let err = check(&text).unwrap_err();
+        assert!(
+            err.starts_with("p.toml:454:1: too many anti-spoof entries: at most 448"),
+            "the 449th entry, on line 454: {err}"
+        );
+        let rule = "[[rule]]\nname = \"x\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 1\nicmp_type = 8\npeers = \"any\"\n";
+        assert_eq!(
+            check(&format!("{HOST}{rule}")).unwrap_err(),
+            "p.toml:9:13: icmp_type needs \"icmp\" in protocols"
+        );
+        let twice = |n: &str| {
+            format!(
+                "[[rule]]\nname = \"{n}\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 1\npeers = \"any\"\n"
+            )
+        };
+        let err = check(&format!("{HOST}{}{}", twice("a"), twice("b"))).unwrap_err();
+        assert!(err.ends_with("peer \"any\" for tcp port 1 in is already in rule \"a\""), "{err}");
+        for bad in [".", "..", "a:b", "a b", "a\\tb"] {
+            let err =
+                check(&format!("[host]\ninterface = \"{bad}\"\naddress = \"198.51.100.1\"\n")).unwrap_err();
+            assert!(err.contains("bad interface name"), "{bad}: {err}");
+        }
+        assert!(Prefix::parse("10.0.0.0/+8").unwrap_err().to_string().contains("bad prefix length"));
+    }
+}

@@ -1,0 +1,191 @@
+//! The policy file as deserialised: TOML's tables as they are written, each value with
+//! its place in the text for the messages that validation gives; and the TOML parser's
+//! and serde's own messages, put in TOML's words.
+use std::fmt;
+
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+/// The TOML parser's or serde's message, in the words of TOML and of this file: one line,
+/// never empty, without Rust's type names.
+pub(super) fn toml_message(message: &str, text: &str, offset: usize) -> String {
+    let message = message.trim().replace('\n', " ");
+    if message.is_empty() {
+        // The parser says nothing for some syntax errors; say what is at the place.
+        return match text.get(offset..).and_then(|rest| rest.chars().next()) {
+            None => "the file ends where TOML expects more (a value, a closing bracket or quote)".into(),
+            Some('\r') => "a carriage return must be followed by a newline".into(),
+            Some(c) if c.is_control() => {
+                format!("control character U+{:04X} is not allowed, not even in a comment", u32::from(c))
+            }
+            Some(c) => format!("invalid TOML at {c:?}"),
+        };
+    }
+    let mut message = message
+        .replace("expected i64", "expected an integer")
+        .replace("expected a borrowed string", "expected a string")
+        .replace("expected a sequence", "expected an array")
+        .replace("invalid type: sequence", "invalid type: array")
+        .replace("expected a map", "expected a table")
+        .replace("invalid type: map", "invalid type: table");
+    // `expected struct RawHost` and the like: every struct here is a table.
+    while let Some(start) = message.find("expected struct ") {
+        let name_end = message[start + 16..]
+            .find(|c: char| !c.is_alphanumeric())
+            .map_or(message.len(), |n| start + 16 + n);
+        message.replace_range(start..name_end, "expected a table");
+    }
+    message
+}
+
+/// The whole file; each `[[rule]]` keeps its place, for the messages about what it lacks.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPolicy {
+    pub(super) host: RawHost,
+    pub(super) antispoof: Option<RawAntispoof>,
+    pub(super) conntrack: Option<RawConntrack>,
+    #[serde(default)]
+    pub(super) rule: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHost {
+    pub(super) interface: Option<Spanned<String>>,
+    pub(super) address: Option<Spanned<String>>,
+    pub(super) address6: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAntispoof {
+    pub(super) sources: Option<Vec<Spanned<String>>>,
+    pub(super) destinations: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConntrack {
+    pub(super) max_entries: Option<Spanned<i64>>,
+    pub(super) max_half_open: Option<Spanned<i64>>,
+    pub(super) tcp_established_timeout: Option<Spanned<String>>,
+    pub(super) tcp_fin_timeout: Option<Spanned<String>>,
+    pub(super) tcp_rst_timeout: Option<Spanned<String>>,
+    pub(super) udp_timeout: Option<Spanned<String>>,
+    pub(super) icmp_timeout: Option<Spanned<String>>,
+    pub(super) tcp_syn_sent_timeout: Option<Spanned<String>>,
+    pub(super) tcp_syn_recv_timeout: Option<Spanned<String>>,
+}
+
+/// `"any"`, or a list whose entries keep their own positions for error messages (which
+/// `#[serde(untagged)]` would lose).
+pub(super) enum RawPeers {
+    One(String),
+    Many(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for RawPeers {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawPeers;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"any\" or a list of addresses and CIDRs")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawPeers, E> {
+                Ok(RawPeers::One(v.to_owned()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawPeers, A::Error> {
+                let mut list = Vec::new();
+                while let Some(entry) = seq.next_element::<Spanned<String>>()? {
+                    list.push(entry);
+                }
+                Ok(RawPeers::Many(list))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// A name or a number (a visitor of its own: `#[serde(untagged)]` would answer anything
+/// else with its own internals).
+pub(super) enum RawIcmpType {
+    Name(String),
+    Number(i64),
+}
+
+impl<'de> Deserialize<'de> for RawIcmpType {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawIcmpType;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "an ICMP type: echo-request, echo-reply, destination-unreachable, time-exceeded, parameter-problem or a number 0-255",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawIcmpType, E> {
+                Ok(RawIcmpType::Name(v.to_owned()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawIcmpType, E> {
+                Ok(RawIcmpType::Number(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawIcmpType, E> {
+                Ok(RawIcmpType::Number(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRule {
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) direction: Option<Spanned<String>>,
+    pub(super) protocols: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) port: Option<Spanned<i64>>,
+    pub(super) ports: Option<Spanned<Vec<Spanned<i64>>>>,
+    pub(super) icmp_type: Option<Spanned<RawIcmpType>>,
+    pub(super) peers: Option<Spanned<RawPeers>>,
+    pub(super) limit: Option<Spanned<String>>,
+    pub(super) burst: Option<Spanned<i64>>,
+    pub(super) related: Option<Spanned<bool>>,
+    /// Free text for the listing's readers; ignored by the filter.
+    #[serde(rename = "comment")]
+    _comment: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::policy::tests::{HOST, check};
+
+    #[test]
+    fn toml_and_type_errors_are_in_toml_words() {
+        // Syntax errors the TOML parser gives no words for.
+        assert_eq!(check("\r").unwrap_err(), "p.toml:1:1: a carriage return must be followed by a newline");
+        assert!(
+            check("#\0")
+                .unwrap_err()
+                .ends_with("control character U+0000 is not allowed, not even in a comment")
+        );
+        assert!(check("[host]\ninterface =").unwrap_err().contains("the file ends where TOML expects more"));
+        // Types, named as TOML names them.
+        let rule = |body: &str| {
+            format!(
+                "{HOST}[[rule]]\nname = \"x\"\ndirection = \"in\"\nprotocols = [\"icmp\"]\n{body}\npeers = \"any\"\n"
+            )
+        };
+        let err = check(&rule("icmp_type = true")).unwrap_err();
+        assert!(err.ends_with("invalid type: boolean `true`, expected an ICMP type: echo-request, echo-reply, destination-unreachable, time-exceeded, parameter-problem or a number 0-255"), "{err}");
+        let err = check(&format!("{HOST}[[rule]]\nname = \"x\"\nport = \"80\"\n")).unwrap_err();
+        assert_eq!(err, "p.toml:6:8: invalid type: string \"80\", expected an integer");
+        let err = check("host = 5\n").unwrap_err();
+        assert!(err.ends_with("invalid type: integer `5`, expected a table"), "{err}");
+        let err = check(&format!("{HOST}[[rule]]\nname = \"x\"\nprotocols = \"tcp\"\n")).unwrap_err();
+        assert!(err.ends_with("expected an array"), "{err}");
+        // Dotted keys are TOML too.
+        assert!(check("host.address = \"198.51.100.1\"\n").is_ok());
+    }
+}

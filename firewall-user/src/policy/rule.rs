@@ -1,0 +1,455 @@
+//! `[[rule]]`: one service allowed one way, to or from listed peers. Each field of a rule
+//! has a function of its own; [`validate_rule`] calls them in the order that decides
+//! which of a rule's errors is reported first.
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
+
+use firewall_common::{
+    Direction, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM,
+    ICMP_TIME_EXCEEDED, MAX_RULES, PROTO_ICMP, icmpv6_equivalent, protocol_named, rule_protocol,
+};
+use serde_spanned::Spanned;
+
+use super::{
+    Limit, Located, Prefix, Rule, Service, fail, needs_address6,
+    raw::{RawIcmpType, RawPeers, RawRule},
+};
+
+/// The `[[rule]]`s: at most `MAX_RULES`, each valid, none claiming an allow-list entry
+/// that an earlier one has.
+pub(super) fn validate_rules(raw: Vec<Spanned<RawRule>>, ipv6: bool) -> Result<Vec<Rule>, Located> {
+    if raw.len() > MAX_RULES as usize {
+        return fail(raw[MAX_RULES as usize].span().start, format!("too many rules: at most {MAX_RULES}"));
+    }
+    let mut names = HashSet::new();
+    let mut owners = Owners::new();
+    let mut rules = Vec::with_capacity(raw.len());
+    for raw_rule in raw {
+        let placed = validate_rule(raw_rule, &mut names, ipv6)?;
+        claim_entries(&mut owners, &placed)?;
+        rules.push(placed.rule);
+    }
+    Ok(rules)
+}
+
+/// (direction, service, exact peer) → the rule that has it: one entry, one owner.
+type Owners = HashMap<(Direction, Service, Prefix), String>;
+
+/// Gives `placed` its allow-list entries; one that an earlier rule has is an error, at
+/// the peer that claims it again.
+fn claim_entries(owners: &mut Owners, placed: &PlacedRule) -> Result<(), Located> {
+    let rule = &placed.rule;
+    for service in &rule.services {
+        for (peer, at) in rule.peers.iter().zip(&placed.peer_at) {
+            if let Some(owner) = owners.insert((rule.direction, *service, *peer), rule.name.clone()) {
+                let peer = if *peer == Prefix::ANY { "\"any\"".to_string() } else { peer.to_string() };
+                let direction = if rule.direction == Direction::In { "in" } else { "out" };
+                return fail(
+                    *at,
+                    format!("peer {peer} for {service} {direction} is already in rule {owner:?}"),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A validated rule, with where each of its peers is written (`peers = "any"`: where
+/// `peers` is).
+struct PlacedRule {
+    rule: Rule,
+    peer_at: Vec<usize>,
+}
+
+/// A rule's start and its name: the place and the subject of a message about a field it
+/// lacks.
+#[derive(Clone, Copy)]
+struct RuleAt<'a> {
+    at: usize,
+    name: &'a str,
+}
+
+impl RuleAt<'_> {
+    /// `rule "NAME" needs WHAT`, at the rule's `[[rule]]`.
+    fn lacks<T>(self, what: &str) -> Result<T, Located> {
+        fail(self.at, format!("rule {:?} needs {what}", self.name))
+    }
+}
+
+/// One rule, field by field; `names` holds the names of the rules before it.
+fn validate_rule(
+    raw: Spanned<RawRule>,
+    names: &mut HashSet<String>,
+    ipv6: bool,
+) -> Result<PlacedRule, Located> {
+    let rule_at = raw.span().start;
+    let raw = raw.into_inner();
+    let name = validate_name(raw.name, rule_at, names)?;
+    let at = RuleAt { at: rule_at, name: &name };
+    let direction = validate_direction(raw.direction, at)?;
+    let protocols = validate_protocols(raw.protocols, at)?;
+    let ports = validate_ports(raw.port, raw.ports, &protocols, at)?;
+    let icmp_kind = validate_icmp_type(raw.icmp_type, &protocols, at)?;
+    let services = services(&protocols, &ports, icmp_kind);
+    let (peers, peer_at) = validate_peers(raw.peers, at, ipv6, icmp_kind)?;
+    let limit = validate_limit(raw.limit, raw.burst)?;
+    let related = validate_related(raw.related, &protocols, icmp_kind)?;
+    Ok(PlacedRule { rule: Rule { name, direction, services, peers, limit, related }, peer_at })
+}
+
+/// `name`: what the listing, the metrics and the drop events call the rule's lines, so
+/// one rule's alone and none of the built-in lines'.
+fn validate_name(
+    raw: Option<Spanned<String>>,
+    rule_at: usize,
+    names: &mut HashSet<String>,
+) -> Result<String, Located> {
+    let Some(name) = raw else {
+        return fail(rule_at, "a [[rule]] needs a name");
+    };
+    let name_at = name.span().start;
+    let name = name.into_inner();
+    if name.is_empty()
+        || name.len() > 32
+        || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return fail(name_at, format!("bad rule name {name:?}: use 1 to 32 of a-z, 0-9 and -"));
+    }
+    if crate::compile::LineKind::reserved(&name) {
+        return fail(name_at, format!("rule name {name:?} is reserved for the built-in lines"));
+    }
+    if !names.insert(name.clone()) {
+        return fail(name_at, format!("duplicate rule name {name:?}"));
+    }
+    Ok(name)
+}
+
+/// `direction`: `in` for a service of this host's, `out` for one it uses.
+fn validate_direction(raw: Option<Spanned<String>>, rule: RuleAt) -> Result<Direction, Located> {
+    let Some(direction) = raw else {
+        return rule.lacks("direction = \"in\" or \"out\"");
+    };
+    match direction.get_ref().as_str() {
+        "in" => Ok(Direction::In),
+        "out" => Ok(Direction::Out),
+        other => fail(direction.span().start, format!("direction must be \"in\" or \"out\", not {other:?}")),
+    }
+}
+
+/// `protocols`: tcp, udp or icmp, each at most once.
+fn validate_protocols(raw: Option<Spanned<Vec<Spanned<String>>>>, rule: RuleAt) -> Result<Vec<u8>, Located> {
+    let Some(protocols) = raw else {
+        return rule.lacks("protocols, as [\"tcp\"]");
+    };
+    if protocols.get_ref().is_empty() {
+        return fail(protocols.span().start, "protocols is empty");
+    }
+    let mut protos = Vec::new();
+    for p in protocols.get_ref() {
+        let Some(proto) = protocol_named(p.get_ref()).filter(|p| rule_protocol(*p)) else {
+            return fail(
+                p.span().start,
+                format!("unknown protocol {:?}: expected tcp, udp or icmp", p.get_ref()),
+            );
+        };
+        if protos.contains(&proto) {
+            return fail(p.span().start, format!("protocol {:?} is listed twice", p.get_ref()));
+        }
+        protos.push(proto);
+    }
+    Ok(protos)
+}
+
+/// `port` or `ports` (not both): what tcp and udp need and icmp has none of. A port
+/// written twice is one port.
+fn validate_ports(
+    port: Option<Spanned<i64>>,
+    ports: Option<Spanned<Vec<Spanned<i64>>>>,
+    protocols: &[u8],
+    rule: RuleAt,
+) -> Result<Vec<u16>, Located> {
+    let port_list: Vec<Spanned<i64>> = match (port, ports) {
+        (Some(_), Some(ports)) => return fail(ports.span().start, "use port or ports, not both"),
+        (Some(port), None) => vec![port],
+        (None, Some(ports)) if ports.get_ref().is_empty() => {
+            return fail(ports.span().start, "ports is empty");
+        }
+        (None, Some(ports)) => ports.into_inner(),
+        (None, None) => vec![],
+    };
+    let port_at = port_list.first().map(|p| p.span().start);
+    let mut ports = Vec::new();
+    for port in port_list {
+        let value = *port.get_ref();
+        if !(1..=65535).contains(&value) {
+            return fail(port.span().start, format!("port {value} out of range 1-65535"));
+        }
+        if !ports.contains(&(value as u16)) {
+            ports.push(value as u16);
+        }
+    }
+    let wants_ports = protocols.iter().any(|p| *p != PROTO_ICMP);
+    if wants_ports && ports.is_empty() {
+        return rule.lacks("port or ports for tcp/udp");
+    }
+    if !wants_ports && let Some(at) = port_at {
+        return fail(at, "port applies to tcp and udp, not icmp");
+    }
+    Ok(ports)
+}
+
+/// `icmp_type`: what icmp needs and tcp and udp have none of.
+fn validate_icmp_type(
+    raw: Option<Spanned<RawIcmpType>>,
+    protocols: &[u8],
+    rule: RuleAt,
+) -> Result<Option<u8>, Located> {
+    let icmp = protocols.contains(&PROTO_ICMP);
+    match raw {
+        None if icmp => rule.lacks(
+            "icmp_type (echo-request, echo-reply, destination-unreachable, time-exceeded, parameter-problem or a number)",
+        ),
+        None => Ok(None),
+        Some(t) if !icmp => fail(t.span().start, "icmp_type needs \"icmp\" in protocols"),
+        Some(t) => {
+            let at = t.span().start;
+            icmp_type(t.into_inner(), at).map(Some)
+        }
+    }
+}
+
+/// An ICMP type by its name or its number.
+fn icmp_type(raw: RawIcmpType, at: usize) -> Result<u8, Located> {
+    match raw {
+        RawIcmpType::Name(n) => match n.as_str() {
+            "echo-request" => Ok(ICMP_ECHO_REQUEST),
+            "echo-reply" => Ok(ICMP_ECHO_REPLY),
+            "destination-unreachable" => Ok(ICMP_DEST_UNREACHABLE),
+            "time-exceeded" => Ok(ICMP_TIME_EXCEEDED),
+            "parameter-problem" => Ok(ICMP_PARAMETER_PROBLEM),
+            other => fail(
+                at,
+                format!(
+                    "unknown icmp_type {other:?}: expected echo-request, echo-reply, destination-unreachable, time-exceeded, parameter-problem or a number"
+                ),
+            ),
+        },
+        RawIcmpType::Number(n) if (0..=255).contains(&n) => Ok(n as u8),
+        RawIcmpType::Number(n) => fail(at, format!("icmp_type {n} out of range 0-255")),
+    }
+}
+
+/// What the rule admits, protocol by protocol: each port of tcp and udp, icmp's type.
+fn services(protocols: &[u8], ports: &[u16], icmp_kind: Option<u8>) -> Vec<Service> {
+    let mut services = Vec::new();
+    for proto in protocols {
+        match *proto {
+            PROTO_ICMP => services.push(Service::Icmp { kind: icmp_kind.expect("checked above") }),
+            protocol => services.extend(ports.iter().map(|&port| Service::Port { protocol, port })),
+        }
+    }
+    services
+}
+
+/// `peers`: `"any"`, or a list of addresses and prefixes; each with where it is written.
+fn validate_peers(
+    raw: Option<Spanned<RawPeers>>,
+    rule: RuleAt,
+    ipv6: bool,
+    icmp_kind: Option<u8>,
+) -> Result<(Vec<Prefix>, Vec<usize>), Located> {
+    let Some(peers) = raw else {
+        return rule.lacks("peers: addresses, CIDRs, or \"any\"");
+    };
+    let peers_at = peers.span().start;
+    match peers.into_inner() {
+        RawPeers::One(any) if any == "any" => Ok((vec![Prefix::ANY], vec![peers_at])),
+        RawPeers::One(other) => {
+            fail(peers_at, format!("peers must be a list of addresses or \"any\", not {other:?}"))
+        }
+        RawPeers::Many(list) if list.is_empty() => {
+            fail(peers_at, "peers is empty: the rule would admit nothing (write peers = \"any\" for anyone)")
+        }
+        RawPeers::Many(list) => peer_list(list, ipv6, icmp_kind),
+    }
+}
+
+/// A list of peers: each a prefix, once.
+fn peer_list(
+    list: Vec<Spanned<String>>,
+    ipv6: bool,
+    icmp_kind: Option<u8>,
+) -> Result<(Vec<Prefix>, Vec<usize>), Located> {
+    let mut out: Vec<Prefix> = Vec::with_capacity(list.len());
+    let mut places = Vec::with_capacity(list.len());
+    let mut seen = HashSet::new();
+    for entry in list {
+        let at = entry.span().start;
+        let prefix = Prefix::parse(entry.get_ref()).map_err(|e| (at, e.to_string()))?;
+        if !seen.insert(prefix) {
+            return fail(at, format!("peer {prefix} is listed twice"));
+        }
+        usable_peer(prefix, at, ipv6, icmp_kind)?;
+        out.push(prefix);
+        places.push(at);
+    }
+    Ok((out, places))
+}
+
+/// A listed peer that the filter can tell apart: not everyone (that is `"any"`), not
+/// IPv6 when IPv6 is dropped whole, and not IPv6 for an ICMP type ICMPv6 lacks.
+fn usable_peer(prefix: Prefix, at: usize, ipv6: bool, icmp_kind: Option<u8>) -> Result<(), Located> {
+    if prefix.len == 0 || prefix.addr.is_unspecified() {
+        return fail(at, format!("{prefix} is no peer; write peers = \"any\" for anyone"));
+    }
+    if prefix.is_v6() && !ipv6 {
+        return fail(at, needs_address6(&prefix));
+    }
+    if prefix.is_v6()
+        && let Some(kind) = icmp_kind.filter(|k| icmpv6_equivalent(*k).is_none())
+    {
+        return fail(
+            at,
+            format!(
+                "{prefix} is IPv6, and ICMP type {kind} has no ICMPv6 equivalent: name a type both have (echo-request, echo-reply, destination-unreachable, time-exceeded, parameter-problem)"
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// `limit` and `burst`, as iptables' `--limit` and `--limit-burst`: a burst alone is an
+/// error, a limit alone bursts to 5.
+fn validate_limit(
+    limit: Option<Spanned<String>>,
+    burst: Option<Spanned<i64>>,
+) -> Result<Option<Limit>, Located> {
+    let limit = match (limit, burst.as_ref()) {
+        (None, None) => return Ok(None),
+        (None, Some(burst)) => return fail(burst.span().start, "burst needs a limit"),
+        (Some(limit), _) => limit,
+    };
+    let Some((count, unit, interval)) = parse_limit(limit.get_ref()) else {
+        return fail(
+            limit.span().start,
+            format!("bad limit {:?}: expected N/sec, N/min, N/hour or N/day", limit.get_ref()),
+        );
+    };
+    let burst = match burst {
+        None => 5, // iptables' default --limit-burst
+        Some(b) if (1..=10_000).contains(b.get_ref()) => *b.get_ref() as u32,
+        Some(b) => return fail(b.span().start, "burst must be between 1 and 10000"),
+    };
+    Ok(Some(Limit { interval, burst, count, unit }))
+}
+
+/// `"1/sec"`, `"10/minute"`, as iptables' `--limit`.
+pub fn parse_limit(text: &str) -> Option<(u32, &'static str, Duration)> {
+    let (count, unit) = text.split_once('/')?;
+    let count: u32 = count.parse().ok().filter(|c| *c > 0)?;
+    let (unit, per): (&'static str, u64) = match unit {
+        "s" | "sec" | "second" => ("sec", 1),
+        "m" | "min" | "minute" => ("min", 60),
+        "h" | "hour" => ("hour", 3600),
+        "d" | "day" => ("day", 86400),
+        _ => return None,
+    };
+    let interval = Duration::from_secs(per) / count;
+    (interval >= Duration::from_micros(1)).then_some((count, unit, interval))
+}
+
+/// `related = true`: only an ICMP error can be related to a flow, and only a rule of
+/// protocol icmp alone says which.
+fn validate_related(
+    raw: Option<Spanned<bool>>,
+    protocols: &[u8],
+    icmp_kind: Option<u8>,
+) -> Result<bool, Located> {
+    match raw {
+        None => Ok(false),
+        Some(r) if !*r.get_ref() => Ok(false),
+        Some(r) => match icmp_kind {
+            Some(ICMP_DEST_UNREACHABLE | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM)
+                if protocols == [PROTO_ICMP] =>
+            {
+                Ok(true)
+            }
+            _ => fail(
+                r.span().start,
+                "related applies to ICMP error rules (destination-unreachable, time-exceeded, parameter-problem) of protocol icmp alone",
+            ),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use firewall_common::{PROTO_ICMPV6, PROTO_TCP};
+
+    use super::*;
+    use crate::policy::{
+        parse_duration,
+        tests::{HOST, HOST6, check},
+    };
+
+    #[test]
+    fn rejects_host_bits_and_overlapping_owners() {
+        let err = check(&format!(
+            "{HOST}[[rule]]\nname = \"x\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 1\npeers = [\"10.1.2.3/8\"]\n"
+        ))
+        .unwrap_err();
+        assert!(err.ends_with("10.1.2.3/8 has host bits set; did you mean 10.0.0.0/8?"), "{err}");
+        let rule = |n: &str| {
+            format!(
+                "[[rule]]\nname = \"{n}\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 1\npeers = [\"192.0.2.1\"]\n"
+            )
+        };
+        let err = check(&format!("{HOST}{}{}", rule("a"), rule("b"))).unwrap_err();
+        assert!(err.ends_with("peer 192.0.2.1 for tcp port 1 in is already in rule \"a\""), "{err}");
+    }
+
+    #[test]
+    fn related_is_for_icmp_errors_only() {
+        let rule = |proto: &str, kind: &str| {
+            format!(
+                "{HOST}[[rule]]\nname = \"x\"\ndirection = \"in\"\nprotocols = [\"{proto}\"]\n{kind}\npeers = \"any\"\nrelated = true\n"
+            )
+        };
+        assert!(check(&rule("icmp", "icmp_type = \"destination-unreachable\"")).unwrap().rules[0].related);
+        assert!(check(&rule("icmp", "icmp_type = 11")).unwrap().rules[0].related);
+        let err = check(&rule("icmp", "icmp_type = \"echo-request\"")).unwrap_err();
+        assert!(err.ends_with("related applies to ICMP error rules (destination-unreachable, time-exceeded, parameter-problem) of protocol icmp alone"), "{err}");
+        assert!(check(&rule("tcp", "port = 1")).unwrap_err().contains("related applies to ICMP error rules"));
+    }
+
+    #[test]
+    fn an_ipv6_peer_needs_an_icmp_type_icmpv6_has() {
+        let rule = |kind: &str| {
+            format!(
+                "{HOST6}[[rule]]\nname = \"x\"\ndirection = \"in\"\nprotocols = [\"icmp\"]\nicmp_type = {kind}\npeers = [\"2001:db8:1::7\"]\n"
+            )
+        };
+        assert!(check(&rule("\"time-exceeded\"")).is_ok());
+        let err = check(&rule("5")).unwrap_err();
+        assert!(err.contains("2001:db8:1::7 is IPv6, and ICMP type 5 has no ICMPv6 equivalent"), "{err}");
+        assert_eq!(Service::Icmp { kind: 8 }.key_for(true), Some((PROTO_ICMPV6, 128)));
+        assert_eq!(Service::Icmp { kind: 5 }.key_for(false), Some((PROTO_ICMP, 5)));
+        assert_eq!(Service::Port { protocol: PROTO_TCP, port: 22 }.key_for(true), Some((PROTO_TCP, 22)));
+    }
+
+    #[test]
+    fn limits_follow_iptables() {
+        let p = check(&format!(
+            "{HOST}[[rule]]\nname = \"ping\"\ndirection = \"in\"\nprotocols = [\"icmp\"]\nicmp_type = \"echo-request\"\npeers = \"any\"\nlimit = \"1/sec\"\n"
+        ))
+        .unwrap();
+        let limit = p.rules[0].limit.unwrap();
+        assert_eq!((limit.interval, limit.burst), (Duration::from_secs(1), 5));
+        assert_eq!(parse_limit("3/min").unwrap().2, Duration::from_secs(20));
+        assert!(parse_limit("0/sec").is_none());
+        assert_eq!(parse_duration("5d"), Some(Duration::from_secs(432_000)));
+        assert_eq!(parse_duration("5"), None);
+    }
+}

@@ -1,0 +1,138 @@
+//! `firewall blocklist`, and the blocklist's lines in `list`.
+use firewall_common::{Builtin, Chain, Counter, Direction, block_counter, builtin_counter};
+use serde::Serialize;
+
+use crate::{
+    compile::{ANYWHERE, LineKind, ListChain, ListLine},
+    kernel::{filter::kernel_time_ns, maps::LiveMaps},
+    ops::{Result, block::entries},
+};
+
+/// One entry, as `blocklist` and `list` show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BlockView {
+    pub prefix: String,
+    /// Seconds until it ends; `None`: until unblocked.
+    pub expires_secs: Option<u64>,
+    /// Packets and bytes from it (INPUT) and to it (OUTPUT).
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    #[serde(skip)]
+    pub slot: u32,
+}
+
+/// The live entries, with their counters.
+pub fn views(maps: &LiveMaps, counters: &[Counter]) -> Result<Vec<BlockView>> {
+    let now = kernel_time_ns();
+    let counter = |id: u32| counters.get(id as usize).copied().unwrap_or_default();
+    Ok(entries(maps)?
+        .into_iter()
+        .filter(|e| !e.expired(now))
+        .map(|e| {
+            let (i, o) = (
+                counter(block_counter(e.slot, Direction::In)),
+                counter(block_counter(e.slot, Direction::Out)),
+            );
+            BlockView {
+                prefix: e.prefix.to_string(),
+                expires_secs: (e.deadline_ns != 0).then(|| (e.deadline_ns - now).div_ceil(1_000_000_000)),
+                packets_in: i.packets,
+                bytes_in: i.bytes,
+                packets_out: o.packets,
+                bytes_out: o.bytes,
+                slot: e.slot,
+            }
+        })
+        .collect())
+}
+
+/// `9m58s`, `2d3h`: the largest two units.
+pub fn human_duration(secs: u64) -> String {
+    let units = [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)];
+    let mut parts = Vec::new();
+    let mut rest = secs;
+    for (name, size) in units {
+        if rest >= size || (parts.is_empty() && size == 1) {
+            parts.push(format!("{}{name}", rest / size));
+            rest %= size;
+        }
+        if parts.len() == 2 {
+            break;
+        }
+    }
+    parts.concat()
+}
+
+fn expiry_text(view: &BlockView) -> String {
+    match view.expires_secs {
+        Some(secs) => format!("blocked, expires in {}", human_duration(secs)),
+        None => "blocked until unblocked".into(),
+    }
+}
+
+/// Puts the blocklist's lines into `list`'s chains where the programs check them: after
+/// the built-in first lines of INPUT (from the blocked peers) and OUTPUT (to them).
+pub fn insert_lines(chains: &mut [ListChain], views: &[BlockView]) {
+    for chain in chains.iter_mut() {
+        let direction = match chain.chain {
+            Chain::Input => Direction::In,
+            Chain::Output => Direction::Out,
+            Chain::Forward => continue,
+        };
+        let after = builtin_counter(chain.chain, Builtin::Invalid);
+        let at = chain.lines.iter().position(|l| l.counter == after).map_or(0, |i| i + 1);
+        let lines = views.iter().map(|view| {
+            let (source, destination) = match direction {
+                Direction::In => (view.prefix.clone(), ANYWHERE.to_owned()),
+                Direction::Out => (ANYWHERE.to_owned(), view.prefix.clone()),
+            };
+            ListLine {
+                kind: LineKind::Blocklist(view.prefix.clone()),
+                target: "DROP",
+                prot: "all",
+                source,
+                destination,
+                matches: expiry_text(view),
+                counter: block_counter(view.slot, direction),
+            }
+        });
+        chain.lines.splice(at..at, lines);
+    }
+}
+
+/// `firewall blocklist`: one line per entry.
+pub fn render(views: &[BlockView]) -> String {
+    if views.is_empty() {
+        return "no address is blocked\n".into();
+    }
+    let width = views.iter().map(|v| v.prefix.len()).max().unwrap_or(0).max(18);
+    let mut out = format!(
+        "{:<width$} {:>10} {:>10} {:>10} {:>10}  expires\n",
+        "address", "pkts in", "bytes in", "pkts out", "bytes out"
+    );
+    for v in views {
+        let expires =
+            v.expires_secs.map_or("never (until unblocked)".into(), |s| format!("in {}", human_duration(s)));
+        out.push_str(&format!(
+            "{:<width$} {:>10} {:>10} {:>10} {:>10}  {expires}\n",
+            v.prefix, v.packets_in, v.bytes_in, v.packets_out, v.bytes_out
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(human_duration(0), "0s");
+        assert_eq!(human_duration(59), "59s");
+        assert_eq!(human_duration(598), "9m58s");
+        assert_eq!(human_duration(3600), "1h");
+        assert_eq!(human_duration(2 * 86_400 + 3 * 3600 + 5), "2d3h");
+    }
+}
