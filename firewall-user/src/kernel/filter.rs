@@ -113,7 +113,7 @@ impl Filter {
 }
 
 /// Fails with [`FilterError::NeedsRoot`] unless the process is root.
-fn require_root() -> Result<()> {
+pub(crate) fn require_root() -> Result<()> {
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         return Err(FilterError::NeedsRoot);

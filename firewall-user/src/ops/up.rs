@@ -5,7 +5,7 @@ use crate::{
     kernel::{
         Filter, FilterError,
         attach::{Mode, attach_and_pin, remove_pins, replace},
-        filter::{Result, if_index},
+        filter::{Result, if_index, require_root},
         maps::{Enforcement, LiveMaps},
         pins::{Pins, StateLock, io_err},
     },
@@ -50,6 +50,10 @@ pub struct Up {
 /// (default: the policy's `[host] interface`). With [`Apply::confirm`], a rollback is
 /// armed: `down` if no filter was up, else the policy in force before.
 pub fn up(file: &Path, iface: Option<&str>, mode: Mode, apply: Apply) -> std::result::Result<Up, UpError> {
+    // Before the policy is read: a user who is not root is told so, not that a policy
+    // file only root may read cannot be read. (`Filter::at` asks again, once it knows
+    // the interface.)
+    require_root()?;
     let text =
         std::fs::read_to_string(file).map_err(|source| UpError::Read { path: file.to_owned(), source })?;
     let policy = policy::parse(&text, file)?;
