@@ -18,6 +18,7 @@
 //! | anti-spoof `-s`/`-d` lists | [`MAP_ANTISPOOF_SRC`], [`MAP_ANTISPOOF_DST`] (LPM tries) | one per entry, the map's value |
 //! | `--state INVALID` | none (the parser) | [`Builtin::Invalid`], [`Builtin::InvalidTcpFlags`], [`Builtin::InvalidFragment`] |
 //! | (what iptables never sees: the link layer) | none (the parser) | [`Builtin::NonIp`] passes, [`Builtin::OtherEthertype`] drops |
+//! | (what iptables never sees: the DHCP client's packet sockets) | [`MAP_CONFIG`]'s [`CONFIG_DHCP`] (`[host] dhcp`) | [`Builtin::Dhcp`] passes |
 //! | a service's allow-list | [`MAP_ALLOW_EXACT`] (hash, single addresses and `any`), [`MAP_ALLOW_PREFIX`] (LPM trie, CIDRs) | [`rule_counter`] with [`Line::New`] |
 //! | `--state ESTABLISHED` returns | [`MAP_CONNTRACK`] (LRU hash, flows heard both ways), [`MAP_HALF_OPEN`] (LRU hash, the others) | [`rule_counter`] with [`Line::Established`] |
 //! | `-m limit` | [`MAP_TOKEN_BUCKETS`] (array, one per rule) | falls through to the chain policy |
@@ -236,10 +237,17 @@ pub enum Builtin {
     /// Any other ethertype (MPLS, PPPoE, IPX, …): dropped, whatever it carries, since the
     /// parser does not read it and the host may unwrap it into IP.
     OtherEthertype = 9,
+    /// The DHCP client's own exchange (`[host] dhcp`, on by default): UDP from port 67 to
+    /// port 68 in and from 68 to 67 out, and DHCPv6's 547 to 546 in and 546 to 547 out
+    /// (with `address6`), whatever the addresses: passed, or the host gets no lease,
+    /// where iptables never sees the client's packet sockets; not to or from a blocked
+    /// address. Its name is not reserved: the kind of a line, not its name, tells it
+    /// from a rule's.
+    Dhcp = 10,
 }
 
 impl Builtin {
-    pub const ALL: [Builtin; 10] = [
+    pub const ALL: [Builtin; 11] = [
         Builtin::NonIp,
         Builtin::Ipv6,
         Builtin::Invalid,
@@ -250,9 +258,11 @@ impl Builtin {
         Builtin::NeighbourDiscovery,
         Builtin::PacketTooBig,
         Builtin::OtherEthertype,
+        Builtin::Dhcp,
     ];
 
-    /// The line's name in the listing, the metrics and the drop events; no rule may take it.
+    /// The line's name in the listing, the metrics and the drop events; no rule may take it
+    /// but [`Builtin::Dhcp`]'s (see [`Builtin::reserved`]).
     pub const fn name(self) -> &'static str {
         match self {
             Builtin::NonIp => "non-ip",
@@ -265,9 +275,25 @@ impl Builtin {
             Builtin::NeighbourDiscovery => "icmpv6-nd",
             Builtin::PacketTooBig => "icmpv6-ptb",
             Builtin::OtherEthertype => "ethertype",
+            Builtin::Dhcp => "dhcp",
         }
     }
 }
+
+impl Builtin {
+    /// Whether no rule may take the line's name. `dhcp` came after policies could name a
+    /// rule so (one admitting a DHCP server on the host, say): such a policy stays valid,
+    /// and the line's kind tells the two apart.
+    pub const fn reserved(self) -> bool {
+        !matches!(self, Builtin::Dhcp)
+    }
+}
+
+/// The DHCP ports: a DHCPv4 server's and client's, a DHCPv6 server's and client's.
+pub const DHCP_SERVER_PORT: u16 = 67;
+pub const DHCP_CLIENT_PORT: u16 = 68;
+pub const DHCPV6_SERVER_PORT: u16 = 547;
+pub const DHCPV6_CLIENT_PORT: u16 = 546;
 
 /// Built-in lines per chain in the counter array.
 pub const BUILTINS_PER_CHAIN: u32 = 16;
@@ -375,6 +401,9 @@ pub const CONFIG_LOG_DROPS: u32 = 16;
 /// `Config::flags`: `BLOCKLIST` holds entries. Without it the programs skip that trie:
 /// most hosts block nothing most of the time, and the lookup would cost every new flow.
 pub const CONFIG_HAS_BLOCKS: u32 = 32;
+/// `Config::flags`: `[host] dhcp` (the default): the DHCP client's exchange passes
+/// ([`Builtin::Dhcp`]).
+pub const CONFIG_DHCP: u32 = 64;
 /// The `Config::flags` that are the live filter's, not the policy's: a reload keeps them.
 pub const CONFIG_LIVE_FLAGS: u32 = CONFIG_LOG_DROPS | CONFIG_HAS_BLOCKS;
 /// The token bucket of drop events, after the rules' own.
@@ -625,7 +654,7 @@ pub const FLOWS_ENDED_ENTRIES: u32 = 2;
 // The counter id ranges must not overlap: checked when the crate compiles.
 const _: () = {
     assert!(Builtin::ALL.len() as u32 <= BUILTINS_PER_CHAIN);
-    assert!(builtin_counter(Chain::Forward, Builtin::OtherEthertype) < ANTISPOOF_COUNTER_BASE);
+    assert!(builtin_counter(Chain::Forward, Builtin::Dhcp) < ANTISPOOF_COUNTER_BASE);
     assert!(ANTISPOOF_COUNTER_BASE + MAX_ANTISPOOF <= RULE_COUNTER_BASE);
     assert!(rule_counter(MAX_RULES - 1, Line::Established) < BLOCK_COUNTER_BASE);
     assert!(block_counter(MAX_BLOCKED - 1, Direction::Out) == MAX_COUNTERS - 1);

@@ -9,7 +9,8 @@
 //! | malformed headers drop, and a third VLAN tag | `--state INVALID` | `invalid` |
 //! | a tracked flow passes (checked first: the fast path) | `--state ESTABLISHED` | the rule's lines |
 //! | a blocked peer drops, both ways, until its deadline (`firewall block`), whatever it sends | fail2ban's `-I INPUT 1 -s … -j DROP` | the entry's own lines |
-//! | anti-spoof sources (ingress), but for discovery from a link-local or unspecified source | `-s … -j DROP` | the entry's own line |
+//! | the DHCP client's exchange (`[host] dhcp`): UDP 67 → 68 in, 68 → 67 out (DHCPv6: 547 → 546, 546 → 547), any address, not to or from a blocked peer | iptables never sees dhclient's packet sockets | `dhcp` |
+//! | anti-spoof sources (ingress), but for the DHCP client's exchange, and discovery from a link-local or unspecified source | `-s … -j DROP` | the entry's own line |
 //! | IPv6 neighbour and multicast listener discovery pass; packet-too-big to/from us passes | (ip6tables' usual first lines, RFC 4890) | `icmpv6-nd`, `icmpv6-ptb` |
 //! | anti-spoof destinations (ingress) | `-d … -j DROP` | the entry's own line |
 //! | not our address (ingress) → FORWARD; not our source (egress) | `-d $OURIP`, `-s $OURIP` | FORWARD / `antispoof-source` |
@@ -33,8 +34,9 @@
 use aya_ebpf::{EbpfContext, maps::lpm_trie::Key};
 use firewall_common::{
     ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_RELATED, ANY_PEER, Addr, AllowKey, AllowValue, Builtin,
-    CONFIG_AUDIT, CONFIG_HAS_BLOCKS, CONFIG_HAS_PREFIXES, CONFIG_IPV6, CONFIG_LOG_DROPS, CONFIG_READY, Chain,
-    Config, Direction, DropEvent, FlowKey, ICMP_DEST_UNREACHABLE, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED,
+    CONFIG_AUDIT, CONFIG_DHCP, CONFIG_HAS_BLOCKS, CONFIG_HAS_PREFIXES, CONFIG_IPV6, CONFIG_LOG_DROPS,
+    CONFIG_READY, Chain, Config, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DHCPV6_CLIENT_PORT, DHCPV6_SERVER_PORT,
+    Direction, DropEvent, FlowKey, ICMP_DEST_UNREACHABLE, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED,
     ICMPV6_DEST_UNREACHABLE, ICMPV6_MLD, ICMPV6_ND_FIRST, ICMPV6_ND_LAST, ICMPV6_PACKET_TOO_BIG,
     ICMPV6_PARAMETER_PROBLEM, ICMPV6_TIME_EXCEEDED, LOG_BUCKET, Line, PROTO_ICMPV6, PROTO_TCP, block_counter,
     builtin_counter, rule_counter,
@@ -160,22 +162,29 @@ fn walk(frame: &impl Frame, direction: Direction, config: &Config) -> (Action, u
         (Direction::Out, false) => (ip.src == config.address, ip.dst),
         (Direction::Out, true) => (ip.src == config.address6, ip.dst),
     };
-    // What IPv6 itself needs, decided on a branch of its own: it has no flow, so the fast
-    // path cannot take it, and it meets the blocklist and (inbound) the anti-spoof sources
-    // as the long way below would, in its order, but that discovery from the link's own
-    // addresses skips the sources. It passes before the checks of our address, which
-    // discovery's link-local and multicast ends are not. Decided in line, after the
-    // blocklist, the same verdicts cost the verifier 3,000 to 5,000 more instructions.
-    if ip.v6
-        && let Some(L4::Icmp { kind, .. }) = l4
-        && let Some(line) = icmpv6_infrastructure(&ip, kind, ours)
-    {
+    // What IPv6 itself needs, and the DHCP client's exchange, decided on a branch of its
+    // own: neither has a flow, so the fast path cannot take them, and they meet the
+    // blocklist as the long way below would, in its order. Inbound, discovery meets the
+    // anti-spoof sources too, but from the link's own addresses; DHCP skips them (a server
+    // may have a private address the lists name, and a client without a lease speaks from
+    // 0.0.0.0). Both pass before the checks of our address, which discovery's link-local
+    // and multicast ends and DHCP's broadcasts are not. Decided in line, after the
+    // blocklist, discovery's verdicts cost the verifier 3,000 to 5,000 more instructions.
+    let exempt = match l4 {
+        Some(L4::Icmp { kind, .. }) if ip.v6 => icmpv6_infrastructure(&ip, kind, ours),
+        Some(L4::Udp { src_port, dst_port }) if config.flags & CONFIG_DHCP != 0 => {
+            dhcp_client(ip.v6, direction, src_port, dst_port)
+        }
+        _ => None,
+    };
+    if let Some(line) = exempt {
         if config.flags & CONFIG_HAS_BLOCKS != 0
             && let Some(counter) = blocked(&peer, direction, now)
         {
             return (Action::Drop, counter);
         }
         if direction == Direction::In
+            && line != Builtin::Dhcp
             && !(line == Builtin::NeighbourDiscovery && from_the_link(&ip.src))
             && let Some(counter) = ANTISPOOF_SRC.get(Key::new(128, ip.src))
         {
@@ -312,6 +321,22 @@ fn icmpv6_infrastructure(ip: &Ip, kind: u8, ours: bool) -> Option<Builtin> {
         return Some(Builtin::NeighbourDiscovery);
     }
     (kind == ICMPV6_PACKET_TOO_BIG && ours).then_some(Builtin::PacketTooBig)
+}
+
+/// The DHCP client's exchange (`[host] dhcp`): a server's answer in (UDP 67 → 68, DHCPv6
+/// 547 → 546), the client's message out (68 → 67, 546 → 547), whatever the addresses (a
+/// client without a lease sends from 0.0.0.0 or its link-local address, to broadcast or a
+/// multicast group, and is answered at an address not yet its own). Each family's ports
+/// alone: nothing else reaches the client's port from a stranger.
+#[inline(always)]
+fn dhcp_client(v6: bool, direction: Direction, src_port: u16, dst_port: u16) -> Option<Builtin> {
+    let (server, client) =
+        if v6 { (DHCPV6_SERVER_PORT, DHCPV6_CLIENT_PORT) } else { (DHCP_SERVER_PORT, DHCP_CLIENT_PORT) };
+    let (from, to) = match direction {
+        Direction::In => (server, client),
+        Direction::Out => (client, server),
+    };
+    (src_port == from && dst_port == to).then_some(Builtin::Dhcp)
 }
 
 /// The counter of the flow a well-formed packet belongs to, if it is tracked.

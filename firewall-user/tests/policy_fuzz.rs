@@ -314,10 +314,14 @@ fn unique_prefixes(
 }
 
 fn host_table(address: u32) -> impl Strategy<Value = Table> {
-    prop::option::of(select(vec!["eth0", "enp3s0", "wlan0", "x", "abcdefghijklmno", "veth-fw.1"]))
-        .prop_map(move |interface| {
+    (
+        prop::option::of(select(vec!["eth0", "enp3s0", "wlan0", "x", "abcdefghijklmno", "veth-fw.1"])),
+        prop::option::of(any::<bool>()),
+    )
+        .prop_map(move |(interface, dhcp)| {
             let mut entries = vec![text("address", quoted(&Ipv4Addr::from(address).to_string()))];
             entries.extend(interface.map(|i| text("interface", quoted(i))));
+            entries.extend(dhcp.map(|on| text("dhcp", on.to_string())));
             entries
         })
         .prop_shuffle()
@@ -592,6 +596,7 @@ enum FaultKind {
     HostAddress,
     HostInterface,
     HostAddress6,
+    HostDhcp,
     HostWithoutAddress,
     HostAddressInDestinations,
     AntispoofItem,
@@ -631,12 +636,13 @@ enum FaultKind {
     UnknownTable,
 }
 
-const FAULTS: [FaultKind; 40] = {
+const FAULTS: [FaultKind; 41] = {
     use FaultKind::*;
     [
         HostAddress,
         HostInterface,
         HostAddress6,
+        HostDhcp,
         HostWithoutAddress,
         HostAddressInDestinations,
         AntispoofItem,
@@ -882,6 +888,12 @@ fn inject(doc: &mut Doc, kind: FaultKind, a: Index, b: Index) -> Vec<Target> {
         }
         HostAddress6 => {
             vec![Target::Value(host, doc.tables[host].set_text("address6", pick(BAD_ADDRESSES6, b)))]
+        }
+        HostDhcp => {
+            vec![Target::Value(
+                host,
+                doc.tables[host].set_text("dhcp", pick(&["\"yes\"", "1", "[true]", "\"false\""], b)),
+            )]
         }
         HostWithoutAddress => {
             doc.tables[host].remove("address");
@@ -1315,14 +1327,14 @@ fn value_for(key: &str) -> BoxedStrategy<String> {
         "peers" => peers_value(),
         "limit" => limit_value(),
         "burst" => any_of(vec![(-5i64..=10_005).prop_map(|n| n.to_string()).boxed(), words(BAD_BURSTS)]),
-        "related" => any_of(vec![words(&["true", "false"]), words(&["\"yes\"", "1", "[true]"])]),
+        "related" | "dhcp" => any_of(vec![words(&["true", "false"]), words(&["\"yes\"", "1", "[true]"])]),
         "comment" => any_of(vec![".{0,30}".prop_map(|s| quoted(&s)).boxed()]),
         timeout if timeout.ends_with("_timeout") => duration_value(),
         _ => any_of(vec![]),
     }
 }
 
-const HOST_KEYS: &[&str] = &["interface", "address", "address6"];
+const HOST_KEYS: &[&str] = &["interface", "address", "address6", "dhcp"];
 const ANTISPOOF_KEYS: &[&str] = &["sources", "destinations"];
 const CONNTRACK_KEYS: &[&str] = &[
     "max_entries",

@@ -1,6 +1,7 @@
 //! Real daemons and clients in the lab (see tests/tests/integration/daemons.rs): sshd and ssh,
-//! dnsmasq and dig, chronyd as server and as one-shot client, python3's http.server and
-//! curl, python3's smtpd and smtplib, nmap, and scapy for packets no socket would send.
+//! dnsmasq and dig, dnsmasq as a DHCP server and ISC dhclient, chronyd as server and as
+//! one-shot client, python3's http.server and curl, python3's smtpd and smtplib, nmap,
+//! and scapy for packets no socket would send.
 //!
 //! Every program runs in one of the lab's network namespaces through `nsenter --net`
 //! (the mount namespace stays the host's, so paths are the same everywhere). Daemons are
@@ -10,7 +11,7 @@
 //! sleep. Clients run to completion under a deadline, their output kept in files.
 //!
 //! The packages are those `cargo xtask setup` installs: openssh-server, openssh-client,
-//! dnsmasq-base, bind9-dnsutils, chrony, curl, nmap, python3-scapy (and Debian's own
+//! dnsmasq-base, isc-dhcp-client, bind9-dnsutils, chrony, curl, nmap, python3-scapy (and Debian's own
 //! python3, whose 3.11 still has the `smtpd` module).
 use std::{
     collections::BTreeMap,
@@ -740,4 +741,156 @@ pub fn moved(before: &Listing, after: &Listing, chain: &str, rule: &str) -> u64 
 /// How many packets a chain's policy dropped between two listings.
 pub fn dropped(before: &Listing, after: &Listing, chain: &str) -> u64 {
     after.policy(chain) - before.policy(chain)
+}
+
+// ---------------------------------------------------------------------------------------
+// DHCP
+
+/// The DHCP server's address on `c0`: a private one, as a cloud's often is, which the
+/// anti-spoof sources name.
+pub const DHCP_SERVER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
+/// The renewal time (T1, DHCP option 58) the server gives, in seconds: dnsmasq's shortest
+/// lease is two minutes, but a client renews at T1.
+pub const DHCP_RENEWAL_SECS: u32 = 3;
+
+/// dnsmasq as a DHCP server alone (no DNS) on `c0` in the client namespace, at
+/// [`DHCP_SERVER`]/24 (added here), leasing 10.99.0.100 to .150 for two minutes, to be
+/// renewed after [`DHCP_RENEWAL_SECS`]; returned once it serves.
+pub fn dhcp_server(lab: &Lab) -> Daemon {
+    need("dnsmasq", "dnsmasq-base");
+    let cidr = format!("{DHCP_SERVER}/24");
+    crate::lab::sh(Command::new("ip").args(["-n", &lab.client, "addr", "add", &cidr, "dev", CLIENT_IF]));
+    let leases = lab.tmp().join("dnsmasq-dhcp.leases");
+    let pid_file = lab.tmp().join("dnsmasq-dhcp.pid");
+    let daemon = Daemon::start(
+        lab,
+        &lab.client,
+        "dnsmasq-dhcp",
+        "dnsmasq",
+        &[
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--conf-file=/dev/null",
+            "--port=0",
+            &format!("--interface={CLIENT_IF}"),
+            "--bind-interfaces",
+            "--dhcp-range=10.99.0.100,10.99.0.150,255.255.255.0,2m",
+            &format!("--dhcp-option=option:T1,{DHCP_RENEWAL_SECS}"),
+            "--dhcp-option=option:T2,100",
+            "--dhcp-authoritative",
+            &format!("--dhcp-leasefile={}", path_str(&leases)),
+            &format!("--pid-file={}", path_str(&pid_file)),
+            "--user=root",
+            "--group=root",
+            "--log-facility=-",
+            "--log-dhcp",
+        ],
+    );
+    daemon.wait_ready("serving DHCP", || daemon.log_text().contains("DHCP, IP range"));
+    daemon
+}
+
+/// ISC dhclient on `s0` in the server namespace: the command, and the file where its
+/// script writes one line per event (`BOUND 10.99.0.120`, `RENEW 10.99.0.120`, `FAIL`).
+/// The script only sets the address: Debian's would rewrite the host's resolv.conf. It
+/// gives up after `timeout` seconds without a lease.
+fn dhclient_command(lab: &Lab, tag: &str, timeout: u32, once: bool) -> (Command, PathBuf) {
+    need("dhclient", "isc-dhcp-client");
+    let dir = lab.tmp();
+    let events = dir.join(format!("dhclient-{tag}.events"));
+    let script = dir.join(format!("dhclient-{tag}.sh"));
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$reason $new_ip_address\" >> {}\ncase \"$reason\" in\n  \
+             BOUND|RENEW|REBIND|REBOOT) ip addr replace \"$new_ip_address/$new_subnet_mask\" dev \"$interface\" ;;\n\
+             esac\nexit 0\n",
+            path_str(&events)
+        ),
+    )
+    .expect("writing dhclient's script");
+    fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let conf = dir.join(format!("dhclient-{tag}.conf"));
+    fs::write(
+        &conf,
+        format!(
+            "timeout {timeout};\nretry 1;\ninitial-interval 1;\n\
+             request subnet-mask, dhcp-lease-time, dhcp-renewal-time, dhcp-rebinding-time;\n"
+        ),
+    )
+    .expect("writing dhclient.conf");
+    let mut command = in_ns(&lab.server, "dhclient");
+    command.args(["-4", "-d", "-v"]);
+    if once {
+        command.arg("-1");
+    }
+    for (flag, path) in [
+        ("-cf", conf),
+        ("-sf", script),
+        ("-lf", dir.join(format!("dhclient-{tag}.leases"))),
+        ("-pf", dir.join(format!("dhclient-{tag}.pid"))),
+    ] {
+        command.arg(flag).arg(path);
+    }
+    command.arg(crate::lab::SERVER_IF);
+    (command, events)
+}
+
+/// A dhclient that keeps its lease and renews it, until the lab ends or [`Dhclient::stop`].
+pub struct Dhclient {
+    pub pid: u32,
+    pub events: PathBuf,
+    pub log: PathBuf,
+}
+
+/// Starts [`Dhclient`] (its output in `<tmp>/dhclient-TAG.log`).
+pub fn dhclient(lab: &Lab, tag: &str) -> Dhclient {
+    let (mut command, events) = dhclient_command(lab, tag, 30, false);
+    let log = lab.tmp().join(format!("dhclient-{tag}.log"));
+    let file = fs::File::create(&log).expect("creating dhclient's log");
+    command.stdin(Stdio::null()).stdout(file.try_clone().expect("dup a log file")).stderr(file);
+    Dhclient { pid: lab.spawn(&mut command), events, log }
+}
+
+/// dhclient trying once for a lease, for `timeout` seconds: its run, and its events.
+pub fn dhclient_once(lab: &Lab, tag: &str, timeout: u32) -> (Run, Vec<String>) {
+    let (mut command, events) = dhclient_command(lab, tag, timeout, true);
+    let run = run(lab, &mut command, Duration::from_secs(u64::from(timeout) + 10));
+    (run, dhcp_events(&events))
+}
+
+fn dhcp_events(path: &Path) -> Vec<String> {
+    fs::read_to_string(path).unwrap_or_default().lines().map(str::to_owned).collect()
+}
+
+impl Dhclient {
+    pub fn events(&self) -> Vec<String> {
+        dhcp_events(&self.events)
+    }
+
+    /// Waits for an event that starts with `reason` (`BOUND`, `RENEW`), and returns it;
+    /// panics with the client's log after `within`.
+    pub fn wait_for(&self, reason: &str, within: Duration) -> String {
+        let started = Instant::now();
+        loop {
+            if let Some(event) = self.events().into_iter().find(|e| e.split(' ').next() == Some(reason)) {
+                return event;
+            }
+            if started.elapsed() > within {
+                let log = fs::read_to_string(&self.log).unwrap_or_default();
+                panic!("dhclient: no {reason} after {within:?}; events {:?}; its log:\n{log}", self.events());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Ends it (SIGTERM: no release is sent) and waits for it.
+    pub fn stop(self, lab: &Lab) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(self.pid).expect("a pid")),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        lab.wait(self.pid);
+    }
 }

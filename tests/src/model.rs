@@ -170,6 +170,17 @@
 //!      they pass in rules 12 and 13, after the blocklist and (in) the anti-spoof sources,
 //!      counted on the direction's `icmpv6-nd` and `icmpv6-ptb`.
 //!
+//! 10b. With `[host] dhcp` (the default), a packet that is not a fragment and whose UDP
+//!      header parses (rule 6) is *DHCP* when it is the client's exchange: in IPv4, from
+//!      port 67 to port 68 travelling in, from 68 to 67 travelling out; in IPv6, from 547
+//!      to 546 in, from 546 to 547 out. Whatever its addresses: a client without a lease
+//!      speaks from 0.0.0.0 (or its link-local address) to broadcast (or `ff02::1:2`), and
+//!      is answered at an address not yet its own, by a server that may have a private
+//!      one. It is decided before the tracked flows (rule 11): a peer it blocks (rule
+//!      11a) drops it, on the entry's line of the direction; else it passes, the
+//!      direction's `dhcp`, without meeting the anti-spoof lists or the checks of our
+//!      address. It starts no flow.
+//!
 //! ## 5. The fast path: tracked flows first
 //!
 //! 11. When the packet is ours, not a fragment, its transport header parses and has a
@@ -412,6 +423,16 @@ impl Net {
     pub fn contains(&self, addr: IpAddr) -> bool {
         let mask = if self.len == 0 { 0 } else { u128::MAX << (128 - u32::from(self.len)) };
         addr.is_ipv6() == self.v6 && addr_key(addr) & mask == self.bits & mask
+    }
+}
+
+/// Rule 10b's ports: the DHCP client's (RFC 2131: server 67, client 68; RFC 8415:
+/// server 547, client 546), from the server in, to it out.
+fn dhcp_exchange(v6: bool, direction: Direction, src_port: u16, dst_port: u16) -> bool {
+    let (server, client) = if v6 { (547, 546) } else { (67, 68) };
+    match direction {
+        Direction::In => (src_port, dst_port) == (server, client),
+        Direction::Out => (src_port, dst_port) == (client, server),
     }
 }
 
@@ -1103,6 +1124,18 @@ impl Judge<'_> {
         } else {
             None
         };
+
+        // Rule 10b: the DHCP client's exchange, before the flows.
+        if self.policy.dhcp
+            && !d.fragment
+            && let Transport::Udp { src_port, dst_port, .. } = d.transport
+            && dhcp_exchange(v6, direction, src_port, dst_port)
+        {
+            return match self.blocked(peer) {
+                Some(counter) => drop(counter),
+                None => pass(builtin_counter(own, Builtin::Dhcp)),
+            };
+        }
 
         // Rule 11: tracked flows first.
         if ours

@@ -49,6 +49,8 @@ const TEST_PACKAGES: &[&str] = &[
     "openssh-server",
     "openssh-client",
     "dnsmasq-base",
+    // dhclient, the DHCP client behind the filter (tests/tests/integration/daemons.rs).
+    "isc-dhcp-client",
     "bind9-dnsutils",
     "chrony",
     "curl",

@@ -25,8 +25,30 @@ pub struct Import {
 impl Import {
     pub fn run(self) -> anyhow::Result<()> {
         let existing = if self.force { import::Existing::Replace } else { import::Existing::Keep };
+        if let Some(out) = &self.output {
+            import::check_output(out, existing)?;
+        }
+        let input = import::read_input(&self.file, std::io::stdin().lock())?;
         let options = import::Options { iface: self.iface, address: self.address };
-        import::run(&self.file, self.output.as_deref(), existing, &options)?;
+        let translation = import::import(&input, &options).inspect_err(|err| {
+            // The error says "listed above": the lines that gave no rule come first.
+            if let import::ImportError::NothingUsable { translation } = err {
+                print_findings(translation);
+            }
+        })?;
+        print_findings(&translation);
+        match &self.output {
+            None => print!("{}", translation.text),
+            Some(out) => import::write(&translation, out, existing)?,
+        }
+        eprintln!("firewall: {}", translation.summary(self.output.as_deref()));
         Ok(())
+    }
+}
+
+/// The findings on stderr, one a line, before the policy and its summary.
+fn print_findings(translation: &import::Translation) {
+    for finding in translation.findings() {
+        eprintln!("{finding}");
     }
 }

@@ -164,10 +164,30 @@ fn our_addresses(policy: &Policy) -> String {
     }
 }
 
-/// INPUT before the checks of invalid packets: the parse's lines, the anti-spoof
-/// sources, what IPv6 needs, the anti-spoof destinations.
+/// The DHCP client's exchange, with `[host] dhcp`: after the blocklist, before the
+/// anti-spoof lists and the checks of the host's address, which it skips (a server may
+/// have a private address; a client without a lease sends from 0.0.0.0, to broadcast).
+fn dhcp_line(policy: &Policy, chain: Chain) -> Option<ListLine> {
+    if !policy.dhcp {
+        return None;
+    }
+    let ports = match (chain, policy.address6.is_some()) {
+        (Chain::Output, false) => "udp spt:68 dpt:67",
+        (Chain::Output, true) => "udp spt:68 dpt:67, spt:546 dpt:547",
+        (_, false) => "udp spt:67 dpt:68",
+        (_, true) => "udp spt:67 dpt:68, spt:547 dpt:546",
+    };
+    Some(ListLine {
+        prot: "udp",
+        ..builtin(chain, Builtin::Dhcp, "ACCEPT", &format!("{ports} (DHCP client; skips antispoof)"))
+    })
+}
+
+/// INPUT before the checks of invalid packets: the parse's lines, the DHCP client's, the
+/// anti-spoof sources, what IPv6 needs, the anti-spoof destinations.
 fn input_lines(policy: &Policy, ids: &Ids) -> Vec<ListLine> {
     let mut input = first_lines(policy, Chain::Input);
+    input.extend(dhcp_line(policy, Chain::Input));
     input.extend(policy.antispoof_sources.iter().map(|p| antispoof_line(AntispoofEntry::source(*p), ids)));
     input.extend(icmpv6_lines(policy, Chain::Input));
     input.extend(
@@ -194,10 +214,12 @@ fn antispoof_line(entry: AntispoofEntry, ids: &Ids) -> ListLine {
     }
 }
 
-/// OUTPUT before the checks of invalid packets: the parse's lines, what IPv6 needs
-/// (which leaves from link-local addresses), then the check that the source is ours.
+/// OUTPUT before the checks of invalid packets: the parse's lines, the DHCP client's,
+/// what IPv6 needs (which leaves from link-local addresses), then the check that the
+/// source is ours.
 fn output_lines(policy: &Policy, ours: &str) -> Vec<ListLine> {
     let mut output = first_lines(policy, Chain::Output);
+    output.extend(dhcp_line(policy, Chain::Output));
     output.extend(icmpv6_lines(policy, Chain::Output));
     output.push(ListLine {
         source: format!("!{ours}"),
@@ -342,6 +364,29 @@ mod tests {
     }
 
     #[test]
+    fn the_dhcp_lines_go_with_the_switch_and_a_rule_may_be_named_dhcp() {
+        let text = "[host]\naddress = \"198.51.100.1\"\n[[rule]]\nname = \"dhcp\"\ndirection = \"in\"\nprotocols = [\"udp\"]\nport = 67\npeers = \"any\"\n";
+        let policy = parse(text, Path::new("p.toml")).unwrap();
+        let ids = Ids::assign(&policy, &Ids::default());
+        let chains = listing(&policy, &ids);
+        for chain in &chains[..2] {
+            let kinds: Vec<&LineKind> =
+                chain.lines.iter().filter(|l| l.kind.name() == "dhcp").map(|l| &l.kind).collect();
+            assert!(kinds.contains(&&LineKind::Builtin(Builtin::Dhcp)), "{:?}", chain.chain);
+            let line = chain.lines.iter().find(|l| l.kind == LineKind::Builtin(Builtin::Dhcp)).unwrap();
+            assert_eq!((line.target, line.counter), ("ACCEPT", builtin_counter(chain.chain, Builtin::Dhcp)));
+        }
+        // The rule's own lines are under its name too, told apart by their kind.
+        assert!(
+            chains[0].lines.iter().any(|l| matches!(&l.kind, LineKind::Rule { name, .. } if name == "dhcp"))
+        );
+        let off =
+            parse(&text.replace("\n[[rule]]", "\ndhcp = false\n[[rule]]"), Path::new("p.toml")).unwrap();
+        let chains = listing(&off, &ids);
+        assert!(chains.iter().all(|c| !c.lines.iter().any(|l| l.kind == LineKind::Builtin(Builtin::Dhcp))));
+    }
+
+    #[test]
     fn the_listing_is_in_the_programs_order() {
         let policy = parse(POLICY, Path::new("p.toml")).unwrap();
         let ids = Ids::assign(&policy, &Ids::default());
@@ -354,14 +399,15 @@ mod tests {
         };
         // The parse's lines (where the blocklist's go after `invalid`), INPUT's anti-spoof
         // sources, what IPv6 needs, the anti-spoof destinations (not our address).
+        // The DHCP client's exchange comes before the anti-spoof lists, which it skips.
         assert_eq!(
-            names(0)[..7],
-            ["non-ip", "ethertype", "invalid", "antispoof", "icmpv6-nd", "icmpv6-ptb", "antispoof"]
+            names(0)[..8],
+            ["non-ip", "ethertype", "invalid", "dhcp", "antispoof", "icmpv6-nd", "icmpv6-ptb", "antispoof"]
         );
         // OUTPUT: what IPv6 needs leaves from link-local addresses, before the check of our source.
         assert_eq!(
-            names(1)[..6],
-            ["non-ip", "ethertype", "invalid", "icmpv6-nd", "icmpv6-ptb", "antispoof-source"]
+            names(1)[..7],
+            ["non-ip", "ethertype", "invalid", "dhcp", "icmpv6-nd", "icmpv6-ptb", "antispoof-source"]
         );
         for chain in &chains[..2] {
             let ethertype =

@@ -17,8 +17,8 @@ use std::{
 
 use firewall_common::{
     ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_RELATED, ANTISPOOF_COUNTER_BASE, ANY_PEER, AllowKey,
-    AllowValue, Builtin, CONFIG_HAS_PREFIXES, CONFIG_IPV6, CONFIG_READY, Config, Line, MAX_ANTISPOOF,
-    MAX_RULES, TokenBucket, rule_counter, v4_mapped,
+    AllowValue, Builtin, CONFIG_DHCP, CONFIG_HAS_PREFIXES, CONFIG_IPV6, CONFIG_READY, Config, Line,
+    MAX_ANTISPOOF, MAX_RULES, TokenBucket, rule_counter, v4_mapped,
 };
 use serde::{Deserialize, Serialize};
 
@@ -244,7 +244,9 @@ fn config(policy: &Policy) -> Config {
     Config {
         address: v4_mapped(policy.address.octets()),
         address6: policy.address6.map_or([0; 16], |a| a.octets()),
-        flags: CONFIG_READY | if policy.address6.is_some() { CONFIG_IPV6 } else { 0 },
+        flags: CONFIG_READY
+            | if policy.address6.is_some() { CONFIG_IPV6 } else { 0 }
+            | if policy.dhcp { CONFIG_DHCP } else { 0 },
         _pad: 0,
         tcp_established_timeout_ns: nanos(c.tcp_established_timeout),
         tcp_fin_timeout_ns: nanos(c.tcp_fin_timeout),
@@ -327,13 +329,13 @@ impl LineKind {
     }
 
     /// Whether a rule may not be named `name`: the built-in lines' names, and every name
-    /// of the anti-spoof and INVALID families, present and to come. (`blocklist` is not
-    /// reserved: policies named rules so before the blocklist came, and the lines' kinds,
-    /// not their names, tell them apart.)
+    /// of the anti-spoof and INVALID families, present and to come. (`blocklist` and
+    /// `dhcp` are not reserved: policies named rules so before those lines came, and the
+    /// lines' kinds, not their names, tell them apart.)
     pub fn reserved(name: &str) -> bool {
         name.starts_with("antispoof")
             || name.starts_with("invalid")
-            || Builtin::ALL.iter().any(|line| line.name() == name)
+            || Builtin::ALL.iter().any(|line| line.reserved() && line.name() == name)
     }
 }
 

@@ -1,5 +1,6 @@
 //! `[host]`: the host's own addresses, which every packet in must be to and every packet
-//! out from, and the interface the filter attaches to.
+//! out from, the interface the filter attaches to, and whether its DHCP client's exchange
+//! passes.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde_spanned::Spanned;
@@ -14,6 +15,8 @@ pub(super) struct Host {
     pub(super) address_at: usize,
     /// `address6` and where it is written.
     pub(super) address6: Option<(Ipv6Addr, usize)>,
+    /// `dhcp`: the DHCP client's exchange passes (default true).
+    pub(super) dhcp: bool,
 }
 
 /// Checks `address`, then `address6`, then `interface`; `host_at` is where `[host]` is
@@ -32,7 +35,9 @@ pub(super) fn validate_host(raw: RawHost, host_at: usize) -> Result<Host, Locate
         }
     };
     let interface = raw.interface.map(interface_name).transpose()?;
-    Ok(Host { interface, address, address_at, address6 })
+    // A boolean or nothing: TOML's parser has placed any other value's error already.
+    let dhcp = raw.dhcp.unwrap_or(true);
+    Ok(Host { interface, address, address_at, address6, dhcp })
 }
 
 /// `address`: a unicast IPv4 address, the seed's OURIP.
@@ -105,5 +110,17 @@ mod tests {
         assert!(check(&host("198.51.100.2")).unwrap_err().contains("its IPv4 one goes in address"));
         assert!(check(&host("::ffff:198.51.100.2")).unwrap_err().contains("IPv4-mapped"));
         assert!(check(&host("2001:db8::zz")).unwrap_err().ends_with("bad address6 \"2001:db8::zz\""));
+    }
+
+    #[test]
+    fn dhcp_is_on_unless_turned_off_and_a_boolean() {
+        let host = |line: &str| format!("[host]\naddress = \"198.51.100.1\"\n{line}");
+        assert!(check(&host("")).unwrap().dhcp);
+        assert!(check(&host("dhcp = true\n")).unwrap().dhcp);
+        assert!(!check(&host("dhcp = false\n")).unwrap().dhcp);
+        let err = check(&host("dhcp = \"no\"\n")).unwrap_err();
+        assert_eq!(err, "p.toml:3:8: invalid type: string \"no\", expected a boolean");
+        let err = check(&host("dhcp = 0\n")).unwrap_err();
+        assert!(err.starts_with("p.toml:3:8: invalid type: integer `0`, expected a boolean"), "{err}");
     }
 }

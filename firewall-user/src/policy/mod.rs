@@ -53,6 +53,9 @@ pub struct Policy {
     pub address: Ipv4Addr,
     /// `address6`: with it, IPv6 is filtered by the same rules; without, dropped whole.
     pub address6: Option<Ipv6Addr>,
+    /// `dhcp` (default true): the DHCP client's exchange passes, DHCPv6's too with
+    /// `address6`, on a built-in line of its own.
+    pub dhcp: bool,
     pub antispoof_sources: Vec<Prefix>,
     pub antispoof_destinations: Vec<Prefix>,
     pub conntrack: Conntrack,
@@ -220,6 +223,7 @@ fn validate(raw: RawPolicy, host_at: usize) -> Result<Policy, Located> {
         interface: host.interface,
         address: host.address,
         address6: host.address6.map(|(address6, _)| address6),
+        dhcp: host.dhcp,
         antispoof_sources: antispoof.sources,
         antispoof_destinations: antispoof.destinations,
         conntrack,

@@ -55,6 +55,7 @@ pub(super) struct RawHost {
     pub(super) interface: Option<Spanned<String>>,
     pub(super) address: Option<Spanned<String>>,
     pub(super) address6: Option<Spanned<String>>,
+    pub(super) dhcp: Option<bool>,
 }
 
 #[derive(Deserialize)]

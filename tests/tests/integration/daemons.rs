@@ -456,3 +456,66 @@ fn spoofed_and_impossible_segments_are_dropped_on_their_own_lines_unanswered() {
     assert_eq!(dropped(&before, &after, "INPUT"), 0, "INPUT policy: every probe has its own line");
     eprintln!("spoof: {:.1?}", started.elapsed());
 }
+
+/// The addresses on `s0` in the server namespace, as `ip -4 addr` shows them.
+fn server_addresses(lab: &Lab) -> String {
+    let out = sh(Command::new("ip").args(["-n", &lab.server, "-4", "-o", "addr", "show", "dev", SERVER_IF]));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// dnsmasq serves DHCP on the world's side from a private address; ISC dhclient on the
+/// filtered interface, with examples/tight.toml attached, gets a lease and renews it (the
+/// server's T1 is seconds), counted on the `dhcp` lines and on no drop. With `dhcp = false`,
+/// reloaded, no lease comes: the DISCOVER from 0.0.0.0 meets OUTPUT's source check.
+#[test]
+fn the_dhcp_client_gets_a_lease_and_renews_it_through_the_filter_and_none_with_dhcp_off() {
+    let lab = Lab::new("dhcp");
+    let policy = lab.policy_file();
+    lab.up_with(&policy);
+    let _server = daemons::dhcp_server(&lab);
+    let before = lab.list();
+
+    let client = daemons::dhclient(&lab, "on");
+    let bound = client.wait_for("BOUND", Duration::from_secs(15));
+    let leased = bound.split(' ').nth(1).expect("BOUND names the address").to_owned();
+    assert!(leased.starts_with("10.99.0."), "{bound}");
+    assert!(server_addresses(&lab).contains(&format!("inet {leased}/24")), "{}", server_addresses(&lab));
+    // The renewal: a REQUEST from the leased address to the server, its ACK back.
+    let renewed = client.wait_for("RENEW", Duration::from_secs(u64::from(daemons::DHCP_RENEWAL_SECS) + 10));
+    assert_eq!(renewed, format!("RENEW {leased}"));
+    client.stop(&lab);
+    let after = lab.list();
+    // DISCOVER, REQUEST, the renewal's REQUEST out; OFFER, ACK, the renewal's ACK in.
+    assert!(moved(&before, &after, "OUTPUT", "dhcp") >= 3, "{:#}", after.chain("OUTPUT"));
+    assert!(moved(&before, &after, "INPUT", "dhcp") >= 3, "{:#}", after.chain("INPUT"));
+    for chain in ["INPUT", "OUTPUT", "FORWARD"] {
+        assert_eq!(dropped(&before, &after, chain), 0, "{chain}");
+    }
+    assert_eq!(after.packets("OUTPUT", "antispoof-source"), before.packets("OUTPUT", "antispoof-source"));
+    sh(Command::new("ip").args([
+        "-n",
+        &lab.server,
+        "addr",
+        "del",
+        &format!("{leased}/24"),
+        "dev",
+        SERVER_IF,
+    ]));
+
+    // `dhcp = false`, reloaded: no lease within the client's bounded wait.
+    let text = std::fs::read_to_string(&policy).expect("the lab's policy");
+    std::fs::write(&policy, text.replacen("[host]\n", "[host]\ndhcp = false\n", 1)).expect("writing it");
+    lab.firewall_ok(&["reload", "--iface", SERVER_IF]);
+    let before = lab.list();
+    let (run, events) = daemons::dhclient_once(&lab, "off", 4);
+    assert!(!run.ok(), "a lease with dhcp = false: {events:?}\n{}", run.describe());
+    assert!(!events.iter().any(|e| e.starts_with("BOUND")), "{events:?}");
+    assert!(!server_addresses(&lab).contains("10.99.0."), "{}", server_addresses(&lab));
+    let after = lab.list();
+    let lines = |l: &tests::lab::Listing, chain| l.chain(chain)["rules"].to_string();
+    assert!(!lines(&after, "INPUT").contains("\"dhcp\""), "no dhcp line with dhcp = false");
+    assert!(
+        after.packets("OUTPUT", "antispoof-source") > before.packets("OUTPUT", "antispoof-source"),
+        "the DISCOVERs from 0.0.0.0 drop on OUTPUT's source check"
+    );
+}

@@ -500,3 +500,64 @@ fn without_address6_every_ipv6_packet_is_dropped_and_counted() {
     assert_eq!(f.builtin_packets(Chain::Input, Builtin::Ipv6), 3);
     assert_eq!(f.builtin_packets(Chain::Output, Builtin::Ipv6), 3);
 }
+
+#[test]
+fn the_dhcpv6_client_s_exchange_passes_with_address6_and_nothing_else_reaches_its_port() {
+    let mut f = filter();
+    let o = OURS6;
+    let dhcp = |f: &mut TestFilter, chain| f.builtin_packets(chain, Builtin::Dhcp);
+    let (ours_link, server_link, all_servers) = (v6("fe80::1"), link_local(), v6("ff02::1:2"));
+    let exchange = |f: &mut TestFilter| {
+        [
+            // SOLICIT to the servers' group, from our link-local address; a RENEW to a
+            // server's global address, from ours.
+            f.egress(&udp6(ours_link, all_servers, 546, 547)),
+            f.egress(&udp6(o, v6("2001:db8:ff::547"), 546, 547)),
+            // ADVERTISE and REPLY from the server's link-local address (in fe80::/10, an
+            // anti-spoof default) to ours, and from a global one to our address.
+            f.ingress(&udp6(server_link, ours_link, 547, 546)),
+            f.ingress(&udp6(v6("2001:db8:ff::547"), o, 547, 546)),
+        ]
+    };
+    assert_eq!(exchange(&mut f), [Pass; 4]);
+    assert_eq!((dhcp(&mut f, Chain::Output), dhcp(&mut f, Chain::Input)), (2, 2));
+
+    // Nothing else reaches the client's port; DHCPv4's ports are not DHCPv6's.
+    assert_eq!(f.ingress(&udp6(stranger(), o, 53, 546)), Drop, "from port 53");
+    assert_eq!(f.ingress(&udp6(stranger(), o, 67, 68)), Drop, "DHCPv4's ports over IPv6");
+    assert_eq!(f.ingress(&tcp6(stranger(), o, 547, 546, SYN)), Drop, "TCP");
+    assert_eq!(f.egress(&udp6(o, stranger(), 68, 67)), Drop, "DHCPv4's ports out over IPv6");
+    assert_eq!(f.ingress(&udp(v4_server(), OURS4, 547, 546)), Drop, "DHCPv6's ports over IPv4");
+    assert_eq!((dhcp(&mut f, Chain::Output), dhcp(&mut f, Chain::Input)), (2, 2));
+
+    // A blocked server gets nothing through.
+    let prefix = firewall_user::policy::Prefix::parse("2001:db8:ff::547").expect("a prefix");
+    firewall_user::ops::block::apply_block(&mut f.loaded.maps, prefix, 0, 0).expect("blocking");
+    assert_eq!(f.ingress(&udp6(v6("2001:db8:ff::547"), o, 547, 546)), Drop);
+    assert_eq!(f.egress(&udp6(o, v6("2001:db8:ff::547"), 546, 547)), Drop);
+    assert_eq!(f.packets(firewall_common::block_counter(0, firewall_common::Direction::In)), 1);
+    assert_eq!(f.packets(firewall_common::block_counter(0, firewall_common::Direction::Out)), 1);
+    firewall_user::ops::block::lift_blocks(&mut f.loaded.maps, &[prefix], 0).expect("unblocking");
+
+    // `dhcp = false`, by a reload: all of it drops.
+    let mut policy = f.policy.clone();
+    policy.dhcp = false;
+    let plan = firewall_user::compile::plan(&policy, &f.ids);
+    f.loaded.maps.apply(&plan, &[], None).expect("reloading");
+    assert_eq!(exchange(&mut f), [Drop; 4]);
+    assert_eq!((dhcp(&mut f, Chain::Output), dhcp(&mut f, Chain::Input)), (2, 2));
+}
+
+#[test]
+fn without_address6_dhcpv6_drops_on_the_ipv6_line() {
+    let mut f = TestFilter::tight();
+    assert_eq!(f.ingress(&udp6(link_local(), v6("fe80::1"), 547, 546)), Drop);
+    assert_eq!(f.egress(&udp6(v6("fe80::1"), v6("ff02::1:2"), 546, 547)), Drop);
+    assert_eq!(f.builtin_packets(Chain::Input, Builtin::Ipv6), 1);
+    assert_eq!(f.builtin_packets(Chain::Output, Builtin::Ipv6), 1);
+    assert_eq!(f.builtin_packets(Chain::Input, Builtin::Dhcp), 0);
+}
+
+fn v4_server() -> [u8; 4] {
+    [198, 51, 100, 67]
+}

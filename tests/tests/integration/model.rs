@@ -875,6 +875,9 @@ impl Pool {
         block_anchors.extend([cidr_edges[0], strangers[0], strangers[1], ours]);
         if v6 {
             block_anchors.extend(["fe80::1", "fe80::2", "fe80::abcd:1"].map(v6_addr));
+        } else {
+            // A DHCP server (the `dhcp` generator's).
+            block_anchors.push(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
         }
         Pool {
             v6,
@@ -1422,6 +1425,71 @@ fn discovery(pool: &Pool) -> BoxedStrategy<Loose> {
     prop_oneof![3 => messages, 1 => too_big].boxed()
 }
 
+/// The DHCP client's exchange and its near misses: the client's and the server's ports
+/// both ways and crossed, the other family's, a stranger's source port; from and to
+/// 0.0.0.0, broadcast, the servers' group, private servers the anti-spoof lists name,
+/// ours, peers (some blocked); UDP mostly, TCP on the same ports, fragments, other
+/// header shapes and mutations now and then.
+fn dhcp(pool: &Pool) -> BoxedStrategy<Loose> {
+    let v6 = pool.v6;
+    let ports: Vec<(u16, u16)> = if v6 {
+        vec![
+            (547, 546),
+            (546, 547),
+            (547, 546),
+            (546, 547),
+            (67, 68),
+            (68, 67),
+            (547, 547),
+            (546, 546),
+            (53, 546),
+            (547, 53),
+        ]
+    } else {
+        vec![
+            (67, 68),
+            (68, 67),
+            (67, 68),
+            (68, 67),
+            (547, 546),
+            (546, 547),
+            (67, 67),
+            (68, 68),
+            (53, 68),
+            (1067, 68),
+            (67, 53),
+        ]
+    };
+    let specials: Vec<IpAddr> = if v6 {
+        ["fe80::1", "fe80::2", "ff02::1:2", "ff02::1", "::", "fd00::547"].map(v6_addr).to_vec()
+    } else {
+        [
+            [0, 0, 0, 0],
+            [255, 255, 255, 255],
+            [10, 0, 0, 1],
+            [192, 168, 1, 1],
+            [172, 16, 0, 1],
+            [192, 168, 1, 50],
+            [169, 254, 1, 1],
+        ]
+        .map(|a: [u8; 4]| IpAddr::V4(a.into()))
+        .to_vec()
+    };
+    let end = prop_oneof![3 => select(specials), 2 => pool.peer(), 2 => pool.local()].boxed();
+    let l4 = prop_oneof![
+        8 => (select(ports.clone()), 0u8..24).prop_map(|((sport, dport), payload)| L4::Udp { sport, dport, payload }),
+        1 => (select(ports), tcp_flags()).prop_map(|((sport, dport), flags)| L4::Tcp { sport, dport, flags, options: 0, payload: 4, numbers: Numbers::FIXED }),
+    ];
+    let header = prop_oneof![4 => Just(Header::plain(v6)), 1 => pool.header()];
+    (direction(), end.clone(), end, l4, header, tags(), prop_oneof![4 => Just(vec![]), 1 => mutations(v6)])
+        .prop_map(|(direction, src, dst, l4, header, tags, mutations)| Loose::Ip {
+            direction,
+            packet: Packet { tags, src, dst, header, l4 },
+            mutations,
+        })
+        .boxed()
+}
+
 /// Frames with 0 to 5 VLAN tags of both TPIDs and an ethertype at the edges of rule 2 or
 /// any, carrying an IP datagram of either family (for either direction) or bytes.
 fn link(pools: &Pools) -> BoxedStrategy<Loose> {
@@ -1481,6 +1549,8 @@ fn loose(pools: &Pools) -> BoxedStrategy<Loose> {
             14 => ip(&pools.v6, Direction::In),
             12 => ip(&pools.v6, Direction::Out),
             6 => discovery(&pools.v6),
+            3 => dhcp(&pools.v4),
+            3 => dhcp(&pools.v6),
             1 => arp,
             2 => bytes,
             2 => link(pools),
@@ -1491,6 +1561,8 @@ fn loose(pools: &Pools) -> BoxedStrategy<Loose> {
         prop_oneof![
             20 => ip(&pools.v4, Direction::In),
             16 => ip(&pools.v4, Direction::Out),
+            4 => dhcp(&pools.v4),
+            1 => dhcp(&pools.v6),
             1 => arp,
             1 => ip(&pools.v6, Direction::In),
             1 => ip(&pools.v6, Direction::Out),
@@ -2261,11 +2333,12 @@ fn random_policy(ipv6: bool) -> BoxedStrategy<String> {
         .prop_flat_map(move |rules| {
             let rules: Vec<_> = (0..rules.len()).map(|i| random_rule(i, ipv6)).collect();
             let antispoof = if ipv6 { antispoof6.clone().boxed() } else { antispoof.clone().boxed() };
-            (Just(ipv6), antispoof, rules).prop_map(|(ipv6, antispoof, rules)| {
+            let dhcp = select(vec!["", "", "dhcp = true\n", "dhcp = false\n"]);
+            (Just(ipv6), antispoof, rules, dhcp).prop_map(|(ipv6, antispoof, rules, dhcp)| {
                 // A host address that the custom destination list's /30 does not cover.
                 let address6 = if ipv6 { "address6 = \"2001:db8::1\"\n" } else { "" };
                 format!(
-                    "[host]\naddress = \"198.51.100.1\"\n{address6}{antispoof}[conntrack]\nmax_entries = 65536\n{}",
+                    "[host]\naddress = \"198.51.100.1\"\n{address6}{dhcp}{antispoof}[conntrack]\nmax_entries = 65536\n{}",
                     rules.concat()
                 )
             })
@@ -2537,6 +2610,31 @@ address = "198.51.100.1"
 [antispoof]
 sources = []
 destinations = []
+"#;
+
+/// Rules on the DHCP ports, one named `dhcp` as the built-in line is: with `[host] dhcp`
+/// the line takes the client's exchange first; without, the rules admit what they name.
+const DHCP_RULES_POLICY: &str = r#"
+[host]
+address = "198.51.100.1"
+[[rule]]
+name = "dhcp"
+direction = "out"
+protocols = ["udp"]
+port = 67
+peers = "any"
+[[rule]]
+name = "dhcp-in"
+direction = "in"
+protocols = ["udp"]
+port = 68
+peers = ["203.0.113.67", "198.51.100.0/24"]
+[[rule]]
+name = "dhcp-server"
+direction = "in"
+protocols = ["udp"]
+port = 67
+peers = "any"
 "#;
 
 /// Both families in every rule: nested IPv6 CIDRs (a /48 inside a /32, single addresses
@@ -3470,6 +3568,16 @@ fn the_seed_policy_agrees_with_the_model() {
         .filter_map(|r| subject.lines.get(&rule_counter(ids.rule(&r.name), Line::Established)))
         .sum();
     assert!(returns > 100, "only {returns} frames passed as returns of flows");
+    // The DHCP client's exchange, both ways, on its own lines.
+    for chain in [Chain::Input, Chain::Output] {
+        let id = builtin_counter(chain, Builtin::Dhcp);
+        let reached = subject.lines.get(&id).copied().unwrap_or(0);
+        assert!(
+            reached >= 10,
+            "frames reached {} only {reached} times",
+            model::counter_name(policy, ids, id)
+        );
+    }
 }
 
 #[test]
@@ -3484,6 +3592,11 @@ fn hand_written_policies_agree_with_the_model() {
         ("LIMITS_POLICY (slow buckets, small bursts)", LIMITS_POLICY),
         ("MULTI_POLICY (multi-port, multi-protocol, custom anti-spoof)", MULTI_POLICY),
         ("EMPTY_POLICY (no rules, no anti-spoof lists)", EMPTY_POLICY),
+        ("DHCP_RULES_POLICY (rules named dhcp on the DHCP ports, the line on)", DHCP_RULES_POLICY),
+        (
+            "DHCP_OFF_POLICY (the same, dhcp = false: the rules decide)",
+            &DHCP_RULES_POLICY.replacen("[host]\n", "[host]\ndhcp = false\n", 1),
+        ),
     ] {
         exercise(Subject::new(name, text), 800 * scale(), 400 * scale(), &mut rng, &mut total);
     }
@@ -3652,7 +3765,13 @@ fn the_dual_stack_example_agrees_with_the_model() {
         .sum();
     assert!(returns > 50, "only {returns} IPv6 frames passed as returns of flows");
     for chain in [Chain::Input, Chain::Output] {
-        for line in [Builtin::NeighbourDiscovery, Builtin::PacketTooBig, Builtin::Invalid, Builtin::Policy] {
+        for line in [
+            Builtin::NeighbourDiscovery,
+            Builtin::PacketTooBig,
+            Builtin::Dhcp,
+            Builtin::Invalid,
+            Builtin::Policy,
+        ] {
             let id = builtin_counter(chain, line);
             assert!(
                 subject.lines6.get(&id).is_some_and(|n| *n >= 10),

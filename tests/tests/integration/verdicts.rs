@@ -641,3 +641,80 @@ fn without_related_an_error_rule_admits_every_error_as_the_seed_writes_it() {
     assert_eq!(f.ingress(&unrelated), Pass);
     assert_eq!(f.rule_packets("unreachable-in", Line::New), 1);
 }
+
+/// The policy `f` holds, with `[host] dhcp` set to `on`, applied as a reload applies it.
+fn reload_with_dhcp(f: &mut TestFilter, on: bool) {
+    let mut policy = f.policy.clone();
+    policy.dhcp = on;
+    let plan = firewall_user::compile::plan(&policy, &f.ids);
+    f.loaded.maps.apply(&plan, &[], None).expect("reloading");
+}
+
+#[test]
+fn the_dhcp_client_s_exchange_passes_on_its_own_line_and_nothing_else_reaches_its_port() {
+    let mut f = TestFilter::tight();
+    let dhcp = |f: &mut TestFilter, chain| f.builtin_packets(chain, Builtin::Dhcp);
+    let (anyone, broadcast) = ([0; 4], [255; 4]);
+    let (server10, server192) = ([10, 0, 0, 1], [192, 168, 1, 1]);
+    let exchange = |f: &mut TestFilter| {
+        [
+            // DISCOVER and REQUEST before a lease, from 0.0.0.0 to broadcast; a renewal's
+            // REQUEST from our address to the server.
+            f.egress(&udp(anyone, broadcast, 68, 67)),
+            f.egress(&udp(OURS, server10, 68, 67)),
+            // OFFER and ACK from servers the anti-spoof sources name: to broadcast, to an
+            // address not yet ours, to ours.
+            f.ingress(&udp(server10, broadcast, 67, 68)),
+            f.ingress(&udp(server192, [192, 168, 1, 50], 67, 68)),
+            f.ingress(&udp(server192, OURS, 67, 68)),
+        ]
+    };
+    assert_eq!(exchange(&mut f), [Pass; 5]);
+    assert_eq!((dhcp(&mut f, Chain::Output), dhcp(&mut f, Chain::Input)), (2, 3));
+
+    // Nothing else reaches the client's port: another source port, TCP, a fragment.
+    let policy = f.builtin_packets(Chain::Input, Builtin::Policy);
+    assert_eq!(f.ingress(&udp(STRANGER, OURS, 53, 68)), Drop, "from port 53");
+    assert_eq!(f.ingress(&udp(STRANGER, OURS, 67, 67)), Drop, "to the server's port");
+    assert_eq!(f.ingress(&tcp(STRANGER, OURS, 67, 68, SYN)), Drop, "TCP");
+    assert_eq!(f.builtin_packets(Chain::Input, Builtin::Policy), policy + 3);
+    assert_eq!(f.ingress(&udp(server10, broadcast, 1067, 68)), Drop, "a private source, another port");
+    assert_eq!(f.ingress(&fragmented(udp(STRANGER, OURS, 67, 68), true, 0)), Drop, "a fragment");
+    assert_eq!(f.egress(&udp(anyone, broadcast, 67, 68)), Drop, "a server's answer, sent by us");
+    assert_eq!(f.egress(&udp(anyone, broadcast, 68, 68)), Drop);
+    assert_eq!((dhcp(&mut f, Chain::Output), dhcp(&mut f, Chain::Input)), (2, 3));
+
+    // A blocked server gets nothing through, either way, on its entry's lines.
+    let prefix = firewall_user::policy::Prefix::parse("10.0.0.1").expect("a prefix");
+    firewall_user::ops::block::apply_block(&mut f.loaded.maps, prefix, 0, 0).expect("blocking");
+    let (block_in, block_out) = (
+        firewall_common::block_counter(0, firewall_common::Direction::In),
+        firewall_common::block_counter(0, firewall_common::Direction::Out),
+    );
+    assert_eq!(f.ingress(&udp(server10, broadcast, 67, 68)), Drop);
+    assert_eq!(f.egress(&udp(OURS, server10, 68, 67)), Drop);
+    assert_eq!((f.packets(block_in), f.packets(block_out)), (1, 1));
+    assert_eq!(f.ingress(&udp(server192, broadcast, 67, 68)), Pass, "another server");
+    firewall_user::ops::block::lift_blocks(&mut f.loaded.maps, &[prefix], 0).expect("unblocking");
+
+    // `dhcp = false`, by a reload: each drops where it would without the line.
+    reload_with_dhcp(&mut f, false);
+    let before = (dhcp(&mut f, Chain::Output), dhcp(&mut f, Chain::Input));
+    let spoofed_source = f.builtin_packets(Chain::Output, Builtin::SpoofedSource);
+    let policy = f.builtin_packets(Chain::Input, Builtin::Policy);
+    assert_eq!(exchange(&mut f), [Drop; 5]);
+    assert_eq!((dhcp(&mut f, Chain::Output), dhcp(&mut f, Chain::Input)), before);
+    assert_eq!(f.builtin_packets(Chain::Output, Builtin::SpoofedSource), spoofed_source + 1, "from 0.0.0.0");
+    assert_eq!(f.builtin_packets(Chain::Output, Builtin::Policy), 1, "to the server");
+    assert_eq!(
+        f.builtin_packets(Chain::Input, Builtin::Policy),
+        policy,
+        "the answers meet the anti-spoof lists"
+    );
+    assert_eq!(f.ingress(&udp(STRANGER, OURS, 67, 68)), Drop, "from a public server");
+    assert_eq!(f.builtin_packets(Chain::Input, Builtin::Policy), policy + 1);
+    // And on again.
+    reload_with_dhcp(&mut f, true);
+    assert_eq!(exchange(&mut f), [Pass; 5]);
+    assert_eq!((dhcp(&mut f, Chain::Output), dhcp(&mut f, Chain::Input)), (before.0 + 2, before.1 + 3));
+}

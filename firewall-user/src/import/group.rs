@@ -1,0 +1,637 @@
+//! From classified lines to rules: an opening line and its return are one rule, the peers
+//! of one service one list, and services with the same peers one rule.
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+};
+
+use firewall_common::{
+    Direction, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED,
+    PROTO_ICMP, PROTO_TCP,
+};
+
+use super::{
+    Finding, Findings, Options,
+    classify::{Classified, Flow, Role, Svc},
+    spec::Rate,
+    write::{AntispoofOut, HostOut, line_list},
+};
+use crate::policy::Prefix;
+
+/// One `[[rule]]` to write.
+#[derive(Debug)]
+pub(super) struct RuleOut {
+    pub(super) name: String,
+    pub(super) direction: Direction,
+    pub(super) protocols: Vec<u8>,
+    pub(super) ports: Vec<u16>,
+    pub(super) icmp: Option<(u8, bool)>,
+    pub(super) peers: Option<Vec<Prefix>>,
+    pub(super) limit: Option<Rate>,
+    pub(super) opening: Vec<usize>,
+    pub(super) returns: Vec<usize>,
+    pub(super) notes: Vec<String>,
+    pub(super) comments: Vec<String>,
+}
+
+/// A line that admits flows, as the grouping reads it: its number, its text, its flow.
+pub(super) type FlowLine = (usize, String, Flow);
+
+/// The host the policy is for: `--iface` and `--address`, else the interface and the
+/// address that the lines name most. `None`: no address, given or named.
+pub(super) fn choose_host(classified: &[Classified], options: &Options) -> Option<HostOut> {
+    let named: Vec<String> = classified
+        .iter()
+        .filter_map(|c| match &c.role {
+            Role::Flow(Flow { iface, .. }) | Role::Antispoof { iface, .. } => iface.clone(),
+            Role::BuiltIn(_) => None,
+        })
+        .collect();
+    let (iface, iface_from) = match (&options.iface, most_common(&named)) {
+        (Some(i), _) => (Some(i.clone()), "--iface".to_owned()),
+        (None, Some(i)) => (Some(i.clone()), format!("the dump's -i/-o {i}")),
+        (None, None) => (None, String::new()),
+    };
+    let hosts: Vec<Prefix> = classified
+        .iter()
+        .filter_map(|c| match &c.role {
+            Role::Flow(f) => f.host.filter(|h| h.len == 32),
+            _ => None,
+        })
+        .collect();
+    let (address, address_from) = match (options.address, most_common(&hosts).map(|p| p.addr)) {
+        (Some(a), _) => (a, "--address"),
+        (None, Some(IpAddr::V4(a))) => (a, "the dump's -d on INPUT and -s on OUTPUT"),
+        (None, _) => return None,
+    };
+    Some(HostOut { iface, iface_from, address, address_from: address_from.to_owned() })
+}
+
+/// The most frequent of `values` (the first seen of equals).
+fn most_common<T: Eq + std::hash::Hash + Clone>(values: &[T]) -> Option<T> {
+    let mut counts: HashMap<&T, usize> = HashMap::new();
+    for v in values {
+        *counts.entry(v).or_default() += 1;
+    }
+    let mut best: Option<(&T, usize)> = None;
+    for v in values {
+        let n = counts[v];
+        if best.is_none_or(|(_, m)| n > m) {
+            best = Some((v, n));
+        }
+    }
+    best.map(|(v, _)| v.clone())
+}
+
+/// Sets aside the lines for another host address or interface: they are not ours to
+/// translate. The rest are the anti-spoof lists and the flows to group.
+pub(super) fn host_lines(
+    classified: Vec<Classified>,
+    host: &HostOut,
+    findings: &mut Findings,
+) -> (Vec<FlowLine>, AntispoofOut) {
+    let mut flows = Vec::new();
+    let mut antispoof = AntispoofOut::default();
+    for Classified { line, text, role } in classified {
+        match role {
+            Role::Antispoof { source, prefix, iface } => {
+                if let Some(why) = not_our_antispoof(host, source, prefix, iface.as_ref()) {
+                    findings.untranslated.push(Finding { line, rule: text, why });
+                    continue;
+                }
+                let list = if source { &mut antispoof.sources } else { &mut antispoof.destinations };
+                if list.contains(&prefix) {
+                    let why = format!("{prefix} is already in the list");
+                    findings.built_in.push(Finding { line, rule: text, why });
+                } else {
+                    list.push(prefix);
+                }
+                antispoof.lines.push(line);
+            }
+            Role::Flow(f) => match not_our_flow(host, &f) {
+                Some(why) => findings.untranslated.push(Finding { line, rule: text, why }),
+                None => flows.push((line, text, f)),
+            },
+            Role::BuiltIn(_) => unreachable!("built-ins are set aside above"),
+        }
+    }
+    (flows, antispoof)
+}
+
+/// Why an anti-spoof line is not the host's: another interface's, or one that would
+/// drop every packet to the host.
+fn not_our_antispoof(host: &HostOut, source: bool, prefix: Prefix, iface: Option<&String>) -> Option<String> {
+    if let Some(why) = other_iface(host, iface) {
+        return Some(why);
+    }
+    let address = host.address;
+    (!source && prefix.contains(IpAddr::V4(address))).then(|| {
+        format!(
+            "it drops every packet to the host address {address} (from {}): not translated",
+            host.address_from
+        )
+    })
+}
+
+/// Why a line that admits flows is not the host's: another host address's, or another
+/// interface's.
+fn not_our_flow(host: &HostOut, f: &Flow) -> Option<String> {
+    let address = host.address;
+    // The host side's option: -d for what comes in, -s for what goes out.
+    let flag = if matches!((f.direction, f.is_return), (Direction::In, false) | (Direction::Out, true)) {
+        "-d"
+    } else {
+        "-s"
+    };
+    if let Some(h) = f.host.filter(|h| h.len != 32 || h.addr != IpAddr::V4(address)) {
+        return Some(format!(
+            "{flag} {h} is not the host address {address} (from {}; --address chooses another)",
+            host.address_from
+        ));
+    }
+    other_iface(host, f.iface.as_ref())
+}
+
+/// Why a line on interface `theirs` is not the host's, if the policy is for another.
+fn other_iface(host: &HostOut, theirs: Option<&String>) -> Option<String> {
+    match (&host.iface, theirs) {
+        (Some(mine), Some(theirs)) if mine != theirs => {
+            Some(format!("on interface {theirs}: the policy is for {mine} (from {})", host.iface_from))
+        }
+        _ => None,
+    }
+}
+
+/// Pairs opening lines with their returns, gathers each service's peers, and merges the
+/// services with the same peers into rules, named and in the dump's order.
+pub(super) fn group(flows: &[FlowLine], passes_returns: &[String], findings: &mut Findings) -> Vec<RuleOut> {
+    // Indexes throughout: a dump may hold a line for each of 100,000 peers.
+    let texts = LineTexts(flows.iter().map(|(l, t, _)| (*l, t.as_str())).collect());
+    let mut returns = Returns::index(flows);
+    let mut entries = Entries::default();
+    for (line, _, f) in flows.iter().filter(|(_, _, f)| !f.is_return) {
+        let unanswered = entries.add_line(*line, f, &mut returns, &texts, &mut findings.untranslated);
+        // The chain its returns travel through.
+        let back = if f.direction == Direction::In { "OUTPUT" } else { "INPUT" };
+        if unanswered && !passes_returns.iter().any(|c| c == back) {
+            findings.differences.push(texts.finding(
+                *line,
+                "translated, but it has no return line: the firewall admits the returns of the flows it opens, which this dump drops".into(),
+            ));
+        }
+    }
+    returns.list_unpaired(&texts, &mut findings.untranslated);
+    let mut entries = entries.all;
+    for entry in &mut entries {
+        entry.absorb_named_peers();
+        entry.note_shared_limit();
+    }
+    let mut rules = merge(&entries);
+    // In the order of the dump's first line of each (a return line comes first when
+    // iptables-save lists INPUT before OUTPUT).
+    rules.sort_by_key(|r| r.opening.iter().chain(&r.returns).min().copied());
+    name_rules(&mut rules);
+    rules
+}
+
+/// The text of each flow line by its number, for the findings about it.
+struct LineTexts<'a>(HashMap<usize, &'a str>);
+
+impl LineTexts<'_> {
+    fn finding(&self, line: usize, why: String) -> Finding {
+        Finding { line, rule: self.0[&line].to_owned(), why }
+    }
+}
+
+/// A return line's service, for pairing with the lines that open its flows.
+#[derive(Debug)]
+struct Return {
+    svc: Svc,
+    line: usize,
+    limit: Option<Rate>,
+    /// Some opening line pairs with it.
+    used: bool,
+}
+
+/// The return lines, a [`Return`] for each service of each, found by the flow's
+/// direction, the service and the peer (`None` for anyone).
+struct Returns {
+    all: Vec<Return>,
+    by_flow: HashMap<(Direction, Svc, Option<Prefix>), Vec<usize>>,
+}
+
+impl Returns {
+    fn index(flows: &[FlowLine]) -> Self {
+        let mut returns = Returns { all: Vec::new(), by_flow: HashMap::new() };
+        for (line, _, f) in flows.iter().filter(|(_, _, f)| f.is_return) {
+            for svc in &f.services {
+                returns.by_flow.entry((f.direction, *svc, f.peer)).or_default().push(returns.all.len());
+                returns.all.push(Return { svc: *svc, line: *line, limit: f.limit, used: false });
+            }
+        }
+        returns
+    }
+
+    /// Pairs the flows of `entry`'s newest line with their returns: those to its peer,
+    /// and those to anyone. Returns whether there are any.
+    fn pair(&mut self, entry: &mut Entry, direction: Direction, svc: Svc, peer: Option<Prefix>) -> bool {
+        let mut keys = vec![(direction, svc, None)];
+        if peer.is_some() {
+            keys.push((direction, svc, peer));
+        }
+        let mut answered = false;
+        for r in keys.iter().filter_map(|k| self.by_flow.get(k)).flatten() {
+            let r = &mut self.all[*r];
+            answered = true;
+            if !r.used {
+                r.used = true;
+                entry.returns.push(r.line);
+                if let Some(rate) = r.limit {
+                    entry.notes.push(format!(
+                        "the --limit {rate} of return line {} is not a bucket of its own: returns pass with their flow, so they are limited with its opening packets",
+                        r.line
+                    ));
+                }
+            } else if !entry.returns.contains(&r.line) {
+                // A return to anyone, already used by another entry's lines.
+                entry.returns.push(r.line);
+            }
+        }
+        answered
+    }
+
+    /// Lists the return lines that no opening line pairs with as not translated: a
+    /// multiport line once, and a line listed already not again.
+    fn list_unpaired(&self, texts: &LineTexts<'_>, untranslated: &mut Vec<Finding>) {
+        let mut listed: HashSet<usize> = untranslated.iter().map(|f| f.line).collect();
+        for r in &self.all {
+            if r.used || !listed.insert(r.line) {
+                continue;
+            }
+            let why = match r.svc {
+                Svc::Icmp { .. } => "an echo-reply with no echo-request the other way: replies pass here only as the answers of admitted requests".to_owned(),
+                _ => "a return line (--sport) with no line that opens its flow the other way: nothing to translate".to_owned(),
+            };
+            untranslated.push(texts.finding(r.line, why));
+        }
+    }
+}
+
+/// The lines one service admits in one direction with one limit: its peers (`None`:
+/// anyone), in order, each with the line that names it.
+#[derive(Debug)]
+struct Entry {
+    direction: Direction,
+    svc: Svc,
+    limit: Option<Rate>,
+    peers: Vec<(Option<Prefix>, usize)>,
+    /// The line that named each peer first.
+    peer_line: HashMap<Option<Prefix>, usize>,
+    /// The lines that open its flows, and those of their returns.
+    lines: Vec<usize>,
+    returns: Vec<usize>,
+    notes: Vec<String>,
+    comments: Vec<String>,
+}
+
+impl Entry {
+    fn new(direction: Direction, svc: Svc, limit: Option<Rate>) -> Self {
+        Entry {
+            direction,
+            svc,
+            limit,
+            peers: Vec::new(),
+            peer_line: HashMap::new(),
+            lines: Vec::new(),
+            returns: Vec::new(),
+            notes: Vec::new(),
+            comments: Vec::new(),
+        }
+    }
+
+    /// Records an opening line: its number, its comment, its peer (a peer named again is
+    /// noted, not listed twice).
+    fn add_line(&mut self, line: usize, f: &Flow) {
+        // Lines come in order: a multiport line's second port is the same line.
+        if self.lines.last() != Some(&line) {
+            self.lines.push(line);
+        }
+        if let Some(c) = &f.comment
+            && !self.comments.contains(c)
+        {
+            self.comments.push(c.clone());
+        }
+        match self.peer_line.get(&f.peer) {
+            Some(first) => self.notes.push(format!("line {line} repeats line {first}")),
+            None => {
+                self.peer_line.insert(f.peer, line);
+                self.peers.push((f.peer, line));
+            }
+        }
+    }
+
+    /// "Anyone" covers every named peer of the same service: those are dropped, and noted.
+    fn absorb_named_peers(&mut self) {
+        let Some((_, any_line)) = self.peers.iter().find(|(p, _)| p.is_none()).copied() else {
+            return;
+        };
+        let named: Vec<usize> = self.peers.iter().filter(|(p, _)| p.is_some()).map(|(_, l)| *l).collect();
+        if !named.is_empty() {
+            self.notes.push(format!(
+                "line {any_line} admits anyone, so the peers of lines {} need no place of their own",
+                line_list(&named)
+            ));
+        }
+        self.peers.retain(|(p, _)| p.is_none());
+    }
+
+    /// The rule's limit is one bucket where iptables had one a line.
+    fn note_shared_limit(&mut self) {
+        let limited = self.lines.len();
+        if self.limit.is_some() && limited > 1 {
+            self.notes.push(format!(
+                "one token bucket for the rule, where iptables keeps one for each of its {limited} lines"
+            ));
+        }
+    }
+
+    /// Its peers as a rule lists them: `None` for anyone.
+    fn peer_list(&self) -> Option<Vec<Prefix>> {
+        if self.peers.iter().any(|(p, _)| p.is_none()) {
+            None
+        } else {
+            Some(self.peers.iter().map(|(p, _)| p.expect("named")).collect())
+        }
+    }
+}
+
+/// The entries, found by service and limit, and by service alone.
+#[derive(Default)]
+struct Entries {
+    all: Vec<Entry>,
+    by_limit: HashMap<(Direction, Svc, Option<Rate>), usize>,
+    /// The entries of one service, whatever their limits.
+    by_service: HashMap<(Direction, Svc), Vec<usize>>,
+}
+
+impl Entries {
+    /// Adds an opening line to the entry of each of its services, and pairs it with its
+    /// returns there. Returns whether some service whose flows have returns found none.
+    fn add_line(
+        &mut self,
+        line: usize,
+        f: &Flow,
+        returns: &mut Returns,
+        texts: &LineTexts<'_>,
+        untranslated: &mut Vec<Finding>,
+    ) -> bool {
+        let mut unanswered = false;
+        for svc in &f.services {
+            if let Some(at) = self.peer_elsewhere(f, *svc) {
+                untranslated.push(texts.finding(
+                    line,
+                    format!("its peer is already admitted for this service by line {at}, with another limit: a peer of a service belongs to one rule"),
+                ));
+                continue;
+            }
+            let entry = self.entry(f.direction, *svc, f.limit);
+            entry.add_line(line, f);
+            // Only flows have returns: ICMP errors and other types are single messages.
+            if matches!(svc, Svc::Port { .. } | Svc::Icmp { kind: ICMP_ECHO_REQUEST, .. }) {
+                unanswered |= !returns.pair(entry, f.direction, *svc, f.peer);
+            }
+        }
+        unanswered
+    }
+
+    /// The line that admits `f`'s peer for `svc` in an entry with another limit: one peer
+    /// of a service belongs to one rule.
+    fn peer_elsewhere(&self, f: &Flow, svc: Svc) -> Option<usize> {
+        let siblings = self.by_service.get(&(f.direction, svc)).map_or(&[][..], Vec::as_slice);
+        siblings
+            .iter()
+            .filter(|&&e| self.all[e].limit != f.limit)
+            .find_map(|&e| self.all[e].peer_line.get(&f.peer))
+            .copied()
+    }
+
+    /// The entry of a service with a limit, new if it is the first line of the pair.
+    fn entry(&mut self, direction: Direction, svc: Svc, limit: Option<Rate>) -> &mut Entry {
+        let at = *self.by_limit.entry((direction, svc, limit)).or_insert_with(|| {
+            self.by_service.entry((direction, svc)).or_default().push(self.all.len());
+            self.all.push(Entry::new(direction, svc, limit));
+            self.all.len() - 1
+        });
+        &mut self.all[at]
+    }
+}
+
+/// Rules: TCP and UDP services with the same direction and peers, unlimited, merge (a
+/// rule is protocols × ports, so ports group by their set of protocols); ICMP types and
+/// limited services are rules of their own.
+fn merge(entries: &[Entry]) -> Vec<RuleOut> {
+    let mut rules: Vec<RuleOut> = Vec::new();
+    let mut taken = vec![false; entries.len()];
+    for (i, lead) in entries.iter().enumerate() {
+        if taken[i] {
+            continue;
+        }
+        match lead.svc {
+            Svc::Icmp { kind, related } => {
+                taken[i] = true;
+                rules.push(rule_of(entries, lead, &[i], vec![PROTO_ICMP], Vec::new(), Some((kind, related))));
+            }
+            Svc::Port { .. } => {
+                let members = port_members(entries, i, &taken);
+                for (protocols, ports) in port_groups(entries, &members) {
+                    let mine: Vec<usize> = members
+                        .iter()
+                        .copied()
+                        .filter(|&m| matches!(entries[m].svc, Svc::Port { protocol, port } if protocols.contains(&protocol) && ports.contains(&port)))
+                        .collect();
+                    for &m in &mine {
+                        taken[m] = true;
+                    }
+                    rules.push(rule_of(entries, lead, &mine, protocols, ports, None));
+                }
+            }
+        }
+    }
+    rules
+}
+
+/// The port entries that merge with entry `lead` (itself first): none but it if it has a
+/// limit, else those after it, not taken yet, unlimited, with its direction and peers.
+fn port_members(entries: &[Entry], lead: usize, taken: &[bool]) -> Vec<usize> {
+    let e = &entries[lead];
+    let mut members = vec![lead];
+    if e.limit.is_some() {
+        return members;
+    }
+    let peers = e.peer_list();
+    for (j, other) in entries.iter().enumerate().skip(lead + 1) {
+        if !taken[j]
+            && matches!(other.svc, Svc::Port { .. })
+            && other.limit.is_none()
+            && other.direction == e.direction
+            && same_peers(other.peer_list().as_deref(), peers.as_deref())
+        {
+            members.push(j);
+        }
+    }
+    members
+}
+
+/// Two peer lists with the same peers, in whatever order.
+fn same_peers(a: Option<&[Prefix]>, b: Option<&[Prefix]>) -> bool {
+    let sorted = |p: Option<&[Prefix]>| {
+        p.map(|p| {
+            let mut v = p.to_vec();
+            v.sort();
+            v
+        })
+    };
+    sorted(a) == sorted(b)
+}
+
+/// The `members`' ports grouped by their set of protocols, each a rule's protocols and
+/// ports: ports in the order met, each port's protocols in the order of the members.
+fn port_groups(entries: &[Entry], members: &[usize]) -> Vec<(Vec<u8>, Vec<u16>)> {
+    // port → its protocols, in the order met.
+    let mut by_port: Vec<(u16, Vec<u8>)> = Vec::new();
+    for &m in members {
+        if let Svc::Port { protocol, port } = entries[m].svc {
+            match by_port.iter_mut().find(|(p, _)| *p == port) {
+                Some((_, protos)) => protos.push(protocol),
+                None => by_port.push((port, vec![protocol])),
+            }
+        }
+    }
+    let mut groups: Vec<(Vec<u8>, Vec<u16>)> = Vec::new();
+    for (port, mut protos) in by_port {
+        protos.sort_by_key(|p| {
+            members
+                .iter()
+                .position(|&m| matches!(entries[m].svc, Svc::Port { protocol, .. } if protocol == *p))
+        });
+        match groups.iter_mut().find(|(p, _)| *p == protos) {
+            Some((_, ports)) => ports.push(port),
+            None => groups.push((protos, vec![port])),
+        }
+    }
+    groups
+}
+
+/// One rule of the entries `members`: the direction, peers and limit of `lead`, the
+/// entries they merged with, and the lines, notes and comments of them all.
+fn rule_of(
+    entries: &[Entry],
+    lead: &Entry,
+    members: &[usize],
+    protocols: Vec<u8>,
+    ports: Vec<u16>,
+    icmp: Option<(u8, bool)>,
+) -> RuleOut {
+    let mut opening: Vec<usize> = members.iter().flat_map(|&m| entries[m].lines.clone()).collect();
+    let mut returns: Vec<usize> = members.iter().flat_map(|&m| entries[m].returns.clone()).collect();
+    let mut notes: Vec<String> = members.iter().flat_map(|&m| entries[m].notes.clone()).collect();
+    let mut comments: Vec<String> = members.iter().flat_map(|&m| entries[m].comments.clone()).collect();
+    for v in [&mut opening, &mut returns] {
+        v.sort_unstable();
+        v.dedup();
+    }
+    notes.dedup();
+    comments.dedup();
+    RuleOut {
+        name: String::new(),
+        direction: lead.direction,
+        protocols,
+        ports,
+        icmp,
+        peers: lead.peer_list(),
+        limit: lead.limit,
+        opening,
+        returns,
+        notes,
+        comments,
+    }
+}
+
+/// Names each rule after its service and direction, `-2`, `-3`, … for a name taken.
+fn name_rules(rules: &mut [RuleOut]) {
+    let mut names: Vec<String> = Vec::new();
+    for rule in rules {
+        rule.name = unique_name(&base_name(rule), &names);
+        names.push(rule.name.clone());
+    }
+}
+
+/// Well-known services, for rule names.
+fn service_name(port: u16) -> Option<&'static str> {
+    Some(match port {
+        20 | 21 => "ftp",
+        22 => "ssh",
+        23 => "telnet",
+        25 => "smtp",
+        53 => "dns",
+        80 => "http",
+        110 => "pop3",
+        123 => "ntp",
+        143 => "imap",
+        161 => "snmp",
+        389 => "ldap",
+        443 => "https",
+        465 => "smtps",
+        514 => "syslog",
+        587 => "submission",
+        636 => "ldaps",
+        873 => "rsync",
+        993 => "imaps",
+        995 => "pop3s",
+        3306 => "mysql",
+        5432 => "postgresql",
+        _ => return None,
+    })
+}
+
+/// `dns-out`, `ssh-in`, `web-in` (80 and 443), `tcp-8080-in`, `ping-in`, `unreachable-out`.
+fn base_name(rule: &RuleOut) -> String {
+    let stem = match rule.icmp {
+        Some((ICMP_ECHO_REQUEST, _)) => "ping".to_owned(),
+        Some((ICMP_DEST_UNREACHABLE, _)) => "unreachable".to_owned(),
+        Some((ICMP_TIME_EXCEEDED, _)) => "time-exceeded".to_owned(),
+        Some((ICMP_PARAMETER_PROBLEM, _)) => "parameter-problem".to_owned(),
+        Some((kind, _)) => format!("icmp-{kind}"),
+        None => {
+            let mut ports = rule.ports.clone();
+            ports.sort_unstable();
+            let names: Option<Vec<&str>> = ports.iter().map(|p| service_name(*p)).collect();
+            match names {
+                _ if ports == [80, 443] => "web".to_owned(),
+                Some(mut names) => {
+                    names.dedup();
+                    names.join("-")
+                }
+                None => {
+                    let protocols: Vec<&str> =
+                        rule.protocols.iter().map(|p| if *p == PROTO_TCP { "tcp" } else { "udp" }).collect();
+                    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+                    format!("{}-{}", protocols.join("-"), ports.join("-"))
+                }
+            }
+        }
+    };
+    let direction = if rule.direction == Direction::In { "in" } else { "out" };
+    // The policy's names are at most 32 characters; room for "-2" and the direction.
+    let room = 32 - 3 - direction.len();
+    let stem = if stem.len() > room { stem[..room].trim_end_matches('-').to_owned() } else { stem };
+    format!("{stem}-{direction}")
+}
+
+#[expect(clippy::maybe_infinite_iter, reason = "`taken` is finite: a free name comes")]
+fn unique_name(base: &str, taken: &[String]) -> String {
+    if !taken.iter().any(|t| t == base) {
+        return base.to_owned();
+    }
+    (2..).map(|n| format!("{base}-{n}")).find(|name| !taken.contains(name)).expect("a free name")
+}
