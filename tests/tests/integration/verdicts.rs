@@ -138,7 +138,7 @@ fn every_antispoof_entry_drops_and_counts_on_its_own_line() {
     let mut f = TestFilter::tight();
     let plan = firewall_user::compile::plan(&f.policy, &f.ids);
     for (prefix, counter) in plan.antispoof_sources {
-        // An address inside the prefix, sending what ssh-in would otherwise admit.
+        // An address inside the prefix, sending what web-in (open to anyone) would otherwise admit.
         let std::net::IpAddr::V4(src) = prefix.addr else { panic!("tight.toml has no IPv6") };
         let mut src = src.octets();
         if prefix.len < 32 {
