@@ -324,8 +324,12 @@ pub struct Pinned {
 
 impl Pinned {
     pub fn open(lab: &Lab) -> Pinned {
-        let pins =
-            Pins { iface: SERVER_IF.into(), dir: lab.pin_dir(), state: lab.state_root().join(SERVER_IF) };
+        let pins = Pins {
+            iface: SERVER_IF.into(),
+            dir: lab.pin_dir(),
+            state: lab.state_root().join(SERVER_IF),
+            last_good: lab.last_good(),
+        };
         let map = |name: &str| {
             let data = MapData::from_pin(pins.map_path(name))
                 .unwrap_or_else(|e| panic!("opening pinned {name}: {e}"));

@@ -348,6 +348,16 @@ impl Lab {
         Path::new(firewall_user::kernel::pins::STATE_ROOT).join(format!("netns-{}", self.server))
     }
 
+    /// Where the last good policies of this lab's server namespace are kept.
+    pub fn last_good_root(&self) -> PathBuf {
+        Path::new(firewall_user::kernel::pins::LAST_GOOD_ROOT).join(format!("netns-{}", self.server))
+    }
+
+    /// The last good policy of the filter on `s0`.
+    pub fn last_good(&self) -> PathBuf {
+        self.last_good_root().join(format!("{SERVER_IF}.toml"))
+    }
+
     /// The state directory of the filter on `s0`.
     pub fn state_dir(&self) -> PathBuf {
         self.state_root().join(SERVER_IF)
@@ -632,6 +642,7 @@ impl Drop for Lab {
         // Pins outlive namespaces: bpffs is the host's.
         let _ = fs::remove_dir_all(self.pin_root());
         let _ = fs::remove_dir_all(self.state_root());
+        let _ = fs::remove_dir_all(self.last_good_root());
         for ns in [&self.server, &self.client] {
             let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
         }

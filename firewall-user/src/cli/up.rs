@@ -2,7 +2,10 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use firewall_user::{kernel::attach::Mode, ops::up};
+use firewall_user::{
+    kernel::attach::Mode,
+    ops::up::{self, Fallback},
+};
 
 use super::{ApplyArgs, audit_note, report_armed};
 
@@ -16,13 +19,17 @@ pub struct Up {
     /// How to attach XDP.
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
     mode: Mode,
+    /// If the policy fails to load or apply: change nothing, or put the last policy that
+    /// applied cleanly on --iface in force (and fail all the same, naming the error).
+    #[arg(long, value_enum, default_value_t = Fallback::None)]
+    fallback: Fallback,
     #[command(flatten)]
     apply: ApplyArgs,
 }
 
 impl Up {
     pub fn run(self) -> anyhow::Result<()> {
-        let up = up::up(&self.policy, self.iface.as_deref(), self.mode, self.apply.apply())?;
+        let up = up::up(&self.policy, self.iface.as_deref(), self.mode, self.apply.apply(), self.fallback)?;
         println!(
             "firewall up on {}: {}, {} rules{}, pinned at {}",
             up.pins.iface,
@@ -32,6 +39,13 @@ impl Up {
             up.pins.dir.display()
         );
         report_armed(up.armed);
+        if let Some(fell_back) = up.fell_back {
+            let cause = anyhow::Error::from(fell_back.cause);
+            anyhow::bail!(
+                "{cause:#}; in force instead: the last policy that applied cleanly, {}",
+                fell_back.last_good.display()
+            );
+        }
         Ok(())
     }
 }

@@ -27,6 +27,10 @@ use crate::{
 
 pub const PIN_ROOT: &str = "/sys/fs/bpf/firewall";
 pub const STATE_ROOT: &str = "/run/firewall";
+/// Persistent, unlike the two above: the last policy that applied cleanly on each
+/// interface, which `up --fallback last-good` applies when the policy file fails to load
+/// (at boot, say, after an edit with a typo).
+pub const LAST_GOOD_ROOT: &str = "/var/lib/firewall";
 pub const INGRESS_LINK: &str = "ingress_link";
 pub const EGRESS_LINK: &str = "egress_link";
 const POLICY_COPY: &str = "policy.toml";
@@ -72,6 +76,12 @@ pub enum PinsError {
         waited.as_secs()
     )]
     Busy { iface: String, holder: String, waited: Duration },
+    #[error("the policy is in force, but keeping it as the last good one at {path} failed")]
+    LastGood {
+        path: PathBuf,
+        #[source]
+        source: FileError,
+    },
     #[error(transparent)]
     Files(#[from] FileError),
 }
@@ -158,6 +168,8 @@ pub struct Pins {
     pub dir: PathBuf,
     /// tmpfs: the policy in force and the live state.
     pub state: PathBuf,
+    /// The last policy that applied cleanly, kept across boots.
+    pub last_good: PathBuf,
 }
 
 impl Pins {
@@ -167,6 +179,7 @@ impl Pins {
             iface: iface.to_owned(),
             dir: Path::new(PIN_ROOT).join(&ns).join(iface),
             state: Path::new(STATE_ROOT).join(&ns).join(iface),
+            last_good: Path::new(LAST_GOOD_ROOT).join(&ns).join(format!("{iface}.toml")),
         }
     }
 
@@ -371,6 +384,19 @@ impl StateLock {
         Ok(files::replace(&dir.join(LIVE_STATE), &json, Perms::Private)?)
     }
 
+    /// Keeps the policy in force as the last one that applied cleanly, for `up --fallback
+    /// last-good`. Called once a change is settled: applied without `--confirm`, or
+    /// confirmed.
+    pub fn keep_last_good(&self) -> Result<()> {
+        let text = self.pins.policy_text()?;
+        let keep = || -> std::result::Result<(), FileError> {
+            let dir = self.pins.last_good.parent().unwrap_or(Path::new(LAST_GOOD_ROOT));
+            files::private_dir(dir, Path::new(LAST_GOOD_ROOT))?;
+            files::replace(&self.pins.last_good, text.as_bytes(), Perms::Private)
+        };
+        keep().map_err(|source| PinsError::LastGood { path: self.pins.last_good.clone(), source })
+    }
+
     /// Refuses a change to the policy while another awaits `firewall confirm`: its
     /// rollback would undo this one too, unseen. `reload`, `allow`, `revoke` and `up` over
     /// a live filter ask; the rollback itself does not. Decided under the lock, so that a
@@ -447,6 +473,7 @@ mod tests {
             iface: "eth9".into(),
             dir: dir.path().join("pins").join("eth9"),
             state: dir.path().join("state").join("eth9"),
+            last_good: dir.path().join("last-good").join("eth9.toml"),
         };
         (dir, pins)
     }

@@ -173,7 +173,9 @@ pub fn around<T>(
     change: impl FnOnce() -> Result<(T, String)>,
 ) -> Result<(T, Option<Armed>)> {
     let Some(seconds) = seconds else {
-        return change().map(|(done, _)| (done, None));
+        let (done, _) = change()?;
+        lock.keep_last_good()?;
+        return Ok((done, None));
     };
     check_seconds(seconds)?;
     let previous = record(lock)?;
@@ -255,6 +257,7 @@ pub fn confirm(filter: &Filter) -> Result<Pending> {
         // unless it is still the timer: its pid may be another process's by now.
         let _ = stop_timer(pid, start, &pins.iface, &pending.token);
     }
+    lock.keep_last_good()?;
     Ok(pending)
 }
 

@@ -25,6 +25,48 @@ pub enum UpError {
     Policy(#[from] PolicyError),
     #[error(transparent)]
     Confirm(#[from] ConfirmError),
+    /// `--fallback last-good`, and the last good policy failed too. `cause` is the policy
+    /// file's error, whole on the line: the fix is to that file.
+    #[error("{}; and the last good policy, {}, failed too", chain(cause), last_good.display())]
+    NoFallback {
+        cause: Box<UpError>,
+        last_good: PathBuf,
+        #[source]
+        source: Box<UpError>,
+    },
+}
+
+/// `err` and its causes on one line, as the command line prints an error.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}
+
+/// What `up` does when the policy file fails to load or apply.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fallback {
+    /// Fail, changing nothing.
+    #[default]
+    None,
+    /// Apply the last policy that applied cleanly on the interface (kept under
+    /// /var/lib/firewall), and fail all the same, naming the error: a boot with a broken
+    /// policy neither runs open unnoticed nor locks the server out.
+    LastGood,
+}
+
+/// `up` applied the last good policy because the policy file failed.
+#[derive(Debug)]
+pub struct FellBack {
+    /// The policy file's error.
+    pub cause: UpError,
+    /// The last good policy, now in force.
+    pub last_good: PathBuf,
 }
 
 impl From<FilterError> for UpError {
@@ -44,25 +86,59 @@ pub struct Up {
     pub rules: usize,
     /// The rollback `--confirm` armed.
     pub armed: Option<Armed>,
+    /// With [`Fallback::LastGood`]: the policy file failed, and the last good policy is in
+    /// force instead.
+    pub fell_back: Option<FellBack>,
 }
 
 /// `firewall up`: reads and validates the policy `file`, then puts it in force on `iface`
 /// (default: the policy's `[host] interface`). With [`Apply::confirm`], a rollback is
-/// armed: `down` if no filter was up, else the policy in force before.
-pub fn up(file: &Path, iface: Option<&str>, mode: Mode, apply: Apply) -> std::result::Result<Up, UpError> {
+/// armed: `down` if no filter was up, else the policy in force before. With
+/// [`Fallback::LastGood`] and `iface` given, a policy file that fails to load or apply is
+/// replaced by the interface's last good policy ([`Up::fell_back`] says so).
+pub fn up(
+    file: &Path,
+    iface: Option<&str>,
+    mode: Mode,
+    apply: Apply,
+    fallback: Fallback,
+) -> std::result::Result<Up, UpError> {
     // Before the policy is read: a user who is not root is told so, not that a policy
     // file only root may read cannot be read. (`Filter::at` asks again, once it knows
     // the interface.)
     require_root()?;
-    let text =
-        std::fs::read_to_string(file).map_err(|source| UpError::Read { path: file.to_owned(), source })?;
-    let policy = policy::parse(&text, file)?;
+    let cause = match up_from(file, file, iface, mode, apply) {
+        Ok(up) => return Ok(up),
+        Err(cause) => cause,
+    };
+    let (Fallback::LastGood, Some(iface)) = (fallback, iface) else {
+        return Err(cause);
+    };
+    // Later `reload`, `allow` and `revoke` still read `file`: the one to fix.
+    let last_good = Pins::for_iface(iface).last_good;
+    match up_from(&last_good, file, Some(iface), mode, apply) {
+        Ok(up) => Ok(Up { fell_back: Some(FellBack { cause, last_good }), ..up }),
+        Err(err) => Err(UpError::NoFallback { cause: Box::new(cause), last_good, source: Box::new(err) }),
+    }
+}
+
+/// [`up`] of the policy read from `source`, recorded as read from `policy_file`.
+fn up_from(
+    source: &Path,
+    policy_file: &Path,
+    iface: Option<&str>,
+    mode: Mode,
+    apply: Apply,
+) -> std::result::Result<Up, UpError> {
+    let text = std::fs::read_to_string(source)
+        .map_err(|err| UpError::Read { path: source.to_owned(), source: err })?;
+    let policy = policy::parse(&text, source)?;
     let iface = iface.or(policy.interface.as_deref()).ok_or(FilterError::NoInterfaceGiven)?;
     let filter = Filter::at(iface)?;
     let lock = filter.lock_for_up()?;
     let (up, armed) = confirm::around(&lock, apply.confirm, || {
-        let up = up_locked(&lock, &policy, &text, file, mode, apply.enforcement, apply.session_guard)?;
-        Ok((up, format!("up of {}", file.display())))
+        let up = up_locked(&lock, &policy, &text, policy_file, mode, apply.enforcement, apply.session_guard)?;
+        Ok((up, format!("up of {}", policy_file.display())))
     })?;
     Ok(Up { armed, ..up })
 }
@@ -99,7 +175,14 @@ fn up_locked(
         lock.refuse_if_pending()?;
         replace(lock, policy, policy_text, &policy_file, enforcement)?;
         let enforcement = LiveMaps::open(&pins)?.enforcement()?;
-        return Ok(Up { pins, replaced: true, enforcement, rules: policy.rules.len(), armed: None });
+        return Ok(Up {
+            pins,
+            replaced: true,
+            enforcement,
+            rules: policy.rules.len(),
+            armed: None,
+            fell_back: None,
+        });
     }
     // Stale map pins from an interrupted `up` would be reused with old contents, and its
     // state files would be taken for this filter's.
@@ -111,7 +194,14 @@ fn up_locked(
     if result.is_err() {
         let _ = remove_pins(&pins);
     }
-    result.map(|()| Up { pins, replaced: false, enforcement, rules: policy.rules.len(), armed: None })
+    result.map(|()| Up {
+        pins,
+        replaced: false,
+        enforcement,
+        rules: policy.rules.len(),
+        armed: None,
+        fell_back: None,
+    })
 }
 
 /// `firewall down`: detaches both programs and removes every pin and the state: the

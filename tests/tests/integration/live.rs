@@ -240,9 +240,16 @@ fn the_systemd_unit_verifies() {
     require_root();
     let unit = tests::workspace().join("dist/firewall@.service");
     let text = fs::read_to_string(&unit).expect("dist/firewall@.service");
-    for needed in
-        ["Before=network-pre.target", "ExecStart=", " up ", "ExecReload=", " reload ", "ExecStop=", " down "]
-    {
+    for needed in [
+        "Before=network-pre.target",
+        "ExecStart=",
+        " up ",
+        " --fallback last-good",
+        "ExecReload=",
+        " reload ",
+        "ExecStop=",
+        " down ",
+    ] {
         assert!(text.contains(needed), "the unit lacks {needed:?}");
     }
     let dir = tests::lab::TempDir::new("unit");
@@ -379,7 +386,12 @@ fn maps_of_another_layout_are_refused_not_misread() {
 
 /// The peers the live ALLOW_EXACT map admits to tcp port `port` in, as the kernel reads it.
 fn live_peers(lab: &Lab, port: u16) -> BTreeSet<String> {
-    let pins = Pins { iface: SERVER_IF.into(), dir: lab.pin_dir(), state: lab.state_dir() };
+    let pins = Pins {
+        iface: SERVER_IF.into(),
+        dir: lab.pin_dir(),
+        state: lab.state_dir(),
+        last_good: lab.last_good(),
+    };
     let maps = LiveMaps::open(&pins).expect("opening the pinned maps");
     maps.allow_exact
         .keys()

@@ -6,6 +6,7 @@
 //! Also what keeps them safe from others on the machine: the state is root's alone, and
 //! no stranger can hold up a rollback; `confirm` signals only the timer and the rollback
 //! writes only to its own terminal; and the guard finds the session under `sudo` and `su`.
+//! And the last good policy, kept for a boot whose policy file is broken.
 //!
 //! Run as root after `cargo build --release`:
 //! `cargo test --release -p tests --test integration safety:: -- --nocapture`.
@@ -342,6 +343,84 @@ fn a_confirmed_change_stays_and_a_pending_one_blocks_others() {
     let log = fs::read_to_string(lab.state_root().join("rollback.log")).unwrap();
     assert!(log.contains("on s0: took the filter down, as it was before (undoing the up of"), "{log}");
     assert_eq!(lab.tcp_probe(STRANGER, SSH, OPEN_WITHIN), Outcome::Open, "no filter");
+}
+
+/// The last policy that applied cleanly is kept (a change awaiting `confirm` is not, until
+/// confirmed), and `up --fallback last-good`, as the boot unit runs it, applies it when
+/// the policy file has a typo or is gone, and fails all the same, naming the error.
+#[test]
+fn a_broken_policy_at_up_gives_way_to_the_last_good_one_and_says_why() {
+    require_root();
+    let lab = Lab::new("last-good");
+    lab.tcp_echo(SSH);
+    lab.up();
+    let policy = lab.policy_file();
+    let kept = || fs::read_to_string(lab.last_good()).unwrap_or_default();
+    assert_eq!(kept(), fs::read_to_string(&policy).unwrap(), "up keeps the policy it applied");
+    assert_eq!(mode(&lab.last_good()), 0o600);
+    assert_eq!(lab.tcp_probe(STRANGER, SSH, BLOCKED_AFTER), Outcome::Blocked);
+
+    // A change to confirm is kept once confirmed, not before.
+    let wider = with_ssh_peers(&lab, "wider.toml", "\"203.0.113.7\", \"203.0.113.8\", \"203.0.113.99\"");
+    lab.firewall_ok(&["reload", "--policy", wider.to_str().unwrap(), "--confirm", "60"]);
+    assert_eq!(kept(), fs::read_to_string(&policy).unwrap(), "kept before its confirm");
+    lab.firewall_ok(&["confirm"]);
+    let wider_text = fs::read_to_string(&wider).unwrap();
+    assert_eq!(kept(), wider_text, "kept once confirmed");
+
+    // At the next boot the file has a typo: the last good policy goes up instead.
+    lab.firewall_ok(&["down", "--iface", SERVER_IF]);
+    let broken = lab.tmp().join("broken.toml");
+    fs::write(&broken, wider_text.replacen("203.0.113.99", "203.0.113.999", 1)).unwrap();
+    let up = |file: &Path, fallback: &str| {
+        lab.firewall(&[
+            "up",
+            "--policy",
+            file.to_str().unwrap(),
+            "--iface",
+            SERVER_IF,
+            "--fallback",
+            fallback,
+        ])
+    };
+    let out = up(&broken, "last-good");
+    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    let line = broken.display().to_string() + ":";
+    assert!(
+        stderr(&out).starts_with(&format!("firewall: {line}"))
+            && stderr(&out).contains("bad address \"203.0.113.999\"")
+            && stderr(&out).trim_end().ends_with(&format!(
+                "; in force instead: the last policy that applied cleanly, {}",
+                lab.last_good().display()
+            ))
+            && stderr(&out).lines().count() == 1,
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).starts_with("firewall up on s0: attached"), "{}", stdout(&out));
+    assert_eq!(lab.tcp_probe(STRANGER, SSH, OPEN_WITHIN), Outcome::Open, "the last good policy is in force");
+    assert_eq!(kept(), wider_text, "the last good policy stays the last good one");
+
+    // Without the fallback, the same typo changes nothing.
+    let policy_out = up(&policy, "none");
+    assert!(policy_out.status.success(), "{}", stderr(&policy_out));
+    assert_fails(&up(&broken, "none"), "bad address \"203.0.113.999\"");
+    assert_eq!(lab.tcp_probe(STRANGER, SSH, BLOCKED_AFTER), Outcome::Blocked, "the filter as it was");
+
+    // A missing file, and no last good policy either: nothing goes up, and both are named.
+    lab.firewall_ok(&["down", "--iface", SERVER_IF]);
+    fs::remove_file(lab.last_good()).unwrap();
+    let missing = lab.tmp().join("missing.toml");
+    assert_fails(
+        &up(&missing, "last-good"),
+        &format!(
+            "reading {}: No such file or directory (os error 2); and the last good policy, {}, failed too: reading {}",
+            missing.display(),
+            lab.last_good().display(),
+            lab.last_good().display()
+        ),
+    );
+    assert!(!lab.pin_dir().exists(), "nothing pinned");
 }
 
 /// The mode bits of `path`.
