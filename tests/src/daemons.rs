@@ -757,15 +757,23 @@ pub const DHCP_RENEWAL_SECS: u32 = 3;
 /// [`DHCP_SERVER`]/24 (added here), leasing 10.99.0.100 to .150 for two minutes, to be
 /// renewed after [`DHCP_RENEWAL_SECS`]; returned once it serves.
 pub fn dhcp_server(lab: &Lab) -> Daemon {
+    dhcp_server_on(lab, CLIENT_IF, DHCP_SERVER, "10.99.0.100,10.99.0.150")
+}
+
+/// dnsmasq as a DHCP server alone on `iface` in the client namespace, at `server`/24
+/// (added here), leasing `range` (`FIRST,LAST`) for two minutes, to be renewed after
+/// [`DHCP_RENEWAL_SECS`]; returned once it serves.
+pub fn dhcp_server_on(lab: &Lab, iface: &str, server: Ipv4Addr, range: &str) -> Daemon {
     need("dnsmasq", "dnsmasq-base");
-    let cidr = format!("{DHCP_SERVER}/24");
-    crate::lab::sh(Command::new("ip").args(["-n", &lab.client, "addr", "add", &cidr, "dev", CLIENT_IF]));
-    let leases = lab.tmp().join("dnsmasq-dhcp.leases");
-    let pid_file = lab.tmp().join("dnsmasq-dhcp.pid");
+    let cidr = format!("{server}/24");
+    crate::lab::sh(Command::new("ip").args(["-n", &lab.client, "addr", "add", &cidr, "dev", iface]));
+    crate::lab::sh(Command::new("ip").args(["-n", &lab.client, "link", "set", iface, "up"]));
+    let leases = lab.tmp().join(format!("dnsmasq-dhcp-{iface}.leases"));
+    let pid_file = lab.tmp().join(format!("dnsmasq-dhcp-{iface}.pid"));
     let daemon = Daemon::start(
         lab,
         &lab.client,
-        "dnsmasq-dhcp",
+        &format!("dnsmasq-dhcp-{iface}"),
         "dnsmasq",
         &[
             "--keep-in-foreground",
@@ -773,9 +781,9 @@ pub fn dhcp_server(lab: &Lab) -> Daemon {
             "--no-hosts",
             "--conf-file=/dev/null",
             "--port=0",
-            &format!("--interface={CLIENT_IF}"),
+            &format!("--interface={iface}"),
             "--bind-interfaces",
-            "--dhcp-range=10.99.0.100,10.99.0.150,255.255.255.0,2m",
+            &format!("--dhcp-range={range},255.255.255.0,2m"),
             &format!("--dhcp-option=option:T1,{DHCP_RENEWAL_SECS}"),
             "--dhcp-option=option:T2,100",
             "--dhcp-authoritative",

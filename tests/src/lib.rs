@@ -5,6 +5,7 @@ pub mod daemons;
 pub mod differential;
 pub mod flood;
 pub mod frames;
+pub mod guest;
 pub mod harness;
 pub mod lab;
 pub mod model;

@@ -67,6 +67,10 @@ const TEST_PACKAGES: &[&str] = &[
     "prometheus",
     // An administrator's `sudo firewall …` over SSH, for the lock-out guard (tests/tests/integration/safety.rs).
     "sudo",
+    // systemd-nspawn and udev, to boot this machine's image with the unit enabled
+    // (tests/tests/integration/boot.rs).
+    "systemd-container",
+    "udev",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
