@@ -23,6 +23,7 @@
 //! | `--state ESTABLISHED` returns | [`MAP_CONNTRACK`] (LRU hash, flows heard both ways), [`MAP_HALF_OPEN`] (LRU hash, the others) | [`rule_counter`] with [`Line::Established`] |
 //! | `-m limit` | [`MAP_TOKEN_BUCKETS`] (array, one per rule) | falls through to the chain policy |
 //! | `-P … DROP` | none | [`Builtin::Policy`] |
+//! | `--state ESTABLISHED` for a datagram's later fragments (iptables reassembles first) | [`MAP_FRAGMENTS`] (LRU hash, the datagrams whose first fragment passed) | the first fragment's line; [`Builtin::FragmentOrphan`], [`Builtin::InvalidFragment`] drop |
 //! | `firewall block` (fail2ban's `-I INPUT -s … -j DROP`) | [`MAP_BLOCKLIST`] (LPM trie, deadline in the value) | [`block_counter`], one per entry and direction |
 //! | (iptables' `LOG` target, sampled: `firewall drops`) | [`MAP_DROP_EVENTS`] (ring buffer of [`DropEvent`]s) | none: the event names the drop's counter |
 #![no_std]
@@ -41,8 +42,10 @@ pub const MAP_HALF_OPEN: &str = "HALF_OPEN";
 pub const MAP_FLOW_STATS: &str = "FLOW_STATS";
 pub const MAP_FLOWS_ENDED: &str = "FLOWS_ENDED";
 pub const MAP_DROP_EVENTS: &str = "DROP_EVENTS";
+pub const MAP_FRAGMENTS: &str = "FRAGMENTS";
+pub const MAP_FRAGMENT_SCRATCH: &str = "FRAGMENT_SCRATCH";
 /// Every map, in the order `up` pins them.
-pub const MAPS: [&str; 13] = [
+pub const MAPS: [&str; 14] = [
     MAP_CONFIG,
     MAP_COUNTERS,
     MAP_CONNTRACK,
@@ -56,7 +59,10 @@ pub const MAPS: [&str; 13] = [
     MAP_TOKEN_BUCKETS,
     MAP_BLOCKLIST,
     MAP_DROP_EVENTS,
+    MAP_FRAGMENTS,
 ];
+/// Maps the object declares that `up` does not pin: they hold nothing between packets.
+pub const SCRATCH_MAPS: [&str; 1] = [MAP_FRAGMENT_SCRATCH];
 
 /// Names of the programs in the object.
 pub const PROG_INGRESS: &str = "firewall_ingress";
@@ -78,6 +84,10 @@ pub const ALLOW_PREFIX_ENTRIES: u32 = 1 << 16;
 pub const CONNTRACK_DEFAULT_ENTRIES: u32 = 65_536;
 /// Default capacity of the half-open flows' LRU (`[conntrack] max_half_open`).
 pub const HALF_OPEN_DEFAULT_ENTRIES: u32 = 16_384;
+/// Capacity of the fragmented datagrams' LRU: each entry lives `[conntrack]
+/// fragment_timeout` at most, and only a first fragment that passed makes one, so this
+/// holds 800 such datagrams a second at the default 5 s before the oldest go early.
+pub const FRAGMENTS_ENTRIES: u32 = 4096;
 
 /// IP protocol numbers the rules can name (a rule's `icmp` is ICMPv6 for IPv6 peers).
 pub const PROTO_ICMP: u8 = 1;
@@ -219,7 +229,10 @@ pub enum Builtin {
     Invalid = 2,
     /// A TCP flag set no connection can have (NULL, SYN+FIN, XMAS, …).
     InvalidTcpFlags = 3,
-    /// An IPv4 fragment: XDP cannot reassemble, so fragments are dropped.
+    /// A fragment no sender makes: a first fragment too short to hold its transport
+    /// header (RFC 1858's tiny fragments), a fragment that would end past 65,535 bytes, one
+    /// with more to come whose length is no multiple of 8, or a later fragment that
+    /// overlaps the bytes its first carried (and the filter judged).
     InvalidFragment = 4,
     /// Egress with a source other than the host's address (outbound spoofing).
     SpoofedSource = 5,
@@ -244,10 +257,14 @@ pub enum Builtin {
     /// address. Its name is not reserved: the kind of a line, not its name, tells it
     /// from a rule's.
     Dhcp = 10,
+    /// A later fragment (offset not 0) of a datagram whose first fragment did not pass
+    /// within `[conntrack] fragment_timeout`: it never came, came later, or was dropped.
+    /// There is no header to judge it by. Its name is not reserved, as `dhcp`'s.
+    FragmentOrphan = 11,
 }
 
 impl Builtin {
-    pub const ALL: [Builtin; 11] = [
+    pub const ALL: [Builtin; 12] = [
         Builtin::NonIp,
         Builtin::Ipv6,
         Builtin::Invalid,
@@ -259,6 +276,7 @@ impl Builtin {
         Builtin::PacketTooBig,
         Builtin::OtherEthertype,
         Builtin::Dhcp,
+        Builtin::FragmentOrphan,
     ];
 
     /// The line's name in the listing, the metrics and the drop events; no rule may take it
@@ -276,16 +294,17 @@ impl Builtin {
             Builtin::PacketTooBig => "icmpv6-ptb",
             Builtin::OtherEthertype => "ethertype",
             Builtin::Dhcp => "dhcp",
+            Builtin::FragmentOrphan => "fragment-orphan",
         }
     }
 }
 
 impl Builtin {
-    /// Whether no rule may take the line's name. `dhcp` came after policies could name a
-    /// rule so (one admitting a DHCP server on the host, say): such a policy stays valid,
-    /// and the line's kind tells the two apart.
+    /// Whether no rule may take the line's name. `dhcp` and `fragment-orphan` came after
+    /// policies could name a rule so (one admitting a DHCP server on the host, say): such
+    /// a policy stays valid, and the line's kind tells the two apart.
     pub const fn reserved(self) -> bool {
-        !matches!(self, Builtin::Dhcp)
+        !matches!(self, Builtin::Dhcp | Builtin::FragmentOrphan)
     }
 }
 
@@ -348,7 +367,10 @@ pub struct Config {
     pub address6: Addr,
     /// `CONFIG_*` bits.
     pub flags: u32,
-    pub _pad: u32,
+    /// `[conntrack] fragment_timeout`: how long after a first fragment passed its
+    /// datagram's later fragments may follow, in seconds (the field was padding before:
+    /// the layout is unchanged).
+    pub fragment_timeout_s: u32,
     pub tcp_established_timeout_ns: u64,
     /// After a FIN: the flow lingers this long for the closing handshake.
     pub tcp_fin_timeout_ns: u64,
@@ -404,6 +426,13 @@ pub const CONFIG_HAS_BLOCKS: u32 = 32;
 /// `Config::flags`: `[host] dhcp` (the default): the DHCP client's exchange passes
 /// ([`Builtin::Dhcp`]).
 pub const CONFIG_DHCP: u32 = 64;
+/// `Config::flags`: never set. `flags & CONFIG_NEVER_SET` is 0, but a 0 read from a map,
+/// which the verifier cannot see through: the programs fold it into a packet's
+/// more-fragments flag, so that an IPv6 packet without a fragment header, whose flag would
+/// otherwise be a constant 0, and a first fragment stay one path through the chains (see
+/// firewall-ebpf's `parse::Ip::more`): without it, the verifier walks them twice, 14,000
+/// instructions more.
+pub const CONFIG_NEVER_SET: u32 = 1 << 31;
 /// The `Config::flags` that are the live filter's, not the policy's: a reload keeps them.
 pub const CONFIG_LIVE_FLAGS: u32 = CONFIG_LOG_DROPS | CONFIG_HAS_BLOCKS;
 /// The token bucket of drop events, after the rules' own.
@@ -558,6 +587,38 @@ pub const ECHO_REQUESTS_IN: u16 = 1;
 /// `FlowKey::peer_port` of an echo flow whose requests go out (ping from this host).
 pub const ECHO_REQUESTS_OUT: u16 = 2;
 
+/// `FRAGMENTS` key: one fragmented datagram, as RFC 791 and RFC 8200 identify it for
+/// reassembly (source, destination, protocol, identification), and the way it travels.
+/// IPv4's 16-bit identification is widened; IPv6's `protocol` is the fragment header's
+/// next-header field, which every fragment of a datagram carries alike.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragmentKey {
+    pub src: Addr,
+    pub dst: Addr,
+    pub id: u32,
+    pub protocol: u8,
+    /// The [`Direction`] it travels.
+    pub direction: u8,
+    pub _pad: [u8; 2],
+}
+
+/// `FRAGMENTS` value: a datagram whose first fragment passed, so that its later ones
+/// follow it until `deadline_ns`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragmentedDatagram {
+    /// `CLOCK_MONOTONIC_COARSE` ns: the first fragment's time plus `[conntrack]
+    /// fragment_timeout`. Later fragments after it drop ([`Builtin::FragmentOrphan`]).
+    pub deadline_ns: u64,
+    /// The line the first fragment was counted on: its later ones count there too.
+    pub counter: u32,
+    /// Bytes of the datagram's payload the first fragment carried: a later fragment that
+    /// starts before them would overwrite what the filter judged.
+    pub first_len: u16,
+    pub _pad: u16,
+}
+
 /// Conntrack value, in either table.
 ///
 /// A flow starts in `HALF_OPEN` and moves to `CONNTRACK` (is promoted) once both ends
@@ -654,7 +715,7 @@ pub const FLOWS_ENDED_ENTRIES: u32 = 2;
 // The counter id ranges must not overlap: checked when the crate compiles.
 const _: () = {
     assert!(Builtin::ALL.len() as u32 <= BUILTINS_PER_CHAIN);
-    assert!(builtin_counter(Chain::Forward, Builtin::Dhcp) < ANTISPOOF_COUNTER_BASE);
+    assert!(builtin_counter(Chain::Forward, Builtin::FragmentOrphan) < ANTISPOOF_COUNTER_BASE);
     assert!(ANTISPOOF_COUNTER_BASE + MAX_ANTISPOOF <= RULE_COUNTER_BASE);
     assert!(rule_counter(MAX_RULES - 1, Line::Established) < BLOCK_COUNTER_BASE);
     assert!(block_counter(MAX_BLOCKED - 1, Direction::Out) == MAX_COUNTERS - 1);
@@ -668,7 +729,10 @@ const _: () = {
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{AllowKey, AllowValue, BlockEntry, Config, Counter, DropEvent, Flow, FlowKey, TokenBucket};
+    use super::{
+        AllowKey, AllowValue, BlockEntry, Config, Counter, DropEvent, Flow, FlowKey, FragmentKey,
+        FragmentedDatagram, TokenBucket,
+    };
 
     // SAFETY: each type is `#[repr(C)]`, `Copy`, made only of integers and byte arrays,
     // with explicit padding, so every bit pattern is valid.
@@ -689,6 +753,10 @@ mod pod {
     unsafe impl aya::Pod for BlockEntry {}
     // SAFETY: as for `Counter`.
     unsafe impl aya::Pod for DropEvent {}
+    // SAFETY: as for `Counter`.
+    unsafe impl aya::Pod for FragmentKey {}
+    // SAFETY: as for `Counter`.
+    unsafe impl aya::Pod for FragmentedDatagram {}
 }
 
 #[cfg(test)]
@@ -707,6 +775,8 @@ mod tests {
         assert_eq!(size_of::<Flow>(), 24);
         assert_eq!(size_of::<BlockEntry>(), 16);
         assert_eq!(size_of::<DropEvent>(), 108);
+        assert_eq!(size_of::<FragmentKey>(), 40);
+        assert_eq!(size_of::<FragmentedDatagram>(), 16);
     }
 
     #[test]

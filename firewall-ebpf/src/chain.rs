@@ -14,7 +14,8 @@
 //! | IPv6 neighbour and multicast listener discovery pass; packet-too-big to/from us passes | (ip6tables' usual first lines, RFC 4890) | `icmpv6-nd`, `icmpv6-ptb` |
 //! | anti-spoof destinations (ingress) | `-d … -j DROP` | the entry's own line |
 //! | not our address (ingress) → FORWARD; not our source (egress) | `-d $OURIP`, `-s $OURIP` | FORWARD / `antispoof-source` |
-//! | fragments, bad TCP flags drop | `--state INVALID` | `invalid-fragment`, `invalid-tcp-flags` |
+//! | a later fragment whose first passed (see [`fragments`]) passes | (netfilter reassembles first) | the first's line |
+//! | other later fragments, tiny or absurd ones, bad TCP flags drop | `--state INVALID` | `fragment-orphan`, `invalid-fragment`, `invalid-tcp-flags` |
 //! | our service answering a session older than the filter (egress) | conntrack's pickup | the rule's `Established` line |
 //! | an allow-list entry admits, within its limit (an ICMP error, if the rule says `related`, only about a tracked flow) | `NEW,ESTABLISHED -j ACCEPT`, `-m limit`, `RELATED` | the rule's `New` line |
 //! | everything else drops | `-P DROP` | `policy` |
@@ -35,20 +36,21 @@ use aya_ebpf::{EbpfContext, maps::lpm_trie::Key};
 use firewall_common::{
     ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_RELATED, ANY_PEER, Addr, AllowKey, AllowValue, Builtin,
     CONFIG_AUDIT, CONFIG_DHCP, CONFIG_HAS_BLOCKS, CONFIG_HAS_PREFIXES, CONFIG_IPV6, CONFIG_LOG_DROPS,
-    CONFIG_READY, Chain, Config, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DHCPV6_CLIENT_PORT, DHCPV6_SERVER_PORT,
-    Direction, DropEvent, FlowKey, ICMP_DEST_UNREACHABLE, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED,
-    ICMPV6_DEST_UNREACHABLE, ICMPV6_MLD, ICMPV6_ND_FIRST, ICMPV6_ND_LAST, ICMPV6_PACKET_TOO_BIG,
-    ICMPV6_PARAMETER_PROBLEM, ICMPV6_TIME_EXCEEDED, LOG_BUCKET, Line, PROTO_ICMPV6, PROTO_TCP, block_counter,
-    builtin_counter, rule_counter,
+    CONFIG_NEVER_SET, CONFIG_READY, Chain, Config, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DHCPV6_CLIENT_PORT,
+    DHCPV6_SERVER_PORT, Direction, DropEvent, FlowKey, ICMP_DEST_UNREACHABLE, ICMP_PARAMETER_PROBLEM,
+    ICMP_TIME_EXCEEDED, ICMPV6_DEST_UNREACHABLE, ICMPV6_MLD, ICMPV6_ND_FIRST, ICMPV6_ND_LAST,
+    ICMPV6_PACKET_TOO_BIG, ICMPV6_PARAMETER_PROBLEM, ICMPV6_TIME_EXCEEDED, LOG_BUCKET, Line, PROTO_ICMPV6,
+    PROTO_TCP, block_counter, builtin_counter, rule_counter,
 };
 
 use crate::{
-    conntrack,
+    conntrack, fragments,
     maps::{
         ALLOW_EXACT, ALLOW_PREFIX, ANTISPOOF_DST, ANTISPOOF_SRC, BLOCKLIST, CONFIG, COUNTERS, DROP_EVENTS,
     },
     parse::{
-        Frame, Ip, L3, L4, TCP_ACK, TCP_SYN, copy_head, parse_l3, parse_l4, parse_quoted, tcp_flags_valid,
+        Fragment, Frame, Ip, L3, L4, TCP_ACK, TCP_SYN, copy_head, parse_l3, parse_l4, parse_quoted,
+        tcp_flags_valid,
     },
     token_bucket,
 };
@@ -66,10 +68,9 @@ pub fn filter<F: Frame + EbpfContext>(frame: &F, direction: Direction) -> Action
     // half-loaded must not cut the host off.
     // A copy on the stack: a map pointer kept live across the program invites LLVM to
     // do arithmetic on it that the verifier refuses.
-    let Some(&config) = CONFIG.get(0) else {
+    let Some(config) = CONFIG.get(0) else {
         return Action::Pass;
     };
-    let config = &config;
     if config.flags & CONFIG_READY == 0 {
         return Action::Pass;
     }
@@ -131,7 +132,8 @@ fn drop_event<F: Frame + EbpfContext>(frame: &F, direction: Direction, counter: 
     entry.submit(0);
 }
 
-/// The seed's chains, in order, for one frame.
+/// One frame: its IP header read, then judged; a first fragment that passes makes way
+/// for the rest of its datagram.
 #[inline(always)]
 fn walk(frame: &impl Frame, direction: Direction, config: &Config) -> (Action, u32) {
     let chain = Chain::of(direction);
@@ -143,16 +145,51 @@ fn walk(frame: &impl Frame, direction: Direction, config: &Config) -> (Action, u
         Ok(L3::Ipv6Off) => return drop(chain, Builtin::Ipv6),
         Err(_) => return drop(chain, Builtin::Invalid),
     };
+    let mut ip = ip;
+    ip.more |= ((config.flags & CONFIG_NEVER_SET) >> 31) as u8;
+    let now = conntrack::now();
+    let verdict = judge(frame, &ip, direction, now, config);
+    if let (Action::Pass, counter) = verdict
+        && let Fragment::Headed = ip.fragment
+        && ip.more != 0
+    {
+        fragments::first_passed(&ip, direction, counter, now, config);
+    }
+    verdict
+}
+
+/// The seed's chains, in order, for one IP packet.
+#[inline(always)]
+fn judge(frame: &impl Frame, ip: &Ip, direction: Direction, now: u64, config: &Config) -> (Action, u32) {
+    let chain = Chain::of(direction);
+    // A later fragment has no headers to judge it by, and an absurd one belongs to no
+    // datagram: neither goes the long way. A block stops them, as it stops everything;
+    // then a later fragment follows its first (see `fragments`). Decided here, the
+    // verifier walks their short way once for each header layout, not the chains.
+    if !matches!(ip.fragment, Fragment::Headed) {
+        let peer = match direction {
+            Direction::In => &ip.src,
+            Direction::Out => &ip.dst,
+        };
+        if config.flags & CONFIG_HAS_BLOCKS != 0
+            && let Some(counter) = blocked(peer, direction, now)
+        {
+            return (Action::Drop, counter);
+        }
+        return match ip.fragment {
+            Fragment::Later { offset } => fragments::later(ip, offset, direction, chain, now),
+            _ => drop(chain, Builtin::InvalidFragment),
+        };
+    }
     // The transport header, read once; what is wrong with it counts only once the lists
     // have had their say, as in the seed's order. And the flow an ICMP error is about,
     // read now although only a `related` rule asks: the parse ends here, so no packet
     // offset outlives it, and the verifier's paths through the many header layouts
     // converge before the chain instead of each walking it whole.
-    let now = conntrack::now();
-    let l4 = if ip.fragment { None } else { parse_l4(frame, &ip).ok() };
+    let l4 = parse_l4(frame, ip).ok();
     let related = match l4 {
         Some(L4::Icmp { kind, .. }) if is_icmp_error(ip.v6, kind) => {
-            related(frame, &ip, direction, now, config)
+            related(frame, ip, direction, now, config)
         }
         _ => false,
     };
@@ -171,7 +208,7 @@ fn walk(frame: &impl Frame, direction: Direction, config: &Config) -> (Action, u
     // and multicast ends and DHCP's broadcasts are not. Decided in line, after the
     // blocklist, discovery's verdicts cost the verifier 3,000 to 5,000 more instructions.
     let exempt = match l4 {
-        Some(L4::Icmp { kind, .. }) if ip.v6 => icmpv6_infrastructure(&ip, kind, ours),
+        Some(L4::Icmp { kind, .. }) if ip.v6 => icmpv6_infrastructure(ip, kind, ours),
         Some(L4::Udp { src_port, dst_port }) if config.flags & CONFIG_DHCP != 0 => {
             dhcp_client(ip.v6, direction, src_port, dst_port)
         }
@@ -200,7 +237,7 @@ fn walk(frame: &impl Frame, direction: Direction, config: &Config) -> (Action, u
     // malformed or fragmented still goes the long way, to be counted where it belongs.
     if ours
         && let Some(l4) = &l4
-        && let Some(counter) = established(&ip, peer, l4, direction, now, config)
+        && let Some(counter) = established(ip, peer, l4, direction, now, config)
     {
         return (Action::Pass, counter);
     }
@@ -231,11 +268,10 @@ fn walk(frame: &impl Frame, direction: Direction, config: &Config) -> (Action, u
         }
     };
 
-    if ip.fragment {
-        return drop(chain, Builtin::InvalidFragment);
-    }
     let Some(l4) = l4 else {
-        return drop(chain, Builtin::Invalid);
+        // A first fragment too short for its transport header (RFC 1858's tiny
+        // fragments) is the fragments' fault, not the header's.
+        return drop(chain, if ip.more != 0 { Builtin::InvalidFragment } else { Builtin::Invalid });
     };
     if let L4::Tcp { flags, .. } = l4
         && !tcp_flags_valid(flags)

@@ -9,8 +9,8 @@ use aya_ebpf::{
 use firewall_common::{
     ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, BlockEntry,
     CONNTRACK_DEFAULT_ENTRIES, Config, Counter, DROP_EVENTS_BYTES, FLOW_STATS_ENTRIES, FLOWS_ENDED_ENTRIES,
-    Flow, FlowKey, HALF_OPEN_DEFAULT_ENTRIES, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS,
-    TOKEN_BUCKETS_ENTRIES, TokenBucket,
+    FRAGMENTS_ENTRIES, Flow, FlowKey, FragmentKey, FragmentedDatagram, HALF_OPEN_DEFAULT_ENTRIES,
+    MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, TOKEN_BUCKETS_ENTRIES, TokenBucket,
 };
 
 /// `CONFIG[0]`: the host's address, timeouts, and whether the policy is in force.
@@ -79,3 +79,15 @@ pub static TOKEN_BUCKETS: Array<TokenBucket> = Array::with_max_entries(TOKEN_BUC
 /// listener, another process, reads it (sized in firewall_common::DROP_EVENTS_BYTES).
 #[map]
 pub static DROP_EVENTS: RingBuf = RingBuf::with_byte_size(DROP_EVENTS_BYTES, 0);
+
+/// The fragmented datagrams whose first fragment passed, so that their later fragments,
+/// which carry no headers, follow it (see crate::fragments). LRU: a full table forgets the
+/// oldest, whose fragments are long through.
+#[map]
+pub static FRAGMENTS: LruHashMap<FragmentKey, FragmentedDatagram> =
+    LruHashMap::with_max_entries(FRAGMENTS_ENTRIES, 0);
+
+/// Per CPU: one key and entry of `FRAGMENTS` being written (see crate::fragments::Scratch).
+/// Not pinned: it holds nothing between packets.
+#[map]
+pub static FRAGMENT_SCRATCH: PerCpuArray<crate::fragments::Scratch> = PerCpuArray::with_max_entries(1, 0);

@@ -69,9 +69,13 @@ const ETH_P_SLOW: u16 = 0x8809;
 /// Linux gives such frames to LLC, whose SNAP clients are AppleTalk's, never IP's.
 const ETH_DATA_LEN: u16 = 1500;
 
-/// IPv4 `frags` field: more-fragments flag and offset mask (the DF bit is fine).
+/// IPv4 `frags` field: more-fragments flag and offset mask, in 8-byte units (the DF bit
+/// is fine).
 const IP_MF: u16 = 0x2000;
 const IP_OFFSET: u16 = 0x1FFF;
+/// The largest datagram either family reassembles (no jumbograms on Ethernet): a fragment
+/// ending past it is no sender's.
+const MAX_DATAGRAM: usize = 65_535;
 
 /// IPv6 extension headers (RFC 8200 §4), by their next-header numbers.
 const IPV6_HOP_BY_HOP: u8 = 0;
@@ -79,9 +83,11 @@ const IPV6_ROUTING: u8 = 43;
 const IPV6_FRAGMENT: u8 = 44;
 const IPV6_AUTH: u8 = 51;
 const IPV6_DEST_OPTIONS: u8 = 60;
-/// Fragment header: offset (13 bits, in 8-byte units) and the M flag; the 2 bits between are
-/// reserved. An atomic fragment (RFC 6946: offset 0, M clear) is a whole datagram.
-const IPV6_FRAGMENT_OFFSET_AND_MORE: u16 = 0xFFF9;
+/// Fragment header: offset (13 bits, in 8-byte units: the word masked is the offset in
+/// bytes) and the M flag; the 2 bits between are reserved. An atomic fragment (RFC 6946:
+/// offset 0, M clear) is a whole datagram.
+const IPV6_FRAGMENT_OFFSET: u16 = 0xFFF8;
+const IPV6_FRAGMENT_MORE: u16 = 0x0001;
 /// Extension headers walked before giving up on a datagram as malformed. A real one has at
 /// most hop-by-hop, destination options, routing and fragment before its payload; a longer
 /// chain is only ever made to hide the transport header (nebula #1789).
@@ -112,6 +118,42 @@ pub enum L3 {
     Ip(Ip),
 }
 
+/// Where a packet stands in its datagram (RFC 791 §2.3, RFC 8200 §4.5).
+#[derive(Clone, Copy)]
+pub enum Fragment {
+    /// A whole datagram, or its first fragment (offset 0): judged by its headers, which it
+    /// must hold whole. [`Ip::more`] tells the two apart.
+    Headed,
+    /// At `offset` bytes, past 0: no headers to judge it by; its first fragment's verdict
+    /// admits it.
+    Later { offset: u16 },
+    /// Lengths no sender makes: ending past 65,535 bytes, or more to come after a length
+    /// that is no multiple of 8.
+    Absurd,
+}
+
+/// What names a fragment's datagram (with the addresses and the direction), and the bytes
+/// of its payload this fragment carries (IPv6: after the fragment header). All 0 for a
+/// packet that is no fragment.
+#[derive(Clone, Copy, Default)]
+pub struct Datagram {
+    pub id: u32,
+    /// IPv4's protocol; the IPv6 fragment header's next-header, alike in every fragment.
+    pub protocol: u8,
+    pub len: u16,
+}
+
+/// Which fragment a packet is, from its offset in bytes, its more-fragments flag (0 or 1)
+/// and the payload it carries.
+#[inline(always)]
+fn fragment(offset: usize, more: u8, len: usize) -> Fragment {
+    // `more × (len mod 8)`: a product, not a test of `more` (see [`Ip::more`]).
+    if offset + len > MAX_DATAGRAM || more as usize * (len % 8) != 0 {
+        return Fragment::Absurd;
+    }
+    if offset == 0 { Fragment::Headed } else { Fragment::Later { offset: offset as u16 } }
+}
+
 /// The IP header's facts the chains need, for either family.
 pub struct Ip {
     /// Addresses as the maps hold them (IPv4 mapped into IPv6).
@@ -119,14 +161,22 @@ pub struct Ip {
     pub dst: Addr,
     /// The transport protocol: IPv4's protocol, IPv6's last next-header.
     pub protocol: u8,
-    pub fragment: bool,
+    pub fragment: Fragment,
+    /// The more-fragments flag (IPv6's M), 0 or 1: a [`Fragment::Headed`] packet with it is
+    /// a first fragment. A number, which nothing tests before the verdict: so the verifier
+    /// walks a whole datagram and a first fragment as one path through the chains, not two
+    /// (a flag it saw set or clear would be a constant, and double them). Read from the
+    /// packet; 0 without a fragment header, to which the chain engine adds a 0 the
+    /// verifier does not know (`firewall_common::CONFIG_NEVER_SET`).
+    pub more: u8,
+    pub datagram: Datagram,
     pub v6: bool,
     /// IPv6's hop limit (neighbour discovery needs 255); IPv4's TTL.
     pub hop_limit: u8,
-    /// Offset of the transport header in the frame.
-    l4_offset: usize,
+    /// Offset of the transport header in the frame (16 bits: the stack is full).
+    l4_offset: u16,
     /// Bytes from the transport header to the end of the datagram.
-    l4_len: usize,
+    l4_len: u16,
 }
 
 /// Ethernet, VLAN tags and the IP header (IPv6 only when `ipv6`, the policy's `address6`).
@@ -173,15 +223,19 @@ fn parse_ipv4(frame: &impl Frame, offset: usize) -> Result<Ip, Malformed> {
         return Err(Malformed);
     }
     let frags = u16::from_be_bytes(ip.frags);
+    let more = ((frags & IP_MF) >> 13) as u8;
+    let len = total_len - header_len;
     Ok(Ip {
         src: v4_mapped(ip.src_addr),
         dst: v4_mapped(ip.dst_addr),
         protocol: ip.proto,
-        fragment: frags & (IP_MF | IP_OFFSET) != 0,
+        fragment: fragment((frags & IP_OFFSET) as usize * 8, more, len),
+        more,
+        datagram: Datagram { id: u16::from_be_bytes(ip.id) as u32, protocol: ip.proto, len: len as u16 },
         v6: false,
         hop_limit: ip.ttl,
-        l4_offset: offset + header_len,
-        l4_len: total_len - header_len,
+        l4_offset: (offset + header_len) as u16,
+        l4_len: len as u16,
     })
 }
 
@@ -206,7 +260,9 @@ fn parse_ipv6(frame: &impl Frame, offset: usize) -> Result<Ip, Malformed> {
     }
     let mut next = ip.next_hdr;
     let mut cursor = offset + Ipv6Hdr::LEN;
-    let mut fragment = false;
+    let mut piece = Fragment::Headed;
+    let mut more = 0;
+    let mut datagram = Datagram::default();
     for i in 0..IPV6_MAX_EXTENSION_HEADERS {
         let length = match next {
             // Hop-by-hop options come first or not at all (RFC 8200 §4.1).
@@ -227,13 +283,17 @@ fn parse_ipv6(frame: &impl Frame, offset: usize) -> Result<Ip, Malformed> {
                 (words as usize + 2) * 4
             }
             IPV6_FRAGMENT => {
-                let header: *const [u8; 4] = ptr_at(frame, cursor)?;
+                let header: *const [u8; 8] = ptr_at(frame, cursor)?;
                 // SAFETY: checked by `ptr_at`.
                 let header = unsafe { *header };
                 next = header[0];
-                // Past a fragment header of a real fragment come pieces of headers, not
-                // headers: stop there, the datagram is judged as a fragment.
-                fragment = u16::from_be_bytes([header[2], header[3]]) & IPV6_FRAGMENT_OFFSET_AND_MORE != 0;
+                let word = u16::from_be_bytes([header[2], header[3]]);
+                let id = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+                // What follows the header, to the datagram's end, is this fragment's part.
+                let len = end.saturating_sub(cursor + 8);
+                more = (word & IPV6_FRAGMENT_MORE) as u8;
+                piece = fragment((word & IPV6_FRAGMENT_OFFSET) as usize, more, len);
+                datagram = Datagram { id, protocol: next, len: len as u16 };
                 8
             }
             _ => break,
@@ -242,22 +302,27 @@ fn parse_ipv6(frame: &impl Frame, offset: usize) -> Result<Ip, Malformed> {
         if cursor > end {
             return Err(Malformed);
         }
-        if fragment {
+        // Past the fragment header of a later fragment come pieces of headers, not
+        // headers: stop there. A first fragment holds the rest of the chain and the
+        // transport header (RFC 7112), and is read on.
+        if !matches!(piece, Fragment::Headed) {
             break;
         }
     }
-    if !fragment && is_extension_header(next) {
+    if matches!(piece, Fragment::Headed) && is_extension_header(next) {
         return Err(Malformed);
     }
     Ok(Ip {
         src: ip.src_addr,
         dst: ip.dst_addr,
         protocol: next,
-        fragment,
+        fragment: piece,
+        more,
+        datagram,
         v6: true,
         hop_limit: ip.hop_limit,
-        l4_offset: cursor,
-        l4_len: end - cursor,
+        l4_offset: cursor as u16,
+        l4_len: (end - cursor) as u16,
     })
 }
 
@@ -310,22 +375,22 @@ fn icmp(protocol: u8, kind: u8, echo_id: u16) -> L4 {
     L4::Icmp { kind, echo, echo_id }
 }
 
-/// The transport header of an unfragmented datagram.
+/// The transport header of a whole datagram or a first fragment (which must hold it all).
 #[inline(always)]
 pub fn parse_l4(frame: &impl Frame, ip: &Ip) -> Result<L4, Malformed> {
     match ip.protocol {
         PROTO_TCP => {
-            if ip.l4_len < TcpHdr::LEN {
+            if (ip.l4_len as usize) < TcpHdr::LEN {
                 return Err(Malformed);
             }
-            let tcp: *const TcpHdr = ptr_at(frame, ip.l4_offset)?;
+            let tcp: *const TcpHdr = ptr_at(frame, ip.l4_offset as usize)?;
             // SAFETY: checked by `ptr_at`.
             let tcp = unsafe { &*tcp };
             // Byte 12 holds the data offset, byte 13 the flags.
             // SAFETY: the bitfield is `#[repr(C)]` over exactly these two bytes.
             let raw: [u8; 2] = unsafe { core::mem::transmute(tcp._bitfield_1) };
             let header_len = ((raw[0] >> 4) as usize) * 4;
-            if header_len < TcpHdr::LEN || header_len > ip.l4_len {
+            if header_len < TcpHdr::LEN || header_len > (ip.l4_len as usize) {
                 return Err(Malformed);
             }
             Ok(L4::Tcp {
@@ -338,24 +403,26 @@ pub fn parse_l4(frame: &impl Frame, ip: &Ip) -> Result<L4, Malformed> {
             })
         }
         PROTO_UDP => {
-            if ip.l4_len < UdpHdr::LEN {
+            if (ip.l4_len as usize) < UdpHdr::LEN {
                 return Err(Malformed);
             }
-            let udp: *const UdpHdr = ptr_at(frame, ip.l4_offset)?;
+            let udp: *const UdpHdr = ptr_at(frame, ip.l4_offset as usize)?;
             // SAFETY: checked by `ptr_at`.
             let udp = unsafe { &*udp };
             let udp_len = u16::from_be_bytes(udp.len) as usize;
-            if udp_len < UdpHdr::LEN || udp_len > ip.l4_len {
+            // A first fragment carries part of the datagram the length counts: its bound is
+            // past any length, by arithmetic rather than a test (see `Ip::more`).
+            if udp_len < UdpHdr::LEN || udp_len > (ip.l4_len as usize) + ip.more as usize * MAX_DATAGRAM {
                 return Err(Malformed);
             }
             Ok(L4::Udp { src_port: u16::from_be_bytes(udp.src), dst_port: u16::from_be_bytes(udp.dst) })
         }
         // Both families' ICMP headers are 8 bytes: type, code, checksum, 4 more.
         protocol @ (PROTO_ICMP | PROTO_ICMPV6) if (protocol == PROTO_ICMPV6) == ip.v6 => {
-            if ip.l4_len < Icmpv4Hdr::LEN {
+            if (ip.l4_len as usize) < Icmpv4Hdr::LEN {
                 return Err(Malformed);
             }
-            let header: *const Icmpv4Hdr = ptr_at(frame, ip.l4_offset)?;
+            let header: *const Icmpv4Hdr = ptr_at(frame, ip.l4_offset as usize)?;
             // SAFETY: checked by `ptr_at`.
             let header = unsafe { &*header };
             // The first two bytes of the rest-of-header: the echo identifier.
@@ -371,7 +438,7 @@ pub fn parse_l4(frame: &impl Frame, ip: &Ip) -> Result<L4, Malformed> {
 /// flow.
 #[inline(always)]
 pub fn parse_quoted(frame: &impl Frame, ip: &Ip, direction: Direction) -> Result<FlowKey, Malformed> {
-    let offset = ip.l4_offset + Icmpv4Hdr::LEN;
+    let offset = (ip.l4_offset as usize) + Icmpv4Hdr::LEN;
     // Only the peer's address is kept: the stack is small.
     let mut peer: Addr = [0; 16];
     let (protocol, header_len) = if ip.v6 {

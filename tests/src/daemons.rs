@@ -380,12 +380,27 @@ pub fn said_ok(run: &Run) -> bool {
 pub const DNS_NAME: &str = "example.lab";
 pub const DNS_ANSWER: &str = "192.0.2.80";
 
+/// A name whose answer is too large for one frame: [`BIG_TXT_STRINGS`] TXT strings of
+/// [`BIG_TXT_LEN`] bytes each (about 5 KB over UDP, as DNSSEC and large TXT answers are
+/// with EDNS0), so it comes in fragments.
+pub const BIG_TXT_NAME: &str = "big.example.lab";
+pub const BIG_TXT_STRINGS: usize = 20;
+pub const BIG_TXT_LEN: usize = 250;
+
+/// The `i`th string of [`BIG_TXT_NAME`]'s answer.
+pub fn big_txt_string(i: usize) -> String {
+    let letter = char::from(b'a' + (i % 26) as u8);
+    std::iter::repeat_n(letter, BIG_TXT_LEN).collect()
+}
+
 /// dnsmasq on `addr`:53 (UDP and TCP), in the namespace that owns it, answering
-/// [`DNS_NAME`] with [`DNS_ANSWER`] and nothing else (no upstream, no hosts file).
+/// [`DNS_NAME`] with [`DNS_ANSWER`] and [`BIG_TXT_NAME`] with its TXT strings, and nothing
+/// else (no upstream, no hosts file); answers over UDP up to 8 KB (EDNS0).
 pub fn dnsmasq(lab: &Lab, addr: Ipv4Addr) -> Daemon {
     need("dnsmasq", "dnsmasq-base");
     need("dig", "bind9-dnsutils");
     let pid_file = lab.tmp().join(format!("dnsmasq-{}.pid", tag(addr)));
+    let big = (0..BIG_TXT_STRINGS).map(big_txt_string).collect::<Vec<_>>().join(",");
     Daemon::start(
         lab,
         lab.ns_of(addr),
@@ -400,6 +415,8 @@ pub fn dnsmasq(lab: &Lab, addr: Ipv4Addr) -> Daemon {
             "--bind-interfaces",
             "--port=53",
             &format!("--address=/{DNS_NAME}/{DNS_ANSWER}"),
+            &format!("--txt-record={BIG_TXT_NAME},{big}"),
+            "--edns-packet-max=8192",
             &format!("--pid-file={}", pid_file.display()),
             "--user=root",
             "--group=root",
@@ -422,6 +439,26 @@ pub fn dig(lab: &Lab, from: Ipv4Addr, server: Ipv4Addr, tcp: bool, wait: u32) ->
         .arg(format!("+time={wait}"))
         .arg(if tcp { "+tcp" } else { "+notcp" });
     run(lab, &mut command, Duration::from_secs(u64::from(wait) + 10))
+}
+
+/// `dig @SERVER -b FROM big.example.lab TXT +short +notcp +ignore +bufsize=8192`: the
+/// large answer over UDP alone (`+ignore`: no retry over TCP were it cut short), from the
+/// namespace of `from`, waiting `wait` seconds for the one try.
+pub fn dig_big_txt(lab: &Lab, from: Ipv4Addr, server: Ipv4Addr, wait: u32) -> Run {
+    let mut command = in_ns(lab.ns_of(from), "dig");
+    command
+        .arg(format!("@{server}"))
+        .args(["-4", "-b"])
+        .arg(from.to_string())
+        .arg(BIG_TXT_NAME)
+        .args(["TXT", "+short", "+tries=1", "+notcp", "+ignore", "+bufsize=8192"])
+        .arg(format!("+time={wait}"));
+    run(lab, &mut command, Duration::from_secs(u64::from(wait) + 10))
+}
+
+/// dig printed every string of the large answer.
+pub fn answered_big(run: &Run) -> bool {
+    run.ok() && (0..BIG_TXT_STRINGS).all(|i| run.stdout.contains(&big_txt_string(i)))
 }
 
 /// dig printed the answer.

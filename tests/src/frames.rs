@@ -143,6 +143,37 @@ pub fn fragmented(mut frame: Vec<u8>, more_fragments: bool, offset: u16) -> Vec<
     frame
 }
 
+/// A UDP datagram with `payload` bytes of data, cut into IPv4 fragments of at most `each`
+/// bytes of IP payload (a multiple of 8) as a sender's stack cuts it: identification `id`
+/// in all, the first holding the UDP header, more-fragments set on all but the last.
+pub fn udp_fragments(
+    (src, dst): ([u8; 4], [u8; 4]),
+    (sport, dport): (u16, u16),
+    payload: usize,
+    each: usize,
+    id: u16,
+) -> Vec<Vec<u8>> {
+    assert!(each.is_multiple_of(8), "fragments but the last carry a multiple of 8 bytes");
+    let data: Vec<u8> = (0..payload).map(|i| (i % 251) as u8).collect();
+    let mut whole = Vec::new();
+    builder(src, dst).udp(sport, dport).write(&mut whole, &data).expect("udp frame");
+    let (head, body) = whole.split_at(L4);
+    body.chunks(each)
+        .enumerate()
+        .map(|(i, piece)| {
+            let mut frame = head.to_vec();
+            frame.extend_from_slice(piece);
+            let total = (20 + piece.len()) as u16;
+            frame[IP + 2..IP + 4].copy_from_slice(&total.to_be_bytes());
+            frame[IP + 4..IP + 6].copy_from_slice(&id.to_be_bytes());
+            let more = (i + 1) * each < body.len();
+            let field = if more { 0x2000 } else { 0 } | (i * each / 8) as u16;
+            frame[IP + 6..IP + 8].copy_from_slice(&field.to_be_bytes());
+            frame
+        })
+        .collect()
+}
+
 /// Wraps the frame in an 802.1Q tag.
 pub fn vlan_tagged(frame: Vec<u8>, vid: u16) -> Vec<u8> {
     let mut out = frame[..12].to_vec();

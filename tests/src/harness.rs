@@ -1,7 +1,13 @@
 //! The real programs, loaded with a real policy, judging frames through
 //! BPF_PROG_TEST_RUN: no interface, no traffic, the kernel's verdict.
-use aya::programs::{TestRun, TestRunOptions};
-use firewall_common::{Builtin, Chain, Counter, Line, builtin_counter, rule_counter};
+use aya::{
+    maps::{HashMap, MapData},
+    programs::{TestRun, TestRunOptions},
+};
+use firewall_common::{
+    Builtin, Chain, Counter, FragmentKey, FragmentedDatagram, Line, MAP_FRAGMENTS, builtin_counter,
+    rule_counter,
+};
 use firewall_user::{compile::Ids, kernel::load::Loaded, policy::Policy};
 
 use crate::require_root;
@@ -122,7 +128,19 @@ impl TestFilter {
     /// Back to the state of a freshly loaded filter, without reloading it: no tracked
     /// flow in either table, every token bucket full. Counters are kept, and so are the
     /// tables' counts (user space's removals counted as such, so evictions stay 0).
+    /// The datagrams whose first fragment passed (`FRAGMENTS`: no command reads it, so it
+    /// is not among the live maps).
+    pub fn fragments(&mut self) -> HashMap<&mut MapData, FragmentKey, FragmentedDatagram> {
+        let map = self.loaded.ebpf.map_mut(MAP_FRAGMENTS).expect("the fragments map");
+        HashMap::try_from(map).expect("the fragments map's types")
+    }
+
     pub fn reset_state(&mut self) {
+        let mut fragments = self.fragments();
+        let keys: Vec<FragmentKey> = fragments.keys().filter_map(Result::ok).collect();
+        for key in keys {
+            fragments.remove(&key).expect("forgetting a fragmented datagram");
+        }
         let maps = &mut self.loaded.maps;
         maps.end_flows(|_| true).expect("removing the flows");
         let limited = self.policy.rules.iter().filter(|r| r.limit.is_some()).map(|r| self.ids.rule(&r.name));

@@ -66,23 +66,44 @@
 //!    - 0, 43 (routing), 60 (destination options): the 2 bytes at `cursor` must be in the
 //!      frame; `next` becomes the first, and the header's length is (the second + 1) × 8;
 //!    - 51 (AH): likewise, the length (the second + 2) × 4;
-//!    - 44 (fragment): 4 bytes must be in the frame; `next` becomes the first, the length
-//!      is 8, and the packet is a fragment when the big-endian 16 bits of bytes 2 and 3,
-//!      AND 0xFFF9, are not 0 (an offset or the M flag: an atomic fragment is a whole
-//!      datagram);
+//!    - 44 (fragment): 8 bytes must be in the frame; `next` becomes the first, the length
+//!      is 8; the big-endian 16 bits of bytes 2 and 3 AND 0xFFF8 are the fragment's
+//!      offset in bytes, their lowest bit the M flag (more to come), the big-endian 32
+//!      bits of bytes 4 to 7 its identification, and its payload the bytes from the end
+//!      of this header to `end` (rule 4 says what fragment that makes); a second fragment
+//!      header after a first fragment's replaces what the first said (the host reassembles
+//!      the outer datagram first, whose later fragments no first then admits);
 //!    - anything else ends the walk.
 //!
 //!    After each header `cursor` moves on by its length, and a `cursor` past `end` is
-//!    invalid; a fragment ends the walk. When four headers were walked, none a fragment,
-//!    and `next` is still one of 0, 43, 44, 51, 60: invalid (such chains exist to hide the
-//!    transport header). Each invalid: drop, the direction's `invalid`. The transport
-//!    protocol is then `next`, and its payload the `end − cursor` bytes at `cursor`.
-//! 4. An IPv4 packet is a *fragment* when its more-fragments flag is set or its fragment
-//!    offset is not zero (don't-fragment is no fragment); an IPv6 one when rule 3b found
-//!    a fragment header saying so.
+//!    invalid; a later or absurd fragment (rule 4) ends the walk there, while a first
+//!    fragment goes on (it holds the rest of the chain, RFC 7112). When four headers were
+//!    walked, the packet is whole or a first fragment, and `next` is still one of 0, 43,
+//!    44, 51, 60: invalid (such chains exist to hide the transport header). Each invalid:
+//!    drop, the direction's `invalid`. The transport protocol is then `next`, and its
+//!    payload the `end − cursor` bytes at `cursor`.
+//! 4. A packet's *offset* (in bytes), *more-fragments flag*, *identification* and
+//!    *fragment payload*: in IPv4, 8 × the header's 13-bit offset field, its MF flag, its
+//!    16-bit identification and the total length less IHL×4; in IPv6, rule 3b's (none
+//!    without a fragment header: offset 0, M clear). The packet is *whole* when the offset
+//!    is 0 and the flag clear (don't-fragment is no fragment, nor is an atomic IPv6
+//!    fragment). Otherwise it is *absurd* when the offset plus the fragment payload is
+//!    over 65,535, or the flag is set and the fragment payload is no multiple of 8; else a
+//!    *first fragment* at offset 0, a *later fragment* past it. A fragment's *datagram* is
+//!    (source, destination, identification, protocol, direction), where the protocol is
+//!    IPv4's protocol field or the next-header field of IPv6's fragment header.
 //! 5. The *local* address is the destination for in, the source for out; the *peer* is
 //!    the other one. The packet is *ours* when the local address is the host's address
 //!    of its family: `[host] address` (OURIP) for IPv4, `address6` for IPv6.
+//!
+//! 5a. A later or an absurd fragment (rule 4) is decided before anything else below: a
+//!     blocked peer (rule 11a) drops it, on the entry's line of the direction. Then an
+//!     absurd one drops, the direction's `invalid-fragment`. A later one passes when its
+//!     datagram is remembered (rule 24a), the time is before the entry's deadline and its
+//!     offset is at least the entry's first length, counted on the entry's line; it drops,
+//!     the direction's `invalid-fragment`, when remembered and in time but at a smaller
+//!     offset (it would overwrite what the filter judged); else the direction's
+//!     `fragment-orphan`. Ours or not (no first to another address passes).
 //!
 //! ## 3. The transport header
 //!
@@ -91,7 +112,8 @@
 //!
 //! 6. TCP (protocol 6) parses when the payload is at least 20 bytes and the data offset×4
 //!    is at least 20 and at most the payload. UDP (17) parses when the payload is at
-//!    least 8 bytes and the UDP length field is at least 8 and at most the payload.
+//!    least 8 bytes and the UDP length field is at least 8 and, but in a first fragment
+//!    (which carries part of what the field counts), at most the payload.
 //!    *ICMP* is protocol 1 in IPv4 and ICMPv6, protocol 58, in IPv6 (the other family's
 //!    number is just another protocol); it parses when the payload is at least 8 bytes.
 //!    Its echo request and reply are types 8 and 0 in IPv4, 128 and 129 in ICMPv6. Any
@@ -161,7 +183,7 @@
 //!
 //! ## 4a. What IPv6 itself needs
 //!
-//! 10a. An IPv6 packet that is not a fragment and whose ICMPv6 header parses (rule 6) is
+//! 10a. An IPv6 packet, whole or a first fragment, whose ICMPv6 header parses (rule 6) is
 //!      *discovery* when its type is 133 to 137 (neighbour discovery) and its hop limit
 //!      255 (no router forwards those), or its type is 130, 131, 132 or 143 (multicast
 //!      listener discovery), its hop limit 1 and its source in `fe80::/10`; whatever its
@@ -170,7 +192,7 @@
 //!      they pass in rules 12 and 13, after the blocklist and (in) the anti-spoof sources,
 //!      counted on the direction's `icmpv6-nd` and `icmpv6-ptb`.
 //!
-//! 10b. With `[host] dhcp` (the default), a packet that is not a fragment and whose UDP
+//! 10b. With `[host] dhcp` (the default), a packet, whole or a first fragment, whose UDP
 //!      header parses (rule 6) is *DHCP* when it is the client's exchange: in IPv4, from
 //!      port 67 to port 68 travelling in, from 68 to 67 travelling out; in IPv6, from 547
 //!      to 546 in, from 546 to 547 out. Whatever its addresses: a client without a lease
@@ -183,7 +205,7 @@
 //!
 //! ## 5. The fast path: tracked flows first
 //!
-//! 11. When the packet is ours, not a fragment, its transport header parses and has a
+//! 11. When the packet is ours, whole or a first fragment, its transport header parses and has a
 //!     flow key, and it is not a TCP segment with invalid flags nor a bare SYN, and a live
 //!     flow has its key in either table: for TCP and UDP it passes, counted on the flow's
 //!     rule's `ESTABLISHED` line if it travels opposite to the flow's origin (the return
@@ -230,7 +252,9 @@
 //!     link-local address), and packet-too-big, its `icmpv6-ptb`. A packet that is not
 //!     ours (another source address) drops, OUTPUT `antispoof-source` (outbound
 //!     spoofing); the chain is OUTPUT.
-//! 14. A fragment drops, the chain's `invalid-fragment` (XDP cannot reassemble).
+//! 14. A first fragment whose transport header does not parse (rule 6: too short for
+//!     it) drops, the chain's `invalid-fragment`. One that parses goes on as a whole packet
+//!     would (later and absurd fragments were decided in rule 5a).
 //! 15. A transport header that does not parse (rule 6) drops, the chain's `invalid`.
 //! 16. TCP flags that are not valid (rule 7) drop, the chain's `invalid-tcp-flags`.
 //! 17. FORWARD drops everything else, FORWARD `policy`: this host routes nothing.
@@ -296,6 +320,14 @@
 //!     consulted. A peer the anti-spoof source list contains is never picked up (no
 //!     session from it got in).
 //! 24. Otherwise: drop, the chain's `policy` (`-P … DROP`).
+//!
+//! ## 8. After the verdict
+//!
+//! 24a. A first fragment that passed (by any rule above) remembers its datagram (rule 4)
+//!      with a deadline, the time now plus `[conntrack] fragment_timeout`, the line it was
+//!      counted on, and its fragment payload as its *first length*; replacing any entry of
+//!      that datagram. A block does not forget them: later fragments meet the blocklist
+//!      themselves (rule 11a). The table is an LRU of 4,096 (the tests stay far below).
 //!
 //! # Shape
 //!
@@ -517,10 +549,44 @@ pub struct Datagram {
     pub dst: IpAddr,
     /// IPv4's TTL, IPv6's hop limit.
     pub hop_limit: u8,
-    pub fragment: bool,
+    pub fragment: Piece,
     /// The transport protocol: IPv4's protocol field, or the end of IPv6's walk.
     pub protocol: u8,
     pub transport: Transport,
+}
+
+/// Rule 4: which part of its datagram a packet is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Piece {
+    Whole,
+    First { id: u32, protocol: u8, len: u16 },
+    Later { id: u32, protocol: u8, offset: u16 },
+    Absurd,
+}
+
+impl Piece {
+    /// Rule 4, from the offset, the flag, the fragment payload, the identification and the
+    /// datagram's protocol.
+    fn of(offset: usize, more: bool, payload: usize, id: u32, protocol: u8) -> Piece {
+        if offset == 0 && !more {
+            Piece::Whole
+        } else if offset + payload > 65_535 || more && !payload.is_multiple_of(8) {
+            Piece::Absurd
+        } else if offset == 0 {
+            Piece::First { id, protocol, len: payload as u16 }
+        } else {
+            Piece::Later { id, protocol, offset: offset as u16 }
+        }
+    }
+
+    fn whole(self) -> bool {
+        self == Piece::Whole
+    }
+
+    /// Whole or a first fragment: what has a transport header.
+    fn headed(self) -> bool {
+        matches!(self, Piece::Whole | Piece::First { .. })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -633,16 +699,17 @@ fn parse_ipv4(frame: &[u8], ip: usize) -> Parsed {
     }
     let fragment_field = be16(frame, ip + 6);
     let more_fragments = fragment_field & 0x2000 != 0;
-    let offset = fragment_field & 0x1fff;
+    let offset = usize::from(fragment_field & 0x1fff) * 8;
     let protocol = frame[ip + 9];
     let l4 = ip + header;
     let payload = total - header;
-    let transport = parse_transport(frame, false, protocol, l4, payload);
+    let fragment = Piece::of(offset, more_fragments, payload, u32::from(be16(frame, ip + 4)), protocol);
+    let transport = parse_transport(frame, false, protocol, l4, payload, fragment);
     Parsed::Ip(Datagram {
         src: ipv4_at(frame, ip + 12),
         dst: ipv4_at(frame, ip + 16),
         hop_limit: frame[ip + 8],
-        fragment: more_fragments || offset != 0,
+        fragment,
         protocol,
         transport,
     })
@@ -668,7 +735,7 @@ fn parse_ipv6(frame: &[u8], ip: usize) -> Parsed {
     let mut next = frame[ip + 6];
     let mut cursor = ip + IPV6_HEADER;
     let mut walked = 0;
-    let mut fragment = false;
+    let mut fragment = Piece::Whole;
     while walked < MAX_EXTENSION_HEADERS {
         let in_frame = |n: usize| frame.len() >= cursor + n;
         let length = match next {
@@ -690,11 +757,19 @@ fn parse_ipv6(frame: &[u8], ip: usize) -> Parsed {
                 (usize::from(frame[cursor + 1]) + 2) * 4
             }
             IPV6_FRAGMENT => {
-                if !in_frame(4) {
+                if !in_frame(8) {
                     return Parsed::BadIp { ipv6: true, why: "a fragment header past the frame" };
                 }
                 next = frame[cursor];
-                fragment = be16(frame, cursor + 2) & 0xfff9 != 0;
+                let word = be16(frame, cursor + 2);
+                let payload = end.saturating_sub(cursor + 8);
+                fragment = Piece::of(
+                    usize::from(word & 0xfff8),
+                    word & 1 != 0,
+                    payload,
+                    be32(frame, cursor + 4),
+                    next,
+                );
                 8
             }
             _ => break,
@@ -704,14 +779,14 @@ fn parse_ipv6(frame: &[u8], ip: usize) -> Parsed {
         if cursor > end {
             return Parsed::BadIp { ipv6: true, why: "an extension header past the payload" };
         }
-        if fragment {
+        if !fragment.headed() {
             break;
         }
     }
-    if walked == MAX_EXTENSION_HEADERS && !fragment && IPV6_EXTENSION_HEADERS.contains(&next) {
+    if walked == MAX_EXTENSION_HEADERS && fragment.headed() && IPV6_EXTENSION_HEADERS.contains(&next) {
         return Parsed::BadIp { ipv6: true, why: "more than four extension headers" };
     }
-    let transport = parse_transport(frame, true, next, cursor, end - cursor);
+    let transport = parse_transport(frame, true, next, cursor, end - cursor, fragment);
     Parsed::Ip(Datagram {
         src: IpAddr::V6(src),
         dst: IpAddr::V6(dst),
@@ -739,8 +814,19 @@ fn echo_of(v6: bool, kind: u8, id: u16) -> Option<Echo> {
 }
 
 /// Rule 6. `payload` is the IP header's own account of the bytes after it, which rules 3
-/// to 3b have already found inside the frame.
-fn parse_transport(frame: &[u8], v6: bool, protocol: u8, l4: usize, payload: usize) -> Transport {
+/// to 3b have already found inside the frame. A later or absurd fragment has no transport
+/// header: [`Transport::Other`], which rule 14 drops before anything reads it.
+fn parse_transport(
+    frame: &[u8],
+    v6: bool,
+    protocol: u8,
+    l4: usize,
+    payload: usize,
+    piece: Piece,
+) -> Transport {
+    if !piece.headed() {
+        return Transport::Other;
+    }
     match protocol {
         PROTO_TCP => {
             if payload < 20 {
@@ -764,7 +850,7 @@ fn parse_transport(frame: &[u8], v6: bool, protocol: u8, l4: usize, payload: usi
                 return Transport::Malformed;
             }
             let length = usize::from(be16(frame, l4 + 4));
-            if length < 8 || length > payload {
+            if length < 8 || length > payload && piece.whole() {
                 return Transport::Malformed;
             }
             Transport::Udp { src_port: be16(frame, l4), dst_port: be16(frame, l4 + 2) }
@@ -978,13 +1064,33 @@ pub struct Block {
     pub slot: u32,
 }
 
+/// Rule 4's datagram of a fragment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FragmentKey {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub id: u32,
+    pub protocol: u8,
+    pub direction: Direction,
+}
+
+/// Rule 24a's entry: a datagram whose first fragment passed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Remembered {
+    pub deadline_ns: u64,
+    pub counter: u32,
+    pub first_len: u16,
+}
+
 /// What the model remembers between frames: the flow table, each limited rule's `tat`
-/// (absent: 0, a full bucket), and the blocklist.
+/// (absent: 0, a full bucket), the blocklist, and the datagrams whose first fragment
+/// passed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
     pub flows: HashMap<FlowKey, Flow>,
     pub buckets: HashMap<u32, u64>,
     pub blocks: Vec<Block>,
+    pub fragments: HashMap<FragmentKey, Remembered>,
 }
 
 impl State {
@@ -1000,6 +1106,9 @@ impl State {
     pub fn age(&mut self, by_ns: u64) {
         for flow in self.flows.values_mut() {
             flow.last_seen_ns = flow.last_seen_ns.saturating_sub(by_ns);
+        }
+        for first in self.fragments.values_mut() {
+            first.deadline_ns = first.deadline_ns.saturating_sub(by_ns);
         }
     }
 }
@@ -1081,7 +1190,19 @@ pub fn judge(
         Parsed::LinkProtocol { .. } => pass(builtin_counter(own, Builtin::NonIp)),
         Parsed::OtherEthertype { .. } => drop(builtin_counter(own, Builtin::OtherEthertype)),
         Parsed::Ipv6 => drop(builtin_counter(own, Builtin::Ipv6)),
-        Parsed::Ip(datagram) => Judge { policy, ids, state, direction, now_ns }.datagram(&datagram),
+        Parsed::Ip(datagram) => {
+            let outcome = Judge { policy, ids, state, direction, now_ns }.datagram(&datagram);
+            // Rule 24a.
+            if let (Verdict::Pass, Piece::First { id, protocol, len }) = (outcome.verdict, datagram.fragment)
+            {
+                let key = FragmentKey { src: datagram.src, dst: datagram.dst, id, protocol, direction };
+                let deadline_ns = now_ns + nanos(policy.conntrack.fragment_timeout);
+                state
+                    .fragments
+                    .insert(key, Remembered { deadline_ns, counter: outcome.counter, first_len: len });
+            }
+            outcome
+        }
     }
 }
 
@@ -1106,11 +1227,31 @@ impl Judge<'_> {
             _ => IpAddr::V4(self.policy.address),
         };
         let ours = local == host;
+        let own = Chain::of(direction);
+
+        // Rule 5a: fragments without headers.
+        if !d.fragment.headed() {
+            if let Some(counter) = self.blocked(peer) {
+                return drop(counter);
+            }
+            let Piece::Later { id, protocol, offset } = d.fragment else {
+                return drop(builtin_counter(own, Builtin::InvalidFragment));
+            };
+            let key = FragmentKey { src: d.src, dst: d.dst, id, protocol, direction };
+            return match self.state.fragments.get(&key) {
+                Some(first) if self.now_ns < first.deadline_ns && offset >= first.first_len => {
+                    pass(first.counter)
+                }
+                Some(first) if self.now_ns < first.deadline_ns => {
+                    drop(builtin_counter(own, Builtin::InvalidFragment))
+                }
+                _ => drop(builtin_counter(own, Builtin::FragmentOrphan)),
+            };
+        }
 
         // Rule 10a: what IPv6 needs, which passes in rules 12 and 13.
-        let own = Chain::of(direction);
         let (discovery, too_big) = match d.transport {
-            Transport::Icmp(Icmp { kind, .. }) if v6 && !d.fragment => (
+            Transport::Icmp(Icmp { kind, .. }) if v6 && d.fragment.headed() => (
                 (ICMPV6_NEIGHBOUR_DISCOVERY.contains(&kind) && d.hop_limit == 255)
                     || (ICMPV6_LISTENER_DISCOVERY.contains(&kind) && d.hop_limit == 1 && link_local(d.src)),
                 kind == ICMPV6_PACKET_TOO_BIG && ours,
@@ -1127,7 +1268,7 @@ impl Judge<'_> {
 
         // Rule 10b: the DHCP client's exchange, before the flows.
         if self.policy.dhcp
-            && !d.fragment
+            && d.fragment.headed()
             && let Transport::Udp { src_port, dst_port, .. } = d.transport
             && dhcp_exchange(v6, direction, src_port, dst_port)
         {
@@ -1139,7 +1280,7 @@ impl Judge<'_> {
 
         // Rule 11: tracked flows first.
         if ours
-            && !d.fragment
+            && d.fragment.headed()
             && !matches!(d.transport, Transport::Tcp { flags, .. } if !tcp_flags_valid(flags) || bare_syn(flags))
             && let Some(key) = flow_key(direction, d.src, d.dst, &d.transport)
             && let Some(counter) = self.established(&key, &d.transport)
@@ -1188,7 +1329,9 @@ impl Judge<'_> {
             }
         };
         // Rules 14 to 17.
-        if d.fragment {
+        if let Piece::First { .. } = d.fragment
+            && d.transport == Transport::Malformed
+        {
             return drop(builtin_counter(chain, Builtin::InvalidFragment));
         }
         match d.transport {

@@ -90,7 +90,25 @@ fn first_lines(policy: &Policy, chain: Chain) -> Vec<ListLine> {
         });
     }
     lines.push(builtin(chain, Builtin::Invalid, "DROP", "state INVALID (malformed, VLAN tags past two)"));
+    // The blocklist's lines come next (a block stops fragments too), then the fragments
+    // decided before the chains: a later one follows its first's line, or drops here.
+    lines.extend(fragment_lines(chain));
     lines
+}
+
+/// The fragments no first admits: those no sender makes (a tiny first fragment, counted
+/// here though decided with the transport header), and later ones whose first did not
+/// pass within `[conntrack] fragment_timeout`.
+fn fragment_lines(chain: Chain) -> [ListLine; 2] {
+    [
+        builtin(
+            chain,
+            Builtin::InvalidFragment,
+            "DROP",
+            "fragment: tiny, overlapping, odd-sized, past 65535",
+        ),
+        builtin(chain, Builtin::FragmentOrphan, "DROP", "fragment after the first (no first passed)"),
+    ]
 }
 
 /// What IPv6 itself needs, with `address6`: after the blocklist and INPUT's anti-spoof
@@ -132,11 +150,15 @@ pub fn listing(policy: &Policy, ids: &Ids) -> Vec<ListChain> {
     let ours = our_addresses(policy);
     let mut input = input_lines(policy, ids);
     let mut output = output_lines(policy, &ours);
-    let mut forward = vec![builtin(Chain::Forward, Builtin::Invalid, "DROP", "state INVALID (malformed)")];
+    // FORWARD's first fragments (of datagrams to no address of ours) meet its own line.
+    let mut forward = vec![
+        builtin(Chain::Forward, Builtin::Invalid, "DROP", "state INVALID (malformed)"),
+        builtin(Chain::Forward, Builtin::InvalidFragment, "DROP", "fragment: tiny, odd-sized"),
+    ];
     for (chain, lines) in
         [(Chain::Input, &mut input), (Chain::Output, &mut output), (Chain::Forward, &mut forward)]
     {
-        lines.extend(invalid_packet_lines(chain));
+        lines.push(invalid_flags_line(chain));
     }
     for rule in &policy.rules {
         let (new_line, established_line) = rule_lines(policy, rule, ids.rule(&rule.name), &ours);
@@ -228,15 +250,9 @@ fn output_lines(policy: &Policy, ours: &str) -> Vec<ListLine> {
     output
 }
 
-/// The checks of packets no flow may have, in every chain: fragments, and TCP flags.
-fn invalid_packet_lines(chain: Chain) -> [ListLine; 2] {
-    [
-        builtin(chain, Builtin::InvalidFragment, "DROP", "fragment"),
-        ListLine {
-            prot: "tcp",
-            ..builtin(chain, Builtin::InvalidTcpFlags, "DROP", "state INVALID (TCP flags)")
-        },
-    ]
+/// The check of segments no flow may have, in every chain: their TCP flags.
+fn invalid_flags_line(chain: Chain) -> ListLine {
+    ListLine { prot: "tcp", ..builtin(chain, Builtin::InvalidTcpFlags, "DROP", "state INVALID (TCP flags)") }
 }
 
 /// A rule's two lines: the NEW one, for its own direction's chain, and the ESTABLISHED

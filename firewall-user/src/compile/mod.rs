@@ -247,7 +247,7 @@ fn config(policy: &Policy) -> Config {
         flags: CONFIG_READY
             | if policy.address6.is_some() { CONFIG_IPV6 } else { 0 }
             | if policy.dhcp { CONFIG_DHCP } else { 0 },
-        _pad: 0,
+        fragment_timeout_s: c.fragment_timeout.as_secs() as u32,
         tcp_established_timeout_ns: nanos(c.tcp_established_timeout),
         tcp_fin_timeout_ns: nanos(c.tcp_fin_timeout),
         tcp_rst_timeout_ns: nanos(c.tcp_rst_timeout),

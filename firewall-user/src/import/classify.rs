@@ -53,7 +53,7 @@ pub(super) enum Svc {
 }
 
 pub(super) const WHY_POLICY: &str = "an unconditional DROP is the chain's policy here: what no rule admits is dropped and counted on its policy line";
-pub(super) const WHY_INVALID: &str = "the INVALID drops are built in: malformed and truncated headers, impossible TCP flag sets and fragments are dropped on every chain (lines invalid, invalid-tcp-flags, invalid-fragment)";
+pub(super) const WHY_INVALID: &str = "the INVALID drops are built in: malformed and truncated headers, impossible TCP flag sets, fragments no sender makes and later fragments whose first did not pass are dropped on every chain (lines invalid, invalid-tcp-flags, invalid-fragment, fragment-orphan)";
 pub(super) const WHY_LOOPBACK: &str =
     "loopback needs no rule: the programs sit on the public interface, so loopback traffic never meets them";
 pub(super) const WHY_RETURNS: &str = "returns are built in: every rule admits the packets of the flows it opened (the exact reversed 5-tuple); for RELATED ICMP errors, write ICMP rules with related = true";

@@ -157,7 +157,7 @@ impl LineParser {
             "-o" | "--out-interface" => spec.out_iface = Some(interface(&value(words, word)?)?),
             "-p" | "--protocol" => spec.protocol = protocol(&value(words, word)?)?,
             "-f" | "--fragment" => {
-                return Err("-f (later fragments) is not translated: every fragment is dropped here (invalid-fragment)".into());
+                return Err("-f (later fragments) is not translated: a later fragment passes here only as its datagram's first fragment did, and drops otherwise (fragment-orphan)".into());
             }
             "-m" | "--match" => self.module = Some(module(value(words, word)?)?),
             "-j" | "--jump" | "-g" | "--goto" => {

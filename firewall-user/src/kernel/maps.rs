@@ -16,11 +16,12 @@ use aya::{
 use firewall_common::{
     ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, BLOCK_COUNTER_BASE, BlockEntry,
     CONFIG_AUDIT, CONFIG_LIVE_FLAGS, Config, Counter, DROP_EVENTS_BYTES, Direction, FLOW_STATS_ENTRIES,
-    FLOWS_ENDED_ENTRIES, Flow, FlowKey, FlowTable, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT,
-    MAP_ALLOW_PREFIX, MAP_ANTISPOOF_DST, MAP_ANTISPOOF_SRC, MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK,
-    MAP_COUNTERS, MAP_DROP_EVENTS, MAP_FLOW_STATS, MAP_FLOWS_ENDED, MAP_HALF_OPEN, MAP_TOKEN_BUCKETS, MAPS,
-    MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, PROTO_ICMP, PROTO_ICMPV6, TOKEN_BUCKETS_ENTRIES, TokenBucket,
-    block_counter, flows_inserted, flows_removed,
+    FLOWS_ENDED_ENTRIES, FRAGMENTS_ENTRIES, Flow, FlowKey, FlowTable, FragmentKey, FragmentedDatagram,
+    ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT, MAP_ALLOW_PREFIX, MAP_ANTISPOOF_DST,
+    MAP_ANTISPOOF_SRC, MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS, MAP_DROP_EVENTS,
+    MAP_FLOW_STATS, MAP_FLOWS_ENDED, MAP_FRAGMENTS, MAP_HALF_OPEN, MAP_TOKEN_BUCKETS, MAPS, MAX_ANTISPOOF,
+    MAX_BLOCKED, MAX_COUNTERS, PROTO_ICMP, PROTO_ICMPV6, TOKEN_BUCKETS_ENTRIES, TokenBucket, block_counter,
+    flows_inserted, flows_removed,
 };
 
 use crate::{
@@ -85,21 +86,27 @@ fn layout(name: &str) -> Layout {
         MAP_BLOCKLIST => (4 + size_of::<Addr>(), size_of::<BlockEntry>(), Some(MAX_BLOCKED)),
         // A ring buffer has neither keys nor values; its size is in bytes.
         MAP_DROP_EVENTS => (0, 0, Some(DROP_EVENTS_BYTES)),
+        MAP_FRAGMENTS => (size_of::<FragmentKey>(), size_of::<FragmentedDatagram>(), Some(FRAGMENTS_ENTRIES)),
         _ => unreachable!("every map is listed in firewall_common::MAPS"),
     };
     Layout { key: key as u32, value: value as u32, max_entries }
 }
 
+/// Maps a live filter made by an earlier version may lack: they hold short-lived state
+/// that no command reads, so the programs the next `up` or `reload` loads start them
+/// empty (the loader creates and pins them), and nothing is lost.
+const MAPS_ADDED_LATER: [&str; 1] = [MAP_FRAGMENTS];
+
 /// Refuses pinned maps whose layout is not this firewall's, and a live filter without one
-/// of this firewall's maps: the programs would read them with the wrong sizes (or index
-/// past their end), and aya reuses a pinned map without asking.
+/// of this firewall's maps (but [`MAPS_ADDED_LATER`]): the programs would read them with
+/// the wrong sizes (or index past their end), and aya reuses a pinned map without asking.
 pub fn check_pinned(pins: &Pins) -> Result<()> {
     let up = MAPS.iter().any(|name| pins.map_path(name).exists());
     for name in MAPS {
         let path = pins.map_path(name);
         let wanted = layout(name);
         if !path.exists() {
-            if up {
+            if up && !MAPS_ADDED_LATER.contains(&name) {
                 return Err(MapsError::MissingPinned(name));
             }
             continue;

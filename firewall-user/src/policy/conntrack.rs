@@ -22,7 +22,21 @@ pub(super) fn validate_conntrack(raw: Option<RawConntrack>) -> Result<Conntrack,
         icmp_timeout: duration_or(c.icmp_timeout, d.icmp_timeout)?,
         tcp_syn_sent_timeout: duration_or(c.tcp_syn_sent_timeout, d.tcp_syn_sent_timeout)?,
         tcp_syn_recv_timeout: duration_or(c.tcp_syn_recv_timeout, d.tcp_syn_recv_timeout)?,
+        fragment_timeout: fragment_timeout(c.fragment_timeout, d.fragment_timeout)?,
     })
+}
+
+/// The most `fragment_timeout` may be: Linux's own wait for a datagram's fragments is 30 s
+/// (IPv6's 60 s), and a later fragment admitted past it meets no datagram to join.
+const MAX_FRAGMENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn fragment_timeout(value: Option<Spanned<String>>, default: Duration) -> Result<Duration, Located> {
+    let at = value.as_ref().map_or(0, |v| v.span().start);
+    let timeout = duration_or(value, default)?;
+    if timeout > MAX_FRAGMENT_TIMEOUT {
+        return Err((at, "fragment_timeout must be at most 60s".into()));
+    }
+    Ok(timeout)
 }
 
 /// A table's number of entries, `key` as the policy names it.
@@ -84,6 +98,18 @@ mod tests {
         assert_eq!(
             check(&format!("{HOST}[conntrack]\nmax_half_open = 1000\n")).unwrap_err(),
             "p.toml:5:17: max_half_open must be between 1024 and 16777216"
+        );
+        assert_eq!(p.conntrack.fragment_timeout, Duration::from_secs(5));
+        assert_eq!(
+            check(&format!("{HOST}[conntrack]\nfragment_timeout = \"2m\"\n")).unwrap_err(),
+            "p.toml:5:20: fragment_timeout must be at most 60s"
+        );
+        assert_eq!(
+            check(&format!("{HOST}[conntrack]\nfragment_timeout = \"30s\"\n"))
+                .unwrap()
+                .conntrack
+                .fragment_timeout,
+            Duration::from_secs(30)
         );
         assert_eq!(
             check(&format!("{HOST}[conntrack]\ntcp_syn_recv_timeout = \"0s\"\n")).unwrap_err(),

@@ -77,6 +77,8 @@ pub struct Conntrack {
     pub tcp_syn_sent_timeout: Duration,
     /// After the responder's SYN-ACK; a session picked up mid-stream until both ends spoke.
     pub tcp_syn_recv_timeout: Duration,
+    /// After a first fragment passed: how long its datagram's later fragments may follow.
+    pub fragment_timeout: Duration,
 }
 
 impl Default for Conntrack {
@@ -92,6 +94,9 @@ impl Default for Conntrack {
             icmp_timeout: Duration::from_secs(30),
             tcp_syn_sent_timeout: Duration::from_secs(120),
             tcp_syn_recv_timeout: Duration::from_secs(60),
+            // A datagram's fragments leave their sender back to back; Linux waits 30 s
+            // for stragglers (ipfrag_time), which is long for a door held open.
+            fragment_timeout: Duration::from_secs(5),
         }
     }
 }

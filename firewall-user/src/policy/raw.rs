@@ -77,6 +77,7 @@ pub(super) struct RawConntrack {
     pub(super) icmp_timeout: Option<Spanned<String>>,
     pub(super) tcp_syn_sent_timeout: Option<Spanned<String>>,
     pub(super) tcp_syn_recv_timeout: Option<Spanned<String>>,
+    pub(super) fragment_timeout: Option<Spanned<String>>,
 }
 
 /// `"any"`, or a list whose entries keep their own positions for error messages (which

@@ -378,14 +378,19 @@ fn extension_headers_are_walked_to_the_transport_header() {
     assert_eq!(f.ingress(&long), Drop, "a header longer than the datagram");
     assert_eq!(invalid(&mut f), before + 3);
 
-    // Real fragments, first or later: dropped and counted, as for IPv4.
-    for field in [1u16 /* M, offset 0 */, 8 << 3 /* offset 8, last */, (8 << 3) | 1] {
+    // Real fragments, as for IPv4 (verdicts.rs): a first one with more to come after 20
+    // bytes, no multiple of 8, and a later one with more to come likewise, are no sender's;
+    // a later one alone follows no first.
+    for field in [1u16 /* M, offset 0 */, (8 << 3) | 1 /* offset 8, M */] {
         let frame = with_extension_headers(ssh.clone(), &[(44, 0)], field);
         assert_eq!(f.ingress(&frame), Drop, "fragment field {field:#x}");
     }
     let frame = with_extension_headers(ssh.clone(), &[(0, 0), (44, 0)], 1);
     assert_eq!(f.ingress(&frame), Drop, "a fragment behind hop-by-hop");
-    assert_eq!(f.builtin_packets(Chain::Input, Builtin::InvalidFragment), 4);
+    assert_eq!(f.builtin_packets(Chain::Input, Builtin::InvalidFragment), 3);
+    let frame = with_extension_headers(ssh.clone(), &[(44, 0)], 8 << 3 /* offset 8, last */);
+    assert_eq!(f.ingress(&frame), Drop, "a later fragment alone");
+    assert_eq!(f.builtin_packets(Chain::Input, Builtin::FragmentOrphan), 1);
 }
 
 #[test]

@@ -1747,6 +1747,64 @@ enum Step {
         mutations: Vec<Mutation>,
     },
     Loose(Loose),
+    /// A fragment of a datagram of a flow, the opener's way (`forward`) or back (rule 4):
+    /// every such step's datagram has the same identification, so a later fragment meets
+    /// the first of an earlier step, or of none.
+    Fragment {
+        flow: Index,
+        forward: bool,
+        piece: FragmentPiece,
+    },
+}
+
+/// Which fragment a [`Step::Fragment`] sends.
+#[derive(Clone, Copy, Debug)]
+enum FragmentPiece {
+    /// The first: the datagram's first 16 bytes, or 8 (`tiny`: too few for a TCP header).
+    First { tiny: bool },
+    /// A later one: 16 bytes at `offset` bytes (with more to come), or the last 5.
+    Later { offset: u16, last: bool },
+}
+
+fn fragment_piece() -> impl Strategy<Value = FragmentPiece> {
+    prop_oneof![
+        2 => prop::bool::weighted(0.2).prop_map(|tiny| FragmentPiece::First { tiny }),
+        // After the first (mostly), overlapping it, further on, and ending past 65,535 bytes.
+        3 => (prop_oneof![4 => select(vec![16u16, 24]), 1 => select(vec![8u16, 1480, 65_528])], any::<bool>())
+            .prop_map(|(offset, last)| FragmentPiece::Later { offset, last }),
+    ]
+}
+
+impl FragmentPiece {
+    /// The frame of this piece of `built`, a whole datagram (in IPv6, with one atomic
+    /// fragment header and nothing else before its transport header).
+    fn cut(self, built: &Built) -> Vec<u8> {
+        let (offset, more, body): (u16, bool, Vec<u8>) = match self {
+            FragmentPiece::First { tiny } => {
+                let keep = if tiny { 8 } else { 16 };
+                (0, true, built.bytes[built.l4..(built.l4 + keep).min(built.bytes.len())].to_vec())
+            }
+            FragmentPiece::Later { offset, last } => {
+                (offset, !last, pattern(if last { 5 } else { 16 }).collect())
+            }
+        };
+        let mut bytes = built.bytes[..built.l4].to_vec();
+        let header = built.l4 - built.ip;
+        if built.v6 {
+            let word = offset & 0xfff8 | u16::from(more);
+            let at = built.fragment.expect("an IPv6 piece has a fragment header");
+            bytes[at..at + 2].copy_from_slice(&word.to_be_bytes());
+            let payload = (header - 40 + body.len()) as u16;
+            bytes[built.ip + 4..built.ip + 6].copy_from_slice(&payload.to_be_bytes());
+        } else {
+            let field = (offset / 8) | if more { 0x2000 } else { 0 };
+            bytes[built.ip + 6..built.ip + 8].copy_from_slice(&field.to_be_bytes());
+            let total = (header + body.len()) as u16;
+            bytes[built.ip + 2..built.ip + 4].copy_from_slice(&total.to_be_bytes());
+        }
+        bytes.extend(body);
+        bytes
+    }
 }
 
 /// How an error sent in the other family than its flow's quotes the flow's datagram.
@@ -1930,6 +1988,8 @@ fn step(pools: &Pools) -> BoxedStrategy<Step> {
         errors => (any::<Index>(), any::<bool>(), router, error_kind(dual), 0u8..16, quote_fault(dual), beyond, cross, prop_oneof![5 => Just(vec![]), 1 => any_mutations(pools)])
             .prop_map(|(flow, about_forward, router, kind, code, fault, beyond, cross, mutations)| Step::Error { flow, about_forward, router, kind, code, fault, beyond, cross, mutations }),
         2 => loose(pools).prop_map(Step::Loose),
+        8 => (any::<Index>(), prop::bool::weighted(0.8), fragment_piece())
+            .prop_map(|(flow, forward, piece)| Step::Fragment { flow, forward, piece }),
     ]
     .boxed()
 }
@@ -2153,6 +2213,18 @@ impl Sequence {
                     Event::Frame(direction, packet.build().bytes)
                 }
                 Step::Age { aim, over } => Event::Age { aim: *aim, over: *over },
+                Step::Fragment { flow: index, forward, piece } => {
+                    let f = &self.flows[at(index)];
+                    let direction = if *forward { f.opener } else { f.opener.reverse() };
+                    let flags = if *forward { TCP_ACK | TCP_PSH } else { TCP_ACK };
+                    let mut packet =
+                        f.packet(hosts, direction, *forward, (flags, Numbers::FIXED, 12), &Change::None);
+                    if let Header::V6 { extensions, .. } = &mut packet.header {
+                        *extensions =
+                            vec![Extension { kind: model::IPV6_FRAGMENT, len: 0, fragment: 0, short: 0 }];
+                    }
+                    Event::Frame(direction, piece.cut(&packet.build()))
+                }
                 Step::Error {
                     flow: index,
                     about_forward,
@@ -2909,6 +2981,9 @@ struct Tally {
     too_deep: u64,
     other_ethertype: u64,
     link_protocol: u64,
+    /// First fragments that passed, and later fragments that passed after them.
+    firsts_passed: u64,
+    laters_passed: u64,
 }
 
 impl Tally {
@@ -2928,6 +3003,8 @@ impl Tally {
         self.too_deep += other.too_deep;
         self.other_ethertype += other.other_ethertype;
         self.link_protocol += other.link_protocol;
+        self.firsts_passed += other.firsts_passed;
+        self.laters_passed += other.laters_passed;
     }
 }
 
@@ -3174,7 +3251,12 @@ impl Subject {
             if let model::Parsed::BadIp { ipv6: true, why } = parsed {
                 *self.invalid6.entry(why).or_default() += 1;
             }
-            match parsed {
+            match &parsed {
+                model::Parsed::Ip(d) if expected.verdict == model::Verdict::Pass => match d.fragment {
+                    model::Piece::First { .. } => self.tally.firsts_passed += 1,
+                    model::Piece::Later { .. } => self.tally.laters_passed += 1,
+                    _ => {}
+                },
                 model::Parsed::TagsTooDeep => self.tally.too_deep += 1,
                 model::Parsed::OtherEthertype { .. } => self.tally.other_ethertype += 1,
                 model::Parsed::LinkProtocol { .. } => self.tally.link_protocol += 1,
@@ -3253,6 +3335,7 @@ impl Subject {
             c.tcp_rst_timeout,
             c.udp_timeout,
             c.icmp_timeout,
+            c.fragment_timeout,
         ]
         .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         let aimed = timeouts[aim.index(timeouts.len())];
@@ -3266,7 +3349,10 @@ impl Subject {
             let near = state.flows.values().any(|f| {
                 let age = now.saturating_sub(f.last_seen_ns.saturating_sub(by));
                 timeouts.iter().any(|t| age.abs_diff(*t) < 5 * SECOND / 2)
-            });
+            }) || state
+                .fragments
+                .values()
+                .any(|first| first.deadline_ns.saturating_sub(by).abs_diff(now) < 5 * SECOND / 2);
             if !near {
                 break;
             }
@@ -3281,6 +3367,15 @@ impl Subject {
                     firewall_common::Flow { last_seen_ns: flow.last_seen_ns.saturating_sub(by), ..flow };
                 table.insert(key, older, 2 /* BPF_EXIST */).expect("rewriting a flow's time");
             }
+        }
+        let mut fragments = self.filter.fragments();
+        let firsts: Vec<_> = fragments.iter().filter_map(Result::ok).collect();
+        for (key, first) in firsts {
+            let older = firewall_common::FragmentedDatagram {
+                deadline_ns: first.deadline_ns.saturating_sub(by),
+                ..first
+            };
+            fragments.insert(key, older, 2 /* BPF_EXIST */).expect("rewriting a fragment's deadline");
         }
         state.age(by);
         by
@@ -3422,8 +3517,14 @@ fn report(what: &str, subject: &Subject, elapsed: Duration) {
         by_count(lines.iter().map(|(id, n)| (*n, subject.names(&[*id]))).collect())
     };
     println!(
-        "  blocked: {} frames ({} of them discovery or packet-too-big); link layer: {} with a third tag, {} of other ethertypes, {} of the link's own protocols",
-        t.blocked, t.blocked_infrastructure, t.too_deep, t.other_ethertype, t.link_protocol
+        "  blocked: {} frames ({} of them discovery or packet-too-big); link layer: {} with a third tag, {} of other ethertypes, {} of the link's own protocols; fragments passed: {} first, {} later",
+        t.blocked,
+        t.blocked_infrastructure,
+        t.too_deep,
+        t.other_ethertype,
+        t.link_protocol,
+        t.firsts_passed,
+        t.laters_passed
     );
     println!("  lines counted: {}", named(&subject.lines));
     println!("  flows: {}", by_count(subject.conntrack.iter().map(|(what, n)| (*n, what.clone())).collect()));
@@ -3533,6 +3634,13 @@ fn summary(what: &str, total: &Tally, started: Instant, seed: &str) {
     ] {
         assert!(n * 200 >= total.frames, "only {n} of {} frames {what}", total.frames);
     }
+    // And datagrams in fragments, their later fragments admitted by their first.
+    assert!(
+        total.laters_passed * 1000 >= total.frames,
+        "only {} of {} frames later fragments that followed their first",
+        total.laters_passed,
+        total.frames
+    );
 }
 
 #[test]

@@ -281,15 +281,63 @@ fn impossible_tcp_flag_sets_are_invalid_even_from_allowed_peers() {
 }
 
 #[test]
-fn fragments_are_dropped_and_counted() {
+fn fragments_follow_their_first_and_nothing_else_gets_through() {
     let mut f = TestFilter::tight();
-    let first = fragmented(tcp(SSH_PEER, OURS, 40000, 122, SYN), true, 0);
-    let later = fragmented(udp(DNS, OURS, 53, 40000), false, 185);
-    assert_eq!(f.ingress(&first), Drop, "a first fragment");
-    assert_eq!(f.ingress(&later), Drop, "a later fragment");
-    assert_eq!(f.egress(&fragmented(udp(OURS, DNS, 40000, 53), true, 0)), Drop, "a fragment out");
-    assert_eq!(f.builtin_packets(Chain::Input, Builtin::InvalidFragment), 2);
-    assert_eq!(f.builtin_packets(Chain::Output, Builtin::InvalidFragment), 1);
+    let orphans = |f: &mut TestFilter| f.builtin_packets(Chain::Input, Builtin::FragmentOrphan);
+    let invalid = |f: &mut TestFilter| f.builtin_packets(Chain::Input, Builtin::InvalidFragment);
+    // A query out, its 3,000-byte answer back in three fragments: the first is the flow's
+    // return, the later ones follow it, all on the rule's ESTABLISHED line.
+    assert_eq!(f.egress(&udp(OURS, DNS, 40000, 53)), Pass);
+    let answer = udp_fragments((DNS, OURS), (53, 40000), 3000, 1480, 7);
+    assert_eq!(answer.len(), 3);
+    for (i, piece) in answer.iter().enumerate() {
+        assert_eq!(f.ingress(piece), Pass, "fragment {i} of the answer");
+    }
+    assert_eq!(f.rule_packets("dns", Line::Established), 3);
+    // The host's own large query out: its rule's NEW line, all three.
+    for piece in udp_fragments((OURS, DNS), (40001, 53), 3000, 1480, 8) {
+        assert_eq!(f.egress(&piece), Pass);
+    }
+    assert_eq!(f.rule_packets("dns", Line::New), 1 + 3);
+
+    // A later fragment alone, of a datagram to a closed port: no first passed.
+    let closed = udp_fragments((STRANGER, OURS), (53, 9999), 3000, 1480, 9);
+    assert_eq!(f.ingress(&closed[1]), Drop, "a later fragment alone");
+    assert_eq!(orphans(&mut f), 1);
+    // Its first, dropped by the policy, admits none of the rest.
+    assert_eq!(f.ingress(&closed[0]), Drop, "the first to a closed port");
+    assert_eq!(f.ingress(&closed[2]), Drop, "a later one after a dropped first");
+    assert_eq!(orphans(&mut f), 2);
+    // Of an admitted datagram: one that would overwrite what its first carried (the
+    // ports the filter judged), and one past 65,535 bytes.
+    let mut overlap = answer[1].clone();
+    overlap[IP + 6..IP + 8].copy_from_slice(&(0x2000u16 | 1).to_be_bytes());
+    assert_eq!(f.ingress(&overlap), Drop, "overlapping the first");
+    let mut past = answer[2].clone();
+    past[IP + 6..IP + 8].copy_from_slice(&0x1fffu16.to_be_bytes());
+    assert_eq!(f.ingress(&past), Drop, "ending past 65,535 bytes");
+    assert_eq!(invalid(&mut f), 2);
+    // A tiny first fragment (RFC 1858): 8 bytes, too few for the TCP header it starts;
+    // and a first fragment whose length is no multiple of 8 (`udp` carries 5 bytes).
+    let mut tiny = fragmented(tcp(SSH_PEER, OURS, 40000, 122, SYN), true, 0);
+    tiny.truncate(L4 + 8);
+    tiny[IP + 2..IP + 4].copy_from_slice(&28u16.to_be_bytes());
+    assert_eq!(f.ingress(&tiny), Drop, "a tiny first fragment");
+    assert_eq!(f.ingress(&fragmented(udp(DNS, OURS, 53, 40000), true, 0)), Drop, "an odd length");
+    assert_eq!(invalid(&mut f), 4);
+
+    // A later fragment of the admitted answer, after its first's time: the datagram's
+    // entry made older than `[conntrack] fragment_timeout`.
+    let mut fragments = f.fragments();
+    let entries: Vec<_> = fragments.iter().filter_map(Result::ok).collect();
+    assert_eq!(entries.len(), 2, "the answer's datagram and the query's: {entries:?}");
+    for (key, first) in entries {
+        let stale = firewall_common::FragmentedDatagram { deadline_ns: 1, ..first };
+        fragments.insert(key, stale, 0).expect("ageing an entry");
+    }
+    assert_eq!(f.ingress(&answer[2]), Drop, "a later fragment reused after its first's time");
+    assert_eq!(orphans(&mut f), 3);
+
     // Don't-fragment is not a fragment.
     let mut df = tcp(SSH_PEER, OURS, 40000, 122, SYN);
     df[IP + 6] = 0x40;

@@ -2,13 +2,17 @@
 //! deterministic for a given object and kernel, unlike time, so a change that bloats the
 //! programs (or a compiler that reshapes them, aya #1562) shows at once. The budget is
 //! kept here; the figures are in docs/BENCHMARKS.md.
-use firewall_common::{MAPS, PROG_EGRESS, PROG_INGRESS};
+use firewall_common::{MAPS, PROG_EGRESS, PROG_INGRESS, SCRATCH_MAPS};
 use tests::harness::TestFilter;
 
 /// Processed instructions each program may cost the verifier, with the policy of
-/// examples/tight.toml: set about 20% over what they cost on Linux 6.18 before the DHCP
-/// client's exchange joined the branch of what IPv6 needs (40,348 and 39,090 with it,
-/// so 9% and 18% under); 36,505 and 38,170 with
+/// examples/tight.toml: set about 10% over what they cost on Linux 6.18 with fragment
+/// tracking, 46,970 and 44,835: 43,929 and 43,331 of it before, once the configuration was
+/// read through its map value rather than copied (the TC program's 512-byte stack had no
+/// room left for the copy beside a fragment's state), and 60,000 each while a packet
+/// without a fragment header had a more-fragments flag the verifier knew to be 0 (see
+/// `firewall_common::CONFIG_NEVER_SET`). 40,348 and 39,090 when the DHCP client's exchange
+/// joined the branch of what IPv6 needs; 36,505 and 38,170 with
 /// a drop event a struct reserved in a ring buffer, its head copied into the record by one
 /// helper (aya-log's formatting of it cost 5,362 and 3,710 more); 41,867 and 41,880 with
 /// the link layer's own lines and the half-open table together; 32,766 and 36,561 with the
@@ -30,8 +34,8 @@ use tests::harness::TestFilter;
 /// every path; 5,110 and 4,718 with the conntrack fast path; 2,963 and 3,275 before it.
 /// The kernel's limit is 1,000,000.
 /// Raise only with a reason in the commit.
-const BUDGET_INGRESS: u32 = 44_000;
-const BUDGET_EGRESS: u32 = 46_000;
+const BUDGET_INGRESS: u32 = 52_000;
+const BUDGET_EGRESS: u32 = 50_000;
 
 #[test]
 fn the_programs_stay_within_the_verifier_budget() {
@@ -46,8 +50,8 @@ fn the_programs_stay_within_the_verifier_budget() {
     assert!(egress <= BUDGET_EGRESS, "the TC program costs the verifier {egress} > {BUDGET_EGRESS}");
 }
 
-/// The object `firewall up` loads holds the filter and nothing else: its two programs and
-/// the maps it pins; the benchmarks' baseline is an object of its own.
+/// The object `firewall up` loads holds the filter and nothing else: its two programs, the
+/// maps it pins and its scratch; the benchmarks' baseline is an object of its own.
 #[test]
 fn the_production_object_holds_the_filter_alone() {
     fn sorted(mut names: Vec<&str>) -> Vec<&str> {
@@ -60,7 +64,7 @@ fn the_production_object_holds_the_filter_alone() {
     let programs = sorted(ebpf.programs().map(|(name, _)| name).collect());
     assert_eq!(programs, sorted(vec![PROG_EGRESS, PROG_INGRESS]));
     let maps = sorted(ebpf.maps().map(|(name, _)| name).collect());
-    assert_eq!(maps, sorted(MAPS.to_vec()));
+    assert_eq!(maps, sorted([MAPS.as_slice(), SCRATCH_MAPS.as_slice()].concat()));
 
     let mut bench =
         aya::Ebpf::load(firewall_user::BENCH_BASELINE_OBJECT).expect("loading the baseline's object");
