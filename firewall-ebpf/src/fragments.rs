@@ -33,9 +33,10 @@ pub struct Scratch {
 /// This CPU's scratch, its key written for `ip`'s datagram.
 #[inline(always)]
 fn scratch(ip: &Ip, direction: Direction) -> Option<*mut Scratch> {
-    let scratch = FRAGMENT_SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: this CPU's slot of a per-CPU array; nothing else uses it meanwhile. Field by
-    // field: a whole key built first would be built on the stack.
+    let scratch = FRAGMENT_SCRATCH.get_ptr_mut(direction as u32)?;
+    // SAFETY: this CPU's slot of a per-CPU array, the program's own (one per direction):
+    // nothing else uses it meanwhile. Field by field: a whole key built first would be
+    // built on the stack.
     unsafe {
         let key = &mut (*scratch).key;
         key.src = ip.src;

@@ -87,7 +87,8 @@ pub static DROP_EVENTS: RingBuf = RingBuf::with_byte_size(DROP_EVENTS_BYTES, 0);
 pub static FRAGMENTS: LruHashMap<FragmentKey, FragmentedDatagram> =
     LruHashMap::with_max_entries(FRAGMENTS_ENTRIES, 0);
 
-/// Per CPU: one key and entry of `FRAGMENTS` being written (see crate::fragments::Scratch).
-/// Not pinned: it holds nothing between packets.
+/// Per CPU and per program (indexed by `Direction`): one key and entry of `FRAGMENTS`
+/// being written (see crate::fragments::Scratch). Not pinned: it holds nothing between
+/// packets.
 #[map]
-pub static FRAGMENT_SCRATCH: PerCpuArray<crate::fragments::Scratch> = PerCpuArray::with_max_entries(1, 0);
+pub static FRAGMENT_SCRATCH: PerCpuArray<crate::fragments::Scratch> = PerCpuArray::with_max_entries(2, 0);

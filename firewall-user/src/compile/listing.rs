@@ -413,17 +413,29 @@ mod tests {
             names.dedup();
             names
         };
-        // The parse's lines (where the blocklist's go after `invalid`), INPUT's anti-spoof
-        // sources, what IPv6 needs, the anti-spoof destinations (not our address).
-        // The DHCP client's exchange comes before the anti-spoof lists, which it skips.
+        // The parse's lines (where the blocklist's go after `invalid`), the later fragments
+        // decided then, INPUT's anti-spoof sources, what IPv6 needs, the anti-spoof
+        // destinations (not our address). The DHCP client's exchange comes before the
+        // anti-spoof lists, which it skips.
+        let fragments = ["invalid-fragment", "fragment-orphan"];
         assert_eq!(
-            names(0)[..8],
-            ["non-ip", "ethertype", "invalid", "dhcp", "antispoof", "icmpv6-nd", "icmpv6-ptb", "antispoof"]
+            names(0)[..10],
+            [
+                ["non-ip", "ethertype", "invalid"].as_slice(),
+                &fragments,
+                &["dhcp", "antispoof", "icmpv6-nd", "icmpv6-ptb", "antispoof"]
+            ]
+            .concat()
         );
         // OUTPUT: what IPv6 needs leaves from link-local addresses, before the check of our source.
         assert_eq!(
-            names(1)[..7],
-            ["non-ip", "ethertype", "invalid", "dhcp", "icmpv6-nd", "icmpv6-ptb", "antispoof-source"]
+            names(1)[..9],
+            [
+                ["non-ip", "ethertype", "invalid"].as_slice(),
+                &fragments,
+                &["dhcp", "icmpv6-nd", "icmpv6-ptb", "antispoof-source"]
+            ]
+            .concat()
         );
         for chain in &chains[..2] {
             let ethertype =

@@ -105,7 +105,7 @@ fn ns_alternating(run: &mut dyn FnMut(TestRunOptions) -> std::time::Duration, fr
     median(samples)
 }
 
-const CLASSES: [&str; 11] = [
+const CLASSES: [&str; 13] = [
     "anti-spoof drop",
     "INVALID drop",
     "ESTABLISHED pass",
@@ -115,6 +115,8 @@ const CLASSES: [&str; 11] = [
     "IPv6 ESTABLISHED pass",
     "IPv6 NEW behind 2 extension headers",
     "IPv6 policy drop",
+    "first fragment, ESTABLISHED (remembers its datagram)",
+    "later fragment after its first",
     "OUTPUT ESTABLISHED pass (TC, single runs)",
     "OUTPUT ESTABLISHED pass, each acking more (TC, single runs)",
 ];
@@ -170,7 +172,11 @@ fn per_packet(size: u32) -> PerPacket {
         assert_eq!(verdict, tests::harness::Verdict::Pass, "the handshake of the timed flows");
     }
     let established = handshake[2].1.clone();
-    let frames: [Vec<u8>; 9] = [
+    // A DNS query out, whose answer comes back in fragments.
+    let dns = [198, 51, 100, 53];
+    assert_eq!(f.egress(&frames::udp(OURS, dns, 40000, 53)), tests::harness::Verdict::Pass, "the query");
+    let answer = frames::udp_fragments((dns, OURS), (53, 40000), 3000, 1480, 7);
+    let frames: [Vec<u8>; 11] = [
         frames::tcp([10, 1, 2, 3], OURS, 40000, 122, SYN),
         frames::tcp(listed, OURS, 40001, 122, SYN | FIN),
         established,
@@ -180,6 +186,8 @@ fn per_packet(size: u32) -> PerPacket {
         handshake[5].1.clone(),
         frames::with_extension_headers(frames::tcp6(web6, ours6, 40001, 443, SYN), &[(0, 0), (60, 0)], 0),
         frames::tcp6(web6, ours6, 40002, 122, SYN),
+        answer[0].clone(),
+        answer[1].clone(),
     ];
     let mut run =
         |opts: TestRunOptions| f.loaded.ingress().unwrap().test_run(opts).expect("test run").duration;
