@@ -24,6 +24,7 @@
 //! | `-m limit` | [`MAP_TOKEN_BUCKETS`] (array, one per rule) | falls through to the chain policy |
 //! | `-P … DROP` | none | [`Builtin::Policy`] |
 //! | `firewall block` (fail2ban's `-I INPUT -s … -j DROP`) | [`MAP_BLOCKLIST`] (LPM trie, deadline in the value) | [`block_counter`], one per entry and direction |
+//! | `-d $OURIP` / `-s $OURIP` | [`MAP_CONFIG`]'s `address`, `address6` (the first of each family); with [`CONFIG_MORE_ADDRESSES`], [`MAP_HOST_ADDRESSES`] (hash, every address) | FORWARD's [`Builtin::Policy`], [`Builtin::SpoofedSource`] |
 //! | (iptables' `LOG` target, sampled: `firewall drops`) | [`MAP_DROP_EVENTS`] (ring buffer of [`DropEvent`]s) | none: the event names the drop's counter |
 #![no_std]
 
@@ -41,8 +42,9 @@ pub const MAP_HALF_OPEN: &str = "HALF_OPEN";
 pub const MAP_FLOW_STATS: &str = "FLOW_STATS";
 pub const MAP_FLOWS_ENDED: &str = "FLOWS_ENDED";
 pub const MAP_DROP_EVENTS: &str = "DROP_EVENTS";
+pub const MAP_HOST_ADDRESSES: &str = "HOST_ADDRESSES";
 /// Every map, in the order `up` pins them.
-pub const MAPS: [&str; 13] = [
+pub const MAPS: [&str; 14] = [
     MAP_CONFIG,
     MAP_COUNTERS,
     MAP_CONNTRACK,
@@ -56,6 +58,7 @@ pub const MAPS: [&str; 13] = [
     MAP_TOKEN_BUCKETS,
     MAP_BLOCKLIST,
     MAP_DROP_EVENTS,
+    MAP_HOST_ADDRESSES,
 ];
 
 /// Names of the programs in the object.
@@ -70,6 +73,8 @@ pub const MAX_ANTISPOOF: u32 = 448;
 pub const MAX_BLOCKED: u32 = 4096;
 /// Size of the per-CPU counter array.
 pub const MAX_COUNTERS: u32 = BLOCK_COUNTER_BASE + 2 * MAX_BLOCKED;
+/// The most addresses `[host]` may name, both families together (`HOST_ADDRESSES`).
+pub const MAX_HOST_ADDRESSES: u32 = 256;
 /// Capacity of the exact-address allow-list hash.
 pub const ALLOW_EXACT_ENTRIES: u32 = 1 << 21;
 /// Capacity of the prefix allow-list trie.
@@ -342,9 +347,9 @@ pub struct Counter {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
-    /// The host's IPv4 address (OURIP), mapped.
+    /// The host's IPv4 address (OURIP), mapped: the first of `[host] address`.
     pub address: Addr,
-    /// The host's IPv6 address (`address6`), when [`CONFIG_IPV6`] is set.
+    /// The host's IPv6 address (the first of `address6`), when [`CONFIG_IPV6`] is set.
     pub address6: Addr,
     /// `CONFIG_*` bits.
     pub flags: u32,
@@ -404,6 +409,11 @@ pub const CONFIG_HAS_BLOCKS: u32 = 32;
 /// `Config::flags`: `[host] dhcp` (the default): the DHCP client's exchange passes
 /// ([`Builtin::Dhcp`]).
 pub const CONFIG_DHCP: u32 = 64;
+/// `Config::flags`: the policy names more than one address of some family: a local
+/// address other than `Config::address` or `address6` is the host's when
+/// [`MAP_HOST_ADDRESSES`] holds it. Without it the programs skip that lookup: most hosts
+/// have one address of each family, and pay one comparison as before.
+pub const CONFIG_MORE_ADDRESSES: u32 = 128;
 /// The `Config::flags` that are the live filter's, not the policy's: a reload keeps them.
 pub const CONFIG_LIVE_FLAGS: u32 = CONFIG_LOG_DROPS | CONFIG_HAS_BLOCKS;
 /// The token bucket of drop events, after the rules' own.
@@ -537,9 +547,11 @@ pub struct TokenBucket {
     pub burst_ns: u64,
 }
 
-/// Conntrack key: a flow from this host's point of view. The local address is always the
-/// host's, so (peer, peer port, local port, protocol) is the whole 5-tuple, and the same
-/// key is found from both directions. For ICMP echo, `peer_port` says which way the
+/// Conntrack key: a flow from this host's point of view. The local address is always one
+/// of the host's, and every rule applies to all of them alike, so (peer, peer port, local
+/// port, protocol) is all a verdict needs, and the same key is found from both directions.
+/// With several addresses, two flows that differ only in the local address share a key:
+/// both were admitted by the same rule, so they pass alike. For ICMP echo, `peer_port` says which way the
 /// requests travel ([`ECHO_REQUESTS_IN`], [`ECHO_REQUESTS_OUT`]: an inbound and an outbound
 /// echo with the same peer and identifier are two flows) and `local_port` is the echo
 /// identifier.

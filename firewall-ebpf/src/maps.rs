@@ -9,7 +9,7 @@ use aya_ebpf::{
 use firewall_common::{
     ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, BlockEntry,
     CONNTRACK_DEFAULT_ENTRIES, Config, Counter, DROP_EVENTS_BYTES, FLOW_STATS_ENTRIES, FLOWS_ENDED_ENTRIES,
-    Flow, FlowKey, HALF_OPEN_DEFAULT_ENTRIES, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS,
+    Flow, FlowKey, HALF_OPEN_DEFAULT_ENTRIES, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, MAX_HOST_ADDRESSES,
     TOKEN_BUCKETS_ENTRIES, TokenBucket,
 };
 
@@ -79,3 +79,9 @@ pub static TOKEN_BUCKETS: Array<TokenBucket> = Array::with_max_entries(TOKEN_BUC
 /// listener, another process, reads it (sized in firewall_common::DROP_EVENTS_BYTES).
 #[map]
 pub static DROP_EVENTS: RingBuf = RingBuf::with_byte_size(DROP_EVENTS_BYTES, 0);
+
+/// Every address of the host's, of both families (IPv4 mapped), when the policy names
+/// more than one of a family (`CONFIG_MORE_ADDRESSES`); the value is unused (1). The
+/// first of each family is in `CONFIG` too, so a host with one of each never looks here.
+#[map]
+pub static HOST_ADDRESSES: HashMap<Addr, u32> = HashMap::with_max_entries(MAX_HOST_ADDRESSES, 0);

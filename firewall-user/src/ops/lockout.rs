@@ -78,12 +78,9 @@ impl SshSession {
 }
 
 impl SshSession {
-    /// Whether the session goes to `policy`'s host address (either family).
+    /// Whether the session goes to one of `policy`'s host addresses (either family).
     pub fn to_host(&self, policy: &Policy) -> bool {
-        match self.server {
-            IpAddr::V4(v4) => v4 == policy.address,
-            IpAddr::V6(v6) => policy.address6 == Some(v6),
-        }
+        policy.is_host_address(self.server)
     }
 }
 
@@ -216,9 +213,18 @@ pub fn check(policy: &Policy, iface: Option<&str>, session: &SshSession) -> Resu
             // Another interface's session: this filter never sees it.
             return Ok(());
         };
+        let listed = |addresses: Vec<String>| match addresses.len() {
+            0 => "none".to_owned(),
+            1 => addresses.concat(),
+            _ => format!("[{}]", addresses.join(", ")),
+        };
         let (key, what) = match session.server {
-            IpAddr::V4(_) => ("address", policy.address.to_string()),
-            IpAddr::V6(_) => ("address6", policy.address6.map_or("none".into(), |a| a.to_string())),
+            IpAddr::V4(_) => {
+                ("address", listed(policy.addresses().iter().map(ToString::to_string).collect()))
+            }
+            IpAddr::V6(_) => {
+                ("address6", listed(policy.addresses6().iter().map(ToString::to_string).collect()))
+            }
         };
         return fail(
             format!("it reaches {} on {iface}, and the policy's [host] {key} is {what}", session.server),
