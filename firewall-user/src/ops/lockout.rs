@@ -193,14 +193,7 @@ pub struct LockOut {
 
 /// Whether `addr` is one of `iface`'s addresses.
 fn on_interface(iface: &str, addr: IpAddr) -> bool {
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        return false;
-    };
-    addrs.filter(|a| a.interface_name == iface).any(|a| {
-        let Some(sock) = a.address else { return false };
-        sock.as_sockaddr_in().map(|s| IpAddr::V4(s.ip())) == Some(addr)
-            || sock.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())) == Some(addr)
-    })
+    crate::kernel::filter::interface_addresses(iface).is_some_and(|addrs| addrs.contains(&addr))
 }
 
 /// Refuses `policy` on `iface` (the policy's `[host] interface` if `None`) when it would
