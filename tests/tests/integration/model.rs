@@ -3847,7 +3847,7 @@ fn random_dual_stack_policies_agree_with_the_model() {
     let mut total = Tally::default();
     let mut generator = runner(1, &mut rng);
     let (with, without) = (random_policy(true), random_policy(false));
-    let (mut loaded, mut dual, mut refused) = (0, 0, 0);
+    let (mut loaded, mut dual, mut refused, mut two) = (0, 0, 0, 0);
     while loaded < 8 * scale() {
         // Three in four with an address6; the others' IPv6 frames meet the `ipv6` line.
         let strategy = if loaded % 4 == 3 { &without } else { &with };
@@ -3860,6 +3860,7 @@ fn random_dual_stack_policies_agree_with_the_model() {
         };
         loaded += 1;
         dual += u32::from(policy.address6.is_some());
+        two += u32::from(!policy.more_addresses.is_empty());
         exercise(
             Subject::new(&format!("random dual-stack #{loaded}"), &text),
             300,
@@ -3869,7 +3870,7 @@ fn random_dual_stack_policies_agree_with_the_model() {
         );
     }
     println!(
-        "random dual-stack policies: {loaded} loaded ({dual} with address6), {refused} generated ones refused by validation"
+        "random dual-stack policies: {loaded} loaded ({dual} with address6, {two} with two addresses of each family), {refused} generated ones refused by validation"
     );
     summary("random dual-stack policies", &total, started, &seed);
     assert_eq!(dual, loaded - loaded / 4, "random policies with an address6");
