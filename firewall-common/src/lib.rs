@@ -25,6 +25,7 @@
 //! | `-P … DROP` | none | [`Builtin::Policy`] |
 //! | `--state ESTABLISHED` for a datagram's later fragments (iptables reassembles first) | [`MAP_FRAGMENTS`] (LRU hash, the datagrams whose first fragment passed) | the first fragment's line; [`Builtin::FragmentOrphan`], [`Builtin::InvalidFragment`] drop |
 //! | `firewall block` (fail2ban's `-I INPUT -s … -j DROP`) | [`MAP_BLOCKLIST`] (LPM trie, deadline in the value) | [`block_counter`], one per entry and direction |
+//! | `-d $OURIP` / `-s $OURIP` | [`MAP_CONFIG`]'s `address`, `address6` (the first of each family); with [`CONFIG_MORE_ADDRESSES`], [`MAP_HOST_ADDRESSES`] (hash, every address) | FORWARD's [`Builtin::Policy`], [`Builtin::SpoofedSource`] |
 //! | (iptables' `LOG` target, sampled: `firewall drops`) | [`MAP_DROP_EVENTS`] (ring buffer of [`DropEvent`]s) | none: the event names the drop's counter |
 #![no_std]
 
@@ -43,9 +44,10 @@ pub const MAP_FLOW_STATS: &str = "FLOW_STATS";
 pub const MAP_FLOWS_ENDED: &str = "FLOWS_ENDED";
 pub const MAP_DROP_EVENTS: &str = "DROP_EVENTS";
 pub const MAP_FRAGMENTS: &str = "FRAGMENTS";
-pub const MAP_FRAGMENT_SCRATCH: &str = "FRAGMENT_SCRATCH";
+pub const MAP_SCRATCH: &str = "SCRATCH";
+pub const MAP_HOST_ADDRESSES: &str = "HOST_ADDRESSES";
 /// Every map, in the order `up` pins them.
-pub const MAPS: [&str; 14] = [
+pub const MAPS: [&str; 15] = [
     MAP_CONFIG,
     MAP_COUNTERS,
     MAP_CONNTRACK,
@@ -60,9 +62,10 @@ pub const MAPS: [&str; 14] = [
     MAP_BLOCKLIST,
     MAP_DROP_EVENTS,
     MAP_FRAGMENTS,
+    MAP_HOST_ADDRESSES,
 ];
 /// Maps the object declares that `up` does not pin: they hold nothing between packets.
-pub const SCRATCH_MAPS: [&str; 1] = [MAP_FRAGMENT_SCRATCH];
+pub const SCRATCH_MAPS: [&str; 1] = [MAP_SCRATCH];
 
 /// Names of the programs in the object.
 pub const PROG_INGRESS: &str = "firewall_ingress";
@@ -76,6 +79,8 @@ pub const MAX_ANTISPOOF: u32 = 448;
 pub const MAX_BLOCKED: u32 = 4096;
 /// Size of the per-CPU counter array.
 pub const MAX_COUNTERS: u32 = BLOCK_COUNTER_BASE + 2 * MAX_BLOCKED;
+/// The most addresses `[host]` may name, both families together (`HOST_ADDRESSES`).
+pub const MAX_HOST_ADDRESSES: u32 = 256;
 /// Capacity of the exact-address allow-list hash.
 pub const ALLOW_EXACT_ENTRIES: u32 = 1 << 21;
 /// Capacity of the prefix allow-list trie.
@@ -361,9 +366,9 @@ pub struct Counter {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
-    /// The host's IPv4 address (OURIP), mapped.
+    /// The host's IPv4 address (OURIP), mapped: the first of `[host] address`.
     pub address: Addr,
-    /// The host's IPv6 address (`address6`), when [`CONFIG_IPV6`] is set.
+    /// The host's IPv6 address (the first of `address6`), when [`CONFIG_IPV6`] is set.
     pub address6: Addr,
     /// `CONFIG_*` bits.
     pub flags: u32,
@@ -433,6 +438,11 @@ pub const CONFIG_DHCP: u32 = 64;
 /// firewall-ebpf's `parse::Ip::more`): without it, the verifier walks them twice, 14,000
 /// instructions more.
 pub const CONFIG_NEVER_SET: u32 = 1 << 31;
+/// `Config::flags`: the policy names more than one address of some family: a local
+/// address other than `Config::address` or `address6` is the host's when
+/// [`MAP_HOST_ADDRESSES`] holds it. Without it the programs skip that lookup: most hosts
+/// have one address of each family, and pay one comparison as before.
+pub const CONFIG_MORE_ADDRESSES: u32 = 128;
 /// The `Config::flags` that are the live filter's, not the policy's: a reload keeps them.
 pub const CONFIG_LIVE_FLAGS: u32 = CONFIG_LOG_DROPS | CONFIG_HAS_BLOCKS;
 /// The token bucket of drop events, after the rules' own.
@@ -566,9 +576,11 @@ pub struct TokenBucket {
     pub burst_ns: u64,
 }
 
-/// Conntrack key: a flow from this host's point of view. The local address is always the
-/// host's, so (peer, peer port, local port, protocol) is the whole 5-tuple, and the same
-/// key is found from both directions. For ICMP echo, `peer_port` says which way the
+/// Conntrack key: a flow from this host's point of view. The local address is always one
+/// of the host's, and every rule applies to all of them alike, so (peer, peer port, local
+/// port, protocol) is all a verdict needs, and the same key is found from both directions.
+/// With several addresses, two flows that differ only in the local address share a key:
+/// both were admitted by the same rule, so they pass alike. For ICMP echo, `peer_port` says which way the
 /// requests travel ([`ECHO_REQUESTS_IN`], [`ECHO_REQUESTS_OUT`]: an inbound and an outbound
 /// echo with the same peer and identifier are two flows) and `local_port` is the echo
 /// identifier.

@@ -13,7 +13,7 @@
 //! | anti-spoof sources (ingress), but for the DHCP client's exchange, and discovery from a link-local or unspecified source | `-s … -j DROP` | the entry's own line |
 //! | IPv6 neighbour and multicast listener discovery pass; packet-too-big to/from us passes | (ip6tables' usual first lines, RFC 4890) | `icmpv6-nd`, `icmpv6-ptb` |
 //! | anti-spoof destinations (ingress) | `-d … -j DROP` | the entry's own line |
-//! | not our address (ingress) → FORWARD; not our source (egress) | `-d $OURIP`, `-s $OURIP` | FORWARD / `antispoof-source` |
+//! | not one of our addresses (ingress) → FORWARD; not our source (egress) | `-d $OURIP`, `-s $OURIP` | FORWARD / `antispoof-source` |
 //! | a later fragment whose first passed (see [`fragments`]) passes | (netfilter reassembles first) | the first's line |
 //! | other later fragments, tiny or absurd ones, bad TCP flags drop | `--state INVALID` | `fragment-orphan`, `invalid-fragment`, `invalid-tcp-flags` |
 //! | our service answering a session older than the filter (egress) | conntrack's pickup | the rule's `Established` line |
@@ -36,17 +36,18 @@ use aya_ebpf::{EbpfContext, maps::lpm_trie::Key};
 use firewall_common::{
     ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_RELATED, ANY_PEER, Addr, AllowKey, AllowValue, Builtin,
     CONFIG_AUDIT, CONFIG_DHCP, CONFIG_HAS_BLOCKS, CONFIG_HAS_PREFIXES, CONFIG_IPV6, CONFIG_LOG_DROPS,
-    CONFIG_NEVER_SET, CONFIG_READY, Chain, Config, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DHCPV6_CLIENT_PORT,
-    DHCPV6_SERVER_PORT, Direction, DropEvent, FlowKey, ICMP_DEST_UNREACHABLE, ICMP_PARAMETER_PROBLEM,
-    ICMP_TIME_EXCEEDED, ICMPV6_DEST_UNREACHABLE, ICMPV6_MLD, ICMPV6_ND_FIRST, ICMPV6_ND_LAST,
-    ICMPV6_PACKET_TOO_BIG, ICMPV6_PARAMETER_PROBLEM, ICMPV6_TIME_EXCEEDED, LOG_BUCKET, Line, PROTO_ICMPV6,
-    PROTO_TCP, block_counter, builtin_counter, rule_counter,
+    CONFIG_MORE_ADDRESSES, CONFIG_NEVER_SET, CONFIG_READY, Chain, Config, DHCP_CLIENT_PORT, DHCP_SERVER_PORT,
+    DHCPV6_CLIENT_PORT, DHCPV6_SERVER_PORT, Direction, DropEvent, FlowKey, ICMP_DEST_UNREACHABLE,
+    ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, ICMPV6_DEST_UNREACHABLE, ICMPV6_MLD, ICMPV6_ND_FIRST,
+    ICMPV6_ND_LAST, ICMPV6_PACKET_TOO_BIG, ICMPV6_PARAMETER_PROBLEM, ICMPV6_TIME_EXCEEDED, LOG_BUCKET, Line,
+    PROTO_ICMPV6, PROTO_TCP, block_counter, builtin_counter, rule_counter,
 };
 
 use crate::{
     conntrack, fragments,
     maps::{
         ALLOW_EXACT, ALLOW_PREFIX, ANTISPOOF_DST, ANTISPOOF_SRC, BLOCKLIST, CONFIG, COUNTERS, DROP_EVENTS,
+        HOST_ADDRESSES, SCRATCH,
     },
     parse::{
         Fragment, Frame, Ip, L3, L4, TCP_ACK, TCP_SYN, copy_head, parse_l3, parse_l4, parse_quoted,
@@ -193,7 +194,8 @@ fn judge(frame: &impl Frame, ip: &Ip, direction: Direction, now: u64, config: &C
         }
         _ => false,
     };
-    let (ours, peer) = match (direction, ip.v6) {
+    // Whether the local address is the first of its family; `ours` completes it below.
+    let (first, peer) = match (direction, ip.v6) {
         (Direction::In, false) => (ip.dst == config.address, ip.src),
         (Direction::In, true) => (ip.dst == config.address6, ip.src),
         (Direction::Out, false) => (ip.src == config.address, ip.dst),
@@ -207,14 +209,23 @@ fn judge(frame: &impl Frame, ip: &Ip, direction: Direction, now: u64, config: &C
     // 0.0.0.0). Both pass before the checks of our address, which discovery's link-local
     // and multicast ends and DHCP's broadcasts are not. Decided in line, after the
     // blocklist, discovery's verdicts cost the verifier 3,000 to 5,000 more instructions.
+    // Packet-too-big to another of the host's addresses is told from one to a stranger
+    // by `ours`, just below.
     let exempt = match l4 {
-        Some(L4::Icmp { kind, .. }) if ip.v6 => icmpv6_infrastructure(ip, kind, ours),
+        Some(L4::Icmp { kind, .. }) if ip.v6 => icmpv6_infrastructure(
+            ip,
+            kind,
+            kind == ICMPV6_PACKET_TOO_BIG && (first || config.flags & CONFIG_MORE_ADDRESSES != 0),
+        ),
         Some(L4::Udp { src_port, dst_port }) if config.flags & CONFIG_DHCP != 0 => {
             dhcp_client(ip.v6, direction, src_port, dst_port)
         }
         _ => None,
     };
-    if let Some(line) = exempt {
+    let ours = ours(first, &ip, direction, config);
+    if let Some(line) = exempt
+        && (line != Builtin::PacketTooBig || ours)
+    {
         if config.flags & CONFIG_HAS_BLOCKS != 0
             && let Some(counter) = blocked(&peer, direction, now)
         {
@@ -316,6 +327,40 @@ fn judge(frame: &impl Frame, ip: &Ip, direction: Direction, now: u64, config: &C
     (Action::Pass, rule_counter(rule.rule, Line::New))
 }
 
+/// Whether the packet is ours: its local address is one of the host's. `first` says
+/// whether it is the first of its family, in `CONFIG` (compared in `walk`: one comparison,
+/// all a host with one address of each family pays, as before there could be more); if
+/// not, and the policy names more than one of some family, whether `HOST_ADDRESSES` holds
+/// it. Asked once, after the branch of what IPv6 needs and the DHCP client's has been
+/// decided but before it is taken: asked where `first` is compared, or for packet-too-big
+/// alone inside that branch, the lookup cost the verifier 11,000 to 12,000 more
+/// instructions a program (its paths through the headers no longer converged); here, a
+/// few hundred.
+#[inline(always)]
+fn ours(first: bool, ip: &Ip, direction: Direction, config: &Config) -> bool {
+    let local = match direction {
+        Direction::In => &ip.dst,
+        Direction::Out => &ip.src,
+    };
+    first || config.flags & CONFIG_MORE_ADDRESSES != 0 && host_address(local, direction)
+}
+
+/// Whether `HOST_ADDRESSES` holds `addr`, its key written in this program's scratch slot
+/// (on the stack, with what lives across the lookup, it pushed the egress program past the
+/// 512 bytes LLVM allows a frame; as a subprogram, its spills did the same).
+#[inline(always)]
+fn host_address(addr: &Addr, direction: Direction) -> bool {
+    let Some(scratch) = SCRATCH.get_ptr_mut(direction as u32) else {
+        return false;
+    };
+    // SAFETY: this CPU's slot of a per-CPU array, the program's own: nothing else uses it
+    // meanwhile.
+    unsafe {
+        (*scratch).address = *addr;
+        HOST_ADDRESSES.get_ptr(&(*scratch).address).is_some()
+    }
+}
+
 /// The counter of the blocklist entry `peer` is inside, unless it has expired (user space
 /// keeps wider entries from outliving the narrower ones inside them, so the most specific
 /// match decides).
@@ -344,9 +389,11 @@ fn from_the_link(src: &Addr) -> bool {
 /// listener discovery (RFC 2710, 3810: hop limit 1, from a link-local address; switches
 /// that snoop it stop forwarding neighbour solicitations to a host whose reports they miss),
 /// and packet-too-big to or from our address (RFC 4890 §4.3.1: IPv6 routers never
-/// fragment, so without it PMTU discovery fails and large transfers hang).
+/// fragment, so without it PMTU discovery fails and large transfers hang): `too_big_ours`
+/// says the packet is one (ICMPv6 type 2) to or from the first of our IPv6 addresses, or
+/// may be to or from another (the caller asks [`ours`] before it passes one).
 #[inline(always)]
-fn icmpv6_infrastructure(ip: &Ip, kind: u8, ours: bool) -> Option<Builtin> {
+fn icmpv6_infrastructure(ip: &Ip, kind: u8, too_big_ours: bool) -> Option<Builtin> {
     if ip.protocol != PROTO_ICMPV6 {
         return None;
     }
@@ -356,7 +403,7 @@ fn icmpv6_infrastructure(ip: &Ip, kind: u8, ours: bool) -> Option<Builtin> {
     {
         return Some(Builtin::NeighbourDiscovery);
     }
-    (kind == ICMPV6_PACKET_TOO_BIG && ours).then_some(Builtin::PacketTooBig)
+    too_big_ours.then_some(Builtin::PacketTooBig)
 }
 
 /// The DHCP client's exchange (`[host] dhcp`): a server's answer in (UDP 67 → 68, DHCPv6

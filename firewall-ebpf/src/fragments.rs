@@ -13,32 +13,25 @@
 //! rare (the datagram is then lost and resent, as on any lossy path). One that would
 //! overwrite what the first carried (RFC 1858's overlapping fragments, RFC 5722) drops
 //! ([`Builtin::InvalidFragment`]): what the filter judged must be what the host reassembles.
-use firewall_common::{Builtin, Chain, Config, Direction, FragmentKey, FragmentedDatagram, builtin_counter};
+use firewall_common::{Builtin, Chain, Config, Direction, builtin_counter};
 
 use crate::{
     chain::Action,
-    maps::{FRAGMENT_SCRATCH, FRAGMENTS},
+    maps::{FRAGMENTS, SCRATCH, Scratch},
     parse::Ip,
 };
 
 const NS_PER_S: u64 = 1_000_000_000;
 
-/// A key and an entry of [`FRAGMENTS`], written in [`FRAGMENT_SCRATCH`]: the programs'
-/// 512-byte stack has no room left for them beside the flows' keys and entries.
-pub struct Scratch {
-    key: FragmentKey,
-    entry: FragmentedDatagram,
-}
-
 /// This CPU's scratch, its key written for `ip`'s datagram.
 #[inline(always)]
 fn scratch(ip: &Ip, direction: Direction) -> Option<*mut Scratch> {
-    let scratch = FRAGMENT_SCRATCH.get_ptr_mut(direction as u32)?;
+    let scratch = SCRATCH.get_ptr_mut(direction as u32)?;
     // SAFETY: this CPU's slot of a per-CPU array, the program's own (one per direction):
     // nothing else uses it meanwhile. Field by field: a whole key built first would be
     // built on the stack.
     unsafe {
-        let key = &mut (*scratch).key;
+        let key = &mut (*scratch).fragment;
         key.src = ip.src;
         key.dst = ip.dst;
         key.id = ip.datagram.id;
@@ -58,13 +51,13 @@ pub fn first_passed(ip: &Ip, direction: Direction, counter: u32, now: u64, confi
     };
     // SAFETY: as in `scratch`.
     unsafe {
-        let entry = &mut (*scratch).entry;
+        let entry = &mut (*scratch).datagram;
         entry.deadline_ns = now + config.fragment_timeout_s as u64 * NS_PER_S;
         entry.counter = counter;
         entry.first_len = ip.datagram.len;
         entry._pad = 0;
         // A full table forgets its oldest datagram (LRU), whose fragments are long through.
-        let _ = FRAGMENTS.insert(&(*scratch).key, &(*scratch).entry, 0);
+        let _ = FRAGMENTS.insert(&(*scratch).fragment, &(*scratch).datagram, 0);
     }
 }
 
@@ -77,7 +70,7 @@ pub fn later(ip: &Ip, offset: u16, direction: Direction, chain: Chain, now: u64)
         return orphan;
     };
     // SAFETY: as in `scratch`.
-    let Some(first) = FRAGMENTS.get_ptr(unsafe { &(*scratch).key }) else {
+    let Some(first) = FRAGMENTS.get_ptr(unsafe { &(*scratch).fragment }) else {
         return orphan;
     };
     // SAFETY: a map value pointer, valid for this run (its fields read through it: a

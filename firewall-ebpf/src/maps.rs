@@ -10,7 +10,7 @@ use firewall_common::{
     ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, BlockEntry,
     CONNTRACK_DEFAULT_ENTRIES, Config, Counter, DROP_EVENTS_BYTES, FLOW_STATS_ENTRIES, FLOWS_ENDED_ENTRIES,
     FRAGMENTS_ENTRIES, Flow, FlowKey, FragmentKey, FragmentedDatagram, HALF_OPEN_DEFAULT_ENTRIES,
-    MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, TOKEN_BUCKETS_ENTRIES, TokenBucket,
+    MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, MAX_HOST_ADDRESSES, TOKEN_BUCKETS_ENTRIES, TokenBucket,
 };
 
 /// `CONFIG[0]`: the host's address, timeouts, and whether the policy is in force.
@@ -87,8 +87,22 @@ pub static DROP_EVENTS: RingBuf = RingBuf::with_byte_size(DROP_EVENTS_BYTES, 0);
 pub static FRAGMENTS: LruHashMap<FragmentKey, FragmentedDatagram> =
     LruHashMap::with_max_entries(FRAGMENTS_ENTRIES, 0);
 
-/// Per CPU and per program (indexed by `Direction`): one key and entry of `FRAGMENTS`
-/// being written (see crate::fragments::Scratch). Not pinned: it holds nothing between
-/// packets.
+/// Keys and values the programs' 512-byte stack has no room for, beside the flows' keys and
+/// entries, written here before a map call: a key and an entry of `FRAGMENTS`, an address
+/// to look up in `HOST_ADDRESSES`.
+pub struct Scratch {
+    pub fragment: FragmentKey,
+    pub datagram: FragmentedDatagram,
+    pub address: Addr,
+}
+
+/// Per CPU and per program (indexed by `Direction`, so neither meets the other's): a
+/// [`Scratch`]. Not pinned: it holds nothing between packets.
 #[map]
-pub static FRAGMENT_SCRATCH: PerCpuArray<crate::fragments::Scratch> = PerCpuArray::with_max_entries(2, 0);
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(2, 0);
+
+/// Every address of the host's, of both families (IPv4 mapped), when the policy names
+/// more than one of a family (`CONFIG_MORE_ADDRESSES`); the value is unused (1). The
+/// first of each family is in `CONFIG` too, so a host with one of each never looks here.
+#[map]
+pub static HOST_ADDRESSES: HashMap<Addr, u32> = HashMap::with_max_entries(MAX_HOST_ADDRESSES, 0);

@@ -599,6 +599,8 @@ enum FaultKind {
     HostDhcp,
     HostWithoutAddress,
     HostAddressInDestinations,
+    HostAddressTwice,
+    HostAddressListItem,
     AntispoofItem,
     AntispoofValue,
     AntispoofTwice,
@@ -636,7 +638,7 @@ enum FaultKind {
     UnknownTable,
 }
 
-const FAULTS: [FaultKind; 41] = {
+const FAULTS: [FaultKind; 43] = {
     use FaultKind::*;
     [
         HostAddress,
@@ -645,6 +647,8 @@ const FAULTS: [FaultKind; 41] = {
         HostDhcp,
         HostWithoutAddress,
         HostAddressInDestinations,
+        HostAddressTwice,
+        HostAddressListItem,
         AntispoofItem,
         AntispoofValue,
         AntispoofTwice,
@@ -698,13 +702,13 @@ const BAD_ADDRESSES: &[&str] = &[
     r#""١٩٨.٥١.١٠٠.١""#,
     "5",
     "true",
-    r#"["198.51.100.1"]"#,
+    "[]",
     "1979-05-27",
     "{}",
 ];
 const BAD_INTERFACES: &[&str] = &[r#""""#, r#""a/b""#, r#""a b""#, r#""abcdefghijklmnop""#, "5", "[]"];
 const BAD_ADDRESSES6: &[&str] =
-    &[r#""not-an-address""#, r#""2001:db8::1/64""#, r#""2001:db8:::1""#, "6", r#"["2001:db8::1"]"#];
+    &[r#""not-an-address""#, r#""2001:db8::1/64""#, r#""2001:db8:::1""#, "6", "[]"];
 const BAD_PREFIXES: &[&str] = &[
     r#""10.0.0.1/8""#,
     r#""10.0.0.0/33""#,
@@ -910,6 +914,18 @@ fn inject(doc: &mut Doc, kind: FaultKind, a: Index, b: Index) -> Vec<Target> {
             items.insert(a.index(items.len() + 1), cover);
             doc.tables[t].set("destinations", Value::List { items, one_per_line: false });
             vec![Target::Value(host, e)]
+        }
+        HostAddressTwice | HostAddressListItem => {
+            // The host's address as a list, with a fault in its entries: the address again,
+            // or a bad one (of the faults a lone string has), somewhere after the first.
+            let e = doc.tables[host].find("address").expect("a valid host has an address");
+            let Value::Text(address) = doc.tables[host].entries[e].value.clone() else { unreachable!() };
+            let mut items = vec![address.clone(), quoted("198.51.100.77")];
+            let at = 1 + a.index(items.len());
+            let bad = if let HostAddressTwice = kind { address } else { pick(&BAD_ADDRESSES[..9], b).into() };
+            items.insert(at, bad);
+            let e = doc.tables[host].set("address", Value::List { items, one_per_line: b.index(2) == 0 });
+            vec![Target::Item(host, e, at)]
         }
         AntispoofItem | AntispoofTwice => {
             let t = doc.table(Kind::Antispoof);

@@ -190,6 +190,8 @@ pub struct Lab {
     pub client_addrs: Vec<Ipv4Addr>,
     /// Its IPv6 addresses, in a dual-stack lab ([`Lab::dual_stack`]).
     pub client_addrs6: Vec<Ipv6Addr>,
+    /// The addresses on `s0` beside [`HOST`] and [`HOST6`] ([`Lab::add_server_address`]).
+    server_addrs: Mutex<Vec<IpAddr>>,
     tmp: TempDir,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -218,6 +220,7 @@ impl Lab {
             client,
             client_addrs,
             client_addrs6: Vec::new(),
+            server_addrs: Mutex::new(Vec::new()),
             tmp: TempDir::new(tag),
             stop: Arc::new(AtomicBool::new(false)),
             threads: Mutex::new(Vec::new()),
@@ -268,10 +271,26 @@ impl Lab {
     pub fn ns_of(&self, addr: impl Into<IpAddr>) -> &str {
         match addr.into() {
             IpAddr::V4(HOST) | IpAddr::V6(HOST6) => &self.server,
+            addr if self.server_addrs.lock().unwrap_or_else(|e| e.into_inner()).contains(&addr) => {
+                &self.server
+            }
             IpAddr::V4(addr) if self.client_addrs.contains(&addr) => &self.client,
             IpAddr::V6(addr) if self.client_addrs6.contains(&addr) => &self.client,
             addr => panic!("{addr} is not a lab address"),
         }
+    }
+
+    /// Adds `addr` to `s0` beside [`HOST`] (a secondary address, a floating IP), and a
+    /// route to it on `c0`.
+    pub fn add_server_address(&self, addr: impl Into<IpAddr>) {
+        let addr = addr.into();
+        let (len, nodad) = if addr.is_ipv4() { (32, None) } else { (128, Some("nodad")) };
+        let with_len = format!("{addr}/{len}");
+        let mut args = vec!["-n", self.server.as_str(), "addr", "add", with_len.as_str(), "dev", SERVER_IF];
+        args.extend(nodad);
+        ip(&args);
+        ip(&["-n", &self.client, "route", "add", &with_len, "dev", CLIENT_IF]);
+        self.server_addrs.lock().unwrap_or_else(|e| e.into_inner()).push(addr);
     }
 
     /// Runs `f` on a thread that has joined network namespace `ns`, and returns its

@@ -93,8 +93,9 @@
 //!    (source, destination, identification, protocol, direction), where the protocol is
 //!    IPv4's protocol field or the next-header field of IPv6's fragment header.
 //! 5. The *local* address is the destination for in, the source for out; the *peer* is
-//!    the other one. The packet is *ours* when the local address is the host's address
-//!    of its family: `[host] address` (OURIP) for IPv4, `address6` for IPv6.
+//!    the other one. The packet is *ours* when the local address is one of the host's
+//!    addresses of its family: one of `[host] address` (OURIP, a string or a list) for
+//!    IPv4, of `address6` for IPv6. Every rule below applies to all of them alike.
 //!
 //! 5a. A later or an absurd fragment (rule 4) is decided before anything else below: a
 //!     blocked peer (rule 11a) drops it, on the entry's line of the direction. Then an
@@ -130,8 +131,10 @@
 //!    requests and replies: a request travels its own direction, a reply answers
 //!    requests of the opposite one, so an inbound and an outbound echo with the same peer
 //!    and identifier are two flows. Nothing else has a flow key. The local address is
-//!    always the host's address of the family, so the key is the whole 5-tuple and both
-//!    directions find the same entry; an IPv6 flow never matches an IPv4 packet, nor the
+//!    always one of the host's addresses of the family, and every rule applies to all of
+//!    them alike, so the key is all a verdict needs and both directions find the same
+//!    entry (two flows that differ only in the host's address share it: one rule admitted
+//!    both); an IPv6 flow never matches an IPv4 packet, nor the
 //!    other way round (their peers differ in family).
 //! 9. A flow remembers the rule that admitted it, the direction of the packet that opened
 //!    it (its *origin*), the *table* it is in (half-open or established), its TCP state
@@ -1222,11 +1225,7 @@ impl Judge<'_> {
             Direction::Out => (d.src, d.dst),
         };
         let v6 = d.src.is_ipv6();
-        let host = match self.policy.address6 {
-            Some(address6) if v6 => IpAddr::V6(address6),
-            _ => IpAddr::V4(self.policy.address),
-        };
-        let ours = local == host;
+        let ours = self.policy.is_host_address(local);
         let own = Chain::of(direction);
 
         // Rule 5a: fragments without headers.

@@ -33,11 +33,15 @@ impl List {
         let snapshot = Snapshot::take(filter.pins())?;
         let tables = (&snapshot.established, &snapshot.half_open);
         if self.json {
-            println!("{}", listing::json(&snapshot.chains, &snapshot.counters, snapshot.audit, tables));
+            println!(
+                "{}",
+                listing::json(&snapshot.chains, &snapshot.counters, snapshot.audit, tables, &snapshot.policy)
+            );
         } else {
             let style = Style { verbose: self.verbose, exact: self.exact, audit: snapshot.audit };
             print!("{}", listing::render(&snapshot.chains, &snapshot.counters, style));
             println!("\n{}", listing::conntrack_line(tables.0, tables.1));
+            println!("{}", listing::addresses_line(&snapshot.policy));
         }
         Ok(())
     }

@@ -115,10 +115,10 @@ fn fragment_lines(chain: Chain) -> [ListLine; 2] {
 /// sources (which discovery from the link's own addresses skips), before the checks of
 /// the host's address.
 fn icmpv6_lines(policy: &Policy, chain: Chain) -> Vec<ListLine> {
-    let Some(address6) = policy.address6 else {
+    if policy.address6.is_none() {
         return Vec::new();
-    };
-    let ours = address6.to_string();
+    }
+    let ours = policy.addresses6().iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
     let (source, destination) = match chain {
         Chain::Output => (ours, ANYWHERE6.into()),
         _ => (ANYWHERE6.into(), ours),
@@ -178,12 +178,9 @@ pub fn listing(policy: &Policy, ids: &Ids) -> Vec<ListChain> {
 }
 
 /// The host's addresses, as the rules' lines show them: `address`, with `address6`
-/// after a comma.
+/// after a comma, each of a list in its order.
 fn our_addresses(policy: &Policy) -> String {
-    match policy.address6 {
-        None => policy.address.to_string(),
-        Some(address6) => format!("{},{address6}", policy.address),
-    }
+    policy.host_addresses().iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
 }
 
 /// The DHCP client's exchange, with `[host] dhcp`: after the blocklist, before the

@@ -10,21 +10,21 @@
 mod listing;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     fmt,
     time::Duration,
 };
 
 use firewall_common::{
-    ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_RELATED, ANTISPOOF_COUNTER_BASE, ANY_PEER, AllowKey,
-    AllowValue, Builtin, CONFIG_DHCP, CONFIG_HAS_PREFIXES, CONFIG_IPV6, CONFIG_READY, Config, Line,
-    MAX_ANTISPOOF, MAX_RULES, TokenBucket, rule_counter, v4_mapped,
+    ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_RELATED, ANTISPOOF_COUNTER_BASE, ANY_PEER, Addr, AllowKey,
+    AllowValue, Builtin, CONFIG_DHCP, CONFIG_HAS_PREFIXES, CONFIG_IPV6, CONFIG_MORE_ADDRESSES, CONFIG_READY,
+    Config, Line, MAX_ANTISPOOF, MAX_RULES, TokenBucket, rule_counter, v4_mapped,
 };
 use serde::{Deserialize, Serialize};
 
 pub(crate) use self::listing::ANYWHERE;
 pub use self::listing::{ListChain, ListLine, chain_name, listing};
-use crate::policy::{Limit, Policy, Prefix, Rule};
+use crate::policy::{Limit, Policy, Prefix, Rule, to_addr};
 
 /// Stable ids. A rule keeps its index, and with it its two counters, its token bucket and
 /// its flows, for as long as its name stays in the policy; an anti-spoof entry keeps its
@@ -189,6 +189,10 @@ pub struct MapPlan {
     pub antispoof_destinations: BTreeMap<Prefix, u32>,
     /// Rule index → bucket, for every limited rule.
     pub token_buckets: BTreeMap<u32, TokenBucket>,
+    /// Every address of the host's, both families (`HOST_ADDRESSES`). The programs ask
+    /// it only with `CONFIG_MORE_ADDRESSES`, but it always holds them all, so that a
+    /// reload to a policy with more needs only add.
+    pub host_addresses: BTreeSet<Addr>,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -219,6 +223,7 @@ impl MapPlan {
 /// The map contents `policy` wants, with the rules and entries numbered by `ids`.
 pub fn plan(policy: &Policy, ids: &Ids) -> MapPlan {
     let mut plan = MapPlan { config: config(policy), ..MapPlan::default() };
+    plan.host_addresses = policy.host_addresses().into_iter().map(to_addr).collect();
     for rule in &policy.rules {
         plan_rule(&mut plan, rule, ids.rule(&rule.name), policy.address6.is_some());
     }
@@ -246,7 +251,12 @@ fn config(policy: &Policy) -> Config {
         address6: policy.address6.map_or([0; 16], |a| a.octets()),
         flags: CONFIG_READY
             | if policy.address6.is_some() { CONFIG_IPV6 } else { 0 }
-            | if policy.dhcp { CONFIG_DHCP } else { 0 },
+            | if policy.dhcp { CONFIG_DHCP } else { 0 }
+            | if policy.more_addresses.is_empty() && policy.more_addresses6.is_empty() {
+                0
+            } else {
+                CONFIG_MORE_ADDRESSES
+            },
         fragment_timeout_s: c.fragment_timeout.as_secs() as u32,
         tcp_established_timeout_ns: nanos(c.tcp_established_timeout),
         tcp_fin_timeout_ns: nanos(c.tcp_fin_timeout),
@@ -425,5 +435,27 @@ peers = "any"
             |protocol, port| AllowKey { direction: Direction::In as u8, protocol, port, peer: ANY_PEER };
         assert!(plan.allow_exact.contains_key(&any(PROTO_ICMP, 8)));
         assert!(plan.allow_exact.contains_key(&any(PROTO_ICMPV6, u16::from(ICMPV6_ECHO_REQUEST))));
+    }
+
+    #[test]
+    fn the_first_address_of_each_family_is_configured_and_every_one_listed() {
+        let addr = |text: &str| to_addr(text.parse().unwrap());
+        // One of each: the map holds them, the programs need not ask it.
+        let policy = parse(POLICY, Path::new("p.toml")).unwrap();
+        let one = plan(&policy, &Ids::assign(&policy, &Ids::default()));
+        assert_eq!(one.config.flags & CONFIG_MORE_ADDRESSES, 0);
+        assert_eq!(one.host_addresses, BTreeSet::from([addr("198.51.100.1"), addr("2001:db8::1")]));
+        // More of one family: the first in the configuration, all in the map, and the flag.
+        let text =
+            POLICY.replace("address = \"198.51.100.1\"", "address = [\"198.51.100.1\", \"198.51.100.2\"]");
+        let policy = parse(&text, Path::new("p.toml")).unwrap();
+        let more = plan(&policy, &Ids::assign(&policy, &Ids::default()));
+        assert_eq!(more.config.flags & CONFIG_MORE_ADDRESSES, CONFIG_MORE_ADDRESSES);
+        assert_eq!(more.config.address, addr("198.51.100.1"));
+        assert_eq!(more.config.address6, addr("2001:db8::1"));
+        assert_eq!(
+            more.host_addresses,
+            BTreeSet::from([addr("198.51.100.1"), addr("198.51.100.2"), addr("2001:db8::1")])
+        );
     }
 }

@@ -128,6 +128,23 @@ pub fn if_index(iface: &str) -> Option<u32> {
     (index != 0).then_some(index)
 }
 
+/// The addresses `iface` has now, of both families (none for an interface that does not
+/// exist); `None` when the kernel cannot be asked.
+pub fn interface_addresses(iface: &str) -> Option<Vec<std::net::IpAddr>> {
+    let addrs = nix::ifaddrs::getifaddrs().ok()?;
+    Some(
+        addrs
+            .filter(|a| a.interface_name == iface)
+            .filter_map(|a| {
+                let sock = a.address?;
+                sock.as_sockaddr_in()
+                    .map(|s| std::net::IpAddr::V4(s.ip()))
+                    .or_else(|| sock.as_sockaddr_in6().map(|s| std::net::IpAddr::V6(s.ip())))
+            })
+            .collect(),
+    )
+}
+
 /// The programs' clock (bpf_ktime_get_coarse_ns).
 pub(crate) fn kernel_time_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };

@@ -15,13 +15,13 @@ use aya::{
 };
 use firewall_common::{
     ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, BLOCK_COUNTER_BASE, BlockEntry,
-    CONFIG_AUDIT, CONFIG_LIVE_FLAGS, Config, Counter, DROP_EVENTS_BYTES, Direction, FLOW_STATS_ENTRIES,
-    FLOWS_ENDED_ENTRIES, FRAGMENTS_ENTRIES, Flow, FlowKey, FlowTable, FragmentKey, FragmentedDatagram,
-    ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT, MAP_ALLOW_PREFIX, MAP_ANTISPOOF_DST,
-    MAP_ANTISPOOF_SRC, MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS, MAP_DROP_EVENTS,
-    MAP_FLOW_STATS, MAP_FLOWS_ENDED, MAP_FRAGMENTS, MAP_HALF_OPEN, MAP_TOKEN_BUCKETS, MAPS, MAX_ANTISPOOF,
-    MAX_BLOCKED, MAX_COUNTERS, PROTO_ICMP, PROTO_ICMPV6, TOKEN_BUCKETS_ENTRIES, TokenBucket, block_counter,
-    flows_inserted, flows_removed,
+    CONFIG_AUDIT, CONFIG_LIVE_FLAGS, CONFIG_MORE_ADDRESSES, Config, Counter, DROP_EVENTS_BYTES, Direction,
+    FLOW_STATS_ENTRIES, FLOWS_ENDED_ENTRIES, FRAGMENTS_ENTRIES, Flow, FlowKey, FlowTable, FragmentKey,
+    FragmentedDatagram, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT, MAP_ALLOW_PREFIX,
+    MAP_ANTISPOOF_DST, MAP_ANTISPOOF_SRC, MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS,
+    MAP_DROP_EVENTS, MAP_FLOW_STATS, MAP_FLOWS_ENDED, MAP_FRAGMENTS, MAP_HALF_OPEN, MAP_HOST_ADDRESSES,
+    MAP_TOKEN_BUCKETS, MAPS, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, MAX_HOST_ADDRESSES, PROTO_ICMP,
+    PROTO_ICMPV6, TOKEN_BUCKETS_ENTRIES, TokenBucket, block_counter, flows_inserted, flows_removed,
 };
 
 use crate::{
@@ -49,6 +49,10 @@ pub enum MapsError {
         "the live filter has no map {0}: an older version made it; `firewall down` then `firewall up` replaces it (its tracked flows and counters start afresh)"
     )]
     MissingPinned(&'static str),
+    #[error(
+        "the live filter's programs know one address of each family (an older version loaded them: its maps have no {MAP_HOST_ADDRESSES}), and the policy names more; `firewall up` with it replaces the programs in place (tracked flows and counters kept)"
+    )]
+    OneAddressEach,
 }
 
 /// A map's shape: key and value sizes as the kernel object declares them (an LPM trie's
@@ -87,15 +91,20 @@ fn layout(name: &str) -> Layout {
         // A ring buffer has neither keys nor values; its size is in bytes.
         MAP_DROP_EVENTS => (0, 0, Some(DROP_EVENTS_BYTES)),
         MAP_FRAGMENTS => (size_of::<FragmentKey>(), size_of::<FragmentedDatagram>(), Some(FRAGMENTS_ENTRIES)),
+        MAP_HOST_ADDRESSES => (size_of::<Addr>(), size_of::<u32>(), Some(MAX_HOST_ADDRESSES)),
         _ => unreachable!("every map is listed in firewall_common::MAPS"),
     };
     Layout { key: key as u32, value: value as u32, max_entries }
 }
 
-/// Maps a live filter made by an earlier version may lack: they hold short-lived state
-/// that no command reads, so the programs the next `up` or `reload` loads start them
-/// empty (the loader creates and pins them), and nothing is lost.
-const MAPS_ADDED_LATER: [&str; 1] = [MAP_FRAGMENTS];
+/// Maps a live filter made by an earlier version may lack, and no fault: its programs never
+/// read them, and `up` over it loads programs that do, for which the loader creates the
+/// missing map and pins it beside the others (a pin path whose file is missing is created,
+/// not refused), so no `down` is needed, nor any flow lost. `FRAGMENTS` holds short-lived
+/// state only, which starts empty. `HOST_ADDRESSES`: `reload` and the views work without
+/// it, and `reload` refuses only a policy with more than one address of a family
+/// ([`MapsError::OneAddressEach`]).
+const MAPS_ADDED_LATER: [&str; 2] = [MAP_FRAGMENTS, MAP_HOST_ADDRESSES];
 
 /// Refuses pinned maps whose layout is not this firewall's, and a live filter without one
 /// of this firewall's maps (but [`MAPS_ADDED_LATER`]): the programs would read them with
@@ -160,6 +169,9 @@ pub struct LiveMaps {
     pub antispoof_dst: LpmTrie<MapData, Addr, u32>,
     pub token_buckets: Array<MapData, TokenBucket>,
     pub blocklist: LpmTrie<MapData, Addr, BlockEntry>,
+    /// The host's addresses; `None` on a live filter older than the map (see
+    /// [`check_pinned`]).
+    pub host_addresses: Option<HashMap<MapData, Addr, u32>>,
 }
 
 /// What [`LiveMaps::apply`] changed.
@@ -177,7 +189,11 @@ pub(crate) fn prefix_key(prefix: &Prefix) -> Key<Addr> {
 }
 
 impl LiveMaps {
-    fn from_source(mut get: impl FnMut(&'static str) -> Result<Map>) -> Result<LiveMaps> {
+    /// The maps `get` gives; [`MAP_HOST_ADDRESSES`] only when `host_addresses`.
+    fn from_source(
+        mut get: impl FnMut(&'static str) -> Result<Map>,
+        host_addresses: bool,
+    ) -> Result<LiveMaps> {
         macro_rules! typed {
             ($name:expr) => {
                 get($name)?.try_into().map_err(call($name, "open"))?
@@ -196,22 +212,26 @@ impl LiveMaps {
             antispoof_dst: typed!(MAP_ANTISPOOF_DST),
             token_buckets: typed!(MAP_TOKEN_BUCKETS),
             blocklist: typed!(MAP_BLOCKLIST),
+            host_addresses: if host_addresses { Some(typed!(MAP_HOST_ADDRESSES)) } else { None },
         })
     }
 
     /// Takes the maps out of a loaded object (after its programs are loaded: they hold
     /// the maps' descriptors from then on).
     pub fn take(ebpf: &mut Ebpf) -> Result<LiveMaps> {
-        Self::from_source(|name| ebpf.take_map(name).ok_or(MapsError::Missing(name)))
+        Self::from_source(|name| ebpf.take_map(name).ok_or(MapsError::Missing(name)), true)
     }
 
     /// Opens the maps a live filter pinned.
     pub fn open(pins: &Pins) -> Result<LiveMaps> {
         check_pinned(pins)?;
-        Self::from_source(|name| {
-            let data = MapData::from_pin(pins.map_path(name)).map_err(call(name, "open pinned"))?;
-            Map::from_map_data(data).map_err(call(name, "open pinned"))
-        })
+        Self::from_source(
+            |name| {
+                let data = MapData::from_pin(pins.map_path(name)).map_err(call(name, "open pinned"))?;
+                Map::from_map_data(data).map_err(call(name, "open pinned"))
+            },
+            pins.map_path(MAP_HOST_ADDRESSES).exists(),
+        )
     }
 
     /// Makes the maps hold `plan`: zeroes `fresh_counters` first, then adds and updates
@@ -224,6 +244,9 @@ impl LiveMaps {
         fresh_counters: &[u32],
         enforcement: Option<Enforcement>,
     ) -> Result<Applied> {
+        if self.host_addresses.is_none() && plan.config.flags & CONFIG_MORE_ADDRESSES != 0 {
+            return Err(MapsError::OneAddressEach);
+        }
         let mut applied = Applied::default();
         for id in fresh_counters {
             self.zero_counter(*id)?;
@@ -301,6 +324,25 @@ impl LiveMaps {
             }
         }
 
+        // The host's addresses: the new ones before the configuration that may name one
+        // first or ask for the map, the stale ones after it, so an address the policy
+        // keeps is never a stranger's, whichever of the two places holds it.
+        let live_addresses: Vec<Addr> = match &self.host_addresses {
+            None => Vec::new(),
+            Some(map) => map
+                .keys()
+                .collect::<std::result::Result<_, _>>()
+                .map_err(call(MAP_HOST_ADDRESSES, "iterate"))?,
+        };
+        if let Some(map) = &mut self.host_addresses {
+            for addr in &plan.host_addresses {
+                if !live_addresses.contains(addr) {
+                    map.insert(addr, 1, 0).map_err(call(MAP_HOST_ADDRESSES, "insert"))?;
+                    applied.added += 1;
+                }
+            }
+        }
+
         // The ready bit goes on with the configuration, last.
         // The modes are the live filter's, not the policy's: audit unless told otherwise,
         // drop events while a listener is there, the blocklist's.
@@ -312,6 +354,13 @@ impl LiveMaps {
         }
         config.flags |= live & CONFIG_LIVE_FLAGS;
         self.config.set(0, config, 0).map_err(call(MAP_CONFIG, "set"))?;
+
+        if let Some(map) = &mut self.host_addresses {
+            for addr in live_addresses.iter().filter(|a| !plan.host_addresses.contains(*a)) {
+                gone_is_ok(map.remove(addr)).map_err(call(MAP_HOST_ADDRESSES, "remove"))?;
+                applied.removed += 1;
+            }
+        }
 
         applied.flows_removed = self.forget_flows(plan)?;
         Ok(applied)

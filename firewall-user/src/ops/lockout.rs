@@ -78,12 +78,9 @@ impl SshSession {
 }
 
 impl SshSession {
-    /// Whether the session goes to `policy`'s host address (either family).
+    /// Whether the session goes to one of `policy`'s host addresses (either family).
     pub fn to_host(&self, policy: &Policy) -> bool {
-        match self.server {
-            IpAddr::V4(v4) => v4 == policy.address,
-            IpAddr::V6(v6) => policy.address6 == Some(v6),
-        }
+        policy.is_host_address(self.server)
     }
 }
 
@@ -196,14 +193,7 @@ pub struct LockOut {
 
 /// Whether `addr` is one of `iface`'s addresses.
 fn on_interface(iface: &str, addr: IpAddr) -> bool {
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        return false;
-    };
-    addrs.filter(|a| a.interface_name == iface).any(|a| {
-        let Some(sock) = a.address else { return false };
-        sock.as_sockaddr_in().map(|s| IpAddr::V4(s.ip())) == Some(addr)
-            || sock.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())) == Some(addr)
-    })
+    crate::kernel::filter::interface_addresses(iface).is_some_and(|addrs| addrs.contains(&addr))
 }
 
 /// Refuses `policy` on `iface` (the policy's `[host] interface` if `None`) when it would
@@ -216,9 +206,18 @@ pub fn check(policy: &Policy, iface: Option<&str>, session: &SshSession) -> Resu
             // Another interface's session: this filter never sees it.
             return Ok(());
         };
+        let listed = |addresses: Vec<String>| match addresses.len() {
+            0 => "none".to_owned(),
+            1 => addresses.concat(),
+            _ => format!("[{}]", addresses.join(", ")),
+        };
         let (key, what) = match session.server {
-            IpAddr::V4(_) => ("address", policy.address.to_string()),
-            IpAddr::V6(_) => ("address6", policy.address6.map_or("none".into(), |a| a.to_string())),
+            IpAddr::V4(_) => {
+                ("address", listed(policy.addresses().iter().map(ToString::to_string).collect()))
+            }
+            IpAddr::V6(_) => {
+                ("address6", listed(policy.addresses6().iter().map(ToString::to_string).collect()))
+            }
         };
         return fail(
             format!("it reaches {} on {iface}, and the policy's [host] {key} is {what}", session.server),

@@ -42,7 +42,7 @@ pub(super) fn validate_antispoof(raw: Option<RawAntispoof>, host: &Host) -> Resu
         Some(a) => (a.sources, a.destinations),
         None => (None, None),
     };
-    let ipv6 = host.address6.is_some();
+    let ipv6 = !host.addresses6.is_empty();
     // Where each list's entries are written, to place an error about their number.
     let entry_places = |list: &Option<Vec<Spanned<String>>>| -> Vec<usize> {
         list.as_ref().map(|l| l.iter().map(|e| e.span().start).collect()).unwrap_or_default()
@@ -98,22 +98,25 @@ fn prefix_list(
 
 /// A destination that holds one of the host's addresses would drop everything sent to it.
 fn host_outside_destinations(host: &Host, destinations: &[Prefix]) -> Result<(), Located> {
-    let address = host.address;
-    if let Some(p) = destinations.iter().find(|p| p.contains(IpAddr::V4(address))) {
-        return fail(
-            host.address_at,
-            format!("address {address} is in antispoof destination {p}: every packet to it would be dropped"),
-        );
+    for &(address, at) in &host.addresses {
+        if let Some(p) = destinations.iter().find(|p| p.contains(IpAddr::V4(address))) {
+            return fail(
+                at,
+                format!(
+                    "address {address} is in antispoof destination {p}: every packet to it would be dropped"
+                ),
+            );
+        }
     }
-    if let Some((address6, at)) = host.address6
-        && let Some(p) = destinations.iter().find(|p| p.contains(IpAddr::V6(address6)))
-    {
-        return fail(
-            at,
-            format!(
-                "address6 {address6} is in antispoof destination {p}: every packet to it would be dropped"
-            ),
-        );
+    for &(address6, at) in &host.addresses6 {
+        if let Some(p) = destinations.iter().find(|p| p.contains(IpAddr::V6(address6))) {
+            return fail(
+                at,
+                format!(
+                    "address6 {address6} is in antispoof destination {p}: every packet to it would be dropped"
+                ),
+            );
+        }
     }
     Ok(())
 }

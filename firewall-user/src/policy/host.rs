@@ -1,20 +1,27 @@
 //! `[host]`: the host's own addresses, which every packet in must be to and every packet
 //! out from, the interface the filter attaches to, and whether its DHCP client's exchange
 //! passes.
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    collections::HashSet,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
+use firewall_common::MAX_HOST_ADDRESSES;
 use serde_spanned::Spanned;
 
-use super::{Located, fail, raw::RawHost};
+use super::{
+    Located, fail,
+    raw::{RawAddresses, RawHost},
+};
 
 /// `[host]`, validated. The addresses keep their places: the anti-spoof destinations are
 /// checked against them next, and an error there points at the address.
 pub(super) struct Host {
     pub(super) interface: Option<String>,
-    pub(super) address: Ipv4Addr,
-    pub(super) address_at: usize,
-    /// `address6` and where it is written.
-    pub(super) address6: Option<(Ipv6Addr, usize)>,
+    /// Every `address`, in the order written (one at least), each with where it is written.
+    pub(super) addresses: Vec<(Ipv4Addr, usize)>,
+    /// Every `address6` (none without it), likewise.
+    pub(super) addresses6: Vec<(Ipv6Addr, usize)>,
     /// `dhcp`: the DHCP client's exchange passes (default true).
     pub(super) dhcp: bool,
 }
@@ -25,19 +32,57 @@ pub(super) fn validate_host(raw: RawHost, host_at: usize) -> Result<Host, Locate
     let Some(address) = raw.address else {
         return fail(host_at, "[host] needs address, the host's IPv4 address (OURIP)");
     };
-    let address_at = address.span().start;
-    let address = ipv4_address(address.get_ref(), address_at)?;
-    let address6 = match raw.address6 {
-        None => None,
-        Some(text) => {
-            let at = text.span().start;
-            Some((ipv6_address(text.get_ref(), at)?, at))
-        }
+    let addresses = address_list(address, "address", "name at least one IPv4 address (OURIP)", ipv4_address)?;
+    let addresses6 = match raw.address6 {
+        None => Vec::new(),
+        Some(list) => address_list(list, "address6", "leave it out, or name an IPv6 address", ipv6_address)?,
     };
+    within_the_limit(&addresses, &addresses6)?;
     let interface = raw.interface.map(interface_name).transpose()?;
     // A boolean or nothing: TOML's parser has placed any other value's error already.
     let dhcp = raw.dhcp.unwrap_or(true);
-    Ok(Host { interface, address, address_at, address6, dhcp })
+    Ok(Host { interface, addresses, addresses6, dhcp })
+}
+
+/// `address` or `address6` (`key`): one address or a non-empty list of them, each checked
+/// by `one` as a lone address always was, none twice.
+fn address_list<A: Copy + Eq + std::hash::Hash + std::fmt::Display>(
+    raw: Spanned<RawAddresses>,
+    key: &str,
+    need: &str,
+    one: fn(&str, usize) -> Result<A, Located>,
+) -> Result<Vec<(A, usize)>, Located> {
+    let at = raw.span().start;
+    let entries = raw.into_inner().entries(at);
+    if entries.is_empty() {
+        return fail(at, format!("{key} is an empty list: {need}"));
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(entries.len());
+    for (text, at) in entries {
+        let addr = one(&text, at)?;
+        if !seen.insert(addr) {
+            return fail(at, format!("{addr} is twice in {key}"));
+        }
+        out.push((addr, at));
+    }
+    Ok(out)
+}
+
+/// The kernel's map of the host's addresses holds `MAX_HOST_ADDRESSES`, both families
+/// together; the error points at the first over.
+fn within_the_limit(
+    addresses: &[(Ipv4Addr, usize)],
+    addresses6: &[(Ipv6Addr, usize)],
+) -> Result<(), Located> {
+    let mut places = addresses.iter().map(|(_, at)| *at).chain(addresses6.iter().map(|(_, at)| *at));
+    match places.nth(MAX_HOST_ADDRESSES as usize) {
+        None => Ok(()),
+        Some(at) => fail(
+            at,
+            format!("too many host addresses: at most {MAX_HOST_ADDRESSES}, address and address6 together"),
+        ),
+    }
 }
 
 /// `address`: a unicast IPv4 address, the seed's OURIP.
@@ -110,6 +155,88 @@ mod tests {
         assert!(check(&host("198.51.100.2")).unwrap_err().contains("its IPv4 one goes in address"));
         assert!(check(&host("::ffff:198.51.100.2")).unwrap_err().contains("IPv4-mapped"));
         assert!(check(&host("2001:db8::zz")).unwrap_err().ends_with("bad address6 \"2001:db8::zz\""));
+    }
+
+    #[test]
+    fn addresses_are_one_or_a_list_of_each_family() {
+        let p = check("[host]\naddress = \"198.51.100.1\"\n").unwrap();
+        assert_eq!((p.addresses().len(), p.addresses6().len()), (1, 0));
+        let p = check(
+            "[host]\naddress = [\"198.51.100.1\", \"198.51.100.2\"]\naddress6 = [\"2001:db8::1\", \"2001:db8::2\", \"2001:db8:1::1\"]\n",
+        )
+        .unwrap();
+        assert_eq!(p.address, "198.51.100.1".parse::<std::net::Ipv4Addr>().unwrap());
+        assert_eq!(p.more_addresses, ["198.51.100.2".parse::<std::net::Ipv4Addr>().unwrap()]);
+        assert_eq!(p.address6, Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(p.addresses6().len(), 3);
+        assert!(p.is_host_address("198.51.100.2".parse().unwrap()));
+        assert!(p.is_host_address("2001:db8:1::1".parse().unwrap()));
+        assert!(!p.is_host_address("198.51.100.3".parse().unwrap()));
+        // A list of one is the string.
+        assert_eq!(
+            check("[host]\naddress = [\"198.51.100.1\"]\n").unwrap(),
+            check("[host]\naddress = \"198.51.100.1\"\n").unwrap()
+        );
+    }
+
+    #[test]
+    fn each_listed_address_is_checked_where_it_is_written() {
+        let host = |v4: &str, v6: &str| format!("[host]\naddress = {v4}\naddress6 = {v6}\n");
+        let six = "\"2001:db8::1\"";
+        assert_eq!(
+            check(&host("[]", six)).unwrap_err(),
+            "p.toml:2:11: address is an empty list: name at least one IPv4 address (OURIP)"
+        );
+        assert_eq!(
+            check(&host("\"198.51.100.1\"", "[]")).unwrap_err(),
+            "p.toml:3:12: address6 is an empty list: leave it out, or name an IPv6 address"
+        );
+        assert_eq!(
+            check(&host("[\"198.51.100.1\", \"198.51.100.1\"]", six)).unwrap_err(),
+            "p.toml:2:28: 198.51.100.1 is twice in address"
+        );
+        assert_eq!(
+            check(&host("\"198.51.100.1\"", "[\"2001:db8::1\", \"2001:db8:0::1\"]")).unwrap_err(),
+            "p.toml:3:28: 2001:db8::1 is twice in address6"
+        );
+        // The faults a lone address has, with the same words, at the entry.
+        assert_eq!(
+            check(&host("[\"198.51.100.1\", \"198.51.100.256\"]", six)).unwrap_err(),
+            "p.toml:2:28: bad address \"198.51.100.256\""
+        );
+        assert_eq!(
+            check(&host("[\"198.51.100.1\", \"2001:db8::2\"]", six)).unwrap_err(),
+            "p.toml:2:28: address is the host's IPv4 address; put its IPv6 one in address6"
+        );
+        assert_eq!(
+            check(&host("\"198.51.100.1\"", "[\"2001:db8::1\", \"fe80::1\"]")).unwrap_err(),
+            "p.toml:3:28: address6 fe80::1 is not a routable unicast address (link-local traffic that IPv6 needs passes anyway)"
+        );
+        // Every address is kept out of the anti-spoof destinations.
+        assert_eq!(
+            check(&host("[\"198.51.100.1\", \"1.1.1.1\"]", six)).unwrap_err(),
+            "p.toml:2:28: address 1.1.1.1 is in antispoof destination 1.1.1.1: every packet to it would be dropped"
+        );
+        let err = check(&format!(
+            "{}[antispoof]\ndestinations = [\"2001:db8:1::/48\"]\n",
+            host("\"198.51.100.1\"", "[\"2001:db8::1\", \"2001:db8:1::1\"]")
+        ))
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "p.toml:3:28: address6 2001:db8:1::1 is in antispoof destination 2001:db8:1::/48: every packet to it would be dropped"
+        );
+        // A wrong type.
+        let err = check(&host("5", six)).unwrap_err();
+        assert_eq!(err, "p.toml:2:11: invalid type: integer `5`, expected an address or a list of addresses");
+    }
+
+    #[test]
+    fn at_most_so_many_host_addresses() {
+        let many: Vec<String> =
+            (0..=256).map(|i| format!("\"198.51.{}.{}\"", 100 + i / 250, 1 + i % 250)).collect();
+        let err = check(&format!("[host]\naddress = [\n{}\n]\n", many.join(",\n"))).unwrap_err();
+        assert_eq!(err, "p.toml:259:1: too many host addresses: at most 256, address and address6 together");
     }
 
     #[test]

@@ -19,7 +19,7 @@ mod rule;
 
 use std::{
     fmt,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -50,9 +50,17 @@ pub use self::{
 #[derive(Clone, Debug, PartialEq)]
 pub struct Policy {
     pub interface: Option<String>,
+    /// The first of `address` (OURIP), which the kernel compares first.
     pub address: Ipv4Addr,
-    /// `address6`: with it, IPv6 is filtered by the same rules; without, dropped whole.
+    /// The first of `address6`: with it, IPv6 is filtered by the same rules; without,
+    /// dropped whole.
     pub address6: Option<Ipv6Addr>,
+    /// The rest of `address`, in the order written (none for a lone address): the fields
+    /// above stay what they were when a host had one address of each family, so what
+    /// reads them alone reads the first; [`Policy::is_host_address`] asks about all.
+    pub more_addresses: Vec<Ipv4Addr>,
+    /// The rest of `address6`, likewise.
+    pub more_addresses6: Vec<Ipv6Addr>,
     /// `dhcp` (default true): the DHCP client's exchange passes, DHCPv6's too with
     /// `address6`, on a built-in line of its own.
     pub dhcp: bool,
@@ -60,6 +68,33 @@ pub struct Policy {
     pub antispoof_destinations: Vec<Prefix>,
     pub conntrack: Conntrack,
     pub rules: Vec<Rule>,
+}
+
+impl Policy {
+    /// Every IPv4 address of the host's, `address` first.
+    pub fn addresses(&self) -> Vec<Ipv4Addr> {
+        std::iter::once(self.address).chain(self.more_addresses.iter().copied()).collect()
+    }
+
+    /// Every IPv6 address of the host's (none without `address6`), the first first.
+    pub fn addresses6(&self) -> Vec<Ipv6Addr> {
+        self.address6.into_iter().chain(self.more_addresses6.iter().copied()).collect()
+    }
+
+    /// Every address of the host's, IPv4 then IPv6, each in the order written.
+    pub fn host_addresses(&self) -> Vec<IpAddr> {
+        let v4 = self.addresses().into_iter().map(IpAddr::V4);
+        v4.chain(self.addresses6().into_iter().map(IpAddr::V6)).collect()
+    }
+
+    /// Whether `addr` is one of the host's addresses: a packet to it (in) or from it
+    /// (out) is ours, and every rule applies to it.
+    pub fn is_host_address(&self, addr: IpAddr) -> bool {
+        match addr {
+            IpAddr::V4(v4) => v4 == self.address || self.more_addresses.contains(&v4),
+            IpAddr::V6(v6) => self.address6 == Some(v6) || self.more_addresses6.contains(&v6),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -223,11 +258,19 @@ fn validate(raw: RawPolicy, host_at: usize) -> Result<Policy, Located> {
     let host = validate_host(raw.host, host_at)?;
     let antispoof = validate_antispoof(raw.antispoof, &host)?;
     let conntrack = validate_conntrack(raw.conntrack)?;
-    let rules = validate_rules(raw.rule, host.address6.is_some())?;
+    let rules = validate_rules(raw.rule, !host.addresses6.is_empty())?;
+    let (address, more_addresses) = match host.addresses.split_first() {
+        Some(((first, _), rest)) => (*first, rest.iter().map(|(a, _)| *a).collect()),
+        None => unreachable!("validate_host refuses an address without one"),
+    };
+    let address6 = host.addresses6.first().map(|(a, _)| *a);
+    let more_addresses6 = host.addresses6.iter().skip(1).map(|(a, _)| *a).collect();
     Ok(Policy {
         interface: host.interface,
-        address: host.address,
-        address6: host.address6.map(|(address6, _)| address6),
+        address,
+        address6,
+        more_addresses,
+        more_addresses6,
         dhcp: host.dhcp,
         antispoof_sources: antispoof.sources,
         antispoof_destinations: antispoof.destinations,

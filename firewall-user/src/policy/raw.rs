@@ -53,8 +53,8 @@ pub(super) struct RawPolicy {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHost {
     pub(super) interface: Option<Spanned<String>>,
-    pub(super) address: Option<Spanned<String>>,
-    pub(super) address6: Option<Spanned<String>>,
+    pub(super) address: Option<Spanned<RawAddresses>>,
+    pub(super) address6: Option<Spanned<RawAddresses>>,
     pub(super) dhcp: Option<bool>,
 }
 
@@ -107,6 +107,53 @@ impl<'de> Deserialize<'de> for RawPeers {
             }
         }
         deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// `[host] address` or `address6`: one address, as every policy wrote it before hosts
+/// could have several, or a list whose entries keep their own places for error messages.
+pub(super) enum RawAddresses {
+    One(String),
+    Many(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for RawAddresses {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawAddresses;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an address or a list of addresses")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawAddresses, E> {
+                Ok(RawAddresses::One(v.to_owned()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawAddresses, A::Error> {
+                let mut list = Vec::new();
+                while let Some(entry) = seq.next_element::<Spanned<String>>()? {
+                    list.push(entry);
+                }
+                Ok(RawAddresses::Many(list))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl RawAddresses {
+    /// Each address as written, with its place: a lone string's is the value's own
+    /// (`at`), a list entry's its own.
+    pub(super) fn entries(self, at: usize) -> Vec<(String, usize)> {
+        match self {
+            RawAddresses::One(text) => vec![(text, at)],
+            RawAddresses::Many(list) => list
+                .into_iter()
+                .map(|entry| {
+                    let at = entry.span().start;
+                    (entry.into_inner(), at)
+                })
+                .collect(),
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use crate::{
     compile::{ListChain, chain_name},
     kernel::maps::TableStats,
+    policy::Policy,
 };
 
 /// How to print.
@@ -70,6 +71,16 @@ pub fn conntrack_line(established: &TableStats, half_open: &TableStats) -> Strin
         grouped(established.evicted),
         grouped(half_open.evicted)
     )
+}
+
+/// The line after the flow tables': the host's addresses in force, each family's in the
+/// policy's order, `host addresses: 198.51.100.1, 198.51.100.2; 2001:db8::1` (IPv4 alone
+/// without `address6`).
+pub fn addresses_line(policy: &Policy) -> String {
+    let joined = |list: Vec<String>| list.join(", ");
+    let v4 = joined(policy.addresses().iter().map(ToString::to_string).collect());
+    let v6 = joined(policy.addresses6().iter().map(ToString::to_string).collect());
+    if v6.is_empty() { format!("host addresses: {v4}") } else { format!("host addresses: {v4}; {v6}") }
 }
 
 /// The text listing. Columns are as wide as iptables' (prot 4, addresses 18) or as their
@@ -142,13 +153,15 @@ pub fn render(chains: &[ListChain], counters: &[Counter], style: Style) -> Strin
 }
 
 /// `list --json`: `{"audit": false, "chains": [{"name", "policy", "packets", "bytes", "rules":
-/// […]}], "conntrack": {"established": {"entries", "capacity", "evicted"}, "half_open": …}}`
-/// (targets as the policy says them, DROP even in audit mode).
+/// […]}], "conntrack": {"established": {"entries", "capacity", "evicted"}, "half_open": …},
+/// "addresses": ["198.51.100.1", …], "addresses6": ["2001:db8::1", …]}` (targets as the
+/// policy says them, DROP even in audit mode; `addresses6` empty without `address6`).
 pub fn json(
     chains: &[ListChain],
     counters: &[Counter],
     audit: bool,
     (established, half_open): (&TableStats, &TableStats),
+    policy: &Policy,
 ) -> Value {
     let chains: Vec<Value> = chains
         .iter()
@@ -178,6 +191,8 @@ pub fn json(
         "audit": audit,
         "chains": chains,
         "conntrack": { "established": established, "half_open": half_open },
+        "addresses": policy.addresses(),
+        "addresses6": policy.addresses6(),
     })
 }
 
@@ -231,6 +246,25 @@ mod tests {
         assert_eq!(grouped(0), "0");
         assert_eq!(grouped(999), "999");
         assert_eq!(grouped(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn the_host_s_addresses_are_listed_after_the_flow_tables_and_in_the_json() {
+        let parse = |text: &str| crate::policy::parse(text, std::path::Path::new("p.toml")).unwrap();
+        let one = parse("[host]\naddress = \"198.51.100.1\"\n");
+        assert_eq!(addresses_line(&one), "host addresses: 198.51.100.1");
+        let more = parse(
+            "[host]\naddress = [\"198.51.100.1\", \"198.51.100.2\"]\naddress6 = [\"2001:db8::1\", \"2001:db8:1::1\"]\n",
+        );
+        assert_eq!(
+            addresses_line(&more),
+            "host addresses: 198.51.100.1, 198.51.100.2; 2001:db8::1, 2001:db8:1::1"
+        );
+        let table = TableStats::default();
+        let value = json(&[], &[], false, (&table, &table), &more);
+        assert_eq!(value["addresses"], json!(["198.51.100.1", "198.51.100.2"]));
+        assert_eq!(value["addresses6"], json!(["2001:db8::1", "2001:db8:1::1"]));
+        assert_eq!(json(&[], &[], false, (&table, &table), &one)["addresses6"], json!([]));
     }
 
     #[test]

@@ -296,3 +296,111 @@ fn without_address6_ipv6_is_dropped_and_ipv4_is_not() {
     assert!(list.packets("INPUT", "ipv6") > 0, "IPv6 counted on its drop line");
     assert!(list.packets("INPUT", "ssh-in") > 0, "the IPv4 session on ssh-in's line");
 }
+
+/// A server with a second address of each family, and a third on `s0` that the policy
+/// does not list: real TCP to each listed address is served and counted on the rule's
+/// line, to the unlisted one it meets FORWARD's policy; `list --json` shows the addresses
+/// in force; `check` warns of a listed address `s0` lacks; and a reload that moves the
+/// service to another list of addresses keeps a connection open to one they share.
+#[test]
+fn every_listed_address_is_served_and_a_reload_moving_them_keeps_a_session() {
+    use std::net::Ipv4Addr;
+    require_root();
+    let lab = Lab::dual_stack("addresses");
+    let ssh_peer = Ipv4Addr::new(203, 0, 113, 7);
+    let (second, unlisted) = (Ipv4Addr::new(198, 51, 100, 2), Ipv4Addr::new(198, 51, 100, 3));
+    let (second6, unlisted6) =
+        (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2), Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 3));
+    for addr in [IpAddr::V4(second), IpAddr::V4(unlisted), IpAddr::V6(second6), IpAddr::V6(unlisted6)] {
+        lab.add_server_address(addr);
+    }
+    for addr in [IpAddr::V4(HOST), IpAddr::V4(second), IpAddr::V4(unlisted)] {
+        lab.tcp_echo(SocketAddr::new(addr, 122));
+    }
+    for addr in [HOST6, second6, unlisted6] {
+        lab.tcp_echo(sa(addr, 122));
+    }
+    let policy = |v4: &str, v6: &str| {
+        format!(
+            "[host]\ninterface = \"{SERVER_IF}\"\naddress = {v4}\naddress6 = {v6}\n[[rule]]\nname = \"ssh-in\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 122\npeers = [\"{ssh_peer}\", \"{SSH_PEER6}\"]\n"
+        )
+    };
+    let file = lab.tmp().join("addresses.toml");
+    let write = |text: String| std::fs::write(&file, text).expect("writing the policy");
+    write(policy(
+        &format!("[\"{HOST}\", \"{second}\"]"),
+        &format!("[\"{HOST6}\", \"{second6}\", \"2001:db8::4\"]"),
+    ));
+    // 2001:db8::4 is listed but not on s0: check warns of it, and of nothing else.
+    let checked = lab.firewall(&["check", file.to_str().unwrap()]);
+    assert!(checked.status.success(), "check: {}", String::from_utf8_lossy(&checked.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&checked.stderr),
+        format!(
+            "warning: {}: [host] address6 2001:db8::4 is not on interface {SERVER_IF} now\n",
+            file.display()
+        )
+    );
+    lab.firewall_ok(&["up", "--policy", file.to_str().unwrap(), "--iface", SERVER_IF]);
+
+    let mut counted = lab.list().packets("INPUT", "ssh-in");
+    for to in [SocketAddr::new(HOST.into(), 122), SocketAddr::new(second.into(), 122)] {
+        assert_eq!(lab.tcp_probe(ssh_peer, to, OPEN_WITHIN), Outcome::Open, "to {to}");
+        let now = lab.list().packets("INPUT", "ssh-in");
+        assert!(now > counted, "the connection to {to} on ssh-in's line");
+        counted = now;
+    }
+    for to in [sa(HOST6, 122), sa(second6, 122)] {
+        assert_eq!(lab.tcp_probe(SSH_PEER6, to, OPEN_WITHIN), Outcome::Open, "to {to}");
+        let now = lab.list().packets("INPUT", "ssh-in");
+        assert!(now > counted, "the connection to {to} on ssh-in's line");
+        counted = now;
+    }
+    let forward = lab.list().policy("FORWARD");
+    for to in [SocketAddr::new(unlisted.into(), 122), sa(unlisted6, 122)] {
+        let from: IpAddr = if to.is_ipv4() { ssh_peer.into() } else { SSH_PEER6.into() };
+        assert_eq!(lab.tcp_probe(from, to, BLOCKED_AFTER), Outcome::Blocked, "to the unlisted {to}");
+    }
+    let list = lab.list();
+    assert!(list.policy("FORWARD") >= forward + 2, "both unlisted addresses on FORWARD's policy");
+    assert_eq!(list.packets("INPUT", "ssh-in"), counted, "nothing to them on ssh-in's line");
+    assert_eq!(list.0["addresses"], serde_json::json!([HOST.to_string(), second.to_string()]));
+    assert_eq!(
+        list.0["addresses6"],
+        serde_json::json!([HOST6.to_string(), second6.to_string(), "2001:db8::4"])
+    );
+    let text = lab.firewall_ok(&["list", "--iface", SERVER_IF]);
+    assert!(
+        text.ends_with(&format!("host addresses: {HOST}, {second}; {HOST6}, {second6}, 2001:db8::4\n")),
+        "{text}"
+    );
+
+    // A session to the second address, then a reload that makes it the first of a new
+    // list, drops HOST and takes in the unlisted one: the session goes on.
+    let mut session = lab
+        .tcp_connect(ssh_peer, SocketAddr::new(second.into(), 122), OPEN_WITHIN)
+        .expect("a session to the second address");
+    tests::lab::echo(&mut session, b"before\n", OPEN_WITHIN).expect("an echo before the reload");
+    write(policy(&format!("[\"{second}\", \"{unlisted}\"]"), &format!("\"{second6}\"")));
+    lab.firewall_ok(&["reload", "--iface", SERVER_IF]);
+    tests::lab::echo(&mut session, b"after\n", OPEN_WITHIN).expect("the session after the reload");
+    assert_eq!(
+        lab.tcp_probe(ssh_peer, SocketAddr::new(unlisted.into(), 122), OPEN_WITHIN),
+        Outcome::Open,
+        "the address the reload listed"
+    );
+    assert_eq!(
+        lab.tcp_probe(ssh_peer, SocketAddr::new(HOST.into(), 122), BLOCKED_AFTER),
+        Outcome::Blocked,
+        "the address the reload took out"
+    );
+    assert_eq!(lab.tcp_probe(SSH_PEER6, sa(HOST6, 122), BLOCKED_AFTER), Outcome::Blocked, "HOST6 likewise");
+    assert_eq!(
+        lab.tcp_probe(SSH_PEER6, sa(second6, 122), OPEN_WITHIN),
+        Outcome::Open,
+        "second6 kept, now alone"
+    );
+    let list = lab.list();
+    assert_eq!(list.0["addresses"], serde_json::json!([second.to_string(), unlisted.to_string()]));
+    assert_eq!(list.0["addresses6"], serde_json::json!([second6.to_string()]));
+}

@@ -384,6 +384,48 @@ fn maps_of_another_layout_are_refused_not_misread() {
     lab.firewall_ok(&["down", "--iface", SERVER_IF]);
 }
 
+/// A filter made before hosts could have several addresses has no HOST_ADDRESSES pinned.
+/// Its programs never read one, so `reload` and `list` work on it as they did, and only a
+/// policy with a second address of a family is refused, naming the way out: `up`, which
+/// loads programs that read the map, creates and pins it, and keeps the open session.
+#[test]
+fn a_filter_from_before_several_addresses_is_brought_up_to_them_in_place() {
+    require_root();
+    let lab = Lab::new("older-addresses");
+    let second = Ipv4Addr::new(198, 51, 100, 2);
+    lab.add_server_address(second);
+    lab.tcp_echo(SSH);
+    lab.tcp_echo(SocketAddrV4::new(second, 122));
+    lab.up();
+    let pinned = lab.pin_dir().join(firewall_common::MAP_HOST_ADDRESSES);
+    fs::remove_file(&pinned).unwrap();
+    let mut session = lab.tcp_connect(SSH_PEER, SSH, OPEN_WITHIN).expect("a session before the upgrade");
+    echo(&mut session, b"before\n", OPEN_WITHIN).expect("an echo before");
+
+    lab.firewall_ok(&["reload"]);
+    assert!(lab.firewall_ok(&["list"]).ends_with("host addresses: 198.51.100.1\n"));
+    let policy = lab.policy_file();
+    let text = fs::read_to_string(&policy).unwrap();
+    let one = "address = \"198.51.100.1\"";
+    assert!(text.contains(one), "the tight policy's address");
+    let two = lab.tmp().join("two.toml");
+    fs::write(&two, text.replacen(one, &format!("address = [\"198.51.100.1\", \"{second}\"]"), 1)).unwrap();
+    let programs = lab.program_ids();
+    assert_fails(
+        &lab.firewall(&["reload", "--policy", two.to_str().unwrap()]),
+        "the live filter's programs know one address of each family (an older version loaded them: its maps have no HOST_ADDRESSES), and the policy names more; `firewall up` with it replaces the programs in place (tracked flows and counters kept)",
+    );
+    assert_eq!(lab.program_ids(), programs, "the refused reload left the programs alone");
+    assert!(!pinned.exists(), "and made no map");
+
+    lab.firewall_ok(&["up", "--policy", two.to_str().unwrap(), "--iface", SERVER_IF]);
+    assert!(pinned.exists(), "up created and pinned HOST_ADDRESSES");
+    assert_ne!(lab.program_ids(), programs, "new programs in the old links");
+    echo(&mut session, b"after\n", OPEN_WITHIN).expect("the session after the upgrade");
+    assert_eq!(lab.tcp_probe(SSH_PEER, SocketAddrV4::new(second, 122), OPEN_WITHIN), Outcome::Open);
+    lab.firewall_ok(&["down", "--iface", SERVER_IF]);
+}
+
 /// The peers the live ALLOW_EXACT map admits to tcp port `port` in, as the kernel reads it.
 fn live_peers(lab: &Lab, port: u16) -> BTreeSet<String> {
     let pins = Pins {

@@ -624,8 +624,11 @@ impl Loose {
 struct Pool {
     v6: bool,
     /// OURIP, or `address6` (2001:db8::1 for a policy without one: its IPv6 frames meet
-    /// the `ipv6` line whatever they hold).
+    /// the `ipv6` line whatever they hold): the first of the family's.
     ours: IpAddr,
+    /// The family's other addresses of the host's (after the first), then one beside
+    /// them that the policy does not list (`ours` with bit 3 flipped: .1 → .9).
+    others: Vec<IpAddr>,
     /// The policy's single peers.
     peers: Vec<IpAddr>,
     /// Addresses in and at the edges of its CIDR peers: the first, the second, the last,
@@ -879,9 +882,17 @@ impl Pool {
             // A DHCP server (the `dhcp` generator's).
             block_anchors.push(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
         }
+        let mut others: Vec<IpAddr> = if v6 {
+            policy.addresses6().iter().skip(1).map(|a| IpAddr::V6(*a)).collect()
+        } else {
+            policy.more_addresses.iter().map(|a| IpAddr::V4(*a)).collect()
+        };
+        others.push(from_bits(v6, bits_of(ours) ^ 8));
+        block_anchors.extend(others.iter().copied());
         Pool {
             v6,
             ours,
+            others,
             peers,
             cidr_edges,
             cidrs,
@@ -960,12 +971,14 @@ impl Pool {
         }
     }
 
-    /// The host's side: its address mostly, else another (FORWARD, outbound spoofing;
-    /// for IPv6 its link-local and multicast groups too).
+    /// The host's side: its first address mostly, its others, else another (FORWARD,
+    /// outbound spoofing; one beside the host's; for IPv6 its link-local and multicast
+    /// groups too).
     fn local(&self) -> BoxedStrategy<IpAddr> {
         if self.v6 {
             prop_oneof![
                 12 => Just(self.ours),
+                3 => select(self.others.clone()),
                 1 => select(self.strangers.clone()),
                 1 => select(self.antispoof.clone()),
                 1 => select(self.peers.clone()),
@@ -975,6 +988,7 @@ impl Pool {
         } else {
             prop_oneof![
                 12 => Just(self.ours),
+                3 => select(self.others.clone()),
                 1 => select(self.strangers.clone()),
                 1 => select(self.antispoof.clone()),
                 1 => select(self.peers.clone()),
@@ -2406,11 +2420,18 @@ fn random_policy(ipv6: bool) -> BoxedStrategy<String> {
             let rules: Vec<_> = (0..rules.len()).map(|i| random_rule(i, ipv6)).collect();
             let antispoof = if ipv6 { antispoof6.clone().boxed() } else { antispoof.clone().boxed() };
             let dhcp = select(vec!["", "", "dhcp = true\n", "dhcp = false\n"]);
-            (Just(ipv6), antispoof, rules, dhcp).prop_map(|(ipv6, antispoof, rules, dhcp)| {
-                // A host address that the custom destination list's /30 does not cover.
-                let address6 = if ipv6 { "address6 = \"2001:db8::1\"\n" } else { "" };
+            // One in three with two addresses of each family.
+            let two = select(vec![false, false, true]);
+            (Just(ipv6), antispoof, rules, dhcp, two).prop_map(|(ipv6, antispoof, rules, dhcp, two)| {
+                // Host addresses that the custom destination list's /30 does not cover.
+                let (address, address6) = if two {
+                    ("[\"198.51.100.1\", \"198.51.100.5\"]", "[\"2001:db8::1\", \"2001:db8::5\"]")
+                } else {
+                    ("\"198.51.100.1\"", "\"2001:db8::1\"")
+                };
+                let address6 = if ipv6 { format!("address6 = {address6}\n") } else { String::new() };
                 format!(
-                    "[host]\naddress = \"198.51.100.1\"\n{address6}{dhcp}{antispoof}[conntrack]\nmax_entries = 65536\n{}",
+                    "[host]\naddress = {address}\n{address6}{dhcp}{antispoof}[conntrack]\nmax_entries = 65536\n{}",
                     rules.concat()
                 )
             })
@@ -3546,7 +3567,12 @@ fn exercise(
 ) -> Subject {
     let started = Instant::now();
     let pools = Pools::of(subject.policy());
-    let hosts = Hosts { v4: pools.v4.ours, v6: pools.v6.ours };
+    // Sequences alternate between the first address of each family and the last the
+    // policy lists (the same with one address): a flow to any of them is the host's.
+    let last =
+        |pool: &Pool| if pool.others.len() > 1 { pool.others[pool.others.len() - 2] } else { pool.ours };
+    let hosts =
+        [Hosts { v4: pools.v4.ours, v6: pools.v6.ours }, Hosts { v4: last(&pools.v4), v6: last(&pools.v6) }];
     let cell = RefCell::new(subject);
     let frames = (blocks(&pools), prop::collection::vec(loose(&pools), 1..=8));
     let result = runner(frame_cases, rng).run(&frames, |(blocks, case)| {
@@ -3559,7 +3585,7 @@ fn exercise(
             .run(&sequence(&pools), |case| {
                 let mut subject = cell.borrow_mut();
                 subject.tally.sequences += 1;
-                let events = case.realize(hosts);
+                let events = case.realize(hosts[subject.tally.sequences as usize % 2]);
                 let at = case.late.as_ref().map_or(events.len(), |(at, _)| at.index(events.len() + 1));
                 let mut state = subject.run_events(&case.blocks, &events[..at])?;
                 if let Some((_, late)) = &case.late {
@@ -3906,6 +3932,14 @@ fn hand_written_dual_stack_policies_agree_with_the_model() {
             "DUAL_RELATED_POLICY (ICMP and ICMPv6 errors matched to flows, custom anti-spoof)",
             DUAL_RELATED_POLICY,
         ),
+        (
+            "TWO_ADDRESSES_POLICY (DUAL_RELATED_POLICY with two addresses of each family)",
+            &DUAL_RELATED_POLICY.replacen(
+                "address = \"198.51.100.1\"\naddress6 = \"2001:db8::1\"",
+                "address = [\"198.51.100.1\", \"198.51.100.5\"]\naddress6 = [\"2001:db8::1\", \"2001:db8:1::1\"]",
+                1,
+            ),
+        ),
     ] {
         exercise(Subject::new(name, text), 1200 * scale(), 600 * scale(), &mut rng, &mut total);
     }
@@ -3921,7 +3955,7 @@ fn random_dual_stack_policies_agree_with_the_model() {
     let mut total = Tally::default();
     let mut generator = runner(1, &mut rng);
     let (with, without) = (random_policy(true), random_policy(false));
-    let (mut loaded, mut dual, mut refused) = (0, 0, 0);
+    let (mut loaded, mut dual, mut refused, mut two) = (0, 0, 0, 0);
     while loaded < 8 * scale() {
         // Three in four with an address6; the others' IPv6 frames meet the `ipv6` line.
         let strategy = if loaded % 4 == 3 { &without } else { &with };
@@ -3934,6 +3968,7 @@ fn random_dual_stack_policies_agree_with_the_model() {
         };
         loaded += 1;
         dual += u32::from(policy.address6.is_some());
+        two += u32::from(!policy.more_addresses.is_empty());
         exercise(
             Subject::new(&format!("random dual-stack #{loaded}"), &text),
             300,
@@ -3943,7 +3978,7 @@ fn random_dual_stack_policies_agree_with_the_model() {
         );
     }
     println!(
-        "random dual-stack policies: {loaded} loaded ({dual} with address6), {refused} generated ones refused by validation"
+        "random dual-stack policies: {loaded} loaded ({dual} with address6, {two} with two addresses of each family), {refused} generated ones refused by validation"
     );
     summary("random dual-stack policies", &total, started, &seed);
     assert_eq!(dual, loaded - loaded / 4, "random policies with an address6");

@@ -766,3 +766,47 @@ fn the_dhcp_client_s_exchange_passes_on_its_own_line_and_nothing_else_reaches_it
     assert_eq!(exchange(&mut f), [Pass; 5]);
     assert_eq!((dhcp(&mut f, Chain::Output), dhcp(&mut f, Chain::Input)), (before.0 + 2, before.1 + 3));
 }
+
+/// `[host]` with two addresses of each family: every rule applies to both, flows to the
+/// second are tracked and return like the first's, an address beside them that the policy
+/// does not list is FORWARD's, and a packet leaving from it is spoofed; packet-too-big to
+/// the second IPv6 address passes as to the first.
+#[test]
+fn every_listed_host_address_is_ours_and_no_other() {
+    let policy = r#"
+[host]
+address = ["198.51.100.1", "198.51.100.2"]
+address6 = ["2001:db8::1", "2001:db8:1::1"]
+[[rule]]
+name = "ssh-in"
+direction = "in"
+protocols = ["tcp"]
+port = 122
+peers = ["203.0.113.7", "2001:db8:7::7"]
+"#;
+    let v6 = |text: &str| text.parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let (second, unlisted) = ([198, 51, 100, 2], [198, 51, 100, 3]);
+    let mut f = TestFilter::new(policy);
+    for local in [OURS, second] {
+        assert_eq!(f.ingress(&tcp(SSH_PEER, local, 40000, 122, SYN)), Pass, "to {local:?}");
+        assert_eq!(f.egress(&tcp(local, SSH_PEER, 122, 40000, SYN | ACK)), Pass, "from {local:?}");
+    }
+    assert_eq!(f.rule_packets("ssh-in", Line::New), 2);
+    assert_eq!(f.rule_packets("ssh-in", Line::Established), 2);
+    assert_eq!(f.ingress(&tcp(SSH_PEER, unlisted, 40001, 122, SYN)), Drop);
+    assert_eq!(f.builtin_packets(Chain::Forward, Builtin::Policy), 1);
+    assert_eq!(f.egress(&tcp(unlisted, SSH_PEER, 122, 40000, SYN | ACK)), Drop);
+    assert_eq!(f.builtin_packets(Chain::Output, Builtin::SpoofedSource), 1);
+
+    let (peer6, second6, unlisted6) = (v6("2001:db8:7::7"), v6("2001:db8:1::1"), v6("2001:db8:1::2"));
+    assert_eq!(f.ingress(&tcp6(peer6, second6, 40000, 122, SYN)), Pass);
+    assert_eq!(f.egress(&tcp6(second6, peer6, 122, 40000, SYN | ACK)), Pass);
+    assert_eq!(f.rule_packets("ssh-in", Line::New), 3);
+    assert_eq!(f.ingress(&tcp6(peer6, unlisted6, 40000, 122, SYN)), Drop);
+    assert_eq!(f.builtin_packets(Chain::Forward, Builtin::Policy), 2);
+    let router = v6("2001:db8:ff::1");
+    let quoted = tcp6(second6, peer6, 122, 40000, ACK);
+    assert_eq!(f.ingress(&icmp6_error(router, second6, 2, &quoted)), Pass);
+    assert_eq!(f.builtin_packets(Chain::Input, Builtin::PacketTooBig), 1);
+    assert_eq!(f.ingress(&icmp6_error(router, unlisted6, 2, &quoted)), Drop);
+}

@@ -6,13 +6,16 @@ use firewall_common::{MAPS, PROG_EGRESS, PROG_INGRESS, SCRATCH_MAPS};
 use tests::harness::TestFilter;
 
 /// Processed instructions each program may cost the verifier, with the policy of
-/// examples/tight.toml: set about 10% over what they cost on Linux 6.18 with fragment
-/// tracking, 46,970 and 44,835: 43,929 and 43,331 of it before, once the configuration was
-/// read through its map value rather than copied (the TC program's 512-byte stack had no
-/// room left for the copy beside a fragment's state), and 60,000 each while a packet
-/// without a fragment header had a more-fragments flag the verifier knew to be 0 (see
-/// `firewall_common::CONFIG_NEVER_SET`). 40,348 and 39,090 when the DHCP client's exchange
-/// joined the branch of what IPv6 needs; 36,505 and 38,170 with
+/// examples/tight.toml: set about 12% over what they cost on Linux 6.18 with fragment
+/// tracking and several host addresses, 45,836 and 46,388. Fragments alone, 46,970 and
+/// 44,835: 43,929 and 43,331 of it the configuration read through its map value rather
+/// than copied (the TC program's 512-byte stack had no room left for the copy beside a
+/// fragment's state), and 60,000 each while a packet without a fragment header had a
+/// more-fragments flag the verifier knew to be 0 (see `firewall_common::CONFIG_NEVER_SET`).
+/// Several host addresses alone, 40,621 and 39,333, `ours` asking HOST_ADDRESSES after the
+/// branch of what IPv6 needs is decided (asked where the first address is compared it cost
+/// 52,901 and 51,568); 40,348 and 39,090 when the DHCP client's exchange joined that branch;
+/// 36,505 and 38,170 with
 /// a drop event a struct reserved in a ring buffer, its head copied into the record by one
 /// helper (aya-log's formatting of it cost 5,362 and 3,710 more); 41,867 and 41,880 with
 /// the link layer's own lines and the half-open table together; 32,766 and 36,561 with the
@@ -35,7 +38,7 @@ use tests::harness::TestFilter;
 /// The kernel's limit is 1,000,000.
 /// Raise only with a reason in the commit.
 const BUDGET_INGRESS: u32 = 52_000;
-const BUDGET_EGRESS: u32 = 50_000;
+const BUDGET_EGRESS: u32 = 52_000;
 
 #[test]
 fn the_programs_stay_within_the_verifier_budget() {
