@@ -222,7 +222,7 @@ fn judge(frame: &impl Frame, ip: &Ip, direction: Direction, now: u64, config: &C
         }
         _ => None,
     };
-    let ours = ours(first, &ip, direction, config);
+    let ours = ours(first, ip, direction, config);
     if let Some(line) = exempt
         && (line != Builtin::PacketTooBig || ours)
     {

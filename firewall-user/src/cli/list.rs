@@ -41,7 +41,9 @@ impl List {
             let style = Style { verbose: self.verbose, exact: self.exact, audit: snapshot.audit };
             print!("{}", listing::render(&snapshot.chains, &snapshot.counters, style));
             println!("\n{}", listing::conntrack_line(tables.0, tables.1));
-            println!("{}", listing::addresses_line(&snapshot.policy));
+            if let Some(line) = listing::addresses_line(&snapshot.policy) {
+                println!("{line}");
+            }
         }
         Ok(())
     }

@@ -73,14 +73,21 @@ pub fn conntrack_line(established: &TableStats, half_open: &TableStats) -> Strin
     )
 }
 
-/// The line after the flow tables': the host's addresses in force, each family's in the
-/// policy's order, `host addresses: 198.51.100.1, 198.51.100.2; 2001:db8::1` (IPv4 alone
-/// without `address6`).
-pub fn addresses_line(policy: &Policy) -> String {
-    let joined = |list: Vec<String>| list.join(", ");
-    let v4 = joined(policy.addresses().iter().map(ToString::to_string).collect());
-    let v6 = joined(policy.addresses6().iter().map(ToString::to_string).collect());
-    if v6.is_empty() { format!("host addresses: {v4}") } else { format!("host addresses: {v4}; {v6}") }
+/// The line after the flow tables', when a family has several addresses: the host's
+/// addresses in force, each family's in the policy's order, `host addresses: 198.51.100.1,
+/// 198.51.100.2; 2001:db8::1` (IPv4 alone without `address6`). `None` with one of each, as
+/// every policy had before lists: the rules' lines show it, and the listing ends on the
+/// flow tables' line as it always did (scripts read it there).
+pub fn addresses_line(policy: &Policy) -> Option<String> {
+    let (v4, v6) = (policy.addresses(), policy.addresses6());
+    if v4.len() <= 1 && v6.len() <= 1 {
+        return None;
+    }
+    fn joined(list: &[impl ToString]) -> String {
+        list.iter().map(ToString::to_string).collect::<Vec<String>>().join(", ")
+    }
+    let (v4, v6) = (joined(&v4), joined(&v6));
+    Some(if v6.is_empty() { format!("host addresses: {v4}") } else { format!("host addresses: {v4}; {v6}") })
 }
 
 /// The text listing. Columns are as wide as iptables' (prot 4, addresses 18) or as their
@@ -252,13 +259,13 @@ mod tests {
     fn the_host_s_addresses_are_listed_after_the_flow_tables_and_in_the_json() {
         let parse = |text: &str| crate::policy::parse(text, std::path::Path::new("p.toml")).unwrap();
         let one = parse("[host]\naddress = \"198.51.100.1\"\n");
-        assert_eq!(addresses_line(&one), "host addresses: 198.51.100.1");
+        assert_eq!(addresses_line(&one), None);
         let more = parse(
             "[host]\naddress = [\"198.51.100.1\", \"198.51.100.2\"]\naddress6 = [\"2001:db8::1\", \"2001:db8:1::1\"]\n",
         );
         assert_eq!(
-            addresses_line(&more),
-            "host addresses: 198.51.100.1, 198.51.100.2; 2001:db8::1, 2001:db8:1::1"
+            addresses_line(&more).as_deref(),
+            Some("host addresses: 198.51.100.1, 198.51.100.2; 2001:db8::1, 2001:db8:1::1")
         );
         let table = TableStats::default();
         let value = json(&[], &[], false, (&table, &table), &more);
