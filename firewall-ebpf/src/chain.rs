@@ -138,7 +138,7 @@ fn drop_event<F: Frame + EbpfContext>(frame: &F, direction: Direction, counter: 
 #[inline(always)]
 fn walk(frame: &impl Frame, direction: Direction, config: &Config) -> (Action, u32) {
     let chain = Chain::of(direction);
-    let ip = match parse_l3(frame, config.flags & CONFIG_IPV6 != 0) {
+    let mut ip = match parse_l3(frame, config.flags & CONFIG_IPV6 != 0) {
         Ok(L3::Ip(ip)) => ip,
         Ok(L3::NonIp) => return (Action::Pass, builtin_counter(chain, Builtin::NonIp)),
         Ok(L3::OtherEthertype) => return drop(chain, Builtin::OtherEthertype),
@@ -146,7 +146,7 @@ fn walk(frame: &impl Frame, direction: Direction, config: &Config) -> (Action, u
         Ok(L3::Ipv6Off) => return drop(chain, Builtin::Ipv6),
         Err(_) => return drop(chain, Builtin::Invalid),
     };
-    let mut ip = ip;
+    // A 0 the verifier cannot see through (see `Ip::more`).
     ip.more |= ((config.flags & CONFIG_NEVER_SET) >> 31) as u8;
     let now = conntrack::now();
     let verdict = judge(frame, &ip, direction, now, config);

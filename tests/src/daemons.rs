@@ -429,30 +429,36 @@ pub fn dnsmasq(lab: &Lab, addr: Ipv4Addr) -> Daemon {
 /// `dig @SERVER -b FROM example.lab +short` (over TCP with `tcp`), from the namespace of
 /// `from`, waiting `wait` seconds for the one try.
 pub fn dig(lab: &Lab, from: Ipv4Addr, server: Ipv4Addr, tcp: bool, wait: u32) -> Run {
+    let mut command = dig_command(lab, from, server, (DNS_NAME, "A"), wait);
+    command.arg(if tcp { "+tcp" } else { "+notcp" });
+    run(lab, &mut command, Duration::from_secs(u64::from(wait) + 10))
+}
+
+/// `dig @SERVER -b FROM NAME TYPE +short`, one try of `wait` seconds, from the namespace of
+/// `from`.
+fn dig_command(
+    lab: &Lab,
+    from: Ipv4Addr,
+    server: Ipv4Addr,
+    (name, kind): (&str, &str),
+    wait: u32,
+) -> Command {
     let mut command = in_ns(lab.ns_of(from), "dig");
     command
         .arg(format!("@{server}"))
         .args(["-4", "-b"])
         .arg(from.to_string())
-        .arg(DNS_NAME)
-        .args(["A", "+short", "+tries=1"])
-        .arg(format!("+time={wait}"))
-        .arg(if tcp { "+tcp" } else { "+notcp" });
-    run(lab, &mut command, Duration::from_secs(u64::from(wait) + 10))
+        .args([name, kind, "+short", "+tries=1"])
+        .arg(format!("+time={wait}"));
+    command
 }
 
 /// `dig @SERVER -b FROM big.example.lab TXT +short +notcp +ignore +bufsize=8192`: the
 /// large answer over UDP alone (`+ignore`: no retry over TCP were it cut short), from the
 /// namespace of `from`, waiting `wait` seconds for the one try.
 pub fn dig_big_txt(lab: &Lab, from: Ipv4Addr, server: Ipv4Addr, wait: u32) -> Run {
-    let mut command = in_ns(lab.ns_of(from), "dig");
-    command
-        .arg(format!("@{server}"))
-        .args(["-4", "-b"])
-        .arg(from.to_string())
-        .arg(BIG_TXT_NAME)
-        .args(["TXT", "+short", "+tries=1", "+notcp", "+ignore", "+bufsize=8192"])
-        .arg(format!("+time={wait}"));
+    let mut command = dig_command(lab, from, server, (BIG_TXT_NAME, "TXT"), wait);
+    command.args(["+notcp", "+ignore", "+bufsize=8192"]);
     run(lab, &mut command, Duration::from_secs(u64::from(wait) + 10))
 }
 

@@ -404,6 +404,9 @@ peers = "any"
         let ids = Ids::assign(&policy, &Ids::default());
         let plan = plan(&policy, &ids);
         assert_eq!(plan.config.flags & CONFIG_IPV6, CONFIG_IPV6);
+        // The programs read this bit as a 0 the verifier does not know.
+        assert_eq!(plan.config.flags & firewall_common::CONFIG_NEVER_SET, 0);
+        assert_eq!(plan.config.fragment_timeout_s, 5);
         assert_eq!(plan.config.address, to_addr("198.51.100.1".parse().unwrap()));
         let key = |protocol, port, peer: &str| AllowKey {
             direction: Direction::In as u8,

@@ -98,22 +98,14 @@ fn prefix_list(
 
 /// A destination that holds one of the host's addresses would drop everything sent to it.
 fn host_outside_destinations(host: &Host, destinations: &[Prefix]) -> Result<(), Located> {
-    for &(address, at) in &host.addresses {
-        if let Some(p) = destinations.iter().find(|p| p.contains(IpAddr::V4(address))) {
+    let v4 = host.addresses.iter().map(|&(address, at)| ("address", IpAddr::V4(address), at));
+    let v6 = host.addresses6.iter().map(|&(address, at)| ("address6", IpAddr::V6(address), at));
+    for (key, address, at) in v4.chain(v6) {
+        if let Some(p) = destinations.iter().find(|p| p.contains(address)) {
             return fail(
                 at,
                 format!(
-                    "address {address} is in antispoof destination {p}: every packet to it would be dropped"
-                ),
-            );
-        }
-    }
-    for &(address6, at) in &host.addresses6 {
-        if let Some(p) = destinations.iter().find(|p| p.contains(IpAddr::V6(address6))) {
-            return fail(
-                at,
-                format!(
-                    "address6 {address6} is in antispoof destination {p}: every packet to it would be dropped"
+                    "{key} {address} is in antispoof destination {p}: every packet to it would be dropped"
                 ),
             );
         }

@@ -80,63 +80,58 @@ pub(super) struct RawConntrack {
     pub(super) fragment_timeout: Option<Spanned<String>>,
 }
 
-/// `"any"`, or a list whose entries keep their own positions for error messages (which
-/// `#[serde(untagged)]` would lose).
-pub(super) enum RawPeers {
+/// One string, or a list whose entries keep their own positions for error messages (which
+/// `#[serde(untagged)]` would lose). `W` names what is expected, for a value of another
+/// type.
+pub(super) enum OneOrMany<W> {
     One(String),
     Many(Vec<Spanned<String>>),
+    /// Never made: holds `W`, which is only a name.
+    #[expect(dead_code, reason = "a marker for the type parameter, never constructed")]
+    Named(std::marker::PhantomData<W>, std::convert::Infallible),
 }
 
-impl<'de> Deserialize<'de> for RawPeers {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = RawPeers;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("\"any\" or a list of addresses and CIDRs")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawPeers, E> {
-                Ok(RawPeers::One(v.to_owned()))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawPeers, A::Error> {
-                let mut list = Vec::new();
-                while let Some(entry) = seq.next_element::<Spanned<String>>()? {
-                    list.push(entry);
-                }
-                Ok(RawPeers::Many(list))
-            }
-        }
-        deserializer.deserialize_any(Visitor)
-    }
+/// What a [`OneOrMany`] is expected to be, in a message about a value of another type.
+pub(super) trait Expected {
+    const WHAT: &'static str;
+}
+
+/// A rule's `peers`: `"any"`, or a list.
+pub(super) struct Peers;
+impl Expected for Peers {
+    const WHAT: &'static str = "\"any\" or a list of addresses and CIDRs";
 }
 
 /// `[host] address` or `address6`: one address, as every policy wrote it before hosts
-/// could have several, or a list whose entries keep their own places for error messages.
-pub(super) enum RawAddresses {
-    One(String),
-    Many(Vec<Spanned<String>>),
+/// could have several, or a list.
+pub(super) struct Addresses;
+impl Expected for Addresses {
+    const WHAT: &'static str = "an address or a list of addresses";
 }
 
-impl<'de> Deserialize<'de> for RawAddresses {
+pub(super) type RawPeers = OneOrMany<Peers>;
+pub(super) type RawAddresses = OneOrMany<Addresses>;
+
+impl<'de, W: Expected> Deserialize<'de> for OneOrMany<W> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = RawAddresses;
+        struct Visitor<W>(std::marker::PhantomData<W>);
+        impl<'de, W: Expected> serde::de::Visitor<'de> for Visitor<W> {
+            type Value = OneOrMany<W>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an address or a list of addresses")
+                f.write_str(W::WHAT)
             }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawAddresses, E> {
-                Ok(RawAddresses::One(v.to_owned()))
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OneOrMany<W>, E> {
+                Ok(OneOrMany::One(v.to_owned()))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawAddresses, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany<W>, A::Error> {
                 let mut list = Vec::new();
                 while let Some(entry) = seq.next_element::<Spanned<String>>()? {
                     list.push(entry);
                 }
-                Ok(RawAddresses::Many(list))
+                Ok(OneOrMany::Many(list))
             }
         }
-        deserializer.deserialize_any(Visitor)
+        deserializer.deserialize_any(Visitor(std::marker::PhantomData))
     }
 }
 
@@ -145,8 +140,8 @@ impl RawAddresses {
     /// (`at`), a list entry's its own.
     pub(super) fn entries(self, at: usize) -> Vec<(String, usize)> {
         match self {
-            RawAddresses::One(text) => vec![(text, at)],
-            RawAddresses::Many(list) => list
+            OneOrMany::One(text) => vec![(text, at)],
+            OneOrMany::Many(list) => list
                 .into_iter()
                 .map(|entry| {
                     let at = entry.span().start;
