@@ -67,8 +67,9 @@ pub enum Action {
 pub fn filter<F: Frame + EbpfContext>(frame: &F, direction: Direction) -> Action {
     // Until `up` has filled every map, pass everything and count nothing: a filter
     // half-loaded must not cut the host off.
-    // A copy on the stack: a map pointer kept live across the program invites LLVM to
-    // do arithmetic on it that the verifier refuses.
+    // Read through the map value, not copied: the TC program's 512-byte stack has no room
+    // left for a 96-byte copy (the verifier test loads both programs, so a map pointer
+    // LLVM did arithmetic on, as it once did, would fail there).
     let Some(config) = CONFIG.get(0) else {
         return Action::Pass;
     };
@@ -245,7 +246,8 @@ fn judge(frame: &impl Frame, ip: &Ip, direction: Direction, now: u64, config: &C
     // lists. A flow exists only with a peer the anti-spoof sources let through (inbound
     // flows met them, outbound ones to peers they name are not tracked), and a reload
     // ends the flows of peers they come to list, so no verdict changes; what is
-    // malformed or fragmented still goes the long way, to be counted where it belongs.
+    // malformed still goes the long way, to be counted where it belongs. A first fragment
+    // of a flow's datagram is the flow's, as its whole datagram would be.
     if ours
         && let Some(l4) = &l4
         && let Some(counter) = established(ip, peer, l4, direction, now, config)
@@ -328,7 +330,7 @@ fn judge(frame: &impl Frame, ip: &Ip, direction: Direction, now: u64, config: &C
 }
 
 /// Whether the packet is ours: its local address is one of the host's. `first` says
-/// whether it is the first of its family, in `CONFIG` (compared in `walk`: one comparison,
+/// whether it is the first of its family, in `CONFIG` (compared in `judge`: one comparison,
 /// all a host with one address of each family pays, as before there could be more); if
 /// not, and the policy names more than one of some family, whether `HOST_ADDRESSES` holds
 /// it. Asked once, after the branch of what IPv6 needs and the DHCP client's has been
