@@ -8,6 +8,7 @@ mod confirm;
 mod conntrack;
 mod down;
 mod drops;
+mod follow;
 mod import;
 mod list;
 mod reload;
@@ -77,6 +78,9 @@ enum Command {
     Serve(serve::Serve),
     /// Turn an iptables-save dump into a policy, and list the lines it could not translate.
     Import(import::Import),
+    /// With `[host] follow_addresses`, keep the filter to the interface's own addresses as
+    /// they come and go (DHCP, a floating IP), until SIGTERM or SIGINT.
+    Follow(follow::Follow),
 }
 
 impl Cli {
@@ -101,6 +105,7 @@ impl Cli {
             Command::Watch(args) => args.run(),
             Command::Serve(args) => args.run(),
             Command::Import(args) => args.run(),
+            Command::Follow(args) => args.run(),
         }
     }
 }

@@ -5,9 +5,16 @@ use aya::{
     programs::{ProgramError, XdpMode, links::LinkError},
 };
 
-use crate::kernel::{
-    maps::MapsError,
-    pins::{LOCK_WAIT, Pins, PinsError, StateLock, ensure_bpffs},
+use std::net::IpAddr;
+
+use firewall_common::MAX_HOST_ADDRESSES;
+
+use crate::{
+    kernel::{
+        maps::MapsError,
+        pins::{LOCK_WAIT, Pins, PinsError, StateLock, ensure_bpffs},
+    },
+    policy::Policy,
 };
 
 /// What can go wrong, each naming the call that failed.
@@ -143,6 +150,44 @@ pub fn interface_addresses(iface: &str) -> Option<Vec<std::net::IpAddr>> {
             })
             .collect(),
     )
+}
+
+/// The policy as it applies on `iface` now: with `[host] follow_addresses`, the addresses
+/// the interface has join the listed ones, each family's after its own (IPv6 only with
+/// `address6`: without it IPv6 is dropped whole), as a listed address would be: unicast,
+/// IPv6 routable (not link-local, whose traffic passes anyway where IPv6 needs it), outside
+/// the range IPv4 owns in the maps, the lists together at most `MAX_HOST_ADDRESSES`. An
+/// interface that cannot be read adds nothing. Without the key, the policy as it is.
+pub fn in_force_on(mut policy: Policy, iface: &str) -> Policy {
+    if !policy.follow_addresses {
+        return policy;
+    }
+    for addr in interface_addresses(iface).unwrap_or_default() {
+        if policy.addresses().len() + policy.addresses6().len() >= MAX_HOST_ADDRESSES as usize
+            || policy.is_host_address(addr)
+        {
+            continue;
+        }
+        match addr {
+            IpAddr::V4(v4)
+                if !v4.is_unspecified() && !v4.is_broadcast() && !v4.is_multicast() && !v4.is_loopback() =>
+            {
+                policy.more_addresses.push(v4);
+            }
+            IpAddr::V6(v6)
+                if policy.address6.is_some()
+                    && !v6.is_unspecified()
+                    && !v6.is_loopback()
+                    && !v6.is_multicast()
+                    && !v6.is_unicast_link_local()
+                    && v6.to_ipv4_mapped().is_none() =>
+            {
+                policy.more_addresses6.push(v6);
+            }
+            _ => {}
+        }
+    }
+    policy
 }
 
 /// The programs' clock (bpf_ktime_get_coarse_ns).

@@ -558,6 +558,33 @@ impl LiveMaps {
     }
 
     /// Whether the live filter drops what its policy drops, or only counts it.
+    /// `policy` with the addresses `HOST_ADDRESSES` holds beyond those it lists, each
+    /// family's after its own: with `[host] follow_addresses`, the interface's addresses the
+    /// filter follows, as it enforces them now. Without the key, `policy` as it is.
+    pub fn with_followed_addresses(
+        &self,
+        mut policy: crate::policy::Policy,
+    ) -> Result<crate::policy::Policy> {
+        let Some(map) = self.host_addresses.as_ref().filter(|_| policy.follow_addresses) else {
+            return Ok(policy);
+        };
+        let mut followed: Vec<std::net::IpAddr> = Vec::new();
+        for key in map.keys() {
+            let addr = from_addr(&key.map_err(call(MAP_HOST_ADDRESSES, "iterate"))?);
+            if !policy.is_host_address(addr) {
+                followed.push(addr);
+            }
+        }
+        followed.sort_unstable();
+        for addr in followed {
+            match addr {
+                std::net::IpAddr::V4(v4) => policy.more_addresses.push(v4),
+                std::net::IpAddr::V6(v6) => policy.more_addresses6.push(v6),
+            }
+        }
+        Ok(policy)
+    }
+
     pub fn enforcement(&self) -> Result<Enforcement> {
         Ok(Enforcement::of_flags(self.config()?.flags))
     }

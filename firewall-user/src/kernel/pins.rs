@@ -232,7 +232,9 @@ impl Pins {
         fs::read_to_string(&path).map_err(|e| self.bad_state(&path, e))
     }
 
-    /// The policy in force (validated when it was applied).
+    /// The policy in force (validated when it was applied), as written: with `[host]
+    /// follow_addresses`, the addresses followed are the maps' (see
+    /// [`crate::kernel::maps::LiveMaps::with_followed_addresses`]).
     pub fn policy(&self) -> Result<crate::policy::Policy> {
         let path = self.state.join(POLICY_COPY);
         crate::policy::parse(&self.policy_text()?, &path).map_err(|e| self.bad_state(&path, e))

@@ -12,6 +12,7 @@
 pub mod block;
 pub mod confirm;
 pub mod counters;
+pub mod follow;
 pub mod lockout;
 pub mod peers;
 pub mod reload;

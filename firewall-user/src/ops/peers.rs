@@ -87,13 +87,18 @@ pub fn change_peers(
     let new_text = doc.to_string();
     // The whole policy is validated again: a peer another rule owns, the last peer
     // revoked, … fail here, before anything changed.
-    let policy = policy::parse(&new_text, &file)?;
+    let policy = crate::kernel::filter::in_force_on(policy::parse(&new_text, &file)?, &pins.iface);
     let mut maps = LiveMaps::open(pins)?;
     guard(&maps, &policy, pins, None, session_guard)?;
     let (ids, _) = apply(pins, &mut maps, &state, &policy, None)?;
     if let Err(err) = files::replace(&file, new_text.as_bytes(), Perms::Like(meta)) {
-        let _ =
-            apply(pins, &mut maps, &LiveState { ids: ids.clone(), ..state.clone() }, &pins.policy()?, None);
+        let _ = apply(
+            pins,
+            &mut maps,
+            &LiveState { ids: ids.clone(), ..state.clone() },
+            &crate::kernel::filter::in_force_on(pins.policy()?, &pins.iface),
+            None,
+        );
         return Err(err.into());
     }
     lock.save(&new_text, &LiveState { policy_file: file.clone(), ids })?;

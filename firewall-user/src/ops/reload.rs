@@ -6,6 +6,7 @@ use crate::{
     compile::{Ids, plan},
     kernel::{
         Filter,
+        filter::in_force_on,
         maps::{Applied, Enforcement, LiveMaps},
         pins::{LiveState, Pins, StateLock, io_err},
     },
@@ -96,7 +97,7 @@ pub fn reload_text(
 ) -> Result<Reloaded> {
     let pins = lock.pins().clone();
     let state = pins.live_state()?;
-    let policy = policy::parse(text, file)?;
+    let policy = in_force_on(policy::parse(text, file)?, &pins.iface);
     let mut maps = LiveMaps::open(&pins)?;
     guard(&maps, &policy, &pins, enforcement, session_guard)?;
     let (ids, applied) = apply(&pins, &mut maps, &state, &policy, enforcement)?;

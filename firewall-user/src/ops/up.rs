@@ -5,7 +5,7 @@ use crate::{
     kernel::{
         Filter, FilterError,
         attach::{Mode, attach_and_pin, remove_pins, replace},
-        filter::{Result, if_index, require_root},
+        filter::{Result, if_index, in_force_on, require_root},
         maps::{Enforcement, LiveMaps},
         pins::{Pins, StateLock, io_err},
     },
@@ -133,8 +133,9 @@ fn up_from(
     let text = std::fs::read_to_string(source)
         .map_err(|err| UpError::Read { path: source.to_owned(), source: err })?;
     let policy = policy::parse(&text, source)?;
-    let iface = iface.or(policy.interface.as_deref()).ok_or(FilterError::NoInterfaceGiven)?;
-    let filter = Filter::at(iface)?;
+    let iface = iface.or(policy.interface.as_deref()).ok_or(FilterError::NoInterfaceGiven)?.to_owned();
+    let policy = in_force_on(policy, &iface);
+    let filter = Filter::at(&iface)?;
     let lock = filter.lock_for_up()?;
     let (up, armed) = confirm::around(&lock, apply.confirm, || {
         let up = up_locked(&lock, &policy, &text, policy_file, mode, apply.enforcement, apply.session_guard)?;

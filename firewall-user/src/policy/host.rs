@@ -24,6 +24,8 @@ pub(super) struct Host {
     pub(super) addresses6: Vec<(Ipv6Addr, usize)>,
     /// `dhcp`: the DHCP client's exchange passes (default true).
     pub(super) dhcp: bool,
+    /// `follow_addresses`: the interface's own addresses are the host's too (default false).
+    pub(super) follow_addresses: bool,
 }
 
 /// Checks `address`, then `address6`, then `interface`; `host_at` is where `[host]` is
@@ -41,7 +43,8 @@ pub(super) fn validate_host(raw: RawHost, host_at: usize) -> Result<Host, Locate
     let interface = raw.interface.map(interface_name).transpose()?;
     // A boolean or nothing: TOML's parser has placed any other value's error already.
     let dhcp = raw.dhcp.unwrap_or(true);
-    Ok(Host { interface, addresses, addresses6, dhcp })
+    let follow_addresses = raw.follow_addresses.unwrap_or(false);
+    Ok(Host { interface, addresses, addresses6, dhcp, follow_addresses })
 }
 
 /// `address` or `address6` (`key`): one address or a non-empty list of them, each checked

@@ -64,6 +64,10 @@ pub struct Policy {
     /// `dhcp` (default true): the DHCP client's exchange passes, DHCPv6's too with
     /// `address6`, on a built-in line of its own.
     pub dhcp: bool,
+    /// `follow_addresses` (default false): the addresses the interface has are the host's
+    /// too, beside the listed ones, as they come and go (`firewall follow` keeps the live
+    /// filter to them; see `kernel::filter::in_force_on`).
+    pub follow_addresses: bool,
     pub antispoof_sources: Vec<Prefix>,
     pub antispoof_destinations: Vec<Prefix>,
     pub conntrack: Conntrack,
@@ -272,6 +276,7 @@ fn validate(raw: RawPolicy, host_at: usize) -> Result<Policy, Located> {
         more_addresses,
         more_addresses6,
         dhcp: host.dhcp,
+        follow_addresses: host.follow_addresses,
         antispoof_sources: antispoof.sources,
         antispoof_destinations: antispoof.destinations,
         conntrack,

@@ -56,6 +56,7 @@ pub(super) struct RawHost {
     pub(super) address: Option<Spanned<RawAddresses>>,
     pub(super) address6: Option<Spanned<RawAddresses>>,
     pub(super) dhcp: Option<bool>,
+    pub(super) follow_addresses: Option<bool>,
 }
 
 #[derive(Deserialize)]

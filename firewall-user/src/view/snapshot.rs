@@ -50,6 +50,7 @@ impl Snapshot {
     pub fn take(pins: &Pins) -> Result<Snapshot> {
         let (policy, state) = Self::policy_and_state(pins)?;
         let maps = LiveMaps::open(pins)?;
+        let policy = maps.with_followed_addresses(policy).map_err(LiveError::from)?;
         let counters = maps.counters().map_err(LiveError::from)?;
         let established = maps.table_stats(FlowTable::Established)?;
         let half_open = maps.table_stats(FlowTable::HalfOpen)?;

@@ -407,3 +407,89 @@ fn every_listed_address_is_served_and_a_reload_moving_them_keeps_a_session() {
     assert_eq!(list.0["addresses"], serde_json::json!([second.to_string(), unlisted.to_string()]));
     assert_eq!(list.0["addresses6"], serde_json::json!([second6.to_string()]));
 }
+
+/// With `[host] follow_addresses`, `firewall follow` keeps the filter to the addresses `s0`
+/// has. An address added after `up`, while nothing follows, is a stranger's (FORWARD's
+/// policy); once `follow` runs it is served, counted on the rule's line, in both
+/// families, and so is one added while it runs; one removed leaves the maps, and
+/// `list --json` shows the addresses in force throughout.
+#[test]
+fn follow_keeps_the_filter_to_the_interface_s_addresses_as_they_come_and_go() {
+    use std::net::Ipv4Addr;
+    require_root();
+    let lab = Lab::dual_stack("follow");
+    let ssh_peer = Ipv4Addr::new(203, 0, 113, 7);
+    let (early, late) = (Ipv4Addr::new(198, 51, 100, 8), Ipv4Addr::new(198, 51, 100, 9));
+    let late6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 9);
+    let file = lab.tmp().join("follow.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[host]\ninterface = \"{SERVER_IF}\"\naddress = \"{HOST}\"\naddress6 = \"{HOST6}\"\nfollow_addresses = true\n[[rule]]\nname = \"ssh-in\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 122\npeers = [\"{ssh_peer}\", \"{SSH_PEER6}\"]\n"
+        ),
+    )
+    .expect("writing the policy");
+    lab.firewall_ok(&["up", "--policy", file.to_str().unwrap(), "--iface", SERVER_IF]);
+    let addresses = |lab: &Lab| {
+        let list = lab.list();
+        let names = |key: &str| -> Vec<String> {
+            list.0[key]
+                .as_array()
+                .expect("a list")
+                .iter()
+                .map(|a| a.as_str().expect("text").to_owned())
+                .collect()
+        };
+        (names("addresses"), names("addresses6"))
+    };
+    type InForce = (Vec<String>, Vec<String>);
+    let wait_for = |lab: &Lab, what: &str, wanted: &dyn Fn(&InForce) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = addresses(lab);
+            if wanted(&now) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}: the addresses in force are {now:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    // Added after `up`, nothing following: a stranger's address.
+    lab.add_server_address(early);
+    lab.tcp_echo(SocketAddr::new(early.into(), 122));
+    let forward = lab.list().policy("FORWARD");
+    let to_early = SocketAddr::new(early.into(), 122);
+    assert_eq!(lab.tcp_probe(ssh_peer, to_early, BLOCKED_AFTER), Outcome::Blocked, "before follow");
+    assert!(lab.list().policy("FORWARD") > forward, "on FORWARD's policy");
+
+    let mut follow = lab.server_command(tests::lab::firewall_bin());
+    follow.args(["follow", "--iface", SERVER_IF]).stdout(std::process::Stdio::null());
+    lab.spawn(&mut follow);
+    wait_for(&lab, "follow's first pass", &|(v4, _)| v4.contains(&early.to_string()));
+    let counted = lab.list().packets("INPUT", "ssh-in");
+    assert_eq!(lab.tcp_probe(ssh_peer, to_early, OPEN_WITHIN), Outcome::Open, "once followed");
+    assert!(lab.list().packets("INPUT", "ssh-in") > counted, "on ssh-in's line");
+
+    // Added while it follows, both families.
+    lab.add_server_address(late);
+    lab.add_server_address(late6);
+    lab.tcp_echo(SocketAddr::new(late.into(), 122));
+    lab.tcp_echo(sa(late6, 122));
+    wait_for(&lab, "two addresses added", &|(v4, v6)| {
+        v4.contains(&late.to_string()) && v6.contains(&late6.to_string())
+    });
+    assert_eq!(lab.tcp_probe(ssh_peer, SocketAddr::new(late.into(), 122), OPEN_WITHIN), Outcome::Open);
+    assert_eq!(lab.tcp_probe(SSH_PEER6, sa(late6, 122), OPEN_WITHIN), Outcome::Open);
+
+    // Removed: out of the maps again; the listed addresses stay.
+    let removed = Command::new("ip")
+        .args(["-n", &lab.server, "addr", "del", &format!("{early}/32"), "dev", SERVER_IF])
+        .status()
+        .expect("running ip");
+    assert!(removed.success(), "ip addr del");
+    wait_for(&lab, "an address removed", &|(v4, _)| !v4.contains(&early.to_string()));
+    let (v4, v6) = addresses(&lab);
+    assert_eq!(v4, [HOST.to_string(), late.to_string()]);
+    assert_eq!(v6, [HOST6.to_string(), late6.to_string()]);
+}

@@ -252,21 +252,30 @@ fn the_systemd_unit_verifies() {
     ] {
         assert!(text.contains(needed), "the unit lacks {needed:?}");
     }
+    let follow = fs::read_to_string(tests::workspace().join("dist/firewall-follow@.service"))
+        .expect("dist/firewall-follow@.service");
+    for needed in ["BindsTo=firewall@%i.service", "ExecStart=", " follow --iface %I"] {
+        assert!(follow.contains(needed), "the follow unit lacks {needed:?}");
+    }
     let dir = tests::lab::TempDir::new("unit");
-    let verify = |text: &str| {
+    // The binary where the units expect it is this build's.
+    let bin = firewall_bin();
+    let here = |text: &str| text.replace("/usr/local/sbin/firewall", bin.to_str().unwrap());
+    dir.write("firewall-follow@.service", &here(&follow));
+    let verify = |text: &str, instance: &str| {
         let path = dir.write("firewall@.service", text);
-        let instance = path.with_file_name("firewall@eth0.service");
+        let instance = path.with_file_name(instance);
         let out =
             Command::new("systemd-analyze").arg("verify").arg(&instance).output().expect("systemd-analyze");
         (out.status.success(), format!("{}{}", stdout(&out), stderr(&out)))
     };
-    // The binary where the unit expects it is this build's.
-    let bin = firewall_bin();
-    let here = text.replace("/usr/local/sbin/firewall", bin.to_str().unwrap());
-    let (ok, report) = verify(&here);
-    assert!(ok && report.trim().is_empty(), "systemd-analyze verify: {report}");
+    let verify_filter = |text: &str| verify(text, "firewall@eth0.service");
+    for instance in ["firewall@eth0.service", "firewall-follow@eth0.service"] {
+        let (ok, report) = verify(&here(&text), instance);
+        assert!(ok && report.trim().is_empty(), "systemd-analyze verify {instance}: {report}");
+    }
     // And the check can fail: a unit naming a missing binary does not verify.
-    let (ok, report) = verify(&text.replace("/usr/local/sbin/firewall", "/nonexistent/firewall"));
+    let (ok, report) = verify_filter(&text.replace("/usr/local/sbin/firewall", "/nonexistent/firewall"));
     assert!(!ok || report.contains("/nonexistent/firewall"), "a broken unit verified: {report}");
 }
 

@@ -1,0 +1,27 @@
+//! `firewall follow`
+use clap::Args;
+use firewall_user::{Filter, ops::follow};
+
+#[derive(Args)]
+pub struct Follow {
+    #[arg(long)]
+    iface: Option<String>,
+}
+
+impl Follow {
+    pub fn run(self) -> anyhow::Result<()> {
+        let filter = Filter::open(self.iface.as_deref())?;
+        let iface = filter.pins().iface.clone();
+        follow::follow(&filter, |(v4, v6)| {
+            let list = |addrs: &[std::net::IpAddr]| {
+                addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            };
+            if v6.is_empty() {
+                println!("firewall follows {iface}: host addresses {}", list(v4));
+            } else {
+                println!("firewall follows {iface}: host addresses {}; {}", list(v4), list(v6));
+            }
+        })?;
+        Ok(())
+    }
+}
