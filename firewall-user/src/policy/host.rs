@@ -183,6 +183,20 @@ mod tests {
     }
 
     #[test]
+    fn following_the_interface_s_addresses_is_asked_for() {
+        let host = "[host]\naddress = \"198.51.100.1\"\n";
+        assert!(!check(host).unwrap().follow_addresses, "off by default");
+        assert!(check(&format!("{host}follow_addresses = true\n")).unwrap().follow_addresses);
+        let err = check(&format!("{host}follow_addresses = \"yes\"\n")).unwrap_err();
+        assert!(err.starts_with("p.toml:3:20: "), "{err}");
+        // The policy's own addresses are the host's whatever the interface has: the
+        // loopback interface's, which no policy may name, add nothing.
+        let policy = check(&format!("{host}follow_addresses = true\n")).unwrap();
+        let on_lo = crate::kernel::filter::in_force_on(policy.clone(), "lo");
+        assert_eq!((on_lo.addresses(), on_lo.addresses6()), (policy.addresses(), policy.addresses6()));
+    }
+
+    #[test]
     fn each_listed_address_is_checked_where_it_is_written() {
         let host = |v4: &str, v6: &str| format!("[host]\naddress = {v4}\naddress6 = {v6}\n");
         let six = "\"2001:db8::1\"";
