@@ -14,7 +14,7 @@ use crate::{
         maps::MapsError,
         pins::{LOCK_WAIT, Pins, PinsError, StateLock, ensure_bpffs},
     },
-    policy::Policy,
+    policy::{Policy, may_be_host_address},
 };
 
 /// What can go wrong, each naming the call that failed.
@@ -163,28 +163,17 @@ pub fn in_force_on(mut policy: Policy, iface: &str) -> Policy {
         return policy;
     }
     for addr in interface_addresses(iface).unwrap_or_default() {
-        if policy.addresses().len() + policy.addresses6().len() >= MAX_HOST_ADDRESSES as usize
-            || policy.is_host_address(addr)
-        {
+        // 127.0.0.0/8 on a filtered interface is no address anyone reaches the host by.
+        let wanted = may_be_host_address(addr)
+            && !addr.is_loopback()
+            && (addr.is_ipv4() || policy.address6.is_some())
+            && !policy.is_host_address(addr);
+        if !wanted || policy.addresses().len() + policy.addresses6().len() >= MAX_HOST_ADDRESSES as usize {
             continue;
         }
         match addr {
-            IpAddr::V4(v4)
-                if !v4.is_unspecified() && !v4.is_broadcast() && !v4.is_multicast() && !v4.is_loopback() =>
-            {
-                policy.more_addresses.push(v4);
-            }
-            IpAddr::V6(v6)
-                if policy.address6.is_some()
-                    && !v6.is_unspecified()
-                    && !v6.is_loopback()
-                    && !v6.is_multicast()
-                    && !v6.is_unicast_link_local()
-                    && v6.to_ipv4_mapped().is_none() =>
-            {
-                policy.more_addresses6.push(v6);
-            }
-            _ => {}
+            IpAddr::V4(v4) => policy.more_addresses.push(v4),
+            IpAddr::V6(v6) => policy.more_addresses6.push(v6),
         }
     }
     policy

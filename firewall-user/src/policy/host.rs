@@ -88,12 +88,28 @@ fn within_the_limit(
     }
 }
 
+/// Whether `addr` is of a kind `address` or `address6` accepts: IPv4 unicast; IPv6
+/// routable unicast outside the range the maps give IPv4. The addresses a policy that
+/// follows its interface takes from it are held to the same.
+pub fn may_be_host_address(addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(v4) => unicast(v4),
+        IpAddr::V6(v6) => routable(v6) && v6.to_ipv4_mapped().is_none(),
+    }
+}
+
+fn unicast(addr: Ipv4Addr) -> bool {
+    !addr.is_unspecified() && !addr.is_broadcast() && !addr.is_multicast()
+}
+
+fn routable(addr: Ipv6Addr) -> bool {
+    !(addr.is_unspecified() || addr.is_loopback() || addr.is_multicast() || addr.is_unicast_link_local())
+}
+
 /// `address`: a unicast IPv4 address, the seed's OURIP.
 fn ipv4_address(text: &str, at: usize) -> Result<Ipv4Addr, Located> {
     match text.parse::<IpAddr>() {
-        Ok(IpAddr::V4(addr)) if !addr.is_unspecified() && !addr.is_broadcast() && !addr.is_multicast() => {
-            Ok(addr)
-        }
+        Ok(IpAddr::V4(addr)) if unicast(addr) => Ok(addr),
         Ok(IpAddr::V4(_)) => fail(at, format!("address {text:?} is not a unicast address")),
         Ok(IpAddr::V6(_)) => fail(at, "address is the host's IPv4 address; put its IPv6 one in address6"),
         Err(_) => fail(at, format!("bad address {text:?}")),
@@ -104,19 +120,12 @@ fn ipv4_address(text: &str, at: usize) -> Result<Ipv4Addr, Located> {
 /// maps give IPv4.
 fn ipv6_address(text: &str, at: usize) -> Result<Ipv6Addr, Located> {
     match text.parse::<IpAddr>() {
-        Ok(IpAddr::V6(addr))
-            if addr.is_unspecified()
-                || addr.is_loopback()
-                || addr.is_multicast()
-                || addr.is_unicast_link_local() =>
-        {
-            fail(
-                at,
-                format!(
-                    "address6 {addr} is not a routable unicast address (link-local traffic that IPv6 needs passes anyway)"
-                ),
-            )
-        }
+        Ok(IpAddr::V6(addr)) if !routable(addr) => fail(
+            at,
+            format!(
+                "address6 {addr} is not a routable unicast address (link-local traffic that IPv6 needs passes anyway)"
+            ),
+        ),
         Ok(IpAddr::V6(addr)) if addr.to_ipv4_mapped().is_some() => {
             fail(at, format!("address6 {addr} is an IPv4-mapped address: write it as address"))
         }

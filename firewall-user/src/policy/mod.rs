@@ -42,6 +42,7 @@ pub use self::{
         DEFAULT_ANTISPOOF_SOURCES6,
     },
     conntrack::parse_duration,
+    host::may_be_host_address,
     prefix::{Prefix, PrefixError, from_addr, to_addr},
     rule::parse_limit,
 };

@@ -393,7 +393,8 @@ fn maps_of_another_layout_are_refused_not_misread() {
     lab.firewall_ok(&["down", "--iface", SERVER_IF]);
 }
 
-/// A filter made before hosts could have several addresses has no HOST_ADDRESSES pinned.
+/// A filter made before hosts could have several addresses has no HOST_ADDRESSES pinned
+/// (nor FRAGMENTS, from before fragments were tracked).
 /// Its programs never read one, so `reload` and `list` work on it as they did, and only a
 /// policy with a second address of a family is refused, naming the way out: `up`, which
 /// loads programs that read the map, creates and pins it, and keeps the open session.
@@ -408,6 +409,9 @@ fn a_filter_from_before_several_addresses_is_brought_up_to_them_in_place() {
     lab.up();
     let pinned = lab.pin_dir().join(firewall_common::MAP_HOST_ADDRESSES);
     fs::remove_file(&pinned).unwrap();
+    // Nor FRAGMENTS, which came later still.
+    let fragments = lab.pin_dir().join(firewall_common::MAP_FRAGMENTS);
+    fs::remove_file(&fragments).unwrap();
     let mut session = lab.tcp_connect(SSH_PEER, SSH, OPEN_WITHIN).expect("a session before the upgrade");
     echo(&mut session, b"before\n", OPEN_WITHIN).expect("an echo before");
 
@@ -429,6 +433,7 @@ fn a_filter_from_before_several_addresses_is_brought_up_to_them_in_place() {
 
     lab.firewall_ok(&["up", "--policy", two.to_str().unwrap(), "--iface", SERVER_IF]);
     assert!(pinned.exists(), "up created and pinned HOST_ADDRESSES");
+    assert!(fragments.exists(), "and FRAGMENTS");
     assert_ne!(lab.program_ids(), programs, "new programs in the old links");
     echo(&mut session, b"after\n", OPEN_WITHIN).expect("the session after the upgrade");
     assert_eq!(lab.tcp_probe(SSH_PEER, SocketAddrV4::new(second, 122), OPEN_WITHIN), Outcome::Open);
