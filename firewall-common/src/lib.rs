@@ -120,6 +120,35 @@ pub const fn rule_protocol(protocol: u8) -> bool {
     matches!(protocol, PROTO_TCP | PROTO_UDP | PROTO_ICMP)
 }
 
+/// TCP flag bits, as iptables' `--tcp-flags` names them: FIN, SYN, RST, PSH, ACK, URG.
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_PSH: u8 = 0x08;
+pub const TCP_ACK: u8 = 0x10;
+pub const TCP_URG: u8 = 0x20;
+
+/// The flag sets a TCP segment can carry, as netfilter's `tcp_valid_flags` (PSH, ECE and
+/// CWR do not matter): one bit per combination of FIN, SYN, RST, ACK and URG.
+const VALID_TCP_FLAGS: u64 = 1 << TCP_SYN
+    | 1 << (TCP_SYN | TCP_URG)
+    | 1 << (TCP_SYN | TCP_ACK)
+    | 1 << TCP_RST
+    | 1 << (TCP_RST | TCP_ACK)
+    | 1 << (TCP_FIN | TCP_ACK)
+    | 1 << (TCP_FIN | TCP_ACK | TCP_URG)
+    | 1 << TCP_ACK
+    | 1 << (TCP_ACK | TCP_URG);
+
+/// False for NULL, SYN+FIN, SYN+RST, FIN/PSH/URG without ACK, XMAS and the rest.
+#[expect(clippy::inline_always, reason = "the eBPF programs' hot path: no BPF-to-BPF call for it")]
+#[inline(always)]
+#[must_use]
+pub const fn tcp_flags_valid(flags: u8) -> bool {
+    let significant = flags & (TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK | TCP_URG) & !TCP_PSH;
+    VALID_TCP_FLAGS >> significant & 1 == 1
+}
+
 /// ICMP types with meaning to conntrack.
 pub const ICMP_ECHO_REPLY: u8 = 0;
 pub const ICMP_DEST_UNREACHABLE: u8 = 3;

@@ -487,29 +487,6 @@ pub fn parse_quoted(frame: &impl Frame, ip: &Ip, direction: Direction) -> Result
     flow_key(direction, peer, protocol, &l4).ok_or(Malformed)
 }
 
-/// TCP flag bits.
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-const TCP_PSH: u8 = 0x08;
-pub const TCP_ACK: u8 = 0x10;
-const TCP_URG: u8 = 0x20;
-
-/// The flag sets a TCP segment can carry, as netfilter's `tcp_valid_flags` (PSH, ECE and
-/// CWR do not matter): one bit per combination of FIN, SYN, RST, ACK and URG.
-const VALID_TCP_FLAGS: u64 = 1 << TCP_SYN
-    | 1 << (TCP_SYN | TCP_URG)
-    | 1 << (TCP_SYN | TCP_ACK)
-    | 1 << TCP_RST
-    | 1 << (TCP_RST | TCP_ACK)
-    | 1 << (TCP_FIN | TCP_ACK)
-    | 1 << (TCP_FIN | TCP_ACK | TCP_URG)
-    | 1 << TCP_ACK
-    | 1 << (TCP_ACK | TCP_URG);
-
-/// False for NULL, SYN+FIN, SYN+RST, FIN/PSH/URG without ACK, XMAS and the rest.
-#[inline(always)]
-pub fn tcp_flags_valid(flags: u8) -> bool {
-    let significant = flags & (TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK | TCP_URG) & !TCP_PSH;
-    VALID_TCP_FLAGS >> significant & 1 == 1
-}
+/// TCP flags, and which sets are valid: one definition with user space (`import` reads
+/// iptables' `--tcp-flags` drops by it).
+pub use firewall_common::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, tcp_flags_valid};

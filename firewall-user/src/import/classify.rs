@@ -5,13 +5,15 @@ use std::collections::HashMap;
 
 use firewall_common::{
     Direction, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM,
-    ICMP_TIME_EXCEEDED, PROTO_ICMP, protocol_name,
+    ICMP_TIME_EXCEEDED, PROTO_ICMP, PROTO_TCP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG,
+    protocol_name, tcp_flags_valid,
 };
 
 use super::{
     Finding, Findings,
-    dump::{DumpTable, words},
-    spec::{Rate, Spec, States, Target, parse_spec},
+    dump::DumpTable,
+    chains::{FlatLine, flatten},
+    spec::{PortRange, Rate, Spec, States, Target, TcpFlags},
 };
 use crate::policy::Prefix;
 
@@ -26,6 +28,8 @@ pub(super) enum Role {
     /// A line that admits flows (or ICMP messages) in `direction`, to or from `peer`
     /// (`None`: anyone).
     Flow(Flow),
+    /// Nothing to write, but the firewall does not do exactly what the line does: why.
+    Different(&'static str),
 }
 
 #[derive(Clone, Debug)]
@@ -61,13 +65,34 @@ pub(super) const WHY_PROTOCOL_RETURNS: &str =
     "returns are built in: every rule admits the packets of the flows it opened (the exact reversed 5-tuple)";
 pub(super) const WHY_DROP_POLICY: &str = "the chain's DROP policy is the firewall's own";
 
-/// Classifies one parsed line; `chains` are the table's user-defined chains.
-pub(super) fn classify(spec: &Spec, chains: &[String]) -> Result<Role, String> {
+pub(super) const WHY_COUNT_ONLY: &str = "a line with no target only counts what it matches and passes it on: firewall list counts every line that decides";
+pub(super) const WHY_LOG: &str = "translated with a difference: LOG writes no packet here; the firewall samples what it drops as events (firewall drops, serve --log-drops), each naming the line that dropped it, and counts every line's packets (firewall list)";
+pub(super) const WHY_FRAGMENTS: &str = "translated with a difference: a later fragment passes here only after its datagram's first fragment passed, on that line, and drops otherwise (fragment-orphan); netfilter with conntrack reassembles datagrams before the filter table, where -f then matches nothing";
+pub(super) const WHY_MID_STREAM: &str = "translated with a difference: the firewall admits the first packet of a TCP flow without SYN (a connection met mid-stream, as netfilter's nf_conntrack_tcp_loose default does) to a port a rule opens, where this line drops it";
+
+/// Classifies one line, its user-defined chains inlined: in a built-in chain, with a
+/// target of iptables' own.
+pub(super) fn classify(spec: &Spec) -> Result<Role, String> {
     let chain = spec.chain.as_str();
     if !matches!(chain, "INPUT" | "OUTPUT" | "FORWARD") {
-        return Err(format!("user-defined chain {chain} is not translated"));
+        return Err(format!("chain {chain} is not declared in the dump: not translated"));
     }
-    let accept = accepts(spec.target.as_ref().expect("parse_spec checks the target"), chains)?;
+    let Some(target) = &spec.target else {
+        return Ok(Role::BuiltIn(WHY_COUNT_ONLY));
+    };
+    if let Target::Other { name, .. } = target
+        && matches!(name.as_str(), "LOG" | "NFLOG" | "ULOG")
+    {
+        return Ok(Role::Different(WHY_LOG));
+    }
+    let accept = accepts(target)?;
+    if spec.fragment {
+        return match (accept, spec.matches()) {
+            (false, 1) => Ok(Role::Different(WHY_FRAGMENTS)),
+            (false, _) => Err("a DROP of later fragments (-f) with other matches is not translated".into()),
+            (true, _) => Err("an ACCEPT of later fragments (-f) cannot be expressed: a later fragment passes only after its datagram's first fragment did".into()),
+        };
+    }
     let loopback = spec.in_iface.as_deref() == Some("lo") || spec.out_iface.as_deref() == Some("lo");
     if loopback {
         return if accept {
@@ -85,43 +110,73 @@ pub(super) fn classify(spec: &Spec, chains: &[String]) -> Result<Role, String> {
     classify_accept(spec)
 }
 
-/// Whether a line with `target` accepts (else it drops): the policy has no word for any
-/// other target.
-fn accepts(target: &Target, chains: &[String]) -> Result<bool, String> {
+/// Whether a line with `target` accepts (else it drops: DROP, REJECT, and RETURN in a
+/// built-in chain, which applies its policy); the policy has no word for any other target.
+fn accepts(target: &Target) -> Result<bool, String> {
     match target {
-        Target::Other { name, .. } if name == "LOG" || name == "NFLOG" || name == "ULOG" => Err(format!(
-            "target {name} is not translated: the firewall counts what it drops (firewall list) but logs nothing"
-        )),
-        Target::Other { name, .. } if name == "REJECT" => {
-            Err("target REJECT is not translated: the firewall drops, it sends no ICMP error or RST back"
-                .into())
-        }
-        Target::Other { name, goto } if chains.contains(name) => {
-            let how = if *goto { "a goto (-g)" } else { "a jump" };
-            Err(format!("{how} to user-defined chain {name} is not translated"))
-        }
         Target::Other { name, .. } => Err(format!("target {name} is not translated")),
         Target::Accept => Ok(true),
-        Target::Drop => Ok(false),
+        Target::Drop | Target::Reject | Target::Return => Ok(false),
     }
 }
 
-/// A DROP is one of three things the firewall does itself: the chain's policy (a DROP of
-/// everything), the INVALID drops, or an entry of INPUT's anti-spoof lists.
+/// A DROP is one of four things the firewall does itself: the chain's policy (a DROP of
+/// everything), the INVALID drops (by state, or TCP flag sets no connection has), an
+/// entry of INPUT's anti-spoof lists; or, with a stated difference, a TCP flag test that
+/// the built-in one nearly matches.
 fn classify_drop(spec: &Spec) -> Result<Role, String> {
     let input = spec.chain == "INPUT";
-    if spec.matches() == 0 && spec.in_iface.is_none() && spec.out_iface.is_none() {
+    let ifaces = spec.in_iface.is_some() || spec.out_iface.is_some();
+    if spec.matches() == 0 && !ifaces {
         Ok(Role::BuiltIn(WHY_POLICY))
     } else if spec.matches() == 1 && spec.state.is_some_and(States::only_invalid) {
         Ok(Role::BuiltIn(WHY_INVALID))
+    } else if let Some(role) = tcp_flags_drop(spec) {
+        role
     } else if let (true, 1, Some(prefix), None) = (input, spec.matches(), spec.source, spec.destination) {
         Ok(Role::Antispoof { source: true, prefix, iface: spec.in_iface.clone() })
     } else if let (true, 1, None, Some(prefix)) = (input, spec.matches(), spec.source, spec.destination) {
         Ok(Role::Antispoof { source: false, prefix, iface: spec.in_iface.clone() })
     } else {
-        Err("a DROP with these matches is not translated: the policy drops by default and admits by rule (only INPUT's -s and -d DROPs are its anti-spoof lists)".into())
+        let what = match spec.target {
+            Some(Target::Reject) => "a REJECT",
+            Some(Target::Return) => "a RETURN from a built-in chain (its DROP policy)",
+            _ => "a DROP",
+        };
+        Err(format!("{what} with these matches is not translated: the policy drops by default and admits by rule (only INPUT's -s and -d DROPs are its anti-spoof lists)"))
     }
 }
+
+/// A DROP of TCP flag sets (`-p tcp --tcp-flags MASK COMP`, or `! --syn`, with state NEW
+/// or INVALID at most): built in if every set it matches is one the firewall drops as
+/// INVALID (firewall_common::tcp_flags_valid); a difference if the valid ones it matches
+/// open nothing a SYN would (state NEW without SYN: a connection met mid-stream) or are a
+/// SYN or RST with PSH or URG but no ACK, which no common stack sends. `None`: not such a
+/// line.
+fn tcp_flags_drop(spec: &Spec) -> Option<Result<Role, String>> {
+    let flags = spec.tcp_flags?;
+    let state_matches = usize::from(spec.state.is_some());
+    if spec.protocol != Some(PROTO_TCP) || spec.matches() != 2 + state_matches {
+        return None;
+    }
+    let new_only = spec.state.is_some_and(|s| s.new && !s.established && !s.related);
+    if spec.state.is_some() && !new_only {
+        return None;
+    }
+    let valid: Vec<u8> = (0..=u8::MAX).filter(|f| flags.matches(*f) && tcp_flags_valid(*f)).collect();
+    let opens = |f: &u8| f & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN;
+    if valid.is_empty() {
+        Some(Ok(Role::BuiltIn(WHY_INVALID)))
+    } else if new_only && !valid.iter().any(opens) {
+        Some(Ok(Role::Different(WHY_MID_STREAM)))
+    } else if valid.iter().all(|f| f & TCP_ACK == 0 && f & (TCP_PSH | TCP_URG) != 0) {
+        Some(Ok(Role::Different(WHY_SYN_WITH_PSH_OR_URG)))
+    } else {
+        None
+    }
+}
+
+pub(super) const WHY_SYN_WITH_PSH_OR_URG: &str = "translated with a difference: the INVALID flag sets are built in, but of those this line drops the firewall admits a SYN or RST with PSH or URG but no ACK, which no common stack sends";
 
 /// An ACCEPT on INPUT or OUTPUT: the flows of one protocol that it opens or returns.
 fn classify_accept(spec: &Spec) -> Result<Role, String> {
@@ -185,7 +240,7 @@ impl<'a> Accept<'a> {
     /// any other type is a message of its own.
     fn icmp(&self) -> Result<Role, String> {
         let Some(kind) = self.spec.icmp_type else {
-            return Err("-p icmp without --icmp-type cannot be expressed: a rule names one ICMP type".into());
+            return self.every_icmp_type();
         };
         let state = self.spec.state;
         match kind {
@@ -205,6 +260,23 @@ impl<'a> Accept<'a> {
                 Ok(self.flow(self.here, vec![Svc::Icmp { kind, related }], false))
             }
         }
+    }
+
+    /// `-p icmp` of every type: pings opened this way, and the errors; where the line
+    /// opens nothing, the returns of pings the other way.
+    fn every_icmp_type(&self) -> Result<Role, String> {
+        let echo = Svc::Icmp { kind: ICMP_ECHO_REQUEST, related: false };
+        if !self.opens {
+            // `-p icmp --state ESTABLISHED,RELATED`: the ICMP of flows, as for every protocol.
+            return Ok(if self.spec.matches() == 2 {
+                Role::BuiltIn(WHY_RETURNS)
+            } else {
+                self.flow(self.there, vec![echo], true)
+            });
+        }
+        let errors = [ICMP_DEST_UNREACHABLE, ICMP_TIME_EXCEEDED, ICMP_PARAMETER_PROBLEM]
+            .map(|kind| Svc::Icmp { kind, related: false });
+        Ok(self.flow(self.here, [echo].into_iter().chain(errors).collect(), false))
     }
 
     /// Whether an ICMP type other than echo is admitted as RELATED (the errors of a flow):
@@ -227,35 +299,62 @@ impl<'a> Accept<'a> {
     }
 
     /// `-p tcp` or `-p udp`: `--dport` opens flows to the service port, `--sport` passes
-    /// the returns of flows the other way.
+    /// the returns of flows the other way. A script written before conntrack names both,
+    /// the other side the ephemeral ports (`--sport 1024:65535 --dport 80` opens,
+    /// `--sport 80 --dport 1024:65535 ! --syn` returns). `--syn` opens, `! --syn` returns.
     fn ports(&self, protocol: u8) -> Result<Role, String> {
         let spec = self.spec;
-        let services =
-            |ports: &[u16]| ports.iter().map(|&port| Svc::Port { protocol, port }).collect::<Vec<_>>();
-        match (spec.sports.is_empty(), spec.dports.is_empty()) {
-            (false, false) => {
-                Err("both --sport and --dport cannot be expressed: a rule matches the service port only".into())
-            }
+        let (syn, not_syn) = match spec.tcp_flags {
+            None => (false, false),
+            Some(f) if f == TcpFlags::SYN => (true, false),
+            Some(f) if f == (TcpFlags { negated: true, ..TcpFlags::SYN }) => (false, true),
+            Some(_) => return Err("--tcp-flags on an ACCEPT cannot be expressed: a rule admits its flows whatever their flags, but the INVALID sets".into()),
+        };
+        let opens = self.opens && !not_syn;
+        let returns = (!self.opens || spec.state.is_none() || not_syn) && !syn;
+        match (spec.sports.as_slice(), spec.dports.as_slice()) {
             // `-p tcp -m state --state ESTABLISHED`: the returns of every flow of the protocol.
-            (true, true) if spec.matches() == 2 && !self.opens => Ok(Role::BuiltIn(WHY_PROTOCOL_RETURNS)),
-            (true, true) => Err(format!(
+            ([], []) if spec.matches() == 2 && !self.opens => Ok(Role::BuiltIn(WHY_PROTOCOL_RETURNS)),
+            ([], []) => Err(format!(
                 "{} without a port cannot be expressed: a rule names its service port",
                 protocol_name(protocol).expect("tcp or udp")
             )),
             // `--dport`: the line opens flows to the service port, ours on INPUT (the peer
             // opens), the peer's on OUTPUT (this host does).
-            (true, false) if self.opens => Ok(self.flow(self.here, services(&spec.dports), false)),
-            (true, false) => Err(
+            ([], service) if opens => Ok(self.flow(self.here, services(protocol, service)?, false)),
+            ([], _) => Err(
                 "state ESTABLISHED on the service port (--dport) is neither a line that opens flows nor a return: not translated".into(),
             ),
-            (false, true) if !self.opens || spec.state.is_none() => {
-                Ok(self.flow(self.there, services(&spec.sports), true))
-            }
-            (false, true) => Err(
+            (service, []) if returns => Ok(self.flow(self.there, services(protocol, service)?, true)),
+            (_, []) => Err(
                 "--sport with state NEW cannot be expressed: a flow opened from a given source port".into(),
             ),
+            (theirs, service) if opens && ephemeral(theirs) && !ephemeral(service) => {
+                Ok(self.flow(self.here, services(protocol, service)?, false))
+            }
+            (service, theirs) if returns && ephemeral(theirs) && !ephemeral(service) => {
+                Ok(self.flow(self.there, services(protocol, service)?, true))
+            }
+            _ => Err("both --sport and --dport cannot be expressed: a rule matches the service port only (or the other side's ephemeral range, 1024:65535)".into()),
         }
     }
+}
+
+/// Whether `ports` are the ephemeral range a client's side of a flow uses: one range
+/// holding Linux's default, 32768 to 60999 (`1024:65535` in most scripts).
+fn ephemeral(ports: &[PortRange]) -> bool {
+    matches!(ports, [range] if range.first <= 32768 && range.last >= 60999)
+}
+
+/// A line's service ports, one [`Svc`] each.
+fn services(protocol: u8, ports: &[PortRange]) -> Result<Vec<Svc>, String> {
+    ports
+        .iter()
+        .map(|range| match *range {
+            PortRange { first, last } if first == last && first > 0 => Ok(Svc::Port { protocol, port: first }),
+            range => Err(format!("port range {range} cannot be expressed: the policy lists single ports")),
+        })
+        .collect()
 }
 
 /// A classified line of `*filter`.
@@ -298,25 +397,24 @@ pub(super) fn other_tables(tables: &[DumpTable]) -> Vec<Finding> {
         .collect()
 }
 
-/// Classifies `*filter`'s chain lines, then its rule lines.
+/// Classifies `*filter`'s chain lines, then its rule lines, user-defined chains inlined.
 pub(super) fn classify_filter(filter: &DumpTable, findings: &mut Findings) -> FilterLines {
-    let user_chains: Vec<String> =
-        filter.chains.iter().filter(|(_, _, p, _)| p.is_none()).map(|(_, c, _, _)| c.clone()).collect();
     let mut passes_returns = chain_policies(filter, findings);
-    let classified = classify_rules(filter, &user_chains, &mut passes_returns, findings);
+    let lines = flatten(filter, findings);
+    let classified = classify_rules(&lines, &mut passes_returns, findings);
     FilterLines { classified, passes_returns }
 }
 
 /// The chains' policies: DROP is the firewall's own, any other cannot be expressed, and
-/// a user-defined chain is not translated. Returns the chains whose policy ACCEPT passes
-/// every return.
+/// a user-defined chain's lines are where jumps reach them. Returns the chains whose
+/// policy ACCEPT passes every return.
 fn chain_policies(filter: &DumpTable, findings: &mut Findings) -> Vec<String> {
     let mut passes_returns = Vec::new();
     for (line, chain, policy, rule) in &filter.chains {
         let finding = |why: String| Finding { line: *line, rule: rule.clone(), why };
         match policy.as_deref() {
-            None => findings.untranslated.push(finding(format!(
-                "user-defined chain {chain} is not translated (nor the rules in it, nor the jumps to it)"
+            None => findings.built_in.push(finding(format!(
+                "user-defined chain {chain}: its lines are translated where the jumps to it reach them"
             ))),
             Some("DROP") => findings.built_in.push(finding(WHY_DROP_POLICY.into())),
             Some(p) => {
@@ -332,40 +430,100 @@ fn chain_policies(filter: &DumpTable, findings: &mut Findings) -> Vec<String> {
     passes_returns
 }
 
-/// Each rule line parsed and classified, in order; a line after an unconditional DROP in
-/// its chain is never reached. An ESTABLISHED catch-all adds its chain to
-/// `passes_returns`.
+/// A line not translated that may take packets away from the ACCEPTs after it: a DROP or
+/// REJECT with matches the policy cannot say, a target not known, a RETURN. An ACCEPT
+/// after it that may match the same packets is not translated either: alone, it would
+/// admit what the script drops. So an import is never more open than its script.
+struct Shadow {
+    line: usize,
+    spec: Spec,
+    /// The flat index it ends at (a RETURN's chain's end); `None`: its chain's end.
+    until: Option<usize>,
+    why: String,
+}
+
+/// Each line classified, in each built-in chain's order; a line after an unconditional
+/// DROP in its chain is never reached, and an ACCEPT after a line that may drop some of
+/// what it admits is not translated ([`Shadow`]). An ESTABLISHED catch-all adds its chain
+/// to `passes_returns`.
 fn classify_rules(
-    filter: &DumpTable,
-    user_chains: &[String],
+    lines: &[FlatLine],
     passes_returns: &mut Vec<String>,
     findings: &mut Findings,
 ) -> Vec<Classified> {
     let mut classified = Vec::new();
     let mut dropped_all: HashMap<String, usize> = HashMap::new();
-    for (line, text) in &filter.rules {
-        let finding = |why: String| Finding { line: *line, rule: text.clone(), why };
-        let words = words(text);
-        let chain = words.as_ref().ok().and_then(|w| w.get(1)).cloned().unwrap_or_default();
-        let parsed = words.and_then(|w| parse_spec(&w));
-        if let Some(at) = dropped_all.get(&chain) {
-            findings
-                .untranslated
-                .push(finding(format!("never reached: line {at} drops everything before it")));
+    let mut shadows: Vec<Shadow> = Vec::new();
+    for (at, flat) in lines.iter().enumerate() {
+        let spec = &flat.parsed.spec;
+        let finding = |why: String| Finding { line: flat.line, rule: flat.text.clone(), why };
+        if let Some(dropped) = dropped_all.get(&spec.chain) {
+            findings.untranslated.push(finding(format!("never reached: line {dropped} drops everything before it")));
             continue;
         }
-        match parsed.and_then(|spec| classify(&spec, user_chains)) {
+        if let Some(until) = flat.returns_until {
+            findings.built_in.push(finding(format!(
+                "RETURN is followed: the lines after it in its chain are translated only where it returns none of what they admit"
+            )));
+            shadows.push(Shadow { line: flat.line, spec: spec.clone(), until: Some(until), why: "returns".into() });
+            continue;
+        }
+        let role = match &flat.parsed.untranslatable {
+            Some(why) => Err(why.clone()),
+            None => classify(spec),
+        };
+        match role {
             Ok(Role::BuiltIn(why)) => {
                 if why == WHY_POLICY {
-                    dropped_all.insert(chain, *line);
+                    dropped_all.insert(spec.chain.clone(), flat.line);
                 } else if why == WHY_RETURNS {
-                    passes_returns.push(chain);
+                    passes_returns.push(spec.chain.clone());
                 }
                 findings.built_in.push(finding(why.into()));
             }
-            Ok(role) => classified.push(Classified { line: *line, text: text.clone(), role }),
-            Err(why) => findings.untranslated.push(finding(why)),
+            Ok(Role::Different(why)) => findings.differences.push(finding(why.into())),
+            Ok(Role::Flow(f)) => match shadowed(&shadows, at, spec) {
+                Some(why) => findings.untranslated.push(finding(why)),
+                None => {
+                    if spec.tcp_flags == Some(TcpFlags::SYN) {
+                        findings.differences.push(finding(WHY_SYN_OPENS.into()));
+                    }
+                    if spec.protocol == Some(PROTO_ICMP) && spec.icmp_type.is_none() && !f.is_return {
+                        findings.differences.push(finding(WHY_EVERY_ICMP_TYPE.into()));
+                    }
+                    classified.push(Classified { line: flat.line, text: flat.text.clone(), role: Role::Flow(f) });
+                }
+            },
+            Ok(role) => classified.push(Classified { line: flat.line, text: flat.text.clone(), role }),
+            Err(why) => {
+                let target = spec.target.as_ref();
+                let loopback = spec.in_iface.as_deref() == Some("lo") || spec.out_iface.as_deref() == Some("lo");
+                if target.is_some_and(Target::may_drop) && !loopback {
+                    shadows.push(Shadow { line: flat.line, spec: spec.clone(), until: None, why: "drops".into() });
+                }
+                findings.untranslated.push(finding(why));
+            }
+        }
+        if spec.target == Some(Target::Reject) && !flat.parsed.untranslatable.is_some() {
+            findings.differences.push(finding(WHY_REJECT.into()));
         }
     }
     classified
 }
+
+/// Why the ACCEPT at flat index `at`, matching `spec`, is not translated, if a line before
+/// it in its chain that is not translated may take some of its packets.
+fn shadowed(shadows: &[Shadow], at: usize, spec: &Spec) -> Option<String> {
+    let shadow = shadows
+        .iter()
+        .filter(|s| s.spec.chain == spec.chain && s.until.is_none_or(|until| at < until))
+        .find(|s| s.spec.may_overlap(spec))?;
+    Some(format!(
+        "not translated, to be no more open than the script: line {}, which is not translated, {} some of what this line admits",
+        shadow.line, shadow.why
+    ))
+}
+
+pub(super) const WHY_EVERY_ICMP_TYPE: &str = "ICMP of every type becomes four rules: echo-request (its replies the returns) and the errors destination-unreachable, time-exceeded and parameter-problem; the other types (redirect, timestamp, router advertisement, …) drop here";
+pub(super) const WHY_REJECT: &str = "REJECT becomes DROP: the firewall answers nothing (no ICMP error, no TCP RST), so a client waits for its timeout where it failed at once";
+pub(super) const WHY_SYN_OPENS: &str = "--syn: the firewall also opens a flow met mid-stream (a first packet without SYN), as netfilter's nf_conntrack_tcp_loose default does";

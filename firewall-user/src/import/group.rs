@@ -16,7 +16,7 @@ use super::{
     spec::Rate,
     write::{AntispoofOut, HostOut, line_list},
 };
-use crate::policy::Prefix;
+use crate::policy::{self, Prefix};
 
 /// One `[[rule]]` to write.
 #[derive(Debug)]
@@ -44,7 +44,7 @@ pub(super) fn choose_host(classified: &[Classified], options: &Options) -> Optio
         .iter()
         .filter_map(|c| match &c.role {
             Role::Flow(Flow { iface, .. }) | Role::Antispoof { iface, .. } => iface.clone(),
-            Role::BuiltIn(_) => None,
+            Role::BuiltIn(_) | Role::Different(_) => None,
         })
         .collect();
     let (iface, iface_from) = match (&options.iface, most_common(&named)) {
@@ -55,7 +55,8 @@ pub(super) fn choose_host(classified: &[Classified], options: &Options) -> Optio
     let hosts: Vec<Prefix> = classified
         .iter()
         .filter_map(|c| match &c.role {
-            Role::Flow(f) => f.host.filter(|h| h.len == 32),
+            // Not a multicast or broadcast destination (an mDNS line's 224.0.0.251).
+            Role::Flow(f) => f.host.filter(|h| h.len == 32 && policy::may_be_host_address(h.addr)),
             _ => None,
         })
         .collect();
@@ -112,7 +113,7 @@ pub(super) fn host_lines(
                 Some(why) => findings.untranslated.push(Finding { line, rule: text, why }),
                 None => flows.push((line, text, f)),
             },
-            Role::BuiltIn(_) => unreachable!("built-ins are set aside above"),
+            Role::BuiltIn(_) | Role::Different(_) => unreachable!("built-ins and differences are set aside above"),
         }
     }
     (flows, antispoof)

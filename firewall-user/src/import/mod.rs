@@ -23,6 +23,7 @@
 //!   grouped into rules and named.
 //! - `write`: the policy's text.
 //! - `tests`: the translation end to end.
+mod chains;
 mod classify;
 mod dump;
 mod group;
@@ -77,9 +78,9 @@ pub enum ImportError {
     /// No line became a rule. It carries the translation, whose findings say why: the
     /// caller lists them before this error ("listed above").
     #[error(
-        "nothing to import from {}: no line of its filter table became a rule ({} lines not translated, listed above)",
+        "nothing to import from {}: no line of its filter table became a rule ({} not translated, listed above)",
         .translation.input,
-        .translation.untranslated.len()
+        count(.translation.untranslated.len())
     )]
     NothingUsable { translation: Box<Translation> },
     #[error("the imported policy does not validate")]
@@ -228,9 +229,12 @@ struct Findings {
 
 impl Findings {
     /// In the dump's order; a line's findings stay in the order they were found.
+    /// A line inlined from a chain that several jumps reach is found as often: listed once.
     fn sort(&mut self) {
         for list in [&mut self.untranslated, &mut self.differences, &mut self.built_in] {
             list.sort_by_key(|f| f.line);
+            let mut seen = std::collections::HashSet::new();
+            list.retain(|f| seen.insert((f.line, f.why.clone())));
         }
     }
 

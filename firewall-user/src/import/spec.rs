@@ -2,13 +2,19 @@
 //!
 //! [`parse_spec`] reads a line's options one at a time: iptables' own (`-s`, `-p`, `-m`,
 //! `-j`, …), then those of the match module last named; each value is read by a helper
-//! of its own ([`ipv4_prefix`], [`port`], [`states`], …). They fail with a `String`, the
+//! of its own ([`ipv4_prefix`], [`ports`], [`states`], …). They fail with a `String`, the
 //! reason the line is not translated (see [`super::dump::words`]).
+//!
+//! A line that cannot be translated is still read to its end: what it matches that the
+//! parser knows is kept, and what it does not (a negation, an unknown module) is left
+//! out. So its [`Spec`] matches at least every packet the line matches, which is what
+//! `classify` needs of a DROP it cannot translate: the ACCEPTs after it that it may
+//! shadow.
 use std::fmt;
 
 use firewall_common::{
     ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED,
-    protocol_named, rule_protocol,
+    TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, protocol_named, rule_protocol,
 };
 
 use crate::policy::{self, Prefix};
@@ -50,11 +56,86 @@ impl fmt::Display for Rate {
 pub(super) enum Target {
     Accept,
     Drop,
-    /// Anything else (LOG, REJECT, RETURN, a user-defined chain); `goto` for `-g`.
+    /// REJECT: a DROP that answers; the firewall drops.
+    Reject,
+    /// RETURN: back to the chain that jumped here (in a built-in chain, its policy).
+    Return,
+    /// Anything else (LOG, a user-defined chain, …); `goto` for `-g`.
     Other {
         name: String,
         goto: bool,
     },
+}
+
+impl Target {
+    /// Whether a packet it matches may stop here other than by ACCEPT: a DROP, a
+    /// REJECT, or a target the translation does not know. (LOG and the other targets
+    /// that only note or mark a packet let it go on; RETURN and jumps are the chains'.)
+    pub(super) fn may_drop(&self) -> bool {
+        match self {
+            Target::Accept | Target::Return => false,
+            Target::Drop | Target::Reject => true,
+            Target::Other { name, .. } => !NON_TERMINATING.contains(&name.as_str()),
+        }
+    }
+}
+
+/// Targets after which a packet goes on to the next line.
+const NON_TERMINATING: [&str; 16] = [
+    "LOG", "NFLOG", "ULOG", "MARK", "CONNMARK", "SET", "TRACE", "AUDIT", "CLASSIFY", "DSCP", "TOS", "TCPMSS",
+    "CHECKSUM", "TTL", "SECMARK", "CONNSECMARK",
+];
+
+/// An inclusive range of ports, as `--dport 1024:65535` writes it; one port is a range of
+/// one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) struct PortRange {
+    pub(super) first: u16,
+    pub(super) last: u16,
+}
+
+impl PortRange {
+    fn overlaps(self, other: PortRange) -> bool {
+        self.first <= other.last && other.first <= self.last
+    }
+
+    fn intersection(self, other: PortRange) -> Option<PortRange> {
+        self.overlaps(other)
+            .then(|| PortRange { first: self.first.max(other.first), last: self.last.min(other.last) })
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last { write!(f, "{}", self.first) } else { write!(f, "{}:{}", self.first, self.last) }
+    }
+}
+
+/// `--tcp-flags MASK COMP` (`--syn` is `SYN,RST,ACK,FIN SYN`): the flags in `mask` are
+/// those in `comp`; `negated` for `!`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct TcpFlags {
+    pub(super) mask: u8,
+    pub(super) comp: u8,
+    pub(super) negated: bool,
+}
+
+impl TcpFlags {
+    /// `--syn`.
+    pub(super) const SYN: TcpFlags = TcpFlags {
+        mask: TCP_SYN | TCP_RST | TCP_ACK | TCP_FIN,
+        comp: TCP_SYN,
+        negated: false,
+    };
+
+    pub(super) fn matches(self, flags: u8) -> bool {
+        (flags & self.mask == self.comp) != self.negated
+    }
+
+    /// Whether some flag set matches both.
+    fn overlaps(self, other: TcpFlags) -> bool {
+        (0..=u8::MAX).any(|f| self.matches(f) && other.matches(f))
+    }
 }
 
 /// What one `-A` line matches, and its target.
@@ -66,9 +147,12 @@ pub(super) struct Spec {
     pub(super) in_iface: Option<String>,
     pub(super) out_iface: Option<String>,
     pub(super) protocol: Option<u8>,
-    pub(super) sports: Vec<u16>,
-    pub(super) dports: Vec<u16>,
+    pub(super) sports: Vec<PortRange>,
+    pub(super) dports: Vec<PortRange>,
     pub(super) icmp_type: Option<u8>,
+    pub(super) tcp_flags: Option<TcpFlags>,
+    /// `-f`: later fragments only.
+    pub(super) fragment: bool,
     pub(super) state: Option<States>,
     pub(super) limit: Option<Rate>,
     pub(super) comment: Option<String>,
@@ -85,6 +169,8 @@ impl Spec {
             !self.sports.is_empty(),
             !self.dports.is_empty(),
             self.icmp_type.is_some(),
+            self.tcp_flags.is_some(),
+            self.fragment,
             self.state.is_some(),
             self.limit.is_some(),
         ]
@@ -95,8 +181,98 @@ impl Spec {
 
     /// The source ports for `--sport`, `--sports` and their long names; else the
     /// destination ports.
-    fn ports_of(&mut self, option: &str) -> &mut Vec<u16> {
+    fn ports_of(&mut self, option: &str) -> &mut Vec<PortRange> {
         if option.starts_with("--s") { &mut self.sports } else { &mut self.dports }
+    }
+
+    /// The packets both match, as one line's: `None` if no packet can match both (a jump
+    /// for tcp to a line for udp). Exact where both are; where a line could not be
+    /// translated its Spec matches more, and so does their conjunction. A limit or a flag
+    /// test in both cannot be one line's, so the second is left out: `Err`, with the
+    /// conjunction that matches more.
+    pub(super) fn and(&self, other: &Spec) -> Option<Result<Spec, (Spec, String)>> {
+        let mut both = Spec {
+            chain: self.chain.clone(),
+            source: narrower(self.source, other.source)?,
+            destination: narrower(self.destination, other.destination)?,
+            in_iface: same(&self.in_iface, &other.in_iface)?,
+            out_iface: same(&self.out_iface, &other.out_iface)?,
+            protocol: same(&self.protocol, &other.protocol)?,
+            sports: port_intersection(&self.sports, &other.sports)?,
+            dports: port_intersection(&self.dports, &other.dports)?,
+            icmp_type: same(&self.icmp_type, &other.icmp_type)?,
+            tcp_flags: self.tcp_flags.or(other.tcp_flags),
+            fragment: self.fragment || other.fragment,
+            state: state_intersection(self.state, other.state)?,
+            limit: self.limit.or(other.limit),
+            comment: other.comment.clone().or_else(|| self.comment.clone()),
+            target: other.target.clone(),
+        };
+        if let (Some(a), Some(b)) = (self.tcp_flags, other.tcp_flags) {
+            if !a.overlaps(b) {
+                return None;
+            }
+            if a != b {
+                return Some(Err((both, "two --tcp-flags tests, the jump's and the line's, cannot be one rule's".into())));
+            }
+        }
+        if self.limit.is_some() && other.limit.is_some() {
+            both.limit = self.limit;
+            return Some(Err((both, "two -m limit rates, the jump's and the line's, cannot be one rule's".into())));
+        }
+        Some(Ok(both))
+    }
+
+    /// Whether some packet may match both (each matching at least what its line does).
+    pub(super) fn may_overlap(&self, other: &Spec) -> bool {
+        self.and(other).is_some()
+    }
+}
+
+/// Both prefixes' addresses: the narrower if one holds the other, `None` if they are
+/// apart (`Some(None)`: neither names one).
+#[expect(clippy::option_option, reason = "no match, or no packet matches both")]
+fn narrower(a: Option<Prefix>, b: Option<Prefix>) -> Option<Option<Prefix>> {
+    match (a, b) {
+        (Some(a), Some(b)) if a.contains(b.addr) && a.len <= b.len => Some(Some(b)),
+        (Some(a), Some(b)) if b.contains(a.addr) && b.len <= a.len => Some(Some(a)),
+        (Some(_), Some(_)) => None,
+        (a, b) => Some(a.or(b)),
+    }
+}
+
+/// The one value both ask for, or `None` if they ask for two.
+#[expect(clippy::option_option, reason = "no match, or no packet matches both")]
+fn same<T: Clone + PartialEq>(a: &Option<T>, b: &Option<T>) -> Option<Option<T>> {
+    match (a, b) {
+        (Some(a), Some(b)) if a != b => None,
+        (a, b) => Some(a.clone().or_else(|| b.clone())),
+    }
+}
+
+/// The ports in both lists (an empty list: any port), `None` if none.
+fn port_intersection(a: &[PortRange], b: &[PortRange]) -> Option<Vec<PortRange>> {
+    if a.is_empty() || b.is_empty() {
+        return Some(if a.is_empty() { b.to_vec() } else { a.to_vec() });
+    }
+    let both: Vec<PortRange> = a.iter().flat_map(|x| b.iter().filter_map(|y| x.intersection(*y))).collect();
+    (!both.is_empty()).then_some(both)
+}
+
+/// The states both name, `None` if none.
+#[expect(clippy::option_option, reason = "no match, or no packet matches both")]
+fn state_intersection(a: Option<States>, b: Option<States>) -> Option<Option<States>> {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            let both = States {
+                new: a.new && b.new,
+                established: a.established && b.established,
+                related: a.related && b.related,
+                invalid: a.invalid && b.invalid,
+            };
+            (both != States::default()).then_some(Some(both))
+        }
+        (a, b) => Some(a.or(b)),
     }
 }
 
@@ -104,22 +280,52 @@ impl Spec {
 const MODULES: [&str; 7] = ["tcp", "udp", "icmp", "state", "conntrack", "limit", "multiport"];
 
 /// The words of a line still to read.
-type Words<'a> = std::slice::Iter<'a, String>;
+type Words<'a> = std::iter::Peekable<std::slice::Iter<'a, String>>;
 
-/// Parses the words of one `-A` line; the error says which part cannot be translated.
-pub(super) fn parse_spec(words: &[String]) -> Result<Spec, String> {
+/// A line read: what it matches, and why it cannot be translated, if it cannot (then
+/// `spec` matches at least what the line does: see the module's doc).
+#[derive(Clone, Debug)]
+pub(super) struct Parsed {
+    pub(super) spec: Spec,
+    pub(super) untranslatable: Option<String>,
+}
+
+/// Parses the words of one `-A` line to its end; the first part that cannot be translated
+/// is the line's reason.
+pub(super) fn parse_spec(words: &[String]) -> Parsed {
     let mut line = LineParser::default();
-    let mut words = words.iter();
+    let mut words = words.iter().peekable();
     while let Some(word) = words.next() {
-        match line.core_option(word, &mut words)? {
-            Read::Option => {}
+        let negated = word == "!";
+        let word = if negated {
+            match words.next() {
+                Some(option) => option,
+                None => break,
+            }
+        } else {
+            word
+        };
+        let read = line.core_option(word, negated, &mut words);
+        match read {
+            Ok(Read::Option) => {}
             // A target's own options (LOG's --log-prefix, …) follow; the target alone
             // decides.
-            Read::Target => break,
-            Read::NotCore => line.module_option(word, &mut words)?,
+            Ok(Read::Target) => break,
+            Ok(Read::NotCore) => {
+                if let Err(why) = line.module_option(word, negated, &mut words) {
+                    line.cannot(why);
+                    skip_values(&mut words);
+                }
+            }
+            Err(why) => line.cannot(why),
         }
     }
     line.finish()
+}
+
+/// Skips the values of an option not understood: the words up to the next option.
+fn skip_values(words: &mut Words<'_>) {
+    while words.next_if(|w| !w.starts_with('-') && *w != "!").is_some() {}
 }
 
 /// What an option of iptables' own was to the line.
@@ -141,25 +347,41 @@ struct LineParser {
     /// `--limit` and `--limit-burst`, in either order: one [`Rate`] once the line is read.
     limit: Option<(u32, &'static str)>,
     burst: Option<u32>,
+    /// The first reason the line cannot be translated.
+    untranslatable: Option<String>,
 }
 
 impl LineParser {
+    /// Notes why the line cannot be translated, if it is the first reason.
+    fn cannot(&mut self, why: String) {
+        self.untranslatable.get_or_insert(why);
+    }
+
     /// iptables' own options: the chain, the addresses and interfaces, the protocol, a
-    /// match module, the target.
-    fn core_option(&mut self, word: &str, words: &mut Words<'_>) -> Result<Read, String> {
+    /// match module, the target. A negated one is read and left out (the line then
+    /// matches less than its Spec says).
+    fn core_option(&mut self, word: &str, negated: bool, words: &mut Words<'_>) -> Result<Read, String> {
         let spec = &mut self.spec;
+        if negated && matches!(word, "-s" | "--source" | "-d" | "--destination" | "-i" | "--in-interface" | "-o" | "--out-interface" | "-p" | "--protocol") {
+            // Not loopback is the interface the programs are on: no match at all here.
+            if value(words, word)? == "lo" && matches!(word, "-i" | "--in-interface" | "-o" | "--out-interface") {
+                return Ok(Read::Option);
+            }
+            return Err(negated_match(word));
+        }
         match word {
             "-A" | "--append" => spec.chain = value(words, word)?,
-            "!" => return Err(negated(words.next())),
             "-s" | "--source" => spec.source = ipv4_prefix(&value(words, word)?)?,
             "-d" | "--destination" => spec.destination = ipv4_prefix(&value(words, word)?)?,
             "-i" | "--in-interface" => spec.in_iface = Some(interface(&value(words, word)?)?),
             "-o" | "--out-interface" => spec.out_iface = Some(interface(&value(words, word)?)?),
             "-p" | "--protocol" => spec.protocol = protocol(&value(words, word)?)?,
-            "-f" | "--fragment" => {
-                return Err("-f (later fragments) is not translated: a later fragment passes here only as its datagram's first fragment did, and drops otherwise (fragment-orphan)".into());
+            "-f" | "--fragment" => spec.fragment = true,
+            "-m" | "--match" => {
+                let name = value(words, word)?;
+                self.module = Some(name.clone());
+                module(&name)?;
             }
-            "-m" | "--match" => self.module = Some(module(value(words, word)?)?),
             "-j" | "--jump" | "-g" | "--goto" => {
                 spec.target = Some(target(value(words, word)?, matches!(word, "-g" | "--goto")));
                 return Ok(Read::Target);
@@ -170,28 +392,42 @@ impl LineParser {
     }
 
     /// The options of the match modules this translation knows, each only after its own
-    /// `-m` (tcp's and udp's ports and icmp's type also with none, as iptables takes them
-    /// after `-p`); any other option is not translated.
-    fn module_option(&mut self, word: &str, words: &mut Words<'_>) -> Result<(), String> {
+    /// `-m` (tcp's and udp's ports and flags and icmp's type also with none, as iptables
+    /// takes them after `-p`); any other option is not translated. Of the negated ones,
+    /// only the TCP flags' are read (`! --syn`).
+    fn module_option(&mut self, word: &str, negated: bool, words: &mut Words<'_>) -> Result<(), String> {
         let module = self.module.as_deref();
+        let tcp = matches!(module, Some("tcp") | None);
         match word {
+            "--syn" if tcp => self.spec.tcp_flags = Some(TcpFlags { negated, ..TcpFlags::SYN }),
+            "--tcp-flags" if tcp => {
+                let mask = tcp_flag_names(&value(words, word)?)?;
+                let comp = tcp_flag_names(&value(words, word)?)?;
+                self.spec.tcp_flags = Some(TcpFlags { mask, comp, negated });
+            }
+            option if negated && option.starts_with('-') => {
+                // Its value, if it has one, is skipped by the caller.
+                return Err(negated_match(option));
+            }
             "--comment" if module == Some("comment") => self.spec.comment = Some(value(words, word)?),
             "--sport" | "--source-port" | "--dport" | "--destination-port"
                 if matches!(module, Some("tcp" | "udp") | None) =>
             {
-                let port = port(&value(words, word)?)?;
-                self.spec.ports_of(word).push(port);
+                let range = ports(&value(words, word)?)?;
+                self.spec.ports_of(word).push(range);
             }
             "--sports" | "--source-ports" | "--dports" | "--destination-ports"
                 if module == Some("multiport") =>
             {
                 let list = value(words, word)?;
-                let ports = list.split(',').map(port).collect::<Result<Vec<u16>, String>>()?;
-                self.spec.ports_of(word).extend(ports);
+                let ranges = list.split(',').map(ports).collect::<Result<Vec<PortRange>, String>>()?;
+                self.spec.ports_of(word).extend(ranges);
             }
-            "--icmp-type" if matches!(module, Some("icmp") | None) => {
-                self.spec.icmp_type = Some(icmp_type(&value(words, word)?)?);
-            }
+            // `any` is every type: no match at all.
+            "--icmp-type" if matches!(module, Some("icmp") | None) => match value(words, word)?.as_str() {
+                "any" => {}
+                kind => self.spec.icmp_type = Some(icmp_type(kind)?),
+            },
             "--state" | "--ctstate"
                 if module == Some(if word == "--state" { "state" } else { "conntrack" }) =>
             {
@@ -201,6 +437,7 @@ impl LineParser {
             "--limit-burst" if module == Some("limit") => self.burst = Some(burst(&value(words, word)?)?),
             option if option.starts_with('-') => {
                 return Err(match module {
+                    Some(m) if !is_known(m) => format!("match module {m:?} is not translated"),
                     Some(m) => format!("option {option} of -m {m} is not translated"),
                     None => format!("option {option} is not translated"),
                 });
@@ -211,17 +448,16 @@ impl LineParser {
     }
 
     /// The line read to its end: its limit made whole, and a target required.
-    fn finish(self) -> Result<Spec, String> {
-        let mut spec = self.spec;
-        spec.limit = match (self.limit, self.burst) {
+    fn finish(mut self) -> Parsed {
+        self.spec.limit = match (self.limit, self.burst) {
             (Some((count, unit)), burst) => Some(Rate { count, unit, burst: burst.unwrap_or(5) }),
-            (None, Some(_)) => return Err("--limit-burst without --limit".into()),
+            (None, Some(_)) => {
+                self.cannot("--limit-burst without --limit".into());
+                None
+            }
             (None, None) => None,
         };
-        if spec.target.is_none() {
-            return Err("no target (-j): the line only counts, and the policy has no such rule".into());
-        }
-        Ok(spec)
+        Parsed { spec: self.spec, untranslatable: self.untranslatable }
     }
 }
 
@@ -231,11 +467,8 @@ fn value(words: &mut Words<'_>, option: &str) -> Result<String, String> {
 }
 
 /// Why `! OPTION`, whichever, is not translated.
-fn negated(option: Option<&String>) -> String {
-    let option = option.map_or("", String::as_str);
-    format!(
-        "a negated match (! {option}) cannot be expressed: a rule admits its peers, it does not except them"
-    )
+fn negated_match(option: &str) -> String {
+    format!("a negated match (! {option}) cannot be expressed: a rule admits its peers, it does not except them")
 }
 
 /// `-p`: a protocol a rule can name, or `None` for all.
@@ -251,21 +484,25 @@ fn protocol(text: &str) -> Result<Option<u8>, String> {
     }
 }
 
-/// `-m`: a module this translation knows.
-fn module(name: String) -> Result<String, String> {
-    if name == "comment" || MODULES.contains(&name.as_str()) {
-        Ok(name)
-    } else {
-        Err(format!("match module {name:?} is not translated"))
-    }
+/// Whether this translation knows match module `name`.
+fn is_known(name: &str) -> bool {
+    name == "comment" || MODULES.contains(&name)
 }
 
-/// `-j NAME`, or `-g NAME` (`goto`): ACCEPT and DROP by jump are the policy's; any other
-/// is kept by name, for `classify` to say why it is not translated.
+/// `-m`: a module this translation knows.
+fn module(name: &str) -> Result<(), String> {
+    if is_known(name) { Ok(()) } else { Err(format!("match module {name:?} is not translated")) }
+}
+
+/// `-j NAME`, or `-g NAME` (`goto`): ACCEPT, DROP, REJECT and RETURN by jump are
+/// iptables' own; any other is kept by name, a chain's for `chains` to follow and the
+/// rest for `classify` to say why it is not translated.
 fn target(name: String, goto: bool) -> Target {
     match name.as_str() {
         "ACCEPT" if !goto => Target::Accept,
         "DROP" if !goto => Target::Drop,
+        "REJECT" if !goto => Target::Reject,
+        "RETURN" if !goto => Target::Return,
         _ => Target::Other { name, goto },
     }
 }
@@ -303,11 +540,47 @@ fn interface(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
-fn port(text: &str) -> Result<u16, String> {
-    if text.contains(':') {
-        return Err(format!("port range {text} cannot be expressed: the policy lists single ports"));
+/// A port or a range, as iptables-save writes them: `22`, `1024:65535` (`:1023` and
+/// `1024:` leave out 0 and 65535).
+fn ports(text: &str) -> Result<PortRange, String> {
+    let number = |t: &str, missing: u16| {
+        if t.is_empty() {
+            return Ok(missing);
+        }
+        t.parse::<u16>().map_err(|_| format!("port {text} is not a port number or range (0-65535)"))
+    };
+    let (first, last) = match text.split_once(':') {
+        Some((first, last)) => (number(first, 0)?, number(last, u16::MAX)?),
+        None => {
+            let port = number(text, 0)?;
+            (port, port)
+        }
+    };
+    if first > last {
+        return Err(format!("port range {text} is empty: its first port is after its last"));
     }
-    text.parse().ok().filter(|p| *p > 0).ok_or_else(|| format!("port {text} is not a port number (1-65535)"))
+    Ok(PortRange { first, last })
+}
+
+/// `--tcp-flags`' lists: `SYN,ACK`, `ALL`, `NONE`.
+fn tcp_flag_names(text: &str) -> Result<u8, String> {
+    let mut flags = 0;
+    for name in text.split(',') {
+        flags |= match name {
+            "FIN" => TCP_FIN,
+            "SYN" => TCP_SYN,
+            "RST" => TCP_RST,
+            "PSH" => TCP_PSH,
+            "ACK" => TCP_ACK,
+            "URG" => TCP_URG,
+            "ECE" => 0x40,
+            "CWR" => 0x80,
+            "ALL" => TCP_FIN | TCP_SYN | TCP_RST | TCP_PSH | TCP_ACK | TCP_URG,
+            "NONE" => 0,
+            other => return Err(format!("TCP flag {other} is not known")),
+        };
+    }
+    Ok(flags)
 }
 
 /// The ICMP types the policy names, by number (as iptables-save writes them) or name.
@@ -321,7 +594,6 @@ fn icmp_type(text: &str) -> Result<u8, String> {
         "echo-request" | "ping" => Ok(ICMP_ECHO_REQUEST),
         "time-exceeded" | "ttl-exceeded" => Ok(ICMP_TIME_EXCEEDED),
         "parameter-problem" => Ok(ICMP_PARAMETER_PROBLEM),
-        "any" => Err("--icmp-type any cannot be expressed: a rule names one ICMP type".into()),
         number => {
             number.parse().map_err(|_| format!("ICMP type {text} is not translated (give it as a number)"))
         }

@@ -2,8 +2,9 @@
 //! examples/tight.toml does.
 //!
 //! In a lab, the seed's script (tests/seed/tight-iptables.sh) runs with the lab's
-//! addresses in the server namespace, with two lines the import cannot translate added
-//! (a `-m recent` rule and a LOG rule); `iptables-save` is taken there, and `firewall
+//! addresses in the server namespace, with two lines added that the import lists (a
+//! `-m recent` rule it cannot translate, and a LOG rule it translates with a difference);
+//! `iptables-save` is taken there, and `firewall
 //! import` turns it into a policy, which `firewall check` must accept. Then the
 //! differential probe matrix (tests/src/differential.rs) runs behind the firewall with
 //! examples/tight.toml and behind the firewall with the imported policy: every probe must
@@ -90,7 +91,7 @@ fn the_imported_seed_dump_filters_as_examples_tight_toml_does() {
     let recent_why =
         format!("iptables-save line {recent_at}: {recent_line}: match module \"recent\" is not translated");
     let log_why = format!(
-        "iptables-save line {log_at}: {log_line}: target LOG is not translated: the firewall counts what it drops (firewall list) but logs nothing"
+        "iptables-save line {log_at}: {log_line}: translated with a difference: LOG writes no packet here; the firewall samples what it drops as events (firewall drops, serve --log-drops), each naming the line that dropped it, and counts every line's packets (firewall list)"
     );
     let mail_in = line_of(&dump, "--dport 25 -j ACCEPT");
     let mail_why = format!(
@@ -98,11 +99,12 @@ fn the_imported_seed_dump_filters_as_examples_tight_toml_does() {
         mail_in.0, mail_in.1
     );
     let lines: Vec<&str> = stderr.lines().collect();
-    // iptables-save lists INPUT before OUTPUT; the untranslated lines come first.
-    assert!(recent_at < log_at);
-    let mut expected = vec![recent_why.as_str(), log_why.as_str(), mail_why.as_str()];
+    // iptables-save lists INPUT before OUTPUT; the untranslated lines come first, then
+    // those translated with a difference.
+    assert!(mail_in.0 < log_at);
+    let mut expected = vec![recent_why.as_str(), mail_why.as_str(), log_why.as_str()];
     let summary = format!(
-        "firewall: imported 12 rules from {dump_path} to {out_path}; 2 lines not translated, 1 line translated with a difference (listed above and at the top of the policy)"
+        "firewall: imported 12 rules from {dump_path} to {out_path}; 1 line not translated, 2 lines translated with a difference (listed above and at the top of the policy)"
     );
     expected.push(&summary);
     assert_eq!(lines, expected);
@@ -221,8 +223,8 @@ fn import_reads_stdin_refuses_what_is_no_dump_and_never_overwrites_unasked() {
         text(&output.stderr),
         format!(
             "iptables-save line 2: :INPUT ACCEPT [0:0]: chain policy ACCEPT cannot be expressed: every chain drops what no rule admits\n\
-             iptables-save line 3: -A INPUT -j LOG: target LOG is not translated: the firewall counts what it drops (firewall list) but logs nothing\n\
-             firewall: nothing to import from {}: no line of its filter table became a rule (2 lines not translated, listed above)\n",
+             iptables-save line 3: -A INPUT -j LOG: translated with a difference: LOG writes no packet here; the firewall samples what it drops as events (firewall drops, serve --log-drops), each naming the line that dropped it, and counts every line's packets (firewall list)\n\
+             firewall: nothing to import from {}: no line of its filter table became a rule (1 line not translated, listed above)\n",
             useless.display()
         )
     );
