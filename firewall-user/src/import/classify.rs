@@ -433,95 +433,213 @@ fn chain_policies(filter: &DumpTable, findings: &mut Findings) -> Vec<String> {
 /// A line not translated that may take packets away from the ACCEPTs after it: a DROP or
 /// REJECT with matches the policy cannot say, a target not known, a RETURN. An ACCEPT
 /// after it that may match the same packets is not translated either: alone, it would
-/// admit what the script drops. So an import is never more open than its script.
+/// admit what the script drops. Nor is a line that opens flows whose returns it may take
+/// before its chain admits them. So an import is never more open than its script.
 struct Shadow {
+    /// Its flat index.
+    at: usize,
     line: usize,
     spec: Spec,
     /// The flat index it ends at (a RETURN's chain's end); `None`: its chain's end.
     until: Option<usize>,
-    why: String,
+    why: &'static str,
+}
+
+impl Shadow {
+    /// Whether it may take some of the packets that `spec` matches at flat index `at`.
+    fn covers(&self, at: usize, spec: &Spec) -> bool {
+        self.spec.chain == spec.chain
+            && self.at < at
+            && self.until.is_none_or(|until| at < until)
+            && self.spec.may_overlap(spec)
+    }
+}
+
+/// A line that opens flows, translated, with what it matches, until its returns are
+/// checked.
+struct Opening {
+    at: usize,
+    spec: Spec,
+    classified: Classified,
+}
+
+/// The classification of a table's lines under way.
+#[derive(Default)]
+struct Classifier {
+    /// The lines translated but those that open flows, by flat index.
+    classified: Vec<(usize, Classified)>,
+    openings: Vec<Opening>,
+    /// Chains dropped whole, and the line that did.
+    dropped_all: HashMap<String, usize>,
+    shadows: Vec<Shadow>,
+    /// The lines that pass returns (catch-alls and return lines: the flat index, the dump's
+    /// line, what they match), and the chains whose policy ACCEPT does (line `None`).
+    passing_returns: Vec<(usize, Option<usize>, Spec)>,
 }
 
 /// Each line classified, in each built-in chain's order; a line after an unconditional
-/// DROP in its chain is never reached, and an ACCEPT after a line that may drop some of
-/// what it admits is not translated ([`Shadow`]). An ESTABLISHED catch-all adds its chain
-/// to `passes_returns`.
+/// DROP in its chain is never reached, and an ACCEPT, or the returns of what it opens,
+/// after a line that may drop some of them is not translated ([`Shadow`]). An
+/// ESTABLISHED catch-all adds its chain to `passes_returns`.
 fn classify_rules(
     lines: &[FlatLine],
     passes_returns: &mut Vec<String>,
     findings: &mut Findings,
 ) -> Vec<Classified> {
-    let mut classified = Vec::new();
-    let mut dropped_all: HashMap<String, usize> = HashMap::new();
-    let mut shadows: Vec<Shadow> = Vec::new();
+    let mut classifier = Classifier::default();
     for (at, flat) in lines.iter().enumerate() {
+        classifier.line(at, flat, passes_returns, findings);
+    }
+    // A chain whose policy ACCEPT passes returns does so past its last line.
+    for chain in passes_returns.iter() {
+        classifier.passing_returns.push((lines.len(), None, Spec { chain: chain.clone(), ..Spec::default() }));
+    }
+    classifier.check_returns(findings);
+    let mut classified = classifier.classified;
+    classified.extend(classifier.openings.into_iter().map(|o| (o.at, o.classified)));
+    classified.sort_by_key(|(at, _)| *at);
+    classified.into_iter().map(|(_, c)| c).collect()
+}
+
+impl Classifier {
+    fn line(&mut self, at: usize, flat: &FlatLine, passes_returns: &mut Vec<String>, findings: &mut Findings) {
         let spec = &flat.parsed.spec;
         let finding = |why: String| Finding { line: flat.line, rule: flat.text.clone(), why };
-        if let Some(dropped) = dropped_all.get(&spec.chain) {
+        if let Some(dropped) = self.dropped_all.get(&spec.chain) {
             findings.untranslated.push(finding(format!("never reached: line {dropped} drops everything before it")));
-            continue;
+            return;
         }
         if let Some(until) = flat.returns_until {
-            findings.built_in.push(finding(format!(
-                "RETURN is followed: the lines after it in its chain are translated only where it returns none of what they admit"
-            )));
-            shadows.push(Shadow { line: flat.line, spec: spec.clone(), until: Some(until), why: "returns".into() });
-            continue;
+            findings.built_in.push(finding(
+                "RETURN is followed: the lines after it in its chain are translated only where it returns none of what they admit".into(),
+            ));
+            self.shadows.push(Shadow { at, line: flat.line, spec: spec.clone(), until: Some(until), why: "returns" });
+            return;
         }
         let role = match &flat.parsed.untranslatable {
             Some(why) => Err(why.clone()),
             None => classify(spec),
         };
+        if spec.target == Some(Target::Reject) && role.is_ok() {
+            findings.differences.push(finding(WHY_REJECT.into()));
+        }
         match role {
             Ok(Role::BuiltIn(why)) => {
                 if why == WHY_POLICY {
-                    dropped_all.insert(spec.chain.clone(), flat.line);
-                } else if why == WHY_RETURNS {
-                    passes_returns.push(spec.chain.clone());
+                    self.dropped_all.insert(spec.chain.clone(), flat.line);
+                } else if why == WHY_RETURNS || why == WHY_PROTOCOL_RETURNS {
+                    if why == WHY_RETURNS {
+                        passes_returns.push(spec.chain.clone());
+                    }
+                    self.passing_returns.push((at, Some(flat.line), spec.clone()));
                 }
                 findings.built_in.push(finding(why.into()));
             }
             Ok(Role::Different(why)) => findings.differences.push(finding(why.into())),
-            Ok(Role::Flow(f)) => match shadowed(&shadows, at, spec) {
-                Some(why) => findings.untranslated.push(finding(why)),
-                None => {
-                    if spec.tcp_flags == Some(TcpFlags::SYN) {
-                        findings.differences.push(finding(WHY_SYN_OPENS.into()));
-                    }
-                    if spec.protocol == Some(PROTO_ICMP) && spec.icmp_type.is_none() && !f.is_return {
-                        findings.differences.push(finding(WHY_EVERY_ICMP_TYPE.into()));
-                    }
-                    classified.push(Classified { line: flat.line, text: flat.text.clone(), role: Role::Flow(f) });
+            Ok(Role::Flow(f)) => {
+                if let Some(shadow) = self.shadows.iter().find(|s| s.covers(at, spec)) {
+                    findings.untranslated.push(finding(format!(
+                        "not translated, to be no more open than the script: line {}, which is not translated, {} some of what this line admits",
+                        shadow.line, shadow.why
+                    )));
+                    return;
                 }
-            },
-            Ok(role) => classified.push(Classified { line: flat.line, text: flat.text.clone(), role }),
+                for why in flow_differences(spec, &f) {
+                    findings.differences.push(finding(why.into()));
+                }
+                let classified = Classified { line: flat.line, text: flat.text.clone(), role: Role::Flow(f.clone()) };
+                if f.is_return {
+                    self.passing_returns.push((at, Some(flat.line), spec.clone()));
+                    self.classified.push((at, classified));
+                } else {
+                    self.openings.push(Opening { at, spec: spec.clone(), classified });
+                }
+            }
+            Ok(role) => self.classified.push((at, Classified { line: flat.line, text: flat.text.clone(), role })),
             Err(why) => {
                 let target = spec.target.as_ref();
                 let loopback = spec.in_iface.as_deref() == Some("lo") || spec.out_iface.as_deref() == Some("lo");
                 if target.is_some_and(Target::may_drop) && !loopback {
-                    shadows.push(Shadow { line: flat.line, spec: spec.clone(), until: None, why: "drops".into() });
+                    self.shadows.push(Shadow { at, line: flat.line, spec: spec.clone(), until: None, why: "drops" });
                 }
                 findings.untranslated.push(finding(why));
             }
         }
-        if spec.target == Some(Target::Reject) && !flat.parsed.untranslatable.is_some() {
-            findings.differences.push(finding(WHY_REJECT.into()));
-        }
     }
-    classified
+
+    /// The lines that open flows whose returns, in the other chain, a line not translated
+    /// may drop before the first line there that passes them: not translated. (Where no
+    /// line passes them, the grouping lists the difference.)
+    fn check_returns(&mut self, findings: &mut Findings) {
+        let shadows = &self.shadows;
+        let passing = &self.passing_returns;
+        self.openings.retain(|opening| {
+            let Some(returns) = return_spec(&opening.spec) else {
+                return true;
+            };
+            let Some((passed_at, passed_by)) = passing
+                .iter()
+                .filter(|(_, _, spec)| spec.may_overlap(&returns))
+                .map(|(at, line, _)| (*at, *line))
+                .min()
+            else {
+                return true;
+            };
+            let Some(shadow) = shadows.iter().find(|s| s.covers(passed_at, &returns)) else {
+                return true;
+            };
+            findings.untranslated.push(Finding {
+                line: opening.classified.line,
+                rule: opening.classified.text.clone(),
+                why: format!(
+                    "not translated, to be no more open than the script: line {}, which is not translated, {} some of the returns of the flows this line opens before {} passes them",
+                    shadow.line,
+                    shadow.why,
+                    passed_by.map_or("the chain's policy ACCEPT".to_owned(), |line| format!("line {line}")),
+                ),
+            });
+            false
+        });
+    }
 }
 
-/// Why the ACCEPT at flat index `at`, matching `spec`, is not translated, if a line before
-/// it in its chain that is not translated may take some of its packets.
-fn shadowed(shadows: &[Shadow], at: usize, spec: &Spec) -> Option<String> {
-    let shadow = shadows
-        .iter()
-        .filter(|s| s.spec.chain == spec.chain && s.until.is_none_or(|until| at < until))
-        .find(|s| s.spec.may_overlap(spec))?;
-    Some(format!(
-        "not translated, to be no more open than the script: line {}, which is not translated, {} some of what this line admits",
-        shadow.line, shadow.why
-    ))
+/// What the returns of the flows an opening line admits match, in the other chain: the
+/// addresses, interfaces and ports the other way round, state ESTABLISHED; the peer's
+/// port, where the line does not name it, a client's (1024 to 65535). `None`: a message
+/// with no returns (an ICMP error).
+fn return_spec(opening: &Spec) -> Option<Spec> {
+    let icmp_type = match (opening.protocol, opening.icmp_type) {
+        (Some(PROTO_ICMP), Some(ICMP_ECHO_REQUEST)) => Some(ICMP_ECHO_REPLY),
+        (Some(PROTO_ICMP), _) => return None,
+        _ => None,
+    };
+    let chain = if opening.chain == "INPUT" { "OUTPUT" } else { "INPUT" };
+    let clients = vec![PortRange { first: 1024, last: u16::MAX }];
+    Some(Spec {
+        chain: chain.to_owned(),
+        source: opening.destination,
+        destination: opening.source,
+        in_iface: opening.out_iface.clone(),
+        out_iface: opening.in_iface.clone(),
+        protocol: opening.protocol,
+        sports: opening.dports.clone(),
+        dports: if opening.sports.is_empty() { clients } else { opening.sports.clone() },
+        icmp_type,
+        state: Some(States { established: true, ..States::default() }),
+        ..Spec::default()
+    })
+}
+
+/// What a line that admits flows does otherwise than the firewall, though translated.
+fn flow_differences(spec: &Spec, f: &Flow) -> Vec<&'static str> {
+    let mut whys = Vec::new();
+    if spec.tcp_flags == Some(TcpFlags::SYN) {
+        whys.push(WHY_SYN_OPENS);
+    }
+    if spec.protocol == Some(PROTO_ICMP) && spec.icmp_type.is_none() && !f.is_return {
+        whys.push(WHY_EVERY_ICMP_TYPE);
+    }
+    whys
 }
 
 pub(super) const WHY_EVERY_ICMP_TYPE: &str = "ICMP of every type becomes four rules: echo-request (its replies the returns) and the errors destination-unreachable, time-exceeded and parameter-problem; the other types (redirect, timestamp, router advertisement, …) drop here";

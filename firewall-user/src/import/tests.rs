@@ -589,6 +589,27 @@ fn an_import_is_never_more_open_than_its_script() {
     );
 }
 
+/// A DROP the policy cannot say, in the chain the returns travel, before the line that
+/// passes them: the flows whose returns it may take are not opened either.
+#[test]
+fn a_line_whose_returns_the_script_may_drop_is_not_translated() {
+    let t = import(&dump(&[
+        "-A INPUT -s 192.0.2.0/24 -p tcp -m tcp --sport 80 -m string --string \"x\" --algo bm -j DROP",
+        "-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT",
+        "-A INPUT -s 192.0.2.0/24 -p tcp -m tcp --sport 443 -m string --string \"x\" --algo bm -j DROP",
+        "-A OUTPUT -s 198.51.100.1/32 -d 192.0.2.80/32 -p tcp -m tcp --dport 80 -j ACCEPT",
+        "-A OUTPUT -s 198.51.100.1/32 -d 192.0.2.80/32 -p tcp -m tcp --dport 443 -j ACCEPT",
+        "-A OUTPUT -s 198.51.100.1/32 -d 203.0.113.80/32 -p tcp -m tcp --dport 80 -j ACCEPT",
+    ]));
+    assert_eq!(
+        why(&t, 8),
+        "not translated, to be no more open than the script: line 5, which is not translated, drops some of the returns of the flows this line opens before line 6 passes them"
+    );
+    assert!(t.text.contains("name = \"https-out\""), "{}", t.text);
+    assert!(t.text.contains("name = \"http-out\""), "{}", t.text);
+    assert!(block(&t, "http-out").contains("From iptables-save line 10."), "{}", t.text);
+}
+
 #[test]
 fn user_defined_chains_are_inlined_with_their_jumps_matches() {
     let t = import(
