@@ -1,8 +1,11 @@
 //! `firewall import DUMP [-o OUT]`
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+};
 
 use clap::Args;
-use firewall_user::import;
+use firewall_user::{import, kernel::filter::every_interface_address};
 
 #[derive(Args)]
 pub struct Import {
@@ -17,7 +20,8 @@ pub struct Import {
     /// [host] interface (default: the one the dump's -i/-o name).
     #[arg(long)]
     iface: Option<String>,
-    /// [host] address, OURIP (default: the one the dump's -d/-s name).
+    /// [host] address, OURIP (default: the one the dump's -d/-s name, else a guess: the
+    /// address the interface has here, stated at the top of the policy).
     #[arg(long)]
     address: Option<Ipv4Addr>,
 }
@@ -29,7 +33,16 @@ impl Import {
             import::check_output(out, existing)?;
         }
         let input = import::read_input(&self.file, std::io::stdin().lock())?;
-        let options = import::Options { iface: self.iface, address: self.address };
+        // This machine's IPv4 addresses: the host address's guess where the dump names none.
+        let interface_addresses = every_interface_address()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(on, addr)| match addr {
+                IpAddr::V4(v4) => Some((on, v4)),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        let options = import::Options { iface: self.iface, address: self.address, interface_addresses };
         let translation = import::import(&input, &options).inspect_err(|err| {
             // The error says "listed above": the lines that gave no rule come first.
             if let import::ImportError::NothingUsable { translation } = err {

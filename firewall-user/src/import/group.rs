@@ -2,7 +2,7 @@
 //! of one service one list, and services with the same peers one rule.
 use std::{
     collections::{HashMap, HashSet},
-    net::IpAddr,
+    net::{IpAddr, Ipv4Addr},
 };
 
 use firewall_common::{
@@ -60,12 +60,27 @@ pub(super) fn choose_host(classified: &[Classified], options: &Options) -> Optio
             _ => None,
         })
         .collect();
-    let (address, address_from) = match (options.address, most_common(&hosts).map(|p| p.addr)) {
-        (Some(a), _) => (a, "--address"),
-        (None, Some(IpAddr::V4(a))) => (a, "the dump's -d on INPUT and -s on OUTPUT"),
-        (None, _) => return None,
+    let (address, address_from, guessed) = match (options.address, most_common(&hosts).map(|p| p.addr)) {
+        (Some(a), _) => (a, "--address".to_owned(), false),
+        (None, Some(IpAddr::V4(a))) => (a, "the dump's -d on INPUT and -s on OUTPUT".to_owned(), false),
+        (None, _) => {
+            let (on, a) = guess_address(&options.interface_addresses, iface.as_deref())?;
+            (a, format!("a guess: the address {on} had where the import ran"), true)
+        }
     };
-    Some(HostOut { iface, iface_from, address, address_from: address_from.to_owned() })
+    Some(HostOut { iface, iface_from, address, address_from, guessed })
+}
+
+/// The host address where neither `--address` nor the dump names one: the first unicast
+/// address of `iface`, or without one, of the only interface (not loopback) that has any.
+fn guess_address(addresses: &[(String, Ipv4Addr)], iface: Option<&str>) -> Option<(String, Ipv4Addr)> {
+    let candidates: Vec<&(String, Ipv4Addr)> = addresses
+        .iter()
+        .filter(|(on, a)| on != "lo" && !a.is_loopback() && policy::may_be_host_address(IpAddr::V4(*a)))
+        .filter(|(on, _)| iface.is_none_or(|i| i == on))
+        .collect();
+    let first = candidates.first()?;
+    candidates.iter().all(|(on, _)| *on == first.0).then(|| (*first).clone())
 }
 
 /// The most frequent of `values` (the first seen of equals).

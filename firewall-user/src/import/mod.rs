@@ -57,6 +57,9 @@ pub struct Options {
     pub iface: Option<String>,
     /// `--address`: OURIP, whatever the dump's `-d`/`-s` say.
     pub address: Option<Ipv4Addr>,
+    /// The addresses of this machine's interfaces where the import runs, by interface:
+    /// where neither `--address` nor the dump names the host address, the guess.
+    pub interface_addresses: Vec<(String, Ipv4Addr)>,
 }
 
 #[derive(Debug, thiserror::Error)]

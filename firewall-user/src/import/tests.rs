@@ -444,6 +444,41 @@ fn the_host_address_is_the_one_the_lines_name() {
     );
 }
 
+/// A dump that names no host address: the address of the interface, where the import
+/// runs, stated as a guess; none where it cannot tell which interface.
+#[test]
+fn without_an_address_in_the_dump_the_interface_s_is_the_guess() {
+    let here = |list: &[(&str, [u8; 4])]| -> Vec<(String, Ipv4Addr)> {
+        list.iter().map(|(on, a)| ((*on).to_owned(), Ipv4Addr::from(*a))).collect()
+    };
+    let rules = dump(&["-A INPUT -i eth0 -p tcp -m tcp --dport 22 -j ACCEPT"]);
+    let options = Options {
+        interface_addresses: here(&[("lo", [127, 0, 0, 1]), ("eth1", [192, 0, 2, 5]), ("eth0", [198, 51, 100, 7])]),
+        ..Options::default()
+    };
+    let t = translate(&rules, "dump", &options).unwrap();
+    assert!(
+        t.text.contains("address = \"198.51.100.7\"  # OURIP, from a guess: the address eth0 had where the import ran\n"),
+        "{}",
+        t.text
+    );
+    assert!(
+        t.text.contains("# The host address 198.51.100.7 is a guess: no rule of the dump names it, so it is the address eth0 had where the import ran. Check it (or import again with --address).\n"),
+        "{}",
+        t.text
+    );
+    // No interface named, and two with addresses: no guess.
+    let rules = dump(&["-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT"]);
+    assert!(matches!(translate(&rules, "dump", &options), Err(ImportError::NoAddress { .. })));
+    // No interface named, and one: its address; multicast is no host's.
+    let options = Options {
+        interface_addresses: here(&[("lo", [127, 0, 0, 1]), ("ens3", [224, 0, 0, 251]), ("ens3", [203, 0, 113, 4])]),
+        ..Options::default()
+    };
+    let t = translate(&rules, "dump", &options).unwrap();
+    assert!(t.text.contains("address = \"203.0.113.4\""), "{}", t.text);
+}
+
 #[test]
 fn the_interface_is_given_or_the_one_the_lines_name() {
     let rules = [

@@ -17,6 +17,8 @@ pub(super) struct HostOut {
     pub(super) iface_from: String,
     pub(super) address: Ipv4Addr,
     pub(super) address_from: String,
+    /// The address is the interface's where the import ran, not the dump's.
+    pub(super) guessed: bool,
 }
 
 /// `[antispoof]`: INPUT's `-s` and `-d` DROPs, in the dump's order, and their lines.
@@ -37,7 +39,7 @@ pub(super) fn write_policy(
     findings: &Findings,
 ) -> String {
     let mut doc = DocumentMut::new();
-    doc["host"] = Item::Table(host_table(host, &header(input, findings)));
+    doc["host"] = Item::Table(host_table(host, &header(input, host, findings)));
     doc["antispoof"] = Item::Table(antispoof_table(antispoof));
     let tables: ArrayOfTables = rules.iter().map(rule_table).collect();
     if !tables.is_empty() {
@@ -48,11 +50,19 @@ pub(super) fn write_policy(
 
 /// The policy's first comment: where it came from, what to do next, and every finding,
 /// a section a kind.
-fn header(input: &str, findings: &Findings) -> Vec<String> {
+fn header(input: &str, host: &HostOut, findings: &Findings) -> Vec<String> {
     let mut header = vec![
         format!("Imported by `firewall import` from {input} (iptables-save, table filter)."),
         "Read the lists below, then: firewall check FILE; firewall up --policy FILE".to_owned(),
     ];
+    if host.guessed {
+        header.push(String::new());
+        header.push(format!(
+            "The host address {} is a guess: no rule of the dump names it, so it is {}. Check it (or import again with --address).",
+            host.address,
+            host.address_from.trim_start_matches("a guess: ")
+        ));
+    }
     let Findings { untranslated, differences, built_in } = findings;
     let sections = [
         (

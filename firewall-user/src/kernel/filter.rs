@@ -138,15 +138,23 @@ pub fn if_index(iface: &str) -> Option<u32> {
 /// The addresses `iface` has now, of both families (none for an interface that does not
 /// exist); `None` when the kernel cannot be asked.
 pub fn interface_addresses(iface: &str) -> Option<Vec<std::net::IpAddr>> {
+    let all = every_interface_address()?;
+    Some(all.into_iter().filter(|(on, _)| on == iface).map(|(_, addr)| addr).collect())
+}
+
+/// Every address of every interface now, of both families, with its interface's name;
+/// `None` when the kernel cannot be asked.
+pub fn every_interface_address() -> Option<Vec<(String, std::net::IpAddr)>> {
     let addrs = nix::ifaddrs::getifaddrs().ok()?;
     Some(
         addrs
-            .filter(|a| a.interface_name == iface)
             .filter_map(|a| {
                 let sock = a.address?;
-                sock.as_sockaddr_in()
+                let addr = sock
+                    .as_sockaddr_in()
                     .map(|s| std::net::IpAddr::V4(s.ip()))
-                    .or_else(|| sock.as_sockaddr_in6().map(|s| std::net::IpAddr::V6(s.ip())))
+                    .or_else(|| sock.as_sockaddr_in6().map(|s| std::net::IpAddr::V6(s.ip())))?;
+                Some((a.interface_name, addr))
             })
             .collect(),
     )
