@@ -31,7 +31,8 @@ use std::{
 use firewall_user::policy::{Policy, Service};
 
 use crate::lab::{
-    CLIENT_IF, HOST, Lab, OPEN_WITHIN, Outcome, SERVER_IF, STRANGER, STRANGER2, ping_received, sh, tight_text,
+    CLIENT_IF, HOST, Lab, OPEN_WITHIN, Outcome, SERVER_IF, STRANGER, STRANGER2, ping_received, rejected, sh,
+    tight_text,
 };
 
 /// Debian's python3, the one python3-scapy is installed for (a `python3` earlier on PATH,
@@ -297,11 +298,13 @@ pub fn iptables_down(lab: &Lab) {
     assert_eq!(iptables(lab, &["-S"]), IPTABLES_CLEAN, "iptables is not clean after the restore");
 }
 
-fn tcp(name: impl Into<String>, from: Ipv4Addr, to: Ipv4Addr, port: u16) -> Probe {
+/// A TCP connection from `from` to `to`:`port`, echoed.
+pub fn tcp(name: impl Into<String>, from: Ipv4Addr, to: Ipv4Addr, port: u16) -> Probe {
     Probe { name: name.into(), kind: Kind::Tcp { from, to: SocketAddrV4::new(to, port) } }
 }
 
-fn udp(name: impl Into<String>, from: Ipv4Addr, to: Ipv4Addr, port: u16) -> Probe {
+/// A UDP exchange from `from` with the echo server at `to`:`port`.
+pub fn udp(name: impl Into<String>, from: Ipv4Addr, to: Ipv4Addr, port: u16) -> Probe {
     Probe { name: name.into(), kind: Kind::Udp { from, to: SocketAddrV4::new(to, port) } }
 }
 
@@ -665,7 +668,7 @@ fn tcp6_probe(lab: &Lab, to: SocketAddrV6, timeout: Duration) -> Seen {
     let result = lab.run_in(&lab.client, || TcpStream::connect_timeout(&SocketAddr::V6(to), timeout));
     let (outcome, note) = match result {
         Ok(_) => (Outcome::Open, None),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => (Outcome::Refused, None),
+        Err(e) if rejected(&e) => (Outcome::Refused, None),
         Err(e) if e.kind() == io::ErrorKind::TimedOut => (Outcome::Blocked, None),
         // Neighbour discovery unanswered: nothing came back either.
         Err(e) if e.raw_os_error() == Some(libc::EHOSTUNREACH) => {

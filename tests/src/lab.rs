@@ -141,7 +141,8 @@ pub enum Outcome {
     Open,
     /// No answer at all before the timeout: the packets were dropped.
     Blocked,
-    /// A RST or an ICMP port unreachable: reached the host, nobody listening.
+    /// A RST or an ICMP unreachable: nobody listening, or a REJECT (iptables answers
+    /// with port, host or net unreachable, or prohibited).
     Refused,
     /// TCP connected but the echo never came back.
     Stalled,
@@ -553,7 +554,7 @@ impl Lab {
             match socket.recv(&mut buf) {
                 Ok(n) if &buf[..n] == token.as_bytes() => return Ok(Outcome::Open),
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Ok(Outcome::Refused),
+                Err(e) if rejected(&e) => return Ok(Outcome::Refused),
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                     return Ok(Outcome::Blocked);
                 }
@@ -717,9 +718,20 @@ pub fn tcp_connect(
             Ok(stream)
         }
         Err(Errno::EINPROGRESS | Errno::ETIMEDOUT | Errno::EAGAIN) => Err(Outcome::Blocked),
-        Err(Errno::ECONNREFUSED) => Err(Outcome::Refused),
+        Err(Errno::ECONNREFUSED | Errno::EHOSTUNREACH | Errno::ENETUNREACH | Errno::EACCES) => {
+            Err(Outcome::Refused)
+        }
         Err(e) => panic!("tcp connect {from} -> {to}: {e}"),
     }
+}
+
+/// Whether a socket error is the answer of a REJECT or a closed port: ICMP port, host or
+/// net unreachable, or administratively prohibited.
+pub fn rejected(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error().map(Errno::from_raw),
+        Some(Errno::ECONNREFUSED | Errno::EHOSTUNREACH | Errno::ENETUNREACH | Errno::EACCES)
+    )
 }
 
 /// Writes `token` and reads it back within `timeout`.

@@ -44,8 +44,12 @@ pub(super) struct FlatLine {
 /// inlined. What the inlining itself decides (a jump followed, a line never reached) is
 /// a finding.
 pub(super) fn flatten(filter: &DumpTable, findings: &mut Findings) -> Vec<FlatLine> {
-    let user: HashSet<&str> =
-        filter.chains.iter().filter(|(_, _, policy, _)| policy.is_none()).map(|(_, c, _, _)| c.as_str()).collect();
+    let user: HashSet<&str> = filter
+        .chains
+        .iter()
+        .filter(|(_, _, policy, _)| policy.is_none())
+        .map(|(_, c, _, _)| c.as_str())
+        .collect();
     // Every declared chain, its lines or none: a jump to an empty chain comes straight back.
     let lines = user.iter().map(|chain| ((*chain).to_owned(), Vec::new())).collect();
     let mut chains = Chains { lines, reached: HashSet::new(), out: Vec::new(), findings };
@@ -53,7 +57,9 @@ pub(super) fn flatten(filter: &DumpTable, findings: &mut Findings) -> Vec<FlatLi
     for (line, text) in &filter.rules {
         let read = read(text);
         match user.contains(read.spec.chain.as_str()) {
-            true => chains.lines.get_mut(&read.spec.chain).expect("declared").push((*line, text.clone(), read)),
+            true => {
+                chains.lines.get_mut(&read.spec.chain).expect("declared").push((*line, text.clone(), read))
+            }
             false => top.push((*line, text.clone(), read)),
         }
     }
@@ -212,7 +218,8 @@ impl Chains<'_> {
             Err((spec, why)) => (spec, Some(why)),
         };
         // The line's own reason first, then the jump's, then the pair's.
-        let untranslatable = met.parsed.untranslatable.clone().or_else(|| jump.parsed.untranslatable.clone()).or(why);
+        let untranslatable =
+            met.parsed.untranslatable.clone().or_else(|| jump.parsed.untranslatable.clone()).or(why);
         Some(FlatLine { line: met.line, text, parsed: Parsed { spec, untranslatable }, returns_until: None })
     }
 
@@ -226,7 +233,9 @@ impl Chains<'_> {
                 self.findings.built_in.push(Finding {
                     line: *line,
                     rule: text.clone(),
-                    why: format!("chain {chain} is never jumped to from INPUT, OUTPUT or FORWARD: it decides nothing"),
+                    why: format!(
+                        "chain {chain} is never jumped to from INPUT, OUTPUT or FORWARD: it decides nothing"
+                    ),
                 });
             }
         }

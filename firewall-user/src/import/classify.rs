@@ -11,8 +11,8 @@ use firewall_common::{
 
 use super::{
     Finding, Findings,
-    dump::DumpTable,
     chains::{FlatLine, flatten},
+    dump::DumpTable,
     spec::{PortRange, Rate, Spec, States, Target, TcpFlags},
 };
 use crate::policy::Prefix;
@@ -143,7 +143,9 @@ fn classify_drop(spec: &Spec) -> Result<Role, String> {
             Some(Target::Return) => "a RETURN from a built-in chain (its DROP policy)",
             _ => "a DROP",
         };
-        Err(format!("{what} with these matches is not translated: the policy drops by default and admits by rule (only INPUT's -s and -d DROPs are its anti-spoof lists)"))
+        Err(format!(
+            "{what} with these matches is not translated: the policy drops by default and admits by rule (only INPUT's -s and -d DROPs are its anti-spoof lists)"
+        ))
     }
 }
 
@@ -351,7 +353,9 @@ fn services(protocol: u8, ports: &[PortRange]) -> Result<Vec<Svc>, String> {
     ports
         .iter()
         .map(|range| match *range {
-            PortRange { first, last } if first == last && first > 0 => Ok(Svc::Port { protocol, port: first }),
+            PortRange { first, last } if first == last && first > 0 => {
+                Ok(Svc::Port { protocol, port: first })
+            }
             range => Err(format!("port range {range} cannot be expressed: the policy lists single ports")),
         })
         .collect()
@@ -492,7 +496,11 @@ fn classify_rules(
     }
     // A chain whose policy ACCEPT passes returns does so past its last line.
     for chain in passes_returns.iter() {
-        classifier.passing_returns.push((lines.len(), None, Spec { chain: chain.clone(), ..Spec::default() }));
+        classifier.passing_returns.push((
+            lines.len(),
+            None,
+            Spec { chain: chain.clone(), ..Spec::default() },
+        ));
     }
     classifier.check_returns(findings);
     let mut classified = classifier.classified;
@@ -502,18 +510,32 @@ fn classify_rules(
 }
 
 impl Classifier {
-    fn line(&mut self, at: usize, flat: &FlatLine, passes_returns: &mut Vec<String>, findings: &mut Findings) {
+    fn line(
+        &mut self,
+        at: usize,
+        flat: &FlatLine,
+        passes_returns: &mut Vec<String>,
+        findings: &mut Findings,
+    ) {
         let spec = &flat.parsed.spec;
         let finding = |why: String| Finding { line: flat.line, rule: flat.text.clone(), why };
         if let Some(dropped) = self.dropped_all.get(&spec.chain) {
-            findings.untranslated.push(finding(format!("never reached: line {dropped} drops everything before it")));
+            findings
+                .untranslated
+                .push(finding(format!("never reached: line {dropped} drops everything before it")));
             return;
         }
         if let Some(until) = flat.returns_until {
             findings.built_in.push(finding(
                 "RETURN is followed: the lines after it in its chain are translated only where it returns none of what they admit".into(),
             ));
-            self.shadows.push(Shadow { at, line: flat.line, spec: spec.clone(), until: Some(until), why: "returns" });
+            self.shadows.push(Shadow {
+                at,
+                line: flat.line,
+                spec: spec.clone(),
+                until: Some(until),
+                why: "returns",
+            });
             return;
         }
         let role = match &flat.parsed.untranslatable {
@@ -547,7 +569,8 @@ impl Classifier {
                 for why in flow_differences(spec, &f) {
                     findings.differences.push(finding(why.into()));
                 }
-                let classified = Classified { line: flat.line, text: flat.text.clone(), role: Role::Flow(f.clone()) };
+                let classified =
+                    Classified { line: flat.line, text: flat.text.clone(), role: Role::Flow(f.clone()) };
                 if f.is_return {
                     self.passing_returns.push((at, Some(flat.line), spec.clone()));
                     self.classified.push((at, classified));
@@ -555,12 +578,21 @@ impl Classifier {
                     self.openings.push(Opening { at, spec: spec.clone(), classified });
                 }
             }
-            Ok(role) => self.classified.push((at, Classified { line: flat.line, text: flat.text.clone(), role })),
+            Ok(role) => {
+                self.classified.push((at, Classified { line: flat.line, text: flat.text.clone(), role }))
+            }
             Err(why) => {
                 let target = spec.target.as_ref();
-                let loopback = spec.in_iface.as_deref() == Some("lo") || spec.out_iface.as_deref() == Some("lo");
+                let loopback =
+                    spec.in_iface.as_deref() == Some("lo") || spec.out_iface.as_deref() == Some("lo");
                 if target.is_some_and(Target::may_drop) && !loopback {
-                    self.shadows.push(Shadow { at, line: flat.line, spec: spec.clone(), until: None, why: "drops" });
+                    self.shadows.push(Shadow {
+                        at,
+                        line: flat.line,
+                        spec: spec.clone(),
+                        until: None,
+                        why: "drops",
+                    });
                 }
                 findings.untranslated.push(finding(why));
             }

@@ -128,7 +128,9 @@ pub(super) fn host_lines(
                 Some(why) => findings.untranslated.push(Finding { line, rule: text, why }),
                 None => flows.push((line, text, f)),
             },
-            Role::BuiltIn(_) | Role::Different(_) => unreachable!("built-ins and differences are set aside above"),
+            Role::BuiltIn(_) | Role::Different(_) => {
+                unreachable!("built-ins and differences are set aside above")
+            }
         }
     }
     (flows, antispoof)

@@ -82,8 +82,22 @@ impl Target {
 
 /// Targets after which a packet goes on to the next line.
 const NON_TERMINATING: [&str; 16] = [
-    "LOG", "NFLOG", "ULOG", "MARK", "CONNMARK", "SET", "TRACE", "AUDIT", "CLASSIFY", "DSCP", "TOS", "TCPMSS",
-    "CHECKSUM", "TTL", "SECMARK", "CONNSECMARK",
+    "LOG",
+    "NFLOG",
+    "ULOG",
+    "MARK",
+    "CONNMARK",
+    "SET",
+    "TRACE",
+    "AUDIT",
+    "CLASSIFY",
+    "DSCP",
+    "TOS",
+    "TCPMSS",
+    "CHECKSUM",
+    "TTL",
+    "SECMARK",
+    "CONNSECMARK",
 ];
 
 /// An inclusive range of ports, as `--dport 1024:65535` writes it; one port is a range of
@@ -107,7 +121,11 @@ impl PortRange {
 
 impl fmt::Display for PortRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.first == self.last { write!(f, "{}", self.first) } else { write!(f, "{}:{}", self.first, self.last) }
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}:{}", self.first, self.last)
+        }
     }
 }
 
@@ -122,11 +140,8 @@ pub(super) struct TcpFlags {
 
 impl TcpFlags {
     /// `--syn`.
-    pub(super) const SYN: TcpFlags = TcpFlags {
-        mask: TCP_SYN | TCP_RST | TCP_ACK | TCP_FIN,
-        comp: TCP_SYN,
-        negated: false,
-    };
+    pub(super) const SYN: TcpFlags =
+        TcpFlags { mask: TCP_SYN | TCP_RST | TCP_ACK | TCP_FIN, comp: TCP_SYN, negated: false };
 
     pub(super) fn matches(self, flags: u8) -> bool {
         (flags & self.mask == self.comp) != self.negated
@@ -213,12 +228,18 @@ impl Spec {
                 return None;
             }
             if a != b {
-                return Some(Err((both, "two --tcp-flags tests, the jump's and the line's, cannot be one rule's".into())));
+                return Some(Err((
+                    both,
+                    "two --tcp-flags tests, the jump's and the line's, cannot be one rule's".into(),
+                )));
             }
         }
         if self.limit.is_some() && other.limit.is_some() {
             both.limit = self.limit;
-            return Some(Err((both, "two -m limit rates, the jump's and the line's, cannot be one rule's".into())));
+            return Some(Err((
+                both,
+                "two -m limit rates, the jump's and the line's, cannot be one rule's".into(),
+            )));
         }
         Some(Ok(both))
     }
@@ -362,9 +383,24 @@ impl LineParser {
     /// matches less than its Spec says).
     fn core_option(&mut self, word: &str, negated: bool, words: &mut Words<'_>) -> Result<Read, String> {
         let spec = &mut self.spec;
-        if negated && matches!(word, "-s" | "--source" | "-d" | "--destination" | "-i" | "--in-interface" | "-o" | "--out-interface" | "-p" | "--protocol") {
+        if negated
+            && matches!(
+                word,
+                "-s" | "--source"
+                    | "-d"
+                    | "--destination"
+                    | "-i"
+                    | "--in-interface"
+                    | "-o"
+                    | "--out-interface"
+                    | "-p"
+                    | "--protocol"
+            )
+        {
             // Not loopback is the interface the programs are on: no match at all here.
-            if value(words, word)? == "lo" && matches!(word, "-i" | "--in-interface" | "-o" | "--out-interface") {
+            if value(words, word)? == "lo"
+                && matches!(word, "-i" | "--in-interface" | "-o" | "--out-interface")
+            {
                 return Ok(Read::Option);
             }
             return Err(negated_match(word));
@@ -468,7 +504,9 @@ fn value(words: &mut Words<'_>, option: &str) -> Result<String, String> {
 
 /// Why `! OPTION`, whichever, is not translated.
 fn negated_match(option: &str) -> String {
-    format!("a negated match (! {option}) cannot be expressed: a rule admits its peers, it does not except them")
+    format!(
+        "a negated match (! {option}) cannot be expressed: a rule admits its peers, it does not except them"
+    )
 }
 
 /// `-p`: a protocol a rule can name, or `None` for all.

@@ -453,12 +453,18 @@ fn without_an_address_in_the_dump_the_interface_s_is_the_guess() {
     };
     let rules = dump(&["-A INPUT -i eth0 -p tcp -m tcp --dport 22 -j ACCEPT"]);
     let options = Options {
-        interface_addresses: here(&[("lo", [127, 0, 0, 1]), ("eth1", [192, 0, 2, 5]), ("eth0", [198, 51, 100, 7])]),
+        interface_addresses: here(&[
+            ("lo", [127, 0, 0, 1]),
+            ("eth1", [192, 0, 2, 5]),
+            ("eth0", [198, 51, 100, 7]),
+        ]),
         ..Options::default()
     };
     let t = translate(&rules, "dump", &options).unwrap();
     assert!(
-        t.text.contains("address = \"198.51.100.7\"  # OURIP, from a guess: the address eth0 had where the import ran\n"),
+        t.text.contains(
+            "address = \"198.51.100.7\"  # OURIP, from a guess: the address eth0 had where the import ran\n"
+        ),
         "{}",
         t.text
     );
@@ -472,7 +478,11 @@ fn without_an_address_in_the_dump_the_interface_s_is_the_guess() {
     assert!(matches!(translate(&rules, "dump", &options), Err(ImportError::NoAddress { .. })));
     // No interface named, and one: its address; multicast is no host's.
     let options = Options {
-        interface_addresses: here(&[("lo", [127, 0, 0, 1]), ("ens3", [224, 0, 0, 251]), ("ens3", [203, 0, 113, 4])]),
+        interface_addresses: here(&[
+            ("lo", [127, 0, 0, 1]),
+            ("ens3", [224, 0, 0, 251]),
+            ("ens3", [203, 0, 113, 4]),
+        ]),
         ..Options::default()
     };
     let t = translate(&rules, "dump", &options).unwrap();
@@ -548,7 +558,10 @@ fn what_cannot_be_translated_is_listed_with_its_reason() {
             "never reached: line 18 drops everything before it",
         ]
     );
-    assert_eq!(t.untranslated.iter().map(|f| f.line).collect::<Vec<_>>(), [5, 6, 8, 9, 10, 11, 12, 14, 15, 16, 17, 19]);
+    assert_eq!(
+        t.untranslated.iter().map(|f| f.line).collect::<Vec<_>>(),
+        [5, 6, 8, 9, 10, 11, 12, 14, 15, 16, 17, 19]
+    );
     assert_eq!(
         t.untranslated[1].to_string(),
         "iptables-save line 6: -A OUTPUT -m owner --uid-owner 0 -j ACCEPT: match module \"owner\" is not translated"
@@ -581,7 +594,10 @@ fn an_import_is_never_more_open_than_its_script() {
         [Prefix::parse("203.0.113.66/32").unwrap(), Prefix::parse("203.0.113.67/32").unwrap()]
     );
     assert!(block(&t, "http-in").contains("peers = \"any\""), "{}", t.text);
-    assert_eq!(why(&t, 6), "the jump to chain blocked is followed: its lines are translated here, each with this line's matches");
+    assert_eq!(
+        why(&t, 6),
+        "the jump to chain blocked is followed: its lines are translated here, each with this line's matches"
+    );
 
     // An unconditional REJECT: nothing after it is reached.
     let t = import(&dump(&[
@@ -590,7 +606,11 @@ fn an_import_is_never_more_open_than_its_script() {
         "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 80 -j ACCEPT",
     ]));
     assert_eq!(why(&t, 7), "never reached: line 6 drops everything before it");
-    assert!(t.differences.iter().any(|f| f.line == 6 && f.why.starts_with("REJECT becomes DROP")), "{}", t.text);
+    assert!(
+        t.differences.iter().any(|f| f.line == 6 && f.why.starts_with("REJECT becomes DROP")),
+        "{}",
+        t.text
+    );
     assert!(!t.text.contains("http-in"), "{}", t.text);
 
     // A DROP the policy cannot say takes its lines' packets from the ACCEPTs after it
@@ -673,7 +693,10 @@ fn user_defined_chains_are_inlined_with_their_jumps_matches() {
     let admitted: Vec<(String, String)> = admitted.into_iter().map(|(_, s, p, _)| (s, p)).collect();
     assert_eq!(
         admitted,
-        [("tcp port 22".to_owned(), "192.0.2.7".to_owned()), ("udp port 53".to_owned(), "0.0.0.0/0".to_owned())],
+        [
+            ("tcp port 22".to_owned(), "192.0.2.7".to_owned()),
+            ("udp port 53".to_owned(), "0.0.0.0/0".to_owned())
+        ],
         "{}",
         t.text
     );
@@ -687,7 +710,10 @@ fn user_defined_chains_are_inlined_with_their_jumps_matches() {
     assert_eq!(why(&t, 17), returned);
     assert_eq!(why(&t, 18), returned);
     assert_eq!(why(&t, 20), "never reached: line 19 returns from chain services before it");
-    assert_eq!(why(&t, 23), "chain unused is never jumped to from INPUT, OUTPUT or FORWARD: it decides nothing");
+    assert_eq!(
+        why(&t, 23),
+        "chain unused is never jumped to from INPUT, OUTPUT or FORWARD: it decides nothing"
+    );
     // The final jump to LOGDROP drops everything: the chain's policy; the first, from
     // 10.0.0.0/8, is an anti-spoof entry.
     assert!(t.built_in.iter().any(|f| f.line == 13 && f.why == WHY_POLICY), "{}", t.text);
@@ -742,7 +768,11 @@ fn invalid_tcp_flag_drops_are_built_in_and_syn_is_understood() {
     assert!(why(&t, 13).contains("admits a SYN or RST with PSH or URG"), "{}", why(&t, 13));
     assert!(why(&t, 14).contains("without SYN (a connection met mid-stream"), "{}", why(&t, 14));
     assert!(why(&t, 15).contains("without SYN (a connection met mid-stream"), "{}", why(&t, 15));
-    assert!(why(&t, 16).starts_with("--syn: the firewall also opens a flow met mid-stream"), "{}", why(&t, 16));
+    assert!(
+        why(&t, 16).starts_with("--syn: the firewall also opens a flow met mid-stream"),
+        "{}",
+        why(&t, 16)
+    );
     assert!(t.untranslated.is_empty(), "{:?}", t.untranslated);
     assert!(t.text.contains("name = \"ssh-http-in\""), "{}", t.text);
 }
@@ -757,7 +787,11 @@ fn returns_written_before_conntrack_pair_with_the_lines_that_open_their_flows() 
         "-A INPUT -d 198.51.100.1/32 -p udp -m udp --sport 123 --dport 123 -j ACCEPT",
     ]));
     assert!(block(&t, "ssh-in").contains("From iptables-save line 5, and 6 for the returns."), "{}", t.text);
-    assert!(block(&t, "http-out").contains("From iptables-save line 7, and 8 for the returns."), "{}", t.text);
+    assert!(
+        block(&t, "http-out").contains("From iptables-save line 7, and 8 for the returns."),
+        "{}",
+        t.text
+    );
     assert!(why(&t, 9).starts_with("both --sport and --dport cannot be expressed"), "{}", t.text);
     assert!(t.differences.is_empty(), "{:?}", t.differences);
 }

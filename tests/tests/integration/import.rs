@@ -14,15 +14,19 @@
 //! Run as root after `cargo build --release`:
 //! `cargo test --release -p tests --test integration import:: -- --nocapture`.
 use std::{
+    collections::BTreeSet,
     fs,
+    net::Ipv4Addr,
     path::Path,
-    process::{Command, Output},
+    process::{Command, Output, Stdio},
     time::Instant,
 };
 
 use tests::{
-    differential::{Bench, Filter, Seen, iptables_down, iptables_up, matrix, table, tight},
-    lab::{Lab, SERVER_IF, TempDir, firewall_bin, sh},
+    differential::{
+        Bench, Filter, Kind, Probe, Seen, iptables_down, iptables_up, matrix, table, tcp, tight, udp,
+    },
+    lab::{HOST, Lab, SERVER_IF, STRANGER, STRANGER2, TempDir, firewall_bin, sh},
     require_root,
 };
 
@@ -254,4 +258,150 @@ fn import_reads_stdin_refuses_what_is_no_dump_and_never_overwrites_unasked() {
         .collect();
     assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
     assert!(Path::new(out_path).is_file());
+}
+
+/// The dumps of tests/scripts/, each loaded into iptables and imported, probed alike: the
+/// firewall with the import admits nothing that iptables with the dump drops, and differs
+/// from it only on the probes the dump names on its `# differs:` lines.
+#[test]
+fn imported_scripts_admit_nothing_their_iptables_drops() {
+    require_root();
+    let mut dumps: Vec<_> = fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts"))
+        .expect("reading tests/scripts")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rules"))
+        .collect();
+    dumps.sort();
+    assert!(dumps.len() >= 3, "{dumps:?}");
+    let mut failures = Vec::new();
+    for dump in &dumps {
+        failures.extend(script_differential(dump));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// One dump's run: its probes behind iptables, then behind the firewall with its import.
+/// Returns what went wrong.
+fn script_differential(dump: &Path) -> Vec<String> {
+    let name = dump.file_stem().expect("a name").to_string_lossy().into_owned();
+    let script = fs::read_to_string(dump).expect("reading the dump");
+    let lab = Lab::new(&format!("script-{name}"));
+    let bench = Bench::new(&lab, script_probes(&script, &lab.client_addrs));
+    let probes = &bench.probes;
+
+    let restore = Command::new("ip")
+        .args(["netns", "exec", &lab.server, "iptables-restore"])
+        .stdin(fs::File::open(dump).expect("opening the dump"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("running iptables-restore");
+    assert!(restore.status.success(), "iptables-restore {name}: {}", text(&restore.stderr));
+    let behind_iptables = bench.run(Filter::Iptables);
+    iptables_down(&lab);
+
+    let out = lab.tmp().join(format!("{name}.toml"));
+    let dump_path = dump.to_str().expect("utf-8");
+    let imported = import(&[dump_path, "-o", out.to_str().expect("utf-8"), "--iface", SERVER_IF], None);
+    assert_eq!(imported.status.code(), Some(0), "import {name}: {}", text(&imported.stderr));
+    lab.up_with(&out);
+    let behind_firewall = bench.run(Filter::Imported);
+    lab.firewall_ok(&["down", "--iface", SERVER_IF]);
+
+    let expected: BTreeSet<&str> = script
+        .lines()
+        .filter_map(|l| l.strip_prefix("# differs: "))
+        .map(|l| l.split_once(": ").map_or(l, |(probe, _)| probe))
+        .collect();
+    let mut failures = Vec::new();
+    let mut differ = BTreeSet::new();
+    let judgements: Vec<String> = probes
+        .iter()
+        .enumerate()
+        .map(|(i, probe)| {
+            let (theirs, ours) = (behind_iptables[i].verdict.through(), behind_firewall[i].verdict.through());
+            if ours && !theirs {
+                failures.push(format!("{name}: {}: iptables drops it, the import admits it", probe.name));
+                "FAIL: more open than the script".to_owned()
+            } else if ours != theirs {
+                differ.insert(probe.name.as_str());
+                if expected.contains(probe.name.as_str()) {
+                    "differs, as the dump says"
+                } else {
+                    "FAIL: differs"
+                }
+                .to_owned()
+            } else {
+                "agree".to_owned()
+            }
+        })
+        .collect();
+    let runs = [(Filter::Iptables, behind_iptables), (Filter::Imported, behind_firewall)];
+    println!("\n{name} ({} probes):\n{}", probes.len(), table(probes, &runs, &judgements));
+    if differ != expected {
+        failures.push(format!(
+            "{name}: the probes that differ are {differ:?}; the dump's # differs: lines name {expected:?}"
+        ));
+    }
+    let through = runs[0].1.iter().filter(|s| s.verdict.through()).count();
+    if through == 0 || through == probes.len() {
+        failures.push(format!(
+            "{name}: iptables admits {through} of {} probes: the probes prove nothing",
+            probes.len()
+        ));
+    }
+    failures
+}
+
+/// A dump's probes: for each TCP or UDP port its lines name (a range's ends, and one past
+/// each), a connection to the host from each source the dump names that the lab owns and
+/// from a stranger, and from the host to each destination it names and to a stranger.
+fn script_probes(dump: &str, lab_owned: &[Ipv4Addr]) -> Vec<Probe> {
+    let mut ports: BTreeSet<(&str, u16)> = BTreeSet::new();
+    let mut sources: BTreeSet<Ipv4Addr> = BTreeSet::from([STRANGER]);
+    let mut destinations: BTreeSet<Ipv4Addr> = BTreeSet::from([STRANGER2]);
+    for line in dump.lines().filter(|l| l.starts_with("-A ")) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let value = |option: &str| words.iter().position(|w| *w == option).map(|i| words[i + 1]);
+        let address = |option: &str| {
+            value(option)
+                .and_then(|a| a.trim_end_matches("/32").parse::<Ipv4Addr>().ok())
+                .filter(|a| lab_owned.contains(a))
+        };
+        sources.extend(address("-s"));
+        destinations.extend(address("-d"));
+        let Some(protocol @ ("tcp" | "udp")) = value("-p") else {
+            continue;
+        };
+        for list in [value("--dport"), value("--dports")].into_iter().flatten() {
+            for item in list.split(',') {
+                let (first, last) = item.split_once(':').unwrap_or((item, item));
+                let (first, last): (u16, u16) =
+                    (first.parse().unwrap_or(1), last.parse().unwrap_or(u16::MAX));
+                ports.extend([first, last].map(|p| (protocol, p)));
+                if first != last {
+                    ports.extend(
+                        [first.checked_sub(1), last.checked_add(1)]
+                            .into_iter()
+                            .flatten()
+                            .filter(|p| *p > 0)
+                            .map(|p| (protocol, p)),
+                    );
+                }
+            }
+        }
+    }
+    let mut probes = Vec::new();
+    for &(protocol, port) in &ports {
+        let probe = if protocol == "tcp" { tcp } else { udp };
+        for &from in &sources {
+            probes.push(probe(format!("{protocol}/{port} from {from}"), from, HOST, port));
+        }
+        for &to in &destinations {
+            probes.push(probe(format!("{protocol}/{port} to {to}"), HOST, to, port));
+        }
+    }
+    probes
+        .push(Probe { name: format!("ping from {STRANGER}"), kind: Kind::Ping { from: STRANGER, to: HOST } });
+    probes
 }
