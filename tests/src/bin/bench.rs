@@ -323,7 +323,7 @@ fn main() {
     }
     let _ = writeln!(
         md,
-        "\n`PORT_INTERVALS` (port ranges' intervals, the same whatever the policy): {:.1} MiB.\n",
+        "\n`PORT_INTERVALS` (port ranges' intervals, the same whatever the policy): {:.1} MiB.",
         rows[0].port_intervals_bytes as f64 / 1_048_576.0
     );
     json.insert(
