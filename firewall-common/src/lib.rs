@@ -26,6 +26,7 @@
 //! | `--state ESTABLISHED` for a datagram's later fragments (iptables reassembles first) | [`MAP_FRAGMENTS`] (LRU hash, the datagrams whose first fragment passed) | the first fragment's line; [`Builtin::FragmentOrphan`], [`Builtin::InvalidFragment`] drop |
 //! | `firewall block` (fail2ban's `-I INPUT -s … -j DROP`) | [`MAP_BLOCKLIST`] (LPM trie, deadline in the value) | [`block_counter`], one per entry and direction |
 //! | `-d $OURIP` / `-s $OURIP` | [`MAP_CONFIG`]'s `address`, `address6` (the first of each family); with [`CONFIG_MORE_ADDRESSES`], [`MAP_HOST_ADDRESSES`] (hash, every address) | FORWARD's [`Builtin::Policy`], [`Builtin::SpoofedSource`] |
+//! | `--dport FIRST:LAST`, `-m multiport --dports` with ranges | [`MAP_PORT_INTERVALS`] (array: each port's offset from its interval's first port), with [`CONFIG_HAS_RANGES`]; then the allow-lists | the rule's, as above |
 //! | (iptables' `LOG` target, sampled: `firewall drops`) | [`MAP_DROP_EVENTS`] (ring buffer of [`DropEvent`]s) | none: the event names the drop's counter |
 #![no_std]
 
@@ -46,8 +47,9 @@ pub const MAP_DROP_EVENTS: &str = "DROP_EVENTS";
 pub const MAP_FRAGMENTS: &str = "FRAGMENTS";
 pub const MAP_SCRATCH: &str = "SCRATCH";
 pub const MAP_HOST_ADDRESSES: &str = "HOST_ADDRESSES";
+pub const MAP_PORT_INTERVALS: &str = "PORT_INTERVALS";
 /// Every map, in the order `up` pins them.
-pub const MAPS: [&str; 15] = [
+pub const MAPS: [&str; 16] = [
     MAP_CONFIG,
     MAP_COUNTERS,
     MAP_CONNTRACK,
@@ -63,6 +65,7 @@ pub const MAPS: [&str; 15] = [
     MAP_DROP_EVENTS,
     MAP_FRAGMENTS,
     MAP_HOST_ADDRESSES,
+    MAP_PORT_INTERVALS,
 ];
 /// Maps the object declares that `up` does not pin: they hold nothing between packets.
 pub const SCRATCH_MAPS: [&str; 1] = [MAP_SCRATCH];
@@ -81,6 +84,9 @@ pub const MAX_BLOCKED: u32 = 4096;
 pub const MAX_COUNTERS: u32 = BLOCK_COUNTER_BASE + 2 * MAX_BLOCKED;
 /// The most addresses `[host]` may name, both families together (`HOST_ADDRESSES`).
 pub const MAX_HOST_ADDRESSES: u32 = 256;
+/// Size of [`MAP_PORT_INTERVALS`]: four ports a value, for each of the four (direction,
+/// tcp or udp) port spaces (see [`port_interval_slot`]).
+pub const PORT_INTERVALS_ENTRIES: u32 = 4 << 14;
 /// Capacity of the exact-address allow-list hash.
 pub const ALLOW_EXACT_ENTRIES: u32 = 1 << 21;
 /// Capacity of the prefix allow-list trie.
@@ -472,6 +478,10 @@ pub const CONFIG_NEVER_SET: u32 = 1 << 31;
 /// [`MAP_HOST_ADDRESSES`] holds it. Without it the programs skip that lookup: most hosts
 /// have one address of each family, and pay one comparison as before.
 pub const CONFIG_MORE_ADDRESSES: u32 = 128;
+/// `Config::flags`: some rule names a port range: before the allow-lists, a tcp or udp
+/// port is replaced by the first port of its interval, read in [`MAP_PORT_INTERVALS`].
+/// Without it the programs skip that lookup: policies of single ports pay nothing.
+pub const CONFIG_HAS_RANGES: u32 = 256;
 /// The `Config::flags` that are the live filter's, not the policy's: a reload keeps them.
 pub const CONFIG_LIVE_FLAGS: u32 = CONFIG_LOG_DROPS | CONFIG_HAS_BLOCKS;
 /// The token bucket of drop events, after the rules' own.
@@ -562,6 +572,28 @@ pub struct AllowKey {
     /// Host order.
     pub port: u16,
     pub peer: Addr,
+}
+
+/// Where `port` of a (direction, protocol) port space lives in [`MAP_PORT_INTERVALS`]: the
+/// array index, and the shift of its 16-bit lane in the `u64` value there; `None` for a
+/// protocol without ports (ICMP: its `port` is the type, never in a range).
+///
+/// User space cuts each port space into intervals at every edge of every range and every
+/// single port its rules name; the lane holds `port - first`, the distance to the first
+/// port of `port`'s interval, whose allow-list entries stand for the whole interval. So a
+/// zero-filled array maps every port to itself, and only ports inside ranges are written.
+/// Four lanes a value: an array's values are 8 bytes at least, and 65,536 of them (512 KiB)
+/// hold all four port spaces.
+#[expect(clippy::inline_always, reason = "the eBPF programs' hot path: no BPF-to-BPF call for it")]
+#[inline(always)]
+pub const fn port_interval_slot(direction: u8, protocol: u8, port: u16) -> Option<(u32, u32)> {
+    let space = match protocol {
+        PROTO_TCP => 0,
+        PROTO_UDP => 1,
+        _ => return None,
+    };
+    let index = (((direction as u32 & 1) * 2 + space) << 14) | (port as u32 >> 2);
+    Some((index, 16 * (port as u32 & 3)))
 }
 
 /// The peer of an `ALLOW_EXACT` entry that admits anyone, of either family (`::`: a policy
@@ -766,6 +798,11 @@ const _: () = {
     assert!(DROP_EVENT_BYTES <= u16::MAX as usize);
     assert!(core::mem::size_of::<DropEvent>() == 12 + DROP_EVENT_BYTES);
     assert!(DROP_EVENTS_BYTES.is_power_of_two() && DROP_EVENTS_BYTES.is_multiple_of(4096));
+    // The last port of the last port space is the array's last lane.
+    assert!(match port_interval_slot(Direction::Out as u8, PROTO_UDP, u16::MAX) {
+        Some((index, shift)) => index == PORT_INTERVALS_ENTRIES - 1 && shift == 48,
+        None => false,
+    });
 };
 
 #[cfg(feature = "user")]
@@ -839,5 +876,21 @@ mod tests {
         assert!(!is_v4_mapped(&v6));
         assert_eq!(icmpv6_equivalent(ICMP_ECHO_REQUEST), Some(ICMPV6_ECHO_REQUEST));
         assert_eq!(icmpv6_equivalent(5), None);
+    }
+
+    #[test]
+    fn every_port_of_every_port_space_has_a_lane_of_its_own() {
+        extern crate std;
+        let mut seen = std::collections::HashSet::new();
+        for direction in [Direction::In, Direction::Out] {
+            for protocol in [PROTO_TCP, PROTO_UDP] {
+                for port in 0..=u16::MAX {
+                    let (index, shift) = port_interval_slot(direction as u8, protocol, port).unwrap();
+                    assert!(index < PORT_INTERVALS_ENTRIES && shift < 64);
+                    assert!(seen.insert((index, shift)));
+                }
+            }
+        }
+        assert_eq!(port_interval_slot(0, PROTO_ICMP, 8), None);
     }
 }

@@ -35,19 +35,20 @@
 use aya_ebpf::{EbpfContext, maps::lpm_trie::Key};
 use firewall_common::{
     ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_RELATED, ANY_PEER, Addr, AllowKey, AllowValue, Builtin,
-    CONFIG_AUDIT, CONFIG_DHCP, CONFIG_HAS_BLOCKS, CONFIG_HAS_PREFIXES, CONFIG_IPV6, CONFIG_LOG_DROPS,
-    CONFIG_MORE_ADDRESSES, CONFIG_NEVER_SET, CONFIG_READY, Chain, Config, DHCP_CLIENT_PORT, DHCP_SERVER_PORT,
-    DHCPV6_CLIENT_PORT, DHCPV6_SERVER_PORT, Direction, DropEvent, FlowKey, ICMP_DEST_UNREACHABLE,
-    ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, ICMPV6_DEST_UNREACHABLE, ICMPV6_MLD, ICMPV6_ND_FIRST,
-    ICMPV6_ND_LAST, ICMPV6_PACKET_TOO_BIG, ICMPV6_PARAMETER_PROBLEM, ICMPV6_TIME_EXCEEDED, LOG_BUCKET, Line,
-    PROTO_ICMPV6, PROTO_TCP, block_counter, builtin_counter, rule_counter,
+    CONFIG_AUDIT, CONFIG_DHCP, CONFIG_HAS_BLOCKS, CONFIG_HAS_PREFIXES, CONFIG_HAS_RANGES, CONFIG_IPV6,
+    CONFIG_LOG_DROPS, CONFIG_MORE_ADDRESSES, CONFIG_NEVER_SET, CONFIG_READY, Chain, Config, DHCP_CLIENT_PORT,
+    DHCP_SERVER_PORT, DHCPV6_CLIENT_PORT, DHCPV6_SERVER_PORT, Direction, DropEvent, FlowKey,
+    ICMP_DEST_UNREACHABLE, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, ICMPV6_DEST_UNREACHABLE, ICMPV6_MLD,
+    ICMPV6_ND_FIRST, ICMPV6_ND_LAST, ICMPV6_PACKET_TOO_BIG, ICMPV6_PARAMETER_PROBLEM, ICMPV6_TIME_EXCEEDED,
+    LOG_BUCKET, Line, PROTO_ICMPV6, PROTO_TCP, block_counter, builtin_counter, port_interval_slot,
+    rule_counter,
 };
 
 use crate::{
     conntrack, fragments,
     maps::{
         ALLOW_EXACT, ALLOW_PREFIX, ANTISPOOF_DST, ANTISPOOF_SRC, BLOCKLIST, CONFIG, COUNTERS, DROP_EVENTS,
-        HOST_ADDRESSES, SCRATCH,
+        HOST_ADDRESSES, PORT_INTERVALS, SCRATCH,
     },
     parse::{
         Fragment, Frame, Ip, L3, L4, TCP_ACK, TCP_SYN, copy_head, parse_l3, parse_l4, parse_quoted,
@@ -302,7 +303,7 @@ fn judge(frame: &impl Frame, ip: &Ip, direction: Direction, now: u64, config: &C
         L4::Icmp { kind, .. } => kind as u16,
         L4::Other => return drop(chain, Builtin::Policy),
     };
-    let key = AllowKey { direction: direction as u8, protocol: ip.protocol, port, peer };
+    let key = allow_key(direction, ip.protocol, port, peer, config);
     let Some(rule) = allowed(&key, config) else {
         if let Some(counter) = picked_up(direction, &l4, peer, flow.as_ref(), now, config) {
             return (Action::Pass, counter);
@@ -483,7 +484,7 @@ fn picked_up(
     if flags & (TCP_SYN | TCP_ACK) != TCP_ACK {
         return None;
     }
-    let key = AllowKey { direction: Direction::In as u8, protocol: PROTO_TCP, port: *src_port, peer };
+    let key = allow_key(Direction::In, PROTO_TCP, *src_port, peer, config);
     let rule = allowed(&key, config)?;
     // No session from a peer the anti-spoof sources name ever got in.
     if spoofed_peer(&peer) {
@@ -491,6 +492,23 @@ fn picked_up(
     }
     conntrack::track(flow, Direction::In, Direction::Out, rule.rule, l4, now, config);
     Some(rule_counter(rule.rule, Line::Established))
+}
+
+/// The allow-list key of a packet of `protocol` to service `port` (ICMP: the type) with
+/// remote end `peer`, opening a flow `direction`: with ranges in the policy, a tcp or udp
+/// port is the first port of its interval, which the entries of every rule covering the
+/// interval name (see firewall_common::port_interval_slot). One array lookup, whatever the
+/// number of ranges; none without them.
+#[inline(always)]
+fn allow_key(direction: Direction, protocol: u8, port: u16, peer: Addr, config: &Config) -> AllowKey {
+    let mut port = port;
+    if config.flags & CONFIG_HAS_RANGES != 0
+        && let Some((index, shift)) = port_interval_slot(direction as u8, protocol, port)
+        && let Some(lanes) = PORT_INTERVALS.get(index)
+    {
+        port = port.wrapping_sub((*lanes >> shift) as u16);
+    }
+    AllowKey { direction: direction as u8, protocol, port, peer }
 }
 
 /// The most specific entry for `key`: the peer itself (a hash: constant time at any

@@ -10,7 +10,8 @@ use firewall_common::{
     ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, BlockEntry,
     CONNTRACK_DEFAULT_ENTRIES, Config, Counter, DROP_EVENTS_BYTES, FLOW_STATS_ENTRIES, FLOWS_ENDED_ENTRIES,
     FRAGMENTS_ENTRIES, Flow, FlowKey, FragmentKey, FragmentedDatagram, HALF_OPEN_DEFAULT_ENTRIES,
-    MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, MAX_HOST_ADDRESSES, TOKEN_BUCKETS_ENTRIES, TokenBucket,
+    MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, MAX_HOST_ADDRESSES, PORT_INTERVALS_ENTRIES,
+    TOKEN_BUCKETS_ENTRIES, TokenBucket,
 };
 
 /// `CONFIG[0]`: the host's address, timeouts, and whether the policy is in force.
@@ -106,3 +107,10 @@ pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(2, 0);
 /// first of each family is in `CONFIG` too, so a host with one of each never looks here.
 #[map]
 pub static HOST_ADDRESSES: HashMap<Addr, u32> = HashMap::with_max_entries(MAX_HOST_ADDRESSES, 0);
+
+/// Each tcp and udp port's distance to the first port of its interval, four 16-bit lanes a
+/// value (see firewall_common::port_interval_slot): the port the allow-lists know a port in
+/// a range by. Zero, every port its own, but inside ranges; asked only with
+/// `CONFIG_HAS_RANGES`.
+#[map]
+pub static PORT_INTERVALS: Array<u64> = Array::with_max_entries(PORT_INTERVALS_ENTRIES, 0);

@@ -775,8 +775,22 @@ const BAD_NAMES: &[&str] = &[
 const BAD_DIRECTIONS: &[&str] = &[r#""IN""#, r#""both""#, r#""""#, r#""forward""#, "1", r#"["in"]"#];
 const BAD_PROTOCOL_LISTS: &[&str] = &["[]", r#""tcp""#, "6"];
 const BAD_PROTOCOLS: &[&str] = &[r#""sctp""#, r#""TCP""#, r#""""#, r#""icmp ""#, "6", "[]"];
-const BAD_PORTS: &[&str] =
-    &["0", "65536", "-1", "99999999999", "9223372036854775808", r#""80""#, "1.5", "[80]", "inf"];
+const BAD_PORTS: &[&str] = &[
+    "0",
+    "65536",
+    "-1",
+    "99999999999",
+    "9223372036854775808",
+    r#""80""#,
+    r#""2000-1000""#,
+    r#""0-10""#,
+    r#""1:65536""#,
+    r#""http""#,
+    r#""1-2-3""#,
+    "1.5",
+    "[80]",
+    "inf",
+];
 const BAD_PORTS_LISTS: &[&str] = &["[]", "80", r#""80""#];
 const BAD_ICMP_TYPES: &[&str] =
     &[r#""echo""#, r#""ECHO-REQUEST""#, r#""""#, "256", "-1", "1.5", "true", "[8]", "99999999999999999999"];
@@ -1028,7 +1042,7 @@ fn inject(doc: &mut Doc, kind: FaultKind, a: Index, b: Index) -> Vec<Target> {
             doc.tables[t].remove("port");
             let mut items = doc.tables[t].items("ports").cloned().unwrap_or_else(|| vec!["80".into()]);
             let at = b.index(items.len() + 1);
-            items.insert(at, pick(&BAD_PORTS[..6], b).into());
+            items.insert(at, pick(&BAD_PORTS[..11], b).into());
             let e = doc.tables[t].set("ports", Value::List { items, one_per_line: false });
             vec![Target::Item(t, e, at)]
         }

@@ -213,7 +213,7 @@ pub fn ports(policy: &Policy, rule: &str) -> Vec<u16> {
         .iter()
         .filter_map(|s| match s {
             Service::Port { port, .. } => Some(*port),
-            Service::Icmp { .. } => None,
+            Service::Range { .. } | Service::Icmp { .. } => None,
         })
         .collect();
     ports.dedup();

@@ -269,7 +269,8 @@
 //!     `policy`.
 //! 19. A rule *admits* the packet when the rule's direction is the packet's, one of its
 //!     services is the packet's and one of its peers contains the packet's peer address.
-//!     A TCP or UDP service is the protocol and port. A rule's ICMP service of type k is
+//!     A TCP or UDP service is the protocol and port, or the protocol and a range of ports
+//!     FIRST-LAST, which is the packet's when FIRST <= port <= LAST. A rule's ICMP service of type k is
 //!     ICMP type k for an IPv4 packet and ICMPv6 type e(k) for an IPv6 one, where e is
 //!     the table in docs/policy.md "IPv6": 0 (echo reply) → 129, 3 (destination
 //!     unreachable) → 1, 8 (echo request) → 128, 11 (time exceeded) → 3, 12 (parameter
@@ -1571,6 +1572,9 @@ fn offers(offered: Service, wanted: Service, peer: IpAddr) -> bool {
     match (offered, wanted) {
         (Service::Icmp { kind }, Service::Icmp { kind: wanted }) if peer.is_ipv6() => {
             icmpv6_type_of(kind) == Some(wanted)
+        }
+        (Service::Range { protocol, first, last }, Service::Port { protocol: wanted, port }) => {
+            protocol == wanted && first <= port && port <= last
         }
         _ => offered == wanted,
     }

@@ -23,6 +23,10 @@ pub struct ListLine {
     /// iptables-style match text: `tcp dpt:122 state NEW,ESTABLISHED`.
     #[serde(rename = "match")]
     pub matches: String,
+    /// A rule's ports, each `[first, last]`, when one of them is a range (`list --json`
+    /// says nothing more of rules without, as before ranges).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<[u16; 2]>>,
     #[serde(skip)]
     pub counter: u32,
 }
@@ -67,6 +71,7 @@ fn builtin(chain: Chain, line: Builtin, target: &'static str, matches: &str) -> 
         source: ANYWHERE.into(),
         destination: ANYWHERE.into(),
         matches: matches.into(),
+        ports: None,
         counter: builtin_counter(chain, line),
     }
 }
@@ -229,6 +234,7 @@ fn antispoof_line(entry: AntispoofEntry, ids: &Ids) -> ListLine {
         source,
         destination,
         matches: String::new(),
+        ports: None,
         counter: ids.antispoof[&entry],
     }
 }
@@ -263,6 +269,11 @@ fn rule_lines(policy: &Policy, rule: &Rule, index: u32, ours: &str) -> (ListLine
         .limit
         .map(|l| format!(" limit: avg {}/{} burst {}", l.count, l.unit, l.burst))
         .unwrap_or_default();
+    let ranges = rule.services.iter().any(|s| matches!(s, Service::Range { .. }));
+    let ports = ranges.then(|| {
+        let first = rule.services.first().map(Service::protocol);
+        rule.services.iter().filter(|s| Some(s.protocol()) == first).map(|s| s.span().into()).collect()
+    });
     let (new_src, new_dst) = match rule.direction {
         Direction::In => (peers, ours.to_owned()),
         Direction::Out => (ours.to_owned(), peers),
@@ -278,6 +289,7 @@ fn rule_lines(policy: &Policy, rule: &Rule, index: u32, ours: &str) -> (ListLine
             service_text(policy, rule, &protocols, false),
             if rule.related { "RELATED" } else { "NEW,ESTABLISHED" }
         ),
+        ports: ports.clone(),
         counter: rule_counter(index, Line::New),
     };
     let established_line = ListLine {
@@ -287,6 +299,7 @@ fn rule_lines(policy: &Policy, rule: &Rule, index: u32, ours: &str) -> (ListLine
         source: new_dst,
         destination: new_src,
         matches: format!("{} state ESTABLISHED", service_text(policy, rule, &protocols, true)),
+        ports,
         counter: rule_counter(index, Line::Established),
     };
     // ICMP other than echo is stateless: such a rule has no returns to list.
@@ -314,15 +327,15 @@ fn service_text(policy: &Policy, rule: &Rule, protocols: &[u8], established: boo
             parts.extend(icmp_text(policy, rule, established));
             continue;
         }
-        let ports: Vec<String> =
-            rule.services.iter().filter(|s| s.protocol() == *p).map(|s| s.key_port().to_string()).collect();
+        let services: Vec<&Service> = rule.services.iter().filter(|s| s.protocol() == *p).collect();
+        let ports: Vec<String> = services.iter().filter_map(|s| s.iptables_ports()).collect();
         // A returning packet carries the service port as its source port when the
         // flow was opened towards the service.
-        let (one, many) = if established { ("spt:", "sports") } else { ("dpt:", "dports") };
-        if ports.len() == 1 {
-            parts.push(format!("{} {one}{}", proto_name(*p), ports[0]));
-        } else {
-            parts.push(format!("{} multiport {many} {}", proto_name(*p), ports.join(",")));
+        let (one, many) = if established { ("spt", "sports") } else { ("dpt", "dports") };
+        match services.as_slice() {
+            [Service::Range { .. }] => parts.push(format!("{} {one}s:{}", proto_name(*p), ports[0])),
+            [_] => parts.push(format!("{} {one}:{}", proto_name(*p), ports[0])),
+            _ => parts.push(format!("{} multiport {many} {}", proto_name(*p), ports.join(","))),
         }
     }
     parts.join(" ")
@@ -442,5 +455,37 @@ mod tests {
                 ("DROP", builtin_counter(chain.chain, Builtin::OtherEthertype))
             );
         }
+    }
+
+    #[test]
+    fn ranges_are_listed_as_iptables_lists_them_and_single_ports_as_before() {
+        let rule = |name: &str, ports: &str| {
+            format!(
+                "[[rule]]\nname = \"{name}\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\n{ports}\npeers = \"any\"\n"
+            )
+        };
+        let text = format!(
+            "[host]\naddress = \"198.51.100.1\"\n{}{}{}{}",
+            rule("one", "port = 22"),
+            rule("two", "ports = [80, 443]"),
+            rule("high", "port = \"1024:65535\"").replace("\"any\"", "[\"192.0.2.1\"]"),
+            rule("mixed", "ports = [81, 444, \"6000-6010\"]")
+        );
+        let policy = parse(&text, Path::new("p.toml")).unwrap();
+        let chains = listing(&policy, &Ids::assign(&policy, &Ids::default()));
+        let line = |chain: usize, name: &str| {
+            chains[chain].lines.iter().find(|l| l.kind.name() == name).unwrap().clone()
+        };
+        assert_eq!(line(0, "one").matches, "tcp dpt:22 state NEW,ESTABLISHED");
+        assert_eq!(line(0, "two").matches, "tcp multiport dports 80,443 state NEW,ESTABLISHED");
+        assert_eq!(line(0, "high").matches, "tcp dpts:1024:65535 state NEW,ESTABLISHED");
+        assert_eq!(line(1, "high").matches, "tcp spts:1024:65535 state ESTABLISHED");
+        assert_eq!(line(0, "mixed").matches, "tcp multiport dports 81,444,6000:6010 state NEW,ESTABLISHED");
+        assert_eq!(line(1, "mixed").matches, "tcp multiport sports 81,444,6000:6010 state ESTABLISHED");
+        // `list --json`: the ports of a rule with a range, nothing more for the others.
+        let json = |chain: usize, name: &str| serde_json::to_value(line(chain, name)).unwrap();
+        assert_eq!(json(0, "mixed")["ports"], serde_json::json!([[81, 81], [444, 444], [6000, 6010]]));
+        assert_eq!(json(1, "high")["ports"], serde_json::json!([[1024, 65535]]));
+        assert!(json(0, "two").get("ports").is_none());
     }
 }

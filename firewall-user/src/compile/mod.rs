@@ -6,7 +6,9 @@
 //!
 //! - this file: the stable [`Ids`] of rules and anti-spoof entries, the [`MapPlan`] that
 //!   [`plan`] makes, and the [`LineKind`] that names each counted line;
-//! - `listing`: the listing's chains and lines, in the order the programs apply them.
+//! - `listing`: the listing's chains and lines, in the order the programs apply them;
+//! - `intervals`: port ranges cut into the intervals the kernel looks ports up by.
+mod intervals;
 mod listing;
 
 use std::{
@@ -17,14 +19,17 @@ use std::{
 
 use firewall_common::{
     ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_RELATED, ANTISPOOF_COUNTER_BASE, ANY_PEER, Addr, AllowKey,
-    AllowValue, Builtin, CONFIG_DHCP, CONFIG_HAS_PREFIXES, CONFIG_IPV6, CONFIG_MORE_ADDRESSES, CONFIG_READY,
-    Config, Line, MAX_ANTISPOOF, MAX_RULES, TokenBucket, rule_counter, v4_mapped,
+    AllowValue, Builtin, CONFIG_DHCP, CONFIG_HAS_PREFIXES, CONFIG_HAS_RANGES, CONFIG_IPV6,
+    CONFIG_MORE_ADDRESSES, CONFIG_READY, Config, Line, MAX_ANTISPOOF, MAX_RULES, TokenBucket, rule_counter,
+    v4_mapped,
 };
 use serde::{Deserialize, Serialize};
 
+use self::intervals::PortIntervals;
+pub use self::intervals::first_port;
 pub(crate) use self::listing::ANYWHERE;
 pub use self::listing::{ListChain, ListLine, chain_name, listing};
-use crate::policy::{Limit, Policy, Prefix, Rule, to_addr};
+use crate::policy::{Limit, Policy, Prefix, Rule, Service, to_addr};
 
 /// Stable ids. A rule keeps its index, and with it its two counters, its token bucket and
 /// its flows, for as long as its name stays in the policy; an anti-spoof entry keeps its
@@ -193,6 +198,8 @@ pub struct MapPlan {
     /// it only with `CONFIG_MORE_ADDRESSES`, but it always holds them all, so that a
     /// reload to a policy with more needs only add.
     pub host_addresses: BTreeSet<Addr>,
+    /// `PORT_INTERVALS`' values that are not zero (by index): none without ranges.
+    pub port_lanes: BTreeMap<u32, u64>,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -207,9 +214,11 @@ fn masked(mut key: AllowKey, len: u32) -> AllowKey {
 }
 
 impl MapPlan {
-    /// What the kernel's allow-list lookup would find for `key`: the exact entry, else
-    /// the longest prefix.
+    /// What the kernel's allow-list lookup would find for `key` (its port that of a
+    /// packet): the exact entry, else the longest prefix.
     pub fn admits(&self, key: &AllowKey) -> Option<AllowValue> {
+        let key =
+            &AllowKey { port: first_port(&self.port_lanes, key.direction, key.protocol, key.port), ..*key };
         if let Some(value) = self.allow_exact.get(key) {
             return Some(*value);
         }
@@ -224,8 +233,13 @@ impl MapPlan {
 pub fn plan(policy: &Policy, ids: &Ids) -> MapPlan {
     let mut plan = MapPlan { config: config(policy), ..MapPlan::default() };
     plan.host_addresses = policy.host_addresses().into_iter().map(to_addr).collect();
+    let intervals = PortIntervals::of(policy);
     for rule in &policy.rules {
-        plan_rule(&mut plan, rule, ids.rule(&rule.name), policy.address6.is_some());
+        plan_rule(&mut plan, rule, ids.rule(&rule.name), policy.address6.is_some(), &intervals);
+    }
+    plan.port_lanes = intervals.lanes();
+    if !plan.port_lanes.is_empty() {
+        plan.config.flags |= CONFIG_HAS_RANGES;
     }
     for prefix in &policy.antispoof_sources {
         plan.antispoof_sources.insert(*prefix, ids.antispoof[&AntispoofEntry::source(*prefix)]);
@@ -269,8 +283,9 @@ fn config(policy: &Policy) -> Config {
 }
 
 /// One rule's allow-list entries, a service and peer each (two for `any` when the
-/// policy has `address6`), and its token bucket if it is limited. `index` is its id.
-fn plan_rule(plan: &mut MapPlan, rule: &Rule, index: u32, ipv6: bool) {
+/// policy has `address6`; a range, one for each interval it covers), and its token bucket
+/// if it is limited. `index` is its id.
+fn plan_rule(plan: &mut MapPlan, rule: &Rule, index: u32, ipv6: bool, intervals: &PortIntervals) {
     let flags =
         if rule.limit.is_some() { ALLOW_LIMITED } else { 0 } | if rule.related { ALLOW_RELATED } else { 0 };
     let value = AllowValue { rule: index, flags };
@@ -286,13 +301,19 @@ fn plan_rule(plan: &mut MapPlan, rule: &Rule, index: u32, ipv6: bool) {
             for &v6 in families {
                 // The policy refuses IPv6 peers for ICMP types that only IPv4 has.
                 let Some((protocol, port)) = service.key_for(v6) else { continue };
+                let ports = match service {
+                    Service::Icmp { .. } => vec![port],
+                    _ => intervals.firsts(rule.direction, service),
+                };
                 let (addr, len) = if *peer == Prefix::ANY { (ANY_PEER, 128) } else { peer.to_addr() };
-                let key = AllowKey { direction: rule.direction as u8, protocol, port, peer: addr };
-                // Single peers and `any` go in the hash, the rest in the trie.
-                if len == 128 {
-                    plan.allow_exact.insert(key, value);
-                } else {
-                    plan.allow_prefix.insert((ALLOW_KEY_SERVICE_BITS + len, key), value);
+                for port in ports {
+                    let key = AllowKey { direction: rule.direction as u8, protocol, port, peer: addr };
+                    // Single peers and `any` go in the hash, the rest in the trie.
+                    if len == 128 {
+                        plan.allow_exact.insert(key, value);
+                    } else {
+                        plan.allow_prefix.insert((ALLOW_KEY_SERVICE_BITS + len, key), value);
+                    }
                 }
             }
         }

@@ -15,13 +15,14 @@ use aya::{
 };
 use firewall_common::{
     ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, BLOCK_COUNTER_BASE, BlockEntry,
-    CONFIG_AUDIT, CONFIG_LIVE_FLAGS, CONFIG_MORE_ADDRESSES, Config, Counter, DROP_EVENTS_BYTES, Direction,
-    FLOW_STATS_ENTRIES, FLOWS_ENDED_ENTRIES, FRAGMENTS_ENTRIES, Flow, FlowKey, FlowTable, FragmentKey,
-    FragmentedDatagram, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT, MAP_ALLOW_PREFIX,
-    MAP_ANTISPOOF_DST, MAP_ANTISPOOF_SRC, MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS,
-    MAP_DROP_EVENTS, MAP_FLOW_STATS, MAP_FLOWS_ENDED, MAP_FRAGMENTS, MAP_HALF_OPEN, MAP_HOST_ADDRESSES,
-    MAP_TOKEN_BUCKETS, MAPS, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, MAX_HOST_ADDRESSES, PROTO_ICMP,
-    PROTO_ICMPV6, TOKEN_BUCKETS_ENTRIES, TokenBucket, block_counter, flows_inserted, flows_removed,
+    CONFIG_AUDIT, CONFIG_HAS_RANGES, CONFIG_LIVE_FLAGS, CONFIG_MORE_ADDRESSES, Config, Counter,
+    DROP_EVENTS_BYTES, Direction, FLOW_STATS_ENTRIES, FLOWS_ENDED_ENTRIES, FRAGMENTS_ENTRIES, Flow, FlowKey,
+    FlowTable, FragmentKey, FragmentedDatagram, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT,
+    MAP_ALLOW_PREFIX, MAP_ANTISPOOF_DST, MAP_ANTISPOOF_SRC, MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK,
+    MAP_COUNTERS, MAP_DROP_EVENTS, MAP_FLOW_STATS, MAP_FLOWS_ENDED, MAP_FRAGMENTS, MAP_HALF_OPEN,
+    MAP_HOST_ADDRESSES, MAP_PORT_INTERVALS, MAP_TOKEN_BUCKETS, MAPS, MAX_ANTISPOOF, MAX_BLOCKED,
+    MAX_COUNTERS, MAX_HOST_ADDRESSES, PORT_INTERVALS_ENTRIES, PROTO_ICMP, PROTO_ICMPV6,
+    TOKEN_BUCKETS_ENTRIES, TokenBucket, block_counter, flows_inserted, flows_removed,
 };
 
 use crate::{
@@ -53,6 +54,10 @@ pub enum MapsError {
         "the live filter's programs know one address of each family (an older version loaded them: its maps have no {MAP_HOST_ADDRESSES}), and the policy names more; `firewall up` with it replaces the programs in place (tracked flows and counters kept)"
     )]
     OneAddressEach,
+    #[error(
+        "the live filter's programs know no port ranges (an older version loaded them: its maps have no {MAP_PORT_INTERVALS}), and the policy names one; `firewall up` with it replaces the programs in place (tracked flows and counters kept)"
+    )]
+    NoPortRanges,
 }
 
 /// A map's shape: key and value sizes as the kernel object declares them (an LPM trie's
@@ -92,6 +97,7 @@ fn layout(name: &str) -> Layout {
         MAP_DROP_EVENTS => (0, 0, Some(DROP_EVENTS_BYTES)),
         MAP_FRAGMENTS => (size_of::<FragmentKey>(), size_of::<FragmentedDatagram>(), Some(FRAGMENTS_ENTRIES)),
         MAP_HOST_ADDRESSES => (size_of::<Addr>(), size_of::<u32>(), Some(MAX_HOST_ADDRESSES)),
+        MAP_PORT_INTERVALS => (4, size_of::<u64>(), Some(PORT_INTERVALS_ENTRIES)),
         _ => unreachable!("every map is listed in firewall_common::MAPS"),
     };
     Layout { key: key as u32, value: value as u32, max_entries }
@@ -103,8 +109,9 @@ fn layout(name: &str) -> Layout {
 /// not refused), so no `down` is needed, nor any flow lost. `FRAGMENTS` holds short-lived
 /// state only, which starts empty. `HOST_ADDRESSES`: `reload` and the views work without
 /// it, and `reload` refuses only a policy with more than one address of a family
-/// ([`MapsError::OneAddressEach`]).
-const MAPS_ADDED_LATER: [&str; 2] = [MAP_FRAGMENTS, MAP_HOST_ADDRESSES];
+/// ([`MapsError::OneAddressEach`]). `PORT_INTERVALS` likewise, for a policy with a port
+/// range ([`MapsError::NoPortRanges`]).
+const MAPS_ADDED_LATER: [&str; 3] = [MAP_FRAGMENTS, MAP_HOST_ADDRESSES, MAP_PORT_INTERVALS];
 
 /// Refuses pinned maps whose layout is not this firewall's, and a live filter without one
 /// of this firewall's maps (but [`MAPS_ADDED_LATER`]): the programs would read them with
@@ -172,6 +179,9 @@ pub struct LiveMaps {
     /// The host's addresses; `None` on a live filter older than the map (see
     /// [`check_pinned`]).
     pub host_addresses: Option<HashMap<MapData, Addr, u32>>,
+    /// Each port's distance to the first of its interval; `None` on a live filter older
+    /// than the map.
+    pub port_intervals: Option<Array<MapData, u64>>,
 }
 
 /// What [`LiveMaps::apply`] changed.
@@ -189,10 +199,10 @@ pub(crate) fn prefix_key(prefix: &Prefix) -> Key<Addr> {
 }
 
 impl LiveMaps {
-    /// The maps `get` gives; [`MAP_HOST_ADDRESSES`] only when `host_addresses`.
+    /// The maps `get` gives; those [`MAPS_ADDED_LATER`] only when `has` says it has them.
     fn from_source(
         mut get: impl FnMut(&'static str) -> Result<Map>,
-        host_addresses: bool,
+        has: impl Fn(&'static str) -> bool,
     ) -> Result<LiveMaps> {
         macro_rules! typed {
             ($name:expr) => {
@@ -212,14 +222,15 @@ impl LiveMaps {
             antispoof_dst: typed!(MAP_ANTISPOOF_DST),
             token_buckets: typed!(MAP_TOKEN_BUCKETS),
             blocklist: typed!(MAP_BLOCKLIST),
-            host_addresses: if host_addresses { Some(typed!(MAP_HOST_ADDRESSES)) } else { None },
+            host_addresses: if has(MAP_HOST_ADDRESSES) { Some(typed!(MAP_HOST_ADDRESSES)) } else { None },
+            port_intervals: if has(MAP_PORT_INTERVALS) { Some(typed!(MAP_PORT_INTERVALS)) } else { None },
         })
     }
 
     /// Takes the maps out of a loaded object (after its programs are loaded: they hold
     /// the maps' descriptors from then on).
     pub fn take(ebpf: &mut Ebpf) -> Result<LiveMaps> {
-        Self::from_source(|name| ebpf.take_map(name).ok_or(MapsError::Missing(name)), true)
+        Self::from_source(|name| ebpf.take_map(name).ok_or(MapsError::Missing(name)), |_| true)
     }
 
     /// Opens the maps a live filter pinned.
@@ -230,7 +241,7 @@ impl LiveMaps {
                 let data = MapData::from_pin(pins.map_path(name)).map_err(call(name, "open pinned"))?;
                 Map::from_map_data(data).map_err(call(name, "open pinned"))
             },
-            pins.map_path(MAP_HOST_ADDRESSES).exists(),
+            |name| pins.map_path(name).exists(),
         )
     }
 
@@ -246,6 +257,9 @@ impl LiveMaps {
     ) -> Result<Applied> {
         if self.host_addresses.is_none() && plan.config.flags & CONFIG_MORE_ADDRESSES != 0 {
             return Err(MapsError::OneAddressEach);
+        }
+        if self.port_intervals.is_none() && !plan.port_lanes.is_empty() {
+            return Err(MapsError::NoPortRanges);
         }
         let mut applied = Applied::default();
         for id in fresh_counters {
@@ -311,6 +325,9 @@ impl LiveMaps {
                 applied.added += 1;
             }
         }
+        // The intervals ports are looked up by, once their entries are in and before the
+        // stale ones go: every port meets an entry of the old intervals or of the new.
+        applied.added += self.apply_port_intervals(plan)?;
         for (key, _) in &live_exact {
             if !plan.allow_exact.contains_key(key) {
                 gone_is_ok(self.allow_exact.remove(key)).map_err(call(MAP_ALLOW_EXACT, "remove"))?;
@@ -364,6 +381,38 @@ impl LiveMaps {
 
         applied.flows_removed = self.forget_flows(plan)?;
         Ok(applied)
+    }
+
+    /// Makes `PORT_INTERVALS` hold the plan's lanes, and with ranges in the plan, turns
+    /// their lookup on (the configuration written last keeps it so). A filter whose policy
+    /// had no ranges holds zeros (its flag is off until it has some): nothing to read then.
+    /// How many values it wrote.
+    fn apply_port_intervals(&mut self, plan: &MapPlan) -> Result<usize> {
+        let had_ranges = self.config()?.flags & CONFIG_HAS_RANGES != 0;
+        let Some(map) = &mut self.port_intervals else { return Ok(0) };
+        if plan.port_lanes.is_empty() && !had_ranges {
+            return Ok(0);
+        }
+        let live: std::collections::BTreeMap<u32, u64> = (0..PORT_INTERVALS_ENTRIES)
+            .map(|index| map.get(&index, 0).map(|value| (index, value)))
+            .filter(|value| !matches!(value, Ok((_, 0))))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(call(MAP_PORT_INTERVALS, "get"))?;
+        let mut written = 0;
+        let stale = live
+            .iter()
+            .filter(|(index, _)| !plan.port_lanes.contains_key(index))
+            .map(|(index, _)| (index, &0));
+        for (index, value) in plan.port_lanes.iter().chain(stale) {
+            if live.get(index).copied().unwrap_or(0) != *value {
+                map.set(*index, value, 0).map_err(call(MAP_PORT_INTERVALS, "set"))?;
+                written += 1;
+            }
+        }
+        if !plan.port_lanes.is_empty() && !had_ranges {
+            self.set_flag(CONFIG_HAS_RANGES, true)?;
+        }
+        Ok(written)
     }
 
     /// Removes the flows whose opening packet the plan would no longer admit (a revoked

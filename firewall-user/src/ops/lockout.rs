@@ -23,7 +23,7 @@ use firewall_common::{AllowKey, Direction, PROTO_TCP};
 use crate::{
     compile::{Ids, plan},
     kernel::maps::Enforcement,
-    policy::{Policy, Prefix, Service, to_addr},
+    policy::{Policy, Prefix, to_addr},
 };
 
 /// The SSH session a command runs from.
@@ -246,7 +246,7 @@ pub fn check(policy: &Policy, iface: Option<&str>, session: &SshSession) -> Resu
         .iter()
         .filter(|r| {
             r.direction == Direction::In
-                && r.services.contains(&Service::Port { protocol: PROTO_TCP, port: session.server_port })
+                && r.services.iter().any(|s| s.has_port(PROTO_TCP, session.server_port))
         })
         .map(|r| r.name.as_str())
         .collect();
@@ -414,6 +414,21 @@ mod tests {
             "[[rule]]\nname = \"alt-ssh\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 2222\npeers = \"any\"\n",
         );
         assert!(check(&p, None, &session("192.0.2.99 50000 198.51.100.1 2222")).is_ok());
+    }
+
+    #[test]
+    fn a_range_serves_every_port_in_it() {
+        let p = policy(
+            "[[rule]]\nname = \"alt-ssh\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nports = [2000, \"2200-2300\"]\npeers = [\"192.0.2.7\"]\n",
+        );
+        assert!(check(&p, None, &session("192.0.2.7 50000 198.51.100.1 2222")).is_ok());
+        let err = check(&p, None, &session("192.0.2.99 50000 198.51.100.1 2222")).unwrap_err();
+        assert!(
+            err.to_string().contains("rule alt-ssh serves tcp port 2222 but not its client 192.0.2.99"),
+            "{err}"
+        );
+        let err = check(&p, None, &session("192.0.2.7 50000 198.51.100.1 2301")).unwrap_err();
+        assert!(err.to_string().contains("no rule admits tcp port 2301 in"), "{err}");
     }
 
     #[test]

@@ -9,10 +9,12 @@
 //!   messages in TOML's words;
 //! - `host`, `antispoof`, `conntrack`, `rule`: the validation of each section, a
 //!   function a field or group of fields;
+//! - `ports`: a rule's ports and ranges, as written and merged;
 //! - `prefix`: addresses and prefixes, as written and as the maps hold them.
 mod antispoof;
 mod conntrack;
 mod host;
+mod ports;
 mod prefix;
 mod raw;
 mod rule;
@@ -141,44 +143,83 @@ impl Default for Conntrack {
     }
 }
 
-/// What a rule matches: a transport service port, or an ICMP type.
+/// What a rule matches: a transport service port, a range of them, or an ICMP type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Service {
-    Port { protocol: u8, port: u16 },
-    Icmp { kind: u8 },
+    Port {
+        protocol: u8,
+        port: u16,
+    },
+    /// Ports `first` to `last`, both in, `first < last` (a range of one port is a `Port`).
+    Range {
+        protocol: u8,
+        first: u16,
+        last: u16,
+    },
+    Icmp {
+        kind: u8,
+    },
 }
 
 impl Service {
+    /// The service of `protocol` for ports `first` to `last`: a `Port` when they are one.
+    pub fn ports(protocol: u8, first: u16, last: u16) -> Service {
+        if first == last {
+            Service::Port { protocol, port: first }
+        } else {
+            Service::Range { protocol, first, last }
+        }
+    }
+
     pub fn protocol(&self) -> u8 {
         match self {
-            Service::Port { protocol, .. } => *protocol,
+            Service::Port { protocol, .. } | Service::Range { protocol, .. } => *protocol,
             Service::Icmp { .. } => PROTO_ICMP,
         }
     }
 
-    /// The allow-list key's `port`: the port, or the ICMP type.
-    pub fn key_port(&self) -> u16 {
+    /// The first and last of its ports (ICMP: the type, twice): what two rules must not
+    /// both claim for one peer.
+    pub fn span(&self) -> (u16, u16) {
+        match *self {
+            Service::Port { port, .. } => (port, port),
+            Service::Range { first, last, .. } => (first, last),
+            Service::Icmp { kind } => (u16::from(kind), u16::from(kind)),
+        }
+    }
+
+    /// Whether it admits port `port` of `protocol` (tcp or udp).
+    pub fn has_port(&self, protocol: u8, port: u16) -> bool {
+        let (first, last) = self.span();
+        !matches!(self, Service::Icmp { .. }) && self.protocol() == protocol && first <= port && port <= last
+    }
+
+    /// Its ports as iptables writes them: `22`, `1024:65535`; `None` for ICMP.
+    pub fn iptables_ports(&self) -> Option<String> {
         match self {
-            Service::Port { port, .. } => *port,
-            Service::Icmp { kind } => u16::from(*kind),
+            Service::Port { port, .. } => Some(port.to_string()),
+            Service::Range { first, last, .. } => Some(format!("{first}:{last}")),
+            Service::Icmp { .. } => None,
         }
     }
 
     /// The allow-list key's protocol and `port` for peers of one family: for IPv6, ICMP is
-    /// ICMPv6 with the type that means the same (`None`: a type only IPv4 has).
+    /// ICMPv6 with the type that means the same (`None`: a type only IPv4 has). A range's
+    /// is its first port's; its other intervals' first ports are the compiler's to add.
     pub fn key_for(&self, v6: bool) -> Option<(u8, u16)> {
         match *self {
             Service::Icmp { kind } if v6 => icmpv6_equivalent(kind).map(|k| (PROTO_ICMPV6, u16::from(k))),
-            _ => Some((self.protocol(), self.key_port())),
+            _ => Some((self.protocol(), self.span().0)),
         }
     }
 }
 
 impl fmt::Display for Service {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = if self.protocol() == PROTO_UDP { "udp" } else { "tcp" };
         match self {
-            Service::Port { protocol: PROTO_UDP, port } => write!(f, "udp port {port}"),
-            Service::Port { port, .. } => write!(f, "tcp port {port}"),
+            Service::Port { port, .. } => write!(f, "{name} port {port}"),
+            Service::Range { first, last, .. } => write!(f, "{name} ports {first}-{last}"),
             Service::Icmp { kind } => write!(f, "icmp type {kind}"),
         }
     }

@@ -184,14 +184,43 @@ impl<'de> Deserialize<'de> for RawIcmpType {
     }
 }
 
+/// A port as written: a number, or a string that is a range (`"1024-65535"`,
+/// `"1024:65535"`) or a number (a visitor of its own, as [`RawIcmpType`]).
+pub(super) enum RawPort {
+    Number(i64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawPort {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawPort;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a port number or a range as \"1024-65535\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawPort, E> {
+                Ok(RawPort::Text(v.to_owned()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawPort, E> {
+                Ok(RawPort::Number(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawPort, E> {
+                Ok(RawPort::Number(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRule {
     pub(super) name: Option<Spanned<String>>,
     pub(super) direction: Option<Spanned<String>>,
     pub(super) protocols: Option<Spanned<Vec<Spanned<String>>>>,
-    pub(super) port: Option<Spanned<i64>>,
-    pub(super) ports: Option<Spanned<Vec<Spanned<i64>>>>,
+    pub(super) port: Option<Spanned<RawPort>>,
+    pub(super) ports: Option<Spanned<Vec<Spanned<RawPort>>>>,
     pub(super) icmp_type: Option<Spanned<RawIcmpType>>,
     pub(super) peers: Option<Spanned<RawPeers>>,
     pub(super) limit: Option<Spanned<String>>,
@@ -224,8 +253,11 @@ mod tests {
         };
         let err = check(&rule("icmp_type = true")).unwrap_err();
         assert!(err.ends_with("invalid type: boolean `true`, expected an ICMP type: echo-request, echo-reply, destination-unreachable, time-exceeded, parameter-problem or a number 0-255"), "{err}");
-        let err = check(&format!("{HOST}[[rule]]\nname = \"x\"\nport = \"80\"\n")).unwrap_err();
-        assert_eq!(err, "p.toml:6:8: invalid type: string \"80\", expected an integer");
+        let err = check(&format!("{HOST}[[rule]]\nname = \"x\"\nport = 80.5\n")).unwrap_err();
+        assert_eq!(
+            err,
+            "p.toml:6:8: invalid type: floating point `80.5`, expected a port number or a range as \"1024-65535\""
+        );
         let err = check("host = 5\n").unwrap_err();
         assert!(err.ends_with("invalid type: integer `5`, expected a table"), "{err}");
         let err = check(&format!("{HOST}[[rule]]\nname = \"x\"\nprotocols = \"tcp\"\n")).unwrap_err();

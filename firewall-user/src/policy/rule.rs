@@ -14,7 +14,8 @@ use serde_spanned::Spanned;
 
 use super::{
     Limit, Located, Prefix, Rule, Service, fail, needs_address6,
-    raw::{RawIcmpType, RawPeers, RawRule},
+    ports::{merged, port_span},
+    raw::{RawIcmpType, RawPeers, RawPort, RawRule},
 };
 
 /// The `[[rule]]`s: at most `MAX_RULES`, each valid, none claiming an allow-list entry
@@ -24,7 +25,7 @@ pub(super) fn validate_rules(raw: Vec<Spanned<RawRule>>, ipv6: bool) -> Result<V
         return fail(raw[MAX_RULES as usize].span().start, format!("too many rules: at most {MAX_RULES}"));
     }
     let mut names = HashSet::new();
-    let mut owners = Owners::new();
+    let mut owners = Owners::default();
     let mut rules = Vec::with_capacity(raw.len());
     for raw_rule in raw {
         let placed = validate_rule(raw_rule, &mut names, ipv6)?;
@@ -34,23 +35,44 @@ pub(super) fn validate_rules(raw: Vec<Spanned<RawRule>>, ipv6: bool) -> Result<V
     Ok(rules)
 }
 
-/// (direction, service, exact peer) → the rule that has it: one entry, one owner.
-type Owners = HashMap<(Direction, Service, Prefix), String>;
+/// Ports `first` to `last` (ICMP: a type), claimed by the rule of index `.2` in `Owners::names`.
+type Claim = (u16, u16, u32);
+
+/// (direction, protocol, exact peer) → the spans of ports (ICMP: of types) rules claimed,
+/// each with the index of its rule in `names`: one port, one owner. A peer's list is as
+/// long as the ports rules name for it, so the check of a rule is linear in its peers.
+#[derive(Default)]
+struct Owners {
+    claimed: HashMap<(Direction, u8, Prefix), Vec<Claim>>,
+    names: Vec<String>,
+}
 
 /// Gives `placed` its allow-list entries; one that an earlier rule has is an error, at
-/// the peer that claims it again.
+/// the peer that claims it again, naming the ports both claim (and the earlier rule's
+/// whole range, when it has more).
 fn claim_entries(owners: &mut Owners, placed: &PlacedRule) -> Result<(), Located> {
     let rule = &placed.rule;
+    let index = owners.names.len() as u32;
+    owners.names.push(rule.name.clone());
     for service in &rule.services {
+        let (first, last) = service.span();
         for (peer, at) in rule.peers.iter().zip(&placed.peer_at) {
-            if let Some(owner) = owners.insert((rule.direction, *service, *peer), rule.name.clone()) {
+            let claimed = owners.claimed.entry((rule.direction, service.protocol(), *peer)).or_default();
+            if let Some(&(f, l, owner)) = claimed.iter().find(|(f, l, _)| *f <= last && first <= *l) {
+                let both = match service {
+                    Service::Icmp { .. } => *service,
+                    _ => Service::ports(service.protocol(), first.max(f), last.min(l)),
+                };
+                let theirs = if both.span() == (f, l) { String::new() } else { format!(" ({f}-{l})") };
                 let peer = if *peer == Prefix::ANY { "\"any\"".to_string() } else { peer.to_string() };
                 let direction = if rule.direction == Direction::In { "in" } else { "out" };
+                let owner = &owners.names[owner as usize];
                 return fail(
                     *at,
-                    format!("peer {peer} for {service} {direction} is already in rule {owner:?}"),
+                    format!("peer {peer} for {both} {direction} is already in rule {owner:?}{theirs}"),
                 );
             }
+            claimed.push((first, last, index));
         }
     }
     Ok(())
@@ -162,15 +184,15 @@ fn validate_protocols(raw: Option<Spanned<Vec<Spanned<String>>>>, rule: RuleAt) 
     Ok(protos)
 }
 
-/// `port` or `ports` (not both): what tcp and udp need and icmp has none of. A port
-/// written twice is one port.
+/// `port` or `ports` (not both): what tcp and udp need and icmp has none of; each a
+/// number or a range. Ports written twice, or in two entries that overlap, are admitted once.
 fn validate_ports(
-    port: Option<Spanned<i64>>,
-    ports: Option<Spanned<Vec<Spanned<i64>>>>,
+    port: Option<Spanned<RawPort>>,
+    ports: Option<Spanned<Vec<Spanned<RawPort>>>>,
     protocols: &[u8],
     rule: RuleAt,
-) -> Result<Vec<u16>, Located> {
-    let port_list: Vec<Spanned<i64>> = match (port, ports) {
+) -> Result<Vec<(u16, u16)>, Located> {
+    let port_list: Vec<Spanned<RawPort>> = match (port, ports) {
         (Some(_), Some(ports)) => return fail(ports.span().start, "use port or ports, not both"),
         (Some(port), None) => vec![port],
         (None, Some(ports)) if ports.get_ref().is_empty() => {
@@ -180,24 +202,15 @@ fn validate_ports(
         (None, None) => vec![],
     };
     let port_at = port_list.first().map(|p| p.span().start);
-    let mut ports = Vec::new();
-    for port in port_list {
-        let value = *port.get_ref();
-        if !(1..=65535).contains(&value) {
-            return fail(port.span().start, format!("port {value} out of range 1-65535"));
-        }
-        if !ports.contains(&(value as u16)) {
-            ports.push(value as u16);
-        }
-    }
+    let spans = port_list.into_iter().map(port_span).collect::<Result<Vec<_>, _>>()?;
     let wants_ports = protocols.iter().any(|p| *p != PROTO_ICMP);
-    if wants_ports && ports.is_empty() {
+    if wants_ports && spans.is_empty() {
         return rule.lacks("port or ports for tcp/udp");
     }
     if !wants_ports && let Some(at) = port_at {
         return fail(at, "port applies to tcp and udp, not icmp");
     }
-    Ok(ports)
+    Ok(merged(&spans))
 }
 
 /// `icmp_type`: what icmp needs and tcp and udp have none of.
@@ -241,13 +254,15 @@ fn icmp_type(raw: RawIcmpType, at: usize) -> Result<u8, Located> {
     }
 }
 
-/// What the rule admits, protocol by protocol: each port of tcp and udp, icmp's type.
-fn services(protocols: &[u8], ports: &[u16], icmp_kind: Option<u8>) -> Vec<Service> {
+/// What the rule admits, protocol by protocol: each port or range of tcp and udp, icmp's type.
+fn services(protocols: &[u8], ports: &[(u16, u16)], icmp_kind: Option<u8>) -> Vec<Service> {
     let mut services = Vec::new();
     for proto in protocols {
         match *proto {
             PROTO_ICMP => services.push(Service::Icmp { kind: icmp_kind.expect("checked above") }),
-            protocol => services.extend(ports.iter().map(|&port| Service::Port { protocol, port })),
+            protocol => {
+                services.extend(ports.iter().map(|&(first, last)| Service::ports(protocol, first, last)));
+            }
         }
     }
     services
@@ -437,6 +452,48 @@ mod tests {
         assert_eq!(Service::Icmp { kind: 8 }.key_for(true), Some((PROTO_ICMPV6, 128)));
         assert_eq!(Service::Icmp { kind: 5 }.key_for(false), Some((PROTO_ICMP, 5)));
         assert_eq!(Service::Port { protocol: PROTO_TCP, port: 22 }.key_for(true), Some((PROTO_TCP, 22)));
+    }
+
+    #[test]
+    fn two_rules_may_not_claim_one_port_of_a_peer_whether_single_or_in_a_range() {
+        let rule = |n: &str, ports: &str, peers: &str| {
+            format!(
+                "[[rule]]\nname = \"{n}\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\n{ports}\npeers = {peers}\n"
+            )
+        };
+        let high = rule("high-ports", "port = \"1024-65535\"", "[\"192.0.2.1\"]");
+        let err = check(&format!("{HOST}{high}{}", rule("web", "ports = [80, 8080]", "[\"192.0.2.1\"]")))
+            .unwrap_err();
+        assert!(
+            err.ends_with(
+                "peer 192.0.2.1 for tcp port 8080 in is already in rule \"high-ports\" (1024-65535)"
+            ),
+            "{err}"
+        );
+        let err = check(&format!("{HOST}{}{high}", rule("web", "ports = [80, 8080]", "[\"192.0.2.1\"]")))
+            .unwrap_err();
+        assert!(err.ends_with("peer 192.0.2.1 for tcp port 8080 in is already in rule \"web\""), "{err}");
+        let err = check(&format!("{HOST}{high}{}", rule("x", "port = \"1000:2000\"", "[\"192.0.2.1\"]")))
+            .unwrap_err();
+        assert!(
+            err.ends_with("for tcp ports 1024-2000 in is already in rule \"high-ports\" (1024-65535)"),
+            "{err}"
+        );
+        // Other peers, other protocols, other directions, ports beside the range: no conflict.
+        assert!(
+            check(&format!("{HOST}{high}{}", rule("x", "ports = [1023, 8080]", "[\"192.0.2.2\"]"))).is_ok()
+        );
+        assert!(check(&format!("{HOST}{high}{}", rule("x", "port = 1023", "[\"192.0.2.1\"]"))).is_ok());
+        let udp = rule("x", "port = 8080", "[\"192.0.2.1\"]").replace("tcp", "udp");
+        assert!(check(&format!("{HOST}{high}{udp}")).is_ok());
+        // Within one rule, overlaps merge.
+        let p =
+            check(&format!("{HOST}{}", rule("x", "ports = [8080, \"8000-9000\", \"8500:9500\"]", "\"any\"")))
+                .unwrap();
+        assert_eq!(
+            p.rules[0].services,
+            vec![Service::Range { protocol: PROTO_TCP, first: 8000, last: 9500 }]
+        );
     }
 
     #[test]

@@ -95,6 +95,7 @@ pub fn insert_lines(chains: &mut [ListChain], views: &[BlockView]) {
                 source,
                 destination,
                 matches: expiry_text(view),
+                ports: None,
                 counter: block_counter(view.slot, direction),
             }
         });

@@ -105,11 +105,12 @@ fn ns_alternating(run: &mut dyn FnMut(TestRunOptions) -> std::time::Duration, fr
     median(samples)
 }
 
-const CLASSES: [&str; 13] = [
+const CLASSES: [&str; 14] = [
     "anti-spoof drop",
     "INVALID drop",
     "ESTABLISHED pass",
     "NEW allowed",
+    "NEW allowed, port in a range (its interval looked up first)",
     "policy drop",
     "ARP pass",
     "IPv6 ESTABLISHED pass",
@@ -128,6 +129,8 @@ struct PerPacket {
     allow_exact_bytes: u64,
     conntrack_bytes: u64,
     half_open_bytes: u64,
+    /// `PORT_INTERVALS`, the same at every size.
+    port_intervals_bytes: u64,
 }
 
 fn per_packet(size: u32) -> PerPacket {
@@ -192,6 +195,8 @@ fn per_packet(size: u32) -> PerPacket {
     let mut run =
         |opts: TestRunOptions| f.loaded.ingress().unwrap().test_run(opts).expect("test run").duration;
     let mut classes: Vec<f64> = frames.iter().map(|frame| ns_per_packet(&mut run, frame)).collect();
+    let (in_range, port_intervals_bytes) = in_a_range(&text, listed);
+    classes.insert(4, in_range);
     // The host's own segments: the same acknowledgement again, and one more each time.
     let host_ack = |ack| frames::tcp_numbered(OURS, listed, (122, 40000), ACK, host_isn + 1, ack, 64240);
     let (same, more) = (host_ack(peer_isn + 1), host_ack(peer_isn + 2));
@@ -218,7 +223,31 @@ fn per_packet(size: u32) -> PerPacket {
     program.load().expect("loading the baseline program");
     let mut run = |opts: TestRunOptions| program.test_run(opts).expect("test run").duration;
     let baseline = ns_per_packet(&mut run, &frames::tcp(listed, OURS, 40002, 122, SYN));
-    PerPacket { size, baseline, classes, allow_exact_bytes, conntrack_bytes, half_open_bytes }
+    PerPacket {
+        size,
+        baseline,
+        classes,
+        allow_exact_bytes,
+        conntrack_bytes,
+        half_open_bytes,
+        port_intervals_bytes,
+    }
+}
+
+/// A flow's first packet from `listed` to a port inside a range of its own rule, in a filter
+/// of its own (the policy `text` and that rule), so that the other classes stay without
+/// ranges; and `PORT_INTERVALS`' memory.
+fn in_a_range(text: &str, listed: [u8; 4]) -> (f64, u64) {
+    let peer = std::net::Ipv4Addr::from(listed);
+    let rule = format!(
+        "\n[[rule]]\nname = \"ftp-data\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nports = [21, \"49152-65534\", 8000, \"9000:9100\"]\npeers = [\"{peer}\"]\n"
+    );
+    let mut filter = TestFilter::new(&format!("{text}{rule}"));
+    let mut run =
+        |opts: TestRunOptions| filter.loaded.ingress().unwrap().test_run(opts).expect("test run").duration;
+    let ns = ns_per_packet(&mut run, &frames::tcp(listed, OURS, 40004, 50000, SYN));
+    let map = filter.loaded.maps.port_intervals.as_ref().expect("the object has PORT_INTERVALS");
+    (ns, memlock(map.map()))
 }
 
 fn timed(lab: &Lab, args: &[&str]) -> f64 {
@@ -292,6 +321,11 @@ fn main() {
             r.half_open_bytes as f64 / 1_048_576.0
         );
     }
+    let _ = writeln!(
+        md,
+        "\n`PORT_INTERVALS` (port ranges' intervals, the same whatever the policy): {:.1} MiB.",
+        rows[0].port_intervals_bytes as f64 / 1_048_576.0
+    );
     json.insert(
         "per_packet_ns".into(),
         json!(rows.iter().map(|r| json!({

@@ -19,6 +19,7 @@ mod ipv6;
 mod link;
 mod live;
 mod model;
+mod ranges;
 mod safety;
 mod serve;
 mod spoofing;

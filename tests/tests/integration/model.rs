@@ -716,6 +716,18 @@ impl PeerPick {
     }
 }
 
+/// The ports of a range a packet is aimed at, as single ports: its first, its last and one
+/// between (the ports just outside are the near misses of `Pool::ports_in` and `ports_out`);
+/// a port or a type as it is.
+fn range_edges(service: &Service) -> Vec<Service> {
+    match *service {
+        Service::Range { protocol, first, last } => {
+            [first, first + (last - first) / 2, last].map(|port| Service::Port { protocol, port }).to_vec()
+        }
+        other => vec![other],
+    }
+}
+
 /// A rule's ICMP type as a packet of the family carries it (`None`: no ICMPv6 type
 /// stands for it). The generators' own translation, to aim; the model has its own.
 fn icmp_type_in(v6: bool, kind: u8) -> Option<u8> {
@@ -767,8 +779,8 @@ impl Pool {
                 if rule.services.iter().any(|s| matches!(s, Service::Icmp { .. })) && !any {
                     icmp_peers.push(pick);
                 }
-                for service in &rule.services {
-                    let service = match *service {
+                for service in rule.services.iter().flat_map(range_edges) {
+                    let service = match service {
                         Service::Icmp { kind } => match icmp_type_in(v6, kind) {
                             Some(kind) => Service::Icmp { kind },
                             // No packet of this family has this service.
@@ -796,14 +808,19 @@ impl Pool {
                 }
             }
             for service in &rule.services {
-                match service {
-                    Service::Port { port, .. } => match rule.direction {
-                        Direction::In => ports_in.push(*port),
-                        Direction::Out => ports_out.push(*port),
-                    },
+                let ports = match rule.direction {
+                    Direction::In => &mut ports_in,
+                    Direction::Out => &mut ports_out,
+                };
+                match *service {
+                    Service::Port { port, .. } => ports.push(port),
+                    // A range's edges, inside and just outside.
+                    Service::Range { first, last, .. } => {
+                        ports.extend([first, last, first.saturating_sub(1).max(1), last.saturating_add(1)]);
+                    }
                     Service::Icmp { kind } => {
-                        icmp_types.extend(icmp_type_in(v6, *kind));
-                        icmp_types.push(*kind);
+                        icmp_types.extend(icmp_type_in(v6, kind));
+                        icmp_types.push(kind);
                     }
                 }
             }
@@ -1310,6 +1327,7 @@ fn packet(pool: &Pool, direction: Direction, dual: bool) -> BoxedStrategy<Packet
                                 numbers: Numbers::FIXED,
                             },
                             Service::Port { port, .. } => L4::Udp { sport, dport: port, payload: 4 },
+                            Service::Range { .. } => unreachable!("the pool holds a range's ports"),
                             Service::Icmp { kind } if kind == request || kind == reply => {
                                 L4::Icmp { kind, code: 0, rest, body: IcmpBody::Data(8) }
                             }
@@ -1852,6 +1870,7 @@ fn flow_spec(pool: &Pool) -> BoxedStrategy<FlowSpec> {
                 let (proto, service_port) = match service {
                     Service::Port { protocol: firewall_common::PROTO_TCP, port } => (FlowProto::Tcp, port),
                     Service::Port { port, .. } => (FlowProto::Udp, port),
+                    Service::Range { .. } => unreachable!("the pool holds a range's ports"),
                     // An echo flow; other ICMP types have none, and make one anyway.
                     Service::Icmp { .. } => (FlowProto::Echo, 0),
                 };
@@ -2354,7 +2373,15 @@ fn random_rule(index: usize, ipv6: bool) -> impl Strategy<Value = String> {
     (
         direction(),
         protocols,
-        prop::collection::vec(select(vec![22u16, 25, 53, 80, 122, 443, 8443, 40000]), 1..=3),
+        // Single ports and ranges, which overlap each other's ports (of other peers, or
+        // validation refuses the policy) and cut the port spaces into many intervals.
+        prop::collection::vec(
+            select(vec![
+                "22", "25", "53", "80", "122", "443", "8443", "40000", "\"20-25\"", "\"440:450\"",
+                "\"8000-8999\"", "\"30000-50000\"", "\"1-21\"", "\"60000-65535\"", "\"123-123\"",
+            ]),
+            1..=3,
+        ),
         prop_oneof![select(vec!["\"echo-request\"", "\"echo-reply\"", "\"destination-unreachable\"", "11", "12"]).prop_map(String::from), (0u8..=255).prop_map(|n| n.to_string())],
         prop_oneof![1 => Just(None), 3 => Just(Some(())).prop_flat_map(move |_| prop::sample::subsequence(choices.clone(), 1..=4)).prop_map(Some)],
         prop::option::weighted(0.25, (1u32..=3, select(vec!["hour", "day"]), 1u32..=3)),
@@ -2367,7 +2394,6 @@ fn random_rule(index: usize, ipv6: bool) -> impl Strategy<Value = String> {
                 protocols.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(", ")
             );
             if protocols.iter().any(|p| *p != "icmp") {
-                let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
                 writeln!(r, "ports = [{}]", ports.join(", ")).unwrap();
             }
             if protocols.contains(&"icmp") {
@@ -2635,6 +2661,56 @@ direction = "in"
 protocols = ["icmp"]
 icmp_type = 200
 peers = "any"
+"#;
+
+/// Port ranges: a range beside single ports of other rules and peers inside it, ranges
+/// that overlap for other peers, a range of one port, a udp range, an outbound range to a
+/// prefix (the ephemeral ports), and the whole port space for one peer.
+const RANGES_POLICY: &str = r#"
+[host]
+address = "198.51.100.1"
+[[rule]]
+name = "passive-ftp"
+direction = "in"
+protocols = ["tcp"]
+ports = [21, "49152-65534"]
+peers = ["192.0.2.0/24"]
+[[rule]]
+name = "one-inside"
+direction = "in"
+protocols = ["tcp", "udp"]
+ports = [50000, "60000:60010", "443-443"]
+peers = ["192.0.2.7", "203.0.113.7"]
+[[rule]]
+name = "high-ports"
+direction = "in"
+protocols = ["tcp"]
+port = "1024-65535"
+peers = ["203.0.113.9"]
+[[rule]]
+name = "games"
+direction = "in"
+protocols = ["udp"]
+ports = ["27000-27030", "27020-27050", 3478]
+peers = "any"
+[[rule]]
+name = "ephemeral-out"
+direction = "out"
+protocols = ["tcp", "udp"]
+port = "1024:65535"
+peers = ["198.18.0.0/15"]
+[[rule]]
+name = "web-out"
+direction = "out"
+protocols = ["tcp"]
+ports = [80, 443, 8080]
+peers = "any"
+[[rule]]
+name = "everything"
+direction = "in"
+protocols = ["tcp"]
+port = "1-65535"
+peers = ["203.0.113.25"]
 "#;
 
 /// Flows of every kind, each timeout short and its own (so that `Step::Age` reaches every
@@ -3725,6 +3801,7 @@ fn hand_written_policies_agree_with_the_model() {
         ("RELATED_POLICY (ICMP errors matched to flows)", RELATED_POLICY),
         ("LIMITS_POLICY (slow buckets, small bursts)", LIMITS_POLICY),
         ("MULTI_POLICY (multi-port, multi-protocol, custom anti-spoof)", MULTI_POLICY),
+        ("RANGES_POLICY (port ranges beside and over other rules' ports)", RANGES_POLICY),
         ("EMPTY_POLICY (no rules, no anti-spoof lists)", EMPTY_POLICY),
         ("DHCP_RULES_POLICY (rules named dhcp on the DHCP ports, the line on)", DHCP_RULES_POLICY),
         (
