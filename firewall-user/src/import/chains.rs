@@ -56,11 +56,10 @@ pub(super) fn flatten(filter: &DumpTable, findings: &mut Findings) -> Vec<FlatLi
     let mut top = Vec::new();
     for (line, text) in &filter.rules {
         let read = read(text);
-        match user.contains(read.spec.chain.as_str()) {
-            true => {
-                chains.lines.get_mut(&read.spec.chain).expect("declared").push((*line, text.clone(), read))
-            }
-            false => top.push((*line, text.clone(), read)),
+        if user.contains(read.spec.chain.as_str()) {
+            chains.lines.get_mut(&read.spec.chain).expect("declared").push((*line, text.clone(), read));
+        } else {
+            top.push((*line, text.clone(), read));
         }
     }
     for (line, text, parsed) in top {
@@ -128,12 +127,9 @@ impl Chains<'_> {
                 self.inline(&name, &met, &flat, stack);
                 if goto {
                     // What the chain did not decide goes back past the jump's chain: in a
-                    // built-in chain, to its policy.
+                    // built-in chain, to its policy (see `classify`).
                     flat.parsed.spec.target = Some(Target::Return);
                     flat.text = format!("{} (what chain {name} does not decide)", flat.text);
-                    if jump.is_none() && flat.parsed.spec.matches() > 0 {
-                        flat.parsed.untranslatable.get_or_insert_with(|| format!("what chain {name} does not decide of what this goto sends it meets {}'s DROP policy, not the lines after the goto", met.parsed.spec.chain));
-                    }
                     self.out.push(flat);
                 }
                 Next::Go

@@ -5,15 +5,15 @@ use std::collections::HashMap;
 
 use firewall_common::{
     Direction, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM,
-    ICMP_TIME_EXCEEDED, PROTO_ICMP, PROTO_TCP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG,
-    protocol_name, tcp_flags_valid,
+    ICMP_TIME_EXCEEDED, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
+    TCP_URG, protocol_name, tcp_flags_valid,
 };
 
 use super::{
     Finding, Findings,
     chains::{FlatLine, flatten},
     dump::DumpTable,
-    spec::{PortRange, Rate, Spec, States, Target, TcpFlags},
+    spec::{Parsed, PortRange, Rate, Spec, States, Target, TcpFlags},
 };
 use crate::policy::Prefix;
 
@@ -52,8 +52,15 @@ pub(super) struct Flow {
 /// errors a `--state RELATED` line admits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(super) enum Svc {
-    Port { protocol: u8, port: u16 },
-    Icmp { kind: u8, related: bool },
+    /// A TCP or UDP port, or a range of them.
+    Port {
+        protocol: u8,
+        port: PortRange,
+    },
+    Icmp {
+        kind: u8,
+        related: bool,
+    },
 }
 
 pub(super) const WHY_POLICY: &str = "an unconditional DROP is the chain's policy here: what no rule admits is dropped and counted on its policy line";
@@ -138,11 +145,7 @@ fn classify_drop(spec: &Spec) -> Result<Role, String> {
     } else if let (true, 1, None, Some(prefix)) = (input, spec.matches(), spec.source, spec.destination) {
         Ok(Role::Antispoof { source: false, prefix, iface: spec.in_iface.clone() })
     } else {
-        let what = match spec.target {
-            Some(Target::Reject) => "a REJECT",
-            Some(Target::Return) => "a RETURN from a built-in chain (its DROP policy)",
-            _ => "a DROP",
-        };
+        let what = if spec.target == Some(Target::Reject) { "a REJECT" } else { "a DROP" };
         Err(format!(
             "{what} with these matches is not translated: the policy drops by default and admits by rule (only INPUT's -s and -d DROPs are its anti-spoof lists)"
         ))
@@ -185,7 +188,8 @@ fn classify_accept(spec: &Spec) -> Result<Role, String> {
     let Some(protocol) = spec.protocol else {
         return match spec.state {
             Some(s) if spec.matches() == 1 && !s.new && !s.invalid => Ok(Role::BuiltIn(WHY_RETURNS)),
-            _ => Err("an ACCEPT of every protocol cannot be expressed: a rule names tcp, udp or icmp".into()),
+            Some(s) if !s.new || s.invalid => Err("an ACCEPT of every protocol's returns from some peers only cannot be expressed: every rule admits its own returns, from its own peers".into()),
+            _ => Ok(Accept::new(spec).every_protocol()),
         };
     };
     if spec.state.is_some_and(|s| s.invalid) {
@@ -242,7 +246,7 @@ impl<'a> Accept<'a> {
     /// any other type is a message of its own.
     fn icmp(&self) -> Result<Role, String> {
         let Some(kind) = self.spec.icmp_type else {
-            return self.every_icmp_type();
+            return Ok(self.every_icmp_type());
         };
         let state = self.spec.state;
         match kind {
@@ -266,19 +270,24 @@ impl<'a> Accept<'a> {
 
     /// `-p icmp` of every type: pings opened this way, and the errors; where the line
     /// opens nothing, the returns of pings the other way.
-    fn every_icmp_type(&self) -> Result<Role, String> {
-        let echo = Svc::Icmp { kind: ICMP_ECHO_REQUEST, related: false };
+    fn every_icmp_type(&self) -> Role {
         if !self.opens {
             // `-p icmp --state ESTABLISHED,RELATED`: the ICMP of flows, as for every protocol.
-            return Ok(if self.spec.matches() == 2 {
+            return if self.spec.matches() == 2 {
                 Role::BuiltIn(WHY_RETURNS)
             } else {
-                self.flow(self.there, vec![echo], true)
-            });
+                self.flow(self.there, vec![Svc::Icmp { kind: ICMP_ECHO_REQUEST, related: false }], true)
+            };
         }
-        let errors = [ICMP_DEST_UNREACHABLE, ICMP_TIME_EXCEEDED, ICMP_PARAMETER_PROBLEM]
-            .map(|kind| Svc::Icmp { kind, related: false });
-        Ok(self.flow(self.here, [echo].into_iter().chain(errors).collect(), false))
+        self.flow(self.here, every_icmp_service().to_vec(), false)
+    }
+
+    /// An ACCEPT of every protocol that opens flows (`-s TRUSTED -j ACCEPT`, a chain's
+    /// policy ACCEPT): every TCP and UDP port, and ICMP as `-p icmp` of every type.
+    fn every_protocol(&self) -> Role {
+        let every_port = PortRange { first: 1, last: u16::MAX };
+        let ports = [PROTO_TCP, PROTO_UDP].map(|protocol| Svc::Port { protocol, port: every_port });
+        self.flow(self.here, ports.into_iter().chain(every_icmp_service()).collect(), false)
     }
 
     /// Whether an ICMP type other than echo is admitted as RELATED (the errors of a flow):
@@ -342,21 +351,31 @@ impl<'a> Accept<'a> {
     }
 }
 
+/// ICMP of every type, as rules name it: echo requests (their replies the returns) and the
+/// errors.
+fn every_icmp_service() -> [Svc; 4] {
+    [ICMP_ECHO_REQUEST, ICMP_DEST_UNREACHABLE, ICMP_TIME_EXCEEDED, ICMP_PARAMETER_PROBLEM]
+        .map(|kind| Svc::Icmp { kind, related: false })
+}
+
 /// Whether `ports` are the ephemeral range a client's side of a flow uses: one range
 /// holding Linux's default, 32768 to 60999 (`1024:65535` in most scripts).
 fn ephemeral(ports: &[PortRange]) -> bool {
     matches!(ports, [range] if range.first <= 32768 && range.last >= 60999)
 }
 
-/// A line's service ports, one [`Svc`] each.
+/// A line's service ports, one [`Svc`] each (port 0, which no packet is sent to, left
+/// out of a range).
 fn services(protocol: u8, ports: &[PortRange]) -> Result<Vec<Svc>, String> {
     ports
         .iter()
         .map(|range| match *range {
-            PortRange { first, last } if first == last && first > 0 => {
-                Ok(Svc::Port { protocol, port: first })
+            PortRange { last: 0, .. } => {
+                Err("port 0 cannot be expressed: the policy's ports are 1 to 65535".into())
             }
-            range => Err(format!("port range {range} cannot be expressed: the policy lists single ports")),
+            PortRange { first, last } => {
+                Ok(Svc::Port { protocol, port: PortRange { first: first.max(1), last } })
+            }
         })
         .collect()
 }
@@ -404,8 +423,23 @@ pub(super) fn other_tables(tables: &[DumpTable]) -> Vec<Finding> {
 /// Classifies `*filter`'s chain lines, then its rule lines, user-defined chains inlined.
 pub(super) fn classify_filter(filter: &DumpTable, findings: &mut Findings) -> FilterLines {
     let mut passes_returns = chain_policies(filter, findings);
-    let lines = flatten(filter, findings);
-    let classified = classify_rules(&lines, &mut passes_returns, findings);
+    let mut lines = flatten(filter, findings);
+    // INPUT's or OUTPUT's policy ACCEPT admits what reaches the chain's end: as a last
+    // line that accepts everything, which the lines before it may shadow.
+    for (line, chain, policy, text) in &filter.chains {
+        if policy.as_deref() == Some("ACCEPT") && matches!(chain.as_str(), "INPUT" | "OUTPUT") {
+            let spec = Spec { chain: chain.clone(), target: Some(Target::Accept), ..Spec::default() };
+            let parsed = Parsed { spec, untranslatable: None };
+            lines.push(FlatLine { line: *line, text: text.clone(), parsed, returns_until: None });
+        }
+    }
+    let accepting: Vec<String> = filter
+        .chains
+        .iter()
+        .filter(|(_, _, policy, _)| policy.as_deref() == Some("ACCEPT"))
+        .map(|(_, chain, _, _)| chain.clone())
+        .collect();
+    let classified = classify_rules(&lines, &accepting, &mut passes_returns, findings);
     FilterLines { classified, passes_returns }
 }
 
@@ -421,6 +455,8 @@ fn chain_policies(filter: &DumpTable, findings: &mut Findings) -> Vec<String> {
                 "user-defined chain {chain}: its lines are translated where the jumps to it reach them"
             ))),
             Some("DROP") => findings.built_in.push(finding(WHY_DROP_POLICY.into())),
+            // Translated as a last line of the chain: see classify_filter.
+            Some("ACCEPT") if chain != "FORWARD" => passes_returns.push(chain.clone()),
             Some(p) => {
                 if p == "ACCEPT" {
                     passes_returns.push(chain.clone());
@@ -443,10 +479,19 @@ struct Shadow {
     /// Its flat index.
     at: usize,
     line: usize,
+    /// The line as its finding names it.
+    text: String,
     spec: Spec,
     /// The flat index it ends at (a RETURN's chain's end); `None`: its chain's end.
     until: Option<usize>,
     why: &'static str,
+    /// It kept some line out, or some line's returns: not a DROP the policy does anyway.
+    used: bool,
+    /// It took ports away from some line after it.
+    narrowed: bool,
+    /// Its line was read whole (only the policy cannot say it): it matches what its Spec
+    /// says, no more.
+    exact: bool,
 }
 
 impl Shadow {
@@ -476,6 +521,8 @@ struct Classifier {
     /// Chains dropped whole, and the line that did.
     dropped_all: HashMap<String, usize>,
     shadows: Vec<Shadow>,
+    /// The built-in chains whose policy is ACCEPT: there a RETURN accepts.
+    accepting: Vec<String>,
     /// The lines that pass returns (catch-alls and return lines: the flat index, the dump's
     /// line, what they match), and the chains whose policy ACCEPT does (line `None`).
     passing_returns: Vec<(usize, Option<usize>, Spec)>,
@@ -487,10 +534,11 @@ struct Classifier {
 /// ESTABLISHED catch-all adds its chain to `passes_returns`.
 fn classify_rules(
     lines: &[FlatLine],
+    accepting: &[String],
     passes_returns: &mut Vec<String>,
     findings: &mut Findings,
 ) -> Vec<Classified> {
-    let mut classifier = Classifier::default();
+    let mut classifier = Classifier { accepting: accepting.to_vec(), ..Classifier::default() };
     for (at, flat) in lines.iter().enumerate() {
         classifier.line(at, flat, passes_returns, findings);
     }
@@ -503,6 +551,7 @@ fn classify_rules(
         ));
     }
     classifier.check_returns(findings);
+    classifier.settle_dead_drops(findings);
     let mut classified = classifier.classified;
     classified.extend(classifier.openings.into_iter().map(|o| (o.at, o.classified)));
     classified.sort_by_key(|(at, _)| *at);
@@ -517,7 +566,18 @@ impl Classifier {
         passes_returns: &mut Vec<String>,
         findings: &mut Findings,
     ) {
-        let spec = &flat.parsed.spec;
+        // A RETURN in a built-in chain (or the end of a goto's chain) is that chain's policy.
+        let policy;
+        let spec = if flat.parsed.spec.target == Some(Target::Return) && flat.returns_until.is_none() {
+            let accepts = self.accepting.contains(&flat.parsed.spec.chain);
+            policy = Spec {
+                target: Some(if accepts { Target::Accept } else { Target::Drop }),
+                ..flat.parsed.spec.clone()
+            };
+            &policy
+        } else {
+            &flat.parsed.spec
+        };
         let finding = |why: String| Finding { line: flat.line, rule: flat.text.clone(), why };
         if let Some(dropped) = self.dropped_all.get(&spec.chain) {
             findings
@@ -532,9 +592,13 @@ impl Classifier {
             self.shadows.push(Shadow {
                 at,
                 line: flat.line,
+                text: flat.text.clone(),
                 spec: spec.clone(),
                 until: Some(until),
                 why: "returns",
+                used: false,
+                narrowed: false,
+                exact: flat.parsed.untranslatable.is_none(),
             });
             return;
         }
@@ -558,28 +622,9 @@ impl Classifier {
                 findings.built_in.push(finding(why.into()));
             }
             Ok(Role::Different(why)) => findings.differences.push(finding(why.into())),
-            Ok(Role::Flow(f)) => {
-                if let Some(shadow) = self.shadows.iter().find(|s| s.covers(at, spec)) {
-                    findings.untranslated.push(finding(format!(
-                        "not translated, to be no more open than the script: line {}, which is not translated, {} some of what this line admits",
-                        shadow.line, shadow.why
-                    )));
-                    return;
-                }
-                for why in flow_differences(spec, &f) {
-                    findings.differences.push(finding(why.into()));
-                }
-                let classified =
-                    Classified { line: flat.line, text: flat.text.clone(), role: Role::Flow(f.clone()) };
-                if f.is_return {
-                    self.passing_returns.push((at, Some(flat.line), spec.clone()));
-                    self.classified.push((at, classified));
-                } else {
-                    self.openings.push(Opening { at, spec: spec.clone(), classified });
-                }
-            }
+            Ok(Role::Flow(f)) => self.flow(at, flat, spec, f, passes_returns, findings),
             Ok(role) => {
-                self.classified.push((at, Classified { line: flat.line, text: flat.text.clone(), role }))
+                self.classified.push((at, Classified { line: flat.line, text: flat.text.clone(), role }));
             }
             Err(why) => {
                 let target = spec.target.as_ref();
@@ -589,9 +634,13 @@ impl Classifier {
                     self.shadows.push(Shadow {
                         at,
                         line: flat.line,
+                        text: flat.text.clone(),
                         spec: spec.clone(),
                         until: None,
                         why: "drops",
+                        used: false,
+                        narrowed: false,
+                        exact: flat.parsed.untranslatable.is_none(),
                     });
                 }
                 findings.untranslated.push(finding(why));
@@ -599,11 +648,68 @@ impl Classifier {
         }
     }
 
+    /// A line that admits flows: translated, its ports narrowed where a DROP before it
+    /// takes some of them from it; or, where one may take packets it cannot narrow away,
+    /// not translated.
+    fn flow(
+        &mut self,
+        at: usize,
+        flat: &FlatLine,
+        spec: &Spec,
+        mut f: Flow,
+        passes_returns: &mut Vec<String>,
+        findings: &mut Findings,
+    ) {
+        let finding = |why: String| Finding { line: flat.line, rule: flat.text.clone(), why };
+        for shadow in self.shadows.iter_mut().filter(|s| s.covers(at, spec)) {
+            // A return line's services are its source ports: a DROP's ports are not theirs.
+            let narrow = if f.is_return { None } else { narrowed(&f.services, &shadow.spec, spec) };
+            match narrow {
+                Some(services) if !services.is_empty() => {
+                    f.services = services;
+                    shadow.narrowed = true;
+                    if !shadow.exact {
+                        findings.differences.push(finding(format!(
+                            "translated without the ports that line {}, which is not translated, may drop first",
+                            shadow.line
+                        )));
+                    }
+                }
+                _ => {
+                    shadow.used = true;
+                    findings.untranslated.push(finding(format!(
+                        "not translated, to be no more open than the script: line {}, which is not translated, {} some of what this line admits",
+                        shadow.line, shadow.why
+                    )));
+                    return;
+                }
+            }
+        }
+        for why in flow_differences(spec, &f) {
+            findings.differences.push(finding(why.into()));
+        }
+        // An ACCEPT of every protocol to any peer that does not ask for NEW only passes
+        // every return of its chain, as a catch-all does.
+        let peer_side = if spec.chain == "INPUT" { spec.source } else { spec.destination };
+        if spec.protocol.is_none() && peer_side.is_none() && spec.state.is_none_or(|s| s.established) {
+            passes_returns.push(spec.chain.clone());
+            self.passing_returns.push((at, Some(flat.line), spec.clone()));
+        }
+        let is_return = f.is_return;
+        let classified = Classified { line: flat.line, text: flat.text.clone(), role: Role::Flow(f) };
+        if is_return {
+            self.passing_returns.push((at, Some(flat.line), spec.clone()));
+            self.classified.push((at, classified));
+        } else {
+            self.openings.push(Opening { at, spec: spec.clone(), classified });
+        }
+    }
+
     /// The lines that open flows whose returns, in the other chain, a line not translated
     /// may drop before the first line there that passes them: not translated. (Where no
     /// line passes them, the grouping lists the difference.)
     fn check_returns(&mut self, findings: &mut Findings) {
-        let shadows = &self.shadows;
+        let shadows = &mut self.shadows;
         let passing = &self.passing_returns;
         self.openings.retain(|opening| {
             let Some(returns) = return_spec(&opening.spec) else {
@@ -617,9 +723,10 @@ impl Classifier {
             else {
                 return true;
             };
-            let Some(shadow) = shadows.iter().find(|s| s.covers(passed_at, &returns)) else {
+            let Some(shadow) = shadows.iter_mut().find(|s| s.covers(passed_at, &returns)) else {
                 return true;
             };
+            shadow.used = true;
             findings.untranslated.push(Finding {
                 line: opening.classified.line,
                 rule: opening.classified.text.clone(),
@@ -633,6 +740,103 @@ impl Classifier {
             false
         });
     }
+}
+
+impl Classifier {
+    /// The DROPs not translated that kept nothing out: no line after them admits what
+    /// they drop, nor passes the returns of what they drop, so the chain's policy drops it
+    /// there too. Nothing to write: they move from the untranslated to the built in.
+    fn settle_dead_drops(&self, findings: &mut Findings) {
+        for shadow in self.shadows.iter().filter(|s| !s.used && s.why == "drops") {
+            let Some(at) =
+                findings.untranslated.iter().position(|f| f.line == shadow.line && f.rule == shadow.text)
+            else {
+                continue;
+            };
+            let finding = findings.untranslated.remove(at);
+            let why = match (shadow.narrowed, shadow.exact) {
+                (false, _) => format!(
+                    "no line after it admits what it drops, so the chain's policy drops it here too (the line itself is not expressible: {})",
+                    finding.why
+                ),
+                (true, true) => {
+                    if shadow.spec.target == Some(Target::Reject) {
+                        findings.differences.push(Finding { why: WHY_REJECT.into(), ..finding.clone() });
+                    }
+                    "translated: the lines after it that admit some of its ports admit the others only"
+                        .to_owned()
+                }
+                // Its ports left out of the lines after it, which say so.
+                (true, false) => {
+                    findings.untranslated.push(finding);
+                    continue;
+                }
+            };
+            findings.built_in.push(Finding { why, ..finding });
+        }
+    }
+}
+
+/// `services` without the ports a DROP before them takes: where the DROP is of TCP or UDP
+/// ports (`--dport`), at least as wide as the ACCEPT (`accept`) in everything else, so
+/// that on those ports it drops all the ACCEPT would admit. `None`: it is not such a DROP.
+fn narrowed(services: &[Svc], drop: &Spec, accept: &Spec) -> Option<Vec<Svc>> {
+    let protocol = drop.protocol.filter(|p| matches!(*p, PROTO_TCP | PROTO_UDP))?;
+    let wider = |d: Option<Prefix>, a: Option<Prefix>| match (d, a) {
+        (None, _) => true,
+        (Some(d), Some(a)) => d.contains(a.addr) && d.len <= a.len,
+        (Some(_), None) => false,
+    };
+    let same_or_any = |d: &Option<String>, a: &Option<String>| d.is_none() || d == a;
+    let only_ports = !drop.dports.is_empty()
+        && drop.sports.is_empty()
+        && drop.tcp_flags.is_none()
+        && !drop.fragment
+        && drop.limit.is_none()
+        && drop.state.is_none_or(|s| s.new)
+        && wider(drop.source, accept.source)
+        && wider(drop.destination, accept.destination)
+        && same_or_any(&drop.in_iface, &accept.in_iface)
+        && same_or_any(&drop.out_iface, &accept.out_iface);
+    if !only_ports {
+        return None;
+    }
+    let mut left = Vec::new();
+    for svc in services {
+        match *svc {
+            Svc::Port { protocol: p, port } if p == protocol => {
+                left.extend(
+                    subtract(port, &drop.dports).into_iter().map(|port| Svc::Port { protocol: p, port }),
+                );
+            }
+            other => left.push(other),
+        }
+    }
+    Some(left)
+}
+
+/// The parts of `range` outside every one of `taken`.
+fn subtract(range: PortRange, taken: &[PortRange]) -> Vec<PortRange> {
+    let mut parts = vec![range];
+    for t in taken {
+        parts = parts
+            .into_iter()
+            .flat_map(|p| {
+                if !p.overlaps(*t) {
+                    return vec![p];
+                }
+                let mut kept = Vec::new();
+                if p.first < t.first {
+                    kept.push(PortRange { first: p.first, last: t.first - 1 });
+                }
+                if t.last < p.last {
+                    kept.push(PortRange { first: t.last + 1, last: p.last });
+                }
+                kept
+            })
+            .collect();
+    }
+    parts
 }
 
 /// What the returns of the flows an opening line admits match, in the other chain: the
@@ -671,9 +875,13 @@ fn flow_differences(spec: &Spec, f: &Flow) -> Vec<&'static str> {
     if spec.protocol == Some(PROTO_ICMP) && spec.icmp_type.is_none() && !f.is_return {
         whys.push(WHY_EVERY_ICMP_TYPE);
     }
+    if spec.protocol.is_none() {
+        whys.push(WHY_EVERY_PROTOCOL);
+    }
     whys
 }
 
 pub(super) const WHY_EVERY_ICMP_TYPE: &str = "ICMP of every type becomes four rules: echo-request (its replies the returns) and the errors destination-unreachable, time-exceeded and parameter-problem; the other types (redirect, timestamp, router advertisement, …) drop here";
+pub(super) const WHY_EVERY_PROTOCOL: &str = "every protocol becomes a rule of every TCP and UDP port (1-65535) and the four ICMP rules of every type (echo-request, destination-unreachable, time-exceeded, parameter-problem); other protocols (ESP, GRE, …) and ICMP types drop here";
 pub(super) const WHY_REJECT: &str = "REJECT becomes DROP: the firewall answers nothing (no ICMP error, no TCP RST), so a client waits for its timeout where it failed at once";
 pub(super) const WHY_SYN_OPENS: &str = "--syn: the firewall also opens a flow met mid-stream (a first packet without SYN), as netfilter's nf_conntrack_tcp_loose default does";

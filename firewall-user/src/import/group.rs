@@ -13,7 +13,7 @@ use firewall_common::{
 use super::{
     Finding, Findings, Options,
     classify::{Classified, Flow, Role, Svc},
-    spec::Rate,
+    spec::{PortRange, Rate},
     write::{AntispoofOut, HostOut, line_list},
 };
 use crate::policy::{self, Prefix};
@@ -24,7 +24,7 @@ pub(super) struct RuleOut {
     pub(super) name: String,
     pub(super) direction: Direction,
     pub(super) protocols: Vec<u8>,
-    pub(super) ports: Vec<u16>,
+    pub(super) ports: Vec<PortRange>,
     pub(super) icmp: Option<(u8, bool)>,
     pub(super) peers: Option<Vec<Prefix>>,
     pub(super) limit: Option<Rate>,
@@ -348,6 +348,12 @@ impl Entry {
         }
     }
 
+    /// Gives `peer` up to an entry of wider ports; returns the line that named it.
+    fn remove_peer(&mut self, peer: Option<Prefix>) -> Option<usize> {
+        self.peers.retain(|(p, _)| *p != peer);
+        self.peer_line.remove(&peer)
+    }
+
     /// "Anyone" covers every named peer of the same service: those are dropped, and noted.
     fn absorb_named_peers(&mut self) {
         let Some((_, any_line)) = self.peers.iter().find(|(p, _)| p.is_none()).copied() else {
@@ -383,6 +389,27 @@ impl Entry {
     }
 }
 
+/// The note of a rule whose ports hold those that `lines` admit to one of its peers.
+fn inside(lines: &[usize]) -> String {
+    let (one, many) = ("line", "lines");
+    format!(
+        "{} {} {} ports inside these to the same peer",
+        if lines.len() == 1 { one } else { many },
+        line_list(lines),
+        if lines.len() == 1 { "admits" } else { "admit" }
+    )
+}
+
+/// How a line's ports meet another entry's for the same peer.
+enum Overlap {
+    /// Inside that entry's: nothing to add.
+    Inside(usize),
+    /// Around these entries' (none, or narrower ones, which give the peer up).
+    Around(Vec<usize>),
+    /// Partly, on this line.
+    Partly(usize),
+}
+
 /// The entries, found by service and limit, and by service alone.
 #[derive(Default)]
 struct Entries {
@@ -412,8 +439,27 @@ impl Entries {
                 ));
                 continue;
             }
+            let wider = match self.ports_elsewhere(f, *svc) {
+                Overlap::Partly(at) => {
+                    untranslated.push(texts.finding(
+                        line,
+                        format!("some of its ports, not all, are already admitted to its peer by line {at}: a peer's port belongs to one rule"),
+                    ));
+                    continue;
+                }
+                Overlap::Inside(e) => {
+                    self.all[e].notes.push(inside(&[line]));
+                    continue;
+                }
+                Overlap::Around(narrower) => narrower,
+            };
+            let inside_lines: Vec<usize> =
+                wider.iter().filter_map(|&e| self.all[e].remove_peer(f.peer)).collect();
             let entry = self.entry(f.direction, *svc, f.limit);
             entry.add_line(line, f);
+            if !inside_lines.is_empty() {
+                entry.notes.push(inside(&inside_lines));
+            }
             // Only flows have returns: ICMP errors and other types are single messages.
             if matches!(svc, Svc::Port { .. } | Svc::Icmp { kind: ICMP_ECHO_REQUEST, .. }) {
                 unanswered |= !returns.pair(entry, f.direction, *svc, f.peer);
@@ -431,6 +477,34 @@ impl Entries {
             .filter(|&&e| self.all[e].limit != f.limit)
             .find_map(|&e| self.all[e].peer_line.get(&f.peer))
             .copied()
+    }
+
+    /// How `svc`'s ports meet those of the entries of other ports that admit `f`'s peer
+    /// (two ranges, or a range and a port inside it): one port of a peer belongs to one
+    /// rule, so the wider takes the peer, and a part overlap is not translated.
+    fn ports_elsewhere(&self, f: &Flow, svc: Svc) -> Overlap {
+        let Svc::Port { protocol, port } = svc else {
+            return Overlap::Around(Vec::new());
+        };
+        let mut narrower = Vec::new();
+        for (i, e) in self.all.iter().enumerate().filter(|(_, e)| e.direction == f.direction) {
+            let Svc::Port { protocol: p, port: other } = e.svc else {
+                continue;
+            };
+            let Some(&at) =
+                e.peer_line.get(&f.peer).filter(|_| p == protocol && other != port && other.overlaps(port))
+            else {
+                continue;
+            };
+            if other.first <= port.first && port.last <= other.last {
+                return Overlap::Inside(i);
+            } else if port.first <= other.first && other.last <= port.last {
+                narrower.push(i);
+            } else {
+                return Overlap::Partly(at);
+            }
+        }
+        Overlap::Around(narrower)
     }
 
     /// The entry of a service with a limit, new if it is the first line of the pair.
@@ -451,7 +525,8 @@ fn merge(entries: &[Entry]) -> Vec<RuleOut> {
     let mut rules: Vec<RuleOut> = Vec::new();
     let mut taken = vec![false; entries.len()];
     for (i, lead) in entries.iter().enumerate() {
-        if taken[i] {
+        // An entry whose peers all went to wider ports is no rule.
+        if taken[i] || lead.peers.is_empty() {
             continue;
         }
         match lead.svc {
@@ -489,6 +564,7 @@ fn port_members(entries: &[Entry], lead: usize, taken: &[bool]) -> Vec<usize> {
     let peers = e.peer_list();
     for (j, other) in entries.iter().enumerate().skip(lead + 1) {
         if !taken[j]
+            && !other.peers.is_empty()
             && matches!(other.svc, Svc::Port { .. })
             && other.limit.is_none()
             && other.direction == e.direction
@@ -514,9 +590,9 @@ fn same_peers(a: Option<&[Prefix]>, b: Option<&[Prefix]>) -> bool {
 
 /// The `members`' ports grouped by their set of protocols, each a rule's protocols and
 /// ports: ports in the order met, each port's protocols in the order of the members.
-fn port_groups(entries: &[Entry], members: &[usize]) -> Vec<(Vec<u8>, Vec<u16>)> {
+fn port_groups(entries: &[Entry], members: &[usize]) -> Vec<(Vec<u8>, Vec<PortRange>)> {
     // port → its protocols, in the order met.
-    let mut by_port: Vec<(u16, Vec<u8>)> = Vec::new();
+    let mut by_port: Vec<(PortRange, Vec<u8>)> = Vec::new();
     for &m in members {
         if let Svc::Port { protocol, port } = entries[m].svc {
             match by_port.iter_mut().find(|(p, _)| *p == port) {
@@ -525,7 +601,7 @@ fn port_groups(entries: &[Entry], members: &[usize]) -> Vec<(Vec<u8>, Vec<u16>)>
             }
         }
     }
-    let mut groups: Vec<(Vec<u8>, Vec<u16>)> = Vec::new();
+    let mut groups: Vec<(Vec<u8>, Vec<PortRange>)> = Vec::new();
     for (port, mut protos) in by_port {
         protos.sort_by_key(|p| {
             members
@@ -547,7 +623,7 @@ fn rule_of(
     lead: &Entry,
     members: &[usize],
     protocols: Vec<u8>,
-    ports: Vec<u16>,
+    ports: Vec<PortRange>,
     icmp: Option<(u8, bool)>,
 ) -> RuleOut {
     let mut opening: Vec<usize> = members.iter().flat_map(|&m| entries[m].lines.clone()).collect();
@@ -623,9 +699,14 @@ fn base_name(rule: &RuleOut) -> String {
         None => {
             let mut ports = rule.ports.clone();
             ports.sort_unstable();
-            let names: Option<Vec<&str>> = ports.iter().map(|p| service_name(*p)).collect();
+            let singles: Option<Vec<u16>> =
+                ports.iter().map(|p| (p.first == p.last).then_some(p.first)).collect();
+            let names: Option<Vec<&str>> =
+                singles.as_ref().and_then(|ports| ports.iter().map(|p| service_name(*p)).collect());
+            let every_port = [PortRange { first: 1, last: u16::MAX }];
             match names {
-                _ if ports == [80, 443] => "web".to_owned(),
+                _ if singles.as_deref() == Some(&[80, 443]) => "web".to_owned(),
+                _ if ports == every_port && rule.protocols.len() == 2 => "all".to_owned(),
                 Some(mut names) => {
                     names.dedup();
                     names.join("-")
@@ -633,7 +714,8 @@ fn base_name(rule: &RuleOut) -> String {
                 None => {
                     let protocols: Vec<&str> =
                         rule.protocols.iter().map(|p| if *p == PROTO_TCP { "tcp" } else { "udp" }).collect();
-                    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+                    // A range as 1024-65535, as the policy writes it.
+                    let ports: Vec<String> = ports.iter().map(|p| p.to_string().replace(':', "-")).collect();
                     format!("{}-{}", protocols.join("-"), ports.join("-"))
                 }
             }

@@ -109,7 +109,7 @@ pub(super) struct PortRange {
 }
 
 impl PortRange {
-    fn overlaps(self, other: PortRange) -> bool {
+    pub(super) fn overlaps(self, other: PortRange) -> bool {
         self.first <= other.last && other.first <= self.last
     }
 
@@ -210,12 +210,12 @@ impl Spec {
             chain: self.chain.clone(),
             source: narrower(self.source, other.source)?,
             destination: narrower(self.destination, other.destination)?,
-            in_iface: same(&self.in_iface, &other.in_iface)?,
-            out_iface: same(&self.out_iface, &other.out_iface)?,
-            protocol: same(&self.protocol, &other.protocol)?,
+            in_iface: same(self.in_iface.as_ref(), other.in_iface.as_ref())?,
+            out_iface: same(self.out_iface.as_ref(), other.out_iface.as_ref())?,
+            protocol: same(self.protocol.as_ref(), other.protocol.as_ref())?,
             sports: port_intersection(&self.sports, &other.sports)?,
             dports: port_intersection(&self.dports, &other.dports)?,
-            icmp_type: same(&self.icmp_type, &other.icmp_type)?,
+            icmp_type: same(self.icmp_type.as_ref(), other.icmp_type.as_ref())?,
             tcp_flags: self.tcp_flags.or(other.tcp_flags),
             fragment: self.fragment || other.fragment,
             state: state_intersection(self.state, other.state)?,
@@ -264,10 +264,10 @@ fn narrower(a: Option<Prefix>, b: Option<Prefix>) -> Option<Option<Prefix>> {
 
 /// The one value both ask for, or `None` if they ask for two.
 #[expect(clippy::option_option, reason = "no match, or no packet matches both")]
-fn same<T: Clone + PartialEq>(a: &Option<T>, b: &Option<T>) -> Option<Option<T>> {
+fn same<T: Clone + PartialEq>(a: Option<&T>, b: Option<&T>) -> Option<Option<T>> {
     match (a, b) {
         (Some(a), Some(b)) if a != b => None,
-        (a, b) => Some(a.clone().or_else(|| b.clone())),
+        (a, b) => Some(a.or(b).cloned()),
     }
 }
 

@@ -546,21 +546,31 @@ fn what_cannot_be_translated_is_listed_with_its_reason() {
         [
             "match module \"recent\" is not translated",
             "match module \"owner\" is not translated",
-            "port range 1024:65535 cannot be expressed: the policy lists single ports",
             "ICMP code 3/4 cannot be expressed: the policy matches types, not codes",
             "a return line (--sport) with no line that opens its flow the other way: nothing to translate",
             "an echo-reply with no echo-request the other way: replies pass here only as the answers of admitted requests",
             "FORWARD is not translated: the firewall filters this host's own traffic, and drops whatever it would forward",
             "--tcp-flags on an ACCEPT cannot be expressed: a rule admits its flows whatever their flags, but the INVALID sets",
-            "an ACCEPT of every protocol cannot be expressed: a rule names tcp, udp or icmp",
-            "a REJECT with these matches is not translated: the policy drops by default and admits by rule (only INPUT's -s and -d DROPs are its anti-spoof lists)",
-            "a negated match (! -s) cannot be expressed: a rule admits its peers, it does not except them",
             "never reached: line 18 drops everything before it",
         ]
     );
-    assert_eq!(
-        t.untranslated.iter().map(|f| f.line).collect::<Vec<_>>(),
-        [5, 6, 8, 9, 10, 11, 12, 14, 15, 16, 17, 19]
+    assert_eq!(t.untranslated.iter().map(|f| f.line).collect::<Vec<_>>(), [5, 6, 9, 10, 11, 12, 14, 19]);
+    // A DROP (or REJECT) the policy cannot say, with nothing after it that admits what it
+    // drops: the chain's policy drops that too.
+    for line in [16, 17] {
+        assert!(
+            t.built_in
+                .iter()
+                .any(|f| f.line == line && f.why.starts_with("no line after it admits what it drops")),
+            "{}",
+            t.text
+        );
+    }
+    // A range, and a port, inside the ports of every protocol that line 15 admits.
+    assert!(
+        block(&t, "all-in").contains("# Note: lines 8, 13 admit ports inside these to the same peer."),
+        "{}",
+        t.text
     );
     assert_eq!(
         t.untranslated[1].to_string(),
@@ -571,8 +581,8 @@ fn what_cannot_be_translated_is_listed_with_its_reason() {
     for f in &t.untranslated {
         assert!(t.text.contains(&format!("\n# {f}\n")), "{f} is not in the policy:\n{}", t.text);
     }
-    assert!(t.text.contains("# Not translated (12 lines): this policy does not do what they do.\n"));
-    assert_eq!(t.rules, 1);
+    assert!(t.text.contains("# Not translated (8 lines): this policy does not do what they do.\n"));
+    assert_eq!(t.rules, 5);
 }
 
 /// The two ways the import of real scripts was more open than the script: a chain of
@@ -797,6 +807,85 @@ fn returns_written_before_conntrack_pair_with_the_lines_that_open_their_flows() 
 }
 
 #[test]
+fn port_ranges_and_every_protocol_are_translated() {
+    let t = import(&dump(&[
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 21 -j ACCEPT",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 49152:65534 -j ACCEPT",
+        "-A INPUT -d 198.51.100.1/32 -p udp -m multiport --dports 60000:61000,5353 -j ACCEPT",
+        "-A INPUT -s 203.0.113.7/32 -d 198.51.100.1/32 -p tcp -m tcp --dport 6000:6010 -j ACCEPT",
+        "-A INPUT -s 203.0.113.7/32 -d 198.51.100.1/32 -p tcp -m tcp --dport 6005:6020 -j ACCEPT",
+        "-A INPUT -s 203.0.113.8/32 -d 198.51.100.1/32 -j ACCEPT",
+        "-A OUTPUT -m state --state NEW,RELATED,ESTABLISHED -j ACCEPT",
+    ]));
+    // Passive FTP's control port and data ports, for the same peers: one rule.
+    assert!(block(&t, "tcp-21-49152-65534-in").contains("ports = [21, \"49152-65534\"]"), "{}", t.text);
+    assert!(block(&t, "udp-5353-60000-61000-in").contains("ports = [\"60000-61000\", 5353]"), "{}", t.text);
+    // Two ranges for one peer that overlap only in part: the second is not translated.
+    assert!(block(&t, "tcp-6000-6010-in").contains("peers = [\"203.0.113.7\"]"), "{}", t.text);
+    assert_eq!(
+        why(&t, 9),
+        "some of its ports, not all, are already admitted to its peer by line 8: a peer's port belongs to one rule"
+    );
+    // A trusted host: every protocol. OUTPUT open to all: every port out, and returns.
+    assert!(block(&t, "all-in").contains("peers = [\"203.0.113.8\"]"), "{}", t.text);
+    assert!(block(&t, "all-out").contains("port = \"1-65535\"\npeers = \"any\""), "{}", t.text);
+    assert!(t.text.contains("name = \"ping-out\""), "{}", t.text);
+    let policy = policy::parse(&t.text, Path::new("imported")).expect("valid");
+    assert_eq!(policy.rules.len(), 13, "{}", t.text);
+    // OUTPUT's ACCEPT of everything passes the returns of INPUT's flows; INPUT passes
+    // none of OUTPUT's.
+    let unanswered: Vec<usize> =
+        t.differences.iter().filter(|f| f.why.contains("no return line")).map(|f| f.line).collect();
+    assert_eq!(unanswered, [11], "{:?}", t.differences);
+}
+
+/// A DROP of ports before an ACCEPT of more: the ACCEPT without them.
+#[test]
+fn a_drop_of_ports_narrows_the_accepts_after_it() {
+    let t = import(
+        "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+         -A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT\n\
+         -A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 443 -j ACCEPT\n\
+         -A OUTPUT -p tcp -m tcp --dport 25 -j REJECT --reject-with tcp-reset\n\
+         -A OUTPUT -p udp -m multiport --dports 137:139,445 -m recent --set -j DROP\n\
+         -A OUTPUT -d 203.0.113.80/32 -p tcp -m tcp --dport 80 -j ACCEPT\nCOMMIT\n",
+    );
+    assert!(block(&t, "http-out").contains("port = 80"), "{}", t.text);
+    // OUTPUT's policy ACCEPT: every port but those the lines before its end drop.
+    assert!(
+        block(&t, "tcp-1-24-26-65535-out").contains("ports = [\"1-24\", \"26-65535\"]\npeers = \"any\""),
+        "{}",
+        t.text
+    );
+    assert!(
+        block(&t, "udp-1-136-140-444-446-6553-out")
+            .contains("ports = [\"1-136\", \"140-444\", \"446-65535\"]"),
+        "{}",
+        t.text
+    );
+    assert!(
+        t.built_in.iter().any(|f| f.line == 7
+            && f.why == "translated: the lines after it that admit some of its ports admit the others only"),
+        "{}",
+        t.text
+    );
+    assert!(
+        t.differences.iter().any(|f| f.line == 7 && f.why.starts_with("REJECT becomes DROP")),
+        "{}",
+        t.text
+    );
+    // The recent line may drop less than its ports: it stays listed, and so does the
+    // narrowing it made.
+    assert_eq!(why(&t, 8), "match module \"recent\" is not translated");
+    assert!(
+        t.differences.iter().any(|f| f.line == 4
+            && f.why == "translated without the ports that line 8, which is not translated, may drop first"),
+        "{}",
+        t.text
+    );
+}
+
+#[test]
 fn chains_policies_and_other_tables_are_listed() {
     let text = "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n\
         *nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -o eth0 -j MASQUERADE\nCOMMIT\n\
@@ -809,13 +898,27 @@ fn chains_policies_and_other_tables_are_listed() {
     assert_eq!(
         untranslated(&t),
         [
-            "iptables-save line 5: *nat: table nat (1 rule) is not translated: the firewall filters, it does not rewrite or mark",
-            "iptables-save line 10: :INPUT ACCEPT [10:1000]: chain policy ACCEPT cannot be expressed: every chain drops what no rule admits",
-            "iptables-save line 15: -A INPUT -p tcp -m tcp --dport 2222 -g SSH (what chain SSH does not decide): what chain SSH does not decide of what this goto sends it meets INPUT's DROP policy, not the lines after the goto",
+            "iptables-save line 5: *nat: table nat (1 rule) is not translated: the firewall filters, it does not rewrite or mark"
         ]
     );
-    // The goto's chain's lines, for the goto's packets as for the jump's.
-    assert!(block(&t, "tcp-22-2222-in").contains("From iptables-save line 17."), "{}", t.text);
+    // INPUT's policy ACCEPT is a last line that accepts everything: every port, ICMP by
+    // type; the lines for some of its ports to anyone are inside it.
+    assert!(block(&t, "all-in").contains("port = \"1-65535\"\npeers = \"any\""), "{}", t.text);
+    assert!(
+        block(&t, "all-in").contains("lines 15, 16 admit ports inside these to the same peer"),
+        "{}",
+        t.text
+    );
+    assert!(t.text.contains("name = \"ping-in\""), "{}", t.text);
+    assert!(
+        t.differences
+            .iter()
+            .any(|f| f.line == 10
+                && f.why.starts_with("every protocol becomes a rule of every TCP and UDP port")),
+        "{}",
+        t.text
+    );
+    assert!(block(&t, "tcp-22-2222-in").contains("From iptables-save lines 15, 17."), "{}", t.text);
 }
 
 #[test]
@@ -864,7 +967,7 @@ fn counters_and_quotes_are_read_as_iptables_save_writes_them() {
 
 #[test]
 fn import_reads_what_it_is_given_and_refuses_a_dump_that_gives_no_rule() {
-    let stdin = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j LOG\nCOMMIT\n";
+    let stdin = "*filter\n:INPUT DROP [0:0]\n-A INPUT -j LOG\n-A INPUT -p gre -j ACCEPT\nCOMMIT\n";
     let input = read_input(Path::new("-"), stdin.as_bytes()).unwrap();
     assert_eq!((input.name.as_str(), input.text.as_str()), ("stdin", stdin));
     let err = read_input(Path::new("/nonexistent/dump"), &b""[..]).unwrap_err();
@@ -876,8 +979,8 @@ fn import_reads_what_it_is_given_and_refuses_a_dump_that_gives_no_rule() {
         "nothing to import from stdin: no line of its filter table became a rule (1 line not translated, listed above)"
     );
     let ImportError::NothingUsable { translation } = err else { panic!("{err:?}") };
-    // The policy ACCEPT not translated, the LOG a difference.
-    assert_eq!(translation.findings().map(|f| f.line).collect::<Vec<_>>(), [2, 3]);
+    // The gre line not translated, the LOG a difference.
+    assert_eq!(translation.findings().map(|f| f.line).collect::<Vec<_>>(), [4, 3]);
     let input = Input { name: "dump".into(), text: SEED_DUMP.into() };
     let t = import_input(&input, &Options::default()).unwrap();
     assert_eq!(

@@ -8,7 +8,7 @@ use firewall_common::{
 };
 use toml_edit::{Array, ArrayOfTables, DocumentMut, Item, Table, value};
 
-use super::{Finding, Findings, group::RuleOut};
+use super::{Finding, Findings, group::RuleOut, spec::PortRange};
 use crate::policy::Prefix;
 
 /// `[host]`: the interface and address, each with where it came from.
@@ -150,10 +150,14 @@ fn rule_table(rule: &RuleOut) -> Table {
     let protocols: Array =
         rule.protocols.iter().map(|p| protocol_name(*p).expect("a rule's protocols are named")).collect();
     table["protocols"] = value(protocols);
+    // A port is a number, a range a string, as the policy writes them.
+    let port = |p: &PortRange| -> toml_edit::Value {
+        if p.first == p.last { i64::from(p.first).into() } else { format!("{}-{}", p.first, p.last).into() }
+    };
     match rule.ports.as_slice() {
         [] => {}
-        [port] => table["port"] = value(i64::from(*port)),
-        ports => table["ports"] = value(ports.iter().map(|p| i64::from(*p)).collect::<Array>()),
+        [one] => table["port"] = value(port(one)),
+        ports => table["ports"] = value(ports.iter().map(port).collect::<Array>()),
     }
     if let Some((kind, related)) = rule.icmp {
         table["icmp_type"] = match kind {

@@ -220,13 +220,14 @@ fn import_reads_stdin_refuses_what_is_no_dump_and_never_overwrites_unasked() {
     assert!(!out.exists(), "nothing is written for a bad dump");
 
     // Nothing usable: the lines are listed, then one error line.
-    let useless = dir.write("useless", "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j LOG\nCOMMIT\n");
+    let useless = dir
+        .write("useless", "*filter\n:INPUT DROP [0:0]\n-A INPUT -j LOG\n-A INPUT -p gre -j ACCEPT\nCOMMIT\n");
     let output = import(&[useless.to_str().expect("utf-8"), "-o", out_path], None);
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(
         text(&output.stderr),
         format!(
-            "iptables-save line 2: :INPUT ACCEPT [0:0]: chain policy ACCEPT cannot be expressed: every chain drops what no rule admits\n\
+            "iptables-save line 4: -A INPUT -p gre -j ACCEPT: protocol gre is not translated: the policy knows tcp, udp and icmp\n\
              iptables-save line 3: -A INPUT -j LOG: translated with a difference: LOG writes no packet here; the firewall samples what it drops as events (firewall drops, serve --log-drops), each naming the line that dropped it, and counts every line's packets (firewall list)\n\
              firewall: nothing to import from {}: no line of its filter table became a rule (1 line not translated, listed above)\n",
             useless.display()
