@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use firewall_common::{
     Direction, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM,
-    ICMP_TIME_EXCEEDED, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
+    ICMP_TIME_EXCEEDED, MAX_ANTISPOOF, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
     TCP_URG, protocol_name, tcp_flags_valid,
 };
 
@@ -129,8 +129,9 @@ fn accepts(target: &Target) -> Result<bool, String> {
 
 /// A DROP is one of four things the firewall does itself: the chain's policy (a DROP of
 /// everything), the INVALID drops (by state, or TCP flag sets no connection has), an
-/// entry of INPUT's anti-spoof lists; or, with a stated difference, a TCP flag test that
-/// the built-in one nearly matches.
+/// entry of INPUT's anti-spoof lists (with a stated difference, one host dropped on some
+/// ports only); or, with a stated difference, a TCP flag test that the built-in one
+/// nearly matches.
 fn classify_drop(spec: &Spec) -> Result<Role, String> {
     let input = spec.chain == "INPUT";
     let ifaces = spec.in_iface.is_some() || spec.out_iface.is_some();
@@ -144,6 +145,10 @@ fn classify_drop(spec: &Spec) -> Result<Role, String> {
         Ok(Role::Antispoof { source: true, prefix, iface: spec.in_iface.clone() })
     } else if let (true, 1, None, Some(prefix)) = (input, spec.matches(), spec.source, spec.destination) {
         Ok(Role::Antispoof { source: false, prefix, iface: spec.in_iface.clone() })
+    } else if let (true, Some(host), None) = (input, spec.source.filter(|p| p.len == 32), spec.destination) {
+        // One host dropped on some ports (fail2ban's bans): dropped whole, which is more
+        // closed, where leaving it out would open the ACCEPTs after it to the host.
+        Ok(Role::Antispoof { source: true, prefix: host, iface: spec.in_iface.clone() })
     } else {
         let what = if spec.target == Some(Target::Reject) { "a REJECT" } else { "a DROP" };
         Err(format!(
@@ -521,6 +526,9 @@ struct Classifier {
     /// Chains dropped whole, and the line that did.
     dropped_all: HashMap<String, usize>,
     shadows: Vec<Shadow>,
+    /// The anti-spoof entries so far: past `MAX_ANTISPOOF`, a DROP of a source is one not
+    /// translated, which keeps the ACCEPTs after it out.
+    antispoof: usize,
     /// The built-in chains whose policy is ACCEPT: there a RETURN accepts.
     accepting: Vec<String>,
     /// The lines that pass returns (catch-alls and return lines: the flat index, the dump's
@@ -606,8 +614,23 @@ impl Classifier {
             Some(why) => Err(why.clone()),
             None => classify(spec),
         };
+        let role = match role {
+            Ok(Role::Antispoof { .. }) if self.antispoof >= MAX_ANTISPOOF as usize => Err(format!(
+                "the anti-spoof lists are full ({MAX_ANTISPOOF} entries): a longer list of addresses to drop is the blocklist's (firewall block)"
+            )),
+            Ok(Role::Antispoof { .. }) => {
+                self.antispoof += 1;
+                role
+            }
+            role => role,
+        };
         if spec.target == Some(Target::Reject) && role.is_ok() {
             findings.differences.push(finding(WHY_REJECT.into()));
+        }
+        if let Ok(Role::Antispoof { .. }) = role
+            && spec.matches() > 1
+        {
+            findings.differences.push(finding(WHY_HOST_DROPPED_WHOLE.into()));
         }
         match role {
             Ok(Role::BuiltIn(why)) => {
@@ -715,6 +738,11 @@ impl Classifier {
             let Some(returns) = return_spec(&opening.spec) else {
                 return true;
             };
+            // The shadows are few and the lines that pass returns may be one a peer: those
+            // are searched only for the returns some shadow may take.
+            if !shadows.iter().any(|s| s.spec.chain == returns.chain && s.spec.may_overlap(&returns)) {
+                return true;
+            }
             let Some((passed_at, passed_by)) = passing
                 .iter()
                 .filter(|(_, _, spec)| spec.may_overlap(&returns))
@@ -883,5 +911,6 @@ fn flow_differences(spec: &Spec, f: &Flow) -> Vec<&'static str> {
 
 pub(super) const WHY_EVERY_ICMP_TYPE: &str = "ICMP of every type becomes four rules: echo-request (its replies the returns) and the errors destination-unreachable, time-exceeded and parameter-problem; the other types (redirect, timestamp, router advertisement, …) drop here";
 pub(super) const WHY_EVERY_PROTOCOL: &str = "every protocol becomes a rule of every TCP and UDP port (1-65535) and the four ICMP rules of every type (echo-request, destination-unreachable, time-exceeded, parameter-problem); other protocols (ESP, GRE, …) and ICMP types drop here";
+pub(super) const WHY_HOST_DROPPED_WHOLE: &str = "translated with a difference: the host it drops is an anti-spoof source, dropped whatever it sends, where this line drops only what it matches (a ban by fail2ban, say)";
 pub(super) const WHY_REJECT: &str = "REJECT becomes DROP: the firewall answers nothing (no ICMP error, no TCP RST), so a client waits for its timeout where it failed at once";
 pub(super) const WHY_SYN_OPENS: &str = "--syn: the firewall also opens a flow met mid-stream (a first packet without SYN), as netfilter's nf_conntrack_tcp_loose default does";

@@ -885,6 +885,33 @@ fn a_drop_of_ports_narrows_the_accepts_after_it() {
     );
 }
 
+/// fail2ban's chain, as iptables-save shows it on a server where it banned two hosts: the
+/// hosts dropped whole, the service still open to the rest.
+#[test]
+fn hosts_banned_on_a_port_are_dropped_whole() {
+    let t = import(
+        "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:f2b-sshd - [0:0]\n\
+         -A INPUT -p tcp -m multiport --dports 22 -j f2b-sshd\n\
+         -A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT\n\
+         -A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 22 -j ACCEPT\n\
+         -A f2b-sshd -s 203.0.113.66/32 -j REJECT --reject-with icmp-port-unreachable\n\
+         -A f2b-sshd -s 203.0.113.67/32 -j REJECT --reject-with icmp-port-unreachable\n\
+         -A f2b-sshd -j RETURN\nCOMMIT\n",
+    );
+    let policy = policy::parse(&t.text, Path::new("imported")).expect("valid");
+    assert_eq!(
+        policy.antispoof_sources,
+        [Prefix::parse("203.0.113.66/32").unwrap(), Prefix::parse("203.0.113.67/32").unwrap()]
+    );
+    assert!(block(&t, "ssh-in").contains("peers = \"any\""), "{}", t.text);
+    assert!(t.untranslated.is_empty(), "{:?}", t.untranslated);
+    assert!(
+        t.differences.iter().any(|f| f.line == 9 && f.why.starts_with("translated with a difference: the host it drops is an anti-spoof source")),
+        "{}",
+        t.text
+    );
+}
+
 #[test]
 fn chains_policies_and_other_tables_are_listed() {
     let text = "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n\
