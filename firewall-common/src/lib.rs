@@ -482,6 +482,12 @@ pub const CONFIG_MORE_ADDRESSES: u32 = 128;
 /// port is replaced by the first port of its interval, read in [`MAP_PORT_INTERVALS`].
 /// Without it the programs skip that lookup: policies of single ports pay nothing.
 pub const CONFIG_HAS_RANGES: u32 = 256;
+/// `Config::flags`: `[conntrack] tcp_loose = false`: a rule admits a TCP packet of no
+/// tracked flow only if it is a bare SYN (SYN without ACK, RST or FIN), as netfilter with
+/// `nf_conntrack_tcp_loose=0`, or a script's `-p tcp ! --syn -m state --state NEW -j DROP`,
+/// does. Without it (the default) a first packet without SYN starts a flow too: a session
+/// older than the filter is picked up mid-stream.
+pub const CONFIG_TCP_STRICT: u32 = 512;
 /// The `Config::flags` that are the live filter's, not the policy's: a reload keeps them.
 pub const CONFIG_LIVE_FLAGS: u32 = CONFIG_LOG_DROPS | CONFIG_HAS_BLOCKS;
 /// The token bucket of drop events, after the rules' own.

@@ -17,7 +17,7 @@
 //! | a later fragment whose first passed (see [`fragments`]) passes | (netfilter reassembles first) | the first's line |
 //! | other later fragments, tiny or absurd ones, bad TCP flags drop | `--state INVALID` | `fragment-orphan`, `invalid-fragment`, `invalid-tcp-flags` |
 //! | our service answering a session older than the filter (egress) | conntrack's pickup | the rule's `Established` line |
-//! | an allow-list entry admits, within its limit (an ICMP error, if the rule says `related`, only about a tracked flow) | `NEW,ESTABLISHED -j ACCEPT`, `-m limit`, `RELATED` | the rule's `New` line |
+//! | an allow-list entry admits, within its limit (an ICMP error, if the rule says `related`, only about a tracked flow; with `[conntrack] tcp_loose = false`, TCP only with a bare SYN) | `NEW,ESTABLISHED -j ACCEPT`, `-m limit`, `RELATED`, `! --syn … NEW -j DROP` | the rule's `New` line |
 //! | everything else drops | `-P DROP` | `policy` |
 //!
 //! A block means nothing passes to or from the peer but what the link needs: the link's
@@ -36,7 +36,7 @@ use aya_ebpf::{EbpfContext, maps::lpm_trie::Key};
 use firewall_common::{
     ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_RELATED, ANY_PEER, Addr, AllowKey, AllowValue, Builtin,
     CONFIG_AUDIT, CONFIG_DHCP, CONFIG_HAS_BLOCKS, CONFIG_HAS_PREFIXES, CONFIG_HAS_RANGES, CONFIG_IPV6,
-    CONFIG_LOG_DROPS, CONFIG_MORE_ADDRESSES, CONFIG_NEVER_SET, CONFIG_READY, Chain, Config, DHCP_CLIENT_PORT,
+    CONFIG_LOG_DROPS, CONFIG_MORE_ADDRESSES, CONFIG_NEVER_SET, CONFIG_READY, CONFIG_TCP_STRICT, Chain, Config, DHCP_CLIENT_PORT,
     DHCP_SERVER_PORT, DHCPV6_CLIENT_PORT, DHCPV6_SERVER_PORT, Direction, DropEvent, FlowKey,
     ICMP_DEST_UNREACHABLE, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, ICMPV6_DEST_UNREACHABLE, ICMPV6_MLD,
     ICMPV6_ND_FIRST, ICMPV6_ND_LAST, ICMPV6_PACKET_TOO_BIG, ICMPV6_PARAMETER_PROBLEM, ICMPV6_TIME_EXCEEDED,
@@ -51,7 +51,8 @@ use crate::{
         HOST_ADDRESSES, PORT_INTERVALS, SCRATCH,
     },
     parse::{
-        Fragment, Frame, Ip, L3, L4, TCP_ACK, TCP_SYN, copy_head, parse_l3, parse_l4, parse_quoted,
+        Fragment, Frame, Ip, L3, L4, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, copy_head, parse_l3, parse_l4,
+        parse_quoted,
         tcp_flags_valid,
     },
     token_bucket,
@@ -310,6 +311,13 @@ fn judge(frame: &impl Frame, ip: &Ip, direction: Direction, now: u64, config: &C
         }
         return drop(chain, Builtin::Policy);
     };
+    // `[conntrack] tcp_loose = false`: a flow opens with a bare SYN only.
+    if let L4::Tcp { flags, .. } = l4
+        && config.flags & CONFIG_TCP_STRICT != 0
+        && flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) != TCP_SYN
+    {
+        return drop(chain, Builtin::Policy);
+    }
     // An ICMP error for a rule that asks: only about a flow we track (RELATED).
     if rule.flags & ALLOW_RELATED != 0 && !related {
         return drop(chain, Builtin::Policy);

@@ -292,6 +292,9 @@
 //!     extension headers are walked). The quoted protocol must be TCP, UDP or the
 //!     family's ICMP; an IPv4 header quoted in ICMPv6, or an IPv6 one in ICMP, quotes
 //!     nothing. The flow is live in either table. Otherwise: drop, the chain's `policy`.
+//! 20a. With `[conntrack] tcp_loose = false`, a rule admits a TCP segment only if it is a
+//!     bare SYN: SYN set, and ACK, RST and FIN clear. Otherwise: drop, the chain's
+//!     `policy`, taking no token (rule 21). Rule 23's pick-up is not affected.
 //! 21. A rule with a `limit` has one token bucket, global across CPUs and shared by both
 //!     families: a GCRA with `interval` = one token's time and `burst`. A packet at time
 //!     `now` conforms when `max(tat, now) + interval <= now + burst × interval`, and then
@@ -1358,6 +1361,13 @@ impl Judge<'_> {
         if let Some(rule) = admitting_rule(self.policy, direction, service, peer) {
             let index = self.ids.rule(&rule.name);
             if rule.related && !self.related(&d.transport) {
+                return policy_line;
+            }
+            // Rule 20a.
+            if !self.policy.conntrack.tcp_loose
+                && let Transport::Tcp { flags, .. } = d.transport
+                && !(flags & TCP_SYN != 0 && flags & (TCP_ACK | TCP_RST | TCP_FIN) == 0)
+            {
                 return policy_line;
             }
             if let Some(limit) = rule.limit

@@ -19,7 +19,7 @@ use std::{
 
 use firewall_common::{
     ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_RELATED, ANTISPOOF_COUNTER_BASE, ANY_PEER, Addr, AllowKey,
-    AllowValue, Builtin, CONFIG_DHCP, CONFIG_HAS_PREFIXES, CONFIG_HAS_RANGES, CONFIG_IPV6,
+    AllowValue, Builtin, CONFIG_DHCP, CONFIG_TCP_STRICT, CONFIG_HAS_PREFIXES, CONFIG_HAS_RANGES, CONFIG_IPV6,
     CONFIG_MORE_ADDRESSES, CONFIG_READY, Config, Line, MAX_ANTISPOOF, MAX_RULES, TokenBucket, rule_counter,
     v4_mapped,
 };
@@ -266,6 +266,7 @@ fn config(policy: &Policy) -> Config {
         flags: CONFIG_READY
             | if policy.address6.is_some() { CONFIG_IPV6 } else { 0 }
             | if policy.dhcp { CONFIG_DHCP } else { 0 }
+            | if policy.conntrack.tcp_loose { 0 } else { CONFIG_TCP_STRICT }
             | if policy.more_addresses.is_empty() && policy.more_addresses6.is_empty() {
                 0
             } else {

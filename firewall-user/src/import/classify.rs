@@ -75,7 +75,7 @@ pub(super) const WHY_DROP_POLICY: &str = "the chain's DROP policy is the firewal
 pub(super) const WHY_COUNT_ONLY: &str = "a line with no target only counts what it matches and passes it on: firewall list counts every line that decides";
 pub(super) const WHY_LOG: &str = "translated with a difference: LOG writes no packet here; the firewall samples what it drops as events (firewall drops, serve --log-drops), each naming the line that dropped it, and counts every line's packets (firewall list)";
 pub(super) const WHY_FRAGMENTS: &str = "translated with a difference: a later fragment passes here only after its datagram's first fragment passed, on that line, and drops otherwise (fragment-orphan); netfilter with conntrack reassembles datagrams before the filter table, where -f then matches nothing";
-pub(super) const WHY_MID_STREAM: &str = "translated with a difference: the firewall admits the first packet of a TCP flow without SYN (a connection met mid-stream, as netfilter's nf_conntrack_tcp_loose default does) to a port a rule opens, where this line drops it";
+pub(super) const WHY_SYN_ONLY: &str = "TCP flows open with a bare SYN only: [conntrack] tcp_loose = false, written below (netfilter's nf_conntrack_tcp_loose=0)";
 
 /// Classifies one line, its user-defined chains inlined: in a built-in chain, with a
 /// target of iptables' own.
@@ -178,7 +178,7 @@ fn tcp_flags_drop(spec: &Spec) -> Option<Result<Role, String>> {
     if valid.is_empty() {
         Some(Ok(Role::BuiltIn(WHY_INVALID)))
     } else if new_only && !valid.iter().any(opens) {
-        Some(Ok(Role::Different(WHY_MID_STREAM)))
+        Some(Ok(Role::BuiltIn(WHY_SYN_ONLY)))
     } else if valid.iter().all(|f| f & TCP_ACK == 0 && f & (TCP_PSH | TCP_URG) != 0) {
         Some(Ok(Role::Different(WHY_SYN_WITH_PSH_OR_URG)))
     } else {
@@ -399,6 +399,9 @@ pub(super) struct FilterLines {
     /// The chains that pass every return in the dump (an ESTABLISHED catch-all, or a
     /// policy ACCEPT): there, a line that opens flows needs no return line of its own.
     pub(super) passes_returns: Vec<String>,
+    /// TCP flows open with a bare SYN only (`! --syn` NEW DROPs, `--syn` ACCEPTs):
+    /// `[conntrack] tcp_loose = false`.
+    pub(super) syn_only: bool,
 }
 
 /// The tables besides `*filter`, listed as not translated. A table that only declares
@@ -444,8 +447,8 @@ pub(super) fn classify_filter(filter: &DumpTable, findings: &mut Findings) -> Fi
         .filter(|(_, _, policy, _)| policy.as_deref() == Some("ACCEPT"))
         .map(|(_, chain, _, _)| chain.clone())
         .collect();
-    let classified = classify_rules(&lines, &accepting, &mut passes_returns, findings);
-    FilterLines { classified, passes_returns }
+    let (classified, syn_only) = classify_rules(&lines, &accepting, &mut passes_returns, findings);
+    FilterLines { classified, passes_returns, syn_only }
 }
 
 /// The chains' policies: DROP is the firewall's own, any other cannot be expressed, and
@@ -529,6 +532,8 @@ struct Classifier {
     /// The anti-spoof entries so far: past `MAX_ANTISPOOF`, a DROP of a source is one not
     /// translated, which keeps the ACCEPTs after it out.
     antispoof: usize,
+    /// Some line asks TCP flows to open with a bare SYN ([`FilterLines::syn_only`]).
+    syn_only: bool,
     /// The built-in chains whose policy is ACCEPT: there a RETURN accepts.
     accepting: Vec<String>,
     /// The lines that pass returns (catch-alls and return lines: the flat index, the dump's
@@ -545,7 +550,7 @@ fn classify_rules(
     accepting: &[String],
     passes_returns: &mut Vec<String>,
     findings: &mut Findings,
-) -> Vec<Classified> {
+) -> (Vec<Classified>, bool) {
     let mut classifier = Classifier { accepting: accepting.to_vec(), ..Classifier::default() };
     for (at, flat) in lines.iter().enumerate() {
         classifier.line(at, flat, passes_returns, findings);
@@ -563,7 +568,7 @@ fn classify_rules(
     let mut classified = classifier.classified;
     classified.extend(classifier.openings.into_iter().map(|o| (o.at, o.classified)));
     classified.sort_by_key(|(at, _)| *at);
-    classified.into_iter().map(|(_, c)| c).collect()
+    (classified.into_iter().map(|(_, c)| c).collect(), classifier.syn_only)
 }
 
 impl Classifier {
@@ -634,6 +639,7 @@ impl Classifier {
         }
         match role {
             Ok(Role::BuiltIn(why)) => {
+                self.syn_only |= why == WHY_SYN_ONLY;
                 if why == WHY_POLICY {
                     self.dropped_all.insert(spec.chain.clone(), flat.line);
                 } else if why == WHY_RETURNS || why == WHY_PROTOCOL_RETURNS {
@@ -708,6 +714,7 @@ impl Classifier {
                 }
             }
         }
+        self.syn_only |= spec.tcp_flags == Some(TcpFlags::SYN);
         for why in flow_differences(spec, &f) {
             findings.differences.push(finding(why.into()));
         }
@@ -897,9 +904,6 @@ fn return_spec(opening: &Spec) -> Option<Spec> {
 /// What a line that admits flows does otherwise than the firewall, though translated.
 fn flow_differences(spec: &Spec, f: &Flow) -> Vec<&'static str> {
     let mut whys = Vec::new();
-    if spec.tcp_flags == Some(TcpFlags::SYN) {
-        whys.push(WHY_SYN_OPENS);
-    }
     if spec.protocol == Some(PROTO_ICMP) && spec.icmp_type.is_none() && !f.is_return {
         whys.push(WHY_EVERY_ICMP_TYPE);
     }
@@ -913,4 +917,3 @@ pub(super) const WHY_EVERY_ICMP_TYPE: &str = "ICMP of every type becomes four ru
 pub(super) const WHY_EVERY_PROTOCOL: &str = "every protocol becomes a rule of every TCP and UDP port (1-65535) and the four ICMP rules of every type (echo-request, destination-unreachable, time-exceeded, parameter-problem); other protocols (ESP, GRE, …) and ICMP types drop here";
 pub(super) const WHY_HOST_DROPPED_WHOLE: &str = "translated with a difference: the host it drops is an anti-spoof source, dropped whatever it sends, where this line drops only what it matches (a ban by fail2ban, say)";
 pub(super) const WHY_REJECT: &str = "REJECT becomes DROP: the firewall answers nothing (no ICMP error, no TCP RST), so a client waits for its timeout where it failed at once";
-pub(super) const WHY_SYN_OPENS: &str = "--syn: the firewall also opens a flow met mid-stream (a first packet without SYN), as netfilter's nf_conntrack_tcp_loose default does";

@@ -255,7 +255,7 @@ pub fn translate(text: &str, input: &str, options: &Options) -> Result<Translati
         return Err(ImportError::NoFilter { input: input.to_owned(), tables: names.join(", ") });
     };
     let mut findings = Findings { untranslated: other_tables(&tables), ..Findings::default() };
-    let FilterLines { classified, passes_returns } = classify_filter(filter, &mut findings);
+    let FilterLines { classified, passes_returns, syn_only } = classify_filter(filter, &mut findings);
     let Some(host) = choose_host(&classified, options) else {
         if classified.iter().any(|c| matches!(c.role, Role::Flow(_))) {
             return Err(ImportError::NoAddress { input: input.to_owned() });
@@ -267,7 +267,7 @@ pub fn translate(text: &str, input: &str, options: &Options) -> Result<Translati
     let (flows, antispoof) = host_lines(classified, &host, &mut findings);
     let rules = group(&flows, &passes_returns, &mut findings);
     findings.sort();
-    let text = write_policy(input, &host, &antispoof, &rules, &findings);
+    let text = write_policy(input, &host, &antispoof, &rules, syn_only, &findings);
     policy::parse(&text, Path::new("the imported policy")).map_err(ImportError::Refused)?;
     Ok(findings.translation(input, text, rules.len()))
 }

@@ -4,7 +4,7 @@ use std::{net::Ipv4Addr, path::Path};
 
 use super::{
     Finding, ImportError, Input, Options, Translation,
-    classify::{WHY_DROP_POLICY, WHY_INVALID, WHY_LOOPBACK, WHY_POLICY, WHY_PROTOCOL_RETURNS, WHY_RETURNS},
+    classify::{WHY_DROP_POLICY, WHY_INVALID, WHY_SYN_ONLY, WHY_LOOPBACK, WHY_POLICY, WHY_PROTOCOL_RETURNS, WHY_RETURNS},
     dump::words,
     import as import_input, read_input, translate,
     write::line_list,
@@ -776,15 +776,17 @@ fn invalid_tcp_flag_drops_are_built_in_and_syn_is_understood() {
         assert_eq!(why(&t, line), WHY_INVALID, "line {line}");
     }
     assert!(why(&t, 13).contains("admits a SYN or RST with PSH or URG"), "{}", why(&t, 13));
-    assert!(why(&t, 14).contains("without SYN (a connection met mid-stream"), "{}", why(&t, 14));
-    assert!(why(&t, 15).contains("without SYN (a connection met mid-stream"), "{}", why(&t, 15));
-    assert!(
-        why(&t, 16).starts_with("--syn: the firewall also opens a flow met mid-stream"),
-        "{}",
-        why(&t, 16)
-    );
+    // New flows without SYN dropped, or opened with --syn: the policy says so.
+    assert_eq!(why(&t, 14), WHY_SYN_ONLY);
+    assert_eq!(why(&t, 15), WHY_SYN_ONLY);
+    assert!(t.differences.iter().all(|f| f.line != 16), "{:?}", t.differences);
     assert!(t.untranslated.is_empty(), "{:?}", t.untranslated);
     assert!(t.text.contains("name = \"ssh-http-in\""), "{}", t.text);
+    let policy = policy::parse(&t.text, Path::new("imported")).expect("valid");
+    assert!(!policy.conntrack.tcp_loose, "{}", t.text);
+    // Without them, the default.
+    let t = import(&dump(&["-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 80 -j ACCEPT"]));
+    assert!(!t.text.contains("tcp_loose"), "{}", t.text);
 }
 
 #[test]

@@ -36,11 +36,20 @@ pub(super) fn write_policy(
     host: &HostOut,
     antispoof: &AntispoofOut,
     rules: &[RuleOut],
+    syn_only: bool,
     findings: &Findings,
 ) -> String {
     let mut doc = DocumentMut::new();
     doc["host"] = Item::Table(host_table(host, &header(input, host, findings)));
     doc["antispoof"] = Item::Table(antispoof_table(antispoof));
+    if syn_only {
+        let mut conntrack = Table::new();
+        conntrack.decor_mut().set_prefix(
+            "\n# The dump drops new TCP flows without SYN (`! --syn`), or opens them with --syn only.\n",
+        );
+        conntrack["tcp_loose"] = value(false);
+        doc["conntrack"] = Item::Table(conntrack);
+    }
     let tables: ArrayOfTables = rules.iter().map(rule_table).collect();
     if !tables.is_empty() {
         doc["rule"] = Item::ArrayOfTables(tables);

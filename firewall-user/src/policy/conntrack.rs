@@ -23,6 +23,7 @@ pub(super) fn validate_conntrack(raw: Option<RawConntrack>) -> Result<Conntrack,
         tcp_syn_sent_timeout: duration_or(c.tcp_syn_sent_timeout, d.tcp_syn_sent_timeout)?,
         tcp_syn_recv_timeout: duration_or(c.tcp_syn_recv_timeout, d.tcp_syn_recv_timeout)?,
         fragment_timeout: fragment_timeout(c.fragment_timeout, d.fragment_timeout)?,
+        tcp_loose: c.tcp_loose.unwrap_or(d.tcp_loose),
     })
 }
 
@@ -110,6 +111,12 @@ mod tests {
                 .conntrack
                 .fragment_timeout,
             Duration::from_secs(30)
+        );
+        assert!(p.conntrack.tcp_loose, "netfilter's default");
+        assert!(!check(&format!("{HOST}[conntrack]\ntcp_loose = false\n")).unwrap().conntrack.tcp_loose);
+        assert_eq!(
+            check(&format!("{HOST}[conntrack]\ntcp_loose = \"no\"\n")).unwrap_err(),
+            "p.toml:5:13: invalid type: string \"no\", expected a boolean"
         );
         assert_eq!(
             check(&format!("{HOST}[conntrack]\ntcp_syn_recv_timeout = \"0s\"\n")).unwrap_err(),

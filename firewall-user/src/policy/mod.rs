@@ -121,6 +121,9 @@ pub struct Conntrack {
     pub tcp_syn_recv_timeout: Duration,
     /// After a first fragment passed: how long its datagram's later fragments may follow.
     pub fragment_timeout: Duration,
+    /// A TCP flow may start with a packet other than a bare SYN (netfilter's
+    /// `nf_conntrack_tcp_loose`): a session older than the filter is picked up mid-stream.
+    pub tcp_loose: bool,
 }
 
 impl Default for Conntrack {
@@ -139,6 +142,7 @@ impl Default for Conntrack {
             // A datagram's fragments leave their sender back to back; Linux waits 30 s
             // for stragglers (ipfrag_time), which is long for a door held open.
             fragment_timeout: Duration::from_secs(5),
+            tcp_loose: true,
         }
     }
 }

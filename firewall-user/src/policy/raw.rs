@@ -79,6 +79,7 @@ pub(super) struct RawConntrack {
     pub(super) tcp_syn_sent_timeout: Option<Spanned<String>>,
     pub(super) tcp_syn_recv_timeout: Option<Spanned<String>>,
     pub(super) fragment_timeout: Option<Spanned<String>>,
+    pub(super) tcp_loose: Option<bool>,
 }
 
 /// One string, or a list whose entries keep their own positions for error messages (which

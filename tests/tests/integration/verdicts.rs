@@ -509,6 +509,28 @@ fn a_session_met_mid_stream_is_picked_up() {
     assert_eq!(f.builtin_packets(Chain::Input, Builtin::Policy), 1);
 }
 
+/// `[conntrack] tcp_loose = false` (a script's `-p tcp ! --syn -m state --state NEW -j
+/// DROP`): a flow opens with a bare SYN only; the host's own answers of a session older than
+/// the filter are still picked up.
+#[test]
+fn without_tcp_loose_only_a_bare_syn_opens_a_flow() {
+    let text = tests::lab::tight_text().replace("[conntrack]", "[conntrack]\ntcp_loose = false");
+    assert!(text.contains("tcp_loose = false"), "examples/tight.toml has a [conntrack] table");
+    let mut f = TestFilter::new(&text);
+    assert_eq!(f.ingress(&tcp(SSH_PEER, OURS, 50000, 122, PSH | ACK)), Drop, "mid-stream");
+    assert_eq!(f.ingress(&tcp(SSH_PEER, OURS, 50000, 122, SYN | ACK)), Drop, "a SYN-ACK opens nothing");
+    assert_eq!(f.ingress(&tcp(SSH_PEER, OURS, 50000, 122, RST)), Drop, "nor a RST");
+    assert_eq!(f.builtin_packets(Chain::Input, Builtin::Policy), 3);
+    assert_eq!(f.rule_packets("ssh-in", Line::New), 0);
+    assert_eq!(f.ingress(&tcp(SSH_PEER, OURS, 50000, 122, SYN)), Pass, "a bare SYN opens");
+    assert_eq!(f.rule_packets("ssh-in", Line::New), 1);
+    // The host's side of a session older than the filter: picked up, then the peer's
+    // packets ride the flow.
+    assert_eq!(f.egress(&tcp(OURS, SSH_PEER, 122, 50001, PSH | ACK)), Pass);
+    assert_eq!(f.ingress(&tcp(SSH_PEER, OURS, 50001, 122, ACK)), Pass);
+    assert_eq!(f.rule_packets("ssh-in", Line::Established), 1);
+}
+
 #[test]
 fn echo_replies_answer_requests_and_a_request_never_rides_a_reply_entry() {
     let policy = r#"
