@@ -36,12 +36,12 @@ use aya_ebpf::{EbpfContext, maps::lpm_trie::Key};
 use firewall_common::{
     ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_RELATED, ANY_PEER, Addr, AllowKey, AllowValue, Builtin,
     CONFIG_AUDIT, CONFIG_DHCP, CONFIG_HAS_BLOCKS, CONFIG_HAS_PREFIXES, CONFIG_HAS_RANGES, CONFIG_IPV6,
-    CONFIG_LOG_DROPS, CONFIG_MORE_ADDRESSES, CONFIG_NEVER_SET, CONFIG_READY, CONFIG_TCP_STRICT, Chain, Config, DHCP_CLIENT_PORT,
-    DHCP_SERVER_PORT, DHCPV6_CLIENT_PORT, DHCPV6_SERVER_PORT, Direction, DropEvent, FlowKey,
-    ICMP_DEST_UNREACHABLE, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, ICMPV6_DEST_UNREACHABLE, ICMPV6_MLD,
-    ICMPV6_ND_FIRST, ICMPV6_ND_LAST, ICMPV6_PACKET_TOO_BIG, ICMPV6_PARAMETER_PROBLEM, ICMPV6_TIME_EXCEEDED,
-    LOG_BUCKET, Line, PROTO_ICMPV6, PROTO_TCP, block_counter, builtin_counter, port_interval_slot,
-    rule_counter,
+    CONFIG_LOG_DROPS, CONFIG_MORE_ADDRESSES, CONFIG_NEVER_SET, CONFIG_READY, CONFIG_TCP_STRICT, Chain,
+    Config, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DHCPV6_CLIENT_PORT, DHCPV6_SERVER_PORT, Direction, DropEvent,
+    FlowKey, ICMP_DEST_UNREACHABLE, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, ICMPV6_DEST_UNREACHABLE,
+    ICMPV6_MLD, ICMPV6_ND_FIRST, ICMPV6_ND_LAST, ICMPV6_PACKET_TOO_BIG, ICMPV6_PARAMETER_PROBLEM,
+    ICMPV6_TIME_EXCEEDED, LOG_BUCKET, Line, PROTO_ICMPV6, PROTO_TCP, block_counter, builtin_counter,
+    port_interval_slot, rule_counter,
 };
 
 use crate::{
@@ -52,8 +52,7 @@ use crate::{
     },
     parse::{
         Fragment, Frame, Ip, L3, L4, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, copy_head, parse_l3, parse_l4,
-        parse_quoted,
-        tcp_flags_valid,
+        parse_quoted, tcp_flags_valid,
     },
     token_bucket,
 };

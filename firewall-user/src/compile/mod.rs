@@ -19,9 +19,9 @@ use std::{
 
 use firewall_common::{
     ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_RELATED, ANTISPOOF_COUNTER_BASE, ANY_PEER, Addr, AllowKey,
-    AllowValue, Builtin, CONFIG_DHCP, CONFIG_TCP_STRICT, CONFIG_HAS_PREFIXES, CONFIG_HAS_RANGES, CONFIG_IPV6,
-    CONFIG_MORE_ADDRESSES, CONFIG_READY, Config, Line, MAX_ANTISPOOF, MAX_RULES, TokenBucket, rule_counter,
-    v4_mapped,
+    AllowValue, Builtin, CONFIG_DHCP, CONFIG_HAS_PREFIXES, CONFIG_HAS_RANGES, CONFIG_IPV6,
+    CONFIG_MORE_ADDRESSES, CONFIG_READY, CONFIG_TCP_STRICT, Config, Line, MAX_ANTISPOOF, MAX_RULES,
+    TokenBucket, rule_counter, v4_mapped,
 };
 use serde::{Deserialize, Serialize};
 

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use firewall_common::{
     Direction, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM,
-    ICMP_TIME_EXCEEDED, MAX_ANTISPOOF, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
-    TCP_URG, protocol_name, tcp_flags_valid,
+    ICMP_TIME_EXCEEDED, MAX_ANTISPOOF, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST,
+    TCP_SYN, TCP_URG, protocol_name, tcp_flags_valid,
 };
 
 use super::{
@@ -150,11 +150,16 @@ fn classify_drop(spec: &Spec) -> Result<Role, String> {
         // closed, where leaving it out would open the ACCEPTs after it to the host.
         Ok(Role::Antispoof { source: true, prefix: host, iface: spec.in_iface.clone() })
     } else {
-        let what = if spec.target == Some(Target::Reject) { "a REJECT" } else { "a DROP" };
-        Err(format!(
-            "{what} with these matches is not translated: the policy drops by default and admits by rule (only INPUT's -s and -d DROPs are its anti-spoof lists)"
-        ))
+        Err(drop_with_matches(spec))
     }
+}
+
+/// Why a DROP (or REJECT) with matches the policy cannot say is not translated.
+fn drop_with_matches(spec: &Spec) -> String {
+    let what = if spec.target == Some(Target::Reject) { "a REJECT" } else { "a DROP" };
+    format!(
+        "{what} with these matches is not translated: the policy drops by default and admits by rule (only INPUT's -s and -d DROPs are its anti-spoof lists)"
+    )
 }
 
 /// A DROP of TCP flag sets (`-p tcp --tcp-flags MASK COMP`, or `! --syn`, with state NEW
@@ -532,6 +537,8 @@ struct Classifier {
     /// The anti-spoof entries so far: past `MAX_ANTISPOOF`, a DROP of a source is one not
     /// translated, which keeps the ACCEPTs after it out.
     antispoof: usize,
+    /// What the lines translated so far that admit flows match.
+    admitted: Vec<Spec>,
     /// Some line asks TCP flows to open with a bare SYN ([`FilterLines::syn_only`]).
     syn_only: bool,
     /// The built-in chains whose policy is ACCEPT: there a RETURN accepts.
@@ -623,6 +630,15 @@ impl Classifier {
             Ok(Role::Antispoof { .. }) if self.antispoof >= MAX_ANTISPOOF as usize => Err(format!(
                 "the anti-spoof lists are full ({MAX_ANTISPOOF} entries): a longer list of addresses to drop is the blocklist's (firewall block)"
             )),
+            // A host dropped on some ports, that a line before admits something of: dropped
+            // whole it would lose what that line admits (a chain's last DROP behind its
+            // ACCEPT of the host's SYNs, say). A DROP not translated instead.
+            Ok(Role::Antispoof { .. })
+                if spec.matches() > 1
+                    && self.admitted.iter().any(|a| a.chain == spec.chain && a.may_overlap(spec)) =>
+            {
+                Err(drop_with_matches(spec))
+            }
             Ok(Role::Antispoof { .. }) => {
                 self.antispoof += 1;
                 role
@@ -715,6 +731,7 @@ impl Classifier {
             }
         }
         self.syn_only |= spec.tcp_flags == Some(TcpFlags::SYN);
+        self.admitted.push(spec.clone());
         for why in flow_differences(spec, &f) {
             findings.differences.push(finding(why.into()));
         }

@@ -4,7 +4,10 @@ use std::{net::Ipv4Addr, path::Path};
 
 use super::{
     Finding, ImportError, Input, Options, Translation,
-    classify::{WHY_DROP_POLICY, WHY_INVALID, WHY_SYN_ONLY, WHY_LOOPBACK, WHY_POLICY, WHY_PROTOCOL_RETURNS, WHY_RETURNS},
+    classify::{
+        WHY_DROP_POLICY, WHY_INVALID, WHY_LOOPBACK, WHY_POLICY, WHY_PROTOCOL_RETURNS, WHY_RETURNS,
+        WHY_SYN_ONLY,
+    },
     dump::words,
     import as import_input, read_input, translate,
     write::line_list,
@@ -908,10 +911,22 @@ fn hosts_banned_on_a_port_are_dropped_whole() {
     assert!(block(&t, "ssh-in").contains("peers = \"any\""), "{}", t.text);
     assert!(t.untranslated.is_empty(), "{:?}", t.untranslated);
     assert!(
-        t.differences.iter().any(|f| f.line == 9 && f.why.starts_with("translated with a difference: the host it drops is an anti-spoof source")),
+        t.differences.iter().any(|f| f.line == 9
+            && f.why.starts_with("translated with a difference: the host it drops is an anti-spoof source")),
         "{}",
         t.text
     );
+    // But a host that a line before admits something of is no anti-spoof source: a
+    // chain's last DROP behind its ACCEPT of the host's SYNs, say.
+    let t = import(
+        "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:allowed - [0:0]\n\
+         -A INPUT -s 203.0.113.7/32 -p tcp -m tcp --dport 22 -j allowed\n\
+         -A allowed -d 198.51.100.1/32 -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -j ACCEPT\n\
+         -A allowed -p tcp -j DROP\nCOMMIT\n",
+    );
+    let policy = policy::parse(&t.text, Path::new("imported")).expect("valid");
+    assert!(policy.antispoof_sources.is_empty(), "{}", t.text);
+    assert!(block(&t, "ssh-in").contains("peers = [\"203.0.113.7\"]"), "{}", t.text);
 }
 
 #[test]
