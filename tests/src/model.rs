@@ -292,6 +292,7 @@
 //!     extension headers are walked). The quoted protocol must be TCP, UDP or the
 //!     family's ICMP; an IPv4 header quoted in ICMPv6, or an IPv6 one in ICMP, quotes
 //!     nothing. The flow is live in either table. Otherwise: drop, the chain's `policy`.
+//!
 //! 20a. With `[conntrack] tcp_loose = false`, a rule admits a TCP segment only if it is a
 //!     bare SYN: SYN set, and ACK, RST and FIN clear. Otherwise: drop, the chain's
 //!     `policy`, taking no token (rule 21). Rule 23's pick-up is not affected.
