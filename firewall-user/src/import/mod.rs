@@ -2,9 +2,10 @@
 //! policy file, and a list of what could not be translated.
 //!
 //! Three steps: the dump's lines are checked and split into tables; each rule line of
-//! `*filter` is parsed into a `Spec` (its matches, typed) and classified into a `Role`
-//! (an anti-spoof entry, a built-in, a line that opens flows, a return, an ICMP type);
-//! then the roles are grouped into rules (an opening line and its return are one rule;
+//! `*filter`, user-defined chains inlined, is parsed into a `Spec` (its matches, typed)
+//! and classified into a `Role` (an anti-spoof entry, a built-in, a line that opens flows,
+//! a return, an ICMP type), in its chain's order, so that no line is translated more open
+//! than the lines before it let it be; then the roles are grouped into rules (an opening line and its return are one rule;
 //! the peers of one service are one list; tcp and udp, or several ports, with the same
 //! peers are one rule) and written with `toml_edit`, every rule with the dump's lines it
 //! came from. Whatever cannot be translated is a [`Finding`], one line each, for the
@@ -17,8 +18,13 @@
 //! - `dump`: the dump read into tables (`*NAME` … `COMMIT`), and a rule line split into
 //!   words as iptables-save quotes them.
 //! - `spec`: one rule line's options parsed into a `Spec`.
+//! - `chains`: user-defined chains inlined: each built-in chain's lines as a packet meets
+//!   them, a jump's matches added to its chain's lines.
 //! - `classify`: what each line of `*filter` is for (a `Role`), or why it is not
 //!   translated; the other tables and the chains' policies.
+//! - `shadow`: the lines in order: an ACCEPT after a DROP that is not translated, and may
+//!   take some of its packets, is not translated either (or loses those ports), so an
+//!   import is never more open than its script.
 //! - `group`: the host chosen, the lines for another host set aside, and the rest
 //!   grouped into rules and named.
 //! - `write`: the policy's text.
@@ -27,6 +33,7 @@ mod chains;
 mod classify;
 mod dump;
 mod group;
+mod shadow;
 mod spec;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,469 @@
+//! The lines of each built-in chain in order: what a line that is not translated may
+//! take from the lines after it. An ACCEPT after a DROP the policy cannot say, that may
+//! match the same packets, is not translated either (a [`Shadow`]); nor is a line whose
+//! flows' returns such a DROP may take in the other chain; where the DROP is of ports
+//! only, the ACCEPT is translated without them. A DROP that keeps nothing out is the
+//! chain's policy's own. So an import is never more open than its script.
+use std::collections::HashMap;
+
+use firewall_common::{ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, MAX_ANTISPOOF, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+
+use super::{
+    Finding, Findings,
+    chains::FlatLine,
+    classify::{
+        Classified, Flow, Role, Svc, WHY_EVERY_ICMP_TYPE, WHY_EVERY_PROTOCOL, WHY_HOST_DROPPED_WHOLE,
+        WHY_POLICY, WHY_PROTOCOL_RETURNS, WHY_REJECT, WHY_RETURNS, WHY_SYN_ONLY, classify, drop_with_matches,
+    },
+    spec::{PortRange, Spec, States, Target, TcpFlags},
+};
+use crate::policy::Prefix;
+
+/// A line not translated that may take packets away from the ACCEPTs after it: a DROP or
+/// REJECT with matches the policy cannot say, a target not known, a RETURN. An ACCEPT
+/// after it that may match the same packets is not translated either: alone, it would
+/// admit what the script drops. Nor is a line that opens flows whose returns it may take
+/// before its chain admits them. So an import is never more open than its script.
+struct Shadow {
+    /// Its flat index.
+    at: usize,
+    line: usize,
+    /// The line as its finding names it.
+    text: String,
+    spec: Spec,
+    /// The flat index it ends at (a RETURN's chain's end); `None`: its chain's end.
+    until: Option<usize>,
+    why: &'static str,
+    /// It kept some line out, or some line's returns: not a DROP the policy does anyway.
+    used: bool,
+    /// It took ports away from some line after it.
+    narrowed: bool,
+    /// Its line was read whole (only the policy cannot say it): it matches what its Spec
+    /// says, no more.
+    exact: bool,
+}
+
+impl Shadow {
+    /// The shadow of line `flat` (matching `spec`) at flat index `at`.
+    fn of(at: usize, flat: &FlatLine, spec: &Spec, until: Option<usize>, why: &'static str) -> Shadow {
+        Shadow {
+            at,
+            line: flat.line,
+            text: flat.text.clone(),
+            spec: spec.clone(),
+            until,
+            why,
+            used: false,
+            narrowed: false,
+            exact: flat.parsed.untranslatable.is_none(),
+        }
+    }
+
+    /// Whether it may take some of the packets that `spec` matches at flat index `at`.
+    fn covers(&self, at: usize, spec: &Spec) -> bool {
+        self.spec.chain == spec.chain
+            && self.at < at
+            && self.until.is_none_or(|until| at < until)
+            && self.spec.may_overlap(spec)
+    }
+}
+
+/// A line that opens flows, translated, with what it matches, until its returns are
+/// checked.
+struct Opening {
+    at: usize,
+    spec: Spec,
+    classified: Classified,
+}
+
+/// The classification of a table's lines under way.
+#[derive(Default)]
+struct Classifier {
+    /// The lines translated but those that open flows, by flat index.
+    classified: Vec<(usize, Classified)>,
+    openings: Vec<Opening>,
+    /// Chains dropped whole, and the line that did.
+    dropped_all: HashMap<String, usize>,
+    shadows: Vec<Shadow>,
+    /// The anti-spoof entries so far: past `MAX_ANTISPOOF`, a DROP of a source is one not
+    /// translated, which keeps the ACCEPTs after it out.
+    antispoof: usize,
+    /// What the lines translated so far that admit flows match.
+    admitted: Vec<Spec>,
+    /// Some line asks TCP flows to open with a bare SYN ([`FilterLines::syn_only`]).
+    syn_only: bool,
+    /// The built-in chains whose policy is ACCEPT: there a RETURN accepts.
+    accepting: Vec<String>,
+    /// The lines that pass returns (catch-alls and return lines: the flat index, the dump's
+    /// line, what they match), and the chains whose policy ACCEPT does (line `None`).
+    passing_returns: Vec<(usize, Option<usize>, Spec)>,
+}
+
+/// Each line classified, in each built-in chain's order; a line after an unconditional
+/// DROP in its chain is never reached, and an ACCEPT, or the returns of what it opens,
+/// after a line that may drop some of them is not translated ([`Shadow`]). An
+/// ESTABLISHED catch-all adds its chain to `passes_returns`.
+pub(super) fn classify_rules(
+    lines: &[FlatLine],
+    accepting: &[String],
+    passes_returns: &mut Vec<String>,
+    findings: &mut Findings,
+) -> (Vec<Classified>, bool) {
+    let mut classifier = Classifier { accepting: accepting.to_vec(), ..Classifier::default() };
+    for (at, flat) in lines.iter().enumerate() {
+        classifier.line(at, flat, passes_returns, findings);
+    }
+    // A chain whose policy ACCEPT passes returns does so past its last line.
+    for chain in passes_returns.iter() {
+        classifier.passing_returns.push((
+            lines.len(),
+            None,
+            Spec { chain: chain.clone(), ..Spec::default() },
+        ));
+    }
+    classifier.check_returns(findings);
+    classifier.settle_dead_drops(findings);
+    let mut classified = classifier.classified;
+    classified.extend(classifier.openings.into_iter().map(|o| (o.at, o.classified)));
+    classified.sort_by_key(|(at, _)| *at);
+    (classified.into_iter().map(|(_, c)| c).collect(), classifier.syn_only)
+}
+
+impl Classifier {
+    /// One line, in its chain's order: never reached, a RETURN's shadow, or classified and
+    /// recorded where it belongs.
+    fn line(
+        &mut self,
+        at: usize,
+        flat: &FlatLine,
+        passes_returns: &mut Vec<String>,
+        findings: &mut Findings,
+    ) {
+        let policy = self.as_policy(flat);
+        let spec = policy.as_ref().unwrap_or(&flat.parsed.spec);
+        let finding = |why: String| Finding { line: flat.line, rule: flat.text.clone(), why };
+        if let Some(dropped) = self.dropped_all.get(&spec.chain) {
+            findings
+                .untranslated
+                .push(finding(format!("never reached: line {dropped} drops everything before it")));
+            return;
+        }
+        if let Some(until) = flat.returns_until {
+            findings.built_in.push(finding(
+                "RETURN is followed: the lines after it in its chain are translated only where it returns none of what they admit".into(),
+            ));
+            self.shadows.push(Shadow::of(at, flat, spec, Some(until), "returns"));
+            return;
+        }
+        let role = self.role(flat, spec);
+        if spec.target == Some(Target::Reject) && role.is_ok() {
+            findings.differences.push(finding(WHY_REJECT.into()));
+        }
+        if let Ok(Role::Antispoof { .. }) = role
+            && spec.matches() > 1
+        {
+            findings.differences.push(finding(WHY_HOST_DROPPED_WHOLE.into()));
+        }
+        match role {
+            Ok(Role::BuiltIn(why)) => {
+                self.syn_only |= why == WHY_SYN_ONLY;
+                if why == WHY_POLICY {
+                    self.dropped_all.insert(spec.chain.clone(), flat.line);
+                } else if why == WHY_RETURNS || why == WHY_PROTOCOL_RETURNS {
+                    if why == WHY_RETURNS {
+                        passes_returns.push(spec.chain.clone());
+                    }
+                    self.passing_returns.push((at, Some(flat.line), spec.clone()));
+                }
+                findings.built_in.push(finding(why.into()));
+            }
+            Ok(Role::Different(why)) => findings.differences.push(finding(why.into())),
+            Ok(Role::Flow(f)) => self.flow(at, flat, spec, f, passes_returns, findings),
+            Ok(role) => {
+                self.classified.push((at, Classified { line: flat.line, text: flat.text.clone(), role }));
+            }
+            Err(why) => {
+                let loopback =
+                    spec.in_iface.as_deref() == Some("lo") || spec.out_iface.as_deref() == Some("lo");
+                if spec.target.as_ref().is_some_and(Target::may_drop) && !loopback {
+                    self.shadows.push(Shadow::of(at, flat, spec, None, "drops"));
+                }
+                findings.untranslated.push(finding(why));
+            }
+        }
+    }
+
+    /// A RETURN in a built-in chain (or the end of a goto's chain) is that chain's policy:
+    /// the line as an ACCEPT or a DROP. `None` for every other line.
+    fn as_policy(&self, flat: &FlatLine) -> Option<Spec> {
+        let spec = &flat.parsed.spec;
+        (spec.target == Some(Target::Return) && flat.returns_until.is_none()).then(|| {
+            let accepts = self.accepting.contains(&spec.chain);
+            Spec { target: Some(if accepts { Target::Accept } else { Target::Drop }), ..spec.clone() }
+        })
+    }
+
+    /// What the line is, as `classify` says, but for anti-spoof entries the lists have no
+    /// room for, or that would take from a line before what it admits.
+    fn role(&mut self, flat: &FlatLine, spec: &Spec) -> Result<Role, String> {
+        let role = match &flat.parsed.untranslatable {
+            Some(why) => Err(why.clone()),
+            None => classify(spec),
+        };
+        match role {
+            Ok(Role::Antispoof { .. }) if self.antispoof >= MAX_ANTISPOOF as usize => Err(format!(
+                "the anti-spoof lists are full ({MAX_ANTISPOOF} entries): a longer list of addresses to drop is the blocklist's (firewall block)"
+            )),
+            // A host dropped on some ports, that a line before admits something of: dropped
+            // whole it would lose what that line admits (a chain's last DROP behind its
+            // ACCEPT of the host's SYNs, say). A DROP not translated instead.
+            Ok(Role::Antispoof { .. })
+                if spec.matches() > 1
+                    && self.admitted.iter().any(|a| a.chain == spec.chain && a.may_overlap(spec)) =>
+            {
+                Err(drop_with_matches(spec))
+            }
+            Ok(Role::Antispoof { .. }) => {
+                self.antispoof += 1;
+                role
+            }
+            role => role,
+        }
+    }
+
+    /// A line that admits flows: translated, its ports narrowed where a DROP before it
+    /// takes some of them from it; or, where one may take packets it cannot narrow away,
+    /// not translated.
+    fn flow(
+        &mut self,
+        at: usize,
+        flat: &FlatLine,
+        spec: &Spec,
+        mut f: Flow,
+        passes_returns: &mut Vec<String>,
+        findings: &mut Findings,
+    ) {
+        let finding = |why: String| Finding { line: flat.line, rule: flat.text.clone(), why };
+        for shadow in self.shadows.iter_mut().filter(|s| s.covers(at, spec)) {
+            // A return line's services are its source ports: a DROP's ports are not theirs.
+            let narrow = if f.is_return { None } else { narrowed(&f.services, &shadow.spec, spec) };
+            match narrow {
+                Some(services) if !services.is_empty() => {
+                    f.services = services;
+                    shadow.narrowed = true;
+                    if !shadow.exact {
+                        findings.differences.push(finding(format!(
+                            "translated without the ports that line {}, which is not translated, may drop first",
+                            shadow.line
+                        )));
+                    }
+                }
+                _ => {
+                    shadow.used = true;
+                    findings.untranslated.push(finding(format!(
+                        "not translated, to be no more open than the script: line {}, which is not translated, {} some of what this line admits",
+                        shadow.line, shadow.why
+                    )));
+                    return;
+                }
+            }
+        }
+        self.syn_only |= spec.tcp_flags == Some(TcpFlags::SYN);
+        self.admitted.push(spec.clone());
+        for why in flow_differences(spec, &f) {
+            findings.differences.push(finding(why.into()));
+        }
+        // An ACCEPT of every protocol to any peer that does not ask for NEW only passes
+        // every return of its chain, as a catch-all does.
+        let peer_side = if spec.chain == "INPUT" { spec.source } else { spec.destination };
+        if spec.protocol.is_none() && peer_side.is_none() && spec.state.is_none_or(|s| s.established) {
+            passes_returns.push(spec.chain.clone());
+            self.passing_returns.push((at, Some(flat.line), spec.clone()));
+        }
+        let is_return = f.is_return;
+        let classified = Classified { line: flat.line, text: flat.text.clone(), role: Role::Flow(f) };
+        if is_return {
+            self.passing_returns.push((at, Some(flat.line), spec.clone()));
+            self.classified.push((at, classified));
+        } else {
+            self.openings.push(Opening { at, spec: spec.clone(), classified });
+        }
+    }
+
+    /// The lines that open flows whose returns, in the other chain, a line not translated
+    /// may drop before the first line there that passes them: not translated. (Where no
+    /// line passes them, the grouping lists the difference.)
+    fn check_returns(&mut self, findings: &mut Findings) {
+        let shadows = &mut self.shadows;
+        let passing = &self.passing_returns;
+        self.openings.retain(|opening| {
+            let Some(returns) = return_spec(&opening.spec) else {
+                return true;
+            };
+            // The shadows are few and the lines that pass returns may be one a peer: those
+            // are searched only for the returns some shadow may take.
+            if !shadows.iter().any(|s| s.spec.chain == returns.chain && s.spec.may_overlap(&returns)) {
+                return true;
+            }
+            let Some((passed_at, passed_by)) = passing
+                .iter()
+                .filter(|(_, _, spec)| spec.may_overlap(&returns))
+                .map(|(at, line, _)| (*at, *line))
+                .min()
+            else {
+                return true;
+            };
+            let Some(shadow) = shadows.iter_mut().find(|s| s.covers(passed_at, &returns)) else {
+                return true;
+            };
+            shadow.used = true;
+            findings.untranslated.push(Finding {
+                line: opening.classified.line,
+                rule: opening.classified.text.clone(),
+                why: format!(
+                    "not translated, to be no more open than the script: line {}, which is not translated, {} some of the returns of the flows this line opens before {} passes them",
+                    shadow.line,
+                    shadow.why,
+                    passed_by.map_or("the chain's policy ACCEPT".to_owned(), |line| format!("line {line}")),
+                ),
+            });
+            false
+        });
+    }
+}
+
+impl Classifier {
+    /// The DROPs not translated that kept nothing out: no line after them admits what
+    /// they drop, nor passes the returns of what they drop, so the chain's policy drops it
+    /// there too. Nothing to write: they move from the untranslated to the built in.
+    fn settle_dead_drops(&self, findings: &mut Findings) {
+        for shadow in self.shadows.iter().filter(|s| !s.used && s.why == "drops") {
+            let Some(at) =
+                findings.untranslated.iter().position(|f| f.line == shadow.line && f.rule == shadow.text)
+            else {
+                continue;
+            };
+            let finding = findings.untranslated.remove(at);
+            let why = match (shadow.narrowed, shadow.exact) {
+                (false, _) => format!(
+                    "no line after it admits what it drops, so the chain's policy drops it here too (the line itself is not expressible: {})",
+                    finding.why
+                ),
+                (true, true) => {
+                    if shadow.spec.target == Some(Target::Reject) {
+                        findings.differences.push(Finding { why: WHY_REJECT.into(), ..finding.clone() });
+                    }
+                    "translated: the lines after it that admit some of its ports admit the others only"
+                        .to_owned()
+                }
+                // Its ports left out of the lines after it, which say so.
+                (true, false) => {
+                    findings.untranslated.push(finding);
+                    continue;
+                }
+            };
+            findings.built_in.push(Finding { why, ..finding });
+        }
+    }
+}
+
+/// `services` without the ports a DROP before them takes: where the DROP is of TCP or UDP
+/// ports (`--dport`), at least as wide as the ACCEPT (`accept`) in everything else, so
+/// that on those ports it drops all the ACCEPT would admit. `None`: it is not such a DROP.
+fn narrowed(services: &[Svc], drop: &Spec, accept: &Spec) -> Option<Vec<Svc>> {
+    let protocol = drop.protocol.filter(|p| matches!(*p, PROTO_TCP | PROTO_UDP))?;
+    let wider = |d: Option<Prefix>, a: Option<Prefix>| match (d, a) {
+        (None, _) => true,
+        (Some(d), Some(a)) => d.contains(a.addr) && d.len <= a.len,
+        (Some(_), None) => false,
+    };
+    let same_or_any = |d: &Option<String>, a: &Option<String>| d.is_none() || d == a;
+    let only_ports = !drop.dports.is_empty()
+        && drop.sports.is_empty()
+        && drop.tcp_flags.is_none()
+        && !drop.fragment
+        && drop.limit.is_none()
+        && drop.state.is_none_or(|s| s.new)
+        && wider(drop.source, accept.source)
+        && wider(drop.destination, accept.destination)
+        && same_or_any(&drop.in_iface, &accept.in_iface)
+        && same_or_any(&drop.out_iface, &accept.out_iface);
+    if !only_ports {
+        return None;
+    }
+    let mut left = Vec::new();
+    for svc in services {
+        match *svc {
+            Svc::Port { protocol: p, port } if p == protocol => {
+                left.extend(
+                    subtract(port, &drop.dports).into_iter().map(|port| Svc::Port { protocol: p, port }),
+                );
+            }
+            other => left.push(other),
+        }
+    }
+    Some(left)
+}
+
+/// The parts of `range` outside every one of `taken`.
+fn subtract(range: PortRange, taken: &[PortRange]) -> Vec<PortRange> {
+    let mut parts = vec![range];
+    for t in taken {
+        parts = parts
+            .into_iter()
+            .flat_map(|p| {
+                if !p.overlaps(*t) {
+                    return vec![p];
+                }
+                let mut kept = Vec::new();
+                if p.first < t.first {
+                    kept.push(PortRange { first: p.first, last: t.first - 1 });
+                }
+                if t.last < p.last {
+                    kept.push(PortRange { first: t.last + 1, last: p.last });
+                }
+                kept
+            })
+            .collect();
+    }
+    parts
+}
+
+/// What the returns of the flows an opening line admits match, in the other chain: the
+/// addresses, interfaces and ports the other way round, state ESTABLISHED; the peer's
+/// port, where the line does not name it, a client's (1024 to 65535). `None`: a message
+/// with no returns (an ICMP error).
+fn return_spec(opening: &Spec) -> Option<Spec> {
+    let icmp_type = match (opening.protocol, opening.icmp_type) {
+        (Some(PROTO_ICMP), Some(ICMP_ECHO_REQUEST)) => Some(ICMP_ECHO_REPLY),
+        (Some(PROTO_ICMP), _) => return None,
+        _ => None,
+    };
+    let chain = if opening.chain == "INPUT" { "OUTPUT" } else { "INPUT" };
+    let clients = vec![PortRange { first: 1024, last: u16::MAX }];
+    Some(Spec {
+        chain: chain.to_owned(),
+        source: opening.destination,
+        destination: opening.source,
+        in_iface: opening.out_iface.clone(),
+        out_iface: opening.in_iface.clone(),
+        protocol: opening.protocol,
+        sports: opening.dports.clone(),
+        dports: if opening.sports.is_empty() { clients } else { opening.sports.clone() },
+        icmp_type,
+        state: Some(States { established: true, ..States::default() }),
+        ..Spec::default()
+    })
+}
+
+/// What a line that admits flows does otherwise than the firewall, though translated.
+fn flow_differences(spec: &Spec, f: &Flow) -> Vec<&'static str> {
+    let mut whys = Vec::new();
+    if spec.protocol == Some(PROTO_ICMP) && spec.icmp_type.is_none() && !f.is_return {
+        whys.push(WHY_EVERY_ICMP_TYPE);
+    }
+    if spec.protocol.is_none() {
+        whys.push(WHY_EVERY_PROTOCOL);
+    }
+    whys
+}
