@@ -7,7 +7,7 @@
 //! each matching what both it and the jump match. A line no packet of the jump can
 //! match (a jump for tcp, a line for udp) is never reached. A RETURN sends back what it
 //! matches: an unconditional one ends the chain, the lines after it never reached; a
-//! conditional one is a [`FlatLine`] of its own, which `classify` treats as a line that
+//! conditional one is a [`FlatLine`] of its own, which `shadow` treats as a line that
 //! may take packets away from the ACCEPTs after it in the same chain (it cannot tell what
 //! the caller then does with them). A goto (`-g CHAIN`) is a jump whose packets do not
 //! come back: as if a RETURN of what it matched followed it; in a built-in chain, a

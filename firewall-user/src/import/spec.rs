@@ -8,7 +8,7 @@
 //! A line that cannot be translated is still read to its end: what it matches that the
 //! parser knows is kept, and what it does not (a negation, an unknown module) is left
 //! out. So its [`Spec`] matches at least every packet the line matches, which is what
-//! `classify` needs of a DROP it cannot translate: the ACCEPTs after it that it may
+//! `shadow` needs of a DROP it cannot translate: the ACCEPTs after it that it may
 //! shadow.
 use std::fmt;
 
@@ -81,7 +81,7 @@ impl Target {
 }
 
 /// Targets after which a packet goes on to the next line.
-const NON_TERMINATING: [&str; 16] = [
+const NON_TERMINATING: [&str; 17] = [
     "LOG",
     "NFLOG",
     "ULOG",
@@ -98,6 +98,7 @@ const NON_TERMINATING: [&str; 16] = [
     "TTL",
     "SECMARK",
     "CONNSECMARK",
+    "CT",
 ];
 
 /// An inclusive range of ports, as `--dport 1024:65535` writes it; one port is a range of
