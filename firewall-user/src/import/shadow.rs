@@ -31,9 +31,9 @@ struct Shadow {
     /// The line as its finding names it.
     text: String,
     spec: Spec,
-    /// The flat index it ends at (a RETURN's chain's end); `None`: its chain's end.
+    /// The flat index it ends at (a RETURN's chain's end); `None`: its chain's end (a
+    /// DROP's).
     until: Option<usize>,
-    why: &'static str,
     /// It kept some line out, or some line's returns: not a DROP the policy does anyway.
     used: bool,
     /// It took ports away from some line after it.
@@ -45,18 +45,23 @@ struct Shadow {
 
 impl Shadow {
     /// The shadow of line `flat` (matching `spec`) at flat index `at`.
-    fn of(at: usize, flat: &FlatLine, spec: &Spec, until: Option<usize>, why: &'static str) -> Shadow {
+    fn of(at: usize, flat: &FlatLine, spec: &Spec, until: Option<usize>) -> Shadow {
         Shadow {
             at,
             line: flat.line,
             text: flat.text.clone(),
             spec: spec.clone(),
             until,
-            why,
             used: false,
             narrowed: false,
             exact: flat.parsed.untranslatable.is_none(),
         }
+    }
+
+    /// What it does with the packets it takes: a RETURN's go back to their jump, a DROP's
+    /// stop.
+    fn takes(&self) -> &'static str {
+        if self.until.is_some() { "returns" } else { "drops" }
     }
 
     /// Whether it may take some of the packets that `spec` matches at flat index `at`.
@@ -152,7 +157,7 @@ impl Classifier {
             findings.built_in.push(finding(
                 "RETURN is followed: the lines after it in its chain are translated only where it returns none of what they admit".into(),
             ));
-            self.shadows.push(Shadow::of(at, flat, spec, Some(until), "returns"));
+            self.shadows.push(Shadow::of(at, flat, spec, Some(until)));
             return;
         }
         let role = self.role(flat, spec);
@@ -186,7 +191,7 @@ impl Classifier {
                 let loopback =
                     spec.in_iface.as_deref() == Some("lo") || spec.out_iface.as_deref() == Some("lo");
                 if spec.target.as_ref().is_some_and(Target::may_drop) && !loopback {
-                    self.shadows.push(Shadow::of(at, flat, spec, None, "drops"));
+                    self.shadows.push(Shadow::of(at, flat, spec, None));
                 }
                 findings.untranslated.push(finding(why));
             }
@@ -262,7 +267,8 @@ impl Classifier {
                     shadow.used = true;
                     findings.untranslated.push(finding(format!(
                         "not translated, to be no more open than the script: line {}, which is not translated, {} some of what this line admits",
-                        shadow.line, shadow.why
+                        shadow.line,
+                        shadow.takes()
                     )));
                     return;
                 }
@@ -323,7 +329,7 @@ impl Classifier {
                 why: format!(
                     "not translated, to be no more open than the script: line {}, which is not translated, {} some of the returns of the flows this line opens before {} passes them",
                     shadow.line,
-                    shadow.why,
+                    shadow.takes(),
                     passed_by.map_or("the chain's policy ACCEPT".to_owned(), |line| format!("line {line}")),
                 ),
             });
@@ -337,7 +343,7 @@ impl Classifier {
     /// they drop, nor passes the returns of what they drop, so the chain's policy drops it
     /// there too. Nothing to write: they move from the untranslated to the built in.
     fn settle_dead_drops(&self, findings: &mut Findings) {
-        for shadow in self.shadows.iter().filter(|s| !s.used && s.why == "drops") {
+        for shadow in self.shadows.iter().filter(|s| !s.used && s.until.is_none()) {
             let Some(at) =
                 findings.untranslated.iter().position(|f| f.line == shadow.line && f.rule == shadow.text)
             else {

@@ -2,6 +2,8 @@
 
 use std::{net::Ipv4Addr, path::Path};
 
+use firewall_common::MAX_ANTISPOOF;
+
 use super::{
     Finding, ImportError, Input, Options, Translation,
     classify::{
@@ -927,6 +929,63 @@ fn hosts_banned_on_a_port_are_dropped_whole() {
     let policy = policy::parse(&t.text, Path::new("imported")).expect("valid");
     assert!(policy.antispoof_sources.is_empty(), "{}", t.text);
     assert!(block(&t, "ssh-in").contains("peers = [\"203.0.113.7\"]"), "{}", t.text);
+}
+
+/// Past the anti-spoof lists' room, a DROP of a source is a DROP not translated: the
+/// ACCEPTs after it that it may take from stay out.
+#[test]
+fn past_the_antispoof_lists_room_a_drop_of_a_source_keeps_the_accepts_after_it_out() {
+    let mut lines: Vec<String> =
+        (0..450).map(|i| format!("-A INPUT -s 10.0.{}.{}/32 -j DROP", i / 256, i % 256)).collect();
+    lines.push("-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 443 -j ACCEPT".into());
+    lines.push("-A INPUT -s 192.0.2.7/32 -d 198.51.100.1/32 -p tcp -m tcp --dport 22 -j ACCEPT".into());
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let t = import(&dump(&lines));
+    let policy = policy::parse(&t.text, Path::new("imported")).expect("valid");
+    assert_eq!(policy.antispoof_sources.len(), MAX_ANTISPOOF as usize);
+    // Lines 453 and 454 (the 449th and 450th DROPs) are not translated; HTTPS to anyone
+    // is kept out, SSH from a peer they do not cover is not.
+    assert!(why(&t, 453).starts_with("the anti-spoof lists are full (448 entries)"), "{}", why(&t, 453));
+    assert!(why(&t, 455).contains("line 453, which is not translated, drops some of what this line admits"));
+    assert!(block(&t, "ssh-in").contains("peers = [\"192.0.2.7\"]"), "{}", t.text);
+}
+
+/// The small words real scripts use: `! -i lo` is the interface the programs are on, CT
+/// lets a packet go on, a chain nested past the depth followed may drop anything, and an
+/// mDNS line's multicast destination is no host address.
+#[test]
+fn not_loopback_ct_deep_chains_and_multicast_destinations_are_read_as_they_are() {
+    let t = import(&dump(&[
+        "-A INPUT ! -i lo -d 127.0.0.0/8 -j REJECT --reject-with icmp-port-unreachable",
+        "-A INPUT -p tcp -m tcp --dport 22 -j CT --notrack",
+        // More lines name the group than the host: the group is still no host address.
+        "-A INPUT -d 224.0.0.251/32 -p udp -m udp --dport 5353 -j ACCEPT",
+        "-A INPUT -d 224.0.0.251/32 -p udp -m udp --dport 5354 -j ACCEPT",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 22 -j ACCEPT",
+    ]));
+    let policy = policy::parse(&t.text, Path::new("imported")).expect("valid");
+    assert_eq!(policy.antispoof_destinations, [Prefix::parse("127.0.0.0/8").unwrap()]);
+    assert!(t.text.contains("address = \"198.51.100.1\""), "{}", t.text);
+    assert!(block(&t, "ssh-in").contains("peers = \"any\""), "{}", t.text);
+    assert!(why(&t, 7).starts_with("-d 224.0.0.251 is not the host address 198.51.100.1"), "{}", why(&t, 7));
+
+    // 18 chains in a row: 16 are followed, the jump from the 16th is not, and keeps the
+    // ACCEPT after it out.
+    let mut text = "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT DROP [0:0]\n".to_owned();
+    for i in 0..=17 {
+        text.push_str(&format!(":c{i} - [0:0]\n"));
+    }
+    text.push_str("-A INPUT -p tcp -j c0\n-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 80 -j ACCEPT\n");
+    for i in 0..17 {
+        text.push_str(&format!("-A c{i} -j c{}\n", i + 1));
+    }
+    text.push_str("-A INPUT -d 198.51.100.1/32 -p udp -m udp --dport 53 -j ACCEPT\nCOMMIT\n");
+    let t = import(&text);
+    let deep =
+        t.untranslated.iter().find(|f| f.why.contains("too many chains deep")).expect("the 16th's jump");
+    assert_eq!(deep.rule, "-A c15 -j c16 (jumped to from line 39)", "{}", t.text);
+    assert!(why(&t, 24).contains("line 40, which is not translated, drops"), "{}", t.text);
+    assert!(t.text.contains("name = \"dns-in\""), "{}", t.text);
 }
 
 #[test]
