@@ -481,6 +481,16 @@ impl Lab {
         });
     }
 
+    /// A session from `from` to the echo server at `to`, opened and checked, for a test to
+    /// hold across a change (see [`still_alive`]).
+    pub fn held_session(&self, from: Ipv4Addr, to: SocketAddrV4) -> TcpStream {
+        let mut stream = self
+            .tcp_connect(from, to, OPEN_WITHIN)
+            .unwrap_or_else(|o| panic!("connect {from} -> {to}: {o:?}"));
+        echo(&mut stream, b"hello\n", OPEN_WITHIN).expect("the session echoes");
+        stream
+    }
+
     /// A TCP connection from `from` (bound to it, in its namespace) to `to`, or the
     /// outcome that prevented it.
     pub fn tcp_connect(
@@ -732,6 +742,12 @@ pub fn rejected(e: &io::Error) -> bool {
         e.raw_os_error().map(Errno::from_raw),
         Some(Errno::ECONNREFUSED | Errno::EHOSTUNREACH | Errno::ENETUNREACH | Errno::EACCES)
     )
+}
+
+/// Panics unless a session held by the test still echoes, `when` saying after what.
+pub fn still_alive(stream: &mut TcpStream, when: &str) {
+    echo(stream, format!("still here {when}\n").as_bytes(), OPEN_WITHIN)
+        .unwrap_or_else(|e| panic!("the held session died {when}: {e}"));
 }
 
 /// Writes `token` and reads it back within `timeout`.

@@ -6,7 +6,7 @@
 use std::{
     collections::BTreeSet,
     fs,
-    net::{Ipv4Addr, SocketAddrV4, TcpStream},
+    net::{Ipv4Addr, SocketAddrV4},
     os::unix::fs::{MetadataExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     process::{Command, Output},
@@ -19,26 +19,13 @@ use firewall_user::kernel::{maps::LiveMaps, pins::Pins};
 use tests::{
     lab::{
         BLOCKED_AFTER, HOST, Lab, OPEN_WITHIN, Outcome, SERVER_IF, STRANGER, assert_fails, echo,
-        firewall_bin, stderr, stdout,
+        firewall_bin, stderr, stdout, still_alive,
     },
     require_root,
 };
 
 const SSH_PEER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
 const SSH: SocketAddrV4 = SocketAddrV4::new(HOST, 122);
-
-/// A session from `from` to the SSH port, opened and checked.
-fn session(lab: &Lab, from: Ipv4Addr) -> TcpStream {
-    let mut stream =
-        lab.tcp_connect(from, SSH, OPEN_WITHIN).unwrap_or_else(|o| panic!("connect from {from}: {o:?}"));
-    echo(&mut stream, b"hello\n", OPEN_WITHIN).expect("the session echoes");
-    stream
-}
-
-fn still_alive(stream: &mut TcpStream, when: &str) {
-    echo(stream, format!("still here {when}\n").as_bytes(), OPEN_WITHIN)
-        .unwrap_or_else(|e| panic!("the held session died {when}: {e}"));
-}
 
 #[test]
 fn allow_and_revoke_change_a_rule_live_and_in_the_file() {
@@ -53,7 +40,7 @@ fn allow_and_revoke_change_a_rule_live_and_in_the_file() {
 
     let out = lab.firewall_ok(&["allow", "ssh-in", &STRANGER.to_string()]);
     assert!(out.contains(&format!("allowed {STRANGER} in rule ssh-in")), "{out}");
-    let mut held = session(&lab, STRANGER);
+    let mut held = lab.held_session(STRANGER, SSH);
     assert_eq!(lab.program_ids(), programs, "no program was reloaded");
 
     // The file: the one line changed, every comment and blank line kept.
@@ -112,7 +99,7 @@ fn a_session_survives_reload_a_bad_reload_and_up_again() {
     lab.up();
     let policy = lab.policy_file();
     let original = fs::read_to_string(&policy).unwrap();
-    let mut held = session(&lab, SSH_PEER);
+    let mut held = lab.held_session(SSH_PEER, SSH);
     let programs = lab.program_ids();
     let counted = lab.list().packets("INPUT", "ssh-in");
     assert!(counted > 0);
@@ -288,7 +275,7 @@ fn a_reload_that_lists_a_peer_as_spoofed_ends_its_flows() {
     lab.tcp_echo(SSH);
     lab.up();
     let policy = lab.policy_file();
-    let mut held = session(&lab, SSH_PEER);
+    let mut held = lab.held_session(SSH_PEER, SSH);
     let original = fs::read_to_string(&policy).unwrap();
     let edited =
         original.replacen(r#"sources = ["10.0.0.0/8","#, r#"sources = ["203.0.113.7", "10.0.0.0/8","#, 1);

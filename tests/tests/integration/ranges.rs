@@ -9,7 +9,9 @@ use std::{
 
 use firewall_common::CONFIG_HAS_RANGES;
 use tests::{
-    lab::{BLOCKED_AFTER, HOST, Lab, OPEN_WITHIN, Outcome, SERVER_IF, STRANGER, assert_fails, echo},
+    lab::{
+        BLOCKED_AFTER, HOST, Lab, OPEN_WITHIN, Outcome, SERVER_IF, STRANGER, assert_fails, echo, still_alive,
+    },
     require_root,
 };
 
@@ -92,18 +94,11 @@ fn a_range_admits_its_ports_and_drops_the_ports_beside_it() {
 }
 
 /// A session to the SSH port, checked.
+/// An SSH session from a peer of examples/tight.toml's, held.
 fn ssh_session(lab: &Lab) -> TcpStream {
     let ssh = SocketAddrV4::new(HOST, 122);
     lab.tcp_echo(ssh);
-    let peer = std::net::Ipv4Addr::new(203, 0, 113, 7);
-    let mut stream = lab.tcp_connect(peer, ssh, OPEN_WITHIN).expect("an SSH session");
-    echo(&mut stream, b"hello\n", OPEN_WITHIN).expect("the session echoes");
-    stream
-}
-
-fn still_alive(stream: &mut TcpStream, when: &str) {
-    echo(stream, format!("still here {when}\n").as_bytes(), OPEN_WITHIN)
-        .unwrap_or_else(|e| panic!("a held session died {when}: {e}"));
+    lab.held_session(std::net::Ipv4Addr::new(203, 0, 113, 7), ssh)
 }
 
 #[test]
