@@ -26,6 +26,7 @@
 //! | `--state ESTABLISHED` for a datagram's later fragments (iptables reassembles first) | [`MAP_FRAGMENTS`] (LRU hash, the datagrams whose first fragment passed) | the first fragment's line; [`Builtin::FragmentOrphan`], [`Builtin::InvalidFragment`] drop |
 //! | `firewall block` (fail2ban's `-I INPUT -s … -j DROP`) | [`MAP_BLOCKLIST`] (LPM trie, deadline in the value) | [`block_counter`], one per entry and direction |
 //! | `-d $OURIP` / `-s $OURIP` | [`MAP_CONFIG`]'s `address`, `address6` (the first of each family); with [`CONFIG_MORE_ADDRESSES`], [`MAP_HOST_ADDRESSES`] (hash, every address) | FORWARD's [`Builtin::Policy`], [`Builtin::SpoofedSource`] |
+//! | `-m hashlimit --hashlimit-mode srcip`, `-m recent --update --hitcount` (ufw's `limit`): a rule's `per_source` | [`MAP_PER_SOURCE_LIMITS`] (array: each rule's rate), [`MAP_PER_SOURCE_BUCKETS`] (LRU hash: one GCRA per rule and source); an offender's block in [`MAP_BLOCKLIST`], written by the programs | [`Builtin::SourceLimit`] |
 //! | `--dport FIRST:LAST`, `-m multiport --dports` with ranges | [`MAP_PORT_INTERVALS`] (array: each port's offset from its interval's first port), with [`CONFIG_HAS_RANGES`]; then the allow-lists | the rule's, as above |
 //! | (iptables' `LOG` target, sampled: `firewall drops`) | [`MAP_DROP_EVENTS`] (ring buffer of [`DropEvent`]s) | none: the event names the drop's counter |
 #![no_std]
@@ -48,8 +49,10 @@ pub const MAP_FRAGMENTS: &str = "FRAGMENTS";
 pub const MAP_SCRATCH: &str = "SCRATCH";
 pub const MAP_HOST_ADDRESSES: &str = "HOST_ADDRESSES";
 pub const MAP_PORT_INTERVALS: &str = "PORT_INTERVALS";
+pub const MAP_PER_SOURCE_LIMITS: &str = "PER_SOURCE_LIMITS";
+pub const MAP_PER_SOURCE_BUCKETS: &str = "PER_SOURCE_BUCKETS";
 /// Every map, in the order `up` pins them.
-pub const MAPS: [&str; 16] = [
+pub const MAPS: [&str; 18] = [
     MAP_CONFIG,
     MAP_COUNTERS,
     MAP_CONNTRACK,
@@ -66,6 +69,8 @@ pub const MAPS: [&str; 16] = [
     MAP_FRAGMENTS,
     MAP_HOST_ADDRESSES,
     MAP_PORT_INTERVALS,
+    MAP_PER_SOURCE_LIMITS,
+    MAP_PER_SOURCE_BUCKETS,
 ];
 /// Maps the object declares that `up` does not pin: they hold nothing between packets.
 pub const SCRATCH_MAPS: [&str; 1] = [MAP_SCRATCH];
@@ -87,6 +92,9 @@ pub const MAX_HOST_ADDRESSES: u32 = 256;
 /// Size of [`MAP_PORT_INTERVALS`]: four ports a value, for each of the four (direction,
 /// tcp or udp) port spaces (see [`port_interval_slot`]).
 pub const PORT_INTERVALS_ENTRIES: u32 = 4 << 14;
+/// Capacity of [`MAP_PER_SOURCE_BUCKETS`]: the sources whose rate is remembered, of every
+/// rule with a `per_source` limit together (an LRU: the least recent go first).
+pub const PER_SOURCE_BUCKETS_ENTRIES: u32 = 16_384;
 /// Capacity of the exact-address allow-list hash.
 pub const ALLOW_EXACT_ENTRIES: u32 = 1 << 21;
 /// Capacity of the prefix allow-list trie.
@@ -301,10 +309,14 @@ pub enum Builtin {
     /// within `[conntrack] fragment_timeout`: it never came, came later, or was dropped.
     /// There is no header to judge it by. Its name is not reserved, as `dhcp`'s.
     FragmentOrphan = 11,
+    /// A rule's `per_source` limit: a new flow from a source over its rate, and every
+    /// packet to or from a source such a limit blocked (an entry of the blocklist the
+    /// programs wrote, until its deadline). Its name is not reserved, as `dhcp`'s.
+    SourceLimit = 12,
 }
 
 impl Builtin {
-    pub const ALL: [Builtin; 12] = [
+    pub const ALL: [Builtin; 13] = [
         Builtin::NonIp,
         Builtin::Ipv6,
         Builtin::Invalid,
@@ -317,6 +329,7 @@ impl Builtin {
         Builtin::OtherEthertype,
         Builtin::Dhcp,
         Builtin::FragmentOrphan,
+        Builtin::SourceLimit,
     ];
 
     /// The line's name in the listing, the metrics and the drop events; no rule may take it
@@ -335,6 +348,7 @@ impl Builtin {
             Builtin::OtherEthertype => "ethertype",
             Builtin::Dhcp => "dhcp",
             Builtin::FragmentOrphan => "fragment-orphan",
+            Builtin::SourceLimit => "source-limit",
         }
     }
 }
@@ -344,7 +358,7 @@ impl Builtin {
     /// policies could name a rule so (one admitting a DHCP server on the host, say): such
     /// a policy stays valid, and the line's kind tells the two apart.
     pub const fn reserved(self) -> bool {
-        !matches!(self, Builtin::Dhcp | Builtin::FragmentOrphan)
+        !matches!(self, Builtin::Dhcp | Builtin::FragmentOrphan | Builtin::SourceLimit)
     }
 }
 
@@ -488,6 +502,10 @@ pub const CONFIG_HAS_RANGES: u32 = 256;
 /// does. Without it (the default) a first packet without SYN starts a flow too: a session
 /// older than the filter is picked up mid-stream.
 pub const CONFIG_TCP_STRICT: u32 = 512;
+/// `Config::flags`: some rule's `per_source` limit has a `block`: the programs write
+/// offenders into `BLOCKLIST`, so user space keeps [`CONFIG_HAS_BLOCKS`] set while the
+/// policy has one, whatever the trie holds. The programs never read it.
+pub const CONFIG_BLOCKS_OFFENDERS: u32 = 1024;
 /// The `Config::flags` that are the live filter's, not the policy's: a reload keeps them.
 pub const CONFIG_LIVE_FLAGS: u32 = CONFIG_LOG_DROPS | CONFIG_HAS_BLOCKS;
 /// The token bucket of drop events, after the rules' own.
@@ -556,10 +574,16 @@ pub struct BlockEntry {
     /// `CLOCK_MONOTONIC_COARSE` ns after which the entry no longer blocks; 0: until
     /// `firewall unblock`.
     pub deadline_ns: u64,
-    /// Its counters: [`block_counter`]`(slot, …)`.
+    /// Its counters: [`block_counter`]`(slot, …)`; [`OFFENDER_SLOT`] for an offender a
+    /// rule's `per_source` limit blocked, counted on [`Builtin::SourceLimit`].
     pub slot: u32,
-    pub _pad: u32,
+    /// With [`OFFENDER_SLOT`], the index of the rule whose limit blocked it; else 0.
+    pub rule: u32,
 }
+
+/// `BlockEntry::slot` of the entries the programs write: an offender of a `per_source`
+/// limit, a single address, counted on the chain's [`Builtin::SourceLimit`] line.
+pub const OFFENDER_SLOT: u32 = u32::MAX;
 
 /// Key of both allow-lists: "a packet of `protocol` to service `port`, whose remote end is
 /// `peer`, travelling in `direction`, may open a flow". For ICMP, `port` is the ICMP type.
@@ -624,6 +648,33 @@ pub const ALLOW_LIMITED: u32 = 1;
 /// `AllowValue::flags`: the rule admits an ICMP error only when the header it quotes
 /// belongs to a tracked flow (netfilter's RELATED).
 pub const ALLOW_RELATED: u32 = 2;
+
+/// `AllowValue::flags`: the rule has a `per_source` limit; consult
+/// `PER_SOURCE_LIMITS[rule]` and the source's bucket in `PER_SOURCE_BUCKETS`.
+pub const ALLOW_PER_SOURCE: u32 = 4;
+
+/// `PER_SOURCE_LIMITS[rule]`: a rule's `per_source` limit, a GCRA for each source (see
+/// [`TokenBucket`]): a source's `burst` new flows at once, then one every `interval_ns`.
+/// A new flow over it drops; with `block_ns`, its source is blocked that long, in the
+/// blocklist ([`OFFENDER_SLOT`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PerSourceLimit {
+    pub interval_ns: u64,
+    /// `burst * interval_ns`.
+    pub burst_ns: u64,
+    /// How long an offender is blocked; 0: not blocked, only its flows over the rate drop.
+    pub block_ns: u64,
+}
+
+/// Key of `PER_SOURCE_BUCKETS`: one source of one rule's flows. The value is the source's
+/// GCRA `tat` (a `u64`, `CLOCK_MONOTONIC_COARSE` ns).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceKey {
+    pub source: Addr,
+    pub rule: u32,
+}
 
 /// `TOKEN_BUCKETS[rule]`: iptables' `-m limit` as a GCRA (generic cell rate algorithm),
 /// which is a token bucket kept in one word, so every CPU can update it with one
@@ -815,7 +866,7 @@ const _: () = {
 mod pod {
     use super::{
         AllowKey, AllowValue, BlockEntry, Config, Counter, DropEvent, Flow, FlowKey, FragmentKey,
-        FragmentedDatagram, TokenBucket,
+        FragmentedDatagram, PerSourceLimit, SourceKey, TokenBucket,
     };
 
     // SAFETY: each type is `#[repr(C)]`, `Copy`, made only of integers and byte arrays,
@@ -841,6 +892,10 @@ mod pod {
     unsafe impl aya::Pod for FragmentKey {}
     // SAFETY: as for `Counter`.
     unsafe impl aya::Pod for FragmentedDatagram {}
+    // SAFETY: as for `Counter`.
+    unsafe impl aya::Pod for PerSourceLimit {}
+    // SAFETY: as for `Counter`.
+    unsafe impl aya::Pod for SourceKey {}
 }
 
 #[cfg(test)]
@@ -861,6 +916,8 @@ mod tests {
         assert_eq!(size_of::<DropEvent>(), 108);
         assert_eq!(size_of::<FragmentKey>(), 40);
         assert_eq!(size_of::<FragmentedDatagram>(), 16);
+        assert_eq!(size_of::<PerSourceLimit>(), 24);
+        assert_eq!(size_of::<SourceKey>(), 20);
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! | other later fragments, tiny or absurd ones, bad TCP flags drop | `--state INVALID` | `fragment-orphan`, `invalid-fragment`, `invalid-tcp-flags` |
 //! | our service answering a session older than the filter (egress) | conntrack's pickup | the rule's `Established` line |
 //! | an allow-list entry admits, within its limit (an ICMP error, if the rule says `related`, only about a tracked flow; with `[conntrack] tcp_loose = false`, TCP only with a bare SYN) | `NEW,ESTABLISHED -j ACCEPT`, `-m limit`, `RELATED`, `! --syn … NEW -j DROP` | the rule's `New` line |
+//! | …and within its source's rate (`per_source`, inbound rules): over it, the new flow drops, and the source may be blocked (see [`per_source`]) | `-m recent --update --hitcount`, `-m hashlimit --hashlimit-mode srcip` | `source-limit` |
 //! | everything else drops | `-P DROP` | `policy` |
 //!
 //! A block means nothing passes to or from the peer but what the link needs: the link's
@@ -34,14 +35,14 @@
 //! kernel.
 use aya_ebpf::{EbpfContext, maps::lpm_trie::Key};
 use firewall_common::{
-    ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_RELATED, ANY_PEER, Addr, AllowKey, AllowValue, Builtin,
-    CONFIG_AUDIT, CONFIG_DHCP, CONFIG_HAS_BLOCKS, CONFIG_HAS_PREFIXES, CONFIG_HAS_RANGES, CONFIG_IPV6,
-    CONFIG_LOG_DROPS, CONFIG_MORE_ADDRESSES, CONFIG_NEVER_SET, CONFIG_READY, CONFIG_TCP_STRICT, Chain,
-    Config, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DHCPV6_CLIENT_PORT, DHCPV6_SERVER_PORT, Direction, DropEvent,
-    FlowKey, ICMP_DEST_UNREACHABLE, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, ICMPV6_DEST_UNREACHABLE,
-    ICMPV6_MLD, ICMPV6_ND_FIRST, ICMPV6_ND_LAST, ICMPV6_PACKET_TOO_BIG, ICMPV6_PARAMETER_PROBLEM,
-    ICMPV6_TIME_EXCEEDED, LOG_BUCKET, Line, PROTO_ICMPV6, PROTO_TCP, block_counter, builtin_counter,
-    port_interval_slot, rule_counter,
+    ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_PER_SOURCE, ALLOW_RELATED, ANY_PEER, Addr, AllowKey,
+    AllowValue, Builtin, CONFIG_AUDIT, CONFIG_DHCP, CONFIG_HAS_BLOCKS, CONFIG_HAS_PREFIXES,
+    CONFIG_HAS_RANGES, CONFIG_IPV6, CONFIG_LOG_DROPS, CONFIG_MORE_ADDRESSES, CONFIG_NEVER_SET, CONFIG_READY,
+    CONFIG_TCP_STRICT, Chain, Config, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DHCPV6_CLIENT_PORT,
+    DHCPV6_SERVER_PORT, Direction, DropEvent, FlowKey, ICMP_DEST_UNREACHABLE, ICMP_PARAMETER_PROBLEM,
+    ICMP_TIME_EXCEEDED, ICMPV6_DEST_UNREACHABLE, ICMPV6_MLD, ICMPV6_ND_FIRST, ICMPV6_ND_LAST,
+    ICMPV6_PACKET_TOO_BIG, ICMPV6_PARAMETER_PROBLEM, ICMPV6_TIME_EXCEEDED, LOG_BUCKET, Line, OFFENDER_SLOT,
+    PROTO_ICMPV6, PROTO_TCP, block_counter, builtin_counter, port_interval_slot, rule_counter,
 };
 
 use crate::{
@@ -54,7 +55,7 @@ use crate::{
         Fragment, Frame, Ip, L3, L4, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, copy_head, parse_l3, parse_l4,
         parse_quoted, tcp_flags_valid,
     },
-    token_bucket,
+    per_source, token_bucket,
 };
 
 pub enum Action {
@@ -321,6 +322,15 @@ fn judge(frame: &impl Frame, ip: &Ip, direction: Direction, now: u64, config: &C
     if rule.flags & ALLOW_RELATED != 0 && !related {
         return drop(chain, Builtin::Policy);
     }
+    // Over its source's rate, a new flow drops, and its source may be blocked for it
+    // (`per_source`: inbound rules alone have one). Asked before the rule's own limit, so
+    // one source over its rate takes no token from the others.
+    if direction == Direction::In
+        && rule.flags & ALLOW_PER_SOURCE != 0
+        && !per_source::take(rule.rule, &peer, now)
+    {
+        return drop(chain, Builtin::SourceLimit);
+    }
     // Over its limit, a packet falls through to the policy, as with iptables' `-m limit`.
     if rule.flags & ALLOW_LIMITED != 0 && !token_bucket::take(rule.rule, now) {
         return drop(chain, Builtin::Policy);
@@ -373,11 +383,18 @@ fn host_address(addr: &Addr, direction: Direction) -> bool {
 
 /// The counter of the blocklist entry `peer` is inside, unless it has expired (user space
 /// keeps wider entries from outliving the narrower ones inside them, so the most specific
-/// match decides).
+/// match decides): the entry's own, or for an offender a `per_source` limit blocked (a
+/// single address, so never wider than another entry), the chain's `source-limit` line.
 #[inline(always)]
 fn blocked(peer: &Addr, direction: Direction, now: u64) -> Option<u32> {
     let entry = BLOCKLIST.get(Key::new(128, *peer))?;
-    (entry.deadline_ns == 0 || now < entry.deadline_ns).then(|| block_counter(entry.slot, direction))
+    if entry.deadline_ns != 0 && now >= entry.deadline_ns {
+        return None;
+    }
+    if entry.slot == OFFENDER_SLOT {
+        return Some(builtin_counter(Chain::of(direction), Builtin::SourceLimit));
+    }
+    Some(block_counter(entry.slot, direction))
 }
 
 /// Whether the anti-spoof source list names `peer`: no packet from it passes.

@@ -21,6 +21,8 @@ mod maps;
 #[cfg(target_arch = "bpf")]
 mod parse;
 #[cfg(target_arch = "bpf")]
+mod per_source;
+#[cfg(target_arch = "bpf")]
 mod token_bucket;
 
 #[cfg(target_arch = "bpf")]

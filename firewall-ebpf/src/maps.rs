@@ -4,14 +4,14 @@
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
 };
 use firewall_common::{
     ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, BlockEntry,
     CONNTRACK_DEFAULT_ENTRIES, Config, Counter, DROP_EVENTS_BYTES, FLOW_STATS_ENTRIES, FLOWS_ENDED_ENTRIES,
     FRAGMENTS_ENTRIES, Flow, FlowKey, FragmentKey, FragmentedDatagram, HALF_OPEN_DEFAULT_ENTRIES,
-    MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, MAX_HOST_ADDRESSES, PORT_INTERVALS_ENTRIES,
-    TOKEN_BUCKETS_ENTRIES, TokenBucket,
+    MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, MAX_HOST_ADDRESSES, MAX_RULES, PER_SOURCE_BUCKETS_ENTRIES,
+    PORT_INTERVALS_ENTRIES, PerSourceLimit, SourceKey, TOKEN_BUCKETS_ENTRIES, TokenBucket,
 };
 
 /// `CONFIG[0]`: the host's address, timeouts, and whether the policy is in force.
@@ -75,6 +75,17 @@ pub static BLOCKLIST: LpmTrie<Addr, BlockEntry> = LpmTrie::with_max_entries(MAX_
 #[map]
 pub static TOKEN_BUCKETS: Array<TokenBucket> = Array::with_max_entries(TOKEN_BUCKETS_ENTRIES, 0);
 
+/// Each rule's `per_source` limit, by rule index; only rules whose allow-list entries say
+/// `ALLOW_PER_SOURCE` consult theirs.
+#[map]
+pub static PER_SOURCE_LIMITS: Array<PerSourceLimit> = Array::with_max_entries(MAX_RULES, 0);
+
+/// One GCRA `tat` per rule and source that opened flows under a `per_source` limit. LRU:
+/// sources quiet the longest are forgotten first, and start again with a full burst.
+#[map]
+pub static PER_SOURCE_BUCKETS: LruHashMap<SourceKey, u64> =
+    LruHashMap::with_max_entries(PER_SOURCE_BUCKETS_ENTRIES, 0);
+
 /// The drop events (`firewall_common::DropEvent`), while a listener asks for them: one
 /// ring for all CPUs, so they arrive in order, and pinned with the others, so that the
 /// listener, another process, reads it (sized in firewall_common::DROP_EVENTS_BYTES).
@@ -90,11 +101,15 @@ pub static FRAGMENTS: LruHashMap<FragmentKey, FragmentedDatagram> =
 
 /// Keys and values the programs' 512-byte stack has no room for, beside the flows' keys and
 /// entries, written here before a map call: a key and an entry of `FRAGMENTS`, an address
-/// to look up in `HOST_ADDRESSES`.
+/// to look up in `HOST_ADDRESSES`, a source's key in `PER_SOURCE_BUCKETS` and an
+/// offender's entry in `BLOCKLIST`.
 pub struct Scratch {
     pub fragment: FragmentKey,
     pub datagram: FragmentedDatagram,
     pub address: Addr,
+    pub source: SourceKey,
+    pub offender_key: Key<Addr>,
+    pub offender: BlockEntry,
 }
 
 /// Per CPU and per program (indexed by `Direction`, so neither meets the other's): a

@@ -1,4 +1,5 @@
-//! iptables' `-m limit --limit R --limit-burst B`, one bucket per rule shared by every CPU.
+//! iptables' `-m limit --limit R --limit-burst B`, one bucket per rule shared by every CPU,
+//! and the per-source buckets of a rule's `per_source` limit (see [`crate::per_source`]).
 //!
 //! A per-CPU bucket would let N CPUs admit N times the rate. The bucket is a GCRA (see
 //! `firewall_common::TokenBucket`): its whole state is one word, the theoretical arrival
@@ -24,8 +25,16 @@ pub fn take(rule: u32, now: u64) -> bool {
         let bucket: *mut TokenBucket = bucket;
         ((*bucket).interval_ns, (*bucket).burst_ns, core::ptr::addr_of_mut!((*bucket).tat))
     };
+    conform(tat, interval, burst, now)
+}
+
+/// Takes a token from the GCRA whose `tat` is at `tat` (a map value's word), one token
+/// `interval` ns, `burst` ns deep; false when the bucket is empty.
+#[inline(always)]
+pub fn conform(tat: *mut u64, interval: u64, burst: u64, now: u64) -> bool {
     for _ in 0..CAS_ATTEMPTS {
-        // SAFETY: as above; a torn read is impossible for an aligned u64.
+        // SAFETY: the caller's map value pointer, valid for the program's run; a torn read
+        // is impossible for an aligned u64.
         let seen = unsafe { core::ptr::read_volatile(tat) };
         let start = if seen > now { seen } else { now };
         // Conforms while the bucket runs at most `burst` ahead of now.

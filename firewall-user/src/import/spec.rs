@@ -17,7 +17,7 @@ use firewall_common::{
     TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, protocol_named, rule_protocol,
 };
 
-use crate::policy::{self, Prefix};
+use crate::policy::{self, Per, Prefix};
 
 /// conntrack states a `-m state --state` / `-m conntrack --ctstate` names.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -42,7 +42,7 @@ impl States {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) struct Rate {
     pub(super) count: u32,
-    pub(super) unit: &'static str,
+    pub(super) unit: Per,
     pub(super) burst: u32,
 }
 
@@ -367,7 +367,7 @@ struct LineParser {
     /// The last `-m`: the options after it are that module's.
     module: Option<String>,
     /// `--limit` and `--limit-burst`, in either order: one [`Rate`] once the line is read.
-    limit: Option<(u32, &'static str)>,
+    limit: Option<(u32, Per)>,
     burst: Option<u32>,
     /// The first reason the line cannot be translated.
     untranslatable: Option<String>,
@@ -547,7 +547,7 @@ fn target(name: String, goto: bool) -> Target {
 }
 
 /// `--limit N/unit`.
-fn limit(text: &str) -> Result<(u32, &'static str), String> {
+fn limit(text: &str) -> Result<(u32, Per), String> {
     let (count, unit, _) = policy::parse_limit(text)
         .ok_or_else(|| format!("--limit {text}: expected N/sec, N/min, N/hour or N/day"))?;
     Ok((count, unit))

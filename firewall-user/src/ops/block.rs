@@ -186,7 +186,7 @@ pub fn apply_block(maps: &mut LiveMaps, prefix: Prefix, deadline_ns: u64, now: u
                 maps.zero_counter(block_counter(entry.slot, Direction::In))?;
                 maps.zero_counter(block_counter(entry.slot, Direction::Out))?;
             }
-            let value = BlockEntry { deadline_ns: entry.deadline_ns, slot: entry.slot, _pad: 0 };
+            let value = BlockEntry { deadline_ns: entry.deadline_ns, slot: entry.slot, rule: 0 };
             maps.blocklist.insert(&prefix_key(&prefix), value, 0).map_err(call(MAP_BLOCKLIST, "insert"))?;
             maps.set_flag(CONFIG_HAS_BLOCKS, true)?;
             // The wider entry is in: its narrower ones can go without a gap.

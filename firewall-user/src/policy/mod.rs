@@ -237,7 +237,58 @@ pub struct Limit {
     pub burst: u32,
     /// As written, for the listing: packets per `unit`.
     pub count: u32,
-    pub unit: &'static str,
+    pub unit: Per,
+}
+
+/// A limit's window: iptables' units, or any number of seconds (`"6/30s"`), shown as
+/// written (`sec`, `min`, `hour`, `day`, `30s`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Per {
+    Sec,
+    Min,
+    Hour,
+    Day,
+    /// Seconds.
+    Window(u32),
+}
+
+impl Per {
+    pub fn duration(self) -> Duration {
+        Duration::from_secs(match self {
+            Per::Sec => 1,
+            Per::Min => 60,
+            Per::Hour => 3600,
+            Per::Day => 86_400,
+            Per::Window(secs) => u64::from(secs),
+        })
+    }
+}
+
+impl fmt::Display for Per {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Per::Sec => f.write_str("sec"),
+            Per::Min => f.write_str("min"),
+            Per::Hour => f.write_str("hour"),
+            Per::Day => f.write_str("day"),
+            // In the largest unit that divides it, as `parse_duration` reads it back.
+            Per::Window(secs) => {
+                match [(86_400, "d"), (3600, "h"), (60, "m")].into_iter().find(|(size, _)| secs % size == 0) {
+                    Some((size, unit)) => write!(f, "{}{unit}", secs / size),
+                    None => write!(f, "{secs}s"),
+                }
+            }
+        }
+    }
+}
+
+/// `per_source = { limit = "6/30s", burst = 6, block = "10m" }`: a rate of new flows for
+/// each source address of an inbound rule, and how long an offender is blocked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PerSource {
+    pub limit: Limit,
+    /// `None`: an offender is not blocked, only its new flows over the rate drop.
+    pub block: Option<Duration>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -251,6 +302,7 @@ pub struct Rule {
     /// `related = true`: an ICMP error passes only when the datagram it quotes belongs to
     /// a tracked flow, as netfilter's RELATED.
     pub related: bool,
+    pub per_source: Option<PerSource>,
 }
 
 /// A policy error, placed in its file.

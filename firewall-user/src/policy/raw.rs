@@ -227,9 +227,19 @@ pub(super) struct RawRule {
     pub(super) limit: Option<Spanned<String>>,
     pub(super) burst: Option<Spanned<i64>>,
     pub(super) related: Option<Spanned<bool>>,
+    pub(super) per_source: Option<Spanned<RawPerSource>>,
     /// Free text for the listing's readers; ignored by the filter.
     #[serde(rename = "comment")]
     _comment: Option<String>,
+}
+
+/// `per_source = { limit = "6/30s", burst = 6, block = "10m" }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPerSource {
+    pub(super) limit: Option<Spanned<String>>,
+    pub(super) burst: Option<Spanned<i64>>,
+    pub(super) block: Option<Spanned<String>>,
 }
 
 #[cfg(test)]

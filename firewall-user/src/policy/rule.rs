@@ -13,9 +13,11 @@ use firewall_common::{
 use serde_spanned::Spanned;
 
 use super::{
-    Limit, Located, Prefix, Rule, Service, fail, needs_address6,
+    Limit, Located, Per, PerSource, Prefix, Rule, Service,
+    conntrack::parse_duration,
+    fail, needs_address6,
     ports::{merged, port_span},
-    raw::{RawIcmpType, RawPeers, RawPort, RawRule},
+    raw::{RawIcmpType, RawPeers, RawPerSource, RawPort, RawRule},
 };
 
 /// The `[[rule]]`s: at most `MAX_RULES`, each valid, none claiming an allow-list entry
@@ -96,7 +98,12 @@ struct RuleAt<'a> {
 impl RuleAt<'_> {
     /// `rule "NAME" needs WHAT`, at the rule's `[[rule]]`.
     fn lacks<T>(self, what: &str) -> Result<T, Located> {
-        fail(self.at, format!("rule {:?} needs {what}", self.name))
+        self.lacks_at(self.at, what)
+    }
+
+    /// `rule "NAME" needs WHAT`, at `at` (a table of the rule's that lacks a field).
+    fn lacks_at<T>(self, at: usize, what: &str) -> Result<T, Located> {
+        fail(at, format!("rule {:?} needs {what}", self.name))
     }
 }
 
@@ -118,7 +125,8 @@ fn validate_rule(
     let (peers, peer_at) = validate_peers(raw.peers, at, ipv6, icmp_kind)?;
     let limit = validate_limit(raw.limit, raw.burst)?;
     let related = validate_related(raw.related, &protocols, icmp_kind)?;
-    Ok(PlacedRule { rule: Rule { name, direction, services, peers, limit, related }, peer_at })
+    let per_source = validate_per_source(raw.per_source, direction, at)?;
+    Ok(PlacedRule { rule: Rule { name, direction, services, peers, limit, related, per_source }, peer_at })
 }
 
 /// `name`: what the listing, the metrics and the drop events call the rule's lines, so
@@ -347,10 +355,7 @@ fn validate_limit(
         (Some(limit), _) => limit,
     };
     let Some((count, unit, interval)) = parse_limit(limit.get_ref()) else {
-        return fail(
-            limit.span().start,
-            format!("bad limit {:?}: expected N/sec, N/min, N/hour or N/day", limit.get_ref()),
-        );
+        return fail(limit.span().start, format!("bad limit {:?}: {LIMIT_FORMS}", limit.get_ref()));
     };
     let burst = match burst {
         None => 5, // iptables' default --limit-burst
@@ -360,19 +365,65 @@ fn validate_limit(
     Ok(Some(Limit { interval, burst, count, unit }))
 }
 
-/// `"1/sec"`, `"10/minute"`, as iptables' `--limit`.
-pub fn parse_limit(text: &str) -> Option<(u32, &'static str, Duration)> {
+/// What a limit may be, for the error that finds none.
+const LIMIT_FORMS: &str = "expected N/sec, N/min, N/hour, N/day, or N in a window, as \"6/30s\"";
+
+/// `per_source = { limit = "6/30s", burst = 6, block = "10m" }`: a rate of new flows for
+/// each source, whose burst is the limit's count unless written; inbound rules only (the
+/// source of an outbound rule's flows is this host). `check` finds a limit alone.
+fn validate_per_source(
+    raw: Option<Spanned<RawPerSource>>,
+    direction: Direction,
+    at: RuleAt,
+) -> Result<Option<PerSource>, Located> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let table_at = raw.span().start;
+    if direction != Direction::In {
+        return fail(
+            table_at,
+            "per_source applies to rules with direction = \"in\": the source of an outbound rule's flows is this host",
+        );
+    }
+    let raw = raw.into_inner();
+    let Some(limit_text) = raw.limit else {
+        return at.lacks_at(table_at, "per_source.limit, as limit = \"6/30s\"");
+    };
+    let Some((count, unit, interval)) = parse_limit(limit_text.get_ref()) else {
+        return fail(limit_text.span().start, format!("bad limit {:?}: {LIMIT_FORMS}", limit_text.get_ref()));
+    };
+    let burst = match raw.burst {
+        None => count.min(10_000),
+        Some(b) if (1..=10_000).contains(b.get_ref()) => *b.get_ref() as u32,
+        Some(b) => return fail(b.span().start, "burst must be between 1 and 10000"),
+    };
+    let block = match raw.block {
+        None => None,
+        Some(text) => Some(parse_duration(text.get_ref()).ok_or_else(|| {
+            (
+                text.span().start,
+                format!("bad block {:?}: expected a number and s, m, h or d, as \"10m\"", text.get_ref()),
+            )
+        })?),
+    };
+    Ok(Some(PerSource { limit: Limit { interval, burst, count, unit }, block }))
+}
+
+/// `"1/sec"`, `"10/minute"`, as iptables' `--limit`, or a count in a window of any
+/// length, `"6/30s"`, `"10/5m"` (ufw's `limit` is 6 in 30 s).
+pub fn parse_limit(text: &str) -> Option<(u32, Per, Duration)> {
     let (count, unit) = text.split_once('/')?;
     let count: u32 = count.parse().ok().filter(|c| *c > 0)?;
-    let (unit, per): (&'static str, u64) = match unit {
-        "s" | "sec" | "second" => ("sec", 1),
-        "m" | "min" | "minute" => ("min", 60),
-        "h" | "hour" => ("hour", 3600),
-        "d" | "day" => ("day", 86400),
-        _ => return None,
+    let per = match unit {
+        "s" | "sec" | "second" => Per::Sec,
+        "m" | "min" | "minute" => Per::Min,
+        "h" | "hour" => Per::Hour,
+        "d" | "day" => Per::Day,
+        window => Per::Window(u32::try_from(parse_duration(window)?.as_secs()).ok()?),
     };
-    let interval = Duration::from_secs(per) / count;
-    (interval >= Duration::from_micros(1)).then_some((count, unit, interval))
+    let interval = per.duration() / count;
+    (interval >= Duration::from_micros(1)).then_some((count, per, interval))
 }
 
 /// `related = true`: only an ICMP error can be related to a flow, and only a rule of
