@@ -125,9 +125,6 @@ impl TestFilter {
         })
     }
 
-    /// Back to the state of a freshly loaded filter, without reloading it: no tracked
-    /// flow in either table, every token bucket full. Counters are kept, and so are the
-    /// tables' counts (user space's removals counted as such, so evictions stay 0).
     /// The datagrams whose first fragment passed (`FRAGMENTS`: no command reads it, so it
     /// is not among the live maps).
     pub fn fragments(&mut self) -> HashMap<&mut MapData, FragmentKey, FragmentedDatagram> {
@@ -135,6 +132,10 @@ impl TestFilter {
         HashMap::try_from(map).expect("the fragments map's types")
     }
 
+    /// Back to the state of a freshly loaded filter, without reloading it: no tracked
+    /// flow in either table, every token bucket full, every source's too. Counters are
+    /// kept, and so are the tables' counts (user space's removals counted as such, so
+    /// evictions stay 0). The blocklist is the caller's.
     pub fn reset_state(&mut self) {
         let mut fragments = self.fragments();
         let keys: Vec<FragmentKey> = fragments.keys().filter_map(Result::ok).collect();
@@ -150,6 +151,12 @@ impl TestFilter {
                 let full = firewall_common::TokenBucket { tat: 0, ..bucket };
                 maps.token_buckets.set(rule, full, 0).expect("refilling a token bucket");
             }
+        }
+        // Every source's bucket full again: forgotten.
+        let buckets = maps.per_source_buckets.as_mut().expect("this version's maps");
+        let sources: Vec<firewall_common::SourceKey> = buckets.keys().filter_map(Result::ok).collect();
+        for source in sources {
+            let _ = buckets.remove(&source);
         }
     }
 }

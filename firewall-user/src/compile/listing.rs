@@ -7,7 +7,7 @@ use firewall_common::{
 use serde::Serialize;
 
 use super::{AntispoofEntry, AntispoofList, Ids, LineKind};
-use crate::policy::{Policy, Prefix, Rule, Service};
+use crate::policy::{PerSource, Policy, Prefix, Rule, Service, duration_text};
 
 /// One line of the listing, before counters are read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -95,8 +95,18 @@ fn first_lines(policy: &Policy, chain: Chain) -> Vec<ListLine> {
         });
     }
     lines.push(builtin(chain, Builtin::Invalid, "DROP", "state INVALID (malformed, VLAN tags past two)"));
-    // The blocklist's lines come next (a block stops fragments too), then the fragments
-    // decided before the chains: a later one follows its first's line, or drops here.
+    // The blocklist's lines come next (a block stops fragments too), with the offenders
+    // `per_source` limits blocked, counted on one line with the new flows they refused;
+    // then the fragments decided before the chains: a later one follows its first's line,
+    // or drops here.
+    if policy.rules.iter().any(|r| r.per_source.is_some()) {
+        let (whose, refused) = match chain {
+            Chain::Input => ("from", "a new flow over its source's per_source rate; "),
+            _ => ("to", ""),
+        };
+        let matches = format!("{refused}{whose} a source a per_source limit blocked (firewall blocklist)");
+        lines.push(builtin(chain, Builtin::SourceLimit, "DROP", &matches));
+    }
     lines.extend(fragment_lines(chain));
     lines
 }
@@ -265,10 +275,16 @@ fn rule_lines(policy: &Policy, rule: &Rule, index: u32, ours: &str) -> (ListLine
     let peers = peers_text(&rule.peers);
     let protocols = rule_protocols(rule);
     let prot = if protocols.len() == 1 { proto_name(protocols[0]) } else { "all" };
-    let limit = rule
+    let mut limit = rule
         .limit
         .map(|l| format!(" limit: avg {}/{} burst {}", l.count, l.unit, l.burst))
         .unwrap_or_default();
+    if let Some(PerSource { limit: l, block }) = rule.per_source {
+        limit.push_str(&format!(" per source: {}/{} burst {}", l.count, l.unit, l.burst));
+        if let Some(block) = block {
+            limit.push_str(&format!(" block {}", duration_text(block.as_secs())));
+        }
+    }
     let ranges = rule.services.iter().any(|s| matches!(s, Service::Range { .. }));
     let ports = ranges.then(|| {
         let first = rule.services.first().map(Service::protocol);

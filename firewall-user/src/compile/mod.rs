@@ -18,10 +18,11 @@ use std::{
 };
 
 use firewall_common::{
-    ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_RELATED, ANTISPOOF_COUNTER_BASE, ANY_PEER, Addr, AllowKey,
-    AllowValue, Builtin, CONFIG_DHCP, CONFIG_HAS_PREFIXES, CONFIG_HAS_RANGES, CONFIG_IPV6,
-    CONFIG_MORE_ADDRESSES, CONFIG_READY, CONFIG_TCP_STRICT, Config, Line, MAX_ANTISPOOF, MAX_RULES,
-    TokenBucket, rule_counter, v4_mapped,
+    ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_PER_SOURCE, ALLOW_RELATED, ANTISPOOF_COUNTER_BASE, ANY_PEER,
+    Addr, AllowKey, AllowValue, Builtin, CONFIG_BLOCKS_OFFENDERS, CONFIG_DHCP, CONFIG_HAS_BLOCKS,
+    CONFIG_HAS_PREFIXES, CONFIG_HAS_RANGES, CONFIG_IPV6, CONFIG_MORE_ADDRESSES, CONFIG_READY,
+    CONFIG_TCP_STRICT, Config, Line, MAX_ANTISPOOF, MAX_RULES, PerSourceLimit, TokenBucket, rule_counter,
+    v4_mapped,
 };
 use serde::{Deserialize, Serialize};
 
@@ -29,7 +30,7 @@ use self::intervals::PortIntervals;
 pub use self::intervals::first_port;
 pub(crate) use self::listing::ANYWHERE;
 pub use self::listing::{ListChain, ListLine, chain_name, listing};
-use crate::policy::{Limit, Policy, Prefix, Rule, Service, to_addr};
+use crate::policy::{Limit, PerSource, Policy, Prefix, Rule, Service, to_addr};
 
 /// Stable ids. A rule keeps its index, and with it its two counters, its token bucket and
 /// its flows, for as long as its name stays in the policy; an anti-spoof entry keeps its
@@ -161,6 +162,11 @@ impl Ids {
         fresh
     }
 
+    /// The name of the rule numbered `index`, if one is.
+    pub fn rule_name(&self, index: u32) -> Option<&str> {
+        self.rules.iter().find(|(_, i)| **i == index).map(|(name, _)| name.as_str())
+    }
+
     pub fn rule(&self, name: &str) -> u32 {
         self.rules[name]
     }
@@ -194,6 +200,8 @@ pub struct MapPlan {
     pub antispoof_destinations: BTreeMap<Prefix, u32>,
     /// Rule index → bucket, for every limited rule.
     pub token_buckets: BTreeMap<u32, TokenBucket>,
+    /// Rule index → its `per_source` limit, for every rule with one.
+    pub per_source_limits: BTreeMap<u32, PerSourceLimit>,
     /// Every address of the host's, both families (`HOST_ADDRESSES`). The programs ask
     /// it only with `CONFIG_MORE_ADDRESSES`, but it always holds them all, so that a
     /// reload to a policy with more needs only add.
@@ -287,8 +295,9 @@ fn config(policy: &Policy) -> Config {
 /// policy has `address6`; a range, one for each interval it covers), and its token bucket
 /// if it is limited. `index` is its id.
 fn plan_rule(plan: &mut MapPlan, rule: &Rule, index: u32, ipv6: bool, intervals: &PortIntervals) {
-    let flags =
-        if rule.limit.is_some() { ALLOW_LIMITED } else { 0 } | if rule.related { ALLOW_RELATED } else { 0 };
+    let flags = if rule.limit.is_some() { ALLOW_LIMITED } else { 0 }
+        | if rule.related { ALLOW_RELATED } else { 0 }
+        | if rule.per_source.is_some() { ALLOW_PER_SOURCE } else { 0 };
     let value = AllowValue { rule: index, flags };
     for service in &rule.services {
         for peer in &rule.peers {
@@ -323,6 +332,18 @@ fn plan_rule(plan: &mut MapPlan, rule: &Rule, index: u32, ipv6: bool, intervals:
         let interval_ns = nanos(interval);
         plan.token_buckets
             .insert(index, TokenBucket { tat: 0, interval_ns, burst_ns: interval_ns * u64::from(burst) });
+    }
+    if let Some(PerSource { limit: Limit { interval, burst, .. }, block }) = rule.per_source {
+        let interval_ns = nanos(interval);
+        let block_ns = block.map_or(0, nanos);
+        plan.per_source_limits.insert(
+            index,
+            PerSourceLimit { interval_ns, burst_ns: interval_ns * u64::from(burst), block_ns },
+        );
+        // The programs write offenders into the blocklist: it must be looked in.
+        if block_ns != 0 {
+            plan.config.flags |= CONFIG_HAS_BLOCKS | CONFIG_BLOCKS_OFFENDERS;
+        }
     }
 }
 

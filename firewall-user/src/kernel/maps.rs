@@ -20,8 +20,9 @@ use firewall_common::{
     FlowTable, FragmentKey, FragmentedDatagram, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT,
     MAP_ALLOW_PREFIX, MAP_ANTISPOOF_DST, MAP_ANTISPOOF_SRC, MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK,
     MAP_COUNTERS, MAP_DROP_EVENTS, MAP_FLOW_STATS, MAP_FLOWS_ENDED, MAP_FRAGMENTS, MAP_HALF_OPEN,
-    MAP_HOST_ADDRESSES, MAP_PORT_INTERVALS, MAP_TOKEN_BUCKETS, MAPS, MAX_ANTISPOOF, MAX_BLOCKED,
-    MAX_COUNTERS, MAX_HOST_ADDRESSES, PORT_INTERVALS_ENTRIES, PROTO_ICMP, PROTO_ICMPV6,
+    MAP_HOST_ADDRESSES, MAP_PER_SOURCE_BUCKETS, MAP_PER_SOURCE_LIMITS, MAP_PORT_INTERVALS, MAP_TOKEN_BUCKETS,
+    MAPS, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, MAX_HOST_ADDRESSES, MAX_RULES,
+    PER_SOURCE_BUCKETS_ENTRIES, PORT_INTERVALS_ENTRIES, PROTO_ICMP, PROTO_ICMPV6, PerSourceLimit, SourceKey,
     TOKEN_BUCKETS_ENTRIES, TokenBucket, block_counter, flows_inserted, flows_removed,
 };
 
@@ -58,6 +59,10 @@ pub enum MapsError {
         "the live filter's programs know no port ranges (an older version loaded them: its maps have no {MAP_PORT_INTERVALS}), and the policy names one; `firewall up` with it replaces the programs in place (tracked flows and counters kept)"
     )]
     NoPortRanges,
+    #[error(
+        "the live filter's programs know no per_source limits (an older version loaded them: its maps have no {MAP_PER_SOURCE_LIMITS}), and the policy has one; `firewall up` with it replaces the programs in place (tracked flows and counters kept)"
+    )]
+    NoPerSourceLimits,
 }
 
 /// A map's shape: key and value sizes as the kernel object declares them (an LPM trie's
@@ -98,6 +103,10 @@ fn layout(name: &str) -> Layout {
         MAP_FRAGMENTS => (size_of::<FragmentKey>(), size_of::<FragmentedDatagram>(), Some(FRAGMENTS_ENTRIES)),
         MAP_HOST_ADDRESSES => (size_of::<Addr>(), size_of::<u32>(), Some(MAX_HOST_ADDRESSES)),
         MAP_PORT_INTERVALS => (4, size_of::<u64>(), Some(PORT_INTERVALS_ENTRIES)),
+        MAP_PER_SOURCE_LIMITS => (4, size_of::<PerSourceLimit>(), Some(MAX_RULES)),
+        MAP_PER_SOURCE_BUCKETS => {
+            (size_of::<SourceKey>(), size_of::<u64>(), Some(PER_SOURCE_BUCKETS_ENTRIES))
+        }
         _ => unreachable!("every map is listed in firewall_common::MAPS"),
     };
     Layout { key: key as u32, value: value as u32, max_entries }
@@ -110,8 +119,10 @@ fn layout(name: &str) -> Layout {
 /// state only, which starts empty. `HOST_ADDRESSES`: `reload` and the views work without
 /// it, and `reload` refuses only a policy with more than one address of a family
 /// ([`MapsError::OneAddressEach`]). `PORT_INTERVALS` likewise, for a policy with a port
-/// range ([`MapsError::NoPortRanges`]).
-const MAPS_ADDED_LATER: [&str; 3] = [MAP_FRAGMENTS, MAP_HOST_ADDRESSES, MAP_PORT_INTERVALS];
+/// range ([`MapsError::NoPortRanges`]); the `PER_SOURCE_*` maps for a policy with a
+/// `per_source` limit ([`MapsError::NoPerSourceLimits`]).
+const MAPS_ADDED_LATER: [&str; 5] =
+    [MAP_FRAGMENTS, MAP_HOST_ADDRESSES, MAP_PORT_INTERVALS, MAP_PER_SOURCE_LIMITS, MAP_PER_SOURCE_BUCKETS];
 
 /// Refuses pinned maps whose layout is not this firewall's, and a live filter without one
 /// of this firewall's maps (but [`MAPS_ADDED_LATER`]): the programs would read them with
@@ -182,6 +193,10 @@ pub struct LiveMaps {
     /// Each port's distance to the first of its interval; `None` on a live filter older
     /// than the map.
     pub port_intervals: Option<Array<MapData, u64>>,
+    /// Each rule's `per_source` limit; `None` on a live filter older than the map.
+    pub per_source_limits: Option<Array<MapData, PerSourceLimit>>,
+    /// The sources' buckets of those limits; `None` likewise.
+    pub per_source_buckets: Option<HashMap<MapData, SourceKey, u64>>,
 }
 
 /// What [`LiveMaps::apply`] changed.
@@ -224,6 +239,16 @@ impl LiveMaps {
             blocklist: typed!(MAP_BLOCKLIST),
             host_addresses: if has(MAP_HOST_ADDRESSES) { Some(typed!(MAP_HOST_ADDRESSES)) } else { None },
             port_intervals: if has(MAP_PORT_INTERVALS) { Some(typed!(MAP_PORT_INTERVALS)) } else { None },
+            per_source_limits: if has(MAP_PER_SOURCE_LIMITS) {
+                Some(typed!(MAP_PER_SOURCE_LIMITS))
+            } else {
+                None
+            },
+            per_source_buckets: if has(MAP_PER_SOURCE_BUCKETS) {
+                Some(typed!(MAP_PER_SOURCE_BUCKETS))
+            } else {
+                None
+            },
         })
     }
 
@@ -261,6 +286,9 @@ impl LiveMaps {
         if self.port_intervals.is_none() && !plan.port_lanes.is_empty() {
             return Err(MapsError::NoPortRanges);
         }
+        if self.per_source_limits.is_none() && !plan.per_source_limits.is_empty() {
+            return Err(MapsError::NoPerSourceLimits);
+        }
         let mut applied = Applied::default();
         for id in fresh_counters {
             self.zero_counter(*id)?;
@@ -270,6 +298,16 @@ impl LiveMaps {
             // A bucket whose rate and burst stay keeps its state.
             if (live.interval_ns, live.burst_ns) != (bucket.interval_ns, bucket.burst_ns) {
                 self.token_buckets.set(*rule, bucket, 0).map_err(call(MAP_TOKEN_BUCKETS, "set"))?;
+            }
+        }
+        // Before the allow-list entries that ask for them. A rule without one is never
+        // asked: its stale value is cleared all the same, for the reader of the map.
+        if let Some(map) = &mut self.per_source_limits {
+            for rule in 0..MAX_RULES {
+                let wanted = plan.per_source_limits.get(&rule).copied().unwrap_or_default();
+                if map.get(&rule, 0).map_err(call(MAP_PER_SOURCE_LIMITS, "get"))? != wanted {
+                    map.set(rule, wanted, 0).map_err(call(MAP_PER_SOURCE_LIMITS, "set"))?;
+                }
             }
         }
 

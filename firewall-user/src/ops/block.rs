@@ -4,8 +4,14 @@
 //! passes to or from an address inside it, checked before the allow-lists and anti-spoof
 //! lists. A block `--for` a while carries its deadline in the map, and the programs stop
 //! honouring it then: expiry needs no daemon, no cron job, no second command. While the
-//! trie is empty `CONFIG_HAS_BLOCKS` is off and the programs skip it; changes hold the
-//! state lock, so two at once cannot disagree about that flag.
+//! trie is empty `CONFIG_HAS_BLOCKS` is off and the programs skip it (unless a rule's
+//! `per_source` limit blocks offenders: then the programs write entries themselves, and
+//! the flag stays on); changes hold the state lock, so two at once cannot disagree about
+//! that flag.
+//!
+//! Offenders a `per_source` limit blocked are entries too, single addresses with
+//! [`OFFENDER_SLOT`] for their slot (counted together on the `source-limit` lines):
+//! `unblock` lifts them, and `block` of one makes it an entry of its own, with counters.
 //!
 //! The entries obey one rule, so that the kernel's longest-prefix match is always the
 //! entry that decides: no entry expires before an entry it lies inside (see
@@ -14,7 +20,10 @@
 //! entries it outlasts.
 use std::time::Duration;
 
-use firewall_common::{BlockEntry, CONFIG_HAS_BLOCKS, Direction, MAP_BLOCKLIST, MAX_BLOCKED, block_counter};
+use firewall_common::{
+    BlockEntry, CONFIG_BLOCKS_OFFENDERS, CONFIG_HAS_BLOCKS, Direction, MAP_BLOCKLIST, MAX_BLOCKED,
+    OFFENDER_SLOT, block_counter,
+};
 
 use crate::{
     kernel::{
@@ -36,6 +45,9 @@ pub struct Entry {
     /// `CLOCK_MONOTONIC_COARSE` ns; 0: until unblocked.
     pub deadline_ns: u64,
     pub slot: u32,
+    /// The index of the rule whose `per_source` limit blocked it, for an offender the
+    /// programs wrote ([`OFFENDER_SLOT`]).
+    pub offender_of: Option<u32>,
 }
 
 impl Entry {
@@ -94,8 +106,9 @@ pub fn plan_block(
         return Ok(BlockPlan::Covered { by: wider.prefix });
     }
     // The same prefix keeps its slot, so its counters go on; else the lowest free slot
-    // (an expired entry's is free: it is removed before anything else).
-    let slot = match live.iter().find(|e| e.prefix == prefix) {
+    // (an expired entry's is free: it is removed before anything else). An offender's
+    // entry has none of its own.
+    let slot = match live.iter().find(|e| e.prefix == prefix && e.offender_of.is_none()) {
         Some(same) => same.slot,
         None => {
             let used: std::collections::HashSet<u32> = active.iter().map(|e| e.slot).collect();
@@ -107,7 +120,7 @@ pub fn plan_block(
         .filter(|e| e.prefix != prefix && covers(&prefix, &e.prefix) && outlasts(deadline_ns, e.deadline_ns))
         .map(|e| e.prefix)
         .collect();
-    Ok(BlockPlan::Insert { entry: Entry { prefix, deadline_ns, slot }, absorbed })
+    Ok(BlockPlan::Insert { entry: Entry { prefix, deadline_ns, slot, offender_of: None }, absorbed })
 }
 
 /// Every entry in the map, expired ones included.
@@ -119,6 +132,7 @@ pub fn entries(maps: &LiveMaps) -> Result<Vec<Entry>> {
             prefix: Prefix::from_addr(&key.data(), key.prefix_len()),
             deadline_ns: value.deadline_ns,
             slot: value.slot,
+            offender_of: (value.slot == OFFENDER_SLOT).then_some(value.rule),
         });
     }
     out.sort_by_key(|e| e.prefix);
@@ -200,9 +214,10 @@ pub fn apply_block(maps: &mut LiveMaps, prefix: Prefix, deadline_ns: u64, now: u
     }
 }
 
-/// Tells the programs whether to look in the trie at all: only while it holds entries.
+/// Tells the programs whether to look in the trie at all: only while it holds entries, or
+/// while they may write some.
 fn settle_flag(maps: &mut LiveMaps) -> Result<()> {
-    let any = !entries(maps)?.is_empty();
+    let any = !entries(maps)?.is_empty() || maps.config()?.flags & CONFIG_BLOCKS_OFFENDERS != 0;
     maps.set_flag(CONFIG_HAS_BLOCKS, any)?;
     Ok(())
 }
@@ -245,7 +260,18 @@ mod tests {
     }
 
     fn e(prefix: &str, deadline_ns: u64, slot: u32) -> Entry {
-        Entry { prefix: p(prefix), deadline_ns, slot }
+        Entry { prefix: p(prefix), deadline_ns, slot, offender_of: None }
+    }
+
+    #[test]
+    fn blocking_an_offender_gives_it_a_slot_of_its_own() {
+        let offender =
+            Entry { prefix: p("192.0.2.7"), deadline_ns: 900, slot: OFFENDER_SLOT, offender_of: Some(3) };
+        let live = [e("192.0.2.1", 0, 0), offender];
+        assert_eq!(
+            plan_block(&live, p("192.0.2.7"), 0, 100),
+            Ok(BlockPlan::Insert { entry: e("192.0.2.7", 0, 1), absorbed: vec![] })
+        );
     }
 
     #[test]
@@ -314,9 +340,8 @@ mod tests {
 
     #[test]
     fn a_full_list_says_so() {
-        let live: Vec<Entry> = (0..MAX_BLOCKED)
-            .map(|i| Entry { prefix: p(&format!("10.{}.{}.1", i / 256, i % 256)), deadline_ns: 0, slot: i })
-            .collect();
+        let live: Vec<Entry> =
+            (0..MAX_BLOCKED).map(|i| e(&format!("10.{}.{}.1", i / 256, i % 256), 0, i)).collect();
         assert_eq!(plan_block(&live, p("192.0.2.9"), 0, 100), Err(BlockError::Full));
         assert_eq!(
             BlockError::Full.to_string(),

@@ -76,6 +76,18 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     (number > 0).then(|| number.checked_mul(seconds).map(Duration::from_secs)).flatten()
 }
 
+/// A whole number of seconds as [`parse_duration`] reads it back, in the largest unit that
+/// divides it: `"30s"`, `"10m"`, `"36h"`.
+pub fn duration_text(secs: u64) -> String {
+    match [(86_400, "d"), (3600, "h"), (60, "m")]
+        .into_iter()
+        .find(|(size, _)| secs > 0 && secs.is_multiple_of(*size))
+    {
+        Some((size, unit)) => format!("{}{unit}", secs / size),
+        None => format!("{secs}s"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -43,7 +43,7 @@ pub use self::{
         DEFAULT_ANTISPOOF_DESTINATIONS, DEFAULT_ANTISPOOF_DESTINATIONS6, DEFAULT_ANTISPOOF_SOURCES,
         DEFAULT_ANTISPOOF_SOURCES6,
     },
-    conntrack::parse_duration,
+    conntrack::{duration_text, parse_duration},
     host::may_be_host_address,
     prefix::{Prefix, PrefixError, from_addr, to_addr},
     rule::parse_limit,

@@ -3,7 +3,7 @@ use firewall_common::{Builtin, Chain, Counter, Direction, block_counter, builtin
 use serde::Serialize;
 
 use crate::{
-    compile::{ANYWHERE, LineKind, ListChain, ListLine},
+    compile::{ANYWHERE, Ids, LineKind, ListChain, ListLine},
     kernel::{filter::kernel_time_ns, maps::LiveMaps},
     ops::{Result, block::entries},
 };
@@ -19,22 +19,30 @@ pub struct BlockView {
     pub bytes_in: u64,
     pub packets_out: u64,
     pub bytes_out: u64,
+    /// For an offender a rule's `per_source` limit blocked: the rule. Its packets are
+    /// counted with every offender's, and the flows they refused, on the `source-limit`
+    /// lines; here they read 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked_by: Option<String>,
     #[serde(skip)]
     pub slot: u32,
 }
 
-/// The live entries, with their counters.
-pub fn views(maps: &LiveMaps, counters: &[Counter]) -> Result<Vec<BlockView>> {
+/// The live entries, with their counters; `ids` names the rules of offenders' entries.
+pub fn views(maps: &LiveMaps, counters: &[Counter], ids: &Ids) -> Result<Vec<BlockView>> {
     let now = kernel_time_ns();
     let counter = |id: u32| counters.get(id as usize).copied().unwrap_or_default();
     Ok(entries(maps)?
         .into_iter()
         .filter(|e| !e.expired(now))
         .map(|e| {
-            let (i, o) = (
-                counter(block_counter(e.slot, Direction::In)),
-                counter(block_counter(e.slot, Direction::Out)),
-            );
+            let (i, o) = match e.offender_of {
+                Some(_) => (Counter::default(), Counter::default()),
+                None => (
+                    counter(block_counter(e.slot, Direction::In)),
+                    counter(block_counter(e.slot, Direction::Out)),
+                ),
+            };
             BlockView {
                 prefix: e.prefix.to_string(),
                 expires_secs: (e.deadline_ns != 0).then(|| (e.deadline_ns - now).div_ceil(1_000_000_000)),
@@ -42,6 +50,9 @@ pub fn views(maps: &LiveMaps, counters: &[Counter]) -> Result<Vec<BlockView>> {
                 bytes_in: i.bytes,
                 packets_out: o.packets,
                 bytes_out: o.bytes,
+                blocked_by: e
+                    .offender_of
+                    .map(|rule| ids.rule_name(rule).unwrap_or("a removed rule").to_owned()),
                 slot: e.slot,
             }
         })
@@ -83,7 +94,8 @@ pub fn insert_lines(chains: &mut [ListChain], views: &[BlockView]) {
         };
         let after = builtin_counter(chain.chain, Builtin::Invalid);
         let at = chain.lines.iter().position(|l| l.counter == after).map_or(0, |i| i + 1);
-        let lines = views.iter().map(|view| {
+        // An offender's packets are on the `source-limit` line.
+        let lines = views.iter().filter(|view| view.blocked_by.is_none()).map(|view| {
             let (source, destination) = match direction {
                 Direction::In => (view.prefix.clone(), ANYWHERE.to_owned()),
                 Direction::Out => (ANYWHERE.to_owned(), view.prefix.clone()),
@@ -116,10 +128,16 @@ pub fn render(views: &[BlockView]) -> String {
     for v in views {
         let expires =
             v.expires_secs.map_or("never (until unblocked)".into(), |s| format!("in {}", human_duration(s)));
-        out.push_str(&format!(
-            "{:<width$} {:>10} {:>10} {:>10} {:>10}  {expires}\n",
-            v.prefix, v.packets_in, v.bytes_in, v.packets_out, v.bytes_out
-        ));
+        match &v.blocked_by {
+            None => out.push_str(&format!(
+                "{:<width$} {:>10} {:>10} {:>10} {:>10}  {expires}\n",
+                v.prefix, v.packets_in, v.bytes_in, v.packets_out, v.bytes_out
+            )),
+            Some(rule) => out.push_str(&format!(
+                "{:<width$} {:>10} {:>10} {:>10} {:>10}  {expires} (over rule {rule}'s per_source limit; counted on source-limit)\n",
+                v.prefix, "-", "-", "-", "-"
+            )),
+        }
     }
     out
 }

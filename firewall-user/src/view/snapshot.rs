@@ -55,7 +55,7 @@ impl Snapshot {
         let established = maps.table_stats(FlowTable::Established)?;
         let half_open = maps.table_stats(FlowTable::HalfOpen)?;
         let mut chains = listing(&policy, &state.ids);
-        let blocks = blocklist::views(&maps, &counters)?;
+        let blocks = blocklist::views(&maps, &counters, &state.ids)?;
         blocklist::insert_lines(&mut chains, &blocks);
         let audit = maps.enforcement().map_err(LiveError::from)?.is_audit();
         Ok(Snapshot {

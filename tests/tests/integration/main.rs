@@ -16,6 +16,7 @@ mod e2e;
 mod fragments;
 mod import;
 mod ipv6;
+mod limits;
 mod link;
 mod live;
 mod model;

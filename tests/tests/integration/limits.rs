@@ -1,0 +1,140 @@
+//! `per_source` limits through the real filter, with real connections: a source's new
+//! flows past its rate are refused, counted on `source-limit`, while another source's
+//! pass; with `block`, the offender goes into the blocklist, nothing of it passes on any
+//! port until `unblock`, and `blocklist` names the rule; a session a source already has
+//! goes on; a filter made before the limits refuses one until `up` brings it to them.
+use std::{fs, net::SocketAddrV4, path::PathBuf};
+
+use firewall_common::{CONFIG_HAS_BLOCKS, MAP_PER_SOURCE_LIMITS};
+use tests::{
+    lab::{
+        BLOCKED_AFTER, HOST, Lab, OPEN_WITHIN, Outcome, SERVER_IF, STRANGER, STRANGER2, assert_fails, echo,
+    },
+    require_root,
+};
+
+/// A brute-force guard on a port anyone may reach: ufw's `limit`, in the policy's words.
+fn guarded(per_source: &str) -> String {
+    format!(
+        r#"
+[[rule]]
+name = "guarded"
+direction = "in"
+protocols = ["tcp"]
+port = 2222
+peers = "any"
+per_source = {per_source}
+"#
+    )
+}
+
+const GUARDED: SocketAddrV4 = SocketAddrV4::new(HOST, 2222);
+const WEB: SocketAddrV4 = SocketAddrV4::new(HOST, 80);
+
+/// The lab's tight policy with `extra` after its rules, written to `name`.
+fn tight_with(lab: &Lab, name: &str, extra: &str) -> PathBuf {
+    let text = fs::read_to_string(lab.policy_file()).unwrap() + extra;
+    let path = lab.tmp().join(name);
+    fs::write(&path, text).unwrap();
+    path
+}
+
+fn probe(lab: &Lab, from: std::net::Ipv4Addr, to: SocketAddrV4, timeout: std::time::Duration) -> Outcome {
+    lab.tcp_probe(from, to, timeout)
+}
+
+#[test]
+fn a_source_past_its_rate_is_refused_and_another_source_is_not() {
+    require_root();
+    let lab = Lab::new("limits-rate");
+    lab.tcp_echo(GUARDED);
+    lab.up_with(&tight_with(&lab, "limited.toml", &guarded(r#"{ limit = "3/min" }"#)));
+    // Three at once (the burst is the count), a session among them held open.
+    let mut session = lab.tcp_connect(STRANGER, GUARDED, OPEN_WITHIN).expect("the first connection");
+    echo(&mut session, b"first\n", OPEN_WITHIN).expect("it echoes");
+    for n in 2..=3 {
+        assert_eq!(probe(&lab, STRANGER, GUARDED, OPEN_WITHIN), Outcome::Open, "connection {n}");
+    }
+    let before = lab.list().packets("INPUT", "source-limit");
+    assert_eq!(probe(&lab, STRANGER, GUARDED, BLOCKED_AFTER), Outcome::Blocked, "the fourth within a minute");
+    let listing = lab.list();
+    assert!(listing.packets("INPUT", "source-limit") > before, "{:#}", listing.chain("INPUT"));
+    // Another source has a bucket of its own, and the first's session goes on.
+    assert_eq!(probe(&lab, STRANGER2, GUARDED, OPEN_WITHIN), Outcome::Open, "another source");
+    echo(&mut session, b"still\n", OPEN_WITHIN).expect("a flow already admitted is not refused");
+    // No block was asked for: the offender is in no blocklist, and reaches the web.
+    assert_eq!(lab.firewall_ok(&["blocklist"]), "no address is blocked\n");
+    lab.tcp_echo(WEB);
+    assert_eq!(probe(&lab, STRANGER, WEB, OPEN_WITHIN), Outcome::Open, "the web, not limited");
+    let text = lab.firewall_ok(&["list", "-n"]);
+    assert!(text.contains("tcp dpt:2222 state NEW,ESTABLISHED per source: 3/min burst 3"), "{text}");
+    assert!(text.contains("a new flow over its source's per_source rate"), "{text}");
+}
+
+#[test]
+fn an_offender_is_blocked_on_every_port_until_unblocked() {
+    require_root();
+    let lab = Lab::new("limits-block");
+    lab.tcp_echo(GUARDED);
+    lab.tcp_echo(WEB);
+    let policy =
+        tight_with(&lab, "blocking.toml", &guarded(r#"{ limit = "2/min", burst = 2, block = "10m" }"#));
+    lab.up_with(&policy);
+    assert_ne!(lab.config_flags() & CONFIG_HAS_BLOCKS, 0, "the blocklist is looked in from the start");
+    for n in 1..=2 {
+        assert_eq!(probe(&lab, STRANGER, GUARDED, OPEN_WITHIN), Outcome::Open, "connection {n}");
+    }
+    assert_eq!(probe(&lab, STRANGER, GUARDED, BLOCKED_AFTER), Outcome::Blocked, "the third: over");
+    // Blocked now: the web it could reach before is closed to it too, not to others.
+    assert_eq!(probe(&lab, STRANGER, WEB, BLOCKED_AFTER), Outcome::Blocked, "the offender, on the web");
+    assert_eq!(probe(&lab, STRANGER2, WEB, OPEN_WITHIN), Outcome::Open, "another source, on the web");
+    let listed: serde_json::Value = serde_json::from_str(&lab.firewall_ok(&["blocklist", "--json"])).unwrap();
+    let entries = listed.as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{listed:#}");
+    assert_eq!(entries[0]["prefix"], STRANGER.to_string());
+    assert_eq!(entries[0]["blocked_by"], "guarded");
+    let expires = entries[0]["expires_secs"].as_u64().unwrap();
+    assert!((590..=600).contains(&expires), "blocked for 10 minutes: {expires} s left");
+    let text = lab.firewall_ok(&["blocklist"]);
+    assert!(text.contains("over rule guarded's per_source limit; counted on source-limit"), "{text}");
+    // Its packets on the source-limit line, not on a blocklist line of its own.
+    let listing = lab.list();
+    assert!(listing.packets("INPUT", "source-limit") >= 2, "{:#}", listing.chain("INPUT"));
+    let rules = listing.chain("INPUT")["rules"].as_array().unwrap();
+    assert!(rules.iter().all(|line| line["name"] != "blocklist"), "{:#}", listing.chain("INPUT"));
+    // A reload keeps the block (live state, as `firewall block`'s), and `unblock` lifts it.
+    lab.firewall_ok(&["reload", "--policy", policy.to_str().unwrap()]);
+    assert_eq!(probe(&lab, STRANGER, WEB, BLOCKED_AFTER), Outcome::Blocked, "still blocked after a reload");
+    lab.firewall_ok(&["unblock", &STRANGER.to_string()]);
+    assert_eq!(probe(&lab, STRANGER, WEB, OPEN_WITHIN), Outcome::Open, "unblocked");
+    assert_ne!(
+        lab.config_flags() & CONFIG_HAS_BLOCKS,
+        0,
+        "the list stays looked in: the limit may block again"
+    );
+}
+
+/// Like `ranges.rs`' older filter: one made before `PER_SOURCE_LIMITS` refuses a policy
+/// with a limit, and `up` brings it to limits in place.
+#[test]
+fn a_filter_from_before_limits_refuses_one_until_up_brings_it_to_them() {
+    require_root();
+    let lab = Lab::new("limits-older");
+    lab.tcp_echo(GUARDED);
+    lab.up();
+    let pinned = lab.pin_dir().join(MAP_PER_SOURCE_LIMITS);
+    fs::remove_file(&pinned).unwrap();
+    lab.firewall_ok(&["reload"]);
+    let limited = tight_with(&lab, "limited.toml", &guarded(r#"{ limit = "1/min" }"#));
+    let programs = lab.program_ids();
+    assert_fails(
+        &lab.firewall(&["reload", "--policy", limited.to_str().unwrap()]),
+        "the live filter's programs know no per_source limits (an older version loaded them: its maps have no PER_SOURCE_LIMITS), and the policy has one; `firewall up` with it replaces the programs in place (tracked flows and counters kept)",
+    );
+    assert_eq!(lab.program_ids(), programs, "the refused reload left the programs alone");
+    lab.firewall_ok(&["up", "--policy", limited.to_str().unwrap(), "--iface", SERVER_IF]);
+    assert!(pinned.exists(), "up created and pinned PER_SOURCE_LIMITS");
+    assert_eq!(probe(&lab, STRANGER, GUARDED, OPEN_WITHIN), Outcome::Open, "the first");
+    assert_eq!(probe(&lab, STRANGER, GUARDED, BLOCKED_AFTER), Outcome::Blocked, "the second within a minute");
+    lab.firewall_ok(&["down", "--iface", SERVER_IF]);
+}
