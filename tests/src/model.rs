@@ -237,6 +237,11 @@
 //!      blocked too.
 //! 11b. Blocking a prefix ends the flows of every peer inside it (as `firewall block`
 //!      does), so rule 11, which comes first, never passes a blocked peer's packets.
+//! 11c. An offender rule 21a blocked is an entry too: the single address (IPv4 /32,
+//!      IPv6 /128), its deadline, and the slot `OFFENDER_SLOT`, which no `firewall block`
+//!      takes. It blocks as any entry, but is counted on the chain's `source-limit` line
+//!      (INPUT for in, OUTPUT for out), and its flows do not end (rule 11 still passes
+//!      them).
 //!
 //! ## 6. The chains
 //!
@@ -303,6 +308,15 @@
 //!     full bucket admits `burst` packets at once, then one per interval. A packet over
 //!     the limit drops, the chain's `policy`. Only packets a rule is about to admit take
 //!     a token (a related check that failed took none; tracked flows take none).
+//! 21a. A rule with a `per_source` limit (inbound rules alone have one) has a GCRA for
+//!      each source address (the peer), kept apart per rule and shared by every CPU,
+//!      asked before the rule's own limit (rule 21): with `interval` = one token's time
+//!      (the window over the count) and `burst`, as rule 21, its `tat` starting at 0.
+//!      A packet that does not conform drops, counted on the chain's `source-limit`
+//!      line, and takes no token of rule 21; with `block`, its source becomes an entry
+//!      of the blocklist (rule 11c) until `now` plus `block`, replacing an expired entry
+//!      of that address. Only packets the rule is about to admit ask (rules 20 and 20a
+//!      first); tracked flows never do.
 //! 22. Admitted: the flow starts to be tracked in the half-open table, replacing any
 //!     entry of its key there, with the rule, origin the packet's direction and the time
 //!     now (TCP, UDP, ICMP echo requests; an echo reply or any other ICMP type starts no
@@ -353,8 +367,8 @@ use std::{
 
 use firewall_common::{
     BLOCK_COUNTER_BASE, Builtin, Chain, Direction, ECHO_REQUESTS_IN, ECHO_REQUESTS_OUT, ICMP_ECHO_REPLY,
-    ICMP_ECHO_REQUEST, Line, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, block_counter, builtin_counter,
-    rule_counter,
+    ICMP_ECHO_REQUEST, Line, OFFENDER_SLOT, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, block_counter,
+    builtin_counter, rule_counter,
 };
 use firewall_user::{
     compile::{AntispoofEntry, AntispoofList, Ids},
@@ -1091,12 +1105,14 @@ pub struct Remembered {
 }
 
 /// What the model remembers between frames: the flow table, each limited rule's `tat`
-/// (absent: 0, a full bucket), the blocklist, and the datagrams whose first fragment
-/// passed.
+/// (absent: 0, a full bucket), each source's of a `per_source` limit likewise, the
+/// blocklist, and the datagrams whose first fragment passed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
     pub flows: HashMap<FlowKey, Flow>,
     pub buckets: HashMap<u32, u64>,
+    /// (rule index, source) → `tat` (rule 21a).
+    pub sources: HashMap<(u32, IpAddr), u64>,
     pub blocks: Vec<Block>,
     pub fragments: HashMap<FragmentKey, Remembered>,
 }
@@ -1371,6 +1387,22 @@ impl Judge<'_> {
             {
                 return policy_line;
             }
+            // Rule 21a.
+            if let Some(per_source) = rule.per_source {
+                let tat = self.state.sources.get(&(index, peer)).copied().unwrap_or(0);
+                let interval = nanos(per_source.limit.interval);
+                match gcra(tat, self.now_ns, interval, u64::from(per_source.limit.burst)) {
+                    Some(next) => {
+                        self.state.sources.insert((index, peer), next);
+                    }
+                    None => {
+                        if let Some(block) = per_source.block {
+                            self.block_offender(peer, self.now_ns + nanos(block));
+                        }
+                        return drop(builtin_counter(chain, Builtin::SourceLimit));
+                    }
+                }
+            }
             if let Some(limit) = rule.limit
                 && !self.take_token(index, nanos(limit.interval), u64::from(limit.burst))
             {
@@ -1487,11 +1519,19 @@ impl Judge<'_> {
         self.state.flows.insert(key, flow);
     }
 
-    /// Rule 11a: the line of the entry that blocks `peer`, if one does.
+    /// Rule 11a: the line of the entry that blocks `peer`, if one does (rule 11c: an
+    /// offender's, the chain's `source-limit`).
     fn blocked(&self, peer: IpAddr) -> Option<u32> {
         let entry = self.state.blocks.iter().filter(|b| b.net.contains(peer)).max_by_key(|b| b.net.len)?;
         let live = entry.deadline_ns == 0 || self.now_ns < entry.deadline_ns;
-        live.then(|| block_counter(entry.slot, self.direction))
+        let chain = match self.direction {
+            Direction::In => Chain::Input,
+            Direction::Out => Chain::Output,
+        };
+        live.then(|| match entry.slot {
+            OFFENDER_SLOT => builtin_counter(chain, Builtin::SourceLimit),
+            slot => block_counter(slot, self.direction),
+        })
     }
 
     /// Whether rule 12 would drop a packet from `peer`.
@@ -1542,13 +1582,27 @@ impl Judge<'_> {
     /// Rule 21.
     fn take_token(&mut self, rule: u32, interval_ns: u64, burst: u64) -> bool {
         let tat = self.state.buckets.get(&rule).copied().unwrap_or(0);
-        let start = tat.max(self.now_ns);
-        if start + interval_ns > self.now_ns + burst * interval_ns {
+        let Some(next) = gcra(tat, self.now_ns, interval_ns, burst) else {
             return false;
-        }
-        self.state.buckets.insert(rule, start + interval_ns);
+        };
+        self.state.buckets.insert(rule, next);
         true
     }
+
+    /// Rule 11c: `peer` is blocked until `deadline_ns`, as an offender.
+    fn block_offender(&mut self, peer: IpAddr, deadline_ns: u64) {
+        let net = Net { bits: addr_key(peer), len: 128, v6: peer.is_ipv6() };
+        self.state.blocks.retain(|b| b.net != net);
+        self.state.blocks.push(Block { net, deadline_ns, slot: OFFENDER_SLOT });
+    }
+}
+
+/// Rules 21 and 21a: the `tat` after a packet at `now_ns` takes a token from a GCRA whose
+/// `tat` is `tat`, one token `interval_ns`, `burst` tokens deep; `None` when it does not
+/// conform.
+fn gcra(tat: u64, now_ns: u64, interval_ns: u64, burst: u64) -> Option<u64> {
+    let start = tat.max(now_ns);
+    (start + interval_ns <= now_ns + burst * interval_ns).then_some(start + interval_ns)
 }
 
 /// Rule 19: the rule that admits a packet of `service` (for ICMP, the type in the peer's

@@ -506,6 +506,56 @@ mod tests {
     }
 
     #[test]
+    fn per_source_limits_read_as_ufw_and_hashlimit_write_them() {
+        let rule = |direction: &str, per_source: &str| {
+            format!(
+                "{HOST}[[rule]]\nname = \"ssh\"\ndirection = \"{direction}\"\nprotocols = [\"tcp\"]\nport = 22\npeers = \"any\"\nper_source = {per_source}\n"
+            )
+        };
+        let p = check(&rule("in", r#"{ limit = "6/30s", block = "10m" }"#)).unwrap();
+        let per_source = p.rules[0].per_source.unwrap();
+        assert_eq!((per_source.limit.interval, per_source.limit.burst), (Duration::from_secs(5), 6));
+        assert_eq!(per_source.limit.unit.to_string(), "30s");
+        assert_eq!(per_source.block, Some(Duration::from_secs(600)));
+        let p = check(&rule("in", r#"{ limit = "3/min", burst = 5 }"#)).unwrap();
+        assert_eq!(p.rules[0].per_source.unwrap().limit.burst, 5);
+        assert_eq!(p.rules[0].per_source.unwrap().block, None);
+        // As a table of its own, too.
+        let table = rule("in", "{}").replace("per_source = {}\n", "[rule.per_source]\nlimit = \"6/30s\"\n");
+        assert_eq!(check(&table).unwrap().rules[0].per_source.unwrap().limit.count, 6);
+        assert_eq!(parse_limit("6/30s").map(|(c, per, _)| (c, per)), Some((6, Per::Window(30))));
+        assert_eq!(parse_limit("10/5m").unwrap().2, Duration::from_secs(30));
+        assert!(parse_limit("6/30x").is_none());
+        // Misuses, each where it is written.
+        assert_eq!(
+            check(&rule("out", r#"{ limit = "6/30s" }"#)).unwrap_err(),
+            "p.toml:10:14: per_source applies to rules with direction = \"in\": the source of an outbound rule's flows is this host"
+        );
+        assert_eq!(
+            check(&rule("in", r#"{ block = "10m" }"#)).unwrap_err(),
+            "p.toml:10:14: rule \"ssh\" needs per_source.limit, as limit = \"6/30s\""
+        );
+        assert_eq!(
+            check(&rule("in", r#"{ limit = "6 per 30s" }"#)).unwrap_err(),
+            "p.toml:10:24: bad limit \"6 per 30s\": expected N/sec, N/min, N/hour, N/day, or N in a window, as \"6/30s\""
+        );
+        assert_eq!(
+            check(&rule("in", r#"{ limit = "6/30s", block = "ten" }"#)).unwrap_err(),
+            "p.toml:10:41: bad block \"ten\": expected a number and s, m, h or d, as \"10m\""
+        );
+        assert!(
+            check(&rule("in", r#"{ limit = "6/30s", burst = 0 }"#))
+                .unwrap_err()
+                .ends_with("burst must be between 1 and 10000")
+        );
+        assert!(
+            check(&rule("in", r#"{ limit = "6/30s", rate = 1 }"#))
+                .unwrap_err()
+                .contains("unknown field `rate`")
+        );
+    }
+
+    #[test]
     fn two_rules_may_not_claim_one_port_of_a_peer_whether_single_or_in_a_range() {
         let rule = |n: &str, ports: &str, peers: &str| {
             format!(

@@ -2386,8 +2386,11 @@ fn random_rule(index: usize, ipv6: bool) -> impl Strategy<Value = String> {
         prop_oneof![1 => Just(None), 3 => Just(Some(())).prop_flat_map(move |_| prop::sample::subsequence(choices.clone(), 1..=4)).prop_map(Some)],
         prop::option::weighted(0.25, (1u32..=3, select(vec!["hour", "day"]), 1u32..=3)),
         any::<bool>(),
+        // A source's own rate (inbound rules), a window of an hour or a day; blocking the
+        // offender an hour, or not.
+        prop::option::weighted(0.2, (1u32..=3, select(vec!["1h", "hour", "day"]), 1u32..=3, any::<bool>())),
     )
-        .prop_map(move |(direction, protocols, ports, icmp_type, peers, limit, related)| {
+        .prop_map(move |(direction, protocols, ports, icmp_type, peers, limit, related, per_source)| {
             let mut r = format!(
                 "[[rule]]\nname = \"r{index}\"\ndirection = \"{}\"\nprotocols = [{}]\n",
                 if direction == Direction::In { "in" } else { "out" },
@@ -2423,6 +2426,12 @@ fn random_rule(index: usize, ipv6: bool) -> impl Strategy<Value = String> {
                 && ["\"destination-unreachable\"", "11", "12", "3"].contains(&icmp_type.as_str());
             if related && error_rule {
                 r.push_str("related = true\n");
+            }
+            if let Some((count, per, burst, block)) = per_source
+                && direction == Direction::In
+            {
+                let block = if block { ", block = \"1h\"" } else { "" };
+                writeln!(r, "per_source = {{ limit = \"{count}/{per}\", burst = {burst}{block} }}").unwrap();
             }
             r
         })
@@ -2585,6 +2594,7 @@ port = 122
 peers = ["203.0.113.7", "192.0.2.0/24"]
 limit = "1/hour"
 burst = 2
+per_source = { limit = "1/hour", burst = 1, block = "1h" }
 [[rule]]
 name = "web-in"
 direction = "in"
@@ -2593,6 +2603,7 @@ ports = [80, 443]
 peers = "any"
 limit = "3/hour"
 burst = 3
+per_source = { limit = "2/day", burst = 2 }
 [[rule]]
 name = "web-friend"
 direction = "in"
@@ -3802,7 +3813,7 @@ fn hand_written_policies_agree_with_the_model() {
     for (name, text) in [
         ("CIDR_POLICY (nested prefixes, single peers inside them, any)", CIDR_POLICY),
         ("RELATED_POLICY (ICMP errors matched to flows)", RELATED_POLICY),
-        ("LIMITS_POLICY (slow buckets, small bursts)", LIMITS_POLICY),
+        ("LIMITS_POLICY (slow buckets, small bursts, per source too)", LIMITS_POLICY),
         ("MULTI_POLICY (multi-port, multi-protocol, custom anti-spoof)", MULTI_POLICY),
         ("RANGES_POLICY (port ranges beside and over other rules' ports)", RANGES_POLICY),
         ("EMPTY_POLICY (no rules, no anti-spoof lists)", EMPTY_POLICY),
@@ -3812,7 +3823,19 @@ fn hand_written_policies_agree_with_the_model() {
             &DHCP_RULES_POLICY.replacen("[host]\n", "[host]\ndhcp = false\n", 1),
         ),
     ] {
-        exercise(Subject::new(name, text), 800 * scale(), 400 * scale(), &mut rng, &mut total);
+        let subject = exercise(Subject::new(name, text), 800 * scale(), 400 * scale(), &mut rng, &mut total);
+        // The per-source limits were compared where they refuse, and where their
+        // offenders' blocks drop.
+        if text == LIMITS_POLICY {
+            let id = builtin_counter(Chain::Input, Builtin::SourceLimit);
+            let reached = subject.lines.get(&id).copied().unwrap_or(0);
+            let (policy, ids) = (&subject.filter.policy, &subject.filter.ids);
+            assert!(
+                reached >= 10,
+                "frames reached {} only {reached} times",
+                model::counter_name(policy, ids, id)
+            );
+        }
     }
     summary("the hand-written policies", &total, started, &seed);
 }
