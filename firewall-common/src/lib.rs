@@ -27,6 +27,7 @@
 //! | `firewall block` (fail2ban's `-I INPUT -s … -j DROP`) | [`MAP_BLOCKLIST`] (LPM trie, deadline in the value) | [`block_counter`], one per entry and direction |
 //! | `-d $OURIP` / `-s $OURIP` | [`MAP_CONFIG`]'s `address`, `address6` (the first of each family); with [`CONFIG_MORE_ADDRESSES`], [`MAP_HOST_ADDRESSES`] (hash, every address) | FORWARD's [`Builtin::Policy`], [`Builtin::SpoofedSource`] |
 //! | `-m hashlimit --hashlimit-mode srcip`, `-m recent --update --hitcount` (ufw's `limit`): a rule's `per_source` | [`MAP_PER_SOURCE_LIMITS`] (array: each rule's rate), [`MAP_PER_SOURCE_BUCKETS`] (LRU hash: one GCRA per rule and source); an offender's block in [`MAP_BLOCKLIST`], written by the programs | [`Builtin::SourceLimit`] |
+//! | `-m owner --uid-owner` (egress) | [`MAP_RULE_UIDS`] (hash: the uids each rule with `uids` admits), asked with the sending socket's uid | the rule's, as above |
 //! | `--dport FIRST:LAST`, `-m multiport --dports` with ranges | [`MAP_PORT_INTERVALS`] (array: each port's offset from its interval's first port), with [`CONFIG_HAS_RANGES`]; then the allow-lists | the rule's, as above |
 //! | (iptables' `LOG` target, sampled: `firewall drops`) | [`MAP_DROP_EVENTS`] (ring buffer of [`DropEvent`]s) | none: the event names the drop's counter |
 #![no_std]
@@ -51,8 +52,9 @@ pub const MAP_HOST_ADDRESSES: &str = "HOST_ADDRESSES";
 pub const MAP_PORT_INTERVALS: &str = "PORT_INTERVALS";
 pub const MAP_PER_SOURCE_LIMITS: &str = "PER_SOURCE_LIMITS";
 pub const MAP_PER_SOURCE_BUCKETS: &str = "PER_SOURCE_BUCKETS";
+pub const MAP_RULE_UIDS: &str = "RULE_UIDS";
 /// Every map, in the order `up` pins them.
-pub const MAPS: [&str; 18] = [
+pub const MAPS: [&str; 19] = [
     MAP_CONFIG,
     MAP_COUNTERS,
     MAP_CONNTRACK,
@@ -71,6 +73,7 @@ pub const MAPS: [&str; 18] = [
     MAP_PORT_INTERVALS,
     MAP_PER_SOURCE_LIMITS,
     MAP_PER_SOURCE_BUCKETS,
+    MAP_RULE_UIDS,
 ];
 /// Maps the object declares that `up` does not pin: they hold nothing between packets.
 pub const SCRATCH_MAPS: [&str; 1] = [MAP_SCRATCH];
@@ -95,6 +98,13 @@ pub const PORT_INTERVALS_ENTRIES: u32 = 4 << 14;
 /// Capacity of [`MAP_PER_SOURCE_BUCKETS`]: the sources whose rate is remembered, of every
 /// rule with a `per_source` limit together (an LRU: the least recent go first).
 pub const PER_SOURCE_BUCKETS_ENTRIES: u32 = 16_384;
+/// Capacity of [`MAP_RULE_UIDS`]: the uids of every rule with `uids` together (a range
+/// is one entry a uid).
+pub const MAX_RULE_UIDS: u32 = 65_536;
+/// The uid the kernel reports for a packet without a socket of its own (the overflow
+/// uid, `nobody`'s): forwarded packets, and those the kernel sends for no socket, as a RST
+/// to a closed port. No rule may name it, so that such a packet never matches `uids`.
+pub const NO_SOCKET_UID: u32 = 65_534;
 /// Capacity of the exact-address allow-list hash.
 pub const ALLOW_EXACT_ENTRIES: u32 = 1 << 21;
 /// Capacity of the prefix allow-list trie.
@@ -653,6 +663,19 @@ pub const ALLOW_RELATED: u32 = 2;
 /// `PER_SOURCE_LIMITS[rule]` and the source's bucket in `PER_SOURCE_BUCKETS`.
 pub const ALLOW_PER_SOURCE: u32 = 4;
 
+/// `AllowValue::flags`: the rule has `uids` (outbound rules): it admits a packet only if
+/// `RULE_UIDS` holds the rule with the sending socket's uid.
+pub const ALLOW_OWNER: u32 = 8;
+
+/// Key of `RULE_UIDS`: a uid rule `rule` admits the packets of (iptables' `-m owner
+/// --uid-owner`). The value is unused (1).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RuleUid {
+    pub rule: u32,
+    pub uid: u32,
+}
+
 /// `PER_SOURCE_LIMITS[rule]`: a rule's `per_source` limit, a GCRA for each source (see
 /// [`TokenBucket`]): a source's `burst` new flows at once, then one every `interval_ns`.
 /// A new flow over it drops; with `block_ns`, its source is blocked that long, in the
@@ -866,7 +889,7 @@ const _: () = {
 mod pod {
     use super::{
         AllowKey, AllowValue, BlockEntry, Config, Counter, DropEvent, Flow, FlowKey, FragmentKey,
-        FragmentedDatagram, PerSourceLimit, SourceKey, TokenBucket,
+        FragmentedDatagram, PerSourceLimit, RuleUid, SourceKey, TokenBucket,
     };
 
     // SAFETY: each type is `#[repr(C)]`, `Copy`, made only of integers and byte arrays,
@@ -896,6 +919,8 @@ mod pod {
     unsafe impl aya::Pod for PerSourceLimit {}
     // SAFETY: as for `Counter`.
     unsafe impl aya::Pod for SourceKey {}
+    // SAFETY: as for `Counter`.
+    unsafe impl aya::Pod for RuleUid {}
 }
 
 #[cfg(test)]
@@ -918,6 +943,7 @@ mod tests {
         assert_eq!(size_of::<FragmentedDatagram>(), 16);
         assert_eq!(size_of::<PerSourceLimit>(), 24);
         assert_eq!(size_of::<SourceKey>(), 20);
+        assert_eq!(size_of::<RuleUid>(), 8);
     }
 
     #[test]

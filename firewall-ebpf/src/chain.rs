@@ -18,6 +18,7 @@
 //! | other later fragments, tiny or absurd ones, bad TCP flags drop | `--state INVALID` | `fragment-orphan`, `invalid-fragment`, `invalid-tcp-flags` |
 //! | our service answering a session older than the filter (egress) | conntrack's pickup | the rule's `Established` line |
 //! | an allow-list entry admits, within its limit (an ICMP error, if the rule says `related`, only about a tracked flow; with `[conntrack] tcp_loose = false`, TCP only with a bare SYN) | `NEW,ESTABLISHED -j ACCEPT`, `-m limit`, `RELATED`, `! --syn … NEW -j DROP` | the rule's `New` line |
+//! | …and, for a rule with `uids` (outbound), only from a listed user's socket | `-m owner --uid-owner` | the rule's `New` line, or `policy` |
 //! | …and within its source's rate (`per_source`, inbound rules): over it, the new flow drops, and the source may be blocked (see [`per_source`]) | `-m recent --update --hitcount`, `-m hashlimit --hashlimit-mode srcip` | `source-limit` |
 //! | everything else drops | `-P DROP` | `policy` |
 //!
@@ -35,21 +36,21 @@
 //! kernel.
 use aya_ebpf::{EbpfContext, maps::lpm_trie::Key};
 use firewall_common::{
-    ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_PER_SOURCE, ALLOW_RELATED, ANY_PEER, Addr, AllowKey,
-    AllowValue, Builtin, CONFIG_AUDIT, CONFIG_DHCP, CONFIG_HAS_BLOCKS, CONFIG_HAS_PREFIXES,
+    ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_OWNER, ALLOW_PER_SOURCE, ALLOW_RELATED, ANY_PEER, Addr,
+    AllowKey, AllowValue, Builtin, CONFIG_AUDIT, CONFIG_DHCP, CONFIG_HAS_BLOCKS, CONFIG_HAS_PREFIXES,
     CONFIG_HAS_RANGES, CONFIG_IPV6, CONFIG_LOG_DROPS, CONFIG_MORE_ADDRESSES, CONFIG_NEVER_SET, CONFIG_READY,
     CONFIG_TCP_STRICT, Chain, Config, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DHCPV6_CLIENT_PORT,
     DHCPV6_SERVER_PORT, Direction, DropEvent, FlowKey, ICMP_DEST_UNREACHABLE, ICMP_PARAMETER_PROBLEM,
     ICMP_TIME_EXCEEDED, ICMPV6_DEST_UNREACHABLE, ICMPV6_MLD, ICMPV6_ND_FIRST, ICMPV6_ND_LAST,
     ICMPV6_PACKET_TOO_BIG, ICMPV6_PARAMETER_PROBLEM, ICMPV6_TIME_EXCEEDED, LOG_BUCKET, Line, OFFENDER_SLOT,
-    PROTO_ICMPV6, PROTO_TCP, block_counter, builtin_counter, port_interval_slot, rule_counter,
+    PROTO_ICMPV6, PROTO_TCP, RuleUid, block_counter, builtin_counter, port_interval_slot, rule_counter,
 };
 
 use crate::{
     conntrack, fragments,
     maps::{
         ALLOW_EXACT, ALLOW_PREFIX, ANTISPOOF_DST, ANTISPOOF_SRC, BLOCKLIST, CONFIG, COUNTERS, DROP_EVENTS,
-        HOST_ADDRESSES, PORT_INTERVALS, SCRATCH,
+        HOST_ADDRESSES, PORT_INTERVALS, RULE_UIDS, SCRATCH,
     },
     parse::{
         Fragment, Frame, Ip, L3, L4, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, copy_head, parse_l3, parse_l4,
@@ -311,6 +312,13 @@ fn judge(frame: &impl Frame, ip: &Ip, direction: Direction, now: u64, config: &C
         }
         return drop(chain, Builtin::Policy);
     };
+    // `uids` (outbound rules): only the packets of a listed user's sockets.
+    if direction == Direction::Out
+        && rule.flags & ALLOW_OWNER != 0
+        && RULE_UIDS.get_ptr(&RuleUid { rule: rule.rule, uid: frame.socket_uid() }).is_none()
+    {
+        return drop(chain, Builtin::Policy);
+    }
     // `[conntrack] tcp_loose = false`: a flow opens with a bare SYN only.
     if let L4::Tcp { flags, .. } = l4
         && config.flags & CONFIG_TCP_STRICT != 0

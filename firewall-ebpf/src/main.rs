@@ -27,13 +27,13 @@ mod token_bucket;
 
 #[cfg(target_arch = "bpf")]
 mod programs {
-    use aya_ebpf::helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes};
+    use aya_ebpf::helpers::generated::{bpf_get_socket_uid, bpf_skb_load_bytes, bpf_xdp_load_bytes};
     use aya_ebpf::{
         bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
         macros::{classifier, xdp},
         programs::{TcContext, XdpContext},
     };
-    use firewall_common::{DROP_EVENT_BYTES, Direction};
+    use firewall_common::{DROP_EVENT_BYTES, Direction, NO_SOCKET_UID};
 
     use crate::{
         chain::{Action, filter},
@@ -59,6 +59,11 @@ mod programs {
             // ring record); the helper checks the frame's side.
             unsafe { bpf_xdp_load_bytes(self.ctx, 0, head.cast(), len) == 0 }
         }
+        #[inline(always)]
+        fn socket_uid(&self) -> u32 {
+            // A received frame has no socket yet.
+            NO_SOCKET_UID
+        }
     }
 
     impl Frame for TcContext {
@@ -78,6 +83,12 @@ mod programs {
         fn copy_head(&self, head: *mut [u8; DROP_EVENT_BYTES], len: u32) -> bool {
             // SAFETY: as for XDP.
             unsafe { bpf_skb_load_bytes(self.skb.skb.cast(), 0, head.cast(), len) == 0 }
+        }
+        #[inline(always)]
+        fn socket_uid(&self) -> u32 {
+            // SAFETY: the program's own context. The helper reports the overflow uid
+            // (NO_SOCKET_UID) for a frame without a full socket.
+            unsafe { bpf_get_socket_uid(self.skb.skb) }
         }
     }
 

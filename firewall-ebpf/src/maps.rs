@@ -10,8 +10,9 @@ use firewall_common::{
     ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, BlockEntry,
     CONNTRACK_DEFAULT_ENTRIES, Config, Counter, DROP_EVENTS_BYTES, FLOW_STATS_ENTRIES, FLOWS_ENDED_ENTRIES,
     FRAGMENTS_ENTRIES, Flow, FlowKey, FragmentKey, FragmentedDatagram, HALF_OPEN_DEFAULT_ENTRIES,
-    MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, MAX_HOST_ADDRESSES, MAX_RULES, PER_SOURCE_BUCKETS_ENTRIES,
-    PORT_INTERVALS_ENTRIES, PerSourceLimit, SourceKey, TOKEN_BUCKETS_ENTRIES, TokenBucket,
+    MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, MAX_HOST_ADDRESSES, MAX_RULE_UIDS, MAX_RULES,
+    PER_SOURCE_BUCKETS_ENTRIES, PORT_INTERVALS_ENTRIES, PerSourceLimit, RuleUid, SourceKey,
+    TOKEN_BUCKETS_ENTRIES, TokenBucket,
 };
 
 /// `CONFIG[0]`: the host's address, timeouts, and whether the policy is in force.
@@ -85,6 +86,12 @@ pub static PER_SOURCE_LIMITS: Array<PerSourceLimit> = Array::with_max_entries(MA
 #[map]
 pub static PER_SOURCE_BUCKETS: LruHashMap<SourceKey, u64> =
     LruHashMap::with_max_entries(PER_SOURCE_BUCKETS_ENTRIES, 0);
+
+/// The uids each rule with `uids` admits the packets of (`firewall_common::RuleUid`; the
+/// value is unused). Allocated as entries arrive: a policy without `uids` costs nothing.
+#[map]
+pub static RULE_UIDS: HashMap<RuleUid, u8> =
+    HashMap::with_max_entries(MAX_RULE_UIDS, BPF_F_NO_PREALLOC as u32);
 
 /// The drop events (`firewall_common::DropEvent`), while a listener asks for them: one
 /// ring for all CPUs, so they arrive in order, and pinned with the others, so that the

@@ -33,6 +33,10 @@ pub trait Frame {
     /// program type's helper; false if the frame is shorter. A pointer, not a reference:
     /// `head` is a ring record not yet written.
     fn copy_head(&self, head: *mut [u8; firewall_common::DROP_EVENT_BYTES], len: u32) -> bool;
+    /// The uid of the socket that sent the frame (egress), or
+    /// `firewall_common::NO_SOCKET_UID` for a frame of no socket of its own (and every
+    /// frame XDP sees).
+    fn socket_uid(&self) -> u32;
 }
 
 /// Copies as much of the frame's head as it has, in steps the verifier can check (a

@@ -298,6 +298,11 @@
 //!     family's ICMP; an IPv4 header quoted in ICMPv6, or an IPv6 one in ICMP, quotes
 //!     nothing. The flow is live in either table. Otherwise: drop, the chain's `policy`.
 //!
+//! 20b. A rule with `uids` (outbound rules alone have them) admits a packet only if the
+//!     uid of the socket that sent it is one of them. A packet of no socket of its own
+//!     has the overflow uid, 65534, which no rule may name. The frames judged here are
+//!     the test runner's, which gives each a dummy socket of uid 0 ([`TEST_RUN_UID`]).
+//!     Otherwise: drop, the chain's `policy`, taking no token (rules 21, 21a).
 //! 20a. With `[conntrack] tcp_loose = false`, a rule admits a TCP segment only if it is a
 //!     bare SYN: SYN set, and ACK, RST and FIN clear. Otherwise: drop, the chain's
 //!     `policy`, taking no token (rule 21). Rule 23's pick-up is not affected.
@@ -381,6 +386,10 @@ pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 pub const ETHERTYPE_VLAN: u16 = 0x8100;
 pub const ETHERTYPE_QINQ: u16 = 0x88a8;
+/// Rule 20b: the uid of the socket of an outbound frame, as the kernel's test runner
+/// (`BPF_PROG_TEST_RUN`) makes it: a dummy socket, initialised without a file, whose owner
+/// is root.
+pub const TEST_RUN_UID: u32 = 0;
 /// Rule 2's protocols of the link itself, written from their registries (IEEE's
 /// ethertypes) rather than taken from the kernel's code.
 pub const ETHERTYPE_ARP: u16 = 0x0806;
@@ -1378,6 +1387,13 @@ impl Judge<'_> {
         if let Some(rule) = admitting_rule(self.policy, direction, service, peer) {
             let index = self.ids.rule(&rule.name);
             if rule.related && !self.related(&d.transport) {
+                return policy_line;
+            }
+            // Rule 20b.
+            if direction == Direction::Out
+                && !rule.uids.is_empty()
+                && !rule.uids.iter().any(|&(first, last)| (first..=last).contains(&TEST_RUN_UID))
+            {
                 return policy_line;
             }
             // Rule 20a.

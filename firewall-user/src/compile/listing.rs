@@ -279,6 +279,14 @@ fn rule_lines(policy: &Policy, rule: &Rule, index: u32, ours: &str) -> (ListLine
         .limit
         .map(|l| format!(" limit: avg {}/{} burst {}", l.count, l.unit, l.burst))
         .unwrap_or_default();
+    if !rule.uids.is_empty() {
+        let uids: Vec<String> = rule
+            .uids
+            .iter()
+            .map(|&(first, last)| if first == last { first.to_string() } else { format!("{first}-{last}") })
+            .collect();
+        limit.push_str(&format!(" owner UID match {}", uids.join(",")));
+    }
     if let Some(PerSource { limit: l, block }) = rule.per_source {
         limit.push_str(&format!(" per source: {}/{} burst {}", l.count, l.unit, l.burst));
         if let Some(block) = block {

@@ -18,11 +18,11 @@ use std::{
 };
 
 use firewall_common::{
-    ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_PER_SOURCE, ALLOW_RELATED, ANTISPOOF_COUNTER_BASE, ANY_PEER,
-    Addr, AllowKey, AllowValue, Builtin, CONFIG_BLOCKS_OFFENDERS, CONFIG_DHCP, CONFIG_HAS_BLOCKS,
-    CONFIG_HAS_PREFIXES, CONFIG_HAS_RANGES, CONFIG_IPV6, CONFIG_MORE_ADDRESSES, CONFIG_READY,
-    CONFIG_TCP_STRICT, Config, Line, MAX_ANTISPOOF, MAX_RULES, PerSourceLimit, TokenBucket, rule_counter,
-    v4_mapped,
+    ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_OWNER, ALLOW_PER_SOURCE, ALLOW_RELATED,
+    ANTISPOOF_COUNTER_BASE, ANY_PEER, Addr, AllowKey, AllowValue, Builtin, CONFIG_BLOCKS_OFFENDERS,
+    CONFIG_DHCP, CONFIG_HAS_BLOCKS, CONFIG_HAS_PREFIXES, CONFIG_HAS_RANGES, CONFIG_IPV6,
+    CONFIG_MORE_ADDRESSES, CONFIG_READY, CONFIG_TCP_STRICT, Config, Line, MAX_ANTISPOOF, MAX_RULES,
+    PerSourceLimit, RuleUid, TokenBucket, rule_counter, v4_mapped,
 };
 use serde::{Deserialize, Serialize};
 
@@ -202,6 +202,8 @@ pub struct MapPlan {
     pub token_buckets: BTreeMap<u32, TokenBucket>,
     /// Rule index → its `per_source` limit, for every rule with one.
     pub per_source_limits: BTreeMap<u32, PerSourceLimit>,
+    /// Each uid of each rule with `uids` (`RULE_UIDS`).
+    pub rule_uids: BTreeSet<RuleUid>,
     /// Every address of the host's, both families (`HOST_ADDRESSES`). The programs ask
     /// it only with `CONFIG_MORE_ADDRESSES`, but it always holds them all, so that a
     /// reload to a policy with more needs only add.
@@ -297,7 +299,11 @@ fn config(policy: &Policy) -> Config {
 fn plan_rule(plan: &mut MapPlan, rule: &Rule, index: u32, ipv6: bool, intervals: &PortIntervals) {
     let flags = if rule.limit.is_some() { ALLOW_LIMITED } else { 0 }
         | if rule.related { ALLOW_RELATED } else { 0 }
-        | if rule.per_source.is_some() { ALLOW_PER_SOURCE } else { 0 };
+        | if rule.per_source.is_some() { ALLOW_PER_SOURCE } else { 0 }
+        | if rule.uids.is_empty() { 0 } else { ALLOW_OWNER };
+    for &(first, last) in &rule.uids {
+        plan.rule_uids.extend((first..=last).map(|uid| RuleUid { rule: index, uid }));
+    }
     let value = AllowValue { rule: index, flags };
     for service in &rule.services {
         for peer in &rule.peers {

@@ -20,10 +20,10 @@ use firewall_common::{
     FlowTable, FragmentKey, FragmentedDatagram, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT,
     MAP_ALLOW_PREFIX, MAP_ANTISPOOF_DST, MAP_ANTISPOOF_SRC, MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK,
     MAP_COUNTERS, MAP_DROP_EVENTS, MAP_FLOW_STATS, MAP_FLOWS_ENDED, MAP_FRAGMENTS, MAP_HALF_OPEN,
-    MAP_HOST_ADDRESSES, MAP_PER_SOURCE_BUCKETS, MAP_PER_SOURCE_LIMITS, MAP_PORT_INTERVALS, MAP_TOKEN_BUCKETS,
-    MAPS, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, MAX_HOST_ADDRESSES, MAX_RULES,
-    PER_SOURCE_BUCKETS_ENTRIES, PORT_INTERVALS_ENTRIES, PROTO_ICMP, PROTO_ICMPV6, PerSourceLimit, SourceKey,
-    TOKEN_BUCKETS_ENTRIES, TokenBucket, block_counter, flows_inserted, flows_removed,
+    MAP_HOST_ADDRESSES, MAP_PER_SOURCE_BUCKETS, MAP_PER_SOURCE_LIMITS, MAP_PORT_INTERVALS, MAP_RULE_UIDS,
+    MAP_TOKEN_BUCKETS, MAPS, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, MAX_HOST_ADDRESSES, MAX_RULE_UIDS,
+    MAX_RULES, PER_SOURCE_BUCKETS_ENTRIES, PORT_INTERVALS_ENTRIES, PROTO_ICMP, PROTO_ICMPV6, PerSourceLimit,
+    RuleUid, SourceKey, TOKEN_BUCKETS_ENTRIES, TokenBucket, block_counter, flows_inserted, flows_removed,
 };
 
 use crate::{
@@ -63,6 +63,10 @@ pub enum MapsError {
         "the live filter's programs know no per_source limits (an older version loaded them: its maps have no {MAP_PER_SOURCE_LIMITS}), and the policy has one; `firewall up` with it replaces the programs in place (tracked flows and counters kept)"
     )]
     NoPerSourceLimits,
+    #[error(
+        "the live filter's programs know no uids (an older version loaded them: its maps have no {MAP_RULE_UIDS}), and the policy names some; `firewall up` with it replaces the programs in place (tracked flows and counters kept)"
+    )]
+    NoOwnerMatch,
 }
 
 /// A map's shape: key and value sizes as the kernel object declares them (an LPM trie's
@@ -107,6 +111,7 @@ fn layout(name: &str) -> Layout {
         MAP_PER_SOURCE_BUCKETS => {
             (size_of::<SourceKey>(), size_of::<u64>(), Some(PER_SOURCE_BUCKETS_ENTRIES))
         }
+        MAP_RULE_UIDS => (size_of::<RuleUid>(), size_of::<u8>(), Some(MAX_RULE_UIDS)),
         _ => unreachable!("every map is listed in firewall_common::MAPS"),
     };
     Layout { key: key as u32, value: value as u32, max_entries }
@@ -120,9 +125,16 @@ fn layout(name: &str) -> Layout {
 /// it, and `reload` refuses only a policy with more than one address of a family
 /// ([`MapsError::OneAddressEach`]). `PORT_INTERVALS` likewise, for a policy with a port
 /// range ([`MapsError::NoPortRanges`]); the `PER_SOURCE_*` maps for a policy with a
-/// `per_source` limit ([`MapsError::NoPerSourceLimits`]).
-const MAPS_ADDED_LATER: [&str; 5] =
-    [MAP_FRAGMENTS, MAP_HOST_ADDRESSES, MAP_PORT_INTERVALS, MAP_PER_SOURCE_LIMITS, MAP_PER_SOURCE_BUCKETS];
+/// `per_source` limit ([`MapsError::NoPerSourceLimits`]); `RULE_UIDS` for one with `uids`
+/// ([`MapsError::NoOwnerMatch`]).
+const MAPS_ADDED_LATER: [&str; 6] = [
+    MAP_FRAGMENTS,
+    MAP_HOST_ADDRESSES,
+    MAP_PORT_INTERVALS,
+    MAP_PER_SOURCE_LIMITS,
+    MAP_PER_SOURCE_BUCKETS,
+    MAP_RULE_UIDS,
+];
 
 /// Refuses pinned maps whose layout is not this firewall's, and a live filter without one
 /// of this firewall's maps (but [`MAPS_ADDED_LATER`]): the programs would read them with
@@ -197,6 +209,8 @@ pub struct LiveMaps {
     pub per_source_limits: Option<Array<MapData, PerSourceLimit>>,
     /// The sources' buckets of those limits; `None` likewise.
     pub per_source_buckets: Option<HashMap<MapData, SourceKey, u64>>,
+    /// The uids of the rules with `uids`; `None` likewise.
+    pub rule_uids: Option<HashMap<MapData, RuleUid, u8>>,
 }
 
 /// What [`LiveMaps::apply`] changed.
@@ -249,6 +263,7 @@ impl LiveMaps {
             } else {
                 None
             },
+            rule_uids: if has(MAP_RULE_UIDS) { Some(typed!(MAP_RULE_UIDS)) } else { None },
         })
     }
 
@@ -288,6 +303,9 @@ impl LiveMaps {
         }
         if self.per_source_limits.is_none() && !plan.per_source_limits.is_empty() {
             return Err(MapsError::NoPerSourceLimits);
+        }
+        if self.rule_uids.is_none() && !plan.rule_uids.is_empty() {
+            return Err(MapsError::NoOwnerMatch);
         }
         let mut applied = Applied::default();
         for id in fresh_counters {
@@ -334,6 +352,21 @@ impl LiveMaps {
             }
         }
 
+        // The rules' uids, before the allow-list entries that ask for them; the stale ones
+        // go after those entries.
+        let live_uids: std::collections::BTreeSet<RuleUid> = match &self.rule_uids {
+            None => Default::default(),
+            Some(map) => {
+                map.keys().collect::<std::result::Result<_, _>>().map_err(call(MAP_RULE_UIDS, "iterate"))?
+            }
+        };
+        if let Some(map) = &mut self.rule_uids {
+            for uid in plan.rule_uids.difference(&live_uids) {
+                map.insert(uid, 1, 0).map_err(call(MAP_RULE_UIDS, "insert"))?;
+                applied.added += 1;
+            }
+        }
+
         // Allow-lists: both maps gain their new entries before either loses one.
         let live_exact: Vec<(AllowKey, AllowValue)> = self
             .allow_exact
@@ -375,6 +408,13 @@ impl LiveMaps {
         for (key, _) in &live_prefix {
             if !plan.allow_prefix.contains_key(&(key.prefix_len(), key.data())) {
                 gone_is_ok(self.allow_prefix.remove(key)).map_err(call(MAP_ALLOW_PREFIX, "remove"))?;
+                applied.removed += 1;
+            }
+        }
+
+        if let Some(map) = &mut self.rule_uids {
+            for uid in live_uids.difference(&plan.rule_uids) {
+                gone_is_ok(map.remove(uid)).map_err(call(MAP_RULE_UIDS, "remove"))?;
                 applied.removed += 1;
             }
         }

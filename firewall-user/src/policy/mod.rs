@@ -303,6 +303,9 @@ pub struct Rule {
     /// a tracked flow, as netfilter's RELATED.
     pub related: bool,
     pub per_source: Option<PerSource>,
+    /// `uids` (outbound rules): only the packets of these users' sockets open flows, as
+    /// ranges of uids, merged and sorted; empty: every user's, and packets of no socket.
+    pub uids: Vec<(u32, u32)>,
 }
 
 /// A policy error, placed in its file.

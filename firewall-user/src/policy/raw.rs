@@ -154,65 +154,59 @@ impl RawAddresses {
     }
 }
 
-/// A name or a number (a visitor of its own: `#[serde(untagged)]` would answer anything
-/// else with its own internals).
-pub(super) enum RawIcmpType {
-    Name(String),
-    Number(i64),
-}
+/// An enum of a value written as a number or as a string, deserialized by a visitor of its
+/// own (`#[serde(untagged)]` would answer anything else with its own internals), whose
+/// type errors say what was expected in the policy's words.
+macro_rules! number_or_text {
+    ($(#[$doc:meta])* $name:ident, $expected:literal) => {
+        $(#[$doc])*
+        pub(super) enum $name {
+            Number(i64),
+            Text(String),
+        }
 
-impl<'de> Deserialize<'de> for RawIcmpType {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = RawIcmpType;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(
-                    "an ICMP type: echo-request, echo-reply, destination-unreachable, time-exceeded, parameter-problem or a number 0-255",
-                )
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawIcmpType, E> {
-                Ok(RawIcmpType::Name(v.to_owned()))
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawIcmpType, E> {
-                Ok(RawIcmpType::Number(v))
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawIcmpType, E> {
-                Ok(RawIcmpType::Number(i64::try_from(v).unwrap_or(i64::MAX)))
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct Visitor;
+                impl serde::de::Visitor<'_> for Visitor {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str($expected)
+                    }
+                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$name, E> {
+                        Ok($name::Text(v.to_owned()))
+                    }
+                    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<$name, E> {
+                        Ok($name::Number(v))
+                    }
+                    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<$name, E> {
+                        Ok($name::Number(i64::try_from(v).unwrap_or(i64::MAX)))
+                    }
+                }
+                deserializer.deserialize_any(Visitor)
             }
         }
-        deserializer.deserialize_any(Visitor)
-    }
+    };
 }
 
-/// A port as written: a number, or a string that is a range (`"1024-65535"`,
-/// `"1024:65535"`) or a number (a visitor of its own, as [`RawIcmpType`]).
-pub(super) enum RawPort {
-    Number(i64),
-    Text(String),
-}
+number_or_text!(
+    /// An ICMP type: a name or a number.
+    RawIcmpType,
+    "an ICMP type: echo-request, echo-reply, destination-unreachable, time-exceeded, parameter-problem or a number 0-255"
+);
 
-impl<'de> Deserialize<'de> for RawPort {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = RawPort;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a port number or a range as \"1024-65535\"")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawPort, E> {
-                Ok(RawPort::Text(v.to_owned()))
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawPort, E> {
-                Ok(RawPort::Number(v))
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawPort, E> {
-                Ok(RawPort::Number(i64::try_from(v).unwrap_or(i64::MAX)))
-            }
-        }
-        deserializer.deserialize_any(Visitor)
-    }
-}
+number_or_text!(
+    /// A port as written: a number, or a string that is a range (`"1024-65535"`,
+    /// `"1024:65535"`) or a number.
+    RawPort,
+    "a port number or a range as \"1024-65535\""
+);
+
+number_or_text!(
+    /// A uid as written: a number, a user name, or a range (`"1000-1999"`).
+    RawUid,
+    "a uid, a user name, or a range of uids as \"1000-1999\""
+);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -228,6 +222,7 @@ pub(super) struct RawRule {
     pub(super) burst: Option<Spanned<i64>>,
     pub(super) related: Option<Spanned<bool>>,
     pub(super) per_source: Option<Spanned<RawPerSource>>,
+    pub(super) uids: Option<Spanned<Vec<Spanned<RawUid>>>>,
     /// Free text for the listing's readers; ignored by the filter.
     #[serde(rename = "comment")]
     _comment: Option<String>,

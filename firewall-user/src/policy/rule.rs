@@ -8,7 +8,8 @@ use std::{
 
 use firewall_common::{
     Direction, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM,
-    ICMP_TIME_EXCEEDED, MAX_RULES, PROTO_ICMP, icmpv6_equivalent, protocol_named, rule_protocol,
+    ICMP_TIME_EXCEEDED, MAX_RULE_UIDS, MAX_RULES, NO_SOCKET_UID, PROTO_ICMP, icmpv6_equivalent,
+    protocol_named, rule_protocol,
 };
 use serde_spanned::Spanned;
 
@@ -17,7 +18,7 @@ use super::{
     conntrack::parse_duration,
     fail, needs_address6,
     ports::{merged, port_span},
-    raw::{RawIcmpType, RawPeers, RawPerSource, RawPort, RawRule},
+    raw::{RawIcmpType, RawPeers, RawPerSource, RawPort, RawRule, RawUid},
 };
 
 /// The `[[rule]]`s: at most `MAX_RULES`, each valid, none claiming an allow-list entry
@@ -29,9 +30,19 @@ pub(super) fn validate_rules(raw: Vec<Spanned<RawRule>>, ipv6: bool) -> Result<V
     let mut names = HashSet::new();
     let mut owners = Owners::default();
     let mut rules = Vec::with_capacity(raw.len());
+    let mut uids = 0u64;
     for raw_rule in raw {
+        let rule_at = raw_rule.span().start;
         let placed = validate_rule(raw_rule, &mut names, ipv6)?;
         claim_entries(&mut owners, &placed)?;
+        // One `RULE_UIDS` entry a uid.
+        uids += placed.rule.uids.iter().map(|(first, last)| u64::from(last - first) + 1).sum::<u64>();
+        if uids > u64::from(MAX_RULE_UIDS) {
+            return fail(
+                rule_at,
+                format!("too many uids: the rules' uids and ranges hold at most {MAX_RULE_UIDS} in all"),
+            );
+        }
         rules.push(placed.rule);
     }
     Ok(rules)
@@ -126,7 +137,11 @@ fn validate_rule(
     let limit = validate_limit(raw.limit, raw.burst)?;
     let related = validate_related(raw.related, &protocols, icmp_kind)?;
     let per_source = validate_per_source(raw.per_source, direction, at)?;
-    Ok(PlacedRule { rule: Rule { name, direction, services, peers, limit, related, per_source }, peer_at })
+    let uids = validate_uids(raw.uids, direction)?;
+    Ok(PlacedRule {
+        rule: Rule { name, direction, services, peers, limit, related, per_source, uids },
+        peer_at,
+    })
 }
 
 /// `name`: what the listing, the metrics and the drop events call the rule's lines, so
@@ -244,7 +259,7 @@ fn validate_icmp_type(
 /// An ICMP type by its name or its number.
 fn icmp_type(raw: RawIcmpType, at: usize) -> Result<u8, Located> {
     match raw {
-        RawIcmpType::Name(n) => match n.as_str() {
+        RawIcmpType::Text(n) => match n.as_str() {
             "echo-request" => Ok(ICMP_ECHO_REQUEST),
             "echo-reply" => Ok(ICMP_ECHO_REPLY),
             "destination-unreachable" => Ok(ICMP_DEST_UNREACHABLE),
@@ -363,6 +378,89 @@ fn validate_limit(
         Some(b) => return fail(b.span().start, "burst must be between 1 and 10000"),
     };
     Ok(Some(Limit { interval, burst, count, unit }))
+}
+
+/// `uids = [0, "debian-tor", "1000-1999"]`: iptables' `-m owner --uid-owner`, for outbound
+/// rules (only this host's packets have a sending socket). Names are looked up on this
+/// host. The ranges come merged and sorted.
+fn validate_uids(
+    raw: Option<Spanned<Vec<Spanned<RawUid>>>>,
+    direction: Direction,
+) -> Result<Vec<(u32, u32)>, Located> {
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
+    let list_at = raw.span().start;
+    if direction != Direction::Out {
+        return fail(
+            list_at,
+            "uids applies to rules with direction = \"out\": only this host's packets have a sending socket",
+        );
+    }
+    let raw = raw.into_inner();
+    if raw.is_empty() {
+        return fail(list_at, "uids is empty: leave it out to admit every user's packets");
+    }
+    let mut ranges = Vec::with_capacity(raw.len());
+    for entry in raw {
+        let at = entry.span().start;
+        let (first, last) = match entry.into_inner() {
+            RawUid::Number(n) => {
+                let uid = one_uid(n).ok_or_else(|| (at, format!("bad uid {n}: a uid is 0 to 4294967294")))?;
+                (uid, uid)
+            }
+            // A range is digits on both sides of its dash: names have dashes too
+            // (`debian-tor`, `systemd-network`).
+            RawUid::Text(text) => {
+                match text.split_once('-').filter(|(a, _)| a.bytes().all(|b| b.is_ascii_digit())) {
+                    Some((a, b)) => {
+                        let bounds = a.parse().ok().and_then(one_uid).zip(b.parse().ok().and_then(one_uid));
+                        match bounds {
+                            Some((first, last)) if first <= last => (first, last),
+                            _ => {
+                                return fail(
+                                    at,
+                                    format!("bad uid range {text:?}: write FIRST-LAST, as \"1000-1999\""),
+                                );
+                            }
+                        }
+                    }
+                    None => match nix::unistd::User::from_name(&text) {
+                        Ok(Some(user)) => (user.uid.as_raw(), user.uid.as_raw()),
+                        _ => {
+                            return fail(
+                                at,
+                                format!("no user {text:?} on this host: name one it has, or write its uid"),
+                            );
+                        }
+                    },
+                }
+            }
+        };
+        if (first..=last).contains(&NO_SOCKET_UID) {
+            return fail(
+                at,
+                format!(
+                    "uid {NO_SOCKET_UID} (nobody) is what the kernel reports for packets of no socket: the filter cannot tell them apart; run the service as another user"
+                ),
+            );
+        }
+        ranges.push((first, last));
+    }
+    ranges.sort_unstable();
+    let mut merged: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
+    for (first, last) in ranges {
+        match merged.last_mut() {
+            Some(previous) if first <= previous.1.saturating_add(1) => previous.1 = previous.1.max(last),
+            _ => merged.push((first, last)),
+        }
+    }
+    Ok(merged)
+}
+
+/// A uid as a number: 0 to 4294967294 (4294967295 is "no uid" to the kernel).
+fn one_uid(n: i64) -> Option<u32> {
+    u32::try_from(n).ok().filter(|uid| *uid != u32::MAX)
 }
 
 /// What a limit may be, for the error that finds none.
@@ -552,6 +650,65 @@ mod tests {
             check(&rule("in", r#"{ limit = "6/30s", rate = 1 }"#))
                 .unwrap_err()
                 .contains("unknown field `rate`")
+        );
+    }
+
+    #[test]
+    fn uids_read_as_iptables_owner_writes_them() {
+        let rule = |direction: &str, uids: &str| {
+            format!(
+                "{HOST}[[rule]]\nname = \"backup\"\ndirection = \"{direction}\"\nprotocols = [\"tcp\"]\nport = 873\npeers = \"any\"\nuids = {uids}\n"
+            )
+        };
+        let p = check(&rule("out", r#"[1000, "root", "2000-2999", 1001, "2500-3000"]"#)).unwrap();
+        assert_eq!(p.rules[0].uids, vec![(0, 0), (1000, 1001), (2000, 3000)]);
+        // A name with a dash is a name (Debian's `systemd-network` and the like).
+        let dashed = std::fs::read_to_string("/etc/passwd")
+            .unwrap()
+            .lines()
+            .filter_map(|line| line.split(':').next().map(str::to_owned))
+            .find(|name| name.contains('-'));
+        if let Some(name) = dashed {
+            assert!(check(&rule("out", &format!("[{name:?}]"))).is_ok(), "{name}");
+        }
+        assert!(check(&rule("out", "[]").replace("uids = []\n", "")).unwrap().rules[0].uids.is_empty());
+        // Misuses, each where it is written.
+        assert_eq!(
+            check(&rule("in", "[1000]")).unwrap_err(),
+            "p.toml:10:8: uids applies to rules with direction = \"out\": only this host's packets have a sending socket"
+        );
+        assert_eq!(
+            check(&rule("out", "[]")).unwrap_err(),
+            "p.toml:10:8: uids is empty: leave it out to admit every user's packets"
+        );
+        assert_eq!(
+            check(&rule("out", r#"[1000, "no-such-user-here"]"#)).unwrap_err(),
+            "p.toml:10:15: no user \"no-such-user-here\" on this host: name one it has, or write its uid"
+        );
+        assert_eq!(
+            check(&rule("out", r#"["2000-1000"]"#)).unwrap_err(),
+            "p.toml:10:9: bad uid range \"2000-1000\": write FIRST-LAST, as \"1000-1999\""
+        );
+        assert_eq!(
+            check(&rule("out", "[-1]")).unwrap_err(),
+            "p.toml:10:9: bad uid -1: a uid is 0 to 4294967294"
+        );
+        assert!(
+            check(&rule("out", r#"["60000-70000"]"#))
+                .unwrap_err()
+                .ends_with("uid 65534 (nobody) is what the kernel reports for packets of no socket: the filter cannot tell them apart; run the service as another user")
+        );
+        assert!(check(&rule("out", r#"["0-70000"]"#)).unwrap_err().contains("uid 65534 (nobody)"),);
+        let wide = rule("out", r#"["100000-200000"]"#);
+        assert_eq!(
+            check(&wide).unwrap_err(),
+            "p.toml:4:1: too many uids: the rules' uids and ranges hold at most 65536 in all"
+        );
+        assert!(check(&rule("out", "1000")).unwrap_err().ends_with("expected an array"));
+        assert!(
+            check(&rule("out", "[1.5]"))
+                .unwrap_err()
+                .ends_with("expected a uid, a user name, or a range of uids as \"1000-1999\"")
         );
     }
 

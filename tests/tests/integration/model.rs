@@ -2389,8 +2389,10 @@ fn random_rule(index: usize, ipv6: bool) -> impl Strategy<Value = String> {
         // A source's own rate (inbound rules), a window of an hour or a day; blocking the
         // offender an hour, or not.
         prop::option::weighted(0.2, (1u32..=3, select(vec!["1h", "hour", "day"]), 1u32..=3, any::<bool>())),
+        // The sending socket's users (outbound rules): the test runner's (root), or others.
+        prop::option::weighted(0.2, select(vec!["[0]", "[1000]", "[\"1000-1999\", 33]", "[0, \"5-9\"]"])),
     )
-        .prop_map(move |(direction, protocols, ports, icmp_type, peers, limit, related, per_source)| {
+        .prop_map(move |(direction, protocols, ports, icmp_type, peers, limit, related, per_source, uids)| {
             let mut r = format!(
                 "[[rule]]\nname = \"r{index}\"\ndirection = \"{}\"\nprotocols = [{}]\n",
                 if direction == Direction::In { "in" } else { "out" },
@@ -2432,6 +2434,11 @@ fn random_rule(index: usize, ipv6: bool) -> impl Strategy<Value = String> {
             {
                 let block = if block { ", block = \"1h\"" } else { "" };
                 writeln!(r, "per_source = {{ limit = \"{count}/{per}\", burst = {burst}{block} }}").unwrap();
+            }
+            if let Some(uids) = uids
+                && direction == Direction::Out
+            {
+                writeln!(r, "uids = {uids}").unwrap();
             }
             r
         })
@@ -2673,6 +2680,20 @@ direction = "in"
 protocols = ["icmp"]
 icmp_type = 200
 peers = "any"
+[[rule]]
+name = "root-out"
+direction = "out"
+protocols = ["tcp", "udp"]
+ports = [22, 123]
+peers = ["192.0.2.0/24"]
+uids = [0, "1000-1999"]
+[[rule]]
+name = "others-out"
+direction = "out"
+protocols = ["tcp"]
+port = 25
+peers = "any"
+uids = [33, "1000-1999"]
 "#;
 
 /// Port ranges: a range beside single ports of other rules and peers inside it, ranges
@@ -3814,7 +3835,7 @@ fn hand_written_policies_agree_with_the_model() {
         ("CIDR_POLICY (nested prefixes, single peers inside them, any)", CIDR_POLICY),
         ("RELATED_POLICY (ICMP errors matched to flows)", RELATED_POLICY),
         ("LIMITS_POLICY (slow buckets, small bursts, per source too)", LIMITS_POLICY),
-        ("MULTI_POLICY (multi-port, multi-protocol, custom anti-spoof)", MULTI_POLICY),
+        ("MULTI_POLICY (multi-port, multi-protocol, custom anti-spoof, uids)", MULTI_POLICY),
         ("RANGES_POLICY (port ranges beside and over other rules' ports)", RANGES_POLICY),
         ("EMPTY_POLICY (no rules, no anti-spoof lists)", EMPTY_POLICY),
         ("DHCP_RULES_POLICY (rules named dhcp on the DHCP ports, the line on)", DHCP_RULES_POLICY),
