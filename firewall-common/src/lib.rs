@@ -533,14 +533,16 @@ pub const DROP_EVENT_BYTES: usize = 96;
 /// and a full ring costs the kernel one failed reservation, no more.
 pub const DROP_EVENTS_BYTES: u32 = 256 * 1024;
 
-/// One drop, as the kernel sends it through [`MAP_DROP_EVENTS`] while someone listens
-/// (see [`CONFIG_LOG_DROPS`]): the line it was counted on and the frame's first bytes,
-/// which user space decodes and names.
+/// One drop, or one flow a rule with `log` admitted, as the kernel sends it through
+/// [`MAP_DROP_EVENTS`] while someone listens (see [`CONFIG_LOG_DROPS`]): the line it was
+/// counted on and the frame's first bytes, which user space decodes and names (a rule's
+/// NEW line tells an admit).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DropEvent {
     /// The counter id of the line that dropped it (a [`builtin_counter`], a
-    /// [`rule_counter`], an anti-spoof entry's, a [`block_counter`]).
+    /// [`rule_counter`], an anti-spoof entry's, a [`block_counter`]), or of the NEW line of
+    /// the rule with `log` that admitted it.
     pub counter: u32,
     /// The whole frame's length in bytes (what iptables' LOG calls `LEN`, with the link
     /// header).
@@ -675,6 +677,15 @@ pub struct RuleUid {
     pub rule: u32,
     pub uid: u32,
 }
+
+/// `AllowValue::flags`: the rule has `log = true`: the flows it admits send events, as
+/// drops do, while a listener asks (see [`COUNTER_LOGGED`]).
+pub const ALLOW_LOG: u32 = 16;
+
+/// Set on the counter id a verdict names when the frame is to be told as an event even
+/// though it passes (a rule with [`ALLOW_LOG`] admitted it); the programs clear it before
+/// the counter is counted. Counter ids stay far below it.
+pub const COUNTER_LOGGED: u32 = 1 << 31;
 
 /// `PER_SOURCE_LIMITS[rule]`: a rule's `per_source` limit, a GCRA for each source (see
 /// [`TokenBucket`]): a source's `burst` new flows at once, then one every `interval_ns`.
@@ -872,6 +883,7 @@ const _: () = {
     assert!(ANTISPOOF_COUNTER_BASE + MAX_ANTISPOOF <= RULE_COUNTER_BASE);
     assert!(rule_counter(MAX_RULES - 1, Line::Established) < BLOCK_COUNTER_BASE);
     assert!(block_counter(MAX_BLOCKED - 1, Direction::Out) == MAX_COUNTERS - 1);
+    assert!(MAX_COUNTERS < COUNTER_LOGGED);
     // A flow's rule is 16 bits.
     assert!(MAX_RULES <= 1 << 16);
     // A drop event's head length is 16 bits; the event has no implicit padding.

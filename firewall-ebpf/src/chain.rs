@@ -33,13 +33,13 @@
 //!
 //! In audit mode (`--audit`) every line counts as above and what would drop passes. While
 //! `drops` or `serve --log-drops` listens, drops also send events, rate-limited here in the
-//! kernel.
+//! kernel, and so do the flows a rule with `log` admits.
 use aya_ebpf::{EbpfContext, maps::lpm_trie::Key};
 use firewall_common::{
-    ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_OWNER, ALLOW_PER_SOURCE, ALLOW_RELATED, ANY_PEER, Addr,
-    AllowKey, AllowValue, Builtin, CONFIG_AUDIT, CONFIG_DHCP, CONFIG_HAS_BLOCKS, CONFIG_HAS_PREFIXES,
+    ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_LOG, ALLOW_OWNER, ALLOW_PER_SOURCE, ALLOW_RELATED, ANY_PEER,
+    Addr, AllowKey, AllowValue, Builtin, CONFIG_AUDIT, CONFIG_DHCP, CONFIG_HAS_BLOCKS, CONFIG_HAS_PREFIXES,
     CONFIG_HAS_RANGES, CONFIG_IPV6, CONFIG_LOG_DROPS, CONFIG_MORE_ADDRESSES, CONFIG_NEVER_SET, CONFIG_READY,
-    CONFIG_TCP_STRICT, Chain, Config, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DHCPV6_CLIENT_PORT,
+    CONFIG_TCP_STRICT, COUNTER_LOGGED, Chain, Config, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DHCPV6_CLIENT_PORT,
     DHCPV6_SERVER_PORT, Direction, DropEvent, FlowKey, ICMP_DEST_UNREACHABLE, ICMP_PARAMETER_PROBLEM,
     ICMP_TIME_EXCEEDED, ICMPV6_DEST_UNREACHABLE, ICMPV6_MLD, ICMPV6_ND_FIRST, ICMPV6_ND_LAST,
     ICMPV6_PACKET_TOO_BIG, ICMPV6_PARAMETER_PROBLEM, ICMPV6_TIME_EXCEEDED, LOG_BUCKET, Line, OFFENDER_SLOT,
@@ -79,7 +79,8 @@ pub fn filter<F: Frame + EbpfContext>(frame: &F, direction: Direction) -> Action
     if config.flags & CONFIG_READY == 0 {
         return Action::Pass;
     }
-    let (action, counter) = walk(frame, direction, config);
+    let (action, marked) = walk(frame, direction, config);
+    let counter = marked & !COUNTER_LOGGED;
     // Counted before the drop's event, not after: the verifier then meets the event's
     // code once for all the lines that drop, not once for each (it tells the lines
     // apart for the counter's lookup: 6,000 to 8,000 of its instructions with the
@@ -91,11 +92,17 @@ pub fn filter<F: Frame + EbpfContext>(frame: &F, direction: Direction) -> Action
             (*line).bytes += frame.len() as u64;
         }
     }
-    if let Action::Pass = action {
+    // Every drop is told while a listener asks, and the flows a rule with `log` admits.
+    if let Action::Pass = action
+        && marked & COUNTER_LOGGED == 0
+    {
         return Action::Pass;
     }
     if config.flags & CONFIG_LOG_DROPS != 0 && token_bucket::take(LOG_BUCKET, conntrack::now()) {
         drop_event(frame, direction, counter);
+    }
+    if let Action::Pass = action {
+        return Action::Pass;
     }
     if config.flags & CONFIG_AUDIT != 0 { Action::Pass } else { Action::Drop }
 }
@@ -158,7 +165,8 @@ fn walk(frame: &impl Frame, direction: Direction, config: &Config) -> (Action, u
         && let Fragment::Headed = ip.fragment
         && ip.more != 0
     {
-        fragments::first_passed(&ip, direction, counter, now, config);
+        // Its later fragments pass on its line, and are not told: the flow was.
+        fragments::first_passed(&ip, direction, counter & !COUNTER_LOGGED, now, config);
     }
     verdict
 }
@@ -352,7 +360,9 @@ fn judge(frame: &impl Frame, ip: &Ip, direction: Direction, now: u64, config: &C
     {
         conntrack::track(key, direction, direction, rule.rule, &l4, now, config);
     }
-    (Action::Pass, rule_counter(rule.rule, Line::New))
+    // A rule with `log` has its admits told (see `filter`).
+    let logged = if rule.flags & ALLOW_LOG != 0 { COUNTER_LOGGED } else { 0 };
+    (Action::Pass, rule_counter(rule.rule, Line::New) | logged)
 }
 
 /// Whether the packet is ours: its local address is one of the host's. `first` says

@@ -337,6 +337,7 @@
 //!     entry first. An outbound packet to a peer the anti-spoof source list contains
 //!     passes but starts no flow: its returns meet that list (rule 12), as in the seed,
 //!     whose anti-spoof lines come before its ESTABLISHED ones.
+//!     A rule's `log` changes no verdict and no line: it tells its admits as events.
 //! 23. No rule admits it, and it is an outbound TCP segment with ACK and without SYN:
 //!     the pick-up of an inbound session older than the filter. If a rule of direction in
 //!     admits the reverse view (TCP, the segment's source port as the service port, its

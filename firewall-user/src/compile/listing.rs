@@ -279,6 +279,9 @@ fn rule_lines(policy: &Policy, rule: &Rule, index: u32, ours: &str) -> (ListLine
         .limit
         .map(|l| format!(" limit: avg {}/{} burst {}", l.count, l.unit, l.burst))
         .unwrap_or_default();
+    if rule.log {
+        limit.push_str(" LOG");
+    }
     if !rule.uids.is_empty() {
         let uids: Vec<String> = rule
             .uids

@@ -306,6 +306,9 @@ pub struct Rule {
     /// `uids` (outbound rules): only the packets of these users' sockets open flows, as
     /// ranges of uids, merged and sorted; empty: every user's, and packets of no socket.
     pub uids: Vec<(u32, u32)>,
+    /// `log = true`: the flows the rule admits are told as events, as drops are, while
+    /// `drops` or `serve --log-drops` listens (iptables' `-j LOG` before the ACCEPT).
+    pub log: bool,
 }
 
 /// A policy error, placed in its file.

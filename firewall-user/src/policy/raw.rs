@@ -223,6 +223,7 @@ pub(super) struct RawRule {
     pub(super) related: Option<Spanned<bool>>,
     pub(super) per_source: Option<Spanned<RawPerSource>>,
     pub(super) uids: Option<Spanned<Vec<Spanned<RawUid>>>>,
+    pub(super) log: Option<bool>,
     /// Free text for the listing's readers; ignored by the filter.
     #[serde(rename = "comment")]
     _comment: Option<String>,

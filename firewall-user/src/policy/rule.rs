@@ -138,8 +138,10 @@ fn validate_rule(
     let related = validate_related(raw.related, &protocols, icmp_kind)?;
     let per_source = validate_per_source(raw.per_source, direction, at)?;
     let uids = validate_uids(raw.uids, direction)?;
+    // `log = true`: told as events while a listener asks (see `Rule::log`).
+    let log = raw.log.unwrap_or(false);
     Ok(PlacedRule {
-        rule: Rule { name, direction, services, peers, limit, related, per_source, uids },
+        rule: Rule { name, direction, services, peers, limit, related, per_source, uids, log },
         peer_at,
     })
 }
@@ -650,6 +652,21 @@ mod tests {
             check(&rule("in", r#"{ limit = "6/30s", rate = 1 }"#))
                 .unwrap_err()
                 .contains("unknown field `rate`")
+        );
+    }
+
+    #[test]
+    fn log_is_a_boolean_and_off_by_default() {
+        let rule = |log: &str| {
+            format!(
+                "{HOST}[[rule]]\nname = \"ssh\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 22\npeers = \"any\"\n{log}"
+            )
+        };
+        assert!(!check(&rule("")).unwrap().rules[0].log);
+        assert!(check(&rule("log = true\n")).unwrap().rules[0].log);
+        assert_eq!(
+            check(&rule("log = \"SSH: \"\n")).unwrap_err(),
+            "p.toml:10:7: invalid type: string \"SSH: \", expected a boolean"
         );
     }
 

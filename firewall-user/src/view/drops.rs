@@ -1,4 +1,5 @@
-//! Sampled drop events: `firewall drops` and `firewall serve --log-drops`.
+//! Sampled drop events: `firewall drops` and `firewall serve --log-drops`; with them, the
+//! flows the rules with `log = true` admit, told as `ACCEPT`.
 //!
 //! The seed warns that logging every drop fills disks, so the kernel sends none until a
 //! listener asks: [`Listening`] sets `CONFIG_LOG_DROPS` and the rate of the events' own
@@ -21,12 +22,12 @@ use aya::maps::{Map, MapData, RingBuf};
 use etherparse::{LaxNetSlice, LaxSlicedPacket};
 pub use firewall_common::DropEvent;
 use firewall_common::{
-    CONFIG_LOG_DROPS, DROP_EVENT_BYTES, Direction, LOG_BUCKET, MAP_DROP_EVENTS, MAP_TOKEN_BUCKETS,
+    CONFIG_LOG_DROPS, DROP_EVENT_BYTES, Direction, LOG_BUCKET, Line, MAP_DROP_EVENTS, MAP_TOKEN_BUCKETS,
     PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TokenBucket,
 };
 
 use crate::{
-    compile::chain_name,
+    compile::{LineKind, chain_name},
     kernel::{
         Filter,
         maps::{LiveMaps, call, check_pinned},
@@ -161,12 +162,17 @@ pub fn render(event: &DropEvent, iface: &str, snapshot: Option<&Snapshot>) -> St
         Some(Direction::Out) => ("", iface),
         _ => (iface, ""),
     };
-    let mut out = format!("DROP IN={inbound} OUT={outbound}");
     let line = snapshot.and_then(|s| {
         s.chains
             .iter()
             .find_map(|c| c.lines.iter().find(|l| l.counter == event.counter).map(|l| (c.chain, l)))
     });
+    // A flow a rule with `log` admitted is told on its NEW line, which accepts.
+    let verdict = match line {
+        Some((_, l)) if matches!(l.kind, LineKind::Rule { line: Line::New, .. }) => "ACCEPT",
+        _ => "DROP",
+    };
+    let mut out = format!("{verdict} IN={inbound} OUT={outbound}");
     match line {
         Some((chain, line)) => {
             out.push_str(&format!(" CHAIN={} RULE={}", chain_name(chain), line.kind.name()));

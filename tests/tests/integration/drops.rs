@@ -289,3 +289,54 @@ fn a_drop_s_event_holds_its_direction_line_length_and_head() {
     assert_eq!(f.egress(&dns), Verdict::Pass);
     assert!(ring.next().is_none(), "an event for a packet passed");
 }
+
+/// iptables' `-j LOG` before an ACCEPT, as a rule's `log = true`: each flow the rule admits
+/// is told once, as `ACCEPT` on the rule's line, and nothing of the flow after its first
+/// packet; a rule without it tells nothing.
+#[test]
+fn a_rule_with_log_tells_the_flows_it_admits_and_nothing_more() {
+    require_root();
+    let lab = Lab::new("drops-log");
+    let logged = SocketAddrV4::new(HOST, 2222);
+    let quiet = SocketAddrV4::new(HOST, 2223);
+    lab.tcp_echo(logged);
+    lab.tcp_echo(quiet);
+    let extra = r#"
+[[rule]]
+name = "logged-in"
+direction = "in"
+protocols = ["tcp"]
+port = 2222
+peers = "any"
+log = true
+[[rule]]
+name = "quiet-in"
+direction = "in"
+protocols = ["tcp"]
+port = 2223
+peers = "any"
+"#;
+    let text = std::fs::read_to_string(lab.policy_file()).unwrap() + extra;
+    let policy = lab.tmp().join("logged.toml");
+    std::fs::write(&policy, text).unwrap();
+    lab.up_with(&policy);
+    assert!(lab.firewall_ok(&["list", "-n"]).contains("tcp dpt:2222 state NEW,ESTABLISHED LOG"));
+
+    let listener = Listener::start(&lab, &["drops", "--rate", "100", "--iface", SERVER_IF]);
+    listener.wait_stderr("drop events on s0");
+    for to in [logged, quiet] {
+        for _ in 0..3 {
+            let outcome = lab.tcp_probe(STRANGER, to, Duration::from_secs(5));
+            assert_eq!(outcome, tests::lab::Outcome::Open, "{to}");
+        }
+    }
+    let lines = listener.lines_within(Duration::from_secs(2), true);
+    let told: Vec<&String> = lines.iter().filter(|l| l.contains("SRC=203.0.113.99")).collect();
+    // Three connections, three SYNs told; their ACKs, data and FINs rode the flow.
+    assert_eq!(told.len(), 3, "{lines:#?}");
+    let expected = "ACCEPT IN=s0 OUT= CHAIN=INPUT RULE=logged-in SRC=203.0.113.99 DST=198.51.100.1 LEN=";
+    for line in told {
+        assert!(line.starts_with(expected) && line.ends_with(" DPT=2222"), "{line:?}");
+    }
+    listener.stop(libc::SIGINT);
+}

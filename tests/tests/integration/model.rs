@@ -2391,8 +2391,10 @@ fn random_rule(index: usize, ipv6: bool) -> impl Strategy<Value = String> {
         prop::option::weighted(0.2, (1u32..=3, select(vec!["1h", "hour", "day"]), 1u32..=3, any::<bool>())),
         // The sending socket's users (outbound rules): the test runner's (root), or others.
         prop::option::weighted(0.2, select(vec!["[0]", "[1000]", "[\"1000-1999\", 33]", "[0, \"5-9\"]"])),
+        // Told as events: no verdict, no line changes.
+        prop::bool::weighted(0.2),
     )
-        .prop_map(move |(direction, protocols, ports, icmp_type, peers, limit, related, per_source, uids)| {
+        .prop_map(move |(direction, protocols, ports, icmp_type, peers, limit, related, per_source, uids, log)| {
             let mut r = format!(
                 "[[rule]]\nname = \"r{index}\"\ndirection = \"{}\"\nprotocols = [{}]\n",
                 if direction == Direction::In { "in" } else { "out" },
@@ -2439,6 +2441,9 @@ fn random_rule(index: usize, ipv6: bool) -> impl Strategy<Value = String> {
                 && direction == Direction::Out
             {
                 writeln!(r, "uids = {uids}").unwrap();
+            }
+            if log {
+                r.push_str("log = true\n");
             }
             r
         })

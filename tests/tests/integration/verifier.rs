@@ -6,7 +6,11 @@ use firewall_common::{MAPS, PROG_EGRESS, PROG_INGRESS, SCRATCH_MAPS};
 use tests::harness::TestFilter;
 
 /// Processed instructions each program may cost the verifier, with the policy of
-/// examples/tight.toml: set about 12% over what they cost on Linux 6.18 with fragment
+/// examples/tight.toml: 60,000, about 10% over what they cost with a rule's `log`, 54,683
+/// and 51,431 (the flows a rule with `log` admits reach the event's code, which only
+/// drops reached before: 5,360 more on XDP, its admits walked from each header layout;
+/// the event as a subprogram saved only 750), 49,323 and 50,009 with per-source limits
+/// and `uids` before it. Before them, 52,000: set about 12% over what they cost on Linux 6.18 with fragment
 /// tracking and several host addresses, 45,836 and 46,388; 48,518 and 49,615 with port
 /// ranges (a port's interval looked up before the allow-lists, in judge and picked_up,
 /// behind a configuration flag). Fragments alone, 46,970 and
@@ -39,8 +43,8 @@ use tests::harness::TestFilter;
 /// every path; 5,110 and 4,718 with the conntrack fast path; 2,963 and 3,275 before it.
 /// The kernel's limit is 1,000,000.
 /// Raise only with a reason in the commit.
-const BUDGET_INGRESS: u32 = 52_000;
-const BUDGET_EGRESS: u32 = 52_000;
+const BUDGET_INGRESS: u32 = 60_000;
+const BUDGET_EGRESS: u32 = 60_000;
 
 #[test]
 fn the_programs_stay_within_the_verifier_budget() {
