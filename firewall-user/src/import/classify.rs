@@ -94,7 +94,13 @@ pub(super) const WHY_EVERY_ICMP_TYPE: &str = "ICMP of every type becomes four ru
 pub(super) const WHY_EVERY_PROTOCOL: &str = "every protocol becomes a rule of every TCP and UDP port (1-65535) and the four ICMP rules of every type (echo-request, destination-unreachable, time-exceeded, parameter-problem); other protocols (ESP, GRE, …) and ICMP types drop here";
 pub(super) const WHY_HOST_DROPPED_WHOLE: &str = "translated with a difference: the host it drops is an anti-spoof source, dropped whatever it sends, where this line drops only what it matches (a ban by fail2ban, say)";
 pub(super) const WHY_RECENT_SET: &str = "-m recent --set only notes the source for the --update or --rcheck of its list: translated with that line, as per_source, or listed with it";
-pub(super) const WHY_RECENT: &str = "translated with a difference, as the per_source of the ACCEPTs it limits (N new flows in S seconds, burst N): recent counts every attempt in a sliding window, refused ones too, where per_source is a token bucket that refused attempts do not charge, so a source that keeps trying gets a flow again as its bucket refills, and up to about twice N in one window";
+/// Why a `-m recent` check translated as `per_source = rate` is a difference.
+pub(super) fn why_recent(rate: Rate) -> String {
+    format!(
+        "translated with a difference, as per_source {rate} on the ACCEPTs it limits: recent counts every attempt in a sliding window, refused ones too, where per_source is a token bucket that refused attempts do not charge, so a source that keeps trying gets a flow again as its bucket refills, and up to about twice {} in one window",
+        rate.count
+    )
+}
 pub(super) const WHY_LIMIT_CHECK: &str =
     "translated: it is the per_source (or limit) of the ACCEPTs after it that it limits";
 pub(super) const WHY_REJECT: &str = "REJECT becomes DROP: the firewall answers nothing (no ICMP error, no TCP RST), so a client waits for its timeout where it failed at once";

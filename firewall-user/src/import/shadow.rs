@@ -15,8 +15,8 @@ use super::{
     chains::FlatLine,
     classify::{
         Classified, Flow, Role, SourceLimit, Svc, WHY_EVERY_ICMP_TYPE, WHY_EVERY_PROTOCOL,
-        WHY_HOST_DROPPED_WHOLE, WHY_LIMIT_CHECK, WHY_POLICY, WHY_PROTOCOL_RETURNS, WHY_RECENT, WHY_REJECT,
-        WHY_RETURNS, WHY_SYN_ONLY, classify, drop_with_matches,
+        WHY_HOST_DROPPED_WHOLE, WHY_LIMIT_CHECK, WHY_POLICY, WHY_PROTOCOL_RETURNS, WHY_REJECT, WHY_RETURNS,
+        WHY_SYN_ONLY, classify, drop_with_matches, why_recent,
     },
     spec::{PortRange, Rate, SourceMatch, Spec, States, Target, TcpFlags},
 };
@@ -47,8 +47,9 @@ struct Shadow {
     /// A DROP of what goes over a rate (`-m recent --update`, `--hashlimit-above`): it
     /// is the limit of the ACCEPTs after it that it limits whole, rather than their shadow.
     check: Option<Check>,
-    /// It became some line's limit: what its finding then says.
-    limited: Option<&'static str>,
+    /// It became some line's limit: what its finding then says, and whether that is a
+    /// difference (a `-m recent` check's).
+    limited: Option<(String, bool)>,
 }
 
 /// A DROP of what goes over a rate, read whole.
@@ -207,7 +208,13 @@ impl Classifier {
         }
         if let Some(list) = &spec.recent_set {
             let new_flows_only = self.new_flows_only(spec);
-            self.sets.push(SetLine { at, line: flat.line, list: list.clone(), spec: spec.clone(), new_flows_only });
+            self.sets.push(SetLine {
+                at,
+                line: flat.line,
+                list: list.clone(),
+                spec: spec.clone(),
+                new_flows_only,
+            });
         }
         let role = self.role(flat, spec);
         if spec.target == Some(Target::Reject) && role.is_ok() {
@@ -314,9 +321,11 @@ impl Classifier {
             match self.limit(&self.shadows[i], spec, &f) {
                 Ok(limit) => {
                     let shadow = &mut self.shadows[i];
-                    shadow.limited = Some(match limit {
-                        Limit::PerSource(SourceLimit { recent_line: Some(_), .. }) => WHY_RECENT,
-                        _ => WHY_LIMIT_CHECK,
+                    shadow.limited = Some(match &limit {
+                        Limit::PerSource(SourceLimit { recent_line: Some(_), rate, .. }) => {
+                            (why_recent(*rate), true)
+                        }
+                        _ => (WHY_LIMIT_CHECK.to_owned(), false),
                     });
                     match limit {
                         Limit::PerSource(limit) => f.per_source = Some(limit),
@@ -435,12 +444,12 @@ impl Classifier {
                 continue;
             };
             let finding = findings.untranslated.remove(at);
-            if let Some(why) = shadow.limited {
+            if let Some((why, difference)) = &shadow.limited {
                 if shadow.spec.target == Some(Target::Reject) {
                     findings.differences.push(Finding { why: WHY_REJECT.into(), ..finding.clone() });
                 }
-                let list = if why == WHY_RECENT { &mut findings.differences } else { &mut findings.built_in };
-                list.push(Finding { why: why.into(), ..finding });
+                let list = if *difference { &mut findings.differences } else { &mut findings.built_in };
+                list.push(Finding { why: why.clone(), ..finding });
                 continue;
             }
             let why = match (shadow.narrowed, shadow.exact) {
@@ -509,7 +518,8 @@ impl Classifier {
         }
         if !limits_whole(&shadow.spec, accept) {
             return Err(
-                "it limits only some of the packets this line admits, or more than its service and peers".into(),
+                "it limits only some of the packets this line admits, or more than its service and peers"
+                    .into(),
             );
         }
         let rate = match &check.rate {
@@ -523,7 +533,9 @@ impl Classifier {
                 return Ok(Limit::Rule(*rate));
             }
             _ if f.direction != Direction::In => {
-                return Err("per_source limits the sources of inbound flows, and this line's are outbound".into());
+                return Err(
+                    "per_source limits the sources of inbound flows, and this line's are outbound".into()
+                );
             }
             _ if f.per_source.is_some() => return Err("this line has a per-source limit already".into()),
             SourceMatch::Above { name, rate, .. } => {
@@ -555,10 +567,15 @@ impl Classifier {
             hits
         } else {
             let Some(set) = self.sets.iter().find(|s| s.list == list && s.at < shadow.at) else {
-                return Err(format!("the line that sets its list {list} (--set) is not before it, nor this line"));
+                return Err(format!(
+                    "the line that sets its list {list} (--set) is not before it, nor this line"
+                ));
             };
             if !same_packets(&set.spec, &shadow.spec) {
-                return Err(format!("line {} sets its list {list} (--set) on other packets than it checks", set.line));
+                return Err(format!(
+                    "line {} sets its list {list} (--set) on other packets than it checks",
+                    set.line
+                ));
             }
             if !set.new_flows_only {
                 return Err(format!("line {}, which sets its list {list}, {NOT_FLOWS}", set.line));
@@ -573,8 +590,7 @@ impl Classifier {
 }
 
 /// Why a rate of packets is not one of flows.
-const NOT_FLOWS: &str =
-    "it limits every packet (no state NEW, no --syn, no ESTABLISHED line before it), not only the first of each flow";
+const NOT_FLOWS: &str = "it limits every packet (no state NEW, no --syn, no ESTABLISHED line before it), not only the first of each flow";
 
 /// A window of `seconds`, as the policy writes it: in iptables' unit where it is one.
 fn window(seconds: u32) -> Per {

@@ -286,7 +286,10 @@ impl Spec {
             )));
         }
         if self.recent_set.is_some() && other.recent_set.is_some() {
-            return Some(Err((both, "two -m recent --set, the jump's and the line's, are not translated".into())));
+            return Some(Err((
+                both,
+                "two -m recent --set, the jump's and the line's, are not translated".into(),
+            )));
         }
         Some(Ok(both))
     }
@@ -520,7 +523,9 @@ impl LineParser {
                 self.spec.state = Some(states(&value(words, word)?)?);
             }
             "--limit" if module == Some("limit") => self.limit = Some(limit(word, &value(words, word)?)?),
-            "--limit-burst" if module == Some("limit") => self.burst = Some(burst(word, &value(words, word)?)?),
+            "--limit-burst" if module == Some("limit") => {
+                self.burst = Some(burst(word, &value(words, word)?)?);
+            }
             option if module == Some("recent") => self.recent.option(option, words)?,
             option if module == Some("hashlimit") => self.hashlimit.option(option, words)?,
             option if option.starts_with('-') => {
@@ -556,7 +561,9 @@ impl LineParser {
             match self.hashlimit.finish() {
                 // A global hashlimit is a token bucket, as -m limit.
                 Ok(Hashlimit::Global(rate)) if self.spec.limit.is_none() => self.spec.limit = Some(rate),
-                Ok(Hashlimit::Global(_)) => self.cannot("-m limit and -m hashlimit on one line are not translated".into()),
+                Ok(Hashlimit::Global(_)) => {
+                    self.cannot("-m limit and -m hashlimit on one line are not translated".into());
+                }
                 Ok(Hashlimit::Source(m)) => self.spec.source_match = Some(m),
                 Err(why) => self.cannot(why),
             }
@@ -756,7 +763,9 @@ impl HashlimitOptions {
             None if above => Ok(Hashlimit::Source(SourceMatch::Above { name, rate, per_source: false })),
             None => Ok(Hashlimit::Global(rate)),
             Some("srcip") => match self.srcmask {
-                None | Some(32) if above => Ok(Hashlimit::Source(SourceMatch::Above { name, rate, per_source: true })),
+                None | Some(32) if above => {
+                    Ok(Hashlimit::Source(SourceMatch::Above { name, rate, per_source: true }))
+                }
                 None | Some(32) => Ok(Hashlimit::Source(SourceMatch::Upto { name, rate })),
                 Some(mask) => Err(format!(
                     "--hashlimit-srcmask {mask} counts a network's sources together: per_source counts each address"
