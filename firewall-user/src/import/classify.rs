@@ -12,7 +12,7 @@ use super::{
     chains::{FlatLine, flatten},
     dump::DumpTable,
     shadow::classify_rules,
-    spec::{Parsed, PortRange, Rate, Spec, States, Target, TcpFlags},
+    spec::{Parsed, PortRange, Rate, SourceMatch, Spec, States, Target, TcpFlags},
 };
 use crate::policy::Prefix;
 
@@ -40,11 +40,25 @@ pub(super) struct Flow {
     /// The host side's address (`-d` on INPUT, `-s` on OUTPUT), to check against OURIP.
     pub(super) host: Option<Prefix>,
     pub(super) limit: Option<Rate>,
+    /// The rule's `per_source`: from the line's own hashlimit, or a limit before it
+    /// (`shadow`).
+    pub(super) per_source: Option<SourceLimit>,
     /// A return line (ESTABLISHED, or an echo reply): it pairs with an opening line.
     pub(super) is_return: bool,
     /// The interface it names (not loopback).
     pub(super) iface: Option<String>,
     pub(super) comment: Option<String>,
+}
+
+/// A rule's `per_source`, and the dump's buckets it stands for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) struct SourceLimit {
+    pub(super) rate: Rate,
+    /// The `-m recent` list or the hashlimit name: lines of one name share its buckets,
+    /// as one rule does.
+    pub(super) bucket: String,
+    /// The line of the `-m recent` check it stands for, which counts otherwise.
+    pub(super) recent_line: Option<usize>,
 }
 
 /// A service as a rule's key: a TCP or UDP port, or an ICMP type (`related` for the
@@ -79,6 +93,16 @@ pub(super) const WHY_SYN_ONLY: &str = "TCP flows open with a bare SYN only: [con
 pub(super) const WHY_EVERY_ICMP_TYPE: &str = "ICMP of every type becomes four rules: echo-request (its replies the returns) and the errors destination-unreachable, time-exceeded and parameter-problem; the other types (redirect, timestamp, router advertisement, …) drop here";
 pub(super) const WHY_EVERY_PROTOCOL: &str = "every protocol becomes a rule of every TCP and UDP port (1-65535) and the four ICMP rules of every type (echo-request, destination-unreachable, time-exceeded, parameter-problem); other protocols (ESP, GRE, …) and ICMP types drop here";
 pub(super) const WHY_HOST_DROPPED_WHOLE: &str = "translated with a difference: the host it drops is an anti-spoof source, dropped whatever it sends, where this line drops only what it matches (a ban by fail2ban, say)";
+pub(super) const WHY_RECENT_SET: &str = "-m recent --set only notes the source for the --update or --rcheck of its list: translated with that line, as per_source, or listed with it";
+/// Why a `-m recent` check translated as `per_source = rate` is a difference.
+pub(super) fn why_recent(rate: Rate) -> String {
+    format!(
+        "translated with a difference, as per_source {rate} on the ACCEPTs it limits: recent counts every attempt in a sliding window, refused ones too, where per_source is a token bucket that refused attempts do not charge, so a source that keeps trying gets a flow again as its bucket refills, and up to about twice {} in one window",
+        rate.count
+    )
+}
+pub(super) const WHY_LIMIT_CHECK: &str =
+    "translated: it is the per_source (or limit) of the ACCEPTs after it that it limits";
 pub(super) const WHY_REJECT: &str = "REJECT becomes DROP: the firewall answers nothing (no ICMP error, no TCP RST), so a client waits for its timeout where it failed at once";
 
 /// Classifies one line, its user-defined chains inlined: in a built-in chain, with a
@@ -89,7 +113,7 @@ pub(super) fn classify(spec: &Spec) -> Result<Role, String> {
         return Err(format!("chain {chain} is not declared in the dump: not translated"));
     }
     let Some(target) = &spec.target else {
-        return Ok(Role::BuiltIn(WHY_COUNT_ONLY));
+        return Ok(Role::BuiltIn(if spec.recent_set.is_some() { WHY_RECENT_SET } else { WHY_COUNT_ONLY }));
     };
     if let Target::Other { name, .. } = target
         && matches!(name.as_str(), "LOG" | "NFLOG" | "ULOG")
@@ -97,6 +121,20 @@ pub(super) fn classify(spec: &Spec) -> Result<Role, String> {
         return Ok(Role::Different(WHY_LOG));
     }
     let accept = accepts(target)?;
+    if let Some(check) = &spec.source_match {
+        return match check {
+            SourceMatch::Upto { .. } if accept => classify_accept(spec),
+            SourceMatch::Upto { .. } => Err(drop_with_matches(spec)),
+            _ if accept => Err(format!(
+                "an ACCEPT of what {} matches cannot be expressed: per_source drops what goes over a rate, it admits nothing",
+                check.option()
+            )),
+            _ => Err(format!(
+                "{} is a rate limit: it becomes the per_source (or limit) of the ACCEPTs after it that it limits whole; each line it keeps out says why not",
+                check.option()
+            )),
+        };
+    }
     if spec.fragment {
         return match (accept, spec.matches()) {
             (false, 1) => Ok(Role::Different(WHY_FRAGMENTS)),
@@ -250,6 +288,12 @@ impl<'a> Accept<'a> {
             peer,
             host,
             limit: spec.limit,
+            per_source: match &spec.source_match {
+                Some(SourceMatch::Upto { name, rate }) => {
+                    Some(SourceLimit { rate: *rate, bucket: name.clone(), recent_line: None })
+                }
+                _ => None,
+            },
             is_return,
             iface,
             comment: spec.comment.clone(),

@@ -12,7 +12,7 @@ use firewall_common::{
 
 use super::{
     Finding, Findings, Options,
-    classify::{Classified, Flow, Role, Svc},
+    classify::{Classified, Flow, Role, SourceLimit, Svc},
     spec::{PortRange, Rate},
     write::{AntispoofOut, HostOut, line_list},
 };
@@ -28,6 +28,7 @@ pub(super) struct RuleOut {
     pub(super) icmp: Option<(u8, bool)>,
     pub(super) peers: Option<Vec<Prefix>>,
     pub(super) limit: Option<Rate>,
+    pub(super) per_source: Option<SourceLimit>,
     pub(super) opening: Vec<usize>,
     pub(super) returns: Vec<usize>,
     pub(super) notes: Vec<String>,
@@ -203,6 +204,7 @@ pub(super) fn group(flows: &[FlowLine], passes_returns: &[String], findings: &mu
     for entry in &mut entries {
         entry.absorb_named_peers();
         entry.note_shared_limit();
+        entry.note_recent();
     }
     let mut rules = merge(&entries);
     // In the order of the dump's first line of each (a return line comes first when
@@ -295,6 +297,9 @@ impl Returns {
     }
 }
 
+/// A rule's limit and its per-source limit.
+type Limits = (Option<Rate>, Option<SourceLimit>);
+
 /// The lines one service admits in one direction with one limit: its peers (`None`:
 /// anyone), in order, each with the line that names it.
 #[derive(Debug)]
@@ -302,6 +307,7 @@ struct Entry {
     direction: Direction,
     svc: Svc,
     limit: Option<Rate>,
+    per_source: Option<SourceLimit>,
     peers: Vec<(Option<Prefix>, usize)>,
     /// The line that named each peer first.
     peer_line: HashMap<Option<Prefix>, usize>,
@@ -313,11 +319,12 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(direction: Direction, svc: Svc, limit: Option<Rate>) -> Self {
+    fn new(direction: Direction, svc: Svc, (limit, per_source): Limits) -> Self {
         Entry {
             direction,
             svc,
             limit,
+            per_source,
             peers: Vec::new(),
             peer_line: HashMap::new(),
             lines: Vec::new(),
@@ -379,6 +386,15 @@ impl Entry {
         }
     }
 
+    /// A per_source that stands for a `-m recent` check says so: it counts otherwise.
+    fn note_recent(&mut self) {
+        if let Some(SourceLimit { recent_line: Some(line), .. }) = self.per_source {
+            self.notes.push(format!(
+                "per_source stands for the -m recent of line {line}, which counts refused attempts too, in a sliding window (listed above)"
+            ));
+        }
+    }
+
     /// Its peers as a rule lists them: `None` for anyone.
     fn peer_list(&self) -> Option<Vec<Prefix>> {
         if self.peers.iter().any(|(p, _)| p.is_none()) {
@@ -414,7 +430,7 @@ enum Overlap {
 #[derive(Default)]
 struct Entries {
     all: Vec<Entry>,
-    by_limit: HashMap<(Direction, Svc, Option<Rate>), usize>,
+    by_limit: HashMap<(Direction, Svc, Limits), usize>,
     /// The entries of one service, whatever their limits.
     by_service: HashMap<(Direction, Svc), Vec<usize>>,
 }
@@ -455,7 +471,7 @@ impl Entries {
             };
             let inside_lines: Vec<usize> =
                 wider.iter().filter_map(|&e| self.all[e].remove_peer(f.peer)).collect();
-            let entry = self.entry(f.direction, *svc, f.limit);
+            let entry = self.entry(f.direction, *svc, (f.limit, f.per_source.clone()));
             entry.add_line(line, f);
             if !inside_lines.is_empty() {
                 entry.notes.push(inside(&inside_lines));
@@ -474,7 +490,7 @@ impl Entries {
         let siblings = self.by_service.get(&(f.direction, svc)).map_or(&[][..], Vec::as_slice);
         siblings
             .iter()
-            .filter(|&&e| self.all[e].limit != f.limit)
+            .filter(|&&e| self.all[e].limit != f.limit || self.all[e].per_source != f.per_source)
             .find_map(|&e| self.all[e].peer_line.get(&f.peer))
             .copied()
     }
@@ -508,19 +524,19 @@ impl Entries {
     }
 
     /// The entry of a service with a limit, new if it is the first line of the pair.
-    fn entry(&mut self, direction: Direction, svc: Svc, limit: Option<Rate>) -> &mut Entry {
-        let at = *self.by_limit.entry((direction, svc, limit)).or_insert_with(|| {
+    fn entry(&mut self, direction: Direction, svc: Svc, limits: Limits) -> &mut Entry {
+        let at = *self.by_limit.entry((direction, svc, limits.clone())).or_insert_with(|| {
             self.by_service.entry((direction, svc)).or_default().push(self.all.len());
-            self.all.push(Entry::new(direction, svc, limit));
+            self.all.push(Entry::new(direction, svc, limits));
             self.all.len() - 1
         });
         &mut self.all[at]
     }
 }
 
-/// Rules: TCP and UDP services with the same direction and peers, unlimited, merge (a
-/// rule is protocols × ports, so ports group by their set of protocols); ICMP types and
-/// limited services are rules of their own.
+/// Rules: TCP and UDP services with the same direction and peers, unlimited or with the
+/// same per-source buckets, merge (a rule is protocols × ports, so ports group by their
+/// set of protocols); ICMP types and services with a limit are rules of their own.
 fn merge(entries: &[Entry]) -> Vec<RuleOut> {
     let mut rules: Vec<RuleOut> = Vec::new();
     let mut taken = vec![false; entries.len()];
@@ -554,7 +570,8 @@ fn merge(entries: &[Entry]) -> Vec<RuleOut> {
 }
 
 /// The port entries that merge with entry `lead` (itself first): none but it if it has a
-/// limit, else those after it, not taken yet, unlimited, with its direction and peers.
+/// limit, else those after it, not taken yet, unlimited, with its per_source (one rule's
+/// buckets, as the dump's list or hashlimit name is one), direction and peers.
 fn port_members(entries: &[Entry], lead: usize, taken: &[bool]) -> Vec<usize> {
     let e = &entries[lead];
     let mut members = vec![lead];
@@ -567,6 +584,7 @@ fn port_members(entries: &[Entry], lead: usize, taken: &[bool]) -> Vec<usize> {
             && !other.peers.is_empty()
             && matches!(other.svc, Svc::Port { .. })
             && other.limit.is_none()
+            && other.per_source == e.per_source
             && other.direction == e.direction
             && same_peers(other.peer_list().as_deref(), peers.as_deref())
         {
@@ -644,6 +662,7 @@ fn rule_of(
         icmp,
         peers: lead.peer_list(),
         limit: lead.limit,
+        per_source: lead.per_source.clone(),
         opening,
         returns,
         notes,

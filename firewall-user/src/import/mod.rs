@@ -24,7 +24,8 @@
 //!   translated; the other tables and the chains' policies.
 //! - `shadow`: the lines in order: an ACCEPT after a DROP that is not translated, and may
 //!   take some of its packets, is not translated either (or loses those ports), so an
-//!   import is never more open than its script.
+//!   import is never more open than its script; a DROP of what goes over a rate
+//!   (`-m recent`, `-m hashlimit`) is instead the `per_source` of the ACCEPTs it limits whole.
 //! - `group`: the host chosen, the lines for another host set aside, and the rest
 //!   grouped into rules and named.
 //! - `write`: the policy's text.

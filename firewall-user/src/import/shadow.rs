@@ -6,18 +6,21 @@
 //! chain's policy's own. So an import is never more open than its script.
 use std::collections::HashMap;
 
-use firewall_common::{ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, MAX_ANTISPOOF, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use firewall_common::{
+    Direction, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, MAX_ANTISPOOF, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+};
 
 use super::{
     Finding, Findings,
     chains::FlatLine,
     classify::{
-        Classified, Flow, Role, Svc, WHY_EVERY_ICMP_TYPE, WHY_EVERY_PROTOCOL, WHY_HOST_DROPPED_WHOLE,
-        WHY_POLICY, WHY_PROTOCOL_RETURNS, WHY_REJECT, WHY_RETURNS, WHY_SYN_ONLY, classify, drop_with_matches,
+        Classified, Flow, Role, SourceLimit, Svc, WHY_EVERY_ICMP_TYPE, WHY_EVERY_PROTOCOL,
+        WHY_HOST_DROPPED_WHOLE, WHY_LIMIT_CHECK, WHY_POLICY, WHY_PROTOCOL_RETURNS, WHY_REJECT, WHY_RETURNS,
+        WHY_SYN_ONLY, classify, drop_with_matches, why_recent,
     },
-    spec::{PortRange, Spec, States, Target, TcpFlags},
+    spec::{PortRange, Rate, SourceMatch, Spec, States, Target, TcpFlags},
 };
-use crate::policy::Prefix;
+use crate::policy::{Per, Prefix};
 
 /// A line not translated that may take packets away from the ACCEPTs after it: a DROP or
 /// REJECT with matches the policy cannot say, a target not known, a RETURN. An ACCEPT
@@ -41,6 +44,36 @@ struct Shadow {
     /// Its line was read whole (only the policy cannot say it): it matches what its Spec
     /// says, no more.
     exact: bool,
+    /// A DROP of what goes over a rate (`-m recent --update`, `--hashlimit-above`): it
+    /// is the limit of the ACCEPTs after it that it limits whole, rather than their shadow.
+    check: Option<Check>,
+    /// It became some line's limit: what its finding then says, and whether that is a
+    /// difference (a `-m recent` check's).
+    limited: Option<(String, bool)>,
+}
+
+/// A DROP of what goes over a rate, read whole.
+struct Check {
+    rate: SourceMatch,
+    /// Only the first packet of each flow meets it (see [`Classifier::new_flows_only`]):
+    /// it limits flows, as `per_source` does, not packets.
+    new_flows_only: bool,
+}
+
+/// A line with `-m recent --set`, met.
+struct SetLine {
+    at: usize,
+    line: usize,
+    list: String,
+    spec: Spec,
+    new_flows_only: bool,
+}
+
+/// The limit a [`Check`] puts on an ACCEPT.
+enum Limit {
+    PerSource(SourceLimit),
+    /// A global `--hashlimit-above`: the rule's own `limit`.
+    Rule(Rate),
 }
 
 impl Shadow {
@@ -55,6 +88,8 @@ impl Shadow {
             used: false,
             narrowed: false,
             exact: flat.parsed.untranslatable.is_none(),
+            check: None,
+            limited: None,
         }
     }
 
@@ -102,6 +137,14 @@ struct Classifier {
     /// The lines that pass returns (catch-alls and return lines: the flat index, the dump's
     /// line, what they match), and the chains whose policy ACCEPT does (line `None`).
     passing_returns: Vec<(usize, Option<usize>, Spec)>,
+    /// The chains (and protocols, `None` for all) whose returns a line met so far passes:
+    /// after it, only the first packet of a flow meets a line.
+    returns_passed: Vec<(String, Option<u8>)>,
+    /// The `-m recent --set` lines met so far.
+    sets: Vec<SetLine>,
+    /// How many lines of the table set each `-m recent` list (lists are the host's, not
+    /// a chain's).
+    set_counts: HashMap<String, usize>,
 }
 
 /// Each line classified, in each built-in chain's order; a line after an unconditional
@@ -115,6 +158,9 @@ pub(super) fn classify_rules(
     findings: &mut Findings,
 ) -> (Vec<Classified>, bool) {
     let mut classifier = Classifier { accepting: accepting.to_vec(), ..Classifier::default() };
+    for list in lines.iter().filter_map(|flat| flat.parsed.spec.recent_set.as_ref()) {
+        *classifier.set_counts.entry(list.clone()).or_default() += 1;
+    }
     for (at, flat) in lines.iter().enumerate() {
         classifier.line(at, flat, passes_returns, findings);
     }
@@ -160,6 +206,16 @@ impl Classifier {
             self.shadows.push(Shadow::of(at, flat, spec, Some(until)));
             return;
         }
+        if let Some(list) = &spec.recent_set {
+            let new_flows_only = self.new_flows_only(spec);
+            self.sets.push(SetLine {
+                at,
+                line: flat.line,
+                list: list.clone(),
+                spec: spec.clone(),
+                new_flows_only,
+            });
+        }
         let role = self.role(flat, spec);
         if spec.target == Some(Target::Reject) && role.is_ok() {
             findings.differences.push(finding(WHY_REJECT.into()));
@@ -175,6 +231,7 @@ impl Classifier {
                 if why == WHY_POLICY {
                     self.dropped_all.insert(spec.chain.clone(), flat.line);
                 } else if why == WHY_RETURNS || why == WHY_PROTOCOL_RETURNS {
+                    self.returns_passed.push((spec.chain.clone(), spec.protocol));
                     if why == WHY_RETURNS {
                         passes_returns.push(spec.chain.clone());
                     }
@@ -191,7 +248,9 @@ impl Classifier {
                 let loopback =
                     spec.in_iface.as_deref() == Some("lo") || spec.out_iface.as_deref() == Some("lo");
                 if spec.target.as_ref().is_some_and(Target::may_drop) && !loopback {
-                    self.shadows.push(Shadow::of(at, flat, spec, None));
+                    let mut shadow = Shadow::of(at, flat, spec, None);
+                    shadow.check = self.check(flat, spec);
+                    self.shadows.push(shadow);
                 }
                 findings.untranslated.push(finding(why));
             }
@@ -249,7 +308,42 @@ impl Classifier {
         findings: &mut Findings,
     ) {
         let finding = |why: String| Finding { line: flat.line, rule: flat.text.clone(), why };
-        for shadow in self.shadows.iter_mut().filter(|s| s.covers(at, spec)) {
+        if f.per_source.is_some()
+            && let Some(why) = self.no_per_source(spec, &f)
+        {
+            findings.untranslated.push(finding(why));
+            return;
+        }
+        for i in 0..self.shadows.len() {
+            if !self.shadows[i].covers(at, spec) || self.shadows[i].check.is_none() {
+                continue;
+            }
+            match self.limit(&self.shadows[i], spec, &f) {
+                Ok(limit) => {
+                    let shadow = &mut self.shadows[i];
+                    shadow.limited = Some(match &limit {
+                        Limit::PerSource(SourceLimit { recent_line: Some(_), rate, .. }) => {
+                            (why_recent(*rate), true)
+                        }
+                        _ => (WHY_LIMIT_CHECK.to_owned(), false),
+                    });
+                    match limit {
+                        Limit::PerSource(limit) => f.per_source = Some(limit),
+                        Limit::Rule(rate) => f.limit = Some(rate),
+                    }
+                }
+                Err(why) => {
+                    let shadow = &mut self.shadows[i];
+                    shadow.used = true;
+                    findings.untranslated.push(finding(format!(
+                        "not translated, to be no more open than the script: line {}, which is not translated, drops some of what this line admits; as its limit it does not fit: {why}",
+                        shadow.line
+                    )));
+                    return;
+                }
+            }
+        }
+        for shadow in self.shadows.iter_mut().filter(|s| s.covers(at, spec) && s.check.is_none()) {
             // A return line's services are its source ports: a DROP's ports are not theirs.
             let narrow = if f.is_return { None } else { narrowed(&f.services, &shadow.spec, spec) };
             match narrow {
@@ -350,6 +444,14 @@ impl Classifier {
                 continue;
             };
             let finding = findings.untranslated.remove(at);
+            if let Some((why, difference)) = &shadow.limited {
+                if shadow.spec.target == Some(Target::Reject) {
+                    findings.differences.push(Finding { why: WHY_REJECT.into(), ..finding.clone() });
+                }
+                let list = if *difference { &mut findings.differences } else { &mut findings.built_in };
+                list.push(Finding { why: why.clone(), ..finding });
+                continue;
+            }
             let why = match (shadow.narrowed, shadow.exact) {
                 (false, _) => format!(
                     "no line after it admits what it drops, so the chain's policy drops it here too (the line itself is not expressible: {})",
@@ -373,27 +475,196 @@ impl Classifier {
     }
 }
 
-/// `services` without the ports a DROP before them takes: where the DROP is of TCP or UDP
-/// ports (`--dport`), at least as wide as the ACCEPT (`accept`) in everything else, so
-/// that on those ports it drops all the ACCEPT would admit. `None`: it is not such a DROP.
-fn narrowed(services: &[Svc], drop: &Spec, accept: &Spec) -> Option<Vec<Svc>> {
-    let protocol = drop.protocol.filter(|p| matches!(*p, PROTO_TCP | PROTO_UDP))?;
+impl Classifier {
+    /// Whether only the first packet of each flow meets a line: it asks for state NEW
+    /// only, or a SYN, or a line before it in its chain passes the returns of its protocol.
+    fn new_flows_only(&self, spec: &Spec) -> bool {
+        spec.state.is_some_and(|s| s.new && !s.established && !s.related)
+            || spec.tcp_flags == Some(TcpFlags::SYN)
+            || self.returns_passed.iter().any(|(chain, protocol)| {
+                *chain == spec.chain && (protocol.is_none() || *protocol == spec.protocol)
+            })
+    }
+
+    /// A DROP or REJECT of what goes over a rate, read whole: a [`Check`].
+    fn check(&self, flat: &FlatLine, spec: &Spec) -> Option<Check> {
+        let rate = spec.source_match.clone().filter(|m| !matches!(m, SourceMatch::Upto { .. }))?;
+        let drops = matches!(spec.target, Some(Target::Drop | Target::Reject));
+        (drops && flat.parsed.untranslatable.is_none())
+            .then(|| Check { rate, new_flows_only: self.new_flows_only(spec) })
+    }
+
+    /// Why a line's own per-source limit (`--hashlimit-upto`, mode srcip) cannot be its
+    /// rule's `per_source`, if it cannot.
+    fn no_per_source(&self, spec: &Spec, f: &Flow) -> Option<String> {
+        if f.is_return || f.direction != Direction::In {
+            Some("a per-source limit is translated on inbound flows only: per_source limits the sources of new inbound flows".into())
+        } else if !self.new_flows_only(spec) {
+            Some(format!("{NOT_FLOWS}, where per_source limits new flows"))
+        } else {
+            None
+        }
+    }
+
+    /// The limit that `shadow`'s check puts on an ACCEPT after it (`accept`, flow `f`), or
+    /// why it cannot be one: then the ACCEPT is kept out.
+    fn limit(&self, shadow: &Shadow, accept: &Spec, f: &Flow) -> Result<Limit, String> {
+        let check = shadow.check.as_ref().expect("a check");
+        if f.is_return {
+            return Err("it limits returns".into());
+        }
+        if !check.new_flows_only {
+            return Err(NOT_FLOWS.into());
+        }
+        if !limits_whole(&shadow.spec, accept) {
+            return Err(
+                "it limits only some of the packets this line admits, or more than its service and peers"
+                    .into(),
+            );
+        }
+        let rate = match &check.rate {
+            SourceMatch::Above { rate, per_source: false, .. } => {
+                if f.limit.is_some() {
+                    return Err("this line has a limit already".into());
+                }
+                if accept.source != shadow.spec.source {
+                    return Err("its one bucket counts other peers' flows too".into());
+                }
+                return Ok(Limit::Rule(*rate));
+            }
+            _ if f.direction != Direction::In => {
+                return Err(
+                    "per_source limits the sources of inbound flows, and this line's are outbound".into()
+                );
+            }
+            _ if f.per_source.is_some() => return Err("this line has a per-source limit already".into()),
+            SourceMatch::Above { name, rate, .. } => {
+                SourceLimit { rate: *rate, bucket: name.clone(), recent_line: None }
+            }
+            SourceMatch::Seen { list, seconds, hits } => {
+                let count = self.recent_count(shadow, accept, list, *hits)?;
+                let unit = window(*seconds);
+                let rate = Rate { count, unit, burst: count };
+                SourceLimit { rate, bucket: list.clone(), recent_line: Some(shadow.line) }
+            }
+            SourceMatch::Upto { .. } => unreachable!("not a check"),
+        };
+        Ok(Limit::PerSource(rate))
+    }
+
+    /// How many new flows in its window a `-m recent` check (`shadow`, of `list`, at
+    /// `hits`) leaves each source of `accept`: one line sets the list, on the same new
+    /// flows; before the check, the attempt that hits is counted (`hits` - 1 pass); on the
+    /// ACCEPT after it, only the flows admitted are (`hits` pass).
+    fn recent_count(&self, shadow: &Shadow, accept: &Spec, list: &str, hits: u32) -> Result<u32, String> {
+        let sets = self.set_counts.get(list).copied().unwrap_or(0);
+        if sets != 1 {
+            return Err(format!(
+                "{sets} lines set its list {list} (--set): it is a per-source limit when one line does, on the packets it checks"
+            ));
+        }
+        let count = if accept.recent_set.as_deref() == Some(list) {
+            hits
+        } else {
+            let Some(set) = self.sets.iter().find(|s| s.list == list && s.at < shadow.at) else {
+                return Err(format!(
+                    "the line that sets its list {list} (--set) is not before it, nor this line"
+                ));
+            };
+            if !same_packets(&set.spec, &shadow.spec) {
+                return Err(format!(
+                    "line {} sets its list {list} (--set) on other packets than it checks",
+                    set.line
+                ));
+            }
+            if !set.new_flows_only {
+                return Err(format!("line {}, which sets its list {list}, {NOT_FLOWS}", set.line));
+            }
+            hits - 1
+        };
+        if count == 0 {
+            return Err("--hitcount 1 after the --set drops every new flow".into());
+        }
+        Ok(count)
+    }
+}
+
+/// Why a rate of packets is not one of flows.
+const NOT_FLOWS: &str = "it limits every packet (no state NEW, no --syn, no ESTABLISHED line before it), not only the first of each flow";
+
+/// A window of `seconds`, as the policy writes it: in iptables' unit where it is one.
+fn window(seconds: u32) -> Per {
+    match seconds {
+        1 => Per::Sec,
+        60 => Per::Min,
+        3600 => Per::Hour,
+        86_400 => Per::Day,
+        secs => Per::Window(secs),
+    }
+}
+
+/// Whether a check (`drop`) limits all an ACCEPT after it admits, and nothing of
+/// another service: the same protocol and service ports, its addresses and interfaces
+/// as wide; new flows whatever their flags but the SYN.
+fn limits_whole(drop: &Spec, accept: &Spec) -> bool {
+    let mut theirs = drop.dports.clone();
+    let mut ours = accept.dports.clone();
+    theirs.sort_unstable();
+    ours.sort_unstable();
+    drop.protocol.is_some()
+        && drop.protocol == accept.protocol
+        && !theirs.is_empty()
+        && theirs == ours
+        && drop.sports.is_empty()
+        && drop.tcp_flags.is_none_or(|f| f == TcpFlags::SYN)
+        && !drop.fragment
+        && drop.limit.is_none()
+        && as_wide(drop, accept)
+}
+
+/// Whether two lines match the same packets but for their state, flags and targets.
+fn same_packets(a: &Spec, b: &Spec) -> bool {
+    let ports = |p: &[PortRange]| {
+        let mut p = p.to_vec();
+        p.sort_unstable();
+        p
+    };
+    a.protocol == b.protocol
+        && ports(&a.dports) == ports(&b.dports)
+        && ports(&a.sports) == ports(&b.sports)
+        && a.source == b.source
+        && a.destination == b.destination
+        && a.in_iface == b.in_iface
+        && a.out_iface == b.out_iface
+}
+
+/// Whether a DROP's addresses and interfaces are at least an ACCEPT's.
+fn as_wide(drop: &Spec, accept: &Spec) -> bool {
     let wider = |d: Option<Prefix>, a: Option<Prefix>| match (d, a) {
         (None, _) => true,
         (Some(d), Some(a)) => d.contains(a.addr) && d.len <= a.len,
         (Some(_), None) => false,
     };
     let same_or_any = |d: &Option<String>, a: &Option<String>| d.is_none() || d == a;
+    wider(drop.source, accept.source)
+        && wider(drop.destination, accept.destination)
+        && same_or_any(&drop.in_iface, &accept.in_iface)
+        && same_or_any(&drop.out_iface, &accept.out_iface)
+}
+
+/// `services` without the ports a DROP before them takes: where the DROP is of TCP or UDP
+/// ports (`--dport`), at least as wide as the ACCEPT (`accept`) in everything else, so
+/// that on those ports it drops all the ACCEPT would admit. `None`: it is not such a DROP.
+fn narrowed(services: &[Svc], drop: &Spec, accept: &Spec) -> Option<Vec<Svc>> {
+    let protocol = drop.protocol.filter(|p| matches!(*p, PROTO_TCP | PROTO_UDP))?;
     let only_ports = !drop.dports.is_empty()
         && drop.sports.is_empty()
         && drop.tcp_flags.is_none()
         && !drop.fragment
         && drop.limit.is_none()
+        && drop.source_match.is_none()
         && drop.state.is_none_or(|s| s.new)
-        && wider(drop.source, accept.source)
-        && wider(drop.destination, accept.destination)
-        && same_or_any(&drop.in_iface, &accept.in_iface)
-        && same_or_any(&drop.out_iface, &accept.out_iface);
+        && as_wide(drop, accept);
     if !only_ports {
         return None;
     }

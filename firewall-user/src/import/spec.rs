@@ -38,7 +38,7 @@ impl States {
     }
 }
 
-/// `-m limit --limit N/unit --limit-burst B`.
+/// `-m limit --limit N/unit --limit-burst B` (or hashlimit's rate and burst).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) struct Rate {
     pub(super) count: u32,
@@ -49,6 +49,34 @@ pub(super) struct Rate {
 impl fmt::Display for Rate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{} burst {}", self.count, self.unit, self.burst)
+    }
+}
+
+/// A match on how often a source was seen, which the policy says as a rule's
+/// `per_source` (or, for a global hashlimit, its `limit`): see `shadow`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum SourceMatch {
+    /// `-m recent --update|--rcheck --seconds S --hitcount H --name LIST`: the sources
+    /// seen `hits` times within `seconds` (a hit is each `--set` of the list).
+    Seen { list: String, seconds: u32, hits: u32 },
+    /// `-m hashlimit --hashlimit-upto R --hashlimit-mode srcip`: what each source sends
+    /// within the rate.
+    Upto { name: String, rate: Rate },
+    /// `--hashlimit-above R`: what goes over the rate, each source's (`per_source`, mode
+    /// srcip) or all of them together.
+    Above { name: String, rate: Rate, per_source: bool },
+}
+
+impl SourceMatch {
+    /// The option that names it, for the findings.
+    pub(super) fn option(&self) -> String {
+        match self {
+            SourceMatch::Seen { list, seconds, hits } => {
+                format!("-m recent --seconds {seconds} --hitcount {hits} --name {list}")
+            }
+            SourceMatch::Upto { name, rate } => format!("--hashlimit-upto {rate} (name {name})"),
+            SourceMatch::Above { name, rate, .. } => format!("--hashlimit-above {rate} (name {name})"),
+        }
     }
 }
 
@@ -171,6 +199,11 @@ pub(super) struct Spec {
     pub(super) fragment: bool,
     pub(super) state: Option<States>,
     pub(super) limit: Option<Rate>,
+    /// `-m recent` checks and `-m hashlimit --hashlimit-mode srcip` (or `-above`).
+    pub(super) source_match: Option<SourceMatch>,
+    /// `-m recent --set --name LIST`: the line notes its sources in LIST. It matches
+    /// whatever it is given, so it is no match.
+    pub(super) recent_set: Option<String>,
     pub(super) comment: Option<String>,
     pub(super) target: Option<Target>,
 }
@@ -189,6 +222,7 @@ impl Spec {
             self.fragment,
             self.state.is_some(),
             self.limit.is_some(),
+            self.source_match.is_some(),
         ]
         .into_iter()
         .filter(|m| *m)
@@ -221,6 +255,8 @@ impl Spec {
             fragment: self.fragment || other.fragment,
             state: state_intersection(self.state, other.state)?,
             limit: self.limit.or(other.limit),
+            source_match: self.source_match.clone().or_else(|| other.source_match.clone()),
+            recent_set: self.recent_set.clone().or_else(|| other.recent_set.clone()),
             comment: other.comment.clone().or_else(|| self.comment.clone()),
             target: other.target.clone(),
         };
@@ -240,6 +276,19 @@ impl Spec {
             return Some(Err((
                 both,
                 "two -m limit rates, the jump's and the line's, cannot be one rule's".into(),
+            )));
+        }
+        if self.source_match.is_some() && other.source_match.is_some() {
+            return Some(Err((
+                both,
+                "two per-source limits (-m recent, -m hashlimit), the jump's and the line's, cannot be one rule's"
+                    .into(),
+            )));
+        }
+        if self.recent_set.is_some() && other.recent_set.is_some() {
+            return Some(Err((
+                both,
+                "two -m recent --set, the jump's and the line's, are not translated".into(),
             )));
         }
         Some(Ok(both))
@@ -299,7 +348,8 @@ fn state_intersection(a: Option<States>, b: Option<States>) -> Option<Option<Sta
 }
 
 /// The match modules this translation knows (besides `comment`, whose text goes with the rule).
-const MODULES: [&str; 7] = ["tcp", "udp", "icmp", "state", "conntrack", "limit", "multiport"];
+const MODULES: [&str; 9] =
+    ["tcp", "udp", "icmp", "state", "conntrack", "limit", "multiport", "recent", "hashlimit"];
 
 /// The words of a line still to read.
 type Words<'a> = std::iter::Peekable<std::slice::Iter<'a, String>>;
@@ -369,6 +419,8 @@ struct LineParser {
     /// `--limit` and `--limit-burst`, in either order: one [`Rate`] once the line is read.
     limit: Option<(u32, Per)>,
     burst: Option<u32>,
+    recent: RecentOptions,
+    hashlimit: HashlimitOptions,
     /// The first reason the line cannot be translated.
     untranslatable: Option<String>,
 }
@@ -470,8 +522,12 @@ impl LineParser {
             {
                 self.spec.state = Some(states(&value(words, word)?)?);
             }
-            "--limit" if module == Some("limit") => self.limit = Some(limit(&value(words, word)?)?),
-            "--limit-burst" if module == Some("limit") => self.burst = Some(burst(&value(words, word)?)?),
+            "--limit" if module == Some("limit") => self.limit = Some(limit(word, &value(words, word)?)?),
+            "--limit-burst" if module == Some("limit") => {
+                self.burst = Some(burst(word, &value(words, word)?)?);
+            }
+            option if module == Some("recent") => self.recent.option(option, words)?,
+            option if module == Some("hashlimit") => self.hashlimit.option(option, words)?,
             option if option.starts_with('-') => {
                 return Err(match module {
                     Some(m) if !is_known(m) => format!("match module {m:?} is not translated"),
@@ -494,6 +550,27 @@ impl LineParser {
             }
             (None, None) => None,
         };
+        if self.recent.used {
+            match self.recent.finish() {
+                Ok(Recent::Set(list)) => self.spec.recent_set = Some(list),
+                Ok(Recent::Seen(seen)) => self.spec.source_match = Some(seen),
+                Err(why) => self.cannot(why),
+            }
+        }
+        if self.hashlimit.used {
+            match self.hashlimit.finish() {
+                // A global hashlimit is a token bucket, as -m limit.
+                Ok(Hashlimit::Global(rate)) if self.spec.limit.is_none() => self.spec.limit = Some(rate),
+                Ok(Hashlimit::Global(_)) => {
+                    self.cannot("-m limit and -m hashlimit on one line are not translated".into());
+                }
+                Ok(Hashlimit::Source(m)) => self.spec.source_match = Some(m),
+                Err(why) => self.cannot(why),
+            }
+        }
+        if self.recent.used && self.hashlimit.used {
+            self.cannot("-m recent and -m hashlimit on one line are not translated".into());
+        }
         Parsed { spec: self.spec, untranslatable: self.untranslatable }
     }
 }
@@ -546,19 +623,164 @@ fn target(name: String, goto: bool) -> Target {
     }
 }
 
-/// `--limit N/unit`.
-fn limit(text: &str) -> Result<(u32, Per), String> {
+/// `--limit N/unit` (`option`: or hashlimit's `--hashlimit-upto`, …).
+fn limit(option: &str, text: &str) -> Result<(u32, Per), String> {
     let (count, unit, _) = policy::parse_limit(text)
-        .ok_or_else(|| format!("--limit {text}: expected N/sec, N/min, N/hour or N/day"))?;
+        .ok_or_else(|| format!("{option} {text}: expected N/sec, N/min, N/hour or N/day"))?;
     Ok((count, unit))
 }
 
-/// `--limit-burst B`, within the policy's bounds.
-fn burst(text: &str) -> Result<u32, String> {
+/// `--limit-burst B` (`option`: or `--hashlimit-burst`), within the policy's bounds.
+fn burst(option: &str, text: &str) -> Result<u32, String> {
     text.parse()
         .ok()
         .filter(|b| (1..=10_000).contains(b))
-        .ok_or_else(|| format!("--limit-burst {text}: the policy's burst is 1 to 10000"))
+        .ok_or_else(|| format!("{option} {text}: the policy's burst is 1 to 10000"))
+}
+
+/// The netmask that keeps a source address whole, as `--mask` writes it.
+const FULL_MASK: &str = "255.255.255.255";
+
+/// `-m recent`'s options, as read.
+#[derive(Default)]
+struct RecentOptions {
+    used: bool,
+    /// `--set`, `--update`, `--rcheck`, `--remove`: the last one wins, as in iptables.
+    command: Option<String>,
+    seconds: Option<u32>,
+    hits: Option<u32>,
+    list: Option<String>,
+}
+
+/// A `-m recent` match the policy can say.
+enum Recent {
+    /// `--set` of a list.
+    Set(String),
+    /// `--update` or `--rcheck` in a window.
+    Seen(SourceMatch),
+}
+
+impl RecentOptions {
+    fn option(&mut self, option: &str, words: &mut Words<'_>) -> Result<(), String> {
+        self.used = true;
+        match option {
+            "--set" | "--update" | "--rcheck" => self.command = Some(option.to_owned()),
+            "--seconds" => self.seconds = Some(number(option, &value(words, option)?)?),
+            "--hitcount" => self.hits = Some(number(option, &value(words, option)?)?),
+            "--name" => self.list = Some(value(words, option)?),
+            // The default; --reap only frees the list's memory.
+            "--rsource" | "--reap" => {}
+            "--mask" => match value(words, option)?.as_str() {
+                FULL_MASK => {}
+                mask => {
+                    return Err(format!(
+                        "-m recent --mask {mask} counts a network's sources together: per_source counts each address"
+                    ));
+                }
+            },
+            "--rdest" => {
+                return Err("-m recent --rdest counts by destination: per_source counts by source".into());
+            }
+            other => return Err(format!("option {other} of -m recent is not translated")),
+        }
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<Recent, String> {
+        // iptables' default list.
+        let list = self.list.clone().unwrap_or_else(|| "DEFAULT".to_owned());
+        match self.command.as_deref() {
+            Some("--set") => Ok(Recent::Set(list)),
+            Some(_) => {
+                let Some(seconds) = self.seconds else {
+                    return Err("-m recent --update/--rcheck without --seconds counts hits for ever: not a rate, not translated".into());
+                };
+                // No --hitcount: any hit within the window, as one.
+                let hits = self.hits.unwrap_or(1);
+                Ok(Recent::Seen(SourceMatch::Seen { list, seconds, hits }))
+            }
+            None => Err("-m recent without --set, --update or --rcheck is not translated".into()),
+        }
+    }
+}
+
+/// `-m hashlimit`'s options, as read.
+#[derive(Default)]
+struct HashlimitOptions {
+    used: bool,
+    /// The rate, and whether it is `--hashlimit-above`.
+    rate: Option<((u32, Per), bool)>,
+    burst: Option<u32>,
+    mode: Option<String>,
+    srcmask: Option<u32>,
+    name: Option<String>,
+}
+
+/// A `-m hashlimit` match the policy can say.
+enum Hashlimit {
+    /// No mode: one bucket for all, as `-m limit`.
+    Global(Rate),
+    /// Mode srcip, or `--hashlimit-above`.
+    Source(SourceMatch),
+}
+
+impl HashlimitOptions {
+    fn option(&mut self, option: &str, words: &mut Words<'_>) -> Result<(), String> {
+        self.used = true;
+        match option {
+            "--hashlimit-upto" | "--hashlimit" | "--hashlimit-above" => {
+                let rate = limit(option, &value(words, option)?)?;
+                self.rate = Some((rate, option == "--hashlimit-above"));
+            }
+            "--hashlimit-burst" => self.burst = Some(burst(option, &value(words, option)?)?),
+            "--hashlimit-mode" => self.mode = Some(value(words, option)?),
+            "--hashlimit-srcmask" => self.srcmask = Some(number(option, &value(words, option)?)?),
+            "--hashlimit-name" => self.name = Some(value(words, option)?),
+            // The table's size and lifetimes: how it keeps its buckets, not what it matches.
+            "--hashlimit-htable-size"
+            | "--hashlimit-htable-max"
+            | "--hashlimit-htable-expire"
+            | "--hashlimit-htable-gcinterval" => {
+                value(words, option)?;
+            }
+            // Its mask of destinations, where the mode has none.
+            "--hashlimit-dstmask" => {
+                value(words, option)?;
+            }
+            other => return Err(format!("option {other} of -m hashlimit is not translated")),
+        }
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<Hashlimit, String> {
+        let Some(((count, unit), above)) = self.rate else {
+            return Err("-m hashlimit without --hashlimit-upto or --hashlimit-above is not translated".into());
+        };
+        // hashlimit's default burst, as -m limit's.
+        let rate = Rate { count, unit, burst: self.burst.unwrap_or(5) };
+        let name = self.name.clone().unwrap_or_default();
+        match self.mode.as_deref() {
+            None if above => Ok(Hashlimit::Source(SourceMatch::Above { name, rate, per_source: false })),
+            None => Ok(Hashlimit::Global(rate)),
+            Some("srcip") => match self.srcmask {
+                None | Some(32) if above => {
+                    Ok(Hashlimit::Source(SourceMatch::Above { name, rate, per_source: true }))
+                }
+                None | Some(32) => Ok(Hashlimit::Source(SourceMatch::Upto { name, rate })),
+                Some(mask) => Err(format!(
+                    "--hashlimit-srcmask {mask} counts a network's sources together: per_source counts each address"
+                )),
+            },
+            Some(mode) => Err(format!(
+                "--hashlimit-mode {mode} keeps a bucket per destination or port: per_source keeps one per source address"
+            )),
+        }
+    }
+}
+
+/// A count of an option's (`--seconds 60`).
+fn number(option: &str, text: &str) -> Result<u32, String> {
+    text.parse().map_err(|_| format!("{option} {text}: not a number"))
 }
 
 /// An address or prefix of `-s`/`-d`; `0.0.0.0/0` (anyone) is no match at all.

@@ -530,7 +530,7 @@ fn rule_names_come_from_the_service_and_stay_unique() {
 #[test]
 fn what_cannot_be_translated_is_listed_with_its_reason() {
     let t = import(&dump(&[
-        "-A INPUT -p tcp -m tcp --dport 22 -m recent --set --name ssh --mask 255.255.255.255 --rsource -j ACCEPT",
+        "-A INPUT -p tcp -m tcp --dport 22 -m recent --rcheck --seconds 30 --name knock --mask 255.255.255.255 --rsource -j ACCEPT",
         "-A OUTPUT -m owner --uid-owner 0 -j ACCEPT",
         "-A INPUT -p tcp -m tcp --dport 23 -j LOG --log-prefix \"telnet: \"",
         "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 1024:65535 -j ACCEPT",
@@ -549,7 +549,7 @@ fn what_cannot_be_translated_is_listed_with_its_reason() {
     assert_eq!(
         t.untranslated.iter().map(|f| f.why.as_str()).collect::<Vec<_>>(),
         [
-            "match module \"recent\" is not translated",
+            "an ACCEPT of what -m recent --seconds 30 --hitcount 1 --name knock matches cannot be expressed: per_source drops what goes over a rate, it admits nothing",
             "match module \"owner\" is not translated",
             "ICMP code 3/4 cannot be expressed: the policy matches types, not codes",
             "a return line (--sport) with no line that opens its flow the other way: nothing to translate",
@@ -639,8 +639,13 @@ fn an_import_is_never_more_open_than_its_script() {
         "-A INPUT -s 192.0.2.0/24 -d 198.51.100.1/32 -p udp -m udp --dport 22 -j ACCEPT",
         "-A INPUT -s 192.0.2.0/24 -d 198.51.100.1/32 -p tcp -m tcp --dport 80 -j ACCEPT",
     ]));
-    let shadowed = "not translated, to be no more open than the script: line 6, which is not translated, drops some of what this line admits";
-    assert_eq!(why(&t, 6), "match module \"recent\" is not translated");
+    // It meets every packet, not only new flows (and no line sets its list): not a limit
+    // the policy can say. The rest of port 22 is kept out.
+    let shadowed = "not translated, to be no more open than the script: line 6, which is not translated, drops some of what this line admits; as its limit it does not fit: it limits every packet (no state NEW, no --syn, no ESTABLISHED line before it), not only the first of each flow";
+    assert_eq!(
+        why(&t, 6),
+        "-m recent --seconds 60 --hitcount 4 --name ssh is a rate limit: it becomes the per_source (or limit) of the ACCEPTs after it that it limits whole; each line it keeps out says why not"
+    );
     assert_eq!(why(&t, 7), shadowed);
     assert_eq!(why(&t, 8), shadowed);
     let policy = policy::parse(&t.text, Path::new("imported")).expect("valid");
@@ -881,15 +886,12 @@ fn a_drop_of_ports_narrows_the_accepts_after_it() {
         "{}",
         t.text
     );
-    // The recent line may drop less than its ports: it stays listed, and so does the
-    // narrowing it made.
-    assert_eq!(why(&t, 8), "match module \"recent\" is not translated");
-    assert!(
-        t.differences.iter().any(|f| f.line == 4
-            && f.why == "translated without the ports that line 8, which is not translated, may drop first"),
-        "{}",
-        t.text
+    // A --set matches whatever it is given: line 8 drops its ports, as line 7 does.
+    assert_eq!(
+        why(&t, 8),
+        "translated: the lines after it that admit some of its ports admit the others only"
     );
+    assert!(!t.differences.iter().any(|f| f.why.starts_with("translated without the ports")), "{}", t.text);
 }
 
 /// fail2ban's chain, as iptables-save shows it on a server where it banned two hosts: the
@@ -1090,4 +1092,198 @@ fn import_reads_what_it_is_given_and_refuses_a_dump_that_gives_no_rule() {
         t.summary(Some(Path::new("out.toml"))),
         "imported 12 rules from dump to out.toml; 0 lines not translated, 1 line translated with a difference (listed above and at the top of the policy)"
     );
+}
+
+/// The SSH brute-force guard of many scripts: `--set` on the new flow, an `--update`
+/// over the rate that drops (here through a chain that logs), then the ACCEPT: H-1 new
+/// flows in S seconds, as per_source, with the difference stated.
+#[test]
+fn a_recent_pair_becomes_the_per_source_of_its_accept() {
+    let t = import(
+        "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT DROP [0:0]\n:LOGDROP - [0:0]\n\
+         -A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+         -A INPUT -p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -m recent --set --name SSH --mask 255.255.255.255 --rsource\n\
+         -A INPUT -p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -m recent --update --seconds 60 --hitcount 4 --name SSH --mask 255.255.255.255 --rsource -j LOGDROP\n\
+         -A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 22 -j ACCEPT\n\
+         -A INPUT -s 203.0.113.7/32 -d 198.51.100.1/32 -p tcp -m tcp --dport 22 -j ACCEPT\n\
+         -A OUTPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+         -A LOGDROP -j LOG --log-prefix \"ssh brute: \"\n\
+         -A LOGDROP -j DROP\nCOMMIT\n",
+    );
+    assert_eq!(
+        block(&t, "ssh-in"),
+        "# From iptables-save lines 9, 10.\n\
+         # Note: line 9 admits anyone, so the peers of lines 10 need no place of their own.\n\
+         # Note: per_source stands for the -m recent of line 13, which counts refused attempts too, in a sliding window (listed above).\n\
+         [[rule]]\nname = \"ssh-in\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 22\npeers = \"any\"\n\
+         per_source = { limit = \"3/min\", burst = 3 }"
+    );
+    assert_eq!(t.rules, 1);
+    assert!(t.untranslated.is_empty(), "{}", t.text);
+    assert_eq!(
+        why(&t, 13),
+        "translated with a difference, as per_source 3/min burst 3 on the ACCEPTs it limits: recent counts every attempt in a sliding window, refused ones too, where per_source is a token bucket that refused attempts do not charge, so a source that keeps trying gets a flow again as its bucket refills, and up to about twice 3 in one window"
+    );
+    assert_eq!(why(&t, 7), super::classify::WHY_RECENT_SET);
+    assert!(why(&t, 12).starts_with("translated with a difference: LOG writes no packet here"));
+    let policy = policy::parse(&t.text, Path::new("imported")).expect("valid");
+    let limit = policy.rules[0].per_source.expect("per_source").limit;
+    assert_eq!((limit.count, limit.unit, limit.burst), (3, policy::Per::Min, 3));
+
+    // The check before the ACCEPT that sets the list: only the flows admitted are
+    // counted, so H pass; a window that is no unit of iptables' is written as seconds.
+    let t = import(&dump(&[
+        "-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT",
+        "-A INPUT -p tcp -m tcp --dport 2222 -m state --state NEW -m recent --update --seconds 90 --hitcount 3 --name knock --rsource -j REJECT --reject-with tcp-reset",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 2222 -m state --state NEW -m recent --set --name knock --rsource -j ACCEPT",
+    ]));
+    assert!(
+        block(&t, "tcp-2222-in").ends_with("peers = \"any\"\nper_source = { limit = \"3/90s\", burst = 3 }"),
+        "{}",
+        t.text
+    );
+    assert!(
+        t.differences.iter().any(|f| f.line == 6 && f.why.starts_with("REJECT becomes DROP")),
+        "{}",
+        t.text
+    );
+    assert!(
+        why_all(&t, 6)
+            .iter()
+            .any(|w| w.starts_with("translated with a difference, as per_source 3/90s burst 3"))
+    );
+}
+
+/// Every reason given for line `line`.
+fn why_all(t: &Translation, line: usize) -> Vec<String> {
+    let all = t.untranslated.iter().chain(&t.differences).chain(&t.built_in);
+    all.filter(|f| f.line == line).map(|f| f.why.clone()).collect()
+}
+
+/// `ufw limit 22/tcp`, as iptables-save shows ufw's chains: 6 hits in 30 s go to a chain
+/// that logs and rejects, the rest to one that accepts: 5 new flows in 30 s.
+#[test]
+fn ufw_limit_becomes_per_source() {
+    // ufw names no address: --address gives it.
+    let options = Options { address: Some(Ipv4Addr::new(198, 51, 100, 1)), ..Options::default() };
+    let t = translate(
+        "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+         :ufw-before-input - [0:0]\n:ufw-user-input - [0:0]\n:ufw-user-limit - [0:0]\n:ufw-user-limit-accept - [0:0]\n\
+         -A INPUT -j ufw-before-input\n\
+         -A ufw-before-input -i lo -j ACCEPT\n\
+         -A ufw-before-input -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+         -A ufw-before-input -m conntrack --ctstate INVALID -j DROP\n\
+         -A ufw-before-input -j ufw-user-input\n\
+         -A ufw-user-input -p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -m recent --set --name DEFAULT --mask 255.255.255.255 --rsource\n\
+         -A ufw-user-input -p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -m recent --update --seconds 30 --hitcount 6 --name DEFAULT --mask 255.255.255.255 --rsource -j ufw-user-limit\n\
+         -A ufw-user-input -p tcp -m tcp --dport 22 -j ufw-user-limit-accept\n\
+         -A ufw-user-limit -m limit --limit 3/min -j LOG --log-prefix \"[UFW LIMIT BLOCK] \"\n\
+         -A ufw-user-limit -j REJECT --reject-with icmp-port-unreachable\n\
+         -A ufw-user-limit-accept -j ACCEPT\nCOMMIT\n",
+        "dump",
+        &options,
+    )
+    .unwrap();
+    assert!(
+        block(&t, "ssh-in").ends_with("peers = \"any\"\nper_source = { limit = \"5/30s\", burst = 5 }"),
+        "{}",
+        t.text
+    );
+    assert!(t.untranslated.is_empty(), "{}", t.text);
+    let reasons = why_all(&t, 18);
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].starts_with("REJECT becomes DROP"), "{reasons:?}");
+    assert!(
+        reasons[1].starts_with("translated with a difference, as per_source 5/30s burst 5"),
+        "{reasons:?}"
+    );
+}
+
+/// hashlimit by source: `--hashlimit-upto` on the ACCEPT, or `--hashlimit-above` on a
+/// DROP before it, is per_source (burst 5 unless written); without a mode, one bucket
+/// for all, the rule's limit.
+#[test]
+fn hashlimit_becomes_per_source_or_the_rules_limit() {
+    let t = import(&dump(&[
+        "-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m multiport --dports 80,443 -m hashlimit --hashlimit-upto 20/sec --hashlimit-burst 40 --hashlimit-mode srcip --hashlimit-name web --hashlimit-htable-expire 60000 -j ACCEPT",
+        "-A INPUT -p tcp -m tcp --dport 25 -m conntrack --ctstate NEW -m hashlimit --hashlimit-above 10/min --hashlimit-mode srcip --hashlimit-srcmask 32 --hashlimit-name smtp -j DROP",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 25 -j ACCEPT",
+        "-A INPUT -d 198.51.100.1/32 -p udp -m udp --dport 53 -m hashlimit --hashlimit-upto 100/second --hashlimit-name dns -j ACCEPT",
+        "-A INPUT -p udp -m udp --dport 123 -m hashlimit --hashlimit-above 50/sec --hashlimit-burst 50 --hashlimit-name ntp -j DROP",
+        "-A INPUT -d 198.51.100.1/32 -p udp -m udp --dport 123 -j ACCEPT",
+    ]));
+    assert!(t.untranslated.is_empty(), "{}", t.text);
+    // One line, one name: one rule of both ports, one bucket per source as in iptables.
+    assert!(
+        block(&t, "web-in")
+            .ends_with("ports = [80, 443]\npeers = \"any\"\nper_source = { limit = \"20/sec\", burst = 40 }"),
+        "{}",
+        t.text
+    );
+    assert!(
+        block(&t, "smtp-in")
+            .ends_with("port = 25\npeers = \"any\"\nper_source = { limit = \"10/min\", burst = 5 }"),
+        "{}",
+        t.text
+    );
+    assert_eq!(why(&t, 7), super::classify::WHY_LIMIT_CHECK);
+    assert!(block(&t, "dns-in").ends_with("peers = \"any\"\nlimit = \"100/sec\"\nburst = 5"), "{}", t.text);
+    assert!(block(&t, "ntp-in").ends_with("peers = \"any\"\nlimit = \"50/sec\"\nburst = 50"), "{}", t.text);
+    let policy = policy::parse(&t.text, Path::new("imported")).expect("valid");
+    let web = policy.rules.iter().find(|r| r.name == "web-in").expect("web-in");
+    let limit = web.per_source.expect("per_source").limit;
+    assert_eq!((limit.count, limit.unit, limit.burst), (20, policy::Per::Sec, 40));
+}
+
+/// What counts by destination or by network, or counts every packet, or connections at
+/// once: not translated, and the ACCEPTs after such a DROP are kept out, as before.
+#[test]
+fn limits_the_policy_cannot_say_stay_untranslated() {
+    let t = import(&dump(&[
+        "-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        "-A INPUT -p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -m recent --set --name ssh --rdest",
+        "-A INPUT -p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -m recent --update --seconds 60 --hitcount 4 --name ssh --rdest -j DROP",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 22 -j ACCEPT",
+        "-A INPUT -p tcp -m tcp --dport 80 -m hashlimit --hashlimit-above 10/sec --hashlimit-mode srcip,dstport --hashlimit-name web -j DROP",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 80 -j ACCEPT",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 443 -m hashlimit --hashlimit-upto 10/sec --hashlimit-mode srcip --hashlimit-srcmask 24 --hashlimit-name tls -j ACCEPT",
+        "-A INPUT -p tcp -m tcp --dport 3306 -m connlimit --connlimit-above 10 --connlimit-mask 32 --connlimit-saddr -j REJECT --reject-with tcp-reset",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 3306 -j ACCEPT",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 8080 -m hashlimit --hashlimit-upto 5/sec --hashlimit-mode srcip --hashlimit-name proxy -j ACCEPT",
+        "-A INPUT -d 198.51.100.1/32 -p icmp -m icmp --icmp-type 8 -j ACCEPT",
+    ]));
+    let shadowed = |by: usize| {
+        format!(
+            "not translated, to be no more open than the script: line {by}, which is not translated, drops some of what this line admits"
+        )
+    };
+    assert_eq!(why(&t, 6), "-m recent --rdest counts by destination: per_source counts by source");
+    assert_eq!(why(&t, 7), "-m recent --rdest counts by destination: per_source counts by source");
+    assert_eq!(why(&t, 8), shadowed(7));
+    assert_eq!(
+        why(&t, 9),
+        "--hashlimit-mode srcip,dstport keeps a bucket per destination or port: per_source keeps one per source address"
+    );
+    assert_eq!(why(&t, 10), shadowed(9));
+    assert_eq!(
+        why(&t, 11),
+        "--hashlimit-srcmask 24 counts a network's sources together: per_source counts each address"
+    );
+    assert_eq!(why(&t, 12), "match module \"connlimit\" is not translated");
+    assert_eq!(why(&t, 13), shadowed(12));
+    // After line 5 only new flows meet a line: 8080 is limited as the script does.
+    assert!(block(&t, "tcp-8080-in").contains("per_source = { limit = \"5/sec\", burst = 5 }"), "{}", t.text);
+    assert_eq!(t.rules, 2, "{}", t.text);
+
+    // Without that line, hashlimit counts every packet of a flow: per_source does not.
+    let t = import(&dump(&[
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 8080 -m hashlimit --hashlimit-upto 5/sec --hashlimit-mode srcip --hashlimit-name proxy -j ACCEPT",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 80 -j ACCEPT",
+    ]));
+    assert_eq!(
+        why(&t, 5),
+        "it limits every packet (no state NEW, no --syn, no ESTABLISHED line before it), not only the first of each flow, where per_source limits new flows"
+    );
+    assert_eq!(t.rules, 1, "{}", t.text);
 }

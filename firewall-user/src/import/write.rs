@@ -6,7 +6,7 @@ use firewall_common::{
     Direction, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED,
     protocol_name,
 };
-use toml_edit::{Array, ArrayOfTables, DocumentMut, Item, Table, value};
+use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, value};
 
 use super::{Finding, Findings, group::RuleOut, spec::PortRange};
 use crate::policy::Prefix;
@@ -187,6 +187,13 @@ fn rule_table(rule: &RuleOut) -> Table {
     if let Some(rate) = rule.limit {
         table["limit"] = value(format!("{}/{}", rate.count, rate.unit));
         table["burst"] = value(i64::from(rate.burst));
+    }
+    if let Some(per_source) = &rule.per_source {
+        let rate = per_source.rate;
+        let mut limits = InlineTable::new();
+        limits.insert("limit", format!("{}/{}", rate.count, rate.unit).into());
+        limits.insert("burst", i64::from(rate.burst).into());
+        table["per_source"] = value(limits);
     }
     table
 }

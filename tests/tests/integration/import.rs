@@ -73,7 +73,22 @@ fn the_imported_seed_dump_filters_as_examples_tight_toml_does() {
 
     // The seed's script with the lab's addresses, two untranslatable lines, the dump.
     iptables_up(&lab, &policy);
-    let recent = ["-p", "tcp", "-m", "tcp", "--dport", "2222", "-m", "recent", "--set", "--name", "knock"];
+    // A port knock: an ACCEPT of the sources a list holds, which no rule can say.
+    let recent = [
+        "-p",
+        "tcp",
+        "-m",
+        "tcp",
+        "--dport",
+        "2222",
+        "-m",
+        "recent",
+        "--rcheck",
+        "--seconds",
+        "30",
+        "--name",
+        "knock",
+    ];
     iptables(&lab, "iptables", &[&["-I", "INPUT", "1"][..], &recent, &["-j", "ACCEPT"]].concat());
     iptables(&lab, "iptables", &["-I", "OUTPUT", "1", "-j", "LOG", "--log-prefix", "out: "]);
     let dump = iptables(&lab, "iptables-save", &[]);
@@ -92,8 +107,9 @@ fn the_imported_seed_dump_filters_as_examples_tight_toml_does() {
     eprintln!("firewall import ({:.0} ms):\n{stderr}", took.as_secs_f64() * 1000.0);
     assert_eq!(output.status.code(), Some(0), "firewall import failed:\n{stderr}");
     assert!(output.stdout.is_empty(), "the policy went to {out_path}, not stdout");
-    let recent_why =
-        format!("iptables-save line {recent_at}: {recent_line}: match module \"recent\" is not translated");
+    let recent_why = format!(
+        "iptables-save line {recent_at}: {recent_line}: an ACCEPT of what -m recent --seconds 30 --hitcount 1 --name knock matches cannot be expressed: per_source drops what goes over a rate, it admits nothing"
+    );
     let log_why = format!(
         "iptables-save line {log_at}: {log_line}: translated with a difference: LOG writes no packet here; the firewall samples what it drops as events (firewall drops, serve --log-drops), each naming the line that dropped it, and counts every line's packets (firewall list)"
     );
