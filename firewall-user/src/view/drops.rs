@@ -432,7 +432,8 @@ mod tests {
 
     #[test]
     fn a_rule_named_as_an_entry_is_told_as_a_rule() {
-        // `blocklist` is no reserved name: a rule may have it, and its lines are a rule's.
+        // `blocklist` is no reserved name: a rule may have it, and its lines are a rule's
+        // (an event on its NEW line is an admit it tells, with `log`).
         let text = "[host]\naddress = \"198.51.100.1\"\n[[rule]]\nname = \"blocklist\"\ndirection = \"out\"\nprotocols = [\"tcp\"]\nport = 23\npeers = [\"203.0.113.99\"]\n";
         let policy = crate::policy::parse(text, std::path::Path::new("p.toml")).unwrap();
         let ids = crate::compile::Ids::assign(&policy, &Default::default());
@@ -442,7 +443,7 @@ mod tests {
         let event = event(Direction::Out, line, 54, &syn());
         assert_eq!(
             render(&event, "eth0", Some(&snapshot)),
-            "DROP IN= OUT=eth0 CHAIN=OUTPUT RULE=blocklist SRC=203.0.113.99 DST=198.51.100.1 LEN=54 PROTO=TCP SPT=41234 DPT=23"
+            "ACCEPT IN= OUT=eth0 CHAIN=OUTPUT RULE=blocklist SRC=203.0.113.99 DST=198.51.100.1 LEN=54 PROTO=TCP SPT=41234 DPT=23"
         );
     }
 
