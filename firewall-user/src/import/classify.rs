@@ -97,8 +97,8 @@ pub(super) const WHY_RECENT_SET: &str = "-m recent --set only notes the source f
 /// Why a `-m recent` check translated as `per_source = rate` is a difference.
 pub(super) fn why_recent(rate: Rate) -> String {
     format!(
-        "translated with a difference, as per_source {rate} on the ACCEPTs it limits: recent counts every attempt in a sliding window, refused ones too, where per_source is a token bucket that refused attempts do not charge, so a source that keeps trying gets a flow again as its bucket refills, and up to about twice {} in one window",
-        rate.count
+        "translated with a difference, as per_source {rate} on the ACCEPTs it limits: no window of the line's holds more than {} new flows of a source, as with recent, but recent counts refused attempts too, where per_source does not charge them, so a source that keeps trying gets a flow again once a window and a second have passed",
+        rate.burst
     )
 }
 pub(super) const WHY_LIMIT_CHECK: &str =

@@ -543,8 +543,10 @@ impl Classifier {
             }
             SourceMatch::Seen { list, seconds, hits } => {
                 let count = self.recent_count(shadow, accept, list, *hits)?;
-                let unit = window(*seconds);
-                let rate = Rate { count, unit, burst: count };
+                // `count` at once, then one a window and a second: so no window of
+                // `seconds` holds more than `count`, as with recent. A bucket refilling
+                // `count` a window would let twice as many through one window.
+                let rate = Rate { count: 1, unit: Per::Window(seconds.saturating_add(1)), burst: count };
                 SourceLimit { rate, bucket: list.clone(), recent_line: Some(shadow.line) }
             }
             SourceMatch::Upto { .. } => unreachable!("not a check"),
@@ -591,17 +593,6 @@ impl Classifier {
 
 /// Why a rate of packets is not one of flows.
 const NOT_FLOWS: &str = "it limits every packet (no state NEW, no --syn, no ESTABLISHED line before it), not only the first of each flow";
-
-/// A window of `seconds`, as the policy writes it: in iptables' unit where it is one.
-fn window(seconds: u32) -> Per {
-    match seconds {
-        1 => Per::Sec,
-        60 => Per::Min,
-        3600 => Per::Hour,
-        86_400 => Per::Day,
-        secs => Per::Window(secs),
-    }
-}
 
 /// Whether a check (`drop`) limits all an ACCEPT after it admits, and nothing of
 /// another service: the same protocol and service ports, its addresses and interfaces

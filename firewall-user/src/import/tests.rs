@@ -1116,29 +1116,29 @@ fn a_recent_pair_becomes_the_per_source_of_its_accept() {
          # Note: line 9 admits anyone, so the peers of lines 10 need no place of their own.\n\
          # Note: per_source stands for the -m recent of line 13, which counts refused attempts too, in a sliding window (listed above).\n\
          [[rule]]\nname = \"ssh-in\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 22\npeers = \"any\"\n\
-         per_source = { limit = \"3/min\", burst = 3 }"
+         per_source = { limit = \"1/61s\", burst = 3 }"
     );
     assert_eq!(t.rules, 1);
     assert!(t.untranslated.is_empty(), "{}", t.text);
     assert_eq!(
         why(&t, 13),
-        "translated with a difference, as per_source 3/min burst 3 on the ACCEPTs it limits: recent counts every attempt in a sliding window, refused ones too, where per_source is a token bucket that refused attempts do not charge, so a source that keeps trying gets a flow again as its bucket refills, and up to about twice 3 in one window"
+        "translated with a difference, as per_source 1/61s burst 3 on the ACCEPTs it limits: no window of the line's holds more than 3 new flows of a source, as with recent, but recent counts refused attempts too, where per_source does not charge them, so a source that keeps trying gets a flow again once a window and a second have passed"
     );
     assert_eq!(why(&t, 7), super::classify::WHY_RECENT_SET);
     assert!(why(&t, 12).starts_with("translated with a difference: LOG writes no packet here"));
     let policy = policy::parse(&t.text, Path::new("imported")).expect("valid");
     let limit = policy.rules[0].per_source.expect("per_source").limit;
-    assert_eq!((limit.count, limit.unit, limit.burst), (3, policy::Per::Min, 3));
+    assert_eq!((limit.count, limit.unit, limit.burst), (1, policy::Per::Window(61), 3));
 
     // The check before the ACCEPT that sets the list: only the flows admitted are
-    // counted, so H pass; a window that is no unit of iptables' is written as seconds.
+    // counted, so H pass, in windows of 90 s and a second.
     let t = import(&dump(&[
         "-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT",
         "-A INPUT -p tcp -m tcp --dport 2222 -m state --state NEW -m recent --update --seconds 90 --hitcount 3 --name knock --rsource -j REJECT --reject-with tcp-reset",
         "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 2222 -m state --state NEW -m recent --set --name knock --rsource -j ACCEPT",
     ]));
     assert!(
-        block(&t, "tcp-2222-in").ends_with("peers = \"any\"\nper_source = { limit = \"3/90s\", burst = 3 }"),
+        block(&t, "tcp-2222-in").ends_with("peers = \"any\"\nper_source = { limit = \"1/91s\", burst = 3 }"),
         "{}",
         t.text
     );
@@ -1150,7 +1150,7 @@ fn a_recent_pair_becomes_the_per_source_of_its_accept() {
     assert!(
         why_all(&t, 6)
             .iter()
-            .any(|w| w.starts_with("translated with a difference, as per_source 3/90s burst 3"))
+            .any(|w| w.starts_with("translated with a difference, as per_source 1/91s burst 3"))
     );
 }
 
@@ -1185,7 +1185,7 @@ fn ufw_limit_becomes_per_source() {
     )
     .unwrap();
     assert!(
-        block(&t, "ssh-in").ends_with("peers = \"any\"\nper_source = { limit = \"5/30s\", burst = 5 }"),
+        block(&t, "ssh-in").ends_with("peers = \"any\"\nper_source = { limit = \"1/31s\", burst = 5 }"),
         "{}",
         t.text
     );
@@ -1194,7 +1194,7 @@ fn ufw_limit_becomes_per_source() {
     assert_eq!(reasons.len(), 2, "{reasons:?}");
     assert!(reasons[0].starts_with("REJECT becomes DROP"), "{reasons:?}");
     assert!(
-        reasons[1].starts_with("translated with a difference, as per_source 5/30s burst 5"),
+        reasons[1].starts_with("translated with a difference, as per_source 1/31s burst 5"),
         "{reasons:?}"
     );
 }
