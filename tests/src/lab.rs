@@ -313,6 +313,13 @@ impl Lab {
         self.tmp.write("tight.toml", &text.replacen(wanted, &format!("interface = \"{SERVER_IF}\""), 1))
     }
 
+    /// The lab's tight policy with `extra` (more rules, say) after it, written to `name` in
+    /// the lab's directory.
+    pub fn tight_with(&self, name: &str, extra: &str) -> PathBuf {
+        let text = fs::read_to_string(self.policy_file()).expect("the lab's policy") + extra;
+        self.tmp.write(name, &text)
+    }
+
     /// A command that runs `program` in the server's network namespace (and only that:
     /// the mount namespace, and so bpffs, stays the host's).
     pub fn server_command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {

@@ -393,12 +393,7 @@ fn validate_uids(
         return Ok(Vec::new());
     };
     let list_at = raw.span().start;
-    if direction != Direction::Out {
-        return fail(
-            list_at,
-            "uids applies to rules with direction = \"out\": only this host's packets have a sending socket",
-        );
-    }
+    only_for(Direction::Out, direction, list_at, "uids", "only this host's packets have a sending socket")?;
     let raw = raw.into_inner();
     if raw.is_empty() {
         return fail(list_at, "uids is empty: leave it out to admit every user's packets");
@@ -460,6 +455,22 @@ fn validate_uids(
     Ok(merged)
 }
 
+/// A field (`field`, written at `at`) that only rules of direction `wanted` may have, and
+/// `why`.
+fn only_for(
+    wanted: Direction,
+    direction: Direction,
+    at: usize,
+    field: &str,
+    why: &str,
+) -> Result<(), Located> {
+    if direction == wanted {
+        return Ok(());
+    }
+    let name = if wanted == Direction::In { "in" } else { "out" };
+    fail(at, format!("{field} applies to rules with direction = \"{name}\": {why}"))
+}
+
 /// A uid as a number: 0 to 4294967294 (4294967295 is "no uid" to the kernel).
 fn one_uid(n: i64) -> Option<u32> {
     u32::try_from(n).ok().filter(|uid| *uid != u32::MAX)
@@ -480,12 +491,13 @@ fn validate_per_source(
         return Ok(None);
     };
     let table_at = raw.span().start;
-    if direction != Direction::In {
-        return fail(
-            table_at,
-            "per_source applies to rules with direction = \"in\": the source of an outbound rule's flows is this host",
-        );
-    }
+    only_for(
+        Direction::In,
+        direction,
+        table_at,
+        "per_source",
+        "the source of an outbound rule's flows is this host",
+    )?;
     let raw = raw.into_inner();
     let Some(limit_text) = raw.limit else {
         return at.lacks_at(table_at, "per_source.limit, as limit = \"6/30s\"");

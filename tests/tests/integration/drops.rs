@@ -316,10 +316,7 @@ protocols = ["tcp"]
 port = 2223
 peers = "any"
 "#;
-    let text = std::fs::read_to_string(lab.policy_file()).unwrap() + extra;
-    let policy = lab.tmp().join("logged.toml");
-    std::fs::write(&policy, text).unwrap();
-    lab.up_with(&policy);
+    lab.up_with(&lab.tight_with("logged.toml", extra));
     assert!(lab.firewall_ok(&["list", "-n"]).contains("tcp dpt:2222 state NEW,ESTABLISHED LOG"));
 
     let listener = Listener::start(&lab, &["drops", "--rate", "100", "--iface", SERVER_IF]);

@@ -3,7 +3,7 @@
 //! pass; with `block`, the offender goes into the blocklist, nothing of it passes on any
 //! port until `unblock`, and `blocklist` names the rule; a session a source already has
 //! goes on; a filter made before the limits refuses one until `up` brings it to them.
-use std::{fs, net::SocketAddrV4, path::PathBuf};
+use std::{fs, net::SocketAddrV4};
 
 use firewall_common::{CONFIG_HAS_BLOCKS, MAP_PER_SOURCE_LIMITS};
 use tests::{
@@ -31,14 +31,6 @@ per_source = {per_source}
 const GUARDED: SocketAddrV4 = SocketAddrV4::new(HOST, 2222);
 const WEB: SocketAddrV4 = SocketAddrV4::new(HOST, 80);
 
-/// The lab's tight policy with `extra` after its rules, written to `name`.
-fn tight_with(lab: &Lab, name: &str, extra: &str) -> PathBuf {
-    let text = fs::read_to_string(lab.policy_file()).unwrap() + extra;
-    let path = lab.tmp().join(name);
-    fs::write(&path, text).unwrap();
-    path
-}
-
 fn probe(lab: &Lab, from: std::net::Ipv4Addr, to: SocketAddrV4, timeout: std::time::Duration) -> Outcome {
     lab.tcp_probe(from, to, timeout)
 }
@@ -48,7 +40,7 @@ fn a_source_past_its_rate_is_refused_and_another_source_is_not() {
     require_root();
     let lab = Lab::new("limits-rate");
     lab.tcp_echo(GUARDED);
-    lab.up_with(&tight_with(&lab, "limited.toml", &guarded(r#"{ limit = "3/min" }"#)));
+    lab.up_with(&lab.tight_with("limited.toml", &guarded(r#"{ limit = "3/min" }"#)));
     // Three at once (the burst is the count), a session among them held open.
     let mut session = lab.tcp_connect(STRANGER, GUARDED, OPEN_WITHIN).expect("the first connection");
     echo(&mut session, b"first\n", OPEN_WITHIN).expect("it echoes");
@@ -78,7 +70,7 @@ fn an_offender_is_blocked_on_every_port_until_unblocked() {
     lab.tcp_echo(GUARDED);
     lab.tcp_echo(WEB);
     let policy =
-        tight_with(&lab, "blocking.toml", &guarded(r#"{ limit = "2/min", burst = 2, block = "10m" }"#));
+        lab.tight_with("blocking.toml", &guarded(r#"{ limit = "2/min", burst = 2, block = "10m" }"#));
     lab.up_with(&policy);
     assert_ne!(lab.config_flags() & CONFIG_HAS_BLOCKS, 0, "the blocklist is looked in from the start");
     for n in 1..=2 {
@@ -125,7 +117,7 @@ fn a_filter_from_before_limits_refuses_one_until_up_brings_it_to_them() {
     let pinned = lab.pin_dir().join(MAP_PER_SOURCE_LIMITS);
     fs::remove_file(&pinned).unwrap();
     lab.firewall_ok(&["reload"]);
-    let limited = tight_with(&lab, "limited.toml", &guarded(r#"{ limit = "1/min" }"#));
+    let limited = lab.tight_with("limited.toml", &guarded(r#"{ limit = "1/min" }"#));
     let programs = lab.program_ids();
     assert_fails(
         &lab.firewall(&["reload", "--policy", limited.to_str().unwrap()]),

@@ -2,7 +2,7 @@
 //! the listed users' sockets and drops the others', root's among them, on OUTPUT's
 //! policy; a reload that adds a user lets it through, live; a filter made before `uids`
 //! refuses a policy with them until `up` brings it to them.
-use std::{fs, net::SocketAddrV4, path::PathBuf, process::Output};
+use std::{fs, net::SocketAddrV4, process::Output};
 
 use firewall_common::MAP_RULE_UIDS;
 use tests::{
@@ -25,14 +25,6 @@ peers = ["{STRANGER}"]
 uids = {uids}
 "#
     )
-}
-
-/// The lab's tight policy with `extra` after its rules, written to `name`.
-fn tight_with(lab: &Lab, name: &str, extra: &str) -> PathBuf {
-    let text = fs::read_to_string(lab.policy_file()).unwrap() + extra;
-    let path = lab.tmp().join(name);
-    fs::write(&path, text).unwrap();
-    path
 }
 
 /// Connects from the host to the backup service as `uid` (a real process of that user,
@@ -73,7 +65,7 @@ fn only_the_listed_users_sockets_open_flows_of_a_rule_with_uids() {
     require_root();
     let lab = Lab::new("owner");
     lab.tcp_echo(BACKUP);
-    let policy = tight_with(&lab, "owner.toml", &backup_rule("[1000]"));
+    let policy = lab.tight_with("owner.toml", &backup_rule("[1000]"));
     lab.up_with(&policy);
     assert_reaches(&lab, 1000, true);
     let before = lab.list().policy("OUTPUT");
@@ -87,7 +79,7 @@ fn only_the_listed_users_sockets_open_flows_of_a_rule_with_uids() {
 
     // Root's jobs too, from a reload: live, the programs kept.
     let programs = lab.program_ids();
-    let widened = tight_with(&lab, "widened.toml", &backup_rule(r#"[0, "1000-1999"]"#));
+    let widened = lab.tight_with("widened.toml", &backup_rule(r#"[0, "1000-1999"]"#));
     lab.firewall_ok(&["reload", "--policy", widened.to_str().unwrap()]);
     assert_eq!(lab.program_ids(), programs);
     assert_reaches(&lab, 0, true);
@@ -106,7 +98,7 @@ fn a_filter_from_before_uids_refuses_them_until_up_brings_it_to_them() {
     let pinned = lab.pin_dir().join(MAP_RULE_UIDS);
     fs::remove_file(&pinned).unwrap();
     lab.firewall_ok(&["reload"]);
-    let policy = tight_with(&lab, "owner.toml", &backup_rule("[1000]"));
+    let policy = lab.tight_with("owner.toml", &backup_rule("[1000]"));
     assert_fails(
         &lab.firewall(&["reload", "--policy", policy.to_str().unwrap()]),
         "the live filter's programs know no uids (an older version loaded them: its maps have no RULE_UIDS), and the policy names some; `firewall up` with it replaces the programs in place (tracked flows and counters kept)",

@@ -29,14 +29,6 @@ peers = ["203.0.113.99"]
 const INSIDE: [u16; 4] = [2121, 50000, 50005, 50010];
 const OUTSIDE: [u16; 2] = [49999, 50011];
 
-/// The lab's tight policy with `extra` rules after its own, written to `name`.
-fn tight_with(lab: &Lab, name: &str, extra: &str) -> std::path::PathBuf {
-    let text = fs::read_to_string(lab.policy_file()).unwrap() + extra;
-    let path = lab.tmp().join(name);
-    fs::write(&path, text).unwrap();
-    path
-}
-
 fn listen_on_every_port(lab: &Lab) {
     for port in INSIDE.iter().chain(&OUTSIDE) {
         lab.tcp_echo(SocketAddrV4::new(HOST, *port));
@@ -64,7 +56,7 @@ fn a_range_admits_its_ports_and_drops_the_ports_beside_it() {
     require_root();
     let lab = Lab::new("ranges");
     listen_on_every_port(&lab);
-    lab.up_with(&tight_with(&lab, "ranges.toml", FTP_RULE));
+    lab.up_with(&lab.tight_with("ranges.toml", FTP_RULE));
     assert_ne!(lab.config_flags() & CONFIG_HAS_RANGES, 0, "ranges looked up");
     assert_the_range_is_in_force(&lab);
     // A SYN and the ACK after it, at least, for each of the four connections; the
@@ -113,7 +105,7 @@ fn a_reload_adds_a_range_live_moves_it_and_takes_it_away_and_sessions_stay() {
     assert_eq!(lab.config_flags() & CONFIG_HAS_RANGES, 0, "no ranges, no lookup");
     assert_eq!(probe(&lab, 50005, BLOCKED_AFTER), Outcome::Blocked, "no rule yet");
 
-    let added = tight_with(&lab, "added.toml", FTP_RULE);
+    let added = lab.tight_with("added.toml", FTP_RULE);
     lab.firewall_ok(&["reload", "--policy", added.to_str().unwrap()]);
     still_alive(&mut ssh, "after a reload that added a range");
     assert_eq!(lab.program_ids(), programs, "a reload keeps the programs");
@@ -126,7 +118,7 @@ fn a_reload_adds_a_range_live_moves_it_and_takes_it_away_and_sessions_stay() {
     lab.tcp_echo(data);
     let mut inside = lab.tcp_connect(STRANGER, data, OPEN_WITHIN).expect("a session inside the range");
     echo(&mut inside, b"data\n", OPEN_WITHIN).expect("it echoes");
-    let grown = tight_with(&lab, "grown.toml", &FTP_RULE.replace("50000-50010", "50000-50020"));
+    let grown = lab.tight_with("grown.toml", &FTP_RULE.replace("50000-50010", "50000-50020"));
     let out = lab.firewall_ok(&["reload", "--policy", grown.to_str().unwrap()]);
     assert!(out.contains(" 0 flows ended"), "{out}");
     still_alive(&mut inside, "after its range grew");
@@ -155,7 +147,7 @@ fn a_filter_from_before_ranges_refuses_one_until_up_brings_it_to_them() {
     fs::remove_file(&pinned).unwrap();
     let mut ssh = ssh_session(&lab);
     lab.firewall_ok(&["reload"]);
-    let added = tight_with(&lab, "added.toml", FTP_RULE);
+    let added = lab.tight_with("added.toml", FTP_RULE);
     let programs = lab.program_ids();
     assert_fails(
         &lab.firewall(&["reload", "--policy", added.to_str().unwrap()]),
