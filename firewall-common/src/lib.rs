@@ -689,7 +689,9 @@ pub const COUNTER_LOGGED: u32 = 1 << 31;
 
 /// `PER_SOURCE_LIMITS[rule]`: a rule's `per_source` limit, a GCRA for each source (see
 /// [`TokenBucket`]): a source's `burst` new flows at once, then one every `interval_ns`.
-/// A new flow over it drops; with `block_ns`, its source is blocked that long, in the
+/// A source is its address masked to the limit's prefix of its family (an IPv6 host
+/// commonly has a /64 to itself), so the addresses of one prefix share a bucket. A new
+/// flow over it drops; with `block_ns`, its address is blocked that long, in the
 /// blocklist ([`OFFENDER_SLOT`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -699,15 +701,21 @@ pub struct PerSourceLimit {
     pub burst_ns: u64,
     /// How long an offender is blocked; 0: not blocked, only its flows over the rate drop.
     pub block_ns: u64,
+    /// The mask of an IPv4 source (IPv4 mapped: the first 12 bytes all ones), and of an
+    /// IPv6 one.
+    pub mask4: Addr,
+    pub mask6: Addr,
 }
 
-/// Key of `PER_SOURCE_BUCKETS`: one source of one rule's flows. The value is the source's
-/// GCRA `tat` (a `u64`, `CLOCK_MONOTONIC_COARSE` ns).
-#[repr(C)]
+/// Key of `PER_SOURCE_BUCKETS`: one source (an address's prefix) of one rule's flows. The
+/// value is the source's GCRA `tat` (a `u64`, `CLOCK_MONOTONIC_COARSE` ns). Aligned to 8,
+/// so that the programs mask `source` two words at a time.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SourceKey {
     pub source: Addr,
     pub rule: u32,
+    pub _pad: u32,
 }
 
 /// `TOKEN_BUCKETS[rule]`: iptables' `-m limit` as a GCRA (generic cell rate algorithm),
@@ -953,8 +961,8 @@ mod tests {
         assert_eq!(size_of::<DropEvent>(), 108);
         assert_eq!(size_of::<FragmentKey>(), 40);
         assert_eq!(size_of::<FragmentedDatagram>(), 16);
-        assert_eq!(size_of::<PerSourceLimit>(), 24);
-        assert_eq!(size_of::<SourceKey>(), 20);
+        assert_eq!(size_of::<PerSourceLimit>(), 56);
+        assert_eq!(size_of::<SourceKey>(), 24);
         assert_eq!(size_of::<RuleUid>(), 8);
     }
 

@@ -343,7 +343,7 @@ fn judge(frame: &impl Frame, ip: &Ip, direction: Direction, now: u64, config: &C
     // one source over its rate takes no token from the others.
     if direction == Direction::In
         && rule.flags & ALLOW_PER_SOURCE != 0
-        && !per_source::take(rule.rule, &peer, now)
+        && !per_source::take(rule.rule, &peer, ip.v6, now)
     {
         return drop(chain, Builtin::SourceLimit);
     }

@@ -1,7 +1,8 @@
-//! A rule's `per_source` limit: ufw's `limit`, hashlimit per source address, recent's
-//! `--hitcount`, and fail2ban done in the kernel. Each source of a rule's new flows has a
-//! GCRA of its own in `PER_SOURCE_BUCKETS` (see [`token_bucket::conform`]); a new flow
-//! over it drops, and with the limit's `block` its source goes into `BLOCKLIST` until the
+//! A rule's `per_source` limit: ufw's `limit`, hashlimit per source address (or prefix,
+//! `--hashlimit-srcmask`), recent's `--hitcount`, and fail2ban done in the kernel. Each
+//! source of a rule's new flows (its address masked to the limit's prefix) has a GCRA of
+//! its own in `PER_SOURCE_BUCKETS` (see [`token_bucket::conform`]); a new flow over it
+//! drops, and with the limit's `block` its address goes into `BLOCKLIST` until the
 //! block's deadline, as `firewall block --for` would put it, so nothing of it passes
 //! then, whatever the port. The kernel's own expiry ends it, as every block.
 use aya_ebpf::maps::lpm_trie::Key;
@@ -12,10 +13,10 @@ use crate::{
     token_bucket,
 };
 
-/// Whether rule `rule` may open one more flow from `source` now; false when the source is
-/// over the rule's rate, which then blocks it if the limit says so.
+/// Whether rule `rule` may open one more flow from `source` (of IPv6 if `v6`) now; false
+/// when the source is over the rule's rate, which then blocks it if the limit says so.
 #[inline(always)]
-pub fn take(rule: u32, source: &Addr, now: u64) -> bool {
+pub fn take(rule: u32, source: &Addr, v6: bool, now: u64) -> bool {
     let Some(limit) = PER_SOURCE_LIMITS.get(rule) else {
         return false;
     };
@@ -27,7 +28,16 @@ pub fn take(rule: u32, source: &Addr, now: u64) -> bool {
     // SAFETY: this CPU's slot of a per-CPU array, the program's own: nothing else uses it
     // meanwhile. A map value pointer is valid for the program's run.
     unsafe {
-        (*scratch).source = SourceKey { source: *source, rule };
+        // The source's prefix: its address masked, two words at a time, in the scratch
+        // slot, by the limit's mask (both 8-aligned: a load the compiler cannot prove
+        // aligned becomes sixteen of a byte). The family is the parse's, which the
+        // verifier knows on each of its paths.
+        (*scratch).source = SourceKey { source: *source, rule, _pad: 0 };
+        let mask = if v6 { &limit.mask6 } else { &limit.mask4 };
+        let words = core::ptr::addr_of_mut!((*scratch).source.source).cast::<u64>();
+        let mask = mask.as_ptr().cast::<u64>();
+        *words &= *mask;
+        *words.add(1) &= *mask.add(1);
         let key = &(*scratch).source;
         match PER_SOURCE_BUCKETS.get_ptr_mut(key) {
             Some(tat) => {

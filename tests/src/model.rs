@@ -314,11 +314,13 @@
 //!     the limit drops, the chain's `policy`. Only packets a rule is about to admit take
 //!     a token (a related check that failed took none; tracked flows take none).
 //! 21a. A rule with a `per_source` limit (inbound rules alone have one) has a GCRA for
-//!      each source address (the peer), kept apart per rule and shared by every CPU,
+//!      each source: the peer's address masked to the limit's `prefix` (IPv4, default 32)
+//!      or `prefix6` (IPv6, default 64), kept apart per rule and shared by every CPU,
 //!      asked before the rule's own limit (rule 21): with `interval` = one token's time
 //!      (the window over the count) and `burst`, as rule 21, its `tat` starting at 0.
 //!      A packet that does not conform drops, counted on the chain's `source-limit`
-//!      line, and takes no token of rule 21; with `block`, its source becomes an entry
+//!      line, and takes no token of rule 21; with `block`, its address (the peer's own,
+//!      not the prefix) becomes an entry
 //!      of the blocklist (rule 11c) until `now` plus `block`, replacing an expired entry
 //!      of that address. Only packets the rule is about to admit ask (rules 20 and 20a
 //!      first); tracked flows never do.
@@ -1121,7 +1123,7 @@ pub struct Remembered {
 pub struct State {
     pub flows: HashMap<FlowKey, Flow>,
     pub buckets: HashMap<u32, u64>,
-    /// (rule index, source) → `tat` (rule 21a).
+    /// (rule index, source: the peer's masked address) → `tat` (rule 21a).
     pub sources: HashMap<(u32, IpAddr), u64>,
     pub blocks: Vec<Block>,
     pub fragments: HashMap<FragmentKey, Remembered>,
@@ -1406,11 +1408,12 @@ impl Judge<'_> {
             }
             // Rule 21a.
             if let Some(per_source) = rule.per_source {
-                let tat = self.state.sources.get(&(index, peer)).copied().unwrap_or(0);
+                let source = masked(peer, per_source.prefix, per_source.prefix6);
+                let tat = self.state.sources.get(&(index, source)).copied().unwrap_or(0);
                 let interval = nanos(per_source.limit.interval);
                 match gcra(tat, self.now_ns, interval, u64::from(per_source.limit.burst)) {
                     Some(next) => {
-                        self.state.sources.insert((index, peer), next);
+                        self.state.sources.insert((index, source), next);
                     }
                     None => {
                         if let Some(block) = per_source.block {
@@ -1611,6 +1614,21 @@ impl Judge<'_> {
         let net = Net { bits: addr_key(peer), len: 128, v6: peer.is_ipv6() };
         self.state.blocks.retain(|b| b.net != net);
         self.state.blocks.push(Block { net, deadline_ns, slot: OFFENDER_SLOT });
+    }
+}
+
+/// Rule 21a: the source a `per_source` limit counts `peer` as: its address's first
+/// `prefix` bits (IPv4) or `prefix6` (IPv6).
+fn masked(peer: IpAddr, prefix: u8, prefix6: u8) -> IpAddr {
+    match peer {
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask))
+        }
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix6)).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+        }
     }
 }
 

@@ -290,8 +290,15 @@ fn rule_lines(policy: &Policy, rule: &Rule, index: u32, ours: &str) -> (ListLine
             .collect();
         limit.push_str(&format!(" owner UID match {}", uids.join(",")));
     }
-    if let Some(PerSource { limit: l, block }) = rule.per_source {
+    if let Some(PerSource { limit: l, block, prefix, prefix6 }) = rule.per_source {
         limit.push_str(&format!(" per source: {}/{} burst {}", l.count, l.unit, l.burst));
+        // As hashlimit lists its --hashlimit-srcmask; the defaults go unsaid.
+        if prefix != 32 {
+            limit.push_str(&format!(" srcmask {prefix}"));
+        }
+        if prefix6 != 64 {
+            limit.push_str(&format!(" srcmask6 {prefix6}"));
+        }
         if let Some(block) = block {
             limit.push_str(&format!(" block {}", duration_text(block.as_secs())));
         }

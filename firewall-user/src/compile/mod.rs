@@ -340,12 +340,21 @@ fn plan_rule(plan: &mut MapPlan, rule: &Rule, index: u32, ipv6: bool, intervals:
         plan.token_buckets
             .insert(index, TokenBucket { tat: 0, interval_ns, burst_ns: interval_ns * u64::from(burst) });
     }
-    if let Some(PerSource { limit: Limit { interval, burst, .. }, block }) = rule.per_source {
+    if let Some(PerSource { limit: Limit { interval, burst, .. }, block, prefix, prefix6 }) = rule.per_source
+    {
         let interval_ns = nanos(interval);
         let block_ns = block.map_or(0, nanos);
+        // An IPv4 source is mapped: its prefix is 96 bits longer.
+        let mask = |len: u8| if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) }.to_be_bytes();
         plan.per_source_limits.insert(
             index,
-            PerSourceLimit { interval_ns, burst_ns: interval_ns * u64::from(burst), block_ns },
+            PerSourceLimit {
+                interval_ns,
+                burst_ns: interval_ns * u64::from(burst),
+                block_ns,
+                mask4: mask(96 + prefix),
+                mask6: mask(prefix6),
+            },
         );
         // The programs write offenders into the blocklist: it must be looked in.
         if block_ns != 0 {

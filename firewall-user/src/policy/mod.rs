@@ -283,12 +283,18 @@ impl fmt::Display for Per {
 }
 
 /// `per_source = { limit = "6/30s", burst = 6, block = "10m" }`: a rate of new flows for
-/// each source address of an inbound rule, and how long an offender is blocked.
+/// each source (an address, or its prefix) of an inbound rule, and how long an offender
+/// is blocked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PerSource {
     pub limit: Limit,
     /// `None`: an offender is not blocked, only its new flows over the rate drop.
     pub block: Option<Duration>,
+    /// The prefix lengths a source's address is masked to, IPv4 (default 32: the address)
+    /// and IPv6 (default 64: a host commonly has a /64 to itself), as hashlimit's
+    /// `--hashlimit-srcmask`: the addresses of one prefix share a bucket.
+    pub prefix: u8,
+    pub prefix6: u8,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -479,9 +479,10 @@ fn one_uid(n: i64) -> Option<u32> {
 /// What a limit may be, for the error that finds none.
 const LIMIT_FORMS: &str = "expected N/sec, N/min, N/hour, N/day, or N in a window, as \"6/30s\"";
 
-/// `per_source = { limit = "6/30s", burst = 6, block = "10m" }`: a rate of new flows for
-/// each source, whose burst is the limit's count unless written; inbound rules only (the
-/// source of an outbound rule's flows is this host). `check` finds a limit alone.
+/// `per_source = { limit = "6/30s", burst = 6, block = "10m", prefix = 32, prefix6 = 64 }`:
+/// a rate of new flows for each source, whose burst is the limit's count unless written,
+/// a source being its address's prefix (/32 and /64 unless written); inbound rules only
+/// (the source of an outbound rule's flows is this host).
 fn validate_per_source(
     raw: Option<Spanned<RawPerSource>>,
     direction: Direction,
@@ -519,7 +520,16 @@ fn validate_per_source(
             )
         })?),
     };
-    Ok(Some(PerSource { limit: Limit { interval, burst, count, unit }, block }))
+    let prefix_of = |raw: Option<Spanned<i64>>, default: u8, most: u8| match raw {
+        None => Ok(default),
+        Some(len) => u8::try_from(*len.get_ref())
+            .ok()
+            .filter(|len| *len <= most)
+            .ok_or_else(|| (len.span().start, format!("bad prefix length {}: 0 to {most}", len.get_ref()))),
+    };
+    let prefix = prefix_of(raw.prefix, 32, 32)?;
+    let prefix6 = prefix_of(raw.prefix6, 64, 128)?;
+    Ok(Some(PerSource { limit: Limit { interval, burst, count, unit }, block, prefix, prefix6 }))
 }
 
 /// `"1/sec"`, `"10/minute"`, as iptables' `--limit`, or a count in a window of any
@@ -664,6 +674,20 @@ mod tests {
             check(&rule("in", r#"{ limit = "6/30s", rate = 1 }"#))
                 .unwrap_err()
                 .contains("unknown field `rate`")
+        );
+        // A source is an address's prefix: /32 and /64 unless written, as hashlimit's srcmask.
+        let p = check(&rule("in", r#"{ limit = "6/30s" }"#)).unwrap();
+        assert_eq!(p.rules[0].per_source.map(|s| (s.prefix, s.prefix6)), Some((32, 64)));
+        let p = check(&rule("in", r#"{ limit = "6/30s", prefix = 24, prefix6 = 128 }"#)).unwrap();
+        assert_eq!(p.rules[0].per_source.map(|s| (s.prefix, s.prefix6)), Some((24, 128)));
+        assert_eq!(
+            check(&rule("in", r#"{ limit = "6/30s", prefix = 33 }"#)).unwrap_err(),
+            "p.toml:10:42: bad prefix length 33: 0 to 32"
+        );
+        assert!(
+            check(&rule("in", r#"{ limit = "6/30s", prefix6 = 129 }"#))
+                .unwrap_err()
+                .ends_with("bad prefix length 129: 0 to 128")
         );
     }
 

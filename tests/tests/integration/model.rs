@@ -2388,7 +2388,17 @@ fn random_rule(index: usize, ipv6: bool) -> impl Strategy<Value = String> {
         any::<bool>(),
         // A source's own rate (inbound rules), a window of an hour or a day; blocking the
         // offender an hour, or not.
-        prop::option::weighted(0.2, (1u32..=3, select(vec!["1h", "hour", "day"]), 1u32..=3, any::<bool>())),
+        prop::option::weighted(
+            0.2,
+            (
+                1u32..=3,
+                select(vec!["1h", "hour", "day"]),
+                1u32..=3,
+                any::<bool>(),
+                // Sources one to a prefix, by default or not (the peers meet in /24s and /48s).
+                select(vec!["", ", prefix = 24", ", prefix6 = 48", ", prefix = 16, prefix6 = 128"]),
+            ),
+        ),
         // The sending socket's users (outbound rules): the test runner's (root), or others.
         prop::option::weighted(0.2, select(vec!["[0]", "[1000]", "[\"1000-1999\", 33]", "[0, \"5-9\"]"])),
         // Told as events: no verdict, no line changes.
@@ -2431,11 +2441,11 @@ fn random_rule(index: usize, ipv6: bool) -> impl Strategy<Value = String> {
             if related && error_rule {
                 r.push_str("related = true\n");
             }
-            if let Some((count, per, burst, block)) = per_source
+            if let Some((count, per, burst, block, prefixes)) = per_source
                 && direction == Direction::In
             {
                 let block = if block { ", block = \"1h\"" } else { "" };
-                writeln!(r, "per_source = {{ limit = \"{count}/{per}\", burst = {burst}{block} }}").unwrap();
+                writeln!(r, "per_source = {{ limit = \"{count}/{per}\", burst = {burst}{block}{prefixes} }}").unwrap();
             }
             if let Some(uids) = uids
                 && direction == Direction::Out
@@ -2615,7 +2625,7 @@ ports = [80, 443]
 peers = "any"
 limit = "3/hour"
 burst = 3
-per_source = { limit = "2/day", burst = 2 }
+per_source = { limit = "2/day", burst = 1, prefix = 24 }
 [[rule]]
 name = "web-friend"
 direction = "in"

@@ -6,7 +6,12 @@ use firewall_common::{MAPS, PROG_EGRESS, PROG_INGRESS, SCRATCH_MAPS};
 use tests::harness::TestFilter;
 
 /// Processed instructions each program may cost the verifier, with the policy of
-/// examples/tight.toml: 60,000, about 10% over what they cost with a rule's `log`, 54,683
+/// examples/tight.toml: 70,000, about 12% over what they cost with a per-source limit's
+/// prefix (a source's address masked to its /64, or the prefix the limit names), 62,269
+/// and 51,431: 7,600 more on XDP whatever the masking's shape (a byte at a time, 60,953; two
+/// words, the family asked of the address, 61,283; IPv6 alone, 60,815), the admits that
+/// reach it being walked from every header layout. Before it, 60,000, about 10% over what
+/// they cost with a rule's `log`, 54,683
 /// and 51,431 (the flows a rule with `log` admits reach the event's code, which only
 /// drops reached before: 5,360 more on XDP, its admits walked from each header layout;
 /// the event as a subprogram saved only 750), 49,323 and 50,009 with per-source limits
@@ -43,8 +48,8 @@ use tests::harness::TestFilter;
 /// every path; 5,110 and 4,718 with the conntrack fast path; 2,963 and 3,275 before it.
 /// The kernel's limit is 1,000,000.
 /// Raise only with a reason in the commit.
-const BUDGET_INGRESS: u32 = 60_000;
-const BUDGET_EGRESS: u32 = 60_000;
+const BUDGET_INGRESS: u32 = 70_000;
+const BUDGET_EGRESS: u32 = 70_000;
 
 #[test]
 fn the_programs_stay_within_the_verifier_budget() {
