@@ -531,7 +531,7 @@ fn rule_names_come_from_the_service_and_stay_unique() {
 fn what_cannot_be_translated_is_listed_with_its_reason() {
     let t = import(&dump(&[
         "-A INPUT -p tcp -m tcp --dport 22 -m recent --rcheck --seconds 30 --name knock --mask 255.255.255.255 --rsource -j ACCEPT",
-        "-A OUTPUT -m owner --uid-owner 0 -j ACCEPT",
+        "-A OUTPUT -m owner --gid-owner 0 -j ACCEPT",
         "-A INPUT -p tcp -m tcp --dport 23 -j LOG --log-prefix \"telnet: \"",
         "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 1024:65535 -j ACCEPT",
         "-A INPUT -d 198.51.100.1/32 -p icmp -m icmp --icmp-type 3/4 -j ACCEPT",
@@ -550,7 +550,7 @@ fn what_cannot_be_translated_is_listed_with_its_reason() {
         t.untranslated.iter().map(|f| f.why.as_str()).collect::<Vec<_>>(),
         [
             "an ACCEPT of what -m recent --seconds 30 --hitcount 1 --name knock matches cannot be expressed: per_source drops what goes over a rate, it admits nothing",
-            "match module \"owner\" is not translated",
+            "--gid-owner cannot be expressed: the filter sees a socket's owner, not its group",
             "ICMP code 3/4 cannot be expressed: the policy matches types, not codes",
             "a return line (--sport) with no line that opens its flow the other way: nothing to translate",
             "an echo-reply with no echo-request the other way: replies pass here only as the answers of admitted requests",
@@ -579,7 +579,7 @@ fn what_cannot_be_translated_is_listed_with_its_reason() {
     );
     assert_eq!(
         t.untranslated[1].to_string(),
-        "iptables-save line 6: -A OUTPUT -m owner --uid-owner 0 -j ACCEPT: match module \"owner\" is not translated"
+        "iptables-save line 6: -A OUTPUT -m owner --gid-owner 0 -j ACCEPT: --gid-owner cannot be expressed: the filter sees a socket's owner, not its group"
     );
     assert!(why(&t, 7).starts_with("translated with a difference: LOG writes no packet here"), "{}", t.text);
     // Each listed at the top of the policy too, as a comment.
