@@ -1,7 +1,7 @@
 //! From classified lines to rules: an opening line and its return are one rule, the peers
 //! of one service one list, and services with the same peers one rule.
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, hash_map},
     net::{IpAddr, Ipv4Addr},
 };
 
@@ -219,7 +219,7 @@ pub(super) fn group(flows: &[FlowLine], passes_returns: &[String], findings: &mu
     rules.sort_by_key(|(r, _)| r.opening.iter().chain(&r.returns).min().copied());
     let (mut rules, logs): (Vec<RuleOut>, Vec<RuleLogs>) = rules.into_iter().unzip();
     name_rules(&mut rules);
-    note_logs(&rules, &logs, &mut findings.differences);
+    note_logs(&mut rules, &logs, &mut findings.differences);
     rules
 }
 
@@ -230,11 +230,26 @@ struct RuleLogs {
     unlogged: Vec<usize>,
 }
 
+impl RuleLogs {
+    /// Every line is logged: the rule's `log = true`.
+    fn all_logged(&self) -> bool {
+        !self.logged_by.is_empty() && self.unlogged.is_empty()
+    }
+}
+
 /// The LOG lines that log a rule's flows say so: `log = true`, or partly logged (some
 /// line of the rule none logs), in place of LOG's difference.
-fn note_logs(rules: &[RuleOut], logs: &[RuleLogs], differences: &mut Vec<Finding>) {
+fn note_logs(rules: &mut [RuleOut], logs: &[RuleLogs], differences: &mut Vec<Finding>) {
     let mut whys: Vec<Finding> = Vec::new();
-    for (rule, logs) in rules.iter().zip(logs) {
+    for (rule, logs) in rules.iter_mut().zip(logs) {
+        if rule.log {
+            let lines: Vec<usize> = logs.logged_by.iter().map(|l| l.line).collect();
+            rule.notes.push(format!(
+                "log = true for the LOG of {} {} before its ACCEPT",
+                if lines.len() == 1 { "line" } else { "lines" },
+                line_list(&lines)
+            ));
+        }
         for log in &logs.logged_by {
             let why = if rule.log {
                 why_logged(&rule.name, log)
@@ -362,18 +377,27 @@ impl Owners {
         owners
     }
 
-    /// The uids `f`'s peer is admitted for, for `svc`.
-    fn of(&self, f: &Flow, svc: Svc) -> Uids {
-        let peers = self.by_peer.get(&(f.direction, svc, (f.limit, f.per_source.clone())))?;
+    /// The uids `f`'s peer is admitted for, for `svc`, and whether a line for a wider
+    /// peer added to them.
+    fn of(&self, f: &Flow, svc: Svc) -> (Uids, bool) {
+        let Some(peers) = self.by_peer.get(&(f.direction, svc, (f.limit, f.per_source.clone()))) else {
+            return (None, false);
+        };
         let mut uids = Some(Vec::new());
+        let mut widened = false;
         for peer in wider_peers(f.peer) {
             if let Some(theirs) = peers.get(&peer) {
-                uids = union(uids.as_deref(), theirs.as_deref());
+                let more = union(uids.as_deref(), theirs.as_deref());
+                widened |= peer != f.peer && more != union(uids.as_deref(), f.uids.as_deref());
+                uids = more;
             }
         }
-        uids
+        (uids, widened)
     }
 }
+
+/// The note of a rule whose uids hold those of a line for a wider peer.
+const WIDER_PEERS_USERS: &str = "its uids hold the users a line for a wider peer admits: the firewall asks the rule of the most specific peer alone";
 
 /// `peer` and every peer that holds it, anyone (`None`) first.
 fn wider_peers(peer: Option<Prefix>) -> Vec<Option<Prefix>> {
@@ -425,6 +449,9 @@ struct Entry {
     peers: Vec<(Option<Prefix>, usize)>,
     /// The line that named each peer first.
     peer_line: HashMap<Option<Prefix>, usize>,
+    /// The line that named each peer for its own users first: a line for other users of
+    /// the peer adds them (the entry's uids are all of theirs), it repeats nothing.
+    peer_users_line: HashMap<(Option<Prefix>, Uids), usize>,
     /// The lines that open its flows, and those of their returns.
     lines: Vec<usize>,
     returns: Vec<usize>,
@@ -443,6 +470,7 @@ impl Entry {
             logs: RuleLogs::default(),
             peers: Vec::new(),
             peer_line: HashMap::new(),
+            peer_users_line: HashMap::new(),
             lines: Vec::new(),
             returns: Vec::new(),
             notes: Vec::new(),
@@ -467,12 +495,17 @@ impl Entry {
         {
             self.comments.push(c.clone());
         }
-        match self.peer_line.get(&f.peer) {
-            Some(first) => self.notes.push(format!("line {line} repeats line {first}")),
-            None => {
-                self.peer_line.insert(f.peer, line);
-                self.peers.push((f.peer, line));
+        match self.peer_users_line.entry((f.peer, f.uids.clone())) {
+            hash_map::Entry::Occupied(first) => {
+                self.notes.push(format!("line {line} repeats line {}", first.get()));
             }
+            hash_map::Entry::Vacant(vacant) => {
+                vacant.insert(line);
+            }
+        }
+        if let hash_map::Entry::Vacant(vacant) = self.peer_line.entry(f.peer) {
+            vacant.insert(line);
+            self.peers.push((f.peer, line));
         }
     }
 
@@ -580,7 +613,7 @@ impl Entries {
                 ));
                 continue;
             }
-            let uids = self.owners.of(f, *svc);
+            let (uids, widened) = self.owners.of(f, *svc);
             let wider = match self.ports_elsewhere(f, *svc, uids.as_deref()) {
                 Overlap::Partly(at) => {
                     untranslated.push(texts.finding(
@@ -606,6 +639,9 @@ impl Entries {
                 wider.iter().filter_map(|&e| self.all[e].remove_peer(f.peer)).collect();
             let entry = self.entry(f.direction, *svc, (f.limit, f.per_source.clone()), uids);
             entry.add_line(line, f);
+            if widened && !entry.notes.iter().any(|n| n == WIDER_PEERS_USERS) {
+                entry.notes.push(WIDER_PEERS_USERS.to_owned());
+            }
             if !inside_lines.is_empty() {
                 entry.notes.push(inside(&inside_lines));
             }
@@ -711,7 +747,7 @@ fn merge(entries: &[Entry]) -> Vec<(RuleOut, RuleLogs)> {
 
 /// The port entries that merge with entry `lead` (itself first): none but it if it has a
 /// limit, else those after it, not taken yet, unlimited, with its per_source (one rule's
-/// buckets, as the dump's list or hashlimit name is one), direction and peers.
+/// buckets, as the dump's list or hashlimit name is one), uids, log, direction and peers.
 fn port_members(entries: &[Entry], lead: usize, taken: &[bool]) -> Vec<usize> {
     let e = &entries[lead];
     let mut members = vec![lead];
@@ -726,6 +762,7 @@ fn port_members(entries: &[Entry], lead: usize, taken: &[bool]) -> Vec<usize> {
             && other.limit.is_none()
             && other.per_source == e.per_source
             && other.uids == e.uids
+            && other.logs.all_logged() == e.logs.all_logged()
             && other.direction == e.direction
             && same_peers(other.peer_list().as_deref(), peers.as_deref())
         {
@@ -817,7 +854,7 @@ fn rule_of(
         limit: lead.limit,
         per_source: lead.per_source.clone(),
         uids: lead.uids.clone(),
-        log: !logs.logged_by.is_empty() && logs.unlogged.is_empty(),
+        log: logs.all_logged(),
         opening,
         returns,
         notes,

@@ -19,9 +19,9 @@ use super::{
         WHY_SYN_ONLY, classify, drop_with_matches, why_recent,
     },
     log::{LogLine, logged_accepts},
-    spec::{PortRange, Rate, SourceMatch, Spec, States, Target, TcpFlags},
+    spec::{PortRange, Rate, SourceMatch, Spec, States, Target, TcpFlags, wider},
 };
-use crate::policy::{Per, Prefix};
+use crate::policy::Per;
 
 /// A line not translated that may take packets away from the ACCEPTs after it: a DROP or
 /// REJECT with matches the policy cannot say, a target not known, a RETURN. An ACCEPT
@@ -647,11 +647,6 @@ fn same_packets(a: &Spec, b: &Spec) -> bool {
 
 /// Whether a DROP's addresses, interfaces and users are at least an ACCEPT's.
 fn as_wide(drop: &Spec, accept: &Spec) -> bool {
-    let wider = |d: Option<Prefix>, a: Option<Prefix>| match (d, a) {
-        (None, _) => true,
-        (Some(d), Some(a)) => d.contains(a.addr) && d.len <= a.len,
-        (Some(_), None) => false,
-    };
     let same_or_any = |d: &Option<String>, a: &Option<String>| d.is_none() || d == a;
     wider(drop.source, accept.source)
         && wider(drop.destination, accept.destination)

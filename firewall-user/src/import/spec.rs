@@ -344,13 +344,6 @@ impl Spec {
     /// Whether it matches every packet `other` matches (both read whole). Where it
     /// cannot tell (a rate, a flag test other than `other`'s), it says no.
     pub(super) fn covers(&self, other: &Spec) -> bool {
-        fn wider(a: Option<Prefix>, b: Option<Prefix>) -> bool {
-            match (a, b) {
-                (None, _) => true,
-                (Some(a), Some(b)) => a.contains(b.addr) && a.len <= b.len,
-                (Some(_), None) => false,
-            }
-        }
         fn same_or_any<T: PartialEq>(a: Option<&T>, b: Option<&T>) -> bool {
             a.is_none() || a == b
         }
@@ -384,6 +377,15 @@ impl Spec {
             && self.limit.is_none()
             && self.source_match.is_none()
             && self.owner.is_none_or(|a| other.owner.is_some_and(|b| a.contains(b)))
+    }
+}
+
+/// Whether every address of `b` is one of `a`'s (`None`: every address).
+pub(super) fn wider(a: Option<Prefix>, b: Option<Prefix>) -> bool {
+    match (a, b) {
+        (None, _) => true,
+        (Some(a), Some(b)) => a.contains(b.addr) && a.len <= b.len,
+        (Some(_), None) => false,
     }
 }
 
