@@ -11,8 +11,9 @@ use super::{
     Finding, Findings,
     chains::{FlatLine, flatten},
     dump::DumpTable,
+    log::LogLine,
     shadow::classify_rules,
-    spec::{Parsed, PortRange, Rate, SourceMatch, Spec, States, Target, TcpFlags},
+    spec::{Parsed, PortRange, Rate, SourceMatch, Spec, States, Target, TcpFlags, UidRange},
 };
 use crate::policy::Prefix;
 
@@ -47,6 +48,11 @@ pub(super) struct Flow {
     pub(super) is_return: bool,
     /// The interface it names (not loopback).
     pub(super) iface: Option<String>,
+    /// The rule's `uids`: the users whose sockets it admits (`-m owner --uid-owner`);
+    /// `None`: every user's.
+    pub(super) uids: Option<Vec<UidRange>>,
+    /// The LOG lines just before it that log every flow it opens (`log`).
+    pub(super) logged_by: Vec<LogLine>,
     pub(super) comment: Option<String>,
 }
 
@@ -103,6 +109,8 @@ pub(super) fn why_recent(rate: Rate) -> String {
 }
 pub(super) const WHY_LIMIT_CHECK: &str =
     "translated: it is the per_source (or limit) of the ACCEPTs after it that it limits";
+pub(super) const WHY_OWNER_DROP: &str = "a DROP of some users' packets (-m owner) cannot be expressed: a rule's uids admit the users it lists, the policy has no per-user deny";
+pub(super) const WHY_OWNER_RETURNS: &str = "an owner match on a line that passes returns cannot be expressed: a rule admits the returns of its flows whatever socket sends them; uids applies to the flows it opens";
 pub(super) const WHY_REJECT: &str = "REJECT becomes DROP: the firewall answers nothing (no ICMP error, no TCP RST), so a client waits for its timeout where it failed at once";
 
 /// Classifies one line, its user-defined chains inlined: in a built-in chain, with a
@@ -123,7 +131,7 @@ pub(super) fn classify(spec: &Spec) -> Result<Role, String> {
     let accept = accepts(target)?;
     if let Some(check) = &spec.source_match {
         return match check {
-            SourceMatch::Upto { .. } if accept => classify_accept(spec),
+            SourceMatch::Upto { .. } if accept => owned(spec, classify_accept(spec)?),
             SourceMatch::Upto { .. } => Err(drop_with_matches(spec)),
             _ if accept => Err(format!(
                 "an ACCEPT of what {} matches cannot be expressed: per_source drops what goes over a rate, it admits nothing",
@@ -150,13 +158,34 @@ pub(super) fn classify(spec: &Spec) -> Result<Role, String> {
             Err("a DROP on loopback cannot be expressed: loopback is not filtered here".into())
         };
     }
+    if !accept && spec.owner.is_some() {
+        return Err(WHY_OWNER_DROP.into());
+    }
     if !accept {
         return classify_drop(spec);
     }
     if chain == "FORWARD" {
         return Err("FORWARD is not translated: the firewall filters this host's own traffic, and drops whatever it would forward".into());
     }
-    classify_accept(spec)
+    if spec.owner.is_some() && spec.state.is_some_and(|s| !s.new) {
+        return Err(WHY_OWNER_RETURNS.into());
+    }
+    owned(spec, classify_accept(spec)?)
+}
+
+/// An ACCEPT's `--uid-owner`: the uids of the outbound flows it opens. (iptables takes
+/// `-m owner` on OUTPUT only; a return passes whatever socket sends it.)
+fn owned(spec: &Spec, role: Role) -> Result<Role, String> {
+    let Some(uids) = spec.owner else {
+        return Ok(role);
+    };
+    match role {
+        Role::Flow(mut f) if f.direction == Direction::Out && !f.is_return => {
+            f.uids = Some(vec![uids]);
+            Ok(Role::Flow(f))
+        }
+        _ => Err(WHY_OWNER_RETURNS.into()),
+    }
 }
 
 /// Whether a line with `target` accepts (else it drops: DROP, REJECT, and RETURN in a
@@ -296,6 +325,8 @@ impl<'a> Accept<'a> {
             },
             is_return,
             iface,
+            uids: None,
+            logged_by: Vec::new(),
             comment: spec.comment.clone(),
         })
     }

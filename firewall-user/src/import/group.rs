@@ -1,7 +1,7 @@
 //! From classified lines to rules: an opening line and its return are one rule, the peers
 //! of one service one list, and services with the same peers one rule.
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, hash_map},
     net::{IpAddr, Ipv4Addr},
 };
 
@@ -12,8 +12,9 @@ use firewall_common::{
 
 use super::{
     Finding, Findings, Options,
-    classify::{Classified, Flow, Role, SourceLimit, Svc},
-    spec::{PortRange, Rate},
+    classify::{Classified, Flow, Role, SourceLimit, Svc, WHY_LOG},
+    log::{LogLine, why_logged, why_partly_logged},
+    spec::{PortRange, Rate, UidRange},
     write::{AntispoofOut, HostOut, line_list},
 };
 use crate::policy::{self, Prefix};
@@ -29,11 +30,17 @@ pub(super) struct RuleOut {
     pub(super) peers: Option<Vec<Prefix>>,
     pub(super) limit: Option<Rate>,
     pub(super) per_source: Option<SourceLimit>,
+    pub(super) uids: Uids,
+    /// Every line that opens its flows is logged by a LOG line before it.
+    pub(super) log: bool,
     pub(super) opening: Vec<usize>,
     pub(super) returns: Vec<usize>,
     pub(super) notes: Vec<String>,
     pub(super) comments: Vec<String>,
 }
+
+/// A rule's `uids`, merged and sorted; `None`: every user's.
+pub(super) type Uids = Option<Vec<UidRange>>;
 
 /// A line that admits flows, as the grouping reads it: its number, its text, its flow.
 pub(super) type FlowLine = (usize, String, Flow);
@@ -187,7 +194,7 @@ pub(super) fn group(flows: &[FlowLine], passes_returns: &[String], findings: &mu
     // Indexes throughout: a dump may hold a line for each of 100,000 peers.
     let texts = LineTexts(flows.iter().map(|(l, t, _)| (*l, t.as_str())).collect());
     let mut returns = Returns::index(flows);
-    let mut entries = Entries::default();
+    let mut entries = Entries { owners: Owners::index(flows), ..Entries::default() };
     for (line, _, f) in flows.iter().filter(|(_, _, f)| !f.is_return) {
         let unanswered = entries.add_line(*line, f, &mut returns, &texts, &mut findings.untranslated);
         // The chain its returns travel through.
@@ -209,9 +216,51 @@ pub(super) fn group(flows: &[FlowLine], passes_returns: &[String], findings: &mu
     let mut rules = merge(&entries);
     // In the order of the dump's first line of each (a return line comes first when
     // iptables-save lists INPUT before OUTPUT).
-    rules.sort_by_key(|r| r.opening.iter().chain(&r.returns).min().copied());
+    rules.sort_by_key(|(r, _)| r.opening.iter().chain(&r.returns).min().copied());
+    let (mut rules, logs): (Vec<RuleOut>, Vec<RuleLogs>) = rules.into_iter().unzip();
     name_rules(&mut rules);
+    note_logs(&mut rules, &logs, &mut findings.differences);
     rules
+}
+
+/// The LOG lines of each rule's opening lines, and its lines that none logs.
+#[derive(Clone, Debug, Default)]
+struct RuleLogs {
+    logged_by: Vec<LogLine>,
+    unlogged: Vec<usize>,
+}
+
+impl RuleLogs {
+    /// Every line is logged: the rule's `log = true`.
+    fn all_logged(&self) -> bool {
+        !self.logged_by.is_empty() && self.unlogged.is_empty()
+    }
+}
+
+/// The LOG lines that log a rule's flows say so: `log = true`, or partly logged (some
+/// line of the rule none logs), in place of LOG's difference.
+fn note_logs(rules: &mut [RuleOut], logs: &[RuleLogs], differences: &mut Vec<Finding>) {
+    let mut whys: Vec<Finding> = Vec::new();
+    for (rule, logs) in rules.iter_mut().zip(logs) {
+        if rule.log {
+            let lines: Vec<usize> = logs.logged_by.iter().map(|l| l.line).collect();
+            rule.notes.push(format!(
+                "log = true for the LOG of {} {} before its ACCEPT",
+                if lines.len() == 1 { "line" } else { "lines" },
+                line_list(&lines)
+            ));
+        }
+        for log in &logs.logged_by {
+            let why = if rule.log {
+                why_logged(&rule.name, log)
+            } else {
+                why_partly_logged(&rule.name, &logs.unlogged)
+            };
+            whys.push(Finding { line: log.line, rule: log.text.clone(), why });
+        }
+    }
+    differences.retain(|d| d.why != WHY_LOG || !whys.iter().any(|w| w.line == d.line && w.rule == d.rule));
+    differences.extend(whys);
 }
 
 /// The text of each flow line by its number, for the findings about it.
@@ -300,6 +349,93 @@ impl Returns {
 /// A rule's limit and its per-source limit.
 type Limits = (Option<Rate>, Option<SourceLimit>);
 
+/// The users each service's peers are admitted for, line by line: a rule's `uids` are
+/// those of its peer's lines and of the lines for any peer wider (the firewall asks the
+/// most specific peer's rule alone), so that lines for one peer that differ only in
+/// their uids are one rule with all of them, and a line for every user admits every user.
+#[derive(Default)]
+struct Owners {
+    /// By direction, service and limits, then by peer (`None`: anyone).
+    by_peer: HashMap<(Direction, Svc, Limits), HashMap<Option<Prefix>, Uids>>,
+}
+
+impl Owners {
+    fn index(flows: &[FlowLine]) -> Self {
+        let mut owners = Owners::default();
+        // Without an owner match, every peer is every user's: nothing to look up.
+        if flows.iter().all(|(_, _, f)| f.uids.is_none()) {
+            return owners;
+        }
+        for (_, _, f) in flows.iter().filter(|(_, _, f)| !f.is_return) {
+            for svc in &f.services {
+                let peers =
+                    owners.by_peer.entry((f.direction, *svc, (f.limit, f.per_source.clone()))).or_default();
+                let uids = peers.entry(f.peer).or_insert_with(|| Some(Vec::new()));
+                *uids = union(uids.as_deref(), f.uids.as_deref());
+            }
+        }
+        owners
+    }
+
+    /// The uids `f`'s peer is admitted for, for `svc`, and whether a line for a wider
+    /// peer added to them.
+    fn of(&self, f: &Flow, svc: Svc) -> (Uids, bool) {
+        let Some(peers) = self.by_peer.get(&(f.direction, svc, (f.limit, f.per_source.clone()))) else {
+            return (None, false);
+        };
+        let mut uids = Some(Vec::new());
+        let mut widened = false;
+        for peer in wider_peers(f.peer) {
+            if let Some(theirs) = peers.get(&peer) {
+                let more = union(uids.as_deref(), theirs.as_deref());
+                widened |= peer != f.peer && more != union(uids.as_deref(), f.uids.as_deref());
+                uids = more;
+            }
+        }
+        (uids, widened)
+    }
+}
+
+/// The note of a rule whose uids hold those of a line for a wider peer.
+const WIDER_PEERS_USERS: &str = "its uids hold the users a line for a wider peer admits: the firewall asks the rule of the most specific peer alone";
+
+/// `peer` and every peer that holds it, anyone (`None`) first.
+fn wider_peers(peer: Option<Prefix>) -> Vec<Option<Prefix>> {
+    let Some(Prefix { addr: IpAddr::V4(addr), len }) = peer else {
+        return vec![None, peer];
+    };
+    let mut peers = vec![None];
+    for wider in 1..=len {
+        let mask = u32::MAX << (32 - u32::from(wider));
+        let network = Ipv4Addr::from(u32::from(addr) & mask);
+        peers.push(Some(Prefix { addr: IpAddr::V4(network), len: wider }));
+    }
+    peers
+}
+
+/// The uids of both, merged (`None`, every user, takes all).
+fn union(a: Option<&[UidRange]>, b: Option<&[UidRange]>) -> Uids {
+    let mut all: Vec<UidRange> = a?.iter().chain(b?).copied().collect();
+    all.sort_unstable();
+    let mut merged: Vec<UidRange> = Vec::with_capacity(all.len());
+    for range in all {
+        match merged.last_mut() {
+            Some(last) if range.first <= last.last.saturating_add(1) => last.last = last.last.max(range.last),
+            _ => merged.push(range),
+        }
+    }
+    Some(merged)
+}
+
+/// Whether every user of `inner` is one of `outer`'s (both merged).
+fn holds(outer: Option<&[UidRange]>, inner: Option<&[UidRange]>) -> bool {
+    match (outer, inner) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(outer), Some(inner)) => inner.iter().all(|i| outer.iter().any(|o| o.contains(*i))),
+    }
+}
+
 /// The lines one service admits in one direction with one limit: its peers (`None`:
 /// anyone), in order, each with the line that names it.
 #[derive(Debug)]
@@ -308,9 +444,14 @@ struct Entry {
     svc: Svc,
     limit: Option<Rate>,
     per_source: Option<SourceLimit>,
+    uids: Uids,
+    logs: RuleLogs,
     peers: Vec<(Option<Prefix>, usize)>,
     /// The line that named each peer first.
     peer_line: HashMap<Option<Prefix>, usize>,
+    /// The line that named each peer for its own users first: a line for other users of
+    /// the peer adds them (the entry's uids are all of theirs), it repeats nothing.
+    peer_users_line: HashMap<(Option<Prefix>, Uids), usize>,
     /// The lines that open its flows, and those of their returns.
     lines: Vec<usize>,
     returns: Vec<usize>,
@@ -319,14 +460,17 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(direction: Direction, svc: Svc, (limit, per_source): Limits) -> Self {
+    fn new(direction: Direction, svc: Svc, (limit, per_source): Limits, uids: Uids) -> Self {
         Entry {
             direction,
             svc,
             limit,
             per_source,
+            uids,
+            logs: RuleLogs::default(),
             peers: Vec::new(),
             peer_line: HashMap::new(),
+            peer_users_line: HashMap::new(),
             lines: Vec::new(),
             returns: Vec::new(),
             notes: Vec::new(),
@@ -340,18 +484,28 @@ impl Entry {
         // Lines come in order: a multiport line's second port is the same line.
         if self.lines.last() != Some(&line) {
             self.lines.push(line);
+            if f.logged_by.is_empty() {
+                self.logs.unlogged.push(line);
+            } else {
+                self.logs.logged_by.extend(f.logged_by.iter().cloned());
+            }
         }
         if let Some(c) = &f.comment
             && !self.comments.contains(c)
         {
             self.comments.push(c.clone());
         }
-        match self.peer_line.get(&f.peer) {
-            Some(first) => self.notes.push(format!("line {line} repeats line {first}")),
-            None => {
-                self.peer_line.insert(f.peer, line);
-                self.peers.push((f.peer, line));
+        match self.peer_users_line.entry((f.peer, f.uids.clone())) {
+            hash_map::Entry::Occupied(first) => {
+                self.notes.push(format!("line {line} repeats line {}", first.get()));
             }
+            hash_map::Entry::Vacant(vacant) => {
+                vacant.insert(line);
+            }
+        }
+        if let hash_map::Entry::Vacant(vacant) = self.peer_line.entry(f.peer) {
+            vacant.insert(line);
+            self.peers.push((f.peer, line));
         }
     }
 
@@ -424,13 +578,17 @@ enum Overlap {
     Around(Vec<usize>),
     /// Partly, on this line.
     Partly(usize),
+    /// Inside or around the ports this line admits to the peer for other users.
+    OtherUsers(usize),
 }
 
 /// The entries, found by service and limit, and by service alone.
 #[derive(Default)]
 struct Entries {
     all: Vec<Entry>,
-    by_limit: HashMap<(Direction, Svc, Limits), usize>,
+    /// The users each peer of a service is admitted for.
+    owners: Owners,
+    by_limit: HashMap<(Direction, Svc, Limits, Uids), usize>,
     /// The entries of one service, whatever their limits.
     by_service: HashMap<(Direction, Svc), Vec<usize>>,
 }
@@ -455,11 +613,19 @@ impl Entries {
                 ));
                 continue;
             }
-            let wider = match self.ports_elsewhere(f, *svc) {
+            let (uids, widened) = self.owners.of(f, *svc);
+            let wider = match self.ports_elsewhere(f, *svc, uids.as_deref()) {
                 Overlap::Partly(at) => {
                     untranslated.push(texts.finding(
                         line,
                         format!("some of its ports, not all, are already admitted to its peer by line {at}: a peer's port belongs to one rule"),
+                    ));
+                    continue;
+                }
+                Overlap::OtherUsers(at) => {
+                    untranslated.push(texts.finding(
+                        line,
+                        format!("its ports overlap those line {at} admits to its peer for other users (uids): a peer's port belongs to one rule"),
                     ));
                     continue;
                 }
@@ -471,8 +637,11 @@ impl Entries {
             };
             let inside_lines: Vec<usize> =
                 wider.iter().filter_map(|&e| self.all[e].remove_peer(f.peer)).collect();
-            let entry = self.entry(f.direction, *svc, (f.limit, f.per_source.clone()));
+            let entry = self.entry(f.direction, *svc, (f.limit, f.per_source.clone()), uids);
             entry.add_line(line, f);
+            if widened && !entry.notes.iter().any(|n| n == WIDER_PEERS_USERS) {
+                entry.notes.push(WIDER_PEERS_USERS.to_owned());
+            }
             if !inside_lines.is_empty() {
                 entry.notes.push(inside(&inside_lines));
             }
@@ -498,7 +667,7 @@ impl Entries {
     /// How `svc`'s ports meet those of the entries of other ports that admit `f`'s peer
     /// (two ranges, or a range and a port inside it): one port of a peer belongs to one
     /// rule, so the wider takes the peer, and a part overlap is not translated.
-    fn ports_elsewhere(&self, f: &Flow, svc: Svc) -> Overlap {
+    fn ports_elsewhere(&self, f: &Flow, svc: Svc, uids: Option<&[UidRange]>) -> Overlap {
         let Svc::Port { protocol, port } = svc else {
             return Overlap::Around(Vec::new());
         };
@@ -513,8 +682,15 @@ impl Entries {
                 continue;
             };
             if other.first <= port.first && port.last <= other.last {
-                return Overlap::Inside(i);
+                return if holds(e.uids.as_deref(), uids) {
+                    Overlap::Inside(i)
+                } else {
+                    Overlap::OtherUsers(at)
+                };
             } else if port.first <= other.first && other.last <= port.last {
+                if !holds(uids, e.uids.as_deref()) {
+                    return Overlap::OtherUsers(at);
+                }
                 narrower.push(i);
             } else {
                 return Overlap::Partly(at);
@@ -524,10 +700,10 @@ impl Entries {
     }
 
     /// The entry of a service with a limit, new if it is the first line of the pair.
-    fn entry(&mut self, direction: Direction, svc: Svc, limits: Limits) -> &mut Entry {
-        let at = *self.by_limit.entry((direction, svc, limits.clone())).or_insert_with(|| {
+    fn entry(&mut self, direction: Direction, svc: Svc, limits: Limits, uids: Uids) -> &mut Entry {
+        let at = *self.by_limit.entry((direction, svc, limits.clone(), uids.clone())).or_insert_with(|| {
             self.by_service.entry((direction, svc)).or_default().push(self.all.len());
-            self.all.push(Entry::new(direction, svc, limits));
+            self.all.push(Entry::new(direction, svc, limits, uids));
             self.all.len() - 1
         });
         &mut self.all[at]
@@ -537,8 +713,8 @@ impl Entries {
 /// Rules: TCP and UDP services with the same direction and peers, unlimited or with the
 /// same per-source buckets, merge (a rule is protocols × ports, so ports group by their
 /// set of protocols); ICMP types and services with a limit are rules of their own.
-fn merge(entries: &[Entry]) -> Vec<RuleOut> {
-    let mut rules: Vec<RuleOut> = Vec::new();
+fn merge(entries: &[Entry]) -> Vec<(RuleOut, RuleLogs)> {
+    let mut rules: Vec<(RuleOut, RuleLogs)> = Vec::new();
     let mut taken = vec![false; entries.len()];
     for (i, lead) in entries.iter().enumerate() {
         // An entry whose peers all went to wider ports is no rule.
@@ -571,7 +747,7 @@ fn merge(entries: &[Entry]) -> Vec<RuleOut> {
 
 /// The port entries that merge with entry `lead` (itself first): none but it if it has a
 /// limit, else those after it, not taken yet, unlimited, with its per_source (one rule's
-/// buckets, as the dump's list or hashlimit name is one), direction and peers.
+/// buckets, as the dump's list or hashlimit name is one), uids, log, direction and peers.
 fn port_members(entries: &[Entry], lead: usize, taken: &[bool]) -> Vec<usize> {
     let e = &entries[lead];
     let mut members = vec![lead];
@@ -585,6 +761,8 @@ fn port_members(entries: &[Entry], lead: usize, taken: &[bool]) -> Vec<usize> {
             && matches!(other.svc, Svc::Port { .. })
             && other.limit.is_none()
             && other.per_source == e.per_source
+            && other.uids == e.uids
+            && other.logs.all_logged() == e.logs.all_logged()
             && other.direction == e.direction
             && same_peers(other.peer_list().as_deref(), peers.as_deref())
         {
@@ -634,8 +812,8 @@ fn port_groups(entries: &[Entry], members: &[usize]) -> Vec<(Vec<u8>, Vec<PortRa
     groups
 }
 
-/// One rule of the entries `members`: the direction, peers and limit of `lead`, the
-/// entries they merged with, and the lines, notes and comments of them all.
+/// One rule of the entries `members`: the direction, peers, limit and uids of `lead`,
+/// the entries they merged with, and the lines, notes, comments and LOG lines of them all.
 fn rule_of(
     entries: &[Entry],
     lead: &Entry,
@@ -643,7 +821,7 @@ fn rule_of(
     protocols: Vec<u8>,
     ports: Vec<PortRange>,
     icmp: Option<(u8, bool)>,
-) -> RuleOut {
+) -> (RuleOut, RuleLogs) {
     let mut opening: Vec<usize> = members.iter().flat_map(|&m| entries[m].lines.clone()).collect();
     let mut returns: Vec<usize> = members.iter().flat_map(|&m| entries[m].returns.clone()).collect();
     let mut notes: Vec<String> = members.iter().flat_map(|&m| entries[m].notes.clone()).collect();
@@ -654,7 +832,19 @@ fn rule_of(
     }
     notes.dedup();
     comments.dedup();
-    RuleOut {
+    let mut logs = RuleLogs::default();
+    for &m in members {
+        let theirs = &entries[m].logs;
+        for log in &theirs.logged_by {
+            if !logs.logged_by.contains(log) {
+                logs.logged_by.push(log.clone());
+            }
+        }
+        logs.unlogged.extend(&theirs.unlogged);
+    }
+    logs.unlogged.sort_unstable();
+    logs.unlogged.dedup();
+    let rule = RuleOut {
         name: String::new(),
         direction: lead.direction,
         protocols,
@@ -663,11 +853,14 @@ fn rule_of(
         peers: lead.peer_list(),
         limit: lead.limit,
         per_source: lead.per_source.clone(),
+        uids: lead.uids.clone(),
+        log: logs.all_logged(),
         opening,
         returns,
         notes,
         comments,
-    }
+    };
+    (rule, logs)
 }
 
 /// Names each rule after its service and direction, `-2`, `-3`, … for a name taken.

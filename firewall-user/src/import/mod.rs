@@ -22,6 +22,8 @@
 //!   them, a jump's matches added to its chain's lines.
 //! - `classify`: what each line of `*filter` is for (a `Role`), or why it is not
 //!   translated; the other tables and the chains' policies.
+//! - `log`: the LOG lines that log the flows of the ACCEPT right after them: its rule's
+//!   `log = true`.
 //! - `shadow`: the lines in order: an ACCEPT after a DROP that is not translated, and may
 //!   take some of its packets, is not translated either (or loses those ports), so an
 //!   import is never more open than its script; a DROP of what goes over a rate
@@ -34,6 +36,7 @@ mod chains;
 mod classify;
 mod dump;
 mod group;
+mod log;
 mod shadow;
 mod spec;
 #[cfg(test)]

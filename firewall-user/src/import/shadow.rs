@@ -18,9 +18,10 @@ use super::{
         WHY_HOST_DROPPED_WHOLE, WHY_LIMIT_CHECK, WHY_POLICY, WHY_PROTOCOL_RETURNS, WHY_REJECT, WHY_RETURNS,
         WHY_SYN_ONLY, classify, drop_with_matches, why_recent,
     },
-    spec::{PortRange, Rate, SourceMatch, Spec, States, Target, TcpFlags},
+    log::{LogLine, logged_accepts},
+    spec::{PortRange, Rate, SourceMatch, Spec, States, Target, TcpFlags, wider},
 };
-use crate::policy::{Per, Prefix};
+use crate::policy::Per;
 
 /// A line not translated that may take packets away from the ACCEPTs after it: a DROP or
 /// REJECT with matches the policy cannot say, a target not known, a RETURN. An ACCEPT
@@ -145,6 +146,8 @@ struct Classifier {
     /// How many lines of the table set each `-m recent` list (lists are the host's, not
     /// a chain's).
     set_counts: HashMap<String, usize>,
+    /// The LOG lines that log an ACCEPT's flows, by the ACCEPT's flat index.
+    logged: HashMap<usize, Vec<LogLine>>,
 }
 
 /// Each line classified, in each built-in chain's order; a line after an unconditional
@@ -157,7 +160,8 @@ pub(super) fn classify_rules(
     passes_returns: &mut Vec<String>,
     findings: &mut Findings,
 ) -> (Vec<Classified>, bool) {
-    let mut classifier = Classifier { accepting: accepting.to_vec(), ..Classifier::default() };
+    let mut classifier =
+        Classifier { accepting: accepting.to_vec(), logged: logged_accepts(lines), ..Classifier::default() };
     for list in lines.iter().filter_map(|flat| flat.parsed.spec.recent_set.as_ref()) {
         *classifier.set_counts.entry(list.clone()).or_default() += 1;
     }
@@ -373,10 +377,22 @@ impl Classifier {
         for why in flow_differences(spec, &f) {
             findings.differences.push(finding(why.into()));
         }
-        // An ACCEPT of every protocol to any peer that does not ask for NEW only passes
-        // every return of its chain, as a catch-all does.
+        if let (Some(name), Some(uids)) = (&spec.owner_name, spec.owner) {
+            findings.differences.push(finding(format!(
+                "translated with a difference: user {name} is uid {uids} where the import ran, and the policy names the uid; check it is {name}'s where the policy runs"
+            )));
+        }
+        if !f.is_return {
+            f.logged_by = self.logged.remove(&at).unwrap_or_default();
+        }
+        // An ACCEPT of every protocol to any peer (and every user) that does not ask for
+        // NEW only passes every return of its chain, as a catch-all does.
         let peer_side = if spec.chain == "INPUT" { spec.source } else { spec.destination };
-        if spec.protocol.is_none() && peer_side.is_none() && spec.state.is_none_or(|s| s.established) {
+        if spec.protocol.is_none()
+            && peer_side.is_none()
+            && spec.owner.is_none()
+            && spec.state.is_none_or(|s| s.established)
+        {
             passes_returns.push(spec.chain.clone());
             self.passing_returns.push((at, Some(flat.line), spec.clone()));
         }
@@ -629,18 +645,14 @@ fn same_packets(a: &Spec, b: &Spec) -> bool {
         && a.out_iface == b.out_iface
 }
 
-/// Whether a DROP's addresses and interfaces are at least an ACCEPT's.
+/// Whether a DROP's addresses, interfaces and users are at least an ACCEPT's.
 fn as_wide(drop: &Spec, accept: &Spec) -> bool {
-    let wider = |d: Option<Prefix>, a: Option<Prefix>| match (d, a) {
-        (None, _) => true,
-        (Some(d), Some(a)) => d.contains(a.addr) && d.len <= a.len,
-        (Some(_), None) => false,
-    };
     let same_or_any = |d: &Option<String>, a: &Option<String>| d.is_none() || d == a;
     wider(drop.source, accept.source)
         && wider(drop.destination, accept.destination)
         && same_or_any(&drop.in_iface, &accept.in_iface)
         && same_or_any(&drop.out_iface, &accept.out_iface)
+        && drop.owner.is_none_or(|d| accept.owner.is_some_and(|a| d.contains(a)))
 }
 
 /// `services` without the ports a DROP before them takes: where the DROP is of TCP or UDP

@@ -14,7 +14,8 @@ use std::fmt;
 
 use firewall_common::{
     ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED,
-    TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, protocol_named, rule_protocol,
+    MAX_RULE_UIDS, NO_SOCKET_UID, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, protocol_named,
+    rule_protocol,
 };
 
 use crate::policy::{self, Per, Prefix};
@@ -158,6 +159,36 @@ impl fmt::Display for PortRange {
     }
 }
 
+/// An inclusive range of uids, as `-m owner --uid-owner 1000-1999` writes it; one uid is a
+/// range of one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) struct UidRange {
+    pub(super) first: u32,
+    pub(super) last: u32,
+}
+
+impl UidRange {
+    /// Whether every uid of `other` is one of these.
+    pub(super) fn contains(self, other: UidRange) -> bool {
+        self.first <= other.first && other.last <= self.last
+    }
+
+    fn intersection(self, other: UidRange) -> Option<UidRange> {
+        (self.first <= other.last && other.first <= self.last)
+            .then(|| UidRange { first: self.first.max(other.first), last: self.last.min(other.last) })
+    }
+}
+
+impl fmt::Display for UidRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
 /// `--tcp-flags MASK COMP` (`--syn` is `SYN,RST,ACK,FIN SYN`): the flags in `mask` are
 /// those in `comp`; `negated` for `!`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,6 +235,11 @@ pub(super) struct Spec {
     /// `-m recent --set --name LIST`: the line notes its sources in LIST. It matches
     /// whatever it is given, so it is no match.
     pub(super) recent_set: Option<String>,
+    /// `-m owner --uid-owner U`: the sending socket's owner (OUTPUT only).
+    pub(super) owner: Option<UidRange>,
+    /// The user name the dump gave for `owner`, looked up where the import runs
+    /// (iptables-save writes numbers; a dump written by hand may not).
+    pub(super) owner_name: Option<String>,
     pub(super) comment: Option<String>,
     pub(super) target: Option<Target>,
 }
@@ -223,6 +259,7 @@ impl Spec {
             self.state.is_some(),
             self.limit.is_some(),
             self.source_match.is_some(),
+            self.owner.is_some(),
         ]
         .into_iter()
         .filter(|m| *m)
@@ -257,6 +294,11 @@ impl Spec {
             limit: self.limit.or(other.limit),
             source_match: self.source_match.clone().or_else(|| other.source_match.clone()),
             recent_set: self.recent_set.clone().or_else(|| other.recent_set.clone()),
+            owner: match (self.owner, other.owner) {
+                (Some(a), Some(b)) => Some(a.intersection(b)?),
+                (a, b) => a.or(b),
+            },
+            owner_name: other.owner_name.clone().or_else(|| self.owner_name.clone()),
             comment: other.comment.clone().or_else(|| self.comment.clone()),
             target: other.target.clone(),
         };
@@ -297,6 +339,53 @@ impl Spec {
     /// Whether some packet may match both (each matching at least what its line does).
     pub(super) fn may_overlap(&self, other: &Spec) -> bool {
         self.and(other).is_some()
+    }
+
+    /// Whether it matches every packet `other` matches (both read whole). Where it
+    /// cannot tell (a rate, a flag test other than `other`'s), it says no.
+    pub(super) fn covers(&self, other: &Spec) -> bool {
+        fn same_or_any<T: PartialEq>(a: Option<&T>, b: Option<&T>) -> bool {
+            a.is_none() || a == b
+        }
+        fn ports_inside(a: &[PortRange], b: &[PortRange]) -> bool {
+            a.is_empty()
+                || (!b.is_empty()
+                    && b.iter().all(|r| a.iter().any(|s| s.first <= r.first && r.last <= s.last)))
+        }
+        let states = match (self.state, other.state) {
+            (None, _) => true,
+            (Some(a), Some(b)) => {
+                (a.new || !b.new)
+                    && (a.established || !b.established)
+                    && (a.related || !b.related)
+                    && (a.invalid || !b.invalid)
+            }
+            (Some(_), None) => false,
+        };
+        self.chain == other.chain
+            && wider(self.source, other.source)
+            && wider(self.destination, other.destination)
+            && same_or_any(self.in_iface.as_ref(), other.in_iface.as_ref())
+            && same_or_any(self.out_iface.as_ref(), other.out_iface.as_ref())
+            && same_or_any(self.protocol.as_ref(), other.protocol.as_ref())
+            && ports_inside(&self.sports, &other.sports)
+            && ports_inside(&self.dports, &other.dports)
+            && same_or_any(self.icmp_type.as_ref(), other.icmp_type.as_ref())
+            && same_or_any(self.tcp_flags.as_ref(), other.tcp_flags.as_ref())
+            && (!self.fragment || other.fragment)
+            && states
+            && self.limit.is_none()
+            && self.source_match.is_none()
+            && self.owner.is_none_or(|a| other.owner.is_some_and(|b| a.contains(b)))
+    }
+}
+
+/// Whether every address of `b` is one of `a`'s (`None`: every address).
+pub(super) fn wider(a: Option<Prefix>, b: Option<Prefix>) -> bool {
+    match (a, b) {
+        (None, _) => true,
+        (Some(a), Some(b)) => a.contains(b.addr) && a.len <= b.len,
+        (Some(_), None) => false,
     }
 }
 
@@ -348,8 +437,8 @@ fn state_intersection(a: Option<States>, b: Option<States>) -> Option<Option<Sta
 }
 
 /// The match modules this translation knows (besides `comment`, whose text goes with the rule).
-const MODULES: [&str; 9] =
-    ["tcp", "udp", "icmp", "state", "conntrack", "limit", "multiport", "recent", "hashlimit"];
+const MODULES: [&str; 10] =
+    ["tcp", "udp", "icmp", "state", "conntrack", "limit", "multiport", "recent", "hashlimit", "owner"];
 
 /// The words of a line still to read.
 type Words<'a> = std::iter::Peekable<std::slice::Iter<'a, String>>;
@@ -494,6 +583,11 @@ impl LineParser {
                 let comp = tcp_flag_names(&value(words, word)?)?;
                 self.spec.tcp_flags = Some(TcpFlags { mask, comp, negated });
             }
+            option if negated && module == Some("owner") => {
+                return Err(format!(
+                    "a negated owner match (! {option}) cannot be expressed: uids lists the users a rule admits, it does not except them"
+                ));
+            }
             option if negated && option.starts_with('-') => {
                 // Its value, if it has one, is skipped by the caller.
                 return Err(negated_match(option));
@@ -525,6 +619,19 @@ impl LineParser {
             "--limit" if module == Some("limit") => self.limit = Some(limit(word, &value(words, word)?)?),
             "--limit-burst" if module == Some("limit") => {
                 self.burst = Some(burst(word, &value(words, word)?)?);
+            }
+            "--uid-owner" if module == Some("owner") => {
+                let (uids, name) = uid_owner(&value(words, word)?)?;
+                self.spec.owner = Some(uids);
+                self.spec.owner_name = name;
+            }
+            "--gid-owner" | "--suppl-groups" if module == Some("owner") => {
+                return Err(format!(
+                    "{word} cannot be expressed: the filter sees a socket's owner, not its group"
+                ));
+            }
+            "--socket-exists" if module == Some("owner") => {
+                return Err("--socket-exists cannot be expressed: a rule asks a socket's owner, not whether there is a socket".into());
             }
             option if module == Some("recent") => self.recent.option(option, words)?,
             option if module == Some("hashlimit") => self.hashlimit.option(option, words)?,
@@ -781,6 +888,44 @@ impl HashlimitOptions {
 /// A count of an option's (`--seconds 60`).
 fn number(option: &str, text: &str) -> Result<u32, String> {
     text.parse().map_err(|_| format!("{option} {text}: not a number"))
+}
+
+/// `--uid-owner`: a uid or a range as iptables-save writes them (`0`, `1000-1999`), or a
+/// user name, looked up where the import runs (its uid and name). 65534 is what the
+/// kernel reports for a packet of no socket: a rule cannot name it.
+fn uid_owner(text: &str) -> Result<(UidRange, Option<String>), String> {
+    let uid = |t: &str| t.parse::<u32>().ok().filter(|uid| *uid != u32::MAX);
+    // A range is digits on both sides of its dash: names have dashes too (`debian-tor`).
+    let (range, name) = match text.split_once('-').filter(|(a, _)| a.bytes().all(|b| b.is_ascii_digit())) {
+        Some((a, b)) => match (uid(a), uid(b)) {
+            (Some(first), Some(last)) if first <= last => (UidRange { first, last }, None),
+            _ => return Err(format!("--uid-owner {text} is not a uid range (0-4294967294)")),
+        },
+        None if text.bytes().all(|b| b.is_ascii_digit()) => match uid(text) {
+            Some(uid) => (UidRange { first: uid, last: uid }, None),
+            None => return Err(format!("--uid-owner {text} is not a uid (0-4294967294)")),
+        },
+        None => match nix::unistd::User::from_name(text) {
+            Ok(Some(user)) => {
+                let uid = user.uid.as_raw();
+                (UidRange { first: uid, last: uid }, Some(text.to_owned()))
+            }
+            _ => {
+                return Err(format!(
+                    "--uid-owner {text}: no such user where the import runs, to write its uid (iptables-save writes uids)"
+                ));
+            }
+        },
+    };
+    if (range.first..=range.last).contains(&NO_SOCKET_UID) {
+        return Err(format!(
+            "--uid-owner {text} cannot be expressed: uid {NO_SOCKET_UID} is what the kernel reports for packets of no socket, which the filter cannot tell apart"
+        ));
+    }
+    if u64::from(range.last - range.first) >= u64::from(MAX_RULE_UIDS) {
+        return Err(format!("--uid-owner {text} holds more uids than the policy's {MAX_RULE_UIDS} in all"));
+    }
+    Ok((range, name))
 }
 
 /// An address or prefix of `-s`/`-d`; `0.0.0.0/0` (anyone) is no match at all.

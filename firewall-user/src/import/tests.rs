@@ -531,7 +531,7 @@ fn rule_names_come_from_the_service_and_stay_unique() {
 fn what_cannot_be_translated_is_listed_with_its_reason() {
     let t = import(&dump(&[
         "-A INPUT -p tcp -m tcp --dport 22 -m recent --rcheck --seconds 30 --name knock --mask 255.255.255.255 --rsource -j ACCEPT",
-        "-A OUTPUT -m owner --uid-owner 0 -j ACCEPT",
+        "-A OUTPUT -m owner --gid-owner 0 -j ACCEPT",
         "-A INPUT -p tcp -m tcp --dport 23 -j LOG --log-prefix \"telnet: \"",
         "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 1024:65535 -j ACCEPT",
         "-A INPUT -d 198.51.100.1/32 -p icmp -m icmp --icmp-type 3/4 -j ACCEPT",
@@ -550,7 +550,7 @@ fn what_cannot_be_translated_is_listed_with_its_reason() {
         t.untranslated.iter().map(|f| f.why.as_str()).collect::<Vec<_>>(),
         [
             "an ACCEPT of what -m recent --seconds 30 --hitcount 1 --name knock matches cannot be expressed: per_source drops what goes over a rate, it admits nothing",
-            "match module \"owner\" is not translated",
+            "--gid-owner cannot be expressed: the filter sees a socket's owner, not its group",
             "ICMP code 3/4 cannot be expressed: the policy matches types, not codes",
             "a return line (--sport) with no line that opens its flow the other way: nothing to translate",
             "an echo-reply with no echo-request the other way: replies pass here only as the answers of admitted requests",
@@ -579,7 +579,7 @@ fn what_cannot_be_translated_is_listed_with_its_reason() {
     );
     assert_eq!(
         t.untranslated[1].to_string(),
-        "iptables-save line 6: -A OUTPUT -m owner --uid-owner 0 -j ACCEPT: match module \"owner\" is not translated"
+        "iptables-save line 6: -A OUTPUT -m owner --gid-owner 0 -j ACCEPT: --gid-owner cannot be expressed: the filter sees a socket's owner, not its group"
     );
     assert!(why(&t, 7).starts_with("translated with a difference: LOG writes no packet here"), "{}", t.text);
     // Each listed at the top of the policy too, as a comment.
@@ -1286,4 +1286,146 @@ fn limits_the_policy_cannot_say_stay_untranslated() {
         "it limits every packet (no state NEW, no --syn, no ESTABLISHED line before it), not only the first of each flow, where per_source limits new flows"
     );
     assert_eq!(t.rules, 1, "{}", t.text);
+}
+
+#[test]
+fn owner_accepts_become_the_rules_uids_and_lines_for_one_peer_merge_theirs() {
+    let t = import(&dump(&[
+        "-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT",
+        "-A OUTPUT -m state --state RELATED,ESTABLISHED -j ACCEPT",
+        "-A OUTPUT -s 198.51.100.1/32 -p tcp -m tcp --dport 9001 -m owner --uid-owner 108 -m state --state NEW -j ACCEPT",
+        "-A OUTPUT -s 198.51.100.1/32 -p tcp -m tcp --dport 443 -m owner --uid-owner 108 -j ACCEPT",
+        "-A OUTPUT -s 198.51.100.1/32 -p tcp -m tcp --dport 443 -m owner --uid-owner 0 -j ACCEPT",
+        "-A OUTPUT -p tcp -m tcp --dport 80 -m owner --uid-owner 1000-1999 -j ACCEPT",
+        "-A OUTPUT -d 203.0.113.80/32 -p tcp -m tcp --dport 80 -m owner --uid-owner 0 -j ACCEPT",
+        "-A OUTPUT -d 198.51.100.53/32 -p udp -m udp --dport 53 -m owner --uid-owner root -j ACCEPT",
+        "-A OUTPUT -d 198.51.100.53/32 -p udp -m udp --dport 123 -j ACCEPT",
+        "-A OUTPUT -d 198.51.100.53/32 -p udp -m udp --dport 123 -m owner --uid-owner 0 -j ACCEPT",
+    ]));
+    assert_eq!(untranslated(&t), Vec::<String>::new());
+    assert_eq!(
+        block(&t, "tcp-9001-out"),
+        "# From iptables-save line 7.\n[[rule]]\nname = \"tcp-9001-out\"\ndirection = \"out\"\nprotocols = [\"tcp\"]\nport = 9001\npeers = \"any\"\nuids = [108]"
+    );
+    // Two lines for one port and peer, for two users: one rule with both.
+    assert_eq!(
+        block(&t, "https-out"),
+        "# From iptables-save lines 8, 9.\n[[rule]]\nname = \"https-out\"\ndirection = \"out\"\nprotocols = [\"tcp\"]\nport = 443\npeers = \"any\"\nuids = [0, 108]"
+    );
+    // A range, as iptables-save writes it; the mirror's rule, the most specific peer's,
+    // holds the range's users too, as iptables admits them there.
+    assert!(block(&t, "http-out").ends_with("peers = \"any\"\nuids = [\"1000-1999\"]"), "{}", t.text);
+    assert_eq!(
+        block(&t, "http-out-2"),
+        "# From iptables-save line 11.\n# Note: its uids hold the users a line for a wider peer admits: the firewall asks the rule of the most specific peer alone.\n[[rule]]\nname = \"http-out-2\"\ndirection = \"out\"\nprotocols = [\"tcp\"]\nport = 80\npeers = [\"203.0.113.80\"]\nuids = [0, \"1000-1999\"]"
+    );
+    // A name, which a dump written by hand may have: its uid where the import runs.
+    assert!(block(&t, "dns-out").ends_with("peers = [\"198.51.100.53\"]\nuids = [0]"), "{}", t.text);
+    assert_eq!(
+        why(&t, 12),
+        "translated with a difference: user root is uid 0 where the import ran, and the policy names the uid; check it is root's where the policy runs"
+    );
+    // A line for every user takes every user: no uids.
+    assert!(block(&t, "ntp-out").ends_with("peers = [\"198.51.100.53\"]"), "{}", t.text);
+    let policy = policy::parse(&t.text, Path::new("imported")).expect("valid");
+    let uids: Vec<(&str, Vec<(u32, u32)>)> =
+        policy.rules.iter().map(|r| (r.name.as_str(), r.uids.clone())).collect();
+    assert_eq!(
+        uids,
+        [
+            ("tcp-9001-out", vec![(108, 108)]),
+            ("https-out", vec![(0, 0), (108, 108)]),
+            ("http-out", vec![(1000, 1999)]),
+            ("http-out-2", vec![(0, 0), (1000, 1999)]),
+            ("dns-out", vec![(0, 0)]),
+            ("ntp-out", vec![]),
+        ]
+    );
+}
+
+#[test]
+fn owner_matches_the_policy_cannot_say_stay_out() {
+    let t = import(&dump(&[
+        "-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT",
+        "-A OUTPUT -p tcp -m tcp --dport 9001 -m owner ! --uid-owner 108 -j ACCEPT",
+        "-A OUTPUT -p tcp -m tcp --dport 9002 -m owner --gid-owner 8 -j ACCEPT",
+        "-A OUTPUT -p tcp -m tcp --dport 9003 -m owner --socket-exists -j ACCEPT",
+        "-A OUTPUT -p tcp -m tcp --dport 9004 -m owner --uid-owner 1000 --gid-owner 1000 --suppl-groups -j ACCEPT",
+        "-A OUTPUT -p tcp -m tcp --dport 9005 -m owner --uid-owner 65534 -j ACCEPT",
+        "-A OUTPUT -p tcp -m tcp --dport 9006 -m owner --uid-owner 60000-70000 -j ACCEPT",
+        "-A OUTPUT -p tcp -m tcp --sport 22 -m owner --uid-owner 0 -m state --state ESTABLISHED -j ACCEPT",
+        // An owner DROP before an ACCEPT of its port for everyone: no rule can say it, so
+        // the ACCEPT stays out, as after any DROP that is not translated.
+        "-A OUTPUT -p tcp -m tcp --dport 25 -m owner --uid-owner 1000-1999 -j REJECT --reject-with tcp-reset",
+        "-A OUTPUT -s 198.51.100.1/32 -p tcp -m tcp --dport 25 -j ACCEPT",
+        "-A OUTPUT -s 198.51.100.1/32 -p tcp -m tcp --dport 587 -m owner --uid-owner 0 -j ACCEPT",
+    ]));
+    assert_eq!(
+        untranslated(&t),
+        [
+            "iptables-save line 6: -A OUTPUT -p tcp -m tcp --dport 9001 -m owner ! --uid-owner 108 -j ACCEPT: a negated owner match (! --uid-owner) cannot be expressed: uids lists the users a rule admits, it does not except them",
+            "iptables-save line 7: -A OUTPUT -p tcp -m tcp --dport 9002 -m owner --gid-owner 8 -j ACCEPT: --gid-owner cannot be expressed: the filter sees a socket's owner, not its group",
+            "iptables-save line 8: -A OUTPUT -p tcp -m tcp --dport 9003 -m owner --socket-exists -j ACCEPT: --socket-exists cannot be expressed: a rule asks a socket's owner, not whether there is a socket",
+            "iptables-save line 9: -A OUTPUT -p tcp -m tcp --dport 9004 -m owner --uid-owner 1000 --gid-owner 1000 --suppl-groups -j ACCEPT: --gid-owner cannot be expressed: the filter sees a socket's owner, not its group",
+            "iptables-save line 10: -A OUTPUT -p tcp -m tcp --dport 9005 -m owner --uid-owner 65534 -j ACCEPT: --uid-owner 65534 cannot be expressed: uid 65534 is what the kernel reports for packets of no socket, which the filter cannot tell apart",
+            "iptables-save line 11: -A OUTPUT -p tcp -m tcp --dport 9006 -m owner --uid-owner 60000-70000 -j ACCEPT: --uid-owner 60000-70000 cannot be expressed: uid 65534 is what the kernel reports for packets of no socket, which the filter cannot tell apart",
+            "iptables-save line 12: -A OUTPUT -p tcp -m tcp --sport 22 -m owner --uid-owner 0 -m state --state ESTABLISHED -j ACCEPT: an owner match on a line that passes returns cannot be expressed: a rule admits the returns of its flows whatever socket sends them; uids applies to the flows it opens",
+            "iptables-save line 13: -A OUTPUT -p tcp -m tcp --dport 25 -m owner --uid-owner 1000-1999 -j REJECT --reject-with tcp-reset: a DROP of some users' packets (-m owner) cannot be expressed: a rule's uids admit the users it lists, the policy has no per-user deny",
+            "iptables-save line 14: -A OUTPUT -s 198.51.100.1/32 -p tcp -m tcp --dport 25 -j ACCEPT: not translated, to be no more open than the script: line 13, which is not translated, drops some of what this line admits",
+        ]
+    );
+    // No ACCEPT with an owner match becomes a rule for every user: only line 15 is a rule.
+    assert_eq!(t.rules, 1);
+    assert!(block(&t, "submission-out").ends_with("peers = \"any\"\nuids = [0]"), "{}", t.text);
+}
+
+#[test]
+fn a_log_before_the_accept_it_covers_becomes_the_rules_log() {
+    let log_why = "translated with a difference: LOG writes no packet here; the firewall samples what it drops as events (firewall drops, serve --log-drops), each naming the line that dropped it, and counts every line's packets (firewall list)";
+    let t = import(&dump(&[
+        "-A OUTPUT -m state --state RELATED,ESTABLISHED -j ACCEPT",
+        // The idiom: the same line twice, LOG then ACCEPT.
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 22 -m state --state NEW -j LOG --log-prefix \"SSH: \" --log-level 6",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 22 -m state --state NEW -j ACCEPT",
+        // A LOG of a sample, of more than the ACCEPT admits.
+        "-A INPUT -p tcp -m limit --limit 5/min -j LOG --log-prefix \"TCP: \"",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 443 -j ACCEPT",
+        // A LOG of one peer before an ACCEPT of anyone: only part of it.
+        "-A INPUT -s 203.0.113.7/32 -p tcp -m tcp --dport 80 -j LOG",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 80 -j ACCEPT",
+        // Logged, but its rule also has a line that is not: partly logged.
+        "-A INPUT -s 203.0.113.7/32 -p tcp -m tcp --dport 8080 -j LOG",
+        "-A INPUT -s 203.0.113.7/32 -p tcp -m tcp --dport 8080 -j ACCEPT",
+        "-A INPUT -s 203.0.113.8/32 -p tcp -m tcp --dport 8080 -j ACCEPT",
+        // A LOG of drops: before the DROP, as today.
+        "-A INPUT -p tcp -m tcp --dport 23 -j LOG --log-prefix \"telnet: \"",
+        "-A INPUT -p tcp -m tcp --dport 23 -j DROP",
+        "-A INPUT -j LOG --log-prefix \"dropped: \"",
+    ]));
+    // Both logged, with the same peers: one rule, logged.
+    assert_eq!(
+        block(&t, "ssh-https-in"),
+        "# From iptables-save lines 7, 9.\n# Note: log = true for the LOG of lines 6, 8 before its ACCEPT.\n[[rule]]\nname = \"ssh-https-in\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nports = [22, 443]\npeers = \"any\"\nlog = true"
+    );
+    assert_eq!(
+        why(&t, 6),
+        "translated with a difference: rule ssh-https-in gets log = true: the flows it admits are told as events (firewall drops, serve --log-drops), named by the rule where the line's prefix was; --log-level is not kept"
+    );
+    assert_eq!(
+        why(&t, 8),
+        "translated with a difference: rule ssh-https-in gets log = true: the flows it admits are told as events (firewall drops, serve --log-drops), named by the rule where the line's prefix was; --log-level is not kept; the events are sampled at their own rate, not at this line's -m limit"
+    );
+    // Not logged: a rule of its own.
+    assert!(!block(&t, "http-in").contains("log"), "{}", t.text);
+    assert_eq!(why(&t, 10), log_why);
+    assert!(block(&t, "tcp-8080-in").ends_with("peers = [\"203.0.113.7\", \"203.0.113.8\"]"), "{}", t.text);
+    assert_eq!(
+        why(&t, 12),
+        "translated with a difference: rule tcp-8080-in is partly logged: it also admits the flows of line 14, which no LOG line logs, so it has no log = true; LOG writes no packet here"
+    );
+    assert_eq!(why(&t, 15), log_why);
+    assert_eq!(why(&t, 17), log_why);
+    let policy = policy::parse(&t.text, Path::new("imported")).expect("valid");
+    let logged: Vec<&str> = policy.rules.iter().filter(|r| r.log).map(|r| r.name.as_str()).collect();
+    assert_eq!(logged, ["ssh-https-in"]);
 }

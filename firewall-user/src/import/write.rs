@@ -8,7 +8,11 @@ use firewall_common::{
 };
 use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, value};
 
-use super::{Finding, Findings, group::RuleOut, spec::PortRange};
+use super::{
+    Finding, Findings,
+    group::RuleOut,
+    spec::{PortRange, UidRange},
+};
 use crate::policy::Prefix;
 
 /// `[host]`: the interface and address, each with where it came from.
@@ -194,6 +198,17 @@ fn rule_table(rule: &RuleOut) -> Table {
         limits.insert("limit", format!("{}/{}", rate.count, rate.unit).into());
         limits.insert("burst", i64::from(rate.burst).into());
         table["per_source"] = value(limits);
+    }
+    // A uid is a number, a range a string, as iptables-save writes them: the host that
+    // runs the import may not have the users' names.
+    if let Some(uids) = &rule.uids {
+        let uid = |u: &UidRange| -> toml_edit::Value {
+            if u.first == u.last { i64::from(u.first).into() } else { u.to_string().into() }
+        };
+        table["uids"] = value(uids.iter().map(uid).collect::<Array>());
+    }
+    if rule.log {
+        table["log"] = value(true);
     }
     table
 }
