@@ -65,6 +65,9 @@ pub(super) struct SourceLimit {
     pub(super) bucket: String,
     /// The line of the `-m recent` check it stands for, which counts otherwise.
     pub(super) recent_line: Option<usize>,
+    /// How many bits of a source's address make it one (hashlimit's `--hashlimit-srcmask`;
+    /// 32, the address, for recent).
+    pub(super) prefix: u8,
 }
 
 /// A service as a rule's key: a TCP or UDP port, or an ICMP type (`related` for the
@@ -318,9 +321,12 @@ impl<'a> Accept<'a> {
             host,
             limit: spec.limit,
             per_source: match &spec.source_match {
-                Some(SourceMatch::Upto { name, rate }) => {
-                    Some(SourceLimit { rate: *rate, bucket: name.clone(), recent_line: None })
-                }
+                Some(SourceMatch::Upto { name, rate, prefix }) => Some(SourceLimit {
+                    rate: *rate,
+                    bucket: name.clone(),
+                    recent_line: None,
+                    prefix: *prefix,
+                }),
                 _ => None,
             },
             is_return,

@@ -554,8 +554,8 @@ impl Classifier {
                 );
             }
             _ if f.per_source.is_some() => return Err("this line has a per-source limit already".into()),
-            SourceMatch::Above { name, rate, .. } => {
-                SourceLimit { rate: *rate, bucket: name.clone(), recent_line: None }
+            SourceMatch::Above { name, rate, prefix, .. } => {
+                SourceLimit { rate: *rate, bucket: name.clone(), recent_line: None, prefix: *prefix }
             }
             SourceMatch::Seen { list, seconds, hits } => {
                 let count = self.recent_count(shadow, accept, list, *hits)?;
@@ -563,7 +563,7 @@ impl Classifier {
                 // `seconds` holds more than `count`, as with recent. A bucket refilling
                 // `count` a window would let twice as many through one window.
                 let rate = Rate { count: 1, unit: Per::Window(seconds.saturating_add(1)), burst: count };
-                SourceLimit { rate, bucket: list.clone(), recent_line: Some(shadow.line) }
+                SourceLimit { rate, bucket: list.clone(), recent_line: Some(shadow.line), prefix: 32 }
             }
             SourceMatch::Upto { .. } => unreachable!("not a check"),
         };

@@ -60,12 +60,12 @@ pub(super) enum SourceMatch {
     /// `-m recent --update|--rcheck --seconds S --hitcount H --name LIST`: the sources
     /// seen `hits` times within `seconds` (a hit is each `--set` of the list).
     Seen { list: String, seconds: u32, hits: u32 },
-    /// `-m hashlimit --hashlimit-upto R --hashlimit-mode srcip`: what each source sends
-    /// within the rate.
-    Upto { name: String, rate: Rate },
+    /// `-m hashlimit --hashlimit-upto R --hashlimit-mode srcip`: what each source (an
+    /// address's `prefix`, `--hashlimit-srcmask`) sends within the rate.
+    Upto { name: String, rate: Rate, prefix: u8 },
     /// `--hashlimit-above R`: what goes over the rate, each source's (`per_source`, mode
     /// srcip) or all of them together.
-    Above { name: String, rate: Rate, per_source: bool },
+    Above { name: String, rate: Rate, per_source: bool, prefix: u8 },
 }
 
 impl SourceMatch {
@@ -75,7 +75,7 @@ impl SourceMatch {
             SourceMatch::Seen { list, seconds, hits } => {
                 format!("-m recent --seconds {seconds} --hitcount {hits} --name {list}")
             }
-            SourceMatch::Upto { name, rate } => format!("--hashlimit-upto {rate} (name {name})"),
+            SourceMatch::Upto { name, rate, .. } => format!("--hashlimit-upto {rate} (name {name})"),
             SourceMatch::Above { name, rate, .. } => format!("--hashlimit-above {rate} (name {name})"),
         }
     }
@@ -867,15 +867,19 @@ impl HashlimitOptions {
         let rate = Rate { count, unit, burst: self.burst.unwrap_or(5) };
         let name = self.name.clone().unwrap_or_default();
         match self.mode.as_deref() {
-            None if above => Ok(Hashlimit::Source(SourceMatch::Above { name, rate, per_source: false })),
+            None if above => {
+                Ok(Hashlimit::Source(SourceMatch::Above { name, rate, per_source: false, prefix: 32 }))
+            }
             None => Ok(Hashlimit::Global(rate)),
-            Some("srcip") => match self.srcmask {
-                None | Some(32) if above => {
-                    Ok(Hashlimit::Source(SourceMatch::Above { name, rate, per_source: true }))
+            // A network's sources counted together: per_source's `prefix`.
+            Some("srcip") => match u8::try_from(self.srcmask.unwrap_or(32)).ok().filter(|mask| *mask <= 32) {
+                Some(prefix) if above => {
+                    Ok(Hashlimit::Source(SourceMatch::Above { name, rate, per_source: true, prefix }))
                 }
-                None | Some(32) => Ok(Hashlimit::Source(SourceMatch::Upto { name, rate })),
-                Some(mask) => Err(format!(
-                    "--hashlimit-srcmask {mask} counts a network's sources together: per_source counts each address"
+                Some(prefix) => Ok(Hashlimit::Source(SourceMatch::Upto { name, rate, prefix })),
+                None => Err(format!(
+                    "--hashlimit-srcmask {}: an IPv4 prefix is 0 to 32 bits",
+                    self.srcmask.unwrap_or_default()
                 )),
             },
             Some(mode) => Err(format!(

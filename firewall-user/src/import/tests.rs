@@ -1266,15 +1266,22 @@ fn limits_the_policy_cannot_say_stay_untranslated() {
         "--hashlimit-mode srcip,dstport keeps a bucket per destination or port: per_source keeps one per source address"
     );
     assert_eq!(why(&t, 10), shadowed(9));
-    assert_eq!(
-        why(&t, 11),
-        "--hashlimit-srcmask 24 counts a network's sources together: per_source counts each address"
+    // A network's sources counted together: the per_source's prefix.
+    assert!(
+        block(&t, "https-in").contains("per_source = { limit = \"10/sec\", burst = 5, prefix = 24 }"),
+        "{}",
+        t.text
     );
     assert_eq!(why(&t, 12), "match module \"connlimit\" is not translated");
     assert_eq!(why(&t, 13), shadowed(12));
     // After line 5 only new flows meet a line: 8080 is limited as the script does.
     assert!(block(&t, "tcp-8080-in").contains("per_source = { limit = \"5/sec\", burst = 5 }"), "{}", t.text);
-    assert_eq!(t.rules, 2, "{}", t.text);
+    assert_eq!(t.rules, 3, "{}", t.text);
+    let t = import(&dump(&[
+        "-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 443 -m hashlimit --hashlimit-upto 10/sec --hashlimit-mode srcip --hashlimit-srcmask 33 --hashlimit-name tls -j ACCEPT",
+    ]));
+    assert_eq!(why(&t, 6), "--hashlimit-srcmask 33: an IPv4 prefix is 0 to 32 bits");
 
     // Without that line, hashlimit counts every packet of a flow: per_source does not.
     let t = import(&dump(&[

@@ -197,6 +197,9 @@ fn rule_table(rule: &RuleOut) -> Table {
         let mut limits = InlineTable::new();
         limits.insert("limit", format!("{}/{}", rate.count, rate.unit).into());
         limits.insert("burst", i64::from(rate.burst).into());
+        if per_source.prefix != 32 {
+            limits.insert("prefix", i64::from(per_source.prefix).into());
+        }
         table["per_source"] = value(limits);
     }
     // A uid is a number, a range a string, as iptables-save writes them: the host that
