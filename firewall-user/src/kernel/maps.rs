@@ -318,13 +318,12 @@ impl LiveMaps {
                 self.token_buckets.set(*rule, bucket, 0).map_err(call(MAP_TOKEN_BUCKETS, "set"))?;
             }
         }
-        // Before the allow-list entries that ask for them. A rule without one is never
-        // asked: its stale value is cleared all the same, for the reader of the map.
+        // Before the allow-list entries that ask for them; a rule's that no longer has one
+        // is cleared after them (see `clear_stale_limits`).
         if let Some(map) = &mut self.per_source_limits {
-            for rule in 0..MAX_RULES {
-                let wanted = plan.per_source_limits.get(&rule).copied().unwrap_or_default();
-                if map.get(&rule, 0).map_err(call(MAP_PER_SOURCE_LIMITS, "get"))? != wanted {
-                    map.set(rule, wanted, 0).map_err(call(MAP_PER_SOURCE_LIMITS, "set"))?;
+            for (rule, wanted) in &plan.per_source_limits {
+                if map.get(rule, 0).map_err(call(MAP_PER_SOURCE_LIMITS, "get"))? != *wanted {
+                    map.set(*rule, wanted, 0).map_err(call(MAP_PER_SOURCE_LIMITS, "set"))?;
                 }
             }
         }
@@ -412,6 +411,7 @@ impl LiveMaps {
             }
         }
 
+        self.clear_stale_limits(plan)?;
         if let Some(map) = &mut self.rule_uids {
             for uid in live_uids.difference(&plan.rule_uids) {
                 gone_is_ok(map.remove(uid)).map_err(call(MAP_RULE_UIDS, "remove"))?;
@@ -459,6 +459,19 @@ impl LiveMaps {
 
         applied.flows_removed = self.forget_flows(plan)?;
         Ok(applied)
+    }
+
+    /// Clears the `per_source` limits of the rules that no longer have one, once their
+    /// allow-list entries no longer ask for them (read meanwhile, a cleared limit would
+    /// refuse a source whose bucket runs ahead), so that the map holds the policy's alone.
+    fn clear_stale_limits(&mut self, plan: &MapPlan) -> Result<()> {
+        let Some(map) = &mut self.per_source_limits else { return Ok(()) };
+        for rule in (0..MAX_RULES).filter(|rule| !plan.per_source_limits.contains_key(rule)) {
+            if map.get(&rule, 0).map_err(call(MAP_PER_SOURCE_LIMITS, "get"))? != PerSourceLimit::default() {
+                map.set(rule, PerSourceLimit::default(), 0).map_err(call(MAP_PER_SOURCE_LIMITS, "set"))?;
+            }
+        }
+        Ok(())
     }
 
     /// Makes `PORT_INTERVALS` hold the plan's lanes, and with ranges in the plan, turns
