@@ -275,12 +275,14 @@ fn rule_lines(policy: &Policy, rule: &Rule, index: u32, ours: &str) -> (ListLine
     let peers = peers_text(&rule.peers);
     let protocols = rule_protocols(rule);
     let prot = if protocols.len() == 1 { proto_name(protocols[0]) } else { "all" };
-    let mut limit = rule
+    // What the rule's NEW line says beside its service and state, as iptables lists its
+    // matches: its limit, LOG, owner and per-source limit.
+    let mut extra = rule
         .limit
         .map(|l| format!(" limit: avg {}/{} burst {}", l.count, l.unit, l.burst))
         .unwrap_or_default();
     if rule.log {
-        limit.push_str(" LOG");
+        extra.push_str(" LOG");
     }
     if !rule.uids.is_empty() {
         let uids: Vec<String> = rule
@@ -288,19 +290,19 @@ fn rule_lines(policy: &Policy, rule: &Rule, index: u32, ours: &str) -> (ListLine
             .iter()
             .map(|&(first, last)| if first == last { first.to_string() } else { format!("{first}-{last}") })
             .collect();
-        limit.push_str(&format!(" owner UID match {}", uids.join(",")));
+        extra.push_str(&format!(" owner UID match {}", uids.join(",")));
     }
     if let Some(PerSource { limit: l, block, prefix, prefix6 }) = rule.per_source {
-        limit.push_str(&format!(" per source: {}/{} burst {}", l.count, l.unit, l.burst));
+        extra.push_str(&format!(" per source: {}/{} burst {}", l.count, l.unit, l.burst));
         // As hashlimit lists its --hashlimit-srcmask; the defaults go unsaid.
         if prefix != 32 {
-            limit.push_str(&format!(" srcmask {prefix}"));
+            extra.push_str(&format!(" srcmask {prefix}"));
         }
         if prefix6 != 64 {
-            limit.push_str(&format!(" srcmask6 {prefix6}"));
+            extra.push_str(&format!(" srcmask6 {prefix6}"));
         }
         if let Some(block) = block {
-            limit.push_str(&format!(" block {}", duration_text(block.as_secs())));
+            extra.push_str(&format!(" block {}", duration_text(block.as_secs())));
         }
     }
     let ranges = rule.services.iter().any(|s| matches!(s, Service::Range { .. }));
@@ -319,7 +321,7 @@ fn rule_lines(policy: &Policy, rule: &Rule, index: u32, ours: &str) -> (ListLine
         source: new_src.clone(),
         destination: new_dst.clone(),
         matches: format!(
-            "{} state {}{limit}",
+            "{} state {}{extra}",
             service_text(policy, rule, &protocols, false),
             if rule.related { "RELATED" } else { "NEW,ESTABLISHED" }
         ),

@@ -61,6 +61,28 @@ fn a_source_past_its_rate_is_refused_and_another_source_is_not() {
     let text = lab.firewall_ok(&["list", "-n"]);
     assert!(text.contains("tcp dpt:2222 state NEW,ESTABLISHED per source: 3/min burst 3"), "{text}");
     assert!(text.contains("a new flow over its source's per_source rate"), "{text}");
+    // A reload to a policy without the limit clears the rule's entry: the map holds the
+    // policy's limits alone.
+    assert_eq!(limits_written(&lab), 1);
+    lab.firewall_ok(&["reload", "--policy", lab.policy_file().to_str().unwrap()]);
+    assert_eq!(limits_written(&lab), 0, "the removed rule's limit stayed in PER_SOURCE_LIMITS");
+}
+
+/// How many rules' entries of the pinned `PER_SOURCE_LIMITS` are not all zeros.
+fn limits_written(lab: &Lab) -> usize {
+    let path = lab.pin_dir().join(MAP_PER_SOURCE_LIMITS);
+    let out = tests::lab::sh(
+        std::process::Command::new("bpftool").args(["-j", "map", "dump", "pinned"]).arg(&path),
+    );
+    let entries: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool's JSON");
+    let entries = entries.as_array().expect("a list of entries");
+    assert_eq!(entries.len(), firewall_common::MAX_RULES as usize);
+    entries
+        .iter()
+        .filter(|entry| {
+            entry["value"].as_array().expect("the value's bytes").iter().any(|byte| byte != "0x00")
+        })
+        .count()
 }
 
 #[test]
