@@ -682,6 +682,12 @@ pub struct RuleUid {
 /// drops do, while a listener asks (see [`COUNTER_LOGGED`]).
 pub const ALLOW_LOG: u32 = 16;
 
+/// `AllowValue::flags`: the rule has `returns = false`: it admits the packets that open
+/// its flows and starts no flow, so nothing comes back through it (iptables' ACCEPT with
+/// no return line, no ESTABLISHED catch-all in the other chain). Each packet is judged
+/// alone, as a stateless rule's.
+pub const ALLOW_ONE_WAY: u32 = 32;
+
 /// Set on the counter id a verdict names when the frame is to be told as an event even
 /// though it passes (a rule with [`ALLOW_LOG`] admitted it); the programs clear it before
 /// the counter is counted. Counter ids stay far below it.

@@ -20,6 +20,7 @@
 //! | an allow-list entry admits, within its limit (an ICMP error, if the rule says `related`, only about a tracked flow; with `[conntrack] tcp_loose = false`, TCP only with a bare SYN) | `NEW,ESTABLISHED -j ACCEPT`, `-m limit`, `RELATED`, `! --syn … NEW -j DROP` | the rule's `New` line |
 //! | …and, for a rule with `uids` (outbound), only from a listed user's socket | `-m owner --uid-owner` | the rule's `New` line, or `policy` |
 //! | …and within its source's rate (`per_source`, inbound rules): over it, the new flow drops, and the source may be blocked (see [`per_source`]) | `-m recent --update --hitcount`, `-m hashlimit --hashlimit-mode srcip` | `source-limit` |
+//! | …and, for a rule with `returns = false`, without starting a flow: nothing comes back through it | an ACCEPT with no return line | the rule's `New` line |
 //! | everything else drops | `-P DROP` | `policy` |
 //!
 //! A block means nothing passes to or from the peer but what the link needs: the link's
@@ -36,7 +37,7 @@
 //! kernel, and so do the flows a rule with `log` admits.
 use aya_ebpf::{EbpfContext, maps::lpm_trie::Key};
 use firewall_common::{
-    ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_LOG, ALLOW_OWNER, ALLOW_PER_SOURCE, ALLOW_RELATED, ANY_PEER,
+    ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_LOG, ALLOW_ONE_WAY, ALLOW_OWNER, ALLOW_PER_SOURCE, ALLOW_RELATED, ANY_PEER,
     Addr, AllowKey, AllowValue, Builtin, CONFIG_AUDIT, CONFIG_DHCP, CONFIG_HAS_BLOCKS, CONFIG_HAS_PREFIXES,
     CONFIG_HAS_RANGES, CONFIG_IPV6, CONFIG_LOG_DROPS, CONFIG_MORE_ADDRESSES, CONFIG_NEVER_SET, CONFIG_READY,
     CONFIG_TCP_STRICT, COUNTER_LOGGED, Chain, Config, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DHCPV6_CLIENT_PORT,
@@ -354,8 +355,10 @@ fn judge(frame: &impl Frame, ip: &Ip, direction: Direction, now: u64, config: &C
     // A flow to a peer the anti-spoof sources name is not tracked: its returns meet that
     // list, as in the seed, where the anti-spoof lines come before the ESTABLISHED ones
     // (tracked, they would ride the fast path past it). One trie lookup a new outbound
-    // flow; inbound ones met the list already.
+    // flow; inbound ones met the list already. A rule with `returns = false` tracks none:
+    // nothing comes back through it.
     if let Some(key) = &flow
+        && rule.flags & ALLOW_ONE_WAY == 0
         && (direction == Direction::In || !spoofed_peer(&peer))
     {
         conntrack::track(key, direction, direction, rule.rule, &l4, now, config);
@@ -528,8 +531,9 @@ fn picked_up(
     }
     let key = allow_key(Direction::In, PROTO_TCP, *src_port, peer, config);
     let rule = allowed(&key, config)?;
-    // No session from a peer the anti-spoof sources name ever got in.
-    if spoofed_peer(&peer) {
+    // No session from a peer the anti-spoof sources name ever got in, and a rule with
+    // `returns = false` has no returns to pick up.
+    if rule.flags & ALLOW_ONE_WAY != 0 || spoofed_peer(&peer) {
         return None;
     }
     conntrack::track(flow, Direction::In, Direction::Out, rule.rule, l4, now, config);

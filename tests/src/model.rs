@@ -338,7 +338,8 @@
 //!     flow, and a real new connection on the tuple rides it); anything else forgets that
 //!     entry first. An outbound packet to a peer the anti-spoof source list contains
 //!     passes but starts no flow: its returns meet that list (rule 12), as in the seed,
-//!     whose anti-spoof lines come before its ESTABLISHED ones.
+//!     whose anti-spoof lines come before its ESTABLISHED ones. A rule with `returns =
+//!     false` starts no flow and changes no entry: its packets pass, each judged alone.
 //!     A rule's `log` changes no verdict and no line: it tells its admits as events.
 //! 23. No rule admits it, and it is an outbound TCP segment with ACK and without SYN:
 //!     the pick-up of an inbound session older than the filter. If a rule of direction in
@@ -348,7 +349,8 @@
 //!     in rule 22, opened inbound by that rule (its origin in) but by this outbound
 //!     segment (the host heard, its numbers recorded). That rule's limit is not
 //!     consulted. A peer the anti-spoof source list contains is never picked up (no
-//!     session from it got in).
+//!     session from it got in), nor the returns of a rule with `returns = false` (the
+//!     most specific rule decides: a wider one is not asked).
 //! 24. Otherwise: drop, the chain's `policy` (`-P … DROP`).
 //!
 //! ## 8. After the verdict
@@ -1429,6 +1431,7 @@ impl Judge<'_> {
                 return policy_line;
             }
             if let Some(key) = flow_key(direction, d.src, d.dst, &d.transport)
+                && rule.returns
                 && !matches!(
                     d.transport,
                     Transport::Icmp(Icmp { echo: Some(Echo { request: false, .. }), .. })
@@ -1450,6 +1453,7 @@ impl Judge<'_> {
                 Service::Port { protocol: PROTO_TCP, port: src_port },
                 peer,
             )
+            && rule.returns
             && !self.spoofed(peer)
         {
             let index = self.ids.rule(&rule.name);

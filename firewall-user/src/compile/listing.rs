@@ -320,10 +320,16 @@ fn rule_lines(policy: &Policy, rule: &Rule, index: u32, ours: &str) -> (ListLine
         prot,
         source: new_src.clone(),
         destination: new_dst.clone(),
+        // A rule with `returns = false` is stateless, as iptables lists a line with no
+        // state match.
         matches: format!(
-            "{} state {}{extra}",
+            "{}{}{extra}",
             service_text(policy, rule, &protocols, false),
-            if rule.related { "RELATED" } else { "NEW,ESTABLISHED" }
+            match (rule.related, rule.returns) {
+                (true, _) => " state RELATED",
+                (false, true) => " state NEW,ESTABLISHED",
+                (false, false) => "",
+            }
         ),
         ports: ports.clone(),
         counter: rule_counter(index, Line::New),
@@ -338,9 +344,10 @@ fn rule_lines(policy: &Policy, rule: &Rule, index: u32, ours: &str) -> (ListLine
         ports,
         counter: rule_counter(index, Line::Established),
     };
-    // ICMP other than echo is stateless: such a rule has no returns to list.
-    let has_returns =
-        rule.services.iter().any(|s| !matches!(s, Service::Icmp { kind } if *kind != ICMP_ECHO_REQUEST));
+    // ICMP other than echo is stateless: such a rule has no returns to list, nor has one
+    // with `returns = false`.
+    let has_returns = rule.returns
+        && rule.services.iter().any(|s| !matches!(s, Service::Icmp { kind } if *kind != ICMP_ECHO_REQUEST));
     (new_line, has_returns.then_some(established_line))
 }
 

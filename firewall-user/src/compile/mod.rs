@@ -18,7 +18,7 @@ use std::{
 };
 
 use firewall_common::{
-    ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_LOG, ALLOW_OWNER, ALLOW_PER_SOURCE, ALLOW_RELATED,
+    ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_LOG, ALLOW_ONE_WAY, ALLOW_OWNER, ALLOW_PER_SOURCE, ALLOW_RELATED,
     ANTISPOOF_COUNTER_BASE, ANY_PEER, Addr, AllowKey, AllowValue, Builtin, CONFIG_BLOCKS_OFFENDERS,
     CONFIG_DHCP, CONFIG_HAS_BLOCKS, CONFIG_HAS_PREFIXES, CONFIG_HAS_RANGES, CONFIG_IPV6,
     CONFIG_MORE_ADDRESSES, CONFIG_READY, CONFIG_TCP_STRICT, Config, Line, MAX_ANTISPOOF, MAX_RULES,
@@ -301,7 +301,8 @@ fn plan_rule(plan: &mut MapPlan, rule: &Rule, index: u32, ipv6: bool, intervals:
         | if rule.related { ALLOW_RELATED } else { 0 }
         | if rule.per_source.is_some() { ALLOW_PER_SOURCE } else { 0 }
         | if rule.uids.is_empty() { 0 } else { ALLOW_OWNER }
-        | if rule.log { ALLOW_LOG } else { 0 };
+        | if rule.log { ALLOW_LOG } else { 0 }
+        | if rule.returns { 0 } else { ALLOW_ONE_WAY };
     for &(first, last) in &rule.uids {
         plan.rule_uids.extend((first..=last).map(|uid| RuleUid { rule: index, uid }));
     }

@@ -21,7 +21,7 @@ use crate::{
         filter::{FilterError, Result, if_index},
         load::Loaded,
         maps::{Enforcement, check_pinned},
-        pins::{EGRESS_LINK, INGRESS_LINK, LiveState, Pins, StateLock, io_err},
+        pins::{EGRESS_LINK, INGRESS_LINK, LiveState, PROGRAMS_LEVEL, Pins, StateLock, io_err},
     },
     policy::Policy,
 };
@@ -90,7 +90,7 @@ pub(crate) fn attach_and_pin(
     })?;
     pin_link(FdLink::try_from(link), &pins.link_path(EGRESS_LINK))?;
 
-    lock.save(policy_text, &LiveState { policy_file: policy_file.to_owned(), ids })?;
+    lock.save(policy_text, &LiveState { policy_file: policy_file.to_owned(), ids, programs: PROGRAMS_LEVEL })?;
     Ok(())
 }
 
@@ -136,7 +136,7 @@ pub(crate) fn replace(
         .egress()?
         .attach_to_link(egress)
         .map_err(|source| link_update_error(source, &iface, PROG_EGRESS))?;
-    lock.save(policy_text, &LiveState { policy_file: policy_file.to_owned(), ids })?;
+    lock.save(policy_text, &LiveState { policy_file: policy_file.to_owned(), ids, programs: PROGRAMS_LEVEL })?;
     Ok(())
 }
 

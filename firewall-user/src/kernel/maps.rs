@@ -14,7 +14,7 @@ use aya::{
     },
 };
 use firewall_common::{
-    ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, BLOCK_COUNTER_BASE, BlockEntry,
+    ALLOW_EXACT_ENTRIES, ALLOW_ONE_WAY, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, BLOCK_COUNTER_BASE, BlockEntry,
     CONFIG_AUDIT, CONFIG_HAS_RANGES, CONFIG_LIVE_FLAGS, CONFIG_MORE_ADDRESSES, Config, Counter,
     DROP_EVENTS_BYTES, Direction, FLOW_STATS_ENTRIES, FLOWS_ENDED_ENTRIES, FRAGMENTS_ENTRIES, Flow, FlowKey,
     FlowTable, FragmentKey, FragmentedDatagram, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT,
@@ -507,7 +507,8 @@ impl LiveMaps {
     }
 
     /// Removes the flows whose opening packet the plan would no longer admit (a revoked
-    /// peer, a removed rule), and points the others at the rule that admits them now.
+    /// peer, a removed rule, a rule with `returns = false` now), and points the others at
+    /// the rule that admits them now.
     fn forget_flows(&mut self, plan: &MapPlan) -> Result<usize> {
         let mut removed = 0;
         for which in FlowTable::ALL {
@@ -529,7 +530,8 @@ impl LiveMaps {
                 // now name must lose its flows here.
                 let spoofed = plan.antispoof_sources.keys().any(|p| p.contains(from_addr(&key.peer)));
                 let table = self.table_mut(which);
-                match plan.admits(&allow).filter(|_| !spoofed) {
+                // A rule that came to have `returns = false` keeps no flow.
+                match plan.admits(&allow).filter(|v| !spoofed && v.flags & ALLOW_ONE_WAY == 0) {
                     Some(value) if value.rule == u32::from(flow.rule) => {}
                     Some(value) => {
                         // Rule indexes are below MAX_RULES, which 16 bits hold.

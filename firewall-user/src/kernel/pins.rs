@@ -158,7 +158,19 @@ pub struct LiveState {
     pub policy_file: PathBuf,
     /// The ids the live maps use.
     pub ids: Ids,
+    /// What the attached programs do that their maps cannot tell: the
+    /// [`PROGRAMS_LEVEL`] of the version that loaded them (0: one before there was one).
+    #[serde(default)]
+    pub programs: u32,
 }
+
+/// What this version's programs do that their maps cannot tell (a map they read is
+/// checked by its presence: see `kernel::maps`), written by `up`:
+/// 1. rules with `returns = false` (`ALLOW_ONE_WAY`): older programs track their flows.
+pub const PROGRAMS_LEVEL: u32 = 1;
+
+/// The first level whose programs know `returns = false`.
+pub const PROGRAMS_ONE_WAY: u32 = 1;
 
 /// Where a filter on one interface keeps its pins and its state.
 #[derive(Clone, Debug)]

@@ -68,6 +68,10 @@ pub enum LiveError {
     LockOut(#[from] lockout::LockOut),
     #[error(transparent)]
     Files(#[from] crate::files::FileError),
+    #[error(
+        "the live filter's programs know no returns = false (an older version loaded them), and rule {rule:?} has it; `firewall up` with the policy replaces the programs in place (tracked flows and counters kept)"
+    )]
+    NoOneWayRules { rule: String },
 }
 
 pub type Result<T> = std::result::Result<T, LiveError>;

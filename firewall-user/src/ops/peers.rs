@@ -101,7 +101,7 @@ pub fn change_peers(
         );
         return Err(err.into());
     }
-    lock.save(&new_text, &LiveState { policy_file: file.clone(), ids })?;
+    lock.save(&new_text, &LiveState { policy_file: file.clone(), ids, ..state })?;
     lock.keep_last_good()?;
     Ok(PeersChanged { file, changed })
 }

@@ -8,10 +8,10 @@ use crate::{
         Filter,
         filter::in_force_on,
         maps::{Applied, Enforcement, LiveMaps},
-        pins::{LiveState, Pins, StateLock, io_err},
+        pins::{LiveState, PROGRAMS_ONE_WAY, Pins, StateLock, io_err},
     },
     ops::{
-        Apply, Result,
+        Apply, LiveError, Result,
         confirm::{self, Armed, ConfirmError},
         lockout::SessionGuard,
     },
@@ -98,11 +98,17 @@ pub fn reload_text(
     let pins = lock.pins().clone();
     let state = pins.live_state()?;
     let policy = in_force_on(policy::parse(text, file)?, &pins.iface);
+    // Older programs would track a one-way rule's flows, and pass their returns.
+    if state.programs < PROGRAMS_ONE_WAY
+        && let Some(rule) = policy.rules.iter().find(|r| !r.returns)
+    {
+        return Err(LiveError::NoOneWayRules { rule: rule.name.clone() });
+    }
     let mut maps = LiveMaps::open(&pins)?;
     guard(&maps, &policy, &pins, enforcement, session_guard)?;
     let (ids, applied) = apply(&pins, &mut maps, &state, &policy, enforcement)?;
     let file = file.to_owned();
-    lock.save(text, &LiveState { policy_file: file.clone(), ids })?;
+    lock.save(text, &LiveState { policy_file: file.clone(), ids, ..state })?;
     let enforcement = maps.enforcement()?;
     Ok(Reloaded { pins, file, applied, enforcement, armed: None })
 }

@@ -315,6 +315,10 @@ pub struct Rule {
     /// `log = true`: the flows the rule admits are told as events, as drops are, while
     /// `drops` or `serve --log-drops` listens (iptables' `-j LOG` before the ACCEPT).
     pub log: bool,
+    /// `returns = true` (the default): the flows the rule admits are tracked, and their
+    /// returns pass. `false`: the rule admits the packets that open its flows and tracks
+    /// none, so nothing comes back through it (an iptables ACCEPT with no return line).
+    pub returns: bool,
 }
 
 /// A policy error, placed in its file.

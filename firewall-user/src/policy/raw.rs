@@ -224,6 +224,7 @@ pub(super) struct RawRule {
     pub(super) per_source: Option<Spanned<RawPerSource>>,
     pub(super) uids: Option<Spanned<Vec<Spanned<RawUid>>>>,
     pub(super) log: Option<bool>,
+    pub(super) returns: Option<bool>,
     /// Free text for the listing's readers; ignored by the filter.
     #[serde(rename = "comment")]
     _comment: Option<String>,

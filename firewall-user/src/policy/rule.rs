@@ -140,8 +140,10 @@ fn validate_rule(
     let uids = validate_uids(raw.uids, direction)?;
     // `log = true`: told as events while a listener asks (see `Rule::log`).
     let log = raw.log.unwrap_or(false);
+    // `returns = false`: no flow is tracked, so nothing comes back (see `Rule::returns`).
+    let returns = raw.returns.unwrap_or(true);
     Ok(PlacedRule {
-        rule: Rule { name, direction, services, peers, limit, related, per_source, uids, log },
+        rule: Rule { name, direction, services, peers, limit, related, per_source, uids, log, returns },
         peer_at,
     })
 }
@@ -692,7 +694,7 @@ mod tests {
     }
 
     #[test]
-    fn log_is_a_boolean_and_off_by_default() {
+    fn log_and_returns_are_booleans_off_and_on_by_default() {
         let rule = |log: &str| {
             format!(
                 "{HOST}[[rule]]\nname = \"ssh\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 22\npeers = \"any\"\n{log}"
@@ -700,6 +702,12 @@ mod tests {
         };
         assert!(!check(&rule("")).unwrap().rules[0].log);
         assert!(check(&rule("log = true\n")).unwrap().rules[0].log);
+        assert!(check(&rule("")).unwrap().rules[0].returns);
+        assert!(!check(&rule("returns = false\n")).unwrap().rules[0].returns);
+        assert_eq!(
+            check(&rule("returns = \"no\"\n")).unwrap_err(),
+            "p.toml:10:11: invalid type: string \"no\", expected a boolean"
+        );
         assert_eq!(
             check(&rule("log = \"SSH: \"\n")).unwrap_err(),
             "p.toml:10:7: invalid type: string \"SSH: \", expected a boolean"

@@ -2403,8 +2403,10 @@ fn random_rule(index: usize, ipv6: bool) -> impl Strategy<Value = String> {
         prop::option::weighted(0.2, select(vec!["[0]", "[1000]", "[\"1000-1999\", 33]", "[0, \"5-9\"]"])),
         // Told as events: no verdict, no line changes.
         prop::bool::weighted(0.2),
+        // One-way: no flow tracked, no returns.
+        prop::bool::weighted(0.15),
     )
-        .prop_map(move |(direction, protocols, ports, icmp_type, peers, limit, related, per_source, uids, log)| {
+        .prop_map(move |(direction, protocols, ports, icmp_type, peers, limit, related, per_source, uids, log, one_way)| {
             let mut r = format!(
                 "[[rule]]\nname = \"r{index}\"\ndirection = \"{}\"\nprotocols = [{}]\n",
                 if direction == Direction::In { "in" } else { "out" },
@@ -2454,6 +2456,9 @@ fn random_rule(index: usize, ipv6: bool) -> impl Strategy<Value = String> {
             }
             if log {
                 r.push_str("log = true\n");
+            }
+            if one_way {
+                r.push_str("returns = false\n");
             }
             r
         })
@@ -2683,6 +2688,7 @@ direction = "in"
 protocols = ["tcp"]
 ports = [25, 465, 587]
 peers = ["192.0.2.0/25", "192.0.2.130"]
+returns = false
 [[rule]]
 name = "syslog"
 direction = "in"
@@ -3850,7 +3856,7 @@ fn hand_written_policies_agree_with_the_model() {
         ("CIDR_POLICY (nested prefixes, single peers inside them, any)", CIDR_POLICY),
         ("RELATED_POLICY (ICMP errors matched to flows)", RELATED_POLICY),
         ("LIMITS_POLICY (slow buckets, small bursts, per source too)", LIMITS_POLICY),
-        ("MULTI_POLICY (multi-port, multi-protocol, custom anti-spoof, uids)", MULTI_POLICY),
+        ("MULTI_POLICY (multi-port, multi-protocol, custom anti-spoof, uids, one-way)", MULTI_POLICY),
         ("RANGES_POLICY (port ranges beside and over other rules' ports)", RANGES_POLICY),
         ("EMPTY_POLICY (no rules, no anti-spoof lists)", EMPTY_POLICY),
         ("DHCP_RULES_POLICY (rules named dhcp on the DHCP ports, the line on)", DHCP_RULES_POLICY),
@@ -3861,9 +3867,13 @@ fn hand_written_policies_agree_with_the_model() {
     ] {
         let subject = exercise(Subject::new(name, text), 800 * scale(), 400 * scale(), &mut rng, &mut total);
         // The per-source limits were compared where they refuse, and where their
-        // offenders' blocks drop.
-        if text == LIMITS_POLICY {
-            let id = builtin_counter(Chain::Input, Builtin::SourceLimit);
+        // offenders' blocks drop; the one-way rule where it admits, its returns after.
+        let floor = match text {
+            t if t == LIMITS_POLICY => Some(builtin_counter(Chain::Input, Builtin::SourceLimit)),
+            t if t == MULTI_POLICY => Some(rule_counter(subject.filter.ids.rule("mail"), Line::New)),
+            _ => None,
+        };
+        if let Some(id) = floor {
             let reached = subject.lines.get(&id).copied().unwrap_or(0);
             let (policy, ids) = (&subject.filter.policy, &subject.filter.ids);
             assert!(
