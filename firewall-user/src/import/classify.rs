@@ -487,8 +487,9 @@ pub(super) struct Classified {
 pub(super) struct FilterLines {
     pub(super) classified: Vec<Classified>,
     /// The chains that pass every return in the dump (an ESTABLISHED catch-all, or a
-    /// policy ACCEPT): there, a line that opens flows needs no return line of its own.
-    pub(super) passes_returns: Vec<String>,
+    /// policy ACCEPT), or every return of a protocol: there, a line that opens flows needs
+    /// no return line of its own.
+    pub(super) passes_returns: Vec<PassedBack>,
     /// TCP flows open with a bare SYN only (`! --syn` NEW DROPs, `--syn` ACCEPTs):
     /// `[conntrack] tcp_loose = false`.
     pub(super) syn_only: bool,
@@ -518,12 +519,21 @@ pub(super) fn other_tables(tables: &[DumpTable]) -> Vec<Finding> {
         .collect()
 }
 
+/// A chain that passes every return (of `protocol`, or of all).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct PassedBack {
+    pub(super) chain: String,
+    pub(super) protocol: Option<u8>,
+}
+
 /// Classifies `*filter`'s chain lines, then its rule lines, user-defined chains inlined.
 pub(super) fn classify_filter(filter: &DumpTable, findings: &mut Findings) -> FilterLines {
-    let mut passes_returns = chain_policies(filter, findings);
+    chain_policies(filter, findings);
+    let mut passes_returns = Vec::new();
     let mut lines = flatten(filter, findings);
     // INPUT's or OUTPUT's policy ACCEPT admits what reaches the chain's end: as a last
-    // line that accepts everything, which the lines before it may shadow.
+    // line that accepts everything, which the lines before it may shadow. It passes the
+    // chain's returns only if reached: not behind a DROP of everything.
     for (line, chain, policy, text) in &filter.chains {
         if policy.as_deref() == Some("ACCEPT") && matches!(chain.as_str(), "INPUT" | "OUTPUT") {
             let spec = Spec { chain: chain.clone(), target: Some(Target::Accept), ..Spec::default() };
@@ -542,10 +552,8 @@ pub(super) fn classify_filter(filter: &DumpTable, findings: &mut Findings) -> Fi
 }
 
 /// The chains' policies: DROP is the firewall's own, any other cannot be expressed, and
-/// a user-defined chain's lines are where jumps reach them. Returns the chains whose
-/// policy ACCEPT passes every return.
-fn chain_policies(filter: &DumpTable, findings: &mut Findings) -> Vec<String> {
-    let mut passes_returns = Vec::new();
+/// a user-defined chain's lines are where jumps reach them.
+fn chain_policies(filter: &DumpTable, findings: &mut Findings) {
     for (line, chain, policy, rule) in &filter.chains {
         let finding = |why: String| Finding { line: *line, rule: rule.clone(), why };
         match policy.as_deref() {
@@ -554,16 +562,10 @@ fn chain_policies(filter: &DumpTable, findings: &mut Findings) -> Vec<String> {
             ))),
             Some("DROP") => findings.built_in.push(finding(WHY_DROP_POLICY.into())),
             // Translated as a last line of the chain: see classify_filter.
-            Some("ACCEPT") if chain != "FORWARD" => passes_returns.push(chain.clone()),
-            Some(p) => {
-                if p == "ACCEPT" {
-                    passes_returns.push(chain.clone());
-                }
-                findings.untranslated.push(finding(format!(
-                    "chain policy {p} cannot be expressed: every chain drops what no rule admits"
-                )));
-            }
+            Some("ACCEPT") if chain != "FORWARD" => {}
+            Some(p) => findings.untranslated.push(finding(format!(
+                "chain policy {p} cannot be expressed: every chain drops what no rule admits"
+            ))),
         }
     }
-    passes_returns
 }

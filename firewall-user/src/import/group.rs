@@ -12,7 +12,7 @@ use firewall_common::{
 
 use super::{
     Finding, Findings, Options,
-    classify::{Classified, Flow, Role, SourceLimit, Svc, WHY_LOG},
+    classify::{Classified, Flow, PassedBack, Role, SourceLimit, Svc, WHY_LOG},
     log::{LogLine, why_logged, why_partly_logged},
     spec::{PortRange, Rate, UidRange},
     write::{AntispoofOut, HostOut, line_list},
@@ -33,6 +33,8 @@ pub(super) struct RuleOut {
     pub(super) uids: Uids,
     /// Every line that opens its flows is logged by a LOG line before it.
     pub(super) log: bool,
+    /// The dump passes none of its flows' returns: `returns = false`.
+    pub(super) one_way: bool,
     pub(super) opening: Vec<usize>,
     pub(super) returns: Vec<usize>,
     pub(super) notes: Vec<String>,
@@ -190,21 +192,17 @@ fn other_iface(host: &HostOut, theirs: Option<&String>) -> Option<String> {
 
 /// Pairs opening lines with their returns, gathers each service's peers, and merges the
 /// services with the same peers into rules, named and in the dump's order.
-pub(super) fn group(flows: &[FlowLine], passes_returns: &[String], findings: &mut Findings) -> Vec<RuleOut> {
+pub(super) fn group(
+    flows: &[FlowLine],
+    passes_returns: &[PassedBack],
+    findings: &mut Findings,
+) -> Vec<RuleOut> {
     // Indexes throughout: a dump may hold a line for each of 100,000 peers.
     let texts = LineTexts(flows.iter().map(|(l, t, _)| (*l, t.as_str())).collect());
     let mut returns = Returns::index(flows);
     let mut entries = Entries { owners: Owners::index(flows), ..Entries::default() };
     for (line, _, f) in flows.iter().filter(|(_, _, f)| !f.is_return) {
-        let unanswered = entries.add_line(*line, f, &mut returns, &texts, &mut findings.untranslated);
-        // The chain its returns travel through.
-        let back = if f.direction == Direction::In { "OUTPUT" } else { "INPUT" };
-        if unanswered && !passes_returns.iter().any(|c| c == back) {
-            findings.differences.push(texts.finding(
-                *line,
-                "translated, but it has no return line: the firewall admits the returns of the flows it opens, which this dump drops".into(),
-            ));
-        }
+        entries.add_line(*line, f, passes_returns, &mut returns, &texts, &mut findings.untranslated);
     }
     returns.list_unpaired(&texts, &mut findings.untranslated);
     let mut entries = entries.all;
@@ -301,17 +299,26 @@ impl Returns {
         returns
     }
 
-    /// Pairs the flows of `entry`'s newest line with their returns: those to its peer,
-    /// and those to anyone. Returns whether there are any.
-    fn pair(&mut self, entry: &mut Entry, direction: Direction, svc: Svc, peer: Option<Prefix>) -> bool {
+    /// The keys of the return lines of flows of `svc` with `peer`: those to the peer, and
+    /// those to anyone.
+    fn keys(direction: Direction, svc: Svc, peer: Option<Prefix>) -> Vec<(Direction, Svc, Option<Prefix>)> {
         let mut keys = vec![(direction, svc, None)];
         if peer.is_some() {
             keys.push((direction, svc, peer));
         }
-        let mut answered = false;
+        keys
+    }
+
+    /// Whether some return line passes the returns of flows of `svc` with `peer`.
+    fn answer(&self, direction: Direction, svc: Svc, peer: Option<Prefix>) -> bool {
+        Self::keys(direction, svc, peer).iter().any(|k| self.by_flow.contains_key(k))
+    }
+
+    /// Pairs the flows of `entry`'s newest line with their returns (see [`Self::keys`]).
+    fn pair(&mut self, entry: &mut Entry, direction: Direction, svc: Svc, peer: Option<Prefix>) {
+        let keys = Self::keys(direction, svc, peer);
         for r in keys.iter().filter_map(|k| self.by_flow.get(k)).flatten() {
             let r = &mut self.all[*r];
-            answered = true;
             if !r.used {
                 r.used = true;
                 entry.returns.push(r.line);
@@ -326,7 +333,6 @@ impl Returns {
                 entry.returns.push(r.line);
             }
         }
-        answered
     }
 
     /// Lists the return lines that no opening line pairs with as not translated: a
@@ -348,6 +354,14 @@ impl Returns {
 
 /// A rule's limit and its per-source limit.
 type Limits = (Option<Rate>, Option<SourceLimit>);
+
+/// Whether the dump passes the returns of a service's flows with a peer: with none, the
+/// service is one-way (`returns = false`), and a rule of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Returned {
+    Yes,
+    No,
+}
 
 /// The users each service's peers are admitted for, line by line: a rule's `uids` are
 /// those of its peer's lines and of the lines for any peer wider (the firewall asks the
@@ -445,6 +459,7 @@ struct Entry {
     limit: Option<Rate>,
     per_source: Option<SourceLimit>,
     uids: Uids,
+    returned: Returned,
     logs: RuleLogs,
     peers: Vec<(Option<Prefix>, usize)>,
     /// The line that named each peer first.
@@ -460,13 +475,20 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(direction: Direction, svc: Svc, (limit, per_source): Limits, uids: Uids) -> Self {
+    fn new(
+        direction: Direction,
+        svc: Svc,
+        (limit, per_source): Limits,
+        uids: Uids,
+        returned: Returned,
+    ) -> Self {
         Entry {
             direction,
             svc,
             limit,
             per_source,
             uids,
+            returned,
             logs: RuleLogs::default(),
             peers: Vec::new(),
             peer_line: HashMap::new(),
@@ -588,23 +610,24 @@ struct Entries {
     all: Vec<Entry>,
     /// The users each peer of a service is admitted for.
     owners: Owners,
-    by_limit: HashMap<(Direction, Svc, Limits, Uids), usize>,
+    by_limit: HashMap<(Direction, Svc, Limits, Uids, Returned), usize>,
     /// The entries of one service, whatever their limits.
     by_service: HashMap<(Direction, Svc), Vec<usize>>,
 }
 
 impl Entries {
     /// Adds an opening line to the entry of each of its services, and pairs it with its
-    /// returns there. Returns whether some service whose flows have returns found none.
+    /// returns there. A service whose flows have returns, none of which a return line or
+    /// `passes_returns` in the chain they travel through passes, is one-way.
     fn add_line(
         &mut self,
         line: usize,
         f: &Flow,
+        passes_returns: &[PassedBack],
         returns: &mut Returns,
         texts: &LineTexts<'_>,
         untranslated: &mut Vec<Finding>,
-    ) -> bool {
-        let mut unanswered = false;
+    ) {
         for svc in &f.services {
             if let Some(at) = self.peer_elsewhere(f, *svc) {
                 untranslated.push(texts.finding(
@@ -637,7 +660,21 @@ impl Entries {
             };
             let inside_lines: Vec<usize> =
                 wider.iter().filter_map(|&e| self.all[e].remove_peer(f.peer)).collect();
-            let entry = self.entry(f.direction, *svc, (f.limit, f.per_source.clone()), uids);
+            // Only flows have returns: ICMP errors and other types are single messages.
+            let flows = matches!(svc, Svc::Port { .. } | Svc::Icmp { kind: ICMP_ECHO_REQUEST, .. });
+            let back = if f.direction == Direction::In { "OUTPUT" } else { "INPUT" };
+            let protocol = match svc {
+                Svc::Port { protocol, .. } => *protocol,
+                Svc::Icmp { .. } => PROTO_ICMP,
+            };
+            let passed_back =
+                passes_returns.iter().any(|p| p.chain == back && p.protocol.is_none_or(|p| p == protocol));
+            let returned = if flows && !passed_back && !returns.answer(f.direction, *svc, f.peer) {
+                Returned::No
+            } else {
+                Returned::Yes
+            };
+            let entry = self.entry(f.direction, *svc, (f.limit, f.per_source.clone()), uids, returned);
             entry.add_line(line, f);
             if widened && !entry.notes.iter().any(|n| n == WIDER_PEERS_USERS) {
                 entry.notes.push(WIDER_PEERS_USERS.to_owned());
@@ -645,12 +682,10 @@ impl Entries {
             if !inside_lines.is_empty() {
                 entry.notes.push(inside(&inside_lines));
             }
-            // Only flows have returns: ICMP errors and other types are single messages.
-            if matches!(svc, Svc::Port { .. } | Svc::Icmp { kind: ICMP_ECHO_REQUEST, .. }) {
-                unanswered |= !returns.pair(entry, f.direction, *svc, f.peer);
+            if flows {
+                returns.pair(entry, f.direction, *svc, f.peer);
             }
         }
-        unanswered
     }
 
     /// The line that admits `f`'s peer for `svc` in an entry with another limit: one peer
@@ -700,10 +735,18 @@ impl Entries {
     }
 
     /// The entry of a service with a limit, new if it is the first line of the pair.
-    fn entry(&mut self, direction: Direction, svc: Svc, limits: Limits, uids: Uids) -> &mut Entry {
-        let at = *self.by_limit.entry((direction, svc, limits.clone(), uids.clone())).or_insert_with(|| {
+    fn entry(
+        &mut self,
+        direction: Direction,
+        svc: Svc,
+        limits: Limits,
+        uids: Uids,
+        returned: Returned,
+    ) -> &mut Entry {
+        let key = (direction, svc, limits.clone(), uids.clone(), returned);
+        let at = *self.by_limit.entry(key).or_insert_with(|| {
             self.by_service.entry((direction, svc)).or_default().push(self.all.len());
-            self.all.push(Entry::new(direction, svc, limits, uids));
+            self.all.push(Entry::new(direction, svc, limits, uids, returned));
             self.all.len() - 1
         });
         &mut self.all[at]
@@ -747,7 +790,8 @@ fn merge(entries: &[Entry]) -> Vec<(RuleOut, RuleLogs)> {
 
 /// The port entries that merge with entry `lead` (itself first): none but it if it has a
 /// limit, else those after it, not taken yet, unlimited, with its per_source (one rule's
-/// buckets, as the dump's list or hashlimit name is one), uids, log, direction and peers.
+/// buckets, as the dump's list or hashlimit name is one), uids, returns, log, direction
+/// and peers.
 fn port_members(entries: &[Entry], lead: usize, taken: &[bool]) -> Vec<usize> {
     let e = &entries[lead];
     let mut members = vec![lead];
@@ -762,6 +806,7 @@ fn port_members(entries: &[Entry], lead: usize, taken: &[bool]) -> Vec<usize> {
             && other.limit.is_none()
             && other.per_source == e.per_source
             && other.uids == e.uids
+            && other.returned == e.returned
             && other.logs.all_logged() == e.logs.all_logged()
             && other.direction == e.direction
             && same_peers(other.peer_list().as_deref(), peers.as_deref())
@@ -830,6 +875,9 @@ fn rule_of(
         v.sort_unstable();
         v.dedup();
     }
+    if lead.returned == Returned::No {
+        notes.push(ONE_WAY.to_owned());
+    }
     notes.dedup();
     comments.dedup();
     let mut logs = RuleLogs::default();
@@ -855,6 +903,7 @@ fn rule_of(
         per_source: lead.per_source.clone(),
         uids: lead.uids.clone(),
         log: logs.all_logged(),
+        one_way: lead.returned == Returned::No,
         opening,
         returns,
         notes,
@@ -862,6 +911,9 @@ fn rule_of(
     };
     (rule, logs)
 }
+
+/// The note of a rule with `returns = false`.
+const ONE_WAY: &str = "returns = false: no line of the dump passes the returns of its flows (no return line, no ESTABLISHED one in the other chain), so they get none here either";
 
 /// Names each rule after its service and direction, `-2`, `-3`, … for a name taken.
 fn name_rules(rules: &mut [RuleOut]) {

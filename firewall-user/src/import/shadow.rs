@@ -14,7 +14,7 @@ use super::{
     Finding, Findings,
     chains::FlatLine,
     classify::{
-        Classified, Flow, Role, SourceLimit, Svc, WHY_EVERY_ICMP_TYPE, WHY_EVERY_PROTOCOL,
+        Classified, Flow, PassedBack, Role, SourceLimit, Svc, WHY_EVERY_ICMP_TYPE, WHY_EVERY_PROTOCOL,
         WHY_HOST_DROPPED_WHOLE, WHY_LIMIT_CHECK, WHY_POLICY, WHY_PROTOCOL_RETURNS, WHY_REJECT, WHY_RETURNS,
         WHY_SYN_ONLY, classify, drop_with_matches, why_recent,
     },
@@ -153,11 +153,12 @@ struct Classifier {
 /// Each line classified, in each built-in chain's order; a line after an unconditional
 /// DROP in its chain is never reached, and an ACCEPT, or the returns of what it opens,
 /// after a line that may drop some of them is not translated ([`Shadow`]). An
-/// ESTABLISHED catch-all adds its chain to `passes_returns`.
+/// ESTABLISHED catch-all (of one protocol, or all) adds its chain to `passes_returns`, as
+/// does an ACCEPT of everything (a policy ACCEPT reached, say).
 pub(super) fn classify_rules(
     lines: &[FlatLine],
     accepting: &[String],
-    passes_returns: &mut Vec<String>,
+    passes_returns: &mut Vec<PassedBack>,
     findings: &mut Findings,
 ) -> (Vec<Classified>, bool) {
     let mut classifier =
@@ -167,14 +168,6 @@ pub(super) fn classify_rules(
     }
     for (at, flat) in lines.iter().enumerate() {
         classifier.line(at, flat, passes_returns, findings);
-    }
-    // A chain whose policy ACCEPT passes returns does so past its last line.
-    for chain in passes_returns.iter() {
-        classifier.passing_returns.push((
-            lines.len(),
-            None,
-            Spec { chain: chain.clone(), ..Spec::default() },
-        ));
     }
     classifier.check_returns(findings);
     classifier.settle_dead_drops(findings);
@@ -191,7 +184,7 @@ impl Classifier {
         &mut self,
         at: usize,
         flat: &FlatLine,
-        passes_returns: &mut Vec<String>,
+        passes_returns: &mut Vec<PassedBack>,
         findings: &mut Findings,
     ) {
         let policy = self.as_policy(flat);
@@ -236,9 +229,7 @@ impl Classifier {
                     self.dropped_all.insert(spec.chain.clone(), flat.line);
                 } else if why == WHY_RETURNS || why == WHY_PROTOCOL_RETURNS {
                     self.returns_passed.push((spec.chain.clone(), spec.protocol));
-                    if why == WHY_RETURNS {
-                        passes_returns.push(spec.chain.clone());
-                    }
+                    passes_returns.push(PassedBack { chain: spec.chain.clone(), protocol: spec.protocol });
                     self.passing_returns.push((at, Some(flat.line), spec.clone()));
                 }
                 findings.built_in.push(finding(why.into()));
@@ -308,7 +299,7 @@ impl Classifier {
         flat: &FlatLine,
         spec: &Spec,
         mut f: Flow,
-        passes_returns: &mut Vec<String>,
+        passes_returns: &mut Vec<PassedBack>,
         findings: &mut Findings,
     ) {
         let finding = |why: String| Finding { line: flat.line, rule: flat.text.clone(), why };
@@ -393,7 +384,7 @@ impl Classifier {
             && spec.owner.is_none()
             && spec.state.is_none_or(|s| s.established)
         {
-            passes_returns.push(spec.chain.clone());
+            passes_returns.push(PassedBack { chain: spec.chain.clone(), protocol: None });
             self.passing_returns.push((at, Some(flat.line), spec.clone()));
         }
         let is_return = f.is_return;

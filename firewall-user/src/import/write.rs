@@ -213,6 +213,9 @@ fn rule_table(rule: &RuleOut) -> Table {
     if rule.log {
         table["log"] = value(true);
     }
+    if rule.one_way {
+        table["returns"] = value(false);
+    }
     table
 }
 

@@ -90,7 +90,10 @@ pub(crate) fn attach_and_pin(
     })?;
     pin_link(FdLink::try_from(link), &pins.link_path(EGRESS_LINK))?;
 
-    lock.save(policy_text, &LiveState { policy_file: policy_file.to_owned(), ids, programs: PROGRAMS_LEVEL })?;
+    lock.save(
+        policy_text,
+        &LiveState { policy_file: policy_file.to_owned(), ids, programs: PROGRAMS_LEVEL },
+    )?;
     Ok(())
 }
 
@@ -136,7 +139,10 @@ pub(crate) fn replace(
         .egress()?
         .attach_to_link(egress)
         .map_err(|source| link_update_error(source, &iface, PROG_EGRESS))?;
-    lock.save(policy_text, &LiveState { policy_file: policy_file.to_owned(), ids, programs: PROGRAMS_LEVEL })?;
+    lock.save(
+        policy_text,
+        &LiveState { policy_file: policy_file.to_owned(), ids, programs: PROGRAMS_LEVEL },
+    )?;
     Ok(())
 }
 

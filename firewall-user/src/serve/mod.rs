@@ -619,8 +619,12 @@ mod tests {
         let policy = parse(&std::fs::read_to_string(&path).unwrap(), &path).unwrap();
         let ids = Ids::assign(&policy, &Ids::default());
         let counters = (0..u64::from(MAX_COUNTERS)).map(|n| Count { packets: n, bytes: 1000 * n }).collect();
-        let mut snapshot =
-            Snapshot::from_parts(policy, LiveState { policy_file: path, ids, programs: 0 }, counters, Instant::now());
+        let mut snapshot = Snapshot::from_parts(
+            policy,
+            LiveState { policy_file: path, ids, programs: 0 },
+            counters,
+            Instant::now(),
+        );
         snapshot.established.entries = 7;
         snapshot.half_open = crate::kernel::maps::TableStats { entries: 5, capacity: 16_384, evicted: 3 };
         snapshot
