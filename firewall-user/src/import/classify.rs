@@ -532,8 +532,7 @@ pub(super) fn classify_filter(filter: &DumpTable, findings: &mut Findings) -> Fi
     let mut passes_returns = Vec::new();
     let mut lines = flatten(filter, findings);
     // INPUT's or OUTPUT's policy ACCEPT admits what reaches the chain's end: as a last
-    // line that accepts everything, which the lines before it may shadow. It passes the
-    // chain's returns only if reached: not behind a DROP of everything.
+    // line that accepts everything, which the lines before it may shadow.
     for (line, chain, policy, text) in &filter.chains {
         if policy.as_deref() == Some("ACCEPT") && matches!(chain.as_str(), "INPUT" | "OUTPUT") {
             let spec = Spec { chain: chain.clone(), target: Some(Target::Accept), ..Spec::default() };

@@ -169,6 +169,19 @@ pub(super) fn classify_rules(
     for (at, flat) in lines.iter().enumerate() {
         classifier.line(at, flat, passes_returns, findings);
     }
+    // A chain's policy ACCEPT passes the returns that reach its end, unless a DROP of
+    // everything comes first: what the lines before may drop, `check_returns` weighs.
+    for chain in accepting.iter().filter(|c| matches!(c.as_str(), "INPUT" | "OUTPUT")) {
+        if classifier.dropped_all.contains_key(chain) {
+            continue;
+        }
+        passes_returns.push(PassedBack { chain: chain.clone(), protocol: None });
+        classifier.passing_returns.push((
+            lines.len(),
+            None,
+            Spec { chain: chain.clone(), ..Spec::default() },
+        ));
+    }
     classifier.check_returns(findings);
     classifier.settle_dead_drops(findings);
     let mut classified = classifier.classified;

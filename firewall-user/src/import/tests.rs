@@ -347,6 +347,47 @@ fn invalid_loopback_returns_and_final_drops_are_built_in() {
     assert_eq!(rules, [("ssh-in", true), ("dns-out", true), ("dns-out-2", false)], "{}", t.text);
 }
 
+/// A policy ACCEPT passes returns only where a packet can reach it: behind a DROP of
+/// everything (OUTPUT open to some users' sockets alone, say, which a reply of the
+/// kernel's own, or of another user's service, is not), the flows it would answer are
+/// one-way, as in the script.
+#[test]
+fn a_policy_accept_behind_a_drop_of_everything_passes_no_returns() {
+    let t = import(
+        "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+         -A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 22 -j ACCEPT\n\
+         -A INPUT -p tcp -m state --state ESTABLISHED -j ACCEPT\n\
+         -A OUTPUT -m owner --uid-owner 1000 -j ACCEPT\n\
+         -A OUTPUT -j DROP\nCOMMIT\n",
+    );
+    assert_eq!(why(&t, 4), "never reached: line 8 drops everything before it");
+    let p = policy::parse(&t.text, Path::new("x")).unwrap();
+    let rules: Vec<(&str, bool)> = p.rules.iter().map(|r| (r.name.as_str(), r.returns)).collect();
+    // INPUT passes TCP's returns: uid 1000's TCP flows out are answered, its UDP and
+    // echo ones not (ICMP errors have no returns to pass).
+    assert_eq!(
+        rules,
+        [
+            ("ssh-in", false),
+            ("tcp-1-65535-out", true),
+            ("udp-1-65535-out", false),
+            ("ping-out", false),
+            ("unreachable-out", true),
+            ("time-exceeded-out", true),
+            ("parameter-problem-out", true)
+        ],
+        "{}",
+        t.text
+    );
+    assert!(block(&t, "ssh-in").ends_with("returns = false"), "{}", t.text);
+    // Without the DROP, the policy passes the returns of INPUT's flows.
+    let t = import(
+        "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+         -A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 22 -j ACCEPT\nCOMMIT\n",
+    );
+    assert!(block(&t, "ssh-in").ends_with("peers = \"any\""), "{}", t.text);
+}
+
 #[test]
 fn pairs_for_one_port_become_one_rule_with_every_peer_and_both_protocols() {
     let t = import(&dump(&[

@@ -20,6 +20,7 @@ mod limits;
 mod link;
 mod live;
 mod model;
+mod one_way;
 mod owner;
 mod ranges;
 mod safety;
