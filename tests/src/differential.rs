@@ -308,6 +308,14 @@ pub fn udp(name: impl Into<String>, from: Ipv4Addr, to: Ipv4Addr, port: u16) -> 
     Probe { name: name.into(), kind: Kind::Udp { from, to: SocketAddrV4::new(to, port) } }
 }
 
+/// A lone UDP datagram from `from` to the host's `port`: whether it arrives, answered or
+/// not (a one-way rule's service, syslog say, is judged by that).
+pub fn udp_datagram(name: impl Into<String>, from: Ipv4Addr, port: u16) -> Probe {
+    Crafted::inbound(from, PROTO_UDP, format!("UDP(sport=40600, dport={port})/Raw(b'datagram')"))
+        .sport(40600)
+        .named(name)
+}
+
 impl Crafted {
     /// A packet from `src` to the host, sent as a frame on `c0`.
     fn inbound(src: Ipv4Addr, proto: u8, l4: impl Into<String>) -> Crafted {

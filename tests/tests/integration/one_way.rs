@@ -64,7 +64,11 @@ fn a_one_way_rule_admits_what_comes_in_and_nothing_goes_back() {
     let text = lab.firewall_ok(&["list", "-n"]);
     let lines: Vec<&str> = text.lines().filter(|l| l.contains("2525")).collect();
     assert_eq!(lines.len(), 1, "{text}");
-    assert!(lines[0].ends_with("ACCEPT  tcp  0.0.0.0/0          198.51.100.1       relay-in           tcp dpt:2525"), "{text}");
+    assert!(
+        lines[0]
+            .ends_with("ACCEPT  tcp  0.0.0.0/0          198.51.100.1       relay-in           tcp dpt:2525"),
+        "{text}"
+    );
 
     // With its returns (the field left out), the same rules answer; a reload back to
     // one-way ends the session that a rule no longer answers.
@@ -103,6 +107,10 @@ fn a_filter_from_before_one_way_rules_refuses_them_until_up_replaces_its_program
     lab.firewall_ok(&["up", "--policy", policy.to_str().unwrap(), "--iface", SERVER_IF]);
     let state: serde_json::Value = serde_json::from_slice(&fs::read(&state_file).unwrap()).unwrap();
     assert_eq!(state["programs"], 1);
-    assert_eq!(lab.udp_probe(STRANGER, SYSLOG, BLOCKED_AFTER), Outcome::Blocked, "one-way, once up replaced them");
+    assert_eq!(
+        lab.udp_probe(STRANGER, SYSLOG, BLOCKED_AFTER),
+        Outcome::Blocked,
+        "one-way, once up replaced them"
+    );
     lab.firewall_ok(&["down", "--iface", SERVER_IF]);
 }
