@@ -363,6 +363,28 @@ enum Returned {
     No,
 }
 
+/// Only flows have returns: ICMP errors and other types are single messages.
+fn has_returns(svc: Svc) -> bool {
+    matches!(svc, Svc::Port { .. } | Svc::Icmp { kind: ICMP_ECHO_REQUEST, .. })
+}
+
+/// Whether the dump passes the returns of `f`'s flows of `svc`: a return line, or a line
+/// that passes every return (of their protocol) in the chain they travel through.
+fn returned(f: &Flow, svc: Svc, passes_returns: &[PassedBack], returns: &Returns) -> Returned {
+    let back = if f.direction == Direction::In { "OUTPUT" } else { "INPUT" };
+    let protocol = match svc {
+        Svc::Port { protocol, .. } => protocol,
+        Svc::Icmp { .. } => PROTO_ICMP,
+    };
+    let passed_back =
+        passes_returns.iter().any(|p| p.chain == back && p.protocol.is_none_or(|p| p == protocol));
+    if has_returns(svc) && !passed_back && !returns.answer(f.direction, svc, f.peer) {
+        Returned::No
+    } else {
+        Returned::Yes
+    }
+}
+
 /// The users each service's peers are admitted for, line by line: a rule's `uids` are
 /// those of its peer's lines and of the lines for any peer wider (the firewall asks the
 /// most specific peer's rule alone), so that lines for one peer that differ only in
@@ -660,20 +682,7 @@ impl Entries {
             };
             let inside_lines: Vec<usize> =
                 wider.iter().filter_map(|&e| self.all[e].remove_peer(f.peer)).collect();
-            // Only flows have returns: ICMP errors and other types are single messages.
-            let flows = matches!(svc, Svc::Port { .. } | Svc::Icmp { kind: ICMP_ECHO_REQUEST, .. });
-            let back = if f.direction == Direction::In { "OUTPUT" } else { "INPUT" };
-            let protocol = match svc {
-                Svc::Port { protocol, .. } => *protocol,
-                Svc::Icmp { .. } => PROTO_ICMP,
-            };
-            let passed_back =
-                passes_returns.iter().any(|p| p.chain == back && p.protocol.is_none_or(|p| p == protocol));
-            let returned = if flows && !passed_back && !returns.answer(f.direction, *svc, f.peer) {
-                Returned::No
-            } else {
-                Returned::Yes
-            };
+            let returned = returned(f, *svc, passes_returns, returns);
             let entry = self.entry(f.direction, *svc, (f.limit, f.per_source.clone()), uids, returned);
             entry.add_line(line, f);
             if widened && !entry.notes.iter().any(|n| n == WIDER_PEERS_USERS) {
@@ -682,7 +691,7 @@ impl Entries {
             if !inside_lines.is_empty() {
                 entry.notes.push(inside(&inside_lines));
             }
-            if flows {
+            if has_returns(*svc) {
                 returns.pair(entry, f.direction, *svc, f.peer);
             }
         }
