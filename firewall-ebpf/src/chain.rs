@@ -15,7 +15,7 @@
 //! | anti-spoof destinations (ingress) | `-d … -j DROP` | the entry's own line |
 //! | not one of our addresses (ingress) → FORWARD; not our source (egress) | `-d $OURIP`, `-s $OURIP` | FORWARD / `antispoof-source` |
 //! | a later fragment whose first passed (see [`fragments`]) passes | (netfilter reassembles first) | the first's line |
-//! | other later fragments, tiny or absurd ones, bad TCP flags drop | `--state INVALID` | `fragment-orphan`, `invalid-fragment`, `invalid-tcp-flags` |
+//! | other later fragments, tiny or absurd ones, bad TCP flags drop; TCP from or to port 0, UDP to port 0 drop on `invalid` | `--state INVALID` | `fragment-orphan`, `invalid-fragment`, `invalid-tcp-flags`, `invalid` |
 //! | our service answering a session older than the filter (egress) | conntrack's pickup | the rule's `Established` line |
 //! | an allow-list entry admits, within its limit (an ICMP error, if the rule says `related`, only about a tracked flow; with `[conntrack] tcp_loose = false`, TCP only with a bare SYN) | `NEW,ESTABLISHED -j ACCEPT`, `-m limit`, `RELATED`, `! --syn … NEW -j DROP` | the rule's `New` line |
 //! | …and, for a rule with `uids` (outbound), only from a listed user's socket | `-m owner --uid-owner` | the rule's `New` line, or `policy` |
@@ -303,6 +303,11 @@ fn judge(frame: &impl Frame, ip: &Ip, direction: Direction, now: u64, config: &C
         && !tcp_flags_valid(flags)
     {
         return drop(chain, Builtin::InvalidTcpFlags);
+    }
+    // Port 0 is no service's and no client's: a scanner's probe, or a forger's. (A UDP
+    // datagram may come from it, RFC 768's "no reply wanted".)
+    if let L4::Tcp { src_port: 0, .. } | L4::Tcp { dst_port: 0, .. } | L4::Udp { dst_port: 0, .. } = l4 {
+        return drop(chain, Builtin::Invalid);
     }
     if chain == Chain::Forward {
         return drop(chain, Builtin::Policy);

@@ -265,6 +265,9 @@
 //!     would (later and absurd fragments were decided in rule 5a).
 //! 15. A transport header that does not parse (rule 6) drops, the chain's `invalid`.
 //! 16. TCP flags that are not valid (rule 7) drop, the chain's `invalid-tcp-flags`.
+//! 16a. A TCP segment from or to port 0, or a UDP datagram to port 0, drops, the chain's
+//!      `invalid`: no stack sends from or listens on it (a UDP datagram may come from
+//!      port 0, RFC 768's "no reply wanted", and is judged as any).
 //! 17. FORWARD drops everything else, FORWARD `policy`: this host routes nothing.
 //!
 //! ## 7. The allow-lists
@@ -1372,6 +1375,12 @@ impl Judge<'_> {
             Transport::Malformed => return drop(builtin_counter(chain, Builtin::Invalid)),
             Transport::Tcp { flags, .. } if !tcp_flags_valid(flags) => {
                 return drop(builtin_counter(chain, Builtin::InvalidTcpFlags));
+            }
+            // Rule 16a.
+            Transport::Tcp { src_port: 0, .. }
+            | Transport::Tcp { dst_port: 0, .. }
+            | Transport::Udp { dst_port: 0, .. } => {
+                return drop(builtin_counter(chain, Builtin::Invalid));
             }
             _ => {}
         }

@@ -1023,10 +1023,12 @@ impl Pool {
         prop_oneof![8 => select(ports), 1 => Just(0u16), 2 => any::<u16>()].boxed()
     }
 
-    /// The other end's port: a few ephemeral ones (so tuples meet again), or any.
+    /// The other end's port: a few ephemeral ones (so tuples meet again), port 0 (no
+    /// client's), or any.
     fn ephemeral_port(&self) -> BoxedStrategy<u16> {
         prop_oneof![
             4 => select(vec![40000u16, 40001, 50000]),
+            1 => Just(0u16),
             1 => select(self.ports_in.clone()),
             1 => select(self.ports_out.clone()),
             1 => any::<u16>(),
