@@ -470,6 +470,9 @@ pub fn matrix(policy: &Policy) -> Vec<Probe> {
     }
     let probe = Crafted::segment(STRANGER, 40220, ssh, "A");
     m.push(probe.named(format!("tcp ACK (no connection) from stranger {STRANGER} to tcp/{ssh}")));
+    // A SYN from port 0, no client's: a scanner's.
+    let probe = Crafted::segment(peer, 0, ssh, "S");
+    m.push(probe.named(format!("tcp SYN from port 0 from SSH peer {peer} to tcp/{ssh}")));
 
     // UDP that looks like a DNS answer: to a port that asked nothing, and (fragmented)
     // to the port that did.

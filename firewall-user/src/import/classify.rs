@@ -87,6 +87,7 @@ pub(super) enum Svc {
 
 pub(super) const WHY_POLICY: &str = "an unconditional DROP is the chain's policy here: what no rule admits is dropped and counted on its policy line";
 pub(super) const WHY_INVALID: &str = "the INVALID drops are built in: malformed and truncated headers, impossible TCP flag sets, fragments no sender makes and later fragments whose first did not pass are dropped on every chain (lines invalid, invalid-tcp-flags, invalid-fragment, fragment-orphan)";
+pub(super) const WHY_PORT_ZERO: &str = "built in: TCP from or to port 0, and UDP to port 0, are dropped on every chain (line invalid): no stack sends from or listens on port 0";
 pub(super) const WHY_LOOPBACK: &str =
     "loopback needs no rule: the programs sit on the public interface, so loopback traffic never meets them";
 pub(super) const WHY_RETURNS: &str = "returns are built in: every rule admits the packets of the flows it opened (the exact reversed 5-tuple); for RELATED ICMP errors, write ICMP rules with related = true";
@@ -215,6 +216,8 @@ fn classify_drop(spec: &Spec) -> Result<Role, String> {
         Ok(Role::BuiltIn(WHY_INVALID))
     } else if let Some(role) = tcp_flags_drop(spec) {
         role
+    } else if port_zero(spec) {
+        Ok(Role::BuiltIn(WHY_PORT_ZERO))
     } else if let (true, 1, Some(prefix), None) = (input, spec.matches(), spec.source, spec.destination) {
         Ok(Role::Antispoof { source: true, prefix, iface: spec.in_iface.clone() })
     } else if let (true, 1, None, Some(prefix)) = (input, spec.matches(), spec.source, spec.destination) {
@@ -226,6 +229,19 @@ fn classify_drop(spec: &Spec) -> Result<Role, String> {
     } else {
         Err(drop_with_matches(spec))
     }
+}
+
+/// Whether a DROP takes only packets the firewall drops as INVALID for their port 0: TCP
+/// from or to it, UDP to it. Its other matches only narrow what it takes; a list it
+/// would set (`-m recent --set`) is another matter.
+fn port_zero(spec: &Spec) -> bool {
+    let zero = |ports: &[PortRange]| ports == [PortRange { first: 0, last: 0 }];
+    spec.recent_set.is_none()
+        && match spec.protocol {
+            Some(PROTO_TCP) => zero(&spec.sports) || zero(&spec.dports),
+            Some(PROTO_UDP) => zero(&spec.dports),
+            _ => false,
+        }
 }
 
 /// Why a DROP (or REJECT) with matches the policy cannot say is not translated.

@@ -322,8 +322,16 @@ impl Classifier {
             findings.untranslated.push(finding(why));
             return;
         }
+        // A return's packets go to the client's port, which a line that does not name it
+        // takes to be a client's, 1024 to 65535 (as `return_spec` does).
+        let seen = match (f.is_return, spec.protocol) {
+            (true, Some(PROTO_TCP | PROTO_UDP)) if spec.dports.is_empty() => {
+                Spec { dports: vec![PortRange { first: 1024, last: u16::MAX }], ..spec.clone() }
+            }
+            _ => spec.clone(),
+        };
         for i in 0..self.shadows.len() {
-            if !self.shadows[i].covers(at, spec) || self.shadows[i].check.is_none() {
+            if !self.shadows[i].covers(at, &seen) || self.shadows[i].check.is_none() {
                 continue;
             }
             match self.limit(&self.shadows[i], spec, &f) {
@@ -351,7 +359,7 @@ impl Classifier {
                 }
             }
         }
-        for shadow in self.shadows.iter_mut().filter(|s| s.covers(at, spec) && s.check.is_none()) {
+        for shadow in self.shadows.iter_mut().filter(|s| s.covers(at, &seen) && s.check.is_none()) {
             // A return line's services are its source ports: a DROP's ports are not theirs.
             let narrow = if f.is_return { None } else { narrowed(&f.services, &shadow.spec, spec) };
             match narrow {

@@ -347,6 +347,40 @@ fn invalid_loopback_returns_and_final_drops_are_built_in() {
     assert_eq!(rules, [("ssh-in", true), ("dns-out", true), ("dns-out-2", false)], "{}", t.text);
 }
 
+/// DROPs of port 0 (TCP from or to it, UDP to it) are built in, whatever narrows them,
+/// and keep nothing after them out; one of UDP from port 0 is not (a datagram may come
+/// from it). A DROP of privileged client ports keeps no return out: a return goes to a
+/// client's port, 1024 to 65535, where the line does not name it.
+#[test]
+fn port_zero_drops_are_built_in_and_returns_go_to_client_ports() {
+    let t = import(&dump(&[
+        "-A INPUT -p tcp -m tcp --sport 0 -j DROP",
+        "-A INPUT -s 203.0.113.0/24 -p tcp -m tcp --dport 0 -m state --state NEW -j DROP",
+        "-A INPUT -p udp -m udp --dport 0 -j DROP",
+        "-A INPUT -p tcp -m tcp --sport 1:1023 --dport 80 -j DROP",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 22 -j ACCEPT",
+        "-A INPUT -p tcp -m multiport --sports 80,443 -m state --state ESTABLISHED -j ACCEPT",
+        "-A OUTPUT -p tcp -m tcp --dport 0 -j DROP",
+        "-A OUTPUT -p udp -m udp --sport 0 -j DROP",
+        "-A OUTPUT -s 198.51.100.1/32 -p tcp -m tcp --sport 22 -j ACCEPT",
+        "-A OUTPUT -s 198.51.100.1/32 -p tcp -m multiport --dports 80,443 -j ACCEPT",
+    ]));
+    for line in [5, 6, 7, 11] {
+        assert_eq!(why(&t, line), super::classify::WHY_PORT_ZERO, "line {line}");
+    }
+    for line in [8, 12] {
+        assert!(why(&t, line).starts_with("no line after it admits what it drops"), "line {line}: {}", t.text);
+    }
+    assert!(block(&t, "ssh-in").ends_with("peers = \"any\""), "{}", t.text);
+    // Line 8 drops port 80 from privileged ports: not the returns of web-out, which go to
+    // the host's client ports.
+    assert_eq!(
+        block(&t, "web-out"),
+        "# From iptables-save line 14, and 10 for the returns.\n[[rule]]\nname = \"web-out\"\ndirection = \"out\"\nprotocols = [\"tcp\"]\nports = [80, 443]\npeers = \"any\""
+    );
+    assert!(t.untranslated.is_empty(), "{}", t.text);
+}
+
 /// A policy ACCEPT passes returns only where a packet can reach it: behind a DROP of
 /// everything (OUTPUT open to some users' sockets alone, say, which a reply of the
 /// kernel's own, or of another user's service, is not), the flows it would answer are

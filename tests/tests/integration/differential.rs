@@ -67,6 +67,12 @@ const DIFFERENCES: &[Difference] = &[
         reason: INVALID_STATE,
     },
     Difference {
+        probe: "tcp SYN from port 0 from SSH peer",
+        iptables: Verdict::Delivered,
+        firewall: Verdict::Dropped,
+        reason: "netfilter does not look at port 0; here TCP from or to port 0, and UDP to it, drop as invalid: no stack sends from or listens on it",
+    },
+    Difference {
         probe: "tiny fragments: SYN to web",
         iptables: Verdict::Delivered,
         firewall: Verdict::Dropped,
