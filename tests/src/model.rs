@@ -265,9 +265,9 @@
 //!     would (later and absurd fragments were decided in rule 5a).
 //! 15. A transport header that does not parse (rule 6) drops, the chain's `invalid`.
 //! 16. TCP flags that are not valid (rule 7) drop, the chain's `invalid-tcp-flags`.
-//! 16a. A TCP segment from or to port 0, or a UDP datagram to port 0, drops, the chain's
-//!      `invalid`: no stack sends from or listens on it (a UDP datagram may come from
-//!      port 0, RFC 768's "no reply wanted", and is judged as any).
+//!     (16a) Then a TCP segment from or to port 0, or a UDP datagram to port 0, drops,
+//!     the chain's `invalid`: no stack sends from or listens on it (a UDP datagram may
+//!     come from port 0, RFC 768's "no reply wanted", and is judged as any).
 //! 17. FORWARD drops everything else, FORWARD `policy`: this host routes nothing.
 //!
 //! ## 7. The allow-lists

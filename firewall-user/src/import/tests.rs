@@ -369,7 +369,11 @@ fn port_zero_drops_are_built_in_and_returns_go_to_client_ports() {
         assert_eq!(why(&t, line), super::classify::WHY_PORT_ZERO, "line {line}");
     }
     for line in [8, 12] {
-        assert!(why(&t, line).starts_with("no line after it admits what it drops"), "line {line}: {}", t.text);
+        assert!(
+            why(&t, line).starts_with("no line after it admits what it drops"),
+            "line {line}: {}",
+            t.text
+        );
     }
     assert!(block(&t, "ssh-in").ends_with("peers = \"any\""), "{}", t.text);
     // Line 8 drops port 80 from privileged ports: not the returns of web-out, which go to
