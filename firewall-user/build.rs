@@ -38,6 +38,12 @@ fn main() -> anyhow::Result<()> {
         // SAFETY: the build script is single-threaded here.
         unsafe { env::set_var("RUSTC_BOOTSTRAP", "1") };
     }
+    // aya-build relays every line the eBPF crate's cargo prints as a `cargo:warning`: its
+    // "Compiling …" and "Finished …" lines would read as warnings of ours. Quiet, that cargo
+    // prints only what the compiler says (its warnings and errors), which aya-build relays
+    // from the messages it reads.
+    // SAFETY: the build script is single-threaded here.
+    unsafe { env::set_var("CARGO_TERM_QUIET", "true") };
     let manifest = env::var("CARGO_MANIFEST_DIR")?;
     let ebpf_dir = Path::new(&manifest).join("../firewall-ebpf");
     let ebpf_dir = ebpf_dir.to_str().context("non-UTF-8 path")?;
