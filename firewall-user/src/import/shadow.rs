@@ -368,7 +368,8 @@ impl Classifier {
                     shadow.narrowed = true;
                     if !shadow.exact {
                         findings.differences.push(finding(format!(
-                            "translated without the ports that line {}, which is not translated, may drop first",
+                            "translated without the {} that line {}, which is not translated, may drop first",
+                            what_it_takes(&shadow.spec),
                             shadow.line
                         )));
                     }
@@ -489,8 +490,12 @@ impl Classifier {
                     if shadow.spec.target == Some(Target::Reject) {
                         findings.differences.push(Finding { why: WHY_REJECT.into(), ..finding.clone() });
                     }
-                    "translated: the lines after it that admit some of its ports admit the others only"
-                        .to_owned()
+                    if shadow.spec.protocol == Some(PROTO_ICMP) {
+                        "translated: the lines after it that admit ICMP admit the other types only".to_owned()
+                    } else {
+                        "translated: the lines after it that admit some of its ports admit the others only"
+                            .to_owned()
+                    }
                 }
                 // Its ports left out of the lines after it, which say so.
                 (true, false) => {
@@ -667,20 +672,35 @@ fn as_wide(drop: &Spec, accept: &Spec) -> bool {
         && drop.owner.is_none_or(|d| accept.owner.is_some_and(|a| d.contains(a)))
 }
 
+/// What a DROP that narrows the lines after it takes from them: ports, or an ICMP type.
+fn what_it_takes(drop: &Spec) -> &'static str {
+    if drop.protocol == Some(PROTO_ICMP) { "ICMP type" } else { "ports" }
+}
+
 /// `services` without the ports a DROP before them takes: where the DROP is of TCP or UDP
-/// ports (`--dport`), at least as wide as the ACCEPT (`accept`) in everything else, so
-/// that on those ports it drops all the ACCEPT would admit. `None`: it is not such a DROP.
+/// ports (`--dport`), or of an ICMP type (`--icmp-type 13`, a timestamp request, before
+/// an ACCEPT of ICMP), at least as wide as the ACCEPT (`accept`) in everything else, so
+/// that there it drops all the ACCEPT would admit. `None`: it is not such a DROP.
 fn narrowed(services: &[Svc], drop: &Spec, accept: &Spec) -> Option<Vec<Svc>> {
-    let protocol = drop.protocol.filter(|p| matches!(*p, PROTO_TCP | PROTO_UDP))?;
-    let only_ports = !drop.dports.is_empty()
-        && drop.sports.is_empty()
+    let only_that = drop.sports.is_empty()
         && drop.tcp_flags.is_none()
         && !drop.fragment
         && drop.limit.is_none()
         && drop.source_match.is_none()
         && drop.state.is_none_or(|s| s.new)
         && as_wide(drop, accept);
-    if !only_ports {
+    if drop.protocol == Some(PROTO_ICMP) {
+        let kind = drop.icmp_type.filter(|_| only_that && drop.dports.is_empty())?;
+        return Some(
+            services
+                .iter()
+                .copied()
+                .filter(|s| !matches!(s, Svc::Icmp { kind: k, .. } if *k == kind))
+                .collect(),
+        );
+    }
+    let protocol = drop.protocol.filter(|p| matches!(*p, PROTO_TCP | PROTO_UDP))?;
+    if !only_that || drop.dports.is_empty() {
         return None;
     }
     let mut left = Vec::new();

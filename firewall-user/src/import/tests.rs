@@ -385,6 +385,37 @@ fn port_zero_drops_are_built_in_and_returns_go_to_client_ports() {
     assert!(t.untranslated.is_empty(), "{}", t.text);
 }
 
+/// A DROP of an ICMP type before an ACCEPT of ICMP (a timestamp request, or ping, kept
+/// out as hardening scripts do): the ACCEPT's rules without that type.
+#[test]
+fn an_icmp_type_dropped_before_icmp_is_accepted_is_left_out_of_its_rules() {
+    let t = import(&dump(&[
+        "-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT",
+        "-A INPUT -p icmp -m icmp --icmp-type 13 -j DROP",
+        "-A INPUT -p icmp -m icmp --icmp-type 8 -j DROP",
+        "-A INPUT -d 198.51.100.1/32 -p icmp -j ACCEPT",
+    ]));
+    for line in [6, 7] {
+        assert_eq!(
+            why(&t, line),
+            "translated: the lines after it that admit ICMP admit the other types only"
+        );
+    }
+    let p = policy::parse(&t.text, Path::new("x")).unwrap();
+    let names: Vec<&str> = p.rules.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["unreachable-in", "time-exceeded-in", "parameter-problem-in"], "{}", t.text);
+    // A DROP of the type from some sources only cannot narrow it: the ACCEPT stays out.
+    let t = import(&dump(&[
+        "-A INPUT -s 203.0.113.0/24 -p icmp -m icmp --icmp-type 8 -j DROP",
+        "-A INPUT -d 198.51.100.1/32 -p icmp -j ACCEPT",
+    ]));
+    assert!(
+        why(&t, 6).starts_with("not translated, to be no more open than the script: line 5"),
+        "{}",
+        t.text
+    );
+}
+
 /// A policy ACCEPT passes returns only where a packet can reach it: behind a DROP of
 /// everything (OUTPUT open to some users' sockets alone, say, which a reply of the
 /// kernel's own, or of another user's service, is not), the flows it would answer are
