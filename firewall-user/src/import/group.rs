@@ -17,7 +17,7 @@ use super::{
     spec::{PortRange, Rate, UidRange},
     write::{AntispoofOut, HostOut, line_list},
 };
-use crate::policy::{self, Prefix};
+use crate::policy::{self, Per, Prefix};
 
 /// One `[[rule]]` to write.
 #[derive(Debug)]
@@ -216,9 +216,46 @@ pub(super) fn group(
     // iptables-save lists INPUT before OUTPUT).
     rules.sort_by_key(|(r, _)| r.opening.iter().chain(&r.returns).min().copied());
     let (mut rules, logs): (Vec<RuleOut>, Vec<RuleLogs>) = rules.into_iter().unzip();
+    share_split_limits(&mut rules);
     name_rules(&mut rules);
     note_logs(&mut rules, &logs, &mut findings.differences);
     rules
+}
+
+/// A limited line that became several rules (an ACCEPT of every ICMP type, four; a
+/// limited multiport line, a rule a port) has one bucket in iptables, where each rule has
+/// its own: each rule gets its share of the line's rate and burst, so that together they
+/// admit no more than the line. A rule of several such lines takes the smallest share.
+fn share_split_limits(rules: &mut [RuleOut]) {
+    let mut rules_of_line: HashMap<usize, usize> = HashMap::new();
+    for rule in rules.iter().filter(|r| r.limit.is_some()) {
+        for line in &rule.opening {
+            *rules_of_line.entry(*line).or_default() += 1;
+        }
+    }
+    for rule in rules.iter_mut() {
+        let Some(rate) = rule.limit else { continue };
+        let shares = rule.opening.iter().map(|line| rules_of_line[line]).max().unwrap_or(1);
+        let Ok(k) = u32::try_from(shares) else { continue };
+        if k < 2 {
+            continue;
+        }
+        let unit_secs = u32::try_from(rate.unit.duration().as_secs()).unwrap_or(u32::MAX);
+        let shared = if rate.count % k == 0 {
+            Rate { count: rate.count / k, ..rate }
+        } else {
+            Rate { unit: Per::Window(unit_secs.saturating_mul(k)), ..rate }
+        };
+        let shared = Rate { burst: (rate.burst / k).max(1), ..shared };
+        rule.limit = Some(shared);
+        rule.notes.push(format!(
+            "its limit is a share of the --limit {rate} of {}, which became {k} rules: each has {}/{} burst {}, so that together they admit no more than the line",
+            if rule.opening.len() == 1 { format!("line {}", rule.opening[0]) } else { format!("lines {}", line_list(&rule.opening)) },
+            shared.count,
+            shared.unit,
+            shared.burst
+        ));
+    }
 }
 
 /// The LOG lines of each rule's opening lines, and its lines that none logs.

@@ -416,6 +416,44 @@ fn an_icmp_type_dropped_before_icmp_is_accepted_is_left_out_of_its_rules() {
     );
 }
 
+/// A limited line that becomes several rules shares its limit among them: together they
+/// admit no more than the line's one bucket did.
+#[test]
+fn a_limited_line_that_becomes_several_rules_shares_its_limit() {
+    let t = import(&dump(&[
+        "-A INPUT -d 198.51.100.1/32 -p icmp -m limit --limit 1/sec -j ACCEPT",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m multiport --dports 80,443 -m limit --limit 10/min --limit-burst 7 -j ACCEPT",
+        "-A OUTPUT -m state --state ESTABLISHED -j ACCEPT",
+    ]));
+    let p = policy::parse(&t.text, Path::new("x")).unwrap();
+    let limits: Vec<(&str, String)> = p
+        .rules
+        .iter()
+        .map(|r| {
+            (
+                r.name.as_str(),
+                r.limit.map(|l| format!("{}/{} {}", l.count, l.unit, l.burst)).unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        limits,
+        [
+            ("ping-in", "1/4s 1".to_owned()),
+            ("unreachable-in", "1/4s 1".to_owned()),
+            ("time-exceeded-in", "1/4s 1".to_owned()),
+            ("parameter-problem-in", "1/4s 1".to_owned()),
+            ("http-in", "5/min 3".to_owned()),
+            ("https-in", "5/min 3".to_owned()),
+        ],
+        "{}",
+        t.text
+    );
+    assert!(block(&t, "http-in").contains(
+        "# Note: its limit is a share of the --limit 10/min burst 7 of line 6, which became 2 rules: each has 5/min burst 3, so that together they admit no more than the line.\n"
+    ));
+}
+
 /// A policy ACCEPT passes returns only where a packet can reach it: behind a DROP of
 /// everything (OUTPUT open to some users' sockets alone, say, which a reply of the
 /// kernel's own, or of another user's service, is not), the flows it would answer are
