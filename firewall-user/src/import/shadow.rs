@@ -323,10 +323,10 @@ impl Classifier {
             return;
         }
         // A return's packets go to the client's port, which a line that does not name it
-        // takes to be a client's, 1024 to 65535 (as `return_spec` does).
+        // takes to be a client's (as `return_spec` does).
         let seen = match (f.is_return, spec.protocol) {
             (true, Some(PROTO_TCP | PROTO_UDP)) if spec.dports.is_empty() => {
-                Spec { dports: vec![PortRange { first: 1024, last: u16::MAX }], ..spec.clone() }
+                Spec { dports: vec![CLIENT_PORTS], ..spec.clone() }
             }
             _ => spec.clone(),
         };
@@ -672,6 +672,9 @@ fn as_wide(drop: &Spec, accept: &Spec) -> bool {
         && drop.owner.is_none_or(|d| accept.owner.is_some_and(|a| d.contains(a)))
 }
 
+/// The ports a client's end of a flow is taken to have where a line does not name them.
+const CLIENT_PORTS: PortRange = PortRange { first: 1024, last: u16::MAX };
+
 /// What a DROP that narrows the lines after it takes from them: ports, or an ICMP type.
 fn what_it_takes(drop: &Spec) -> &'static str {
     if drop.protocol == Some(PROTO_ICMP) { "ICMP type" } else { "ports" }
@@ -752,7 +755,6 @@ fn return_spec(opening: &Spec) -> Option<Spec> {
         _ => None,
     };
     let chain = if opening.chain == "INPUT" { "OUTPUT" } else { "INPUT" };
-    let clients = vec![PortRange { first: 1024, last: u16::MAX }];
     Some(Spec {
         chain: chain.to_owned(),
         source: opening.destination,
@@ -761,7 +763,7 @@ fn return_spec(opening: &Spec) -> Option<Spec> {
         out_iface: opening.in_iface.clone(),
         protocol: opening.protocol,
         sports: opening.dports.clone(),
-        dports: if opening.sports.is_empty() { clients } else { opening.sports.clone() },
+        dports: if opening.sports.is_empty() { vec![CLIENT_PORTS] } else { opening.sports.clone() },
         icmp_type,
         state: Some(States { established: true, ..States::default() }),
         ..Spec::default()
