@@ -27,6 +27,7 @@
 //! | `firewall block` (fail2ban's `-I INPUT -s … -j DROP`) | [`MAP_BLOCKLIST`] (LPM trie, deadline in the value) | [`block_counter`], one per entry and direction |
 //! | `-d $OURIP` / `-s $OURIP` | [`MAP_CONFIG`]'s `address`, `address6` (the first of each family); with [`CONFIG_MORE_ADDRESSES`], [`MAP_HOST_ADDRESSES`] (hash, every address) | FORWARD's [`Builtin::Policy`], [`Builtin::SpoofedSource`] |
 //! | `-m hashlimit --hashlimit-mode srcip`, `-m recent --update --hitcount` (ufw's `limit`): a rule's `per_source` | [`MAP_PER_SOURCE_LIMITS`] (array: each rule's rate), [`MAP_PER_SOURCE_BUCKETS`] (LRU hash: one GCRA per rule and source); an offender's block in [`MAP_BLOCKLIST`], written by the programs | [`Builtin::SourceLimit`] |
+//! | `-m connlimit --connlimit-above N` (a rule's `per_source.connections`) | [`MAP_PER_SOURCE_CONNECTIONS`] (LRU hash: the flows each source opened under each rule, each asked of the flow tables whether it is still open) | [`Builtin::SourceLimit`] |
 //! | `-m owner --uid-owner` (egress) | [`MAP_RULE_UIDS`] (hash: the uids each rule with `uids` admits), asked with the sending socket's uid | the rule's, as above |
 //! | `--dport FIRST:LAST`, `-m multiport --dports` with ranges | [`MAP_PORT_INTERVALS`] (array: each port's offset from its interval's first port), with [`CONFIG_HAS_RANGES`]; then the allow-lists | the rule's, as above |
 //! | (iptables' `LOG` target, sampled: `firewall drops`) | [`MAP_DROP_EVENTS`] (ring buffer of [`DropEvent`]s) | none: the event names the drop's counter |
@@ -53,8 +54,9 @@ pub const MAP_PORT_INTERVALS: &str = "PORT_INTERVALS";
 pub const MAP_PER_SOURCE_LIMITS: &str = "PER_SOURCE_LIMITS";
 pub const MAP_PER_SOURCE_BUCKETS: &str = "PER_SOURCE_BUCKETS";
 pub const MAP_RULE_UIDS: &str = "RULE_UIDS";
+pub const MAP_PER_SOURCE_CONNECTIONS: &str = "PER_SOURCE_CONNECTIONS";
 /// Every map, in the order `up` pins them.
-pub const MAPS: [&str; 19] = [
+pub const MAPS: [&str; 20] = [
     MAP_CONFIG,
     MAP_COUNTERS,
     MAP_CONNTRACK,
@@ -74,6 +76,7 @@ pub const MAPS: [&str; 19] = [
     MAP_PER_SOURCE_LIMITS,
     MAP_PER_SOURCE_BUCKETS,
     MAP_RULE_UIDS,
+    MAP_PER_SOURCE_CONNECTIONS,
 ];
 /// Maps the object declares that `up` does not pin: they hold nothing between packets.
 pub const SCRATCH_MAPS: [&str; 1] = [MAP_SCRATCH];
@@ -98,6 +101,13 @@ pub const PORT_INTERVALS_ENTRIES: u32 = 4 << 14;
 /// Capacity of [`MAP_PER_SOURCE_BUCKETS`]: the sources whose rate is remembered, of every
 /// rule with a `per_source` limit together (an LRU: the least recent go first).
 pub const PER_SOURCE_BUCKETS_ENTRIES: u32 = 16_384;
+/// Capacity of [`MAP_PER_SOURCE_CONNECTIONS`]: the sources whose open connections are
+/// counted, of every rule with `per_source.connections` together (an LRU: the least recent
+/// go first, and one forgotten starts again with none).
+pub const PER_SOURCE_CONNECTIONS_ENTRIES: u32 = 4096;
+/// The most connections `per_source.connections` may allow one source at once: the slots
+/// of a [`SourceConnections`].
+pub const MAX_CONNECTIONS: usize = 16;
 /// Capacity of [`MAP_RULE_UIDS`]: the uids of every rule with `uids` together (a range
 /// is one entry a uid).
 pub const MAX_RULE_UIDS: u32 = 65_536;
@@ -688,6 +698,30 @@ pub const ALLOW_LOG: u32 = 16;
 /// alone, as a stateless rule's.
 pub const ALLOW_ONE_WAY: u32 = 32;
 
+/// `AllowValue::flags`, the byte from this bit: the rule's `per_source.connections`, how
+/// many flows one source may have open at once under it (netfilter's `connlimit`), 1 to
+/// [`MAX_CONNECTIONS`]; 0, no cap. A source is its address masked as for the rule's rate,
+/// by `PER_SOURCE_LIMITS[rule]`'s masks; its flows are in `PER_SOURCE_CONNECTIONS`.
+pub const ALLOW_CONNECTIONS_SHIFT: u32 = 8;
+/// `AllowValue::flags`: the bits of the rule's `per_source.connections`.
+pub const ALLOW_CONNECTIONS: u32 = 0xff << ALLOW_CONNECTIONS_SHIFT;
+
+/// The `per_source.connections` an allow-list entry's `flags` carry (0: none).
+pub const fn allow_connections(flags: u32) -> u32 {
+    (flags & ALLOW_CONNECTIONS) >> ALLOW_CONNECTIONS_SHIFT
+}
+
+/// Value of `PER_SOURCE_CONNECTIONS`, whose key is a [`SourceKey`]: the last flows one
+/// source opened under one rule, one a slot (an empty slot is all zeroes, protocol 0).
+/// Whether a slot's flow is still open the flow tables say, when the next flow asks: an
+/// entry gone, expired, or closed by FIN or RST frees its slot, so nothing here needs
+/// ending.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceConnections {
+    pub flows: [FlowKey; MAX_CONNECTIONS],
+}
+
 /// Set on the counter id a verdict names when the frame is to be told as an event even
 /// though it passes (a rule with [`ALLOW_LOG`] admitted it); the programs clear it before
 /// the counter is counted. Counter ids stay far below it.
@@ -900,6 +934,8 @@ const _: () = {
     assert!(MAX_COUNTERS < COUNTER_LOGGED);
     // A flow's rule is 16 bits.
     assert!(MAX_RULES <= 1 << 16);
+    // A rule's connections fit the byte of its flags.
+    assert!(MAX_CONNECTIONS <= 0xff);
     // A drop event's head length is 16 bits; the event has no implicit padding.
     assert!(DROP_EVENT_BYTES <= u16::MAX as usize);
     assert!(core::mem::size_of::<DropEvent>() == 12 + DROP_EVENT_BYTES);
@@ -915,7 +951,7 @@ const _: () = {
 mod pod {
     use super::{
         AllowKey, AllowValue, BlockEntry, Config, Counter, DropEvent, Flow, FlowKey, FragmentKey,
-        FragmentedDatagram, PerSourceLimit, RuleUid, SourceKey, TokenBucket,
+        FragmentedDatagram, PerSourceLimit, RuleUid, SourceConnections, SourceKey, TokenBucket,
     };
 
     // SAFETY: each type is `#[repr(C)]`, `Copy`, made only of integers and byte arrays,
@@ -947,6 +983,8 @@ mod pod {
     unsafe impl aya::Pod for SourceKey {}
     // SAFETY: as for `Counter`.
     unsafe impl aya::Pod for RuleUid {}
+    // SAFETY: as for `Counter`.
+    unsafe impl aya::Pod for SourceConnections {}
 }
 
 #[cfg(test)]
@@ -970,6 +1008,7 @@ mod tests {
         assert_eq!(size_of::<PerSourceLimit>(), 56);
         assert_eq!(size_of::<SourceKey>(), 24);
         assert_eq!(size_of::<RuleUid>(), 8);
+        assert_eq!(size_of::<SourceConnections>(), 24 * MAX_CONNECTIONS);
     }
 
     #[test]

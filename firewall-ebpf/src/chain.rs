@@ -19,7 +19,7 @@
 //! | our service answering a session older than the filter (egress) | conntrack's pickup | the rule's `Established` line |
 //! | an allow-list entry admits, within its limit (an ICMP error, if the rule says `related`, only about a tracked flow; with `[conntrack] tcp_loose = false`, TCP only with a bare SYN) | `NEW,ESTABLISHED -j ACCEPT`, `-m limit`, `RELATED`, `! --syn … NEW -j DROP` | the rule's `New` line |
 //! | …and, for a rule with `uids` (outbound), only from a listed user's socket | `-m owner --uid-owner` | the rule's `New` line, or `policy` |
-//! | …and within its source's rate (`per_source`, inbound rules): over it, the new flow drops, and the source may be blocked (see [`per_source`]) | `-m recent --update --hitcount`, `-m hashlimit --hashlimit-mode srcip` | `source-limit` |
+//! | …and within its source's connections and rate (`per_source`, inbound rules): with its connections open already, or over its rate, the new flow drops, and over the rate the source may be blocked (see [`per_source`]) | `-m connlimit --connlimit-above`, `-m recent --update --hitcount`, `-m hashlimit --hashlimit-mode srcip` | `source-limit` |
 //! | …and, for a rule with `returns = false`, without starting a flow: nothing comes back through it | an ACCEPT with no return line | the rule's `New` line |
 //! | everything else drops | `-P DROP` | `policy` |
 //!
@@ -37,9 +37,9 @@
 //! kernel, and so do the flows a rule with `log` admits.
 use aya_ebpf::{EbpfContext, maps::lpm_trie::Key};
 use firewall_common::{
-    ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_LOG, ALLOW_ONE_WAY, ALLOW_OWNER, ALLOW_PER_SOURCE,
-    ALLOW_RELATED, ANY_PEER, Addr, AllowKey, AllowValue, Builtin, CONFIG_AUDIT, CONFIG_DHCP,
-    CONFIG_HAS_BLOCKS, CONFIG_HAS_PREFIXES, CONFIG_HAS_RANGES, CONFIG_IPV6, CONFIG_LOG_DROPS,
+    ALLOW_CONNECTIONS, ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_LOG, ALLOW_ONE_WAY, ALLOW_OWNER,
+    ALLOW_PER_SOURCE, ALLOW_RELATED, ANY_PEER, Addr, AllowKey, AllowValue, Builtin, CONFIG_AUDIT,
+    CONFIG_DHCP, CONFIG_HAS_BLOCKS, CONFIG_HAS_PREFIXES, CONFIG_HAS_RANGES, CONFIG_IPV6, CONFIG_LOG_DROPS,
     CONFIG_MORE_ADDRESSES, CONFIG_NEVER_SET, CONFIG_READY, CONFIG_TCP_STRICT, COUNTER_LOGGED, Chain, Config,
     DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DHCPV6_CLIENT_PORT, DHCPV6_SERVER_PORT, Direction, DropEvent,
     FlowKey, ICMP_DEST_UNREACHABLE, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, ICMPV6_DEST_UNREACHABLE,
@@ -345,12 +345,13 @@ fn judge(frame: &impl Frame, ip: &Ip, direction: Direction, now: u64, config: &C
     if rule.flags & ALLOW_RELATED != 0 && !related {
         return drop(chain, Builtin::Policy);
     }
-    // Over its source's rate, a new flow drops, and its source may be blocked for it
-    // (`per_source`: inbound rules alone have one). Asked before the rule's own limit, so
-    // one source over its rate takes no token from the others.
+    // With its connections open already, or over its source's rate, a new flow drops,
+    // and its source may be blocked for the rate (`per_source`: inbound rules alone have
+    // one). Asked before the rule's own limit, so one source over its rate takes no token
+    // from the others.
     if direction == Direction::In
-        && rule.flags & ALLOW_PER_SOURCE != 0
-        && !per_source::take(rule.rule, &peer, ip.v6, now)
+        && rule.flags & (ALLOW_PER_SOURCE | ALLOW_CONNECTIONS) != 0
+        && !per_source::admit(&rule, &peer, ip.v6, flow.as_ref(), now)
     {
         return drop(chain, Builtin::SourceLimit);
     }

@@ -11,8 +11,8 @@ use firewall_common::{
     CONNTRACK_DEFAULT_ENTRIES, Config, Counter, DROP_EVENTS_BYTES, FLOW_STATS_ENTRIES, FLOWS_ENDED_ENTRIES,
     FRAGMENTS_ENTRIES, Flow, FlowKey, FragmentKey, FragmentedDatagram, HALF_OPEN_DEFAULT_ENTRIES,
     MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, MAX_HOST_ADDRESSES, MAX_RULE_UIDS, MAX_RULES,
-    PER_SOURCE_BUCKETS_ENTRIES, PORT_INTERVALS_ENTRIES, PerSourceLimit, RuleUid, SourceKey,
-    TOKEN_BUCKETS_ENTRIES, TokenBucket,
+    PER_SOURCE_BUCKETS_ENTRIES, PER_SOURCE_CONNECTIONS_ENTRIES, PORT_INTERVALS_ENTRIES, PerSourceLimit,
+    RuleUid, SourceConnections, SourceKey, TOKEN_BUCKETS_ENTRIES, TokenBucket,
 };
 
 /// `CONFIG[0]`: the host's address, timeouts, and whether the policy is in force.
@@ -87,6 +87,13 @@ pub static PER_SOURCE_LIMITS: Array<PerSourceLimit> = Array::with_max_entries(MA
 pub static PER_SOURCE_BUCKETS: LruHashMap<SourceKey, u64> =
     LruHashMap::with_max_entries(PER_SOURCE_BUCKETS_ENTRIES, 0);
 
+/// The flows each source opened under each rule with `per_source.connections`, by the
+/// same key as its bucket (see crate::per_source). LRU: a source quiet the longest is
+/// forgotten first, and starts again with no connection counted.
+#[map]
+pub static PER_SOURCE_CONNECTIONS: LruHashMap<SourceKey, SourceConnections> =
+    LruHashMap::with_max_entries(PER_SOURCE_CONNECTIONS_ENTRIES, 0);
+
 /// The uids each rule with `uids` admits the packets of (`firewall_common::RuleUid`; the
 /// value is unused). Allocated as entries arrive: a policy without `uids` costs nothing.
 #[map]
@@ -108,8 +115,9 @@ pub static FRAGMENTS: LruHashMap<FragmentKey, FragmentedDatagram> =
 
 /// Keys and values the programs' 512-byte stack has no room for, beside the flows' keys and
 /// entries, written here before a map call: a key and an entry of `FRAGMENTS`, an address
-/// to look up in `HOST_ADDRESSES`, a source's key in `PER_SOURCE_BUCKETS` and an
-/// offender's entry in `BLOCKLIST`.
+/// to look up in `HOST_ADDRESSES`, a source's key in `PER_SOURCE_BUCKETS` and
+/// `PER_SOURCE_CONNECTIONS` and a new entry of the latter, an offender's entry in
+/// `BLOCKLIST`, and the count of a source's open connections as its slots are walked.
 pub struct Scratch {
     pub fragment: FragmentKey,
     pub datagram: FragmentedDatagram,
@@ -117,6 +125,11 @@ pub struct Scratch {
     pub source: SourceKey,
     pub offender_key: Key<Addr>,
     pub offender: BlockEntry,
+    /// Only its first slot is ever written: the rest stay empty.
+    pub connections: SourceConnections,
+    pub flow: FlowKey,
+    pub open: u32,
+    pub free: u32,
 }
 
 /// Per CPU and per program (indexed by `Direction`, so neither meets the other's): a

@@ -133,9 +133,10 @@ impl TestFilter {
     }
 
     /// Back to the state of a freshly loaded filter, without reloading it: no tracked
-    /// flow in either table, every token bucket full, every source's too. Counters are
-    /// kept, and so are the tables' counts (user space's removals counted as such, so
-    /// evictions stay 0). The blocklist is the caller's.
+    /// flow in either table, every token bucket full, every source's too, no source's
+    /// connections remembered. Counters are kept, and so are the tables' counts (user
+    /// space's removals counted as such, so evictions stay 0). The blocklist is the
+    /// caller's.
     pub fn reset_state(&mut self) {
         let mut fragments = self.fragments();
         let keys: Vec<FragmentKey> = fragments.keys().filter_map(Result::ok).collect();
@@ -157,6 +158,12 @@ impl TestFilter {
         let sources: Vec<firewall_common::SourceKey> = buckets.keys().filter_map(Result::ok).collect();
         for source in sources {
             let _ = buckets.remove(&source);
+        }
+        // And no source's connections remembered.
+        let connections = maps.per_source_connections.as_mut().expect("this version's maps");
+        let sources: Vec<firewall_common::SourceKey> = connections.keys().filter_map(Result::ok).collect();
+        for source in sources {
+            let _ = connections.remove(&source);
         }
     }
 }

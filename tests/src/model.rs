@@ -326,7 +326,14 @@
 //!      not the prefix) becomes an entry
 //!      of the blocklist (rule 11c) until `now` plus `block`, replacing an expired entry
 //!      of that address. Only packets the rule is about to admit ask (rules 20 and 20a
-//!      first); tracked flows never do.
+//!      first); tracked flows never do. Before the rate, a limit with `connections` N
+//!      counts the source's open flows under the rule: of the keys of the flows the
+//!      source (masked as above) opened under the rule (each packet of TCP, UDP or ICMP
+//!      echo that asked and was not refused records its key, once), those live (rule 9)
+//!      in either table with the rule's index, neither FIN nor RST seen, other than this
+//!      packet's own key. With N or more open, the packet drops, counted on the chain's
+//!      `source-limit` line, and asks neither the rate nor rule 21; a packet no flow
+//!      follows (ICMP other than echo) is not counted.
 //! 22. Admitted: the flow starts to be tracked in the half-open table, replacing any
 //!     entry of its key there, with the rule, origin the packet's direction and the time
 //!     now (TCP, UDP, ICMP echo requests; an echo reply or any other ICMP type starts no
@@ -1130,6 +1137,9 @@ pub struct State {
     pub buckets: HashMap<u32, u64>,
     /// (rule index, source: the peer's masked address) → `tat` (rule 21a).
     pub sources: HashMap<(u32, IpAddr), u64>,
+    /// (rule index, source) → the keys of the flows it opened under the rule (rule 21a's
+    /// `connections`).
+    pub connections: HashMap<(u32, IpAddr), Vec<FlowKey>>,
     pub blocks: Vec<Block>,
     pub fragments: HashMap<FragmentKey, Remembered>,
 }
@@ -1420,9 +1430,20 @@ impl Judge<'_> {
             // Rule 21a.
             if let Some(per_source) = rule.per_source {
                 let source = masked(peer, per_source.prefix, per_source.prefix6);
+                if let Some(cap) = per_source.connections
+                    && let Some(key) = flow_key(direction, d.src, d.dst, &d.transport)
+                    && !self.open_one_more(index, source, key, cap)
+                {
+                    return drop(builtin_counter(chain, Builtin::SourceLimit));
+                }
+            }
+            if let Some(per_source) = rule.per_source
+                && let Some(limit) = per_source.limit
+            {
+                let source = masked(peer, per_source.prefix, per_source.prefix6);
                 let tat = self.state.sources.get(&(index, source)).copied().unwrap_or(0);
-                let interval = nanos(per_source.limit.interval);
-                match gcra(tat, self.now_ns, interval, u64::from(per_source.limit.burst)) {
+                let interval = nanos(limit.interval);
+                match gcra(tat, self.now_ns, interval, u64::from(limit.burst)) {
                     Some(next) => {
                         self.state.sources.insert((index, source), next);
                     }
@@ -1475,6 +1496,28 @@ impl Judge<'_> {
     }
 
     /// Rule 11 for a packet with a flow key: the line it passes on, if a flow takes it.
+    /// Rule 21a's `connections`: whether `source` has fewer than `cap` flows open under
+    /// rule `index`, other than `key`'s; if so, `key` is recorded as one it opened.
+    fn open_one_more(&mut self, index: u32, source: IpAddr, key: FlowKey, cap: u8) -> bool {
+        let (policy, now_ns) = (self.policy, self.now_ns);
+        let state = &mut *self.state;
+        let opened = state.connections.get(&(index, source)).cloned().unwrap_or_default();
+        let open = opened
+            .iter()
+            .filter(|other| **other != key)
+            .filter_map(|other| live(policy, state, other, now_ns))
+            .filter(|flow| flow.rule == index && !matches!(flow.tcp, TcpState::FinSeen | TcpState::RstSeen))
+            .count();
+        if open >= usize::from(cap) {
+            return false;
+        }
+        let opened = state.connections.entry((index, source)).or_default();
+        if !opened.contains(&key) {
+            opened.push(key);
+        }
+        true
+    }
+
     fn established(&mut self, key: &FlowKey, transport: &Transport) -> Option<u32> {
         let Some(mut flow) = live(self.policy, self.state, key, self.now_ns) else {
             self.state.flows.remove(key);

@@ -101,7 +101,7 @@ fn first_lines(policy: &Policy, chain: Chain) -> Vec<ListLine> {
     // or drops here.
     if policy.rules.iter().any(|r| r.per_source.is_some()) {
         let (whose, refused) = match chain {
-            Chain::Input => ("from", "a new flow over its source's per_source rate; "),
+            Chain::Input => ("from", "a new flow over its source's per_source rate or connections; "),
             _ => ("to", ""),
         };
         let matches = format!("{refused}{whose} a source a per_source limit blocked (firewall blocklist)");
@@ -292,8 +292,15 @@ fn rule_lines(policy: &Policy, rule: &Rule, index: u32, ours: &str) -> (ListLine
             .collect();
         extra.push_str(&format!(" owner UID match {}", uids.join(",")));
     }
-    if let Some(PerSource { limit: l, block, prefix, prefix6 }) = rule.per_source {
-        extra.push_str(&format!(" per source: {}/{} burst {}", l.count, l.unit, l.burst));
+    if let Some(PerSource { limit, connections, block, prefix, prefix6 }) = rule.per_source {
+        extra.push_str(" per source:");
+        if let Some(l) = limit {
+            extra.push_str(&format!(" {}/{} burst {}", l.count, l.unit, l.burst));
+        }
+        // As connlimit's `--connlimit-upto`: the most open at once.
+        if let Some(n) = connections {
+            extra.push_str(&format!(" connections upto {n}"));
+        }
         // As hashlimit lists its --hashlimit-srcmask; the defaults go unsaid.
         if prefix != 32 {
             extra.push_str(&format!(" srcmask {prefix}"));

@@ -18,11 +18,11 @@ use std::{
 };
 
 use firewall_common::{
-    ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_LOG, ALLOW_ONE_WAY, ALLOW_OWNER, ALLOW_PER_SOURCE,
-    ALLOW_RELATED, ANTISPOOF_COUNTER_BASE, ANY_PEER, Addr, AllowKey, AllowValue, Builtin,
+    ALLOW_CONNECTIONS_SHIFT, ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_LOG, ALLOW_ONE_WAY, ALLOW_OWNER,
+    ALLOW_PER_SOURCE, ALLOW_RELATED, ANTISPOOF_COUNTER_BASE, ANY_PEER, Addr, AllowKey, AllowValue, Builtin,
     CONFIG_BLOCKS_OFFENDERS, CONFIG_DHCP, CONFIG_HAS_BLOCKS, CONFIG_HAS_PREFIXES, CONFIG_HAS_RANGES,
     CONFIG_IPV6, CONFIG_MORE_ADDRESSES, CONFIG_READY, CONFIG_TCP_STRICT, Config, Line, MAX_ANTISPOOF,
-    MAX_RULES, PerSourceLimit, RuleUid, TokenBucket, rule_counter, v4_mapped,
+    MAX_RULES, PerSourceLimit, RuleUid, TokenBucket, allow_connections, rule_counter, v4_mapped,
 };
 use serde::{Deserialize, Serialize};
 
@@ -237,6 +237,11 @@ impl MapPlan {
             .find_map(|&len| self.allow_prefix.get(&(len, masked(*key, len))).copied())
             .or_else(|| self.allow_exact.get(&AllowKey { peer: ANY_PEER, ..*key }).copied())
     }
+
+    /// Whether a rule has `per_source.connections`: the programs must know them.
+    pub fn has_connections(&self) -> bool {
+        self.allow_exact.values().chain(self.allow_prefix.values()).any(|v| allow_connections(v.flags) != 0)
+    }
 }
 
 /// The map contents `policy` wants, with the rules and entries numbered by `ids`.
@@ -299,7 +304,8 @@ fn config(policy: &Policy) -> Config {
 fn plan_rule(plan: &mut MapPlan, rule: &Rule, index: u32, ipv6: bool, intervals: &PortIntervals) {
     let flags = if rule.limit.is_some() { ALLOW_LIMITED } else { 0 }
         | if rule.related { ALLOW_RELATED } else { 0 }
-        | if rule.per_source.is_some() { ALLOW_PER_SOURCE } else { 0 }
+        | if rule.per_source.is_some_and(|p| p.limit.is_some()) { ALLOW_PER_SOURCE } else { 0 }
+        | rule.per_source.and_then(|p| p.connections).map_or(0, |n| u32::from(n) << ALLOW_CONNECTIONS_SHIFT)
         | if rule.uids.is_empty() { 0 } else { ALLOW_OWNER }
         | if rule.log { ALLOW_LOG } else { 0 }
         | if rule.returns { 0 } else { ALLOW_ONE_WAY };
@@ -341,9 +347,10 @@ fn plan_rule(plan: &mut MapPlan, rule: &Rule, index: u32, ipv6: bool, intervals:
         plan.token_buckets
             .insert(index, TokenBucket { tat: 0, interval_ns, burst_ns: interval_ns * u64::from(burst) });
     }
-    if let Some(PerSource { limit: Limit { interval, burst, .. }, block, prefix, prefix6 }) = rule.per_source
-    {
-        let interval_ns = nanos(interval);
+    if let Some(PerSource { limit, block, prefix, prefix6, .. }) = rule.per_source {
+        // A rule with `connections` alone has its masks here, and no rate (ALLOW_PER_SOURCE
+        // unset: never asked).
+        let (interval_ns, burst) = limit.map_or((0, 0), |l| (nanos(l.interval), l.burst));
         let block_ns = block.map_or(0, nanos);
         // An IPv4 source is mapped: its prefix is 96 bits longer.
         let mask = |len: u8| if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) }.to_be_bytes();

@@ -1293,7 +1293,7 @@ fn a_recent_pair_becomes_the_per_source_of_its_accept() {
     assert_eq!(why(&t, 7), super::classify::WHY_RECENT_SET);
     assert!(why(&t, 12).starts_with("translated with a difference: LOG writes no packet here"));
     let policy = policy::parse(&t.text, Path::new("imported")).expect("valid");
-    let limit = policy.rules[0].per_source.expect("per_source").limit;
+    let limit = policy.rules[0].per_source.expect("per_source").limit.expect("a rate");
     assert_eq!((limit.count, limit.unit, limit.burst), (1, policy::Per::Window(61), 3));
 
     // The check before the ACCEPT that sets the list: only the flows admitted are
@@ -1400,7 +1400,7 @@ fn hashlimit_becomes_per_source_or_the_rules_limit() {
     assert!(block(&t, "ntp-in").ends_with("peers = \"any\"\nlimit = \"50/sec\"\nburst = 50"), "{}", t.text);
     let policy = policy::parse(&t.text, Path::new("imported")).expect("valid");
     let web = policy.rules.iter().find(|r| r.name == "web-in").expect("web-in");
-    let limit = web.per_source.expect("per_source").limit;
+    let limit = web.per_source.expect("per_source").limit.expect("a rate");
     assert_eq!((limit.count, limit.unit, limit.burst), (20, policy::Per::Sec, 40));
 }
 

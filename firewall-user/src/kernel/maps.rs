@@ -20,10 +20,11 @@ use firewall_common::{
     FlowTable, FragmentKey, FragmentedDatagram, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT,
     MAP_ALLOW_PREFIX, MAP_ANTISPOOF_DST, MAP_ANTISPOOF_SRC, MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK,
     MAP_COUNTERS, MAP_DROP_EVENTS, MAP_FLOW_STATS, MAP_FLOWS_ENDED, MAP_FRAGMENTS, MAP_HALF_OPEN,
-    MAP_HOST_ADDRESSES, MAP_PER_SOURCE_BUCKETS, MAP_PER_SOURCE_LIMITS, MAP_PORT_INTERVALS, MAP_RULE_UIDS,
-    MAP_TOKEN_BUCKETS, MAPS, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, MAX_HOST_ADDRESSES, MAX_RULE_UIDS,
-    MAX_RULES, PER_SOURCE_BUCKETS_ENTRIES, PORT_INTERVALS_ENTRIES, PROTO_ICMP, PROTO_ICMPV6, PerSourceLimit,
-    RuleUid, SourceKey, TOKEN_BUCKETS_ENTRIES, TokenBucket, block_counter, flows_inserted, flows_removed,
+    MAP_HOST_ADDRESSES, MAP_PER_SOURCE_BUCKETS, MAP_PER_SOURCE_CONNECTIONS, MAP_PER_SOURCE_LIMITS,
+    MAP_PORT_INTERVALS, MAP_RULE_UIDS, MAP_TOKEN_BUCKETS, MAPS, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS,
+    MAX_HOST_ADDRESSES, MAX_RULE_UIDS, MAX_RULES, PER_SOURCE_BUCKETS_ENTRIES, PER_SOURCE_CONNECTIONS_ENTRIES,
+    PORT_INTERVALS_ENTRIES, PROTO_ICMP, PROTO_ICMPV6, PerSourceLimit, RuleUid, SourceConnections, SourceKey,
+    TOKEN_BUCKETS_ENTRIES, TokenBucket, block_counter, flows_inserted, flows_removed,
 };
 
 use crate::{
@@ -63,6 +64,10 @@ pub enum MapsError {
         "the live filter's programs know no per_source limits (an older version loaded them: its maps have no {MAP_PER_SOURCE_LIMITS}), and the policy has one; `firewall up` with it replaces the programs in place (tracked flows and counters kept)"
     )]
     NoPerSourceLimits,
+    #[error(
+        "the live filter's programs know no per_source.connections (an older version loaded them: its maps have no {MAP_PER_SOURCE_CONNECTIONS}), and the policy has one; `firewall up` with it replaces the programs in place (tracked flows and counters kept)"
+    )]
+    NoConnectionLimits,
     #[error(
         "the live filter's programs know no uids (an older version loaded them: its maps have no {MAP_RULE_UIDS}), and the policy names some; `firewall up` with it replaces the programs in place (tracked flows and counters kept)"
     )]
@@ -112,6 +117,9 @@ fn layout(name: &str) -> Layout {
             (size_of::<SourceKey>(), size_of::<u64>(), Some(PER_SOURCE_BUCKETS_ENTRIES))
         }
         MAP_RULE_UIDS => (size_of::<RuleUid>(), size_of::<u8>(), Some(MAX_RULE_UIDS)),
+        MAP_PER_SOURCE_CONNECTIONS => {
+            (size_of::<SourceKey>(), size_of::<SourceConnections>(), Some(PER_SOURCE_CONNECTIONS_ENTRIES))
+        }
         _ => unreachable!("every map is listed in firewall_common::MAPS"),
     };
     Layout { key: key as u32, value: value as u32, max_entries }
@@ -126,14 +134,16 @@ fn layout(name: &str) -> Layout {
 /// ([`MapsError::OneAddressEach`]). `PORT_INTERVALS` likewise, for a policy with a port
 /// range ([`MapsError::NoPortRanges`]); the `PER_SOURCE_*` maps for a policy with a
 /// `per_source` limit ([`MapsError::NoPerSourceLimits`]); `RULE_UIDS` for one with `uids`
-/// ([`MapsError::NoOwnerMatch`]).
-const MAPS_ADDED_LATER: [&str; 6] = [
+/// ([`MapsError::NoOwnerMatch`]); `PER_SOURCE_CONNECTIONS` for one with
+/// `per_source.connections` ([`MapsError::NoConnectionLimits`]).
+const MAPS_ADDED_LATER: [&str; 7] = [
     MAP_FRAGMENTS,
     MAP_HOST_ADDRESSES,
     MAP_PORT_INTERVALS,
     MAP_PER_SOURCE_LIMITS,
     MAP_PER_SOURCE_BUCKETS,
     MAP_RULE_UIDS,
+    MAP_PER_SOURCE_CONNECTIONS,
 ];
 
 /// Refuses pinned maps whose layout is not this firewall's, and a live filter without one
@@ -211,6 +221,9 @@ pub struct LiveMaps {
     pub per_source_buckets: Option<HashMap<MapData, SourceKey, u64>>,
     /// The uids of the rules with `uids`; `None` likewise.
     pub rule_uids: Option<HashMap<MapData, RuleUid, u8>>,
+    /// The flows of the sources of the rules with `per_source.connections`, the programs'
+    /// alone; `None` likewise.
+    pub per_source_connections: Option<HashMap<MapData, SourceKey, SourceConnections>>,
 }
 
 /// What [`LiveMaps::apply`] changed.
@@ -264,6 +277,11 @@ impl LiveMaps {
                 None
             },
             rule_uids: if has(MAP_RULE_UIDS) { Some(typed!(MAP_RULE_UIDS)) } else { None },
+            per_source_connections: if has(MAP_PER_SOURCE_CONNECTIONS) {
+                Some(typed!(MAP_PER_SOURCE_CONNECTIONS))
+            } else {
+                None
+            },
         })
     }
 
@@ -306,6 +324,9 @@ impl LiveMaps {
         }
         if self.rule_uids.is_none() && !plan.rule_uids.is_empty() {
             return Err(MapsError::NoOwnerMatch);
+        }
+        if self.per_source_connections.is_none() && plan.has_connections() {
+            return Err(MapsError::NoConnectionLimits);
         }
         let mut applied = Applied::default();
         for id in fresh_counters {

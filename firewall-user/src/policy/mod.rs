@@ -282,12 +282,17 @@ impl fmt::Display for Per {
     }
 }
 
-/// `per_source = { limit = "6/30s", burst = 6, block = "10m" }`: a rate of new flows for
-/// each source (an address, or its prefix) of an inbound rule, and how long an offender
-/// is blocked.
+/// `per_source = { limit = "6/30s", burst = 6, block = "10m", connections = 4 }`: for each
+/// source (an address, or its prefix) of an inbound rule, a rate of new flows and how long
+/// an offender is blocked, and how many of its flows may be open at once; one or both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PerSource {
-    pub limit: Limit,
+    /// `None`: no rate, only `connections`.
+    pub limit: Option<Limit>,
+    /// The flows a source may have open at once under the rule (1 to
+    /// firewall_common::MAX_CONNECTIONS), as connlimit's `--connlimit-above N` allows N:
+    /// one more drops until one of them ends. `None`: no cap.
+    pub connections: Option<u8>,
     /// `None`: an offender is not blocked, only its new flows over the rate drop.
     pub block: Option<Duration>,
     /// The prefix lengths a source's address is masked to, IPv4 (default 32: the address)

@@ -230,11 +230,13 @@ pub(super) struct RawRule {
     _comment: Option<String>,
 }
 
-/// `per_source = { limit = "6/30s", burst = 6, block = "10m", prefix = 32, prefix6 = 64 }`.
+/// `per_source = { limit = "6/30s", burst = 6, block = "10m", connections = 4, prefix = 32,
+/// prefix6 = 64 }`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPerSource {
     pub(super) limit: Option<Spanned<String>>,
+    pub(super) connections: Option<Spanned<i64>>,
     pub(super) burst: Option<Spanned<i64>>,
     pub(super) block: Option<Spanned<String>>,
     pub(super) prefix: Option<Spanned<i64>>,

@@ -8,8 +8,8 @@ use std::{
 
 use firewall_common::{
     Direction, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM,
-    ICMP_TIME_EXCEEDED, MAX_RULE_UIDS, MAX_RULES, NO_SOCKET_UID, PROTO_ICMP, icmpv6_equivalent,
-    protocol_named, rule_protocol,
+    ICMP_TIME_EXCEEDED, MAX_CONNECTIONS, MAX_RULE_UIDS, MAX_RULES, NO_SOCKET_UID, PROTO_ICMP,
+    icmpv6_equivalent, protocol_named, rule_protocol,
 };
 use serde_spanned::Spanned;
 
@@ -136,12 +136,12 @@ fn validate_rule(
     let (peers, peer_at) = validate_peers(raw.peers, at, ipv6, icmp_kind)?;
     let limit = validate_limit(raw.limit, raw.burst)?;
     let related = validate_related(raw.related, &protocols, icmp_kind)?;
-    let per_source = validate_per_source(raw.per_source, direction, at)?;
+    // `returns = false`: no flow is tracked, so nothing comes back (see `Rule::returns`).
+    let returns = raw.returns.unwrap_or(true);
+    let per_source = validate_per_source(raw.per_source, direction, returns, at)?;
     let uids = validate_uids(raw.uids, direction)?;
     // `log = true`: told as events while a listener asks (see `Rule::log`).
     let log = raw.log.unwrap_or(false);
-    // `returns = false`: no flow is tracked, so nothing comes back (see `Rule::returns`).
-    let returns = raw.returns.unwrap_or(true);
     Ok(PlacedRule {
         rule: Rule { name, direction, services, peers, limit, related, per_source, uids, log, returns },
         peer_at,
@@ -481,13 +481,16 @@ fn one_uid(n: i64) -> Option<u32> {
 /// What a limit may be, for the error that finds none.
 const LIMIT_FORMS: &str = "expected N/sec, N/min, N/hour, N/day, or N in a window, as \"6/30s\"";
 
-/// `per_source = { limit = "6/30s", burst = 6, block = "10m", prefix = 32, prefix6 = 64 }`:
-/// a rate of new flows for each source, whose burst is the limit's count unless written,
-/// a source being its address's prefix (/32 and /64 unless written); inbound rules only
-/// (the source of an outbound rule's flows is this host).
+/// `per_source = { limit = "6/30s", burst = 6, block = "10m", connections = 4, prefix = 32,
+/// prefix6 = 64 }`: for each source, a rate of new flows, whose burst is the limit's count
+/// unless written, and how many of its flows may be open at once, one or both, a source
+/// being its address's prefix (/32 and /64 unless written); inbound rules only (the source
+/// of an outbound rule's flows is this host), and `connections` only on a rule that tracks
+/// its flows (`returns`).
 fn validate_per_source(
     raw: Option<Spanned<RawPerSource>>,
     direction: Direction,
+    returns: bool,
     at: RuleAt,
 ) -> Result<Option<PerSource>, Located> {
     let Some(raw) = raw else {
@@ -502,16 +505,54 @@ fn validate_per_source(
         "the source of an outbound rule's flows is this host",
     )?;
     let raw = raw.into_inner();
-    let Some(limit_text) = raw.limit else {
-        return at.lacks_at(table_at, "per_source.limit, as limit = \"6/30s\"");
+    let connections = match raw.connections {
+        None => None,
+        Some(n) if !returns => {
+            return fail(
+                n.span().start,
+                "per_source.connections counts the flows a rule tracks, and a rule with returns = false tracks none",
+            );
+        }
+        Some(n) => Some(
+            u8::try_from(*n.get_ref())
+                .ok()
+                .filter(|n| (1..=MAX_CONNECTIONS).contains(&usize::from(*n)))
+                .ok_or_else(|| {
+                    (n.span().start, format!("bad connections {}: 1 to {MAX_CONNECTIONS}", n.get_ref()))
+                })?,
+        ),
     };
-    let Some((count, unit, interval)) = parse_limit(limit_text.get_ref()) else {
-        return fail(limit_text.span().start, format!("bad limit {:?}: {LIMIT_FORMS}", limit_text.get_ref()));
-    };
-    let burst = match raw.burst {
-        None => count.min(10_000),
-        Some(b) if (1..=10_000).contains(b.get_ref()) => *b.get_ref() as u32,
-        Some(b) => return fail(b.span().start, "burst must be between 1 and 10000"),
+    let limit = match raw.limit {
+        Some(text) => {
+            let Some((count, unit, interval)) = parse_limit(text.get_ref()) else {
+                return fail(text.span().start, format!("bad limit {:?}: {LIMIT_FORMS}", text.get_ref()));
+            };
+            let burst = match raw.burst {
+                None => count.min(10_000),
+                Some(b) if (1..=10_000).contains(b.get_ref()) => *b.get_ref() as u32,
+                Some(b) => return fail(b.span().start, "burst must be between 1 and 10000"),
+            };
+            Some(Limit { interval, burst, count, unit })
+        }
+        None if connections.is_none() => {
+            return at
+                .lacks_at(table_at, "per_source.limit, as limit = \"6/30s\", or per_source.connections");
+        }
+        None => {
+            // A burst or a block is the rate's.
+            if let Some(field) = raw
+                .burst
+                .as_ref()
+                .map(|b| (b.span().start, "burst"))
+                .or(raw.block.as_ref().map(|b| (b.span().start, "block")))
+            {
+                return fail(
+                    field.0,
+                    format!("per_source.{} is the rate's: it needs per_source.limit", field.1),
+                );
+            }
+            None
+        }
     };
     let block = match raw.block {
         None => None,
@@ -531,7 +572,7 @@ fn validate_per_source(
     };
     let prefix = prefix_of(raw.prefix, 32, 32)?;
     let prefix6 = prefix_of(raw.prefix6, 64, 128)?;
-    Ok(Some(PerSource { limit: Limit { interval, burst, count, unit }, block, prefix, prefix6 }))
+    Ok(Some(PerSource { limit, connections, block, prefix, prefix6 }))
 }
 
 /// `"1/sec"`, `"10/minute"`, as iptables' `--limit`, or a count in a window of any
@@ -630,6 +671,44 @@ mod tests {
     }
 
     #[test]
+    fn per_source_connections_read_as_connlimit_writes_them() {
+        let rule = |per_source: &str, more: &str| {
+            format!(
+                "{HOST}[[rule]]\nname = \"db\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 3306\npeers = \"any\"\n{more}per_source = {per_source}\n"
+            )
+        };
+        // `--connlimit-above 4`: four at once, alone or beside a rate.
+        let alone = check(&rule("{ connections = 4 }", "")).unwrap().rules[0].per_source.unwrap();
+        assert_eq!((alone.connections, alone.limit, alone.block), (Some(4), None, None));
+        let both = check(&rule(r#"{ connections = 2, limit = "6/30s", prefix = 24 }"#, "")).unwrap();
+        let both = both.rules[0].per_source.unwrap();
+        assert_eq!((both.connections, both.limit.map(|l| l.count), both.prefix), (Some(2), Some(6), 24));
+        assert_eq!(
+            check(&rule("{ connections = 16 }", "")).unwrap().rules[0].per_source.unwrap().connections,
+            Some(16)
+        );
+        // Misuses, each where it is written.
+        for (bad, col) in [("0", 30), ("17", 30), ("-1", 30)] {
+            assert_eq!(
+                check(&rule(&format!("{{ connections = {bad} }}"), "")).unwrap_err(),
+                format!("p.toml:10:{col}: bad connections {bad}: 1 to 16")
+            );
+        }
+        assert_eq!(
+            check(&rule(r#"{ connections = 4, block = "10m" }"#, "")).unwrap_err(),
+            "p.toml:10:41: per_source.block is the rate's: it needs per_source.limit"
+        );
+        assert_eq!(
+            check(&rule("{ connections = 4, burst = 3 }", "")).unwrap_err(),
+            "p.toml:10:41: per_source.burst is the rate's: it needs per_source.limit"
+        );
+        assert_eq!(
+            check(&rule("{ connections = 4 }", "returns = false\n")).unwrap_err(),
+            "p.toml:11:30: per_source.connections counts the flows a rule tracks, and a rule with returns = false tracks none"
+        );
+    }
+
+    #[test]
     fn per_source_limits_read_as_ufw_and_hashlimit_write_them() {
         let rule = |direction: &str, per_source: &str| {
             format!(
@@ -638,15 +717,17 @@ mod tests {
         };
         let p = check(&rule("in", r#"{ limit = "6/30s", block = "10m" }"#)).unwrap();
         let per_source = p.rules[0].per_source.unwrap();
-        assert_eq!((per_source.limit.interval, per_source.limit.burst), (Duration::from_secs(5), 6));
-        assert_eq!(per_source.limit.unit.to_string(), "30s");
+        let limit = per_source.limit.unwrap();
+        assert_eq!((limit.interval, limit.burst), (Duration::from_secs(5), 6));
+        assert_eq!(limit.unit.to_string(), "30s");
         assert_eq!(per_source.block, Some(Duration::from_secs(600)));
+        assert_eq!(per_source.connections, None);
         let p = check(&rule("in", r#"{ limit = "3/min", burst = 5 }"#)).unwrap();
-        assert_eq!(p.rules[0].per_source.unwrap().limit.burst, 5);
+        assert_eq!(p.rules[0].per_source.unwrap().limit.unwrap().burst, 5);
         assert_eq!(p.rules[0].per_source.unwrap().block, None);
         // As a table of its own, too.
         let table = rule("in", "{}").replace("per_source = {}\n", "[rule.per_source]\nlimit = \"6/30s\"\n");
-        assert_eq!(check(&table).unwrap().rules[0].per_source.unwrap().limit.count, 6);
+        assert_eq!(check(&table).unwrap().rules[0].per_source.unwrap().limit.unwrap().count, 6);
         assert_eq!(parse_limit("6/30s").map(|(c, per, _)| (c, per)), Some((6, Per::Window(30))));
         assert_eq!(parse_limit("10/5m").unwrap().2, Duration::from_secs(30));
         assert!(parse_limit("6/30x").is_none());
@@ -657,7 +738,7 @@ mod tests {
         );
         assert_eq!(
             check(&rule("in", r#"{ block = "10m" }"#)).unwrap_err(),
-            "p.toml:10:14: rule \"ssh\" needs per_source.limit, as limit = \"6/30s\""
+            "p.toml:10:14: rule \"ssh\" needs per_source.limit, as limit = \"6/30s\", or per_source.connections"
         );
         assert_eq!(
             check(&rule("in", r#"{ limit = "6 per 30s" }"#)).unwrap_err(),

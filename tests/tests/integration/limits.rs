@@ -2,10 +2,11 @@
 //! flows past its rate are refused, counted on `source-limit`, while another source's
 //! pass; with `block`, the offender goes into the blocklist, nothing of it passes on any
 //! port until `unblock`, and `blocklist` names the rule; a session a source already has
-//! goes on; a filter made before the limits refuses one until `up` brings it to them.
+//! goes on; a source with its `connections` open has its next refused until one ends; a
+//! filter made before the limits refuses one until `up` brings it to them.
 use std::{fs, net::SocketAddrV4};
 
-use firewall_common::{CONFIG_HAS_BLOCKS, MAP_PER_SOURCE_LIMITS};
+use firewall_common::{CONFIG_HAS_BLOCKS, MAP_PER_SOURCE_CONNECTIONS, MAP_PER_SOURCE_LIMITS};
 use tests::{
     lab::{
         BLOCKED_AFTER, HOST, Lab, OPEN_WITHIN, Outcome, SERVER_IF, STRANGER, STRANGER2, assert_fails, echo,
@@ -150,5 +151,46 @@ fn a_filter_from_before_limits_refuses_one_until_up_brings_it_to_them() {
     assert!(pinned.exists(), "up created and pinned PER_SOURCE_LIMITS");
     assert_eq!(probe(&lab, STRANGER, GUARDED, OPEN_WITHIN), Outcome::Open, "the first");
     assert_eq!(probe(&lab, STRANGER, GUARDED, BLOCKED_AFTER), Outcome::Blocked, "the second within a minute");
+    // Likewise one made before `PER_SOURCE_CONNECTIONS`, for a cap of connections.
+    let pinned = lab.pin_dir().join(MAP_PER_SOURCE_CONNECTIONS);
+    fs::remove_file(&pinned).unwrap();
+    let capped = lab.tight_with("capped.toml", &guarded("{ connections = 1 }"));
+    assert_fails(
+        &lab.firewall(&["reload", "--policy", capped.to_str().unwrap()]),
+        "the live filter's programs know no per_source.connections (an older version loaded them: its maps have no PER_SOURCE_CONNECTIONS), and the policy has one; `firewall up` with it replaces the programs in place (tracked flows and counters kept)",
+    );
+    lab.firewall_ok(&["up", "--policy", capped.to_str().unwrap(), "--iface", SERVER_IF]);
+    assert!(pinned.exists(), "up created and pinned PER_SOURCE_CONNECTIONS");
+    let _session = lab.held_session(STRANGER, GUARDED);
+    assert_eq!(probe(&lab, STRANGER, GUARDED, BLOCKED_AFTER), Outcome::Blocked, "a second at once");
     lab.firewall_ok(&["down", "--iface", SERVER_IF]);
+}
+
+/// `per_source.connections`, connlimit's `--connlimit-above`: a source holding its
+/// connections open has its next one refused, counted on `source-limit`, while another
+/// source's pass and its own sessions go on; once one of them ends, it may open one more.
+#[test]
+fn a_source_with_its_connections_open_is_refused_until_one_ends() {
+    require_root();
+    let lab = Lab::new("limits-connections");
+    lab.tcp_echo(GUARDED);
+    lab.up_with(&lab.tight_with("capped.toml", &guarded("{ connections = 2 }")));
+    let first = lab.held_session(STRANGER, GUARDED);
+    let mut second = lab.held_session(STRANGER, GUARDED);
+    let before = lab.list().packets("INPUT", "source-limit");
+    assert_eq!(probe(&lab, STRANGER, GUARDED, BLOCKED_AFTER), Outcome::Blocked, "a third at once");
+    let listing = lab.list();
+    assert!(listing.packets("INPUT", "source-limit") > before, "{:#}", listing.chain("INPUT"));
+    assert_eq!(probe(&lab, STRANGER2, GUARDED, OPEN_WITHIN), Outcome::Open, "another source");
+    echo(&mut second, b"still\n", OPEN_WITHIN).expect("the sessions it holds go on");
+    // Closed (FIN both ways), the first frees its place: the next connection, whose first
+    // SYN may race the close, is admitted within its retries.
+    drop(first);
+    assert_eq!(probe(&lab, STRANGER, GUARDED, OPEN_WITHIN), Outcome::Open, "one ended: one more");
+    echo(&mut second, b"again\n", OPEN_WITHIN).expect("the second session goes on");
+    // No rate was asked for: nothing is blocked, and the listing says what the cap is.
+    assert_eq!(lab.firewall_ok(&["blocklist"]), "no address is blocked\n");
+    let text = lab.firewall_ok(&["list", "-n"]);
+    assert!(text.contains("tcp dpt:2222 state NEW,ESTABLISHED per source: connections upto 2"), "{text}");
+    assert!(text.contains("a new flow over its source's per_source rate or connections"), "{text}");
 }

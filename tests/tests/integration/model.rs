@@ -2399,6 +2399,9 @@ fn random_rule(index: usize, ipv6: bool) -> impl Strategy<Value = String> {
                 any::<bool>(),
                 // Sources one to a prefix, by default or not (the peers meet in /24s and /48s).
                 select(vec!["", ", prefix = 24", ", prefix6 = 48", ", prefix = 16, prefix6 = 128"]),
+                // A cap of connections open at once beside the rate, or alone (few, so that
+                // a run's flows reach it).
+                select(vec![None, Some((1, true)), Some((2, true)), Some((1, false)), Some((3, false))]),
             ),
         ),
         // The sending socket's users (outbound rules): the test runner's (root), or others.
@@ -2445,11 +2448,21 @@ fn random_rule(index: usize, ipv6: bool) -> impl Strategy<Value = String> {
             if related && error_rule {
                 r.push_str("related = true\n");
             }
-            if let Some((count, per, burst, block, prefixes)) = per_source
+            if let Some((count, per, burst, block, prefixes, connections)) = per_source
                 && direction == Direction::In
             {
+                // A one-way rule tracks no flows to count: it keeps the rate, if any.
+                let (cap, rate) = match connections {
+                    Some((n, rate)) if !one_way => (format!(", connections = {n}"), rate),
+                    Some((_, rate)) => (String::new(), rate),
+                    None => (String::new(), true),
+                };
                 let block = if block { ", block = \"1h\"" } else { "" };
-                writeln!(r, "per_source = {{ limit = \"{count}/{per}\", burst = {burst}{block}{prefixes} }}").unwrap();
+                let rate = if rate { format!("limit = \"{count}/{per}\", burst = {burst}{block}") } else { String::new() };
+                if !(rate.is_empty() && cap.is_empty()) {
+                    let fields = format!("{rate}{cap}{prefixes}");
+                    writeln!(r, "per_source = {{ {} }}", fields.trim_start_matches(", ")).unwrap();
+                }
             }
             if let Some(uids) = uids
                 && direction == Direction::Out
@@ -2639,6 +2652,7 @@ direction = "in"
 protocols = ["tcp"]
 port = 443
 peers = ["192.0.2.7"]
+per_source = { connections = 1 }
 [[rule]]
 name = "ping-in"
 direction = "in"
