@@ -698,6 +698,12 @@ pub const ALLOW_LOG: u32 = 16;
 /// alone, as a stateless rule's.
 pub const ALLOW_ONE_WAY: u32 = 32;
 
+/// `AllowValue::flags`: the rule is a trap (`trap = "1d"`, inbound rules): it admits
+/// nothing, and a source that sends what it matches is blocked, as a `per_source` limit's
+/// offender, for `PER_SOURCE_LIMITS[rule].block_ns` (the port-scan trap of scripts, `-m
+/// recent --set` on a port no one uses, then `--rcheck … -j DROP` for everything).
+pub const ALLOW_TRAP: u32 = 64;
+
 /// `AllowValue::flags`, the byte from this bit: the rule's `per_source.connections`, how
 /// many flows one source may have open at once under it (netfilter's `connlimit`), 1 to
 /// [`MAX_CONNECTIONS`]; 0, no cap. A source is its address masked as for the rule's rate,

@@ -21,6 +21,7 @@
 //! | …and, for a rule with `uids` (outbound), only from a listed user's socket | `-m owner --uid-owner` | the rule's `New` line, or `policy` |
 //! | …and within its source's connections and rate (`per_source`, inbound rules): with its connections open already, or over its rate, the new flow drops, and over the rate the source may be blocked (see [`per_source`]) | `-m connlimit --connlimit-above`, `-m recent --update --hitcount`, `-m hashlimit --hashlimit-mode srcip` | `source-limit` |
 //! | …and, for a rule with `returns = false`, without starting a flow: nothing comes back through it | an ACCEPT with no return line | the rule's `New` line |
+//! | …but a trap (`trap`, inbound rules) admits nothing: the packet drops, and its source is blocked (see [`per_source`]) | `-m recent --set` on a trap port, then `--rcheck -j DROP` | the trap's `New` line, then `source-limit` |
 //! | everything else drops | `-P DROP` | `policy` |
 //!
 //! A block means nothing passes to or from the peer but what the link needs: the link's
@@ -38,7 +39,7 @@
 use aya_ebpf::{EbpfContext, maps::lpm_trie::Key};
 use firewall_common::{
     ALLOW_CONNECTIONS, ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_LOG, ALLOW_ONE_WAY, ALLOW_OWNER,
-    ALLOW_PER_SOURCE, ALLOW_RELATED, ANY_PEER, Addr, AllowKey, AllowValue, Builtin, CONFIG_AUDIT,
+    ALLOW_PER_SOURCE, ALLOW_RELATED, ALLOW_TRAP, ANY_PEER, Addr, AllowKey, AllowValue, Builtin, CONFIG_AUDIT,
     CONFIG_DHCP, CONFIG_HAS_BLOCKS, CONFIG_HAS_PREFIXES, CONFIG_HAS_RANGES, CONFIG_IPV6, CONFIG_LOG_DROPS,
     CONFIG_MORE_ADDRESSES, CONFIG_NEVER_SET, CONFIG_READY, CONFIG_TCP_STRICT, COUNTER_LOGGED, Chain, Config,
     DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DHCPV6_CLIENT_PORT, DHCPV6_SERVER_PORT, Direction, DropEvent,
@@ -348,11 +349,14 @@ fn judge(frame: &impl Frame, ip: &Ip, direction: Direction, now: u64, config: &C
     // With its connections open already, or over its source's rate, a new flow drops,
     // and its source may be blocked for the rate (`per_source`: inbound rules alone have
     // one). Asked before the rule's own limit, so one source over its rate takes no token
-    // from the others.
+    // from the others. A trap admits nothing, and blocks its source: counted on its line.
     if direction == Direction::In
-        && rule.flags & (ALLOW_PER_SOURCE | ALLOW_CONNECTIONS) != 0
+        && rule.flags & (ALLOW_PER_SOURCE | ALLOW_CONNECTIONS | ALLOW_TRAP) != 0
         && !per_source::admit(&rule, &peer, ip.v6, flow.as_ref(), now)
     {
+        if rule.flags & ALLOW_TRAP != 0 {
+            return (Action::Drop, rule_counter(rule.rule, Line::New));
+        }
         return drop(chain, Builtin::SourceLimit);
     }
     // Over its limit, a packet falls through to the policy, as with iptables' `-m limit`.
@@ -538,9 +542,9 @@ fn picked_up(
     }
     let key = allow_key(Direction::In, PROTO_TCP, *src_port, peer, config);
     let rule = allowed(&key, config)?;
-    // No session from a peer the anti-spoof sources name ever got in, and a rule with
-    // `returns = false` has no returns to pick up.
-    if rule.flags & ALLOW_ONE_WAY != 0 || spoofed_peer(&peer) {
+    // No session from a peer the anti-spoof sources name ever got in, a rule with
+    // `returns = false` has no returns to pick up, and a trap admits nothing.
+    if rule.flags & (ALLOW_ONE_WAY | ALLOW_TRAP) != 0 || spoofed_peer(&peer) {
         return None;
     }
     conntrack::track(flow, Direction::In, Direction::Out, rule.rule, l4, now, config);

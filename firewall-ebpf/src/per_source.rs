@@ -8,6 +8,8 @@
 //!   `BLOCKLIST` until the block's deadline, as `firewall block --for` would put it, so
 //!   nothing of it passes then, whatever the port. The kernel's own expiry ends it, as
 //!   every block.
+//! - a trap (`trap`): a rule that admits nothing, whose sources are blocked at once, as
+//!   a rate's offenders are.
 //! - `connections`: connlimit, how many flows a source may have open at once. Each
 //!   source's last flows are in `PER_SOURCE_CONNECTIONS`, one a slot, and whether each is
 //!   still open the flow tables say (see [`still_open`]), so a flow that ends, by FIN, RST
@@ -19,8 +21,8 @@
 //! walk of the slots 186,000.
 use aya_ebpf::{bindings::BPF_NOEXIST, maps::lpm_trie::Key};
 use firewall_common::{
-    ALLOW_PER_SOURCE, Addr, AllowValue, BlockEntry, Direction, FlowKey, MAX_CONNECTIONS, OFFENDER_SLOT,
-    SourceKey, TCP_FIN_SEEN, TCP_RST_SEEN, allow_connections,
+    ALLOW_PER_SOURCE, ALLOW_TRAP, Addr, AllowValue, BlockEntry, Direction, FlowKey, MAX_CONNECTIONS,
+    OFFENDER_SLOT, SourceKey, TCP_FIN_SEEN, TCP_RST_SEEN, allow_connections,
 };
 
 use crate::{
@@ -80,6 +82,10 @@ pub extern "C" fn per_source_admit(rule: u32, flags: u32, v6: u32, now: u64) -> 
         let mask = mask.as_ptr().cast::<u64>();
         *words &= *mask;
         *words.add(1) &= *mask.add(1);
+        if flags & ALLOW_TRAP != 0 {
+            block_offender(rule, limit.block_ns, now);
+            return 0;
+        }
         let cap = allow_connections(flags);
         if cap != 0 && (*scratch).flow.protocol != 0 && !connection_slot(cap, now) {
             return 0;
@@ -104,12 +110,25 @@ pub extern "C" fn per_source_admit(rule: u32, flags: u32, v6: u32, now: u64) -> 
             }
         }
         if limit.block_ns != 0 {
-            (*scratch).offender = BlockEntry { deadline_ns: now + limit.block_ns, slot: OFFENDER_SLOT, rule };
-            // A full blocklist leaves the offender to its rate alone.
-            let _ = BLOCKLIST.insert(&(*scratch).offender_key, &(*scratch).offender, 0);
+            block_offender(rule, limit.block_ns, now);
         }
     }
     0
+}
+
+/// Blocks the source whose address is in the scratch slot's `offender_key` for `block_ns`,
+/// by rule `rule`. A full blocklist leaves the offender to its rate alone (a trap's, to the
+/// trap: each of its packets there still drops).
+#[inline(always)]
+fn block_offender(rule: u32, block_ns: u64, now: u64) {
+    let Some(scratch) = SCRATCH.get_ptr_mut(Direction::In as u32) else {
+        return;
+    };
+    // SAFETY: as `admit`'s.
+    unsafe {
+        (*scratch).offender = BlockEntry { deadline_ns: now + block_ns, slot: OFFENDER_SLOT, rule };
+        let _ = BLOCKLIST.insert(&(*scratch).offender_key, &(*scratch).offender, 0);
+    }
 }
 
 /// `Scratch::free` while no slot is free, and once one holds the new flow's own key.

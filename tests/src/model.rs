@@ -333,7 +333,10 @@
 //!      in either table with the rule's index, neither FIN nor RST seen, other than this
 //!      packet's own key. With N or more open, the packet drops, counted on the chain's
 //!      `source-limit` line, and asks neither the rate nor rule 21; a packet no flow
-//!      follows (ICMP other than echo) is not counted.
+//!      follows (ICMP other than echo) is not counted. A rule with `trap` (inbound, with
+//!      no limit nor `per_source`) admits nothing: at this point the packet drops,
+//!      counted on the rule's `NEW` line, and its address becomes an entry of the
+//!      blocklist as an offender's, until `now` plus the trap's duration.
 //! 22. Admitted: the flow starts to be tracked in the half-open table, replacing any
 //!     entry of its key there, with the rule, origin the packet's direction and the time
 //!     now (TCP, UDP, ICMP echo requests; an echo reply or any other ICMP type starts no
@@ -359,8 +362,8 @@
 //!     in rule 22, opened inbound by that rule (its origin in) but by this outbound
 //!     segment (the host heard, its numbers recorded). That rule's limit is not
 //!     consulted. A peer the anti-spoof source list contains is never picked up (no
-//!     session from it got in), nor the returns of a rule with `returns = false` (the
-//!     most specific rule decides: a wider one is not asked).
+//!     session from it got in), nor the returns of a rule with `returns = false` or a
+//!     trap (the most specific rule decides: a wider one is not asked).
 //! 24. Otherwise: drop, the chain's `policy` (`-P … DROP`).
 //!
 //! ## 8. After the verdict
@@ -1427,6 +1430,11 @@ impl Judge<'_> {
             {
                 return policy_line;
             }
+            // Rule 21a: a trap.
+            if let Some(block) = rule.trap {
+                self.block_offender(peer, self.now_ns + nanos(block));
+                return drop(rule_counter(index, Line::New));
+            }
             // Rule 21a.
             if let Some(per_source) = rule.per_source {
                 let source = masked(peer, per_source.prefix, per_source.prefix6);
@@ -1484,6 +1492,7 @@ impl Judge<'_> {
                 peer,
             )
             && rule.returns
+            && rule.trap.is_none()
             && !self.spoofed(peer)
         {
             let index = self.ids.rule(&rule.name);

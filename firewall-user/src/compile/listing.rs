@@ -99,12 +99,22 @@ fn first_lines(policy: &Policy, chain: Chain) -> Vec<ListLine> {
     // `per_source` limits blocked, counted on one line with the new flows they refused;
     // then the fragments decided before the chains: a later one follows its first's line,
     // or drops here.
-    if policy.rules.iter().any(|r| r.per_source.is_some()) {
+    let limited = policy.rules.iter().any(|r| r.per_source.is_some());
+    let trapped = policy.rules.iter().any(|r| r.trap.is_some());
+    if limited || trapped {
         let (whose, refused) = match chain {
-            Chain::Input => ("from", "a new flow over its source's per_source rate or connections; "),
+            Chain::Input if limited => {
+                ("from", "a new flow over its source's per_source rate or connections; ")
+            }
+            Chain::Input => ("from", ""),
             _ => ("to", ""),
         };
-        let matches = format!("{refused}{whose} a source a per_source limit blocked (firewall blocklist)");
+        let by = match (limited, trapped) {
+            (true, true) => "a per_source limit or a trap",
+            (true, false) => "a per_source limit",
+            (false, _) => "a trap",
+        };
+        let matches = format!("{refused}{whose} a source {by} blocked (firewall blocklist)");
         lines.push(builtin(chain, Builtin::SourceLimit, "DROP", &matches));
     }
     lines.extend(fragment_lines(chain));
@@ -321,9 +331,13 @@ fn rule_lines(policy: &Policy, rule: &Rule, index: u32, ours: &str) -> (ListLine
         Direction::In => (peers, ours.to_owned()),
         Direction::Out => (ours.to_owned(), peers),
     };
+    if let Some(block) = rule.trap {
+        extra.push_str(&format!(" trap: block {}", duration_text(block.as_secs())));
+    }
     let new_line = ListLine {
         kind: LineKind::Rule { name: rule.name.clone(), line: Line::New },
-        target: "ACCEPT",
+        // A trap admits nothing.
+        target: if rule.trap.is_some() { "DROP" } else { "ACCEPT" },
         prot,
         source: new_src.clone(),
         destination: new_dst.clone(),
@@ -332,7 +346,7 @@ fn rule_lines(policy: &Policy, rule: &Rule, index: u32, ours: &str) -> (ListLine
         matches: format!(
             "{}{}{extra}",
             service_text(policy, rule, &protocols, false),
-            match (rule.related, rule.returns) {
+            match (rule.related, rule.returns && rule.trap.is_none()) {
                 (true, _) => " state RELATED",
                 (false, true) => " state NEW,ESTABLISHED",
                 (false, false) => "",
@@ -352,8 +366,9 @@ fn rule_lines(policy: &Policy, rule: &Rule, index: u32, ours: &str) -> (ListLine
         counter: rule_counter(index, Line::Established),
     };
     // ICMP other than echo is stateless: such a rule has no returns to list, nor has one
-    // with `returns = false`.
+    // with `returns = false`, nor a trap.
     let has_returns = rule.returns
+        && rule.trap.is_none()
         && rule.services.iter().any(|s| !matches!(s, Service::Icmp { kind } if *kind != ICMP_ECHO_REQUEST));
     (new_line, has_returns.then_some(established_line))
 }

@@ -19,10 +19,11 @@ use std::{
 
 use firewall_common::{
     ALLOW_CONNECTIONS_SHIFT, ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_LOG, ALLOW_ONE_WAY, ALLOW_OWNER,
-    ALLOW_PER_SOURCE, ALLOW_RELATED, ANTISPOOF_COUNTER_BASE, ANY_PEER, Addr, AllowKey, AllowValue, Builtin,
-    CONFIG_BLOCKS_OFFENDERS, CONFIG_DHCP, CONFIG_HAS_BLOCKS, CONFIG_HAS_PREFIXES, CONFIG_HAS_RANGES,
-    CONFIG_IPV6, CONFIG_MORE_ADDRESSES, CONFIG_READY, CONFIG_TCP_STRICT, Config, Line, MAX_ANTISPOOF,
-    MAX_RULES, PerSourceLimit, RuleUid, TokenBucket, allow_connections, rule_counter, v4_mapped,
+    ALLOW_PER_SOURCE, ALLOW_RELATED, ALLOW_TRAP, ANTISPOOF_COUNTER_BASE, ANY_PEER, Addr, AllowKey,
+    AllowValue, Builtin, CONFIG_BLOCKS_OFFENDERS, CONFIG_DHCP, CONFIG_HAS_BLOCKS, CONFIG_HAS_PREFIXES,
+    CONFIG_HAS_RANGES, CONFIG_IPV6, CONFIG_MORE_ADDRESSES, CONFIG_READY, CONFIG_TCP_STRICT, Config, Line,
+    MAX_ANTISPOOF, MAX_RULES, PerSourceLimit, RuleUid, TokenBucket, allow_connections, rule_counter,
+    v4_mapped,
 };
 use serde::{Deserialize, Serialize};
 
@@ -308,7 +309,8 @@ fn plan_rule(plan: &mut MapPlan, rule: &Rule, index: u32, ipv6: bool, intervals:
         | rule.per_source.and_then(|p| p.connections).map_or(0, |n| u32::from(n) << ALLOW_CONNECTIONS_SHIFT)
         | if rule.uids.is_empty() { 0 } else { ALLOW_OWNER }
         | if rule.log { ALLOW_LOG } else { 0 }
-        | if rule.returns { 0 } else { ALLOW_ONE_WAY };
+        | if rule.returns { 0 } else { ALLOW_ONE_WAY }
+        | if rule.trap.is_some() { ALLOW_TRAP } else { 0 };
     for &(first, last) in &rule.uids {
         plan.rule_uids.extend((first..=last).map(|uid| RuleUid { rule: index, uid }));
     }
@@ -346,6 +348,13 @@ fn plan_rule(plan: &mut MapPlan, rule: &Rule, index: u32, ipv6: bool, intervals:
         let interval_ns = nanos(interval);
         plan.token_buckets
             .insert(index, TokenBucket { tat: 0, interval_ns, burst_ns: interval_ns * u64::from(burst) });
+    }
+    // A trap's block is an offender's, written by the same code: its entry has the
+    // duration alone (a trap admits nothing, so it has no `per_source` of its own).
+    if let Some(block) = rule.trap {
+        plan.per_source_limits
+            .insert(index, PerSourceLimit { block_ns: nanos(block), ..PerSourceLimit::default() });
+        plan.config.flags |= CONFIG_HAS_BLOCKS | CONFIG_BLOCKS_OFFENDERS;
     }
     if let Some(PerSource { limit, block, prefix, prefix6, .. }) = rule.per_source {
         // A rule with `connections` alone has its masks here, and no rate (ALLOW_PER_SOURCE

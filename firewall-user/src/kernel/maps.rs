@@ -14,15 +14,16 @@ use aya::{
     },
 };
 use firewall_common::{
-    ALLOW_EXACT_ENTRIES, ALLOW_ONE_WAY, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, BLOCK_COUNTER_BASE,
-    BlockEntry, CONFIG_AUDIT, CONFIG_HAS_RANGES, CONFIG_LIVE_FLAGS, CONFIG_MORE_ADDRESSES, Config, Counter,
-    DROP_EVENTS_BYTES, Direction, FLOW_STATS_ENTRIES, FLOWS_ENDED_ENTRIES, FRAGMENTS_ENTRIES, Flow, FlowKey,
-    FlowTable, FragmentKey, FragmentedDatagram, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT,
-    MAP_ALLOW_PREFIX, MAP_ANTISPOOF_DST, MAP_ANTISPOOF_SRC, MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK,
-    MAP_COUNTERS, MAP_DROP_EVENTS, MAP_FLOW_STATS, MAP_FLOWS_ENDED, MAP_FRAGMENTS, MAP_HALF_OPEN,
-    MAP_HOST_ADDRESSES, MAP_PER_SOURCE_BUCKETS, MAP_PER_SOURCE_CONNECTIONS, MAP_PER_SOURCE_LIMITS,
-    MAP_PORT_INTERVALS, MAP_RULE_UIDS, MAP_TOKEN_BUCKETS, MAPS, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS,
-    MAX_HOST_ADDRESSES, MAX_RULE_UIDS, MAX_RULES, PER_SOURCE_BUCKETS_ENTRIES, PER_SOURCE_CONNECTIONS_ENTRIES,
+    ALLOW_EXACT_ENTRIES, ALLOW_ONE_WAY, ALLOW_PREFIX_ENTRIES, ALLOW_TRAP, Addr, AllowKey, AllowValue,
+    BLOCK_COUNTER_BASE, BlockEntry, CONFIG_AUDIT, CONFIG_HAS_RANGES, CONFIG_LIVE_FLAGS,
+    CONFIG_MORE_ADDRESSES, Config, Counter, DROP_EVENTS_BYTES, Direction, FLOW_STATS_ENTRIES,
+    FLOWS_ENDED_ENTRIES, FRAGMENTS_ENTRIES, Flow, FlowKey, FlowTable, FragmentKey, FragmentedDatagram,
+    ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT, MAP_ALLOW_PREFIX, MAP_ANTISPOOF_DST,
+    MAP_ANTISPOOF_SRC, MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS, MAP_DROP_EVENTS,
+    MAP_FLOW_STATS, MAP_FLOWS_ENDED, MAP_FRAGMENTS, MAP_HALF_OPEN, MAP_HOST_ADDRESSES,
+    MAP_PER_SOURCE_BUCKETS, MAP_PER_SOURCE_CONNECTIONS, MAP_PER_SOURCE_LIMITS, MAP_PORT_INTERVALS,
+    MAP_RULE_UIDS, MAP_TOKEN_BUCKETS, MAPS, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, MAX_HOST_ADDRESSES,
+    MAX_RULE_UIDS, MAX_RULES, PER_SOURCE_BUCKETS_ENTRIES, PER_SOURCE_CONNECTIONS_ENTRIES,
     PORT_INTERVALS_ENTRIES, PROTO_ICMP, PROTO_ICMPV6, PerSourceLimit, RuleUid, SourceConnections, SourceKey,
     TOKEN_BUCKETS_ENTRIES, TokenBucket, block_counter, flows_inserted, flows_removed,
 };
@@ -551,8 +552,9 @@ impl LiveMaps {
                 // now name must lose its flows here.
                 let spoofed = plan.antispoof_sources.keys().any(|p| p.contains(from_addr(&key.peer)));
                 let table = self.table_mut(which);
-                // A rule that came to have `returns = false` keeps no flow.
-                match plan.admits(&allow).filter(|v| !spoofed && v.flags & ALLOW_ONE_WAY == 0) {
+                // A rule that came to have `returns = false`, or to be a trap, keeps no flow.
+                match plan.admits(&allow).filter(|v| !spoofed && v.flags & (ALLOW_ONE_WAY | ALLOW_TRAP) == 0)
+                {
                     Some(value) if value.rule == u32::from(flow.rule) => {}
                     Some(value) => {
                         // Rule indexes are below MAX_RULES, which 16 bits hold.

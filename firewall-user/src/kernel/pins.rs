@@ -167,10 +167,14 @@ pub struct LiveState {
 /// What this version's programs do that their maps cannot tell (a map they read is
 /// checked by its presence: see `kernel::maps`), written by `up`:
 /// 1. rules with `returns = false` (`ALLOW_ONE_WAY`): older programs track their flows.
-pub const PROGRAMS_LEVEL: u32 = 1;
+/// 2. traps (`ALLOW_TRAP`): older programs admit what a trap matches.
+pub const PROGRAMS_LEVEL: u32 = 2;
 
 /// The first level whose programs know `returns = false`.
 pub const PROGRAMS_ONE_WAY: u32 = 1;
+
+/// The first level whose programs know traps.
+pub const PROGRAMS_TRAP: u32 = 2;
 
 /// Where a filter on one interface keeps its pins and its state.
 #[derive(Clone, Debug)]

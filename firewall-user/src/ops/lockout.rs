@@ -18,7 +18,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
-use firewall_common::{AllowKey, Direction, PROTO_TCP};
+use firewall_common::{ALLOW_TRAP, AllowKey, Direction, PROTO_TCP};
 
 use crate::{
     compile::{Ids, plan},
@@ -238,7 +238,8 @@ pub fn check(policy: &Policy, iface: Option<&str>, session: &SshSession) -> Resu
         port: session.server_port,
         peer: to_addr(session.client),
     };
-    if plan(policy, &ids).admits(&key).is_some() {
+    // A trap matches the session, and admits nothing.
+    if plan(policy, &ids).admits(&key).is_some_and(|v| v.flags & ALLOW_TRAP == 0) {
         return Ok(());
     }
     let serving: Vec<&str> = policy

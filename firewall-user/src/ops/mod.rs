@@ -72,6 +72,10 @@ pub enum LiveError {
         "the live filter's programs know no returns = false (an older version loaded them), and rule {rule:?} has it; `firewall up` with the policy replaces the programs in place (tracked flows and counters kept)"
     )]
     NoOneWayRules { rule: String },
+    #[error(
+        "the live filter's programs know no trap (an older version loaded them), and rule {rule:?} is one; `firewall up` with the policy replaces the programs in place (tracked flows and counters kept)"
+    )]
+    NoTraps { rule: String },
 }
 
 pub type Result<T> = std::result::Result<T, LiveError>;

@@ -8,7 +8,7 @@ use crate::{
         Filter,
         filter::in_force_on,
         maps::{Applied, Enforcement, LiveMaps},
-        pins::{LiveState, PROGRAMS_ONE_WAY, Pins, StateLock, io_err},
+        pins::{LiveState, PROGRAMS_ONE_WAY, PROGRAMS_TRAP, Pins, StateLock, io_err},
     },
     ops::{
         Apply, LiveError, Result,
@@ -103,6 +103,12 @@ pub fn reload_text(
         && let Some(rule) = policy.rules.iter().find(|r| !r.returns)
     {
         return Err(LiveError::NoOneWayRules { rule: rule.name.clone() });
+    }
+    // Older programs would admit what a trap matches.
+    if state.programs < PROGRAMS_TRAP
+        && let Some(rule) = policy.rules.iter().find(|r| r.trap.is_some())
+    {
+        return Err(LiveError::NoTraps { rule: rule.name.clone() });
     }
     let mut maps = LiveMaps::open(&pins)?;
     guard(&maps, &policy, &pins, enforcement, session_guard)?;

@@ -324,6 +324,10 @@ pub struct Rule {
     /// returns pass. `false`: the rule admits the packets that open its flows and tracks
     /// none, so nothing comes back through it (an iptables ACCEPT with no return line).
     pub returns: bool,
+    /// `trap = "1d"` (inbound rules): the rule admits nothing, and a source that sends what
+    /// it matches is blocked that long (the port-scan trap of scripts: `-m recent --set`
+    /// on a port no one uses, then `--rcheck … -j DROP` for all).
+    pub trap: Option<Duration>,
 }
 
 /// A policy error, placed in its file.

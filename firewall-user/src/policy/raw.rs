@@ -225,6 +225,7 @@ pub(super) struct RawRule {
     pub(super) uids: Option<Spanned<Vec<Spanned<RawUid>>>>,
     pub(super) log: Option<bool>,
     pub(super) returns: Option<bool>,
+    pub(super) trap: Option<Spanned<String>>,
     /// Free text for the listing's readers; ignored by the filter.
     #[serde(rename = "comment")]
     _comment: Option<String>,

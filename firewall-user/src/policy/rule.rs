@@ -142,8 +142,9 @@ fn validate_rule(
     let uids = validate_uids(raw.uids, direction)?;
     // `log = true`: told as events while a listener asks (see `Rule::log`).
     let log = raw.log.unwrap_or(false);
+    let trap = validate_trap(raw.trap, direction, limit.is_some() || per_source.is_some() || related)?;
     Ok(PlacedRule {
-        rule: Rule { name, direction, services, peers, limit, related, per_source, uids, log, returns },
+        rule: Rule { name, direction, services, peers, limit, related, per_source, uids, log, returns, trap },
         peer_at,
     })
 }
@@ -473,6 +474,28 @@ fn only_for(
     fail(at, format!("{field} applies to rules with direction = \"{name}\": {why}"))
 }
 
+/// `trap = "1d"`: how long a source that sends what the rule matches is blocked; inbound
+/// rules only, and none that admits (`admits`: it has a `limit`, a `per_source` or
+/// `related`), since a trap admits nothing.
+fn validate_trap(
+    raw: Option<Spanned<String>>,
+    direction: Direction,
+    admits: bool,
+) -> Result<Option<Duration>, Located> {
+    let Some(text) = raw else {
+        return Ok(None);
+    };
+    let at = text.span().start;
+    only_for(Direction::In, direction, at, "trap", "it blocks the sources of what comes in")?;
+    if admits {
+        return fail(at, "a trap admits nothing: it takes no limit, per_source or related");
+    }
+    let block = parse_duration(text.get_ref()).filter(|d| !d.is_zero()).ok_or_else(|| {
+        (at, format!("bad trap {:?}: expected a number and s, m, h or d, as \"1d\"", text.get_ref()))
+    })?;
+    Ok(Some(block))
+}
+
 /// A uid as a number: 0 to 4294967294 (4294967295 is "no uid" to the kernel).
 fn one_uid(n: i64) -> Option<u32> {
     u32::try_from(n).ok().filter(|uid| *uid != u32::MAX)
@@ -668,6 +691,35 @@ mod tests {
         assert_eq!(Service::Icmp { kind: 8 }.key_for(true), Some((PROTO_ICMPV6, 128)));
         assert_eq!(Service::Icmp { kind: 5 }.key_for(false), Some((PROTO_ICMP, 5)));
         assert_eq!(Service::Port { protocol: PROTO_TCP, port: 22 }.key_for(true), Some((PROTO_TCP, 22)));
+    }
+
+    #[test]
+    fn a_trap_is_an_inbound_rule_that_admits_nothing() {
+        let rule = |direction: &str, more: &str| {
+            format!(
+                "{HOST}[[rule]]\nname = \"scan-trap\"\ndirection = \"{direction}\"\nprotocols = [\"tcp\"]\nport = 139\npeers = \"any\"\n{more}trap = \"1d\"\n"
+            )
+        };
+        assert_eq!(check(&rule("in", "")).unwrap().rules[0].trap, Some(Duration::from_secs(86_400)));
+        assert_eq!(
+            check(&rule("in", "log = true\n")).unwrap().rules[0].trap,
+            Some(Duration::from_secs(86_400))
+        );
+        // Misuses, each where it is written.
+        assert_eq!(
+            check(&rule("out", "")).unwrap_err(),
+            "p.toml:10:8: trap applies to rules with direction = \"in\": it blocks the sources of what comes in"
+        );
+        for more in ["limit = \"1/sec\"\n", "per_source = { connections = 1 }\n"] {
+            assert_eq!(
+                check(&rule("in", more)).unwrap_err(),
+                "p.toml:11:8: a trap admits nothing: it takes no limit, per_source or related"
+            );
+        }
+        assert_eq!(
+            check(&rule("in", "").replace("\"1d\"", "\"0s\"")).unwrap_err(),
+            "p.toml:10:8: bad trap \"0s\": expected a number and s, m, h or d, as \"1d\""
+        );
     }
 
     #[test]

@@ -19,11 +19,14 @@ pub struct BlockView {
     pub bytes_in: u64,
     pub packets_out: u64,
     pub bytes_out: u64,
-    /// For an offender a rule's `per_source` limit blocked: the rule. Its packets are
-    /// counted with every offender's, and the flows they refused, on the `source-limit`
+    /// For an offender a rule's `per_source` limit or trap blocked: the rule. Its packets
+    /// are counted with every offender's, and the flows they refused, on the `source-limit`
     /// lines; here they read 0.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blocked_by: Option<String>,
+    /// The rule that blocked it is a trap.
+    #[serde(skip)]
+    pub trapped: bool,
     #[serde(skip)]
     pub slot: u32,
 }
@@ -53,10 +56,18 @@ pub fn views(maps: &LiveMaps, counters: &[Counter], ids: &Ids) -> Result<Vec<Blo
                 blocked_by: e
                     .offender_of
                     .map(|rule| ids.rule_name(rule).unwrap_or("a removed rule").to_owned()),
+                trapped: e.offender_of.is_some_and(|rule| is_trap(maps, rule)),
                 slot: e.slot,
             }
         })
         .collect())
+}
+
+/// Whether rule `rule`'s entry in `PER_SOURCE_LIMITS` is a trap's: a block with no rate (a
+/// `per_source` limit that blocks always has one).
+fn is_trap(maps: &LiveMaps, rule: u32) -> bool {
+    let limit = maps.per_source_limits.as_ref().and_then(|map| map.get(&rule, 0).ok());
+    limit.is_some_and(|l| l.interval_ns == 0 && l.block_ns != 0)
 }
 
 /// `9m58s`, `2d3h`: the largest two units.
@@ -134,8 +145,14 @@ pub fn render(views: &[BlockView]) -> String {
                 v.prefix, v.packets_in, v.bytes_in, v.packets_out, v.bytes_out
             )),
             Some(rule) => out.push_str(&format!(
-                "{:<width$} {:>10} {:>10} {:>10} {:>10}  {expires} (over rule {rule}'s per_source limit; counted on source-limit)\n",
-                v.prefix, "-", "-", "-", "-"
+                "{:<width$} {:>10} {:>10} {:>10} {:>10}  {expires} ({} rule {rule}'s {}; counted on source-limit)\n",
+                v.prefix,
+                "-",
+                "-",
+                "-",
+                "-",
+                if v.trapped { "caught by" } else { "over" },
+                if v.trapped { "trap" } else { "per_source limit" }
             )),
         }
     }

@@ -166,6 +166,64 @@ fn a_filter_from_before_limits_refuses_one_until_up_brings_it_to_them() {
     lab.firewall_ok(&["down", "--iface", SERVER_IF]);
 }
 
+/// A trap (the port-scan trap of scripts): a source that touches it is refused there and
+/// blocked on every port, counted on the trap's own line, then on `source-limit`; a peer a
+/// rule of its own admits on the trap's port is not caught; `unblock` lifts the block.
+#[test]
+fn a_source_that_touches_a_trap_is_blocked_on_every_port() {
+    require_root();
+    let lab = Lab::new("limits-trap");
+    const TRAP: SocketAddrV4 = SocketAddrV4::new(HOST, 139);
+    lab.tcp_echo(TRAP);
+    lab.tcp_echo(WEB);
+    let rules = format!(
+        r#"
+[[rule]]
+name = "scan-trap"
+direction = "in"
+protocols = ["tcp"]
+port = 139
+peers = "any"
+trap = "1d"
+
+[[rule]]
+name = "share"
+direction = "in"
+protocols = ["tcp"]
+port = 139
+peers = ["{STRANGER2}"]
+"#
+    );
+    lab.up_with(&lab.tight_with("trap.toml", &rules));
+    assert_ne!(lab.config_flags() & CONFIG_HAS_BLOCKS, 0, "the blocklist is looked in from the start");
+    assert_eq!(probe(&lab, STRANGER, WEB, OPEN_WITHIN), Outcome::Open, "the web, before");
+    assert_eq!(probe(&lab, STRANGER, TRAP, BLOCKED_AFTER), Outcome::Blocked, "the trap admits nothing");
+    assert_eq!(probe(&lab, STRANGER, WEB, BLOCKED_AFTER), Outcome::Blocked, "caught: the web too");
+    // The peer with a rule of its own for the port reaches it, and is not caught.
+    assert_eq!(probe(&lab, STRANGER2, TRAP, OPEN_WITHIN), Outcome::Open, "the share's own peer");
+    assert_eq!(probe(&lab, STRANGER2, WEB, OPEN_WITHIN), Outcome::Open, "and the web");
+    let listed: serde_json::Value = serde_json::from_str(&lab.firewall_ok(&["blocklist", "--json"])).unwrap();
+    let entries = listed.as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{listed:#}");
+    assert_eq!(
+        (entries[0]["prefix"].as_str(), entries[0]["blocked_by"].as_str()),
+        (Some("203.0.113.99"), Some("scan-trap"))
+    );
+    let text = lab.firewall_ok(&["blocklist"]);
+    assert!(text.contains("(caught by rule scan-trap's trap; counted on source-limit)"), "{text}");
+    // The trap's line counts what it caught (its SYN and the SYN's retries within the
+    // probe), and lists as a DROP without returns.
+    let listing = lab.list();
+    assert!(listing.packets("INPUT", "scan-trap") >= 1, "{:#}", listing.chain("INPUT"));
+    assert!(listing.packets("INPUT", "source-limit") >= 1, "{:#}", listing.chain("INPUT"));
+    let text = lab.firewall_ok(&["list", "-n"]);
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("scan-trap")).collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(lines[0].contains("DROP") && lines[0].ends_with("tcp dpt:139 trap: block 1d"), "{text}");
+    lab.firewall_ok(&["unblock", &STRANGER.to_string()]);
+    assert_eq!(probe(&lab, STRANGER, WEB, OPEN_WITHIN), Outcome::Open, "unblocked");
+}
+
 /// `per_source.connections`, connlimit's `--connlimit-above`: a source holding its
 /// connections open has its next one refused, counted on `source-limit`, while another
 /// source's pass and its own sessions go on; once one of them ends, it may open one more.

@@ -2408,10 +2408,13 @@ fn random_rule(index: usize, ipv6: bool) -> impl Strategy<Value = String> {
         prop::option::weighted(0.2, select(vec!["[0]", "[1000]", "[\"1000-1999\", 33]", "[0, \"5-9\"]"])),
         // Told as events: no verdict, no line changes.
         prop::bool::weighted(0.2),
-        // One-way: no flow tracked, no returns.
-        prop::bool::weighted(0.15),
+        // One-way (1): no flow tracked, no returns; or a trap (2, inbound rules without a
+        // limit): nothing admitted, its sources blocked an hour.
+        select(vec![0u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 2]),
     )
-        .prop_map(move |(direction, protocols, ports, icmp_type, peers, limit, related, per_source, uids, log, one_way)| {
+        .prop_map(move |(direction, protocols, ports, icmp_type, peers, limit, related, per_source, uids, log, mode)| {
+            let one_way = mode == 1;
+            let trap = mode == 2 && direction == Direction::In;
             let mut r = format!(
                 "[[rule]]\nname = \"r{index}\"\ndirection = \"{}\"\nprotocols = [{}]\n",
                 if direction == Direction::In { "in" } else { "out" },
@@ -2440,16 +2443,22 @@ fn random_rule(index: usize, ipv6: bool) -> impl Strategy<Value = String> {
                     writeln!(r, "peers = [{}]", list.join(", ")).unwrap();
                 }
             }
-            if let Some((count, unit, burst)) = limit {
+            if trap {
+                r.push_str("trap = \"1h\"\n");
+            }
+            if let Some((count, unit, burst)) = limit
+                && !trap
+            {
                 writeln!(r, "limit = \"{count}/{unit}\"\nburst = {burst}").unwrap();
             }
             let error_rule = protocols == ["icmp"]
                 && ["\"destination-unreachable\"", "11", "12", "3"].contains(&icmp_type.as_str());
-            if related && error_rule {
+            if related && error_rule && !trap {
                 r.push_str("related = true\n");
             }
             if let Some((count, per, burst, block, prefixes, connections)) = per_source
                 && direction == Direction::In
+                && !trap
             {
                 // A one-way rule tracks no flows to count: it keeps the rate, if any.
                 let (cap, rate) = match connections {
@@ -2653,6 +2662,13 @@ protocols = ["tcp"]
 port = 443
 peers = ["192.0.2.7"]
 per_source = { connections = 1 }
+[[rule]]
+name = "scan-trap"
+direction = "in"
+protocols = ["tcp", "udp"]
+ports = [139, 445]
+peers = "any"
+trap = "1h"
 [[rule]]
 name = "ping-in"
 direction = "in"

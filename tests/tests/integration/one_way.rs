@@ -95,7 +95,7 @@ fn a_filter_from_before_one_way_rules_refuses_them_until_up_replaces_its_program
     lab.up();
     let state_file = lab.state_dir().join("live.json");
     let mut state: serde_json::Value = serde_json::from_slice(&fs::read(&state_file).unwrap()).unwrap();
-    assert_eq!(state["programs"], 1, "up records its programs' level");
+    assert_eq!(state["programs"], 2, "up records its programs' level");
     state.as_object_mut().unwrap().remove("programs");
     fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
     lab.firewall_ok(&["reload"]);
@@ -106,7 +106,7 @@ fn a_filter_from_before_one_way_rules_refuses_them_until_up_replaces_its_program
     );
     lab.firewall_ok(&["up", "--policy", policy.to_str().unwrap(), "--iface", SERVER_IF]);
     let state: serde_json::Value = serde_json::from_slice(&fs::read(&state_file).unwrap()).unwrap();
-    assert_eq!(state["programs"], 1);
+    assert_eq!(state["programs"], 2);
     assert_eq!(
         lab.udp_probe(STRANGER, SYSLOG, BLOCKED_AFTER),
         Outcome::Blocked,
