@@ -14,8 +14,8 @@ use std::fmt;
 
 use firewall_common::{
     ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED,
-    MAX_RULE_UIDS, NO_SOCKET_UID, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, protocol_named,
-    rule_protocol,
+    MAX_CONNECTIONS, MAX_RULE_UIDS, NO_SOCKET_UID, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG,
+    protocol_named, rule_protocol,
 };
 
 use crate::policy::{self, Per, Prefix};
@@ -66,6 +66,10 @@ pub(super) enum SourceMatch {
     /// `--hashlimit-above R`: what goes over the rate, each source's (`per_source`, mode
     /// srcip) or all of them together.
     Above { name: String, rate: Rate, per_source: bool, prefix: u8 },
+    /// `-m connlimit --connlimit-above N` (`above`) or `--connlimit-upto N`: the flows
+    /// each source (an address's `prefix`, `--connlimit-mask`) has open under the line
+    /// beyond `count`, or up to it.
+    Connections { count: u8, above: bool, prefix: u8 },
 }
 
 impl SourceMatch {
@@ -77,6 +81,10 @@ impl SourceMatch {
             }
             SourceMatch::Upto { name, rate, .. } => format!("--hashlimit-upto {rate} (name {name})"),
             SourceMatch::Above { name, rate, .. } => format!("--hashlimit-above {rate} (name {name})"),
+            SourceMatch::Connections { count, above, prefix } => format!(
+                "-m connlimit --connlimit-{} {count} --connlimit-mask {prefix}",
+                if *above { "above" } else { "upto" }
+            ),
         }
     }
 }
@@ -320,11 +328,16 @@ impl Spec {
                 "two -m limit rates, the jump's and the line's, cannot be one rule's".into(),
             )));
         }
-        if self.source_match.is_some() && other.source_match.is_some() {
+        if let (Some(a), Some(b)) = (&self.source_match, &other.source_match) {
+            let connlimit = [a, b].iter().any(|m| matches!(m, SourceMatch::Connections { .. }));
             return Some(Err((
                 both,
-                "two per-source limits (-m recent, -m hashlimit), the jump's and the line's, cannot be one rule's"
-                    .into(),
+                if connlimit {
+                    "two per-source limits (-m recent, -m hashlimit, -m connlimit), the jump's and the line's, cannot be one rule's"
+                } else {
+                    "two per-source limits (-m recent, -m hashlimit), the jump's and the line's, cannot be one rule's"
+                }
+                .into(),
             )));
         }
         if self.recent_set.is_some() && other.recent_set.is_some() {
@@ -437,8 +450,19 @@ fn state_intersection(a: Option<States>, b: Option<States>) -> Option<Option<Sta
 }
 
 /// The match modules this translation knows (besides `comment`, whose text goes with the rule).
-const MODULES: [&str; 10] =
-    ["tcp", "udp", "icmp", "state", "conntrack", "limit", "multiport", "recent", "hashlimit", "owner"];
+const MODULES: [&str; 11] = [
+    "tcp",
+    "udp",
+    "icmp",
+    "state",
+    "conntrack",
+    "limit",
+    "multiport",
+    "recent",
+    "hashlimit",
+    "connlimit",
+    "owner",
+];
 
 /// The words of a line still to read.
 type Words<'a> = std::iter::Peekable<std::slice::Iter<'a, String>>;
@@ -510,6 +534,7 @@ struct LineParser {
     burst: Option<u32>,
     recent: RecentOptions,
     hashlimit: HashlimitOptions,
+    connlimit: ConnlimitOptions,
     /// The first reason the line cannot be translated.
     untranslatable: Option<String>,
 }
@@ -583,6 +608,8 @@ impl LineParser {
                 let comp = tcp_flag_names(&value(words, word)?)?;
                 self.spec.tcp_flags = Some(TcpFlags { mask, comp, negated });
             }
+            // connlimit's own negations: `! --connlimit-above N` is `--connlimit-upto N`.
+            option if module == Some("connlimit") => self.connlimit.option(option, negated, words)?,
             option if negated && module == Some("owner") => {
                 return Err(format!(
                     "a negated owner match (! {option}) cannot be expressed: uids lists the users a rule admits, it does not except them"
@@ -677,6 +704,15 @@ impl LineParser {
         }
         if self.recent.used && self.hashlimit.used {
             self.cannot("-m recent and -m hashlimit on one line are not translated".into());
+        }
+        if self.connlimit.used {
+            match self.connlimit.finish() {
+                Ok(m) if self.spec.source_match.is_none() => self.spec.source_match = Some(m),
+                Ok(_) => self.cannot(
+                    "-m connlimit with -m recent or -m hashlimit on one line is not translated".into(),
+                ),
+                Err(why) => self.cannot(why),
+            }
         }
         Parsed { spec: self.spec, untranslatable: self.untranslatable }
     }
@@ -886,6 +922,58 @@ impl HashlimitOptions {
                 "--hashlimit-mode {mode} keeps a bucket per destination or port: per_source keeps one per source address"
             )),
         }
+    }
+}
+
+/// `-m connlimit`'s options, as read.
+#[derive(Default)]
+struct ConnlimitOptions {
+    used: bool,
+    /// The count, and whether it is `--connlimit-above` (else `--connlimit-upto`).
+    limit: Option<(u32, bool)>,
+    /// `--connlimit-mask`: how many bits of a source's address make it one (32 unless
+    /// written).
+    mask: Option<u32>,
+}
+
+impl ConnlimitOptions {
+    fn option(&mut self, option: &str, negated: bool, words: &mut Words<'_>) -> Result<(), String> {
+        self.used = true;
+        match option {
+            // `! --connlimit-above N` is `--connlimit-upto N`, and the other way round.
+            "--connlimit-above" | "--connlimit-upto" => {
+                let count = number(option, &value(words, option)?)?;
+                self.limit = Some((count, (option == "--connlimit-above") != negated));
+            }
+            _ if negated => return Err(negated_match(option)),
+            "--connlimit-mask" => self.mask = Some(number(option, &value(words, option)?)?),
+            // The default, as iptables-save writes it.
+            "--connlimit-saddr" => {}
+            "--connlimit-daddr" => {
+                return Err("-m connlimit --connlimit-daddr counts the flows to each destination: per_source.connections counts those of each source".into());
+            }
+            other => return Err(format!("option {other} of -m connlimit is not translated")),
+        }
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<SourceMatch, String> {
+        let Some((count, above)) = self.limit else {
+            return Err("-m connlimit without --connlimit-above or --connlimit-upto is not translated".into());
+        };
+        let option = if above { "--connlimit-above" } else { "--connlimit-upto" };
+        let count = u8::try_from(count).ok().filter(|n| (1..=MAX_CONNECTIONS).contains(&usize::from(*n))).ok_or_else(|| {
+            if count == 0 {
+                format!("{option} 0 cannot be expressed: per_source.connections allows 1 to {MAX_CONNECTIONS} flows of a source at once")
+            } else {
+                format!("{option} {count} is more than per_source.connections allows: at most {MAX_CONNECTIONS} flows of a source at once")
+            }
+        })?;
+        let prefix = match self.mask.unwrap_or(32) {
+            mask @ 0..=32 => u8::try_from(mask).expect("at most 32"),
+            mask => return Err(format!("--connlimit-mask {mask}: an IPv4 prefix is 0 to 32 bits")),
+        };
+        Ok(SourceMatch::Connections { count, above, prefix })
     }
 }
 
