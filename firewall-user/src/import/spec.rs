@@ -233,6 +233,10 @@ pub(super) struct Spec {
     pub(super) sports: Vec<PortRange>,
     pub(super) dports: Vec<PortRange>,
     pub(super) icmp_type: Option<u8>,
+    /// `--icmp-type 3/4` (or `fragmentation-needed`): one code of `icmp_type` alone, which
+    /// the policy cannot say (the line is not translated; as a DROP, it takes from the
+    /// lines after it that type alone).
+    pub(super) icmp_code: Option<u8>,
     pub(super) tcp_flags: Option<TcpFlags>,
     /// `-f`: later fragments only.
     pub(super) fragment: bool,
@@ -296,6 +300,7 @@ impl Spec {
             sports: port_intersection(&self.sports, &other.sports)?,
             dports: port_intersection(&self.dports, &other.dports)?,
             icmp_type: same(self.icmp_type.as_ref(), other.icmp_type.as_ref())?,
+            icmp_code: same(self.icmp_code.as_ref(), other.icmp_code.as_ref())?,
             tcp_flags: self.tcp_flags.or(other.tcp_flags),
             fragment: self.fragment || other.fragment,
             state: state_intersection(self.state, other.state)?,
@@ -384,6 +389,7 @@ impl Spec {
             && ports_inside(&self.sports, &other.sports)
             && ports_inside(&self.dports, &other.dports)
             && same_or_any(self.icmp_type.as_ref(), other.icmp_type.as_ref())
+            && same_or_any(self.icmp_code.as_ref(), other.icmp_code.as_ref())
             && same_or_any(self.tcp_flags.as_ref(), other.tcp_flags.as_ref())
             && (!self.fragment || other.fragment)
             && states
@@ -633,10 +639,25 @@ impl LineParser {
                 let ranges = list.split(',').map(ports).collect::<Result<Vec<PortRange>, String>>()?;
                 self.spec.ports_of(word).extend(ranges);
             }
-            // `any` is every type: no match at all.
+            // `any` is every type: no match at all. A code is its type's, which the line's
+            // Spec keeps: so it matches at least what the line does, and no other type.
             "--icmp-type" if matches!(module, Some("icmp") | None) => match value(words, word)?.as_str() {
                 "any" => {}
-                kind => self.spec.icmp_type = Some(icmp_type(kind)?),
+                kind => {
+                    let (icmp_type, code) = icmp_type(kind)?;
+                    self.spec.icmp_type = Some(icmp_type);
+                    if let Some(code) = code {
+                        self.spec.icmp_code = Some(code);
+                        let named = if kind.contains('/') {
+                            kind.to_owned()
+                        } else {
+                            format!("{kind} ({icmp_type}/{code})")
+                        };
+                        return Err(format!(
+                            "ICMP code {named} cannot be expressed: the policy matches types, not codes"
+                        ));
+                    }
+                }
             },
             "--state" | "--ctstate"
                 if module == Some(if word == "--state" { "state" } else { "conntrack" }) =>
@@ -704,6 +725,14 @@ impl LineParser {
         }
         if self.recent.used && self.hashlimit.used {
             self.cannot("-m recent and -m hashlimit on one line are not translated".into());
+        }
+        // An ACCEPT of one code: the whole type would admit the others too.
+        if let (Some(Target::Accept), Some(icmp_type), Some(why)) =
+            (&self.spec.target, self.spec.icmp_type, self.untranslatable.as_mut())
+            && self.spec.icmp_code.is_some()
+            && why.starts_with("ICMP code ")
+        {
+            why.push_str(&format!(", and a rule of ICMP type {icmp_type} would admit its other codes too"));
         }
         if self.connlimit.used {
             match self.connlimit.finish() {
@@ -1081,20 +1110,63 @@ fn tcp_flag_names(text: &str) -> Result<u8, String> {
     Ok(flags)
 }
 
-/// The ICMP types the policy names, by number (as iptables-save writes them) or name.
-fn icmp_type(text: &str) -> Result<u8, String> {
-    if text.contains('/') {
-        return Err(format!("ICMP code {text} cannot be expressed: the policy matches types, not codes"));
+/// The names iptables gives ICMP types, and codes of them (`iptables -p icmp -h`): a
+/// name without a code is the whole type.
+const ICMP_NAMES: [(&str, u8, Option<u8>); 39] = [
+    ("echo-reply", ICMP_ECHO_REPLY, None),
+    ("pong", ICMP_ECHO_REPLY, None),
+    ("destination-unreachable", ICMP_DEST_UNREACHABLE, None),
+    ("network-unreachable", ICMP_DEST_UNREACHABLE, Some(0)),
+    ("host-unreachable", ICMP_DEST_UNREACHABLE, Some(1)),
+    ("protocol-unreachable", ICMP_DEST_UNREACHABLE, Some(2)),
+    ("port-unreachable", ICMP_DEST_UNREACHABLE, Some(3)),
+    ("fragmentation-needed", ICMP_DEST_UNREACHABLE, Some(4)),
+    ("source-route-failed", ICMP_DEST_UNREACHABLE, Some(5)),
+    ("network-unknown", ICMP_DEST_UNREACHABLE, Some(6)),
+    ("host-unknown", ICMP_DEST_UNREACHABLE, Some(7)),
+    ("network-prohibited", ICMP_DEST_UNREACHABLE, Some(9)),
+    ("host-prohibited", ICMP_DEST_UNREACHABLE, Some(10)),
+    ("TOS-network-unreachable", ICMP_DEST_UNREACHABLE, Some(11)),
+    ("TOS-host-unreachable", ICMP_DEST_UNREACHABLE, Some(12)),
+    ("communication-prohibited", ICMP_DEST_UNREACHABLE, Some(13)),
+    ("host-precedence-violation", ICMP_DEST_UNREACHABLE, Some(14)),
+    ("precedence-cutoff", ICMP_DEST_UNREACHABLE, Some(15)),
+    ("source-quench", 4, None),
+    ("redirect", 5, None),
+    ("network-redirect", 5, Some(0)),
+    ("host-redirect", 5, Some(1)),
+    ("TOS-network-redirect", 5, Some(2)),
+    ("TOS-host-redirect", 5, Some(3)),
+    ("echo-request", ICMP_ECHO_REQUEST, None),
+    ("ping", ICMP_ECHO_REQUEST, None),
+    ("router-advertisement", 9, None),
+    ("router-solicitation", 10, None),
+    ("time-exceeded", ICMP_TIME_EXCEEDED, None),
+    ("ttl-exceeded", ICMP_TIME_EXCEEDED, None),
+    ("ttl-zero-during-transit", ICMP_TIME_EXCEEDED, Some(0)),
+    ("ttl-zero-during-reassembly", ICMP_TIME_EXCEEDED, Some(1)),
+    ("parameter-problem", ICMP_PARAMETER_PROBLEM, None),
+    ("ip-header-bad", ICMP_PARAMETER_PROBLEM, Some(0)),
+    ("required-option-missing", ICMP_PARAMETER_PROBLEM, Some(1)),
+    ("timestamp-request", 13, None),
+    ("timestamp-reply", 14, None),
+    ("address-mask-request", 17, None),
+    ("address-mask-reply", 18, None),
+];
+
+/// An ICMP type, and the one code of it a line may name: by number (as iptables-save
+/// writes them, `8`, `3/4`) or by iptables' name (`echo-request`, `fragmentation-needed`),
+/// whatever its case.
+fn icmp_type(text: &str) -> Result<(u8, Option<u8>), String> {
+    let unknown = || format!("ICMP type {text} is not translated (give it as a number)");
+    if let Some(&(_, kind, code)) = ICMP_NAMES.iter().find(|(name, _, _)| name.eq_ignore_ascii_case(text)) {
+        return Ok((kind, code));
     }
-    match text {
-        "echo-reply" | "pong" => Ok(ICMP_ECHO_REPLY),
-        "destination-unreachable" => Ok(ICMP_DEST_UNREACHABLE),
-        "echo-request" | "ping" => Ok(ICMP_ECHO_REQUEST),
-        "time-exceeded" | "ttl-exceeded" => Ok(ICMP_TIME_EXCEEDED),
-        "parameter-problem" => Ok(ICMP_PARAMETER_PROBLEM),
-        number => {
-            number.parse().map_err(|_| format!("ICMP type {text} is not translated (give it as a number)"))
+    match text.split_once('/') {
+        Some((kind, code)) => {
+            Ok((kind.parse().map_err(|_| unknown())?, Some(code.parse().map_err(|_| unknown())?)))
         }
+        None => Ok((text.parse().map_err(|_| unknown())?, None)),
     }
 }
 

@@ -416,6 +416,82 @@ fn an_icmp_type_dropped_before_icmp_is_accepted_is_left_out_of_its_rules() {
     );
 }
 
+/// A DROP of one code of an ICMP type (`--icmp-type 3/4`, or by iptables' name) takes
+/// that type alone from the lines after it: an ACCEPT of the type is kept out (the other
+/// codes cannot be written), one of ICMP is narrowed without it, and other types and the
+/// echo replies of pings are untouched. An ACCEPT of one code is not the whole type.
+#[test]
+fn an_icmp_code_takes_its_type_alone_and_is_no_rule_of_its_own() {
+    let t = import(&dump(&[
+        "-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT",
+        "-A INPUT -p icmp -m icmp --icmp-type 3/4 -j DROP",
+        "-A INPUT -d 198.51.100.1/32 -p icmp -m icmp --icmp-type 8 -j ACCEPT",
+        "-A INPUT -d 198.51.100.1/32 -p icmp -m icmp --icmp-type 3 -j ACCEPT",
+        "-A INPUT -s 192.0.2.0/24 -d 198.51.100.1/32 -p icmp -j ACCEPT",
+        "-A INPUT -d 198.51.100.1/32 -p icmp -m icmp --icmp-type fragmentation-needed -j ACCEPT",
+        "-A INPUT -d 198.51.100.1/32 -p icmp -m icmp --icmp-type Time-Exceeded -j ACCEPT",
+        "-A INPUT -p icmp -m icmp --icmp-type host-redirect -j DROP",
+        "-A OUTPUT -m state --state RELATED,ESTABLISHED -j ACCEPT",
+    ]));
+    assert_eq!(why(&t, 6), "ICMP code 3/4 cannot be expressed: the policy matches types, not codes");
+    assert_eq!(
+        why(&t, 8),
+        "not translated, to be no more open than the script: line 6, which is not translated, drops some of what this line admits"
+    );
+    assert!(
+        why_all(&t, 9).contains(
+            &"translated without the ICMP type that line 6, which is not translated, may drop first"
+                .to_owned()
+        ),
+        "{}",
+        t.text
+    );
+    assert_eq!(
+        why(&t, 10),
+        "ICMP code fragmentation-needed (3/4) cannot be expressed: the policy matches types, not codes, and a rule of ICMP type 3 would admit its other codes too"
+    );
+    // A code no line after it admits: the policy drops it too.
+    assert_eq!(
+        why(&t, 12),
+        "no line after it admits what it drops, so the chain's policy drops it here too (the line itself is not expressible: ICMP code host-redirect (5/1) cannot be expressed: the policy matches types, not codes)"
+    );
+    let p = policy::parse(&t.text, Path::new("x")).unwrap();
+    let rules: Vec<(&str, String)> = p
+        .rules
+        .iter()
+        .map(|r| (r.name.as_str(), r.peers.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")))
+        .collect();
+    // Echo requests and time-exceeded from anyone (a name in any case), parameter-problem
+    // from line 9's network; destination-unreachable from no one.
+    assert_eq!(
+        rules,
+        [
+            ("ping-in", "0.0.0.0/0".to_owned()),
+            ("time-exceeded-in", "0.0.0.0/0".to_owned()),
+            ("parameter-problem-in", "192.0.2.0/24".to_owned())
+        ],
+        "{}",
+        t.text
+    );
+
+    // A DROP of a code on INPUT takes none of the echo replies of the pings OUTPUT sends,
+    // which an ESTABLISHED line after it passes: ping-out is translated.
+    let t = import(&dump(&[
+        "-A INPUT -p icmp -m icmp --icmp-type port-unreachable -j DROP",
+        "-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT",
+        "-A OUTPUT -s 198.51.100.1/32 -p icmp -m icmp --icmp-type echo-request -j ACCEPT",
+        "-A OUTPUT -s 198.51.100.1/32 -p icmp -m icmp --icmp-type 3/4 -j ACCEPT",
+    ]));
+    assert!(block(&t, "ping-out").ends_with("icmp_type = \"echo-request\"\npeers = \"any\""), "{}", t.text);
+    assert!(why(&t, 5).starts_with("no line after it admits what it drops"), "{}", t.text);
+    assert_eq!(
+        untranslated(&t),
+        [
+            "iptables-save line 8: -A OUTPUT -s 198.51.100.1/32 -p icmp -m icmp --icmp-type 3/4 -j ACCEPT: ICMP code 3/4 cannot be expressed: the policy matches types, not codes, and a rule of ICMP type 3 would admit its other codes too"
+        ]
+    );
+}
+
 /// A limited line that becomes several rules shares its limit among them: together they
 /// admit no more than the line's one bucket did.
 #[test]
@@ -717,7 +793,7 @@ fn what_cannot_be_translated_is_listed_with_its_reason() {
         [
             "an ACCEPT of what -m recent --seconds 30 --hitcount 1 --name knock matches cannot be expressed: per_source drops what goes over a rate, it admits nothing",
             "--gid-owner cannot be expressed: the filter sees a socket's owner, not its group",
-            "ICMP code 3/4 cannot be expressed: the policy matches types, not codes",
+            "ICMP code 3/4 cannot be expressed: the policy matches types, not codes, and a rule of ICMP type 3 would admit its other codes too",
             "a return line (--sport) with no line that opens its flow the other way: nothing to translate",
             "an echo-reply with no echo-request the other way: replies pass here only as the answers of admitted requests",
             "FORWARD is not translated: the firewall filters this host's own traffic, and drops whatever it would forward",
