@@ -1,5 +1,7 @@
 //! From classified lines to rules: an opening line and its return are one rule, the peers
-//! of one service one list, and services with the same peers one rule.
+//! of one service one list, and services with the same peers one rule. A limit of one line
+//! that became several rules is shared among them (its `limit`, its connlimit's count); a
+//! connlimit cannot cap a one-way rule's flows, and keeps it out.
 use std::{
     collections::{HashMap, HashSet, hash_map},
     net::{IpAddr, Ipv4Addr},

@@ -2,8 +2,10 @@
 //! take from the lines after it. An ACCEPT after a DROP the policy cannot say, that may
 //! match the same packets, is not translated either (a [`Shadow`]); nor is a line whose
 //! flows' returns such a DROP may take in the other chain; where the DROP is of ports
-//! only, the ACCEPT is translated without them. A DROP that keeps nothing out is the
-//! chain's policy's own. So an import is never more open than its script.
+//! only, the ACCEPT is translated without them (or of an ICMP type, or one code of it:
+//! without the type). A DROP that keeps nothing out is the chain's policy's own. So an
+//! import is never more open than its script. A DROP of what goes over a per-source limit
+//! (recent, hashlimit, connlimit) is the `per_source` of the ACCEPTs it limits whole.
 use std::collections::HashMap;
 
 use firewall_common::{
@@ -47,19 +49,21 @@ struct Shadow {
     /// Its line was read whole (only the policy cannot say it): it matches what its Spec
     /// says, no more.
     exact: bool,
-    /// A DROP of what goes over a rate (`-m recent --update`, `--hashlimit-above`): it
-    /// is the limit of the ACCEPTs after it that it limits whole, rather than their shadow.
+    /// A DROP of what goes over a rate (`-m recent --update`, `--hashlimit-above`) or over
+    /// a count of open flows (`--connlimit-above`): it is the limit of the ACCEPTs after it
+    /// that it limits whole, rather than their shadow.
     check: Option<Check>,
     /// It became some line's limit: what its finding then says, and whether that is a
-    /// difference (a `-m recent` check's).
+    /// difference (a `-m recent` check's, a connlimit's that meets every packet).
     limited: Option<(String, bool)>,
 }
 
-/// A DROP of what goes over a rate, read whole.
+/// A DROP of what goes over a rate (or a count of open flows), read whole.
 struct Check {
     rate: SourceMatch,
     /// Only the first packet of each flow meets it (see [`Classifier::new_flows_only`]):
-    /// it limits flows, as `per_source` does, not packets.
+    /// it limits flows, as `per_source` does, not packets. (A count of open flows is one
+    /// either way; where every packet meets it, the difference is listed.)
     new_flows_only: bool,
 }
 
