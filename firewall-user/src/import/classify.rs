@@ -19,6 +19,10 @@ use crate::policy::Prefix;
 
 /// What one line of `*filter` does, in the policy's terms.
 #[derive(Clone, Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "most lines of a dump are flows: boxing them would save no memory, only add an allocation each"
+)]
 pub(super) enum Role {
     /// `-A INPUT -s PREFIX -j DROP` (source) or `-d PREFIX` (destination), and the
     /// interface it names.
@@ -41,8 +45,8 @@ pub(super) struct Flow {
     /// The host side's address (`-d` on INPUT, `-s` on OUTPUT), to check against OURIP.
     pub(super) host: Option<Prefix>,
     pub(super) limit: Option<Rate>,
-    /// The rule's `per_source`: from the line's own hashlimit, or a limit before it
-    /// (`shadow`).
+    /// The rule's `per_source`: from the line's own hashlimit or connlimit, or the limits
+    /// before it (`shadow`).
     pub(super) per_source: Option<SourceLimit>,
     /// A return line (ESTABLISHED, or an echo reply): it pairs with an opening line.
     pub(super) is_return: bool,
@@ -56,18 +60,46 @@ pub(super) struct Flow {
     pub(super) comment: Option<String>,
 }
 
-/// A rule's `per_source`, and the dump's buckets it stands for.
+/// A rule's `per_source`, and the dump's buckets it stands for: a rate of new flows, a
+/// cap on the flows open at once, or both.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) struct SourceLimit {
-    pub(super) rate: Rate,
+    /// The rate: `None`, connections alone.
+    pub(super) rate: Option<Rate>,
     /// The `-m recent` list or the hashlimit name: lines of one name share its buckets,
     /// as one rule does.
     pub(super) bucket: String,
     /// The line of the `-m recent` check it stands for, which counts otherwise.
     pub(super) recent_line: Option<usize>,
-    /// How many bits of a source's address make it one (hashlimit's `--hashlimit-srcmask`;
-    /// 32, the address, for recent).
+    /// `-m connlimit`: how many flows a source may have open at once.
+    pub(super) connections: Option<Connections>,
+    /// How many bits of a source's address make it one (hashlimit's `--hashlimit-srcmask`,
+    /// connlimit's `--connlimit-mask`; 32, the address, for recent).
     pub(super) prefix: u8,
+}
+
+impl SourceLimit {
+    /// A rate alone.
+    pub(super) fn rate(rate: Rate, bucket: String, recent_line: Option<usize>, prefix: u8) -> Self {
+        SourceLimit { rate: Some(rate), bucket, recent_line, connections: None, prefix }
+    }
+}
+
+/// `per_source.connections`, and the connlimit line it stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) struct Connections {
+    /// The flows a source may have open at once: connlimit's N.
+    pub(super) count: u8,
+    /// The dump's line of the connlimit match: its count is one, however many rules its
+    /// flows become (0 until `shadow` reads the line).
+    pub(super) line: usize,
+    /// The line meets every packet of a flow, not only its first (see
+    /// [`why_connections_every_packet`]).
+    pub(super) every_packet: bool,
+    /// The line of a hashlimit (the rule's rate, or its per-source rate) that the script
+    /// asks before the connlimit: it charges a flow that the connlimit then refuses, where
+    /// the firewall asks the connections first.
+    pub(super) rate_first: Option<usize>,
 }
 
 /// A service as a rule's key: a TCP or UDP port, or an ICMP type (`related` for the
@@ -113,6 +145,24 @@ pub(super) fn why_recent(rate: Rate) -> String {
 }
 pub(super) const WHY_LIMIT_CHECK: &str =
     "translated: it is the per_source (or limit) of the ACCEPTs after it that it limits";
+/// Why a `--connlimit-above N` DROP is translated: its ACCEPTs' `per_source.connections`.
+pub(super) fn why_connlimit(count: u8, every_packet: bool) -> String {
+    if every_packet {
+        format!(
+            "translated with a difference, as per_source.connections = {count} on the ACCEPTs it caps: {}",
+            why_connections_every_packet(count)
+        )
+    } else {
+        format!("translated: it is per_source.connections = {count} on the ACCEPTs after it that it caps")
+    }
+}
+/// What a connlimit line that meets every packet of a flow does otherwise than
+/// `per_source.connections`, which counts flows as they open.
+pub(super) fn why_connections_every_packet(count: u8) -> String {
+    format!(
+        "the line meets every packet (no state NEW, no --syn, no ESTABLISHED line before it), so iptables refuses even the packets of a flow already open while its source has more than {count} (flows opened before the line was loaded, say); the firewall counts a source's flows as they open, and never cuts one open"
+    )
+}
 pub(super) const WHY_OWNER_DROP: &str = "a DROP of some users' packets (-m owner) cannot be expressed: a rule's uids admit the users it lists, the policy has no per-user deny";
 pub(super) const WHY_OWNER_RETURNS: &str = "an owner match on a line that passes returns cannot be expressed: a rule admits the returns of its flows whatever socket sends them; uids applies to the flows it opens";
 pub(super) const WHY_REJECT: &str = "REJECT becomes DROP: the firewall answers nothing (no ICMP error, no TCP RST), so a client waits for its timeout where it failed at once";
@@ -135,8 +185,20 @@ pub(super) fn classify(spec: &Spec) -> Result<Role, String> {
     let accept = accepts(target)?;
     if let Some(check) = &spec.source_match {
         return match check {
-            SourceMatch::Upto { .. } if accept => owned(spec, classify_accept(spec)?),
-            SourceMatch::Upto { .. } => Err(drop_with_matches(spec)),
+            SourceMatch::Upto { .. } | SourceMatch::Connections { above: false, .. } if accept => {
+                owned(spec, classify_accept(spec)?)
+            }
+            SourceMatch::Upto { .. } | SourceMatch::Connections { above: false, .. } => {
+                Err(drop_with_matches(spec))
+            }
+            SourceMatch::Connections { above: true, .. } if accept => Err(format!(
+                "an ACCEPT of what {} matches cannot be expressed: per_source.connections refuses the flows over its count, it admits nothing",
+                check.option()
+            )),
+            SourceMatch::Connections { above: true, .. } => Err(format!(
+                "{} is a cap on each source's open flows: it becomes the per_source.connections of the ACCEPTs after it that it limits whole; each line it keeps out says why not",
+                check.option()
+            )),
             _ if accept => Err(format!(
                 "an ACCEPT of what {} matches cannot be expressed: per_source drops what goes over a rate, it admits nothing",
                 check.option()
@@ -337,10 +399,20 @@ impl<'a> Accept<'a> {
             host,
             limit: spec.limit,
             per_source: match &spec.source_match {
-                Some(SourceMatch::Upto { name, rate, prefix }) => Some(SourceLimit {
-                    rate: *rate,
-                    bucket: name.clone(),
+                Some(SourceMatch::Upto { name, rate, prefix }) => {
+                    Some(SourceLimit::rate(*rate, name.clone(), None, *prefix))
+                }
+                // Its line and how it meets packets, `shadow` fills in.
+                Some(SourceMatch::Connections { count, above: false, prefix }) => Some(SourceLimit {
+                    rate: None,
+                    bucket: String::new(),
                     recent_line: None,
+                    connections: Some(Connections {
+                        count: *count,
+                        line: 0,
+                        every_packet: false,
+                        rate_first: None,
+                    }),
                     prefix: *prefix,
                 }),
                 _ => None,

@@ -1,5 +1,7 @@
 //! From classified lines to rules: an opening line and its return are one rule, the peers
-//! of one service one list, and services with the same peers one rule.
+//! of one service one list, and services with the same peers one rule. A limit of one line
+//! that became several rules is shared among them (its `limit`, its connlimit's count); a
+//! connlimit cannot cap a one-way rule's flows, and keeps it out.
 use std::{
     collections::{HashMap, HashSet, hash_map},
     net::{IpAddr, Ipv4Addr},
@@ -12,7 +14,9 @@ use firewall_common::{
 
 use super::{
     Finding, Findings, Options,
-    classify::{Classified, Flow, PassedBack, Role, SourceLimit, Svc, WHY_LOG},
+    classify::{
+        Classified, Connections, Flow, PassedBack, Role, SourceLimit, Svc, WHY_LOG, WHY_REJECT, why_connlimit,
+    },
     log::{LogLine, why_logged, why_partly_logged},
     spec::{PortRange, Rate, UidRange},
     write::{AntispoofOut, HostOut, line_list},
@@ -37,6 +41,8 @@ pub(super) struct RuleOut {
     pub(super) one_way: bool,
     pub(super) opening: Vec<usize>,
     pub(super) returns: Vec<usize>,
+    /// The lines whose ports or peers it holds, that are no rule's of their own.
+    pub(super) absorbed: Vec<usize>,
     pub(super) notes: Vec<String>,
     pub(super) comments: Vec<String>,
 }
@@ -201,7 +207,18 @@ pub(super) fn group(
     let texts = LineTexts(flows.iter().map(|(l, t, _)| (*l, t.as_str())).collect());
     let mut returns = Returns::index(flows);
     let mut entries = Entries { owners: Owners::index(flows), ..Entries::default() };
+    // The connlimit lines whose cap some line could not take.
+    let mut uncapped: Vec<Connections> = Vec::new();
     for (line, _, f) in flows.iter().filter(|(_, _, f)| !f.is_return) {
+        if let Some(c) = one_way_cap(f, passes_returns, &returns) {
+            findings.untranslated.push(texts.finding(*line, format!(
+                "not translated, to be no more open than the script: {}, and no line of the dump passes the returns of its flows, so its rule would have returns = false, which tracks no flow to count",
+                capped_by(c, *line)
+            )));
+            uncapped.push(c);
+            forget_cap_difference(&mut findings.differences, *line);
+            continue;
+        }
         entries.add_line(*line, f, passes_returns, &mut returns, &texts, &mut findings.untranslated);
     }
     returns.list_unpaired(&texts, &mut findings.untranslated);
@@ -210,16 +227,143 @@ pub(super) fn group(
         entry.absorb_named_peers();
         entry.note_shared_limit();
         entry.note_recent();
+        entry.note_connections();
     }
     let mut rules = merge(&entries);
     // In the order of the dump's first line of each (a return line comes first when
     // iptables-save lists INPUT before OUTPUT).
     rules.sort_by_key(|(r, _)| r.opening.iter().chain(&r.returns).min().copied());
+    share_split_connections(&mut rules, &texts, &mut uncapped, findings);
+    unsettle_caps(&uncapped, &rules, findings);
     let (mut rules, logs): (Vec<RuleOut>, Vec<RuleLogs>) = rules.into_iter().unzip();
     share_split_limits(&mut rules);
     name_rules(&mut rules);
     note_logs(&mut rules, &logs, &mut findings.differences);
     rules
+}
+
+/// The cap of `f`'s flows (`per_source.connections`) if a service of it is one-way: a
+/// rule with `returns = false` tracks no flow, so it cannot count them.
+fn one_way_cap(f: &Flow, passes_returns: &[PassedBack], returns: &Returns) -> Option<Connections> {
+    let cap = f.per_source.as_ref()?.connections?;
+    f.services.iter().any(|svc| returned(f, *svc, passes_returns, returns) == Returned::No).then_some(cap)
+}
+
+/// `the -m connlimit of line L caps its flows at N`, or of the line itself (`line`).
+fn capped_by(c: Connections, line: usize) -> String {
+    if c.line == line {
+        format!("its -m connlimit caps its flows at {} at once", c.count)
+    } else {
+        format!("the -m connlimit of line {} caps its flows at {} at once", c.line, c.count)
+    }
+}
+
+/// A connlimit line whose flows became several rules (a multiport line with a limit, a
+/// rule a port; lines whose peers differ by port) has one count of each source's flows in
+/// iptables, where each rule has its own: each rule gets its share of the line's count, so
+/// that together they hold no more open than the line. Where that is less than one each,
+/// the rules are not written, and their lines are listed.
+fn share_split_connections(
+    rules: &mut Vec<(RuleOut, RuleLogs)>,
+    texts: &LineTexts<'_>,
+    uncapped: &mut Vec<Connections>,
+    findings: &mut Findings,
+) {
+    let cap = |rule: &RuleOut| rule.per_source.as_ref().and_then(|p| p.connections);
+    let mut rules_of_cap: HashMap<usize, usize> = HashMap::new();
+    for c in rules.iter().filter_map(|(r, _)| cap(r)) {
+        *rules_of_cap.entry(c.line).or_default() += 1;
+    }
+    let mut dropped: Vec<RuleOut> = Vec::new();
+    let mut kept: Vec<(RuleOut, RuleLogs)> = Vec::with_capacity(rules.len());
+    for (mut rule, logs) in rules.drain(..) {
+        let Some(c) = cap(&rule) else {
+            kept.push((rule, logs));
+            continue;
+        };
+        let k = rules_of_cap[&c.line];
+        let share = usize::from(c.count) / k;
+        if k < 2 {
+            kept.push((rule, logs));
+        } else if share == 0 {
+            dropped.push(rule);
+        } else {
+            rule.notes.push(format!(
+                "its per_source.connections is a share of the {} at once of the -m connlimit of line {}, whose flows became {k} rules: each has {share}, so that together they hold no more open than the line",
+                c.count, c.line
+            ));
+            if let Some(c) = rule.per_source.as_mut().and_then(|p| p.connections.as_mut()) {
+                c.count = u8::try_from(share).expect("a share of a u8");
+            }
+            kept.push((rule, logs));
+        }
+    }
+    // A return line of a rule not written passes nothing here, unless a rule kept pairs
+    // with it too.
+    let returns_kept: HashSet<usize> = kept.iter().flat_map(|(r, _)| r.returns.iter().copied()).collect();
+    for rule in &dropped {
+        let c = cap(rule).expect("capped");
+        uncapped.push(c);
+        let k = rules_of_cap[&c.line];
+        let mut lines: Vec<usize> = rule.opening.iter().chain(&rule.absorbed).copied().collect();
+        lines.extend(rule.returns.iter().filter(|l| !returns_kept.contains(l)));
+        for line in lines {
+            forget_cap_difference(&mut findings.differences, line);
+            findings.untranslated.push(texts.finding(
+                line,
+                format!(
+                    "not translated, to be no more open than the script: {}, one count for all of them, and they became {k} rules here, too many to share {} with one flow each at least",
+                    capped_by(c, line),
+                    c.count
+                ),
+            ));
+        }
+    }
+    *rules = kept;
+}
+
+/// A line not translated after all says no difference of its own connlimit.
+fn forget_cap_difference(differences: &mut Vec<Finding>, line: usize) {
+    differences.retain(|f| f.line != line || !f.why.starts_with(WHY_CONNECTIONS_DIFFERENCE));
+}
+
+/// How the difference of a line's own connlimit begins (see `shadow`).
+pub(super) const WHY_CONNECTIONS_DIFFERENCE: &str =
+    "translated with a difference, as per_source.connections = ";
+
+/// The connlimit lines listed as translated that no rule written carries: their ACCEPTs
+/// were kept out instead (each says why), so they are not translated.
+fn unsettle_caps(uncapped: &[Connections], rules: &[(RuleOut, RuleLogs)], findings: &mut Findings) {
+    for c in uncapped {
+        let carried = rules.iter().any(|(r, _)| {
+            r.per_source.as_ref().and_then(|p| p.connections).is_some_and(|d| d.line == c.line)
+        });
+        if carried {
+            continue;
+        }
+        let translated = why_connlimit(c.count, c.every_packet);
+        let was = |f: &Finding| f.line == c.line && (f.why == translated || f.why == WHY_REJECT);
+        let Some(rule) = findings
+            .built_in
+            .iter()
+            .chain(&findings.differences)
+            .find(|f| f.line == c.line && f.why == translated)
+            .map(|f| f.rule.clone())
+        else {
+            continue;
+        };
+        findings.built_in.retain(|f| !was(f));
+        findings.differences.retain(|f| !was(f));
+        findings.untranslated.push(Finding {
+            line: c.line,
+            rule,
+            why: format!(
+                "not translated: the ACCEPTs after it that it caps ({} flow{} of a source at once) could not take its cap, so they are kept out instead (each says why)",
+                c.count,
+                if c.count == 1 { "" } else { "s" }
+            ),
+        });
+    }
 }
 
 /// A limited line that became several rules (an ACCEPT of every ICMP type, four; a
@@ -529,6 +673,8 @@ struct Entry {
     /// The lines that open its flows, and those of their returns.
     lines: Vec<usize>,
     returns: Vec<usize>,
+    /// The lines whose ports (or peer) it took: noted, no entry's own.
+    absorbed: Vec<usize>,
     notes: Vec<String>,
     comments: Vec<String>,
 }
@@ -554,6 +700,7 @@ impl Entry {
             peer_users_line: HashMap::new(),
             lines: Vec::new(),
             returns: Vec::new(),
+            absorbed: Vec::new(),
             notes: Vec::new(),
             comments: Vec::new(),
         }
@@ -617,6 +764,26 @@ impl Entry {
         if self.limit.is_some() && limited > 1 {
             self.notes.push(format!(
                 "one token bucket for the rule, where iptables keeps one for each of its {limited} lines"
+            ));
+        }
+    }
+
+    /// A per_source.connections that stands for a connlimit line that meets every packet,
+    /// or after a per-source rate, says so: it counts otherwise.
+    fn note_connections(&mut self) {
+        let Some(c) = self.per_source.as_ref().and_then(|p| p.connections) else {
+            return;
+        };
+        if c.every_packet {
+            self.notes.push(format!(
+                "per_source.connections stands for the -m connlimit of line {}, which meets every packet of a flow, not only its first (listed above)",
+                c.line
+            ));
+        }
+        if let Some(rate) = c.rate_first {
+            self.notes.push(format!(
+                "the firewall asks per_source.connections before the rate, so a flow refused for its source's connections takes no token; in the script the hashlimit of line {rate}, before the -m connlimit of line {}, charged it one",
+                c.line
             ));
         }
     }
@@ -713,6 +880,7 @@ impl Entries {
                 }
                 Overlap::Inside(e) => {
                     self.all[e].notes.push(inside(&[line]));
+                    self.all[e].absorbed.push(line);
                     continue;
                 }
                 Overlap::Around(narrower) => narrower,
@@ -727,6 +895,7 @@ impl Entries {
             }
             if !inside_lines.is_empty() {
                 entry.notes.push(inside(&inside_lines));
+                entry.absorbed.extend(&inside_lines);
             }
             if has_returns(*svc) {
                 returns.pair(entry, f.direction, *svc, f.peer);
@@ -915,6 +1084,7 @@ fn rule_of(
 ) -> (RuleOut, RuleLogs) {
     let mut opening: Vec<usize> = members.iter().flat_map(|&m| entries[m].lines.clone()).collect();
     let mut returns: Vec<usize> = members.iter().flat_map(|&m| entries[m].returns.clone()).collect();
+    let absorbed: Vec<usize> = members.iter().flat_map(|&m| entries[m].absorbed.clone()).collect();
     let mut notes: Vec<String> = members.iter().flat_map(|&m| entries[m].notes.clone()).collect();
     let mut comments: Vec<String> = members.iter().flat_map(|&m| entries[m].comments.clone()).collect();
     for v in [&mut opening, &mut returns] {
@@ -952,6 +1122,7 @@ fn rule_of(
         one_way: lead.returned == Returned::No,
         opening,
         returns,
+        absorbed,
         notes,
         comments,
     };

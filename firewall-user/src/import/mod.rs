@@ -27,9 +27,11 @@
 //! - `shadow`: the lines in order: an ACCEPT after a DROP that is not translated, and may
 //!   take some of its packets, is not translated either (or loses those ports), so an
 //!   import is never more open than its script; a DROP of what goes over a rate
-//!   (`-m recent`, `-m hashlimit`) is instead the `per_source` of the ACCEPTs it limits whole.
+//!   (`-m recent`, `-m hashlimit`) or over a count of open flows (`-m connlimit`) is
+//!   instead the `per_source` of the ACCEPTs it limits whole.
 //! - `group`: the host chosen, the lines for another host set aside, and the rest
-//!   grouped into rules and named.
+//!   grouped into rules and named; a connlimit's one count shared among the rules its
+//!   flows became, and kept out of one-way rules, which count no flows.
 //! - `write`: the policy's text.
 //! - `tests`: the translation end to end.
 mod chains;

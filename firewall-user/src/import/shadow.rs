@@ -2,8 +2,10 @@
 //! take from the lines after it. An ACCEPT after a DROP the policy cannot say, that may
 //! match the same packets, is not translated either (a [`Shadow`]); nor is a line whose
 //! flows' returns such a DROP may take in the other chain; where the DROP is of ports
-//! only, the ACCEPT is translated without them. A DROP that keeps nothing out is the
-//! chain's policy's own. So an import is never more open than its script.
+//! only, the ACCEPT is translated without them (or of an ICMP type, or one code of it:
+//! without the type). A DROP that keeps nothing out is the chain's policy's own. So an
+//! import is never more open than its script. A DROP of what goes over a per-source limit
+//! (recent, hashlimit, connlimit) is the `per_source` of the ACCEPTs it limits whole.
 use std::collections::HashMap;
 
 use firewall_common::{
@@ -14,10 +16,12 @@ use super::{
     Finding, Findings,
     chains::FlatLine,
     classify::{
-        Classified, Flow, PassedBack, Role, SourceLimit, Svc, WHY_EVERY_ICMP_TYPE, WHY_EVERY_PROTOCOL,
-        WHY_HOST_DROPPED_WHOLE, WHY_LIMIT_CHECK, WHY_POLICY, WHY_PROTOCOL_RETURNS, WHY_REJECT, WHY_RETURNS,
-        WHY_SYN_ONLY, classify, drop_with_matches, why_recent,
+        Classified, Connections, Flow, PassedBack, Role, SourceLimit, Svc, WHY_EVERY_ICMP_TYPE,
+        WHY_EVERY_PROTOCOL, WHY_HOST_DROPPED_WHOLE, WHY_LIMIT_CHECK, WHY_POLICY, WHY_PROTOCOL_RETURNS,
+        WHY_REJECT, WHY_RETURNS, WHY_SYN_ONLY, classify, drop_with_matches, why_connections_every_packet,
+        why_connlimit, why_recent,
     },
+    group::WHY_CONNECTIONS_DIFFERENCE,
     log::{LogLine, logged_accepts},
     spec::{PortRange, Rate, SourceMatch, Spec, States, Target, TcpFlags, wider},
 };
@@ -45,19 +49,21 @@ struct Shadow {
     /// Its line was read whole (only the policy cannot say it): it matches what its Spec
     /// says, no more.
     exact: bool,
-    /// A DROP of what goes over a rate (`-m recent --update`, `--hashlimit-above`): it
-    /// is the limit of the ACCEPTs after it that it limits whole, rather than their shadow.
+    /// A DROP of what goes over a rate (`-m recent --update`, `--hashlimit-above`) or over
+    /// a count of open flows (`--connlimit-above`): it is the limit of the ACCEPTs after it
+    /// that it limits whole, rather than their shadow.
     check: Option<Check>,
     /// It became some line's limit: what its finding then says, and whether that is a
-    /// difference (a `-m recent` check's).
+    /// difference (a `-m recent` check's, a connlimit's that meets every packet).
     limited: Option<(String, bool)>,
 }
 
-/// A DROP of what goes over a rate, read whole.
+/// A DROP of what goes over a rate (or a count of open flows), read whole.
 struct Check {
     rate: SourceMatch,
     /// Only the first packet of each flow meets it (see [`Classifier::new_flows_only`]):
-    /// it limits flows, as `per_source` does, not packets.
+    /// it limits flows, as `per_source` does, not packets. (A count of open flows is one
+    /// either way; where every packet meets it, the difference is listed.)
     new_flows_only: bool,
 }
 
@@ -322,6 +328,16 @@ impl Classifier {
             findings.untranslated.push(finding(why));
             return;
         }
+        // The line's own `--connlimit-upto`: its count is this line's.
+        let every_packet = !self.new_flows_only(spec);
+        let own_connections = f.per_source.as_mut().and_then(|p| p.connections.as_mut()).map(|c| {
+            c.line = flat.line;
+            c.every_packet = every_packet;
+            c.count
+        });
+        // The lines of the rate and the cap, to say which the script asks first.
+        let mut rate_line = f.per_source.as_ref().filter(|p| p.rate.is_some()).map(|_| flat.line);
+        let mut cap_line = own_connections.map(|_| flat.line);
         // A return's packets go to the client's port, which a line that does not name it
         // takes to be a client's (as `return_spec` does).
         let seen = match (f.is_return, spec.protocol) {
@@ -337,12 +353,24 @@ impl Classifier {
             match self.limit(&self.shadows[i], spec, &f) {
                 Ok(limit) => {
                     let shadow = &mut self.shadows[i];
-                    shadow.limited = Some(match &limit {
-                        Limit::PerSource(SourceLimit { recent_line: Some(_), rate, .. }) => {
-                            (why_recent(*rate), true)
+                    let check = shadow.check.as_ref().expect("a check");
+                    shadow.limited = Some(match (&check.rate, &limit) {
+                        (SourceMatch::Connections { count, .. }, _) => {
+                            (why_connlimit(*count, !check.new_flows_only), !check.new_flows_only)
                         }
+                        (
+                            SourceMatch::Seen { .. },
+                            Limit::PerSource(SourceLimit { rate: Some(rate), .. }),
+                        ) => (why_recent(*rate), true),
                         _ => (WHY_LIMIT_CHECK.to_owned(), false),
                     });
+                    // A hashlimit charges what it lets through, whatever comes after it; a
+                    // recent list counts what its --set line sees, said apart.
+                    match check.rate {
+                        SourceMatch::Connections { .. } => cap_line = Some(shadow.line),
+                        SourceMatch::Above { .. } => rate_line = Some(shadow.line),
+                        SourceMatch::Seen { .. } | SourceMatch::Upto { .. } => {}
+                    }
                     match limit {
                         Limit::PerSource(limit) => f.per_source = Some(limit),
                         Limit::Rule(rate) => f.limit = Some(rate),
@@ -358,6 +386,12 @@ impl Classifier {
                     return;
                 }
             }
+        }
+        if let (Some(rate), Some(cap)) = (rate_line, cap_line)
+            && rate < cap
+            && let Some(c) = f.per_source.as_mut().and_then(|p| p.connections.as_mut())
+        {
+            c.rate_first = Some(rate);
         }
         for shadow in self.shadows.iter_mut().filter(|s| s.covers(at, &seen) && s.check.is_none()) {
             // A return line's services are its source ports: a DROP's ports are not theirs.
@@ -389,6 +423,12 @@ impl Classifier {
         self.admitted.push(spec.clone());
         for why in flow_differences(spec, &f) {
             findings.differences.push(finding(why.into()));
+        }
+        if let Some(count) = own_connections.filter(|_| every_packet) {
+            findings.differences.push(finding(format!(
+                "{WHY_CONNECTIONS_DIFFERENCE}{count}: {}",
+                why_connections_every_packet(count)
+            )));
         }
         if let (Some(name), Some(uids)) = (&spec.owner_name, spec.owner) {
             findings.differences.push(finding(format!(
@@ -519,21 +559,31 @@ impl Classifier {
             })
     }
 
-    /// A DROP or REJECT of what goes over a rate, read whole: a [`Check`].
+    /// A DROP or REJECT of what goes over a rate (or a count of open flows), read whole: a
+    /// [`Check`].
     fn check(&self, flat: &FlatLine, spec: &Spec) -> Option<Check> {
-        let rate = spec.source_match.clone().filter(|m| !matches!(m, SourceMatch::Upto { .. }))?;
+        let rate = spec.source_match.clone().filter(|m| {
+            !matches!(m, SourceMatch::Upto { .. } | SourceMatch::Connections { above: false, .. })
+        })?;
         let drops = matches!(spec.target, Some(Target::Drop | Target::Reject));
         (drops && flat.parsed.untranslatable.is_none())
             .then(|| Check { rate, new_flows_only: self.new_flows_only(spec) })
     }
 
-    /// Why a line's own per-source limit (`--hashlimit-upto`, mode srcip) cannot be its
-    /// rule's `per_source`, if it cannot.
+    /// Why a line's own per-source limit (`--hashlimit-upto`, mode srcip, or
+    /// `--connlimit-upto`) cannot be its rule's `per_source`, if it cannot. A cap on the
+    /// flows open at once counts flows, whatever packets meet the line (the difference is
+    /// listed), and ICMP messages other than pings are none.
     fn no_per_source(&self, spec: &Spec, f: &Flow) -> Option<String> {
+        let per_source = f.per_source.as_ref()?;
         if f.is_return || f.direction != Direction::In {
             Some("a per-source limit is translated on inbound flows only: per_source limits the sources of new inbound flows".into())
-        } else if !self.new_flows_only(spec) {
+        } else if per_source.rate.is_some() && !self.new_flows_only(spec) {
             Some(format!("{NOT_FLOWS}, where per_source limits new flows"))
+        } else if per_source.connections.is_some()
+            && f.services.iter().any(|s| matches!(s, Svc::Icmp { kind, .. } if *kind != ICMP_ECHO_REQUEST))
+        {
+            Some(NOT_FLOWS_ICMP.into())
         } else {
             None
         }
@@ -546,7 +596,9 @@ impl Classifier {
         if f.is_return {
             return Err("it limits returns".into());
         }
-        if !check.new_flows_only {
+        // A cap on the flows open at once counts flows whatever packets meet it (the
+        // difference is listed); a rate of packets is no rate of flows.
+        if !check.new_flows_only && !matches!(check.rate, SourceMatch::Connections { .. }) {
             return Err(NOT_FLOWS.into());
         }
         if !limits_whole(&shadow.spec, accept) {
@@ -570,9 +622,8 @@ impl Classifier {
                     "per_source limits the sources of inbound flows, and this line's are outbound".into()
                 );
             }
-            _ if f.per_source.is_some() => return Err("this line has a per-source limit already".into()),
             SourceMatch::Above { name, rate, prefix, .. } => {
-                SourceLimit { rate: *rate, bucket: name.clone(), recent_line: None, prefix: *prefix }
+                SourceLimit::rate(*rate, name.clone(), None, *prefix)
             }
             SourceMatch::Seen { list, seconds, hits } => {
                 let count = self.recent_count(shadow, accept, list, *hits)?;
@@ -580,11 +631,26 @@ impl Classifier {
                 // `seconds` holds more than `count`, as with recent. A bucket refilling
                 // `count` a window would let twice as many through one window.
                 let rate = Rate { count: 1, unit: Per::Window(seconds.saturating_add(1)), burst: count };
-                SourceLimit { rate, bucket: list.clone(), recent_line: Some(shadow.line), prefix: 32 }
+                SourceLimit::rate(rate, list.clone(), Some(shadow.line), 32)
             }
+            SourceMatch::Connections { count, prefix, .. } => SourceLimit {
+                rate: None,
+                bucket: String::new(),
+                recent_line: None,
+                connections: Some(Connections {
+                    count: *count,
+                    line: shadow.line,
+                    every_packet: !check.new_flows_only,
+                    rate_first: None,
+                }),
+                prefix: *prefix,
+            },
             SourceMatch::Upto { .. } => unreachable!("not a check"),
         };
-        Ok(Limit::PerSource(rate))
+        match &f.per_source {
+            None => Ok(Limit::PerSource(rate)),
+            Some(theirs) => both_limits(theirs, rate).map(Limit::PerSource),
+        }
     }
 
     /// How many new flows in its window a `-m recent` check (`shadow`, of `list`, at
@@ -626,6 +692,32 @@ impl Classifier {
 
 /// Why a rate of packets is not one of flows.
 const NOT_FLOWS: &str = "it limits every packet (no state NEW, no --syn, no ESTABLISHED line before it), not only the first of each flow";
+
+/// Why a connlimit on ICMP other than pings is not translated.
+const NOT_FLOWS_ICMP: &str = "per_source.connections counts the flows a rule opens, and ICMP messages other than echo requests (ICMP of every type, every protocol) are no flows: their cap would not be kept";
+
+/// A line's per-source limit (`theirs`: its own, or a check's before) and a check's
+/// after it (`ours`), as one `per_source`: a rate and a cap on the flows open at once, of
+/// one source prefix. Two rates, two caps, or two prefixes are not.
+fn both_limits(theirs: &SourceLimit, ours: SourceLimit) -> Result<SourceLimit, String> {
+    if theirs.rate.is_some() && ours.rate.is_some() {
+        return Err("this line has a per-source limit already".into());
+    }
+    if let Some(c) = theirs.connections.filter(|_| ours.connections.is_some()) {
+        return Err(format!(
+            "this line's flows are capped already, by the -m connlimit of line {}: two caps on a source's open flows are not translated",
+            c.line
+        ));
+    }
+    if theirs.prefix != ours.prefix {
+        return Err(format!(
+            "it counts a source by its /{} prefix, and this line's other per-source limit by its /{}: per_source has one prefix for its rate and its connections",
+            ours.prefix, theirs.prefix
+        ));
+    }
+    let (rated, capped) = if theirs.rate.is_some() { (theirs.clone(), ours) } else { (ours, theirs.clone()) };
+    Ok(SourceLimit { connections: capped.connections, ..rated })
+}
 
 /// Whether a check (`drop`) limits all an ACCEPT after it admits, and nothing of
 /// another service: the same protocol and service ports, its addresses and interfaces

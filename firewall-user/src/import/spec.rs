@@ -14,8 +14,8 @@ use std::fmt;
 
 use firewall_common::{
     ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED,
-    MAX_RULE_UIDS, NO_SOCKET_UID, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, protocol_named,
-    rule_protocol,
+    MAX_CONNECTIONS, MAX_RULE_UIDS, NO_SOCKET_UID, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG,
+    protocol_named, rule_protocol,
 };
 
 use crate::policy::{self, Per, Prefix};
@@ -66,6 +66,10 @@ pub(super) enum SourceMatch {
     /// `--hashlimit-above R`: what goes over the rate, each source's (`per_source`, mode
     /// srcip) or all of them together.
     Above { name: String, rate: Rate, per_source: bool, prefix: u8 },
+    /// `-m connlimit --connlimit-above N` (`above`) or `--connlimit-upto N`: the flows
+    /// each source (an address's `prefix`, `--connlimit-mask`) has open under the line
+    /// beyond `count`, or up to it.
+    Connections { count: u8, above: bool, prefix: u8 },
 }
 
 impl SourceMatch {
@@ -77,6 +81,10 @@ impl SourceMatch {
             }
             SourceMatch::Upto { name, rate, .. } => format!("--hashlimit-upto {rate} (name {name})"),
             SourceMatch::Above { name, rate, .. } => format!("--hashlimit-above {rate} (name {name})"),
+            SourceMatch::Connections { count, above, prefix } => format!(
+                "-m connlimit --connlimit-{} {count} --connlimit-mask {prefix}",
+                if *above { "above" } else { "upto" }
+            ),
         }
     }
 }
@@ -225,6 +233,10 @@ pub(super) struct Spec {
     pub(super) sports: Vec<PortRange>,
     pub(super) dports: Vec<PortRange>,
     pub(super) icmp_type: Option<u8>,
+    /// `--icmp-type 3/4` (or `fragmentation-needed`): one code of `icmp_type` alone, which
+    /// the policy cannot say (the line is not translated; as a DROP, it takes from the
+    /// lines after it that type alone).
+    pub(super) icmp_code: Option<u8>,
     pub(super) tcp_flags: Option<TcpFlags>,
     /// `-f`: later fragments only.
     pub(super) fragment: bool,
@@ -288,6 +300,7 @@ impl Spec {
             sports: port_intersection(&self.sports, &other.sports)?,
             dports: port_intersection(&self.dports, &other.dports)?,
             icmp_type: same(self.icmp_type.as_ref(), other.icmp_type.as_ref())?,
+            icmp_code: same(self.icmp_code.as_ref(), other.icmp_code.as_ref())?,
             tcp_flags: self.tcp_flags.or(other.tcp_flags),
             fragment: self.fragment || other.fragment,
             state: state_intersection(self.state, other.state)?,
@@ -320,11 +333,16 @@ impl Spec {
                 "two -m limit rates, the jump's and the line's, cannot be one rule's".into(),
             )));
         }
-        if self.source_match.is_some() && other.source_match.is_some() {
+        if let (Some(a), Some(b)) = (&self.source_match, &other.source_match) {
+            let connlimit = [a, b].iter().any(|m| matches!(m, SourceMatch::Connections { .. }));
             return Some(Err((
                 both,
-                "two per-source limits (-m recent, -m hashlimit), the jump's and the line's, cannot be one rule's"
-                    .into(),
+                if connlimit {
+                    "two per-source limits (-m recent, -m hashlimit, -m connlimit), the jump's and the line's, cannot be one rule's"
+                } else {
+                    "two per-source limits (-m recent, -m hashlimit), the jump's and the line's, cannot be one rule's"
+                }
+                .into(),
             )));
         }
         if self.recent_set.is_some() && other.recent_set.is_some() {
@@ -371,6 +389,7 @@ impl Spec {
             && ports_inside(&self.sports, &other.sports)
             && ports_inside(&self.dports, &other.dports)
             && same_or_any(self.icmp_type.as_ref(), other.icmp_type.as_ref())
+            && same_or_any(self.icmp_code.as_ref(), other.icmp_code.as_ref())
             && same_or_any(self.tcp_flags.as_ref(), other.tcp_flags.as_ref())
             && (!self.fragment || other.fragment)
             && states
@@ -437,8 +456,19 @@ fn state_intersection(a: Option<States>, b: Option<States>) -> Option<Option<Sta
 }
 
 /// The match modules this translation knows (besides `comment`, whose text goes with the rule).
-const MODULES: [&str; 10] =
-    ["tcp", "udp", "icmp", "state", "conntrack", "limit", "multiport", "recent", "hashlimit", "owner"];
+const MODULES: [&str; 11] = [
+    "tcp",
+    "udp",
+    "icmp",
+    "state",
+    "conntrack",
+    "limit",
+    "multiport",
+    "recent",
+    "hashlimit",
+    "connlimit",
+    "owner",
+];
 
 /// The words of a line still to read.
 type Words<'a> = std::iter::Peekable<std::slice::Iter<'a, String>>;
@@ -510,6 +540,7 @@ struct LineParser {
     burst: Option<u32>,
     recent: RecentOptions,
     hashlimit: HashlimitOptions,
+    connlimit: ConnlimitOptions,
     /// The first reason the line cannot be translated.
     untranslatable: Option<String>,
 }
@@ -583,6 +614,8 @@ impl LineParser {
                 let comp = tcp_flag_names(&value(words, word)?)?;
                 self.spec.tcp_flags = Some(TcpFlags { mask, comp, negated });
             }
+            // connlimit's own negations: `! --connlimit-above N` is `--connlimit-upto N`.
+            option if module == Some("connlimit") => self.connlimit.option(option, negated, words)?,
             option if negated && module == Some("owner") => {
                 return Err(format!(
                     "a negated owner match (! {option}) cannot be expressed: uids lists the users a rule admits, it does not except them"
@@ -606,10 +639,25 @@ impl LineParser {
                 let ranges = list.split(',').map(ports).collect::<Result<Vec<PortRange>, String>>()?;
                 self.spec.ports_of(word).extend(ranges);
             }
-            // `any` is every type: no match at all.
+            // `any` is every type: no match at all. A code is its type's, which the line's
+            // Spec keeps: so it matches at least what the line does, and no other type.
             "--icmp-type" if matches!(module, Some("icmp") | None) => match value(words, word)?.as_str() {
                 "any" => {}
-                kind => self.spec.icmp_type = Some(icmp_type(kind)?),
+                kind => {
+                    let (icmp_type, code) = icmp_type(kind)?;
+                    self.spec.icmp_type = Some(icmp_type);
+                    if let Some(code) = code {
+                        self.spec.icmp_code = Some(code);
+                        let named = if kind.contains('/') {
+                            kind.to_owned()
+                        } else {
+                            format!("{kind} ({icmp_type}/{code})")
+                        };
+                        return Err(format!(
+                            "ICMP code {named} cannot be expressed: the policy matches types, not codes"
+                        ));
+                    }
+                }
             },
             "--state" | "--ctstate"
                 if module == Some(if word == "--state" { "state" } else { "conntrack" }) =>
@@ -677,6 +725,23 @@ impl LineParser {
         }
         if self.recent.used && self.hashlimit.used {
             self.cannot("-m recent and -m hashlimit on one line are not translated".into());
+        }
+        // An ACCEPT of one code: the whole type would admit the others too.
+        if let (Some(Target::Accept), Some(icmp_type), Some(why)) =
+            (&self.spec.target, self.spec.icmp_type, self.untranslatable.as_mut())
+            && self.spec.icmp_code.is_some()
+            && why.starts_with("ICMP code ")
+        {
+            why.push_str(&format!(", and a rule of ICMP type {icmp_type} would admit its other codes too"));
+        }
+        if self.connlimit.used {
+            match self.connlimit.finish() {
+                Ok(m) if self.spec.source_match.is_none() => self.spec.source_match = Some(m),
+                Ok(_) => self.cannot(
+                    "-m connlimit with -m recent or -m hashlimit on one line is not translated".into(),
+                ),
+                Err(why) => self.cannot(why),
+            }
         }
         Parsed { spec: self.spec, untranslatable: self.untranslatable }
     }
@@ -889,6 +954,58 @@ impl HashlimitOptions {
     }
 }
 
+/// `-m connlimit`'s options, as read.
+#[derive(Default)]
+struct ConnlimitOptions {
+    used: bool,
+    /// The count, and whether it is `--connlimit-above` (else `--connlimit-upto`).
+    limit: Option<(u32, bool)>,
+    /// `--connlimit-mask`: how many bits of a source's address make it one (32 unless
+    /// written).
+    mask: Option<u32>,
+}
+
+impl ConnlimitOptions {
+    fn option(&mut self, option: &str, negated: bool, words: &mut Words<'_>) -> Result<(), String> {
+        self.used = true;
+        match option {
+            // `! --connlimit-above N` is `--connlimit-upto N`, and the other way round.
+            "--connlimit-above" | "--connlimit-upto" => {
+                let count = number(option, &value(words, option)?)?;
+                self.limit = Some((count, (option == "--connlimit-above") != negated));
+            }
+            _ if negated => return Err(negated_match(option)),
+            "--connlimit-mask" => self.mask = Some(number(option, &value(words, option)?)?),
+            // The default, as iptables-save writes it.
+            "--connlimit-saddr" => {}
+            "--connlimit-daddr" => {
+                return Err("-m connlimit --connlimit-daddr counts the flows to each destination: per_source.connections counts those of each source".into());
+            }
+            other => return Err(format!("option {other} of -m connlimit is not translated")),
+        }
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<SourceMatch, String> {
+        let Some((count, above)) = self.limit else {
+            return Err("-m connlimit without --connlimit-above or --connlimit-upto is not translated".into());
+        };
+        let option = if above { "--connlimit-above" } else { "--connlimit-upto" };
+        let count = u8::try_from(count).ok().filter(|n| (1..=MAX_CONNECTIONS).contains(&usize::from(*n))).ok_or_else(|| {
+            if count == 0 {
+                format!("{option} 0 cannot be expressed: per_source.connections allows 1 to {MAX_CONNECTIONS} flows of a source at once")
+            } else {
+                format!("{option} {count} is more than per_source.connections allows: at most {MAX_CONNECTIONS} flows of a source at once")
+            }
+        })?;
+        let prefix = match self.mask.unwrap_or(32) {
+            mask @ 0..=32 => u8::try_from(mask).expect("at most 32"),
+            mask => return Err(format!("--connlimit-mask {mask}: an IPv4 prefix is 0 to 32 bits")),
+        };
+        Ok(SourceMatch::Connections { count, above, prefix })
+    }
+}
+
 /// A count of an option's (`--seconds 60`).
 fn number(option: &str, text: &str) -> Result<u32, String> {
     text.parse().map_err(|_| format!("{option} {text}: not a number"))
@@ -993,20 +1110,63 @@ fn tcp_flag_names(text: &str) -> Result<u8, String> {
     Ok(flags)
 }
 
-/// The ICMP types the policy names, by number (as iptables-save writes them) or name.
-fn icmp_type(text: &str) -> Result<u8, String> {
-    if text.contains('/') {
-        return Err(format!("ICMP code {text} cannot be expressed: the policy matches types, not codes"));
+/// The names iptables gives ICMP types, and codes of them (`iptables -p icmp -h`): a
+/// name without a code is the whole type.
+const ICMP_NAMES: [(&str, u8, Option<u8>); 39] = [
+    ("echo-reply", ICMP_ECHO_REPLY, None),
+    ("pong", ICMP_ECHO_REPLY, None),
+    ("destination-unreachable", ICMP_DEST_UNREACHABLE, None),
+    ("network-unreachable", ICMP_DEST_UNREACHABLE, Some(0)),
+    ("host-unreachable", ICMP_DEST_UNREACHABLE, Some(1)),
+    ("protocol-unreachable", ICMP_DEST_UNREACHABLE, Some(2)),
+    ("port-unreachable", ICMP_DEST_UNREACHABLE, Some(3)),
+    ("fragmentation-needed", ICMP_DEST_UNREACHABLE, Some(4)),
+    ("source-route-failed", ICMP_DEST_UNREACHABLE, Some(5)),
+    ("network-unknown", ICMP_DEST_UNREACHABLE, Some(6)),
+    ("host-unknown", ICMP_DEST_UNREACHABLE, Some(7)),
+    ("network-prohibited", ICMP_DEST_UNREACHABLE, Some(9)),
+    ("host-prohibited", ICMP_DEST_UNREACHABLE, Some(10)),
+    ("TOS-network-unreachable", ICMP_DEST_UNREACHABLE, Some(11)),
+    ("TOS-host-unreachable", ICMP_DEST_UNREACHABLE, Some(12)),
+    ("communication-prohibited", ICMP_DEST_UNREACHABLE, Some(13)),
+    ("host-precedence-violation", ICMP_DEST_UNREACHABLE, Some(14)),
+    ("precedence-cutoff", ICMP_DEST_UNREACHABLE, Some(15)),
+    ("source-quench", 4, None),
+    ("redirect", 5, None),
+    ("network-redirect", 5, Some(0)),
+    ("host-redirect", 5, Some(1)),
+    ("TOS-network-redirect", 5, Some(2)),
+    ("TOS-host-redirect", 5, Some(3)),
+    ("echo-request", ICMP_ECHO_REQUEST, None),
+    ("ping", ICMP_ECHO_REQUEST, None),
+    ("router-advertisement", 9, None),
+    ("router-solicitation", 10, None),
+    ("time-exceeded", ICMP_TIME_EXCEEDED, None),
+    ("ttl-exceeded", ICMP_TIME_EXCEEDED, None),
+    ("ttl-zero-during-transit", ICMP_TIME_EXCEEDED, Some(0)),
+    ("ttl-zero-during-reassembly", ICMP_TIME_EXCEEDED, Some(1)),
+    ("parameter-problem", ICMP_PARAMETER_PROBLEM, None),
+    ("ip-header-bad", ICMP_PARAMETER_PROBLEM, Some(0)),
+    ("required-option-missing", ICMP_PARAMETER_PROBLEM, Some(1)),
+    ("timestamp-request", 13, None),
+    ("timestamp-reply", 14, None),
+    ("address-mask-request", 17, None),
+    ("address-mask-reply", 18, None),
+];
+
+/// An ICMP type, and the one code of it a line may name: by number (as iptables-save
+/// writes them, `8`, `3/4`) or by iptables' name (`echo-request`, `fragmentation-needed`),
+/// whatever its case.
+fn icmp_type(text: &str) -> Result<(u8, Option<u8>), String> {
+    let unknown = || format!("ICMP type {text} is not translated (give it as a number)");
+    if let Some(&(_, kind, code)) = ICMP_NAMES.iter().find(|(name, _, _)| name.eq_ignore_ascii_case(text)) {
+        return Ok((kind, code));
     }
-    match text {
-        "echo-reply" | "pong" => Ok(ICMP_ECHO_REPLY),
-        "destination-unreachable" => Ok(ICMP_DEST_UNREACHABLE),
-        "echo-request" | "ping" => Ok(ICMP_ECHO_REQUEST),
-        "time-exceeded" | "ttl-exceeded" => Ok(ICMP_TIME_EXCEEDED),
-        "parameter-problem" => Ok(ICMP_PARAMETER_PROBLEM),
-        number => {
-            number.parse().map_err(|_| format!("ICMP type {text} is not translated (give it as a number)"))
+    match text.split_once('/') {
+        Some((kind, code)) => {
+            Ok((kind.parse().map_err(|_| unknown())?, Some(code.parse().map_err(|_| unknown())?)))
         }
+        None => Ok((text.parse().map_err(|_| unknown())?, None)),
     }
 }
 

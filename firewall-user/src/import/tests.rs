@@ -416,6 +416,82 @@ fn an_icmp_type_dropped_before_icmp_is_accepted_is_left_out_of_its_rules() {
     );
 }
 
+/// A DROP of one code of an ICMP type (`--icmp-type 3/4`, or by iptables' name) takes
+/// that type alone from the lines after it: an ACCEPT of the type is kept out (the other
+/// codes cannot be written), one of ICMP is narrowed without it, and other types and the
+/// echo replies of pings are untouched. An ACCEPT of one code is not the whole type.
+#[test]
+fn an_icmp_code_takes_its_type_alone_and_is_no_rule_of_its_own() {
+    let t = import(&dump(&[
+        "-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT",
+        "-A INPUT -p icmp -m icmp --icmp-type 3/4 -j DROP",
+        "-A INPUT -d 198.51.100.1/32 -p icmp -m icmp --icmp-type 8 -j ACCEPT",
+        "-A INPUT -d 198.51.100.1/32 -p icmp -m icmp --icmp-type 3 -j ACCEPT",
+        "-A INPUT -s 192.0.2.0/24 -d 198.51.100.1/32 -p icmp -j ACCEPT",
+        "-A INPUT -d 198.51.100.1/32 -p icmp -m icmp --icmp-type fragmentation-needed -j ACCEPT",
+        "-A INPUT -d 198.51.100.1/32 -p icmp -m icmp --icmp-type Time-Exceeded -j ACCEPT",
+        "-A INPUT -p icmp -m icmp --icmp-type host-redirect -j DROP",
+        "-A OUTPUT -m state --state RELATED,ESTABLISHED -j ACCEPT",
+    ]));
+    assert_eq!(why(&t, 6), "ICMP code 3/4 cannot be expressed: the policy matches types, not codes");
+    assert_eq!(
+        why(&t, 8),
+        "not translated, to be no more open than the script: line 6, which is not translated, drops some of what this line admits"
+    );
+    assert!(
+        why_all(&t, 9).contains(
+            &"translated without the ICMP type that line 6, which is not translated, may drop first"
+                .to_owned()
+        ),
+        "{}",
+        t.text
+    );
+    assert_eq!(
+        why(&t, 10),
+        "ICMP code fragmentation-needed (3/4) cannot be expressed: the policy matches types, not codes, and a rule of ICMP type 3 would admit its other codes too"
+    );
+    // A code no line after it admits: the policy drops it too.
+    assert_eq!(
+        why(&t, 12),
+        "no line after it admits what it drops, so the chain's policy drops it here too (the line itself is not expressible: ICMP code host-redirect (5/1) cannot be expressed: the policy matches types, not codes)"
+    );
+    let p = policy::parse(&t.text, Path::new("x")).unwrap();
+    let rules: Vec<(&str, String)> = p
+        .rules
+        .iter()
+        .map(|r| (r.name.as_str(), r.peers.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")))
+        .collect();
+    // Echo requests and time-exceeded from anyone (a name in any case), parameter-problem
+    // from line 9's network; destination-unreachable from no one.
+    assert_eq!(
+        rules,
+        [
+            ("ping-in", "0.0.0.0/0".to_owned()),
+            ("time-exceeded-in", "0.0.0.0/0".to_owned()),
+            ("parameter-problem-in", "192.0.2.0/24".to_owned())
+        ],
+        "{}",
+        t.text
+    );
+
+    // A DROP of a code on INPUT takes none of the echo replies of the pings OUTPUT sends,
+    // which an ESTABLISHED line after it passes: ping-out is translated.
+    let t = import(&dump(&[
+        "-A INPUT -p icmp -m icmp --icmp-type port-unreachable -j DROP",
+        "-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT",
+        "-A OUTPUT -s 198.51.100.1/32 -p icmp -m icmp --icmp-type echo-request -j ACCEPT",
+        "-A OUTPUT -s 198.51.100.1/32 -p icmp -m icmp --icmp-type 3/4 -j ACCEPT",
+    ]));
+    assert!(block(&t, "ping-out").ends_with("icmp_type = \"echo-request\"\npeers = \"any\""), "{}", t.text);
+    assert!(why(&t, 5).starts_with("no line after it admits what it drops"), "{}", t.text);
+    assert_eq!(
+        untranslated(&t),
+        [
+            "iptables-save line 8: -A OUTPUT -s 198.51.100.1/32 -p icmp -m icmp --icmp-type 3/4 -j ACCEPT: ICMP code 3/4 cannot be expressed: the policy matches types, not codes, and a rule of ICMP type 3 would admit its other codes too"
+        ]
+    );
+}
+
 /// A limited line that becomes several rules shares its limit among them: together they
 /// admit no more than the line's one bucket did.
 #[test]
@@ -717,7 +793,7 @@ fn what_cannot_be_translated_is_listed_with_its_reason() {
         [
             "an ACCEPT of what -m recent --seconds 30 --hitcount 1 --name knock matches cannot be expressed: per_source drops what goes over a rate, it admits nothing",
             "--gid-owner cannot be expressed: the filter sees a socket's owner, not its group",
-            "ICMP code 3/4 cannot be expressed: the policy matches types, not codes",
+            "ICMP code 3/4 cannot be expressed: the policy matches types, not codes, and a rule of ICMP type 3 would admit its other codes too",
             "a return line (--sport) with no line that opens its flow the other way: nothing to translate",
             "an echo-reply with no echo-request the other way: replies pass here only as the answers of admitted requests",
             "FORWARD is not translated: the firewall filters this host's own traffic, and drops whatever it would forward",
@@ -1404,8 +1480,9 @@ fn hashlimit_becomes_per_source_or_the_rules_limit() {
     assert_eq!((limit.count, limit.unit, limit.burst), (20, policy::Per::Sec, 40));
 }
 
-/// What counts by destination or by network, or counts every packet, or connections at
-/// once: not translated, and the ACCEPTs after such a DROP are kept out, as before.
+/// What counts by destination or by network, or counts every packet, or caps the
+/// connections of a one-way service: not translated, and the ACCEPTs after such a DROP are
+/// kept out, as before.
 #[test]
 fn limits_the_policy_cannot_say_stay_untranslated() {
     let t = import(&dump(&[
@@ -1440,8 +1517,16 @@ fn limits_the_policy_cannot_say_stay_untranslated() {
         "{}",
         t.text
     );
-    assert_eq!(why(&t, 12), "match module \"connlimit\" is not translated");
-    assert_eq!(why(&t, 13), shadowed(12));
+    // No line passes the returns of 3306: a rule with returns = false tracks no flow to
+    // count, so the ACCEPT the connlimit caps is kept out, and the cap with it.
+    assert_eq!(
+        why(&t, 12),
+        "not translated: the ACCEPTs after it that it caps (10 flows of a source at once) could not take its cap, so they are kept out instead (each says why)"
+    );
+    assert_eq!(
+        why(&t, 13),
+        "not translated, to be no more open than the script: the -m connlimit of line 12 caps its flows at 10 at once, and no line of the dump passes the returns of its flows, so its rule would have returns = false, which tracks no flow to count"
+    );
     // After line 5 only new flows meet a line: 8080 is limited as the script does.
     assert!(block(&t, "tcp-8080-in").contains("per_source = { limit = \"5/sec\", burst = 5 }"), "{}", t.text);
     assert_eq!(t.rules, 3, "{}", t.text);
@@ -1461,6 +1546,246 @@ fn limits_the_policy_cannot_say_stay_untranslated() {
         "it limits every packet (no state NEW, no --syn, no ESTABLISHED line before it), not only the first of each flow, where per_source limits new flows"
     );
     assert_eq!(t.rules, 1, "{}", t.text);
+}
+
+/// connlimit by source: `--connlimit-above N` on a DROP or REJECT before the ACCEPT of
+/// the same service, or `--connlimit-upto N` on the ACCEPT, is `per_source.connections`
+/// (`--connlimit-mask` its `prefix`); beside a per-source rate, one `per_source` of both.
+#[test]
+fn connlimit_becomes_per_source_connections() {
+    // tests/scripts/limits.rules' database port, guarded by a REJECT.
+    let t = import(&dump(&[
+        "-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        "-A INPUT -s 203.0.113.7/32 -p tcp -m tcp --dport 3306 -m connlimit --connlimit-above 4 --connlimit-mask 32 --connlimit-saddr -j REJECT --reject-with tcp-reset",
+        "-A INPUT -s 203.0.113.7/32 -d 198.51.100.1/32 -p tcp -m tcp --dport 3306 -j ACCEPT",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 5432 -m conntrack --ctstate NEW -m connlimit --connlimit-upto 2 --connlimit-mask 24 --connlimit-saddr -j ACCEPT",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 6379 -m conntrack --ctstate NEW -m connlimit ! --connlimit-above 3 -j ACCEPT",
+        "-A OUTPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+    ]));
+    assert!(t.untranslated.is_empty(), "{}", t.text);
+    assert_eq!(
+        block(&t, "mysql-in"),
+        "# From iptables-save line 7.\n[[rule]]\nname = \"mysql-in\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 3306\npeers = [\"203.0.113.7\"]\nper_source = { connections = 4 }"
+    );
+    assert_eq!(
+        why_all(&t, 6),
+        [
+            super::classify::WHY_REJECT,
+            "translated: it is per_source.connections = 4 on the ACCEPTs after it that it caps"
+        ]
+    );
+    // Its own --connlimit-upto, a network's sources counted together; `!
+    // --connlimit-above` is the same.
+    assert!(
+        block(&t, "postgresql-in")
+            .ends_with("peers = \"any\"\nper_source = { connections = 2, prefix = 24 }"),
+        "{}",
+        t.text
+    );
+    assert!(
+        block(&t, "tcp-6379-in").ends_with("peers = \"any\"\nper_source = { connections = 3 }"),
+        "{}",
+        t.text
+    );
+    for line in [8, 9] {
+        assert!(why_all(&t, line).is_empty(), "{}", t.text);
+    }
+    let policy = policy::parse(&t.text, Path::new("imported")).expect("valid");
+    let per_source = |name: &str| policy.rules.iter().find(|r| r.name == name).expect(name).per_source;
+    assert_eq!(
+        per_source("mysql-in"),
+        Some(policy::PerSource { limit: None, connections: Some(4), block: None, prefix: 32, prefix6: 64 })
+    );
+    assert_eq!(per_source("postgresql-in").and_then(|p| p.connections), Some(2));
+    assert_eq!(per_source("postgresql-in").map(|p| p.prefix), Some(24));
+
+    // Beside a per-source rate, of recent or hashlimit: one per_source of both, where they
+    // count a source by one prefix.
+    let t = import(&dump(&[
+        "-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        "-A INPUT -p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -m recent --set --name SSH --rsource",
+        "-A INPUT -p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -m recent --update --seconds 60 --hitcount 4 --name SSH --rsource -j DROP",
+        "-A INPUT -p tcp -m tcp --dport 22 -m connlimit --connlimit-above 2 --connlimit-mask 32 --connlimit-saddr -j DROP",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 22 -j ACCEPT",
+        "-A INPUT -p tcp -m tcp --dport 80 -m connlimit --connlimit-above 8 --connlimit-mask 24 --connlimit-saddr -j DROP",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 80 -m hashlimit --hashlimit-upto 10/sec --hashlimit-mode srcip --hashlimit-srcmask 24 --hashlimit-name web -j ACCEPT",
+        "-A INPUT -p tcp -m tcp --dport 25 -m hashlimit --hashlimit-above 10/min --hashlimit-mode srcip --hashlimit-name smtp -j DROP",
+        "-A INPUT -p tcp -m tcp --dport 25 -m connlimit --connlimit-above 5 --connlimit-mask 32 --connlimit-saddr -j DROP",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 25 -j ACCEPT",
+        "-A INPUT -p tcp -m tcp --dport 443 -m connlimit --connlimit-above 8 --connlimit-mask 24 --connlimit-saddr -j DROP",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 443 -m hashlimit --hashlimit-upto 10/sec --hashlimit-mode srcip --hashlimit-name tls -j ACCEPT",
+        "-A OUTPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+    ]));
+    assert!(
+        block(&t, "ssh-in")
+            .ends_with("peers = \"any\"\nper_source = { limit = \"1/61s\", burst = 3, connections = 2 }"),
+        "{}",
+        t.text
+    );
+    assert_eq!(
+        why(&t, 8),
+        "translated: it is per_source.connections = 2 on the ACCEPTs after it that it caps"
+    );
+    assert!(
+        block(&t, "http-in").ends_with(
+            "peers = \"any\"\nper_source = { limit = \"10/sec\", burst = 5, connections = 8, prefix = 24 }"
+        ),
+        "{}",
+        t.text
+    );
+    // A hashlimit before the connlimit charges the flows the connlimit refuses; the
+    // firewall asks the connections first: noted.
+    assert!(
+        block(&t, "smtp-in").contains(
+            "# Note: the firewall asks per_source.connections before the rate, so a flow refused for its source's connections takes no token; in the script the hashlimit of line 12, before the -m connlimit of line 13, charged it one.\n"
+        ),
+        "{}",
+        t.text
+    );
+    assert!(
+        block(&t, "smtp-in").ends_with("per_source = { limit = \"10/min\", burst = 5, connections = 5 }"),
+        "{}",
+        t.text
+    );
+    // Two prefixes cannot be one per_source's: the ACCEPT is kept out.
+    assert_eq!(
+        why(&t, 16),
+        "not translated, to be no more open than the script: line 15, which is not translated, drops some of what this line admits; as its limit it does not fit: it counts a source by its /24 prefix, and this line's other per-source limit by its /32: per_source has one prefix for its rate and its connections"
+    );
+    assert!(
+        why(&t, 15).starts_with("-m connlimit --connlimit-above 8 --connlimit-mask 24 is a cap on each source's open flows: it becomes the per_source.connections of the ACCEPTs after it that it limits whole"),
+        "{}",
+        t.text
+    );
+    assert!(!t.text.contains("name = \"https-in\""), "{}", t.text);
+    let policy = policy::parse(&t.text, Path::new("imported")).expect("valid");
+    let ssh =
+        policy.rules.iter().find(|r| r.name == "ssh-in").expect("ssh-in").per_source.expect("per_source");
+    assert_eq!(ssh.connections, Some(2));
+    let rate = ssh.limit.expect("a rate");
+    assert_eq!((rate.count, rate.unit, rate.burst), (1, policy::Per::Window(61), 3));
+
+    // A line that meets every packet (no ESTABLISHED line before it): translated, the
+    // difference listed, and noted on the rule.
+    let t = import(&dump(&[
+        "-A INPUT -p tcp -m tcp --dport 22 -m connlimit --connlimit-above 3 --connlimit-mask 32 --connlimit-saddr -j DROP",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 22 -j ACCEPT",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 3306 -m connlimit --connlimit-upto 4 --connlimit-mask 32 --connlimit-saddr -j ACCEPT",
+        "-A OUTPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+    ]));
+    assert!(t.untranslated.is_empty(), "{}", t.text);
+    let every_packet = |n: u8| {
+        format!(
+            "the line meets every packet (no state NEW, no --syn, no ESTABLISHED line before it), so iptables refuses even the packets of a flow already open while its source has more than {n} (flows opened before the line was loaded, say); the firewall counts a source's flows as they open, and never cuts one open"
+        )
+    };
+    assert_eq!(
+        why(&t, 5),
+        format!(
+            "translated with a difference, as per_source.connections = 3 on the ACCEPTs it caps: {}",
+            every_packet(3)
+        )
+    );
+    assert_eq!(
+        why(&t, 7),
+        format!("translated with a difference, as per_source.connections = 4: {}", every_packet(4))
+    );
+    assert_eq!(
+        block(&t, "ssh-in"),
+        "# From iptables-save line 6.\n\
+         # Note: per_source.connections stands for the -m connlimit of line 5, which meets every packet of a flow, not only its first (listed above).\n\
+         [[rule]]\nname = \"ssh-in\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 22\npeers = \"any\"\nper_source = { connections = 3 }"
+    );
+    assert!(block(&t, "mysql-in").ends_with("per_source = { connections = 4 }"), "{}", t.text);
+    policy::parse(&t.text, Path::new("imported")).expect("valid");
+}
+
+/// A connlimit the policy cannot say (by destination, more than it allows, on ICMP), or
+/// whose ACCEPTs cannot take it (one-way, a rule of one count split too thin), keeps those
+/// ACCEPTs out; one whose ACCEPTs became several rules gives each its share.
+#[test]
+fn connlimit_the_policy_cannot_say_keeps_its_accepts_out() {
+    let t = import(&dump(&[
+        "-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        "-A INPUT -p tcp -m tcp --dport 25 -m connlimit --connlimit-above 30 --connlimit-mask 32 --connlimit-saddr -j DROP",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 25 -j ACCEPT",
+        "-A INPUT -p tcp -m tcp --dport 80 -m connlimit --connlimit-above 3 --connlimit-mask 32 --connlimit-daddr -j DROP",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 80 -j ACCEPT",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 3306 -m connlimit --connlimit-upto 20 --connlimit-mask 32 --connlimit-saddr -j ACCEPT",
+        "-A INPUT -d 198.51.100.1/32 -p icmp -m connlimit --connlimit-upto 3 --connlimit-mask 32 --connlimit-saddr -j ACCEPT",
+        "-A INPUT -p tcp -m tcp --dport 443 -m connlimit --connlimit-above 3 --connlimit-mask 40 --connlimit-saddr -j DROP",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 443 -j ACCEPT",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 8080 -m connlimit --connlimit-above 3 --connlimit-mask 32 --connlimit-saddr -j ACCEPT",
+        "-A INPUT -p tcp -m multiport --dports 5000,5001 -m connlimit --connlimit-above 5 --connlimit-mask 32 --connlimit-saddr -j DROP",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m multiport --dports 5000,5001 -m limit --limit 10/sec -j ACCEPT",
+        "-A INPUT -p tcp -m multiport --dports 6000,6001 -m connlimit --connlimit-above 1 --connlimit-mask 32 --connlimit-saddr -j DROP",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m multiport --dports 6000,6001 -m limit --limit 10/sec -j ACCEPT",
+        "-A INPUT -p udp -m udp --dport 514 -m connlimit --connlimit-above 2 --connlimit-mask 32 --connlimit-saddr -j DROP",
+        "-A INPUT -d 198.51.100.1/32 -p udp -m udp --dport 514 -j ACCEPT",
+        "-A OUTPUT -p tcp -m state --state ESTABLISHED -j ACCEPT",
+        "-A OUTPUT -p icmp -m state --state ESTABLISHED -j ACCEPT",
+    ]));
+    let shadowed = |by: usize| {
+        format!(
+            "not translated, to be no more open than the script: line {by}, which is not translated, drops some of what this line admits"
+        )
+    };
+    assert_eq!(
+        why(&t, 6),
+        "--connlimit-above 30 is more than per_source.connections allows: at most 16 flows of a source at once"
+    );
+    assert_eq!(why(&t, 7), shadowed(6));
+    assert_eq!(
+        why(&t, 8),
+        "-m connlimit --connlimit-daddr counts the flows to each destination: per_source.connections counts those of each source"
+    );
+    assert_eq!(why(&t, 9), shadowed(8));
+    // An ACCEPT of more than the policy caps admits nothing here.
+    assert_eq!(
+        why(&t, 10),
+        "--connlimit-upto 20 is more than per_source.connections allows: at most 16 flows of a source at once"
+    );
+    assert_eq!(
+        why(&t, 11),
+        "per_source.connections counts the flows a rule opens, and ICMP messages other than echo requests (ICMP of every type, every protocol) are no flows: their cap would not be kept"
+    );
+    assert_eq!(why(&t, 12), "--connlimit-mask 40: an IPv4 prefix is 0 to 32 bits");
+    assert_eq!(why(&t, 13), shadowed(12));
+    assert_eq!(
+        why(&t, 14),
+        "an ACCEPT of what -m connlimit --connlimit-above 3 --connlimit-mask 32 matches cannot be expressed: per_source.connections refuses the flows over its count, it admits nothing"
+    );
+    // A limited multiport line is a rule a port: each has its share of the one count.
+    for name in ["tcp-5000-in", "tcp-5001-in"] {
+        let rule = block(&t, name);
+        assert!(rule.ends_with("per_source = { connections = 2 }"), "{}", t.text);
+        assert!(
+            rule.contains("# Note: its per_source.connections is a share of the 5 at once of the -m connlimit of line 15, whose flows became 2 rules: each has 2, so that together they hold no more open than the line.\n"),
+            "{rule}"
+        );
+    }
+    assert_eq!(
+        why(&t, 15),
+        "translated: it is per_source.connections = 5 on the ACCEPTs after it that it caps"
+    );
+    // One at once cannot be shared by two rules: kept out.
+    assert_eq!(
+        why(&t, 18),
+        "not translated, to be no more open than the script: the -m connlimit of line 17 caps its flows at 1 at once, one count for all of them, and they became 2 rules here, too many to share 1 with one flow each at least"
+    );
+    assert_eq!(
+        why(&t, 17),
+        "not translated: the ACCEPTs after it that it caps (1 flow of a source at once) could not take its cap, so they are kept out instead (each says why)"
+    );
+    // No line passes UDP's returns: one-way, so no flow to count.
+    assert_eq!(
+        why(&t, 20),
+        "not translated, to be no more open than the script: the -m connlimit of line 19 caps its flows at 2 at once, and no line of the dump passes the returns of its flows, so its rule would have returns = false, which tracks no flow to count"
+    );
+    assert!(why(&t, 19).starts_with("not translated: the ACCEPTs after it that it caps"), "{}", t.text);
+    let policy = policy::parse(&t.text, Path::new("imported")).expect("valid");
+    let names: Vec<&str> = policy.rules.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["tcp-5000-in", "tcp-5001-in"], "{}", t.text);
 }
 
 #[test]

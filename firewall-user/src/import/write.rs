@@ -193,10 +193,14 @@ fn rule_table(rule: &RuleOut) -> Table {
         table["burst"] = value(i64::from(rate.burst));
     }
     if let Some(per_source) = &rule.per_source {
-        let rate = per_source.rate;
         let mut limits = InlineTable::new();
-        limits.insert("limit", format!("{}/{}", rate.count, rate.unit).into());
-        limits.insert("burst", i64::from(rate.burst).into());
+        if let Some(rate) = per_source.rate {
+            limits.insert("limit", format!("{}/{}", rate.count, rate.unit).into());
+            limits.insert("burst", i64::from(rate.burst).into());
+        }
+        if let Some(connections) = per_source.connections {
+            limits.insert("connections", i64::from(connections.count).into());
+        }
         if per_source.prefix != 32 {
             limits.insert("prefix", i64::from(per_source.prefix).into());
         }
