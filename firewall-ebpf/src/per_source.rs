@@ -72,6 +72,11 @@ pub extern "C" fn per_source_admit(rule: u32, flags: u32, v6: u32, now: u64) -> 
     let Some(scratch) = SCRATCH.get_ptr_mut(Direction::In as u32) else {
         return 0;
     };
+    // A trap's source is its address, which `offender_key` holds.
+    if flags & ALLOW_TRAP != 0 {
+        block_offender(rule, limit.block_ns, now);
+        return 0;
+    }
     // SAFETY: as `admit`'s.
     unsafe {
         // The source's prefix: its address masked, two words at a time, in the scratch
@@ -82,10 +87,6 @@ pub extern "C" fn per_source_admit(rule: u32, flags: u32, v6: u32, now: u64) -> 
         let mask = mask.as_ptr().cast::<u64>();
         *words &= *mask;
         *words.add(1) &= *mask.add(1);
-        if flags & ALLOW_TRAP != 0 {
-            block_offender(rule, limit.block_ns, now);
-            return 0;
-        }
         let cap = allow_connections(flags);
         if cap != 0 && (*scratch).flow.protocol != 0 && !connection_slot(cap, now) {
             return 0;
