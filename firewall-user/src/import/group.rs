@@ -392,8 +392,18 @@ fn share_split_limits(rules: &mut [RuleOut]) {
         };
         let shared = Rate { burst: (rate.burst / k).max(1), ..shared };
         rule.limit = Some(shared);
+        // A burst smaller than the rules cannot be shared: each keeps one, so at once they
+        // admit up to `k`, one more a rule than the line's share; over time no more.
+        let together = if rate.burst < k {
+            format!(
+                "so that together they admit no more than the line over time, but up to {k} at once where the line's burst is {}: a burst of one packet cannot be shared",
+                rate.burst
+            )
+        } else {
+            "so that together they admit no more than the line".to_owned()
+        };
         rule.notes.push(format!(
-            "its limit is a share of the --limit {rate} of {}, which became {k} rules: each has {}/{} burst {}, so that together they admit no more than the line",
+            "its limit is a share of the --limit {rate} of {}, which became {k} rules: each has {}/{} burst {}, {together}",
             if rule.opening.len() == 1 { format!("line {}", rule.opening[0]) } else { format!("lines {}", line_list(&rule.opening)) },
             shared.count,
             shared.unit,

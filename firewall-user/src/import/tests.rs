@@ -528,6 +528,14 @@ fn a_limited_line_that_becomes_several_rules_shares_its_limit() {
     assert!(block(&t, "http-in").contains(
         "# Note: its limit is a share of the --limit 10/min burst 7 of line 6, which became 2 rules: each has 5/min burst 3, so that together they admit no more than the line.\n"
     ));
+    // A burst of one cannot be shared among four: the note says what it costs.
+    let t = import(&dump(&[
+        "-A INPUT -d 198.51.100.1/32 -p icmp -m limit --limit 1/sec --limit-burst 1 -j ACCEPT",
+        "-A OUTPUT -m state --state ESTABLISHED -j ACCEPT",
+    ]));
+    assert!(block(&t, "ping-in").contains(
+        "# Note: its limit is a share of the --limit 1/sec burst 1 of line 5, which became 4 rules: each has 1/4s burst 1, so that together they admit no more than the line over time, but up to 4 at once where the line's burst is 1: a burst of one packet cannot be shared.\n"
+    ), "{}", t.text);
 }
 
 /// A policy ACCEPT passes returns only where a packet can reach it: behind a DROP of
