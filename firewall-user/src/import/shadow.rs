@@ -99,7 +99,8 @@ impl Shadow {
             until,
             used: false,
             narrowed: false,
-            exact: flat.parsed.untranslatable.is_none(),
+            // A --remove matches the sources on its list only, which its Spec does not say.
+            exact: flat.parsed.untranslatable.is_none() && spec.recent_remove.is_none(),
             check: None,
             limited: None,
             trap: false,
