@@ -2047,7 +2047,9 @@ fn what_is_no_port_scan_trap_keeps_the_lines_after_it_out() {
     // A source caught at its second touch, or a network's sources together.
     let t = trap_with("--seconds 86400", "--seconds 86400 --hitcount 2");
     assert!(
-        why(&t, 5).contains("is no port-scan trap's block: --hitcount 2 catches a source at its 2th touch"),
+        why(&t, 5).contains(
+            "is no port-scan trap's block: --hitcount 2 catches a source once it touched a trap 2 times"
+        ),
         "{}",
         t.text
     );

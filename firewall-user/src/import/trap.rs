@@ -144,7 +144,7 @@ fn trap_of(
     }
     if hits > 1 {
         return Err(format!(
-            "--hitcount {hits} catches a source at its {hits}th touch of a trap within {seconds} s, where a trap catches it at its first"
+            "--hitcount {hits} catches a source once it touched a trap {hits} times within {seconds} s, where a trap catches it the first time"
         ));
     }
     if seconds == 0 {
