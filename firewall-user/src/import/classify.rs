@@ -58,6 +58,19 @@ pub(super) struct Flow {
     /// The LOG lines just before it that log every flow it opens (`log`).
     pub(super) logged_by: Vec<LogLine>,
     pub(super) comment: Option<String>,
+    /// A DROP that sets a port-scan trap's list: the rule's `trap` (`shadow`).
+    pub(super) trap: Option<Trap>,
+}
+
+/// A rule's `trap`: the `-m recent` list a DROP line sets, and its check, `--rcheck
+/// --seconds S … -j DROP` for every packet, the block of a source caught.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) struct Trap {
+    pub(super) list: String,
+    /// The check's `--seconds`: how long the block lasts.
+    pub(super) seconds: u32,
+    /// The dump's line of the check.
+    pub(super) check: usize,
 }
 
 /// A rule's `per_source`, and the dump's buckets it stands for: a rate of new flows, a
@@ -143,6 +156,33 @@ pub(super) fn why_recent(rate: Rate) -> String {
         rate.burst
     )
 }
+pub(super) const WHY_TRAP_REMOVE: &str = "-m recent --remove after the check of a port-scan trap's list only takes off it the sources that passed the check, whose entries are old: built in, the blocklist's entries expire by themselves";
+/// Why a port-scan trap's check (`--rcheck --seconds S … -j DROP` of every packet) is
+/// translated with a difference: it is the block of the trap rules of `lines`. `ahead`:
+/// it comes before INPUT's ESTABLISHED line (or there is none); `admitted`: lines before
+/// it admit what a source sends, caught or not.
+pub(super) fn why_trap_check(duration: &str, lines: &[usize], ahead: bool, admitted: &[usize]) -> String {
+    let plural = |n: &[usize]| if n.len() == 1 { "line" } else { "lines" };
+    let mut why = format!(
+        "translated with a difference: it is the block of the trap = \"{duration}\" of the {} of {} {}: a source that sends what {} matches is blocked through the blocklist for {duration}, before every rule, on every port and both ways; the firewall also drops what the host sends to it, where this line drops only what comes in (the host's packets to it get no answer through this line anyway)",
+        if lines.len() == 1 { "rule" } else { "rules" },
+        plural(lines),
+        super::write::line_list(lines),
+        if lines.len() == 1 { "it" } else { "they" },
+    );
+    if ahead {
+        why.push_str("; a caught source's flows opened before go on, where this line, with no ESTABLISHED line of INPUT before it, drops their packets too");
+    }
+    if !admitted.is_empty() {
+        why.push_str(&format!(
+            "; {} {} before it {} a caught source in the script, where the block drops it there too",
+            plural(admitted),
+            super::write::line_list(admitted),
+            if admitted.len() == 1 { "admits" } else { "admit" },
+        ));
+    }
+    why
+}
 pub(super) const WHY_LIMIT_CHECK: &str =
     "translated: it is the per_source (or limit) of the ACCEPTs after it that it limits";
 /// Why a `--connlimit-above N` DROP is translated: its ACCEPTs' `per_source.connections`.
@@ -173,6 +213,11 @@ pub(super) fn classify(spec: &Spec) -> Result<Role, String> {
     let chain = spec.chain.as_str();
     if !matches!(chain, "INPUT" | "OUTPUT" | "FORWARD") {
         return Err(format!("chain {chain} is not declared in the dump: not translated"));
+    }
+    if let Some(list) = &spec.recent_remove {
+        return Err(format!(
+            "-m recent --remove takes a source off list {list}: not translated (it is built in only after the check of a port-scan trap's list)"
+        ));
     }
     let Some(target) = &spec.target else {
         return Ok(Role::BuiltIn(if spec.recent_set.is_some() { WHY_RECENT_SET } else { WHY_COUNT_ONLY }));
@@ -422,6 +467,7 @@ impl<'a> Accept<'a> {
             uids: None,
             logged_by: Vec::new(),
             comment: spec.comment.clone(),
+            trap: None,
         })
     }
 

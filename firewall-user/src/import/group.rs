@@ -15,13 +15,14 @@ use firewall_common::{
 use super::{
     Finding, Findings, Options,
     classify::{
-        Classified, Connections, Flow, PassedBack, Role, SourceLimit, Svc, WHY_LOG, WHY_REJECT, why_connlimit,
+        Classified, Connections, Flow, PassedBack, Role, SourceLimit, Svc, Trap, WHY_LOG, WHY_REJECT,
+        why_connlimit,
     },
     log::{LogLine, why_logged, why_partly_logged},
     spec::{PortRange, Rate, UidRange},
     write::{AntispoofOut, HostOut, line_list},
 };
-use crate::policy::{self, Per, Prefix};
+use crate::policy::{self, Per, Prefix, duration_text};
 
 /// One `[[rule]]` to write.
 #[derive(Debug)]
@@ -34,6 +35,8 @@ pub(super) struct RuleOut {
     pub(super) peers: Option<Vec<Prefix>>,
     pub(super) limit: Option<Rate>,
     pub(super) per_source: Option<SourceLimit>,
+    /// `trap`: the rule admits nothing, and blocks the sources it meets.
+    pub(super) trap: Option<Trap>,
     pub(super) uids: Uids,
     /// Every line that opens its flows is logged by a LOG line before it.
     pub(super) log: bool,
@@ -228,6 +231,7 @@ pub(super) fn group(
         entry.note_shared_limit();
         entry.note_recent();
         entry.note_connections();
+        entry.note_trap();
     }
     let mut rules = merge(&entries);
     // In the order of the dump's first line of each (a return line comes first when
@@ -543,8 +547,13 @@ impl Returns {
     }
 }
 
-/// A rule's limit and its per-source limit.
-type Limits = (Option<Rate>, Option<SourceLimit>);
+/// A rule's limit, its per-source limit and its trap.
+type Limits = (Option<Rate>, Option<SourceLimit>, Option<Trap>);
+
+/// A flow's [`Limits`].
+fn limits(f: &Flow) -> Limits {
+    (f.limit, f.per_source.clone(), f.trap.clone())
+}
 
 /// Whether the dump passes the returns of a service's flows with a peer: with none, the
 /// service is one-way (`returns = false`), and a rule of its own.
@@ -595,8 +604,7 @@ impl Owners {
         }
         for (_, _, f) in flows.iter().filter(|(_, _, f)| !f.is_return) {
             for svc in &f.services {
-                let peers =
-                    owners.by_peer.entry((f.direction, *svc, (f.limit, f.per_source.clone()))).or_default();
+                let peers = owners.by_peer.entry((f.direction, *svc, limits(f))).or_default();
                 let uids = peers.entry(f.peer).or_insert_with(|| Some(Vec::new()));
                 *uids = union(uids.as_deref(), f.uids.as_deref());
             }
@@ -607,7 +615,7 @@ impl Owners {
     /// The uids `f`'s peer is admitted for, for `svc`, and whether a line for a wider
     /// peer added to them.
     fn of(&self, f: &Flow, svc: Svc) -> (Uids, bool) {
-        let Some(peers) = self.by_peer.get(&(f.direction, svc, (f.limit, f.per_source.clone()))) else {
+        let Some(peers) = self.by_peer.get(&(f.direction, svc, limits(f))) else {
             return (None, false);
         };
         let mut uids = Some(Vec::new());
@@ -671,6 +679,7 @@ struct Entry {
     svc: Svc,
     limit: Option<Rate>,
     per_source: Option<SourceLimit>,
+    trap: Option<Trap>,
     uids: Uids,
     returned: Returned,
     logs: RuleLogs,
@@ -693,7 +702,7 @@ impl Entry {
     fn new(
         direction: Direction,
         svc: Svc,
-        (limit, per_source): Limits,
+        (limit, per_source, trap): Limits,
         uids: Uids,
         returned: Returned,
     ) -> Self {
@@ -702,6 +711,7 @@ impl Entry {
             svc,
             limit,
             per_source,
+            trap,
             uids,
             returned,
             logs: RuleLogs::default(),
@@ -794,6 +804,19 @@ impl Entry {
             self.notes.push(format!(
                 "the firewall asks per_source.connections before the rate, so a flow refused for its source's connections takes no token; in the script the hashlimit of line {rate}, before the -m connlimit of line {}, charged it one",
                 c.line
+            ));
+        }
+    }
+
+    /// A trap says which check is its block.
+    fn note_trap(&mut self) {
+        if let Some(trap) = &self.trap {
+            self.notes.push(format!(
+                "trap = {:?} for the -m recent list {} these lines set, whose --rcheck --seconds {} of line {} drops every packet of a source caught (the block, listed above)",
+                duration_text(u64::from(trap.seconds)),
+                trap.list,
+                trap.seconds,
+                trap.check
             ));
         }
     }
@@ -897,8 +920,10 @@ impl Entries {
             };
             let inside_lines: Vec<usize> =
                 wider.iter().filter_map(|&e| self.all[e].remove_peer(f.peer)).collect();
-            let returned = returned(f, *svc, passes_returns, returns);
-            let entry = self.entry(f.direction, *svc, (f.limit, f.per_source.clone()), uids, returned);
+            // A trap admits nothing, so it has no returns to pass.
+            let returned =
+                if f.trap.is_some() { Returned::Yes } else { returned(f, *svc, passes_returns, returns) };
+            let entry = self.entry(f.direction, *svc, limits(f), uids, returned);
             entry.add_line(line, f);
             if widened && !entry.notes.iter().any(|n| n == WIDER_PEERS_USERS) {
                 entry.notes.push(WIDER_PEERS_USERS.to_owned());
@@ -907,7 +932,7 @@ impl Entries {
                 entry.notes.push(inside(&inside_lines));
                 entry.absorbed.extend(&inside_lines);
             }
-            if has_returns(*svc) {
+            if has_returns(*svc) && f.trap.is_none() {
                 returns.pair(entry, f.direction, *svc, f.peer);
             }
         }
@@ -919,7 +944,11 @@ impl Entries {
         let siblings = self.by_service.get(&(f.direction, svc)).map_or(&[][..], Vec::as_slice);
         siblings
             .iter()
-            .filter(|&&e| self.all[e].limit != f.limit || self.all[e].per_source != f.per_source)
+            .filter(|&&e| {
+                self.all[e].limit != f.limit
+                    || self.all[e].per_source != f.per_source
+                    || self.all[e].trap != f.trap
+            })
             .find_map(|&e| self.all[e].peer_line.get(&f.peer))
             .copied()
     }
@@ -1030,6 +1059,7 @@ fn port_members(entries: &[Entry], lead: usize, taken: &[bool]) -> Vec<usize> {
             && matches!(other.svc, Svc::Port { .. })
             && other.limit.is_none()
             && other.per_source == e.per_source
+            && other.trap == e.trap
             && other.uids == e.uids
             && other.returned == e.returned
             && other.logs.all_logged() == e.logs.all_logged()
@@ -1127,6 +1157,7 @@ fn rule_of(
         peers: lead.peer_list(),
         limit: lead.limit,
         per_source: lead.per_source.clone(),
+        trap: lead.trap.clone(),
         uids: lead.uids.clone(),
         log: logs.all_logged(),
         one_way: lead.returned == Returned::No,
@@ -1179,9 +1210,20 @@ fn service_name(port: u16) -> Option<&'static str> {
     })
 }
 
-/// `dns-out`, `ssh-in`, `web-in` (80 and 443), `tcp-8080-in`, `ping-in`, `unreachable-out`.
+/// `dns-out`, `ssh-in`, `web-in` (80 and 443), `tcp-8080-in`, `ping-in`, `unreachable-out`;
+/// a trap after its list: `portscan-trap`.
 fn base_name(rule: &RuleOut) -> String {
+    let list = rule.trap.as_ref().map(|t| {
+        let name: String = t
+            .list
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' })
+            .collect();
+        name.trim_matches('-').to_owned()
+    });
     let stem = match rule.icmp {
+        _ if list.as_ref().is_some_and(|l| !l.is_empty()) => list.expect("a list's name"),
         Some((ICMP_ECHO_REQUEST, _)) => "ping".to_owned(),
         Some((ICMP_DEST_UNREACHABLE, _)) => "unreachable".to_owned(),
         Some((ICMP_TIME_EXCEEDED, _)) => "time-exceeded".to_owned(),
@@ -1212,7 +1254,12 @@ fn base_name(rule: &RuleOut) -> String {
             }
         }
     };
-    let direction = if rule.direction == Direction::In { "in" } else { "out" };
+    // A trap admits nothing: named for what it is, not for a way in.
+    let direction = match rule.direction {
+        _ if rule.trap.is_some() => "trap",
+        Direction::In => "in",
+        Direction::Out => "out",
+    };
     // The policy's names are at most 32 characters; room for "-2" and the direction.
     let room = 32 - 3 - direction.len();
     let stem = if stem.len() > room { stem[..room].trim_end_matches('-').to_owned() } else { stem };

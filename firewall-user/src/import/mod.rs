@@ -29,6 +29,9 @@
 //!   import is never more open than its script; a DROP of what goes over a rate
 //!   (`-m recent`, `-m hashlimit`) or over a count of open flows (`-m connlimit`) is
 //!   instead the `per_source` of the ACCEPTs it limits whole.
+//! - `trap`: the port-scan trap (`-m recent --set` DROPs, and an `--rcheck` DROP of every
+//!   packet of a source on the list): the DROPs become rules with `trap`, and the check,
+//!   their block, keeps nothing out.
 //! - `group`: the host chosen, the lines for another host set aside, and the rest
 //!   grouped into rules and named; a connlimit's one count shared among the rules its
 //!   flows became, and kept out of one-way rules, which count no flows.
@@ -43,6 +46,7 @@ mod shadow;
 mod spec;
 #[cfg(test)]
 mod tests;
+mod trap;
 mod write;
 
 use std::{

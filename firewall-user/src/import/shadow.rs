@@ -18,20 +18,22 @@ use super::{
     classify::{
         Classified, Connections, Flow, PassedBack, Role, SourceLimit, Svc, WHY_EVERY_ICMP_TYPE,
         WHY_EVERY_PROTOCOL, WHY_HOST_DROPPED_WHOLE, WHY_LIMIT_CHECK, WHY_POLICY, WHY_PROTOCOL_RETURNS,
-        WHY_REJECT, WHY_RETURNS, WHY_SYN_ONLY, classify, drop_with_matches, why_connections_every_packet,
-        why_connlimit, why_recent,
+        WHY_REJECT, WHY_RETURNS, WHY_SYN_ONLY, WHY_TRAP_REMOVE, classify, drop_with_matches,
+        why_connections_every_packet, why_connlimit, why_recent, why_trap_check,
     },
     group::WHY_CONNECTIONS_DIFFERENCE,
     log::{LogLine, logged_accepts},
     spec::{PortRange, Rate, SourceMatch, Spec, States, Target, TcpFlags, wider},
+    trap::{Traps, find_traps},
 };
-use crate::policy::Per;
+use crate::policy::{Per, duration_text};
 
 /// A line not translated that may take packets away from the ACCEPTs after it: a DROP or
 /// REJECT with matches the policy cannot say, a target not known, a RETURN. An ACCEPT
 /// after it that may match the same packets is not translated either: alone, it would
 /// admit what the script drops. Nor is a line that opens flows whose returns it may take
 /// before its chain admits them. So an import is never more open than its script.
+#[expect(clippy::struct_excessive_bools, reason = "what became of a shadow, each said apart in its findings")]
 struct Shadow {
     /// Its flat index.
     at: usize,
@@ -56,6 +58,9 @@ struct Shadow {
     /// It became some line's limit: what its finding then says, and whether that is a
     /// difference (a `-m recent` check's, a connlimit's that meets every packet).
     limited: Option<(String, bool)>,
+    /// The DROP of a port-scan trap: translated (as a rule with `trap`), and still the
+    /// shadow of what it drops, as in the script.
+    trap: bool,
 }
 
 /// A DROP of what goes over a rate (or a count of open flows), read whole.
@@ -94,10 +99,17 @@ impl Shadow {
             until,
             used: false,
             narrowed: false,
-            exact: flat.parsed.untranslatable.is_none(),
+            // A --remove matches the sources on its list only, which its Spec does not say.
+            exact: flat.parsed.untranslatable.is_none() && spec.recent_remove.is_none(),
             check: None,
             limited: None,
+            trap: false,
         }
+    }
+
+    /// What it is, as the lines it keeps out say.
+    fn what(&self) -> &'static str {
+        if self.trap { "a port-scan trap's DROP" } else { "which is not translated" }
     }
 
     /// What it does with the packets it takes: a RETURN's go back to their jump, a DROP's
@@ -154,6 +166,8 @@ struct Classifier {
     set_counts: HashMap<String, usize>,
     /// The LOG lines that log an ACCEPT's flows, by the ACCEPT's flat index.
     logged: HashMap<usize, Vec<LogLine>>,
+    /// The port-scan traps, read before the lines.
+    traps: Traps,
 }
 
 /// Each line classified, in each built-in chain's order; a line after an unconditional
@@ -167,8 +181,12 @@ pub(super) fn classify_rules(
     passes_returns: &mut Vec<PassedBack>,
     findings: &mut Findings,
 ) -> (Vec<Classified>, bool) {
-    let mut classifier =
-        Classifier { accepting: accepting.to_vec(), logged: logged_accepts(lines), ..Classifier::default() };
+    let mut classifier = Classifier {
+        accepting: accepting.to_vec(),
+        logged: logged_accepts(lines),
+        traps: find_traps(lines, accepting),
+        ..Classifier::default()
+    };
     for list in lines.iter().filter_map(|flat| flat.parsed.spec.recent_set.as_ref()) {
         *classifier.set_counts.entry(list.clone()).or_default() += 1;
     }
@@ -222,6 +240,9 @@ impl Classifier {
             self.shadows.push(Shadow::of(at, flat, spec, Some(until)));
             return;
         }
+        if self.trap_line(at, flat, spec, findings) {
+            return;
+        }
         if let Some(list) = &spec.recent_set {
             let new_flows_only = self.new_flows_only(spec);
             self.sets.push(SetLine {
@@ -232,7 +253,10 @@ impl Classifier {
                 new_flows_only,
             });
         }
-        let role = self.role(flat, spec);
+        let role = match self.traps.not.get(&at) {
+            Some(why) => Err(why.clone()),
+            None => self.role(flat, spec),
+        };
         if spec.target == Some(Target::Reject) && role.is_ok() {
             findings.differences.push(finding(WHY_REJECT.into()));
         }
@@ -269,6 +293,42 @@ impl Classifier {
                 findings.untranslated.push(finding(why));
             }
         }
+    }
+
+    /// The lines of a port-scan trap ([`super::trap`]): its check, the block of its rules,
+    /// listed with its differences; a `--remove` of its list after the check, built in; a
+    /// DROP that sets its list, a rule with `trap`, and still a shadow of what it drops.
+    /// `false`: no such line.
+    fn trap_line(&mut self, at: usize, flat: &FlatLine, spec: &Spec, findings: &mut Findings) -> bool {
+        let finding = |why: String| Finding { line: flat.line, rule: flat.text.clone(), why };
+        if let Some(trap) = self.traps.checked_at(at) {
+            // INPUT's returns pass before it: a caught source's flows go on, as here.
+            let ahead = !self.returns_passed.iter().any(|(chain, p)| chain == "INPUT" && p.is_none());
+            let mut admitted: Vec<usize> =
+                self.openings.iter().filter(|o| o.spec.chain == "INPUT").map(|o| o.classified.line).collect();
+            admitted.dedup();
+            let duration = duration_text(u64::from(trap.trap.seconds));
+            findings.differences.push(finding(why_trap_check(&duration, &trap.lines, ahead, &admitted)));
+            if spec.target == Some(Target::Reject) {
+                findings.differences.push(finding(WHY_REJECT.into()));
+            }
+            return true;
+        }
+        if spec.recent_remove.as_ref().is_some_and(|list| self.traps.lists.contains_key(list)) {
+            findings.built_in.push(finding(WHY_TRAP_REMOVE.into()));
+            return true;
+        }
+        let Some(f) = self.traps.flow_at(at).cloned() else {
+            return false;
+        };
+        if spec.target == Some(Target::Reject) {
+            findings.differences.push(finding(WHY_REJECT.into()));
+        }
+        // What it drops, iptables drops there: the lines after it do not admit it.
+        self.shadows.push(Shadow { trap: true, ..Shadow::of(at, flat, spec, None) });
+        self.classified
+            .push((at, Classified { line: flat.line, text: flat.text.clone(), role: Role::Flow(f) }));
+        true
     }
 
     /// A RETURN in a built-in chain (or the end of a goto's chain) is that chain's policy:
@@ -411,8 +471,9 @@ impl Classifier {
                 _ => {
                     shadow.used = true;
                     findings.untranslated.push(finding(format!(
-                        "not translated, to be no more open than the script: line {}, which is not translated, {} some of what this line admits",
+                        "not translated, to be no more open than the script: line {}, {}, {} some of what this line admits",
                         shadow.line,
+                        shadow.what(),
                         shadow.takes()
                     )));
                     return;
@@ -490,8 +551,9 @@ impl Classifier {
                 line: opening.classified.line,
                 rule: opening.classified.text.clone(),
                 why: format!(
-                    "not translated, to be no more open than the script: line {}, which is not translated, {} some of the returns of the flows this line opens before {} passes them",
+                    "not translated, to be no more open than the script: line {}, {}, {} some of the returns of the flows this line opens before {} passes them",
                     shadow.line,
+                    shadow.what(),
                     shadow.takes(),
                     passed_by.map_or("the chain's policy ACCEPT".to_owned(), |line| format!("line {line}")),
                 ),
@@ -625,7 +687,7 @@ impl Classifier {
             SourceMatch::Above { name, rate, prefix, .. } => {
                 SourceLimit::rate(*rate, name.clone(), None, *prefix)
             }
-            SourceMatch::Seen { list, seconds, hits } => {
+            SourceMatch::Seen { list, seconds, hits, .. } => {
                 let count = self.recent_count(shadow, accept, list, *hits)?;
                 // `count` at once, then one a window and a second: so no window of
                 // `seconds` holds more than `count`, as with recent. A bucket refilling

@@ -58,8 +58,9 @@ impl fmt::Display for Rate {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum SourceMatch {
     /// `-m recent --update|--rcheck --seconds S --hitcount H --name LIST`: the sources
-    /// seen `hits` times within `seconds` (a hit is each `--set` of the list).
-    Seen { list: String, seconds: u32, hits: u32 },
+    /// seen `hits` times within `seconds` (a hit is each `--set` of the list); `rcheck`
+    /// for `--rcheck`, which only looks, where `--update` also renews the source's entry.
+    Seen { list: String, seconds: u32, hits: u32, rcheck: bool },
     /// `-m hashlimit --hashlimit-upto R --hashlimit-mode srcip`: what each source (an
     /// address's `prefix`, `--hashlimit-srcmask`) sends within the rate.
     Upto { name: String, rate: Rate, prefix: u8 },
@@ -76,7 +77,7 @@ impl SourceMatch {
     /// The option that names it, for the findings.
     pub(super) fn option(&self) -> String {
         match self {
-            SourceMatch::Seen { list, seconds, hits } => {
+            SourceMatch::Seen { list, seconds, hits, .. } => {
                 format!("-m recent --seconds {seconds} --hitcount {hits} --name {list}")
             }
             SourceMatch::Upto { name, rate, .. } => format!("--hashlimit-upto {rate} (name {name})"),
@@ -247,6 +248,10 @@ pub(super) struct Spec {
     /// `-m recent --set --name LIST`: the line notes its sources in LIST. It matches
     /// whatever it is given, so it is no match.
     pub(super) recent_set: Option<String>,
+    /// `-m recent --remove --name LIST`: the line takes its sources off LIST (and matches
+    /// those that were on it). Not translated, but where it follows the check of a
+    /// port-scan trap's list (`shadow`).
+    pub(super) recent_remove: Option<String>,
     /// `-m owner --uid-owner U`: the sending socket's owner (OUTPUT only).
     pub(super) owner: Option<UidRange>,
     /// The user name the dump gave for `owner`, looked up where the import runs
@@ -307,6 +312,7 @@ impl Spec {
             limit: self.limit.or(other.limit),
             source_match: self.source_match.clone().or_else(|| other.source_match.clone()),
             recent_set: self.recent_set.clone().or_else(|| other.recent_set.clone()),
+            recent_remove: self.recent_remove.clone().or_else(|| other.recent_remove.clone()),
             owner: match (self.owner, other.owner) {
                 (Some(a), Some(b)) => Some(a.intersection(b)?),
                 (a, b) => a.or(b),
@@ -345,10 +351,12 @@ impl Spec {
                 .into(),
             )));
         }
-        if self.recent_set.is_some() && other.recent_set.is_some() {
+        if (self.recent_set.is_some() || self.recent_remove.is_some())
+            && (other.recent_set.is_some() || other.recent_remove.is_some())
+        {
             return Some(Err((
                 both,
-                "two -m recent --set, the jump's and the line's, are not translated".into(),
+                "two -m recent --set (or --remove), the jump's and the line's, are not translated".into(),
             )));
         }
         Some(Ok(both))
@@ -709,6 +717,7 @@ impl LineParser {
             match self.recent.finish() {
                 Ok(Recent::Set(list)) => self.spec.recent_set = Some(list),
                 Ok(Recent::Seen(seen)) => self.spec.source_match = Some(seen),
+                Ok(Recent::Remove(list)) => self.spec.recent_remove = Some(list),
                 Err(why) => self.cannot(why),
             }
         }
@@ -830,13 +839,15 @@ enum Recent {
     Set(String),
     /// `--update` or `--rcheck` in a window.
     Seen(SourceMatch),
+    /// `--remove` from a list.
+    Remove(String),
 }
 
 impl RecentOptions {
     fn option(&mut self, option: &str, words: &mut Words<'_>) -> Result<(), String> {
         self.used = true;
         match option {
-            "--set" | "--update" | "--rcheck" => self.command = Some(option.to_owned()),
+            "--set" | "--update" | "--rcheck" | "--remove" => self.command = Some(option.to_owned()),
             "--seconds" => self.seconds = Some(number(option, &value(words, option)?)?),
             "--hitcount" => self.hits = Some(number(option, &value(words, option)?)?),
             "--name" => self.list = Some(value(words, option)?),
@@ -863,15 +874,16 @@ impl RecentOptions {
         let list = self.list.clone().unwrap_or_else(|| "DEFAULT".to_owned());
         match self.command.as_deref() {
             Some("--set") => Ok(Recent::Set(list)),
-            Some(_) => {
+            Some("--remove") => Ok(Recent::Remove(list)),
+            Some(command) => {
                 let Some(seconds) = self.seconds else {
                     return Err("-m recent --update/--rcheck without --seconds counts hits for ever: not a rate, not translated".into());
                 };
                 // No --hitcount: any hit within the window, as one.
                 let hits = self.hits.unwrap_or(1);
-                Ok(Recent::Seen(SourceMatch::Seen { list, seconds, hits }))
+                Ok(Recent::Seen(SourceMatch::Seen { list, seconds, hits, rcheck: command == "--rcheck" }))
             }
-            None => Err("-m recent without --set, --update or --rcheck is not translated".into()),
+            None => Err("-m recent without --set, --update, --rcheck or --remove is not translated".into()),
         }
     }
 }

@@ -1937,3 +1937,221 @@ fn a_log_before_the_accept_it_covers_becomes_the_rules_log() {
     let logged: Vec<&str> = policy.rules.iter().filter(|r| r.log).map(|r| r.name.as_str()).collect();
     assert_eq!(logged, ["ssh-https-in"]);
 }
+
+/// A dotfiles script's port-scan trap: whoever touches tcp 139 is dropped for a day.
+const TRAP: [&str; 4] = [
+    "-A INPUT -m recent --rcheck --seconds 86400 --name portscan --mask 255.255.255.255 --rsource -j DROP",
+    "-A INPUT -m recent --remove --name portscan --mask 255.255.255.255 --rsource",
+    "-A INPUT -p tcp -m tcp --dport 139 -m recent --set --name portscan --mask 255.255.255.255 --rsource -j LOG --log-prefix \"portscan:\"",
+    "-A INPUT -p tcp -m tcp --dport 139 -m recent --set --name portscan --mask 255.255.255.255 --rsource -j DROP",
+];
+
+/// The ACCEPTs after the trap: ssh and web, and the returns.
+const AFTER_TRAP: [&str; 4] = [
+    "-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT",
+    "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 22 -m state --state NEW -j ACCEPT",
+    "-A INPUT -d 198.51.100.1/32 -p tcp -m multiport --dports 80,443 -m state --state NEW -j ACCEPT",
+    "-A OUTPUT -m state --state RELATED,ESTABLISHED -j ACCEPT",
+];
+
+/// The trap's rule as written.
+const TRAP_RULE: &str = "[[rule]]\nname = \"portscan-trap\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 139\npeers = \"any\"\ntrap = \"1d\"";
+
+#[test]
+fn a_port_scan_trap_becomes_a_rule_with_trap_and_its_check_the_block() {
+    let lines: Vec<&str> = TRAP.iter().chain(&AFTER_TRAP).copied().collect();
+    let t = import(&dump(&lines));
+    assert_eq!(
+        block(&t, "portscan-trap"),
+        format!(
+            "# From iptables-save line 8.\n\
+             # Note: trap = \"1d\" for the -m recent list portscan these lines set, whose --rcheck --seconds 86400 of line 5 drops every packet of a source caught (the block, listed above).\n\
+             {TRAP_RULE}"
+        )
+    );
+    // The check no longer keeps the ACCEPTs after it out: the blocklist is asked first.
+    assert!(block(&t, "ssh-http-https-in").contains("ports = [22, 80, 443]\npeers = \"any\""), "{}", t.text);
+    assert!(t.untranslated.is_empty(), "{}", t.text);
+    assert_eq!(t.rules, 2);
+    assert_eq!(
+        why(&t, 5),
+        "translated with a difference: it is the block of the trap = \"1d\" of the rule of line 8: a source that sends what it matches is blocked through the blocklist for 1d, before every rule, on every port and both ways; the firewall also drops what the host sends to it, where this line drops only what comes in (the host's packets to it get no answer through this line anyway); a caught source's flows opened before go on, where this line, with no ESTABLISHED line of INPUT before it, drops their packets too"
+    );
+    assert_eq!(why(&t, 6), super::classify::WHY_TRAP_REMOVE);
+    assert!(why(&t, 7).starts_with("translated with a difference: LOG writes no packet here"), "{}", t.text);
+    let policy = policy::parse(&t.text, Path::new("imported")).expect("valid");
+    let trap = policy.rules.iter().find(|r| r.name == "portscan-trap").expect("the trap");
+    assert_eq!(trap.trap, Some(std::time::Duration::from_secs(86_400)));
+    assert!(policy.rules.iter().filter(|r| r.name != "portscan-trap").all(|r| r.trap.is_none()));
+
+    // The ESTABLISHED line first, and an ACCEPT before the check: the open flows go on
+    // in both, and the block takes what that ACCEPT admitted; a REJECT is a DROP.
+    let mut lines: Vec<&str> = vec![
+        AFTER_TRAP[0],
+        "-A INPUT -s 203.0.113.7/32 -d 198.51.100.1/32 -p tcp -m tcp --dport 22 -j ACCEPT",
+    ];
+    lines.extend(TRAP);
+    lines.extend(&AFTER_TRAP[1..]);
+    let text =
+        dump(&lines).replace("--rsource -j DROP", "--rsource -j REJECT --reject-with icmp-port-unreachable");
+    let t = import(&text);
+    assert!(block(&t, "portscan-trap").ends_with(TRAP_RULE), "{}", t.text);
+    assert!(t.untranslated.is_empty(), "{}", t.text);
+    assert!(why_all(&t, 7).iter().any(|w| w.ends_with(
+        "(the host's packets to it get no answer through this line anyway); line 6 before it admits a caught source in the script, where the block drops it there too"
+    )), "{}", t.text);
+    for line in [7, 10] {
+        assert!(why_all(&t, line).iter().any(|w| w.starts_with("REJECT becomes DROP")), "{}", t.text);
+    }
+
+    // Two trap ports, the list's name kept: one rule.
+    let mut lines: Vec<&str> = TRAP.to_vec();
+    lines.push(
+        "-A INPUT -p tcp -m tcp --dport 445 -m recent --set --name portscan --mask 255.255.255.255 --rsource -j DROP",
+    );
+    lines.extend(AFTER_TRAP);
+    let t = import(&dump(&lines));
+    assert!(
+        block(&t, "portscan-trap").contains("# From iptables-save lines 8, 9.")
+            && block(&t, "portscan-trap").ends_with("ports = [139, 445]\npeers = \"any\"\ntrap = \"1d\""),
+        "{}",
+        t.text
+    );
+    assert!(
+        why(&t, 5).contains("of the rules of lines 8, 9: a source that sends what they match"),
+        "{}",
+        t.text
+    );
+}
+
+#[test]
+fn what_is_no_port_scan_trap_keeps_the_lines_after_it_out() {
+    let no_trap = |why: &str| {
+        format!("-m recent --seconds 86400 --hitcount 1 --name portscan is no port-scan trap's block: {why}")
+    };
+    let shadowed = "not translated, to be no more open than the script: line 5, which is not translated, drops some of what this line admits; as its limit it does not fit: it limits every packet (no state NEW, no --syn, no ESTABLISHED line before it), not only the first of each flow";
+    let trap_with = |from: &str, to: &str| {
+        let lines: Vec<&str> = TRAP.iter().chain(&AFTER_TRAP).copied().collect();
+        import(&dump(&lines).replacen(from, to, 1))
+    };
+
+    // --update renews the entry with every packet: as today, a DROP that keeps all out.
+    let t = trap_with("--rcheck", "--update");
+    assert_eq!(
+        why(&t, 5),
+        no_trap(
+            "--update renews a source's entry with every packet it sends while on the list, so it stays dropped until it keeps quiet for 86400 s, where a trap's block ends 86400 s after it was caught: only --rcheck is translated as a trap"
+        )
+    );
+    assert_eq!(
+        why(&t, 6),
+        "-m recent --remove takes a source off list portscan: not translated (it is built in only after the check of a port-scan trap's list)"
+    );
+    assert_eq!(why(&t, 10), shadowed);
+    assert_eq!(why(&t, 11), shadowed);
+    assert_eq!(t.rules, 0, "{}", t.text);
+    assert!(!t.text.contains("trap ="), "{}", t.text);
+
+    // A source caught at its second touch, or a network's sources together.
+    let t = trap_with("--seconds 86400", "--seconds 86400 --hitcount 2");
+    assert!(
+        why(&t, 5).contains(
+            "is no port-scan trap's block: --hitcount 2 catches a source once it touched a trap 2 times"
+        ),
+        "{}",
+        t.text
+    );
+    assert_eq!(why(&t, 10), shadowed);
+    let t = trap_with("--mask 255.255.255.255 --rsource -j DROP", "--mask 255.255.255.0 --rsource -j DROP");
+    assert!(why(&t, 5).starts_with("-m recent --mask 255.255.255.0 counts a network's sources together"));
+    assert!(why(&t, 10).starts_with("not translated, to be no more open than the script: line 5, which"));
+    let t = trap_with(
+        "255.255.255.255 --rsource -j DROP\n-A INPUT -m state",
+        "255.255.255.0 --rsource -j DROP\n-A INPUT -m state",
+    );
+    assert!(
+        why(&t, 5).contains("is no port-scan trap's block: line 8, which sets its list portscan, is not read whole: -m recent --mask 255.255.255.0"),
+        "{:#?}",
+        untranslated(&t)
+    );
+    assert_eq!(why(&t, 10), shadowed);
+    assert_eq!(t.rules, 0);
+
+    // A check of some packets only.
+    let t = trap_with("-A INPUT -m recent --rcheck", "-A INPUT -p tcp -m recent --rcheck");
+    assert!(
+        why(&t, 5)
+            .contains("is no port-scan trap's block: it drops only some of what a source on its list sends"),
+        "{:#?}",
+        untranslated(&t)
+    );
+    assert_eq!(t.rules, 0);
+
+    // A list set by an ACCEPT is no trap.
+    let t = import(&dump(&[
+        TRAP[0],
+        "-A INPUT -p tcp -m tcp --dport 139 -m recent --set --name portscan --rsource -j ACCEPT",
+        AFTER_TRAP[1],
+        AFTER_TRAP[3],
+    ]));
+    assert_eq!(
+        why(&t, 5),
+        no_trap(
+            "line 6 sets its list portscan and admits what it matches (ACCEPT), where a trap's list is set by DROP (or REJECT) lines only"
+        )
+    );
+    assert_eq!(why(&t, 7), shadowed);
+    assert!(!t.text.contains("trap ="), "{}", t.text);
+
+    // An ACCEPT of the trap's port after it stays out, as iptables never reaches it; one
+    // of more ports loses the trap's.
+    let mut lines: Vec<&str> = TRAP.to_vec();
+    lines.extend([
+        "-A INPUT -s 203.0.113.7/32 -d 198.51.100.1/32 -p tcp -m tcp --dport 139 -j ACCEPT",
+        "-A INPUT -s 203.0.113.8/32 -d 198.51.100.1/32 -p tcp -m tcp --dport 100:200 -j ACCEPT",
+        AFTER_TRAP[3],
+    ]);
+    let t = import(&dump(&lines));
+    assert!(block(&t, "portscan-trap").ends_with(TRAP_RULE), "{}", t.text);
+    assert_eq!(
+        why(&t, 9),
+        "not translated, to be no more open than the script: line 8, a port-scan trap's DROP, drops some of what this line admits"
+    );
+    assert!(
+        block(&t, "tcp-100-138-140-200-in")
+            .contains("ports = [\"100-138\", \"140-200\"]\npeers = [\"203.0.113.8\"]"),
+        "{}",
+        t.text
+    );
+
+    // An ACCEPT of the trap's port to anyone before it: the trap is never reached, and
+    // two rules would claim one peer of the service. As today: no trap.
+    let mut lines: Vec<&str> = vec!["-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 139 -j ACCEPT"];
+    lines.extend(TRAP);
+    lines.extend(AFTER_TRAP);
+    let t = import(&dump(&lines));
+    assert!(
+        why(&t, 6).ends_with(
+            "is no port-scan trap's block: line 5 before line 9, which sets its list, is a rule for the same peer and service already (a peer of a service belongs to one rule): the trap is never reached by what it admits"
+        ),
+        "{}",
+        t.text
+    );
+    assert!(block(&t, "tcp-139-in").contains("port = 139\npeers = \"any\""), "{}", t.text);
+    assert!(!t.text.contains("trap ="), "{}", t.text);
+    assert!(
+        why(&t, 11).starts_with("not translated, to be no more open than the script: line 6"),
+        "{}",
+        t.text
+    );
+
+    // A check in OUTPUT.
+    let t = import(&dump(&[
+        "-A OUTPUT -m recent --rcheck --seconds 60 --name portscan --rsource -j DROP",
+        TRAP[3],
+        AFTER_TRAP[1],
+        AFTER_TRAP[3],
+    ]));
+    assert!(why(&t, 5).contains("is no port-scan trap's block: it is in OUTPUT"), "{}", t.text);
+    assert!(!t.text.contains("trap ="), "{}", t.text);
+}

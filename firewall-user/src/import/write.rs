@@ -13,7 +13,7 @@ use super::{
     group::RuleOut,
     spec::{PortRange, UidRange},
 };
-use crate::policy::Prefix;
+use crate::policy::{Prefix, duration_text};
 
 /// `[host]`: the interface and address, each with where it came from.
 pub(super) struct HostOut {
@@ -216,6 +216,9 @@ fn rule_table(rule: &RuleOut) -> Table {
     }
     if rule.log {
         table["log"] = value(true);
+    }
+    if let Some(trap) = &rule.trap {
+        table["trap"] = value(duration_text(u64::from(trap.seconds)));
     }
     if rule.one_way {
         table["returns"] = value(false);
