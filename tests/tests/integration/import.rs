@@ -436,3 +436,69 @@ fn script_probes(dump: &str, lab_owned: &[Ipv4Addr]) -> Vec<Probe> {
         .push(Probe { name: format!("ping from {STRANGER}"), kind: Kind::Ping { from: STRANGER, to: HOST } });
     probes
 }
+
+/// A workstation's port-scan trap, as dotfiles firewalls write it: whoever touches NetBIOS
+/// (139) is dropped on every port for a day; SSH and the web stay open to the rest.
+const TRAP_DUMP: &str = "*filter
+:INPUT DROP [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -i lo -j ACCEPT
+-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -m recent --rcheck --seconds 86400 --name portscan --mask 255.255.255.255 --rsource -j DROP
+-A INPUT -m recent --remove --name portscan --mask 255.255.255.255 --rsource
+-A INPUT -p tcp -m tcp --dport 139 -m recent --set --name portscan --mask 255.255.255.255 --rsource -j LOG --log-prefix \"portscan: \"
+-A INPUT -p tcp -m tcp --dport 139 -m recent --set --name portscan --mask 255.255.255.255 --rsource -j DROP
+-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 22 -m state --state NEW -j ACCEPT
+-A INPUT -d 198.51.100.1/32 -p tcp -m multiport --dports 80,443 -m state --state NEW -j ACCEPT
+COMMIT
+";
+
+/// The port-scan trap imported, against the script in iptables, probe after probe in one
+/// order (the dumps' differential runs its probes at once, where a trap's verdicts hang on
+/// which comes first): the stranger reaches the web, touches the trap, and from then on
+/// reaches nothing, while another source still does; alike behind both.
+#[test]
+fn an_imported_port_scan_trap_catches_as_the_script_does() {
+    use tests::lab::{BLOCKED_AFTER, OPEN_WITHIN, Outcome};
+    require_root();
+    let lab = Lab::new("import-trap");
+    for port in [22, 80, 139] {
+        lab.tcp_echo(std::net::SocketAddrV4::new(HOST, port));
+    }
+    let steps: [(&str, Ipv4Addr, u16, Outcome); 5] = [
+        ("the web, before", STRANGER, 80, Outcome::Open),
+        ("the trap", STRANGER, 139, Outcome::Blocked),
+        ("the web, caught", STRANGER, 80, Outcome::Blocked),
+        ("ssh, caught", STRANGER, 22, Outcome::Blocked),
+        ("the web, another source", STRANGER2, 80, Outcome::Open),
+    ];
+    let run = |behind: &str| {
+        for (what, from, port, expected) in &steps {
+            let within = if *expected == Outcome::Open { OPEN_WITHIN } else { BLOCKED_AFTER };
+            let seen = lab.tcp_probe(*from, std::net::SocketAddrV4::new(HOST, *port), within);
+            assert_eq!(seen, *expected, "behind {behind}: {what} (tcp/{port} from {from})");
+        }
+    };
+    let dump = lab.tmp().join("trap.rules");
+    fs::write(&dump, TRAP_DUMP).unwrap();
+    let restore = Command::new("ip")
+        .args(["netns", "exec", &lab.server, "iptables-restore"])
+        .stdin(fs::File::open(&dump).unwrap())
+        .output()
+        .expect("running iptables-restore");
+    assert!(restore.status.success(), "iptables-restore: {}", text(&restore.stderr));
+    run("iptables");
+    iptables_down(&lab);
+
+    let out = lab.tmp().join("trap.toml");
+    let imported = import(&[dump.to_str().unwrap(), "-o", out.to_str().unwrap(), "--iface", SERVER_IF], None);
+    assert_eq!(imported.status.code(), Some(0), "import: {}", text(&imported.stderr));
+    let policy = fs::read_to_string(&out).unwrap();
+    assert!(policy.contains("port = 139\npeers = \"any\"\ntrap = \"1d\"\n"), "{policy}");
+    lab.up_with(&out);
+    run("the import");
+    let blocked = lab.firewall_ok(&["blocklist"]);
+    assert!(blocked.contains("203.0.113.99") && blocked.contains("trap"), "{blocked}");
+    lab.firewall_ok(&["down", "--iface", SERVER_IF]);
+}
