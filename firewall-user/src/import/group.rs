@@ -241,6 +241,7 @@ pub(super) fn group(
     unsettle_caps(&uncapped, &rules, findings);
     let (mut rules, logs): (Vec<RuleOut>, Vec<RuleLogs>) = rules.into_iter().unzip();
     share_split_limits(&mut rules);
+    share_split_source_rates(&mut rules);
     name_rules(&mut rules);
     note_logs(&mut rules, &logs, &mut findings.differences);
     rules
@@ -388,24 +389,8 @@ fn share_split_limits(rules: &mut [RuleOut]) {
         if k < 2 {
             continue;
         }
-        let unit_secs = u32::try_from(rate.unit.duration().as_secs()).unwrap_or(u32::MAX);
-        let shared = if rate.count % k == 0 {
-            Rate { count: rate.count / k, ..rate }
-        } else {
-            Rate { unit: Per::Window(unit_secs.saturating_mul(k)), ..rate }
-        };
-        let shared = Rate { burst: (rate.burst / k).max(1), ..shared };
+        let (shared, together) = share(rate, k, "the line");
         rule.limit = Some(shared);
-        // A burst smaller than the rules cannot be shared: each keeps one, so at once they
-        // admit up to `k`, one more a rule than the line's share; over time no more.
-        let together = if rate.burst < k {
-            format!(
-                "so that together they admit no more than the line over time, but up to {k} at once where the line's burst is {}: a burst of one packet cannot be shared",
-                rate.burst
-            )
-        } else {
-            "so that together they admit no more than the line".to_owned()
-        };
         rule.notes.push(format!(
             "its limit is a share of the --limit {rate} of {}, which became {k} rules: each has {}/{} burst {}, {together}",
             if rule.opening.len() == 1 { format!("line {}", rule.opening[0]) } else { format!("lines {}", line_list(&rule.opening)) },
@@ -414,6 +399,53 @@ fn share_split_limits(rules: &mut [RuleOut]) {
             shared.burst
         ));
     }
+}
+
+/// A per-source rate whose buckets (one `-m recent` list, one hashlimit name: one bucket a
+/// source in iptables, whatever the lines that use it) became several rules' has one
+/// bucket a source for each rule here: each rule gets its share of the rate and burst, so
+/// that together they admit no more of a source than the script.
+fn share_split_source_rates(rules: &mut [RuleOut]) {
+    let mut rules_of_bucket: HashMap<String, u32> = HashMap::new();
+    for limit in rules.iter().filter_map(|r| r.per_source.as_ref()).filter(|p| p.rate.is_some()) {
+        *rules_of_bucket.entry(limit.bucket.clone()).or_default() += 1;
+    }
+    for rule in rules.iter_mut() {
+        let Some(limit) = rule.per_source.as_mut() else { continue };
+        let Some(rate) = limit.rate else { continue };
+        let k = rules_of_bucket[&limit.bucket];
+        if k < 2 {
+            continue;
+        }
+        let (shared, together) = share(rate, k, "the script");
+        limit.rate = Some(shared);
+        rule.notes.push(format!(
+            "its per_source rate is a share of the {rate} of each source's bucket in {}, which {k} rules take: each has {}/{} burst {}, {together}",
+            limit.bucket, shared.count, shared.unit, shared.burst
+        ));
+    }
+}
+
+/// `rate` shared among `k` rules: its count (or its window, when `k` does not divide it)
+/// and burst divided, and what that means together, against `whole` (what had it alone). A burst smaller than `k` cannot be
+/// shared: each keeps one, so at once they admit up to `k`; over time no more.
+fn share(rate: Rate, k: u32, whole: &str) -> (Rate, String) {
+    let unit_secs = u32::try_from(rate.unit.duration().as_secs()).unwrap_or(u32::MAX);
+    let shared = if rate.count % k == 0 {
+        Rate { count: rate.count / k, ..rate }
+    } else {
+        Rate { unit: Per::Window(unit_secs.saturating_mul(k)), ..rate }
+    };
+    let shared = Rate { burst: (rate.burst / k).max(1), ..shared };
+    let together = if rate.burst < k {
+        format!(
+            "so that together they admit no more than {whole} over time, but up to {k} at once where its burst is {}: a burst of one cannot be shared",
+            rate.burst
+        )
+    } else {
+        format!("so that together they admit no more than {whole}")
+    };
+    (shared, together)
 }
 
 /// The LOG lines of each rule's opening lines, and its lines that none logs.

@@ -534,7 +534,7 @@ fn a_limited_line_that_becomes_several_rules_shares_its_limit() {
         "-A OUTPUT -m state --state ESTABLISHED -j ACCEPT",
     ]));
     assert!(block(&t, "ping-in").contains(
-        "# Note: its limit is a share of the --limit 1/sec burst 1 of line 5, which became 4 rules: each has 1/4s burst 1, so that together they admit no more than the line over time, but up to 4 at once where the line's burst is 1: a burst of one packet cannot be shared.\n"
+        "# Note: its limit is a share of the --limit 1/sec burst 1 of line 5, which became 4 rules: each has 1/4s burst 1, so that together they admit no more than the line over time, but up to 4 at once where its burst is 1: a burst of one cannot be shared.\n"
     ), "{}", t.text);
 }
 
@@ -2154,4 +2154,32 @@ fn what_is_no_port_scan_trap_keeps_the_lines_after_it_out() {
     ]));
     assert!(why(&t, 5).contains("is no port-scan trap's block: it is in OUTPUT"), "{}", t.text);
     assert!(!t.text.contains("trap ="), "{}", t.text);
+}
+
+/// One hashlimit name is one bucket a source in iptables, whatever the lines that use it:
+/// where its lines become several rules, each has a share of its rate, so that a source gets
+/// no more through them together than through the script.
+#[test]
+fn a_per_source_bucket_that_becomes_several_rules_shares_its_rate() {
+    let t = import(&dump(&[
+        "-A INPUT -m state --state ESTABLISHED -j ACCEPT",
+        "-A INPUT -p tcp -m tcp --dport 22 -m state --state NEW -m hashlimit --hashlimit-above 4/min --hashlimit-burst 4 --hashlimit-mode srcip --hashlimit-name guard -j DROP",
+        "-A INPUT -p tcp -m tcp --dport 2222 -m state --state NEW -m hashlimit --hashlimit-above 4/min --hashlimit-burst 4 --hashlimit-mode srcip --hashlimit-name guard -j DROP",
+        "-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 22 -m state --state NEW -j ACCEPT",
+        "-A INPUT -s 203.0.113.7/32 -d 198.51.100.1/32 -p tcp -m tcp --dport 2222 -m state --state NEW -j ACCEPT",
+        "-A OUTPUT -m state --state ESTABLISHED -j ACCEPT",
+    ]));
+    let p = policy::parse(&t.text, Path::new("x")).unwrap();
+    let rates: Vec<String> = p
+        .rules
+        .iter()
+        .filter_map(|r| r.per_source.and_then(|s| s.limit))
+        .map(|l| format!("{}/{} {}", l.count, l.unit, l.burst))
+        .collect();
+    assert_eq!(rates, ["2/min 2", "2/min 2"], "{}", t.text);
+    assert!(
+        t.text.contains("# Note: its per_source rate is a share of the 4/min burst 4 of each source's bucket in guard, which 2 rules take: each has 2/min burst 2, so that together they admit no more than the script.\n"),
+        "{}",
+        t.text
+    );
 }
