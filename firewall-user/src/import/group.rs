@@ -431,7 +431,7 @@ fn share_split_source_rates(rules: &mut [RuleOut]) {
 /// shared: each keeps one, so at once they admit up to `k`; over time no more.
 fn share(rate: Rate, k: u32, whole: &str) -> (Rate, String) {
     let unit_secs = u32::try_from(rate.unit.duration().as_secs()).unwrap_or(u32::MAX);
-    let shared = if rate.count % k == 0 {
+    let shared = if rate.count.is_multiple_of(k) {
         Rate { count: rate.count / k, ..rate }
     } else {
         Rate { unit: Per::Window(unit_secs.saturating_mul(k)), ..rate }
