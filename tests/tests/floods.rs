@@ -19,8 +19,9 @@ use firewall_common::{
 use tests::{
     daemons::{self, dropped, line_packets, moved, said_ok},
     flood::{
-        Pinned, Sender, SshSession, Trafgen, conntrack_json, count_datagrams, count_echo_replies, eth_header,
-        flow_key, link_stats, pin_to_cpu, pin_tx_queues_to_cpus, possible_cpus, scaled, set_queues,
+        LinkStats, Pinned, Sender, SshSession, Trafgen, conntrack_json, count_datagrams, count_echo_replies,
+        eth_header, flow_key, link_stats, pin_to_cpu, pin_tx_queues_to_cpus, possible_cpus, scaled,
+        set_queues,
     },
     lab::{CLIENT_IF, HOST, Lab, Outcome, SERVER_IF, STRANGER, ping_received, sh},
     require_root,
@@ -178,7 +179,7 @@ fn a_syn_flood_fills_the_half_open_table_while_a_live_ssh_session_keeps_answerin
     let web_new = pinned.rule_counter("web-in", Line::New);
     let syns = || -> u64 { pinned.per_cpu_packets(web_new).iter().sum() };
     let before = lab.list();
-    let (c0_before, s0_before) = (link_stats(&lab.client, CLIENT_IF), link_stats(&lab.server, SERVER_IF));
+    let (c0_before, s0_before) = both_ends(&lab);
     let count = scaled(SYN_FLOOD);
     let limit = Duration::from_secs(120 + count / 5_000);
     let syns_before = syns();
@@ -256,18 +257,8 @@ fn a_syn_flood_fills_the_half_open_table_while_a_live_ssh_session_keeps_answerin
     let sent = trafgen.stop();
     assert!(sent.packets >= count, "the flood stopped after {} SYNs, short of {count}", sent.packets);
     let after = lab.list();
-    // The two interfaces' counters are read one after the other, and the live session's
-    // packets may be on the wire between them: read again until they agree (or give up
-    // and let the assertion below say by how much they differ).
-    let (mut c0, mut s0) = (Default::default(), Default::default());
-    for _ in 0..50 {
-        c0 = link_stats(&lab.client, CLIENT_IF).since(&c0_before);
-        s0 = link_stats(&lab.server, SERVER_IF).since(&s0_before);
-        if c0.tx_packets == s0.rx_packets {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (c0_after, s0_after) = both_ends(&lab);
+    let (c0, s0) = (c0_after.since(&c0_before), s0_after.since(&s0_before));
 
     // After: the tables, the session, new logins, the idle out flow.
     let half_open_walked = pinned.flow_count(FlowTable::HalfOpen) as u64;
@@ -669,4 +660,23 @@ fn a_martian_flood_is_counted_per_antispoof_entry_while_the_services_answer() {
         1,
         "the flooded rule admitted the control datagram alone"
     );
+}
+
+/// The counters of both ends of the lab's link, c0's and s0's, read when nothing crosses
+/// it: two readings 20 ms apart alike (or, after a second, the last). They are read one
+/// after the other, and the live session's packets may be on the wire between the reads;
+/// a frame counted at one end and not yet at the other, before the flood or after it, once
+/// left the two off by one.
+fn both_ends(lab: &Lab) -> (LinkStats, LinkStats) {
+    let read = || (link_stats(&lab.client, CLIENT_IF), link_stats(&lab.server, SERVER_IF));
+    let mut last = read();
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = read();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
 }
