@@ -28,7 +28,7 @@ use firewall_common::{
 use crate::{
     maps::{
         BLOCKLIST, CONFIG, CONNTRACK, HALF_OPEN, PER_SOURCE_BUCKETS, PER_SOURCE_CONNECTIONS,
-        PER_SOURCE_LIMITS, SCRATCH,
+        PER_SOURCE_LIMITS, SCRATCH, Scratch,
     },
     token_bucket,
 };
@@ -74,7 +74,8 @@ pub extern "C" fn per_source_admit(rule: u32, flags: u32, v6: u32, now: u64) -> 
     };
     // A trap's source is its address, which `offender_key` holds.
     if flags & ALLOW_TRAP != 0 {
-        block_offender(rule, limit.block_ns, now);
+        // SAFETY: the scratch slot just taken.
+        unsafe { block_offender(scratch, rule, limit.block_ns, now) };
         return 0;
     }
     // SAFETY: as `admit`'s.
@@ -88,7 +89,7 @@ pub extern "C" fn per_source_admit(rule: u32, flags: u32, v6: u32, now: u64) -> 
         *words &= *mask;
         *words.add(1) &= *mask.add(1);
         let cap = allow_connections(flags);
-        if cap != 0 && (*scratch).flow.protocol != 0 && !connection_slot(cap, now) {
+        if cap != 0 && (*scratch).flow.protocol != 0 && !connection_slot(scratch, cap, now) {
             return 0;
         }
         if flags & ALLOW_PER_SOURCE == 0 {
@@ -111,7 +112,7 @@ pub extern "C" fn per_source_admit(rule: u32, flags: u32, v6: u32, now: u64) -> 
             }
         }
         if limit.block_ns != 0 {
-            block_offender(rule, limit.block_ns, now);
+            block_offender(scratch, rule, limit.block_ns, now);
         }
     }
     0
@@ -120,12 +121,12 @@ pub extern "C" fn per_source_admit(rule: u32, flags: u32, v6: u32, now: u64) -> 
 /// Blocks the source whose address is in the scratch slot's `offender_key` for `block_ns`,
 /// by rule `rule`. A full blocklist leaves the offender to its rate alone (a trap's, to the
 /// trap: each of its packets there still drops).
+///
+/// # Safety
+/// `scratch` is [`per_source_admit`]'s scratch slot, its `offender_key` written.
 #[inline(always)]
-fn block_offender(rule: u32, block_ns: u64, now: u64) {
-    let Some(scratch) = SCRATCH.get_ptr_mut(Direction::In as u32) else {
-        return;
-    };
-    // SAFETY: as `admit`'s.
+unsafe fn block_offender(scratch: *mut Scratch, rule: u32, block_ns: u64, now: u64) {
+    // SAFETY: as the caller's.
     unsafe {
         (*scratch).offender = BlockEntry { deadline_ns: now + block_ns, slot: OFFENDER_SLOT, rule };
         let _ = BLOCKLIST.insert(&(*scratch).offender_key, &(*scratch).offender, 0);
@@ -147,13 +148,10 @@ const OWN_SLOT: u32 = NO_SLOT + 1;
 /// again at the next, and it walks each slot once, not once for every count before it.
 ///
 /// # Safety
-/// Called by [`per_source_admit`] alone, on its scratch slot.
+/// `scratch` is [`per_source_admit`]'s scratch slot, its `source` and `flow` written.
 #[inline(always)]
-unsafe fn connection_slot(cap: u32, now: u64) -> bool {
+unsafe fn connection_slot(scratch: *mut Scratch, cap: u32, now: u64) -> bool {
     let Some(config) = CONFIG.get(0) else {
-        return false;
-    };
-    let Some(scratch) = SCRATCH.get_ptr_mut(Direction::In as u32) else {
         return false;
     };
     // SAFETY: as the caller's; a map value pointer is valid for the program's run.

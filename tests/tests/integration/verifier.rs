@@ -6,9 +6,10 @@ use firewall_common::{MAPS, PROG_EGRESS, PROG_INGRESS, SCRATCH_MAPS};
 use tests::harness::TestFilter;
 
 /// Processed instructions each program may cost the verifier, with the policy of
-/// examples/tight.toml: 70,000, about 8% over what they cost with traps, 64,593 and 50,059
-/// (the compiler's reshaping: 66,387 with a per-source limit's `connections` alone), its work (the source's masking, the walk of its 16
-/// slots, each asking the flow tables, and the rate) in a global BPF function, which the
+/// examples/tight.toml: 70,000, about 9% over what they cost with traps, 64,036 and 50,059
+/// (64,593 before the per-source function took its scratch slot once; 66,387 with a
+/// per-source limit's `connections` alone), its work (the source's masking, the walk of
+/// its 16 slots, each asking the flow tables, and the rate) in a global BPF function, which the
 /// verifier checks once on its own: in line, walked from every path that admits, the slots
 /// cost 249,400 on XDP (the count kept in a map value, where the verifier does not follow
 /// it; in a register, 282,869), and a global function for the walk alone 75,033. Before it,
