@@ -86,7 +86,7 @@ fn a_one_way_rule_admits_what_comes_in_and_nothing_goes_back() {
 
 /// Programs loaded by a version before `returns = false` would track a one-way rule's
 /// flows: `reload` refuses it there (the live state, as such a version wrote it, has no
-/// `programs`), and `up` replaces the programs in place.
+/// `programs`), and a trap likewise; `up` replaces the programs in place, and both reload.
 #[test]
 fn a_filter_from_before_one_way_rules_refuses_them_until_up_replaces_its_programs() {
     require_root();
@@ -104,6 +104,15 @@ fn a_filter_from_before_one_way_rules_refuses_them_until_up_replaces_its_program
         &lab.firewall(&["reload", "--policy", policy.to_str().unwrap()]),
         "the live filter's programs know no returns = false (an older version loaded them), and rule \"syslog-in\" has it; `firewall up` with the policy replaces the programs in place (tracked flows and counters kept)",
     );
+    // Nor would they know a trap (level 2): they would admit what it matches.
+    let trap = lab.tight_with(
+        "trap.toml",
+        "[[rule]]\nname = \"scan-trap\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 139\npeers = \"any\"\ntrap = \"1d\"\n",
+    );
+    assert_fails(
+        &lab.firewall(&["reload", "--policy", trap.to_str().unwrap()]),
+        "the live filter's programs know no trap (an older version loaded them), and rule \"scan-trap\" is one; `firewall up` with the policy replaces the programs in place (tracked flows and counters kept)",
+    );
     lab.firewall_ok(&["up", "--policy", policy.to_str().unwrap(), "--iface", SERVER_IF]);
     let state: serde_json::Value = serde_json::from_slice(&fs::read(&state_file).unwrap()).unwrap();
     assert_eq!(state["programs"], 2);
@@ -112,5 +121,6 @@ fn a_filter_from_before_one_way_rules_refuses_them_until_up_replaces_its_program
         Outcome::Blocked,
         "one-way, once up replaced them"
     );
+    lab.firewall_ok(&["reload", "--policy", trap.to_str().unwrap()]);
     lab.firewall_ok(&["down", "--iface", SERVER_IF]);
 }
