@@ -20,6 +20,7 @@ use std::{
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
+    sync::{Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -34,6 +35,18 @@ const BOOT_WITHIN: Duration = Duration::from_secs(90);
 /// Services of this machine's image that the guest has no use for: masked, so that the
 /// boot is quick and touches nothing of theirs.
 const MASKED: [&str; 4] = ["postgresql.service", "prometheus.service", "chrony.service", "ssh.service"];
+
+/// One guest at a time: every guest's filter pins at the same path here ([`guest_pins`]).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// How the firewall gets into the guest.
+pub enum Install<'a> {
+    /// This build's binary at /usr/local/sbin/firewall, and `dist/firewall@.service` in
+    /// /etc/systemd/system: the install from source.
+    FromSource,
+    /// The Debian package, copied to /root/firewall.deb for the guest to install.
+    Package(&'a Path),
+}
 
 pub struct Guest {
     /// The machine's name; its veth's outer end is `ve-NAME`.
@@ -50,13 +63,14 @@ pub struct Guest {
     console: PathBuf,
     /// The guest's PID 1, as seen from here.
     pid: Option<u32>,
+    /// Held until the guest is gone (fields drop after `Drop::drop` shut it down).
+    _turn: MutexGuard<'static, ()>,
 }
 
 impl Guest {
-    /// An overlay of this machine's root in the lab's directory, with the firewall binary
-    /// at /usr/local/sbin/firewall and `dist/firewall@.service` installed as the package
-    /// would: not booted yet.
-    pub fn new(lab: &Lab, machine: &str) -> Guest {
+    /// An overlay of this machine's root in the lab's directory, with the firewall put
+    /// in as `install` says: not booted yet.
+    pub fn new(lab: &Lab, machine: &str, install: Install<'_>) -> Guest {
         need("systemd-nspawn", "systemd-container");
         need("/lib/systemd/systemd-udevd", "udev");
         let dir = lab.tmp().join("guest");
@@ -70,6 +84,7 @@ impl Guest {
             nspawn: None,
             console: dir.join("console.log"),
             pid: None,
+            _turn: ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner),
         };
         // The pins of a guest killed before its `firewall down` (a test run cut short).
         let _ = fs::remove_dir_all(guest_pins());
@@ -83,9 +98,19 @@ impl Guest {
         // refuse to share the journal, and none at all makes a first boot that asks).
         let id = fs::read_to_string("/proc/sys/kernel/random/uuid").expect("a random uuid").replace('-', "");
         guest.write("/etc/machine-id", &id);
-        fs::copy(firewall_bin(), guest.path("/usr/local/sbin/firewall")).expect("installing the binary");
-        let unit = fs::read_to_string(crate::workspace().join("dist/firewall@.service")).expect("the unit");
-        guest.write("/etc/systemd/system/firewall@.service", &unit);
+        match install {
+            Install::FromSource => {
+                fs::copy(firewall_bin(), guest.path("/usr/local/sbin/firewall"))
+                    .expect("installing the binary");
+                let unit =
+                    fs::read_to_string(crate::workspace().join("dist/firewall@.service")).expect("the unit");
+                guest.write("/etc/systemd/system/firewall@.service", &unit);
+            }
+            Install::Package(deb) => {
+                fs::create_dir_all(guest.path("/root")).expect("mkdir /root in the guest");
+                fs::copy(deb, guest.path("/root/firewall.deb")).expect("copying the package");
+            }
+        }
         for unit in MASKED {
             guest.link(&format!("/etc/systemd/system/{unit}"), "/dev/null");
         }

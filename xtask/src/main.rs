@@ -1,9 +1,11 @@
-//! Developer tasks: `cargo xtask setup | test | demo | bench`.
+//! Developer tasks: `cargo xtask setup | test | demo | bench | dist`.
 //!
 //! `setup` installs what building the kernel object needs on a fresh Debian machine of
 //! this kind (see docs/building.md) and what the tests drive, and does nothing when
 //! it is all there. `test` runs the whole suite as root; `demo` shows the filter working
-//! in a lab of network namespaces.
+//! in a lab of network namespaces. `dist` writes the Debian package.
+mod man;
+
 use std::{
     env,
     path::{Path, PathBuf},
@@ -24,7 +26,7 @@ struct Cli {
 enum Task {
     /// Install the eBPF toolchain and the test tools (idempotent).
     Setup,
-    /// Set up, build, and run every test (needs root).
+    /// Set up, build, package, and run every test (needs root).
     Test {
         /// Extra arguments for `cargo test` (a filter, `--nocapture`, …).
         #[arg(trailing_var_arg = true)]
@@ -34,6 +36,8 @@ enum Task {
     Demo,
     /// Set up, build, and print the benchmarks (needs root).
     Bench,
+    /// Set up, build, and write the Debian package under target/debian/.
+    Dist,
 }
 
 /// Debian packages the eBPF build needs when rustup's nightly has no rust-src.
@@ -73,6 +77,8 @@ const TEST_PACKAGES: &[&str] = &[
     "udev",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// What `dist` builds the package with.
+const CARGO_DEB_VERSION: &str = "3.8.0";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is in the workspace").to_owned()
@@ -146,6 +152,18 @@ fn setup() -> Result<()> {
         run(&mut cmd)?;
     }
 
+    let cargo_deb = output(Command::new("cargo").args(["deb", "--version"])).unwrap_or_default();
+    if !cargo_deb.contains(CARGO_DEB_VERSION) {
+        println!("setup: installing cargo-deb {CARGO_DEB_VERSION} (about two minutes)");
+        run(Command::new("cargo").args([
+            "install",
+            "cargo-deb",
+            "--locked",
+            "--version",
+            CARGO_DEB_VERSION,
+        ]))?;
+    }
+
     if !use_nightly && !succeeds(Command::new("rustup").args(["run", "debian", "rustc", "--version"])) {
         println!("setup: linking Debian's rustc-web into rustup as the `debian` toolchain");
         run(Command::new("rustup").args(["toolchain", "link", "debian", "/usr"]))?;
@@ -167,6 +185,46 @@ fn ready(why_root: &str) -> Result<()> {
     run(&mut cargo(&["build", "--release"]))
 }
 
+/// The package: the man pages and completions the binary writes of its own command line,
+/// firewall.toml(5) from docs/policy.md, all under target/dist; then cargo-deb, which
+/// takes them and the rest from firewall-user's `[package.metadata.deb]`.
+fn dist() -> Result<()> {
+    let root = root();
+    let staging = root.join("target/dist");
+    let man = staging.join("man");
+    let completions = staging.join("completions");
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&completions).context("mkdir target/dist/completions")?;
+    let firewall = root.join("target/release/firewall");
+    let quiet = |cmd: &mut Command| run(cmd.stdout(Stdio::null()));
+    quiet(Command::new(&firewall).args(["generate", "man", "--out"]).arg(&man))?;
+    let reference = std::fs::read_to_string(root.join("docs/policy.md")).context("reading docs/policy.md")?;
+    let page = man::policy_page(&reference, env!("CARGO_PKG_VERSION"));
+    std::fs::write(man.join("firewall.toml.5"), page).context("writing firewall.toml.5")?;
+    // gzip -n: no name or time in the header, so that the same pages make the same package.
+    let pages = std::fs::read_dir(&man).context("reading target/dist/man")?;
+    for page in pages {
+        run(Command::new("gzip")
+            .args(["-9", "-n", "-f"])
+            .arg(page.context("reading target/dist/man")?.path()))?;
+    }
+    for (shell, file) in [("bash", "firewall"), ("zsh", "_firewall"), ("fish", "firewall.fish")] {
+        let script = Command::new(&firewall)
+            .args(["generate", "completions", shell])
+            .output()
+            .context("running firewall generate completions")?;
+        if !script.status.success() {
+            bail!(
+                "firewall generate completions {shell} failed: {}",
+                String::from_utf8_lossy(&script.stderr)
+            );
+        }
+        std::fs::write(completions.join(file), script.stdout).with_context(|| format!("writing {file}"))?;
+    }
+    // It prints the package's path.
+    run(&mut cargo(&["deb", "--quiet", "--no-build", "-p", "firewall-user"]))
+}
+
 fn cargo(args: &[&str]) -> Command {
     let mut cmd = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root()).args(args);
@@ -177,11 +235,14 @@ fn main() -> ExitCode {
     let result = match Cli::parse().task {
         Task::Setup => setup(),
         Task::Test { args } => {
-            ready("the tests load eBPF programs and create network namespaces").and_then(|()| {
-                let mut cmd = cargo(&["test", "--release"]);
-                cmd.args(&args);
-                run(&mut cmd)
-            })
+            // The package first: a test installs it (tests/tests/integration/package.rs).
+            ready("the tests load eBPF programs and create network namespaces")
+                .and_then(|()| dist())
+                .and_then(|()| {
+                    let mut cmd = cargo(&["test", "--release"]);
+                    cmd.args(&args);
+                    run(&mut cmd)
+                })
         }
         Task::Demo => ready("the demo creates network namespaces and attaches XDP")
             .and_then(|()| run(&mut cargo(&["run", "--quiet", "--release", "-p", "tests", "--bin", "demo"]))),
@@ -190,6 +251,7 @@ fn main() -> ExitCode {
                 run(&mut cargo(&["run", "--quiet", "--release", "-p", "tests", "--bin", "bench"]))
             })
         }
+        Task::Dist => setup().and_then(|()| run(&mut cargo(&["build", "--release"]))).and_then(|()| dist()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

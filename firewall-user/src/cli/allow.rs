@@ -1,11 +1,8 @@
 //! `firewall allow RULE ADDR…` and `firewall revoke RULE ADDR…`
 use clap::Args;
-use firewall_user::{
-    Filter,
-    ops::{
-        lockout::SessionGuard,
-        peers::{self, PeerChange, PeersChanged},
-    },
+use firewall_user::ops::{
+    lockout::SessionGuard,
+    peers::{self, PeerChange, PeersChanged},
 };
 
 #[derive(Args)]
@@ -13,14 +10,14 @@ pub struct Allow {
     rule: String,
     #[arg(required = true, value_name = "ADDR")]
     addrs: Vec<String>,
-    #[arg(long)]
-    iface: Option<String>,
+    #[command(flatten)]
+    filter: super::LiveFilter,
 }
 
 impl Allow {
     pub fn run(self) -> anyhow::Result<()> {
         let prefixes = peers::parse_prefixes(&self.addrs)?;
-        let filter = Filter::open(self.iface.as_deref())?;
+        let filter = self.filter.open()?;
         let done =
             peers::change_peers(&filter, &self.rule, &prefixes, PeerChange::Allow, SessionGuard::Check)?;
         report("allowed", "already allowed", &self.rule, &self.addrs, &done);
@@ -33,8 +30,8 @@ pub struct Revoke {
     rule: String,
     #[arg(required = true, value_name = "ADDR")]
     addrs: Vec<String>,
-    #[arg(long)]
-    iface: Option<String>,
+    #[command(flatten)]
+    filter: super::LiveFilter,
     /// Revoke even if it would cut off the SSH session this runs from.
     #[arg(long)]
     force: bool,
@@ -43,7 +40,7 @@ pub struct Revoke {
 impl Revoke {
     pub fn run(self) -> anyhow::Result<()> {
         let prefixes = peers::parse_prefixes(&self.addrs)?;
-        let filter = Filter::open(self.iface.as_deref())?;
+        let filter = self.filter.open()?;
         let guard = super::session_guard(self.force);
         let done = peers::change_peers(&filter, &self.rule, &prefixes, PeerChange::Revoke, guard)?;
         report("revoked", "", &self.rule, &self.addrs, &done);

@@ -3,7 +3,6 @@ use std::time::Duration;
 
 use clap::Args;
 use firewall_user::{
-    Filter,
     ops::{
         block::{self, Blocked},
         peers::parse_prefixes,
@@ -22,14 +21,14 @@ pub struct Block {
     /// Block even the SSH session this runs from.
     #[arg(long)]
     force: bool,
-    #[arg(long)]
-    iface: Option<String>,
+    #[command(flatten)]
+    filter: super::LiveFilter,
 }
 
 impl Block {
     pub fn run(self) -> anyhow::Result<()> {
         let prefixes = parse_prefixes(&self.addrs)?;
-        let filter = Filter::open(self.iface.as_deref())?;
+        let filter = self.filter.open()?;
         let done = block::block(&filter, &prefixes, self.duration, super::session_guard(self.force))?;
         let how_long = match self.duration {
             Some(d) => format!("for {}", human_duration(d.as_secs())),

@@ -1,21 +1,19 @@
 //! `firewall blocklist [--json]`
 use clap::Args;
-use firewall_user::{
-    Filter,
-    view::{blocklist, snapshot::Snapshot},
-};
+use firewall_user::view::{blocklist, snapshot::Snapshot};
 
 #[derive(Args)]
 pub struct Blocklist {
+    /// One JSON object, for scripts.
     #[arg(long)]
     json: bool,
-    #[arg(long)]
-    iface: Option<String>,
+    #[command(flatten)]
+    filter: super::LiveFilter,
 }
 
 impl Blocklist {
     pub fn run(self) -> anyhow::Result<()> {
-        let filter = Filter::open(self.iface.as_deref())?;
+        let filter = self.filter.open()?;
         let snapshot = Snapshot::take(filter.pins())?;
         if self.json {
             println!("{}", serde_json::to_string(&snapshot.blocks)?);

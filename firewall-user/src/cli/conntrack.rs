@@ -1,18 +1,19 @@
 //! `firewall conntrack [--json]`
 use clap::Args;
-use firewall_user::{Filter, view::conntrack};
+use firewall_user::view::conntrack;
 
 #[derive(Args)]
 pub struct Conntrack {
+    /// One JSON object, for scripts.
     #[arg(long)]
     json: bool,
-    #[arg(long)]
-    iface: Option<String>,
+    #[command(flatten)]
+    filter: super::LiveFilter,
 }
 
 impl Conntrack {
     pub fn run(self) -> anyhow::Result<()> {
-        let filter = Filter::open(self.iface.as_deref())?;
+        let filter = self.filter.open()?;
         let flows = conntrack::conntrack(&filter)?;
         if self.json {
             println!("{}", serde_json::to_string(&flows)?);

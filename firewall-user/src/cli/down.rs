@@ -1,16 +1,16 @@
 //! `firewall down`
 use clap::Args;
-use firewall_user::{Filter, ops::up};
+use firewall_user::ops::up;
 
 #[derive(Args)]
 pub struct Down {
-    #[arg(long)]
-    iface: Option<String>,
+    #[command(flatten)]
+    filter: super::LiveFilter,
 }
 
 impl Down {
     pub fn run(self) -> anyhow::Result<()> {
-        let filter = Filter::open(self.iface.as_deref())?;
+        let filter = self.filter.open()?;
         up::down(&filter)?;
         println!("firewall down on {}", filter.iface());
         Ok(())

@@ -6,21 +6,21 @@ use std::{
 
 use anyhow::Context as _;
 use clap::Args;
-use firewall_user::{Filter, view::drops};
+use firewall_user::view::drops;
 
 #[derive(Args)]
 pub struct Drops {
     /// The most events a second, enforced in the kernel (bursts of as many).
     #[arg(long, default_value = "10", value_parser = drops::parse_rate)]
     rate: u32,
-    #[arg(long)]
-    iface: Option<String>,
+    #[command(flatten)]
+    filter: super::LiveFilter,
 }
 
 impl Drops {
     /// Each event on a line of its own, flushed, until SIGINT or SIGTERM.
     pub fn run(self) -> anyhow::Result<()> {
-        let filter = Filter::open(self.iface.as_deref())?;
+        let filter = self.filter.open()?;
         let stop = Arc::new(AtomicBool::new(false));
         for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
             signal_hook::flag::register(signal, stop.clone()).context("catching SIGINT and SIGTERM")?;

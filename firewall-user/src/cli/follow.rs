@@ -1,16 +1,16 @@
 //! `firewall follow`
 use clap::Args;
-use firewall_user::{Filter, ops::follow};
+use firewall_user::ops::follow;
 
 #[derive(Args)]
 pub struct Follow {
-    #[arg(long)]
-    iface: Option<String>,
+    #[command(flatten)]
+    filter: super::LiveFilter,
 }
 
 impl Follow {
     pub fn run(self) -> anyhow::Result<()> {
-        let filter = Filter::open(self.iface.as_deref())?;
+        let filter = self.filter.open()?;
         let iface = filter.pins().iface.clone();
         follow::follow(&filter, |(v4, v6)| {
             let list = |addrs: &[std::net::IpAddr]| {

@@ -1,11 +1,8 @@
 //! `firewall list [-v] [-x] [--json]`
 use clap::Args;
-use firewall_user::{
-    Filter,
-    view::{
-        listing::{self, Style},
-        snapshot::Snapshot,
-    },
+use firewall_user::view::{
+    listing::{self, Style},
+    snapshot::Snapshot,
 };
 
 #[derive(Args)]
@@ -23,13 +20,13 @@ pub struct List {
     /// One JSON object, for scripts.
     #[arg(long)]
     json: bool,
-    #[arg(long)]
-    iface: Option<String>,
+    #[command(flatten)]
+    filter: super::LiveFilter,
 }
 
 impl List {
     pub fn run(self) -> anyhow::Result<()> {
-        let filter = Filter::open(self.iface.as_deref())?;
+        let filter = self.filter.open()?;
         let snapshot = Snapshot::take(filter.pins())?;
         let tables = (&snapshot.established, &snapshot.half_open);
         if self.json {

@@ -9,6 +9,7 @@ mod conntrack;
 mod down;
 mod drops;
 mod follow;
+mod generate;
 mod import;
 mod list;
 mod reload;
@@ -81,6 +82,8 @@ enum Command {
     /// With `[host] follow_addresses`, keep the filter to the interface's own addresses as
     /// they come and go (DHCP, a floating IP), until SIGTERM or SIGINT.
     Follow(follow::Follow),
+    /// Write the man pages, or a shell's completions (the package ships both).
+    Generate(generate::Generate),
 }
 
 impl Cli {
@@ -106,7 +109,23 @@ impl Cli {
             Command::Serve(args) => args.run(),
             Command::Import(args) => args.run(),
             Command::Follow(args) => args.run(),
+            Command::Generate(args) => args.run(),
         }
+    }
+}
+
+/// Which live filter a command acts on.
+#[derive(Args)]
+struct LiveFilter {
+    /// The interface whose filter to act on (default: the only one up in this network
+    /// namespace).
+    #[arg(long, value_name = "IFACE")]
+    iface: Option<String>,
+}
+
+impl LiveFilter {
+    fn open(&self) -> anyhow::Result<firewall_user::Filter> {
+        Ok(firewall_user::Filter::open(self.iface.as_deref())?)
     }
 }
 

@@ -2,7 +2,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use firewall_user::{Filter, ops::reload};
+use firewall_user::ops::reload;
 
 use super::{ApplyArgs, audit_note, report_armed};
 
@@ -11,15 +11,15 @@ pub struct Reload {
     /// Another policy file (default: the one `up` was given); later commands use it.
     #[arg(long)]
     policy: Option<PathBuf>,
-    #[arg(long)]
-    iface: Option<String>,
+    #[command(flatten)]
+    filter: super::LiveFilter,
     #[command(flatten)]
     apply: ApplyArgs,
 }
 
 impl Reload {
     pub fn run(self) -> anyhow::Result<()> {
-        let filter = Filter::open(self.iface.as_deref())?;
+        let filter = self.filter.open()?;
         let done = reload::reload(&filter, self.policy.as_deref(), self.apply.apply())?;
         let a = done.applied;
         println!(

@@ -1,6 +1,6 @@
 //! `firewall serve --metrics ADDR:PORT [--log-drops RATE]`
 use clap::Args;
-use firewall_user::{Filter, serve, view::drops};
+use firewall_user::{serve, view::drops};
 
 #[derive(Args)]
 pub struct Serve {
@@ -11,14 +11,14 @@ pub struct Serve {
     /// the kernel; off by default: drop logging fills disks).
     #[arg(long, value_name = "RATE", value_parser = drops::parse_rate)]
     log_drops: Option<u32>,
-    #[arg(long)]
-    iface: Option<String>,
+    #[command(flatten)]
+    filter: super::LiveFilter,
 }
 
 impl Serve {
     pub fn run(self) -> anyhow::Result<()> {
         let addr = serve::address(&self.metrics)?;
-        let filter = Filter::open(self.iface.as_deref())?;
+        let filter = self.filter.open()?;
         Ok(serve::serve(&filter, addr, self.log_drops)?)
     }
 }

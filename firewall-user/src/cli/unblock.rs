@@ -1,22 +1,19 @@
 //! `firewall unblock ADDR|CIDR…`
 use clap::Args;
-use firewall_user::{
-    Filter,
-    ops::{block, peers::parse_prefixes},
-};
+use firewall_user::ops::{block, peers::parse_prefixes};
 
 #[derive(Args)]
 pub struct Unblock {
     #[arg(required = true, value_name = "ADDR|CIDR")]
     addrs: Vec<String>,
-    #[arg(long)]
-    iface: Option<String>,
+    #[command(flatten)]
+    filter: super::LiveFilter,
 }
 
 impl Unblock {
     pub fn run(self) -> anyhow::Result<()> {
         let prefixes = parse_prefixes(&self.addrs)?;
-        let filter = Filter::open(self.iface.as_deref())?;
+        let filter = self.filter.open()?;
         block::unblock(&filter, &prefixes)?;
         println!("firewall: unblocked {} on {}", self.addrs.join(" "), filter.iface());
         Ok(())

@@ -11,7 +11,8 @@ use super::{ApplyArgs, audit_note, report_armed};
 
 #[derive(Args)]
 pub struct Up {
-    #[arg(long)]
+    /// The policy file.
+    #[arg(long, value_name = "FILE")]
     policy: PathBuf,
     /// The interface (default: [host] interface in the policy).
     #[arg(long)]

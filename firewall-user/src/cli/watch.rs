@@ -1,12 +1,11 @@
 //! `firewall watch [--interval SECONDS]`
 use clap::Args;
-use firewall_user::{Filter, watch};
+use firewall_user::watch;
 
 #[derive(Args)]
 pub struct Watch {
-    /// The interface (default: the only one with a filter up).
-    #[arg(long)]
-    iface: Option<String>,
+    #[command(flatten)]
+    filter: super::LiveFilter,
     /// Seconds between refreshes (0.1 to 3600).
     #[arg(long, value_name = "SECONDS", default_value = "1")]
     interval: String,
@@ -15,7 +14,7 @@ pub struct Watch {
 impl Watch {
     pub fn run(self) -> anyhow::Result<()> {
         let interval = watch::interval(&self.interval)?;
-        let filter = Filter::open(self.iface.as_deref())?;
+        let filter = self.filter.open()?;
         Ok(watch::run(&filter, interval)?)
     }
 }

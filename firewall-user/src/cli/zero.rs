@@ -1,16 +1,16 @@
 //! `firewall zero`
 use clap::Args;
-use firewall_user::{Filter, ops::counters};
+use firewall_user::ops::counters;
 
 #[derive(Args)]
 pub struct Zero {
-    #[arg(long)]
-    iface: Option<String>,
+    #[command(flatten)]
+    filter: super::LiveFilter,
 }
 
 impl Zero {
     pub fn run(self) -> anyhow::Result<()> {
-        let filter = Filter::open(self.iface.as_deref())?;
+        let filter = self.filter.open()?;
         counters::zero(&filter)?;
         println!("firewall: counters zeroed on {}", filter.iface());
         Ok(())

@@ -43,6 +43,7 @@ use prometheus_client::{
     },
     registry::Registry,
 };
+use sd_notify::NotifyState;
 use tokio::{
     io::{Interest, unix::AsyncFd},
     net::TcpListener,
@@ -214,6 +215,8 @@ async fn run(
         shared.iface,
         file.display()
     );
+    // Ready once the port is bound: a unit ordered after this one can scrape at once.
+    tell_systemd(&[NotifyState::Ready, NotifyState::Status(&format!("metrics at http://{bound}/metrics"))]);
     loop {
         tokio::select! {
             _ = hangup.recv() => reload(&shared).await,
@@ -222,8 +225,18 @@ async fn run(
             err = tasks.ended() => return Err(err),
         }
     }
+    tell_systemd(&[NotifyState::Stopping]);
     eprintln!("firewall serve: stopped; the filter on {} stays up", shared.iface);
     Ok(())
+}
+
+/// Tells systemd, under a `Type=notify` unit, how the service stands: nothing happens
+/// without one (no `$NOTIFY_SOCKET`). A failure is said, not fatal: the unit then times
+/// out, and this line in its journal says why.
+fn tell_systemd(states: &[NotifyState]) {
+    if let Err(err) = sd_notify::notify(false, states) {
+        eprintln!("firewall serve: telling systemd failed: {err}");
+    }
 }
 
 /// `--log-drops`: the events, each a line on stderr, counted. The ring is read on the
@@ -276,8 +289,18 @@ async fn drop_events(shared: Arc<Shared>, rate: u32) -> Task {
     }
 }
 
-/// SIGHUP: what `firewall reload` does, with one line on stderr either way.
+/// SIGHUP: what `firewall reload` does, with one line on stderr either way. systemd
+/// hears of it as a reload: the unit shows "reloading" until it is done.
 async fn reload(shared: &Arc<Shared>) {
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => tell_systemd(&[NotifyState::Reloading, now]),
+        Err(_) => tell_systemd(&[NotifyState::Reloading]),
+    }
+    reload_policy(shared).await;
+    tell_systemd(&[NotifyState::Ready]);
+}
+
+async fn reload_policy(shared: &Arc<Shared>) {
     let task = shared.clone();
     let done = tokio::task::spawn_blocking(move || {
         let _busy = task.busy.lock().unwrap_or_else(PoisonError::into_inner);

@@ -12,18 +12,18 @@ use std::{
 
 use tests::{
     daemons::{self, in_ns},
-    guest::{Guest, stdout_of},
+    guest::{Guest, Install, stdout_of},
     lab::{Lab, Listing, Outcome, run_in},
     require_root,
 };
 
 /// The DHCP server's end of the link, and the one address it leases: the guest's.
-const WORLD: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
-const GUEST: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+pub(super) const WORLD: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub(super) const GUEST: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
 const LEASE_WITHIN: Duration = Duration::from_secs(30);
 
 /// The guest's policy: ping from the world's end, and `extra` rules.
-fn policy(extra: &str) -> String {
+pub(super) fn policy(extra: &str) -> String {
     format!(
         "[host]\ninterface = \"host0\"\naddress = \"{GUEST}\"\n\n\
          [[rule]]\nname = \"ping-in\"\ndirection = \"in\"\nprotocols = [\"icmp\"]\n\
@@ -32,7 +32,7 @@ fn policy(extra: &str) -> String {
 }
 
 /// A rule opening port 80 to the world's end.
-fn web_rule() -> String {
+pub(super) fn web_rule() -> String {
     format!(
         "\n[[rule]]\nname = \"web-in\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 80\npeers = [\"{WORLD}\"]\n"
     )
@@ -40,7 +40,7 @@ fn web_rule() -> String {
 
 /// A TCP connection from the world's end to `port` of the guest, where nothing listens:
 /// refused when the packets reach its TCP, blocked when the filter drops them.
-fn connect(lab: &Lab, port: u16) -> Outcome {
+pub(super) fn connect(lab: &Lab, port: u16) -> Outcome {
     let to = SocketAddrV4::new(GUEST, port).into();
     match run_in(&lab.client, || TcpStream::connect_timeout(&to, Duration::from_secs(2))) {
         Ok(_) => Outcome::Open,
@@ -49,7 +49,7 @@ fn connect(lab: &Lab, port: u16) -> Outcome {
     }
 }
 
-fn pinged(lab: &Lab) -> bool {
+pub(super) fn pinged(lab: &Lab) -> bool {
     let out = in_ns(&lab.client, "ping").args(["-n", "-c", "1", "-W", "2"]).arg(GUEST.to_string()).output();
     out.expect("running ping").status.success()
 }
@@ -61,14 +61,14 @@ fn timestamp(guest: &Guest, unit: &str, property: &str) -> u64 {
 }
 
 /// Everything systemd says about the boot's failures, and the firewall's journal.
-fn boot_report(guest: &Guest) -> String {
+pub(super) fn boot_report(guest: &Guest) -> String {
     let failed = stdout_of(&guest.run(&["systemctl", "--failed", "--no-legend"]));
     let journal = stdout_of(&guest.run(&["journalctl", "-b", "-u", "firewall@host0", "--no-pager"]));
     format!("failed units: {failed}\nfirewall@host0's journal:\n{journal}")
 }
 
 /// Waits for the guest's lease, and says whether it came.
-fn leased(guest: &Guest) -> bool {
+pub(super) fn leased(guest: &Guest) -> bool {
     let started = Instant::now();
     while started.elapsed() < LEASE_WITHIN {
         let addrs = stdout_of(&guest.run(&["ip", "-4", "-o", "addr", "show", "dev", "host0"]));
@@ -80,7 +80,7 @@ fn leased(guest: &Guest) -> bool {
     false
 }
 
-fn guest_listing(guest: &Guest) -> Listing {
+pub(super) fn guest_listing(guest: &Guest) -> Listing {
     let out = guest.run(&["firewall", "list", "--json", "--iface", "host0"]);
     assert!(out.status.success(), "firewall list in the guest: {}", String::from_utf8_lossy(&out.stderr));
     Listing(serde_json::from_slice(&out.stdout).expect("list --json is JSON"))
@@ -91,7 +91,7 @@ fn the_unit_filters_from_boot_lets_the_lease_through_reloads_stops_and_boots_a_t
 {
     require_root();
     let lab = Lab::new("boot");
-    let mut guest = Guest::new(&lab, "fwboot");
+    let mut guest = Guest::new(&lab, "fwboot", Install::FromSource);
     guest.write("/etc/firewall/host0.toml", &policy(""));
     guest.enable("firewall@host0.service", "/etc/systemd/system/firewall@.service");
     guest.write("/etc/systemd/network/80-host0.network", "[Match]\nName=host0\n\n[Network]\nDHCP=ipv4\n");

@@ -275,3 +275,31 @@ fn a_bad_command_line_is_one_line_and_exit_2() {
     let help = Command::new(firewall_bin()).arg("--help").output().expect("running firewall --help");
     assert!(help.status.success() && text(&help.stdout).contains("block"), "--help still prints the usage");
 }
+
+#[test]
+fn generate_writes_a_man_page_per_command_and_completions_from_the_command_line() {
+    // No root: a packager's build runs it.
+    let dir = TempDir::new("man");
+    let out =
+        Command::new(firewall_bin()).args(["generate", "man", "--out"]).arg(&dir.path).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let up = std::fs::read_to_string(dir.path.join("firewall-up.8")).expect("firewall-up.8");
+    assert!(up.contains(".TH firewall-up 8") && up.contains("\\-\\-policy"), "{up}");
+    let main = std::fs::read_to_string(dir.path.join("firewall.8")).expect("firewall.8");
+    assert!(main.contains("firewall\\-reload(8)"), "firewall(8) names each command's page: {main}");
+    // The hidden timer and clap's `help` have none.
+    assert!(
+        !dir.path.join("firewall-rollback-timer.8").exists() && !dir.path.join("firewall-help.8").exists()
+    );
+    for (shell, says) in
+        [("bash", "complete -F _firewall"), ("zsh", "#compdef firewall"), ("fish", "complete -c firewall")]
+    {
+        let out = Command::new(firewall_bin()).args(["generate", "completions", shell]).output().unwrap();
+        assert!(out.status.success() && text(&out.stdout).contains(says), "{shell}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("reload"), "{shell} completes the commands");
+    }
+    let out = Command::new(firewall_bin()).args(["generate", "completions", "tcsh"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).starts_with("firewall: invalid value 'tcsh'"), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr).lines().count(), 1);
+}

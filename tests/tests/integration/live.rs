@@ -244,11 +244,18 @@ fn the_systemd_unit_verifies() {
     for needed in ["BindsTo=firewall@%i.service", "ExecStart=", " follow --iface %I"] {
         assert!(follow.contains(needed), "the follow unit lacks {needed:?}");
     }
+    let serve = fs::read_to_string(tests::workspace().join("dist/firewall-serve@.service"))
+        .expect("dist/firewall-serve@.service");
+    for needed in ["BindsTo=firewall@%i.service", "Type=notify", " serve --iface %I", "ExecReload="] {
+        assert!(serve.contains(needed), "the serve unit lacks {needed:?}");
+    }
     let dir = tests::lab::TempDir::new("unit");
-    // The binary where the units expect it is this build's.
+    // The units name the binary bare, for systemd to find in /usr/sbin (the package) or
+    // /usr/local/sbin (from source): here, it is this build's.
     let bin = firewall_bin();
-    let here = |text: &str| text.replace("/usr/local/sbin/firewall", bin.to_str().unwrap());
+    let here = |text: &str| text.replace("=firewall ", &format!("={} ", bin.display()));
     dir.write("firewall-follow@.service", &here(&follow));
+    dir.write("firewall-serve@.service", &here(&serve));
     let verify = |text: &str, instance: &str| {
         let path = dir.write("firewall@.service", text);
         let instance = path.with_file_name(instance);
@@ -257,12 +264,12 @@ fn the_systemd_unit_verifies() {
         (out.status.success(), format!("{}{}", stdout(&out), stderr(&out)))
     };
     let verify_filter = |text: &str| verify(text, "firewall@eth0.service");
-    for instance in ["firewall@eth0.service", "firewall-follow@eth0.service"] {
+    for instance in ["firewall@eth0.service", "firewall-follow@eth0.service", "firewall-serve@eth0.service"] {
         let (ok, report) = verify(&here(&text), instance);
         assert!(ok && report.trim().is_empty(), "systemd-analyze verify {instance}: {report}");
     }
     // And the check can fail: a unit naming a missing binary does not verify.
-    let (ok, report) = verify_filter(&text.replace("/usr/local/sbin/firewall", "/nonexistent/firewall"));
+    let (ok, report) = verify_filter(&text.replace("=firewall ", "=/nonexistent/firewall "));
     assert!(!ok || report.contains("/nonexistent/firewall"), "a broken unit verified: {report}");
 }
 

@@ -22,6 +22,7 @@ mod live;
 mod model;
 mod one_way;
 mod owner;
+mod package;
 mod ranges;
 mod safety;
 mod serve;

@@ -1,0 +1,197 @@
+//! The Debian package that `cargo xtask dist` writes (`cargo xtask test` writes it
+//! first), installed with apt in a guest booted from an overlay of this machine
+//! (tests/src/guest.rs), its units run by systemd, and purged.
+//!
+//! Run as root after `cargo xtask dist`:
+//! `cargo test --release -p tests --test integration package:: -- --nocapture`.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use tests::{
+    daemons,
+    guest::{Guest, Install, stdout_of},
+    lab::{Lab, Outcome, firewall_bin, xdp_lines},
+    require_root,
+};
+
+use super::boot::{GUEST, WORLD, boot_report, connect, guest_listing, leased, pinged, policy, web_rule};
+
+/// What the package installs, each checked present after the install and gone after
+/// the purge.
+const FILES: [&str; 10] = [
+    "/usr/sbin/firewall",
+    "/lib/systemd/system/firewall@.service",
+    "/lib/systemd/system/firewall-serve@.service",
+    "/lib/systemd/system/firewall-follow@.service",
+    "/usr/share/bash-completion/completions/firewall",
+    "/usr/share/zsh/vendor-completions/_firewall",
+    "/usr/share/fish/vendor_completions.d/firewall.fish",
+    "/usr/share/doc/firewall/examples/tight.toml",
+    "/usr/share/doc/firewall/docs/policy.md",
+    "/etc/firewall/example.toml",
+];
+
+/// The man pages, as `man -w` finds them.
+const PAGES: [(&str, &str); 3] = [("8", "firewall"), ("8", "firewall-up"), ("5", "firewall.toml")];
+
+/// target/debian/firewall_*.deb, made after this build's binary.
+fn package() -> PathBuf {
+    let dir = tests::workspace().join("target/debian");
+    let deb = fs::read_dir(&dir)
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("firewall_")))
+        .unwrap_or_else(|| panic!("no firewall_*.deb in {}: run `cargo xtask dist` first", dir.display()));
+    let made = |path: &Path| fs::metadata(path).and_then(|m| m.modified()).expect("a file's time");
+    assert!(
+        made(&deb) >= made(&firewall_bin()),
+        "{} is older than {}: run `cargo xtask dist` again",
+        deb.display(),
+        firewall_bin().display()
+    );
+    deb
+}
+
+/// `ARGS…` in the guest, which must succeed; its stdout.
+fn ok(guest: &Guest, args: &[&str]) -> String {
+    let out = guest.run(args);
+    assert!(
+        out.status.success(),
+        "{args:?} in the guest: {}{}\n{}",
+        stdout_of(&out),
+        String::from_utf8_lossy(&out.stderr),
+        report(guest)
+    );
+    stdout_of(&out)
+}
+
+/// Whether `path` exists in the guest, as its own processes see it (its /run is its own).
+fn exists(guest: &Guest, path: &str) -> bool {
+    guest.run(&["test", "-e", path]).status.success()
+}
+
+/// The boot's report, and the metrics unit's journal.
+fn report(guest: &Guest) -> String {
+    let journal = stdout_of(&guest.run(&["journalctl", "-b", "-u", "firewall-serve@host0", "--no-pager"]));
+    format!("{}\nfirewall-serve@host0's journal:\n{journal}", boot_report(guest))
+}
+
+/// Polls `connect` until it gives `outcome`, for up to 5 s: a SIGHUP's reload is
+/// asynchronous.
+fn eventually(lab: &Lab, port: u16, outcome: Outcome) -> Outcome {
+    let started = Instant::now();
+    loop {
+        let got = connect(lab, port);
+        if got == outcome || started.elapsed() > Duration::from_secs(5) {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_package_installs_enabling_nothing_its_units_filter_serve_and_reload_and_purge_leaves_nothing() {
+    require_root();
+    let deb = package();
+    let lab = Lab::new("package");
+    let mut guest = Guest::new(&lab, "fwpkg", Install::Package(&deb));
+    guest.write("/etc/systemd/network/80-host0.network", "[Match]\nName=host0\n\n[Network]\nDHCP=ipv4\n");
+    guest.link(
+        "/etc/systemd/system/multi-user.target.wants/systemd-networkd.service",
+        "/lib/systemd/system/systemd-networkd.service",
+    );
+    guest.boot();
+    let range = format!("{GUEST},{GUEST}");
+    let _dhcp = daemons::dhcp_server_on(&lab, &guest.outer_if(), WORLD, &range);
+    guest.wait_booted();
+    assert!(leased(&guest), "no lease for host0; {}", report(&guest));
+
+    // apt installs it, as the README says, and starts nothing.
+    ok(&guest, &["apt-get", "install", "-y", "-qq", "/root/firewall.deb"]);
+    for file in FILES {
+        assert!(exists(&guest, file), "the package installed no {file}");
+    }
+    for (section, page) in PAGES {
+        ok(&guest, &["man", "-w", section, page]);
+    }
+    let conffiles = ok(&guest, &["dpkg-query", "-W", "-f=${Conffiles}", "firewall"]);
+    assert!(conffiles.contains("/etc/firewall/example.toml"), "conffiles: {conffiles}");
+    let active = stdout_of(&guest.run(&["systemctl", "is-active", "firewall@host0"]));
+    assert_eq!(active, "inactive", "the install started a filter");
+    assert!(
+        xdp_lines(&ok(&guest, &["ip", "link", "show", "host0"])).is_empty(),
+        "XDP attached by the install"
+    );
+    assert_eq!(connect(&lab, 80), Outcome::Refused, "no filter yet: port 80 reaches the guest's TCP");
+
+    // The template unit runs the package's binary on a policy of /etc/firewall.
+    guest.write("/etc/firewall/host0.toml", &policy(""));
+    ok(&guest, &["systemctl", "start", "firewall@host0"]);
+    // The unit names it bare; systemd finds it in /usr/local/sbin, else /usr/sbin.
+    assert!(!exists(&guest, "/usr/local/sbin/firewall"), "a firewall from source in the guest");
+    assert_eq!(ok(&guest, &["sh", "-c", "command -v firewall"]), "/usr/sbin/firewall");
+    assert!(pinged(&lab), "ping-in under the package's unit");
+    assert_eq!(connect(&lab, 80), Outcome::Blocked, "port 80 under the package's unit");
+
+    // The metrics unit is ready once it serves (Type=notify: `start` returns then), and a
+    // reload through it applies an edit.
+    ok(&guest, &["systemctl", "start", "firewall-serve@host0"]);
+    let metrics = ok(&guest, &["curl", "-sf", "http://127.0.0.1:9100/metrics"]);
+    assert!(metrics.contains("firewall_conntrack_capacity"), "{metrics}");
+    guest.write("/etc/firewall/host0.toml", &policy(&web_rule()));
+    ok(&guest, &["systemctl", "reload", "firewall-serve@host0"]);
+    assert_eq!(
+        eventually(&lab, 80, Outcome::Refused),
+        Outcome::Refused,
+        "port 80 after the reload; {}",
+        report(&guest)
+    );
+    assert_eq!(connect(&lab, 81), Outcome::Blocked, "port 81 stays closed");
+    assert_eq!(ok(&guest, &["systemctl", "is-active", "firewall-serve@host0"]), "active");
+    let journal = report(&guest);
+    assert!(journal.contains("firewall serve: reloaded /etc/firewall/host0.toml"), "{journal}");
+    assert!(guest_listing(&guest).packets("INPUT", "web-in") > 0, "web-in counted the probes");
+
+    // A filter brought up by hand, on an interface of its own, goes down on removal too.
+    // (Its pins are in this machine's bpffs: those of a run cut short go first.)
+    let _ = fs::remove_dir_all(Path::new(firewall_user::kernel::pins::PIN_ROOT).join("hand0"));
+    ok(&guest, &["ip", "link", "add", "hand0", "type", "veth", "peer", "name", "hand1"]);
+    ok(&guest, &["ip", "link", "set", "hand0", "up"]);
+    ok(
+        &guest,
+        &["firewall", "up", "--policy", "/etc/firewall/host0.toml", "--iface", "hand0", "--mode", "skb"],
+    );
+    assert!(!xdp_lines(&ok(&guest, &["ip", "link", "show", "hand0"])).is_empty(), "no XDP on hand0");
+
+    // Purge leaves nothing: no filter, no pins, no state, no file of the package's. The
+    // policy the administrator wrote stays.
+    const STATE: [&str; 2] = ["/var/lib/firewall/host0.toml", "/run/firewall/host0"];
+    for state in STATE {
+        assert!(exists(&guest, state), "no {state} before the purge");
+    }
+    ok(&guest, &["apt-get", "purge", "-y", "-qq", "firewall"]);
+    for unit in ["firewall@host0", "firewall-serve@host0"] {
+        let active = stdout_of(&guest.run(&["systemctl", "is-active", unit]));
+        assert_eq!(active, "inactive", "{unit} after the purge");
+    }
+    for iface in ["host0", "hand0"] {
+        let link = ok(&guest, &["ip", "link", "show", iface]);
+        assert!(xdp_lines(&link).is_empty(), "XDP still on {iface} after the purge: {link}");
+        let pins = Path::new(firewall_user::kernel::pins::PIN_ROOT).join(iface);
+        assert!(!pins.exists(), "{} left after the purge", pins.display());
+    }
+    assert_eq!(connect(&lab, 81), Outcome::Refused, "no filter: port 81 reaches the guest's TCP");
+    for left in FILES.iter().chain(&["/var/lib/firewall", "/run/firewall"]) {
+        assert!(!exists(&guest, left), "{left} left after the purge");
+    }
+    assert!(exists(&guest, "/etc/firewall/host0.toml"), "the purge took the administrator's policy");
+    let status = guest.run(&["dpkg-query", "-W", "-f=${Status}", "firewall"]);
+    assert!(!stdout_of(&status).contains("installed"), "dpkg: {}", stdout_of(&status));
+    guest.shut_down();
+}
