@@ -21,12 +21,14 @@
 //! - [`watch`]: the live terminal view of per-line rates.
 //! - [`serve`]: the Prometheus endpoint, and reload on SIGHUP.
 //! - [`import`]: an `iptables-save` dump into a policy.
+//! - [`exit`]: the exit statuses, one table, and the status of each error.
 //!
 //! The kernel side is `firewall-ebpf`; what both sides share (the maps' keys and values,
 //! ids, the drop event) is `firewall-common`. docs/design.md maps each rule to the code
 //! that enforces it, the map that holds it, the counter it bumps and the test that proves
 //! it.
 pub mod compile;
+pub mod exit;
 mod files;
 pub mod import;
 pub mod kernel;

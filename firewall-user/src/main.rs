@@ -5,6 +5,7 @@ mod cli;
 use std::process::ExitCode;
 
 use clap::Parser as _;
+use firewall_user::exit::{ExitStatus, exit_status};
 
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
@@ -15,15 +16,15 @@ fn main() -> ExitCode {
             let text = err.render().to_string();
             let first = text.lines().next().unwrap_or_default();
             eprintln!("firewall: {} (see firewall --help)", first.strip_prefix("error: ").unwrap_or(first));
-            return ExitCode::from(2);
+            return ExitStatus::Usage.into();
         }
     };
     match cli.run() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(status) => status.into(),
         Err(err) => {
             // One line: the error and its causes.
             eprintln!("firewall: {}", firewall_user::one_line(err.as_ref()));
-            ExitCode::FAILURE
+            exit_status(err.as_ref()).into()
         }
     }
 }

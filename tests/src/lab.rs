@@ -849,8 +849,13 @@ pub fn stderr(output: &Output) -> String {
 /// A failed `firewall` command: exit 1, one line on stderr that contains `needle`,
 /// nothing on stdout.
 pub fn assert_fails(output: &Output, needle: &str) {
+    assert_fails_with(output, 1, needle);
+}
+
+/// As [`assert_fails`], with the exit status `status` (docs/operations.md, "Exit statuses").
+pub fn assert_fails_with(output: &Output, status: i32, needle: &str) {
     let err = stderr(output);
-    assert_eq!(output.status.code(), Some(1), "should fail: {err}{}", stdout(output));
+    assert_eq!(output.status.code(), Some(status), "should fail: {err}{}", stdout(output));
     assert_eq!(err.lines().count(), 1, "one line of error: {err:?}");
     assert!(err.starts_with("firewall: ") && err.contains(needle), "{err:?} should say {needle:?}");
     assert!(output.stdout.is_empty(), "a failure printed {:?}", stdout(output));

@@ -1,11 +1,13 @@
-//! `firewall check FILE`
+//! `firewall check FILE [--diff] [--json]`
 use std::path::PathBuf;
 
 use clap::Args;
 use firewall_user::{
+    exit::ExitStatus,
     kernel::filter::{if_index, interface_addresses},
-    ops::lockout,
+    ops::{Apply, lockout, reload},
     policy::{self, Policy},
+    view::versioned_json,
 };
 
 #[derive(Args)]
@@ -15,17 +17,47 @@ pub struct Check {
     /// Skip the SSH session check.
     #[arg(long)]
     force: bool,
+    /// Also print what the policy would change on the live filter (all of it when none is
+    /// up): exit 0 when nothing would change, 3 when something would. Needs root.
+    #[arg(long)]
+    diff: bool,
+    /// With --diff: the filter's interface (default: [host] interface in the policy).
+    #[arg(long, value_name = "IFACE", requires = "diff")]
+    iface: Option<String>,
+    /// One JSON object, for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What `check --json` prints without `--diff`.
+#[derive(serde::Serialize)]
+struct Checked<'a> {
+    file: &'a std::path::Path,
+    rules: usize,
+    warnings: &'a [String],
 }
 
 impl Check {
-    pub fn run(self) -> anyhow::Result<()> {
+    pub fn run(self) -> anyhow::Result<ExitStatus> {
         let policy = policy::load(&self.file)?;
-        for warning in absent_addresses(&policy) {
+        let warnings = absent_addresses(&policy);
+        for warning in &warnings {
             eprintln!("warning: {}: {warning}", self.file.display());
         }
-        lockout::guard(&policy, None, super::session_guard(self.force))?;
-        println!("{}: OK ({} rules)", self.file.display(), policy.rules.len());
-        Ok(())
+        let session_guard = super::session_guard(self.force);
+        lockout::guard(&policy, None, session_guard)?;
+        if self.diff {
+            let apply = Apply { session_guard, ..Apply::default() };
+            let preview = reload::preview_file(&self.file, self.iface.as_deref(), &apply)?;
+            return Ok(super::print_preview(&preview, "reload", self.json));
+        }
+        if self.json {
+            let checked = Checked { file: &self.file, rules: policy.rules.len(), warnings: &warnings };
+            println!("{}", versioned_json(&checked));
+        } else {
+            println!("{}: OK ({} rules)", self.file.display(), policy.rules.len());
+        }
+        Ok(ExitStatus::Done)
     }
 }
 

@@ -22,8 +22,10 @@ mod zero;
 
 use clap::{Args, Parser, Subcommand};
 use firewall_user::{
+    exit::ExitStatus,
     kernel::maps::Enforcement,
-    ops::{Apply, confirm::Armed, lockout::SessionGuard},
+    ops::{Apply, confirm::Armed, lockout::SessionGuard, reload::Preview},
+    view::versioned_json,
 };
 
 #[derive(Parser)]
@@ -87,13 +89,13 @@ enum Command {
 }
 
 impl Cli {
-    /// Runs the command.
-    pub fn run(self) -> anyhow::Result<()> {
-        match self.command {
-            Command::Check(args) => args.run(),
+    /// Runs the command, and says how the process exits.
+    pub fn run(self) -> anyhow::Result<ExitStatus> {
+        let done = match self.command {
+            Command::Check(args) => return args.run(),
+            Command::Reload(args) => return args.run(),
             Command::Up(args) => args.run(),
             Command::Down(args) => args.run(),
-            Command::Reload(args) => args.run(),
             Command::Confirm(args) => args.run(),
             Command::Allow(args) => args.run(),
             Command::Revoke(args) => args.run(),
@@ -110,8 +112,40 @@ impl Cli {
             Command::Import(args) => args.run(),
             Command::Follow(args) => args.run(),
             Command::Generate(args) => args.run(),
+        };
+        done.map(|()| ExitStatus::Done)
+    }
+}
+
+/// Prints what a change would do (`reload --dry-run`, `check --diff`), and says how the
+/// process exits: [`ExitStatus::WouldChange`] when it would change anything.
+fn print_preview(preview: &Preview, change: &str, json: bool) -> ExitStatus {
+    #[derive(serde::Serialize)]
+    struct Report<'a> {
+        changed: bool,
+        #[serde(flatten)]
+        preview: &'a Preview,
+    }
+    let changed = preview.changes();
+    if json {
+        println!("{}", versioned_json(&Report { changed, preview }));
+    } else {
+        let (iface, file) = (&preview.iface, preview.file.display());
+        let change = if preview.filter_up {
+            format!("{change} of {file} on {iface}")
+        } else {
+            format!("no filter is up on {iface}: `up` of {file}")
+        };
+        if changed {
+            println!("firewall: {change} would:");
+            for line in preview.lines() {
+                println!("  {line}");
+            }
+        } else {
+            println!("firewall: {change} would change nothing");
         }
     }
+    if changed { ExitStatus::WouldChange } else { ExitStatus::Done }
 }
 
 /// Which live filter a command acts on.

@@ -1,8 +1,9 @@
-//! `firewall reload`
+//! `firewall reload [--dry-run] [--json]`
 use std::path::PathBuf;
 
 use clap::Args;
-use firewall_user::ops::reload;
+use firewall_user::{exit::ExitStatus, ops::reload, view::versioned_json};
+use serde::Serialize;
 
 use super::{ApplyArgs, audit_note, report_armed};
 
@@ -15,13 +16,52 @@ pub struct Reload {
     filter: super::LiveFilter,
     #[command(flatten)]
     apply: ApplyArgs,
+    /// Print what the reload would change, and change nothing: exit 0 when nothing would
+    /// change, 3 when something would, as a reload would fail when it would.
+    #[arg(long, conflicts_with = "confirm")]
+    dry_run: bool,
+    /// One JSON object, for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What `reload --json` prints.
+#[derive(Serialize)]
+struct Reloaded<'a> {
+    iface: &'a str,
+    file: &'a std::path::Path,
+    added: usize,
+    removed: usize,
+    flows_ended: usize,
+    audit: bool,
+    /// The rollback `--confirm` armed: `firewall confirm` within `seconds` keeps it.
+    confirm_within_secs: Option<u64>,
 }
 
 impl Reload {
-    pub fn run(self) -> anyhow::Result<()> {
+    pub fn run(self) -> anyhow::Result<ExitStatus> {
         let filter = self.filter.open()?;
+        if self.dry_run {
+            let preview = reload::preview(&filter, self.policy.as_deref(), &self.apply.apply())?;
+            return Ok(super::print_preview(&preview, "reload", self.json));
+        }
         let done = reload::reload(&filter, self.policy.as_deref(), self.apply.apply())?;
         let a = done.applied;
+        if self.json {
+            println!(
+                "{}",
+                versioned_json(&Reloaded {
+                    iface: &done.pins.iface,
+                    file: &done.file,
+                    added: a.added,
+                    removed: a.removed,
+                    flows_ended: a.flows_removed,
+                    audit: done.enforcement.is_audit(),
+                    confirm_within_secs: done.armed.as_ref().map(|armed| armed.seconds),
+                })
+            );
+            return Ok(ExitStatus::Done);
+        }
         println!(
             "firewall reloaded {} on {}: {} entries added or changed, {} removed, {} flows ended{}",
             done.file.display(),
@@ -32,6 +72,6 @@ impl Reload {
             audit_note(done.enforcement, ";"),
         );
         report_armed(done.armed);
-        Ok(())
+        Ok(ExitStatus::Done)
     }
 }

@@ -235,6 +235,37 @@ pub struct Applied {
     pub flows_removed: usize,
 }
 
+/// What a plan makes of a live flow.
+enum FlowFate {
+    Kept,
+    /// Admitted by another rule now: the flow counts on that rule's line.
+    Moved(u16),
+    /// Its opening packet would no longer be admitted: the flow ends.
+    Ended,
+}
+
+fn fate(plan: &MapPlan, key: &FlowKey, flow: &Flow) -> FlowFate {
+    let origin = if flow.origin == Direction::In as u8 { Direction::In } else { Direction::Out };
+    // The service port the opening packet went to; an echo flow's is the request type.
+    let port = match key.protocol {
+        PROTO_ICMP => u16::from(ICMP_ECHO_REQUEST),
+        PROTO_ICMPV6 => u16::from(ICMPV6_ECHO_REQUEST),
+        _ if origin == Direction::In => key.local_port,
+        _ => key.peer_port,
+    };
+    let allow = AllowKey { direction: origin as u8, protocol: key.protocol, port, peer: key.peer };
+    // The programs check flows before the anti-spoof lists: a peer those lists now name
+    // must lose its flows here.
+    let spoofed = plan.antispoof_sources.keys().any(|p| p.contains(from_addr(&key.peer)));
+    // A rule that came to have `returns = false`, or to be a trap, keeps no flow.
+    match plan.admits(&allow).filter(|v| !spoofed && v.flags & (ALLOW_ONE_WAY | ALLOW_TRAP) == 0) {
+        Some(value) if value.rule == u32::from(flow.rule) => FlowFate::Kept,
+        // Rule indexes are below MAX_RULES, which 16 bits hold.
+        Some(value) => FlowFate::Moved(value.rule as u16),
+        None => FlowFate::Ended,
+    }
+}
+
 /// An address prefix as the tries key it.
 pub(crate) fn prefix_key(prefix: &Prefix) -> Key<Addr> {
     let (addr, len) = prefix.to_addr();
@@ -537,32 +568,15 @@ impl LiveMaps {
             let flows: Vec<(FlowKey, Flow)> =
                 self.table(which).iter().filter_map(std::result::Result::ok).collect();
             let mut ended = 0;
+            let table = self.table_mut(which);
             for (key, flow) in flows {
-                let origin = if flow.origin == Direction::In as u8 { Direction::In } else { Direction::Out };
-                // The service port the opening packet went to; an echo flow's is the request type.
-                let port = match key.protocol {
-                    PROTO_ICMP => u16::from(ICMP_ECHO_REQUEST),
-                    PROTO_ICMPV6 => u16::from(ICMPV6_ECHO_REQUEST),
-                    _ if origin == Direction::In => key.local_port,
-                    _ => key.peer_port,
-                };
-                let allow =
-                    AllowKey { direction: origin as u8, protocol: key.protocol, port, peer: key.peer };
-                // The programs check flows before the anti-spoof lists: a peer those lists
-                // now name must lose its flows here.
-                let spoofed = plan.antispoof_sources.keys().any(|p| p.contains(from_addr(&key.peer)));
-                let table = self.table_mut(which);
-                // A rule that came to have `returns = false`, or to be a trap, keeps no flow.
-                match plan.admits(&allow).filter(|v| !spoofed && v.flags & (ALLOW_ONE_WAY | ALLOW_TRAP) == 0)
-                {
-                    Some(value) if value.rule == u32::from(flow.rule) => {}
-                    Some(value) => {
-                        // Rule indexes are below MAX_RULES, which 16 bits hold.
-                        let updated = Flow { rule: value.rule as u16, ..flow };
+                match fate(plan, &key, &flow) {
+                    FlowFate::Kept => {}
+                    FlowFate::Moved(rule) => {
                         // A flow that ended meanwhile is no error.
-                        let _ = table.insert(key, updated, 2 /* BPF_EXIST */);
+                        let _ = table.insert(key, Flow { rule, ..flow }, 2 /* BPF_EXIST */);
                     }
-                    None => {
+                    FlowFate::Ended => {
                         if table.remove(&key).is_ok() {
                             ended += 1;
                         }
@@ -573,6 +587,14 @@ impl LiveMaps {
             removed += ended;
         }
         Ok(removed as usize)
+    }
+
+    /// The live flows that applying `plan` would end, in both tables: what
+    /// [`LiveMaps::apply`] would remove, found without changing anything.
+    pub fn flows_ending(&self, plan: &MapPlan) -> Vec<(FlowTable, FlowKey, Flow)> {
+        let mut flows = self.flows();
+        flows.retain(|(_, key, flow)| matches!(fate(plan, key, flow), FlowFate::Ended));
+        flows
     }
 
     /// Ends the flows whose peer `ends` picks, in both tables; how many ended.
@@ -761,7 +783,8 @@ impl LiveMaps {
 
 /// Whether a filter drops what its policy drops (`--enforce`, a new filter's mode), or
 /// counts it as "would drop" and passes it (`--audit`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Enforcement {
     Enforce,
     Audit,

@@ -2,20 +2,23 @@
 //! counters kept.
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
+
 use crate::{
     compile::{Ids, plan},
     kernel::{
-        Filter,
+        Filter, FilterError,
         filter::in_force_on,
-        maps::{Applied, Enforcement, LiveMaps},
-        pins::{LiveState, PROGRAMS_ONE_WAY, PROGRAMS_TRAP, Pins, StateLock, io_err},
+        maps::{Applied, Enforcement, LiveMaps, dedup_flows},
+        pins::{LiveState, PROGRAMS_ONE_WAY, PROGRAMS_TRAP, Pins, PinsError, StateLock, io_err},
     },
     ops::{
         Apply, LiveError, Result,
         confirm::{self, Armed, ConfirmError},
         lockout::SessionGuard,
     },
-    policy::{self, Policy},
+    policy::{self, Policy, PolicyDiff},
+    view::conntrack::FlowView,
 };
 
 /// Applies `policy` to the live maps; on a failure part-way, puts the previous policy
@@ -98,6 +101,18 @@ pub fn reload_text(
     let pins = lock.pins().clone();
     let state = pins.live_state()?;
     let policy = in_force_on(policy::parse(text, file)?, &pins.iface);
+    refuse_unknown_to_programs(&state, &policy)?;
+    let mut maps = LiveMaps::open(&pins)?;
+    guard(&maps, &policy, &pins, enforcement, session_guard)?;
+    let (ids, applied) = apply(&pins, &mut maps, &state, &policy, enforcement)?;
+    let file = file.to_owned();
+    lock.save(text, &LiveState { policy_file: file.clone(), ids, ..state })?;
+    let enforcement = maps.enforcement()?;
+    Ok(Reloaded { pins, file, applied, enforcement, armed: None })
+}
+
+/// Refuses what the live filter's programs, loaded by an older version, would get wrong.
+fn refuse_unknown_to_programs(state: &LiveState, policy: &Policy) -> Result<()> {
     // Older programs would track a one-way rule's flows, and pass their returns.
     if state.programs < PROGRAMS_ONE_WAY
         && let Some(rule) = policy.rules.iter().find(|r| !r.returns)
@@ -110,13 +125,100 @@ pub fn reload_text(
     {
         return Err(LiveError::NoTraps { rule: rule.name.clone() });
     }
-    let mut maps = LiveMaps::open(&pins)?;
-    guard(&maps, &policy, &pins, enforcement, session_guard)?;
-    let (ids, applied) = apply(&pins, &mut maps, &state, &policy, enforcement)?;
-    let file = file.to_owned();
-    lock.save(text, &LiveState { policy_file: file.clone(), ids, ..state })?;
-    let enforcement = maps.enforcement()?;
-    Ok(Reloaded { pins, file, applied, enforcement, armed: None })
+    Ok(())
+}
+
+/// What a reload would change, found without changing anything: `reload --dry-run`, and
+/// `check --diff` against a live filter.
+#[derive(Debug, Serialize)]
+pub struct Preview {
+    pub iface: String,
+    pub file: PathBuf,
+    #[serde(flatten)]
+    pub diff: PolicyDiff,
+    /// The mode the filter would be put in, when that is a change.
+    pub mode: Option<Enforcement>,
+    /// The tracked flows whose opening packet the policy would no longer admit.
+    pub flows_ending: Vec<FlowView>,
+    /// Whether a filter is up on the interface: without one, the preview is of `up`.
+    pub filter_up: bool,
+}
+
+impl Preview {
+    /// Whether applying it would change anything.
+    pub fn changes(&self) -> bool {
+        !self.diff.is_empty() || self.mode.is_some() || !self.flows_ending.is_empty()
+    }
+
+    /// One line for each change, as `reload --dry-run` prints them.
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = self.diff.lines();
+        match self.mode {
+            Some(Enforcement::Audit) => lines.push("enter audit mode (drop nothing)".into()),
+            Some(Enforcement::Enforce) => lines.push("leave audit mode (drop what the policy drops)".into()),
+            None => {}
+        }
+        lines.extend(self.flows_ending.iter().map(|f| {
+            format!(
+                "end flow {} {}:{} -> {}:{} (rule {})",
+                f.protocol, f.src, f.sport, f.dst, f.dport, f.rule
+            )
+        }));
+        lines
+    }
+}
+
+/// What [`reload`] with `file` and `apply` would do, or the error it would fail with
+/// (a bad policy, the SSH guard, a pending confirmation, older programs), changing
+/// nothing. It holds the filter's lock while it reads, as a reload would.
+pub fn preview(filter: &Filter, file: Option<&Path>, apply: &Apply) -> Result<Preview> {
+    let lock = filter.lock()?;
+    lock.refuse_if_pending()?;
+    let pins = lock.pins();
+    let state = pins.live_state()?;
+    let file = match file {
+        Some(f) => std::path::absolute(f).map_err(io_err("resolving", f))?,
+        None => state.policy_file.clone(),
+    };
+    let text = std::fs::read_to_string(&file).map_err(io_err("reading", &file))?;
+    let written = policy::parse(&text, &file)?;
+    let policy = in_force_on(written.clone(), &pins.iface);
+    refuse_unknown_to_programs(&state, &policy)?;
+    let maps = LiveMaps::open(pins)?;
+    guard(&maps, &policy, pins, apply.enforcement, apply.session_guard)?;
+    let ids = Ids::assign(&policy, &state.ids);
+    let mut ending = maps.flows_ending(&plan(&policy, &ids));
+    dedup_flows(&mut ending);
+    let flows_ending = crate::view::conntrack::views(&maps, &state, ending)?;
+    let live = maps.enforcement()?;
+    Ok(Preview {
+        iface: pins.iface.clone(),
+        diff: PolicyDiff::between(Some(&pins.policy()?), &written),
+        mode: apply.enforcement.filter(|mode| *mode != live),
+        flows_ending,
+        file,
+        filter_up: true,
+    })
+}
+
+/// `check --diff FILE`: what the policy `file` would change on the filter up on `iface`
+/// (by default its `[host] interface`), as [`preview`] says; with no filter up there,
+/// what `up` would put in place: all of it.
+pub fn preview_file(file: &Path, iface: Option<&str>, apply: &Apply) -> Result<Preview> {
+    let written = policy::load(file)?;
+    let iface = iface.or(written.interface.as_deref()).ok_or(FilterError::NoInterfaceGiven)?;
+    match Filter::open(Some(iface)) {
+        Ok(filter) => preview(&filter, Some(file), apply),
+        Err(FilterError::Pins(PinsError::NotUp { .. })) => Ok(Preview {
+            iface: iface.to_owned(),
+            file: std::path::absolute(file).map_err(io_err("resolving", file))?,
+            diff: PolicyDiff::between(None, &written),
+            mode: apply.enforcement.filter(|mode| *mode == Enforcement::Audit),
+            flows_ending: Vec::new(),
+            filter_up: false,
+        }),
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// The lock-out guard for the live filter `maps` with `policy`, in the mode `enforcement`

@@ -13,6 +13,7 @@
 //! - `prefix`: addresses and prefixes, as written and as the maps hold them.
 mod antispoof;
 mod conntrack;
+mod diff;
 mod host;
 mod ports;
 mod prefix;
@@ -44,6 +45,7 @@ pub use self::{
         DEFAULT_ANTISPOOF_SOURCES6,
     },
     conntrack::{duration_text, parse_duration},
+    diff::{PolicyDiff, RuleChange},
     host::may_be_host_address,
     prefix::{Prefix, PrefixError, from_addr, to_addr},
     rule::parse_limit,

@@ -12,6 +12,7 @@ use crate::{
         Filter,
         filter::kernel_time_ns,
         maps::{LiveMaps, dedup_flows},
+        pins::LiveState,
     },
     ops::Result,
     policy::from_addr,
@@ -41,12 +42,20 @@ pub struct FlowView {
 pub fn conntrack(filter: &Filter) -> Result<Vec<FlowView>> {
     filter.check_interface()?;
     let pins = filter.pins();
-    let state = pins.live_state()?;
     let maps = LiveMaps::open(pins)?;
-    let config = maps.config()?;
-    let ours = (from_addr(&config.address), from_addr(&config.address6));
     let mut flows = maps.flows();
     dedup_flows(&mut flows);
+    views(&maps, &pins.live_state()?, flows)
+}
+
+/// `flows` as `conntrack` shows them, those expired left out, oldest first.
+pub(crate) fn views(
+    maps: &LiveMaps,
+    state: &LiveState,
+    flows: Vec<(FlowTable, FlowKey, Flow)>,
+) -> Result<Vec<FlowView>> {
+    let config = maps.config()?;
+    let ours = (from_addr(&config.address), from_addr(&config.address6));
     let now = kernel_time_ns();
     let names: HashMap<u32, &str> = state.ids.rules.iter().map(|(name, id)| (*id, name.as_str())).collect();
     let mut views: Vec<FlowView> = flows

@@ -206,7 +206,8 @@ fn unprivileged_commands_say_they_need_root() {
     ] {
         let output = firewall_as_nobody(&lab, &dir, args);
         let err = text(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "firewall {args:?} as nobody: {err}");
+        // Exit status 4: needs root.
+        assert_eq!(output.status.code(), Some(4), "firewall {args:?} as nobody: {err}");
         assert_eq!(err.lines().count(), 1, "firewall {args:?}: one line, got {err:?}");
         assert!(err.starts_with("firewall: needs root"), "firewall {args:?} as nobody: {err:?}");
     }
@@ -217,7 +218,7 @@ fn unprivileged_commands_say_they_need_root() {
     lab.up();
     assert_eq!(xdp_lines(&lab.server_link()).len(), 1);
     let output = firewall_as_nobody(&lab, &dir, &["list", "--iface", SERVER_IF]);
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(4));
     assert!(text(&output.stderr).starts_with("firewall: needs root"), "{}", text(&output.stderr));
 }
 

@@ -291,10 +291,11 @@ fn down_detaches_everything_and_traffic_flows_again() {
     );
 
     // Nothing left to list or take down.
+    // Exit status 7: no filter is up.
     let list = lab.firewall(&["list", "--json", "--iface", SERVER_IF]);
-    assert_eq!(list.status.code(), Some(1));
+    assert_eq!(list.status.code(), Some(7));
     assert!(stderr(&list).contains("no filter is up"), "{}", stderr(&list));
     let again = lab.firewall(&["down", "--iface", SERVER_IF]);
-    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(again.status.code(), Some(7));
     assert!(stderr(&again).contains("no filter is up"), "{}", stderr(&again));
 }

@@ -18,8 +18,8 @@ use firewall_common::{AllowKey, CONFIG_HAS_BLOCKS, Direction, PROTO_TCP};
 use firewall_user::kernel::{maps::LiveMaps, pins::Pins};
 use tests::{
     lab::{
-        BLOCKED_AFTER, HOST, Lab, OPEN_WITHIN, Outcome, SERVER_IF, STRANGER, assert_fails, echo,
-        firewall_bin, stderr, stdout, still_alive,
+        BLOCKED_AFTER, HOST, Lab, OPEN_WITHIN, Outcome, SERVER_IF, STRANGER, assert_fails, assert_fails_with,
+        echo, firewall_bin, stderr, stdout, still_alive,
     },
     require_root,
 };
@@ -171,9 +171,10 @@ fn failures_leave_the_filter_and_the_file_as_they_were() {
     lab.tcp_echo(SSH);
 
     // Nothing up yet: no pins to work on.
-    assert_fails(&lab.firewall(&["allow", "ssh-in", "203.0.113.99"]), "no filter is up");
-    assert_fails(&lab.firewall(&["reload"]), "no filter is up");
-    assert_fails(&lab.firewall(&["zero"]), "no filter is up");
+    // Exit status 7: no filter is up.
+    assert_fails_with(&lab.firewall(&["allow", "ssh-in", "203.0.113.99"]), 7, "no filter is up");
+    assert_fails_with(&lab.firewall(&["reload"]), 7, "no filter is up");
+    assert_fails_with(&lab.firewall(&["zero"]), 7, "no filter is up");
 
     lab.up();
     let policy = lab.policy_file();

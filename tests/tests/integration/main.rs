@@ -13,6 +13,7 @@ mod differential;
 mod drops;
 mod dual_stack;
 mod e2e;
+mod fleet;
 mod fragments;
 mod import;
 mod ipv6;

@@ -24,8 +24,8 @@ use serde_json::Value;
 use tests::{
     daemons::{self, TestUser, said_ok},
     lab::{
-        AS_NOBODY, BLOCKED_AFTER, HOST, Lab, OPEN_WITHIN, Outcome, SERVER_IF, STRANGER, assert_fails, echo,
-        firewall_bin, stderr, stdout,
+        AS_NOBODY, BLOCKED_AFTER, HOST, Lab, OPEN_WITHIN, Outcome, SERVER_IF, STRANGER, assert_fails,
+        assert_fails_with, echo, firewall_bin, stderr, stdout,
     },
     require_root,
 };
@@ -213,12 +213,13 @@ fn the_guard_refuses_a_policy_that_cuts_off_the_ssh_session_it_runs_from() {
         let mut command = sshd.command(&lab, ADMIN, 10, &[], &remote);
         daemons::run(&lab, &mut command, Duration::from_secs(30))
     };
+    // Exit status 5: the change would cut off this SSH session.
     let checked = run(format!("{fw} check {cut}"));
-    assert_eq!(checked.code(), Some(1), "{}", checked.describe());
+    assert_eq!(checked.code(), Some(5), "{}", checked.describe());
     assert!(checked.stderr.starts_with(&format!("firewall: {expected}")), "{}", checked.describe());
     assert!(checked.stderr.contains(reason), "{}", checked.describe());
     let up = run(format!("{fw} up --policy {cut} --iface {SERVER_IF}"));
-    assert_eq!(up.code(), Some(1), "{}", up.describe());
+    assert_eq!(up.code(), Some(5), "{}", up.describe());
     assert!(up.stderr.contains(reason), "{}", up.describe());
     assert!(!lab.pin_dir().exists(), "a refused up pinned something");
     // The policy that admits it goes up; one that cuts it off is refused as a reload,
@@ -227,7 +228,9 @@ fn the_guard_refuses_a_policy_that_cuts_off_the_ssh_session_it_runs_from() {
     let up = run(format!("{fw} up --policy {} --iface {SERVER_IF}", policy.display()));
     assert!(up.ok(), "{}", up.describe());
     let reload = run(format!("{fw} reload --policy {cut}"));
-    assert_eq!(reload.code(), Some(1), "{}", reload.describe());
+    assert_eq!(reload.code(), Some(5), "{}", reload.describe());
+    let dry = run(format!("{fw} reload --dry-run --policy {cut}"));
+    assert_eq!(dry.code(), Some(5), "a dry run refuses as the reload does: {}", dry.describe());
     assert!(reload.stderr.contains(reason), "{}", reload.describe());
     let revoke = run(format!("{fw} revoke ssh-in 203.0.113.7"));
     assert!(revoke.stderr.contains(reason), "{}", revoke.describe());
@@ -304,15 +307,17 @@ fn a_confirmed_change_stays_and_a_pending_one_blocks_others() {
         "{out}"
     );
     assert_eq!(lab.tcp_probe(STRANGER, SSH, OPEN_WITHIN), Outcome::Open, "the change is in force");
-    // While it is pending, another change would be undone with it: refused.
-    assert_fails(&lab.firewall(&["reload"]), "a change on s0 awaits `firewall confirm`");
-    assert_fails(
+    // While it is pending, another change would be undone with it: refused, exit 6.
+    assert_fails_with(&lab.firewall(&["reload"]), 6, "a change on s0 awaits `firewall confirm`");
+    assert_fails_with(
         &lab.firewall(&["allow", "ssh-in", "203.0.113.9"]),
+        6,
         "a change on s0 awaits `firewall confirm`",
     );
     let policy = lab.policy_file();
-    assert_fails(
+    assert_fails_with(
         &lab.firewall(&["up", "--policy", policy.to_str().unwrap(), "--iface", SERVER_IF]),
+        6,
         "a change on s0 awaits `firewall confirm`",
     );
     let out = lab.firewall_ok(&["confirm"]);
@@ -726,7 +731,7 @@ fn the_guard_finds_the_session_under_sudo_and_su() {
     ];
     for (how, wrap) in ways {
         let refused = run(wrap(&format!("{fw} check {cut}")));
-        assert_eq!(refused.code(), Some(1), "{how}: {}", refused.describe());
+        assert_eq!(refused.code(), Some(5), "{how}: {}", refused.describe());
         assert!(
             refused.stderr.contains("firewall: this SSH session (203.0.113.7 port"),
             "{how}: {}",

@@ -670,11 +670,16 @@ fn firewall_within(lab: Option<&Lab>, args: &[&str]) -> Output {
     command.arg(firewall_bin()).args(args).output().expect("running firewall")
 }
 
-/// Exit 1, nothing on stdout, exactly `expected` on stderr.
-fn assert_refused(output: &Output, expected: &str) {
-    assert_eq!(output.status.code(), Some(1), "{}", text_of(output));
+/// Exit `status`, nothing on stdout, exactly `expected` on stderr.
+fn assert_refused_with(output: &Output, status: i32, expected: &str) {
+    assert_eq!(output.status.code(), Some(status), "{}", text_of(output));
     assert_eq!(text(&output.stderr), expected);
     assert!(output.stdout.is_empty(), "{:?}", text(&output.stdout));
+}
+
+/// Exit 1, nothing on stdout, exactly `expected` on stderr.
+fn assert_refused(output: &Output, expected: &str) {
+    assert_refused_with(output, 1, expected);
 }
 
 #[test]
@@ -691,12 +696,15 @@ fn serve_refuses_bad_addresses_a_port_in_use_and_no_filter() {
 
     let lab = Lab::new("servebad");
     let serve = ["serve", "--metrics", "127.0.0.1:9100"];
-    assert_refused(
+    // Exit status 7: no filter is up.
+    assert_refused_with(
         &firewall_within(Some(&lab), &serve),
+        7,
         "firewall: no filter is up in this network namespace; run `firewall up --policy FILE`\n",
     );
-    assert_refused(
+    assert_refused_with(
         &firewall_within(Some(&lab), &[&serve[..], &["--iface", "nosuch0"]].concat()),
+        7,
         &format!(
             "firewall: no filter is up on nosuch0 (nothing pinned at {})\n",
             lab.pin_root().join("nosuch0").display()

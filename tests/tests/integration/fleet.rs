@@ -1,0 +1,163 @@
+//! What configuration management asks of the command line: `reload --dry-run` and
+//! `check --diff` saying what a change would do, and changing nothing; `--json` with its
+//! `schema_version`; and the exit statuses that tell "changed" from "unchanged" and each
+//! refusal from the others (docs/operations.md, "Exit statuses").
+//!
+//! Run as root after `cargo build --release`:
+//! `cargo test --release -p tests --test integration fleet::`.
+use std::{
+    fs,
+    net::{Ipv4Addr, SocketAddrV4},
+    process::Output,
+};
+
+use serde_json::Value;
+use tests::{
+    lab::{BLOCKED_AFTER, HOST, Lab, OPEN_WITHIN, Outcome, SERVER_IF, STRANGER, stderr, stdout, still_alive},
+    require_root,
+};
+
+const SSH_PEER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
+const SSH: SocketAddrV4 = SocketAddrV4::new(HOST, 122);
+const SMTP: SocketAddrV4 = SocketAddrV4::new(HOST, 25);
+
+/// The process's exit status, which must be `code`.
+fn exits(output: &Output, code: i32) {
+    assert_eq!(output.status.code(), Some(code), "{}{}", stdout(output), stderr(output));
+}
+
+fn json(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(output)))
+}
+
+#[test]
+fn a_dry_run_says_what_a_reload_would_change_and_changes_nothing() {
+    require_root();
+    let lab = Lab::new("dry-run");
+    lab.tcp_echo(SSH);
+    lab.tcp_echo(SMTP);
+    lab.up();
+    let policy = lab.policy_file();
+    let original = fs::read_to_string(&policy).unwrap();
+    let mut held = lab.held_session(SSH_PEER, SSH);
+
+    // Nothing edited: nothing would change, exit 0.
+    let same = lab.firewall(&["reload", "--dry-run"]);
+    exits(&same, 0);
+    assert!(stdout(&same).contains("would change nothing"), "{}", stdout(&same));
+    let same = lab.firewall(&["reload", "--dry-run", "--json"]);
+    exits(&same, 0);
+    let report = json(&same);
+    assert_eq!(
+        (report["schema_version"].as_u64(), report["changed"].as_bool()),
+        (Some(1), Some(false)),
+        "{report}"
+    );
+
+    // The held session's peer revoked, another allowed, a rule added, one removed.
+    let edited = original
+        .replace(r#"peers = ["203.0.113.7", "203.0.113.8"]"#, r#"peers = ["203.0.113.8", "203.0.113.99"]"#)
+        .replace("name = \"mail-in\"", "name = \"smtp-in\"");
+    fs::write(&policy, &edited).unwrap();
+    let before = lab.list();
+    let dry = lab.firewall(&["reload", "--dry-run"]);
+    exits(&dry, 3);
+    let said = stdout(&dry);
+    for line in [
+        "add rule smtp-in",
+        "remove rule mail-in",
+        "add peer 203.0.113.99 to rule ssh-in",
+        "remove peer 203.0.113.7 from rule ssh-in",
+        "end flow tcp 203.0.113.7:",
+    ] {
+        assert!(said.contains(&format!("\n  {line}")), "no {line:?} in:\n{said}");
+    }
+    assert!(
+        said.starts_with(&format!("firewall: reload of {} on {SERVER_IF} would:\n", policy.display())),
+        "{said}"
+    );
+    let report = json(&lab.firewall(&["reload", "--dry-run", "--json"]));
+    assert_eq!(report["changed"], true);
+    assert_eq!(report["rules_added"], serde_json::json!(["smtp-in"]));
+    assert_eq!(report["flows_ending"][0]["src"], SSH_PEER.to_string(), "{report}");
+    assert_eq!(report["flows_ending"][0]["rule"], "ssh-in", "{report}");
+
+    // The dry runs changed nothing: the session goes on, the stranger is still out.
+    still_alive(&mut held, "after the dry runs");
+    assert_eq!(lab.tcp_probe(STRANGER, SSH, BLOCKED_AFTER), Outcome::Blocked);
+    let after = lab.list();
+    assert_eq!(
+        after.packets("INPUT", "mail-in"),
+        before.packets("INPUT", "mail-in"),
+        "mail-in is still there"
+    );
+
+    // `check --diff` says the same of the file, against the live filter.
+    let path = policy.to_str().unwrap();
+    let diff = lab.firewall(&["check", path, "--diff", "--iface", SERVER_IF]);
+    exits(&diff, 3);
+    assert_eq!(stdout(&diff), said);
+
+    // The reload does what the dry run said; then there is nothing more to do.
+    let out = lab.firewall_ok(&["reload", "--json"]);
+    let done: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((done["schema_version"].as_u64(), done["flows_ended"].as_u64()), (Some(1), Some(1)), "{done}");
+    assert_eq!(lab.tcp_probe(STRANGER, SSH, OPEN_WITHIN), Outcome::Open);
+    exits(&lab.firewall(&["reload", "--dry-run"]), 0);
+    exits(&lab.firewall(&["check", path, "--diff", "--iface", SERVER_IF]), 0);
+
+    // A dry run fails as the reload would: a bad policy exits 1, and says where.
+    fs::write(&policy, edited.replace("port = 122", "port = 70000")).unwrap();
+    let bad = lab.firewall(&["reload", "--dry-run"]);
+    exits(&bad, 1);
+    assert!(stderr(&bad).contains("port 70000 out of range"), "{}", stderr(&bad));
+}
+
+#[test]
+fn check_diff_with_no_filter_up_says_up_would_add_it_all() {
+    require_root();
+    let lab = Lab::new("diff-none");
+    let policy = lab.policy_file();
+    let diff = lab.firewall(&["check", policy.to_str().unwrap(), "--diff"]);
+    exits(&diff, 3);
+    let said = stdout(&diff);
+    assert!(said.starts_with(&format!("firewall: no filter is up on {SERVER_IF}: `up` of ")), "{said}");
+    assert!(
+        said.contains("\n  add rule ssh-in\n") && said.contains("\n  add host address 198.51.100.1\n"),
+        "{said}"
+    );
+    let report = json(&lab.firewall(&["check", policy.to_str().unwrap(), "--diff", "--json"]));
+    assert_eq!(
+        (report["filter_up"].as_bool(), report["changed"].as_bool()),
+        (Some(false), Some(true)),
+        "{report}"
+    );
+    // Without --diff, check needs no filter, and its JSON says what it checked.
+    let report = json(&lab.firewall(&["check", policy.to_str().unwrap(), "--json"]));
+    assert_eq!(report["schema_version"], 1);
+    assert!(report["rules"].as_u64().is_some_and(|n| n > 5), "{report}");
+}
+
+#[test]
+fn each_refusal_has_its_exit_status() {
+    require_root();
+    let lab = Lab::new("statuses");
+    // 7: no filter up.
+    let list = lab.firewall(&["list", "--iface", SERVER_IF]);
+    exits(&list, 7);
+    exits(&lab.firewall(&["reload", "--dry-run", "--iface", SERVER_IF]), 7);
+    // 2: usage.
+    exits(&lab.firewall(&["reload", "--dry-run", "--confirm", "30"]), 2);
+    // 6: a change awaits confirmation.
+    lab.up();
+    lab.firewall_ok(&["reload", "--confirm", "60"]);
+    let pending = lab.firewall(&["reload"]);
+    exits(&pending, 6);
+    assert!(stderr(&pending).contains("awaits `firewall confirm`"), "{}", stderr(&pending));
+    exits(&lab.firewall(&["reload", "--dry-run"]), 6);
+    lab.firewall_ok(&["confirm"]);
+    exits(&lab.firewall(&["reload", "--dry-run"]), 0);
+    // 1: a bad policy, as before the statuses were told apart.
+    let bad = lab.tight_with("bad.toml", "\n[[rule]]\nname = \"x\"\n");
+    exits(&lab.firewall(&["check", bad.to_str().unwrap()]), 1);
+}
