@@ -221,6 +221,12 @@ fn dist() -> Result<()> {
         }
         std::fs::write(completions.join(file), script.stdout).with_context(|| format!("writing {file}"))?;
     }
+    let schema = Command::new(&firewall).arg("schema").output().context("running firewall schema")?;
+    if !schema.status.success() {
+        bail!("firewall schema failed: {}", String::from_utf8_lossy(&schema.stderr));
+    }
+    std::fs::write(staging.join("policy.schema.json"), schema.stdout)
+        .context("writing policy.schema.json")?;
     // It prints the package's path.
     run(&mut cargo(&["deb", "--quiet", "--no-build", "-p", "firewall-user"]))
 }

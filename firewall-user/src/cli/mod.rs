@@ -14,6 +14,7 @@ mod import;
 mod list;
 mod reload;
 mod rollback_timer;
+mod schema;
 mod serve;
 mod unblock;
 mod up;
@@ -86,6 +87,8 @@ enum Command {
     Follow(follow::Follow),
     /// Write the man pages, or a shell's completions (the package ships both).
     Generate(generate::Generate),
+    /// Print the policy file's JSON Schema, for editors (taplo, Even Better TOML).
+    Schema(schema::Schema),
 }
 
 impl Cli {
@@ -112,6 +115,7 @@ impl Cli {
             Command::Import(args) => args.run(),
             Command::Follow(args) => args.run(),
             Command::Generate(args) => args.run(),
+            Command::Schema(args) => args.run(),
         };
         done.map(|()| ExitStatus::Done)
     }

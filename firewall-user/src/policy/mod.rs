@@ -48,6 +48,7 @@ pub use self::{
     diff::{PolicyDiff, RuleChange},
     host::may_be_host_address,
     prefix::{Prefix, PrefixError, from_addr, to_addr},
+    raw::schema,
     rule::parse_limit,
 };
 

@@ -1,8 +1,15 @@
 //! The policy file as deserialised: TOML's tables as they are written, each value with
 //! its place in the text for the messages that validation gives; and the TOML parser's
 //! and serde's own messages, put in TOML's words.
+//!
+//! The same types give the file's JSON Schema (`firewall schema`, for editors): a field's
+//! doc is its description there, and its `schemars` attributes say what the validation in
+//! the modules beside this one checks that a schema can say too. Validation stays the
+//! judge: the schema helps an editor complete and flag, and admits some files that
+//! `firewall check` refuses (a peer that is no address, say).
 use std::fmt;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
@@ -38,47 +45,93 @@ pub(super) fn toml_message(message: &str, text: &str, offset: usize) -> String {
     message
 }
 
-/// The whole file; each `[[rule]]` keeps its place, for the messages about what it lacks.
-#[derive(Deserialize)]
+/// The policy file of firewall(8): one server's tight policy. The reference is
+/// firewall.toml(5), or docs/policy.md.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "firewall policy")]
 pub(super) struct RawPolicy {
+    /// The host: its interface and addresses.
     pub(super) host: RawHost,
+    /// The anti-spoof lists: sources no packet in may have, destinations none may go to.
     pub(super) antispoof: Option<RawAntispoof>,
+    /// The flow tables' sizes and timeouts.
     pub(super) conntrack: Option<RawConntrack>,
+    /// The rules: each admits the packets that open a flow in its direction.
     #[serde(default)]
+    #[schemars(with = "Vec<RawRule>")]
     pub(super) rule: Vec<Spanned<RawRule>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Host")]
 pub(super) struct RawHost {
+    /// The interface the programs attach to (`--iface` overrides it).
+    #[schemars(with = "Option<String>")]
     pub(super) interface: Option<Spanned<String>>,
+    /// OURIP: packets in must be to it, packets out from it; or a list of the host's IPv4
+    /// addresses.
+    #[schemars(with = "RawAddresses", required)]
     pub(super) address: Option<Spanned<RawAddresses>>,
+    /// The host's IPv6 address, or a list: IPv6 is filtered by the same rules. Without it,
+    /// all IPv6 drops.
+    #[schemars(with = "Option<RawAddresses>")]
     pub(super) address6: Option<Spanned<RawAddresses>>,
+    /// The host's DHCP client gets its lease (default true).
     pub(super) dhcp: Option<bool>,
+    /// The interface's own addresses are the host's too, as they come and go, with
+    /// `firewall follow` running (default false).
     pub(super) follow_addresses: Option<bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Antispoof")]
 pub(super) struct RawAntispoof {
+    /// Addresses and CIDRs no packet in may come from (default: the seed's list).
+    #[schemars(with = "Option<Vec<String>>")]
     pub(super) sources: Option<Vec<Spanned<String>>>,
+    /// Addresses and CIDRs no packet may go to (default: the seed's list).
+    #[schemars(with = "Option<Vec<String>>")]
     pub(super) destinations: Option<Vec<Spanned<String>>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Conntrack")]
 pub(super) struct RawConntrack {
+    /// Flows heard both ways (default 65536; the idle ones go first).
+    #[schemars(with = "Option<i64>", range(min = 1024, max = 16_777_216))]
     pub(super) max_entries: Option<Spanned<i64>>,
+    /// Flows not yet heard both ways, where spoofed packets stay (default 16384).
+    #[schemars(with = "Option<i64>", range(min = 1024, max = 16_777_216))]
     pub(super) max_half_open: Option<Spanned<i64>>,
+    /// A duration, as "5d" (the default).
+    #[schemars(with = "Option<String>")]
     pub(super) tcp_established_timeout: Option<Spanned<String>>,
+    /// After a FIN (default "120s").
+    #[schemars(with = "Option<String>")]
     pub(super) tcp_fin_timeout: Option<Spanned<String>>,
+    /// After a RST (default "10s").
+    #[schemars(with = "Option<String>")]
     pub(super) tcp_rst_timeout: Option<Spanned<String>>,
+    /// UDP flows (default "30s").
+    #[schemars(with = "Option<String>")]
     pub(super) udp_timeout: Option<Spanned<String>>,
+    /// ICMP echo flows (default "30s").
+    #[schemars(with = "Option<String>")]
     pub(super) icmp_timeout: Option<Spanned<String>>,
+    /// After the opener's SYN (default "120s").
+    #[schemars(with = "Option<String>")]
     pub(super) tcp_syn_sent_timeout: Option<Spanned<String>>,
+    /// After the SYN-ACK (default "60s").
+    #[schemars(with = "Option<String>")]
     pub(super) tcp_syn_recv_timeout: Option<Spanned<String>>,
+    /// How long a datagram's later fragments may follow its first (default "5s").
+    #[schemars(with = "Option<String>")]
     pub(super) fragment_timeout: Option<Spanned<String>>,
+    /// A TCP flow may start mid-stream, as netfilter's nf_conntrack_tcp_loose (default true).
     pub(super) tcp_loose: Option<bool>,
 }
 
@@ -93,15 +146,18 @@ pub(super) enum OneOrMany<W> {
     Named(std::marker::PhantomData<W>, std::convert::Infallible),
 }
 
-/// What a [`OneOrMany`] is expected to be, in a message about a value of another type.
+/// What a [`OneOrMany`] is expected to be, in a message about a value of another type,
+/// and its name in the schema.
 pub(super) trait Expected {
     const WHAT: &'static str;
+    const NAME: &'static str;
 }
 
 /// A rule's `peers`: `"any"`, or a list.
 pub(super) struct Peers;
 impl Expected for Peers {
     const WHAT: &'static str = "\"any\" or a list of addresses and CIDRs";
+    const NAME: &'static str = "Peers";
 }
 
 /// `[host] address` or `address6`: one address, as every policy wrote it before hosts
@@ -109,6 +165,20 @@ impl Expected for Peers {
 pub(super) struct Addresses;
 impl Expected for Addresses {
     const WHAT: &'static str = "an address or a list of addresses";
+    const NAME: &'static str = "Addresses";
+}
+
+impl<W: Expected> JsonSchema for OneOrMany<W> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        W::NAME.into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": W::WHAT,
+            "anyOf": [{ "type": "string" }, { "type": "array", "items": { "type": "string" } }]
+        })
+    }
 }
 
 pub(super) type RawPeers = OneOrMany<Peers>;
@@ -165,6 +235,19 @@ macro_rules! number_or_text {
             Text(String),
         }
 
+        impl JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).trim_start_matches("Raw").into()
+            }
+
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                json_schema!({
+                    "description": $expected,
+                    "anyOf": [{ "type": "integer", "minimum": 0 }, { "type": "string" }]
+                })
+            }
+        }
+
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                 struct Visitor;
@@ -208,40 +291,107 @@ number_or_text!(
     "a uid, a user name, or a range of uids as \"1000-1999\""
 );
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Rule")]
 pub(super) struct RawRule {
+    /// Unique: names the rule's counters. 1 to 32 of a-z, 0-9 and -.
+    #[schemars(with = "String", required, pattern(r"^[a-z0-9-]{1,32}$"))]
     pub(super) name: Option<Spanned<String>>,
+    /// "in": the peer opens the flow; "out": this host does.
+    #[schemars(with = "Direction", required)]
     pub(super) direction: Option<Spanned<String>>,
+    /// The protocols it admits: tcp, udp, icmp.
+    #[schemars(with = "Vec<Protocol>", required, length(min = 1))]
     pub(super) protocols: Option<Spanned<Vec<Spanned<String>>>>,
+    /// The service port (local for "in", remote for "out"), or a range as "1024-65535".
+    #[schemars(with = "Option<RawPort>")]
     pub(super) port: Option<Spanned<RawPort>>,
+    /// Several service ports or ranges, as [80, 443] (not with port).
+    #[schemars(with = "Option<Vec<RawPort>>")]
     pub(super) ports: Option<Spanned<Vec<Spanned<RawPort>>>>,
+    /// With icmp in protocols: the type it admits, a name or a number.
+    #[schemars(with = "Option<RawIcmpType>")]
     pub(super) icmp_type: Option<Spanned<RawIcmpType>>,
+    /// The peers: addresses and CIDRs of either family, or "any".
+    #[schemars(with = "Option<RawPeers>")]
     pub(super) peers: Option<Spanned<RawPeers>>,
+    /// A rate for the whole rule, as "5/s" or "6/30s".
+    #[schemars(with = "Option<String>")]
     pub(super) limit: Option<Spanned<String>>,
+    /// With limit: how many at once before the rate applies.
+    #[schemars(with = "Option<i64>", range(min = 1, max = 10_000))]
     pub(super) burst: Option<Spanned<i64>>,
+    /// An ICMP error passes only when it quotes a tracked flow, as netfilter's RELATED.
+    #[schemars(with = "Option<bool>")]
     pub(super) related: Option<Spanned<bool>>,
+    /// Limits for each source: a rate, a block, open connections (inbound rules).
+    #[schemars(with = "Option<RawPerSource>")]
     pub(super) per_source: Option<Spanned<RawPerSource>>,
+    /// Outbound rules: only these users' sockets open flows (uids, names, ranges).
+    #[schemars(with = "Option<Vec<RawUid>>")]
     pub(super) uids: Option<Spanned<Vec<Spanned<RawUid>>>>,
+    /// The flows it admits are told as events, as drops are.
     pub(super) log: Option<bool>,
+    /// The flows it admits are tracked and their returns pass (default true).
     pub(super) returns: Option<bool>,
+    /// Inbound: admits nothing, and blocks a source that sends what it matches for this
+    /// long, as "1d".
+    #[schemars(with = "Option<String>")]
     pub(super) trap: Option<Spanned<String>>,
     /// Free text for the listing's readers; ignored by the filter.
     #[serde(rename = "comment")]
     _comment: Option<String>,
 }
 
+/// A rule's direction, for the schema.
+#[derive(JsonSchema)]
+#[schemars(rename_all = "lowercase")]
+#[expect(dead_code, reason = "only its schema is used: validation reads the string")]
+enum Direction {
+    In,
+    Out,
+}
+
+/// A rule's protocol, for the schema.
+#[derive(JsonSchema)]
+#[schemars(rename_all = "lowercase")]
+#[expect(dead_code, reason = "only its schema is used: validation reads the string")]
+enum Protocol {
+    Tcp,
+    Udp,
+    Icmp,
+}
+
 /// `per_source = { limit = "6/30s", burst = 6, block = "10m", connections = 4, prefix = 32,
 /// prefix6 = 64 }`.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "PerSource")]
 pub(super) struct RawPerSource {
+    /// Each source's rate of new flows, as "6/30s".
+    #[schemars(with = "Option<String>")]
     pub(super) limit: Option<Spanned<String>>,
+    /// At most this many of the rule's flows open at once per source.
+    #[schemars(with = "Option<i64>", range(min = 1, max = 16))]
     pub(super) connections: Option<Spanned<i64>>,
+    /// With limit: how many at once before the rate applies.
+    #[schemars(with = "Option<i64>", range(min = 1, max = 10_000))]
     pub(super) burst: Option<Spanned<i64>>,
+    /// With limit: a source over its rate is blocked this long, as "10m".
+    #[schemars(with = "Option<String>")]
     pub(super) block: Option<Spanned<String>>,
+    /// A source is its address's /prefix (default 32).
+    #[schemars(with = "Option<i64>", range(min = 0, max = 32))]
     pub(super) prefix: Option<Spanned<i64>>,
+    /// An IPv6 source is its address's /prefix6 (default 64).
+    #[schemars(with = "Option<i64>", range(min = 0, max = 128))]
     pub(super) prefix6: Option<Spanned<i64>>,
+}
+
+/// The policy file's JSON Schema (draft 2020-12), as `firewall schema` prints it.
+pub fn schema() -> Schema {
+    schemars::schema_for!(RawPolicy)
 }
 
 #[cfg(test)]

@@ -304,3 +304,76 @@ fn generate_writes_a_man_page_per_command_and_completions_from_the_command_line(
     assert!(text(&out.stderr).starts_with("firewall: invalid value 'tcsh'"), "{}", text(&out.stderr));
     assert_eq!(text(&out.stderr).lines().count(), 1);
 }
+
+#[test]
+fn the_schema_admits_the_examples_and_the_import_and_flags_what_check_refuses() {
+    // No root: an editor's schema.
+    let out = Command::new(firewall_bin()).arg("schema").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the schema is JSON");
+    assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema");
+    let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
+    let as_json = |toml_text: &str| -> serde_json::Value { toml::from_str(toml_text).expect("TOML") };
+    let errors = |toml_text: &str| -> Vec<String> {
+        validator.iter_errors(&as_json(toml_text)).map(|e| format!("{} at {}", e, e.instance_path)).collect()
+    };
+    // Every example, and every script of tests/scripts as `import` writes it.
+    let dir = TempDir::new("schema");
+    let mut policies = Vec::new();
+    for entry in std::fs::read_dir(tests::workspace().join("examples")).unwrap().flatten() {
+        policies.push(entry.path());
+    }
+    for entry in std::fs::read_dir(tests::workspace().join("tests/scripts")).unwrap().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "rules") {
+            let imported = dir.path.join(entry.file_name()).with_extension("toml");
+            let out = Command::new(firewall_bin())
+                .arg("import")
+                .arg(entry.path())
+                .arg("-o")
+                .arg(&imported)
+                .output();
+            assert!(out.unwrap().status.success(), "import {}", entry.path().display());
+            policies.push(imported);
+        }
+    }
+    assert!(policies.len() >= 10, "{policies:?}");
+    for policy in policies {
+        let text = std::fs::read_to_string(&policy).unwrap();
+        assert_eq!(errors(&text), Vec::<String>::new(), "{}:\n{text}", policy.display());
+    }
+    // What `check` refuses for its shape, the schema flags too.
+    let host = "[host]\naddress = \"198.51.100.1\"\n";
+    for (bad, why) in [
+        ("[host]\ninterface = \"eth0\"\n", "address is required"),
+        (&format!("{host}colour = 1\n")[..], "an unknown key"),
+        (
+            &format!("{host}[[rule]]\nname = \"SSH\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\n"),
+            "a bad name",
+        ),
+        (
+            &format!("{host}[[rule]]\nname = \"s\"\ndirection = \"up\"\nprotocols = [\"tcp\"]\n"),
+            "a bad direction",
+        ),
+        (
+            &format!("{host}[[rule]]\nname = \"s\"\ndirection = \"in\"\nprotocols = [\"sctp\"]\n"),
+            "a bad protocol",
+        ),
+        (
+            &format!(
+                "{host}[[rule]]\nname = \"s\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = true\n"
+            ),
+            "a bad port",
+        ),
+        (
+            &format!(
+                "{host}[[rule]]\nname = \"s\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nper_source = {{ connections = 17 }}\n"
+            ),
+            "connections over 16",
+        ),
+        (&format!("{host}[conntrack]\nmax_entries = 10\n"), "a table too small"),
+    ] {
+        assert!(!errors(bad).is_empty(), "the schema admits {why}:\n{bad}");
+        let path = dir.write("bad.toml", bad);
+        assert!(!check(&path).status.success(), "check admits {why}");
+    }
+}

@@ -21,7 +21,7 @@ use super::boot::{GUEST, WORLD, boot_report, connect, guest_listing, leased, pin
 
 /// What the package installs, each checked present after the install and gone after
 /// the purge.
-const FILES: [&str; 10] = [
+const FILES: [&str; 11] = [
     "/usr/sbin/firewall",
     "/lib/systemd/system/firewall@.service",
     "/lib/systemd/system/firewall-serve@.service",
@@ -32,6 +32,7 @@ const FILES: [&str; 10] = [
     "/usr/share/doc/firewall/examples/tight.toml",
     "/usr/share/doc/firewall/docs/policy.md",
     "/etc/firewall/example.toml",
+    "/usr/share/firewall/policy.schema.json",
 ];
 
 /// The man pages, as `man -w` finds them.
