@@ -92,7 +92,12 @@ pub(crate) fn attach_and_pin(
 
     lock.save(
         policy_text,
-        &LiveState { policy_file: policy_file.to_owned(), ids, programs: PROGRAMS_LEVEL },
+        &LiveState {
+            policy_file: policy_file.to_owned(),
+            ids,
+            programs: PROGRAMS_LEVEL,
+            runtime_only: false,
+        },
     )?;
     Ok(())
 }
@@ -141,7 +146,12 @@ pub(crate) fn replace(
         .map_err(|source| link_update_error(source, &iface, PROG_EGRESS))?;
     lock.save(
         policy_text,
-        &LiveState { policy_file: policy_file.to_owned(), ids, programs: PROGRAMS_LEVEL },
+        &LiveState {
+            policy_file: policy_file.to_owned(),
+            ids,
+            programs: PROGRAMS_LEVEL,
+            runtime_only: false,
+        },
     )?;
     Ok(())
 }

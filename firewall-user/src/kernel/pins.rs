@@ -162,6 +162,11 @@ pub struct LiveState {
     /// [`PROGRAMS_LEVEL`] of the version that loaded them (0: one before there was one).
     #[serde(default)]
     pub programs: u32,
+    /// Whether `allow` or `revoke --runtime-only` changed the live filter since the policy
+    /// file was last applied: the policy in force then differs from the file, until a
+    /// `reload` or `up` brings the filter back to it.
+    #[serde(default)]
+    pub runtime_only: bool,
 }
 
 /// What this version's programs do that their maps cannot tell (a map they read is

@@ -60,6 +60,10 @@ pub enum LiveError {
         "{file} changed since it was applied; run `firewall reload` first, or `allow`/`revoke` would apply those edits too"
     )]
     FileChanged { file: String },
+    #[error(
+        "the live filter holds changes made --runtime-only that {file} lacks; `firewall reload` drops them (`reload --dry-run` lists them), or add --runtime-only to this change too"
+    )]
+    RuntimeChanges { file: String },
     /// `message` is toml_edit's one-line message, not its error: that one's `Display` is a
     /// multi-line snippet.
     #[error("{file}: {message}")]

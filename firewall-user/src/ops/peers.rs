@@ -27,6 +27,16 @@ pub struct PeersChanged {
     pub changed: Vec<Prefix>,
 }
 
+/// Where `allow` and `revoke` make their change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// The live filter and the policy file: the change stays.
+    LiveAndFile,
+    /// The live filter alone (`--runtime-only`): the policy file, which a configuration
+    /// manager may own, is left alone, and the next `reload` or `up` undoes the change.
+    LiveOnly,
+}
+
 /// Which way `allow` and `revoke` change a rule's peers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PeerChange {
@@ -34,14 +44,16 @@ pub enum PeerChange {
     Revoke,
 }
 
-/// Adds (`allow`) or removes (`revoke`) peers of one rule, in the live maps at once and
-/// in the policy file, comments and layout kept. A revoke that would cut off the SSH
-/// session this runs from is refused unless [`SessionGuard::Skip`].
+/// Adds (`allow`) or removes (`revoke`) peers of one rule, in the live maps at once and,
+/// with [`Scope::LiveAndFile`], in the policy file, comments and layout kept. A revoke
+/// that would cut off the SSH session this runs from is refused unless
+/// [`SessionGuard::Skip`].
 pub fn change_peers(
     filter: &Filter,
     rule: &str,
     prefixes: &[Prefix],
     change: PeerChange,
+    scope: Scope,
     session_guard: SessionGuard,
 ) -> Result<PeersChanged> {
     let lock = filter.lock()?;
@@ -50,11 +62,22 @@ pub fn change_peers(
     let state = pins.live_state()?;
     let file = state.policy_file.clone();
     let name = file.display().to_string();
-    // Rewritten below: read through no link, its mode and owner kept.
-    let (text, meta) = files::read_regular(&file)?;
-    if text != pins.policy_text()? {
-        return Err(LiveError::FileChanged { file: name });
-    }
+    let in_force = pins.policy_text()?;
+    // Runtime-only, the change is to the policy in force, whatever the file says now.
+    let (text, meta) = match scope {
+        Scope::LiveOnly => (in_force, None),
+        Scope::LiveAndFile => {
+            if state.runtime_only {
+                return Err(LiveError::RuntimeChanges { file: name });
+            }
+            // Rewritten below: read through no link, its mode and owner kept.
+            let (text, meta) = files::read_regular(&file)?;
+            if text != in_force {
+                return Err(LiveError::FileChanged { file: name });
+            }
+            (text, Some(meta))
+        }
+    };
 
     let mut doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| LiveError::Toml {
         file: name.clone(),
@@ -91,6 +114,11 @@ pub fn change_peers(
     let mut maps = LiveMaps::open(pins)?;
     guard(&maps, &policy, pins, None, session_guard)?;
     let (ids, _) = apply(pins, &mut maps, &state, &policy, None)?;
+    let Some(meta) = meta else {
+        // Not the last good policy either: a boot on it would keep what was meant to go.
+        lock.save(&new_text, &LiveState { policy_file: file.clone(), ids, runtime_only: true, ..state })?;
+        return Ok(PeersChanged { file, changed });
+    };
     if let Err(err) = files::replace(&file, new_text.as_bytes(), Perms::Like(meta)) {
         let _ = apply(
             pins,

@@ -106,7 +106,8 @@ pub fn reload_text(
     guard(&maps, &policy, &pins, enforcement, session_guard)?;
     let (ids, applied) = apply(&pins, &mut maps, &state, &policy, enforcement)?;
     let file = file.to_owned();
-    lock.save(text, &LiveState { policy_file: file.clone(), ids, ..state })?;
+    // The file in force again: changes made `--runtime-only` are gone.
+    lock.save(text, &LiveState { policy_file: file.clone(), ids, runtime_only: false, ..state })?;
     let enforcement = maps.enforcement()?;
     Ok(Reloaded { pins, file, applied, enforcement, armed: None })
 }

@@ -644,7 +644,7 @@ mod tests {
         let counters = (0..u64::from(MAX_COUNTERS)).map(|n| Count { packets: n, bytes: 1000 * n }).collect();
         let mut snapshot = Snapshot::from_parts(
             policy,
-            LiveState { policy_file: path, ids, programs: 0 },
+            LiveState { policy_file: path, ids, programs: 0, runtime_only: false },
             counters,
             Instant::now(),
         );

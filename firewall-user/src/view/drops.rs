@@ -410,7 +410,12 @@ mod tests {
         let text = "[host]\naddress = \"198.51.100.1\"\n[[rule]]\nname = \"ssh\"\ndirection = \"in\"\nprotocols = [\"tcp\"]\nport = 22\npeers = [\"192.0.2.7\"]\n";
         let policy = crate::policy::parse(text, std::path::Path::new("p.toml")).unwrap();
         let ids = crate::compile::Ids::assign(&policy, &Default::default());
-        let state = crate::kernel::pins::LiveState { policy_file: "p.toml".into(), ids, programs: 0 };
+        let state = crate::kernel::pins::LiveState {
+            policy_file: "p.toml".into(),
+            ids,
+            programs: 0,
+            runtime_only: false,
+        };
         let snapshot = Snapshot::from_parts(policy, state, Vec::new(), std::time::Instant::now());
         let policy_line =
             firewall_common::builtin_counter(firewall_common::Chain::Input, firewall_common::Builtin::Policy);
@@ -438,7 +443,12 @@ mod tests {
         let policy = crate::policy::parse(text, std::path::Path::new("p.toml")).unwrap();
         let ids = crate::compile::Ids::assign(&policy, &Default::default());
         let line = firewall_common::rule_counter(ids.rule("blocklist"), firewall_common::Line::New);
-        let state = crate::kernel::pins::LiveState { policy_file: "p.toml".into(), ids, programs: 0 };
+        let state = crate::kernel::pins::LiveState {
+            policy_file: "p.toml".into(),
+            ids,
+            programs: 0,
+            runtime_only: false,
+        };
         let snapshot = Snapshot::from_parts(policy, state, Vec::new(), std::time::Instant::now());
         let event = event(Direction::Out, line, 54, &syn());
         assert_eq!(
@@ -452,7 +462,12 @@ mod tests {
         let text = "[host]\naddress = \"198.51.100.1\"\n";
         let policy = crate::policy::parse(text, std::path::Path::new("p.toml")).unwrap();
         let ids = crate::compile::Ids::assign(&policy, &Default::default());
-        let state = crate::kernel::pins::LiveState { policy_file: "p.toml".into(), ids, programs: 0 };
+        let state = crate::kernel::pins::LiveState {
+            policy_file: "p.toml".into(),
+            ids,
+            programs: 0,
+            runtime_only: false,
+        };
         let snapshot = Snapshot::from_parts(policy, state, Vec::new(), std::time::Instant::now());
         let line = firewall_common::builtin_counter(
             firewall_common::Chain::Output,

@@ -161,3 +161,46 @@ fn each_refusal_has_its_exit_status() {
     let bad = lab.tight_with("bad.toml", "\n[[rule]]\nname = \"x\"\n");
     exits(&lab.firewall(&["check", bad.to_str().unwrap()]), 1);
 }
+
+#[test]
+fn a_runtime_only_change_leaves_the_file_to_its_owner_and_lasts_until_the_next_reload() {
+    require_root();
+    let lab = Lab::new("runtime");
+    lab.tcp_echo(SSH);
+    lab.up();
+    let policy = lab.policy_file();
+    let original = fs::read_to_string(&policy).unwrap();
+    let stranger = STRANGER.to_string();
+
+    // The stranger let in live, the file (a template's, say) untouched.
+    let out = lab.firewall_ok(&["allow", "ssh-in", &stranger, "--runtime-only"]);
+    assert!(out.contains(&format!("allowed {stranger} in rule ssh-in, live only")), "{out}");
+    assert_eq!(fs::read_to_string(&policy).unwrap(), original, "the file changed");
+    let mut held = lab.held_session(STRANGER, SSH);
+    // The dry run shows it as drift: the reload would take it away.
+    let dry = lab.firewall(&["reload", "--dry-run"]);
+    exits(&dry, 3);
+    assert!(
+        stdout(&dry).contains(&format!("\n  remove peer {stranger} from rule ssh-in\n")),
+        "{}",
+        stdout(&dry)
+    );
+    // A change to the file now would write the runtime change into it: refused, one line.
+    let refused = lab.firewall(&["allow", "ssh-in", "203.0.113.98"]);
+    exits(&refused, 1);
+    assert!(stderr(&refused).contains("holds changes made --runtime-only"), "{}", stderr(&refused));
+    // Another runtime-only change goes on top, and revokes work the same way.
+    lab.firewall_ok(&["allow", "ssh-in", "203.0.113.98", "--runtime-only"]);
+    lab.firewall_ok(&["revoke", "ssh-in", "203.0.113.98", "--runtime-only"]);
+    still_alive(&mut held, "after more runtime-only changes");
+    assert_eq!(fs::read_to_string(&policy).unwrap(), original, "the file changed");
+
+    // The reload brings the filter back to the file: the stranger's session ends.
+    let out = lab.firewall_ok(&["reload"]);
+    assert!(out.contains("1 flows ended"), "{out}");
+    assert_eq!(lab.tcp_probe(STRANGER, SSH, BLOCKED_AFTER), Outcome::Blocked);
+    exits(&lab.firewall(&["reload", "--dry-run"]), 0);
+    // And changes to the file work again.
+    lab.firewall_ok(&["allow", "ssh-in", "203.0.113.98"]);
+    assert!(fs::read_to_string(&policy).unwrap().contains("203.0.113.98"));
+}
