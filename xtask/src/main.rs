@@ -208,25 +208,26 @@ fn dist() -> Result<()> {
             .args(["-9", "-n", "-f"])
             .arg(page.context("reading target/dist/man")?.path()))?;
     }
-    for (shell, file) in [("bash", "firewall"), ("zsh", "_firewall"), ("fish", "firewall.fish")] {
-        let script = Command::new(&firewall)
-            .args(["generate", "completions", shell])
+    let written = |args: &[&str], path: PathBuf| -> Result<()> {
+        let out = Command::new(&firewall)
+            .args(args)
             .output()
-            .context("running firewall generate completions")?;
-        if !script.status.success() {
-            bail!(
-                "firewall generate completions {shell} failed: {}",
-                String::from_utf8_lossy(&script.stderr)
-            );
+            .with_context(|| format!("running firewall {args:?}"))?;
+        if !out.status.success() {
+            bail!("firewall {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         }
-        std::fs::write(completions.join(file), script.stdout).with_context(|| format!("writing {file}"))?;
+        std::fs::write(&path, out.stdout).with_context(|| format!("writing {}", path.display()))
+    };
+    for (shell, file) in [("bash", "firewall"), ("zsh", "_firewall"), ("fish", "firewall.fish")] {
+        written(&["generate", "completions", shell], completions.join(file))?;
     }
-    let schema = Command::new(&firewall).arg("schema").output().context("running firewall schema")?;
-    if !schema.status.success() {
-        bail!("firewall schema failed: {}", String::from_utf8_lossy(&schema.stderr));
+    written(&["schema"], staging.join("policy.schema.json"))?;
+    // One package at a time under target/debian, the one the package test installs.
+    if let Ok(debs) = std::fs::read_dir(root.join("target/debian")) {
+        for deb in debs.flatten().filter(|d| d.file_name().to_string_lossy().starts_with("firewall_")) {
+            std::fs::remove_file(deb.path()).with_context(|| format!("removing {}", deb.path().display()))?;
+        }
     }
-    std::fs::write(staging.join("policy.schema.json"), schema.stdout)
-        .context("writing policy.schema.json")?;
     // It prints the package's path.
     run(&mut cargo(&["deb", "--quiet", "--no-build", "-p", "firewall-user"]))
 }

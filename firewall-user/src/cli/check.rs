@@ -49,7 +49,7 @@ impl Check {
         if self.diff {
             let apply = Apply { session_guard, ..Apply::default() };
             let preview = reload::preview_file(&self.file, self.iface.as_deref(), &apply)?;
-            return Ok(super::print_preview(&preview, "reload", self.json));
+            return Ok(super::print_preview(&preview, self.json));
         }
         if self.json {
             let checked = Checked { file: &self.file, rules: policy.rules.len(), warnings: &warnings };

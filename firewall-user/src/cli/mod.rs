@@ -123,7 +123,7 @@ impl Cli {
 
 /// Prints what a change would do (`reload --dry-run`, `check --diff`), and says how the
 /// process exits: [`ExitStatus::WouldChange`] when it would change anything.
-fn print_preview(preview: &Preview, change: &str, json: bool) -> ExitStatus {
+fn print_preview(preview: &Preview, json: bool) -> ExitStatus {
     #[derive(serde::Serialize)]
     struct Report<'a> {
         changed: bool,
@@ -136,7 +136,7 @@ fn print_preview(preview: &Preview, change: &str, json: bool) -> ExitStatus {
     } else {
         let (iface, file) = (&preview.iface, preview.file.display());
         let change = if preview.filter_up {
-            format!("{change} of {file} on {iface}")
+            format!("reload of {file} on {iface}")
         } else {
             format!("no filter is up on {iface}: `up` of {file}")
         };
