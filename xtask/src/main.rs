@@ -175,14 +175,18 @@ fn setup() -> Result<()> {
     Ok(())
 }
 
-/// Root, the toolchain and tools set up, everything built: what `test`, `demo` and
-/// `bench` start from.
+/// Root, the toolchain and tools set up, everything built: what `demo` and `bench`
+/// start from.
 fn ready(why_root: &str) -> Result<()> {
+    root_and_setup(why_root)?;
+    run(&mut cargo(&["build", "--release"]))
+}
+
+fn root_and_setup(why_root: &str) -> Result<()> {
     if !is_root() {
         bail!("needs root: {why_root}");
     }
-    setup()?;
-    run(&mut cargo(&["build", "--release"]))
+    setup()
 }
 
 /// The package: the man pages and completions the binary writes of its own command line,
@@ -242,8 +246,11 @@ fn main() -> ExitCode {
     let result = match Cli::parse().task {
         Task::Setup => setup(),
         Task::Test { args } => {
-            // The package first: a test installs it (tests/tests/integration/package.rs).
-            ready("the tests load eBPF programs and create network namespaces")
+            // The package first, as a test installs it (tests/tests/integration/package.rs),
+            // and from the binary the tests run: `cargo test` unifies the tests' dev-dependency
+            // features into firewall-user's, so its binary differs from `cargo build`'s.
+            root_and_setup("the tests load eBPF programs and create network namespaces")
+                .and_then(|()| run(&mut cargo(&["test", "--release", "--no-run"])))
                 .and_then(|()| dist())
                 .and_then(|()| {
                     let mut cmd = cargo(&["test", "--release"]);
