@@ -79,6 +79,8 @@ const TEST_PACKAGES: &[&str] = &[
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// What `dist` builds the package with.
 const CARGO_DEB_VERSION: &str = "3.8.0";
+/// Ansible, from PyPI, for the test of contrib/ansible's role (tests/tests/integration/ansible.rs).
+const ANSIBLE_CORE_VERSION: &str = "2.17.14";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is in the workspace").to_owned()
@@ -162,6 +164,29 @@ fn setup() -> Result<()> {
             "--version",
             CARGO_DEB_VERSION,
         ]))?;
+    }
+
+    let ansible = || output(Command::new("ansible-playbook").arg("--version")).unwrap_or_default();
+    if !ansible().contains(&format!("[core {ANSIBLE_CORE_VERSION}]")) {
+        println!("setup: installing ansible-core {ANSIBLE_CORE_VERSION} from PyPI");
+        run(Command::new("python3").args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--root-user-action=ignore",
+            &format!("ansible-core=={ANSIBLE_CORE_VERSION}"),
+        ]))?;
+        // A python3 of pyenv's reaches new scripts through shims, made on a rehash.
+        if succeeds(Command::new("pyenv").arg("--version")) {
+            run(Command::new("pyenv").arg("rehash"))?;
+        }
+        if !ansible().contains(&format!("[core {ANSIBLE_CORE_VERSION}]")) {
+            bail!(
+                "ansible-core {ANSIBLE_CORE_VERSION} is installed, but `ansible-playbook` on PATH is not it"
+            );
+        }
     }
 
     if !use_nightly && !succeeds(Command::new("rustup").args(["run", "debian", "rustc", "--version"])) {

@@ -127,12 +127,14 @@ fn print_preview(preview: &Preview, json: bool) -> ExitStatus {
     #[derive(serde::Serialize)]
     struct Report<'a> {
         changed: bool,
+        /// The lines the text form prints, for a report that shows them as they are.
+        lines: Vec<String>,
         #[serde(flatten)]
         preview: &'a Preview,
     }
     let changed = preview.changes();
     if json {
-        println!("{}", versioned_json(&Report { changed, preview }));
+        println!("{}", versioned_json(&Report { changed, lines: preview.lines(), preview }));
     } else {
         let (iface, file) = (&preview.iface, preview.file.display());
         let change = if preview.filter_up {

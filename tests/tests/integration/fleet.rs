@@ -79,6 +79,9 @@ fn a_dry_run_says_what_a_reload_would_change_and_changes_nothing() {
     let report = json(&lab.firewall(&["reload", "--dry-run", "--json"]));
     assert_eq!(report["changed"], true);
     assert_eq!(report["rules_added"], serde_json::json!(["smtp-in"]));
+    // The text form's lines, as they are, for a report that shows them.
+    let lines: Vec<String> = said.lines().skip(1).map(|line| line.trim_start().to_owned()).collect();
+    assert_eq!(report["lines"], serde_json::json!(lines), "{report}");
     assert_eq!(report["flows_ending"][0]["src"], SSH_PEER.to_string(), "{report}");
     assert_eq!(report["flows_ending"][0]["rule"], "ssh-in", "{report}");
 
