@@ -22,6 +22,8 @@
 //! - [`serve`]: the Prometheus endpoint, and reload on SIGHUP.
 //! - [`import`]: an `iptables-save` dump into a policy.
 //! - [`exit`]: the exit statuses, one table, and the status of each error.
+//! - [`log`]: the events an administrator searches the log for (a reload, a rollback, a
+//!   block, the SSH guard's refusal), to the journal with their fields.
 //!
 //! The kernel side is `firewall-ebpf`; what both sides share (the maps' keys and values,
 //! ids, the drop event) is `firewall-common`. docs/design.md maps each rule to the code
@@ -32,6 +34,7 @@ pub mod exit;
 mod files;
 pub mod import;
 pub mod kernel;
+pub mod log;
 pub mod ops;
 pub mod policy;
 pub mod serve;

@@ -5,7 +5,10 @@ mod cli;
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use firewall_user::exit::{ExitStatus, exit_status};
+use firewall_user::{
+    exit::{ExitStatus, exit_status},
+    log::Event,
+};
 
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
@@ -19,12 +22,20 @@ fn main() -> ExitCode {
             return ExitStatus::Usage.into();
         }
     };
+    firewall_user::log::init(cli.log_otherwise());
+    // The command as typed (`reload`, `block`, …), for the log.
+    let command = std::env::args().nth(1).unwrap_or_default();
     match cli.run() {
         Ok(status) => status.into(),
         Err(err) => {
             // One line: the error and its causes.
-            eprintln!("firewall: {}", firewall_user::one_line(err.as_ref()));
-            exit_status(err.as_ref()).into()
+            let message = firewall_user::one_line(err.as_ref());
+            eprintln!("firewall: {message}");
+            let status = exit_status(err.as_ref());
+            if status == ExitStatus::WouldCutOff {
+                Event::SshGuard { command: &command, message: &message }.log();
+            }
+            status.into()
         }
     }
 }

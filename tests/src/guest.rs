@@ -226,6 +226,19 @@ impl Guest {
             .unwrap_or_else(|e| panic!("running {args:?} in the guest: {e}"))
     }
 
+    /// `ARGS…` started in the guest, in all its namespaces, its output discarded: a server
+    /// for the test to reach. The caller kills it.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        let pid = self.pid.expect("the guest is booted");
+        Command::new("nsenter")
+            .args(["-t", &pid.to_string(), "-a"])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {args:?} in the guest: {e}"))
+    }
+
     /// The guest's network namespace, for a socket made from here.
     pub fn netns(&self) -> PathBuf {
         PathBuf::from(format!("/proc/{}/ns/net", self.pid.expect("the guest is booted")))

@@ -25,6 +25,7 @@ use clap::{Args, Parser, Subcommand};
 use firewall_user::{
     exit::ExitStatus,
     kernel::maps::Enforcement,
+    log::Otherwise,
     ops::{Apply, confirm::Armed, lockout::SessionGuard, reload::Preview},
     view::versioned_json,
 };
@@ -92,6 +93,15 @@ enum Command {
 }
 
 impl Cli {
+    /// Where the command's events go without a journal (firewall_user::log): `serve`'s
+    /// stderr is its log; the others say what they did on their own.
+    pub fn log_otherwise(&self) -> Otherwise {
+        match self.command {
+            Command::Serve(_) => Otherwise::Stderr { prefix: "firewall serve" },
+            _ => Otherwise::Quiet,
+        }
+    }
+
     /// Runs the command, and says how the process exits.
     pub fn run(self) -> anyhow::Result<ExitStatus> {
         let done = match self.command {

@@ -181,7 +181,12 @@ pub fn block(
     };
     let mut done = Vec::new();
     for &prefix in prefixes {
-        done.push(apply_block(&mut maps, prefix, deadline_ns, now)?);
+        let blocked = apply_block(&mut maps, prefix, deadline_ns, now)?;
+        if let Blocked::Added { prefix, flows_ended, .. } = &blocked {
+            let (prefix, flows_ended) = (prefix.to_string(), *flows_ended);
+            crate::log::Event::Block { iface: &pins.iface, prefix, duration, flows_ended }.log();
+        }
+        done.push(blocked);
     }
     settle_flag(&mut maps)?;
     Ok(done)

@@ -43,6 +43,7 @@ use crate::{
         maps::{Enforcement, LiveMaps},
         pins::{PENDING, Pins, PinsError, STATE_ROOT, StateLock, io_err},
     },
+    log::Event,
     ops::{LiveError, lockout::SessionGuard},
 };
 
@@ -363,7 +364,8 @@ pub fn timer(iface: &str, token: &str, after: Duration) -> Result<()> {
                 after.as_secs(),
                 crate::one_line(&err)
             );
-            tell(&message, &rollback_log(&pins), None);
+            let event = Event::Rollback { iface, change: "change", rolled_back: false, message: &message };
+            tell(&event, &rollback_log(&pins), None);
             return Err(err.into());
         }
     };
@@ -386,7 +388,9 @@ pub fn timer(iface: &str, token: &str, after: Duration) -> Result<()> {
         ),
     };
     let tty = pending.tty.as_deref().zip(pending.tty_identity);
-    tell(&message, &rollback_log(&pins), tty);
+    let event =
+        Event::Rollback { iface, change: &pending.change, rolled_back: outcome.is_ok(), message: &message };
+    tell(&event, &rollback_log(&pins), tty);
     outcome.map(|_| ())
 }
 
@@ -434,8 +438,11 @@ fn is_same_terminal(char_device: bool, now: TtyIdentity, recorded: TtyIdentity) 
     char_device && now == recorded
 }
 
-/// Tells of a rollback everywhere an administrator may look.
-fn tell(message: &str, log: &Path, tty: Option<(&Path, TtyIdentity)>) {
+/// Tells of a rollback everywhere an administrator may look: the kernel's log, the
+/// rollback log, the terminal the change came from, and the journal with its fields.
+fn tell(event: &Event, log: &Path, tty: Option<(&Path, TtyIdentity)>) {
+    event.log();
+    let message = event.message();
     let stamp = humantime::format_rfc3339_seconds(SystemTime::now());
     if let Ok(mut kmsg) = fs::OpenOptions::new().write(true).open("/dev/kmsg") {
         // Priority 4 (warning).

@@ -69,6 +69,15 @@ pub fn reload(
         let name = format!("reload of {}", done.file.display());
         Ok((done, name))
     })?;
+    crate::log::Event::Reload {
+        iface: &done.pins.iface,
+        file: &done.file,
+        added: done.applied.added,
+        removed: done.applied.removed,
+        flows_ended: done.applied.flows_removed,
+        confirm_within: armed.as_ref().map(|armed| armed.seconds),
+    }
+    .log();
     Ok(Reloaded { armed, ..done })
 }
 

@@ -308,16 +308,9 @@ async fn reload_policy(shared: &Arc<Shared>) {
     })
     .await;
     match done {
-        Ok(Ok(done)) => {
+        // The reload logs itself (crate::log): to stderr here without a journal.
+        Ok(Ok(_)) => {
             shared.reloads.applied.inc();
-            let a = done.applied;
-            eprintln!(
-                "firewall serve: reloaded {}: {} added, {} removed, {} flows ended",
-                done.file.display(),
-                a.added,
-                a.removed,
-                a.flows_removed
-            );
         }
         Ok(Err(err)) => {
             shared.reloads.failed.inc();

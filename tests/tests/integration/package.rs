@@ -6,9 +6,12 @@
 //! `cargo test --release -p tests --test integration package:: -- --nocapture`.
 use std::{
     fs,
+    net::{SocketAddrV4, TcpStream},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
+
+use serde_json::Value;
 
 use tests::{
     daemons,
@@ -96,6 +99,94 @@ fn eventually(lab: &Lab, port: u16, outcome: Outcome) -> Outcome {
     }
 }
 
+/// The entries of the guest's journal for `FIREWALL_EVENT=event`, as `journalctl -o json`
+/// gives them.
+fn journal_events(guest: &Guest, event: &str) -> Vec<Value> {
+    let filter = format!("FIREWALL_EVENT={event}");
+    let text = ok(guest, &["journalctl", "-b", "--no-pager", "-o", "json", &filter]);
+    text.lines().map(|line| serde_json::from_str(line).expect("journalctl's JSON")).collect()
+}
+
+/// The one entry for `event` whose field `key` is `value`, waiting up to 10 s for it.
+fn journal_event(guest: &Guest, event: &str, key: &str, value: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let found = journal_events(guest, event).into_iter().find(|entry| entry[key] == value);
+        if let Some(entry) = found {
+            return entry;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no {event} event with {key}={value} in the journal: {:?}\n{}",
+            journal_events(guest, event),
+            report(guest)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Under systemd, the events an administrator looks for are in the journal with their
+/// fields: `serve`'s reload (the unit's), a block by hand, a rollback, and a change the
+/// SSH guard refused.
+fn the_journal_has_each_event_with_its_fields(lab: &Lab, guest: &Guest) {
+    let reload = journal_event(guest, "reload", "FIREWALL_FILE", "/etc/firewall/host0.toml");
+    assert_eq!(reload["FIREWALL_IFACE"], "host0", "{reload}");
+    assert_eq!(reload["_SYSTEMD_UNIT"], "firewall-serve@host0.service", "{reload}");
+    assert_eq!(reload["SYSLOG_IDENTIFIER"], "firewall", "{reload}");
+    let message = reload["MESSAGE"].as_str().unwrap_or_default();
+    assert!(message.starts_with("reloaded /etc/firewall/host0.toml: "), "{reload}");
+
+    ok(guest, &["firewall", "block", "192.0.2.1", "--for", "1h", "--iface", "host0"]);
+    let block = journal_event(guest, "block", "FIREWALL_PREFIX", "192.0.2.1");
+    assert_eq!(
+        (block["FIREWALL_DURATION_SECS"].as_str(), block["FIREWALL_IFACE"].as_str()),
+        (Some("3600"), Some("host0"))
+    );
+    ok(guest, &["firewall", "unblock", "192.0.2.1", "--iface", "host0"]);
+
+    // A reload no one confirms: rolled back a second later, and said so at warning priority.
+    ok(guest, &["firewall", "reload", "--iface", "host0", "--confirm", "1"]);
+    let rollback = journal_event(guest, "rollback", "FIREWALL_IFACE", "host0");
+    assert_eq!(rollback["FIREWALL_ROLLED_BACK"], "true", "{rollback}");
+    assert_eq!(rollback["FIREWALL_CHANGE"], "reload of /etc/firewall/host0.toml", "{rollback}");
+    assert_eq!(rollback["PRIORITY"], "4", "{rollback}");
+    let confirmed = journal_event(guest, "reload", "FIREWALL_CONFIRM_WITHIN_SECS", "1");
+    assert_eq!(confirmed["FIREWALL_FILE"], "/etc/firewall/host0.toml", "{confirmed}");
+
+    // A session the guard takes for SSH (sshd's SSH_CONNECTION, on an established
+    // connection to port 80, which web-in admits) and a policy without web-in: refused.
+    let mut server = guest.spawn(&["python3", "-m", "http.server", "80", "--bind", &GUEST.to_string()]);
+    let started = Instant::now();
+    let session = loop {
+        let to = SocketAddrV4::new(GUEST, 80).into();
+        match lab.run_in(&lab.client, || TcpStream::connect_timeout(&to, Duration::from_secs(2))) {
+            Ok(session) => break session,
+            Err(err) => assert!(started.elapsed() < Duration::from_secs(10), "port 80 in the guest: {err}"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let client = session.local_addr().unwrap();
+    guest.write("/etc/firewall/cut.toml", &policy(""));
+    let ssh = format!("SSH_CONNECTION={} {} {GUEST} 80", client.ip(), client.port());
+    let refused = guest.run(&[
+        "env",
+        &ssh,
+        "firewall",
+        "reload",
+        "--iface",
+        "host0",
+        "--policy",
+        "/etc/firewall/cut.toml",
+    ]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(refused.status.code(), Some(5), "{}", String::from_utf8_lossy(&refused.stderr));
+    let guard = journal_event(guest, "ssh-guard", "FIREWALL_COMMAND", "reload");
+    let message = guard["MESSAGE"].as_str().unwrap_or_default();
+    assert!(message.contains("would be cut off"), "{guard}");
+    drop(session);
+}
+
 #[test]
 fn the_package_installs_enabling_nothing_its_units_filter_serve_and_reload_and_purge_leaves_nothing() {
     require_root();
@@ -155,9 +246,8 @@ fn the_package_installs_enabling_nothing_its_units_filter_serve_and_reload_and_p
     );
     assert_eq!(connect(&lab, 81), Outcome::Blocked, "port 81 stays closed");
     assert_eq!(ok(&guest, &["systemctl", "is-active", "firewall-serve@host0"]), "active");
-    let journal = report(&guest);
-    assert!(journal.contains("firewall serve: reloaded /etc/firewall/host0.toml"), "{journal}");
     assert!(guest_listing(&guest).packets("INPUT", "web-in") > 0, "web-in counted the probes");
+    the_journal_has_each_event_with_its_fields(&lab, &guest);
 
     // A filter brought up by hand, on an interface of its own, goes down on removal too.
     // (Its pins are in this machine's bpffs: those of a run cut short go first.)

@@ -1,0 +1,119 @@
+//! The events an administrator searches the log for, one [`Event`] each: a reload, a
+//! rollback, a block, a change the SSH guard refused (docs/observability.md, "The log").
+//!
+//! Where the host runs systemd's journal, each goes to it through tracing and
+//! tracing-journald, with its fields (`journalctl FIREWALL_EVENT=rollback
+//! FIREWALL_IFACE=eth0`), whether the command runs in a unit or from a shell: who changed
+//! the filter, and when, is then on record. Elsewhere, the commands that run on (`serve`)
+//! write it to stderr as one line, and the others say it on stdout already.
+use std::{path::Path, sync::OnceLock, time::Duration};
+
+use tracing_subscriber::layer::SubscriberExt as _;
+
+/// Where events go when there is no journal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Otherwise {
+    /// To stderr, one line each, after `PREFIX: ` (a command that runs on: its log).
+    Stderr { prefix: &'static str },
+    /// Nowhere: the command's own output says it.
+    Quiet,
+}
+
+#[derive(Clone, Copy)]
+enum Sink {
+    Journal,
+    Otherwise(Otherwise),
+}
+
+static SINK: OnceLock<Sink> = OnceLock::new();
+
+/// Sends the process's events to the journal if it answers, else as `otherwise` says.
+/// Called once, by `main`; until then, and without it, events go nowhere.
+pub fn init(otherwise: Otherwise) {
+    let journal = tracing_journald::layer().ok().and_then(|layer| {
+        let layer =
+            layer.with_field_prefix(Some("FIREWALL".into())).with_syslog_identifier("firewall".into());
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer)).ok()
+    });
+    let _ = SINK.set(if journal.is_some() { Sink::Journal } else { Sink::Otherwise(otherwise) });
+}
+
+/// Something done to a filter, or refused, that an administrator may look for later.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A policy file brought into the live maps (`reload`, `systemctl reload`, `serve`'s
+    /// SIGHUP). `confirm_within` when `--confirm` armed a rollback.
+    Reload {
+        iface: &'a str,
+        file: &'a Path,
+        added: usize,
+        removed: usize,
+        flows_ended: usize,
+        confirm_within: Option<u64>,
+    },
+    /// A change that no `firewall confirm` came for, undone (or not: `message` says).
+    Rollback { iface: &'a str, change: &'a str, rolled_back: bool, message: &'a str },
+    /// A prefix put on the blocklist by hand: for `duration`, or until unblocked.
+    Block { iface: &'a str, prefix: String, duration: Option<Duration>, flows_ended: usize },
+    /// A change refused: it would have cut off the SSH session it came from.
+    SshGuard { command: &'a str, message: &'a str },
+}
+
+impl Event<'_> {
+    /// Logs it, where [`init`] said.
+    pub fn log(&self) {
+        match SINK.get() {
+            Some(Sink::Journal) => self.to_journal(),
+            Some(Sink::Otherwise(Otherwise::Stderr { prefix })) => eprintln!("{prefix}: {}", self.message()),
+            Some(Sink::Otherwise(Otherwise::Quiet)) | None => {}
+        }
+    }
+
+    /// The event's one line.
+    pub fn message(&self) -> String {
+        match self {
+            Event::Reload { file, added, removed, flows_ended, .. } => format!(
+                "reloaded {}: {added} added, {removed} removed, {flows_ended} flows ended",
+                file.display()
+            ),
+            Event::Rollback { message, .. } | Event::SshGuard { message, .. } => (*message).to_owned(),
+            Event::Block { iface, prefix, duration, flows_ended } => {
+                let how_long = duration.map_or_else(
+                    || "until unblocked".to_owned(),
+                    |d| format!("for {}", humantime::format_duration(d)),
+                );
+                format!("blocked {prefix} on {iface} {how_long}; {flows_ended} flows ended")
+            }
+        }
+    }
+
+    /// The journal's fields are these names, upper-cased after `FIREWALL_`:
+    /// `FIREWALL_EVENT=reload`, `FIREWALL_IFACE=eth0`, …
+    fn to_journal(&self) {
+        let message = self.message();
+        match self {
+            Event::Reload { iface, file, added, removed, flows_ended, confirm_within } => tracing::info!(
+                event = "reload",
+                iface,
+                file = %file.display(),
+                added,
+                removed,
+                flows_ended,
+                confirm_within_secs = confirm_within,
+                "{message}"
+            ),
+            Event::Rollback { iface, change, rolled_back, .. } => {
+                tracing::warn!(event = "rollback", iface, change, rolled_back, "{message}");
+            }
+            Event::Block { iface, prefix, duration, flows_ended } => tracing::info!(
+                event = "block",
+                iface,
+                prefix = prefix.as_str(),
+                duration_secs = duration.map(|d| d.as_secs()),
+                flows_ended,
+                "{message}"
+            ),
+            Event::SshGuard { command, .. } => tracing::warn!(event = "ssh-guard", command, "{message}"),
+        }
+    }
+}
