@@ -381,12 +381,12 @@ pub fn flow_key(peer: Ipv4Addr, peer_port: u16, local_port: u16, protocol: u8) -
     FlowKey { peer: firewall_common::v4_mapped(peer.octets()), peer_port, local_port, protocol, _pad: [0; 3] }
 }
 
-/// `firewall conntrack --json`.
+/// `firewall conntrack --json=1`'s flows.
 pub fn conntrack_json(lab: &Lab) -> Vec<Value> {
-    let out = lab.firewall_ok(&["conntrack", "--json", "--iface", SERVER_IF]);
-    let flows: Value =
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("conntrack --json is not JSON ({e})"));
-    flows.as_array().expect("conntrack --json is a list").clone()
+    let out = lab.firewall_ok(&["conntrack", "--json=1", "--iface", SERVER_IF]);
+    let report: Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("conntrack --json=1 is not JSON ({e})"));
+    report["flows"].as_array().expect("conntrack --json=1 has its flows").clone()
 }
 
 /// A shell on the server over one SSH connection that stays open: each

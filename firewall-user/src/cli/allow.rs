@@ -29,6 +29,8 @@ pub struct Allow {
     filter: super::LiveFilter,
     #[command(flatten)]
     scope: ScopeArgs,
+    #[command(flatten)]
+    output: super::JsonFlag,
 }
 
 impl Allow {
@@ -44,7 +46,8 @@ impl Allow {
             scope,
             SessionGuard::Check,
         )?;
-        report("allowed", "already allowed", &self.rule, &self.addrs, scope, &done);
+        let words = ("allowed", "already allowed");
+        report(&self.output, words, filter.iface(), &self.rule, &self.addrs, scope, &done);
         Ok(())
     }
 }
@@ -61,6 +64,8 @@ pub struct Revoke {
     force: bool,
     #[command(flatten)]
     scope: ScopeArgs,
+    #[command(flatten)]
+    output: super::JsonFlag,
 }
 
 impl Revoke {
@@ -70,29 +75,50 @@ impl Revoke {
         let guard = super::session_guard(self.force);
         let scope = self.scope.scope();
         let done = peers::change_peers(&filter, &self.rule, &prefixes, PeerChange::Revoke, scope, guard)?;
-        report("revoked", "", &self.rule, &self.addrs, scope, &done);
+        report(&self.output, ("revoked", ""), filter.iface(), &self.rule, &self.addrs, scope, &done);
         Ok(())
     }
 }
 
-fn report(done_word: &str, noop_word: &str, rule: &str, addrs: &[String], scope: Scope, done: &PeersChanged) {
-    if done.changed.is_empty() {
-        println!("firewall: {} {noop_word} in rule {rule}; nothing changed", addrs.join(" "));
-        return;
-    }
+/// What `allow` and `revoke --json` print.
+#[derive(serde::Serialize)]
+struct PeersReport<'a> {
+    iface: &'a str,
+    rule: &'a str,
+    /// The addresses that changed: none when each was already as asked.
+    changed: Vec<String>,
+    /// The policy file, changed too unless `live_only`.
+    file: &'a std::path::Path,
+    live_only: bool,
+}
+
+fn report(
+    output: &super::JsonFlag,
+    words: (&str, &str),
+    iface: &str,
+    rule: &str,
+    addrs: &[String],
+    scope: Scope,
+    done: &PeersChanged,
+) {
+    let (done_word, noop_word) = words;
     let changed: Vec<String> = done.changed.iter().map(ToString::to_string).collect();
-    match scope {
-        Scope::LiveAndFile => {
-            println!(
+    let line = if changed.is_empty() {
+        format!("firewall: {} {noop_word} in rule {rule}; nothing changed", addrs.join(" "))
+    } else {
+        match scope {
+            Scope::LiveAndFile => format!(
                 "firewall: {done_word} {} in rule {rule}, live and in {}",
                 changed.join(" "),
                 done.file.display()
-            );
+            ),
+            Scope::LiveOnly => format!(
+                "firewall: {done_word} {} in rule {rule}, live only: the next reload of {} undoes it",
+                changed.join(" "),
+                done.file.display()
+            ),
         }
-        Scope::LiveOnly => println!(
-            "firewall: {done_word} {} in rule {rule}, live only: the next reload of {} undoes it",
-            changed.join(" "),
-            done.file.display()
-        ),
-    }
+    };
+    let live_only = scope == Scope::LiveOnly;
+    output.print(line, &PeersReport { iface, rule, changed, file: &done.file, live_only });
 }

@@ -23,6 +23,8 @@ pub struct Block {
     force: bool,
     #[command(flatten)]
     filter: super::LiveFilter,
+    #[command(flatten)]
+    output: super::JsonFlag,
 }
 
 impl Block {
@@ -34,29 +36,64 @@ impl Block {
             Some(d) => format!("for {}", human_duration(d.as_secs())),
             None => "until unblocked".into(),
         };
+        let mut lines = Vec::new();
+        let mut report = BlockReport {
+            iface: filter.iface(),
+            duration_secs: self.duration.map(|d| d.as_secs()),
+            blocked: Vec::new(),
+            covered: Vec::new(),
+        };
         for blocked in done {
             match blocked {
                 Blocked::Added { prefix, absorbed, flows_ended } => {
-                    let absorbed = if absorbed.is_empty() {
+                    let replaced: Vec<String> = absorbed.iter().map(ToString::to_string).collect();
+                    let replacing = if replaced.is_empty() {
                         String::new()
                     } else {
-                        let list: Vec<String> = absorbed.iter().map(ToString::to_string).collect();
-                        format!(", replacing {}", list.join(" "))
+                        format!(", replacing {}", replaced.join(" "))
                     };
-                    println!(
-                        "firewall: blocked {prefix} on {} {how_long}{absorbed}; {flows_ended} flows ended",
+                    lines.push(format!(
+                        "firewall: blocked {prefix} on {} {how_long}{replacing}; {flows_ended} flows ended",
                         filter.iface()
-                    );
+                    ));
+                    report.blocked.push(Added { prefix: prefix.to_string(), replaced, flows_ended });
                 }
                 Blocked::Covered { prefix, by } => {
-                    println!(
+                    lines.push(format!(
                         "firewall: {prefix} is blocked already by {by}, for at least as long; nothing changed"
-                    );
+                    ));
+                    report.covered.push(Covered { prefix: prefix.to_string(), by: by.to_string() });
                 }
             }
         }
+        self.output.print(lines.join("\n"), &report);
         Ok(())
     }
+}
+
+/// What `block --json` prints.
+#[derive(serde::Serialize)]
+struct BlockReport<'a> {
+    iface: &'a str,
+    /// None: until unblocked.
+    duration_secs: Option<u64>,
+    blocked: Vec<Added>,
+    /// Those a wider block holds already, for at least as long: nothing changed for them.
+    covered: Vec<Covered>,
+}
+
+#[derive(serde::Serialize)]
+struct Added {
+    prefix: String,
+    /// Narrower blocks the new one took the place of.
+    replaced: Vec<String>,
+    flows_ended: usize,
+}
+
+#[derive(serde::Serialize)]
+struct Covered {
+    prefix: String,
+    by: String,
 }
 
 /// A `--for` that is not a duration.

@@ -1,12 +1,13 @@
-//! `firewall conntrack [--json]`
+//! `firewall conntrack [--json[=1]]`
 use clap::Args;
 use firewall_user::view::conntrack;
 
 #[derive(Args)]
 pub struct Conntrack {
-    /// One JSON object, for scripts.
-    #[arg(long)]
-    json: bool,
+    /// JSON for scripts: `--json=1`, one object with `schema_version`; `--json` alone, the
+    /// bare array of earlier versions (deprecated).
+    #[arg(long, value_name = "FORM", num_args = 0..=1, require_equals = true, default_missing_value = "array")]
+    json: Option<super::JsonForm>,
     #[command(flatten)]
     filter: super::LiveFilter,
 }
@@ -15,8 +16,8 @@ impl Conntrack {
     pub fn run(self) -> anyhow::Result<()> {
         let filter = self.filter.open()?;
         let flows = conntrack::conntrack(&filter)?;
-        if self.json {
-            println!("{}", serde_json::to_string(&flows)?);
+        if let Some(form) = self.json {
+            form.print("conntrack", "flows", &flows)?;
         } else {
             print!("{}", conntrack::render_flows(&flows));
         }

@@ -3,6 +3,7 @@ use clap::Args;
 use firewall_user::view::{
     listing::{self, Style},
     snapshot::Snapshot,
+    versioned_json,
 };
 
 #[derive(Args)]
@@ -30,10 +31,9 @@ impl List {
         let snapshot = Snapshot::take(filter.pins())?;
         let tables = (&snapshot.established, &snapshot.half_open);
         if self.json {
-            println!(
-                "{}",
-                listing::json(&snapshot.chains, &snapshot.counters, snapshot.audit, tables, &snapshot.policy)
-            );
+            let listing =
+                listing::json(&snapshot.chains, &snapshot.counters, snapshot.audit, tables, &snapshot.policy);
+            println!("{}", versioned_json(&listing));
         } else {
             let style = Style { verbose: self.verbose, exact: self.exact, audit: snapshot.audit };
             print!("{}", listing::render(&snapshot.chains, &snapshot.counters, style));

@@ -164,6 +164,56 @@ fn print_preview(preview: &Preview, json: bool) -> ExitStatus {
     if changed { ExitStatus::WouldChange } else { ExitStatus::Done }
 }
 
+/// `--json` on a command that changes something: one object with `schema_version` instead
+/// of its line.
+#[derive(Args)]
+struct JsonFlag {
+    /// One JSON object, with `schema_version`, for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
+impl JsonFlag {
+    /// Prints `line`, or with `--json` the `report`.
+    fn print(&self, line: impl std::fmt::Display, report: &impl serde::Serialize) {
+        if self.json {
+            println!("{}", versioned_json(report));
+        } else {
+            println!("{line}");
+        }
+    }
+}
+
+/// `--json` on `conntrack` and `blocklist`, which printed a bare array before
+/// `schema_version`: `--json=1` is one object with `schema_version` 1, and `--json` alone
+/// still the array, for the scripts written for it, with a warning.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum JsonForm {
+    /// The bare array of earlier versions (deprecated).
+    #[value(name = "array")]
+    Array,
+    /// One object: `schema_version` 1, and the list under its name.
+    #[value(name = "1")]
+    V1,
+}
+
+impl JsonForm {
+    /// Prints `items` in this form; `command` and `key` name them in the object and the warning.
+    fn print(self, command: &str, key: &str, items: &impl serde::Serialize) -> anyhow::Result<()> {
+        match self {
+            JsonForm::Array => {
+                eprintln!(
+                    "firewall: warning: `{command} --json` prints a bare array, without schema_version; \
+                     `--json=1` prints {{\"schema_version\": 1, \"{key}\": [...]}}, which `--json` will print in a later version"
+                );
+                println!("{}", serde_json::to_string(items)?);
+            }
+            JsonForm::V1 => println!("{}", versioned_json(&serde_json::json!({ key: items }))),
+        }
+        Ok(())
+    }
+}
+
 /// Which live filter a command acts on.
 #[derive(Args)]
 struct LiveFilter {

@@ -8,6 +8,8 @@ pub struct Unblock {
     addrs: Vec<String>,
     #[command(flatten)]
     filter: super::LiveFilter,
+    #[command(flatten)]
+    output: super::JsonFlag,
 }
 
 impl Unblock {
@@ -15,7 +17,13 @@ impl Unblock {
         let prefixes = parse_prefixes(&self.addrs)?;
         let filter = self.filter.open()?;
         block::unblock(&filter, &prefixes)?;
-        println!("firewall: unblocked {} on {}", self.addrs.join(" "), filter.iface());
+        #[derive(serde::Serialize)]
+        struct Unblocked<'a> {
+            iface: &'a str,
+            unblocked: &'a [String],
+        }
+        let line = format_args!("firewall: unblocked {} on {}", self.addrs.join(" "), filter.iface());
+        self.output.print(line, &Unblocked { iface: filter.iface(), unblocked: &self.addrs });
         Ok(())
     }
 }

@@ -5,6 +5,7 @@ use clap::Args;
 use firewall_user::{
     kernel::attach::Mode,
     ops::up::{self, Fallback},
+    view::versioned_json,
 };
 
 use super::{ApplyArgs, audit_note, report_armed};
@@ -26,20 +27,48 @@ pub struct Up {
     fallback: Fallback,
     #[command(flatten)]
     apply: ApplyArgs,
+    #[command(flatten)]
+    output: super::JsonFlag,
 }
 
 impl Up {
     pub fn run(self) -> anyhow::Result<()> {
         let up = up::up(&self.policy, self.iface.as_deref(), self.mode, self.apply.apply(), self.fallback)?;
-        println!(
-            "firewall up on {}: {}, {} rules{}, pinned at {}",
-            up.pins.iface,
-            if up.replaced { "programs replaced in place" } else { "attached" },
-            up.rules,
-            audit_note(up.enforcement, ","),
-            up.pins.dir.display()
-        );
-        report_armed(up.armed);
+        if self.output.json {
+            #[derive(serde::Serialize)]
+            struct Upped<'a> {
+                iface: &'a str,
+                /// The policy file in force: the last good one when `up` fell back to it.
+                file: &'a std::path::Path,
+                /// A filter was up already, and its programs were replaced in place.
+                replaced: bool,
+                rules: usize,
+                audit: bool,
+                pinned_at: &'a std::path::Path,
+                confirm_within_secs: Option<u64>,
+            }
+            let file = up.fell_back.as_ref().map_or(self.policy.as_path(), |f| f.last_good.as_path());
+            let upped = Upped {
+                iface: &up.pins.iface,
+                file,
+                replaced: up.replaced,
+                rules: up.rules,
+                audit: up.enforcement.is_audit(),
+                pinned_at: &up.pins.dir,
+                confirm_within_secs: up.armed.as_ref().map(|armed| armed.seconds),
+            };
+            println!("{}", versioned_json(&upped));
+        } else {
+            println!(
+                "firewall up on {}: {}, {} rules{}, pinned at {}",
+                up.pins.iface,
+                if up.replaced { "programs replaced in place" } else { "attached" },
+                up.rules,
+                audit_note(up.enforcement, ","),
+                up.pins.dir.display()
+            );
+            report_armed(up.armed);
+        }
         if let Some(fell_back) = up.fell_back {
             let cause = anyhow::Error::from(fell_back.cause);
             anyhow::bail!(

@@ -1,6 +1,7 @@
 //! What configuration management asks of the command line: `reload --dry-run` and
 //! `check --diff` saying what a change would do, and changing nothing; `--json` with its
-//! `schema_version`; and the exit statuses that tell "changed" from "unchanged" and each
+//! `schema_version` on every command that changes or shows something (and the old bare
+//! arrays of `conntrack` and `blocklist`, kept with a warning); and the exit statuses that tell "changed" from "unchanged" and each
 //! refusal from the others (docs/operations.md, "Exit statuses").
 //!
 //! Run as root after `cargo build --release`:
@@ -206,4 +207,89 @@ fn a_runtime_only_change_leaves_the_file_to_its_owner_and_lasts_until_the_next_r
     // And changes to the file work again.
     lab.firewall_ok(&["allow", "ssh-in", "203.0.113.98"]);
     assert!(fs::read_to_string(&policy).unwrap().contains("203.0.113.98"));
+}
+
+#[test]
+fn every_command_that_changes_or_shows_something_has_json_with_its_schema_version() {
+    require_root();
+    let lab = Lab::new("json");
+    let policy = lab.policy_file();
+    let path = policy.to_str().unwrap();
+    // What a command prints with --json: one object, schema_version 1 first.
+    let report = |args: &[&str]| -> Value {
+        let out = lab.firewall(args);
+        exits(&out, 0);
+        assert!(stdout(&out).starts_with("{\"schema_version\":1,"), "{args:?}: {}", stdout(&out));
+        json(&out)
+    };
+
+    let up = report(&["up", "--policy", path, "--iface", SERVER_IF, "--json"]);
+    assert_eq!(
+        (up["iface"].as_str(), up["replaced"].as_bool(), up["audit"].as_bool()),
+        (Some(SERVER_IF), Some(false), Some(false)),
+        "{up}"
+    );
+    assert!(up["rules"].as_u64().is_some_and(|n| n > 5), "{up}");
+    assert_eq!(up["file"], path, "{up}");
+
+    let allowed = report(&["allow", "ssh-in", "203.0.113.99", "--json"]);
+    assert_eq!(
+        (allowed["changed"].clone(), allowed["live_only"].as_bool()),
+        (serde_json::json!(["203.0.113.99"]), Some(false)),
+        "{allowed}"
+    );
+    let again = report(&["allow", "ssh-in", "203.0.113.99", "--json"]);
+    assert_eq!(again["changed"], serde_json::json!([]), "{again}");
+    let revoked = report(&["revoke", "ssh-in", "203.0.113.99", "--runtime-only", "--json"]);
+    assert_eq!(
+        (revoked["rule"].as_str(), revoked["live_only"].as_bool()),
+        (Some("ssh-in"), Some(true)),
+        "{revoked}"
+    );
+    report(&["reload", "--json"]);
+
+    let one = report(&["block", "192.0.2.1", "--for", "1h", "--json"]);
+    assert_eq!(
+        (one["blocked"][0]["prefix"].as_str(), one["duration_secs"].as_u64()),
+        (Some("192.0.2.1"), Some(3600)),
+        "{one}"
+    );
+    let wide = report(&["block", "192.0.2.0/24", "--json"]);
+    assert_eq!(wide["blocked"][0]["replaced"], serde_json::json!(["192.0.2.1"]), "{wide}");
+    assert_eq!(wide["duration_secs"], Value::Null, "{wide}");
+    let covered = report(&["block", "192.0.2.7", "--for", "10m", "--json"]);
+    assert_eq!(
+        covered["covered"],
+        serde_json::json!([{ "prefix": "192.0.2.7", "by": "192.0.2.0/24" }]),
+        "{covered}"
+    );
+    let listed = report(&["blocklist", "--json=1"]);
+    assert_eq!(listed["blocks"].as_array().map(Vec::len), Some(1), "{listed}");
+    // `--json` alone is the bare array of earlier versions, with a warning that says what replaces it.
+    let old = lab.firewall(&["blocklist", "--json"]);
+    exits(&old, 0);
+    assert_eq!(json(&old).as_array().map(Vec::len), Some(1), "{}", stdout(&old));
+    assert!(
+        stderr(&old).contains("`blocklist --json` prints a bare array")
+            && stderr(&old).contains("`--json=1`"),
+        "{}",
+        stderr(&old)
+    );
+    let unblocked = report(&["unblock", "192.0.2.0/24", "--json"]);
+    assert_eq!(unblocked["unblocked"], serde_json::json!(["192.0.2.0/24"]), "{unblocked}");
+
+    let flows = report(&["conntrack", "--json=1"]);
+    assert!(flows["flows"].is_array(), "{flows}");
+    let bad = lab.firewall(&["conntrack", "--json=2"]);
+    exits(&bad, 2);
+    assert_eq!(stderr(&bad).lines().count(), 1, "{}", stderr(&bad));
+    let listing = report(&["list", "--json"]);
+    assert!(listing["chains"].is_array(), "{listing}");
+    assert_eq!(report(&["zero", "--json"])["iface"], SERVER_IF);
+
+    let armed = report(&["reload", "--confirm", "60", "--json"]);
+    assert_eq!(armed["confirm_within_secs"], 60, "{armed}");
+    let confirmed = report(&["confirm", "--json"]);
+    assert_eq!(confirmed["confirmed"], format!("reload of {path}"), "{confirmed}");
+    assert_eq!(report(&["down", "--json"])["iface"], SERVER_IF);
 }

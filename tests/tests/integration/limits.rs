@@ -103,8 +103,9 @@ fn an_offender_is_blocked_on_every_port_until_unblocked() {
     // Blocked now: the web it could reach before is closed to it too, not to others.
     assert_eq!(probe(&lab, STRANGER, WEB, BLOCKED_AFTER), Outcome::Blocked, "the offender, on the web");
     assert_eq!(probe(&lab, STRANGER2, WEB, OPEN_WITHIN), Outcome::Open, "another source, on the web");
-    let listed: serde_json::Value = serde_json::from_str(&lab.firewall_ok(&["blocklist", "--json"])).unwrap();
-    let entries = listed.as_array().unwrap();
+    let listed: serde_json::Value =
+        serde_json::from_str(&lab.firewall_ok(&["blocklist", "--json=1"])).unwrap();
+    let entries = listed["blocks"].as_array().unwrap();
     assert_eq!(entries.len(), 1, "{listed:#}");
     assert_eq!(entries[0]["prefix"], STRANGER.to_string());
     assert_eq!(entries[0]["blocked_by"], "guarded");
@@ -202,8 +203,9 @@ peers = ["{STRANGER2}"]
     // The peer with a rule of its own for the port reaches it, and is not caught.
     assert_eq!(probe(&lab, STRANGER2, TRAP, OPEN_WITHIN), Outcome::Open, "the share's own peer");
     assert_eq!(probe(&lab, STRANGER2, WEB, OPEN_WITHIN), Outcome::Open, "and the web");
-    let listed: serde_json::Value = serde_json::from_str(&lab.firewall_ok(&["blocklist", "--json"])).unwrap();
-    let entries = listed.as_array().unwrap();
+    let listed: serde_json::Value =
+        serde_json::from_str(&lab.firewall_ok(&["blocklist", "--json=1"])).unwrap();
+    let entries = listed["blocks"].as_array().unwrap();
     assert_eq!(entries.len(), 1, "{listed:#}");
     assert_eq!(
         (entries[0]["prefix"].as_str(), entries[0]["blocked_by"].as_str()),

@@ -58,14 +58,14 @@ fn allow_and_revoke_change_a_rule_live_and_in_the_file() {
     assert!(check.status.success(), "{}", stderr(&check));
 
     // Its flow is in the table, as conntrack -L shows it.
-    let flows: serde_json::Value =
-        serde_json::from_str(&lab.firewall_ok(&["conntrack", "--json"])).expect("conntrack --json");
-    let flow = flows
+    let report: serde_json::Value =
+        serde_json::from_str(&lab.firewall_ok(&["conntrack", "--json=1"])).expect("conntrack --json=1");
+    let flow = report["flows"]
         .as_array()
         .unwrap()
         .iter()
         .find(|f| f["src"] == STRANGER.to_string())
-        .unwrap_or_else(|| panic!("no flow from {STRANGER} in {flows:#}"));
+        .unwrap_or_else(|| panic!("no flow from {STRANGER} in {report:#}"));
     assert_eq!((flow["protocol"].as_str(), flow["dport"].as_u64()), (Some("tcp"), Some(122)));
     assert_eq!((flow["rule"].as_str(), flow["state"].as_str()), (Some("ssh-in"), Some("ESTABLISHED")));
     let text = lab.firewall_ok(&["conntrack"]);
@@ -464,9 +464,9 @@ fn file_peers(path: &Path, rule: &str) -> BTreeSet<String> {
 
 /// The blocklist's prefixes, as `blocklist --json` reads them from the map.
 fn blocked(lab: &Lab) -> BTreeSet<String> {
-    let out = lab.firewall_ok(&["blocklist", "--json"]);
-    let entries: serde_json::Value = serde_json::from_str(&out).expect("blocklist --json");
-    entries.as_array().unwrap().iter().map(|e| e["prefix"].as_str().unwrap().to_owned()).collect()
+    let out = lab.firewall_ok(&["blocklist", "--json=1"]);
+    let report: serde_json::Value = serde_json::from_str(&out).expect("blocklist --json=1");
+    report["blocks"].as_array().unwrap().iter().map(|e| e["prefix"].as_str().unwrap().to_owned()).collect()
 }
 
 /// Runs every command at once (as near as threads released together make it); their

@@ -38,8 +38,9 @@ const OTHER_ADMIN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 8);
 const REPO: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 80), 80);
 
 fn blocklist(lab: &Lab) -> Vec<Value> {
-    let out = lab.firewall_ok(&["blocklist", "--json"]);
-    serde_json::from_str::<Value>(&out).expect("blocklist --json is JSON").as_array().expect("a list").clone()
+    let out = lab.firewall_ok(&["blocklist", "--json=1"]);
+    let report = serde_json::from_str::<Value>(&out).expect("blocklist --json=1 is JSON");
+    report["blocks"].as_array().expect("a list").clone()
 }
 
 /// Waits up to `limit` for `probe` to say Open; when it did.

@@ -133,9 +133,9 @@ fn listen(lab: &Lab) -> TcpListener {
 
 /// `firewall conntrack --json`'s entry for the session from the host's port.
 fn flow_of(lab: &Lab, host_port: u16) -> Option<Value> {
-    let out = lab.firewall_ok(&["conntrack", "--json", "--iface", SERVER_IF]);
-    let flows: Value = serde_json::from_str(&out).expect("conntrack --json is JSON");
-    flows
+    let out = lab.firewall_ok(&["conntrack", "--json=1", "--iface", SERVER_IF]);
+    let report: Value = serde_json::from_str(&out).expect("conntrack --json=1 is JSON");
+    report["flows"]
         .as_array()
         .expect("a list")
         .iter()
