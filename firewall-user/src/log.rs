@@ -10,32 +10,36 @@ use std::{path::Path, sync::OnceLock, time::Duration};
 
 use tracing_subscriber::layer::SubscriberExt as _;
 
+use crate::view::blocklist::human_duration;
+
 /// Where events go when there is no journal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Otherwise {
-    /// To stderr, one line each, after `PREFIX: ` (a command that runs on: its log).
-    Stderr { prefix: &'static str },
+    /// To stderr, one line each (a command that runs on: stderr is its log).
+    Stderr,
     /// Nowhere: the command's own output says it.
     Quiet,
 }
 
-#[derive(Clone, Copy)]
-enum Sink {
-    Journal,
-    Otherwise(Otherwise),
+struct Setup {
+    journal: bool,
+    /// What a line starts with: `firewall`, `firewall serve`.
+    prefix: &'static str,
+    otherwise: Otherwise,
 }
 
-static SINK: OnceLock<Sink> = OnceLock::new();
+static SETUP: OnceLock<Setup> = OnceLock::new();
 
-/// Sends the process's events to the journal if it answers, else as `otherwise` says.
-/// Called once, by `main`; until then, and without it, events go nowhere.
-pub fn init(otherwise: Otherwise) {
+/// Sends the process's events to the journal if it answers, else as `otherwise` says; each
+/// line after `PREFIX: `, as the process's other lines. Called once, by `main`; until
+/// then, and without it, events go nowhere.
+pub fn init(prefix: &'static str, otherwise: Otherwise) {
     let journal = tracing_journald::layer().ok().and_then(|layer| {
         let layer =
             layer.with_field_prefix(Some("FIREWALL".into())).with_syslog_identifier("firewall".into());
         tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer)).ok()
     });
-    let _ = SINK.set(if journal.is_some() { Sink::Journal } else { Sink::Otherwise(otherwise) });
+    let _ = SETUP.set(Setup { journal: journal.is_some(), prefix, otherwise });
 }
 
 /// Something done to a filter, or refused, that an administrator may look for later.
@@ -62,35 +66,38 @@ pub enum Event<'a> {
 impl Event<'_> {
     /// Logs it, where [`init`] said.
     pub fn log(&self) {
-        match SINK.get() {
-            Some(Sink::Journal) => self.to_journal(),
-            Some(Sink::Otherwise(Otherwise::Stderr { prefix })) => eprintln!("{prefix}: {}", self.message()),
-            Some(Sink::Otherwise(Otherwise::Quiet)) | None => {}
+        let Some(setup) = SETUP.get() else { return };
+        let line = self.line(setup.prefix);
+        if setup.journal {
+            self.to_journal(&line);
+        } else if setup.otherwise == Otherwise::Stderr {
+            eprintln!("{line}");
         }
     }
 
-    /// The event's one line.
-    pub fn message(&self) -> String {
+    /// The event's one line, after `prefix: ` (a rollback's has its own, as its timer
+    /// writes it everywhere).
+    pub fn line(&self, prefix: &str) -> String {
         match self {
             Event::Reload { file, added, removed, flows_ended, .. } => format!(
-                "reloaded {}: {added} added, {removed} removed, {flows_ended} flows ended",
+                "{prefix}: reloaded {}: {added} added, {removed} removed, {flows_ended} flows ended",
                 file.display()
             ),
-            Event::Rollback { message, .. } | Event::SshGuard { message, .. } => (*message).to_owned(),
-            Event::Block { iface, prefix, duration, flows_ended } => {
+            Event::Rollback { message, .. } => (*message).to_owned(),
+            Event::SshGuard { message, .. } => format!("{prefix}: {message}"),
+            Event::Block { iface, prefix: blocked, duration, flows_ended } => {
                 let how_long = duration.map_or_else(
                     || "until unblocked".to_owned(),
-                    |d| format!("for {}", humantime::format_duration(d)),
+                    |d| format!("for {}", human_duration(d.as_secs())),
                 );
-                format!("blocked {prefix} on {iface} {how_long}; {flows_ended} flows ended")
+                format!("{prefix}: blocked {blocked} on {iface} {how_long}; {flows_ended} flows ended")
             }
         }
     }
 
     /// The journal's fields are these names, upper-cased after `FIREWALL_`:
     /// `FIREWALL_EVENT=reload`, `FIREWALL_IFACE=eth0`, …
-    fn to_journal(&self) {
-        let message = self.message();
+    fn to_journal(&self, message: &str) {
         match self {
             Event::Reload { iface, file, added, removed, flows_ended, confirm_within } => tracing::info!(
                 event = "reload",

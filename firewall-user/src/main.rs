@@ -22,7 +22,8 @@ fn main() -> ExitCode {
             return ExitStatus::Usage.into();
         }
     };
-    firewall_user::log::init(cli.log_otherwise());
+    let (prefix, otherwise) = cli.log_as();
+    firewall_user::log::init(prefix, otherwise);
     // The command as typed (`reload`, `block`, …), for the log.
     let command = std::env::args().nth(1).unwrap_or_default();
     match cli.run() {

@@ -93,12 +93,13 @@ enum Command {
 }
 
 impl Cli {
-    /// Where the command's events go without a journal (firewall_user::log): `serve`'s
-    /// stderr is its log; the others say what they did on their own.
-    pub fn log_otherwise(&self) -> Otherwise {
+    /// How the command's events are logged (firewall_user::log): what its lines start
+    /// with, and where they go without a journal. `serve`'s stderr is its log; the other
+    /// commands say what they did on their own.
+    pub fn log_as(&self) -> (&'static str, Otherwise) {
         match self.command {
-            Command::Serve(_) => Otherwise::Stderr { prefix: "firewall serve" },
-            _ => Otherwise::Quiet,
+            Command::Serve(_) => ("firewall serve", Otherwise::Stderr),
+            _ => ("firewall", Otherwise::Quiet),
         }
     }
 

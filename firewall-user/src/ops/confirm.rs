@@ -442,7 +442,7 @@ fn is_same_terminal(char_device: bool, now: TtyIdentity, recorded: TtyIdentity) 
 /// rollback log, the terminal the change came from, and the journal with its fields.
 fn tell(event: &Event, log: &Path, tty: Option<(&Path, TtyIdentity)>) {
     event.log();
-    let message = event.message();
+    let message = event.line("firewall");
     let stamp = humantime::format_rfc3339_seconds(SystemTime::now());
     if let Ok(mut kmsg) = fs::OpenOptions::new().write(true).open("/dev/kmsg") {
         // Priority 4 (warning).
