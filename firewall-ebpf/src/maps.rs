@@ -25,8 +25,9 @@ pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_CO
 
 /// Conntrack-lite: the flows rules admitted that were heard both ways (see
 /// firewall_common::Flow). LRU, so new such flows evict the idle ones first; spoofed
-/// packets, never answered, cannot reach it. `[conntrack] max_entries` resizes it at load
-/// time.
+/// packets, never answered, cannot reach it. `[conntrack] max_entries` sizes it (see
+/// firewall-user's `kernel::resize`, as for every map declared with a size here that the
+/// policy decides).
 #[map]
 pub static CONNTRACK: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(CONNTRACK_DEFAULT_ENTRIES, 0);
 
@@ -48,7 +49,8 @@ pub static FLOW_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(FLOW_STA
 pub static FLOWS_ENDED: Array<u64> = Array::with_max_entries(FLOWS_ENDED_ENTRIES, BPF_F_MMAPABLE);
 
 /// Allow-list entries for single peer addresses: one hash lookup whatever the list's size.
-/// Allocated as entries arrive: its capacity (two million peers) costs nothing until used.
+/// Entries are allocated as they arrive; its buckets are not, so `up` sizes it from the
+/// policy (firewall-user's `kernel::resize`), at most this declared capacity.
 #[map]
 pub static ALLOW_EXACT: HashMap<AllowKey, AllowValue> =
     HashMap::with_max_entries(ALLOW_EXACT_ENTRIES, BPF_F_NO_PREALLOC as u32);

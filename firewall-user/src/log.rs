@@ -57,8 +57,15 @@ pub enum Event<'a> {
     },
     /// A change that no `firewall confirm` came for, undone (or not: `message` says).
     Rollback { iface: &'a str, change: &'a str, rolled_back: bool, message: &'a str },
-    /// A prefix put on the blocklist by hand: for `duration`, or until unblocked.
-    Block { iface: &'a str, prefix: String, duration: Option<Duration>, flows_ended: usize },
+    /// A prefix put on the blocklist by hand: for `duration`, or until unblocked, in place
+    /// of the narrower blocks `replaced`.
+    Block {
+        iface: &'a str,
+        prefix: String,
+        duration: Option<Duration>,
+        replaced: Vec<String>,
+        flows_ended: usize,
+    },
     /// A change refused: it would have cut off the SSH session it came from.
     SshGuard { command: &'a str, message: &'a str },
 }
@@ -85,12 +92,19 @@ impl Event<'_> {
             ),
             Event::Rollback { message, .. } => (*message).to_owned(),
             Event::SshGuard { message, .. } => format!("{prefix}: {message}"),
-            Event::Block { iface, prefix: blocked, duration, flows_ended } => {
+            Event::Block { iface, prefix: blocked, duration, replaced, flows_ended } => {
                 let how_long = duration.map_or_else(
                     || "until unblocked".to_owned(),
                     |d| format!("for {}", human_duration(d.as_secs())),
                 );
-                format!("{prefix}: blocked {blocked} on {iface} {how_long}; {flows_ended} flows ended")
+                let replacing = if replaced.is_empty() {
+                    String::new()
+                } else {
+                    format!(", replacing {}", replaced.join(" "))
+                };
+                format!(
+                    "{prefix}: blocked {blocked} on {iface} {how_long}{replacing}; {flows_ended} flows ended"
+                )
             }
         }
     }
@@ -112,7 +126,7 @@ impl Event<'_> {
             Event::Rollback { iface, change, rolled_back, .. } => {
                 tracing::warn!(event = "rollback", iface, change, rolled_back, "{message}");
             }
-            Event::Block { iface, prefix, duration, flows_ended } => tracing::info!(
+            Event::Block { iface, prefix, duration, flows_ended, .. } => tracing::info!(
                 event = "block",
                 iface,
                 prefix = prefix.as_str(),

@@ -90,6 +90,8 @@ struct PeersReport<'a> {
     /// The policy file, changed too unless `live_only`.
     file: &'a std::path::Path,
     live_only: bool,
+    /// The maps resized to hold the change: none unless one had to grow or shrink.
+    resized: &'a [firewall_user::kernel::resize::Resized],
 }
 
 fn report(
@@ -120,5 +122,11 @@ fn report(
         }
     };
     let live_only = scope == Scope::LiveOnly;
-    output.print(line, &PeersReport { iface, rule, changed, file: &done.file, live_only });
+    output.print(
+        line,
+        &PeersReport { iface, rule, changed, file: &done.file, live_only, resized: &done.resized },
+    );
+    if !output.json {
+        super::report_resized(&done.resized);
+    }
 }

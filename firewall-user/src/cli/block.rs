@@ -8,7 +8,6 @@ use firewall_user::{
         peers::parse_prefixes,
     },
     policy,
-    view::blocklist::human_duration,
 };
 
 #[derive(Args)]
@@ -32,10 +31,6 @@ impl Block {
         let prefixes = parse_prefixes(&self.addrs)?;
         let filter = self.filter.open()?;
         let done = block::block(&filter, &prefixes, self.duration, super::session_guard(self.force))?;
-        let how_long = match self.duration {
-            Some(d) => format!("for {}", human_duration(d.as_secs())),
-            None => "until unblocked".into(),
-        };
         let mut lines = Vec::new();
         let mut report = BlockReport {
             iface: filter.iface(),
@@ -44,24 +39,13 @@ impl Block {
             covered: Vec::new(),
         };
         for blocked in done {
+            lines.push(blocked.line(filter.iface(), self.duration));
             match blocked {
                 Blocked::Added { prefix, absorbed, flows_ended } => {
-                    let replaced: Vec<String> = absorbed.iter().map(ToString::to_string).collect();
-                    let replacing = if replaced.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", replacing {}", replaced.join(" "))
-                    };
-                    lines.push(format!(
-                        "firewall: blocked {prefix} on {} {how_long}{replacing}; {flows_ended} flows ended",
-                        filter.iface()
-                    ));
+                    let replaced = absorbed.iter().map(ToString::to_string).collect();
                     report.blocked.push(Added { prefix: prefix.to_string(), replaced, flows_ended });
                 }
                 Blocked::Covered { prefix, by } => {
-                    lines.push(format!(
-                        "firewall: {prefix} is blocked already by {by}, for at least as long; nothing changed"
-                    ));
                     report.covered.push(Covered { prefix: prefix.to_string(), by: by.to_string() });
                 }
             }

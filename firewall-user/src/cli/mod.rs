@@ -264,6 +264,16 @@ fn session_guard(force: bool) -> SessionGuard {
     if force { SessionGuard::Skip } else { SessionGuard::Check }
 }
 
+/// A line for each map a change resized to fit the policy (see `kernel::resize`).
+fn report_resized(resized: &[firewall_user::kernel::resize::Resized]) {
+    for r in resized {
+        println!(
+            "firewall: {} resized from {} to {} entries to fit the policy; programs swapped in place, flows and counters kept",
+            r.map, r.from, r.to
+        );
+    }
+}
+
 /// Says how to keep a change that `--confirm` armed.
 fn report_armed(armed: Option<Armed>) {
     if let Some(Armed { pid, seconds }) = armed {

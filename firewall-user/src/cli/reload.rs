@@ -36,6 +36,8 @@ struct Reloaded<'a> {
     audit: bool,
     /// The rollback `--confirm` armed: `firewall confirm` within `seconds` keeps it.
     confirm_within_secs: Option<u64>,
+    /// The maps resized to fit the policy: none unless one had to grow or shrink.
+    resized: &'a [firewall_user::kernel::resize::Resized],
 }
 
 impl Reload {
@@ -58,6 +60,7 @@ impl Reload {
                     flows_ended: a.flows_removed,
                     audit: done.enforcement.is_audit(),
                     confirm_within_secs: done.armed.as_ref().map(|armed| armed.seconds),
+                    resized: &a.resized,
                 })
             );
             return Ok(ExitStatus::Done);
@@ -71,6 +74,7 @@ impl Reload {
             a.flows_removed,
             audit_note(done.enforcement, ";"),
         );
+        super::report_resized(&a.resized);
         report_armed(done.armed);
         Ok(ExitStatus::Done)
     }

@@ -46,6 +46,8 @@ impl Up {
                 audit: bool,
                 pinned_at: &'a std::path::Path,
                 confirm_within_secs: Option<u64>,
+                /// The maps resized to fit the policy (a filter up already).
+                resized: &'a [firewall_user::kernel::resize::Resized],
             }
             let file = up.fell_back.as_ref().map_or(self.policy.as_path(), |f| f.last_good.as_path());
             let upped = Upped {
@@ -56,6 +58,7 @@ impl Up {
                 audit: up.enforcement.is_audit(),
                 pinned_at: &up.pins.dir,
                 confirm_within_secs: up.armed.as_ref().map(|armed| armed.seconds),
+                resized: &up.resized,
             };
             println!("{}", versioned_json(&upped));
         } else {
@@ -67,6 +70,7 @@ impl Up {
                 audit_note(up.enforcement, ","),
                 up.pins.dir.display()
             );
+            super::report_resized(&up.resized);
             report_armed(up.armed);
         }
         if let Some(fell_back) = up.fell_back {

@@ -10,8 +10,6 @@ use std::path::Path;
 use aya::programs::{
     ProgramError, TcAttachType, XdpMode,
     links::{FdLink, LinkError, PinnedLink},
-    tc::SchedClassifierLink,
-    xdp::XdpLink,
 };
 use firewall_common::{MAPS, PROG_EGRESS, PROG_INGRESS};
 
@@ -22,6 +20,7 @@ use crate::{
         load::Loaded,
         maps::{Enforcement, check_pinned},
         pins::{EGRESS_LINK, INGRESS_LINK, LiveState, PROGRAMS_LEVEL, Pins, StateLock, io_err},
+        resize::{Resized, Sizes, shrink, swap_in},
     },
     policy::Policy,
 };
@@ -58,9 +57,10 @@ pub(crate) fn attach_and_pin(
     enforcement: Enforcement,
 ) -> Result<()> {
     let pins = lock.pins();
-    let mut loaded = Loaded::load(&policy.conntrack, Some(pins))?;
     let ids = Ids::assign(policy, &Ids::default());
-    loaded.maps.apply(&plan(policy, &ids), &[], Some(enforcement))?;
+    let plan = plan(policy, &ids);
+    let mut loaded = Loaded::load(&Sizes::for_plan(&policy.conntrack, &plan), Some(pins), &[])?;
+    loaded.maps.apply(&plan, &[], Some(enforcement))?;
     let iface = pins.iface.as_str();
 
     let xdp = loaded.ingress()?;
@@ -108,42 +108,36 @@ fn pin_link(link: std::result::Result<FdLink, LinkError>, path: &Path) -> Result
     Ok(())
 }
 
-fn pinned_link(path: &Path) -> Result<FdLink> {
+pub(crate) fn pinned_link(path: &Path) -> Result<FdLink> {
     let link =
         PinnedLink::from_pin(path).map_err(|source| FilterError::Link { path: path.to_owned(), source })?;
     Ok(FdLink::from(link))
 }
 
-/// A second `up`: new programs into the old links, the maps brought to the policy.
+/// A second `up`: new programs into the old links, the maps brought to the policy, and
+/// resized to it where they must be (see `kernel::resize`): grown with the new programs,
+/// before the policy is in them; shrunk after, by one more swap. What was resized.
 pub(crate) fn replace(
     lock: &StateLock,
     policy: &Policy,
     policy_text: &str,
     policy_file: &Path,
     enforcement: Option<Enforcement>,
-) -> Result<()> {
+) -> Result<Vec<Resized>> {
     let pins = lock.pins();
     let previous = pins.live_state()?;
     // Verified and loaded before anything changes: a program the kernel refuses, or maps
     // of another layout, leave the filter as it was.
     check_pinned(pins)?;
-    let mut loaded = Loaded::load(&policy.conntrack, Some(pins))?;
-    let ingress = XdpLink::try_from(pinned_link(&pins.link_path(INGRESS_LINK))?)
-        .map_err(|source| FilterError::Link { path: pins.link_path(INGRESS_LINK), source })?;
-    let egress = SchedClassifierLink::try_from(pinned_link(&pins.link_path(EGRESS_LINK))?)
-        .map_err(|source| FilterError::Link { path: pins.link_path(EGRESS_LINK), source })?;
-
     let ids = Ids::assign(policy, &previous.ids);
-    loaded.maps.apply(&plan(policy, &ids), &ids.new_counters(&previous.ids), enforcement)?;
-    let iface = pins.iface.clone();
-    loaded
-        .ingress()?
-        .attach_to_link(ingress)
-        .map_err(|source| link_update_error(source, &iface, PROG_INGRESS))?;
-    loaded
-        .egress()?
-        .attach_to_link(egress)
-        .map_err(|source| link_update_error(source, &iface, PROG_EGRESS))?;
+    let plan = plan(policy, &ids);
+    let live = Sizes::of_live(pins)?;
+    let grown = live.grown(&policy.conntrack, &plan);
+    let mut resized = live.changes(&grown);
+    swap_in(pins, &grown, &resized, |maps| {
+        maps.apply(&plan, &ids.new_counters(&previous.ids), enforcement)?;
+        Ok(())
+    })?;
     lock.save(
         policy_text,
         &LiveState {
@@ -153,10 +147,11 @@ pub(crate) fn replace(
             runtime_only: false,
         },
     )?;
-    Ok(())
+    resized.extend(shrink(pins, &grown, &policy.conntrack, &plan));
+    Ok(resized)
 }
 
-fn link_update_error(source: ProgramError, iface: &str, name: &'static str) -> FilterError {
+pub(crate) fn link_update_error(source: ProgramError, iface: &str, name: &'static str) -> FilterError {
     if if_index(iface).is_none() {
         return FilterError::InterfaceGone(iface.into());
     }
@@ -176,9 +171,10 @@ pub(crate) fn remove_pins(pins: &Pins) -> Result<()> {
         }
     }
     for name in MAPS {
-        let path = pins.map_path(name);
-        if path.exists() {
-            std::fs::remove_file(&path).map_err(io_err("unlink", &path))?;
+        for path in [pins.map_path(name), pins.staging_map_path(name)] {
+            if path.exists() {
+                std::fs::remove_file(&path).map_err(io_err("unlink", &path))?;
+            }
         }
     }
     pins.remove_pin_dir()?;

@@ -4,7 +4,7 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{ProgramError, SchedClassifier, Xdp},
 };
-use firewall_common::{MAP_CONNTRACK, MAP_HALF_OPEN, MAPS, PROG_EGRESS, PROG_INGRESS};
+use firewall_common::{MAPS, PROG_EGRESS, PROG_INGRESS};
 
 use crate::{
     compile::{Ids, plan},
@@ -12,8 +12,9 @@ use crate::{
         filter::{FilterError, Result},
         maps::{Enforcement, LiveMaps},
         pins::Pins,
+        resize::Sizes,
     },
-    policy::{Conntrack, Policy},
+    policy::Policy,
 };
 
 /// The kernel object loaded: both programs verified and loaded (not attached), and its
@@ -24,14 +25,20 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// Loads the object; with `pins`, its maps are the ones pinned there (created and
-    /// pinned when missing).
-    pub fn load(conntrack: &Conntrack, pins: Option<&Pins>) -> Result<Loaded> {
+    /// Loads the object, the maps `sizes` names made at those sizes; with `pins`, its maps
+    /// but those named in `fresh` are the ones pinned there (created and pinned when
+    /// missing), and those in `fresh` are new and not pinned (see `kernel::resize`).
+    pub fn load(sizes: &Sizes, pins: Option<&Pins>, fresh: &[&str]) -> Result<Loaded> {
         let mut loader = EbpfLoader::new();
-        loader.map_max_entries(MAP_CONNTRACK, conntrack.max_entries);
-        loader.map_max_entries(MAP_HALF_OPEN, conntrack.max_half_open);
-        let paths: Vec<(&'static str, std::path::PathBuf)> =
-            pins.map(|p| MAPS.iter().map(|name| (*name, p.map_path(name))).collect()).unwrap_or_default();
+        sizes.set_on(&mut loader);
+        let paths: Vec<(&'static str, std::path::PathBuf)> = pins
+            .map(|p| {
+                MAPS.iter()
+                    .filter(|name| !fresh.contains(name))
+                    .map(|name| (*name, p.map_path(name)))
+                    .collect()
+            })
+            .unwrap_or_default();
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
@@ -48,9 +55,10 @@ impl Loaded {
     /// Loads the object with its maps filled from `policy` (not pinned): the harness of
     /// the verdict tests and the benchmarks.
     pub fn with_policy(policy: &Policy) -> Result<(Loaded, Ids)> {
-        let mut loaded = Loaded::load(&policy.conntrack, None)?;
         let ids = Ids::assign(policy, &Ids::default());
-        loaded.maps.apply(&plan(policy, &ids), &[], Some(Enforcement::Enforce))?;
+        let plan = plan(policy, &ids);
+        let mut loaded = Loaded::load(&Sizes::for_plan(&policy.conntrack, &plan), None, &[])?;
+        loaded.maps.apply(&plan, &[], Some(Enforcement::Enforce))?;
         Ok((loaded, ids))
     }
 

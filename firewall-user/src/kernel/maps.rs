@@ -14,18 +14,16 @@ use aya::{
     },
 };
 use firewall_common::{
-    ALLOW_EXACT_ENTRIES, ALLOW_ONE_WAY, ALLOW_PREFIX_ENTRIES, ALLOW_TRAP, Addr, AllowKey, AllowValue,
-    BLOCK_COUNTER_BASE, BlockEntry, CONFIG_AUDIT, CONFIG_HAS_RANGES, CONFIG_LIVE_FLAGS,
-    CONFIG_MORE_ADDRESSES, Config, Counter, DROP_EVENTS_BYTES, Direction, FLOW_STATS_ENTRIES,
-    FLOWS_ENDED_ENTRIES, FRAGMENTS_ENTRIES, Flow, FlowKey, FlowTable, FragmentKey, FragmentedDatagram,
-    ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT, MAP_ALLOW_PREFIX, MAP_ANTISPOOF_DST,
-    MAP_ANTISPOOF_SRC, MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS, MAP_DROP_EVENTS,
-    MAP_FLOW_STATS, MAP_FLOWS_ENDED, MAP_FRAGMENTS, MAP_HALF_OPEN, MAP_HOST_ADDRESSES,
-    MAP_PER_SOURCE_BUCKETS, MAP_PER_SOURCE_CONNECTIONS, MAP_PER_SOURCE_LIMITS, MAP_PORT_INTERVALS,
-    MAP_RULE_UIDS, MAP_TOKEN_BUCKETS, MAPS, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, MAX_HOST_ADDRESSES,
-    MAX_RULE_UIDS, MAX_RULES, PER_SOURCE_BUCKETS_ENTRIES, PER_SOURCE_CONNECTIONS_ENTRIES,
-    PORT_INTERVALS_ENTRIES, PROTO_ICMP, PROTO_ICMPV6, PerSourceLimit, RuleUid, SourceConnections, SourceKey,
-    TOKEN_BUCKETS_ENTRIES, TokenBucket, block_counter, flows_inserted, flows_removed,
+    ALLOW_ONE_WAY, ALLOW_PREFIX_ENTRIES, ALLOW_TRAP, Addr, AllowKey, AllowValue, BLOCK_COUNTER_BASE,
+    BlockEntry, CONFIG_AUDIT, CONFIG_HAS_RANGES, CONFIG_LIVE_FLAGS, CONFIG_MORE_ADDRESSES, Config, Counter,
+    DROP_EVENTS_BYTES, Direction, FLOW_STATS_ENTRIES, FLOWS_ENDED_ENTRIES, FRAGMENTS_ENTRIES, Flow, FlowKey,
+    FlowTable, FragmentKey, FragmentedDatagram, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT,
+    MAP_ALLOW_PREFIX, MAP_ANTISPOOF_DST, MAP_ANTISPOOF_SRC, MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK,
+    MAP_COUNTERS, MAP_DROP_EVENTS, MAP_FLOW_STATS, MAP_FLOWS_ENDED, MAP_FRAGMENTS, MAP_HALF_OPEN,
+    MAP_HOST_ADDRESSES, MAP_PER_SOURCE_BUCKETS, MAP_PER_SOURCE_CONNECTIONS, MAP_PER_SOURCE_LIMITS,
+    MAP_PORT_INTERVALS, MAP_RULE_UIDS, MAP_TOKEN_BUCKETS, MAPS, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS,
+    MAX_HOST_ADDRESSES, MAX_RULES, PROTO_ICMP, PROTO_ICMPV6, PerSourceLimit, RuleUid, SourceConnections,
+    SourceKey, TOKEN_BUCKETS_ENTRIES, TokenBucket, block_counter, flows_inserted, flows_removed,
 };
 
 use crate::{
@@ -77,7 +75,7 @@ pub enum MapsError {
 
 /// A map's shape: key and value sizes as the kernel object declares them (an LPM trie's
 /// key has its 4-byte prefix length in front), and its size where the object fixes it
-/// (the flow tables' are the policy's).
+/// (the sizes of `kernel::resize::RESIZABLE` follow the policy).
 #[derive(PartialEq, Eq)]
 struct Layout {
     key: u32,
@@ -103,7 +101,7 @@ fn layout(name: &str) -> Layout {
         MAP_CONNTRACK | MAP_HALF_OPEN => (size_of::<FlowKey>(), size_of::<Flow>(), None),
         MAP_FLOW_STATS => (4, size_of::<u64>(), Some(FLOW_STATS_ENTRIES)),
         MAP_FLOWS_ENDED => (4, size_of::<u64>(), Some(FLOWS_ENDED_ENTRIES)),
-        MAP_ALLOW_EXACT => (size_of::<AllowKey>(), size_of::<AllowValue>(), Some(ALLOW_EXACT_ENTRIES)),
+        MAP_ALLOW_EXACT => (size_of::<AllowKey>(), size_of::<AllowValue>(), None),
         MAP_ALLOW_PREFIX => (4 + size_of::<AllowKey>(), size_of::<AllowValue>(), Some(ALLOW_PREFIX_ENTRIES)),
         MAP_ANTISPOOF_SRC | MAP_ANTISPOOF_DST => (4 + size_of::<Addr>(), 4, Some(MAX_ANTISPOOF)),
         MAP_TOKEN_BUCKETS => (4, size_of::<TokenBucket>(), Some(TOKEN_BUCKETS_ENTRIES)),
@@ -112,15 +110,11 @@ fn layout(name: &str) -> Layout {
         MAP_DROP_EVENTS => (0, 0, Some(DROP_EVENTS_BYTES)),
         MAP_FRAGMENTS => (size_of::<FragmentKey>(), size_of::<FragmentedDatagram>(), Some(FRAGMENTS_ENTRIES)),
         MAP_HOST_ADDRESSES => (size_of::<Addr>(), size_of::<u32>(), Some(MAX_HOST_ADDRESSES)),
-        MAP_PORT_INTERVALS => (4, size_of::<u64>(), Some(PORT_INTERVALS_ENTRIES)),
+        MAP_PORT_INTERVALS => (4, size_of::<u64>(), None),
         MAP_PER_SOURCE_LIMITS => (4, size_of::<PerSourceLimit>(), Some(MAX_RULES)),
-        MAP_PER_SOURCE_BUCKETS => {
-            (size_of::<SourceKey>(), size_of::<u64>(), Some(PER_SOURCE_BUCKETS_ENTRIES))
-        }
-        MAP_RULE_UIDS => (size_of::<RuleUid>(), size_of::<u8>(), Some(MAX_RULE_UIDS)),
-        MAP_PER_SOURCE_CONNECTIONS => {
-            (size_of::<SourceKey>(), size_of::<SourceConnections>(), Some(PER_SOURCE_CONNECTIONS_ENTRIES))
-        }
+        MAP_PER_SOURCE_BUCKETS => (size_of::<SourceKey>(), size_of::<u64>(), None),
+        MAP_RULE_UIDS => (size_of::<RuleUid>(), size_of::<u8>(), None),
+        MAP_PER_SOURCE_CONNECTIONS => (size_of::<SourceKey>(), size_of::<SourceConnections>(), None),
         _ => unreachable!("every map is listed in firewall_common::MAPS"),
     };
     Layout { key: key as u32, value: value as u32, max_entries }
@@ -233,6 +227,8 @@ pub struct Applied {
     pub added: usize,
     pub removed: usize,
     pub flows_removed: usize,
+    /// The maps resized to fit the policy, by migration (see `kernel::resize`).
+    pub resized: Vec<crate::kernel::resize::Resized>,
 }
 
 /// What a plan makes of a live flow.
@@ -317,6 +313,21 @@ impl LiveMaps {
         })
     }
 
+    /// The map named `name` (one of the resizable ones: see `kernel::resize::RESIZABLE`).
+    pub(crate) fn map_data(&self, name: &str) -> &MapData {
+        match name {
+            MAP_ALLOW_EXACT => Some(self.allow_exact.map()),
+            MAP_CONNTRACK => Some(self.conntrack.map()),
+            MAP_HALF_OPEN => Some(self.half_open.map()),
+            MAP_RULE_UIDS => self.rule_uids.as_ref().map(|m| m.map()),
+            MAP_PER_SOURCE_BUCKETS => self.per_source_buckets.as_ref().map(|m| m.map()),
+            MAP_PER_SOURCE_CONNECTIONS => self.per_source_connections.as_ref().map(|m| m.map()),
+            MAP_PORT_INTERVALS => self.port_intervals.as_ref().map(|m| m.map()),
+            _ => None,
+        }
+        .unwrap_or_else(|| unreachable!("a loaded object has every resizable map, and {name} is one"))
+    }
+
     /// Takes the maps out of a loaded object (after its programs are loaded: they hold
     /// the maps' descriptors from then on).
     pub fn take(ebpf: &mut Ebpf) -> Result<LiveMaps> {
@@ -335,16 +346,9 @@ impl LiveMaps {
         )
     }
 
-    /// Makes the maps hold `plan`: zeroes `fresh_counters` first, then adds and updates
-    /// every wanted entry, and only then removes the stale ones, so no packet of a flow
-    /// that stays allowed meets a gap. Last, flows the plan no longer admits are forgotten.
-    /// `enforcement` sets the filter's mode; `None` keeps the live filter's.
-    pub fn apply(
-        &mut self,
-        plan: &MapPlan,
-        fresh_counters: &[u32],
-        enforcement: Option<Enforcement>,
-    ) -> Result<Applied> {
+    /// Refuses a plan the live filter's programs, loaded by an older version, know nothing
+    /// of: their maps lack one it needs. Checked before anything changes, a resize too.
+    pub fn refuse_unknown(&self, plan: &MapPlan) -> Result<()> {
         if self.host_addresses.is_none() && plan.config.flags & CONFIG_MORE_ADDRESSES != 0 {
             return Err(MapsError::OneAddressEach);
         }
@@ -360,6 +364,20 @@ impl LiveMaps {
         if self.per_source_connections.is_none() && plan.has_connections() {
             return Err(MapsError::NoConnectionLimits);
         }
+        Ok(())
+    }
+
+    /// Makes the maps hold `plan`: zeroes `fresh_counters` first, then adds and updates
+    /// every wanted entry, and only then removes the stale ones, so no packet of a flow
+    /// that stays allowed meets a gap. Last, flows the plan no longer admits are forgotten.
+    /// `enforcement` sets the filter's mode; `None` keeps the live filter's.
+    pub fn apply(
+        &mut self,
+        plan: &MapPlan,
+        fresh_counters: &[u32],
+        enforcement: Option<Enforcement>,
+    ) -> Result<Applied> {
+        self.refuse_unknown(plan)?;
         let mut applied = Applied::default();
         for id in fresh_counters {
             self.zero_counter(*id)?;
@@ -537,7 +555,9 @@ impl LiveMaps {
         if plan.port_lanes.is_empty() && !had_ranges {
             return Ok(0);
         }
-        let live: std::collections::BTreeMap<u32, u64> = (0..PORT_INTERVALS_ENTRIES)
+        // Its size, as the kernel made it: one entry while the policy had no ranges.
+        let len = map.map().info().map_err(call(MAP_PORT_INTERVALS, "info"))?.max_entries();
+        let live: std::collections::BTreeMap<u32, u64> = (0..len)
             .map(|index| map.get(&index, 0).map(|value| (index, value)))
             .filter(|value| !matches!(value, Ok((_, 0))))
             .collect::<std::result::Result<_, _>>()

@@ -239,6 +239,13 @@ impl Pins {
         self.dir.join(name)
     }
 
+    /// Where a resized map is pinned before it is renamed over [`Pins::map_path`] (see
+    /// `kernel::resize`); one left by an interrupted resize is removed with the others.
+    /// (bpffs refuses a name with a dot.)
+    pub fn staging_map_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}-resized"))
+    }
+
     pub fn link_path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }

@@ -154,6 +154,33 @@ pub enum Blocked {
     Covered { prefix: Prefix, by: Prefix },
 }
 
+impl Blocked {
+    /// The log's event of a block added (none for one covered already).
+    pub fn event<'a>(&self, iface: &'a str, duration: Option<Duration>) -> Option<crate::log::Event<'a>> {
+        let Blocked::Added { prefix, absorbed, flows_ended } = self else { return None };
+        Some(crate::log::Event::Block {
+            iface,
+            prefix: prefix.to_string(),
+            duration,
+            replaced: absorbed.iter().map(ToString::to_string).collect(),
+            flows_ended: *flows_ended,
+        })
+    }
+
+    /// Its one line, as `block` prints it: the log's for a block added.
+    pub fn line(&self, iface: &str, duration: Option<Duration>) -> String {
+        match (self, self.event(iface, duration)) {
+            (_, Some(event)) => event.line("firewall"),
+            (Blocked::Covered { prefix, by }, None) => {
+                format!(
+                    "firewall: {prefix} is blocked already by {by}, for at least as long; nothing changed"
+                )
+            }
+            (Blocked::Added { .. }, None) => unreachable!("an added block has its event"),
+        }
+    }
+}
+
 /// Blocks each prefix, `duration` long (`None`: until unblocked), at once: their flows
 /// end, and no packet passes to or from them. Refuses, before changing anything, a bad
 /// address, or one that holds the SSH session the command runs from (unless [`SessionGuard::Skip`]).
@@ -182,9 +209,8 @@ pub fn block(
     let mut done = Vec::new();
     for &prefix in prefixes {
         let blocked = apply_block(&mut maps, prefix, deadline_ns, now)?;
-        if let Blocked::Added { prefix, flows_ended, .. } = &blocked {
-            let (prefix, flows_ended) = (prefix.to_string(), *flows_ended);
-            crate::log::Event::Block { iface: &pins.iface, prefix, duration, flows_ended }.log();
+        if let Some(event) = blocked.event(&pins.iface, duration) {
+            event.log();
         }
         done.push(blocked);
     }

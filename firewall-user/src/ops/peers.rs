@@ -6,7 +6,7 @@ use toml_edit::{DocumentMut, Item, Value};
 
 use crate::{
     files::{self, Perms},
-    kernel::{Filter, maps::LiveMaps, pins::LiveState},
+    kernel::{Filter, maps::LiveMaps, pins::LiveState, resize::Resized},
     ops::{
         LiveError, Result,
         lockout::SessionGuard,
@@ -25,6 +25,8 @@ pub struct PeersChanged {
     pub file: PathBuf,
     /// The addresses that changed (an `allow` of a peer already there changes nothing).
     pub changed: Vec<Prefix>,
+    /// The maps resized to hold them (see `kernel::resize`).
+    pub resized: Vec<Resized>,
 }
 
 /// Where `allow` and `revoke` make their change.
@@ -105,7 +107,7 @@ pub fn change_peers(
         }
     }
     if changed.is_empty() {
-        return Ok(PeersChanged { file, changed });
+        return Ok(PeersChanged { file, changed, resized: Vec::new() });
     }
     let new_text = doc.to_string();
     // The whole policy is validated again: a peer another rule owns, the last peer
@@ -113,25 +115,25 @@ pub fn change_peers(
     let policy = crate::kernel::filter::in_force_on(policy::parse(&new_text, &file)?, &pins.iface);
     let mut maps = LiveMaps::open(pins)?;
     guard(&maps, &policy, pins, None, session_guard)?;
-    let (ids, _) = apply(pins, &mut maps, &state, &policy, None)?;
+    let (state, applied) = apply(pins, &mut maps, &state, &policy, None)?;
     let Some(meta) = meta else {
         // Not the last good policy either: a boot on it would keep what was meant to go.
-        lock.save(&new_text, &LiveState { policy_file: file.clone(), ids, runtime_only: true, ..state })?;
-        return Ok(PeersChanged { file, changed });
+        lock.save(&new_text, &LiveState { runtime_only: true, ..state })?;
+        return Ok(PeersChanged { file, changed, resized: applied.resized });
     };
     if let Err(err) = files::replace(&file, new_text.as_bytes(), Perms::Like(meta)) {
         let _ = apply(
             pins,
             &mut maps,
-            &LiveState { ids: ids.clone(), ..state.clone() },
+            &state,
             &crate::kernel::filter::in_force_on(pins.policy()?, &pins.iface),
             None,
         );
         return Err(err.into());
     }
-    lock.save(&new_text, &LiveState { policy_file: file.clone(), ids, ..state })?;
+    lock.save(&new_text, &state)?;
     lock.keep_last_good()?;
-    Ok(PeersChanged { file, changed })
+    Ok(PeersChanged { file, changed, resized: applied.resized })
 }
 
 /// The `peers` array of rule `rule`.

@@ -10,7 +10,10 @@ use crate::{
         Filter, FilterError,
         filter::in_force_on,
         maps::{Applied, Enforcement, LiveMaps, dedup_flows},
-        pins::{LiveState, PROGRAMS_ONE_WAY, PROGRAMS_TRAP, Pins, PinsError, StateLock, io_err},
+        pins::{
+            LiveState, PROGRAMS_LEVEL, PROGRAMS_ONE_WAY, PROGRAMS_TRAP, Pins, PinsError, StateLock, io_err,
+        },
+        resize::{Sizes, shrink, swap_in},
     },
     ops::{
         Apply, LiveError, Result,
@@ -21,19 +24,39 @@ use crate::{
     view::conntrack::FlowView,
 };
 
-/// Applies `policy` to the live maps; on a failure part-way, puts the previous policy
-/// back before reporting it.
+/// Applies `policy` to the live maps, resized first where it needs more room and after
+/// where it leaves them far too large (see `kernel::resize`); on a failure part-way, puts
+/// the previous policy back before reporting it. The live state to save: `state` with the
+/// new ids, and this version's programs if a resize loaded them.
 pub(crate) fn apply(
     pins: &Pins,
     maps: &mut LiveMaps,
     state: &LiveState,
     policy: &Policy,
     enforcement: Option<Enforcement>,
-) -> Result<(Ids, Applied)> {
+) -> Result<(LiveState, Applied)> {
     let ids = Ids::assign(policy, &state.ids);
+    let wanted = plan(policy, &ids);
     let was = maps.enforcement()?;
-    match maps.apply(&plan(policy, &ids), &ids.new_counters(&state.ids), enforcement) {
-        Ok(applied) => Ok((ids, applied)),
+    // Before a resize, which would load this version's programs in passing.
+    maps.refuse_unknown(&wanted)?;
+    let live = Sizes::of_live(pins)?;
+    let grown = live.grown(&policy.conntrack, &wanted);
+    let mut resized = live.changes(&grown);
+    if !resized.is_empty() {
+        *maps = swap_in(pins, &grown, &resized, |_| Ok(()))?.0;
+    }
+    match maps.apply(&wanted, &ids.new_counters(&state.ids), enforcement) {
+        Ok(mut applied) => {
+            let shrunk = shrink(pins, &grown, &policy.conntrack, &wanted);
+            if !shrunk.is_empty() {
+                *maps = LiveMaps::open(pins)?;
+            }
+            resized.extend(shrunk);
+            let programs = if resized.is_empty() { state.programs } else { PROGRAMS_LEVEL };
+            applied.resized = resized;
+            Ok((LiveState { ids, programs, ..state.clone() }, applied))
+        }
         Err(err) => {
             if let Ok(previous) = pins.policy() {
                 let _ = maps.apply(&plan(&previous, &state.ids), &[], Some(was));
@@ -113,10 +136,10 @@ pub fn reload_text(
     refuse_unknown_to_programs(&state, &policy)?;
     let mut maps = LiveMaps::open(&pins)?;
     guard(&maps, &policy, &pins, enforcement, session_guard)?;
-    let (ids, applied) = apply(&pins, &mut maps, &state, &policy, enforcement)?;
+    let (state, applied) = apply(&pins, &mut maps, &state, &policy, enforcement)?;
     let file = file.to_owned();
     // The file in force again: changes made `--runtime-only` are gone.
-    lock.save(text, &LiveState { policy_file: file.clone(), ids, runtime_only: false, ..state })?;
+    lock.save(text, &LiveState { policy_file: file.clone(), runtime_only: false, ..state })?;
     let enforcement = maps.enforcement()?;
     Ok(Reloaded { pins, file, applied, enforcement, armed: None })
 }

@@ -8,6 +8,7 @@ use crate::{
         filter::{Result, if_index, in_force_on, require_root},
         maps::{Enforcement, LiveMaps},
         pins::{Pins, StateLock, io_err},
+        resize::Resized,
     },
     ops::{
         Apply,
@@ -86,6 +87,8 @@ pub struct Up {
     pub rules: usize,
     /// The rollback `--confirm` armed.
     pub armed: Option<Armed>,
+    /// The maps resized to fit the policy (a second `up` only: a first sizes them so).
+    pub resized: Vec<Resized>,
     /// With [`Fallback::LastGood`]: the policy file failed, and the last good policy is in
     /// force instead.
     pub fell_back: Option<FellBack>,
@@ -174,7 +177,7 @@ fn up_locked(
     let policy_file = std::path::absolute(policy_file).map_err(io_err("resolving", policy_file))?;
     if pins.is_up() {
         lock.refuse_if_pending()?;
-        replace(lock, policy, policy_text, &policy_file, enforcement)?;
+        let resized = replace(lock, policy, policy_text, &policy_file, enforcement)?;
         let enforcement = LiveMaps::open(&pins)?.enforcement()?;
         return Ok(Up {
             pins,
@@ -182,6 +185,7 @@ fn up_locked(
             enforcement,
             rules: policy.rules.len(),
             armed: None,
+            resized,
             fell_back: None,
         });
     }
@@ -201,6 +205,7 @@ fn up_locked(
         enforcement,
         rules: policy.rules.len(),
         armed: None,
+        resized: Vec::new(),
         fell_back: None,
     })
 }

@@ -15,7 +15,6 @@ use std::{
     fmt::Write as _,
     io::Write as _,
     net::Ipv4Addr,
-    os::fd::{AsFd as _, AsRawFd as _},
     path::Path,
     process::{Command, Stdio},
     time::Instant,
@@ -23,14 +22,14 @@ use std::{
 
 use aya::{
     EbpfLoader,
-    maps::{HashMap, IterableMap, MapData},
+    maps::{HashMap, IterableMap},
     programs::{TestRun, TestRunOptions, Xdp, XdpMode},
 };
 use firewall_common::Direction;
 use serde_json::json;
 use tests::{
     frames::{self, ACK, FIN, OURS, SYN},
-    harness::TestFilter,
+    harness::{TestFilter, memlock},
     lab::{CLIENT_IF, HOST, Lab, SERVER_IF, STRANGER},
 };
 
@@ -79,16 +78,6 @@ fn ns_per_packet(run: &mut dyn FnMut(TestRunOptions) -> std::time::Duration, fra
     median(samples)
 }
 
-/// The kernel's accounting of a map's memory (`memlock` in its fdinfo), in bytes.
-fn memlock(map: &MapData) -> u64 {
-    let fd = map.fd().as_fd().as_raw_fd();
-    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).expect("fdinfo");
-    info.lines()
-        .find_map(|l| l.strip_prefix("memlock:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("memlock in fdinfo")
-}
-
 /// Runs of [`ns_alternating`]: each one a system call, so fewer than a repeat's.
 const ALTERNATING_RUNS: usize = 20_001;
 
@@ -129,10 +118,8 @@ struct PerPacket {
     allow_exact_bytes: u64,
     conntrack_bytes: u64,
     half_open_bytes: u64,
-    /// `PORT_INTERVALS`, the same at every size.
+    /// `PORT_INTERVALS` with a range, the same at every size.
     port_intervals_bytes: u64,
-    /// `PER_SOURCE_CONNECTIONS`, the same at every size.
-    per_source_connections_bytes: u64,
 }
 
 fn per_packet(size: u32) -> PerPacket {
@@ -209,8 +196,6 @@ fn per_packet(size: u32) -> PerPacket {
     let allow_exact_bytes = memlock(f.loaded.maps.allow_exact.map());
     let conntrack_bytes = memlock(f.loaded.maps.conntrack.map());
     let half_open_bytes = memlock(f.loaded.maps.half_open.map());
-    let per_source_connections_bytes =
-        memlock(f.loaded.maps.per_source_connections.as_ref().expect("the object has the map").map());
 
     // The baseline: the one-lookup program of an object of its own, its map as big.
     let mut ebpf = EbpfLoader::new()
@@ -235,7 +220,6 @@ fn per_packet(size: u32) -> PerPacket {
         conntrack_bytes,
         half_open_bytes,
         port_intervals_bytes,
-        per_source_connections_bytes,
     }
 }
 
@@ -328,13 +312,8 @@ fn main() {
     }
     let _ = writeln!(
         md,
-        "\n`PORT_INTERVALS` (port ranges' intervals, the same whatever the policy): {:.1} MiB.",
+        "\n`PORT_INTERVALS` (port ranges' intervals, with a range; one entry without): {:.1} MiB.",
         rows[0].port_intervals_bytes as f64 / 1_048_576.0
-    );
-    let _ = writeln!(
-        md,
-        "`PER_SOURCE_CONNECTIONS` (each source's last 16 flows for `per_source.connections`, 4,096 sources, the same whatever the policy): {:.1} MiB.",
-        rows[0].per_source_connections_bytes as f64 / 1_048_576.0
     );
     json.insert(
         "per_packet_ns".into(),
@@ -354,6 +333,26 @@ fn main() {
         return;
     }
     let lab = Lab::new("bench");
+
+    // Every map of a live filter with the tight policy, as `up` sizes them.
+    lab.up();
+    let live = tests::harness::pinned_memlock(&lab.pin_dir());
+    lab.firewall_ok(&["down", "--iface", SERVER_IF]);
+    let total: u64 = live.iter().map(|(_, bytes)| bytes).sum();
+    let _ = writeln!(
+        md,
+        "\nEvery map of a live filter with the tight policy (65,536 established flows, 16,384 half-open), as `up` sizes them: {:.1} MiB. The largest:\n",
+        total as f64 / 1_048_576.0
+    );
+    let mut largest = live.clone();
+    largest.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
+    for (name, bytes) in largest.iter().take(6) {
+        let _ = writeln!(md, "- `{name}`: {:.2} MiB", *bytes as f64 / 1_048_576.0);
+    }
+    json.insert(
+        "tight_policy_map_bytes".into(),
+        json!(live.iter().map(|(n, b)| (n.to_string(), json!(b))).collect::<serde_json::Map<_, _>>()),
+    );
 
     eprintln!("bench: floods…");
     let floods: Vec<Flood> = FLOOD_SIZES.iter().map(|&n| flood_row(&lab, n)).collect();

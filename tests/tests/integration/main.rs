@@ -21,6 +21,7 @@ mod ipv6;
 mod limits;
 mod link;
 mod live;
+mod memory;
 mod model;
 mod one_way;
 mod owner;

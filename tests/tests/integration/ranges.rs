@@ -105,10 +105,17 @@ fn a_reload_adds_a_range_live_moves_it_and_takes_it_away_and_sessions_stay() {
     assert_eq!(lab.config_flags() & CONFIG_HAS_RANGES, 0, "no ranges, no lookup");
     assert_eq!(probe(&lab, 50005, BLOCKED_AFTER), Outcome::Blocked, "no rule yet");
 
+    // The intervals' array, one entry without ranges, grows to every port's: the programs
+    // are swapped in their links for ones that use it, and the session stays.
     let added = lab.tight_with("added.toml", FTP_RULE);
-    lab.firewall_ok(&["reload", "--policy", added.to_str().unwrap()]);
+    let out = lab.firewall_ok(&["reload", "--policy", added.to_str().unwrap()]);
+    assert!(out.contains("PORT_INTERVALS resized from 1 to 65536 entries"), "{out}");
     still_alive(&mut ssh, "after a reload that added a range");
-    assert_eq!(lab.program_ids(), programs, "a reload keeps the programs");
+    let (xdp, tc) = lab.program_ids();
+    assert!(
+        xdp != programs.0 && tc.len() == 1 && tc != programs.1,
+        "swapped in their links: {programs:?} {tc:?}"
+    );
     assert_ne!(lab.config_flags() & CONFIG_HAS_RANGES, 0);
     assert_the_range_is_in_force(&lab);
 
@@ -124,8 +131,10 @@ fn a_reload_adds_a_range_live_moves_it_and_takes_it_away_and_sessions_stay() {
     still_alive(&mut inside, "after its range grew");
     assert_eq!(probe(&lab, 50015, OPEN_WITHIN), Outcome::Open, "the range grew");
 
-    // Taken away: the range's ports drop again, its flows end, the rest is untouched.
-    lab.firewall_ok(&["reload", "--policy", lab.policy_file().to_str().unwrap()]);
+    // Taken away: the range's ports drop again, its flows end, the rest is untouched, and
+    // the array is back to its one entry.
+    let out = lab.firewall_ok(&["reload", "--policy", lab.policy_file().to_str().unwrap()]);
+    assert!(out.contains("PORT_INTERVALS resized from 65536 to 1 entries"), "{out}");
     still_alive(&mut ssh, "after a reload that removed the range");
     assert_eq!(lab.config_flags() & CONFIG_HAS_RANGES, 0, "no ranges left");
     assert!(echo(&mut inside, b"after\n", BLOCKED_AFTER).is_err(), "the range's flow ended with it");

@@ -1,0 +1,354 @@
+//! Maps sized to the policy, and resized under a live filter.
+//!
+//! A map's memory is fixed when the kernel creates it: a hash's bucket array by its
+//! `max_entries`, an LRU's or an array's entries all at once. So `up` sizes each map in
+//! [`RESIZABLE`] from the policy ([`Sizes::for_plan`]): the exact-peer hash to twice its
+//! entries, the flow tables to `[conntrack]`, the maps of features the policy does not use
+//! to almost nothing. A later change that needs more room (a live `allow` past the hash's
+//! capacity, a `per_source` limit, a larger `max_entries`) grows them first; one that
+//! leaves a map far too large shrinks it after ([`Sizes::grown`], [`Sizes::shrunk`]).
+//!
+//! A resize is a migration, [`swap_in`]: the programs are loaded again with new maps of
+//! the new sizes beside the pinned others, the old maps' entries copied in, the programs
+//! swapped in their pinned links (`bpf_link_update`: no packet meets an interface without a
+//! filter), and the new maps pinned over the old ones' paths (a rename: every later command
+//! opens the new). The entries the old programs wrote in the meantime (flows, sources'
+//! buckets) are copied once more after the swap, so no flow is lost.
+use std::collections::BTreeMap;
+
+use aya::{
+    EbpfLoader, Pod,
+    maps::{Array, HashMap, MapData},
+};
+use firewall_common::{
+    ALLOW_EXACT_ENTRIES, MAP_ALLOW_EXACT, MAP_CONNTRACK, MAP_HALF_OPEN, MAP_PER_SOURCE_BUCKETS,
+    MAP_PER_SOURCE_CONNECTIONS, MAP_PORT_INTERVALS, MAP_RULE_UIDS, MAX_RULE_UIDS, PER_SOURCE_BUCKETS_ENTRIES,
+    PER_SOURCE_CONNECTIONS_ENTRIES, PORT_INTERVALS_ENTRIES, PROG_EGRESS, PROG_INGRESS,
+};
+use serde::Serialize;
+
+use crate::{
+    compile::MapPlan,
+    kernel::{
+        attach::{link_update_error, pinned_link},
+        filter::{FilterError, Result},
+        load::Loaded,
+        maps::{LiveMaps, MapsError, call},
+        pins::{EGRESS_LINK, INGRESS_LINK, Pins, io_err},
+    },
+    policy::Conntrack,
+};
+
+/// The maps whose size follows the policy. The others are small, or allocated as entries
+/// arrive (the tries), and keep the object's size.
+pub const RESIZABLE: [&str; 7] = [
+    MAP_ALLOW_EXACT,
+    MAP_RULE_UIDS,
+    MAP_CONNTRACK,
+    MAP_HALF_OPEN,
+    MAP_PER_SOURCE_BUCKETS,
+    MAP_PER_SOURCE_CONNECTIONS,
+    MAP_PORT_INTERVALS,
+];
+
+/// The fewest entries a hash sized by its contents gets: its buckets cost 16 bytes each,
+/// so 1,024 of them (16 KiB) leave room for a few live `allow`s at no cost worth naming.
+const MIN_HASH: u32 = 1024;
+/// The size of a map the policy does not use: the kernel wants at least one entry.
+const UNUSED: u32 = 1;
+/// A hash sized by its contents shrinks once its capacity is this many times what it
+/// would be given anew, so that a peer or two revoked and allowed again never migrate.
+const SHRINK_SLACK: u32 = 4;
+
+/// What one map needs: at least `needed` entries (a migration grows it when it has fewer),
+/// `target` when it is made or resized, and no more than `target × slack` (a migration
+/// shrinks it when it has more).
+struct Want {
+    needed: u32,
+    target: u32,
+    slack: u32,
+}
+
+impl Want {
+    /// A hash sized by how many entries it holds: twice that, a power of two (the
+    /// kernel's bucket count is one), at least [`MIN_HASH`], at most `cap`.
+    fn by_count(count: usize, cap: u32) -> Want {
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        let target =
+            count.saturating_mul(2).max(MIN_HASH).checked_next_power_of_two().unwrap_or(cap).min(cap);
+        Want { needed: count.min(cap), target, slack: SHRINK_SLACK }
+    }
+
+    /// Exactly `size` entries, as the policy says.
+    fn exactly(size: u32) -> Want {
+        Want { needed: size, target: size, slack: 1 }
+    }
+
+    /// `full` entries when the policy uses the map, else [`UNUSED`].
+    fn when(used: bool, full: u32) -> Want {
+        Want::exactly(if used { full } else { UNUSED })
+    }
+}
+
+/// What each map of [`RESIZABLE`] needs for `plan`, whose `[conntrack]` is `conntrack`.
+fn wants(conntrack: &Conntrack, plan: &MapPlan) -> [(&'static str, Want); 7] {
+    [
+        (MAP_ALLOW_EXACT, Want::by_count(plan.allow_exact.len(), ALLOW_EXACT_ENTRIES)),
+        (MAP_RULE_UIDS, Want::by_count(plan.rule_uids.len(), MAX_RULE_UIDS)),
+        (MAP_CONNTRACK, Want::exactly(conntrack.max_entries)),
+        (MAP_HALF_OPEN, Want::exactly(conntrack.max_half_open)),
+        (MAP_PER_SOURCE_BUCKETS, Want::when(!plan.per_source_limits.is_empty(), PER_SOURCE_BUCKETS_ENTRIES)),
+        (MAP_PER_SOURCE_CONNECTIONS, Want::when(plan.has_connections(), PER_SOURCE_CONNECTIONS_ENTRIES)),
+        (MAP_PORT_INTERVALS, Want::when(!plan.port_lanes.is_empty(), PORT_INTERVALS_ENTRIES)),
+    ]
+}
+
+/// The sizes (`max_entries`) of the maps of [`RESIZABLE`], by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sizes(BTreeMap<&'static str, u32>);
+
+/// One map a migration resized.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Resized {
+    pub map: &'static str,
+    pub from: u32,
+    pub to: u32,
+}
+
+impl std::fmt::Display for Resized {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} -> {} entries", self.map, self.from, self.to)
+    }
+}
+
+impl Sizes {
+    /// The sizes a new filter's maps get for `plan`.
+    pub fn for_plan(conntrack: &Conntrack, plan: &MapPlan) -> Sizes {
+        Sizes(wants(conntrack, plan).into_iter().map(|(name, want)| (name, want.target)).collect())
+    }
+
+    /// The sizes of the live filter's maps (a map an older version did not make is left
+    /// out: it is made at its target).
+    pub fn of_live(pins: &Pins) -> std::result::Result<Sizes, MapsError> {
+        let mut sizes = BTreeMap::new();
+        for name in RESIZABLE {
+            let path = pins.map_path(name);
+            if path.exists() {
+                let info =
+                    MapData::from_pin(&path).and_then(|m| m.info()).map_err(call(name, "open pinned"))?;
+                sizes.insert(name, info.max_entries());
+            }
+        }
+        Ok(Sizes(sizes))
+    }
+
+    /// These sizes, with every map too small for `plan` grown to its target.
+    #[must_use]
+    pub fn grown(&self, conntrack: &Conntrack, plan: &MapPlan) -> Sizes {
+        self.adjusted(conntrack, plan, |live, want| (live < want.needed).then_some(want.target))
+    }
+
+    /// These sizes, with every map far too large for `plan` shrunk to its target.
+    #[must_use]
+    pub fn shrunk(&self, conntrack: &Conntrack, plan: &MapPlan) -> Sizes {
+        self.adjusted(conntrack, plan, |live, want| {
+            (u64::from(live) > u64::from(want.target) * u64::from(want.slack)).then_some(want.target)
+        })
+    }
+
+    fn adjusted(
+        &self,
+        conntrack: &Conntrack,
+        plan: &MapPlan,
+        new: impl Fn(u32, &Want) -> Option<u32>,
+    ) -> Sizes {
+        let mut sizes = self.0.clone();
+        for (name, want) in wants(conntrack, plan) {
+            let size = match self.0.get(name) {
+                Some(&live) => new(live, &want).unwrap_or(live),
+                None => want.target,
+            };
+            sizes.insert(name, size);
+        }
+        Sizes(sizes)
+    }
+
+    /// The maps whose size differs in `to`, and how. A map these sizes lack (a live
+    /// filter an older version made has no such map) is no change: it is made at its size
+    /// in `to` by the next load that pins it, which is `up`'s.
+    pub fn changes(&self, to: &Sizes) -> Vec<Resized> {
+        to.0.iter()
+            .filter_map(|(&map, &to)| {
+                let from = *self.0.get(map)?;
+                (from != to).then_some(Resized { map, from, to })
+            })
+            .collect()
+    }
+
+    /// Sets each size on `loader`.
+    pub(crate) fn set_on(&self, loader: &mut EbpfLoader<'_>) {
+        for (name, size) in &self.0 {
+            loader.map_max_entries(name, *size);
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<u32> {
+        self.0.get(name).copied()
+    }
+}
+
+/// Loads this version's programs with the maps of `resized` new at the sizes `sizes`
+/// gives and the other maps the pinned ones, copies the old maps' entries into the new
+/// ones, lets `before_swap` act on the maps (a policy applied: the new programs start with
+/// it), swaps the programs into the pinned links, pins the new maps in the old ones' place,
+/// and copies what the old programs wrote meanwhile. Returns the maps and what
+/// `before_swap` returned. A failure before the swap leaves the live filter as it was.
+pub(crate) fn swap_in<T>(
+    pins: &Pins,
+    sizes: &Sizes,
+    resized: &[Resized],
+    before_swap: impl FnOnce(&mut LiveMaps) -> Result<T>,
+) -> Result<(LiveMaps, T)> {
+    let fresh: Vec<&'static str> = resized.iter().map(|r| r.map).collect();
+    let old = LiveMaps::open(pins)?;
+    let mut loaded = Loaded::load(sizes, Some(pins), &fresh)?;
+    copy(&old, &mut loaded.maps, &fresh, Copy::All)?;
+    let done = before_swap(&mut loaded.maps)?;
+
+    let ingress = pinned_link(&pins.link_path(INGRESS_LINK))?;
+    let egress = pinned_link(&pins.link_path(EGRESS_LINK))?;
+    let ingress = aya::programs::xdp::XdpLink::try_from(ingress)
+        .map_err(|source| FilterError::Link { path: pins.link_path(INGRESS_LINK), source })?;
+    let egress = aya::programs::tc::SchedClassifierLink::try_from(egress)
+        .map_err(|source| FilterError::Link { path: pins.link_path(EGRESS_LINK), source })?;
+    loaded
+        .ingress()?
+        .attach_to_link(ingress)
+        .map_err(|source| link_update_error(source, &pins.iface, PROG_INGRESS))?;
+    loaded
+        .egress()?
+        .attach_to_link(egress)
+        .map_err(|source| link_update_error(source, &pins.iface, PROG_EGRESS))?;
+
+    for name in &fresh {
+        let staging = pins.staging_map_path(name);
+        let _ = std::fs::remove_file(&staging);
+        loaded
+            .maps
+            .map_data(name)
+            .pin(&staging)
+            .map_err(|source| FilterError::Pin { path: staging.clone(), source })?;
+        std::fs::rename(&staging, pins.map_path(name)).map_err(io_err("rename", &staging))?;
+    }
+    copy(&old, &mut loaded.maps, &fresh, Copy::Missing)?;
+    Ok((loaded.maps, done))
+}
+
+/// Shrinks the maps `plan` leaves far too large, from their sizes `live`, by one more
+/// [`swap_in`]; what it shrank. Best effort: the policy is in force already, and a map
+/// left larger than it need be costs memory only, so a failure is reported on stderr and
+/// the next change tries again.
+pub(crate) fn shrink(pins: &Pins, live: &Sizes, conntrack: &Conntrack, plan: &MapPlan) -> Vec<Resized> {
+    let shrunk = live.shrunk(conntrack, plan);
+    let resized = live.changes(&shrunk);
+    if resized.is_empty() {
+        return resized;
+    }
+    match swap_in(pins, &shrunk, &resized, |_| Ok(())) {
+        Ok(_) => resized,
+        Err(err) => {
+            eprintln!("firewall: warning: the maps were left at their sizes: {}", crate::one_line(&err));
+            Vec::new()
+        }
+    }
+}
+
+/// Which entries [`copy`] copies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Copy {
+    /// Every entry: the new map is empty.
+    All,
+    /// The entries the new map lacks: those the old programs made after the first copy.
+    Missing,
+}
+
+/// Copies the entries of the maps named in `names` from `old` to `new`.
+fn copy(old: &LiveMaps, new: &mut LiveMaps, names: &[&'static str], what: Copy) -> Result<()> {
+    for &name in names {
+        match name {
+            MAP_ALLOW_EXACT if what == Copy::All => {
+                copy_hash(Some(&old.allow_exact), &mut new.allow_exact, name, what)
+            }
+            MAP_RULE_UIDS if what == Copy::All => {
+                copy_hash(old.rule_uids.as_ref(), some(&mut new.rule_uids, name)?, name, what)
+            }
+            MAP_CONNTRACK => copy_hash(Some(&old.conntrack), &mut new.conntrack, name, what),
+            MAP_HALF_OPEN => copy_hash(Some(&old.half_open), &mut new.half_open, name, what),
+            MAP_PER_SOURCE_BUCKETS => copy_hash(
+                old.per_source_buckets.as_ref(),
+                some(&mut new.per_source_buckets, name)?,
+                name,
+                what,
+            ),
+            MAP_PER_SOURCE_CONNECTIONS => copy_hash(
+                old.per_source_connections.as_ref(),
+                some(&mut new.per_source_connections, name)?,
+                name,
+                what,
+            ),
+            MAP_PORT_INTERVALS if what == Copy::All => {
+                copy_array(old.port_intervals.as_ref(), some(&mut new.port_intervals, name)?, name)
+            }
+            // User space alone writes the others: copied once, before the swap.
+            _ => Ok(()),
+        }?;
+    }
+    Ok(())
+}
+
+fn some<'a, T>(map: &'a mut Option<T>, name: &'static str) -> Result<&'a mut T> {
+    map.as_mut().ok_or(FilterError::Maps(MapsError::Missing(name)))
+}
+
+/// Copies a hash's (or an LRU's) entries; with [`Copy::Missing`], only those `new` lacks
+/// (an entry the programs already changed in `new` is theirs).
+fn copy_hash<K: Pod, V: Pod>(
+    old: Option<&HashMap<MapData, K, V>>,
+    new: &mut HashMap<MapData, K, V>,
+    name: &'static str,
+    what: Copy,
+) -> Result<()> {
+    let Some(old) = old else { return Ok(()) };
+    // BPF_ANY, or BPF_NOEXIST.
+    let flags = match what {
+        Copy::All => 0,
+        Copy::Missing => 1,
+    };
+    // An entry removed while the map is walked is skipped, not an error.
+    for (key, value) in old.iter().filter_map(std::result::Result::ok) {
+        match new.insert(key, value, flags) {
+            Ok(()) => {}
+            Err(aya::maps::MapError::SyscallError(e))
+                if what == Copy::Missing && e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(source) => return Err(MapsError::Call { name, call: "copy", source }.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Copies an array's values, as many as both hold (a shrunk array's are zeros past it).
+fn copy_array(
+    old: Option<&Array<MapData, u64>>,
+    new: &mut Array<MapData, u64>,
+    name: &'static str,
+) -> Result<()> {
+    let Some(old) = old else { return Ok(()) };
+    let len = old.len().min(new.len());
+    for index in 0..len {
+        let value = old.get(&index, 0).map_err(call(name, "copy"))?;
+        if value != 0 {
+            new.set(index, value, 0).map_err(call(name, "copy"))?;
+        }
+    }
+    Ok(())
+}

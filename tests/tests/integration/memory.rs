@@ -1,0 +1,175 @@
+//! The maps' sizes follow the policy (`kernel::resize`): `up` sizes them from it, and a
+//! change that needs more room, or leaves far too much, resizes them live by migration.
+//! Across each resize a TCP session held open keeps going, its tracked flow and the
+//! counters are kept, and the programs are swapped in the same links.
+use std::{
+    fs,
+    net::{Ipv4Addr, SocketAddrV4},
+};
+
+use aya::maps::MapData;
+use firewall_common::{
+    MAP_ALLOW_EXACT, MAP_CONNTRACK, MAP_HALF_OPEN, MAP_PER_SOURCE_BUCKETS, MAP_PER_SOURCE_CONNECTIONS,
+    MAP_PORT_INTERVALS, MAP_RULE_UIDS,
+};
+use tests::{
+    harness::pinned_memlock,
+    lab::{BLOCKED_AFTER, HOST, Lab, OPEN_WITHIN, Outcome, STRANGER, STRANGER2, still_alive},
+    require_root,
+};
+
+const SSH_PEER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
+const SSH: SocketAddrV4 = SocketAddrV4::new(HOST, 122);
+
+/// The live map `name`'s size, as the kernel made it.
+fn max_entries(lab: &Lab, name: &str) -> u32 {
+    let map = MapData::from_pin(lab.pin_dir().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    map.info().expect("map info").max_entries()
+}
+
+/// The flow from `peer` in `conntrack --json=1`, if any.
+fn tracked(lab: &Lab, peer: Ipv4Addr) -> bool {
+    let report: serde_json::Value =
+        serde_json::from_str(&lab.firewall_ok(&["conntrack", "--json=1"])).expect("conntrack --json=1");
+    report["flows"].as_array().expect("flows").iter().any(|f| f["src"] == peer.to_string())
+}
+
+/// `count` addresses of 10.1.0.0/16, one a peer.
+fn peers(count: u32) -> Vec<String> {
+    (0..count).map(|i| Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 1, 0, 1)) + i).to_string()).collect()
+}
+
+#[test]
+fn up_sizes_the_maps_from_the_policy() {
+    require_root();
+    let lab = Lab::new("mem-sized");
+    lab.up();
+    // The tight policy: some 40 exact entries, no per_source, no ranges, no uids.
+    for (map, size) in [
+        (MAP_ALLOW_EXACT, 1024),
+        (MAP_RULE_UIDS, 1024),
+        (MAP_CONNTRACK, 65_536),
+        (MAP_HALF_OPEN, 16_384),
+        (MAP_PER_SOURCE_BUCKETS, 1),
+        (MAP_PER_SOURCE_CONNECTIONS, 1),
+        (MAP_PORT_INTERVALS, 1),
+    ] {
+        assert_eq!(max_entries(&lab, map), size, "{map}");
+    }
+    // It was 46.8 MiB when every map had the size of the largest policy: 32 MiB of them
+    // the exact-peer hash's buckets.
+    let total: u64 = pinned_memlock(&lab.pin_dir()).iter().map(|(_, bytes)| bytes).sum();
+    assert!(total < 21 << 19, "all maps together take {total} bytes, over 10.5 MiB");
+}
+
+#[test]
+fn allow_past_the_capacity_grows_the_map_and_revoke_shrinks_it_flows_kept() {
+    require_root();
+    let lab = Lab::new("mem-grow");
+    lab.tcp_echo(SSH);
+    lab.up();
+    let mut held = lab.held_session(SSH_PEER, SSH);
+    let programs = lab.program_ids();
+    let counted = lab.list().packets("INPUT", "ssh-in");
+
+    // 2,100 peers more in one `allow`: some 2,140 entries, past the 1,024 the map had.
+    let mut many = peers(2100);
+    many.push(STRANGER.to_string());
+    let mut args = vec!["allow", "ssh-in"];
+    args.extend(many.iter().map(String::as_str));
+    let out = lab.firewall_ok(&args);
+    assert!(out.contains("ALLOW_EXACT resized from 1024 to 8192 entries"), "{out}");
+    assert_eq!(max_entries(&lab, MAP_ALLOW_EXACT), 8192);
+    assert!(tracked(&lab, SSH_PEER), "the held session's flow was copied to the new programs' maps");
+    still_alive(&mut held, "after the allow-list grew");
+    let (xdp, tc) = lab.program_ids();
+    assert!(
+        xdp != programs.0 && tc.len() == 1 && tc != programs.1,
+        "swapped in their links: {programs:?} {tc:?}"
+    );
+    assert!(lab.list().packets("INPUT", "ssh-in") > counted, "the counters are kept");
+    assert_eq!(lab.tcp_probe(STRANGER, SSH, OPEN_WITHIN), Outcome::Open, "a peer allowed by the grown map");
+    assert_eq!(lab.tcp_probe(STRANGER2, SSH, BLOCKED_AFTER), Outcome::Blocked, "one not allowed");
+
+    // An allow that fits changes no program.
+    let programs = lab.program_ids();
+    let out = lab.firewall_ok(&["allow", "ssh-in", "10.2.0.1"]);
+    assert!(!out.contains("resized"), "{out}");
+    assert_eq!(lab.program_ids(), programs);
+
+    // Revoked again: the map is four times what the policy needs, and shrinks back.
+    many.push("10.2.0.1".into());
+    let mut args = vec!["revoke", "ssh-in"];
+    args.extend(many.iter().map(String::as_str));
+    let out = lab.firewall_ok(&args);
+    assert!(out.contains("ALLOW_EXACT resized from 8192 to 1024 entries"), "{out}");
+    assert_eq!(max_entries(&lab, MAP_ALLOW_EXACT), 1024);
+    assert!(tracked(&lab, SSH_PEER));
+    still_alive(&mut held, "after the allow-list shrank");
+    assert_eq!(lab.tcp_probe(STRANGER, SSH, BLOCKED_AFTER), Outcome::Blocked, "revoked");
+    assert_eq!(
+        lab.tcp_probe(Ipv4Addr::new(203, 0, 113, 8), SSH, OPEN_WITHIN),
+        Outcome::Open,
+        "the policy's own peer"
+    );
+    // No staging pin is left behind.
+    let stray: Vec<_> = fs::read_dir(lab.pin_dir())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with("-resized"))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+}
+
+#[test]
+fn a_changed_conntrack_size_and_a_new_per_source_limit_apply_by_reload() {
+    require_root();
+    let lab = Lab::new("mem-conntrack");
+    lab.tcp_echo(SSH);
+    lab.up();
+    let mut held = lab.held_session(SSH_PEER, SSH);
+    let text = fs::read_to_string(lab.policy_file()).unwrap();
+    let sized = "max_entries = 65536";
+    assert!(text.contains(sized), "the tight policy's [conntrack]");
+
+    // Larger: the flow table grows, the session and its flow stay.
+    let larger = lab.tmp().join("larger.toml");
+    fs::write(&larger, text.replacen(sized, "max_entries = 131072", 1)).unwrap();
+    let out = lab.firewall_ok(&["reload", "--policy", larger.to_str().unwrap(), "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&out).expect("reload --json");
+    assert_eq!(
+        report["resized"],
+        serde_json::json!([{ "map": "CONNTRACK", "from": 65536, "to": 131_072 }]),
+        "{report:#}"
+    );
+    assert_eq!(max_entries(&lab, MAP_CONNTRACK), 131_072);
+    assert!(tracked(&lab, SSH_PEER));
+    still_alive(&mut held, "after the flow table grew");
+    let listing = lab.firewall_ok(&["list"]);
+    assert!(listing.contains(" of 131,072 established"), "list shows the new size: {listing}");
+
+    // Smaller, with a per_source limit on ssh-in: the flow table shrinks to it, the
+    // sources' buckets grow from one entry to theirs.
+    let smaller = lab.tmp().join("smaller.toml");
+    let limited = text.replacen(sized, "max_entries = 4096", 1).replacen(
+        "name = \"ssh-in\"",
+        "name = \"ssh-in\"\nper_source = { limit = \"3/min\" }",
+        1,
+    );
+    assert_ne!(limited, text.replacen(sized, "max_entries = 4096", 1), "the ssh-in rule");
+    fs::write(&smaller, limited).unwrap();
+    let out = lab.firewall_ok(&["reload", "--policy", smaller.to_str().unwrap()]);
+    assert!(out.contains("CONNTRACK resized from 131072 to 4096 entries"), "{out}");
+    assert!(out.contains("PER_SOURCE_BUCKETS resized from 1 to 16384 entries"), "{out}");
+    assert_eq!(max_entries(&lab, MAP_CONNTRACK), 4096);
+    assert!(tracked(&lab, SSH_PEER));
+    still_alive(&mut held, "after the flow table shrank");
+    // The limit is in force on the grown map: a source's fourth new flow in a minute is
+    // refused (the other peer's, the held session's being the first of its own).
+    let other = Ipv4Addr::new(203, 0, 113, 8);
+    for n in 1..=3 {
+        assert_eq!(lab.tcp_probe(other, SSH, OPEN_WITHIN), Outcome::Open, "connection {n}");
+    }
+    assert_eq!(lab.tcp_probe(other, SSH, BLOCKED_AFTER), Outcome::Blocked, "the fourth within a minute");
+    still_alive(&mut held, "at the end");
+}
