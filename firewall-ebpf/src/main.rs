@@ -27,7 +27,9 @@ mod token_bucket;
 
 #[cfg(target_arch = "bpf")]
 mod programs {
-    use aya_ebpf::helpers::generated::{bpf_get_socket_uid, bpf_skb_load_bytes, bpf_xdp_load_bytes};
+    use aya_ebpf::helpers::generated::{
+        bpf_get_socket_uid, bpf_skb_load_bytes, bpf_xdp_get_buff_len, bpf_xdp_load_bytes,
+    };
     use aya_ebpf::{
         bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
         macros::{classifier, xdp},
@@ -49,9 +51,13 @@ mod programs {
         fn data_end(&self) -> usize {
             XdpContext::data_end(self)
         }
+        /// The whole frame's length, its fragments' too: a multi-buffer frame (a GRO or
+        /// jumbo one, see `firewall_ingress`) has only its head between `data` and
+        /// `data_end`.
         #[inline(always)]
         fn len(&self) -> u32 {
-            (XdpContext::data_end(self) - XdpContext::data(self)) as u32
+            // SAFETY: the program's own context.
+            unsafe { bpf_xdp_get_buff_len(self.ctx) as u32 }
         }
         #[inline(always)]
         fn copy_head(&self, head: *mut [u8; DROP_EVENT_BYTES], len: u32) -> bool {
@@ -92,7 +98,10 @@ mod programs {
         }
     }
 
-    #[xdp]
+    /// Multi-buffer aware (`xdp.frags`): a frame larger than a page comes whole, its
+    /// headers in the head that the parser reads, so a driver keeps its large frames (a
+    /// jumbo MTU, veth's GRO aggregates) under the filter.
+    #[xdp(frags)]
     pub fn firewall_ingress(ctx: XdpContext) -> u32 {
         match filter(&ctx, Direction::In) {
             Action::Pass => xdp_action::XDP_PASS,

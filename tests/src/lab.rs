@@ -815,6 +815,15 @@ impl Listing {
 
     /// Packets on the lines of `chain` named `rule` (summed: a rule may have several).
     pub fn packets(&self, chain: &str, rule: &str) -> u64 {
+        self.sum(chain, rule, "packets")
+    }
+
+    /// Bytes on the lines of `chain` named `rule`, as [`Listing::packets`].
+    pub fn bytes(&self, chain: &str, rule: &str) -> u64 {
+        self.sum(chain, rule, "bytes")
+    }
+
+    fn sum(&self, chain: &str, rule: &str, field: &str) -> u64 {
         let lines: Vec<&Value> = self.chain(chain)["rules"]
             .as_array()
             .expect("rules is a list")
@@ -822,7 +831,7 @@ impl Listing {
             .filter(|line| line["name"] == rule)
             .collect();
         assert!(!lines.is_empty(), "no line {rule:?} in chain {chain}:\n{:#}", self.chain(chain));
-        lines.iter().map(|line| line["packets"].as_u64().expect("packets is a number")).sum()
+        lines.iter().map(|line| line[field].as_u64().unwrap_or_else(|| panic!("{field} is a number"))).sum()
     }
 
     /// The chain's policy drops, which the chain's header and its last line both give.

@@ -63,6 +63,8 @@ const TEST_PACKAGES: &[&str] = &[
     "python3-scapy",
     // trafgen, for the floods of `cargo xtask bench` and the flood tests.
     "netsniff-ng",
+    // The bulk receive of `cargo xtask bench`.
+    "iperf3",
     // bpftool, to make a pinned map of another layout (tests/tests/integration/live.rs).
     "bpftool",
     // A terminal for `firewall watch` (tests/tests/integration/watch.rs).

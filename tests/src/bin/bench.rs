@@ -383,6 +383,22 @@ fn main() {
     );
     chart(&tests::workspace().join("docs/flood.svg"), &floods);
 
+    eprintln!("bench: bulk receive…");
+    let bulks = bulk_rows(&lab);
+    let _ = writeln!(
+        md,
+        "\n### Bulk TCP into the lab (iperf3, one stream to the web port, inbound, Gbit/s, median of {BULK_ROUNDS} interleaved rounds of {BULK_SECONDS} s)\n"
+    );
+    let _ = writeln!(md, "| filter | Gbit/s | over the seed's iptables |\n| --- | ---: | ---: |");
+    let iptables = bulks.iter().find(|(name, _)| *name == BULK_IPTABLES).map_or(f64::NAN, |(_, g)| *g);
+    for (name, gbits) in &bulks {
+        let _ = writeln!(md, "| {name} | {gbits:.1} | {:.0}% |", 100.0 * gbits / iptables);
+    }
+    json.insert(
+        "bulk_gbits".into(),
+        json!(bulks.iter().map(|(n, g)| (n.to_string(), json!(g))).collect::<serde_json::Map<_, _>>()),
+    );
+
     eprintln!("bench: control plane…");
     let mut control = Vec::new();
     for (peers_n, runs) in [(100_000u32, 3usize), (1_000_000, 1)] {
@@ -573,6 +589,59 @@ fn flood_row(lab: &Lab, peers_n: u32) -> Flood {
         "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n",
     );
     Flood { peers: peers_n, ceiling: median(ceiling), iptables: median(iptables), firewall: median(firewall) }
+}
+
+const BULK_ROUNDS: usize = 3;
+const BULK_SECONDS: u32 = 3;
+const BULK_IPTABLES: &str = "the seed's iptables";
+
+/// One iperf3 stream from a client address to the web port (80, any peer), for
+/// `BULK_SECONDS`: the receiver's Gbit/s.
+fn bulk(lab: &Lab) -> f64 {
+    let mut server = lab.server_command("iperf3");
+    server
+        .args(["-s", "-1", "-p", "80", "-B", &HOST.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut server = server.spawn().expect("iperf3 -s (cargo xtask setup installs iperf3)");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", lab.client))
+        .args(["iperf3", "-J", "-c", &HOST.to_string(), "-p", "80", "-B", &STRANGER.to_string()])
+        .args(["-t", &BULK_SECONDS.to_string()])
+        .output()
+        .expect("iperf3 -c");
+    let _ = server.wait();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("iperf3 -J");
+    report["end"]["sum_received"]["bits_per_second"].as_f64().expect("iperf3's received rate") / 1e9
+}
+
+/// Bulk receive with no filter, the seed's iptables, and the firewall in its default mode
+/// and in generic (`--mode skb`) mode, interleaved: each one's median.
+fn bulk_rows(lab: &Lab) -> Vec<(&'static str, f64)> {
+    let policy = lab.policy_file();
+    let policy = policy.to_str().unwrap();
+    let mut runs: [(&'static str, Vec<f64>); 4] = [
+        ("none", vec![]),
+        (BULK_IPTABLES, vec![]),
+        ("the firewall, default mode (native XDP on the veth)", vec![]),
+        ("the firewall, `--mode skb`", vec![]),
+    ];
+    for _ in 0..BULK_ROUNDS {
+        runs[0].1.push(bulk(lab));
+        iptables_restore(lab, &seed_ruleset(lab, 1));
+        runs[1].1.push(bulk(lab));
+        iptables_restore(
+            lab,
+            "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n",
+        );
+        for (i, mode) in [(2, "auto"), (3, "skb")] {
+            lab.firewall_ok(&["up", "--policy", policy, "--iface", SERVER_IF, "--mode", mode]);
+            runs[i].1.push(bulk(lab));
+            lab.firewall_ok(&["down", "--iface", SERVER_IF]);
+        }
+    }
+    runs.into_iter().map(|(name, gbits)| (name, median(gbits))).collect()
 }
 
 /// pps against peers, log-log, both filters and the ceiling: an SVG drawn here.

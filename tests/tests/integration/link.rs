@@ -8,14 +8,17 @@
 //! line; ARP, and with it every exchange, still works. The frames are written whole to a
 //! packet socket on the veth, from the client's end (XDP) or the server's (TC egress).
 use std::{
-    net::{Ipv4Addr, UdpSocket},
+    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
     process::Command,
     time::{Duration, Instant},
 };
 
 use etherparse::PacketBuilder;
 use tests::{
-    lab::{BLOCKED_AFTER, CLIENT_IF, HOST, Lab, Listing, SERVER_IF, STRANGER, ping_received, sh},
+    lab::{
+        BLOCKED_AFTER, CLIENT_IF, HOST, Lab, Listing, OPEN_WITHIN, SERVER_IF, STRANGER, echo, ping_received,
+        sh,
+    },
     require_root,
 };
 
@@ -167,4 +170,44 @@ fn frames_the_parser_does_not_follow_never_reach_the_host() {
     assert!(moved(&out, &last, "INPUT", "non-ip") >= 2, "LLDP and ARP in");
     assert!(moved(&out, &last, "OUTPUT", "non-ip") >= 1, "ARP out");
     assert_eq!(moved(&out, &last, "INPUT", "ethertype"), 0);
+}
+
+/// A jumbo-MTU link (a storage network, a cloud's internal one) takes the filter in the
+/// default mode: the XDP program is multi-buffer aware (`xdp.frags`), without which the
+/// kernel refuses it on a veth whose MTU passes a page. Its large frames are judged whole:
+/// an SSH peer's session echoes 8,000-byte messages, each frame counted at its full
+/// length, not its first buffer's, and a stranger's large datagram still drops.
+#[test]
+fn a_jumbo_mtu_link_takes_the_filter_and_its_large_frames_are_judged_whole() {
+    require_root();
+    let lab = Lab::new("jumbo");
+    for (ns, dev) in [(&lab.server, SERVER_IF), (&lab.client, CLIENT_IF)] {
+        let set = sh(Command::new("ip").args(["-n", ns, "link", "set", dev, "mtu", "9000"]));
+        assert!(set.status.success(), "mtu 9000 on {dev}: {}", String::from_utf8_lossy(&set.stderr));
+    }
+    let ssh = SocketAddrV4::new(HOST, 122);
+    lab.tcp_echo(ssh);
+    lab.up();
+    let mut session = lab
+        .tcp_connect(Ipv4Addr::new(203, 0, 113, 7), ssh, OPEN_WITHIN)
+        .expect("a session over the jumbo link");
+    let message = vec![b'j'; 8000];
+    for n in 0..3 {
+        echo(&mut session, &message, OPEN_WITHIN).unwrap_or_else(|e| panic!("echo {n} of 8,000 bytes: {e}"));
+    }
+    let listing = lab.list();
+    let (bytes, packets) = (listing.bytes("INPUT", "ssh-in"), listing.packets("INPUT", "ssh-in"));
+    assert!(
+        bytes >= 3 * 8000,
+        "INPUT ssh-in counted {bytes} bytes in {packets} packets: not the frames' whole length"
+    );
+
+    let before = lab.list().policy("INPUT");
+    let sock = lab.run_in(&lab.client, || UdpSocket::bind((STRANGER, 0))).expect("bind");
+    sock.send_to(&vec![0u8; 8000], (HOST, PORT)).expect("send");
+    let deadline = Instant::now() + BLOCKED_AFTER;
+    while lab.list().policy("INPUT") == before {
+        assert!(Instant::now() < deadline, "the stranger's large datagram was not dropped on INPUT's policy");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
