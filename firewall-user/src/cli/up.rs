@@ -48,6 +48,9 @@ impl Up {
                 confirm_within_secs: Option<u64>,
                 /// The maps resized to fit the policy (a filter up already).
                 resized: &'a [firewall_user::kernel::resize::Resized],
+                /// The filter pinned for the interface was on one since removed, and was
+                /// put up afresh.
+                severed: bool,
             }
             let file = up.fell_back.as_ref().map_or(self.policy.as_path(), |f| f.last_good.as_path());
             let upped = Upped {
@@ -59,6 +62,7 @@ impl Up {
                 pinned_at: &up.pins.dir,
                 confirm_within_secs: up.armed.as_ref().map(|armed| armed.seconds),
                 resized: &up.resized,
+                severed: up.severed,
             };
             println!("{}", versioned_json(&upped));
         } else {
@@ -70,6 +74,12 @@ impl Up {
                 audit_note(up.enforcement, ","),
                 up.pins.dir.display()
             );
+            if up.severed {
+                println!(
+                    "firewall: the filter pinned for {} was on an interface since removed; it is on the new one now, its counters and tracked flows started anew",
+                    up.pins.iface
+                );
+            }
             super::report_resized(&up.resized);
             report_armed(up.armed);
         }

@@ -102,6 +102,71 @@ pub(crate) fn attach_and_pin(
     Ok(())
 }
 
+/// Whether the filter's pinned links are attached to `iface` as it is now. Removing an
+/// interface severs the links on it (the kernel detaches them, and they say interface 0);
+/// an interface made since under the same name is another, with no filter on it.
+pub(crate) fn links_attached(pins: &Pins) -> Result<bool> {
+    let Some(now) = if_index(&pins.iface) else { return Ok(false) };
+    for name in [INGRESS_LINK, EGRESS_LINK] {
+        let path = pins.link_path(name);
+        let ifindex = pinned_link_ifindex(&path).map_err(io_err("reading the link", &path))?;
+        if ifindex != now {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The index of the interface the link pinned at `path` is on, as the kernel says: 0 once
+/// the interface was removed. aya reads `bpf_link_info` but does not say which interface.
+fn pinned_link_ifindex(path: &Path) -> std::io::Result<u32> {
+    use std::os::{
+        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        unix::ffi::OsStrExt as _,
+    };
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    #[repr(C)]
+    struct InfoByFd {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let get = ObjGet { pathname: path.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
+    // SAFETY: a `bpf_attr` for BPF_OBJ_GET of the size given, whose path outlives the call.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &raw const get, size_of::<ObjGet>()) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor the kernel just made for this process, owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // `bpf_link_info`, 8-byte aligned: `type`, `id`, `prog_id`, padding, then the union,
+    // whose XDP and TCX members both start with `ifindex` (zeros past what the kernel fills).
+    let mut info = [0u64; 32];
+    let by_fd = InfoByFd {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: size_of_val(&info) as u32,
+        info: info.as_mut_ptr() as u64,
+    };
+    // SAFETY: a `bpf_attr` for BPF_OBJ_GET_INFO_BY_FD of the size given; `info` holds the
+    // `info_len` bytes the kernel may write.
+    let done = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &raw const by_fd, size_of::<InfoByFd>())
+    };
+    if done < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let union = info[2].to_ne_bytes();
+    Ok(u32::from_ne_bytes([union[0], union[1], union[2], union[3]]))
+}
+
 fn pin_link(link: std::result::Result<FdLink, LinkError>, path: &Path) -> Result<()> {
     let link = link.map_err(|source| FilterError::Link { path: path.to_owned(), source })?;
     link.pin(path).map_err(|source| FilterError::Pin { path: path.to_owned(), source })?;

@@ -26,6 +26,10 @@ pub enum FilterError {
     NoInterface(String),
     #[error("interface {0:?} is gone; `firewall down --iface {0}` removes what its filter left pinned")]
     InterfaceGone(String),
+    #[error(
+        "the filter on {0} is attached to nothing: its interface was removed, and the {0} there now is another, unfiltered; `firewall up` attaches the filter to it afresh"
+    )]
+    Severed(String),
     #[error("no interface to attach to: give --iface or [host] interface in the policy")]
     NoInterfaceGiven,
     #[error("loading the eBPF object")]
@@ -110,10 +114,14 @@ impl Filter {
         Ok(self.pins.lock(LOCK_WAIT)?)
     }
 
-    /// Fails if the filter's interface is gone (its pins remain until `down`).
+    /// Fails if the filter's interface is gone (its pins remain until `down`), or was
+    /// removed and made again: the filter's programs are on no interface then.
     pub fn check_interface(&self) -> Result<()> {
         if if_index(&self.pins.iface).is_none() {
             return Err(FilterError::InterfaceGone(self.pins.iface.clone()));
+        }
+        if !crate::kernel::attach::links_attached(&self.pins)? {
+            return Err(FilterError::Severed(self.pins.iface.clone()));
         }
         Ok(())
     }

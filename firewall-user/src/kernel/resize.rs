@@ -71,12 +71,14 @@ struct Want {
 
 impl Want {
     /// A hash sized by how many entries it holds: twice that, a power of two (the
-    /// kernel's bucket count is one), at least [`MIN_HASH`], at most `cap`.
+    /// kernel's bucket count is one), at least [`MIN_HASH`], at most `cap`. It grows once
+    /// the entries would fill more than half of it, so that a change always fits while
+    /// its new entries are in and the old ones not yet out (`LiveMaps::apply` adds before
+    /// it removes): the old ones were half of it at most, the new ones are too.
     fn by_count(count: usize, cap: u32) -> Want {
-        let count = u32::try_from(count).unwrap_or(u32::MAX);
-        let target =
-            count.saturating_mul(2).max(MIN_HASH).checked_next_power_of_two().unwrap_or(cap).min(cap);
-        Want { needed: count.min(cap), target, slack: SHRINK_SLACK }
+        let twice = u32::try_from(count).unwrap_or(u32::MAX).saturating_mul(2);
+        let target = twice.max(MIN_HASH).checked_next_power_of_two().unwrap_or(cap).min(cap);
+        Want { needed: twice.min(cap), target, slack: SHRINK_SLACK }
     }
 
     /// Exactly `size` entries, as the policy says.
@@ -191,10 +193,6 @@ impl Sizes {
             loader.map_max_entries(name, *size);
         }
     }
-
-    pub fn get(&self, name: &str) -> Option<u32> {
-        self.0.get(name).copied()
-    }
 }
 
 /// Loads this version's programs with the maps of `resized` new at the sizes `sizes`
@@ -202,7 +200,11 @@ impl Sizes {
 /// ones, lets `before_swap` act on the maps (a policy applied: the new programs start with
 /// it), swaps the programs into the pinned links, pins the new maps in the old ones' place,
 /// and copies what the old programs wrote meanwhile. Returns the maps and what
-/// `before_swap` returned. A failure before the swap leaves the live filter as it was.
+/// `before_swap` returned.
+///
+/// A failure before the swap leaves the programs as they were, and the maps they read but
+/// for what `before_swap` wrote to the pinned ones. After the swap only the pins remain to
+/// be renamed, on the filter's own bpffs directory; were one to fail, the error says which.
 pub(crate) fn swap_in<T>(
     pins: &Pins,
     sizes: &Sizes,
@@ -351,4 +353,62 @@ fn copy_array(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use firewall_common::{AllowKey, AllowValue};
+
+    use super::*;
+
+    fn plan_with(peers: u32) -> MapPlan {
+        let mut plan = MapPlan::default();
+        for peer in 0..peers {
+            let key = AllowKey { peer: u128::from(peer).to_be_bytes(), ..AllowKey::default() };
+            plan.allow_exact.insert(key, AllowValue::default());
+        }
+        plan
+    }
+
+    fn exact(sizes: &Sizes) -> u32 {
+        sizes.0[MAP_ALLOW_EXACT]
+    }
+
+    #[test]
+    fn the_exact_hash_keeps_room_for_a_change_whose_old_and_new_entries_are_in_at_once() {
+        let conntrack = Conntrack::default();
+        let small = Sizes::for_plan(&conntrack, &plan_with(100));
+        assert_eq!(exact(&small), 1024);
+        // 100 peers replaced by 600 others: 700 at once, in 1,024.
+        assert_eq!(exact(&small.grown(&conntrack, &plan_with(600))), 2048, "600 would fill more than half");
+        assert_eq!(exact(&small.grown(&conntrack, &plan_with(512))), 1024, "512 fill half exactly");
+        let large = Sizes::for_plan(&conntrack, &plan_with(100_000));
+        assert_eq!(exact(&large), 262_144);
+        // Shrunk only once four times too large, so that a revoke and an allow back never migrate.
+        assert_eq!(exact(&large.shrunk(&conntrack, &plan_with(40_000))), 262_144);
+        assert_eq!(exact(&large.shrunk(&conntrack, &plan_with(20_000))), 262_144, "65,536 would be a fourth");
+        assert_eq!(exact(&large.shrunk(&conntrack, &plan_with(16_000))), 32_768);
+        assert_eq!(large.changes(&large.shrunk(&conntrack, &plan_with(100_000))), []);
+        // Never past the object's capacity: a policy past it fails on insert, as before.
+        assert_eq!(exact(&Sizes::for_plan(&conntrack, &plan_with(3_000_000))), ALLOW_EXACT_ENTRIES);
+    }
+
+    #[test]
+    fn unused_features_cost_one_entry_and_the_flow_tables_are_the_policys() {
+        let conntrack = Conntrack { max_entries: 4096, ..Conntrack::default() };
+        let sizes = Sizes::for_plan(&conntrack, &MapPlan::default());
+        for map in [MAP_PER_SOURCE_BUCKETS, MAP_PER_SOURCE_CONNECTIONS, MAP_PORT_INTERVALS] {
+            assert_eq!(sizes.0[map], UNUSED, "{map}");
+        }
+        assert_eq!(sizes.0[MAP_CONNTRACK], 4096);
+        let larger = Conntrack { max_entries: 8192, ..conntrack.clone() };
+        let grown = sizes.grown(&larger, &MapPlan::default());
+        assert_eq!(sizes.changes(&grown), [Resized { map: MAP_CONNTRACK, from: 4096, to: 8192 }]);
+        // A smaller table is no growth; the shrink after makes it so.
+        assert_eq!(grown.changes(&grown.grown(&conntrack, &MapPlan::default())), []);
+        assert_eq!(
+            grown.changes(&grown.shrunk(&conntrack, &MapPlan::default())),
+            [Resized { map: MAP_CONNTRACK, from: 8192, to: 4096 }]
+        );
+    }
 }

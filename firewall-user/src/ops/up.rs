@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use crate::{
     kernel::{
         Filter, FilterError,
-        attach::{Mode, attach_and_pin, remove_pins, replace},
+        attach::{Mode, attach_and_pin, links_attached, remove_pins, replace},
         filter::{Result, if_index, in_force_on, require_root},
         maps::{Enforcement, LiveMaps},
         pins::{Pins, StateLock, io_err},
@@ -89,6 +89,9 @@ pub struct Up {
     pub armed: Option<Armed>,
     /// The maps resized to fit the policy (a second `up` only: a first sizes them so).
     pub resized: Vec<Resized>,
+    /// A filter was pinned for the interface, but its interface had been removed (and
+    /// made again): it was replaced by a new one.
+    pub severed: bool,
     /// With [`Fallback::LastGood`]: the policy file failed, and the last good policy is in
     /// force instead.
     pub fell_back: Option<FellBack>,
@@ -175,7 +178,10 @@ fn up_locked(
     };
     crate::ops::lockout::guard_in(policy, &pins.iface, will_be, session_guard)?;
     let policy_file = std::path::absolute(policy_file).map_err(io_err("resolving", policy_file))?;
-    if pins.is_up() {
+    // A filter whose interface was removed (and made again) is on nothing: its flows and
+    // counters were another interface's. It is put up afresh.
+    let severed = pins.is_up() && !links_attached(&pins)?;
+    if pins.is_up() && !severed {
         lock.refuse_if_pending()?;
         let resized = replace(lock, policy, policy_text, &policy_file, enforcement)?;
         let enforcement = LiveMaps::open(&pins)?.enforcement()?;
@@ -186,6 +192,7 @@ fn up_locked(
             rules: policy.rules.len(),
             armed: None,
             resized,
+            severed: false,
             fell_back: None,
         });
     }
@@ -194,7 +201,8 @@ fn up_locked(
     remove_pins(&pins)?;
     lock.clear_state()?;
     pins.make_pin_dir()?;
-    let enforcement = enforcement.unwrap_or(Enforcement::Enforce);
+    // The mode the guard was asked about: a severed filter's own, unless told.
+    let enforcement = will_be;
     let result = attach_and_pin(lock, policy, policy_text, &policy_file, mode, enforcement);
     if result.is_err() {
         let _ = remove_pins(&pins);
@@ -206,6 +214,7 @@ fn up_locked(
         rules: policy.rules.len(),
         armed: None,
         resized: Vec::new(),
+        severed,
         fell_back: None,
     })
 }

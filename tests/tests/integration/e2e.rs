@@ -299,3 +299,68 @@ fn down_detaches_everything_and_traffic_flows_again() {
     assert_eq!(again.status.code(), Some(7));
     assert!(stderr(&again).contains("no filter is up"), "{}", stderr(&again));
 }
+
+/// A veth pair `x0` (server) – `x1` (client), up, beside the lab's own.
+fn make_x_pair(lab: &Lab) {
+    let made = tests::lab::sh(Command::new("ip").args([
+        "-n",
+        &lab.server,
+        "link",
+        "add",
+        "x0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "x1",
+        "netns",
+        &lab.client,
+    ]));
+    assert!(made.status.success(), "ip link add x0: {}", stderr(&made));
+    for (ns, dev) in [(&lab.server, "x0"), (&lab.client, "x1")] {
+        assert!(
+            tests::lab::sh(Command::new("ip").args(["-n", ns, "link", "set", dev, "up"])).status.success()
+        );
+    }
+}
+
+/// XDP's lines in `ip -d link show x0`, in the server's namespace.
+fn x0_xdp(lab: &Lab) -> usize {
+    let out = tests::lab::sh(Command::new("ip").args(["-n", &lab.server, "-d", "link", "show", "x0"]));
+    xdp_lines(&String::from_utf8_lossy(&out.stdout)).len()
+}
+
+/// An interface removed and made again under its name (a container's veth, a bond or a
+/// VLAN that a network restart makes anew) is another interface: the kernel severed the
+/// filter's links when the first went, so its programs judge nothing. Every change refuses
+/// such a filter rather than say it applied, naming the way out, and `up` attaches it to
+/// the new interface afresh.
+#[test]
+fn an_interface_made_again_under_its_name_is_refused_until_up_attaches_afresh() {
+    require_root();
+    let lab = Lab::new("remade");
+    make_x_pair(&lab);
+    let policy = lab.policy_file();
+    let policy = policy.to_str().unwrap();
+    lab.firewall_ok(&["up", "--policy", policy, "--iface", "x0", "--audit"]);
+    assert_eq!(x0_xdp(&lab), 1, "XDP on x0");
+
+    let removed = tests::lab::sh(Command::new("ip").args(["-n", &lab.server, "link", "del", "x0"]));
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    make_x_pair(&lab);
+    assert_eq!(x0_xdp(&lab), 0, "the new x0 has no program");
+    let severed = "the filter on x0 is attached to nothing: its interface was removed, and the x0 there now is another, unfiltered; `firewall up` attaches the filter to it afresh";
+    for args in [vec!["reload", "--iface", "x0"], vec!["allow", "--iface", "x0", "ssh-in", "203.0.113.99"]] {
+        let out = lab.firewall(&args);
+        assert!(!out.status.success(), "{args:?} said it applied to a filter on nothing");
+        assert_eq!(stderr(&out), format!("firewall: {severed}\n"), "{args:?}");
+    }
+
+    let out = lab.firewall_ok(&["up", "--policy", policy, "--iface", "x0"]);
+    assert!(out.contains("firewall up on x0: attached"), "{out}");
+    assert!(out.contains("was on an interface since removed; it is on the new one now"), "{out}");
+    assert!(out.contains("audit mode"), "the severed filter's mode is kept: {out}");
+    assert_eq!(x0_xdp(&lab), 1, "XDP on the new x0");
+    lab.firewall_ok(&["reload", "--iface", "x0"]);
+    lab.firewall_ok(&["down", "--iface", "x0"]);
+}
