@@ -25,6 +25,7 @@
 //! | `-P … DROP` | none | [`Builtin::Policy`] |
 //! | `--state ESTABLISHED` for a datagram's later fragments (iptables reassembles first) | [`MAP_FRAGMENTS`] (LRU hash, the datagrams whose first fragment passed) | the first fragment's line; [`Builtin::FragmentOrphan`], [`Builtin::InvalidFragment`] drop |
 //! | `firewall block` (fail2ban's `-I INPUT -s … -j DROP`) | [`MAP_BLOCKLIST`] (LPM trie, deadline in the value) | [`block_counter`], one per entry and direction |
+//! | `firewall block --from FILE --list NAME` (ipset's `-m set --match-set NAME src -j DROP`) | [`MAP_BLOCK_LISTS`] (LPM trie, every named list's prefixes; the value is the list's slot) | [`block_counter`], one per list and direction |
 //! | `-d $OURIP` / `-s $OURIP` | [`MAP_CONFIG`]'s `address`, `address6` (the first of each family); with [`CONFIG_MORE_ADDRESSES`], [`MAP_HOST_ADDRESSES`] (hash, every address) | FORWARD's [`Builtin::Policy`], [`Builtin::SpoofedSource`] |
 //! | `-m hashlimit --hashlimit-mode srcip`, `-m recent --update --hitcount` (ufw's `limit`): a rule's `per_source` | [`MAP_PER_SOURCE_LIMITS`] (array: each rule's rate), [`MAP_PER_SOURCE_BUCKETS`] (LRU hash: one GCRA per rule and source); an offender's block in [`MAP_BLOCKLIST`], written by the programs | [`Builtin::SourceLimit`] |
 //! | `-m connlimit --connlimit-above N` (a rule's `per_source.connections`) | [`MAP_PER_SOURCE_CONNECTIONS`] (LRU hash: the flows each source opened under each rule, each asked of the flow tables whether it is still open) | [`Builtin::SourceLimit`] |
@@ -55,8 +56,9 @@ pub const MAP_PER_SOURCE_LIMITS: &str = "PER_SOURCE_LIMITS";
 pub const MAP_PER_SOURCE_BUCKETS: &str = "PER_SOURCE_BUCKETS";
 pub const MAP_RULE_UIDS: &str = "RULE_UIDS";
 pub const MAP_PER_SOURCE_CONNECTIONS: &str = "PER_SOURCE_CONNECTIONS";
+pub const MAP_BLOCK_LISTS: &str = "BLOCK_LISTS";
 /// Every map, in the order `up` pins them.
-pub const MAPS: [&str; 20] = [
+pub const MAPS: [&str; 21] = [
     MAP_CONFIG,
     MAP_COUNTERS,
     MAP_CONNTRACK,
@@ -77,6 +79,7 @@ pub const MAPS: [&str; 20] = [
     MAP_PER_SOURCE_BUCKETS,
     MAP_RULE_UIDS,
     MAP_PER_SOURCE_CONNECTIONS,
+    MAP_BLOCK_LISTS,
 ];
 /// Maps the object declares that `up` does not pin: they hold nothing between packets.
 pub const SCRATCH_MAPS: [&str; 1] = [MAP_SCRATCH];
@@ -89,8 +92,11 @@ pub const PROG_EGRESS: &str = "firewall_egress";
 pub const MAX_RULES: u32 = 512;
 /// The most anti-spoof entries (sources and destinations together).
 pub const MAX_ANTISPOOF: u32 = 448;
-/// The most blocklist entries (`firewall block`).
+/// The most blocklist entries (`firewall block`), and counter slots: a named list takes one.
 pub const MAX_BLOCKED: u32 = 4096;
+/// The most prefixes of the named lists together (`firewall block --from`). An LPM trie
+/// allocates a node per entry as it is inserted, so this is a cap, not a cost.
+pub const MAX_LISTED: u32 = 1 << 22;
 /// Size of the per-CPU counter array.
 pub const MAX_COUNTERS: u32 = BLOCK_COUNTER_BASE + 2 * MAX_BLOCKED;
 /// The most addresses `[host]` may name, both families together (`HOST_ADDRESSES`).

@@ -52,8 +52,8 @@ use firewall_common::{
 use crate::{
     conntrack, fragments,
     maps::{
-        ALLOW_EXACT, ALLOW_PREFIX, ANTISPOOF_DST, ANTISPOOF_SRC, BLOCKLIST, CONFIG, COUNTERS, DROP_EVENTS,
-        HOST_ADDRESSES, PORT_INTERVALS, RULE_UIDS, SCRATCH,
+        ALLOW_EXACT, ALLOW_PREFIX, ANTISPOOF_DST, ANTISPOOF_SRC, BLOCK_LISTS, BLOCKLIST, CONFIG, COUNTERS,
+        DROP_EVENTS, HOST_ADDRESSES, PORT_INTERVALS, RULE_UIDS, SCRATCH,
     },
     parse::{
         Fragment, Frame, Ip, L3, L4, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, copy_head, parse_l3, parse_l4,
@@ -413,20 +413,55 @@ fn host_address(addr: &Addr, direction: Direction) -> bool {
     }
 }
 
-/// The counter of the blocklist entry `peer` is inside, unless it has expired (user space
+/// The counter of the block `peer` is inside, if one is: [`blocked_line`]'s answer, the
+/// peer's key handed over in the scratch slot (the stack has no room for it at every
+/// call site, and a global function takes scalars alone).
+#[inline(always)]
+fn blocked(peer: &Addr, direction: Direction, now: u64) -> Option<u32> {
+    let scratch = SCRATCH.get_ptr_mut(direction as u32)?;
+    // SAFETY: this CPU's slot of a per-CPU array, the program's own: nothing else uses it
+    // meanwhile.
+    unsafe { (*scratch).peer_key = Key::new(128, *peer) };
+    match blocked_line(direction as u32, now) {
+        NOT_BLOCKED => None,
+        line => Some(line),
+    }
+}
+
+/// [`blocked_line`]'s answer for a peer no block holds.
+const NOT_BLOCKED: u32 = u32::MAX;
+
+/// The line of the block holding the peer in the scratch slot of `direction`, or
+/// [`NOT_BLOCKED`]. First `firewall block`'s entry, unless it has expired (user space
 /// keeps wider entries from outliving the narrower ones inside them, so the most specific
 /// match decides): the entry's own, or for an offender a `per_source` limit blocked (a
 /// single address, so never wider than another entry), the chain's `source-limit` line.
-#[inline(always)]
-fn blocked(peer: &Addr, direction: Direction, now: u64) -> Option<u32> {
-    let entry = BLOCKLIST.get(Key::new(128, *peer))?;
-    if entry.deadline_ns != 0 && now >= entry.deadline_ns {
-        return None;
+/// Then the named lists', whose entries never expire: the list's. The two are tries of
+/// their own, so an expired block never hides a list's.
+///
+/// Global (its symbol exported), so that the verifier checks it once rather than on every
+/// path to each of its three callers.
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub extern "C" fn blocked_line(direction: u32, now: u64) -> u32 {
+    let direction = if direction == Direction::In as u32 { Direction::In } else { Direction::Out };
+    let Some(scratch) = SCRATCH.get_ptr_mut(direction as u32) else {
+        return NOT_BLOCKED;
+    };
+    // SAFETY: as `blocked`'s; a map value pointer is valid for the program's run.
+    let key = unsafe { &(*scratch).peer_key };
+    if let Some(entry) = BLOCKLIST.get(key)
+        && (entry.deadline_ns == 0 || now < entry.deadline_ns)
+    {
+        if entry.slot == OFFENDER_SLOT {
+            return builtin_counter(Chain::of(direction), Builtin::SourceLimit);
+        }
+        return block_counter(entry.slot, direction);
     }
-    if entry.slot == OFFENDER_SLOT {
-        return Some(builtin_counter(Chain::of(direction), Builtin::SourceLimit));
+    match BLOCK_LISTS.get(key) {
+        Some(slot) => block_counter(*slot, direction),
+        None => NOT_BLOCKED,
     }
-    Some(block_counter(entry.slot, direction))
 }
 
 /// Whether the anti-spoof source list names `peer`: no packet from it passes.

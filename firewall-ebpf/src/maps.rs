@@ -10,7 +10,7 @@ use firewall_common::{
     ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, BlockEntry,
     CONNTRACK_DEFAULT_ENTRIES, Config, Counter, DROP_EVENTS_BYTES, FLOW_STATS_ENTRIES, FLOWS_ENDED_ENTRIES,
     FRAGMENTS_ENTRIES, Flow, FlowKey, FragmentKey, FragmentedDatagram, HALF_OPEN_DEFAULT_ENTRIES,
-    MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, MAX_HOST_ADDRESSES, MAX_RULE_UIDS, MAX_RULES,
+    MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, MAX_HOST_ADDRESSES, MAX_LISTED, MAX_RULE_UIDS, MAX_RULES,
     PER_SOURCE_BUCKETS_ENTRIES, PER_SOURCE_CONNECTIONS_ENTRIES, PORT_INTERVALS_ENTRIES, PerSourceLimit,
     RuleUid, SourceConnections, SourceKey, TOKEN_BUCKETS_ENTRIES, TokenBucket,
 };
@@ -73,6 +73,13 @@ pub static ANTISPOOF_DST: LpmTrie<Addr, u32> = LpmTrie::with_max_entries(MAX_ANT
 #[map]
 pub static BLOCKLIST: LpmTrie<Addr, BlockEntry> = LpmTrie::with_max_entries(MAX_BLOCKED, 0);
 
+/// `firewall block --from FILE --list NAME`: the named lists' prefixes (a feed's, a
+/// country's), nothing passing to or from them; the value is the list's counter slot. A
+/// list lasts until it is replaced or removed, so no entry expires and the most specific
+/// match is always one that blocks. Live state, as `BLOCKLIST` is.
+#[map]
+pub static BLOCK_LISTS: LpmTrie<Addr, u32> = LpmTrie::with_max_entries(MAX_LISTED, 0);
+
 /// One token bucket per rule index; only rules with a `limit` consult theirs. The last,
 /// `LOG_BUCKET`, limits drop events.
 #[map]
@@ -119,13 +126,16 @@ pub static FRAGMENTS: LruHashMap<FragmentKey, FragmentedDatagram> =
 /// entries, written here before a map call: a key and an entry of `FRAGMENTS`, an address
 /// to look up in `HOST_ADDRESSES`, a source's key in `PER_SOURCE_BUCKETS` and
 /// `PER_SOURCE_CONNECTIONS` and a new entry of the latter, an offender's entry in
-/// `BLOCKLIST`, and the count of a source's open connections as its slots are walked.
+/// `BLOCKLIST`, a peer's key in the blocklists, and the count of a source's open
+/// connections as its slots are walked.
 pub struct Scratch {
     pub fragment: FragmentKey,
     pub datagram: FragmentedDatagram,
     pub address: Addr,
     pub source: SourceKey,
     pub offender_key: Key<Addr>,
+    /// A peer's key in `BLOCKLIST` and `BLOCK_LISTS`.
+    pub peer_key: Key<Addr>,
     pub offender: BlockEntry,
     /// Only its first slot is ever written: the rest stay empty.
     pub connections: SourceConnections,

@@ -66,6 +66,17 @@ pub enum Event<'a> {
         replaced: Vec<String>,
         flows_ended: usize,
     },
+    /// A named blocklist loaded (`block --from`): it holds `entries` prefixes now.
+    BlockList {
+        iface: &'a str,
+        list: String,
+        entries: usize,
+        added: usize,
+        removed: usize,
+        flows_ended: usize,
+    },
+    /// A named blocklist removed (`unblock --list`), with the `entries` it held.
+    UnblockList { iface: &'a str, list: String, entries: usize },
     /// A change refused: it would have cut off the SSH session it came from.
     SshGuard { command: &'a str, message: &'a str },
 }
@@ -92,6 +103,14 @@ impl Event<'_> {
             ),
             Event::Rollback { message, .. } => (*message).to_owned(),
             Event::SshGuard { message, .. } => format!("{prefix}: {message}"),
+            Event::BlockList { iface, list, entries, added, removed, flows_ended } => format!(
+                "{prefix}: list {list} on {iface} blocks {entries} prefixes: {added} added, {removed} removed; {flows_ended} flows ended"
+            ),
+            Event::UnblockList { iface, list, entries } => {
+                format!(
+                    "{prefix}: list {list} on {iface} removed: its {entries} prefixes are no longer blocked by it"
+                )
+            }
             Event::Block { iface, prefix: blocked, duration, replaced, flows_ended } => {
                 let how_long = duration.map_or_else(
                     || "until unblocked".to_owned(),
@@ -135,6 +154,19 @@ impl Event<'_> {
                 "{message}"
             ),
             Event::SshGuard { command, .. } => tracing::warn!(event = "ssh-guard", command, "{message}"),
+            Event::BlockList { iface, list, entries, added, removed, flows_ended } => tracing::info!(
+                event = "block-list",
+                iface,
+                list = list.as_str(),
+                entries,
+                added,
+                removed,
+                flows_ended,
+                "{message}"
+            ),
+            Event::UnblockList { iface, list, entries } => {
+                tracing::info!(event = "unblock-list", iface, list = list.as_str(), entries, "{message}");
+            }
         }
     }
 }

@@ -243,6 +243,13 @@
 //!      (INPUT for in, OUTPUT for out), and its flows do not end (rule 11 still passes
 //!      them).
 //!
+//! 11d. The named lists (`firewall block --from FILE --list NAME`) hold prefixes of
+//!      either family, each with the slot of the list that loaded it last; they never
+//!      expire. When no live entry of 11a blocks an address, the longest listed prefix
+//!      of its family containing it blocks it, as 11a's entries do (whatever the packet
+//!      is), counted on the list's slot's line of the direction. Loading prefixes into a
+//!      list ends the flows of every peer inside them (11b).
+//!
 //! ## 6. The chains
 //!
 //! The anti-spoof lists hold prefixes of both families; an address is in a list when a
@@ -1113,6 +1120,14 @@ pub struct Block {
     pub slot: u32,
 }
 
+/// A named list's prefix (rule 11d), as `firewall blocklist` counts it: its list's slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub net: Net,
+    /// The slot of the list that loaded it last: names its two lines.
+    pub slot: u32,
+}
+
 /// Rule 4's datagram of a fragment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FragmentKey {
@@ -1144,6 +1159,8 @@ pub struct State {
     /// `connections`).
     pub connections: HashMap<(u32, IpAddr), Vec<FlowKey>>,
     pub blocks: Vec<Block>,
+    /// The named lists' prefixes, each once.
+    pub listed: Vec<Listed>,
     pub fragments: HashMap<FragmentKey, Remembered>,
 }
 
@@ -1606,17 +1623,21 @@ impl Judge<'_> {
 
     /// Rule 11a: the line of the entry that blocks `peer`, if one does (rule 11c: an
     /// offender's, the chain's `source-limit`).
+    /// Rule 11d: else the line of the named list whose prefix holds it, the longest.
     fn blocked(&self, peer: IpAddr) -> Option<u32> {
-        let entry = self.state.blocks.iter().filter(|b| b.net.contains(peer)).max_by_key(|b| b.net.len)?;
-        let live = entry.deadline_ns == 0 || self.now_ns < entry.deadline_ns;
+        let entry = self.state.blocks.iter().filter(|b| b.net.contains(peer)).max_by_key(|b| b.net.len);
         let chain = match self.direction {
             Direction::In => Chain::Input,
             Direction::Out => Chain::Output,
         };
-        live.then(|| match entry.slot {
-            OFFENDER_SLOT => builtin_counter(chain, Builtin::SourceLimit),
-            slot => block_counter(slot, self.direction),
-        })
+        if let Some(entry) = entry.filter(|e| e.deadline_ns == 0 || self.now_ns < e.deadline_ns) {
+            return Some(match entry.slot {
+                OFFENDER_SLOT => builtin_counter(chain, Builtin::SourceLimit),
+                slot => block_counter(slot, self.direction),
+            });
+        }
+        let listed = self.state.listed.iter().filter(|l| l.net.contains(peer)).max_by_key(|l| l.net.len)?;
+        Some(block_counter(listed.slot, self.direction))
     }
 
     /// Whether rule 12 would drop a packet from `peer`.

@@ -1,10 +1,11 @@
-//! `firewall block ADDR|CIDR… [--for DURATION]`
-use std::time::Duration;
+//! `firewall block ADDR|CIDR… [--for DURATION]`, `firewall block --from FILE [--list NAME]`
+use std::{io::Read as _, path::PathBuf, time::Duration};
 
 use clap::Args;
 use firewall_user::{
     ops::{
         block::{self, Blocked},
+        block_lists::{self, ListError},
         peers::parse_prefixes,
     },
     policy,
@@ -12,11 +13,20 @@ use firewall_user::{
 
 #[derive(Args)]
 pub struct Block {
-    #[arg(required = true, value_name = "ADDR|CIDR")]
+    #[arg(required_unless_present = "from", conflicts_with = "from", value_name = "ADDR|CIDR")]
     addrs: Vec<String>,
     /// For how long (30s, 10m, 12h, 7d); the kernel lifts it then. Default: until unblocked.
-    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration, conflicts_with = "from")]
     duration: Option<Duration>,
+    /// Load a named list from FILE (`-`: standard input): one address or prefix a line, `#`
+    /// or `;` starts a comment. The list comes to hold exactly the file's prefixes, in
+    /// place of what it held; they stay blocked until the list is loaded without them, or
+    /// removed with `unblock --list`.
+    #[arg(long, value_name = "FILE")]
+    from: Option<PathBuf>,
+    /// The list's name. Default: the file's name, without its extension.
+    #[arg(long, value_name = "NAME", requires = "from")]
+    list: Option<String>,
     /// Block even the SSH session this runs from.
     #[arg(long)]
     force: bool,
@@ -28,6 +38,9 @@ pub struct Block {
 
 impl Block {
     pub fn run(self) -> anyhow::Result<()> {
+        if let Some(file) = &self.from {
+            return self.load_list(file);
+        }
         let prefixes = parse_prefixes(&self.addrs)?;
         let filter = self.filter.open()?;
         let done = block::block(&filter, &prefixes, self.duration, super::session_guard(self.force))?;
@@ -53,6 +66,58 @@ impl Block {
         self.output.print(lines.join("\n"), &report);
         Ok(())
     }
+}
+
+impl Block {
+    /// `block --from FILE`: the list named after the file (or `--list`) becomes the file's.
+    fn load_list(&self, file: &std::path::Path) -> anyhow::Result<()> {
+        let stdin = file.as_os_str() == "-";
+        let name = match (&self.list, stdin) {
+            (Some(name), _) => name.clone(),
+            (None, true) => return Err(ListError::NoName.into()),
+            (None, false) => file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+        };
+        block_lists::check_name(&name)?;
+        let mut text = String::new();
+        let source_name = if stdin {
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|e| anyhow::anyhow!("reading standard input: {e}"))?;
+            "standard input".to_owned()
+        } else {
+            text = std::fs::read_to_string(file)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
+            file.display().to_string()
+        };
+        let prefixes = block_lists::parse_list(&text, &source_name)?;
+        let filter = self.filter.open()?;
+        let loaded = block_lists::load(&filter, &name, &prefixes, super::session_guard(self.force))?;
+        let report = ListReport {
+            iface: filter.iface(),
+            list: &loaded.name,
+            entries: loaded.entries,
+            added: loaded.added,
+            removed: loaded.removed,
+            flows_ended: loaded.flows_ended,
+            created: loaded.created,
+        };
+        self.output.print(loaded.event(filter.iface()).line("firewall"), &report);
+        Ok(())
+    }
+}
+
+/// What `block --from --json` prints.
+#[derive(serde::Serialize)]
+struct ListReport<'a> {
+    iface: &'a str,
+    list: &'a str,
+    /// The prefixes it holds now.
+    entries: usize,
+    added: usize,
+    removed: usize,
+    flows_ended: usize,
+    /// No list had the name before.
+    created: bool,
 }
 
 /// What `block --json` prints.

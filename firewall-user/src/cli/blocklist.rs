@@ -16,10 +16,16 @@ impl Blocklist {
     pub fn run(self) -> anyhow::Result<()> {
         let filter = self.filter.open()?;
         let snapshot = Snapshot::take(filter.pins())?;
-        if let Some(form) = self.json {
-            form.print("blocklist", "blocks", &snapshot.blocks)?;
-        } else {
-            print!("{}", blocklist::render(&snapshot.blocks));
+        match self.json {
+            // The bare array of earlier versions holds the entries alone.
+            Some(form @ super::JsonForm::Array) => form.print("blocklist", "blocks", &snapshot.blocks)?,
+            Some(super::JsonForm::V1) => println!(
+                "{}",
+                firewall_user::view::versioned_json(
+                    &serde_json::json!({ "blocks": snapshot.blocks, "lists": snapshot.lists })
+                )
+            ),
+            None => print!("{}", blocklist::render(&snapshot.blocks, &snapshot.lists)),
         }
         Ok(())
     }

@@ -1,11 +1,14 @@
-//! `firewall unblock ADDR|CIDR…`
+//! `firewall unblock ADDR|CIDR…`, `firewall unblock --list NAME`
 use clap::Args;
-use firewall_user::ops::{block, peers::parse_prefixes};
+use firewall_user::ops::{block, block_lists, peers::parse_prefixes};
 
 #[derive(Args)]
 pub struct Unblock {
-    #[arg(required = true, value_name = "ADDR|CIDR")]
+    #[arg(required_unless_present = "list", conflicts_with = "list", value_name = "ADDR|CIDR")]
     addrs: Vec<String>,
+    /// Remove the named list (`block --from`): its prefixes pass again.
+    #[arg(long, value_name = "NAME")]
+    list: Option<String>,
     #[command(flatten)]
     filter: super::LiveFilter,
     #[command(flatten)]
@@ -14,6 +17,21 @@ pub struct Unblock {
 
 impl Unblock {
     pub fn run(self) -> anyhow::Result<()> {
+        if let Some(name) = &self.list {
+            let filter = self.filter.open()?;
+            let entries = block_lists::remove(&filter, name)?;
+            #[derive(serde::Serialize)]
+            struct Removed<'a> {
+                iface: &'a str,
+                list: &'a str,
+                entries: usize,
+            }
+            let event =
+                firewall_user::log::Event::UnblockList { iface: filter.iface(), list: name.clone(), entries };
+            self.output
+                .print(event.line("firewall"), &Removed { iface: filter.iface(), list: name, entries });
+            return Ok(());
+        }
         let prefixes = parse_prefixes(&self.addrs)?;
         let filter = self.filter.open()?;
         block::unblock(&filter, &prefixes)?;

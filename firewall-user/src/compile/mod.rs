@@ -390,6 +390,8 @@ pub enum LineKind {
     Antispoof(AntispoofEntry),
     /// A `firewall block` entry: `blocklist`, with its prefix as listed.
     Blocklist(String),
+    /// A named list (`firewall block --from`): `blocklist`, with the list's name.
+    NamedList(String),
     /// One of a rule's two lines, under the rule's name.
     Rule { name: String, line: Line },
 }
@@ -399,17 +401,18 @@ impl LineKind {
         match self {
             LineKind::Builtin(line) => line.name(),
             LineKind::Antispoof(_) => "antispoof",
-            LineKind::Blocklist(_) => "blocklist",
+            LineKind::Blocklist(_) | LineKind::NamedList(_) => "blocklist",
             LineKind::Rule { name, .. } => name,
         }
     }
 
-    /// The entry an anti-spoof or blocklist line stands for: its prefix (drop events'
-    /// `MATCH=`).
+    /// The entry an anti-spoof or blocklist line stands for: its prefix, or a named
+    /// list's `list:NAME` (drop events' `MATCH=`).
     pub fn entry(&self) -> Option<String> {
         match self {
             LineKind::Antispoof(entry) => Some(entry.prefix.to_string()),
             LineKind::Blocklist(prefix) => Some(prefix.clone()),
+            LineKind::NamedList(name) => Some(format!("list:{name}")),
             LineKind::Builtin(_) | LineKind::Rule { .. } => None,
         }
     }

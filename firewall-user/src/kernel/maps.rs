@@ -18,12 +18,13 @@ use firewall_common::{
     BlockEntry, CONFIG_AUDIT, CONFIG_HAS_RANGES, CONFIG_LIVE_FLAGS, CONFIG_MORE_ADDRESSES, Config, Counter,
     DROP_EVENTS_BYTES, Direction, FLOW_STATS_ENTRIES, FLOWS_ENDED_ENTRIES, FRAGMENTS_ENTRIES, Flow, FlowKey,
     FlowTable, FragmentKey, FragmentedDatagram, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT,
-    MAP_ALLOW_PREFIX, MAP_ANTISPOOF_DST, MAP_ANTISPOOF_SRC, MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK,
-    MAP_COUNTERS, MAP_DROP_EVENTS, MAP_FLOW_STATS, MAP_FLOWS_ENDED, MAP_FRAGMENTS, MAP_HALF_OPEN,
-    MAP_HOST_ADDRESSES, MAP_PER_SOURCE_BUCKETS, MAP_PER_SOURCE_CONNECTIONS, MAP_PER_SOURCE_LIMITS,
-    MAP_PORT_INTERVALS, MAP_RULE_UIDS, MAP_TOKEN_BUCKETS, MAPS, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS,
-    MAX_HOST_ADDRESSES, MAX_RULES, PROTO_ICMP, PROTO_ICMPV6, PerSourceLimit, RuleUid, SourceConnections,
-    SourceKey, TOKEN_BUCKETS_ENTRIES, TokenBucket, block_counter, flows_inserted, flows_removed,
+    MAP_ALLOW_PREFIX, MAP_ANTISPOOF_DST, MAP_ANTISPOOF_SRC, MAP_BLOCK_LISTS, MAP_BLOCKLIST, MAP_CONFIG,
+    MAP_CONNTRACK, MAP_COUNTERS, MAP_DROP_EVENTS, MAP_FLOW_STATS, MAP_FLOWS_ENDED, MAP_FRAGMENTS,
+    MAP_HALF_OPEN, MAP_HOST_ADDRESSES, MAP_PER_SOURCE_BUCKETS, MAP_PER_SOURCE_CONNECTIONS,
+    MAP_PER_SOURCE_LIMITS, MAP_PORT_INTERVALS, MAP_RULE_UIDS, MAP_TOKEN_BUCKETS, MAPS, MAX_ANTISPOOF,
+    MAX_BLOCKED, MAX_COUNTERS, MAX_HOST_ADDRESSES, MAX_LISTED, MAX_RULES, PROTO_ICMP, PROTO_ICMPV6,
+    PerSourceLimit, RuleUid, SourceConnections, SourceKey, TOKEN_BUCKETS_ENTRIES, TokenBucket, block_counter,
+    flows_inserted, flows_removed,
 };
 
 use crate::{
@@ -39,6 +40,11 @@ pub enum MapsError {
     Missing(&'static str),
     #[error("map {name}: {call}")]
     Call { name: &'static str, call: &'static str, source: MapError },
+    /// Boxed: a state error is large, and every `Result` here would carry its size.
+    #[error(transparent)]
+    State(Box<crate::kernel::pins::PinsError>),
+    #[error("map {name}: {call}")]
+    Batch { name: &'static str, call: &'static str, source: std::io::Error },
     #[error("counting the CPUs")]
     Cpus(#[source] std::io::Error),
     #[error("map {MAP_FLOWS_ENDED}: mmap")]
@@ -71,6 +77,10 @@ pub enum MapsError {
         "the live filter's programs know no uids (an older version loaded them: its maps have no {MAP_RULE_UIDS}), and the policy names some; `firewall up` with it replaces the programs in place (tracked flows and counters kept)"
     )]
     NoOwnerMatch,
+    #[error(
+        "the live filter's programs know no named blocklists (an older version loaded them: its maps have no {MAP_BLOCK_LISTS}); `firewall up` with its policy replaces the programs in place (tracked flows and counters kept)"
+    )]
+    NoBlockLists,
 }
 
 /// A map's shape: key and value sizes as the kernel object declares them (an LPM trie's
@@ -106,6 +116,7 @@ fn layout(name: &str) -> Layout {
         MAP_ANTISPOOF_SRC | MAP_ANTISPOOF_DST => (4 + size_of::<Addr>(), 4, Some(MAX_ANTISPOOF)),
         MAP_TOKEN_BUCKETS => (4, size_of::<TokenBucket>(), Some(TOKEN_BUCKETS_ENTRIES)),
         MAP_BLOCKLIST => (4 + size_of::<Addr>(), size_of::<BlockEntry>(), Some(MAX_BLOCKED)),
+        MAP_BLOCK_LISTS => (4 + size_of::<Addr>(), 4, Some(MAX_LISTED)),
         // A ring buffer has neither keys nor values; its size is in bytes.
         MAP_DROP_EVENTS => (0, 0, Some(DROP_EVENTS_BYTES)),
         MAP_FRAGMENTS => (size_of::<FragmentKey>(), size_of::<FragmentedDatagram>(), Some(FRAGMENTS_ENTRIES)),
@@ -130,8 +141,9 @@ fn layout(name: &str) -> Layout {
 /// range ([`MapsError::NoPortRanges`]); the `PER_SOURCE_*` maps for a policy with a
 /// `per_source` limit ([`MapsError::NoPerSourceLimits`]); `RULE_UIDS` for one with `uids`
 /// ([`MapsError::NoOwnerMatch`]); `PER_SOURCE_CONNECTIONS` for one with
-/// `per_source.connections` ([`MapsError::NoConnectionLimits`]).
-const MAPS_ADDED_LATER: [&str; 7] = [
+/// `per_source.connections` ([`MapsError::NoConnectionLimits`]); `BLOCK_LISTS` for a
+/// named list ([`MapsError::NoBlockLists`]).
+const MAPS_ADDED_LATER: [&str; 8] = [
     MAP_FRAGMENTS,
     MAP_HOST_ADDRESSES,
     MAP_PORT_INTERVALS,
@@ -139,6 +151,7 @@ const MAPS_ADDED_LATER: [&str; 7] = [
     MAP_PER_SOURCE_BUCKETS,
     MAP_RULE_UIDS,
     MAP_PER_SOURCE_CONNECTIONS,
+    MAP_BLOCK_LISTS,
 ];
 
 /// Refuses pinned maps whose layout is not this firewall's, and a live filter without one
@@ -204,6 +217,11 @@ pub struct LiveMaps {
     pub antispoof_dst: LpmTrie<MapData, Addr, u32>,
     pub token_buckets: Array<MapData, TokenBucket>,
     pub blocklist: LpmTrie<MapData, Addr, BlockEntry>,
+    /// The named lists' prefixes; `None` on a live filter older than the map.
+    pub block_lists: Option<LpmTrie<MapData, Addr, u32>>,
+    /// The named lists, from the state's index (none for maps not opened from pins): their
+    /// slots are taken, so no block's entry gets one, and read with the counters.
+    pub lists: Vec<crate::kernel::pins::BlockList>,
     /// The host's addresses; `None` on a live filter older than the map (see
     /// [`check_pinned`]).
     pub host_addresses: Option<HashMap<MapData, Addr, u32>>,
@@ -268,7 +286,95 @@ pub(crate) fn prefix_key(prefix: &Prefix) -> Key<Addr> {
     Key::new(len, addr)
 }
 
+/// Entries a batch call carries: enough that a million cost a hundred calls, few enough
+/// that the kernel reschedules between them.
+const BATCH: usize = 10_000;
+
+/// One `bpf_attr` of BPF_MAP_UPDATE_BATCH and BPF_MAP_DELETE_BATCH (`batch`).
+#[repr(C)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// The named lists' trie, changed in batches: a feed of a million prefixes loads in a
+/// hundred calls, not a million (aya has no batch calls).
+pub(crate) struct BatchTrie<'a>(&'a LpmTrie<MapData, Addr, u32>);
+
+impl BatchTrie<'_> {
+    /// Sets each key to its value.
+    pub(crate) fn update(&self, entries: &[(Key<Addr>, u32)]) -> Result<()> {
+        const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+        for chunk in entries.chunks(BATCH) {
+            let keys: Vec<Key<Addr>> = chunk.iter().map(|(key, _)| *key).collect();
+            let values: Vec<u32> = chunk.iter().map(|(_, value)| *value).collect();
+            self.call(BPF_MAP_UPDATE_BATCH, &keys, Some(&values))
+                .map_err(|e| batch_error("update batch", e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes each key; one already gone is no error.
+    pub(crate) fn remove(&self, keys: &[Key<Addr>]) -> Result<()> {
+        const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+        for chunk in keys.chunks(BATCH) {
+            let mut rest = chunk;
+            // The kernel stops at a key it cannot delete, saying how many it did: skip
+            // that one if it was gone, and go on with the others.
+            while !rest.is_empty() {
+                match self.call(BPF_MAP_DELETE_BATCH, rest, None) {
+                    Ok(()) => break,
+                    Err((done, e)) if e.raw_os_error() == Some(libc::ENOENT) => rest = &rest[done + 1..],
+                    Err(e) => return Err(batch_error("delete batch", e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One batch call over `keys` (and `values`); on failure, how many it did first.
+    fn call(
+        &self,
+        cmd: libc::c_long,
+        keys: &[Key<Addr>],
+        values: Option<&[u32]>,
+    ) -> std::result::Result<(), (usize, std::io::Error)> {
+        let mut attr = BatchAttr {
+            in_batch: 0,
+            out_batch: 0,
+            keys: keys.as_ptr() as u64,
+            values: values.map_or(0, |v| v.as_ptr() as u64),
+            count: keys.len() as u32,
+            map_fd: self.0.map().fd().as_fd().as_raw_fd() as u32,
+            elem_flags: 0,
+            flags: 0,
+        };
+        // SAFETY: a `bpf_attr` for a batch call of the size given: `count` keys (and values)
+        // of the map's sizes, which outlive the call; the kernel writes back `count` only.
+        let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, &raw mut attr, size_of::<BatchAttr>()) };
+        if rc < 0 {
+            return Err((attr.count as usize, std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+}
+
+fn batch_error(call: &'static str, (_, source): (usize, std::io::Error)) -> MapsError {
+    MapsError::Batch { name: MAP_BLOCK_LISTS, call, source }
+}
+
 impl LiveMaps {
+    /// The named lists' trie, for batch calls; `None` on a live filter older than it.
+    pub(crate) fn block_lists_batch(&self) -> Option<BatchTrie<'_>> {
+        self.block_lists.as_ref().map(BatchTrie)
+    }
+
     /// The maps `get` gives; those [`MAPS_ADDED_LATER`] only when `has` says it has them.
     fn from_source(
         mut get: impl FnMut(&'static str) -> Result<Map>,
@@ -292,6 +398,8 @@ impl LiveMaps {
             antispoof_dst: typed!(MAP_ANTISPOOF_DST),
             token_buckets: typed!(MAP_TOKEN_BUCKETS),
             blocklist: typed!(MAP_BLOCKLIST),
+            block_lists: if has(MAP_BLOCK_LISTS) { Some(typed!(MAP_BLOCK_LISTS)) } else { None },
+            lists: Vec::new(),
             host_addresses: if has(MAP_HOST_ADDRESSES) { Some(typed!(MAP_HOST_ADDRESSES)) } else { None },
             port_intervals: if has(MAP_PORT_INTERVALS) { Some(typed!(MAP_PORT_INTERVALS)) } else { None },
             per_source_limits: if has(MAP_PER_SOURCE_LIMITS) {
@@ -337,13 +445,15 @@ impl LiveMaps {
     /// Opens the maps a live filter pinned.
     pub fn open(pins: &Pins) -> Result<LiveMaps> {
         check_pinned(pins)?;
-        Self::from_source(
+        let mut maps = Self::from_source(
             |name| {
                 let data = MapData::from_pin(pins.map_path(name)).map_err(call(name, "open pinned"))?;
                 Map::from_map_data(data).map_err(call(name, "open pinned"))
             },
             |name| pins.map_path(name).exists(),
-        )
+        )?;
+        maps.lists = pins.block_lists().map_err(|e| MapsError::State(Box::new(e)))?;
+        Ok(maps)
     }
 
     /// Refuses a plan the live filter's programs, loaded by an older version, know nothing
@@ -681,14 +791,19 @@ impl LiveMaps {
         self.counters.set(id, zeros, 0).map_err(call(MAP_COUNTERS, "set"))
     }
 
-    /// The counter ids in use: every built-in, anti-spoof and rule line's, and the two of
-    /// each blocklist entry (a slot is zeroed when an entry takes it, so the others are
-    /// not worth reading: most of the array is the blocklist's, and mostly empty).
+    /// The counter ids in use: every built-in, anti-spoof and rule line's, the two of each
+    /// blocklist entry and of each named list (a slot is zeroed
+    /// when an entry or a list takes it, so the others are not worth reading: most of the
+    /// array is the blocklist's, and mostly empty).
     fn counters_in_use(&self) -> Result<Vec<u32>> {
-        let mut ids: Vec<u32> = (0..BLOCK_COUNTER_BASE).collect();
+        let mut slots: Vec<u32> = self.lists.iter().map(|list| list.slot).collect();
         for entry in &self.blocklist {
             let (_, entry) = entry.map_err(call(MAP_BLOCKLIST, "iterate"))?;
-            ids.extend([block_counter(entry.slot, Direction::In), block_counter(entry.slot, Direction::Out)]);
+            slots.push(entry.slot);
+        }
+        let mut ids: Vec<u32> = (0..BLOCK_COUNTER_BASE).collect();
+        for slot in slots.into_iter().filter(|&slot| slot < MAX_BLOCKED) {
+            ids.extend([block_counter(slot, Direction::In), block_counter(slot, Direction::Out)]);
         }
         Ok(ids)
     }

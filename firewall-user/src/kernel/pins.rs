@@ -35,6 +35,9 @@ pub const INGRESS_LINK: &str = "ingress_link";
 pub const EGRESS_LINK: &str = "egress_link";
 const POLICY_COPY: &str = "policy.toml";
 const LIVE_STATE: &str = "live.json";
+/// The named blocklists' index ([`BlockList`]s), and the directory of their prefixes.
+const BLOCK_LISTS: &str = "block-lists.json";
+const BLOCK_LIST_DIR: &str = "block-lists";
 /// The lock every change holds. Not `lock`, the name older versions used: they made it
 /// 0644 in a 0755 directory, so a stranger may hold a descriptor of it open still, and
 /// with it the lock; this one is only ever made in a directory no one else can enter.
@@ -169,6 +172,21 @@ pub struct LiveState {
     pub runtime_only: bool,
 }
 
+/// A named blocklist (`firewall block --from FILE --list NAME`). Its prefixes are in the
+/// `BLOCK_LISTS` map, and as text in [`Pins::block_list_text`], against which the next
+/// load of the list is diffed, so that only what changed touches the map.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockList {
+    pub name: String,
+    /// Its counters' slot: `block_counter(slot, …)`, taken from the pool `firewall block`'s
+    /// entries take theirs from.
+    pub slot: u32,
+    /// How many prefixes it holds.
+    pub entries: usize,
+    /// When it was last loaded, in seconds since the epoch.
+    pub loaded: u64,
+}
+
 /// What this version's programs do that their maps cannot tell (a map they read is
 /// checked by its presence: see `kernel::maps`), written by `up`:
 /// 1. rules with `returns = false` (`ALLOW_ONE_WAY`): older programs track their flows.
@@ -272,6 +290,27 @@ impl Pins {
         let path = self.state.join(LIVE_STATE);
         let text = fs::read_to_string(&path).map_err(|e| self.bad_state(&path, e))?;
         serde_json::from_str(&text).map_err(|e| self.bad_state(&path, e))
+    }
+
+    /// The named blocklists, by name; none when there is no index.
+    pub fn block_lists(&self) -> Result<Vec<BlockList>> {
+        let path = self.state.join(BLOCK_LISTS);
+        match fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| self.bad_state(&path, e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(self.bad_state(&path, e)),
+        }
+    }
+
+    /// The prefixes of the named list `name` as last written, one a line; empty when
+    /// it has none.
+    pub fn block_list_text(&self, name: &str) -> Result<String> {
+        let path = self.state.join(BLOCK_LIST_DIR).join(name);
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(text),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
+            Err(e) => Err(self.bad_state(&path, e)),
+        }
     }
 
     /// The state directory's lock, which every change holds: waits for another change on
@@ -414,6 +453,40 @@ impl StateLock {
         Ok(files::replace(&dir.join(LIVE_STATE), &json, Perms::Private)?)
     }
 
+    /// Records the named lists' index, replaced atomically.
+    pub fn save_block_lists(&self, lists: &[BlockList]) -> Result<()> {
+        let json = serde_json::to_vec_pretty(lists).expect("plain data");
+        Ok(files::replace(&self.pins.state.join(BLOCK_LISTS), &json, Perms::Private)?)
+    }
+
+    /// Records the prefixes of the named list `name` (one a line), replaced atomically;
+    /// `None` removes them.
+    pub fn save_block_list_text(&self, name: &str, text: Option<&str>) -> Result<()> {
+        let path = self.block_list_path(name)?;
+        match text {
+            Some(text) => Ok(files::replace(&path, text.as_bytes(), Perms::Private)?),
+            None => match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &path)(e)),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// Adds lines to the record of the named list `name`.
+    pub fn append_block_list_text(&self, name: &str, text: &str) -> Result<()> {
+        use std::io::Write as _;
+        let path = self.block_list_path(name)?;
+        let mut file = files::append_private(&path)?;
+        file.write_all(text.as_bytes()).map_err(io_err("append to", &path))
+    }
+
+    /// Where the record of the named list `name` is, its directory made.
+    fn block_list_path(&self, name: &str) -> Result<PathBuf> {
+        let dir = self.pins.state.join(BLOCK_LIST_DIR);
+        files::private_dir(&dir, Path::new(STATE_ROOT))?;
+        Ok(dir.join(name))
+    }
+
     /// Keeps the policy in force as the last one that applied cleanly, for `up --fallback
     /// last-good`. Called once a change is settled: applied without `--confirm`, or
     /// confirmed.
@@ -457,14 +530,18 @@ impl StateLock {
     /// Removes the state files of a filter that is no longer (the lock's file stays, so
     /// that the lock goes on guarding while it is held).
     pub fn clear_state(&self) -> Result<()> {
-        for name in [POLICY_COPY, LIVE_STATE, PENDING] {
+        for name in [POLICY_COPY, LIVE_STATE, PENDING, BLOCK_LISTS] {
             let path = self.pins.state.join(name);
             match fs::remove_file(&path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err("remove", &path)(e)),
                 _ => {}
             }
         }
-        Ok(())
+        let lists = self.pins.state.join(BLOCK_LIST_DIR);
+        match fs::remove_dir_all(&lists) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("rm -r", &lists)(e)),
+            _ => Ok(()),
+        }
     }
 
     /// Removes the state directory with everything in it (a pending `--confirm`

@@ -79,6 +79,10 @@ pub enum BlockError {
     InsideBlock { prefix: Prefix, by: Prefix },
     #[error("{prefix} is not blocked")]
     NotBlocked { prefix: Prefix },
+    #[error(
+        "{prefix} is blocked by the list {list}: load the list again without it (`firewall block --from FILE --list {list}`), or lift the whole list with `firewall unblock --list {list}`"
+    )]
+    InList { prefix: Prefix, list: String },
 }
 
 /// What one `block` does to the map.
@@ -91,9 +95,10 @@ pub enum BlockPlan {
 }
 
 /// Plans blocking `prefix` until `deadline_ns` (0: until unblocked) among the `live`
-/// entries (expired ones count as absent).
+/// entries (expired ones count as absent); the named lists hold the slots `lists`.
 pub fn plan_block(
     live: &[Entry],
+    lists: &[u32],
     prefix: Prefix,
     deadline_ns: u64,
     now: u64,
@@ -111,8 +116,9 @@ pub fn plan_block(
     let slot = match live.iter().find(|e| e.prefix == prefix && e.offender_of.is_none()) {
         Some(same) => same.slot,
         None => {
-            let used: std::collections::HashSet<u32> = active.iter().map(|e| e.slot).collect();
-            (0..MAX_BLOCKED).find(|s| !used.contains(s)).ok_or(BlockError::Full)?
+            let used: std::collections::HashSet<u32> =
+                active.iter().map(|e| e.slot).chain(lists.iter().copied()).collect();
+            free_slot(&used).ok_or(BlockError::Full)?
         }
     };
     let absorbed = active
@@ -121,6 +127,11 @@ pub fn plan_block(
         .map(|e| e.prefix)
         .collect();
     Ok(BlockPlan::Insert { entry: Entry { prefix, deadline_ns, slot, offender_of: None }, absorbed })
+}
+
+/// The lowest counter slot not in `used`.
+pub(crate) fn free_slot(used: &std::collections::HashSet<u32>) -> Option<u32> {
+    (0..MAX_BLOCKED).find(|s| !used.contains(s))
 }
 
 /// Every entry in the map, expired ones included.
@@ -224,7 +235,8 @@ pub fn block(
 pub fn apply_block(maps: &mut LiveMaps, prefix: Prefix, deadline_ns: u64, now: u64) -> Result<Blocked> {
     let live = entries(maps)?;
     sweep(maps, &live, now);
-    match plan_block(&live, prefix, deadline_ns, now)? {
+    let lists: Vec<u32> = maps.lists.iter().map(|list| list.slot).collect();
+    match plan_block(&live, &lists, prefix, deadline_ns, now)? {
         BlockPlan::Covered { by } => Ok(Blocked::Covered { prefix, by }),
         BlockPlan::Insert { entry, absorbed } => {
             if !live.iter().any(|e| e.prefix == prefix && e.slot == entry.slot && !e.expired(now)) {
@@ -245,10 +257,11 @@ pub fn apply_block(maps: &mut LiveMaps, prefix: Prefix, deadline_ns: u64, now: u
     }
 }
 
-/// Tells the programs whether to look in the trie at all: only while it holds entries, or
-/// while they may write some.
-fn settle_flag(maps: &mut LiveMaps) -> Result<()> {
-    let any = !entries(maps)?.is_empty() || maps.config()?.flags & CONFIG_BLOCKS_OFFENDERS != 0;
+/// Tells the programs whether to look in the tries at all: only while they hold entries
+/// (the blocklist or a named list), or while the programs may write some.
+pub(crate) fn settle_flag(maps: &mut LiveMaps) -> Result<()> {
+    let listed = maps.block_lists.as_ref().is_some_and(|trie| trie.keys().next().is_some());
+    let any = listed || !entries(maps)?.is_empty() || maps.config()?.flags & CONFIG_BLOCKS_OFFENDERS != 0;
     maps.set_flag(CONFIG_HAS_BLOCKS, any)?;
     Ok(())
 }
@@ -271,7 +284,10 @@ pub fn lift_blocks(maps: &mut LiveMaps, prefixes: &[Prefix], now: u64) -> Result
         }
         let refused = match live.iter().find(|e| covers(&e.prefix, prefix) && !e.expired(now)) {
             Some(wider) => BlockError::InsideBlock { prefix: *prefix, by: wider.prefix },
-            None => BlockError::NotBlocked { prefix: *prefix },
+            None => match crate::ops::block_lists::list_holding(maps, prefix) {
+                Some(list) => BlockError::InList { prefix: *prefix, list },
+                None => BlockError::NotBlocked { prefix: *prefix },
+            },
         };
         return Err(refused.into());
     }
@@ -300,7 +316,7 @@ mod tests {
             Entry { prefix: p("192.0.2.7"), deadline_ns: 900, slot: OFFENDER_SLOT, offender_of: Some(3) };
         let live = [e("192.0.2.1", 0, 0), offender];
         assert_eq!(
-            plan_block(&live, p("192.0.2.7"), 0, 100),
+            plan_block(&live, &[], p("192.0.2.7"), 0, 100),
             Ok(BlockPlan::Insert { entry: e("192.0.2.7", 0, 1), absorbed: vec![] })
         );
     }
@@ -309,7 +325,7 @@ mod tests {
     fn a_new_block_takes_the_lowest_free_slot() {
         let live = [e("192.0.2.1", 0, 0), e("192.0.2.2", 0, 2)];
         assert_eq!(
-            plan_block(&live, p("198.51.100.7"), 500, 100),
+            plan_block(&live, &[], p("198.51.100.7"), 500, 100),
             Ok(BlockPlan::Insert { entry: e("198.51.100.7", 500, 1), absorbed: vec![] })
         );
     }
@@ -318,7 +334,7 @@ mod tests {
     fn re_blocking_keeps_the_slot_and_takes_the_new_deadline() {
         let live = [e("192.0.2.1", 900, 3)];
         assert_eq!(
-            plan_block(&live, p("192.0.2.1"), 400, 100),
+            plan_block(&live, &[], p("192.0.2.1"), 400, 100),
             Ok(BlockPlan::Insert { entry: e("192.0.2.1", 400, 3), absorbed: vec![] })
         );
     }
@@ -327,17 +343,17 @@ mod tests {
     fn a_wider_block_lasting_as_long_covers_a_narrower_one() {
         let live = [e("192.0.2.0/24", 0, 0)];
         assert_eq!(
-            plan_block(&live, p("192.0.2.9"), 500, 100),
+            plan_block(&live, &[], p("192.0.2.9"), 500, 100),
             Ok(BlockPlan::Covered { by: p("192.0.2.0/24") })
         );
         let live = [e("192.0.2.0/24", 800, 0)];
         assert_eq!(
-            plan_block(&live, p("192.0.2.9"), 500, 100),
+            plan_block(&live, &[], p("192.0.2.9"), 500, 100),
             Ok(BlockPlan::Covered { by: p("192.0.2.0/24") })
         );
         // Outlasting it, the narrower one is stored: it is still blocked once the wide ends.
         assert_eq!(
-            plan_block(&live, p("192.0.2.9"), 0, 100),
+            plan_block(&live, &[], p("192.0.2.9"), 0, 100),
             Ok(BlockPlan::Insert { entry: e("192.0.2.9", 0, 1), absorbed: vec![] })
         );
     }
@@ -346,7 +362,7 @@ mod tests {
     fn a_wider_block_absorbs_the_narrower_ones_it_outlasts() {
         let live = [e("192.0.2.9", 300, 0), e("192.0.2.10", 0, 1), e("198.51.100.1", 200, 2)];
         assert_eq!(
-            plan_block(&live, p("192.0.2.0/24"), 500, 100),
+            plan_block(&live, &[], p("192.0.2.0/24"), 500, 100),
             Ok(BlockPlan::Insert { entry: e("192.0.2.0/24", 500, 3), absorbed: vec![p("192.0.2.9")] })
         );
     }
@@ -355,7 +371,7 @@ mod tests {
     fn expired_entries_count_as_absent() {
         let live = [e("192.0.2.0/24", 50, 0)];
         assert_eq!(
-            plan_block(&live, p("192.0.2.9"), 500, 100),
+            plan_block(&live, &[], p("192.0.2.9"), 500, 100),
             Ok(BlockPlan::Insert { entry: e("192.0.2.9", 500, 0), absorbed: vec![] })
         );
     }
@@ -364,7 +380,7 @@ mod tests {
     fn families_do_not_cover_each_other() {
         let live = [e("2000::/3", 0, 0)];
         assert_eq!(
-            plan_block(&live, p("192.0.2.9"), 0, 100),
+            plan_block(&live, &[], p("192.0.2.9"), 0, 100),
             Ok(BlockPlan::Insert { entry: e("192.0.2.9", 0, 1), absorbed: vec![] })
         );
     }
@@ -373,7 +389,7 @@ mod tests {
     fn a_full_list_says_so() {
         let live: Vec<Entry> =
             (0..MAX_BLOCKED).map(|i| e(&format!("10.{}.{}.1", i / 256, i % 256), 0, i)).collect();
-        assert_eq!(plan_block(&live, p("192.0.2.9"), 0, 100), Err(BlockError::Full));
+        assert_eq!(plan_block(&live, &[], p("192.0.2.9"), 0, 100), Err(BlockError::Full));
         assert_eq!(
             BlockError::Full.to_string(),
             "the blocklist is full (4096 entries); unblock some, or block a wider prefix"

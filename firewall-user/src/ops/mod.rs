@@ -1,7 +1,8 @@
 //! Changes to a filter: put up and taken down ([`up`]), brought to a policy in place
-//! ([`reload`]), its peers changed ([`peers`]), addresses blocked ([`block`]), its
-//! counters zeroed ([`counters`]); the safety nets around them: the SSH guard
-//! ([`lockout`]) and the rollback a change can arm ([`confirm`]).
+//! ([`reload`]), its peers changed ([`peers`]), addresses blocked ([`block`], and by
+//! named lists: [`block_lists`]), its counters zeroed ([`counters`]); the safety nets
+//! around them: the SSH guard ([`lockout`]) and the rollback a change can arm
+//! ([`confirm`]).
 //!
 //! Each change is computed whole and validated before anything is touched, applied to
 //! the maps with new entries before stale ones go (so no allowed flow meets a gap), and
@@ -10,6 +11,7 @@
 //! lock ([`crate::Filter::lock`]) from its first reading of the live state to its last
 //! write, so that changes at once happen one after the other, none lost.
 pub mod block;
+pub mod block_lists;
 pub mod confirm;
 pub mod counters;
 pub mod follow;
@@ -54,6 +56,8 @@ pub enum LiveError {
     BadAddress(#[from] crate::policy::PrefixError),
     #[error(transparent)]
     Block(#[from] block::BlockError),
+    #[error(transparent)]
+    List(#[from] block_lists::ListError),
     #[error("{addr} is not a peer of rule {rule:?}")]
     NotAPeer { addr: String, rule: String },
     #[error(

@@ -538,6 +538,11 @@ fn gauges(snapshot: &Snapshot) -> Vec<Gauge> {
             value: snapshot.blocks.len() as u64,
         },
         Gauge {
+            name: "firewall_block_list_entries",
+            help: "Prefixes the named lists hold together (firewall block --from); each list's packets are on its own lines",
+            value: snapshot.lists.iter().map(|list| list.entries as u64).sum(),
+        },
+        Gauge {
             name: "firewall_audit",
             help: "1 in audit mode (what would drop is counted and passed), else 0",
             value: u64::from(snapshot.audit),
@@ -549,12 +554,14 @@ fn gauges(snapshot: &Snapshot) -> Vec<Gauge> {
 /// its chain, its rule's name (or the built-in's), its target, and which of the rule's
 /// lines it is: `new` (the rule's own line), `established` (its returns, in the other
 /// chain), an anti-spoof entry by its list and prefix (`source 10.0.0.0/8`), or
-/// `builtin`.
+/// `builtin`; a blocklist's entry by its prefix (`block 192.0.2.7`), a named list by its
+/// name (`list feed`).
 fn line_labels(line: &LineStats) -> [(&'static str, String); 4] {
     let which = match &line.line.kind {
         LineKind::Builtin(_) => "builtin".to_owned(),
         LineKind::Antispoof(entry) => entry.to_string(),
         LineKind::Blocklist(prefix) => format!("block {prefix}"),
+        LineKind::NamedList(name) => format!("list {name}"),
         LineKind::Rule { line: Line::New, .. } => "new".to_owned(),
         LineKind::Rule { line: Line::Established, .. } => "established".to_owned(),
     };

@@ -31,6 +31,47 @@ pub struct BlockView {
     pub slot: u32,
 }
 
+/// One named list (`firewall block --from`), as `blocklist` and `list` show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ListView {
+    pub name: String,
+    /// The prefixes it holds.
+    pub entries: usize,
+    /// When it was last loaded, in seconds since the epoch.
+    pub loaded: u64,
+    /// Packets and bytes from its prefixes (INPUT) and to them (OUTPUT).
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    #[serde(skip)]
+    pub slot: u32,
+}
+
+/// The named lists, with their counters.
+pub fn list_views(maps: &LiveMaps, counters: &[Counter]) -> Vec<ListView> {
+    let counter = |id: u32| counters.get(id as usize).copied().unwrap_or_default();
+    maps.lists
+        .iter()
+        .map(|list| {
+            let (i, o) = (
+                counter(block_counter(list.slot, Direction::In)),
+                counter(block_counter(list.slot, Direction::Out)),
+            );
+            ListView {
+                name: list.name.clone(),
+                entries: list.entries,
+                loaded: list.loaded,
+                packets_in: i.packets,
+                bytes_in: i.bytes,
+                packets_out: o.packets,
+                bytes_out: o.bytes,
+                slot: list.slot,
+            }
+        })
+        .collect()
+}
+
 /// The live entries, with their counters; `ids` names the rules of offenders' entries.
 pub fn views(maps: &LiveMaps, counters: &[Counter], ids: &Ids) -> Result<Vec<BlockView>> {
     let now = kernel_time_ns();
@@ -95,8 +136,9 @@ fn expiry_text(view: &BlockView) -> String {
 }
 
 /// Puts the blocklist's lines into `list`'s chains where the programs check them: after
-/// the built-in first lines of INPUT (from the blocked peers) and OUTPUT (to them).
-pub fn insert_lines(chains: &mut [ListChain], views: &[BlockView]) {
+/// the built-in first lines of INPUT (from the blocked peers) and OUTPUT (to them), each
+/// entry's, then each named list's, as iptables lists an ipset's `--match-set` line.
+pub fn insert_lines(chains: &mut [ListChain], views: &[BlockView], lists: &[ListView]) {
     for chain in chains.iter_mut() {
         let direction = match chain.chain {
             Chain::Input => Direction::In,
@@ -105,31 +147,74 @@ pub fn insert_lines(chains: &mut [ListChain], views: &[BlockView]) {
         };
         let after = builtin_counter(chain.chain, Builtin::Invalid);
         let at = chain.lines.iter().position(|l| l.counter == after).map_or(0, |i| i + 1);
-        // An offender's packets are on the `source-limit` line.
-        let lines = views.iter().filter(|view| view.blocked_by.is_none()).map(|view| {
-            let (source, destination) = match direction {
-                Direction::In => (view.prefix.clone(), ANYWHERE.to_owned()),
-                Direction::Out => (ANYWHERE.to_owned(), view.prefix.clone()),
+        let (peer_is, flag) = match direction {
+            Direction::In => ("source", "src"),
+            Direction::Out => ("destination", "dst"),
+        };
+        let line = |kind, peer: String, matches, counter| {
+            let (source, destination) = match peer_is {
+                "source" => (peer, ANYWHERE.to_owned()),
+                _ => (ANYWHERE.to_owned(), peer),
             };
-            ListLine {
-                kind: LineKind::Blocklist(view.prefix.clone()),
-                target: "DROP",
-                prot: "all",
-                source,
-                destination,
-                matches: expiry_text(view),
-                ports: None,
-                counter: block_counter(view.slot, direction),
-            }
+            ListLine { kind, target: "DROP", prot: "all", source, destination, matches, ports: None, counter }
+        };
+        // An offender's packets are on the `source-limit` line.
+        let entries = views.iter().filter(|view| view.blocked_by.is_none()).map(|view| {
+            line(
+                LineKind::Blocklist(view.prefix.clone()),
+                view.prefix.clone(),
+                expiry_text(view),
+                block_counter(view.slot, direction),
+            )
         });
+        let named = lists.iter().map(|list| {
+            line(
+                LineKind::NamedList(list.name.clone()),
+                ANYWHERE.to_owned(),
+                format!("match-set {} {flag} ({} prefixes)", list.name, list.entries),
+                block_counter(list.slot, direction),
+            )
+        });
+        let lines: Vec<ListLine> = entries.chain(named).collect();
         chain.lines.splice(at..at, lines);
     }
 }
 
-/// `firewall blocklist`: one line per entry.
-pub fn render(views: &[BlockView]) -> String {
-    if views.is_empty() {
+/// `firewall blocklist`: one line per entry, then one per named list.
+pub fn render(views: &[BlockView], lists: &[ListView]) -> String {
+    if views.is_empty() && lists.is_empty() {
         return "no address is blocked\n".into();
+    }
+    let mut out = render_entries(views);
+    if !lists.is_empty() {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&render_lists(lists));
+    }
+    out
+}
+
+/// The named lists' table: one line each, with its size and counters.
+fn render_lists(lists: &[ListView]) -> String {
+    let width = lists.iter().map(|l| l.name.len()).max().unwrap_or(0).max(18);
+    let mut out = format!(
+        "{:<width$} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
+        "list", "prefixes", "pkts in", "bytes in", "pkts out", "bytes out"
+    );
+    for l in lists {
+        out.push_str(&format!(
+            "{:<width$} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
+            l.name, l.entries, l.packets_in, l.bytes_in, l.packets_out, l.bytes_out
+        ));
+    }
+    out
+}
+
+/// The entries' table; empty when there are none.
+fn render_entries(views: &[BlockView]) -> String {
+    if views.is_empty() {
+        return String::new();
     }
     let width = views.iter().map(|v| v.prefix.len()).max().unwrap_or(0).max(18);
     let mut out = format!(

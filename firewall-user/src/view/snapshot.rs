@@ -12,7 +12,7 @@ use crate::{
     },
     ops::{LiveError, Result},
     policy::Policy,
-    view::blocklist::{self, BlockView},
+    view::blocklist::{self, BlockView, ListView},
 };
 
 /// A listing line and its counter at the time of the snapshot.
@@ -41,6 +41,8 @@ pub struct Snapshot {
     pub half_open: TableStats,
     /// The blocklist's live entries (their lines are in `chains` too).
     pub blocks: Vec<BlockView>,
+    /// The named lists (their lines are in `chains` too).
+    pub lists: Vec<ListView>,
     /// Audit mode: what the DROP lines count passed.
     pub audit: bool,
 }
@@ -56,7 +58,8 @@ impl Snapshot {
         let half_open = maps.table_stats(FlowTable::HalfOpen)?;
         let mut chains = listing(&policy, &state.ids);
         let blocks = blocklist::views(&maps, &counters, &state.ids)?;
-        blocklist::insert_lines(&mut chains, &blocks);
+        let lists = blocklist::list_views(&maps, &counters);
+        blocklist::insert_lines(&mut chains, &blocks, &lists);
         let audit = maps.enforcement().map_err(LiveError::from)?.is_audit();
         Ok(Snapshot {
             taken: Instant::now(),
@@ -67,6 +70,7 @@ impl Snapshot {
             established,
             half_open,
             blocks,
+            lists,
             audit,
         })
     }
@@ -111,6 +115,7 @@ impl Snapshot {
             established,
             half_open,
             blocks: Vec::new(),
+            lists: Vec::new(),
             audit: false,
         }
     }

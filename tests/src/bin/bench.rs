@@ -416,6 +416,7 @@ fn main() {
         }
         control.push((peers_n, runs, median(up), median(same), median(changes)));
     }
+    let lists = named_list_rows(&lab);
     drop(lab);
     let _ = writeln!(md, "\n### Control plane (the binary, seconds)\n");
     let _ = writeln!(
@@ -428,6 +429,26 @@ fn main() {
     json.insert(
         "control_plane_s".into(),
         json!(control.iter().map(|(n, _, up, same, changes)| json!({"peers": n, "up": up, "reload_same": same, "reload_all_changed": changes})).collect::<Vec<_>>()),
+    );
+
+    let _ = writeln!(
+        md,
+        "\n### A named blocklist (`block --from FILE`, seconds; the trie's kernel memory)\n\n| prefixes | first load | the same file again | one line changed | `BLOCK_LISTS` memory |\n| ---: | ---: | ---: | ---: | ---: |"
+    );
+    for row in &lists {
+        let _ = writeln!(
+            md,
+            "| {} | {:.2} | {:.2} | {:.2} | {:.1} MB |",
+            row.prefixes,
+            row.first,
+            row.same,
+            row.one_changed,
+            row.memory as f64 / 1e6
+        );
+    }
+    json.insert(
+        "named_list_s".into(),
+        json!(lists.iter().map(|r| json!({"prefixes": r.prefixes, "first": r.first, "same": r.same, "one_changed": r.one_changed, "memory_bytes": r.memory})).collect::<Vec<_>>()),
     );
 
     // 4: the verifier.
@@ -451,6 +472,49 @@ fn main() {
     std::fs::write(out.join("bench.json"), serde_json::to_string_pretty(&json).unwrap()).expect("bench.json");
     std::fs::write(out.join("bench.md"), &md).expect("bench.md");
     write_benchmarks_doc(&root.join("docs/BENCHMARKS.md"), &md);
+}
+
+/// One size of [`named_list_rows`].
+struct ListRow {
+    prefixes: u32,
+    first: f64,
+    same: f64,
+    one_changed: f64,
+    memory: u64,
+}
+
+/// A named list of 100,000 and of 1,000,000 prefixes (a /32 or a /24 in turn, as feeds mix
+/// them) loaded into the tight policy's filter: the first load, the same file again, the
+/// file with one line changed, and the trie's memory.
+fn named_list_rows(lab: &Lab) -> Vec<ListRow> {
+    let policy = lab.tmp().join("lists.toml");
+    std::fs::write(&policy, tight_with("", SERVER_IF)).expect("lists.toml");
+    let mut rows = Vec::new();
+    for prefixes in [100_000u32, 1_000_000] {
+        eprintln!("bench: a named list of {prefixes} prefixes");
+        lab.firewall_ok(&["up", "--policy", policy.to_str().unwrap(), "--iface", SERVER_IF]);
+        let mut text = String::with_capacity(prefixes as usize * 20);
+        for i in 0..prefixes {
+            let base = 0x2000_0000 + (i << 8);
+            let _ = if i % 2 == 0 {
+                writeln!(text, "{}", Ipv4Addr::from(base + 1))
+            } else {
+                writeln!(text, "{}/24", Ipv4Addr::from(base))
+            };
+        }
+        let file = lab.tmp().join("feed.txt");
+        std::fs::write(&file, &text).expect("feed.txt");
+        let file = file.to_str().unwrap();
+        let first = timed(lab, &["block", "--from", file]);
+        let same = timed(lab, &["block", "--from", file]);
+        std::fs::write(file, text.replacen("32.0.0.1\n", "192.0.2.1\n", 1)).expect("feed.txt");
+        let one_changed = timed(lab, &["block", "--from", file]);
+        let trie = aya::maps::MapData::from_pin(lab.pin_dir().join(firewall_common::MAP_BLOCK_LISTS))
+            .expect("the pinned BLOCK_LISTS");
+        rows.push(ListRow { prefixes, first, same, one_changed, memory: memlock(&trie) });
+        lab.firewall_ok(&["down", "--iface", SERVER_IF]);
+    }
+    rows
 }
 
 const FLOOD_SIZES: [u32; 5] = [1, 100, 1_000, 10_000, 100_000];

@@ -7,6 +7,7 @@
 //! Run as root after `cargo build --release`: `cargo test --release -p tests --test
 //! integration`, or one area: `cargo test --release -p tests --test integration e2e::`.
 mod ansible;
+mod block_lists;
 mod boot;
 mod cli;
 mod daemons;

@@ -18,8 +18,8 @@
 //! without `address6` get IPv6 frames too, which must all meet the `ipv6` line.
 //!
 //! Two cases of frames in five, and one sequence in five, start with blocks (`firewall
-//! block`, through its own code on the loaded maps: [`block::apply_block`]) of the
-//! policy's peers, strangers, our address, link-local addresses and their networks, of
+//! block`, through its own code on the loaded maps: [`block::apply_block`], or a named
+//! list's lines, through [`block_lists::apply_list`]) of the policy's peers, strangers, our address, link-local addresses and their networks, of
 //! both families, nested at times, none expiring within a case; three sequences in ten
 //! block more between two steps, which must end the flows of the peers they block. The model is given the entries as the map then
 //! holds them.
@@ -65,7 +65,8 @@ use std::{
 
 use firewall_common::{Builtin, Chain, Counter, Direction, Line, builtin_counter, rule_counter};
 use firewall_user::{
-    ops::block,
+    kernel::pins::BlockList,
+    ops::{block, block_lists},
     policy::{Policy, Prefix, Service},
 };
 use proptest::{
@@ -2047,12 +2048,25 @@ fn sequence(pools: &Pools) -> BoxedStrategy<Sequence> {
 // ---------------------------------------------------------------------------------------
 
 /// One `firewall block`: a prefix, until unblocked or for an hour (no case lasts that
-/// long, so none expires within one).
+/// long, so none expires within one), or one line of a named list's file.
 #[derive(Clone, Debug)]
 struct BlockSpec {
     prefix: Prefix,
-    for_an_hour: bool,
+    kind: BlockKind,
 }
+
+#[derive(Clone, Copy, Debug)]
+enum BlockKind {
+    /// `firewall block PREFIX`.
+    Entry,
+    /// `firewall block PREFIX --for 1h`.
+    ForAnHour,
+    /// A prefix added to the list [`LIST_SLOT`] counts on (`block --from FILE`).
+    Listed,
+}
+
+/// The slot of the one named list the cases load, which `firewall block` leaves to it.
+const LIST_SLOT: u32 = firewall_common::MAX_BLOCKED - 1;
 
 /// A block around an anchor of the policy's pools: the address itself mostly, or its
 /// network at a few lengths (IPv6's /10 is fe80::/10 for a link-local anchor). A policy
@@ -2061,11 +2075,12 @@ fn block_spec(pools: &Pools) -> BoxedStrategy<BlockSpec> {
     let of = |pool: &Pool| {
         let lens = if pool.v6 { vec![128u8, 128, 128, 64, 64, 48, 10] } else { vec![32u8, 32, 32, 24, 16] };
         let v6 = pool.v6;
-        (select(pool.block_anchors.clone()), select(lens), any::<bool>()).prop_map(
-            move |(addr, len, for_an_hour)| {
+        let kinds = vec![BlockKind::Entry, BlockKind::ForAnHour, BlockKind::Listed];
+        (select(pool.block_anchors.clone()), select(lens), select(kinds)).prop_map(
+            move |(addr, len, kind)| {
                 let network = from_bits(v6, bits_of(addr) & !low_ones(width(v6) - u32::from(len)));
                 let prefix = Prefix::parse(&format!("{network}/{len}")).expect("a prefix of an anchor");
-                BlockSpec { prefix, for_an_hour }
+                BlockSpec { prefix, kind }
             },
         )
     };
@@ -3159,6 +3174,8 @@ struct Tally {
     /// Frames counted on a blocklist line, and of them discovery and packet-too-big.
     blocked: u64,
     blocked_infrastructure: u64,
+    /// Frames counted on the named list's lines.
+    listed: u64,
     /// Frames the model found with a third VLAN tag, of another ethertype, of the link's
     /// own protocols.
     too_deep: u64,
@@ -3183,6 +3200,7 @@ impl Tally {
         self.deep6 += other.deep6;
         self.blocked += other.blocked;
         self.blocked_infrastructure += other.blocked_infrastructure;
+        self.listed += other.listed;
         self.too_deep += other.too_deep;
         self.other_ethertype += other.other_ethertype;
         self.link_protocol += other.link_protocol;
@@ -3206,11 +3224,20 @@ struct Subject {
     /// What frames did to the flow of their key, by the model (`SynSent → Established
     /// Open`, `Open: RST ignored`, …): the generators' reach into rule 9.
     conntrack: std::collections::BTreeMap<String, u64>,
+    /// The named list's prefixes, as loaded in the kernel's trie.
+    listed: Vec<Prefix>,
 }
 
 impl Subject {
     fn new(name: &str, text: &str) -> Subject {
-        let filter = TestFilter::new(text);
+        let mut filter = TestFilter::new(text);
+        // The named list the cases load, whose slot `firewall block` then leaves alone.
+        filter.loaded.maps.lists.push(BlockList {
+            name: "model".into(),
+            slot: LIST_SLOT,
+            entries: 0,
+            loaded: 0,
+        });
         let expected = filter.loaded.maps.counters().expect("reading the counters");
         Subject {
             name: name.into(),
@@ -3222,6 +3249,7 @@ impl Subject {
             lines6: Default::default(),
             invalid6: Default::default(),
             conntrack: Default::default(),
+            listed: Vec::new(),
         }
     }
 
@@ -3269,13 +3297,20 @@ impl Subject {
         self.run_from(state, events)
     }
 
-    /// Empties the blocklist, as `unblock` of each entry would.
+    /// Empties the blocklist, as `unblock` of each entry would, and the named list, as
+    /// `unblock --list` would, its lines zeroed as a new list's are.
     fn clear_blocks(&mut self) {
         let maps = &mut self.filter.loaded.maps;
         let entries: Vec<Prefix> =
             block::entries(maps).expect("reading the blocklist").iter().map(|e| e.prefix).collect();
         if !entries.is_empty() {
             block::lift_blocks(maps, &entries, coarse_now()).expect("unblocking");
+        }
+        let listed = std::mem::take(&mut self.listed);
+        block_lists::apply_list(maps, LIST_SLOT, &[], &listed, &Default::default())
+            .expect("lifting the list");
+        for direction in [Direction::In, Direction::Out] {
+            maps.zero_counter(firewall_common::block_counter(LIST_SLOT, direction)).expect("zeroing");
         }
     }
 
@@ -3300,10 +3335,22 @@ impl Subject {
                 .collect()
         };
         for spec in specs {
-            let before: Vec<(u32, model::Net)> = entries(maps).iter().map(|b| (b.slot, b.net)).collect();
-            let deadline_ns = if spec.for_an_hour { now + 3_600_000_000_000 } else { 0 };
-            block::apply_block(maps, spec.prefix, deadline_ns, now).expect("blocking");
             state.block(model::Net::from_prefix(&spec.prefix));
+            let deadline_ns = match spec.kind {
+                BlockKind::Listed => {
+                    // A prefix the list holds already is no line of its file twice.
+                    if !self.listed.contains(&spec.prefix) {
+                        block_lists::apply_list(maps, LIST_SLOT, &[spec.prefix], &[], &Default::default())
+                            .expect("loading the list");
+                        self.listed.push(spec.prefix);
+                    }
+                    continue;
+                }
+                BlockKind::Entry => 0,
+                BlockKind::ForAnHour => now + 3_600_000_000_000,
+            };
+            let before: Vec<(u32, model::Net)> = entries(maps).iter().map(|b| (b.slot, b.net)).collect();
+            block::apply_block(maps, spec.prefix, deadline_ns, now).expect("blocking");
             // A new entry's lines start from zero (a slot an absorbed one freed may take
             // it), and an absorbed one's slot is free (its lines read as zero). Compared
             // block by block: an entry absorbed by one block and made again by the next,
@@ -3318,6 +3365,11 @@ impl Subject {
             }
         }
         state.blocks = entries(maps);
+        state.listed = self
+            .listed
+            .iter()
+            .map(|prefix| model::Listed { net: model::Net::from_prefix(prefix), slot: LIST_SLOT })
+            .collect();
     }
 
     /// Runs events from `state` (the kernel's maps as they are), returning the model's
@@ -3447,6 +3499,11 @@ impl Subject {
             }
             if expected.counter >= firewall_common::BLOCK_COUNTER_BASE {
                 self.tally.blocked += 1;
+                self.tally.listed += u64::from(
+                    [Direction::In, Direction::Out]
+                        .iter()
+                        .any(|d| expected.counter == firewall_common::block_counter(LIST_SLOT, *d)),
+                );
                 let infrastructure = matches!(&parsed, model::Parsed::Ip(d)
                     if d.src.is_ipv6() && matches!(&d.transport, model::Transport::Icmp(i)
                         if i.kind == 2 || (130..=137).contains(&i.kind) || i.kind == 143));
@@ -3822,6 +3879,13 @@ fn summary(what: &str, total: &Tally, started: Instant, seed: &str) {
     ] {
         assert!(n * 200 >= total.frames, "only {n} of {} frames {what}", total.frames);
     }
+    // A third of the blocks are a named list's, whose trie the programs ask second.
+    assert!(
+        total.listed * 1000 >= total.frames,
+        "only {} of {} frames counted on a named list's line",
+        total.listed,
+        total.frames
+    );
     // And datagrams in fragments, their later fragments admitted by their first (about 2
     // in 1,000 frames of the seed's policy, whose peers few datagrams reach: 1 in 4,000 at
     // least, as 1 in 1,000 failed one run in a few).

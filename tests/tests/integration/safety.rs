@@ -241,6 +241,17 @@ fn the_guard_refuses_a_policy_that_cuts_off_the_ssh_session_it_runs_from() {
         "{}",
         block.describe()
     );
+    // So is a named list that holds it.
+    let feed = lab.tmp().join("guard-feed.txt");
+    fs::write(&feed, "192.0.2.9\n203.0.113.0/24\n").unwrap();
+    let listed = run(format!("{fw} block --from {}", feed.display()));
+    assert_eq!(listed.code(), Some(5), "{}", listed.describe());
+    assert!(
+        listed.stderr.contains("203.0.113.0/24 holds this SSH session's client (203.0.113.7 port"),
+        "{}",
+        listed.describe()
+    );
+    assert!(!lab.state_dir().join("block-lists.json").exists(), "a refused list was recorded");
     assert!(said_ok(&sshd.ssh(&lab, ADMIN, 10)), "the session's client is still admitted");
     // In audit mode nothing is dropped, so nothing is refused; and --force overrides.
     let audit = run(format!("{fw} reload --policy {cut} --audit"));
