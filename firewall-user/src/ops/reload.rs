@@ -202,8 +202,10 @@ impl Preview {
 }
 
 /// What [`reload`] with `file` and `apply` would do, or the error it would fail with
-/// (a bad policy, the SSH guard, a pending confirmation, older programs), changing
-/// nothing. It holds the filter's lock while it reads, as a reload would.
+/// (a bad policy, the SSH guard, a pending confirmation, older programs or maps), changing
+/// nothing: the same checks, in the same order, as [`reload_text`] and [`apply`] make
+/// before they change anything. It holds the filter's lock while it reads, as a reload
+/// would.
 pub fn preview(filter: &Filter, file: Option<&Path>, apply: &Apply) -> Result<Preview> {
     let lock = filter.lock()?;
     lock.refuse_if_pending()?;
@@ -220,7 +222,9 @@ pub fn preview(filter: &Filter, file: Option<&Path>, apply: &Apply) -> Result<Pr
     let maps = LiveMaps::open(pins)?;
     guard(&maps, &policy, pins, apply.enforcement, apply.session_guard)?;
     let ids = Ids::assign(&policy, &state.ids);
-    let mut ending = maps.flows_ending(&plan(&policy, &ids));
+    let wanted = plan(&policy, &ids);
+    maps.refuse_unknown(&wanted)?;
+    let mut ending = maps.flows_ending(&wanted);
     dedup_flows(&mut ending);
     let flows_ending = crate::view::conntrack::views(&maps, &state, ending)?;
     let live = maps.enforcement()?;

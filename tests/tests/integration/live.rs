@@ -419,10 +419,11 @@ fn a_filter_from_before_several_addresses_is_brought_up_to_them_in_place() {
     let two = lab.tmp().join("two.toml");
     fs::write(&two, text.replacen(one, &format!("address = [\"198.51.100.1\", \"{second}\"]"), 1)).unwrap();
     let programs = lab.program_ids();
-    assert_fails(
-        &lab.firewall(&["reload", "--policy", two.to_str().unwrap()]),
-        "the live filter's programs know one address of each family (an older version loaded them: its maps have no HOST_ADDRESSES), and the policy names more; `firewall up` with it replaces the programs in place (tracked flows and counters kept)",
-    );
+    let refused = "the live filter's programs know one address of each family (an older version loaded them: its maps have no HOST_ADDRESSES), and the policy names more; `firewall up` with it replaces the programs in place (tracked flows and counters kept)";
+    // A dry run gives the reload's verdict, not a change the reload would refuse.
+    assert_fails(&lab.firewall(&["reload", "--dry-run", "--policy", two.to_str().unwrap()]), refused);
+    assert_fails(&lab.firewall(&["check", two.to_str().unwrap(), "--diff", "--iface", SERVER_IF]), refused);
+    assert_fails(&lab.firewall(&["reload", "--policy", two.to_str().unwrap()]), refused);
     assert_eq!(lab.program_ids(), programs, "the refused reload left the programs alone");
     assert!(!pinned.exists(), "and made no map");
 
