@@ -117,6 +117,16 @@ pub struct Resized {
     pub to: u32,
 }
 
+impl Resized {
+    /// What a reload would do, as a dry run says it.
+    pub fn preview_line(&self) -> String {
+        format!(
+            "resize {} from {} to {} entries (programs swapped in place, flows kept)",
+            self.map, self.from, self.to
+        )
+    }
+}
+
 impl std::fmt::Display for Resized {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {} -> {} entries", self.map, self.from, self.to)
@@ -156,6 +166,14 @@ impl Sizes {
         self.adjusted(conntrack, plan, |live, want| {
             (u64::from(live) > u64::from(want.target) * u64::from(want.slack)).then_some(want.target)
         })
+    }
+
+    /// The sizes a change to `plan` leaves these at: [`Sizes::grown`] before it is
+    /// applied, then [`Sizes::shrunk`] after, as a reload resizes them; what a dry run
+    /// announces, resizing nothing.
+    #[must_use]
+    pub fn to_fit(&self, conntrack: &Conntrack, plan: &MapPlan) -> Sizes {
+        self.grown(conntrack, plan).shrunk(conntrack, plan)
     }
 
     fn adjusted(
@@ -391,6 +409,35 @@ mod tests {
         assert_eq!(large.changes(&large.shrunk(&conntrack, &plan_with(100_000))), []);
         // Never past the object's capacity: a policy past it fails on insert, as before.
         assert_eq!(exact(&Sizes::for_plan(&conntrack, &plan_with(3_000_000))), ALLOW_EXACT_ENTRIES);
+    }
+
+    #[test]
+    fn to_fit_is_what_a_reload_grows_then_shrinks_to() {
+        let conntrack = Conntrack::default();
+        let larger = Conntrack { max_entries: 131_072, ..conntrack.clone() };
+        let live = Sizes::for_plan(&conntrack, &plan_with(100));
+        for (conntrack, peers) in [(&conntrack, 100), (&conntrack, 600), (&larger, 1500), (&conntrack, 10)] {
+            // What `ops::reload::apply` reports: the growth before, then the shrink after.
+            let grown = live.grown(conntrack, &plan_with(peers));
+            let mut applied = live.changes(&grown);
+            applied.extend(grown.changes(&grown.shrunk(conntrack, &plan_with(peers))));
+            applied.sort_by_key(|r| r.map);
+            assert_eq!(live.changes(&live.to_fit(conntrack, &plan_with(peers))), applied, "{peers} peers");
+        }
+        assert_eq!(live.changes(&live.to_fit(&conntrack, &plan_with(100))), []);
+        assert_eq!(
+            live.changes(&live.to_fit(&conntrack, &plan_with(1500))),
+            [Resized { map: MAP_ALLOW_EXACT, from: 1024, to: 4096 }]
+        );
+        let large = Sizes::for_plan(&conntrack, &plan_with(100_000));
+        assert_eq!(
+            large.changes(&large.to_fit(&conntrack, &plan_with(100))),
+            [Resized { map: MAP_ALLOW_EXACT, from: 262_144, to: 1024 }]
+        );
+        assert_eq!(
+            Resized { map: MAP_ALLOW_EXACT, from: 1024, to: 4096 }.preview_line(),
+            "resize ALLOW_EXACT from 1024 to 4096 entries (programs swapped in place, flows kept)"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::{
         pins::{
             LiveState, PROGRAMS_LEVEL, PROGRAMS_ONE_WAY, PROGRAMS_TRAP, Pins, PinsError, StateLock, io_err,
         },
-        resize::{Sizes, shrink, swap_in},
+        resize::{Resized, Sizes, shrink, swap_in},
     },
     ops::{
         Apply, LiveError, Result,
@@ -173,6 +173,8 @@ pub struct Preview {
     pub mode: Option<Enforcement>,
     /// The tracked flows whose opening packet the policy would no longer admit.
     pub flows_ending: Vec<FlowView>,
+    /// The maps the reload would resize to fit the policy (see `kernel::resize`).
+    pub resized: Vec<Resized>,
     /// Whether a filter is up on the interface: without one, the preview is of `up`.
     pub filter_up: bool,
 }
@@ -180,7 +182,10 @@ pub struct Preview {
 impl Preview {
     /// Whether applying it would change anything.
     pub fn changes(&self) -> bool {
-        !self.diff.is_empty() || self.mode.is_some() || !self.flows_ending.is_empty()
+        !self.diff.is_empty()
+            || self.mode.is_some()
+            || !self.flows_ending.is_empty()
+            || !self.resized.is_empty()
     }
 
     /// One line for each change, as `reload --dry-run` prints them.
@@ -197,6 +202,7 @@ impl Preview {
                 f.protocol, f.src, f.sport, f.dst, f.dport, f.rule
             )
         }));
+        lines.extend(self.resized.iter().map(Resized::preview_line));
         lines
     }
 }
@@ -224,6 +230,8 @@ pub fn preview(filter: &Filter, file: Option<&Path>, apply: &Apply) -> Result<Pr
     let ids = Ids::assign(&policy, &state.ids);
     let wanted = plan(&policy, &ids);
     maps.refuse_unknown(&wanted)?;
+    let sizes = Sizes::of_live(pins)?;
+    let resized = sizes.changes(&sizes.to_fit(&policy.conntrack, &wanted));
     let mut ending = maps.flows_ending(&wanted);
     dedup_flows(&mut ending);
     let flows_ending = crate::view::conntrack::views(&maps, &state, ending)?;
@@ -233,6 +241,7 @@ pub fn preview(filter: &Filter, file: Option<&Path>, apply: &Apply) -> Result<Pr
         diff: PolicyDiff::between(Some(&pins.policy()?), &written),
         mode: apply.enforcement.filter(|mode| *mode != live),
         flows_ending,
+        resized,
         file,
         filter_up: true,
     })
@@ -252,6 +261,8 @@ pub fn preview_file(file: &Path, iface: Option<&str>, apply: &Apply) -> Result<P
             diff: PolicyDiff::between(None, &written),
             mode: apply.enforcement.filter(|mode| *mode == Enforcement::Audit),
             flows_ending: Vec::new(),
+            // `up` makes the maps at the policy's sizes: no resize.
+            resized: Vec::new(),
             filter_up: false,
         }),
         Err(err) => Err(err.into()),

@@ -1,7 +1,8 @@
 //! The maps' sizes follow the policy (`kernel::resize`): `up` sizes them from it, and a
 //! change that needs more room, or leaves far too much, resizes them live by migration.
 //! Across each resize a TCP session held open keeps going, its tracked flow and the
-//! counters are kept, and the programs are swapped in the same links.
+//! counters are kept, and the programs are swapped in the same links. A dry run announces
+//! a resize and makes none.
 use std::{
     fs,
     net::{Ipv4Addr, SocketAddrV4},
@@ -14,7 +15,10 @@ use firewall_common::{
 };
 use tests::{
     harness::pinned_memlock,
-    lab::{BLOCKED_AFTER, HOST, Lab, OPEN_WITHIN, Outcome, STRANGER, STRANGER2, still_alive},
+    lab::{
+        BLOCKED_AFTER, HOST, Lab, OPEN_WITHIN, Outcome, SERVER_IF, STRANGER, STRANGER2, stderr, stdout,
+        still_alive,
+    },
     require_root,
 };
 
@@ -172,4 +176,69 @@ fn a_changed_conntrack_size_and_a_new_per_source_limit_apply_by_reload() {
     }
     assert_eq!(lab.tcp_probe(other, SSH, BLOCKED_AFTER), Outcome::Blocked, "the fourth within a minute");
     still_alive(&mut held, "at the end");
+}
+
+#[test]
+fn a_dry_run_announces_a_resize_makes_none_and_the_reload_makes_it() {
+    require_root();
+    let lab = Lab::new("mem-dry-run");
+    lab.tcp_echo(SSH);
+    lab.up();
+    let mut held = lab.held_session(SSH_PEER, SSH);
+    let text = fs::read_to_string(lab.policy_file()).unwrap();
+    let listed = r#"peers = ["203.0.113.7", "203.0.113.8"]"#;
+    assert!(text.contains(listed), "the lab policy's ssh-in");
+    // 1,500 peers more: some 1,540 exact entries, past the 512 that half of 1,024 holds.
+    let quoted: Vec<String> = peers(1500).iter().map(|p| format!("\"{p}\"")).collect();
+    let many = lab.tmp().join("many.toml");
+    fs::write(
+        &many,
+        text.replacen(
+            listed,
+            &format!(r#"peers = ["203.0.113.7", "203.0.113.8", {}]"#, quoted.join(", ")),
+            1,
+        ),
+    )
+    .unwrap();
+    let path = many.to_str().unwrap();
+    let programs = lab.program_ids();
+
+    let dry = lab.firewall(&["reload", "--dry-run", "--policy", path]);
+    assert_eq!(dry.status.code(), Some(3), "{}{}", stdout(&dry), stderr(&dry));
+    let said = stdout(&dry);
+    assert!(
+        said.contains(
+            "\n  resize ALLOW_EXACT from 1024 to 4096 entries (programs swapped in place, flows kept)\n"
+        ),
+        "{said}"
+    );
+    assert_eq!(said.matches("resize ").count(), 1, "only the exact-peer hash: {said}");
+    // `check --diff` says it from the same code.
+    let diff = lab.firewall(&["check", path, "--diff", "--iface", SERVER_IF]);
+    assert_eq!((diff.status.code(), stdout(&diff)), (Some(3), said.clone()), "{}", stderr(&diff));
+    let dry = lab.firewall(&["reload", "--dry-run", "--policy", path, "--json"]);
+    assert_eq!(dry.status.code(), Some(3), "{}", stderr(&dry));
+    let report: serde_json::Value = serde_json::from_slice(&dry.stdout).expect("reload --dry-run --json");
+    assert_eq!(report["changed"], true, "{report:#}");
+    assert_eq!(
+        report["resized"],
+        serde_json::json!([{ "map": "ALLOW_EXACT", "from": 1024, "to": 4096 }]),
+        "{report:#}"
+    );
+
+    // Nothing changed: the map's size, the programs, the policy in force.
+    assert_eq!(max_entries(&lab, MAP_ALLOW_EXACT), 1024);
+    assert_eq!(lab.program_ids(), programs, "no program swapped");
+    let nothing = lab.firewall(&["reload", "--dry-run"]);
+    assert_eq!(nothing.status.code(), Some(0), "the file in force is unchanged: {}", stdout(&nothing));
+
+    // The reload resizes to the size announced.
+    let out = lab.firewall_ok(&["reload", "--policy", path, "--json"]);
+    let done: serde_json::Value = serde_json::from_str(&out).expect("reload --json");
+    assert_eq!(done["resized"], report["resized"], "{done:#}");
+    assert_eq!(max_entries(&lab, MAP_ALLOW_EXACT), 4096);
+    assert!(tracked(&lab, SSH_PEER));
+    still_alive(&mut held, "after the resize the dry run announced");
+    let again = lab.firewall(&["reload", "--dry-run"]);
+    assert_eq!(again.status.code(), Some(0), "nothing more to do: {}", stdout(&again));
 }
