@@ -12,26 +12,18 @@ use firewall_user::{compile::Ids, kernel::load::Loaded, policy::Policy};
 
 use crate::require_root;
 
-/// The kernel's accounting of a map's memory (`memlock` in its fdinfo), in bytes.
+/// The kernel's accounting of a map's memory (`memlock` in its fdinfo), in bytes: what
+/// `firewall list --json` and `serve` report (`firewall_user::kernel::maps::memlock`).
 pub fn memlock(map: &MapData) -> u64 {
-    use std::os::fd::{AsFd as _, AsRawFd as _};
-    let fd = map.fd().as_fd().as_raw_fd();
-    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).expect("fdinfo");
-    info.lines()
-        .find_map(|l| l.strip_prefix("memlock:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("memlock in fdinfo")
+    firewall_user::kernel::maps::memlock(map).expect("memlock in fdinfo")
 }
 
 /// The memory of each map a live filter pinned under `pin_dir`, as the kernel accounts it.
 pub fn pinned_memlock(pin_dir: &std::path::Path) -> Vec<(&'static str, u64)> {
-    firewall_common::MAPS
-        .iter()
-        .map(|name| {
-            let map = MapData::from_pin(pin_dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-            (*name, memlock(&map))
-        })
-        .collect()
+    let memory = firewall_user::kernel::maps::pinned_memory(pin_dir)
+        .unwrap_or_else(|e| panic!("the maps pinned in {}: {e}", pin_dir.display()));
+    assert_eq!(memory.0.len(), firewall_common::MAPS.len(), "every map is pinned: {memory:?}");
+    memory.0
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

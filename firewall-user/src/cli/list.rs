@@ -31,8 +31,14 @@ impl List {
         let snapshot = Snapshot::take(filter.pins())?;
         let tables = (&snapshot.established, &snapshot.half_open);
         if self.json {
-            let listing =
-                listing::json(&snapshot.chains, &snapshot.counters, snapshot.audit, tables, &snapshot.policy);
+            let listing = listing::json(
+                &snapshot.chains,
+                &snapshot.counters,
+                snapshot.audit,
+                tables,
+                &snapshot.policy,
+                &snapshot.memory,
+            );
             println!("{}", versioned_json(&listing));
         } else {
             let style = Style { verbose: self.verbose, exact: self.exact, audit: snapshot.audit };

@@ -81,6 +81,8 @@ pub enum MapsError {
         "the live filter's programs know no named blocklists (an older version loaded them: its maps have no {MAP_BLOCK_LISTS}); `firewall up` with its policy replaces the programs in place (tracked flows and counters kept)"
     )]
     NoBlockLists,
+    #[error("map {name}: reading its memory (memlock) from /proc/self/fdinfo")]
+    Memory { name: &'static str, source: std::io::Error },
 }
 
 /// A map's shape: key and value sizes as the kernel object declares them (an LPM trie's
@@ -186,6 +188,61 @@ pub fn check_pinned(pins: &Pins) -> Result<()> {
 }
 
 type Result<T> = std::result::Result<T, MapsError>;
+
+/// The kernel's accounting of `map`'s memory, in bytes: the `memlock` line of its fdinfo.
+/// It is what the map holds whether full or empty (a hash's buckets and preallocated
+/// entries, an array's values on every CPU), fixed when the kernel made the map, but for
+/// the tries, which allocate as entries arrive.
+pub fn memlock(map: &MapData) -> std::io::Result<u64> {
+    let path = format!("/proc/self/fdinfo/{}", map.fd().as_fd().as_raw_fd());
+    let info = std::fs::read_to_string(&path)?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("memlock:"))
+        .and_then(|bytes| bytes.trim().parse().ok())
+        .ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{path} has no memlock line"))
+        })
+}
+
+/// Each map's memory, as the kernel accounts it ([`memlock`]), by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MapMemory(pub Vec<(&'static str, u64)>);
+
+impl MapMemory {
+    /// The bytes of every map together.
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(|(_, bytes)| bytes).sum()
+    }
+}
+
+/// One object: each map's name and its bytes, then `total` (map names are upper case).
+impl serde::Serialize for MapMemory {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut object = serializer.serialize_map(Some(self.0.len() + 1))?;
+        for (name, bytes) in &self.0 {
+            object.serialize_entry(name, bytes)?;
+        }
+        object.serialize_entry("total", &self.total())?;
+        object.end()
+    }
+}
+
+/// The memory of each map pinned in `dir` (a live filter's `Pins::dir`), as the kernel
+/// accounts it, in the order of [`MAPS`]. A map an older version did not make is left out.
+pub fn pinned_memory(dir: &std::path::Path) -> Result<MapMemory> {
+    let mut memory = Vec::new();
+    for name in MAPS {
+        let path = dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let map = MapData::from_pin(&path).map_err(call(name, "open pinned"))?;
+        let bytes = memlock(&map).map_err(|source| MapsError::Memory { name, source })?;
+        memory.push((name, bytes));
+    }
+    Ok(MapMemory(memory))
+}
 
 /// Removing an entry that is gone already is no error: the map is as wanted.
 pub(crate) fn gone_is_ok(result: std::result::Result<(), MapError>) -> std::result::Result<(), MapError> {

@@ -11,8 +11,8 @@
 //! address: past that a connection is closed as soon as it is accepted, and counted, so
 //! that no client can run the process out of descriptors or keep Prometheus out.
 //! Long-running work is one of `run`'s `Tasks` (HTTP, and with `--log-drops` the kernel's
-//! drop events, see [`crate::view::drops`]), and every gauge read from a snapshot is emitted in
-//! `gauges`.
+//! drop events, see [`crate::view::drops`]), and every gauge of one series read from a
+//! snapshot is emitted in `gauges` (the maps' memory, a series a map, beside them).
 use std::{
     collections::HashMap,
     convert::Infallible,
@@ -508,8 +508,9 @@ struct Gauge {
     value: u64,
 }
 
-/// Every gauge the snapshot gives, in one place: a new one (the blocklist's entries) is
-/// one more element here.
+/// Every gauge of one series the snapshot gives, in one place: a new one (the
+/// blocklist's entries) is one more element here. The maps' memory, a series a map, is
+/// encoded beside them (`SnapshotMetrics::encode`).
 fn gauges(snapshot: &Snapshot) -> Vec<Gauge> {
     vec![
         Gauge {
@@ -611,6 +612,15 @@ impl Collector for SnapshotMetrics {
             let metric = encoder.encode_descriptor(gauge.name, gauge.help, None, MetricType::Gauge)?;
             ConstGauge::new(gauge.value).encode(metric)?;
         }
+        let mut family = encoder.encode_descriptor(
+            "firewall_map_memory_bytes",
+            "Each map's memory as the kernel accounts it (memlock in its fdinfo), in bytes",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (map, bytes) in &snapshot.memory.0 {
+            ConstGauge::new(*bytes).encode(family.encode_family(&[("map", *map)])?)?;
+        }
         let info = Info::new([
             ("iface", self.iface.clone()),
             ("policy", snapshot.state.policy_file.display().to_string()),
@@ -650,6 +660,8 @@ mod tests {
         );
         snapshot.established.entries = 7;
         snapshot.half_open = crate::kernel::maps::TableStats { entries: 5, capacity: 16_384, evicted: 3 };
+        snapshot.memory =
+            crate::kernel::maps::MapMemory(vec![("ALLOW_EXACT", 16_384), ("CONNTRACK", 7_340_032)]);
         snapshot
     }
 
@@ -695,6 +707,9 @@ mod tests {
                 "{text}"
             );
             assert!(text.contains("\nfirewall_conntrack_evictions_total{table=\"half_open\"} 3\n"), "{text}");
+            assert!(text.contains("\nfirewall_map_memory_bytes{map=\"ALLOW_EXACT\"} 16384\n"), "{text}");
+            assert!(text.contains("\nfirewall_map_memory_bytes{map=\"CONNTRACK\"} 7340032\n"), "{text}");
+            assert!(text.contains("# TYPE firewall_map_memory_bytes gauge\n"), "{text}");
             assert!(text.contains("\nfirewall_reloads_total 0\n"), "{text}");
             assert!(text.contains("\nfirewall_reload_failures_total 0\n"), "{text}");
             assert!(text.contains("# TYPE firewall_packets_total counter\n"), "{text}");

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::{
     compile::{ListChain, chain_name},
-    kernel::maps::TableStats,
+    kernel::maps::{MapMemory, TableStats},
     policy::Policy,
 };
 
@@ -161,14 +161,16 @@ pub fn render(chains: &[ListChain], counters: &[Counter], style: Style) -> Strin
 
 /// `list --json`: `{"audit": false, "chains": [{"name", "policy", "packets", "bytes", "rules":
 /// […]}], "conntrack": {"established": {"entries", "capacity", "evicted"}, "half_open": …},
-/// "addresses": ["198.51.100.1", …], "addresses6": ["2001:db8::1", …]}` (targets as the
-/// policy says them, DROP even in audit mode; `addresses6` empty without `address6`).
+/// "addresses": ["198.51.100.1", …], "addresses6": ["2001:db8::1", …], "memory": {"ALLOW_EXACT":
+/// bytes, …, "total": bytes}}` (targets as the policy says them, DROP even in audit mode;
+/// `addresses6` empty without `address6`; each map's memory as the kernel accounts it).
 pub fn json(
     chains: &[ListChain],
     counters: &[Counter],
     audit: bool,
     (established, half_open): (&TableStats, &TableStats),
     policy: &Policy,
+    memory: &MapMemory,
 ) -> Value {
     let chains: Vec<Value> = chains
         .iter()
@@ -200,6 +202,7 @@ pub fn json(
         "conntrack": { "established": established, "half_open": half_open },
         "addresses": policy.addresses(),
         "addresses6": policy.addresses6(),
+        "memory": memory,
     })
 }
 
@@ -268,10 +271,22 @@ mod tests {
             Some("host addresses: 198.51.100.1, 198.51.100.2; 2001:db8::1, 2001:db8:1::1")
         );
         let table = TableStats::default();
-        let value = json(&[], &[], false, (&table, &table), &more);
+        let none = MapMemory::default();
+        let value = json(&[], &[], false, (&table, &table), &more, &none);
         assert_eq!(value["addresses"], json!(["198.51.100.1", "198.51.100.2"]));
         assert_eq!(value["addresses6"], json!(["2001:db8::1", "2001:db8:1::1"]));
-        assert_eq!(json(&[], &[], false, (&table, &table), &one)["addresses6"], json!([]));
+        assert_eq!(json(&[], &[], false, (&table, &table), &one, &none)["addresses6"], json!([]));
+    }
+
+    #[test]
+    fn the_maps_memory_is_one_object_with_its_total() {
+        let one =
+            crate::policy::parse("[host]\naddress = \"198.51.100.1\"\n", std::path::Path::new("p.toml"))
+                .unwrap();
+        let table = TableStats::default();
+        let memory = MapMemory(vec![("CONFIG", 100), ("ALLOW_EXACT", 16_400)]);
+        let value = json(&[], &[], false, (&table, &table), &one, &memory);
+        assert_eq!(value["memory"], json!({ "CONFIG": 100, "ALLOW_EXACT": 16_400, "total": 16_500 }));
     }
 
     #[test]

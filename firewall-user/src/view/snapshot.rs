@@ -7,7 +7,7 @@ use firewall_common::{Chain, Counter, FlowTable};
 use crate::{
     compile::{ListChain, ListLine, listing},
     kernel::{
-        maps::{LiveMaps, TableStats},
+        maps::{LiveMaps, MapMemory, TableStats, pinned_memory},
         pins::{LiveState, Pins},
     },
     ops::{LiveError, Result},
@@ -45,6 +45,8 @@ pub struct Snapshot {
     pub lists: Vec<ListView>,
     /// Audit mode: what the DROP lines count passed.
     pub audit: bool,
+    /// Each map's memory, as the kernel accounts it.
+    pub memory: MapMemory,
 }
 
 impl Snapshot {
@@ -61,6 +63,7 @@ impl Snapshot {
         let lists = blocklist::list_views(&maps, &counters);
         blocklist::insert_lines(&mut chains, &blocks, &lists);
         let audit = maps.enforcement().map_err(LiveError::from)?.is_audit();
+        let memory = pinned_memory(&pins.dir)?;
         Ok(Snapshot {
             taken: Instant::now(),
             policy,
@@ -72,6 +75,7 @@ impl Snapshot {
             blocks,
             lists,
             audit,
+            memory,
         })
     }
 
@@ -99,7 +103,7 @@ impl Snapshot {
     }
 
     /// A snapshot made of its parts, not read from a live filter (no flows, no blocks,
-    /// enforcing): for tests of what reads snapshots.
+    /// enforcing, no memory read): for tests of what reads snapshots.
     pub fn from_parts(policy: Policy, state: LiveState, counters: Vec<Counter>, taken: Instant) -> Snapshot {
         let chains = listing(&policy, &state.ids);
         let established =
@@ -117,6 +121,7 @@ impl Snapshot {
             blocks: Vec::new(),
             lists: Vec::new(),
             audit: false,
+            memory: MapMemory::default(),
         }
     }
 

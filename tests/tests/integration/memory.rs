@@ -2,7 +2,8 @@
 //! change that needs more room, or leaves far too much, resizes them live by migration.
 //! Across each resize a TCP session held open keeps going, its tracked flow and the
 //! counters are kept, and the programs are swapped in the same links. A dry run announces
-//! a resize and makes none.
+//! a resize and makes none; `list --json` reports each map's memory as the kernel
+//! accounts it.
 use std::{
     fs,
     net::{Ipv4Addr, SocketAddrV4},
@@ -241,4 +242,25 @@ fn a_dry_run_announces_a_resize_makes_none_and_the_reload_makes_it() {
     still_alive(&mut held, "after the resize the dry run announced");
     let again = lab.firewall(&["reload", "--dry-run"]);
     assert_eq!(again.status.code(), Some(0), "nothing more to do: {}", stdout(&again));
+}
+
+#[test]
+fn list_json_reports_each_maps_memory_as_the_kernel_accounts_it() {
+    require_root();
+    let lab = Lab::new("mem-list");
+    lab.up();
+    let listing = lab.list().0;
+    let memory = listing["memory"].as_object().unwrap_or_else(|| panic!("no memory in {listing:#}"));
+    let kernel = pinned_memlock(&lab.pin_dir());
+    let read = |name: &str| memory.get(name).and_then(serde_json::Value::as_u64);
+    let conntrack = kernel.iter().find(|(name, _)| *name == MAP_CONNTRACK).expect("CONNTRACK pinned").1;
+    assert!(conntrack > 0);
+    assert_eq!(read(MAP_CONNTRACK), Some(conntrack), "{memory:?}");
+    // Every map, and the total their sum.
+    for (name, bytes) in &kernel {
+        assert_eq!(read(name), Some(*bytes), "{name}");
+    }
+    assert_eq!(memory.len(), kernel.len() + 1, "each map and the total: {memory:?}");
+    let sum: u64 = memory.iter().filter(|(name, _)| *name != "total").filter_map(|(_, b)| b.as_u64()).sum();
+    assert_eq!(read("total"), Some(sum), "{memory:?}");
 }

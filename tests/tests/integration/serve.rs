@@ -446,6 +446,16 @@ fn serve_scrapes_the_listing_reloads_on_hup_and_leaves_the_filter_up_on_term() {
     }
     assert_eq!(metrics.single("firewall_reloads_total"), 0);
     assert_eq!(metrics.single("firewall_reload_failures_total"), 0);
+    // Each map's memory, as `list --json` reports it.
+    let memory = metrics.value("firewall_map_memory_bytes", &[("map", "ALLOW_EXACT")]);
+    assert!(memory.is_some_and(|bytes| bytes > 0), "ALLOW_EXACT's memory: {memory:?}\n{}", metrics.text);
+    assert_eq!(memory, listing["memory"]["ALLOW_EXACT"].as_u64(), "scrape and list");
+    assert_eq!(
+        metrics.samples("firewall_map_memory_bytes").len(),
+        firewall_common::MAPS.len(),
+        "a series a map:\n{}",
+        metrics.text
+    );
     let info = &metrics.samples("firewall_info");
     assert_eq!(info.len(), 1);
     assert_eq!((info[0].labels["iface"].as_str(), info[0].value), (SERVER_IF, 1.0));
