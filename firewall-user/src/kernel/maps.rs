@@ -1007,8 +1007,8 @@ pub fn dedup_flows(flows: &mut Vec<(FlowTable, FlowKey, Flow)>) {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TableStats {
     pub entries: u64,
-    /// Its size, as the kernel made it (`[conntrack] max_entries` or `max_half_open` when
-    /// the filter went up: a reload does not resize it).
+    /// Its size, as the kernel made it (`[conntrack] max_entries` or `max_half_open` of the
+    /// policy last applied: a change of either resizes the table by migration).
     pub capacity: u64,
     /// Entries the LRU took back: inserted − removed − present (never below 0).
     pub evicted: u64,

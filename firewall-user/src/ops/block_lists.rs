@@ -257,12 +257,12 @@ pub fn remove(filter: &Filter, name: &str) -> Result<usize> {
 /// new: blocks `added` on the list's `slot` and ends their flows (the programs look at
 /// flows before the blocklists), then lets `removed` go, but those another list holds
 /// (`kept_by`), which pass to that list's slot. Returns how many flows ended.
-pub fn apply_list(
+pub fn apply_list<S: std::hash::BuildHasher>(
     maps: &mut LiveMaps,
     slot: u32,
     added: &[Prefix],
     removed: &[Prefix],
-    kept_by: &HashMap<Prefix, u32>,
+    kept_by: &HashMap<Prefix, u32, S>,
 ) -> Result<usize> {
     let trie = maps.block_lists_batch().ok_or(MapsError::NoBlockLists)?;
     trie.update(&added.iter().map(|prefix| (prefix_key(prefix), slot)).collect::<Vec<_>>())?;
@@ -279,7 +279,11 @@ pub fn apply_list(
 
 /// Takes `prefixes` out of the trie, but those another list holds (`kept_by`), which
 /// that list's slot counts from now on.
-fn let_go(maps: &LiveMaps, prefixes: &[Prefix], kept_by: &HashMap<Prefix, u32>) -> Result<()> {
+fn let_go<S: std::hash::BuildHasher>(
+    maps: &LiveMaps,
+    prefixes: &[Prefix],
+    kept_by: &HashMap<Prefix, u32, S>,
+) -> Result<()> {
     let trie = maps.block_lists_batch().ok_or(MapsError::NoBlockLists)?;
     let (kept, gone): (Vec<&Prefix>, Vec<&Prefix>) = prefixes.iter().partition(|p| kept_by.contains_key(p));
     trie.update(&kept.iter().map(|p| (prefix_key(p), kept_by[*p])).collect::<Vec<_>>())?;

@@ -19,10 +19,11 @@
 //!
 //! Two cases of frames in five, and one sequence in five, start with blocks (`firewall
 //! block`, through its own code on the loaded maps: [`block::apply_block`], or a named
-//! list's lines, through [`block_lists::apply_list`]) of the policy's peers, strangers, our address, link-local addresses and their networks, of
-//! both families, nested at times, none expiring within a case; three sequences in ten
-//! block more between two steps, which must end the flows of the peers they block. The model is given the entries as the map then
-//! holds them.
+//! list's lines, through [`block_lists::apply_list`]) of the policy's peers, strangers,
+//! our address, link-local addresses and their networks, of both families, nested at
+//! times, none expiring within a case; three sequences in ten block more between two
+//! steps, which must end the flows of the peers they block. The model is given the
+//! entries as the map then holds them.
 //!
 //! Each policy is loaded once; between cases the harness empties both flow tables and
 //! refills the token buckets ([`TestFilter::reset_state`]), and the test lifts every
@@ -3307,7 +3308,7 @@ impl Subject {
             block::lift_blocks(maps, &entries, coarse_now()).expect("unblocking");
         }
         let listed = std::mem::take(&mut self.listed);
-        block_lists::apply_list(maps, LIST_SLOT, &[], &listed, &Default::default())
+        block_lists::apply_list(maps, LIST_SLOT, &[], &listed, &std::collections::HashMap::new())
             .expect("lifting the list");
         for direction in [Direction::In, Direction::Out] {
             maps.zero_counter(firewall_common::block_counter(LIST_SLOT, direction)).expect("zeroing");
@@ -3340,8 +3341,14 @@ impl Subject {
                 BlockKind::Listed => {
                     // A prefix the list holds already is no line of its file twice.
                     if !self.listed.contains(&spec.prefix) {
-                        block_lists::apply_list(maps, LIST_SLOT, &[spec.prefix], &[], &Default::default())
-                            .expect("loading the list");
+                        block_lists::apply_list(
+                            maps,
+                            LIST_SLOT,
+                            &[spec.prefix],
+                            &[],
+                            &std::collections::HashMap::new(),
+                        )
+                        .expect("loading the list");
                         self.listed.push(spec.prefix);
                     }
                     continue;
