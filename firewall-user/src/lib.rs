@@ -75,6 +75,13 @@ pub fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
     message
 }
 
+/// A hash map for the maps of a million entries a policy's peers make (parsing, the
+/// plan, its diff against the live maps): foldhash, several times SipHash's speed, whose
+/// resistance to chosen keys buys nothing against a file only root may write.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// [`FastMap`]'s set.
+pub type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
 /// Field `n` (numbered from 1 as proc(5) numbers them; 3 or more) of a `/proc/PID/stat`
 /// line. The command name, field 2, may hold spaces and parentheses: the fields after it
 /// are counted from its last `)`.

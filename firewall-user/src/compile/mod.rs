@@ -12,7 +12,7 @@ mod intervals;
 mod listing;
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     fmt,
     time::Duration,
 };
@@ -31,7 +31,10 @@ use self::intervals::PortIntervals;
 pub use self::intervals::first_port;
 pub(crate) use self::listing::ANYWHERE;
 pub use self::listing::{ListChain, ListLine, chain_name, listing};
-use crate::policy::{Limit, PerSource, Policy, Prefix, Rule, Service, to_addr};
+use crate::{
+    FastMap,
+    policy::{Limit, PerSource, Policy, Prefix, Rule, Service, to_addr},
+};
 
 /// Stable ids. A rule keeps its index, and with it its two counters, its token bucket and
 /// its flows, for as long as its name stays in the policy; an anti-spoof entry keeps its
@@ -191,9 +194,9 @@ impl Ids {
 pub struct MapPlan {
     pub config: Config,
     /// Single peer addresses: the hash map.
-    pub allow_exact: HashMap<AllowKey, AllowValue>,
+    pub allow_exact: FastMap<AllowKey, AllowValue>,
     /// Prefixes: the LPM trie, by (key prefix length, key).
-    pub allow_prefix: HashMap<(u32, AllowKey), AllowValue>,
+    pub allow_prefix: FastMap<(u32, AllowKey), AllowValue>,
     /// The key prefix lengths `allow_prefix` uses, longest first.
     pub prefix_lens: Vec<u32>,
     /// Prefix → counter id.

@@ -19,7 +19,7 @@ use crate::{
         filter::{FilterError, Result, if_index},
         load::Loaded,
         maps::{Enforcement, check_pinned},
-        pins::{EGRESS_LINK, INGRESS_LINK, LiveState, PROGRAMS_LEVEL, Pins, StateLock, io_err},
+        pins::{AppliedWith, EGRESS_LINK, INGRESS_LINK, LiveState, PROGRAMS_LEVEL, Pins, StateLock, io_err},
         resize::{Resized, Sizes, shrink, swap_in},
     },
     policy::Policy,
@@ -97,6 +97,7 @@ pub(crate) fn attach_and_pin(
             ids,
             programs: PROGRAMS_LEVEL,
             runtime_only: false,
+            applied_with: AppliedWith::of(policy),
         },
     )?;
     Ok(())
@@ -210,6 +211,7 @@ pub(crate) fn replace(
             ids,
             programs: PROGRAMS_LEVEL,
             runtime_only: false,
+            applied_with: AppliedWith::of(policy),
         },
     )?;
     resized.extend(shrink(pins, &grown, &policy.conntrack, &plan));

@@ -178,7 +178,10 @@ pub fn in_force_on(mut policy: Policy, iface: &str) -> Policy {
     if !policy.follow_addresses {
         return policy;
     }
-    for addr in interface_addresses(iface).unwrap_or_default() {
+    let mut found = interface_addresses(iface).unwrap_or_default();
+    found.sort_unstable();
+    policy.followed = Some(found.clone());
+    for addr in found {
         // 127.0.0.0/8 on a filtered interface is no address anyone reaches the host by.
         let wanted = may_be_host_address(addr)
             && !addr.is_loopback()

@@ -347,7 +347,8 @@ pub(crate) fn prefix_key(prefix: &Prefix) -> Key<Addr> {
 /// that the kernel reschedules between them.
 const BATCH: usize = 10_000;
 
-/// One `bpf_attr` of BPF_MAP_UPDATE_BATCH and BPF_MAP_DELETE_BATCH (`batch`).
+/// One `bpf_attr` of BPF_MAP_LOOKUP_BATCH, BPF_MAP_UPDATE_BATCH and BPF_MAP_DELETE_BATCH
+/// (`batch`).
 #[repr(C)]
 struct BatchAttr {
     in_batch: u64,
@@ -360,76 +361,133 @@ struct BatchAttr {
     flags: u64,
 }
 
-/// The named lists' trie, changed in batches: a feed of a million prefixes loads in a
-/// hundred calls, not a million (aya has no batch calls).
-pub(crate) struct BatchTrie<'a>(&'a LpmTrie<MapData, Addr, u32>);
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 
-impl BatchTrie<'_> {
+/// A map read and changed in batches of [`BATCH`] entries: a million entries cost a
+/// hundred system calls, not one or two each (aya has no batch calls). `K` and `V` are
+/// the map's key and value, as its typed wrapper has them.
+pub(crate) struct Batch<'a, K, V> {
+    map: &'a MapData,
+    name: &'static str,
+    types: std::marker::PhantomData<(K, V)>,
+}
+
+impl<'a, K: aya::Pod, V: aya::Pod> Batch<'a, K, V> {
+    pub(crate) fn new(map: &'a MapData, name: &'static str) -> Self {
+        Batch { map, name, types: std::marker::PhantomData }
+    }
+
+    /// Every entry (a hash map's: the kernel walks its buckets).
+    pub(crate) fn entries(&self) -> Result<Vec<(K, V)>> {
+        let mut out = Vec::new();
+        // SAFETY: `Pod` types are plain data, valid at any bit pattern, zeroes included.
+        let (key, value): (K, V) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+        let (mut keys, mut values) = (vec![key; BATCH], vec![value; BATCH]);
+        // The kernel's place in the walk: a hash map's is its bucket's index, 4 bytes.
+        let mut token = [0u64; 8];
+        let mut first = true;
+        loop {
+            let mut attr = BatchAttr {
+                in_batch: if first { 0 } else { token.as_ptr() as u64 },
+                out_batch: token.as_mut_ptr() as u64,
+                keys: keys.as_mut_ptr() as u64,
+                values: values.as_mut_ptr() as u64,
+                count: BATCH as u32,
+                map_fd: self.fd(),
+                elem_flags: 0,
+                flags: 0,
+            };
+            first = false;
+            let done = match Self::call(BPF_MAP_LOOKUP_BATCH, &mut attr) {
+                Ok(()) => false,
+                // The walk's end: `count` holds what this last call found.
+                Err((_, e)) if e.raw_os_error() == Some(libc::ENOENT) => true,
+                Err(e) => return Err(self.error("lookup batch", e)),
+            };
+            let found = attr.count as usize;
+            out.extend(keys[..found].iter().copied().zip(values[..found].iter().copied()));
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
     /// Sets each key to its value.
-    pub(crate) fn update(&self, entries: &[(Key<Addr>, u32)]) -> Result<()> {
-        const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+    pub(crate) fn update(&self, entries: &[(K, V)]) -> Result<()> {
         for chunk in entries.chunks(BATCH) {
-            let keys: Vec<Key<Addr>> = chunk.iter().map(|(key, _)| *key).collect();
-            let values: Vec<u32> = chunk.iter().map(|(_, value)| *value).collect();
-            self.call(BPF_MAP_UPDATE_BATCH, &keys, Some(&values))
-                .map_err(|e| batch_error("update batch", e))?;
+            let keys: Vec<K> = chunk.iter().map(|(key, _)| *key).collect();
+            let values: Vec<V> = chunk.iter().map(|(_, value)| *value).collect();
+            let mut attr = self.attr(&keys, values.as_ptr() as u64);
+            Self::call(BPF_MAP_UPDATE_BATCH, &mut attr).map_err(|e| self.error("update batch", e))?;
         }
         Ok(())
     }
 
     /// Removes each key; one already gone is no error.
-    pub(crate) fn remove(&self, keys: &[Key<Addr>]) -> Result<()> {
-        const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+    pub(crate) fn remove(&self, keys: &[K]) -> Result<()> {
         for chunk in keys.chunks(BATCH) {
             let mut rest = chunk;
             // The kernel stops at a key it cannot delete, saying how many it did: skip
             // that one if it was gone, and go on with the others.
             while !rest.is_empty() {
-                match self.call(BPF_MAP_DELETE_BATCH, rest, None) {
+                let mut attr = self.attr(rest, 0);
+                match Self::call(BPF_MAP_DELETE_BATCH, &mut attr) {
                     Ok(()) => break,
                     Err((done, e)) if e.raw_os_error() == Some(libc::ENOENT) => rest = &rest[done + 1..],
-                    Err(e) => return Err(batch_error("delete batch", e)),
+                    Err(e) => return Err(self.error("delete batch", e)),
                 }
             }
         }
         Ok(())
     }
 
-    /// One batch call over `keys` (and `values`); on failure, how many it did first.
-    fn call(
-        &self,
-        cmd: libc::c_long,
-        keys: &[Key<Addr>],
-        values: Option<&[u32]>,
-    ) -> std::result::Result<(), (usize, std::io::Error)> {
-        let mut attr = BatchAttr {
+    fn fd(&self) -> u32 {
+        self.map.fd().as_fd().as_raw_fd() as u32
+    }
+
+    /// The call over `keys` (and the values at `values`, 0 for none).
+    fn attr(&self, keys: &[K], values: u64) -> BatchAttr {
+        BatchAttr {
             in_batch: 0,
             out_batch: 0,
             keys: keys.as_ptr() as u64,
-            values: values.map_or(0, |v| v.as_ptr() as u64),
+            values,
             count: keys.len() as u32,
-            map_fd: self.0.map().fd().as_fd().as_raw_fd() as u32,
+            map_fd: self.fd(),
             elem_flags: 0,
             flags: 0,
-        };
-        // SAFETY: a `bpf_attr` for a batch call of the size given: `count` keys (and values)
-        // of the map's sizes, which outlive the call; the kernel writes back `count` only.
-        let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, &raw mut attr, size_of::<BatchAttr>()) };
+        }
+    }
+
+    /// One batch call; on failure, how many entries it did first.
+    fn call(cmd: libc::c_long, attr: &mut BatchAttr) -> std::result::Result<(), (usize, std::io::Error)> {
+        // SAFETY: a `bpf_attr` for a batch call of the size given: `count` keys (and
+        // values) of the map's sizes, in buffers that outlive the call; the kernel writes
+        // back `count`, and for a lookup the entries and its place in the walk.
+        let rc =
+            unsafe { libc::syscall(libc::SYS_bpf, cmd, std::ptr::from_mut(attr), size_of::<BatchAttr>()) };
         if rc < 0 {
             return Err((attr.count as usize, std::io::Error::last_os_error()));
         }
         Ok(())
     }
-}
 
-fn batch_error(call: &'static str, (_, source): (usize, std::io::Error)) -> MapsError {
-    MapsError::Batch { name: MAP_BLOCK_LISTS, call, source }
+    fn error(&self, call: &'static str, (_, source): (usize, std::io::Error)) -> MapsError {
+        MapsError::Batch { name: self.name, call, source }
+    }
 }
 
 impl LiveMaps {
     /// The named lists' trie, for batch calls; `None` on a live filter older than it.
-    pub(crate) fn block_lists_batch(&self) -> Option<BatchTrie<'_>> {
-        self.block_lists.as_ref().map(BatchTrie)
+    pub(crate) fn block_lists_batch(&self) -> Option<Batch<'_, Key<Addr>, u32>> {
+        self.block_lists.as_ref().map(|trie| Batch::new(trie.map(), MAP_BLOCK_LISTS))
+    }
+
+    /// The exact-peer hash, for batch calls.
+    fn allow_exact_batch(&self) -> Batch<'_, AllowKey, AllowValue> {
+        Batch::new(self.allow_exact.map(), MAP_ALLOW_EXACT)
     }
 
     /// The maps `get` gives; those [`MAPS_ADDED_LATER`] only when `has` says it has them.
@@ -605,25 +663,23 @@ impl LiveMaps {
         }
 
         // Allow-lists: both maps gain their new entries before either loses one.
-        let live_exact: Vec<(AllowKey, AllowValue)> = self
-            .allow_exact
-            .iter()
-            .collect::<std::result::Result<_, _>>()
-            .map_err(call(MAP_ALLOW_EXACT, "iterate"))?;
+        // Read and written in batches: a policy of a million peers is a hundred calls.
+        let live_exact: Vec<(AllowKey, AllowValue)> = self.allow_exact_batch().entries()?;
         let live_prefix: Vec<(Key<AllowKey>, AllowValue)> = self
             .allow_prefix
             .iter()
             .collect::<std::result::Result<_, _>>()
             .map_err(call(MAP_ALLOW_PREFIX, "iterate"))?;
-        let live_exact_set: std::collections::HashMap<AllowKey, AllowValue> =
-            live_exact.iter().copied().collect();
-        for (key, value) in &plan.allow_exact {
-            if live_exact_set.get(key) != Some(value) {
-                self.allow_exact.insert(key, value, 0).map_err(call(MAP_ALLOW_EXACT, "insert"))?;
-                applied.added += 1;
-            }
-        }
-        let live_prefix_set: std::collections::HashMap<(u32, AllowKey), AllowValue> =
+        let live_exact_set: crate::FastMap<AllowKey, AllowValue> = live_exact.iter().copied().collect();
+        let changed: Vec<(AllowKey, AllowValue)> = plan
+            .allow_exact
+            .iter()
+            .filter(|(key, value)| live_exact_set.get(*key) != Some(*value))
+            .map(|(key, value)| (*key, *value))
+            .collect();
+        self.allow_exact_batch().update(&changed)?;
+        applied.added += changed.len();
+        let live_prefix_set: crate::FastMap<(u32, AllowKey), AllowValue> =
             live_prefix.iter().map(|(k, v)| ((k.prefix_len(), k.data()), *v)).collect();
         for ((len, key), value) in &plan.allow_prefix {
             if live_prefix_set.get(&(*len, *key)) != Some(value) {
@@ -636,12 +692,13 @@ impl LiveMaps {
         // The intervals ports are looked up by, once their entries are in and before the
         // stale ones go: every port meets an entry of the old intervals or of the new.
         applied.added += self.apply_port_intervals(plan)?;
-        for (key, _) in &live_exact {
-            if !plan.allow_exact.contains_key(key) {
-                gone_is_ok(self.allow_exact.remove(key)).map_err(call(MAP_ALLOW_EXACT, "remove"))?;
-                applied.removed += 1;
-            }
-        }
+        let stale: Vec<AllowKey> = live_exact
+            .iter()
+            .map(|(key, _)| *key)
+            .filter(|key| !plan.allow_exact.contains_key(key))
+            .collect();
+        self.allow_exact_batch().remove(&stale)?;
+        applied.removed += stale.len();
         for (key, _) in &live_prefix {
             if !plan.allow_prefix.contains_key(&(key.prefix_len(), key.data())) {
                 gone_is_ok(self.allow_prefix.remove(key)).map_err(call(MAP_ALLOW_PREFIX, "remove"))?;

@@ -170,6 +170,62 @@ pub struct LiveState {
     /// `reload` or `up` brings the filter back to it.
     #[serde(default)]
     pub runtime_only: bool,
+    /// What the policy in force was applied with beyond its text (the policy copy in the
+    /// state directory): a reload of the same text, with this the same, has nothing to
+    /// write (see `ops::reload`).
+    #[serde(default)]
+    pub applied_with: AppliedWith,
+}
+
+/// What a policy in force was applied with beyond its text: the binary that planned it,
+/// and the interface's addresses when it follows them. Default: not known (the state of
+/// an earlier version), so a reload compares the whole plan.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedWith {
+    /// The `firewall` binary that applied it (its file's inode, size and time): another
+    /// version may plan the same text otherwise, so an upgraded binary compares in full.
+    /// Empty: not known.
+    pub binary: String,
+    /// With `follow_addresses`, the interface's addresses it was applied with (sorted).
+    pub addresses: Option<Vec<std::net::IpAddr>>,
+}
+
+impl AppliedWith {
+    /// What `policy` (as `in_force_on` made it) is applied with by this binary.
+    pub fn of(policy: &crate::policy::Policy) -> AppliedWith {
+        match (policy.follow_addresses, &policy.followed) {
+            // Addresses followed but not read: not known.
+            (true, None) => AppliedWith::default(),
+            (_, addresses) => AppliedWith { binary: this_binary(), addresses: addresses.clone() },
+        }
+    }
+
+    /// Whether a policy applied with this would be applied alike now: by this binary,
+    /// and with the interface `iface`'s addresses as they are.
+    pub fn holds_now(&self, iface: &str) -> bool {
+        if self.binary.is_empty() || self.binary != this_binary() {
+            return false;
+        }
+        match &self.addresses {
+            None => true,
+            Some(then) => {
+                let mut now = crate::kernel::filter::interface_addresses(iface).unwrap_or_default();
+                now.sort_unstable();
+                now == *then
+            }
+        }
+    }
+}
+
+/// This binary's file, as the file system knows it: an upgrade replaces it.
+fn this_binary() -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    std::env::current_exe()
+        .and_then(fs::metadata)
+        .map(|m| {
+            format!("{}:{}:{}:{}", m.dev(), m.ino(), m.size(), m.mtime_nsec() + m.mtime() * 1_000_000_000)
+        })
+        .unwrap_or_default()
 }
 
 /// A named blocklist (`firewall block --from FILE --list NAME`). Its prefixes are in the

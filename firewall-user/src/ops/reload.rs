@@ -11,7 +11,8 @@ use crate::{
         filter::in_force_on,
         maps::{Applied, Enforcement, LiveMaps, dedup_flows},
         pins::{
-            LiveState, PROGRAMS_LEVEL, PROGRAMS_ONE_WAY, PROGRAMS_TRAP, Pins, PinsError, StateLock, io_err,
+            AppliedWith, LiveState, PROGRAMS_LEVEL, PROGRAMS_ONE_WAY, PROGRAMS_TRAP, Pins, PinsError,
+            StateLock, io_err,
         },
         resize::{Resized, Sizes, shrink, swap_in},
     },
@@ -55,7 +56,7 @@ pub(crate) fn apply(
             resized.extend(shrunk);
             let programs = if resized.is_empty() { state.programs } else { PROGRAMS_LEVEL };
             applied.resized = resized;
-            Ok((LiveState { ids, programs, ..state.clone() }, applied))
+            Ok((LiveState { ids, programs, applied_with: AppliedWith::of(policy), ..state.clone() }, applied))
         }
         Err(err) => {
             if let Ok(previous) = pins.policy() {
@@ -132,6 +133,9 @@ pub fn reload_text(
 ) -> Result<Reloaded> {
     let pins = lock.pins().clone();
     let state = pins.live_state()?;
+    if let Some(done) = in_force_already(lock, text, file, enforcement)? {
+        return Ok(done);
+    }
     let policy = in_force_on(policy::parse(text, file)?, &pins.iface);
     refuse_unknown_to_programs(&state, &policy)?;
     let mut maps = LiveMaps::open(&pins)?;
@@ -142,6 +146,39 @@ pub fn reload_text(
     lock.save(text, &LiveState { policy_file: file.clone(), runtime_only: false, ..state })?;
     let enforcement = maps.enforcement()?;
     Ok(Reloaded { pins, file, applied, enforcement, armed: None })
+}
+
+/// A reload of the policy in force, as it was applied: `text` is the state directory's
+/// copy byte for byte (the text whose plan the maps hold, whatever `--runtime-only` did to
+/// the file since), and what it was applied with beyond its text (this binary, and the
+/// interface's addresses for `follow_addresses`) is the same now, and so is the mode. The maps hold
+/// its plan already: nothing is parsed, planned or read from them (a million peers take
+/// milliseconds, not seconds), and the file is the one in force again.
+fn in_force_already(
+    lock: &StateLock,
+    text: &str,
+    file: &Path,
+    enforcement: Option<Enforcement>,
+) -> Result<Option<Reloaded>> {
+    let pins = lock.pins();
+    let state = pins.live_state()?;
+    if !state.applied_with.holds_now(&pins.iface) || pins.policy_text()? != text {
+        return Ok(None);
+    }
+    let maps = LiveMaps::open(pins)?;
+    let live = maps.enforcement()?;
+    if enforcement.is_some_and(|wanted| wanted != live) {
+        return Ok(None);
+    }
+    let file = file.to_owned();
+    lock.save(text, &LiveState { policy_file: file.clone(), runtime_only: false, ..state })?;
+    Ok(Some(Reloaded {
+        pins: pins.clone(),
+        file,
+        applied: Applied::default(),
+        enforcement: live,
+        armed: None,
+    }))
 }
 
 /// Refuses what the live filter's programs, loaded by an older version, would get wrong.

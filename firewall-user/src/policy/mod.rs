@@ -74,6 +74,10 @@ pub struct Policy {
     /// too, beside the listed ones, as they come and go (`firewall follow` keeps the live
     /// filter to them; see `kernel::filter::in_force_on`).
     pub follow_addresses: bool,
+    /// With `follow_addresses`, the interface's addresses when `in_force_on` read them
+    /// (sorted): what the policy in force was applied with beyond its text. `None` until
+    /// then, and without `follow_addresses`.
+    pub followed: Option<Vec<std::net::IpAddr>>,
     pub antispoof_sources: Vec<Prefix>,
     pub antispoof_destinations: Vec<Prefix>,
     pub conntrack: Conntrack,
@@ -403,6 +407,7 @@ fn validate(raw: RawPolicy, host_at: usize) -> Result<Policy, Located> {
         more_addresses6,
         dhcp: host.dhcp,
         follow_addresses: host.follow_addresses,
+        followed: None,
         antispoof_sources: antispoof.sources,
         antispoof_destinations: antispoof.destinations,
         conntrack,

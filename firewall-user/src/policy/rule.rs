@@ -1,10 +1,7 @@
 //! `[[rule]]`: one service allowed one way, to or from listed peers. Each field of a rule
 //! has a function of its own; [`validate_rule`] calls them in the order that decides
 //! which of a rule's errors is reported first.
-use std::{
-    collections::{HashMap, HashSet},
-    time::Duration,
-};
+use std::{collections::HashSet, time::Duration};
 
 use firewall_common::{
     Direction, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM,
@@ -12,6 +9,8 @@ use firewall_common::{
     icmpv6_equivalent, protocol_named, rule_protocol,
 };
 use serde_spanned::Spanned;
+
+use crate::{FastMap, FastSet};
 
 use super::{
     Limit, Located, Per, PerSource, Prefix, Rule, Service,
@@ -56,7 +55,7 @@ type Claim = (u16, u16, u32);
 /// long as the ports rules name for it, so the check of a rule is linear in its peers.
 #[derive(Default)]
 struct Owners {
-    claimed: HashMap<(Direction, u8, Prefix), Vec<Claim>>,
+    claimed: FastMap<(Direction, u8, Prefix), Vec<Claim>>,
     names: Vec<String>,
 }
 
@@ -327,7 +326,7 @@ fn peer_list(
 ) -> Result<(Vec<Prefix>, Vec<usize>), Located> {
     let mut out: Vec<Prefix> = Vec::with_capacity(list.len());
     let mut places = Vec::with_capacity(list.len());
-    let mut seen = HashSet::new();
+    let mut seen = FastSet::default();
     for entry in list {
         let at = entry.span().start;
         let prefix = Prefix::parse(entry.get_ref()).map_err(|e| (at, e.to_string()))?;

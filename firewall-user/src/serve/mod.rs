@@ -654,7 +654,13 @@ mod tests {
         let counters = (0..u64::from(MAX_COUNTERS)).map(|n| Count { packets: n, bytes: 1000 * n }).collect();
         let mut snapshot = Snapshot::from_parts(
             policy,
-            LiveState { policy_file: path, ids, programs: 0, runtime_only: false },
+            LiveState {
+                policy_file: path,
+                ids,
+                programs: 0,
+                runtime_only: false,
+                applied_with: Default::default(),
+            },
             counters,
             Instant::now(),
         );

@@ -415,6 +415,7 @@ mod tests {
             ids,
             programs: 0,
             runtime_only: false,
+            applied_with: Default::default(),
         };
         let snapshot = Snapshot::from_parts(policy, state, Vec::new(), std::time::Instant::now());
         let policy_line =
@@ -448,6 +449,7 @@ mod tests {
             ids,
             programs: 0,
             runtime_only: false,
+            applied_with: Default::default(),
         };
         let snapshot = Snapshot::from_parts(policy, state, Vec::new(), std::time::Instant::now());
         let event = event(Direction::Out, line, 54, &syn());
@@ -467,6 +469,7 @@ mod tests {
             ids,
             programs: 0,
             runtime_only: false,
+            applied_with: Default::default(),
         };
         let snapshot = Snapshot::from_parts(policy, state, Vec::new(), std::time::Instant::now());
         let line = firewall_common::builtin_counter(

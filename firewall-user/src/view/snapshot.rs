@@ -162,7 +162,13 @@ mod tests {
         let mut counters = vec![Counter::default(); 1024];
         let policy_id = builtin_counter(Chain::Input, Builtin::Policy);
         counters[policy_id as usize] = Counter { packets: 7, bytes: 700 };
-        let state = LiveState { policy_file: "p.toml".into(), ids, programs: 0, runtime_only: false };
+        let state = LiveState {
+            policy_file: "p.toml".into(),
+            ids,
+            programs: 0,
+            runtime_only: false,
+            applied_with: Default::default(),
+        };
         let snapshot = Snapshot::from_parts(policy, state, counters, Instant::now());
         let chains = snapshot.chains.clone();
         let lines = snapshot.lines();

@@ -292,8 +292,13 @@ peers = "any"
     ) -> (Snapshot, Ids) {
         let policy = crate::policy::parse(text, Path::new("p.toml")).unwrap();
         let ids = Ids::assign(&policy, previous);
-        let state =
-            LiveState { policy_file: "p.toml".into(), ids: ids.clone(), programs: 0, runtime_only: false };
+        let state = LiveState {
+            policy_file: "p.toml".into(),
+            ids: ids.clone(),
+            programs: 0,
+            runtime_only: false,
+            applied_with: Default::default(),
+        };
         let mut snapshot = Snapshot::from_parts(policy, state, vec![Counter::default(); 1024], taken);
         snapshot.established.entries = 3;
         for (name, chain, packets, bytes) in set {
