@@ -55,7 +55,9 @@ type Claim = (u16, u16, u32);
 /// long as the ports rules name for it, so the check of a rule is linear in its peers.
 #[derive(Default)]
 struct Owners {
-    claimed: FastMap<(Direction, u8, Prefix), Vec<Claim>>,
+    /// The first claim, and the others (most peers have one a protocol and direction:
+    /// no allocation for them).
+    claimed: FastMap<(Direction, u8, Prefix), (Claim, Vec<Claim>)>,
     names: Vec<String>,
 }
 
@@ -69,8 +71,16 @@ fn claim_entries(owners: &mut Owners, placed: &PlacedRule) -> Result<(), Located
     for service in &rule.services {
         let (first, last) = service.span();
         for (peer, at) in rule.peers.iter().zip(&placed.peer_at) {
-            let claimed = owners.claimed.entry((rule.direction, service.protocol(), *peer)).or_default();
-            if let Some(&(f, l, owner)) = claimed.iter().find(|(f, l, _)| *f <= last && first <= *l) {
+            let claim = (first, last, index);
+            let claimed = match owners.claimed.entry((rule.direction, service.protocol(), *peer)) {
+                std::collections::hash_map::Entry::Vacant(vacant) => {
+                    vacant.insert((claim, Vec::new()));
+                    continue;
+                }
+                std::collections::hash_map::Entry::Occupied(occupied) => occupied.into_mut(),
+            };
+            let mut all = std::iter::once(&claimed.0).chain(&claimed.1);
+            if let Some(&(f, l, owner)) = all.find(|(f, l, _)| *f <= last && first <= *l) {
                 let both = match service {
                     Service::Icmp { .. } => *service,
                     _ => Service::ports(service.protocol(), first.max(f), last.min(l)),
@@ -84,7 +94,7 @@ fn claim_entries(owners: &mut Owners, placed: &PlacedRule) -> Result<(), Located
                     format!("peer {peer} for {both} {direction} is already in rule {owner:?}{theirs}"),
                 );
             }
-            claimed.push((first, last, index));
+            claimed.1.push(claim);
         }
     }
     Ok(())
