@@ -39,8 +39,15 @@ impl List {
                 &snapshot.policy,
                 &snapshot.memory,
             );
+            let mut listing = listing;
+            listing["attached"] = serde_json::json!(snapshot.detached.is_none());
             println!("{}", versioned_json(&listing));
         } else {
+            // First, and on stderr too: counters that stand still look like a quiet host.
+            if let Some(why) = &snapshot.detached {
+                eprintln!("firewall: warning: {why}");
+                println!("Not filtering: {why}\n");
+            }
             let style = Style { verbose: self.verbose, exact: self.exact, audit: snapshot.audit };
             print!("{}", listing::render(&snapshot.chains, &snapshot.counters, style));
             println!("\n{}", listing::conntrack_line(tables.0, tables.1));

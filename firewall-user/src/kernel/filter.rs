@@ -117,14 +117,20 @@ impl Filter {
     /// Fails if the filter's interface is gone (its pins remain until `down`), or was
     /// removed and made again: the filter's programs are on no interface then.
     pub fn check_interface(&self) -> Result<()> {
-        if if_index(&self.pins.iface).is_none() {
-            return Err(FilterError::InterfaceGone(self.pins.iface.clone()));
-        }
-        if !crate::kernel::attach::links_attached(&self.pins)? {
-            return Err(FilterError::Severed(self.pins.iface.clone()));
-        }
-        Ok(())
+        check_interface(&self.pins)
     }
+}
+
+/// [`Filter::check_interface`] of the filter `pins` names: what `list` and `serve` tell,
+/// and every change refuses.
+pub fn check_interface(pins: &Pins) -> Result<()> {
+    if if_index(&pins.iface).is_none() {
+        return Err(FilterError::InterfaceGone(pins.iface.clone()));
+    }
+    if !crate::kernel::attach::links_attached(pins)? {
+        return Err(FilterError::Severed(pins.iface.clone()));
+    }
+    Ok(())
 }
 
 /// Fails with [`FilterError::NeedsRoot`] unless the process is root.

@@ -548,6 +548,11 @@ fn gauges(snapshot: &Snapshot) -> Vec<Gauge> {
             help: "1 in audit mode (what would drop is counted and passed), else 0",
             value: u64::from(snapshot.audit),
         },
+        Gauge {
+            name: "firewall_attached",
+            help: "1 while the programs are on the interface, 0 once it was removed (or removed and made again): the counters stand still then; firewall up attaches the filter afresh",
+            value: u64::from(snapshot.detached.is_none()),
+        },
     ]
 }
 

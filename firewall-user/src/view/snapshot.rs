@@ -47,6 +47,9 @@ pub struct Snapshot {
     pub audit: bool,
     /// Each map's memory, as the kernel accounts it.
     pub memory: MapMemory,
+    /// Why the programs judge nothing, if they do not: the interface is gone, or was
+    /// removed and made again (the counters stand still then, and say nothing of it).
+    pub detached: Option<String>,
 }
 
 impl Snapshot {
@@ -64,6 +67,7 @@ impl Snapshot {
         blocklist::insert_lines(&mut chains, &blocks, &lists);
         let audit = maps.enforcement().map_err(LiveError::from)?.is_audit();
         let memory = pinned_memory(&pins.dir)?;
+        let detached = crate::kernel::filter::check_interface(pins).err().map(|e| e.to_string());
         Ok(Snapshot {
             taken: Instant::now(),
             policy,
@@ -76,6 +80,7 @@ impl Snapshot {
             lists,
             audit,
             memory,
+            detached,
         })
     }
 
@@ -103,7 +108,7 @@ impl Snapshot {
     }
 
     /// A snapshot made of its parts, not read from a live filter (no flows, no blocks,
-    /// enforcing, no memory read): for tests of what reads snapshots.
+    /// enforcing, no memory read, attached): for tests of what reads snapshots.
     pub fn from_parts(policy: Policy, state: LiveState, counters: Vec<Counter>, taken: Instant) -> Snapshot {
         let chains = listing(&policy, &state.ids);
         let established =
@@ -122,6 +127,7 @@ impl Snapshot {
             lists: Vec::new(),
             audit: false,
             memory: MapMemory::default(),
+            detached: None,
         }
     }
 

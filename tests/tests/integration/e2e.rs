@@ -13,7 +13,7 @@ use std::{
 use tests::{
     lab::{
         BLOCKED_AFTER, HOST, Lab, OPEN_WITHIN, Outcome, SERVER_IF, STRANGER, STRANGER2, echo, ping_received,
-        xdp_lines,
+        stdout, xdp_lines,
     },
     require_root,
 };
@@ -355,12 +355,26 @@ fn an_interface_made_again_under_its_name_is_refused_until_up_attaches_afresh() 
         assert!(!out.status.success(), "{args:?} said it applied to a filter on nothing");
         assert_eq!(stderr(&out), format!("firewall: {severed}\n"), "{args:?}");
     }
+    // What shows the filter says so: its counters stand still, which reads as a quiet host.
+    let out = lab.firewall(&["list", "--iface", "x0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), format!("firewall: warning: {severed}\n"));
+    assert!(stdout(&out).starts_with(&format!("Not filtering: {severed}\n")), "{}", stdout(&out));
+    let json: serde_json::Value =
+        serde_json::from_str(&lab.firewall_ok(&["list", "--iface", "x0", "--json"])).expect("list --json");
+    assert_eq!(json["attached"], false, "{json}");
 
     let out = lab.firewall_ok(&["up", "--policy", policy, "--iface", "x0"]);
     assert!(out.contains("firewall up on x0: attached"), "{out}");
     assert!(out.contains("was on an interface since removed; it is on the new one now"), "{out}");
     assert!(out.contains("audit mode"), "the severed filter's mode is kept: {out}");
     assert_eq!(x0_xdp(&lab), 1, "XDP on the new x0");
+    let out = lab.firewall(&["list", "--iface", "x0"]);
+    assert_eq!(stderr(&out), "", "attached again");
+    assert!(!stdout(&out).contains("Not filtering"), "{}", stdout(&out));
+    let json: serde_json::Value =
+        serde_json::from_str(&lab.firewall_ok(&["list", "--iface", "x0", "--json"])).expect("list --json");
+    assert_eq!(json["attached"], true, "{json}");
     lab.firewall_ok(&["reload", "--iface", "x0"]);
     lab.firewall_ok(&["down", "--iface", "x0"]);
 }

@@ -446,6 +446,7 @@ fn serve_scrapes_the_listing_reloads_on_hup_and_leaves_the_filter_up_on_term() {
     }
     assert_eq!(metrics.single("firewall_reloads_total"), 0);
     assert_eq!(metrics.single("firewall_reload_failures_total"), 0);
+    assert_eq!(metrics.single("firewall_attached"), 1, "the programs are on the interface");
     // Each map's memory, as `list --json` reports it.
     let memory = metrics.value("firewall_map_memory_bytes", &[("map", "ALLOW_EXACT")]);
     assert!(memory.is_some_and(|bytes| bytes > 0), "ALLOW_EXACT's memory: {memory:?}\n{}", metrics.text);
