@@ -623,13 +623,23 @@ pub const OFFENDER_SLOT: u32 = u32::MAX;
 /// In the LPM trie the first 32 bits (direction, protocol, port) always match exactly:
 /// the prefix length is `32 + the peer's prefix length` (as an [`Addr`]: 96 + n for IPv4).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AllowKey {
     pub direction: u8,
     pub protocol: u8,
     /// Host order.
     pub port: u16,
     pub peer: Addr,
+}
+
+/// Two words, where the derived hash wrote a field at a time and the peer's bytes with
+/// their length: user space hashes a million keys to plan a million peers.
+impl core::hash::Hash for AllowKey {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        let [port_0, port_1] = self.port.to_ne_bytes();
+        state.write_u32(u32::from_ne_bytes([self.direction, self.protocol, port_0, port_1]));
+        state.write_u128(u128::from_ne_bytes(self.peer));
+    }
 }
 
 /// Where `port` of a (direction, protocol) port space lives in [`MAP_PORT_INTERVALS`]: the

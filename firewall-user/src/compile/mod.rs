@@ -318,7 +318,14 @@ fn plan_rule(plan: &mut MapPlan, rule: &Rule, index: u32, ipv6: bool, intervals:
         plan.rule_uids.extend((first..=last).map(|uid| RuleUid { rule: index, uid }));
     }
     let value = AllowValue { rule: index, flags };
+    // Most peers are single addresses: room for them all at once, not by doubling.
+    plan.allow_exact.reserve(rule.services.len() * rule.peers.len());
     for service in &rule.services {
+        // A range's intervals are the same for every peer: found once.
+        let range_firsts = match service {
+            Service::Icmp { .. } => None,
+            _ => Some(intervals.firsts(rule.direction, service)),
+        };
         for peer in &rule.peers {
             // `any` is anyone of either family: one entry, unless the service is ICMP,
             // whose IPv6 peers speak ICMPv6.
@@ -330,12 +337,9 @@ fn plan_rule(plan: &mut MapPlan, rule: &Rule, index: u32, ipv6: bool, intervals:
             for &v6 in families {
                 // The policy refuses IPv6 peers for ICMP types that only IPv4 has.
                 let Some((protocol, port)) = service.key_for(v6) else { continue };
-                let ports = match service {
-                    Service::Icmp { .. } => vec![port],
-                    _ => intervals.firsts(rule.direction, service),
-                };
+                let ports = range_firsts.as_deref().unwrap_or(std::slice::from_ref(&port));
                 let (addr, len) = if *peer == Prefix::ANY { (ANY_PEER, 128) } else { peer.to_addr() };
-                for port in ports {
+                for &port in ports {
                     let key = AllowKey { direction: rule.direction as u8, protocol, port, peer: addr };
                     // Single peers and `any` go in the hash, the rest in the trie.
                     if len == 128 {

@@ -68,6 +68,7 @@ fn claim_entries(owners: &mut Owners, placed: &PlacedRule) -> Result<(), Located
     let rule = &placed.rule;
     let index = owners.names.len() as u32;
     owners.names.push(rule.name.clone());
+    owners.claimed.reserve(rule.services.len() * rule.peers.len());
     for service in &rule.services {
         let (first, last) = service.span();
         for (peer, at) in rule.peers.iter().zip(&placed.peer_at) {
@@ -336,7 +337,7 @@ fn peer_list(
 ) -> Result<(Vec<Prefix>, Vec<usize>), Located> {
     let mut out: Vec<Prefix> = Vec::with_capacity(list.len());
     let mut places = Vec::with_capacity(list.len());
-    let mut seen = FastSet::default();
+    let mut seen = FastSet::with_capacity_and_hasher(list.len(), Default::default());
     for entry in list {
         let at = entry.span().start;
         let prefix = Prefix::parse(entry.get_ref()).map_err(|e| (at, e.to_string()))?;
