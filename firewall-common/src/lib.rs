@@ -25,7 +25,7 @@
 //! | `-P … DROP` | none | [`Builtin::Policy`] |
 //! | `--state ESTABLISHED` for a datagram's later fragments (iptables reassembles first) | [`MAP_FRAGMENTS`] (LRU hash, the datagrams whose first fragment passed) | the first fragment's line; [`Builtin::FragmentOrphan`], [`Builtin::InvalidFragment`] drop |
 //! | `firewall block` (fail2ban's `-I INPUT -s … -j DROP`) | [`MAP_BLOCKLIST`] (LPM trie, deadline in the value) | [`block_counter`], one per entry and direction |
-//! | `firewall block --from FILE --list NAME` (ipset's `-m set --match-set NAME src -j DROP`) | [`MAP_BLOCK_LISTS`] (LPM trie, every named list's prefixes; the value is the list's slot) | [`block_counter`], one per list and direction |
+//! | `firewall block --from FILE --list NAME [--for DURATION]` (ipset's `-m set --match-set NAME src -j DROP`, its `timeout`) | [`MAP_BLOCK_LISTS`] (LPM trie, every named list's prefixes; the value is a [`listed_value`]), [`MAP_LIST_DEADLINES`] (array: each list's deadline, by slot) | [`block_counter`], one per list and direction |
 //! | `-d $OURIP` / `-s $OURIP` | [`MAP_CONFIG`]'s `address`, `address6` (the first of each family); with [`CONFIG_MORE_ADDRESSES`], [`MAP_HOST_ADDRESSES`] (hash, every address) | FORWARD's [`Builtin::Policy`], [`Builtin::SpoofedSource`] |
 //! | `-m hashlimit --hashlimit-mode srcip`, `-m recent --update --hitcount` (ufw's `limit`): a rule's `per_source` | [`MAP_PER_SOURCE_LIMITS`] (array: each rule's rate), [`MAP_PER_SOURCE_BUCKETS`] (LRU hash: one GCRA per rule and source); an offender's block in [`MAP_BLOCKLIST`], written by the programs | [`Builtin::SourceLimit`] |
 //! | `-m connlimit --connlimit-above N` (a rule's `per_source.connections`) | [`MAP_PER_SOURCE_CONNECTIONS`] (LRU hash: the flows each source opened under each rule, each asked of the flow tables whether it is still open) | [`Builtin::SourceLimit`] |
@@ -57,8 +57,9 @@ pub const MAP_PER_SOURCE_BUCKETS: &str = "PER_SOURCE_BUCKETS";
 pub const MAP_RULE_UIDS: &str = "RULE_UIDS";
 pub const MAP_PER_SOURCE_CONNECTIONS: &str = "PER_SOURCE_CONNECTIONS";
 pub const MAP_BLOCK_LISTS: &str = "BLOCK_LISTS";
+pub const MAP_LIST_DEADLINES: &str = "LIST_DEADLINES";
 /// Every map, in the order `up` pins them.
-pub const MAPS: [&str; 21] = [
+pub const MAPS: [&str; 22] = [
     MAP_CONFIG,
     MAP_COUNTERS,
     MAP_CONNTRACK,
@@ -80,6 +81,7 @@ pub const MAPS: [&str; 21] = [
     MAP_RULE_UIDS,
     MAP_PER_SOURCE_CONNECTIONS,
     MAP_BLOCK_LISTS,
+    MAP_LIST_DEADLINES,
 ];
 /// Maps the object declares that `up` does not pin: they hold nothing between packets.
 pub const SCRATCH_MAPS: [&str; 1] = [MAP_SCRATCH];
@@ -422,6 +424,39 @@ pub enum Line {
 pub const fn rule_counter(rule: u32, line: Line) -> u32 {
     RULE_COUNTER_BASE + 2 * rule + line as u32
 }
+
+/// A `BLOCK_LISTS` value: the counter slot of the list the entry counts on, and the
+/// entry's own prefix length as the trie's key has it (an IPv4 /n is 96 + n). The length
+/// lets the programs, when the list has expired, ask the trie again one bit wider, so that
+/// an expired narrow prefix never hides a live wide one of another list. Entries written
+/// before lists could expire have length 0 and a list that never expires.
+#[expect(clippy::inline_always, reason = "the eBPF programs' hot path: no BPF-to-BPF call for it")]
+#[inline(always)]
+pub const fn listed_value(slot: u32, key_len: u32) -> u32 {
+    slot | key_len << LISTED_LEN_SHIFT
+}
+
+/// The slot of a [`listed_value`].
+#[expect(clippy::inline_always, reason = "the eBPF programs' hot path: no BPF-to-BPF call for it")]
+#[inline(always)]
+pub const fn listed_slot(value: u32) -> u32 {
+    value & ((1 << LISTED_LEN_SHIFT) - 1)
+}
+
+/// The key length of a [`listed_value`] (0: not recorded).
+#[expect(clippy::inline_always, reason = "the eBPF programs' hot path: no BPF-to-BPF call for it")]
+#[inline(always)]
+pub const fn listed_len(value: u32) -> u32 {
+    value >> LISTED_LEN_SHIFT
+}
+
+const LISTED_LEN_SHIFT: u32 = 16;
+
+/// How many entries of expired lists the programs look past, one bit wider each time, for
+/// a live one holding the same address. An address under more nested prefixes of expired
+/// lists than this passes (until the next load of a list, which takes expired lists' entries
+/// out).
+pub const MAX_LIST_NESTING: u32 = 8;
 
 /// The counter id of blocklist slot `slot`'s line in `direction` (INPUT: from the
 /// blocked peers, OUTPUT: to them).
@@ -954,6 +989,8 @@ const _: () = {
     assert!(rule_counter(MAX_RULES - 1, Line::Established) < BLOCK_COUNTER_BASE);
     assert!(block_counter(MAX_BLOCKED - 1, Direction::Out) == MAX_COUNTERS - 1);
     assert!(MAX_COUNTERS < COUNTER_LOGGED);
+    // A list's slot fits below the length of a `BLOCK_LISTS` value.
+    assert!(MAX_BLOCKED <= 1 << LISTED_LEN_SHIFT);
     // A flow's rule is 16 bits.
     assert!(MAX_RULES <= 1 << 16);
     // A rule's connections fit the byte of its flags.

@@ -45,15 +45,15 @@ use firewall_common::{
     DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DHCPV6_CLIENT_PORT, DHCPV6_SERVER_PORT, Direction, DropEvent,
     FlowKey, ICMP_DEST_UNREACHABLE, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, ICMPV6_DEST_UNREACHABLE,
     ICMPV6_MLD, ICMPV6_ND_FIRST, ICMPV6_ND_LAST, ICMPV6_PACKET_TOO_BIG, ICMPV6_PARAMETER_PROBLEM,
-    ICMPV6_TIME_EXCEEDED, LOG_BUCKET, Line, OFFENDER_SLOT, PROTO_ICMPV6, PROTO_TCP, RuleUid, block_counter,
-    builtin_counter, port_interval_slot, rule_counter,
+    ICMPV6_TIME_EXCEEDED, LOG_BUCKET, Line, MAX_LIST_NESTING, OFFENDER_SLOT, PROTO_ICMPV6, PROTO_TCP,
+    RuleUid, block_counter, builtin_counter, listed_len, listed_slot, port_interval_slot, rule_counter,
 };
 
 use crate::{
     conntrack, fragments,
     maps::{
         ALLOW_EXACT, ALLOW_PREFIX, ANTISPOOF_DST, ANTISPOOF_SRC, BLOCK_LISTS, BLOCKLIST, CONFIG, COUNTERS,
-        DROP_EVENTS, HOST_ADDRESSES, PORT_INTERVALS, RULE_UIDS, SCRATCH,
+        DROP_EVENTS, HOST_ADDRESSES, LIST_DEADLINES, PORT_INTERVALS, RULE_UIDS, SCRATCH,
     },
     parse::{
         Fragment, Frame, Ip, L3, L4, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, copy_head, parse_l3, parse_l4,
@@ -436,8 +436,10 @@ const NOT_BLOCKED: u32 = u32::MAX;
 /// keeps wider entries from outliving the narrower ones inside them, so the most specific
 /// match decides): the entry's own, or for an offender a `per_source` limit blocked (a
 /// single address, so never wider than another entry), the chain's `source-limit` line.
-/// Then the named lists', whose entries never expire: the list's. The two are tries of
-/// their own, so an expired block never hides a list's.
+/// Then the named lists': the list's, unless it has expired, when the trie is asked again
+/// one bit wider than the entry that matched (a live list may hold a wider prefix), up to
+/// [`MAX_LIST_NESTING`] times. The two are tries of their own, so an expired block never
+/// hides a list's.
 ///
 /// Global (its symbol exported), so that the verifier checks it once rather than on every
 /// path to each of its three callers.
@@ -458,10 +460,25 @@ pub extern "C" fn blocked_line(direction: u32, now: u64) -> u32 {
         }
         return block_counter(entry.slot, direction);
     }
-    match BLOCK_LISTS.get(key) {
-        Some(slot) => block_counter(*slot, direction),
-        None => NOT_BLOCKED,
+    for _ in 0..MAX_LIST_NESTING {
+        // SAFETY: as above; the key is this program's own scratch.
+        let Some(value) = BLOCK_LISTS.get(unsafe { &(*scratch).peer_key }) else {
+            return NOT_BLOCKED;
+        };
+        let slot = listed_slot(*value);
+        match LIST_DEADLINES.get(slot) {
+            Some(&deadline) if deadline != 0 && now >= deadline => {}
+            _ => return block_counter(slot, direction),
+        }
+        // Expired: a wider entry, of a list that outlives this one, may hold the peer.
+        let len = listed_len(*value);
+        if len == 0 {
+            return NOT_BLOCKED;
+        }
+        // SAFETY: as above.
+        unsafe { (*scratch).peer_key.prefix_len = len - 1 };
     }
+    NOT_BLOCKED
 }
 
 /// Whether the anti-spoof source list names `peer`: no packet from it passes.

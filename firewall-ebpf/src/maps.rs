@@ -74,11 +74,17 @@ pub static ANTISPOOF_DST: LpmTrie<Addr, u32> = LpmTrie::with_max_entries(MAX_ANT
 pub static BLOCKLIST: LpmTrie<Addr, BlockEntry> = LpmTrie::with_max_entries(MAX_BLOCKED, 0);
 
 /// `firewall block --from FILE --list NAME`: the named lists' prefixes (a feed's, a
-/// country's), nothing passing to or from them; the value is the list's counter slot. A
-/// list lasts until it is replaced or removed, so no entry expires and the most specific
-/// match is always one that blocks. Live state, as `BLOCKLIST` is.
+/// country's), nothing passing to or from them; the value is a
+/// [`firewall_common::listed_value`]: the counter slot of the list, and the entry's
+/// length. Live state, as `BLOCKLIST` is.
 #[map]
 pub static BLOCK_LISTS: LpmTrie<Addr, u32> = LpmTrie::with_max_entries(MAX_LISTED, 0);
+
+/// Each named list's deadline, by its counter slot (`block --from FILE --for DURATION`):
+/// `CLOCK_MONOTONIC_COARSE` ns after which its entries no longer block; 0, as a slot no list
+/// has set, for a list that lasts until replaced or removed.
+#[map]
+pub static LIST_DEADLINES: Array<u64> = Array::with_max_entries(MAX_BLOCKED, 0);
 
 /// One token bucket per rule index; only rules with a `limit` consult theirs. The last,
 /// `LOG_BUCKET`, limits drop events.

@@ -74,6 +74,8 @@ pub enum Event<'a> {
         added: usize,
         removed: usize,
         flows_ended: usize,
+        /// `--for`: the list expires then; `None`, it lasts until loaded again or removed.
+        duration: Option<Duration>,
     },
     /// A named blocklist removed (`unblock --list`), with the `entries` it held.
     UnblockList { iface: &'a str, list: String, entries: usize },
@@ -103,9 +105,13 @@ impl Event<'_> {
             ),
             Event::Rollback { message, .. } => (*message).to_owned(),
             Event::SshGuard { message, .. } => format!("{prefix}: {message}"),
-            Event::BlockList { iface, list, entries, added, removed, flows_ended } => format!(
-                "{prefix}: list {list} on {iface} blocks {entries} prefixes: {added} added, {removed} removed; {flows_ended} flows ended"
-            ),
+            Event::BlockList { iface, list, entries, added, removed, flows_ended, duration } => {
+                let how_long =
+                    duration.map_or_else(String::new, |d| format!(" for {}", human_duration(d.as_secs())));
+                format!(
+                    "{prefix}: list {list} on {iface} blocks {entries} prefixes{how_long}: {added} added, {removed} removed; {flows_ended} flows ended"
+                )
+            }
             Event::UnblockList { iface, list, entries } => {
                 format!(
                     "{prefix}: list {list} on {iface} removed: its {entries} prefixes are no longer blocked by it"
@@ -154,16 +160,19 @@ impl Event<'_> {
                 "{message}"
             ),
             Event::SshGuard { command, .. } => tracing::warn!(event = "ssh-guard", command, "{message}"),
-            Event::BlockList { iface, list, entries, added, removed, flows_ended } => tracing::info!(
-                event = "block-list",
-                iface,
-                list = list.as_str(),
-                entries,
-                added,
-                removed,
-                flows_ended,
-                "{message}"
-            ),
+            Event::BlockList { iface, list, entries, added, removed, flows_ended, duration } => {
+                tracing::info!(
+                    event = "block-list",
+                    iface,
+                    list = list.as_str(),
+                    entries,
+                    added,
+                    removed,
+                    flows_ended,
+                    duration_secs = duration.map(|d| d.as_secs()),
+                    "{message}"
+                );
+            }
             Event::UnblockList { iface, list, entries } => {
                 tracing::info!(event = "unblock-list", iface, list = list.as_str(), entries, "{message}");
             }

@@ -244,11 +244,15 @@
 //!      them).
 //!
 //! 11d. The named lists (`firewall block --from FILE --list NAME`) hold prefixes of
-//!      either family, each with the slot of the list that loaded it last; they never
-//!      expire. When no live entry of 11a blocks an address, the longest listed prefix
-//!      of its family containing it blocks it, as 11a's entries do (whatever the packet
-//!      is), counted on the list's slot's line of the direction. Loading prefixes into a
-//!      list ends the flows of every peer inside them (11b).
+//!      either family, each once, with the slot of the list that lasts longest of those
+//!      holding it; a list lasts until its deadline (`--for`; `CLOCK_MONOTONIC_COARSE`
+//!      ns), or for ever (0). When no live entry of 11a blocks an address, the listed
+//!      prefixes of its family containing it are taken from the longest: the first whose
+//!      list has not expired (`now` before its deadline) blocks it, as 11a's entries do
+//!      (whatever the packet is), counted on its list's slot's line of the direction.
+//!      An expired list's prefix is passed over, at most `MAX_LIST_NESTING` (8) of them;
+//!      past that, or with no live one, the lists do not block it. Loading prefixes into
+//!      a list ends the flows of every peer inside them (11b).
 //!
 //! ## 6. The chains
 //!
@@ -406,6 +410,10 @@ use firewall_user::{
 };
 
 pub use crate::harness::Verdict;
+
+/// Rule 11d: how many expired lists' prefixes the lists pass over (docs/operations.md),
+/// written here rather than taken from the kernel's constant.
+const LIST_NESTING: usize = 8;
 
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
@@ -1124,8 +1132,10 @@ pub struct Block {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Listed {
     pub net: Net,
-    /// The slot of the list that loaded it last: names its two lines.
+    /// The slot of the list that lasts longest of those holding it: names its two lines.
     pub slot: u32,
+    /// That list's deadline (`CLOCK_MONOTONIC_COARSE` ns); 0: none.
+    pub deadline_ns: u64,
 }
 
 /// Rule 4's datagram of a fragment.
@@ -1636,8 +1646,13 @@ impl Judge<'_> {
                 slot => block_counter(slot, self.direction),
             });
         }
-        let listed = self.state.listed.iter().filter(|l| l.net.contains(peer)).max_by_key(|l| l.net.len)?;
-        Some(block_counter(listed.slot, self.direction))
+        let mut holding: Vec<&Listed> = self.state.listed.iter().filter(|l| l.net.contains(peer)).collect();
+        holding.sort_by_key(|l| std::cmp::Reverse(l.net.len));
+        let live = holding
+            .into_iter()
+            .take(LIST_NESTING)
+            .find(|l| l.deadline_ns == 0 || self.now_ns < l.deadline_ns)?;
+        Some(block_counter(live.slot, self.direction))
     }
 
     /// Whether rule 12 would drop a packet from `peer`.

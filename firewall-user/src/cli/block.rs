@@ -1,4 +1,4 @@
-//! `firewall block ADDR|CIDR… [--for DURATION]`, `firewall block --from FILE [--list NAME]`
+//! `firewall block ADDR|CIDR… [--for DURATION]`, `firewall block --from FILE [--list NAME] [--for DURATION]`
 use std::{io::Read as _, path::PathBuf, time::Duration};
 
 use clap::Args;
@@ -16,7 +16,9 @@ pub struct Block {
     #[arg(required_unless_present = "from", conflicts_with = "from", value_name = "ADDR|CIDR")]
     addrs: Vec<String>,
     /// For how long (30s, 10m, 12h, 7d); the kernel lifts it then. Default: until unblocked.
-    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration, conflicts_with = "from")]
+    /// With --from, the list's: it blocks nothing after, unless loaded again (with --for
+    /// again, to go on expiring).
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
     duration: Option<Duration>,
     /// Load a named list from FILE (`-`: standard input): one address or prefix a line, `#`
     /// or `;` starts a comment. The list comes to hold exactly the file's prefixes, in
@@ -91,9 +93,11 @@ impl Block {
         };
         let prefixes = block_lists::parse_list(&text, &source_name)?;
         let filter = self.filter.open()?;
-        let loaded = block_lists::load(&filter, &name, &prefixes, super::session_guard(self.force))?;
+        let loaded =
+            block_lists::load(&filter, &name, &prefixes, self.duration, super::session_guard(self.force))?;
         let report = ListReport {
             iface: filter.iface(),
+            duration_secs: self.duration.map(|d| d.as_secs()),
             list: &loaded.name,
             entries: loaded.entries,
             added: loaded.added,
@@ -111,6 +115,8 @@ impl Block {
 struct ListReport<'a> {
     iface: &'a str,
     list: &'a str,
+    /// `--for`; None: until loaded again or removed.
+    duration_secs: Option<u64>,
     /// The prefixes it holds now.
     entries: usize,
     added: usize,

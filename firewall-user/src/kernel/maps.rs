@@ -20,11 +20,11 @@ use firewall_common::{
     FlowTable, FragmentKey, FragmentedDatagram, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT,
     MAP_ALLOW_PREFIX, MAP_ANTISPOOF_DST, MAP_ANTISPOOF_SRC, MAP_BLOCK_LISTS, MAP_BLOCKLIST, MAP_CONFIG,
     MAP_CONNTRACK, MAP_COUNTERS, MAP_DROP_EVENTS, MAP_FLOW_STATS, MAP_FLOWS_ENDED, MAP_FRAGMENTS,
-    MAP_HALF_OPEN, MAP_HOST_ADDRESSES, MAP_PER_SOURCE_BUCKETS, MAP_PER_SOURCE_CONNECTIONS,
-    MAP_PER_SOURCE_LIMITS, MAP_PORT_INTERVALS, MAP_RULE_UIDS, MAP_TOKEN_BUCKETS, MAPS, MAX_ANTISPOOF,
-    MAX_BLOCKED, MAX_COUNTERS, MAX_HOST_ADDRESSES, MAX_LISTED, MAX_RULES, PROTO_ICMP, PROTO_ICMPV6,
-    PerSourceLimit, RuleUid, SourceConnections, SourceKey, TOKEN_BUCKETS_ENTRIES, TokenBucket, block_counter,
-    flows_inserted, flows_removed,
+    MAP_HALF_OPEN, MAP_HOST_ADDRESSES, MAP_LIST_DEADLINES, MAP_PER_SOURCE_BUCKETS,
+    MAP_PER_SOURCE_CONNECTIONS, MAP_PER_SOURCE_LIMITS, MAP_PORT_INTERVALS, MAP_RULE_UIDS, MAP_TOKEN_BUCKETS,
+    MAPS, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, MAX_HOST_ADDRESSES, MAX_LISTED, MAX_RULES, PROTO_ICMP,
+    PROTO_ICMPV6, PerSourceLimit, RuleUid, SourceConnections, SourceKey, TOKEN_BUCKETS_ENTRIES, TokenBucket,
+    block_counter, flows_inserted, flows_removed,
 };
 
 use crate::{
@@ -81,6 +81,10 @@ pub enum MapsError {
         "the live filter's programs know no named blocklists (an older version loaded them: its maps have no {MAP_BLOCK_LISTS}); `firewall up` with its policy replaces the programs in place (tracked flows and counters kept)"
     )]
     NoBlockLists,
+    #[error(
+        "the live filter's programs know no list that expires (an older version loaded them: its maps have no {MAP_LIST_DEADLINES}); `firewall up` with its policy replaces the programs in place (tracked flows and counters kept)"
+    )]
+    NoListExpiry,
     #[error("map {name}: reading its memory (memlock) from /proc/self/fdinfo")]
     Memory { name: &'static str, source: std::io::Error },
 }
@@ -119,6 +123,7 @@ fn layout(name: &str) -> Layout {
         MAP_TOKEN_BUCKETS => (4, size_of::<TokenBucket>(), Some(TOKEN_BUCKETS_ENTRIES)),
         MAP_BLOCKLIST => (4 + size_of::<Addr>(), size_of::<BlockEntry>(), Some(MAX_BLOCKED)),
         MAP_BLOCK_LISTS => (4 + size_of::<Addr>(), 4, Some(MAX_LISTED)),
+        MAP_LIST_DEADLINES => (4, size_of::<u64>(), Some(MAX_BLOCKED)),
         // A ring buffer has neither keys nor values; its size is in bytes.
         MAP_DROP_EVENTS => (0, 0, Some(DROP_EVENTS_BYTES)),
         MAP_FRAGMENTS => (size_of::<FragmentKey>(), size_of::<FragmentedDatagram>(), Some(FRAGMENTS_ENTRIES)),
@@ -144,8 +149,9 @@ fn layout(name: &str) -> Layout {
 /// `per_source` limit ([`MapsError::NoPerSourceLimits`]); `RULE_UIDS` for one with `uids`
 /// ([`MapsError::NoOwnerMatch`]); `PER_SOURCE_CONNECTIONS` for one with
 /// `per_source.connections` ([`MapsError::NoConnectionLimits`]); `BLOCK_LISTS` for a
-/// named list ([`MapsError::NoBlockLists`]).
-const MAPS_ADDED_LATER: [&str; 8] = [
+/// named list ([`MapsError::NoBlockLists`]); `LIST_DEADLINES` for a list with `--for`
+/// ([`MapsError::NoListExpiry`]).
+const MAPS_ADDED_LATER: [&str; 9] = [
     MAP_FRAGMENTS,
     MAP_HOST_ADDRESSES,
     MAP_PORT_INTERVALS,
@@ -154,6 +160,7 @@ const MAPS_ADDED_LATER: [&str; 8] = [
     MAP_RULE_UIDS,
     MAP_PER_SOURCE_CONNECTIONS,
     MAP_BLOCK_LISTS,
+    MAP_LIST_DEADLINES,
 ];
 
 /// Refuses pinned maps whose layout is not this firewall's, and a live filter without one
@@ -276,6 +283,9 @@ pub struct LiveMaps {
     pub blocklist: LpmTrie<MapData, Addr, BlockEntry>,
     /// The named lists' prefixes; `None` on a live filter older than the map.
     pub block_lists: Option<LpmTrie<MapData, Addr, u32>>,
+    /// Each list's deadline, by slot; `None` on a live filter older than the map, whose
+    /// programs read a `BLOCK_LISTS` value as the slot alone.
+    pub list_deadlines: Option<Array<MapData, u64>>,
     /// The named lists, from the state's index (none for maps not opened from pins): their
     /// slots are taken, so no block's entry gets one, and read with the counters.
     pub lists: Vec<crate::kernel::pins::BlockList>,
@@ -541,6 +551,7 @@ impl LiveMaps {
             token_buckets: typed!(MAP_TOKEN_BUCKETS),
             blocklist: typed!(MAP_BLOCKLIST),
             block_lists: if has(MAP_BLOCK_LISTS) { Some(typed!(MAP_BLOCK_LISTS)) } else { None },
+            list_deadlines: if has(MAP_LIST_DEADLINES) { Some(typed!(MAP_LIST_DEADLINES)) } else { None },
             lists: Vec::new(),
             host_addresses: if has(MAP_HOST_ADDRESSES) { Some(typed!(MAP_HOST_ADDRESSES)) } else { None },
             port_intervals: if has(MAP_PORT_INTERVALS) { Some(typed!(MAP_PORT_INTERVALS)) } else { None },
@@ -1007,6 +1018,17 @@ impl LiveMaps {
         };
         let capacity = u64::from(self.table(which).map().info().map_err(call(name, "info"))?.max_entries());
         Ok(TableStats { entries, capacity, evicted })
+    }
+
+    /// Sets the deadline of the named list in `slot` (`CLOCK_MONOTONIC_COARSE` ns; 0: none).
+    /// A live filter older than the deadlines has only lists without one: 0 asks nothing
+    /// of it.
+    pub fn set_list_deadline(&mut self, slot: u32, deadline_ns: u64) -> Result<()> {
+        match &mut self.list_deadlines {
+            Some(deadlines) => deadlines.set(slot, deadline_ns, 0).map_err(call(MAP_LIST_DEADLINES, "set")),
+            None if deadline_ns == 0 => Ok(()),
+            None => Err(MapsError::NoListExpiry),
+        }
     }
 
     /// Sets or clears one of the live filter's own `CONFIG_*` flags.

@@ -241,6 +241,27 @@ pub struct BlockList {
     pub entries: usize,
     /// When it was last loaded, in seconds since the epoch.
     pub loaded: u64,
+    /// When it expires (`--for`), as `LIST_DEADLINES` has it: `CLOCK_MONOTONIC_COARSE` ns;
+    /// 0: it lasts until loaded again or removed.
+    #[serde(default)]
+    pub deadline_ns: u64,
+    /// Its entries in `BLOCK_LISTS` carry their lengths (every one written since the map
+    /// `LIST_DEADLINES` came), so that when it expires the programs can look wider. A list
+    /// loaded by an older version has not: its first load with `--for` writes them all.
+    #[serde(default)]
+    pub lengths: bool,
+}
+
+impl BlockList {
+    /// Whether it has expired by `now` (`CLOCK_MONOTONIC_COARSE` ns), as the programs tell.
+    pub fn expired(&self, now: u64) -> bool {
+        self.deadline_ns != 0 && now >= self.deadline_ns
+    }
+
+    /// Its deadline as an order of how long lists last: one without any lasts longest.
+    pub fn lasts(&self) -> u64 {
+        if self.deadline_ns == 0 { u64::MAX } else { self.deadline_ns }
+    }
 }
 
 /// What this version's programs do that their maps cannot tell (a map they read is

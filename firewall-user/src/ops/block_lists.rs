@@ -10,17 +10,24 @@
 //! the ones that left come out, so an address in both the old and the new list is never
 //! let through; the list's counters go on.
 //!
-//! A list's entries never expire: a feed replaces its list, and `unblock --list` lifts it.
-//! So the trie needs no rule about nesting: whatever entry matches blocks. One prefix in
-//! two lists is one entry, counted on the list that loaded it last; when that list lets it
-//! go, it passes to the other, not out of the trie.
+//! A list lasts until a feed replaces it or `unblock --list` lifts it, or, loaded with
+//! `--for`, until its deadline, which the programs read from `LIST_DEADLINES` by the
+//! list's slot. An entry of an expired list matches and blocks nothing; the programs then
+//! ask the trie one bit wider than it (each entry's value carries its length), so a live
+//! list's wider prefix still holds the address. One prefix in two lists is one entry,
+//! counted on the list that lasts longer (of two alike, the one loaded last); when that
+//! list lets it go, it passes to the other, not out of the trie.
 use std::collections::{HashMap, HashSet};
 
-use firewall_common::{CONFIG_HAS_BLOCKS, Direction, MAX_LISTED, block_counter};
+use aya::maps::lpm_trie::Key;
+use firewall_common::{
+    Addr, CONFIG_HAS_BLOCKS, Direction, MAX_LISTED, block_counter, listed_slot, listed_value,
+};
 
 use crate::{
     kernel::{
         Filter,
+        filter::kernel_time_ns,
         maps::{LiveMaps, MapsError, prefix_key},
         pins::{BlockList, StateLock},
     },
@@ -139,6 +146,8 @@ pub struct ListLoaded {
     pub flows_ended: usize,
     /// No list had the name before.
     pub created: bool,
+    /// `--for`: it expires then.
+    pub duration: Option<std::time::Duration>,
 }
 
 impl ListLoaded {
@@ -151,18 +160,22 @@ impl ListLoaded {
             added: self.added,
             removed: self.removed,
             flows_ended: self.flows_ended,
+            duration: self.duration,
         }
     }
 }
 
 /// Makes the list `name` hold exactly `prefixes` (a list made if none has the name),
-/// blocking each from now until the list is loaded again without it or removed. Refuses,
-/// before changing anything, a prefix that holds the SSH session the command runs from
-/// (unless [`SessionGuard::Skip`]), and more prefixes than the lists may hold together.
+/// blocking each from now until the list is loaded again without it or removed, or, with
+/// a `duration`, until it has passed (the kernel's clock: the programs stop blocking
+/// then). Refuses, before changing anything, a prefix that holds the SSH session the
+/// command runs from (unless [`SessionGuard::Skip`]), and more prefixes than the lists may
+/// hold together.
 pub fn load(
     filter: &Filter,
     name: &str,
     prefixes: &[Prefix],
+    duration: Option<std::time::Duration>,
     session_guard: SessionGuard,
 ) -> Result<ListLoaded> {
     check_name(name)?;
@@ -181,14 +194,18 @@ pub fn load(
     if maps.block_lists.is_none() {
         return Err(MapsError::NoBlockLists.into());
     }
+    if duration.is_some() && maps.list_deadlines.is_none() {
+        return Err(MapsError::NoListExpiry.into());
+    }
     let mut lists = maps.lists.clone();
     let others: usize = lists.iter().filter(|l| l.name != name).map(|l| l.entries).sum();
     if others + new.len() > MAX_LISTED as usize {
         return Err(ListError::TooMany { name: name.to_owned(), total: others + new.len() }.into());
     }
     let old: HashSet<Prefix> = members(&lock, name)?;
-    let created = !lists.iter().any(|l| l.name == name);
-    let slot = match lists.iter().find(|l| l.name == name) {
+    let previous = lists.iter().find(|l| l.name == name).cloned();
+    let created = previous.is_none();
+    let slot = match &previous {
         Some(list) => list.slot,
         None => {
             let used: HashSet<u32> =
@@ -201,22 +218,52 @@ pub fn load(
     };
     let added: Vec<Prefix> = new.difference(&old).copied().collect();
     let removed: Vec<Prefix> = old.difference(&new).copied().collect();
-    // Recorded first as the union of old and new (the new prefixes appended): should this
-    // command die halfway, the record still holds every entry the map may hold for the
-    // list, and the next load removes what it must.
-    let now = unix_now();
-    let union_count = old.len() + added.len();
-    record(&lock, &mut lists, BlockList { name: name.into(), slot, entries: union_count, loaded: now })?;
+    let deadline_ns = duration.map_or(0, |d| {
+        kernel_time_ns().saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)).max(1)
+    });
+    // Entries carry their lengths once the programs read them; a list whose older entries
+    // lack them gets them all written when it first may expire.
+    let lengths = maps.list_deadlines.is_some();
+    let rewrite_all = lengths && deadline_ns != 0 && previous.as_ref().is_some_and(|l| !l.lengths);
+    let this = BlockList {
+        name: name.into(),
+        slot,
+        // Recorded first as the union of old and new (the new prefixes appended): should
+        // this command die halfway, the record still holds every entry the map may hold
+        // for the list, and the next load removes what it must.
+        entries: old.len() + added.len(),
+        loaded: unix_now(),
+        deadline_ns,
+        lengths: lengths && (rewrite_all || previous.as_ref().is_none_or(|l| l.lengths)),
+    };
+    record(&lock, &mut lists, this.clone())?;
     if !added.is_empty() {
         lock.append_block_list_text(name, &text_of(added.iter()))?;
     }
-    // A prefix that leaves this list but is another's stays, counted on that one.
-    let kept_by = if removed.is_empty() { HashMap::new() } else { other_members(&lock, &lists, name)? };
-    let flows_ended = apply_list(&mut maps, slot, &added, &removed, &kept_by)?;
+    // Its deadline before its entries: a slot a removed list had keeps that list's.
+    maps.set_list_deadline(slot, deadline_ns)?;
+    // The prefixes the other lists hold too, each counted on the one that lasts longest:
+    // those this list leaves stay theirs, and those it shares it may now outlast, or not.
+    let others = other_members(&lock, &lists, name)?;
+    let shared = new.iter().filter(|p| others.contains_key(p));
+    let written: Vec<(Prefix, u32)> =
+        if rewrite_all { new.iter().collect::<Vec<_>>() } else { added.iter().chain(shared).collect() }
+            .into_iter()
+            .map(|p| match others.get(p) {
+                Some(&(other, lasts)) if lasts > this.lasts() => (*p, other),
+                _ => (*p, slot),
+            })
+            .collect();
+    let kept_by: HashMap<Prefix, u32> = others.into_iter().map(|(p, (other, _))| (p, other)).collect();
+    // A list loaded again after it expired blocks all its prefixes anew: the flows its
+    // peers opened meanwhile end, as a new prefix's do.
+    let revived = previous.as_ref().is_some_and(|l| l.expired(kernel_time_ns()));
+    let newly_blocked: Vec<Prefix> = if revived { new.iter().copied().collect() } else { added.clone() };
+    let flows_ended = apply_list(&mut maps, &written, &newly_blocked, &removed, &kept_by)?;
     if !removed.is_empty() {
         lock.save_block_list_text(name, Some(&text_of(new.iter())))?;
     }
-    record(&lock, &mut lists, BlockList { name: name.into(), slot, entries: new.len(), loaded: now })?;
+    record(&lock, &mut lists, BlockList { entries: new.len(), ..this })?;
     maps.lists = lists;
     let loaded = ListLoaded {
         name: name.into(),
@@ -225,6 +272,7 @@ pub fn load(
         removed: removed.len(),
         flows_ended,
         created,
+        duration,
     };
     loaded.event(&pins.iface).log();
     Ok(loaded)
@@ -242,9 +290,11 @@ pub fn remove(filter: &Filter, name: &str) -> Result<usize> {
         return Err(ListError::NoList { name: name.into(), known }.into());
     };
     let old = members(&lock, name)?;
-    let kept_by = other_members(&lock, &lists, name)?;
+    let kept_by: HashMap<Prefix, u32> =
+        other_members(&lock, &lists, name)?.into_iter().map(|(p, (slot, _))| (p, slot)).collect();
     let old: Vec<Prefix> = old.into_iter().collect();
-    apply_list(&mut maps, lists[at].slot, &[], &old, &kept_by)?;
+    apply_list(&mut maps, &[], &[], &old, &kept_by)?;
+    maps.set_list_deadline(lists[at].slot, 0)?;
     lists.remove(at);
     lock.save_block_lists(&lists)?;
     lock.save_block_list_text(name, None)?;
@@ -254,25 +304,30 @@ pub fn remove(filter: &Filter, name: &str) -> Result<usize> {
 }
 
 /// What a load does to the maps, once the record holds both the old prefixes and the
-/// new: blocks `added` on the list's `slot` and ends their flows (the programs look at
-/// flows before the blocklists), then lets `removed` go, but those another list holds
-/// (`kept_by`), which pass to that list's slot. Returns how many flows ended.
+/// new: writes each prefix of `written` with the slot it counts on (the list's own, or
+/// that of another that holds it too and lasts longer), ends the flows of the peers inside
+/// `newly_blocked` (the programs look at flows before the blocklists), then lets `removed`
+/// go, but those another list holds (`kept_by`), which pass to that list's slot. Returns
+/// how many flows ended.
 pub fn apply_list<S: std::hash::BuildHasher>(
     maps: &mut LiveMaps,
-    slot: u32,
-    added: &[Prefix],
+    written: &[(Prefix, u32)],
+    newly_blocked: &[Prefix],
     removed: &[Prefix],
     kept_by: &HashMap<Prefix, u32, S>,
 ) -> Result<usize> {
     let trie = maps.block_lists_batch().ok_or(MapsError::NoBlockLists)?;
-    trie.update(&added.iter().map(|prefix| (prefix_key(prefix), slot)).collect::<Vec<_>>())?;
-    if !added.is_empty() {
+    trie.update(&written.iter().map(|(prefix, slot)| listed_entry(maps, prefix, *slot)).collect::<Vec<_>>())?;
+    if !newly_blocked.is_empty() {
         maps.set_flag(CONFIG_HAS_BLOCKS, true)?;
     }
     let_go(maps, removed, kept_by)?;
-    let newly = PrefixSet::of(added);
-    let flows_ended =
-        if added.is_empty() { 0 } else { maps.end_flows(|peer| newly.holding(from_addr(peer)).is_some())? };
+    let newly = PrefixSet::of(newly_blocked);
+    let flows_ended = if newly_blocked.is_empty() {
+        0
+    } else {
+        maps.end_flows(|peer| newly.holding(from_addr(peer)).is_some())?
+    };
     settle_flag(maps)?;
     Ok(flows_ended)
 }
@@ -286,15 +341,23 @@ fn let_go<S: std::hash::BuildHasher>(
 ) -> Result<()> {
     let trie = maps.block_lists_batch().ok_or(MapsError::NoBlockLists)?;
     let (kept, gone): (Vec<&Prefix>, Vec<&Prefix>) = prefixes.iter().partition(|p| kept_by.contains_key(p));
-    trie.update(&kept.iter().map(|p| (prefix_key(p), kept_by[*p])).collect::<Vec<_>>())?;
+    trie.update(&kept.iter().map(|p| listed_entry(maps, p, kept_by[*p])).collect::<Vec<_>>())?;
     trie.remove(&gone.iter().map(|p| prefix_key(p)).collect::<Vec<_>>())?;
     Ok(())
+}
+
+/// `prefix`'s entry in the trie, counted on `slot`: with its length, unless the live
+/// programs are older than lists that expire (they read the value as the slot alone).
+fn listed_entry(maps: &LiveMaps, prefix: &Prefix, slot: u32) -> (Key<Addr>, u32) {
+    let key = prefix_key(prefix);
+    let value = if maps.list_deadlines.is_some() { listed_value(slot, key.prefix_len()) } else { slot };
+    (key, value)
 }
 
 /// The name of the list whose entry holds `prefix`, if one does (asked of the trie, which
 /// answers with the longest match).
 pub fn list_holding(maps: &LiveMaps, prefix: &Prefix) -> Option<String> {
-    let slot = maps.block_lists.as_ref()?.get(&prefix_key(prefix), 0).ok()?;
+    let slot = listed_slot(maps.block_lists.as_ref()?.get(&prefix_key(prefix), 0).ok()?);
     maps.lists.iter().find(|l| l.slot == slot).map(|l| l.name.clone())
 }
 
@@ -305,12 +368,16 @@ fn members(lock: &StateLock, name: &str) -> Result<HashSet<Prefix>> {
     Ok(parse_list(&text, &format!("the record of list {name}"))?.into_iter().collect())
 }
 
-/// The prefixes of every list but `name`, with the slot of the one that holds each.
-fn other_members(lock: &StateLock, lists: &[BlockList], name: &str) -> Result<HashMap<Prefix, u32>> {
+/// The prefixes of every list but `name`, each with the slot of the list holding it that
+/// lasts longest (of two alike, the one loaded last), and how long that is
+/// ([`BlockList::lasts`]).
+fn other_members(lock: &StateLock, lists: &[BlockList], name: &str) -> Result<HashMap<Prefix, (u32, u64)>> {
+    let mut others: Vec<&BlockList> = lists.iter().filter(|l| l.name != name).collect();
+    others.sort_by_key(|l| (l.lasts(), l.loaded));
     let mut out = HashMap::new();
-    for list in lists.iter().filter(|l| l.name != name) {
+    for list in others {
         for prefix in members(lock, &list.name)? {
-            out.insert(prefix, list.slot);
+            out.insert(prefix, (list.slot, list.lasts()));
         }
     }
     Ok(out)

@@ -39,6 +39,12 @@ pub struct ListView {
     pub entries: usize,
     /// When it was last loaded, in seconds since the epoch.
     pub loaded: u64,
+    /// Seconds until it expires (loaded with `--for`), 0 once it has; `None`: until loaded
+    /// again or removed.
+    pub expires_secs: Option<u64>,
+    /// Its deadline has passed: its prefixes block nothing, and stay in the trie until the
+    /// list is loaded again or removed.
+    pub expired: bool,
     /// Packets and bytes from its prefixes (INPUT) and to them (OUTPUT).
     pub packets_in: u64,
     pub bytes_in: u64,
@@ -50,6 +56,7 @@ pub struct ListView {
 
 /// The named lists, with their counters.
 pub fn list_views(maps: &LiveMaps, counters: &[Counter]) -> Vec<ListView> {
+    let now = kernel_time_ns();
     let counter = |id: u32| counters.get(id as usize).copied().unwrap_or_default();
     maps.lists
         .iter()
@@ -62,6 +69,9 @@ pub fn list_views(maps: &LiveMaps, counters: &[Counter]) -> Vec<ListView> {
                 name: list.name.clone(),
                 entries: list.entries,
                 loaded: list.loaded,
+                expires_secs: (list.deadline_ns != 0)
+                    .then(|| list.deadline_ns.saturating_sub(now).div_ceil(1_000_000_000)),
+                expired: list.expired(now),
                 packets_in: i.packets,
                 bytes_in: i.bytes,
                 packets_out: o.packets,
@@ -171,7 +181,12 @@ pub fn insert_lines(chains: &mut [ListChain], views: &[BlockView], lists: &[List
             line(
                 LineKind::NamedList(list.name.clone()),
                 ANYWHERE.to_owned(),
-                format!("match-set {} {flag} ({} prefixes)", list.name, list.entries),
+                format!(
+                    "match-set {} {flag} ({} prefixes{})",
+                    list.name,
+                    list.entries,
+                    list_expiry_text(list)
+                ),
                 block_counter(list.slot, direction),
             )
         });
@@ -195,16 +210,31 @@ pub fn render(views: &[BlockView], lists: &[ListView]) -> String {
     out
 }
 
-/// The named lists' table: one line each, with its size and counters.
+/// A list's expiry as its `match-set` line in `list` tells it: nothing for one that
+/// never expires.
+fn list_expiry_text(list: &ListView) -> String {
+    match list.expires_secs {
+        None => String::new(),
+        Some(_) if list.expired => ", expired".into(),
+        Some(secs) => format!(", expires in {}", human_duration(secs)),
+    }
+}
+
+/// The named lists' table: one line each, with its size, counters and expiry.
 fn render_lists(lists: &[ListView]) -> String {
     let width = lists.iter().map(|l| l.name.len()).max().unwrap_or(0).max(18);
     let mut out = format!(
-        "{:<width$} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
+        "{:<width$} {:>10} {:>10} {:>10} {:>10} {:>10}  expires\n",
         "list", "prefixes", "pkts in", "bytes in", "pkts out", "bytes out"
     );
     for l in lists {
+        let expires = match l.expires_secs {
+            None => "never (until removed)".to_owned(),
+            Some(_) if l.expired => "expired: blocks nothing (until loaded again or removed)".to_owned(),
+            Some(secs) => format!("in {}", human_duration(secs)),
+        };
         out.push_str(&format!(
-            "{:<width$} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
+            "{:<width$} {:>10} {:>10} {:>10} {:>10} {:>10}  {expires}\n",
             l.name, l.entries, l.packets_in, l.bytes_in, l.packets_out, l.bytes_out
         ));
     }

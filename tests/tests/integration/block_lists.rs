@@ -1,6 +1,7 @@
-//! Named blocklists: `firewall block --from FILE [--list NAME]` loads a feed's prefixes
-//! as one list, counted on one line each way, replaced in place by the next load (only
-//! what changed touches the map), and lifted whole by `unblock --list NAME`.
+//! Named blocklists: `firewall block --from FILE [--list NAME] [--for DURATION]` loads a
+//! feed's prefixes as one list, counted on one line each way, replaced in place by the
+//! next load (only what changed touches the map), expired by the kernel at its deadline,
+//! and lifted whole by `unblock --list NAME`.
 //!
 //! Run as root after `cargo build --release`:
 //! `cargo test --release -p tests --test integration block_lists:: -- --nocapture`.
@@ -17,8 +18,8 @@ use aya::maps::{LpmTrie, Map, MapData};
 use serde_json::Value;
 use tests::{
     lab::{
-        BLOCKED_AFTER, HOST, Lab, OPEN_WITHIN, Outcome, STRANGER, assert_fails, echo, firewall_bin, stderr,
-        stdout,
+        BLOCKED_AFTER, HOST, Lab, OPEN_WITHIN, Outcome, STRANGER, assert_fails, assert_fails_with, echo,
+        firewall_bin, stderr, stdout,
     },
     require_root,
 };
@@ -162,6 +163,126 @@ fn a_named_list_blocks_its_prefixes_both_ways_and_a_new_load_replaces_it_in_plac
 }
 
 #[test]
+fn a_list_loaded_for_a_while_expires_in_the_kernel_and_the_lists_that_outlast_it_still_block() {
+    require_root();
+    let lab = Lab::new("listexpiry");
+    lab.tcp_echo(SSH);
+    lab.tcp_echo(REPO);
+    lab.up();
+    // Lists that last: a network around the admin, and the repository.
+    let network = write(&lab, "network.txt", "203.0.113.0/29\n");
+    lab.firewall_ok(&["block", "--from", network.to_str().unwrap()]);
+    let repo = write(&lab, "repo.txt", "203.0.113.80\n");
+    lab.firewall_ok(&["block", "--from", repo.to_str().unwrap()]);
+    // A feed for a few seconds: the admin inside the network, the other admin alone, and
+    // the repository, which the list that lasts counts.
+    let feed = write(&lab, "feed.txt", "203.0.113.7\n203.0.113.8\n203.0.113.80\n");
+    let out = lab.firewall_ok(&["block", "--from", feed.to_str().unwrap(), "--for", "4s"]);
+    assert_eq!(
+        out,
+        "firewall: list feed on s0 blocks 3 prefixes for 4s: 3 added, 0 removed; 0 flows ended\n"
+    );
+    let found = lists(&lab);
+    assert_eq!(list(&found, "feed")["expired"], false, "{found:?}");
+    assert!(list(&found, "feed")["expires_secs"].as_u64().is_some_and(|s| (1..=4).contains(&s)), "{found:?}");
+    assert_eq!(list(&found, "network")["expires_secs"], Value::Null, "{found:?}");
+    let text = lab.firewall_ok(&["list", "-nv"]);
+    assert!(text.contains("match-set feed src (3 prefixes, expires in "), "{text}");
+    assert!(text.contains("match-set network src (1 prefixes)"), "{text}");
+
+    let counted = |name: &str| list(&lists(&lab), name)["packets_in"].as_u64().unwrap();
+    let (feed_before, network_before) = (counted("feed"), counted("network"));
+    assert_eq!(lab.tcp_probe(ADMIN, SSH, BLOCKED_AFTER), Outcome::Blocked, "the admin, while the feed lasts");
+    assert_eq!(lab.tcp_probe(OTHER_ADMIN, SSH, BLOCKED_AFTER), Outcome::Blocked, "the other admin likewise");
+    assert_eq!(lab.tcp_probe(HOST, REPO, BLOCKED_AFTER), Outcome::Blocked, "the repository");
+    assert!(counted("feed") > feed_before, "the feed's own prefixes count on it");
+    assert_eq!(counted("network"), network_before, "the network's wider prefix is not asked");
+    let repo_before = list(&lists(&lab), "repo")["packets_out"].as_u64().unwrap();
+    assert_eq!(lab.tcp_probe(HOST, REPO, BLOCKED_AFTER), Outcome::Blocked);
+    assert!(
+        list(&lists(&lab), "repo")["packets_out"].as_u64().unwrap() > repo_before,
+        "a prefix of two lists counts on the one that lasts longer"
+    );
+
+    // Expired: the kernel's clock, with no command run.
+    std::thread::sleep(std::time::Duration::from_millis(4500));
+    let feed_before = counted("feed");
+    assert_eq!(lab.tcp_probe(OTHER_ADMIN, SSH, OPEN_WITHIN), Outcome::Open, "only the feed held him");
+    assert_eq!(lab.tcp_probe(ADMIN, SSH, BLOCKED_AFTER), Outcome::Blocked, "the network holds the admin");
+    assert_eq!(lab.tcp_probe(HOST, REPO, BLOCKED_AFTER), Outcome::Blocked, "the repo list holds it");
+    assert_eq!(counted("feed"), feed_before, "an expired list counts nothing");
+    assert!(counted("network") > network_before, "the admin's packets count on the network now");
+    let found = lists(&lab);
+    assert_eq!(
+        (&list(&found, "feed")["expired"], &list(&found, "feed")["expires_secs"]),
+        (&Value::Bool(true), &Value::from(0))
+    );
+    let text = lab.firewall_ok(&["list", "-nv"]);
+    assert!(text.contains("match-set feed src (3 prefixes, expired)"), "{text}");
+    let table = lab.firewall_ok(&["blocklist"]);
+    assert!(
+        table.lines().any(|l| l.starts_with("feed ") && l.contains("expired: blocks nothing")),
+        "{table}"
+    );
+
+    // Loaded again: it blocks anew, the session opened meanwhile ends with it.
+    let mut session = lab
+        .tcp_connect(OTHER_ADMIN, SSH, OPEN_WITHIN)
+        .unwrap_or_else(|o| panic!("the other admin's session: {o:?}"));
+    echo(&mut session, b"hello\n", OPEN_WITHIN).expect("the session echoes");
+    let out = lab.firewall_ok(&["block", "--from", feed.to_str().unwrap(), "--for", "1h"]);
+    // (The other admin's flows: the session, and what is left of the probe before it.)
+    assert!(
+        out.starts_with("firewall: list feed on s0 blocks 3 prefixes for 1h: 0 added, 0 removed; ")
+            && !out.ends_with("; 0 flows ended\n"),
+        "{out}"
+    );
+    assert!(
+        echo(&mut session, b"still there?\n", BLOCKED_AFTER).is_err(),
+        "the session opened meanwhile ended"
+    );
+    assert_eq!(lab.tcp_probe(OTHER_ADMIN, SSH, BLOCKED_AFTER), Outcome::Blocked, "the feed blocks again");
+    // Without --for, it lasts: and takes the repository's count from the list it now
+    // outlasts no more than equals (the one loaded last).
+    lab.firewall_ok(&["block", "--from", feed.to_str().unwrap()]);
+    assert_eq!(list(&lists(&lab), "feed")["expires_secs"], Value::Null);
+    lab.firewall_ok(&["unblock", "--list", "feed"]);
+    assert_eq!(lab.tcp_probe(OTHER_ADMIN, SSH, OPEN_WITHIN), Outcome::Open, "the feed removed");
+    assert_eq!(lab.tcp_probe(HOST, REPO, BLOCKED_AFTER), Outcome::Blocked, "the repo list still holds it");
+}
+
+#[test]
+fn a_filter_from_before_lists_expired_refuses_for_until_up_and_its_older_lists_then_expire_as_new_ones() {
+    require_root();
+    let lab = Lab::new("listolder");
+    lab.tcp_echo(SSH);
+    lab.up();
+    // As an earlier version left it: no deadlines, and lists whose entries are their slot
+    // alone.
+    let pinned = lab.pin_dir().join(firewall_common::MAP_LIST_DEADLINES);
+    fs::remove_file(&pinned).unwrap();
+    let network = write(&lab, "network.txt", "203.0.113.0/29\n");
+    lab.firewall_ok(&["block", "--from", network.to_str().unwrap()]);
+    let feed = write(&lab, "feed.txt", "203.0.113.7\n203.0.113.8\n");
+    lab.firewall_ok(&["block", "--from", feed.to_str().unwrap()]);
+    assert_fails(
+        &lab.firewall(&["block", "--from", feed.to_str().unwrap(), "--for", "1h"]),
+        "the live filter's programs know no list that expires (an older version loaded them: its maps have no LIST_DEADLINES); `firewall up` with its policy replaces the programs in place (tracked flows and counters kept)",
+    );
+    assert_eq!(list(&lists(&lab), "feed")["expires_secs"], Value::Null, "nothing changed");
+    assert_eq!(lab.tcp_probe(OTHER_ADMIN, SSH, BLOCKED_AFTER), Outcome::Blocked);
+
+    lab.up();
+    assert!(pinned.exists(), "up created and pinned LIST_DEADLINES");
+    // The feed's older entries get their lengths with its first deadline, so that once it
+    // expires the network's wider prefix is found behind them.
+    lab.firewall_ok(&["block", "--from", feed.to_str().unwrap(), "--for", "3s"]);
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    assert_eq!(lab.tcp_probe(OTHER_ADMIN, SSH, OPEN_WITHIN), Outcome::Open, "the feed expired");
+    assert_eq!(lab.tcp_probe(ADMIN, SSH, BLOCKED_AFTER), Outcome::Blocked, "the network holds the admin");
+}
+
+#[test]
 fn a_bad_list_or_name_is_refused_in_one_line_and_changes_nothing() {
     require_root();
     let lab = Lab::new("badlist");
@@ -187,8 +308,11 @@ fn a_bad_list_or_name_is_refused_in_one_line_and_changes_nothing() {
     assert_fails(&lab.firewall(&["block", "--from", "-"]), "give it with --list NAME");
     assert_fails(&lab.firewall(&["block", "--from", "/nonexistent/feed.txt"]), "/nonexistent/feed.txt");
     assert_fails(&lab.firewall(&["unblock", "--list", "nosuch"]), "no list named nosuch (lists: feed)");
-    let both = lab.firewall(&["block", "--from", feed.to_str().unwrap(), "--for", "1h"]);
-    assert_eq!(both.status.code(), Some(2), "clap refuses --for with --from");
+    assert_fails_with(
+        &lab.firewall(&["block", "--from", feed.to_str().unwrap(), "--for", "1y"]),
+        2,
+        "\"1y\" is not a duration",
+    );
 
     // Nothing changed: the list holds its one prefix, and it blocks.
     let found = lists(&lab);

@@ -2064,10 +2064,18 @@ enum BlockKind {
     ForAnHour,
     /// A prefix added to the list [`LIST_SLOT`] counts on (`block --from FILE`).
     Listed,
+    /// A prefix added to the list of [`EXPIRED_LIST_SLOT`], whose deadline has passed
+    /// (`block --from FILE --for DURATION`, DURATION ago).
+    ListedExpired,
 }
 
-/// The slot of the one named list the cases load, which `firewall block` leaves to it.
+/// The slot of the named list the cases load, which `firewall block` leaves to it.
 const LIST_SLOT: u32 = firewall_common::MAX_BLOCKED - 1;
+/// The slot of the named list that has expired: its prefixes block nothing, and a wider
+/// prefix of the other list, or of itself, holds what they hold.
+const EXPIRED_LIST_SLOT: u32 = firewall_common::MAX_BLOCKED - 2;
+/// Its deadline: long past.
+const EXPIRED_DEADLINE_NS: u64 = 1;
 
 /// A block around an anchor of the policy's pools: the address itself mostly, or its
 /// network at a few lengths (IPv6's /10 is fe80::/10 for a link-local anchor). A policy
@@ -2076,7 +2084,7 @@ fn block_spec(pools: &Pools) -> BoxedStrategy<BlockSpec> {
     let of = |pool: &Pool| {
         let lens = if pool.v6 { vec![128u8, 128, 128, 64, 64, 48, 10] } else { vec![32u8, 32, 32, 24, 16] };
         let v6 = pool.v6;
-        let kinds = vec![BlockKind::Entry, BlockKind::ForAnHour, BlockKind::Listed];
+        let kinds = vec![BlockKind::Entry, BlockKind::ForAnHour, BlockKind::Listed, BlockKind::ListedExpired];
         (select(pool.block_anchors.clone()), select(lens), select(kinds)).prop_map(
             move |(addr, len, kind)| {
                 let network = from_bits(v6, bits_of(addr) & !low_ones(width(v6) - u32::from(len)));
@@ -3177,6 +3185,9 @@ struct Tally {
     blocked_infrastructure: u64,
     /// Frames counted on the named list's lines.
     listed: u64,
+    /// Frames whose peer an expired list's prefix holds: passed over for a wider one, or
+    /// for none.
+    expired_listed: u64,
     /// Frames the model found with a third VLAN tag, of another ethertype, of the link's
     /// own protocols.
     too_deep: u64,
@@ -3202,6 +3213,7 @@ impl Tally {
         self.blocked += other.blocked;
         self.blocked_infrastructure += other.blocked_infrastructure;
         self.listed += other.listed;
+        self.expired_listed += other.expired_listed;
         self.too_deep += other.too_deep;
         self.other_ethertype += other.other_ethertype;
         self.link_protocol += other.link_protocol;
@@ -3227,6 +3239,8 @@ struct Subject {
     conntrack: std::collections::BTreeMap<String, u64>,
     /// The named list's prefixes, as loaded in the kernel's trie.
     listed: Vec<Prefix>,
+    /// The expired list's.
+    listed_expired: Vec<Prefix>,
 }
 
 impl Subject {
@@ -3238,7 +3252,18 @@ impl Subject {
             slot: LIST_SLOT,
             entries: 0,
             loaded: 0,
+            deadline_ns: 0,
+            lengths: true,
         });
+        filter.loaded.maps.lists.push(BlockList {
+            name: "expired".into(),
+            slot: EXPIRED_LIST_SLOT,
+            entries: 0,
+            loaded: 0,
+            deadline_ns: EXPIRED_DEADLINE_NS,
+            lengths: true,
+        });
+        filter.loaded.maps.set_list_deadline(EXPIRED_LIST_SLOT, EXPIRED_DEADLINE_NS).expect("its deadline");
         let expected = filter.loaded.maps.counters().expect("reading the counters");
         Subject {
             name: name.into(),
@@ -3251,6 +3276,7 @@ impl Subject {
             invalid6: Default::default(),
             conntrack: Default::default(),
             listed: Vec::new(),
+            listed_expired: Vec::new(),
         }
     }
 
@@ -3307,11 +3333,14 @@ impl Subject {
         if !entries.is_empty() {
             block::lift_blocks(maps, &entries, coarse_now()).expect("unblocking");
         }
-        let listed = std::mem::take(&mut self.listed);
-        block_lists::apply_list(maps, LIST_SLOT, &[], &listed, &std::collections::HashMap::new())
-            .expect("lifting the list");
+        let mut listed = std::mem::take(&mut self.listed);
+        listed.append(&mut self.listed_expired);
+        block_lists::apply_list(maps, &[], &[], &listed, &std::collections::HashMap::new())
+            .expect("lifting the lists");
         for direction in [Direction::In, Direction::Out] {
-            maps.zero_counter(firewall_common::block_counter(LIST_SLOT, direction)).expect("zeroing");
+            for slot in [LIST_SLOT, EXPIRED_LIST_SLOT] {
+                maps.zero_counter(firewall_common::block_counter(slot, direction)).expect("zeroing");
+            }
         }
     }
 
@@ -3336,20 +3365,42 @@ impl Subject {
                 .collect()
         };
         for spec in specs {
-            state.block(model::Net::from_prefix(&spec.prefix));
+            // Rule 11b, but for the expired list's prefixes, which block nothing.
+            if !matches!(spec.kind, BlockKind::ListedExpired) {
+                state.block(model::Net::from_prefix(&spec.prefix));
+            }
             let deadline_ns = match spec.kind {
                 BlockKind::Listed => {
-                    // A prefix the list holds already is no line of its file twice.
+                    // A prefix the list holds already is no line of its file twice. One the
+                    // expired list holds too counts on this one, which lasts longer.
                     if !self.listed.contains(&spec.prefix) {
                         block_lists::apply_list(
                             maps,
-                            LIST_SLOT,
+                            &[(spec.prefix, LIST_SLOT)],
                             &[spec.prefix],
                             &[],
                             &std::collections::HashMap::new(),
                         )
                         .expect("loading the list");
                         self.listed.push(spec.prefix);
+                    }
+                    continue;
+                }
+                BlockKind::ListedExpired => {
+                    // Written as `load` writes it: counted on the other list if it holds
+                    // the prefix too. It blocks nothing, so ends no flow.
+                    if !self.listed_expired.contains(&spec.prefix) {
+                        if !self.listed.contains(&spec.prefix) {
+                            block_lists::apply_list(
+                                maps,
+                                &[(spec.prefix, EXPIRED_LIST_SLOT)],
+                                &[],
+                                &[],
+                                &std::collections::HashMap::new(),
+                            )
+                            .expect("loading the expired list");
+                        }
+                        self.listed_expired.push(spec.prefix);
                     }
                     continue;
                 }
@@ -3372,10 +3423,17 @@ impl Subject {
             }
         }
         state.blocks = entries(maps);
+        let expired_only = self.listed_expired.iter().filter(|p| !self.listed.contains(p));
         state.listed = self
             .listed
             .iter()
-            .map(|prefix| model::Listed { net: model::Net::from_prefix(prefix), slot: LIST_SLOT })
+            .map(|prefix| (prefix, LIST_SLOT, 0))
+            .chain(expired_only.map(|prefix| (prefix, EXPIRED_LIST_SLOT, EXPIRED_DEADLINE_NS)))
+            .map(|(prefix, slot, deadline_ns)| model::Listed {
+                net: model::Net::from_prefix(prefix),
+                slot,
+                deadline_ns,
+            })
             .collect();
     }
 
@@ -3492,6 +3550,12 @@ impl Subject {
             let ipv6 = matches!(&parsed, model::Parsed::Ip(d) if d.src.is_ipv6());
             if let model::Parsed::BadIp { ipv6: true, why } = parsed {
                 *self.invalid6.entry(why).or_default() += 1;
+            }
+            if let model::Parsed::Ip(d) = &parsed {
+                let peer = if *direction == Direction::In { d.src } else { d.dst };
+                self.tally.expired_listed += u64::from(
+                    state.listed.iter().any(|l| l.slot == EXPIRED_LIST_SLOT && l.net.contains(peer)),
+                );
             }
             match &parsed {
                 model::Parsed::Ip(d) if expected.verdict == model::Verdict::Pass => match d.fragment {
@@ -3891,6 +3955,13 @@ fn summary(what: &str, total: &Tally, started: Instant, seed: &str) {
         total.listed * 1000 >= total.frames,
         "only {} of {} frames counted on a named list's line",
         total.listed,
+        total.frames
+    );
+    // And peers an expired list's prefix holds, which the programs look past.
+    assert!(
+        total.expired_listed * 1000 >= total.frames,
+        "only {} of {} frames to or from a peer an expired list holds",
+        total.expired_listed,
         total.frames
     );
     // And datagrams in fragments, their later fragments admitted by their first (about 2
