@@ -61,8 +61,10 @@ const TEST_PACKAGES: &[&str] = &[
     "nmap",
     "hping3",
     "python3-scapy",
-    // trafgen, for the floods of `cargo xtask bench` and the flood tests.
+    // trafgen, for the flood tests.
     "netsniff-ng",
+    // ethtool, for the server's GRO under the floods of `cargo xtask bench`.
+    "ethtool",
     // The bulk receive of `cargo xtask bench`.
     "iperf3",
     // bpftool, to make a pinned map of another layout (tests/tests/integration/live.rs).
