@@ -93,10 +93,16 @@ fn the_production_object_holds_the_filter_alone() {
 
     let mut bench =
         aya::Ebpf::load(firewall_user::BENCH_BASELINE_OBJECT).expect("loading the baseline's object");
-    assert_eq!(bench.programs().map(|(name, _)| name).collect::<Vec<_>>(), ["bench_baseline"]);
+    assert_eq!(
+        sorted(bench.programs().map(|(name, _)| name).collect()),
+        ["bench_baseline", "bench_transmit"]
+    );
     assert_eq!(bench.maps().map(|(name, _)| name).collect::<Vec<_>>(), ["BENCH_PEERS"]);
     // And the kernel takes it, as the benchmarks will ask.
     let program: &mut aya::programs::Xdp =
         bench.program_mut("bench_baseline").unwrap().try_into().expect("an XDP program");
     program.load().expect("the verifier accepts the baseline");
+    let generator: &mut aya::programs::Xdp =
+        bench.program_mut("bench_transmit").unwrap().try_into().expect("an XDP program");
+    generator.load().expect("the verifier accepts the floods' generator");
 }
