@@ -544,6 +544,11 @@ fn gauges(snapshot: &Snapshot) -> Vec<Gauge> {
             value: snapshot.lists.iter().map(|list| list.entries as u64).sum(),
         },
         Gauge {
+            name: "firewall_block_lists_expired",
+            help: "Named lists past their deadline (firewall block --from --for), blocking nothing: a feed that stopped refreshing",
+            value: snapshot.lists.iter().filter(|list| list.expired).count() as u64,
+        },
+        Gauge {
             name: "firewall_audit",
             help: "1 in audit mode (what would drop is counted and passed), else 0",
             value: u64::from(snapshot.audit),

@@ -447,6 +447,7 @@ fn serve_scrapes_the_listing_reloads_on_hup_and_leaves_the_filter_up_on_term() {
     assert_eq!(metrics.single("firewall_reloads_total"), 0);
     assert_eq!(metrics.single("firewall_reload_failures_total"), 0);
     assert_eq!(metrics.single("firewall_attached"), 1, "the programs are on the interface");
+    assert_eq!(metrics.single("firewall_block_lists_expired"), 0);
     // Each map's memory, as `list --json` reports it.
     let memory = metrics.value("firewall_map_memory_bytes", &[("map", "ALLOW_EXACT")]);
     assert!(memory.is_some_and(|bytes| bytes > 0), "ALLOW_EXACT's memory: {memory:?}\n{}", metrics.text);
@@ -462,6 +463,17 @@ fn serve_scrapes_the_listing_reloads_on_hup_and_leaves_the_filter_up_on_term() {
     assert_eq!((info[0].labels["iface"].as_str(), info[0].value), (SERVER_IF, 1.0));
     assert_eq!(info[0].labels["policy"], policy.display().to_string());
     promtool_check(&metrics.text);
+
+    // A feed loaded for a second, then not refreshed: told once its deadline passed.
+    let feed = lab.tmp().join("feed.txt");
+    fs::write(&feed, "192.0.2.99\n").unwrap();
+    lab.firewall_ok(&["block", "--from", feed.to_str().unwrap(), "--for", "1s"]);
+    assert_eq!(scrape(&lab).single("firewall_block_lists_expired"), 0, "not yet");
+    std::thread::sleep(Duration::from_millis(1500));
+    let metrics = scrape(&lab);
+    assert_eq!(metrics.single("firewall_block_lists_expired"), 1, "the feed expired");
+    assert_eq!(metrics.single("firewall_block_list_entries"), 1, "its prefix stays");
+    lab.firewall_ok(&["unblock", "--list", "feed"]);
 
     // OpenMetrics for a client that asks for it, as Prometheus does.
     let open = curl(
