@@ -8,7 +8,7 @@
 //! line; ARP, and with it every exchange, still works. The frames are written whole to a
 //! packet socket on the veth, from the client's end (XDP) or the server's (TC egress).
 use std::{
-    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, UdpSocket},
     process::Command,
     time::{Duration, Instant},
 };
@@ -16,8 +16,8 @@ use std::{
 use etherparse::PacketBuilder;
 use tests::{
     lab::{
-        BLOCKED_AFTER, CLIENT_IF, HOST, Lab, Listing, OPEN_WITHIN, SERVER_IF, STRANGER, echo, ping_received,
-        sh,
+        BLOCKED_AFTER, CLIENT_IF, HOST, HOST6, Lab, Listing, OPEN_WITHIN, SERVER_IF, STRANGER, STRANGER6,
+        echo, ping_received, sh,
     },
     require_root,
 };
@@ -208,6 +208,47 @@ fn a_jumbo_mtu_link_takes_the_filter_and_its_large_frames_are_judged_whole() {
     let deadline = Instant::now() + BLOCKED_AFTER;
     while lab.list().policy("INPUT") == before {
         assert!(Instant::now() < deadline, "the stranger's large datagram was not dropped on INPUT's policy");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The same over IPv6, whose header chain the parser reads from the first buffer of a
+/// multi-buffer frame too: the listed IPv6 peer's session echoes 8,000-byte messages,
+/// counted at their full length on its rule, and an IPv6 stranger's large datagram drops.
+#[test]
+fn a_jumbo_mtu_link_judges_ipv6_frames_whole_too() {
+    require_root();
+    let lab = Lab::dual_stack("jumbo6");
+    for (ns, dev) in [(&lab.server, SERVER_IF), (&lab.client, CLIENT_IF)] {
+        let set = sh(Command::new("ip").args(["-n", ns, "link", "set", dev, "mtu", "9000"]));
+        assert!(set.status.success(), "mtu 9000 on {dev}: {}", String::from_utf8_lossy(&set.stderr));
+    }
+    let ssh = SocketAddr::new(IpAddr::V6(HOST6), 122);
+    lab.tcp_echo(ssh);
+    let policy = lab.dual_stack_policy_file();
+    lab.firewall_ok(&["up", "--policy", policy.to_str().unwrap(), "--iface", SERVER_IF]);
+    let peer = Ipv6Addr::new(0x2001, 0xdb8, 7, 0, 0, 0, 0, 7);
+    let mut session = lab.tcp_connect(peer, ssh, OPEN_WITHIN).expect("an IPv6 session over the jumbo link");
+    let message = vec![b'j'; 8000];
+    for n in 0..3 {
+        echo(&mut session, &message, OPEN_WITHIN).unwrap_or_else(|e| panic!("echo {n} of 8,000 bytes: {e}"));
+    }
+    let listing = lab.list();
+    let (bytes, packets) = (listing.bytes("INPUT", "ssh-in"), listing.packets("INPUT", "ssh-in"));
+    assert!(
+        bytes >= 3 * 8000,
+        "INPUT ssh-in counted {bytes} bytes in {packets} packets: not the frames' whole length"
+    );
+
+    let before = lab.list().policy("INPUT");
+    let sock = lab.run_in(&lab.client, || UdpSocket::bind((STRANGER6, 0))).expect("bind");
+    sock.send_to(&vec![0u8; 8000], (HOST6, PORT)).expect("send");
+    let deadline = Instant::now() + BLOCKED_AFTER;
+    while lab.list().policy("INPUT") == before {
+        assert!(
+            Instant::now() < deadline,
+            "the IPv6 stranger's large datagram was not dropped on INPUT's policy"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
