@@ -8,7 +8,7 @@
 //! line; ARP, and with it every exchange, still works. The frames are written whole to a
 //! packet socket on the veth, from the client's end (XDP) or the server's (TC egress).
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, UdpSocket},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
     process::Command,
     time::{Duration, Instant},
 };
@@ -181,54 +181,42 @@ fn frames_the_parser_does_not_follow_never_reach_the_host() {
 fn a_jumbo_mtu_link_takes_the_filter_and_its_large_frames_are_judged_whole() {
     require_root();
     let lab = Lab::new("jumbo");
-    for (ns, dev) in [(&lab.server, SERVER_IF), (&lab.client, CLIENT_IF)] {
-        let set = sh(Command::new("ip").args(["-n", ns, "link", "set", dev, "mtu", "9000"]));
-        assert!(set.status.success(), "mtu 9000 on {dev}: {}", String::from_utf8_lossy(&set.stderr));
-    }
-    let ssh = SocketAddrV4::new(HOST, 122);
+    jumbo(&lab);
+    let ssh = SocketAddr::new(IpAddr::V4(HOST), 122);
     lab.tcp_echo(ssh);
     lab.up();
-    let mut session = lab
-        .tcp_connect(Ipv4Addr::new(203, 0, 113, 7), ssh, OPEN_WITHIN)
-        .expect("a session over the jumbo link");
-    let message = vec![b'j'; 8000];
-    for n in 0..3 {
-        echo(&mut session, &message, OPEN_WITHIN).unwrap_or_else(|e| panic!("echo {n} of 8,000 bytes: {e}"));
-    }
-    let listing = lab.list();
-    let (bytes, packets) = (listing.bytes("INPUT", "ssh-in"), listing.packets("INPUT", "ssh-in"));
-    assert!(
-        bytes >= 3 * 8000,
-        "INPUT ssh-in counted {bytes} bytes in {packets} packets: not the frames' whole length"
-    );
-
-    let before = lab.list().policy("INPUT");
-    let sock = lab.run_in(&lab.client, || UdpSocket::bind((STRANGER, 0))).expect("bind");
-    sock.send_to(&vec![0u8; 8000], (HOST, PORT)).expect("send");
-    let deadline = Instant::now() + BLOCKED_AFTER;
-    while lab.list().policy("INPUT") == before {
-        assert!(Instant::now() < deadline, "the stranger's large datagram was not dropped on INPUT's policy");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    large_frames_judged_whole(&lab, IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)), ssh, IpAddr::V4(STRANGER));
 }
 
 /// The same over IPv6, whose header chain the parser reads from the first buffer of a
-/// multi-buffer frame too: the listed IPv6 peer's session echoes 8,000-byte messages,
-/// counted at their full length on its rule, and an IPv6 stranger's large datagram drops.
+/// multi-buffer frame too.
 #[test]
 fn a_jumbo_mtu_link_judges_ipv6_frames_whole_too() {
     require_root();
     let lab = Lab::dual_stack("jumbo6");
-    for (ns, dev) in [(&lab.server, SERVER_IF), (&lab.client, CLIENT_IF)] {
-        let set = sh(Command::new("ip").args(["-n", ns, "link", "set", dev, "mtu", "9000"]));
-        assert!(set.status.success(), "mtu 9000 on {dev}: {}", String::from_utf8_lossy(&set.stderr));
-    }
+    jumbo(&lab);
     let ssh = SocketAddr::new(IpAddr::V6(HOST6), 122);
     lab.tcp_echo(ssh);
     let policy = lab.dual_stack_policy_file();
     lab.firewall_ok(&["up", "--policy", policy.to_str().unwrap(), "--iface", SERVER_IF]);
     let peer = Ipv6Addr::new(0x2001, 0xdb8, 7, 0, 0, 0, 0, 7);
-    let mut session = lab.tcp_connect(peer, ssh, OPEN_WITHIN).expect("an IPv6 session over the jumbo link");
+    large_frames_judged_whole(&lab, IpAddr::V6(peer), ssh, IpAddr::V6(STRANGER6));
+}
+
+/// Both ends of the lab's link at an MTU of 9,000.
+fn jumbo(lab: &Lab) {
+    for (ns, dev) in [(&lab.server, SERVER_IF), (&lab.client, CLIENT_IF)] {
+        let set = sh(Command::new("ip").args(["-n", ns, "link", "set", dev, "mtu", "9000"]));
+        assert!(set.status.success(), "mtu 9000 on {dev}: {}", String::from_utf8_lossy(&set.stderr));
+    }
+}
+
+/// Over a jumbo link with the filter up: `peer`'s session to `ssh` (an echo server on
+/// port 122, `ssh-in`'s) echoes three 8,000-byte messages, counted at their whole length
+/// on INPUT's `ssh-in`, and `stranger`'s 8,000-byte datagram to the same host drops on
+/// INPUT's policy.
+fn large_frames_judged_whole(lab: &Lab, peer: IpAddr, ssh: SocketAddr, stranger: IpAddr) {
+    let mut session = lab.tcp_connect(peer, ssh, OPEN_WITHIN).expect("a session over the jumbo link");
     let message = vec![b'j'; 8000];
     for n in 0..3 {
         echo(&mut session, &message, OPEN_WITHIN).unwrap_or_else(|e| panic!("echo {n} of 8,000 bytes: {e}"));
@@ -241,14 +229,11 @@ fn a_jumbo_mtu_link_judges_ipv6_frames_whole_too() {
     );
 
     let before = lab.list().policy("INPUT");
-    let sock = lab.run_in(&lab.client, || UdpSocket::bind((STRANGER6, 0))).expect("bind");
-    sock.send_to(&vec![0u8; 8000], (HOST6, PORT)).expect("send");
+    let sock = lab.run_in(&lab.client, || UdpSocket::bind((stranger, 0))).expect("bind");
+    sock.send_to(&vec![0u8; 8000], (ssh.ip(), PORT)).expect("send");
     let deadline = Instant::now() + BLOCKED_AFTER;
     while lab.list().policy("INPUT") == before {
-        assert!(
-            Instant::now() < deadline,
-            "the IPv6 stranger's large datagram was not dropped on INPUT's policy"
-        );
+        assert!(Instant::now() < deadline, "the stranger's large datagram was not dropped on INPUT's policy");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
