@@ -53,7 +53,7 @@ pub fn flow_key(direction: Direction, peer: Addr, protocol: u8, l4: &L4) -> Opti
         L4::Icmp { echo: Echo::Reply, echo_id, .. } => (echo_origin(direction.reverse()), echo_id),
         L4::Icmp { .. } | L4::Other => return None,
     };
-    Some(FlowKey { peer, peer_port, local_port, protocol, _pad: [0; 3] })
+    Some(FlowKey { peer, peer_port, local_port, protocol, _pad: 0, _pad2: 0 })
 }
 
 /// An echo flow's `peer_port`: which way its requests travel.
@@ -146,9 +146,24 @@ pub fn established(key: &FlowKey, direction: Direction, l4: &L4, now: u64, confi
     // is shared by every CPU the flow's packets come through.
     if !same(&next, flow) || now - flow.last_seen_ns > REFRESH_NS {
         next.last_seen_ns = now;
-        *flow = next;
+        store(flow, &next);
     }
     Some(line)
+}
+
+/// `*to = *from` in three 8-byte stores: assigning the struct, or its fields in order
+/// (LLVM merges them back), costs the programs a call of LLVM's memmove, a byte loop.
+/// Volatile, so that they stay stores of words; racing readers see whole words.
+#[inline(always)]
+fn store(to: &mut Flow, from: &Flow) {
+    const WORDS: usize = core::mem::size_of::<Flow>() / 8;
+    const _: () = assert!(core::mem::size_of::<Flow>() % 8 == 0 && core::mem::align_of::<Flow>() == 8);
+    let (to, from) = (core::ptr::from_mut(to).cast::<u64>(), core::ptr::from_ref(from).cast::<u64>());
+    for i in 0..WORDS {
+        // SAFETY: both are whole `Flow`s, 8-aligned and a multiple of 8 bytes long (checked
+        // above), of plain integers.
+        unsafe { core::ptr::write_volatile(to.add(i), from.add(i).read()) };
+    }
 }
 
 /// Whether `a` and `b` differ in nothing but their times.
@@ -292,7 +307,18 @@ pub fn track(
     config: &Config,
 ) {
     // The rule's index fits (firewall_common::MAX_RULES).
-    let mut flow = Flow { last_seen_ns: now, rule: rule as u16, origin: origin as u8, ..Flow::default() };
+    // Every field written: `..Flow::default()` costs a call of LLVM's memset.
+    let mut flow = Flow {
+        last_seen_ns: now,
+        rule: rule as u16,
+        origin: origin as u8,
+        tcp_state: TCP_OPEN,
+        flags: 0,
+        _pad: 0,
+        host_window: 0,
+        host_ack: 0,
+        host_syn_next: 0,
+    };
     match *l4 {
         L4::Tcp { flags, seq, ack, window, .. } => {
             flow.tcp_state = if flags & TCP_RST != 0 {
@@ -347,8 +373,8 @@ pub fn track(
         // A SYN sent again, a port reused: the entry is replaced where it is, which costs
         // the LRU nothing (an update would take a node and give one back) and leaves the
         // table's size as it was.
-        // SAFETY: a map value pointer, valid for this run; racing readers see whole words.
-        Some(existing) => unsafe { *existing = flow },
+        // SAFETY: a map value pointer, valid for this run; racing readers see whole fields.
+        Some(existing) => store(unsafe { &mut *existing }, &flow),
         None => {
             insert(FlowTable::HalfOpen, key, &flow);
         }

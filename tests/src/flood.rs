@@ -378,7 +378,14 @@ impl Pinned {
 
 /// The conntrack key of a flow with `peer` (the map's layout, in one place).
 pub fn flow_key(peer: Ipv4Addr, peer_port: u16, local_port: u16, protocol: u8) -> FlowKey {
-    FlowKey { peer: firewall_common::v4_mapped(peer.octets()), peer_port, local_port, protocol, _pad: [0; 3] }
+    FlowKey {
+        peer: firewall_common::v4_mapped(peer.octets()),
+        peer_port,
+        local_port,
+        protocol,
+        _pad: 0,
+        _pad2: 0,
+    }
 }
 
 /// `firewall conntrack --json=1`'s flows.

@@ -6,7 +6,11 @@ use firewall_common::{MAPS, PROG_EGRESS, PROG_INGRESS, SCRATCH_MAPS};
 use tests::harness::TestFilter;
 
 /// Processed instructions each program may cost the verifier, with the policy of
-/// examples/tight.toml: 67,000 and 55,000, about 6% and 12% over what they cost with the blocklists' check (the
+/// examples/tight.toml: 64,000 and 48,000, about 6% over what they cost once no struct
+/// was zeroed or copied whole on the hot paths (a flow key's padding, the `any` key's
+/// peer, a new flow, a flow's update: each a call of LLVM's memset or memmove, a byte
+/// loop), 60,596 and 45,227, with the named lists' expiry (63,323 and 49,496 before). Before
+/// it, 67,000 and 55,000, about 6% and 12% over what they cost with the blocklists' check (the
 /// `BLOCKLIST` entry, then the named lists' `BLOCK_LISTS`) a global function verified once,
 /// 63,102 and 49,275 (in line at its three calls, 69,094 and 52,715). Before it, 70,000,
 /// about 9% over what they cost with a multi-buffer XDP program
@@ -59,8 +63,8 @@ use tests::harness::TestFilter;
 /// every path; 5,110 and 4,718 with the conntrack fast path; 2,963 and 3,275 before it.
 /// The kernel's limit is 1,000,000.
 /// Raise only with a reason in the commit.
-const BUDGET_INGRESS: u32 = 67_000;
-const BUDGET_EGRESS: u32 = 55_000;
+const BUDGET_INGRESS: u32 = 64_000;
+const BUDGET_EGRESS: u32 = 48_000;
 
 #[test]
 fn the_programs_stay_within_the_verifier_budget() {
