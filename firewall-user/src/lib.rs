@@ -19,7 +19,10 @@
 //! - [`view`]: what a filter shows: the counters' snapshot, the `iptables -nvL` listing,
 //!   `conntrack`, the blocklist, drop events.
 //! - [`watch`]: the live terminal view of per-line rates.
-//! - [`serve`]: the Prometheus endpoint, and reload on SIGHUP.
+//! - [`names`]: peers written as DNS names, resolved and kept, their addresses given to
+//!   their rules.
+//! - [`serve`]: the Prometheus endpoint, reload on SIGHUP, and the names asked again as
+//!   their answers expire.
 //! - [`import`]: an `iptables-save` dump into a policy.
 //! - [`exit`]: the exit statuses, one table, and the status of each error.
 //! - [`log`]: the events an administrator searches the log for (a reload, a rollback, a
@@ -35,6 +38,7 @@ mod files;
 pub mod import;
 pub mod kernel;
 pub mod log;
+pub mod names;
 pub mod ops;
 pub mod policy;
 pub mod serve;
@@ -81,6 +85,11 @@ pub fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
 pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 /// [`FastMap`]'s set.
 pub type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
+/// The time of day as Unix seconds: what the state's records of times are in.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
 
 /// Field `n` (numbered from 1 as proc(5) numbers them; 3 or more) of a `/proc/PID/stat`
 /// line. The command name, field 2, may hold spaces and parentheses: the fields after it

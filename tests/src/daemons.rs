@@ -397,33 +397,36 @@ pub fn big_txt_string(i: usize) -> String {
 /// [`DNS_NAME`] with [`DNS_ANSWER`] and [`BIG_TXT_NAME`] with its TXT strings, and nothing
 /// else (no upstream, no hosts file); answers over UDP up to 8 KB (EDNS0).
 pub fn dnsmasq(lab: &Lab, addr: Ipv4Addr) -> Daemon {
+    dnsmasq_with(lab, addr, &[])
+}
+
+/// [`dnsmasq`] with `more` arguments: `--addn-hosts=FILE` (read again on SIGHUP) and
+/// `--local-ttl=1` for names whose records change.
+pub fn dnsmasq_with(lab: &Lab, addr: Ipv4Addr, more: &[&str]) -> Daemon {
     need("dnsmasq", "dnsmasq-base");
     need("dig", "bind9-dnsutils");
     let pid_file = lab.tmp().join(format!("dnsmasq-{}.pid", tag(addr)));
     let big = (0..BIG_TXT_STRINGS).map(big_txt_string).collect::<Vec<_>>().join(",");
-    Daemon::start(
-        lab,
-        lab.ns_of(addr),
-        &format!("dnsmasq-{}", tag(addr)),
-        "dnsmasq",
-        &[
-            "--keep-in-foreground",
-            "--no-resolv",
-            "--no-hosts",
-            "--conf-file=/dev/null",
-            &format!("--listen-address={addr}"),
-            "--bind-interfaces",
-            "--port=53",
-            &format!("--address=/{DNS_NAME}/{DNS_ANSWER}"),
-            &format!("--txt-record={BIG_TXT_NAME},{big}"),
-            "--edns-packet-max=8192",
-            &format!("--pid-file={}", pid_file.display()),
-            "--user=root",
-            "--group=root",
-            "--log-facility=-",
-            "--log-queries",
-        ],
-    )
+    let mut args: Vec<String> = more.iter().map(ToString::to_string).collect();
+    args.extend([
+        "--keep-in-foreground".into(),
+        "--no-resolv".into(),
+        "--no-hosts".into(),
+        "--conf-file=/dev/null".into(),
+        format!("--listen-address={addr}"),
+        "--bind-interfaces".into(),
+        "--port=53".into(),
+        format!("--address=/{DNS_NAME}/{DNS_ANSWER}"),
+        format!("--txt-record={BIG_TXT_NAME},{big}"),
+        "--edns-packet-max=8192".into(),
+        format!("--pid-file={}", pid_file.display()),
+        "--user=root".into(),
+        "--group=root".into(),
+        "--log-facility=-".into(),
+        "--log-queries".into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Daemon::start(lab, lab.ns_of(addr), &format!("dnsmasq-{}", tag(addr)), "dnsmasq", &args)
 }
 
 /// `dig @SERVER -b FROM example.lab +short` (over TCP with `tcp`), from the namespace of
@@ -431,6 +434,13 @@ pub fn dnsmasq(lab: &Lab, addr: Ipv4Addr) -> Daemon {
 pub fn dig(lab: &Lab, from: Ipv4Addr, server: Ipv4Addr, tcp: bool, wait: u32) -> Run {
     let mut command = dig_command(lab, from, server, (DNS_NAME, "A"), wait);
     command.arg(if tcp { "+tcp" } else { "+notcp" });
+    run(lab, &mut command, Duration::from_secs(u64::from(wait) + 10))
+}
+
+/// `dig @SERVER -b FROM NAME A +short`, one try of `wait` seconds, from the namespace of
+/// `from`.
+pub fn dig_name(lab: &Lab, from: Ipv4Addr, server: Ipv4Addr, name: &str, wait: u32) -> Run {
+    let mut command = dig_command(lab, from, server, (name, "A"), wait);
     run(lab, &mut command, Duration::from_secs(u64::from(wait) + 10))
 }
 

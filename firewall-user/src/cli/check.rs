@@ -40,7 +40,8 @@ struct Checked<'a> {
 impl Check {
     pub fn run(self) -> anyhow::Result<ExitStatus> {
         let policy = policy::load(&self.file)?;
-        let warnings = absent_addresses(&policy);
+        let mut warnings = absent_addresses(&policy);
+        warnings.extend(firewall_user::names::resolver_warnings(&policy));
         for warning in &warnings {
             eprintln!("warning: {}: {warning}", self.file.display());
         }

@@ -2,6 +2,7 @@
 use clap::Args;
 use firewall_user::view::{
     listing::{self, Style},
+    names,
     snapshot::Snapshot,
     versioned_json,
 };
@@ -41,6 +42,9 @@ impl List {
             );
             let mut listing = listing;
             listing["attached"] = serde_json::json!(snapshot.detached.is_none());
+            if !snapshot.names.is_empty() {
+                listing["names"] = serde_json::json!(snapshot.names);
+            }
             println!("{}", versioned_json(&listing));
         } else {
             // First, and on stderr too: counters that stand still look like a quiet host.
@@ -53,6 +57,9 @@ impl List {
             println!("\n{}", listing::conntrack_line(tables.0, tables.1));
             if let Some(line) = listing::addresses_line(&snapshot.policy) {
                 println!("{line}");
+            }
+            for name in &snapshot.names {
+                println!("{}", names::line(name));
             }
         }
         Ok(())

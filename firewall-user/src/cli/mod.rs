@@ -274,6 +274,33 @@ fn report_resized(resized: &[firewall_user::kernel::resize::Resized]) {
     }
 }
 
+/// A warning on stderr for each name asked whose answer the administrator should know
+/// of: none came, none has an address, or one has more than `[dns] max_addresses`.
+fn report_names(names: &[firewall_user::names::Asked]) {
+    use firewall_user::names::Answer;
+    for asked in names {
+        let name = &asked.name;
+        let keeps = match asked.held {
+            0 => "its rules admit no address by it".to_string(),
+            1 => "it keeps the address it held".to_string(),
+            n => format!("it keeps the {n} addresses it held"),
+        };
+        match &asked.answer {
+            Answer::Failed(why) => {
+                eprintln!("firewall: warning: {name}: no answer from the resolvers ({why}); {keeps}");
+            }
+            Answer::Addresses { addrs, .. } if addrs.is_empty() => {
+                eprintln!("firewall: warning: {name} has no address, its resolvers say; {keeps}");
+            }
+            Answer::Addresses { .. } if asked.over_cap > 0 => eprintln!(
+                "firewall: warning: {name} answered {} addresses more than [dns] max_addresses allows; it holds the first ones",
+                asked.over_cap
+            ),
+            Answer::Addresses { .. } => {}
+        }
+    }
+}
+
 /// Says how to keep a change that `--confirm` armed.
 fn report_armed(armed: Option<Armed>) {
     if let Some(Armed { pid, seconds }) = armed {

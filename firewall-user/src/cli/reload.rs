@@ -48,6 +48,7 @@ impl Reload {
             return Ok(super::print_preview(&preview, self.json));
         }
         let done = reload::reload(&filter, self.policy.as_deref(), self.apply.apply())?;
+        super::report_names(&done.names);
         let a = done.applied;
         if self.json {
             println!(

@@ -34,6 +34,7 @@ pub struct Up {
 impl Up {
     pub fn run(self) -> anyhow::Result<()> {
         let up = up::up(&self.policy, self.iface.as_deref(), self.mode, self.apply.apply(), self.fallback)?;
+        super::report_names(&up.names);
         if self.output.json {
             #[derive(serde::Serialize)]
             struct Upped<'a> {

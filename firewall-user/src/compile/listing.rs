@@ -54,13 +54,17 @@ fn proto_name(protocol: u8) -> &'static str {
     protocol_name(protocol).unwrap_or("all")
 }
 
-fn peers_text(peers: &[Prefix]) -> String {
-    match peers {
-        [one] if one.len == 0 => ANYWHERE.into(),
-        [one] => one.to_string(),
-        [first, rest @ ..] => format!("{first} +{}", rest.len()),
-        [] => "-".into(),
-    }
+/// A rule's peers as written: the first, and how many more (its names counted as one
+/// each, whatever they hold: `list -v` shows their addresses).
+fn peers_text(rule: &Rule) -> String {
+    let written = rule.peers.len() + rule.names.len();
+    let first = match (rule.peers.first(), rule.names.first()) {
+        (Some(one), _) if one.len == 0 => return ANYWHERE.into(),
+        (Some(one), _) => one.to_string(),
+        (None, Some(name)) => name.name.clone(),
+        (None, None) => return "-".into(),
+    };
+    if written == 1 { first } else { format!("{first} +{}", written - 1) }
 }
 
 fn builtin(chain: Chain, line: Builtin, target: &'static str, matches: &str) -> ListLine {
@@ -282,7 +286,7 @@ fn invalid_flags_line(chain: Chain) -> ListLine {
 /// one (its returns), for the other chain; `None` for a rule without returns. `index` is
 /// the rule's id.
 fn rule_lines(policy: &Policy, rule: &Rule, index: u32, ours: &str) -> (ListLine, Option<ListLine>) {
-    let peers = peers_text(&rule.peers);
+    let peers = peers_text(rule);
     let protocols = rule_protocols(rule);
     let prot = if protocols.len() == 1 { proto_name(protocols[0]) } else { "all" };
     // What the rule's NEW line says beside its service and state, as iptables lists its
@@ -424,7 +428,8 @@ fn icmp_text(policy: &Policy, rule: &Rule, established: bool) -> Vec<String> {
     let text = |ks: &[u8]| ks.iter().map(u8::to_string).collect::<Vec<_>>().join(",");
     let mut parts = vec![format!("icmptype {}", text(&kinds))];
     // What the same rule matches for its IPv6 peers.
-    let v6 = policy.address6.is_some() && rule.peers.iter().any(|p| *p == Prefix::ANY || p.is_v6());
+    let v6 = policy.address6.is_some()
+        && (rule.peers.iter().any(|p| *p == Prefix::ANY || p.is_v6()) || !rule.names.is_empty());
     let kinds6: Vec<u8> = kinds.iter().filter_map(|k| icmpv6_equivalent(*k)).collect();
     if v6 && !kinds6.is_empty() {
         parts.push(format!("icmpv6type {}", text(&kinds6)));

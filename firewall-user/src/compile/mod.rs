@@ -319,14 +319,14 @@ fn plan_rule(plan: &mut MapPlan, rule: &Rule, index: u32, ipv6: bool, intervals:
     }
     let value = AllowValue { rule: index, flags };
     // Most peers are single addresses: room for them all at once, not by doubling.
-    plan.allow_exact.reserve(rule.services.len() * rule.peers.len());
+    plan.allow_exact.reserve(rule.services.len() * rule.all_peers().count());
     for service in &rule.services {
         // A range's intervals are the same for every peer: found once.
         let range_firsts = match service {
             Service::Icmp { .. } => None,
             _ => Some(intervals.firsts(rule.direction, service)),
         };
-        for peer in &rule.peers {
+        for peer in rule.all_peers() {
             // `any` is anyone of either family: one entry, unless the service is ICMP,
             // whose IPv6 peers speak ICMPv6.
             let families: &[bool] = match (*peer == Prefix::ANY, ipv6) {

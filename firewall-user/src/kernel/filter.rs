@@ -179,8 +179,20 @@ pub fn every_interface_address() -> Option<Vec<(String, std::net::IpAddr)>> {
 /// `address6`: without it IPv6 is dropped whole), as a listed address would be: unicast,
 /// IPv6 routable (not link-local, whose traffic passes anyway where IPv6 needs it), outside
 /// the range IPv4 owns in the maps, the lists together at most `MAX_HOST_ADDRESSES`. An
-/// interface that cannot be read adds nothing. Without the key, the policy as it is.
-pub fn in_force_on(mut policy: Policy, iface: &str) -> Policy {
+/// interface that cannot be read adds nothing. Then the peers written as DNS names
+/// are given the addresses they hold in the filter's record ([`crate::names::fold`]).
+pub fn in_force_on(policy: Policy, iface: &str) -> Policy {
+    let policy = with_interface_addresses(policy, iface);
+    let names = policy.names();
+    if names.is_empty() {
+        return policy;
+    }
+    let held = crate::names::Names::load(&Pins::for_iface(iface)).held(&names, crate::unix_now());
+    crate::names::fold(policy, &held)
+}
+
+/// [`in_force_on`]'s first part: the interface's addresses, with `follow_addresses`.
+fn with_interface_addresses(mut policy: Policy, iface: &str) -> Policy {
     if !policy.follow_addresses {
         return policy;
     }

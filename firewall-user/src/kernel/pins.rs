@@ -188,6 +188,9 @@ pub struct AppliedWith {
     pub binary: String,
     /// With `follow_addresses`, the interface's addresses it was applied with (sorted).
     pub addresses: Option<Vec<std::net::IpAddr>>,
+    /// With peers written as DNS names, the addresses each name held (sorted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub names: Option<std::collections::BTreeMap<String, Vec<std::net::IpAddr>>>,
 }
 
 impl AppliedWith {
@@ -196,15 +199,27 @@ impl AppliedWith {
         match (policy.follow_addresses, &policy.followed) {
             // Addresses followed but not read: not known.
             (true, None) => AppliedWith::default(),
-            (_, addresses) => AppliedWith { binary: this_binary(), addresses: addresses.clone() },
+            (_, addresses) => AppliedWith {
+                binary: this_binary(),
+                addresses: addresses.clone(),
+                names: policy.resolved.clone(),
+            },
         }
     }
 
     /// Whether a policy applied with this would be applied alike now: by this binary,
-    /// and with the interface `iface`'s addresses as they are.
+    /// with the interface `iface`'s addresses as they are, and its names holding what the
+    /// filter's record says they hold now.
     pub fn holds_now(&self, iface: &str) -> bool {
         if self.binary.is_empty() || self.binary != this_binary() {
             return false;
+        }
+        if let Some(then) = &self.names {
+            let names: Vec<&str> = then.keys().map(String::as_str).collect();
+            let record = crate::names::Names::load(&Pins::for_iface(iface));
+            if record.held(&names, crate::unix_now()) != *then {
+                return false;
+            }
         }
         match &self.addresses {
             None => true,

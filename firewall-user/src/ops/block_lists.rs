@@ -37,6 +37,7 @@ use crate::{
         lockout::{SessionGuard, SshSession},
     },
     policy::{Prefix, from_addr},
+    unix_now,
 };
 
 /// The longest list name.
@@ -404,10 +405,6 @@ fn text_of<'a>(prefixes: impl Iterator<Item = &'a Prefix>) -> String {
         text.push('\n');
     }
     text
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ use std::{
     },
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime},
 };
 
 use serde::{Deserialize, Serialize};
@@ -45,6 +45,7 @@ use crate::{
     },
     log::Event,
     ops::{LiveError, lockout::SessionGuard},
+    unix_now,
 };
 
 /// Where every rollback is told, whatever else is gone.
@@ -121,10 +122,6 @@ pub struct Pending {
     /// process. Without it the timer is not signalled (it finds nothing to do anyway).
     #[serde(default)]
     pub timer_start: Option<u64>,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 fn read_pending(pins: &Pins) -> Option<Pending> {
@@ -407,6 +404,9 @@ fn roll_back(lock: &StateLock, pending: &Pending) -> Result<String> {
                 &previous.policy_file,
                 Some(if previous.audit { Enforcement::Audit } else { Enforcement::Enforce }),
                 SessionGuard::Skip,
+                // Its names are asked again: the record keeps only the names of the
+                // policy rolled back.
+                crate::names::Asking::Now,
             )?;
             Ok(format!(
                 "put back the policy in force before, from {} (the file itself was left as it is)",

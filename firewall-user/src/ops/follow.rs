@@ -19,6 +19,7 @@ use nix::{
 
 use crate::{
     kernel::Filter,
+    names::Asking,
     ops::{LiveError, lockout::SessionGuard, reload},
 };
 
@@ -104,7 +105,7 @@ fn apply(filter: &Filter) -> Result<InForce, FollowError> {
     let text = pins.policy_text().map_err(LiveError::from)?;
     let state = pins.live_state().map_err(LiveError::from)?;
     // No SSH session runs this: the guard is for a person at a terminal.
-    reload::reload_text(&lock, &text, &state.policy_file, None, SessionGuard::Skip)?;
+    reload::reload_text(&lock, &text, &state.policy_file, None, SessionGuard::Skip, Asking::Recorded)?;
     let maps = crate::kernel::maps::LiveMaps::open(pins).map_err(LiveError::from)?;
     let policy =
         maps.with_followed_addresses(pins.policy().map_err(LiveError::from)?).map_err(LiveError::from)?;

@@ -224,7 +224,7 @@ pub fn check(policy: &Policy, iface: Option<&str>, session: &SshSession) -> Resu
             format!("set [host] {key} = \"{}\"", session.server),
         );
     }
-    let client = Prefix { addr: session.client, len: if session.client.is_ipv4() { 32 } else { 128 } };
+    let client = Prefix::host(session.client);
     if let Some(spoof) = policy.antispoof_sources.iter().find(|p| p.contains(session.client)) {
         return fail(
             format!("its client {} is inside anti-spoof source {spoof}", session.client),

@@ -16,6 +16,7 @@ use crate::{
         },
         resize::{Resized, Sizes, shrink, swap_in},
     },
+    names::{Asking, Names},
     ops::{
         Apply, LiveError, Result,
         confirm::{self, Armed, ConfirmError},
@@ -76,6 +77,8 @@ pub struct Reloaded {
     pub enforcement: Enforcement,
     /// The rollback `--confirm` armed.
     pub armed: Option<Armed>,
+    /// The peers written as DNS names, when the reload asked them.
+    pub names: Vec<crate::names::Asked>,
 }
 
 /// `firewall reload`: re-reads the policy (the file `up` was given, or `file`) and brings
@@ -120,21 +123,33 @@ fn reload_locked(
         None => state.policy_file.clone(),
     };
     let text = std::fs::read_to_string(&file).map_err(io_err("reading", &file))?;
-    reload_text(lock, &text, &file, enforcement, session_guard)
+    reload_text(lock, &text, &file, enforcement, session_guard, Asking::Now)
 }
 
-/// Brings the live maps to the policy `text` (read from `file`, which later commands use).
+/// Brings the live maps to the policy `text` (read from `file`, which later commands use),
+/// its peers written as DNS names asked first with [`Asking::Now`].
 pub fn reload_text(
     lock: &StateLock,
     text: &str,
     file: &Path,
     enforcement: Option<Enforcement>,
     session_guard: SessionGuard,
+    asking: Asking,
 ) -> Result<Reloaded> {
     let pins = lock.pins().clone();
     let state = pins.live_state()?;
+    // A policy has names only if its text differs from the one in force, or the one in
+    // force has them (the record holds them): the text in force without names is not
+    // parsed here, so a reload of a million peers unchanged stays quick.
+    let mut names = Vec::new();
+    let has_names =
+        || pins.policy_text().ok().as_deref() != Some(text) || !Names::load(&pins).names.is_empty();
+    if asking == Asking::Now && has_names() {
+        let policy = policy::parse(text, file)?;
+        names = crate::names::ask(lock, &policy, &policy.names(), crate::unix_now())?;
+    }
     if let Some(done) = in_force_already(lock, text, file, enforcement)? {
-        return Ok(done);
+        return Ok(Reloaded { names, ..done });
     }
     let policy = in_force_on(policy::parse(text, file)?, &pins.iface);
     refuse_unknown_to_programs(&state, &policy)?;
@@ -145,7 +160,7 @@ pub fn reload_text(
     // The file in force again: changes made `--runtime-only` are gone.
     lock.save(text, &LiveState { policy_file: file.clone(), runtime_only: false, ..state })?;
     let enforcement = maps.enforcement()?;
-    Ok(Reloaded { pins, file, applied, enforcement, armed: None })
+    Ok(Reloaded { pins, file, applied, enforcement, armed: None, names })
 }
 
 /// A reload of the policy in force, as it was applied: `text` is the state directory's
@@ -178,6 +193,7 @@ fn in_force_already(
         applied: Applied::default(),
         enforcement: live,
         armed: None,
+        names: Vec::new(),
     }))
 }
 

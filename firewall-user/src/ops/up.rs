@@ -95,6 +95,8 @@ pub struct Up {
     /// With [`Fallback::LastGood`]: the policy file failed, and the last good policy is in
     /// force instead.
     pub fell_back: Option<FellBack>,
+    /// The peers written as DNS names, asked as the policy was put in force.
+    pub names: Vec<crate::names::Asked>,
 }
 
 /// `firewall up`: reads and validates the policy `file`, then puts it in force on `iface`
@@ -140,14 +142,16 @@ fn up_from(
         .map_err(|err| UpError::Read { path: source.to_owned(), source: err })?;
     let policy = policy::parse(&text, source)?;
     let iface = iface.or(policy.interface.as_deref()).ok_or(FilterError::NoInterfaceGiven)?.to_owned();
-    let policy = in_force_on(policy, &iface);
     let filter = Filter::at(&iface)?;
     let lock = filter.lock_for_up()?;
+    let names =
+        crate::names::ask(&lock, &policy, &policy.names(), crate::unix_now()).map_err(ConfirmError::from)?;
+    let policy = in_force_on(policy, &iface);
     let (up, armed) = confirm::around(&lock, apply.confirm, || {
         let up = up_locked(&lock, &policy, &text, policy_file, mode, apply.enforcement, apply.session_guard)?;
         Ok((up, format!("up of {}", policy_file.display())))
     })?;
-    Ok(Up { armed, ..up })
+    Ok(Up { armed, names, ..up })
 }
 
 /// Puts `policy` in force on the interface `lock` is for: attaches and pins a new filter,
@@ -194,6 +198,7 @@ fn up_locked(
             resized,
             severed: false,
             fell_back: None,
+            names: Vec::new(),
         });
     }
     // Stale map pins from an interrupted `up` would be reused with old contents, and its
@@ -216,6 +221,7 @@ fn up_locked(
         resized: Vec::new(),
         severed,
         fell_back: None,
+        names: Vec::new(),
     })
 }
 

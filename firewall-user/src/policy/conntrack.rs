@@ -49,7 +49,7 @@ fn table_size(value: Option<Spanned<i64>>, key: &str, default: u32) -> Result<u3
     }
 }
 
-fn duration_or(value: Option<Spanned<String>>, default: Duration) -> Result<Duration, Located> {
+pub(super) fn duration_or(value: Option<Spanned<String>>, default: Duration) -> Result<Duration, Located> {
     match value {
         None => Ok(default),
         Some(v) => parse_duration(v.get_ref()).ok_or_else(|| {

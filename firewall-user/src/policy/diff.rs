@@ -111,7 +111,11 @@ impl RuleChange {
 }
 
 fn rule_change(old: &Rule, new: &Rule) -> RuleChange {
-    let peers = |rule: &Rule| rule.peers.iter().map(Prefix::to_string).collect::<BTreeSet<_>>();
+    // A name's addresses are peers as the maps hold them, the name itself one as written.
+    let peers = |rule: &Rule| {
+        let names = rule.names.iter().map(|n| n.name.clone());
+        rule.all_peers().map(Prefix::to_string).chain(names).collect::<BTreeSet<_>>()
+    };
     let (peers_added, peers_removed) = added_removed(&peers(old), &peers(new));
     let keys: [(&'static str, bool); 9] = [
         ("direction", old.direction != new.direction),

@@ -7,13 +7,14 @@
 //!   sections are checked;
 //! - `raw`: the TOML as deserialised, each value with its place, and the parser's
 //!   messages in TOML's words;
-//! - `host`, `antispoof`, `conntrack`, `rule`: the validation of each section, a
+//! - `host`, `antispoof`, `conntrack`, `dns`, `rule`: the validation of each section, a
 //!   function a field or group of fields;
 //! - `ports`: a rule's ports and ranges, as written and merged;
 //! - `prefix`: addresses and prefixes, as written and as the maps hold them.
 mod antispoof;
 mod conntrack;
 mod diff;
+mod dns;
 mod host;
 mod ports;
 mod prefix;
@@ -35,6 +36,7 @@ use firewall_common::{
 use self::{
     antispoof::validate_antispoof,
     conntrack::validate_conntrack,
+    dns::validate_dns,
     host::validate_host,
     raw::{RawPolicy, toml_message},
     rule::validate_rules,
@@ -46,10 +48,11 @@ pub use self::{
     },
     conntrack::{duration_text, parse_duration},
     diff::{PolicyDiff, RuleChange},
+    dns::is_dns_name,
     host::may_be_host_address,
     prefix::{Prefix, PrefixError, from_addr, to_addr},
     raw::schema,
-    rule::parse_limit,
+    rule::{Claims, parse_limit},
 };
 
 /// A validated policy.
@@ -78,9 +81,15 @@ pub struct Policy {
     /// (sorted): what the policy in force was applied with beyond its text. `None` until
     /// then, and without `follow_addresses`.
     pub followed: Option<Vec<std::net::IpAddr>>,
+    /// With peers written as DNS names, the addresses each name held when `in_force_on`
+    /// read them (sorted), before the rules took theirs: what the policy in force was
+    /// applied with beyond its text. `None` until then, and without names.
+    pub resolved: Option<std::collections::BTreeMap<String, Vec<IpAddr>>>,
     pub antispoof_sources: Vec<Prefix>,
     pub antispoof_destinations: Vec<Prefix>,
     pub conntrack: Conntrack,
+    /// `[dns]`: how the peers written as names are kept.
+    pub dns: Dns,
     pub rules: Vec<Rule>,
 }
 
@@ -99,6 +108,13 @@ impl Policy {
     pub fn host_addresses(&self) -> Vec<IpAddr> {
         let v4 = self.addresses().into_iter().map(IpAddr::V4);
         v4.chain(self.addresses6().into_iter().map(IpAddr::V6)).collect()
+    }
+
+    /// Every DNS name the rules' peers hold, once, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let names: std::collections::BTreeSet<&str> =
+            self.rules.iter().flat_map(|r| r.names.iter().map(|n| n.name.as_str())).collect();
+        names.into_iter().collect()
     }
 
     /// Whether `addr` is one of the host's addresses: a packet to it (in) or from it
@@ -309,13 +325,43 @@ pub struct PerSource {
     pub prefix6: u8,
 }
 
+/// `[dns]`: the peers written as names.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dns {
+    /// How long an address that left a name's answer stays admitted (default 1h): open
+    /// flows and the answers programs cached keep working.
+    pub grace: Duration,
+    /// The most addresses one name may hold at once (default 64): a CDN's name, answered
+    /// differently each time, would otherwise gather addresses for as long as `grace`.
+    pub max_addresses: usize,
+}
+
+impl Default for Dns {
+    fn default() -> Dns {
+        Dns { grace: Duration::from_secs(3600), max_addresses: 64 }
+    }
+}
+
+/// A peer written as a DNS name, and the addresses it admits now.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerName {
+    /// As written, in lower case, without a final dot.
+    pub name: String,
+    /// Its addresses, each a /32 or /128, that this rule admits: none until the name is
+    /// resolved (`crate::names`), and none that the rule cannot use or that an earlier
+    /// claim holds (see `names::fold`).
+    pub addresses: Vec<Prefix>,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rule {
     pub name: String,
     pub direction: Direction,
     pub services: Vec<Service>,
-    /// `Prefix::ANY` alone for `peers = "any"`.
+    /// The peers written as addresses and CIDRs: `Prefix::ANY` alone for `peers = "any"`.
     pub peers: Vec<Prefix>,
+    /// The peers written as DNS names, in the order written.
+    pub names: Vec<PeerName>,
     pub limit: Option<Limit>,
     /// `related = true`: an ICMP error passes only when the datagram it quotes belongs to
     /// a tracked flow, as netfilter's RELATED.
@@ -335,6 +381,13 @@ pub struct Rule {
     /// it matches is blocked that long (the port-scan trap of scripts: `-m recent --set`
     /// on a port no one uses, then `--rcheck … -j DROP` for all).
     pub trap: Option<Duration>,
+}
+
+impl Rule {
+    /// Every peer the rule admits now: those written as addresses, then its names'.
+    pub fn all_peers(&self) -> impl Iterator<Item = &Prefix> {
+        self.peers.iter().chain(self.names.iter().flat_map(|n| n.addresses.iter()))
+    }
 }
 
 /// A policy error, placed in its file.
@@ -386,12 +439,13 @@ fn fail<T>(spanned_start: usize, message: impl Into<String>) -> Result<T, Locate
 }
 
 /// Checks `[host]`, then `[antispoof]` (which needs the host's addresses), then
-/// `[conntrack]`, then the rules. The first error found is the one reported, so this
+/// `[conntrack]`, then `[dns]`, then the rules. The first error found is the one reported, so this
 /// order is part of what a policy with several errors is told.
 fn validate(raw: RawPolicy, host_at: usize) -> Result<Policy, Located> {
     let host = validate_host(raw.host, host_at)?;
     let antispoof = validate_antispoof(raw.antispoof, &host)?;
     let conntrack = validate_conntrack(raw.conntrack)?;
+    let dns = validate_dns(raw.dns)?;
     let rules = validate_rules(raw.rule, !host.addresses6.is_empty())?;
     let (address, more_addresses) = match host.addresses.split_first() {
         Some(((first, _), rest)) => (*first, rest.iter().map(|(a, _)| *a).collect()),
@@ -408,9 +462,11 @@ fn validate(raw: RawPolicy, host_at: usize) -> Result<Policy, Located> {
         dhcp: host.dhcp,
         follow_addresses: host.follow_addresses,
         followed: None,
+        resolved: None,
         antispoof_sources: antispoof.sources,
         antispoof_destinations: antispoof.destinations,
         conntrack,
+        dns,
         rules,
     })
 }

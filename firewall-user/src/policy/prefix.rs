@@ -61,6 +61,11 @@ impl Prefix {
     /// `peers = "any"`: anyone, of either family.
     pub const ANY: Prefix = Prefix { addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED), len: 0 };
 
+    /// One address: a /32, or a /128.
+    pub fn host(addr: IpAddr) -> Prefix {
+        Prefix { addr, len: if addr.is_ipv4() { 32 } else { 128 } }
+    }
+
     /// `198.51.100.7`, `198.51.100.0/24`, `2001:db8::/32`; host bits set is an error, not
     /// silently masked.
     pub fn parse(text: &str) -> Result<Prefix, PrefixError> {

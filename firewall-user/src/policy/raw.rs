@@ -57,6 +57,8 @@ pub(super) struct RawPolicy {
     pub(super) antispoof: Option<RawAntispoof>,
     /// The flow tables' sizes and timeouts.
     pub(super) conntrack: Option<RawConntrack>,
+    /// How the peers written as DNS names are kept.
+    pub(super) dns: Option<RawDns>,
     /// The rules: each admits the packets that open a flow in its direction.
     #[serde(default)]
     #[schemars(with = "Vec<RawRule>")]
@@ -135,6 +137,18 @@ pub(super) struct RawConntrack {
     pub(super) tcp_loose: Option<bool>,
 }
 
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Dns")]
+pub(super) struct RawDns {
+    /// How long an address that left a name's answer stays admitted, as "10m" (default "1h").
+    #[schemars(with = "Option<String>")]
+    pub(super) grace: Option<Spanned<String>>,
+    /// The most addresses one name may hold at once (default 64).
+    #[schemars(with = "Option<i64>", range(min = 1, max = 4096))]
+    pub(super) max_addresses: Option<Spanned<i64>>,
+}
+
 /// One string, or a list whose entries keep their own positions for error messages (which
 /// `#[serde(untagged)]` would lose). `W` names what is expected, for a value of another
 /// type.
@@ -156,7 +170,7 @@ pub(super) trait Expected {
 /// A rule's `peers`: `"any"`, or a list.
 pub(super) struct Peers;
 impl Expected for Peers {
-    const WHAT: &'static str = "\"any\" or a list of addresses and CIDRs";
+    const WHAT: &'static str = "\"any\" or a list of addresses, CIDRs and DNS names";
     const NAME: &'static str = "Peers";
 }
 

@@ -13,8 +13,9 @@ use serde_spanned::Spanned;
 use crate::{FastMap, FastSet};
 
 use super::{
-    Limit, Located, Per, PerSource, Prefix, Rule, Service,
+    Limit, Located, PeerName, Per, PerSource, Prefix, Rule, Service,
     conntrack::parse_duration,
+    dns::{canonical_name, is_dns_name},
     fail, needs_address6,
     ports::{merged, port_span},
     raw::{RawIcmpType, RawPeers, RawPerSource, RawPort, RawRule, RawUid},
@@ -61,19 +62,17 @@ struct Owners {
     names: Vec<String>,
 }
 
-/// Gives `placed` its allow-list entries; one that an earlier rule has is an error, at
-/// the peer that claims it again, naming the ports both claim (and the earlier rule's
-/// whole range, when it has more).
-fn claim_entries(owners: &mut Owners, placed: &PlacedRule) -> Result<(), Located> {
-    let rule = &placed.rule;
-    let index = owners.names.len() as u32;
-    owners.names.push(rule.name.clone());
-    owners.claimed.reserve(rule.services.len() * rule.peers.len());
-    for service in &rule.services {
-        let (first, last) = service.span();
-        for (peer, at) in rule.peers.iter().zip(&placed.peer_at) {
+impl Owners {
+    /// Gives the rule of index `index` (in `names`) `peer`'s allow-list entries, for each
+    /// of its services; when an earlier rule has one, gives none and says so: `peer
+    /// PEER for SERVICE DIRECTION is already in rule "NAME"`, naming the ports both claim
+    /// (and the earlier rule's whole range, when it has more).
+    fn claim(&mut self, index: u32, rule: &Rule, peer: Prefix) -> Result<(), String> {
+        for (done, service) in rule.services.iter().enumerate() {
+            let (first, last) = service.span();
             let claim = (first, last, index);
-            let claimed = match owners.claimed.entry((rule.direction, service.protocol(), *peer)) {
+            let key = (rule.direction, service.protocol(), peer);
+            let claimed = match self.claimed.entry(key) {
                 std::collections::hash_map::Entry::Vacant(vacant) => {
                     vacant.insert((claim, Vec::new()));
                     continue;
@@ -87,18 +86,74 @@ fn claim_entries(owners: &mut Owners, placed: &PlacedRule) -> Result<(), Located
                     _ => Service::ports(service.protocol(), first.max(f), last.min(l)),
                 };
                 let theirs = if both.span() == (f, l) { String::new() } else { format!(" ({f}-{l})") };
-                let peer = if *peer == Prefix::ANY { "\"any\"".to_string() } else { peer.to_string() };
+                let shown = if peer == Prefix::ANY { "\"any\"".to_string() } else { peer.to_string() };
                 let direction = if rule.direction == Direction::In { "in" } else { "out" };
-                let owner = &owners.names[owner as usize];
-                return fail(
-                    *at,
-                    format!("peer {peer} for {both} {direction} is already in rule {owner:?}{theirs}"),
-                );
+                let owner = &self.names[owner as usize];
+                let message =
+                    format!("peer {shown} for {both} {direction} is already in rule {owner:?}{theirs}");
+                self.unclaim(index, rule, peer, done);
+                return Err(message);
             }
             claimed.1.push(claim);
         }
+        Ok(())
+    }
+
+    /// Gives back what [`Owners::claim`] took for `peer` of the rule's first `done`
+    /// services: a name's address that is refused claims nothing (see [`Claims`]).
+    fn unclaim(&mut self, index: u32, rule: &Rule, peer: Prefix, done: usize) {
+        for service in rule.services[..done].iter().rev() {
+            let key = (rule.direction, service.protocol(), peer);
+            let (first, last) = service.span();
+            let Some(entry) = self.claimed.get_mut(&key) else { continue };
+            if entry.1.last() == Some(&(first, last, index)) {
+                entry.1.pop();
+            } else if entry.0 == (first, last, index) {
+                self.claimed.remove(&key);
+            }
+        }
+    }
+}
+
+/// Gives `placed` its allow-list entries; one that an earlier rule has is an error, at
+/// the peer that claims it again.
+fn claim_entries(owners: &mut Owners, placed: &PlacedRule) -> Result<(), Located> {
+    let rule = &placed.rule;
+    let index = owners.names.len() as u32;
+    owners.names.push(rule.name.clone());
+    owners.claimed.reserve(rule.services.len() * rule.peers.len());
+    for (peer, at) in rule.peers.iter().zip(&placed.peer_at) {
+        owners.claim(index, rule, *peer).map_err(|message| (*at, message))?;
     }
     Ok(())
+}
+
+/// The allow-list entries a valid policy's rules claim with the peers written as
+/// addresses, to which the addresses of the peers written as names are added one by one
+/// (`crate::names::fold`): a name's address whose entry a rule has already (an earlier
+/// rule's, or this rule's own) is refused, as a listed peer would be, but is no error:
+/// DNS answers change.
+pub struct Claims(Owners);
+
+impl Claims {
+    /// The claims of `rules`' written addresses (valid: none conflicts).
+    pub fn of(rules: &[Rule]) -> Claims {
+        let mut owners = Owners::default();
+        for (index, rule) in rules.iter().enumerate() {
+            owners.names.push(rule.name.clone());
+            for peer in &rule.peers {
+                // A valid policy's written peers conflict with none.
+                let _ = owners.claim(index as u32, rule, *peer);
+            }
+        }
+        Claims(owners)
+    }
+
+    /// Gives the rule of index `index` in the rules of [`Claims::of`] `peer`'s entries,
+    /// or says which rule has them.
+    pub fn claim(&mut self, index: usize, rule: &Rule, peer: Prefix) -> Result<(), String> {
+        self.0.claim(index as u32, rule, peer)
+    }
 }
 
 /// A validated rule, with where each of its peers is written (`peers = "any"`: where
@@ -143,7 +198,7 @@ fn validate_rule(
     let ports = validate_ports(raw.port, raw.ports, &protocols, at)?;
     let icmp_kind = validate_icmp_type(raw.icmp_type, &protocols, at)?;
     let services = services(&protocols, &ports, icmp_kind);
-    let (peers, peer_at) = validate_peers(raw.peers, at, ipv6, icmp_kind)?;
+    let (peers, peer_at, peer_names) = validate_peers(raw.peers, at, ipv6, icmp_kind)?;
     let limit = validate_limit(raw.limit, raw.burst)?;
     let related = validate_related(raw.related, &protocols, icmp_kind)?;
     // `returns = false`: no flow is tracked, so nothing comes back (see `Rule::returns`).
@@ -154,7 +209,20 @@ fn validate_rule(
     let log = raw.log.unwrap_or(false);
     let trap = validate_trap(raw.trap, direction, limit.is_some() || per_source.is_some() || related)?;
     Ok(PlacedRule {
-        rule: Rule { name, direction, services, peers, limit, related, per_source, uids, log, returns, trap },
+        rule: Rule {
+            name,
+            direction,
+            services,
+            peers,
+            names: peer_names,
+            limit,
+            related,
+            per_source,
+            uids,
+            log,
+            returns,
+            trap,
+        },
         peer_at,
     })
 }
@@ -306,19 +374,24 @@ fn services(protocols: &[u8], ports: &[(u16, u16)], icmp_kind: Option<u8>) -> Ve
     services
 }
 
-/// `peers`: `"any"`, or a list of addresses and prefixes; each with where it is written.
+/// A rule's peers: those written as addresses and prefixes, where each is written, and
+/// those written as DNS names.
+type Peers = (Vec<Prefix>, Vec<usize>, Vec<PeerName>);
+
+/// `peers`: `"any"`, or a list of addresses, prefixes and DNS names; each address and
+/// prefix with where it is written.
 fn validate_peers(
     raw: Option<Spanned<RawPeers>>,
     rule: RuleAt,
     ipv6: bool,
     icmp_kind: Option<u8>,
-) -> Result<(Vec<Prefix>, Vec<usize>), Located> {
+) -> Result<Peers, Located> {
     let Some(peers) = raw else {
-        return rule.lacks("peers: addresses, CIDRs, or \"any\"");
+        return rule.lacks("peers: addresses, CIDRs, DNS names, or \"any\"");
     };
     let peers_at = peers.span().start;
     match peers.into_inner() {
-        RawPeers::One(any) if any == "any" => Ok((vec![Prefix::ANY], vec![peers_at])),
+        RawPeers::One(any) if any == "any" => Ok((vec![Prefix::ANY], vec![peers_at], Vec::new())),
         RawPeers::One(other) => {
             fail(peers_at, format!("peers must be a list of addresses or \"any\", not {other:?}"))
         }
@@ -329,18 +402,27 @@ fn validate_peers(
     }
 }
 
-/// A list of peers: each a prefix, once.
-fn peer_list(
-    list: Vec<Spanned<String>>,
-    ipv6: bool,
-    icmp_kind: Option<u8>,
-) -> Result<(Vec<Prefix>, Vec<usize>), Located> {
+/// A list of peers: each a prefix or a DNS name, once.
+fn peer_list(list: Vec<Spanned<String>>, ipv6: bool, icmp_kind: Option<u8>) -> Result<Peers, Located> {
     let mut out: Vec<Prefix> = Vec::with_capacity(list.len());
     let mut places = Vec::with_capacity(list.len());
+    let mut names: Vec<PeerName> = Vec::new();
     let mut seen = FastSet::with_capacity_and_hasher(list.len(), Default::default());
     for entry in list {
         let at = entry.span().start;
-        let prefix = Prefix::parse(entry.get_ref()).map_err(|e| (at, e.to_string()))?;
+        let text = entry.get_ref();
+        let prefix = match Prefix::parse(text) {
+            Ok(prefix) => prefix,
+            Err(_) if is_dns_name(text) => {
+                let name = canonical_name(text);
+                if names.iter().any(|n| n.name == name) {
+                    return fail(at, format!("peer {name} is listed twice"));
+                }
+                names.push(PeerName { name, addresses: Vec::new() });
+                continue;
+            }
+            Err(e) => return fail(at, e.to_string()),
+        };
         if !seen.insert(prefix) {
             return fail(at, format!("peer {prefix} is listed twice"));
         }
@@ -348,7 +430,7 @@ fn peer_list(
         out.push(prefix);
         places.push(at);
     }
-    Ok((out, places))
+    Ok((out, places, names))
 }
 
 /// A listed peer that the filter can tell apart: not everyone (that is `"any"`), not

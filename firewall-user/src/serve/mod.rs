@@ -54,9 +54,11 @@ use tokio::{
 use crate::{
     compile::{LineKind, chain_name},
     kernel::Filter,
+    names::Names,
     ops::{self, Apply, LiveError},
     view::{
         drops,
+        names::NameView,
         snapshot::{LineStats, Snapshot},
     },
 };
@@ -209,6 +211,7 @@ async fn run(
     if let Some(rate) = log_drops {
         tasks.spawn("reading drop events", drop_events(shared.clone(), rate));
     }
+    tasks.spawn("following DNS names", follow_names(shared.clone()));
 
     eprintln!(
         "firewall serve: metrics at http://{bound}/metrics for the filter on {}; SIGHUP reloads {}",
@@ -286,6 +289,78 @@ async fn drop_events(shared: Arc<Shared>, rate: u32) -> Task {
             shared.reloads.drop_events.inc();
             eprintln!("firewall serve: {}", drops::render(&event, &pins.iface, snapshot.as_ref()));
         }
+    }
+}
+
+/// The peers written as DNS names, followed: each name asked again as its answer's TTL
+/// runs out (and an address's grace ends), the policy in force applied again when what
+/// the names hold changed (`names::settle`), a line on stderr for each change and each
+/// failure. The names are the filter's record's, so a policy without names costs a
+/// file read every [`NAMES_IDLE`].
+async fn follow_names(shared: Arc<Shared>) -> Task {
+    loop {
+        let iface = shared.iface.clone();
+        let now = crate::unix_now();
+        let record =
+            tokio::task::spawn_blocking(move || Names::load(&crate::kernel::pins::Pins::for_iface(&iface)))
+                .await
+                .unwrap_or_default();
+        let names: Vec<&str> = record.names.keys().map(String::as_str).collect();
+        let next = record.next_event(&names).unwrap_or(u64::MAX);
+        if next > now {
+            let wait = Duration::from_secs(next - now).min(NAMES_IDLE);
+            tokio::time::sleep(wait).await;
+            continue;
+        }
+        let due = record.due(&names, now);
+        let answers = if due.is_empty() { Vec::new() } else { crate::names::ask_async(&due).await };
+        let task = shared.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let _busy = task.busy.lock().unwrap_or_else(PoisonError::into_inner);
+            crate::names::settle(&Filter::open(Some(&task.iface))?, answers, crate::unix_now())
+        })
+        .await;
+        // However the round went, the next is at least this far off.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        match done {
+            Ok(Ok((asked, applied))) => tell_names(&shared.iface, &asked, applied.as_ref()),
+            Ok(Err(err)) => {
+                eprintln!("firewall serve: following DNS names: {}", crate::one_line(&err));
+                tokio::time::sleep(NAMES_IDLE).await;
+            }
+            Err(err) => eprintln!("firewall serve: following DNS names: {err}"),
+        }
+    }
+}
+
+/// How long `follow_names` waits at most between two looks at the record: a reload may
+/// have added names.
+const NAMES_IDLE: Duration = Duration::from_secs(5);
+
+/// A line on stderr for each name whose addresses changed, or whose resolvers failed.
+fn tell_names(iface: &str, asked: &[crate::names::Asked], applied: Option<&crate::kernel::maps::Applied>) {
+    for a in asked {
+        let list = |addrs: &[IpAddr]| addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        if let crate::names::Answer::Failed(why) = &a.answer {
+            eprintln!(
+                "firewall serve: {}: no answer ({why}); it keeps the {} addresses it held",
+                a.name, a.held
+            );
+        }
+        if !a.change.added.is_empty() || !a.change.removed.is_empty() {
+            eprintln!(
+                "firewall serve: {} on {iface}: added {}; removed {}",
+                a.name,
+                if a.change.added.is_empty() { "none".into() } else { list(&a.change.added) },
+                if a.change.removed.is_empty() { "none".into() } else { list(&a.change.removed) },
+            );
+        }
+    }
+    if let Some(applied) = applied {
+        eprintln!(
+            "firewall serve: the names' addresses applied on {iface}: {} entries added or changed, {} removed, {} flows ended",
+            applied.added, applied.removed, applied.flows_removed
+        );
     }
 }
 
@@ -630,6 +705,30 @@ impl Collector for SnapshotMetrics {
         )?;
         for (map, bytes) in &snapshot.memory.0 {
             ConstGauge::new(*bytes).encode(family.encode_family(&[("map", *map)])?)?;
+        }
+        for (metric, help, value) in [
+            (
+                "firewall_name_addresses",
+                "The addresses each peer written as a DNS name holds now (those within [dns] grace included)",
+                (|n: &NameView| n.addresses.len() as u64) as fn(&NameView) -> u64,
+            ),
+            (
+                "firewall_name_failing",
+                "1 while a name's resolvers give no answer (it keeps the addresses it held), else 0",
+                |n: &NameView| u64::from(n.failure.is_some()),
+            ),
+            ("firewall_name_answer_age_seconds", "Seconds since a name's last answer", |n: &NameView| {
+                n.answered_secs_ago.unwrap_or(0)
+            }),
+        ] {
+            if snapshot.names.is_empty() {
+                break;
+            }
+            let mut family = encoder.encode_descriptor(metric, help, None, MetricType::Gauge)?;
+            for name in &snapshot.names {
+                ConstGauge::new(value(name))
+                    .encode(family.encode_family(&[("name", name.name.as_str())])?)?;
+            }
         }
         let info = Info::new([
             ("iface", self.iface.clone()),

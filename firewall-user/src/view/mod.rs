@@ -1,10 +1,12 @@
 //! What a live filter shows: one reading of its counters ([`snapshot`]), laid out like
 //! `iptables -nvL` ([`listing`]), its flows like `conntrack -L` ([`conntrack`]), its
-//! blocked addresses ([`blocklist`]), and its sampled drop events ([`drops`]).
+//! blocked addresses ([`blocklist`]), its peers by DNS name ([`names`]), and its sampled
+//! drop events ([`drops`]).
 pub mod blocklist;
 pub mod conntrack;
 pub mod drops;
 pub mod listing;
+pub mod names;
 pub mod snapshot;
 
 /// The version of the layout of the JSON objects the commands print with `--json`: a

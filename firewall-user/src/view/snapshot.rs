@@ -47,6 +47,8 @@ pub struct Snapshot {
     pub audit: bool,
     /// Each map's memory, as the kernel accounts it.
     pub memory: MapMemory,
+    /// The peers written as DNS names, and what each holds.
+    pub names: Vec<super::names::NameView>,
     /// Why the programs judge nothing, if they do not: the interface is gone, or was
     /// removed and made again (the counters stand still then, and say nothing of it).
     pub detached: Option<String>,
@@ -68,6 +70,7 @@ impl Snapshot {
         let audit = maps.enforcement().map_err(LiveError::from)?.is_audit();
         let memory = pinned_memory(&pins.dir)?;
         let detached = crate::kernel::filter::check_interface(pins).err().map(|e| e.to_string());
+        let names = super::names::views(&policy, &crate::names::Names::load(pins), crate::unix_now());
         Ok(Snapshot {
             taken: Instant::now(),
             policy,
@@ -80,6 +83,7 @@ impl Snapshot {
             lists,
             audit,
             memory,
+            names,
             detached,
         })
     }
@@ -127,6 +131,7 @@ impl Snapshot {
             lists: Vec::new(),
             audit: false,
             memory: MapMemory::default(),
+            names: Vec::new(),
             detached: None,
         }
     }

@@ -24,6 +24,7 @@ mod link;
 mod live;
 mod memory;
 mod model;
+mod names;
 mod one_way;
 mod owner;
 mod package;

@@ -1,0 +1,484 @@
+//! Peers by DNS name: a rule's `peers` may hold names beside addresses, and the live maps
+//! follow what the names resolve to.
+//!
+//! A name is asked of the host's resolvers (`/etc/resolv.conf`) when the policy is put in
+//! force (`up`, `reload`), and again by `firewall serve` as each answer's TTL runs out.
+//! What is known of each name is kept in the state directory ([`Names`], `names.json`):
+//! the addresses its answers held, since when, and when each was last in an answer. A
+//! name holds ([`Names::held`]) the addresses of its last answer, and for `[dns] grace`
+//! those that left it, so that open flows and the answers programs cached keep working;
+//! when its resolvers fail, it keeps what it held. The policy in force is then applied
+//! with each name's addresses as peers of its rules ([`fold`]), as `reload` applies it:
+//! new addresses go into the maps before old ones leave.
+//!
+//! # Layout
+//!
+//! - this file: the record of each name, what it holds at a time, and the rules given
+//!   their names' addresses;
+//! - `resolve`: the names asked, all at once, of the host's resolvers (hickory-resolver),
+//!   with their answers' TTLs.
+mod resolve;
+
+use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+pub use self::resolve::{Answer, ask as ask_async, resolve};
+use crate::{
+    files::{self, Perms},
+    kernel::{
+        Filter,
+        maps::Applied,
+        pins::{Pins, PinsError, StateLock},
+    },
+    ops::{LiveError, lockout::SessionGuard, reload},
+    policy::{Claims, Dns, Policy, Prefix},
+};
+
+/// The record of the names, in the state directory.
+const NAMES_FILE: &str = "names.json";
+
+/// The soonest a name is asked again after an answer, whatever its TTL (a TTL of 0 would
+/// have it asked without end), and the latest (a name from /etc/hosts never expires).
+pub const MIN_REFRESH: Duration = Duration::from_secs(1);
+pub const MAX_REFRESH: Duration = Duration::from_secs(3600);
+/// After its resolvers failed, a name is asked again this soon (sooner if its TTL was).
+pub const RETRY: Duration = Duration::from_secs(10);
+
+/// What is known of each name, by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Names {
+    pub names: BTreeMap<String, NameRecord>,
+}
+
+/// What is known of one name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameRecord {
+    /// The addresses it holds or held, sorted.
+    pub addresses: Vec<HeldAddress>,
+    /// When its last answer came (Unix seconds); `None`: it never had one.
+    pub answered_at: Option<u64>,
+    /// The last answer's TTL, in seconds.
+    pub ttl: u32,
+    /// When it is to be asked again (Unix seconds).
+    pub due_at: u64,
+    /// Why its resolvers failed, while they fail.
+    pub failure: Option<String>,
+    /// Since when they fail (Unix seconds).
+    pub failing_since: Option<u64>,
+    /// How many addresses its last answer had beyond `[dns] max_addresses`.
+    pub over_cap: usize,
+}
+
+/// An address of a name's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldAddress {
+    pub addr: IpAddr,
+    /// Since when the name holds it (Unix seconds): its first answer with it since it
+    /// last held it.
+    pub since: u64,
+    /// When it was last in an answer (Unix seconds).
+    pub answered_at: u64,
+    /// Whether the name's last answer has it (seconds cannot tell: two answers may come
+    /// in one).
+    pub in_answer: bool,
+    /// Out of the answers, until when it is held: the first answer without it and
+    /// `[dns] grace`, as the policy said then (0 while answers have it).
+    pub until: u64,
+}
+
+impl NameRecord {
+    /// Whether `held` is in the name's last answer.
+    pub fn answered(&self, held: &HeldAddress) -> bool {
+        held.in_answer
+    }
+
+    /// The addresses the name holds at `now`: those of its last answer, and those that
+    /// left it less than `[dns] grace` ago.
+    pub fn held(&self, now: u64) -> impl Iterator<Item = &HeldAddress> {
+        self.addresses.iter().filter(move |a| self.answered(a) || now < a.until)
+    }
+}
+
+/// How a name's addresses changed with an answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Change {
+    /// In the answer, and held before by none.
+    pub added: Vec<IpAddr>,
+    /// Held no longer: out of the answers for `grace`, or over the cap.
+    pub removed: Vec<IpAddr>,
+}
+
+impl Names {
+    /// The record in `pins`' state directory; empty when there is none.
+    pub fn load(pins: &Pins) -> Names {
+        let path = Self::path(pins);
+        // A record that cannot be read is asked again: it holds nothing a new answer
+        // does not give.
+        std::fs::read(&path).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default()
+    }
+
+    /// Replaces the record in the state directory of the filter `lock` is for.
+    pub fn save(&self, lock: &StateLock) -> Result<(), PinsError> {
+        let json = serde_json::to_vec_pretty(self).expect("plain data");
+        Ok(files::replace(&Self::path(lock.pins()), &json, Perms::Private)?)
+    }
+
+    fn path(pins: &Pins) -> PathBuf {
+        pins.state.join(NAMES_FILE)
+    }
+
+    /// Records what `name`'s resolvers answered at `now`.
+    pub fn record(&mut self, name: &str, answer: &Answer, now: u64, dns: &Dns) -> Change {
+        let record = self.names.entry(name.to_owned()).or_default();
+        let before: Vec<IpAddr> = record.held(now).map(|a| a.addr).collect();
+        let grace = dns.grace.as_secs();
+        match answer {
+            Answer::Failed(why) => {
+                record.failure = Some(why.clone());
+                record.failing_since.get_or_insert(now);
+                let retry = match record.ttl {
+                    0 => RETRY,
+                    ttl => RETRY.min(Duration::from_secs(u64::from(ttl))).max(MIN_REFRESH),
+                };
+                record.due_at = now + retry.as_secs();
+                // What it held, it keeps: its last answer's addresses stay answered.
+            }
+            Answer::Addresses { addrs, ttl } => {
+                record.failure = None;
+                record.failing_since = None;
+                record.answered_at = Some(now);
+                record.ttl = *ttl;
+                let refresh = Duration::from_secs(u64::from(*ttl)).clamp(MIN_REFRESH, MAX_REFRESH);
+                record.due_at = now + refresh.as_secs();
+                // The first `max_addresses` of the answer, in its order.
+                let mut answered: Vec<IpAddr> = Vec::with_capacity(addrs.len());
+                for addr in addrs {
+                    if !answered.contains(addr) {
+                        answered.push(*addr);
+                    }
+                }
+                record.over_cap = answered.len().saturating_sub(dns.max_addresses);
+                answered.truncate(dns.max_addresses);
+                for held in &mut record.addresses {
+                    if answered.contains(&held.addr) {
+                        // Back after its grace: held anew.
+                        if !held.in_answer && now >= held.until {
+                            held.since = now;
+                        }
+                        held.answered_at = now;
+                        held.in_answer = true;
+                    } else if held.in_answer {
+                        // It leaves now: held for the grace the policy gives now.
+                        held.until = now.saturating_add(grace);
+                        held.in_answer = false;
+                    }
+                }
+                for addr in answered {
+                    if !record.addresses.iter().any(|a| a.addr == addr) {
+                        let held =
+                            HeldAddress { addr, since: now, answered_at: now, in_answer: true, until: 0 };
+                        record.addresses.push(held);
+                    }
+                }
+            }
+        }
+        // Those held no longer are forgotten; then, past the cap, those out of the answer
+        // longest go first.
+        record.addresses.retain(|a| a.in_answer || now < a.until);
+        record.addresses.sort_by_key(|a| std::cmp::Reverse((a.in_answer, a.answered_at, a.until)));
+        record.addresses.truncate(dns.max_addresses);
+        record.addresses.sort_by_key(|a| a.addr);
+        let after: Vec<IpAddr> = record.held(now).map(|a| a.addr).collect();
+        Change {
+            added: after.iter().filter(|a| !before.contains(a)).copied().collect(),
+            removed: before.iter().filter(|a| !after.contains(a)).copied().collect(),
+        }
+    }
+
+    /// What each of `names` holds at `now` (sorted); a name never answered holds nothing.
+    pub fn held(&self, names: &[&str], now: u64) -> BTreeMap<String, Vec<IpAddr>> {
+        names
+            .iter()
+            .map(|name| {
+                let held = self.names.get(*name).map(|r| r.held(now).map(|a| a.addr).collect());
+                ((*name).to_owned(), held.unwrap_or_default())
+            })
+            .collect()
+    }
+
+    /// Forgets the addresses held no longer at `now`: out of the answers past their grace.
+    pub fn prune(&mut self, now: u64) {
+        for record in self.names.values_mut() {
+            record.addresses.retain(|a| a.in_answer || now < a.until);
+        }
+    }
+
+    /// Forgets the names not in `names`.
+    pub fn retain(&mut self, names: &[&str]) {
+        self.names.retain(|name, _| names.contains(&name.as_str()));
+    }
+
+    /// The names of `names` due to be asked at `now` (never asked: due).
+    pub fn due<'a>(&self, names: &[&'a str], now: u64) -> Vec<&'a str> {
+        names.iter().copied().filter(|n| self.names.get(*n).is_none_or(|r| r.due_at <= now)).collect()
+    }
+
+    /// When something of `names` next changes by itself: one is due, or an address's
+    /// grace ends (Unix seconds); `None` for no names.
+    pub fn next_event(&self, names: &[&str]) -> Option<u64> {
+        names
+            .iter()
+            .map(|name| match self.names.get(*name) {
+                None => 0,
+                Some(r) => {
+                    let leaving = r.addresses.iter().filter(|a| !r.answered(a)).map(|a| a.until);
+                    leaving.chain([r.due_at]).min().unwrap_or(r.due_at)
+                }
+            })
+            .min()
+    }
+}
+
+/// `policy` with each name of its rules given the addresses `held` has for it, as peers
+/// of the rule: only those the rule can use (IPv6 only with `address6`, and not for an
+/// ICMP type ICMPv6 lacks; never an unspecified address, which some resolvers answer for
+/// a name they block), and only those whose allow-list entries no rule has yet. Written
+/// addresses claim first, then names rule by rule: an address that an earlier rule
+/// admits for the same port stays that rule's, as the first match is in iptables.
+pub fn fold(mut policy: Policy, held: &BTreeMap<String, Vec<IpAddr>>) -> Policy {
+    if policy.rules.iter().all(|r| r.names.is_empty()) {
+        return policy;
+    }
+    let ipv6 = policy.address6.is_some();
+    let mut claims = Claims::of(&policy.rules);
+    let rules = std::mem::take(&mut policy.rules);
+    policy.rules = rules
+        .into_iter()
+        .enumerate()
+        .map(|(index, mut rule)| {
+            let icmp_without_v6 = rule.services.iter().any(|s| match s {
+                crate::policy::Service::Icmp { kind } => firewall_common::icmpv6_equivalent(*kind).is_none(),
+                _ => false,
+            });
+            let mut names = std::mem::take(&mut rule.names);
+            for name in &mut names {
+                name.addresses.clear();
+                for &addr in held.get(&name.name).map_or(&[][..], Vec::as_slice) {
+                    let usable = !addr.is_unspecified() && (addr.is_ipv4() || (ipv6 && !icmp_without_v6));
+                    let peer = Prefix::host(addr);
+                    if usable && claims.claim(index, &rule, peer).is_ok() {
+                        name.addresses.push(peer);
+                    }
+                }
+            }
+            rule.names = names;
+            rule
+        })
+        .collect();
+    policy.resolved = Some(held.clone());
+    policy
+}
+
+/// Whether a change asks the names' resolvers before it applies a policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Asking {
+    /// Every name asked now: `up`, `reload`.
+    Now,
+    /// The names as the filter's record has them: `follow`, a rollback, and `serve`,
+    /// which asks each name as its TTL runs out and records the answer first.
+    Recorded,
+}
+
+/// A name asked: what its resolvers said, and how its addresses changed.
+#[derive(Clone, Debug)]
+pub struct Asked {
+    pub name: String,
+    pub answer: Answer,
+    pub change: Change,
+    /// The addresses it holds now.
+    pub held: usize,
+    /// How many addresses its answer had beyond `[dns] max_addresses`.
+    pub over_cap: usize,
+}
+
+/// Asks for `names` (of `policy`) now, and records the answers in the record of the
+/// filter `lock` is for; the names `policy` has no longer are forgotten.
+pub fn ask(lock: &StateLock, policy: &Policy, names: &[&str], now: u64) -> Result<Vec<Asked>, PinsError> {
+    let answers = if names.is_empty() { Vec::new() } else { resolve(names) };
+    record_answers(lock, policy, answers, now)
+}
+
+/// Records `answers` (see [`resolve`]) in the record of the filter `lock` is for, with
+/// `policy`'s `[dns]`; the names `policy` has no longer are forgotten.
+pub fn record_answers(
+    lock: &StateLock,
+    policy: &Policy,
+    answers: Vec<(String, Answer)>,
+    now: u64,
+) -> Result<Vec<Asked>, PinsError> {
+    let mut record = Names::load(lock.pins());
+    let before = record.clone();
+    record.retain(&policy.names());
+    record.prune(now);
+    let asked = answers
+        .into_iter()
+        .map(|(name, answer)| {
+            let change = record.record(&name, &answer, now, &policy.dns);
+            let of = &record.names[&name];
+            Asked { held: of.held(now).count(), over_cap: of.over_cap, name, answer, change }
+        })
+        .collect();
+    if record != before {
+        record.save(lock)?;
+    }
+    Ok(asked)
+}
+
+/// Records `answers` (those of the names that were due; none when only an address's
+/// grace ended) for the filter on `filter`, then, if what the policy in force's names hold
+/// now differs from what the maps hold, applies that policy again as `reload` applies it:
+/// new addresses in before old ones out, flows and counters kept. What `serve` does each
+/// time a name's TTL runs out. The maps' changes, if they changed.
+pub fn settle(
+    filter: &Filter,
+    answers: Vec<(String, Answer)>,
+    now: u64,
+) -> Result<(Vec<Asked>, Option<Applied>), LiveError> {
+    let lock = filter.lock()?;
+    let pins = lock.pins();
+    let policy = pins.policy()?;
+    let asked = record_answers(&lock, &policy, answers, now)?;
+    let state = pins.live_state()?;
+    let held = Names::load(pins).held(&policy.names(), now);
+    if state.applied_with.names.as_ref() == Some(&held) {
+        return Ok((asked, None));
+    }
+    let text = pins.policy_text()?;
+    let done =
+        reload::reload_text(&lock, &text, &state.policy_file, None, SessionGuard::Skip, Asking::Recorded)?;
+    Ok((asked, Some(done.applied)))
+}
+
+/// With peers written as DNS names, a warning for each resolver of /etc/resolv.conf
+/// that `policy` lets no query out to (UDP port 53: every name would fail), or one when
+/// the file names none. A resolver on loopback (systemd-resolved's 127.0.0.53) is not
+/// the filter's to judge: its own upstream servers are, and the file does not name them.
+pub fn resolver_warnings(policy: &Policy) -> Vec<String> {
+    if policy.names().is_empty() {
+        return Vec::new();
+    }
+    let servers = match hickory_resolver::system_conf::read_system_conf() {
+        Ok((config, _)) => config.name_servers().iter().map(|s| s.ip).collect::<Vec<IpAddr>>(),
+        Err(err) => {
+            return vec![format!(
+                "the rules name peers by DNS name, and /etc/resolv.conf cannot be read ({}): every name would fail",
+                crate::one_line(&err)
+            )];
+        }
+    };
+    let plan =
+        crate::compile::plan(policy, &crate::compile::Ids::assign(policy, &crate::compile::Ids::default()));
+    let mut servers: Vec<IpAddr> = servers.into_iter().filter(|s| !s.is_loopback()).collect();
+    servers.dedup();
+    servers
+        .into_iter()
+        .filter(|server| {
+            let key = firewall_common::AllowKey {
+                direction: firewall_common::Direction::Out as u8,
+                protocol: firewall_common::PROTO_UDP,
+                port: 53,
+                peer: crate::policy::to_addr(*server),
+            };
+            plan.admits(&key).is_none() || (server.is_ipv6() && policy.address6.is_none())
+        })
+        .map(|server| {
+            format!(
+                "the rules name peers by DNS name, and no rule lets a query out to the resolver {server} (/etc/resolv.conf): add it to an outbound rule for udp and tcp port 53, or its names fail"
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V4: fn(u8) -> IpAddr = |n| IpAddr::from([192, 0, 2, n]);
+
+    fn answer(addrs: &[u8], ttl: u32) -> Answer {
+        Answer::Addresses { addrs: addrs.iter().map(|n| V4(*n)).collect(), ttl }
+    }
+
+    fn held(names: &Names, now: u64) -> Vec<IpAddr> {
+        names.held(&["a.example"], now)["a.example"].clone()
+    }
+
+    #[test]
+    fn an_address_out_of_the_answer_is_held_for_the_grace_then_dropped() {
+        let dns = Dns { grace: Duration::from_secs(60), max_addresses: 8 };
+        let mut names = Names::default();
+        let change = names.record("a.example", &answer(&[1, 2], 30), 1000, &dns);
+        assert_eq!(change.added, vec![V4(1), V4(2)]);
+        assert_eq!(names.names["a.example"].due_at, 1030, "asked again as the TTL runs out");
+        let change = names.record("a.example", &answer(&[2, 3], 30), 1030, &dns);
+        assert_eq!((change.added, change.removed), (vec![V4(3)], vec![]));
+        assert_eq!(held(&names, 1089), vec![V4(1), V4(2), V4(3)], "1 left at 1030: held until 1090");
+        let record = &names.names["a.example"];
+        assert_eq!(
+            record.addresses.iter().find(|a| a.addr == V4(2)).map(|a| a.since),
+            Some(1000),
+            "held since"
+        );
+        assert_eq!(held(&names, 1090), vec![V4(2), V4(3)]);
+        assert_eq!(names.next_event(&["a.example"]), Some(1060), "due again before 1 leaves");
+        // Asked again at 1060, without 1 still: its grace runs from when it left.
+        names.record("a.example", &answer(&[2, 3], 30), 1060, &dns);
+        assert_eq!(held(&names, 1089), vec![V4(1), V4(2), V4(3)]);
+        let change = names.record("a.example", &answer(&[2, 3], 30), 1095, &dns);
+        assert_eq!(change.removed, Vec::<IpAddr>::new(), "1 was no longer held before this answer");
+        assert!(names.names["a.example"].addresses.iter().all(|a| a.addr != V4(1)), "and is forgotten");
+    }
+
+    #[test]
+    fn two_answers_in_one_second_are_told_apart() {
+        let dns = Dns { grace: Duration::from_secs(60), max_addresses: 8 };
+        let mut names = Names::default();
+        names.record("a.example", &answer(&[1, 2], 30), 1000, &dns);
+        names.record("a.example", &answer(&[2], 30), 1000, &dns);
+        names.record("a.example", &answer(&[2], 30), 1003, &dns);
+        assert_eq!(held(&names, 1059), vec![V4(1), V4(2)], "1 left at 1000, not at 1003");
+        assert_eq!(held(&names, 1060), vec![V4(2)]);
+    }
+
+    #[test]
+    fn a_failure_keeps_what_the_name_held_and_is_retried_soon() {
+        let dns = Dns { grace: Duration::from_secs(60), max_addresses: 8 };
+        let mut names = Names::default();
+        names.record("a.example", &answer(&[1], 300), 1000, &dns);
+        let change = names.record("a.example", &Answer::Failed("request timed out".into()), 1300, &dns);
+        assert_eq!(change, Change::default());
+        assert_eq!(held(&names, 100_000), vec![V4(1)], "kept for as long as the resolvers fail");
+        let record = &names.names["a.example"];
+        assert_eq!((record.failing_since, record.due_at), (Some(1300), 1310));
+        // An answer of no address is an answer: the address leaves after its grace.
+        names.record("a.example", &answer(&[], 30), 1400, &dns);
+        assert_eq!(held(&names, 1459), vec![V4(1)]);
+        assert_eq!(held(&names, 1460), Vec::<IpAddr>::new());
+        assert_eq!(names.names["a.example"].failure, None);
+    }
+
+    #[test]
+    fn a_name_holds_at_most_max_addresses_the_longest_gone_first() {
+        let dns = Dns { grace: Duration::from_secs(600), max_addresses: 3 };
+        let mut names = Names::default();
+        names.record("a.example", &answer(&[1, 2, 3, 4, 5], 30), 1000, &dns);
+        assert_eq!(held(&names, 1000), vec![V4(1), V4(2), V4(3)], "the answer's first three");
+        assert_eq!(names.names["a.example"].over_cap, 2);
+        names.record("a.example", &answer(&[6], 30), 1030, &dns);
+        names.record("a.example", &answer(&[7], 30), 1060, &dns);
+        let now = held(&names, 1060);
+        assert_eq!(now.len(), 3, "{now:?}");
+        assert!(now.contains(&V4(6)) && now.contains(&V4(7)), "the newest stay: {now:?}");
+    }
+}

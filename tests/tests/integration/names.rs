@@ -1,0 +1,290 @@
+//! Peers written as DNS names (src/names): a real dnsmasq whose records change, the
+//! firewall asking it through /etc/resolv.conf as the host's programs do, and real
+//! connections to the addresses the name gives, and to those it no longer gives.
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    time::Duration,
+};
+
+use tests::{
+    daemons::{self, Daemon},
+    lab::{HOST, Lab, Outcome, STRANGER, STRANGER2, firewall_bin, stderr, stdout},
+    require_root,
+};
+
+/// The name, and the port its rule opens outbound.
+const NAME: &str = "svc.example.lab";
+const PORT: u16 = 8443;
+/// A DNS server the tight policy's `dns` rule admits.
+const DNS: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 53);
+
+/// The lab's tight policy with an outbound rule to `NAME`, and `dns` as its `[dns]`.
+fn policy(lab: &Lab, dns: &str) -> PathBuf {
+    let extra = format!(
+        "\n[dns]\n{dns}\n\n[[rule]]\nname = \"api\"\ndirection = \"out\"\nprotocols = [\"tcp\"]\nport = {PORT}\npeers = [\"{NAME}\", \"192.0.2.44\"]\n"
+    );
+    lab.tight_with("names.toml", &extra)
+}
+
+/// dnsmasq on [`DNS`], answering [`NAME`] from the hosts file `hosts` with a TTL of 1 s;
+/// `set_hosts` changes its records.
+fn dns_server(lab: &Lab, hosts: &Path) -> Daemon {
+    let addn = format!("--addn-hosts={}", hosts.display());
+    let dnsmasq = daemons::dnsmasq_with(lab, DNS, &[&addn, "--local-ttl=1"]);
+    dnsmasq.wait_ready("answering over UDP", || daemons::answered(&daemons::dig(lab, HOST, DNS, false, 1)));
+    dnsmasq
+}
+
+/// Writes `hosts` with `NAME` at `addrs`, and has dnsmasq read it again: returns once
+/// it answers so.
+fn set_hosts(lab: &Lab, hosts: &Path, addrs: &[Ipv4Addr], dnsmasq: Option<&Daemon>) {
+    let text: String = addrs.iter().map(|a| format!("{a} {NAME}\n")).collect();
+    std::fs::write(hosts, text).expect("writing the hosts file");
+    let Some(dnsmasq) = dnsmasq else {
+        return;
+    };
+    let hup = Command::new("kill").args(["-HUP", &dnsmasq.pid.to_string()]).status().expect("kill");
+    assert!(hup.success(), "kill -HUP dnsmasq");
+    let mut wanted: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    wanted.sort();
+    dnsmasq.wait_ready("answering with the new records", || {
+        let dig = daemons::dig_name(lab, HOST, DNS, NAME, 1);
+        let mut answer: Vec<String> = dig.stdout.lines().map(|l| l.trim().to_owned()).collect();
+        answer.sort();
+        answer == wanted
+    });
+}
+
+/// `firewall ARGS…` in the server namespace, with /etc/resolv.conf naming [`DNS`] (in a
+/// mount namespace of its own: the host's file is left alone).
+fn firewall(lab: &Lab, args: &[&str]) -> Output {
+    firewall_command(lab, args).output().expect("running the firewall")
+}
+
+/// The command [`firewall`] runs: the firewall itself, in the end (`exec` all the way).
+fn firewall_command(lab: &Lab, args: &[&str]) -> Command {
+    firewall_resolving_by(lab, DNS, args)
+}
+
+/// `firewall ARGS…` as [`firewall`] runs it, with `resolver` the one of /etc/resolv.conf.
+fn firewall_resolving_by(lab: &Lab, resolver: Ipv4Addr, args: &[&str]) -> Command {
+    let resolv = lab.tmp().join(format!("resolv-{resolver}.conf"));
+    std::fs::write(&resolv, format!("nameserver {resolver}\n")).expect("writing resolv.conf");
+    let script = format!(
+        "mount --bind {} /etc/resolv.conf && exec nsenter --net=/run/netns/{} \"$@\"",
+        resolv.display(),
+        lab.server
+    );
+    let mut command = Command::new("unshare");
+    command
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script, "sh"])
+        .arg(firewall_bin())
+        .args(args);
+    command
+}
+
+fn firewall_ok(lab: &Lab, args: &[&str]) -> (String, String) {
+    let output = firewall(lab, args);
+    assert!(output.status.success(), "firewall {args:?}: {}{}", stdout(&output), stderr(&output));
+    (stdout(&output), stderr(&output))
+}
+
+/// Whether a connection from the host to `addr`:[`PORT`] is echoed.
+fn open(lab: &Lab, addr: Ipv4Addr) -> bool {
+    lab.tcp_probe(HOST, SocketAddrV4::new(addr, PORT), Duration::from_secs(2)) == Outcome::Open
+}
+
+/// `list`'s line for [`NAME`].
+fn name_line(lab: &Lab) -> String {
+    let (out, _) = firewall_ok(lab, &["list", "-n"]);
+    out.lines()
+        .find(|l| l.starts_with(&format!("name {NAME}")))
+        .unwrap_or_else(|| panic!("no line for {NAME}:\n{out}"))
+        .to_owned()
+}
+
+/// A name's address is admitted, and no other; renumbered, the new address is admitted
+/// and the old one kept for the grace period; with its DNS server gone, what it held is
+/// kept, and `reload` says so.
+#[test]
+fn a_name_s_addresses_are_admitted_followed_kept_for_grace_and_kept_when_dns_is_down() {
+    require_root();
+    let lab = Lab::new("names");
+    for addr in [STRANGER, STRANGER2] {
+        lab.tcp_echo(SocketAddrV4::new(addr, PORT));
+    }
+    let hosts = lab.tmp().join("hosts");
+    set_hosts(&lab, &hosts, &[STRANGER], None);
+    let dnsmasq = dns_server(&lab, &hosts);
+    let file = policy(&lab, "grace = \"1h\"");
+    let file = file.to_str().expect("utf-8");
+
+    let (_, err) = firewall_ok(&lab, &["up", "--policy", file, "--iface", "s0"]);
+    assert!(!err.contains("warning"), "up warned: {err}");
+    assert!(open(&lab, STRANGER), "{STRANGER}, {NAME}'s address, must be admitted");
+    assert!(!open(&lab, STRANGER2), "{STRANGER2} is no address of {NAME}'s yet");
+    let line = name_line(&lab);
+    assert!(line.contains(&format!("(rule api): {STRANGER} for ")), "{line}");
+
+    // Renumbered: the new address in, the old one kept for the grace period.
+    set_hosts(&lab, &hosts, &[STRANGER2], Some(&dnsmasq));
+    firewall_ok(&lab, &["reload"]);
+    assert!(open(&lab, STRANGER2), "{STRANGER2}, {NAME}'s new address, must be admitted");
+    assert!(open(&lab, STRANGER), "{STRANGER} left {NAME}'s answer, and stays for the grace period");
+    let line = name_line(&lab);
+    assert!(line.contains(&format!("{STRANGER} for ")) && line.contains("leaving in 1h"), "{line}");
+
+    // The DNS server gone: what the name held is kept, and said.
+    let kill = Command::new("kill").arg(dnsmasq.pid.to_string()).status().expect("kill");
+    assert!(kill.success());
+    let (_, err) = firewall_ok(&lab, &["reload"]);
+    assert!(
+        err.contains(&format!("warning: {NAME}: no answer from the resolvers"))
+            && err.contains("it keeps the 2 addresses it held"),
+        "{err}"
+    );
+    assert!(open(&lab, STRANGER2) && open(&lab, STRANGER), "DNS down: both addresses kept");
+    assert!(name_line(&lab).contains("no answer for"), "{}", name_line(&lab));
+    let (json, _) = firewall_ok(&lab, &["list", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&json).expect("list --json");
+    let names = &json["names"][0];
+    assert_eq!(names["name"], NAME, "{json}");
+    assert_eq!(names["addresses"].as_array().map(Vec::len), Some(2), "{json}");
+    assert!(names["failure"].is_string(), "{json}");
+    firewall_ok(&lab, &["down"]);
+}
+
+/// `serve` follows a renumbered service: a client on the host that resolves the name
+/// and connects, again and again, meets no failed connection while the name moves to a
+/// new address and `serve` alone (no reload) admits it; the metrics say what the name
+/// holds.
+#[test]
+fn serve_follows_a_renumbered_service_with_no_failed_connection() {
+    require_root();
+    let lab = Lab::new("names-serve");
+    for addr in [STRANGER, STRANGER2] {
+        lab.tcp_echo(SocketAddrV4::new(addr, PORT));
+    }
+    let hosts = lab.tmp().join("hosts");
+    set_hosts(&lab, &hosts, &[STRANGER], None);
+    let dnsmasq = dns_server(&lab, &hosts);
+    let file = policy(&lab, "grace = \"1h\"");
+    firewall_ok(&lab, &["up", "--policy", file.to_str().expect("utf-8"), "--iface", "s0"]);
+    let log = lab.tmp().join("serve.log");
+    let log_file = std::fs::File::create(&log).expect("serve's log");
+    let mut serve = firewall_command(&lab, &["serve", "--metrics", "127.0.0.1:9181", "--iface", "s0"]);
+    serve.stdout(log_file.try_clone().expect("dup")).stderr(log_file);
+    lab.spawn(&mut serve);
+
+    // The client: resolve, connect, echo; 40 times, 150 ms apart, the name moved to
+    // the new address a third of the way in.
+    let mut connected = std::collections::BTreeMap::<Ipv4Addr, u32>::new();
+    let mut slow = 0;
+    for round in 0..40 {
+        if round == 12 {
+            set_hosts(&lab, &hosts, &[STRANGER2], Some(&dnsmasq));
+        }
+        let dig = daemons::dig_name(&lab, HOST, DNS, NAME, 2);
+        let addr: Ipv4Addr =
+            dig.stdout.trim().parse().unwrap_or_else(|_| panic!("dig {NAME}: {}", dig.describe()));
+        let started = std::time::Instant::now();
+        let outcome = lab.tcp_probe(HOST, SocketAddrV4::new(addr, PORT), Duration::from_secs(5));
+        assert_eq!(
+            outcome,
+            Outcome::Open,
+            "round {round}: {addr} refused; serve's log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        if started.elapsed() > Duration::from_millis(500) {
+            slow += 1;
+        }
+        *connected.entry(addr).or_default() += 1;
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    assert!(
+        connected.get(&STRANGER2).is_some_and(|n| *n >= 10),
+        "the client met the new address: {connected:?}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains(&format!("{NAME} on s0: added {STRANGER2}; removed none")), "serve's log:\n{text}");
+    // The metrics: the name holds both (the old one for its grace), and its resolvers answer.
+    let metrics = lab.run_in(&lab.server, || {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect("127.0.0.1:9181").expect("serve's port");
+        stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").expect("GET");
+        let mut text = String::new();
+        stream.read_to_string(&mut text).expect("the metrics");
+        text
+    });
+    assert!(metrics.contains(&format!("firewall_name_addresses{{name=\"{NAME}\"}} 2")), "{metrics}");
+    assert!(metrics.contains(&format!("firewall_name_failing{{name=\"{NAME}\"}} 0")), "{metrics}");
+    eprintln!(
+        "names: connections by address {connected:?}; {slow} of 40 took over 500 ms (their first SYN raced the map update)"
+    );
+    firewall_ok(&lab, &["down"]);
+}
+
+/// `check` warns when no rule lets the names' queries out to the host's resolver, and
+/// not when one does.
+#[test]
+fn check_warns_when_no_rule_lets_a_query_out_to_the_resolver() {
+    require_root();
+    let lab = Lab::new("names-check");
+    let file = policy(&lab, "grace = \"1h\"");
+    let file = file.to_str().expect("utf-8");
+    let allowed = firewall_command(&lab, &["check", file]).output().expect("check");
+    assert!(allowed.status.success(), "{}", stderr(&allowed));
+    assert!(!stderr(&allowed).contains("resolver"), "{DNS} is the policy's DNS server: {}", stderr(&allowed));
+    let stray = Ipv4Addr::new(192, 0, 2, 53);
+    let refused = firewall_resolving_by(&lab, stray, &["check", file]).output().expect("check");
+    assert!(refused.status.success(), "a warning, not an error: {}", stderr(&refused));
+    assert!(
+        stderr(&refused)
+            .contains(&format!("no rule lets a query out to the resolver {stray} (/etc/resolv.conf)")),
+        "{}",
+        stderr(&refused)
+    );
+}
+
+/// Past `[dns] grace`, an address that left the answer is dropped; an answer longer than
+/// `max_addresses` is cut to it, with a warning.
+#[test]
+fn past_the_grace_an_old_address_drops_and_an_answer_past_the_cap_is_cut() {
+    require_root();
+    let lab = Lab::new("names-cap");
+    for addr in [STRANGER, STRANGER2] {
+        lab.tcp_echo(SocketAddrV4::new(addr, PORT));
+    }
+    let hosts = lab.tmp().join("hosts");
+    let third = Ipv4Addr::new(192, 0, 2, 45);
+    set_hosts(&lab, &hosts, &[STRANGER, STRANGER2, third], None);
+    let dnsmasq = dns_server(&lab, &hosts);
+    let file = policy(&lab, "grace = \"2s\"\nmax_addresses = 2");
+    let file = file.to_str().expect("utf-8");
+
+    let (_, err) = firewall_ok(&lab, &["up", "--policy", file, "--iface", "s0"]);
+    assert!(
+        err.contains(&format!("warning: {NAME} answered 1 addresses more than [dns] max_addresses")),
+        "{err}"
+    );
+    let line = name_line(&lab);
+    let held = [STRANGER, STRANGER2, third].iter().filter(|a| line.contains(&format!("{a} for "))).count();
+    assert_eq!(held, 2, "max_addresses = 2: {line}");
+
+    set_hosts(&lab, &hosts, &[STRANGER2], Some(&dnsmasq));
+    firewall_ok(&lab, &["reload"]);
+    assert!(open(&lab, STRANGER2), "{STRANGER2} is in the answer");
+    std::thread::sleep(Duration::from_secs(3));
+    firewall_ok(&lab, &["reload"]);
+    assert!(
+        !open(&lab, STRANGER),
+        "{STRANGER} left the answer more than the grace of 2 s ago: {}",
+        name_line(&lab)
+    );
+    assert!(open(&lab, STRANGER2), "{STRANGER2} is still in the answer");
+    let line = name_line(&lab);
+    assert!(!line.contains(&STRANGER.to_string()), "{line}");
+    firewall_ok(&lab, &["down"]);
+}
