@@ -62,6 +62,9 @@ pub enum State {
     Live {
         rows: Vec<Row>,
         conntrack: String,
+        /// A line for each peer written as a DNS name (`view::names::line`), under the
+        /// conntrack line.
+        names: Vec<String>,
     },
     /// The latest snapshot failed (the filter went down, the interface vanished): the
     /// error, one line. The view keeps trying at every interval.
@@ -70,9 +73,13 @@ pub enum State {
 
 /// Draws `view` on the whole frame: title, conntrack, the table, the footer.
 pub fn draw(frame: &mut Frame, view: &View) {
+    let status_lines = match &view.state {
+        State::Live { names, .. } => 1 + names.len() as u16,
+        State::Failed(_) => 1,
+    };
     let [title, status, table, footer] = Layout::vertical([
         Constraint::Length(1),
-        Constraint::Length(1),
+        Constraint::Length(status_lines),
         Constraint::Fill(1),
         Constraint::Length(1),
     ])
@@ -93,9 +100,12 @@ pub fn draw(frame: &mut Frame, view: &View) {
             frame.render_widget(text, area);
             return;
         }
-        State::Live { rows, conntrack } => (rows, conntrack),
+        State::Live { rows, conntrack, names } => (rows, (conntrack, names)),
     };
-    frame.render_widget(Paragraph::new(conntrack.as_str()), status);
+    let (conntrack, names) = conntrack;
+    let status_text: Vec<Line> =
+        std::iter::once(conntrack.as_str()).chain(names.iter().map(String::as_str)).map(Line::from).collect();
+    frame.render_widget(Paragraph::new(status_text), status);
     let columns = columns(table.width, rows);
     let cell = |text: String, number: bool| {
         let line = Line::from(text);
@@ -258,6 +268,7 @@ fn view(
         Ok(snapshot) => State::Live {
             rows: rows(previous, snapshot),
             conntrack: conntrack_text(&snapshot.established, &snapshot.half_open),
+            names: snapshot.names.iter().map(crate::view::names::line).collect(),
         },
         Err(err) => State::Failed(format!("firewall: {err}; trying again every {interval:?}")),
     };
@@ -353,6 +364,7 @@ mod tests {
                     &TableStats { entries: 1_234, capacity: 65_536, evicted: 0 },
                     &TableStats { entries: 12, capacity: 16_384, evicted: 3 },
                 ),
+                names: Vec::new(),
             },
         }
     }
@@ -387,6 +399,20 @@ mod tests {
         assert!(text[5].split_whitespace().next() == Some("0"), "{all}");
         assert_eq!(text[23], "q quit", "{all}");
         assert!(text[22].starts_with(char::is_whitespace), "the table fills the screen:\n{all}");
+    }
+
+    #[test]
+    fn each_name_has_a_line_under_the_conntrack_line() {
+        let mut view = live_view();
+        let line = "name deb.debian.org (rule repos): 151.101.2.132 for 2h; TTL 300s, answered 12s ago";
+        if let State::Live { names, .. } = &mut view.state {
+            names.push(line.into());
+        }
+        let text = screen_text(&view, 100, 24);
+        let all = text.join("\n");
+        assert_eq!(text[2], line, "{all}");
+        let header: Vec<&str> = text[3].split_whitespace().collect();
+        assert_eq!(header[..3], ["pkts/s", "bytes/s", "pkts"], "the table starts below it:\n{all}");
     }
 
     #[test]
