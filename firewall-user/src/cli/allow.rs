@@ -23,6 +23,7 @@ impl ScopeArgs {
 #[derive(Args)]
 pub struct Allow {
     rule: String,
+    /// Addresses, CIDRs and DNS names (asked at once, then followed as the policy's are).
     #[arg(required = true, value_name = "ADDR")]
     addrs: Vec<String>,
     #[command(flatten)]
@@ -35,17 +36,12 @@ pub struct Allow {
 
 impl Allow {
     pub fn run(self) -> anyhow::Result<()> {
-        let prefixes = peers::parse_prefixes(&self.addrs)?;
+        let wanted = peers::parse_peers(&self.addrs)?;
         let filter = self.filter.open()?;
         let scope = self.scope.scope();
-        let done = peers::change_peers(
-            &filter,
-            &self.rule,
-            &prefixes,
-            PeerChange::Allow,
-            scope,
-            SessionGuard::Check,
-        )?;
+        let done =
+            peers::change_peers(&filter, &self.rule, &wanted, PeerChange::Allow, scope, SessionGuard::Check)?;
+        super::report_names(&done.names);
         let words = ("allowed", "already allowed");
         report(&self.output, words, filter.iface(), &self.rule, &self.addrs, scope, &done);
         Ok(())
@@ -70,11 +66,11 @@ pub struct Revoke {
 
 impl Revoke {
     pub fn run(self) -> anyhow::Result<()> {
-        let prefixes = peers::parse_prefixes(&self.addrs)?;
+        let wanted = peers::parse_peers(&self.addrs)?;
         let filter = self.filter.open()?;
         let guard = super::session_guard(self.force);
         let scope = self.scope.scope();
-        let done = peers::change_peers(&filter, &self.rule, &prefixes, PeerChange::Revoke, scope, guard)?;
+        let done = peers::change_peers(&filter, &self.rule, &wanted, PeerChange::Revoke, scope, guard)?;
         report(&self.output, ("revoked", ""), filter.iface(), &self.rule, &self.addrs, scope, &done);
         Ok(())
     }

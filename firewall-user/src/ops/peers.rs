@@ -12,7 +12,7 @@ use crate::{
         lockout::SessionGuard,
         reload::{apply, guard},
     },
-    policy::{self, Prefix},
+    policy::{self, Peer, Prefix},
 };
 
 /// The addresses and prefixes a command was given, each checked.
@@ -20,13 +20,20 @@ pub fn parse_prefixes(addrs: &[String]) -> Result<Vec<Prefix>> {
     addrs.iter().map(|a| Ok(Prefix::parse(a)?)).collect()
 }
 
+/// The peers `allow` and `revoke` were given: addresses, prefixes and DNS names.
+pub fn parse_peers(peers: &[String]) -> Result<Vec<Peer>> {
+    peers.iter().map(|p| Ok(Peer::parse(p)?)).collect()
+}
+
 /// What `allow` or `revoke` did.
 pub struct PeersChanged {
     pub file: PathBuf,
-    /// The addresses that changed (an `allow` of a peer already there changes nothing).
-    pub changed: Vec<Prefix>,
+    /// The peers that changed (an `allow` of a peer already there changes nothing).
+    pub changed: Vec<Peer>,
     /// The maps resized to hold them (see `kernel::resize`).
     pub resized: Vec<Resized>,
+    /// The DNS names allowed, asked as they were.
+    pub names: Vec<crate::names::Asked>,
 }
 
 /// Where `allow` and `revoke` make their change.
@@ -53,7 +60,7 @@ pub enum PeerChange {
 pub fn change_peers(
     filter: &Filter,
     rule: &str,
-    prefixes: &[Prefix],
+    wanted: &[Peer],
     change: PeerChange,
     scope: Scope,
     session_guard: SessionGuard,
@@ -86,40 +93,54 @@ pub fn change_peers(
         message: e.message().to_owned(),
     })?;
     let peers = rule_peers(&mut doc, rule, &name)?;
-    let present = |peers: &toml_edit::Array, p: &Prefix| {
-        peers.iter().position(|v| v.as_str().and_then(|s| Prefix::parse(s).ok()).as_ref() == Some(p))
+    let present = |peers: &toml_edit::Array, p: &Peer| {
+        peers.iter().position(|v| v.as_str().and_then(|s| Peer::parse(s).ok()).as_ref() == Some(p))
     };
     let mut changed = Vec::new();
-    for &prefix in prefixes {
-        match (change, present(peers, &prefix)) {
+    for peer in wanted {
+        match (change, present(peers, peer)) {
             (PeerChange::Allow, Some(_)) => {}
             (PeerChange::Allow, None) => {
-                peers.push(prefix.to_string());
-                changed.push(prefix);
+                peers.push(peer.to_string());
+                changed.push(peer.clone());
             }
             (PeerChange::Revoke, Some(at)) => {
                 peers.remove(at);
-                changed.push(prefix);
+                changed.push(peer.clone());
             }
             (PeerChange::Revoke, None) => {
-                return Err(LiveError::NotAPeer { addr: prefix.to_string(), rule: rule.into() });
+                return Err(LiveError::NotAPeer { addr: peer.to_string(), rule: rule.into() });
             }
         }
     }
     if changed.is_empty() {
-        return Ok(PeersChanged { file, changed, resized: Vec::new() });
+        return Ok(PeersChanged { file, changed, resized: Vec::new(), names: Vec::new() });
     }
     let new_text = doc.to_string();
     // The whole policy is validated again: a peer another rule owns, the last peer
     // revoked, … fail here, before anything changed.
-    let policy = crate::kernel::filter::in_force_on(policy::parse(&new_text, &file)?, &pins.iface);
+    let policy = policy::parse(&new_text, &file)?;
+    // A name allowed is asked now (one revoked leaves the record at its next answer).
+    let added: Vec<&str> = changed
+        .iter()
+        .filter_map(|p| match (change, p) {
+            (PeerChange::Allow, Peer::Name(name)) => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    let asked = if added.is_empty() {
+        Vec::new()
+    } else {
+        crate::names::ask(&lock, &policy, &added, crate::unix_now())?
+    };
+    let policy = crate::kernel::filter::in_force_on(policy, &pins.iface);
     let mut maps = LiveMaps::open(pins)?;
     guard(&maps, &policy, pins, None, session_guard)?;
     let (state, applied) = apply(pins, &mut maps, &state, &policy, None)?;
     let Some(meta) = meta else {
         // Not the last good policy either: a boot on it would keep what was meant to go.
         lock.save(&new_text, &LiveState { runtime_only: true, ..state })?;
-        return Ok(PeersChanged { file, changed, resized: applied.resized });
+        return Ok(PeersChanged { file, changed, resized: applied.resized, names: asked });
     };
     if let Err(err) = files::replace(&file, new_text.as_bytes(), Perms::Like(meta)) {
         let _ = apply(
@@ -133,7 +154,7 @@ pub fn change_peers(
     }
     lock.save(&new_text, &state)?;
     lock.keep_last_good()?;
-    Ok(PeersChanged { file, changed, resized: applied.resized })
+    Ok(PeersChanged { file, changed, resized: applied.resized, names: asked })
 }
 
 /// The `peers` array of rule `rule`.

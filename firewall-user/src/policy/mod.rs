@@ -342,6 +342,35 @@ impl Default for Dns {
     }
 }
 
+/// A peer as a command gives it (`allow`, `revoke`): an address or prefix, or a DNS name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Peer {
+    Prefix(Prefix),
+    /// In lower case, without a final dot.
+    Name(String),
+}
+
+impl Peer {
+    /// An address or prefix as [`Prefix::parse`] reads it, else a DNS name as a policy
+    /// may write one ([`is_dns_name`]), else the address's error.
+    pub fn parse(text: &str) -> Result<Peer, PrefixError> {
+        match Prefix::parse(text) {
+            Ok(prefix) => Ok(Peer::Prefix(prefix)),
+            Err(_) if is_dns_name(text) => Ok(Peer::Name(dns::canonical_name(text))),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Prefix(prefix) => prefix.fmt(f),
+            Peer::Name(name) => f.write_str(name),
+        }
+    }
+}
+
 /// A peer written as a DNS name, and the addresses it admits now.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PeerName {

@@ -22,8 +22,13 @@ const DNS: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 53);
 
 /// The lab's tight policy with an outbound rule to `NAME`, and `dns` as its `[dns]`.
 fn policy(lab: &Lab, dns: &str) -> PathBuf {
+    policy_with_peers(lab, dns, &format!("\"{NAME}\", \"192.0.2.44\""))
+}
+
+/// The lab's tight policy with an outbound rule `api` to `peers`, and `dns` as its `[dns]`.
+fn policy_with_peers(lab: &Lab, dns: &str, peers: &str) -> PathBuf {
     let extra = format!(
-        "\n[dns]\n{dns}\n\n[[rule]]\nname = \"api\"\ndirection = \"out\"\nprotocols = [\"tcp\"]\nport = {PORT}\npeers = [\"{NAME}\", \"192.0.2.44\"]\n"
+        "\n[dns]\n{dns}\n\n[[rule]]\nname = \"api\"\ndirection = \"out\"\nprotocols = [\"tcp\"]\nport = {PORT}\npeers = [{peers}]\n"
     );
     lab.tight_with("names.toml", &extra)
 }
@@ -223,6 +228,34 @@ fn serve_follows_a_renumbered_service_with_no_failed_connection() {
     eprintln!(
         "names: connections by address {connected:?}; {slow} of 40 took over 500 ms (their first SYN raced the map update)"
     );
+    firewall_ok(&lab, &["down"]);
+}
+
+/// `allow` takes a DNS name as it takes an address: asked at once, admitted, written to
+/// the policy file; `revoke` takes it away.
+#[test]
+fn allow_and_revoke_take_a_name() {
+    require_root();
+    let lab = Lab::new("names-allow");
+    lab.tcp_echo(SocketAddrV4::new(STRANGER, PORT));
+    let hosts = lab.tmp().join("hosts");
+    set_hosts(&lab, &hosts, &[STRANGER], None);
+    let _dnsmasq = dns_server(&lab, &hosts);
+    let file = policy_with_peers(&lab, "grace = \"1h\"", "\"192.0.2.44\"");
+    firewall_ok(&lab, &["up", "--policy", file.to_str().expect("utf-8"), "--iface", "s0"]);
+    assert!(!open(&lab, STRANGER), "no rule admits {STRANGER} yet");
+
+    let (out, _) = firewall_ok(&lab, &["allow", "api", "SVC.example.lab."]);
+    assert!(out.contains(&format!("allowed {NAME} in rule api, live and in")), "{out}");
+    assert!(open(&lab, STRANGER), "{NAME}'s address, allowed by name");
+    let text = std::fs::read_to_string(&file).expect("the policy file");
+    assert!(text.contains(&format!("peers = [\"192.0.2.44\", \"{NAME}\"]")), "{text}");
+    let (out, _) = firewall_ok(&lab, &["allow", "api", NAME]);
+    assert!(out.contains("already allowed"), "{out}");
+
+    let (out, _) = firewall_ok(&lab, &["revoke", "api", NAME]);
+    assert!(out.contains(&format!("revoked {NAME} in rule api")), "{out}");
+    assert!(!open(&lab, STRANGER), "{NAME} revoked");
     firewall_ok(&lab, &["down"]);
 }
 
