@@ -101,6 +101,37 @@ fn open(lab: &Lab, addr: Ipv4Addr) -> bool {
     lab.tcp_probe(HOST, SocketAddrV4::new(addr, PORT), Duration::from_secs(2)) == Outcome::Open
 }
 
+/// A lab whose client serves echo on [`PORT`] at each of `echo_on`, with dnsmasq
+/// answering [`NAME`] with `answer`, and the tight policy with the rule `api` to
+/// [`NAME`] and `dns` as its `[dns]`: the lab, the hosts file, dnsmasq, the policy file.
+fn named_lab(
+    tag: &str,
+    echo_on: &[Ipv4Addr],
+    answer: &[Ipv4Addr],
+    dns: &str,
+) -> (Lab, PathBuf, Daemon, String) {
+    let lab = Lab::new(tag);
+    for addr in echo_on {
+        lab.tcp_echo(SocketAddrV4::new(*addr, PORT));
+    }
+    let hosts = lab.tmp().join("hosts");
+    set_hosts(&lab, &hosts, answer, None);
+    let dnsmasq = dns_server(&lab, &hosts);
+    let file = policy(&lab, dns).to_str().expect("utf-8").to_owned();
+    (lab, hosts, dnsmasq, file)
+}
+
+/// `firewall serve` in the background, metrics on 127.0.0.1:`port`: its log's path.
+fn start_serve(lab: &Lab, port: u16) -> PathBuf {
+    let log = lab.tmp().join(format!("serve-{port}.log"));
+    let log_file = std::fs::File::create(&log).expect("serve's log");
+    let metrics = format!("127.0.0.1:{port}");
+    let mut serve = firewall_command(lab, &["serve", "--metrics", &metrics, "--iface", "s0"]);
+    serve.stdout(log_file.try_clone().expect("dup")).stderr(log_file);
+    lab.spawn(&mut serve);
+    log
+}
+
 /// `list`'s line for [`NAME`].
 fn name_line(lab: &Lab) -> String {
     let (out, _) = firewall_ok(lab, &["list", "-n"]);
@@ -116,17 +147,9 @@ fn name_line(lab: &Lab) -> String {
 #[test]
 fn a_name_s_addresses_are_admitted_followed_kept_for_grace_and_kept_when_dns_is_down() {
     require_root();
-    let lab = Lab::new("names");
-    for addr in [STRANGER, STRANGER2] {
-        lab.tcp_echo(SocketAddrV4::new(addr, PORT));
-    }
-    let hosts = lab.tmp().join("hosts");
-    set_hosts(&lab, &hosts, &[STRANGER], None);
-    let dnsmasq = dns_server(&lab, &hosts);
-    let file = policy(&lab, "grace = \"1h\"");
-    let file = file.to_str().expect("utf-8");
-
-    let (_, err) = firewall_ok(&lab, &["up", "--policy", file, "--iface", "s0"]);
+    let (lab, hosts, dnsmasq, file) =
+        named_lab("names", &[STRANGER, STRANGER2], &[STRANGER], "grace = \"1h\"");
+    let (_, err) = firewall_ok(&lab, &["up", "--policy", &file, "--iface", "s0"]);
     assert!(!err.contains("warning"), "up warned: {err}");
     assert!(open(&lab, STRANGER), "{STRANGER}, {NAME}'s address, must be admitted");
     assert!(!open(&lab, STRANGER2), "{STRANGER2} is no address of {NAME}'s yet");
@@ -168,20 +191,10 @@ fn a_name_s_addresses_are_admitted_followed_kept_for_grace_and_kept_when_dns_is_
 #[test]
 fn serve_follows_a_renumbered_service_with_no_failed_connection() {
     require_root();
-    let lab = Lab::new("names-serve");
-    for addr in [STRANGER, STRANGER2] {
-        lab.tcp_echo(SocketAddrV4::new(addr, PORT));
-    }
-    let hosts = lab.tmp().join("hosts");
-    set_hosts(&lab, &hosts, &[STRANGER], None);
-    let dnsmasq = dns_server(&lab, &hosts);
-    let file = policy(&lab, "grace = \"1h\"");
-    firewall_ok(&lab, &["up", "--policy", file.to_str().expect("utf-8"), "--iface", "s0"]);
-    let log = lab.tmp().join("serve.log");
-    let log_file = std::fs::File::create(&log).expect("serve's log");
-    let mut serve = firewall_command(&lab, &["serve", "--metrics", "127.0.0.1:9181", "--iface", "s0"]);
-    serve.stdout(log_file.try_clone().expect("dup")).stderr(log_file);
-    lab.spawn(&mut serve);
+    let (lab, hosts, dnsmasq, file) =
+        named_lab("names-serve", &[STRANGER, STRANGER2], &[STRANGER], "grace = \"1h\"");
+    firewall_ok(&lab, &["up", "--policy", &file, "--iface", "s0"]);
+    let log = start_serve(&lab, 9181);
 
     // The client: resolve, connect, echo; 40 times, 150 ms apart, the name moved to
     // the new address a third of the way in.
@@ -239,21 +252,10 @@ fn serve_follows_a_renumbered_service_with_no_failed_connection() {
 #[test]
 fn the_first_connection_after_a_renumbering_is_late_at_worst_never_failed() {
     require_root();
-    let lab = Lab::new("names-race");
-    let pool: Vec<Ipv4Addr> = lab.client_addrs.iter().copied().filter(|a| *a != DNS).take(16).collect();
-    for addr in &pool {
-        lab.tcp_echo(SocketAddrV4::new(*addr, PORT));
-    }
-    let hosts = lab.tmp().join("hosts");
-    set_hosts(&lab, &hosts, &pool[..1], None);
-    let dnsmasq = dns_server(&lab, &hosts);
-    let file = policy(&lab, "grace = \"2s\"");
-    firewall_ok(&lab, &["up", "--policy", file.to_str().expect("utf-8"), "--iface", "s0"]);
-    let log = lab.tmp().join("serve.log");
-    let log_file = std::fs::File::create(&log).expect("serve's log");
-    let mut serve = firewall_command(&lab, &["serve", "--metrics", "127.0.0.1:9182", "--iface", "s0"]);
-    serve.stdout(log_file.try_clone().expect("dup")).stderr(log_file);
-    lab.spawn(&mut serve);
+    let pool: Vec<Ipv4Addr> = tests::lab::tight_peers().into_iter().filter(|a| *a != DNS).take(16).collect();
+    let (lab, hosts, dnsmasq, file) = named_lab("names-race", &pool, &pool[..1], "grace = \"2s\"");
+    firewall_ok(&lab, &["up", "--policy", &file, "--iface", "s0"]);
+    let log = start_serve(&lab, 9182);
     std::thread::sleep(Duration::from_secs(1));
 
     let mut late = Vec::new();
@@ -373,18 +375,11 @@ fn check_warns_when_no_rule_lets_a_query_out_to_the_resolver() {
 #[test]
 fn past_the_grace_an_old_address_drops_and_an_answer_past_the_cap_is_cut() {
     require_root();
-    let lab = Lab::new("names-cap");
-    for addr in [STRANGER, STRANGER2] {
-        lab.tcp_echo(SocketAddrV4::new(addr, PORT));
-    }
-    let hosts = lab.tmp().join("hosts");
     let third = Ipv4Addr::new(192, 0, 2, 45);
-    set_hosts(&lab, &hosts, &[STRANGER, STRANGER2, third], None);
-    let dnsmasq = dns_server(&lab, &hosts);
-    let file = policy(&lab, "grace = \"2s\"\nmax_addresses = 2");
-    let file = file.to_str().expect("utf-8");
-
-    let (_, err) = firewall_ok(&lab, &["up", "--policy", file, "--iface", "s0"]);
+    let answer = [STRANGER, STRANGER2, third];
+    let (lab, hosts, dnsmasq, file) =
+        named_lab("names-cap", &[STRANGER, STRANGER2], &answer, "grace = \"2s\"\nmax_addresses = 2");
+    let (_, err) = firewall_ok(&lab, &["up", "--policy", &file, "--iface", "s0"]);
     assert!(
         err.contains(&format!("warning: {NAME} answered 1 addresses more than [dns] max_addresses")),
         "{err}"
