@@ -32,6 +32,7 @@
 //! | `-m owner --uid-owner` (egress) | [`MAP_RULE_UIDS`] (hash: the uids each rule with `uids` admits), asked with the sending socket's uid | the rule's, as above |
 //! | `--dport FIRST:LAST`, `-m multiport --dports` with ranges | [`MAP_PORT_INTERVALS`] (array: each port's offset from its interval's first port), with [`CONFIG_HAS_RANGES`]; then the allow-lists | the rule's, as above |
 //! | (iptables' `LOG` target, sampled: `firewall drops`) | [`MAP_DROP_EVENTS`] (ring buffer of [`DropEvent`]s) | none: the event names the drop's counter |
+//! | (what iptables cannot do: a peer's name learned from the host's own DNS answers, `[dns] learn`) | [`MAP_DNS_ANSWERS`] (ring buffer of held [`DnsAnswer`]s), [`MAP_DNS_LISTENER`] (array: until when `serve` takes them), [`MAP_DNS_RELEASED`] (LRU hash: answers handed back, [`ReleasedKey`]) | the flow's [`Line::Established`], once |
 #![no_std]
 
 /// Names of the maps, as the kernel object declares them and as they are pinned.
@@ -58,8 +59,11 @@ pub const MAP_RULE_UIDS: &str = "RULE_UIDS";
 pub const MAP_PER_SOURCE_CONNECTIONS: &str = "PER_SOURCE_CONNECTIONS";
 pub const MAP_BLOCK_LISTS: &str = "BLOCK_LISTS";
 pub const MAP_LIST_DEADLINES: &str = "LIST_DEADLINES";
+pub const MAP_DNS_ANSWERS: &str = "DNS_ANSWERS";
+pub const MAP_DNS_LISTENER: &str = "DNS_LISTENER";
+pub const MAP_DNS_RELEASED: &str = "DNS_RELEASED";
 /// Every map, in the order `up` pins them.
-pub const MAPS: [&str; 22] = [
+pub const MAPS: [&str; 25] = [
     MAP_CONFIG,
     MAP_COUNTERS,
     MAP_CONNTRACK,
@@ -82,6 +86,9 @@ pub const MAPS: [&str; 22] = [
     MAP_PER_SOURCE_CONNECTIONS,
     MAP_BLOCK_LISTS,
     MAP_LIST_DEADLINES,
+    MAP_DNS_ANSWERS,
+    MAP_DNS_LISTENER,
+    MAP_DNS_RELEASED,
 ];
 /// Maps the object declares that `up` does not pin: they hold nothing between packets.
 pub const SCRATCH_MAPS: [&str; 1] = [MAP_SCRATCH];
@@ -567,6 +574,10 @@ pub const CONFIG_TCP_STRICT: u32 = 512;
 /// offenders into `BLOCKLIST`, so user space keeps [`CONFIG_HAS_BLOCKS`] set while the
 /// policy has one, whatever the trie holds. The programs never read it.
 pub const CONFIG_BLOCKS_OFFENDERS: u32 = 1024;
+/// `Config::flags`: `[dns] learn`, with peers written as names: an answer from UDP port 53
+/// on a tracked flow is held for `firewall serve` while it listens (see
+/// [`MAP_DNS_LISTENER`]), which learns the names' addresses from it, then hands it back.
+pub const CONFIG_LEARN_DNS: u32 = 2048;
 /// The `Config::flags` that are the live filter's, not the policy's: a reload keeps them.
 pub const CONFIG_LIVE_FLAGS: u32 = CONFIG_LOG_DROPS | CONFIG_HAS_BLOCKS;
 /// The token bucket of drop events, after the rules' own.
@@ -622,6 +633,49 @@ impl DropEvent {
     pub fn head(&self) -> &[u8] {
         &self.head[..(self.head_len as usize).min(DROP_EVENT_BYTES)]
     }
+}
+
+/// The port DNS answers come from.
+pub const DNS_PORT: u16 = 53;
+/// The longest frame held as a DNS answer: a full Ethernet frame with two VLAN tags (1,522
+/// bytes), rounded up. A longer one (a jumbo MTU's) passes as it would without learning.
+pub const DNS_ANSWER_BYTES: usize = 1536;
+/// Size of the held answers' ring, in bytes (as [`DROP_EVENTS_BYTES`]): about 40 answers of
+/// a full frame, more of the usual few hundred bytes. An answer that finds it full passes,
+/// unlearned.
+pub const DNS_ANSWERS_BYTES: u32 = 64 * 1024;
+/// How many answers handed back may wait at once for their second pass (generic XDP meets
+/// them again).
+pub const DNS_RELEASED_ENTRIES: u32 = 256;
+
+/// A DNS answer held for `firewall serve` (see [`CONFIG_LEARN_DNS`]): the whole frame,
+/// which it hands back to the interface once it has learned what it says.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsAnswer {
+    /// How many bytes of `frame` it fills.
+    pub len: u32,
+    /// The frame, from its Ethernet header on.
+    pub frame: [u8; DNS_ANSWER_BYTES],
+}
+
+impl DnsAnswer {
+    /// The frame's bytes.
+    pub fn frame(&self) -> &[u8] {
+        &self.frame[..(self.len as usize).min(DNS_ANSWER_BYTES)]
+    }
+}
+
+/// `DNS_RELEASED` key: an answer handed back by `firewall serve`, by its flow and length, so
+/// that its second pass through the program (generic XDP runs in the stack, which the
+/// answer re-enters) lets it through, and counts it no more. The value is the marker's
+/// deadline (`CLOCK_MONOTONIC_COARSE` ns).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ReleasedKey {
+    pub flow: FlowKey,
+    pub len: u32,
+    pub _pad: u32,
 }
 
 /// `BLOCKLIST` value: one `firewall block` entry, keyed by its prefix (an [`Addr`] prefix,
@@ -1002,6 +1056,9 @@ const _: () = {
     assert!(DROP_EVENT_BYTES <= u16::MAX as usize);
     assert!(core::mem::size_of::<DropEvent>() == 12 + DROP_EVENT_BYTES);
     assert!(DROP_EVENTS_BYTES.is_power_of_two() && DROP_EVENTS_BYTES.is_multiple_of(4096));
+    assert!(DNS_ANSWERS_BYTES.is_power_of_two() && DNS_ANSWERS_BYTES.is_multiple_of(4096));
+    assert!(core::mem::size_of::<DnsAnswer>() == 4 + DNS_ANSWER_BYTES);
+    assert!(core::mem::size_of::<ReleasedKey>() == core::mem::size_of::<FlowKey>() + 8);
     // The last port of the last port space is the array's last lane.
     assert!(match port_interval_slot(Direction::Out as u8, PROTO_UDP, u16::MAX) {
         Some((index, shift)) => index == PORT_INTERVALS_ENTRIES - 1 && shift == 48,
@@ -1012,8 +1069,8 @@ const _: () = {
 #[cfg(feature = "user")]
 mod pod {
     use super::{
-        AllowKey, AllowValue, BlockEntry, Config, Counter, DropEvent, Flow, FlowKey, FragmentKey,
-        FragmentedDatagram, PerSourceLimit, RuleUid, SourceConnections, SourceKey, TokenBucket,
+        AllowKey, AllowValue, BlockEntry, Config, Counter, DnsAnswer, DropEvent, Flow, FlowKey, FragmentKey,
+        FragmentedDatagram, PerSourceLimit, ReleasedKey, RuleUid, SourceConnections, SourceKey, TokenBucket,
     };
 
     // SAFETY: each type is `#[repr(C)]`, `Copy`, made only of integers and byte arrays,
@@ -1047,6 +1104,10 @@ mod pod {
     unsafe impl aya::Pod for RuleUid {}
     // SAFETY: as for `Counter`.
     unsafe impl aya::Pod for SourceConnections {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for DnsAnswer {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ReleasedKey {}
 }
 
 #[cfg(test)]

@@ -40,17 +40,18 @@ use aya_ebpf::{EbpfContext, maps::lpm_trie::Key};
 use firewall_common::{
     ALLOW_CONNECTIONS, ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_LOG, ALLOW_ONE_WAY, ALLOW_OWNER,
     ALLOW_PER_SOURCE, ALLOW_RELATED, ALLOW_TRAP, ANY_PEER, Addr, AllowKey, AllowValue, Builtin, CONFIG_AUDIT,
-    CONFIG_DHCP, CONFIG_HAS_BLOCKS, CONFIG_HAS_PREFIXES, CONFIG_HAS_RANGES, CONFIG_IPV6, CONFIG_LOG_DROPS,
-    CONFIG_MORE_ADDRESSES, CONFIG_NEVER_SET, CONFIG_READY, CONFIG_TCP_STRICT, COUNTER_LOGGED, Chain, Config,
-    DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DHCPV6_CLIENT_PORT, DHCPV6_SERVER_PORT, Direction, DropEvent,
-    FlowKey, ICMP_DEST_UNREACHABLE, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, ICMPV6_DEST_UNREACHABLE,
-    ICMPV6_MLD, ICMPV6_ND_FIRST, ICMPV6_ND_LAST, ICMPV6_PACKET_TOO_BIG, ICMPV6_PARAMETER_PROBLEM,
-    ICMPV6_TIME_EXCEEDED, LOG_BUCKET, Line, MAX_LIST_NESTING, OFFENDER_SLOT, PROTO_ICMPV6, PROTO_TCP,
-    RuleUid, block_counter, builtin_counter, listed_len, listed_slot, port_interval_slot, rule_counter,
+    CONFIG_DHCP, CONFIG_HAS_BLOCKS, CONFIG_HAS_PREFIXES, CONFIG_HAS_RANGES, CONFIG_IPV6, CONFIG_LEARN_DNS,
+    CONFIG_LOG_DROPS, CONFIG_MORE_ADDRESSES, CONFIG_NEVER_SET, CONFIG_READY, CONFIG_TCP_STRICT,
+    COUNTER_LOGGED, Chain, Config, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DHCPV6_CLIENT_PORT,
+    DHCPV6_SERVER_PORT, DNS_PORT, Direction, DropEvent, FlowKey, ICMP_DEST_UNREACHABLE,
+    ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, ICMPV6_DEST_UNREACHABLE, ICMPV6_MLD, ICMPV6_ND_FIRST,
+    ICMPV6_ND_LAST, ICMPV6_PACKET_TOO_BIG, ICMPV6_PARAMETER_PROBLEM, ICMPV6_TIME_EXCEEDED, LOG_BUCKET, Line,
+    MAX_LIST_NESTING, OFFENDER_SLOT, PROTO_ICMPV6, PROTO_TCP, RuleUid, block_counter, builtin_counter,
+    listed_len, listed_slot, port_interval_slot, rule_counter,
 };
 
 use crate::{
-    conntrack, fragments,
+    conntrack, dns, fragments,
     maps::{
         ALLOW_EXACT, ALLOW_PREFIX, ANTISPOOF_DST, ANTISPOOF_SRC, BLOCK_LISTS, BLOCKLIST, CONFIG, COUNTERS,
         DROP_EVENTS, HOST_ADDRESSES, LIST_DEADLINES, PORT_INTERVALS, RULE_UIDS, SCRATCH,
@@ -65,6 +66,10 @@ use crate::{
 pub enum Action {
     Pass,
     Drop,
+    /// A DNS answer held for `firewall serve`, which hands it back (see crate::dns).
+    Held,
+    /// A DNS answer `serve` handed back, on its second pass: counted on the first.
+    Released,
 }
 
 /// Judges one frame travelling `direction` and counts it on the line that decided; in
@@ -83,6 +88,9 @@ pub fn filter<F: Frame + EbpfContext>(frame: &F, direction: Direction) -> Action
         return Action::Pass;
     }
     let (action, marked) = walk(frame, direction, config);
+    if let Action::Released = action {
+        return Action::Pass;
+    }
     let counter = marked & !COUNTER_LOGGED;
     // Counted before the drop's event, not after: the verifier then meets the event's
     // code once for all the lines that drop, not once for each (it tells the lines
@@ -96,10 +104,8 @@ pub fn filter<F: Frame + EbpfContext>(frame: &F, direction: Direction) -> Action
         }
     }
     // Every drop is told while a listener asks, and the flows a rule with `log` admits.
-    if let Action::Pass = action
-        && marked & COUNTER_LOGGED == 0
-    {
-        return Action::Pass;
+    if !matches!(action, Action::Drop) && marked & COUNTER_LOGGED == 0 {
+        return action;
     }
     if config.flags & CONFIG_LOG_DROPS != 0 && token_bucket::take(LOG_BUCKET, conntrack::now()) {
         drop_event(frame, direction, counter);
@@ -150,7 +156,7 @@ fn drop_event<F: Frame + EbpfContext>(frame: &F, direction: Direction, counter: 
 /// One frame: its IP header read, then judged; a first fragment that passes makes way
 /// for the rest of its datagram.
 #[inline(always)]
-fn walk(frame: &impl Frame, direction: Direction, config: &Config) -> (Action, u32) {
+fn walk<F: Frame + EbpfContext>(frame: &F, direction: Direction, config: &Config) -> (Action, u32) {
     let chain = Chain::of(direction);
     let mut ip = match parse_l3(frame, config.flags & CONFIG_IPV6 != 0) {
         Ok(L3::Ip(ip)) => ip,
@@ -176,7 +182,13 @@ fn walk(frame: &impl Frame, direction: Direction, config: &Config) -> (Action, u
 
 /// The seed's chains, in order, for one IP packet.
 #[inline(always)]
-fn judge(frame: &impl Frame, ip: &Ip, direction: Direction, now: u64, config: &Config) -> (Action, u32) {
+fn judge<F: Frame + EbpfContext>(
+    frame: &F,
+    ip: &Ip,
+    direction: Direction,
+    now: u64,
+    config: &Config,
+) -> (Action, u32) {
     let chain = Chain::of(direction);
     // A later fragment has no headers to judge it by, and an absurd one belongs to no
     // datagram: neither goes the long way. A block stops them, as it stops everything;
@@ -266,6 +278,15 @@ fn judge(frame: &impl Frame, ip: &Ip, direction: Direction, now: u64, config: &C
         && let Some(l4) = &l4
         && let Some(counter) = established(ip, peer, l4, direction, now, config)
     {
+        // `[dns] learn`: an answer of the host's resolvers, whole, is held for `serve`.
+        if direction == Direction::In
+            && config.flags & CONFIG_LEARN_DNS != 0
+            && let L4::Udp { src_port: DNS_PORT, .. } = *l4
+            && ip.more == 0
+            && let Some(flow) = conntrack::flow_key(direction, peer, ip.protocol, l4)
+        {
+            return (dns::hold(frame, &flow, now), counter);
+        }
         return (Action::Pass, counter);
     }
 

@@ -15,6 +15,8 @@ mod chain;
 #[cfg(target_arch = "bpf")]
 mod conntrack;
 #[cfg(target_arch = "bpf")]
+mod dns;
+#[cfg(target_arch = "bpf")]
 mod fragments;
 #[cfg(target_arch = "bpf")]
 mod maps;
@@ -35,7 +37,7 @@ mod programs {
         macros::{classifier, xdp},
         programs::{TcContext, XdpContext},
     };
-    use firewall_common::{DROP_EVENT_BYTES, Direction, NO_SOCKET_UID};
+    use firewall_common::{DNS_ANSWER_BYTES, DROP_EVENT_BYTES, Direction, NO_SOCKET_UID};
 
     use crate::{
         chain::{Action, filter},
@@ -66,6 +68,11 @@ mod programs {
             unsafe { bpf_xdp_load_bytes(self.ctx, 0, head.cast(), len) == 0 }
         }
         #[inline(always)]
+        fn copy_frame(&self, to: *mut [u8; DNS_ANSWER_BYTES], len: u32) -> bool {
+            // SAFETY: as `copy_head`'s: `to` holds DNS_ANSWER_BYTES ≥ `len` bytes.
+            unsafe { bpf_xdp_load_bytes(self.ctx, 0, to.cast(), len) == 0 }
+        }
+        #[inline(always)]
         fn socket_uid(&self) -> u32 {
             // A received frame has no socket yet.
             NO_SOCKET_UID
@@ -91,6 +98,11 @@ mod programs {
             unsafe { bpf_skb_load_bytes(self.skb.skb.cast(), 0, head.cast(), len) == 0 }
         }
         #[inline(always)]
+        fn copy_frame(&self, _to: *mut [u8; DNS_ANSWER_BYTES], _len: u32) -> bool {
+            // Egress holds no answer (see crate::dns).
+            false
+        }
+        #[inline(always)]
         fn socket_uid(&self) -> u32 {
             // SAFETY: the program's own context. The helper reports the overflow uid
             // (NO_SOCKET_UID) for a frame without a full socket.
@@ -104,8 +116,9 @@ mod programs {
     #[xdp(frags)]
     pub fn firewall_ingress(ctx: XdpContext) -> u32 {
         match filter(&ctx, Direction::In) {
-            Action::Pass => xdp_action::XDP_PASS,
-            Action::Drop => xdp_action::XDP_DROP,
+            Action::Pass | Action::Released => xdp_action::XDP_PASS,
+            // A held DNS answer is `serve`'s to hand back (see crate::dns).
+            Action::Drop | Action::Held => xdp_action::XDP_DROP,
         }
     }
 
@@ -121,7 +134,8 @@ mod programs {
             let _ = ctx.pull_data(core::cmp::min(ctx.len(), HEADROOM));
         }
         match filter(&ctx, Direction::Out) {
-            Action::Pass => TC_ACT_OK as i32,
+            // Egress holds no DNS answer.
+            Action::Pass | Action::Released | Action::Held => TC_ACT_OK as i32,
             Action::Drop => TC_ACT_SHOT as i32,
         }
     }

@@ -8,11 +8,12 @@ use aya_ebpf::{
 };
 use firewall_common::{
     ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, BlockEntry,
-    CONNTRACK_DEFAULT_ENTRIES, Config, Counter, DROP_EVENTS_BYTES, FLOW_STATS_ENTRIES, FLOWS_ENDED_ENTRIES,
-    FRAGMENTS_ENTRIES, Flow, FlowKey, FragmentKey, FragmentedDatagram, HALF_OPEN_DEFAULT_ENTRIES,
-    MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, MAX_HOST_ADDRESSES, MAX_LISTED, MAX_RULE_UIDS, MAX_RULES,
-    PER_SOURCE_BUCKETS_ENTRIES, PER_SOURCE_CONNECTIONS_ENTRIES, PORT_INTERVALS_ENTRIES, PerSourceLimit,
-    RuleUid, SourceConnections, SourceKey, TOKEN_BUCKETS_ENTRIES, TokenBucket,
+    CONNTRACK_DEFAULT_ENTRIES, Config, Counter, DNS_ANSWERS_BYTES, DNS_RELEASED_ENTRIES, DROP_EVENTS_BYTES,
+    FLOW_STATS_ENTRIES, FLOWS_ENDED_ENTRIES, FRAGMENTS_ENTRIES, Flow, FlowKey, FragmentKey,
+    FragmentedDatagram, HALF_OPEN_DEFAULT_ENTRIES, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS,
+    MAX_HOST_ADDRESSES, MAX_LISTED, MAX_RULE_UIDS, MAX_RULES, PER_SOURCE_BUCKETS_ENTRIES,
+    PER_SOURCE_CONNECTIONS_ENTRIES, PORT_INTERVALS_ENTRIES, PerSourceLimit, ReleasedKey, RuleUid,
+    SourceConnections, SourceKey, TOKEN_BUCKETS_ENTRIES, TokenBucket,
 };
 
 /// `CONFIG[0]`: the host's address, timeouts, and whether the policy is in force.
@@ -167,3 +168,21 @@ pub static HOST_ADDRESSES: HashMap<Addr, u32> = HashMap::with_max_entries(MAX_HO
 /// `CONFIG_HAS_RANGES`.
 #[map]
 pub static PORT_INTERVALS: Array<u64> = Array::with_max_entries(PORT_INTERVALS_ENTRIES, 0);
+
+/// `[dns] learn`: the DNS answers held for `firewall serve` (`firewall_common::DnsAnswer`),
+/// which learns the names' addresses from them and hands them back (see crate::dns). One
+/// ring for all CPUs, pinned so that `serve`, another process, reads it.
+#[map]
+pub static DNS_ANSWERS: RingBuf = RingBuf::with_byte_size(DNS_ANSWERS_BYTES, 0);
+
+/// `DNS_LISTENER[0]`: until when (`CLOCK_MONOTONIC_COARSE` ns) `firewall serve` takes the
+/// held answers. It moves the deadline on every second; a `serve` stopped, or stuck, lets
+/// it pass, and answers then pass unheld.
+#[map]
+pub static DNS_LISTENER: Array<u64> = Array::with_max_entries(1, 0);
+
+/// The answers `firewall serve` handed back, until their second pass (generic XDP meets
+/// them again in the stack): by flow and length, each until its deadline. LRU: a marker
+/// no pass took (native XDP's answers never come back) is forgotten.
+#[map]
+pub static DNS_RELEASED: LruHashMap<ReleasedKey, u64> = LruHashMap::with_max_entries(DNS_RELEASED_ENTRIES, 0);

@@ -33,6 +33,9 @@ pub trait Frame {
     /// program type's helper; false if the frame is shorter. A pointer, not a reference:
     /// `head` is a ring record not yet written.
     fn copy_head(&self, head: *mut [u8; firewall_common::DROP_EVENT_BYTES], len: u32) -> bool;
+    /// Copies the whole frame, `len` bytes (1 to `DNS_ANSWER_BYTES`), to `to`, as
+    /// `copy_head` does: a DNS answer held (ingress alone holds them).
+    fn copy_frame(&self, to: *mut [u8; firewall_common::DNS_ANSWER_BYTES], len: u32) -> bool;
     /// The uid of the socket that sent the frame (egress), or
     /// `firewall_common::NO_SOCKET_UID` for a frame of no socket of its own (and every
     /// frame XDP sees).

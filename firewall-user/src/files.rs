@@ -200,6 +200,19 @@ pub fn append_private(path: &Path) -> Result<File> {
     Ok(file)
 }
 
+/// Opens `path`, a lock file whose `flock` one process at a time holds: created 0600 if
+/// missing, never through a symbolic link, never truncated.
+pub fn open_lock(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
 /// Makes the directory `dir` and those above it up to `root` (each 0700 as it is made),
 /// and tightens to 0700 those of them that exist looser (made by an older version).
 /// Directories above `root` are not ours and are left alone (all but `dir` itself, when

@@ -57,6 +57,10 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub static BENCH_BASELINE_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench_baseline"));
 
+/// The XDP program `serve` hands a held DNS answer back to the interface with (see
+/// `serve::learning`), an object of its own as the baseline's is.
+pub static DNS_RELEASE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dns_release"));
+
 /// An error and its causes on one line, joined by ": ": `reading x: No such file or
 /// directory (os error 2)`. This crate's errors never print their cause in their own
 /// message (it is their `source`), so the chain says each once. Some of aya's do print it

@@ -21,9 +21,9 @@ use firewall_common::{
     ALLOW_CONNECTIONS_SHIFT, ALLOW_KEY_SERVICE_BITS, ALLOW_LIMITED, ALLOW_LOG, ALLOW_ONE_WAY, ALLOW_OWNER,
     ALLOW_PER_SOURCE, ALLOW_RELATED, ALLOW_TRAP, ANTISPOOF_COUNTER_BASE, ANY_PEER, Addr, AllowKey,
     AllowValue, Builtin, CONFIG_BLOCKS_OFFENDERS, CONFIG_DHCP, CONFIG_HAS_BLOCKS, CONFIG_HAS_PREFIXES,
-    CONFIG_HAS_RANGES, CONFIG_IPV6, CONFIG_MORE_ADDRESSES, CONFIG_READY, CONFIG_TCP_STRICT, Config, Line,
-    MAX_ANTISPOOF, MAX_RULES, PerSourceLimit, RuleUid, TokenBucket, allow_connections, rule_counter,
-    v4_mapped,
+    CONFIG_HAS_RANGES, CONFIG_IPV6, CONFIG_LEARN_DNS, CONFIG_MORE_ADDRESSES, CONFIG_READY, CONFIG_TCP_STRICT,
+    Config, Line, MAX_ANTISPOOF, MAX_RULES, PerSourceLimit, RuleUid, TokenBucket, allow_connections,
+    rule_counter, v4_mapped,
 };
 use serde::{Deserialize, Serialize};
 
@@ -286,6 +286,7 @@ fn config(policy: &Policy) -> Config {
             | if policy.address6.is_some() { CONFIG_IPV6 } else { 0 }
             | if policy.dhcp { CONFIG_DHCP } else { 0 }
             | if policy.conntrack.tcp_loose { 0 } else { CONFIG_TCP_STRICT }
+            | if policy.dns.learn && !policy.names().is_empty() { CONFIG_LEARN_DNS } else { 0 }
             | if policy.more_addresses.is_empty() && policy.more_addresses6.is_empty() {
                 0
             } else {

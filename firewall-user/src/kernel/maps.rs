@@ -16,15 +16,16 @@ use aya::{
 use firewall_common::{
     ALLOW_ONE_WAY, ALLOW_PREFIX_ENTRIES, ALLOW_TRAP, Addr, AllowKey, AllowValue, BLOCK_COUNTER_BASE,
     BlockEntry, CONFIG_AUDIT, CONFIG_HAS_RANGES, CONFIG_LIVE_FLAGS, CONFIG_MORE_ADDRESSES, Config, Counter,
-    DROP_EVENTS_BYTES, Direction, FLOW_STATS_ENTRIES, FLOWS_ENDED_ENTRIES, FRAGMENTS_ENTRIES, Flow, FlowKey,
-    FlowTable, FragmentKey, FragmentedDatagram, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT,
-    MAP_ALLOW_PREFIX, MAP_ANTISPOOF_DST, MAP_ANTISPOOF_SRC, MAP_BLOCK_LISTS, MAP_BLOCKLIST, MAP_CONFIG,
-    MAP_CONNTRACK, MAP_COUNTERS, MAP_DROP_EVENTS, MAP_FLOW_STATS, MAP_FLOWS_ENDED, MAP_FRAGMENTS,
-    MAP_HALF_OPEN, MAP_HOST_ADDRESSES, MAP_LIST_DEADLINES, MAP_PER_SOURCE_BUCKETS,
+    DNS_ANSWERS_BYTES, DNS_RELEASED_ENTRIES, DROP_EVENTS_BYTES, Direction, FLOW_STATS_ENTRIES,
+    FLOWS_ENDED_ENTRIES, FRAGMENTS_ENTRIES, Flow, FlowKey, FlowTable, FragmentKey, FragmentedDatagram,
+    ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT, MAP_ALLOW_PREFIX, MAP_ANTISPOOF_DST,
+    MAP_ANTISPOOF_SRC, MAP_BLOCK_LISTS, MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS,
+    MAP_DNS_ANSWERS, MAP_DNS_LISTENER, MAP_DNS_RELEASED, MAP_DROP_EVENTS, MAP_FLOW_STATS, MAP_FLOWS_ENDED,
+    MAP_FRAGMENTS, MAP_HALF_OPEN, MAP_HOST_ADDRESSES, MAP_LIST_DEADLINES, MAP_PER_SOURCE_BUCKETS,
     MAP_PER_SOURCE_CONNECTIONS, MAP_PER_SOURCE_LIMITS, MAP_PORT_INTERVALS, MAP_RULE_UIDS, MAP_TOKEN_BUCKETS,
     MAPS, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, MAX_HOST_ADDRESSES, MAX_LISTED, MAX_RULES, PROTO_ICMP,
-    PROTO_ICMPV6, PerSourceLimit, RuleUid, SourceConnections, SourceKey, TOKEN_BUCKETS_ENTRIES, TokenBucket,
-    block_counter, flows_inserted, flows_removed,
+    PROTO_ICMPV6, PerSourceLimit, ReleasedKey, RuleUid, SourceConnections, SourceKey, TOKEN_BUCKETS_ENTRIES,
+    TokenBucket, block_counter, flows_inserted, flows_removed,
 };
 
 use crate::{
@@ -126,6 +127,9 @@ fn layout(name: &str) -> Layout {
         MAP_LIST_DEADLINES => (4, size_of::<u64>(), Some(MAX_BLOCKED)),
         // A ring buffer has neither keys nor values; its size is in bytes.
         MAP_DROP_EVENTS => (0, 0, Some(DROP_EVENTS_BYTES)),
+        MAP_DNS_ANSWERS => (0, 0, Some(DNS_ANSWERS_BYTES)),
+        MAP_DNS_LISTENER => (4, size_of::<u64>(), Some(1)),
+        MAP_DNS_RELEASED => (size_of::<ReleasedKey>(), size_of::<u64>(), Some(DNS_RELEASED_ENTRIES)),
         MAP_FRAGMENTS => (size_of::<FragmentKey>(), size_of::<FragmentedDatagram>(), Some(FRAGMENTS_ENTRIES)),
         MAP_HOST_ADDRESSES => (size_of::<Addr>(), size_of::<u32>(), Some(MAX_HOST_ADDRESSES)),
         MAP_PORT_INTERVALS => (4, size_of::<u64>(), None),
@@ -150,8 +154,9 @@ fn layout(name: &str) -> Layout {
 /// ([`MapsError::NoOwnerMatch`]); `PER_SOURCE_CONNECTIONS` for one with
 /// `per_source.connections` ([`MapsError::NoConnectionLimits`]); `BLOCK_LISTS` for a
 /// named list ([`MapsError::NoBlockLists`]); `LIST_DEADLINES` for a list with `--for`
-/// ([`MapsError::NoListExpiry`]).
-const MAPS_ADDED_LATER: [&str; 9] = [
+/// ([`MapsError::NoListExpiry`]). The `DNS_*` maps: `serve` learns no name from the
+/// answers of a filter without them.
+const MAPS_ADDED_LATER: [&str; 12] = [
     MAP_FRAGMENTS,
     MAP_HOST_ADDRESSES,
     MAP_PORT_INTERVALS,
@@ -161,6 +166,9 @@ const MAPS_ADDED_LATER: [&str; 9] = [
     MAP_PER_SOURCE_CONNECTIONS,
     MAP_BLOCK_LISTS,
     MAP_LIST_DEADLINES,
+    MAP_DNS_ANSWERS,
+    MAP_DNS_LISTENER,
+    MAP_DNS_RELEASED,
 ];
 
 /// Refuses pinned maps whose layout is not this firewall's, and a live filter without one

@@ -13,7 +13,7 @@
 //! up after [`LOCK_WAIT`].
 use std::{
     fs, io,
-    os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -449,15 +449,7 @@ impl Pins {
         files::private_dir(&self.state, Path::new(STATE_ROOT))?;
         // An older version's lock, which a stranger may hold: unused from now on.
         let _ = fs::remove_file(self.state.join(OLD_LOCK));
-        let file = match fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)
-        {
+        let file = match files::open_lock(path) {
             Ok(file) => file,
             // The directory went (`down`) between its making and the open: again.
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),

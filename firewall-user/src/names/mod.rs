@@ -16,14 +16,21 @@
 //! - this file: the record of each name, what it holds at a time, and the rules given
 //!   their names' addresses;
 //! - `resolve`: the names asked, all at once, of the host's resolvers (hickory-resolver),
-//!   with their answers' TTLs.
+//!   with their answers' TTLs;
+//! - `learn`: `[dns] learn`, what an answer the filter held for `serve` says of the
+//!   names (the host's own resolvers answered one of its programs), and its frame made
+//!   ready to hand back.
+mod learn;
 mod resolve;
 
 use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-pub use self::resolve::{Answer, ask as ask_async, resolve};
+pub use self::{
+    learn::{Checksum, Learned, check_checksum, read as read_answer},
+    resolve::{Answer, ask as ask_async, resolve},
+};
 use crate::{
     files::{self, Perms},
     kernel::{
@@ -83,11 +90,31 @@ pub struct HeldAddress {
     /// in one).
     pub in_answer: bool,
     /// Out of the answers, until when it is held: the first answer without it and
-    /// `[dns] grace`, as the policy said then (0 while answers have it).
+    /// `[dns] grace`, as the policy said then (0 while answers have it); for one learned,
+    /// its answer's TTL and the grace.
     pub until: u64,
+    /// Whether it was learned from an answer the host's resolvers sent it (`[dns] learn`),
+    /// and not in the name's own answer since.
+    #[serde(default)]
+    pub learned: bool,
 }
 
 impl NameRecord {
+    /// After an answer: forgets the addresses held no longer, then, past the cap, those
+    /// heard of longest ago (of two heard of at once, the one out of the name's answer);
+    /// how what it holds changed from `before`.
+    fn keep(&mut self, before: &[IpAddr], now: u64, dns: &Dns) -> Change {
+        self.addresses.retain(|a| a.in_answer || now < a.until);
+        self.addresses.sort_by_key(|a| std::cmp::Reverse((a.answered_at, a.in_answer, a.until)));
+        self.addresses.truncate(dns.max_addresses);
+        self.addresses.sort_by_key(|a| a.addr);
+        let after: Vec<IpAddr> = self.held(now).map(|a| a.addr).collect();
+        Change {
+            added: after.iter().filter(|a| !before.contains(a)).copied().collect(),
+            removed: before.iter().filter(|a| !after.contains(a)).copied().collect(),
+        }
+    }
+
     /// Whether `held` is in the name's last answer.
     pub fn answered(&self, held: &HeldAddress) -> bool {
         held.in_answer
@@ -168,6 +195,8 @@ impl Names {
                         }
                         held.answered_at = now;
                         held.in_answer = true;
+                        held.learned = false;
+                        held.until = 0;
                     } else if held.in_answer {
                         // It leaves now: held for the grace the policy gives now.
                         held.until = now.saturating_add(grace);
@@ -176,24 +205,60 @@ impl Names {
                 }
                 for addr in answered {
                     if !record.addresses.iter().any(|a| a.addr == addr) {
-                        let held =
-                            HeldAddress { addr, since: now, answered_at: now, in_answer: true, until: 0 };
+                        let held = HeldAddress {
+                            addr,
+                            since: now,
+                            answered_at: now,
+                            in_answer: true,
+                            until: 0,
+                            learned: false,
+                        };
                         record.addresses.push(held);
                     }
                 }
             }
         }
-        // Those held no longer are forgotten; then, past the cap, those out of the answer
-        // longest go first.
-        record.addresses.retain(|a| a.in_answer || now < a.until);
-        record.addresses.sort_by_key(|a| std::cmp::Reverse((a.in_answer, a.answered_at, a.until)));
-        record.addresses.truncate(dns.max_addresses);
-        record.addresses.sort_by_key(|a| a.addr);
-        let after: Vec<IpAddr> = record.held(now).map(|a| a.addr).collect();
-        Change {
-            added: after.iter().filter(|a| !before.contains(a)).copied().collect(),
-            removed: before.iter().filter(|a| !after.contains(a)).copied().collect(),
+        record.keep(&before, now, dns)
+    }
+
+    /// Records what the host's own resolvers answered one of its programs for `name` at
+    /// `now` (`[dns] learn`): `addrs`, valid for `ttl` seconds. Each is held until the
+    /// answer expires and `[dns] grace` after, as one that left the name's answer is: a
+    /// CDN answers each client its own, so `serve`'s asking may never give it. The
+    /// name's own answer, and when it is asked again, stay as they were.
+    pub fn learn(&mut self, name: &str, addrs: &[IpAddr], ttl: u32, now: u64, dns: &Dns) -> Change {
+        let record = self.names.entry(name.to_owned()).or_default();
+        let before: Vec<IpAddr> = record.held(now).map(|a| a.addr).collect();
+        let until = now.saturating_add(u64::from(ttl)).saturating_add(dns.grace.as_secs());
+        let mut learned: Vec<IpAddr> = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            if !learned.contains(addr) && learned.len() < dns.max_addresses {
+                learned.push(*addr);
+            }
         }
+        for addr in learned {
+            match record.addresses.iter_mut().find(|a| a.addr == addr) {
+                Some(held) => {
+                    if !held.in_answer && now >= held.until {
+                        held.since = now;
+                    }
+                    held.answered_at = now;
+                    if !held.in_answer {
+                        held.until = held.until.max(until);
+                        held.learned = true;
+                    }
+                }
+                None => record.addresses.push(HeldAddress {
+                    addr,
+                    since: now,
+                    answered_at: now,
+                    in_answer: false,
+                    until,
+                    learned: true,
+                }),
+            }
+        }
+        record.keep(&before, now, dns)
     }
 
     /// What each of `names` holds at `now` (sorted); a name never answered holds nothing.
@@ -306,25 +371,57 @@ pub struct Asked {
 /// filter `lock` is for; the names `policy` has no longer are forgotten.
 pub fn ask(lock: &StateLock, policy: &Policy, names: &[&str], now: u64) -> Result<Vec<Asked>, PinsError> {
     let answers = if names.is_empty() { Vec::new() } else { resolve(names) };
-    record_answers(lock, policy, answers, now)
+    record_heard(lock, policy, Heard::Asked(answers), now)
 }
 
-/// Records `answers` (see [`resolve`]) in the record of the filter `lock` is for, with
-/// `policy`'s `[dns]`; the names `policy` has no longer are forgotten.
-pub fn record_answers(
+/// What was heard of the names.
+#[derive(Clone, Debug)]
+pub enum Heard {
+    /// The answers to asking them (see [`resolve`]): those due, in `serve`.
+    Asked(Vec<(String, Answer)>),
+    /// The answers the host's resolvers sent its programs, held by the filter for
+    /// `serve` (`[dns] learn`); each teaches the names of the policy's it answers.
+    Learned(Vec<Learned>),
+}
+
+/// Records what was `heard` in the record of the filter `lock` is for, with `policy`'s
+/// `[dns]`; the names `policy` has no longer are forgotten. A learned answer is told as
+/// an [`Asked`] for each of the policy's names it answers.
+pub fn record_heard(
     lock: &StateLock,
     policy: &Policy,
-    answers: Vec<(String, Answer)>,
+    heard: Heard,
     now: u64,
 ) -> Result<Vec<Asked>, PinsError> {
+    let names = policy.names();
     let mut record = Names::load(lock.pins());
     let before = record.clone();
-    record.retain(&policy.names());
+    record.retain(&names);
     record.prune(now);
+    let answers: Vec<(String, Answer, Change)> = match heard {
+        Heard::Asked(answers) => answers
+            .into_iter()
+            .map(|(name, answer)| {
+                let change = record.record(&name, &answer, now, &policy.dns);
+                (name, answer, change)
+            })
+            .collect(),
+        Heard::Learned(learned) => learned
+            .into_iter()
+            .flat_map(|l| {
+                let watched: Vec<String> =
+                    l.names.into_iter().filter(|n| names.contains(&n.as_str())).collect();
+                watched.into_iter().map(move |name| (name, l.addrs.clone(), l.ttl))
+            })
+            .map(|(name, addrs, ttl)| {
+                let change = record.learn(&name, &addrs, ttl, now, &policy.dns);
+                (name, Answer::Addresses { addrs, ttl }, change)
+            })
+            .collect(),
+    };
     let asked = answers
         .into_iter()
-        .map(|(name, answer)| {
-            let change = record.record(&name, &answer, now, &policy.dns);
+        .map(|(name, answer, change)| {
             let of = &record.names[&name];
             Asked { held: of.held(now).count(), over_cap: of.over_cap, name, answer, change }
         })
@@ -335,20 +432,17 @@ pub fn record_answers(
     Ok(asked)
 }
 
-/// Records `answers` (those of the names that were due; none when only an address's
-/// grace ended) for the filter on `filter`, then, if what the policy in force's names hold
-/// now differs from what the maps hold, applies that policy again as `reload` applies it:
-/// new addresses in before old ones out, flows and counters kept. What `serve` does each
-/// time a name's TTL runs out. The maps' changes, if they changed.
-pub fn settle(
-    filter: &Filter,
-    answers: Vec<(String, Answer)>,
-    now: u64,
-) -> Result<(Vec<Asked>, Option<Applied>), LiveError> {
+/// Records what was `heard` (the answers of the names that were due, none when only an
+/// address's grace ended; or what the filter held) for the filter on `filter`, then, if
+/// what the policy in force's names hold now differs from what the maps hold, applies that
+/// policy again as `reload` applies it: new addresses in before old ones out, flows and
+/// counters kept. What `serve` does each time a name's TTL runs out, and with each answer
+/// the filter holds for it. The maps' changes, if they changed.
+pub fn settle(filter: &Filter, heard: Heard, now: u64) -> Result<(Vec<Asked>, Option<Applied>), LiveError> {
     let lock = filter.lock()?;
     let pins = lock.pins();
     let policy = pins.policy()?;
-    let asked = record_answers(&lock, &policy, answers, now)?;
+    let asked = record_heard(&lock, &policy, heard, now)?;
     let state = pins.live_state()?;
     let held = Names::load(pins).held(&policy.names(), now);
     if state.applied_with.names.as_ref() == Some(&held) {
@@ -416,7 +510,7 @@ mod tests {
 
     #[test]
     fn an_address_out_of_the_answer_is_held_for_the_grace_then_dropped() {
-        let dns = Dns { grace: Duration::from_secs(60), max_addresses: 8 };
+        let dns = Dns { grace: Duration::from_secs(60), max_addresses: 8, learn: true };
         let mut names = Names::default();
         let change = names.record("a.example", &answer(&[1, 2], 30), 1000, &dns);
         assert_eq!(change.added, vec![V4(1), V4(2)]);
@@ -442,7 +536,7 @@ mod tests {
 
     #[test]
     fn two_answers_in_one_second_are_told_apart() {
-        let dns = Dns { grace: Duration::from_secs(60), max_addresses: 8 };
+        let dns = Dns { grace: Duration::from_secs(60), max_addresses: 8, learn: true };
         let mut names = Names::default();
         names.record("a.example", &answer(&[1, 2], 30), 1000, &dns);
         names.record("a.example", &answer(&[2], 30), 1000, &dns);
@@ -453,7 +547,7 @@ mod tests {
 
     #[test]
     fn a_failure_keeps_what_the_name_held_and_is_retried_soon() {
-        let dns = Dns { grace: Duration::from_secs(60), max_addresses: 8 };
+        let dns = Dns { grace: Duration::from_secs(60), max_addresses: 8, learn: true };
         let mut names = Names::default();
         names.record("a.example", &answer(&[1], 300), 1000, &dns);
         let change = names.record("a.example", &Answer::Failed("request timed out".into()), 1300, &dns);
@@ -469,8 +563,33 @@ mod tests {
     }
 
     #[test]
+    fn an_address_learned_is_held_for_its_ttl_and_the_grace_whatever_the_names_own_answer() {
+        let dns = Dns { grace: Duration::from_secs(60), max_addresses: 3, learn: true };
+        let mut names = Names::default();
+        names.record("a.example", &answer(&[1], 300), 1000, &dns);
+        // The host's resolver gave one of its programs 9: a CDN's answer of its own.
+        let change = names.learn("a.example", &[V4(9), V4(1)], 20, 1010, &dns);
+        assert_eq!((change.added, change.removed), (vec![V4(9)], vec![]));
+        let record = &names.names["a.example"];
+        let nine = record.addresses.iter().find(|a| a.addr == V4(9)).unwrap();
+        assert!(nine.learned && !nine.in_answer && nine.until == 1010 + 20 + 60, "{nine:?}");
+        assert_eq!(record.due_at, 1300, "the name's own asking is as it was");
+        // Its own answer, without 9, leaves it as it was; with it, it is answered.
+        names.record("a.example", &answer(&[1], 300), 1020, &dns);
+        assert_eq!(held(&names, 1089), vec![V4(1), V4(9)]);
+        assert_eq!(held(&names, 1090), vec![V4(1)]);
+        names.learn("a.example", &[V4(9)], 20, 1100, &dns);
+        names.record("a.example", &answer(&[1, 9], 300), 1101, &dns);
+        let nine = names.names["a.example"].addresses.iter().find(|a| a.addr == V4(9)).unwrap();
+        assert!(nine.in_answer && !nine.learned, "{nine:?}");
+        // Past the cap, the addresses heard of last stay: learned ones too.
+        names.learn("a.example", &[V4(7), V4(8)], 20, 1200, &dns);
+        assert_eq!(held(&names, 1200), vec![V4(1), V4(7), V4(8)]);
+    }
+
+    #[test]
     fn a_name_holds_at_most_max_addresses_the_longest_gone_first() {
-        let dns = Dns { grace: Duration::from_secs(600), max_addresses: 3 };
+        let dns = Dns { grace: Duration::from_secs(600), max_addresses: 3, learn: true };
         let mut names = Names::default();
         names.record("a.example", &answer(&[1, 2, 3, 4, 5], 30), 1000, &dns);
         assert_eq!(held(&names, 1000), vec![V4(1), V4(2), V4(3)], "the answer's first three");

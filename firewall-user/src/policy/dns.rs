@@ -17,7 +17,7 @@ pub(super) fn validate_dns(raw: Option<RawDns>) -> Result<Dns, Located> {
             return Err((n.span().start, format!("max_addresses must be between 1 and {MAX_ADDRESSES}")));
         }
     };
-    Ok(Dns { grace: duration_or(raw.grace, d.grace)?, max_addresses })
+    Ok(Dns { grace: duration_or(raw.grace, d.grace)?, max_addresses, learn: raw.learn.unwrap_or(d.learn) })
 }
 
 /// Whether `text` is a DNS name a peer may be written as: a fully qualified host name,
@@ -41,7 +41,7 @@ pub fn is_dns_name(text: &str) -> bool {
 }
 
 /// `text` as a peer name is kept: lower case, without its final dot.
-pub(super) fn canonical_name(text: &str) -> String {
+pub fn canonical_name(text: &str) -> String {
     text.strip_suffix('.').unwrap_or(text).to_ascii_lowercase()
 }
 

@@ -48,7 +48,7 @@ pub use self::{
     },
     conntrack::{duration_text, parse_duration},
     diff::{PolicyDiff, RuleChange},
-    dns::is_dns_name,
+    dns::{canonical_name, is_dns_name},
     host::may_be_host_address,
     prefix::{Prefix, PrefixError, from_addr, to_addr},
     raw::schema,
@@ -334,11 +334,15 @@ pub struct Dns {
     /// The most addresses one name may hold at once (default 64): a CDN's name, answered
     /// differently each time, would otherwise gather addresses for as long as `grace`.
     pub max_addresses: usize,
+    /// Whether `firewall serve` learns the names' addresses from the answers the host's
+    /// own resolvers send it too (default true), before the program that asked reads them:
+    /// the addresses a CDN gave this host, admitted before its first connection.
+    pub learn: bool,
 }
 
 impl Default for Dns {
     fn default() -> Dns {
-        Dns { grace: Duration::from_secs(3600), max_addresses: 64 }
+        Dns { grace: Duration::from_secs(3600), max_addresses: 64, learn: true }
     }
 }
 

@@ -147,6 +147,9 @@ pub(super) struct RawDns {
     /// The most addresses one name may hold at once (default 64).
     #[schemars(with = "Option<i64>", range(min = 1, max = 4096))]
     pub(super) max_addresses: Option<Spanned<i64>>,
+    /// Whether `firewall serve` learns the names' addresses from the answers the host's
+    /// resolvers send it too (default true).
+    pub(super) learn: Option<bool>,
 }
 
 /// One string, or a list whose entries keep their own positions for error messages (which

@@ -10,8 +10,10 @@
 //! At most [`MAX_CONNECTIONS`] connections are open at once, [`MAX_PER_CLIENT`] from one
 //! address: past that a connection is closed as soon as it is accepted, and counted, so
 //! that no client can run the process out of descriptors or keep Prometheus out.
-//! Long-running work is one of `run`'s `Tasks` (HTTP, and with `--log-drops` the kernel's
-//! drop events, see [`crate::view::drops`]), and every gauge of one series read from a
+//! Long-running work is one of `run`'s `Tasks` (HTTP; with `--log-drops` the kernel's
+//! drop events, see [`crate::view::drops`]; the peers written as DNS names, followed
+//! (`follow_names`) and learned from the answers the filter holds for it (`learning`)),
+//! and every gauge of one series read from a
 //! snapshot is emitted in `gauges` (the maps' memory, a series a map, beside them).
 use std::{
     collections::HashMap,
@@ -21,6 +23,8 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
+
+mod learning;
 
 use firewall_common::Line;
 use http_body_util::Full;
@@ -54,7 +58,7 @@ use tokio::{
 use crate::{
     compile::{LineKind, chain_name},
     kernel::Filter,
-    names::Names,
+    names::{Heard, Names},
     ops::{self, Apply, LiveError},
     view::{
         drops,
@@ -145,6 +149,10 @@ struct Reloads {
     drop_events: Counter,
     /// Connections closed at once: over [`MAX_CONNECTIONS`] or [`MAX_PER_CLIENT`].
     connections_refused: Counter,
+    /// DNS answers the filter held for `serve` (`[dns] learn`), all handed back.
+    dns_answers_held: Counter,
+    /// Those that taught one of the policy's names an address its own answer lacks.
+    dns_answers_learned: Counter,
 }
 
 /// What the tasks share.
@@ -212,6 +220,7 @@ async fn run(
         tasks.spawn("reading drop events", drop_events(shared.clone(), rate));
     }
     tasks.spawn("following DNS names", follow_names(shared.clone()));
+    tasks.spawn("learning from DNS answers", learning::learn_from_answers(shared.clone()));
 
     eprintln!(
         "firewall serve: metrics at http://{bound}/metrics for the filter on {}; SIGHUP reloads {}",
@@ -317,7 +326,7 @@ async fn follow_names(shared: Arc<Shared>) -> Task {
         let task = shared.clone();
         let done = tokio::task::spawn_blocking(move || {
             let _busy = task.busy.lock().unwrap_or_else(PoisonError::into_inner);
-            crate::names::settle(&Filter::open(Some(&task.iface))?, answers, crate::unix_now())
+            crate::names::settle(&Filter::open(Some(&task.iface))?, Heard::Asked(answers), crate::unix_now())
         })
         .await;
         // However the round went, the next is at least this far off.
@@ -565,6 +574,16 @@ fn exposition(
         "firewall_serve_connections_refused",
         "Connections closed as soon as accepted: 128 were open, or 8 from that client address",
         reloads.connections_refused.clone(),
+    );
+    registry.register(
+        "firewall_dns_answers_held",
+        "DNS answers the filter held for serve to learn from ([dns] learn), each handed back",
+        reloads.dns_answers_held.clone(),
+    );
+    registry.register(
+        "firewall_dns_answers_learned",
+        "Held DNS answers that taught a name of the policy an address its own answer lacks",
+        reloads.dns_answers_learned.clone(),
     );
     registry.register_collector(Box::new(SnapshotMetrics { snapshot, iface: iface.to_owned() }));
     let mut out = String::new();

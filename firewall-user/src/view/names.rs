@@ -38,8 +38,11 @@ pub struct NameAddress {
     pub addr: IpAddr,
     /// Seconds the name has held it.
     pub age_secs: u64,
-    /// Whether its last answer has it; if not, it stays for `[dns] grace`:
+    /// Whether its last answer has it; if not, it stays for `[dns] grace` (one learned, for
+    /// its answer's TTL and the grace):
     pub answered: bool,
+    /// Whether it was learned from an answer the host's resolvers sent it (`[dns] learn`).
+    pub learned: bool,
     /// seconds more.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leaves_in_secs: Option<u64>,
@@ -67,6 +70,7 @@ pub fn views(policy: &Policy, record: &Names, now: u64) -> Vec<NameView> {
                         addr: a.addr,
                         age_secs: now.saturating_sub(a.since),
                         answered,
+                        learned: a.learned,
                         leaves_in_secs: (!answered).then(|| a.until.saturating_sub(now)),
                     }
                 })
@@ -87,7 +91,8 @@ pub fn views(policy: &Policy, record: &Names, now: u64) -> Vec<NameView> {
 }
 
 /// `list`'s line for a name: `name svc.example.org (rule web): 203.0.113.7 for 2m,
-/// 203.0.113.8 for 40s leaving in 59m; TTL 60s, asked 3s ago`.
+/// 203.0.113.8 for 40s leaving in 59m, 203.0.113.9 for 5s learned leaving in 1h; TTL 60s,
+/// answered 3s ago`.
 pub fn line(view: &NameView) -> String {
     let rules = match view.rules.as_slice() {
         [one] => format!("rule {one}"),
@@ -98,6 +103,9 @@ pub fn line(view: &NameView) -> String {
     } else {
         let each = view.addresses.iter().map(|a| {
             let mut text = format!("{} for {}", a.addr, human_duration(a.age_secs));
+            if a.learned {
+                text.push_str(" learned");
+            }
             if let Some(left) = a.leaves_in_secs {
                 text.push_str(&format!(" leaving in {}", human_duration(left)));
             }
