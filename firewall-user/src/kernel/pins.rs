@@ -405,6 +405,16 @@ impl Pins {
         }
     }
 
+    /// Whether another process holds the state lock now (a change under way). A look, not
+    /// a promise: the lock may be taken the moment after.
+    pub fn is_locked(&self) -> bool {
+        use nix::fcntl::{Flock, FlockArg};
+        let Ok(file) = files::open_lock(&self.state.join(LOCK)) else {
+            return false;
+        };
+        matches!(Flock::lock(file, FlockArg::LockExclusiveNonblock), Err((_, nix::errno::Errno::EWOULDBLOCK)))
+    }
+
     /// The state directory's lock, which every change holds: waits for another change on
     /// this interface to end, saying so on stderr after a second, for at most `wait`. Makes
     /// the state directory (0700) if there is none, and tightens one an older version left

@@ -4,17 +4,21 @@
 //! The filter holds an answer from UDP port 53 on a tracked flow: the host asked that
 //! resolver, from that port. Only a well-formed response without error, whose checksum
 //! holds, is read: its question's name, the names its CNAMEs lead through, and the A and
-//! AAAA records of those names, valid for the least TTL of the chain.
+//! AAAA records of those names, valid for the least TTL of the chain. And it teaches only
+//! from a resolver the policy names ([`names_resolver`]).
 use std::net::IpAddr;
 
 use etherparse::{NetSlice, SlicedPacket, TransportSlice, checksum::Sum16BitWords};
+use firewall_common::{DNS_PORT, Direction, PROTO_UDP};
 use hickory_proto::{
     op::{Message, MessageType, ResponseCode},
     rr::{Name, RData},
 };
 
+use crate::policy::{Policy, Service};
+
 /// What one held answer says.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Learned {
     /// The names it answers, as a policy writes them (lower case, no final dot): the
     /// question's, then each its CNAMEs lead to.
@@ -23,6 +27,27 @@ pub struct Learned {
     pub addrs: Vec<IpAddr>,
     /// The least TTL of the records that led to them, in seconds.
     pub ttl: u32,
+    /// The resolver that sent it.
+    pub server: IpAddr,
+}
+
+/// Whether `policy` names `server` as a DNS server: an outbound rule for UDP port 53
+/// lists it, as an address or inside a prefix it writes. Not a rule for any peer (nor a
+/// prefix of length 0): with one, a local user could ask a server of theirs about a name
+/// of the policy, and teach it any address.
+pub fn names_resolver(policy: &Policy, server: IpAddr) -> bool {
+    let dns = |s: &Service| match *s {
+        Service::Port { protocol, port } => protocol == PROTO_UDP && port == DNS_PORT,
+        Service::Range { protocol, first, last } => {
+            protocol == PROTO_UDP && (first..=last).contains(&DNS_PORT)
+        }
+        Service::Icmp { .. } => false,
+    };
+    policy
+        .rules
+        .iter()
+        .filter(|rule| rule.direction == Direction::Out && rule.services.iter().any(dns))
+        .any(|rule| rule.peers.iter().any(|p| p.len > 0 && p.contains(server)))
 }
 
 /// The state of a held frame's UDP checksum.
@@ -87,6 +112,10 @@ pub fn read(frame: &[u8]) -> Option<Learned> {
     let Some(TransportSlice::Udp(udp)) = &packet.transport else {
         return None;
     };
+    let server: IpAddr = match packet.net.as_ref()? {
+        NetSlice::Ipv4(ip) => ip.header().source_addr().into(),
+        NetSlice::Ipv6(ip) => ip.header().source_addr().into(),
+    };
     let message = Message::from_vec(udp.payload()).ok()?;
     if message.metadata.message_type != MessageType::Response
         || message.metadata.response_code != ResponseCode::NoError
@@ -129,7 +158,7 @@ pub fn read(frame: &[u8]) -> Option<Learned> {
     if addrs.is_empty() {
         return None;
     }
-    Some(Learned { names: chain.iter().map(policy_name).collect(), addrs, ttl })
+    Some(Learned { names: chain.iter().map(policy_name).collect(), addrs, ttl, server })
 }
 
 /// A DNS name as a policy writes it.
@@ -199,6 +228,22 @@ mod tests {
             "the chain's last name's records alone"
         );
         assert_eq!(learned.ttl, 20);
+        assert_eq!(learned.server, IpAddr::from([192, 0, 2, 53]));
+    }
+
+    #[test]
+    fn only_a_resolver_the_policy_names_teaches() {
+        let policy = |peers: &str| {
+            let text = format!(
+                "[host]\naddress = \"192.0.2.1\"\n[[rule]]\nname = \"dns\"\ndirection = \"out\"\nprotocols = [\"udp\"]\nport = 53\npeers = {peers}\n"
+            );
+            crate::policy::parse(&text, std::path::Path::new("t.toml")).unwrap()
+        };
+        let server = IpAddr::from([192, 0, 2, 53]);
+        assert!(names_resolver(&policy("[\"192.0.2.53\"]"), server));
+        assert!(names_resolver(&policy("[\"192.0.2.0/24\"]"), server));
+        assert!(!names_resolver(&policy("[\"192.0.2.54\"]"), server));
+        assert!(!names_resolver(&policy("\"any\""), server), "any server: a local user's own");
     }
 
     #[test]

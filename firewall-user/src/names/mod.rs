@@ -28,7 +28,7 @@ use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, time::Duration};
 use serde::{Deserialize, Serialize};
 
 pub use self::{
-    learn::{Checksum, Learned, check_checksum, read as read_answer},
+    learn::{Checksum, Learned, check_checksum, names_resolver, read as read_answer},
     resolve::{Answer, ask as ask_async, resolve},
 };
 use crate::{
@@ -380,7 +380,8 @@ pub enum Heard {
     /// The answers to asking them (see [`resolve`]): those due, in `serve`.
     Asked(Vec<(String, Answer)>),
     /// The answers the host's resolvers sent its programs, held by the filter for
-    /// `serve` (`[dns] learn`); each teaches the names of the policy's it answers.
+    /// `serve` (`[dns] learn`); each from a resolver the policy names teaches the names
+    /// of the policy's it answers.
     Learned(Vec<Learned>),
 }
 
@@ -408,6 +409,7 @@ pub fn record_heard(
             .collect(),
         Heard::Learned(learned) => learned
             .into_iter()
+            .filter(|l| names_resolver(policy, l.server))
             .flat_map(|l| {
                 let watched: Vec<String> =
                     l.names.into_iter().filter(|n| names.contains(&n.as_str())).collect();

@@ -6,7 +6,10 @@
 //! does), and the maps have them before the frame goes back to the interface: the program
 //! that asked connects to an address already admitted. Answers of other names go back at
 //! once. However the learning goes, every answer goes back, within [`LEARN_WAIT`]: a
-//! policy applied more slowly goes on in the background.
+//! policy applied more slowly goes on in the background. While a change holds the state
+//! lock (a `reload`, which may itself be waiting for the answer), or `serve` is busy with
+//! one of its own, the answers wait [`LEARN_WAIT_BUSY`] at most, and are learned from
+//! when it is done.
 use std::{
     sync::{Arc, PoisonError},
     time::{Duration, Instant},
@@ -22,6 +25,9 @@ use crate::{
 
 /// The longest an answer waits for its names' addresses to be applied.
 const LEARN_WAIT: Duration = Duration::from_secs(1);
+/// The longest it waits while a change holds the state lock: `serve`'s own round of the
+/// names takes milliseconds, but a `reload` may be waiting for the very answer held.
+const LEARN_WAIT_BUSY: Duration = Duration::from_millis(250);
 /// How often the listener's deadline moves on (see `kernel::held::LISTEN_FOR`), and the
 /// names watched are read again.
 const BEAT: Duration = Duration::from_secs(1);
@@ -163,12 +169,11 @@ async fn learn_while_up(shared: &Arc<Shared>, pins: &Pins, mut ring: AsyncFd<Lis
             if let Some(answer) = names::read_answer(frame)
                 && teaches(&record, &answer)
             {
-                shared.reloads.dns_answers_learned.inc();
                 learned.push(answer);
             }
         }
         if !learned.is_empty() {
-            learn(shared, learned).await;
+            learn(shared, pins, learned).await;
         }
         let mut failed = false;
         for frame in &frames {
@@ -198,20 +203,34 @@ fn teaches(record: &Names, answer: &Learned) -> bool {
     })
 }
 
-/// Records what `learned` teaches and applies it, waiting at most [`LEARN_WAIT`].
-async fn learn(shared: &Arc<Shared>, learned: Vec<Learned>) {
+/// Records what `learned` teaches and applies it, waiting at most [`LEARN_WAIT`], or
+/// [`LEARN_WAIT_BUSY`] while a change is under way.
+async fn learn(shared: &Arc<Shared>, pins: &Pins, learned: Vec<Learned>) {
+    let wait = match shared.busy.try_lock() {
+        Ok(_) if !pins.is_locked() => LEARN_WAIT,
+        _ => LEARN_WAIT_BUSY,
+    };
     let task = shared.clone();
     let applying = tokio::task::spawn_blocking(move || {
         let _busy = task.busy.lock().unwrap_or_else(PoisonError::into_inner);
         names::settle(&Filter::open(Some(&task.iface))?, Heard::Learned(learned), crate::unix_now())
     });
-    match tokio::time::timeout(LEARN_WAIT, applying).await {
-        Ok(Ok(Ok((asked, applied)))) => tell_names(&shared.iface, &asked, applied.as_ref()),
-        Ok(Ok(Err(err))) => eprintln!("firewall serve: learning from DNS answers: {}", crate::one_line(&err)),
-        Ok(Err(err)) => eprintln!("firewall serve: learning from DNS answers: {err}"),
-        Err(_) => eprintln!(
+    // Told once applied, however long that takes: the answers do not wait for it.
+    let task = shared.clone();
+    let mut told = tokio::spawn(async move {
+        match applying.await {
+            Ok(Ok((asked, applied))) => {
+                task.reloads.dns_names_learned.inc_by(asked.len() as u64);
+                tell_names(&task.iface, &asked, applied.as_ref());
+            }
+            Ok(Err(err)) => eprintln!("firewall serve: learning from DNS answers: {}", crate::one_line(&err)),
+            Err(err) => eprintln!("firewall serve: learning from DNS answers: {err}"),
+        }
+    });
+    if tokio::time::timeout(wait, &mut told).await.is_err() && wait == LEARN_WAIT {
+        eprintln!(
             "firewall serve: learning from DNS answers: applying took over {}s; the answers went on meanwhile",
             LEARN_WAIT.as_secs()
-        ),
+        );
     }
 }

@@ -151,8 +151,9 @@ struct Reloads {
     connections_refused: Counter,
     /// DNS answers the filter held for `serve` (`[dns] learn`), all handed back.
     dns_answers_held: Counter,
-    /// Those that taught one of the policy's names an address its own answer lacks.
-    dns_answers_learned: Counter,
+    /// The policy's names they taught an address their own answer lacks (one a name and
+    /// answer), from a resolver the policy names.
+    dns_names_learned: Counter,
 }
 
 /// What the tasks share.
@@ -581,9 +582,9 @@ fn exposition(
         reloads.dns_answers_held.clone(),
     );
     registry.register(
-        "firewall_dns_answers_learned",
-        "Held DNS answers that taught a name of the policy an address its own answer lacks",
-        reloads.dns_answers_learned.clone(),
+        "firewall_dns_names_learned",
+        "Names of the policy a held DNS answer taught an address their own answer lacks (one a name and answer)",
+        reloads.dns_names_learned.clone(),
     );
     registry.register_collector(Box::new(SnapshotMetrics { snapshot, iface: iface.to_owned() }));
     let mut out = String::new();
