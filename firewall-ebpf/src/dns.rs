@@ -24,10 +24,7 @@ use crate::{
 /// pass) or [`Action::Pass`].
 #[inline(always)]
 pub fn hold<F: Frame + EbpfContext>(frame: &F, flow: &FlowKey, now: u64) -> Action {
-    match DNS_LISTENER.get(0) {
-        Some(&until) if now < until => {}
-        _ => return Action::Pass,
-    }
+    // Handed back first, whether `serve` still listens or not: counted once either way.
     let len = frame.len();
     let key = ReleasedKey { flow: *flow, len, _pad: 0 };
     // SAFETY: a map value pointer, read at once.
@@ -36,6 +33,10 @@ pub fn hold<F: Frame + EbpfContext>(frame: &F, flow: &FlowKey, now: u64) -> Acti
         if now < deadline {
             return Action::Released;
         }
+    }
+    match DNS_LISTENER.get(0) {
+        Some(&until) if now < until => {}
+        _ => return Action::Pass,
     }
     // 1 to DNS_ANSWER_BYTES, in a shape the verifier follows: LLVM makes the two tests of
     // `len` one of `len - 1`, in a register the helper's argument is not, so the test is of

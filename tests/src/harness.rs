@@ -49,6 +49,21 @@ impl TestFilter {
         TestFilter { loaded, policy, ids }
     }
 
+    /// Loads the programs with a policy given as TOML text whose peers written as DNS
+    /// names hold `held`, as `firewall_user::names::fold` gives them to their rules.
+    pub fn with_names(
+        policy_toml: &str,
+        held: &std::collections::BTreeMap<String, Vec<std::net::IpAddr>>,
+    ) -> TestFilter {
+        require_root();
+        let policy = firewall_user::policy::parse(policy_toml, std::path::Path::new("test.toml"))
+            .unwrap_or_else(|e| panic!("test policy: {e}"));
+        let policy = firewall_user::names::fold(policy, held);
+        let (loaded, ids) =
+            Loaded::with_policy(&policy).unwrap_or_else(|e| panic!("loading the programs: {e}"));
+        TestFilter { loaded, policy, ids }
+    }
+
     /// `examples/tight.toml`, the seed's policy.
     pub fn tight() -> TestFilter {
         let text = std::fs::read_to_string(crate::workspace().join("examples/tight.toml"))

@@ -1743,7 +1743,8 @@ fn gcra(tat: u64, now_ns: u64, interval_ns: u64, burst: u64) -> Option<u64> {
 
 /// Rule 19: the rule that admits a packet of `service` (for ICMP, the type in the peer's
 /// family's numbering) travelling `direction` whose peer is `peer`, the most specific peer
-/// winning.
+/// winning. A rule's peers are those written and its names' addresses (a policy as
+/// `names::fold` gives it them, an address another rule claimed first left out).
 pub fn admitting_rule(
     policy: &Policy,
     direction: Direction,
@@ -1755,8 +1756,7 @@ pub fn admitting_rule(
         .iter()
         .filter(|rule| rule.direction == direction && rule.services.iter().any(|s| offers(*s, service, peer)))
         .filter_map(|rule| {
-            rule.peers
-                .iter()
+            rule.all_peers()
                 .map(Peer::from_prefix)
                 .filter(|p| p.contains(peer))
                 .map(|p| p.specificity())

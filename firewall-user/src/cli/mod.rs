@@ -161,6 +161,13 @@ fn print_preview(preview: &Preview, json: bool) -> ExitStatus {
         } else {
             println!("firewall: {change} would change nothing");
         }
+        let names = preview.name_lines();
+        if !names.is_empty() {
+            println!("firewall: the names, asked now (`serve` follows them; no change of the policy's):");
+            for line in names {
+                println!("  {line}");
+            }
+        }
     }
     if changed { ExitStatus::WouldChange } else { ExitStatus::Done }
 }

@@ -38,6 +38,8 @@ struct Reloaded<'a> {
     confirm_within_secs: Option<u64>,
     /// The maps resized to fit the policy: none unless one had to grow or shrink.
     resized: &'a [firewall_user::kernel::resize::Resized],
+    /// The peers written as DNS names, each as its resolvers answered now.
+    names: Vec<firewall_user::names::AskedReport>,
 }
 
 impl Reload {
@@ -62,6 +64,7 @@ impl Reload {
                     audit: done.enforcement.is_audit(),
                     confirm_within_secs: done.armed.as_ref().map(|armed| armed.seconds),
                     resized: &a.resized,
+                    names: done.names.iter().map(Into::into).collect(),
                 })
             );
             return Ok(ExitStatus::Done);

@@ -52,6 +52,8 @@ impl Up {
                 /// The filter pinned for the interface was on one since removed, and was
                 /// put up afresh.
                 severed: bool,
+                /// The peers written as DNS names, each as its resolvers answered now.
+                names: Vec<firewall_user::names::AskedReport>,
             }
             let file = up.fell_back.as_ref().map_or(self.policy.as_path(), |f| f.last_good.as_path());
             let upped = Upped {
@@ -64,6 +66,7 @@ impl Up {
                 confirm_within_secs: up.armed.as_ref().map(|armed| armed.seconds),
                 resized: &up.resized,
                 severed: up.severed,
+                names: up.names.iter().map(Into::into).collect(),
             };
             println!("{}", versioned_json(&upped));
         } else {

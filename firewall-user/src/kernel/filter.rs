@@ -5,7 +5,7 @@ use aya::{
     programs::{ProgramError, XdpMode, links::LinkError},
 };
 
-use std::net::IpAddr;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use firewall_common::MAX_HOST_ADDRESSES;
 
@@ -182,13 +182,18 @@ pub fn every_interface_address() -> Option<Vec<(String, std::net::IpAddr)>> {
 /// interface that cannot be read adds nothing. Then the peers written as DNS names
 /// are given the addresses they hold in the filter's record ([`crate::names::fold`]).
 pub fn in_force_on(policy: Policy, iface: &str) -> Policy {
-    let policy = with_interface_addresses(policy, iface);
     let names = policy.names();
     if names.is_empty() {
-        return policy;
+        return with_interface_addresses(policy, iface);
     }
     let held = crate::names::Names::load(&Pins::for_iface(iface)).held(&names, crate::unix_now());
-    crate::names::fold(policy, &held)
+    in_force_with(policy, iface, &held)
+}
+
+/// [`in_force_on`], the names given the addresses `held` has for them (a preview's, asked
+/// now and recorded nowhere).
+pub fn in_force_with(policy: Policy, iface: &str, held: &BTreeMap<String, Vec<IpAddr>>) -> Policy {
+    crate::names::fold(with_interface_addresses(policy, iface), held)
 }
 
 /// [`in_force_on`]'s first part: the interface's addresses, with `follow_addresses`.

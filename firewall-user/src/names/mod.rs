@@ -56,6 +56,10 @@ pub const RETRY: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Names {
     pub names: BTreeMap<String, NameRecord>,
+    /// The `[dns] grace` its deadlines were set with, in seconds (`None`: a record an
+    /// earlier version wrote, or none yet).
+    #[serde(default)]
+    pub grace: Option<u64>,
 }
 
 /// What is known of one name.
@@ -272,6 +276,28 @@ impl Names {
             .collect()
     }
 
+    /// `name`, just recorded with `answer` and `change`, as an [`Asked`].
+    fn asked(&self, name: String, answer: Answer, change: Change, now: u64) -> Asked {
+        let of = &self.names[&name];
+        Asked { held: of.held(now).count(), over_cap: of.over_cap, name, answer, change }
+    }
+
+    /// Has the deadlines of the addresses out of their names' answers follow `grace`
+    /// (seconds), the policy's now: a reload that changes `[dns] grace` changes it for the
+    /// addresses leaving already too, not only for those that leave after.
+    pub fn regrace(&mut self, grace: u64) {
+        if let Some(old) = self.grace
+            && old != grace
+        {
+            for held in self.names.values_mut().flat_map(|r| r.addresses.iter_mut()) {
+                if !held.in_answer {
+                    held.until = held.until.saturating_sub(old).saturating_add(grace);
+                }
+            }
+        }
+        self.grace = Some(grace);
+    }
+
     /// Forgets the addresses held no longer at `now`: out of the answers past their grace.
     pub fn prune(&mut self, now: u64) {
         for record in self.names.values_mut() {
@@ -367,6 +393,86 @@ pub struct Asked {
     pub over_cap: usize,
 }
 
+/// A name asked, as `up --json`, `reload --json` and `reload --dry-run --json` tell it.
+#[derive(Clone, Debug, Serialize)]
+pub struct AskedReport {
+    pub name: String,
+    /// Whether its resolvers answered (an answer of no address is one).
+    pub answered: bool,
+    /// Why they did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    /// The addresses it holds now.
+    pub held: usize,
+    /// Held now and not before, and the reverse.
+    pub added: Vec<IpAddr>,
+    pub removed: Vec<IpAddr>,
+    /// How many addresses its answer had beyond `[dns] max_addresses`.
+    pub over_cap: usize,
+}
+
+impl From<&Asked> for AskedReport {
+    fn from(a: &Asked) -> AskedReport {
+        AskedReport {
+            name: a.name.clone(),
+            answered: matches!(a.answer, Answer::Addresses { .. }),
+            failure: match &a.answer {
+                Answer::Failed(why) => Some(why.clone()),
+                Answer::Addresses { .. } => None,
+            },
+            held: a.held,
+            added: a.change.added.clone(),
+            removed: a.change.removed.clone(),
+            over_cap: a.over_cap,
+        }
+    }
+}
+
+impl AskedReport {
+    /// `reload --dry-run`'s line for it, if what it holds would change or its resolvers fail.
+    pub fn preview_line(&self) -> Option<String> {
+        let list = |addrs: &[IpAddr]| addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        let mut parts = Vec::new();
+        if !self.added.is_empty() {
+            parts.push(format!("admit {}", list(&self.added)));
+        }
+        if !self.removed.is_empty() {
+            parts.push(format!("stop admitting {}", list(&self.removed)));
+        }
+        if let Some(why) = &self.failure {
+            parts.push(format!("no answer ({why}), what it holds kept"));
+        }
+        (!parts.is_empty()).then(|| format!("name {}: {}", self.name, parts.join("; ")))
+    }
+}
+
+/// What each name of `policy` would hold were it asked now, and how that would change
+/// it, for `reload --dry-run` and `check --diff`: the names asked, their answers recorded
+/// in a copy of the record of the filter `pins` names (none: nothing held yet), which is
+/// left as it was.
+pub fn ask_for_preview(
+    pins: &Pins,
+    policy: &Policy,
+    now: u64,
+) -> (BTreeMap<String, Vec<IpAddr>>, Vec<Asked>) {
+    let names = policy.names();
+    if names.is_empty() {
+        return (BTreeMap::new(), Vec::new());
+    }
+    let mut record = Names::load(pins);
+    record.retain(&names);
+    record.regrace(policy.dns.grace.as_secs());
+    record.prune(now);
+    let asked = resolve(&names)
+        .into_iter()
+        .map(|(name, answer)| {
+            let change = record.record(&name, &answer, now, &policy.dns);
+            record.asked(name, answer, change, now)
+        })
+        .collect();
+    (record.held(&names, now), asked)
+}
+
 /// Asks for `names` (of `policy`) now, and records the answers in the record of the
 /// filter `lock` is for; the names `policy` has no longer are forgotten.
 pub fn ask(lock: &StateLock, policy: &Policy, names: &[&str], now: u64) -> Result<Vec<Asked>, PinsError> {
@@ -398,6 +504,7 @@ pub fn record_heard(
     let mut record = Names::load(lock.pins());
     let before = record.clone();
     record.retain(&names);
+    record.regrace(policy.dns.grace.as_secs());
     record.prune(now);
     let answers: Vec<(String, Answer, Change)> = match heard {
         Heard::Asked(answers) => answers
@@ -421,13 +528,8 @@ pub fn record_heard(
             })
             .collect(),
     };
-    let asked = answers
-        .into_iter()
-        .map(|(name, answer, change)| {
-            let of = &record.names[&name];
-            Asked { held: of.held(now).count(), over_cap: of.over_cap, name, answer, change }
-        })
-        .collect();
+    let asked =
+        answers.into_iter().map(|(name, answer, change)| record.asked(name, answer, change, now)).collect();
     if record != before {
         record.save(lock)?;
     }
@@ -587,6 +689,27 @@ mod tests {
         // Past the cap, the addresses heard of last stay: learned ones too.
         names.learn("a.example", &[V4(7), V4(8)], 20, 1200, &dns);
         assert_eq!(held(&names, 1200), vec![V4(1), V4(7), V4(8)]);
+    }
+
+    #[test]
+    fn a_changed_grace_applies_to_the_addresses_leaving_already() {
+        let mut names = Names::default();
+        let dns = Dns { grace: Duration::from_secs(3600), max_addresses: 8, learn: true };
+        names.regrace(3600);
+        names.record("a.example", &answer(&[1], 30), 1000, &dns);
+        names.record("a.example", &answer(&[2], 30), 1030, &dns);
+        names.learn("a.example", &[V4(3)], 20, 1040, &dns);
+        assert_eq!(held(&names, 4000), vec![V4(1), V4(2), V4(3)], "an hour's grace");
+        // The policy's grace cut to a minute: 1 left at 1030, 3 was learned at 1040 for 20 s.
+        names.regrace(60);
+        assert_eq!(held(&names, 1089), vec![V4(1), V4(2), V4(3)]);
+        assert_eq!(held(&names, 1090), vec![V4(2), V4(3)]);
+        assert_eq!(held(&names, 1120), vec![V4(2)]);
+        // And back up: from when each left, not from now.
+        names.regrace(600);
+        assert_eq!(held(&names, 1629), vec![V4(1), V4(2), V4(3)]);
+        assert_eq!(held(&names, 1630), vec![V4(2), V4(3)]);
+        assert_eq!(held(&names, 1660), vec![V4(2)]);
     }
 
     #[test]

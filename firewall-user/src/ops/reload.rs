@@ -8,7 +8,7 @@ use crate::{
     compile::{Ids, plan},
     kernel::{
         Filter, FilterError,
-        filter::in_force_on,
+        filter::{in_force_on, in_force_with},
         maps::{Applied, Enforcement, LiveMaps, dedup_flows},
         pins::{
             AppliedWith, LiveState, PROGRAMS_LEVEL, PROGRAMS_ONE_WAY, PROGRAMS_TRAP, Pins, PinsError,
@@ -16,7 +16,7 @@ use crate::{
         },
         resize::{Resized, Sizes, shrink, swap_in},
     },
-    names::{Asking, Names},
+    names::{AskedReport, Asking, Names},
     ops::{
         Apply, LiveError, Result,
         confirm::{self, Armed, ConfirmError},
@@ -230,6 +230,9 @@ pub struct Preview {
     pub resized: Vec<Resized>,
     /// Whether a filter is up on the interface: without one, the preview is of `up`.
     pub filter_up: bool,
+    /// The peers written as DNS names, asked now: what each would hold, and how that
+    /// changes what it holds (see [`Preview::name_lines`]).
+    pub names: Vec<AskedReport>,
 }
 
 impl Preview {
@@ -258,6 +261,13 @@ impl Preview {
         lines.extend(self.resized.iter().map(Resized::preview_line));
         lines
     }
+
+    /// A line for each name whose addresses would change, or whose resolvers fail: told,
+    /// and no change of the policy's (`serve` follows them anyway, and a CDN's name,
+    /// answered differently each time, is no drift for a configuration manager to undo).
+    pub fn name_lines(&self) -> Vec<String> {
+        self.names.iter().filter_map(AskedReport::preview_line).collect()
+    }
 }
 
 /// What [`reload`] with `file` and `apply` would do, or the error it would fail with
@@ -276,7 +286,8 @@ pub fn preview(filter: &Filter, file: Option<&Path>, apply: &Apply) -> Result<Pr
     };
     let text = std::fs::read_to_string(&file).map_err(io_err("reading", &file))?;
     let written = policy::parse(&text, &file)?;
-    let policy = in_force_on(written.clone(), &pins.iface);
+    let (held, names) = crate::names::ask_for_preview(pins, &written, crate::unix_now());
+    let policy = in_force_with(written.clone(), &pins.iface, &held);
     refuse_unknown_to_programs(&state, &policy)?;
     let maps = LiveMaps::open(pins)?;
     guard(&maps, &policy, pins, apply.enforcement, apply.session_guard)?;
@@ -297,6 +308,7 @@ pub fn preview(filter: &Filter, file: Option<&Path>, apply: &Apply) -> Result<Pr
         resized,
         file,
         filter_up: true,
+        names: names.iter().map(Into::into).collect(),
     })
 }
 
@@ -309,6 +321,12 @@ pub fn preview_file(file: &Path, iface: Option<&str>, apply: &Apply) -> Result<P
     match Filter::open(Some(iface)) {
         Ok(filter) => preview(&filter, Some(file), apply),
         Err(FilterError::Pins(PinsError::NotUp { .. })) => Ok(Preview {
+            // What `up` would ask, with nothing held before.
+            names: crate::names::ask_for_preview(&Pins::for_iface(iface), &written, crate::unix_now())
+                .1
+                .iter()
+                .map(Into::into)
+                .collect(),
             iface: iface.to_owned(),
             file: std::path::absolute(file).map_err(io_err("resolving", file))?,
             diff: PolicyDiff::between(None, &written),

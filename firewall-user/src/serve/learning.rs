@@ -175,6 +175,10 @@ async fn learn_while_up(shared: &Arc<Shared>, pins: &Pins, mut ring: AsyncFd<Lis
         if !learned.is_empty() {
             learn(shared, pins, learned).await;
         }
+        // Whatever the learning took, the deadline moves on before the answers go back.
+        if let Err(err) = ring.get_mut().0.listen() {
+            eprintln!("firewall serve: learning from DNS answers: {}", crate::one_line(&err));
+        }
         let mut failed = false;
         for frame in &frames {
             if let Err(err) = ring.get_mut().0.release(frame)

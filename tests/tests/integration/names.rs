@@ -149,8 +149,11 @@ fn a_name_s_addresses_are_admitted_followed_kept_for_grace_and_kept_when_dns_is_
     require_root();
     let (lab, hosts, dnsmasq, file) =
         named_lab("names", &[STRANGER, STRANGER2], &[STRANGER], "grace = \"1h\"");
-    let (_, err) = firewall_ok(&lab, &["up", "--policy", &file, "--iface", "s0"]);
+    let (out, err) = firewall_ok(&lab, &["up", "--policy", &file, "--iface", "s0", "--json"]);
     assert!(!err.contains("warning"), "up warned: {err}");
+    let json: serde_json::Value = serde_json::from_str(&out).expect("up --json");
+    assert_eq!(json["names"][0]["name"], NAME, "{json}");
+    assert_eq!(json["names"][0]["added"], serde_json::json!([STRANGER.to_string()]), "{json}");
     assert!(open(&lab, STRANGER), "{STRANGER}, {NAME}'s address, must be admitted");
     assert!(!open(&lab, STRANGER2), "{STRANGER2} is no address of {NAME}'s yet");
     let line = name_line(&lab);
@@ -158,7 +161,18 @@ fn a_name_s_addresses_are_admitted_followed_kept_for_grace_and_kept_when_dns_is_
 
     // Renumbered: the new address in, the old one kept for the grace period.
     set_hosts(&lab, &hosts, &[STRANGER2], Some(&dnsmasq));
-    firewall_ok(&lab, &["reload"]);
+    // A dry run asks the name too, says what it would hold, and records nothing; the
+    // policy is as it was, so nothing would change (exit 0).
+    let dry = firewall(&lab, &["reload", "--dry-run"]);
+    assert_eq!(dry.status.code(), Some(0), "no change of the policy's: {}{}", stdout(&dry), stderr(&dry));
+    assert!(stdout(&dry).contains(&format!("name {NAME}: admit {STRANGER2}")), "{}", stdout(&dry));
+    assert!(!open(&lab, STRANGER2), "a dry run admits nothing");
+    assert!(!name_line(&lab).contains(&STRANGER2.to_string()), "nor records: {}", name_line(&lab));
+    let (out, _) = firewall_ok(&lab, &["reload", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&out).expect("reload --json");
+    let asked = &json["names"][0];
+    assert_eq!(asked["added"], serde_json::json!([STRANGER2.to_string()]), "{json}");
+    assert_eq!((asked["held"].as_u64(), asked["answered"].as_bool()), (Some(2), Some(true)), "{json}");
     assert!(open(&lab, STRANGER2), "{STRANGER2}, {NAME}'s new address, must be admitted");
     assert!(open(&lab, STRANGER), "{STRANGER} left {NAME}'s answer, and stays for the grace period");
     let line = name_line(&lab);
@@ -167,7 +181,9 @@ fn a_name_s_addresses_are_admitted_followed_kept_for_grace_and_kept_when_dns_is_
     // The DNS server gone: what the name held is kept, and said.
     let kill = Command::new("kill").arg(dnsmasq.pid.to_string()).status().expect("kill");
     assert!(kill.success());
-    let (_, err) = firewall_ok(&lab, &["reload"]);
+    let (out, err) = firewall_ok(&lab, &["reload", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&out).expect("reload --json");
+    assert!(json["names"][0]["failure"].is_string(), "{json}");
     assert!(
         err.contains(&format!("warning: {NAME}: no answer from the resolvers"))
             && err.contains("it keeps the 2 addresses it held"),

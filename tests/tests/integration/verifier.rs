@@ -6,7 +6,7 @@ use firewall_common::{MAPS, PROG_EGRESS, PROG_INGRESS, SCRATCH_MAPS};
 use tests::harness::TestFilter;
 
 /// Processed instructions each program may cost the verifier, with the policy of
-/// examples/tight.toml: 64,000 and 48,000, 60,933 and 44,479 with a DNS answer held for
+/// examples/tight.toml: 64,000 and 48,000, 60,896 and 44,479 with a DNS answer held for
 /// `serve` (`[dns] learn`: one helper copying the whole frame into a ring record, its length
 /// tested in a shape the verifier follows); set about 6% over what they cost once no struct
 /// was zeroed or copied whole on the hot paths (a flow key's padding, the `any` key's
