@@ -28,7 +28,7 @@ use firewall_common::{
 
 use super::{
     filter::kernel_time_ns,
-    maps::{MapsError, call},
+    maps::{MapsError, call, open_pinned},
     pins::Pins,
 };
 
@@ -92,12 +92,10 @@ impl HeldAnswers {
     /// filter an earlier version put up, without them (its next `up` adds them).
     pub fn open(pins: &Pins) -> Result<Option<HeldAnswers>> {
         let open = |name: &'static str| -> Result<Option<Map>> {
-            let path = pins.map_path(name);
-            if !path.exists() {
+            if !pins.map_path(name).exists() {
                 return Ok(None);
             }
-            let data = MapData::from_pin(&path).map_err(call(name, "open pinned"))?;
-            Ok(Some(Map::from_map_data(data).map_err(call(name, "open pinned"))?))
+            Ok(Some(open_pinned(pins, name)?))
         };
         let (Some(ring), Some(listener), Some(released)) =
             (open(MAP_DNS_ANSWERS)?, open(MAP_DNS_LISTENER)?, open(MAP_DNS_RELEASED)?)

@@ -273,6 +273,12 @@ pub(crate) fn call(name: &'static str, call: &'static str) -> impl FnOnce(MapErr
     move |source| MapsError::Call { name, call, source }
 }
 
+/// The map `name` that the live filter `pins` names pinned.
+pub(crate) fn open_pinned(pins: &Pins, name: &'static str) -> Result<Map> {
+    let data = MapData::from_pin(pins.map_path(name)).map_err(call(name, "open pinned"))?;
+    Map::from_map_data(data).map_err(call(name, "open pinned"))
+}
+
 /// Every map of the kernel side.
 pub struct LiveMaps {
     pub config: Array<MapData, Config>,
@@ -606,13 +612,8 @@ impl LiveMaps {
     /// Opens the maps a live filter pinned.
     pub fn open(pins: &Pins) -> Result<LiveMaps> {
         check_pinned(pins)?;
-        let mut maps = Self::from_source(
-            |name| {
-                let data = MapData::from_pin(pins.map_path(name)).map_err(call(name, "open pinned"))?;
-                Map::from_map_data(data).map_err(call(name, "open pinned"))
-            },
-            |name| pins.map_path(name).exists(),
-        )?;
+        let mut maps =
+            Self::from_source(|name| open_pinned(pins, name), |name| pins.map_path(name).exists())?;
         maps.lists = pins.block_lists().map_err(|e| MapsError::State(Box::new(e)))?;
         Ok(maps)
     }

@@ -18,7 +18,7 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{Map, MapData, RingBuf};
+use aya::maps::{MapData, RingBuf};
 use etherparse::{LaxNetSlice, LaxSlicedPacket};
 pub use firewall_common::DropEvent;
 use firewall_common::{
@@ -30,7 +30,7 @@ use crate::{
     compile::{LineKind, chain_name},
     kernel::{
         Filter,
-        maps::{LiveMaps, call, check_pinned},
+        maps::{LiveMaps, call, check_pinned, open_pinned},
         pins::{Pins, PinsError},
     },
     ops::{LiveError, Result},
@@ -64,9 +64,7 @@ impl Events {
     /// none, and is refused as the other commands refuse it (`MapsError::MissingPinned`).
     pub fn open(pins: &Pins) -> Result<Events> {
         check_pinned(pins)?;
-        let path = pins.map_path(MAP_DROP_EVENTS);
-        let data = MapData::from_pin(&path).map_err(call(MAP_DROP_EVENTS, "open pinned"))?;
-        let map = Map::from_map_data(data).map_err(call(MAP_DROP_EVENTS, "open pinned"))?;
+        let map = open_pinned(pins, MAP_DROP_EVENTS)?;
         let ring = RingBuf::try_from(map).map_err(call(MAP_DROP_EVENTS, "open"))?;
         Ok(Events { ring })
     }
