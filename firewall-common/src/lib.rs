@@ -15,7 +15,7 @@
 //!
 //! | seed rule | map | counter |
 //! | --- | --- | --- |
-//! | anti-spoof `-s`/`-d` lists | [`MAP_ANTISPOOF_SRC`], [`MAP_ANTISPOOF_DST`] (LPM tries) | one per entry, the map's value |
+//! | anti-spoof `-s`/`-d` lists | [`MAP_ANTISPOOF_CELLS`] (array: each /8's answer, where one answer holds for all of it), then [`MAP_ANTISPOOF_SRC`], [`MAP_ANTISPOOF_DST`] (LPM tries) | one per entry, the trie's value |
 //! | `--state INVALID` | none (the parser) | [`Builtin::Invalid`], [`Builtin::InvalidTcpFlags`], [`Builtin::InvalidFragment`] |
 //! | (what iptables never sees: the link layer) | none (the parser) | [`Builtin::NonIp`] passes, [`Builtin::OtherEthertype`] drops |
 //! | (what iptables never sees: the DHCP client's packet sockets) | [`MAP_CONFIG`]'s [`CONFIG_DHCP`] (`[host] dhcp`) | [`Builtin::Dhcp`] passes |
@@ -62,8 +62,9 @@ pub const MAP_LIST_DEADLINES: &str = "LIST_DEADLINES";
 pub const MAP_DNS_ANSWERS: &str = "DNS_ANSWERS";
 pub const MAP_DNS_LISTENER: &str = "DNS_LISTENER";
 pub const MAP_DNS_RELEASED: &str = "DNS_RELEASED";
+pub const MAP_ANTISPOOF_CELLS: &str = "ANTISPOOF_CELLS";
 /// Every map, in the order `up` pins them.
-pub const MAPS: [&str; 25] = [
+pub const MAPS: [&str; 26] = [
     MAP_CONFIG,
     MAP_COUNTERS,
     MAP_CONNTRACK,
@@ -89,6 +90,7 @@ pub const MAPS: [&str; 25] = [
     MAP_DNS_ANSWERS,
     MAP_DNS_LISTENER,
     MAP_DNS_RELEASED,
+    MAP_ANTISPOOF_CELLS,
 ];
 /// Maps the object declares that `up` does not pin: they hold nothing between packets.
 pub const SCRATCH_MAPS: [&str; 1] = [MAP_SCRATCH];
@@ -101,6 +103,38 @@ pub const PROG_EGRESS: &str = "firewall_egress";
 pub const MAX_RULES: u32 = 512;
 /// The most anti-spoof entries (sources and destinations together).
 pub const MAX_ANTISPOOF: u32 = 448;
+
+/// One of the two anti-spoof lists: which trie, and which half of [`MAP_ANTISPOOF_CELLS`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AntispoofList {
+    /// `[antispoof] sources`: [`MAP_ANTISPOOF_SRC`].
+    Sources = 0,
+    /// `[antispoof] destinations`: [`MAP_ANTISPOOF_DST`].
+    Destinations = 1,
+}
+
+/// [`MAP_ANTISPOOF_CELLS`]' entries: for each list, 256 cells of IPv4 (one per first
+/// octet: `::ffff:b.0.0.0/104` in the maps' address space) and 256 of IPv6 (one per first
+/// byte: `b00::/8`).
+pub const ANTISPOOF_CELLS_ENTRIES: u32 = 2 * 512;
+/// A cell's value: ask the list's trie, for some prefix of the list lies inside the cell.
+/// Zero, so that a cell never written (a map just created, before `up` fills it) asks,
+/// as the programs did before the cells.
+pub const CELL_ASK: u32 = 0;
+/// A cell's value: no prefix of the list holds any address of the cell. Any other value
+/// is the counter of the one entry that holds all of them (never 0: see
+/// [`ANTISPOOF_COUNTER_BASE`]).
+pub const CELL_NONE: u32 = u32::MAX;
+
+/// The index in [`MAP_ANTISPOOF_CELLS`] of the cell of `list` that holds an address of the
+/// family `v6` whose first byte (IPv4: first octet) is `byte`. An IPv4 address's cell lies
+/// inside IPv6's cell 0 (`::ffff:0:0/96` is in `::/8`): either answers for it.
+#[expect(clippy::inline_always, reason = "the eBPF programs' hot path: no BPF-to-BPF call for it")]
+#[inline(always)]
+pub const fn antispoof_cell(list: AntispoofList, v6: bool, byte: u8) -> u32 {
+    list as u32 * 512 + if v6 { 256 } else { 0 } + byte as u32
+}
 /// The most blocklist entries (`firewall block`), and counter slots: a named list takes one.
 pub const MAX_BLOCKED: u32 = 4096;
 /// The most prefixes of the named lists together (`firewall block --from`). An LPM trie
@@ -895,7 +929,10 @@ pub struct TokenBucket {
 /// requests travel ([`ECHO_REQUESTS_IN`], [`ECHO_REQUESTS_OUT`]: an inbound and an outbound
 /// echo with the same peer and identifier are two flows) and `local_port` is the echo
 /// identifier.
-#[repr(C)]
+///
+/// 8-aligned (its size is 24 either way): the programs copy a key in three words, where
+/// a 2-aligned one took 24 byte loads and stores, and their spills, on the stack.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     pub peer: Addr,
@@ -1043,6 +1080,9 @@ const _: () = {
     assert!(Builtin::ALL.len() as u32 <= BUILTINS_PER_CHAIN);
     assert!(builtin_counter(Chain::Forward, Builtin::FragmentOrphan) < ANTISPOOF_COUNTER_BASE);
     assert!(ANTISPOOF_COUNTER_BASE + MAX_ANTISPOOF <= RULE_COUNTER_BASE);
+    // A cell's counter is told from CELL_ASK and CELL_NONE.
+    assert!(ANTISPOOF_COUNTER_BASE > CELL_ASK && MAX_COUNTERS < CELL_NONE);
+    assert!(antispoof_cell(AntispoofList::Destinations, true, 255) == ANTISPOOF_CELLS_ENTRIES - 1);
     assert!(rule_counter(MAX_RULES - 1, Line::Established) < BLOCK_COUNTER_BASE);
     assert!(block_counter(MAX_BLOCKED - 1, Direction::Out) == MAX_COUNTERS - 1);
     assert!(MAX_COUNTERS < COUNTER_LOGGED);

@@ -7,10 +7,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
 };
 use firewall_common::{
-    ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, Addr, AllowKey, AllowValue, BlockEntry,
-    CONNTRACK_DEFAULT_ENTRIES, Config, Counter, DNS_ANSWERS_BYTES, DNS_RELEASED_ENTRIES, DROP_EVENTS_BYTES,
-    FLOW_STATS_ENTRIES, FLOWS_ENDED_ENTRIES, FRAGMENTS_ENTRIES, Flow, FlowKey, FragmentKey,
-    FragmentedDatagram, HALF_OPEN_DEFAULT_ENTRIES, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS,
+    ALLOW_EXACT_ENTRIES, ALLOW_PREFIX_ENTRIES, ANTISPOOF_CELLS_ENTRIES, Addr, AllowKey, AllowValue,
+    BlockEntry, CONNTRACK_DEFAULT_ENTRIES, Config, Counter, DNS_ANSWERS_BYTES, DNS_RELEASED_ENTRIES,
+    DROP_EVENTS_BYTES, FLOW_STATS_ENTRIES, FLOWS_ENDED_ENTRIES, FRAGMENTS_ENTRIES, Flow, FlowKey,
+    FragmentKey, FragmentedDatagram, HALF_OPEN_DEFAULT_ENTRIES, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS,
     MAX_HOST_ADDRESSES, MAX_LISTED, MAX_RULE_UIDS, MAX_RULES, PER_SOURCE_BUCKETS_ENTRIES,
     PER_SOURCE_CONNECTIONS_ENTRIES, PORT_INTERVALS_ENTRIES, PerSourceLimit, ReleasedKey, RuleUid,
     SourceConnections, SourceKey, TOKEN_BUCKETS_ENTRIES, TokenBucket,
@@ -68,6 +68,13 @@ pub static ANTISPOOF_SRC: LpmTrie<Addr, u32> = LpmTrie::with_max_entries(MAX_ANT
 /// Anti-spoof destination prefixes; the value is the entry's counter id.
 #[map]
 pub static ANTISPOOF_DST: LpmTrie<Addr, u32> = LpmTrie::with_max_entries(MAX_ANTISPOOF, 0);
+
+/// Each anti-spoof list's answer for each /8 of either family, where one answer holds for
+/// all of it: no entry, or the one entry that holds it all; else ask the trie
+/// (firewall_common::antispoof_cell). Most addresses are decided by this one array read,
+/// which the kernel inlines, in place of a trie's walk.
+#[map]
+pub static ANTISPOOF_CELLS: Array<u32> = Array::with_max_entries(ANTISPOOF_CELLS_ENTRIES, 0);
 
 /// `firewall block`: prefixes nothing passes to or from, each until its deadline. Live
 /// state, not the policy's: `reload` leaves it alone, `down` ends it.
@@ -133,7 +140,7 @@ pub static FRAGMENTS: LruHashMap<FragmentKey, FragmentedDatagram> =
 /// entries, written here before a map call: a key and an entry of `FRAGMENTS`, an address
 /// to look up in `HOST_ADDRESSES`, a source's key in `PER_SOURCE_BUCKETS` and
 /// `PER_SOURCE_CONNECTIONS` and a new entry of the latter, an offender's entry in
-/// `BLOCKLIST`, a peer's key in the blocklists, and the count of a source's open
+/// `BLOCKLIST`, a peer's key in the blocklists and in the anti-spoof tries, and the count of a source's open
 /// connections as its slots are walked.
 pub struct Scratch {
     pub fragment: FragmentKey,
@@ -141,7 +148,8 @@ pub struct Scratch {
     pub address: Addr,
     pub source: SourceKey,
     pub offender_key: Key<Addr>,
-    /// A peer's key in `BLOCKLIST` and `BLOCK_LISTS`.
+    /// A peer's key in `BLOCKLIST` and `BLOCK_LISTS`, an address's in `ANTISPOOF_SRC` and
+    /// `ANTISPOOF_DST`.
     pub peer_key: Key<Addr>,
     pub offender: BlockEntry,
     /// Only its first slot is ever written: the rest stay empty.

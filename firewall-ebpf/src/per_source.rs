@@ -51,11 +51,13 @@ pub fn admit(rule: &AllowValue, source: &Addr, v6: bool, flow: Option<&FlowKey>,
         (*scratch).source = SourceKey { source: *source, rule: rule.rule, _pad: 0 };
         // The address itself, not its prefix, is what an offender's block names.
         (*scratch).offender_key = Key::new(128, *source);
-        (*scratch).flow = match flow {
-            Some(flow) => *flow,
-            // Protocol 0: no flow to count.
-            None => FlowKey::default(),
-        };
+        // Written in its branch, not chosen: a key chosen between the flow's and zeros
+        // was copied a byte at a time, each byte spilled to the stack.
+        match flow {
+            Some(flow) => (*scratch).flow = *flow,
+            // Protocol 0: no flow to count (nothing else of it is read then).
+            None => (*scratch).flow.protocol = 0,
+        }
     }
     per_source_admit(rule.rule, rule.flags, u32::from(v6), now) != 0
 }

@@ -7,7 +7,9 @@
 //! - this file: the stable [`Ids`] of rules and anti-spoof entries, the [`MapPlan`] that
 //!   [`plan`] makes, and the [`LineKind`] that names each counted line;
 //! - `listing`: the listing's chains and lines, in the order the programs apply them;
-//! - `intervals`: port ranges cut into the intervals the kernel looks ports up by.
+//! - `intervals`: port ranges cut into the intervals the kernel looks ports up by;
+//! - `cells`: the anti-spoof lists' answer for each /8, read before their tries.
+mod cells;
 mod intervals;
 mod listing;
 
@@ -27,6 +29,7 @@ use firewall_common::{
 };
 use serde::{Deserialize, Serialize};
 
+pub use self::cells::{CELLS_PER_LIST, antispoof_cells};
 use self::intervals::PortIntervals;
 pub use self::intervals::first_port;
 pub(crate) use self::listing::ANYWHERE;

@@ -14,22 +14,23 @@ use aya::{
     },
 };
 use firewall_common::{
-    ALLOW_ONE_WAY, ALLOW_PREFIX_ENTRIES, ALLOW_TRAP, Addr, AllowKey, AllowValue, BLOCK_COUNTER_BASE,
-    BlockEntry, CONFIG_AUDIT, CONFIG_HAS_RANGES, CONFIG_LIVE_FLAGS, CONFIG_MORE_ADDRESSES, Config, Counter,
-    DNS_ANSWERS_BYTES, DNS_RELEASED_ENTRIES, DROP_EVENTS_BYTES, Direction, FLOW_STATS_ENTRIES,
-    FLOWS_ENDED_ENTRIES, FRAGMENTS_ENTRIES, Flow, FlowKey, FlowTable, FragmentKey, FragmentedDatagram,
-    ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT, MAP_ALLOW_PREFIX, MAP_ANTISPOOF_DST,
-    MAP_ANTISPOOF_SRC, MAP_BLOCK_LISTS, MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS,
-    MAP_DNS_ANSWERS, MAP_DNS_LISTENER, MAP_DNS_RELEASED, MAP_DROP_EVENTS, MAP_FLOW_STATS, MAP_FLOWS_ENDED,
-    MAP_FRAGMENTS, MAP_HALF_OPEN, MAP_HOST_ADDRESSES, MAP_LIST_DEADLINES, MAP_PER_SOURCE_BUCKETS,
-    MAP_PER_SOURCE_CONNECTIONS, MAP_PER_SOURCE_LIMITS, MAP_PORT_INTERVALS, MAP_RULE_UIDS, MAP_TOKEN_BUCKETS,
-    MAPS, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, MAX_HOST_ADDRESSES, MAX_LISTED, MAX_RULES, PROTO_ICMP,
-    PROTO_ICMPV6, PerSourceLimit, ReleasedKey, RuleUid, SourceConnections, SourceKey, TOKEN_BUCKETS_ENTRIES,
-    TokenBucket, block_counter, flows_inserted, flows_removed,
+    ALLOW_ONE_WAY, ALLOW_PREFIX_ENTRIES, ALLOW_TRAP, ANTISPOOF_CELLS_ENTRIES, Addr, AllowKey, AllowValue,
+    BLOCK_COUNTER_BASE, BlockEntry, CELL_ASK, CONFIG_AUDIT, CONFIG_HAS_RANGES, CONFIG_LIVE_FLAGS,
+    CONFIG_MORE_ADDRESSES, Config, Counter, DNS_ANSWERS_BYTES, DNS_RELEASED_ENTRIES, DROP_EVENTS_BYTES,
+    Direction, FLOW_STATS_ENTRIES, FLOWS_ENDED_ENTRIES, FRAGMENTS_ENTRIES, Flow, FlowKey, FlowTable,
+    FragmentKey, FragmentedDatagram, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT,
+    MAP_ALLOW_PREFIX, MAP_ANTISPOOF_CELLS, MAP_ANTISPOOF_DST, MAP_ANTISPOOF_SRC, MAP_BLOCK_LISTS,
+    MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS, MAP_DNS_ANSWERS, MAP_DNS_LISTENER,
+    MAP_DNS_RELEASED, MAP_DROP_EVENTS, MAP_FLOW_STATS, MAP_FLOWS_ENDED, MAP_FRAGMENTS, MAP_HALF_OPEN,
+    MAP_HOST_ADDRESSES, MAP_LIST_DEADLINES, MAP_PER_SOURCE_BUCKETS, MAP_PER_SOURCE_CONNECTIONS,
+    MAP_PER_SOURCE_LIMITS, MAP_PORT_INTERVALS, MAP_RULE_UIDS, MAP_TOKEN_BUCKETS, MAPS, MAX_ANTISPOOF,
+    MAX_BLOCKED, MAX_COUNTERS, MAX_HOST_ADDRESSES, MAX_LISTED, MAX_RULES, PROTO_ICMP, PROTO_ICMPV6,
+    PerSourceLimit, ReleasedKey, RuleUid, SourceConnections, SourceKey, TOKEN_BUCKETS_ENTRIES, TokenBucket,
+    block_counter, flows_inserted, flows_removed,
 };
 
 use crate::{
-    compile::MapPlan,
+    compile::{MapPlan, antispoof_cells},
     kernel::pins::Pins,
     policy::{Prefix, from_addr},
 };
@@ -121,6 +122,7 @@ fn layout(name: &str) -> Layout {
         MAP_ALLOW_EXACT => (size_of::<AllowKey>(), size_of::<AllowValue>(), None),
         MAP_ALLOW_PREFIX => (4 + size_of::<AllowKey>(), size_of::<AllowValue>(), Some(ALLOW_PREFIX_ENTRIES)),
         MAP_ANTISPOOF_SRC | MAP_ANTISPOOF_DST => (4 + size_of::<Addr>(), 4, Some(MAX_ANTISPOOF)),
+        MAP_ANTISPOOF_CELLS => (4, 4, Some(ANTISPOOF_CELLS_ENTRIES)),
         MAP_TOKEN_BUCKETS => (4, size_of::<TokenBucket>(), Some(TOKEN_BUCKETS_ENTRIES)),
         MAP_BLOCKLIST => (4 + size_of::<Addr>(), size_of::<BlockEntry>(), Some(MAX_BLOCKED)),
         MAP_BLOCK_LISTS => (4 + size_of::<Addr>(), 4, Some(MAX_LISTED)),
@@ -155,8 +157,9 @@ fn layout(name: &str) -> Layout {
 /// `per_source.connections` ([`MapsError::NoConnectionLimits`]); `BLOCK_LISTS` for a
 /// named list ([`MapsError::NoBlockLists`]); `LIST_DEADLINES` for a list with `--for`
 /// ([`MapsError::NoListExpiry`]). The `DNS_*` maps: `serve` learns no name from the
-/// answers of a filter without them.
-const MAPS_ADDED_LATER: [&str; 12] = [
+/// answers of a filter without them. `ANTISPOOF_CELLS`: the older programs ask the tries
+/// alone; the loader creates it zeroed, every cell asking the trie, until `apply` fills it.
+const MAPS_ADDED_LATER: [&str; 13] = [
     MAP_FRAGMENTS,
     MAP_HOST_ADDRESSES,
     MAP_PORT_INTERVALS,
@@ -169,6 +172,7 @@ const MAPS_ADDED_LATER: [&str; 12] = [
     MAP_DNS_ANSWERS,
     MAP_DNS_LISTENER,
     MAP_DNS_RELEASED,
+    MAP_ANTISPOOF_CELLS,
 ];
 
 /// Refuses pinned maps whose layout is not this firewall's, and a live filter without one
@@ -293,6 +297,9 @@ pub struct LiveMaps {
     pub allow_prefix: LpmTrie<MapData, AllowKey, AllowValue>,
     pub antispoof_src: LpmTrie<MapData, Addr, u32>,
     pub antispoof_dst: LpmTrie<MapData, Addr, u32>,
+    /// Both lists' answers for each /8 (`compile::antispoof_cells`); `None` on a live
+    /// filter older than the map, whose programs ask the tries alone.
+    pub antispoof_cells: Option<Array<MapData, u32>>,
     pub token_buckets: Array<MapData, TokenBucket>,
     pub blocklist: LpmTrie<MapData, Addr, BlockEntry>,
     /// The named lists' prefixes; `None` on a live filter older than the map.
@@ -562,6 +569,7 @@ impl LiveMaps {
             allow_prefix: typed!(MAP_ALLOW_PREFIX),
             antispoof_src: typed!(MAP_ANTISPOOF_SRC),
             antispoof_dst: typed!(MAP_ANTISPOOF_DST),
+            antispoof_cells: if has(MAP_ANTISPOOF_CELLS) { Some(typed!(MAP_ANTISPOOF_CELLS)) } else { None },
             token_buckets: typed!(MAP_TOKEN_BUCKETS),
             blocklist: typed!(MAP_BLOCKLIST),
             block_lists: if has(MAP_BLOCK_LISTS) { Some(typed!(MAP_BLOCK_LISTS)) } else { None },
@@ -671,7 +679,10 @@ impl LiveMaps {
             }
         }
 
-        // Anti-spoof tries.
+        // Anti-spoof tries, and their cells: a cell that changes asks the trie while the
+        // trie changes, so no packet meets an answer the trie no longer gives, nor misses
+        // one it gives already.
+        let cells = self.antispoof_cells_changing(plan)?;
         for (trie, wanted, name) in [
             (&mut self.antispoof_src, &plan.antispoof_sources, MAP_ANTISPOOF_SRC),
             (&mut self.antispoof_dst, &plan.antispoof_destinations, MAP_ANTISPOOF_DST),
@@ -693,6 +704,7 @@ impl LiveMaps {
                 }
             }
         }
+        self.set_antispoof_cells(&cells)?;
 
         // The rules' uids, before the allow-list entries that ask for them; the stale ones
         // go after those entries.
@@ -812,6 +824,37 @@ impl LiveMaps {
             if map.get(&rule, 0).map_err(call(MAP_PER_SOURCE_LIMITS, "get"))? != PerSourceLimit::default() {
                 map.set(rule, PerSourceLimit::default(), 0).map_err(call(MAP_PER_SOURCE_LIMITS, "set"))?;
             }
+        }
+        Ok(())
+    }
+
+    /// The cells of both anti-spoof lists that `plan` changes (index, new answer), each
+    /// set to ask the trie meanwhile (see `apply`). None on a live filter without them.
+    fn antispoof_cells_changing(&mut self, plan: &MapPlan) -> Result<Vec<(u32, u32)>> {
+        let Some(map) = &mut self.antispoof_cells else { return Ok(Vec::new()) };
+        let wanted = [&plan.antispoof_sources, &plan.antispoof_destinations]
+            .into_iter()
+            .flat_map(antispoof_cells)
+            .zip(0u32..);
+        let mut changing = Vec::new();
+        for (cell, index) in wanted {
+            let live = map.get(&index, 0).map_err(call(MAP_ANTISPOOF_CELLS, "get"))?;
+            if live != cell {
+                if live != CELL_ASK {
+                    map.set(index, CELL_ASK, 0).map_err(call(MAP_ANTISPOOF_CELLS, "set"))?;
+                }
+                changing.push((index, cell));
+            }
+        }
+        Ok(changing)
+    }
+
+    /// Writes the cells `antispoof_cells_changing` found, the tries holding the plan's
+    /// entries now.
+    fn set_antispoof_cells(&mut self, cells: &[(u32, u32)]) -> Result<()> {
+        let Some(map) = &mut self.antispoof_cells else { return Ok(()) };
+        for (index, cell) in cells {
+            map.set(*index, cell, 0).map_err(call(MAP_ANTISPOOF_CELLS, "set"))?;
         }
         Ok(())
     }

@@ -161,6 +161,53 @@ fn every_antispoof_entry_drops_and_counts_on_its_own_line() {
     assert_eq!(f.builtin_packets(Chain::Input, Builtin::Policy), 0);
 }
 
+/// Most addresses are judged by their /8's cell in `ANTISPOOF_CELLS`, without the tries: a
+/// reload that changes the lists changes the cells with them.
+#[test]
+fn the_antispoof_cells_answer_for_whole_slash_eights_and_follow_a_reload() {
+    use firewall_common::{AntispoofList, CELL_ASK, CELL_NONE, antispoof_cell};
+    use firewall_user::policy::Prefix;
+    let mut f = TestFilter::tight();
+    let cell = |f: &TestFilter, octet: u8| {
+        let cells = f.loaded.maps.antispoof_cells.as_ref().expect("the cells' map");
+        cells.get(&antispoof_cell(AntispoofList::Sources, false, octet), 0).expect("reading a cell")
+    };
+    let source = |f: &TestFilter, text: &str| {
+        let plan = firewall_user::compile::plan(&f.policy, &f.ids);
+        plan.antispoof_sources[&Prefix::parse(text).unwrap()]
+    };
+    // web-in is open to anyone: what the lists do not name passes.
+    let from = |src: [u8; 4]| tcp(src, OURS, 40000, 80, SYN);
+    // 10.0.0.0/8 is a cell of its own; 172.16.0.0/12 lies inside its cell, beside addresses
+    // it does not hold; no entry lies in 11.0.0.0/8.
+    assert_eq!(cell(&f, 10), source(&f, "10.0.0.0/8"));
+    assert_eq!(cell(&f, 172), CELL_ASK);
+    assert_eq!(cell(&f, 11), CELL_NONE);
+    assert_eq!(f.ingress(&from([10, 1, 2, 3])), Drop);
+    assert_eq!(f.packets(source(&f, "10.0.0.0/8")), 1);
+    assert_eq!(f.ingress(&from([172, 20, 0, 1])), Drop);
+    assert_eq!(f.ingress(&from([172, 32, 0, 1])), Pass);
+    assert_eq!(f.ingress(&from([11, 1, 2, 3])), Pass);
+
+    // 11.0.0.0/8 listed; 10.0.0.0/8 narrowed to 10.9.0.0/16; 172.16.0.0/12 gone.
+    let mut policy = f.policy.clone();
+    policy.antispoof_sources.retain(|p| !["10.0.0.0/8", "172.16.0.0/12"].contains(&p.to_string().as_str()));
+    policy.antispoof_sources.extend(["11.0.0.0/8", "10.9.0.0/16"].map(|p| Prefix::parse(p).unwrap()));
+    let ids = firewall_user::compile::Ids::assign(&policy, &f.ids);
+    let fresh = ids.new_counters(&f.ids);
+    (f.ids, f.policy) = (ids, policy);
+    let plan = firewall_user::compile::plan(&f.policy, &f.ids);
+    f.loaded.maps.apply(&plan, &fresh, None).expect("reloading");
+    assert_eq!(cell(&f, 11), source(&f, "11.0.0.0/8"));
+    assert_eq!(cell(&f, 10), CELL_ASK);
+    assert_eq!(cell(&f, 172), CELL_NONE);
+    assert_eq!(f.ingress(&from([11, 1, 2, 3])), Drop);
+    assert_eq!(f.packets(source(&f, "11.0.0.0/8")), 1);
+    assert_eq!(f.ingress(&from([10, 9, 1, 1])), Drop);
+    assert_eq!(f.ingress(&from([10, 1, 2, 3])), Pass);
+    assert_eq!(f.ingress(&from([172, 20, 0, 1])), Pass);
+}
+
 #[test]
 fn frames_truncated_at_every_length_are_invalid() {
     let mut f = TestFilter::tight();
