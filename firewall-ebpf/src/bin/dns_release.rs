@@ -14,6 +14,15 @@ mod program {
         xdp_action::XDP_PASS
     }
 
+    /// `serve`'s check, before it holds any answer, that the kernel lets it hand frames
+    /// back: the same live-frames run on the same interface, of a frame this drops, so
+    /// that nothing reaches the stack. A kernel may refuse live-frames runs where it
+    /// allows others.
+    #[xdp]
+    pub fn dns_release_probe(_ctx: XdpContext) -> u32 {
+        xdp_action::XDP_DROP
+    }
+
     #[panic_handler]
     fn panic(_info: &core::panic::PanicInfo) -> ! {
         loop {}

@@ -35,8 +35,9 @@ use super::{
 /// The file in the state directory whose `flock` the process reading the answers holds.
 pub const LEARNER_LOCK: &str = "learning.lock";
 
-/// The action that hands a frame to the stack.
-const XDP_PASS: u32 = 2;
+/// The program that hands a frame back, and the one that checks the kernel lets it.
+const RELEASE: &str = "dns_release";
+const PROBE: &str = "dns_release_probe";
 
 /// How long the filter holds answers after the last [`HeldAnswers::listen`].
 pub const LISTEN_FOR: Duration = Duration::from_secs(3);
@@ -51,8 +52,14 @@ pub enum HeldError {
     Load(#[source] Box<aya::EbpfError>),
     #[error("loading the program that hands answers back")]
     Program(#[source] ProgramError),
-    #[error("the program that hands answers back returned {0}, not XDP_PASS")]
-    Refused(u32),
+    #[error(
+        "the kernel refuses to hand frames back to {iface} (a live-frames run of an XDP program): answers are not held, names are learned by asking"
+    )]
+    Refused {
+        iface: String,
+        #[source]
+        source: ProgramError,
+    },
     #[error("{0}: no such interface here")]
     NoInterface(String),
     #[error("another process reads the DNS answers of the filter on {0}")]
@@ -110,23 +117,7 @@ impl HeldAnswers {
         if ifindex == 0 {
             return Err(HeldError::NoInterface(pins.iface.clone()));
         }
-        let mut release =
-            EbpfLoader::new().load(crate::DNS_RELEASE_OBJECT).map_err(|e| HeldError::Load(Box::new(e)))?;
-        let program: &mut Xdp = release
-            .program_mut("dns_release")
-            .ok_or(HeldError::Program(ProgramError::NotLoaded))?
-            .try_into()
-            .map_err(HeldError::Program)?;
-        program.load().map_err(HeldError::Program)?;
-        // A run that hands nothing to the stack, so that a process the kernel will not
-        // let run the program (a unit's system call filter) never holds an answer it
-        // could not hand back.
-        let ran = program
-            .test_run(TestRunOptions { data_in: Some(&[0; 64]), ..TestRunOptions::new() })
-            .map_err(|source| HeldError::Release { iface: pins.iface.clone(), source })?;
-        if ran.return_value != XDP_PASS {
-            return Err(HeldError::Refused(ran.return_value));
-        }
+        let release = load_hand_back(&pins.iface, ifindex)?;
         Ok(Some(HeldAnswers {
             ring: RingBuf::try_from(ring).map_err(call(MAP_DNS_ANSWERS, "open"))?,
             listener: Array::try_from(listener).map_err(call(MAP_DNS_LISTENER, "open"))?,
@@ -168,28 +159,55 @@ impl HeldAnswers {
             let until = kernel_time_ns() + MARKER_FOR.as_nanos() as u64;
             self.released.insert(key, until, 0).map_err(call(MAP_DNS_RELEASED, "insert"))?;
         }
-        let program: &mut Xdp = self
-            .release
-            .program_mut("dns_release")
-            .ok_or(HeldError::Program(ProgramError::NotLoaded))?
-            .try_into()
-            .map_err(HeldError::Program)?;
-        // struct xdp_md: data, data_end (the frame's length), data_meta, ingress_ifindex
-        // (the interface whose stack takes the frame), rx_queue_index, egress_ifindex.
-        let len = u32::try_from(frame.len().min(DNS_ANSWER_BYTES)).expect("a short frame");
-        let ctx: Vec<u8> =
-            [0, len, 0, self.ifindex, 0, 0].iter().flat_map(|w: &u32| w.to_ne_bytes()).collect();
-        program
-            .test_run(TestRunOptions {
-                data_in: Some(&frame[..len as usize]),
-                ctx_in: Some(&ctx),
-                repeat: 1,
-                attrs: TestRunAttrs::new().xdp_live_frames(1),
-                ..TestRunOptions::new()
-            })
+        live_run(&mut self.release, RELEASE, frame, self.ifindex)
             .map_err(|source| HeldError::Release { iface: self.iface.clone(), source })?;
         Ok(())
     }
+}
+
+/// Loads the hand-back's object, and checks that the kernel lets this process hand frames
+/// back to the interface `iface` (index `ifindex`): the hand-back's own kind of run, of a
+/// frame the probe drops. So a process the kernel will not let run it (a unit's system
+/// call filter, a kernel that refuses live-frames runs) never holds an answer it could not
+/// hand back.
+pub fn load_hand_back(iface: &str, ifindex: u32) -> Result<aya::Ebpf> {
+    let mut release =
+        EbpfLoader::new().load(crate::DNS_RELEASE_OBJECT).map_err(|e| HeldError::Load(Box::new(e)))?;
+    for name in [RELEASE, PROBE] {
+        program(&mut release, name).and_then(|p| p.load()).map_err(HeldError::Program)?;
+    }
+    live_run(&mut release, PROBE, &[0; 64], ifindex)
+        .map_err(|source| HeldError::Refused { iface: iface.to_owned(), source })?;
+    Ok(release)
+}
+
+/// The XDP program `name` of the hand-back's object.
+fn program<'a>(object: &'a mut aya::Ebpf, name: &str) -> std::result::Result<&'a mut Xdp, ProgramError> {
+    object.program_mut(name).ok_or(ProgramError::NotLoaded)?.try_into()
+}
+
+/// Runs the program `name` once in live-frames mode on `frame` (at most an answer's
+/// bytes), as if it had come in by the interface `ifindex`: what it passes enters that
+/// interface's stack.
+fn live_run(
+    object: &mut aya::Ebpf,
+    name: &str,
+    frame: &[u8],
+    ifindex: u32,
+) -> std::result::Result<(), ProgramError> {
+    let program = program(object, name)?;
+    // struct xdp_md: data, data_end (the frame's length), data_meta, ingress_ifindex
+    // (the interface whose stack takes the frame), rx_queue_index, egress_ifindex.
+    let len = u32::try_from(frame.len().min(DNS_ANSWER_BYTES)).expect("a short frame");
+    let ctx: Vec<u8> = [0, len, 0, ifindex, 0, 0].iter().flat_map(|w: &u32| w.to_ne_bytes()).collect();
+    program.test_run(TestRunOptions {
+        data_in: Some(&frame[..len as usize]),
+        ctx_in: Some(&ctx),
+        repeat: 1,
+        attrs: TestRunAttrs::new().xdp_live_frames(1),
+        ..TestRunOptions::new()
+    })?;
+    Ok(())
 }
 
 /// Takes [`LEARNER_LOCK`] of the filter `pins` names, or says who has it.
