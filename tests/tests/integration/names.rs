@@ -403,7 +403,9 @@ fn other_dns_server(lab: &Lab, addr: Ipv4Addr) -> Daemon {
 #[test]
 fn an_address_a_cdn_gave_a_program_on_the_host_is_learned_and_admitted_before_it_connects() {
     require_root();
-    if hand_back_refused("an_address_a_cdn_gave_a_program_on_the_host_is_learned_and_admitted_before_it_connects") {
+    if hand_back_refused(
+        "an_address_a_cdn_gave_a_program_on_the_host_is_learned_and_admitted_before_it_connects",
+    ) {
         return serve_holds_no_answer("names-nolive-cdn");
     }
     for learn in [true, false] {
