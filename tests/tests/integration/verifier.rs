@@ -6,7 +6,11 @@ use firewall_common::{MAPS, PROG_EGRESS, PROG_INGRESS, SCRATCH_MAPS};
 use tests::harness::TestFilter;
 
 /// Processed instructions each program may cost the verifier, with the policy of
-/// examples/tight.toml: 64,000 and 48,000, 60,896 and 44,479 with a DNS answer held for
+/// examples/tight.toml: 64,000 and 47,000, about 6% over what they cost with the anti-spoof
+/// lists asked in one global function (`antispoof_line`: the address's /8 in
+/// `ANTISPOOF_CELLS`, then the trie where the cell says so), 60,452 and 44,012 (the cells
+/// asked in line, 66,435 and 50,433: the rest of the chain walked again on each way on).
+/// Before it, 64,000 and 48,000; 60,896 and 44,479 with a DNS answer held for
 /// `serve` (`[dns] learn`: one helper copying the whole frame into a ring record, its length
 /// tested in a shape the verifier follows); set about 6% over what they cost once no struct
 /// was zeroed or copied whole on the hot paths (a flow key's padding, the `any` key's
@@ -66,7 +70,7 @@ use tests::harness::TestFilter;
 /// The kernel's limit is 1,000,000.
 /// Raise only with a reason in the commit.
 const BUDGET_INGRESS: u32 = 64_000;
-const BUDGET_EGRESS: u32 = 48_000;
+const BUDGET_EGRESS: u32 = 47_000;
 
 #[test]
 fn the_programs_stay_within_the_verifier_budget() {
