@@ -306,19 +306,21 @@ pub fn track(
     now: u64,
     config: &Config,
 ) {
+    // Zeroed a word at a time, volatile: the struct's zero fields written one by one (or
+    // `..Flow::default()`) LLVM merged into a call of its memset, a byte loop, on every
+    // flow's first packet. `Flow` is three 8-aligned words of plain integers (see `store`).
+    let mut words = [0u64; 3];
+    for word in &mut words {
+        // SAFETY: a valid, aligned word of `words`.
+        unsafe { core::ptr::write_volatile(word, 0) };
+    }
+    // SAFETY: `words` is a `Flow`'s size and alignment, and all zeroes is a `Flow`.
+    let flow = unsafe { &mut *words.as_mut_ptr().cast::<Flow>() };
+    flow.last_seen_ns = now;
     // The rule's index fits (firewall_common::MAX_RULES).
-    // Every field written: `..Flow::default()` costs a call of LLVM's memset.
-    let mut flow = Flow {
-        last_seen_ns: now,
-        rule: rule as u16,
-        origin: origin as u8,
-        tcp_state: TCP_OPEN,
-        flags: 0,
-        _pad: 0,
-        host_window: 0,
-        host_ack: 0,
-        host_syn_next: 0,
-    };
+    flow.rule = rule as u16;
+    flow.origin = origin as u8;
+    flow.tcp_state = TCP_OPEN;
     match *l4 {
         L4::Tcp { flags, seq, ack, window, .. } => {
             flow.tcp_state = if flags & TCP_RST != 0 {
@@ -335,7 +337,7 @@ pub fn track(
                 flow.flags = 1 << direction as u8;
             }
             if direction == Direction::Out {
-                host_numbers(&mut flow, flags, seq, ack, window);
+                host_numbers(flow, flags, seq, ack, window);
             }
         }
         L4::Icmp { echo, .. } if echo != Echo::Request => return,
@@ -374,9 +376,9 @@ pub fn track(
         // the LRU nothing (an update would take a node and give one back) and leaves the
         // table's size as it was.
         // SAFETY: a map value pointer, valid for this run; racing readers see whole fields.
-        Some(existing) => store(unsafe { &mut *existing }, &flow),
+        Some(existing) => store(unsafe { &mut *existing }, flow),
         None => {
-            insert(FlowTable::HalfOpen, key, &flow);
+            insert(FlowTable::HalfOpen, key, flow);
         }
     }
 }

@@ -6,7 +6,9 @@ use firewall_common::{MAPS, PROG_EGRESS, PROG_INGRESS, SCRATCH_MAPS};
 use tests::harness::TestFilter;
 
 /// Processed instructions each program may cost the verifier, with the policy of
-/// examples/tight.toml: 64,000 and 47,000, about 6% over what they cost with the anti-spoof
+/// examples/tight.toml: 61,000 and 44,000, about 6% over what they cost with a new flow's
+/// entry zeroed in three volatile words (LLVM had merged its zero fields into a call of its
+/// memset, a byte loop), 57,727 and 41,446. Before it, 64,000 and 47,000, with the anti-spoof
 /// lists asked in one global function (`antispoof_line`: the address's /8 in
 /// `ANTISPOOF_CELLS`, then the trie where the cell says so), 60,452 and 44,012 (the cells
 /// asked in line, 66,435 and 50,433: the rest of the chain walked again on each way on).
@@ -69,8 +71,8 @@ use tests::harness::TestFilter;
 /// every path; 5,110 and 4,718 with the conntrack fast path; 2,963 and 3,275 before it.
 /// The kernel's limit is 1,000,000.
 /// Raise only with a reason in the commit.
-const BUDGET_INGRESS: u32 = 64_000;
-const BUDGET_EGRESS: u32 = 47_000;
+const BUDGET_INGRESS: u32 = 61_000;
+const BUDGET_EGRESS: u32 = 44_000;
 
 #[test]
 fn the_programs_stay_within_the_verifier_budget() {
