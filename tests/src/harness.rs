@@ -49,6 +49,16 @@ impl TestFilter {
         TestFilter { loaded, policy, ids }
     }
 
+    /// Applies `policy` to the loaded maps as `reload` does: the rules' and entries' ids
+    /// kept where they stay, new counters zeroed.
+    pub fn reload(&mut self, policy: Policy) {
+        let ids = Ids::assign(&policy, &self.ids);
+        let fresh = ids.new_counters(&self.ids);
+        let plan = firewall_user::compile::plan(&policy, &ids);
+        self.loaded.maps.apply(&plan, &fresh, None).expect("reloading");
+        (self.ids, self.policy) = (ids, policy);
+    }
+
     /// Loads the programs with a policy given as TOML text whose peers written as DNS
     /// names hold `held`, as `firewall_user::names::fold` gives them to their rules.
     pub fn with_names(

@@ -547,8 +547,7 @@ fn the_dhcpv6_client_s_exchange_passes_with_address6_and_nothing_else_reaches_it
     // `dhcp = false`, by a reload: all of it drops.
     let mut policy = f.policy.clone();
     policy.dhcp = false;
-    let plan = firewall_user::compile::plan(&policy, &f.ids);
-    f.loaded.maps.apply(&plan, &[], None).expect("reloading");
+    f.reload(policy);
     assert_eq!(exchange(&mut f), [Drop; 4]);
     assert_eq!((dhcp(&mut f, Chain::Output), dhcp(&mut f, Chain::Input)), (2, 2));
 }

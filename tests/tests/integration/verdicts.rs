@@ -193,11 +193,7 @@ fn the_antispoof_cells_answer_for_whole_slash_eights_and_follow_a_reload() {
     let mut policy = f.policy.clone();
     policy.antispoof_sources.retain(|p| !["10.0.0.0/8", "172.16.0.0/12"].contains(&p.to_string().as_str()));
     policy.antispoof_sources.extend(["11.0.0.0/8", "10.9.0.0/16"].map(|p| Prefix::parse(p).unwrap()));
-    let ids = firewall_user::compile::Ids::assign(&policy, &f.ids);
-    let fresh = ids.new_counters(&f.ids);
-    (f.ids, f.policy) = (ids, policy);
-    let plan = firewall_user::compile::plan(&f.policy, &f.ids);
-    f.loaded.maps.apply(&plan, &fresh, None).expect("reloading");
+    f.reload(policy);
     assert_eq!(cell(&f, 11), source(&f, "11.0.0.0/8"));
     assert_eq!(cell(&f, 10), CELL_ASK);
     assert_eq!(cell(&f, 172), CELL_NONE);
@@ -763,8 +759,7 @@ fn without_related_an_error_rule_admits_every_error_as_the_seed_writes_it() {
 fn reload_with_dhcp(f: &mut TestFilter, on: bool) {
     let mut policy = f.policy.clone();
     policy.dhcp = on;
-    let plan = firewall_user::compile::plan(&policy, &f.ids);
-    f.loaded.maps.apply(&plan, &[], None).expect("reloading");
+    f.reload(policy);
 }
 
 #[test]
