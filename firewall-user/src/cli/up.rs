@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use firewall_user::{
-    kernel::attach::Mode,
+    kernel::attach::{Mode, XdpAttached, XdpHook},
     ops::up::{self, Fallback},
     view::versioned_json,
 };
@@ -54,6 +54,9 @@ impl Up {
                 severed: bool,
                 /// The peers written as DNS names, each as its resolvers answered now.
                 names: Vec<firewall_user::names::AskedReport>,
+                /// The XDP hook a new filter is on, and why `--mode auto` chose generic
+                /// where it did; null when the programs were replaced in place.
+                xdp: Option<&'a XdpAttached>,
             }
             let file = up.fell_back.as_ref().map_or(self.policy.as_path(), |f| f.last_good.as_path());
             let upped = Upped {
@@ -67,13 +70,17 @@ impl Up {
                 resized: &up.resized,
                 severed: up.severed,
                 names: up.names.iter().map(Into::into).collect(),
+                xdp: up.xdp.as_ref(),
             };
             println!("{}", versioned_json(&upped));
         } else {
             println!(
                 "firewall up on {}: {}, {} rules{}, pinned at {}",
                 up.pins.iface,
-                if up.replaced { "programs replaced in place" } else { "attached" },
+                match &up.xdp {
+                    None => "programs replaced in place".to_owned(),
+                    Some(xdp) => attached_note(xdp),
+                },
                 up.rules,
                 audit_note(up.enforcement, ","),
                 up.pins.dir.display()
@@ -95,5 +102,17 @@ impl Up {
             );
         }
         Ok(())
+    }
+}
+
+/// `attached, native XDP` or `attached, generic XDP (why auto chose it)`.
+fn attached_note(xdp: &XdpAttached) -> String {
+    let hook = match xdp.hook {
+        XdpHook::Native => "native",
+        XdpHook::Generic => "generic",
+    };
+    match &xdp.why {
+        Some(why) => format!("attached, {hook} XDP ({why})"),
+        None => format!("attached, {hook} XDP"),
     }
 }

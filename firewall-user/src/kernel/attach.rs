@@ -8,15 +8,16 @@
 use std::path::Path;
 
 use aya::programs::{
-    ProgramError, TcAttachType, XdpMode,
+    ProgramError, TcAttachType, Xdp, XdpMode,
     links::{FdLink, LinkError, PinnedLink},
+    xdp::XdpLinkId,
 };
 use firewall_common::{MAPS, PROG_EGRESS, PROG_INGRESS};
 
 use crate::{
     compile::{Ids, plan},
     kernel::{
-        filter::{FilterError, Result, if_index},
+        filter::{FilterError, Result, if_driver, if_index},
         load::Loaded,
         maps::{Enforcement, check_pinned},
         pins::{AppliedWith, EGRESS_LINK, INGRESS_LINK, LiveState, PROGRAMS_LEVEL, Pins, StateLock, io_err},
@@ -28,7 +29,9 @@ use crate::{
 /// How `up` attaches XDP.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
-    /// Native (driver) mode where the driver has it, else generic.
+    /// The mode that suits the driver: generic on a veth or a virtio-net (native XDP there
+    /// turns off the offloads bulk receive depends on), else native where the driver has
+    /// it, else generic.
     #[default]
     Auto,
     /// Driver mode only.
@@ -37,15 +40,86 @@ pub enum Mode {
     Skb,
 }
 
-impl Mode {
-    fn xdp(self) -> XdpMode {
-        match self {
-            Mode::Auto => XdpMode::Default,
-            Mode::Native => XdpMode::Driver,
-            Mode::Skb => XdpMode::Skb,
+/// Which of the kernel's two XDP hooks a filter is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpHook {
+    /// In the driver, before the kernel makes an skb (`ip link` says `xdp`).
+    Native,
+    /// In the kernel's stack, on the skb, after GRO (`ip link` says `xdpgeneric`).
+    Generic,
+}
+
+/// The hook a first `up` attached XDP to, and, where `--mode auto` chose it for the
+/// driver, why.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct XdpAttached {
+    pub hook: XdpHook,
+    pub why: Option<String>,
+}
+
+/// Why `--mode auto` attaches generic XDP to an interface whose driver is `driver`
+/// (`ethtool -i`), though the driver has native XDP; `None`: native suits it.
+///
+/// Both drivers take offloads away from the receive path while a native program is on:
+/// veth clears its peer's segmentation offload (`veth_fix_features`), so the sender cuts
+/// every segment to the MTU and each is judged and received alone; virtio-net clears the
+/// guest's receive offloads (`virtnet_clear_guest_offloads`), so the host hands the guest
+/// MTU-sized frames. Generic XDP judges after GRO, one verdict for a 64 KB aggregate.
+pub fn auto_generic_because(driver: &str) -> Option<&'static str> {
+    match driver {
+        "veth" => Some("a veth, where native XDP turns its peer's segmentation offload off"),
+        "virtio_net" => Some("a virtio-net, where native XDP turns its receive offloads off"),
+        _ => None,
+    }
+}
+
+/// Attaches `xdp` to `iface` as `mode` says: the link's id and the hook it is on.
+fn attach_xdp(xdp: &mut Xdp, iface: &str, mode: Mode) -> Result<(XdpLinkId, XdpAttached)> {
+    let attach = |xdp: &mut Xdp, flags: XdpMode, hint: &'static str| {
+        xdp.attach(iface, flags).map_err(|source| FilterError::AttachXdp {
+            iface: iface.into(),
+            mode: flags,
+            hint,
+            source,
+        })
+    };
+    let generic = |why: Option<String>| XdpAttached { hook: XdpHook::Generic, why };
+    let native = XdpAttached { hook: XdpHook::Native, why: None };
+    match mode {
+        Mode::Native => {
+            Ok((attach(xdp, XdpMode::Driver, "; driver mode unsupported? try --mode skb")?, native))
+        }
+        Mode::Skb => Ok((attach(xdp, XdpMode::Skb, "")?, generic(None))),
+        Mode::Auto => {
+            if let Some(why) = if_driver(iface).as_deref().and_then(auto_generic_because) {
+                let why = format!("{why}; --mode native chooses it");
+                return Ok((attach(xdp, XdpMode::Skb, "")?, generic(Some(why))));
+            }
+            match attach(xdp, XdpMode::Driver, "") {
+                Ok(id) => Ok((id, native)),
+                // A driver without native XDP, or one that refuses this interface (an MTU
+                // past what it takes natively): generic XDP judges the same.
+                Err(FilterError::AttachXdp { source, .. }) => {
+                    let why = match &source {
+                        ProgramError::SyscallError(err)
+                            if err.io_error.raw_os_error() == Some(libc::EOPNOTSUPP) =>
+                        {
+                            "its driver has no native XDP".to_owned()
+                        }
+                        ProgramError::SyscallError(err) => {
+                            format!("its driver refused native XDP: {}", err.io_error)
+                        }
+                        other => format!("its driver refused native XDP: {other}"),
+                    };
+                    Ok((attach(xdp, XdpMode::Skb, "")?, generic(Some(why))))
+                }
+                Err(err) => Err(err),
+            }
         }
     }
 }
+
 /// A first `up`: the maps filled, both programs attached and their links pinned, the
 /// state saved.
 pub(crate) fn attach_and_pin(
@@ -55,7 +129,7 @@ pub(crate) fn attach_and_pin(
     policy_file: &Path,
     mode: Mode,
     enforcement: Enforcement,
-) -> Result<()> {
+) -> Result<XdpAttached> {
     let pins = lock.pins();
     let ids = Ids::assign(policy, &Ids::default());
     let plan = plan(policy, &ids);
@@ -64,12 +138,7 @@ pub(crate) fn attach_and_pin(
     let iface = pins.iface.as_str();
 
     let xdp = loaded.ingress()?;
-    let id = xdp.attach(iface, mode.xdp()).map_err(|source| FilterError::AttachXdp {
-        iface: iface.into(),
-        mode: mode.xdp(),
-        hint: if mode == Mode::Native { "; driver mode unsupported? try --mode skb" } else { "" },
-        source,
-    })?;
+    let (id, attached) = attach_xdp(xdp, iface, mode)?;
     let link = xdp.take_link(id).map_err(|source| FilterError::Program {
         call: "take_link",
         name: PROG_INGRESS,
@@ -100,7 +169,7 @@ pub(crate) fn attach_and_pin(
             applied_with: AppliedWith::of(policy),
         },
     )?;
-    Ok(())
+    Ok(attached)
 }
 
 /// Whether the filter's pinned links are attached to `iface` as it is now. Removing an
@@ -246,4 +315,19 @@ pub(crate) fn remove_pins(pins: &Pins) -> Result<()> {
     }
     pins.remove_pin_dir()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::auto_generic_because;
+
+    #[test]
+    fn auto_is_generic_where_native_xdp_turns_receive_offloads_off_and_native_elsewhere() {
+        for driver in ["veth", "virtio_net"] {
+            assert!(auto_generic_because(driver).is_some(), "{driver}");
+        }
+        for driver in ["mlx5_core", "i40e", "ice", "ixgbe", "ena", "bnxt_en", "bonding", ""] {
+            assert_eq!(auto_generic_because(driver), None, "{driver}");
+        }
+    }
 }

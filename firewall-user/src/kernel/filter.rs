@@ -149,6 +149,45 @@ pub fn if_index(iface: &str) -> Option<u32> {
     (index != 0).then_some(index)
 }
 
+/// The name of the driver behind `iface`, as `ethtool -i` says it (`veth`, `virtio_net`,
+/// `mlx5_core`…); `None` where the interface does not answer.
+pub fn if_driver(iface: &str) -> Option<String> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    const ETHTOOL_GDRVINFO: u32 = 3;
+    /// `struct ethtool_drvinfo` (linux/ethtool.h).
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        rest: [u8; 32 * 4 + 12 + 4 * 5],
+    }
+    let mut info = DrvInfo { cmd: ETHTOOL_GDRVINFO, driver: [0; 32], rest: [0; 32 * 4 + 12 + 4 * 5] };
+    // SAFETY: an all-zero `ifreq` is a valid one.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    let name = iface.as_bytes();
+    if name.len() >= request.ifr_name.len() {
+        return None;
+    }
+    for (to, from) in request.ifr_name.iter_mut().zip(name) {
+        *to = *from as libc::c_char;
+    }
+    request.ifr_ifru.ifru_data = (&raw mut info).cast();
+    // SAFETY: plain arguments; the kernel makes the descriptor, owned here alone.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        return None;
+    }
+    // SAFETY: a descriptor just made for this process.
+    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
+    // SAFETY: SIOCETHTOOL with an `ifreq` whose data points at a `DrvInfo` that outlives
+    // the call, as large as the kernel writes.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &raw mut request) } < 0 {
+        return None;
+    }
+    let len = info.driver.iter().position(|&b| b == 0).unwrap_or(info.driver.len());
+    Some(String::from_utf8_lossy(&info.driver[..len]).into_owned())
+}
+
 /// The addresses `iface` has now, of both families (none for an interface that does not
 /// exist); `None` when the kernel cannot be asked.
 pub fn interface_addresses(iface: &str) -> Option<Vec<std::net::IpAddr>> {

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use crate::{
     kernel::{
         Filter, FilterError,
-        attach::{Mode, attach_and_pin, links_attached, remove_pins, replace},
+        attach::{Mode, XdpAttached, attach_and_pin, links_attached, remove_pins, replace},
         filter::{Result, if_index, in_force_on, require_root},
         maps::{Enforcement, LiveMaps},
         pins::{Pins, StateLock, io_err},
@@ -97,6 +97,9 @@ pub struct Up {
     pub fell_back: Option<FellBack>,
     /// The peers written as DNS names, asked as the policy was put in force.
     pub names: Vec<crate::names::Asked>,
+    /// The XDP hook a new filter was attached to (`None`: the programs were replaced in
+    /// their links, on the hook they were on).
+    pub xdp: Option<XdpAttached>,
 }
 
 /// `firewall up`: reads and validates the policy `file`, then puts it in force on `iface`
@@ -199,6 +202,7 @@ fn up_locked(
             severed: false,
             fell_back: None,
             names: Vec::new(),
+            xdp: None,
         });
     }
     // Stale map pins from an interrupted `up` would be reused with old contents, and its
@@ -212,7 +216,7 @@ fn up_locked(
     if result.is_err() {
         let _ = remove_pins(&pins);
     }
-    result.map(|()| Up {
+    result.map(|xdp| Up {
         pins,
         replaced: false,
         enforcement,
@@ -222,6 +226,7 @@ fn up_locked(
         severed,
         fell_back: None,
         names: Vec::new(),
+        xdp: Some(xdp),
     })
 }
 

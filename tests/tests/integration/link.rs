@@ -172,8 +172,8 @@ fn frames_the_parser_does_not_follow_never_reach_the_host() {
     assert_eq!(moved(&out, &last, "INPUT", "ethertype"), 0);
 }
 
-/// A jumbo-MTU link (a storage network, a cloud's internal one) takes the filter in the
-/// default mode: the XDP program is multi-buffer aware (`xdp.frags`), without which the
+/// A jumbo-MTU link (a storage network, a cloud's internal one) takes the filter in
+/// native mode: the XDP program is multi-buffer aware (`xdp.frags`), without which the
 /// kernel refuses it on a veth whose MTU passes a page. Its large frames are judged whole:
 /// an SSH peer's session echoes 8,000-byte messages, each frame counted at its full
 /// length, not its first buffer's, and a stranger's large datagram still drops.
@@ -184,7 +184,7 @@ fn a_jumbo_mtu_link_takes_the_filter_and_its_large_frames_are_judged_whole() {
     jumbo(&lab);
     let ssh = SocketAddr::new(IpAddr::V4(HOST), 122);
     lab.tcp_echo(ssh);
-    lab.up();
+    up_native(&lab, &lab.policy_file());
     large_frames_judged_whole(&lab, IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)), ssh, IpAddr::V4(STRANGER));
 }
 
@@ -197,10 +197,69 @@ fn a_jumbo_mtu_link_judges_ipv6_frames_whole_too() {
     jumbo(&lab);
     let ssh = SocketAddr::new(IpAddr::V6(HOST6), 122);
     lab.tcp_echo(ssh);
-    let policy = lab.dual_stack_policy_file();
-    lab.firewall_ok(&["up", "--policy", policy.to_str().unwrap(), "--iface", SERVER_IF]);
+    up_native(&lab, &lab.dual_stack_policy_file());
     let peer = Ipv6Addr::new(0x2001, 0xdb8, 7, 0, 0, 0, 0, 7);
     large_frames_judged_whole(&lab, IpAddr::V6(peer), ssh, IpAddr::V6(STRANGER6));
+}
+
+/// `firewall up --policy POLICY --iface s0 --mode native`, which must attach natively.
+fn up_native(lab: &Lab, policy: &std::path::Path) {
+    let policy = policy.to_str().unwrap();
+    let out = lab.firewall_ok(&["up", "--policy", policy, "--iface", SERVER_IF, "--mode", "native"]);
+    assert!(out.starts_with("firewall up on s0: attached, native XDP,"), "{out}");
+}
+
+/// The default mode suits the driver. On a veth it is generic: native XDP there turns the
+/// peer's segmentation offload off (the kernel's veth driver does), so the sender would
+/// cut every segment to the MTU. `up` says so, `ip link` shows `xdpgeneric`, and the
+/// client's end keeps TSO. `--mode native` still gets native XDP, and the client's end
+/// loses TSO while it is on. Loopback, whose driver has no native XDP, gets generic and
+/// says why.
+#[test]
+fn the_default_mode_suits_the_driver_generic_on_a_veth_native_when_asked() {
+    require_root();
+    let lab = Lab::new("xdpmode");
+    let policy = lab.policy_file();
+    let policy = policy.to_str().unwrap();
+    let client_tso = || {
+        let out = sh(Command::new("ip").args(["netns", "exec", &lab.client, "ethtool", "-k", CLIENT_IF]));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = text.lines().find(|l| l.trim_start().starts_with("tcp-segmentation-offload:"));
+        line.unwrap_or_else(|| panic!("ethtool -k {CLIENT_IF} says no tcp-segmentation-offload:\n{text}"))
+            .contains(": on")
+    };
+    assert!(client_tso(), "the client's end has TSO before any filter");
+
+    let out = lab.firewall_ok(&["up", "--policy", policy, "--iface", SERVER_IF]);
+    assert!(
+        out.starts_with("firewall up on s0: attached, generic XDP (a veth, where native XDP turns its peer's segmentation offload off; --mode native chooses it), "),
+        "{out}"
+    );
+    assert!(lab.server_link().contains("xdpgeneric"), "{}", lab.server_link());
+    assert!(client_tso(), "the client's end keeps TSO under generic XDP");
+    lab.firewall_ok(&["down", "--iface", SERVER_IF]);
+
+    let out =
+        lab.firewall_ok(&["up", "--policy", policy, "--iface", SERVER_IF, "--mode", "native", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&out).expect("up --json");
+    assert_eq!(json["xdp"], serde_json::json!({"hook": "native", "why": null}), "{json}");
+    let link = lab.server_link();
+    assert!(!link.contains("xdpgeneric") && tests::lab::xdp_lines(&link).len() == 1, "{link}");
+    assert!(!client_tso(), "the veth driver turns the peer's TSO off under native XDP");
+    // A second `up` replaces the programs in their links, on the hook they are on.
+    let out = lab.firewall_ok(&["up", "--policy", policy, "--iface", SERVER_IF, "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&out).expect("up --json");
+    assert_eq!((json["replaced"].as_bool(), &json["xdp"]), (Some(true), &serde_json::Value::Null), "{json}");
+    assert!(!lab.server_link().contains("xdpgeneric"), "{}", lab.server_link());
+    lab.firewall_ok(&["down", "--iface", SERVER_IF]);
+    assert!(client_tso(), "the client's end has TSO again after down");
+
+    let out = lab.firewall_ok(&["up", "--policy", policy, "--iface", "lo"]);
+    assert!(
+        out.starts_with("firewall up on lo: attached, generic XDP (its driver has no native XDP), "),
+        "{out}"
+    );
+    lab.firewall_ok(&["down", "--iface", "lo"]);
 }
 
 /// Both ends of the lab's link at an MTU of 9,000.
