@@ -19,7 +19,7 @@
 //! | `--state INVALID` | none (the parser) | [`Builtin::Invalid`], [`Builtin::InvalidTcpFlags`], [`Builtin::InvalidFragment`] |
 //! | (what iptables never sees: the link layer) | none (the parser) | [`Builtin::NonIp`] passes, [`Builtin::OtherEthertype`] drops |
 //! | (what iptables never sees: the DHCP client's packet sockets) | [`MAP_CONFIG`]'s [`CONFIG_DHCP`] (`[host] dhcp`) | [`Builtin::Dhcp`] passes |
-//! | a service's allow-list | [`MAP_ALLOW_EXACT`] (hash, single addresses and `any`), [`MAP_ALLOW_PREFIX`] (LPM trie, CIDRs) | [`rule_counter`] with [`Line::New`] |
+//! | a service's allow-list | [`MAP_SERVICE_SKIPS`] (array: for each service, whether it has peers, and `any`), then [`MAP_ALLOW_EXACT`] (hash, single addresses and `any`), [`MAP_ALLOW_PREFIX`] (LPM trie, CIDRs) | [`rule_counter`] with [`Line::New`] |
 //! | `--state ESTABLISHED` returns | [`MAP_CONNTRACK`] (LRU hash, flows heard both ways), [`MAP_HALF_OPEN`] (LRU hash, the others) | [`rule_counter`] with [`Line::Established`] |
 //! | `-m limit` | [`MAP_TOKEN_BUCKETS`] (array, one per rule) | falls through to the chain policy |
 //! | `-P … DROP` | none | [`Builtin::Policy`] |
@@ -63,8 +63,9 @@ pub const MAP_DNS_ANSWERS: &str = "DNS_ANSWERS";
 pub const MAP_DNS_LISTENER: &str = "DNS_LISTENER";
 pub const MAP_DNS_RELEASED: &str = "DNS_RELEASED";
 pub const MAP_ANTISPOOF_CELLS: &str = "ANTISPOOF_CELLS";
+pub const MAP_SERVICE_SKIPS: &str = "SERVICE_SKIPS";
 /// Every map, in the order `up` pins them.
-pub const MAPS: [&str; 26] = [
+pub const MAPS: [&str; 27] = [
     MAP_CONFIG,
     MAP_COUNTERS,
     MAP_CONNTRACK,
@@ -91,6 +92,7 @@ pub const MAPS: [&str; 26] = [
     MAP_DNS_LISTENER,
     MAP_DNS_RELEASED,
     MAP_ANTISPOOF_CELLS,
+    MAP_SERVICE_SKIPS,
 ];
 /// Maps the object declares that `up` does not pin: they hold nothing between packets.
 pub const SCRATCH_MAPS: [&str; 1] = [MAP_SCRATCH];
@@ -787,6 +789,42 @@ pub const fn port_interval_slot(direction: u8, protocol: u8, port: u16) -> Optio
     Some((index, 16 * (port as u32 & 3)))
 }
 
+/// Services a direction has in [`MAP_SERVICE_SKIPS`]: every tcp port, every udp port, every
+/// ICMP type, every ICMPv6 type.
+const SERVICES_PER_DIRECTION: u32 = 2 * 65_536 + 2 * 256;
+/// Size of [`MAP_SERVICE_SKIPS`]: two bits a service, 32 services a `u64` (an array's
+/// values are 8 bytes at least): 64 KiB.
+pub const SERVICE_SKIPS_ENTRIES: u32 = 2 * SERVICES_PER_DIRECTION / 32;
+/// A service's bit in [`MAP_SERVICE_SKIPS`]: no rule lists a peer or a prefix for it, so its
+/// packets skip [`MAP_ALLOW_EXACT`]'s lookup of the peer and [`MAP_ALLOW_PREFIX`]'s.
+pub const SKIP_PEERS: u64 = 1;
+/// A service's bit in [`MAP_SERVICE_SKIPS`]: no rule admits `any` to it, so its packets skip
+/// [`MAP_ALLOW_EXACT`]'s second lookup, of [`ANY_PEER`]. With [`SKIP_PEERS`]: no rule serves
+/// it at all, and a packet to it meets its chain's policy without a hash lookup.
+pub const SKIP_ANYONE: u64 = 2;
+
+/// Where the skip bits of a service (a direction, a protocol, and an allow-list key's
+/// port: the port, or the first of its interval, or the ICMP type) live in
+/// [`MAP_SERVICE_SKIPS`]: the array index, and the shift of its two bits in the `u64`
+/// value there; `None` for a protocol no rule can name.
+///
+/// Both bits are zero until user space writes them: a zero-filled array asks every lookup,
+/// as the programs did before it, and a service about to gain an entry is set to ask before
+/// the entry goes in.
+#[expect(clippy::inline_always, reason = "the eBPF programs' hot path: no BPF-to-BPF call for it")]
+#[inline(always)]
+pub const fn service_skip_slot(direction: u8, protocol: u8, port: u16) -> Option<(u32, u32)> {
+    let service = match protocol {
+        PROTO_TCP => port as u32,
+        PROTO_UDP => 65_536 + port as u32,
+        PROTO_ICMP if port < 256 => 2 * 65_536 + port as u32,
+        PROTO_ICMPV6 if port < 256 => 2 * 65_536 + 256 + port as u32,
+        _ => return None,
+    };
+    let service = (direction as u32 & 1) * SERVICES_PER_DIRECTION + service;
+    Some((service / 32, 2 * (service % 32)))
+}
+
 /// The peer of an `ALLOW_EXACT` entry that admits anyone, of either family (`::`: a policy
 /// cannot name it, and an anti-spoof default drops it as a source).
 pub const ANY_PEER: Addr = [0; 16];
@@ -1083,6 +1121,12 @@ const _: () = {
     // A cell's counter is told from CELL_ASK and CELL_NONE.
     assert!(ANTISPOOF_COUNTER_BASE > CELL_ASK && MAX_COUNTERS < CELL_NONE);
     assert!(antispoof_cell(AntispoofList::Destinations, true, 255) == ANTISPOOF_CELLS_ENTRIES - 1);
+    // Every service has a slot of its own, the last one the array's last bits.
+    assert!(SERVICES_PER_DIRECTION.is_multiple_of(32));
+    assert!(
+        matches!(service_skip_slot(1, PROTO_ICMPV6, 255), Some((i, 62)) if i == SERVICE_SKIPS_ENTRIES - 1)
+    );
+    assert!(service_skip_slot(0, PROTO_ICMP, 256).is_none() && service_skip_slot(0, 47, 0).is_none());
     assert!(rule_counter(MAX_RULES - 1, Line::Established) < BLOCK_COUNTER_BASE);
     assert!(block_counter(MAX_BLOCKED - 1, Direction::Out) == MAX_COUNTERS - 1);
     assert!(MAX_COUNTERS < COUNTER_LOGGED);

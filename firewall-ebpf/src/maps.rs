@@ -13,7 +13,7 @@ use firewall_common::{
     FragmentKey, FragmentedDatagram, HALF_OPEN_DEFAULT_ENTRIES, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS,
     MAX_HOST_ADDRESSES, MAX_LISTED, MAX_RULE_UIDS, MAX_RULES, PER_SOURCE_BUCKETS_ENTRIES,
     PER_SOURCE_CONNECTIONS_ENTRIES, PORT_INTERVALS_ENTRIES, PerSourceLimit, ReleasedKey, RuleUid,
-    SourceConnections, SourceKey, TOKEN_BUCKETS_ENTRIES, TokenBucket,
+    SERVICE_SKIPS_ENTRIES, SourceConnections, SourceKey, TOKEN_BUCKETS_ENTRIES, TokenBucket,
 };
 
 /// `CONFIG[0]`: the host's address, timeouts, and whether the policy is in force.
@@ -155,6 +155,9 @@ pub struct Scratch {
     /// Only its first slot is ever written: the rest stay empty.
     pub connections: SourceConnections,
     pub flow: FlowKey,
+    /// A packet's key in `ALLOW_EXACT`, for `chain::allow_line`; its peer is zeroed there
+    /// for the lookup of `any`.
+    pub allow: AllowKey,
     pub open: u32,
     pub free: u32,
 }
@@ -176,6 +179,14 @@ pub static HOST_ADDRESSES: HashMap<Addr, u32> = HashMap::with_max_entries(MAX_HO
 /// `CONFIG_HAS_RANGES`.
 #[map]
 pub static PORT_INTERVALS: Array<u64> = Array::with_max_entries(PORT_INTERVALS_ENTRIES, 0);
+
+/// For each service, the allow-list lookups it may skip: no peer or prefix of any rule
+/// (`firewall_common::SKIP_PEERS`), no `any` (`SKIP_ANYONE`); two bits a service (see
+/// firewall_common::service_skip_slot). One array read, which the kernel inlines, in place
+/// of hash lookups that would miss: a packet to a port no rule serves meets its chain's
+/// policy with no hash lookup at all.
+#[map]
+pub static SERVICE_SKIPS: Array<u64> = Array::with_max_entries(SERVICE_SKIPS_ENTRIES, 0);
 
 /// `[dns] learn`: the DNS answers held for `firewall serve` (`firewall_common::DnsAnswer`),
 /// which learns the names' addresses from them and hands them back (see crate::dns). One

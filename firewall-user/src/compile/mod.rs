@@ -12,6 +12,7 @@
 mod cells;
 mod intervals;
 mod listing;
+mod skips;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -34,6 +35,7 @@ use self::intervals::PortIntervals;
 pub use self::intervals::first_port;
 pub(crate) use self::listing::ANYWHERE;
 pub use self::listing::{ListChain, ListLine, chain_name, listing};
+pub use self::skips::service_skips;
 use crate::{
     FastMap,
     policy::{Limit, PerSource, Policy, Prefix, Rule, Service, to_addr},

@@ -23,14 +23,14 @@ use firewall_common::{
     MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS, MAP_DNS_ANSWERS, MAP_DNS_LISTENER,
     MAP_DNS_RELEASED, MAP_DROP_EVENTS, MAP_FLOW_STATS, MAP_FLOWS_ENDED, MAP_FRAGMENTS, MAP_HALF_OPEN,
     MAP_HOST_ADDRESSES, MAP_LIST_DEADLINES, MAP_PER_SOURCE_BUCKETS, MAP_PER_SOURCE_CONNECTIONS,
-    MAP_PER_SOURCE_LIMITS, MAP_PORT_INTERVALS, MAP_RULE_UIDS, MAP_TOKEN_BUCKETS, MAPS, MAX_ANTISPOOF,
-    MAX_BLOCKED, MAX_COUNTERS, MAX_HOST_ADDRESSES, MAX_LISTED, MAX_RULES, PROTO_ICMP, PROTO_ICMPV6,
-    PerSourceLimit, ReleasedKey, RuleUid, SourceConnections, SourceKey, TOKEN_BUCKETS_ENTRIES, TokenBucket,
-    block_counter, flows_inserted, flows_removed,
+    MAP_PER_SOURCE_LIMITS, MAP_PORT_INTERVALS, MAP_RULE_UIDS, MAP_SERVICE_SKIPS, MAP_TOKEN_BUCKETS, MAPS,
+    MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, MAX_HOST_ADDRESSES, MAX_LISTED, MAX_RULES, PROTO_ICMP,
+    PROTO_ICMPV6, PerSourceLimit, ReleasedKey, RuleUid, SERVICE_SKIPS_ENTRIES, SourceConnections, SourceKey,
+    TOKEN_BUCKETS_ENTRIES, TokenBucket, block_counter, flows_inserted, flows_removed,
 };
 
 use crate::{
-    compile::{MapPlan, antispoof_cells},
+    compile::{MapPlan, antispoof_cells, service_skips},
     kernel::pins::Pins,
     policy::{Prefix, from_addr},
 };
@@ -123,6 +123,7 @@ fn layout(name: &str) -> Layout {
         MAP_ALLOW_PREFIX => (4 + size_of::<AllowKey>(), size_of::<AllowValue>(), Some(ALLOW_PREFIX_ENTRIES)),
         MAP_ANTISPOOF_SRC | MAP_ANTISPOOF_DST => (4 + size_of::<Addr>(), 4, Some(MAX_ANTISPOOF)),
         MAP_ANTISPOOF_CELLS => (4, 4, Some(ANTISPOOF_CELLS_ENTRIES)),
+        MAP_SERVICE_SKIPS => (4, 8, Some(SERVICE_SKIPS_ENTRIES)),
         MAP_TOKEN_BUCKETS => (4, size_of::<TokenBucket>(), Some(TOKEN_BUCKETS_ENTRIES)),
         MAP_BLOCKLIST => (4 + size_of::<Addr>(), size_of::<BlockEntry>(), Some(MAX_BLOCKED)),
         MAP_BLOCK_LISTS => (4 + size_of::<Addr>(), 4, Some(MAX_LISTED)),
@@ -159,7 +160,8 @@ fn layout(name: &str) -> Layout {
 /// ([`MapsError::NoListExpiry`]). The `DNS_*` maps: `serve` learns no name from the
 /// answers of a filter without them. `ANTISPOOF_CELLS`: the older programs ask the tries
 /// alone; the loader creates it zeroed, every cell asking the trie, until `apply` fills it.
-const MAPS_ADDED_LATER: [&str; 13] = [
+/// `SERVICE_SKIPS` likewise: zeroed, every lookup asked.
+const MAPS_ADDED_LATER: [&str; 14] = [
     MAP_FRAGMENTS,
     MAP_HOST_ADDRESSES,
     MAP_PORT_INTERVALS,
@@ -173,6 +175,7 @@ const MAPS_ADDED_LATER: [&str; 13] = [
     MAP_DNS_LISTENER,
     MAP_DNS_RELEASED,
     MAP_ANTISPOOF_CELLS,
+    MAP_SERVICE_SKIPS,
 ];
 
 /// Refuses pinned maps whose layout is not this firewall's, and a live filter without one
@@ -300,6 +303,9 @@ pub struct LiveMaps {
     /// Both lists' answers for each /8 (`compile::antispoof_cells`); `None` on a live
     /// filter older than the map, whose programs ask the tries alone.
     pub antispoof_cells: Option<Array<MapData, u32>>,
+    /// The allow-list lookups each service skips (`compile::service_skips`); `None` on a
+    /// live filter older than the map, whose programs make them all.
+    pub service_skips: Option<Array<MapData, u64>>,
     pub token_buckets: Array<MapData, TokenBucket>,
     pub blocklist: LpmTrie<MapData, Addr, BlockEntry>,
     /// The named lists' prefixes; `None` on a live filter older than the map.
@@ -570,6 +576,7 @@ impl LiveMaps {
             antispoof_src: typed!(MAP_ANTISPOOF_SRC),
             antispoof_dst: typed!(MAP_ANTISPOOF_DST),
             antispoof_cells: if has(MAP_ANTISPOOF_CELLS) { Some(typed!(MAP_ANTISPOOF_CELLS)) } else { None },
+            service_skips: if has(MAP_SERVICE_SKIPS) { Some(typed!(MAP_SERVICE_SKIPS)) } else { None },
             token_buckets: typed!(MAP_TOKEN_BUCKETS),
             blocklist: typed!(MAP_BLOCKLIST),
             block_lists: if has(MAP_BLOCK_LISTS) { Some(typed!(MAP_BLOCK_LISTS)) } else { None },
@@ -721,8 +728,11 @@ impl LiveMaps {
             }
         }
 
-        // Allow-lists: both maps gain their new entries before either loses one.
-        // Read and written in batches: a policy of a million peers is a hundred calls.
+        // Allow-lists: both maps gain their new entries before either loses one, and a
+        // service whose skip bits change asks every lookup while they do (see
+        // `service_skips_changing`). Read and written in batches: a policy of a million
+        // peers is a hundred calls.
+        let skips = self.service_skips_changing(plan)?;
         let live_exact: Vec<(AllowKey, AllowValue)> = self.allow_exact_batch().entries()?;
         let live_prefix: Vec<(Key<AllowKey>, AllowValue)> = self
             .allow_prefix
@@ -764,6 +774,8 @@ impl LiveMaps {
                 applied.removed += 1;
             }
         }
+
+        self.set_service_skips(&skips)?;
 
         self.clear_stale_limits(plan)?;
         if let Some(map) = &mut self.rule_uids {
@@ -857,6 +869,34 @@ impl LiveMaps {
             map.set(*index, cell, 0).map_err(call(MAP_ANTISPOOF_CELLS, "set"))?;
         }
         Ok(())
+    }
+
+    /// The `SERVICE_SKIPS` values that change for `plan`, each set to ask every lookup
+    /// first (zero), so that no packet skips a lookup of an entry on its way in, or of one
+    /// not yet gone; `set_service_skips` writes them once the allow-lists hold the plan.
+    fn service_skips_changing(&mut self, plan: &MapPlan) -> Result<Vec<(u32, u64)>> {
+        let Some(map) = &self.service_skips else { return Ok(Vec::new()) };
+        let batch = Batch::<u32, u64>::new(map.map(), MAP_SERVICE_SKIPS);
+        let live = batch.entries()?;
+        let wanted = service_skips(plan);
+        let (mut changing, mut asking) = (Vec::new(), Vec::new());
+        for (index, lanes) in live {
+            let Some(&want) = wanted.get(index as usize) else { continue };
+            if want != lanes {
+                if lanes != 0 {
+                    asking.push((index, 0));
+                }
+                changing.push((index, want));
+            }
+        }
+        batch.update(&asking)?;
+        Ok(changing)
+    }
+
+    /// Writes the values `service_skips_changing` found.
+    fn set_service_skips(&mut self, skips: &[(u32, u64)]) -> Result<()> {
+        let Some(map) = &self.service_skips else { return Ok(()) };
+        Batch::<u32, u64>::new(map.map(), MAP_SERVICE_SKIPS).update(skips)
     }
 
     /// Makes `PORT_INTERVALS` hold the plan's lanes, and with ranges in the plan, turns

@@ -204,6 +204,48 @@ fn the_antispoof_cells_answer_for_whole_slash_eights_and_follow_a_reload() {
     assert_eq!(f.ingress(&from([172, 20, 0, 1])), Pass);
 }
 
+/// Each service's bits in `SERVICE_SKIPS` say which allow-list lookups its packets skip:
+/// ssh-in lists peers and no `any`, web-in `any` and no peers, a port no rule serves
+/// neither. A reload that opens ssh-in to anyone and narrows web-in to one peer turns the
+/// bits with the rules, and the verdicts follow.
+#[test]
+fn the_service_skips_follow_the_rules_and_a_reload() {
+    use firewall_common::{Direction, PROTO_TCP, SKIP_ANYONE, SKIP_PEERS, service_skip_slot};
+    use firewall_user::policy::Prefix;
+    let mut f = TestFilter::tight();
+    let skips = |f: &TestFilter, port: u16| {
+        let map = f.loaded.maps.service_skips.as_ref().expect("the skips' map");
+        let (index, shift) = service_skip_slot(Direction::In as u8, PROTO_TCP, port).expect("a tcp port");
+        (map.get(&index, 0).expect("reading the skips") >> shift) & (SKIP_PEERS | SKIP_ANYONE)
+    };
+    let syn = |from: [u8; 4], port: u16| tcp(from, OURS, 40000, port, SYN);
+    assert_eq!(skips(&f, 122), SKIP_ANYONE, "ssh-in: peers, no any");
+    assert_eq!(skips(&f, 80), SKIP_PEERS, "web-in: any, no peers");
+    assert_eq!(skips(&f, 9999), SKIP_PEERS | SKIP_ANYONE, "no rule");
+    assert_eq!(f.ingress(&syn(SSH_PEER, 122)), Pass);
+    assert_eq!(f.ingress(&syn(STRANGER, 122)), Drop);
+    assert_eq!(f.ingress(&syn(STRANGER, 80)), Pass);
+    assert_eq!(f.ingress(&syn(STRANGER, 9999)), Drop);
+    assert_eq!(f.builtin_packets(Chain::Input, Builtin::Policy), 2);
+
+    let mut policy = f.policy.clone();
+    for rule in &mut policy.rules {
+        match rule.name.as_str() {
+            "ssh-in" => rule.peers.push(Prefix::ANY),
+            "web-in" => rule.peers = vec![Prefix::parse("203.0.113.7").unwrap()],
+            _ => {}
+        }
+    }
+    f.reload(policy);
+    assert_eq!(skips(&f, 122), 0, "ssh-in: peers and any");
+    assert_eq!(skips(&f, 80), SKIP_ANYONE, "web-in: a peer, no any");
+    assert_eq!(skips(&f, 9999), SKIP_PEERS | SKIP_ANYONE, "still no rule");
+    assert_eq!(f.ingress(&syn(STRANGER, 122)), Pass, "ssh-in open to anyone");
+    assert_eq!(f.ingress(&tcp(STRANGER, OURS, 40001, 80, SYN)), Drop, "web-in narrowed");
+    assert_eq!(f.ingress(&syn(SSH_PEER, 80)), Pass, "web-in's peer");
+    assert_eq!(f.builtin_packets(Chain::Input, Builtin::Policy), 3);
+}
+
 #[test]
 fn frames_truncated_at_every_length_are_invalid() {
     let mut f = TestFilter::tight();
