@@ -170,27 +170,24 @@ fn walk<F: Frame + EbpfContext>(frame: &F, direction: Direction, config: &Config
     };
     // A 0 the verifier cannot see through (see `Ip::more`).
     ip.more |= ((config.flags & CONFIG_NEVER_SET) >> 31) as u8;
-    let now = conntrack::now();
-    let verdict = judge(frame, &ip, direction, now, config);
+    let verdict = judge(frame, &ip, direction, config);
     if let (Action::Pass, counter) = verdict
         && let Fragment::Headed = ip.fragment
         && ip.more != 0
     {
         // Its later fragments pass on its line, and are not told: the flow was.
-        fragments::first_passed(&ip, direction, counter & !COUNTER_LOGGED, now, config);
+        fragments::first_passed(&ip, direction, counter & !COUNTER_LOGGED, config);
     }
     verdict
 }
 
 /// The seed's chains, in order, for one IP packet.
+///
+/// The clock is read where a verdict needs it (a flow's timeout, a block's deadline, a
+/// rate), not once for every packet: the drops that need none (anti-spoof, INVALID, the
+/// policy) are spared the helper call.
 #[inline(always)]
-fn judge<F: Frame + EbpfContext>(
-    frame: &F,
-    ip: &Ip,
-    direction: Direction,
-    now: u64,
-    config: &Config,
-) -> (Action, u32) {
+fn judge<F: Frame + EbpfContext>(frame: &F, ip: &Ip, direction: Direction, config: &Config) -> (Action, u32) {
     let chain = Chain::of(direction);
     // A later fragment has no headers to judge it by, and an absurd one belongs to no
     // datagram: neither goes the long way. A block stops them, as it stops everything;
@@ -202,12 +199,12 @@ fn judge<F: Frame + EbpfContext>(
             Direction::Out => &ip.dst,
         };
         if config.flags & CONFIG_HAS_BLOCKS != 0
-            && let Some(counter) = blocked(peer, direction, now)
+            && let Some(counter) = blocked(peer, direction)
         {
             return (Action::Drop, counter);
         }
         return match ip.fragment {
-            Fragment::Later { offset } => fragments::later(ip, offset, direction, chain, now),
+            Fragment::Later { offset } => fragments::later(ip, offset, direction, chain),
             _ => drop(chain, Builtin::InvalidFragment),
         };
     }
@@ -218,9 +215,7 @@ fn judge<F: Frame + EbpfContext>(
     // converge before the chain instead of each walking it whole.
     let l4 = parse_l4(frame, ip).ok();
     let related = match l4 {
-        Some(L4::Icmp { kind, .. }) if is_icmp_error(ip.v6, kind) => {
-            related(frame, ip, direction, now, config)
-        }
+        Some(L4::Icmp { kind, .. }) if is_icmp_error(ip.v6, kind) => related(frame, ip, direction, config),
         _ => false,
     };
     // Whether the local address is the first of its family; `ours` completes it below.
@@ -256,7 +251,7 @@ fn judge<F: Frame + EbpfContext>(
         && (line != Builtin::PacketTooBig || ours)
     {
         if config.flags & CONFIG_HAS_BLOCKS != 0
-            && let Some(counter) = blocked(&peer, direction, now)
+            && let Some(counter) = blocked(&peer, direction)
         {
             return (Action::Drop, counter);
         }
@@ -278,7 +273,7 @@ fn judge<F: Frame + EbpfContext>(
     // of a flow's datagram is the flow's, as its whole datagram would be.
     if ours
         && let Some(l4) = &l4
-        && let Some(counter) = established(ip, peer, l4, direction, now, config)
+        && let Some(counter) = established(ip, peer, l4, direction, config)
     {
         // `[dns] learn`: an answer of the host's resolvers, whole, is held for `serve`.
         if direction == Direction::In
@@ -287,7 +282,7 @@ fn judge<F: Frame + EbpfContext>(
             && ip.more == 0
             && let Some(flow) = conntrack::flow_key(direction, peer, ip.protocol, l4)
         {
-            return (dns::hold(frame, &flow, now), counter);
+            return (dns::hold(frame, &flow, conntrack::now()), counter);
         }
         return (Action::Pass, counter);
     }
@@ -295,7 +290,7 @@ fn judge<F: Frame + EbpfContext>(
     // The long way, in the seed's order, after the administrator's blocks: no flow is
     // left with a peer `firewall block` names (it ends them), and none can start.
     if config.flags & CONFIG_HAS_BLOCKS != 0
-        && let Some(counter) = blocked(&peer, direction, now)
+        && let Some(counter) = blocked(&peer, direction)
     {
         return (Action::Drop, counter);
     }
@@ -348,7 +343,7 @@ fn judge<F: Frame + EbpfContext>(
     };
     let key = allow_key(direction, ip.protocol, port, peer, config);
     let Some(rule) = allowed(&key, direction, config) else {
-        if let Some(counter) = picked_up(direction, &l4, peer, flow.as_ref(), now, config) {
+        if let Some(counter) = picked_up(direction, &l4, peer, flow.as_ref(), config) {
             return (Action::Pass, counter);
         }
         return drop(chain, Builtin::Policy);
@@ -377,7 +372,7 @@ fn judge<F: Frame + EbpfContext>(
     // from the others. A trap admits nothing, and blocks its source: counted on its line.
     if direction == Direction::In
         && rule.flags & (ALLOW_PER_SOURCE | ALLOW_CONNECTIONS | ALLOW_TRAP) != 0
-        && !per_source::admit(&rule, &peer, ip.v6, flow.as_ref(), now)
+        && !per_source::admit(&rule, &peer, ip.v6, flow.as_ref(), conntrack::now())
     {
         if rule.flags & ALLOW_TRAP != 0 {
             return (Action::Drop, rule_counter(rule.rule, Line::New));
@@ -385,7 +380,7 @@ fn judge<F: Frame + EbpfContext>(
         return drop(chain, Builtin::SourceLimit);
     }
     // Over its limit, a packet falls through to the policy, as with iptables' `-m limit`.
-    if rule.flags & ALLOW_LIMITED != 0 && !token_bucket::take(rule.rule, now) {
+    if rule.flags & ALLOW_LIMITED != 0 && !token_bucket::take(rule.rule, conntrack::now()) {
         return drop(chain, Builtin::Policy);
     }
     // A flow to a peer the anti-spoof sources name is not tracked: its returns meet that
@@ -397,7 +392,7 @@ fn judge<F: Frame + EbpfContext>(
         && rule.flags & ALLOW_ONE_WAY == 0
         && (direction == Direction::In || !spoofed_peer(&peer, ip.v6, direction))
     {
-        conntrack::track(key, direction, direction, rule.rule, &l4, now, config);
+        conntrack::track(key, direction, direction, rule.rule, &l4, conntrack::now(), config);
     }
     // A rule with `log` has its admits told (see `filter`).
     let logged = if rule.flags & ALLOW_LOG != 0 { COUNTER_LOGGED } else { 0 };
@@ -442,12 +437,12 @@ fn host_address(addr: &Addr, direction: Direction) -> bool {
 /// peer's key handed over in the scratch slot (the stack has no room for it at every
 /// call site, and a global function takes scalars alone).
 #[inline(always)]
-fn blocked(peer: &Addr, direction: Direction, now: u64) -> Option<u32> {
+fn blocked(peer: &Addr, direction: Direction) -> Option<u32> {
     let scratch = SCRATCH.get_ptr_mut(direction as u32)?;
     // SAFETY: this CPU's slot of a per-CPU array, the program's own: nothing else uses it
     // meanwhile.
     unsafe { (*scratch).peer_key = Key::new(128, *peer) };
-    match blocked_line(direction as u32, now) {
+    match blocked_line(direction as u32) {
         NOT_BLOCKED => None,
         line => Some(line),
     }
@@ -470,8 +465,9 @@ const NOT_BLOCKED: u32 = u32::MAX;
 /// path to each of its three callers.
 #[inline(never)]
 #[unsafe(no_mangle)]
-pub extern "C" fn blocked_line(direction: u32, now: u64) -> u32 {
+pub extern "C" fn blocked_line(direction: u32) -> u32 {
     let direction = if direction == Direction::In as u32 { Direction::In } else { Direction::Out };
+    let now = conntrack::now();
     let Some(scratch) = SCRATCH.get_ptr_mut(direction as u32) else {
         return NOT_BLOCKED;
     };
@@ -611,7 +607,7 @@ fn dhcp_client(v6: bool, direction: Direction, src_port: u16, dst_port: u16) -> 
 
 /// The counter of the flow a well-formed packet belongs to, if it is tracked.
 #[inline(always)]
-fn established(ip: &Ip, peer: Addr, l4: &L4, direction: Direction, now: u64, config: &Config) -> Option<u32> {
+fn established(ip: &Ip, peer: Addr, l4: &L4, direction: Direction, config: &Config) -> Option<u32> {
     // A bare SYN opens a connection: from the far end it is never a return, from our end
     // its rule tracks it afresh. Skipping the lookup also spares SYN floods one.
     if let L4::Tcp { flags, .. } = *l4
@@ -620,7 +616,7 @@ fn established(ip: &Ip, peer: Addr, l4: &L4, direction: Direction, now: u64, con
         return None;
     }
     let key = conntrack::flow_key(direction, peer, ip.protocol, l4)?;
-    conntrack::established(&key, direction, l4, now, config)
+    conntrack::established(&key, direction, l4, conntrack::now(), config)
 }
 
 /// The ICMP errors a `related` rule can name (the policy allows no other type there).
@@ -639,11 +635,11 @@ fn is_icmp_error(v6: bool, kind: u8) -> bool {
 /// Inlined, like everything here: as a BPF subprogram LLVM passes it the packet pointer
 /// in a shape the verifier refuses (`pointer arithmetic with <<=`).
 #[inline(always)]
-fn related(frame: &impl Frame, ip: &Ip, direction: Direction, now: u64, config: &Config) -> bool {
+fn related(frame: &impl Frame, ip: &Ip, direction: Direction, config: &Config) -> bool {
     let Ok(key) = parse_quoted(frame, ip, direction.reverse()) else {
         return false;
     };
-    conntrack::is_tracked(&key, now, config)
+    conntrack::is_tracked(&key, conntrack::now(), config)
 }
 
 /// The lock-out trap, from our side: a session to one of our services that began before
@@ -657,7 +653,6 @@ fn picked_up(
     l4: &L4,
     peer: Addr,
     flow: Option<&FlowKey>,
-    now: u64,
     config: &Config,
 ) -> Option<u32> {
     let (Direction::Out, L4::Tcp { src_port, flags, .. }, Some(flow)) = (direction, l4, flow) else {
@@ -676,7 +671,7 @@ fn picked_up(
     {
         return None;
     }
-    conntrack::track(flow, Direction::In, Direction::Out, rule.rule, l4, now, config);
+    conntrack::track(flow, Direction::In, Direction::Out, rule.rule, l4, conntrack::now(), config);
     Some(rule_counter(rule.rule, Line::Established))
 }
 

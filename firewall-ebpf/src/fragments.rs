@@ -17,6 +17,7 @@ use firewall_common::{Builtin, Chain, Config, Direction, builtin_counter};
 
 use crate::{
     chain::Action,
+    conntrack,
     maps::{FRAGMENTS, SCRATCH, Scratch},
     parse::Ip,
 };
@@ -45,14 +46,14 @@ fn scratch(ip: &Ip, direction: Direction) -> Option<*mut Scratch> {
 /// `ip`, a first fragment, passed, counted on `counter`: the later fragments of its
 /// datagram may follow for a while.
 #[inline(always)]
-pub fn first_passed(ip: &Ip, direction: Direction, counter: u32, now: u64, config: &Config) {
+pub fn first_passed(ip: &Ip, direction: Direction, counter: u32, config: &Config) {
     let Some(scratch) = scratch(ip, direction) else {
         return;
     };
     // SAFETY: as in `scratch`.
     unsafe {
         let entry = &mut (*scratch).datagram;
-        entry.deadline_ns = now + config.fragment_timeout_s as u64 * NS_PER_S;
+        entry.deadline_ns = conntrack::now() + config.fragment_timeout_s as u64 * NS_PER_S;
         entry.counter = counter;
         entry.first_len = ip.datagram.len;
         entry._pad = 0;
@@ -64,7 +65,7 @@ pub fn first_passed(ip: &Ip, direction: Direction, counter: u32, now: u64, confi
 /// A later fragment, `offset` bytes into its datagram, on `chain`: it passes on the line
 /// its first did, or drops on the chain's line that says why.
 #[inline(always)]
-pub fn later(ip: &Ip, offset: u16, direction: Direction, chain: Chain, now: u64) -> (Action, u32) {
+pub fn later(ip: &Ip, offset: u16, direction: Direction, chain: Chain) -> (Action, u32) {
     let orphan = (Action::Drop, builtin_counter(chain, Builtin::FragmentOrphan));
     let Some(scratch) = scratch(ip, direction) else {
         return orphan;
@@ -76,7 +77,7 @@ pub fn later(ip: &Ip, offset: u16, direction: Direction, chain: Chain, now: u64)
     // SAFETY: a map value pointer, valid for this run (its fields read through it: a
     // copy would take stack the programs do not have).
     unsafe {
-        if now >= (*first).deadline_ns {
+        if conntrack::now() >= (*first).deadline_ns {
             return orphan;
         }
         if offset < (*first).first_len {
