@@ -10,7 +10,7 @@
 //!   `FILE:LINE:COL: message` error.
 //! - [`compile`]: a policy into map entries with stable ids, and the listing's lines
 //!   (`LineKind`: what each line counts).
-//! - [`kernel`]: the eBPF object loaded, attached, pinned and replaced; its maps; and
+//! - [`kernel`]: the eBPF object loaded (its clock set), attached, pinned and replaced; its maps; and
 //!   [`Filter`], the handle on a live filter every command starts from (it checks root
 //!   and finds the pins once).
 //! - [`ops`]: changes to a filter: `up` and `down`, `reload`, `allow` and `revoke`,

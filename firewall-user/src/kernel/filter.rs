@@ -260,8 +260,9 @@ fn with_interface_addresses(mut policy: Policy, iface: &str) -> Policy {
     policy
 }
 
-/// The programs' clock (bpf_ktime_get_coarse_ns).
-pub(crate) fn kernel_time_ns() -> u64 {
+/// The programs' clock, `CLOCK_MONOTONIC_COARSE` (theirs is at most two ticks behind: see
+/// [`Clock`](super::clock::Clock)).
+pub fn kernel_time_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: a valid timespec to fill.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &raw mut ts) };

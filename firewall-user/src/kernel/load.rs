@@ -9,6 +9,7 @@ use firewall_common::{MAPS, PROG_EGRESS, PROG_INGRESS};
 use crate::{
     compile::{Ids, plan},
     kernel::{
+        clock::Clock,
         filter::{FilterError, Result},
         maps::{Enforcement, LiveMaps},
         pins::Pins,
@@ -29,8 +30,14 @@ impl Loaded {
     /// but those named in `fresh` are the ones pinned there (created and pinned when
     /// missing), and those in `fresh` are new and not pinned (see `kernel::resize`).
     pub fn load(sizes: &Sizes, pins: Option<&Pins>, fresh: &[&str]) -> Result<Loaded> {
+        Loaded::load_reading(Clock::of_this_kernel(), sizes, pins, fresh)
+    }
+
+    /// As [`Loaded::load`], the programs reading the time as `clock` says.
+    fn load_reading(clock: Clock, sizes: &Sizes, pins: Option<&Pins>, fresh: &[&str]) -> Result<Loaded> {
         let mut loader = EbpfLoader::new();
         sizes.set_on(&mut loader);
+        clock.set_on(&mut loader);
         let paths: Vec<(&'static str, std::path::PathBuf)> = pins
             .map(|p| {
                 MAPS.iter()
@@ -55,9 +62,14 @@ impl Loaded {
     /// Loads the object with its maps filled from `policy` (not pinned): the harness of
     /// the verdict tests and the benchmarks.
     pub fn with_policy(policy: &Policy) -> Result<(Loaded, Ids)> {
+        Loaded::with_policy_reading(Clock::of_this_kernel(), policy)
+    }
+
+    /// As [`Loaded::with_policy`], the programs reading the time as `clock` says.
+    pub fn with_policy_reading(clock: Clock, policy: &Policy) -> Result<(Loaded, Ids)> {
         let ids = Ids::assign(policy, &Ids::default());
         let plan = plan(policy, &ids);
-        let mut loaded = Loaded::load(&Sizes::for_plan(&policy.conntrack, &plan), None, &[])?;
+        let mut loaded = Loaded::load_reading(clock, &Sizes::for_plan(&policy.conntrack, &plan), None, &[])?;
         loaded.maps.apply(&plan, &[], Some(Enforcement::Enforce))?;
         Ok((loaded, ids))
     }

@@ -10,6 +10,7 @@ mod ansible;
 mod block_lists;
 mod boot;
 mod cli;
+mod clock;
 mod daemons;
 mod differential;
 mod drops;

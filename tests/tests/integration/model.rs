@@ -3170,10 +3170,7 @@ fn model_key(key: &firewall_common::FlowKey) -> model::FlowKey {
 
 /// `CLOCK_MONOTONIC_COARSE`, the clock the programs read.
 fn coarse_now() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid timespec to fill.
-    assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &raw mut ts) }, 0);
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    firewall_user::kernel::filter::kernel_time_ns()
 }
 
 fn direction_name(d: Direction) -> &'static str {
