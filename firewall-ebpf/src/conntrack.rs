@@ -40,11 +40,12 @@ static CLOCK_TICK_NS: u64 = 0;
 #[unsafe(no_mangle)]
 static CLOCK_BASE_NS: u64 = 0;
 
-/// `CLOCK_MONOTONIC_COARSE`, as `firewall conntrack` reads it, to within a tick: a tick's
-/// precision is plenty for timeouts of seconds and rates of packets per second. Read as
-/// the tick count (`bpf_jiffies64`, one load in the kernel), which the coarse clock follows
-/// tick for tick: asking the coarse clock costs a sequence-locked read of the timekeeper,
-/// 12 ns more a packet here (the precise clock, 30 ns more).
+/// `CLOCK_MONOTONIC_COARSE`, as `firewall conntrack` reads it, or at most two ticks and a
+/// quarter behind it (see firewall-user's `kernel::clock`): a few ticks' precision is
+/// plenty for timeouts of seconds and rates of packets per second. Read as the tick count
+/// (`bpf_jiffies64`, one load in the kernel), which the coarse clock follows tick for
+/// tick: asking the coarse clock costs a sequence-locked read of the timekeeper, 12 ns
+/// more a packet here (the precise clock, 30 ns more).
 #[inline(always)]
 pub fn now() -> u64 {
     // Volatile: the compiler must not fold the zeroes they hold in the object.

@@ -3,12 +3,14 @@
 //! kernel's tick count scaled to nanoseconds.
 //!
 //! The coarse clock and the tick count each move once a tick, so the one is the other
-//! times the tick's length, less a constant, to within a tick. Both are found here, at
-//! each load, from the tick count in `/proc/timer_list` read beside the coarse clock, and
-//! set in the object's read-only data. Reading the count is one load in the kernel; asking
-//! the coarse clock is a sequence-locked read of the timekeeper, 12 ns more a packet on
-//! the benchmarks' machine. A kernel whose tick length cannot be told (below) gets
-//! programs that ask the coarse clock itself, with the same verdicts.
+//! times the tick's length, less a constant, to within a tick; the constant is taken so
+//! that the programs' clock is never ahead of user space's, and at most two ticks and a
+//! quarter behind it (see [`Clock::from_ticks`]). The tick's length and the constant are
+//! found here, at each load, from the tick count in `/proc/timer_list` read beside the
+//! coarse clock, and set in the object's read-only data. Reading the count is one load in
+//! the kernel; asking the coarse clock is a sequence-locked read of the timekeeper, 12 ns
+//! more a packet on the benchmarks' machine. A kernel whose tick length cannot be told
+//! (below) gets programs that ask the coarse clock itself, with the same verdicts.
 use aya::EbpfLoader;
 
 use super::filter::kernel_time_ns;
@@ -19,7 +21,8 @@ const TIMER_LIST: &str = "/proc/timer_list";
 const HZ_CHOICES: [u64; 14] = [24, 32, 48, 64, 100, 128, 200, 250, 256, 300, 500, 1000, 1024, 1200];
 
 /// How far the tick count may be from where the rate puts it, in seconds of ticks: it
-/// starts a moment before the monotonic clock does (a quarter of a second here).
+/// does not start counting the moment the monotonic clock does (a quarter of a second
+/// later here).
 const BOOT_SLACK_S: u64 = 2;
 
 /// How the programs read the time.
