@@ -8,7 +8,11 @@ use firewall_common::{
     Builtin, Chain, Counter, FragmentKey, FragmentedDatagram, Line, MAP_FRAGMENTS, builtin_counter,
     rule_counter,
 };
-use firewall_user::{compile::Ids, kernel::load::Loaded, policy::Policy};
+use firewall_user::{
+    compile::Ids,
+    kernel::{clock::Clock, load::Loaded},
+    policy::Policy,
+};
 
 use crate::require_root;
 
@@ -41,11 +45,16 @@ pub struct TestFilter {
 impl TestFilter {
     /// Loads the programs with a policy given as TOML text (maps not pinned).
     pub fn new(policy_toml: &str) -> TestFilter {
+        TestFilter::reading(Clock::of_this_kernel(), policy_toml)
+    }
+
+    /// As [`TestFilter::new`], the programs reading the time as `clock` says.
+    pub fn reading(clock: Clock, policy_toml: &str) -> TestFilter {
         require_root();
         let policy = firewall_user::policy::parse(policy_toml, std::path::Path::new("test.toml"))
             .unwrap_or_else(|e| panic!("test policy: {e}"));
-        let (loaded, ids) =
-            Loaded::with_policy(&policy).unwrap_or_else(|e| panic!("loading the programs: {e}"));
+        let (loaded, ids) = Loaded::with_policy_reading(clock, &policy)
+            .unwrap_or_else(|e| panic!("loading the programs, {clock:?}: {e}"));
         TestFilter { loaded, policy, ids }
     }
 
