@@ -141,17 +141,24 @@ pub fn reload_text(
     // A policy has names only if its text differs from the one in force, or the one in
     // force has them (the record holds them): the text in force without names is not
     // parsed here, so a reload of a million peers unchanged stays quick.
+    // The policy is parsed once, here or below: a million peers take a second to parse.
     let mut names = Vec::new();
+    let mut parsed = None;
     let has_names =
         || pins.policy_text().ok().as_deref() != Some(text) || !Names::load(&pins).names.is_empty();
     if asking == Asking::Now && has_names() {
         let policy = policy::parse(text, file)?;
         names = crate::names::ask(lock, &policy, &policy.names(), crate::unix_now())?;
+        parsed = Some(policy);
     }
     if let Some(done) = in_force_already(lock, text, file, enforcement)? {
         return Ok(Reloaded { names, ..done });
     }
-    let policy = in_force_on(policy::parse(text, file)?, &pins.iface);
+    let policy = match parsed {
+        Some(policy) => policy,
+        None => policy::parse(text, file)?,
+    };
+    let policy = in_force_on(policy, &pins.iface);
     refuse_unknown_to_programs(&state, &policy)?;
     let mut maps = LiveMaps::open(&pins)?;
     guard(&maps, &policy, &pins, enforcement, session_guard)?;
