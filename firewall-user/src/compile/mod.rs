@@ -8,8 +8,10 @@
 //!   [`plan`] makes, and the [`LineKind`] that names each counted line;
 //! - `listing`: the listing's chains and lines, in the order the programs apply them;
 //! - `intervals`: port ranges cut into the intervals the kernel looks ports up by;
-//! - `cells`: the anti-spoof lists' answer for each /8, read before their tries.
+//! - `cells`: the anti-spoof lists' answer for each /8, read before their tries;
+//! - `exact`: the exact-peer hash's entries, sorted.
 mod cells;
+mod exact;
 mod intervals;
 mod listing;
 mod skips;
@@ -31,6 +33,7 @@ use firewall_common::{
 use serde::{Deserialize, Serialize};
 
 pub use self::cells::{CELLS_PER_LIST, antispoof_cells};
+pub use self::exact::ExactEntries;
 use self::intervals::PortIntervals;
 pub use self::intervals::first_port;
 pub(crate) use self::listing::ANYWHERE;
@@ -199,7 +202,7 @@ impl Ids {
 pub struct MapPlan {
     pub config: Config,
     /// Single peer addresses: the hash map.
-    pub allow_exact: FastMap<AllowKey, AllowValue>,
+    pub allow_exact: ExactEntries,
     /// Prefixes: the LPM trie, by (key prefix length, key).
     pub allow_prefix: FastMap<(u32, AllowKey), AllowValue>,
     /// The key prefix lengths `allow_prefix` uses, longest first.
@@ -258,9 +261,11 @@ pub fn plan(policy: &Policy, ids: &Ids) -> MapPlan {
     let mut plan = MapPlan { config: config(policy), ..MapPlan::default() };
     plan.host_addresses = policy.host_addresses().into_iter().map(to_addr).collect();
     let intervals = PortIntervals::of(policy);
+    let mut exact = Vec::new();
     for rule in &policy.rules {
-        plan_rule(&mut plan, rule, ids.rule(&rule.name), policy.address6.is_some(), &intervals);
+        plan_rule(&mut plan, &mut exact, rule, ids.rule(&rule.name), policy.address6.is_some(), &intervals);
     }
+    plan.allow_exact = exact.into_iter().collect();
     plan.port_lanes = intervals.lanes();
     if !plan.port_lanes.is_empty() {
         plan.config.flags |= CONFIG_HAS_RANGES;
@@ -310,8 +315,16 @@ fn config(policy: &Policy) -> Config {
 
 /// One rule's allow-list entries, a service and peer each (two for `any` when the
 /// policy has `address6`; a range, one for each interval it covers), and its token bucket
-/// if it is limited. `index` is its id.
-fn plan_rule(plan: &mut MapPlan, rule: &Rule, index: u32, ipv6: bool, intervals: &PortIntervals) {
+/// if it is limited. `index` is its id. Its exact entries go to `exact`, for
+/// [`ExactEntries`] to sort once every rule's are in.
+fn plan_rule(
+    plan: &mut MapPlan,
+    exact: &mut Vec<(AllowKey, AllowValue)>,
+    rule: &Rule,
+    index: u32,
+    ipv6: bool,
+    intervals: &PortIntervals,
+) {
     let flags = if rule.limit.is_some() { ALLOW_LIMITED } else { 0 }
         | if rule.related { ALLOW_RELATED } else { 0 }
         | if rule.per_source.is_some_and(|p| p.limit.is_some()) { ALLOW_PER_SOURCE } else { 0 }
@@ -325,7 +338,7 @@ fn plan_rule(plan: &mut MapPlan, rule: &Rule, index: u32, ipv6: bool, intervals:
     }
     let value = AllowValue { rule: index, flags };
     // Most peers are single addresses: room for them all at once, not by doubling.
-    plan.allow_exact.reserve(rule.services.len() * rule.all_peers().count());
+    exact.reserve(rule.services.len() * rule.all_peers().count());
     for service in &rule.services {
         // A range's intervals are the same for every peer: found once.
         let range_firsts = match service {
@@ -349,7 +362,7 @@ fn plan_rule(plan: &mut MapPlan, rule: &Rule, index: u32, ipv6: bool, intervals:
                     let key = AllowKey { direction: rule.direction as u8, protocol, port, peer: addr };
                     // Single peers and `any` go in the hash, the rest in the trie.
                     if len == 128 {
-                        plan.allow_exact.insert(key, value);
+                        exact.push((key, value));
                     } else {
                         plan.allow_prefix.insert((ALLOW_KEY_SERVICE_BITS + len, key), value);
                     }

@@ -46,11 +46,16 @@ mod tests {
     fn a_service_skips_what_no_rule_lists_for_it_and_nothing_else() {
         let mut plan = MapPlan::default();
         let peer = firewall_common::v4_mapped([203, 0, 113, 7]);
-        plan.allow_exact.insert(key(0, PROTO_TCP, 22, peer), AllowValue::default());
-        plan.allow_exact.insert(key(0, PROTO_TCP, 80, ANY_PEER), AllowValue::default());
-        plan.allow_exact.insert(key(0, PROTO_ICMP, 8, ANY_PEER), AllowValue::default());
-        plan.allow_exact.insert(key(0, PROTO_TCP, 443, ANY_PEER), AllowValue::default());
-        plan.allow_exact.insert(key(0, PROTO_TCP, 443, peer), AllowValue::default());
+        plan.allow_exact = [
+            key(0, PROTO_TCP, 22, peer),
+            key(0, PROTO_TCP, 80, ANY_PEER),
+            key(0, PROTO_ICMP, 8, ANY_PEER),
+            key(0, PROTO_TCP, 443, ANY_PEER),
+            key(0, PROTO_TCP, 443, peer),
+        ]
+        .into_iter()
+        .map(|key| (key, AllowValue::default()))
+        .collect();
         plan.allow_prefix.insert((0, key(1, PROTO_UDP, 53, peer)), AllowValue::default());
         let skips = service_skips(&plan);
         assert_eq!(bits(&skips, 0, PROTO_TCP, 22), SKIP_ANYONE, "peers, no any");

@@ -30,7 +30,7 @@ use firewall_common::{
 };
 
 use crate::{
-    compile::{MapPlan, antispoof_cells, service_skips},
+    compile::{ExactEntries, MapPlan, antispoof_cells, service_skips},
     kernel::pins::Pins,
     policy::{Prefix, from_addr},
 };
@@ -378,6 +378,42 @@ fn fate(plan: &MapPlan, key: &FlowKey, flow: &Flow) -> FlowFate {
 pub(crate) fn prefix_key(prefix: &Prefix) -> Key<Addr> {
     let (addr, len) = prefix.to_addr();
     Key::new(len, addr)
+}
+
+/// What brings the exact-peer hash from `live` to `wanted`: the entries to write (new, or
+/// of another value) and the keys to remove. The live entries sorted as the wanted are,
+/// and the two merged: a million entries each side take a tenth of the time a hash of
+/// either side would, at a cache miss an entry (`reload` of a million peers replaced).
+fn exact_changes(
+    mut live: Vec<(AllowKey, AllowValue)>,
+    wanted: &ExactEntries,
+) -> (Vec<(AllowKey, AllowValue)>, Vec<AllowKey>) {
+    if live.is_empty() {
+        // A new filter's (`up`).
+        return (wanted.as_slice().to_vec(), Vec::new());
+    }
+    let order = ExactEntries::order;
+    live.sort_unstable_by_key(|(key, _)| order(key));
+    let (mut changed, mut stale) = (Vec::new(), Vec::new());
+    let (mut live, mut wanted) = (live.into_iter().peekable(), wanted.as_slice().iter().copied().peekable());
+    loop {
+        match (live.peek(), wanted.peek()) {
+            (None, None) => return (changed, stale),
+            (Some(_), None) => stale.extend(live.by_ref().map(|(key, _)| key)),
+            (None, Some(_)) => changed.extend(wanted.by_ref()),
+            (Some((l, lv)), Some((w, wv))) => match order(l).cmp(&order(w)) {
+                std::cmp::Ordering::Less => stale.push(live.next().expect("peeked").0),
+                std::cmp::Ordering::Greater => changed.push(wanted.next().expect("peeked")),
+                std::cmp::Ordering::Equal => {
+                    if lv != wv {
+                        changed.push((*w, *wv));
+                    }
+                    live.next();
+                    wanted.next();
+                }
+            },
+        }
+    }
 }
 
 /// Entries a batch call carries: enough that a million cost a hundred calls, few enough
@@ -739,13 +775,7 @@ impl LiveMaps {
             .iter()
             .collect::<std::result::Result<_, _>>()
             .map_err(call(MAP_ALLOW_PREFIX, "iterate"))?;
-        let live_exact_set: crate::FastMap<AllowKey, AllowValue> = live_exact.iter().copied().collect();
-        let changed: Vec<(AllowKey, AllowValue)> = plan
-            .allow_exact
-            .iter()
-            .filter(|(key, value)| live_exact_set.get(*key) != Some(*value))
-            .map(|(key, value)| (*key, *value))
-            .collect();
+        let (changed, stale) = exact_changes(live_exact, &plan.allow_exact);
         self.allow_exact_batch().update(&changed)?;
         applied.added += changed.len();
         let live_prefix_set: crate::FastMap<(u32, AllowKey), AllowValue> =
@@ -761,11 +791,6 @@ impl LiveMaps {
         // The intervals ports are looked up by, once their entries are in and before the
         // stale ones go: every port meets an entry of the old intervals or of the new.
         applied.added += self.apply_port_intervals(plan)?;
-        let stale: Vec<AllowKey> = live_exact
-            .iter()
-            .map(|(key, _)| *key)
-            .filter(|key| !plan.allow_exact.contains_key(key))
-            .collect();
         self.allow_exact_batch().remove(&stale)?;
         applied.removed += stale.len();
         for (key, _) in &live_prefix {
@@ -1210,4 +1235,41 @@ pub struct TableStats {
     pub capacity: u64,
     /// Entries the LRU took back: inserted − removed − present (never below 0).
     pub evicted: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(direction: u8, port: u16, last: u8) -> AllowKey {
+        let mut peer = [0; 16];
+        peer[15] = last;
+        AllowKey { direction, protocol: firewall_common::PROTO_TCP, port, peer }
+    }
+
+    fn value(rule: u32) -> AllowValue {
+        AllowValue { rule, flags: 0 }
+    }
+
+    #[test]
+    fn the_exact_changes_write_what_is_new_or_other_and_remove_what_is_gone() {
+        let (gone, kept, revalued, kept_out, added) =
+            (key(0, 22, 1), key(0, 22, 2), key(0, 80, 1), key(1, 22, 1), key(0, 22, 3));
+        let live = vec![(kept_out, value(1)), (gone, value(1)), (revalued, value(2)), (kept, value(1))];
+        let wanted: ExactEntries =
+            [(kept, value(1)), (revalued, value(3)), (added, value(1)), (kept_out, value(1))]
+                .into_iter()
+                .collect();
+        let (mut changed, mut stale) = exact_changes(live, &wanted);
+        changed.sort_by_key(|(k, _)| (k.direction, k.port, k.peer));
+        stale.sort_by_key(|k| (k.direction, k.port, k.peer));
+        assert_eq!(changed, vec![(added, value(1)), (revalued, value(3))]);
+        assert_eq!(stale, vec![gone]);
+        // A new filter's: everything written, nothing removed; and everything gone.
+        let (changed, stale) = exact_changes(Vec::new(), &wanted);
+        assert_eq!((changed.len(), stale.len()), (4, 0));
+        let (changed, stale) =
+            exact_changes(vec![(gone, value(1)), (kept, value(2))], &ExactEntries::default());
+        assert_eq!((changed, stale.len()), (vec![], 2));
+    }
 }

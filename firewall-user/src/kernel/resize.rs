@@ -380,12 +380,15 @@ mod tests {
     use super::*;
 
     fn plan_with(peers: u32) -> MapPlan {
-        let mut plan = MapPlan::default();
-        for peer in 0..peers {
-            let key = AllowKey { peer: u128::from(peer).to_be_bytes(), ..AllowKey::default() };
-            plan.allow_exact.insert(key, AllowValue::default());
-        }
-        plan
+        let allow_exact = (0..peers)
+            .map(|peer| {
+                (
+                    AllowKey { peer: u128::from(peer).to_be_bytes(), ..AllowKey::default() },
+                    AllowValue::default(),
+                )
+            })
+            .collect();
+        MapPlan { allow_exact, ..MapPlan::default() }
     }
 
     fn exact(sizes: &Sizes) -> u32 {
