@@ -51,15 +51,47 @@ pub(super) fn validate_rules(raw: Vec<Spanned<RawRule>>, ipv6: bool) -> Result<V
 /// Ports `first` to `last` (ICMP: a type), claimed by the rule of index `.2` in `Owners::names`.
 type Claim = (u16, u16, u32);
 
+/// A peer's first claim, and its others (most peers have one a protocol and direction:
+/// no allocation for them, and 40 bytes a peer where a `Vec` took 56).
+type PeerClaims = (Claim, Option<Box<Vec<Claim>>>);
+
 /// (direction, protocol, exact peer) → the spans of ports (ICMP: of types) rules claimed,
 /// each with the index of its rule in `names`: one port, one owner. A peer's list is as
 /// long as the ports rules name for it, so the check of a rule is linear in its peers.
 #[derive(Default)]
 struct Owners {
-    /// The first claim, and the others (most peers have one a protocol and direction:
-    /// no allocation for them).
-    claimed: FastMap<(Direction, u8, Prefix), (Claim, Vec<Claim>)>,
+    claimed: FastMap<OwnerKey, PeerClaims>,
     names: Vec<String>,
+}
+
+/// An [`Owners`] key: the peer's address as two words, and its direction, protocol,
+/// family and length in a third; hashed as those three words, where the tuple's derived
+/// hash wrote each field, and the address's bytes with their length (a million peers are
+/// hashed on every `up` and `reload`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct OwnerKey {
+    high: u64,
+    low: u64,
+    service: u32,
+}
+
+impl OwnerKey {
+    fn new(direction: Direction, protocol: u8, peer: Prefix) -> OwnerKey {
+        let (bits, v6) = match peer.addr {
+            std::net::IpAddr::V4(v4) => (u128::from(u32::from(v4)), 0),
+            std::net::IpAddr::V6(v6) => (u128::from(v6), 1),
+        };
+        let service = u32::from_be_bytes([direction as u8, protocol, v6, peer.len]);
+        OwnerKey { high: (bits >> 64) as u64, low: bits as u64, service }
+    }
+}
+
+impl std::hash::Hash for OwnerKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.high);
+        state.write_u64(self.low);
+        state.write_u32(self.service);
+    }
 }
 
 impl Owners {
@@ -71,15 +103,15 @@ impl Owners {
         for (done, service) in rule.services.iter().enumerate() {
             let (first, last) = service.span();
             let claim = (first, last, index);
-            let key = (rule.direction, service.protocol(), peer);
+            let key = OwnerKey::new(rule.direction, service.protocol(), peer);
             let claimed = match self.claimed.entry(key) {
                 std::collections::hash_map::Entry::Vacant(vacant) => {
-                    vacant.insert((claim, Vec::new()));
+                    vacant.insert((claim, None));
                     continue;
                 }
                 std::collections::hash_map::Entry::Occupied(occupied) => occupied.into_mut(),
             };
-            let mut all = std::iter::once(&claimed.0).chain(&claimed.1);
+            let mut all = std::iter::once(&claimed.0).chain(claimed.1.iter().flat_map(|more| more.iter()));
             if let Some(&(f, l, owner)) = all.find(|(f, l, _)| *f <= last && first <= *l) {
                 let both = match service {
                     Service::Icmp { .. } => *service,
@@ -94,7 +126,7 @@ impl Owners {
                 self.unclaim(index, rule, peer, done);
                 return Err(message);
             }
-            claimed.1.push(claim);
+            claimed.1.get_or_insert_default().push(claim);
         }
         Ok(())
     }
@@ -103,11 +135,13 @@ impl Owners {
     /// services: a name's address that is refused claims nothing (see [`Claims`]).
     fn unclaim(&mut self, index: u32, rule: &Rule, peer: Prefix, done: usize) {
         for service in rule.services[..done].iter().rev() {
-            let key = (rule.direction, service.protocol(), peer);
+            let key = OwnerKey::new(rule.direction, service.protocol(), peer);
             let (first, last) = service.span();
             let Some(entry) = self.claimed.get_mut(&key) else { continue };
-            if entry.1.last() == Some(&(first, last, index)) {
-                entry.1.pop();
+            if let Some(more) = &mut entry.1
+                && more.last() == Some(&(first, last, index))
+            {
+                more.pop();
             } else if entry.0 == (first, last, index) {
                 self.claimed.remove(&key);
             }
@@ -773,6 +807,28 @@ mod tests {
         };
         let err = check(&format!("{HOST}{}{}", rule("a"), rule("b"))).unwrap_err();
         assert!(err.ends_with("peer 192.0.2.1 for tcp port 1 in is already in rule \"a\""), "{err}");
+    }
+
+    /// Owners' keys differ in each part: direction, protocol, family, length, address.
+    #[test]
+    fn owner_keys_tell_every_part_apart() {
+        let v4 = Prefix::parse("192.0.2.1").unwrap();
+        let peers = [
+            v4,
+            Prefix { len: 24, ..v4 },
+            Prefix { addr: "::c000:201".parse().unwrap(), len: 32 },
+            Prefix::parse("192.0.2.2").unwrap(),
+            Prefix::ANY,
+        ];
+        let mut keys = Vec::new();
+        for direction in [Direction::In, Direction::Out] {
+            for protocol in [6, 17] {
+                keys.extend(peers.iter().map(|peer| OwnerKey::new(direction, protocol, *peer)));
+            }
+        }
+        for (i, a) in keys.iter().enumerate() {
+            assert!(keys[i + 1..].iter().all(|b| a != b), "key {i} repeated");
+        }
     }
 
     /// A peer listed twice is named where it is written again, and of a list's faults the
