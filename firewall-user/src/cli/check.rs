@@ -49,7 +49,7 @@ impl Check {
         lockout::guard(&policy, None, session_guard)?;
         if self.diff {
             let apply = Apply { session_guard, ..Apply::default() };
-            let preview = reload::preview_file(&self.file, self.iface.as_deref(), &apply)?;
+            let preview = reload::preview_file(&self.file, policy, self.iface.as_deref(), &apply)?;
             return Ok(super::print_preview(&preview, self.json));
         }
         if self.json {

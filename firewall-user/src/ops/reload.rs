@@ -283,6 +283,17 @@ impl Preview {
 /// before they change anything. It holds the filter's lock while it reads, as a reload
 /// would.
 pub fn preview(filter: &Filter, file: Option<&Path>, apply: &Apply) -> Result<Preview> {
+    preview_of(filter, file, None, apply)
+}
+
+/// [`preview`] of the policy `file` holds, `written` when the caller has read it already
+/// (a million peers take a second to parse).
+fn preview_of(
+    filter: &Filter,
+    file: Option<&Path>,
+    written: Option<Policy>,
+    apply: &Apply,
+) -> Result<Preview> {
     let lock = filter.lock()?;
     lock.refuse_if_pending()?;
     let pins = lock.pins();
@@ -291,8 +302,10 @@ pub fn preview(filter: &Filter, file: Option<&Path>, apply: &Apply) -> Result<Pr
         Some(f) => std::path::absolute(f).map_err(io_err("resolving", f))?,
         None => state.policy_file.clone(),
     };
-    let text = std::fs::read_to_string(&file).map_err(io_err("reading", &file))?;
-    let written = policy::parse(&text, &file)?;
+    let written = match written {
+        Some(written) => written,
+        None => policy::parse(&std::fs::read_to_string(&file).map_err(io_err("reading", &file))?, &file)?,
+    };
     let (held, names) = crate::names::ask_for_preview(pins, &written, crate::unix_now());
     let policy = in_force_with(written.clone(), &pins.iface, &held);
     refuse_unknown_to_programs(&state, &policy)?;
@@ -319,14 +332,14 @@ pub fn preview(filter: &Filter, file: Option<&Path>, apply: &Apply) -> Result<Pr
     })
 }
 
-/// `check --diff FILE`: what the policy `file` would change on the filter up on `iface`
-/// (by default its `[host] interface`), as [`preview`] says; with no filter up there,
-/// what `up` would put in place: all of it.
-pub fn preview_file(file: &Path, iface: Option<&str>, apply: &Apply) -> Result<Preview> {
-    let written = policy::load(file)?;
-    let iface = iface.or(written.interface.as_deref()).ok_or(FilterError::NoInterfaceGiven)?;
+/// `check --diff FILE`: what the policy `written`, read from `file`, would change on the
+/// filter up on `iface` (by default its `[host] interface`), as [`preview`] says; with no
+/// filter up there, what `up` would put in place: all of it.
+pub fn preview_file(file: &Path, written: Policy, iface: Option<&str>, apply: &Apply) -> Result<Preview> {
+    let iface = iface.or(written.interface.as_deref()).ok_or(FilterError::NoInterfaceGiven)?.to_owned();
+    let iface = iface.as_str();
     match Filter::open(Some(iface)) {
-        Ok(filter) => preview(&filter, Some(file), apply),
+        Ok(filter) => preview_of(&filter, Some(file), Some(written), apply),
         Err(FilterError::Pins(PinsError::NotUp { .. })) => Ok(Preview {
             // What `up` would ask, with nothing held before.
             names: crate::names::ask_for_preview(&Pins::for_iface(iface), &written, crate::unix_now())
