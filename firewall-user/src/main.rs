@@ -22,6 +22,13 @@ fn main() -> ExitCode {
             return ExitStatus::Usage.into();
         }
     };
+    // A report whose reader has gone ends by SIGPIPE, quietly, as `ls | head` does, not
+    // with a panic at its next line (Rust ignores the signal, and `println!` panics on
+    // the error the write gets instead).
+    if cli.only_reports() {
+        // SAFETY: restores the signal's default disposition, before any thread is started.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let (prefix, otherwise) = cli.log_as();
     firewall_user::log::init(prefix, otherwise);
     // The command as typed (`reload`, `block`, …), for the log.

@@ -18,7 +18,8 @@ pub struct Drops {
 }
 
 impl Drops {
-    /// Each event on a line of its own, flushed, until SIGINT or SIGTERM.
+    /// Each event on a line of its own, flushed, until SIGINT or SIGTERM, or until its
+    /// reader goes.
     pub fn run(self) -> anyhow::Result<()> {
         let filter = self.filter.open()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -28,9 +29,11 @@ impl Drops {
         let follow = drops::Follow::start(&filter, self.rate)?;
         eprintln!("firewall: drop events on {}, at most {} a second; Ctrl-C ends", filter.iface(), self.rate);
         let mut out = std::io::stdout().lock();
+        // A reader gone (`| head`) ends the stream as Ctrl-C does: the events turned off.
         follow.run(&stop, |line| {
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
+            if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
         })?;
         Ok(())
     }

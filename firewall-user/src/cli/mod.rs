@@ -21,6 +21,8 @@ mod up;
 mod watch;
 mod zero;
 
+use std::io::Write as _;
+
 use clap::{Args, Parser, Subcommand};
 use firewall_user::{
     exit::ExitStatus,
@@ -96,6 +98,23 @@ impl Cli {
     /// How the command's events are logged (firewall_user::log): what its lines start
     /// with, and where they go without a journal. `serve`'s stderr is its log; the other
     /// commands say what they did on their own.
+    /// Whether the command only reports (reads the filter or a file, and prints): one
+    /// whose reader goes (`firewall list | head`) may end at once, as any filter does.
+    /// Those that change the filter, stream (`drops`, which turns its events off first),
+    /// or run on (`serve`, `follow`, the rollback timer) are never cut short by it.
+    pub fn only_reports(&self) -> bool {
+        matches!(
+            self.command,
+            Command::Check(_)
+                | Command::List(_)
+                | Command::Conntrack(_)
+                | Command::Blocklist(_)
+                | Command::Import(_)
+                | Command::Generate(_)
+                | Command::Schema(_)
+        )
+    }
+
     pub fn log_as(&self) -> (&'static str, Otherwise) {
         match self.command {
             Command::Serve(_) => ("firewall serve", Otherwise::Stderr),
@@ -153,23 +172,36 @@ fn print_preview(preview: &Preview, json: bool) -> ExitStatus {
         } else {
             format!("no filter is up on {iface}: `up` of {file}")
         };
-        if changed {
-            println!("firewall: {change} would:");
-            for line in preview.lines() {
-                println!("  {line}");
-            }
-        } else {
-            println!("firewall: {change} would change nothing");
-        }
-        let names = preview.name_lines();
-        if !names.is_empty() {
-            println!("firewall: the names, asked now (`serve` follows them; no change of the policy's):");
-            for line in names {
-                println!("  {line}");
-            }
-        }
+        // Buffered: a million peers replaced are two million lines, a write each through
+        // `println!`. A reader gone (`| head`) ends the printing, not the command.
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let _ = print_preview_text(&mut out, preview, &change, changed).and_then(|()| out.flush());
     }
     if changed { ExitStatus::WouldChange } else { ExitStatus::Done }
+}
+
+fn print_preview_text(
+    out: &mut impl std::io::Write,
+    preview: &Preview,
+    change: &str,
+    changed: bool,
+) -> std::io::Result<()> {
+    if changed {
+        writeln!(out, "firewall: {change} would:")?;
+        for line in preview.lines() {
+            writeln!(out, "  {line}")?;
+        }
+    } else {
+        writeln!(out, "firewall: {change} would change nothing")?;
+    }
+    let names = preview.name_lines();
+    if !names.is_empty() {
+        writeln!(out, "firewall: the names, asked now (`serve` follows them; no change of the policy's):")?;
+        for line in names {
+            writeln!(out, "  {line}")?;
+        }
+    }
+    Ok(())
 }
 
 /// `--json` on a command that changes something: one object with `schema_version` instead

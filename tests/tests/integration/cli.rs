@@ -3,8 +3,9 @@
 //! Run as root after `cargo build --release`:
 //! `cargo test --release -p tests --test integration cli::`.
 use std::{
+    os::unix::process::ExitStatusExt as _,
     path::Path,
-    process::{Command, Output},
+    process::{Command, Output, Stdio},
 };
 
 use tests::{
@@ -376,4 +377,42 @@ fn the_schema_admits_the_examples_and_the_import_and_flags_what_check_refuses() 
         let path = dir.write("bad.toml", bad);
         assert!(!check(&path).status.success(), "check admits {why}");
     }
+}
+
+/// `firewall list | head`: a report whose reader has gone ends by SIGPIPE, quietly, as any
+/// Unix filter does, where `println!` panicked at its next line; `reload --dry-run` stops
+/// printing and still tells by its exit code.
+#[test]
+fn a_report_whose_reader_has_gone_ends_quietly() {
+    require_root();
+    let lab = Lab::new("gone");
+    lab.up();
+    let policy = lab.policy_file();
+    let policy = policy.to_str().expect("utf-8");
+    let to_nobody = |args: &[&str]| {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        let mut command = lab.server_command(firewall_bin());
+        command.args(args).stdin(Stdio::null()).stdout(writer).stderr(Stdio::piped());
+        command.output().unwrap_or_else(|e| panic!("running {command:?}: {e}"))
+    };
+    for args in [
+        &["list", "--iface", SERVER_IF][..],
+        &["conntrack", "--iface", SERVER_IF],
+        &["blocklist", "--iface", SERVER_IF],
+        &["check", "--diff", policy],
+    ] {
+        let output = to_nobody(args);
+        assert_eq!(
+            output.status.signal(),
+            Some(libc::SIGPIPE),
+            "firewall {args:?}: {}",
+            text(&output.stderr)
+        );
+        assert!(!text(&output.stderr).contains("panicked"), "firewall {args:?}: {}", text(&output.stderr));
+    }
+    let output = to_nobody(&["reload", "--dry-run", "--iface", SERVER_IF]);
+    assert_eq!(output.status.code(), Some(0), "reload --dry-run: {}", text(&output.stderr));
+    assert_eq!(text(&output.stderr), "", "reload --dry-run");
+    lab.firewall_ok(&["down", "--iface", SERVER_IF]);
 }

@@ -337,3 +337,36 @@ peers = "any"
     }
     listener.stop(libc::SIGINT);
 }
+
+/// `firewall drops | head`: once its reader has gone, the next event ends the listener
+/// as Ctrl-C does, the events turned off, where it wrote on into the void until stopped.
+#[test]
+fn a_listener_whose_reader_has_gone_ends_at_the_next_event_and_turns_the_events_off() {
+    require_root();
+    let lab = Lab::new("drops-gone");
+    lab.up();
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let mut command = lab.server_command(firewall_bin());
+    command.args(["drops", "--iface", SERVER_IF]).stdin(Stdio::null()).stdout(writer).stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("spawning {command:?}: {e}"));
+    let deadline = Instant::now() + WITHIN;
+    let status = loop {
+        if events_on(&lab) {
+            datagrams(&lab, STRANGER, CLOSED, 1);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("firewall drops still running {WITHIN:?} after its reader went");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success() && !stderr.contains("panicked"), "{status}: {stderr}");
+    assert!(!events_on(&lab), "the events were left on");
+    lab.firewall_ok(&["down", "--iface", SERVER_IF]);
+}
