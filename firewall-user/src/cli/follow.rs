@@ -17,9 +17,9 @@ impl Follow {
                 addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
             };
             if v6.is_empty() {
-                println!("firewall follows {iface}: host addresses {}", list(v4));
+                say!("firewall follows {iface}: host addresses {}", list(v4));
             } else {
-                println!("firewall follows {iface}: host addresses {}; {}", list(v4), list(v6));
+                say!("firewall follows {iface}: host addresses {}; {}", list(v4), list(v6));
             }
         })?;
         Ok(())

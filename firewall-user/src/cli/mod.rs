@@ -1,5 +1,17 @@
 //! The command line: [`Cli`] parsed by clap, and one file per command, each of which
 //! parses its arguments, calls one library function and prints what it did.
+
+/// `println!` for what a command says of its work once done: a reader gone (`| head`)
+/// loses the line, and the command ends as its work went, where `println!` panicked
+/// (exit 101) after the change was made. (The commands that only report end by SIGPIPE
+/// instead: see `Cli::only_reports`.)
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod allow;
 mod block;
 mod blocklist;
@@ -164,7 +176,7 @@ fn print_preview(preview: &Preview, json: bool) -> ExitStatus {
     }
     let changed = preview.changes();
     if json {
-        println!("{}", versioned_json(&Report { changed, lines: preview.lines(), preview }));
+        say!("{}", versioned_json(&Report { changed, lines: preview.lines(), preview }));
     } else {
         let (iface, file) = (&preview.iface, preview.file.display());
         let change = if preview.filter_up {
@@ -217,9 +229,9 @@ impl JsonFlag {
     /// Prints `line`, or with `--json` the `report`.
     fn print(&self, line: impl std::fmt::Display, report: &impl serde::Serialize) {
         if self.json {
-            println!("{}", versioned_json(report));
+            say!("{}", versioned_json(report));
         } else {
-            println!("{line}");
+            say!("{line}");
         }
     }
 }
@@ -306,9 +318,11 @@ fn session_guard(force: bool) -> SessionGuard {
 /// A line for each map a change resized to fit the policy (see `kernel::resize`).
 fn report_resized(resized: &[firewall_user::kernel::resize::Resized]) {
     for r in resized {
-        println!(
+        say!(
             "firewall: {} resized from {} to {} entries to fit the policy; programs swapped in place, flows and counters kept",
-            r.map, r.from, r.to
+            r.map,
+            r.from,
+            r.to
         );
     }
 }
@@ -343,7 +357,7 @@ fn report_names(names: &[firewall_user::names::Asked]) {
 /// Says how to keep a change that `--confirm` armed.
 fn report_armed(armed: Option<Armed>) {
     if let Some(Armed { pid, seconds }) = armed {
-        println!(
+        say!(
             "firewall: run `firewall confirm` within {seconds} s to keep this; else it is rolled back (timer pid {pid})"
         );
     }

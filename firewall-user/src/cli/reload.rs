@@ -53,7 +53,7 @@ impl Reload {
         super::report_names(&done.names);
         let a = done.applied;
         if self.json {
-            println!(
+            say!(
                 "{}",
                 versioned_json(&Reloaded {
                     iface: &done.pins.iface,
@@ -69,7 +69,7 @@ impl Reload {
             );
             return Ok(ExitStatus::Done);
         }
-        println!(
+        say!(
             "firewall reloaded {} on {}: {} entries added or changed, {} removed, {} flows ended{}",
             done.file.display(),
             done.pins.iface,

@@ -72,9 +72,9 @@ impl Up {
                 names: up.names.iter().map(Into::into).collect(),
                 xdp: up.xdp.as_ref(),
             };
-            println!("{}", versioned_json(&upped));
+            say!("{}", versioned_json(&upped));
         } else {
-            println!(
+            say!(
                 "firewall up on {}: {}, {} rules{}, pinned at {}",
                 up.pins.iface,
                 match &up.xdp {
@@ -86,7 +86,7 @@ impl Up {
                 up.pins.dir.display()
             );
             if up.severed {
-                println!(
+                say!(
                     "firewall: the filter pinned for {} was on an interface since removed; it is on the new one now, its counters and tracked flows started anew",
                     up.pins.iface
                 );

@@ -381,9 +381,10 @@ fn the_schema_admits_the_examples_and_the_import_and_flags_what_check_refuses() 
 
 /// `firewall list | head`: a report whose reader has gone ends by SIGPIPE, quietly, as any
 /// Unix filter does, where `println!` panicked at its next line; `reload --dry-run` stops
-/// printing and still tells by its exit code.
+/// printing and still tells by its exit code; a change is made whole and ends as it went,
+/// where it panicked (exit 101) at its line after the change.
 #[test]
-fn a_report_whose_reader_has_gone_ends_quietly() {
+fn a_report_whose_reader_has_gone_ends_quietly_and_a_change_as_it_went() {
     require_root();
     let lab = Lab::new("gone");
     lab.up();
@@ -411,8 +412,17 @@ fn a_report_whose_reader_has_gone_ends_quietly() {
         );
         assert!(!text(&output.stderr).contains("panicked"), "firewall {args:?}: {}", text(&output.stderr));
     }
-    let output = to_nobody(&["reload", "--dry-run", "--iface", SERVER_IF]);
-    assert_eq!(output.status.code(), Some(0), "reload --dry-run: {}", text(&output.stderr));
-    assert_eq!(text(&output.stderr), "", "reload --dry-run");
+    for args in [
+        &["reload", "--dry-run", "--iface", SERVER_IF][..],
+        &["reload", "--iface", SERVER_IF],
+        &["block", "192.0.2.9", "--for", "1h", "--iface", SERVER_IF],
+        &["up", "--policy", policy, "--iface", SERVER_IF, "--json"],
+    ] {
+        let output = to_nobody(args);
+        assert_eq!(output.status.code(), Some(0), "firewall {args:?}: {}", text(&output.stderr));
+        assert_eq!(text(&output.stderr), "", "firewall {args:?}");
+    }
+    let blocked = lab.firewall_ok(&["blocklist", "--json=1", "--iface", SERVER_IF]);
+    assert!(blocked.contains(r#""prefix":"192.0.2.9""#), "the block is in place: {blocked}");
     lab.firewall_ok(&["down", "--iface", SERVER_IF]);
 }
