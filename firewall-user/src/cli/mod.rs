@@ -107,9 +107,6 @@ enum Command {
 }
 
 impl Cli {
-    /// How the command's events are logged (firewall_user::log): what its lines start
-    /// with, and where they go without a journal. `serve`'s stderr is its log; the other
-    /// commands say what they did on their own.
     /// Whether the command only reports (reads the filter or a file, and prints): one
     /// whose reader goes (`firewall list | head`) may end at once, as any filter does.
     /// Those that change the filter, stream (`drops`, which turns its events off first),
@@ -127,6 +124,9 @@ impl Cli {
         )
     }
 
+    /// How the command's events are logged (firewall_user::log): what its lines start
+    /// with, and where they go without a journal. `serve`'s stderr is its log; the other
+    /// commands say what they did on their own.
     pub fn log_as(&self) -> (&'static str, Otherwise) {
         match self.command {
             Command::Serve(_) => ("firewall serve", Otherwise::Stderr),

@@ -388,10 +388,6 @@ fn exact_changes(
     mut live: Vec<(AllowKey, AllowValue)>,
     wanted: &ExactEntries,
 ) -> (Vec<(AllowKey, AllowValue)>, Vec<AllowKey>) {
-    if live.is_empty() {
-        // A new filter's (`up`).
-        return (wanted.as_slice().to_vec(), Vec::new());
-    }
     let order = ExactEntries::order;
     live.sort_unstable_by_key(|(key, _)| order(key));
     let (mut changed, mut stale) = (Vec::new(), Vec::new());

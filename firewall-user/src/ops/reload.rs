@@ -140,8 +140,8 @@ pub fn reload_text(
     let state = pins.live_state()?;
     // A policy has names only if its text differs from the one in force, or the one in
     // force has them (the record holds them): the text in force without names is not
-    // parsed here, so a reload of a million peers unchanged stays quick.
-    // The policy is parsed once, here or below: a million peers take a second to parse.
+    // parsed here, so a reload of a million peers unchanged stays quick. Parsed here, it
+    // is not parsed again below (a million peers take a second).
     let mut names = Vec::new();
     let mut parsed = None;
     let has_names =
