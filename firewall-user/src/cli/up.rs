@@ -35,6 +35,10 @@ impl Up {
     pub fn run(self) -> anyhow::Result<()> {
         let up = up::up(&self.policy, self.iface.as_deref(), self.mode, self.apply.apply(), self.fallback)?;
         super::report_names(&up.names);
+        // What a map made anew lost is a warning, whatever the output's form.
+        for relaid in up.relaid.iter().filter(|r| r.lost.is_some()) {
+            eprintln!("firewall: warning: {}", relaid.line());
+        }
         if self.output.json {
             #[derive(serde::Serialize)]
             struct Upped<'a> {
@@ -49,6 +53,9 @@ impl Up {
                 confirm_within_secs: Option<u64>,
                 /// The maps resized to fit the policy (a filter up already).
                 resized: &'a [firewall_user::kernel::resize::Resized],
+                /// The maps another version made at another layout, made anew at this
+                /// one's (a filter up already), and what each lost (null: nothing).
+                relaid: &'a [firewall_user::kernel::relayout::Relaid],
                 /// The filter pinned for the interface was on one since removed, and was
                 /// put up afresh.
                 severed: bool,
@@ -68,6 +75,7 @@ impl Up {
                 pinned_at: &up.pins.dir,
                 confirm_within_secs: up.armed.as_ref().map(|armed| armed.seconds),
                 resized: &up.resized,
+                relaid: &up.relaid,
                 severed: up.severed,
                 names: up.names.iter().map(Into::into).collect(),
                 xdp: up.xdp.as_ref(),
@@ -92,6 +100,9 @@ impl Up {
                 );
             }
             super::report_resized(&up.resized);
+            for relaid in up.relaid.iter().filter(|r| r.lost.is_none()) {
+                say!("firewall: {}", relaid.line());
+            }
             report_armed(up.armed);
         }
         if let Some(fell_back) = up.fell_back {

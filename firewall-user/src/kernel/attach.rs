@@ -4,7 +4,8 @@
 //! map before the programs are attached and undoes everything if a step fails; a second
 //! `up` loads and verifies the new programs, brings the pinned maps to the new policy,
 //! then swaps each program in place through its pinned link (`bpf_link_update`), so no
-//! packet meets an interface without a filter and no flow or counter is lost.
+//! packet meets an interface without a filter and no flow or counter is lost (but those
+//! of a map another version made at another layout: `kernel::relayout`).
 use std::path::Path;
 
 use aya::programs::{
@@ -12,15 +13,16 @@ use aya::programs::{
     links::{FdLink, LinkError, PinnedLink},
     xdp::XdpLinkId,
 };
-use firewall_common::{MAPS, PROG_EGRESS, PROG_INGRESS};
+use firewall_common::{CONFIG_HAS_BLOCKS, MAP_CONFIG, MAPS, PROG_EGRESS, PROG_INGRESS};
 
 use crate::{
     compile::{Ids, plan},
     kernel::{
         filter::{FilterError, Result, if_driver, if_index},
         load::Loaded,
-        maps::{Enforcement, check_pinned},
+        maps::Enforcement,
         pins::{AppliedWith, EGRESS_LINK, INGRESS_LINK, LiveState, PROGRAMS_LEVEL, Pins, StateLock, io_err},
+        relayout::{Relaid, relaid},
         resize::{Resized, Sizes, shrink, swap_in},
     },
     policy::Policy,
@@ -251,26 +253,34 @@ pub(crate) fn pinned_link(path: &Path) -> Result<FdLink> {
 
 /// A second `up`: new programs into the old links, the maps brought to the policy, and
 /// resized to it where they must be (see `kernel::resize`): grown with the new programs,
-/// before the policy is in them; shrunk after, by one more swap. What was resized.
+/// before the policy is in them; shrunk after, by one more swap. Maps another version made
+/// at another layout are made anew with the new programs (see `kernel::relayout`). What
+/// was resized and what was made anew.
 pub(crate) fn replace(
     lock: &StateLock,
     policy: &Policy,
     policy_text: &str,
     policy_file: &Path,
     enforcement: Option<Enforcement>,
-) -> Result<Vec<Resized>> {
+) -> Result<Replaced> {
     let pins = lock.pins();
     let previous = pins.live_state()?;
-    // Verified and loaded before anything changes: a program the kernel refuses, or maps
-    // of another layout, leave the filter as it was.
-    check_pinned(pins)?;
+    // Verified and loaded before anything changes: a program the kernel refuses, or a map
+    // of another layout that cannot be made anew, leave the filter as it was.
+    let relaid = relaid(pins, enforcement)?;
+    let new_maps: Vec<&'static str> = relaid.iter().map(|r| r.map).collect();
     let ids = Ids::assign(policy, &previous.ids);
     let plan = plan(policy, &ids);
-    let live = Sizes::of_live(pins)?;
+    let live = Sizes::of_live(pins)?.without(&new_maps);
     let grown = live.grown(&policy.conntrack, &plan);
     let mut resized = live.changes(&grown);
-    swap_in(pins, &grown, &resized, |maps| {
+    swap_in(pins, &grown, &resized, &new_maps, |maps| {
         maps.apply(&plan, &ids.new_counters(&previous.ids), enforcement)?;
+        if new_maps.contains(&MAP_CONFIG) {
+            // The blocks' bit was the old CONFIG's: it is on while the tries hold a block.
+            let held = maps.blocks_held()?;
+            maps.set_flag(CONFIG_HAS_BLOCKS, held || plan.config.flags & CONFIG_HAS_BLOCKS != 0)?;
+        }
         Ok(())
     })?;
     lock.save(
@@ -284,7 +294,16 @@ pub(crate) fn replace(
         },
     )?;
     resized.extend(shrink(pins, &grown, &policy.conntrack, &plan));
-    Ok(resized)
+    Ok(Replaced { resized, relaid })
+}
+
+/// What a second `up` changed besides the policy.
+#[derive(Debug, Default)]
+pub struct Replaced {
+    /// The maps resized to fit the policy.
+    pub resized: Vec<Resized>,
+    /// The maps made anew at this version's layout.
+    pub relaid: Vec<Relaid>,
 }
 
 pub(crate) fn link_update_error(source: ProgramError, iface: &str, name: &'static str) -> FilterError {

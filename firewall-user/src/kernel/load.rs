@@ -11,7 +11,7 @@ use crate::{
     kernel::{
         clock::Clock,
         filter::{FilterError, Result},
-        maps::{Enforcement, LiveMaps},
+        maps::{Enforcement, LiveMaps, MapsError},
         pins::Pins,
         resize::Sizes,
     },
@@ -72,6 +72,15 @@ impl Loaded {
         let mut loaded = Loaded::load_reading(clock, &Sizes::for_plan(&policy.conntrack, &plan), None, &[])?;
         loaded.maps.apply(&plan, &[], Some(Enforcement::Enforce))?;
         Ok((loaded, ids))
+    }
+
+    /// Pins the map named `name` at `path`, whether [`LiveMaps`] holds it or the object.
+    pub(crate) fn pin_map(&self, name: &'static str, path: &std::path::Path) -> Result<()> {
+        let pinned = match self.maps.map_data(name) {
+            Some(map) => map.pin(path),
+            None => self.ebpf.map(name).ok_or(MapsError::Missing(name))?.pin(path),
+        };
+        pinned.map_err(|source| FilterError::Pin { path: path.to_owned(), source })
     }
 
     pub fn ingress(&mut self) -> Result<&mut Xdp> {

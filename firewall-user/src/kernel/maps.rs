@@ -52,13 +52,17 @@ pub enum MapsError {
     #[error("map {MAP_FLOWS_ENDED}: mmap")]
     Mmap(#[source] std::io::Error),
     #[error(
-        "the live filter's map {name} has {found} where this firewall's has {wanted}: another version made it; `firewall down` then `firewall up` replaces it (its tracked flows and counters start afresh)"
+        "the live filter's map {name} has {found} where this firewall's has {wanted}: another version made it; {way_out}"
     )]
-    Incompatible { name: &'static str, found: String, wanted: String },
+    Incompatible { name: &'static str, found: String, wanted: String, way_out: String },
     #[error(
-        "the live filter has no map {0}: an older version made it; `firewall down` then `firewall up` replaces it (its tracked flows and counters start afresh)"
+        "the live filter has no map {0}: an older version made it; `firewall up` with its policy makes it in place"
     )]
     MissingPinned(&'static str),
+    #[error(
+        "the live filter's map {MAP_CONFIG} was made by another version, which keeps the filter's mode there where this one cannot read it: say which, `firewall up --enforce` or `firewall up --audit`"
+    )]
+    ModeUnreadable,
     #[error(
         "the live filter's programs know one address of each family (an older version loaded them: its maps have no {MAP_HOST_ADDRESSES}), and the policy names more; `firewall up` with it replaces the programs in place (tracked flows and counters kept)"
     )]
@@ -94,8 +98,8 @@ pub enum MapsError {
 /// A map's shape: key and value sizes as the kernel object declares them (an LPM trie's
 /// key has its 4-byte prefix length in front), and its size where the object fixes it
 /// (the sizes of `kernel::resize::RESIZABLE` follow the policy).
-#[derive(PartialEq, Eq)]
-struct Layout {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Layout {
     key: u32,
     value: u32,
     max_entries: Option<u32>,
@@ -105,13 +109,14 @@ impl std::fmt::Display for Layout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}-byte keys, {}-byte values", self.key, self.value)?;
         match self.max_entries {
+            Some(1) => write!(f, ", 1 entry"),
             Some(n) => write!(f, ", {n} entries"),
             None => Ok(()),
         }
     }
 }
 
-fn layout(name: &str) -> Layout {
+pub(crate) fn layout(name: &str) -> Layout {
     use std::mem::size_of;
     let (key, value, max_entries) = match name {
         MAP_CONFIG => (4, size_of::<Config>(), Some(1)),
@@ -178,17 +183,40 @@ const MAPS_ADDED_LATER: [&str; 14] = [
     MAP_SERVICE_SKIPS,
 ];
 
-/// Refuses pinned maps whose layout is not this firewall's, and a live filter without one
-/// of this firewall's maps (but [`MAPS_ADDED_LATER`]): the programs would read them with
-/// the wrong sizes (or index past their end), and aya reuses a pinned map without asking.
-pub fn check_pinned(pins: &Pins) -> Result<()> {
+/// A map of the live filter that is not this version's.
+pub(crate) struct Mismatch {
+    pub name: &'static str,
+    /// Its layout; `None`: the live filter has no such map.
+    pub found: Option<Layout>,
+    pub wanted: Layout,
+}
+
+impl Mismatch {
+    /// The refusal of a command that would read it.
+    pub fn into_error(self) -> MapsError {
+        match self.found {
+            None => MapsError::MissingPinned(self.name),
+            Some(found) => MapsError::Incompatible {
+                name: self.name,
+                found: found.to_string(),
+                wanted: self.wanted.to_string(),
+                way_out: crate::kernel::relayout::way_out(self.name),
+            },
+        }
+    }
+}
+
+/// The live filter's maps whose layout is not this firewall's, and those it lacks (but
+/// [`MAPS_ADDED_LATER`]), in the order of [`MAPS`].
+pub(crate) fn mismatches(pins: &Pins) -> Result<Vec<Mismatch>> {
     let up = MAPS.iter().any(|name| pins.map_path(name).exists());
+    let mut mismatches = Vec::new();
     for name in MAPS {
         let path = pins.map_path(name);
         let wanted = layout(name);
         if !path.exists() {
             if up && !MAPS_ADDED_LATER.contains(&name) {
-                return Err(MapsError::MissingPinned(name));
+                mismatches.push(Mismatch { name, found: None, wanted });
             }
             continue;
         }
@@ -199,14 +227,21 @@ pub fn check_pinned(pins: &Pins) -> Result<()> {
             max_entries: wanted.max_entries.map(|_| info.max_entries()),
         };
         if found != wanted {
-            return Err(MapsError::Incompatible {
-                name,
-                found: found.to_string(),
-                wanted: wanted.to_string(),
-            });
+            mismatches.push(Mismatch { name, found: Some(found), wanted });
         }
     }
-    Ok(())
+    Ok(mismatches)
+}
+
+/// Refuses pinned maps whose layout is not this firewall's, and a live filter without one
+/// of this firewall's maps (but [`MAPS_ADDED_LATER`]): the programs would read them with
+/// the wrong sizes (or index past their end), and aya reuses a pinned map without asking.
+/// `up` migrates them instead (`kernel::relayout`).
+pub fn check_pinned(pins: &Pins) -> Result<()> {
+    match mismatches(pins)?.into_iter().next() {
+        None => Ok(()),
+        Some(mismatch) => Err(mismatch.into_error()),
+    }
 }
 
 type Result<T> = std::result::Result<T, MapsError>;
@@ -635,19 +670,34 @@ impl LiveMaps {
         })
     }
 
-    /// The map named `name` (one of the resizable ones: see `kernel::resize::RESIZABLE`).
-    pub(crate) fn map_data(&self, name: &str) -> &MapData {
+    /// The map named `name`, when these maps hold it (the ring buffers, `FRAGMENTS` and
+    /// the `DNS_*` maps stay the loaded object's, as the programs alone use them).
+    pub(crate) fn map_data(&self, name: &str) -> Option<&MapData> {
         match name {
-            MAP_ALLOW_EXACT => Some(self.allow_exact.map()),
+            MAP_CONFIG => Some(self.config.map()),
+            MAP_COUNTERS => Some(self.counters.map()),
             MAP_CONNTRACK => Some(self.conntrack.map()),
             MAP_HALF_OPEN => Some(self.half_open.map()),
-            MAP_RULE_UIDS => self.rule_uids.as_ref().map(|m| m.map()),
-            MAP_PER_SOURCE_BUCKETS => self.per_source_buckets.as_ref().map(|m| m.map()),
-            MAP_PER_SOURCE_CONNECTIONS => self.per_source_connections.as_ref().map(|m| m.map()),
+            MAP_FLOW_STATS => Some(self.flow_stats.map()),
+            MAP_FLOWS_ENDED => Some(self.flows_ended.map()),
+            MAP_ALLOW_EXACT => Some(self.allow_exact.map()),
+            MAP_ALLOW_PREFIX => Some(self.allow_prefix.map()),
+            MAP_ANTISPOOF_SRC => Some(self.antispoof_src.map()),
+            MAP_ANTISPOOF_DST => Some(self.antispoof_dst.map()),
+            MAP_ANTISPOOF_CELLS => self.antispoof_cells.as_ref().map(|m| m.map()),
+            MAP_SERVICE_SKIPS => self.service_skips.as_ref().map(|m| m.map()),
+            MAP_TOKEN_BUCKETS => Some(self.token_buckets.map()),
+            MAP_BLOCKLIST => Some(self.blocklist.map()),
+            MAP_BLOCK_LISTS => self.block_lists.as_ref().map(|m| m.map()),
+            MAP_LIST_DEADLINES => self.list_deadlines.as_ref().map(|m| m.map()),
+            MAP_HOST_ADDRESSES => self.host_addresses.as_ref().map(|m| m.map()),
             MAP_PORT_INTERVALS => self.port_intervals.as_ref().map(|m| m.map()),
+            MAP_PER_SOURCE_LIMITS => self.per_source_limits.as_ref().map(|m| m.map()),
+            MAP_PER_SOURCE_BUCKETS => self.per_source_buckets.as_ref().map(|m| m.map()),
+            MAP_RULE_UIDS => self.rule_uids.as_ref().map(|m| m.map()),
+            MAP_PER_SOURCE_CONNECTIONS => self.per_source_connections.as_ref().map(|m| m.map()),
             _ => None,
         }
-        .unwrap_or_else(|| unreachable!("a loaded object has every resizable map, and {name} is one"))
     }
 
     /// Takes the maps out of a loaded object (after its programs are loaded: they hold
@@ -1145,6 +1195,16 @@ impl LiveMaps {
     }
 
     /// Sets or clears one of the live filter's own `CONFIG_*` flags.
+    /// Whether the blocklist or a named list holds an entry (expired or not).
+    pub fn blocks_held(&self) -> Result<bool> {
+        let listed = match &self.block_lists {
+            None => false,
+            Some(trie) => trie.keys().next().transpose().map_err(call(MAP_BLOCK_LISTS, "iterate"))?.is_some(),
+        };
+        Ok(listed
+            || self.blocklist.keys().next().transpose().map_err(call(MAP_BLOCKLIST, "iterate"))?.is_some())
+    }
+
     pub fn set_flag(&mut self, flag: u32, on: bool) -> Result<()> {
         let mut config = self.config()?;
         if on {
@@ -1190,6 +1250,17 @@ impl LiveMaps {
     pub fn config(&self) -> Result<Config> {
         self.config.get(&0, 0).map_err(call(MAP_CONFIG, "get"))
     }
+}
+
+/// The live filter's mode, read from its `CONFIG` alone: `up` makes the other maps anew
+/// where another version made them at another layout (`kernel::relayout`).
+pub fn live_enforcement(pins: &Pins) -> Result<Enforcement> {
+    if mismatches(pins)?.iter().any(|m| m.name == MAP_CONFIG) {
+        return Err(MapsError::ModeUnreadable);
+    }
+    let config: Array<MapData, Config> =
+        open_pinned(pins, MAP_CONFIG)?.try_into().map_err(call(MAP_CONFIG, "open pinned"))?;
+    Ok(Enforcement::of_flags(config.get(&0, 0).map_err(call(MAP_CONFIG, "get"))?.flags))
 }
 
 /// Whether a filter drops what its policy drops (`--enforce`, a new filter's mode), or

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use aya::{
     EbpfLoader, Pod,
-    maps::{Array, HashMap, MapData},
+    maps::{Array, HashMap, Map, MapData},
 };
 use firewall_common::{
     ALLOW_EXACT_ENTRIES, MAP_ALLOW_EXACT, MAP_CONNTRACK, MAP_HALF_OPEN, MAP_PER_SOURCE_BUCKETS,
@@ -33,7 +33,7 @@ use crate::{
         attach::{link_update_error, pinned_link},
         filter::{FilterError, Result},
         load::Loaded,
-        maps::{LiveMaps, MapsError, call},
+        maps::{LiveMaps, MapsError, call, mismatches, open_pinned},
         pins::{EGRESS_LINK, INGRESS_LINK, Pins, io_err},
     },
     policy::Conntrack,
@@ -154,6 +154,13 @@ impl Sizes {
         Ok(Sizes(sizes))
     }
 
+    /// These sizes without the maps named in `names`: a change sizes those anew, at
+    /// their targets (maps made anew at another layout, `kernel::relayout`).
+    #[must_use]
+    pub fn without(&self, names: &[&str]) -> Sizes {
+        Sizes(self.0.iter().filter(|(name, _)| !names.contains(name)).map(|(&n, &s)| (n, s)).collect())
+    }
+
     /// These sizes, with every map too small for `plan` grown to its target.
     #[must_use]
     pub fn grown(&self, conntrack: &Conntrack, plan: &MapPlan) -> Sizes {
@@ -214,11 +221,11 @@ impl Sizes {
 }
 
 /// Loads this version's programs with the maps of `resized` new at the sizes `sizes`
-/// gives and the other maps the pinned ones, copies the old maps' entries into the new
-/// ones, lets `before_swap` act on the maps (a policy applied: the new programs start with
-/// it), swaps the programs into the pinned links, pins the new maps in the old ones' place,
-/// and copies what the old programs wrote meanwhile. Returns the maps and what
-/// `before_swap` returned.
+/// gives, those named in `relaid` new and empty (`kernel::relayout`), and the other maps
+/// the pinned ones; copies the old maps' entries into the resized ones, lets `before_swap`
+/// act on the maps (a policy applied: the new programs start with it), swaps the programs
+/// into the pinned links, pins the new maps in the old ones' place, and copies what the
+/// old programs wrote meanwhile. Returns the maps and what `before_swap` returned.
 ///
 /// A failure before the swap leaves the programs as they were, and the maps they read but
 /// for what `before_swap` wrote to the pinned ones. After the swap only the pins remain to
@@ -227,12 +234,22 @@ pub(crate) fn swap_in<T>(
     pins: &Pins,
     sizes: &Sizes,
     resized: &[Resized],
+    relaid: &[&'static str],
     before_swap: impl FnOnce(&mut LiveMaps) -> Result<T>,
 ) -> Result<(LiveMaps, T)> {
-    let fresh: Vec<&'static str> = resized.iter().map(|r| r.map).collect();
-    let old = LiveMaps::open(pins)?;
+    // aya would reuse a pinned map of another layout as it is: every one must be new here.
+    if let Some(mismatch) =
+        mismatches(pins)?.into_iter().find(|m| m.found.is_some() && !relaid.contains(&m.name))
+    {
+        return Err(mismatch.into_error().into());
+    }
+    let copied: Vec<&'static str> =
+        resized.iter().map(|r| r.map).filter(|map| !relaid.contains(map)).collect();
+    let fresh: Vec<&'static str> = copied.iter().chain(relaid).copied().collect();
+    // Opened before the new maps take their pins: the copy after the swap reads them too.
+    let old = OldMaps::open(pins, &copied)?;
     let mut loaded = Loaded::load(sizes, Some(pins), &fresh)?;
-    copy(&old, &mut loaded.maps, &fresh, Copy::All)?;
+    copy(&old, &mut loaded.maps, Copy::All)?;
     let done = before_swap(&mut loaded.maps)?;
 
     let ingress = pinned_link(&pins.link_path(INGRESS_LINK))?;
@@ -253,14 +270,10 @@ pub(crate) fn swap_in<T>(
     for name in &fresh {
         let staging = pins.staging_map_path(name);
         let _ = std::fs::remove_file(&staging);
-        loaded
-            .maps
-            .map_data(name)
-            .pin(&staging)
-            .map_err(|source| FilterError::Pin { path: staging.clone(), source })?;
+        loaded.pin_map(name, &staging)?;
         std::fs::rename(&staging, pins.map_path(name)).map_err(io_err("rename", &staging))?;
     }
-    copy(&old, &mut loaded.maps, &fresh, Copy::Missing)?;
+    copy(&old, &mut loaded.maps, Copy::Missing)?;
     Ok((loaded.maps, done))
 }
 
@@ -274,7 +287,7 @@ pub(crate) fn shrink(pins: &Pins, live: &Sizes, conntrack: &Conntrack, plan: &Ma
     if resized.is_empty() {
         return resized;
     }
-    match swap_in(pins, &shrunk, &resized, |_| Ok(())) {
+    match swap_in(pins, &shrunk, &resized, &[], |_| Ok(())) {
         Ok(_) => resized,
         Err(err) => {
             eprintln!("firewall: warning: the maps were left at their sizes: {}", crate::one_line(&err));
@@ -292,32 +305,37 @@ enum Copy {
     Missing,
 }
 
-/// Copies the entries of the maps named in `names` from `old` to `new`.
-fn copy(old: &LiveMaps, new: &mut LiveMaps, names: &[&'static str], what: Copy) -> Result<()> {
-    for &name in names {
+/// The pinned maps a resize copies from, by name (a map the live filter lacks is not
+/// among them), opened as they are: typed when copied.
+struct OldMaps(Vec<(&'static str, Map)>);
+
+impl OldMaps {
+    fn open(pins: &Pins, names: &[&'static str]) -> Result<OldMaps> {
+        let mut maps = Vec::new();
+        for &name in names {
+            if pins.map_path(name).exists() {
+                maps.push((name, open_pinned(pins, name)?));
+            }
+        }
+        Ok(OldMaps(maps))
+    }
+}
+
+/// Copies the entries of the maps of `old` into `new`'s of the same names.
+fn copy(old: &OldMaps, new: &mut LiveMaps, what: Copy) -> Result<()> {
+    for (name, map) in &old.0 {
+        let name = *name;
         match name {
-            MAP_ALLOW_EXACT if what == Copy::All => {
-                copy_hash(Some(&old.allow_exact), &mut new.allow_exact, name, what)
+            MAP_ALLOW_EXACT if what == Copy::All => copy_hash(map, &mut new.allow_exact, name, what),
+            MAP_RULE_UIDS if what == Copy::All => copy_hash(map, some(&mut new.rule_uids, name)?, name, what),
+            MAP_CONNTRACK => copy_hash(map, &mut new.conntrack, name, what),
+            MAP_HALF_OPEN => copy_hash(map, &mut new.half_open, name, what),
+            MAP_PER_SOURCE_BUCKETS => copy_hash(map, some(&mut new.per_source_buckets, name)?, name, what),
+            MAP_PER_SOURCE_CONNECTIONS => {
+                copy_hash(map, some(&mut new.per_source_connections, name)?, name, what)
             }
-            MAP_RULE_UIDS if what == Copy::All => {
-                copy_hash(old.rule_uids.as_ref(), some(&mut new.rule_uids, name)?, name, what)
-            }
-            MAP_CONNTRACK => copy_hash(Some(&old.conntrack), &mut new.conntrack, name, what),
-            MAP_HALF_OPEN => copy_hash(Some(&old.half_open), &mut new.half_open, name, what),
-            MAP_PER_SOURCE_BUCKETS => copy_hash(
-                old.per_source_buckets.as_ref(),
-                some(&mut new.per_source_buckets, name)?,
-                name,
-                what,
-            ),
-            MAP_PER_SOURCE_CONNECTIONS => copy_hash(
-                old.per_source_connections.as_ref(),
-                some(&mut new.per_source_connections, name)?,
-                name,
-                what,
-            ),
             MAP_PORT_INTERVALS if what == Copy::All => {
-                copy_array(old.port_intervals.as_ref(), some(&mut new.port_intervals, name)?, name)
+                copy_array(map, some(&mut new.port_intervals, name)?, name)
             }
             // User space alone writes the others: copied once, before the swap.
             _ => Ok(()),
@@ -333,12 +351,12 @@ fn some<'a, T>(map: &'a mut Option<T>, name: &'static str) -> Result<&'a mut T> 
 /// Copies a hash's (or an LRU's) entries; with [`Copy::Missing`], only those `new` lacks
 /// (an entry the programs already changed in `new` is theirs).
 fn copy_hash<K: Pod, V: Pod>(
-    old: Option<&HashMap<MapData, K, V>>,
+    old: &Map,
     new: &mut HashMap<MapData, K, V>,
     name: &'static str,
     what: Copy,
 ) -> Result<()> {
-    let Some(old) = old else { return Ok(()) };
+    let old: HashMap<&MapData, K, V> = old.try_into().map_err(call(name, "open pinned"))?;
     // BPF_ANY, or BPF_NOEXIST.
     let flags = match what {
         Copy::All => 0,
@@ -357,12 +375,8 @@ fn copy_hash<K: Pod, V: Pod>(
 }
 
 /// Copies an array's values, as many as both hold (a shrunk array's are zeros past it).
-fn copy_array(
-    old: Option<&Array<MapData, u64>>,
-    new: &mut Array<MapData, u64>,
-    name: &'static str,
-) -> Result<()> {
-    let Some(old) = old else { return Ok(()) };
+fn copy_array(old: &Map, new: &mut Array<MapData, u64>, name: &'static str) -> Result<()> {
+    let old: Array<&MapData, u64> = old.try_into().map_err(call(name, "open pinned"))?;
     let len = old.len().min(new.len());
     for index in 0..len {
         let value = old.get(&index, 0).map_err(call(name, "copy"))?;

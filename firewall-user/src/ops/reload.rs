@@ -46,7 +46,7 @@ pub(crate) fn apply(
     let grown = live.grown(&policy.conntrack, &wanted);
     let mut resized = live.changes(&grown);
     if !resized.is_empty() {
-        *maps = swap_in(pins, &grown, &resized, |_| Ok(()))?.0;
+        *maps = swap_in(pins, &grown, &resized, &[], |_| Ok(()))?.0;
     }
     match maps.apply(&wanted, &ids.new_counters(&state.ids), enforcement) {
         Ok(mut applied) => {

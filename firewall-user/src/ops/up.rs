@@ -4,10 +4,11 @@ use std::path::{Path, PathBuf};
 use crate::{
     kernel::{
         Filter, FilterError,
-        attach::{Mode, XdpAttached, attach_and_pin, links_attached, remove_pins, replace},
+        attach::{Mode, Replaced, XdpAttached, attach_and_pin, links_attached, remove_pins, replace},
         filter::{Result, if_index, in_force_on, require_root},
-        maps::{Enforcement, LiveMaps},
+        maps::{Enforcement, LiveMaps, live_enforcement},
         pins::{Pins, StateLock, io_err},
+        relayout::Relaid,
         resize::Resized,
     },
     ops::{
@@ -89,6 +90,8 @@ pub struct Up {
     pub armed: Option<Armed>,
     /// The maps resized to fit the policy (a second `up` only: a first sizes them so).
     pub resized: Vec<Resized>,
+    /// The maps another version made at another layout, made anew (a second `up` only).
+    pub relaid: Vec<Relaid>,
     /// A filter was pinned for the interface, but its interface had been removed (and
     /// made again): it was replaced by a new one.
     pub severed: bool,
@@ -180,7 +183,7 @@ fn up_locked(
     // Unless told, the mode is the live filter's; a new filter enforces.
     let will_be = match enforcement {
         Some(will_be) => will_be,
-        None if pins.is_up() => LiveMaps::open(&pins)?.enforcement()?,
+        None if pins.is_up() => live_enforcement(&pins)?,
         None => Enforcement::Enforce,
     };
     crate::ops::lockout::guard_in(policy, &pins.iface, will_be, session_guard)?;
@@ -190,7 +193,7 @@ fn up_locked(
     let severed = pins.is_up() && !links_attached(&pins)?;
     if pins.is_up() && !severed {
         lock.refuse_if_pending()?;
-        let resized = replace(lock, policy, policy_text, &policy_file, enforcement)?;
+        let Replaced { resized, relaid } = replace(lock, policy, policy_text, &policy_file, enforcement)?;
         let enforcement = LiveMaps::open(&pins)?.enforcement()?;
         return Ok(Up {
             pins,
@@ -199,6 +202,7 @@ fn up_locked(
             rules: policy.rules.len(),
             armed: None,
             resized,
+            relaid,
             severed: false,
             fell_back: None,
             names: Vec::new(),
@@ -223,6 +227,7 @@ fn up_locked(
         rules: policy.rules.len(),
         armed: None,
         resized: Vec::new(),
+        relaid: Vec::new(),
         severed,
         fell_back: None,
         names: Vec::new(),

@@ -171,7 +171,7 @@ fn drop_events_are_sampled_in_the_kernel_and_told_as_iptables_log_tells_them() {
     // A filter an older version loaded has no ring of its own (its events went through
     // aya-log's): refused, with the way out, as any map it lacks.
     std::fs::remove_file(lab.pin_dir().join(firewall_common::MAP_DROP_EVENTS)).unwrap();
-    let expected = "the live filter has no map DROP_EVENTS: an older version made it; `firewall down` then `firewall up` replaces it";
+    let expected = "the live filter has no map DROP_EVENTS: an older version made it; `firewall up` with its policy makes it in place";
     for args in [&["drops", "--iface", SERVER_IF][..], &["reload"]] {
         let out = lab.firewall(args);
         let stderr = String::from_utf8_lossy(&out.stderr);

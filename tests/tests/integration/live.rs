@@ -299,92 +299,127 @@ fn a_reload_that_lists_a_peer_as_spoofed_ends_its_flows() {
     );
 }
 
+/// Replaces the map pinned as `name` by one `bpftool map create` makes: `spec` is its
+/// type, sizes and flags, as another version of the firewall would have made it.
+fn pin_other_layout(lab: &Lab, name: &str, spec: &[&str]) {
+    let pinned = lab.pin_dir().join(name);
+    fs::remove_file(&pinned).unwrap();
+    let made = tests::lab::sh(
+        Command::new("bpftool").args(["map", "create"]).arg(&pinned).args(spec).args(["name", name]),
+    );
+    assert!(made.status.success(), "bpftool map create {name}: {}", stderr(&made));
+}
+
 #[test]
-fn maps_of_another_layout_are_refused_not_misread() {
+fn maps_of_another_layout_are_refused_by_readers_and_made_anew_by_up() {
     // aya reuses a pinned map whatever its layout; a firewall of another version (IPv4-only
-    // keys, say) would have its maps read with the wrong sizes. Every command refuses them,
-    // and the filter stays as it was.
+    // keys, say) would have its maps read with the wrong sizes. Every command that reads
+    // them refuses them, leaving the filter as it was; `up` makes them anew in place, as
+    // an upgrade needs: the policy's entries written again, the programs' own state
+    // started afresh and said so, and a map whose entries only it holds refused.
     require_root();
     let lab = Lab::new("layout");
     lab.tcp_echo(SSH);
     lab.up();
-    let programs = lab.program_ids();
-    let pinned = lab.pin_dir().join(firewall_common::MAP_ALLOW_EXACT);
-    fs::remove_file(&pinned).unwrap();
-    // The map as the IPv4-only version made it: 8-byte keys.
-    let made = tests::lab::sh(Command::new("bpftool").args(["map", "create"]).arg(&pinned).args([
-        "type",
-        "hash",
-        "key",
-        "8",
-        "value",
-        "8",
-        "entries",
-        "16",
-        "name",
-        "ALLOW_EXACT",
-        "flags",
-        "1",
-    ]));
-    assert!(made.status.success(), "bpftool map create: {}", stderr(&made));
-    let expected = "the live filter's map ALLOW_EXACT has 8-byte keys, 8-byte values where this firewall's has 20-byte keys, 8-byte values";
     let policy = lab.policy_file();
-    assert_fails(
-        &lab.firewall(&["up", "--policy", policy.to_str().unwrap(), "--iface", SERVER_IF]),
-        expected,
+    let policy = policy.to_str().unwrap();
+    let mut held = lab.held_session(SSH_PEER, SSH);
+    let programs = lab.program_ids();
+    // The map as the IPv4-only version made it: 8-byte keys.
+    pin_other_layout(
+        &lab,
+        firewall_common::MAP_ALLOW_EXACT,
+        &["type", "hash", "key", "8", "value", "8", "entries", "16", "flags", "1"],
     );
+    let expected = "the live filter's map ALLOW_EXACT has 8-byte keys, 8-byte values where this firewall's has 20-byte keys, 8-byte values: another version made it; `firewall up` with its policy makes it anew in place";
     assert_fails(&lab.firewall(&["reload"]), expected);
     assert_fails(&lab.firewall(&["list"]), expected);
-    assert_fails(
-        &lab.firewall(&["allow", "ssh-in", "203.0.113.99"]),
-        "`firewall down` then `firewall up` replaces it",
-    );
+    assert_fails(&lab.firewall(&["allow", "ssh-in", "203.0.113.50"]), expected);
     assert_eq!(lab.program_ids(), programs, "the programs were left alone");
-    // The way out the message gives works.
-    lab.firewall_ok(&["down", "--iface", SERVER_IF]);
-    lab.up();
-    assert_eq!(lab.tcp_probe(SSH_PEER, SSH, OPEN_WITHIN), Outcome::Open);
+    // The way out the message gives: the map made anew, filled from the policy, the
+    // programs swapped in place, the session kept.
+    let out = lab.firewall_ok(&["up", "--policy", policy, "--iface", SERVER_IF]);
+    assert!(
+        out.contains("firewall: ALLOW_EXACT made anew at this version's layout (20-byte keys, 8-byte values where it had 8-byte keys, 8-byte values): the policy's entries written again"),
+        "{out}"
+    );
+    assert_ne!(lab.program_ids(), programs, "the programs were swapped in");
+    still_alive(&mut held, "after ALLOW_EXACT was made anew");
+    assert_eq!(lab.tcp_probe(SSH_PEER, SSH, OPEN_WITHIN), Outcome::Open, "a peer's new session");
+    assert_eq!(lab.tcp_probe(STRANGER, SSH, BLOCKED_AFTER), Outcome::Blocked, "a stranger's");
+    lab.firewall_ok(&["allow", "ssh-in", "203.0.113.50"]);
 
-    // A filter from before a map existed (the blocklist's) is refused too, by name.
+    // A filter from before a map existed (the blocklist's): readers refuse it, by name;
+    // `up` makes it.
     fs::remove_file(lab.pin_dir().join(firewall_common::MAP_BLOCKLIST)).unwrap();
-    let expected = "the live filter has no map BLOCKLIST: an older version made it; `firewall down` then `firewall up` replaces it";
+    let expected = "the live filter has no map BLOCKLIST: an older version made it; `firewall up` with its policy makes it in place";
     assert_fails(&lab.firewall(&["list"]), expected);
     assert_fails(&lab.firewall(&["block", "192.0.2.99"]), expected);
     assert_eq!(lab.tcp_probe(SSH_PEER, SSH, OPEN_WITHIN), Outcome::Open, "the filter is as it was");
+    lab.firewall_ok(&["up", "--policy", policy, "--iface", SERVER_IF]);
+    lab.firewall_ok(&["block", "192.0.2.99"]);
+    still_alive(&mut held, "after BLOCKLIST was made");
 
-    // And one from before the half-open table: no HALF_OPEN, and flows of 16 bytes.
-    lab.firewall_ok(&["down", "--iface", SERVER_IF]);
-    lab.up();
-    let programs = lab.program_ids();
+    // And one from before the half-open table: no HALF_OPEN, and flows of 16 bytes. The
+    // flows start afresh, said on stderr; the held inbound session, which the policy
+    // admits, is picked up again mid-stream.
     fs::remove_file(lab.pin_dir().join(firewall_common::MAP_HALF_OPEN)).unwrap();
-    let expected = "the live filter has no map HALF_OPEN: an older version made it";
-    assert_fails(
-        &lab.firewall(&["up", "--policy", policy.to_str().unwrap(), "--iface", SERVER_IF]),
-        expected,
+    pin_other_layout(
+        &lab,
+        firewall_common::MAP_CONNTRACK,
+        &["type", "lru_hash", "key", "24", "value", "16", "entries", "65536"],
     );
-    assert_fails(&lab.firewall(&["conntrack"]), expected);
-    let conntrack = lab.pin_dir().join(firewall_common::MAP_CONNTRACK);
-    fs::remove_file(&conntrack).unwrap();
-    let made = tests::lab::sh(Command::new("bpftool").args(["map", "create"]).arg(&conntrack).args([
-        "type",
-        "lru_hash",
-        "key",
-        "24",
-        "value",
-        "16",
-        "entries",
-        "65536",
-        "name",
-        "CONNTRACK",
-    ]));
-    assert!(made.status.success(), "bpftool map create: {}", stderr(&made));
-    let expected = "the live filter's map CONNTRACK has 24-byte keys, 16-byte values where this firewall's has 24-byte keys, 24-byte values";
     assert_fails(
-        &lab.firewall(&["up", "--policy", policy.to_str().unwrap(), "--iface", SERVER_IF]),
-        expected,
+        &lab.firewall(&["conntrack"]),
+        "the live filter's map CONNTRACK has 24-byte keys, 16-byte values where this firewall's has 24-byte keys, 24-byte values: another version made it; `firewall up` with its policy makes it anew in place (its tracked flows start afresh",
     );
-    assert_fails(&lab.firewall(&["list"]), expected);
+    let up = lab.firewall(&["up", "--policy", policy, "--iface", SERVER_IF]);
+    assert!(up.status.success(), "{}", stderr(&up));
+    assert!(
+        stderr(&up).contains("firewall: warning: CONNTRACK made anew at this version's layout (24-byte keys, 24-byte values where it had 24-byte keys, 16-byte values): its tracked flows start afresh"),
+        "{}",
+        stderr(&up)
+    );
+    still_alive(&mut held, "after CONNTRACK was made anew");
+    let conntrack = lab.firewall_ok(&["conntrack"]);
+    assert!(conntrack.contains(&format!("src={SSH_PEER}")), "the session is tracked again:\n{conntrack}");
+
+    // CONFIG held the filter's mode, which this version cannot read at another layout
+    // (the first version's: a 4-byte address, flags, five timeouts): `up` asks for it.
+    let programs = lab.program_ids();
+    pin_other_layout(
+        &lab,
+        firewall_common::MAP_CONFIG,
+        &["type", "array", "key", "4", "value", "48", "entries", "1"],
+    );
+    assert_fails(
+        &lab.firewall(&["up", "--policy", policy, "--iface", SERVER_IF]),
+        "the live filter's map CONFIG was made by another version, which keeps the filter's mode there where this one cannot read it: say which, `firewall up --enforce` or `firewall up --audit`",
+    );
     assert_eq!(lab.program_ids(), programs, "the programs were left alone");
+    lab.firewall_ok(&["up", "--policy", policy, "--iface", SERVER_IF, "--enforce"]);
+    still_alive(&mut held, "after CONFIG was made anew");
+    assert_eq!(lab.tcp_probe(STRANGER, SSH, BLOCKED_AFTER), Outcome::Blocked, "enforced");
+    assert_eq!(blocked(&lab), BTreeSet::from(["192.0.2.99".to_string()]), "the block kept its entry");
+    assert_ne!(lab.config_flags() & CONFIG_HAS_BLOCKS, 0, "the new CONFIG asks the blocklist");
+
+    // The blocks `block` made are the blocklist's alone: a BLOCKLIST of another layout is
+    // never dropped by `up`, which names the way that loses them.
+    let programs = lab.program_ids();
+    pin_other_layout(
+        &lab,
+        firewall_common::MAP_BLOCKLIST,
+        &["type", "lpm_trie", "key", "8", "value", "8", "entries", "16", "flags", "1"],
+    );
+    let expected = "the live filter's map BLOCKLIST has 8-byte keys, 8-byte values, 16 entries where this firewall's has";
+    let refused = lab.firewall(&["up", "--policy", policy, "--iface", SERVER_IF]);
+    assert_fails(&refused, expected);
+    assert_fails(
+        &refused,
+        "`firewall down` then `firewall up` replaces it (it holds the blocks `firewall block` made, which are lost)",
+    );
+    assert_eq!(lab.program_ids(), programs, "the programs were left alone");
+    still_alive(&mut held, "after the refused up");
     lab.firewall_ok(&["down", "--iface", SERVER_IF]);
 }
 
