@@ -19,13 +19,13 @@ impl Blocklist {
         match self.json {
             // The bare array of earlier versions holds the entries alone.
             Some(form @ super::JsonForm::Array) => form.print("blocklist", "blocks", &snapshot.blocks)?,
-            Some(super::JsonForm::V1) => println!(
+            Some(super::JsonForm::V1) => report!(
                 "{}",
                 firewall_user::view::versioned_json(
                     &serde_json::json!({ "blocks": snapshot.blocks, "lists": snapshot.lists })
                 )
-            ),
-            None => print!("{}", blocklist::render(&snapshot.blocks, &snapshot.lists)),
+            )?,
+            None => super::report_text(&blocklist::render(&snapshot.blocks, &snapshot.lists))?,
         }
         Ok(())
     }

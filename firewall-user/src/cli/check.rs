@@ -50,13 +50,13 @@ impl Check {
         if self.diff {
             let apply = Apply { session_guard, ..Apply::default() };
             let preview = reload::preview_file(&self.file, policy, self.iface.as_deref(), &apply)?;
-            return Ok(super::print_preview(&preview, self.json));
+            return Ok(super::print_preview(&preview, self.json)?);
         }
         if self.json {
             let checked = Checked { file: &self.file, rules: policy.rules.len(), warnings: &warnings };
-            println!("{}", versioned_json(&checked));
+            report!("{}", versioned_json(&checked))?;
         } else {
-            println!("{}: OK ({} rules)", self.file.display(), policy.rules.len());
+            report!("{}: OK ({} rules)", self.file.display(), policy.rules.len())?;
         }
         Ok(ExitStatus::Done)
     }

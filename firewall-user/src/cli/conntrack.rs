@@ -19,7 +19,7 @@ impl Conntrack {
         if let Some(form) = self.json {
             form.print("conntrack", "flows", &flows)?;
         } else {
-            print!("{}", conntrack::render_flows(&flows));
+            super::report_text(&conntrack::render_flows(&flows))?;
         }
         Ok(())
     }

@@ -47,7 +47,7 @@ impl Generate {
                     let mut text = Vec::new();
                     man.render(&mut text)?;
                     fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-                    println!("{}", path.display());
+                    report!("{}", path.display())?;
                 }
             }
             What::Completions { shell } => {

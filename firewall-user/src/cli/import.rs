@@ -51,7 +51,7 @@ impl Import {
         })?;
         print_findings(&translation);
         match &self.output {
-            None => print!("{}", translation.text),
+            None => super::report_text(&translation.text)?,
             Some(out) => import::write(&translation, out, existing)?,
         }
         eprintln!("firewall: {}", translation.summary(self.output.as_deref()));

@@ -45,21 +45,21 @@ impl List {
             if !snapshot.names.is_empty() {
                 listing["names"] = serde_json::json!(snapshot.names);
             }
-            println!("{}", versioned_json(&listing));
+            report!("{}", versioned_json(&listing))?;
         } else {
             // First, and on stderr too: counters that stand still look like a quiet host.
             if let Some(why) = &snapshot.detached {
                 eprintln!("firewall: warning: {why}");
-                println!("Not filtering: {why}\n");
+                report!("Not filtering: {why}\n")?;
             }
             let style = Style { verbose: self.verbose, exact: self.exact, audit: snapshot.audit };
-            print!("{}", listing::render(&snapshot.chains, &snapshot.counters, style));
-            println!("\n{}", listing::conntrack_line(tables.0, tables.1));
+            super::report_text(&listing::render(&snapshot.chains, &snapshot.counters, style))?;
+            report!("\n{}", listing::conntrack_line(tables.0, tables.1))?;
             if let Some(line) = listing::addresses_line(&snapshot.policy) {
-                println!("{line}");
+                report!("{line}")?;
             }
             for name in &snapshot.names {
-                println!("{}", names::line(name));
+                report!("{}", names::line(name))?;
             }
         }
         Ok(())

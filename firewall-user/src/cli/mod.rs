@@ -12,6 +12,28 @@ macro_rules! say {
     }};
 }
 
+/// `println!` for a report, whose output is its work: a write that fails (a full disk) is
+/// the command's error, one line, where `println!` panicked (exit 101). A reader gone ends
+/// a report by SIGPIPE before it gets here (see `Cli::only_reports`).
+macro_rules! report {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*).map_err($crate::cli::StdoutError)
+    }};
+}
+
+/// A report's output that could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("writing to stdout")]
+pub struct StdoutError(#[source] pub std::io::Error);
+
+/// `print!` of a report's text, as [`report!`] prints a line.
+fn report_text(text: &str) -> Result<(), StdoutError> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(StdoutError)
+}
+
 mod allow;
 mod block;
 mod blocklist;
@@ -164,8 +186,9 @@ impl Cli {
 }
 
 /// Prints what a change would do (`reload --dry-run`, `check --diff`), and says how the
-/// process exits: [`ExitStatus::WouldChange`] when it would change anything.
-fn print_preview(preview: &Preview, json: bool) -> ExitStatus {
+/// process exits: [`ExitStatus::WouldChange`] when it would change anything. A reader gone
+/// (`| head`) ends the printing, not the command; another failed write is its error.
+fn print_preview(preview: &Preview, json: bool) -> Result<ExitStatus, StdoutError> {
     #[derive(serde::Serialize)]
     struct Report<'a> {
         changed: bool,
@@ -175,8 +198,8 @@ fn print_preview(preview: &Preview, json: bool) -> ExitStatus {
         preview: &'a Preview,
     }
     let changed = preview.changes();
-    if json {
-        say!("{}", versioned_json(&Report { changed, lines: preview.lines(), preview }));
+    let written = if json {
+        report!("{}", versioned_json(&Report { changed, lines: preview.lines(), preview }))
     } else {
         let (iface, file) = (&preview.iface, preview.file.display());
         let change = if preview.filter_up {
@@ -185,11 +208,16 @@ fn print_preview(preview: &Preview, json: bool) -> ExitStatus {
             format!("no filter is up on {iface}: `up` of {file}")
         };
         // Buffered: a million peers replaced are two million lines, a write each through
-        // `println!`. A reader gone (`| head`) ends the printing, not the command.
+        // `println!`.
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        let _ = print_preview_text(&mut out, preview, &change, changed).and_then(|()| out.flush());
+        print_preview_text(&mut out, preview, &change, changed)
+            .and_then(|()| out.flush())
+            .map_err(StdoutError)
+    };
+    match written {
+        Err(StdoutError(e)) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(StdoutError(e)),
+        _ => Ok(if changed { ExitStatus::WouldChange } else { ExitStatus::Done }),
     }
-    if changed { ExitStatus::WouldChange } else { ExitStatus::Done }
 }
 
 fn print_preview_text(
@@ -258,9 +286,9 @@ impl JsonForm {
                     "firewall: warning: `{command} --json` prints a bare array, without schema_version; \
                      `--json=1` prints {{\"schema_version\": 1, \"{key}\": [...]}}, which `--json` will print in a later version"
                 );
-                println!("{}", serde_json::to_string(items)?);
+                report!("{}", serde_json::to_string(items)?)?;
             }
-            JsonForm::V1 => println!("{}", versioned_json(&serde_json::json!({ key: items }))),
+            JsonForm::V1 => report!("{}", versioned_json(&serde_json::json!({ key: items })))?,
         }
         Ok(())
     }

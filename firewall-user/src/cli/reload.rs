@@ -47,7 +47,7 @@ impl Reload {
         let filter = self.filter.open()?;
         if self.dry_run {
             let preview = reload::preview(&filter, self.policy.as_deref(), &self.apply.apply())?;
-            return Ok(super::print_preview(&preview, self.json));
+            return Ok(super::print_preview(&preview, self.json)?);
         }
         let done = reload::reload(&filter, self.policy.as_deref(), self.apply.apply())?;
         super::report_names(&done.names);

@@ -8,7 +8,7 @@ pub struct Schema {}
 impl Schema {
     #[expect(clippy::unused_self, reason = "every command runs as `args.run()`; this one has no arguments")]
     pub fn run(self) -> anyhow::Result<()> {
-        println!("{}", serde_json::to_string_pretty(&policy::schema())?);
+        report!("{}", serde_json::to_string_pretty(&policy::schema())?)?;
         Ok(())
     }
 }

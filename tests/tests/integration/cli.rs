@@ -3,6 +3,7 @@
 //! Run as root after `cargo build --release`:
 //! `cargo test --release -p tests --test integration cli::`.
 use std::{
+    fs,
     os::unix::process::ExitStatusExt as _,
     path::Path,
     process::{Command, Output, Stdio},
@@ -419,6 +420,54 @@ fn a_report_whose_reader_has_gone_ends_quietly_and_a_change_as_it_went() {
         &["up", "--policy", policy, "--iface", SERVER_IF, "--json"],
     ] {
         let output = to_nobody(args);
+        assert_eq!(output.status.code(), Some(0), "firewall {args:?}: {}", text(&output.stderr));
+        assert_eq!(text(&output.stderr), "", "firewall {args:?}");
+    }
+    let blocked = lab.firewall_ok(&["blocklist", "--json=1", "--iface", SERVER_IF]);
+    assert!(blocked.contains(r#""prefix":"192.0.2.9""#), "the block is in place: {blocked}");
+    lab.firewall_ok(&["down", "--iface", SERVER_IF]);
+}
+
+/// `firewall list > /dev/full`: a report that cannot be written fails, one line naming the
+/// cause, where `println!` panicked with a backtrace (exit 101); a change is made whole and
+/// loses its line only.
+#[test]
+fn a_report_that_cannot_be_written_fails_in_one_line_and_a_change_loses_its_line_only() {
+    require_root();
+    let lab = Lab::new("full");
+    lab.up();
+    let policy = lab.policy_file();
+    let policy = policy.to_str().expect("utf-8");
+    let to_full = |args: &[&str]| {
+        let full = fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+        let mut command = lab.server_command(firewall_bin());
+        command.args(args).stdin(Stdio::null()).stdout(full).stderr(Stdio::piped());
+        command.output().unwrap_or_else(|e| panic!("running {command:?}: {e}"))
+    };
+    for args in [
+        &["list", "--iface", SERVER_IF][..],
+        &["list", "--json", "--iface", SERVER_IF],
+        &["conntrack", "--iface", SERVER_IF],
+        &["conntrack", "--json", "--iface", SERVER_IF],
+        &["blocklist", "--iface", SERVER_IF],
+        &["check", policy],
+        &["check", "--diff", policy],
+        &["reload", "--dry-run", "--iface", SERVER_IF],
+        &["schema"],
+    ] {
+        let output = to_full(args);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "firewall {args:?}: {stderr}");
+        assert!(
+            stderr.ends_with("firewall: writing to stdout: No space left on device (os error 28)\n"),
+            "firewall {args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "firewall {args:?}: {stderr}");
+    }
+    for args in
+        [&["reload", "--iface", SERVER_IF][..], &["block", "192.0.2.9", "--for", "1h", "--iface", SERVER_IF]]
+    {
+        let output = to_full(args);
         assert_eq!(output.status.code(), Some(0), "firewall {args:?}: {}", text(&output.stderr));
         assert_eq!(text(&output.stderr), "", "firewall {args:?}");
     }
