@@ -3,6 +3,7 @@ use std::{io::Read as _, path::PathBuf, time::Duration};
 
 use clap::Args;
 use firewall_user::{
+    kernel::resize::Resized,
     ops::{
         block::{self, Blocked},
         block_lists::{self, ListError},
@@ -52,13 +53,18 @@ impl Block {
             duration_secs: self.duration.map(|d| d.as_secs()),
             blocked: Vec::new(),
             covered: Vec::new(),
+            resized: &done.resized,
         };
-        for blocked in done {
+        for blocked in &done.each {
             lines.push(blocked.line(filter.iface(), self.duration));
             match blocked {
                 Blocked::Added { prefix, absorbed, flows_ended } => {
                     let replaced = absorbed.iter().map(ToString::to_string).collect();
-                    report.blocked.push(Added { prefix: prefix.to_string(), replaced, flows_ended });
+                    report.blocked.push(Added {
+                        prefix: prefix.to_string(),
+                        replaced,
+                        flows_ended: *flows_ended,
+                    });
                 }
                 Blocked::Covered { prefix, by } => {
                     report.covered.push(Covered { prefix: prefix.to_string(), by: by.to_string() });
@@ -66,6 +72,9 @@ impl Block {
             }
         }
         self.output.print(lines.join("\n"), &report);
+        if !self.output.json {
+            super::report_resized(&done.resized);
+        }
         Ok(())
     }
 }
@@ -104,8 +113,12 @@ impl Block {
             removed: loaded.removed,
             flows_ended: loaded.flows_ended,
             created: loaded.created,
+            resized: &loaded.resized,
         };
         self.output.print(loaded.event(filter.iface()).line("firewall"), &report);
+        if !self.output.json {
+            super::report_resized(&loaded.resized);
+        }
         Ok(())
     }
 }
@@ -124,6 +137,8 @@ struct ListReport<'a> {
     flows_ended: usize,
     /// No list had the name before.
     created: bool,
+    /// `COUNTERS`, grown to count the new list's slot (each `map`, `from`, `to`).
+    resized: &'a [Resized],
 }
 
 /// What `block --json` prints.
@@ -135,6 +150,8 @@ struct BlockReport<'a> {
     blocked: Vec<Added>,
     /// Those a wider block holds already, for at least as long: nothing changed for them.
     covered: Vec<Covered>,
+    /// `COUNTERS`, grown to count the new entries' slots (each `map`, `from`, `to`).
+    resized: &'a [Resized],
 }
 
 #[derive(serde::Serialize)]

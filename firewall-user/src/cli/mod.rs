@@ -346,8 +346,10 @@ fn session_guard(force: bool) -> SessionGuard {
 /// A line for each map a change resized to fit the policy (see `kernel::resize`).
 fn report_resized(resized: &[firewall_user::kernel::resize::Resized]) {
     for r in resized {
+        // The counters follow the blocks' slots; the other maps, the policy.
+        let to_fit = if r.map == firewall_common::MAP_COUNTERS { "the blocks" } else { "the policy" };
         say!(
-            "firewall: {} resized from {} to {} entries to fit the policy; programs swapped in place, flows and counters kept",
+            "firewall: {} resized from {} to {} entries to fit {to_fit}; programs swapped in place, flows and counters kept",
             r.map,
             r.from,
             r.to

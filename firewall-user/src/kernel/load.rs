@@ -4,7 +4,7 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{ProgramError, SchedClassifier, Xdp},
 };
-use firewall_common::{MAPS, PROG_EGRESS, PROG_INGRESS};
+use firewall_common::{MAP_COUNTERS, MAPS, PROG_EGRESS, PROG_INGRESS};
 
 use crate::{
     compile::{Ids, plan},
@@ -69,7 +69,10 @@ impl Loaded {
     pub fn with_policy_reading(clock: Clock, policy: &Policy) -> Result<(Loaded, Ids)> {
         let ids = Ids::assign(policy, &Ids::default());
         let plan = plan(policy, &ids);
-        let mut loaded = Loaded::load_reading(clock, &Sizes::for_plan(&policy.conntrack, &plan), None, &[])?;
+        // `COUNTERS` at the object's size: no migration grows it here, as `block` grows a
+        // live filter's.
+        let sizes = Sizes::for_plan(&policy.conntrack, &plan).without(&[MAP_COUNTERS]);
+        let mut loaded = Loaded::load_reading(clock, &sizes, None, &[])?;
         loaded.maps.apply(&plan, &[], Some(Enforcement::Enforce))?;
         Ok((loaded, ids))
     }

@@ -120,7 +120,7 @@ pub(crate) fn layout(name: &str) -> Layout {
     use std::mem::size_of;
     let (key, value, max_entries) = match name {
         MAP_CONFIG => (4, size_of::<Config>(), Some(1)),
-        MAP_COUNTERS => (4, size_of::<Counter>(), Some(MAX_COUNTERS)),
+        MAP_COUNTERS => (4, size_of::<Counter>(), None),
         MAP_CONNTRACK | MAP_HALF_OPEN => (size_of::<FlowKey>(), size_of::<Flow>(), None),
         MAP_FLOW_STATS => (4, size_of::<u64>(), Some(FLOW_STATS_ENTRIES)),
         MAP_FLOWS_ENDED => (4, size_of::<u64>(), Some(FLOWS_ENDED_ENTRIES)),

@@ -164,11 +164,13 @@ mod tests {
 
     #[test]
     fn every_map_has_a_rule_and_only_the_blocklists_are_never_made_anew() {
-        let never: Vec<&str> = MAPS.into_iter().filter(|name| matches!(refill(name), Refill::Never(_))).collect();
+        let never: Vec<&str> =
+            MAPS.into_iter().filter(|name| matches!(refill(name), Refill::Never(_))).collect();
         assert_eq!(never, [MAP_BLOCKLIST, MAP_BLOCK_LISTS, MAP_LIST_DEADLINES]);
         for name in MAPS {
             let way_out = way_out(name);
-            let expected = if never.contains(&name) { "`firewall down` then `firewall up`" } else { "`firewall up`" };
+            let expected =
+                if never.contains(&name) { "`firewall down` then `firewall up`" } else { "`firewall up`" };
             assert!(way_out.starts_with(expected), "{name}: {way_out}");
             // A companion is made anew with its map, so it must be the programs' state.
             if let Some(companion) = made_with(name) {

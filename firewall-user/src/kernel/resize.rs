@@ -18,12 +18,13 @@ use std::collections::BTreeMap;
 
 use aya::{
     EbpfLoader, Pod,
-    maps::{Array, HashMap, Map, MapData},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues},
 };
 use firewall_common::{
-    ALLOW_EXACT_ENTRIES, MAP_ALLOW_EXACT, MAP_CONNTRACK, MAP_HALF_OPEN, MAP_PER_SOURCE_BUCKETS,
-    MAP_PER_SOURCE_CONNECTIONS, MAP_PORT_INTERVALS, MAP_RULE_UIDS, MAX_RULE_UIDS, PER_SOURCE_BUCKETS_ENTRIES,
-    PER_SOURCE_CONNECTIONS_ENTRIES, PORT_INTERVALS_ENTRIES, PROG_EGRESS, PROG_INGRESS,
+    ALLOW_EXACT_ENTRIES, BLOCK_COUNTER_BASE, Counter, Direction, MAP_ALLOW_EXACT, MAP_CONNTRACK,
+    MAP_COUNTERS, MAP_HALF_OPEN, MAP_PER_SOURCE_BUCKETS, MAP_PER_SOURCE_CONNECTIONS, MAP_PORT_INTERVALS,
+    MAP_RULE_UIDS, MAX_BLOCKED, MAX_RULE_UIDS, PER_SOURCE_BUCKETS_ENTRIES, PER_SOURCE_CONNECTIONS_ENTRIES,
+    PORT_INTERVALS_ENTRIES, PROG_EGRESS, PROG_INGRESS, block_counter,
 };
 use serde::Serialize;
 
@@ -39,9 +40,11 @@ use crate::{
     policy::Conntrack,
 };
 
-/// The maps whose size follows the policy. The others are small, or allocated as entries
-/// arrive (the tries), and keep the object's size.
-pub const RESIZABLE: [&str; 7] = [
+/// The maps whose size follows the policy, and `COUNTERS`, whose size follows the
+/// blocklist's slots in use ([`fit_block_slot`]). The others are small, or allocated as
+/// entries arrive (the tries), and keep the object's size.
+pub const RESIZABLE: [&str; 8] = [
+    MAP_COUNTERS,
     MAP_ALLOW_EXACT,
     MAP_RULE_UIDS,
     MAP_CONNTRACK,
@@ -56,6 +59,10 @@ pub const RESIZABLE: [&str; 7] = [
 const MIN_HASH: u32 = 1024;
 /// The size of a map the policy does not use: the kernel wants at least one entry.
 const UNUSED: u32 = 1;
+/// The blocklist slots (a block's, or a named list's, two counters each) `COUNTERS` has
+/// room for when made: a per-CPU array costs its size on every CPU, so the 4,096 slots
+/// the programs can count on are made room for only as blocks take them.
+const MIN_BLOCK_SLOTS: u32 = 64;
 /// A hash sized by its contents shrinks once its capacity is this many times what it
 /// would be given anew, so that a peer or two revoked and allowed again never migrate.
 const SHRINK_SLACK: u32 = 4;
@@ -134,9 +141,24 @@ impl std::fmt::Display for Resized {
 }
 
 impl Sizes {
-    /// The sizes a new filter's maps get for `plan`.
+    /// The sizes a new filter's maps get for `plan` (it has no block yet).
     pub fn for_plan(conntrack: &Conntrack, plan: &MapPlan) -> Sizes {
-        Sizes(wants(conntrack, plan).into_iter().map(|(name, want)| (name, want.target)).collect())
+        let mut sizes: BTreeMap<_, _> =
+            wants(conntrack, plan).into_iter().map(|(name, want)| (name, want.target)).collect();
+        sizes.insert(MAP_COUNTERS, counters_for(MIN_BLOCK_SLOTS));
+        Sizes(sizes)
+    }
+
+    /// These sizes, with `COUNTERS` grown to count block slot `slot`: to twice the slots
+    /// it has room for, or more, up to the programs' [`MAX_BLOCKED`].
+    #[must_use]
+    fn with_block_slot(&self, slot: u32) -> Sizes {
+        let mut sizes = self.0.clone();
+        let slots = (slot + 1).next_power_of_two().clamp(MIN_BLOCK_SLOTS, MAX_BLOCKED);
+        let wanted = counters_for(slots);
+        let size = sizes.entry(MAP_COUNTERS).or_insert(wanted);
+        *size = (*size).max(wanted);
+        Sizes(sizes)
     }
 
     /// The sizes of the live filter's maps (a map an older version did not make is left
@@ -220,6 +242,28 @@ impl Sizes {
     }
 }
 
+/// The size of `COUNTERS` with room for `slots` block slots.
+const fn counters_for(slots: u32) -> u32 {
+    BLOCK_COUNTER_BASE + 2 * slots
+}
+
+/// Makes room in `COUNTERS` for the counters of block slot `slot`, which a block or a
+/// named list is about to take: when the array is too small, grows it by one more
+/// [`swap_in`], the counters copied. `maps` are the live filter's, opened from `pins`,
+/// and are the new ones after. What it resized.
+pub(crate) fn fit_block_slot(pins: &Pins, maps: &mut LiveMaps, slot: u32) -> Result<Vec<Resized>> {
+    if block_counter(slot, Direction::Out) < maps.counters.len() {
+        return Ok(Vec::new());
+    }
+    let live = Sizes::of_live(pins)?;
+    let grown = live.with_block_slot(slot);
+    let resized = live.changes(&grown);
+    let lists = std::mem::take(&mut maps.lists);
+    *maps = swap_in(pins, &grown, &resized, &[], |_| Ok(()))?.0;
+    maps.lists = lists;
+    Ok(resized)
+}
+
 /// Loads this version's programs with the maps of `resized` new at the sizes `sizes`
 /// gives, those named in `relaid` new and empty (`kernel::relayout`), and the other maps
 /// the pinned ones; copies the old maps' entries into the resized ones, lets `before_swap`
@@ -247,9 +291,9 @@ pub(crate) fn swap_in<T>(
         resized.iter().map(|r| r.map).filter(|map| !relaid.contains(map)).collect();
     let fresh: Vec<&'static str> = copied.iter().chain(relaid).copied().collect();
     // Opened before the new maps take their pins: the copy after the swap reads them too.
-    let old = OldMaps::open(pins, &copied)?;
+    let mut old = OldMaps::open(pins, &copied)?;
     let mut loaded = Loaded::load(sizes, Some(pins), &fresh)?;
-    copy(&old, &mut loaded.maps, Copy::All)?;
+    copy(&mut old, &mut loaded.maps, Copy::All)?;
     let done = before_swap(&mut loaded.maps)?;
 
     let ingress = pinned_link(&pins.link_path(INGRESS_LINK))?;
@@ -273,7 +317,7 @@ pub(crate) fn swap_in<T>(
         loaded.pin_map(name, &staging)?;
         std::fs::rename(&staging, pins.map_path(name)).map_err(io_err("rename", &staging))?;
     }
-    copy(&old, &mut loaded.maps, Copy::Missing)?;
+    copy(&mut old, &mut loaded.maps, Copy::Missing)?;
     Ok((loaded.maps, done))
 }
 
@@ -307,7 +351,11 @@ enum Copy {
 
 /// The pinned maps a resize copies from, by name (a map the live filter lacks is not
 /// among them), opened as they are: typed when copied.
-struct OldMaps(Vec<(&'static str, Map)>);
+struct OldMaps {
+    maps: Vec<(&'static str, Map)>,
+    /// The counters as the first copy read them.
+    counted: Vec<PerCpuValues<Counter>>,
+}
 
 impl OldMaps {
     fn open(pins: &Pins, names: &[&'static str]) -> Result<OldMaps> {
@@ -317,13 +365,13 @@ impl OldMaps {
                 maps.push((name, open_pinned(pins, name)?));
             }
         }
-        Ok(OldMaps(maps))
+        Ok(OldMaps { maps, counted: Vec::new() })
     }
 }
 
 /// Copies the entries of the maps of `old` into `new`'s of the same names.
-fn copy(old: &OldMaps, new: &mut LiveMaps, what: Copy) -> Result<()> {
-    for (name, map) in &old.0 {
+fn copy(old: &mut OldMaps, new: &mut LiveMaps, what: Copy) -> Result<()> {
+    for (name, map) in &old.maps {
         let name = *name;
         match name {
             MAP_ALLOW_EXACT if what == Copy::All => copy_hash(map, &mut new.allow_exact, name, what),
@@ -337,6 +385,7 @@ fn copy(old: &OldMaps, new: &mut LiveMaps, what: Copy) -> Result<()> {
             MAP_PORT_INTERVALS if what == Copy::All => {
                 copy_array(map, some(&mut new.port_intervals, name)?, name)
             }
+            MAP_COUNTERS => copy_counters(map, &mut new.counters, what, &mut old.counted),
             // User space alone writes the others: copied once, before the swap.
             _ => Ok(()),
         }?;
@@ -370,6 +419,50 @@ fn copy_hash<K: Pod, V: Pod>(
                 if what == Copy::Missing && e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
             Err(source) => return Err(MapsError::Call { name, call: "copy", source }.into()),
         }
+    }
+    Ok(())
+}
+
+/// Copies the counters, as many as both arrays hold. The old programs count on in the old
+/// array until the swap, and the new ones in the new array after it: with
+/// [`Copy::Missing`], what the old ones counted since the first copy (`copied`, what it
+/// read) is added to what the new array holds.
+fn copy_counters(
+    old: &Map,
+    new: &mut PerCpuArray<MapData, Counter>,
+    what: Copy,
+    copied: &mut Vec<PerCpuValues<Counter>>,
+) -> Result<()> {
+    let name = MAP_COUNTERS;
+    let old: PerCpuArray<&MapData, Counter> = old.try_into().map_err(call(name, "open pinned"))?;
+    for index in 0..old.len().min(new.len()) {
+        let counted = old.get(&index, 0).map_err(call(name, "copy"))?;
+        let values: Vec<Counter> = match what {
+            Copy::All => {
+                let values = counted.to_vec();
+                copied.push(counted);
+                values
+            }
+            Copy::Missing => {
+                let before = &copied[index as usize];
+                if counted.iter().zip(before.iter()).all(|(now, then)| now == then) {
+                    continue;
+                }
+                let since = new.get(&index, 0).map_err(call(name, "copy"))?;
+                (0..counted.len())
+                    .map(|cpu| Counter {
+                        packets: since[cpu].packets
+                            + counted[cpu].packets.saturating_sub(before[cpu].packets),
+                        bytes: since[cpu].bytes + counted[cpu].bytes.saturating_sub(before[cpu].bytes),
+                    })
+                    .collect()
+            }
+        };
+        if values.iter().all(|c| *c == Counter::default()) {
+            continue;
+        }
+        let values = PerCpuValues::try_from(values).map_err(|e| MapsError::Cpus(std::io::Error::other(e)))?;
+        new.set(index, values, 0).map_err(call(name, "copy"))?;
     }
     Ok(())
 }
@@ -455,6 +548,22 @@ mod tests {
             Resized { map: MAP_ALLOW_EXACT, from: 1024, to: 4096 }.preview_line(),
             "resize ALLOW_EXACT from 1024 to 4096 entries (programs swapped in place, flows kept)"
         );
+    }
+
+    #[test]
+    fn the_counters_make_room_for_64_blocks_then_double_as_blocks_take_slots() {
+        let counters = |sizes: &Sizes| sizes.0[MAP_COUNTERS];
+        let new = Sizes::for_plan(&Conntrack::default(), &MapPlan::default());
+        assert_eq!(counters(&new), BLOCK_COUNTER_BASE + 128);
+        assert_eq!(counters(&new.with_block_slot(63)), BLOCK_COUNTER_BASE + 128, "slot 63 fits");
+        assert_eq!(counters(&new.with_block_slot(64)), BLOCK_COUNTER_BASE + 256);
+        assert_eq!(counters(&new.with_block_slot(300)), BLOCK_COUNTER_BASE + 1024, "to the room it needs");
+        assert_eq!(counters(&new.with_block_slot(MAX_BLOCKED - 1)), BLOCK_COUNTER_BASE + 2 * MAX_BLOCKED);
+        // A live filter's larger array (an older version's, made whole) is never shrunk.
+        let whole = new.with_block_slot(MAX_BLOCKED - 1);
+        assert_eq!(whole.changes(&whole.with_block_slot(0)), []);
+        // Nor touched by a change to the policy.
+        assert_eq!(counters(&whole.to_fit(&Conntrack::default(), &plan_with(100))), counters(&whole));
     }
 
     #[test]

@@ -30,6 +30,7 @@ use crate::{
         Filter,
         filter::kernel_time_ns,
         maps::{LiveMaps, call, gone_is_ok, prefix_key},
+        resize::{Resized, fit_block_slot},
     },
     ops::{
         Result,
@@ -200,7 +201,7 @@ pub fn block(
     prefixes: &[Prefix],
     duration: Option<Duration>,
     session_guard: SessionGuard,
-) -> Result<Vec<Blocked>> {
+) -> Result<Blocks> {
     // Two changes at once would each decide the trie's flag on what they saw.
     let lock = filter.lock()?;
     let pins = lock.pins();
@@ -217,22 +218,47 @@ pub fn block(
         None => 0,
         Some(d) => now.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
     };
-    let mut done = Vec::new();
+    let mut done = Blocks::default();
     for &prefix in prefixes {
-        let blocked = apply_block(&mut maps, prefix, deadline_ns, now)?;
+        let blocked = apply_block_making_room(&mut maps, prefix, deadline_ns, now, |maps, slot| {
+            done.resized.extend(fit_block_slot(pins, maps, slot)?);
+            Ok(())
+        })?;
         if let Some(event) = blocked.event(&pins.iface, duration) {
             event.log();
         }
-        done.push(blocked);
+        done.each.push(blocked);
     }
     settle_flag(&mut maps)?;
     Ok(done)
 }
 
+/// What [`block`] did.
+#[derive(Debug, Default)]
+pub struct Blocks {
+    /// Each prefix's, in the order given.
+    pub each: Vec<Blocked>,
+    /// `COUNTERS`, grown to count the new entries' slots.
+    pub resized: Vec<Resized>,
+}
+
 /// What `block` does to the maps for one prefix, once it has checked it and holds the
 /// lock: the entry nested among the others (or found covered), its counters zeroed if it
-/// is new, the flag set, its peers' flows ended. `now` is the kernel's clock.
+/// is new, the flag set, its peers' flows ended. `now` is the kernel's clock. `maps`
+/// count every slot (a loaded object's, not pinned: see `block` for a live filter's).
 pub fn apply_block(maps: &mut LiveMaps, prefix: Prefix, deadline_ns: u64, now: u64) -> Result<Blocked> {
+    apply_block_making_room(maps, prefix, deadline_ns, now, |_, _| Ok(()))
+}
+
+/// [`apply_block`], `make_room` called with the slot a new entry takes before its
+/// counters are zeroed (a live filter's `COUNTERS` grows to count it).
+fn apply_block_making_room(
+    maps: &mut LiveMaps,
+    prefix: Prefix,
+    deadline_ns: u64,
+    now: u64,
+    mut make_room: impl FnMut(&mut LiveMaps, u32) -> Result<()>,
+) -> Result<Blocked> {
     let live = entries(maps)?;
     sweep(maps, &live, now);
     let lists: Vec<u32> = maps.lists.iter().map(|list| list.slot).collect();
@@ -240,6 +266,7 @@ pub fn apply_block(maps: &mut LiveMaps, prefix: Prefix, deadline_ns: u64, now: u
         BlockPlan::Covered { by } => Ok(Blocked::Covered { prefix, by }),
         BlockPlan::Insert { entry, absorbed } => {
             if !live.iter().any(|e| e.prefix == prefix && e.slot == entry.slot && !e.expired(now)) {
+                make_room(maps, entry.slot)?;
                 maps.zero_counter(block_counter(entry.slot, Direction::In))?;
                 maps.zero_counter(block_counter(entry.slot, Direction::Out))?;
             }

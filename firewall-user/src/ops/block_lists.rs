@@ -30,6 +30,7 @@ use crate::{
         filter::kernel_time_ns,
         maps::{LiveMaps, MapsError, prefix_key},
         pins::{BlockList, StateLock},
+        resize::{Resized, fit_block_slot},
     },
     ops::{
         Result,
@@ -149,6 +150,8 @@ pub struct ListLoaded {
     pub created: bool,
     /// `--for`: it expires then.
     pub duration: Option<std::time::Duration>,
+    /// `COUNTERS`, grown to count a new list's slot.
+    pub resized: Vec<Resized>,
 }
 
 impl ListLoaded {
@@ -206,12 +209,14 @@ pub fn load(
     let old: HashSet<Prefix> = members(&lock, name)?;
     let previous = lists.iter().find(|l| l.name == name).cloned();
     let created = previous.is_none();
+    let mut resized = Vec::new();
     let slot = match &previous {
         Some(list) => list.slot,
         None => {
             let used: HashSet<u32> =
                 entries(&maps)?.iter().map(|e| e.slot).chain(lists.iter().map(|l| l.slot)).collect();
             let slot = free_slot(&used).ok_or(BlockError::Full)?;
+            resized = fit_block_slot(pins, &mut maps, slot)?;
             maps.zero_counter(block_counter(slot, Direction::In))?;
             maps.zero_counter(block_counter(slot, Direction::Out))?;
             slot
@@ -274,6 +279,7 @@ pub fn load(
         flows_ended,
         created,
         duration,
+        resized,
     };
     loaded.event(&pins.iface).log();
     Ok(loaded)

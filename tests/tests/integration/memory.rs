@@ -11,8 +11,8 @@ use std::{
 
 use aya::maps::MapData;
 use firewall_common::{
-    MAP_ALLOW_EXACT, MAP_CONNTRACK, MAP_HALF_OPEN, MAP_PER_SOURCE_BUCKETS, MAP_PER_SOURCE_CONNECTIONS,
-    MAP_PORT_INTERVALS, MAP_RULE_UIDS,
+    BLOCK_COUNTER_BASE, MAP_ALLOW_EXACT, MAP_CONNTRACK, MAP_COUNTERS, MAP_HALF_OPEN, MAP_PER_SOURCE_BUCKETS,
+    MAP_PER_SOURCE_CONNECTIONS, MAP_PORT_INTERVALS, MAP_RULE_UIDS,
 };
 use tests::{
     harness::pinned_memlock,
@@ -58,6 +58,8 @@ fn up_sizes_the_maps_from_the_policy() {
         (MAP_PER_SOURCE_BUCKETS, 1),
         (MAP_PER_SOURCE_CONNECTIONS, 1),
         (MAP_PORT_INTERVALS, 1),
+        // Room for 64 blocks' counters, not the 4,096 the programs can count.
+        (MAP_COUNTERS, BLOCK_COUNTER_BASE + 128),
     ] {
         assert_eq!(max_entries(&lab, map), size, "{map}");
     }
@@ -124,6 +126,66 @@ fn allow_past_the_capacity_grows_the_map_and_revoke_shrinks_it_flows_kept() {
         .filter(|n| n.ends_with("-resized"))
         .collect();
     assert!(stray.is_empty(), "{stray:?}");
+}
+
+/// The packets `blocklist --json=1` counted in from `prefix`.
+fn blocked_packets_in(lab: &Lab, prefix: &str) -> u64 {
+    let report: serde_json::Value =
+        serde_json::from_str(&lab.firewall_ok(&["blocklist", "--json=1"])).expect("blocklist --json=1");
+    let blocks = report["blocks"].as_array().expect("blocks");
+    let block =
+        blocks.iter().find(|b| b["prefix"] == prefix).unwrap_or_else(|| panic!("no {prefix}: {report}"));
+    block["packets_in"].as_u64().expect("packets_in")
+}
+
+/// `COUNTERS` is a per-CPU array, its size paid on every CPU: `up` makes room for 64
+/// blocks' counters, and a block (or a named list) that takes a slot past them grows it
+/// by migration, the counts kept.
+#[test]
+fn a_block_past_the_counters_room_grows_them_counts_and_sessions_kept() {
+    require_root();
+    let lab = Lab::new("mem-counters");
+    lab.tcp_echo(SSH);
+    lab.up();
+    let mut held = lab.held_session(SSH_PEER, SSH);
+    let stranger = STRANGER.to_string();
+    lab.firewall_ok(&["block", &stranger]);
+    assert_eq!(lab.tcp_probe(STRANGER, SSH, BLOCKED_AFTER), Outcome::Blocked);
+    let counted = blocked_packets_in(&lab, &stranger);
+    assert!(counted > 0, "the block counts its packets");
+    let ssh_counted = lab.list().packets("INPUT", "ssh-in");
+
+    // 64 more: the last takes slot 64, past the room for 64.
+    let more: Vec<String> = (1..=64).map(|i| format!("192.0.2.{i}")).collect();
+    let mut args = vec!["block"];
+    args.extend(more.iter().map(String::as_str));
+    let out = lab.firewall_ok(&args);
+    let (from, to) = (BLOCK_COUNTER_BASE + 128, BLOCK_COUNTER_BASE + 256);
+    assert!(
+        out.contains(&format!("firewall: COUNTERS resized from {from} to {to} entries to fit the blocks")),
+        "{out}"
+    );
+    assert_eq!(max_entries(&lab, MAP_COUNTERS), to);
+    still_alive(&mut held, "after the counters grew");
+    assert!(tracked(&lab, SSH_PEER), "the held session's flow was copied");
+    assert_eq!(blocked_packets_in(&lab, &stranger), counted, "the block's count was copied");
+    assert!(lab.list().packets("INPUT", "ssh-in") > ssh_counted, "the rules' counts were copied");
+    assert_eq!(lab.tcp_probe(STRANGER, SSH, BLOCKED_AFTER), Outcome::Blocked);
+    assert!(blocked_packets_in(&lab, &stranger) > counted, "and go on counting");
+    assert_eq!(blocked_packets_in(&lab, "192.0.2.64"), 0, "the new slot's, from zero");
+
+    // A named list past them grows them again, in one step to the room it needs.
+    let file = lab.tmp().join("feed.txt");
+    fs::write(&file, "198.18.0.0/24\n").unwrap();
+    let more: Vec<String> = (65..=127).map(|i| format!("192.0.2.{i}")).collect();
+    let mut args = vec!["block"];
+    args.extend(more.iter().map(String::as_str));
+    let out = lab.firewall_ok(&args);
+    assert!(!out.contains("resized"), "slots 65 to 127 fit: {out}");
+    let out = lab.firewall_ok(&["block", "--from", file.to_str().unwrap()]);
+    assert!(out.contains(&format!("COUNTERS resized from {to} to {}", BLOCK_COUNTER_BASE + 512)), "{out}");
+    still_alive(&mut held, "after the counters grew again");
+    assert_eq!(lab.tcp_probe(STRANGER, SSH, BLOCKED_AFTER), Outcome::Blocked, "the blocks hold");
 }
 
 #[test]
