@@ -100,7 +100,7 @@ pub enum MapsError {
 /// (the sizes of `kernel::resize::RESIZABLE` follow the policy).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Layout {
-    key: u32,
+    pub key: u32,
     value: u32,
     max_entries: Option<u32>,
 }

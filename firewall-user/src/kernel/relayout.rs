@@ -23,7 +23,7 @@ use firewall_common::{
 use serde::Serialize;
 
 use crate::kernel::{
-    maps::{Enforcement, MapsError, layout, mismatches},
+    maps::{Enforcement, MapsError, call, layout, mismatches},
     pins::Pins,
 };
 
@@ -35,7 +35,8 @@ pub enum Refill {
     /// Nothing: the programs' own state, which starts afresh; the text says what is lost.
     Afresh(&'static str),
     /// What only this map holds; the text names it. Made anew, it would be lost, so `up`
-    /// refuses and names `down` and `up`, after which it is gone all the same.
+    /// refuses and names `down` and `up`, after which it is gone all the same; unless it
+    /// holds nothing, when it is made anew.
     Never(&'static str),
 }
 
@@ -94,6 +95,49 @@ pub(crate) fn way_out(name: &str) -> String {
     }
 }
 
+/// Whether the map `name` of the live filter `pins`, whose keys are `key_size` bytes,
+/// holds nothing a [`Refill::Never`] map would lose: no block in the tries, no named list
+/// for `LIST_DEADLINES` (an array, never empty, whose slots only the lists give meaning).
+fn holds_nothing(pins: &Pins, name: &'static str, key_size: u32) -> Result<bool, MapsError> {
+    if name == MAP_LIST_DEADLINES {
+        return Ok(pins.block_lists().map_err(|e| MapsError::State(Box::new(e)))?.is_empty());
+    }
+    let map = aya::maps::MapData::from_pin(pins.map_path(name)).map_err(call(name, "open pinned"))?;
+    let first =
+        first_key(&map, key_size).map_err(|source| MapsError::Batch { name, call: "first key", source })?;
+    Ok(first.is_none())
+}
+
+/// The first key of `map`, whatever its layout (`BPF_MAP_GET_NEXT_KEY` asked with no
+/// key, which a hash and a trie answer): aya's maps want the key's type.
+fn first_key(map: &aya::maps::MapData, key_size: u32) -> std::io::Result<Option<Vec<u8>>> {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+    #[repr(C)]
+    struct GetNextKeyAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        next_key: u64,
+    }
+    let mut next = vec![0u8; key_size as usize];
+    let fd = map.fd().as_fd().as_raw_fd();
+    let attr =
+        GetNextKeyAttr { map_fd: fd.cast_unsigned(), _pad: 0, key: 0, next_key: next.as_mut_ptr() as u64 };
+    // SAFETY: `attr` is a valid `bpf_attr` prefix for the command, `next` has room for a
+    // key of the map's size, and both outlive the call.
+    let done = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_MAP_GET_NEXT_KEY, &raw const attr, size_of::<GetNextKeyAttr>())
+    };
+    if done == 0 {
+        return Ok(Some(next));
+    }
+    match std::io::Error::last_os_error() {
+        e if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        e => Err(e),
+    }
+}
+
 /// One map `up` made anew at this version's layout.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Relaid {
@@ -108,9 +152,10 @@ pub struct Relaid {
 impl Relaid {
     /// The line `up` says of it.
     pub fn line(&self) -> String {
-        let held = match self.lost {
-            None => "the policy's entries written again".to_string(),
-            Some(lost) => lost.to_string(),
+        let held = match (self.lost, refill(self.map)) {
+            (Some(lost), _) => lost,
+            (None, Refill::Never(_)) => "it held nothing",
+            (None, _) => "the policy's entries written again",
         };
         format!(
             "{} made anew at this version's layout ({} where it had {}): {held}",
@@ -121,7 +166,7 @@ impl Relaid {
 
 /// The maps of the live filter `pins` that `up` makes anew, at this version's layout.
 /// Refused, before anything changes: a map of another layout that holds what only it
-/// holds ([`Refill::Never`]), and a `CONFIG` of another layout when `enforcement` does not
+/// holds ([`Refill::Never`]; one that holds nothing is made anew), and a `CONFIG` of another layout when `enforcement` does not
 /// say the mode, which that map held where this version cannot read it.
 pub(crate) fn relaid(pins: &Pins, enforcement: Option<Enforcement>) -> Result<Vec<Relaid>, MapsError> {
     let mut relaid = Vec::new();
@@ -131,6 +176,7 @@ pub(crate) fn relaid(pins: &Pins, enforcement: Option<Enforcement>) -> Result<Ve
         let lost = match refill(mismatch.name) {
             Refill::FromPlan => None,
             Refill::Afresh(lost) => Some(lost),
+            Refill::Never(_) if holds_nothing(pins, mismatch.name, found.key)? => None,
             Refill::Never(_) => return Err(mismatch.into_error()),
         };
         if mismatch.name == MAP_CONFIG && enforcement.is_none() {

@@ -404,13 +404,24 @@ fn maps_of_another_layout_are_refused_by_readers_and_made_anew_by_up() {
     assert_ne!(lab.config_flags() & CONFIG_HAS_BLOCKS, 0, "the new CONFIG asks the blocklist");
 
     // The blocks `block` made are the blocklist's alone: a BLOCKLIST of another layout is
-    // never dropped by `up`, which names the way that loses them.
+    // never dropped by `up`, which names the way that loses them; one that holds none is
+    // made anew.
+    let other_blocklist = ["type", "lpm_trie", "key", "8", "value", "8", "entries", "16", "flags", "1"];
+    pin_other_layout(&lab, firewall_common::MAP_BLOCKLIST, &other_blocklist);
+    let out = lab.firewall_ok(&["up", "--policy", policy, "--iface", SERVER_IF]);
+    assert!(out.contains("firewall: BLOCKLIST made anew at this version's layout ("), "{out}");
+    assert!(out.contains("16 entries): it held nothing"), "{out}");
+    assert_eq!(blocked(&lab), BTreeSet::new());
     let programs = lab.program_ids();
-    pin_other_layout(
-        &lab,
-        firewall_common::MAP_BLOCKLIST,
-        &["type", "lpm_trie", "key", "8", "value", "8", "entries", "16", "flags", "1"],
-    );
+    pin_other_layout(&lab, firewall_common::MAP_BLOCKLIST, &other_blocklist);
+    // One block: 198.51.100.99/32, as that version's 4-byte addresses held it.
+    let blocklist = lab.pin_dir().join(firewall_common::MAP_BLOCKLIST);
+    let update =
+        tests::lab::sh(Command::new("bpftool").args(["map", "update", "pinned"]).arg(&blocklist).args([
+            "key", "hex", "20", "00", "00", "00", "c6", "33", "64", "63", "value", "hex", "00", "00", "00",
+            "00", "00", "00", "00", "00",
+        ]));
+    assert!(update.status.success(), "bpftool map update: {}", stderr(&update));
     let expected = "the live filter's map BLOCKLIST has 8-byte keys, 8-byte values, 16 entries where this firewall's has";
     let refused = lab.firewall(&["up", "--policy", policy, "--iface", SERVER_IF]);
     assert_fails(&refused, expected);
