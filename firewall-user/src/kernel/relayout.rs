@@ -11,7 +11,8 @@
 //! What the new map holds depends on whose entries the old one held ([`refill`]): the
 //! policy's are written again, the programs' own state starts afresh (and `up` says what
 //! was lost), and what only the map holds, which cannot be read at a layout this version
-//! does not know, is never dropped silently: `up` is refused, naming `down` and `up`.
+//! does not know, is never dropped silently: `up` is refused, naming `down` and `up`
+//! (unless the map holds nothing).
 use firewall_common::{
     MAP_ALLOW_EXACT, MAP_ALLOW_PREFIX, MAP_ANTISPOOF_CELLS, MAP_ANTISPOOF_DST, MAP_ANTISPOOF_SRC,
     MAP_BLOCK_LISTS, MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS, MAP_DNS_ANSWERS,
@@ -45,7 +46,8 @@ pub fn refill(name: &str) -> Refill {
     match name {
         // `LiveMaps::apply` writes each of these whole from the plan into an empty map.
         // CONFIG's live bits are the exception: the mode comes from the command line
-        // ([`relaid`] refuses `up` without it) and the blocks' bit from the blocklist.
+        // ([`relaid`] refuses `up` without it), the blocks' bit from the blocklist, and
+        // the drop events' bit is off until a `firewall drops` starts again.
         MAP_CONFIG
         | MAP_ALLOW_EXACT
         | MAP_ALLOW_PREFIX
