@@ -13,7 +13,7 @@ use aya::programs::{
     links::{FdLink, LinkError, PinnedLink},
     xdp::XdpLinkId,
 };
-use firewall_common::{CONFIG_HAS_BLOCKS, MAP_CONFIG, MAPS, PROG_EGRESS, PROG_INGRESS};
+use firewall_common::{MAP_CONFIG, MAPS, PROG_EGRESS, PROG_INGRESS};
 
 use crate::{
     compile::{Ids, plan},
@@ -277,9 +277,8 @@ pub(crate) fn replace(
     swap_in(pins, &grown, &resized, &new_maps, |maps| {
         maps.apply(&plan, &ids.new_counters(&previous.ids), enforcement)?;
         if new_maps.contains(&MAP_CONFIG) {
-            // The blocks' bit was the old CONFIG's: it is on while the tries hold a block.
-            let held = maps.blocks_held()?;
-            maps.set_flag(CONFIG_HAS_BLOCKS, held || plan.config.flags & CONFIG_HAS_BLOCKS != 0)?;
+            // The blocks' bit was the old CONFIG's, which `apply` kept: told again here.
+            maps.settle_blocks_flag()?;
         }
         Ok(())
     })?;

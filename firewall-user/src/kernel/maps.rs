@@ -15,18 +15,19 @@ use aya::{
 };
 use firewall_common::{
     ALLOW_ONE_WAY, ALLOW_PREFIX_ENTRIES, ALLOW_TRAP, ANTISPOOF_CELLS_ENTRIES, Addr, AllowKey, AllowValue,
-    BLOCK_COUNTER_BASE, BlockEntry, CELL_ASK, CONFIG_AUDIT, CONFIG_HAS_RANGES, CONFIG_LIVE_FLAGS,
-    CONFIG_MORE_ADDRESSES, Config, Counter, DNS_ANSWERS_BYTES, DNS_RELEASED_ENTRIES, DROP_EVENTS_BYTES,
-    Direction, FLOW_STATS_ENTRIES, FLOWS_ENDED_ENTRIES, FRAGMENTS_ENTRIES, Flow, FlowKey, FlowTable,
-    FragmentKey, FragmentedDatagram, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT,
-    MAP_ALLOW_PREFIX, MAP_ANTISPOOF_CELLS, MAP_ANTISPOOF_DST, MAP_ANTISPOOF_SRC, MAP_BLOCK_LISTS,
-    MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS, MAP_DNS_ANSWERS, MAP_DNS_LISTENER,
-    MAP_DNS_RELEASED, MAP_DROP_EVENTS, MAP_FLOW_STATS, MAP_FLOWS_ENDED, MAP_FRAGMENTS, MAP_HALF_OPEN,
-    MAP_HOST_ADDRESSES, MAP_LIST_DEADLINES, MAP_PER_SOURCE_BUCKETS, MAP_PER_SOURCE_CONNECTIONS,
-    MAP_PER_SOURCE_LIMITS, MAP_PORT_INTERVALS, MAP_RULE_UIDS, MAP_SERVICE_SKIPS, MAP_TOKEN_BUCKETS, MAPS,
-    MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, MAX_HOST_ADDRESSES, MAX_LISTED, MAX_RULES, PROTO_ICMP,
-    PROTO_ICMPV6, PerSourceLimit, ReleasedKey, RuleUid, SERVICE_SKIPS_ENTRIES, SourceConnections, SourceKey,
-    TOKEN_BUCKETS_ENTRIES, TokenBucket, block_counter, flows_inserted, flows_removed,
+    BLOCK_COUNTER_BASE, BlockEntry, CELL_ASK, CONFIG_AUDIT, CONFIG_BLOCKS_OFFENDERS, CONFIG_HAS_BLOCKS,
+    CONFIG_HAS_RANGES, CONFIG_LIVE_FLAGS, CONFIG_MORE_ADDRESSES, Config, Counter, DNS_ANSWERS_BYTES,
+    DNS_RELEASED_ENTRIES, DROP_EVENTS_BYTES, Direction, FLOW_STATS_ENTRIES, FLOWS_ENDED_ENTRIES,
+    FRAGMENTS_ENTRIES, Flow, FlowKey, FlowTable, FragmentKey, FragmentedDatagram, ICMP_ECHO_REQUEST,
+    ICMPV6_ECHO_REQUEST, MAP_ALLOW_EXACT, MAP_ALLOW_PREFIX, MAP_ANTISPOOF_CELLS, MAP_ANTISPOOF_DST,
+    MAP_ANTISPOOF_SRC, MAP_BLOCK_LISTS, MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS,
+    MAP_DNS_ANSWERS, MAP_DNS_LISTENER, MAP_DNS_RELEASED, MAP_DROP_EVENTS, MAP_FLOW_STATS, MAP_FLOWS_ENDED,
+    MAP_FRAGMENTS, MAP_HALF_OPEN, MAP_HOST_ADDRESSES, MAP_LIST_DEADLINES, MAP_PER_SOURCE_BUCKETS,
+    MAP_PER_SOURCE_CONNECTIONS, MAP_PER_SOURCE_LIMITS, MAP_PORT_INTERVALS, MAP_RULE_UIDS, MAP_SERVICE_SKIPS,
+    MAP_TOKEN_BUCKETS, MAPS, MAX_ANTISPOOF, MAX_BLOCKED, MAX_COUNTERS, MAX_HOST_ADDRESSES, MAX_LISTED,
+    MAX_RULES, PROTO_ICMP, PROTO_ICMPV6, PerSourceLimit, ReleasedKey, RuleUid, SERVICE_SKIPS_ENTRIES,
+    SourceConnections, SourceKey, TOKEN_BUCKETS_ENTRIES, TokenBucket, block_counter, flows_inserted,
+    flows_removed,
 };
 
 use crate::{
@@ -1195,14 +1196,14 @@ impl LiveMaps {
     }
 
     /// Sets or clears one of the live filter's own `CONFIG_*` flags.
-    /// Whether the blocklist or a named list holds an entry (expired or not).
-    pub fn blocks_held(&self) -> Result<bool> {
-        let listed = match &self.block_lists {
-            None => false,
-            Some(trie) => trie.keys().next().transpose().map_err(call(MAP_BLOCK_LISTS, "iterate"))?.is_some(),
-        };
-        Ok(listed
-            || self.blocklist.keys().next().transpose().map_err(call(MAP_BLOCKLIST, "iterate"))?.is_some())
+    /// Tells the programs whether to look in the tries at all: only while they hold entries
+    /// (the blocklist or a named list, expired or not), or while the programs may write
+    /// some (`CONFIG_BLOCKS_OFFENDERS`). A key the walk cannot read counts as one.
+    pub fn settle_blocks_flag(&mut self) -> Result<()> {
+        let listed = self.block_lists.as_ref().is_some_and(|trie| trie.keys().next().is_some());
+        let blocked = self.blocklist.keys().next().is_some();
+        let any = listed || blocked || self.config()?.flags & CONFIG_BLOCKS_OFFENDERS != 0;
+        self.set_flag(CONFIG_HAS_BLOCKS, any)
     }
 
     pub fn set_flag(&mut self, flag: u32, on: bool) -> Result<()> {

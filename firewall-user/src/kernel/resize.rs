@@ -34,7 +34,7 @@ use crate::{
         attach::{link_update_error, pinned_link},
         filter::{FilterError, Result},
         load::Loaded,
-        maps::{LiveMaps, MapsError, call, mismatches, open_pinned},
+        maps::{LiveMaps, MapsError, call, open_pinned},
         pins::{EGRESS_LINK, INGRESS_LINK, Pins, io_err},
     },
     policy::Conntrack,
@@ -271,6 +271,10 @@ pub(crate) fn fit_block_slot(pins: &Pins, maps: &mut LiveMaps, slot: u32) -> Res
 /// into the pinned links, pins the new maps in the old ones' place, and copies what the
 /// old programs wrote meanwhile. Returns the maps and what `before_swap` returned.
 ///
+/// The caller has checked the pinned maps' layouts (`maps::check_pinned`, as
+/// `LiveMaps::open` does, or `relayout::relaid` for `up`): aya reuses a pinned map of
+/// another layout as it is, so every such map must be in `relaid`.
+///
 /// A failure before the swap leaves the programs as they were, and the maps they read but
 /// for what `before_swap` wrote to the pinned ones. After the swap only the pins remain to
 /// be renamed, on the filter's own bpffs directory; were one to fail, the error says which.
@@ -281,12 +285,6 @@ pub(crate) fn swap_in<T>(
     relaid: &[&'static str],
     before_swap: impl FnOnce(&mut LiveMaps) -> Result<T>,
 ) -> Result<(LiveMaps, T)> {
-    // aya would reuse a pinned map of another layout as it is: every one must be new here.
-    if let Some(mismatch) =
-        mismatches(pins)?.into_iter().find(|m| m.found.is_some() && !relaid.contains(&m.name))
-    {
-        return Err(mismatch.into_error().into());
-    }
     let copied: Vec<&'static str> =
         resized.iter().map(|r| r.map).filter(|map| !relaid.contains(map)).collect();
     let fresh: Vec<&'static str> = copied.iter().chain(relaid).copied().collect();

@@ -21,8 +21,7 @@
 use std::time::Duration;
 
 use firewall_common::{
-    BlockEntry, CONFIG_BLOCKS_OFFENDERS, CONFIG_HAS_BLOCKS, Direction, MAP_BLOCKLIST, MAX_BLOCKED,
-    OFFENDER_SLOT, block_counter,
+    BlockEntry, CONFIG_HAS_BLOCKS, Direction, MAP_BLOCKLIST, MAX_BLOCKED, OFFENDER_SLOT, block_counter,
 };
 
 use crate::{
@@ -229,7 +228,7 @@ pub fn block(
         }
         done.each.push(blocked);
     }
-    settle_flag(&mut maps)?;
+    maps.settle_blocks_flag()?;
     Ok(done)
 }
 
@@ -284,15 +283,6 @@ fn apply_block_making_room(
     }
 }
 
-/// Tells the programs whether to look in the tries at all: only while they hold entries
-/// (the blocklist or a named list), or while the programs may write some.
-pub(crate) fn settle_flag(maps: &mut LiveMaps) -> Result<()> {
-    let listed = maps.block_lists.as_ref().is_some_and(|trie| trie.keys().next().is_some());
-    let any = listed || !entries(maps)?.is_empty() || maps.config()?.flags & CONFIG_BLOCKS_OFFENDERS != 0;
-    maps.set_flag(CONFIG_HAS_BLOCKS, any)?;
-    Ok(())
-}
-
 /// Unblocks each prefix: each must be an entry (a single address inside a wider block
 /// is refused, naming the block).
 pub fn unblock(filter: &Filter, prefixes: &[Prefix]) -> Result<()> {
@@ -322,7 +312,7 @@ pub fn lift_blocks(maps: &mut LiveMaps, prefixes: &[Prefix], now: u64) -> Result
     for prefix in prefixes {
         gone_is_ok(maps.blocklist.remove(&prefix_key(prefix))).map_err(call(MAP_BLOCKLIST, "remove"))?;
     }
-    settle_flag(maps)
+    Ok(maps.settle_blocks_flag()?)
 }
 
 #[cfg(test)]

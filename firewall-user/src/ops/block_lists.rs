@@ -34,7 +34,7 @@ use crate::{
     },
     ops::{
         Result,
-        block::{BlockError, entries, free_slot, settle_flag},
+        block::{BlockError, entries, free_slot},
         lockout::{SessionGuard, SshSession},
     },
     policy::{Prefix, from_addr},
@@ -335,7 +335,7 @@ pub fn apply_list<S: std::hash::BuildHasher>(
     } else {
         maps.end_flows(|peer| newly.holding(from_addr(peer)).is_some())?
     };
-    settle_flag(maps)?;
+    maps.settle_blocks_flag()?;
     Ok(flows_ended)
 }
 

@@ -380,6 +380,13 @@ fn the_schema_admits_the_examples_and_the_import_and_flags_what_check_refuses() 
     }
 }
 
+/// `firewall ARGS…` in the lab's server namespace, its stdout `stdout`, its stderr read.
+fn firewall_writing_to(lab: &Lab, args: &[&str], stdout: Stdio) -> Output {
+    let mut command = lab.server_command(firewall_bin());
+    command.args(args).stdin(Stdio::null()).stdout(stdout).stderr(Stdio::piped());
+    command.output().unwrap_or_else(|e| panic!("running {command:?}: {e}"))
+}
+
 /// `firewall list | head`: a report whose reader has gone ends by SIGPIPE, quietly, as any
 /// Unix filter does, where `println!` panicked at its next line; `reload --dry-run` stops
 /// printing and still tells by its exit code; a change is made whole and ends as it went,
@@ -394,9 +401,7 @@ fn a_report_whose_reader_has_gone_ends_quietly_and_a_change_as_it_went() {
     let to_nobody = |args: &[&str]| {
         let (reader, writer) = std::io::pipe().expect("a pipe");
         drop(reader);
-        let mut command = lab.server_command(firewall_bin());
-        command.args(args).stdin(Stdio::null()).stdout(writer).stderr(Stdio::piped());
-        command.output().unwrap_or_else(|e| panic!("running {command:?}: {e}"))
+        firewall_writing_to(&lab, args, writer.into())
     };
     for args in [
         &["list", "--iface", SERVER_IF][..],
@@ -440,9 +445,7 @@ fn a_report_that_cannot_be_written_fails_in_one_line_and_a_change_loses_its_line
     let policy = policy.to_str().expect("utf-8");
     let to_full = |args: &[&str]| {
         let full = fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
-        let mut command = lab.server_command(firewall_bin());
-        command.args(args).stdin(Stdio::null()).stdout(full).stderr(Stdio::piped());
-        command.output().unwrap_or_else(|e| panic!("running {command:?}: {e}"))
+        firewall_writing_to(&lab, args, full.into())
     };
     for args in [
         &["list", "--iface", SERVER_IF][..],
