@@ -274,7 +274,7 @@ pub(crate) fn replace(
     let live = Sizes::of_live(pins)?.without(&new_maps);
     let grown = live.grown(&policy.conntrack, &plan);
     let mut resized = live.changes(&grown);
-    swap_in(pins, &grown, &resized, &new_maps, |maps| {
+    swap_in(pins, &grown, &resized, &relaid, |maps| {
         maps.apply(&plan, &ids.new_counters(&previous.ids), enforcement)?;
         if new_maps.contains(&MAP_CONFIG) {
             // The blocks' bit was the old CONFIG's, which `apply` kept: told again here.

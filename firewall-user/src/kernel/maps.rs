@@ -102,8 +102,8 @@ pub enum MapsError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Layout {
     pub key: u32,
-    value: u32,
-    max_entries: Option<u32>,
+    pub value: u32,
+    pub max_entries: Option<u32>,
 }
 
 impl std::fmt::Display for Layout {
@@ -201,7 +201,7 @@ impl Mismatch {
                 name: self.name,
                 found: found.to_string(),
                 wanted: self.wanted.to_string(),
-                way_out: crate::kernel::relayout::way_out(self.name),
+                way_out: crate::kernel::relayout::way_out(self.name, &found),
             },
         }
     }

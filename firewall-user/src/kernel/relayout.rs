@@ -10,21 +10,23 @@
 //!
 //! What the new map holds depends on whose entries the old one held ([`refill`]): the
 //! policy's are written again, the programs' own state starts afresh (and `up` says what
-//! was lost), and what only the map holds, which cannot be read at a layout this version
-//! does not know, is never dropped silently: `up` is refused, naming `down` and `up`
-//! (unless the map holds nothing).
+//! was lost) unless it is at a layout an earlier version made, which this one reads and
+//! carries over ([`carries`]: the flows of the versions before the half-open table), and
+//! what only the map holds, which cannot be read at a layout this version does not know,
+//! is never dropped silently: `up` is refused, naming `down` and `up` (unless the map
+//! holds nothing).
 use firewall_common::{
-    MAP_ALLOW_EXACT, MAP_ALLOW_PREFIX, MAP_ANTISPOOF_CELLS, MAP_ANTISPOOF_DST, MAP_ANTISPOOF_SRC,
-    MAP_BLOCK_LISTS, MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS, MAP_DNS_ANSWERS,
-    MAP_DNS_LISTENER, MAP_DNS_RELEASED, MAP_DROP_EVENTS, MAP_FLOW_STATS, MAP_FLOWS_ENDED, MAP_FRAGMENTS,
-    MAP_HALF_OPEN, MAP_HOST_ADDRESSES, MAP_LIST_DEADLINES, MAP_PER_SOURCE_BUCKETS,
+    Direction, Flow, FlowKey, MAP_ALLOW_EXACT, MAP_ALLOW_PREFIX, MAP_ANTISPOOF_CELLS, MAP_ANTISPOOF_DST,
+    MAP_ANTISPOOF_SRC, MAP_BLOCK_LISTS, MAP_BLOCKLIST, MAP_CONFIG, MAP_CONNTRACK, MAP_COUNTERS,
+    MAP_DNS_ANSWERS, MAP_DNS_LISTENER, MAP_DNS_RELEASED, MAP_DROP_EVENTS, MAP_FLOW_STATS, MAP_FLOWS_ENDED,
+    MAP_FRAGMENTS, MAP_HALF_OPEN, MAP_HOST_ADDRESSES, MAP_LIST_DEADLINES, MAP_PER_SOURCE_BUCKETS,
     MAP_PER_SOURCE_CONNECTIONS, MAP_PER_SOURCE_LIMITS, MAP_PORT_INTERVALS, MAP_RULE_UIDS, MAP_SERVICE_SKIPS,
     MAP_TOKEN_BUCKETS,
 };
 use serde::Serialize;
 
 use crate::kernel::{
-    maps::{Enforcement, MapsError, call, layout, mismatches},
+    maps::{Enforcement, Layout, MapsError, call, layout, mismatches},
     pins::Pins,
 };
 
@@ -81,6 +83,56 @@ pub fn refill(name: &str) -> Refill {
     }
 }
 
+/// A flow as the versions of 2026-11-24 and 2026-12-01 kept it in `CONNTRACK`, their one
+/// flow table (16 bytes; the key was as this version's): no half-open table, so no ends
+/// heard, and no sequence numbers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct EarlierFlow {
+    pub last_seen_ns: u64,
+    pub rule: u32,
+    pub origin: u8,
+    /// `TCP_OPEN`, `TCP_FIN_SEEN` or `TCP_RST_SEEN`, as this version numbers them.
+    pub tcp_state: u8,
+    pub _pad: [u8; 2],
+}
+
+// SAFETY: plain integers, `repr(C)`, no padding (16 bytes, checked below).
+unsafe impl aya::Pod for EarlierFlow {}
+const _: () = assert!(size_of::<EarlierFlow>() == 16);
+
+impl From<EarlierFlow> for Flow {
+    /// The flow as this version's established table holds it, as it was to the earlier
+    /// version: its age, state and origin kept, its rule's index the old policy's (which
+    /// `up`'s `apply` then points at the rule that admits it now, or ends the flow with
+    /// none). Only the opening end is known to have been heard, and the host's numbers
+    /// are not known: a peer's RST or FIN is believed once the host's next segment told
+    /// them, as on a session picked up mid-stream.
+    fn from(earlier: EarlierFlow) -> Flow {
+        let origin = if earlier.origin == Direction::In as u8 { Direction::In } else { Direction::Out };
+        Flow {
+            last_seen_ns: earlier.last_seen_ns,
+            // Above 16 bits no rule admits it: `apply` ends it.
+            rule: u16::try_from(earlier.rule).unwrap_or(u16::MAX),
+            origin: origin as u8,
+            tcp_state: earlier.tcp_state,
+            flags: 1 << origin as u8,
+            ..Flow::default()
+        }
+    }
+}
+
+/// What is carried over into the map `name` made anew from the live one of layout `found`:
+/// `Some` for a layout an earlier version made whose entries this version reads (the text
+/// says what `up` carried), `None` for one it cannot (the map is refilled as [`refill`]
+/// says).
+pub(crate) fn carries(name: &str, found: &Layout) -> Option<&'static str> {
+    let earlier_flows = (size_of::<FlowKey>() as u32, size_of::<EarlierFlow>() as u32);
+    (name == MAP_CONNTRACK && (found.key, found.value) == earlier_flows).then_some(
+        "its tracked flows carried over, each as established with its age, and its rule as the policy admits it now",
+    )
+}
+
 /// A map made anew with `name` though its own layout is this version's: the programs read
 /// the two together. `DNS_LISTENER` says until when `serve` takes the held answers from
 /// `DNS_ANSWERS`; a new ring beside the old deadline would hold answers nobody takes.
@@ -89,11 +141,19 @@ fn made_with(name: &str) -> Option<&'static str> {
 }
 
 /// How the error about a pinned map of another layout ends: the way out, and what it costs.
-pub(crate) fn way_out(name: &str) -> String {
-    match refill(name) {
-        Refill::FromPlan => "`firewall up` with its policy makes it anew in place".to_string(),
-        Refill::Afresh(lost) => format!("`firewall up` with its policy makes it anew in place ({lost})"),
-        Refill::Never(held) => format!("`firewall down` then `firewall up` replaces it (it holds {held})"),
+/// The pinned map is at layout `found`.
+pub(crate) fn way_out(name: &str, found: &Layout) -> String {
+    match (refill(name), carries(name, found)) {
+        (Refill::FromPlan, _) => "`firewall up` with its policy makes it anew in place".to_string(),
+        (Refill::Afresh(_), Some(carried)) => {
+            format!("`firewall up` with its policy makes it anew in place ({carried})")
+        }
+        (Refill::Afresh(lost), None) => {
+            format!("`firewall up` with its policy makes it anew in place ({lost})")
+        }
+        (Refill::Never(held), _) => {
+            format!("`firewall down` then `firewall up` replaces it (it holds {held})")
+        }
     }
 }
 
@@ -147,17 +207,22 @@ pub struct Relaid {
     /// The live map's layout, as `firewall_common` sizes read it ("24-byte keys, …").
     pub found: String,
     pub wanted: String,
-    /// What started afresh; `None` when the policy wrote it again whole.
+    /// What started afresh; `None` when the policy wrote it again whole, or its entries
+    /// were carried over.
     pub lost: Option<&'static str>,
+    /// What was carried over from the map of an earlier layout ([`carries`]); `None` when
+    /// nothing was read from it.
+    pub carried: Option<&'static str>,
 }
 
 impl Relaid {
     /// The line `up` says of it.
     pub fn line(&self) -> String {
-        let held = match (self.lost, refill(self.map)) {
-            (Some(lost), _) => lost,
-            (None, Refill::Never(_)) => "it held nothing",
-            (None, _) => "the policy's entries written again",
+        let held = match (self.lost, self.carried, refill(self.map)) {
+            (Some(lost), _, _) => lost,
+            (None, Some(carried), _) => carried,
+            (None, None, Refill::Never(_)) => "it held nothing",
+            (None, None, _) => "the policy's entries written again",
         };
         format!(
             "{} made anew at this version's layout ({} where it had {}): {held}",
@@ -175,8 +240,10 @@ pub(crate) fn relaid(pins: &Pins, enforcement: Option<Enforcement>) -> Result<Ve
     for mismatch in mismatches(pins)? {
         // A map the live filter lacks is made and pinned by the load: nothing to migrate.
         let Some(found) = mismatch.found else { continue };
+        let carried = carries(mismatch.name, &found);
         let lost = match refill(mismatch.name) {
             Refill::FromPlan => None,
+            Refill::Afresh(_) if carried.is_some() => None,
             Refill::Afresh(lost) => Some(lost),
             Refill::Never(_) if holds_nothing(pins, mismatch.name, found.key)? => None,
             Refill::Never(_) => return Err(mismatch.into_error()),
@@ -189,6 +256,7 @@ pub(crate) fn relaid(pins: &Pins, enforcement: Option<Enforcement>) -> Result<Ve
             found: found.to_string(),
             wanted: mismatch.wanted.to_string(),
             lost,
+            carried,
         });
     }
     let companions: Vec<&'static str> = relaid.iter().filter_map(|r| made_with(r.map)).collect();
@@ -198,7 +266,13 @@ pub(crate) fn relaid(pins: &Pins, enforcement: Option<Enforcement>) -> Result<Ve
                 unreachable!("a companion holds the programs' state")
             };
             let same = layout(name).to_string();
-            relaid.push(Relaid { map: name, found: same.clone(), wanted: same, lost: Some(lost) });
+            relaid.push(Relaid {
+                map: name,
+                found: same.clone(),
+                wanted: same,
+                lost: Some(lost),
+                carried: None,
+            });
         }
     }
     Ok(relaid)
@@ -216,7 +290,7 @@ mod tests {
             MAPS.into_iter().filter(|name| matches!(refill(name), Refill::Never(_))).collect();
         assert_eq!(never, [MAP_BLOCKLIST, MAP_BLOCK_LISTS, MAP_LIST_DEADLINES]);
         for name in MAPS {
-            let way_out = way_out(name);
+            let way_out = way_out(name, &layout(name));
             let expected =
                 if never.contains(&name) { "`firewall down` then `firewall up`" } else { "`firewall up`" };
             assert!(way_out.starts_with(expected), "{name}: {way_out}");
@@ -225,5 +299,38 @@ mod tests {
                 assert!(matches!(refill(companion), Refill::Afresh(_)), "{companion}");
             }
         }
+    }
+
+    #[test]
+    fn the_flows_of_the_versions_before_the_half_open_table_are_carried_over_as_established() {
+        use firewall_common::{TCP_FIN_SEEN, TCP_OPEN};
+        let earlier = Layout { key: 24, value: 16, max_entries: None };
+        assert!(carries(MAP_CONNTRACK, &earlier).is_some());
+        assert!(way_out(MAP_CONNTRACK, &earlier).contains("carried over"));
+        // Any other layout of it, or another map, starts afresh.
+        assert_eq!(carries(MAP_CONNTRACK, &Layout { key: 24, value: 32, max_entries: None }), None);
+        assert_eq!(carries(MAP_HALF_OPEN, &earlier), None);
+        assert!(way_out(MAP_CONNTRACK, &layout(MAP_CONNTRACK)).contains("start afresh"));
+
+        let inbound = EarlierFlow {
+            last_seen_ns: 7,
+            rule: 3,
+            origin: Direction::In as u8,
+            tcp_state: TCP_OPEN,
+            _pad: [0; 2],
+        };
+        let flow = Flow::from(inbound);
+        assert_eq!(
+            (flow.last_seen_ns, flow.rule, flow.origin, flow.tcp_state),
+            (7, 3, Direction::In as u8, TCP_OPEN)
+        );
+        // Only the opener heard; no host numbers, so a peer's RST waits for the host's.
+        assert_eq!(flow.flags, firewall_common::FLOW_HEARD_IN);
+        assert_eq!((flow.host_ack, flow.host_window, flow.host_syn_next), (0, 0, 0));
+        let outbound =
+            EarlierFlow { origin: Direction::Out as u8, tcp_state: TCP_FIN_SEEN, rule: 70_000, ..inbound };
+        let flow = Flow::from(outbound);
+        assert_eq!((flow.flags, flow.tcp_state), (firewall_common::FLOW_HEARD_OUT, TCP_FIN_SEEN));
+        assert_eq!(flow.rule, u16::MAX, "no rule's index: ended by the apply");
     }
 }

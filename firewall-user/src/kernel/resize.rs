@@ -12,16 +12,17 @@
 //! the new sizes beside the pinned others, the old maps' entries copied in, the programs
 //! swapped in their pinned links (`bpf_link_update`: no packet meets an interface without a
 //! filter), and the new maps pinned over the old ones' paths (a rename: every later command
-//! opens the new). The entries the old programs wrote in the meantime (flows, sources'
-//! buckets) are copied once more after the swap, so no flow is lost.
-use std::collections::BTreeMap;
+//! opens the new). The entries the old programs made in the meantime (flows, sources'
+//! buckets) are copied after the swap, so no flow is lost, and none the first copy
+//! copied, so none the new policy ended comes back.
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use aya::{
     EbpfLoader, Pod,
     maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues},
 };
 use firewall_common::{
-    ALLOW_EXACT_ENTRIES, BLOCK_COUNTER_BASE, Counter, Direction, MAP_ALLOW_EXACT, MAP_CONNTRACK,
+    ALLOW_EXACT_ENTRIES, BLOCK_COUNTER_BASE, Counter, Direction, Flow, MAP_ALLOW_EXACT, MAP_CONNTRACK,
     MAP_COUNTERS, MAP_HALF_OPEN, MAP_PER_SOURCE_BUCKETS, MAP_PER_SOURCE_CONNECTIONS, MAP_PORT_INTERVALS,
     MAP_RULE_UIDS, MAX_BLOCKED, MAX_RULE_UIDS, PER_SOURCE_BUCKETS_ENTRIES, PER_SOURCE_CONNECTIONS_ENTRIES,
     PORT_INTERVALS_ENTRIES, PROG_EGRESS, PROG_INGRESS, block_counter,
@@ -36,6 +37,7 @@ use crate::{
         load::Loaded,
         maps::{LiveMaps, MapsError, call, open_pinned},
         pins::{EGRESS_LINK, INGRESS_LINK, Pins, io_err},
+        relayout::{EarlierFlow, Relaid},
     },
     policy::Conntrack,
 };
@@ -265,7 +267,8 @@ pub(crate) fn fit_block_slot(pins: &Pins, maps: &mut LiveMaps, slot: u32) -> Res
 }
 
 /// Loads this version's programs with the maps of `resized` new at the sizes `sizes`
-/// gives, those named in `relaid` new and empty (`kernel::relayout`), and the other maps
+/// gives, those of `relaid` new (`kernel::relayout`: empty, or with the entries of an
+/// earlier layout carried over), and the other maps
 /// the pinned ones; copies the old maps' entries into the resized ones, lets `before_swap`
 /// act on the maps (a policy applied: the new programs start with it), swaps the programs
 /// into the pinned links, pins the new maps in the old ones' place, and copies what the
@@ -282,14 +285,22 @@ pub(crate) fn swap_in<T>(
     pins: &Pins,
     sizes: &Sizes,
     resized: &[Resized],
-    relaid: &[&'static str],
+    relaid: &[Relaid],
     before_swap: impl FnOnce(&mut LiveMaps) -> Result<T>,
 ) -> Result<(LiveMaps, T)> {
-    let copied: Vec<&'static str> =
-        resized.iter().map(|r| r.map).filter(|map| !relaid.contains(map)).collect();
-    let fresh: Vec<&'static str> = copied.iter().chain(relaid).copied().collect();
+    let relaid_names: Vec<&'static str> = relaid.iter().map(|r| r.map).collect();
+    // A map made anew is copied from only when its earlier layout is one this version reads.
+    let carried: Vec<&'static str> = relaid.iter().filter(|r| r.carried.is_some()).map(|r| r.map).collect();
+    let copied: Vec<&'static str> = resized
+        .iter()
+        .map(|r| r.map)
+        .filter(|map| !relaid_names.contains(map))
+        .chain(carried.clone())
+        .collect();
+    let fresh: Vec<&'static str> =
+        copied.iter().chain(&relaid_names).copied().collect::<BTreeSet<_>>().into_iter().collect();
     // Opened before the new maps take their pins: the copy after the swap reads them too.
-    let mut old = OldMaps::open(pins, &copied)?;
+    let mut old = OldMaps::open(pins, &copied, &carried)?;
     let mut loaded = Loaded::load(sizes, Some(pins), &fresh)?;
     copy(&mut old, &mut loaded.maps, Copy::All)?;
     let done = before_swap(&mut loaded.maps)?;
@@ -338,6 +349,15 @@ pub(crate) fn shrink(pins: &Pins, live: &Sizes, conntrack: &Conntrack, plan: &Ma
     }
 }
 
+/// The layout an old map is read at.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// This version's.
+    Current,
+    /// An earlier version's, which `kernel::relayout::carries` reads.
+    Earlier,
+}
+
 /// Which entries [`copy`] copies.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Copy {
@@ -348,42 +368,51 @@ enum Copy {
 }
 
 /// The pinned maps a resize copies from, by name (a map the live filter lacks is not
-/// among them), opened as they are: typed when copied.
+/// among them), opened as they are: typed when copied, at this version's layout or, for
+/// one made anew that carries its entries over, the earlier one `kernel::relayout` reads.
 struct OldMaps {
-    maps: Vec<(&'static str, Map)>,
+    maps: Vec<(&'static str, Map, Layout)>,
     /// The counters as the first copy read them.
     counted: Vec<PerCpuValues<Counter>>,
+    /// The keys the first copy copied, by map (their bytes): the second copies only those
+    /// made since, not one removed from the new map meanwhile (a flow the new policy
+    /// ended, one the new programs saw expire).
+    copied: BTreeMap<&'static str, HashSet<Vec<u8>>>,
 }
 
 impl OldMaps {
-    fn open(pins: &Pins, names: &[&'static str]) -> Result<OldMaps> {
+    fn open(pins: &Pins, names: &[&'static str], earlier: &[&'static str]) -> Result<OldMaps> {
         let mut maps = Vec::new();
         for &name in names {
             if pins.map_path(name).exists() {
-                maps.push((name, open_pinned(pins, name)?));
+                let layout = if earlier.contains(&name) { Layout::Earlier } else { Layout::Current };
+                maps.push((name, open_pinned(pins, name)?, layout));
             }
         }
-        Ok(OldMaps { maps, counted: Vec::new() })
+        Ok(OldMaps { maps, counted: Vec::new(), copied: BTreeMap::new() })
     }
 }
 
 /// Copies the entries of the maps of `old` into `new`'s of the same names.
 fn copy(old: &mut OldMaps, new: &mut LiveMaps, what: Copy) -> Result<()> {
-    for (name, map) in &old.maps {
+    let OldMaps { maps, counted, copied } = old;
+    for (name, map, layout) in maps.iter() {
         let name = *name;
+        let hash = Hash { name, what, copied: copied.entry(name).or_default() };
         match name {
-            MAP_ALLOW_EXACT if what == Copy::All => copy_hash(map, &mut new.allow_exact, name, what),
-            MAP_RULE_UIDS if what == Copy::All => copy_hash(map, some(&mut new.rule_uids, name)?, name, what),
-            MAP_CONNTRACK => copy_hash(map, &mut new.conntrack, name, what),
-            MAP_HALF_OPEN => copy_hash(map, &mut new.half_open, name, what),
-            MAP_PER_SOURCE_BUCKETS => copy_hash(map, some(&mut new.per_source_buckets, name)?, name, what),
-            MAP_PER_SOURCE_CONNECTIONS => {
-                copy_hash(map, some(&mut new.per_source_connections, name)?, name, what)
+            MAP_CONNTRACK if *layout == Layout::Earlier => {
+                hash.copy_as(map, &mut new.conntrack, <Flow as From<EarlierFlow>>::from)
             }
+            MAP_ALLOW_EXACT if what == Copy::All => hash.copy(map, &mut new.allow_exact),
+            MAP_RULE_UIDS if what == Copy::All => hash.copy(map, some(&mut new.rule_uids, name)?),
+            MAP_CONNTRACK => hash.copy(map, &mut new.conntrack),
+            MAP_HALF_OPEN => hash.copy(map, &mut new.half_open),
+            MAP_PER_SOURCE_BUCKETS => hash.copy(map, some(&mut new.per_source_buckets, name)?),
+            MAP_PER_SOURCE_CONNECTIONS => hash.copy(map, some(&mut new.per_source_connections, name)?),
             MAP_PORT_INTERVALS if what == Copy::All => {
                 copy_array(map, some(&mut new.port_intervals, name)?, name)
             }
-            MAP_COUNTERS => copy_counters(map, &mut new.counters, what, &mut old.counted),
+            MAP_COUNTERS => copy_counters(map, &mut new.counters, what, counted),
             // User space alone writes the others: copied once, before the swap.
             _ => Ok(()),
         }?;
@@ -395,30 +424,59 @@ fn some<'a, T>(map: &'a mut Option<T>, name: &'static str) -> Result<&'a mut T> 
     map.as_mut().ok_or(FilterError::Maps(MapsError::Missing(name)))
 }
 
-/// Copies a hash's (or an LRU's) entries; with [`Copy::Missing`], only those `new` lacks
+/// One hash's (or LRU's) copy: with [`Copy::All`], every entry, each key noted in
+/// `copied`; with [`Copy::Missing`], those made since (not in `copied`) that `new` lacks
 /// (an entry the programs already changed in `new` is theirs).
-fn copy_hash<K: Pod, V: Pod>(
-    old: &Map,
-    new: &mut HashMap<MapData, K, V>,
+struct Hash<'a> {
     name: &'static str,
     what: Copy,
-) -> Result<()> {
-    let old: HashMap<&MapData, K, V> = old.try_into().map_err(call(name, "open pinned"))?;
-    // BPF_ANY, or BPF_NOEXIST.
-    let flags = match what {
-        Copy::All => 0,
-        Copy::Missing => 1,
-    };
-    // An entry removed while the map is walked is skipped, not an error.
-    for (key, value) in old.iter().filter_map(std::result::Result::ok) {
-        match new.insert(key, value, flags) {
-            Ok(()) => {}
-            Err(aya::maps::MapError::SyscallError(e))
-                if what == Copy::Missing && e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(source) => return Err(MapsError::Call { name, call: "copy", source }.into()),
-        }
+    copied: &'a mut HashSet<Vec<u8>>,
+}
+
+impl Hash<'_> {
+    fn copy<K: Pod, V: Pod>(self, old: &Map, new: &mut HashMap<MapData, K, V>) -> Result<()> {
+        self.copy_as(old, new, |value: V| value)
     }
-    Ok(())
+
+    /// From a map whose values are `V`, each converted.
+    fn copy_as<K: Pod, V: Pod, W: Pod>(
+        self,
+        old: &Map,
+        new: &mut HashMap<MapData, K, W>,
+        convert: impl Fn(V) -> W,
+    ) -> Result<()> {
+        let Hash { name, what, copied } = self;
+        let old: HashMap<&MapData, K, V> = old.try_into().map_err(call(name, "open pinned"))?;
+        // BPF_ANY, or BPF_NOEXIST.
+        let flags = match what {
+            Copy::All => 0,
+            Copy::Missing => 1,
+        };
+        // An entry removed while the map is walked is skipped, not an error.
+        for (key, value) in old.iter().filter_map(std::result::Result::ok) {
+            let bytes = key_bytes(&key);
+            match what {
+                Copy::All => {
+                    copied.insert(bytes);
+                }
+                Copy::Missing if copied.contains(&bytes) => continue,
+                Copy::Missing => {}
+            }
+            match new.insert(key, convert(value), flags) {
+                Ok(()) => {}
+                Err(aya::maps::MapError::SyscallError(e))
+                    if what == Copy::Missing && e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(source) => return Err(MapsError::Call { name, call: "copy", source }.into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A map key's bytes, as the kernel compares them.
+fn key_bytes<K: Pod>(key: &K) -> Vec<u8> {
+    // SAFETY: a `Pod` key is plain bytes, every one initialised (the kernel hashes them all).
+    unsafe { std::slice::from_raw_parts(std::ptr::from_ref(key).cast::<u8>(), size_of::<K>()) }.to_vec()
 }
 
 /// Copies the counters, as many as both arrays hold. The old programs count on in the old

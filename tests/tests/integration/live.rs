@@ -310,6 +310,32 @@ fn pin_other_layout(lab: &Lab, name: &str, spec: &[&str]) {
     assert!(made.status.success(), "bpftool map create {name}: {}", stderr(&made));
 }
 
+/// Writes into the pinned `CONNTRACK` of the earlier layout (16-byte flows) an inbound TCP
+/// flow from `peer`, open, last seen at `last_seen_ns`, admitted by rule 0.
+fn pin_earlier_flow(lab: &Lab, peer: Ipv4Addr, peer_port: u16, local_port: u16, last_seen_ns: u64) {
+    let mut key = firewall_common::v4_mapped(peer.octets()).to_vec();
+    key.extend(peer_port.to_ne_bytes());
+    key.extend(local_port.to_ne_bytes());
+    key.extend([PROTO_TCP, 0, 0, 0]);
+    let mut value = last_seen_ns.to_ne_bytes().to_vec();
+    value.extend(0u32.to_ne_bytes());
+    value.extend([Direction::In as u8, firewall_common::TCP_OPEN, 0, 0]);
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>();
+    let conntrack = lab.pin_dir().join(firewall_common::MAP_CONNTRACK);
+    let update = tests::lab::sh(
+        Command::new("bpftool")
+            .args(["map", "update", "pinned"])
+            .arg(&conntrack)
+            .arg("key")
+            .arg("hex")
+            .args(hex(&key))
+            .arg("value")
+            .arg("hex")
+            .args(hex(&value)),
+    );
+    assert!(update.status.success(), "bpftool map update: {}", stderr(&update));
+}
+
 #[test]
 fn maps_of_another_layout_are_refused_by_readers_and_made_anew_by_up() {
     // aya reuses a pinned map whatever its layout; a firewall of another version (IPv4-only
@@ -360,29 +386,43 @@ fn maps_of_another_layout_are_refused_by_readers_and_made_anew_by_up() {
     lab.firewall_ok(&["block", "192.0.2.99"]);
     still_alive(&mut held, "after BLOCKLIST was made");
 
-    // And one from before the half-open table: no HALF_OPEN, and flows of 16 bytes. The
-    // flows start afresh, said on stderr; the held inbound session, which the policy
-    // admits, is picked up again mid-stream.
+    // And one from before the half-open table: no HALF_OPEN, and flows of 16 bytes, which
+    // this version reads. Two such flows, as that version wrote them: one the policy
+    // admits, carried over as established with its age (an outbound session whose peer
+    // speaks first would stall without it), and a stranger's, which no rule admits now,
+    // ended by the policy's apply. The held inbound session is picked up again mid-stream.
     fs::remove_file(lab.pin_dir().join(firewall_common::MAP_HALF_OPEN)).unwrap();
     pin_other_layout(
         &lab,
         firewall_common::MAP_CONNTRACK,
         &["type", "lru_hash", "key", "24", "value", "16", "entries", "65536"],
     );
+    let ten_seconds_ago = firewall_user::kernel::filter::kernel_time_ns() - 10_000_000_000;
+    for peer in [SSH_PEER, STRANGER] {
+        pin_earlier_flow(&lab, peer, 40_123, SSH.port(), ten_seconds_ago);
+    }
     assert_fails(
         &lab.firewall(&["conntrack"]),
-        "the live filter's map CONNTRACK has 24-byte keys, 16-byte values where this firewall's has 24-byte keys, 24-byte values: another version made it; `firewall up` with its policy makes it anew in place (its tracked flows start afresh",
+        "the live filter's map CONNTRACK has 24-byte keys, 16-byte values where this firewall's has 24-byte keys, 24-byte values: another version made it; `firewall up` with its policy makes it anew in place (its tracked flows carried over",
     );
     let up = lab.firewall(&["up", "--policy", policy, "--iface", SERVER_IF]);
     assert!(up.status.success(), "{}", stderr(&up));
     assert!(
-        stderr(&up).contains("firewall: warning: CONNTRACK made anew at this version's layout (24-byte keys, 24-byte values where it had 24-byte keys, 16-byte values): its tracked flows start afresh"),
+        stdout(&up).contains("firewall: CONNTRACK made anew at this version's layout (24-byte keys, 24-byte values where it had 24-byte keys, 16-byte values): its tracked flows carried over"),
         "{}",
-        stderr(&up)
+        stdout(&up)
     );
+    assert!(!stderr(&up).contains("CONNTRACK"), "nothing lost: {}", stderr(&up));
     still_alive(&mut held, "after CONNTRACK was made anew");
     let conntrack = lab.firewall_ok(&["conntrack"]);
     assert!(conntrack.contains(&format!("src={SSH_PEER}")), "the session is tracked again:\n{conntrack}");
+    let carried: Vec<&str> = conntrack.lines().filter(|line| line.contains("sport=40123")).collect();
+    assert_eq!(carried.len(), 1, "one flow carried over:\n{conntrack}");
+    assert!(
+        carried[0].contains(&format!("src={SSH_PEER} dst={HOST} sport=40123 dport={}", SSH.port())),
+        "{conntrack}"
+    );
+    assert!(carried[0].contains("ESTABLISHED"), "{conntrack}");
 
     // CONFIG held the filter's mode, which this version cannot read at another layout
     // (the first version's: a 4-byte address, flags, five timeouts): `up` asks for it.

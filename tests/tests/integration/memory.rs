@@ -188,6 +188,41 @@ fn a_block_past_the_counters_room_grows_them_counts_and_sessions_kept() {
     assert_eq!(lab.tcp_probe(STRANGER, SSH, BLOCKED_AFTER), Outcome::Blocked, "the blocks hold");
 }
 
+/// `up` over a live filter applies the new policy to the new maps before the swap, then
+/// copies the flows the old programs made meanwhile: not one the new policy ended, which
+/// the copy brought back before (a revoked peer's session went on, tracked as if allowed).
+#[test]
+fn an_up_that_resizes_the_flow_tables_keeps_ended_the_flows_its_policy_ends() {
+    require_root();
+    let lab = Lab::new("mem-up-ends");
+    lab.tcp_echo(SSH);
+    lab.up();
+    let held = lab.held_session(SSH_PEER, SSH);
+    assert!(tracked(&lab, SSH_PEER));
+    let text = fs::read_to_string(lab.policy_file()).unwrap();
+    let revoked = text
+        .replacen("peers = [\"203.0.113.7\", \"203.0.113.8\"]", "peers = [\"203.0.113.8\"]", 1)
+        .replacen("max_entries = 65536", "max_entries = 131072", 1)
+        .replacen("max_half_open = 16384", "max_half_open = 32768", 1);
+    assert!(
+        !revoked.contains("203.0.113.7") && revoked.contains("max_half_open = 32768"),
+        "the tight policy's ssh-in and [conntrack]"
+    );
+    let file = lab.tmp().join("revoked.toml");
+    fs::write(&file, revoked).unwrap();
+    let out = lab.firewall_ok(&["up", "--policy", file.to_str().unwrap(), "--iface", SERVER_IF]);
+    // Both flow tables, wherever the session's flow is.
+    assert!(out.contains("CONNTRACK resized from 65536 to 131072 entries"), "{out}");
+    assert!(out.contains("HALF_OPEN resized from 16384 to 32768 entries"), "{out}");
+    assert!(!tracked(&lab, SSH_PEER), "the revoked peer's flow stays ended");
+    drop(held);
+    assert_eq!(
+        lab.tcp_probe(SSH_PEER, SSH, BLOCKED_AFTER),
+        Outcome::Blocked,
+        "and its new sessions are refused"
+    );
+}
+
 #[test]
 fn a_changed_conntrack_size_and_a_new_per_source_limit_apply_by_reload() {
     require_root();
