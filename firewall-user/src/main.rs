@@ -15,10 +15,18 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) if !err.use_stderr() => err.exit(),
         Err(err) => {
-            // One line, as every other error: clap's first, without its "error: ".
+            // One line, as every other error: clap's first, without its "error: ", and the
+            // indented lines right under it (the arguments missing, the values possible).
             let text = err.render().to_string();
-            let first = text.lines().next().unwrap_or_default();
-            eprintln!("firewall: {} (see firewall --help)", first.strip_prefix("error: ").unwrap_or(first));
+            let mut lines = text.lines();
+            let first = lines.next().unwrap_or_default();
+            let mut line = first.strip_prefix("error: ").unwrap_or(first).to_owned();
+            let details: Vec<&str> =
+                lines.take_while(|l| l.starts_with("  ")).map(str::trim).filter(|l| !l.is_empty()).collect();
+            if !details.is_empty() {
+                line = format!("{} {}", line, details.join(", "));
+            }
+            eprintln!("firewall: {line} (see firewall --help)");
             return ExitStatus::Usage.into();
         }
     };

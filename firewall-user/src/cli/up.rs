@@ -13,8 +13,13 @@ use super::{ApplyArgs, audit_note, report_armed};
 #[derive(Args)]
 pub struct Up {
     /// The policy file.
-    #[arg(long, value_name = "FILE")]
-    policy: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "in_force")]
+    policy: Option<PathBuf>,
+    /// Put the policy in force on --iface up again as it is (runtime-only changes, file
+    /// and mode kept), with this version's programs swapped in place: what a package
+    /// upgrade runs for each filter up.
+    #[arg(long, requires = "iface", conflicts_with_all = ["policy", "fallback", "mode"])]
+    in_force: bool,
     /// The interface (default: [host] interface in the policy).
     #[arg(long)]
     iface: Option<String>,
@@ -33,7 +38,11 @@ pub struct Up {
 
 impl Up {
     pub fn run(self) -> anyhow::Result<()> {
-        let up = up::up(&self.policy, self.iface.as_deref(), self.mode, self.apply.apply(), self.fallback)?;
+        let up = match (&self.policy, self.iface.as_deref()) {
+            (Some(policy), iface) => up::up(policy, iface, self.mode, self.apply.apply(), self.fallback)?,
+            (None, Some(iface)) => up::again(iface, self.apply.apply())?,
+            (None, None) => unreachable!("clap requires --policy, or --iface with --in-force"),
+        };
         super::report_names(&up.names);
         // What a map made anew lost is a warning, whatever the output's form.
         for relaid in up.relaid.iter().filter(|r| r.lost.is_some()) {
@@ -44,7 +53,7 @@ impl Up {
             struct Upped<'a> {
                 iface: &'a str,
                 /// The policy file in force: the last good one when `up` fell back to it.
-                file: &'a std::path::Path,
+                file: std::path::PathBuf,
                 /// A filter was up already, and its programs were replaced in place.
                 replaced: bool,
                 rules: usize,
@@ -65,7 +74,11 @@ impl Up {
                 /// where it did; null when the programs were replaced in place.
                 xdp: Option<&'a XdpAttached>,
             }
-            let file = up.fell_back.as_ref().map_or(self.policy.as_path(), |f| f.last_good.as_path());
+            let file = match (&up.fell_back, &self.policy) {
+                (Some(fell_back), _) => fell_back.last_good.clone(),
+                (None, Some(policy)) => policy.clone(),
+                (None, None) => up.pins.live_state()?.policy_file,
+            };
             let upped = Upped {
                 iface: &up.pins.iface,
                 file,

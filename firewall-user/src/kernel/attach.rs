@@ -21,7 +21,10 @@ use crate::{
         filter::{FilterError, Result, if_driver, if_index},
         load::Loaded,
         maps::Enforcement,
-        pins::{AppliedWith, EGRESS_LINK, INGRESS_LINK, LiveState, PROGRAMS_LEVEL, Pins, StateLock, io_err},
+        pins::{
+            AppliedWith, EGRESS_LINK, INGRESS_LINK, LiveState, PROGRAMS_LEVEL, Pins, RuntimeOnly, StateLock,
+            io_err,
+        },
         relayout::{Relaid, relaid},
         resize::{Resized, Sizes, shrink, swap_in},
     },
@@ -262,6 +265,7 @@ pub(crate) fn replace(
     policy_text: &str,
     policy_file: &Path,
     enforcement: Option<Enforcement>,
+    runtime_only: RuntimeOnly,
 ) -> Result<Replaced> {
     let pins = lock.pins();
     let previous = pins.live_state()?;
@@ -274,7 +278,7 @@ pub(crate) fn replace(
     let live = Sizes::of_live(pins)?.without(&new_maps);
     let grown = live.grown(&policy.conntrack, &plan);
     let mut resized = live.changes(&grown);
-    swap_in(pins, &grown, &resized, &relaid, |maps| {
+    let (mut maps, ()) = swap_in(pins, &grown, &resized, &relaid, |maps| {
         maps.apply(&plan, &ids.new_counters(&previous.ids), enforcement)?;
         if new_maps.contains(&MAP_CONFIG) {
             // The blocks' bit was the old CONFIG's, which `apply` kept: told again here.
@@ -282,13 +286,18 @@ pub(crate) fn replace(
         }
         Ok(())
     })?;
+    // The old programs judged by the old policy until the swap, and the flows they began
+    // meanwhile were copied after it: those the new policy does not admit end here.
+    if !resized.is_empty() || !relaid.is_empty() {
+        maps.forget_flows(&plan)?;
+    }
     lock.save(
         policy_text,
         &LiveState {
             policy_file: policy_file.to_owned(),
             ids,
             programs: PROGRAMS_LEVEL,
-            runtime_only: false,
+            runtime_only: runtime_only.0,
             applied_with: AppliedWith::of(policy),
         },
     )?;

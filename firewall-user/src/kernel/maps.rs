@@ -1008,7 +1008,7 @@ impl LiveMaps {
     /// Removes the flows whose opening packet the plan would no longer admit (a revoked
     /// peer, a removed rule, a rule with `returns = false` now), and points the others at
     /// the rule that admits them now.
-    fn forget_flows(&mut self, plan: &MapPlan) -> Result<usize> {
+    pub(crate) fn forget_flows(&mut self, plan: &MapPlan) -> Result<usize> {
         let mut removed = 0;
         for which in FlowTable::ALL {
             let flows: Vec<(FlowKey, Flow)> =

@@ -177,6 +177,12 @@ pub struct LiveState {
     pub applied_with: AppliedWith,
 }
 
+/// Whether a policy `up` puts in force differs from its file by runtime-only changes
+/// ([`LiveState::runtime_only`]): only when it is the policy in force put up again
+/// (`up --in-force`), which keeps them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuntimeOnly(pub bool);
+
 /// What a policy in force was applied with beyond its text: the binary that planned it,
 /// and the interface's addresses when it follows them. Default: not known (the state of
 /// an earlier version), so a reload compares the whole plan.

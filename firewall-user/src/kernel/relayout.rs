@@ -11,7 +11,7 @@
 //! What the new map holds depends on whose entries the old one held ([`refill`]): the
 //! policy's are written again, the programs' own state starts afresh (and `up` says what
 //! was lost) unless it is at a layout an earlier version made, which this one reads and
-//! carries over ([`carries`]: the flows of the versions before the half-open table), and
+//! carries over (`carries`: the flows of the versions before the half-open table), and
 //! what only the map holds, which cannot be read at a layout this version does not know,
 //! is never dropped silently: `up` is refused, naming `down` and `up` (unless the map
 //! holds nothing).
@@ -210,7 +210,7 @@ pub struct Relaid {
     /// What started afresh; `None` when the policy wrote it again whole, or its entries
     /// were carried over.
     pub lost: Option<&'static str>,
-    /// What was carried over from the map of an earlier layout ([`carries`]); `None` when
+    /// What was carried over from the map of an earlier layout (`carries`); `None` when
     /// nothing was read from it.
     pub carried: Option<&'static str>,
 }

@@ -7,14 +7,13 @@ use crate::{
         attach::{Mode, Replaced, XdpAttached, attach_and_pin, links_attached, remove_pins, replace},
         filter::{Result, if_index, in_force_on, require_root},
         maps::{Enforcement, LiveMaps, live_enforcement},
-        pins::{Pins, StateLock, io_err},
+        pins::{Pins, RuntimeOnly, StateLock, io_err},
         relayout::Relaid,
         resize::Resized,
     },
     ops::{
         Apply,
         confirm::{self, Armed, ConfirmError},
-        lockout::SessionGuard,
     },
     policy::{self, Policy, PolicyError},
 };
@@ -136,6 +135,36 @@ pub fn up(
     }
 }
 
+/// `firewall up --in-force`: the policy in force on `iface` put up again as it is (its
+/// text, with any runtime-only change, recorded as read from the same file) with this
+/// version's programs swapped in place: what a package upgrade runs for each filter up.
+/// The mode is the live filter's unless [`Apply::enforcement`] says.
+pub fn again(iface: &str, apply: Apply) -> std::result::Result<Up, UpError> {
+    require_root()?;
+    let filter = Filter::at(iface)?;
+    let lock = filter.lock_pins()?;
+    let pins = lock.pins();
+    let state = pins.live_state().map_err(FilterError::from)?;
+    let text = pins.policy_text().map_err(FilterError::from)?;
+    let policy = pins.policy().map_err(FilterError::from)?;
+    let names =
+        crate::names::ask(&lock, &policy, &policy.names(), crate::unix_now()).map_err(ConfirmError::from)?;
+    let policy = in_force_on(policy, iface);
+    let (up, armed) = confirm::around(&lock, apply.confirm, || {
+        let up = up_locked(
+            &lock,
+            &policy,
+            &text,
+            &state.policy_file,
+            Mode::Auto,
+            apply,
+            RuntimeOnly(state.runtime_only),
+        )?;
+        Ok((up, format!("up of the policy in force on {iface}")))
+    })?;
+    Ok(Up { armed, names, ..up })
+}
+
 /// [`up`] of the policy read from `source`, recorded as read from `policy_file`.
 fn up_from(
     source: &Path,
@@ -154,7 +183,7 @@ fn up_from(
         crate::names::ask(&lock, &policy, &policy.names(), crate::unix_now()).map_err(ConfirmError::from)?;
     let policy = in_force_on(policy, &iface);
     let (up, armed) = confirm::around(&lock, apply.confirm, || {
-        let up = up_locked(&lock, &policy, &text, policy_file, mode, apply.enforcement, apply.session_guard)?;
+        let up = up_locked(&lock, &policy, &text, policy_file, mode, apply, RuntimeOnly(false))?;
         Ok((up, format!("up of {}", policy_file.display())))
     })?;
     Ok(Up { armed, names, ..up })
@@ -164,18 +193,21 @@ fn up_from(
 /// or, when one is up, replaces its programs in place and brings its maps to the policy.
 /// `policy_file` is what later `allow`, `revoke` and `reload` read and write.
 ///
-/// `enforcement`: the filter's mode, or `None` to keep a live filter's (a new one
+/// `apply.enforcement`: the filter's mode, or `None` to keep a live filter's (a new one
 /// enforces). Unless [`SessionGuard::Skip`], a policy that would cut off the SSH session
-/// this runs from is refused when it is to be enforced.
+/// this runs from is refused when it is to be enforced. (`apply.confirm` is the caller's.)
+///
+/// [`SessionGuard::Skip`]: crate::ops::lockout::SessionGuard::Skip
 fn up_locked(
     lock: &StateLock,
     policy: &Policy,
     policy_text: &str,
     policy_file: &Path,
     mode: Mode,
-    enforcement: Option<Enforcement>,
-    session_guard: SessionGuard,
+    apply: Apply,
+    runtime_only: RuntimeOnly,
 ) -> Result<Up> {
+    let Apply { enforcement, session_guard, .. } = apply;
     let pins = lock.pins().clone();
     if if_index(&pins.iface).is_none() {
         return Err(FilterError::NoInterface(pins.iface.clone()));
@@ -193,7 +225,8 @@ fn up_locked(
     let severed = pins.is_up() && !links_attached(&pins)?;
     if pins.is_up() && !severed {
         lock.refuse_if_pending()?;
-        let Replaced { resized, relaid } = replace(lock, policy, policy_text, &policy_file, enforcement)?;
+        let Replaced { resized, relaid } =
+            replace(lock, policy, policy_text, &policy_file, enforcement, runtime_only)?;
         let enforcement = LiveMaps::open(&pins)?.enforcement()?;
         return Ok(Up {
             pins,

@@ -254,8 +254,25 @@ fn privileged_tests_fail_loudly_without_root() {
 
 #[test]
 fn a_bad_command_line_is_one_line_and_exit_2() {
-    // Before a lab, root or a filter matter: clap's own errors, cut to their first line.
+    // Before a lab, root or a filter matter: clap's own errors, cut to their first line
+    // and the indented lines under it (what is missing, what is possible).
     for (args, expected) in [
+        (
+            &["up"][..],
+            "firewall: the following required arguments were not provided: --policy <FILE> (see firewall --help)",
+        ),
+        (
+            &["up", "--in-force"][..],
+            "firewall: the following required arguments were not provided: --iface <IFACE> (see firewall --help)",
+        ),
+        (
+            &["up", "--in-force", "--iface", "eth0", "--policy", "p.toml"][..],
+            "firewall: the argument '--in-force' cannot be used with '--policy <FILE>' (see firewall --help)",
+        ),
+        (
+            &["up", "--policy", "p.toml", "--mode", "x"][..],
+            "firewall: invalid value 'x' for '--mode <MODE>' [possible values: auto, native, skb] (see firewall --help)",
+        ),
         (
             &["block", "192.0.2.1", "--for", "5x"][..],
             "firewall: invalid value '5x' for '--for <DURATION>': \"5x\" is not a duration: a number and s, m, h or d (10m, 12h) (see firewall --help)",

@@ -310,6 +310,51 @@ fn pin_other_layout(lab: &Lab, name: &str, spec: &[&str]) {
     assert!(made.status.success(), "bpftool map create {name}: {}", stderr(&made));
 }
 
+/// `up --in-force`, what a package upgrade runs: the policy in force put up again as it
+/// is, with this binary's programs swapped in place. A runtime-only peer stays admitted
+/// (and still runtime-only: the next reload of the file takes it back), the file later
+/// commands read stays the same, the mode stays, and a session held open lives on.
+#[test]
+fn up_in_force_swaps_the_programs_keeping_the_policy_in_force_as_it_is() {
+    require_root();
+    let lab = Lab::new("in-force");
+    lab.tcp_echo(SSH);
+    lab.up();
+    let mut held = lab.held_session(SSH_PEER, SSH);
+    lab.firewall_ok(&["allow", "ssh-in", &STRANGER.to_string(), "--runtime-only"]);
+    lab.firewall_ok(&["reload", "--audit"]);
+    lab.firewall_ok(&["allow", "ssh-in", &STRANGER.to_string(), "--runtime-only"]);
+    let programs = lab.program_ids();
+    // (Its command line's errors: cli::a_bad_command_line_is_one_line_and_exit_2.)
+
+    let out = lab.firewall_ok(&["up", "--in-force", "--iface", SERVER_IF, "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&out).expect("up --json");
+    assert_eq!(report["replaced"], true, "{report:#}");
+    assert_eq!(report["audit"], true, "the live mode kept: {report:#}");
+    assert_eq!(report["file"], lab.policy_file().to_str().unwrap(), "{report:#}");
+    assert_ne!(lab.program_ids(), programs, "the programs were swapped in");
+    still_alive(&mut held, "after up --in-force");
+    assert_eq!(
+        lab.tcp_probe(STRANGER, SSH, OPEN_WITHIN),
+        Outcome::Open,
+        "the runtime-only peer is still admitted"
+    );
+    let preview = lab.firewall(&["reload", "--dry-run"]);
+    assert_eq!(preview.status.code(), Some(3), "a reload would change it");
+    let preview = stdout(&preview);
+    assert!(
+        preview.contains(&format!("remove peer {STRANGER} from rule ssh-in")),
+        "and still runtime-only: {preview}"
+    );
+    lab.firewall_ok(&["down", "--iface", SERVER_IF]);
+    // Exit 7, as every command that needs a filter up says none is.
+    assert_fails_with(
+        &lab.firewall(&["up", "--in-force", "--iface", SERVER_IF]),
+        7,
+        "firewall: no filter is up on s0",
+    );
+}
+
 /// Writes into the pinned `CONNTRACK` of the earlier layout (16-byte flows) an inbound TCP
 /// flow from `peer`, open, last seen at `last_seen_ns`, admitted by rule 0.
 fn pin_earlier_flow(lab: &Lab, peer: Ipv4Addr, peer_port: u16, local_port: u16, last_seen_ns: u64) {

@@ -24,8 +24,9 @@ use super::boot::{GUEST, WORLD, boot_report, connect, guest_listing, leased, pin
 
 /// What the package installs, each checked present after the install and gone after
 /// the purge.
-const FILES: [&str; 11] = [
+const FILES: [&str; 12] = [
     "/usr/sbin/firewall",
+    "/usr/lib/firewall/each-filter",
     "/lib/systemd/system/firewall@.service",
     "/lib/systemd/system/firewall-serve@.service",
     "/lib/systemd/system/firewall-follow@.service",
@@ -40,6 +41,22 @@ const FILES: [&str; 11] = [
 
 /// The man pages, as `man -w` finds them.
 const PAGES: [(&str, &str); 3] = [("8", "firewall"), ("8", "firewall-up"), ("5", "firewall.toml")];
+
+/// The id of the XDP program on the guest's `iface`.
+fn xdp_prog(guest: &Guest, iface: &str) -> String {
+    let link = ok(guest, &["ip", "link", "show", iface]);
+    link.split_whitespace()
+        .skip_while(|w| *w != "prog/xdp")
+        .skip_while(|w| *w != "id")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no XDP program id on {iface}: {link}"))
+        .to_owned()
+}
+
+/// `firewall-serve@host0`'s main process.
+fn main_pid(guest: &Guest) -> String {
+    ok(guest, &["systemctl", "show", "-p", "MainPID", "--value", "firewall-serve@host0"])
+}
 
 /// target/debian/firewall_*.deb, made after this build's binary.
 fn package() -> PathBuf {
@@ -261,6 +278,27 @@ fn the_package_installs_enabling_nothing_its_units_filter_serve_and_reload_and_p
         &["firewall", "up", "--policy", "/etc/firewall/host0.toml", "--iface", "hand0", "--mode", "skb"],
     );
     assert!(!xdp_lines(&ok(&guest, &["ip", "link", "show", "hand0"])).is_empty(), "no XDP on hand0");
+
+    // An upgrade (the same package at a later version) swaps the new programs into every
+    // filter, the unit's and the one by hand, with the policy in force, and restarts
+    // the daemon that ran the old binary. The filter never lapses: the edit reloaded
+    // above stays in force, and port 81 stays closed.
+    let before = (xdp_prog(&guest, "host0"), xdp_prog(&guest, "hand0"), main_pid(&guest));
+    let web = connect(&lab, 80);
+    assert_ne!(web, Outcome::Blocked, "port 80, opened by the edit");
+    ok(&guest, &["dpkg-deb", "-R", "/root/firewall.deb", "/root/upgrade"]);
+    ok(&guest, &["sed", "-i", "s/^Version: .*/&+upgrade1/", "/root/upgrade/DEBIAN/control"]);
+    ok(&guest, &["dpkg-deb", "-b", "/root/upgrade", "/root/firewall-upgrade.deb"]);
+    let upgrade = ok(&guest, &["apt-get", "install", "-y", "/root/firewall-upgrade.deb"]);
+    assert!(upgrade.contains("firewall up on host0: programs replaced in place"), "{upgrade}");
+    assert!(upgrade.contains("firewall up on hand0: programs replaced in place"), "{upgrade}");
+    assert_ne!(xdp_prog(&guest, "host0"), before.0, "host0's programs swapped");
+    assert_ne!(xdp_prog(&guest, "hand0"), before.1, "hand0's programs swapped");
+    assert_ne!(main_pid(&guest), before.2, "serve restarted on the new binary");
+    assert_eq!(ok(&guest, &["systemctl", "is-active", "firewall-serve@host0"]), "active");
+    assert!(pinged(&lab), "ping-in after the upgrade");
+    assert_eq!(connect(&lab, 80), web, "port 80, opened by the edit, after the upgrade");
+    assert_eq!(connect(&lab, 81), Outcome::Blocked, "port 81 after the upgrade");
 
     // Purge leaves nothing: no filter, no pins, no state, no file of the package's. The
     // policy the administrator wrote stays.
