@@ -51,7 +51,10 @@ impl Generate {
                 }
             }
             What::Completions { shell } => {
-                clap_complete::generate(shell, &mut command, "firewall", &mut std::io::stdout());
+                // Into memory first: clap_complete panics on a write that fails.
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut command, "firewall", &mut script);
+                super::report_text(&String::from_utf8_lossy(&script))?;
             }
         }
         Ok(())
