@@ -46,8 +46,10 @@ pub enum MapsError {
     /// Boxed: a state error is large, and every `Result` here would carry its size.
     #[error(transparent)]
     State(Box<crate::kernel::pins::PinsError>),
+    /// A bpf(2) call made without aya: the batch lookups and updates, a first key asked
+    /// whatever the layout.
     #[error("map {name}: {call}")]
-    Batch { name: &'static str, call: &'static str, source: std::io::Error },
+    Syscall { name: &'static str, call: &'static str, source: std::io::Error },
     #[error("counting the CPUs")]
     Cpus(#[source] std::io::Error),
     #[error("map {MAP_FLOWS_ENDED}: mmap")]
@@ -607,7 +609,7 @@ impl<'a, K: aya::Pod + Sync, V: aya::Pod + Sync> Batch<'a, K, V> {
     }
 
     fn error(&self, call: &'static str, (_, source): (usize, std::io::Error)) -> MapsError {
-        MapsError::Batch { name: self.name, call, source }
+        MapsError::Syscall { name: self.name, call, source }
     }
 }
 

@@ -166,7 +166,7 @@ fn holds_nothing(pins: &Pins, name: &'static str, key_size: u32) -> Result<bool,
     }
     let map = aya::maps::MapData::from_pin(pins.map_path(name)).map_err(call(name, "open pinned"))?;
     let first =
-        first_key(&map, key_size).map_err(|source| MapsError::Batch { name, call: "first key", source })?;
+        first_key(&map, key_size).map_err(|source| MapsError::Syscall { name, call: "first key", source })?;
     Ok(first.is_none())
 }
 
