@@ -147,21 +147,40 @@ pub fn again(iface: &str, apply: Apply) -> std::result::Result<Up, UpError> {
     let state = pins.live_state().map_err(FilterError::from)?;
     let text = pins.policy_text().map_err(FilterError::from)?;
     let policy = pins.policy().map_err(FilterError::from)?;
+    let putting = Putting {
+        policy,
+        text: &text,
+        file: &state.policy_file,
+        runtime_only: RuntimeOnly(state.runtime_only),
+    };
+    put_up(&lock, iface, putting, Mode::Auto, apply, format!("up of the policy in force on {iface}"))
+}
+
+/// A policy `up` puts in force: its text, the file later `allow`, `revoke` and `reload`
+/// read and write, and whether it holds runtime-only changes the file lacks.
+struct Putting<'a> {
+    policy: Policy,
+    text: &'a str,
+    file: &'a Path,
+    runtime_only: RuntimeOnly,
+}
+
+/// What [`up`] and [`again`] do once the policy is read and the lock held: its names
+/// asked, the rollback armed around the change when asked (`what` names the change to it).
+fn put_up(
+    lock: &StateLock,
+    iface: &str,
+    putting: Putting<'_>,
+    mode: Mode,
+    apply: Apply,
+    what: String,
+) -> std::result::Result<Up, UpError> {
+    let Putting { policy, text, file, runtime_only } = putting;
     let names =
-        crate::names::ask(&lock, &policy, &policy.names(), crate::unix_now()).map_err(ConfirmError::from)?;
-    let policy = in_force_on(policy, iface);
-    let (up, armed) = confirm::around(&lock, apply.confirm, || {
-        let up = up_locked(
-            &lock,
-            &policy,
-            &text,
-            &state.policy_file,
-            Mode::Auto,
-            apply,
-            RuntimeOnly(state.runtime_only),
-        )?;
-        Ok((up, format!("up of the policy in force on {iface}")))
-    })?;
+        crate::names::ask(lock, &policy, &policy.names(), crate::unix_now()).map_err(ConfirmError::from)?;
+    let putting = Putting { policy: in_force_on(policy, iface), text, file, runtime_only };
+    let (up, armed) =
+        confirm::around(lock, apply.confirm, || Ok((up_locked(lock, &putting, mode, apply)?, what)))?;
     Ok(Up { armed, names, ..up })
 }
 
@@ -179,35 +198,21 @@ fn up_from(
     let iface = iface.or(policy.interface.as_deref()).ok_or(FilterError::NoInterfaceGiven)?.to_owned();
     let filter = Filter::at(&iface)?;
     let lock = filter.lock_for_up()?;
-    let names =
-        crate::names::ask(&lock, &policy, &policy.names(), crate::unix_now()).map_err(ConfirmError::from)?;
-    let policy = in_force_on(policy, &iface);
-    let (up, armed) = confirm::around(&lock, apply.confirm, || {
-        let up = up_locked(&lock, &policy, &text, policy_file, mode, apply, RuntimeOnly(false))?;
-        Ok((up, format!("up of {}", policy_file.display())))
-    })?;
-    Ok(Up { armed, names, ..up })
+    let putting = Putting { policy, text: &text, file: policy_file, runtime_only: RuntimeOnly(false) };
+    put_up(&lock, &iface, putting, mode, apply, format!("up of {}", policy_file.display()))
 }
 
-/// Puts `policy` in force on the interface `lock` is for: attaches and pins a new filter,
+/// Puts `putting` in force on the interface `lock` is for: attaches and pins a new filter,
 /// or, when one is up, replaces its programs in place and brings its maps to the policy.
-/// `policy_file` is what later `allow`, `revoke` and `reload` read and write.
 ///
 /// `apply.enforcement`: the filter's mode, or `None` to keep a live filter's (a new one
 /// enforces). Unless [`SessionGuard::Skip`], a policy that would cut off the SSH session
 /// this runs from is refused when it is to be enforced. (`apply.confirm` is the caller's.)
 ///
 /// [`SessionGuard::Skip`]: crate::ops::lockout::SessionGuard::Skip
-fn up_locked(
-    lock: &StateLock,
-    policy: &Policy,
-    policy_text: &str,
-    policy_file: &Path,
-    mode: Mode,
-    apply: Apply,
-    runtime_only: RuntimeOnly,
-) -> Result<Up> {
+fn up_locked(lock: &StateLock, putting: &Putting<'_>, mode: Mode, apply: Apply) -> Result<Up> {
     let Apply { enforcement, session_guard, .. } = apply;
+    let &Putting { ref policy, text: policy_text, file: policy_file, runtime_only } = putting;
     let pins = lock.pins().clone();
     if if_index(&pins.iface).is_none() {
         return Err(FilterError::NoInterface(pins.iface.clone()));
