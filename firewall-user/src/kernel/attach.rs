@@ -20,7 +20,7 @@ use crate::{
     kernel::{
         filter::{FilterError, Result, if_driver, if_index},
         load::Loaded,
-        maps::Enforcement,
+        maps::{Enforcement, live_enforcement},
         pins::{
             AppliedWith, EGRESS_LINK, INGRESS_LINK, LiveState, PROGRAMS_LEVEL, Pins, RuntimeOnly, StateLock,
             io_err,
@@ -172,6 +172,8 @@ pub(crate) fn attach_and_pin(
             programs: PROGRAMS_LEVEL,
             runtime_only: false,
             applied_with: AppliedWith::of(policy),
+            // Recorded from the live CONFIG by `save`.
+            mode: None,
         },
     )?;
     Ok(attached)
@@ -273,6 +275,11 @@ pub(crate) fn replace(
     // of another layout that cannot be made anew, leave the filter as it was.
     let relaid = relaid(pins, enforcement)?;
     let new_maps: Vec<&'static str> = relaid.iter().map(|r| r.map).collect();
+    // A CONFIG made anew holds no mode: the one asked for, else the one the state recorded.
+    let enforcement = match enforcement {
+        None if new_maps.contains(&MAP_CONFIG) => Some(live_enforcement(pins)?),
+        given => given,
+    };
     let ids = Ids::assign(policy, &previous.ids);
     let plan = plan(policy, &ids);
     let live = Sizes::of_live(pins)?.without(&new_maps);
@@ -299,6 +306,8 @@ pub(crate) fn replace(
             programs: PROGRAMS_LEVEL,
             runtime_only: runtime_only.0,
             applied_with: AppliedWith::of(policy),
+            // Recorded from the live CONFIG by `save`.
+            mode: None,
         },
     )?;
     resized.extend(shrink(pins, &grown, &policy.conntrack, &plan));

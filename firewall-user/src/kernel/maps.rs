@@ -1256,10 +1256,13 @@ impl LiveMaps {
 }
 
 /// The live filter's mode, read from its `CONFIG` alone: `up` makes the other maps anew
-/// where another version made them at another layout (`kernel::relayout`).
+/// where another version made them at another layout (`kernel::relayout`). A `CONFIG` of
+/// another layout holds it where this version cannot read it: then it is the mode the
+/// state recorded when it was last saved (`LiveState::mode`), if a version that records
+/// it saved it.
 pub fn live_enforcement(pins: &Pins) -> Result<Enforcement> {
     if mismatches(pins)?.iter().any(|m| m.name == MAP_CONFIG) {
-        return Err(MapsError::ModeUnreadable);
+        return pins.live_state().ok().and_then(|state| state.mode).ok_or(MapsError::ModeUnreadable);
     }
     let config: Array<MapData, Config> =
         open_pinned(pins, MAP_CONFIG)?.try_into().map_err(call(MAP_CONFIG, "open pinned"))?;
@@ -1268,7 +1271,7 @@ pub fn live_enforcement(pins: &Pins) -> Result<Enforcement> {
 
 /// Whether a filter drops what its policy drops (`--enforce`, a new filter's mode), or
 /// counts it as "would drop" and passes it (`--audit`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Enforcement {
     Enforce,

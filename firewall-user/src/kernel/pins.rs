@@ -170,6 +170,11 @@ pub struct LiveState {
     /// `reload` or `up` brings the filter back to it.
     #[serde(default)]
     pub runtime_only: bool,
+    /// The filter's mode when the state was last saved, as its `CONFIG` held it: what `up`
+    /// keeps when another version made `CONFIG` at a layout this one cannot read
+    /// (`kernel::relayout`). `None`: saved by a version before it was recorded.
+    #[serde(default)]
+    pub mode: Option<crate::kernel::maps::Enforcement>,
     /// What the policy in force was applied with beyond its text (the policy copy in the
     /// state directory): a reload of the same text, with this the same, has nothing to
     /// write (see `ops::reload`).
@@ -546,10 +551,12 @@ impl StateLock {
     }
 
     /// Records the policy in force and its state, each file replaced atomically.
+    /// The mode is recorded as the live `CONFIG` holds it now, whatever `state` says.
     pub fn save(&self, policy_text: &str, state: &LiveState) -> Result<()> {
         let dir = &self.pins.state;
         files::replace(&dir.join(POLICY_COPY), policy_text.as_bytes(), Perms::Private)?;
-        let json = serde_json::to_vec_pretty(state).expect("plain data");
+        let mode = crate::kernel::maps::live_enforcement(&self.pins).ok().or(state.mode);
+        let json = serde_json::to_vec_pretty(&LiveState { mode, ..state.clone() }).expect("plain data");
         Ok(files::replace(&dir.join(LIVE_STATE), &json, Perms::Private)?)
     }
 

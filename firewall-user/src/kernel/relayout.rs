@@ -26,7 +26,7 @@ use firewall_common::{
 use serde::Serialize;
 
 use crate::kernel::{
-    maps::{Enforcement, Layout, MapsError, call, layout, mismatches},
+    maps::{Enforcement, Layout, MapsError, call, layout, live_enforcement, mismatches},
     pins::Pins,
 };
 
@@ -248,7 +248,7 @@ pub(crate) fn relaid(pins: &Pins, enforcement: Option<Enforcement>) -> Result<Ve
             Refill::Never(_) if holds_nothing(pins, mismatch.name, found.key)? => None,
             Refill::Never(_) => return Err(mismatch.into_error()),
         };
-        if mismatch.name == MAP_CONFIG && enforcement.is_none() {
+        if mismatch.name == MAP_CONFIG && enforcement.is_none() && live_enforcement(pins).is_err() {
             return Err(MapsError::ModeUnreadable);
         }
         relaid.push(Relaid {

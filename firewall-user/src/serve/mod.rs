@@ -788,6 +788,7 @@ mod tests {
                 ids,
                 programs: 0,
                 runtime_only: false,
+                mode: None,
                 applied_with: Default::default(),
             },
             counters,

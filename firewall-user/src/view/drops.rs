@@ -413,6 +413,7 @@ mod tests {
             ids,
             programs: 0,
             runtime_only: false,
+            mode: None,
             applied_with: Default::default(),
         };
         let snapshot = Snapshot::from_parts(policy, state, Vec::new(), std::time::Instant::now());
@@ -447,6 +448,7 @@ mod tests {
             ids,
             programs: 0,
             runtime_only: false,
+            mode: None,
             applied_with: Default::default(),
         };
         let snapshot = Snapshot::from_parts(policy, state, Vec::new(), std::time::Instant::now());
@@ -467,6 +469,7 @@ mod tests {
             ids,
             programs: 0,
             runtime_only: false,
+            mode: None,
             applied_with: Default::default(),
         };
         let snapshot = Snapshot::from_parts(policy, state, Vec::new(), std::time::Instant::now());

@@ -178,6 +178,7 @@ mod tests {
             ids,
             programs: 0,
             runtime_only: false,
+            mode: None,
             applied_with: Default::default(),
         };
         let snapshot = Snapshot::from_parts(policy, state, counters, Instant::now());

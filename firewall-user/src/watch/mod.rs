@@ -297,6 +297,7 @@ peers = "any"
             ids: ids.clone(),
             programs: 0,
             runtime_only: false,
+            mode: None,
             applied_with: Default::default(),
         };
         let mut snapshot = Snapshot::from_parts(policy, state, vec![Counter::default(); 1024], taken);

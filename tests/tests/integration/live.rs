@@ -470,13 +470,24 @@ fn maps_of_another_layout_are_refused_by_readers_and_made_anew_by_up() {
     assert!(carried[0].contains("ESTABLISHED"), "{conntrack}");
 
     // CONFIG held the filter's mode, which this version cannot read at another layout
-    // (the first version's: a 4-byte address, flags, five timeouts): `up` asks for it.
+    // (the first version's: a 4-byte address, flags, five timeouts). The state recorded
+    // it when it was last saved: `up` keeps it (audit, here).
+    let other_config = ["type", "array", "key", "4", "value", "48", "entries", "1"];
+    lab.firewall_ok(&["reload", "--audit"]);
+    pin_other_layout(&lab, firewall_common::MAP_CONFIG, &other_config);
+    let out = lab.firewall_ok(&["up", "--policy", policy, "--iface", SERVER_IF, "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&out).expect("up --json");
+    assert_eq!(report["audit"], true, "the recorded mode kept: {report:#}");
+    assert_eq!(report["relaid"][0]["map"], "CONFIG", "{report:#}");
+    still_alive(&mut held, "after CONFIG was made anew in its recorded mode");
+    // A state an older version saved records no mode: `up` asks for it.
+    let state = lab.state_dir().join("live.json");
+    let mut recorded: serde_json::Value = serde_json::from_str(&fs::read_to_string(&state).unwrap()).unwrap();
+    assert_eq!(recorded["mode"], "audit", "{recorded:#}");
+    recorded.as_object_mut().unwrap().remove("mode");
+    fs::write(&state, recorded.to_string()).unwrap();
     let programs = lab.program_ids();
-    pin_other_layout(
-        &lab,
-        firewall_common::MAP_CONFIG,
-        &["type", "array", "key", "4", "value", "48", "entries", "1"],
-    );
+    pin_other_layout(&lab, firewall_common::MAP_CONFIG, &other_config);
     assert_fails(
         &lab.firewall(&["up", "--policy", policy, "--iface", SERVER_IF]),
         "the live filter's map CONFIG was made by another version, which keeps the filter's mode there where this one cannot read it: say which, `firewall up --enforce` or `firewall up --audit`",
