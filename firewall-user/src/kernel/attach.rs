@@ -293,8 +293,10 @@ pub(crate) fn replace(
         }
         Ok(())
     })?;
-    // The old programs judged by the old policy until the swap, and the flows they began
-    // meanwhile were copied after it: those the new policy does not admit end here.
+    // The flows of the maps made anew were copied twice: before the policy was applied
+    // (which ended those it no longer admits) and after the swap, with those the old
+    // programs began meanwhile by the old policy (a copy that brings an ended one back):
+    // those the new policy does not admit end here, again.
     if !resized.is_empty() || !relaid.is_empty() {
         maps.forget_flows(&plan)?;
     }

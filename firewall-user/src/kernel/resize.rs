@@ -12,10 +12,9 @@
 //! the new sizes beside the pinned others, the old maps' entries copied in, the programs
 //! swapped in their pinned links (`bpf_link_update`: no packet meets an interface without a
 //! filter), and the new maps pinned over the old ones' paths (a rename: every later command
-//! opens the new). The entries the old programs made in the meantime (flows, sources'
-//! buckets) are copied after the swap, so no flow is lost, and none the first copy
-//! copied, so none the new policy ended comes back.
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+//! opens the new). The entries the old programs wrote in the meantime (flows, sources'
+//! buckets) are copied once more after the swap, so no flow is lost.
+use std::collections::BTreeMap;
 
 use aya::{
     EbpfLoader, Pod,
@@ -289,16 +288,12 @@ pub(crate) fn swap_in<T>(
     before_swap: impl FnOnce(&mut LiveMaps) -> Result<T>,
 ) -> Result<(LiveMaps, T)> {
     let relaid_names: Vec<&'static str> = relaid.iter().map(|r| r.map).collect();
+    let resized_only: Vec<&'static str> =
+        resized.iter().map(|r| r.map).filter(|map| !relaid_names.contains(map)).collect();
+    let fresh: Vec<&'static str> = resized_only.iter().chain(&relaid_names).copied().collect();
     // A map made anew is copied from only when its earlier layout is one this version reads.
     let carried: Vec<&'static str> = relaid.iter().filter(|r| r.carried.is_some()).map(|r| r.map).collect();
-    let copied: Vec<&'static str> = resized
-        .iter()
-        .map(|r| r.map)
-        .filter(|map| !relaid_names.contains(map))
-        .chain(carried.clone())
-        .collect();
-    let fresh: Vec<&'static str> =
-        copied.iter().chain(&relaid_names).copied().collect::<BTreeSet<_>>().into_iter().collect();
+    let copied: Vec<&'static str> = resized_only.iter().chain(&carried).copied().collect();
     // Opened before the new maps take their pins: the copy after the swap reads them too.
     let mut old = OldMaps::open(pins, &copied, &carried)?;
     let mut loaded = Loaded::load(sizes, Some(pins), &fresh)?;
@@ -374,10 +369,6 @@ struct OldMaps {
     maps: Vec<(&'static str, Map, Layout)>,
     /// The counters as the first copy read them.
     counted: Vec<PerCpuValues<Counter>>,
-    /// The keys the first copy copied, by map (their bytes): the second copies only those
-    /// made since, not one removed from the new map meanwhile (a flow the new policy
-    /// ended, one the new programs saw expire).
-    copied: BTreeMap<&'static str, HashSet<Vec<u8>>>,
 }
 
 impl OldMaps {
@@ -389,30 +380,30 @@ impl OldMaps {
                 maps.push((name, open_pinned(pins, name)?, layout));
             }
         }
-        Ok(OldMaps { maps, counted: Vec::new(), copied: BTreeMap::new() })
+        Ok(OldMaps { maps, counted: Vec::new() })
     }
 }
 
 /// Copies the entries of the maps of `old` into `new`'s of the same names.
 fn copy(old: &mut OldMaps, new: &mut LiveMaps, what: Copy) -> Result<()> {
-    let OldMaps { maps, counted, copied } = old;
-    for (name, map, layout) in maps.iter() {
+    for (name, map, layout) in &old.maps {
         let name = *name;
-        let hash = Hash { name, what, copied: copied.entry(name).or_default() };
         match name {
             MAP_CONNTRACK if *layout == Layout::Earlier => {
-                hash.copy_as(map, &mut new.conntrack, <Flow as From<EarlierFlow>>::from)
+                copy_hash_as(map, &mut new.conntrack, name, what, <Flow as From<EarlierFlow>>::from)
             }
-            MAP_ALLOW_EXACT if what == Copy::All => hash.copy(map, &mut new.allow_exact),
-            MAP_RULE_UIDS if what == Copy::All => hash.copy(map, some(&mut new.rule_uids, name)?),
-            MAP_CONNTRACK => hash.copy(map, &mut new.conntrack),
-            MAP_HALF_OPEN => hash.copy(map, &mut new.half_open),
-            MAP_PER_SOURCE_BUCKETS => hash.copy(map, some(&mut new.per_source_buckets, name)?),
-            MAP_PER_SOURCE_CONNECTIONS => hash.copy(map, some(&mut new.per_source_connections, name)?),
+            MAP_ALLOW_EXACT if what == Copy::All => copy_hash(map, &mut new.allow_exact, name, what),
+            MAP_RULE_UIDS if what == Copy::All => copy_hash(map, some(&mut new.rule_uids, name)?, name, what),
+            MAP_CONNTRACK => copy_hash(map, &mut new.conntrack, name, what),
+            MAP_HALF_OPEN => copy_hash(map, &mut new.half_open, name, what),
+            MAP_PER_SOURCE_BUCKETS => copy_hash(map, some(&mut new.per_source_buckets, name)?, name, what),
+            MAP_PER_SOURCE_CONNECTIONS => {
+                copy_hash(map, some(&mut new.per_source_connections, name)?, name, what)
+            }
             MAP_PORT_INTERVALS if what == Copy::All => {
                 copy_array(map, some(&mut new.port_intervals, name)?, name)
             }
-            MAP_COUNTERS => copy_counters(map, &mut new.counters, what, counted),
+            MAP_COUNTERS => copy_counters(map, &mut new.counters, what, &mut old.counted),
             // User space alone writes the others: copied once, before the swap.
             _ => Ok(()),
         }?;
@@ -424,59 +415,43 @@ fn some<'a, T>(map: &'a mut Option<T>, name: &'static str) -> Result<&'a mut T> 
     map.as_mut().ok_or(FilterError::Maps(MapsError::Missing(name)))
 }
 
-/// One hash's (or LRU's) copy: with [`Copy::All`], every entry, each key noted in
-/// `copied`; with [`Copy::Missing`], those made since (not in `copied`) that `new` lacks
-/// (an entry the programs already changed in `new` is theirs).
-struct Hash<'a> {
+/// Copies a hash's (or an LRU's) entries; with [`Copy::Missing`], only those `new` lacks
+/// (an entry the programs already changed in `new` is theirs; one the first copy took and
+/// a policy applied since ended comes back, so the caller that applies one before the swap
+/// judges the flows again after it: `attach::replace`).
+fn copy_hash<K: Pod, V: Pod>(
+    old: &Map,
+    new: &mut HashMap<MapData, K, V>,
     name: &'static str,
     what: Copy,
-    copied: &'a mut HashSet<Vec<u8>>,
+) -> Result<()> {
+    copy_hash_as(old, new, name, what, |value: V| value)
 }
 
-impl Hash<'_> {
-    fn copy<K: Pod, V: Pod>(self, old: &Map, new: &mut HashMap<MapData, K, V>) -> Result<()> {
-        self.copy_as(old, new, |value: V| value)
-    }
-
-    /// From a map whose values are `V`, each converted.
-    fn copy_as<K: Pod, V: Pod, W: Pod>(
-        self,
-        old: &Map,
-        new: &mut HashMap<MapData, K, W>,
-        convert: impl Fn(V) -> W,
-    ) -> Result<()> {
-        let Hash { name, what, copied } = self;
-        let old: HashMap<&MapData, K, V> = old.try_into().map_err(call(name, "open pinned"))?;
-        // BPF_ANY, or BPF_NOEXIST.
-        let flags = match what {
-            Copy::All => 0,
-            Copy::Missing => 1,
-        };
-        // An entry removed while the map is walked is skipped, not an error.
-        for (key, value) in old.iter().filter_map(std::result::Result::ok) {
-            let bytes = key_bytes(&key);
-            match what {
-                Copy::All => {
-                    copied.insert(bytes);
-                }
-                Copy::Missing if copied.contains(&bytes) => continue,
-                Copy::Missing => {}
-            }
-            match new.insert(key, convert(value), flags) {
-                Ok(()) => {}
-                Err(aya::maps::MapError::SyscallError(e))
-                    if what == Copy::Missing && e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
-                Err(source) => return Err(MapsError::Call { name, call: "copy", source }.into()),
-            }
+/// [`copy_hash`] from a map whose values are `V`, each converted.
+fn copy_hash_as<K: Pod, V: Pod, W: Pod>(
+    old: &Map,
+    new: &mut HashMap<MapData, K, W>,
+    name: &'static str,
+    what: Copy,
+    convert: impl Fn(V) -> W,
+) -> Result<()> {
+    let old: HashMap<&MapData, K, V> = old.try_into().map_err(call(name, "open pinned"))?;
+    // BPF_ANY, or BPF_NOEXIST.
+    let flags = match what {
+        Copy::All => 0,
+        Copy::Missing => 1,
+    };
+    // An entry removed while the map is walked is skipped, not an error.
+    for (key, value) in old.iter().filter_map(std::result::Result::ok) {
+        match new.insert(key, convert(value), flags) {
+            Ok(()) => {}
+            Err(aya::maps::MapError::SyscallError(e))
+                if what == Copy::Missing && e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(source) => return Err(MapsError::Call { name, call: "copy", source }.into()),
         }
-        Ok(())
     }
-}
-
-/// A map key's bytes, as the kernel compares them.
-fn key_bytes<K: Pod>(key: &K) -> Vec<u8> {
-    // SAFETY: a `Pod` key is plain bytes, every one initialised (the kernel hashes them all).
-    unsafe { std::slice::from_raw_parts(std::ptr::from_ref(key).cast::<u8>(), size_of::<K>()) }.to_vec()
+    Ok(())
 }
 
 /// Copies the counters, as many as both arrays hold. The old programs count on in the old

@@ -189,8 +189,9 @@ fn a_block_past_the_counters_room_grows_them_counts_and_sessions_kept() {
 }
 
 /// `up` over a live filter applies the new policy to the new maps before the swap, then
-/// copies the flows the old programs made meanwhile: not one the new policy ended, which
-/// the copy brought back before (a revoked peer's session went on, tracked as if allowed).
+/// copies the flows the old programs hold once more, which brings back one the policy
+/// ended: the flows are judged again after it (before, a revoked peer's session went on,
+/// tracked as if allowed).
 #[test]
 fn an_up_that_resizes_the_flow_tables_keeps_ended_the_flows_its_policy_ends() {
     require_root();
