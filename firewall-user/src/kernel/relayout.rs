@@ -112,7 +112,8 @@ impl From<EarlierFlow> for Flow {
         let origin = if earlier.origin == Direction::In as u8 { Direction::In } else { Direction::Out };
         Flow {
             last_seen_ns: earlier.last_seen_ns,
-            // Above 16 bits no rule admits it: `apply` ends it.
+            // Above 16 bits, an index no rule has: `apply` moves it to the rule that
+            // admits it, or ends it.
             rule: u16::try_from(earlier.rule).unwrap_or(u16::MAX),
             origin: origin as u8,
             tcp_state: earlier.tcp_state,
@@ -145,11 +146,8 @@ fn made_with(name: &str) -> Option<&'static str> {
 pub(crate) fn way_out(name: &str, found: &Layout) -> String {
     match (refill(name), carries(name, found)) {
         (Refill::FromPlan, _) => "`firewall up` with its policy makes it anew in place".to_string(),
-        (Refill::Afresh(_), Some(carried)) => {
-            format!("`firewall up` with its policy makes it anew in place ({carried})")
-        }
-        (Refill::Afresh(lost), None) => {
-            format!("`firewall up` with its policy makes it anew in place ({lost})")
+        (Refill::Afresh(lost), carried) => {
+            format!("`firewall up` with its policy makes it anew in place ({})", carried.unwrap_or(lost))
         }
         (Refill::Never(held), _) => {
             format!("`firewall down` then `firewall up` replaces it (it holds {held})")
@@ -331,6 +329,6 @@ mod tests {
             EarlierFlow { origin: Direction::Out as u8, tcp_state: TCP_FIN_SEEN, rule: 70_000, ..inbound };
         let flow = Flow::from(outbound);
         assert_eq!((flow.flags, flow.tcp_state), (firewall_common::FLOW_HEARD_OUT, TCP_FIN_SEEN));
-        assert_eq!(flow.rule, u16::MAX, "no rule's index: ended by the apply");
+        assert_eq!(flow.rule, u16::MAX, "an index no rule has, which the apply moves or ends");
     }
 }
