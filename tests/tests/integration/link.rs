@@ -213,21 +213,30 @@ fn up_native(lab: &Lab, policy: &std::path::Path) {
 /// peer's segmentation offload off (the kernel's veth driver does), so the sender would
 /// cut every segment to the MTU. `up` says so, `ip link` shows `xdpgeneric`, and the
 /// client's end keeps TSO. `--mode native` still gets native XDP, and the client's end
-/// loses TSO while it is on. Loopback, whose driver has no native XDP, gets generic and
-/// says why.
+/// loses TSO while it is on. After `down`, in either mode, every offload of both ends is
+/// as it was before `up` (the kernel turns some off for a program and leaves them so).
+/// Loopback, whose driver has no native XDP, gets generic and says why.
 #[test]
 fn the_default_mode_suits_the_driver_generic_on_a_veth_native_when_asked() {
     require_root();
     let lab = Lab::new("xdpmode");
     let policy = lab.policy_file();
     let policy = policy.to_str().unwrap();
+    // `ethtool -k` of both ends of the link.
+    let offloads = || {
+        [(&lab.server, SERVER_IF), (&lab.client, CLIENT_IF)].map(|(ns, dev)| {
+            let out = sh(Command::new("ip").args(["netns", "exec", ns, "ethtool", "-k", dev]));
+            assert!(out.status.success(), "ethtool -k {dev}: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    };
     let client_tso = || {
-        let out = sh(Command::new("ip").args(["netns", "exec", &lab.client, "ethtool", "-k", CLIENT_IF]));
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let [_, text] = offloads();
         let line = text.lines().find(|l| l.trim_start().starts_with("tcp-segmentation-offload:"));
         line.unwrap_or_else(|| panic!("ethtool -k {CLIENT_IF} says no tcp-segmentation-offload:\n{text}"))
             .contains(": on")
     };
+    let before = offloads();
     assert!(client_tso(), "the client's end has TSO before any filter");
 
     let out = lab.firewall_ok(&["up", "--policy", policy, "--iface", SERVER_IF]);
@@ -238,6 +247,7 @@ fn the_default_mode_suits_the_driver_generic_on_a_veth_native_when_asked() {
     assert!(lab.server_link().contains("xdpgeneric"), "{}", lab.server_link());
     assert!(client_tso(), "the client's end keeps TSO under generic XDP");
     lab.firewall_ok(&["down", "--iface", SERVER_IF]);
+    assert_eq!(offloads(), before, "both ends' offloads after down from generic XDP");
 
     let out =
         lab.firewall_ok(&["up", "--policy", policy, "--iface", SERVER_IF, "--mode", "native", "--json"]);
@@ -252,7 +262,7 @@ fn the_default_mode_suits_the_driver_generic_on_a_veth_native_when_asked() {
     assert_eq!((json["replaced"].as_bool(), &json["xdp"]), (Some(true), &serde_json::Value::Null), "{json}");
     assert!(!lab.server_link().contains("xdpgeneric"), "{}", lab.server_link());
     lab.firewall_ok(&["down", "--iface", SERVER_IF]);
-    assert!(client_tso(), "the client's end has TSO again after down");
+    assert_eq!(offloads(), before, "both ends' offloads after down from native XDP");
 
     let out = lab.firewall_ok(&["up", "--policy", policy, "--iface", "lo"]);
     assert!(
