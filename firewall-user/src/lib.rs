@@ -11,8 +11,9 @@
 //! - [`compile`]: a policy into map entries with stable ids, and the listing's lines
 //!   (`LineKind`: what each line counts).
 //! - [`kernel`]: the eBPF object loaded (its clock set), attached, pinned and replaced; its
-//!   maps; and [`Filter`], the handle on a live filter every command starts from (it
-//!   checks root and finds the pins once).
+//!   maps; the receive offloads generic XDP turns off and `down` turns back on
+//!   (`kernel::offloads`); and [`Filter`], the handle on a live filter every command
+//!   starts from (it checks root and finds the pins once).
 //! - [`ops`]: changes to a filter: `up` and `down`, `reload`, `allow` and `revoke`,
 //!   `block` and `unblock`, `zero`, and the safety nets around them (the SSH guard,
 //!   `--confirm`'s rollback).

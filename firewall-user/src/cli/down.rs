@@ -1,6 +1,9 @@
 //! `firewall down`
 use clap::Args;
-use firewall_user::ops::up;
+use firewall_user::{
+    kernel::offloads::{Offload, them},
+    ops::up,
+};
 
 #[derive(Args)]
 pub struct Down {
@@ -13,13 +16,28 @@ pub struct Down {
 impl Down {
     pub fn run(self) -> anyhow::Result<()> {
         let filter = self.filter.open()?;
-        up::down(&filter)?;
+        let iface = filter.iface();
+        let restored = up::down(&filter)?;
+        // The filter is gone whatever became of the offloads: a warning, and `down` succeeds.
+        if let Some(failed) = &restored.failed {
+            let names = failed.offloads.iter().map(|o| format!(" {o} on")).collect::<String>();
+            eprintln!(
+                "firewall: warning: {}; `ethtool -K {iface}{names}` turns {} on",
+                firewall_user::one_line(failed),
+                them(&failed.offloads, "it", "them")
+            );
+        }
         #[derive(serde::Serialize)]
         struct WentDown<'a> {
             iface: &'a str,
+            /// The receive offloads generic XDP had turned off, turned back on.
+            offloads_restored: &'a [Offload],
         }
-        self.output
-            .print(format_args!("firewall down on {}", filter.iface()), &WentDown { iface: filter.iface() });
+        let line = match restored.turned_on_line() {
+            Some(what) => format!("firewall down on {iface}: {what}"),
+            None => format!("firewall down on {iface}"),
+        };
+        self.output.print(line, &WentDown { iface, offloads_restored: &restored.turned_on });
         Ok(())
     }
 }

@@ -21,6 +21,7 @@ use crate::{
         filter::{FilterError, Result, if_driver, if_index},
         load::Loaded,
         maps::{Enforcement, live_enforcement},
+        offloads::Offload,
         pins::{
             AppliedWith, EGRESS_LINK, INGRESS_LINK, LiveState, PROGRAMS_LEVEL, Pins, RuntimeOnly, StateLock,
             io_err,
@@ -130,7 +131,8 @@ fn attach_xdp(xdp: &mut Xdp, iface: &str, mode: Mode) -> Result<(XdpLinkId, XdpA
 }
 
 /// A first `up`: the maps filled, both programs attached and their links pinned, the
-/// state saved.
+/// state saved. `offloads_on`: the receive offloads on before the attach, which the state
+/// records for `down` if XDP goes on the generic hook (that turns them off).
 pub(crate) fn attach_and_pin(
     lock: &StateLock,
     policy: &Policy,
@@ -138,6 +140,7 @@ pub(crate) fn attach_and_pin(
     policy_file: &Path,
     mode: Mode,
     enforcement: Enforcement,
+    offloads_on: &[Offload],
 ) -> Result<XdpAttached> {
     let pins = lock.pins();
     let ids = Ids::assign(policy, &Ids::default());
@@ -148,6 +151,12 @@ pub(crate) fn attach_and_pin(
 
     let xdp = loaded.ingress()?;
     let (id, attached) = attach_xdp(xdp, iface, mode)?;
+    // A native attach leaves the interface's features as they were (a driver that turns
+    // offloads off for it, virtio-net, turns them back on at the detach).
+    let offloads_to_restore = match attached.hook {
+        XdpHook::Generic => offloads_on.to_vec(),
+        XdpHook::Native => Vec::new(),
+    };
     let link = xdp.take_link(id).map_err(|source| FilterError::Program {
         call: "take_link",
         name: PROG_INGRESS,
@@ -178,6 +187,7 @@ pub(crate) fn attach_and_pin(
             applied_with: AppliedWith::of(policy),
             // Recorded from the live CONFIG by `save`.
             mode: None,
+            offloads_to_restore,
         },
     )?;
     Ok(attached)
@@ -314,6 +324,8 @@ pub(crate) fn replace(
             applied_with: AppliedWith::of(policy),
             // Recorded from the live CONFIG by `save`.
             mode: None,
+            // The programs stay on the hook the first `up` chose, and its record with them.
+            offloads_to_restore: previous.offloads_to_restore,
         },
     )?;
     resized.extend(shrink(pins, &grown, &policy.conntrack, &plan));

@@ -152,7 +152,6 @@ pub fn if_index(iface: &str) -> Option<u32> {
 /// The name of the driver behind `iface`, as `ethtool -i` says it (`veth`, `virtio_net`,
 /// `mlx5_core`…); `None` where the interface does not answer.
 pub fn if_driver(iface: &str) -> Option<String> {
-    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
     const ETHTOOL_GDRVINFO: u32 = 3;
     /// `struct ethtool_drvinfo` (linux/ethtool.h).
     #[repr(C)]
@@ -162,30 +161,45 @@ pub fn if_driver(iface: &str) -> Option<String> {
         rest: [u8; 32 * 4 + 12 + 4 * 5],
     }
     let mut info = DrvInfo { cmd: ETHTOOL_GDRVINFO, driver: [0; 32], rest: [0; 32 * 4 + 12 + 4 * 5] };
+    // SAFETY: a `DrvInfo` that outlives the call, as large as the kernel writes.
+    unsafe { ethtool(iface, (&raw mut info).cast()) }.ok()?;
+    let len = info.driver.iter().position(|&b| b == 0).unwrap_or(info.driver.len());
+    Some(String::from_utf8_lossy(&info.driver[..len]).into_owned())
+}
+
+/// One SIOCETHTOOL request on `iface`, whose command and buffer `data` holds: the ioctl's
+/// value (some commands return flags in it).
+///
+/// # Safety
+///
+/// `data` points at the command's `struct ethtool_…`, valid for as many bytes as the
+/// kernel reads and writes for that command (its header's count says how many), and
+/// outlives the call.
+pub(crate) unsafe fn ethtool(iface: &str, data: *mut libc::c_void) -> std::io::Result<libc::c_int> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
     // SAFETY: an all-zero `ifreq` is a valid one.
     let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
     let name = iface.as_bytes();
     if name.len() >= request.ifr_name.len() {
-        return None;
+        return Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG));
     }
     for (to, from) in request.ifr_name.iter_mut().zip(name) {
         *to = *from as libc::c_char;
     }
-    request.ifr_ifru.ifru_data = (&raw mut info).cast();
+    request.ifr_ifru.ifru_data = data.cast();
     // SAFETY: plain arguments; the kernel makes the descriptor, owned here alone.
     let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if sock < 0 {
-        return None;
+        return Err(std::io::Error::last_os_error());
     }
     // SAFETY: a descriptor just made for this process.
     let sock = unsafe { OwnedFd::from_raw_fd(sock) };
-    // SAFETY: SIOCETHTOOL with an `ifreq` whose data points at a `DrvInfo` that outlives
-    // the call, as large as the kernel writes.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &raw mut request) } < 0 {
-        return None;
+    // SAFETY: SIOCETHTOOL with an `ifreq` whose data is as the caller promised.
+    let done = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &raw mut request) };
+    if done < 0 {
+        return Err(std::io::Error::last_os_error());
     }
-    let len = info.driver.iter().position(|&b| b == 0).unwrap_or(info.driver.len());
-    Some(String::from_utf8_lossy(&info.driver[..len]).into_owned())
+    Ok(done)
 }
 
 /// The addresses `iface` has now, of both families (none for an interface that does not

@@ -2,7 +2,8 @@
 //! attached, swapped in place and removed ([`attach`]); where a live filter is pinned, and
 //! its state lock ([`pins`]); its maps ([`maps`]), sized to the policy and resized live
 //! ([`resize`]), and made anew where another version made them at another layout
-//! ([`relayout`]); the DNS answers held for `serve` ([`held`]); and [`Filter`], the handle
+//! ([`relayout`]); the receive offloads generic XDP turns off, turned back on by `down`
+//! ([`offloads`]); the DNS answers held for `serve` ([`held`]); and [`Filter`], the handle
 //! every command on a live filter starts from ([`filter`]).
 pub mod attach;
 pub mod clock;
@@ -10,6 +11,7 @@ pub mod filter;
 pub mod held;
 pub mod load;
 pub mod maps;
+pub mod offloads;
 pub mod pins;
 pub mod relayout;
 pub mod resize;

@@ -180,6 +180,12 @@ pub struct LiveState {
     /// write (see `ops::reload`).
     #[serde(default)]
     pub applied_with: AppliedWith,
+    /// The receive offloads that were on before the first `up` attached XDP in generic
+    /// mode, which the kernel turns off then and never back on: `down` turns them on again
+    /// (see `kernel::offloads`). Empty: none was on, the hook is native, or the state was
+    /// saved by a version before it was recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offloads_to_restore: Vec<crate::kernel::offloads::Offload>,
 }
 
 /// Whether a policy `up` puts in force differs from its file by runtime-only changes
@@ -760,5 +766,29 @@ mod tests {
         assert_eq!(mode(&pins.state), 0o700);
         assert!(!old.exists());
         drop((lock, stranger));
+    }
+
+    #[test]
+    fn a_state_saved_before_the_offloads_were_recorded_has_none_to_restore() {
+        use crate::kernel::offloads::Offload;
+        let state = LiveState {
+            policy_file: "/etc/firewall/eth9.toml".into(),
+            ids: Ids::default(),
+            programs: PROGRAMS_LEVEL,
+            runtime_only: false,
+            mode: None,
+            applied_with: AppliedWith::default(),
+            offloads_to_restore: vec![Offload::GroHw, Offload::Lro],
+        };
+        let json = serde_json::to_value(&state).unwrap();
+        assert_eq!(json["offloads_to_restore"], serde_json::json!(["rx-gro-hw", "rx-lro"]));
+        assert_eq!(serde_json::from_value::<LiveState>(json.clone()).unwrap(), state);
+        let mut earlier = json;
+        earlier.as_object_mut().unwrap().remove("offloads_to_restore");
+        let read = serde_json::from_value::<LiveState>(earlier).unwrap();
+        assert_eq!(read, LiveState { offloads_to_restore: Vec::new(), ..state.clone() });
+        // None to restore is not written: a state as an earlier version wrote it.
+        let none = LiveState { offloads_to_restore: Vec::new(), ..state };
+        assert!(serde_json::to_value(&none).unwrap().get("offloads_to_restore").is_none());
     }
 }

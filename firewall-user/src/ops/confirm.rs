@@ -394,8 +394,15 @@ pub fn timer(iface: &str, token: &str, after: Duration) -> Result<()> {
 fn roll_back(lock: &StateLock, pending: &Pending) -> Result<String> {
     match &pending.previous {
         None => {
-            crate::ops::up::take_down(lock)?;
-            Ok("took the filter down, as it was before".into())
+            let restored = crate::ops::up::take_down(lock)?;
+            let mut what = "took the filter down, as it was before".to_owned();
+            if let Some(line) = restored.turned_on_line() {
+                what = format!("{what}; {line}");
+            }
+            if let Some(failed) = &restored.failed {
+                what = format!("{what}; but {}", crate::one_line(failed));
+            }
+            Ok(what)
         }
         Some(previous) => {
             crate::ops::reload::reload_text(

@@ -7,6 +7,7 @@ use crate::{
         attach::{Mode, Replaced, XdpAttached, attach_and_pin, links_attached, remove_pins, replace},
         filter::{Result, if_index, in_force_on, require_root},
         maps::{Enforcement, LiveMaps, live_enforcement},
+        offloads::{self, Restored},
         pins::{Pins, RuntimeOnly, StateLock, io_err},
         relayout::Relaid,
         resize::Resized,
@@ -254,9 +255,15 @@ fn up_locked(lock: &StateLock, putting: &Putting<'_>, mode: Mode, apply: Apply) 
     pins.make_pin_dir()?;
     // The mode the guard was asked about: a severed filter's own, unless told.
     let enforcement = will_be;
-    let result = attach_and_pin(lock, policy, policy_text, &policy_file, mode, enforcement);
+    // Read before the attach, which turns them off if it is generic. One the kernel cannot
+    // tell is none to restore: no reason to refuse the filter.
+    let offloads_on = offloads::active(&pins.iface).unwrap_or_default();
+    let result = attach_and_pin(lock, policy, policy_text, &policy_file, mode, enforcement, &offloads_on);
     if result.is_err() {
+        // Undone as `down` would, the offloads turned back on once XDP is off; what fails
+        // here is the attach's error's shadow, and the error is the one to tell.
         let _ = remove_pins(&pins);
+        let _ = offloads::restore(&pins.iface, &offloads_on);
     }
     result.map(|xdp| Up {
         pins,
@@ -273,15 +280,32 @@ fn up_locked(lock: &StateLock, putting: &Putting<'_>, mode: Mode, apply: Apply) 
     })
 }
 
-/// `firewall down`: detaches both programs and removes every pin and the state: the
-/// interface is as before `up`.
-pub fn down(filter: &Filter) -> Result<()> {
+/// `firewall down`: detaches both programs and removes every pin and the state, and
+/// turns back on the receive offloads a generic attach turned off: the interface is as
+/// before `up`. What it turned back on, and what it could not (`down` succeeds all the
+/// same: the filter is gone).
+pub fn down(filter: &Filter) -> Result<Restored> {
     let lock = filter.lock_pins()?;
     take_down(&lock)
 }
 
 /// What `down` does, under the lock the caller holds (the rollback of a first `up`).
-pub fn take_down(lock: &StateLock) -> Result<()> {
-    remove_pins(lock.pins())?;
-    Ok(lock.remove_state()?)
+pub fn take_down(lock: &StateLock) -> Result<Restored> {
+    let pins = lock.pins();
+    let recorded = offloads_recorded(pins);
+    remove_pins(pins)?;
+    lock.remove_state()?;
+    // After the detach: the kernel turned them off at the generic attach, and it is gone.
+    Ok(offloads::restore(&pins.iface, &recorded))
+}
+
+/// The offloads the filter's state says its generic attach turned off, if its links are
+/// on the interface of that name now: one removed and made again since is another, its
+/// offloads none of the filter's doing. A state that cannot be read records none (`down`
+/// still removes the filter).
+fn offloads_recorded(pins: &Pins) -> Vec<offloads::Offload> {
+    match (pins.live_state(), links_attached(pins)) {
+        (Ok(state), Ok(true)) => state.offloads_to_restore,
+        _ => Vec::new(),
+    }
 }

@@ -790,6 +790,7 @@ mod tests {
                 runtime_only: false,
                 mode: None,
                 applied_with: Default::default(),
+                offloads_to_restore: Vec::new(),
             },
             counters,
             Instant::now(),

@@ -415,6 +415,7 @@ mod tests {
             runtime_only: false,
             mode: None,
             applied_with: Default::default(),
+            offloads_to_restore: Vec::new(),
         };
         let snapshot = Snapshot::from_parts(policy, state, Vec::new(), std::time::Instant::now());
         let policy_line =
@@ -450,6 +451,7 @@ mod tests {
             runtime_only: false,
             mode: None,
             applied_with: Default::default(),
+            offloads_to_restore: Vec::new(),
         };
         let snapshot = Snapshot::from_parts(policy, state, Vec::new(), std::time::Instant::now());
         let event = event(Direction::Out, line, 54, &syn());
@@ -471,6 +473,7 @@ mod tests {
             runtime_only: false,
             mode: None,
             applied_with: Default::default(),
+            offloads_to_restore: Vec::new(),
         };
         let snapshot = Snapshot::from_parts(policy, state, Vec::new(), std::time::Instant::now());
         let line = firewall_common::builtin_counter(

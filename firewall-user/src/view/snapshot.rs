@@ -180,6 +180,7 @@ mod tests {
             runtime_only: false,
             mode: None,
             applied_with: Default::default(),
+            offloads_to_restore: Vec::new(),
         };
         let snapshot = Snapshot::from_parts(policy, state, counters, Instant::now());
         let chains = snapshot.chains.clone();

@@ -299,6 +299,7 @@ peers = "any"
             runtime_only: false,
             mode: None,
             applied_with: Default::default(),
+            offloads_to_restore: Vec::new(),
         };
         let mut snapshot = Snapshot::from_parts(policy, state, vec![Counter::default(); 1024], taken);
         snapshot.established.entries = 3;
