@@ -1,7 +1,7 @@
 //! `firewall down`
 use clap::Args;
 use firewall_user::{
-    kernel::offloads::{Offload, them},
+    kernel::offloads::{OffloadOn, them},
     ops::up,
 };
 
@@ -18,22 +18,25 @@ impl Down {
         let filter = self.filter.open()?;
         let iface = filter.iface();
         let restored = up::down(&filter)?;
-        // The filter is gone whatever became of the offloads: a warning, and `down` succeeds.
-        if let Some(failed) = &restored.failed {
+        // The filter is gone whatever became of the offloads: a warning for each device
+        // that refused, and `down` succeeds.
+        for failed in &restored.failed {
             let names = failed.offloads.iter().map(|o| format!(" {o} on")).collect::<String>();
             eprintln!(
-                "firewall: warning: {}; `ethtool -K {iface}{names}` turns {} on",
+                "firewall: warning: {}; `ethtool -K {}{names}` turns {} on",
                 firewall_user::one_line(failed),
+                failed.iface,
                 them(&failed.offloads, "it", "them")
             );
         }
         #[derive(serde::Serialize)]
         struct WentDown<'a> {
             iface: &'a str,
-            /// The receive offloads generic XDP had turned off, turned back on.
-            offloads_restored: &'a [Offload],
+            /// The receive offloads generic XDP had turned off, turned back on, each with
+            /// its device (the interface, or one of its lower devices).
+            offloads_restored: &'a [OffloadOn],
         }
-        let line = match restored.turned_on_line() {
+        let line = match restored.turned_on_line(iface) {
             Some(what) => format!("firewall down on {iface}: {what}"),
             None => format!("firewall down on {iface}"),
         };

@@ -21,7 +21,7 @@ use crate::{
         filter::{FilterError, Result, if_driver, if_index},
         load::Loaded,
         maps::{Enforcement, live_enforcement},
-        offloads::Offload,
+        offloads::OffloadOn,
         pins::{
             AppliedWith, EGRESS_LINK, INGRESS_LINK, LiveState, PROGRAMS_LEVEL, Pins, RuntimeOnly, StateLock,
             io_err,
@@ -131,8 +131,9 @@ fn attach_xdp(xdp: &mut Xdp, iface: &str, mode: Mode) -> Result<(XdpLinkId, XdpA
 }
 
 /// A first `up`: the maps filled, both programs attached and their links pinned, the
-/// state saved. `offloads_on`: the receive offloads on before the attach, which the state
-/// records for `down` if XDP goes on the generic hook (that turns them off).
+/// state saved. `offloads_on`: the receive offloads on before the attach, on the interface
+/// and its lower devices, which the state records for `down` if XDP goes on the generic
+/// hook (that turns them off).
 pub(crate) fn attach_and_pin(
     lock: &StateLock,
     policy: &Policy,
@@ -140,7 +141,7 @@ pub(crate) fn attach_and_pin(
     policy_file: &Path,
     mode: Mode,
     enforcement: Enforcement,
-    offloads_on: &[Offload],
+    offloads_on: &[OffloadOn],
 ) -> Result<XdpAttached> {
     let pins = lock.pins();
     let ids = Ids::assign(policy, &Ids::default());

@@ -3,15 +3,23 @@
 //! The kernel's generic XDP attach (`generic_xdp_install`, net/core/dev.c) turns off
 //! `rx-lro` (`dev_disable_lro`) and `rx-gro-hw` (`dev_disable_gro_hw`) when a first
 //! generic program is installed, and nothing turns them on again when it is removed: a
-//! virtio-net guest went on receiving MTU-sized frames after `up` and `down`. So a
-//! first `up` records which of them were on ([`active`]), and `down` turns back on those
-//! now off ([`restore`]).
+//! virtio-net guest went on receiving MTU-sized frames after `up` and `down`.
+//! `dev_disable_lro` also goes down the interface's lower devices, recursively (a VLAN's
+//! real device, a bond's slaves), where `dev_disable_gro_hw` does not. So a first `up`
+//! records which of them were on, each with its device ([`on_before_attach`]), and `down`
+//! turns back on those now off ([`restore`]).
 //!
 //! Both are read and set through SIOCETHTOOL, as `ethtool -k`/`-K` do: each feature's bit
 //! found by its name in the `ETH_SS_FEATURES` string set (the kernel numbers them by its
 //! own `NETIF_F_*` order, which is no ABI), then `ETHTOOL_GFEATURES` and
 //! `ETHTOOL_SFEATURES` (linux/ethtool.h).
+use std::path::Path;
+
 use crate::kernel::filter::ethtool;
+
+/// Where the kernel lists this network namespace's interfaces, each with a `lower_NAME`
+/// link to each of its lower devices.
+pub const SYS_CLASS_NET: &str = "/sys/class/net";
 
 const ETHTOOL_GSTRINGS: u32 = 0x1b;
 const ETHTOOL_GSSET_INFO: u32 = 0x37;
@@ -54,6 +62,25 @@ impl std::fmt::Display for Offload {
     }
 }
 
+/// An offload on one device: the interface's own, or one of its lower devices'.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OffloadOn {
+    pub iface: String,
+    pub offload: Offload,
+}
+
+impl OffloadOn {
+    /// As `down` names it on `iface`'s filter: `rx-lro`, or `rx-lro on eth0` for a lower
+    /// device.
+    fn said_on(&self, iface: &str) -> String {
+        if self.iface == iface {
+            self.offload.to_string()
+        } else {
+            format!("{} on {}", self.offload, self.iface)
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OffloadsError {
     #[error("{call} on {iface}")]
@@ -73,10 +100,14 @@ type Result<T> = std::result::Result<T, OffloadsError>;
 
 /// `offloads`' names joined as a sentence says them: `rx-gro-hw and rx-lro`.
 pub fn names(offloads: &[Offload]) -> String {
-    let names: Vec<&str> = offloads.iter().map(|o| o.name()).collect();
-    match names.split_last() {
+    sentence(offloads.iter().map(|o| o.name().to_owned()).collect())
+}
+
+/// `items` joined as a sentence says them: `a`, `a and b`, `a, b and c`.
+fn sentence(items: Vec<String>) -> String {
+    match items.split_last() {
         None => String::new(),
-        Some((last, [])) => (*last).to_owned(),
+        Some((last, [])) => last.clone(),
         Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
     }
 }
@@ -87,26 +118,81 @@ pub fn active(iface: &str) -> Result<Vec<Offload>> {
     Ok(features.active_in(&features.get(iface)?))
 }
 
+/// What a first generic attach on `iface` will turn off that is on now: the interface's
+/// `rx-lro` and `rx-gro-hw`, and the `rx-lro` of each of its lower devices in
+/// [`SYS_CLASS_NET`], the interface's first. A device whose features cannot be read
+/// records none: no reason to refuse the filter.
+pub fn on_before_attach(iface: &str) -> Vec<OffloadOn> {
+    let mut on = on_now(iface, &Offload::ALL);
+    for lower in lower_devices(Path::new(SYS_CLASS_NET), iface) {
+        on.extend(on_now(&lower, &[Offload::Lro]));
+    }
+    on
+}
+
+/// Those of `taken` on on `dev` now.
+fn on_now(dev: &str, taken: &[Offload]) -> Vec<OffloadOn> {
+    let active = active(dev).unwrap_or_default();
+    taken
+        .iter()
+        .filter(|o| active.contains(o))
+        .map(|&offload| OffloadOn { iface: dev.into(), offload })
+        .collect()
+}
+
+/// The lower devices of `iface` under `root` (a `/sys/class/net`), and theirs in turn,
+/// each once, in the order `dev_disable_lro` goes down them: a VLAN's real device, a
+/// bond's slaves, a VLAN on a bond's bond and then its slaves. One with no entry under
+/// `root` is in another network namespace (the link is there, its device is not seen
+/// here), and is left out: it cannot be read or set from here.
+pub fn lower_devices(root: &Path, iface: &str) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    let mut below = vec![iface.to_owned()];
+    while let Some(dev) = below.pop() {
+        let mut direct: Vec<String> = lower_links(&root.join(&dev))
+            .into_iter()
+            .filter(|lower| lower != iface && !found.contains(lower) && root.join(lower).exists())
+            .collect();
+        direct.sort_unstable();
+        found.extend(direct.iter().cloned());
+        // Depth first, in name order: reversed onto the stack.
+        below.extend(direct.into_iter().rev());
+    }
+    found
+}
+
+/// The names of the `lower_NAME` entries in `dir`, one interface's directory; none when
+/// it cannot be read (an interface gone meanwhile has no lower devices to restore).
+fn lower_links(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.strip_prefix("lower_").map(str::to_owned))
+        .collect()
+}
+
 /// What `down` turns back on: the offloads `recorded` on before a generic attach that are
 /// not among those on `now`.
 pub fn to_restore(recorded: &[Offload], now: &[Offload]) -> Vec<Offload> {
     recorded.iter().copied().filter(|o| !now.contains(o)).collect()
 }
 
-/// What `down` turned back on of what generic XDP had turned off, and what it could not.
+/// What `down` turned back on of what generic XDP had turned off, and what it could not,
+/// one refusal per device.
 #[derive(Debug, Default)]
 pub struct Restored {
-    pub turned_on: Vec<Offload>,
-    pub failed: Option<NotRestored>,
+    pub turned_on: Vec<OffloadOn>,
+    pub failed: Vec<NotRestored>,
 }
 
 impl Restored {
-    /// What `down` says it did of them: `rx-gro-hw and rx-lro turned back on (generic XDP
-    /// had turned them off)`; `None` when it turned none on.
-    pub fn turned_on_line(&self) -> Option<String> {
+    /// What `down` on `iface` says it did of them: `rx-gro-hw and rx-lro turned back on
+    /// (generic XDP had turned them off)`, a lower device's named (`rx-lro on eth0 turned
+    /// back on …`); `None` when it turned none on.
+    pub fn turned_on_line(&self, iface: &str) -> Option<String> {
         let on = &self.turned_on;
         (!on.is_empty()).then(|| {
-            format!("{} turned back on (generic XDP had turned {} off)", names(on), them(on, "it", "them"))
+            let what = sentence(on.iter().map(|o| o.said_on(iface)).collect());
+            format!("{what} turned back on (generic XDP had turned {} off)", them(on, "it", "them"))
         })
     }
 }
@@ -125,25 +211,50 @@ pub struct NotRestored {
     pub source: OffloadsError,
 }
 
-/// `one` or `more`, as `offloads` are one or more.
-pub fn them(offloads: &[Offload], one: &'static str, more: &'static str) -> &'static str {
-    if offloads.len() == 1 { one } else { more }
+/// `one` or `more`, as `items` are one or more.
+pub fn them<T>(items: &[T], one: &'static str, more: &'static str) -> &'static str {
+    if items.len() == 1 { one } else { more }
 }
 
-/// Turns back on the offloads of `recorded` that are off on `iface` now: those turned on
-/// (none when none was off), and those that could not be, with why.
-pub fn restore(iface: &str, recorded: &[Offload]) -> Restored {
-    if recorded.is_empty() {
-        return Restored::default();
+/// Turns back on the offloads of `recorded` that are off on their devices now, device by
+/// device in the order recorded (the interface before its lower devices: the kernel
+/// leaves `rx-lro` off on a device whose upper device does not want it,
+/// `netdev_sync_upper_features`): those turned on (none when none was off), and those
+/// that could not be, with why.
+pub fn restore(recorded: &[OffloadOn]) -> Restored {
+    let mut restored = Restored::default();
+    for (dev, offloads) in by_device(recorded) {
+        let (turned_on, failed) = restore_on(&dev, &offloads);
+        restored
+            .turned_on
+            .extend(turned_on.into_iter().map(|offload| OffloadOn { iface: dev.clone(), offload }));
+        restored.failed.extend(failed);
     }
+    restored
+}
+
+/// `recorded` grouped by device, each device where it first appears.
+fn by_device(recorded: &[OffloadOn]) -> Vec<(String, Vec<Offload>)> {
+    let mut devices: Vec<(String, Vec<Offload>)> = Vec::new();
+    for on in recorded {
+        match devices.iter_mut().find(|(dev, _)| *dev == on.iface) {
+            Some((_, offloads)) => offloads.push(on.offload),
+            None => devices.push((on.iface.clone(), vec![on.offload])),
+        }
+    }
+    devices
+}
+
+/// [`restore`] on one device.
+fn restore_on(iface: &str, recorded: &[Offload]) -> (Vec<Offload>, Option<NotRestored>) {
     match turn_back_on(iface, recorded) {
-        Ok(turned_on) => Restored { turned_on, failed: None },
+        Ok(turned_on) => (turned_on, None),
         Err(source) => {
             let (turned_on, offloads) = match &source {
                 OffloadsError::StillOff { turned_on, offloads, .. } => (turned_on.clone(), offloads.clone()),
                 _ => (Vec::new(), recorded.to_vec()),
             };
-            Restored { turned_on, failed: Some(NotRestored { iface: iface.into(), offloads, source }) }
+            (turned_on, Some(NotRestored { iface: iface.into(), offloads, source }))
         }
     }
 }
@@ -342,16 +453,25 @@ mod tests {
         assert_eq!(to_restore(&[Lro], &[GroHw]), [Lro]);
     }
 
+    fn on(iface: &str, offload: Offload) -> OffloadOn {
+        OffloadOn { iface: iface.into(), offload }
+    }
+
+    fn turned_on(turned_on: Vec<OffloadOn>) -> Restored {
+        Restored { turned_on, failed: Vec::new() }
+    }
+
     #[test]
     fn down_says_what_it_turned_back_on_and_nothing_when_none() {
-        let restored = |turned_on: Vec<Offload>| Restored { turned_on, failed: None };
-        assert_eq!(restored(Vec::new()).turned_on_line(), None);
+        assert_eq!(turned_on(Vec::new()).turned_on_line("eth0"), None);
         assert_eq!(
-            restored(vec![Offload::GroHw]).turned_on_line().unwrap(),
+            turned_on(vec![on("eth0", Offload::GroHw)]).turned_on_line("eth0").unwrap(),
             "rx-gro-hw turned back on (generic XDP had turned it off)"
         );
         assert_eq!(
-            restored(Offload::ALL.to_vec()).turned_on_line().unwrap(),
+            turned_on(vec![on("eth0", Offload::GroHw), on("eth0", Offload::Lro)])
+                .turned_on_line("eth0")
+                .unwrap(),
             "rx-gro-hw and rx-lro turned back on (generic XDP had turned them off)"
         );
         let failed = NotRestored {
@@ -371,10 +491,88 @@ mod tests {
     }
 
     #[test]
+    fn down_names_the_lower_devices_it_turned_an_offload_back_on_on() {
+        assert_eq!(
+            turned_on(vec![on("eth0", Offload::Lro)]).turned_on_line("eth0.100").unwrap(),
+            "rx-lro on eth0 turned back on (generic XDP had turned it off)"
+        );
+        let bond = vec![on("bond0", Offload::GroHw), on("eth1", Offload::Lro), on("eth2", Offload::Lro)];
+        assert_eq!(
+            turned_on(bond).turned_on_line("bond0").unwrap(),
+            "rx-gro-hw, rx-lro on eth1 and rx-lro on eth2 turned back on (generic XDP had turned them off)"
+        );
+    }
+
+    #[test]
+    fn restore_goes_device_by_device_in_the_order_recorded() {
+        let recorded = [on("bond0", Offload::GroHw), on("eth1", Offload::Lro), on("bond0", Offload::Lro)];
+        assert_eq!(
+            by_device(&recorded),
+            [
+                ("bond0".to_owned(), vec![Offload::GroHw, Offload::Lro]),
+                ("eth1".to_owned(), vec![Offload::Lro])
+            ]
+        );
+        assert!(by_device(&[]).is_empty());
+        // No device named, none asked: nothing to turn on, nothing failed.
+        let none = restore(&[]);
+        assert!(none.turned_on.is_empty() && none.failed.is_empty());
+    }
+
+    /// A `/sys/class/net` of `devices`, each with a `lower_NAME` link per lower device to
+    /// its directory, as the kernel makes them.
+    fn sys_class_net(devices: &[(&str, &[&str])]) -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        for (dev, lower) in devices {
+            std::fs::create_dir_all(root.path().join(dev)).unwrap();
+            std::fs::write(root.path().join(dev).join("mtu"), "1500\n").unwrap();
+            for l in *lower {
+                std::os::unix::fs::symlink(
+                    format!("../{l}"),
+                    root.path().join(dev).join(format!("lower_{l}")),
+                )
+                .unwrap();
+            }
+        }
+        root
+    }
+
+    #[test]
+    fn lower_devices_are_found_from_the_lower_links_recursively() {
+        let root = sys_class_net(&[
+            ("eth0", &[]),
+            ("eth1", &[]),
+            ("eth2", &[]),
+            ("eth0.100", &["eth0"]),
+            ("bond0", &["eth2", "eth1"]),
+            ("bond0.7", &["bond0"]),
+            ("lo", &[]),
+        ]);
+        let lower = |iface| lower_devices(root.path(), iface);
+        assert_eq!(lower("eth0.100"), ["eth0"]);
+        assert_eq!(lower("bond0"), ["eth1", "eth2"]);
+        assert_eq!(lower("bond0.7"), ["bond0", "eth1", "eth2"]);
+        assert!(lower("eth0").is_empty());
+        assert!(lower("gone").is_empty(), "an interface not there has none");
+    }
+
+    #[test]
+    fn a_lower_device_in_another_namespace_is_left_out_and_each_is_found_once() {
+        // `veth9`'s link is there, its directory is not: it is not seen from here.
+        let root = sys_class_net(&[("eth0", &[]), ("br0", &["eth0", "veth9"]), ("br0.5", &["br0", "eth0"])]);
+        assert_eq!(lower_devices(root.path(), "br0"), ["eth0"]);
+        assert_eq!(lower_devices(root.path(), "br0.5"), ["br0", "eth0"]);
+    }
+
+    #[test]
     fn names_read_as_a_sentence_and_serialize_as_ethtool_says_them() {
         assert_eq!(names(&[Offload::GroHw, Offload::Lro]), "rx-gro-hw and rx-lro");
         assert_eq!(names(&[Offload::Lro]), "rx-lro");
         assert_eq!(names(&[]), "");
         assert_eq!(serde_json::to_string(&Offload::ALL).unwrap(), r#"["rx-gro-hw","rx-lro"]"#);
+        assert_eq!(
+            serde_json::to_string(&on("eth0", Offload::Lro)).unwrap(),
+            r#"{"iface":"eth0","offload":"rx-lro"}"#
+        );
     }
 }

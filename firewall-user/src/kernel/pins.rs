@@ -181,11 +181,12 @@ pub struct LiveState {
     #[serde(default)]
     pub applied_with: AppliedWith,
     /// The receive offloads that were on before the first `up` attached XDP in generic
-    /// mode, which the kernel turns off then and never back on: `down` turns them on again
-    /// (see `kernel::offloads`). Empty: none was on, the hook is native, or the state was
+    /// mode, each with its device (the interface, or one of its lower devices), which the
+    /// kernel turns off then and never back on: `down` turns them on again (see
+    /// `kernel::offloads`). Empty: none was on, the hook is native, or the state was
     /// saved by a version before it was recorded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub offloads_to_restore: Vec<crate::kernel::offloads::Offload>,
+    pub offloads_to_restore: Vec<crate::kernel::offloads::OffloadOn>,
 }
 
 /// Whether a policy `up` puts in force differs from its file by runtime-only changes
@@ -770,7 +771,8 @@ mod tests {
 
     #[test]
     fn a_state_saved_before_the_offloads_were_recorded_has_none_to_restore() {
-        use crate::kernel::offloads::Offload;
+        use crate::kernel::offloads::{Offload, OffloadOn};
+        let on = |iface: &str, offload| OffloadOn { iface: iface.into(), offload };
         let state = LiveState {
             policy_file: "/etc/firewall/eth9.toml".into(),
             ids: Ids::default(),
@@ -778,10 +780,16 @@ mod tests {
             runtime_only: false,
             mode: None,
             applied_with: AppliedWith::default(),
-            offloads_to_restore: vec![Offload::GroHw, Offload::Lro],
+            offloads_to_restore: vec![on("eth9.100", Offload::GroHw), on("eth9", Offload::Lro)],
         };
         let json = serde_json::to_value(&state).unwrap();
-        assert_eq!(json["offloads_to_restore"], serde_json::json!(["rx-gro-hw", "rx-lro"]));
+        assert_eq!(
+            json["offloads_to_restore"],
+            serde_json::json!([
+                { "iface": "eth9.100", "offload": "rx-gro-hw" },
+                { "iface": "eth9", "offload": "rx-lro" },
+            ])
+        );
         assert_eq!(serde_json::from_value::<LiveState>(json.clone()).unwrap(), state);
         let mut earlier = json;
         earlier.as_object_mut().unwrap().remove("offloads_to_restore");

@@ -396,10 +396,10 @@ fn roll_back(lock: &StateLock, pending: &Pending) -> Result<String> {
         None => {
             let restored = crate::ops::up::take_down(lock)?;
             let mut what = "took the filter down, as it was before".to_owned();
-            if let Some(line) = restored.turned_on_line() {
+            if let Some(line) = restored.turned_on_line(&lock.pins().iface) {
                 what = format!("{what}; {line}");
             }
-            if let Some(failed) = &restored.failed {
+            for failed in &restored.failed {
                 what = format!("{what}; but {}", crate::one_line(failed));
             }
             Ok(what)

@@ -255,15 +255,14 @@ fn up_locked(lock: &StateLock, putting: &Putting<'_>, mode: Mode, apply: Apply) 
     pins.make_pin_dir()?;
     // The mode the guard was asked about: a severed filter's own, unless told.
     let enforcement = will_be;
-    // Read before the attach, which turns them off if it is generic. One the kernel cannot
-    // tell is none to restore: no reason to refuse the filter.
-    let offloads_on = offloads::active(&pins.iface).unwrap_or_default();
+    // Read before the attach, which turns them off if it is generic.
+    let offloads_on = offloads::on_before_attach(&pins.iface);
     let result = attach_and_pin(lock, policy, policy_text, &policy_file, mode, enforcement, &offloads_on);
     if result.is_err() {
         // Undone as `down` would, the offloads turned back on once XDP is off; what fails
         // here is the attach's error's shadow, and the error is the one to tell.
         let _ = remove_pins(&pins);
-        let _ = offloads::restore(&pins.iface, &offloads_on);
+        let _ = offloads::restore(&offloads_on);
     }
     result.map(|xdp| Up {
         pins,
@@ -296,14 +295,14 @@ pub fn take_down(lock: &StateLock) -> Result<Restored> {
     remove_pins(pins)?;
     lock.remove_state()?;
     // After the detach: the kernel turned them off at the generic attach, and it is gone.
-    Ok(offloads::restore(&pins.iface, &recorded))
+    Ok(offloads::restore(&recorded))
 }
 
 /// The offloads the filter's state says its generic attach turned off, if its links are
 /// on the interface of that name now: one removed and made again since is another, its
 /// offloads none of the filter's doing. A state that cannot be read records none (`down`
 /// still removes the filter).
-fn offloads_recorded(pins: &Pins) -> Vec<offloads::Offload> {
+fn offloads_recorded(pins: &Pins) -> Vec<offloads::OffloadOn> {
     match (pins.live_state(), links_attached(pins)) {
         (Ok(state), Ok(true)) => state.offloads_to_restore,
         _ => Vec::new(),
