@@ -32,7 +32,7 @@ impl Down {
         #[derive(serde::Serialize)]
         struct WentDown<'a> {
             iface: &'a str,
-            /// The receive offloads generic XDP had turned off, turned back on, each with
+            /// The receive offloads XDP had turned off, turned back on, each with
             /// its device (the interface, or one of its lower devices).
             offloads_restored: &'a [OffloadOn],
         }

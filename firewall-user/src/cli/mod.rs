@@ -85,8 +85,8 @@ enum Command {
     /// Load the policy, attach XDP ingress and TC egress, pin, and exit with the filter in
     /// place; when a filter is up, replace its programs in place and apply the policy.
     Up(up::Up),
-    /// Detach and unpin: the interface is as before `up`, the receive offloads a generic
-    /// attach turned off (rx-lro, rx-gro-hw, and its lower devices' rx-lro) turned back on.
+    /// Detach and unpin: the interface is as before `up`, the receive offloads the attach
+    /// turned off (rx-lro, rx-gro-hw, and its lower devices' rx-lro) turned back on.
     Down(down::Down),
     /// Re-read the policy and change the live maps in place: no detach, flows and counters kept.
     Reload(reload::Reload),

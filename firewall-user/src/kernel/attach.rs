@@ -132,8 +132,7 @@ fn attach_xdp(xdp: &mut Xdp, iface: &str, mode: Mode) -> Result<(XdpLinkId, XdpA
 
 /// A first `up`: the maps filled, both programs attached and their links pinned, the
 /// state saved. `offloads_on`: the receive offloads on before the attach, on the interface
-/// and its lower devices, which the state records for `down` if XDP goes on the generic
-/// hook (that turns them off).
+/// and its lower devices, which the state records for `down` to turn back on.
 pub(crate) fn attach_and_pin(
     lock: &StateLock,
     policy: &Policy,
@@ -152,12 +151,11 @@ pub(crate) fn attach_and_pin(
 
     let xdp = loaded.ingress()?;
     let (id, attached) = attach_xdp(xdp, iface, mode)?;
-    // A native attach leaves the interface's features as they were (a driver that turns
-    // offloads off for it, virtio-net, turns them back on at the detach).
-    let offloads_to_restore = match attached.hook {
-        XdpHook::Generic => offloads_on.to_vec(),
-        XdpHook::Native => Vec::new(),
-    };
+    // Recorded whatever the hook: generic XDP turns them off for good, and a driver may
+    // leave one off after a native program's detach too (vmxnet3's LRO stays "off
+    // [requested on]" until the features are asked again). `down` turns on only what is
+    // off then.
+    let offloads_to_restore = offloads_on.to_vec();
     let link = xdp.take_link(id).map_err(|source| FilterError::Program {
         call: "take_link",
         name: PROG_INGRESS,

@@ -1,13 +1,15 @@
-//! The receive offloads generic XDP takes away and never gives back.
+//! The receive offloads an XDP attach takes away and may never give back.
 //!
 //! The kernel's generic XDP attach (`generic_xdp_install`, net/core/dev.c) turns off
 //! `rx-lro` (`dev_disable_lro`) and `rx-gro-hw` (`dev_disable_gro_hw`) when a first
 //! generic program is installed, and nothing turns them on again when it is removed: a
 //! virtio-net guest went on receiving MTU-sized frames after `up` and `down`.
 //! `dev_disable_lro` also goes down the interface's lower devices, recursively (a VLAN's
-//! real device, a bond's slaves), where `dev_disable_gro_hw` does not. So a first `up`
-//! records which of them were on, each with its device ([`on_before_attach`]), and `down`
-//! turns back on those now off ([`restore`]).
+//! real device, a bond's slaves), where `dev_disable_gro_hw` does not. A driver may leave
+//! one off after a native program's detach too: vmxnet3's LRO stays "off [requested on]"
+//! until the features are asked again. So a first `up`, whatever its hook, records which
+//! of them were on, each with its device ([`on_before_attach`]), and `down` turns back on
+//! those now off ([`restore`]).
 //!
 //! Both are read and set through SIOCETHTOOL, as `ethtool -k`/`-K` do: each feature's bit
 //! found by its name in the `ETH_SS_FEATURES` string set (the kernel numbers them by its
@@ -70,14 +72,9 @@ pub struct OffloadOn {
 }
 
 impl OffloadOn {
-    /// As `down` names it on `iface`'s filter: `rx-lro`, or `rx-lro on eth0` for a lower
-    /// device.
-    fn said_on(&self, iface: &str) -> String {
-        if self.iface == iface {
-            self.offload.to_string()
-        } else {
-            format!("{} on {}", self.offload, self.iface)
-        }
+    /// As `down` names it: `rx-lro`, or, where `with_device`, `rx-lro on eth0`.
+    fn said(&self, with_device: bool) -> String {
+        if with_device { format!("{} on {}", self.offload, self.iface) } else { self.offload.to_string() }
     }
 }
 
@@ -118,7 +115,7 @@ pub fn active(iface: &str) -> Result<Vec<Offload>> {
     Ok(features.active_in(&features.get(iface)?))
 }
 
-/// What a first generic attach on `iface` will turn off that is on now: the interface's
+/// What a first attach on `iface` may turn off that is on now: the interface's
 /// `rx-lro` and `rx-gro-hw`, and the `rx-lro` of each of its lower devices in
 /// [`SYS_CLASS_NET`], the interface's first. A device whose features cannot be read
 /// records none: no reason to refuse the filter.
@@ -170,13 +167,13 @@ fn lower_links(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// What `down` turns back on: the offloads `recorded` on before a generic attach that are
+/// What `down` turns back on: the offloads `recorded` on before the attach that are
 /// not among those on `now`.
 pub fn to_restore(recorded: &[Offload], now: &[Offload]) -> Vec<Offload> {
     recorded.iter().copied().filter(|o| !now.contains(o)).collect()
 }
 
-/// What `down` turned back on of what generic XDP had turned off, and what it could not,
+/// What `down` turned back on of what XDP had turned off, and what it could not,
 /// one refusal per device.
 #[derive(Debug, Default)]
 pub struct Restored {
@@ -186,21 +183,24 @@ pub struct Restored {
 
 impl Restored {
     /// What `down` on `iface` says it did of them: `rx-gro-hw and rx-lro turned back on
-    /// (generic XDP had turned them off)`, a lower device's named (`rx-lro on eth0 turned
+    /// (XDP had turned them off)`, a lower device's named (`rx-lro on eth0 turned
     /// back on …`); `None` when it turned none on.
     pub fn turned_on_line(&self, iface: &str) -> Option<String> {
         let on = &self.turned_on;
         (!on.is_empty()).then(|| {
-            let what = sentence(on.iter().map(|o| o.said_on(iface)).collect());
-            format!("{what} turned back on (generic XDP had turned {} off)", them(on, "it", "them"))
+            // Devices named as soon as one is not the interface: `rx-lro on bond0 and rx-lro
+            // on eth0`, not `rx-lro and rx-lro on eth0`.
+            let with_devices = on.iter().any(|o| o.iface != iface);
+            let what = sentence(on.iter().map(|o| o.said(with_devices)).collect());
+            format!("{what} turned back on (XDP had turned {} off)", them(on, "it", "them"))
         })
     }
 }
 
-/// Offloads generic XDP had turned off that could not be turned back on.
+/// Offloads XDP had turned off that could not be turned back on.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "generic XDP had turned {} off on {iface}, and {} not be turned back on",
+    "XDP had turned {} off on {iface}, and {} not be turned back on",
     names(.offloads),
     them(.offloads, "it could", "they could")
 )]
@@ -466,13 +466,13 @@ mod tests {
         assert_eq!(turned_on(Vec::new()).turned_on_line("eth0"), None);
         assert_eq!(
             turned_on(vec![on("eth0", Offload::GroHw)]).turned_on_line("eth0").unwrap(),
-            "rx-gro-hw turned back on (generic XDP had turned it off)"
+            "rx-gro-hw turned back on (XDP had turned it off)"
         );
         assert_eq!(
             turned_on(vec![on("eth0", Offload::GroHw), on("eth0", Offload::Lro)])
                 .turned_on_line("eth0")
                 .unwrap(),
-            "rx-gro-hw and rx-lro turned back on (generic XDP had turned them off)"
+            "rx-gro-hw and rx-lro turned back on (XDP had turned them off)"
         );
         let failed = NotRestored {
             iface: "eth0".into(),
@@ -485,7 +485,7 @@ mod tests {
         };
         assert_eq!(
             crate::one_line(&failed),
-            "generic XDP had turned rx-lro off on eth0, and it could not be turned back on: \
+            "XDP had turned rx-lro off on eth0, and it could not be turned back on: \
              eth0's driver left rx-lro off when asked to turn it on"
         );
     }
@@ -494,12 +494,12 @@ mod tests {
     fn down_names_the_lower_devices_it_turned_an_offload_back_on_on() {
         assert_eq!(
             turned_on(vec![on("eth0", Offload::Lro)]).turned_on_line("eth0.100").unwrap(),
-            "rx-lro on eth0 turned back on (generic XDP had turned it off)"
+            "rx-lro on eth0 turned back on (XDP had turned it off)"
         );
         let bond = vec![on("bond0", Offload::GroHw), on("eth1", Offload::Lro), on("eth2", Offload::Lro)];
         assert_eq!(
             turned_on(bond).turned_on_line("bond0").unwrap(),
-            "rx-gro-hw, rx-lro on eth1 and rx-lro on eth2 turned back on (generic XDP had turned them off)"
+            "rx-gro-hw on bond0, rx-lro on eth1 and rx-lro on eth2 turned back on (XDP had turned them off)"
         );
     }
 

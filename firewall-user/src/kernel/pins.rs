@@ -110,7 +110,9 @@ fn namespace_part() -> PathBuf {
     if let Ok(entries) = fs::read_dir("/run/netns") {
         for entry in entries.flatten() {
             if netns_inode(&entry.path()) == Some(ours) {
-                return PathBuf::from(format!("netns-{}", entry.file_name().to_string_lossy()));
+                // A namespace's name may hold a dot too (and a colon, unlike an interface's:
+                // `a.b` and `a:b` would share a directory, which `ip netns` users rarely meet).
+                return PathBuf::from(format!("netns-{}", bpffs_name(&entry.file_name().to_string_lossy())));
             }
         }
     }
@@ -321,12 +323,24 @@ pub struct Pins {
     pub last_good: PathBuf,
 }
 
+/// `name` as bpffs takes it: bpffs refuses every name with a dot (`bpf_lookup`), and a
+/// VLAN is `eth0.100`. A dot becomes a colon, which no interface name holds
+/// (`dev_valid_name`), so no two interfaces share a directory.
+pub fn bpffs_name(name: &str) -> String {
+    name.replace('.', ":")
+}
+
+/// The interface whose pins are in the directory `name` ([`bpffs_name`] undone).
+pub fn iface_of_bpffs_name(name: &str) -> String {
+    name.replace(':', ".")
+}
+
 impl Pins {
     pub fn for_iface(iface: &str) -> Pins {
         let ns = namespace_part();
         Pins {
             iface: iface.to_owned(),
-            dir: Path::new(PIN_ROOT).join(&ns).join(iface),
+            dir: Path::new(PIN_ROOT).join(&ns).join(bpffs_name(iface)),
             state: Path::new(STATE_ROOT).join(&ns).join(iface),
             last_good: Path::new(LAST_GOOD_ROOT).join(&ns).join(format!("{iface}.toml")),
         }
@@ -346,8 +360,12 @@ impl Pins {
         if let Ok(entries) = fs::read_dir(&root) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if !name.starts_with("netns-") && Pins::for_iface(&name).is_up() {
-                    up.push(name);
+                if name.starts_with("netns-") {
+                    continue;
+                }
+                let iface = iface_of_bpffs_name(&name);
+                if Pins::for_iface(&iface).is_up() {
+                    up.push(iface);
                 }
             }
         }
@@ -687,6 +705,15 @@ mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
     use super::*;
+
+    #[test]
+    fn a_vlan_s_pins_have_no_dot_in_their_directory_and_its_name_comes_back_whole() {
+        for (iface, dir) in [("eth0", "eth0"), ("eth0.100", "eth0:100"), ("bond0.7.3", "bond0:7:3")] {
+            assert_eq!(bpffs_name(iface), dir);
+            assert_eq!(iface_of_bpffs_name(dir), iface);
+            assert!(Pins::for_iface(iface).dir.ends_with(dir), "{iface}");
+        }
+    }
 
     fn scratch_pins(tag: &str) -> (tempfile::TempDir, Pins) {
         let dir = tempfile::Builder::new().prefix(&format!("pins-{tag}-")).tempdir().unwrap();

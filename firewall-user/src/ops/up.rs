@@ -280,7 +280,7 @@ fn up_locked(lock: &StateLock, putting: &Putting<'_>, mode: Mode, apply: Apply) 
 }
 
 /// `firewall down`: detaches both programs and removes every pin and the state, and
-/// turns back on the receive offloads a generic attach turned off: the interface is as
+/// turns back on the receive offloads the attach turned off: the interface is as
 /// before `up`. What it turned back on, and what it could not (`down` succeeds all the
 /// same: the filter is gone).
 pub fn down(filter: &Filter) -> Result<Restored> {
@@ -294,11 +294,11 @@ pub fn take_down(lock: &StateLock) -> Result<Restored> {
     let recorded = offloads_recorded(pins);
     remove_pins(pins)?;
     lock.remove_state()?;
-    // After the detach: the kernel turned them off at the generic attach, and it is gone.
+    // After the detach: the attach turned them off, and it is gone.
     Ok(offloads::restore(&recorded))
 }
 
-/// The offloads the filter's state says its generic attach turned off, if its links are
+/// The offloads the filter's state says were on before its attach, if its links are
 /// on the interface of that name now: one removed and made again since is another, its
 /// offloads none of the filter's doing. A state that cannot be read records none (`down`
 /// still removes the filter).

@@ -272,6 +272,43 @@ fn the_default_mode_suits_the_driver_generic_on_a_veth_native_when_asked() {
     lab.firewall_ok(&["down", "--iface", "lo"]);
 }
 
+/// An interface named with a dot, as a VLAN is (`eth0.100`), though bpffs refuses a dot
+/// in a name: its pins are under `s0:7`, and every command finds them by the interface's
+/// name. (A veth so named: these kernels have no VLANs.) `up`, `list` without `--iface`
+/// (the only filter in the namespace), `reload` and `down`.
+#[test]
+fn a_filter_goes_up_and_down_on_an_interface_named_with_a_dot() {
+    require_root();
+    let lab = Lab::new("dotted");
+    let ip = |args: &[&str]| {
+        let out = sh(Command::new("ip").arg("-n").arg(&lab.server).args(args));
+        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    ip(&["link", "add", "s0.7", "type", "veth", "peer", "name", "s7peer"]);
+    ip(&["link", "set", "s0.7", "up"]);
+    ip(&["link", "set", "s7peer", "up"]);
+    let text = std::fs::read_to_string(lab.policy_file()).expect("the lab's policy");
+    let policy = lab.tmp().join("dotted.toml");
+    std::fs::write(
+        &policy,
+        text.replacen(&format!("interface = \"{SERVER_IF}\""), "interface = \"s0.7\"", 1),
+    )
+    .expect("writing the policy");
+    let policy = policy.to_str().unwrap();
+
+    let out = lab.firewall_ok(&["up", "--policy", policy, "--iface", "s0.7"]);
+    assert!(out.starts_with("firewall up on s0.7: attached, generic XDP"), "{out}");
+    let pins = lab.pin_dir().with_file_name("s0:7");
+    assert!(pins.join(firewall_common::MAP_CONFIG).exists(), "{} holds no CONFIG: {out}", pins.display());
+    let listing = lab.firewall_ok(&["list"]);
+    assert!(listing.contains("Chain INPUT") && listing.contains("ssh-in"), "{listing}");
+    let out = lab.firewall_ok(&["reload", "--policy", policy, "--iface", "s0.7"]);
+    assert!(out.starts_with("firewall reloaded ") && out.contains(" on s0.7: "), "{out}");
+    let out = lab.firewall_ok(&["down"]);
+    assert_eq!(out.trim(), "firewall down on s0.7");
+    assert!(!pins.exists(), "{} left behind", pins.display());
+}
+
 /// Both ends of the lab's link at an MTU of 9,000.
 fn jumbo(lab: &Lab) {
     for (ns, dev) in [(&lab.server, SERVER_IF), (&lab.client, CLIENT_IF)] {
