@@ -91,6 +91,15 @@ pub enum OffloadsError {
         them(.offloads, "it", "them")
     )]
     StillOff { iface: String, offloads: Vec<Offload>, turned_on: Vec<Offload> },
+    /// The request was taken, and the kernel kept `rx-lro` off: a device above has it off
+    /// (`netdev_sync_upper_features`), as a VLAN made on the interface while the filter
+    /// was up has.
+    #[error(
+        "{iface} kept rx-lro off when asked to turn it on, as {} above it {} off",
+        sentence(.uppers.clone()),
+        them(.uppers, "has it", "have it")
+    )]
+    HeldOffAbove { iface: String, uppers: Vec<String>, turned_on: Vec<Offload> },
 }
 
 type Result<T> = std::result::Result<T, OffloadsError>;
@@ -161,9 +170,26 @@ pub fn lower_devices(root: &Path, iface: &str) -> Vec<String> {
 /// The names of the `lower_NAME` entries in `dir`, one interface's directory; none when
 /// it cannot be read (an interface gone meanwhile has no lower devices to restore).
 fn lower_links(dir: &Path) -> Vec<String> {
+    links(dir, "lower_")
+}
+
+/// The names of the entries in `dir` named `PREFIX` and a device's name, in name order.
+fn links(dir: &Path, prefix: &str) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.strip_prefix("lower_").map(str::to_owned))
+    let mut names: Vec<String> = entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.strip_prefix(prefix).map(str::to_owned))
+        .collect();
+    names.sort_unstable();
+    names
+}
+
+/// The devices directly above `iface` under `root` (its `upper_NAME` entries: a VLAN on
+/// it, its bond) whose offloads, as `active` reads them, lack `rx-lro`: the kernel keeps
+/// a lower device's `rx-lro` off while any device above has it off.
+fn holding_lro_off(root: &Path, iface: &str, active: impl Fn(&str) -> Vec<Offload>) -> Vec<String> {
+    links(&root.join(iface), "upper_")
+        .into_iter()
+        .filter(|upper| root.join(upper).exists() && !active(upper).contains(&Offload::Lro))
         .collect()
 }
 
@@ -252,6 +278,7 @@ fn restore_on(iface: &str, recorded: &[Offload]) -> (Vec<Offload>, Option<NotRes
         Err(source) => {
             let (turned_on, offloads) = match &source {
                 OffloadsError::StillOff { turned_on, offloads, .. } => (turned_on.clone(), offloads.clone()),
+                OffloadsError::HeldOffAbove { turned_on, .. } => (turned_on.clone(), vec![Offload::Lro]),
                 _ => (Vec::new(), recorded.to_vec()),
             };
             (turned_on, Some(NotRestored { iface: iface.into(), offloads, source }))
@@ -272,6 +299,13 @@ fn turn_back_on(iface: &str, recorded: &[Offload]) -> Result<Vec<Offload>> {
     let still_off = to_restore(&wanted, &now);
     if !still_off.is_empty() {
         let turned_on = wanted.into_iter().filter(|o| now.contains(o)).collect();
+        if still_off == [Offload::Lro] {
+            let uppers =
+                holding_lro_off(Path::new(SYS_CLASS_NET), iface, |up| active(up).unwrap_or_default());
+            if !uppers.is_empty() {
+                return Err(OffloadsError::HeldOffAbove { iface: iface.into(), uppers, turned_on });
+            }
+        }
         return Err(OffloadsError::StillOff { iface: iface.into(), offloads: still_off, turned_on });
     }
     Ok(wanted)
@@ -487,6 +521,39 @@ mod tests {
             crate::one_line(&failed),
             "XDP had turned rx-lro off on eth0, and it could not be turned back on: \
              eth0's driver left rx-lro off when asked to turn it on"
+        );
+    }
+
+    #[test]
+    fn an_lro_a_device_above_holds_off_is_said_so_not_blamed_on_the_driver() {
+        let root = tempfile::tempdir().unwrap();
+        for dev in ["eth0", "eth0.100", "eth0.200", "bond0"] {
+            std::fs::create_dir(root.path().join(dev)).unwrap();
+        }
+        for upper in ["eth0.100", "eth0.200", "gone0"] {
+            std::os::unix::fs::symlink(
+                root.path().join(upper),
+                root.path().join("eth0").join(format!("upper_{upper}")),
+            )
+            .unwrap();
+        }
+        // eth0.200 has rx-lro on; gone0 is in another namespace (no entry here).
+        let lro_on = |dev: &str| if dev == "eth0.200" { vec![Offload::Lro] } else { vec![] };
+        assert_eq!(holding_lro_off(root.path(), "eth0", lro_on), ["eth0.100"]);
+        assert!(holding_lro_off(root.path(), "bond0", lro_on).is_empty());
+        let failed = NotRestored {
+            iface: "eth0".into(),
+            offloads: vec![Offload::Lro],
+            source: OffloadsError::HeldOffAbove {
+                iface: "eth0".into(),
+                uppers: vec!["eth0.100".into(), "eth0.200".into()],
+                turned_on: vec![],
+            },
+        };
+        assert_eq!(
+            crate::one_line(&failed),
+            "XDP had turned rx-lro off on eth0, and it could not be turned back on: \
+             eth0 kept rx-lro off when asked to turn it on, as eth0.100 and eth0.200 above it have it off"
         );
     }
 
