@@ -101,20 +101,43 @@ fn netns_inode(path: &Path) -> Option<u64> {
     fs::metadata(path).ok().map(|m| m.ino())
 }
 
+/// The pin path's part for the namespace `ip netns` names `name`, among the namespaces it
+/// names, `named`: `netns-NAME`, the name as [`bpffs_name`] writes it. Versions before
+/// 2026-12-07 wrote it as it was, a colon or a percent sign kept (and failed on a dot):
+/// where a filter is up under that directory and none under this one, it stays there, so
+/// an upgrade finds it (`each-filter` does the same) — unless that directory is another
+/// namespace's now (`a:b` is `a.b`'s).
+fn named_namespace_part(name: &str, named: &[String], pin_root: &Path) -> PathBuf {
+    let part = |name: &str| PathBuf::from(format!("netns-{}", bpffs_name(name)));
+    let dir = part(name);
+    let earlier = PathBuf::from(format!("netns-{name}"));
+    if earlier != dir
+        && !pin_root.join(&dir).exists()
+        && pin_root.join(&earlier).is_dir()
+        && !named.iter().any(|other| part(other) == earlier)
+    {
+        return earlier;
+    }
+    dir
+}
+
 /// This network namespace's part of the pin path: empty in the host's namespace,
 /// `netns-NAME` in one that `ip netns` named, `netns-INODE` in any other.
 fn namespace_part() -> PathBuf {
     let Some(ours) = netns_inode(Path::new("/proc/self/ns/net")) else {
         return PathBuf::new();
     };
-    if let Ok(entries) = fs::read_dir("/run/netns") {
-        for entry in entries.flatten() {
-            if netns_inode(&entry.path()) == Some(ours) {
-                // A namespace's name may hold a dot too (and a colon, unlike an interface's:
-                // `a.b` and `a:b` would share a directory, which `ip netns` users rarely meet).
-                return PathBuf::from(format!("netns-{}", bpffs_name(&entry.file_name().to_string_lossy())));
-            }
-        }
+    let named: Vec<(String, Option<u64>)> = fs::read_dir("/run/netns")
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| (e.file_name().to_string_lossy().into_owned(), netns_inode(&e.path())))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some((name, _)) = named.iter().find(|(_, inode)| *inode == Some(ours)) {
+        let names: Vec<String> = named.iter().map(|(name, _)| name.clone()).collect();
+        return named_namespace_part(name, &names, Path::new(PIN_ROOT));
     }
     // PID 1's namespace is the host's; a sandbox may hide it, and then so be it.
     match netns_inode(Path::new("/proc/1/ns/net")) {
@@ -323,16 +346,39 @@ pub struct Pins {
     pub last_good: PathBuf,
 }
 
-/// `name` as bpffs takes it: bpffs refuses every name with a dot (`bpf_lookup`), and a
-/// VLAN is `eth0.100`. A dot becomes a colon, which no interface name holds
-/// (`dev_valid_name`), so no two interfaces share a directory.
+/// `name` as bpffs takes it, one name to one directory. bpffs refuses every name with a
+/// dot (`bpf_lookup`), and a VLAN is `eth0.100`: a dot becomes a colon. An interface's
+/// name holds no colon nor percent sign (`dev_valid_name`, and the kernel expands `%d`),
+/// but a network namespace's may hold both: a colon becomes `%3A` and a percent sign
+/// `%25`, so namespaces `a.b` and `a:b` are `a:b` and `a%3Ab`, not one directory.
 pub fn bpffs_name(name: &str) -> String {
-    name.replace('.', ":")
+    let mut dir = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '.' => dir.push(':'),
+            ':' => dir.push_str("%3A"),
+            '%' => dir.push_str("%25"),
+            c => dir.push(c),
+        }
+    }
+    dir
 }
 
-/// The interface whose pins are in the directory `name` ([`bpffs_name`] undone).
-pub fn iface_of_bpffs_name(name: &str) -> String {
-    name.replace(':', ".")
+/// The name whose pins are in the directory `dir`: [`bpffs_name`] undone.
+pub fn name_of_bpffs_dir(dir: &str) -> String {
+    let mut name = String::with_capacity(dir.len());
+    let mut rest = dir;
+    while let Some(c) = rest.chars().next() {
+        let (decoded, len) = match c {
+            ':' => ('.', 1),
+            '%' if rest.starts_with("%3A") => (':', 3),
+            '%' if rest.starts_with("%25") => ('%', 3),
+            c => (c, c.len_utf8()),
+        };
+        name.push(decoded);
+        rest = &rest[len..];
+    }
+    name
 }
 
 impl Pins {
@@ -363,7 +409,7 @@ impl Pins {
                 if name.starts_with("netns-") {
                     continue;
                 }
-                let iface = iface_of_bpffs_name(&name);
+                let iface = name_of_bpffs_dir(&name);
                 if Pins::for_iface(&iface).is_up() {
                     up.push(iface);
                 }
@@ -710,9 +756,41 @@ mod tests {
     fn a_vlan_s_pins_have_no_dot_in_their_directory_and_its_name_comes_back_whole() {
         for (iface, dir) in [("eth0", "eth0"), ("eth0.100", "eth0:100"), ("bond0.7.3", "bond0:7:3")] {
             assert_eq!(bpffs_name(iface), dir);
-            assert_eq!(iface_of_bpffs_name(dir), iface);
+            assert_eq!(name_of_bpffs_dir(dir), iface);
             assert!(Pins::for_iface(iface).dir.ends_with(dir), "{iface}");
         }
+    }
+
+    #[test]
+    fn no_two_namespace_names_share_a_directory_and_each_comes_back_whole() {
+        let names = ["a.b", "a:b", "a%3Ab", "a%b", "a%25b", "a:.%", "a%3A.b", "%", "%%3A", "ns-é.1"];
+        let dirs: Vec<String> = names.iter().map(|name| bpffs_name(name)).collect();
+        for (name, dir) in names.iter().zip(&dirs) {
+            assert!(!dir.contains('.'), "{name} as {dir}");
+            assert_eq!(name_of_bpffs_dir(dir), *name, "{dir}");
+        }
+        let unique: std::collections::BTreeSet<&String> = dirs.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{dirs:?}");
+        assert_eq!((dirs[0].as_str(), dirs[1].as_str(), dirs[3].as_str()), ("a:b", "a%3Ab", "a%25b"));
+    }
+
+    #[test]
+    fn a_namespace_s_filter_up_under_its_name_as_it_was_stays_there() {
+        let root = tempfile::tempdir().unwrap();
+        let mut named = vec!["vrf:blue".to_owned(), "plain".to_owned()];
+        let part = |name: &str, named: &[String]| {
+            named_namespace_part(name, named, root.path()).display().to_string()
+        };
+        assert_eq!(part("vrf:blue", &named), "netns-vrf%3Ablue", "nothing up yet");
+        fs::create_dir(root.path().join("netns-vrf:blue")).unwrap();
+        assert_eq!(part("vrf:blue", &named), "netns-vrf:blue", "up under the name as it was");
+        assert_eq!(part("plain", &named), "netns-plain");
+        // `vrf.blue`'s directory now: not an earlier version's filter of `vrf:blue`.
+        named.push("vrf.blue".into());
+        assert_eq!(part("vrf:blue", &named), "netns-vrf%3Ablue");
+        named.pop();
+        fs::create_dir(root.path().join("netns-vrf%3Ablue")).unwrap();
+        assert_eq!(part("vrf:blue", &named), "netns-vrf%3Ablue", "up under this version's");
     }
 
     fn scratch_pins(tag: &str) -> (tempfile::TempDir, Pins) {

@@ -9,15 +9,16 @@
 //! packet socket on the veth, from the client's end (XDP) or the server's (TC egress).
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
-    process::Command,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use etherparse::PacketBuilder;
+use firewall_user::kernel::pins::{LAST_GOOD_ROOT, PIN_ROOT, STATE_ROOT};
 use tests::{
     lab::{
         BLOCKED_AFTER, CLIENT_IF, HOST, HOST6, Lab, Listing, OPEN_WITHIN, SERVER_IF, STRANGER, STRANGER6,
-        echo, ping_received, sh,
+        echo, firewall_bin, ping_received, sh,
     },
     require_root,
 };
@@ -307,6 +308,96 @@ fn a_filter_goes_up_and_down_on_an_interface_named_with_a_dot() {
     let out = lab.firewall_ok(&["down"]);
     assert_eq!(out.trim(), "firewall down on s0.7");
     assert!(!pins.exists(), "{} left behind", pins.display());
+}
+
+/// Two network namespaces whose names differ only by a dot and a colon (`…-n.x` and
+/// `…-n:x`), each with a filter on its own `v0`: bpffs refuses the dot, and a dot written
+/// as a colon put both filters in one directory, the second `up` taking over the first's
+/// maps. Now their pins are apart (`netns-…-n:x` and `netns-…-n%3Ax`); the package's
+/// `each-filter` finds each by its namespace's name, and a third's pins where an earlier
+/// version left them (`netns-…-n:y`); `down` in one leaves the other up.
+#[test]
+fn namespaces_named_with_a_dot_and_with_a_colon_keep_their_filters_apart() {
+    require_root();
+    let lab = Lab::new("ns-names");
+    let names = [format!("{}-n.x", lab.server), format!("{}-n:x", lab.server)];
+    let _gone = Namespaces(names.to_vec());
+    let text = std::fs::read_to_string(lab.policy_file()).expect("the lab's policy");
+    let policy = lab.tmp().join("v0.toml");
+    std::fs::write(&policy, text.replacen(&format!("interface = \"{SERVER_IF}\""), "interface = \"v0\"", 1))
+        .expect("writing the policy");
+    let policy = policy.to_str().unwrap();
+    let firewall = |ns: &str, args: &[&str]| {
+        let out =
+            sh(Command::new("nsenter").arg(format!("--net=/run/netns/{ns}")).arg(firewall_bin()).args(args));
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    };
+    for ns in &names {
+        sh(Command::new("ip").args(["netns", "add", ns]));
+        sh(Command::new("ip").args(["-n", ns, "link", "add", "v0", "type", "veth", "peer", "name", "v1"]));
+        sh(Command::new("ip").args(["-n", ns, "link", "set", "v0", "up"]));
+        let out = firewall(ns, &["up", "--policy", policy, "--iface", "v0"]);
+        assert!(out.starts_with("firewall up on v0: attached, generic XDP"), "up in {ns}: {out}");
+    }
+    let root = std::path::Path::new(PIN_ROOT);
+    let dirs = [
+        root.join(format!("netns-{}-n:x", lab.server)).join("v0"),
+        root.join(format!("netns-{}-n%3Ax", lab.server)).join("v0"),
+    ];
+    for dir in &dirs {
+        assert!(dir.join(firewall_common::MAP_CONFIG).exists(), "{} holds no CONFIG", dir.display());
+    }
+
+    // A third namespace, with a filter an earlier version left under its name as it was.
+    let earlier = format!("{}-n:y", lab.server);
+    let _gone_too = Namespaces(vec![earlier.clone()]);
+    sh(Command::new("ip").args(["netns", "add", &earlier]));
+    std::fs::create_dir_all(root.join(format!("netns-{earlier}")).join("v0")).expect("the earlier pins");
+
+    // each-filter, with a `firewall` that says where it ran and what it was asked.
+    let said = lab.tmp().join("firewall-says");
+    std::fs::write(&said, "#!/bin/sh\necho \"$(ip netns identify) $*\"\n").expect("writing firewall-says");
+    let script = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../dist/each-filter"))
+        .expect("dist/each-filter");
+    let walk = lab.tmp().join("each-filter");
+    std::fs::write(&walk, script.replace("/usr/sbin/firewall", &format!("sh {}", said.display())))
+        .expect("writing each-filter");
+    // Other tests' filters come and go meanwhile: only these three lines are asserted.
+    let out = Command::new("sh").arg(&walk).arg("list").output().expect("running each-filter");
+    let out = String::from_utf8_lossy(&out.stdout);
+    for ns in names.iter().chain([&earlier]) {
+        assert!(
+            out.lines().any(|line| line == format!("{ns} list --iface v0")),
+            "each-filter missed {ns}:\n{out}"
+        );
+    }
+
+    let out = firewall(&names[0], &["down", "--iface", "v0"]);
+    assert_eq!(out.trim(), "firewall down on v0");
+    assert!(!dirs[0].exists(), "{} left behind", dirs[0].display());
+    assert!(dirs[1].join(firewall_common::MAP_CONFIG).exists(), "the other namespace's filter went too");
+    let listing = firewall(&names[1], &["list"]);
+    assert!(listing.contains("Chain INPUT") && listing.contains("ssh-in"), "{listing}");
+    firewall(&names[1], &["down", "--iface", "v0"]);
+    assert!(!dirs[1].exists(), "{} left behind", dirs[1].display());
+}
+
+/// Network namespaces a test made, deleted with their pins when it ends, passed or not.
+struct Namespaces(Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = Command::new("ip").args(["-n", ns, "link", "del", "v0"]).stderr(Stdio::null()).status();
+            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+            // Under its name as this version writes it, and as earlier ones did.
+            for dir in [firewall_user::kernel::pins::bpffs_name(ns), ns.clone()] {
+                for root in [PIN_ROOT, STATE_ROOT, LAST_GOOD_ROOT] {
+                    let _ = std::fs::remove_dir_all(std::path::Path::new(root).join(format!("netns-{dir}")));
+                }
+            }
+        }
+    }
 }
 
 /// Both ends of the lab's link at an MTU of 9,000.
