@@ -155,11 +155,10 @@ pub fn lower_devices(root: &Path, iface: &str) -> Vec<String> {
     let mut found: Vec<String> = Vec::new();
     let mut below = vec![iface.to_owned()];
     while let Some(dev) = below.pop() {
-        let mut direct: Vec<String> = lower_links(&root.join(&dev))
+        let direct: Vec<String> = links(&root.join(&dev), "lower_")
             .into_iter()
             .filter(|lower| lower != iface && !found.contains(lower) && root.join(lower).exists())
             .collect();
-        direct.sort_unstable();
         found.extend(direct.iter().cloned());
         // Depth first, in name order: reversed onto the stack.
         below.extend(direct.into_iter().rev());
@@ -167,13 +166,9 @@ pub fn lower_devices(root: &Path, iface: &str) -> Vec<String> {
     found
 }
 
-/// The names of the `lower_NAME` entries in `dir`, one interface's directory; none when
-/// it cannot be read (an interface gone meanwhile has no lower devices to restore).
-fn lower_links(dir: &Path) -> Vec<String> {
-    links(dir, "lower_")
-}
-
-/// The names of the entries in `dir` named `PREFIX` and a device's name, in name order.
+/// The devices named by the `PREFIXNAME` entries in `dir`, one interface's directory
+/// (`lower_` or `upper_`), in name order; none when it cannot be read (an interface gone
+/// meanwhile has no device below or above to restore).
 fn links(dir: &Path, prefix: &str) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut names: Vec<String> = entries

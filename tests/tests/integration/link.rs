@@ -315,7 +315,8 @@ fn a_filter_goes_up_and_down_on_an_interface_named_with_a_dot() {
 /// as a colon put both filters in one directory, the second `up` taking over the first's
 /// maps. Now their pins are apart (`netns-…-n:x` and `netns-…-n%3Ax`); the package's
 /// `each-filter` finds each by its namespace's name, and a third's pins where an earlier
-/// version left them (`netns-…-n:y`); `down` in one leaves the other up.
+/// version left them (`netns-…-n:y`); `down` in one leaves the other up, and the
+/// dotted one's directory is not taken for the other's earlier pins.
 #[test]
 fn namespaces_named_with_a_dot_and_with_a_colon_keep_their_filters_apart() {
     require_root();
@@ -362,24 +363,41 @@ fn namespaces_named_with_a_dot_and_with_a_colon_keep_their_filters_apart() {
     let walk = lab.tmp().join("each-filter");
     std::fs::write(&walk, script.replace("/usr/sbin/firewall", &format!("sh {}", said.display())))
         .expect("writing each-filter");
-    // Other tests' filters come and go meanwhile: only these three lines are asserted.
-    let out = Command::new("sh").arg(&walk).arg("list").output().expect("running each-filter");
-    let out = String::from_utf8_lossy(&out.stdout);
+    // Other tests' filters come and go meanwhile: only these namespaces' lines are asserted.
+    let each_filter = || {
+        let out = Command::new("sh").arg(&walk).arg("list").output().expect("running each-filter");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = each_filter();
     for ns in names.iter().chain([&earlier]) {
-        assert!(
-            out.lines().any(|line| line == format!("{ns} list --iface v0")),
-            "each-filter missed {ns}:\n{out}"
-        );
+        let walked = out.lines().filter(|line| *line == format!("{ns} list --iface v0")).count();
+        assert_eq!(walked, 1, "each-filter walked {ns} {walked} times:\n{out}");
     }
 
+    // `…-n:x` down: its name as it was, `netns-…-n:x`, is `…-n.x`'s directory, not an
+    // earlier version's pins of its own, so neither `firewall` nor each-filter finds a
+    // filter in `…-n:x` there.
+    let out = firewall(&names[1], &["down", "--iface", "v0"]);
+    assert_eq!(out.trim(), "firewall down on v0");
+    assert!(!dirs[1].exists(), "{} left behind", dirs[1].display());
+    assert!(dirs[0].join(firewall_common::MAP_CONFIG).exists(), "the other namespace's filter went too");
+    let list = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", names[1]))
+        .arg(firewall_bin())
+        .arg("list")
+        .output()
+        .expect("running firewall list");
+    let err = String::from_utf8_lossy(&list.stderr);
+    assert!(!list.status.success() && err.contains("no filter is up"), "list in {}: {err}", names[1]);
+    let out = each_filter();
+    assert!(!out.lines().any(|line| line.starts_with(&format!("{} ", names[1]))), "{out}");
+    assert!(out.lines().any(|line| line == format!("{} list --iface v0", names[0])), "{out}");
+
+    let listing = firewall(&names[0], &["list"]);
+    assert!(listing.contains("Chain INPUT") && listing.contains("ssh-in"), "{listing}");
     let out = firewall(&names[0], &["down", "--iface", "v0"]);
     assert_eq!(out.trim(), "firewall down on v0");
     assert!(!dirs[0].exists(), "{} left behind", dirs[0].display());
-    assert!(dirs[1].join(firewall_common::MAP_CONFIG).exists(), "the other namespace's filter went too");
-    let listing = firewall(&names[1], &["list"]);
-    assert!(listing.contains("Chain INPUT") && listing.contains("ssh-in"), "{listing}");
-    firewall(&names[1], &["down", "--iface", "v0"]);
-    assert!(!dirs[1].exists(), "{} left behind", dirs[1].display());
 }
 
 /// Network namespaces a test made, deleted with their pins when it ends, passed or not.
